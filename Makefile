@@ -1,0 +1,98 @@
+# pipetrain — build, test, run.
+#
+# Modules are found by folder: every .c in model/ net/ scheduler/ stage/ goes into
+# build/libpipetrain.a; cli/ and bench/ make bin/pipetrain; each tests/test_*.c is
+# one CUnit program linked against the library. Adding a file needs no edit here.
+#
+#   make            build bin/pipetrain
+#   make deps       install missing Debian packages (apt-get update first)
+#   make test       deps + build + all tests (tests/run.sh)
+#   make asan       the tests under AddressSanitizer + UBSan (build-asan/)
+#   make run        deps + build + train the default topology
+#   make bench      deps + build + benchmarks
+#   make clean
+
+DEBS := libevent-dev libopenblas-dev libjansson-dev libcunit1-dev pkg-config libssl-dev
+PKGS := libevent libevent_pthreads jansson openblas libcrypto
+
+CC      ?= cc
+BUILD   ?= build
+BIN     ?= bin
+OPT     ?= -O2 -march=native
+SAN     ?=
+WERROR  ?= -Werror
+# Lazy (=) so that pkg-config runs only after `make deps` has installed it.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) cunit 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  = -std=c11 -D_GNU_SOURCE -g $(OPT) $(SAN) -Wall -Wextra $(WERROR) -MMD -MP \
+          -I. $(PKG_CFLAGS)
+LDLIBS  = $(PKG_LIBS) -lpthread -lm
+TEST_LDLIBS = $(shell pkg-config --libs cunit 2>/dev/null)
+
+LIB_SRCS  := $(sort $(wildcard model/*.c net/*.c scheduler/*.c stage/*.c))
+CLI_SRCS  := $(sort $(wildcard cli/*.c bench/*.c))
+TEST_SRCS := $(sort $(wildcard tests/test_*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BIN)/tests/%)
+# Helper programs used by tests (tests/helpers/*.c), one binary each.
+HELPER_SRCS := $(sort $(wildcard tests/helpers/*.c))
+HELPER_BINS := $(HELPER_SRCS:tests/helpers/%.c=$(BIN)/tests/%)
+
+.PHONY: all deps build test test-only asan run bench clean fuzz
+all: build
+build: $(BIN)/pipetrain $(TEST_BINS) $(HELPER_BINS)
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/libpipetrain.a: $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/pipetrain: $(CLI_OBJS) $(BUILD)/libpipetrain.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libpipetrain.a $(LDLIBS)
+
+$(BIN)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libpipetrain.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libpipetrain.a $(LDLIBS) $(TEST_LDLIBS)
+
+$(BIN)/tests/%: $(BUILD)/tests/helpers/%.o $(BUILD)/libpipetrain.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libpipetrain.a $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Targets that need packages re-enter make after `deps`, so pkg-config sees them.
+test: deps
+	$(MAKE) build
+	BIN=$(BIN) tests/run.sh
+
+asan: deps
+	$(MAKE) BUILD=build-asan BIN=bin-asan OPT="-O1 -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build
+	BIN=bin-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  PIPETRAIN_ASAN=1 tests/run.sh
+
+run: deps
+	$(MAKE) build
+	$(BIN)/pipetrain run topologies/default.json --out runs/default
+
+bench: deps
+	$(MAKE) build
+	$(BIN)/pipetrain bench compute
+
+clean:
+	rm -rf build build-asan bin bin-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,35 @@
+/* model.c — configuration checks, parameter layout and initialisation of the
+ * pipeline units. */
+#include "model/model.h"
+#include "model/util.h"
+
+int model_config_check(const model_config *c, char *err)
+{
+    if (c->dim <= 0) return seterr(err, "model.dim must be > 0 (got %d)", c->dim);
+    if (c->n_layers <= 0) return seterr(err, "model.n_layers must be > 0 (got %d)", c->n_layers);
+    if (c->n_heads <= 0) return seterr(err, "model.n_heads must be > 0 (got %d)", c->n_heads);
+    if (c->n_kv_heads <= 0) return seterr(err, "model.n_kv_heads must be > 0 (got %d)", c->n_kv_heads);
+    if (c->ffn_dim <= 0) return seterr(err, "model.ffn_dim must be > 0 (got %d)", c->ffn_dim);
+    if (c->vocab_size <= 0 || c->vocab_size > 65536)
+        return seterr(err, "model.vocab_size must be in 1..65536 (got %d)", c->vocab_size);
+    if (c->seq_len <= 0) return seterr(err, "model.seq_len must be > 0 (got %d)", c->seq_len);
+    if (c->dim % c->n_heads)
+        return seterr(err, "model.n_heads (%d) must divide model.dim (%d)", c->n_heads, c->dim);
+    if (c->n_heads % c->n_kv_heads)
+        return seterr(err, "model.n_kv_heads (%d) must divide model.n_heads (%d)", c->n_kv_heads, c->n_heads);
+    if ((c->dim / c->n_heads) % 2)
+        return seterr(err, "model.dim / model.n_heads (%d) must be even for rotary embeddings",
+                      c->dim / c->n_heads);
+    if (!(c->norm_eps > 0)) return seterr(err, "model.norm_eps must be > 0");
+    if (!(c->rope_theta > 0)) return seterr(err, "model.rope_theta must be > 0");
+    /* Keep every size product far from overflow: per-block parameters and the
+     * attention matrix of one sequence must stay below 2^40 elements. */
+    const double lim = 1099511627776.0;
+    double blk = (double)c->dim * c->dim * 4 + 3.0 * c->dim * c->ffn_dim;
+    double emb = (double)c->vocab_size * c->dim;
+    double att = (double)c->n_heads * c->seq_len * c->seq_len;
+    if (blk > lim || emb > lim || att > lim || (double)c->n_layers * blk > lim)
+        return seterr(err, "model sizes are absurd (dim %d, ffn_dim %d, n_layers %d, seq_len %d): "
+                      "parameter or activation counts overflow", c->dim, c->ffn_dim, c->n_layers, c->seq_len);
+    return 0;
+}

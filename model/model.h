@@ -1,0 +1,34 @@
+/* model.h — the LLaMA-style decoder as pipeline units: configuration, parameter
+ * layout, the unit API (forward; backward split into input-grad and weight-grad)
+ * and FLOP accounting. See model/layers.h for the raw kernels.
+ *
+ * A model with n_layers blocks has n_layers + 2 units, indexed so:
+ *   unit 0            embedding (model.embed_tokens.weight)
+ *   unit 1 + i        decoder block i (model.layers.i.*)
+ *   unit n_layers + 1 head: final RMSNorm, lm_head, mean cross-entropy
+ * A stage holds an ordered list of units. Nothing here knows about stages. */
+#ifndef MODEL_MODEL_H
+#define MODEL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int dim;            /* model width C */
+    int n_layers;       /* decoder blocks */
+    int n_heads;        /* query heads; head_dim = dim / n_heads */
+    int n_kv_heads;     /* key/value heads (grouped-query attention), divides n_heads */
+    int ffn_dim;        /* SwiGLU hidden width */
+    int vocab_size;     /* 256 for byte tokens */
+    int seq_len;        /* context length T */
+    float norm_eps;     /* RMSNorm epsilon */
+    float rope_theta;   /* rotary base */
+    int tie_embeddings; /* lm_head shares model.embed_tokens.weight */
+} model_config;
+
+/* Checks that a configuration is usable (positive sizes, heads divide dim, kv heads
+ * divide heads, even head_dim for RoPE, sizes whose products fit in memory
+ * arithmetic). Returns 0, or -1 with a message naming the field in err. */
+int model_config_check(const model_config *c, char *err);
+
+#endif

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every CUnit suite in $BIN/tests/test_* and every tests/t_*.sh script, and
+# ends with one line "tests: N passed, N failed" (CUnit tests counted one by one,
+# each script as one test). Exit status 1 when anything failed.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+export BIN
+passed=0; failed=0; failed_names=""
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+for t in "$BIN"/tests/test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    echo "== $name"
+    timeout 600 "$t" >"$log" 2>&1; rc=$?
+    cat "$log"
+    # CUnit's summary row: "tests  <total> <ran> <passed> <failed> <inactive>"
+    read -r ran ok bad < <(awk '$1=="tests" && NF>=5 {print $3, $4, $5}' "$log" | tail -n1)
+    if [ -z "${ran:-}" ]; then ok=0; bad=1; fi
+    if [ "$rc" -ne 0 ] && [ "${bad:-0}" -eq 0 ]; then bad=1; fi
+    passed=$((passed + ok)); failed=$((failed + bad))
+    [ "$bad" -gt 0 ] && failed_names="$failed_names $name"
+    unset ran ok bad
+done
+for s in tests/t_*.sh; do
+    [ -f "$s" ] || continue
+    name=$(basename "$s")
+    echo "== $name"
+    if timeout 600 bash "$s"; then passed=$((passed + 1)); echo "   $name: ok"
+    else failed=$((failed + 1)); failed_names="$failed_names $name"; echo "   $name: FAILED"; fi
+done
+[ -n "$failed_names" ] && echo "failed:$failed_names"
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
