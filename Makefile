@@ -92,7 +92,25 @@ bench: deps
 	$(MAKE) build
 	$(BIN)/pipetrain bench compute
 
+# libFuzzer targets: each tests/fuzz/fuzz_*.c, built with clang against the library
+# (ASan + UBSan), run for FUZZ_SECONDS on its corpus tests/fuzz/corpus/<name>/.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+fuzz: deps
+	$(MAKE) CC=clang BUILD=build-fuzz BIN=bin-fuzz OPT="-O1 -g" WERROR= \
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libpipetrain.a
+	@mkdir -p bin-fuzz fuzz-out
+	@set -e; for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $$(pkg-config --cflags $(PKGS)) \
+	    -fsanitize=fuzzer,address,undefined -o bin-fuzz/$$n $$f build-fuzz/libpipetrain.a \
+	    $$(pkg-config --libs $(PKGS)) -lpthread -lm; \
+	  mkdir -p fuzz-out/$$n; \
+	  echo "== $$n for $(FUZZ_SECONDS) s"; \
+	  bin-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    fuzz-out/$$n tests/fuzz/corpus/$$n 2>&1 | tail -n 12; \
+	done
+
 clean:
-	rm -rf build build-asan bin bin-asan
+	rm -rf build build-asan build-fuzz bin bin-asan bin-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
