@@ -33,3 +33,46 @@ int model_config_check(const model_config *c, char *err)
                       "parameter or activation counts overflow", c->dim, c->ffn_dim, c->n_layers, c->seq_len);
     return 0;
 }
+
+model_flops model_unit_flops(const model_config *c, int unit, size_t batch, size_t seq)
+{
+    model_flops f = { 0, 0, 0 };
+    double N = (double)batch * seq, C = c->dim, V = c->vocab_size, F = c->ffn_dim;
+    double hd = (double)c->dim / c->n_heads, KV = hd * c->n_kv_heads;
+    switch (model_unit_kind(c, unit)) {
+    case UNIT_EMBED:
+        break; /* a gather and a scatter-add: no multiply-adds */
+    case UNIT_HEAD:
+        f.fwd = 2 * N * C * V;
+        f.bwd_input = 2 * N * C * V;
+        f.bwd_weight = 2 * N * C * V;
+        break;
+    default: {
+        double mm = 2 * N * (C * C * 2 + C * KV * 2 + 3 * C * F); /* q,o + k,v + gate,up,down */
+        /* causal attention: scores and weighted values over the lower triangle */
+        double att = 2.0 * 2 * batch * c->n_heads * hd * ((double)seq * (seq + 1) / 2);
+        f.fwd = mm + att;
+        f.bwd_input = mm + 2 * att; /* dP = dO V^T, dV = P^T dO, dQ, dK */
+        f.bwd_weight = mm;
+        break;
+    }
+    }
+    return f;
+}
+
+size_t model_unit_params(const model_config *c, int unit)
+{
+    size_t C = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
+    size_t KV = C / (size_t)c->n_heads * (size_t)c->n_kv_heads;
+    switch (model_unit_kind(c, unit)) {
+    case UNIT_EMBED: return V * C;
+    case UNIT_HEAD: return C + (c->tie_embeddings ? 0 : V * C);
+    default: return 2 * C + 2 * C * C + 2 * C * KV + 3 * C * F;
+    }
+}
+
+size_t model_unit_out_bytes(const model_config *c, int unit, size_t batch, size_t seq)
+{
+    if (model_unit_kind(c, unit) == UNIT_HEAD) return 0;
+    return batch * seq * (size_t)c->dim * sizeof(float);
+}

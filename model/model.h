@@ -31,4 +31,26 @@ typedef struct {
  * arithmetic). Returns 0, or -1 with a message naming the field in err. */
 int model_config_check(const model_config *c, char *err);
 
+/* Number of units (n_layers + 2) and a unit's kind. */
+enum { UNIT_EMBED = 0, UNIT_BLOCK = 1, UNIT_HEAD = 2 };
+static inline int model_n_units(const model_config *c) { return c->n_layers + 2; }
+static inline int model_unit_kind(const model_config *c, int u)
+{
+    return u == 0 ? UNIT_EMBED : (u == c->n_layers + 1 ? UNIT_HEAD : UNIT_BLOCK);
+}
+
+/* Floating-point operations of one unit for one micro-batch of `batch` sequences
+ * of `seq` tokens: forward, gradient w.r.t. the input (B) and w.r.t. the weights
+ * (W). Counts multiply-adds as 2 and includes attention's score and value products;
+ * elementwise work (norms, softmax, activations) is not counted. */
+typedef struct { double fwd, bwd_input, bwd_weight; } model_flops;
+model_flops model_unit_flops(const model_config *c, int unit, size_t batch, size_t seq);
+
+/* Number of trainable floats a unit owns (a tied head owns none). */
+size_t model_unit_params(const model_config *c, int unit);
+
+/* Bytes of the activation a unit sends forward (and of the gradient that comes
+ * back) per micro-batch: batch*seq*dim floats for embed and blocks, 0 for the head. */
+size_t model_unit_out_bytes(const model_config *c, int unit, size_t batch, size_t seq);
+
 #endif
