@@ -1,0 +1,35 @@
+/* main.c — the pipetrain command: dispatches to subcommands.
+ * Exit status: 0 success, 1 run-time failure, 2 bad usage or bad input. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    { "bench", cli_bench_main, "measure compute, transport or scheduler speed" },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: pipetrain <command> [options]   (pipetrain <command> --help)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "pipetrain: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
