@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -103,7 +104,12 @@ static int check_args(const char *path, const char *format, int vocab_size,
 /* Sets the split and checks each split holds one window of seq_len+1 tokens. */
 static int split(data_set *d, double val_fraction, int seq_len, char *err)
 {
-    size_t n_val = (size_t)floor((double)d->n * val_fraction);
+    /* floor(n * f), except that a product within a few ulps below an integer counts
+     * as that integer: 90 * 0.7 is 62.99999999999999 in double but means 63. */
+    double prod = (double)d->n * val_fraction;
+    double n_val_d = floor(prod);
+    if (n_val_d + 1 - prod <= 4 * DBL_EPSILON * prod) n_val_d += 1;
+    size_t n_val = (size_t)n_val_d;
     if (n_val > d->n) n_val = d->n;
     d->n_train = d->n - n_val;
     size_t need = (size_t)seq_len + 1;

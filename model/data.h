@@ -6,7 +6,8 @@
  * without replacement. The whole file is read into one buffer.
  *
  * Layout of a loaded file of n tokens with val_fraction f (as nanoGPT):
- *   [0, n_train)  training split, n_train = n - floor(n * f)
+ *   [0, n_train)  training split, n_train = n - floor(n * f) (a product a few ulps
+ *                 below an integer counts as it: 90 * 0.7 gives 63, not 62)
  *   [n_train, n)  validation split
  * A window is T+1 consecutive tokens: x = window[0..T), y = window[1..T+1). */
 #ifndef MODEL_DATA_H
