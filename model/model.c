@@ -3,6 +3,8 @@
 #include "model/model.h"
 #include "model/util.h"
 
+#include <math.h>
+
 int model_config_check(const model_config *c, char *err)
 {
     if (c->dim <= 0) return seterr(err, "model.dim must be > 0 (got %d)", c->dim);
@@ -75,4 +77,66 @@ size_t model_unit_out_bytes(const model_config *c, int unit, size_t batch, size_
 {
     if (model_unit_kind(c, unit) == UNIT_HEAD) return 0;
     return batch * seq * (size_t)c->dim * sizeof(float);
+}
+
+static int add_tensor(model_tensor *out, int n, int unit, const char *name, size_t rows, size_t cols,
+                      size_t *off)
+{
+    model_tensor *t = &out[n];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->unit = unit;
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->numel = rows * (cols ? cols : 1);
+    t->offset = *off;
+    t->decay = cols != 0;
+    *off += t->numel;
+    return n + 1;
+}
+
+int model_unit_tensors(const model_config *c, int unit, model_tensor *out)
+{
+    size_t C = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
+    size_t KV = C / (size_t)c->n_heads * (size_t)c->n_kv_heads, off = 0;
+    int n = 0;
+    char nm[80];
+    switch (model_unit_kind(c, unit)) {
+    case UNIT_EMBED:
+        return add_tensor(out, 0, unit, "model.embed_tokens.weight", V, C, &off);
+    case UNIT_HEAD:
+        n = add_tensor(out, 0, unit, "model.norm.weight", C, 0, &off);
+        if (!c->tie_embeddings) n = add_tensor(out, n, unit, "lm_head.weight", V, C, &off);
+        return n;
+    }
+    static const struct { const char *name; int rows, cols; } blk[] = {
+        /* rows/cols: 0 = C, 1 = KV, 2 = F, -1 = 1-D */
+        { "input_layernorm", 0, -1 }, { "self_attn.q_proj", 0, 0 }, { "self_attn.k_proj", 1, 0 },
+        { "self_attn.v_proj", 1, 0 }, { "self_attn.o_proj", 0, 0 }, { "post_attention_layernorm", 0, -1 },
+        { "mlp.gate_proj", 2, 0 }, { "mlp.up_proj", 2, 0 }, { "mlp.down_proj", 0, 2 },
+    };
+    const size_t dims[3] = { C, KV, F };
+    for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++) {
+        snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", unit - 1, blk[i].name);
+        n = add_tensor(out, n, unit, nm, dims[blk[i].rows], blk[i].cols < 0 ? 0 : dims[blk[i].cols], &off);
+    }
+    return n;
+}
+
+void model_tensor_init(const model_config *c, const model_tensor *t, float *w, uint64_t seed)
+{
+    if (t->ndim == 1) {
+        for (size_t i = 0; i < t->numel; i++) w[i] = 1.0f;
+        return;
+    }
+    double std = 0.02;
+    if (strstr(t->name, "o_proj") || strstr(t->name, "down_proj")) std /= sqrt(2.0 * c->n_layers);
+    rng_t r = rng_for(seed, t->name);
+    for (size_t i = 0; i < t->numel; i += 2) {
+        /* Box-Muller: two normals from two uniforms; 1-u keeps the log finite */
+        double u1 = 1.0 - rng_uniform(&r), u2 = rng_uniform(&r);
+        double m = sqrt(-2.0 * log(u1)), a = 2.0 * M_PI * u2;
+        w[i] = (float)(std * m * cos(a));
+        if (i + 1 < t->numel) w[i + 1] = (float)(std * m * sin(a));
+    }
 }

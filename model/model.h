@@ -53,4 +53,95 @@ size_t model_unit_params(const model_config *c, int unit);
  * back) per micro-batch: batch*seq*dim floats for embed and blocks, 0 for the head. */
 size_t model_unit_out_bytes(const model_config *c, int unit, size_t batch, size_t seq);
 
+/* One named parameter tensor (Hugging Face LLaMA naming). Offsets count floats
+ * from the start of the unit (model_unit_tensors) or of the part (model_part). */
+#define MODEL_MAX_UNIT_TENSORS 9
+typedef struct {
+    char name[80];
+    int unit;        /* global unit index */
+    int ndim;        /* 1 or 2 */
+    size_t shape[2]; /* (rows, cols) for 2-D, (n) for 1-D */
+    size_t numel;
+    size_t offset;
+    int decay;       /* AdamW weight decay applies (2-D weights only) */
+} model_tensor;
+
+/* Fills out[] with the unit's tensors in layout order; returns how many. A tied
+ * head lists only its norm (lm_head is model.embed_tokens.weight). */
+int model_unit_tensors(const model_config *c, int unit, model_tensor *out);
+
+/* Initialises one tensor deterministically from (seed, name): RMSNorm weights 1,
+ * every other weight normal(0, 0.02), residual output projections (o_proj,
+ * down_proj) scaled by 1/sqrt(2·n_layers). Independent of how the model is
+ * later split into stages. */
+void model_tensor_init(const model_config *c, const model_tensor *t, float *w, uint64_t seed);
+
+/* Per micro-batch and unit: the activations saved by forward for backward (act),
+ * the gradients that backward-input hands to backward-weight (grad), and the
+ * tokens (embedding: inputs; head: targets, or NULL when sampling). */
+typedef struct {
+    float *act;
+    float *grad;
+    int *tokens;
+} model_slot;
+
+/* A contiguous slice of units held by one stage (or the whole model): one
+ * allocation each for parameters and gradients, plus workspace sized for
+ * micro-batches of up to max_batch sequences of up to seq_len tokens. */
+typedef struct {
+    model_config cfg;
+    int n_units;
+    int *units;              /* global unit indices, consecutive */
+    size_t *unit_off;        /* per held unit: offset of its first float in params */
+    size_t n_params;
+    float *params, *grads;
+    int n_tensors;
+    model_tensor *tensors;   /* offsets relative to params */
+    float *tied_w;           /* tied head only: the embedding weights it reads */
+    float *tied_grad;        /* tied head only: lm_head's gradient, added into the
+                                embedding's by model_part_reduce_tied */
+    size_t max_batch;
+    float *rope_cos, *rope_sin;
+    float *ws;               /* backward workspace */
+    float *buf[2];           /* activations between units inside the part */
+} model_part;
+
+/* Builds a part holding units[0..n) (consecutive, ascending) and initialises its
+ * parameters from seed. Exits via xmalloc on allocation failure. */
+model_part *model_part_new(const model_config *c, const int *units, int n_units, size_t max_batch,
+                           uint64_t seed);
+void model_part_free(model_part *p);
+/* Index of the part's tensor with this name, or -1. */
+int model_part_find(const model_part *p, const char *name);
+/* Zeroes every gradient (once per step). */
+void model_part_zero_grad(model_part *p);
+/* With a tied head and the embedding both held: embedding grad += tied_grad. */
+void model_part_reduce_tied(model_part *p);
+
+/* Slots for local units [lo, hi) of one micro-batch, in one allocation. */
+model_slot *model_slots_new(const model_part *p, int lo, int hi, size_t batch);
+void model_slots_free(model_slot *s);
+/* Bytes of saved activations and of B→W gradients one slot set holds. */
+size_t model_slots_bytes(const model_part *p, int lo, int hi, size_t batch);
+
+/* Forward through local units [lo, hi) for `batch` sequences of `seq` tokens.
+ * in: (batch·seq, dim), ignored when unit lo is the embedding (reads
+ * slots[0].tokens). out: (batch·seq, dim), ignored when the last unit is the
+ * head. Returns Σ cross-entropy over tokens when the head is included and has
+ * targets, else 0. */
+double model_forward(model_part *p, int lo, int hi, model_slot *slots, const float *in, float *out,
+                     size_t batch, size_t seq);
+/* Input-gradient pass backward through [lo, hi): dout is the gradient of the
+ * range's output (ignored when the range ends in the head, which starts from
+ * the loss with dL/dlogit scaled by loss_scale); din receives the gradient of
+ * the range's input (not written when lo is the embedding). Saves in the
+ * slots what model_backward_weight needs. */
+void model_backward_input(model_part *p, int lo, int hi, model_slot *slots, const float *dout, float *din,
+                          size_t batch, size_t seq, float loss_scale);
+/* Weight-gradient pass for [lo, hi): adds into p->grads (and tied_grad). Must
+ * follow model_backward_input for the same slots. */
+void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, size_t batch, size_t seq);
+/* After a head forward without targets: the logits (batch·seq, vocab). */
+const float *model_logits(const model_part *p, const model_slot *head_slot, size_t batch, size_t seq);
+
 #endif

@@ -1,0 +1,75 @@
+/* optim.c — AdamW, clipping and the learning-rate schedule (see optim.h). */
+#include "model/optim.h"
+#include "model/util.h"
+
+#include <math.h>
+
+optim_adamw *optim_new(size_t n_params)
+{
+    optim_adamw *o = xcalloc(1, sizeof *o);
+    o->n = n_params;
+    o->m = xcalloc(n_params, sizeof(float));
+    o->v = xcalloc(n_params, sizeof(float));
+    return o;
+}
+
+void optim_free(optim_adamw *o)
+{
+    if (!o) return;
+    free(o->m);
+    free(o->v);
+    free(o);
+}
+
+void optim_unit_sqnorms(const model_part *p, double *out)
+{
+    for (int i = 0; i < p->n_units; i++) {
+        size_t lo = p->unit_off[i], hi = (i + 1 < p->n_units) ? p->unit_off[i + 1] : p->n_params;
+        double s = 0;
+        for (size_t j = lo; j < hi; j++) s += (double)p->grads[j] * p->grads[j];
+        out[i] = s;
+    }
+}
+
+double optim_global_norm(const double *sq, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += sq[i];
+    return sqrt(s);
+}
+
+float optim_clip_scale(double norm, double max_norm)
+{
+    if (max_norm <= 0 || norm <= max_norm) return 1.0f;
+    return (float)(max_norm / (norm + 1e-6));
+}
+
+void optim_adamw_step(optim_adamw *o, model_part *p, const optim_hparams *h, float grad_scale)
+{
+    o->step++;
+    const float b1 = h->beta1, b2 = h->beta2, lr = h->lr;
+    const float c1 = 1.0f / (1.0f - powf(b1, (float)o->step));
+    const float c2 = 1.0f / (1.0f - powf(b2, (float)o->step));
+    for (int t = 0; t < p->n_tensors; t++) {
+        const model_tensor *ten = &p->tensors[t];
+        const float wd = ten->decay ? h->weight_decay : 0.0f;
+        float *w = p->params + ten->offset, *g = p->grads + ten->offset;
+        float *m = o->m + ten->offset, *v = o->v + ten->offset;
+        for (size_t i = 0; i < ten->numel; i++) {
+            float gi = g[i] * grad_scale;
+            m[i] = b1 * m[i] + (1.0f - b1) * gi;
+            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+            float mh = m[i] * c1, vh = v[i] * c2;
+            w[i] -= lr * (mh / (sqrtf(vh) + h->eps) + wd * w[i]);
+        }
+    }
+}
+
+double optim_lr(long step, long total, long warmup, double lr, double min_lr)
+{
+    if (step < warmup) return lr * (double)(step + 1) / (double)warmup;
+    if (total <= warmup + 1) return lr;
+    double t = (double)(step - warmup) / (double)(total - 1 - warmup);
+    if (t > 1) t = 1;
+    return min_lr + 0.5 * (1.0 + cos(M_PI * t)) * (lr - min_lr);
+}

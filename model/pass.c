@@ -1,0 +1,187 @@
+/* pass.c — forward, backward-input and backward-weight over a range of a part's
+ * units (see model.h). Activations between units inside the range flow through
+ * the part's two ping-pong buffers. */
+#include "model/layers.h"
+#include "model/model.h"
+#include "model/views.h"
+
+#include <string.h>
+
+static block_w block_weights(float *base, dims d) { block_w w; block_w_view(&w, base, d); return w; }
+static block_act block_acts(float *base, dims d) { block_act a; block_act_view(&a, base, d); return a; }
+static block_grad block_grads(float *base, dims d) { block_grad g; block_grad_view(&g, base, d); return g; }
+static head_act head_acts(float *base, dims d) { head_act a; head_act_view(&a, base, d); return a; }
+static head_grad head_grads(float *base, dims d) { head_grad g; head_grad_view(&g, base, d); return g; }
+
+static void block_forward(model_part *p, int i, model_slot *s, const float *in, float *out, dims d)
+{
+    block_w w = block_weights(p->params + p->unit_off[i], d);
+    block_act a = block_acts(s->act, d);
+    float eps = p->cfg.norm_eps;
+    memcpy(a.x, in, d.N * d.C * sizeof(float));
+    layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, eps);
+    layer_matmul_forward(a.q, a.xn1, w.wq, d.N, d.C, d.C);
+    layer_matmul_forward(a.k, a.xn1, w.wk, d.N, d.C, d.KV);
+    layer_matmul_forward(a.v, a.xn1, w.wv, d.N, d.C, d.KV);
+    layer_rope(a.q, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, 0);
+    layer_rope(a.k, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, 0);
+    layer_attention_forward(a.att, a.probs, a.q, a.k, a.v, d.B, d.T, d.H, d.KVH, d.hd);
+    layer_matmul_forward(a.x2, a.att, w.wo, d.N, d.C, d.C);
+    for (size_t j = 0; j < d.N * d.C; j++) a.x2[j] += a.x[j];
+    layer_rmsnorm_forward(a.xn2, a.rstd2, a.x2, w.norm2, d.N, d.C, eps);
+    layer_matmul_forward(a.gate, a.xn2, w.wg, d.N, d.C, d.F);
+    layer_matmul_forward(a.up, a.xn2, w.wu, d.N, d.C, d.F);
+    layer_swiglu_forward(a.h, a.gate, a.up, d.N * d.F);
+    layer_matmul_forward(out, a.h, w.wd, d.N, d.F, d.C);
+    for (size_t j = 0; j < d.N * d.C; j++) out[j] += a.x2[j];
+}
+
+static void block_backward_input(model_part *p, int i, model_slot *s, const float *dout, float *din, dims d)
+{
+    block_w w = block_weights(p->params + p->unit_off[i], d);
+    block_act a = block_acts(s->act, d);
+    block_grad g = block_grads(s->grad, d);
+    float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C), *scratch = datt + d.N * d.C;
+    const size_t NC = d.N * d.C;
+    memcpy(g.dout, dout, NC * sizeof(float));
+    layer_matmul_backward_input(dh, g.dout, w.wd, d.N, d.F, d.C, 0);
+    layer_swiglu_backward(g.dgate, g.dup, dh, a.gate, a.up, d.N * d.F);
+    layer_matmul_backward_input(g.dxn2, g.dgate, w.wg, d.N, d.C, d.F, 0);
+    layer_matmul_backward_input(g.dxn2, g.dup, w.wu, d.N, d.C, d.F, 1);
+    memcpy(g.dx2, g.dout, NC * sizeof(float));
+    layer_rmsnorm_backward_input(g.dx2, g.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C, 1);
+    layer_matmul_backward_input(datt, g.dx2, w.wo, d.N, d.C, d.C, 0);
+    layer_attention_backward(g.dq, g.dk, g.dv, scratch, datt, a.probs, a.q, a.k, a.v, d.B, d.T, d.H, d.KVH, d.hd);
+    layer_rope(g.dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, 1);
+    layer_rope(g.dk, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, 1);
+    layer_matmul_backward_input(g.dxn1, g.dq, w.wq, d.N, d.C, d.C, 0);
+    layer_matmul_backward_input(g.dxn1, g.dk, w.wk, d.N, d.C, d.KV, 1);
+    layer_matmul_backward_input(g.dxn1, g.dv, w.wv, d.N, d.C, d.KV, 1);
+    memcpy(din, g.dx2, NC * sizeof(float));
+    layer_rmsnorm_backward_input(din, g.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C, 1);
+}
+
+static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
+{
+    block_w gw = block_weights(p->grads + p->unit_off[i], d);
+    block_act a = block_acts(s->act, d);
+    block_grad g = block_grads(s->grad, d);
+    layer_matmul_backward_weight(gw.wd, g.dout, a.h, d.N, d.F, d.C);
+    layer_matmul_backward_weight(gw.wg, g.dgate, a.xn2, d.N, d.C, d.F);
+    layer_matmul_backward_weight(gw.wu, g.dup, a.xn2, d.N, d.C, d.F);
+    layer_rmsnorm_backward_weight(gw.norm2, g.dxn2, a.x2, a.rstd2, d.N, d.C);
+    layer_matmul_backward_weight(gw.wo, g.dx2, a.att, d.N, d.C, d.C);
+    layer_matmul_backward_weight(gw.wq, g.dq, a.xn1, d.N, d.C, d.C);
+    layer_matmul_backward_weight(gw.wk, g.dk, a.xn1, d.N, d.C, d.KV);
+    layer_matmul_backward_weight(gw.wv, g.dv, a.xn1, d.N, d.C, d.KV);
+    layer_rmsnorm_backward_weight(gw.norm1, g.dxn1, a.x, a.rstd1, d.N, d.C);
+}
+
+/* The head's lm_head weight and its gradient (tied: the embedding's). */
+static const float *head_w(const model_part *p, int i, dims d)
+{
+    return p->tied_w ? p->tied_w : p->params + p->unit_off[i] + d.C;
+}
+
+static double head_forward(model_part *p, int i, model_slot *s, const float *in, dims d)
+{
+    head_act a = head_acts(s->act, d);
+    const float *norm = p->params + p->unit_off[i];
+    memcpy(a.x, in, d.N * d.C * sizeof(float));
+    layer_rmsnorm_forward(a.xn, a.rstd, a.x, norm, d.N, d.C, p->cfg.norm_eps);
+    layer_matmul_forward(a.probs, a.xn, head_w(p, i, d), d.N, d.C, d.V);
+    if (!s->tokens) return 0; /* sampling: leave the logits */
+    return layer_softmax_xent_forward(a.probs, s->tokens, d.N, d.V);
+}
+
+static void head_backward_input(model_part *p, int i, model_slot *s, float *din, dims d, float scale)
+{
+    head_act a = head_acts(s->act, d);
+    head_grad g = head_grads(s->grad, d);
+    float *dlogits = g.dlogits, *dxn = g.dxn;
+    const float *norm = p->params + p->unit_off[i];
+    layer_softmax_xent_backward(dlogits, a.probs, s->tokens, d.N, d.V, scale);
+    layer_matmul_backward_input(dxn, dlogits, head_w(p, i, d), d.N, d.C, d.V, 0);
+    layer_rmsnorm_backward_input(din, dxn, a.x, a.rstd, norm, d.N, d.C, 0);
+}
+
+static void head_backward_weight(model_part *p, int i, model_slot *s, dims d)
+{
+    head_act a = head_acts(s->act, d);
+    head_grad g = head_grads(s->grad, d);
+    const float *dlogits = g.dlogits, *dxn = g.dxn;
+    float *gnorm = p->grads + p->unit_off[i];
+    float *gw = p->tied_grad ? p->tied_grad : gnorm + d.C;
+    layer_matmul_backward_weight(gw, dlogits, a.xn, d.N, d.C, d.V);
+    layer_rmsnorm_backward_weight(gnorm, dxn, a.x, a.rstd, d.N, d.C);
+}
+
+double model_forward(model_part *p, int lo, int hi, model_slot *slots, const float *in, float *out,
+                     size_t batch, size_t seq)
+{
+    dims d = dims_of(&p->cfg, batch, seq);
+    double loss = 0;
+    const float *x = in;
+    for (int i = lo; i < hi; i++) {
+        model_slot *s = &slots[i - lo];
+        float *y = (i == hi - 1) ? out : p->buf[(i - lo) & 1];
+        switch (model_unit_kind(&p->cfg, p->units[i])) {
+        case UNIT_EMBED:
+            layer_embedding_forward(y, s->tokens, p->params + p->unit_off[i], d.N, d.C);
+            break;
+        case UNIT_HEAD:
+            loss = head_forward(p, i, s, x, d);
+            break;
+        default:
+            block_forward(p, i, s, x, y, d);
+        }
+        x = y;
+    }
+    return loss;
+}
+
+void model_backward_input(model_part *p, int lo, int hi, model_slot *slots, const float *dout, float *din,
+                          size_t batch, size_t seq, float loss_scale)
+{
+    dims d = dims_of(&p->cfg, batch, seq);
+    const float *g = dout;
+    for (int i = hi - 1; i >= lo; i--) {
+        model_slot *s = &slots[i - lo];
+        float *dx = (i == lo) ? din : p->buf[(hi - 1 - i) & 1];
+        switch (model_unit_kind(&p->cfg, p->units[i])) {
+        case UNIT_EMBED:
+            memcpy(s->grad, g, d.N * d.C * sizeof(float)); /* kept for the scatter in W */
+            break;
+        case UNIT_HEAD:
+            head_backward_input(p, i, s, dx, d, loss_scale);
+            break;
+        default:
+            block_backward_input(p, i, s, g, dx, d);
+        }
+        g = dx;
+    }
+}
+
+void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, size_t batch, size_t seq)
+{
+    dims d = dims_of(&p->cfg, batch, seq);
+    for (int i = hi - 1; i >= lo; i--) {
+        model_slot *s = &slots[i - lo];
+        switch (model_unit_kind(&p->cfg, p->units[i])) {
+        case UNIT_EMBED:
+            layer_embedding_backward_weight(p->grads + p->unit_off[i], s->grad, s->tokens, d.N, d.C);
+            break;
+        case UNIT_HEAD:
+            head_backward_weight(p, i, s, d);
+            break;
+        default:
+            block_backward_weight(p, i, s, d);
+        }
+    }
+}
+
+const float *model_logits(const model_part *p, const model_slot *head_slot, size_t batch, size_t seq)
+{
+    dims d = dims_of(&p->cfg, batch, seq);
+    return head_acts(head_slot->act, d).probs;
+}

@@ -1,0 +1,79 @@
+/* views.h — private to model/: the sizes of one micro-batch and the layout of a
+ * unit's weights, saved activations and B→W gradients inside flat float buffers.
+ * Each *_view function lays out views from base and returns the float count; with
+ * base NULL it only counts (part.c sizes slots with it, pass.c uses the views). */
+#ifndef MODEL_VIEWS_H
+#define MODEL_VIEWS_H
+
+#include "model/model.h"
+
+typedef struct { size_t N, C, KV, F, V, H, KVH, hd, T, B; } dims;
+
+static inline dims dims_of(const model_config *c, size_t B, size_t T)
+{
+    dims d;
+    d.B = B; d.T = T; d.N = B * T; d.C = (size_t)c->dim; d.H = (size_t)c->n_heads;
+    d.KVH = (size_t)c->n_kv_heads; d.hd = d.C / d.H; d.KV = d.KVH * d.hd;
+    d.F = (size_t)c->ffn_dim; d.V = (size_t)c->vocab_size;
+    return d;
+}
+
+/* Points *p at base[off] (NULL when only counting) and returns off + n. */
+static inline size_t carve(float **p, float *base, size_t off, size_t n)
+{
+    *p = base ? base + off : NULL;
+    return off + n;
+}
+
+/* A block's weights (and gradients: same layout), in model_unit_tensors order. */
+typedef struct { float *norm1, *wq, *wk, *wv, *wo, *norm2, *wg, *wu, *wd; } block_w;
+static inline size_t block_w_view(block_w *w, float *b, dims d)
+{
+    size_t o = carve(&w->norm1, b, 0, d.C);
+    o = carve(&w->wq, b, o, d.C * d.C);  o = carve(&w->wk, b, o, d.KV * d.C);
+    o = carve(&w->wv, b, o, d.KV * d.C); o = carve(&w->wo, b, o, d.C * d.C);
+    o = carve(&w->norm2, b, o, d.C);     o = carve(&w->wg, b, o, d.F * d.C);
+    o = carve(&w->wu, b, o, d.F * d.C);
+    return carve(&w->wd, b, o, d.C * d.F);
+}
+
+typedef struct { float *x, *rstd1, *xn1, *q, *k, *v, *probs, *att, *x2, *rstd2, *xn2, *gate, *up, *h; } block_act;
+static inline size_t block_act_view(block_act *a, float *b, dims d)
+{
+    size_t o = carve(&a->x, b, 0, d.N * d.C);
+    o = carve(&a->rstd1, b, o, d.N);       o = carve(&a->xn1, b, o, d.N * d.C);
+    o = carve(&a->q, b, o, d.N * d.C);     o = carve(&a->k, b, o, d.N * d.KV);
+    o = carve(&a->v, b, o, d.N * d.KV);    o = carve(&a->probs, b, o, d.B * d.H * d.T * d.T);
+    o = carve(&a->att, b, o, d.N * d.C);   o = carve(&a->x2, b, o, d.N * d.C);
+    o = carve(&a->rstd2, b, o, d.N);       o = carve(&a->xn2, b, o, d.N * d.C);
+    o = carve(&a->gate, b, o, d.N * d.F);  o = carve(&a->up, b, o, d.N * d.F);
+    return carve(&a->h, b, o, d.N * d.F);
+}
+
+typedef struct { float *dout, *dgate, *dup, *dxn2, *dx2, *dq, *dk, *dv, *dxn1; } block_grad;
+static inline size_t block_grad_view(block_grad *g, float *b, dims d)
+{
+    size_t o = carve(&g->dout, b, 0, d.N * d.C);
+    o = carve(&g->dgate, b, o, d.N * d.F); o = carve(&g->dup, b, o, d.N * d.F);
+    o = carve(&g->dxn2, b, o, d.N * d.C);  o = carve(&g->dx2, b, o, d.N * d.C);
+    o = carve(&g->dq, b, o, d.N * d.C);    o = carve(&g->dk, b, o, d.N * d.KV);
+    o = carve(&g->dv, b, o, d.N * d.KV);
+    return carve(&g->dxn1, b, o, d.N * d.C);
+}
+
+typedef struct { float *x, *rstd, *xn, *probs; } head_act;
+static inline size_t head_act_view(head_act *a, float *b, dims d)
+{
+    size_t o = carve(&a->x, b, 0, d.N * d.C);
+    o = carve(&a->rstd, b, o, d.N);
+    o = carve(&a->xn, b, o, d.N * d.C);
+    return carve(&a->probs, b, o, d.N * d.V);
+}
+
+typedef struct { float *dlogits, *dxn; } head_grad;
+static inline size_t head_grad_view(head_grad *g, float *b, dims d)
+{
+    return carve(&g->dxn, b, carve(&g->dlogits, b, 0, d.N * d.V), d.N * d.C);
+}
+
+#endif
