@@ -1,0 +1,592 @@
+/* topo.c — the topology schema as a table, and the generic walk over it that
+ * decodes a JSON document into a topo struct (types, ranges, defaults, unknown
+ * keys), applies --set overrides to the JSON tree, and encodes the struct back to
+ * canonical JSON for the topology hash. Cross-field rules (layer partition, hosts,
+ * ports, schedule constraints) live in topo_check.c. One table drives decoding,
+ * overrides and encoding, so the three cannot drift apart. */
+#include "stage/topo.h"
+#include "model/util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <openssl/sha.h>
+#include <stddef.h>
+
+typedef enum { T_INT, T_I64, T_DBL, T_FLT, T_BOOL, T_STR, T_PATH, T_OBJ, T_ARR } ftype;
+
+typedef struct field {
+    const char *name;
+    ftype type;
+    size_t off;               /* into the struct this table describes */
+    int req;                  /* required: no default */
+    double lo, hi;            /* numeric range */
+    int lo_open, hi_open;     /* exclusive bounds */
+    double def;               /* numeric default; NAN = derived after decoding */
+    const char *sdef;         /* string default; NULL = optional (absent stays NULL) */
+    const char *const *choices; /* allowed strings, NULL-terminated */
+    const struct field *sub;  /* T_OBJ / T_ARR element schema */
+    size_t off2;              /* T_PATH: resolved path; T_ARR: int count */
+    size_t esize;             /* T_ARR element size */
+    int max_n;                /* T_ARR maximum length */
+} field;
+
+#define END { NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0 }
+#define INT(S, f, r, l, h, d) { #f, T_INT, offsetof(S, f), r, l, h, 0, 0, d, NULL, NULL, NULL, 0, 0, 0 }
+#define DBL(S, f, r, l, lo_o, h, h_o, d) { #f, T_DBL, offsetof(S, f), r, l, h, lo_o, h_o, d, NULL, NULL, NULL, 0, 0, 0 }
+#define STR(S, f, r, sd, ch) { #f, T_STR, offsetof(S, f), r, 0, 0, 0, 0, 0, sd, ch, NULL, 0, 0, 0 }
+#define PATH(S, f, fres) { #f, T_PATH, offsetof(S, f##_given), 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, offsetof(S, fres), 0, 0 }
+#define OBJ(S, f, r, tbl) { #f, T_OBJ, offsetof(S, f), r, 0, 0, 0, 0, 0, NULL, NULL, tbl, 0, 0, 0 }
+
+static const char *const data_formats[] = { "auto", "text", "bin", NULL };
+static const char *const sched_kinds[] = { "gpipe", "1f1b", "interleaved", "zb-h1", NULL };
+static const char *const launch_kinds[] = { "local", "ssh", NULL };
+
+static const field model_fields[] = {
+    INT(model_config, dim, 1, 1, 1 << 20, 0),
+    INT(model_config, n_layers, 1, 1, 4096, 0),
+    INT(model_config, n_heads, 1, 1, 65536, 0),
+    INT(model_config, n_kv_heads, 0, 1, 65536, NAN),
+    INT(model_config, ffn_dim, 1, 1, 1 << 22, 0),
+    INT(model_config, vocab_size, 0, 1, 65536, 256),
+    INT(model_config, seq_len, 1, 1, 1 << 20, 0),
+    { "norm_eps", T_FLT, offsetof(model_config, norm_eps), 0, 0, 1, 1, 0, 1e-5, NULL, NULL, NULL, 0, 0, 0 },
+    { "rope_theta", T_FLT, offsetof(model_config, rope_theta), 0, 0, 1e12, 1, 0, 10000, NULL, NULL, NULL, 0, 0, 0 },
+    { "tie_embeddings", T_BOOL, offsetof(model_config, tie_embeddings), 0, 0, 1, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0 },
+    END
+};
+
+/* data.path has no _given twin in its name, so spell the entry out. */
+static const field data_fields[] = {
+    { "path", T_PATH, offsetof(topo_data, path_given), 0, 0, 0, 0, 0, 0, NULL, NULL, NULL,
+      offsetof(topo_data, path), 0, 0 },
+    STR(topo_data, format, 0, "auto", data_formats),
+    DBL(topo_data, val_fraction, 0, 0, 0, 1, 1, 0.1),
+    END
+};
+
+static const field train_fields[] = {
+    INT(topo_train, steps, 1, 1, 1e9, 0),
+    INT(topo_train, batch_size, 1, 1, 1 << 20, 0),
+    INT(topo_train, micro_batches, 0, 1, 1 << 20, 1),
+    DBL(topo_train, lr, 1, 0, 1, 10, 0, 0),
+    DBL(topo_train, min_lr, 0, 0, 0, 10, 0, NAN),
+    INT(topo_train, warmup_steps, 0, 0, 1e9, 0),
+    DBL(topo_train, weight_decay, 0, 0, 0, 1000, 0, 0.1),
+    DBL(topo_train, beta1, 0, 0, 0, 1, 1, 0.9),
+    DBL(topo_train, beta2, 0, 0, 0, 1, 1, 0.95),
+    DBL(topo_train, grad_clip, 0, 0, 0, 1e9, 0, 1.0),
+    { "seed", T_I64, offsetof(topo_train, seed), 0, 0, 9007199254740992.0, 0, 0, 1337, NULL, NULL, NULL, 0, 0, 0 },
+    INT(topo_train, eval_every, 0, 0, 1e9, 0),
+    INT(topo_train, eval_batches, 0, 1, 1e6, 20),
+    INT(topo_train, log_every, 0, 1, 1e9, 1),
+    END
+};
+
+static const field ckpt_fields[] = {
+    STR(topo_checkpoint, dir, 0, "checkpoints", NULL),
+    INT(topo_checkpoint, every, 0, 0, 1e9, 0),
+    INT(topo_checkpoint, keep, 0, 0, 1e6, 0),
+    END
+};
+
+static const field sched_fields[] = {
+    STR(topo_schedule, kind, 0, NULL, sched_kinds),
+    PATH(topo_schedule, file, file),
+    INT(topo_schedule, chunks, 0, 0, 1024, 0),
+    END
+};
+
+static const field coord_fields[] = {
+    STR(topo_addr, host, 0, "127.0.0.1", NULL),
+    INT(topo_addr, port, 0, 0, 65535, 29500),
+    END
+};
+
+static const field stage_fields[] = {
+    STR(topo_stage, host, 1, NULL, NULL),
+    INT(topo_stage, port, 1, 1, 65535, 0),
+    STR(topo_stage, layers, 1, NULL, NULL),
+    INT(topo_stage, threads, 0, 1, 1024, 1),
+    END
+};
+
+static const field top_fields[] = {
+    STR(topo, description, 0, NULL, NULL),
+    OBJ(topo, model, 1, model_fields),
+    OBJ(topo, data, 0, data_fields),
+    OBJ(topo, train, 1, train_fields),
+    OBJ(topo, checkpoint, 0, ckpt_fields),
+    OBJ(topo, schedule, 0, sched_fields),
+    OBJ(topo, coordinator, 0, coord_fields),
+    PATH(topo, secret_file, secret_file),
+    STR(topo, launch, 0, "local", launch_kinds),
+    { "stages", T_ARR, offsetof(topo, stages), 1, 0, 0, 0, 0, 0, NULL, NULL, stage_fields,
+      offsetof(topo, n_stages), sizeof(topo_stage), 1024 },
+    END
+};
+
+/* ---------- messages ---------- */
+
+#define MAX_STR 4096 /* longest string value accepted anywhere */
+
+/* What a field expects, in words, for error messages. */
+static void expected(const field *f, char *buf, size_t n)
+{
+    switch (f->type) {
+    case T_INT: case T_I64:
+        snprintf(buf, n, "an integer in %.0f..%.0f", f->lo, f->hi);
+        break;
+    case T_DBL: case T_FLT:
+        snprintf(buf, n, "a number %s %g and %s %g", f->lo_open ? ">" : ">=", f->lo,
+                 f->hi_open ? "<" : "<=", f->hi);
+        break;
+    case T_BOOL: snprintf(buf, n, "true or false"); break;
+    case T_STR: case T_PATH:
+        if (f->choices) {
+            size_t k = (size_t)snprintf(buf, n, "one of");
+            for (int i = 0; f->choices[i] && k < n; i++)
+                k += (size_t)snprintf(buf + k, n - k, "%s \"%s\"", i ? "," : "", f->choices[i]);
+        } else {
+            snprintf(buf, n, "a non-empty string");
+        }
+        break;
+    case T_OBJ: snprintf(buf, n, "an object"); break;
+    case T_ARR: snprintf(buf, n, "a non-empty array of objects (at most %d)", f->max_n); break;
+    }
+}
+
+/* A JSON value in words: the "found" half of an error message. */
+static void describe(const json_t *v, char *buf, size_t n)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: snprintf(buf, n, "an object"); break;
+    case JSON_ARRAY: snprintf(buf, n, "an array of %zu", json_array_size(v)); break;
+    case JSON_STRING: snprintf(buf, n, "\"%.60s%s\"", json_string_value(v),
+                               json_string_length(v) > 60 ? "..." : ""); break;
+    case JSON_INTEGER: snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); break;
+    case JSON_REAL: snprintf(buf, n, "%g", json_real_value(v)); break;
+    case JSON_TRUE: snprintf(buf, n, "true"); break;
+    case JSON_FALSE: snprintf(buf, n, "false"); break;
+    default: snprintf(buf, n, "null"); break;
+    }
+}
+
+/* snprintf through a va_list: JSON paths are short; truncation is harmless. */
+static void fmt(char *buf, size_t n, const char *f, ...) __attribute__((format(printf, 3, 4)));
+static void fmt(char *buf, size_t n, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, n, f, ap);
+    va_end(ap);
+}
+
+static void join_path(char *out, size_t n, const char *prefix, const char *name)
+{
+    if (prefix[0]) fmt(out, n, "%s.%s", prefix, name);
+    else fmt(out, n, "%s", name);
+}
+
+static int bad_value(const char *file, const char *path, const field *f, const json_t *v, char *err)
+{
+    char want[160], got[96];
+    expected(f, want, sizeof want);
+    describe(v, got, sizeof got);
+    return seterr(err, "%s: %s: expected %s, found %s", file, path, want, got);
+}
+
+/* The known keys of a table, for "unknown key" messages. */
+static void key_list(const field *tbl, char *buf, size_t n)
+{
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; tbl[i].name && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%s", i ? ", " : "", tbl[i].name);
+}
+
+/* ---------- decoding ---------- */
+
+typedef struct {
+    const char *file;  /* for messages */
+    const char *dir;   /* for resolving relative paths */
+} dctx;
+
+static char *resolve(const char *dir, const char *p)
+{
+    if (p[0] == '/' || !dir || !strcmp(dir, ".")) return strdup(p);
+    size_t n = strlen(dir) + strlen(p) + 2;
+    char *r = xmalloc(n);
+    snprintf(r, n, "%s/%s", dir, p);
+    return r;
+}
+
+/* A number as a double, or 0 when v is not a number. */
+static int num_value(const json_t *v, double *out)
+{
+    if (json_is_integer(v)) *out = (double)json_integer_value(v);
+    else if (json_is_real(v)) *out = json_real_value(v);
+    else return 0;
+    return 1;
+}
+
+static int in_range(const field *f, double x)
+{
+    if (!isfinite(x)) return 0;
+    if (f->lo_open ? !(x > f->lo) : !(x >= f->lo)) return 0;
+    if (f->hi_open ? !(x < f->hi) : !(x <= f->hi)) return 0;
+    return 1;
+}
+
+static int decode_obj(const dctx *c, const field *tbl, json_t *obj, void *base,
+                      const char *prefix, char *err);
+
+static int decode_default(const field *f, char *base)
+{
+    switch (f->type) {
+    case T_INT: *(int *)(base + f->off) = isnan(f->def) ? 0 : (int)f->def; break;
+    case T_I64: *(int64_t *)(base + f->off) = (int64_t)f->def; break;
+    case T_DBL: *(double *)(base + f->off) = f->def; break;
+    case T_FLT: *(float *)(base + f->off) = (float)f->def; break;
+    case T_BOOL: *(int *)(base + f->off) = f->def != 0; break;
+    case T_STR: *(char **)(base + f->off) = f->sdef ? strdup(f->sdef) : NULL; break;
+    default: break; /* optional paths stay NULL */
+    }
+    return 0;
+}
+
+static int decode_string(const dctx *c, const field *f, json_t *v, char *base,
+                         const char *path, char *err)
+{
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    if (!s || !s[0] || json_string_length(v) != strlen(s) || strlen(s) > MAX_STR)
+        return bad_value(c->file, path, f, v, err);
+    if (f->choices) {
+        int ok = 0;
+        for (int i = 0; f->choices[i]; i++) ok |= !strcmp(f->choices[i], s);
+        if (!ok) return bad_value(c->file, path, f, v, err);
+    }
+    *(char **)(base + f->off) = strdup(s);
+    if (f->type == T_PATH) *(char **)(base + f->off2) = resolve(c->dir, s);
+    return 0;
+}
+
+static int decode_array(const dctx *c, const field *f, json_t *v, char *base,
+                        const char *path, char *err)
+{
+    size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    if (n == 0 || n > (size_t)f->max_n) return bad_value(c->file, path, f, v, err);
+    char *arr = xcalloc(n, f->esize);
+    *(char **)(base + f->off) = arr;
+    *(int *)(base + f->off2) = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        char sub[256];
+        fmt(sub, sizeof sub, "%s.%zu", path, i);
+        if (decode_obj(c, f->sub, json_array_get(v, i), arr + i * f->esize, sub, err)) return -1;
+    }
+    return 0;
+}
+
+static int decode_field(const dctx *c, const field *f, json_t *v, char *base,
+                        const char *path, char *err)
+{
+    double x;
+    switch (f->type) {
+    case T_INT: case T_I64:
+        if (!num_value(v, &x) || x != floor(x) || !in_range(f, x))
+            return bad_value(c->file, path, f, v, err);
+        if (f->type == T_INT) *(int *)(base + f->off) = (int)x;
+        else *(int64_t *)(base + f->off) = json_is_integer(v) ? json_integer_value(v) : (int64_t)x;
+        return 0;
+    case T_DBL: case T_FLT:
+        if (!num_value(v, &x) || !in_range(f, x)) return bad_value(c->file, path, f, v, err);
+        if (f->type == T_FLT && (!isfinite((float)x) || (f->lo_open && !((float)x > f->lo))))
+            return bad_value(c->file, path, f, v, err);
+        if (f->type == T_DBL) *(double *)(base + f->off) = x;
+        else *(float *)(base + f->off) = (float)x;
+        return 0;
+    case T_BOOL:
+        if (!json_is_boolean(v)) return bad_value(c->file, path, f, v, err);
+        *(int *)(base + f->off) = json_is_true(v);
+        return 0;
+    case T_STR: case T_PATH:
+        return decode_string(c, f, v, base, path, err);
+    case T_OBJ:
+        return decode_obj(c, f->sub, v, base + f->off, path, err);
+    case T_ARR:
+        return decode_array(c, f, v, base, path, err);
+    }
+    return 0;
+}
+
+/* Decodes obj (NULL = absent, all defaults) into base following tbl. */
+static int decode_obj(const dctx *c, const field *tbl, json_t *obj, void *base,
+                      const char *prefix, char *err)
+{
+    if (obj && !json_is_object(obj)) {
+        char got[96];
+        describe(obj, got, sizeof got);
+        return seterr(err, "%s: %s: expected an object, found %s", c->file,
+                      prefix[0] ? prefix : "(top level)", got);
+    }
+    const char *key;
+    json_t *v;
+    if (obj) json_object_foreach(obj, key, v) {
+        int known = 0;
+        for (int i = 0; tbl[i].name; i++) known |= !strcmp(tbl[i].name, key);
+        if (!known) {
+            char path[256], keys[256];
+            join_path(path, sizeof path, prefix, key);
+            key_list(tbl, keys, sizeof keys);
+            return seterr(err, "%s: %s: unknown key (expected one of: %s)", c->file, path, keys);
+        }
+    }
+    for (const field *f = tbl; f->name; f++) {
+        char path[256];
+        join_path(path, sizeof path, prefix, f->name);
+        json_t *fv = obj ? json_object_get(obj, f->name) : NULL;
+        if (!fv && f->req) {
+            char want[160];
+            expected(f, want, sizeof want);
+            return seterr(err, "%s: %s: missing (required: %s)", c->file, path, want);
+        }
+        int rc = fv ? decode_field(c, f, fv, base, path, err)
+                    : (f->type == T_OBJ ? decode_obj(c, f->sub, NULL, (char *)base + f->off, path, err)
+                                        : decode_default(f, base));
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* ---------- overrides ---------- */
+
+static const field *find_field(const field *tbl, const char *name)
+{
+    for (; tbl->name; tbl++)
+        if (!strcmp(tbl->name, name)) return tbl;
+    return NULL;
+}
+
+/* Parses an override's text as the JSON value field f expects; NULL if it cannot. */
+static json_t *parse_value(const field *f, const char *s)
+{
+    char *end;
+    errno = 0;
+    switch (f->type) {
+    case T_INT: case T_I64: {
+        long long i = strtoll(s, &end, 10);
+        if (*s && !*end && !errno) return json_integer(i);
+        double d = strtod(s, &end);
+        if (*s && !*end && isfinite(d) && d == floor(d) && fabs(d) < 9.1e18) return json_integer((json_int_t)d);
+        return NULL;
+    }
+    case T_DBL: case T_FLT: {
+        double d = strtod(s, &end);
+        if (!*s || *end || !isfinite(d)) return NULL;
+        return json_real(d);
+    }
+    case T_BOOL:
+        if (!strcmp(s, "true") || !strcmp(s, "1")) return json_true();
+        if (!strcmp(s, "false") || !strcmp(s, "0")) return json_false();
+        return NULL;
+    case T_STR: case T_PATH:
+        return json_string(s); /* NULL when not UTF-8 */
+    default:
+        return NULL;
+    }
+}
+
+/* Applies one "KEY=VALUE" override to the document root. */
+static int apply_set(json_t *root, const char *file, const char *set, char *err)
+{
+    const char *eq = strchr(set, '=');
+    if (!eq || eq == set || (size_t)(eq - set) >= 256)
+        return seterr(err, "%s: --set %.200s: expected KEY=VALUE (for example train.lr=3e-4)", file, set);
+    char key[256], walked[256] = "";
+    memcpy(key, set, (size_t)(eq - set));
+    key[eq - set] = 0;
+    if (key[0] == '.' || key[strlen(key) - 1] == '.' || strstr(key, ".."))
+        return seterr(err, "%s: --set %.200s: malformed key \"%s\"", file, set, key);
+    const char *val = eq + 1;
+    const field *tbl = top_fields, *f = NULL;
+    json_t *cur = root;
+    for (char *save = NULL, *seg = strtok_r(key, ".", &save); seg; seg = strtok_r(NULL, ".", &save)) {
+        char keys[256];
+        if (f) { /* the previous segment must have been an object or array */
+            if (f->type == T_ARR) {
+                char *end;
+                long idx = strtol(seg, &end, 10);
+                json_t *arr = json_object_get(cur, f->name);
+                if (!*seg || *end || idx < 0 || !json_is_array(arr) || (size_t)idx >= json_array_size(arr)
+                    || !json_is_object(json_array_get(arr, (size_t)idx)))
+                    return seterr(err, "%s: --set %.200s: %s has no element %.40s (it has %zu)", file, set,
+                                  walked, seg, json_is_array(arr) ? json_array_size(arr) : (size_t)0);
+                cur = json_array_get(arr, (size_t)idx);
+                tbl = f->sub;
+                f = NULL;
+                fmt(walked + strlen(walked), sizeof walked - strlen(walked), ".%s", seg);
+                continue;
+            }
+            json_t *child = json_object_get(cur, f->name);
+            if (!child) json_object_set_new(cur, f->name, child = json_object());
+            if (!json_is_object(child))
+                return seterr(err, "%s: --set %.200s: %s is not an object in the file", file, set, walked);
+            cur = child;
+            tbl = f->sub;
+        }
+        f = find_field(tbl, seg);
+        char next[256];
+        join_path(next, sizeof next, walked, seg);
+        fmt(walked, sizeof walked, "%s", next);
+        key_list(tbl, keys, sizeof keys);
+        if (!f) return seterr(err, "%s: --set %.200s: unknown key %s (expected one of: %s)", file, set, walked, keys);
+    }
+    if (!f) return seterr(err, "%s: --set %.200s: empty key", file, set);
+    if (f->type == T_OBJ || f->type == T_ARR)
+        return seterr(err, "%s: --set %.200s: %s is %s; set one of its fields", file, set, walked,
+                      f->type == T_OBJ ? "an object" : "an array");
+    if (!*val && !f->req && (f->type == T_PATH || (f->type == T_STR && !f->sdef))) {
+        json_object_del(cur, f->name); /* an empty value unsets an optional string */
+        return 0;
+    }
+    json_t *v = parse_value(f, val);
+    if (!v) {
+        char want[160];
+        expected(f, want, sizeof want);
+        return seterr(err, "%s: --set %.200s: %s expects %s, found \"%.60s\"", file, set, walked, want, val);
+    }
+    /* schedule.kind and schedule.file are alternatives: setting one drops the other. */
+    if (tbl == sched_fields && (f->type == T_PATH || !strcmp(f->name, "kind")))
+        json_object_del(cur, f->type == T_PATH ? "kind" : "file");
+    json_object_set_new(cur, f->name, v);
+    return 0;
+}
+
+/* ---------- encoding ---------- */
+
+static json_t *encode_obj(const field *tbl, const char *base)
+{
+    json_t *o = json_object();
+    for (const field *f = tbl; f->name; f++) {
+        const char *p = base + f->off;
+        json_t *v = NULL;
+        switch (f->type) {
+        case T_INT: v = json_integer(*(const int *)p); break;
+        case T_I64: v = json_integer(*(const int64_t *)p); break;
+        case T_DBL: v = json_real(*(const double *)p); break;
+        case T_FLT: v = json_real((double)*(const float *)p); break;
+        case T_BOOL: v = json_boolean(*(const int *)p); break;
+        case T_STR: case T_PATH: {
+            const char *s = *(char *const *)p;
+            v = s ? json_string(s) : NULL;
+            break;
+        }
+        case T_OBJ: v = encode_obj(f->sub, p); break;
+        case T_ARR: {
+            const char *arr = *(char *const *)p;
+            int n = *(const int *)(base + f->off2);
+            v = json_array();
+            for (int i = 0; i < n; i++) json_array_append_new(v, encode_obj(f->sub, arr + (size_t)i * f->esize));
+            break;
+        }
+        }
+        if (v) json_object_set_new(o, f->name, v);
+    }
+    return o;
+}
+
+char *topo_canonical_json(const topo *t)
+{
+    json_t *o = encode_obj(top_fields, (const char *)t);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (!s) {
+        fprintf(stderr, "pipetrain: out of memory encoding the topology\n");
+        exit(1);
+    }
+    return s;
+}
+
+void topo_hash(const topo *t, unsigned char out[32])
+{
+    char *s = topo_canonical_json(t);
+    SHA256((const unsigned char *)s, strlen(s), out);
+    free(s);
+}
+
+void topo_hash_hex(const topo *t, char out[65])
+{
+    unsigned char h[32];
+    topo_hash(t, h);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* ---------- load / free ---------- */
+
+int topo_validate(topo *t, char *err); /* topo_check.c */
+
+static void free_fields(const field *tbl, char *base)
+{
+    for (const field *f = tbl; f->name; f++) {
+        char **p = (char **)(base + f->off);
+        if (f->type == T_STR || f->type == T_PATH) { free(*p); *p = NULL; }
+        if (f->type == T_PATH) { free(*(char **)(base + f->off2)); *(char **)(base + f->off2) = NULL; }
+        if (f->type == T_OBJ) free_fields(f->sub, base + f->off);
+        if (f->type == T_ARR && *p) {
+            int n = *(int *)(base + f->off2);
+            for (int i = 0; i < n; i++) free_fields(f->sub, *p + (size_t)i * f->esize);
+        }
+    }
+}
+
+void topo_free(topo *t)
+{
+    if (!t) return;
+    for (int i = 0; t->stages && i < t->n_stages; i++) {
+        free(t->stages[i].units);
+        free(t->stages[i].chunks);
+    }
+    free_fields(top_fields, (char *)t);
+    free(t->stages);
+    free(t->path);
+    free(t->dir);
+    memset(t, 0, sizeof *t);
+}
+
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *err)
+{
+    memset(t, 0, sizeof *t);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        if (je.line < 1) return seterr(err, "%s: cannot read: %s", path, je.text);
+        return seterr(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+    }
+    t->path = strdup(path);
+    t->dir = dir_of(path);
+    if (!json_is_object(root)) {
+        char got[96];
+        describe(root, got, sizeof got);
+        seterr(err, "%s: (top level): expected an object, found %s", path, got);
+        goto fail;
+    }
+    for (int i = 0; i < n_sets; i++)
+        if (apply_set(root, path, sets[i], err)) goto fail;
+    dctx c = { path, t->dir };
+    if (decode_obj(&c, top_fields, root, t, "", err)) goto fail;
+    if (topo_validate(t, err)) goto fail;
+    json_decref(root);
+    return 0;
+fail:
+    json_decref(root);
+    topo_free(t);
+    return -1;
+}

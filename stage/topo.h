@@ -1,0 +1,193 @@
+/* topo.h — the topology file: one JSON document that says what model to train, on
+ * what data, with which optimiser settings, how the model's units are split into
+ * pipeline stages, where each stage listens and which micro-batch schedule runs.
+ *
+ * topo_load() reads the file, applies `--set KEY=VALUE` overrides, fills defaults
+ * and validates everything before any compute or socket exists; every error names
+ * the file, the JSON path, what was expected and what was found. The loaded
+ * topology is plain data (a visible struct): the stage runtime, the scheduler glue
+ * and the CLI read its fields. It never opens sockets, reads data or secrets.
+ *
+ * Schema (keys not listed are errors; "=" gives the default, "req" = required):
+ *   description     string, optional free text
+ *   model           dim req, n_layers req, n_heads req, n_kv_heads = n_heads,
+ *                   ffn_dim req, vocab_size = 256, seq_len req, norm_eps = 1e-5,
+ *                   rope_theta = 10000, tie_embeddings = false
+ *   data            path (optional here; `run` needs it or --data), format =
+ *                   "auto" | "text" | "bin" (auto: a ".bin" suffix means uint16 tokens,
+ *                   anything else is bytes of text), val_fraction = 0.1 (0 <= f < 1)
+ *   train           steps req, batch_size req, micro_batches = 1 (divides batch_size),
+ *                   lr req, min_lr = lr/10, warmup_steps = 0, weight_decay = 0.1,
+ *                   beta1 = 0.9, beta2 = 0.95, grad_clip = 1.0 (0 = off), seed = 1337,
+ *                   eval_every = 0 (0 = only at the end), eval_batches = 20,
+ *                   log_every = 1
+ *   checkpoint      dir = "checkpoints" (relative to the run directory, not resolved
+ *                   here), every = 0 (0 = only at the end), keep = 0 (0 = keep all)
+ *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1", or file = path
+ *                   of a JSON/CSV schedule file (the two are alternatives; an override
+ *                   of one removes the other), chunks = 0 (virtual stages per stage;
+ *                   0 = derived from the layers)
+ *   coordinator     host = "127.0.0.1", port = 29500 (0 = the launcher picks one and
+ *                   passes it to the stages with --coordinator)
+ *   secret_file     path, optional (required at run time when a stage is off loopback)
+ *   launch          "local" (default) | "ssh"
+ *   stages          req, non-empty array of { host req, port req, layers req,
+ *                   threads = 1 }
+ * Hosts are numeric IPv4/IPv6 addresses (no name lookups); ports 1..65535;
+ * host:port distinct across stages and the coordinator.
+ *
+ * Layer notation: comma-separated items `embed`, `head`, `N` or `N-M` (block
+ * indices, inclusive, increasing), e.g. "embed,0-1", "2-3,head", "embed,0-3,head".
+ * Units are numbered as in model/model.h: 0 = embedding, 1+i = block i,
+ * n_layers+1 = head. A stage's units must be strictly increasing; maximal runs of
+ * consecutive units are its chunks. With a plain schedule (gpipe, 1f1b, zb-h1)
+ * each stage holds one chunk and the stages hold consecutive ranges in order (the
+ * first holds the embedding, the last the head). With "interleaved" every stage
+ * holds the same number v >= 2 of chunks and chunk c of stage s is virtual stage
+ * c*P+s; the virtual stages hold consecutive ranges in that order. A schedule file
+ * accepts either layout.
+ *
+ * Relative paths in the file (data.path, schedule.file, secret_file) are resolved
+ * against the directory of the topology file; the string as written is kept too.
+ *
+ * --data FILE: the CLI calls topo_set_data_path() after topo_load(); that path is
+ * relative to the current directory, not to the topology file. */
+#ifndef STAGE_TOPO_H
+#define STAGE_TOPO_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "model/model.h"
+
+enum { TOPO_DATA_TEXT = 0, TOPO_DATA_BIN = 1 };
+enum { TOPO_SCHED_GPIPE = 0, TOPO_SCHED_1F1B, TOPO_SCHED_INTERLEAVED, TOPO_SCHED_ZBH1,
+       TOPO_SCHED_FILE };
+enum { TOPO_LAUNCH_LOCAL = 0, TOPO_LAUNCH_SSH = 1 };
+
+typedef struct {
+    char *path;          /* resolved path, NULL when the topology names no data */
+    char *path_given;    /* as written (or as given to topo_set_data_path) */
+    char *format;        /* "auto" | "text" | "bin" as written */
+    int kind;            /* TOPO_DATA_TEXT or TOPO_DATA_BIN, "auto" resolved */
+    double val_fraction; /* last fraction of the tokens is validation */
+} topo_data;
+
+typedef struct {
+    int steps, batch_size, micro_batches;
+    double lr, min_lr;   /* linear warm-up to lr, cosine decay to min_lr */
+    int warmup_steps;
+    double weight_decay, beta1, beta2;
+    double grad_clip;    /* global-norm clip; 0 = off */
+    int64_t seed;        /* >= 0 */
+    int eval_every;      /* 0 = evaluate only at the end */
+    int eval_batches;
+    int log_every;
+} topo_train;
+
+typedef struct {
+    char *dir;           /* relative to the run directory unless absolute */
+    int every;           /* 0 = only at the end */
+    int keep;            /* complete checkpoints kept; 0 = all */
+} topo_checkpoint;
+
+typedef struct {
+    char *kind;          /* "gpipe" | "1f1b" | "interleaved" | "zb-h1"; NULL with file */
+    int kind_id;         /* TOPO_SCHED_*; TOPO_SCHED_FILE when file is set */
+    char *file;          /* resolved path of a schedule file, or NULL */
+    char *file_given;
+    int chunks;          /* as written (0 = derive); see topo.chunks_per_stage */
+} topo_schedule;
+
+typedef struct {
+    int first_unit;      /* units first_unit .. first_unit + n_units - 1 */
+    int n_units;
+    int virtual_stage;   /* position in the pipeline's order of chunks */
+} topo_chunk;
+
+typedef struct {
+    char *host;          /* numeric IPv4 or IPv6 address */
+    int port;
+    char *layers;        /* notation as written */
+    int threads;         /* BLAS threads */
+    int n_units;
+    int *units;          /* strictly increasing unit indices */
+    int n_chunks;
+    topo_chunk *chunks;  /* in increasing unit order */
+} topo_stage;
+
+typedef struct {
+    char *host;
+    int port;
+} topo_addr;
+
+typedef struct {
+    char *path;          /* the topology file as given to topo_load */
+    char *dir;           /* its directory, for resolving relative paths */
+    char *description;   /* optional */
+    model_config model;
+    topo_data data;
+    topo_train train;
+    topo_checkpoint checkpoint;
+    topo_schedule schedule;
+    topo_addr coordinator;
+    char *secret_file;   /* resolved, or NULL */
+    char *secret_file_given;
+    char *launch;        /* "local" | "ssh" */
+    int launch_id;       /* TOPO_LAUNCH_* */
+    int n_stages;
+    topo_stage *stages;
+    int chunks_per_stage; /* v: 1 for plain schedules */
+} topo;
+
+/* Loads and validates a topology file. `sets` holds n_sets "KEY=VALUE" overrides
+ * (dotted JSON paths, array elements by index: "train.lr=3e-4",
+ * "stages.1.threads=1"), applied in order before validation; each value is parsed
+ * as the type the schema expects at that path. On success returns 0 and t owns
+ * its allocations (free with topo_free). On failure returns -1, writes a message
+ * starting with the file name into err (ERR_LEN bytes) and leaves t zeroed. */
+int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *err);
+
+/* Frees everything t owns and zeroes it. Safe on a zeroed struct and on NULL. */
+void topo_free(topo *t);
+
+/* Points data at `path` (relative to the current directory, as --data is) and
+ * re-derives the data kind when data.format is "auto". Returns 0 or -1 with err. */
+int topo_set_data_path(topo *t, const char *path, char *err);
+
+/* Compact JSON with sorted keys and every default filled in, after overrides;
+ * paths as written. Caller frees. The SHA-256 of this text is the topology hash
+ * that stages compare when they say hello. */
+char *topo_canonical_json(const topo *t);
+void topo_hash(const topo *t, unsigned char out[32]);
+/* The hash as 64 lowercase hex digits plus NUL. */
+void topo_hash_hex(const topo *t, char out[65]);
+
+/* Parses the layer notation for a model with n_layers blocks into a malloc'd array
+ * of unit indices in the order written (*units, *n). Returns 0, or -1 with a
+ * message (no JSON path) in err; *units is NULL then. */
+int topo_parse_layers(const char *spec, int n_layers, int **units, int *n, char *err);
+
+/* Number of units (model.n_layers + 2). */
+int topo_n_units(const topo *t);
+/* The stage holding `unit`, or -1 when out of range. */
+int topo_stage_of_unit(const topo *t, int unit);
+/* The stage holding virtual stage vs (0 .. n_stages*chunks_per_stage-1), and the
+ * chunk index within that stage in *chunk; -1 when out of range. */
+int topo_stage_of_virtual(const topo *t, int vs, int *chunk);
+/* Sequences per micro-batch: batch_size / micro_batches. */
+int topo_micro_batch(const topo *t);
+/* Bytes of the largest tensor that crosses a stage boundary (an activation or its
+ * gradient for one micro-batch); the transport refuses larger payloads. */
+size_t topo_max_tensor_bytes(const topo *t);
+/* 1 when the coordinator and every stage are on a loopback address. */
+int topo_all_loopback(const topo *t);
+/* Index of the stage listening on host:port (compared as addresses, so "::1" and
+ * "0:0::1" match), or -1. */
+int topo_find_stage(const topo *t, const char *host, int port);
+
+/* Prints the partition table: per stage host:port, layers, parameters, forward
+ * FLOPs per micro-batch and activation bytes sent per micro-batch, then totals. */
+void topo_print_partition(const topo *t, FILE *f);
+
+#endif

@@ -1,0 +1,378 @@
+/* topo_check.c — the rules of a topology that span several fields: derived
+ * defaults, the model configuration, batch and schedule constraints, addresses,
+ * and the layer notation with the partition of units into stages and chunks.
+ * Types, ranges and unknown keys are checked earlier by the schema walk in
+ * topo.c; nothing here touches the network or the file system. */
+#include "stage/topo.h"
+#include "model/util.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+
+int topo_validate(topo *t, char *err); /* called by topo_load */
+
+/* ---------- layer notation ---------- */
+
+static void unit_name(int n_layers, int u, char *buf, size_t n)
+{
+    if (u == 0) snprintf(buf, n, "the embedding");
+    else if (u == n_layers + 1) snprintf(buf, n, "the head");
+    else snprintf(buf, n, "block %d", u - 1);
+}
+
+/* Parses a decimal block index of at most 9 digits; -1 if s..e is not one. */
+static int parse_index(const char *s, const char *e)
+{
+    if (s == e || e - s > 9) return -1;
+    int v = 0;
+    for (; s < e; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v;
+}
+
+/* Parses one item (already trimmed) into the unit range [*lo, *hi]. */
+static int parse_item(const char *s, const char *e, int n_layers, int *lo, int *hi, char *err)
+{
+    size_t len = (size_t)(e - s);
+    if (len == 0) return seterr(err, "empty item (stray comma?)");
+    if (len == 5 && !memcmp(s, "embed", 5)) { *lo = *hi = 0; return 0; }
+    if (len == 4 && !memcmp(s, "head", 4)) { *lo = *hi = n_layers + 1; return 0; }
+    const char *dash = memchr(s, '-', len);
+    int a = parse_index(s, dash ? dash : e), b = dash ? parse_index(dash + 1, e) : a;
+    if (a < 0 || b < 0)
+        return seterr(err, "\"%.*s\" is not embed, head, a block index N or a range N-M",
+                      (int)(len > 40 ? 40 : len), s);
+    if (b < a) return seterr(err, "range \"%.*s\" runs backwards", (int)len, s);
+    if (b >= n_layers)
+        return seterr(err, "block %d does not exist (model.n_layers is %d: blocks 0-%d)",
+                      b, n_layers, n_layers - 1);
+    *lo = a + 1;
+    *hi = b + 1;
+    return 0;
+}
+
+int topo_parse_layers(const char *spec, int n_layers, int **units, int *n, char *err)
+{
+    int n_units = n_layers + 2, count = 0;
+    int *out = xmalloc(sizeof(int) * (size_t)n_units);
+    const char *p = spec;
+    *units = NULL;
+    *n = 0;
+    for (;;) {
+        const char *comma = strchr(p, ','), *e = comma ? comma : p + strlen(p);
+        const char *s = p;
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
+        int lo = 0, hi = -1;
+        if (parse_item(s, e, n_layers, &lo, &hi, err)) goto fail;
+        for (int u = lo; u <= hi; u++) {
+            if (count && u <= out[count - 1]) {
+                char a[32], b[32];
+                unit_name(n_layers, u, a, sizeof a);
+                unit_name(n_layers, out[count - 1], b, sizeof b);
+                seterr(err, u == out[count - 1] ? "%s is listed twice" :
+                       "items must be in increasing order: %s comes after %s", a, b);
+                goto fail;
+            }
+            out[count++] = u;
+        }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *units = out;
+    *n = count;
+    return 0;
+fail:
+    free(out);
+    return -1;
+}
+
+/* ---------- partition ---------- */
+
+/* Splits a stage's units into maximal runs of consecutive units. */
+static void make_chunks(topo_stage *st)
+{
+    st->chunks = xcalloc((size_t)st->n_units, sizeof(topo_chunk));
+    st->n_chunks = 0;
+    for (int i = 0; i < st->n_units; i++) {
+        if (i == 0 || st->units[i] != st->units[i - 1] + 1)
+            st->chunks[st->n_chunks++] = (topo_chunk){ st->units[i], 0, -1 };
+        st->chunks[st->n_chunks - 1].n_units++;
+    }
+}
+
+/* Checks that chunk c of stage s, taken in virtual-stage order c*P+s, covers
+ * units 0..n_units-1 consecutively, and numbers the chunks. */
+static int check_order(topo *t, int v, char *err)
+{
+    int P = t->n_stages, next = 0, nl = t->model.n_layers;
+    for (int vs = 0; vs < v * P; vs++) {
+        int s = vs % P, c = vs / P;
+        topo_chunk *ch = &t->stages[s].chunks[c];
+        if (ch->first_unit != next) {
+            char want[32], got[32];
+            unit_name(nl, next, want, sizeof want);
+            unit_name(nl, ch->first_unit, got, sizeof got);
+            if (v == 1)
+                return seterr(err, "%s: stages.%d.layers: stages must hold consecutive layers in "
+                              "order: expected stage %d to start with %s, found %s", t->path, s, s, want, got);
+            return seterr(err, "%s: stages.%d.layers: interleaved chunk %d of stage %d is virtual "
+                          "stage %d and must start with %s, found %s", t->path, s, c, s, vs, want, got);
+        }
+        ch->virtual_stage = vs;
+        next += ch->n_units;
+    }
+    return 0;
+}
+
+/* Decides how many chunks each stage must hold (v) given the schedule. */
+static int chunks_per_stage(topo *t, char *err)
+{
+    const topo_schedule *sc = &t->schedule;
+    int v = t->stages[0].n_chunks;
+    for (int s = 0; s < t->n_stages; s++) {
+        const topo_stage *st = &t->stages[s];
+        if (sc->kind_id != TOPO_SCHED_INTERLEAVED && sc->kind_id != TOPO_SCHED_FILE && st->n_chunks != 1)
+            return seterr(err, "%s: stages.%d.layers: \"%s\" is not one contiguous range "
+                          "(schedule \"%s\" needs one per stage; \"interleaved\" allows several)",
+                          t->path, s, st->layers, sc->kind);
+        if (st->n_chunks != v)
+            return seterr(err, "%s: stages.%d.layers: \"%s\" has %d chunk(s) but stage 0 has %d "
+                          "(every stage must hold the same number of chunks)",
+                          t->path, s, st->layers, st->n_chunks, v);
+    }
+    if (sc->kind_id == TOPO_SCHED_INTERLEAVED && v < 2)
+        return seterr(err, "%s: stages.0.layers: schedule \"interleaved\" needs at least 2 "
+                      "non-adjacent chunks per stage, found %d", t->path, v);
+    if (sc->chunks && sc->chunks != v)
+        return seterr(err, "%s: schedule.chunks: expected %d (the chunks each stage holds in "
+                      "stages.*.layers), found %d", t->path, v, sc->chunks);
+    return v;
+}
+
+static int check_partition(topo *t, char *err)
+{
+    int nu = topo_n_units(t), nl = t->model.n_layers, rc = -1;
+    if (t->n_stages > nu)
+        return seterr(err, "%s: stages: %d stages but the model has only %d units "
+                      "(embedding, %d blocks, head)", t->path, t->n_stages, nu, nl);
+    int *owner = xmalloc(sizeof(int) * (size_t)nu);
+    for (int u = 0; u < nu; u++) owner[u] = -1;
+    for (int s = 0; s < t->n_stages; s++) {
+        topo_stage *st = &t->stages[s];
+        char msg[ERR_LEN];
+        if (topo_parse_layers(st->layers, nl, &st->units, &st->n_units, msg)) {
+            seterr(err, "%s: stages.%d.layers: %s", t->path, s, msg);
+            goto out;
+        }
+        for (int i = 0; i < st->n_units; i++) {
+            int u = st->units[i];
+            if (owner[u] >= 0) {
+                char name[32];
+                unit_name(nl, u, name, sizeof name);
+                seterr(err, "%s: stages.%d.layers: %s is held by stage %d and stage %d",
+                       t->path, s, name, owner[u], s);
+                goto out;
+            }
+            owner[u] = s;
+        }
+        make_chunks(st);
+    }
+    for (int u = 0; u < nu; u++)
+        if (owner[u] < 0) {
+            char name[32];
+            unit_name(nl, u, name, sizeof name);
+            seterr(err, "%s: stages: %s is held by no stage (every unit must be held exactly once)",
+                   t->path, name);
+            goto out;
+        }
+    int v = chunks_per_stage(t, err);
+    if (v < 0 || check_order(t, v, err)) goto out;
+    t->chunks_per_stage = v;
+    rc = 0;
+out:
+    free(owner);
+    return rc;
+}
+
+/* ---------- addresses ---------- */
+
+typedef struct { int family; unsigned char a[16]; } addr;
+
+static int parse_addr(const char *s, addr *out)
+{
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, s, out->a) == 1) { out->family = AF_INET; return 0; }
+    if (inet_pton(AF_INET6, s, out->a) == 1) { out->family = AF_INET6; return 0; }
+    return -1;
+}
+
+static int is_loopback(const char *host)
+{
+    addr a;
+    if (parse_addr(host, &a)) return 0;
+    if (a.family == AF_INET) return a.a[0] == 127;
+    static const unsigned char v6lo[16] = { [15] = 1 };
+    static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+    return !memcmp(a.a, v6lo, 16) || (!memcmp(a.a, mapped, 12) && a.a[12] == 127);
+}
+
+static int check_host(const char *file, const char *path, const char *host, char *err)
+{
+    addr a;
+    if (parse_addr(host, &a))
+        return seterr(err, "%s: %s: expected a numeric IPv4 or IPv6 address (host names are "
+                      "not looked up), found \"%.60s\"", file, path, host);
+    return 0;
+}
+
+static int same_endpoint(const char *h1, int p1, const char *h2, int p2)
+{
+    addr a, b;
+    if (p1 != p2 || parse_addr(h1, &a) || parse_addr(h2, &b)) return 0;
+    return a.family == b.family && !memcmp(a.a, b.a, 16);
+}
+
+static int check_addresses(const topo *t, char *err)
+{
+    if (check_host(t->path, "coordinator.host", t->coordinator.host, err)) return -1;
+    for (int s = 0; s < t->n_stages; s++) {
+        const topo_stage *st = &t->stages[s];
+        char path[64];
+        snprintf(path, sizeof path, "stages.%d.host", s);
+        if (check_host(t->path, path, st->host, err)) return -1;
+        if (same_endpoint(st->host, st->port, t->coordinator.host, t->coordinator.port))
+            return seterr(err, "%s: stages.%d.port: %s:%d is also the coordinator's address",
+                          t->path, s, st->host, st->port);
+        for (int r = 0; r < s; r++)
+            if (same_endpoint(st->host, st->port, t->stages[r].host, t->stages[r].port))
+                return seterr(err, "%s: stages.%d.port: %s:%d is also used by stages.%d "
+                              "(host:port must be distinct)", t->path, s, st->host, st->port, r);
+    }
+    return 0;
+}
+
+/* ---------- the whole document ---------- */
+
+static int schedule_id(const char *kind)
+{
+    static const char *const names[] = { "gpipe", "1f1b", "interleaved", "zb-h1" };
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(kind, names[i])) return i;
+    return -1;
+}
+
+static int data_kind(const topo_data *d)
+{
+    if (!strcmp(d->format, "bin")) return TOPO_DATA_BIN;
+    if (!strcmp(d->format, "text") || !d->path) return TOPO_DATA_TEXT;
+    size_t n = strlen(d->path);
+    return n >= 4 && !strcmp(d->path + n - 4, ".bin") ? TOPO_DATA_BIN : TOPO_DATA_TEXT;
+}
+
+static int check_train(topo *t, char *err)
+{
+    topo_train *tr = &t->train;
+    if (isnan(tr->min_lr)) tr->min_lr = tr->lr / 10;
+    if (tr->min_lr > tr->lr)
+        return seterr(err, "%s: train.min_lr: expected a number <= train.lr (%g), found %g",
+                      t->path, tr->lr, tr->min_lr);
+    if (tr->batch_size % tr->micro_batches)
+        return seterr(err, "%s: train.micro_batches: expected a divisor of train.batch_size (%d), found %d",
+                      t->path, tr->batch_size, tr->micro_batches);
+    if (tr->eval_every > 0 && t->data.val_fraction == 0)
+        return seterr(err, "%s: data.val_fraction: expected > 0 because train.eval_every is %d, found 0",
+                      t->path, tr->eval_every);
+    /* Keep per-micro-batch activation arithmetic far from overflow. */
+    double mb = (double)tr->batch_size / tr->micro_batches, T = t->model.seq_len;
+    double widest = fmax(fmax(t->model.dim, t->model.ffn_dim), t->model.vocab_size);
+    if ((double)tr->batch_size * T > 2147483647.0 || mb * T * widest > 1099511627776.0)
+        return seterr(err, "%s: train.batch_size: %d sequences of model.seq_len %d tokens are absurd: "
+                      "activation sizes overflow", t->path, tr->batch_size, t->model.seq_len);
+    return 0;
+}
+
+static int check_schedule(topo *t, char *err)
+{
+    topo_schedule *sc = &t->schedule;
+    if (sc->kind && sc->file)
+        return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
+    if (!sc->kind && !sc->file) sc->kind = strdup("gpipe");
+    sc->kind_id = sc->file ? TOPO_SCHED_FILE : schedule_id(sc->kind);
+    if (sc->kind_id == TOPO_SCHED_1F1B && t->train.micro_batches < t->n_stages)
+        return seterr(err, "%s: train.micro_batches: schedule \"1f1b\" needs at least one micro-batch "
+                      "per stage (%d stages), found %d", t->path, t->n_stages, t->train.micro_batches);
+    return 0;
+}
+
+int topo_validate(topo *t, char *err)
+{
+    char msg[ERR_LEN];
+    if (!t->model.n_kv_heads) t->model.n_kv_heads = t->model.n_heads;
+    if (model_config_check(&t->model, msg)) return seterr(err, "%s: %s", t->path, msg);
+    t->data.kind = data_kind(&t->data);
+    t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
+    if (check_train(t, err) || check_schedule(t, err)) return -1;
+    if (check_addresses(t, err) || check_partition(t, err)) return -1;
+    return 0;
+}
+
+int topo_set_data_path(topo *t, const char *path, char *err)
+{
+    if (!path || !path[0]) return seterr(err, "--data: expected a file name, found an empty string");
+    free(t->data.path);
+    free(t->data.path_given);
+    t->data.path = strdup(path);
+    t->data.path_given = strdup(path);
+    t->data.kind = data_kind(&t->data);
+    return 0;
+}
+
+/* ---------- queries ---------- */
+
+int topo_n_units(const topo *t) { return t->model.n_layers + 2; }
+
+int topo_stage_of_unit(const topo *t, int unit)
+{
+    for (int s = 0; s < t->n_stages; s++)
+        for (int i = 0; i < t->stages[s].n_units; i++)
+            if (t->stages[s].units[i] == unit) return s;
+    return -1;
+}
+
+int topo_stage_of_virtual(const topo *t, int vs, int *chunk)
+{
+    if (vs < 0 || t->n_stages <= 0 || vs >= t->n_stages * t->chunks_per_stage) return -1;
+    if (chunk) *chunk = vs / t->n_stages;
+    return vs % t->n_stages;
+}
+
+int topo_micro_batch(const topo *t) { return t->train.batch_size / t->train.micro_batches; }
+
+size_t topo_max_tensor_bytes(const topo *t)
+{
+    size_t best = 0;
+    for (int u = 0; u < topo_n_units(t); u++) {
+        size_t b = model_unit_out_bytes(&t->model, u, (size_t)topo_micro_batch(t), (size_t)t->model.seq_len);
+        if (b > best) best = b;
+    }
+    return best;
+}
+
+int topo_all_loopback(const topo *t)
+{
+    if (!is_loopback(t->coordinator.host)) return 0;
+    for (int s = 0; s < t->n_stages; s++)
+        if (!is_loopback(t->stages[s].host)) return 0;
+    return 1;
+}
+
+int topo_find_stage(const topo *t, const char *host, int port)
+{
+    for (int s = 0; s < t->n_stages; s++)
+        if (same_endpoint(host, port, t->stages[s].host, t->stages[s].port)) return s;
+    return -1;
+}

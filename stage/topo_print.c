@@ -1,0 +1,66 @@
+/* topo_print.c — the partition table `pipetrain check` prints: per stage its
+ * address, layers, parameters, forward FLOPs and the bytes it sends forward per
+ * micro-batch, from model/'s accounting. Presentation only; no validation. */
+#include "stage/topo.h"
+
+#include <string.h>
+
+/* A count with a k/M/G/T suffix, e.g. 1.23M. */
+static void human(double x, const char *unit, char *buf, size_t n)
+{
+    static const char *const suf[] = { "", "k", "M", "G", "T", "P" };
+    int i = 0;
+    while (x >= 1000 && i < 5) { x /= 1000; i++; }
+    if (i == 0) snprintf(buf, n, "%.0f %s", x, unit);
+    else snprintf(buf, n, "%.2f %s%s", x, suf[i], unit);
+}
+
+static void human_bytes(double x, char *buf, size_t n)
+{
+    static const char *const suf[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    int i = 0;
+    while (x >= 1024 && i < 4) { x /= 1024; i++; }
+    if (i == 0) snprintf(buf, n, "%.0f B", x);
+    else snprintf(buf, n, "%.1f %s", x, suf[i]);
+}
+
+void topo_print_partition(const topo *t, FILE *f)
+{
+    const model_config *m = &t->model;
+    size_t mb = (size_t)topo_micro_batch(t), T = (size_t)m->seq_len;
+    fprintf(f, "%s: %d stage(s), schedule %s, %d micro-batch(es) of %zu x %zu tokens\n",
+            t->path, t->n_stages, t->schedule.file ? t->schedule.file_given : t->schedule.kind,
+            t->train.micro_batches, mb, T);
+    fprintf(f, "model: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d%s\n", m->dim,
+            m->n_layers, m->n_heads, m->n_kv_heads, m->ffn_dim, m->vocab_size,
+            m->tie_embeddings ? ", tied embeddings" : "");
+    fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "stage", "address", "layers", "threads",
+            "params", "fwd FLOP/mb", "sends/mb");
+    double tp = 0, tf = 0, tb = 0;
+    for (int s = 0; s < t->n_stages; s++) {
+        const topo_stage *st = &t->stages[s];
+        double params = 0, flops = 0, bytes = 0;
+        for (int i = 0; i < st->n_units; i++) {
+            params += (double)model_unit_params(m, st->units[i]);
+            flops += model_unit_flops(m, st->units[i], mb, T).fwd;
+        }
+        for (int c = 0; c < st->n_chunks; c++) {
+            int last = st->chunks[c].first_unit + st->chunks[c].n_units - 1;
+            bytes += (double)model_unit_out_bytes(m, last, mb, T);
+        }
+        char addr[80], p[32], fl[32], by[32];
+        snprintf(addr, sizeof addr, strchr(st->host, ':') ? "[%s]:%d" : "%s:%d", st->host, st->port);
+        human(params, "", p, sizeof p);
+        human(flops, "", fl, sizeof fl);
+        human_bytes(bytes, by, sizeof by);
+        fprintf(f, "%-5d %-24s %-18s %7d %14s %14s %12s\n", s, addr, st->layers, st->threads, p, fl, by);
+        tp += params;
+        tf += flops;
+        tb += bytes;
+    }
+    char p[32], fl[32], by[32];
+    human(tp, "", p, sizeof p);
+    human(tf, "", fl, sizeof fl);
+    human_bytes(tb, by, sizeof by);
+    fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "total", "", "", "", p, fl, by);
+}
