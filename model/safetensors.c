@@ -236,6 +236,7 @@ struct st_file {
     int count;
     uint8_t *data;       /* the data buffer, data_size bytes */
     uint64_t data_size;
+    uint64_t header_len;
 };
 
 /* Reads a non-negative JSON integer. */
@@ -319,29 +320,34 @@ static int cmp_name(const void *a, const void *b)
     return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
 }
 
-/* Checks the tensors, sorted by offset, tile [0, data_size) exactly. */
+/* Checks the tensors, sorted by offset, tile [0, data_size) exactly. Offsets in
+ * messages are relative to the data start, with the file offset beside them. */
 static int check_layout(const st_file *f, char *err)
 {
-    uint64_t at = 0;
+    uint64_t at = 0, base = 8 + f->header_len;
     for (int i = 0; i < f->count; i++) {
         const st_tensor *t = &f->t[i];
-        const char *prev = i ? f->t[i - 1].name : NULL;
+        unsigned long long b = t->begin, e = t->end;
+        if (t->begin > at && i == 0)
+            return seterr(err, "%s: tensor %s: data_offsets begin at byte %llu but the data starts at "
+                          "byte 0 (gap of %llu bytes)", f->path, t->name, b, b);
         if (t->begin > at)
-            return seterr(err, "%s: tensor %s: data_offsets begin at byte %llu but %s%s ends at %llu "
-                          "(gap of %llu bytes)", f->path, t->name, (unsigned long long)t->begin,
-                          prev ? "the previous tensor " : "the data start", prev ? prev : "",
+            return seterr(err, "%s: tensor %s: data_offsets begin at byte %llu but the previous tensor %s "
+                          "ends at %llu (gap of %llu bytes)", f->path, t->name, b, f->t[i - 1].name,
                           (unsigned long long)at, (unsigned long long)(t->begin - at));
         if (t->begin < at)
             return seterr(err, "%s: tensor %s: data_offsets [%llu, %llu] overlap tensor %s ending at byte %llu",
-                          f->path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                          prev, (unsigned long long)at);
+                          f->path, t->name, b, e, f->t[i - 1].name, (unsigned long long)at);
+        if (t->end > f->data_size)
+            return seterr(err, "%s: tensor %s: data_offsets [%llu, %llu] run past the end of the file: the "
+                          "data buffer (file bytes %llu..) holds %llu bytes", f->path, t->name, b, e,
+                          (unsigned long long)base, (unsigned long long)f->data_size);
         at = t->end;
     }
     if (at != f->data_size)
-        return seterr(err, "%s: tensors end at data byte %llu but the data buffer (file size - 8 - header) "
-                      "holds %llu bytes (%s)", f->path, (unsigned long long)at,
-                      (unsigned long long)f->data_size, at > f->data_size ? "offsets past the end of the file"
-                      : "trailing bytes");
+        return seterr(err, "%s: tensors end at data byte %llu (file byte %llu) but the file has %llu more "
+                      "bytes (trailing bytes after the last tensor)", f->path, (unsigned long long)at,
+                      (unsigned long long)(base + at), (unsigned long long)(f->data_size - at));
     return 0;
 }
 
@@ -429,6 +435,7 @@ static int open_fd(st_file *f, int fd, char *err)
     if (hlen < 2) return seterr(err, "%s: header length %llu is too short for a JSON object", f->path,
                                 (unsigned long long)hlen);
     f->data_size = size - 8 - hlen;
+    f->header_len = hlen;
     char *text = xmalloc((size_t)hlen);
     int rc = read_at(fd, text, (size_t)hlen) != 0 ? read_fail(f, "header", err)
                                                  : parse_header(f, text, (size_t)hlen, err);

@@ -1,0 +1,366 @@
+/* test_safetensors.c — safetensors write → open round trips (bitwise, every dtype we
+ * write, metadata, file order), the raw header checked by an independent parse,
+ * durable writes, and every malformed file refused with a message naming the file
+ * (inline cases and the tests/bad/safetensors/ corpus). */
+#include <dirent.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/safetensors.h"
+#include "tests/tests.h"
+
+static char tmpdir[256];
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/test_st.XXXXXX");
+        CU_ASSERT_FATAL(mkdtemp(tmpdir) != NULL);
+    }
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+    return buf[k];
+}
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(*n + 1);
+    if (fread(p, 1, *n, f) != *n) { free(p); p = NULL; }
+    fclose(f);
+    return p;
+}
+
+/* Test tensors: one of each dtype we write, a scalar and an empty tensor. */
+static float f32[2 * 3 * 4];
+static double f64[5];
+static int64_t i64[1];
+static uint8_t u8[7];
+static int32_t i32[3 * 2];
+static uint16_t u16[9];
+
+static int fill_entries(st_entry *e)
+{
+    for (size_t i = 0; i < 24; i++) f32[i] = (float)i * 0.37f - 3.0f;
+    f32[5] = -0.0f;
+    memcpy(&f32[6], &(uint32_t){ 0x7fc00001u }, 4); /* a NaN payload must survive bitwise */
+    for (size_t i = 0; i < 5; i++) f64[i] = 1.0 / (double)(i + 3);
+    i64[0] = -1234567890123LL;
+    for (size_t i = 0; i < 7; i++) u8[i] = (uint8_t)(250 + i);
+    for (size_t i = 0; i < 6; i++) i32[i] = -(int32_t)i * 100000;
+    for (size_t i = 0; i < 9; i++) u16[i] = (uint16_t)(65535 - i);
+    st_entry v[] = {
+        { "model.embed_tokens.weight", "F32", 3, { 2, 3, 4 }, f32 },
+        { "odd.u8", "U8", 1, { 7 }, u8 }, /* 7 bytes: the next tensor is unaligned */
+        { "scalar.step", "I64", 0, { 0 }, i64 },
+        { "f64", "F64", 1, { 5 }, f64 },
+        { "empty", "F32", 2, { 0, 4 }, NULL },
+        { "i32", "I32", 2, { 3, 2 }, i32 },
+        { "u16", "U16", 4, { 1, 3, 1, 3 }, u16 },
+    };
+    memcpy(e, v, sizeof v);
+    return (int)(sizeof v / sizeof v[0]);
+}
+
+/* Parses the file's raw header with jansson (not with st_open) and checks the
+ * layout: 8-aligned header padded with spaces, contiguous offsets in file order
+ * matching e[], and the data ending exactly at the end of the file. */
+static void check_raw_header(const char *path, const st_entry *e, int n)
+{
+    size_t size;
+    uint8_t *raw = slurp(path, &size);
+    CU_ASSERT_FATAL(raw != NULL && size >= 8);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | raw[i];
+    CU_ASSERT_FATAL(hlen + 8 <= size);
+    CU_ASSERT_EQUAL(hlen % 8, 0);
+    CU_ASSERT_EQUAL(raw[8], '{');
+    json_error_t je;
+    json_t *root = json_loadb((const char *)raw + 8, hlen, JSON_REJECT_DUPLICATES, &je);
+    CU_ASSERT_FATAL(root != NULL);
+    size_t closing = hlen; /* everything after the last '}' is padding spaces */
+    while (closing > 0 && raw[8 + closing - 1] != '}') closing--;
+    for (size_t i = closing; i < hlen; i++) CU_ASSERT_EQUAL(raw[8 + i], ' ');
+    json_t *meta = json_object_get(root, "__metadata__");
+    CU_ASSERT(n == 0 || json_is_object(meta));
+    uint64_t at = 0;
+    int k = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "__metadata__") == 0) continue;
+        CU_ASSERT_FATAL(k < n);
+        CU_ASSERT_STRING_EQUAL(key, e[k].name);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "dtype")), e[k].dtype);
+        json_t *shape = json_object_get(v, "shape"), *offs = json_object_get(v, "data_offsets");
+        CU_ASSERT_EQUAL(json_array_size(shape), (size_t)e[k].ndim);
+        uint64_t bytes = st_dtype_size(e[k].dtype);
+        for (int d = 0; d < e[k].ndim; d++) {
+            CU_ASSERT_EQUAL(json_integer_value(json_array_get(shape, (size_t)d)), e[k].shape[d]);
+            bytes *= (uint64_t)e[k].shape[d];
+        }
+        CU_ASSERT_EQUAL((uint64_t)json_integer_value(json_array_get(offs, 0)), at);
+        CU_ASSERT_EQUAL((uint64_t)json_integer_value(json_array_get(offs, 1)), at + bytes);
+        if (bytes) CU_ASSERT(memcmp(raw + 8 + hlen + at, e[k].data, bytes) == 0);
+        at += bytes;
+        k++;
+    }
+    CU_ASSERT_EQUAL(k, n);
+    CU_ASSERT_EQUAL(8 + hlen + at, size);
+    json_decref(root);
+    free(raw);
+}
+
+static void test_roundtrip(void)
+{
+    st_entry e[8];
+    int n = fill_entries(e);
+    const char *meta[] = { "format", "pt", "pipetrain.step", "42", "empty", "", NULL };
+    const char *path = tmp_path("model.safetensors");
+    char err[ERR_LEN] = "", tmpname[600];
+    CU_ASSERT_FATAL(st_write(path, e, n, meta, err) == 0);
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", path);
+    CU_ASSERT(access(tmpname, F_OK) != 0);
+    check_raw_header(path, e, n);
+
+    st_file *f = NULL;
+    CU_ASSERT_FATAL(st_open(&f, path, err) == 0);
+    CU_ASSERT_STRING_EQUAL(st_path(f), path);
+    CU_ASSERT_EQUAL_FATAL(st_count(f), n);
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = st_tensor_at(f, i);
+        CU_ASSERT_STRING_EQUAL(t->name, e[i].name); /* file order = write order */
+        CU_ASSERT_PTR_EQUAL(st_find(f, e[i].name), t);
+        CU_ASSERT_STRING_EQUAL(t->dtype, e[i].dtype);
+        CU_ASSERT_EQUAL(t->ndim, e[i].ndim);
+        size_t numel = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            CU_ASSERT_EQUAL(t->shape[d], e[i].shape[d]);
+            numel *= (size_t)e[i].shape[d];
+        }
+        CU_ASSERT_EQUAL(t->numel, numel);
+        CU_ASSERT_EQUAL(t->nbytes, numel * st_dtype_size(e[i].dtype));
+        if (t->nbytes) CU_ASSERT(memcmp(t->data, e[i].data, t->nbytes) == 0);
+    }
+    CU_ASSERT_PTR_NULL(st_tensor_at(f, n));
+    CU_ASSERT_PTR_NULL(st_find(f, "nope"));
+    CU_ASSERT_STRING_EQUAL(st_meta(f, "format"), "pt");
+    CU_ASSERT_STRING_EQUAL(st_meta(f, "pipetrain.step"), "42");
+    CU_ASSERT_STRING_EQUAL(st_meta(f, "empty"), "");
+    CU_ASSERT_PTR_NULL(st_meta(f, "absent"));
+
+    float got[24];
+    CU_ASSERT(st_read_f32(f, "model.embed_tokens.weight", got, 24, err) == 0);
+    CU_ASSERT(memcmp(got, f32, sizeof got) == 0);
+    int64_t step = 0;
+    CU_ASSERT(st_read(f, "scalar.step", "I64", &step, 1, err) == 0 && step == i64[0]);
+    CU_ASSERT(st_read_f32(f, "missing", got, 24, err) == -1 && strstr(err, "missing") && strstr(err, path));
+    CU_ASSERT(st_read_f32(f, "f64", got, 5, err) == -1 && strstr(err, "dtype F64"));
+    CU_ASSERT(st_read_f32(f, "model.embed_tokens.weight", got, 23, err) == -1 && strstr(err, "24 elements"));
+    st_close(f);
+    st_close(NULL);
+}
+
+static void test_no_tensors(void)
+{
+    const char *path = tmp_path("none.safetensors");
+    char err[ERR_LEN] = "";
+    CU_ASSERT_FATAL(st_write(path, NULL, 0, NULL, err) == 0);
+    check_raw_header(path, NULL, 0);
+    st_file *f = NULL;
+    CU_ASSERT_FATAL(st_open(&f, path, err) == 0);
+    CU_ASSERT_EQUAL(st_count(f), 0);
+    CU_ASSERT_PTR_NULL(st_meta(f, "format"));
+    st_close(f);
+}
+
+static void test_write_errors(void)
+{
+    char err[ERR_LEN] = "";
+    const char *path = tmp_path("keep.safetensors");
+    float a[4] = { 1, 2, 3, 4 };
+    st_entry good = { "a", "F32", 1, { 4 }, a };
+    CU_ASSERT_FATAL(st_write(path, &good, 1, NULL, err) == 0);
+    size_t n0, n1;
+    uint8_t *before = slurp(path, &n0);
+    st_entry bad[][2] = {
+        { good, { "a", "F32", 1, { 4 }, a } },          /* duplicate name */
+        { good, { "b", "F16X", 1, { 4 }, a } },         /* unknown dtype */
+        { good, { "b", "F32", 1, { -4 }, a } },         /* negative shape */
+        { good, { "b", "F32", 1, { 4 }, NULL } },       /* no data */
+        { good, { "__metadata__", "F32", 1, { 4 }, a } },
+        { good, { "b", "F32", 5, { 4 }, a } },          /* ndim > 4 */
+        { good, { "b", "F32", 4, { 1LL << 40, 1LL << 40, 1LL << 40, 8 }, a } },
+    };
+    const char *want[] = { "duplicate", "unknown dtype", "negative shape", "data is NULL",
+                           "not allowed", "ndim 5", "overflows" };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        err[0] = 0;
+        CU_ASSERT_EQUAL(st_write(path, bad[i], 2, NULL, err), -1);
+        if (!strstr(err, want[i])) fprintf(stderr, "\n  case %zu: \"%s\"\n", i, err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, want[i]));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    }
+    const char *meta[] = { "k", NULL };
+    CU_ASSERT_EQUAL(st_write(path, &good, 1, meta, err), -1);
+    uint8_t *after = slurp(path, &n1); /* the failed writes left the old file alone */
+    CU_ASSERT(before && after && n0 == n1 && memcmp(before, after, n0) == 0);
+    free(before);
+    free(after);
+    CU_ASSERT_EQUAL(st_write("/nonexistent-dir/x.safetensors", &good, 1, NULL, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/x.safetensors"));
+}
+
+static void test_durable_file(void)
+{
+    const char *path = tmp_path("manifest.json");
+    char err[ERR_LEN] = "";
+    const char *a = "{\"v\":1}\n", *b = "{\"v\":2,\"longer\":true}\n";
+    CU_ASSERT_FATAL(st_write_file_durable(path, a, strlen(a), err) == 0);
+    CU_ASSERT_FATAL(st_write_file_durable(path, b, strlen(b), err) == 0); /* replaces */
+    size_t n;
+    uint8_t *got = slurp(path, &n);
+    CU_ASSERT(got && n == strlen(b) && memcmp(got, b, n) == 0);
+    free(got);
+    char tmpname[600];
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", path);
+    CU_ASSERT(access(tmpname, F_OK) != 0);
+    CU_ASSERT_EQUAL(st_write_file_durable("/nonexistent-dir/m.json", a, 1, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/m.json"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "No such file"));
+}
+
+/* Writes an 8-byte length (hlen_field), the header text and data_len zero bytes. */
+static const char *raw_file(const char *name, uint64_t hlen_field, const char *header, size_t data_len)
+{
+    const char *path = tmp_path(name);
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(hlen_field >> (8 * i));
+    fwrite(len, 1, 8, f);
+    fwrite(header, 1, strlen(header), f);
+    for (size_t i = 0; i < data_len; i++) fputc(0, f);
+    fclose(f);
+    return path;
+}
+
+static void expect_refused(const char *path, const char *what)
+{
+    st_file *f = (st_file *)1;
+    char err[ERR_LEN] = "";
+    int rc = st_open(&f, path, err);
+    if (rc == 0 || !strstr(err, path) || !strstr(err, what))
+        fprintf(stderr, "\n  %s: rc %d, message \"%s\", expected \"%s\"\n", path, rc, err, what);
+    CU_ASSERT_EQUAL(rc, -1);
+    CU_ASSERT_PTR_NULL(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, what));
+    if (rc == 0) st_close(f);
+}
+
+#define T2(a, b) "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":" a "}," \
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":" b "}}"
+
+static void test_malformed(void)
+{
+    const char *ok = T2("[0,8]", "[8,16]");
+    /* the well-formed base case opens, so each failure below is the one defect */
+    st_file *f = NULL;
+    char err[ERR_LEN];
+    CU_ASSERT(st_open(&f, raw_file("ok.st", strlen(ok), ok, 16), err) == 0);
+    st_close(f);
+
+    FILE *t = fopen(tmp_path("trunc.st"), "wb");
+    fwrite("\x10\0\0\0", 1, 4, t);
+    fclose(t);
+    expect_refused(tmp_path("trunc.st"), "too short for the 8-byte header length");
+    expect_refused(raw_file("past.st", 1000, ok, 16), "runs past the end");
+    expect_refused(raw_file("huge.st", 1ULL << 60, ok, 16), "exceeds the 100000000-byte limit");
+    expect_refused(raw_file("json.st", 9, "{\"a\": [1,", 0), "not valid JSON");
+    expect_refused(raw_file("overlap.st", strlen(T2("[0,8]", "[4,12]")), T2("[0,8]", "[4,12]"), 12),
+                   "overlap tensor a");
+    expect_refused(raw_file("gap.st", strlen(T2("[0,8]", "[12,20]")), T2("[0,8]", "[12,20]"), 20),
+                   "gap of 4 bytes");
+    expect_refused(raw_file("pastend.st", strlen(ok), ok, 12), "past the end");
+    expect_refused(raw_file("trailing.st", strlen(ok), ok, 20), "trailing bytes");
+    const char *bytes = "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}";
+    expect_refused(raw_file("bytes.st", strlen(bytes), bytes, 8), "shape x F32 needs 12");
+    const char *dt = "{\"a\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    expect_refused(raw_file("dtype.st", strlen(dt), dt, 8), "unknown dtype \"F33\"");
+    const char *neg = "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}";
+    expect_refused(raw_file("neg.st", strlen(neg), neg, 8), "shape[0] is not a non-negative integer");
+    const char *meta = "{\"__metadata__\":{\"k\":1}}";
+    expect_refused(raw_file("meta.st", strlen(meta), meta, 0), "\"__metadata__\".\"k\" is not a string");
+    const char *ovf = "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,8]}}";
+    expect_refused(raw_file("ovf.st", strlen(ovf), ovf, 8), "overflow");
+    const char *dup = "{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]},"
+                      "\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[1,2]}}";
+    expect_refused(raw_file("dup.st", strlen(dup), dup, 2), "duplicate");
+    expect_refused(raw_file("array.st", 2, "[]", 0), "not a JSON object");
+    expect_refused(tmp_path("absent.st"), "No such file");
+}
+
+/* tests/bad/safetensors/NAME with NAME.expect: st_open must refuse NAME with a
+ * message naming the file and containing the first line of NAME.expect. */
+static void test_bad_corpus(void)
+{
+    const char *dir = getenv("BAD_ST_DIR") ? getenv("BAD_ST_DIR") : "tests/bad/safetensors";
+    DIR *dp = opendir(dir);
+    CU_ASSERT_FATAL(dp != NULL);
+    struct dirent *e;
+    int cases = 0;
+    while ((e = readdir(dp))) {
+        size_t len = strlen(e->d_name);
+        if (len < 8 || strcmp(e->d_name + len - 7, ".expect") != 0) continue;
+        char path[1024], expect_path[1100], want[512] = "";
+        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(len - 7), e->d_name);
+        snprintf(expect_path, sizeof expect_path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(expect_path, "r");
+        CU_ASSERT_FATAL(f != NULL);
+        if (!fgets(want, sizeof want, f)) want[0] = 0;
+        fclose(f);
+        want[strcspn(want, "\n")] = 0;
+        CU_ASSERT(want[0] != 0);
+        expect_refused(path, want);
+        cases++;
+    }
+    closedir(dp);
+    CU_ASSERT(cases >= 10);
+}
+
+static void cleanup(void)
+{
+    if (!tmpdir[0]) return;
+    DIR *dp = opendir(tmpdir);
+    struct dirent *e;
+    char p[1024];
+    while (dp && (e = readdir(dp)))
+        if (e->d_name[0] != '.') { snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name); unlink(p); }
+    if (dp) closedir(dp);
+    rmdir(tmpdir);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "write, open, bitwise round trip", test_roundtrip },
+        { "file without tensors", test_no_tensors },
+        { "write errors leave the old file", test_write_errors },
+        { "durable file write", test_durable_file },
+        { "malformed files refused", test_malformed },
+        { "bad safetensors corpus", test_bad_corpus },
+        CU_TEST_INFO_NULL,
+    };
+    int rc = tests_run("safetensors", tests);
+    cleanup();
+    return rc;
+}
