@@ -1,0 +1,309 @@
+/* test_model.c — the whole decoder: a double-precision reference model built
+ * from the naive kernels is checked against finite differences, the float model
+ * against the reference (weights, input gradients, loss), and the properties the
+ * pipeline relies on: loss at init ≈ ln(vocab), causality, bitwise-equal results
+ * when units are split into parts or B and W run apart, deterministic init. */
+#include <math.h>
+
+#include "model/layers_naive.h"
+#include "model/model.h"
+#include "model/util.h"
+#include "tests/tests.h"
+
+static model_config tiny(int tie)
+{
+    model_config c = { .dim = 8, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 12,
+                       .vocab_size = 11, .seq_len = 5, .norm_eps = 1e-5f, .rope_theta = 10000,
+                       .tie_embeddings = tie };
+    return c;
+}
+enum { TB = 2 }; /* sequences per micro-batch in these tests */
+
+/* ---- double reference of the whole model ----
+ * Parameters in the same flat layout as a model_part holding every unit. */
+typedef struct {
+    const model_part *p; /* for the tensor table and config */
+    double *w, *g;       /* parameters and their gradient */
+    const int *tok, *tgt;
+    double *dx0;         /* gradient w.r.t. block 0's input (embedding output) */
+} ref_model;
+
+static double *tw(ref_model *r, const char *name, int grad)
+{
+    int i = model_part_find(r->p, name);
+    if (i < 0 && !strcmp(name, "lm_head.weight")) i = model_part_find(r->p, "model.embed_tokens.weight");
+    CU_ASSERT_FATAL(i >= 0);
+    return (grad ? r->g : r->w) + r->p->tensors[i].offset;
+}
+static double *dz(size_t n) { return calloc(n, sizeof(double)); }
+
+/* Returns mean loss; when r->g is set, fills the gradient of the mean loss. */
+static double ref_loss(ref_model *r)
+{
+    const model_config *c = &r->p->cfg;
+    size_t T = (size_t)c->seq_len, N = TB * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim, V = (size_t)c->vocab_size;
+    size_t H = (size_t)c->n_heads, KVH = (size_t)c->n_kv_heads, hd = C / H, KV = KVH * hd;
+    int L = c->n_layers;
+    char nm[96];
+#define W(fmt, ...) (snprintf(nm, sizeof nm, fmt, __VA_ARGS__), tw(r, nm, 0))
+#define G(fmt, ...) (snprintf(nm, sizeof nm, fmt, __VA_ARGS__), tw(r, nm, 1))
+    double *xs[8], *xn1[8], *q[8], *k[8], *v[8], *att[8], *x2[8], *xn2[8], *ga[8], *up[8], *h[8];
+    double *x = dz(N * C), *wte = W("%s", "model.embed_tokens.weight");
+    for (size_t n = 0; n < N; n++) memcpy(x + n * C, wte + (size_t)r->tok[n] * C, C * sizeof(double));
+    for (int l = 0; l < L; l++) {
+        xs[l] = x;
+        xn1[l] = dz(N * C); q[l] = dz(N * C); k[l] = dz(N * KV); v[l] = dz(N * KV); att[l] = dz(N * C);
+        x2[l] = dz(N * C); xn2[l] = dz(N * C); ga[l] = dz(N * F); up[l] = dz(N * F); h[l] = dz(N * F);
+        layer_naive_rmsnorm_forward(xn1[l], x, W("model.layers.%d.input_layernorm.weight", l), N, C, c->norm_eps);
+        layer_naive_matmul_forward(q[l], xn1[l], W("model.layers.%d.self_attn.q_proj.weight", l), N, C, C);
+        layer_naive_matmul_forward(k[l], xn1[l], W("model.layers.%d.self_attn.k_proj.weight", l), N, C, KV);
+        layer_naive_matmul_forward(v[l], xn1[l], W("model.layers.%d.self_attn.v_proj.weight", l), N, C, KV);
+        layer_naive_rope(q[l], TB, T, H, hd, c->rope_theta, 0);
+        layer_naive_rope(k[l], TB, T, KVH, hd, c->rope_theta, 0);
+        layer_naive_attention_forward(att[l], q[l], k[l], v[l], TB, T, H, KVH, hd);
+        layer_naive_matmul_forward(x2[l], att[l], W("model.layers.%d.self_attn.o_proj.weight", l), N, C, C);
+        for (size_t i = 0; i < N * C; i++) x2[l][i] += x[i];
+        layer_naive_rmsnorm_forward(xn2[l], x2[l], W("model.layers.%d.post_attention_layernorm.weight", l), N, C, c->norm_eps);
+        layer_naive_matmul_forward(ga[l], xn2[l], W("model.layers.%d.mlp.gate_proj.weight", l), N, C, F);
+        layer_naive_matmul_forward(up[l], xn2[l], W("model.layers.%d.mlp.up_proj.weight", l), N, C, F);
+        layer_naive_swiglu_forward(h[l], ga[l], up[l], N * F);
+        x = dz(N * C);
+        layer_naive_matmul_forward(x, h[l], W("model.layers.%d.mlp.down_proj.weight", l), N, F, C);
+        for (size_t i = 0; i < N * C; i++) x[i] += x2[l][i];
+    }
+    double *xn = dz(N * C), *logits = dz(N * V);
+    layer_naive_rmsnorm_forward(xn, x, W("%s", "model.norm.weight"), N, C, c->norm_eps);
+    layer_naive_matmul_forward(logits, xn, W("%s", "lm_head.weight"), N, C, V);
+    double *dlog = dz(N * V);
+    double loss = layer_naive_xent(dlog, logits, r->tgt, N, V, 1.0 / N) / N;
+    if (r->g) {
+        double *dxn = dz(N * C), *dx = dz(N * C);
+        layer_naive_matmul_backward(dxn, G("%s", "lm_head.weight"), dlog, xn, W("%s", "lm_head.weight"), N, C, V);
+        layer_naive_rmsnorm_backward(dx, G("%s", "model.norm.weight"), dxn, x, W("%s", "model.norm.weight"), N, C, c->norm_eps);
+        free(dxn);
+        for (int l = L - 1; l >= 0; l--) {
+            double *dh = dz(N * F), *dg = dz(N * F), *du = dz(N * F), *dx2 = dz(N * C), *dn = dz(N * C);
+            double *datt = dz(N * C), *dq = dz(N * C), *dk = dz(N * KV), *dv = dz(N * KV), *dxi = dz(N * C);
+            layer_naive_matmul_backward(dh, G("model.layers.%d.mlp.down_proj.weight", l), dx, h[l], W("model.layers.%d.mlp.down_proj.weight", l), N, F, C);
+            layer_naive_swiglu_backward(dg, du, dh, ga[l], up[l], N * F);
+            layer_naive_matmul_backward(dn, G("model.layers.%d.mlp.gate_proj.weight", l), dg, xn2[l], W("model.layers.%d.mlp.gate_proj.weight", l), N, C, F);
+            layer_naive_matmul_backward(dn, G("model.layers.%d.mlp.up_proj.weight", l), du, xn2[l], W("model.layers.%d.mlp.up_proj.weight", l), N, C, F);
+            memcpy(dx2, dx, N * C * sizeof(double));
+            layer_naive_rmsnorm_backward(dx2, G("model.layers.%d.post_attention_layernorm.weight", l), dn, x2[l], W("model.layers.%d.post_attention_layernorm.weight", l), N, C, c->norm_eps);
+            layer_naive_matmul_backward(datt, G("model.layers.%d.self_attn.o_proj.weight", l), dx2, att[l], W("model.layers.%d.self_attn.o_proj.weight", l), N, C, C);
+            layer_naive_attention_backward(dq, dk, dv, datt, q[l], k[l], v[l], TB, T, H, KVH, hd);
+            layer_naive_rope(dq, TB, T, H, hd, c->rope_theta, 1);
+            layer_naive_rope(dk, TB, T, KVH, hd, c->rope_theta, 1);
+            memset(dn, 0, N * C * sizeof(double));
+            layer_naive_matmul_backward(dn, G("model.layers.%d.self_attn.q_proj.weight", l), dq, xn1[l], W("model.layers.%d.self_attn.q_proj.weight", l), N, C, C);
+            layer_naive_matmul_backward(dn, G("model.layers.%d.self_attn.k_proj.weight", l), dk, xn1[l], W("model.layers.%d.self_attn.k_proj.weight", l), N, C, KV);
+            layer_naive_matmul_backward(dn, G("model.layers.%d.self_attn.v_proj.weight", l), dv, xn1[l], W("model.layers.%d.self_attn.v_proj.weight", l), N, C, KV);
+            memcpy(dxi, dx2, N * C * sizeof(double));
+            layer_naive_rmsnorm_backward(dxi, G("model.layers.%d.input_layernorm.weight", l), dn, xs[l], W("model.layers.%d.input_layernorm.weight", l), N, C, c->norm_eps);
+            free(dx); dx = dxi;
+            free(dh); free(dg); free(du); free(dx2); free(dn); free(datt); free(dq); free(dk); free(dv);
+        }
+        double *gwte = G("%s", "model.embed_tokens.weight");
+        for (size_t n = 0; n < N; n++)
+            for (size_t i = 0; i < C; i++) gwte[(size_t)r->tok[n] * C + i] += dx[n * C + i];
+        if (r->dx0) memcpy(r->dx0, dx, N * C * sizeof(double));
+        free(dx);
+    }
+#undef W
+#undef G
+    for (int l = 0; l < L; l++) {
+        free(xs[l]); free(xn1[l]); free(q[l]); free(k[l]); free(v[l]); free(att[l]); free(x2[l]);
+        free(xn2[l]); free(ga[l]); free(up[l]); free(h[l]);
+    }
+    free(x); free(xn); free(logits); free(dlog);
+    return loss;
+}
+
+static int *all_units(const model_config *c)
+{
+    int *u = malloc(sizeof(int) * (size_t)model_n_units(c));
+    for (int i = 0; i < model_n_units(c); i++) u[i] = i;
+    return u;
+}
+
+static void random_tokens(int *tok, int *tgt, size_t n, int V, uint64_t seed)
+{
+    rng_t r = { seed };
+    for (size_t i = 0; i < n; i++) { tok[i] = (int)rng_below(&r, (uint64_t)V); tgt[i] = (int)rng_below(&r, (uint64_t)V); }
+}
+
+/* Float model: one forward + backward over every unit; returns mean loss. */
+static double float_step(model_part *p, const int *tok, const int *tgt, float *dx0)
+{
+    size_t N = TB * (size_t)p->cfg.seq_len;
+    model_slot *s = model_slots_new(p, 0, p->n_units, TB);
+    memcpy(s[0].tokens, tok, N * sizeof(int));
+    memcpy(s[p->n_units - 1].tokens, tgt, N * sizeof(int));
+    double loss = model_forward(p, 0, p->n_units, s, NULL, NULL, TB, (size_t)p->cfg.seq_len);
+    model_backward_input(p, 0, p->n_units, s, NULL, NULL, TB, (size_t)p->cfg.seq_len, 1.0f / (float)N);
+    if (dx0) memcpy(dx0, s[0].grad, N * p->cfg.dim * sizeof(float)); /* embedding's incoming gradient */
+    model_backward_weight(p, 0, p->n_units, s, TB, (size_t)p->cfg.seq_len);
+    model_part_reduce_tied(p);
+    model_slots_free(s);
+    return loss / (double)N;
+}
+
+static void check_whole_model(int tie)
+{
+    model_config c = tiny(tie);
+    int *u = all_units(&c);
+    model_part *p = model_part_new(&c, u, model_n_units(&c), TB, 7);
+    /* larger weights than the init so every nonlinearity is exercised */
+    rng_t rr = { 99 };
+    for (size_t i = 0; i < p->n_params; i++) p->params[i] = (float)((rng_uniform(&rr) * 2 - 1) * 0.5);
+    size_t N = TB * (size_t)c.seq_len, P = p->n_params;
+    int tok[TB * 5], tgt[TB * 5];
+    random_tokens(tok, tgt, N, c.vocab_size, 3);
+
+    ref_model r = { p, malloc(P * sizeof(double)), calloc(P, sizeof(double)), tok, tgt, calloc(N * c.dim, sizeof(double)) };
+    for (size_t i = 0; i < P; i++) r.w[i] = p->params[i];
+    double lref = ref_loss(&r);
+
+    /* reference vs finite differences on every parameter */
+    double *num = malloc(P * sizeof(double)), *g = r.g;
+    r.g = NULL;
+    for (size_t i = 0; i < P; i++) {
+        double keep = r.w[i], h = 1e-5;
+        r.w[i] = keep + h; double lp = ref_loss(&r);
+        r.w[i] = keep - h; double lm = ref_loss(&r);
+        r.w[i] = keep;
+        num[i] = (lp - lm) / (2 * h);
+    }
+    r.g = g;
+    CU_ASSERT(tests_close("reference model grads vs finite differences", r.g, num, P, 1e-8, 1e-5));
+
+    /* float model vs reference */
+    float *fdx = malloc(N * c.dim * sizeof(float));
+    double lf = float_step(p, tok, tgt, fdx);
+    CU_ASSERT(fabs(lf - lref) < 1e-5);
+    double *fg = malloc(P * sizeof(double)), *dx = malloc(N * c.dim * sizeof(double));
+    for (size_t i = 0; i < P; i++) fg[i] = p->grads[i];
+    for (size_t i = 0; i < N * (size_t)c.dim; i++) dx[i] = fdx[i];
+    CU_ASSERT(tests_close("float model weight grads vs reference", fg, r.g, P, 2e-6, 2e-3));
+    CU_ASSERT(tests_close("float model input grads vs reference", dx, r.dx0, N * c.dim, 2e-6, 2e-3));
+    free(num); free(fg); free(dx); free(fdx); free(r.w); free(r.g); free(r.dx0); free(u);
+    model_part_free(p);
+}
+
+static void test_whole_model_grad(void) { check_whole_model(0); }
+static void test_whole_model_grad_tied(void) { check_whole_model(1); }
+
+static model_config small(void)
+{
+    model_config c = { .dim = 32, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 48,
+                       .vocab_size = 256, .seq_len = 16, .norm_eps = 1e-5f, .rope_theta = 10000 };
+    return c;
+}
+
+static void test_init_loss(void)
+{
+    model_config c = small();
+    int *u = all_units(&c);
+    model_part *p = model_part_new(&c, u, model_n_units(&c), TB, 1337);
+    int tok[TB * 16], tgt[TB * 16];
+    random_tokens(tok, tgt, TB * 16, 256, 5);
+    double l = float_step(p, tok, tgt, NULL);
+    CU_ASSERT(fabs(l - log(256.0)) < 0.05);
+    model_part_free(p); free(u);
+}
+
+/* Changing token t leaves the logits of every earlier position bit-identical. */
+static void test_causal(void)
+{
+    model_config c = small();
+    int *u = all_units(&c), n = model_n_units(&c);
+    model_part *p = model_part_new(&c, u, n, 1, 1);
+    model_slot *s = model_slots_new(p, 0, n, 1);
+    size_t T = 16, V = 256;
+    float *a = malloc(T * V * sizeof(float));
+    for (size_t t = 0; t < T; t++) s[0].tokens[t] = (int)(t * 7 % 256);
+    s[n - 1].tokens = NULL; /* logits, no loss */
+    model_forward(p, 0, n, s, NULL, NULL, 1, T);
+    memcpy(a, model_logits(p, &s[n - 1], 1, T), T * V * sizeof(float));
+    s[0].tokens[10] = 99;
+    model_forward(p, 0, n, s, NULL, NULL, 1, T);
+    const float *b = model_logits(p, &s[n - 1], 1, T);
+    CU_ASSERT(memcmp(a, b, 10 * V * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(a + 10 * V, b + 10 * V, V * sizeof(float)) != 0);
+    free(a); model_slots_free(s); model_part_free(p); free(u);
+}
+
+/* Splitting the units into two parts, or running W long after B, changes no bit. */
+static void test_split_bitwise(void)
+{
+    model_config c = small();
+    c.tie_embeddings = 0;
+    int *u = all_units(&c), n = model_n_units(&c);
+    size_t N = TB * 16, C = 32;
+    int tok[TB * 16], tgt[TB * 16];
+    random_tokens(tok, tgt, N, 256, 8);
+    model_part *whole = model_part_new(&c, u, n, TB, 21);
+    model_part *a = model_part_new(&c, u, 2, TB, 21);         /* embed, block 0 */
+    model_part *b = model_part_new(&c, u + 2, n - 2, TB, 21); /* blocks 1-2, head */
+    CU_ASSERT(memcmp(whole->params, a->params, a->n_params * 4) == 0);
+    CU_ASSERT(memcmp(whole->params + a->n_params, b->params, b->n_params * 4) == 0);
+    double lw = 0, ls = 0;
+    float *act = malloc(N * C * 4), *grad = malloc(N * C * 4);
+    for (int mb = 0; mb < 2; mb++) { /* two micro-batches accumulate */
+        model_slot *sw = model_slots_new(whole, 0, n, TB);
+        model_slot *sa = model_slots_new(a, 0, 2, TB), *sb = model_slots_new(b, 0, n - 2, TB);
+        memcpy(sw[0].tokens, tok, sizeof tok); memcpy(sw[n - 1].tokens, tgt, sizeof tgt);
+        memcpy(sa[0].tokens, tok, sizeof tok); memcpy(sb[n - 3].tokens, tgt, sizeof tgt);
+        lw += model_forward(whole, 0, n, sw, NULL, NULL, TB, 16);
+        model_backward_input(whole, 0, n, sw, NULL, NULL, TB, 16, 0.01f);
+        model_backward_weight(whole, 0, n, sw, TB, 16);              /* fused BW */
+        model_forward(a, 0, 2, sa, NULL, act, TB, 16);
+        ls += model_forward(b, 0, n - 2, sb, act, NULL, TB, 16);
+        model_backward_input(b, 0, n - 2, sb, NULL, grad, TB, 16, 0.01f);
+        model_backward_input(a, 0, 2, sa, grad, NULL, TB, 16, 0.01f);
+        model_backward_weight(a, 0, 2, sa, TB, 16);                  /* W after both B */
+        model_backward_weight(b, 0, n - 2, sb, TB, 16);
+        model_slots_free(sw); model_slots_free(sa); model_slots_free(sb);
+        tok[mb] ^= 1;
+    }
+    CU_ASSERT(lw == ls);
+    CU_ASSERT(memcmp(whole->grads, a->grads, a->n_params * 4) == 0);
+    CU_ASSERT(memcmp(whole->grads + a->n_params, b->grads, b->n_params * 4) == 0);
+    free(act); free(grad); free(u);
+    model_part_free(whole); model_part_free(a); model_part_free(b);
+}
+
+/* Init depends on (seed, tensor name) only, and on the seed. */
+static void test_init_deterministic(void)
+{
+    model_config c = small();
+    int *u = all_units(&c), n = model_n_units(&c);
+    model_part *x = model_part_new(&c, u, n, 1, 5), *y = model_part_new(&c, u + 3, n - 3, 1, 5);
+    model_part *z = model_part_new(&c, u, n, 1, 6);
+    int i = model_part_find(x, "model.layers.2.mlp.down_proj.weight"), j = model_part_find(y, "model.layers.2.mlp.down_proj.weight");
+    CU_ASSERT_FATAL(i >= 0 && j >= 0);
+    CU_ASSERT(memcmp(x->params + x->tensors[i].offset, y->params + y->tensors[j].offset, x->tensors[i].numel * 4) == 0);
+    CU_ASSERT(memcmp(x->params, z->params, x->n_params * 4) != 0);
+    /* std 0.02 / sqrt(2 n_layers) for residual projections, 0.02 elsewhere */
+    double ss = 0;
+    const model_tensor *t = &x->tensors[i];
+    for (size_t k = 0; k < t->numel; k++) ss += (double)x->params[t->offset + k] * x->params[t->offset + k];
+    CU_ASSERT(fabs(sqrt(ss / t->numel) - 0.02 / sqrt(6.0)) < 0.1 * 0.02 / sqrt(6.0));
+    int e = model_part_find(x, "model.layers.0.input_layernorm.weight");
+    CU_ASSERT(x->params[x->tensors[e].offset] == 1.0f);
+    model_part_free(x); model_part_free(y); model_part_free(z); free(u);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "whole model: reference vs FD, float vs reference", test_whole_model_grad },
+        { "whole model with tied embeddings", test_whole_model_grad_tied },
+        { "loss at init is ln(256)", test_init_loss },
+        { "changing a later token leaves earlier logits unchanged", test_causal },
+        { "two parts and split B/W are bitwise equal to one part", test_split_bitwise },
+        { "init is per (seed, name) and scaled", test_init_deterministic },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("model", tests);
+}
