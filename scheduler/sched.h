@@ -1,0 +1,194 @@
+/* sched.h — pipeline schedules as data: actions, generators, schedule files,
+ * the validator and the simulator, and renderers (ASCII, SVG, Chrome trace).
+ *
+ * A schedule says, for each of P stages, the ordered list of compute actions the
+ * stage runs in one training step over M micro-batches. Actions are
+ *   F(mb, c)   forward of micro-batch mb through the stage's chunk c
+ *   B(mb, c)   backward w.r.t. the chunk's input (input gradient)
+ *   W(mb, c)   backward w.r.t. the chunk's weights (weight gradient)
+ *   BW(mb, c)  B and W fused.
+ * A stage holds v chunks (v = 1 except for interleaved schedules). Chunk c of stage
+ * s is virtual stage k = c*P + s (Megatron's layout): the model's layers are cut
+ * into P*v consecutive pieces and piece k lives on stage k % P as its chunk k / P.
+ * Data flows F: k -> k+1, gradients B: k+1 -> k. Sends and receives are implied.
+ *
+ * This module is pure: no sockets, no threads, no model. It uses jansson for the
+ * JSON file form and libm. Run-time functions return 0 on success and -1 with a
+ * message in a caller-owned char err[SCHED_ERR_LEN]; nothing here calls exit().
+ *
+ * Schedule file forms:
+ *   JSON  {"version": 1, "kind": "1f1b", "micro_batches": 8, "chunks": 1,
+ *          "stages": [["F0","F1","B0","W0", ...], ...]}
+ *         Only "stages" is required. An action string is OP MB [c CHUNK] with OP one
+ *         of F, B, W, BW; "F3" is F(3, 0), "BW12c1" is BW(12, 1).
+ *   CSV   PyTorch's compute-only form (torch.distributed.pipelining): one row per
+ *         rank, one cell per action "<virtual stage><type><micro-batch>" with type
+ *         F (forward), B (full backward = BW), I (backward input = B), W (backward
+ *         weight = W); empty cells are idle slots and are skipped. Row s may only
+ *         name virtual stages k with k % P == s (the layout above). */
+#ifndef SCHEDULER_SCHED_H
+#define SCHEDULER_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SCHED_ERR_LEN 512 /* same size as ERR_LEN in model/util.h */
+
+enum { SCHED_F = 0, SCHED_B = 1, SCHED_W = 2, SCHED_BW = 3 };
+
+typedef struct {
+    uint32_t mb;    /* micro-batch index, 0 .. M-1 */
+    uint16_t chunk; /* chunk index on its stage, 0 .. v-1 */
+    uint8_t op;     /* SCHED_F, SCHED_B, SCHED_W or SCHED_BW */
+    uint8_t pad;
+} sched_action;
+
+/* A schedule: plain data, owned by whoever made it; free with sched_free. */
+typedef struct {
+    int n_stages;        /* P */
+    int n_chunks;        /* v, virtual stages per stage */
+    int n_micro;         /* M */
+    char kind[32];       /* "gpipe", "1f1b", "interleaved", "zb-h1", or "file" */
+    size_t *len;         /* (P) number of actions of each stage */
+    size_t *cap;         /* (P) allocated actions of each stage */
+    sched_action **act;  /* (P) each stage's ordered action list */
+    /* Where the schedule came from, for error messages (NULL when generated). */
+    char *src;           /* file name */
+    int src_csv;         /* 1 when read from CSV: positions are printed as rows/columns */
+    uint32_t **src_col;  /* (P) CSV column (0-based) of each action, or NULL */
+} sched_schedule;
+
+/* Allocates an empty schedule for P stages, v chunks, M micro-batches (all >= 1,
+ * P*v and M at most 2^24). Returns NULL on bad sizes or out of memory. */
+sched_schedule *sched_new(int n_stages, int n_chunks, int n_micro);
+/* Frees s and everything it owns; NULL is ignored. */
+void sched_free(sched_schedule *s);
+/* Appends action a to stage `stage`'s list (any stage order). Returns 0, or -1 on
+ * a bad stage index or out of memory. */
+int sched_append(sched_schedule *s, int stage, sched_action a);
+
+/* Formats an action as in the JSON form ("F3", "BW12c1"); returns buf. */
+char *sched_action_str(sched_action a, char *buf, size_t n);
+/* Parses an action string of the JSON form. Returns 0, or -1 with the reason in
+ * err (for example "unknown action 'X3': expected F, B, W or BW"). */
+int sched_action_parse(const char *str, sched_action *a, char *err);
+
+/* ---- generators (scheduler/sched_gen.c) ---------------------------------- */
+
+/* Builds a built-in schedule. kind is "gpipe", "1f1b", "interleaved" or "zb-h1";
+ * n_chunks is v (only "interleaved" accepts v > 1; pass 1 or 0 for the others, 0
+ * means 2 for interleaved). Constraints (error if broken):
+ *   gpipe        M >= 1
+ *   1f1b         M >= P (PipeDream-Flush needs a full warm-up to be one-forward-
+ *                one-backward; with fewer micro-batches use gpipe)
+ *   interleaved  v >= 2 and M a multiple of P (Megatron-LM's interleaved schedule)
+ *   zb-h1        M >= P (Qi et al., Zero Bubble Pipeline Parallelism, ZB-H1)
+ * Returns the schedule (caller frees) or NULL with a message in err. */
+sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int n_chunks,
+                               char *err);
+/* The built-in kinds, NULL-terminated, for usage messages. */
+extern const char *const sched_kinds[];
+
+/* ---- files (scheduler/sched_io.c) ------------------------------------------ */
+
+/* Reads a schedule file: CSV when the name ends in ".csv", JSON otherwise. For CSV,
+ * P is the number of rows, v and M are the largest chunk / micro-batch + 1 unless
+ * n_micro > 0 is given (then a larger index is an error). For JSON, the file's
+ * "micro_batches"/"chunks" win, and n_micro > 0 must agree with them. The result
+ * gets sched_check's static checks (indices, one F and one backward each, local
+ * order) but is not played: call sched_check or sched_simulate to find deadlocks
+ * (their messages then name the file too). Errors start with the file name and
+ * name the stage/row and action/column, what was expected and what was found.
+ * Returns the schedule (caller frees) or NULL with err. */
+sched_schedule *sched_load(const char *path, int n_micro, char *err);
+/* Parses schedule text; `name` is used in messages; csv selects the form. */
+sched_schedule *sched_parse(const char *text, size_t n, const char *name, int csv,
+                            int n_micro, char *err);
+/* Writes s in the JSON or CSV form to f. Returns 0 or -1 with err (write error, or
+ * CSV asked for a schedule PyTorch's form cannot express). */
+int sched_write_json(const sched_schedule *s, FILE *f, char *err);
+int sched_write_csv(const sched_schedule *s, FILE *f, char *err);
+
+/* ---- validator (scheduler/sched_validate.c) -------------------------------- */
+
+/* Result of validating (and optionally simulating) a schedule. */
+typedef struct {
+    int n_stages;
+    int *peak_mb;         /* (P) peak (micro-batch, chunk) pairs in flight: from F to W/BW */
+    /* Filled by sched_simulate only: */
+    double step_time;     /* time at which the last action ends (the step starts at 0) */
+    double bubble;        /* overall idle fraction: 1 - sum(busy) / (P * step_time) */
+    double *busy;         /* (P) compute time of each stage */
+    double *bubble_stage; /* (P) 1 - busy / step_time */
+    double *peak_bytes;   /* (P) peak stashed activation bytes (costs' stash_bytes) */
+    double **start;       /* (P) start time of each action, parallel to s->act; NULL
+                           * unless asked for (renderers need it) */
+    double **end;         /* (P) end time of each action, as start */
+    char *detail;         /* on a deadlock: each stage's list with where it is stuck */
+} sched_report;
+
+/* Frees a report's arrays and the report; NULL is ignored. */
+void sched_report_free(sched_report *r);
+
+/* Checks s: every (stage, micro-batch, chunk) has exactly one F and one backward
+ * (B followed by W, or BW), locally ordered F < B < W; then plays it against the
+ * cross-stage dependencies (F of virtual stage k needs F of k-1 for the same
+ * micro-batch; B of k needs B of k+1; the last virtual stage's B needs its own F).
+ * On success returns 0 and, when r is not NULL, a new report with peak_mb in *r.
+ * On failure returns -1 with a message in err: for a deadlock, a summary such as
+ * "stage 1 waits for F(3) from stage 0; stage 0 waits for B(2) from stage 1";
+ * then, when r is not NULL, *r holds a report whose `detail` shows each stage's
+ * list with the stuck position marked (caller frees it). */
+int sched_check(const sched_schedule *s, sched_report **r, char *err);
+
+/* ---- simulator (scheduler/sched_sim.c) ------------------------------------- */
+
+/* Costs, all per virtual stage k = c*P + s (n = P*v entries per array), in any
+ * time unit (the CLI uses milliseconds). BW costs b + w. Owned by the caller. */
+typedef struct {
+    int n;               /* number of virtual stages */
+    double *f, *b, *w;   /* compute time of one micro-batch's F, B, W on k */
+    double *xfer_bytes;  /* bytes sent from k to k+1 per micro-batch (the gradient
+                          * coming back from k+1 to k has the same size) */
+    double *stash_bytes; /* bytes k keeps stashed per micro-batch in flight */
+    double latency;      /* time per transfer between different stages */
+    double bandwidth;    /* bytes per time unit of each link; 0 = infinite */
+} sched_costs;
+
+/* Costs for P stages of v chunks each where one stage's whole F, B, W take f, b, w
+ * per micro-batch (each chunk takes 1/v of it), no transfer cost, stash 1 byte
+ * (so peak_bytes counts micro-batches). NULL on bad sizes or out of memory. */
+sched_costs *sched_costs_uniform(int n_stages, int n_chunks, double f, double b, double w);
+/* Zeroed costs for n virtual stages. */
+sched_costs *sched_costs_new(int n);
+void sched_costs_free(sched_costs *c);
+
+/* Validates s (as sched_check) and simulates one step: each stage runs its actions
+ * in order, an action starts when the stage is free and its inputs have arrived;
+ * a transfer between stages leaves when its producer ends, waits for its link
+ * (one per ordered pair of stages, first come first served), occupies it for
+ * bytes/bandwidth and arrives latency later. Costs must have c->n == P*v entries.
+ * timeline != 0 also records each action's start/end. Runs in O(actions + P*v*M).
+ * Returns 0 with a new report in *r, or -1 with err (and *r as sched_check). */
+int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
+                   sched_report **r, char *err);
+
+/* ---- renderers (scheduler/sched_render.c) ---------------------------------- */
+
+/* ASCII grid: one row per stage, each action drawn as a box of width proportional
+ * to its time, labelled with its op and micro-batch; '.' is idle. At most
+ * max_cols columns (the grid is scaled to fit; labels shorten) and max_rows
+ * stages (the rest are summarised). r needs a timeline. Returns 0 or -1 with err. */
+int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
+                       int max_cols, int max_rows, char *err);
+/* SVG timeline: stages as rows, actions as coloured boxes labelled with the
+ * micro-batch (chunks shaded), a time axis in `unit` and a legend. */
+int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
+                     const char *unit, char *err);
+/* Chrome trace JSON (opens in Perfetto): one process per stage, one complete event
+ * per action; us_per_unit converts the simulator's time unit to microseconds. */
+int sched_render_chrome(const sched_schedule *s, const sched_report *r, FILE *f,
+                        double us_per_unit, char *err);
+
+#endif

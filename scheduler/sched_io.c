@@ -1,0 +1,345 @@
+/* sched_io.c — schedule files: the JSON form (one list of action strings per
+ * stage) and PyTorch's compute-only CSV form (one row per rank, cells such as
+ * "0F1", "1I0", "0W2", "1B3"). Reading checks every cell and names the file, the
+ * stage/row and the action/column; it does not play the schedule (sched_check
+ * does). Writing never fails half-way silently: stream errors are reported. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "scheduler/sched_int.h"
+
+#define MAX_FILE_BYTES (1ull << 31)
+
+/* Sizes found while parsing, checked at the end against declared ones. */
+typedef struct {
+    long max_mb, max_chunk;
+    long decl_mb, decl_chunks; /* 0 when not declared */
+} dims;
+
+static int check_index(const char *where, const char *cell, sched_action a, const dims *d,
+                       char *err)
+{
+    if (d->decl_mb && a.mb >= d->decl_mb)
+        return sched_seterr(err, "%s: bad micro-batch index %u in '%s': expected 0..%ld", where,
+                            a.mb, cell, d->decl_mb - 1);
+    if (d->decl_chunks && a.chunk >= d->decl_chunks)
+        return sched_seterr(err, "%s: bad chunk %u in '%s': expected 0..%ld", where,
+                            (unsigned)a.chunk, cell, d->decl_chunks - 1);
+    return 0;
+}
+
+/* Applies the sizes: declared ones win, otherwise the largest index + 1. */
+static int finish_dims(sched_schedule *s, const dims *d, const char *name, char *err)
+{
+    long M = d->decl_mb ? d->decl_mb : d->max_mb + 1;
+    long v = d->decl_chunks ? d->decl_chunks : d->max_chunk + 1;
+    if (M < 1) return sched_seterr(err, "%s: the schedule has no actions", name);
+    if ((long long)v * s->n_stages > (1 << 24))
+        return sched_seterr(err, "%s: %d stages x %ld chunks is too many virtual stages", name,
+                            s->n_stages, v);
+    s->n_micro = (int)M;
+    s->n_chunks = (int)v;
+    return 0;
+}
+
+static long json_dim(json_t *root, const char *key, const char *name, long max, char *err)
+{
+    json_t *j = json_object_get(root, key);
+    if (!j) return 0;
+    if (!json_is_integer(j) || json_integer_value(j) < 1 || json_integer_value(j) > max) {
+        sched_seterr(err, "%s: \"%s\": expected an integer 1..%ld", name, key, max);
+        return -1;
+    }
+    return (long)json_integer_value(j);
+}
+
+static int json_header(json_t *root, const char *name, dims *d, int n_micro, char *err)
+{
+    const char *key;
+    json_t *val;
+    if (!json_is_object(root))
+        return sched_seterr(err, "%s: expected a JSON object with \"stages\": [[\"F0\", ...], ...]", name);
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "version") && strcmp(key, "kind") && strcmp(key, "micro_batches") &&
+            strcmp(key, "chunks") && strcmp(key, "stages"))
+            return sched_seterr(err, "%s: unknown key \"%s\" (expected version, kind, "
+                                     "micro_batches, chunks, stages)", name, key);
+    }
+    json_t *ver = json_object_get(root, "version");
+    if (ver && (!json_is_integer(ver) || json_integer_value(ver) != 1))
+        return sched_seterr(err, "%s: \"version\": expected 1", name);
+    json_t *kind = json_object_get(root, "kind");
+    if (kind && !json_is_string(kind)) return sched_seterr(err, "%s: \"kind\": expected a string", name);
+    if ((d->decl_mb = json_dim(root, "micro_batches", name, 1 << 24, err)) < 0) return -1;
+    if ((d->decl_chunks = json_dim(root, "chunks", name, 65535, err)) < 0) return -1;
+    if (n_micro > 0 && d->decl_mb && d->decl_mb != n_micro)
+        return sched_seterr(err, "%s: \"micro_batches\" is %ld but %d micro-batches were asked "
+                                 "for", name, d->decl_mb, n_micro);
+    if (n_micro > 0) d->decl_mb = n_micro;
+    json_t *st = json_object_get(root, "stages");
+    if (!json_is_array(st) || json_array_size(st) < 1 || json_array_size(st) > (1 << 20))
+        return sched_seterr(err, "%s: \"stages\": expected a non-empty array with one list of "
+                                 "action strings per stage", name);
+    return 0;
+}
+
+static sched_schedule *parse_json(const char *text, size_t n, const char *name, int n_micro,
+                                  char *err)
+{
+    json_error_t je;
+    sched_schedule *s = NULL;
+    json_t *root = json_loadb(text, n, 0, &je);
+    if (!root) {
+        sched_seterr(err, "%s:%d:%d: invalid JSON: %s", name, je.line, je.column, je.text);
+        return NULL;
+    }
+    dims d = { -1, -1, 0, 0 };
+    if (json_header(root, name, &d, n_micro, err)) goto fail;
+    json_t *stages = json_object_get(root, "stages");
+    s = sched_new((int)json_array_size(stages), 1, 1);
+    if (!s) { sched_seterr(err, "%s: out of memory", name); goto fail; }
+    for (size_t st = 0; st < json_array_size(stages); st++) {
+        json_t *row = json_array_get(stages, st);
+        if (!json_is_array(row)) {
+            sched_seterr(err, "%s: stages[%zu]: expected a list of action strings", name, st);
+            goto fail;
+        }
+        for (size_t i = 0; i < json_array_size(row); i++) {
+            json_t *cell = json_array_get(row, i);
+            char where[400], why[SCHED_ERR_LEN];
+            snprintf(where, sizeof where, "%s: stages[%zu][%zu]", name, st, i);
+            sched_action a;
+            if (!json_is_string(cell)) {
+                sched_seterr(err, "%s: expected an action string such as \"F3\", found a "
+                                  "JSON %s", where, json_is_number(cell) ? "number" : "non-string");
+                goto fail;
+            }
+            if (sched_action_parse(json_string_value(cell), &a, why)) {
+                sched_seterr(err, "%s: %s", where, why);
+                goto fail;
+            }
+            if (check_index(where, json_string_value(cell), a, &d, err)) goto fail;
+            if ((long)a.mb > d.max_mb) d.max_mb = a.mb;
+            if ((long)a.chunk > d.max_chunk) d.max_chunk = a.chunk;
+            if (sched_append(s, (int)st, a)) { sched_seterr(err, "%s: out of memory", name); goto fail; }
+        }
+    }
+    if (finish_dims(s, &d, name, err)) goto fail;
+    json_t *kind = json_object_get(root, "kind");
+    snprintf(s->kind, sizeof s->kind, "%s", kind ? json_string_value(kind) : "file");
+    json_decref(root);
+    return s;
+fail:
+    json_decref(root);
+    sched_free(s);
+    return NULL;
+}
+
+/* Parses one CSV cell (already trimmed, non-empty): "<vstage><type><mb>". */
+static int csv_cell(const char *cell, int P, int row, sched_action *a, char *why)
+{
+    const char *p = cell;
+    long k = 0, mb = 0;
+    int nd = 0;
+    while (isdigit((unsigned char)*p)) { if (++nd > 8) break; k = k * 10 + (*p++ - '0'); }
+    if (!nd || nd > 8)
+        return sched_seterr(why, "expected a virtual stage number first (e.g. \"0F1\"), found '%s'", cell);
+    char t = *p;
+    if (!strchr("FBIW", t) && isalpha((unsigned char)t) && isalpha((unsigned char)p[1]))
+        return sched_seterr(why, "'%s' is not a compute action: expected <stage><F|B|I|W><micro-batch>"
+                                 " (only PyTorch's compute-only form is read)", cell);
+    if (t != 'F' && t != 'B' && t != 'I' && t != 'W')
+        return sched_seterr(why, "unknown action type in '%s': expected F, B, I or W after the "
+                                 "stage number", cell);
+    p++;
+    nd = 0;
+    while (isdigit((unsigned char)*p)) { if (++nd > 8) break; mb = mb * 10 + (*p++ - '0'); }
+    if (!nd || nd > 8 || *p)
+        return sched_seterr(why, "bad micro-batch index in '%s': expected a number of at most 8 "
+                                 "digits after '%c'", cell, t);
+    if (k % P != row)
+        return sched_seterr(why, "'%s' names virtual stage %ld, which rank %d does not hold "
+                                 "(rank r holds virtual stages r, r+%d, r+%d, ...)", cell, k, row,
+                            P, 2 * P);
+    if (k / P > 65535) return sched_seterr(why, "virtual stage %ld in '%s' is too large", k, cell);
+    a->mb = (uint32_t)mb;
+    a->chunk = (uint16_t)(k / P);
+    a->op = t == 'F' ? SCHED_F : t == 'I' ? SCHED_B : t == 'W' ? SCHED_W : SCHED_BW;
+    a->pad = 0;
+    return 0;
+}
+
+/* Number of CSV rows: lines, ignoring empty lines at the end. */
+static int csv_rows(const char *text, size_t n)
+{
+    int rows = 0, pending = 0;
+    size_t i = 0;
+    while (i < n) {
+        size_t e = i;
+        int blank = 1;
+        while (e < n && text[e] != '\n') { if (!isspace((unsigned char)text[e])) blank = 0; e++; }
+        pending++;
+        if (!blank) { rows += pending; pending = 0; }
+        i = e + 1;
+    }
+    return rows;
+}
+
+static int csv_row(sched_schedule *s, const char *line, size_t len, int row, dims *d,
+                   size_t *colcap, const char *name, char *err)
+{
+    size_t i = 0;
+    uint32_t col = 0;
+    int P = s->n_stages;
+    while (i <= len) {
+        size_t e = i;
+        while (e < len && line[e] != ',') e++;
+        size_t a0 = i, a1 = e;
+        while (a0 < a1 && isspace((unsigned char)line[a0])) a0++;
+        while (a1 > a0 && isspace((unsigned char)line[a1 - 1])) a1--;
+        if (a1 > a0) {
+            char cell[64], where[400], why[SCHED_ERR_LEN];
+            size_t cl = a1 - a0 < sizeof cell - 1 ? a1 - a0 : sizeof cell - 1;
+            memcpy(cell, line + a0, cl);
+            cell[cl] = 0;
+            snprintf(where, sizeof where, "%s: row %d, column %u", name, row + 1, col + 1);
+            sched_action a;
+            if (memchr(line + a0, 0, a1 - a0) || csv_cell(cell, P, row, &a, why))
+                return sched_seterr(err, "%s: %s", where, memchr(line + a0, 0, a1 - a0) ?
+                                    "unexpected NUL byte" : why);
+            if (check_index(where, cell, a, d, err)) return -1;
+            if ((long)a.mb > d->max_mb) d->max_mb = a.mb;
+            if ((long)a.chunk > d->max_chunk) d->max_chunk = a.chunk;
+            if (sched_append(s, row, a)) return sched_seterr(err, "%s: out of memory", name);
+            if (s->len[row] > *colcap) {
+                size_t nc = *colcap ? 2 * *colcap : 16;
+                uint32_t *c = realloc(s->src_col[row], nc * sizeof(uint32_t));
+                if (!c) return sched_seterr(err, "%s: out of memory", name);
+                s->src_col[row] = c;
+                *colcap = nc;
+            }
+            s->src_col[row][s->len[row] - 1] = col;
+        }
+        col++;
+        i = e + 1;
+    }
+    return 0;
+}
+
+static sched_schedule *parse_csv(const char *text, size_t n, const char *name, int n_micro,
+                                 char *err)
+{
+    int P = csv_rows(text, n);
+    if (P < 1) { sched_seterr(err, "%s: empty schedule: expected one row of actions per rank", name); return NULL; }
+    if (P > (1 << 20)) { sched_seterr(err, "%s: too many rows (%d)", name, P); return NULL; }
+    sched_schedule *s = sched_new(P, 1, 1);
+    if (!s || !(s->src_col = calloc((size_t)P, sizeof(uint32_t *)))) {
+        sched_seterr(err, "%s: out of memory", name);
+        sched_free(s);
+        return NULL;
+    }
+    s->src_csv = 1;
+    dims d = { -1, -1, n_micro > 0 ? n_micro : 0, 0 };
+    size_t i = 0;
+    for (int row = 0; row < P; row++) {
+        size_t e = i;
+        while (e < n && text[e] != '\n') e++;
+        size_t len = e - i;
+        if (len && text[i + len - 1] == '\r') len--;
+        size_t colcap = 0;
+        if (csv_row(s, text + i, len, row, &d, &colcap, name, err)) { sched_free(s); return NULL; }
+        i = e + 1;
+    }
+    if (finish_dims(s, &d, name, err)) { sched_free(s); return NULL; }
+    snprintf(s->kind, sizeof s->kind, "file");
+    return s;
+}
+
+sched_schedule *sched_parse(const char *text, size_t n, const char *name, int csv,
+                            int n_micro, char *err)
+{
+    if (!name) name = "(schedule)";
+    sched_schedule *s = csv ? parse_csv(text, n, name, n_micro, err)
+                            : parse_json(text, n, name, n_micro, err);
+    if (!s) return NULL;
+    if (!(s->src = strdup(name)) || sched_static_check(s, NULL, err)) {
+        if (!s->src) sched_seterr(err, "%s: out of memory", name);
+        sched_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+sched_schedule *sched_load(const char *path, int n_micro, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        sched_seterr(err, "%s: cannot open schedule file: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 65536;
+            char *p = cap <= MAX_FILE_BYTES ? realloc(buf, cap) : NULL;
+            if (!p) {
+                sched_seterr(err, "%s: schedule file too large or out of memory", path);
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = p;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        sched_seterr(err, "%s: read error", path);
+        free(buf);
+        return NULL;
+    }
+    size_t pl = strlen(path);
+    int csv = pl >= 4 && !strcasecmp(path + pl - 4, ".csv");
+    sched_schedule *s = sched_parse(buf, n, path, csv, n_micro, err);
+    free(buf);
+    return s;
+}
+
+int sched_write_json(const sched_schedule *s, FILE *f, char *err)
+{
+    char a[64];
+    fprintf(f, "{\"version\": 1, \"kind\": \"%s\", \"micro_batches\": %d, \"chunks\": %d,\n"
+               " \"stages\": [\n", s->kind[0] ? s->kind : "file", s->n_micro, s->n_chunks);
+    for (int st = 0; st < s->n_stages; st++) {
+        fputs("  [", f);
+        for (size_t i = 0; i < s->len[st]; i++)
+            fprintf(f, "%s\"%s\"", i ? ", " : "", sched_action_str(s->act[st][i], a, sizeof a));
+        fputs(st + 1 < s->n_stages ? "],\n" : "]\n", f);
+    }
+    fputs(" ]}\n", f);
+    if (ferror(f)) return sched_seterr(err, "write error: %s", strerror(errno));
+    return 0;
+}
+
+int sched_write_csv(const sched_schedule *s, FILE *f, char *err)
+{
+    static const char type[] = { 'F', 'I', 'W', 'B' };
+    for (int st = 0; st < s->n_stages; st++) {
+        for (size_t i = 0; i < s->len[st]; i++) {
+            sched_action a = s->act[st][i];
+            fprintf(f, "%s%zu%c%u", i ? "," : "", sched_vstage(s, st, a.chunk), type[a.op & 3], a.mb);
+        }
+        fputc('\n', f);
+    }
+    if (ferror(f)) return sched_seterr(err, "write error: %s", strerror(errno));
+    return 0;
+}

@@ -1,0 +1,249 @@
+/* sched_sim.c — plays a schedule against its cross-stage dependencies: the
+ * validator's deadlock check (all costs zero) and the timing simulator.
+ *
+ * Each stage runs its list strictly in order and an action starts at
+ * max(stage free, inputs arrived), so every start time is fixed by its
+ * predecessors: a discrete-event simulation in which the only events are action
+ * ends and transfer arrivals. We evaluate it by propagation instead of a global
+ * event queue: a worklist of stages, each advanced as far as its inputs allow;
+ * a stage that blocks on a missing input is woken by the producer of that input.
+ * Links are FIFO per ordered pair of stages and a producer issues its sends in
+ * list order, so link occupancy is known when the producer's action is played.
+ * Work is O(actions + P*v*M); no stage is visited more often than it is woken. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/sched_int.h"
+
+typedef struct {
+    const sched_schedule *s;
+    const sched_costs *c;
+    size_t K, M;          /* virtual stages, micro-batches */
+    double *fa, *ba;      /* (K*M) when F / B output of (k, mb) is available at its
+                           * consumer; -1 until produced */
+    double *link;         /* (2P) time each outgoing link is free */
+    size_t *cur;          /* (P) next action of each stage */
+    double *tfree;        /* (P) when each stage is free */
+    int *queue;           /* (P) ring of stages to advance */
+    char *queued;         /* (P) */
+    size_t qh, qn;
+} play;
+
+static void push(play *p, int st)
+{
+    if (p->queued[st]) return;
+    p->queued[st] = 1;
+    size_t P = (size_t)p->s->n_stages;
+    p->queue[(p->qh + p->qn++) % P] = st;
+}
+
+/* Sends an output produced at time `end` by stage st to stage dst; returns its arrival. */
+static double send(play *p, int st, int dst, int fwd, double bytes, double end)
+{
+    if (dst == st || !p->c) return end;
+    int P = p->s->n_stages;
+    /* With two stages, forward and backward sends from st go to the same peer. */
+    size_t l = (size_t)st * 2 + (P == 2 ? 0 : (fwd ? 0 : 1));
+    double t = end > p->link[l] ? end : p->link[l];
+    if (p->c->bandwidth > 0) t += bytes / p->c->bandwidth;
+    p->link[l] = t;
+    return t + p->c->latency;
+}
+
+static double cost(const play *p, sched_action a, size_t k)
+{
+    if (!p->c) return 0;
+    switch (a.op) {
+    case SCHED_F: return p->c->f[k];
+    case SCHED_B: return p->c->b[k];
+    case SCHED_W: return p->c->w[k];
+    default: return p->c->b[k] + p->c->w[k];
+    }
+}
+
+/* Runs stage st until it finishes or blocks on an input. */
+static void advance(play *p, int st, sched_report *r, int timeline)
+{
+    const sched_schedule *s = p->s;
+    size_t P = (size_t)s->n_stages, M = p->M, K = p->K;
+    const sched_action *act = s->act[st];
+    size_t i = p->cur[st], n = s->len[st];
+    double t = p->tfree[st], busy = 0;
+    for (; i < n; i++) {
+        sched_action a = act[i];
+        size_t k = (size_t)a.chunk * P + (size_t)st;
+        double ready = t;
+        if (a.op == SCHED_F && k > 0) {
+            double in = p->fa[(k - 1) * M + a.mb];
+            if (in < 0) break;
+            if (in > ready) ready = in;
+        } else if ((a.op == SCHED_B || a.op == SCHED_BW) && k + 1 < K) {
+            double in = p->ba[(k + 1) * M + a.mb];
+            if (in < 0) break;
+            if (in > ready) ready = in;
+        }
+        double d = cost(p, a, k);
+        t = ready + d;
+        busy += d;
+        if (timeline) { r->start[st][i] = ready; r->end[st][i] = t; }
+        if (a.op == SCHED_F) {
+            int dst = (int)((k + 1) % P);
+            double bytes = p->c ? p->c->xfer_bytes[k] : 0;
+            p->fa[k * M + a.mb] = k + 1 < K ? send(p, st, dst, 1, bytes, t) : t;
+            if (k + 1 < K && dst != st) push(p, dst);
+        } else if (a.op != SCHED_W) {
+            int dst = (int)((k + P - 1) % P);
+            double bytes = p->c && k > 0 ? p->c->xfer_bytes[k - 1] : 0;
+            p->ba[k * M + a.mb] = k > 0 ? send(p, st, dst, 0, bytes, t) : t;
+            if (k > 0 && dst != st) push(p, dst);
+        }
+    }
+    p->cur[st] = i;
+    p->tfree[st] = t;
+    if (r->busy) r->busy[st] += busy;
+}
+
+int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sched_report *r,
+               char *err)
+{
+    size_t P = (size_t)s->n_stages;
+    play p;
+    memset(&p, 0, sizeof p);
+    p.s = s;
+    p.c = c;
+    p.K = P * (size_t)s->n_chunks;
+    p.M = (size_t)s->n_micro;
+    p.fa = malloc(2 * p.K * p.M * sizeof(double));
+    p.link = calloc(2 * P, sizeof(double));
+    p.cur = calloc(P, sizeof(size_t));
+    p.tfree = calloc(P, sizeof(double));
+    p.queue = malloc(P * sizeof(int));
+    p.queued = calloc(P, 1);
+    int rc = -1;
+    if (!p.fa || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued) {
+        sched_seterr(err, "out of memory simulating %zu stages x %zu micro-batches", P, p.M);
+        goto fail;
+    }
+    p.ba = p.fa + p.K * p.M;
+    for (size_t i = 0; i < 2 * p.K * p.M; i++) p.fa[i] = -1;
+    for (size_t st = 0; st < P; st++) push(&p, (int)st);
+    while (p.qn) {
+        int st = p.queue[p.qh];
+        p.qh = (p.qh + 1) % P;
+        p.qn--;
+        p.queued[st] = 0;
+        advance(&p, st, r, timeline);
+    }
+    for (size_t st = 0; st < P; st++)
+        if (p.cur[st] < s->len[st]) {
+            sched_explain_deadlock(s, p.cur, err, &r->detail);
+            goto fail;
+        }
+    r->step_time = 0;
+    for (size_t st = 0; st < P; st++)
+        if (p.tfree[st] > r->step_time) r->step_time = p.tfree[st];
+    rc = 0;
+fail:
+    free(p.fa);
+    free(p.link);
+    free(p.cur);
+    free(p.tfree);
+    free(p.queue);
+    free(p.queued);
+    return rc;
+}
+
+static sched_report *report_new(const sched_schedule *s, int sim, int timeline)
+{
+    size_t P = (size_t)s->n_stages;
+    sched_report *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->n_stages = s->n_stages;
+    r->peak_mb = calloc(P, sizeof(int));
+    if (!r->peak_mb) goto fail;
+    if (sim) {
+        r->busy = calloc(P, sizeof(double));
+        r->bubble_stage = calloc(P, sizeof(double));
+        r->peak_bytes = calloc(P, sizeof(double));
+        if (!r->busy || !r->bubble_stage || !r->peak_bytes) goto fail;
+    }
+    if (timeline) {
+        r->start = calloc(P, sizeof(double *));
+        r->end = calloc(P, sizeof(double *));
+        if (!r->start || !r->end) goto fail;
+        for (size_t st = 0; st < P; st++) {
+            r->start[st] = malloc((s->len[st] + 1) * sizeof(double));
+            r->end[st] = malloc((s->len[st] + 1) * sizeof(double));
+            if (!r->start[st] || !r->end[st]) goto fail;
+        }
+    }
+    return r;
+fail:
+    sched_report_free(r);
+    return NULL;
+}
+
+/* Peak stashed bytes per stage: F stashes stash_bytes of its virtual stage until
+ * the W or BW of the same micro-batch and chunk. */
+static void peak_bytes(const sched_schedule *s, const sched_costs *c, sched_report *r)
+{
+    size_t P = (size_t)s->n_stages;
+    for (size_t st = 0; st < P; st++) {
+        double live = 0, peak = 0;
+        for (size_t i = 0; i < s->len[st]; i++) {
+            sched_action a = s->act[st][i];
+            double b = c->stash_bytes[(size_t)a.chunk * P + st];
+            if (a.op == SCHED_F && (live += b) > peak) peak = live;
+            if (a.op == SCHED_W || a.op == SCHED_BW) live -= b;
+        }
+        r->peak_bytes[st] = peak;
+    }
+}
+
+int sched_check(const sched_schedule *s, sched_report **rp, char *err)
+{
+    if (rp) *rp = NULL;
+    if (!s) return sched_seterr(err, "no schedule");
+    sched_report *r = report_new(s, 0, 0);
+    if (!r) return sched_seterr(err, "out of memory validating the schedule");
+    int rc = sched_static_check(s, r->peak_mb, err);
+    if (!rc) rc = sched_play(s, NULL, 0, r, err);
+    if (rp && (!rc || r->detail)) *rp = r;
+    else sched_report_free(r);
+    return rc;
+}
+
+int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
+                   sched_report **rp, char *err)
+{
+    *rp = NULL;
+    if (!s || !c) return sched_seterr(err, "no schedule or no costs");
+    size_t K = (size_t)s->n_stages * (size_t)s->n_chunks;
+    if ((size_t)c->n != K)
+        return sched_seterr(err, "costs are given for %d virtual stages, the schedule has %zu "
+                                 "(%d stages x %d chunks)", c->n, K, s->n_stages, s->n_chunks);
+    for (size_t k = 0; k < K; k++)
+        if (!(c->f[k] >= 0 && c->b[k] >= 0 && c->w[k] >= 0 && c->xfer_bytes[k] >= 0 &&
+              c->stash_bytes[k] >= 0))
+            return sched_seterr(err, "costs of virtual stage %zu must be >= 0", k);
+    if (!(c->latency >= 0 && c->bandwidth >= 0))
+        return sched_seterr(err, "link latency and bandwidth must be >= 0");
+    sched_report *r = report_new(s, 1, timeline);
+    if (!r) return sched_seterr(err, "out of memory simulating the schedule");
+    int rc = sched_static_check(s, r->peak_mb, err);
+    if (!rc) rc = sched_play(s, c, timeline, r, err);
+    if (rc) {
+        if (r->detail) *rp = r;
+        else sched_report_free(r);
+        return rc;
+    }
+    double sum = 0, T = r->step_time;
+    for (int st = 0; st < s->n_stages; st++) {
+        sum += r->busy[st];
+        r->bubble_stage[st] = T > 0 ? 1 - r->busy[st] / T : 0;
+    }
+    r->bubble = T > 0 ? 1 - sum / (T * s->n_stages) : 0;
+    peak_bytes(s, c, r);
+    *rp = r;
+    return 0;
+}
