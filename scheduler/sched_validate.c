@@ -39,7 +39,6 @@ static int see(const sched_schedule *s, int st, size_t i, seen *z, char *err)
                             sched_where(s, st, i, w1, sizeof w1), a.mb,
                             sched_action_str(a, st2, sizeof st2), s->n_micro - 1);
     size_t j = (size_t)a.chunk * (size_t)s->n_micro + a.mb;
-    sched_action_name(a, s->n_chunks, an, sizeof an);
     switch (a.op) {
     case SCHED_F:
         if (z->f[j] != NONE) return dup_err(s, st, i, z->f[j], "forward", err);
@@ -52,7 +51,7 @@ static int see(const sched_schedule *s, int st, size_t i, seen *z, char *err)
         if (z->f[j] == NONE)
             return sched_seterr(err, "%s: %s comes before the forward of micro-batch %u "
                                      "(expected F before B)", sched_where(s, st, i, w1, sizeof w1),
-                                an, a.mb);
+                                sched_action_name(a, s->n_chunks, an, sizeof an), a.mb);
         if (a.op == SCHED_BW && z->w[j] != NONE)
             return dup_err(s, st, i, z->w[j], "weight gradient", err);
         if (a.op == SCHED_B) z->b[j] = i;
@@ -63,7 +62,8 @@ static int see(const sched_schedule *s, int st, size_t i, seen *z, char *err)
         if (z->bw[j] != NONE) return dup_err(s, st, i, z->bw[j], "weight gradient (after BW)", err);
         if (z->b[j] == NONE)
             return sched_seterr(err, "%s: %s comes before B of micro-batch %u (expected F, then "
-                                     "B, then W)", sched_where(s, st, i, w1, sizeof w1), an, a.mb);
+                                     "B, then W)", sched_where(s, st, i, w1, sizeof w1),
+                                sched_action_name(a, s->n_chunks, an, sizeof an), a.mb);
         z->w[j] = i;
         return 0;
     }
