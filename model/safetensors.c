@@ -164,6 +164,10 @@ static char *build_header(const char *path, const st_entry *e, int n, const char
         json_t *meta = json_object();
         json_object_set_new(root, "__metadata__", meta);
         for (int i = 0; meta_kv[i]; i += 2) {
+            if (json_object_get(meta, meta_kv[i])) {
+                seterr(err, "%s: duplicate metadata key \"%s\"", path, meta_kv[i]);
+                goto fail;
+            }
             json_t *v = meta_kv[i + 1] ? json_string(meta_kv[i + 1]) : NULL;
             if (!v || json_object_set_new(meta, meta_kv[i], v) != 0) {
                 seterr(err, "%s: metadata key \"%s\" or its value is missing or not UTF-8", path, meta_kv[i]);

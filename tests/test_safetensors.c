@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "model/safetensors.h"
@@ -211,6 +213,10 @@ static void test_write_errors(void)
     }
     const char *meta[] = { "k", NULL };
     CU_ASSERT_EQUAL(st_write(path, &good, 1, meta, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "metadata key \"k\""));
+    const char *meta2[] = { "k", "1", "k", "2", NULL };
+    CU_ASSERT_EQUAL(st_write(path, &good, 1, meta2, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "duplicate metadata key \"k\""));
     uint8_t *after = slurp(path, &n1); /* the failed writes left the old file alone */
     CU_ASSERT(before && after && n0 == n1 && memcmp(before, after, n0) == 0);
     free(before);
@@ -236,6 +242,51 @@ static void test_durable_file(void)
     CU_ASSERT_EQUAL(st_write_file_durable("/nonexistent-dir/m.json", a, 1, err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/m.json"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "No such file"));
+}
+
+/* A writer SIGKILLed at many points of st_write never leaves a damaged file under
+ * the final name: it holds either the complete old or the complete new tensor. */
+static void test_kill_during_write(void)
+{
+    const size_t n = 1u << 22; /* 16 MiB of F32 */
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = 1.0f;
+    const char *path = tmp_path("killed.safetensors");
+    char err[ERR_LEN] = "";
+    st_entry e = { "w", "F32", 1, { (int64_t)n }, v };
+    CU_ASSERT_FATAL(st_write(path, &e, 1, NULL, err) == 0);
+    int saw_old = 0, saw_new = 0;
+    for (int trial = 0; trial < 12; trial++) {
+        float value = (float)(trial + 2);
+        pid_t pid = fork();
+        CU_ASSERT_FATAL(pid >= 0);
+        if (pid == 0) {
+            for (size_t i = 0; i < n; i++) v[i] = value;
+            _exit(st_write(path, &e, 1, NULL, err) == 0 ? 0 : 1);
+        }
+        usleep((useconds_t)(trial * 2500));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        st_file *f = NULL;
+        CU_ASSERT_FATAL(st_open(&f, path, err) == 0);
+        const st_tensor *t = st_find(f, "w");
+        CU_ASSERT_FATAL(t != NULL && t->numel == n);
+        const float *got = t->data;
+        float first = got[0];
+        size_t mixed = 0;
+        for (size_t i = 0; i < n; i++) mixed += got[i] != first;
+        CU_ASSERT_EQUAL(mixed, 0);
+        if (first == value) saw_new++;
+        else saw_old++;
+        for (size_t i = 0; i < n; i++) v[i] = first; /* the file's content is the next "old" */
+        st_close(f);
+    }
+    /* informational: how many kills landed before / after the rename */
+    fprintf(stderr, "(old %d, new %d) ", saw_old, saw_new);
+    char tmpname[600];
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", path);
+    unlink(tmpname);
+    free(v);
 }
 
 /* Writes an 8-byte length (hlen_field), the header text and data_len zero bytes. */
@@ -356,6 +407,7 @@ int main(void)
         { "file without tensors", test_no_tensors },
         { "write errors leave the old file", test_write_errors },
         { "durable file write", test_durable_file },
+        { "kill during write leaves old or new", test_kill_during_write },
         { "malformed files refused", test_malformed },
         { "bad safetensors corpus", test_bad_corpus },
         CU_TEST_INFO_NULL,
