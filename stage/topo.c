@@ -412,7 +412,10 @@ static int apply_set(json_t *root, const char *file, const char *set, char *err)
     json_t *cur = root;
     for (char *save = NULL, *seg = strtok_r(key, ".", &save); seg; seg = strtok_r(NULL, ".", &save)) {
         char keys[256];
-        if (f) { /* the previous segment must have been an object or array */
+        if (f && f->type != T_OBJ && f->type != T_ARR)
+            return seterr(err, "%s: --set %.200s: %s is a value and has no field \"%.40s\"", file, set,
+                          walked, seg);
+        if (f) { /* the previous segment is an object or an array */
             if (f->type == T_ARR) {
                 char *end;
                 long idx = strtol(seg, &end, 10);

@@ -220,12 +220,46 @@ static int is_loopback(const char *host)
     return !memcmp(a.a, v6lo, 16) || (!memcmp(a.a, mapped, 12) && a.a[12] == 127);
 }
 
+/* 0.0.0.0, ::, multicast and broadcast cannot be a peer's address. */
+static int is_unicast(const addr *a)
+{
+    static const unsigned char zero[16];
+    if (a->family == AF_INET)
+        return memcmp(a->a, zero, 4) && a->a[0] < 224;
+    return memcmp(a->a, zero, 16) && a->a[0] != 0xff;
+}
+
 static int check_host(const char *file, const char *path, const char *host, char *err)
 {
     addr a;
     if (parse_addr(host, &a))
         return seterr(err, "%s: %s: expected a numeric IPv4 or IPv6 address (host names are "
                       "not looked up), found \"%.60s\"", file, path, host);
+    if (!is_unicast(&a))
+        return seterr(err, "%s: %s: expected a unicast address that peers can connect to, "
+                      "found \"%s\"", file, path, host);
+    return 0;
+}
+
+/* A loopback address is only reachable from its own machine: mixing it with
+ * addresses of other machines would leave some peer unable to connect. */
+static int check_reachable(const topo *t, char *err)
+{
+    int remote = -2; /* index of a non-loopback stage, -1 = the coordinator */
+    if (!is_loopback(t->coordinator.host)) remote = -1;
+    for (int s = 0; s < t->n_stages && remote == -2; s++)
+        if (!is_loopback(t->stages[s].host)) remote = s;
+    if (remote == -2) return 0;
+    char where[128];
+    if (remote < 0) snprintf(where, sizeof where, "coordinator.host (%s)", t->coordinator.host);
+    else snprintf(where, sizeof where, "stages.%d.host (%.40s)", remote, t->stages[remote].host);
+    if (is_loopback(t->coordinator.host))
+        return seterr(err, "%s: coordinator.host: %s is a loopback address but %s is not: "
+                      "peers on other machines could not reach it", t->path, t->coordinator.host, where);
+    for (int s = 0; s < t->n_stages; s++)
+        if (is_loopback(t->stages[s].host))
+            return seterr(err, "%s: stages.%d.host: %s is a loopback address but %s is not: "
+                          "peers on other machines could not reach it", t->path, s, t->stages[s].host, where);
     return 0;
 }
 
@@ -252,7 +286,7 @@ static int check_addresses(const topo *t, char *err)
                 return seterr(err, "%s: stages.%d.port: %s:%d is also used by stages.%d "
                               "(host:port must be distinct)", t->path, s, st->host, st->port, r);
     }
-    return 0;
+    return check_reachable(t, err);
 }
 
 /* ---------- the whole document ---------- */

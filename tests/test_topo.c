@@ -1,0 +1,670 @@
+/* test_topo.c — the topology loader: shipped topologies load, defaults, every
+ * validation failure names the file and the JSON path, --set overrides (typed,
+ * array index, bad ones), canonical hash stability, the layer notation, the
+ * partition (plain and interleaved), helpers and the tests/bad/topology corpus.
+ * Files are written into a fresh temporary directory. */
+#include "tests/tests.h"
+#include "stage/topo.h"
+#include "model/util.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <unistd.h>
+
+static char tmpdir[64];
+static int n_written;
+
+/* Writes text to tmpdir/name and returns the path (one of 16 rotating buffers). */
+static const char *write_tmp(const char *name, const char *text)
+{
+    static char paths[16][256];
+    char *path = paths[n_written % 16];
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/test_topo.XXXXXX");
+        if (!mkdtemp(tmpdir)) { perror("mkdtemp"); exit(2); }
+    }
+    snprintf(path, sizeof paths[0], "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) { perror(path); exit(2); }
+    fputs(text, f);
+    fclose(f);
+    n_written++;
+    return path;
+}
+
+/* A valid 2-stage topology of a 4-block model; tests derive bad ones from it. */
+#define BASE_MODEL "\"model\": {\"dim\": 32, \"n_layers\": 4, \"n_heads\": 4, \"ffn_dim\": 64, \"seq_len\": 16}"
+#define BASE_TRAIN "\"train\": {\"steps\": 10, \"batch_size\": 4, \"micro_batches\": 2, \"lr\": 0.01}"
+#define BASE_STAGES "\"stages\": [{\"host\": \"127.0.0.1\", \"port\": 7001, \"layers\": \"embed,0-1\"}," \
+                    " {\"host\": \"127.0.0.1\", \"port\": 7002, \"layers\": \"2-3,head\"}]"
+static const char *base_json = "{" BASE_MODEL ",\n" BASE_TRAIN ",\n" BASE_STAGES "}\n";
+
+/* Loads path with overrides and requires failure with a message that starts with
+ * the path and contains every needle. */
+static void expect_fail_at(const char *path, char *const *sets, int n_sets,
+                           const char *needle1, const char *needle2, int line)
+{
+    topo t;
+    char err[ERR_LEN] = "";
+    int rc = topo_load(&t, path, sets, n_sets, err);
+    int ok = rc == -1 && !strncmp(err, path, strlen(path)) && strstr(err, needle1) &&
+             (!needle2 || strstr(err, needle2));
+    if (!ok)
+        fprintf(stderr, "\n  line %d: rc %d, message \"%s\"\n  wanted \"%s\"%s%s%s\n", line, rc, err,
+                needle1, needle2 ? " and \"" : "", needle2 ? needle2 : "", needle2 ? "\"" : "");
+    CU_ASSERT(ok);
+    if (rc == 0) topo_free(&t);
+    /* a failed load leaves the struct zeroed */
+    CU_ASSERT(rc == 0 || (t.stages == NULL && t.path == NULL && t.n_stages == 0));
+}
+#define expect_fail(p, s, n, a, b) expect_fail_at(p, s, n, a, b, __LINE__)
+
+/* Base topology with one override that must fail naming needle1 (and needle2). */
+static void set_fail_at(const char *set, const char *needle1, const char *needle2, int line)
+{
+    const char *p = write_tmp("base.json", base_json);
+    char *sets[1] = { (char *)set };
+    expect_fail_at(p, sets, 1, needle1, needle2, line);
+}
+#define set_fail(s, a, b) set_fail_at(s, a, b, __LINE__)
+
+static int load_ok(topo *t, const char *path, char *const *sets, int n)
+{
+    char err[ERR_LEN] = "";
+    int rc = topo_load(t, path, sets, n, err);
+    if (rc) fprintf(stderr, "\n  unexpected failure: %s\n", err);
+    CU_ASSERT_EQUAL(rc, 0);
+    return rc;
+}
+
+/* ---------- shipped topologies ---------- */
+
+static void test_shipped(void)
+{
+    DIR *d = opendir("topologies");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 5, ".json")) continue;
+        char path[512];
+        snprintf(path, sizeof path, "topologies/%s", e->d_name);
+        topo t;
+        if (load_ok(&t, path, NULL, 0) == 0) {
+            CU_ASSERT(t.n_stages >= 1);
+            CU_ASSERT_PTR_NOT_NULL(t.data.path);
+            topo_free(&t);
+        }
+        n++;
+    }
+    closedir(d);
+    CU_ASSERT(n >= 4);
+
+    topo t;
+    if (load_ok(&t, "topologies/shakespeare-1stage.json", NULL, 0)) return;
+    CU_ASSERT_EQUAL(t.n_stages, 1);
+    CU_ASSERT_EQUAL(t.stages[0].threads, 2);
+    CU_ASSERT_EQUAL(t.stages[0].n_units, 6);
+    CU_ASSERT_EQUAL(t.model.dim, 128);
+    CU_ASSERT_EQUAL(t.train.batch_size, 12);
+    CU_ASSERT_EQUAL(t.train.steps, 2000);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.beta2, 0.99, 1e-12);
+    CU_ASSERT_STRING_EQUAL(t.data.path, "topologies/../../shared/data/tinyshakespeare.txt");
+    CU_ASSERT_STRING_EQUAL(t.data.path_given, "../../shared/data/tinyshakespeare.txt");
+    CU_ASSERT(access(t.data.path, R_OK) == 0);
+    topo_free(&t);
+
+    const char *multi[] = { "topologies/shakespeare-2stage.json", "topologies/shakespeare-4stage.json" };
+    for (int i = 0; i < 2; i++) {
+        if (load_ok(&t, multi[i], NULL, 0)) continue;
+        CU_ASSERT_EQUAL(t.n_stages, i ? 4 : 2);
+        CU_ASSERT_EQUAL(t.schedule.kind_id, TOPO_SCHED_1F1B);
+        CU_ASSERT(t.train.micro_batches >= t.n_stages);
+        CU_ASSERT_EQUAL(t.train.batch_size % t.train.micro_batches, 0);
+        CU_ASSERT_EQUAL(t.model.n_layers, 4);
+        for (int s = 0; s < t.n_stages; s++) CU_ASSERT_EQUAL(t.stages[s].threads, 1);
+        CU_ASSERT(topo_all_loopback(&t));
+        topo_free(&t);
+    }
+}
+
+/* ---------- defaults ---------- */
+
+static void test_defaults(void)
+{
+    topo t;
+    if (load_ok(&t, write_tmp("base.json", base_json), NULL, 0)) return;
+    CU_ASSERT_EQUAL(t.model.n_kv_heads, 4);
+    CU_ASSERT_EQUAL(t.model.vocab_size, 256);
+    CU_ASSERT_DOUBLE_EQUAL(t.model.norm_eps, 1e-5, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(t.model.rope_theta, 10000, 1e-3);
+    CU_ASSERT_EQUAL(t.model.tie_embeddings, 0);
+    CU_ASSERT_PTR_NULL(t.data.path);
+    CU_ASSERT_STRING_EQUAL(t.data.format, "auto");
+    CU_ASSERT_DOUBLE_EQUAL(t.data.val_fraction, 0.1, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.min_lr, 0.001, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.beta1, 0.9, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.beta2, 0.95, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.grad_clip, 1.0, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.weight_decay, 0.1, 1e-15);
+    CU_ASSERT_EQUAL(t.train.warmup_steps, 0);
+    CU_ASSERT_EQUAL(t.train.seed, 1337);
+    CU_ASSERT_EQUAL(t.train.eval_batches, 20);
+    CU_ASSERT_EQUAL(t.train.log_every, 1);
+    CU_ASSERT_STRING_EQUAL(t.checkpoint.dir, "checkpoints");
+    CU_ASSERT_EQUAL(t.checkpoint.every, 0);
+    CU_ASSERT_EQUAL(t.checkpoint.keep, 0);
+    CU_ASSERT_STRING_EQUAL(t.schedule.kind, "gpipe");
+    CU_ASSERT_EQUAL(t.schedule.kind_id, TOPO_SCHED_GPIPE);
+    CU_ASSERT_STRING_EQUAL(t.coordinator.host, "127.0.0.1");
+    CU_ASSERT_EQUAL(t.coordinator.port, 29500);
+    CU_ASSERT_PTR_NULL(t.secret_file);
+    CU_ASSERT_STRING_EQUAL(t.launch, "local");
+    CU_ASSERT_EQUAL(t.stages[1].threads, 1);
+    CU_ASSERT_EQUAL(t.chunks_per_stage, 1);
+    CU_ASSERT_EQUAL(t.stages[0].n_units, 3);
+    CU_ASSERT_EQUAL(t.stages[1].n_units, 3);
+    topo_free(&t);
+    topo_free(&t); /* twice: the struct is zeroed */
+    topo_free(NULL);
+}
+
+/* ---------- the document level ---------- */
+
+static void test_json_errors(void)
+{
+    expect_fail(write_tmp("syntax.json", "{\n  \"model\": {\n    \"dim\": ,\n"), NULL, 0, "syntax.json:3:", "invalid JSON");
+    expect_fail(write_tmp("empty.json", ""), NULL, 0, "invalid JSON", NULL);
+    expect_fail(write_tmp("array.json", "[1, 2]"), NULL, 0, "expected an object", "array");
+    expect_fail(write_tmp("dupkey.json", "{\"model\": {}, \"model\": {}}"), NULL, 0, "duplicate", NULL);
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/nonexistent.json", tmpdir);
+    expect_fail(missing, NULL, 0, "nonexistent.json: cannot read", NULL);
+}
+
+static void test_unknown_keys(void)
+{
+    expect_fail(write_tmp("u1.json", "{" BASE_MODEL "," BASE_TRAIN "," BASE_STAGES ", \"modle\": {}}"),
+                NULL, 0, "modle: unknown key", "model");
+    expect_fail(write_tmp("u2.json", "{\"model\": {\"dim\": 32, \"n_layers\": 4, \"n_heads\": 4, \"ffn_dim\": 64, "
+                          "\"seq_len\": 16, \"dimm\": 3}," BASE_TRAIN "," BASE_STAGES "}"),
+                NULL, 0, "model.dimm: unknown key", NULL);
+    expect_fail(write_tmp("u3.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"host\": \"127.0.0.1\", "
+                          "\"port\": 7001, \"layers\": \"embed,0-3,head\", \"gpu\": 1}]}"),
+                NULL, 0, "stages.0.gpu: unknown key", NULL);
+    expect_fail(write_tmp("u4.json", "{" BASE_MODEL "," BASE_TRAIN "," BASE_STAGES ", \"schedule\": {\"kind\": \"1f1b\", \"v\": 2}}"),
+                NULL, 0, "schedule.v: unknown key", NULL);
+}
+
+static void test_types(void)
+{
+    expect_fail(write_tmp("t1.json", "{\"model\": {\"dim\": \"32\", \"n_layers\": 4, \"n_heads\": 4, \"ffn_dim\": 64, "
+                          "\"seq_len\": 16}," BASE_TRAIN "," BASE_STAGES "}"),
+                NULL, 0, "model.dim: expected an integer", "found \"32\"");
+    expect_fail(write_tmp("t2.json", "{\"model\": {\"dim\": 32.5, \"n_layers\": 4, \"n_heads\": 4, \"ffn_dim\": 64, "
+                          "\"seq_len\": 16}," BASE_TRAIN "," BASE_STAGES "}"),
+                NULL, 0, "model.dim: expected an integer", "32.5");
+    expect_fail(write_tmp("t3.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": {}}"), NULL, 0, "stages: expected", "found an object");
+    expect_fail(write_tmp("t4.json", "{\"model\": [], " BASE_TRAIN "," BASE_STAGES "}"), NULL, 0, "model: expected an object", NULL);
+    expect_fail(write_tmp("t5.json", "{" BASE_MODEL "," BASE_TRAIN "," BASE_STAGES ", \"launch\": \"pdsh\"}"),
+                NULL, 0, "launch: expected one of \"local\", \"ssh\"", "pdsh");
+    expect_fail(write_tmp("t6.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": []}"), NULL, 0, "stages: expected a non-empty array", NULL);
+    expect_fail(write_tmp("t7.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [3]}"), NULL, 0, "stages.0: expected an object", NULL);
+    expect_fail(write_tmp("t8.json", "{" BASE_MODEL "," BASE_TRAIN "," BASE_STAGES ", \"data\": {\"path\": \"\"}}"),
+                NULL, 0, "data.path: expected a non-empty string", NULL);
+    /* an integral real is an integer */
+    topo t;
+    if (!load_ok(&t, write_tmp("t9.json", "{\"model\": {\"dim\": 32.0, \"n_layers\": 4, \"n_heads\": 4, \"ffn_dim\": 64, "
+                               "\"seq_len\": 16}," BASE_TRAIN "," BASE_STAGES "}"), NULL, 0)) {
+        CU_ASSERT_EQUAL(t.model.dim, 32);
+        topo_free(&t);
+    }
+}
+
+static void test_missing(void)
+{
+    expect_fail(write_tmp("m1.json", "{" BASE_TRAIN "," BASE_STAGES "}"), NULL, 0, "model: missing", NULL);
+    expect_fail(write_tmp("m2.json", "{\"model\": {\"n_layers\": 4, \"n_heads\": 4, \"ffn_dim\": 64, \"seq_len\": 16},"
+                          BASE_TRAIN "," BASE_STAGES "}"), NULL, 0, "model.dim: missing", NULL);
+    expect_fail(write_tmp("m3.json", "{" BASE_MODEL "," BASE_TRAIN "}"), NULL, 0, "stages: missing", NULL);
+    expect_fail(write_tmp("m4.json", "{" BASE_MODEL ", \"train\": {\"steps\": 10, \"batch_size\": 4}," BASE_STAGES "}"),
+                NULL, 0, "train.lr: missing", NULL);
+    expect_fail(write_tmp("m5.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"host\": \"127.0.0.1\", "
+                          "\"layers\": \"embed,0-3,head\"}]}"), NULL, 0, "stages.0.port: missing", NULL);
+}
+
+/* ---------- values and cross-field rules ---------- */
+
+static void test_sizes(void)
+{
+    set_fail("model.dim=0", "model.dim: expected an integer in 1..", "found 0");
+    set_fail("model.n_layers=-2", "model.n_layers", "found -2");
+    set_fail("train.steps=0", "train.steps", "found 0");
+    set_fail("train.batch_size=-1", "train.batch_size", "found -1");
+    set_fail("train.lr=0", "train.lr: expected a number > 0", NULL);
+    set_fail("train.beta2=1", "train.beta2: expected a number >= 0 and < 1", NULL);
+    set_fail("data.val_fraction=1", "data.val_fraction", NULL);
+    set_fail("stages.0.threads=0", "stages.0.threads", "found 0");
+    set_fail("stages.1.port=0", "stages.1.port: expected an integer in 1..65535", NULL);
+    set_fail("stages.1.port=65536", "stages.1.port", "65536");
+    set_fail("coordinator.port=70000", "coordinator.port", "70000");
+    set_fail("model.dim=1048577", "model.dim", "1048577");
+    set_fail("model.seq_len=1048576", "model sizes are absurd", NULL);
+    const char *p = write_tmp("base.json", base_json);
+    char *big[] = { "model.seq_len=4096", "train.batch_size=1048576", "train.micro_batches=1" };
+    expect_fail(p, big, 3, "train.batch_size", "absurd");
+    set_fail("train.min_lr=0.1", "train.min_lr: expected a number <= train.lr", NULL);
+}
+
+static void test_model_rules(void)
+{
+    set_fail("model.n_heads=3", "model.n_heads (3) must divide model.dim", NULL);
+    set_fail("model.n_kv_heads=3", "model.n_kv_heads (3) must divide model.n_heads", NULL);
+    set_fail("model.n_heads=32", "must be even for rotary", NULL);
+}
+
+static void test_train_rules(void)
+{
+    set_fail("train.micro_batches=3", "train.micro_batches: expected a divisor of train.batch_size (4)", "found 3");
+    const char *p = write_tmp("base.json", base_json);
+    char *one_f1b[] = { "schedule.kind=1f1b", "train.micro_batches=1" };
+    expect_fail(p, one_f1b, 2, "train.micro_batches: schedule \"1f1b\" needs", "2 stages");
+    char *ok_f1b[] = { "schedule.kind=1f1b", "train.micro_batches=2" };
+    topo t;
+    if (!load_ok(&t, p, ok_f1b, 2)) topo_free(&t);
+    char *noval[] = { "train.eval_every=5", "data.val_fraction=0" };
+    expect_fail(p, noval, 2, "data.val_fraction", "eval_every");
+}
+
+static void test_addresses(void)
+{
+    set_fail("stages.1.port=7001", "stages.1.port: 127.0.0.1:7001 is also used by stages.0", NULL);
+    set_fail("stages.0.host=localhost", "stages.0.host: expected a numeric IPv4 or IPv6 address", "localhost");
+    set_fail("stages.1.host=node-2.cluster", "stages.1.host", "node-2.cluster");
+    set_fail("coordinator.host=0.0.0.0", "coordinator.host: expected a unicast address", NULL);
+    set_fail("stages.0.host=10.0.0.1", "loopback", "stages.0.host (10.0.0.1)");
+    set_fail("coordinator.port=7002", "stages.1.port", "coordinator");
+    const char *p = write_tmp("base.json", base_json);
+    char *v6dup[] = { "stages.0.host=::1", "stages.1.host=0:0:0:0:0:0:0:1", "stages.1.port=7001" };
+    expect_fail(p, v6dup, 3, "stages.1.port: 0:0:0:0:0:0:0:1:7001 is also used by stages.0", NULL);
+    char *remote[] = { "stages.0.host=10.0.0.1", "stages.1.host=fd00::2", "coordinator.host=10.0.0.1" };
+    topo t;
+    if (!load_ok(&t, p, remote, 3)) {
+        CU_ASSERT_FALSE(topo_all_loopback(&t));
+        CU_ASSERT_EQUAL(topo_find_stage(&t, "fd00:0::2", 7002), 1);
+        CU_ASSERT_EQUAL(topo_find_stage(&t, "fd00::2", 7001), -1);
+        topo_free(&t);
+    }
+}
+
+/* ---------- overrides ---------- */
+
+static void test_overrides(void)
+{
+    const char *p = write_tmp("base.json", base_json);
+    char *sets[] = { "train.lr=3e-4", "stages.1.threads=3", "model.tie_embeddings=true",
+                     "data.path=foo.txt", "train.seed=42", "coordinator.port=1234",
+                     "train.steps=7", "train.steps=8", "model.norm_eps=1e-6", "data.val_fraction=0" };
+    topo t;
+    if (load_ok(&t, p, sets, 10)) return;
+    CU_ASSERT_DOUBLE_EQUAL(t.train.lr, 3e-4, 1e-18);
+    CU_ASSERT_DOUBLE_EQUAL(t.train.min_lr, 3e-5, 1e-18);
+    CU_ASSERT_EQUAL(t.stages[1].threads, 3);
+    CU_ASSERT_EQUAL(t.stages[0].threads, 1);
+    CU_ASSERT_EQUAL(t.model.tie_embeddings, 1);
+    CU_ASSERT_STRING_EQUAL(t.data.path_given, "foo.txt");
+    char want[300];
+    snprintf(want, sizeof want, "%s/foo.txt", tmpdir);
+    CU_ASSERT_STRING_EQUAL(t.data.path, want);
+    CU_ASSERT_EQUAL(t.data.kind, TOPO_DATA_TEXT);
+    CU_ASSERT_EQUAL(t.train.seed, 42);
+    CU_ASSERT_EQUAL(t.coordinator.port, 1234);
+    CU_ASSERT_EQUAL(t.train.steps, 8); /* the last override wins */
+    CU_ASSERT_DOUBLE_EQUAL(t.model.norm_eps, 1e-6, 1e-12);
+    CU_ASSERT_EQUAL(t.data.val_fraction, 0);
+    topo_free(&t);
+
+    /* schedule.kind and schedule.file replace each other; empty unsets a path */
+    char *s2[] = { "schedule.file=plan.csv", "data.path=/abs/tokens.bin", "secret_file=s.key" };
+    if (!load_ok(&t, p, s2, 3)) {
+        CU_ASSERT_PTR_NULL(t.schedule.kind);
+        CU_ASSERT_EQUAL(t.schedule.kind_id, TOPO_SCHED_FILE);
+        CU_ASSERT_STRING_EQUAL(t.schedule.file_given, "plan.csv");
+        CU_ASSERT_STRING_EQUAL(t.data.path, "/abs/tokens.bin");
+        CU_ASSERT_EQUAL(t.data.kind, TOPO_DATA_BIN);
+        CU_ASSERT_PTR_NOT_NULL(t.secret_file);
+        topo_free(&t);
+    }
+    char *s3[] = { "schedule.file=plan.csv", "schedule.kind=1f1b", "secret_file=s.key", "secret_file=" };
+    if (!load_ok(&t, p, s3, 4)) {
+        CU_ASSERT_PTR_NULL(t.schedule.file);
+        CU_ASSERT_EQUAL(t.schedule.kind_id, TOPO_SCHED_1F1B);
+        CU_ASSERT_PTR_NULL(t.secret_file);
+        topo_free(&t);
+    }
+
+    set_fail("train.lrr=1", "--set train.lrr=1: unknown key train.lrr", "lr");
+    set_fail("nope=1", "--set nope=1: unknown key nope", NULL);
+    set_fail("train.steps=abc", "--set train.steps=abc: train.steps expects an integer", "abc");
+    set_fail("train.steps=1.5", "--set train.steps=1.5", NULL);
+    set_fail("train.lr=1x", "--set train.lr=1x: train.lr expects a number", NULL);
+    set_fail("train.lr=nan", "--set train.lr=nan", NULL);
+    set_fail("model.tie_embeddings=yes", "model.tie_embeddings expects true or false", NULL);
+    set_fail("stages.2.threads=1", "--set stages.2.threads=1: stages has no element 2", NULL);
+    set_fail("stages.x.threads=1", "stages has no element x", NULL);
+    set_fail("stages.-1.threads=1", "stages has no element -1", NULL);
+    set_fail("stages.0.gpus=1", "unknown key stages.0.gpus", NULL);
+    set_fail("model=3", "--set model=3: model is an object", NULL);
+    set_fail("stages=3", "stages is an array", NULL);
+    set_fail("train.lr", "--set train.lr: expected KEY=VALUE", NULL);
+    set_fail("=3", "expected KEY=VALUE", NULL);
+    set_fail("train..lr=1", "malformed key", NULL);
+    set_fail("model.dim.x=1", "model.dim is a value and has no field \"x\"", NULL);
+    set_fail("schedule.kind=pipedream", "schedule.kind: expected one of", "pipedream");
+
+    /* topo_set_data_path: relative to the current directory, kind re-derived */
+    if (!load_ok(&t, p, NULL, 0)) {
+        char err[ERR_LEN];
+        CU_ASSERT_EQUAL(topo_set_data_path(&t, "data/x.bin", err), 0);
+        CU_ASSERT_STRING_EQUAL(t.data.path, "data/x.bin");
+        CU_ASSERT_EQUAL(t.data.kind, TOPO_DATA_BIN);
+        CU_ASSERT_EQUAL(topo_set_data_path(&t, "", err), -1);
+        topo_free(&t);
+    }
+}
+
+/* ---------- canonical form and hash ---------- */
+
+static void hash_of(const char *path, char *const *sets, int n, unsigned char out[32])
+{
+    topo t;
+    memset(out, 0, 32);
+    if (load_ok(&t, path, sets, n)) return;
+    topo_hash(&t, out);
+    topo_free(&t);
+}
+
+static void test_hash(void)
+{
+    unsigned char a[32], b[32], c[32];
+    hash_of(write_tmp("h1.json", base_json), NULL, 0, a);
+    /* keys reordered, other whitespace, defaults spelled out, 32 as 32.0 */
+    const char *same = "{ \"stages\" : [ { \"layers\":\"embed,0-1\",\"port\":7001,\"host\":\"127.0.0.1\",\"threads\":1 },\n"
+                       "{\"threads\":1,\"host\":\"127.0.0.1\",\"port\":7002,\"layers\":\"2-3,head\"}],\n"
+                       "\t\"train\":{\"lr\":1e-2,\"micro_batches\":2,\"batch_size\":4,\"steps\":10,\"beta1\":0.9},\n"
+                       "\"model\":{\"seq_len\":16,\"ffn_dim\":64,\"n_heads\":4,\"n_layers\":4,\"dim\":32.0,"
+                       "\"vocab_size\":256,\"n_kv_heads\":4},\"schedule\":{\"kind\":\"gpipe\"}}";
+    hash_of(write_tmp("h2.json", same), NULL, 0, b);
+    CU_ASSERT_EQUAL(memcmp(a, b, 32), 0);
+    /* an override equal to the file's value changes nothing */
+    char *same_set[] = { "train.lr=0.01", "stages.1.threads=1" };
+    hash_of(write_tmp("h1.json", base_json), same_set, 2, c);
+    CU_ASSERT_EQUAL(memcmp(a, c, 32), 0);
+
+    const char *changes[] = { "train.lr=0.02", "stages.1.threads=2", "model.tie_embeddings=true",
+                              "data.path=x.txt", "train.seed=1", "description=x", "stages.0.port=7003",
+                              "stages.1.host=127.0.0.2", "model.rope_theta=500000", "checkpoint.keep=3",
+                              "train.micro_batches=4", "launch=ssh", "schedule.kind=1f1b" };
+    int n = (int)(sizeof changes / sizeof *changes);
+    unsigned char seen[16][32];
+    for (int i = 0; i < n; i++) {
+        char *set[] = { (char *)changes[i] };
+        hash_of(write_tmp("h1.json", base_json), set, 1, seen[i]);
+        CU_ASSERT(memcmp(a, seen[i], 32) != 0);
+        for (int j = 0; j < i; j++) CU_ASSERT(memcmp(seen[j], seen[i], 32) != 0);
+    }
+
+    /* the canonical text: compact, sorted, defaults filled, parses back */
+    topo t;
+    if (load_ok(&t, write_tmp("h1.json", base_json), NULL, 0)) return;
+    char *s = topo_canonical_json(&t);
+    CU_ASSERT(strchr(s, ' ') == NULL && strchr(s, '\n') == NULL);
+    CU_ASSERT(strstr(s, "\"checkpoint\"") < strstr(s, "\"coordinator\""));
+    CU_ASSERT(strstr(s, "\"model\"") < strstr(s, "\"stages\""));
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(j, "model"), "n_kv_heads")), 4);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_object_get(j, "schedule"), "kind")), "gpipe");
+    CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(json_object_get(j, "train"), "min_lr")), 0.001, 1e-15);
+    json_decref(j);
+    char hex[65];
+    topo_hash_hex(&t, hex);
+    CU_ASSERT_EQUAL(strlen(hex), 64);
+    char want[3];
+    snprintf(want, sizeof want, "%02x", a[0]);
+    CU_ASSERT_EQUAL(memcmp(hex, want, 2), 0);
+    free(s);
+    topo_free(&t);
+}
+
+/* ---------- layer notation and partition ---------- */
+
+static void test_layer_notation(void)
+{
+    struct { const char *spec; int n; int units[8]; } good[] = {
+        { "embed,0-3,head", 6, { 0, 1, 2, 3, 4, 5 } },
+        { "embed,0-1", 3, { 0, 1, 2 } },
+        { "2-3,head", 3, { 3, 4, 5 } },
+        { " embed , 2 ", 2, { 0, 3 } },
+        { "1-1", 1, { 2 } },
+        { "head", 1, { 5 } },
+        { "0,2,3", 3, { 1, 3, 4 } },
+    };
+    char err[ERR_LEN];
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        int *u = NULL, n = 0;
+        int rc = topo_parse_layers(good[i].spec, 4, &u, &n, err);
+        if (rc) fprintf(stderr, "\n  \"%s\": %s\n", good[i].spec, err);
+        CU_ASSERT_EQUAL(rc, 0);
+        CU_ASSERT_EQUAL(n, good[i].n);
+        if (!rc && n == good[i].n) CU_ASSERT_EQUAL(memcmp(u, good[i].units, sizeof(int) * (size_t)n), 0);
+        free(u);
+    }
+    const char *bad[] = { "0-", "3-1", "emb", "0,,1", "", ",", "-1", "1-2-3", "4", "0x1", "+1", "embed,embed",
+                          "1,0", "99999999999", "0-4", "head,embed", "0 1", "Embed", "1-", "-", "0,", ",0" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int *u = (int *)1, n = -1;
+        err[0] = 0;
+        int rc = topo_parse_layers(bad[i], 4, &u, &n, err);
+        if (rc != -1) fprintf(stderr, "\n  \"%s\" was accepted\n", bad[i]);
+        CU_ASSERT_EQUAL(rc, -1);
+        CU_ASSERT(err[0] != 0);
+        CU_ASSERT_PTR_NULL(u);
+    }
+    int *u;
+    int n;
+    CU_ASSERT_EQUAL(topo_parse_layers("3-1", 4, &u, &n, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "backwards"));
+    CU_ASSERT_EQUAL(topo_parse_layers("0-7", 4, &u, &n, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "block 7 does not exist"));
+}
+
+static void test_partition(void)
+{
+    set_fail("stages.1.layers=1-3,head", "stages.1.layers: block 1 is held by stage 0 and stage 1", NULL);
+    set_fail("stages.1.layers=3,head", "stages: block 2 is held by no stage", NULL);
+    set_fail("stages.1.layers=embed,2-3,head", "the embedding is held by stage 0 and stage 1", NULL);
+    set_fail("stages.1.layers=0-", "stages.1.layers:", "\"0-\"");
+    set_fail("stages.1.layers=2-3,emb", "stages.1.layers:", "\"emb\"");
+    set_fail("stages.0.layers=embed,0-2", "block 2 is held by stage 0 and stage 1", NULL);
+    const char *p = write_tmp("base.json", base_json);
+    char *swapped[] = { "stages.0.layers=2-3,head", "stages.1.layers=embed,0-1" };
+    expect_fail(p, swapped, 2, "stages.0.layers: stages must hold consecutive layers in order", "embedding");
+    char *split[] = { "stages.0.layers=embed,0,2", "stages.1.layers=1,3,head" };
+    expect_fail(p, split, 2, "stages.0.layers: \"embed,0,2\" is not one contiguous range", NULL);
+    char *many[] = { "model.n_layers=1", "stages.0.layers=embed", "stages.1.layers=0,head" };
+    topo t;
+    if (!load_ok(&t, p, many, 3)) topo_free(&t);
+    char *toomany[] = { "model.n_layers=0" };
+    expect_fail(p, toomany, 1, "model.n_layers", NULL);
+
+    /* interleaved: 2 stages x 2 chunks over 6 units */
+    char *il[] = { "schedule.kind=interleaved", "stages.0.layers=embed,0,2", "stages.1.layers=1,3,head" };
+    if (!load_ok(&t, p, il, 3)) {
+        CU_ASSERT_EQUAL(t.chunks_per_stage, 2);
+        CU_ASSERT_EQUAL(t.stages[0].n_chunks, 2);
+        CU_ASSERT_EQUAL(t.stages[0].chunks[0].first_unit, 0);
+        CU_ASSERT_EQUAL(t.stages[0].chunks[0].n_units, 2);
+        CU_ASSERT_EQUAL(t.stages[0].chunks[1].virtual_stage, 2);
+        CU_ASSERT_EQUAL(t.stages[1].chunks[0].virtual_stage, 1);
+        CU_ASSERT_EQUAL(t.stages[1].chunks[1].virtual_stage, 3);
+        CU_ASSERT_EQUAL(t.stages[1].chunks[1].n_units, 2);
+        int chunk = -1;
+        CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 3, &chunk), 1);
+        CU_ASSERT_EQUAL(chunk, 1);
+        CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 4, &chunk), -1);
+        CU_ASSERT_EQUAL(topo_stage_of_unit(&t, 3), 0);
+        CU_ASSERT_EQUAL(topo_stage_of_unit(&t, 2), 1);
+        topo_free(&t);
+    }
+    /* with 3 stages the chunks can come in the wrong order: A B C A C B */
+    const char *three = "{" BASE_MODEL ", \"train\": {\"steps\": 1, \"batch_size\": 3, \"lr\": 0.1},"
+        "\"schedule\": {\"kind\": \"interleaved\"}, \"stages\": ["
+        "{\"host\": \"127.0.0.1\", \"port\": 7001, \"layers\": \"embed,2\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7002, \"layers\": \"0,head\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7003, \"layers\": \"1,3\"}]}";
+    const char *p3 = write_tmp("three.json", three);
+    expect_fail(p3, NULL, 0, "stages.1.layers: interleaved chunk 1 of stage 1 is virtual stage 4", "block 3");
+    char *fixed[] = { "stages.1.layers=0,3", "stages.2.layers=1,head" };
+    if (!load_ok(&t, p3, fixed, 2)) {
+        CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 4, NULL), 1);
+        CU_ASSERT_EQUAL(t.stages[1].chunks[1].virtual_stage, 4);
+        topo_free(&t);
+    }
+    char *il_count[] = { "schedule.kind=interleaved", "stages.0.layers=embed,0,2,head", "stages.1.layers=1,3" };
+    expect_fail(p, il_count, 3, "stages.", "chunk");
+    char *il_one[] = { "schedule.kind=interleaved" };
+    expect_fail(p, il_one, 1, "stages.0.layers: schedule \"interleaved\" needs at least 2", NULL);
+    char *il_chunks[] = { "schedule.kind=interleaved", "schedule.chunks=3", "stages.0.layers=embed,0,2",
+                          "stages.1.layers=1,3,head" };
+    expect_fail(p, il_chunks, 4, "schedule.chunks: expected 2", "found 3");
+    /* a schedule file accepts either layout */
+    char *file_il[] = { "schedule.file=plan.json", "stages.0.layers=embed,0,2", "stages.1.layers=1,3,head" };
+    if (!load_ok(&t, p, file_il, 3)) {
+        CU_ASSERT_EQUAL(t.chunks_per_stage, 2);
+        topo_free(&t);
+    }
+    /* more stages than units */
+    const char *seven = "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": ["
+        "{\"host\": \"127.0.0.1\", \"port\": 7001, \"layers\": \"embed\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7002, \"layers\": \"0\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7003, \"layers\": \"1\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7004, \"layers\": \"2\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7005, \"layers\": \"3\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7006, \"layers\": \"head\"},"
+        "{\"host\": \"127.0.0.1\", \"port\": 7007, \"layers\": \"head\"}]}";
+    expect_fail(write_tmp("seven.json", seven), NULL, 0, "stages: 7 stages but the model has only 6 units", NULL);
+}
+
+/* ---------- helpers and the partition table ---------- */
+
+static void test_helpers(void)
+{
+    topo t;
+    if (load_ok(&t, "topologies/shakespeare-4stage.json", NULL, 0)) return;
+    int want[6] = { 0, 0, 1, 2, 3, 3 };
+    for (int u = 0; u < 6; u++) CU_ASSERT_EQUAL(topo_stage_of_unit(&t, u), want[u]);
+    CU_ASSERT_EQUAL(topo_stage_of_unit(&t, 6), -1);
+    CU_ASSERT_EQUAL(topo_stage_of_unit(&t, -1), -1);
+    CU_ASSERT_EQUAL(topo_n_units(&t), 6);
+    CU_ASSERT_EQUAL(topo_micro_batch(&t), 3);
+    CU_ASSERT_EQUAL(topo_max_tensor_bytes(&t), (size_t)3 * 64 * 128 * 4);
+    CU_ASSERT_EQUAL(topo_find_stage(&t, "127.0.0.1", t.stages[2].port), 2);
+    CU_ASSERT_EQUAL(topo_find_stage(&t, "127.0.0.2", t.stages[2].port), -1);
+    int chunk = -1;
+    CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 2, &chunk), 2);
+    CU_ASSERT_EQUAL(chunk, 0);
+
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    topo_print_partition(&t, f);
+    fclose(f);
+    for (int s = 0; s < t.n_stages; s++) {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", t.stages[s].port);
+        CU_ASSERT_PTR_NOT_NULL(strstr(buf, addr));
+        CU_ASSERT_PTR_NOT_NULL(strstr(buf, t.stages[s].layers));
+    }
+    /* stage 0 holds the embedding and block 0: its parameter count is printed */
+    double p0 = (double)(model_unit_params(&t.model, 0) + model_unit_params(&t.model, 1));
+    char want_p[32];
+    snprintf(want_p, sizeof want_p, "%.2f k", p0 / 1000);
+    if (!strstr(buf, want_p)) fprintf(stderr, "\n  %s not in:\n%s", want_p, buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, want_p));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "96.0 KiB")); /* 3 x 64 x 128 floats */
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "total"));
+    free(buf);
+    topo_free(&t);
+}
+
+/* tests/bad/topology/NAME.json with NAME.json.expect: the load must fail with a
+ * message starting with the file's path and containing the .expect's first line. */
+static void test_bad_corpus(void)
+{
+    const char *dir = "tests/bad/topology";
+    DIR *d = opendir(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 8 || strcmp(e->d_name + len - 7, ".expect")) continue;
+        char path[512], expect_path[600], want[ERR_LEN] = "";
+        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(len - 7), e->d_name);
+        snprintf(expect_path, sizeof expect_path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(expect_path, "r");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        if (!fgets(want, sizeof want, f)) want[0] = 0;
+        fclose(f);
+        want[strcspn(want, "\n")] = 0;
+        CU_ASSERT(want[0] != 0);
+        expect_fail_at(path, NULL, 0, want, NULL, __LINE__);
+        n++;
+    }
+    closedir(d);
+    CU_ASSERT(n >= 8);
+}
+
+static void cleanup(void)
+{
+    if (!tmpdir[0]) return;
+    DIR *d = opendir(tmpdir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+        unlink(p);
+    }
+    if (d) closedir(d);
+    rmdir(tmpdir);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "shipped topologies load", test_shipped },
+        { "defaults", test_defaults },
+        { "invalid JSON and missing file", test_json_errors },
+        { "unknown keys at every level", test_unknown_keys },
+        { "wrong types", test_types },
+        { "missing required fields", test_missing },
+        { "zero, negative and absurd sizes", test_sizes },
+        { "model configuration rules", test_model_rules },
+        { "batch and schedule rules", test_train_rules },
+        { "hosts and ports", test_addresses },
+        { "--set overrides", test_overrides },
+        { "canonical JSON and hash", test_hash },
+        { "layer notation", test_layer_notation },
+        { "partition into stages and chunks", test_partition },
+        { "helpers and partition table", test_helpers },
+        { "tests/bad/topology corpus", test_bad_corpus },
+        CU_TEST_INFO_NULL,
+    };
+    int rc = tests_run("topo", tests);
+    cleanup();
+    return rc;
+}
