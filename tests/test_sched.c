@@ -1,0 +1,426 @@
+/* test_sched.c — the scheduler: golden bubbles and peaks (GPipe, 1F1B, ZB-H1,
+ * interleaved), every generator validated over a grid of (P, M, v), hand-written
+ * deadlocks explained, transfers in the simulator, JSON/CSV round trips, the
+ * sample files in tests/data/sched, malformed files naming file and position,
+ * and the renderers. No timing thresholds: speed is the benchmark's job. */
+#include "tests/tests.h"
+#include "scheduler/sched.h"
+
+#include <jansson.h>
+#include <unistd.h>
+
+static char err[SCHED_ERR_LEN];
+
+/* Generates and simulates kind with uniform per-stage costs; NULL on failure. */
+static sched_report *sim(const char *kind, int P, int M, int v, double f, double b, double w,
+                         sched_schedule **out)
+{
+    sched_schedule *s = sched_generate(kind, P, M, v, err);
+    if (!s) { fprintf(stderr, "\n  generate %s: %s\n", kind, err); return NULL; }
+    sched_costs *c = sched_costs_uniform(P, s->n_chunks, f, b, w);
+    sched_report *r = NULL;
+    if (sched_simulate(s, c, 1, &r, err)) {
+        fprintf(stderr, "\n  simulate %s: %s\n", kind, err);
+        sched_report_free(r);
+        r = NULL;
+    }
+    sched_costs_free(c);
+    if (out) *out = s;
+    else sched_free(s);
+    return r;
+}
+
+/* Idle time of the busiest-idle stage: step time minus its compute. */
+static double bubble_time(const sched_report *r)
+{
+    double worst = 0;
+    for (int st = 0; st < r->n_stages; st++)
+        if (r->step_time - r->busy[st] > worst) worst = r->step_time - r->busy[st];
+    return worst;
+}
+
+static void test_golden_gpipe_1f1b(void)
+{
+    const char *kinds[] = { "gpipe", "1f1b" };
+    for (int i = 0; i < 2; i++) {
+        sched_report *r = sim(kinds[i], 4, 8, 1, 1, 2, 0, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+        CU_ASSERT_DOUBLE_EQUAL(r->step_time, 33.0, 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(r->bubble, 3.0 / 11.0, 1e-9);
+        for (int st = 0; st < 4; st++) {
+            CU_ASSERT_DOUBLE_EQUAL(r->bubble_stage[st], 3.0 / 11.0, 1e-9);
+            CU_ASSERT_DOUBLE_EQUAL(r->busy[st], 24.0, 1e-9);
+            int want = i == 0 ? 8 : 4 - st;
+            if (r->peak_mb[st] != want)
+                fprintf(stderr, "\n  %s stage %d peak %d, want %d\n", kinds[i], st, r->peak_mb[st], want);
+            CU_ASSERT_EQUAL(r->peak_mb[st], want);
+            CU_ASSERT_DOUBLE_EQUAL(r->peak_bytes[st], want, 1e-9); /* uniform costs stash 1 byte */
+        }
+        sched_report_free(r);
+    }
+}
+
+static void test_zbh1_third_of_1f1b(void)
+{
+    sched_report *a = sim("1f1b", 4, 8, 1, 1, 1, 1, NULL);
+    sched_report *z = sim("zb-h1", 4, 8, 1, 1, 1, 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(z);
+    double ratio = bubble_time(z) / bubble_time(a);
+    fprintf(stderr, "\n  zb-h1 bubble %.4f vs 1f1b %.4f (idle time ratio %.3f)\n", z->bubble,
+            a->bubble, ratio);
+    CU_ASSERT(ratio > 0.25 && ratio < 0.42);
+    CU_ASSERT(z->bubble < a->bubble);
+    int pa = 0, pz = 0;
+    for (int st = 0; st < 4; st++) {
+        if (a->peak_mb[st] > pa) pa = a->peak_mb[st];
+        if (z->peak_mb[st] > pz) pz = z->peak_mb[st];
+    }
+    CU_ASSERT_EQUAL(pz, pa); /* same peak memory as 1F1B */
+    sched_report_free(a);
+    sched_report_free(z);
+    /* Larger pipelines keep the ratio. */
+    a = sim("1f1b", 8, 32, 1, 1, 1, 1, NULL);
+    z = sim("zb-h1", 8, 32, 1, 1, 1, 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(z);
+    ratio = bubble_time(z) / bubble_time(a);
+    CU_ASSERT(ratio > 0.25 && ratio < 0.42);
+    sched_report_free(a);
+    sched_report_free(z);
+}
+
+static void test_interleaved_cuts_bubble(void)
+{
+    sched_report *a = sim("1f1b", 4, 8, 1, 1, 2, 0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    for (int v = 2; v <= 4; v++) {
+        sched_report *r = sim("interleaved", 4, 8, v, 1, 2, 0, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+        double ratio = bubble_time(r) / bubble_time(a);
+        fprintf(stderr, "\n  interleaved v=%d: bubble %.4f, idle ratio to 1f1b %.3f (1/v = %.3f)",
+                v, r->bubble, ratio, 1.0 / v);
+        CU_ASSERT(fabs(ratio * v - 1) < 0.15);
+        CU_ASSERT_DOUBLE_EQUAL(r->busy[0], a->busy[0], 1e-9); /* same total work */
+        sched_report_free(r);
+    }
+    sched_report_free(a);
+}
+
+/* Backwards (W, or BW) of each chunk run in micro-batch order on every stage, so
+ * weight gradients accumulate in micro-batch order. */
+static int weights_in_order(const sched_schedule *s)
+{
+    for (int st = 0; st < s->n_stages; st++) {
+        int next[256] = { 0 };
+        for (size_t i = 0; i < s->len[st]; i++) {
+            sched_action a = s->act[st][i];
+            if (a.op != SCHED_W && a.op != SCHED_BW) continue;
+            if ((int)a.mb != next[a.chunk]) return 0;
+            next[a.chunk]++;
+        }
+    }
+    return 1;
+}
+
+static void test_generators_grid(void)
+{
+    int checked = 0, refused = 0;
+    for (int k = 0; sched_kinds[k]; k++)
+        for (int P = 1; P <= 6; P++)
+            for (int M = 1; M <= 13; M++)
+                for (int v = 1; v <= 3; v++) {
+                    const char *kind = sched_kinds[k];
+                    int inter = !strcmp(kind, "interleaved");
+                    int ok = inter ? (v >= 2 && M % P == 0)
+                                   : (v == 1 && (!strcmp(kind, "gpipe") || M >= P));
+                    sched_schedule *s = sched_generate(kind, P, M, v, err);
+                    if (!ok) {
+                        CU_ASSERT_PTR_NULL(s);
+                        CU_ASSERT_PTR_NOT_NULL(strstr(err, kind));
+                        sched_free(s);
+                        refused++;
+                        continue;
+                    }
+                    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+                    sched_report *r = NULL;
+                    int rc = sched_check(s, &r, err);
+                    if (rc) fprintf(stderr, "\n  %s P=%d M=%d v=%d: %s\n", kind, P, M, v, err);
+                    CU_ASSERT_EQUAL(rc, 0);
+                    CU_ASSERT(weights_in_order(s));
+                    for (int st = 0; r && st < P; st++) {
+                        CU_ASSERT(r->peak_mb[st] >= 1 && r->peak_mb[st] <= M * s->n_chunks);
+                        if (!strcmp(kind, "1f1b")) CU_ASSERT_EQUAL(r->peak_mb[st], P - st);
+                        if (!strcmp(kind, "zb-h1")) CU_ASSERT(r->peak_mb[st] <= P);
+                    }
+                    sched_report_free(r);
+                    sched_free(s);
+                    checked++;
+                }
+    /* gpipe 6*13, 1f1b and zb-h1 63 each (M >= P), interleaved 2 * 30 (M % P == 0). */
+    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60);
+    CU_ASSERT_EQUAL(checked + refused, 4 * 6 * 13 * 3);
+    CU_ASSERT_PTR_NULL(sched_generate("pipedream", 2, 4, 1, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown schedule kind 'pipedream'"));
+    CU_ASSERT_PTR_NULL(sched_generate("1f1b", 4, 2, 1, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "2 micro-batches for 4 stages"));
+    CU_ASSERT_PTR_NULL(sched_generate("interleaved", 4, 6, 2, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "multiple of the number of stages"));
+    /* A bigger grid point: every generator at P=32, M=128. */
+    for (int k = 0; sched_kinds[k]; k++) {
+        sched_schedule *s = sched_generate(sched_kinds[k], 32, 128, 0, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        CU_ASSERT_EQUAL(sched_check(s, NULL, err), 0);
+        sched_free(s);
+    }
+}
+
+static void test_deadlock_explained(void)
+{
+    const char *path = "tests/data/sched/deadlock-2x4.json";
+    sched_schedule *s = sched_load(path, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s); /* statically fine: every action once, in local order */
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL(sched_check(s, &r, err), -1);
+    fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 0 waits for B(2) from stage 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 1 waits for F(3) from stage 0"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->detail);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r->detail, "stage 0: F0 F1 F2 BW0 BW1 [BW2] F3 BW3"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r->detail, "stage 1: F0 BW0 F1 BW1 F2 [F3] BW2 BW3"));
+    sched_report_free(r);
+    /* The simulator refuses it the same way. */
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 2, 0);
+    CU_ASSERT_EQUAL(sched_simulate(s, c, 1, &r, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "deadlock"));
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+    /* Interleaved chunks are named in the message. */
+    const char *txt = "{\"stages\": [[\"F0\", \"F0c1\", \"BW0c1\", \"BW0\"], [\"F0c1\", \"F0\", \"BW0c1\", \"BW0\"]]}";
+    s = sched_parse(txt, strlen(txt), "inline.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(s->n_chunks, 2);
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 0 waits for F(0, chunk 0) from stage 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 1 waits for F(0, chunk 1) from stage 0"));
+    sched_free(s);
+}
+
+static void test_transfers(void)
+{
+    /* P=2, M=1: F0 | send | F1, B1 | send | B0. Each send: 10 bytes at 10 B/unit + 0.5. */
+    sched_schedule *s = sched_generate("gpipe", 2, 1, 1, err);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int k = 0; k < 2; k++) { c->xfer_bytes[k] = 10; c->stash_bytes[k] = 100; }
+    c->latency = 0.5;
+    c->bandwidth = 10;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 7.0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->start[1][0], 2.5, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->peak_bytes[0], 100, 1e-9);
+    sched_report_free(r);
+    sched_free(s);
+    /* Link serialisation: GPipe P=2, M=2: the second activation waits for the link. */
+    s = sched_generate("gpipe", 2, 2, 1, err);
+    c->bandwidth = 10.0 / 3; /* 3 units per transfer, F takes 1 */
+    c->latency = 0;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->start[1][0], 4.0, 1e-9); /* F0 ends 1, link 1..4 */
+    CU_ASSERT_DOUBLE_EQUAL(r->start[1][1], 7.0, 1e-9); /* F1 ends 2, link busy to 4, 4..7 */
+    sched_report_free(r);
+    sched_costs_free(c);
+    /* Costs of the wrong size are refused. */
+    c = sched_costs_uniform(3, 1, 1, 1, 0);
+    CU_ASSERT_EQUAL(sched_simulate(s, c, 0, &r, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "3 virtual stages"));
+    sched_costs_free(c);
+    sched_free(s);
+}
+
+static int same_schedule(const sched_schedule *a, const sched_schedule *b)
+{
+    if (a->n_stages != b->n_stages || a->n_chunks != b->n_chunks || a->n_micro != b->n_micro)
+        return 0;
+    for (int st = 0; st < a->n_stages; st++) {
+        if (a->len[st] != b->len[st]) return 0;
+        for (size_t i = 0; i < a->len[st]; i++)
+            if (a->act[st][i].op != b->act[st][i].op || a->act[st][i].mb != b->act[st][i].mb ||
+                a->act[st][i].chunk != b->act[st][i].chunk)
+                return 0;
+    }
+    return 1;
+}
+
+static void test_round_trips(void)
+{
+    for (int k = 0; sched_kinds[k]; k++)
+        for (int csv = 0; csv <= 1; csv++) {
+            sched_schedule *s = sched_generate(sched_kinds[k], 3, 6, 0, err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+            char *buf = NULL;
+            size_t n = 0;
+            FILE *f = open_memstream(&buf, &n);
+            CU_ASSERT_EQUAL(csv ? sched_write_csv(s, f, err) : sched_write_json(s, f, err), 0);
+            fclose(f);
+            sched_schedule *t = sched_parse(buf, n, csv ? "rt.csv" : "rt.json", csv, 0, err);
+            if (!t) fprintf(stderr, "\n  %s: %s\n", sched_kinds[k], err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+            CU_ASSERT(same_schedule(s, t));
+            if (!csv) CU_ASSERT_STRING_EQUAL(t->kind, sched_kinds[k]);
+            sched_free(t);
+            free(buf);
+            sched_free(s);
+        }
+    /* The shipped samples equal the generators' output. */
+    const char *files[] = { "tests/data/sched/1f1b-4x8.csv", "tests/data/sched/zb-h1-4x8.json",
+                            "tests/data/sched/interleaved-4x8-v2.csv" };
+    const char *kinds[] = { "1f1b", "zb-h1", "interleaved" };
+    for (int i = 0; i < 3; i++) {
+        sched_schedule *a = sched_load(files[i], 0, err);
+        if (!a) fprintf(stderr, "\n  %s\n", err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        sched_schedule *b = sched_generate(kinds[i], 4, 8, 0, err);
+        CU_ASSERT(same_schedule(a, b));
+        sched_free(a);
+        sched_free(b);
+    }
+    /* PyTorch's letters and idle cells: I = input grad, B = full backward. */
+    sched_schedule *s = sched_load("tests/data/sched/pytorch-style-2x4.csv", 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(s->n_stages, 2);
+    CU_ASSERT_EQUAL(s->n_micro, 4);
+    CU_ASSERT_EQUAL(s->len[0], 12);
+    CU_ASSERT_EQUAL(s->act[0][2].op, SCHED_B);
+    CU_ASSERT_EQUAL(s->act[1][4].op, SCHED_BW);
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), 0);
+    sched_free(s);
+}
+
+/* Parses text as file `name` and expects failure with every needle in err. */
+static void expect_bad(const char *name, const char *text, const char *n1, const char *n2)
+{
+    size_t nl = strlen(name);
+    int csv = nl > 4 && !strcmp(name + nl - 4, ".csv");
+    sched_schedule *s = sched_parse(text, strlen(text), name, csv, 0, err);
+    int rc = s ? sched_check(s, NULL, err) : -1;
+    sched_free(s);
+    int ok = rc == -1 && strstr(err, name) && (!n1 || strstr(err, n1)) && (!n2 || strstr(err, n2));
+    if (!ok) fprintf(stderr, "\n  %s: got \"%s\", want \"%s\" and \"%s\"\n", name, rc ? err : "(ok)",
+                     n1 ? n1 : "", n2 ? n2 : "");
+    CU_ASSERT(ok);
+}
+
+static void test_malformed_files(void)
+{
+    expect_bad("unknown.json", "{\"stages\": [[\"F0\", \"X0\"]]}", "stages[0][1]", "unknown action 'X0'");
+    expect_bad("unknown.csv", "0F0,0Z0\n", "row 1, column 2", "unknown action type");
+    expect_bad("send.csv", "0F0,0SEND_F0\n", "row 1, column 2", "not a compute action");
+    expect_bad("nobwd.json", "{\"stages\": [[\"F0\", \"F1\", \"BW0\"]]}", "missing backward", "micro-batch 1");
+    expect_bad("nobwd.csv", "0F0,0F1,0B1\n", "row 1", "missing backward for micro-batch 0");
+    expect_bad("now.json", "{\"stages\": [[\"F0\", \"B0\"]]}", "missing weight gradient W(0)", NULL);
+    expect_bad("dup.json", "{\"stages\": [[\"F0\", \"F0\", \"BW0\"]]}", "stages[0][1]", "duplicated forward");
+    expect_bad("dup.csv", "0F0,0I0,0W0,0B0\n", "row 1, column 4", "duplicated backward");
+    expect_bad("order.json", "{\"stages\": [[\"B0\", \"F0\", \"W0\"]]}", "stages[0][0]", "before the forward");
+    expect_bad("order2.json", "{\"stages\": [[\"F0\", \"W0\", \"B0\"]]}", "stages[0][1]", "comes before B");
+    expect_bad("mb.json", "{\"micro_batches\": 2, \"stages\": [[\"F0\", \"F5\"]]}", "stages[0][1]",
+               "bad micro-batch index 5");
+    expect_bad("mb2.json", "{\"stages\": [[\"F-1\"]]}", "stages[0][0]", "bad micro-batch index");
+    expect_bad("mb.csv", "0F0,0Fx\n", "row 1, column 2", "bad micro-batch index");
+    expect_bad("rank.csv", "0F0,0B0\n1F0,2B0\n", "row 2, column 2", "virtual stage 2");
+    expect_bad("gap.json", "{\"stages\": [[\"F0\", \"BW0\", \"F2\", \"BW2\"]]}", "missing forward F(1)", NULL);
+    expect_bad("syntax.json", "{\"stages\": [[\"F0\",]]}", "invalid JSON", NULL);
+    expect_bad("key.json", "{\"stage\": []}", "unknown key \"stage\"", NULL);
+    expect_bad("num.json", "{\"stages\": [[0]]}", "stages[0][0]", "number");
+    expect_bad("empty.csv", "\n\n", "empty schedule", NULL);
+    expect_bad("deadlock.csv", "0F0,0B0,0F1,0B1\n1F1,1F0,1B0,1B1\n", "deadlock",
+               "stage 0 waits for B(0) from stage 1; stage 1 waits for F(1) from stage 0");
+    expect_bad("deadlock.json", "{\"stages\": [[\"F0\", \"BW0\", \"F1\", \"BW1\"], "
+               "[\"F0\", \"F1\", \"BW0\", \"BW1\"]]}", "stage 1 waits for F(1) from stage 0",
+               "stage 0 waits for B(0) from stage 1");
+    /* A file that does not exist names itself. */
+    CU_ASSERT_PTR_NULL(sched_load("tests/data/sched/no-such-file.json", 0, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "no-such-file.json"));
+    /* Asking for a micro-batch count the file contradicts. */
+    CU_ASSERT_PTR_NULL(sched_load("tests/data/sched/zb-h1-4x8.json", 4, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"micro_batches\" is 8"));
+    CU_ASSERT_PTR_NULL(sched_load("tests/data/sched/1f1b-4x8.csv", 4, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "bad micro-batch index 4"));
+}
+
+static void test_action_strings(void)
+{
+    sched_action a;
+    char buf[32];
+    CU_ASSERT_EQUAL(sched_action_parse("BW12c1", &a, err), 0);
+    CU_ASSERT(a.op == SCHED_BW && a.mb == 12 && a.chunk == 1);
+    CU_ASSERT_STRING_EQUAL(sched_action_str(a, buf, sizeof buf), "BW12c1");
+    CU_ASSERT_EQUAL(sched_action_parse("W3", &a, err), 0);
+    CU_ASSERT_STRING_EQUAL(sched_action_str(a, buf, sizeof buf), "W3");
+    CU_ASSERT_EQUAL(sched_action_parse("F3c", &a, err), -1);
+    CU_ASSERT_EQUAL(sched_action_parse("F3x", &a, err), -1);
+    CU_ASSERT_EQUAL(sched_action_parse("f3", &a, err), -1);
+    CU_ASSERT_EQUAL(sched_action_parse("F1234567890", &a, err), -1);
+}
+
+static void test_renderers(void)
+{
+    sched_schedule *s = NULL;
+    sched_report *r = sim("interleaved", 4, 8, 2, 1, 2, 0, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    CU_ASSERT_EQUAL(sched_render_ascii(s, r, f, 100, 64, err), 0);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "stage   3 |"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "F0"));
+    free(buf);
+    f = open_memstream(&buf, &n);
+    CU_ASSERT_EQUAL(sched_render_svg(s, r, f, "ms", err), 0);
+    fclose(f);
+    size_t rects = 0;
+    for (char *p = buf; (p = strstr(p, "<rect")); p++) rects++;
+    CU_ASSERT(!strncmp(buf, "<svg", 4));
+    CU_ASSERT(rects >= 4 * 32); /* every action, plus rows and legend */
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "time (ms)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "</svg>"));
+    free(buf);
+    f = open_memstream(&buf, &n);
+    CU_ASSERT_EQUAL(sched_render_chrome(s, r, f, 1000, err), 0);
+    fclose(f);
+    json_error_t je;
+    json_t *j = json_loads(buf, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "traceEvents")), 4 * 32 + 2 * 4);
+    json_decref(j);
+    free(buf);
+    sched_report_free(r);
+    /* Without a timeline the renderers refuse. */
+    CU_ASSERT_EQUAL(sched_check(s, &r, err), 0);
+    CU_ASSERT_EQUAL(sched_render_svg(s, r, stdout, "ms", err), -1);
+    sched_report_free(r);
+    sched_free(s);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "golden: gpipe and 1f1b bubble 3/11, peaks", test_golden_gpipe_1f1b },
+        { "golden: zb-h1 has a third of 1f1b's bubble", test_zbh1_third_of_1f1b },
+        { "golden: interleaved cuts the bubble v-fold", test_interleaved_cuts_bubble },
+        { "every generator validates over a (P, M, v) grid", test_generators_grid },
+        { "deadlocks are explained", test_deadlock_explained },
+        { "transfers: latency, bandwidth, link order", test_transfers },
+        { "JSON and CSV round trips, sample files", test_round_trips },
+        { "malformed files name file and position", test_malformed_files },
+        { "action strings", test_action_strings },
+        { "renderers", test_renderers },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("sched", tests);
+}
