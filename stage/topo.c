@@ -1,35 +1,19 @@
-/* topo.c — the topology schema as a table, and the generic walk over it that
- * decodes a JSON document into a topo struct (types, ranges, defaults, unknown
- * keys), applies --set overrides to the JSON tree, and encodes the struct back to
- * canonical JSON for the topology hash. Cross-field rules (layer partition, hosts,
- * ports, schedule constraints) live in topo_check.c. One table drives decoding,
- * overrides and encoding, so the three cannot drift apart. */
+/* topo.c — the topology schema as a table, the generic walk over it that decodes
+ * a JSON document into a topo struct (types, ranges, defaults, unknown keys), the
+ * encoding of the struct back to canonical JSON for the topology hash, and
+ * topo_load / topo_free. One table drives decoding, overrides (topo_set.c) and
+ * encoding, so the three cannot drift apart. Cross-field rules (layer partition,
+ * hosts, ports, schedule constraints) live in topo_check.c. */
 #include "stage/topo.h"
 #include "model/util.h"
+#include "stage/topo_schema.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <math.h>
 #include <openssl/sha.h>
 #include <stddef.h>
-
-typedef enum { T_INT, T_I64, T_DBL, T_FLT, T_BOOL, T_STR, T_PATH, T_OBJ, T_ARR } ftype;
-
-typedef struct field {
-    const char *name;
-    ftype type;
-    size_t off;               /* into the struct this table describes */
-    int req;                  /* required: no default */
-    double lo, hi;            /* numeric range */
-    int lo_open, hi_open;     /* exclusive bounds */
-    double def;               /* numeric default; NAN = derived after decoding */
-    const char *sdef;         /* string default; NULL = optional (absent stays NULL) */
-    const char *const *choices; /* allowed strings, NULL-terminated */
-    const struct field *sub;  /* T_OBJ / T_ARR element schema */
-    size_t off2;              /* T_PATH: resolved path; T_ARR: int count */
-    size_t esize;             /* T_ARR element size */
-    int max_n;                /* T_ARR maximum length */
-} field;
 
 #define END { NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0 }
 #define INT(S, f, r, l, h, d) { #f, T_INT, offsetof(S, f), r, l, h, 0, 0, d, NULL, NULL, NULL, 0, 0, 0 }
@@ -90,7 +74,7 @@ static const field ckpt_fields[] = {
     END
 };
 
-static const field sched_fields[] = {
+const field topo_sched_fields[] = {
     STR(topo_schedule, kind, 0, NULL, sched_kinds),
     PATH(topo_schedule, file, file),
     INT(topo_schedule, chunks, 0, 0, 1024, 0),
@@ -111,13 +95,13 @@ static const field stage_fields[] = {
     END
 };
 
-static const field top_fields[] = {
+const field topo_top_fields[] = {
     STR(topo, description, 0, NULL, NULL),
     OBJ(topo, model, 1, model_fields),
     OBJ(topo, data, 0, data_fields),
     OBJ(topo, train, 1, train_fields),
     OBJ(topo, checkpoint, 0, ckpt_fields),
-    OBJ(topo, schedule, 0, sched_fields),
+    OBJ(topo, schedule, 0, topo_sched_fields),
     OBJ(topo, coordinator, 0, coord_fields),
     PATH(topo, secret_file, secret_file),
     STR(topo, launch, 0, "local", launch_kinds),
@@ -131,7 +115,7 @@ static const field top_fields[] = {
 #define MAX_STR 4096 /* longest string value accepted anywhere */
 
 /* What a field expects, in words, for error messages. */
-static void expected(const field *f, char *buf, size_t n)
+void topo_expected(const field *f, char *buf, size_t n)
 {
     switch (f->type) {
     case T_INT: case T_I64:
@@ -173,8 +157,7 @@ static void describe(const json_t *v, char *buf, size_t n)
 }
 
 /* snprintf through a va_list: JSON paths are short; truncation is harmless. */
-static void fmt(char *buf, size_t n, const char *f, ...) __attribute__((format(printf, 3, 4)));
-static void fmt(char *buf, size_t n, const char *f, ...)
+void topo_fmt(char *buf, size_t n, const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -182,22 +165,22 @@ static void fmt(char *buf, size_t n, const char *f, ...)
     va_end(ap);
 }
 
-static void join_path(char *out, size_t n, const char *prefix, const char *name)
+void topo_join_path(char *out, size_t n, const char *prefix, const char *name)
 {
-    if (prefix[0]) fmt(out, n, "%s.%s", prefix, name);
-    else fmt(out, n, "%s", name);
+    if (prefix[0]) topo_fmt(out, n, "%s.%s", prefix, name);
+    else topo_fmt(out, n, "%s", name);
 }
 
 static int bad_value(const char *file, const char *path, const field *f, const json_t *v, char *err)
 {
     char want[160], got[96];
-    expected(f, want, sizeof want);
+    topo_expected(f, want, sizeof want);
     describe(v, got, sizeof got);
     return seterr(err, "%s: %s: expected %s, found %s", file, path, want, got);
 }
 
 /* The known keys of a table, for "unknown key" messages. */
-static void key_list(const field *tbl, char *buf, size_t n)
+void topo_key_list(const field *tbl, char *buf, size_t n)
 {
     size_t k = 0;
     buf[0] = 0;
@@ -281,7 +264,7 @@ static int decode_array(const dctx *c, const field *f, json_t *v, char *base,
     *(int *)(base + f->off2) = (int)n;
     for (size_t i = 0; i < n; i++) {
         char sub[256];
-        fmt(sub, sizeof sub, "%s.%zu", path, i);
+        topo_fmt(sub, sizeof sub, "%s.%zu", path, i);
         if (decode_obj(c, f->sub, json_array_get(v, i), arr + i * f->esize, sub, err)) return -1;
     }
     return 0;
@@ -336,18 +319,18 @@ static int decode_obj(const dctx *c, const field *tbl, json_t *obj, void *base,
         for (int i = 0; tbl[i].name; i++) known |= !strcmp(tbl[i].name, key);
         if (!known) {
             char path[256], keys[256];
-            join_path(path, sizeof path, prefix, key);
-            key_list(tbl, keys, sizeof keys);
+            topo_join_path(path, sizeof path, prefix, key);
+            topo_key_list(tbl, keys, sizeof keys);
             return seterr(err, "%s: %s: unknown key (expected one of: %s)", c->file, path, keys);
         }
     }
     for (const field *f = tbl; f->name; f++) {
         char path[256];
-        join_path(path, sizeof path, prefix, f->name);
+        topo_join_path(path, sizeof path, prefix, f->name);
         json_t *fv = obj ? json_object_get(obj, f->name) : NULL;
         if (!fv && f->req) {
             char want[160];
-            expected(f, want, sizeof want);
+            topo_expected(f, want, sizeof want);
             return seterr(err, "%s: %s: missing (required: %s)", c->file, path, want);
         }
         int rc = fv ? decode_field(c, f, fv, base, path, err)
@@ -355,113 +338,6 @@ static int decode_obj(const dctx *c, const field *tbl, json_t *obj, void *base,
                                         : decode_default(f, base));
         if (rc) return -1;
     }
-    return 0;
-}
-
-/* ---------- overrides ---------- */
-
-static const field *find_field(const field *tbl, const char *name)
-{
-    for (; tbl->name; tbl++)
-        if (!strcmp(tbl->name, name)) return tbl;
-    return NULL;
-}
-
-/* Parses an override's text as the JSON value field f expects; NULL if it cannot. */
-static json_t *parse_value(const field *f, const char *s)
-{
-    char *end;
-    errno = 0;
-    switch (f->type) {
-    case T_INT: case T_I64: {
-        long long i = strtoll(s, &end, 10);
-        if (*s && !*end && !errno) return json_integer(i);
-        double d = strtod(s, &end);
-        if (*s && !*end && isfinite(d) && d == floor(d) && fabs(d) < 9.1e18) return json_integer((json_int_t)d);
-        return NULL;
-    }
-    case T_DBL: case T_FLT: {
-        double d = strtod(s, &end);
-        if (!*s || *end || !isfinite(d)) return NULL;
-        return json_real(d);
-    }
-    case T_BOOL:
-        if (!strcmp(s, "true") || !strcmp(s, "1")) return json_true();
-        if (!strcmp(s, "false") || !strcmp(s, "0")) return json_false();
-        return NULL;
-    case T_STR: case T_PATH:
-        return json_string(s); /* NULL when not UTF-8 */
-    default:
-        return NULL;
-    }
-}
-
-/* Applies one "KEY=VALUE" override to the document root. */
-static int apply_set(json_t *root, const char *file, const char *set, char *err)
-{
-    const char *eq = strchr(set, '=');
-    if (!eq || eq == set || (size_t)(eq - set) >= 256)
-        return seterr(err, "%s: --set %.200s: expected KEY=VALUE (for example train.lr=3e-4)", file, set);
-    char key[256], walked[256] = "";
-    memcpy(key, set, (size_t)(eq - set));
-    key[eq - set] = 0;
-    if (key[0] == '.' || key[strlen(key) - 1] == '.' || strstr(key, ".."))
-        return seterr(err, "%s: --set %.200s: malformed key \"%s\"", file, set, key);
-    const char *val = eq + 1;
-    const field *tbl = top_fields, *f = NULL;
-    json_t *cur = root;
-    for (char *save = NULL, *seg = strtok_r(key, ".", &save); seg; seg = strtok_r(NULL, ".", &save)) {
-        char keys[256];
-        if (f && f->type != T_OBJ && f->type != T_ARR)
-            return seterr(err, "%s: --set %.200s: %s is a value and has no field \"%.40s\"", file, set,
-                          walked, seg);
-        if (f) { /* the previous segment is an object or an array */
-            if (f->type == T_ARR) {
-                char *end;
-                long idx = strtol(seg, &end, 10);
-                json_t *arr = json_object_get(cur, f->name);
-                if (!*seg || *end || idx < 0 || !json_is_array(arr) || (size_t)idx >= json_array_size(arr)
-                    || !json_is_object(json_array_get(arr, (size_t)idx)))
-                    return seterr(err, "%s: --set %.200s: %s has no element %.40s (it has %zu)", file, set,
-                                  walked, seg, json_is_array(arr) ? json_array_size(arr) : (size_t)0);
-                cur = json_array_get(arr, (size_t)idx);
-                tbl = f->sub;
-                f = NULL;
-                fmt(walked + strlen(walked), sizeof walked - strlen(walked), ".%s", seg);
-                continue;
-            }
-            json_t *child = json_object_get(cur, f->name);
-            if (!child) json_object_set_new(cur, f->name, child = json_object());
-            if (!json_is_object(child))
-                return seterr(err, "%s: --set %.200s: %s is not an object in the file", file, set, walked);
-            cur = child;
-            tbl = f->sub;
-        }
-        f = find_field(tbl, seg);
-        char next[256];
-        join_path(next, sizeof next, walked, seg);
-        fmt(walked, sizeof walked, "%s", next);
-        key_list(tbl, keys, sizeof keys);
-        if (!f) return seterr(err, "%s: --set %.200s: unknown key %s (expected one of: %s)", file, set, walked, keys);
-    }
-    if (!f) return seterr(err, "%s: --set %.200s: empty key", file, set);
-    if (f->type == T_OBJ || f->type == T_ARR)
-        return seterr(err, "%s: --set %.200s: %s is %s; set one of its fields", file, set, walked,
-                      f->type == T_OBJ ? "an object" : "an array");
-    if (!*val && !f->req && (f->type == T_PATH || (f->type == T_STR && !f->sdef))) {
-        json_object_del(cur, f->name); /* an empty value unsets an optional string */
-        return 0;
-    }
-    json_t *v = parse_value(f, val);
-    if (!v) {
-        char want[160];
-        expected(f, want, sizeof want);
-        return seterr(err, "%s: --set %.200s: %s expects %s, found \"%.60s\"", file, set, walked, want, val);
-    }
-    /* schedule.kind and schedule.file are alternatives: setting one drops the other. */
-    if (tbl == sched_fields && (f->type == T_PATH || !strcmp(f->name, "kind")))
-        json_object_del(cur, f->type == T_PATH ? "kind" : "file");
-    json_object_set_new(cur, f->name, v);
     return 0;
 }
 
@@ -500,7 +376,7 @@ static json_t *encode_obj(const field *tbl, const char *base)
 
 char *topo_canonical_json(const topo *t)
 {
-    json_t *o = encode_obj(top_fields, (const char *)t);
+    json_t *o = encode_obj(topo_top_fields, (const char *)t);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     json_decref(o);
     if (!s) {
@@ -526,8 +402,6 @@ void topo_hash_hex(const topo *t, char out[65])
 
 /* ---------- load / free ---------- */
 
-int topo_validate(topo *t, char *err); /* topo_check.c */
-
 static void free_fields(const field *tbl, char *base)
 {
     for (const field *f = tbl; f->name; f++) {
@@ -549,7 +423,7 @@ void topo_free(topo *t)
         free(t->stages[i].units);
         free(t->stages[i].chunks);
     }
-    free_fields(top_fields, (char *)t);
+    free_fields(topo_top_fields, (char *)t);
     free(t->stages);
     free(t->path);
     free(t->dir);
@@ -564,15 +438,37 @@ static char *dir_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
+#define MAX_FILE (1 << 20) /* a topology is a few kB; refuse anything absurd */
+
+/* Reads and parses the file; NULL with a message on failure. */
+static json_t *read_json(const char *path, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    struct stat st = { 0 };
+    if (!f) return seterr(err, "%s: cannot read: %s", path, strerror(errno)), NULL;
+    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size > MAX_FILE) {
+        seterr(err, "%s: cannot read: %s", path, !S_ISREG(st.st_mode) ? "not a regular file"
+               : "larger than 1 MiB, too large for a topology");
+        fclose(f);
+        return NULL;
+    }
+    char *buf = xmalloc((size_t)st.st_size + 1);
+    size_t n = fread(buf, 1, (size_t)st.st_size, f);
+    int bad = ferror(f);
+    fclose(f);
+    json_error_t je;
+    json_t *root = bad ? NULL : json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
+    free(buf);
+    if (bad) seterr(err, "%s: cannot read: I/O error", path);
+    else if (!root) seterr(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+    return root;
+}
+
 int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *err)
 {
     memset(t, 0, sizeof *t);
-    json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        if (je.line < 1) return seterr(err, "%s: cannot read: %s", path, je.text);
-        return seterr(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
-    }
+    json_t *root = read_json(path, err);
+    if (!root) return -1;
     t->path = strdup(path);
     t->dir = dir_of(path);
     if (!json_is_object(root)) {
@@ -582,9 +478,9 @@ int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *er
         goto fail;
     }
     for (int i = 0; i < n_sets; i++)
-        if (apply_set(root, path, sets[i], err)) goto fail;
+        if (topo_apply_set(root, path, sets[i], err)) goto fail;
     dctx c = { path, t->dir };
-    if (decode_obj(&c, top_fields, root, t, "", err)) goto fail;
+    if (decode_obj(&c, topo_top_fields, root, t, "", err)) goto fail;
     if (topo_validate(t, err)) goto fail;
     json_decref(root);
     return 0;

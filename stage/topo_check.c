@@ -5,12 +5,11 @@
  * topo.c; nothing here touches the network or the file system. */
 #include "stage/topo.h"
 #include "model/util.h"
+#include "stage/topo_schema.h"
 
 #include <arpa/inet.h>
 #include <math.h>
 #include <netinet/in.h>
-
-int topo_validate(topo *t, char *err); /* called by topo_load */
 
 /* ---------- layer notation ---------- */
 

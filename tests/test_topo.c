@@ -181,6 +181,7 @@ static void test_json_errors(void)
     char missing[300];
     snprintf(missing, sizeof missing, "%s/nonexistent.json", tmpdir);
     expect_fail(missing, NULL, 0, "nonexistent.json: cannot read", NULL);
+    expect_fail(tmpdir, NULL, 0, "cannot read: not a regular file", NULL);
 }
 
 static void test_unknown_keys(void)
@@ -357,6 +358,7 @@ static void test_overrides(void)
     set_fail("stages.0.gpus=1", "unknown key stages.0.gpus", NULL);
     set_fail("model=3", "--set model=3: model is an object", NULL);
     set_fail("stages=3", "stages is an array", NULL);
+    set_fail("stages.0=3", "--set stages.0=3: stages.0 is an object", NULL);
     set_fail("train.lr", "--set train.lr: expected KEY=VALUE", NULL);
     set_fail("=3", "expected KEY=VALUE", NULL);
     set_fail("train..lr=1", "malformed key", NULL);
@@ -437,6 +439,27 @@ static void test_hash(void)
     CU_ASSERT_EQUAL(memcmp(hex, want, 2), 0);
     free(s);
     topo_free(&t);
+}
+
+/* The canonical text of every shipped topology loads again and reproduces itself. */
+static void test_canonical_roundtrip(void)
+{
+    const char *files[] = { "topologies/shakespeare-1stage.json", "topologies/shakespeare-2stage.json",
+                            "topologies/shakespeare-4stage.json", "topologies/default.json" };
+    for (int i = 0; i < 4; i++) {
+        topo t, u;
+        if (load_ok(&t, files[i], NULL, 0)) continue;
+        char *s = topo_canonical_json(&t);
+        if (!load_ok(&u, write_tmp("canon.json", s), NULL, 0)) {
+            char *s2 = topo_canonical_json(&u);
+            CU_ASSERT_STRING_EQUAL(s, s2);
+            CU_ASSERT_STRING_EQUAL(t.data.path_given, u.data.path_given);
+            free(s2);
+            topo_free(&u);
+        }
+        free(s);
+        topo_free(&t);
+    }
 }
 
 /* ---------- layer notation and partition ---------- */
@@ -658,6 +681,7 @@ int main(void)
         { "hosts and ports", test_addresses },
         { "--set overrides", test_overrides },
         { "canonical JSON and hash", test_hash },
+        { "canonical JSON reloads to itself", test_canonical_roundtrip },
         { "layer notation", test_layer_notation },
         { "partition into stages and chunks", test_partition },
         { "helpers and partition table", test_helpers },

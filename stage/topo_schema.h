@@ -1,0 +1,51 @@
+/* topo_schema.h — private to stage/topo*.c: the table that describes the topology
+ * schema (one entry per JSON key: type, offset into the topo struct, range,
+ * default) and the helpers the loader, the override code and the checks share.
+ * Not part of the stage/ module's public contract; include stage/topo.h instead. */
+#ifndef STAGE_TOPO_SCHEMA_H
+#define STAGE_TOPO_SCHEMA_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "stage/topo.h"
+
+typedef enum { T_INT, T_I64, T_DBL, T_FLT, T_BOOL, T_STR, T_PATH, T_OBJ, T_ARR } ftype;
+
+typedef struct field {
+    const char *name;
+    ftype type;
+    size_t off;               /* into the struct this table describes */
+    int req;                  /* required: no default */
+    double lo, hi;            /* numeric range */
+    int lo_open, hi_open;     /* exclusive bounds */
+    double def;               /* numeric default; NAN = derived after decoding */
+    const char *sdef;         /* string default; NULL = optional (absent stays NULL) */
+    const char *const *choices; /* allowed strings, NULL-terminated */
+    const struct field *sub;  /* T_OBJ / T_ARR element schema */
+    size_t off2;              /* T_PATH: resolved path; T_ARR: int count */
+    size_t esize;             /* T_ARR element size */
+    int max_n;                /* T_ARR maximum length */
+} field;
+
+extern const field topo_top_fields[];   /* the whole document */
+extern const field topo_sched_fields[]; /* "schedule" */
+
+/* What a field expects, in words ("an integer in 1..65535"), for messages. */
+void topo_expected(const field *f, char *buf, size_t n);
+/* The keys of a table, comma-separated, for "unknown key" messages. */
+void topo_key_list(const field *tbl, char *buf, size_t n);
+/* prefix.name, or name when prefix is empty. */
+void topo_join_path(char *out, size_t n, const char *prefix, const char *name);
+/* snprintf that may truncate silently (JSON paths in messages). */
+void topo_fmt(char *buf, size_t n, const char *f, ...) __attribute__((format(printf, 3, 4)));
+/* The entry named name in tbl, or NULL. */
+const field *topo_find_field(const field *tbl, const char *name);
+
+/* Applies one "KEY=VALUE" override to the JSON document (topo_set.c). Returns 0,
+ * or -1 with a message naming file and the override. */
+int topo_apply_set(json_t *root, const char *file, const char *set, char *err);
+/* Derived defaults and cross-field rules after decoding (topo_check.c). */
+int topo_validate(topo *t, char *err);
+
+#endif
