@@ -1,0 +1,628 @@
+/* net_conn.c — one TCP connection on the network thread: the hello and
+ * authentication exchange, reading frames (bulk payloads straight into the
+ * receiver's buffer with readv, bypassing libevent's 4 KiB evbuffer_read clamp),
+ * backpressure (reading pauses while nobody claims buffered messages), writing
+ * queued frames with writev without copying, and closing with a reason.
+ * It does not decide when to connect or retry (net_loop.c) and never blocks. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "net/net_internal.h"
+
+#define WRITE_BUDGET (32u << 20) /* bytes per callback before yielding to other sockets */
+#define READ_BUDGET (32u << 20)
+#define DIRECT_MIN 4096          /* payload remainder worth a read straight into place */
+
+static int conn_read(struct conn *c);
+
+struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr, const char *addr)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->node = n;
+    c->fd = fd;
+    c->outbound = outbound;
+    c->pr = pr;
+    c->state = CS_HELLO;
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    c->rb = malloc(NET_RBUF);
+    c->rev = event_new(n->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+    c->wev = event_new(n->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+    if (n->cfg.read_mode == NET_READ_EVBUFFER) c->evb = evbuffer_new();
+    if (!c->rb || !c->rev || !c->wev || (n->cfg.read_mode == NET_READ_EVBUFFER && !c->evb)) {
+        if (c->rev) event_free(c->rev);
+        if (c->wev) event_free(c->wev);
+        if (c->evb) evbuffer_free(c->evb);
+        free(c->rb);
+        free(c);
+        return NULL;
+    }
+    c->last_rx = c->last_tx = net_now_ms();
+    c->next = n->conns;
+    if (n->conns) n->conns->prev = c;
+    n->conns = c;
+    return c;
+}
+
+void conn_set_read(struct conn *c, int on)
+{
+    if (on && !c->rev_on) event_add(c->rev, NULL);
+    if (!on && c->rev_on) event_del(c->rev);
+    c->rev_on = on;
+}
+
+static void set_write(struct conn *c, int on)
+{
+    if (on && !c->wev_on) event_add(c->wev, NULL);
+    if (!on && c->wev_on) event_del(c->wev);
+    c->wev_on = on;
+}
+
+/* Closes the socket and fails what is still in flight on it with status/reason. */
+static void conn_drop(struct conn *c, int status, const char *reason)
+{
+    struct net_node *n = c->node;
+    if (c->rop) {
+        struct net_op *op = c->rop;
+        c->rop = NULL;
+        if (op->kind == OP_UNCLAIMED) {
+            list_remove(&c->pr->unclaimed, op);
+            pthread_mutex_lock(&n->lk);
+            c->pr->st.unclaimed -= op->len;
+            pthread_mutex_unlock(&n->lk);
+        }
+        op_complete(n, op, status, reason);
+    }
+    while (c->wq.head) {
+        struct net_op *op = c->wq.head;
+        list_remove(&c->wq, op);
+        op_complete(n, op, status, reason);
+    }
+    if (c->pr && c->pr->conn == c) c->pr->conn = NULL;
+    if (c->pr && c->rstate == RS_PAUSED) {
+        pthread_mutex_lock(&n->lk);
+        c->pr->st.paused = 0;
+        pthread_mutex_unlock(&n->lk);
+    }
+    event_free(c->rev);
+    event_free(c->wev);
+    if (c->evb) evbuffer_free(c->evb);
+    close(c->fd);
+    if (c->prev) c->prev->next = c->next; else n->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    free(c->rb);
+    free(c);
+}
+
+void conn_free(struct conn *c) { conn_drop(c, NET_CLOSED, "connection closed"); }
+
+void conn_fail(struct conn *c, int status, const char *reason)
+{
+    struct net_node *n = c->node;
+    struct peer *pr = c->pr;
+    if (c->outbound && c->state < CS_READY && !c->fatal && pr && pr->connecting) {
+        conn_drop(c, status, reason);
+        loop_connect_retry(n, pr, reason); /* the peer may simply not be up yet */
+        return;
+    }
+    if (pr && (pr->conn == c || c->outbound))
+        loop_peer_fail(n, pr, status, reason);
+    else
+        node_log(n, "%s", reason);
+    conn_drop(c, status, reason);
+    loop_maybe_finish(n);
+}
+
+/* Fatal protocol error: tell the peer why (when the stream is at a frame
+ * boundary), record the reason, close after a short flush. Returns -1. */
+static int fatal(struct conn *c, const char *reason)
+{
+    struct net_node *n = c->node;
+    c->fatal = 1;
+    if (c->pr && (c->pr->conn == c || c->outbound))
+        loop_peer_fail(n, c->pr, NET_DEAD, reason);
+    else
+        node_log(n, "%s", reason);
+    if (c->pr && c->pr->conn == c) c->pr->conn = NULL;
+    struct net_op *head = c->wq.head;
+    if ((head && head->off > 0) || c->state == CS_CONNECTING) {
+        conn_drop(c, NET_DEAD, reason);
+        return -1;
+    }
+    while (c->wq.head) {
+        struct net_op *op = c->wq.head;
+        list_remove(&c->wq, op);
+        op_complete(n, op, NET_DEAD, reason);
+    }
+    size_t len = strlen(reason);
+    struct net_op *ef = ctrl_frame(n, NET_T_ERROR, reason,
+                                   (uint32_t)(len > NET_ERRMSG_MAX ? NET_ERRMSG_MAX : len));
+    if (!ef) {
+        conn_drop(c, NET_DEAD, reason);
+        return -1;
+    }
+    conn_set_read(c, 0);
+    c->state = CS_CLOSING;
+    c->close_at = net_now_ms() + 200;
+    conn_enqueue(c, ef);
+    return -1;
+}
+
+/* --- writing --------------------------------------------------------------- */
+
+/* Writes queued frames until the socket is full or the queue is empty.
+ * Returns -1 when the connection was closed (c is freed). */
+int conn_write_now(struct conn *c)
+{
+    struct net_node *n = c->node;
+    size_t budget = WRITE_BUDGET;
+    if (c->state == CS_CONNECTING) return 0;
+    while (c->wq.head && budget) {
+        struct iovec iov[64];
+        int cnt = 0;
+        for (struct net_op *op = c->wq.head; op && cnt < 62; op = op->next) {
+            if (op->off < NET_HDR_LEN)
+                iov[cnt++] = (struct iovec){ op->hdr + op->off, NET_HDR_LEN - op->off };
+            uint64_t start = op->off > NET_HDR_LEN ? op->off - NET_HDR_LEN : 0;
+            if (op->len > start)
+                iov[cnt++] = (struct iovec){ (void *)(op->sbuf + start), op->len - start };
+        }
+        ssize_t w = writev(c->fd, iov, cnt);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            char msg[NET_ERR_LEN];
+            net_seterr(msg, "writing to %s (%s): %s", c->pr ? c->pr->name : "peer",
+                     c->addr, strerror(errno));
+            conn_fail(c, NET_DEAD, msg);
+            return -1;
+        }
+        c->last_tx = net_now_ms();
+        budget = (size_t)w >= budget ? 0 : budget - (size_t)w;
+        uint64_t left = (uint64_t)w;
+        while (c->wq.head) {
+            struct net_op *op = c->wq.head;
+            uint64_t total = NET_HDR_LEN + op->len, take = total - op->off;
+            if (take > left) take = left;
+            op->off += take;
+            left -= take;
+            if (op->off < total) break;
+            list_remove(&c->wq, op);
+            op_complete(n, op, NET_OK, NULL);
+        }
+    }
+    if (c->wq.head) {
+        set_write(c, 1);
+        return 0;
+    }
+    set_write(c, 0);
+    if (c->state == CS_CLOSING) {
+        conn_drop(c, NET_DEAD, "closed after an error");
+        loop_maybe_finish(n);
+        return -1;
+    }
+    if (n->stopping) loop_maybe_finish(n);
+    return 0;
+}
+
+void conn_write(struct conn *c) { conn_write_now(c); }
+
+void conn_enqueue(struct conn *c, struct net_op *op)
+{
+    op->where = W_WQ;
+    list_push(&c->wq, op);
+    if (!c->wev_on) conn_write_now(c); /* else the socket is full: the write event will come */
+}
+
+void conn_write_cb(int fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd; (void)what;
+    if (c->state == CS_CONNECTING) {
+        int e = 0;
+        socklen_t sl = sizeof e;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &sl);
+        if (e) {
+            conn_fail(c, NET_DEAD, strerror(e));
+            return;
+        }
+        set_write(c, 0);
+        conn_start(c);
+        return;
+    }
+    conn_write_now(c);
+}
+
+/* --- handshake ------------------------------------------------------------- */
+
+void conn_start(struct conn *c)
+{
+    struct net_node *n = c->node;
+    c->state = CS_HELLO;
+    c->mine = (net_hello){ .version = NET_VERSION, .id = n->cfg.self, .run_id = n->cfg.run_id };
+    memcpy(c->mine.topo_hash, n->cfg.topo_hash, NET_HASH_LEN);
+    if (net_random(c->mine.nonce, NET_NONCE_LEN) != NET_OK) {
+        conn_fail(c, NET_DEAD, "no random bytes for the handshake nonce");
+        return;
+    }
+    net_hello_encode(c->my_hello, &c->mine);
+    struct net_op *hello = ctrl_frame(n, NET_T_HELLO, c->my_hello, NET_HELLO_LEN);
+    if (!hello) {
+        conn_fail(c, NET_DEAD, "out of memory");
+        return;
+    }
+    c->last_rx = net_now_ms();
+    conn_set_read(c, 1);
+    conn_enqueue(c, hello);
+}
+
+static int on_hello(struct conn *c)
+{
+    struct net_node *n = c->node;
+    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 64];
+    net_hello peer;
+    if (net_hello_parse(c->ctl, c->ctl_len, &peer, err) != NET_OK ||
+        net_hello_check(&c->mine, &peer, err) != NET_OK) {
+        net_seterr(msg, "handshake with %s failed: %s", c->addr, err);
+        return fatal(c, msg);
+    }
+    char who[48];
+    net_peer_name(peer.id, who, sizeof who);
+    if (c->outbound && !net_peer_eq(peer.id, c->pr->id)) {
+        net_seterr(msg, "expected %s at %s but %s answered", c->pr->name, c->addr, who);
+        return fatal(c, msg);
+    }
+    if (!c->outbound) {
+        struct peer *pr = node_peer(n, peer.id, 1);
+        if (!pr) return fatal(c, "out of memory");
+        pthread_mutex_lock(&n->lk);
+        int st = pr->state;
+        pthread_mutex_unlock(&n->lk);
+        if (st != P_NEW || pr->conn) {
+            net_seterr(msg, "refused a second connection from %s (%s): it is %s", who,
+                     c->addr, st == P_DEAD ? "already declared dead" : "already connected");
+            return fatal(c, msg);
+        }
+        c->pr = pr;
+    }
+    memcpy(c->peer_hello, c->ctl, NET_HELLO_LEN);
+    uint8_t proof[NET_PROOF_LEN];
+    if (net_auth_proof(proof, n->secret, n->cfg.secret_len, c->my_hello, c->peer_hello) != NET_OK)
+        return fatal(c, "HMAC-SHA256 failed");
+    struct net_op *auth = ctrl_frame(n, NET_T_AUTH, proof, NET_PROOF_LEN);
+    if (!auth) return fatal(c, "out of memory");
+    c->state = CS_AUTH;
+    conn_enqueue(c, auth);
+    return 0;
+}
+
+static int on_auth(struct conn *c)
+{
+    struct net_node *n = c->node;
+    struct peer *pr = c->pr;
+    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 64];
+    if (net_auth_verify(c->ctl, c->ctl_len, n->secret, n->cfg.secret_len, c->peer_hello,
+                        c->my_hello, err) != NET_OK) {
+        net_seterr(msg, "%s (%s): %s", pr->name, c->addr, err);
+        return fatal(c, msg);
+    }
+    if (pr->conn && pr->conn != c) {
+        net_seterr(msg, "refused a second connection from %s (%s)", pr->name, c->addr);
+        return fatal(c, msg);
+    }
+    c->state = CS_READY;
+    pr->conn = c;
+    pr->connecting = 0;
+    pthread_mutex_lock(&n->lk);
+    if (pr->state != P_DEAD) pr->state = P_READY;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->lk);
+    while (pr->sendq.head) {
+        struct net_op *op = pr->sendq.head;
+        list_remove(&pr->sendq, op);
+        op->where = W_WQ;
+        list_push(&c->wq, op);
+    }
+    return conn_write_now(c);
+}
+
+/* --- reading --------------------------------------------------------------- */
+
+static void describe_frame(const net_hdr *h, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "type %u, step %" PRIu64 ", micro-batch %" PRIu32 ", chunk %" PRIu32,
+             (unsigned)h->type, h->step, h->mb, h->chunk);
+}
+
+static int on_payload_done(struct conn *c);
+
+/* Chooses where the payload of a user frame goes: a posted receive, a new
+ * unclaimed buffer, or nowhere yet (reading pauses until the consumer catches up). */
+static int start_user_payload(struct conn *c)
+{
+    struct net_node *n = c->node;
+    struct peer *pr = c->pr;
+    struct net_op *op = pr->recvq.head;
+    while (op && !key_eq_hdr(&op->key, &c->h)) op = op->next;
+    c->sink = SINK_OP;
+    if (op) {
+        list_remove(&pr->recvq, op);
+        if (!op->own && c->h.len > op->cap) {
+            char d[160], msg[NET_ERR_LEN];
+            describe_frame(&c->h, d, sizeof d);
+            net_seterr(msg, "message (%s) from %s is %" PRIu64
+                     " bytes; the receive buffer holds %" PRIu64, d, pr->name, c->h.len, op->cap);
+            op_complete(n, op, NET_ERR, msg);
+            c->sink = SINK_DISCARD;
+        } else {
+            if (op->own && c->h.len && !(op->rbuf = malloc(c->h.len)))
+                return fatal(c, "out of memory for a received message");
+            op->len = c->h.len;
+            op->crc = c->h.crc;
+            op->off = 0;
+            op->where = W_READING;
+            c->rop = op;
+        }
+    } else {
+        pthread_mutex_lock(&n->lk);
+        int full = c->h.len && pr->st.unclaimed + c->h.len > n->cfg.max_unclaimed;
+        if (full) pr->st.paused = 1;
+        pthread_mutex_unlock(&n->lk);
+        if (full) {
+            c->rstate = RS_PAUSED;
+            conn_set_read(c, 0);
+            return 0;
+        }
+        struct net_op *u = calloc(1, sizeof *u);
+        if (!u || (c->h.len && !(u->rbuf = malloc(c->h.len)))) {
+            free(u);
+            return fatal(c, "out of memory buffering a received message");
+        }
+        u->kind = OP_UNCLAIMED;
+        u->own = 1;
+        u->key = (net_key){ c->h.type, c->h.step, c->h.mb, c->h.chunk };
+        u->len = c->h.len;
+        u->crc = c->h.crc;
+        u->where = W_UNCLAIMED;
+        list_push(&pr->unclaimed, u);
+        pthread_mutex_lock(&n->lk);
+        pr->st.unclaimed += u->len;
+        if (pr->st.unclaimed > pr->st.unclaimed_max) pr->st.unclaimed_max = pr->st.unclaimed;
+        pthread_mutex_unlock(&n->lk);
+        c->rop = u;
+    }
+    c->rleft = c->h.len;
+    c->rstate = RS_PAYLOAD;
+    return c->rleft ? 0 : on_payload_done(c);
+}
+
+static int start_ctl_payload(struct conn *c)
+{
+    c->sink = SINK_CTL;
+    c->ctl_len = 0;
+    c->rleft = c->h.len;
+    c->rstate = RS_PAYLOAD;
+    return c->rleft ? 0 : on_payload_done(c);
+}
+
+static int on_header(struct conn *c)
+{
+    struct net_node *n = c->node;
+    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 128];
+    const char *who = c->pr ? c->pr->name : "unidentified peer";
+    int ready = c->state == CS_READY;
+    uint64_t max = ready ? n->cfg.max_payload : NET_PREAUTH_MAX;
+    int rc = net_hdr_decode(c->rb + c->rpos, &c->h, max, err);
+    c->rpos += NET_HDR_LEN;
+    if (rc != NET_OK) {
+        net_seterr(msg, "from %s (%s): %s", who, c->addr, err);
+        return fatal(c, msg);
+    }
+    uint16_t t = c->h.type;
+    if (t == NET_T_ERROR && c->h.len <= NET_CTL_MAX) return start_ctl_payload(c);
+    if (!ready) {
+        if ((c->state == CS_HELLO && t == NET_T_HELLO) || (c->state == CS_AUTH && t == NET_T_AUTH))
+            return start_ctl_payload(c);
+        net_seterr(msg, "%s (%s) sent a frame of type %u before authentication",
+                 who, c->addr, (unsigned)t);
+        return fatal(c, msg);
+    }
+    if (t == NET_T_HEARTBEAT && c->h.len == 0) return 0;
+    if (t == NET_T_BYE && c->h.len == 0) {
+        net_seterr(msg, "%s (%s) closed the connection (shut down)", who, c->addr);
+        conn_fail(c, NET_CLOSED, msg);
+        return -1;
+    }
+    if (t < NET_TYPE_USER) {
+        net_seterr(msg, "%s (%s) sent an unexpected frame of type %u (length %" PRIu64
+                 ")", who, c->addr, (unsigned)t, c->h.len);
+        return fatal(c, msg);
+    }
+    if (!net_peer_eq(c->h.sender, c->pr->id)) {
+        char other[48];
+        net_seterr(msg, "%s (%s) sent a frame claiming to be from %s", who, c->addr,
+                 net_peer_name(c->h.sender, other, sizeof other));
+        return fatal(c, msg);
+    }
+    return start_user_payload(c);
+}
+
+static int on_ctl_frame(struct conn *c)
+{
+    char msg[NET_ERR_LEN];
+    switch (c->h.type) {
+    case NET_T_HELLO: return on_hello(c);
+    case NET_T_AUTH: return on_auth(c);
+    default: { /* NET_T_ERROR */
+        char text[NET_CTL_MAX + 1];
+        size_t k = 0;
+        for (uint64_t i = 0; i < c->ctl_len; i++)
+            text[k++] = c->ctl[i] >= 32 && c->ctl[i] < 127 ? (char)c->ctl[i] : '?';
+        text[k] = 0;
+        net_seterr(msg, "%s (%s) refused the connection: %.400s",
+                 c->pr ? c->pr->name : "peer", c->addr, text);
+        c->fatal = 1;
+        conn_fail(c, NET_DEAD, msg);
+        return -1;
+    }
+    }
+}
+
+static int on_payload_done(struct conn *c)
+{
+    struct net_node *n = c->node;
+    c->rstate = RS_HDR;
+    c->big = c->h.len >= 65536;
+    if (c->sink == SINK_CTL) return on_ctl_frame(c);
+    pthread_mutex_lock(&n->lk);
+    c->pr->st.frames_rx++;
+    c->pr->st.bytes_rx += c->h.len;
+    pthread_mutex_unlock(&n->lk);
+    struct net_op *op = c->rop;
+    c->rop = NULL;
+    if (c->sink != SINK_OP || !op) return 0;
+    if (op->kind == OP_RECV) {
+        op->verify = 1;
+        op_complete(n, op, NET_OK, NULL);
+    } else {
+        op->complete_read = 1;
+        loop_deliver_unclaimed(n, c->pr, op);
+    }
+    return 0;
+}
+
+static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
+{
+    if (c->sink == SINK_OP && c->rop) {
+        memcpy(c->rop->rbuf + c->rop->off, src, len);
+        c->rop->off += len;
+    } else if (c->sink == SINK_CTL) {
+        memcpy(c->ctl + c->ctl_len, src, len);
+        c->ctl_len += len;
+    }
+}
+
+/* EOF or a read error: name what was cut short. */
+static void on_eof(struct conn *c, int e)
+{
+    char msg[NET_ERR_LEN], d[160];
+    const char *who = c->pr ? c->pr->name : "unidentified peer";
+    size_t have = c->rlen - c->rpos;
+    int n = net_seterr(msg, "%s (%s) %s", who, c->addr,
+                     e ? strerror(e) : "closed the connection");
+    if (c->rstate == RS_PAYLOAD) {
+        describe_frame(&c->h, d, sizeof d);
+        snprintf(msg + n, sizeof msg - (size_t)n, " in the middle of a frame (%s): %" PRIu64
+                 " of %" PRIu64 " payload bytes missing", d, c->rleft, c->h.len);
+    } else if (c->rstate == RS_HDR && have) {
+        snprintf(msg + n, sizeof msg - (size_t)n, " in the middle of a frame header (%zu of %d bytes)",
+                 have, NET_HDR_LEN);
+    }
+    conn_fail(c, NET_DEAD, msg);
+}
+
+/* One read syscall for the current state. Returns bytes read, 0 on EAGAIN,
+ * -1 when the connection is gone. */
+static ssize_t read_some(struct conn *c)
+{
+    ssize_t r;
+    struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
+    if (c->rstate == RS_PAYLOAD && op && c->rleft >= DIRECT_MIN) {
+        uint8_t *dst = op->rbuf + op->off;
+        if (c->evb) {
+            r = evbuffer_read(c->evb, c->fd, c->rleft > INT_MAX ? INT_MAX : (int)c->rleft);
+            if (r > 0) evbuffer_remove(c->evb, dst, (size_t)r);
+            if (r > 0) { op->off += (uint64_t)r; c->rleft -= (uint64_t)r; }
+        } else {
+            /* The rest of this payload lands in place; whatever follows (the
+             * next header, small frames) lands in the staging buffer. */
+            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, NET_RBUF } };
+            r = readv(c->fd, iov, 2);
+            if (r > 0) {
+                uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
+                op->off += in;
+                c->rleft -= in;
+                c->rpos = 0;
+                c->rlen = (size_t)((uint64_t)r - in);
+            }
+        }
+    } else {
+        if (c->rpos) {
+            memmove(c->rb, c->rb + c->rpos, c->rlen - c->rpos);
+            c->rlen -= c->rpos;
+            c->rpos = 0;
+        }
+        /* After a big frame read little, so that the next big payload mostly
+         * goes straight into place rather than through this buffer. */
+        size_t want = (c->big ? 4096 : NET_RBUF) - c->rlen;
+        r = read(c->fd, c->rb + c->rlen, want);
+        if (r > 0) c->rlen += (size_t)r;
+    }
+    c->read_calls++;
+    if (r > 0) {
+        c->last_rx = net_now_ms();
+        return r;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+    on_eof(c, r < 0 ? errno : 0);
+    return -1;
+}
+
+static int conn_read(struct conn *c)
+{
+    size_t budget = READ_BUDGET;
+    for (;;) {
+        if (c->rstate == RS_PAUSED || c->state == CS_CLOSING) return 0;
+        size_t have = c->rlen - c->rpos;
+        if (c->rstate == RS_HDR && have >= NET_HDR_LEN) {
+            if (on_header(c) < 0) return -1;
+            continue;
+        }
+        if (c->rstate == RS_PAYLOAD && (have || c->rleft == 0)) {
+            uint64_t take = have < c->rleft ? have : c->rleft;
+            sink_put(c, c->rb + c->rpos, take);
+            c->rpos += take;
+            c->rleft -= take;
+            if (c->rleft == 0 && on_payload_done(c) < 0) return -1;
+            continue;
+        }
+        if (!budget) return 0; /* the socket still has data: the event fires again */
+        ssize_t r = read_some(c);
+        if (r < 0) return -1;
+        if (r == 0) return 0;
+        budget = (size_t)r >= budget ? 0 : budget - (size_t)r;
+    }
+}
+
+void conn_read_cb(int fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct conn *c = arg;
+    struct net_node *n = c->node;
+    if (conn_read(c) == 0 && c->pr) {
+        pthread_mutex_lock(&n->lk);
+        c->pr->st.read_calls = c->read_calls;
+        pthread_mutex_unlock(&n->lk);
+    }
+}
+
+void conn_recv_posted(struct conn *c)
+{
+    struct net_node *n = c->node;
+    if (c->rstate != RS_PAUSED || c->state != CS_READY) return;
+    if (start_user_payload(c) < 0) return;
+    if (c->rstate == RS_PAUSED) return;
+    pthread_mutex_lock(&n->lk);
+    c->pr->st.paused = 0;
+    pthread_mutex_unlock(&n->lk);
+    conn_set_read(c, 1);
+    conn_read(c);
+}

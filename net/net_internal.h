@@ -1,0 +1,174 @@
+/* net_internal.h — private structures of net/, shared by net_node.c (the API
+ * the compute threads call), net_loop.c (the network thread: commands, timers,
+ * connecting, accepting) and net_conn.c (one connection: handshake, reading
+ * into receive buffers, writing frames). Not installed; not for other modules.
+ *
+ * Ownership: fields marked [lock] are read and written under node->lk by any
+ * thread; fields marked [net] belong to the network thread alone. */
+#ifndef NET_NET_INTERNAL_H
+#define NET_NET_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "net/net.h"
+#include "net/net_util.h"
+#include "net/net_wire.h"
+
+struct event;
+struct event_base;
+struct evbuffer;
+
+enum op_kind { OP_SEND, OP_RECV, OP_CTRL, OP_UNCLAIMED };
+/* Where a pending op sits, so a cancel can find it [net]. */
+enum op_where { W_NONE, W_SENDQ, W_WQ, W_RECVQ, W_READING, W_UNCLAIMED };
+
+struct net_op {
+    struct net_node *node;        /* NULL once the node is gone [lock] */
+    int kind, where;
+    net_peer_id peer;
+    net_key key;
+    struct peer *pr;
+    const uint8_t *sbuf;          /* send payload (caller's, or owned for OP_CTRL) */
+    uint8_t *rbuf;                /* receive destination */
+    uint64_t cap, len, off;       /* capacity; payload length; progress */
+    uint32_t crc;                 /* payload CRC32C: computed (send) or announced (receive) */
+    int own;                      /* rbuf / sbuf malloc'd by the transport */
+    int verify;                   /* receive whose CRC has not been checked yet */
+    int complete_read;            /* OP_UNCLAIMED: whole payload is in */
+    uint8_t hdr[NET_HDR_LEN];
+    atomic_int done;
+    int status;
+    char err[NET_ERR_LEN];
+    struct net_op *next, *prev;   /* queue links [net] */
+    struct net_op *lnext, *lprev; /* node->live links [lock] */
+};
+
+struct oplist { struct net_op *head, *tail; };
+
+enum peer_state { P_NEW, P_CONNECTING, P_READY, P_DEAD };
+
+struct peer {
+    struct peer *next;            /* node->peers, never removed before node_free */
+    net_peer_id id;
+    char name[48];
+    int state;                    /* enum peer_state [lock] */
+    int status;                   /* NET_DEAD or NET_CLOSED once dead [lock] */
+    char reason[NET_ERR_LEN];     /* [lock] */
+    net_stats st;                 /* [lock] */
+    struct conn *conn;            /* the authenticated connection [net] */
+    struct oplist sendq;          /* sends waiting for the connection [net] */
+    struct oplist recvq;          /* posted receives, oldest first [net] */
+    struct oplist unclaimed;      /* messages nobody asked for yet [net] */
+    char host[256];               /* where to connect, when we connect [net] */
+    int port, backoff_ms, connecting;
+    int64_t deadline;
+    char last_err[NET_ERR_LEN];   /* last connect failure [net] */
+    struct event *retry_ev;       /* [net] */
+    struct net_node *node;
+};
+
+enum conn_state {
+    CS_CONNECTING, /* non-blocking connect in progress; waiting for writability */
+    CS_HELLO,      /* our hello is queued; waiting for the peer's hello */
+    CS_AUTH,       /* our proof is queued; waiting for the peer's proof */
+    CS_READY,      /* authenticated: data frames flow both ways */
+    CS_CLOSING     /* an error or goodbye frame is flushing; then the socket closes */
+};
+enum read_state { RS_HDR, RS_PAYLOAD, RS_PAUSED };
+enum sink { SINK_OP, SINK_CTL, SINK_DISCARD };
+
+#define NET_RBUF (64 * 1024)
+#define NET_CTL_MAX 1024
+
+struct conn {
+    struct net_node *node;
+    struct conn *next, *prev;     /* node->conns */
+    int fd, state, outbound, fatal;
+    int big;                      /* the last frame was large: read headers in small bites */
+    uint64_t read_calls;
+    struct peer *pr;              /* known at connect; after the hello when accepted */
+    struct event *rev, *wev;
+    int wev_on, rev_on;
+    int rstate, sink;
+    uint8_t *rb;                  /* staging buffer, NET_RBUF bytes */
+    size_t rpos, rlen;
+    net_hdr h;                    /* header of the frame being read */
+    uint64_t rleft;               /* payload bytes of it still to read */
+    struct net_op *rop;           /* SINK_OP target */
+    uint8_t ctl[NET_CTL_MAX];     /* SINK_CTL payload (hello, proof, reason) */
+    uint64_t ctl_len;
+    struct evbuffer *evb;         /* NET_READ_EVBUFFER only */
+    struct oplist wq;             /* frames to write, in order */
+    int64_t last_rx, last_tx, close_at;
+    uint8_t my_hello[NET_HELLO_LEN], peer_hello[NET_HELLO_LEN];
+    net_hello mine;
+    char addr[300];
+};
+
+enum cmd_kind { CMD_SEND, CMD_RECV, CMD_CANCEL, CMD_CONNECT, CMD_SHUTDOWN };
+struct cmd {
+    int kind;
+    struct net_op *op;
+    struct peer *pr;
+    char host[256];
+    int port;
+    struct cmd *next;
+};
+
+struct net_node {
+    net_config cfg;
+    uint8_t *secret;
+    char listen_host[256];
+    char name[48];
+    pthread_mutex_t lk;
+    pthread_cond_t cv;            /* any op done, peer state change, room in a send queue */
+    struct cmd *qhead, *qtail;    /* [lock] */
+    int efd;                      /* eventfd that wakes the loop */
+    int closing;                  /* no new work accepted [lock] */
+    struct peer *peers;           /* [lock] for the list itself */
+    struct net_op *live;          /* user ops not yet freed [lock] */
+    pthread_t thr;
+    int thr_started;
+    /* [net] */
+    struct event_base *base;
+    struct event *wake_ev, *listen_ev, *tick_ev, *linger_ev;
+    int lfd, port;
+    struct conn *conns;
+    int stopping;
+};
+
+/* net_node.c */
+struct peer *node_peer(struct net_node *n, net_peer_id id, int create); /* takes lk */
+void node_log(struct net_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void op_complete(struct net_node *n, struct net_op *op, int status, const char *reason);
+void op_free_internal(struct net_op *op);
+void list_push(struct oplist *l, struct net_op *op);
+void list_remove(struct oplist *l, struct net_op *op);
+struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload, uint32_t len);
+int key_eq_hdr(const net_key *k, const net_hdr *h);
+
+/* net_loop.c */
+void *loop_main(void *arg);
+void loop_peer_fail(struct net_node *n, struct peer *pr, int status, const char *reason);
+void loop_connect_retry(struct net_node *n, struct peer *pr, const char *why);
+void loop_maybe_finish(struct net_node *n);
+void loop_deliver_unclaimed(struct net_node *n, struct peer *pr, struct net_op *u);
+int loop_listen(struct net_node *n, char err[NET_ERR_LEN]);
+
+/* net_conn.c */
+struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr, const char *addr);
+void conn_start(struct conn *c);                 /* socket connected: send hello */
+void conn_fail(struct conn *c, int status, const char *reason);
+void conn_close_with(struct conn *c, uint16_t type, const char *reason);
+void conn_free(struct conn *c);
+void conn_write(struct conn *c);
+int conn_write_now(struct conn *c);       /* -1: the connection was closed and freed */
+void conn_enqueue(struct conn *c, struct net_op *op);
+void conn_recv_posted(struct conn *c);           /* a receive was posted: resume if paused */
+void conn_read_cb(int fd, short what, void *arg);
+void conn_write_cb(int fd, short what, void *arg);
+void conn_set_read(struct conn *c, int on);
+
+#endif

@@ -1,0 +1,509 @@
+/* net_loop.c — the network thread: runs the event_base, takes commands from
+ * the locked queue (posted sends and receives, cancels, connects, shutdown),
+ * listens and accepts, connects with retry and backoff until a deadline, sends
+ * heartbeats and declares silent peers dead, and shuts down cleanly. What
+ * happens on one connection once it exists is in net_conn.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "net/net_internal.h"
+
+static void fail_list(struct net_node *n, struct oplist *l, int status, const char *reason)
+{
+    while (l->head) {
+        struct net_op *op = l->head;
+        list_remove(l, op);
+        op_complete(n, op, status, reason);
+    }
+}
+
+/* Marks pr dead (or closed) with reason and fails everything pending on it.
+ * Messages that fully arrived stay claimable. */
+void loop_peer_fail(struct net_node *n, struct peer *pr, int status, const char *reason)
+{
+    pthread_mutex_lock(&n->lk);
+    int was_dead = pr->state == P_DEAD;
+    if (!was_dead) {
+        pr->state = P_DEAD;
+        pr->status = status;
+        snprintf(pr->reason, sizeof pr->reason, "%s", reason);
+    }
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->lk);
+    if (!was_dead) node_log(n, "%s", reason);
+    pr->connecting = 0;
+    if (pr->retry_ev) event_del(pr->retry_ev);
+    char why[NET_ERR_LEN];
+    pthread_mutex_lock(&n->lk);
+    snprintf(why, sizeof why, "%s", pr->reason);
+    pthread_mutex_unlock(&n->lk);
+    fail_list(n, &pr->sendq, status, why);
+    fail_list(n, &pr->recvq, status, why);
+}
+
+/* --- sockets ------------------------------------------------------------ */
+
+static void tune_socket(struct net_node *n, int fd)
+{
+    int one = 1;
+    int idle = n->cfg.dead_ms / 2000 > 0 ? n->cfg.dead_ms / 2000 : 1;
+    int cnt = 3;
+    unsigned int uto = (unsigned int)n->cfg.dead_ms;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
+}
+
+static int resolve(const char *host, int port, int passive, struct addrinfo **out, char *err)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV | (passive ? 0 : AI_ADDRCONFIG) };
+    int rc = getaddrinfo(host, ps, &hints, out);
+    if (rc != 0) return net_seterr(err, "cannot resolve %s: %s", host, gai_strerror(rc));
+    return NET_OK;
+}
+
+static void accept_cb(int fd, short what, void *arg);
+
+int loop_listen(struct net_node *n, char err[NET_ERR_LEN])
+{
+    struct addrinfo *ai = NULL;
+    int fd = -1, one = 1;
+    /* The address is bound exactly as given: no AI_PASSIVE, no wildcard fallback. */
+    if (resolve(n->listen_host, n->cfg.listen_port, 1, &ai, err) != NET_OK) return NET_ERR;
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { net_seterr(err, "socket: %s", strerror(errno)); goto fail; }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+        net_seterr(err, "cannot listen on %s:%d: %s", n->listen_host, n->cfg.listen_port,
+                   strerror(errno));
+        goto fail;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    n->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    n->listen_ev = event_new(n->base, fd, EV_READ | EV_PERSIST, accept_cb, n);
+    if (!n->listen_ev || event_add(n->listen_ev, NULL) < 0) {
+        net_seterr(err, "cannot register the listening socket");
+        goto fail;
+    }
+    freeaddrinfo(ai);
+    n->lfd = fd;
+    return NET_OK;
+fail:
+    if (n->listen_ev) { event_free(n->listen_ev); n->listen_ev = NULL; }
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    return NET_ERR;
+}
+
+static void accept_cb(int fd, short what, void *arg)
+{
+    struct net_node *n = arg;
+    (void)what;
+    for (int i = 0; i < 16; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                node_log(n, "accept: %s", strerror(errno));
+            return;
+        }
+        if (n->stopping) { close(cfd); continue; }
+        tune_socket(n, cfd);
+        char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?", addr[300];
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(addr, sizeof addr, "%s:%s", host, serv);
+        struct conn *c = conn_new(n, cfd, 0, NULL, addr);
+        if (!c) { close(cfd); continue; }
+        conn_start(c);
+    }
+}
+
+/* --- connecting ----------------------------------------------------------- */
+
+static void connect_now(struct peer *pr);
+
+static void retry_fire(int fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    connect_now(arg);
+}
+
+/* A connect attempt (or a handshake cut short without a reason) failed: try
+ * again after a backoff, or give up at the deadline naming peer and address. */
+void loop_connect_retry(struct net_node *n, struct peer *pr, const char *why)
+{
+    snprintf(pr->last_err, sizeof pr->last_err, "%s", why);
+    if (n->stopping || !pr->connecting) return;
+    int64_t now = net_now_ms();
+    if (now >= pr->deadline) {
+        char msg[NET_ERR_LEN];
+        net_seterr(msg, "could not connect to %s at %s:%d within %d ms: %.300s",
+                 pr->name, pr->host, pr->port, n->cfg.connect_deadline_ms, why);
+        loop_peer_fail(n, pr, NET_DEAD, msg);
+        return;
+    }
+    int wait = pr->backoff_ms;
+    if (now + wait > pr->deadline) wait = (int)(pr->deadline - now);
+    pr->backoff_ms = pr->backoff_ms * 2 > 1000 ? 1000 : pr->backoff_ms * 2;
+    if (!pr->retry_ev) pr->retry_ev = evtimer_new(n->base, retry_fire, pr);
+    struct timeval tv = { wait / 1000, (wait % 1000) * 1000 };
+    if (!pr->retry_ev || evtimer_add(pr->retry_ev, &tv) < 0)
+        loop_peer_fail(n, pr, NET_DEAD, "cannot schedule a connect retry");
+}
+
+static void connect_now(struct peer *pr)
+{
+    struct net_node *n = pr->node;
+    char err[NET_ERR_LEN], addr[300];
+    struct addrinfo *ai = NULL;
+    if (resolve(pr->host, pr->port, 0, &ai, err) != NET_OK) {
+        loop_connect_retry(n, pr, err);
+        return;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = -1, e = errno;
+    if (fd >= 0) {
+        tune_socket(n, fd);
+        rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        e = errno;
+    }
+    freeaddrinfo(ai);
+    if (fd < 0 || (rc < 0 && e != EINPROGRESS)) {
+        if (fd >= 0) close(fd);
+        loop_connect_retry(n, pr, strerror(e));
+        return;
+    }
+    snprintf(addr, sizeof addr, "%s:%d", pr->host, pr->port);
+    struct conn *c = conn_new(n, fd, 1, pr, addr);
+    if (!c) {
+        close(fd);
+        loop_peer_fail(n, pr, NET_DEAD, "out of memory creating a connection");
+        return;
+    }
+    if (rc == 0) {
+        conn_start(c);
+    } else {
+        c->state = CS_CONNECTING;
+        event_add(c->wev, NULL);
+        c->wev_on = 1;
+    }
+}
+
+/* --- commands -------------------------------------------------------------- */
+
+static int peer_dead(struct net_node *n, struct peer *pr, char reason[NET_ERR_LEN], int *status)
+{
+    pthread_mutex_lock(&n->lk);
+    int dead = pr->state == P_DEAD;
+    if (dead) {
+        snprintf(reason, NET_ERR_LEN, "%s", pr->reason);
+        *status = pr->status;
+    }
+    pthread_mutex_unlock(&n->lk);
+    return dead;
+}
+
+static void do_send(struct net_node *n, struct net_op *op)
+{
+    struct peer *pr = op->pr;
+    char why[NET_ERR_LEN];
+    int st;
+    if (n->stopping) {
+        op_complete(n, op, NET_CLOSED, "node is shutting down");
+    } else if (peer_dead(n, pr, why, &st)) {
+        op_complete(n, op, st, why);
+    } else if (pr->conn && pr->conn->state == CS_READY) {
+        conn_enqueue(pr->conn, op);
+    } else {
+        op->where = W_SENDQ;
+        list_push(&pr->sendq, op);
+    }
+}
+
+/* Hands a fully arrived unclaimed message u to the receive op. */
+static void deliver(struct net_node *n, struct peer *pr, struct net_op *u, struct net_op *op,
+                    int resume)
+{
+    list_remove(&pr->unclaimed, u);
+    pthread_mutex_lock(&n->lk);
+    pr->st.unclaimed -= u->len;
+    pthread_mutex_unlock(&n->lk);
+    op->len = u->len;
+    op->crc = u->crc;
+    int st = NET_OK;
+    char why[NET_ERR_LEN] = "";
+    if (op->own) {
+        op->rbuf = u->rbuf;
+        u->rbuf = NULL;
+    } else if (u->len > op->cap) {
+        st = NET_ERR;
+        snprintf(why, sizeof why, "message (type %u, step %" PRIu64 ", micro-batch %" PRIu32
+                 ", chunk %" PRIu32 ") from %s is %" PRIu64 " bytes; the receive buffer holds %"
+                 PRIu64, op->key.type, op->key.step, op->key.mb, op->key.chunk, pr->name, u->len,
+                 op->cap);
+    } else if (u->len) {
+        memcpy(op->rbuf, u->rbuf, u->len);
+    }
+    op->verify = st == NET_OK;
+    op_free_internal(u);
+    op_complete(n, op, st, why);
+    if (resume && pr->conn) conn_recv_posted(pr->conn);
+}
+
+void loop_deliver_unclaimed(struct net_node *n, struct peer *pr, struct net_op *u)
+{
+    for (struct net_op *op = pr->recvq.head; op; op = op->next)
+        if (op->key.type == u->key.type && op->key.step == u->key.step &&
+            op->key.mb == u->key.mb && op->key.chunk == u->key.chunk) {
+            list_remove(&pr->recvq, op);
+            deliver(n, pr, u, op, 0);
+            return;
+        }
+}
+
+static void do_recv(struct net_node *n, struct net_op *op)
+{
+    struct peer *pr = op->pr;
+    char why[NET_ERR_LEN];
+    int st;
+    for (struct net_op *u = pr->unclaimed.head; u; u = u->next)
+        if (u->complete_read && u->key.type == op->key.type && u->key.step == op->key.step &&
+            u->key.mb == op->key.mb && u->key.chunk == op->key.chunk) {
+            deliver(n, pr, u, op, 1);
+            return;
+        }
+    if (n->stopping) {
+        op_complete(n, op, NET_CLOSED, "node is shutting down");
+    } else if (peer_dead(n, pr, why, &st)) {
+        op_complete(n, op, st, why);
+    } else {
+        op->where = W_RECVQ;
+        list_push(&pr->recvq, op);
+        if (pr->conn) conn_recv_posted(pr->conn);
+    }
+}
+
+/* Cancels a pending op so that the transport never touches its buffer again. */
+static void do_cancel(struct net_node *n, struct net_op *op)
+{
+    struct peer *pr = op->pr;
+    struct conn *c = pr->conn;
+    switch (op->where) {
+    case W_SENDQ: list_remove(&pr->sendq, op); break;
+    case W_RECVQ: list_remove(&pr->recvq, op); break;
+    case W_READING:
+        c->rop = NULL;
+        c->sink = SINK_DISCARD;
+        break;
+    case W_WQ:
+        if (op->off > 0) {
+            /* Half written: the rest of the frame must still go out, from a copy. */
+            struct net_op *cp = ctrl_frame(n, 1, NULL, 0);
+            uint8_t *data = op->len ? malloc(op->len) : NULL;
+            if (!cp || (op->len && !data)) {
+                free(cp);
+                free(data);
+                conn_fail(c, NET_DEAD, "out of memory cancelling a send");
+                return;
+            }
+            memcpy(cp->hdr, op->hdr, NET_HDR_LEN);
+            if (op->len) memcpy(data, op->sbuf, op->len);
+            cp->sbuf = data;
+            cp->own = 1;
+            cp->len = op->len;
+            cp->off = op->off;
+            cp->where = W_WQ;
+            cp->next = op->next;
+            cp->prev = op;
+            if (op->next) op->next->prev = cp; else c->wq.tail = cp;
+            op->next = cp;
+        }
+        list_remove(&c->wq, op);
+        break;
+    default:
+        return; /* already completed */
+    }
+    op_complete(n, op, NET_CANCELLED, "cancelled");
+}
+
+static void do_connect(struct net_node *n, struct cmd *cm)
+{
+    struct peer *pr = cm->pr;
+    if (n->stopping) return;
+    snprintf(pr->host, sizeof pr->host, "%s", cm->host);
+    pr->port = cm->port;
+    pr->deadline = net_now_ms() + n->cfg.connect_deadline_ms;
+    pr->backoff_ms = 50;
+    pr->connecting = 1;
+    connect_now(pr);
+}
+
+static struct peer *peers_head(struct net_node *n)
+{
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = n->peers;
+    pthread_mutex_unlock(&n->lk);
+    return p;
+}
+
+static void linger_cb(int fd, short what, void *arg)
+{
+    struct net_node *n = arg;
+    (void)fd; (void)what;
+    node_log(n, "shutdown: sends still queued after %d ms are dropped", n->cfg.linger_ms);
+    while (n->conns) conn_free(n->conns);
+    event_base_loopbreak(n->base);
+}
+
+void loop_maybe_finish(struct net_node *n)
+{
+    if (!n->stopping) return;
+    for (struct conn *c = n->conns; c; c = c->next)
+        if (c->wq.head) return;
+    while (n->conns) conn_free(n->conns);
+    event_base_loopbreak(n->base);
+}
+
+static void do_shutdown(struct net_node *n)
+{
+    n->stopping = 1;
+    if (n->listen_ev) {
+        event_free(n->listen_ev);
+        n->listen_ev = NULL;
+    }
+    if (n->lfd >= 0) close(n->lfd);
+    n->lfd = -1;
+    for (struct peer *pr = peers_head(n); pr; pr = pr->next) {
+        pr->connecting = 0;
+        if (pr->retry_ev) event_del(pr->retry_ev);
+        fail_list(n, &pr->recvq, NET_CLOSED, "node is shutting down");
+        if (!pr->conn || pr->conn->state != CS_READY)
+            fail_list(n, &pr->sendq, NET_CLOSED, "node is shutting down");
+    }
+    for (struct conn *c = n->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state != CS_READY) {
+            conn_free(c);
+            continue;
+        }
+        if (c->sink == SINK_OP && c->rop && c->rop->kind == OP_RECV) {
+            struct net_op *op = c->rop;
+            c->rop = NULL;
+            c->sink = SINK_DISCARD;
+            op_complete(n, op, NET_CLOSED, "node is shutting down");
+        }
+        struct net_op *bye = ctrl_frame(n, NET_T_BYE, NULL, 0);
+        if (bye) conn_enqueue(c, bye);
+    }
+    n->linger_ev = evtimer_new(n->base, linger_cb, n);
+    struct timeval tv = { n->cfg.linger_ms / 1000, (n->cfg.linger_ms % 1000) * 1000 };
+    if (n->linger_ev) evtimer_add(n->linger_ev, &tv);
+    loop_maybe_finish(n);
+}
+
+static void wake_cb(int fd, short what, void *arg)
+{
+    struct net_node *n = arg;
+    uint64_t v;
+    (void)what;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&n->lk);
+    struct cmd *q = n->qhead;
+    n->qhead = n->qtail = NULL;
+    pthread_mutex_unlock(&n->lk);
+    while (q) {
+        struct cmd *next = q->next;
+        switch (q->kind) {
+        case CMD_SEND: do_send(n, q->op); break;
+        case CMD_RECV: do_recv(n, q->op); break;
+        case CMD_CANCEL: do_cancel(n, q->op); break;
+        case CMD_CONNECT: do_connect(n, q); break;
+        case CMD_SHUTDOWN: do_shutdown(n); break;
+        }
+        free(q);
+        q = next;
+    }
+}
+
+/* Heartbeats, dead-peer detection, handshake and closing deadlines. */
+static void tick_cb(int fd, short what, void *arg)
+{
+    struct net_node *n = arg;
+    (void)fd; (void)what;
+    int64_t now = net_now_ms();
+    for (struct conn *c = n->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CS_CLOSING) {
+            if (now >= c->close_at) conn_free(c);
+            continue;
+        }
+        if (c->rstate == RS_PAUSED) c->last_rx = now; /* we stopped reading, not the peer */
+        if (c->state != CS_CONNECTING && now - c->last_rx > n->cfg.dead_ms) {
+            char msg[NET_ERR_LEN];
+            net_seterr(msg, "%s (%s) sent nothing for %" PRId64
+                     " ms (dead-peer timeout %d ms): declared dead",
+                     c->pr ? c->pr->name : "unidentified peer", c->addr, now - c->last_rx,
+                     n->cfg.dead_ms);
+            conn_fail(c, NET_DEAD, msg);
+            continue;
+        }
+        if (c->state == CS_READY && !c->wq.head && now - c->last_tx >= n->cfg.heartbeat_ms) {
+            struct net_op *hb = ctrl_frame(n, NET_T_HEARTBEAT, NULL, 0);
+            if (hb) conn_enqueue(c, hb);
+        }
+    }
+}
+
+void *loop_main(void *arg)
+{
+    struct net_node *n = arg;
+    int period = n->cfg.heartbeat_ms / 2 < n->cfg.dead_ms / 4 ? n->cfg.heartbeat_ms / 2
+                                                               : n->cfg.dead_ms / 4;
+    period = period < 5 ? 5 : period > 250 ? 250 : period;
+    struct timeval tv = { period / 1000, (period % 1000) * 1000 };
+    n->wake_ev = event_new(n->base, n->efd, EV_READ | EV_PERSIST, wake_cb, n);
+    n->tick_ev = event_new(n->base, -1, EV_PERSIST, tick_cb, n);
+    if (n->wake_ev && n->tick_ev && event_add(n->wake_ev, NULL) == 0 &&
+        event_add(n->tick_ev, &tv) == 0)
+        event_base_dispatch(n->base);
+    else
+        node_log(n, "cannot register the network thread's events");
+    n->stopping = 1;
+    while (n->conns) conn_free(n->conns);
+    for (struct peer *pr = peers_head(n); pr; pr = pr->next) {
+        fail_list(n, &pr->sendq, NET_CLOSED, "node is shutting down");
+        fail_list(n, &pr->recvq, NET_CLOSED, "node is shutting down");
+        if (pr->retry_ev) event_free(pr->retry_ev);
+        pr->retry_ev = NULL;
+    }
+    if (n->listen_ev) event_free(n->listen_ev);
+    if (n->lfd >= 0) close(n->lfd);
+    if (n->wake_ev) event_free(n->wake_ev);
+    if (n->tick_ev) event_free(n->tick_ev);
+    if (n->linger_ev) event_free(n->linger_ev);
+    event_base_free(n->base);
+    n->base = NULL;
+    return NULL;
+}

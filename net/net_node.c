@@ -1,0 +1,547 @@
+/* net_node.c — the compute-side API of the transport: creating and freeing a
+ * node, posting sends and receives, waiting on them, peer status. Everything
+ * here runs on the caller's thread and talks to the network thread only through
+ * node->lk, the command queue and the eventfd; no libevent call is made here
+ * after the network thread has started. Send checksums are computed here and
+ * receive checksums are verified in net_wait, so the network thread only moves
+ * bytes. */
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "net/net_internal.h"
+
+void net_config_init(net_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->self = net_stage_id(0, 0);
+    cfg->max_payload = NET_MAX_PAYLOAD_CAP;
+    cfg->heartbeat_ms = 1000;
+    cfg->dead_ms = 10000;
+    cfg->connect_deadline_ms = 30000;
+    cfg->max_queued = 256ull << 20;
+    cfg->max_unclaimed = 256ull << 20;
+    cfg->linger_ms = 1000;
+    cfg->read_mode = NET_READ_DIRECT;
+}
+
+void node_log(struct net_node *n, const char *fmt, ...)
+{
+    char msg[NET_ERR_LEN + 128];
+    int k = snprintf(msg, sizeof msg, "pipetrain net (%s): ", n->name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
+    va_end(ap);
+    if (n->cfg.log)
+        n->cfg.log(n->cfg.log_arg, msg);
+    else
+        fprintf(stderr, "%s\n", msg);
+}
+
+static struct peer *peer_locked(struct net_node *n, net_peer_id id, int create)
+{
+    for (struct peer *p = n->peers; p; p = p->next)
+        if (net_peer_eq(p->id, id)) return p;
+    if (!create) return NULL;
+    struct peer *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->id = id;
+    p->node = n;
+    net_peer_name(id, p->name, sizeof p->name);
+    p->next = n->peers;
+    n->peers = p;
+    return p;
+}
+
+struct peer *node_peer(struct net_node *n, net_peer_id id, int create)
+{
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, id, create);
+    pthread_mutex_unlock(&n->lk);
+    return p;
+}
+
+void list_push(struct oplist *l, struct net_op *op)
+{
+    op->next = NULL;
+    op->prev = l->tail;
+    if (l->tail) l->tail->next = op; else l->head = op;
+    l->tail = op;
+}
+
+void list_remove(struct oplist *l, struct net_op *op)
+{
+    if (op->prev) op->prev->next = op->next; else l->head = op->next;
+    if (op->next) op->next->prev = op->prev; else l->tail = op->prev;
+    op->next = op->prev = NULL;
+}
+
+int key_eq_hdr(const net_key *k, const net_hdr *h)
+{
+    return k->type == h->type && k->step == h->step && k->mb == h->mb && k->chunk == h->chunk;
+}
+
+void op_free_internal(struct net_op *op)
+{
+    if (!op) return;
+    if (op->own) {
+        free(op->rbuf);
+        free((void *)op->sbuf);
+    }
+    free(op);
+}
+
+/* Completes op with status (network thread). Transport-owned frames are freed;
+ * user ops are published under the lock and their waiter woken. */
+void op_complete(struct net_node *n, struct net_op *op, int status, const char *reason)
+{
+    op->where = W_NONE;
+    if (op->kind == OP_CTRL || op->kind == OP_UNCLAIMED) {
+        op_free_internal(op);
+        return;
+    }
+    pthread_mutex_lock(&n->lk);
+    op->status = status;
+    if (status != NET_OK) snprintf(op->err, NET_ERR_LEN, "%s", reason ? reason : "failed");
+    if (op->kind == OP_SEND && op->pr) {
+        op->pr->st.queued -= op->len + NET_HDR_LEN;
+        if (status == NET_OK) {
+            op->pr->st.frames_tx++;
+            op->pr->st.bytes_tx += op->len;
+        }
+    }
+    atomic_store_explicit(&op->done, 1, memory_order_release);
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->lk);
+}
+
+struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload, uint32_t len)
+{
+    struct net_op *op = calloc(1, sizeof *op);
+    if (!op) return NULL;
+    op->kind = OP_CTRL;
+    op->len = len;
+    if (len) {
+        uint8_t *copy = malloc(len);
+        if (!copy) { free(op); return NULL; }
+        memcpy(copy, payload, len);
+        op->sbuf = copy;
+        op->own = 1;
+    }
+    net_hdr h = { .version = NET_VERSION, .type = type, .sender = n->cfg.self, .len = len,
+                  .crc = net_crc32c(0, payload, len) };
+    net_hdr_encode(op->hdr, &h);
+    return op;
+}
+
+/* Queues a command and wakes the loop when the queue was empty. Call with lk held. */
+static void push_cmd_locked(struct net_node *n, struct cmd *c)
+{
+    int was_empty = n->qhead == NULL;
+    c->next = NULL;
+    if (n->qtail) n->qtail->next = c; else n->qhead = c;
+    n->qtail = c;
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t r = write(n->efd, &one, sizeof one);
+        (void)r; /* EAGAIN means the counter is already non-zero: the loop will wake */
+    }
+}
+
+static void live_add_locked(struct net_node *n, struct net_op *op)
+{
+    op->lprev = NULL;
+    op->lnext = n->live;
+    if (n->live) n->live->lprev = op;
+    n->live = op;
+}
+
+static void live_del_locked(struct net_node *n, struct net_op *op)
+{
+    if (op->lprev) op->lprev->lnext = op->lnext; else n->live = op->lnext;
+    if (op->lnext) op->lnext->lprev = op->lprev;
+}
+
+/* Waits on n->cv until deadline (ms on the monotonic clock; < 0: forever).
+ * Returns 0 when woken, ETIMEDOUT when the deadline passed. */
+static int cv_wait(struct net_node *n, int64_t deadline)
+{
+    if (deadline < 0) return pthread_cond_wait(&n->cv, &n->lk);
+    struct timespec ts = { .tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000 };
+    return pthread_cond_timedwait(&n->cv, &n->lk, &ts);
+}
+
+static int64_t deadline_of(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : net_now_ms() + timeout_ms;
+}
+
+struct net_node *net_node_new(const net_config *cfg, char err[NET_ERR_LEN])
+{
+    struct net_node *n = NULL;
+    if (!cfg || !cfg->secret || cfg->secret_len < 16) {
+        net_seterr(err, "net_node_new: a shared secret of at least 16 bytes is required");
+        return NULL;
+    }
+    if (cfg->max_payload > NET_MAX_PAYLOAD_CAP || cfg->heartbeat_ms <= 0 ||
+        cfg->dead_ms <= 0 || cfg->max_queued == 0 || cfg->max_unclaimed == 0) {
+        net_seterr(err, "net_node_new: bad config (max_payload <= 1 GiB, positive timeouts "
+                   "and queue limits required)");
+        return NULL;
+    }
+    n = calloc(1, sizeof *n);
+    if (!n) { net_seterr(err, "net_node_new: out of memory"); return NULL; }
+    n->cfg = *cfg;
+    n->efd = n->lfd = -1;
+    n->port = -1;
+    net_peer_name(cfg->self, n->name, sizeof n->name);
+    pthread_mutex_init(&n->lk, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    n->secret = malloc(cfg->secret_len);
+    if (!n->secret) { net_seterr(err, "net_node_new: out of memory"); goto fail; }
+    memcpy(n->secret, cfg->secret, cfg->secret_len);
+    n->cfg.secret = n->secret;
+    if (cfg->listen_host) {
+        snprintf(n->listen_host, sizeof n->listen_host, "%s", cfg->listen_host);
+        n->cfg.listen_host = n->listen_host;
+    }
+    n->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (n->efd < 0) { net_seterr(err, "eventfd: %s", strerror(errno)); goto fail; }
+    /* The base and its events are made here, before the thread exists, and
+     * from then on belong to the network thread alone (memcached setup_thread). */
+    n->base = event_base_new();
+    if (!n->base) { net_seterr(err, "event_base_new failed"); goto fail; }
+    if (cfg->listen_host && loop_listen(n, err) != NET_OK) goto fail;
+    if (pthread_create(&n->thr, NULL, loop_main, n) != 0) {
+        net_seterr(err, "cannot start the network thread");
+        goto fail;
+    }
+    n->thr_started = 1;
+    return n;
+fail:
+    net_node_free(n);
+    return NULL;
+}
+
+void net_node_free(struct net_node *n)
+{
+    if (!n) return;
+    if (n->thr_started) {
+        struct cmd *c = calloc(1, sizeof *c);
+        pthread_mutex_lock(&n->lk);
+        n->closing = 1;
+        if (c) { c->kind = CMD_SHUTDOWN; push_cmd_locked(n, c); }
+        pthread_mutex_unlock(&n->lk);
+        pthread_join(n->thr, NULL);
+    } else {
+        if (n->listen_ev) event_free(n->listen_ev);
+        if (n->base) event_base_free(n->base);
+        if (n->lfd >= 0) close(n->lfd);
+    }
+    for (struct net_op *op = n->live; op; op = op->lnext) op->node = NULL;
+    while (n->qhead) { /* late cancels: their ops completed at shutdown */
+        struct cmd *c = n->qhead;
+        n->qhead = c->next;
+        free(c);
+    }
+    while (n->peers) {
+        struct peer *p = n->peers;
+        n->peers = p->next;
+        while (p->unclaimed.head) {
+            struct net_op *op = p->unclaimed.head;
+            list_remove(&p->unclaimed, op);
+            op_free_internal(op);
+        }
+        free(p);
+    }
+    if (n->efd >= 0) close(n->efd);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->lk);
+    free(n->secret);
+    free(n);
+}
+
+int net_node_port(const struct net_node *n) { return n ? n->port : -1; }
+
+int net_connect(struct net_node *n, net_peer_id peer, const char *host, int port,
+                char err[NET_ERR_LEN])
+{
+    if (!n || !host || !*host || port <= 0 || port > 65535 || strlen(host) >= 256)
+        return net_seterr(err, "net_connect: a host and a port in 1..65535 are required");
+    if (net_peer_eq(peer, n->cfg.self)) return net_seterr(err, "net_connect: cannot connect to itself");
+    struct cmd *c = calloc(1, sizeof *c);
+    if (!c) return net_seterr(err, "net_connect: out of memory");
+    c->kind = CMD_CONNECT;
+    snprintf(c->host, sizeof c->host, "%s", host);
+    c->port = port;
+    pthread_mutex_lock(&n->lk);
+    c->pr = peer_locked(n, peer, 1);
+    if (n->closing || !c->pr || c->pr->state != P_NEW) {
+        int closing = n->closing;
+        pthread_mutex_unlock(&n->lk);
+        free(c);
+        return net_seterr(err, "net_connect: %s", closing ? "node is closing"
+                                                 : "peer already connected or connecting");
+    }
+    c->pr->state = P_CONNECTING;
+    push_cmd_locked(n, c);
+    pthread_mutex_unlock(&n->lk);
+    return NET_OK;
+}
+
+/* Status of a peer record; call with lk held. */
+static int peer_status_locked(struct peer *p, char err[NET_ERR_LEN])
+{
+    if (!p) return NET_PENDING;
+    if (p->state == P_READY) return NET_OK;
+    if (p->state == P_DEAD) {
+        if (err) snprintf(err, NET_ERR_LEN, "%s", p->reason);
+        return p->status;
+    }
+    return NET_PENDING;
+}
+
+int net_wait_peer(struct net_node *n, net_peer_id peer, int timeout_ms, char err[NET_ERR_LEN])
+{
+    int64_t dl = deadline_of(timeout_ms);
+    char who[48];
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, peer, 1);
+    int st;
+    while ((st = peer_status_locked(p, err)) == NET_PENDING && !n->closing)
+        if (cv_wait(n, dl) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&n->lk);
+    if (st == NET_PENDING) {
+        net_seterr(err, "%s did not connect within %d ms", net_peer_name(peer, who, sizeof who),
+                   timeout_ms);
+        return NET_TIMEOUT;
+    }
+    return st;
+}
+
+int net_peer_status(struct net_node *n, net_peer_id peer, char err[NET_ERR_LEN])
+{
+    pthread_mutex_lock(&n->lk);
+    int st = peer_status_locked(peer_locked(n, peer, 0), err);
+    pthread_mutex_unlock(&n->lk);
+    return st;
+}
+
+int net_any_failed(struct net_node *n, net_peer_id *peer, char err[NET_ERR_LEN])
+{
+    int found = 0;
+    pthread_mutex_lock(&n->lk);
+    for (struct peer *p = n->peers; p && !found; p = p->next)
+        if (p->state == P_DEAD) {
+            found = 1;
+            if (peer) *peer = p->id;
+            if (err) snprintf(err, NET_ERR_LEN, "%s", p->reason);
+        }
+    pthread_mutex_unlock(&n->lk);
+    return found;
+}
+
+int net_peer_stats(struct net_node *n, net_peer_id peer, net_stats *st)
+{
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, peer, 0);
+    if (p) *st = p->st;
+    pthread_mutex_unlock(&n->lk);
+    return p ? NET_OK : NET_ERR;
+}
+
+/* Common tail of net_send / net_recv_post: waits for room (sends), registers
+ * the op and queues the command. Frees op on failure. */
+static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char err[NET_ERR_LEN])
+{
+    int64_t dl = deadline_of(timeout_ms);
+    uint64_t need = op->kind == OP_SEND ? op->len + NET_HDR_LEN : 0;
+    struct cmd *c = calloc(1, sizeof *c);
+    int st = NET_OK;
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, op->peer, 1);
+    for (;;) {
+        if (!c || !p) { st = net_seterr(err, "out of memory posting an operation"); break; }
+        if (n->closing) { st = NET_CLOSED; net_seterr(err, "node is closing"); break; }
+        if (p->state == P_DEAD && op->kind == OP_SEND) {
+            st = p->status;
+            net_seterr(err, "%s", p->reason);
+            break;
+        }
+        if (!need || p->st.queued == 0 || p->st.queued + need <= n->cfg.max_queued) break;
+        if (cv_wait(n, dl) == ETIMEDOUT) {
+            st = NET_TIMEOUT;
+            net_seterr(err, "%" PRIu64 " bytes already queued for %s (limit %" PRIu64
+                       "): it is not keeping up", p->st.queued, p->name, n->cfg.max_queued);
+            break;
+        }
+    }
+    if (st == NET_OK) {
+        p->st.queued += need;
+        if (p->st.queued > p->st.queued_max) p->st.queued_max = p->st.queued;
+        op->pr = p;
+        op->node = n;
+        live_add_locked(n, op);
+        c->kind = op->kind == OP_SEND ? CMD_SEND : CMD_RECV;
+        c->op = op;
+        c->pr = p;
+        push_cmd_locked(n, c);
+    }
+    pthread_mutex_unlock(&n->lk);
+    if (st != NET_OK) {
+        free(c);
+        free(op);
+    }
+    return st;
+}
+
+int net_send(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len,
+             int timeout_ms, struct net_op **opp, char err[NET_ERR_LEN])
+{
+    if (opp) *opp = NULL;
+    if (!n || !opp || (len && !buf)) return net_seterr(err, "net_send: bad arguments");
+    if (key.type < NET_TYPE_USER)
+        return net_seterr(err, "net_send: message type %u is reserved (< %d)", key.type,
+                          NET_TYPE_USER);
+    if (len > n->cfg.max_payload)
+        return net_seterr(err, "net_send: %" PRIu64 " bytes exceeds max_payload %" PRIu64, len,
+                          n->cfg.max_payload);
+    struct net_op *op = calloc(1, sizeof *op);
+    if (!op) return net_seterr(err, "net_send: out of memory");
+    op->kind = OP_SEND;
+    op->peer = peer;
+    op->key = key;
+    op->sbuf = buf;
+    op->len = len;
+    op->crc = net_crc32c(0, buf, len);
+    net_hdr h = { .version = NET_VERSION, .type = key.type, .sender = n->cfg.self,
+                  .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc };
+    net_hdr_encode(op->hdr, &h);
+    int st = post_op(n, op, timeout_ms, err);
+    if (st == NET_OK) *opp = op;
+    return st;
+}
+
+int net_recv_post(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
+                  struct net_op **opp, char err[NET_ERR_LEN])
+{
+    if (opp) *opp = NULL;
+    if (!n || !opp || (cap && !dst)) return net_seterr(err, "net_recv_post: bad arguments");
+    if (key.type < NET_TYPE_USER)
+        return net_seterr(err, "net_recv_post: message type %u is reserved", key.type);
+    struct net_op *op = calloc(1, sizeof *op);
+    if (!op) return net_seterr(err, "net_recv_post: out of memory");
+    op->kind = OP_RECV;
+    op->peer = peer;
+    op->key = key;
+    op->rbuf = dst;
+    op->cap = dst ? cap : n->cfg.max_payload;
+    op->own = dst == NULL;
+    int st = post_op(n, op, 0, err);
+    if (st == NET_OK) *opp = op;
+    return st;
+}
+
+/* Checks a received payload against the CRC its frame announced. */
+static void verify_recv(struct net_op *op)
+{
+    op->verify = 0;
+    if (op->status != NET_OK) return;
+    uint32_t got = net_crc32c(0, op->rbuf, op->len);
+    if (got == op->crc) return;
+    char who[48];
+    op->status = NET_ERR;
+    snprintf(op->err, NET_ERR_LEN, "checksum mismatch on message (type %u, step %" PRIu64
+             ", micro-batch %" PRIu32 ", chunk %" PRIu32 ") from %s: CRC32C 0x%08" PRIx32
+             " in the frame, 0x%08" PRIx32 " computed over %" PRIu64 " bytes",
+             op->key.type, op->key.step, op->key.mb, op->key.chunk,
+             net_peer_name(op->peer, who, sizeof who), op->crc, got, op->len);
+}
+
+int net_wait(struct net_op *op, int timeout_ms, char err[NET_ERR_LEN])
+{
+    if (!op) return net_seterr(err, "net_wait: no op");
+    struct net_node *n = op->node;
+    /* A short spin first: a round trip on loopback is tens of microseconds,
+     * shorter than a sleep/wake-up pair on a busy machine. */
+    for (int i = 0; i < 200 && n && !atomic_load_explicit(&op->done, memory_order_acquire); i++)
+        if (i > 20) sched_yield();
+    if (n && !atomic_load_explicit(&op->done, memory_order_acquire)) {
+        int64_t dl = deadline_of(timeout_ms);
+        pthread_mutex_lock(&n->lk);
+        while (!atomic_load_explicit(&op->done, memory_order_acquire))
+            if (timeout_ms == 0 || cv_wait(n, dl) == ETIMEDOUT) break;
+        pthread_mutex_unlock(&n->lk);
+    }
+    if (!atomic_load_explicit(&op->done, memory_order_acquire)) {
+        net_seterr(err, "operation still pending after %d ms", timeout_ms);
+        return NET_TIMEOUT;
+    }
+    if (op->verify) verify_recv(op);
+    if (op->status != NET_OK && err) snprintf(err, NET_ERR_LEN, "%s", op->err);
+    return op->status;
+}
+
+int net_op_test(struct net_op *op, char err[NET_ERR_LEN])
+{
+    if (op && !atomic_load_explicit(&op->done, memory_order_acquire)) return NET_PENDING;
+    return net_wait(op, 0, err);
+}
+
+uint64_t net_op_len(const struct net_op *op)
+{
+    return op && atomic_load_explicit(&op->done, memory_order_acquire) ? op->len : 0;
+}
+
+void *net_op_take(struct net_op *op)
+{
+    if (!op || op->kind != OP_RECV || !op->own ||
+        !atomic_load_explicit(&op->done, memory_order_acquire))
+        return NULL;
+    if (op->verify) verify_recv(op);
+    void *p = op->rbuf;
+    op->rbuf = NULL;
+    op->own = 0;
+    return p;
+}
+
+void net_op_free(struct net_op *op)
+{
+    if (!op) return;
+    struct net_node *n = op->node;
+    if (n) {
+        pthread_mutex_lock(&n->lk);
+        if (!atomic_load_explicit(&op->done, memory_order_acquire)) {
+            struct cmd *c = calloc(1, sizeof *c);
+            if (c) { c->kind = CMD_CANCEL; c->op = op; push_cmd_locked(n, c); }
+            while (!atomic_load_explicit(&op->done, memory_order_acquire)) cv_wait(n, -1);
+        }
+        live_del_locked(n, op);
+        pthread_mutex_unlock(&n->lk);
+    }
+    if (op->own) free(op->rbuf);
+    free(op);
+}
+
+int net_recv(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
+             uint64_t *len, int timeout_ms, char err[NET_ERR_LEN])
+{
+    struct net_op *op = NULL;
+    int st = net_recv_post(n, peer, key, dst, cap, &op, err);
+    if (st != NET_OK) return st;
+    st = net_wait(op, timeout_ms, err);
+    if (len) *len = st == NET_OK ? op->len : 0;
+    net_op_free(op);
+    return st;
+}

@@ -1,0 +1,69 @@
+/* net_secret.c — loading the shared authentication secret from a private file
+ * or an environment variable. It refuses files that group or others could read
+ * or write, and secrets too short to resist guessing. It does not generate or
+ * store secrets. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "net/net_util.h"
+
+static int finish(uint8_t *buf, size_t n, size_t *len, const char *what, char err[NET_ERR_LEN])
+{
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
+    if (n < 16)
+        return net_seterr(err, "%s: the shared secret is %zu bytes; at least 16 are required",
+                          what, n);
+    *len = n;
+    return NET_OK;
+}
+
+int net_secret_load(const char *path, const char *env, uint8_t *buf, size_t cap, size_t *len,
+                    char err[NET_ERR_LEN])
+{
+    if (!buf || !len || cap < 16) return net_seterr(err, "net_secret_load: bad arguments");
+    if (!path) {
+        const char *v = env ? getenv(env) : NULL;
+        if (!v) return net_seterr(err, "no secret file given and $%s is not set", env ? env : "?");
+        size_t n = strlen(v);
+        if (n > cap) return net_seterr(err, "$%s: secret longer than %zu bytes", env, cap);
+        memcpy(buf, v, n);
+        return finish(buf, n, len, env, err);
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return net_seterr(err, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return net_seterr(err, "%s: not a regular file", path);
+    }
+    if (st.st_mode & 077) {
+        close(fd);
+        return net_seterr(err, "%s: mode %03o lets others read or write the secret; "
+                          "HINT: chmod 600 %s", path, (unsigned)(st.st_mode & 0777), path);
+    }
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            close(fd);
+            return net_seterr(err, "%s: %s", path, strerror(errno));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+        if (n == cap) {
+            char extra;
+            if (read(fd, &extra, 1) > 0) {
+                close(fd);
+                return net_seterr(err, "%s: secret longer than %zu bytes", path, cap);
+            }
+            break;
+        }
+    }
+    close(fd);
+    return finish(buf, n, len, path, err);
+}
