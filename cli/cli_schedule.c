@@ -1,0 +1,417 @@
+/* cli_schedule.c — `pipetrain schedule`: builds a schedule (a built-in kind or a
+ * JSON/CSV file) for a topology or for --stages/--micro-batches, validates it,
+ * simulates one step and prints the predicted step time, the bubble per stage and
+ * overall and the peak activation memory per stage; then draws it (ASCII grid,
+ * SVG, Chrome trace) or writes it as a schedule file. Time unit: milliseconds.
+ * Costs come from --costs, or from the topology's FLOP counts at --gflops per BLAS
+ * thread. It runs nothing: the stage runtime executes schedules. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli_schedule.h"
+#include "model/model.h"
+#include "model/util.h"
+#include "scheduler/sched.h"
+#include "stage/topo.h"
+
+enum { FMT_ASCII, FMT_SVG, FMT_JSON, FMT_CSV, FMT_CHROME };
+static const char *const fmt_names[] = { "ascii", "svg", "json", "csv", "chrome", NULL };
+
+typedef struct {
+    const char *topo, *kind, *file, *out;
+    int P, M, v;                     /* 0 = not given */
+    int have_costs;
+    double cost[3];                  /* F, B, W ms per micro-batch of one stage */
+    int fmt, width;
+    double gflops, latency, bandwidth, bytes, stash;
+    int have_bytes, have_stash;
+    char **sets;
+    int n_sets;
+} opts;
+
+static const char usage_text[] =
+    "usage: pipetrain schedule (TOPOLOGY.json | --stages P --micro-batches M) [options]\n"
+    "  --kind K              gpipe | 1f1b | interleaved | zb-h1 (default: the topology's, else 1f1b)\n"
+    "  --schedule KIND|FILE  a built-in kind, or a schedule file (.json, or PyTorch's .csv)\n"
+    "  --chunks V            virtual stages per stage for interleaved (default 2)\n"
+    "  --costs F,B,W         ms per micro-batch of one stage's forward, input-grad and\n"
+    "                        weight-grad (default: the topology's FLOPs, else 1,1,1); BW = B+W\n"
+    "  --gflops G            GFLOP/s per BLAS thread for FLOP-derived costs (default 20)\n"
+    "  --latency MS          latency of each transfer between stages (default 0)\n"
+    "  --bandwidth MB/S      bandwidth of each link (default: infinite)\n"
+    "  --bytes N             bytes per transfer (default: the topology's, else 0)\n"
+    "  --stash-bytes N       activation bytes a stage stashes per micro-batch in flight\n"
+    "                        (default: the topology's)\n"
+    "  --format F            ascii | svg | json | csv | chrome (default ascii)\n"
+    "  --out FILE            write the picture or file there (else stdout)\n"
+    "  --width N             columns of the ASCII grid (default 120)\n"
+    "  --set KEY=VALUE       override a topology field (repeatable)\n"
+    "Exit status: 0 ok, 2 bad usage or input (including a schedule that fails validation).\n";
+
+static int usage_err(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "pipetrain schedule: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n%s", usage_text);
+    return 2;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *e;
+    errno = 0;
+    long v = strtol(s, &e, 10);
+    if (errno || e == s || *e || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_num(const char *s, double *out)
+{
+    char *e;
+    errno = 0;
+    double v = strtod(s, &e);
+    if (errno || e == s || *e || !isfinite(v) || v < 0) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_costs(const char *s, double c[3])
+{
+    char buf[128], *save = NULL;
+    if (strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    int n = 0;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == 3 || parse_num(tok, &c[n])) return -1;
+        n++;
+    }
+    return n == 3 ? 0 : -1;
+}
+
+static int is_kind(const char *s)
+{
+    for (int i = 0; sched_kinds[i]; i++)
+        if (!strcmp(s, sched_kinds[i])) return 1;
+    return 0;
+}
+
+/* One option with a value; returns 0 handled, 1 not an option of ours, 2 error. */
+static int parse_opt(opts *o, const char *k, const char *v)
+{
+    if (!strcmp(k, "--stages")) return parse_int(v, 1, 1 << 20, &o->P) ? usage_err("--stages: expected an integer >= 1, got '%s'", v) : 0;
+    if (!strcmp(k, "--micro-batches")) return parse_int(v, 1, 1 << 22, &o->M) ? usage_err("--micro-batches: expected an integer >= 1, got '%s'", v) : 0;
+    if (!strcmp(k, "--chunks")) return parse_int(v, 1, 256, &o->v) ? usage_err("--chunks: expected an integer 1..256, got '%s'", v) : 0;
+    if (!strcmp(k, "--kind")) {
+        if (!is_kind(v)) return usage_err("--kind: unknown schedule kind '%s' (expected gpipe, 1f1b, interleaved or zb-h1)", v);
+        o->kind = v;
+        return 0;
+    }
+    if (!strcmp(k, "--schedule")) {
+        if (is_kind(v)) o->kind = v;
+        else o->file = v;
+        return 0;
+    }
+    if (!strcmp(k, "--costs")) {
+        o->have_costs = 1;
+        return parse_costs(v, o->cost) ? usage_err("--costs: expected three numbers >= 0 as F,B,W (e.g. 1,1,1), got '%s'", v) : 0;
+    }
+    if (!strcmp(k, "--format")) {
+        for (int i = 0; fmt_names[i]; i++)
+            if (!strcmp(v, fmt_names[i])) { o->fmt = i; return 0; }
+        return usage_err("--format: expected ascii, svg, json, csv or chrome, got '%s'", v);
+    }
+    if (!strcmp(k, "--out")) { o->out = v; return 0; }
+    if (!strcmp(k, "--width")) return parse_int(v, 20, 100000, &o->width) ? usage_err("--width: expected an integer >= 20, got '%s'", v) : 0;
+    if (!strcmp(k, "--gflops")) return parse_num(v, &o->gflops) || o->gflops <= 0 ? usage_err("--gflops: expected a number > 0, got '%s'", v) : 0;
+    if (!strcmp(k, "--latency")) return parse_num(v, &o->latency) ? usage_err("--latency: expected a number of ms >= 0, got '%s'", v) : 0;
+    if (!strcmp(k, "--bandwidth")) return parse_num(v, &o->bandwidth) ? usage_err("--bandwidth: expected MB/s >= 0, got '%s'", v) : 0;
+    if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return parse_num(v, &o->bytes) ? usage_err("--bytes: expected a number >= 0, got '%s'", v) : 0; }
+    if (!strcmp(k, "--stash-bytes")) { o->have_stash = 1; return parse_num(v, &o->stash) ? usage_err("--stash-bytes: expected a number >= 0, got '%s'", v) : 0; }
+    if (!strcmp(k, "--set")) { o->sets[o->n_sets++] = (char *)v; return 0; }
+    return 1;
+}
+
+/* Returns 0, 2 (usage error, printed) or -1 for --help. */
+static int parse_args(opts *o, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return -1;
+        if (a[0] == '-' && a[1] == '-') {
+            if (i + 1 >= argc) return usage_err("%s needs a value", a);
+            int rc = parse_opt(o, a, argv[i + 1]);
+            if (rc == 1) return usage_err("unknown option '%s'", a);
+            if (rc) return 2;
+            i++;
+        } else if (!o->topo) {
+            o->topo = a;
+        } else {
+            return usage_err("unexpected argument '%s' (one topology file at most)", a);
+        }
+    }
+    if (o->topo && (o->P || o->M))
+        return usage_err("%s", "--stages and --micro-batches come from the topology; use --set to change them");
+    if (!o->topo && !o->file && (!o->P || !o->M))
+        return usage_err("%s", "give a TOPOLOGY.json, or --stages P and --micro-batches M, or --schedule FILE");
+    if (o->kind && o->file)
+        return usage_err("%s", "--kind and --schedule FILE are alternatives: give one");
+    return 0;
+}
+
+/* Bytes one chunk stashes per micro-batch. model_slots_bytes reads only the
+ * part's configuration and unit list, so a part without parameters suffices. */
+static double chunk_stash(const topo *t, const topo_chunk *ch, size_t batch)
+{
+    int units[ch->n_units > 0 ? ch->n_units : 1];
+    for (int i = 0; i < ch->n_units; i++) units[i] = ch->first_unit + i;
+    model_part p;
+    memset(&p, 0, sizeof p);
+    p.cfg = t->model;
+    p.n_units = ch->n_units;
+    p.units = units;
+    return (double)model_slots_bytes(&p, 0, ch->n_units, batch);
+}
+
+/* Costs per virtual stage from the topology's FLOPs. When the schedule's chunk
+ * count differs from the topology's layout, each stage's totals are spread evenly
+ * over the schedule's chunks (an approximation, reported). */
+static sched_costs *topo_costs(const topo *t, int v, double gflops, int *spread)
+{
+    int P = t->n_stages;
+    sched_costs *c = sched_costs_new(P * v);
+    if (!c) return NULL;
+    size_t batch = (size_t)topo_micro_batch(t), seq = (size_t)t->model.seq_len;
+    *spread = v != t->chunks_per_stage;
+    for (int st = 0; st < P; st++) {
+        const topo_stage *ts = &t->stages[st];
+        double per_ms = gflops * 1e6 * (ts->threads > 0 ? ts->threads : 1);
+        for (int ci = 0; ci < ts->n_chunks; ci++) {
+            const topo_chunk *ch = &ts->chunks[ci];
+            double f = 0, b = 0, w = 0;
+            for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++) {
+                model_flops fl = model_unit_flops(&t->model, u, batch, seq);
+                f += fl.fwd;
+                b += fl.bwd_input;
+                w += fl.bwd_weight;
+            }
+            double out = (double)model_unit_out_bytes(&t->model, ch->first_unit + ch->n_units - 1,
+                                                      batch, seq);
+            double stash = chunk_stash(t, ch, batch);
+            int k0 = *spread ? st : ch->virtual_stage, nk = *spread ? v : 1;
+            for (int j = 0; j < nk; j++) {
+                int k = k0 + j * P;
+                c->f[k] += f / per_ms / nk;
+                c->b[k] += b / per_ms / nk;
+                c->w[k] += w / per_ms / nk;
+                c->stash_bytes[k] += stash / nk;
+                c->xfer_bytes[k] = out > c->xfer_bytes[k] ? out : c->xfer_bytes[k];
+            }
+        }
+    }
+    return c;
+}
+
+typedef struct {
+    const sched_schedule *s;
+    const sched_report *r;
+    int fmt, width;
+} render_ctx;
+
+static int render(const render_ctx *x, FILE *f, char *err)
+{
+    switch (x->fmt) {
+    case FMT_SVG: return sched_render_svg(x->s, x->r, f, "ms", err);
+    case FMT_JSON: return sched_write_json(x->s, f, err);
+    case FMT_CSV: return sched_write_csv(x->s, f, err);
+    case FMT_CHROME: return sched_render_chrome(x->s, x->r, f, 1000.0, err);
+    default: return sched_render_ascii(x->s, x->r, f, x->width, 256, err);
+    }
+}
+
+/* Writes to path.tmp.PID, fsyncs, renames over path and fsyncs the directory, so
+ * a failure never leaves a partial file under the final name. */
+static int write_file(const char *path, const render_ctx *x, char *err)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return seterr(err, "%s: path too long", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return seterr(err, "%s: cannot create: %s", tmp, strerror(errno));
+    char why[ERR_LEN] = "";
+    int rc = render(x, f, why);
+    if (!rc && (fflush(f) || fsync(fileno(f)))) rc = seterr(why, "%s", strerror(errno));
+    if (fclose(f) && !rc) rc = seterr(why, "%s", strerror(errno));
+    if (!rc && rename(tmp, path)) rc = seterr(why, "rename: %s", strerror(errno));
+    if (rc) {
+        unlink(tmp);
+        return seterr(err, "%s: cannot write: %s", path, why);
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) { fsync(fd); close(fd); }
+    return 0;
+}
+
+static void print_bytes(FILE *f, double b)
+{
+    if (b >= 1 << 30) fprintf(f, "%.2f GiB", b / (1 << 30));
+    else if (b >= 1 << 20) fprintf(f, "%.2f MiB", b / (1 << 20));
+    else if (b >= 1 << 10) fprintf(f, "%.2f KiB", b / (1 << 10));
+    else fprintf(f, "%.0f B", b);
+}
+
+static void print_summary(FILE *f, const sched_schedule *s, const sched_report *r,
+                          const sched_costs *c, const char *cost_note, int have_stash)
+{
+    size_t n = 0;
+    for (int st = 0; st < s->n_stages; st++) n += s->len[st];
+    fprintf(f, "schedule %s: %d stages x %d micro-batches, %d chunk%s per stage (%zu actions)\n",
+            s->kind, s->n_stages, s->n_micro, s->n_chunks, s->n_chunks > 1 ? "s" : "", n);
+    double F = 0, B = 0, W = 0;
+    for (int ch = 0; ch < s->n_chunks; ch++) {
+        F += c->f[ch * s->n_stages];
+        B += c->b[ch * s->n_stages];
+        W += c->w[ch * s->n_stages];
+    }
+    fprintf(f, "costs: %s; stage 0 per micro-batch: F %.4g ms, B %.4g ms, W %.4g ms\n", cost_note,
+            F, B, W);
+    if (c->latency > 0 || c->bandwidth > 0) {
+        fprintf(f, "links: latency %.4g ms, ", c->latency);
+        if (c->bandwidth > 0) fprintf(f, "%.4g MB/s", c->bandwidth / 1e3);
+        else fprintf(f, "infinite bandwidth");
+        fprintf(f, ", %.0f bytes per transfer from stage 0\n", c->xfer_bytes[0]);
+    }
+    fprintf(f, "predicted step time: %.4f ms\nbubble: %.1f%% overall\n", r->step_time, 100 * r->bubble);
+    fprintf(f, "stage   busy ms   bubble  peak micro-batches  peak activations\n");
+    for (int st = 0; st < s->n_stages; st++) {
+        fprintf(f, "%5d %9.3f %7.1f%% %19d  ", st, r->busy[st], 100 * r->bubble_stage[st], r->peak_mb[st]);
+        if (have_stash) print_bytes(f, r->peak_bytes[st]);
+        else fputs("-", f);
+        fputc('\n', f);
+    }
+}
+
+/* Builds the schedule from the options (and topology, when given). */
+static sched_schedule *build_schedule(const opts *o, const topo *t, char *err)
+{
+    const char *kind = o->kind, *file = o->file;
+    int P = o->P, M = o->M, v = o->v;
+    if (t) {
+        P = t->n_stages;
+        M = t->train.micro_batches;
+        if (!kind && !file) {
+            kind = t->schedule.kind;
+            file = t->schedule.file;
+            if (!v && kind) v = t->chunks_per_stage;
+        }
+    }
+    if (file) {
+        sched_schedule *s = sched_load(file, M, err);
+        if (s && P && s->n_stages != P) {
+            seterr(err, "%s: the schedule has %d stages (rows), expected %d", file, s->n_stages, P);
+            sched_free(s);
+            return NULL;
+        }
+        return s;
+    }
+    return sched_generate(kind ? kind : "1f1b", P, M, v, err);
+}
+
+static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedule *s,
+                                char *note, size_t nn)
+{
+    sched_costs *c = NULL;
+    int spread = 0;
+    if (o->have_costs || !t) {
+        const double *k = o->have_costs ? o->cost : (const double[3]){ 1, 1, 1 };
+        c = sched_costs_uniform(s->n_stages, s->n_chunks, k[0], k[1], k[2]);
+        snprintf(note, nn, "%s", o->have_costs ? "--costs" : "default 1,1,1 ms (no --costs)");
+        if (c) for (int i = 0; i < c->n; i++) c->stash_bytes[i] = 0;
+    } else {
+        c = topo_costs(t, s->n_chunks, o->gflops, &spread);
+        snprintf(note, nn, "from FLOPs at %g GFLOP/s per BLAS thread%s", o->gflops,
+                 spread ? " (each stage's work spread evenly over the schedule's chunks)" : "");
+    }
+    if (!c) return NULL;
+    for (int i = 0; i < c->n; i++) {
+        if (o->have_bytes) c->xfer_bytes[i] = o->bytes;
+        if (o->have_stash) c->stash_bytes[i] = o->stash / s->n_chunks;
+    }
+    c->latency = o->latency;
+    c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
+    return c;
+}
+
+int cli_schedule_main(int argc, char **argv)
+{
+    opts o = { .fmt = FMT_ASCII, .width = 120, .gflops = 20 };
+    char err[ERR_LEN];
+    topo t;
+    int have_topo = 0, rc = 2;
+    sched_schedule *s = NULL;
+    sched_costs *c = NULL;
+    sched_report *r = NULL;
+    memset(&t, 0, sizeof t);
+    o.sets = calloc((size_t)argc + 1, sizeof(char *));
+    if (!o.sets) return 1;
+    int prc = parse_args(&o, argc, argv);
+    if (prc) {
+        if (prc < 0) { fputs(usage_text, stdout); rc = 0; }
+        goto done;
+    }
+    if (o.topo) {
+        if (topo_load(&t, o.topo, o.sets, o.n_sets, err)) goto fail;
+        have_topo = 1;
+    } else if (o.n_sets) {
+        usage_err("%s", "--set needs a topology file");
+        goto done;
+    }
+    if (!(s = build_schedule(&o, have_topo ? &t : NULL, err))) goto fail;
+    char note[256];
+    if (!(c = build_costs(&o, have_topo ? &t : NULL, s, note, sizeof note))) {
+        seterr(err, "out of memory");
+        rc = 1;
+        goto fail;
+    }
+    int timeline = o.fmt == FMT_ASCII || o.fmt == FMT_SVG || o.fmt == FMT_CHROME;
+    if (sched_simulate(s, c, timeline, &r, err)) {
+        if (strstr(err, "out of memory")) rc = 1;
+        goto fail;
+    }
+    int have_stash = have_topo || o.have_stash;
+    int data_on_stdout = !o.out && o.fmt != FMT_ASCII;
+    print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
+    render_ctx x = { s, r, o.fmt, o.width };
+    if (o.out) {
+        if (write_file(o.out, &x, err)) { rc = 1; goto fail; }
+        printf("wrote %s (%s)\n", o.out, fmt_names[o.fmt]);
+    } else {
+        if (!data_on_stdout) putchar('\n');
+        if (render(&x, stdout, err) || fflush(stdout)) { rc = 1; goto fail; }
+    }
+    rc = 0;
+    goto done;
+fail:
+    if (r && r->detail) { /* err holds the summary line and the start of the listing */
+        char *nl = strchr(err, '\n');
+        if (nl) *nl = 0;
+        fprintf(stderr, "pipetrain schedule: %s\n%s", err, r->detail);
+    } else {
+        fprintf(stderr, "pipetrain schedule: %s\n", err);
+    }
+done:
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+    if (have_topo) topo_free(&t);
+    free(o.sets);
+    return rc;
+}
