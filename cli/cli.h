@@ -1,8 +1,28 @@
-/* cli.h — subcommand entry points of bin/pipetrain. Each takes the arguments
- * after "pipetrain" (argv[0] is the subcommand name) and returns the exit status. */
+/* cli.h — subcommand entry points of bin/pipetrain and the helpers they share.
+ * Each *_main takes the arguments after "pipetrain" (argv[0] is the subcommand
+ * name) and returns the exit status: 0 success, 1 run-time failure, 2 bad usage
+ * or bad input. */
 #ifndef CLI_CLI_H
 #define CLI_CLI_H
 
+#include "model/model.h"
+#include "stage/checkpoint.h"
+
+int cli_run_main(int argc, char **argv);
+int cli_check_main(int argc, char **argv);
+int cli_eval_main(int argc, char **argv);
+int cli_sample_main(int argc, char **argv);
+int cli_export_main(int argc, char **argv);
 int cli_bench_main(int argc, char **argv);
+
+/* Prints "pipetrain CMD: message" to stderr and returns 2 (bad usage). */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses a decimal integer in [lo, hi] for option opt; returns 0 or -1 (message printed). */
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* Opens and verifies a checkpoint and builds a part holding every unit with its
+ * weights, for micro-batches of up to max_batch sequences. Returns NULL with a
+ * message in err. */
+model_part *cli_load_model(const char *path, size_t max_batch, stage_ckpt *ck, char *err);
 
 #endif

@@ -10,6 +10,11 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    { "run", cli_run_main, "train the model a topology describes" },
+    { "check", cli_check_main, "validate a topology and print its partition" },
+    { "eval", cli_eval_main, "validation loss of a checkpoint" },
+    { "sample", cli_sample_main, "generate text from a checkpoint" },
+    { "export", cli_export_main, "write a checkpoint as Hugging Face model.safetensors + config.json" },
     { "bench", cli_bench_main, "measure compute, transport or scheduler speed" },
 };
 

@@ -1,0 +1,60 @@
+/* cli_common.c — argument parsing and checkpoint loading shared by subcommands. */
+#include "cli/cli.h"
+#include "model/util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "pipetrain %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see pipetrain %s --help)\n", cmd);
+    return 2;
+}
+
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s expects an integer in %ld..%ld, got '%s'", opt, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !isfinite(v) || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s expects a number in %g..%g, got '%s'", opt, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+model_part *cli_load_model(const char *path, size_t max_batch, stage_ckpt *ck, char *err)
+{
+    if (stage_ckpt_open(ck, path, err)) return NULL;
+    int n = model_n_units(&ck->cfg);
+    int *units = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) units[i] = i;
+    model_part *p = model_part_new(&ck->cfg, units, n, max_batch, 0);
+    free(units);
+    if (stage_ckpt_load_params(ck, p, err)) {
+        model_part_free(p);
+        stage_ckpt_close(ck);
+        return NULL;
+    }
+    return p;
+}

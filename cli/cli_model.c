@@ -1,0 +1,209 @@
+/* cli_model.c — subcommands that use a trained checkpoint: eval, sample, export.
+ * CHECKPOINT may be a step directory, a checkpoints directory (its `latest` is
+ * used) or a run directory; every file's checksum is verified first. */
+#include "cli/cli.h"
+#include "model/data.h"
+#include "model/safetensors.h"
+#include "model/util.h"
+#include "stage/metrics.h"
+#include "stage/train.h"
+
+#include <math.h>
+
+static const char eval_help[] =
+    "usage: pipetrain eval CHECKPOINT --data FILE [--val-fraction F] [--json]\n"
+    "\n"
+    "Mean cross-entropy over the validation split of FILE (its last F, default the\n"
+    "fraction the checkpoint was trained with), in contiguous non-overlapping windows\n"
+    "of seq_len+1 tokens from the split's start. --json prints {\"loss\", \"tokens\"}.\n";
+static const char sample_help[] =
+    "usage: pipetrain sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T]\n"
+    "                        [--top-k K] [--seed S]\n"
+    "\n"
+    "Generates N (default 200) byte tokens after TEXT (default a newline) and prints\n"
+    "them. Temperature 0 picks the most likely token; top-k 0 keeps every token.\n";
+static const char export_help[] =
+    "usage: pipetrain export CHECKPOINT --out DIR\n"
+    "\n"
+    "Writes DIR/model.safetensors (every stage's tensors merged, Hugging Face LLaMA\n"
+    "names) and DIR/config.json (LlamaForCausalLM), loadable without conversion.\n";
+
+static int wants_help(int argc, char **argv, const char *text)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(text, stdout); return 1; }
+    return 0;
+}
+
+/* The val_fraction recorded in the checkpoint's topology, or 0.1. */
+static double ckpt_val_fraction(const stage_ckpt *c)
+{
+    json_t *v = json_object_get(json_object_get(json_object_get(c->manifest, "topology"), "data"), "val_fraction");
+    return json_is_number(v) ? json_number_value(v) : 0.1;
+}
+
+int cli_eval_main(int argc, char **argv)
+{
+    if (wants_help(argc, argv, eval_help)) return 0;
+    const char *ckpt = NULL, *data = NULL;
+    int json = 0;
+    double vf = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--data")) { if (!v) return cli_usage_error("eval", "--data expects a file"); data = argv[++i]; }
+        else if (!strcmp(argv[i], "--val-fraction")) { if (cli_parse_double("eval", "--val-fraction", v, 0, 0.999999, &vf)) return 2; i++; }
+        else if (argv[i][0] == '-') return cli_usage_error("eval", "unknown option '%s'", argv[i]);
+        else if (!ckpt) ckpt = argv[i];
+        else return cli_usage_error("eval", "unexpected argument '%s'", argv[i]);
+    }
+    if (!ckpt || !data) return cli_usage_error("eval", "CHECKPOINT and --data FILE are required");
+    char err[ERR_LEN];
+    stage_ckpt ck;
+    model_part *p = cli_load_model(ckpt, 16, &ck, err);
+    if (!p) { fprintf(stderr, "pipetrain eval: %s\n", err); return 2; }
+    data_set d;
+    int rc = 0;
+    if (vf < 0) vf = ckpt_val_fraction(&ck);
+    if (data_load(&d, data, "auto", ck.cfg.vocab_size, vf, ck.cfg.seq_len, err)) {
+        fprintf(stderr, "pipetrain eval: %s\n", err);
+        rc = 2;
+    } else {
+        size_t tokens;
+        double loss = stage_eval(p, &d, 0, 16, &tokens);
+        if (json) printf("{\"loss\": %.6f, \"tokens\": %zu}\n", loss, tokens);
+        else printf("val_loss %.4f over %zu tokens (%zu windows of %d) from %s, step %ld\n", loss, tokens,
+                    tokens / (size_t)ck.cfg.seq_len, ck.cfg.seq_len + 1, data, ck.step);
+        data_free(&d);
+    }
+    model_part_free(p);
+    stage_ckpt_close(&ck);
+    return rc;
+}
+
+/* Draws a token from logits (V) with temperature and top-k. */
+static int pick(const float *logits, int V, double temp, int top_k, rng_t *r, double *prob)
+{
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (temp <= 0) return best;
+    /* the k-th largest logit is the cut-off */
+    float cut = -INFINITY;
+    if (top_k > 0 && top_k < V) {
+        for (int i = 0; i < V; i++) prob[i] = logits[i];
+        for (int k = 0; k < top_k; k++) {
+            int m = -1;
+            for (int i = 0; i < V; i++) if (prob[i] > -INFINITY && (m < 0 || prob[i] > prob[m])) m = i;
+            cut = (float)prob[m];
+            prob[m] = -INFINITY;
+        }
+    }
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += prob[i] = logits[i] >= cut ? exp((logits[i] - logits[best]) / temp) : 0;
+    double u = rng_uniform(r) * sum;
+    for (int i = 0; i < V; i++) if ((u -= prob[i]) < 0 && prob[i] > 0) return i;
+    return best;
+}
+
+int cli_sample_main(int argc, char **argv)
+{
+    if (wants_help(argc, argv, sample_help)) return 0;
+    const char *ckpt = NULL, *prompt = "\n";
+    long ntok = 200, top_k = 0, seed = 1;
+    double temp = 1.0;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(s, "--prompt")) { if (!v) return cli_usage_error("sample", "--prompt expects text"); prompt = argv[++i]; }
+        else if (!strcmp(s, "--tokens")) { if (cli_parse_long("sample", s, v, 0, 100000000, &ntok)) return 2; i++; }
+        else if (!strcmp(s, "--top-k")) { if (cli_parse_long("sample", s, v, 0, 1 << 20, &top_k)) return 2; i++; }
+        else if (!strcmp(s, "--seed")) { if (cli_parse_long("sample", s, v, 0, 0x7fffffffffffffffL, &seed)) return 2; i++; }
+        else if (!strcmp(s, "--temperature")) { if (cli_parse_double("sample", s, v, 0, 100, &temp)) return 2; i++; }
+        else if (s[0] == '-') return cli_usage_error("sample", "unknown option '%s'", s);
+        else if (!ckpt) ckpt = s;
+        else return cli_usage_error("sample", "unexpected argument '%s'", s);
+    }
+    if (!ckpt) return cli_usage_error("sample", "a CHECKPOINT is required");
+    char err[ERR_LEN];
+    stage_ckpt ck;
+    model_part *p = cli_load_model(ckpt, 1, &ck, err);
+    if (!p) { fprintf(stderr, "pipetrain sample: %s\n", err); return 2; }
+    if (ck.cfg.vocab_size < 256) {
+        fprintf(stderr, "pipetrain sample: %s: vocabulary of %d is not byte-level\n", ck.dir, ck.cfg.vocab_size);
+        model_part_free(p); stage_ckpt_close(&ck);
+        return 2;
+    }
+    size_t T = (size_t)ck.cfg.seq_len, plen = strlen(prompt), n = plen ? plen : 1;
+    int *ctx = xmalloc((n + (size_t)ntok) * sizeof(int)), V = ck.cfg.vocab_size;
+    double *prob = xmalloc((size_t)V * sizeof(double));
+    if (plen) data_encode_text(ctx, prompt, plen);
+    else ctx[0] = '\n';
+    model_slot *s = model_slots_new(p, 0, p->n_units, 1);
+    s[p->n_units - 1].tokens = NULL; /* logits, no loss */
+    rng_t r = rng_for((uint64_t)seed, "sample");
+    fwrite(prompt, 1, plen, stdout);
+    for (long k = 0; k < ntok; k++) {
+        size_t len = n < T ? n : T;
+        memcpy(s[0].tokens, ctx + n - len, len * sizeof(int));
+        model_forward(p, 0, p->n_units, s, NULL, NULL, 1, len);
+        const float *logits = model_logits(p, &s[p->n_units - 1], 1, len) + (len - 1) * (size_t)V;
+        int tok = pick(logits, V, temp, (int)top_k, &r, prob);
+        ctx[n++] = tok;
+        putchar(tok);
+        fflush(stdout);
+    }
+    putchar('\n');
+    model_slots_free(s);
+    free(ctx); free(prob);
+    model_part_free(p);
+    stage_ckpt_close(&ck);
+    return 0;
+}
+
+int cli_export_main(int argc, char **argv)
+{
+    if (wants_help(argc, argv, export_help)) return 0;
+    const char *ckpt = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--out")) { if (i + 1 >= argc) return cli_usage_error("export", "--out expects a directory"); out = argv[++i]; }
+        else if (argv[i][0] == '-') return cli_usage_error("export", "unknown option '%s'", argv[i]);
+        else if (!ckpt) ckpt = argv[i];
+        else return cli_usage_error("export", "unexpected argument '%s'", argv[i]);
+    }
+    if (!ckpt || !out) return cli_usage_error("export", "CHECKPOINT and --out DIR are required");
+    char err[ERR_LEN], path[4200];
+    stage_ckpt ck;
+    model_part *p = cli_load_model(ckpt, 1, &ck, err);
+    if (!p) { fprintf(stderr, "pipetrain export: %s\n", err); return 2; }
+    int rc = 1;
+    st_entry *e = xcalloc((size_t)p->n_tensors, sizeof *e);
+    for (int i = 0; i < p->n_tensors; i++) {
+        const model_tensor *t = &p->tensors[i];
+        e[i] = (st_entry){ t->name, "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, p->params + t->offset };
+    }
+    const model_config *c = &ck.cfg;
+    const char *meta[] = { "format", "pt", NULL };
+    json_t *cfg = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:b,s:s,s:s,s:b,s:b,s:f,s:f}",
+                            "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size", c->dim,
+                            "intermediate_size", c->ffn_dim, "num_attention_heads", c->n_heads, "num_hidden_layers",
+                            c->n_layers, "num_key_value_heads", c->n_kv_heads, "head_dim", c->dim / c->n_heads,
+                            "vocab_size", c->vocab_size, "max_position_embeddings", c->seq_len, "rms_norm_eps",
+                            (double)c->norm_eps, "rope_theta", (double)c->rope_theta, "tie_word_embeddings",
+                            c->tie_embeddings, "hidden_act", "silu", "torch_dtype", "float32", "attention_bias", 0,
+                            "mlp_bias", 0, "initializer_range", 0.02, "attention_dropout", 0.0);
+    char *text = json_dumps(cfg, JSON_INDENT(2));
+    json_decref(cfg);
+    if (stage_mkdirs(out, err)) goto done;
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    if (st_write(path, e, p->n_tensors, meta, err)) goto done;
+    snprintf(path, sizeof path, "%s/config.json", out);
+    if (st_write_file_durable(path, text, strlen(text), err)) goto done;
+    printf("exported step %ld (%zu parameters) to %s/model.safetensors and %s/config.json\n", ck.step, p->n_params, out, out);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "pipetrain export: %s\n", err);
+    free(text);
+    free(e);
+    model_part_free(p);
+    stage_ckpt_close(&ck);
+    return rc;
+}

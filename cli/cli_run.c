@@ -1,0 +1,136 @@
+/* cli_run.c — `pipetrain run` (train) and `pipetrain check` (validate a topology
+ * and print its partition). */
+#include "cli/cli.h"
+#include "model/util.h"
+#include "stage/train.h"
+
+#include <time.h>
+
+static const char run_help[] =
+    "usage: pipetrain run TOPOLOGY.json [--data FILE] [--steps N] [--out DIR] [--set KEY=VALUE ...]\n"
+    "\n"
+    "Trains the model a topology describes and writes into the run directory:\n"
+    "  metrics.jsonl  one JSON object per step (step, loss, lr, grad_norm, step_ms,\n"
+    "                 tokens_per_s, val_loss on evaluation steps)\n"
+    "  summary.json   steps, final_loss, val_loss, wall_s, tokens_per_s\n"
+    "  loss.svg       the loss curve\n"
+    "  checkpoints/step-N/  at the end and every checkpoint.every steps\n"
+    "\n"
+    "  --data FILE       training text (bytes) or .bin (uint16 tokens), relative to here\n"
+    "  --steps N         override train.steps\n"
+    "  --out DIR         run directory (default runs/NAME-YYYYmmdd-HHMMSS)\n"
+    "  --set KEY=VALUE   override any topology field: --set train.lr=3e-4,\n"
+    "                    --set stages.0.threads=1 (repeatable)\n";
+
+static const char check_help[] =
+    "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...]\n"
+    "\n"
+    "Validates a topology and prints its partition: per stage the layers, parameters,\n"
+    "forward FLOPs per micro-batch and activation bytes sent per micro-batch.\n"
+    "Exit status 2 on any problem, naming the JSON path.\n";
+
+/* Options common to run and check. */
+typedef struct {
+    const char *topology, *data, *out;
+    char *sets[256];
+    int n_sets;
+    char steps_set[64];
+} run_args;
+
+static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_run_opts)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(s, "--set")) {
+            if (!v || !strchr(v, '=')) return cli_usage_error(cmd, "--set expects KEY=VALUE");
+            if (a->n_sets == 255) return cli_usage_error(cmd, "too many --set options");
+            a->sets[a->n_sets++] = argv[++i];
+        } else if (allow_run_opts && !strcmp(s, "--data")) {
+            if (!v) return cli_usage_error(cmd, "--data expects a file");
+            a->data = argv[++i];
+        } else if (allow_run_opts && !strcmp(s, "--out")) {
+            if (!v) return cli_usage_error(cmd, "--out expects a directory");
+            a->out = argv[++i];
+        } else if (allow_run_opts && !strcmp(s, "--steps")) {
+            long n;
+            if (cli_parse_long(cmd, "--steps", v, 1, 1000000000, &n)) return 2;
+            i++;
+            snprintf(a->steps_set, sizeof a->steps_set, "train.steps=%ld", n);
+        } else if (s[0] == '-' && s[1]) {
+            return cli_usage_error(cmd, "unknown option '%s'", s);
+        } else if (!a->topology) {
+            a->topology = s;
+        } else {
+            return cli_usage_error(cmd, "unexpected argument '%s'", s);
+        }
+    }
+    if (!a->topology) return cli_usage_error(cmd, "a TOPOLOGY.json is required");
+    if (a->steps_set[0]) a->sets[a->n_sets++] = a->steps_set;
+    return 0;
+}
+
+static int has_help(int argc, char **argv, const char *text)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(text, stdout); return 1; }
+    return 0;
+}
+
+/* runs/NAME-YYYYmmdd-HHMMSS from the topology file name. */
+static void default_out(char *out, size_t n, const char *topology)
+{
+    const char *base = strrchr(topology, '/');
+    base = base ? base + 1 : topology;
+    size_t len = strcspn(base, ".");
+    char stamp[32];
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
+    snprintf(out, n, "runs/%.*s-%s", (int)len, base, stamp);
+}
+
+int cli_run_main(int argc, char **argv)
+{
+    if (has_help(argc, argv, run_help)) return 0;
+    run_args a;
+    int rc = parse("run", argc, argv, &a, 1);
+    if (rc) return rc;
+    char err[ERR_LEN], out[4096];
+    topo t;
+    if (topo_load(&t, a.topology, a.sets, a.n_sets, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        return 2;
+    }
+    if (a.data && topo_set_data_path(&t, a.data, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
+    if (a.out) snprintf(out, sizeof out, "%s", a.out);
+    else default_out(out, sizeof out, a.topology);
+    stage_train_opts o = { out, stderr };
+    rc = stage_train_local(&t, &o, err);
+    if (rc) fprintf(stderr, "pipetrain run: %s\n", err);
+    topo_free(&t);
+    return rc;
+}
+
+int cli_check_main(int argc, char **argv)
+{
+    if (has_help(argc, argv, check_help)) return 0;
+    run_args a;
+    int rc = parse("check", argc, argv, &a, 0);
+    if (rc) return rc;
+    char err[ERR_LEN], hash[65];
+    topo t;
+    if (topo_load(&t, a.topology, a.sets, a.n_sets, err)) {
+        fprintf(stderr, "pipetrain check: %s\n", err);
+        return 2;
+    }
+    topo_hash_hex(&t, hash);
+    printf("%s: ok (topology sha256 %.16s...)\n", a.topology, hash);
+    topo_print_partition(&t, stdout);
+    topo_free(&t);
+    return 0;
+}

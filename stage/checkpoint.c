@@ -1,0 +1,418 @@
+/* checkpoint.c — writing, verifying and loading checkpoints (see checkpoint.h). */
+#include "stage/checkpoint.h"
+#include "model/safetensors.h"
+#include "model/util.h"
+#include "stage/metrics.h"
+
+#include <cblas.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATHLEN 4096
+
+/* out = a/b; paths longer than PATHLEN are cut (and then fail to open). */
+static void join(char *out, const char *a, const char *b)
+{
+    if (snprintf(out, PATHLEN, "%s/%s", a, b) >= PATHLEN) out[PATHLEN - 1] = 0;
+}
+
+int stage_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return seterr(err, "%s: cannot open: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char buf[1 << 16], md[32];
+    unsigned int mdlen = 0;
+    uint64_t total = 0;
+    ssize_t n;
+    int rc = -1;
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) { seterr(err, "%s: SHA-256 unavailable", path); goto done; }
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    if (n < 0) { seterr(err, "%s: read failed: %s", path, strerror(errno)); goto done; }
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", md[i]);
+    if (bytes) *bytes = total;
+    rc = 0;
+done:
+    EVP_MD_CTX_free(ctx);
+    close(fd);
+    return rc;
+}
+
+static void shard_names(char *params, char *optim, size_t n, int stage)
+{
+    snprintf(params, n, "stage-%d.safetensors", stage);
+    snprintf(optim, n, "stage-%d.optim.safetensors", stage);
+}
+
+int stage_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                           const stage_ckpt_state *st, char *err)
+{
+    char pn[64], on[64], path[PATHLEN], step[32], samp[32];
+    if (stage_mkdirs(dir, err)) return -1;
+    shard_names(pn, on, sizeof pn, stage);
+    int n = p->n_tensors, rc = -1;
+    st_entry *e = xcalloc((size_t)n * 2, sizeof *e);
+    char (*names)[96] = xcalloc((size_t)n * 2, sizeof *names);
+    for (int i = 0; i < n; i++) {
+        const model_tensor *t = &p->tensors[i];
+        e[i] = (st_entry){ t->name, "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, p->params + t->offset };
+    }
+    join(path, dir, pn);
+    if (st_write(path, e, n, NULL, err)) goto done;
+    for (int i = 0; i < n; i++) {
+        const model_tensor *t = &p->tensors[i];
+        snprintf(names[2 * i], sizeof names[0], "%s.exp_avg", t->name);
+        snprintf(names[2 * i + 1], sizeof names[0], "%s.exp_avg_sq", t->name);
+        e[2 * i] = (st_entry){ names[2 * i], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->m + t->offset };
+        e[2 * i + 1] = (st_entry){ names[2 * i + 1], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->v + t->offset };
+    }
+    snprintf(step, sizeof step, "%ld", st->step);
+    snprintf(samp, sizeof samp, "%" PRIu64, st->sampler_state);
+    const char *meta[] = { "step", step, "sampler_state", samp, "adam_step", step, NULL };
+    join(path, dir, on);
+    rc = st_write(path, e, 2 * n, meta, err);
+done:
+    free(e);
+    free(names);
+    return rc;
+}
+
+static json_t *model_json(const model_config *c)
+{
+    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:b}", "dim", c->dim, "n_layers", c->n_layers,
+                     "n_heads", c->n_heads, "n_kv_heads", c->n_kv_heads, "ffn_dim", c->ffn_dim,
+                     "vocab_size", c->vocab_size, "seq_len", c->seq_len, "norm_eps", (double)c->norm_eps,
+                     "rope_theta", (double)c->rope_theta, "tie_embeddings", c->tie_embeddings);
+}
+
+/* Writes text durably to dir/name. */
+static int write_text(const char *dir, const char *name, const char *text, char *err)
+{
+    char path[PATHLEN];
+    join(path, dir, name);
+    return st_write_file_durable(path, text, strlen(text), err);
+}
+
+int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err)
+{
+    char hash[65], pn[64], on[64], path[PATHLEN];
+    json_t *files = json_array(), *stages = json_array();
+    int rc = -1;
+    char *canon = topo_canonical_json(t), *text = NULL;
+    json_t *topo_obj = json_loads(canon, 0, NULL);
+    topo_hash_hex(t, hash);
+    for (int k = 0; k < t->n_stages; k++) {
+        const topo_stage *s = &t->stages[k];
+        json_t *units = json_array();
+        for (int i = 0; i < s->n_units; i++) json_array_append_new(units, json_integer(s->units[i]));
+        shard_names(pn, on, sizeof pn, k);
+        json_array_append_new(stages, json_pack("{s:i,s:s,s:o,s:i,s:s,s:s}", "stage", k, "layers", s->layers,
+                                                "units", units, "threads", s->threads, "params", pn, "optim", on));
+        const char *names[2] = { pn, on };
+        for (int j = 0; j < 2; j++) {
+            char sha[65];
+            uint64_t bytes;
+            join(path, dir, names[j]);
+            if (stage_sha256_file(path, sha, &bytes, err)) goto done;
+            json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", names[j], "bytes", (json_int_t)bytes, "sha256", sha));
+        }
+    }
+    json_t *m = json_pack("{s:s,s:i,s:I,s:s,s:s,s:s,s:o,s:o,s:o,s:o}", "format", "pipetrain-checkpoint",
+                          "version", 1, "step", (json_int_t)step, "pipetrain_version", PIPETRAIN_VERSION,
+                          "openblas", openblas_get_config(), "topology_sha256", hash, "model", model_json(&t->model),
+                          "stages", stages, "files", files, "topology", topo_obj ? topo_obj : json_null());
+    stages = files = topo_obj = NULL;
+    text = json_dumps(m, JSON_INDENT(2));
+    json_decref(m);
+    if (write_text(dir, "manifest.json", text, err)) goto done;
+    char marker[64];
+    snprintf(marker, sizeof marker, "step %ld\n", step);
+    if (write_text(dir, "COMPLETE", marker, err)) goto done;
+    /* latest lives beside the step directories */
+    char parent[PATHLEN], base[PATHLEN + 2];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash) { snprintf(base, sizeof base, "%s\n", slash + 1); *slash = 0; }
+    else { snprintf(base, sizeof base, "%s\n", parent); strcpy(parent, "."); }
+    rc = write_text(parent, "latest", base, err);
+done:
+    json_decref(files); json_decref(stages); json_decref(topo_obj);
+    free(canon); free(text);
+    return rc;
+}
+
+static int is_dir(const char *p) { struct stat s; return !stat(p, &s) && S_ISDIR(s.st_mode); }
+static int exists(const char *p) { struct stat s; return !stat(p, &s); }
+
+/* Reads dir/latest ("step-N") into out as a full path. */
+static int read_latest(const char *dir, char *out, size_t n)
+{
+    char path[PATHLEN], name[256] = "";
+    join(path, dir, "latest");
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int ok = fgets(name, sizeof name, f) != NULL;
+    fclose(f);
+    name[strcspn(name, "\r\n")] = 0;
+    if (!ok || !name[0] || strchr(name, '/')) return -1;
+    if ((size_t)snprintf(out, n, "%s/%s", dir, name) >= n) return -1;
+    return 0;
+}
+
+static int resolve(const char *path, char *out, size_t n, char *err)
+{
+    char p[PATHLEN];
+    if (!is_dir(path)) return seterr(err, "%s: no such checkpoint directory", path);
+    join(p, path, "manifest.json");
+    if (exists(p)) { snprintf(out, n, "%s", path); return 0; }
+    if (!read_latest(path, out, n)) return 0;
+    join(p, path, "checkpoints");
+    if (is_dir(p) && !read_latest(p, out, n)) return 0;
+    return seterr(err, "%s: not a checkpoint (no manifest.json, latest or checkpoints/latest)", path);
+}
+
+static int get_int(json_t *o, const char *key, long *v, const char *file, const char *ctx, char *err)
+{
+    json_t *x = json_object_get(o, key);
+    if (!json_is_integer(x)) return seterr(err, "%s: %s%s: expected an integer", file, ctx, key);
+    *v = (long)json_integer_value(x);
+    return 0;
+}
+
+static int parse_model(json_t *m, model_config *c, const char *file, char *err)
+{
+    long v[7];
+    static const char *keys[7] = { "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "seq_len" };
+    if (!json_is_object(m)) return seterr(err, "%s: model: expected an object", file);
+    for (int i = 0; i < 7; i++)
+        if (get_int(m, keys[i], &v[i], file, "model.", err)) return -1;
+    json_t *eps = json_object_get(m, "norm_eps"), *th = json_object_get(m, "rope_theta"), *tie = json_object_get(m, "tie_embeddings");
+    if (!json_is_number(eps) || !json_is_number(th) || !json_is_boolean(tie))
+        return seterr(err, "%s: model: norm_eps, rope_theta (numbers) and tie_embeddings (boolean) are required", file);
+    *c = (model_config){ (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5], (int)v[6],
+                         (float)json_number_value(eps), (float)json_number_value(th), json_is_true(tie) };
+    char e2[ERR_LEN];
+    if (model_config_check(c, e2)) return seterr(err, "%s: %s", file, e2);
+    return 0;
+}
+
+static int verify_files(const stage_ckpt *c, const char *mpath, char *err)
+{
+    json_t *files = json_object_get(c->manifest, "files"), *f;
+    size_t i;
+    if (!json_is_array(files)) return seterr(err, "%s: files: expected an array", mpath);
+    json_array_foreach(files, i, f) {
+        const char *name = json_string_value(json_object_get(f, "name"));
+        const char *sha = json_string_value(json_object_get(f, "sha256"));
+        json_t *b = json_object_get(f, "bytes");
+        if (!name || !sha || !json_is_integer(b) || strchr(name, '/'))
+            return seterr(err, "%s: files.%zu: expected {name, bytes, sha256}", mpath, i);
+        char path[PATHLEN], got[65];
+        uint64_t bytes;
+        snprintf(path, sizeof path, "%s/%s", c->dir, name);
+        if (stage_sha256_file(path, got, &bytes, err)) return -1;
+        if (bytes != (uint64_t)json_integer_value(b))
+            return seterr(err, "%s: size %" PRIu64 " bytes, manifest says %" PRId64, path, bytes, (int64_t)json_integer_value(b));
+        if (strcmp(got, sha)) return seterr(err, "%s: SHA-256 mismatch: file has %s, manifest says %s", path, got, sha);
+    }
+    return 0;
+}
+
+int stage_ckpt_open(stage_ckpt *c, const char *path, char *err)
+{
+    char dir[PATHLEN], mpath[PATHLEN + 32];
+    json_error_t je;
+    memset(c, 0, sizeof *c);
+    if (resolve(path, dir, sizeof dir, err)) return -1;
+    snprintf(mpath, sizeof mpath, "%s/COMPLETE", dir);
+    if (!exists(mpath)) return seterr(err, "%s: incomplete checkpoint (no COMPLETE marker)", dir);
+    c->dir = strdup(dir);
+    snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
+    c->manifest = json_load_file(mpath, 0, &je);
+    if (!c->manifest) { seterr(err, "%s:%d:%d: %s", mpath, je.line, je.column, je.text); goto fail; }
+    const char *fmt = json_string_value(json_object_get(c->manifest, "format"));
+    if (!fmt || strcmp(fmt, "pipetrain-checkpoint")) { seterr(err, "%s: format: expected \"pipetrain-checkpoint\"", mpath); goto fail; }
+    long ver = 0, step = 0;
+    if (get_int(c->manifest, "version", &ver, mpath, "", err) || get_int(c->manifest, "step", &step, mpath, "", err)) goto fail;
+    if (ver != 1) { seterr(err, "%s: version %ld is not supported (this build reads 1)", mpath, ver); goto fail; }
+    c->step = step;
+    if (parse_model(json_object_get(c->manifest, "model"), &c->cfg, mpath, err)) goto fail;
+    json_t *stages = json_object_get(c->manifest, "stages");
+    if (!json_is_array(stages) || !json_array_size(stages)) { seterr(err, "%s: stages: expected a non-empty array", mpath); goto fail; }
+    c->n_stages = (int)json_array_size(stages);
+    if (verify_files(c, mpath, err)) goto fail;
+    return 0;
+fail:
+    stage_ckpt_close(c);
+    return -1;
+}
+
+void stage_ckpt_close(stage_ckpt *c)
+{
+    if (!c) return;
+    free(c->dir);
+    json_decref(c->manifest);
+    memset(c, 0, sizeof *c);
+}
+
+/* Units held by manifest stage k, as a JSON array. */
+static json_t *stage_units(const stage_ckpt *c, int k)
+{
+    return json_object_get(json_array_get(json_object_get(c->manifest, "stages"), (size_t)k), "units");
+}
+static int holds(json_t *units, int unit)
+{
+    size_t i;
+    json_t *u;
+    json_array_foreach(units, i, u) if (json_integer_value(u) == unit) return 1;
+    return 0;
+}
+static int open_shard(const stage_ckpt *c, int k, const char *key, st_file **f, char *err)
+{
+    const char *name = json_string_value(json_object_get(json_array_get(json_object_get(c->manifest, "stages"), (size_t)k), key));
+    if (!name || strchr(name, '/')) return seterr(err, "%s/manifest.json: stages.%d.%s: expected a file name", c->dir, k, key);
+    char path[PATHLEN];
+    join(path, c->dir, name);
+    return st_open(f, path, err);
+}
+
+static int check_config(const stage_ckpt *c, const model_part *p, char *err)
+{
+    if (memcmp(&c->cfg, &p->cfg, sizeof c->cfg))
+        return seterr(err, "%s: the checkpoint's model (dim %d, n_layers %d, ...) differs from the one being loaded",
+                      c->dir, c->cfg.dim, c->cfg.n_layers);
+    return 0;
+}
+
+int stage_ckpt_load_params(const stage_ckpt *c, model_part *p, char *err)
+{
+    if (check_config(c, p, err)) return -1;
+    int loaded = 0, want_tied = p->tied_w && p->tied_w != p->params;
+    for (int k = 0; k < c->n_stages; k++) {
+        json_t *units = stage_units(c, k);
+        int any = want_tied && holds(units, 0);
+        for (int i = 0; i < p->n_units && !any; i++) any = holds(units, p->units[i]);
+        if (!any) continue;
+        st_file *f;
+        if (open_shard(c, k, "params", &f, err)) return -1;
+        for (int i = 0; i < p->n_tensors; i++) {
+            const model_tensor *t = &p->tensors[i];
+            if (!holds(units, t->unit)) continue;
+            if (st_read_f32(f, t->name, p->params + t->offset, t->numel, err)) { st_close(f); return -1; }
+            loaded++;
+        }
+        if (want_tied && holds(units, 0)) {
+            size_t n = (size_t)c->cfg.vocab_size * c->cfg.dim;
+            if (st_read_f32(f, "model.embed_tokens.weight", p->tied_w, n, err)) { st_close(f); return -1; }
+            want_tied = 0;
+        }
+        st_close(f);
+    }
+    if (loaded != p->n_tensors || want_tied)
+        return seterr(err, "%s: the checkpoint does not hold every tensor requested (%d of %d found)", c->dir, loaded, p->n_tensors);
+    return 0;
+}
+
+static int meta_u64(const st_file *f, const char *key, uint64_t *v, char *err)
+{
+    const char *s = st_meta(f, key);
+    char *end;
+    errno = 0;
+    if (!s || !*s) return seterr(err, "%s: metadata %s is missing", st_path(f), key);
+    *v = strtoull(s, &end, 10);
+    if (*end || errno) return seterr(err, "%s: metadata %s = \"%s\" is not an integer", st_path(f), key, s);
+    return 0;
+}
+
+int stage_ckpt_load_stage(const stage_ckpt *c, int stage, model_part *p, optim_adamw *o, stage_ckpt_state *st,
+                          char *err)
+{
+    if (stage < 0 || stage >= c->n_stages) return seterr(err, "%s: has no stage %d", c->dir, stage);
+    json_t *units = stage_units(c, stage);
+    if (json_array_size(units) != (size_t)p->n_units)
+        return seterr(err, "%s: stage %d holds %zu units, this stage %d", c->dir, stage, json_array_size(units), p->n_units);
+    for (int i = 0; i < p->n_units; i++)
+        if (json_integer_value(json_array_get(units, (size_t)i)) != p->units[i])
+            return seterr(err, "%s: stage %d holds other layers than this stage", c->dir, stage);
+    if (stage_ckpt_load_params(c, p, err)) return -1;
+    st_file *f;
+    if (open_shard(c, stage, "optim", &f, err)) return -1;
+    char name[128];
+    uint64_t step, samp;
+    int rc = -1;
+    for (int i = 0; i < p->n_tensors; i++) {
+        const model_tensor *t = &p->tensors[i];
+        snprintf(name, sizeof name, "%s.exp_avg", t->name);
+        if (st_read_f32(f, name, o->m + t->offset, t->numel, err)) goto done;
+        snprintf(name, sizeof name, "%s.exp_avg_sq", t->name);
+        if (st_read_f32(f, name, o->v + t->offset, t->numel, err)) goto done;
+    }
+    if (meta_u64(f, "step", &step, err) || meta_u64(f, "sampler_state", &samp, err)) goto done;
+    st->step = (long)step;
+    st->sampler_state = samp;
+    o->step = (long)step;
+    rc = 0;
+done:
+    st_close(f);
+    return rc;
+}
+
+/* ---- pruning ---- */
+
+static int rm_tree(const char *dir, char *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) return seterr(err, "%s: cannot open: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[PATHLEN];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        join(path, dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    if (rmdir(dir)) return seterr(err, "%s: cannot remove: %s", dir, strerror(errno));
+    return 0;
+}
+
+int stage_ckpt_prune(const char *root, int keep, char *err)
+{
+    if (keep <= 0) return 0;
+    DIR *d = opendir(root);
+    if (!d) return seterr(err, "%s: cannot open: %s", root, strerror(errno));
+    long steps[4096];
+    int n = 0;
+    struct dirent *e;
+    char path[PATHLEN], marker[PATHLEN];
+    while ((e = readdir(d)) && n < 4096) {
+        long s;
+        char tail;
+        if (sscanf(e->d_name, "step-%ld%c", &s, &tail) != 1) continue;
+        join(path, root, e->d_name);
+        join(marker, path, "COMPLETE");
+        if (exists(marker)) steps[n++] = s;
+    }
+    closedir(d);
+    /* newest first */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+    for (int i = keep; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "step-%ld", steps[i]);
+        join(path, root, name);
+        /* the marker goes first, so a half-removed checkpoint no longer exists */
+        join(marker, path, "COMPLETE");
+        unlink(marker);
+        if (rm_tree(path, err)) return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,72 @@
+/* checkpoint.h — checkpoints on disk. One directory per checkpoint:
+ *
+ *   CKPT/step-N/stage-K.safetensors        parameters of stage K (HF LLaMA names)
+ *   CKPT/step-N/stage-K.optim.safetensors  AdamW moments "<name>.exp_avg",
+ *                                          "<name>.exp_avg_sq"; metadata: step,
+ *                                          sampler_state (everything to resume)
+ *   CKPT/step-N/manifest.json              every file with size and SHA-256, the
+ *                                          model, the canonical topology and its
+ *                                          hash, pipetrain and OpenBLAS versions,
+ *                                          threads per stage
+ *   CKPT/step-N/COMPLETE                   written last: without it the
+ *                                          checkpoint does not exist
+ *   CKPT/latest                            "step-N", replaced atomically
+ *
+ * Every file is written to a temporary name, fsynced and renamed, and the
+ * directory fsynced. Readers verify the manifest and every checksum before
+ * using anything. Not here: deciding when to checkpoint (the trainer does). */
+#ifndef STAGE_CHECKPOINT_H
+#define STAGE_CHECKPOINT_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "model/optim.h"
+#include "stage/topo.h"
+
+#define PIPETRAIN_VERSION "0.1.0"
+
+/* The training state beside weights and moments. */
+typedef struct {
+    long step;              /* optimizer steps taken */
+    uint64_t sampler_state; /* data_sampler state after those steps */
+} stage_ckpt_state;
+
+/* Writes stage `stage`'s two shard files into dir (created if missing). */
+int stage_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                           const stage_ckpt_state *st, char *err);
+/* After every stage's shard is written: hashes the files, writes manifest.json,
+ * then COMPLETE, then points dir/../latest at dir. */
+int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err);
+/* Deletes complete checkpoints under ckpt_root beyond the `keep` newest (keep
+ * <= 0 keeps all); never the newest complete one. */
+int stage_ckpt_prune(const char *ckpt_root, int keep, char *err);
+
+/* An opened, verified checkpoint. */
+typedef struct {
+    char *dir;            /* the step directory */
+    model_config cfg;
+    long step;
+    int n_stages;
+    json_t *manifest;
+} stage_ckpt;
+
+/* Resolves path (a step directory, a checkpoints directory with `latest`, or a
+ * run directory holding checkpoints/) to a complete checkpoint, reads the
+ * manifest and verifies every file's size and SHA-256. Returns 0, or -1 with a
+ * message naming the file and the problem. */
+int stage_ckpt_open(stage_ckpt *c, const char *path, char *err);
+void stage_ckpt_close(stage_ckpt *c);
+/* Fills p's parameters (any set of units) from the shards that hold them,
+ * checking names, dtypes and shapes. */
+int stage_ckpt_load_params(const stage_ckpt *c, model_part *p, char *err);
+/* Fills p, o and st from stage `stage`'s shards (the part must hold exactly the
+ * units that stage held). */
+int stage_ckpt_load_stage(const stage_ckpt *c, int stage, model_part *p, optim_adamw *o,
+                          stage_ckpt_state *st, char *err);
+
+/* SHA-256 of a file as 64 hex digits. Returns 0 or -1 with err. */
+int stage_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err);
+
+#endif

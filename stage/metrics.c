@@ -1,0 +1,208 @@
+/* metrics.c — metrics.jsonl, loss.svg and the progress line (see metrics.h). */
+#include "stage/metrics.h"
+#include "model/safetensors.h"
+#include "model/util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct stage_metrics {
+    char *dir;
+    FILE *f;
+    stage_metrics_row *rows;
+    size_t n, cap;
+};
+
+int stage_mkdirs(const char *path, char *err)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return seterr(err, "%s: path too long", path);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST)
+                return seterr(err, "%s: cannot create directory: %s", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return 0;
+}
+
+stage_metrics *stage_metrics_open(const char *dir, int append, char *err)
+{
+    if (stage_mkdirs(dir, err)) return NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(path, append ? "a" : "w");
+    if (!f) {
+        seterr(err, "%s: cannot open for writing: %s", path, strerror(errno));
+        return NULL;
+    }
+    stage_metrics *m = xcalloc(1, sizeof *m);
+    m->dir = strdup(dir);
+    m->f = f;
+    return m;
+}
+
+/* JSON has no NaN or infinity: write null for them. */
+static void put_num(FILE *f, const char *key, double v, const char *fmt)
+{
+    fprintf(f, ", \"%s\": ", key);
+    if (isfinite(v)) fprintf(f, fmt, v);
+    else fputs("null", f);
+}
+
+int stage_metrics_log(stage_metrics *m, const stage_metrics_row *r, char *err)
+{
+    fprintf(m->f, "{\"step\": %ld", r->step);
+    put_num(m->f, "loss", r->loss, "%.6f");
+    put_num(m->f, "lr", r->lr, "%.6g");
+    put_num(m->f, "grad_norm", r->grad_norm, "%.6f");
+    put_num(m->f, "step_ms", r->step_ms, "%.2f");
+    put_num(m->f, "tokens_per_s", r->tokens_per_s, "%.1f");
+    if (!isnan(r->val_loss)) put_num(m->f, "val_loss", r->val_loss, "%.6f");
+    fputs("}\n", m->f);
+    if (fflush(m->f) || ferror(m->f)) return seterr(err, "%s/metrics.jsonl: write failed: %s", m->dir, strerror(errno));
+    if (m->n == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 256;
+        m->rows = realloc(m->rows, m->cap * sizeof *m->rows);
+        if (!m->rows) return seterr(err, "out of memory keeping metrics");
+    }
+    m->rows[m->n++] = *r;
+    return 0;
+}
+
+int stage_metrics_event(stage_metrics *m, const char *json, char *err)
+{
+    fprintf(m->f, "%s\n", json);
+    if (fflush(m->f) || ferror(m->f)) return seterr(err, "%s/metrics.jsonl: write failed: %s", m->dir, strerror(errno));
+    return 0;
+}
+
+void stage_metrics_close(stage_metrics *m)
+{
+    if (!m) return;
+    if (m->f) fclose(m->f);
+    free(m->rows);
+    free(m->dir);
+    free(m);
+}
+
+/* ---- loss.svg ---- */
+
+/* A "nice" tick step (1, 2 or 5 × 10^k) giving about n ticks over span. */
+static double nice_step(double span, int n)
+{
+    double raw = span / n, p = pow(10, floor(log10(raw))), f = raw / p;
+    return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
+}
+
+typedef struct { double x0, x1, y0, y1; int L, T, W, H; } plot;
+static double px(const plot *p, double x) { return p->L + (x - p->x0) / (p->x1 - p->x0) * p->W; }
+static double py(const plot *p, double y) { return p->T + p->H - (y - p->y0) / (p->y1 - p->y0) * p->H; }
+
+static void svg_axes(FILE *f, const plot *p)
+{
+    fprintf(f, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#888'/>\n", p->L, p->T, p->W, p->H);
+    double ys = nice_step(p->y1 - p->y0, 6), xs = nice_step(p->x1 - p->x0, 8);
+    for (double y = ceil(p->y0 / ys) * ys; y <= p->y1 + 1e-9; y += ys)
+        fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#eee'/>"
+                   "<text x='%d' y='%.1f' text-anchor='end' font-size='11'>%g</text>\n",
+                p->L, p->L + p->W, py(p, y), py(p, y), p->L - 6, py(p, y) + 4, y);
+    for (double x = ceil(p->x0 / xs) * xs; x <= p->x1 + 1e-9; x += xs)
+        fprintf(f, "<text x='%.1f' y='%d' text-anchor='middle' font-size='11'>%g</text>\n",
+                px(p, x), p->T + p->H + 16, x);
+}
+
+int stage_metrics_write_svg(const stage_metrics *m, char *err)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/loss.svg", m->dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    plot p = { 0, 1, INFINITY, -INFINITY, 60, 30, 620, 300 };
+    for (size_t i = 0; i < m->n; i++) {
+        const stage_metrics_row *r = &m->rows[i];
+        double v[2] = { r->loss, r->val_loss };
+        for (int k = 0; k < 2; k++)
+            if (isfinite(v[k])) { if (v[k] < p.y0) p.y0 = v[k]; if (v[k] > p.y1) p.y1 = v[k]; }
+        if (r->step > p.x1) p.x1 = (double)r->step;
+    }
+    if (!isfinite(p.y0)) { p.y0 = 0; p.y1 = 1; }
+    if (p.y1 - p.y0 < 1e-6) p.y1 = p.y0 + 1;
+    double pad = 0.05 * (p.y1 - p.y0);
+    p.y0 = fmax(0, p.y0 - pad); p.y1 += pad;
+    FILE *f = fopen(tmp, "w");
+    if (!f) return seterr(err, "%s: cannot write: %s", tmp, strerror(errno));
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='700' height='370' font-family='sans-serif'>\n"
+               "<rect width='700' height='370' fill='white'/>\n"
+               "<text x='350' y='18' text-anchor='middle' font-size='14'>loss</text>\n");
+    svg_axes(f, &p);
+    fprintf(f, "<text x='350' y='362' text-anchor='middle' font-size='12'>step</text>\n<polyline fill='none' stroke='#1f77b4' stroke-width='1' points='");
+    for (size_t i = 0; i < m->n; i++)
+        if (isfinite(m->rows[i].loss)) fprintf(f, "%.1f,%.1f ", px(&p, (double)m->rows[i].step), py(&p, m->rows[i].loss));
+    fprintf(f, "'/>\n<polyline fill='none' stroke='#d62728' stroke-width='2' points='");
+    for (size_t i = 0; i < m->n; i++)
+        if (isfinite(m->rows[i].val_loss)) fprintf(f, "%.1f,%.1f ", px(&p, (double)m->rows[i].step), py(&p, m->rows[i].val_loss));
+    fprintf(f, "'/>\n");
+    for (size_t i = 0; i < m->n; i++)
+        if (isfinite(m->rows[i].val_loss))
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='#d62728'/>\n", px(&p, (double)m->rows[i].step), py(&p, m->rows[i].val_loss));
+    fprintf(f, "<line x1='520' x2='545' y1='45' y2='45' stroke='#1f77b4'/><text x='550' y='49' font-size='12'>train</text>\n"
+               "<line x1='520' x2='545' y1='62' y2='62' stroke='#d62728' stroke-width='2'/><text x='550' y='66' font-size='12'>validation</text>\n"
+               "</svg>\n");
+    if (fclose(f)) return seterr(err, "%s: write failed: %s", tmp, strerror(errno));
+    if (rename(tmp, path)) return seterr(err, "%s: cannot rename: %s", path, strerror(errno));
+    return 0;
+}
+
+/* ---- progress ---- */
+
+void stage_progress_init(stage_progress *p, FILE *f, long total, long every)
+{
+    p->f = f;
+    p->tty = isatty(fileno(f));
+    p->total = total;
+    p->every = every > 0 ? every : 1;
+    p->dirty = 0;
+}
+
+static void fmt_eta(char *b, size_t n, double s)
+{
+    if (!isfinite(s) || s < 0) snprintf(b, n, "?");
+    else if (s < 60) snprintf(b, n, "%.0fs", s);
+    else if (s < 3600) snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+}
+
+void stage_progress_step(stage_progress *p, const stage_metrics_row *r, double eta_s)
+{
+    char eta[32], val[48] = "";
+    fmt_eta(eta, sizeof eta, eta_s);
+    if (!isnan(r->val_loss)) snprintf(val, sizeof val, " | val %.4f", r->val_loss);
+    if (p->tty) {
+        fprintf(p->f, "\r\033[Kstep %ld/%ld | loss %.4f%s | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s",
+                r->step, p->total, r->loss, val, r->lr, r->tokens_per_s, r->step_ms, eta);
+        p->dirty = 1;
+        if (!isnan(r->val_loss) || r->step == p->total) { fputc('\n', p->f); p->dirty = 0; }
+    } else if (r->step % p->every == 0 || r->step == p->total || r->step == 1 || !isnan(r->val_loss)) {
+        fprintf(p->f, "step %ld/%ld loss %.4f%s lr %.2e grad_norm %.3f %.0f tok/s %.0f ms/step ETA %s\n",
+                r->step, p->total, r->loss, val, r->lr, r->grad_norm, r->tokens_per_s, r->step_ms, eta);
+    }
+    fflush(p->f);
+}
+
+void stage_progress_note(stage_progress *p, const char *fmt, ...)
+{
+    if (p->dirty) { fputc('\n', p->f); p->dirty = 0; }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(p->f, fmt, ap);
+    va_end(ap);
+    fputc('\n', p->f);
+    fflush(p->f);
+}

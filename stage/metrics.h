@@ -1,0 +1,53 @@
+/* metrics.h — what a run writes for people and scripts: one JSON line per step
+ * (OUT/metrics.jsonl), the summary (OUT/summary.json), the loss curve
+ * (OUT/loss.svg) and the progress line on the terminal.
+ * Not here: anything about how the numbers were produced. */
+#ifndef STAGE_METRICS_H
+#define STAGE_METRICS_H
+
+#include <stdio.h>
+
+typedef struct {
+    long step;          /* 1-based: the number of optimizer steps taken */
+    double loss;        /* mean training loss of the step's batch */
+    double lr;
+    double grad_norm;   /* before clipping */
+    double step_ms;
+    double tokens_per_s;
+    double val_loss;    /* NAN when the step did not evaluate */
+} stage_metrics_row;
+
+typedef struct stage_metrics stage_metrics;
+
+/* Creates dir (and parents) and opens dir/metrics.jsonl for writing (truncating,
+ * or appending when append is set, as a resumed run does). Returns NULL with a
+ * message in err on failure. */
+stage_metrics *stage_metrics_open(const char *dir, int append, char *err);
+/* Appends one line (flushed, so a crash loses nothing already logged) and keeps
+ * the row for the loss curve. Returns 0 or -1 with err. */
+int stage_metrics_log(stage_metrics *m, const stage_metrics_row *r, char *err);
+/* Logs an event line, e.g. {"event": "restart", ...}: json is one JSON object. */
+int stage_metrics_event(stage_metrics *m, const char *json, char *err);
+/* Writes dir/loss.svg from the rows logged so far (train and validation). */
+int stage_metrics_write_svg(const stage_metrics *m, char *err);
+void stage_metrics_close(stage_metrics *m);
+
+/* The progress display: a live line rewritten in place on a terminal, plain
+ * lines every `every` steps otherwise. */
+typedef struct {
+    FILE *f;
+    int tty;
+    long every;
+    long total;
+    int dirty;          /* a live line is on screen */
+} stage_progress;
+
+void stage_progress_init(stage_progress *p, FILE *f, long total, long every);
+void stage_progress_step(stage_progress *p, const stage_metrics_row *r, double eta_s);
+/* Prints a full line (moving off a live line first). */
+void stage_progress_note(stage_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* mkdir -p. Returns 0 or -1 with err. */
+int stage_mkdirs(const char *path, char *err);
+
+#endif

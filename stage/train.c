@@ -1,0 +1,211 @@
+/* train.c — the in-process trainer (see train.h). One step: draw the batch with
+ * the seeded sampler, run forward, backward-input and backward-weight per
+ * micro-batch in micro-batch order, combine per-unit squared norms in unit order,
+ * clip, AdamW. The same order the pipeline runtime uses, so the numbers match. */
+#include "stage/train.h"
+#include "model/optim.h"
+#include "model/safetensors.h"
+#include "model/util.h"
+#include "stage/checkpoint.h"
+#include "stage/metrics.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <time.h>
+
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) { (void)sig; interrupted = 1; }
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t batch, size_t *tokens)
+{
+    size_t T = (size_t)p->cfg.seq_len, nw = data_val_windows(d, T);
+    if (max_windows && max_windows < nw) nw = max_windows;
+    if (batch > p->max_batch) batch = p->max_batch;
+    model_slot *s = model_slots_new(p, 0, p->n_units, batch);
+    int *tok = s[0].tokens, *tgt = s[p->n_units - 1].tokens;
+    double sum = 0;
+    for (size_t w = 0; w < nw; w += batch) {
+        size_t b = nw - w < batch ? nw - w : batch;
+        for (size_t i = 0; i < b; i++) data_val_window(d, w + i, tok + i * T, tgt + i * T, T);
+        sum += model_forward(p, 0, p->n_units, s, NULL, NULL, b, T);
+    }
+    model_slots_free(s);
+    *tokens = nw * T;
+    return nw ? sum / (double)(nw * T) : NAN;
+}
+
+/* Everything one training run holds. */
+typedef struct {
+    const topo *t;
+    data_set data;
+    model_part *part;
+    optim_adamw *opt;
+    data_sampler sampler;
+    model_slot *slots;
+    int *x, *y;
+    stage_metrics *metrics;
+    stage_progress progress;
+    size_t B, Bm, T;
+} run;
+
+/* One optimizer step; fills loss and the norm; returns the mean loss. */
+static double train_step(run *r, long step, double *norm, double *lr)
+{
+    const topo *t = r->t;
+    model_part *p = r->part;
+    int n = p->n_units, M = t->train.micro_batches;
+    size_t rows = r->Bm * r->T;
+    data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
+    model_part_zero_grad(p);
+    double loss = 0;
+    float scale = 1.0f / (float)(r->B * r->T);
+    for (int mb = 0; mb < M; mb++) {
+        memcpy(r->slots[0].tokens, r->x + (size_t)mb * rows, rows * sizeof(int));
+        memcpy(r->slots[n - 1].tokens, r->y + (size_t)mb * rows, rows * sizeof(int));
+        loss += model_forward(p, 0, n, r->slots, NULL, NULL, r->Bm, r->T);
+        model_backward_input(p, 0, n, r->slots, NULL, NULL, r->Bm, r->T, scale);
+        model_backward_weight(p, 0, n, r->slots, r->Bm, r->T);
+    }
+    model_part_reduce_tied(p);
+    double sq[p->n_units];
+    optim_unit_sqnorms(p, sq);
+    *norm = optim_global_norm(sq, n);
+    *lr = optim_lr(step, t->train.steps, t->train.warmup_steps, t->train.lr, t->train.min_lr);
+    optim_hparams h = { (float)*lr, (float)t->train.beta1, (float)t->train.beta2, 1e-8f, (float)t->train.weight_decay };
+    optim_adamw_step(r->opt, p, &h, optim_clip_scale(*norm, t->train.grad_clip));
+    return loss / (double)(r->B * r->T);
+}
+
+static int save_checkpoint(run *r, const char *out, long step, char *err)
+{
+    char root[4096], dir[4200];
+    const char *cd = r->t->checkpoint.dir;
+    if (cd[0] == '/') snprintf(root, sizeof root, "%s", cd);
+    else snprintf(root, sizeof root, "%s/%s", out, cd);
+    snprintf(dir, sizeof dir, "%s/step-%ld", root, step);
+    stage_ckpt_state st = { step, data_sampler_get_state(&r->sampler) };
+    if (stage_ckpt_write_shard(dir, 0, r->part, r->opt, &st, err)) return -1;
+    if (stage_ckpt_commit(dir, r->t, step, err)) return -1;
+    stage_progress_note(&r->progress, "checkpoint: %s", dir);
+    return stage_ckpt_prune(root, r->t->checkpoint.keep, err);
+}
+
+static int write_summary(run *r, const char *out, long steps, double final_loss, double val_loss, double wall,
+                         double tok_s, int interrupted_, char *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:I,s:b}", "steps", (json_int_t)steps,
+                          "final_loss", isfinite(final_loss) ? json_real(final_loss) : json_null(),
+                          "val_loss", isfinite(val_loss) ? json_real(val_loss) : json_null(), "wall_s", wall,
+                          "tokens_per_s", tok_s, "params", (json_int_t)r->part->n_params,
+                          "stages", (json_int_t)r->t->n_stages, "interrupted", interrupted_);
+    char *text = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    int rc = st_write_file_durable(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
+{
+    memset(r, 0, sizeof *r);
+    r->t = t;
+    if (!t->data.path) return seterr(err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path);
+    if (data_load(&r->data, t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction,
+                  t->model.seq_len, err))
+        return 2;
+    openblas_set_num_threads(t->stages[0].threads);
+    r->B = (size_t)t->train.batch_size;
+    r->Bm = (size_t)topo_micro_batch(t);
+    r->T = (size_t)t->model.seq_len;
+    r->part = model_part_new(&t->model, t->stages[0].units, t->stages[0].n_units, r->Bm, (uint64_t)t->train.seed);
+    r->opt = optim_new(r->part->n_params);
+    data_sampler_init(&r->sampler, (uint64_t)t->train.seed);
+    r->slots = model_slots_new(r->part, 0, r->part->n_units, r->Bm);
+    r->x = xmalloc(r->B * r->T * sizeof(int));
+    r->y = xmalloc(r->B * r->T * sizeof(int));
+    if (!(r->metrics = stage_metrics_open(o->out_dir, 0, err))) return 1;
+    stage_progress_init(&r->progress, o->progress, t->train.steps, t->train.log_every);
+    return 0;
+}
+
+static void teardown(run *r)
+{
+    stage_metrics_close(r->metrics);
+    model_slots_free(r->slots);
+    optim_free(r->opt);
+    model_part_free(r->part);
+    data_free(&r->data);
+    free(r->x);
+    free(r->y);
+}
+
+int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
+{
+    if (t->n_stages != 1)
+        return seterr(err, "%s: stages: this build trains one-stage topologies only (%d stages given)", t->path,
+                      t->n_stages), 2;
+    run r;
+    int rc = setup(&r, t, o, err);
+    if (rc) { teardown(&r); return rc; }
+    stage_progress_note(&r.progress, "pipetrain: %zu parameters, %zu train / %zu val tokens from %s, %d steps -> %s",
+                        r.part->n_params, r.data.n_train, data_n_val(&r.data), t->data.path, t->train.steps, o->out_dir);
+    interrupted = 0;
+    struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    double t0 = now_s(), train_s = 0, loss = NAN, val = NAN;
+    long step = 0, total = t->train.steps;
+    size_t eval_windows = (size_t)t->train.eval_batches * r.B, tokens;
+    while (step < total && !interrupted) {
+        double s0 = now_s(), norm, lr;
+        loss = train_step(&r, step, &norm, &lr);
+        double dt = now_s() - s0;
+        train_s += dt;
+        step++;
+        if (!isfinite(loss)) {
+            seterr(err, "training diverged: loss is %f at step %ld", loss, step);
+            rc = 1;
+            break;
+        }
+        stage_metrics_row row = { step, loss, lr, norm, dt * 1e3, (double)(r.B * r.T) / dt, NAN };
+        int last = step == total;
+        if (last || (t->train.eval_every > 0 && step % t->train.eval_every == 0))
+            val = row.val_loss = stage_eval(r.part, &r.data, last ? 0 : eval_windows, r.Bm, &tokens);
+        stage_progress_step(&r.progress, &row, train_s / (double)step * (double)(total - step));
+        if (stage_metrics_log(r.metrics, &row, err)) { rc = 1; break; }
+        if (!isnan(row.val_loss) && stage_metrics_write_svg(r.metrics, err)) { rc = 1; break; }
+        if ((last || (t->checkpoint.every > 0 && step % t->checkpoint.every == 0)) && save_checkpoint(&r, o->out_dir, step, err)) {
+            rc = 1;
+            break;
+        }
+    }
+    if (interrupted && !rc) {
+        stage_progress_note(&r.progress, "interrupted after step %ld: saving a checkpoint", step);
+        if (step == 0 || !save_checkpoint(&r, o->out_dir, step, err))
+            seterr(err, "interrupted at step %ld of %ld", step, total);
+        rc = 1;
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    char err2[ERR_LEN];
+    double tok_s = train_s > 0 ? (double)(step * (long)(r.B * r.T)) / train_s : 0;
+    if (write_summary(&r, o->out_dir, step, loss, val, now_s() - t0, tok_s, interrupted, err2) ||
+        stage_metrics_write_svg(r.metrics, err2)) {
+        if (!rc) { memcpy(err, err2, ERR_LEN); rc = 1; }
+    }
+    if (!rc) stage_progress_note(&r.progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
+                                 step, loss, val, tok_s, now_s() - t0);
+    teardown(&r);
+    return rc;
+}

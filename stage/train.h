@@ -1,0 +1,29 @@
+/* train.h — training a topology whose stages all live in this process (today:
+ * one-stage topologies), evaluation and the pieces the pipeline runtime shares:
+ * the per-step batch, the optimizer step and the run directory's outputs.
+ * Not here: sockets, schedules across processes (stage runtime, issue #4). */
+#ifndef STAGE_TRAIN_H
+#define STAGE_TRAIN_H
+
+#include <stdio.h>
+
+#include "model/data.h"
+#include "model/model.h"
+#include "stage/topo.h"
+
+typedef struct {
+    const char *out_dir;   /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints/ */
+    FILE *progress;        /* where the progress line goes (stderr) */
+} stage_train_opts;
+
+/* Trains t in this process. Returns 0 on success, 1 on a run-time failure
+ * (non-finite loss, write error, interrupted), 2 on bad input (data file);
+ * the message is in err. Whatever was logged and checkpointed stays on disk. */
+int stage_train_local(const topo *t, const stage_train_opts *o, char *err);
+
+/* Mean cross-entropy of a part holding every unit over the first max_windows
+ * (0 = all) contiguous validation windows, `batch` sequences at a time. Writes
+ * the number of tokens scored to *tokens. Deterministic. */
+double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t batch, size_t *tokens);
+
+#endif
