@@ -1,9 +1,11 @@
 /* layers.c — fast float kernels of the decoder (see layers.h for contracts).
- * Matrix products go through cblas_sgemm; attention is written as loops over
- * (batch, head) because its products are tiny (T x T x head_dim) and thousands of
- * small sgemm calls cost more in overhead than they compute. Every reduction runs
+ * Matrix products go through cblas_sgemm; attention lives in attention.c (its
+ * products are tiny, T x T x head_dim, and thousands of small sgemm calls cost
+ * more in overhead than they compute). Every reduction runs
  * in a fixed order, so results are reproducible for a given thread count. */
 #include "model/layers.h"
+#include "model/attention.h"
+#include "model/util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -116,69 +118,28 @@ void layer_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t
         }
 }
 
+/* The public entry points run every (b, kh) unit in turn with their own
+ * scratch; pass.c calls the units directly with workspace and threads. */
 void layer_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                              size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
-    const float scale = 1.0f / sqrtf((float)hd);
-    const size_t C = H * hd, KV = KVH * hd, group = H / KVH;
+    attn_dims a = { B, T, H, KVH, hd };
+    float *scratch = xmalloc(attn_scratch_floats(a) * sizeof(float));
     for (size_t b = 0; b < B; b++)
-        for (size_t h = 0; h < H; h++) {
-            const size_t kh = h / group;
-            for (size_t t = 0; t < T; t++) {
-                const float *qt = q + (b * T + t) * C + h * hd;
-                float *p = probs + ((b * H + h) * T + t) * T;
-                float mx = -INFINITY;
-                for (size_t s = 0; s <= t; s++) {
-                    p[s] = dot(qt, k + (b * T + s) * KV + kh * hd, hd) * scale;
-                    if (p[s] > mx) mx = p[s];
-                }
-                float sum = 0;
-                for (size_t s = 0; s <= t; s++) sum += (p[s] = expf(p[s] - mx));
-                float inv = 1.0f / sum;
-                float *o = out + (b * T + t) * C + h * hd;
-                memset(o, 0, hd * sizeof(float));
-                for (size_t s = 0; s <= t; s++) {
-                    p[s] *= inv;
-                    axpy(o, p[s], v + (b * T + s) * KV + kh * hd, hd);
-                }
-                for (size_t s = t + 1; s < T; s++) p[s] = 0;
-            }
-        }
+        for (size_t kh = 0; kh < KVH; kh++) attn_forward_unit(out, probs, scratch, q, k, v, a, b, kh);
+    free(scratch);
 }
 
 void layer_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                               const float *probs, const float *q, const float *k, const float *v,
                               size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
-    const float scale = 1.0f / sqrtf((float)hd);
-    const size_t C = H * hd, KV = KVH * hd, group = H / KVH;
-    memset(dq, 0, B * T * C * sizeof(float));
-    memset(dk, 0, B * T * KV * sizeof(float));
-    memset(dv, 0, B * T * KV * sizeof(float));
-    float *ds = scratch;
+    (void)scratch; /* the units need more than T floats */
+    attn_dims a = { B, T, H, KVH, hd };
+    float *ws = xmalloc(attn_scratch_floats(a) * sizeof(float));
     for (size_t b = 0; b < B; b++)
-        for (size_t h = 0; h < H; h++) {
-            const size_t kh = h / group;
-            for (size_t t = 0; t < T; t++) {
-                const float *p = probs + ((b * H + h) * T + t) * T;
-                const float *go = dout + (b * T + t) * C + h * hd;
-                const float *qt = q + (b * T + t) * C + h * hd;
-                float *dqt = dq + (b * T + t) * C + h * hd;
-                float pdp = 0;
-                for (size_t s = 0; s <= t; s++) {
-                    size_t kv = (b * T + s) * KV + kh * hd;
-                    ds[s] = dot(go, v + kv, hd);           /* dP[t][s] */
-                    pdp += p[s] * ds[s];
-                    axpy(dv + kv, p[s], go, hd);            /* dV[s] += P[t][s] dO[t] */
-                }
-                for (size_t s = 0; s <= t; s++) {
-                    size_t kv = (b * T + s) * KV + kh * hd;
-                    float g = p[s] * (ds[s] - pdp) * scale; /* softmax backward, then scale */
-                    axpy(dqt, g, k + kv, hd);
-                    axpy(dk + kv, g, qt, hd);
-                }
-            }
-        }
+        for (size_t kh = 0; kh < KVH; kh++) attn_backward_unit(dq, dk, dv, ws, dout, probs, q, k, v, a, b, kh);
+    free(ws);
 }
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -1,0 +1,155 @@
+/* attention.c — causal grouped-query attention by work unit (b, kh); see
+ * attention.h. Products of one head are tiny (T x T x hd), so instead of many
+ * small sgemm calls each row is done with vector registers:
+ *   row·matrix  (scores, dP): the matrix is transposed once per unit into
+ *               (hd, Tp) so the row's T results sit in vector lanes;
+ *   weights·rows (P·V, dS·K and the column sums for dK, dV): the hd-wide
+ *               result sits in vector registers across the loop over rows.
+ * Only the causal triangle is computed (rounded up to whole vectors). */
+#include "model/attention.h"
+
+#include <math.h>
+
+#include "model/simd.h"
+
+/* T rounded up to whole groups of 4 vectors, so row·matrix may always read 4. */
+static size_t padded(size_t T) { return (T + 4 * VW - 1) / (4 * VW) * (4 * VW); }
+
+size_t attn_scratch_floats(attn_dims a)
+{
+    size_t Tp = padded(a.T);
+    return a.hd * Tp + Tp + a.T * a.T;
+}
+
+/* bt (hd, Tp) = transpose of the T rows src[s*ld + 0..hd), zero-padded. */
+static void transpose(float *bt, const float *src, size_t ld, size_t T, size_t Tp, size_t hd)
+{
+    for (size_t i = 0; i < hd; i++) {
+        float *r = bt + i * Tp;
+        for (size_t s = 0; s < T; s++) r[s] = src[s * ld + i];
+        for (size_t s = T; s < Tp; s++) r[s] = 0;
+    }
+}
+
+/* out[j*VW + l] = Σ_i a[i] bt[i][j0*VW + ...] for M vectors starting at j0. */
+static inline __attribute__((always_inline)) void rowdot_m(float *out, const float *a, const float *bt,
+                                                           size_t hd, size_t Tp, size_t j0, int M)
+{
+    vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+    const float *b = bt + j0 * VW;
+    for (size_t i = 0; i < hd; i++, b += Tp) {
+        vf ai = vbcast(a[i]);
+        for (int m = 0; m < M; m++) acc[m] += ai * vload(b + m * VW);
+    }
+    for (int m = 0; m < M; m++) vstore(out + (j0 + (size_t)m) * VW, acc[m]);
+}
+
+/* out[0..n) (and up to the next whole vector) = a · bt[:, 0..n) */
+static void rowdot(float *out, const float *a, const float *bt, size_t hd, size_t Tp, size_t n)
+{
+    size_t nv = (n + VW - 1) / VW;
+    for (size_t j0 = 0; j0 < nv; j0 += 4) {
+        switch (nv - j0 >= 4 ? 4 : nv - j0) {
+        case 4: rowdot_m(out, a, bt, hd, Tp, j0, 4); break;
+        case 3: rowdot_m(out, a, bt, hd, Tp, j0, 3); break;
+        case 2: rowdot_m(out, a, bt, hd, Tp, j0, 2); break;
+        default: rowdot_m(out, a, bt, hd, Tp, j0, 1); break;
+        }
+    }
+}
+
+/* out[i0 .. i0 + M*VW) (+)= Σ_{s<n} w[s*ws] rows[s*ld + i0 + ...] */
+static inline __attribute__((always_inline)) void rowacc_m(float *out, const float *w, size_t ws, size_t n,
+                                                           const float *rows, size_t ld, size_t i0, int acc,
+                                                           int M)
+{
+    vf r[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+    if (acc)
+        for (int m = 0; m < M; m++) r[m] = vload(out + i0 + (size_t)m * VW);
+    const float *b = rows + i0;
+    for (size_t s = 0; s < n; s++, b += ld) {
+        vf x = vbcast(w[s * ws]);
+        for (int m = 0; m < M; m++) r[m] += x * vload(b + m * VW);
+    }
+    for (int m = 0; m < M; m++) vstore(out + i0 + (size_t)m * VW, r[m]);
+}
+
+/* out[0..hd) = (acc ? out : 0) + Σ_{s<n} w[s*ws] · rows[s*ld + 0..hd), s ascending */
+static void rowacc(float *out, const float *w, size_t ws, size_t n, const float *rows, size_t ld, size_t hd,
+                   int acc)
+{
+    size_t nv = hd / VW, j = 0;
+    while (j < nv) {
+        size_t m = nv - j >= 4 ? 4 : nv - j;
+        switch (m) {
+        case 4: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 4); break;
+        case 3: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 3); break;
+        case 2: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 2); break;
+        default: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 1); break;
+        }
+        j += m;
+    }
+    size_t i0 = nv * VW;
+    for (size_t i = i0; i < hd; i++) { /* lanes left over: scalar, same order */
+        float x = acc ? out[i] : 0.0f;
+        for (size_t s = 0; s < n; s++) x += w[s * ws] * rows[s * ld + i];
+        out[i] = x;
+    }
+}
+
+void attn_forward_unit(float *out, float *probs, float *scratch, const float *q, const float *k,
+                       const float *v, attn_dims a, size_t b, size_t kh)
+{
+    const size_t T = a.T, hd = a.hd, C = a.H * hd, KV = a.KVH * hd, group = a.H / a.KVH, Tp = padded(T);
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *kt = scratch, *row = scratch + hd * Tp;
+    const float *vb = v + b * T * KV + kh * hd;
+    transpose(kt, k + b * T * KV + kh * hd, KV, T, Tp, hd);
+    for (size_t h = kh * group; h < (kh + 1) * group; h++)
+        for (size_t t = 0; t < T; t++) {
+            const float *qt = q + (b * T + t) * C + h * hd;
+            float *p = probs + ((b * a.H + h) * T + t) * T;
+            rowdot(row, qt, kt, hd, Tp, t + 1);
+            float mx = -INFINITY;
+            for (size_t s = 0; s <= t; s++) {
+                p[s] = row[s] * scale;
+                if (p[s] > mx) mx = p[s];
+            }
+            float sum = 0;
+            for (size_t s = 0; s <= t; s++) sum += (p[s] = expf(p[s] - mx));
+            float inv = 1.0f / sum;
+            for (size_t s = 0; s <= t; s++) p[s] *= inv;
+            for (size_t s = t + 1; s < T; s++) p[s] = 0;
+            rowacc(out + (b * T + t) * C + h * hd, p, 1, t + 1, vb, KV, hd, 0);
+        }
+}
+
+void attn_backward_unit(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *probs,
+                        const float *q, const float *k, const float *v, attn_dims a, size_t b, size_t kh)
+{
+    const size_t T = a.T, hd = a.hd, C = a.H * hd, KV = a.KVH * hd, group = a.H / a.KVH, Tp = padded(T);
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *vt = scratch, *row = scratch + hd * Tp, *dS = row + Tp;
+    const float *kb = k + b * T * KV + kh * hd;
+    transpose(vt, v + b * T * KV + kh * hd, KV, T, Tp, hd);
+    for (size_t h = kh * group; h < (kh + 1) * group; h++) {
+        const float *P = probs + (b * a.H + h) * T * T;
+        const float *go = dout + b * T * C + h * hd, *qh = q + b * T * C + h * hd;
+        for (size_t t = 0; t < T; t++) {
+            const float *p = P + t * T;
+            float *ds = dS + t * T;
+            rowdot(row, go + t * C, vt, hd, Tp, t + 1); /* dP[t][s] = dO[t]·V[s] */
+            float pdp = 0;
+            for (size_t s = 0; s <= t; s++) pdp += p[s] * row[s];
+            for (size_t s = 0; s <= t; s++) ds[s] = p[s] * (row[s] - pdp) * scale;
+            rowacc(dq + (b * T + t) * C + h * hd, ds, 1, t + 1, kb, KV, hd, 0); /* dQ[t] = Σ dS[t][s] K[s] */
+        }
+        /* dK[s] (+)= Σ_{t≥s} dS[t][s] Q[t],  dV[s] (+)= Σ_{t≥s} P[t][s] dO[t]; heads in order */
+        int acc = h != kh * group;
+        for (size_t s = 0; s < T; s++) {
+            float *dks = dk + (b * T + s) * KV + kh * hd, *dvs = dv + (b * T + s) * KV + kh * hd;
+            rowacc(dks, dS + s * T + s, T, T - s, qh + s * C, C, hd, acc);
+            rowacc(dvs, P + s * T + s, T, T - s, go + s * C, C, hd, acc);
+        }
+    }
+}

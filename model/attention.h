@@ -1,0 +1,32 @@
+/* attention.h — private to model/: causal grouped-query attention split into
+ * independent work units, one per (sequence b, key/value head kh). A unit
+ * writes only its own slices of out/probs (forward) and of dq/dk/dv (backward),
+ * so units can run on any thread in any order and the result is the same bits:
+ * every sum inside a unit runs in a fixed order. layers.c's layer_attention_*
+ * run all units in turn; pass.c spreads them over the compute pool. */
+#ifndef MODEL_ATTENTION_H
+#define MODEL_ATTENTION_H
+
+#include <stddef.h>
+
+typedef struct {
+    size_t B, T, H, KVH, hd;
+} attn_dims;
+
+/* Floats of scratch one unit needs (forward and backward). */
+size_t attn_scratch_floats(attn_dims a);
+
+/* Forward of unit (b, kh): for every query head h of kh's group, probs rows of
+ * (b, h) and out rows (b, ·, h). Layouts as layer_attention_forward. */
+void attn_forward_unit(float *out /* (B, T, H, hd) */, float *probs /* (B, H, T, T) */,
+                       float *scratch /* attn_scratch_floats */, const float *q, const float *k,
+                       const float *v, attn_dims a, size_t b, size_t kh);
+
+/* Backward of unit (b, kh): overwrites dq rows (b, ·, h) for h in kh's group
+ * and dk, dv rows (b, ·, kh). */
+void attn_backward_unit(float *dq /* (B, T, H, hd) */, float *dk /* (B, T, KVH, hd) */,
+                        float *dv /* (B, T, KVH, hd) */, float *scratch /* attn_scratch_floats */,
+                        const float *dout /* (B, T, H, hd) */, const float *probs /* (B, H, T, T) */,
+                        const float *q, const float *k, const float *v, attn_dims a, size_t b, size_t kh);
+
+#endif
