@@ -51,7 +51,7 @@ static int read_error(const char *path, size_t want, char *err)
  * token array plus one chunk. */
 static int load_text(data_set *d, int fd, size_t size, char *err)
 {
-    uint8_t *chunk = xmalloc(TEXT_CHUNK);
+    uint8_t *chunk = xmalloc(size < TEXT_CHUNK ? size : TEXT_CHUNK);
     d->tokens = xmalloc(size * sizeof(uint16_t));
     for (size_t off = 0; off < size;) {
         size_t m = size - off < TEXT_CHUNK ? size - off : TEXT_CHUNK;
