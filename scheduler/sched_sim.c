@@ -10,6 +10,7 @@
  * Links are FIFO per ordered pair of stages and a producer issues its sends in
  * list order, so link occupancy is known when the producer's action is played.
  * Work is O(actions + P*v*M); no stage is visited more often than it is woken. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,8 +20,11 @@ typedef struct {
     const sched_schedule *s;
     const sched_costs *c;
     size_t K, M;          /* virtual stages, micro-batches */
-    double *fa, *ba;      /* (K*M) when F / B output of (k, mb) is available at its
-                           * consumer; -1 until produced */
+    uint8_t *fd, *bd;     /* (K*M) without costs: 1 once the F / B output of (k, mb)
+                           * exists */
+    double *fa, *ba;      /* (K*M) with costs instead: minus the time it is available
+                           * at its consumer. Zeroed memory (+0.0) means "not yet"
+                           * and -0.0 is time 0, so one load answers both questions. */
     double *link;         /* (2P) time each outgoing link is free */
     size_t *cur;          /* (P) next action of each stage */
     double *tfree;        /* (P) when each stage is free */
@@ -74,13 +78,19 @@ static void advance(play *p, int st, sched_report *r, int timeline)
         size_t k = (size_t)a.chunk * P + (size_t)st;
         double ready = t;
         if (a.op == SCHED_F && k > 0) {
-            double in = p->fa[(k - 1) * M + a.mb];
-            if (in < 0) break;
-            if (in > ready) ready = in;
+            size_t j = (k - 1) * M + a.mb;
+            if (p->fa) {
+                double in = p->fa[j];
+                if (!signbit(in)) break;
+                if (-in > ready) ready = -in;
+            } else if (!p->fd[j]) break;
         } else if ((a.op == SCHED_B || a.op == SCHED_BW) && k + 1 < K) {
-            double in = p->ba[(k + 1) * M + a.mb];
-            if (in < 0) break;
-            if (in > ready) ready = in;
+            size_t j = (k + 1) * M + a.mb;
+            if (p->ba) {
+                double in = p->ba[j];
+                if (!signbit(in)) break;
+                if (-in > ready) ready = -in;
+            } else if (!p->bd[j]) break;
         }
         double d = cost(p, a, k);
         t = ready + d;
@@ -88,13 +98,15 @@ static void advance(play *p, int st, sched_report *r, int timeline)
         if (timeline) { r->start[st][i] = ready; r->end[st][i] = t; }
         if (a.op == SCHED_F) {
             int dst = (int)((k + 1) % P);
-            double bytes = p->c ? p->c->xfer_bytes[k] : 0;
-            p->fa[k * M + a.mb] = k + 1 < K ? send(p, st, dst, 1, bytes, t) : t;
+            if (p->fa)
+                p->fa[k * M + a.mb] = -(k + 1 < K ? send(p, st, dst, 1, p->c->xfer_bytes[k], t) : t);
+            else p->fd[k * M + a.mb] = 1;
             if (k + 1 < K && dst != st) push(p, dst);
         } else if (a.op != SCHED_W) {
             int dst = (int)((k + P - 1) % P);
-            double bytes = p->c && k > 0 ? p->c->xfer_bytes[k - 1] : 0;
-            p->ba[k * M + a.mb] = k > 0 ? send(p, st, dst, 0, bytes, t) : t;
+            if (p->ba)
+                p->ba[k * M + a.mb] = -(k > 0 ? send(p, st, dst, 0, p->c->xfer_bytes[k - 1], t) : t);
+            else p->bd[k * M + a.mb] = 1;
             if (k > 0 && dst != st) push(p, dst);
         }
     }
@@ -113,19 +125,20 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
     p.c = c;
     p.K = P * (size_t)s->n_chunks;
     p.M = (size_t)s->n_micro;
-    p.fa = malloc(2 * p.K * p.M * sizeof(double));
+    if (c) p.fa = calloc(2 * p.K * p.M, sizeof(double));
+    else p.fd = calloc(2 * p.K * p.M, 1);
     p.link = calloc(2 * P, sizeof(double));
     p.cur = calloc(P, sizeof(size_t));
     p.tfree = calloc(P, sizeof(double));
     p.queue = malloc(P * sizeof(int));
     p.queued = calloc(P, 1);
     int rc = -1;
-    if (!p.fa || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued) {
+    if ((c ? !p.fa : !p.fd) || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued) {
         sched_seterr(err, "out of memory simulating %zu stages x %zu micro-batches", P, p.M);
         goto fail;
     }
-    p.ba = p.fa + p.K * p.M;
-    for (size_t i = 0; i < 2 * p.K * p.M; i++) p.fa[i] = -1;
+    if (c) p.ba = p.fa + p.K * p.M;
+    else p.bd = p.fd + p.K * p.M;
     for (size_t st = 0; st < P; st++) push(&p, (int)st);
     while (p.qn) {
         int st = p.queue[p.qh];
@@ -144,6 +157,7 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
         if (p.tfree[st] > r->step_time) r->step_time = p.tfree[st];
     rc = 0;
 fail:
+    free(p.fd);
     free(p.fa);
     free(p.link);
     free(p.cur);

@@ -7,24 +7,36 @@
 
 #include "scheduler/sched_int.h"
 
-#define NONE ((size_t)-1)
+/* Per (chunk, micro-batch) of the stage being checked: which ops were seen. */
+enum { SEEN_F = 1 << SCHED_F, SEEN_B = 1 << SCHED_B, SEEN_W = 1 << SCHED_W, SEEN_BW = 1 << SCHED_BW };
 
-typedef struct {
-    size_t *f, *b, *w, *bw; /* position of each op per (chunk, mb), NONE if absent */
-} seen;
+/* Position of the first action before i on stage st for the same micro-batch
+ * and chunk as action i whose op is in mask (only used to word errors). */
+static size_t first_pos(const sched_schedule *s, int st, size_t end, sched_action a, int mask)
+{
+    for (size_t i = 0; i < end; i++) {
+        sched_action b = s->act[st][i];
+        if (b.mb == a.mb && b.chunk == a.chunk && ((1 << b.op) & mask)) return i;
+    }
+    return end;
+}
 
-static int dup_err(const sched_schedule *s, int st, size_t i, size_t first, const char *what,
+static int dup_err(const sched_schedule *s, int st, size_t i, int mask, const char *what,
                    char *err)
 {
     char w1[400], an[64];
     sched_action a = s->act[st][i];
-    return sched_seterr(err, "%s: duplicated %s: %s already appears at action %zu of stage %d",
+    size_t first = first_pos(s, st, i, a, mask);
+    sched_action b = s->act[st][first < i ? first : i];
+    char bn[64];
+    return sched_seterr(err, "%s: duplicated %s: %s, but %s already appears at action %zu of stage %d",
                         sched_where(s, st, i, w1, sizeof w1), what,
-                        sched_action_name(a, s->n_chunks, an, sizeof an), first, st);
+                        sched_action_name(a, s->n_chunks, an, sizeof an),
+                        sched_action_name(b, s->n_chunks, bn, sizeof bn), first, st);
 }
 
 /* Checks one action against what the stage has seen so far and records it. */
-static int see(const sched_schedule *s, int st, size_t i, seen *z, char *err)
+static int see(const sched_schedule *s, int st, size_t i, uint8_t *seen, char *err)
 {
     char w1[400], an[64], st2[16];
     sched_action a = s->act[st][i];
@@ -38,39 +50,36 @@ static int see(const sched_schedule *s, int st, size_t i, seen *z, char *err)
         return sched_seterr(err, "%s: bad micro-batch index %u in %s: expected 0..%d",
                             sched_where(s, st, i, w1, sizeof w1), a.mb,
                             sched_action_str(a, st2, sizeof st2), s->n_micro - 1);
-    size_t j = (size_t)a.chunk * (size_t)s->n_micro + a.mb;
+    uint8_t *z = &seen[(size_t)a.chunk * (size_t)s->n_micro + a.mb];
     switch (a.op) {
     case SCHED_F:
-        if (z->f[j] != NONE) return dup_err(s, st, i, z->f[j], "forward", err);
-        z->f[j] = i;
-        return 0;
+        if (*z & SEEN_F) return dup_err(s, st, i, SEEN_F, "forward", err);
+        break;
     case SCHED_B:
     case SCHED_BW:
-        if (z->b[j] != NONE) return dup_err(s, st, i, z->b[j], "backward", err);
-        if (z->bw[j] != NONE) return dup_err(s, st, i, z->bw[j], "backward", err);
-        if (z->f[j] == NONE)
+        if (*z & (SEEN_B | SEEN_BW)) return dup_err(s, st, i, SEEN_B | SEEN_BW, "backward", err);
+        if (!(*z & SEEN_F))
             return sched_seterr(err, "%s: %s comes before the forward of micro-batch %u "
                                      "(expected F before B)", sched_where(s, st, i, w1, sizeof w1),
                                 sched_action_name(a, s->n_chunks, an, sizeof an), a.mb);
-        if (a.op == SCHED_BW && z->w[j] != NONE)
-            return dup_err(s, st, i, z->w[j], "weight gradient", err);
-        if (a.op == SCHED_B) z->b[j] = i;
-        else z->bw[j] = i;
-        return 0;
+        if (a.op == SCHED_BW && (*z & SEEN_W))
+            return dup_err(s, st, i, SEEN_W, "weight gradient", err);
+        break;
     default: /* SCHED_W */
-        if (z->w[j] != NONE) return dup_err(s, st, i, z->w[j], "weight gradient", err);
-        if (z->bw[j] != NONE) return dup_err(s, st, i, z->bw[j], "weight gradient (after BW)", err);
-        if (z->b[j] == NONE)
+        if (*z & (SEEN_W | SEEN_BW))
+            return dup_err(s, st, i, SEEN_W | SEEN_BW, "weight gradient", err);
+        if (!(*z & SEEN_B))
             return sched_seterr(err, "%s: %s comes before B of micro-batch %u (expected F, then "
                                      "B, then W)", sched_where(s, st, i, w1, sizeof w1),
                                 sched_action_name(a, s->n_chunks, an, sizeof an), a.mb);
-        z->w[j] = i;
-        return 0;
+        break;
     }
+    *z |= (uint8_t)(1 << a.op);
+    return 0;
 }
 
 /* After a stage's list: everything present exactly once. */
-static int complete(const sched_schedule *s, int st, const seen *z, char *err)
+static int complete(const sched_schedule *s, int st, const uint8_t *seen, char *err)
 {
     char pre[300];
     sched_src_prefix(s, pre, sizeof pre);
@@ -80,17 +89,19 @@ static int complete(const sched_schedule *s, int st, const seen *z, char *err)
         char ch[32] = "";
         if (s->n_chunks > 1) snprintf(ch, sizeof ch, ", chunk %d", c);
         for (int m = 0; m < s->n_micro; m++) {
-            size_t j = (size_t)c * (size_t)s->n_micro + (size_t)m;
-            if (z->f[j] == NONE)
+            uint8_t z = seen[(size_t)c * (size_t)s->n_micro + (size_t)m];
+            if (!(z & SEEN_F))
                 return sched_seterr(err, "%s%s %d: missing forward F(%d%s): every micro-batch "
                                          "needs one F on every chunk of every stage", pre, row, rn, m, ch);
-            if (z->b[j] == NONE && z->bw[j] == NONE)
+            if (!(z & (SEEN_B | SEEN_BW)))
                 return sched_seterr(err, "%s%s %d: missing backward for micro-batch %d%s: "
                                          "expected B and W, or BW, after its F", pre, row, rn, m, ch);
-            if (z->b[j] != NONE && z->w[j] == NONE)
+            if ((z & SEEN_B) && !(z & SEEN_W)) {
+                sched_action a = { (uint32_t)m, (uint16_t)c, SCHED_B, 0 };
                 return sched_seterr(err, "%s%s %d: missing weight gradient W(%d%s): B(%d) at "
                                          "action %zu needs a W after it (or use BW)", pre, row, rn,
-                                    m, ch, m, z->b[j]);
+                                    m, ch, m, first_pos(s, st, s->len[st], a, SEEN_B));
+            }
         }
     }
     return 0;
@@ -99,26 +110,22 @@ static int complete(const sched_schedule *s, int st, const seen *z, char *err)
 int sched_static_check(const sched_schedule *s, int *peak_mb, char *err)
 {
     size_t n = (size_t)s->n_chunks * (size_t)s->n_micro;
-    seen z;
-    z.f = malloc(4 * n * sizeof(size_t));
-    if (!z.f) return sched_seterr(err, "out of memory checking the schedule");
-    z.b = z.f + n;
-    z.w = z.b + n;
-    z.bw = z.w + n;
+    uint8_t *seen = malloc(n);
+    if (!seen) return sched_seterr(err, "out of memory checking the schedule");
     int rc = 0;
     for (int st = 0; st < s->n_stages && !rc; st++) {
-        memset(z.f, 0xff, 4 * n * sizeof(size_t));
+        memset(seen, 0, n);
         int live = 0, peak = 0;
         for (size_t i = 0; i < s->len[st] && !rc; i++) {
-            rc = see(s, st, i, &z, err);
+            rc = see(s, st, i, seen, err);
             int op = s->act[st][i].op;
             if (op == SCHED_F && ++live > peak) peak = live;
             if (op == SCHED_W || op == SCHED_BW) live--;
         }
-        if (!rc) rc = complete(s, st, &z, err);
+        if (!rc) rc = complete(s, st, seen, err);
         if (peak_mb) peak_mb[st] = peak;
     }
-    free(z.f);
+    free(seen);
     return rc;
 }
 
