@@ -45,7 +45,8 @@
  * first holds the embedding, the last the head). With "interleaved" every stage
  * holds the same number v >= 2 of chunks and chunk c of stage s is virtual stage
  * c*P+s; the virtual stages hold consecutive ranges in that order. A schedule file
- * accepts either layout.
+ * accepts either layout. Either way stage 0 holds the embedding and stage P-1 the
+ * head, and virtual stage k+1 receives what virtual stage k sends.
  *
  * Relative paths in the file (data.path, schedule.file, secret_file) are resolved
  * against the directory of the topology file; the string as written is kept too.
@@ -187,7 +188,8 @@ int topo_all_loopback(const topo *t);
 int topo_find_stage(const topo *t, const char *host, int port);
 
 /* Prints the partition table: per stage host:port, layers, parameters, forward
- * FLOPs per micro-batch and activation bytes sent per micro-batch, then totals. */
+ * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over
+ * its chunks), then totals and the topology hash. */
 void topo_print_partition(const topo *t, FILE *f);
 
 #endif

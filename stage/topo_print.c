@@ -1,6 +1,7 @@
 /* topo_print.c — the partition table `pipetrain check` prints: per stage its
  * address, layers, parameters, forward FLOPs and the bytes it sends forward per
- * micro-batch, from model/'s accounting. Presentation only; no validation. */
+ * micro-batch, from model/'s accounting, and the topology hash. Presentation
+ * only; no validation. */
 #include "stage/topo.h"
 
 #include <string.h>
@@ -63,4 +64,7 @@ void topo_print_partition(const topo *t, FILE *f)
     human(tf, "", fl, sizeof fl);
     human_bytes(tb, by, sizeof by);
     fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "total", "", "", "", p, fl, by);
+    char hash[65];
+    topo_hash_hex(t, hash);
+    fprintf(f, "topology hash %s\n", hash);
 }

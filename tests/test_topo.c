@@ -345,6 +345,15 @@ static void test_overrides(void)
         topo_free(&t);
     }
 
+    char *s4[] = { "schedule.kind=zb-h1", "launch=ssh", "train.steps=2e3", "data.format=bin" };
+    if (!load_ok(&t, p, s4, 4)) {
+        CU_ASSERT_EQUAL(t.schedule.kind_id, TOPO_SCHED_ZBH1);
+        CU_ASSERT_EQUAL(t.launch_id, TOPO_LAUNCH_SSH);
+        CU_ASSERT_EQUAL(t.train.steps, 2000);
+        CU_ASSERT_EQUAL(t.data.kind, TOPO_DATA_BIN);
+        topo_free(&t);
+    }
+
     set_fail("train.lrr=1", "--set train.lrr=1: unknown key train.lrr", "lr");
     set_fail("nope=1", "--set nope=1: unknown key nope", NULL);
     set_fail("train.steps=abc", "--set train.steps=abc: train.steps expects an integer", "abc");
@@ -619,6 +628,9 @@ static void test_helpers(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, want_p));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "96.0 KiB")); /* 3 x 64 x 128 floats */
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "total"));
+    char hex[65];
+    topo_hash_hex(&t, hex);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, hex));
     free(buf);
     topo_free(&t);
 }
