@@ -236,14 +236,18 @@ static int render(const render_ctx *x, FILE *f, char *err)
 }
 
 /* Writes to path.tmp.PID, fsyncs, renames over path and fsyncs the directory, so
- * a failure never leaves a partial file under the final name. */
+ * a failure never leaves a partial file under the final name. Returns 0, 2 when
+ * the file cannot be created (a bad --out), -1 on a write error; err says why. */
 static int write_file(const char *path, const render_ctx *x, char *err)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return seterr(err, "%s: path too long", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return seterr(err, "%s: cannot create: %s", tmp, strerror(errno));
+    if (!f) {
+        seterr(err, "%s: cannot create the output file (as %s): %s", path, tmp, strerror(errno));
+        return 2;
+    }
     char why[ERR_LEN] = "";
     int rc = render(x, f, why);
     if (!rc && (fflush(f) || fsync(fileno(f)))) rc = seterr(why, "%s", strerror(errno));
@@ -391,7 +395,8 @@ int cli_schedule_main(int argc, char **argv)
     print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
     render_ctx x = { s, r, o.fmt, o.width };
     if (o.out) {
-        if (write_file(o.out, &x, err)) { rc = 1; goto fail; }
+        int wrc = write_file(o.out, &x, err);
+        if (wrc) { rc = wrc == 2 ? 2 : 1; goto fail; }
         printf("wrote %s (%s)\n", o.out, fmt_names[o.fmt]);
     } else {
         if (!data_on_stdout) putchar('\n');

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# t_sched_cli.sh — `pipetrain schedule` end to end: golden numbers, every output
+# format, JSON/CSV files written and read back, a deadlocked file, a topology,
+# bad usage (exit 2) and --out never leaving a partial file. Uses
+# `bin/pipetrain schedule` when the command is wired in, otherwise the standalone
+# helper bin/tests/sched_cli_main built from the same source.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+if "$BIN/pipetrain" schedule --help >/dev/null 2>&1; then
+    PT=("$BIN/pipetrain" schedule)
+else
+    PT=("$BIN/tests/sched_cli_main")
+fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# run EXPECTED_RC ARGS... : runs the command, keeps stdout/stderr in $tmp/out, $tmp/err
+run() {
+    local want=$1; shift
+    "${PT[@]}" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        fail "exit $rc (want $want): schedule $*"; sed 's/^/    /' "$tmp/err" | head -5
+        return 1
+    fi
+    return 0
+}
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2' ($3)"; }
+
+# Golden: P=4, M=8, F=1, B=2 fused: bubble 3/11 for gpipe and 1f1b.
+for k in gpipe 1f1b; do
+    run 0 --stages 4 --micro-batches 8 --kind "$k" --costs 1,2,0 &&
+    { has "$tmp/out" "predicted step time: 33.0000 ms" "$k step"; has "$tmp/out" "bubble: 27.3% overall" "$k bubble"; }
+done
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --costs 1,2,0 &&
+    { grep -qE '^ +3 +24\.000 +27\.3% +1 ' "$tmp/out" || fail "1f1b stage 3 row (peak 1)"; }
+run 0 --stages 4 --micro-batches 8 --kind zb-h1 --costs 1,1,1 && has "$tmp/out" "predicted step time: 27.0000 ms" "zb-h1"
+run 0 --stages 4 --micro-batches 8 --schedule interleaved --chunks 2 --costs 1,2,0 &&
+    has "$tmp/out" "predicted step time: 28.5000 ms" "interleaved v=2"
+run 0 --stages 4 --micro-batches 8 && has "$tmp/out" "stage   3 |" "ascii grid"
+
+# Every format; schedule files written and read back give the same prediction.
+for k in gpipe 1f1b interleaved zb-h1; do
+    for f in json csv; do
+        run 0 --stages 3 --micro-batches 6 --kind "$k" --format "$f" --out "$tmp/s.$f" || continue
+        want=$(grep "predicted step time" "$tmp/out")
+        run 0 --schedule "$tmp/s.$f" && has "$tmp/out" "$want" "$k via $f"
+    done
+done
+run 0 --stages 4 --micro-batches 8 --format json >/dev/null &&
+    { head -c 1 "$tmp/out" | grep -q '{' || fail "json on stdout"; has "$tmp/err" "predicted step time" "summary on stderr"; }
+run 0 --stages 4 --micro-batches 8 --format svg --out "$tmp/t.svg" &&
+    { head -c 4 "$tmp/t.svg" | grep -q '<svg' || fail "svg header"; has "$tmp/t.svg" "</svg>" "svg end"; }
+run 0 --stages 4 --micro-batches 8 --format chrome --out "$tmp/t.json" && has "$tmp/t.json" '"traceEvents"' "chrome trace"
+if command -v python3 >/dev/null; then
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['traceEvents']) == 64 + 8" "$tmp/t.json" ||
+        fail "chrome trace is not the expected JSON"
+fi
+run 0 --schedule tests/data/sched/pytorch-style-2x4.csv
+
+# A deadlocked hand-written schedule: exit 2 with the explanation.
+run 2 --schedule tests/data/sched/deadlock-2x4.json --out "$tmp/never.svg" --format svg &&
+    { has "$tmp/err" "stage 0 waits for B(2) from stage 1; stage 1 waits for F(3) from stage 0" "deadlock";
+      has "$tmp/err" "[BW2]" "stuck marker"; }
+[ -e "$tmp/never.svg" ] && fail "--out written for an invalid schedule"
+ls "$tmp" | grep -q '\.tmp\.' && fail "temporary file left behind"
+
+# A topology: costs from FLOPs, activation bytes per stage.
+run 0 topologies/shakespeare-2stage.json && { has "$tmp/out" "from FLOPs" "topology costs"; has "$tmp/out" "MiB" "peak bytes"; }
+run 0 topologies/shakespeare-4stage.json --kind zb-h1 --latency 0.05 --bandwidth 1000 && has "$tmp/out" "links: latency" "links"
+run 2 topologies/shakespeare-2stage.json --set train.micro_batches=x
+run 2 topologies/shakespeare-2stage.json --stages 3
+
+# Bad usage and bad input: exit 2 with a message.
+run 2 --stages 4 && has "$tmp/err" "--micro-batches" "missing M"
+run 2 --stages 4 --micro-batches 8 --kind pipedream && has "$tmp/err" "unknown schedule kind" "kind"
+run 2 --stages 4 --micro-batches 8 --format png && has "$tmp/err" "--format" "format"
+run 2 --stages 4 --micro-batches 8 --costs 1,2 && has "$tmp/err" "--costs" "costs"
+run 2 --stages 4 --micro-batches 8 --bogus 1 && has "$tmp/err" "unknown option" "option"
+run 2 --stages 4 --micro-batches 2 --kind 1f1b && has "$tmp/err" "2 micro-batches for 4 stages" "1f1b constraint"
+run 2 --stages 4 --micro-batches 6 --kind interleaved && has "$tmp/err" "multiple of the number of stages" "interleaved"
+run 2 --schedule "$tmp/missing.json" && has "$tmp/err" "missing.json" "missing file"
+printf '0F0,0X1\n' >"$tmp/bad.csv"
+run 2 --schedule "$tmp/bad.csv" && has "$tmp/err" "bad.csv: row 1, column 2" "csv position"
+run 2 --stages 4 --micro-batches 8 --out "$tmp/no/such/dir/x.svg" --format svg && has "$tmp/err" "x.svg" "bad --out"
+run 0 --help && has "$tmp/out" "usage: pipetrain schedule" "help"
+
+[ "$fails" -eq 0 ] || { echo "t_sched_cli: $fails failure(s)"; exit 1; }
+echo "t_sched_cli: ok (${PT[*]})"
