@@ -335,6 +335,13 @@ static int check_schedule(topo *t, char *err)
         return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
     if (!sc->kind && !sc->file) sc->kind = strdup("gpipe");
     sc->kind_id = sc->file ? TOPO_SCHED_FILE : schedule_id(sc->kind);
+    return 0;
+}
+
+/* Constraints of the schedule on the batch, once the partition is known. */
+static int check_schedule_fit(const topo *t, char *err)
+{
+    const topo_schedule *sc = &t->schedule;
     if (sc->kind_id == TOPO_SCHED_1F1B && t->train.micro_batches < t->n_stages)
         return seterr(err, "%s: train.micro_batches: schedule \"1f1b\" needs at least one micro-batch "
                       "per stage (%d stages), found %d", t->path, t->n_stages, t->train.micro_batches);
@@ -349,7 +356,7 @@ int topo_validate(topo *t, char *err)
     t->data.kind = data_kind(&t->data);
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
     if (check_train(t, err) || check_schedule(t, err)) return -1;
-    if (check_addresses(t, err) || check_partition(t, err)) return -1;
+    if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
     return 0;
 }
 
