@@ -39,6 +39,7 @@ struct net_op {
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
     uint8_t hdr[NET_HDR_LEN];
     atomic_int done;
+    int cancel_ack;               /* the network thread has seen our cancel [lock] */
     int status;
     char err[NET_ERR_LEN];
     struct net_op *next, *prev;   /* queue links [net] */
@@ -127,6 +128,7 @@ struct net_node {
     struct cmd *qhead, *qtail;    /* [lock] */
     int efd;                      /* eventfd that wakes the loop */
     int closing;                  /* no new work accepted [lock] */
+    int exited;                   /* the network thread has left its loop [lock] */
     struct peer *peers;           /* [lock] for the list itself */
     struct net_op *live;          /* user ops not yet freed [lock] */
     pthread_t thr;

@@ -304,8 +304,24 @@ static void do_recv(struct net_node *n, struct net_op *op)
     }
 }
 
+static void cancel_one(struct net_node *n, struct net_op *op);
+
+static void cancel_ack(struct net_node *n, struct net_op *op)
+{
+    pthread_mutex_lock(&n->lk);
+    op->cancel_ack = 1;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->lk);
+}
+
 /* Cancels a pending op so that the transport never touches its buffer again. */
 static void do_cancel(struct net_node *n, struct net_op *op)
+{
+    cancel_one(n, op);
+    cancel_ack(n, op);
+}
+
+static void cancel_one(struct net_node *n, struct net_op *op)
 {
     struct peer *pr = op->pr;
     struct conn *c = pr->conn;
@@ -498,6 +514,10 @@ void *loop_main(void *arg)
         if (pr->retry_ev) event_free(pr->retry_ev);
         pr->retry_ev = NULL;
     }
+    pthread_mutex_lock(&n->lk);
+    n->exited = 1; /* late cancels need no answer now: every op is complete */
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->lk);
     if (n->listen_ev) event_free(n->listen_ev);
     if (n->lfd >= 0) close(n->lfd);
     if (n->wake_ev) event_free(n->wake_ev);

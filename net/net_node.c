@@ -522,10 +522,14 @@ void net_op_free(struct net_op *op)
     struct net_node *n = op->node;
     if (n) {
         pthread_mutex_lock(&n->lk);
-        if (!atomic_load_explicit(&op->done, memory_order_acquire)) {
+        if (!atomic_load_explicit(&op->done, memory_order_acquire) && !n->exited) {
+            /* Wait for the network thread to see the cancel, not only for the op
+             * to finish: the command names op, and op's memory is about to go. */
             struct cmd *c = calloc(1, sizeof *c);
             if (c) { c->kind = CMD_CANCEL; c->op = op; push_cmd_locked(n, c); }
-            while (!atomic_load_explicit(&op->done, memory_order_acquire)) cv_wait(n, -1);
+            while (!n->exited && (!atomic_load_explicit(&op->done, memory_order_acquire) ||
+                                  (c && !op->cancel_ack)))
+                cv_wait(n, -1);
         }
         live_del_locked(n, op);
         pthread_mutex_unlock(&n->lk);

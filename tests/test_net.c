@@ -1,0 +1,907 @@
+/* test_net.c — CUnit suite for net/: checksums, the wire format, round trips
+ * through real nodes on loopback, a hand-driven fake peer that sends broken or
+ * hostile frames, dead peers (a helper process killed or stopped), connect
+ * retry, backpressure and shutdown. No timing thresholds: timeouts below are
+ * only there so that a broken build fails instead of hanging. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "net/net.h"
+#include "net/net_wire.h"
+#include "tests/tests.h"
+
+static const char SECRET[] = "test-secret-0123456789abcdef";
+#define ST(a, b) CU_ASSERT_EQUAL_FATAL((a), (b))
+
+/* --- log capture ----------------------------------------------------------- */
+static pthread_mutex_t log_lk = PTHREAD_MUTEX_INITIALIZER;
+static char logbuf[1 << 16];
+static size_t loglen;
+
+static void log_cb(void *arg, const char *line)
+{
+    (void)arg;
+    pthread_mutex_lock(&log_lk);
+    size_t n = strlen(line);
+    if (loglen + n + 2 < sizeof logbuf) {
+        memcpy(logbuf + loglen, line, n);
+        loglen += n;
+        logbuf[loglen++] = '\n';
+        logbuf[loglen] = 0;
+    }
+    pthread_mutex_unlock(&log_lk);
+}
+static void log_clear(void)
+{
+    pthread_mutex_lock(&log_lk);
+    loglen = 0;
+    logbuf[0] = 0;
+    pthread_mutex_unlock(&log_lk);
+}
+static int log_has(const char *s)
+{
+    pthread_mutex_lock(&log_lk);
+    int r = strstr(logbuf, s) != NULL;
+    pthread_mutex_unlock(&log_lk);
+    return r;
+}
+
+/* --- nodes ----------------------------------------------------------------- */
+static void cfg_for(net_config *c, net_peer_id id)
+{
+    net_config_init(c);
+    c->self = id;
+    c->run_id = 7;
+    memset(c->topo_hash, 0xAB, NET_HASH_LEN);
+    c->secret = (const uint8_t *)SECRET;
+    c->secret_len = strlen(SECRET);
+    c->listen_host = "127.0.0.1";
+    c->heartbeat_ms = 100;
+    c->dead_ms = 3000;
+    c->connect_deadline_ms = 5000;
+    c->log = log_cb;
+}
+
+static struct net_node *node_or_die(const net_config *c)
+{
+    char err[NET_ERR_LEN];
+    struct net_node *n = net_node_new(c, err);
+    if (!n) fprintf(stderr, "net_node_new: %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+    return n;
+}
+
+/* a = stage 0 (listens), b = stage 1 (connects to a); both ready. */
+static void pair_cfg(struct net_node **a, struct net_node **b, const net_config *ca,
+                     const net_config *cb)
+{
+    char err[NET_ERR_LEN];
+    *a = node_or_die(ca);
+    *b = node_or_die(cb);
+    ST(net_connect(*b, ca->self, "127.0.0.1", net_node_port(*a), err), NET_OK);
+    int st = net_wait_peer(*b, ca->self, 10000, err);
+    if (st != NET_OK) fprintf(stderr, "wait_peer: %s\n", err);
+    ST(st, NET_OK);
+    ST(net_wait_peer(*a, cb->self, 10000, err), NET_OK);
+}
+
+static void pair(struct net_node **a, struct net_node **b)
+{
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    pair_cfg(a, b, &ca, &cb);
+}
+
+static void fill(uint8_t *p, size_t n, uint32_t seed)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        p[i] = (uint8_t)s;
+    }
+}
+
+/* --- checksums and wire format -------------------------------------------- */
+static void test_crc32c(void)
+{
+    CU_ASSERT_EQUAL(net_crc32c_sw(0, "123456789", 9), 0xE3069283u);
+    CU_ASSERT_EQUAL(net_crc32c(0, "123456789", 9), 0xE3069283u);
+    CU_ASSERT_EQUAL(net_crc32c_sw(0, "", 0), 0u);
+    size_t n = 200000;
+    uint8_t *b = malloc(n + 8);
+    fill(b, n + 8, 1);
+    int hw = net_crc32c_hw_available();
+    printf("\n  SSE4.2 crc32: %s\n", hw ? "yes" : "no (hardware path not tested)");
+    for (size_t len = 0; len < n; len = len * 3 / 2 + 1)
+        for (size_t off = 0; off < 8; off += 3) {
+            uint32_t sw = net_crc32c_sw(0, b + off, len);
+            if (hw) CU_ASSERT_EQUAL(net_crc32c_hw(0, b + off, len), sw);
+            CU_ASSERT_EQUAL(net_crc32c(0, b + off, len), sw);
+            /* incremental == whole */
+            uint32_t c = net_crc32c_sw(0, b + off, len / 3);
+            CU_ASSERT_EQUAL(net_crc32c_sw(c, b + off + len / 3, len - len / 3), sw);
+            if (hw) {
+                c = net_crc32c_hw(0, b + off, len / 3);
+                CU_ASSERT_EQUAL(net_crc32c_hw(c, b + off + len / 3, len - len / 3), sw);
+            }
+        }
+    free(b);
+}
+
+static void test_header_codec(void)
+{
+    char err[NET_ERR_LEN];
+    net_hdr h = { .version = NET_VERSION, .type = 17, .flags = 3, .sender = net_stage_id(2, 1),
+                  .step = 1ull << 40, .mb = 5, .chunk = 2, .len = 12345, .crc = 0xdeadbeef }, g;
+    uint8_t b[NET_HDR_LEN];
+    net_hdr_encode(b, &h);
+    ST(net_hdr_decode(b, &g, 1 << 20, err), NET_OK);
+    CU_ASSERT(g.type == 17 && g.flags == 3 && g.step == 1ull << 40 && g.mb == 5 && g.chunk == 2 &&
+              g.len == 12345 && g.crc == 0xdeadbeef && net_peer_eq(g.sender, h.sender));
+    for (int i = 0; i < NET_HDR_LEN; i++) { /* every single-byte corruption is caught */
+        uint8_t c[NET_HDR_LEN];
+        memcpy(c, b, sizeof c);
+        c[i] ^= 0x10;
+        CU_ASSERT_EQUAL(net_hdr_decode(c, &g, 1 << 20, err), NET_ERR);
+    }
+    b[0] ^= 1;
+    CU_ASSERT_EQUAL(net_hdr_decode(b, &g, 1 << 20, err), NET_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "magic"));
+    h.version = NET_VERSION + 1;
+    net_hdr_encode(b, &h);
+    CU_ASSERT_EQUAL(net_hdr_decode(b, &g, 1 << 20, err), NET_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "version"));
+    h.version = NET_VERSION;
+    h.len = 1ull << 60;
+    net_hdr_encode(b, &h);
+    CU_ASSERT_EQUAL(net_hdr_decode(b, &g, NET_MAX_PAYLOAD_CAP, err), NET_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "exceeds the limit"));
+}
+
+static void test_hello_auth_codec(void)
+{
+    char err[NET_ERR_LEN];
+    net_hello a = { .version = NET_VERSION, .id = net_stage_id(1, 0), .run_id = 9 }, b = a, p;
+    memset(a.topo_hash, 1, NET_HASH_LEN);
+    memcpy(b.topo_hash, a.topo_hash, NET_HASH_LEN);
+    b.id = net_stage_id(2, 0);
+    ST(net_random(a.nonce, NET_NONCE_LEN), NET_OK);
+    ST(net_random(b.nonce, NET_NONCE_LEN), NET_OK);
+    uint8_t ea[NET_HELLO_LEN], eb[NET_HELLO_LEN], proof[NET_PROOF_LEN];
+    net_hello_encode(ea, &a);
+    net_hello_encode(eb, &b);
+    ST(net_hello_parse(eb, NET_HELLO_LEN, &p, err), NET_OK);
+    CU_ASSERT_EQUAL(net_hello_check(&a, &p, err), NET_OK);
+    CU_ASSERT_EQUAL(net_hello_parse(eb, NET_HELLO_LEN - 1, &p, err), NET_ERR);
+    p.topo_hash[3] ^= 1;
+    CU_ASSERT_EQUAL(net_hello_check(&a, &p, err), NET_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 2 has a different topology"));
+    const uint8_t *s = (const uint8_t *)SECRET;
+    ST(net_auth_proof(proof, s, 16, ea, eb), NET_OK);
+    CU_ASSERT_EQUAL(net_auth_verify(proof, NET_PROOF_LEN, s, 16, ea, eb, err), NET_OK);
+    CU_ASSERT_EQUAL(net_auth_verify(proof, NET_PROOF_LEN, s, 16, eb, ea, err), NET_ERR); /* reflected */
+    CU_ASSERT_EQUAL(net_auth_verify(proof, NET_PROOF_LEN, s + 1, 16, ea, eb, err), NET_ERR);
+    CU_ASSERT_EQUAL(net_auth_verify(proof, NET_PROOF_LEN - 1, s, 16, ea, eb, err), NET_ERR);
+}
+
+static void test_secret_load(void)
+{
+    char err[NET_ERR_LEN], path[] = "/tmp/test_net_secretXXXXXX";
+    uint8_t buf[64];
+    size_t len = 0;
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT(write(fd, "0123456789abcdefXYZ\n", 20) == 20);
+    close(fd);
+    chmod(path, 0600);
+    ST(net_secret_load(path, NULL, buf, sizeof buf, &len, err), NET_OK);
+    CU_ASSERT(len == 19 && !memcmp(buf, "0123456789abcdefXYZ", 19));
+    chmod(path, 0644);
+    CU_ASSERT_EQUAL(net_secret_load(path, NULL, buf, sizeof buf, &len, err), NET_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "chmod 600"));
+    unlink(path);
+    setenv("NET_TEST_SHORT", "short", 1);
+    CU_ASSERT_EQUAL(net_secret_load(NULL, "NET_TEST_SHORT", buf, sizeof buf, &len, err), NET_ERR);
+    setenv("NET_TEST_OK", SECRET, 1);
+    ST(net_secret_load(NULL, "NET_TEST_OK", buf, sizeof buf, &len, err), NET_OK);
+    CU_ASSERT_EQUAL(len, strlen(SECRET));
+}
+
+/* --- round trips through real nodes ---------------------------------------- */
+static int send_recv(struct net_node *from, net_peer_id from_id, struct net_node *to,
+                     net_peer_id to_id, net_key k, const uint8_t *src, uint8_t *dst, size_t n)
+{
+    char err[NET_ERR_LEN];
+    struct net_op *s = NULL, *r = NULL;
+    int st = net_recv_post(to, from_id, k, dst, n, &r, err);
+    if (st == NET_OK) st = net_send(from, to_id, k, src, n, 10000, &s, err);
+    if (st == NET_OK) st = net_wait(r, 30000, err);
+    if (st == NET_OK) st = net_wait(s, 30000, err);
+    if (st == NET_OK && net_op_len(r) != n) st = NET_ERR;
+    if (st != NET_OK) fprintf(stderr, "send_recv %zu: %s\n", n, err);
+    net_op_free(s);
+    net_op_free(r);
+    return st;
+}
+
+static void roundtrips(int read_mode)
+{
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    ca.read_mode = cb.read_mode = read_mode;
+    struct net_node *a, *b;
+    pair_cfg(&a, &b, &ca, &cb);
+    size_t sizes[] = { 0, 1, 4096, 1 << 20, 64 << 20 };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = sizes[i];
+        uint8_t *src = malloc(n + 1), *dst = malloc(n + 1);
+        fill(src, n, (uint32_t)i + 10);
+        memset(dst, 0, n + 1);
+        net_key k = { 20, i, (uint32_t)i, 1 };
+        CU_ASSERT_EQUAL(send_recv(a, ca.self, b, cb.self, k, src, dst, n), NET_OK);
+        CU_ASSERT(memcmp(src, dst, n) == 0);
+        memset(dst, 0, n + 1);
+        CU_ASSERT_EQUAL(send_recv(b, cb.self, a, ca.self, k, src, dst, n), NET_OK);
+        CU_ASSERT(memcmp(src, dst, n) == 0);
+        free(src);
+        free(dst);
+    }
+    net_stats st;
+    ST(net_peer_stats(b, ca.self, &st), NET_OK);
+    CU_ASSERT(st.frames_rx == 5 && st.bytes_rx == 0 + 1 + 4096 + (1 << 20) + (64 << 20));
+    net_node_free(a);
+    net_node_free(b);
+}
+static void test_roundtrip_sizes(void) { roundtrips(NET_READ_DIRECT); }
+static void test_roundtrip_evbuffer(void) { roundtrips(NET_READ_EVBUFFER); }
+
+#define NMSG 300
+/* Many messages in flight both ways at once, all under one key so that only
+ * arrival order decides which receive gets which message. */
+static void test_many_in_flight(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    char err[NET_ERR_LEN];
+    static struct net_op *sa[NMSG], *sb[NMSG], *ra[NMSG], *rb[NMSG];
+    static uint8_t *out[NMSG], *in_a[NMSG], *in_b[NMSG];
+    net_key k = { 30, 5, 1, 0 };
+    for (int i = 0; i < NMSG; i++) {
+        size_t n = (size_t)(i * 997) % 70000;
+        out[i] = malloc(n + 8);
+        fill(out[i] + 8, n, (uint32_t)i);
+        memcpy(out[i], &i, sizeof i);
+        in_a[i] = calloc(1, 70008);
+        in_b[i] = calloc(1, 70008);
+        ST(net_recv_post(a, ib, k, in_a[i], 70008, &ra[i], err), NET_OK);
+    }
+    for (int i = 0; i < NMSG; i++) {
+        size_t n = (size_t)(i * 997) % 70000 + 8;
+        ST(net_send(a, ib, k, out[i], n, 10000, &sa[i], err), NET_OK);
+        ST(net_send(b, ia, k, out[i], n, 10000, &sb[i], err), NET_OK);
+    }
+    /* b's receives are posted only now: most messages arrived unclaimed */
+    for (int i = 0; i < NMSG; i++) ST(net_recv_post(b, ia, k, in_b[i], 70008, &rb[i], err), NET_OK);
+    int bad = 0;
+    for (int i = 0; i < NMSG; i++) {
+        size_t n = (size_t)(i * 997) % 70000 + 8;
+        if (net_wait(ra[i], 30000, err) != NET_OK || net_wait(rb[i], 30000, err) != NET_OK ||
+            net_wait(sa[i], 30000, err) != NET_OK || net_wait(sb[i], 30000, err) != NET_OK) {
+            fprintf(stderr, "msg %d: %s\n", i, err);
+            bad++;
+            continue;
+        }
+        if (net_op_len(ra[i]) != n || net_op_len(rb[i]) != n || memcmp(in_a[i], out[i], n) ||
+            memcmp(in_b[i], out[i], n))
+            bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    for (int i = 0; i < NMSG; i++) {
+        net_op_free(sa[i]); net_op_free(sb[i]); net_op_free(ra[i]); net_op_free(rb[i]);
+        free(out[i]); free(in_a[i]); free(in_b[i]);
+    }
+    net_node_free(a);
+    net_node_free(b);
+}
+
+/* Receives posted after arrival, with a transport-allocated buffer, too small,
+ * and cancelled. */
+static void test_recv_variants(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    char err[NET_ERR_LEN];
+    uint8_t msg[1000], got[1000];
+    fill(msg, sizeof msg, 3);
+    struct net_op *s, *r;
+    net_key k1 = { 40, 1, 0, 0 }, k2 = { 40, 2, 0, 0 }, k3 = { 40, 3, 0, 0 };
+    /* cancelled before anything arrives: the later message is still delivered */
+    ST(net_recv_post(b, ia, k1, got, sizeof got, &r, err), NET_OK);
+    net_op_free(r);
+    ST(net_send(a, ib, k1, msg, sizeof msg, 1000, &s, err), NET_OK);
+    ST(net_wait(s, 10000, err), NET_OK);
+    net_op_free(s);
+    usleep(20000); /* let it arrive with no receive posted */
+    r = NULL;
+    ST(net_recv_post(b, ia, k1, NULL, 0, &r, err), NET_OK);
+    ST(net_wait(r, 10000, err), NET_OK);
+    CU_ASSERT_EQUAL(net_op_len(r), sizeof msg);
+    uint8_t *p = net_op_take(r);
+    CU_ASSERT(p && memcmp(p, msg, sizeof msg) == 0);
+    free(p);
+    net_op_free(r);
+    /* too small a buffer: that receive fails, the connection lives on */
+    ST(net_recv_post(b, ia, k2, got, 10, &r, err), NET_OK);
+    ST(net_send(a, ib, k2, msg, sizeof msg, 1000, &s, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(r, 10000, err), NET_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "receive buffer holds 10"));
+    net_op_free(r);
+    net_op_free(s);
+    CU_ASSERT_EQUAL(send_recv(a, ia, b, ib, k3, msg, got, sizeof msg), NET_OK);
+    CU_ASSERT(memcmp(got, msg, sizeof msg) == 0);
+    /* a receive that times out is still pending, then cancelled */
+    ST(net_recv_post(b, ia, (net_key){ 41, 0, 0, 0 }, got, sizeof got, &r, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(r, 50, err), NET_TIMEOUT);
+    CU_ASSERT_EQUAL(net_op_test(r, err), NET_PENDING);
+    net_op_free(r);
+    net_node_free(a);
+    net_node_free(b);
+}
+
+/* --- a fake peer speaking the protocol by hand over a blocking socket ------- */
+struct fake {
+    int fd;
+    net_peer_id id;
+    uint8_t mine[NET_HELLO_LEN], theirs[NET_HELLO_LEN], proof[NET_PROOF_LEN];
+};
+
+static int fake_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void put_raw(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0) return;
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Sends a frame whose header announces len bytes and crc; payload (plen bytes) follows. */
+static void put_frame(int fd, uint16_t type, net_peer_id from, net_key k, uint64_t len,
+                      uint32_t crc, const void *payload, size_t plen)
+{
+    net_hdr h = { .version = NET_VERSION, .type = type, .sender = from, .step = k.step,
+                  .mb = k.mb, .chunk = k.chunk, .len = len, .crc = crc };
+    uint8_t b[NET_HDR_LEN];
+    net_hdr_encode(b, &h);
+    put_raw(fd, b, sizeof b);
+    if (plen) put_raw(fd, payload, plen);
+}
+
+static int get_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n) {
+        ssize_t r = recv(fd, b, n, 0);
+        if (r <= 0) return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Reads one frame (payload up to cap bytes, NUL-terminated); -1 on EOF or error. */
+static int get_frame(int fd, net_hdr *h, uint8_t *buf, size_t cap)
+{
+    uint8_t b[NET_HDR_LEN];
+    char err[NET_ERR_LEN];
+    if (get_all(fd, b, sizeof b) < 0 || net_hdr_decode(b, h, cap - 1, err) != NET_OK) return -1;
+    if (get_all(fd, buf, h->len) < 0) return -1;
+    buf[h->len] = 0;
+    return 0;
+}
+
+/* Connects as f->id. With replay set, sends f->mine and f->proof as recorded
+ * instead of fresh ones. Returns 0 once both proofs went out and the node's
+ * proof verified; the node may still refuse ours (see expect_error). */
+static int fake_handshake(struct fake *f, int port, const char *secret, int replay)
+{
+    net_hdr h;
+    uint8_t buf[512];
+    char err[NET_ERR_LEN];
+    f->fd = fake_open(port);
+    if (f->fd < 0) return -1;
+    if (!replay) {
+        net_hello me = { .version = NET_VERSION, .id = f->id, .run_id = 7 };
+        memset(me.topo_hash, 0xAB, NET_HASH_LEN);
+        net_random(me.nonce, NET_NONCE_LEN);
+        net_hello_encode(f->mine, &me);
+    }
+    put_frame(f->fd, NET_T_HELLO, f->id, (net_key){ 0 }, NET_HELLO_LEN,
+              net_crc32c(0, f->mine, NET_HELLO_LEN), f->mine, NET_HELLO_LEN);
+    if (get_frame(f->fd, &h, buf, sizeof buf) < 0 || h.type != NET_T_HELLO) return -1;
+    memcpy(f->theirs, buf, NET_HELLO_LEN);
+    if (!replay)
+        net_auth_proof(f->proof, (const uint8_t *)secret, strlen(secret), f->mine, f->theirs);
+    put_frame(f->fd, NET_T_AUTH, f->id, (net_key){ 0 }, NET_PROOF_LEN,
+              net_crc32c(0, f->proof, NET_PROOF_LEN), f->proof, NET_PROOF_LEN);
+    if (get_frame(f->fd, &h, buf, sizeof buf) < 0 || h.type != NET_T_AUTH) return -1;
+    return net_auth_verify(buf, h.len, (const uint8_t *)SECRET, strlen(SECRET), f->theirs,
+                           f->mine, err) == NET_OK ? 0 : -1;
+}
+
+/* Reads frames until an error frame containing what arrives, or EOF. 1 if found. */
+static int expect_error(int fd, const char *what)
+{
+    net_hdr h;
+    uint8_t buf[2048];
+    while (get_frame(fd, &h, buf, sizeof buf) == 0)
+        if (h.type == NET_T_ERROR) {
+            if (!strstr((char *)buf, what)) fprintf(stderr, "error frame: %s\n", buf);
+            return strstr((char *)buf, what) != NULL;
+        }
+    return 0;
+}
+
+static struct net_node *listener(net_peer_id id)
+{
+    net_config c;
+    cfg_for(&c, id);
+    return node_or_die(&c);
+}
+
+/* A node and an authenticated fake stage 5 connected to it. */
+static struct net_node *with_fake(struct fake *f)
+{
+    char err[NET_ERR_LEN];
+    struct net_node *a = listener(net_stage_id(0, 0));
+    f->id = net_stage_id(5, 0);
+    ST(fake_handshake(f, net_node_port(a), SECRET, 0), 0);
+    ST(net_wait_peer(a, f->id, 5000, err), NET_OK);
+    return a;
+}
+
+static void test_corrupt_payload(void)
+{
+    struct fake f;
+    char err[NET_ERR_LEN];
+    struct net_node *a = with_fake(&f);
+    uint8_t msg[5000], got[5000];
+    fill(msg, sizeof msg, 9);
+    uint32_t crc = net_crc32c(0, msg, sizeof msg);
+    net_key k = { 50, 3, 2, 1 };
+    msg[1234] ^= 0x40; /* flipped after the checksum was taken */
+    struct net_op *r;
+    ST(net_recv_post(a, f.id, k, got, sizeof got, &r, err), NET_OK);
+    put_frame(f.fd, 50, f.id, k, sizeof msg, crc, msg, sizeof msg);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_ERR);
+    char want[64];
+    snprintf(want, sizeof want, "0x%08x", crc);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "checksum mismatch"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 5"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "step 3, micro-batch 2, chunk 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+    net_op_free(r);
+    /* the stream itself is intact: the next good frame arrives */
+    msg[1234] ^= 0x40;
+    ST(net_recv_post(a, f.id, k, got, sizeof got, &r, err), NET_OK);
+    put_frame(f.fd, 50, f.id, k, sizeof msg, crc, msg, sizeof msg);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_OK);
+    CU_ASSERT(memcmp(got, msg, sizeof msg) == 0);
+    net_op_free(r);
+    /* a corrupted header kills the connection, with a reason on both sides */
+    uint8_t hb[NET_HDR_LEN];
+    net_hdr h = { .version = NET_VERSION, .type = 50, .sender = f.id, .step = 4, .len = 10 };
+    net_hdr_encode(hb, &h);
+    hb[17] ^= 1;
+    ST(net_recv_post(a, f.id, k, got, sizeof got, &r, err), NET_OK);
+    put_raw(f.fd, hb, sizeof hb);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_DEAD);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "corrupted frame header"));
+    CU_ASSERT(expect_error(f.fd, "header checksum"));
+    net_op_free(r);
+    close(f.fd);
+    net_node_free(a);
+}
+
+static void test_truncated_and_huge(void)
+{
+    struct fake f;
+    char err[NET_ERR_LEN];
+    uint8_t msg[4096], got[4096];
+    net_key k = { 50, 0, 0, 0 };
+    struct net_op *r;
+    /* truncated frame: 1000 of 4096 payload bytes, then the peer hangs up */
+    struct net_node *a = with_fake(&f);
+    ST(net_recv_post(a, f.id, k, got, sizeof got, &r, err), NET_OK);
+    put_frame(f.fd, 50, f.id, k, sizeof msg, 0, msg, 1000);
+    close(f.fd);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_DEAD);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "in the middle of a frame"));
+    CU_ASSERT_EQUAL(net_peer_status(a, f.id, err), NET_DEAD);
+    net_op_free(r);
+    net_node_free(a);
+    /* a length of 2^60 into a receive that would allocate: refused, nothing allocated
+     * (under ASan a 2^60-byte malloc would abort the test) */
+    a = with_fake(&f);
+    ST(net_recv_post(a, f.id, k, NULL, 0, &r, err), NET_OK);
+    put_frame(f.fd, 50, f.id, k, 1ull << 60, 0, NULL, 0);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_DEAD);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "1152921504606846976"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "exceeds the limit"));
+    CU_ASSERT(expect_error(f.fd, "exceeds the limit"));
+    net_op_free(r);
+    close(f.fd);
+    net_node_free(a);
+}
+
+/* Frames a stranger sends before authenticating: each is refused with a reason. */
+static void test_preauth_refusals(void)
+{
+    struct net_node *a = listener(net_stage_id(0, 0));
+    int port = net_node_port(a);
+    net_peer_id me = net_stage_id(6, 0);
+    uint8_t junk[NET_HDR_LEN], big[1000] = { 0 };
+    log_clear();
+    /* wrong magic */
+    int fd = fake_open(port);
+    memset(junk, 0x55, sizeof junk);
+    put_raw(fd, junk, sizeof junk);
+    CU_ASSERT(expect_error(fd, "wrong magic"));
+    close(fd);
+    /* wrong version */
+    fd = fake_open(port);
+    net_hdr h = { .version = NET_VERSION + 1, .type = NET_T_HELLO, .sender = me, .len = 0 };
+    net_hdr_encode(junk, &h);
+    put_raw(fd, junk, sizeof junk);
+    CU_ASSERT(expect_error(fd, "wrong protocol version"));
+    close(fd);
+    /* oversized message before authentication */
+    fd = fake_open(port);
+    put_frame(fd, NET_T_HELLO, me, (net_key){ 0 }, sizeof big, net_crc32c(0, big, sizeof big),
+              big, sizeof big);
+    CU_ASSERT(expect_error(fd, "exceeds the limit of 256"));
+    close(fd);
+    /* a tensor frame before authentication */
+    fd = fake_open(port);
+    put_frame(fd, NET_TYPE_USER, me, (net_key){ 0 }, 4, 0, "abcd", 4);
+    CU_ASSERT(expect_error(fd, "before authentication"));
+    close(fd);
+    usleep(50000);
+    CU_ASSERT(log_has("wrong magic"));
+    CU_ASSERT(log_has("before authentication"));
+    CU_ASSERT_EQUAL(net_peer_status(a, me, NULL), NET_PENDING);
+    net_node_free(a);
+}
+
+static void test_topology_and_secret_mismatch(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    for (int which = 0; which < 2; which++) {
+        cfg_for(&ca, net_stage_id(0, 0));
+        cfg_for(&cb, net_stage_id(2, 0));
+        if (which == 0) cb.topo_hash[31] ^= 1;
+        else cb.secret = (const uint8_t *)"a-different-secret-of-some-length";
+        if (which == 1) cb.secret_len = strlen((const char *)cb.secret);
+        log_clear();
+        struct net_node *a = node_or_die(&ca), *b = node_or_die(&cb);
+        ST(net_connect(b, ca.self, "127.0.0.1", net_node_port(a), err), NET_OK);
+        CU_ASSERT_EQUAL(net_wait_peer(b, ca.self, 5000, err), NET_DEAD);
+        const char *want = which == 0 ? "different topology" : "authentication failed";
+        if (!strstr(err, want)) fprintf(stderr, "got: %s\n", err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+        usleep(50000);
+        /* both ends logged it: "stage 2 has ..." from a, "stage 0 has ..." from b */
+        CU_ASSERT(log_has(which == 0 ? "stage 2 has a different topology"
+                                     : "stage 2 (127.0.0.1"));
+        CU_ASSERT(log_has(want));
+        CU_ASSERT_NOT_EQUAL(net_peer_status(a, cb.self, NULL), NET_OK);
+        net_node_free(b);
+        net_node_free(a);
+    }
+}
+
+static void test_replayed_auth(void)
+{
+    struct fake f, g;
+    char err[NET_ERR_LEN];
+    struct net_node *a = with_fake(&f); /* records a valid hello + proof for stage 5 */
+    close(f.fd);
+    struct net_node *c = listener(net_stage_id(0, 0));
+    g = f;
+    ST(fake_handshake(&g, net_node_port(c), SECRET, 1), 0); /* c's proof still checks out */
+    CU_ASSERT(expect_error(g.fd, "authentication failed"));
+    CU_ASSERT_NOT_EQUAL(net_peer_status(c, f.id, err), NET_OK);
+    close(g.fd);
+    /* and a wrong secret from a fake */
+    struct fake w = { .id = net_stage_id(7, 0) };
+    fake_handshake(&w, net_node_port(c), "not-the-right-secret-xx", 0);
+    CU_ASSERT(expect_error(w.fd, "authentication failed"));
+    close(w.fd);
+    net_node_free(c);
+    net_node_free(a);
+}
+
+/* --- dead peers: a helper process killed or stopped ------------------------- */
+static pid_t spawn_peer(int port, int stage, int *ready)
+{
+    char exe[PATH_MAX], path[PATH_MAX + 16], ps[16], ss[16];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) return -1;
+    exe[k] = 0;
+    *strrchr(exe, '/') = 0;
+    snprintf(path, sizeof path, "%s/net_peer", exe);
+    snprintf(ps, sizeof ps, "%d", port);
+    snprintf(ss, sizeof ss, "%d", stage);
+    int pfd[2];
+    if (pipe(pfd) < 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        setenv("NET_TEST_SECRET", SECRET, 1);
+        execl(path, path, "127.0.0.1", ps, ss, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char line[16] = "";
+    size_t got = 0;
+    while (got < 6) {
+        ssize_t r = read(pfd[0], line + got, sizeof line - 1 - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    *ready = !strncmp(line, "ready", 5);
+    if (!*ready) fprintf(stderr, "net_peer did not report ready (got '%s')\n", line);
+    close(pfd[0]);
+    return pid;
+}
+
+static void dead_peer(int sig)
+{
+    char err[NET_ERR_LEN];
+    net_config c;
+    cfg_for(&c, net_coord_id());
+    c.heartbeat_ms = 100;
+    c.dead_ms = 600;
+    struct net_node *a = node_or_die(&c);
+    int ready = 0;
+    pid_t pid = spawn_peer(net_node_port(a), 3, &ready);
+    CU_ASSERT_FATAL(pid > 0);
+    CU_ASSERT(ready);
+    net_peer_id p = net_stage_id(3, 0);
+    ST(net_wait_peer(a, p, 5000, err), NET_OK);
+    usleep(300000); /* heartbeats keep an idle peer alive */
+    CU_ASSERT_EQUAL(net_peer_status(a, p, err), NET_OK);
+    uint8_t buf[64];
+    struct net_op *r1, *r2;
+    ST(net_recv_post(a, p, (net_key){ 16, 0, 0, 0 }, buf, sizeof buf, &r1, err), NET_OK);
+    ST(net_recv_post(a, p, (net_key){ 17, 1, 0, 0 }, buf, sizeof buf, &r2, err), NET_OK);
+    kill(pid, sig);
+    /* every pending receive fails with the reason, well within the test timeout */
+    int s1 = net_wait(r1, 10000, err), s2 = net_wait(r2, 10000, NULL);
+    CU_ASSERT_EQUAL(s1, NET_DEAD);
+    CU_ASSERT_EQUAL(s2, NET_DEAD);
+    printf("\n  %s: %s\n", sig == SIGKILL ? "SIGKILL" : "SIGSTOP", err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 3"));
+    if (sig == SIGSTOP) CU_ASSERT_PTR_NOT_NULL(strstr(err, "dead-peer timeout 600 ms"));
+    net_peer_id who;
+    CU_ASSERT(net_any_failed(a, &who, err) && net_peer_eq(who, p));
+    /* and later sends to it fail at once */
+    struct net_op *s;
+    CU_ASSERT_EQUAL(net_send(a, p, (net_key){ 16, 0, 0, 0 }, buf, 8, 100, &s, err), NET_DEAD);
+    net_op_free(r1);
+    net_op_free(r2);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    net_node_free(a);
+}
+static void test_peer_sigkill(void) { dead_peer(SIGKILL); }
+static void test_peer_sigstop(void) { dead_peer(SIGSTOP); }
+
+/* --- connecting ------------------------------------------------------------ */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void test_connect_retry_and_deadline(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    cb.listen_host = NULL;
+    /* the connecting side starts first; the listener appears later */
+    int port = free_port();
+    ca.listen_port = port;
+    struct net_node *b = node_or_die(&cb);
+    ST(net_connect(b, ca.self, "127.0.0.1", port, err), NET_OK);
+    usleep(300000);
+    CU_ASSERT_EQUAL(net_peer_status(b, ca.self, err), NET_PENDING);
+    struct net_node *a = node_or_die(&ca);
+    ST(net_wait_peer(b, ca.self, 5000, err), NET_OK);
+    net_node_free(a);
+    net_node_free(b);
+    /* nobody ever listens: the deadline names the peer and the address */
+    cb.connect_deadline_ms = 300;
+    b = node_or_die(&cb);
+    port = free_port();
+    ST(net_connect(b, ca.self, "127.0.0.1", port, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait_peer(b, ca.self, 5000, err), NET_DEAD);
+    char want[64];
+    snprintf(want, sizeof want, "stage 0 at 127.0.0.1:%d within 300 ms", port);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+    net_node_free(b);
+    /* listening is only ever on the given address */
+    ca.listen_host = NULL;
+    ca.listen_port = 0;
+    a = node_or_die(&ca);
+    CU_ASSERT_EQUAL(net_node_port(a), -1);
+    net_node_free(a);
+    ca.listen_host = "127.0.0.2";
+    a = node_or_die(&ca);
+    int fd = fake_open(net_node_port(a)); /* 127.0.0.1 is not 127.0.0.2 */
+    CU_ASSERT_EQUAL(fd, -1);
+    if (fd >= 0) close(fd);
+    net_node_free(a);
+}
+
+/* --- backpressure and shutdown --------------------------------------------- */
+static void test_bounded_memory(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    ca.max_queued = 4 << 20;
+    cb.max_unclaimed = 2 << 20;
+    struct net_node *a, *b;
+    pair_cfg(&a, &b, &ca, &cb);
+    enum { M = 64, SZ = 1 << 20 };
+    uint8_t *src = malloc((size_t)M * SZ);
+    fill(src, (size_t)M * SZ, 77);
+    struct net_op *s[M] = { 0 };
+    int posted = 0, timed_out = 0;
+    for (; posted < M; posted++) {
+        int st = net_send(a, cb.self, (net_key){ 60, (uint64_t)posted, 0, 0 },
+                          src + (size_t)posted * SZ, SZ, 200, &s[posted], err);
+        if (st == NET_TIMEOUT) { timed_out = 1; break; }
+        ST(st, NET_OK);
+    }
+    CU_ASSERT(timed_out); /* the producer was made to wait */
+    CU_ASSERT(posted < M);
+    usleep(200000);
+    net_stats sa, sb;
+    net_peer_stats(a, cb.self, &sa);
+    net_peer_stats(b, ca.self, &sb);
+    printf("\n  producer queued max %llu (limit %d), consumer unclaimed max %llu (limit %d), "
+           "paused %d, posted %d\n", (unsigned long long)sa.queued_max, 4 << 20,
+           (unsigned long long)sb.unclaimed_max, 2 << 20, sb.paused, posted);
+    CU_ASSERT(sa.queued_max <= (uint64_t)ca.max_queued);
+    CU_ASSERT(sb.unclaimed_max <= (uint64_t)cb.max_unclaimed);
+    CU_ASSERT(sb.paused);
+    /* the consumer catches up: everything arrives intact, in order */
+    uint8_t *dst = malloc(SZ);
+    int bad = 0;
+    for (int i = 0; i < M; i++) {
+        if (i >= posted)
+            ST(net_send(a, cb.self, (net_key){ 60, (uint64_t)i, 0, 0 }, src + (size_t)i * SZ, SZ,
+                        10000, &s[i], err), NET_OK);
+        uint64_t len = 0;
+        if (net_recv(b, ca.self, (net_key){ 60, (uint64_t)i, 0, 0 }, dst, SZ, &len, 10000, err) !=
+                NET_OK || len != SZ || memcmp(dst, src + (size_t)i * SZ, SZ))
+            bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    for (int i = 0; i < M; i++) {
+        CU_ASSERT_EQUAL(net_wait(s[i], 10000, err), NET_OK);
+        net_op_free(s[i]);
+    }
+    net_peer_stats(b, ca.self, &sb);
+    CU_ASSERT(sb.unclaimed_max <= (uint64_t)cb.max_unclaimed);
+    free(src);
+    free(dst);
+    net_node_free(a);
+    net_node_free(b);
+}
+
+static void test_shutdown_in_flight(void)
+{
+    char err[NET_ERR_LEN];
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    enum { M = 32, SZ = 1 << 20 };
+    uint8_t *src = calloc(M, SZ), *dst = malloc(SZ);
+    struct net_op *s[M], *r[4];
+    for (int i = 0; i < M; i++)
+        ST(net_send(a, ib, (net_key){ 70, (uint64_t)i, 0, 0 }, src + (size_t)i * SZ, SZ, 10000,
+                    &s[i], err), NET_OK);
+    for (int i = 0; i < 4; i++) /* receives that will never be matched */
+        ST(net_recv_post(b, ia, (net_key){ 71, (uint64_t)i, 0, 0 }, dst, SZ, &r[i], err), NET_OK);
+    net_node_free(a); /* sends flush or fail; the thread is joined */
+    int ok = 0, closed = 0;
+    for (int i = 0; i < M; i++) {
+        int st = net_wait(s[i], 0, err);
+        ok += st == NET_OK;
+        closed += st == NET_CLOSED;
+        net_op_free(s[i]);
+    }
+    CU_ASSERT_EQUAL(ok + closed, M);
+    /* b learns that a went away, and its pending receives fail with that reason */
+    CU_ASSERT_EQUAL(net_wait(r[0], 5000, err), NET_CLOSED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 0"));
+    net_op_free(r[0]);
+    net_node_free(b); /* r[1..3] are still held: freed after the node */
+    for (int i = 1; i < 4; i++) {
+        CU_ASSERT_NOT_EQUAL(net_wait(r[i], 0, err), NET_OK);
+        net_op_free(r[i]);
+    }
+    free(src);
+    free(dst);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    CU_TestInfo tests[] = {
+        { "crc32c sw == hw == check value", test_crc32c },
+        { "frame header codec", test_header_codec },
+        { "hello and auth codec", test_hello_auth_codec },
+        { "secret loading", test_secret_load },
+        { "round trips 0 B..64 MiB", test_roundtrip_sizes },
+        { "round trips via evbuffer_read", test_roundtrip_evbuffer },
+        { "many in flight both ways, order kept", test_many_in_flight },
+        { "receive variants", test_recv_variants },
+        { "corrupted payload and header", test_corrupt_payload },
+        { "truncated frame, 2^60 length", test_truncated_and_huge },
+        { "pre-auth refusals", test_preauth_refusals },
+        { "topology and secret mismatch", test_topology_and_secret_mismatch },
+        { "replayed auth and wrong secret", test_replayed_auth },
+        { "peer SIGKILLed", test_peer_sigkill },
+        { "peer SIGSTOPped", test_peer_sigstop },
+        { "connect retry and deadline", test_connect_retry_and_deadline },
+        { "bounded memory", test_bounded_memory },
+        { "shutdown with messages in flight", test_shutdown_in_flight },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("net", tests);
+}
