@@ -407,6 +407,139 @@ static void test_renderers(void)
     sched_free(s);
 }
 
+/* ---- the simulator against a slow, obviously-correct reference ------------- */
+
+static uint64_t rng_state = 88172645463325252ull;
+static unsigned rnd(unsigned n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state % n);
+}
+
+/* A random schedule: each stage's list is a random interleaving of its actions in
+ * a legal local order, with B+W or BW chosen at random. Often deadlocks. */
+static sched_schedule *random_schedule(int P, int M, int v)
+{
+    sched_schedule *s = sched_new(P, v, M);
+    int n = M * v;
+    int *state = malloc((size_t)n * sizeof(int)), *split = malloc((size_t)n * sizeof(int));
+    for (int st = 0; st < P; st++) {
+        int left = 0;
+        for (int j = 0; j < n; j++) { state[j] = 0; split[j] = (int)rnd(2); left += split[j] ? 3 : 2; }
+        while (left) {
+            int j = (int)rnd((unsigned)n);
+            int done = split[j] ? 3 : 2;
+            if (state[j] == done) continue;
+            int op = state[j] == 0 ? SCHED_F : !split[j] ? SCHED_BW : state[j] == 1 ? SCHED_B : SCHED_W;
+            sched_action a = { (uint32_t)(j % M), (uint16_t)(j / M), (uint8_t)op, 0 };
+            sched_append(s, st, a);
+            state[j]++;
+            left--;
+        }
+    }
+    free(state);
+    free(split);
+    return s;
+}
+
+/* Sweeps all stages until nothing moves, running each stage's next action when
+ * its input exists. Links: one FIFO per ordered pair (src, dst). Fills start (per
+ * stage, per action) and *step; returns -1 when some stage is stuck. */
+static int ref_simulate(const sched_schedule *s, const sched_costs *c, double **start, double *step)
+{
+    int P = s->n_stages, K = P * s->n_chunks, M = s->n_micro;
+    double *fa = malloc(sizeof(double) * (size_t)(K * M)), *ba = malloc(sizeof(double) * (size_t)(K * M));
+    double *link = calloc((size_t)(P * P), sizeof(double)), *tfree = calloc((size_t)P, sizeof(double));
+    size_t *cur = calloc((size_t)P, sizeof(size_t));
+    for (int i = 0; i < K * M; i++) fa[i] = ba[i] = -1;
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (int st = 0; st < P; st++)
+            while (cur[st] < s->len[st]) {
+                sched_action a = s->act[st][cur[st]];
+                int k = a.chunk * P + st;
+                double in = 0, d;
+                if (a.op == SCHED_F && k > 0) in = fa[(k - 1) * M + (int)a.mb];
+                if ((a.op == SCHED_B || a.op == SCHED_BW) && k < K - 1) in = ba[(k + 1) * M + (int)a.mb];
+                if (in < 0) break;
+                double t0 = in > tfree[st] ? in : tfree[st];
+                d = a.op == SCHED_F ? c->f[k] : a.op == SCHED_B ? c->b[k] : a.op == SCHED_W ? c->w[k] : c->b[k] + c->w[k];
+                start[st][cur[st]] = t0;
+                tfree[st] = t0 + d;
+                int peer = a.op == SCHED_F ? k + 1 : k - 1;
+                if (a.op != SCHED_W && peer >= 0 && peer < K) {
+                    int dst = peer % P;
+                    double arr = tfree[st];
+                    if (dst != st) {
+                        double *l = &link[st * P + dst];
+                        double go = arr > *l ? arr : *l;
+                        double bytes = c->xfer_bytes[a.op == SCHED_F ? k : k - 1];
+                        *l = go + (c->bandwidth > 0 ? bytes / c->bandwidth : 0);
+                        arr = *l + c->latency;
+                    }
+                    (a.op == SCHED_F ? fa : ba)[k * M + (int)a.mb] = arr;
+                }
+                if (a.op == SCHED_F && k == K - 1) fa[k * M + (int)a.mb] = tfree[st];
+                cur[st]++;
+                moved = 1;
+            }
+    }
+    int stuck = 0;
+    *step = 0;
+    for (int st = 0; st < P; st++) {
+        stuck |= cur[st] < s->len[st];
+        if (tfree[st] > *step) *step = tfree[st];
+    }
+    free(fa); free(ba); free(link); free(tfree); free(cur);
+    return stuck ? -1 : 0;
+}
+
+static void test_simulator_vs_reference(void)
+{
+    int agree_ok = 0, agree_dead = 0;
+    for (int it = 0; it < 600; it++) {
+        int P = 1 + (int)rnd(4), M = 1 + (int)rnd(4), v = 1 + (int)rnd(2);
+        sched_schedule *s = it % 3 ? random_schedule(P, M, v)
+                                   : sched_generate(sched_kinds[it / 3 % 4], P, P * M, it / 3 % 4 == 2 ? 2 : 1, err);
+        if (!s) continue; /* a generator's constraint refused this size */
+        P = s->n_stages;
+        sched_costs *c = sched_costs_new(P * s->n_chunks);
+        for (int k = 0; k < c->n; k++) {
+            c->f[k] = 0.5 + rnd(4);
+            c->b[k] = 0.5 + rnd(4);
+            c->w[k] = rnd(3);
+            c->xfer_bytes[k] = rnd(3) * 8;
+        }
+        c->latency = rnd(3) * 0.25;
+        c->bandwidth = rnd(2) ? 4 : 0;
+        double **ref = malloc(sizeof(double *) * (size_t)P), step = 0;
+        for (int st = 0; st < P; st++) ref[st] = malloc(sizeof(double) * (s->len[st] + 1));
+        int rrc = ref_simulate(s, c, ref, &step);
+        sched_report *r = NULL;
+        int frc = sched_simulate(s, c, 1, &r, err);
+        CU_ASSERT_EQUAL(frc, rrc);
+        if (frc == 0 && rrc == 0) {
+            CU_ASSERT_DOUBLE_EQUAL(r->step_time, step, 1e-9);
+            for (int st = 0; st < P; st++)
+                CU_ASSERT(tests_close("start times", r->start[st], ref[st], s->len[st], 1e-9, 0));
+            agree_ok++;
+        } else if (frc && rrc) {
+            CU_ASSERT_PTR_NOT_NULL(strstr(err, "deadlock"));
+            agree_dead++;
+        }
+        sched_report_free(r);
+        for (int st = 0; st < P; st++) free(ref[st]);
+        free(ref);
+        sched_costs_free(c);
+        sched_free(s);
+    }
+    fprintf(stderr, "\n  %d runnable and %d deadlocked schedules agree with the reference\n",
+            agree_ok, agree_dead);
+    CU_ASSERT(agree_ok > 150 && agree_dead > 100);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -420,6 +553,7 @@ int main(void)
         { "malformed files name file and position", test_malformed_files },
         { "action strings", test_action_strings },
         { "renderers", test_renderers },
+        { "simulator agrees with a slow reference", test_simulator_vs_reference },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched", tests);
