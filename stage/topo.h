@@ -33,8 +33,11 @@
  *   launch          "local" (default) | "ssh"
  *   stages          req, non-empty array of { host req, port req, layers req,
  *                   threads = 1 }
- * Hosts are numeric IPv4/IPv6 addresses (no name lookups); ports 1..65535;
- * host:port distinct across stages and the coordinator.
+ * Hosts are numeric unicast IPv4/IPv6 addresses (no name lookups); ports
+ * 1..65535; host:port distinct across stages and the coordinator; loopback
+ * addresses are not mixed with other machines' (those could not connect back).
+ * Schedule "1f1b" needs train.micro_batches >= number of stages; the scheduler
+ * enforces the rest of each generator's constraints.
  *
  * Layer notation: comma-separated items `embed`, `head`, `N` or `N-M` (block
  * indices, inclusive, increasing), e.g. "embed,0-1", "2-3,head", "embed,0-3,head".
@@ -45,7 +48,7 @@
  * first holds the embedding, the last the head). With "interleaved" every stage
  * holds the same number v >= 2 of chunks and chunk c of stage s is virtual stage
  * c*P+s; the virtual stages hold consecutive ranges in that order. A schedule file
- * accepts either layout. Either way stage 0 holds the embedding and stage P-1 the
+ * accepts either layout (every stage holding the same number of chunks). Either way stage 0 holds the embedding and stage P-1 the
  * head, and virtual stage k+1 receives what virtual stage k sends.
  *
  * Relative paths in the file (data.path, schedule.file, secret_file) are resolved
@@ -158,7 +161,9 @@ int topo_set_data_path(topo *t, const char *path, char *err);
 
 /* Compact JSON with sorted keys and every default filled in, after overrides;
  * paths as written. Caller frees. The SHA-256 of this text is the topology hash
- * that stages compare when they say hello. */
+ * that stages compare when they say hello: every field counts, including
+ * description, data.path and train.steps, so processes of one run must be given
+ * the same overrides. The text loads again with topo_load to the same text. */
 char *topo_canonical_json(const topo *t);
 void topo_hash(const topo *t, unsigned char out[32]);
 /* The hash as 64 lowercase hex digits plus NUL. */
