@@ -129,7 +129,7 @@ static void accept_cb(int fd, short what, void *arg)
         }
         if (n->stopping) { close(cfd); continue; }
         tune_socket(n, cfd);
-        char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?", addr[300];
+        char host[256] = "?", serv[32] = "?", addr[300];
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(addr, sizeof addr, "%s:%s", host, serv);
