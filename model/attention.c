@@ -112,11 +112,12 @@ void attn_forward_unit(float *out, float *probs, float *scratch, const float *q,
             rowdot(row, qt, kt, hd, Tp, t + 1);
             float mx = -INFINITY;
             for (size_t s = 0; s <= t; s++) {
-                p[s] = row[s] * scale;
-                if (p[s] > mx) mx = p[s];
+                row[s] *= scale;
+                if (row[s] > mx) mx = row[s];
             }
+            for (size_t s = 0; s <= t; s += VW) vstore(row + s, vexp(vload(row + s) - mx)); /* lanes past t unused */
             float sum = 0;
-            for (size_t s = 0; s <= t; s++) sum += (p[s] = expf(p[s] - mx));
+            for (size_t s = 0; s <= t; s++) sum += (p[s] = row[s]);
             float inv = 1.0f / sum;
             for (size_t s = 0; s <= t; s++) p[s] *= inv;
             for (size_t s = t + 1; s < T; s++) p[s] = 0;

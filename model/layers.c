@@ -1,10 +1,15 @@
 /* layers.c — fast float kernels of the decoder (see layers.h for contracts).
  * Matrix products go through cblas_sgemm; attention lives in attention.c (its
  * products are tiny, T x T x head_dim, and thousands of small sgemm calls cost
- * more in overhead than they compute). Every reduction runs
- * in a fixed order, so results are reproducible for a given thread count. */
+ * more in overhead than they compute). The other kernels are split into row
+ * (or column) chunks that the pool (pool.h) spreads over the BLAS threads;
+ * chunk boundaries depend only on the sizes, and every reduction runs in a
+ * fixed order inside one chunk, so results are the same bits for any thread
+ * count. Inner loops use the vector type of simd.h. */
 #include "model/layers.h"
 #include "model/attention.h"
+#include "model/pool.h"
+#include "model/simd.h"
 #include "model/util.h"
 
 #include <cblas.h>
@@ -31,61 +36,125 @@ void layer_matmul_backward_weight(float *dw, const float *dout, const float *in,
                 in, (int)C, 1.0f, dw, (int)C);
 }
 
-/* Dot product with 8 independent partial sums: the compiler keeps them in one
- * SIMD register. The summation order is fixed, so results are reproducible. */
-static inline float dot(const float *a, const float *b, size_t n)
+/* One parallel kernel call: pointers and sizes for the row function, which
+ * handles rows [lo, hi) of chunk `item`. Field meaning is per kernel. */
+typedef struct job job;
+struct job {
+    void (*rows)(job *j, size_t lo, size_t hi, size_t item);
+    float *o0, *o1;
+    const float *a, *b, *c, *d;
+    const int *tok;
+    size_t N, C, chunks, T, hd;
+    float f;
+    int flag;
+    double part[64];
+};
+
+static void job_item(void *ctx, size_t i, int worker)
 {
-    float acc[8] = { 0 };
+    (void)worker;
+    job *j = ctx;
+    size_t lo, hi;
+    pool_chunk_range(j->N, j->chunks, i, &lo, &hi);
+    j->rows(j, lo, hi, i);
+}
+
+/* Runs j->rows over j->N rows in chunks of about `elems` elements of `width`. */
+static void run_rows(job *j, size_t width, size_t elems)
+{
+    size_t min_rows = width ? elems / width : elems;
+    j->chunks = pool_chunks(j->N, min_rows ? min_rows : 1);
+    pool_for(j->chunks, job_item, j);
+}
+
+/* Σ a[i]·b[i] in VW lanes, lanes then tail added in a fixed order. */
+static inline float dotv(const float *a, const float *b, size_t n)
+{
+    vf acc = { 0 };
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i + VW <= n; i += VW) acc += vload(a + i) * vload(b + i);
+    float s = vsum(acc);
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
-/* y += a * x */
-static inline void axpy(float *y, float a, const float *x, size_t n)
+/* ---- RMSNorm ---- o0 out, o1 rstd, a x, b w; f eps */
+static void rmsnorm_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
 {
-    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+    (void)item;
+    const size_t C = j->C;
+    for (size_t n = lo; n < hi; n++) {
+        const float *xr = j->a + n * C, *w = j->b;
+        float *o = j->o0 + n * C;
+        float r = 1.0f / sqrtf(dotv(xr, xr, C) / (float)C + j->f);
+        j->o1[n] = r;
+        size_t i = 0;
+        for (; i + VW <= C; i += VW) vstore(o + i, vload(xr + i) * r * vload(w + i));
+        for (; i < C; i++) o[i] = xr[i] * r * w[i];
+    }
 }
 
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
                            float eps)
 {
-    for (size_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float *o = out + n * C;
-        float r = 1.0f / sqrtf(dot(xr, xr, C) / (float)C + eps);
-        rstd[n] = r;
-        for (size_t i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+    job j = { .rows = rmsnorm_fwd_rows, .o0 = out, .o1 = rstd, .a = x, .b = w, .N = N, .C = C, .f = eps };
+    run_rows(&j, C, 4096);
+}
+
+/* o0 dx, a dout, b x, c rstd, d w; flag acc */
+static void rmsnorm_bwd_in_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const size_t C = j->C;
+    const float *w = j->d;
+    for (size_t n = lo; n < hi; n++) {
+        const float *xr = j->b + n * C, *g = j->a + n * C;
+        float *d = j->o0 + n * C, r = j->c[n];
+        vf acc = { 0 };
+        size_t i = 0;
+        for (; i + VW <= C; i += VW) acc += vload(g + i) * vload(w + i) * vload(xr + i);
+        float s = vsum(acc);
+        for (; i < C; i++) s += g[i] * w[i] * xr[i];
+        float k = s * r * r * r / (float)C;
+        for (i = 0; i + VW <= C; i += VW) {
+            vf v = r * vload(w + i) * vload(g + i) - k * vload(xr + i);
+            vstore(d + i, j->flag ? vload(d + i) + v : v);
+        }
+        for (; i < C; i++) {
+            float v = r * w[i] * g[i] - k * xr[i];
+            d[i] = j->flag ? d[i] + v : v;
+        }
     }
 }
 
 void layer_rmsnorm_backward_input(float *dx, const float *dout, const float *x, const float *rstd,
                                   const float *w, size_t N, size_t C, int acc)
 {
-    for (size_t n = 0; n < N; n++) {
-        const float *xr = x + n * C, *g = dout + n * C;
-        float *d = dx + n * C, r = rstd[n];
-        float s = 0;
-        for (size_t i = 0; i < C; i++) s += g[i] * w[i] * xr[i];
-        float k = s * r * r * r / (float)C;
-        if (acc)
-            for (size_t i = 0; i < C; i++) d[i] += r * w[i] * g[i] - k * xr[i];
-        else
-            for (size_t i = 0; i < C; i++) d[i] = r * w[i] * g[i] - k * xr[i];
+    job j = { .rows = rmsnorm_bwd_in_rows, .o0 = dx, .a = dout, .b = x, .c = rstd, .d = w, .N = N, .C = C,
+              .flag = acc };
+    run_rows(&j, C, 4096);
+}
+
+/* Columns [lo, hi) of dw, each summed over rows n = 0..T-1 in order.
+ * o0 dw, a dout, b x, c rstd; C is the row length, N counts columns, T rows. */
+static void rmsnorm_bwd_w_cols(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const size_t C = j->C, rows = j->T;
+    float *dw = j->o0;
+    for (size_t n = 0; n < rows; n++) {
+        const float *g = j->a + n * C, *xr = j->b + n * C;
+        float r = j->c[n];
+        for (size_t i = lo; i < hi; i++) dw[i] += g[i] * xr[i] * r;
     }
 }
 
 void layer_rmsnorm_backward_weight(float *dw, const float *dout, const float *x, const float *rstd,
                                    size_t N, size_t C)
 {
-    for (size_t n = 0; n < N; n++) {
-        const float *xr = x + n * C, *g = dout + n * C;
-        float r = rstd[n];
-        for (size_t i = 0; i < C; i++) dw[i] += g[i] * xr[i] * r;
-    }
+    job j = { .rows = rmsnorm_bwd_w_cols, .o0 = dw, .a = dout, .b = x, .c = rstd, .N = C, .C = C, .T = N };
+    j.chunks = pool_chunks(C, 32);
+    pool_for(j.chunks, job_item, &j);
 }
 
 void layer_rope_tables(float *cosv, float *sinv, size_t T, size_t hd, float theta)
@@ -100,63 +169,127 @@ void layer_rope_tables(float *cosv, float *sinv, size_t T, size_t hd, float thet
         }
 }
 
+/* o0 x; a cos, b sin; rows n = (b, t) of C = heads·hd floats; flag inverse */
+static void rope_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const size_t T = j->T, hd = j->hd, half = hd / 2, heads = j->C / hd;
+    const int inverse = j->flag;
+    for (size_t n = lo; n < hi; n++) {
+        const float *c = j->a + (n % T) * half, *s = j->b + (n % T) * half;
+        for (size_t h = 0; h < heads; h++) {
+            float *v = j->o0 + (n * heads + h) * hd;
+            for (size_t i = 0; i < half; i++) {
+                float x1 = v[i], x2 = v[i + half], sn = inverse ? -s[i] : s[i];
+                v[i] = x1 * c[i] - x2 * sn;
+                v[i + half] = x2 * c[i] + x1 * sn;
+            }
+        }
+    }
+}
+
 void layer_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t T, size_t heads,
                 size_t hd, int inverse)
 {
-    size_t half = hd / 2;
-    for (size_t b = 0; b < B; b++)
-        for (size_t t = 0; t < T; t++) {
-            const float *c = cosv + t * half, *s = sinv + t * half;
-            for (size_t h = 0; h < heads; h++) {
-                float *v = x + ((b * T + t) * heads + h) * hd;
-                for (size_t i = 0; i < half; i++) {
-                    float x1 = v[i], x2 = v[i + half], sn = inverse ? -s[i] : s[i];
-                    v[i] = x1 * c[i] - x2 * sn;
-                    v[i + half] = x2 * c[i] + x1 * sn;
-                }
-            }
-        }
+    job j = { .rows = rope_rows, .o0 = x, .a = cosv, .b = sinv, .N = B * T, .C = heads * hd, .T = T,
+              .hd = hd, .flag = inverse };
+    run_rows(&j, heads * hd, 4096);
 }
 
-/* The public entry points run every (b, kh) unit in turn with their own
- * scratch; pass.c calls the units directly with workspace and threads. */
+/* ---- attention: one pool item per (b, kh) unit, scratch per worker ---- */
+typedef struct {
+    float *out, *probs, *dq, *dk, *dv;
+    const float *dout, *cprobs, *q, *k, *v;
+    attn_dims a;
+} attn_job;
+
+static void attn_fwd_item(void *ctx, size_t i, int worker)
+{
+    attn_job *j = ctx;
+    float *scratch = pool_scratch(worker, attn_scratch_floats(j->a));
+    attn_forward_unit(j->out, j->probs, scratch, j->q, j->k, j->v, j->a, i / j->a.KVH, i % j->a.KVH);
+}
+
+static void attn_bwd_item(void *ctx, size_t i, int worker)
+{
+    attn_job *j = ctx;
+    float *scratch = pool_scratch(worker, attn_scratch_floats(j->a));
+    attn_backward_unit(j->dq, j->dk, j->dv, scratch, j->dout, j->cprobs, j->q, j->k, j->v, j->a, i / j->a.KVH,
+                       i % j->a.KVH);
+}
+
 void layer_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                              size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
-    attn_dims a = { B, T, H, KVH, hd };
-    float *scratch = xmalloc(attn_scratch_floats(a) * sizeof(float));
-    for (size_t b = 0; b < B; b++)
-        for (size_t kh = 0; kh < KVH; kh++) attn_forward_unit(out, probs, scratch, q, k, v, a, b, kh);
-    free(scratch);
+    attn_job j = { .out = out, .probs = probs, .q = q, .k = k, .v = v, .a = { B, T, H, KVH, hd } };
+    pool_for(B * KVH, attn_fwd_item, &j);
 }
 
 void layer_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                               const float *probs, const float *q, const float *k, const float *v,
                               size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
-    (void)scratch; /* the units need more than T floats */
-    attn_dims a = { B, T, H, KVH, hd };
-    float *ws = xmalloc(attn_scratch_floats(a) * sizeof(float));
-    for (size_t b = 0; b < B; b++)
-        for (size_t kh = 0; kh < KVH; kh++) attn_backward_unit(dq, dk, dv, ws, dout, probs, q, k, v, a, b, kh);
-    free(ws);
+    (void)scratch; /* the units need more than T floats: per-worker pool scratch */
+    attn_job j = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .cprobs = probs, .q = q, .k = k, .v = v,
+                   .a = { B, T, H, KVH, hd } };
+    pool_for(B * KVH, attn_bwd_item, &j);
 }
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* ---- SwiGLU (elementwise; N counts elements) ---- o0 h, a gate, b up */
+static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+/* Scalar tails use the same exp as the lanes, so a value never depends on
+ * whether it fell in a full vector. */
+static inline float lane0(vf v)
+{
+    float r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+static inline float sigmoid1(float x) { return lane0(vsigmoid(vbcast(x))); }
+static inline float exp1(float x) { return lane0(vexp(vbcast(x))); }
+
+static void swiglu_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const float *g = j->a, *u = j->b;
+    float *h = j->o0;
+    size_t i = lo;
+    for (; i + VW <= hi; i += VW) {
+        vf x = vload(g + i);
+        vstore(h + i, x * vsigmoid(x) * vload(u + i));
+    }
+    for (; i < hi; i++) h[i] = g[i] * sigmoid1(g[i]) * u[i];
+}
 
 void layer_swiglu_forward(float *h, const float *gate, const float *up, size_t n)
 {
-    for (size_t i = 0; i < n; i++) h[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+    job j = { .rows = swiglu_fwd_rows, .o0 = h, .a = gate, .b = up, .N = n };
+    run_rows(&j, 1, 8192);
+}
+
+/* o0 dgate, o1 dup, a dh, b gate, c up */
+static void swiglu_bwd_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const float *dh = j->a, *gate = j->b, *up = j->c;
+    size_t i = lo;
+    for (; i + VW <= hi; i += VW) {
+        vf g = vload(gate + i), s = vsigmoid(g), d = vload(dh + i);
+        vstore(j->o1 + i, d * (g * s));
+        vstore(j->o0 + i, d * vload(up + i) * (s * (1.0f + g * (1.0f - s))));
+    }
+    for (; i < hi; i++) {
+        float g = gate[i], s = sigmoid1(g);
+        j->o1[i] = dh[i] * (g * s);
+        j->o0[i] = dh[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+    }
 }
 
 void layer_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up,
                            size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = sigmoidf(g), silu = g * s;
-        dup[i] = dh[i] * silu;
-        dgate[i] = dh[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
-    }
+    job j = { .rows = swiglu_bwd_rows, .o0 = dgate, .o1 = dup, .a = dh, .b = gate, .c = up, .N = n };
+    run_rows(&j, 1, 8192);
 }
 
 void layer_embedding_forward(float *out, const int *tokens, const float *wte, size_t N, size_t C)
@@ -166,34 +299,72 @@ void layer_embedding_forward(float *out, const int *tokens, const float *wte, si
 
 void layer_embedding_backward_weight(float *dwte, const float *dout, const int *tokens, size_t N, size_t C)
 {
-    for (size_t n = 0; n < N; n++) axpy(dwte + (size_t)tokens[n] * C, 1.0f, dout + n * C, C);
+    for (size_t n = 0; n < N; n++) {
+        float *d = dwte + (size_t)tokens[n] * C;
+        const float *g = dout + n * C;
+        for (size_t i = 0; i < C; i++) d[i] += g[i];
+    }
 }
 
-double layer_softmax_xent_forward(float *probs, const int *targets, size_t N, size_t V)
+/* ---- softmax cross-entropy ---- o0 probs (in: logits), tok targets;
+ * part[item] = Σ over the chunk's rows of -log p, in row order. */
+static void xent_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
 {
+    const size_t V = j->C;
     double loss = 0;
-    for (size_t n = 0; n < N; n++) {
-        float *p = probs + n * V;
-        float zt = p[targets[n]], mx = p[0];
+    for (size_t n = lo; n < hi; n++) {
+        float *p = j->o0 + n * V;
+        float zt = p[j->tok[n]], mx = p[0];
         for (size_t i = 1; i < V; i++) if (p[i] > mx) mx = p[i];
-        float sum = 0;
-        for (size_t i = 0; i < V; i++) sum += (p[i] = expf(p[i] - mx));
+        vf acc = { 0 };
+        size_t i = 0;
+        for (; i + VW <= V; i += VW) {
+            vf e = vexp(vload(p + i) - mx);
+            vstore(p + i, e);
+            acc += e;
+        }
+        float sum = vsum(acc);
+        for (; i < V; i++) {
+            p[i] = exp1(p[i] - mx);
+            sum += p[i];
+        }
         float inv = 1.0f / sum;
-        for (size_t i = 0; i < V; i++) p[i] *= inv;
+        for (i = 0; i + VW <= V; i += VW) vstore(p + i, vload(p + i) * inv);
+        for (; i < V; i++) p[i] *= inv;
         /* -log p from the logit and the sum, not from the rounded probability,
          * so a tiny p never turns into log(0) */
         loss += (double)(mx - zt) + log((double)sum);
     }
+    j->part[item] = loss;
+}
+
+double layer_softmax_xent_forward(float *probs, const int *targets, size_t N, size_t V)
+{
+    job j = { .rows = xent_fwd_rows, .o0 = probs, .tok = targets, .N = N, .C = V };
+    run_rows(&j, V, 8192);
+    double loss = 0;
+    for (size_t c = 0; c < j.chunks; c++) loss += j.part[c];
     return loss;
+}
+
+/* o0 dlogits, a probs, tok targets, f scale */
+static void xent_bwd_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const size_t V = j->C;
+    for (size_t n = lo; n < hi; n++) {
+        const float *p = j->a + n * V;
+        float *d = j->o0 + n * V;
+        size_t i = 0;
+        for (; i + VW <= V; i += VW) vstore(d + i, vload(p + i) * j->f);
+        for (; i < V; i++) d[i] = p[i] * j->f;
+        d[j->tok[n]] -= j->f;
+    }
 }
 
 void layer_softmax_xent_backward(float *dlogits, const float *probs, const int *targets, size_t N, size_t V,
                                  float scale)
 {
-    for (size_t n = 0; n < N; n++) {
-        const float *p = probs + n * V;
-        float *d = dlogits + n * V;
-        for (size_t i = 0; i < V; i++) d[i] = p[i] * scale;
-        d[targets[n]] -= scale;
-    }
+    job j = { .rows = xent_bwd_rows, .o0 = dlogits, .a = probs, .tok = targets, .N = N, .C = V, .f = scale };
+    run_rows(&j, V, 8192);
 }

@@ -22,4 +22,41 @@ static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vbcast(float x) { return (vf){ 0 } + x; }
 
+typedef int vi __attribute__((vector_size(VW * sizeof(int))));
+
+/* m ? a : b per lane, m from a vector comparison (all ones or all zeros). */
+static inline vf vselect(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+/* Sum of the lanes, pairwise in a fixed order. */
+static inline float vsum(vf v)
+{
+    float l[VW];
+    memcpy(l, &v, sizeof v);
+    for (int w = VW / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) l[i] += l[i + w];
+    return l[0];
+}
+
+/* e^x per lane (Cephes expf: range reduction by ln 2 in two parts, degree-6
+ * polynomial; about 1 ulp). Inputs are clamped to [-87.3, 88]: below, the
+ * result is FLT_MIN-sized instead of a denormal or 0; NaN stays NaN. */
+static inline vf vexp(vf x)
+{
+    const vf lo = vbcast(-87.3365f), hi = vbcast(88.0f), magic = vbcast(12582912.0f);
+    x = vselect(x < lo, lo, x);
+    x = vselect(x > hi, hi, x);
+    vf n = (x * 1.44269504088896341f + magic) - magic; /* round to nearest */
+    vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = vbcast(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+
 #endif
