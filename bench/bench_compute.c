@@ -30,6 +30,8 @@ typedef struct {
     double shape_gflops;           /* step-shaped sgemm set */
     double step_flops;             /* per step, from model_unit_flops */
     double step_ms_mean, step_ms_min, phase_ms[PH_N];
+    double cpu_ms;                 /* process CPU time per step, all threads */
+    double load1;                  /* 1-minute load average at the end (noise hint) */
     double tokens_per_step, loss_first, loss_last;
 } bench_result;
 
@@ -37,6 +39,13 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -164,6 +173,7 @@ static void bench_model(bench_result *r)
         if (i == 0) r->loss_first = l;
     }
     memset(ph, 0, sizeof ph);
+    double c0 = cpu_s();
     for (int i = 0; i < r->steps; i++) {
         double before = ph[0] + ph[1] + ph[2] + ph[3];
         r->loss_last = train_step(p, s, o, sq, B, T, ph);
@@ -171,6 +181,7 @@ static void bench_model(bench_result *r)
         total += t;
         if (t < best) best = t;
     }
+    r->cpu_ms = (cpu_s() - c0) / r->steps * 1e3;
     r->step_ms_mean = total / r->steps * 1e3;
     r->step_ms_min = best * 1e3;
     for (int k = 0; k < PH_N; k++) r->phase_ms[k] = ph[k] / r->steps * 1e3;
@@ -183,19 +194,23 @@ static void print_table(const bench_result *r)
     printf("bench compute: shakespeare-1stage (dim 128, 4 layers, ffn 384, vocab 256, T 64, batch 12), "
            "%d BLAS thread%s, %d steps after %d warm-up\n", r->threads, r->threads == 1 ? "" : "s", r->steps,
            r->warmup);
-    printf("  sgemm ceiling (%zu^3, best of 5)    %8.1f GFLOP/s\n", r->ceil_n, r->ceil_gflops);
+    printf("  sgemm ceiling (%zu^3, best of 10)   %8.1f GFLOP/s\n", r->ceil_n, r->ceil_gflops);
     printf("  sgemm at the step's shapes (N=%.0f)  %8.1f GFLOP/s\n", r->tokens_per_step, r->shape_gflops);
-    printf("  step                               %8.2f ms mean, %.2f ms best\n", r->step_ms_mean, r->step_ms_min);
+    printf("  step                               %8.2f ms mean, %.2f ms best, %.2f ms CPU (all threads)\n",
+           r->step_ms_mean, r->step_ms_min, r->cpu_ms);
     printf("  tokens/s                           %8.0f\n", r->tokens_per_step / (r->step_ms_mean * 1e-3));
     printf("  FLOP per step                      %8.3f GFLOP\n", r->step_flops / 1e9);
     printf("  achieved                           %8.1f GFLOP/s\n", gf);
     printf("  ratio to sgemm ceiling             %8.1f %%\n", 100 * gf / r->ceil_gflops);
     printf("  ratio to step-shape sgemm          %8.1f %%\n", 100 * gf / r->shape_gflops);
+    printf("  ratio at the best step             %8.1f %%\n",
+           100 * r->step_flops / (r->step_ms_min * 1e-3) / 1e9 / r->ceil_gflops);
     printf("  phases (ms/step):");
     for (int k = 0; k < PH_N; k++)
         printf(" %s %.2f (%.0f%%)%s", phase_name[k], r->phase_ms[k], 100 * r->phase_ms[k] / r->step_ms_mean,
                k + 1 < PH_N ? "," : "\n");
-    printf("  loss %.3f -> %.3f\n", r->loss_first, r->loss_last);
+    printf("  loss %.3f -> %.3f; load average %.2f (other processes make every figure noisy)\n",
+           r->loss_first, r->loss_last, r->load1);
 }
 
 static void print_json(const bench_result *r)
@@ -203,14 +218,15 @@ static void print_json(const bench_result *r)
     double gf = r->step_flops / (r->step_ms_mean * 1e-3) / 1e9;
     printf("{\"bench\":\"compute\",\"model\":\"shakespeare-1stage\",\"threads\":%d,\"steps\":%d,"
            "\"warmup\":%d,\"batch\":12,\"seq_len\":64,\"sgemm_n\":%zu,\"sgemm_gflops\":%.3f,"
-           "\"shape_sgemm_gflops\":%.3f,\"step_ms\":%.4f,\"step_ms_best\":%.4f,\"tokens_per_s\":%.1f,"
+           "\"shape_sgemm_gflops\":%.3f,\"step_ms\":%.4f,\"step_ms_best\":%.4f,\"step_cpu_ms\":%.4f,\"tokens_per_s\":%.1f,"
            "\"flops_per_step\":%.0f,\"achieved_gflops\":%.3f,\"ratio\":%.4f,\"ratio_shape\":%.4f,"
            "\"phases_ms\":{",
            r->threads, r->steps, r->warmup, r->ceil_n, r->ceil_gflops, r->shape_gflops, r->step_ms_mean,
-           r->step_ms_min, r->tokens_per_step / (r->step_ms_mean * 1e-3), r->step_flops, gf,
+           r->step_ms_min, r->cpu_ms, r->tokens_per_step / (r->step_ms_mean * 1e-3), r->step_flops, gf,
            gf / r->ceil_gflops, gf / r->shape_gflops);
     for (int k = 0; k < PH_N; k++) printf("%s\"%s\":%.4f", k ? "," : "", phase_name[k], r->phase_ms[k]);
-    printf("},\"loss_first\":%.4f,\"loss_last\":%.4f}\n", r->loss_first, r->loss_last);
+    printf("},\"loss_first\":%.4f,\"loss_last\":%.4f,\"loadavg_1m\":%.2f}\n", r->loss_first, r->loss_last,
+           r->load1);
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -248,10 +264,17 @@ int bench_compute_main(int argc, char **argv)
     }
     openblas_set_num_threads(r.threads);
     model_config c = shakespeare_config();
+    /* ceilings before and after the steps, keeping the better: a burst of
+     * load from other processes then spoils only one of the two */
     r.ceil_n = 1536;
     r.ceil_gflops = sgemm_square(r.ceil_n, 5, &r.ceil_ms);
     r.shape_gflops = sgemm_step_shapes(&c, 12 * (size_t)c.seq_len, 20);
     bench_model(&r);
+    double ms, again = sgemm_square(r.ceil_n, 5, &ms), shape = sgemm_step_shapes(&c, 12 * (size_t)c.seq_len, 20);
+    if (again > r.ceil_gflops) { r.ceil_gflops = again; r.ceil_ms = ms; }
+    if (shape > r.shape_gflops) r.shape_gflops = shape;
+    double la[1];
+    r.load1 = getloadavg(la, 1) == 1 ? la[0] : -1;
     if (r.json) print_json(&r); else print_table(&r);
     return 0;
 }
