@@ -516,14 +516,14 @@ static void on_eof(struct conn *c, int e)
     char msg[NET_ERR_LEN], d[160];
     const char *who = c->pr ? c->pr->name : "unidentified peer";
     size_t have = c->rlen - c->rpos;
-    int n = net_seterr(msg, "%s (%s) %s", who, c->addr,
-                     e ? strerror(e) : "closed the connection");
+    net_seterr(msg, "%s (%s) %s", who, c->addr, e ? strerror(e) : "closed the connection");
+    size_t n = strlen(msg);
     if (c->rstate == RS_PAYLOAD) {
         describe_frame(&c->h, d, sizeof d);
-        snprintf(msg + n, sizeof msg - (size_t)n, " in the middle of a frame (%s): %" PRIu64
+        snprintf(msg + n, sizeof msg - n, " in the middle of a frame (%s): %" PRIu64
                  " of %" PRIu64 " payload bytes missing", d, c->rleft, c->h.len);
     } else if (c->rstate == RS_HDR && have) {
-        snprintf(msg + n, sizeof msg - (size_t)n, " in the middle of a frame header (%zu of %d bytes)",
+        snprintf(msg + n, sizeof msg - n, " in the middle of a frame header (%zu of %d bytes)",
                  have, NET_HDR_LEN);
     }
     conn_fail(c, NET_DEAD, msg);
