@@ -142,10 +142,17 @@ static void rmsnorm_bwd_w_cols(job *j, size_t lo, size_t hi, size_t item)
     (void)item;
     const size_t C = j->C, rows = j->T;
     float *dw = j->o0;
+    size_t i0 = lo;
+    for (; i0 + VW <= hi; i0 += VW) { /* one vector of columns, kept in a register over the rows */
+        vf acc = vload(dw + i0);
+        for (size_t n = 0; n < rows; n++)
+            acc += vload(j->a + n * C + i0) * vload(j->b + n * C + i0) * j->c[n];
+        vstore(dw + i0, acc);
+    }
     for (size_t n = 0; n < rows; n++) {
         const float *g = j->a + n * C, *xr = j->b + n * C;
         float r = j->c[n];
-        for (size_t i = lo; i < hi; i++) dw[i] += g[i] * xr[i] * r;
+        for (size_t i = i0; i < hi; i++) dw[i] += g[i] * xr[i] * r;
     }
 }
 
