@@ -10,6 +10,7 @@
 
 #include <math.h>
 
+#include "model/pool.h"
 #include "model/simd.h"
 
 /* T rounded up to whole groups of 4 vectors, so row·matrix may always read 4. */
@@ -100,14 +101,14 @@ static void rowacc(float *out, const float *w, size_t ws, size_t n, const float 
 void attn_forward_unit(float *out, float *probs, float *scratch, const float *q, const float *k,
                        const float *v, attn_dims a, size_t b, size_t kh)
 {
-    const size_t T = a.T, hd = a.hd, C = a.H * hd, KV = a.KVH * hd, group = a.H / a.KVH, Tp = padded(T);
+    const size_t T = a.T, hd = a.hd, LQ = a.ldq, LK = a.ldkv, LO = a.ldo, group = a.H / a.KVH, Tp = padded(T);
     const float scale = 1.0f / sqrtf((float)hd);
     float *kt = scratch, *row = scratch + hd * Tp;
-    const float *vb = v + b * T * KV + kh * hd;
-    transpose(kt, k + b * T * KV + kh * hd, KV, T, Tp, hd);
+    const float *vb = v + b * T * LK + kh * hd;
+    transpose(kt, k + b * T * LK + kh * hd, LK, T, Tp, hd);
     for (size_t h = kh * group; h < (kh + 1) * group; h++)
         for (size_t t = 0; t < T; t++) {
-            const float *qt = q + (b * T + t) * C + h * hd;
+            const float *qt = q + (b * T + t) * LQ + h * hd;
             float *p = probs + ((b * a.H + h) * T + t) * T;
             rowdot(row, qt, kt, hd, Tp, t + 1);
             float mx = -INFINITY;
@@ -121,36 +122,71 @@ void attn_forward_unit(float *out, float *probs, float *scratch, const float *q,
             float inv = 1.0f / sum;
             for (size_t s = 0; s <= t; s++) p[s] *= inv;
             for (size_t s = t + 1; s < T; s++) p[s] = 0;
-            rowacc(out + (b * T + t) * C + h * hd, p, 1, t + 1, vb, KV, hd, 0);
+            rowacc(out + (b * T + t) * LO + h * hd, p, 1, t + 1, vb, LK, hd, 0);
         }
 }
 
 void attn_backward_unit(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *probs,
                         const float *q, const float *k, const float *v, attn_dims a, size_t b, size_t kh)
 {
-    const size_t T = a.T, hd = a.hd, C = a.H * hd, KV = a.KVH * hd, group = a.H / a.KVH, Tp = padded(T);
+    const size_t T = a.T, hd = a.hd, LQ = a.ldq, LK = a.ldkv, LO = a.ldo, group = a.H / a.KVH, Tp = padded(T);
     const float scale = 1.0f / sqrtf((float)hd);
     float *vt = scratch, *row = scratch + hd * Tp, *dS = row + Tp;
-    const float *kb = k + b * T * KV + kh * hd;
-    transpose(vt, v + b * T * KV + kh * hd, KV, T, Tp, hd);
+    const float *kb = k + b * T * LK + kh * hd;
+    transpose(vt, v + b * T * LK + kh * hd, LK, T, Tp, hd);
     for (size_t h = kh * group; h < (kh + 1) * group; h++) {
         const float *P = probs + (b * a.H + h) * T * T;
-        const float *go = dout + b * T * C + h * hd, *qh = q + b * T * C + h * hd;
+        const float *go = dout + b * T * LO + h * hd, *qh = q + b * T * LQ + h * hd;
         for (size_t t = 0; t < T; t++) {
             const float *p = P + t * T;
             float *ds = dS + t * T;
-            rowdot(row, go + t * C, vt, hd, Tp, t + 1); /* dP[t][s] = dO[t]·V[s] */
+            rowdot(row, go + t * LO, vt, hd, Tp, t + 1); /* dP[t][s] = dO[t]·V[s] */
             float pdp = 0;
             for (size_t s = 0; s <= t; s++) pdp += p[s] * row[s];
             for (size_t s = 0; s <= t; s++) ds[s] = p[s] * (row[s] - pdp) * scale;
-            rowacc(dq + (b * T + t) * C + h * hd, ds, 1, t + 1, kb, KV, hd, 0); /* dQ[t] = Σ dS[t][s] K[s] */
+            rowacc(dq + (b * T + t) * LQ + h * hd, ds, 1, t + 1, kb, LK, hd, 0); /* dQ[t] = Σ dS[t][s] K[s] */
         }
         /* dK[s] (+)= Σ_{t≥s} dS[t][s] Q[t],  dV[s] (+)= Σ_{t≥s} P[t][s] dO[t]; heads in order */
         int acc = h != kh * group;
         for (size_t s = 0; s < T; s++) {
-            float *dks = dk + (b * T + s) * KV + kh * hd, *dvs = dv + (b * T + s) * KV + kh * hd;
-            rowacc(dks, dS + s * T + s, T, T - s, qh + s * C, C, hd, acc);
-            rowacc(dvs, P + s * T + s, T, T - s, go + s * C, C, hd, acc);
+            float *dks = dk + (b * T + s) * LK + kh * hd, *dvs = dv + (b * T + s) * LK + kh * hd;
+            rowacc(dks, dS + s * T + s, T, T - s, qh + s * LQ, LQ, hd, acc);
+            rowacc(dvs, P + s * T + s, T, T - s, go + s * LO, LO, hd, acc);
         }
     }
+}
+
+/* ---- all units over the pool, one item per (b, kh), scratch per worker ---- */
+typedef struct {
+    float *out, *probs, *dq, *dk, *dv;
+    const float *dout, *cprobs, *q, *k, *v;
+    attn_dims a;
+} attn_job;
+
+static void fwd_item(void *ctx, size_t i, int worker)
+{
+    attn_job *j = ctx;
+    float *scratch = pool_scratch(worker, attn_scratch_floats(j->a));
+    attn_forward_unit(j->out, j->probs, scratch, j->q, j->k, j->v, j->a, i / j->a.KVH, i % j->a.KVH);
+}
+
+static void bwd_item(void *ctx, size_t i, int worker)
+{
+    attn_job *j = ctx;
+    float *scratch = pool_scratch(worker, attn_scratch_floats(j->a));
+    attn_backward_unit(j->dq, j->dk, j->dv, scratch, j->dout, j->cprobs, j->q, j->k, j->v, j->a, i / j->a.KVH,
+                       i % j->a.KVH);
+}
+
+void attn_forward(float *out, float *probs, const float *q, const float *k, const float *v, attn_dims a)
+{
+    attn_job j = { .out = out, .probs = probs, .q = q, .k = k, .v = v, .a = a };
+    pool_for(a.B * a.KVH, fwd_item, &j);
+}
+
+void attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs, const float *q,
+                   const float *k, const float *v, attn_dims a)
+{
+    attn_job j = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .cprobs = probs, .q = q, .k = k, .v = v, .a = a };
+    pool_for(a.B * a.KVH, bwd_item, &j);
 }

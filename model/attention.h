@@ -9,15 +9,27 @@
 
 #include <stddef.h>
 
+/* Sizes and row strides (in floats) of one call: q and dq rows are ldq apart,
+ * k, v, dk, dv rows ldkv, out and dout rows ldo; a row holds all heads. The
+ * plain layouts of layers.h are ldq = ldo = H·hd, ldkv = KVH·hd; pass.c reads
+ * q, k, v straight out of the fused (N, C + 2·KV) projection. */
 typedef struct {
     size_t B, T, H, KVH, hd;
+    size_t ldq, ldkv, ldo;
 } attn_dims;
 
 /* Floats of scratch one unit needs (forward and backward). */
 size_t attn_scratch_floats(attn_dims a);
 
+/* All units over the pool (pool.h), scratch per worker. dq, dk, dv: every
+ * row of every head is overwritten. */
+void attn_forward(float *out, float *probs, const float *q, const float *k, const float *v, attn_dims a);
+void attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs, const float *q,
+                   const float *k, const float *v, attn_dims a);
+
 /* Forward of unit (b, kh): for every query head h of kh's group, probs rows of
- * (b, h) and out rows (b, ·, h). Layouts as layer_attention_forward. */
+ * (b, h) and out rows (b, ·, h). Layouts as layer_attention_forward, with the
+ * row strides of a. */
 void attn_forward_unit(float *out /* (B, T, H, hd) */, float *probs /* (B, H, T, T) */,
                        float *scratch /* attn_scratch_floats */, const float *q, const float *k,
                        const float *v, attn_dims a, size_t b, size_t kh);

@@ -8,6 +8,7 @@
  * count. Inner loops use the vector type of simd.h. */
 #include "model/layers.h"
 #include "model/attention.h"
+#include "model/kernels.h"
 #include "model/pool.h"
 #include "model/simd.h"
 #include "model/util.h"
@@ -44,7 +45,7 @@ struct job {
     float *o0, *o1;
     const float *a, *b, *c, *d;
     const int *tok;
-    size_t N, C, chunks, T, hd;
+    size_t N, C, chunks, T, hd, ld;
     float f;
     int flag;
     double part[64];
@@ -176,7 +177,8 @@ void layer_rope_tables(float *cosv, float *sinv, size_t T, size_t hd, float thet
         }
 }
 
-/* o0 x; a cos, b sin; rows n = (b, t) of C = heads·hd floats; flag inverse */
+/* o0 x; a cos, b sin; row n = (b, t) holds `heads` vectors of hd floats at
+ * o0 + n·ld (N = B·T rows, C = heads·hd); flag inverse */
 static void rope_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     (void)item;
@@ -185,7 +187,7 @@ static void rope_rows(job *j, size_t lo, size_t hi, size_t item)
     for (size_t n = lo; n < hi; n++) {
         const float *c = j->a + (n % T) * half, *s = j->b + (n % T) * half;
         for (size_t h = 0; h < heads; h++) {
-            float *v = j->o0 + (n * heads + h) * hd;
+            float *v = j->o0 + n * j->ld + h * hd;
             for (size_t i = 0; i < half; i++) {
                 float x1 = v[i], x2 = v[i + half], sn = inverse ? -s[i] : s[i];
                 v[i] = x1 * c[i] - x2 * sn;
@@ -195,41 +197,26 @@ static void rope_rows(job *j, size_t lo, size_t hi, size_t item)
     }
 }
 
-void layer_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t T, size_t heads,
-                size_t hd, int inverse)
+void kern_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t T, size_t heads, size_t hd,
+               size_t ld, int inverse)
 {
     job j = { .rows = rope_rows, .o0 = x, .a = cosv, .b = sinv, .N = B * T, .C = heads * hd, .T = T,
-              .hd = hd, .flag = inverse };
+              .hd = hd, .ld = ld, .flag = inverse };
     run_rows(&j, heads * hd, 4096);
 }
 
-/* ---- attention: one pool item per (b, kh) unit, scratch per worker ---- */
-typedef struct {
-    float *out, *probs, *dq, *dk, *dv;
-    const float *dout, *cprobs, *q, *k, *v;
-    attn_dims a;
-} attn_job;
-
-static void attn_fwd_item(void *ctx, size_t i, int worker)
+void layer_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t T, size_t heads,
+                size_t hd, int inverse)
 {
-    attn_job *j = ctx;
-    float *scratch = pool_scratch(worker, attn_scratch_floats(j->a));
-    attn_forward_unit(j->out, j->probs, scratch, j->q, j->k, j->v, j->a, i / j->a.KVH, i % j->a.KVH);
+    kern_rope(x, cosv, sinv, B, T, heads, hd, heads * hd, inverse);
 }
 
-static void attn_bwd_item(void *ctx, size_t i, int worker)
-{
-    attn_job *j = ctx;
-    float *scratch = pool_scratch(worker, attn_scratch_floats(j->a));
-    attn_backward_unit(j->dq, j->dk, j->dv, scratch, j->dout, j->cprobs, j->q, j->k, j->v, j->a, i / j->a.KVH,
-                       i % j->a.KVH);
-}
-
+/* ---- attention: attention.c, in its plain layout ---- */
 void layer_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                              size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
-    attn_job j = { .out = out, .probs = probs, .q = q, .k = k, .v = v, .a = { B, T, H, KVH, hd } };
-    pool_for(B * KVH, attn_fwd_item, &j);
+    attn_dims a = { B, T, H, KVH, hd, H * hd, KVH * hd, H * hd };
+    attn_forward(out, probs, q, k, v, a);
 }
 
 void layer_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
@@ -237,9 +224,8 @@ void layer_attention_backward(float *dq, float *dk, float *dv, float *scratch, c
                               size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
     (void)scratch; /* the units need more than T floats: per-worker pool scratch */
-    attn_job j = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .cprobs = probs, .q = q, .k = k, .v = v,
-                   .a = { B, T, H, KVH, hd } };
-    pool_for(B * KVH, attn_bwd_item, &j);
+    attn_dims a = { B, T, H, KVH, hd, H * hd, KVH * hd, H * hd };
+    attn_backward(dq, dk, dv, dout, probs, q, k, v, a);
 }
 
 /* ---- SwiGLU (elementwise; N counts elements) ---- o0 h, a gate, b up */
@@ -255,48 +241,71 @@ static inline float lane0(vf v)
 static inline float sigmoid1(float x) { return lane0(vsigmoid(vbcast(x))); }
 static inline float exp1(float x) { return lane0(vexp(vbcast(x))); }
 
+/* Rows of F elements: gate row r at a + r·T, up row at b + r·T, h / dh rows
+ * at r·hd (T and hd hold the two row strides). o0 h. */
 static void swiglu_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     (void)item;
-    const float *g = j->a, *u = j->b;
-    float *h = j->o0;
-    size_t i = lo;
-    for (; i + VW <= hi; i += VW) {
-        vf x = vload(g + i);
-        vstore(h + i, x * vsigmoid(x) * vload(u + i));
+    const size_t F = j->C;
+    for (size_t r = lo; r < hi; r++) {
+        const float *g = j->a + r * j->T, *u = j->b + r * j->T;
+        float *h = j->o0 + r * j->hd;
+        size_t i = 0;
+        for (; i + VW <= F; i += VW) {
+            vf x = vload(g + i);
+            vstore(h + i, x * vsigmoid(x) * vload(u + i));
+        }
+        for (; i < F; i++) h[i] = g[i] * sigmoid1(g[i]) * u[i];
     }
-    for (; i < hi; i++) h[i] = g[i] * sigmoid1(g[i]) * u[i];
 }
 
 void layer_swiglu_forward(float *h, const float *gate, const float *up, size_t n)
 {
-    job j = { .rows = swiglu_fwd_rows, .o0 = h, .a = gate, .b = up, .N = n };
-    run_rows(&j, 1, 8192);
+    job j = { .rows = swiglu_fwd_rows, .o0 = h, .a = gate, .b = up, .N = 1, .C = n, .T = n, .hd = n };
+    run_rows(&j, n, 8192);
 }
 
-/* o0 dgate, o1 dup, a dh, b gate, c up */
+void kern_swiglu_forward(float *h, const float *gu, size_t N, size_t F)
+{
+    job j = { .rows = swiglu_fwd_rows, .o0 = h, .a = gu, .b = gu + F, .N = N, .C = F, .T = 2 * F, .hd = F };
+    run_rows(&j, F, 8192);
+}
+
+/* o0 dgate, o1 dup (rows at r·T like gate and up), a dh (rows at r·hd), b gate, c up */
 static void swiglu_bwd_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     (void)item;
-    const float *dh = j->a, *gate = j->b, *up = j->c;
-    size_t i = lo;
-    for (; i + VW <= hi; i += VW) {
-        vf g = vload(gate + i), s = vsigmoid(g), d = vload(dh + i);
-        vstore(j->o1 + i, d * (g * s));
-        vstore(j->o0 + i, d * vload(up + i) * (s * (1.0f + g * (1.0f - s))));
-    }
-    for (; i < hi; i++) {
-        float g = gate[i], s = sigmoid1(g);
-        j->o1[i] = dh[i] * (g * s);
-        j->o0[i] = dh[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+    const size_t F = j->C;
+    for (size_t r = lo; r < hi; r++) {
+        const float *dh = j->a + r * j->hd, *gate = j->b + r * j->T, *up = j->c + r * j->T;
+        float *dg = j->o0 + r * j->T, *du = j->o1 + r * j->T;
+        size_t i = 0;
+        for (; i + VW <= F; i += VW) {
+            vf g = vload(gate + i), s = vsigmoid(g), d = vload(dh + i);
+            vstore(du + i, d * (g * s));
+            vstore(dg + i, d * vload(up + i) * (s * (1.0f + g * (1.0f - s))));
+        }
+        for (; i < F; i++) {
+            float g = gate[i], s = sigmoid1(g);
+            du[i] = dh[i] * (g * s);
+            dg[i] = dh[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+        }
     }
 }
 
 void layer_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up,
                            size_t n)
 {
-    job j = { .rows = swiglu_bwd_rows, .o0 = dgate, .o1 = dup, .a = dh, .b = gate, .c = up, .N = n };
-    run_rows(&j, 1, 8192);
+    job j = { .rows = swiglu_bwd_rows, .o0 = dgate, .o1 = dup, .a = dh, .b = gate, .c = up, .N = 1, .C = n,
+              .T = n, .hd = n };
+    run_rows(&j, n, 8192);
+}
+
+void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F)
+{
+    job j = { .rows = swiglu_bwd_rows, .o0 = dgu, .o1 = dgu + F, .a = dh, .b = gu, .c = gu + F, .N = N, .C = F,
+              .T = 2 * F, .hd = F };
+    run_rows(&j, F, 8192);
 }
 
 void layer_embedding_forward(float *out, const int *tokens, const float *wte, size_t N, size_t C)

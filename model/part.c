@@ -62,8 +62,8 @@ model_part *model_part_new(const model_config *c, const int *units, int n_units,
     p->rope_cos = xmalloc(d.T * half * sizeof(float));
     p->rope_sin = xmalloc(d.T * half * sizeof(float));
     layer_rope_tables(p->rope_cos, p->rope_sin, d.T, d.hd, c->rope_theta);
-    /* workspace: dh (N,F) + datt (N,C) + attention scratch (T) */
-    p->ws = xmalloc((d.N * (d.F > d.C ? d.F : d.C) + d.N * d.C + d.T) * sizeof(float));
+    /* workspace: dh (N,F) + datt (N,C); attention scratch is per pool worker */
+    p->ws = xmalloc((d.N * (d.F > d.C ? d.F : d.C) + d.N * d.C) * sizeof(float));
     p->buf[0] = xmalloc(d.N * d.C * sizeof(float));
     p->buf[1] = xmalloc(d.N * d.C * sizeof(float));
     return p;

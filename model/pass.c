@@ -1,6 +1,9 @@
 /* pass.c — forward, backward-input and backward-weight over a range of a part's
  * units (see model.h). Activations between units inside the range flow through
- * the part's two ping-pong buffers. */
+ * the part's two ping-pong buffers. The q/k/v and gate/up projections each run
+ * as one sgemm against the consecutive weights (views.h). */
+#include "model/attention.h"
+#include "model/kernels.h"
 #include "model/layers.h"
 #include "model/model.h"
 #include "model/views.h"
@@ -13,25 +16,30 @@ static block_grad block_grads(float *base, dims d) { block_grad g; block_grad_vi
 static head_act head_acts(float *base, dims d) { head_act a; head_act_view(&a, base, d); return a; }
 static head_grad head_grads(float *base, dims d) { head_grad g; head_grad_view(&g, base, d); return g; }
 
+static attn_dims attn_of(dims d)
+{
+    attn_dims a = { d.B, d.T, d.H, d.KVH, d.hd, qkv_width(d), qkv_width(d), d.C };
+    return a;
+}
+
 static void block_forward(model_part *p, int i, model_slot *s, const float *in, float *out, dims d)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
     block_act a = block_acts(s->act, d);
     float eps = p->cfg.norm_eps;
+    const size_t QKV = qkv_width(d);
+    float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV;
     memcpy(a.x, in, d.N * d.C * sizeof(float));
     layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, eps);
-    layer_matmul_forward(a.q, a.xn1, w.wq, d.N, d.C, d.C);
-    layer_matmul_forward(a.k, a.xn1, w.wk, d.N, d.C, d.KV);
-    layer_matmul_forward(a.v, a.xn1, w.wv, d.N, d.C, d.KV);
-    layer_rope(a.q, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, 0);
-    layer_rope(a.k, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, 0);
-    layer_attention_forward(a.att, a.probs, a.q, a.k, a.v, d.B, d.T, d.H, d.KVH, d.hd);
+    layer_matmul_forward(a.qkv, a.xn1, w.wq, d.N, d.C, QKV); /* [wq; wk; wv] */
+    kern_rope(q, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, QKV, 0);
+    kern_rope(k, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, QKV, 0);
+    attn_forward(a.att, a.probs, q, k, v, attn_of(d));
     layer_matmul_forward(a.x2, a.att, w.wo, d.N, d.C, d.C);
     for (size_t j = 0; j < d.N * d.C; j++) a.x2[j] += a.x[j];
     layer_rmsnorm_forward(a.xn2, a.rstd2, a.x2, w.norm2, d.N, d.C, eps);
-    layer_matmul_forward(a.gate, a.xn2, w.wg, d.N, d.C, d.F);
-    layer_matmul_forward(a.up, a.xn2, w.wu, d.N, d.C, d.F);
-    layer_swiglu_forward(a.h, a.gate, a.up, d.N * d.F);
+    layer_matmul_forward(a.gu, a.xn2, w.wg, d.N, d.C, 2 * d.F); /* [wg; wu] */
+    kern_swiglu_forward(a.h, a.gu, d.N, d.F);
     layer_matmul_forward(out, a.h, w.wd, d.N, d.F, d.C);
     for (size_t j = 0; j < d.N * d.C; j++) out[j] += a.x2[j];
 }
@@ -41,22 +49,20 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
     block_w w = block_weights(p->params + p->unit_off[i], d);
     block_act a = block_acts(s->act, d);
     block_grad g = block_grads(s->grad, d);
-    float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C), *scratch = datt + d.N * d.C;
-    const size_t NC = d.N * d.C;
+    float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C);
+    const size_t NC = d.N * d.C, QKV = qkv_width(d);
+    float *dq = g.dqkv, *dk = g.dqkv + d.C, *dv = g.dqkv + d.C + d.KV;
     memcpy(g.dout, dout, NC * sizeof(float));
     layer_matmul_backward_input(dh, g.dout, w.wd, d.N, d.F, d.C, 0);
-    layer_swiglu_backward(g.dgate, g.dup, dh, a.gate, a.up, d.N * d.F);
-    layer_matmul_backward_input(g.dxn2, g.dgate, w.wg, d.N, d.C, d.F, 0);
-    layer_matmul_backward_input(g.dxn2, g.dup, w.wu, d.N, d.C, d.F, 1);
+    kern_swiglu_backward(g.dgu, dh, a.gu, d.N, d.F);
+    layer_matmul_backward_input(g.dxn2, g.dgu, w.wg, d.N, d.C, 2 * d.F, 0);
     memcpy(g.dx2, g.dout, NC * sizeof(float));
     layer_rmsnorm_backward_input(g.dx2, g.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C, 1);
     layer_matmul_backward_input(datt, g.dx2, w.wo, d.N, d.C, d.C, 0);
-    layer_attention_backward(g.dq, g.dk, g.dv, scratch, datt, a.probs, a.q, a.k, a.v, d.B, d.T, d.H, d.KVH, d.hd);
-    layer_rope(g.dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, 1);
-    layer_rope(g.dk, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, 1);
-    layer_matmul_backward_input(g.dxn1, g.dq, w.wq, d.N, d.C, d.C, 0);
-    layer_matmul_backward_input(g.dxn1, g.dk, w.wk, d.N, d.C, d.KV, 1);
-    layer_matmul_backward_input(g.dxn1, g.dv, w.wv, d.N, d.C, d.KV, 1);
+    attn_backward(dq, dk, dv, datt, a.probs, a.qkv, a.qkv + d.C, a.qkv + d.C + d.KV, attn_of(d));
+    kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, QKV, 1);
+    kern_rope(dk, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, QKV, 1);
+    layer_matmul_backward_input(g.dxn1, g.dqkv, w.wq, d.N, d.C, QKV, 0);
     memcpy(din, g.dx2, NC * sizeof(float));
     layer_rmsnorm_backward_input(din, g.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C, 1);
 }
@@ -67,13 +73,10 @@ static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
     block_act a = block_acts(s->act, d);
     block_grad g = block_grads(s->grad, d);
     layer_matmul_backward_weight(gw.wd, g.dout, a.h, d.N, d.F, d.C);
-    layer_matmul_backward_weight(gw.wg, g.dgate, a.xn2, d.N, d.C, d.F);
-    layer_matmul_backward_weight(gw.wu, g.dup, a.xn2, d.N, d.C, d.F);
+    layer_matmul_backward_weight(gw.wg, g.dgu, a.xn2, d.N, d.C, 2 * d.F);
     layer_rmsnorm_backward_weight(gw.norm2, g.dxn2, a.x2, a.rstd2, d.N, d.C);
     layer_matmul_backward_weight(gw.wo, g.dx2, a.att, d.N, d.C, d.C);
-    layer_matmul_backward_weight(gw.wq, g.dq, a.xn1, d.N, d.C, d.C);
-    layer_matmul_backward_weight(gw.wk, g.dk, a.xn1, d.N, d.C, d.KV);
-    layer_matmul_backward_weight(gw.wv, g.dv, a.xn1, d.N, d.C, d.KV);
+    layer_matmul_backward_weight(gw.wq, g.dqkv, a.xn1, d.N, d.C, qkv_width(d));
     layer_rmsnorm_backward_weight(gw.norm1, g.dxn1, a.x, a.rstd1, d.N, d.C);
 }
 

@@ -25,7 +25,10 @@ static inline size_t carve(float **p, float *base, size_t off, size_t n)
     return off + n;
 }
 
-/* A block's weights (and gradients: same layout), in model_unit_tensors order. */
+/* A block's weights (and gradients: same layout), in model_unit_tensors order.
+ * wq, wk, wv are consecutive, so wq is also the fused (C + 2·KV, C) matrix
+ * [wq; wk; wv]; likewise wg is the fused (2·F, C) matrix [wg; wu]. pass.c runs
+ * one sgemm per fused matrix (fewer, larger calls thread better). */
 typedef struct { float *norm1, *wq, *wk, *wv, *wo, *norm2, *wg, *wu, *wd; } block_w;
 static inline size_t block_w_view(block_w *w, float *b, dims d)
 {
@@ -37,27 +40,32 @@ static inline size_t block_w_view(block_w *w, float *b, dims d)
     return carve(&w->wd, b, o, d.C * d.F);
 }
 
-typedef struct { float *x, *rstd1, *xn1, *q, *k, *v, *probs, *att, *x2, *rstd2, *xn2, *gate, *up, *h; } block_act;
+/* Row widths of the fused projections: q|k|v and gate|up side by side. */
+static inline size_t qkv_width(dims d) { return d.C + 2 * d.KV; }
+
+/* qkv (N, C + 2·KV): row n is q (C) | k (KV) | v (KV), RoPE applied to q, k.
+ * gu (N, 2·F): row n is gate (F) | up (F). */
+typedef struct { float *x, *rstd1, *xn1, *qkv, *probs, *att, *x2, *rstd2, *xn2, *gu, *h; } block_act;
 static inline size_t block_act_view(block_act *a, float *b, dims d)
 {
     size_t o = carve(&a->x, b, 0, d.N * d.C);
     o = carve(&a->rstd1, b, o, d.N);       o = carve(&a->xn1, b, o, d.N * d.C);
-    o = carve(&a->q, b, o, d.N * d.C);     o = carve(&a->k, b, o, d.N * d.KV);
-    o = carve(&a->v, b, o, d.N * d.KV);    o = carve(&a->probs, b, o, d.B * d.H * d.T * d.T);
+    o = carve(&a->qkv, b, o, d.N * qkv_width(d));
+    o = carve(&a->probs, b, o, d.B * d.H * d.T * d.T);
     o = carve(&a->att, b, o, d.N * d.C);   o = carve(&a->x2, b, o, d.N * d.C);
     o = carve(&a->rstd2, b, o, d.N);       o = carve(&a->xn2, b, o, d.N * d.C);
-    o = carve(&a->gate, b, o, d.N * d.F);  o = carve(&a->up, b, o, d.N * d.F);
+    o = carve(&a->gu, b, o, d.N * 2 * d.F);
     return carve(&a->h, b, o, d.N * d.F);
 }
 
-typedef struct { float *dout, *dgate, *dup, *dxn2, *dx2, *dq, *dk, *dv, *dxn1; } block_grad;
+/* dgu and dqkv are laid out like gu and qkv. */
+typedef struct { float *dout, *dgu, *dxn2, *dx2, *dqkv, *dxn1; } block_grad;
 static inline size_t block_grad_view(block_grad *g, float *b, dims d)
 {
     size_t o = carve(&g->dout, b, 0, d.N * d.C);
-    o = carve(&g->dgate, b, o, d.N * d.F); o = carve(&g->dup, b, o, d.N * d.F);
+    o = carve(&g->dgu, b, o, d.N * 2 * d.F);
     o = carve(&g->dxn2, b, o, d.N * d.C);  o = carve(&g->dx2, b, o, d.N * d.C);
-    o = carve(&g->dq, b, o, d.N * d.C);    o = carve(&g->dk, b, o, d.N * d.KV);
-    o = carve(&g->dv, b, o, d.N * d.KV);
+    o = carve(&g->dqkv, b, o, d.N * qkv_width(d));
     return carve(&g->dxn1, b, o, d.N * d.C);
 }
 

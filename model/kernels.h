@@ -1,0 +1,17 @@
+/* kernels.h — private to model/: layouts of layers.h kernels that pass.c needs
+ * for the fused projections (see views.h), implemented in layers.c. */
+#ifndef MODEL_KERNELS_H
+#define MODEL_KERNELS_H
+
+#include <stddef.h>
+
+/* layer_rope on rows ld floats apart: row (b, t) holds `heads` vectors of hd
+ * floats starting at x + (b·T + t)·ld. */
+void kern_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t T, size_t heads, size_t hd,
+               size_t ld, int inverse);
+/* h (N, F) = silu(gate) ⊙ up with gu (N, 2F) rows gate | up. */
+void kern_swiglu_forward(float *h, const float *gu, size_t N, size_t F);
+/* dgu (N, 2F) rows dgate | dup, overwritten, from dh (N, F) and gu. */
+void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F);
+
+#endif
