@@ -36,13 +36,22 @@ static void transpose(float *bt, const float *src, size_t ld, size_t T, size_t T
 static inline __attribute__((always_inline)) void rowdot_m(float *out, const float *a, const float *bt,
                                                            size_t hd, size_t Tp, size_t j0, int M)
 {
-    vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+    /* even and odd i in separate accumulators (two dependency chains), added last */
+    vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } }, acc2[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
     const float *b = bt + j0 * VW;
-    for (size_t i = 0; i < hd; i++, b += Tp) {
-        vf ai = vbcast(a[i]);
-        for (int m = 0; m < M; m++) acc[m] += ai * vload(b + m * VW);
+    size_t i = 0;
+    for (; i + 2 <= hd; i += 2, b += 2 * Tp) {
+        vf a0 = vbcast(a[i]), a1 = vbcast(a[i + 1]);
+        for (int m = 0; m < M; m++) {
+            acc[m] += a0 * vload(b + m * VW);
+            acc2[m] += a1 * vload(b + Tp + m * VW);
+        }
     }
-    for (int m = 0; m < M; m++) vstore(out + (j0 + (size_t)m) * VW, acc[m]);
+    if (i < hd) {
+        vf a0 = vbcast(a[i]);
+        for (int m = 0; m < M; m++) acc[m] += a0 * vload(b + m * VW);
+    }
+    for (int m = 0; m < M; m++) vstore(out + (j0 + (size_t)m) * VW, acc[m] + acc2[m]);
 }
 
 /* out[0..n) (and up to the next whole vector) = a · bt[:, 0..n) */
@@ -64,18 +73,28 @@ static inline __attribute__((always_inline)) void rowacc_m(float *out, const flo
                                                            const float *rows, size_t ld, size_t i0, int acc,
                                                            int M)
 {
-    vf r[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+    /* even s into r (which starts from out when accumulating), odd s into r2 */
+    vf r[4] = { { 0 }, { 0 }, { 0 }, { 0 } }, r2[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
     if (acc)
         for (int m = 0; m < M; m++) r[m] = vload(out + i0 + (size_t)m * VW);
     const float *b = rows + i0;
-    for (size_t s = 0; s < n; s++, b += ld) {
-        vf x = vbcast(w[s * ws]);
-        for (int m = 0; m < M; m++) r[m] += x * vload(b + m * VW);
+    size_t s = 0;
+    for (; s + 2 <= n; s += 2, b += 2 * ld) {
+        vf x0 = vbcast(w[s * ws]), x1 = vbcast(w[(s + 1) * ws]);
+        for (int m = 0; m < M; m++) {
+            r[m] += x0 * vload(b + m * VW);
+            r2[m] += x1 * vload(b + ld + m * VW);
+        }
     }
-    for (int m = 0; m < M; m++) vstore(out + i0 + (size_t)m * VW, r[m]);
+    if (s < n) {
+        vf x0 = vbcast(w[s * ws]);
+        for (int m = 0; m < M; m++) r[m] += x0 * vload(b + m * VW);
+    }
+    for (int m = 0; m < M; m++) vstore(out + i0 + (size_t)m * VW, r[m] + r2[m]);
 }
 
-/* out[0..hd) = (acc ? out : 0) + Σ_{s<n} w[s*ws] · rows[s*ld + 0..hd), s ascending */
+/* out[0..hd) = (acc ? out : 0) + Σ_{s<n} w[s*ws] · rows[s*ld + 0..hd): in whole
+ * vectors as (init + Σ even s) + Σ odd s, in leftover lanes s ascending */
 static void rowacc(float *out, const float *w, size_t ws, size_t n, const float *rows, size_t ld, size_t hd,
                    int acc)
 {

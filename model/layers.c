@@ -188,7 +188,14 @@ static void rope_rows(job *j, size_t lo, size_t hi, size_t item)
         const float *c = j->a + (n % T) * half, *s = j->b + (n % T) * half;
         for (size_t h = 0; h < heads; h++) {
             float *v = j->o0 + n * j->ld + h * hd;
-            for (size_t i = 0; i < half; i++) {
+            size_t i = 0;
+            for (; i + VW <= half; i += VW) {
+                vf x1 = vload(v + i), x2 = vload(v + i + half), cv = vload(c + i), sn = vload(s + i);
+                if (inverse) sn = -sn;
+                vstore(v + i, x1 * cv - x2 * sn);
+                vstore(v + i + half, x2 * cv + x1 * sn);
+            }
+            for (; i < half; i++) {
                 float x1 = v[i], x2 = v[i + half], sn = inverse ? -s[i] : s[i];
                 v[i] = x1 * c[i] - x2 * sn;
                 v[i + half] = x2 * c[i] + x1 * sn;
