@@ -38,10 +38,15 @@ static int finish_dims(sched_schedule *s, const dims *d, const char *name, char 
 {
     long M = d->decl_mb ? d->decl_mb : d->max_mb + 1;
     long v = d->decl_chunks ? d->decl_chunks : d->max_chunk + 1;
-    if (M < 1) return sched_seterr(err, "%s: the schedule has no actions", name);
+    if (d->max_mb < 0 || M < 1 || v < 1)
+        return sched_seterr(err, "%s: the schedule has no actions: expected one list of actions "
+                                 "per stage", name);
     if ((long long)v * s->n_stages > (1 << 24))
         return sched_seterr(err, "%s: %d stages x %ld chunks is too many virtual stages", name,
                             s->n_stages, v);
+    if ((unsigned long long)M * (unsigned long long)v * (unsigned long long)s->n_stages > (1ull << 30))
+        return sched_seterr(err, "%s: %d stages x %ld chunks x %ld micro-batches is too large "
+                                 "(more than 2^30)", name, s->n_stages, v, M);
     s->n_micro = (int)M;
     s->n_chunks = (int)v;
     return 0;
@@ -132,6 +137,8 @@ static sched_schedule *parse_json(const char *text, size_t n, const char *name, 
     if (finish_dims(s, &d, name, err)) goto fail;
     json_t *kind = json_object_get(root, "kind");
     snprintf(s->kind, sizeof s->kind, "%s", kind ? json_string_value(kind) : "file");
+    for (char *p = s->kind; *p; p++) /* a label only: keep it printable ASCII */
+        if (*p < 0x20 || *p > 0x7e) *p = '?';
     json_decref(root);
     return s;
 fail:
@@ -317,8 +324,14 @@ sched_schedule *sched_load(const char *path, int n_micro, char *err)
 int sched_write_json(const sched_schedule *s, FILE *f, char *err)
 {
     char a[64];
-    fprintf(f, "{\"version\": 1, \"kind\": \"%s\", \"micro_batches\": %d, \"chunks\": %d,\n"
-               " \"stages\": [\n", s->kind[0] ? s->kind : "file", s->n_micro, s->n_chunks);
+    fputs("{\"version\": 1, \"kind\": \"", f);
+    for (const char *p = s->kind[0] ? s->kind : "file"; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) fputc('?', f);
+        else fputc(*p, f);
+    }
+    fprintf(f, "\", \"micro_batches\": %d, \"chunks\": %d,\n \"stages\": [\n", s->n_micro,
+            s->n_chunks);
     for (int st = 0; st < s->n_stages; st++) {
         fputs("  [", f);
         for (size_t i = 0; i < s->len[st]; i++)

@@ -154,10 +154,22 @@ static void svg_row(FILE *f, const sched_schedule *s, const sched_report *r, int
     }
 }
 
+/* Copies a label (schedule kind, unit) with XML's special characters replaced. */
+static const char *xml_safe(const char *in, char *buf, size_t n)
+{
+    size_t i = 0;
+    for (; in && in[i] && i + 1 < n; i++)
+        buf[i] = strchr("<>&\"'", in[i]) || (unsigned char)in[i] < 0x20 ? '?' : in[i];
+    buf[i] = 0;
+    return buf;
+}
+
 int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
                      const char *unit, char *err)
 {
     if (need_timeline(s, r, err)) return -1;
+    char kind[64], ubuf[64];
+    unit = xml_safe(unit ? unit : "units", ubuf, sizeof ubuf);
     double T = r->step_time > 0 ? r->step_time : 1;
     double x0 = 80, w = 1000, h = 20, gap = 4, top = 40;
     double H = top + s->n_stages * (h + gap) + 80;
@@ -165,9 +177,10 @@ int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
                "font-family=\"sans-serif\" font-size=\"11\">\n", x0 + w + 40, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n");
     fprintf(f, "<text x=\"%.1f\" y=\"18\" font-size=\"14\">%s: %d stages, %d micro-batches%s, "
-               "step %g %s, bubble %.1f%%</text>\n", x0, s->kind[0] ? s->kind : "schedule",
+               "step %g %s, bubble %.1f%%</text>\n", x0,
+            s->kind[0] ? xml_safe(s->kind, kind, sizeof kind) : "schedule",
             s->n_stages, s->n_micro, s->n_chunks > 1 ? ", interleaved" : "", r->step_time,
-            unit ? unit : "", 100 * r->bubble);
+            unit, 100 * r->bubble);
     for (int st = 0; st < s->n_stages; st++) {
         double y = top + st * (h + gap);
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#eee\"/>\n",
@@ -175,7 +188,7 @@ int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
         svg_row(f, s, r, st, x0, y, h, w / T);
     }
     double ya = top + s->n_stages * (h + gap) + 4;
-    svg_axis(f, T, x0, ya, w, unit ? unit : "units");
+    svg_axis(f, T, x0, ya, w, unit);
     svg_legend(f, x0, ya + 44, s->n_chunks);
     fprintf(f, "</svg>\n");
     return stream_ok(f, err);

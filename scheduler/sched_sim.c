@@ -214,10 +214,26 @@ static void peak_bytes(const sched_schedule *s, const sched_costs *c, sched_repo
     }
 }
 
+/* The play keeps a flag or a time per (virtual stage, micro-batch). */
+#define MAX_PLAY_CELLS (1ull << 30)
+static int check_size(const sched_schedule *s, char *err)
+{
+    unsigned long long cells = (unsigned long long)s->n_stages * (unsigned long long)s->n_chunks *
+                               (unsigned long long)s->n_micro;
+    if (cells > MAX_PLAY_CELLS) {
+        char pre[300];
+        return sched_seterr(err, "%sschedule too large to check: %d stages x %d chunks x %d "
+                                 "micro-batches is more than 2^30", sched_src_prefix(s, pre, sizeof pre),
+                            s->n_stages, s->n_chunks, s->n_micro);
+    }
+    return 0;
+}
+
 int sched_check(const sched_schedule *s, sched_report **rp, char *err)
 {
     if (rp) *rp = NULL;
     if (!s) return sched_seterr(err, "no schedule");
+    if (check_size(s, err)) return -1;
     sched_report *r = report_new(s, 0, 0);
     if (!r) return sched_seterr(err, "out of memory validating the schedule");
     int rc = sched_static_check(s, r->peak_mb, err);
@@ -232,6 +248,7 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
 {
     *rp = NULL;
     if (!s || !c) return sched_seterr(err, "no schedule or no costs");
+    if (check_size(s, err)) return -1;
     size_t K = (size_t)s->n_stages * (size_t)s->n_chunks;
     if ((size_t)c->n != K)
         return sched_seterr(err, "costs are given for %d virtual stages, the schedule has %zu "
