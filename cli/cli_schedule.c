@@ -231,7 +231,7 @@ static int render(const render_ctx *x, FILE *f, char *err)
     case FMT_JSON: return sched_write_json(x->s, f, err);
     case FMT_CSV: return sched_write_csv(x->s, f, err);
     case FMT_CHROME: return sched_render_chrome(x->s, x->r, f, 1000.0, err);
-    default: return sched_render_ascii(x->s, x->r, f, x->width, 256, err);
+    default: return sched_render_ascii(x->s, x->r, f, x->width, 256, "ms", err);
     }
 }
 
@@ -294,6 +294,9 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
         fprintf(f, ", %.0f bytes per transfer from stage 0\n", c->xfer_bytes[0]);
     }
     fprintf(f, "predicted step time: %.4f ms\nbubble: %.1f%% overall\n", r->step_time, 100 * r->bubble);
+    if (s->n_chunks > 1)
+        fprintf(f, "(peak micro-batches count (micro-batch, chunk) pairs; each holds one chunk's "
+                   "activations)\n");
     fprintf(f, "stage   busy ms   bubble  peak micro-batches  peak activations\n");
     for (int st = 0; st < s->n_stages; st++) {
         fprintf(f, "%5d %9.3f %7.1f%% %19d  ", st, r->busy[st], 100 * r->bubble_stage[st], r->peak_mb[st]);

@@ -1,8 +1,6 @@
 /* sched.c — the schedule object (per-stage action lists), action strings, cost
  * tables and reports. Generators, files, validation, simulation and rendering
  * live in the other sched_*.c files; nothing here knows about any of them. */
-#include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 

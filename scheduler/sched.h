@@ -179,9 +179,10 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
 /* ASCII grid: one row per stage, each action drawn as a box of width proportional
  * to its time, labelled with its op and micro-batch; '.' is idle. At most
  * max_cols columns (the grid is scaled to fit; labels shorten) and max_rows
- * stages (the rest are summarised). r needs a timeline. Returns 0 or -1 with err. */
+ * stages (the rest are summarised); unit names the time unit in the footer.
+ * r needs a timeline. Returns 0 or -1 with err. */
 int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
-                       int max_cols, int max_rows, char *err);
+                       int max_cols, int max_rows, const char *unit, char *err);
 /* SVG timeline: stages as rows, actions as coloured boxes labelled with the
  * micro-batch (chunks shaded), a time axis in `unit` and a legend. */
 int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,

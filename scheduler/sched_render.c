@@ -52,7 +52,7 @@ static void grid_row(const sched_schedule *s, const sched_report *r, int st, cha
 }
 
 int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
-                       int max_cols, int max_rows, char *err)
+                       int max_cols, int max_rows, const char *unit, char *err)
 {
     if (need_timeline(s, r, err)) return -1;
     if (max_cols < 10) max_cols = 10;
@@ -82,8 +82,8 @@ int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
     }
     if (rows < s->n_stages) fprintf(f, "... %d more stages not drawn\n", s->n_stages - rows);
     fprintf(f, "          0%*s%g\n", cols > 1 ? cols - 1 : 0, "", T);
-    fprintf(f, "          one column = %.3g time units; F forward, I input grad (B), W weight "
-               "grad, B fused backward (BW)%s, '.' idle\n", 1 / scale,
+    fprintf(f, "          one column = %.3g %s; F forward, I input grad (B), W weight "
+               "grad, B fused backward (BW)%s, '.' idle\n", 1 / scale, unit ? unit : "time units",
             s->n_chunks > 1 ? ", lowercase = odd chunk" : "");
     free(line);
     return stream_ok(f, err);

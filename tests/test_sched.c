@@ -375,7 +375,7 @@ static void test_renderers(void)
     char *buf = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
-    CU_ASSERT_EQUAL(sched_render_ascii(s, r, f, 100, 64, err), 0);
+    CU_ASSERT_EQUAL(sched_render_ascii(s, r, f, 100, 64, "ms", err), 0);
     fclose(f);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "stage   3 |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "F0"));

@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             char *buf = NULL;
             size_t n = 0;
             FILE *f = open_memstream(&buf, &n);
-            if (f && (sched_render_ascii(s, r, f, 80, 16, err) || sched_render_svg(s, r, f, "ms", err) ||
+            if (f && (sched_render_ascii(s, r, f, 80, 16, NULL, err) || sched_render_svg(s, r, f, "ms", err) ||
                       sched_render_chrome(s, r, f, 1000, err)))
                 __builtin_trap();
             if (f) fclose(f);
