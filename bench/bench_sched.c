@@ -3,7 +3,8 @@
  * time to generate the action lists (the baseline: touching every action once),
  * to validate (static checks + dependency play) and to simulate (validation plus
  * timing, without and with a recorded timeline), and each time's ratio to the
- * baseline. The target is a simulation under one second. */
+ * baseline. The target is a simulation under one second; the CPU time of the
+ * simulation is printed beside its wall time because the machine is shared. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +16,20 @@
 typedef struct {
     const char *kind;
     size_t actions;
-    double gen, check, sim, sim_tl; /* seconds, best of repeat */
+    double gen, check, sim, sim_tl; /* wall seconds, best of repeat */
+    double sim_cpu;                 /* CPU seconds of the best simulate: on a shared
+                                     * machine the honest measure of the work */
     double step, bubble;
 } row;
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static double best(double a, double b) { return a < b ? a : b; }
 
@@ -32,7 +37,7 @@ static double best(double a, double b) { return a < b ? a : b; }
 static int measure(row *w, int P, int M, int repeat)
 {
     char err[SCHED_ERR_LEN];
-    w->gen = w->check = w->sim = w->sim_tl = 1e30;
+    w->gen = w->check = w->sim = w->sim_tl = w->sim_cpu = 1e30;
     for (int it = 0; it < repeat; it++) {
         double t0 = now();
         sched_schedule *s = sched_generate(w->kind, P, M, 0, err);
@@ -51,11 +56,13 @@ static int measure(row *w, int P, int M, int repeat)
             w->check = best(w->check, t1 - t0);
         }
         for (int tl = 0; tl <= 1 && !rc; tl++) {
+            double c0 = cpu_now();
             t0 = now();
             rc = sched_simulate(s, c, tl, &r, err);
             t1 = now();
+            double c1 = cpu_now();
             if (tl) w->sim_tl = best(w->sim_tl, t1 - t0);
-            else w->sim = best(w->sim, t1 - t0);
+            else { w->sim = best(w->sim, t1 - t0); w->sim_cpu = best(w->sim_cpu, c1 - c0); }
             if (!rc) { w->step = r->step_time; w->bubble = r->bubble; }
             sched_report_free(r);
             r = NULL;
@@ -109,9 +116,10 @@ int bench_sched_main(int argc, char **argv)
         printf("{\"bench\":\"schedule\",\"stages\":%d,\"micro_batches\":%d,\"repeat\":%d,\"kinds\":[", P, M, rep);
         for (int i = 0; i < n; i++)
             printf("%s{\"kind\":\"%s\",\"actions\":%zu,\"generate_s\":%.4f,\"check_s\":%.4f,"
-                   "\"simulate_s\":%.4f,\"simulate_timeline_s\":%.4f,\"simulate_over_generate\":%.2f,"
-                   "\"under_1s\":%s,\"step\":%.1f,\"bubble\":%.5f}", i ? "," : "", rows[i].kind,
-                   rows[i].actions, rows[i].gen, rows[i].check, rows[i].sim, rows[i].sim_tl,
+                   "\"simulate_s\":%.4f,\"simulate_cpu_s\":%.4f,\"simulate_timeline_s\":%.4f,"
+                   "\"simulate_over_generate\":%.2f,\"under_1s\":%s,\"step\":%.1f,\"bubble\":%.5f}",
+                   i ? "," : "", rows[i].kind, rows[i].actions, rows[i].gen, rows[i].check,
+                   rows[i].sim, rows[i].sim_cpu, rows[i].sim_tl,
                    rows[i].sim / rows[i].gen, rows[i].sim < 1 ? "true" : "false", rows[i].step,
                    rows[i].bubble);
         printf("]}\n");
@@ -119,11 +127,11 @@ int bench_sched_main(int argc, char **argv)
     }
     printf("bench schedule: %d stages x %d micro-batches (interleaved: 2 chunks), F=B=W=1, best of %d\n",
            P, M, rep);
-    printf("%-12s %10s %10s %10s %10s %12s %9s %8s\n", "kind", "actions", "generate", "validate",
-           "simulate", "sim+timeline", "sim/gen", "bubble");
+    printf("%-12s %10s %10s %10s %10s %10s %12s %9s %8s\n", "kind", "actions", "generate",
+           "validate", "simulate", "(cpu)", "sim+timeline", "sim/gen", "bubble");
     for (int i = 0; i < n; i++)
-        printf("%-12s %10zu %9.3fs %9.3fs %9.3fs %11.3fs %8.1fx %7.2f%%%s\n", rows[i].kind,
-               rows[i].actions, rows[i].gen, rows[i].check, rows[i].sim, rows[i].sim_tl,
+        printf("%-12s %10zu %9.3fs %9.3fs %9.3fs %9.3fs %11.3fs %8.1fx %7.2f%%%s\n", rows[i].kind,
+               rows[i].actions, rows[i].gen, rows[i].check, rows[i].sim, rows[i].sim_cpu, rows[i].sim_tl,
                rows[i].sim / rows[i].gen, 100 * rows[i].bubble,
                rows[i].sim < 1 ? "" : "  (over the 1 s target)");
     return 0;

@@ -167,7 +167,13 @@ static void stage_line(const sched_schedule *s, int st, size_t cur, char *buf, s
     }
     if (to < len) ADD(" ...");
     waits_for(s, st, s->act[st][cur], tmp, sizeof tmp);
-    ADD("  (stuck at action %zu of %zu: waits for %s)\n", cur, len, tmp);
+    char pos[64] = "";
+    if (s->src_csv)
+        snprintf(pos, sizeof pos, ", row %d column %zu", st + 1,
+                 (s->src_col && s->src_col[st] ? (size_t)s->src_col[st][cur] : cur) + 1);
+    else if (s->src)
+        snprintf(pos, sizeof pos, ", stages[%d][%zu]", st, cur);
+    ADD("  (stuck at action %zu of %zu%s: waits for %s)\n", cur, len, pos, tmp);
 #undef ADD
     if (o >= n && n > 5) strcpy(buf + n - 5, "...\n");
 }

@@ -190,6 +190,7 @@ static void test_deadlock_explained(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(r->detail);
     CU_ASSERT_PTR_NOT_NULL(strstr(r->detail, "stage 0: F0 F1 F2 BW0 BW1 [BW2] F3 BW3"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r->detail, "stage 1: F0 BW0 F1 BW1 F2 [F3] BW2 BW3"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r->detail, "stuck at action 5 of 8, stages[1][5]: waits for F(3)"));
     sched_report_free(r);
     /* The simulator refuses it the same way. */
     sched_costs *c = sched_costs_uniform(2, 1, 1, 2, 0);
@@ -339,6 +340,7 @@ static void test_malformed_files(void)
     expect_bad("empty.csv", "\n\n", "empty schedule", NULL);
     expect_bad("deadlock.csv", "0F0,0B0,0F1,0B1\n1F1,1F0,1B0,1B1\n", "deadlock",
                "stage 0 waits for B(0) from stage 1; stage 1 waits for F(1) from stage 0");
+    expect_bad("deadlock2.csv", "0F0,,0B0,0F1,0B1\n1F1,1F0,1B0,1B1\n", "row 1 column 3", "row 2 column 1");
     expect_bad("deadlock.json", "{\"stages\": [[\"F0\", \"BW0\", \"F1\", \"BW1\"], "
                "[\"F0\", \"F1\", \"BW0\", \"BW1\"]]}", "stage 1 waits for F(1) from stage 0",
                "stage 0 waits for B(0) from stage 1");
