@@ -7,7 +7,6 @@
  * bytes. */
 #include <errno.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -16,6 +15,8 @@
 #include <event2/event.h>
 
 #include "net/net_internal.h"
+
+#define SPIN_NS 20000 /* how long net_wait polls before sleeping */
 
 void net_config_init(net_config *cfg)
 {
@@ -473,10 +474,19 @@ int net_wait(struct net_op *op, int timeout_ms, char err[NET_ERR_LEN])
 {
     if (!op) return net_seterr(err, "net_wait: no op");
     struct net_node *n = op->node;
-    /* A short spin first: a round trip on loopback is tens of microseconds,
-     * shorter than a sleep/wake-up pair on a busy machine. */
-    for (int i = 0; i < 200 && n && !atomic_load_explicit(&op->done, memory_order_acquire); i++)
-        if (i > 20) sched_yield();
+    /* A short busy poll first (no sched_yield: on a loaded machine that hands
+     * the core to another process for a whole time slice). A loopback round
+     * trip is tens of microseconds, about the cost of a sleep and wake-up. */
+    if (n && timeout_ms != 0 && !atomic_load_explicit(&op->done, memory_order_acquire)) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int i = 1; !atomic_load_explicit(&op->done, memory_order_acquire); i++) {
+            __builtin_ia32_pause();
+            if (i % 64) continue;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) > SPIN_NS) break;
+        }
+    }
     if (n && !atomic_load_explicit(&op->done, memory_order_acquire)) {
         int64_t dl = deadline_of(timeout_ms);
         pthread_mutex_lock(&n->lk);

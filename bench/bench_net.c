@@ -1,0 +1,406 @@
+/* bench_net.c — `pipetrain bench net`: measures, in one run on loopback, the
+ * throughput of the pipetrain transport (two nodes in this process, a sender
+ * and a receiver thread) against a plain blocking-socket pair moving the same
+ * messages, plus the transport with payloads read through evbuffer_read (the
+ * libevent 4 KiB clamp) and the small-message round trip of both. Trials of
+ * the variants alternate and the best of N is kept, because the machine is
+ * shared. It does not measure anything across hosts. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/bench_net.h"
+#include "net/net.h"
+
+#define NSIZES 5
+#define RTT_BYTES 64
+#define RTT_ITERS 2000
+
+static const size_t sizes[NSIZES] = { 4096, 64 << 10, 1 << 20, 16 << 20, 64 << 20 };
+static const char secret[] = "bench-net-secret-0123456789";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* --- plain blocking sockets --------------------------------------------------- */
+
+static int tcp_pair(int *snd, int *rcv)
+{
+    int one = 1, l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 1) < 0) return -1;
+    getsockname(l, (struct sockaddr *)&sa, &sl);
+    *snd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(*snd, (struct sockaddr *)&sa, sizeof sa) < 0) return -1;
+    *rcv = accept(l, NULL, NULL);
+    close(l);
+    setsockopt(*snd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(*rcv, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return *rcv < 0 ? -1 : 0;
+}
+
+static int put_all(int fd, const void *p, size_t n)
+{
+    const char *b = p;
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0) return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int get_all(int fd, void *p, size_t n)
+{
+    char *b = p;
+    while (n) {
+        ssize_t r = recv(fd, b, n, MSG_WAITALL);
+        if (r <= 0) return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+struct plain_job { int fd; size_t size, count; uint8_t *buf; int rc; };
+
+static void *plain_recv_thread(void *arg)
+{
+    struct plain_job *j = arg;
+    for (size_t i = 0; i < j->count && j->rc == 0; i++) {
+        uint64_t len;
+        if (get_all(j->fd, &len, sizeof len) < 0 || len != j->size ||
+            get_all(j->fd, j->buf, j->size) < 0)
+            j->rc = -1;
+    }
+    return NULL;
+}
+
+/* Bytes per second of a blocking sender/receiver pair, 8-byte length prefix. */
+static double plain_throughput(size_t size, size_t count)
+{
+    int s, r;
+    if (tcp_pair(&s, &r) < 0) return 0;
+    uint8_t *src = malloc(size), *dst = malloc(size);
+    memset(src, 1, size);
+    memset(dst, 0, size);
+    struct plain_job j = { r, size, count, dst, 0 };
+    pthread_t t;
+    double t0 = now_s();
+    pthread_create(&t, NULL, plain_recv_thread, &j);
+    for (size_t i = 0; i < count; i++) {
+        uint64_t len = size;
+        if (put_all(s, &len, sizeof len) < 0 || put_all(s, src, size) < 0) break;
+    }
+    pthread_join(t, NULL);
+    double dt = now_s() - t0;
+    close(s);
+    close(r);
+    free(src);
+    free(dst);
+    return j.rc == 0 ? (double)size * (double)count / dt : 0;
+}
+
+static void *plain_echo_thread(void *arg)
+{
+    struct plain_job *j = arg;
+    uint8_t buf[RTT_BYTES];
+    for (size_t i = 0; i < j->count; i++)
+        if (get_all(j->fd, buf, sizeof buf) < 0 || put_all(j->fd, buf, sizeof buf) < 0) break;
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median round trip in microseconds. */
+static double plain_rtt(void)
+{
+    int s, r;
+    if (tcp_pair(&s, &r) < 0) return 0;
+    struct plain_job j = { r, RTT_BYTES, RTT_ITERS + 100, NULL, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, plain_echo_thread, &j);
+    static double us[RTT_ITERS];
+    uint8_t buf[RTT_BYTES] = { 0 };
+    for (int i = 0; i < RTT_ITERS + 100; i++) {
+        double t0 = now_s();
+        put_all(s, buf, sizeof buf);
+        get_all(s, buf, sizeof buf);
+        if (i >= 100) us[i - 100] = (now_s() - t0) * 1e6;
+    }
+    pthread_join(t, NULL);
+    close(s);
+    close(r);
+    qsort(us, RTT_ITERS, sizeof *us, cmp_double);
+    return us[RTT_ITERS / 2];
+}
+
+/* --- the transport ------------------------------------------------------------ */
+
+static void quiet(void *arg, const char *line) { (void)arg; (void)line; }
+
+static int node_pair(int read_mode, struct net_node **a, struct net_node **b)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    net_config_init(&ca);
+    ca.self = net_stage_id(0, 0);
+    ca.secret = (const uint8_t *)secret;
+    ca.secret_len = sizeof secret - 1;
+    ca.listen_host = "127.0.0.1";
+    ca.read_mode = read_mode;
+    ca.log = quiet; /* each trial's shutdown would otherwise log a goodbye */
+    cb = ca;
+    cb.self = net_stage_id(1, 0);
+    cb.listen_host = NULL;
+    *a = net_node_new(&ca, err);
+    *b = *a ? net_node_new(&cb, err) : NULL;
+    if (*b && net_connect(*b, ca.self, "127.0.0.1", net_node_port(*a), err) == NET_OK &&
+        net_wait_peer(*b, ca.self, 10000, err) == NET_OK &&
+        net_wait_peer(*a, cb.self, 10000, err) == NET_OK)
+        return 0;
+    fprintf(stderr, "bench net: %s\n", err);
+    net_node_free(*b);
+    net_node_free(*a);
+    return -1;
+}
+
+struct net_job { struct net_node *node; size_t size, count, window; uint8_t **bufs; int rc; };
+
+/* Receiver: keeps `window` receives posted, each into its own buffer. */
+static void *net_recv_thread(void *arg)
+{
+    struct net_job *j = arg;
+    char err[NET_ERR_LEN];
+    struct net_op **ops = calloc(j->window, sizeof *ops);
+    uint8_t **bufs = j->bufs;
+    net_peer_id from = net_stage_id(0, 0);
+    for (size_t i = 0; i < j->count + j->window && j->rc == 0; i++) {
+        size_t w = i % j->window;
+        if (i >= j->window) {
+            if (net_wait(ops[w], 60000, err) != NET_OK) {
+                fprintf(stderr, "bench net: receive: %s\n", err);
+                j->rc = -1;
+            }
+            net_op_free(ops[w]);
+            ops[w] = NULL;
+        }
+        if (i < j->count && j->rc == 0 &&
+            net_recv_post(j->node, from, (net_key){ 16, i, 0, 0 }, bufs[w], j->size, &ops[w],
+                          err) != NET_OK)
+            j->rc = -1;
+    }
+    for (size_t w = 0; w < j->window; w++) net_op_free(ops[w]);
+    free(ops);
+    return NULL;
+}
+
+/* Bytes per second through the transport; *reads_per_mib from the receiver. */
+static double net_throughput(int read_mode, size_t size, size_t count, double *reads_per_mib)
+{
+    struct net_node *a, *b;
+    char err[NET_ERR_LEN];
+    if (node_pair(read_mode, &a, &b) < 0) return 0;
+    size_t window = (32u << 20) / size;
+    window = window < 2 ? 2 : window > 64 ? 64 : window;
+    uint8_t *src = calloc(1, size);
+    struct net_op **ops = calloc(window, sizeof *ops);
+    uint8_t **bufs = calloc(window, sizeof *bufs);
+    for (size_t w = 0; w < window; w++) {
+        bufs[w] = malloc(size);
+        memset(bufs[w], 0, size); /* resident before the clock starts, like a reused tensor */
+    }
+    memset(src, 1, size);
+    struct net_job j = { b, size, count, window, bufs, 0 };
+    net_peer_id to = net_stage_id(1, 0);
+    pthread_t t;
+    int rc = 0;
+    double t0 = now_s();
+    pthread_create(&t, NULL, net_recv_thread, &j);
+    for (size_t i = 0; i < count + window && rc == 0; i++) {
+        size_t w = i % window;
+        if (i >= window) {
+            rc = net_wait(ops[w], 60000, err) == NET_OK ? 0 : -1;
+            net_op_free(ops[w]);
+            ops[w] = NULL;
+        }
+        if (i < count && rc == 0)
+            rc = net_send(a, to, (net_key){ 16, i, 0, 0 }, src, size, 60000, &ops[w], err);
+    }
+    pthread_join(t, NULL);
+    double dt = now_s() - t0;
+    if (rc != 0) fprintf(stderr, "bench net: send: %s\n", err);
+    net_stats st;
+    net_peer_stats(b, net_stage_id(0, 0), &st);
+    *reads_per_mib = (double)st.read_calls / ((double)size * (double)count / (1 << 20));
+    for (size_t w = 0; w < window; w++) {
+        net_op_free(ops[w]);
+        free(bufs[w]);
+    }
+    free(bufs);
+    free(ops);
+    free(src);
+    net_node_free(a);
+    net_node_free(b);
+    return rc == 0 && j.rc == 0 ? (double)size * (double)count / dt : 0;
+}
+
+static void *net_echo_thread(void *arg)
+{
+    struct net_job *j = arg;
+    char err[NET_ERR_LEN];
+    uint8_t buf[RTT_BYTES];
+    net_peer_id peer = net_stage_id(0, 0);
+    for (size_t i = 0; i < j->count && j->rc == 0; i++) {
+        struct net_op *s = NULL;
+        net_key k = { 16, i, 0, 0 };
+        if (net_recv(j->node, peer, k, buf, sizeof buf, NULL, 10000, err) != NET_OK ||
+            net_send(j->node, peer, k, buf, sizeof buf, 10000, &s, err) != NET_OK ||
+            net_wait(s, 10000, err) != NET_OK)
+            j->rc = -1;
+        net_op_free(s);
+    }
+    return NULL;
+}
+
+static double net_rtt(void)
+{
+    struct net_node *a, *b;
+    char err[NET_ERR_LEN];
+    if (node_pair(NET_READ_DIRECT, &a, &b) < 0) return 0;
+    struct net_job j = { b, RTT_BYTES, RTT_ITERS + 100, 1, NULL, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, net_echo_thread, &j);
+    static double us[RTT_ITERS];
+    uint8_t buf[RTT_BYTES] = { 0 }, back[RTT_BYTES];
+    net_peer_id to = net_stage_id(1, 0);
+    int rc = 0;
+    for (int i = 0; i < RTT_ITERS + 100 && rc == 0; i++) {
+        net_key k = { 16, (uint64_t)i, 0, 0 };
+        struct net_op *r = NULL, *s = NULL;
+        double t0 = now_s();
+        rc |= net_recv_post(a, to, k, back, sizeof back, &r, err);
+        rc |= net_send(a, to, k, buf, sizeof buf, 10000, &s, err);
+        rc |= net_wait(r, 10000, err);
+        if (i >= 100) us[i - 100] = (now_s() - t0) * 1e6;
+        rc |= net_wait(s, 10000, err);
+        net_op_free(r);
+        net_op_free(s);
+    }
+    if (rc) fprintf(stderr, "bench net: round trip: %s\n", err);
+    pthread_join(t, NULL);
+    net_node_free(a);
+    net_node_free(b);
+    qsort(us, RTT_ITERS, sizeof *us, cmp_double);
+    return rc || j.rc ? 0 : us[RTT_ITERS / 2];
+}
+
+/* --- driver ------------------------------------------------------------------- */
+
+struct result {
+    double plain[NSIZES], direct[NSIZES], evb[NSIZES]; /* bytes/s, best of trials */
+    double reads_direct[NSIZES], reads_evb[NSIZES];    /* read calls per MiB */
+    double rtt_plain, rtt_net;                         /* median us, best of trials */
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: pipetrain bench net [--json] [--mib N (per trial, default 512)] "
+               "[--trials N (default 3)] [--size BYTES (one size only)]\n");
+}
+
+static void print_table(const struct result *r, int mib, int trials)
+{
+    printf("pipetrain bench net: loopback, %d MiB per trial, best of %d\n", mib, trials);
+    printf("%-8s %12s %12s %7s %14s %9s %12s\n", "size", "plain GB/s", "pipetrain", "ratio",
+           "evbuffer GB/s", "evb/direct", "reads/MiB");
+    const char *names[NSIZES] = { "4 KiB", "64 KiB", "1 MiB", "16 MiB", "64 MiB" };
+    for (int i = 0; i < NSIZES; i++)
+        printf("%-8s %12.2f %12.2f %7.2f %14.2f %9.2f %5.0f / %-5.0f\n", names[i],
+               r->plain[i] / 1e9, r->direct[i] / 1e9,
+               r->plain[i] > 0 ? r->direct[i] / r->plain[i] : 0, r->evb[i] / 1e9,
+               r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
+               r->reads_evb[i]);
+    printf("round trip (%d B, median of %d): plain %.1f us, pipetrain %.1f us, ratio %.2f\n",
+           RTT_BYTES, RTT_ITERS, r->rtt_plain, r->rtt_net,
+           r->rtt_plain > 0 ? r->rtt_net / r->rtt_plain : 0);
+    printf("targets: throughput ratio >= 0.90 at 1 MiB and above; round-trip ratio <= 2.0\n");
+    printf("reads/MiB: read calls on the receiving socket, direct / through evbuffer_read\n");
+}
+
+static void print_json(const struct result *r, int mib, int trials)
+{
+    printf("{\"bench\":\"net\",\"mib_per_trial\":%d,\"trials\":%d,\"throughput\":[", mib, trials);
+    for (int i = 0; i < NSIZES; i++)
+        printf("%s{\"bytes\":%zu,\"plain_Bps\":%.0f,\"pipetrain_Bps\":%.0f,\"ratio\":%.4f,"
+               "\"evbuffer_Bps\":%.0f,\"evbuffer_vs_direct\":%.4f,\"reads_per_mib_direct\":%.1f,"
+               "\"reads_per_mib_evbuffer\":%.1f}",
+               i ? "," : "", sizes[i], r->plain[i], r->direct[i],
+               r->plain[i] > 0 ? r->direct[i] / r->plain[i] : 0, r->evb[i],
+               r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
+               r->reads_evb[i]);
+    printf("],\"round_trip\":{\"bytes\":%d,\"plain_us\":%.2f,\"pipetrain_us\":%.2f,"
+           "\"ratio\":%.4f},\"targets\":{\"min_throughput_ratio_from_1MiB\":0.9,"
+           "\"max_round_trip_ratio\":2.0}}\n", RTT_BYTES, r->rtt_plain, r->rtt_net,
+           r->rtt_plain > 0 ? r->rtt_net / r->rtt_plain : 0);
+}
+
+static void keep_max(double *best, double v) { if (v > *best) *best = v; }
+static void keep_min(double *best, double v) { if (v > 0 && (*best == 0 || v < *best)) *best = v; }
+
+int bench_net_main(int argc, char **argv)
+{
+    int json = 0, mib = 512, trials = 3;
+    long only = 0; /* --size B: measure one message size only (for profiling) */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc) only = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
+        else { usage(stderr); return 2; }
+    }
+    if (mib < 64 || trials < 1) { usage(stderr); return 2; }
+    struct result r;
+    memset(&r, 0, sizeof r);
+    int failed = 0;
+    for (int t = 0; t < trials; t++) {
+        for (int i = 0; i < NSIZES; i++) {
+            if (only && (size_t)only != sizes[i]) continue;
+            size_t count = ((size_t)mib << 20) / sizes[i];
+            double rd = 0, re = 0, v;
+            keep_max(&r.plain[i], plain_throughput(sizes[i], count));
+            keep_max(&r.direct[i], v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd));
+            failed |= v == 0;
+            keep_max(&r.evb[i], v = net_throughput(NET_READ_EVBUFFER, sizes[i], count, &re));
+            failed |= v == 0;
+            r.reads_direct[i] = rd;
+            r.reads_evb[i] = re;
+        }
+        if (only) continue;
+        keep_min(&r.rtt_plain, plain_rtt());
+        double v = net_rtt();
+        failed |= v == 0;
+        keep_min(&r.rtt_net, v);
+    }
+    if (json) print_json(&r, mib, trials); else print_table(&r, mib, trials);
+    return failed ? 1 : 0;
+}
