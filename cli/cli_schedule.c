@@ -102,14 +102,40 @@ static int is_kind(const char *s)
     return 0;
 }
 
+static int opt_int(const char *k, const char *v, int lo, int hi, int *out)
+{
+    if (!parse_int(v, lo, hi, out)) return 0;
+    fprintf(stderr, "pipetrain schedule: %s: expected an integer %d..%d, got '%s'\n%s", k, lo, hi,
+            v, usage_text);
+    return 2;
+}
+
+static int opt_num(const char *k, const char *v, int positive, double *out)
+{
+    if (!parse_num(v, out) && (!positive || *out > 0)) return 0;
+    fprintf(stderr, "pipetrain schedule: %s: expected a number %s 0, got '%s'\n%s", k,
+            positive ? ">" : ">=", v, usage_text);
+    return 2;
+}
+
 /* One option with a value; returns 0 handled, 1 not an option of ours, 2 error. */
 static int parse_opt(opts *o, const char *k, const char *v)
 {
-    if (!strcmp(k, "--stages")) return parse_int(v, 1, 1 << 20, &o->P) ? usage_err("--stages: expected an integer >= 1, got '%s'", v) : 0;
-    if (!strcmp(k, "--micro-batches")) return parse_int(v, 1, 1 << 22, &o->M) ? usage_err("--micro-batches: expected an integer >= 1, got '%s'", v) : 0;
-    if (!strcmp(k, "--chunks")) return parse_int(v, 1, 256, &o->v) ? usage_err("--chunks: expected an integer 1..256, got '%s'", v) : 0;
+    if (!strcmp(k, "--stages")) return opt_int(k, v, 1, 1 << 20, &o->P);
+    if (!strcmp(k, "--micro-batches")) return opt_int(k, v, 1, 1 << 22, &o->M);
+    if (!strcmp(k, "--chunks")) return opt_int(k, v, 1, 256, &o->v);
+    if (!strcmp(k, "--width")) return opt_int(k, v, 20, 100000, &o->width);
+    if (!strcmp(k, "--gflops")) return opt_num(k, v, 1, &o->gflops);
+    if (!strcmp(k, "--latency")) return opt_num(k, v, 0, &o->latency);
+    if (!strcmp(k, "--bandwidth")) return opt_num(k, v, 0, &o->bandwidth);
+    if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return opt_num(k, v, 0, &o->bytes); }
+    if (!strcmp(k, "--stash-bytes")) { o->have_stash = 1; return opt_num(k, v, 0, &o->stash); }
+    if (!strcmp(k, "--out")) { o->out = v; return 0; }
+    if (!strcmp(k, "--set")) { o->sets[o->n_sets++] = (char *)v; return 0; }
     if (!strcmp(k, "--kind")) {
-        if (!is_kind(v)) return usage_err("--kind: unknown schedule kind '%s' (expected gpipe, 1f1b, interleaved or zb-h1)", v);
+        if (!is_kind(v))
+            return usage_err("--kind: unknown schedule kind '%s' (expected gpipe, 1f1b, "
+                             "interleaved or zb-h1)", v);
         o->kind = v;
         return 0;
     }
@@ -120,21 +146,14 @@ static int parse_opt(opts *o, const char *k, const char *v)
     }
     if (!strcmp(k, "--costs")) {
         o->have_costs = 1;
-        return parse_costs(v, o->cost) ? usage_err("--costs: expected three numbers >= 0 as F,B,W (e.g. 1,1,1), got '%s'", v) : 0;
+        if (!parse_costs(v, o->cost)) return 0;
+        return usage_err("--costs: expected three numbers >= 0 as F,B,W (e.g. 1,1,1), got '%s'", v);
     }
     if (!strcmp(k, "--format")) {
         for (int i = 0; fmt_names[i]; i++)
             if (!strcmp(v, fmt_names[i])) { o->fmt = i; return 0; }
         return usage_err("--format: expected ascii, svg, json, csv or chrome, got '%s'", v);
     }
-    if (!strcmp(k, "--out")) { o->out = v; return 0; }
-    if (!strcmp(k, "--width")) return parse_int(v, 20, 100000, &o->width) ? usage_err("--width: expected an integer >= 20, got '%s'", v) : 0;
-    if (!strcmp(k, "--gflops")) return parse_num(v, &o->gflops) || o->gflops <= 0 ? usage_err("--gflops: expected a number > 0, got '%s'", v) : 0;
-    if (!strcmp(k, "--latency")) return parse_num(v, &o->latency) ? usage_err("--latency: expected a number of ms >= 0, got '%s'", v) : 0;
-    if (!strcmp(k, "--bandwidth")) return parse_num(v, &o->bandwidth) ? usage_err("--bandwidth: expected MB/s >= 0, got '%s'", v) : 0;
-    if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return parse_num(v, &o->bytes) ? usage_err("--bytes: expected a number >= 0, got '%s'", v) : 0; }
-    if (!strcmp(k, "--stash-bytes")) { o->have_stash = 1; return parse_num(v, &o->stash) ? usage_err("--stash-bytes: expected a number >= 0, got '%s'", v) : 0; }
-    if (!strcmp(k, "--set")) { o->sets[o->n_sets++] = (char *)v; return 0; }
     return 1;
 }
 
@@ -306,6 +325,23 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
     }
 }
 
+/* Prints the summary and writes the picture or file. Returns 0, or 1/2 with err. */
+static int output(const opts *o, const sched_schedule *s, const sched_report *r,
+                  const sched_costs *c, const char *note, int have_stash, char *err)
+{
+    int data_on_stdout = !o->out && o->fmt != FMT_ASCII;
+    print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
+    render_ctx x = { s, r, o->fmt, o->width };
+    if (o->out) {
+        int wrc = write_file(o->out, &x, err);
+        if (wrc) return wrc == 2 ? 2 : 1;
+        printf("wrote %s (%s)\n", o->out, fmt_names[o->fmt]);
+        return 0;
+    }
+    if (!data_on_stdout) putchar('\n');
+    return render(&x, stdout, err) || fflush(stdout) ? 1 : 0;
+}
+
 /* Builds the schedule from the options (and topology, when given). */
 static sched_schedule *build_schedule(const opts *o, const topo *t, char *err)
 {
@@ -324,6 +360,12 @@ static sched_schedule *build_schedule(const opts *o, const topo *t, char *err)
         sched_schedule *s = sched_load(file, M, err);
         if (s && P && s->n_stages != P) {
             seterr(err, "%s: the schedule has %d stages (rows), expected %d", file, s->n_stages, P);
+            sched_free(s);
+            return NULL;
+        }
+        if (s && o->v && s->n_chunks != o->v) {
+            seterr(err, "%s: the schedule has %d chunk(s) per stage, --chunks says %d", file,
+                   s->n_chunks, o->v);
             sched_free(s);
             return NULL;
         }
@@ -393,19 +435,7 @@ int cli_schedule_main(int argc, char **argv)
         if (strstr(err, "out of memory")) rc = 1;
         goto fail;
     }
-    int have_stash = have_topo || o.have_stash;
-    int data_on_stdout = !o.out && o.fmt != FMT_ASCII;
-    print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
-    render_ctx x = { s, r, o.fmt, o.width };
-    if (o.out) {
-        int wrc = write_file(o.out, &x, err);
-        if (wrc) { rc = wrc == 2 ? 2 : 1; goto fail; }
-        printf("wrote %s (%s)\n", o.out, fmt_names[o.fmt]);
-    } else {
-        if (!data_on_stdout) putchar('\n');
-        if (render(&x, stdout, err) || fflush(stdout)) { rc = 1; goto fail; }
-    }
-    rc = 0;
+    if ((rc = output(&o, s, r, c, note, have_topo || o.have_stash, err))) goto fail;
     goto done;
 fail:
     if (r && r->detail) { /* err holds the summary line and the start of the listing */

@@ -57,6 +57,10 @@ if command -v python3 >/dev/null; then
         fail "chrome trace is not the expected JSON"
 fi
 run 0 --schedule tests/data/sched/pytorch-style-2x4.csv
+run 0 --schedule tests/data/sched/interleaved-4x8-v2.csv --costs 1,2,0 &&
+    has "$tmp/out" "predicted step time: 28.5000 ms" "interleaved csv"
+run 2 --schedule tests/data/sched/interleaved-4x8-v2.csv --chunks 3 && has "$tmp/err" "--chunks says 3" "chunks vs file"
+run 2 --schedule tests/data/sched/1f1b-4x8.csv --stages 3 && has "$tmp/err" "expected 3" "stages vs file"
 
 # A deadlocked hand-written schedule: exit 2 with the explanation.
 run 2 --schedule tests/data/sched/deadlock-2x4.json --out "$tmp/never.svg" --format svg &&
