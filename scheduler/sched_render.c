@@ -148,8 +148,8 @@ static void svg_row(FILE *f, const sched_schedule *s, const sched_report *r, int
                 r->start[st][i], r->end[st][i]);
         int digits = snprintf(an, sizeof an, "%u", a.mb);
         if (w >= 7.0 * digits + 2)
-            fprintf(f, "<text x=\"%.2f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#fff\">%s</text>",
-                    x + w / 2, y + h * 0.7, an);
+            fprintf(f, "<text x=\"%.2f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">%s</text>",
+                    x + w / 2, y + h * 0.7, (a.chunk & 1) ? "#222" : "#fff", an);
         fputc('\n', f);
     }
 }
@@ -176,11 +176,12 @@ int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "font-family=\"sans-serif\" font-size=\"11\">\n", x0 + w + 40, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n");
+    char chunks[48] = "";
+    if (s->n_chunks > 1) snprintf(chunks, sizeof chunks, ", %d chunks per stage", s->n_chunks);
     fprintf(f, "<text x=\"%.1f\" y=\"18\" font-size=\"14\">%s: %d stages, %d micro-batches%s, "
                "step %g %s, bubble %.1f%%</text>\n", x0,
             s->kind[0] ? xml_safe(s->kind, kind, sizeof kind) : "schedule",
-            s->n_stages, s->n_micro, s->n_chunks > 1 ? ", interleaved" : "", r->step_time,
-            unit, 100 * r->bubble);
+            s->n_stages, s->n_micro, chunks, r->step_time, unit, 100 * r->bubble);
     for (int st = 0; st < s->n_stages; st++) {
         double y = top + st * (h + gap);
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#eee\"/>\n",
