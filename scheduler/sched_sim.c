@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "scheduler/sched_int.h"
 
@@ -32,6 +33,27 @@ typedef struct {
     char *queued;         /* (P) */
     size_t qh, qn;
 } play;
+
+/* Zeroed memory for the per-(virtual stage, micro-batch) tables. Large tables
+ * come straight from mmap with transparent huge pages requested: a 1,024 x 4,096
+ * play touches ~100 MB once, and 4 KiB page faults were a fifth of its time. */
+static void *table_alloc(size_t bytes)
+{
+    if (bytes < (4u << 20)) return calloc(1, bytes ? bytes : 1);
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(m, bytes, MADV_HUGEPAGE);
+#endif
+    return m;
+}
+
+static void table_free(void *m, size_t bytes)
+{
+    if (!m) return;
+    if (bytes < (4u << 20)) free(m);
+    else munmap(m, bytes);
+}
 
 static void push(play *p, int st)
 {
@@ -125,8 +147,9 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
     p.c = c;
     p.K = P * (size_t)s->n_chunks;
     p.M = (size_t)s->n_micro;
-    if (c) p.fa = calloc(2 * p.K * p.M, sizeof(double));
-    else p.fd = calloc(2 * p.K * p.M, 1);
+    size_t tbytes = 2 * p.K * p.M * (c ? sizeof(double) : 1);
+    if (c) p.fa = table_alloc(tbytes);
+    else p.fd = table_alloc(tbytes);
     p.link = calloc(2 * P, sizeof(double));
     p.cur = calloc(P, sizeof(size_t));
     p.tfree = calloc(P, sizeof(double));
@@ -157,8 +180,7 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
         if (p.tfree[st] > r->step_time) r->step_time = p.tfree[st];
     rc = 0;
 fail:
-    free(p.fd);
-    free(p.fa);
+    table_free(c ? (void *)p.fa : (void *)p.fd, tbytes);
     free(p.link);
     free(p.cur);
     free(p.tfree);
