@@ -1,15 +1,33 @@
-/* cli_bench.c — `pipetrain bench KIND`: dispatches to the benchmark programs in bench/. */
+/* cli_bench.c — `pipetrain bench KIND`: dispatches to the benchmark programs in
+ * bench/. Each prints ratios against a baseline measured in the same run. */
 #include <stdio.h>
 #include <string.h>
 
+#include "bench/bench_compute.h"
+#include "bench/bench_net.h"
+#include "bench/bench_sched.h"
 #include "cli/cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} benches[] = {
+    { "compute", bench_compute_main, "training step FLOP/s against the sgemm ceiling" },
+    { "net", bench_net_main, "transport throughput and latency against plain sockets" },
+    { "schedule", bench_sched_main, "simulator speed on 1024 stages x 4096 micro-batches" },
+};
 
 int cli_bench_main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: pipetrain bench (compute|net|schedule) [--json]\n");
+    size_t n = sizeof benches / sizeof benches[0];
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "usage: pipetrain bench KIND [--json] [options]   (pipetrain bench KIND --help)\n\nkinds:\n");
+        for (size_t i = 0; i < n; i++) fprintf(f, "  %-9s %s\n", benches[i].name, benches[i].help);
         return argc < 2 ? 2 : 0;
     }
-    fprintf(stderr, "pipetrain bench: unknown benchmark '%s'\n", argv[1]);
-    return 2;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(argv[1], benches[i].name)) return benches[i].fn(argc - 1, argv + 1);
+    return cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_schedule.h"
 
 static const struct {
     const char *name;
@@ -12,6 +13,7 @@ static const struct {
 } commands[] = {
     { "run", cli_run_main, "train the model a topology describes" },
     { "check", cli_check_main, "validate a topology and print its partition" },
+    { "schedule", cli_schedule_main, "generate, validate, simulate and draw micro-batch schedules" },
     { "eval", cli_eval_main, "validation loss of a checkpoint" },
     { "sample", cli_sample_main, "generate text from a checkpoint" },
     { "export", cli_export_main, "write a checkpoint as Hugging Face model.safetensors + config.json" },
@@ -28,6 +30,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--version")) {
+        printf("pipetrain %s\n", PIPETRAIN_VERSION);
+        return 0;
+    }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
