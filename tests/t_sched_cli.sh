@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
 # t_sched_cli.sh — `pipetrain schedule` end to end: golden numbers, every output
 # format, JSON/CSV files written and read back, a deadlocked file, a topology,
-# bad usage (exit 2) and --out never leaving a partial file. Uses
-# `bin/pipetrain schedule` when the command is wired in, otherwise the standalone
-# helper bin/tests/sched_cli_main built from the same source.
+# bad usage (exit 2) and --out never leaving a partial file.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
-if "$BIN/pipetrain" schedule --help >/dev/null 2>&1; then
-    PT=("$BIN/pipetrain" schedule)
-else
-    PT=("$BIN/tests/sched_cli_main")
-fi
+PT=("$BIN/pipetrain" schedule)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
