@@ -84,9 +84,14 @@ asan: deps
 	BIN=bin-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  PIPETRAIN_ASAN=1 tests/run.sh
 
+# RUN_ARGS passes options through, e.g. make run RUN_ARGS="--data FILE --steps 500"
+RUN_TOPOLOGY ?= topologies/default.json
+RUN_OUT ?= runs/default
 run: deps
 	$(MAKE) build
-	$(BIN)/pipetrain run topologies/default.json --out runs/default
+	$(BIN)/pipetrain run $(RUN_TOPOLOGY) --out $(RUN_OUT) $(RUN_ARGS)
+	@echo "--- a sample from $(RUN_OUT):"
+	@$(BIN)/pipetrain sample $(RUN_OUT) --prompt "The " --tokens 300 --temperature 0.8 --top-k 40
 
 bench: deps
 	$(MAKE) build
