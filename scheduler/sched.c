@@ -64,6 +64,19 @@ int sched_append(sched_schedule *s, int stage, sched_action a)
     return 0;
 }
 
+void sched_action_peers(const sched_schedule *s, int stage, sched_action a, int *from, int *to)
+{
+    int P = s->n_stages, K = P * s->n_chunks, k = sched_virtual_stage(s, stage, a.chunk);
+    *from = *to = -1;
+    if (a.op == SCHED_F) {
+        if (k > 0) *from = (k - 1) % P;
+        if (k + 1 < K) *to = (k + 1) % P;
+    } else if (a.op == SCHED_B || a.op == SCHED_BW) {
+        if (k + 1 < K) *from = (k + 1) % P;
+        if (k > 0) *to = (k - 1) % P;
+    }
+}
+
 static const char *op_str(int op)
 {
     static const char *names[] = { "F", "B", "W", "BW" };

@@ -68,6 +68,21 @@ void sched_free(sched_schedule *s);
  * a bad stage index or out of memory. */
 int sched_append(sched_schedule *s, int stage, sched_action a);
 
+/* Virtual stage of chunk `chunk` on stage `stage`: chunk * P + stage. */
+static inline int sched_virtual_stage(const sched_schedule *s, int stage, int chunk)
+{
+    return chunk * s->n_stages + stage;
+}
+
+/* The transfers action a of stage `stage` implies: *from is the stage that sends
+ * its input (F of virtual stage k receives k-1's activation, B and BW receive
+ * k+1's gradient), *to the stage its output goes to (F sends to k+1, B and BW to
+ * k-1). -1 when there is none: F of virtual stage 0 reads tokens, the last virtual
+ * stage's backward starts from its own loss, W neither receives nor sends, and
+ * nothing goes below 0 or beyond the last virtual stage. *from or *to equals
+ * `stage` when the neighbouring chunk is on the same stage (P = 1). */
+void sched_action_peers(const sched_schedule *s, int stage, sched_action a, int *from, int *to);
+
 /* Formats an action as in the JSON form ("F3", "BW12c1"); returns buf. */
 char *sched_action_str(sched_action a, char *buf, size_t n);
 /* Parses an action string of the JSON form. Returns 0, or -1 with the reason in

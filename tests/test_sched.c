@@ -369,6 +369,33 @@ static void test_action_strings(void)
     CU_ASSERT_EQUAL(sched_action_parse("F1234567890", &a, err), -1);
 }
 
+static void test_action_peers(void)
+{
+    sched_schedule *s = sched_new(3, 2, 1); /* virtual stages 0..5: stage k % 3, chunk k / 3 */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct { int st, chunk, op, from, to; } cases[] = {
+        { 0, 0, SCHED_F, -1, 1 }, { 2, 0, SCHED_F, 1, 0 }, { 0, 1, SCHED_F, 2, 1 },
+        { 2, 1, SCHED_F, 1, -1 }, { 2, 1, SCHED_B, -1, 1 }, { 2, 1, SCHED_BW, -1, 1 },
+        { 0, 1, SCHED_B, 1, 2 }, { 0, 0, SCHED_BW, 1, -1 }, { 1, 0, SCHED_W, -1, -1 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sched_action a = { 0, (uint16_t)cases[i].chunk, (uint8_t)cases[i].op, 0 };
+        int from, to;
+        sched_action_peers(s, cases[i].st, a, &from, &to);
+        if (from != cases[i].from || to != cases[i].to)
+            fprintf(stderr, "\n  case %zu: from %d to %d, want %d %d\n", i, from, to, cases[i].from, cases[i].to);
+        CU_ASSERT(from == cases[i].from && to == cases[i].to);
+    }
+    CU_ASSERT_EQUAL(sched_virtual_stage(s, 2, 1), 5);
+    sched_free(s);
+    s = sched_new(1, 2, 1); /* one stage holding both chunks: its own neighbour */
+    sched_action f1 = { 0, 1, SCHED_F, 0 };
+    int from, to;
+    sched_action_peers(s, 0, f1, &from, &to);
+    CU_ASSERT(from == 0 && to == -1);
+    sched_free(s);
+}
+
 static void test_renderers(void)
 {
     sched_schedule *s = NULL;
@@ -554,6 +581,7 @@ int main(void)
         { "JSON and CSV round trips, sample files", test_round_trips },
         { "malformed files name file and position", test_malformed_files },
         { "action strings", test_action_strings },
+        { "transfers implied by actions", test_action_peers },
         { "renderers", test_renderers },
         { "simulator agrees with a slow reference", test_simulator_vs_reference },
         CU_TEST_INFO_NULL,
