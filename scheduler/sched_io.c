@@ -215,6 +215,9 @@ static int csv_row(sched_schedule *s, const char *line, size_t len, int row, dim
             memcpy(cell, line + a0, cl);
             cell[cl] = 0;
             snprintf(where, sizeof where, "%s: row %d, column %u", name, row + 1, col + 1);
+            if (a1 - a0 > 32) /* the longest valid cell is 17 characters */
+                return sched_seterr(err, "%s: cell too long (%zu characters): expected "
+                                         "<stage><F|B|I|W><micro-batch>", where, a1 - a0);
             sched_action a;
             if (memchr(line + a0, 0, a1 - a0) || csv_cell(cell, P, row, &a, why))
                 return sched_seterr(err, "%s: %s", where, memchr(line + a0, 0, a1 - a0) ?

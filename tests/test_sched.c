@@ -332,6 +332,7 @@ static void test_malformed_files(void)
                "bad micro-batch index 5");
     expect_bad("mb2.json", "{\"stages\": [[\"F-1\"]]}", "stages[0][0]", "bad micro-batch index");
     expect_bad("mb.csv", "0F0,0Fx\n", "row 1, column 2", "bad micro-batch index");
+    expect_bad("long.csv", "0F0,0F00000000000000000000000000000000000001\n", "row 1, column 2", "too long");
     expect_bad("rank.csv", "0F0,0B0\n1F0,2B0\n", "row 2, column 2", "virtual stage 2");
     expect_bad("gap.json", "{\"stages\": [[\"F0\", \"BW0\", \"F2\", \"BW2\"]]}", "missing forward F(1)", NULL);
     expect_bad("syntax.json", "{\"stages\": [[\"F0\",]]}", "invalid JSON", NULL);
