@@ -29,7 +29,7 @@ typedef struct {
     size_t ceil_n;
     double shape_gflops;           /* step-shaped sgemm set */
     double step_flops;             /* per step, from model_unit_flops */
-    double step_ms_mean, step_ms_min, phase_ms[PH_N];
+    double step_ms_mean, step_ms_min, step_ms_median, phase_ms[PH_N];
     double cpu_ms;                 /* process CPU time per step, all threads */
     double load1;                  /* 1-minute load average at the end (noise hint) */
     double tokens_per_step, loss_first, loss_last;
@@ -142,6 +142,12 @@ static double train_step(model_part *p, model_slot *s, optim_adamw *o, double *s
     return loss / (double)N;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void bench_model(bench_result *r)
 {
     model_config c = shakespeare_config();
@@ -167,7 +173,7 @@ static void bench_model(bench_result *r)
         r->step_flops += f.fwd + f.bwd_input + f.bwd_weight;
     }
     r->tokens_per_step = (double)N;
-    double ph[PH_N] = { 0 }, total = 0, best = 1e30;
+    double ph[PH_N] = { 0 }, total = 0, best = 1e30, *times = xmalloc((size_t)r->steps * sizeof(double));
     for (int i = 0; i < r->warmup; i++) {
         double l = train_step(p, s, o, sq, B, T, ph);
         if (i == 0) r->loss_first = l;
@@ -179,11 +185,15 @@ static void bench_model(bench_result *r)
         r->loss_last = train_step(p, s, o, sq, B, T, ph);
         double t = ph[0] + ph[1] + ph[2] + ph[3] - before;
         total += t;
+        times[i] = t;
         if (t < best) best = t;
     }
     r->cpu_ms = (cpu_s() - c0) / r->steps * 1e3;
     r->step_ms_mean = total / r->steps * 1e3;
     r->step_ms_min = best * 1e3;
+    qsort(times, (size_t)r->steps, sizeof(double), cmp_double);
+    r->step_ms_median = times[r->steps / 2] * 1e3;
+    free(times);
     for (int k = 0; k < PH_N; k++) r->phase_ms[k] = ph[k] / r->steps * 1e3;
     free(sq); optim_free(o); model_slots_free(s); model_part_free(p); free(units);
 }
@@ -196,8 +206,8 @@ static void print_table(const bench_result *r)
            r->warmup);
     printf("  sgemm ceiling (%zu^3, best of 10)   %8.1f GFLOP/s\n", r->ceil_n, r->ceil_gflops);
     printf("  sgemm at the step's shapes (N=%.0f)  %8.1f GFLOP/s\n", r->tokens_per_step, r->shape_gflops);
-    printf("  step                               %8.2f ms mean, %.2f ms best, %.2f ms CPU (all threads)\n",
-           r->step_ms_mean, r->step_ms_min, r->cpu_ms);
+    printf("  step                               %8.2f ms mean, %.2f median, %.2f best; %.2f ms CPU (all threads)\n",
+           r->step_ms_mean, r->step_ms_median, r->step_ms_min, r->cpu_ms);
     printf("  tokens/s                           %8.0f\n", r->tokens_per_step / (r->step_ms_mean * 1e-3));
     printf("  FLOP per step                      %8.3f GFLOP\n", r->step_flops / 1e9);
     printf("  achieved                           %8.1f GFLOP/s\n", gf);
@@ -218,11 +228,11 @@ static void print_json(const bench_result *r)
     double gf = r->step_flops / (r->step_ms_mean * 1e-3) / 1e9;
     printf("{\"bench\":\"compute\",\"model\":\"shakespeare-1stage\",\"threads\":%d,\"steps\":%d,"
            "\"warmup\":%d,\"batch\":12,\"seq_len\":64,\"sgemm_n\":%zu,\"sgemm_gflops\":%.3f,"
-           "\"shape_sgemm_gflops\":%.3f,\"step_ms\":%.4f,\"step_ms_best\":%.4f,\"step_cpu_ms\":%.4f,\"tokens_per_s\":%.1f,"
+           "\"shape_sgemm_gflops\":%.3f,\"step_ms\":%.4f,\"step_ms_median\":%.4f,\"step_ms_best\":%.4f,\"step_cpu_ms\":%.4f,\"tokens_per_s\":%.1f,"
            "\"flops_per_step\":%.0f,\"achieved_gflops\":%.3f,\"ratio\":%.4f,\"ratio_shape\":%.4f,"
            "\"phases_ms\":{",
            r->threads, r->steps, r->warmup, r->ceil_n, r->ceil_gflops, r->shape_gflops, r->step_ms_mean,
-           r->step_ms_min, r->cpu_ms, r->tokens_per_step / (r->step_ms_mean * 1e-3), r->step_flops, gf,
+           r->step_ms_median, r->step_ms_min, r->cpu_ms, r->tokens_per_step / (r->step_ms_mean * 1e-3), r->step_flops, gf,
            gf / r->ceil_gflops, gf / r->shape_gflops);
     for (int k = 0; k < PH_N; k++) printf("%s\"%s\":%.4f", k ? "," : "", phase_name[k], r->phase_ms[k]);
     printf("},\"loss_first\":%.4f,\"loss_last\":%.4f,\"loadavg_1m\":%.2f}\n", r->loss_first, r->loss_last,
