@@ -1,0 +1,48 @@
+/* netsetup.c — the secret and transport settings every process of a run shares. */
+#include "stage/stage.h"
+#include "stage/proto.h"
+#include "model/util.h"
+
+#include <stdlib.h>
+
+/* Used only when every process is on loopback and nothing else is configured. */
+static const char loopback_secret[] = "pipetrain loopback default secret: not for networks";
+
+int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err)
+{
+    char nerr[NET_ERR_LEN];
+    if (t->secret_file || getenv(PROTO_SECRET_ENV)) {
+        if (net_secret_load(t->secret_file, PROTO_SECRET_ENV, buf, cap, len, nerr) != NET_OK)
+            return seterr(err, "%s: secret: %s", t->path, nerr);
+        return 0;
+    }
+    if (!topo_all_loopback(t))
+        return seterr(err, "%s: secret_file: a shared secret is required when any stage is off loopback "
+                           "(name a file readable only by its owner, or set %s)", t->path, PROTO_SECRET_ENV);
+    if (cap < sizeof loopback_secret - 1) return seterr(err, "secret buffer too small");
+    memcpy(buf, loopback_secret, sizeof loopback_secret - 1);
+    *len = sizeof loopback_secret - 1;
+    return 0;
+}
+
+int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id, int peer_timeout_ms,
+                     uint8_t *secret_buf, char *err)
+{
+    size_t len;
+    net_config_init(cfg);
+    if (stage_secret(t, secret_buf, 256, &len, err)) return -1;
+    cfg->self = self;
+    cfg->run_id = run_id;
+    topo_hash(t, cfg->topo_hash);
+    cfg->secret = secret_buf;
+    cfg->secret_len = len;
+    uint64_t tied = (uint64_t)t->model.vocab_size * (uint64_t)t->model.dim * sizeof(float);
+    uint64_t mx = topo_max_tensor_bytes(t);
+    cfg->max_payload = (mx > tied ? mx : tied) + 4096;
+    if (cfg->max_payload > NET_MAX_PAYLOAD_CAP) cfg->max_payload = NET_MAX_PAYLOAD_CAP;
+    if (peer_timeout_ms > 0) {
+        cfg->dead_ms = peer_timeout_ms;
+        if (cfg->heartbeat_ms * 3 > peer_timeout_ms) cfg->heartbeat_ms = peer_timeout_ms / 3 > 50 ? peer_timeout_ms / 3 : 50;
+    }
+    return 0;
+}

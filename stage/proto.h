@@ -1,0 +1,129 @@
+/* proto.h — the messages pipeline processes exchange over net/ (issue #4): the
+ * data plane between stages and the control plane between each stage and the
+ * coordinator. This header is the contract between stage/runtime.c (the stage
+ * side) and stage/coord.c (the coordinator side).
+ *
+ * Every message is a net/ frame whose key is (type, step, mb, chunk); payloads
+ * are little-endian, encoded field by field with the helpers below. `step` is the
+ * 0-based index of the optimizer step the message belongs to (the coordinator's
+ * metrics call it step+1, the number of steps taken).
+ *
+ * Connections: each stage listens on its topology host:port; stage i connects to
+ * stage j when i < j and they exchange tensors (adjacent virtual stages, including
+ * stage P-1 -> stage 0 with interleaved chunks); every stage connects to the
+ * coordinator. The coordinator never carries tensors.
+ *
+ * One run, as the coordinator sees it:
+ *   1. every stage connects and sends JOIN (step 0);
+ *   2. the coordinator sends START to every stage (first step, total steps);
+ *   3. per step s: each stage sends NORM(s) with its per-unit sums of squared
+ *      gradients; the coordinator adds them in unit order into the global norm
+ *      and sends NORM_REPLY(s) to every stage; the stage holding the head sends
+ *      LOSS(s); on evaluation steps it also sends VAL(s); on checkpoint steps
+ *      every stage writes its shard and sends CKPT_DONE(s), after which the
+ *      coordinator writes the manifest and the COMPLETE marker;
+ *   4. after the last step every stage sends STATS and waits for DONE, then exits.
+ * A stage that cannot go on sends FAIL (best effort) with its reason and exits 1. */
+#ifndef STAGE_PROTO_H
+#define STAGE_PROTO_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "net/net.h"
+
+enum {
+    /* data plane, stage <-> stage; chunk = the RECEIVING virtual stage */
+    MSG_ACT = NET_TYPE_USER + 0,       /* activation (batch*seq*dim floats) for F */
+    MSG_GRAD = NET_TYPE_USER + 1,      /* gradient (batch*seq*dim floats) for B/BW */
+    MSG_EVAL_ACT = NET_TYPE_USER + 2,  /* activation during evaluation; mb = eval batch */
+    MSG_TIED_GRAD = NET_TYPE_USER + 3, /* tied lm_head gradient, head stage -> stage 0 (vocab*dim floats) */
+    MSG_TIED_W = NET_TYPE_USER + 4,    /* updated embedding, stage 0 -> head stage (vocab*dim floats) */
+
+    /* control plane, stage <-> coordinator */
+    MSG_JOIN = NET_TYPE_USER + 16,       /* stage -> coord: u32 stage, u32 pid, u32 n_units */
+    MSG_START = NET_TYPE_USER + 17,      /* coord -> stage: u64 first_step, u64 total_steps */
+    MSG_NORM = NET_TYPE_USER + 18,       /* stage -> coord: u32 n, then n f64 per-unit sq norms in the
+                                            stage's unit order */
+    MSG_NORM_REPLY = NET_TYPE_USER + 19, /* coord -> stage: f64 global gradient norm */
+    MSG_LOSS = NET_TYPE_USER + 20,       /* head stage -> coord: f64 mean training loss */
+    MSG_VAL = NET_TYPE_USER + 21,        /* head stage -> coord: f64 mean validation loss, u64 tokens */
+    MSG_CKPT_DONE = NET_TYPE_USER + 22,  /* stage -> coord: empty; its shard files are durable */
+    MSG_STATS = NET_TYPE_USER + 23,      /* stage -> coord: see proto_stats */
+    MSG_DONE = NET_TYPE_USER + 24,       /* coord -> stage: empty; exit now */
+    MSG_FAIL = NET_TYPE_USER + 25,       /* either way: UTF-8 reason, no NUL */
+};
+
+/* What a stage reports at the end (MSG_STATS payload, 8 fields of 8 bytes in
+ * this order; doubles as their IEEE-754 bit patterns). */
+typedef struct {
+    uint64_t peak_act_bytes;   /* peak bytes of stashed activations (slots in use) */
+    uint64_t peak_in_flight;   /* peak (micro-batch, chunk) pairs in flight */
+    double compute_s;          /* time spent in F/B/W compute */
+    double wait_s;             /* time blocked waiting for tensors */
+    double optim_s;            /* norm exchange + AdamW */
+    uint64_t bytes_sent;       /* tensor bytes sent */
+    uint64_t steps;            /* steps run */
+    double wall_s;             /* from START to the last step's end */
+} proto_stats;
+#define PROTO_STATS_BYTES 64
+
+static inline void proto_put_f64(uint8_t *p, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(u >> (8 * i));
+}
+static inline double proto_get_f64(const uint8_t *p)
+{
+    uint64_t u = 0;
+    for (int i = 7; i >= 0; i--) u = (u << 8) | p[i];
+    double v;
+    memcpy(&v, &u, 8);
+    return v;
+}
+static inline void proto_put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static inline uint64_t proto_get_u64(const uint8_t *p)
+{
+    uint64_t u = 0;
+    for (int i = 7; i >= 0; i--) u = (u << 8) | p[i];
+    return u;
+}
+static inline void proto_put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static inline uint32_t proto_get_u32(const uint8_t *p) { return (uint32_t)proto_get_u64((const uint8_t[8]){ p[0], p[1], p[2], p[3], 0, 0, 0, 0 }); }
+
+static inline void proto_stats_encode(uint8_t out[PROTO_STATS_BYTES], const proto_stats *s)
+{
+    proto_put_u64(out, s->peak_act_bytes);
+    proto_put_u64(out + 8, s->peak_in_flight);
+    proto_put_f64(out + 16, s->compute_s);
+    proto_put_f64(out + 24, s->wait_s);
+    proto_put_f64(out + 32, s->optim_s);
+    proto_put_u64(out + 40, s->bytes_sent);
+    proto_put_u64(out + 48, s->steps);
+    proto_put_f64(out + 56, s->wall_s);
+}
+static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STATS_BYTES])
+{
+    s->peak_act_bytes = proto_get_u64(in);
+    s->peak_in_flight = proto_get_u64(in + 8);
+    s->compute_s = proto_get_f64(in + 16);
+    s->wait_s = proto_get_f64(in + 24);
+    s->optim_s = proto_get_f64(in + 32);
+    s->bytes_sent = proto_get_u64(in + 40);
+    s->steps = proto_get_u64(in + 48);
+    s->wall_s = proto_get_f64(in + 56);
+}
+
+/* Evaluation and checkpoint steps, decided the same way by every process:
+ * step s (0-based) of total evaluates when it is the last step or
+ * (s+1) % eval_every == 0; it checkpoints when it is the last step or
+ * (s+1) % checkpoint_every == 0. */
+static inline int proto_is_eval_step(long s, long total, int every) { return s + 1 == total || (every > 0 && (s + 1) % every == 0); }
+static inline int proto_is_ckpt_step(long s, long total, int every) { return s + 1 == total || (every > 0 && (s + 1) % every == 0); }
+
+/* Environment variable that carries the shared secret to stage processes the
+ * launcher starts (when the topology names no secret_file). */
+#define PROTO_SECRET_ENV "PIPETRAIN_SECRET"
+
+#endif

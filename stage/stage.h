@@ -1,0 +1,41 @@
+/* stage.h — one pipeline stage process (stage/runtime.c) and the pieces the
+ * stage and the coordinator share: the secret, the transport settings and the
+ * options both are started with. Messages: stage/proto.h. */
+#ifndef STAGE_STAGE_H
+#define STAGE_STAGE_H
+
+#include <stdint.h>
+
+#include "net/net.h"
+#include "stage/topo.h"
+
+/* Options of `pipetrain stage` (and what the launcher passes to each stage). */
+typedef struct {
+    int stage;                 /* index into topo.stages */
+    const char *coord_host;    /* coordinator address (default: the topology's) */
+    int coord_port;
+    uint64_t run_id;           /* must match the coordinator's (default 0) */
+    const char *out_dir;       /* run directory: checkpoints go under it */
+    int peer_timeout_ms;       /* silence after which a peer is dead (default 10000) */
+    int connect_timeout_ms;    /* start-up deadline for connections (default 60000) */
+} stage_opts;
+
+/* Runs stage o->stage of t until the coordinator says DONE. Returns 0, 1 on a
+ * run-time failure (a dead peer, a timeout, a write error; the message names
+ * the stage, its address and the step), 2 on bad input. */
+int stage_run(const topo *t, const stage_opts *o, char *err);
+
+/* The shared secret: the topology's secret_file, else $PIPETRAIN_SECRET, else —
+ * only when every process is on loopback — a built-in default (which guards
+ * against accidents, not attackers). Returns 0, or -1 with err when none applies
+ * or the file is unusable. */
+int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err);
+
+/* Fills cfg for a process of this run: identity, run id, topology hash, secret,
+ * payload limit from the topology, heartbeat/dead timeouts. listen_* are left
+ * for the caller. Returns 0 or -1 with err (secret problems). The secret bytes
+ * live in *secret_buf (cap 256), which must outlive net_node_new. */
+int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id,
+                     int peer_timeout_ms, uint8_t *secret_buf, char *err);
+
+#endif
