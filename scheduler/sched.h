@@ -120,12 +120,13 @@ sched_schedule *sched_load(const char *path, int n_micro, char *err);
 /* Parses schedule text; `name` is used in messages; csv selects the form. */
 sched_schedule *sched_parse(const char *text, size_t n, const char *name, int csv,
                             int n_micro, char *err);
-/* Writes s in the JSON or CSV form to f. Returns 0 or -1 with err (write error, or
- * CSV asked for a schedule PyTorch's form cannot express). */
+/* Writes s in the JSON or CSV form to f (CSV cells name virtual stages c*P + s,
+ * so every schedule here has a CSV form). Returns 0, or -1 with err on a stream
+ * error. */
 int sched_write_json(const sched_schedule *s, FILE *f, char *err);
 int sched_write_csv(const sched_schedule *s, FILE *f, char *err);
 
-/* ---- validator (scheduler/sched_validate.c) -------------------------------- */
+/* ---- validator (scheduler/sched_validate.c, play in sched_sim.c) ----------- */
 
 /* Result of validating (and optionally simulating) a schedule. */
 typedef struct {
@@ -146,15 +147,18 @@ typedef struct {
 /* Frees a report's arrays and the report; NULL is ignored. */
 void sched_report_free(sched_report *r);
 
-/* Checks s: every (stage, micro-batch, chunk) has exactly one F and one backward
+/* Checks s (O(actions + P*v*M); refuses P*v*M above 2^30): every (stage,
+ * micro-batch, chunk) has exactly one F and one backward
  * (B followed by W, or BW), locally ordered F < B < W; then plays it against the
  * cross-stage dependencies (F of virtual stage k needs F of k-1 for the same
  * micro-batch; B of k needs B of k+1; the last virtual stage's B needs its own F).
  * On success returns 0 and, when r is not NULL, a new report with peak_mb in *r.
  * On failure returns -1 with a message in err: for a deadlock, a summary such as
- * "stage 1 waits for F(3) from stage 0; stage 0 waits for B(2) from stage 1";
- * then, when r is not NULL, *r holds a report whose `detail` shows each stage's
- * list with the stuck position marked (caller frees it). */
+ * "stage 0 waits for B(2) from stage 1; stage 1 waits for F(3) from stage 0"
+ * followed by as many stage lines as fit; then, when r is not NULL, *r holds a
+ * report whose `detail` shows every stage's list around where it is stuck (the
+ * action in brackets, its file position) and what it waits for (caller frees it).
+ * For any other failure *r is NULL. */
 int sched_check(const sched_schedule *s, sched_report **r, char *err);
 
 /* ---- simulator (scheduler/sched_sim.c) ------------------------------------- */
