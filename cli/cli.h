@@ -10,6 +10,7 @@
 
 int cli_run_main(int argc, char **argv);
 int cli_check_main(int argc, char **argv);
+int cli_stage_main(int argc, char **argv);
 int cli_eval_main(int argc, char **argv);
 int cli_sample_main(int argc, char **argv);
 int cli_export_main(int argc, char **argv);

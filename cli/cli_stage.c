@@ -1,0 +1,95 @@
+/* cli_stage.c — `pipetrain stage`: one pipeline stage process, the command a
+ * user starts on each host (by hand, over ssh, or under SLURM's srun). */
+#include "cli/cli.h"
+#include "model/util.h"
+#include "stage/stage.h"
+
+#include <errno.h>
+
+static const char stage_help[] =
+    "usage: pipetrain stage TOPOLOGY.json [--stage K] [--coordinator HOST:PORT] [--run-id N]\n"
+    "                       [--out DIR] [--data FILE] [--set KEY=VALUE ...]\n"
+    "                       [--peer-timeout-ms N] [--connect-timeout-ms N] [--step-timeout-s N]\n"
+    "\n"
+    "Runs stage K of the topology: listens on its host:port, connects to its neighbours\n"
+    "and to the coordinator (`pipetrain run` prints these commands with --print-commands),\n"
+    "and trains until the coordinator says it is done. Without --stage, the index comes\n"
+    "from SLURM_PROCID, so `srun pipetrain stage topo.json` works. Every process of a run\n"
+    "must be given the same topology, overrides and --data (they compare a hash of it).\n"
+    "Checkpoint shards are written under DIR (default .). IPv6: --coordinator [::1]:29500.\n";
+
+/* HOST:PORT or [HOST]:PORT into host (cap 64) and port. */
+static int parse_addr(const char *s, char *host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon) return -1;
+    size_t n = (size_t)(colon - s);
+    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') { s++; n -= 2; }
+    if (n == 0 || n >= 64) return -1;
+    memcpy(host, s, n);
+    host[n] = 0;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || errno || p < 1 || p > 65535) return -1;
+    *port = (int)p;
+    return 0;
+}
+
+int cli_stage_main(int argc, char **argv)
+{
+    stage_opts o = { .stage = -1, .peer_timeout_ms = 10000, .connect_timeout_ms = 60000, .step_timeout_s = 600 };
+    const char *path = NULL, *data = NULL;
+    char *sets[256], host[64];
+    int n_sets = 0;
+    long v;
+    double d;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i], *a = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) { fputs(stage_help, stdout); return 0; }
+        else if (!strcmp(s, "--stage")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
+        else if (!strcmp(s, "--coordinator")) {
+            if (!a || parse_addr(a, host, &o.coord_port)) return cli_usage_error("stage", "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
+            o.coord_host = host;
+            i++;
+        }
+        else if (!strcmp(s, "--run-id")) {
+            char *end;
+            errno = 0;
+            o.run_id = a ? strtoull(a, &end, 10) : 0;
+            if (!a || !*a || *end || errno) return cli_usage_error("stage", "--run-id expects an unsigned integer");
+            i++;
+        }
+        else if (!strcmp(s, "--out")) { if (!a) return cli_usage_error("stage", "--out expects a directory"); o.out_dir = argv[++i]; }
+        else if (!strcmp(s, "--data")) { if (!a) return cli_usage_error("stage", "--data expects a file"); data = argv[++i]; }
+        else if (!strcmp(s, "--set")) {
+            if (!a || !strchr(a, '=')) return cli_usage_error("stage", "--set expects KEY=VALUE");
+            if (n_sets == 256) return cli_usage_error("stage", "too many --set options");
+            sets[n_sets++] = argv[++i];
+        }
+        else if (!strcmp(s, "--peer-timeout-ms")) { if (cli_parse_long("stage", s, a, 100, 86400000, &v)) return 2; o.peer_timeout_ms = (int)v; i++; }
+        else if (!strcmp(s, "--connect-timeout-ms")) { if (cli_parse_long("stage", s, a, 100, 86400000, &v)) return 2; o.connect_timeout_ms = (int)v; i++; }
+        else if (!strcmp(s, "--step-timeout-s")) { if (cli_parse_double("stage", s, a, 1, 1e7, &d)) return 2; o.step_timeout_s = d; i++; }
+        else if (s[0] == '-') return cli_usage_error("stage", "unknown option '%s'", s);
+        else if (!path) path = s;
+        else return cli_usage_error("stage", "unexpected argument '%s'", s);
+    }
+    if (!path) return cli_usage_error("stage", "a TOPOLOGY.json is required");
+    if (o.stage < 0) {
+        const char *slurm = getenv("SLURM_PROCID");
+        if (!slurm) return cli_usage_error("stage", "--stage K is required (or run under SLURM with SLURM_PROCID set)");
+        if (cli_parse_long("stage", "SLURM_PROCID", slurm, 0, 65535, &v)) return 2;
+        o.stage = (int)v;
+    }
+    char err[ERR_LEN];
+    topo t;
+    if (topo_load(&t, path, sets, n_sets, err) || (data && topo_set_data_path(&t, data, err))) {
+        fprintf(stderr, "pipetrain stage: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
+    int rc = stage_run(&t, &o, err);
+    if (rc) fprintf(stderr, "pipetrain stage: %s\n", err);
+    topo_free(&t);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/* rt.h — private to the stage runtime (runtime.c: the step; runtime_run.c:
+ * set-up, evaluation, checkpoints, tied embeddings and the main loop). */
+#ifndef STAGE_RT_H
+#define STAGE_RT_H
+
+#include <stdarg.h>
+
+#include "model/data.h"
+#include "model/optim.h"
+#include "scheduler/sched.h"
+#include "stage/proto.h"
+#include "stage/stage.h"
+
+/* One chunk (a run of consecutive units = one virtual stage) of this stage. */
+typedef struct {
+    int lo, hi;            /* local unit range [lo, hi) in the part */
+    int vs;                /* virtual stage */
+    int prev, next;        /* stages holding vs-1 and vs+1 (-1: none) */
+    size_t slot_bytes;     /* bytes of one micro-batch's slots */
+    float **act_in, **act_out, **grad_in, **grad_out; /* (M) tensors of one micro-batch */
+    struct net_op **rx_act, **rx_grad, **tx_act, **tx_grad; /* (M) */
+    model_slot **slot;     /* (M) slots of micro-batches in flight */
+    model_slot **free;     /* (M + 1) slots not in use */
+    int n_free;
+} rt_chunk;
+
+typedef struct {
+    const topo *t;
+    const stage_opts *o;
+    int K, P, V, M;        /* stage, stages, virtual stages, micro-batches */
+    long step;             /* current step (0-based) */
+    char *err;
+    struct net_node *node;
+    uint8_t secret[256];
+    model_part *part;
+    optim_adamw *opt;
+    sched_schedule *sched;
+    int n_chunks;
+    rt_chunk *ch;
+    int holds_embed, holds_head, has_data;
+    int head_stage;        /* stage holding the head */
+    data_set data;
+    data_sampler sampler;
+    int *x, *y;            /* (B, T) this step's tokens and targets */
+    double *loss_mb;       /* (M) */
+    float *tied_buf;       /* vocab*dim: the tied gradient or weights in transit */
+    size_t B, Bm, T, C;
+    float loss_scale;
+    double step_timeout_s;
+    long in_flight;
+    uint64_t act_bytes;
+    proto_stats stats;
+} rt;
+
+double rt_now(void);
+/* Formats "stage K (host:port) at step N: ..." into r->err; returns -1. */
+int rt_fail(rt *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Waits for op in 1 s slices until it completes or fails (message names `what`),
+ * or the step timeout passes. Counts the time as waiting. */
+int rt_await(rt *r, struct net_op *op, const char *what);
+int rt_send(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op);
+int rt_send_sync(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len);
+int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what);
+/* Slots of one micro-batch of chunk c, from its free list (allocated on first
+ * use); in-flight count and activation bytes are tracked for the peak. */
+model_slot *rt_slot_get(rt *r, rt_chunk *c);
+void rt_slot_put(rt *r, rt_chunk *c, model_slot *s);
+/* One training step: actions, norm agreement, AdamW, LOSS. */
+int rt_step(rt *r);
+/* Tied embeddings split across stages: the head stage's lm_head gradient joins
+ * the embedding's on stage 0 (before the norm); the updated embedding goes back
+ * (after AdamW). No-ops otherwise. */
+int rt_tied_exchange_grad(rt *r);
+int rt_tied_exchange_weights(rt *r);
+
+#endif

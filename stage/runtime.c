@@ -1,0 +1,253 @@
+/* runtime.c — one pipeline stage process: connects to its neighbours and the
+ * coordinator, walks its action list for every step (F, B, W, BW over its
+ * chunks), moves activations and gradients with net/, agrees on the gradient
+ * norm with the coordinator, steps AdamW, evaluates and checkpoints.
+ * Messages and their order: stage/proto.h. Numbers: the same operations in the
+ * same order as the in-process trainer (stage/train.c), so any split gives
+ * bitwise-identical weights. Not here: launching processes (cli/), the
+ * coordinator (stage/coord.c), the schedule itself (scheduler/). */
+#include "stage/stage.h"
+#include "model/data.h"
+#include "model/optim.h"
+#include "model/util.h"
+#include "scheduler/sched.h"
+#include "stage/checkpoint.h"
+#include "stage/proto.h"
+#include "stage/rt.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <time.h>
+#include <unistd.h>
+
+double rt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int rt_fail(rt *r, const char *fmt, ...)
+{
+    char msg[ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(r->err, ERR_LEN, "stage %d (%.64s:%d) at step %ld: %.400s", r->K, r->t->stages[r->K].host,
+             r->t->stages[r->K].port, r->step + 1, msg);
+    return -1;
+}
+
+int rt_await(rt *r, struct net_op *op, const char *what)
+{
+    char nerr[NET_ERR_LEN];
+    double t0 = rt_now();
+    for (;;) {
+        int rc = net_wait(op, 1000, nerr);
+        if (rc == NET_OK) break;
+        if (rc != NET_TIMEOUT) return rt_fail(r, "%s: %s", what, nerr);
+        if (rt_now() - t0 > r->step_timeout_s)
+            return rt_fail(r, "%s: no answer after %.0f s", what, rt_now() - t0);
+    }
+    r->stats.wait_s += rt_now() - t0;
+    return 0;
+}
+
+int rt_send(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op)
+{
+    char nerr[NET_ERR_LEN];
+    int rc;
+    while ((rc = net_send(r->node, to, k, buf, len, 1000, op, nerr)) == NET_TIMEOUT)
+        if (net_peer_status(r->node, to, nerr) < 0) break;
+    if (rc != NET_OK) return rt_fail(r, "sending message type %u: %s", k.type, nerr);
+    r->stats.bytes_sent += len;
+    return 0;
+}
+
+int rt_send_sync(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len)
+{
+    struct net_op *op = NULL;
+    if (rt_send(r, to, k, buf, len, &op)) return -1;
+    int rc = rt_await(r, op, "sending a control message");
+    net_op_free(op);
+    return rc;
+}
+
+int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what)
+{
+    char nerr[NET_ERR_LEN];
+    struct net_op *op = NULL;
+    if (net_recv_post(r->node, from, k, buf, cap, &op, nerr) != NET_OK) return rt_fail(r, "%s: %s", what, nerr);
+    int rc = rt_await(r, op, what);
+    net_op_free(op);
+    return rc;
+}
+
+/* ---- slots: a free list per chunk, allocated on first use ---- */
+
+model_slot *rt_slot_get(rt *r, rt_chunk *c)
+{
+    model_slot *s = c->n_free ? c->free[--c->n_free]
+                              : model_slots_new(r->part, c->lo, c->hi, r->Bm);
+    r->in_flight++;
+    r->act_bytes += c->slot_bytes;
+    if (r->in_flight > (long)r->stats.peak_in_flight) r->stats.peak_in_flight = (uint64_t)r->in_flight;
+    if (r->act_bytes > r->stats.peak_act_bytes) r->stats.peak_act_bytes = r->act_bytes;
+    return s;
+}
+
+void rt_slot_put(rt *r, rt_chunk *c, model_slot *s)
+{
+    c->free[c->n_free++] = s;
+    r->in_flight--;
+    r->act_bytes -= c->slot_bytes;
+}
+
+/* ---- one step ---- */
+
+static size_t act_bytes(const rt *r) { return r->Bm * r->T * r->C * sizeof(float); }
+
+/* Posts every tensor receive the step's actions will need. */
+static int post_receives(rt *r)
+{
+    char nerr[NET_ERR_LEN];
+    for (int ci = 0; ci < r->n_chunks; ci++) {
+        rt_chunk *c = &r->ch[ci];
+        for (int mb = 0; mb < r->M; mb++) {
+            if (c->vs > 0) {
+                net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
+                if (net_recv_post(r->node, net_stage_id((uint16_t)c->prev, 0), k, c->act_in[mb], act_bytes(r), &c->rx_act[mb], nerr))
+                    return rt_fail(r, "posting a receive: %s", nerr);
+            }
+            if (c->vs < r->V - 1) {
+                net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
+                if (net_recv_post(r->node, net_stage_id((uint16_t)c->next, 0), k, c->grad_in[mb], act_bytes(r), &c->rx_grad[mb], nerr))
+                    return rt_fail(r, "posting a receive: %s", nerr);
+            }
+        }
+    }
+    return 0;
+}
+
+static int do_forward(rt *r, rt_chunk *c, int mb)
+{
+    char what[96];
+    const float *in = NULL;
+    if (c->vs > 0) {
+        snprintf(what, sizeof what, "waiting for F(%d) activation from stage %d", mb, c->prev);
+        if (rt_await(r, c->rx_act[mb], what)) return -1;
+        net_op_free(c->rx_act[mb]);
+        c->rx_act[mb] = NULL;
+        in = c->act_in[mb];
+    }
+    double t0 = rt_now();
+    model_slot *s = c->slot[mb] = rt_slot_get(r, c);
+    size_t rows = r->Bm * r->T;
+    if (c->vs == 0) memcpy(s[0].tokens, r->x + (size_t)mb * rows, rows * sizeof(int));
+    if (c->vs == r->V - 1) {
+        memcpy(s[c->hi - c->lo - 1].tokens, r->y + (size_t)mb * rows, rows * sizeof(int));
+        r->loss_mb[mb] = model_forward(r->part, c->lo, c->hi, s, in, NULL, r->Bm, r->T);
+        r->stats.compute_s += rt_now() - t0;
+        return 0;
+    }
+    model_forward(r->part, c->lo, c->hi, s, in, c->act_out[mb], r->Bm, r->T);
+    r->stats.compute_s += rt_now() - t0;
+    net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs + 1) };
+    return rt_send(r, net_stage_id((uint16_t)c->next, 0), k, c->act_out[mb], act_bytes(r), &c->tx_act[mb]);
+}
+
+static int do_backward_input(rt *r, rt_chunk *c, int mb)
+{
+    char what[96];
+    const float *dout = NULL;
+    if (c->vs < r->V - 1) {
+        snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
+        if (rt_await(r, c->rx_grad[mb], what)) return -1;
+        net_op_free(c->rx_grad[mb]);
+        c->rx_grad[mb] = NULL;
+        dout = c->grad_in[mb];
+    }
+    double t0 = rt_now();
+    float *din = c->vs > 0 ? c->grad_out[mb] : NULL;
+    model_backward_input(r->part, c->lo, c->hi, c->slot[mb], dout, din, r->Bm, r->T, r->loss_scale);
+    r->stats.compute_s += rt_now() - t0;
+    if (!din) return 0;
+    net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs - 1) };
+    return rt_send(r, net_stage_id((uint16_t)c->prev, 0), k, din, act_bytes(r), &c->tx_grad[mb]);
+}
+
+static void do_backward_weight(rt *r, rt_chunk *c, int mb)
+{
+    double t0 = rt_now();
+    model_backward_weight(r->part, c->lo, c->hi, c->slot[mb], r->Bm, r->T);
+    rt_slot_put(r, c, c->slot[mb]);
+    c->slot[mb] = NULL;
+    r->stats.compute_s += rt_now() - t0;
+}
+
+static int run_actions(rt *r)
+{
+    size_t n = r->sched->len[r->K];
+    const sched_action *a = r->sched->act[r->K];
+    for (size_t i = 0; i < n; i++) {
+        rt_chunk *c = &r->ch[a[i].chunk];
+        int mb = (int)a[i].mb, rc = 0;
+        switch (a[i].op) {
+        case SCHED_F: rc = do_forward(r, c, mb); break;
+        case SCHED_B: rc = do_backward_input(r, c, mb); break;
+        case SCHED_W: do_backward_weight(r, c, mb); break;
+        default:
+            rc = do_backward_input(r, c, mb);
+            if (!rc) do_backward_weight(r, c, mb);
+        }
+        if (rc) return -1;
+    }
+    /* every send must be out before the buffers are reused next step */
+    for (int ci = 0; ci < r->n_chunks; ci++)
+        for (int mb = 0; mb < r->M; mb++) {
+            rt_chunk *c = &r->ch[ci];
+            struct net_op **ops[2] = { &c->tx_act[mb], &c->tx_grad[mb] };
+            for (int j = 0; j < 2; j++) {
+                if (!*ops[j]) continue;
+                if (rt_await(r, *ops[j], "sending a tensor")) return -1;
+                net_op_free(*ops[j]);
+                *ops[j] = NULL;
+            }
+        }
+    return 0;
+}
+
+int rt_step(rt *r)
+{
+    if (r->has_data) data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
+    model_part_zero_grad(r->part);
+    if (post_receives(r) || run_actions(r)) return -1;
+    double t0 = rt_now();
+    if (rt_tied_exchange_grad(r)) return -1;
+    double sq[r->part->n_units], norm;
+    optim_unit_sqnorms(r->part, sq);
+    uint8_t buf[8 + 8 * 512];
+    int nu = r->part->n_units;
+    proto_put_u32(buf, (uint32_t)nu);
+    for (int i = 0; i < nu; i++) proto_put_f64(buf + 4 + 8 * i, sq[i]);
+    net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
+    if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
+    k.type = MSG_NORM_REPLY;
+    if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for the global gradient norm from the coordinator")) return -1;
+    norm = proto_get_f64(buf);
+    const topo_train *tr = &r->t->train;
+    double lr = optim_lr(r->step, tr->steps, tr->warmup_steps, tr->lr, tr->min_lr);
+    optim_hparams h = { (float)lr, (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
+    optim_adamw_step(r->opt, r->part, &h, optim_clip_scale(norm, tr->grad_clip));
+    if (rt_tied_exchange_weights(r)) return -1;
+    r->stats.optim_s += rt_now() - t0;
+    if (r->holds_head) {
+        double loss = 0;
+        for (int mb = 0; mb < r->M; mb++) loss += r->loss_mb[mb];
+        proto_put_f64(buf, loss / (double)(r->B * r->T));
+        k.type = MSG_LOSS;
+        if (rt_send_sync(r, net_coord_id(), k, buf, 8)) return -1;
+    }
+    return 0;
+}

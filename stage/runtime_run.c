@@ -1,0 +1,337 @@
+/* runtime_run.c — a stage's life: set-up (schedule, part, buffers, connections),
+ * the handshake with the coordinator, the step loop with evaluation and
+ * checkpoints, statistics and shutdown. The step itself is in runtime.c. */
+#include "model/util.h"
+#include "stage/checkpoint.h"
+#include "stage/rt.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <unistd.h>
+
+/* ---- tied embeddings across stages ---- */
+
+static size_t tied_floats(const rt *r) { return (size_t)r->t->model.vocab_size * r->C; }
+
+int rt_tied_exchange_grad(rt *r)
+{
+    if (!r->tied_buf) return 0;
+    net_key k = { MSG_TIED_GRAD, (uint64_t)r->step, 0, 0 };
+    size_t n = tied_floats(r);
+    if (r->holds_head) return rt_send_sync(r, net_stage_id(0, 0), k, r->part->tied_grad, n * sizeof(float));
+    if (rt_recv_sync(r, net_stage_id((uint16_t)r->head_stage, 0), k, r->tied_buf, n * sizeof(float),
+                     "waiting for the tied lm_head gradient"))
+        return -1;
+    for (size_t i = 0; i < n; i++) r->part->grads[i] += r->tied_buf[i]; /* as model_part_reduce_tied */
+    return 0;
+}
+
+int rt_tied_exchange_weights(rt *r)
+{
+    if (!r->tied_buf) return 0;
+    net_key k = { MSG_TIED_W, (uint64_t)r->step, 0, 0 };
+    size_t n = tied_floats(r) * sizeof(float);
+    if (r->holds_embed) return rt_send_sync(r, net_stage_id((uint16_t)r->head_stage, 0), k, r->part->params, n);
+    return rt_recv_sync(r, net_stage_id(0, 0), k, r->part->tied_w, n, "waiting for the updated tied embedding");
+}
+
+/* ---- evaluation: forward-only through the pipeline, batch by batch ----
+ * Stage 0 knows how many windows there are; every other stage learns the batch
+ * size from the payload length, and an empty payload ends the evaluation. */
+static int rt_eval(rt *r)
+{
+    int last = r->step + 1 == r->t->train.steps;
+    size_t nw = 0, T = r->T, row = T * r->C * sizeof(float);
+    if (r->has_data) {
+        nw = data_val_windows(&r->data, T);
+        size_t cap = (size_t)r->t->train.eval_batches * r->B;
+        if (!last && cap < nw) nw = cap;
+    }
+    double sum = 0;
+    char what[96];
+    for (size_t e = 0, done = 0; !done; e++) {
+        for (int ci = 0; ci < r->n_chunks; ci++) {
+            rt_chunk *c = &r->ch[ci];
+            size_t b;
+            float *in = NULL;
+            net_key k = { MSG_EVAL_ACT, (uint64_t)r->step, (uint32_t)e, (uint32_t)c->vs };
+            if (c->vs == 0) {
+                b = e * r->Bm >= nw ? 0 : (nw - e * r->Bm < r->Bm ? nw - e * r->Bm : r->Bm);
+            } else {
+                struct net_op *op = NULL;
+                char nerr[NET_ERR_LEN];
+                snprintf(what, sizeof what, "waiting for evaluation batch %zu from stage %d", e, c->prev);
+                if (net_recv_post(r->node, net_stage_id((uint16_t)c->prev, 0), k, c->act_in[0], r->Bm * row, &op, nerr))
+                    return rt_fail(r, "%s: %s", what, nerr);
+                int rc = rt_await(r, op, what);
+                b = rc ? 0 : (size_t)(net_op_len(op) / row);
+                net_op_free(op);
+                if (rc) return -1;
+                in = c->act_in[0];
+            }
+            k.chunk = (uint32_t)(c->vs + 1);
+            if (b == 0) {
+                done = 1;
+                if (c->vs < r->V - 1 && rt_send_sync(r, net_stage_id((uint16_t)c->next, 0), k, c->act_out[0], 0)) return -1;
+                continue;
+            }
+            model_slot *s = rt_slot_get(r, c);
+            if (c->vs == 0)
+                for (size_t i = 0; i < b; i++) data_val_window(&r->data, e * r->Bm + i, s[0].tokens + i * T, r->y + i * T, T);
+            if (c->vs == r->V - 1) {
+                int *tgt = s[c->hi - c->lo - 1].tokens, *scratch = r->x;
+                for (size_t i = 0; i < b; i++) data_val_window(&r->data, e * r->Bm + i, scratch + i * T, tgt + i * T, T);
+                sum += model_forward(r->part, c->lo, c->hi, s, in, NULL, b, T);
+            } else {
+                model_forward(r->part, c->lo, c->hi, s, in, c->act_out[0], b, T);
+            }
+            rt_slot_put(r, c, s);
+            if (c->vs < r->V - 1 && rt_send_sync(r, net_stage_id((uint16_t)c->next, 0), k, c->act_out[0], b * row)) return -1;
+        }
+    }
+    if (!r->holds_head) return 0;
+    uint8_t buf[16];
+    size_t windows = data_val_windows(&r->data, T);
+    size_t cap = (size_t)r->t->train.eval_batches * r->B;
+    if (!last && cap < windows) windows = cap;
+    proto_put_f64(buf, windows ? sum / (double)(windows * T) : NAN);
+    proto_put_u64(buf + 8, windows * T);
+    net_key k = { MSG_VAL, (uint64_t)r->step, 0, 0 };
+    return rt_send_sync(r, net_coord_id(), k, buf, 16);
+}
+
+/* ---- set-up ---- */
+
+static int load_schedule(rt *r)
+{
+    const topo *t = r->t;
+    char serr[SCHED_ERR_LEN];
+    if (t->schedule.kind_id == TOPO_SCHED_FILE) r->sched = sched_load(t->schedule.file, r->M, serr);
+    else r->sched = sched_generate(t->schedule.kind, r->P, r->M, t->chunks_per_stage, serr);
+    if (!r->sched || sched_check(r->sched, NULL, serr)) return seterr(r->err, "%s: schedule: %s", t->path, serr);
+    if (r->sched->n_stages != r->P || r->sched->n_chunks != t->chunks_per_stage || r->sched->n_micro != r->M)
+        return seterr(r->err, "%s: schedule: it is for %d stages x %d chunks x %d micro-batches; the topology has %d x %d x %d",
+                      t->path, r->sched->n_stages, r->sched->n_chunks, r->sched->n_micro, r->P, t->chunks_per_stage, r->M);
+    /* weight gradients must accumulate in micro-batch order (determinism) */
+    int next_w[64] = { 0 };
+    for (size_t i = 0; i < r->sched->len[r->K]; i++) {
+        sched_action a = r->sched->act[r->K][i];
+        if (a.op != SCHED_W && a.op != SCHED_BW) continue;
+        if ((int)a.mb != next_w[a.chunk]++)
+            return seterr(r->err, "%s: schedule: stage %d runs the weight gradient of chunk %d out of micro-batch order "
+                                  "(W(%u) where W(%d) comes first); this runtime accumulates weight gradients in "
+                                  "micro-batch order", t->path, r->K, a.chunk, a.mb, next_w[a.chunk] - 1);
+    }
+    return 0;
+}
+
+static float *buf_new(size_t n) { return xcalloc(n, sizeof(float)); }
+
+static void setup_chunks(rt *r)
+{
+    const topo_stage *st = &r->t->stages[r->K];
+    size_t n = r->Bm * r->T * r->C;
+    r->n_chunks = st->n_chunks;
+    r->ch = xcalloc((size_t)r->n_chunks, sizeof *r->ch);
+    for (int ci = 0, lo = 0; ci < r->n_chunks; ci++) {
+        rt_chunk *c = &r->ch[ci];
+        c->lo = lo;
+        c->hi = lo = lo + st->chunks[ci].n_units;
+        c->vs = st->chunks[ci].virtual_stage;
+        c->prev = c->vs > 0 ? topo_stage_of_virtual(r->t, c->vs - 1, NULL) : -1;
+        c->next = c->vs < r->V - 1 ? topo_stage_of_virtual(r->t, c->vs + 1, NULL) : -1;
+        c->slot_bytes = model_slots_bytes(r->part, c->lo, c->hi, r->Bm);
+        float ***bufs[4] = { &c->act_in, &c->act_out, &c->grad_in, &c->grad_out };
+        int need[4] = { c->vs > 0, c->vs < r->V - 1, c->vs < r->V - 1, c->vs > 0 };
+        for (int j = 0; j < 4; j++) {
+            *bufs[j] = xcalloc((size_t)r->M, sizeof(float *));
+            for (int mb = 0; mb < r->M && need[j]; mb++) (*bufs[j])[mb] = buf_new(n);
+        }
+        c->rx_act = xcalloc((size_t)r->M, sizeof(struct net_op *));
+        c->rx_grad = xcalloc((size_t)r->M, sizeof(struct net_op *));
+        c->tx_act = xcalloc((size_t)r->M, sizeof(struct net_op *));
+        c->tx_grad = xcalloc((size_t)r->M, sizeof(struct net_op *));
+        c->slot = xcalloc((size_t)r->M, sizeof(model_slot *));
+        c->free = xcalloc((size_t)r->M + 1, sizeof(model_slot *));
+    }
+}
+
+static void free_chunks(rt *r)
+{
+    for (int ci = 0; ci < r->n_chunks; ci++) {
+        rt_chunk *c = &r->ch[ci];
+        float **bufs[4] = { c->act_in, c->act_out, c->grad_in, c->grad_out };
+        for (int j = 0; j < 4; j++) {
+            for (int mb = 0; mb < r->M && bufs[j]; mb++) free(bufs[j][mb]);
+            free(bufs[j]);
+        }
+        struct net_op **ops[4] = { c->rx_act, c->rx_grad, c->tx_act, c->tx_grad };
+        for (int j = 0; j < 4; j++) {
+            for (int mb = 0; mb < r->M && ops[j]; mb++) net_op_free(ops[j][mb]);
+            free(ops[j]);
+        }
+        for (int mb = 0; mb < r->M; mb++) if (c->slot[mb]) model_slots_free(c->slot[mb]);
+        for (int i = 0; i < c->n_free; i++) model_slots_free(c->free[i]);
+        free(c->slot);
+        free(c->free);
+    }
+    free(r->ch);
+}
+
+/* Model, data and buffers. Returns 0, or 2 with r->err (bad input). */
+static int setup_compute(rt *r)
+{
+    const topo *t = r->t;
+    const topo_stage *st = &t->stages[r->K];
+    r->P = t->n_stages;
+    r->V = r->P * t->chunks_per_stage;
+    r->M = t->train.micro_batches;
+    r->B = (size_t)t->train.batch_size;
+    r->Bm = (size_t)topo_micro_batch(t);
+    r->T = (size_t)t->model.seq_len;
+    r->C = (size_t)t->model.dim;
+    r->loss_scale = 1.0f / (float)(r->B * r->T);
+    if (t->chunks_per_stage > 64) return seterr(r->err, "%s: at most 64 chunks per stage", t->path), 2;
+    if (load_schedule(r)) return 2;
+    int head = t->model.n_layers + 1;
+    r->holds_embed = st->units[0] == 0;
+    r->holds_head = st->units[st->n_units - 1] == head;
+    r->head_stage = topo_stage_of_unit(t, head);
+    openblas_set_num_threads(st->threads);
+    r->part = model_part_new(&t->model, st->units, st->n_units, r->Bm, (uint64_t)t->train.seed);
+    r->opt = optim_new(r->part->n_params);
+    if (r->holds_embed || r->holds_head) {
+        if (!t->data.path) return seterr(r->err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path), 2;
+        if (data_load(&r->data, t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction,
+                      t->model.seq_len, r->err))
+            return 2;
+        r->has_data = 1;
+        data_sampler_init(&r->sampler, (uint64_t)t->train.seed);
+    }
+    r->x = xcalloc(r->B * r->T, sizeof(int));
+    r->y = xcalloc(r->B * r->T, sizeof(int));
+    r->loss_mb = xcalloc((size_t)r->M, sizeof(double));
+    if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);
+    setup_chunks(r);
+    return 0;
+}
+
+static int is_neighbour(const rt *r, int j)
+{
+    if (j == r->K) return 0;
+    for (int ci = 0; ci < r->n_chunks; ci++)
+        if (r->ch[ci].prev == j || r->ch[ci].next == j) return 1;
+    return r->tied_buf && ((r->K == 0 && j == r->head_stage) || (r->K == r->head_stage && j == 0));
+}
+
+/* Listens, connects (lower stage index connects to higher) and waits until every
+ * neighbour and the coordinator are authenticated. */
+static int setup_net(rt *r)
+{
+    const topo *t = r->t;
+    const topo_stage *st = &t->stages[r->K];
+    net_config cfg;
+    char nerr[NET_ERR_LEN];
+    if (stage_net_config(&cfg, t, net_stage_id((uint16_t)r->K, 0), r->o->run_id, r->o->peer_timeout_ms, r->secret, r->err))
+        return 2;
+    cfg.listen_host = st->host;
+    cfg.listen_port = st->port;
+    cfg.connect_deadline_ms = r->o->connect_timeout_ms > 0 ? r->o->connect_timeout_ms : 60000;
+    if (!(r->node = net_node_new(&cfg, nerr))) return rt_fail(r, "%s", nerr), 1;
+    for (int j = r->K + 1; j < r->P; j++)
+        if (is_neighbour(r, j) && net_connect(r->node, net_stage_id((uint16_t)j, 0), t->stages[j].host, t->stages[j].port, nerr))
+            return rt_fail(r, "connecting to stage %d: %s", j, nerr), 1;
+    const char *ch = r->o->coord_host ? r->o->coord_host : t->coordinator.host;
+    int cp = r->o->coord_port > 0 ? r->o->coord_port : t->coordinator.port;
+    if (net_connect(r->node, net_coord_id(), ch, cp, nerr)) return rt_fail(r, "connecting to the coordinator: %s", nerr), 1;
+    for (int j = 0; j < r->P; j++)
+        if (is_neighbour(r, j) && net_wait_peer(r->node, net_stage_id((uint16_t)j, 0), cfg.connect_deadline_ms, nerr) != NET_OK)
+            return rt_fail(r, "stage %d (%s:%d) did not come up: %s", j, t->stages[j].host, t->stages[j].port, nerr), 1;
+    if (net_wait_peer(r->node, net_coord_id(), cfg.connect_deadline_ms, nerr) != NET_OK)
+        return rt_fail(r, "the coordinator (%s:%d) did not come up: %s", ch, cp, nerr), 1;
+    return 0;
+}
+
+static int checkpoint(rt *r)
+{
+    char dir[4200];
+    const char *cd = r->t->checkpoint.dir, *out = r->o->out_dir ? r->o->out_dir : ".";
+    if (cd[0] == '/') snprintf(dir, sizeof dir, "%s/step-%ld", cd, r->step + 1);
+    else snprintf(dir, sizeof dir, "%s/%s/step-%ld", out, cd, r->step + 1);
+    stage_ckpt_state st = { r->step + 1, r->has_data ? data_sampler_get_state(&r->sampler) : 0 };
+    char cerr[ERR_LEN];
+    if (stage_ckpt_write_shard(dir, r->K, r->part, r->opt, &st, cerr)) return rt_fail(r, "checkpoint: %s", cerr);
+    net_key k = { MSG_CKPT_DONE, (uint64_t)r->step, 0, 0 };
+    return rt_send_sync(r, net_coord_id(), k, NULL, 0);
+}
+
+static void send_fail(rt *r)
+{
+    if (!r->node || !r->err[0]) return;
+    struct net_op *op = NULL;
+    char nerr[NET_ERR_LEN];
+    net_key k = { MSG_FAIL, (uint64_t)(r->step < 0 ? 0 : r->step), 0, 0 };
+    if (net_send(r->node, net_coord_id(), k, r->err, strlen(r->err), 200, &op, nerr) == NET_OK) net_wait(op, 500, nerr);
+    net_op_free(op);
+}
+
+static int run_steps(rt *r)
+{
+    uint8_t buf[16];
+    proto_put_u32(buf, (uint32_t)r->K);
+    proto_put_u32(buf + 4, (uint32_t)getpid());
+    proto_put_u32(buf + 8, (uint32_t)r->part->n_units);
+    net_key k = { MSG_JOIN, 0, 0, 0 };
+    if (rt_send_sync(r, net_coord_id(), k, buf, 12)) return -1;
+    k.type = MSG_START;
+    if (rt_recv_sync(r, net_coord_id(), k, buf, 16, "waiting for the coordinator to start the run")) return -1;
+    long first = (long)proto_get_u64(buf), total = (long)proto_get_u64(buf + 8);
+    if (first != 0 || total != r->t->train.steps)
+        return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
+    double t0 = rt_now();
+    for (r->step = first; r->step < total; r->step++) {
+        if (rt_step(r)) return -1;
+        if (proto_is_eval_step(r->step, total, r->t->train.eval_every) && rt_eval(r)) return -1;
+        if (proto_is_ckpt_step(r->step, total, r->t->checkpoint.every) && checkpoint(r)) return -1;
+        r->stats.steps++;
+    }
+    r->step = total - 1;
+    r->stats.wall_s = rt_now() - t0;
+    uint8_t sb[PROTO_STATS_BYTES];
+    proto_stats_encode(sb, &r->stats);
+    k = (net_key){ MSG_STATS, (uint64_t)r->step, 0, 0 };
+    if (rt_send_sync(r, net_coord_id(), k, sb, sizeof sb)) return -1;
+    k.type = MSG_DONE;
+    return rt_recv_sync(r, net_coord_id(), k, NULL, 0, "waiting for the coordinator to finish");
+}
+
+int stage_run(const topo *t, const stage_opts *o, char *err)
+{
+    if (t->n_stages < 2)
+        return seterr(err, "%s: a one-stage topology runs in one process: use pipetrain run", t->path), 2;
+    if (o->stage < 0 || o->stage >= t->n_stages)
+        return seterr(err, "%s: --stage %d: the topology has stages 0..%d", t->path, o->stage, t->n_stages - 1), 2;
+    rt *r = xcalloc(1, sizeof *r);
+    r->t = t;
+    r->o = o;
+    r->K = o->stage;
+    r->err = err;
+    r->step = -1;
+    err[0] = 0;
+    r->step_timeout_s = o->step_timeout_s > 0 ? o->step_timeout_s : 600;
+    int rc = setup_compute(r);
+    if (!rc) rc = setup_net(r);
+    if (!rc && run_steps(r)) {
+        rc = 1;
+        send_fail(r);
+    }
+    net_node_free(r->node);
+    if (r->ch) free_chunks(r);
+    sched_free(r->sched);
+    model_part_free(r->part);
+    optim_free(r->opt);
+    data_free(&r->data);
+    free(r->x); free(r->y); free(r->loss_mb); free(r->tied_buf);
+    free(r);
+    return rc;
+}
