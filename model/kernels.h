@@ -14,4 +14,11 @@ void kern_swiglu_forward(float *h, const float *gu, size_t N, size_t F);
 /* dgu (N, 2F) rows dgate | dup, overwritten, from dh (N, F) and gu. */
 void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F);
 
+/* y += x, then out, rstd = layer_rmsnorm_forward of the new y (the residual
+ * add and the norm after it in one pass). y, out: (N, C). */
+void kern_add_rmsnorm(float *y, float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
+                      float eps);
+/* y += x, (N, C) */
+void kern_add(float *y, const float *x, size_t N, size_t C);
+
 #endif

@@ -95,6 +95,49 @@ static void rmsnorm_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
     }
 }
 
+/* o0 x2 (in: y, out: y + x), o1 out, c rstd (written through a cast), a x, b w; f eps */
+static void add_rmsnorm_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    const size_t C = j->C;
+    for (size_t n = lo; n < hi; n++) {
+        float *y = j->o0 + n * C;
+        const float *x = j->a + n * C;
+        size_t i = 0;
+        for (; i + VW <= C; i += VW) vstore(y + i, vload(y + i) + vload(x + i));
+        for (; i < C; i++) y[i] += x[i];
+    }
+    job k = *j;
+    k.o0 = j->o1;
+    k.o1 = (float *)j->c;
+    k.a = j->o0;
+    rmsnorm_fwd_rows(&k, lo, hi, item);
+}
+
+void kern_add_rmsnorm(float *y, float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
+                      float eps)
+{
+    job j = { .rows = add_rmsnorm_rows, .o0 = y, .o1 = out, .c = rstd, .a = x, .b = w, .N = N, .C = C,
+              .f = eps };
+    run_rows(&j, C, 4096);
+}
+
+/* o0 y += a x, rows of C */
+static void add_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    float *y = j->o0;
+    const float *x = j->a;
+    size_t i = lo * j->C, end = hi * j->C;
+    for (; i + VW <= end; i += VW) vstore(y + i, vload(y + i) + vload(x + i));
+    for (; i < end; i++) y[i] += x[i];
+}
+
+void kern_add(float *y, const float *x, size_t N, size_t C)
+{
+    job j = { .rows = add_rows, .o0 = y, .a = x, .N = N, .C = C };
+    run_rows(&j, C, 8192);
+}
+
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
                            float eps)
 {

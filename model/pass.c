@@ -28,20 +28,18 @@ static void block_forward(model_part *p, int i, model_slot *s, const float *in, 
     block_act a = block_acts(s->act, d);
     float eps = p->cfg.norm_eps;
     const size_t QKV = qkv_width(d);
-    float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV;
+    float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV; /* k heads follow q heads */
     memcpy(a.x, in, d.N * d.C * sizeof(float));
     layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, eps);
     layer_matmul_forward(a.qkv, a.xn1, w.wq, d.N, d.C, QKV); /* [wq; wk; wv] */
-    kern_rope(q, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, QKV, 0);
-    kern_rope(k, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, QKV, 0);
+    kern_rope(q, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 0); /* q and k heads */
     attn_forward(a.att, a.probs, q, k, v, attn_of(d));
     layer_matmul_forward(a.x2, a.att, w.wo, d.N, d.C, d.C);
-    for (size_t j = 0; j < d.N * d.C; j++) a.x2[j] += a.x[j];
-    layer_rmsnorm_forward(a.xn2, a.rstd2, a.x2, w.norm2, d.N, d.C, eps);
+    kern_add_rmsnorm(a.x2, a.xn2, a.rstd2, a.x, w.norm2, d.N, d.C, eps);
     layer_matmul_forward(a.gu, a.xn2, w.wg, d.N, d.C, 2 * d.F); /* [wg; wu] */
     kern_swiglu_forward(a.h, a.gu, d.N, d.F);
     layer_matmul_forward(out, a.h, w.wd, d.N, d.F, d.C);
-    for (size_t j = 0; j < d.N * d.C; j++) out[j] += a.x2[j];
+    kern_add(out, a.x2, d.N, d.C);
 }
 
 static void block_backward_input(model_part *p, int i, model_slot *s, const float *dout, float *din, dims d)
@@ -60,8 +58,7 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
     layer_rmsnorm_backward_input(g.dx2, g.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C, 1);
     layer_matmul_backward_input(datt, g.dx2, w.wo, d.N, d.C, d.C, 0);
     attn_backward(dq, dk, dv, datt, a.probs, a.qkv, a.qkv + d.C, a.qkv + d.C + d.KV, attn_of(d));
-    kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H, d.hd, QKV, 1);
-    kern_rope(dk, p->rope_cos, p->rope_sin, d.B, d.T, d.KVH, d.hd, QKV, 1);
+    kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 1); /* dq and dk heads */
     layer_matmul_backward_input(g.dxn1, g.dqkv, w.wq, d.N, d.C, QKV, 0);
     memcpy(din, g.dx2, NC * sizeof(float));
     layer_rmsnorm_backward_input(din, g.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C, 1);
