@@ -18,6 +18,8 @@ int cli_bench_main(int argc, char **argv);
 
 /* Prints "pipetrain CMD: message" to stderr and returns 2 (bad usage). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* When argv holds --help or -h: prints text to stdout and returns 1; else 0. */
+int cli_wants_help(int argc, char **argv, const char *text);
 /* Parses a decimal integer in [lo, hi] for option opt; returns 0 or -1 (message printed). */
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);

@@ -28,13 +28,6 @@ static const char export_help[] =
     "Writes DIR/model.safetensors (every stage's tensors merged, Hugging Face LLaMA\n"
     "names) and DIR/config.json (LlamaForCausalLM), loadable without conversion.\n";
 
-static int wants_help(int argc, char **argv, const char *text)
-{
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(text, stdout); return 1; }
-    return 0;
-}
-
 /* The val_fraction recorded in the checkpoint's topology, or 0.1. */
 static double ckpt_val_fraction(const stage_ckpt *c)
 {
@@ -44,7 +37,7 @@ static double ckpt_val_fraction(const stage_ckpt *c)
 
 int cli_eval_main(int argc, char **argv)
 {
-    if (wants_help(argc, argv, eval_help)) return 0;
+    if (cli_wants_help(argc, argv, eval_help)) return 0;
     const char *ckpt = NULL, *data = NULL;
     int json = 0;
     double vf = -1;
@@ -107,7 +100,7 @@ static int pick(const float *logits, int V, double temp, int top_k, rng_t *r, do
 
 int cli_sample_main(int argc, char **argv)
 {
-    if (wants_help(argc, argv, sample_help)) return 0;
+    if (cli_wants_help(argc, argv, sample_help)) return 0;
     const char *ckpt = NULL, *prompt = "\n";
     long ntok = 200, top_k = 0, seed = 1;
     double temp = 1.0;
@@ -161,7 +154,7 @@ int cli_sample_main(int argc, char **argv)
 
 int cli_export_main(int argc, char **argv)
 {
-    if (wants_help(argc, argv, export_help)) return 0;
+    if (cli_wants_help(argc, argv, export_help)) return 0;
     const char *ckpt = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out")) { if (i + 1 >= argc) return cli_usage_error("export", "--out expects a directory"); out = argv[++i]; }

@@ -71,13 +71,6 @@ static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_
     return 0;
 }
 
-static int has_help(int argc, char **argv, const char *text)
-{
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(text, stdout); return 1; }
-    return 0;
-}
-
 /* runs/NAME-YYYYmmdd-HHMMSS from the topology file name. */
 static void default_out(char *out, size_t n, const char *topology)
 {
@@ -92,7 +85,7 @@ static void default_out(char *out, size_t n, const char *topology)
 
 int cli_run_main(int argc, char **argv)
 {
-    if (has_help(argc, argv, run_help)) return 0;
+    if (cli_wants_help(argc, argv, run_help)) return 0;
     run_args a;
     int rc = parse("run", argc, argv, &a, 1);
     if (rc) return rc;
@@ -118,7 +111,7 @@ int cli_run_main(int argc, char **argv)
 
 int cli_check_main(int argc, char **argv)
 {
-    if (has_help(argc, argv, check_help)) return 0;
+    if (cli_wants_help(argc, argv, check_help)) return 0;
     run_args a;
     int rc = parse("check", argc, argv, &a, 0);
     if (rc) return rc;

@@ -91,7 +91,7 @@ typedef struct {
 typedef struct {
     model_config cfg;
     int n_units;
-    int *units;              /* global unit indices, consecutive */
+    int *units;              /* global unit indices, ascending (consecutive within a chunk) */
     size_t *unit_off;        /* per held unit: offset of its first float in params */
     size_t n_params;
     float *params, *grads;
@@ -106,7 +106,7 @@ typedef struct {
     float *buf[2];           /* activations between units inside the part */
 } model_part;
 
-/* Builds a part holding units[0..n) (consecutive, ascending) and initialises its
+/* Builds a part holding units[0..n) (ascending) and initialises its
  * parameters from seed. Exits via xmalloc on allocation failure. */
 model_part *model_part_new(const model_config *c, const int *units, int n_units, size_t max_batch,
                            uint64_t seed);
