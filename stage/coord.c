@@ -1,0 +1,573 @@
+/* coord.c — the coordinator of a multi-stage run (see coord.h). One net node,
+ * listening; the stages connect to it. Every wait polls in slices of
+ * opts.poll_ms and between slices checks the transport for dead peers and the
+ * caller's liveness callback, so a dead or silent stage ends the run with a
+ * message naming it instead of a hang.
+ * Not here: processes (cli/cli_launch.c), tensors, restarts (#6). */
+#include "stage/coord.h"
+#include "model/optim.h"
+#include "model/safetensors.h"
+#include "model/util.h"
+#include "stage/checkpoint.h"
+#include "stage/metrics.h"
+#include "stage/proto.h"
+#include "stage/stage.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <time.h>
+
+/* Keys of control messages: (type, step, 0, 0). JOIN and START use step 0;
+ * NORM, NORM_REPLY, LOSS, VAL, CKPT_DONE and FAIL carry the 0-based step they
+ * belong to (FAIL before START: 0); STATS and DONE the last step, total-1
+ * (as stage/runtime_run.c sends and expects them). */
+static net_key ctl_key(uint16_t type, uint64_t step) { return (net_key){ type, step, 0, 0 }; }
+
+struct stage_coord {
+    const topo *t;
+    stage_coord_opts o;
+    struct net_node *node;
+    uint8_t secret[256];
+    int n_units, head, failed_stage;
+    uint32_t *pids;
+    proto_stats *stats;
+    double *sq;             /* per-unit squared norms of the step, global unit order */
+    uint8_t *normbuf;       /* one control payload per stage (NORM's size at least) */
+    uint64_t normcap;
+    stage_metrics *metrics;
+    stage_progress progress;
+    FILE *devnull;
+    long step;              /* 0-based step being worked on */
+    double limit_s;         /* the timeout the current wait's deadline reflects */
+    double t0, train_s, loss, val;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void stage_coord_opts_init(stage_coord_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->progress = stderr;
+    o->listen_port = -1;
+    o->peer_timeout_ms = 10000;
+    o->join_timeout_ms = 60000;
+    o->step_timeout_ms = 600000;
+    o->poll_ms = 200;
+}
+
+/* "host:port" ("[host]:port" for IPv6) of stage k. */
+static const char *where(const topo *t, int k, char *buf, size_t cap)
+{
+    const topo_stage *s = &t->stages[k];
+    snprintf(buf, cap, strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host, s->port);
+    return buf;
+}
+
+/* ---- norms ---- */
+
+int stage_coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t len, double *sq,
+                            char *err)
+{
+    const topo_stage *s = &t->stages[stage];
+    if (len < 4) return seterr(err, "NORM payload of %llu bytes is too short", (unsigned long long)len);
+    uint32_t n = proto_get_u32(payload);
+    if (n != (uint32_t)s->n_units)
+        return seterr(err, "NORM lists %u units but the stage holds %d (layers \"%s\")", n, s->n_units, s->layers);
+    if (len != 4 + 8 * (uint64_t)n)
+        return seterr(err, "NORM payload is %llu bytes, expected %llu for %u units", (unsigned long long)len,
+                      (unsigned long long)(4 + 8 * (uint64_t)n), n);
+    for (uint32_t i = 0; i < n; i++) sq[s->units[i]] = proto_get_f64(payload + 4 + 8 * (size_t)i);
+    return 0;
+}
+
+uint64_t stage_coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out)
+{
+    const topo_stage *s = &t->stages[stage];
+    proto_put_u32(out, (uint32_t)s->n_units);
+    for (int i = 0; i < s->n_units; i++) proto_put_f64(out + 4 + 8 * (size_t)i, sq[s->units[i]]);
+    return 4 + 8 * (uint64_t)s->n_units;
+}
+
+/* ---- life cycle ---- */
+
+stage_coord *stage_coord_new(const topo *t, const stage_coord_opts *o, char *err)
+{
+    stage_coord *c = xcalloc(1, sizeof *c);
+    c->t = t;
+    c->o = *o;
+    c->failed_stage = -1;
+    c->n_units = topo_n_units(t);
+    c->head = topo_stage_of_unit(t, c->n_units - 1);
+    c->pids = xcalloc((size_t)t->n_stages, sizeof *c->pids);
+    c->stats = xcalloc((size_t)t->n_stages, sizeof *c->stats);
+    c->sq = xcalloc((size_t)c->n_units, sizeof *c->sq);
+    c->normcap = 4 + 8 * (uint64_t)c->n_units;
+    if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
+    c->normbuf = xcalloc((size_t)t->n_stages, (size_t)c->normcap);
+    c->loss = c->val = NAN;
+    if (!c->o.progress && !(c->devnull = fopen("/dev/null", "w"))) {
+        seterr(err, "cannot open /dev/null");
+        goto fail;
+    }
+    if (!c->o.progress) c->o.progress = c->devnull;
+    net_config cfg;
+    if (stage_net_config(&cfg, t, net_coord_id(), o->run_id, o->peer_timeout_ms, c->secret, err)) goto fail;
+    cfg.listen_host = t->coordinator.host;
+    cfg.listen_port = o->listen_port >= 0 ? o->listen_port : t->coordinator.port;
+    char nerr[NET_ERR_LEN];
+    if (!(c->node = net_node_new(&cfg, nerr))) {
+        seterr(err, "coordinator: cannot listen on %s port %d: %s", cfg.listen_host, cfg.listen_port, nerr);
+        goto fail;
+    }
+    return c;
+fail:
+    stage_coord_free(c);
+    return NULL;
+}
+
+int stage_coord_port(const stage_coord *c) { return net_node_port(c->node); }
+int stage_coord_failed_stage(const stage_coord *c) { return c->failed_stage; }
+
+void stage_coord_free(stage_coord *c)
+{
+    if (!c) return;
+    net_node_free(c->node);
+    stage_metrics_close(c->metrics);
+    if (c->devnull) fclose(c->devnull);
+    free(c->pids);
+    free(c->stats);
+    free(c->sq);
+    free(c->normbuf);
+    free(c);
+}
+
+/* ---- failures ---- */
+
+/* A FAIL message from stage k that already arrived (around the current step),
+ * into text. Returns 1 when found. */
+static int probe_fail(stage_coord *c, int k, char *text)
+{
+    long steps[4] = { c->step, c->step + 1, c->step - 1, 0 };
+    char buf[ERR_LEN], nerr[NET_ERR_LEN];
+    for (int i = 0; i < 4; i++) {
+        if (steps[i] < 0 || (i == 3 && c->step <= 1)) continue;
+        uint64_t len = 0;
+        if (net_recv(c->node, net_stage_id((uint16_t)k, 0), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf,
+                     sizeof buf - 1, &len, 0, nerr) == NET_OK) {
+            buf[len] = 0;
+            snprintf(text, ERR_LEN, "%s", buf);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* How strongly stage k looks like the cause of a failure: 4 killed by a
+ * signal, 3 gone silent or disconnected without saying why, 2 exited with a
+ * status without saying why, 1 said FAIL (often about another stage), 0 fine.
+ * The reason goes into why, the verb into *verb. */
+static int blame_score(stage_coord *c, int k, char *why, const char **verb)
+{
+    char ex_why[ERR_LEN] = "", net_why[NET_ERR_LEN] = "", fail[ERR_LEN];
+    int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, ex_why) : 0;
+    int st = net_peer_status(c->node, net_stage_id((uint16_t)k, 0), net_why);
+    int dead = st != NET_OK && st != NET_PENDING;
+    int said = probe_fail(c, k, fail);
+    *verb = "died";
+    if (ex == 1) { snprintf(why, ERR_LEN, "%s", ex_why); return 4; }
+    if (said) { snprintf(why, ERR_LEN, "%s", fail); *verb = "failed"; return 1; }
+    if (dead && !ex) { snprintf(why, ERR_LEN, "%s", net_why); return 3; }
+    if (ex == 2) { snprintf(why, ERR_LEN, "%s", ex_why); return 2; }
+    return 0;
+}
+
+/* Sends FAIL with msg to every stage still connected (best effort). */
+static void tell_stages(stage_coord *c, const char *msg)
+{
+    char nerr[NET_ERR_LEN];
+    for (int k = 0; k < c->t->n_stages; k++) {
+        struct net_op *op = NULL;
+        net_peer_id id = net_stage_id((uint16_t)k, 0);
+        if (net_peer_status(c->node, id, nerr) != NET_OK) continue;
+        if (net_send(c->node, id, ctl_key(MSG_FAIL, (uint64_t)c->step), msg, strlen(msg), 100, &op, nerr) == NET_OK)
+            net_wait(op, 500, nerr);
+        net_op_free(op);
+    }
+}
+
+/* Ends the run: after a grace period (the other stages notice a dead
+ * neighbour too, and their own FAILs must not hide the stage that died first),
+ * blames the likeliest stage, falling back to `first` with `reason`. */
+static int fail_run(stage_coord *c, int first, const char *reason, char *err)
+{
+    int grace = c->o.peer_timeout_ms / 3 + 500;
+    if (grace > 4000) grace = 4000;
+    for (double end = now_s() + grace / 1e3; now_s() < end;) nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+    int best = -1, best_score = 0;
+    char why[ERR_LEN], best_why[ERR_LEN] = "";
+    const char *verb, *best_verb = "failed";
+    for (int i = -1; i < c->t->n_stages; i++) {
+        int k = i < 0 ? first : i; /* the first detected wins ties */
+        if (k < 0 || (i >= 0 && k == first)) continue;
+        int s = blame_score(c, k, why, &verb);
+        if (s > best_score) { best = k; best_score = s; best_verb = verb; snprintf(best_why, sizeof best_why, "%s", why); }
+    }
+    if (best < 0) { best = first; snprintf(best_why, sizeof best_why, "%s", reason); }
+    char w[300];
+    if (best < 0) seterr(err, "%s at step %ld", reason, c->step + 1);
+    else seterr(err, "stage %d (%s) %s at step %ld: %s", best, where(c->t, best, w, sizeof w), best_verb,
+                c->step + 1, best_why);
+    c->failed_stage = best;
+    tell_stages(c, err);
+    return 1;
+}
+
+/* Between polling slices: 1 (and the run is failed into err) when a peer died,
+ * a watched process exited, the run was interrupted or the deadline passed. */
+static int check_live(stage_coord *c, double deadline, const int *pending, const char *what, char *err)
+{
+    net_peer_id peer;
+    char nerr[NET_ERR_LEN], why[ERR_LEN], w[300];
+    if (net_any_failed(c->node, &peer, nerr))
+        return fail_run(c, peer.role == NET_ROLE_STAGE ? peer.stage : -1, nerr, err);
+    if (c->o.alive) {
+        int k = -1;
+        if (c->o.alive(c->o.alive_arg, -1, why)) {
+            seterr(err, "%s at step %ld", why, c->step + 1);
+            tell_stages(c, err);
+            return 1;
+        }
+        for (k = 0; k < c->t->n_stages; k++)
+            if (c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
+    }
+    if (now_s() < deadline) return 0;
+    int k = 0;
+    while (k < c->t->n_stages - 1 && !pending[k]) k++;
+    c->failed_stage = k;
+    seterr(err, "stage %d (%s) timed out at step %ld: no %s within %.0f s", k, where(c->t, k, w, sizeof w),
+           c->step + 1, what, c->limit_s);
+    tell_stages(c, err);
+    return 1;
+}
+
+/* Waits for ops[k] of every stage k with ops[k] != NULL, polling in slices.
+ * Frees each op once complete; *lens[k] gets received lengths. Returns 0, or
+ * 1 with the failure in err (the remaining ops freed). */
+static int wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
+                    char *err)
+{
+    int n = c->t->n_stages, rc = 0, pending[n];
+    char nerr[NET_ERR_LEN];
+    for (int k = 0; k < n; k++) pending[k] = ops[k] != NULL;
+    for (;;) {
+        int first = -1;
+        for (int k = 0; k < n && !rc; k++) {
+            if (!pending[k]) continue;
+            int st = first < 0 ? net_wait(ops[k], c->o.poll_ms, nerr) : net_op_test(ops[k], nerr);
+            if (st == NET_TIMEOUT || st == NET_PENDING) { if (first < 0) first = k; continue; }
+            if (st != NET_OK) { rc = fail_run(c, k, nerr, err); break; }
+            if (lens) lens[k] = net_op_len(ops[k]);
+            net_op_free(ops[k]);
+            ops[k] = NULL;
+            pending[k] = 0;
+        }
+        if (rc || first < 0) break;
+        if ((rc = check_live(c, deadline, pending, what, err))) break;
+    }
+    for (int k = 0; k < n; k++) { net_op_free(ops[k]); ops[k] = NULL; }
+    return rc;
+}
+
+/* ---- messages ---- */
+
+static net_peer_id sid(int k) { return net_stage_id((uint16_t)k, 0); }
+
+/* Posts a receive for (type, step) from every stage, or only from stage
+ * `only` when >= 0, into the per-stage slots of normbuf. */
+static int post_all(stage_coord *c, struct net_op **ops, uint16_t type, long step, int only, char *err)
+{
+    char nerr[NET_ERR_LEN];
+    for (int k = 0; k < c->t->n_stages; k++) ops[k] = NULL;
+    for (int k = 0; k < c->t->n_stages; k++) {
+        if (only >= 0 && k != only) continue;
+        if (net_recv_post(c->node, sid(k), ctl_key(type, (uint64_t)step), c->normbuf + (size_t)k * c->normcap,
+                          c->normcap, &ops[k], nerr) != NET_OK) {
+            for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
+            return fail_run(c, k, nerr, err);
+        }
+    }
+    return 0;
+}
+
+/* Receives (type, step) from every stage (or `only`) within timeout_s;
+ * payloads land in normbuf, lengths in lens. */
+static int recv_all(stage_coord *c, uint16_t type, long step, int only, uint64_t *lens, double timeout_s,
+                    const char *what, char *err)
+{
+    struct net_op *ops[c->t->n_stages];
+    c->limit_s = timeout_s;
+    if (post_all(c, ops, type, step, only, err)) return 1;
+    return wait_all(c, ops, lens, now_s() + timeout_s, what, err);
+}
+
+/* Sends the same payload to every stage and waits until it is written. */
+static int send_all(stage_coord *c, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
+{
+    int n = c->t->n_stages;
+    struct net_op *ops[n];
+    char nerr[NET_ERR_LEN];
+    for (int k = 0; k < n; k++) ops[k] = NULL;
+    for (int k = 0; k < n; k++)
+        if (net_send(c->node, sid(k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
+                     nerr) != NET_OK) {
+            for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
+            return fail_run(c, k, nerr, err);
+        }
+    c->limit_s = c->o.peer_timeout_ms / 1e3;
+    return wait_all(c, ops, NULL, now_s() + c->limit_s, "send", err);
+}
+
+static uint8_t *slot(stage_coord *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
+
+/* A stage whose JOIN does not match the topology: blamed without grace. */
+static int bad_join(stage_coord *c, int k, const char *what, char *err)
+{
+    char w[300];
+    c->failed_stage = k;
+    seterr(err, "stage %d (%s) failed at step %ld: its JOIN %s", k, where(c->t, k, w, sizeof w), c->step + 1, what);
+    tell_stages(c, err);
+    return 1;
+}
+
+static int join_all(stage_coord *c, char *err)
+{
+    int n = c->t->n_stages;
+    uint64_t lens[n];
+    if (recv_all(c, MSG_JOIN, 0, -1, lens, c->o.join_timeout_ms / 1e3, "JOIN (is the stage running? see its log)",
+                 err))
+        return 1;
+    for (int k = 0; k < n; k++) {
+        const uint8_t *p = slot(c, k);
+        char what[160];
+        if (lens[k] != 12) {
+            snprintf(what, sizeof what, "is %llu bytes, expected 12", (unsigned long long)lens[k]);
+            return bad_join(c, k, what, err);
+        }
+        if (proto_get_u32(p) != (uint32_t)k || proto_get_u32(p + 8) != (uint32_t)c->t->stages[k].n_units) {
+            snprintf(what, sizeof what, "says stage %u with %u units, expected stage %d with %d", proto_get_u32(p),
+                     proto_get_u32(p + 8), k, c->t->stages[k].n_units);
+            return bad_join(c, k, what, err);
+        }
+        c->pids[k] = proto_get_u32(p + 4);
+    }
+    uint8_t start[16];
+    proto_put_u64(start, (uint64_t)c->o.first_step);
+    proto_put_u64(start + 8, (uint64_t)c->t->train.steps);
+    return send_all(c, MSG_START, 0, start, sizeof start, err);
+}
+
+/* ---- steps ---- */
+
+static int commit_checkpoint(stage_coord *c, long steps_taken, char *err)
+{
+    char root[4096], dir[4200], cerr[ERR_LEN];
+    const char *cd = c->t->checkpoint.dir;
+    if (cd[0] == '/') snprintf(root, sizeof root, "%s", cd);
+    else snprintf(root, sizeof root, "%s/%s", c->o.out_dir, cd);
+    snprintf(dir, sizeof dir, "%s/step-%ld", root, steps_taken);
+    if (stage_ckpt_commit(dir, c->t, steps_taken, cerr) || stage_ckpt_prune(root, c->t->checkpoint.keep, cerr)) {
+        seterr(err, "checkpoint at step %ld: %s", steps_taken, cerr);
+        tell_stages(c, err);
+        return 1;
+    }
+    stage_progress_note(&c->progress, "checkpoint: %s", dir);
+    return 0;
+}
+
+/* The global norm of step s from every stage's NORM, combined in unit order. */
+static int gather_norm(stage_coord *c, long s, double *norm, char *err)
+{
+    int n = c->t->n_stages;
+    uint64_t lens[n];
+    char perr[ERR_LEN], w[300];
+    if (recv_all(c, MSG_NORM, s, -1, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
+    for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
+    for (int k = 0; k < n; k++)
+        if (stage_coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) {
+            c->failed_stage = k;
+            seterr(err, "stage %d (%s) failed at step %ld: %s", k, where(c->t, k, w, sizeof w), s + 1, perr);
+            tell_stages(c, err);
+            return 1;
+        }
+    *norm = optim_global_norm(c->sq, c->n_units);
+    uint8_t rep[8];
+    proto_put_f64(rep, *norm);
+    return send_all(c, MSG_NORM_REPLY, s, rep, sizeof rep, err);
+}
+
+/* One step as the coordinator sees it; fills row (all but timings). */
+static int coord_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
+{
+    const topo_train *tr = &c->t->train;
+    long total = tr->steps;
+    uint64_t lens[c->t->n_stages];
+    double tmo = c->o.step_timeout_ms / 1e3;
+    char w[300];
+    row->step = s + 1;
+    row->val_loss = NAN;
+    row->lr = optim_lr(s, total, tr->warmup_steps, tr->lr, tr->min_lr);
+    if (gather_norm(c, s, &row->grad_norm, err)) return 1;
+    if (recv_all(c, MSG_LOSS, s, c->head, lens, tmo, "LOSS", err)) return 1;
+    if (lens[c->head] != 8) {
+        c->failed_stage = c->head;
+        seterr(err, "stage %d (%s) failed at step %ld: LOSS is %llu bytes, expected 8", c->head,
+               where(c->t, c->head, w, sizeof w), s + 1, (unsigned long long)lens[c->head]);
+        tell_stages(c, err);
+        return 1;
+    }
+    row->loss = proto_get_f64(slot(c, c->head));
+    if (proto_is_eval_step(s, total, tr->eval_every)) {
+        if (recv_all(c, MSG_VAL, s, c->head, lens, tmo, "VAL", err)) return 1;
+        if (lens[c->head] >= 8) row->val_loss = proto_get_f64(slot(c, c->head));
+    }
+    return 0;
+}
+
+/* Logs a finished step: progress line, metrics.jsonl, loss.svg, checkpoint. */
+static int log_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
+{
+    long total = c->t->train.steps;
+    if (!isfinite(row->loss)) {
+        seterr(err, "training diverged: loss is %f at step %ld", row->loss, s + 1);
+        tell_stages(c, err);
+        return 1;
+    }
+    c->loss = row->loss;
+    if (!isnan(row->val_loss)) c->val = row->val_loss;
+    long done = s + 1 - c->o.first_step;
+    stage_progress_step(&c->progress, row, c->train_s / (double)done * (double)(total - s - 1));
+    char merr[ERR_LEN];
+    if (stage_metrics_log(c->metrics, row, merr) || (!isnan(row->val_loss) && stage_metrics_write_svg(c->metrics, merr))) {
+        seterr(err, "%s", merr);
+        tell_stages(c, err);
+        return 1;
+    }
+    if (!proto_is_ckpt_step(s, total, c->t->checkpoint.every)) return 0;
+    if (recv_all(c, MSG_CKPT_DONE, s, -1, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
+    return commit_checkpoint(c, s + 1, err);
+}
+
+static int run_steps(stage_coord *c, char *err)
+{
+    const topo *t = c->t;
+    double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
+    double last = now_s();
+    for (long s = c->o.first_step; s < t->train.steps; s++) {
+        c->step = s;
+        stage_metrics_row row;
+        int rc = coord_step(c, s, &row, err);
+        if (rc) return rc;
+        double now = now_s(), dt = now - last;
+        last = now;
+        c->train_s += dt;
+        row.step_ms = dt * 1e3;
+        row.tokens_per_s = dt > 0 ? tokens / dt : 0;
+        if ((rc = log_step(c, s, &row, err))) return rc;
+    }
+    return 0;
+}
+
+/* ---- the end ---- */
+
+static int gather_stats(stage_coord *c, char *err)
+{
+    int n = c->t->n_stages;
+    uint64_t lens[n];
+    long last = c->t->train.steps - 1;
+    char w[300];
+    c->step = last;
+    if (recv_all(c, MSG_STATS, last, -1, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
+    for (int k = 0; k < n; k++) {
+        if (lens[k] != PROTO_STATS_BYTES) {
+            c->failed_stage = k;
+            seterr(err, "stage %d (%s) failed at step %ld: STATS is %llu bytes, expected %d", k,
+                   where(c->t, k, w, sizeof w), last + 1, (unsigned long long)lens[k], PROTO_STATS_BYTES);
+            tell_stages(c, err);
+            return 1;
+        }
+        proto_stats_decode(&c->stats[k], slot(c, k));
+    }
+    return send_all(c, MSG_DONE, last, NULL, 0, err);
+}
+
+static json_t *stages_json(const stage_coord *c)
+{
+    json_t *a = json_array();
+    for (int k = 0; k < c->t->n_stages; k++) {
+        const topo_stage *s = &c->t->stages[k];
+        const proto_stats *st = &c->stats[k];
+        json_array_append_new(a, json_pack("{s:i,s:s,s:i,s:s,s:i,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f}", "stage", k,
+                                           "host", s->host, "port", s->port, "layers", s->layers, "pid",
+                                           (int)c->pids[k], "peak_act_bytes", (json_int_t)st->peak_act_bytes,
+                                           "peak_in_flight", (json_int_t)st->peak_in_flight, "steps",
+                                           (json_int_t)st->steps, "compute_s", st->compute_s, "wait_s",
+                                           st->wait_s, "optim_s", st->optim_s, "bytes_sent",
+                                           (json_int_t)st->bytes_sent, "wall_s", st->wall_s));
+    }
+    return a;
+}
+
+static int write_summary(stage_coord *c, long steps, double wall, double tok_s, char *err)
+{
+    char path[4096];
+    size_t params = 0;
+    for (int u = 0; u < c->n_units; u++) params += model_unit_params(&c->t->model, u);
+    snprintf(path, sizeof path, "%s/summary.json", c->o.out_dir);
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:b,s:o}", "steps", (json_int_t)steps, "final_loss",
+                          isfinite(c->loss) ? json_real(c->loss) : json_null(), "val_loss",
+                          isfinite(c->val) ? json_real(c->val) : json_null(), "wall_s", wall, "tokens_per_s",
+                          tok_s, "params", (json_int_t)params, "n_stages", c->t->n_stages, "schedule",
+                          c->t->schedule.kind ? c->t->schedule.kind : "file", "micro_batches",
+                          c->t->train.micro_batches, "interrupted", 0, "stages", stages_json(c));
+    char *text = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    int rc = st_write_file_durable(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+int stage_coord_run(stage_coord *c, char *err)
+{
+    const topo *t = c->t;
+    char merr[ERR_LEN];
+    c->t0 = now_s();
+    c->step = c->o.first_step;
+    if (!(c->metrics = stage_metrics_open(c->o.out_dir, c->o.append_metrics, merr))) {
+        seterr(err, "%s", merr);
+        return 1;
+    }
+    stage_progress_init(&c->progress, c->o.progress, t->train.steps, t->train.log_every);
+    stage_progress_note(&c->progress, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
+                        "micro-batches), %d steps -> %s", t->coordinator.host, stage_coord_port(c), t->n_stages,
+                        t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
+                        t->train.steps, c->o.out_dir);
+    int rc = join_all(c, err);
+    if (!rc) rc = run_steps(c, err);
+    if (!rc) rc = gather_stats(c, err);
+    if (rc) return rc;
+    long steps = t->train.steps - c->o.first_step;
+    double tok_s = c->train_s > 0 ? (double)steps * t->train.batch_size * t->model.seq_len / c->train_s : 0;
+    double wall = now_s() - c->t0;
+    if (write_summary(c, t->train.steps, wall, tok_s, merr) || stage_metrics_write_svg(c->metrics, merr)) {
+        seterr(err, "%s", merr);
+        return 1;
+    }
+    stage_progress_note(&c->progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
+                        (long)t->train.steps, c->loss, c->val, tok_s, wall);
+    return 0;
+}

@@ -1,0 +1,90 @@
+/* coord.h — the coordinator of a multi-stage run (issue #4): the control point
+ * every stage process connects to. It waits for every stage's JOIN, sends
+ * START, then per step combines the stages' per-unit squared gradient norms in
+ * global unit order into the clipping norm, logs the head stage's loss and
+ * validation loss, commits checkpoints once every stage has written its shard,
+ * and at the end gathers each stage's statistics, says DONE and writes
+ * summary.json. Messages: stage/proto.h.
+ *
+ * Not here: starting or killing processes (cli/cli_launch.c does that and
+ * tells the coordinator through the liveness callback whether its children
+ * are still alive), tensors (they never pass through the coordinator),
+ * restarts (issue #6: a restart is a new coordinator with first_step > 0 and
+ * append_metrics set, so one object is one attempt). */
+#ifndef STAGE_COORD_H
+#define STAGE_COORD_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "stage/topo.h"
+
+/* Liveness check called between polling slices. With stage k >= 0: 0 while
+ * stage k's process runs (or is not watched by the caller), 1 when it was
+ * killed by a signal, 2 when it exited (with any status: the run was not
+ * over); the reason, e.g. "killed by signal 9", goes into why (ERR_LEN).
+ * With stage -1: 1 when the run must stop for a reason of the caller's (an
+ * interrupt), with the reason in why; else 0. */
+typedef int (*stage_coord_alive_fn)(void *arg, int stage, char *why);
+
+typedef struct {
+    const char *out_dir;      /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints */
+    FILE *progress;           /* progress line and notes (stderr); NULL: silent */
+    uint64_t run_id;          /* the stages are started with the same --run-id */
+    int listen_port;          /* -1: the topology's coordinator.port (0 there = ephemeral) */
+    int peer_timeout_ms;      /* transport dead-peer timeout (default 10000) */
+    int join_timeout_ms;      /* every stage must JOIN within this (default 60000) */
+    int step_timeout_ms;      /* longest wait for one step's messages (default 600000) */
+    int poll_ms;              /* polling slice (default 200) */
+    long first_step;          /* 0-based step to start at (0; > 0 when resuming, #6) */
+    int append_metrics;       /* append to metrics.jsonl instead of truncating (#6) */
+    stage_coord_alive_fn alive; /* may be NULL */
+    void *alive_arg;
+} stage_coord_opts;
+
+/* Fills o with the defaults above (out_dir NULL, progress stderr). */
+void stage_coord_opts_init(stage_coord_opts *o);
+
+typedef struct stage_coord stage_coord;
+
+/* Creates the coordinator's net node listening on the topology's coordinator
+ * host and port (or o->listen_port), so that stages can be started with the
+ * actual port. t and o (and what they point to) must outlive the object.
+ * Returns NULL with a message in err (ERR_LEN) when the secret is unusable or
+ * the address cannot be bound. */
+stage_coord *stage_coord_new(const topo *t, const stage_coord_opts *o, char *err);
+
+/* The port the coordinator listens on. */
+int stage_coord_port(const stage_coord *c);
+
+/* Runs the whole protocol: JOIN, START, every step, STATS, DONE, summary.json.
+ * Returns 0 on success; 1 on a run-time failure with a one-line message in err
+ * naming the stage, its host:port and the (1-based) step, e.g.
+ * "stage 1 (127.0.0.1:29502) died at step 17: <reason>", or a message
+ * naming the file when the run directory cannot be written (also 1), or the
+ * step for a diverged loss or an interrupt. Best effort on failure: FAIL is
+ * sent to every stage still connected. Writes metrics.jsonl, loss.svg,
+ * summary.json and commits checkpoints under o->out_dir. Call once. */
+int stage_coord_run(stage_coord *c, char *err);
+
+/* The stage blamed for the last failure, or -1 (none, or not a stage's fault). */
+int stage_coord_failed_stage(const stage_coord *c);
+
+/* Closes the node (flushing what is queued for up to a second) and frees c.
+ * NULL: no-op. */
+void stage_coord_free(stage_coord *c);
+
+/* Decodes stage `stage`'s NORM payload (u32 n, then n f64 in the stage's unit
+ * order) and stores each value at its global unit index in sq (topo_n_units(t)
+ * doubles). Returns 0, or -1 with err when the length or n does not match the
+ * stage's units. Public for tests: the placement is what keeps multi-stage
+ * norms bitwise equal to the one-stage trainer's. */
+int stage_coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t len, double *sq,
+                            char *err);
+
+/* Encodes stage `stage`'s NORM payload from the global per-unit array sq into
+ * out (4 + 8 * n_units bytes of that stage); returns the length. The inverse
+ * of stage_coord_place_norms, for tests and fake stages. */
+uint64_t stage_coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out);
+
+#endif
