@@ -42,13 +42,13 @@ void layer_matmul_backward_weight(float *dw, const float *dout, const float *in,
 typedef struct job job;
 struct job {
     void (*rows)(job *j, size_t lo, size_t hi, size_t item);
-    float *o0, *o1;
+    float *o0, *o1, *o2;
     const float *a, *b, *c, *d;
     const int *tok;
     size_t N, C, chunks, T, hd, ld;
     float f;
     int flag;
-    double part[64];
+    double part[64]; /* per-chunk partial sums (pool_chunks makes at most 64) */
 };
 
 static void job_item(void *ctx, size_t i, int worker)
@@ -95,28 +95,26 @@ static void rmsnorm_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
     }
 }
 
-/* o0 x2 (in: y, out: y + x), o1 out, c rstd (written through a cast), a x, b w; f eps */
+/* o2 y (in: y, out: y + x), a x, then rmsnorm_fwd_rows of y into o0 out, o1 rstd; b w, f eps */
 static void add_rmsnorm_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     const size_t C = j->C;
     for (size_t n = lo; n < hi; n++) {
-        float *y = j->o0 + n * C;
+        float *y = j->o2 + n * C;
         const float *x = j->a + n * C;
         size_t i = 0;
         for (; i + VW <= C; i += VW) vstore(y + i, vload(y + i) + vload(x + i));
         for (; i < C; i++) y[i] += x[i];
     }
     job k = *j;
-    k.o0 = j->o1;
-    k.o1 = (float *)j->c;
-    k.a = j->o0;
+    k.a = j->o2;
     rmsnorm_fwd_rows(&k, lo, hi, item);
 }
 
 void kern_add_rmsnorm(float *y, float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
                       float eps)
 {
-    job j = { .rows = add_rmsnorm_rows, .o0 = y, .o1 = out, .c = rstd, .a = x, .b = w, .N = N, .C = C,
+    job j = { .rows = add_rmsnorm_rows, .o0 = out, .o1 = rstd, .o2 = y, .a = x, .b = w, .N = N, .C = C,
               .f = eps };
     run_rows(&j, C, 4096);
 }
