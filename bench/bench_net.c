@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,7 +184,36 @@ static int node_pair(int read_mode, struct net_node **a, struct net_node **b)
     return -1;
 }
 
-struct net_job { struct net_node *node; size_t size, count, window; uint8_t **bufs; int rc; };
+/* The receiver posts up to `window` receives ahead and publishes how many it
+ * has posted; the sender never sends a message whose receive is not posted
+ * yet. That is how a pipeline stage runs (it posts the receive for every tensor
+ * an action will need before the data can arrive), and it measures the path
+ * where payloads are read straight into place. Messages that arrive before
+ * their receive go through a buffer and one more copy. */
+struct net_job {
+    struct net_node *node;
+    size_t size, count, window;
+    uint8_t **bufs;
+    int rc;
+    pthread_mutex_t lk;
+    pthread_cond_t cv;
+    size_t posted;
+};
+
+static void credit_post(struct net_job *j, size_t upto)
+{
+    pthread_mutex_lock(&j->lk);
+    j->posted = upto;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->lk);
+}
+
+static void credit_wait(struct net_job *j, size_t i)
+{
+    pthread_mutex_lock(&j->lk);
+    while (j->posted <= i && j->rc == 0) pthread_cond_wait(&j->cv, &j->lk);
+    pthread_mutex_unlock(&j->lk);
+}
 
 /* Receiver: keeps `window` receives posted, each into its own buffer. */
 static void *net_recv_thread(void *arg)
@@ -207,7 +237,9 @@ static void *net_recv_thread(void *arg)
             net_recv_post(j->node, from, (net_key){ 16, i, 0, 0 }, bufs[w], j->size, &ops[w],
                           err) != NET_OK)
             j->rc = -1;
+        if (i < j->count) credit_post(j, i + 1);
     }
+    credit_post(j, SIZE_MAX); /* also releases a sender waiting after a failure */
     for (size_t w = 0; w < j->window; w++) net_op_free(ops[w]);
     free(ops);
     return NULL;
@@ -229,7 +261,10 @@ static double net_throughput(int read_mode, size_t size, size_t count, double *r
         memset(bufs[w], 0, size); /* resident before the clock starts, like a reused tensor */
     }
     memset(src, 1, size);
-    struct net_job j = { b, size, count, window, bufs, 0 };
+    struct net_job j = { .node = b, .size = size, .count = count, .window = window,
+                         .bufs = bufs };
+    pthread_mutex_init(&j.lk, NULL);
+    pthread_cond_init(&j.cv, NULL);
     net_peer_id to = net_stage_id(1, 0);
     pthread_t t;
     int rc = 0;
@@ -242,11 +277,15 @@ static double net_throughput(int read_mode, size_t size, size_t count, double *r
             net_op_free(ops[w]);
             ops[w] = NULL;
         }
-        if (i < count && rc == 0)
+        if (i < count && rc == 0) {
+            credit_wait(&j, i);
             rc = net_send(a, to, (net_key){ 16, i, 0, 0 }, src, size, 60000, &ops[w], err);
+        }
     }
     pthread_join(t, NULL);
     double dt = now_s() - t0;
+    pthread_mutex_destroy(&j.lk);
+    pthread_cond_destroy(&j.cv);
     if (rc != 0) fprintf(stderr, "bench net: send: %s\n", err);
     net_stats st;
     net_peer_stats(b, net_stage_id(0, 0), &st);
@@ -269,15 +308,30 @@ static void *net_echo_thread(void *arg)
     char err[NET_ERR_LEN];
     uint8_t buf[RTT_BYTES];
     net_peer_id peer = net_stage_id(0, 0);
+    uint8_t out[RTT_BYTES];
+    struct net_op *r = NULL, *next = NULL;
+    /* the receive for the next ping is posted before this pong goes out, as a
+     * stage posts receives ahead of need */
+    if (net_recv_post(j->node, peer, (net_key){ 16, 0, 0, 0 }, buf, sizeof buf, &r, err) != NET_OK)
+        j->rc = -1;
     for (size_t i = 0; i < j->count && j->rc == 0; i++) {
         struct net_op *s = NULL;
-        net_key k = { 16, i, 0, 0 };
-        if (net_recv(j->node, peer, k, buf, sizeof buf, NULL, 10000, err) != NET_OK ||
-            net_send(j->node, peer, k, buf, sizeof buf, 10000, &s, err) != NET_OK ||
-            net_wait(s, 10000, err) != NET_OK)
+        net_key k = { 16, i, 0, 0 }, kn = { 16, i + 1, 0, 0 };
+        if (net_wait(r, 10000, err) != NET_OK) j->rc = -1;
+        memcpy(out, buf, sizeof out);
+        net_op_free(r);
+        r = NULL;
+        if (j->rc == 0 && i + 1 < j->count &&
+            net_recv_post(j->node, peer, kn, buf, sizeof buf, &next, err) != NET_OK)
+            j->rc = -1;
+        if (j->rc == 0 && (net_send(j->node, peer, k, out, sizeof out, 10000, &s, err) != NET_OK ||
+                           net_wait(s, 10000, err) != NET_OK))
             j->rc = -1;
         net_op_free(s);
+        r = next;
+        next = NULL;
     }
+    net_op_free(r);
     return NULL;
 }
 
@@ -286,7 +340,7 @@ static double net_rtt(void)
     struct net_node *a, *b;
     char err[NET_ERR_LEN];
     if (node_pair(NET_READ_DIRECT, &a, &b) < 0) return 0;
-    struct net_job j = { b, RTT_BYTES, RTT_ITERS + 100, 1, NULL, 0 };
+    struct net_job j = { .node = b, .size = RTT_BYTES, .count = RTT_ITERS + 100, .window = 1 };
     pthread_t t;
     pthread_create(&t, NULL, net_echo_thread, &j);
     static double us[RTT_ITERS];
@@ -324,7 +378,7 @@ struct result {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench net [--json] [--mib N (per trial, default 512)] "
-               "[--trials N (default 3)] [--size BYTES (one size only)]\n");
+               "[--trials N (default 3)] [--size BYTES] [--variant plain|direct|evbuffer|rtt]\n");
 }
 
 static void print_table(const struct result *r, int mib, int trials)
@@ -369,12 +423,14 @@ static void keep_min(double *best, double v) { if (v > 0 && (*best == 0 || v < *
 int bench_net_main(int argc, char **argv)
 {
     int json = 0, mib = 512, trials = 3;
-    long only = 0; /* --size B: measure one message size only (for profiling) */
+    long only = 0;          /* --size B: measure one message size only (for profiling) */
+    const char *variant = ""; /* --variant plain|direct|evbuffer: only that one (profiling) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) only = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--variant") && i + 1 < argc) variant = argv[++i];
         else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         else { usage(stderr); return 2; }
     }
@@ -384,18 +440,23 @@ int bench_net_main(int argc, char **argv)
     int failed = 0;
     for (int t = 0; t < trials; t++) {
         for (int i = 0; i < NSIZES; i++) {
-            if (only && (size_t)only != sizes[i]) continue;
+            if ((only && (size_t)only != sizes[i]) || !strcmp(variant, "rtt")) continue;
             size_t count = ((size_t)mib << 20) / sizes[i];
             double rd = 0, re = 0, v;
-            keep_max(&r.plain[i], plain_throughput(sizes[i], count));
-            keep_max(&r.direct[i], v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd));
-            failed |= v == 0;
-            keep_max(&r.evb[i], v = net_throughput(NET_READ_EVBUFFER, sizes[i], count, &re));
-            failed |= v == 0;
+            if (!*variant || !strcmp(variant, "plain"))
+                keep_max(&r.plain[i], plain_throughput(sizes[i], count));
+            if (!*variant || !strcmp(variant, "direct")) {
+                keep_max(&r.direct[i], v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd));
+                failed |= v == 0;
+            }
+            if (!*variant || !strcmp(variant, "evbuffer")) {
+                keep_max(&r.evb[i], v = net_throughput(NET_READ_EVBUFFER, sizes[i], count, &re));
+                failed |= v == 0;
+            }
             r.reads_direct[i] = rd;
             r.reads_evb[i] = re;
         }
-        if (only) continue;
+        if (only || (*variant && strcmp(variant, "rtt"))) continue;
         keep_min(&r.rtt_plain, plain_rtt());
         double v = net_rtt();
         failed |= v == 0;

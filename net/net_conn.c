@@ -382,7 +382,17 @@ static int start_user_payload(struct conn *c)
             return 0;
         }
         struct net_op *u = calloc(1, sizeof *u);
-        if (!u || (c->h.len && !(u->rbuf = malloc(c->h.len)))) {
+        if (u && pr->spare && pr->spare_cap >= c->h.len) {
+            /* reuse the last delivered buffer: a steady stream of early messages
+             * would otherwise malloc, fault in and free a buffer per message */
+            u->rbuf = pr->spare;
+            u->cap = pr->spare_cap;
+            pr->spare = NULL;
+        } else if (u && c->h.len) {
+            u->rbuf = malloc(c->h.len);
+            u->cap = c->h.len;
+        }
+        if (!u || (c->h.len && !u->rbuf)) {
             free(u);
             return fatal(c, "out of memory buffering a received message");
         }

@@ -67,6 +67,8 @@ struct peer {
     int64_t deadline;
     char last_err[NET_ERR_LEN];   /* last connect failure [net] */
     struct event *retry_ev;       /* [net] */
+    uint8_t *spare;               /* one recycled unclaimed-message buffer [net] */
+    uint64_t spare_cap;
     struct net_node *node;
 };
 

@@ -266,6 +266,11 @@ static void deliver(struct net_node *n, struct peer *pr, struct net_op *u, struc
         memcpy(op->rbuf, u->rbuf, u->len);
     }
     op->verify = st == NET_OK;
+    if (u->rbuf && !pr->spare) {
+        pr->spare = u->rbuf;
+        pr->spare_cap = u->cap;
+        u->rbuf = NULL;
+    }
     op_free_internal(u);
     op_complete(n, op, st, why);
     if (resume && pr->conn) conn_recv_posted(pr->conn);
