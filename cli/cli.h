@@ -28,4 +28,25 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
  * message in err. */
 model_part *cli_load_model(const char *path, size_t max_batch, stage_ckpt *ck, char *err);
 
+/* What `pipetrain run` passes to the launcher of a multi-stage topology. The
+ * strings are as the user gave them: every stage process gets the same
+ * topology path, --data and --set overrides (they compare a hash of the
+ * result), run from the same directory. */
+typedef struct {
+    const char *topology;
+    const char *data;          /* NULL: the topology's */
+    const char *out;           /* run directory */
+    char *const *sets;         /* "KEY=VALUE" overrides, train.steps from --steps included */
+    int n_sets;
+    int print_commands;        /* print every stage's command and exit 0 */
+    int peer_timeout_ms;       /* transport dead-peer timeout, for stages and coordinator */
+    double step_timeout_s;     /* longest wait for one step */
+    uint64_t run_id;           /* 0: a random one */
+} cli_launch_opts;
+
+/* Runs topology t (more than one stage) as described in cli/cli_launch.c.
+ * Prints its own messages; returns 0, 1 on a run-time failure (stage, host:port
+ * and step named), 2 on bad input. */
+int cli_launch(const topo *t, const cli_launch_opts *o);
+
 #endif

@@ -4,6 +4,7 @@
 #include "model/util.h"
 #include "stage/train.h"
 
+#include <limits.h>
 #include <time.h>
 
 static const char run_help[] =
@@ -20,7 +21,18 @@ static const char run_help[] =
     "  --steps N         override train.steps\n"
     "  --out DIR         run directory (default runs/NAME-YYYYmmdd-HHMMSS)\n"
     "  --set KEY=VALUE   override any topology field: --set train.lr=3e-4,\n"
-    "                    --set stages.0.threads=1 (repeatable)\n";
+    "                    --set stages.0.threads=1 (repeatable)\n"
+    "\n"
+    "Multi-stage topologies: the stages whose host is an address of this machine are\n"
+    "started here (`pipetrain stage ...`, output in OUT/stage-K.log), the others over\n"
+    "ssh when the topology says \"launch\": \"ssh\" (`ssh HOST 'cd CWD && exec ...'`:\n"
+    "same paths on every host), else their commands are printed to start by hand.\n"
+    "summary.json then also lists per stage peak_act_bytes, peak_in_flight,\n"
+    "compute_s, wait_s, optim_s and bytes_sent.\n"
+    "  --print-commands      print the command of every stage and exit\n"
+    "  --peer-timeout-ms N   silence after which a process is dead (default 10000)\n"
+    "  --step-timeout-s N    longest wait for one step (default 600)\n"
+    "  --run-id N            run id the stages must be started with (default: random)\n";
 
 static const char check_help[] =
     "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...]\n"
@@ -35,14 +47,42 @@ typedef struct {
     char *sets[256];
     int n_sets;
     char steps_set[64];
+    int print_commands, peer_timeout_ms;
+    double step_timeout_s;
+    uint64_t run_id;
 } run_args;
+
+/* The multi-stage options of run; 1 when s was one (i advanced), -1 on a bad value. */
+static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_args *a, int *i)
+{
+    long n;
+    if (!strcmp(s, "--print-commands")) { a->print_commands = 1; return 1; }
+    if (!strcmp(s, "--peer-timeout-ms")) {
+        if (cli_parse_long(cmd, s, v, 100, 86400000, &n)) return -1;
+        a->peer_timeout_ms = (int)n;
+    } else if (!strcmp(s, "--step-timeout-s")) {
+        if (cli_parse_double(cmd, s, v, 1, 1e7, &a->step_timeout_s)) return -1;
+    } else if (!strcmp(s, "--run-id")) {
+        if (cli_parse_long(cmd, s, v, 1, LONG_MAX, &n)) return -1;
+        a->run_id = (uint64_t)n;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
 
 static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_run_opts)
 {
     memset(a, 0, sizeof *a);
+    a->peer_timeout_ms = 10000;
+    a->step_timeout_s = 600;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int lo = allow_run_opts ? parse_launch_opt(cmd, s, v, a, &i) : 0;
+        if (lo < 0) return 2;
+        if (lo) continue;
         if (!strcmp(s, "--set")) {
             if (!v || !strchr(v, '=')) return cli_usage_error(cmd, "--set expects KEY=VALUE");
             if (a->n_sets == 255) return cli_usage_error(cmd, "too many --set options");
@@ -102,6 +142,18 @@ int cli_run_main(int argc, char **argv)
     }
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
+    if (t.n_stages > 1) {
+        cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
+                               a.step_timeout_s, a.run_id };
+        rc = cli_launch(&t, &lo);
+        topo_free(&t);
+        return rc;
+    }
+    if (a.print_commands) {
+        printf("# %s has one stage: `pipetrain run` trains it in this process\n", a.topology);
+        topo_free(&t);
+        return 0;
+    }
     stage_train_opts o = { out, stderr };
     rc = stage_train_local(&t, &o, err);
     if (rc) fprintf(stderr, "pipetrain run: %s\n", err);

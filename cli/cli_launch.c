@@ -1,0 +1,397 @@
+/* cli_launch.c — the launcher of `pipetrain run` for multi-stage topologies:
+ * starts every stage whose host is an address of this machine as a child
+ * process (`pipetrain stage ...`, output in OUT/stage-K.log), starts the others
+ * over ssh when the topology says "launch": "ssh", prints the command for
+ * stages it cannot start and waits for them to join, runs the coordinator
+ * (stage/coord.h) and makes sure no child outlives it.
+ *
+ * Children: own process group each, PR_SET_PDEATHSIG(SIGKILL) so they die
+ * with the launcher, every inherited descriptor above stderr closed. On a
+ * failure or SIGINT/SIGTERM: SIGTERM to every child's group, a short wait,
+ * SIGKILL, reap. Not here: what a stage does (stage/runtime.c), restarts (#6). */
+#include "cli/cli.h"
+#include "model/util.h"
+#include "stage/coord.h"
+#include "stage/metrics.h"
+#include "stage/proto.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { HOW_LOCAL = 0, HOW_SSH = 1, HOW_HAND = 2 };
+static const char *how_name[] = { "local", "ssh", "by hand" };
+
+typedef struct {
+    int how;
+    pid_t pid;          /* 0 when not started by us */
+    int running;
+    int result;         /* for the coordinator's liveness check: 1 signal, 2 exit */
+    int clean;          /* exited with status 0 */
+    char why[128];
+    char log[4200];
+} child;
+
+typedef struct {
+    const topo *t;
+    const cli_launch_opts *o;
+    child *ch;
+    char exe[PATH_MAX], cwd[PATH_MAX];
+    uint64_t run_id;
+} launch;
+
+static volatile sig_atomic_t got_signal;
+static void on_signal(int sig) { got_signal = sig; }
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL); }
+
+/* 1 when host (a numeric address) is loopback or assigned to an interface here. */
+static int is_local(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    int v4 = inet_pton(AF_INET, host, &a4) == 1, v6 = !v4 && inet_pton(AF_INET6, host, &a6) == 1;
+    if (v4 && (ntohl(a4.s_addr) >> 24) == 127) return 1;
+    if (v6 && IN6_IS_ADDR_LOOPBACK(&a6)) return 1;
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs)) return 0;
+    int found = 0;
+    for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr) continue;
+        if (v4 && i->ifa_addr->sa_family == AF_INET)
+            found = !memcmp(&((struct sockaddr_in *)i->ifa_addr)->sin_addr, &a4, sizeof a4);
+        else if (v6 && i->ifa_addr->sa_family == AF_INET6)
+            found = !memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, &a6, sizeof a6);
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+/* The argument vector of `pipetrain stage` for stage k (strings in store). */
+static int stage_argv(const launch *L, int k, int port, char **argv, char store[][64])
+{
+    const cli_launch_opts *o = L->o;
+    const topo *t = L->t;
+    int n = 0;
+    argv[n++] = (char *)L->exe;
+    argv[n++] = "stage";
+    argv[n++] = (char *)o->topology;
+    argv[n++] = "--stage";
+    snprintf(store[0], 64, "%d", k);
+    argv[n++] = store[0];
+    argv[n++] = "--coordinator";
+    if (port > 0) snprintf(store[1], 64, strchr(t->coordinator.host, ':') ? "[%s]:%d" : "%s:%d", t->coordinator.host, port);
+    else snprintf(store[1], 64, strchr(t->coordinator.host, ':') ? "[%s]:PORT" : "%s:PORT", t->coordinator.host);
+    argv[n++] = store[1];
+    argv[n++] = "--run-id";
+    snprintf(store[2], 64, "%llu", (unsigned long long)L->run_id);
+    argv[n++] = store[2];
+    argv[n++] = "--out";
+    argv[n++] = (char *)o->out;
+    if (o->data) { argv[n++] = "--data"; argv[n++] = (char *)o->data; }
+    for (int i = 0; i < o->n_sets; i++) { argv[n++] = "--set"; argv[n++] = o->sets[i]; }
+    argv[n++] = "--peer-timeout-ms";
+    snprintf(store[3], 64, "%d", o->peer_timeout_ms);
+    argv[n++] = store[3];
+    argv[n++] = "--step-timeout-s";
+    snprintf(store[4], 64, "%g", o->step_timeout_s);
+    argv[n++] = store[4];
+    argv[n] = NULL;
+    return n;
+}
+
+/* Appends s to buf, single-quoted when it holds anything a shell would read. */
+static void shell_quote(char *buf, size_t cap, const char *s)
+{
+    size_t len = strlen(buf);
+    int plain = *s != 0;
+    for (const char *p = s; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,@+[]", *p)) plain = 0;
+    if (plain) { snprintf(buf + len, cap - len, "%s", s); return; }
+    if (len + 1 < cap) buf[len++] = '\'';
+    for (const char *p = s; *p && len + 5 < cap; p++) {
+        if (*p == '\'') { memcpy(buf + len, "'\\''", 4); len += 4; }
+        else buf[len++] = *p;
+    }
+    if (len + 1 < cap) buf[len++] = '\'';
+    buf[len] = 0;
+}
+
+/* "cd CWD && exec BIN stage ..." for stage k: what a shell on its host runs. */
+static void stage_command(const launch *L, int k, int port, char *buf, size_t cap)
+{
+    char *argv[32 + 2 * 256], store[5][64];
+    stage_argv(L, k, port, argv, store);
+    buf[0] = 0;
+    snprintf(buf, cap, "cd ");
+    shell_quote(buf, cap, L->cwd);
+    snprintf(buf + strlen(buf), cap - strlen(buf), " && exec");
+    for (int i = 0; argv[i]; i++) {
+        snprintf(buf + strlen(buf), cap - strlen(buf), " ");
+        shell_quote(buf, cap, argv[i]);
+    }
+}
+
+/* Forks stage k: local children exec this binary, ssh children `ssh HOST CMD`.
+ * Only async-signal-safe calls between fork and exec (other threads exist). */
+static int spawn(launch *L, int k, int port)
+{
+    child *c = &L->ch[k];
+    char *argv[32 + 2 * 256], store[5][64], cmd[16384];
+    char *ssh_argv[] = { "ssh", "-o", "BatchMode=yes", L->t->stages[k].host, cmd, NULL };
+    stage_argv(L, k, port, argv, store);
+    if (c->how == HOW_SSH) stage_command(L, k, port, cmd, sizeof cmd);
+    snprintf(c->log, sizeof c->log, "%s/stage-%d.log", L->o->out, k);
+    int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "pipetrain run: %s: %s\n", c->log, strerror(errno));
+        return -1;
+    }
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "pipetrain run: fork: %s\n", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul < 0 || dup2(nul, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
+        close_range(3, ~0u, 0);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        if (c->how == HOW_SSH) execvp("ssh", ssh_argv);
+        else execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    setpgid(pid, pid); /* also here, so a kill right after fork reaches the group */
+    close(fd);
+    c->pid = pid;
+    c->running = 1;
+    char pidfile[4200], text[32];
+    snprintf(pidfile, sizeof pidfile, "%s/stage-%d.pid", L->o->out, k);
+    snprintf(text, sizeof text, "%d\n", (int)pid);
+    FILE *f = fopen(pidfile, "w");
+    if (f) { fputs(text, f); fclose(f); }
+    return 0;
+}
+
+/* Records how child c ended (status from waitpid). */
+static void ended(child *c, int status)
+{
+    c->running = 0;
+    if (WIFSIGNALED(status)) {
+        c->result = 1;
+        snprintf(c->why, sizeof c->why, "%s killed by signal %d (%s)", c->how == HOW_SSH ? "ssh" : "process",
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+    } else {
+        c->result = 2;
+        c->clean = WEXITSTATUS(status) == 0;
+        snprintf(c->why, sizeof c->why, "%s exited with status %d%s", c->how == HOW_SSH ? "ssh" : "process",
+                 WEXITSTATUS(status), WEXITSTATUS(status) == 127 ? " (could not start it)" : "");
+    }
+}
+
+static void reap(launch *L, int k, int block)
+{
+    child *c = &L->ch[k];
+    int status;
+    if (!c->running) return;
+    pid_t r = waitpid(c->pid, &status, block ? 0 : WNOHANG);
+    if (r == c->pid) ended(c, status);
+    else if (r < 0 && errno == ECHILD) c->running = 0;
+}
+
+/* The coordinator's liveness callback (stage_coord_alive_fn). */
+static int alive(void *arg, int k, char *why)
+{
+    launch *L = arg;
+    if (k < 0) {
+        if (!got_signal) return 0;
+        snprintf(why, ERR_LEN, "interrupted by signal %d (%s)", (int)got_signal, strsignal(got_signal));
+        return 1;
+    }
+    child *c = &L->ch[k];
+    if (!c->pid) return 0;
+    reap(L, k, 0);
+    if (c->running) return 0;
+    snprintf(why, ERR_LEN, "%s", c->why);
+    return c->result;
+}
+
+/* Stops every child still running: SIGTERM to its group, up to grace_ms for
+ * all to exit, then SIGKILL; reaps all. */
+static void stop_children(launch *L, int grace_ms, int term)
+{
+    int n = L->t->n_stages;
+    for (int k = 0; k < n; k++) reap(L, k, 0);
+    if (term)
+        for (int k = 0; k < n; k++)
+            if (L->ch[k].running) kill(-L->ch[k].pid, SIGTERM);
+    for (double end = now_s() + grace_ms / 1e3;;) {
+        int left = 0;
+        for (int k = 0; k < n; k++) { reap(L, k, 0); left += L->ch[k].running; }
+        if (!left || now_s() >= end) break;
+        sleep_ms(20);
+    }
+    for (int k = 0; k < n; k++)
+        if (L->ch[k].running) {
+            kill(-L->ch[k].pid, SIGKILL);
+            reap(L, k, 1);
+            snprintf(L->ch[k].why, sizeof L->ch[k].why, "killed after the run");
+        }
+}
+
+/* Prints the last `lines` lines of stage k's log to stderr. */
+static void log_tail(const launch *L, int k, int lines)
+{
+    const child *c = &L->ch[k];
+    if (!c->pid) return;
+    FILE *f = fopen(c->log, "r");
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f), start = size > 8192 ? size - 8192 : 0;
+    char buf[8193];
+    fseek(f, start, SEEK_SET);
+    size_t got = fread(buf, 1, 8192, f);
+    fclose(f);
+    buf[got] = 0;
+    char *p = buf + got;
+    int seen = 0;
+    if (p > buf && p[-1] == '\n') p--;
+    while (p > buf && seen < lines) if (*--p == '\n') seen++;
+    if (*p == '\n') p++;
+    fprintf(stderr, "--- last lines of %s:\n%s%s", c->log, p, got && buf[got - 1] != '\n' ? "\n" : "");
+}
+
+/* Prints each stage's command (--print-commands, or the by-hand ones). */
+static void print_commands(const launch *L, int port, int only_hand, FILE *f)
+{
+    char cmd[16384];
+    for (int k = 0; k < L->t->n_stages; k++) {
+        if (only_hand && L->ch[k].how != HOW_HAND) continue;
+        stage_command(L, k, port, cmd, sizeof cmd);
+        if (L->ch[k].how == HOW_SSH && !only_hand) {
+            char q[16500] = "";
+            shell_quote(q, sizeof q, cmd);
+            fprintf(f, "# stage %d on %s (%s)\nssh -o BatchMode=yes %s %s\n", k, L->t->stages[k].host,
+                    how_name[L->ch[k].how], L->t->stages[k].host, q);
+        } else {
+            fprintf(f, "# stage %d on %s (%s)\n%s\n", k, L->t->stages[k].host, how_name[L->ch[k].how], cmd);
+        }
+    }
+    fflush(f);
+}
+
+static int setup(launch *L, const topo *t, const cli_launch_opts *o)
+{
+    memset(L, 0, sizeof *L);
+    L->t = t;
+    L->o = o;
+    L->ch = xcalloc((size_t)t->n_stages, sizeof *L->ch);
+    ssize_t n = readlink("/proc/self/exe", L->exe, sizeof L->exe - 1);
+    if (n <= 0 || !getcwd(L->cwd, sizeof L->cwd)) {
+        fprintf(stderr, "pipetrain run: cannot find this program or the current directory: %s\n", strerror(errno));
+        return 1;
+    }
+    L->exe[n] = 0;
+    L->run_id = o->run_id;
+    while (!L->run_id && getrandom(&L->run_id, sizeof L->run_id, 0) != sizeof L->run_id) {}
+    L->run_id &= 0x7fffffffffffffffull; /* printable as a positive number everywhere */
+    if (!L->run_id) L->run_id = 1;
+    for (int k = 0; k < t->n_stages; k++)
+        L->ch[k].how = is_local(t->stages[k].host) ? HOW_LOCAL : t->launch_id == TOPO_LAUNCH_SSH ? HOW_SSH : HOW_HAND;
+    return 0;
+}
+
+/* After the coordinator's verdict: children wait (success) or are stopped. */
+static int finish(launch *L, stage_coord *c, int rc, const char *err)
+{
+    int n = L->t->n_stages;
+    if (rc == 0) {
+        stop_children(L, 10000, 0);
+        for (int k = 0; k < n; k++)
+            if (L->ch[k].pid && !L->ch[k].clean)
+                fprintf(stderr, "pipetrain run: warning: stage %d %s\n", k, L->ch[k].why);
+        return 0;
+    }
+    fprintf(stderr, "pipetrain run: %s\n", err);
+    stop_children(L, 2000, 1);
+    int k = c ? stage_coord_failed_stage(c) : -1;
+    if (k >= 0) log_tail(L, k, 8);
+    return rc;
+}
+
+int cli_launch(const topo *t, const cli_launch_opts *o)
+{
+    launch L;
+    char err[ERR_LEN];
+    stage_coord *c = NULL;
+    int rc = setup(&L, t, o);
+    if (rc) { free(L.ch); return rc; }
+    if (o->print_commands) {
+        if (t->coordinator.port == 0)
+            fprintf(stderr, "pipetrain run: coordinator.port is 0, so the port is chosen at run time (PORT below); "
+                            "set it to start stages by hand\n");
+        print_commands(&L, t->coordinator.port, 0, stdout);
+        free(L.ch);
+        return 0;
+    }
+    if (stage_mkdirs(o->out, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        free(L.ch);
+        return 1;
+    }
+    stage_coord_opts co;
+    stage_coord_opts_init(&co);
+    co.out_dir = o->out;
+    co.run_id = L.run_id;
+    co.peer_timeout_ms = o->peer_timeout_ms;
+    co.step_timeout_ms = (int)(o->step_timeout_s * 1e3);
+    co.alive = alive;
+    co.alive_arg = &L;
+    got_signal = 0;
+    struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    if (!(c = stage_coord_new(t, &co, err))) {
+        rc = 1;
+    } else {
+        int port = stage_coord_port(c);
+        for (int k = 0; k < t->n_stages && !rc; k++)
+            if (L.ch[k].how != HOW_HAND && spawn(&L, k, port)) rc = 1;
+        int hand = 0;
+        for (int k = 0; k < t->n_stages; k++) hand += L.ch[k].how == HOW_HAND;
+        if (hand && !rc) {
+            fprintf(stderr, "pipetrain run: start %d stage%s by hand (within %d s):\n", hand, hand > 1 ? "s" : "",
+                    co.join_timeout_ms / 1000);
+            print_commands(&L, port, 1, stderr);
+        }
+        if (rc) snprintf(err, sizeof err, "could not start every stage");
+        else rc = stage_coord_run(c, err);
+    }
+    rc = finish(&L, c, rc, err);
+    stage_coord_free(c);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    free(L.ch);
+    return rc;
+}
