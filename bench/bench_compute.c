@@ -31,6 +31,7 @@ typedef struct {
     double step_flops;             /* per step, from model_unit_flops */
     double step_ms_mean, step_ms_min, step_ms_median, phase_ms[PH_N];
     double cpu_ms;                 /* process CPU time per step, all threads */
+    double paired_gflops;          /* median rate of a PAIR_N^3 sgemm run right after each step */
     double load1;                  /* 1-minute load average at the end (noise hint) */
     double tokens_per_step, loss_first, loss_last;
 } bench_result;
@@ -148,6 +149,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+enum { PAIR_N = 1024 };
+
+static double median_of(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return v[n / 2];
+}
+
 static void bench_model(bench_result *r)
 {
     model_config c = shakespeare_config();
@@ -179,21 +188,29 @@ static void bench_model(bench_result *r)
         if (i == 0) r->loss_first = l;
     }
     memset(ph, 0, sizeof ph);
-    double c0 = cpu_s();
+    /* each step is followed by one square sgemm, so the two see the same load */
+    const int pn = PAIR_N;
+    float *pa = rand_floats((size_t)pn * pn, 5), *pb = rand_floats((size_t)pn * pn, 6);
+    float *pc = xcalloc((size_t)pn * pn, sizeof(float));
+    double *pair = xmalloc((size_t)r->steps * sizeof(double)), cpu = 0;
     for (int i = 0; i < r->steps; i++) {
-        double before = ph[0] + ph[1] + ph[2] + ph[3];
+        double before = ph[0] + ph[1] + ph[2] + ph[3], c0 = cpu_s();
         r->loss_last = train_step(p, s, o, sq, B, T, ph);
+        cpu += cpu_s() - c0;
         double t = ph[0] + ph[1] + ph[2] + ph[3] - before;
         total += t;
         times[i] = t;
         if (t < best) best = t;
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, pn, pn, pn, 1.0f, pa, pn, pb, pn, 0.0f, pc, pn);
+        pair[i] = 2.0 * pn * pn * pn / (now_s() - t0) / 1e9;
     }
-    r->cpu_ms = (cpu_s() - c0) / r->steps * 1e3;
+    r->cpu_ms = cpu / r->steps * 1e3;
     r->step_ms_mean = total / r->steps * 1e3;
     r->step_ms_min = best * 1e3;
-    qsort(times, (size_t)r->steps, sizeof(double), cmp_double);
-    r->step_ms_median = times[r->steps / 2] * 1e3;
-    free(times);
+    r->step_ms_median = median_of(times, r->steps) * 1e3;
+    r->paired_gflops = median_of(pair, r->steps);
+    free(times); free(pair); free(pa); free(pb); free(pc);
     for (int k = 0; k < PH_N; k++) r->phase_ms[k] = ph[k] / r->steps * 1e3;
     free(sq); optim_free(o); model_slots_free(s); model_part_free(p); free(units);
 }
@@ -215,6 +232,9 @@ static void print_table(const bench_result *r)
     printf("  ratio to step-shape sgemm          %8.1f %%\n", 100 * gf / r->shape_gflops);
     printf("  ratio at the best step             %8.1f %%\n",
            100 * r->step_flops / (r->step_ms_min * 1e-3) / 1e9 / r->ceil_gflops);
+    printf("  paired ratio (load-robust)         %8.1f %%  median step vs median %d^3 sgemm run after each step"
+           " (%.1f GFLOP/s)\n", 100 * r->step_flops / (r->step_ms_median * 1e-3) / 1e9 / r->paired_gflops,
+           PAIR_N, r->paired_gflops);
     printf("  phases (ms/step):");
     for (int k = 0; k < PH_N; k++)
         printf(" %s %.2f (%.0f%%)%s", phase_name[k], r->phase_ms[k], 100 * r->phase_ms[k] / r->step_ms_mean,
@@ -229,11 +249,12 @@ static void print_json(const bench_result *r)
     printf("{\"bench\":\"compute\",\"model\":\"shakespeare-1stage\",\"threads\":%d,\"steps\":%d,"
            "\"warmup\":%d,\"batch\":12,\"seq_len\":64,\"sgemm_n\":%zu,\"sgemm_gflops\":%.3f,"
            "\"shape_sgemm_gflops\":%.3f,\"step_ms\":%.4f,\"step_ms_median\":%.4f,\"step_ms_best\":%.4f,\"step_cpu_ms\":%.4f,\"tokens_per_s\":%.1f,"
-           "\"flops_per_step\":%.0f,\"achieved_gflops\":%.3f,\"ratio\":%.4f,\"ratio_shape\":%.4f,"
+           "\"flops_per_step\":%.0f,\"achieved_gflops\":%.3f,\"ratio\":%.4f,\"ratio_shape\":%.4f,\"paired_sgemm_gflops\":%.3f,\"ratio_paired\":%.4f,"
            "\"phases_ms\":{",
            r->threads, r->steps, r->warmup, r->ceil_n, r->ceil_gflops, r->shape_gflops, r->step_ms_mean,
            r->step_ms_median, r->step_ms_min, r->cpu_ms, r->tokens_per_step / (r->step_ms_mean * 1e-3), r->step_flops, gf,
-           gf / r->ceil_gflops, gf / r->shape_gflops);
+           gf / r->ceil_gflops, gf / r->shape_gflops, r->paired_gflops,
+           r->step_flops / (r->step_ms_median * 1e-3) / 1e9 / r->paired_gflops);
     for (int k = 0; k < PH_N; k++) printf("%s\"%s\":%.4f", k ? "," : "", phase_name[k], r->phase_ms[k]);
     printf("},\"loss_first\":%.4f,\"loss_last\":%.4f,\"loadavg_1m\":%.2f}\n", r->loss_first, r->loss_last,
            r->load1);
