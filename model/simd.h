@@ -23,6 +23,7 @@ static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vbcast(float x) { return (vf){ 0 } + x; }
 
 typedef int vi __attribute__((vector_size(VW * sizeof(int))));
+typedef unsigned vu __attribute__((vector_size(VW * sizeof(unsigned))));
 
 /* m ? a : b per lane, m from a vector comparison (all ones or all zeros). */
 static inline vf vselect(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
@@ -55,7 +56,9 @@ static inline vf vexp(vf x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    /* 2^n built in the exponent bits; unsigned so that a NaN lane (whose n
+     * converts to INT_MIN) wraps instead of overflowing */
+    vu e = ((vu)__builtin_convertvector(n, vi) + 127u) << 23;
     return p * (vf)e;
 }
 
