@@ -158,42 +158,29 @@ static double median_of(double *v, int n)
     return v[n / 2];
 }
 
-static void bench_model(bench_result *r)
+/* A learnable synthetic sequence (a noisy counter), so the loss visibly moves:
+ * inputs in the first unit's slot, the next token as target in the head's. */
+static void fill_tokens(model_slot *s, int n_units, size_t N)
 {
-    model_config c = shakespeare_config();
-    const size_t B = 12, T = (size_t)c.seq_len, N = B * T;
-    int n = model_n_units(&c);
-    int *units = xmalloc((size_t)n * sizeof(int));
-    for (int i = 0; i < n; i++) units[i] = i;
-    model_part *p = model_part_new(&c, units, n, B, 1337);
-    model_slot *s = model_slots_new(p, 0, n, B);
-    optim_adamw *o = optim_new(p->n_params);
-    double *sq = xmalloc((size_t)n * sizeof(double));
-    /* a learnable synthetic sequence (a noisy counter), so the loss visibly moves */
     rng_t rr = { 42 };
     for (size_t i = 0; i < N; i++) {
         int t = (int)((i * 7 + (rng_below(&rr, 4) == 0 ? rng_below(&rr, 256) : 0)) % 256);
         s[0].tokens[i] = t;
-        if (i > 0) s[n - 1].tokens[i - 1] = t;
+        if (i > 0) s[n_units - 1].tokens[i - 1] = t;
     }
-    s[n - 1].tokens[N - 1] = 0;
-    r->step_flops = 0;
-    for (int u = 0; u < n; u++) {
-        model_flops f = model_unit_flops(&c, u, B, T);
-        r->step_flops += f.fwd + f.bwd_input + f.bwd_weight;
-    }
-    r->tokens_per_step = (double)N;
-    double ph[PH_N] = { 0 }, total = 0, best = 1e30, *times = xmalloc((size_t)r->steps * sizeof(double));
-    for (int i = 0; i < r->warmup; i++) {
-        double l = train_step(p, s, o, sq, B, T, ph);
-        if (i == 0) r->loss_first = l;
-    }
-    memset(ph, 0, sizeof ph);
-    /* each step is followed by one square sgemm, so the two see the same load */
+    s[n_units - 1].tokens[N - 1] = 0;
+}
+
+/* r->steps timed steps, each followed by one PAIR_N^3 sgemm so the two see
+ * the same load; fills the step and pairing fields of r. */
+static void time_steps(bench_result *r, model_part *p, model_slot *s, optim_adamw *o, double *sq, size_t B,
+                       size_t T)
+{
     const int pn = PAIR_N;
     float *pa = rand_floats((size_t)pn * pn, 5), *pb = rand_floats((size_t)pn * pn, 6);
     float *pc = xcalloc((size_t)pn * pn, sizeof(float));
-    double *pair = xmalloc((size_t)r->steps * sizeof(double)), cpu = 0;
+    double *times = xmalloc((size_t)r->steps * sizeof(double)), *pair = xmalloc((size_t)r->steps * sizeof(double));
+    double ph[PH_N] = { 0 }, total = 0, best = 1e30, cpu = 0;
     for (int i = 0; i < r->steps; i++) {
         double before = ph[0] + ph[1] + ph[2] + ph[3], c0 = cpu_s();
         r->loss_last = train_step(p, s, o, sq, B, T, ph);
@@ -211,8 +198,33 @@ static void bench_model(bench_result *r)
     r->step_ms_min = best * 1e3;
     r->step_ms_median = median_of(times, r->steps) * 1e3;
     r->paired_gflops = median_of(pair, r->steps);
-    free(times); free(pair); free(pa); free(pb); free(pc);
     for (int k = 0; k < PH_N; k++) r->phase_ms[k] = ph[k] / r->steps * 1e3;
+    free(times); free(pair); free(pa); free(pb); free(pc);
+}
+
+static void bench_model(bench_result *r)
+{
+    model_config c = shakespeare_config();
+    const size_t B = 12, T = (size_t)c.seq_len, N = B * T;
+    int n = model_n_units(&c);
+    int *units = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) units[i] = i;
+    model_part *p = model_part_new(&c, units, n, B, 1337);
+    model_slot *s = model_slots_new(p, 0, n, B);
+    optim_adamw *o = optim_new(p->n_params);
+    double *sq = xmalloc((size_t)n * sizeof(double)), ph[PH_N] = { 0 };
+    fill_tokens(s, n, N);
+    r->step_flops = 0;
+    for (int u = 0; u < n; u++) {
+        model_flops f = model_unit_flops(&c, u, B, T);
+        r->step_flops += f.fwd + f.bwd_input + f.bwd_weight;
+    }
+    r->tokens_per_step = (double)N;
+    for (int i = 0; i < r->warmup; i++) {
+        double l = train_step(p, s, o, sq, B, T, ph);
+        if (i == 0) r->loss_first = l;
+    }
+    time_steps(r, p, s, o, sq, B, T);
     free(sq); optim_free(o); model_slots_free(s); model_part_free(p); free(units);
 }
 
