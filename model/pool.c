@@ -4,7 +4,8 @@
  * claimed; a worker joins an open job under the mutex, so a worker that wakes
  * late simply finds the job closed and goes back to waiting. Workers spin
  * briefly before sleeping, so back-to-back jobs (one per kernel) rarely pay a
- * futex round trip. Callers on several threads take turns (one job at a time). */
+ * futex round trip. One job at a time: a second calling thread that finds the
+ * pool busy runs its own items serially. */
 #include "model/pool.h"
 
 #include <cblas.h>
@@ -97,10 +98,10 @@ void pool_for(size_t n, pool_fn fn, void *ctx)
 {
     int w = openblas_get_num_threads();
     if (w > POOL_MAX) w = POOL_MAX;
-    pthread_mutex_lock(&P.run); /* one job at a time; also guards worker 0's scratch */
-    if (w <= 1 || n <= 1) {
+    /* one job at a time: a caller that finds the pool busy (another thread's
+     * job) runs its items itself rather than wait */
+    if (w <= 1 || n <= 1 || pthread_mutex_trylock(&P.run)) {
         run_serial(n, fn, ctx);
-        pthread_mutex_unlock(&P.run);
         return;
     }
     ensure_threads(w - 1);
@@ -123,14 +124,39 @@ void pool_for(size_t n, pool_fn fn, void *ctx)
     pthread_mutex_unlock(&P.run);
 }
 
+/* Worker 0 is whichever thread calls pool_for, so its scratch is per thread
+ * (freed when the thread exits); workers 1.. keep theirs in P. */
+typedef struct { float *p; size_t n; } scratch_buf;
+static pthread_key_t caller_key;
+static pthread_once_t caller_once = PTHREAD_ONCE_INIT;
+static void caller_free(void *v)
+{
+    scratch_buf *b = v;
+    free(b->p);
+    free(b);
+}
+static void caller_init(void) { pthread_key_create(&caller_key, caller_free); }
+
+static float *grow(float **p, size_t *have, size_t floats)
+{
+    if (*have < floats) {
+        free(*p);
+        *p = xmalloc(floats * sizeof(float));
+        *have = floats;
+    }
+    return *p;
+}
+
 float *pool_scratch(int worker, size_t floats)
 {
-    if (P.scratch_n[worker] < floats) {
-        free(P.scratch[worker]);
-        P.scratch[worker] = xmalloc(floats * sizeof(float));
-        P.scratch_n[worker] = floats;
+    if (worker > 0) return grow(&P.scratch[worker], &P.scratch_n[worker], floats);
+    pthread_once(&caller_once, caller_init);
+    scratch_buf *b = pthread_getspecific(caller_key);
+    if (!b) {
+        b = xcalloc(1, sizeof *b);
+        pthread_setspecific(caller_key, b);
     }
-    return P.scratch[worker];
+    return grow(&b->p, &b->n, floats);
 }
 
 size_t pool_chunks(size_t n, size_t min_rows)

@@ -3,9 +3,9 @@
  * so the kernels between matrix products use the cores the products use.
  * Items are claimed dynamically but each item's arithmetic does not depend on
  * which thread runs it, so results are the same bits for any thread count.
- * Not reentrant: items must not call pool_for (callers on several threads take
- * turns). Nothing here allocates once
- * the threads and scratch buffers have reached their steady-state sizes. */
+ * Items must not call pool_for. Several threads may call pool_for at once:
+ * one gets the pool, the others run their items serially. Nothing here
+ * allocates once the threads and scratch buffers reach their steady sizes. */
 #ifndef MODEL_POOL_H
 #define MODEL_POOL_H
 
@@ -17,8 +17,8 @@ typedef void (*pool_fn)(void *ctx, size_t item, int worker);
 void pool_for(size_t n, pool_fn fn, void *ctx);
 
 /* A per-worker scratch buffer of at least `floats` floats, valid until the
- * next pool_scratch call by the same worker with a larger size. Exits via
- * xmalloc on allocation failure. */
+ * next pool_scratch call by the same worker with a larger size (worker 0's
+ * belongs to the calling thread). Exits via xmalloc on allocation failure. */
 float *pool_scratch(int worker, size_t floats);
 
 /* Splits n rows into chunks for pool_for: number of chunks, and the row range
