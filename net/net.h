@@ -21,6 +21,7 @@
 #define NET_HASH_LEN 32               /* SHA-256 of the canonical topology */
 #define NET_MAX_PAYLOAD_CAP (1ull << 30) /* hard cap on any payload: 1 GiB */
 #define NET_TYPE_USER 16              /* message types below this are the transport's */
+#define NET_MAX_PENDING 64            /* unauthenticated inbound connections served at once */
 
 /* Status codes returned by every run-time function (detail goes into err). */
 enum net_status {
@@ -111,7 +112,10 @@ struct net_node *net_node_new(const net_config *cfg, char err[NET_ERR_LEN]);
 /* Clean shutdown: stops taking work, fails posted receives with NET_CLOSED, tries
  * for linger_ms to flush queued sends, says goodbye to every peer, closes every
  * socket and joins the network thread. Ops still held by the caller complete
- * (NET_CLOSED if unsent) and must still be released with net_op_free. NULL: no-op. */
+ * (NET_CLOSED if unsent) and must still be released with net_op_free; after
+ * this returns, net_wait/net_op_test/net_op_take/net_op_free are the only calls
+ * allowed on them. No other thread may be inside a net_ call on this node while
+ * it is being freed. NULL: no-op. */
 void net_node_free(struct net_node *node);
 
 /* The port the node listens on (useful with listen_port 0), or -1. */

@@ -46,6 +46,8 @@ struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr,
         return NULL;
     }
     c->last_rx = c->last_tx = net_now_ms();
+    c->pending = !outbound;
+    n->npending += c->pending;
     c->next = n->conns;
     if (n->conns) n->conns->prev = c;
     n->conns = c;
@@ -86,6 +88,7 @@ static void conn_drop(struct conn *c, int status, const char *reason)
         list_remove(&c->wq, op);
         op_complete(n, op, status, reason);
     }
+    n->npending -= c->pending;
     if (c->pr && c->pr->conn == c) c->pr->conn = NULL;
     if (c->pr && c->rstate == RS_PAUSED) {
         pthread_mutex_lock(&n->lk);
@@ -319,6 +322,8 @@ static int on_auth(struct conn *c)
         return fatal(c, msg);
     }
     c->state = CS_READY;
+    n->npending -= c->pending;
+    c->pending = 0;
     pr->conn = c;
     pr->connecting = 0;
     pthread_mutex_lock(&n->lk);

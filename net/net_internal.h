@@ -89,6 +89,7 @@ struct conn {
     struct net_node *node;
     struct conn *next, *prev;     /* node->conns */
     int fd, state, outbound, fatal;
+    int pending;                  /* counted in node->npending */
     int big;                      /* the last frame was large: read headers in small bites */
     uint64_t read_calls;
     struct peer *pr;              /* known at connect; after the hello when accepted */
@@ -140,6 +141,7 @@ struct net_node {
     struct event *wake_ev, *listen_ev, *tick_ev, *linger_ev;
     int lfd, port;
     struct conn *conns;
+    int npending;                 /* accepted connections not yet authenticated */
     int stopping;
 };
 

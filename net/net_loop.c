@@ -128,6 +128,14 @@ static void accept_cb(int fd, short what, void *arg)
             return;
         }
         if (n->stopping) { close(cfd); continue; }
+        if (n->npending >= NET_MAX_PENDING) {
+            /* strangers cannot exhaust descriptors: each must finish the
+             * handshake within dead_ms, and only this many may try at once */
+            node_log(n, "refused a connection: %d unauthenticated connections pending",
+                     n->npending);
+            close(cfd);
+            continue;
+        }
         tune_socket(n, cfd);
         char host[256] = "?", serv[32] = "?", addr[300];
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,

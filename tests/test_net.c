@@ -784,6 +784,35 @@ static void test_connect_retry_and_deadline(void)
     net_node_free(a);
 }
 
+/* Bad configurations, a busy address, and a flood of strangers. */
+static void test_config_and_limits(void)
+{
+    char err[NET_ERR_LEN];
+    net_config c;
+    cfg_for(&c, net_stage_id(0, 0));
+    c.secret_len = 8;
+    CU_ASSERT_PTR_NULL(net_node_new(&c, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "16 bytes"));
+    cfg_for(&c, net_stage_id(0, 0));
+    c.max_payload = NET_MAX_PAYLOAD_CAP + 1;
+    CU_ASSERT_PTR_NULL(net_node_new(&c, err));
+    cfg_for(&c, net_stage_id(0, 0));
+    struct net_node *a = node_or_die(&c);
+    c.listen_port = net_node_port(a);
+    CU_ASSERT_PTR_NULL(net_node_new(&c, err)); /* address in use */
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot listen on 127.0.0.1"));
+    /* at most NET_MAX_PENDING unauthenticated connections; the next is closed */
+    int fds[NET_MAX_PENDING + 1];
+    for (int i = 0; i < NET_MAX_PENDING + 1; i++) fds[i] = fake_open(net_node_port(a));
+    net_hdr h;
+    uint8_t buf[512];
+    CU_ASSERT_EQUAL(get_frame(fds[0], &h, buf, sizeof buf), 0); /* a hello: being served */
+    CU_ASSERT_EQUAL(h.type, NET_T_HELLO);
+    CU_ASSERT_EQUAL(get_frame(fds[NET_MAX_PENDING], &h, buf, sizeof buf), -1); /* refused */
+    for (int i = 0; i < NET_MAX_PENDING + 1; i++) close(fds[i]);
+    net_node_free(a);
+}
+
 /* --- backpressure and shutdown --------------------------------------------- */
 static void test_bounded_memory(void)
 {
@@ -899,6 +928,7 @@ int main(void)
         { "peer SIGKILLed", test_peer_sigkill },
         { "peer SIGSTOPped", test_peer_sigstop },
         { "connect retry and deadline", test_connect_retry_and_deadline },
+        { "config errors, busy address, stranger flood", test_config_and_limits },
         { "bounded memory", test_bounded_memory },
         { "shutdown with messages in flight", test_shutdown_in_flight },
         CU_TEST_INFO_NULL,
