@@ -9,6 +9,7 @@
 #include "model/attention.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "model/pool.h"
 #include "model/simd.h"
@@ -117,6 +118,42 @@ static void rowacc(float *out, const float *w, size_t ws, size_t n, const float 
     }
 }
 
+static inline vi lane_ids(void)
+{
+    int ids[VW];
+    for (int i = 0; i < VW; i++) ids[i] = i;
+    vi v;
+    memcpy(&v, ids, sizeof v);
+    return v;
+}
+
+/* p[0..T) = causal softmax of scale·row[0..t] (zeros after t). row holds whole
+ * vectors up to t and is used as scratch. The sum runs over lanes, then the
+ * lanes are added pairwise: a fixed order. */
+static void softmax_row(float *p, float *row, size_t t, size_t T, float scale)
+{
+    const size_t nv = (t + VW) / VW; /* vectors covering 0..t */
+    const vi ids = lane_ids(), last = (vi){ 0 } + (int)t;
+    vf vmx = vbcast(-INFINITY), acc = { 0 };
+    for (size_t j = 0; j < nv; j++) {
+        vi live = ids + (int)(j * VW) <= last;
+        vf x = vselect(live, vload(row + j * VW) * scale, vbcast(-INFINITY));
+        vstore(row + j * VW, x);
+        vmx = vselect(x > vmx, x, vmx);
+    }
+    const float mx = vmax(vmx);
+    for (size_t j = 0; j < nv; j++) {
+        vi live = ids + (int)(j * VW) <= last;
+        vf e = vselect(live, vexp(vload(row + j * VW) - mx), vbcast(0)); /* exp(-inf) would be FLT_MIN */
+        vstore(row + j * VW, e);
+        acc += e;
+    }
+    const float inv = 1.0f / vsum(acc);
+    size_t s = 0;
+    for (; s + VW <= T; s += VW) vstore(p + s, s < nv * VW ? vload(row + s) * inv : vbcast(0));
+    for (; s < T; s++) p[s] = s <= t ? row[s] * inv : 0.0f;
+}
+
 void attn_forward_unit(float *out, float *probs, float *scratch, const float *q, const float *k,
                        const float *v, attn_dims a, size_t b, size_t kh)
 {
@@ -130,17 +167,7 @@ void attn_forward_unit(float *out, float *probs, float *scratch, const float *q,
             const float *qt = q + (b * T + t) * LQ + h * hd;
             float *p = probs + ((b * a.H + h) * T + t) * T;
             rowdot(row, qt, kt, hd, Tp, t + 1);
-            float mx = -INFINITY;
-            for (size_t s = 0; s <= t; s++) {
-                row[s] *= scale;
-                if (row[s] > mx) mx = row[s];
-            }
-            for (size_t s = 0; s <= t; s += VW) vstore(row + s, vexp(vload(row + s) - mx)); /* lanes past t unused */
-            float sum = 0;
-            for (size_t s = 0; s <= t; s++) sum += (p[s] = row[s]);
-            float inv = 1.0f / sum;
-            for (size_t s = 0; s <= t; s++) p[s] *= inv;
-            for (size_t s = t + 1; s < T; s++) p[s] = 0;
+            softmax_row(p, row, t, T, scale);
             rowacc(out + (b * T + t) * LO + h * hd, p, 1, t + 1, vb, LK, hd, 0);
         }
 }

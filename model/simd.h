@@ -28,14 +28,47 @@ typedef unsigned vu __attribute__((vector_size(VW * sizeof(unsigned))));
 /* m ? a : b per lane, m from a vector comparison (all ones or all zeros). */
 static inline vf vselect(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
-/* Sum of the lanes, pairwise in a fixed order. */
+/* Lane i of the result is lane i + w of v (w = VW/2, VW/4, ...): the halving
+ * steps of a horizontal reduction, in registers. GCC and clang spell vector
+ * shuffles differently. */
+#if defined(__clang__)
+#define VSHUF(v, ...) __builtin_shufflevector((v), (v), __VA_ARGS__)
+#else
+#define VSHUF(v, ...) __builtin_shuffle((v), (vi){ __VA_ARGS__ })
+#endif
+#if VW == 16
+#define VHALVE(v, op) do { \
+    v = op(v, VSHUF(v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)); \
+    v = op(v, VSHUF(v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3)); \
+    v = op(v, VSHUF(v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1)); \
+    v = op(v, VSHUF(v, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0)); } while (0)
+#elif VW == 8
+#define VHALVE(v, op) do { \
+    v = op(v, VSHUF(v, 4, 5, 6, 7, 0, 1, 2, 3)); \
+    v = op(v, VSHUF(v, 2, 3, 0, 1, 2, 3, 0, 1)); \
+    v = op(v, VSHUF(v, 1, 0, 1, 0, 1, 0, 1, 0)); } while (0)
+#else
+#define VHALVE(v, op) do { \
+    v = op(v, VSHUF(v, 2, 3, 0, 1)); \
+    v = op(v, VSHUF(v, 1, 0, 1, 0)); } while (0)
+#endif
+static inline vf vadd2(vf a, vf b) { return a + b; }
+static inline vf vmax2(vf a, vf b) { return vselect(b > a, b, a); }
+static inline float lane0f(vf v) { float r; memcpy(&r, &v, sizeof r); return r; }
+
+/* Sum of the lanes, pairwise in a fixed order: lane i += lane i + w for
+ * w = VW/2, ..., 1. */
 static inline float vsum(vf v)
 {
-    float l[VW];
-    memcpy(l, &v, sizeof v);
-    for (int w = VW / 2; w > 0; w /= 2)
-        for (int i = 0; i < w; i++) l[i] += l[i + w];
-    return l[0];
+    VHALVE(v, vadd2);
+    return lane0f(v);
+}
+
+/* Largest lane (NaN lanes are skipped unless lane 0 is NaN). */
+static inline float vmax(vf v)
+{
+    VHALVE(v, vmax2);
+    return lane0f(v);
 }
 
 /* e^x per lane (Cephes expf: range reduction by ln 2 in two parts, degree-6
