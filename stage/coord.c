@@ -22,6 +22,7 @@
  * belong to (FAIL before START: 0); STATS and DONE the last step, total-1
  * (as stage/runtime_run.c sends and expects them). */
 static net_key ctl_key(uint16_t type, uint64_t step) { return (net_key){ type, step, 0, 0 }; }
+static net_peer_id sid(int k) { return net_stage_id((uint16_t)k, 0); }
 
 struct stage_coord {
     const topo *t;
@@ -149,22 +150,31 @@ void stage_coord_free(stage_coord *c)
 /* ---- failures ---- */
 
 /* A FAIL message from stage k that already arrived (around the current step),
- * into text. Returns 1 when found. */
+ * into text. Returns 1 when found. Receives are posted asynchronously, so
+ * this waits up to 100 ms in all (a dead peer's receives end at once). */
 static int probe_fail(stage_coord *c, int k, char *text)
 {
     long steps[4] = { c->step, c->step + 1, c->step - 1, 0 };
-    char buf[ERR_LEN], nerr[NET_ERR_LEN];
+    char buf[4][ERR_LEN], nerr[NET_ERR_LEN];
+    struct net_op *ops[4] = { NULL };
+    int found = 0;
     for (int i = 0; i < 4; i++) {
         if (steps[i] < 0 || (i == 3 && c->step <= 1)) continue;
-        uint64_t len = 0;
-        if (net_recv(c->node, net_stage_id((uint16_t)k, 0), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf,
-                     sizeof buf - 1, &len, 0, nerr) == NET_OK) {
-            buf[len] = 0;
-            snprintf(text, ERR_LEN, "%s", buf);
-            return 1;
-        }
+        net_recv_post(c->node, sid(k), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf[i], ERR_LEN - 1, &ops[i], nerr);
     }
-    return 0;
+    double end = now_s() + 0.1;
+    for (int i = 0; i < 4; i++) {
+        if (!ops[i]) continue;
+        int left = (int)((end - now_s()) * 1e3);
+        if (!found && net_wait(ops[i], left > 0 ? left : 0, nerr) == NET_OK) {
+            uint64_t len = net_op_len(ops[i]);
+            buf[i][len < ERR_LEN ? len : ERR_LEN - 1] = 0;
+            snprintf(text, ERR_LEN, "%s", buf[i]);
+            found = 1;
+        }
+        net_op_free(ops[i]);
+    }
+    return found;
 }
 
 /* How strongly stage k looks like the cause of a failure: 4 killed by a
@@ -284,8 +294,6 @@ static int wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double 
 }
 
 /* ---- messages ---- */
-
-static net_peer_id sid(int k) { return net_stage_id((uint16_t)k, 0); }
 
 /* Posts a receive for (type, step) from every stage, or only from stage
  * `only` when >= 0, into the per-stage slots of normbuf. */
