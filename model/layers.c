@@ -43,7 +43,7 @@ typedef struct job job;
 struct job {
     void (*rows)(job *j, size_t lo, size_t hi, size_t item);
     float *o0, *o1, *o2;
-    const float *a, *b, *c, *d;
+    const float *a, *b, *c, *d, *e;
     const int *tok;
     size_t N, C, chunks, T, hd, ld;
     float f;
@@ -143,14 +143,14 @@ void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
     run_rows(&j, C, 4096);
 }
 
-/* o0 dx, a dout, b x, c rstd, d w; flag acc */
+/* o0 dx = (e ? e : 0) + ∂/∂x, a dout, b x, c rstd, d w; e may be dx itself */
 static void rmsnorm_bwd_in_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     (void)item;
     const size_t C = j->C;
     const float *w = j->d;
     for (size_t n = lo; n < hi; n++) {
-        const float *xr = j->b + n * C, *g = j->a + n * C;
+        const float *xr = j->b + n * C, *g = j->a + n * C, *base = j->e ? j->e + n * C : NULL;
         float *d = j->o0 + n * C, r = j->c[n];
         vf acc = { 0 };
         size_t i = 0;
@@ -160,11 +160,11 @@ static void rmsnorm_bwd_in_rows(job *j, size_t lo, size_t hi, size_t item)
         float k = s * r * r * r / (float)C;
         for (i = 0; i + VW <= C; i += VW) {
             vf v = r * vload(w + i) * vload(g + i) - k * vload(xr + i);
-            vstore(d + i, j->flag ? vload(d + i) + v : v);
+            vstore(d + i, base ? vload(base + i) + v : v);
         }
         for (; i < C; i++) {
             float v = r * w[i] * g[i] - k * xr[i];
-            d[i] = j->flag ? d[i] + v : v;
+            d[i] = base ? base[i] + v : v;
         }
     }
 }
@@ -172,8 +172,14 @@ static void rmsnorm_bwd_in_rows(job *j, size_t lo, size_t hi, size_t item)
 void layer_rmsnorm_backward_input(float *dx, const float *dout, const float *x, const float *rstd,
                                   const float *w, size_t N, size_t C, int acc)
 {
-    job j = { .rows = rmsnorm_bwd_in_rows, .o0 = dx, .a = dout, .b = x, .c = rstd, .d = w, .N = N, .C = C,
-              .flag = acc };
+    kern_rmsnorm_backward_input_add(dx, acc ? dx : NULL, dout, x, rstd, w, N, C);
+}
+
+void kern_rmsnorm_backward_input_add(float *dx, const float *base, const float *dout, const float *x,
+                                     const float *rstd, const float *w, size_t N, size_t C)
+{
+    job j = { .rows = rmsnorm_bwd_in_rows, .o0 = dx, .a = dout, .b = x, .c = rstd, .d = w, .e = base, .N = N,
+              .C = C };
     run_rows(&j, C, 4096);
 }
 

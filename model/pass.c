@@ -54,14 +54,12 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
     layer_matmul_backward_input(dh, g.dout, w.wd, d.N, d.F, d.C, 0);
     kern_swiglu_backward(g.dgu, dh, a.gu, d.N, d.F);
     layer_matmul_backward_input(g.dxn2, g.dgu, w.wg, d.N, d.C, 2 * d.F, 0);
-    memcpy(g.dx2, g.dout, NC * sizeof(float));
-    layer_rmsnorm_backward_input(g.dx2, g.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C, 1);
+    kern_rmsnorm_backward_input_add(g.dx2, g.dout, g.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* + residual */
     layer_matmul_backward_input(datt, g.dx2, w.wo, d.N, d.C, d.C, 0);
     attn_backward(dq, dk, dv, datt, a.probs, a.qkv, a.qkv + d.C, a.qkv + d.C + d.KV, attn_of(d));
     kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 1); /* dq and dk heads */
     layer_matmul_backward_input(g.dxn1, g.dqkv, w.wq, d.N, d.C, QKV, 0);
-    memcpy(din, g.dx2, NC * sizeof(float));
-    layer_rmsnorm_backward_input(din, g.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C, 1);
+    kern_rmsnorm_backward_input_add(din, g.dx2, g.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C);
 }
 
 static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
