@@ -5,6 +5,7 @@
 
 #include "bench/bench_compute.h"
 #include "bench/bench_net.h"
+#include "bench/bench_pipeline.h"
 #include "bench/bench_sched.h"
 #include "cli/cli.h"
 
@@ -15,6 +16,7 @@ static const struct {
 } benches[] = {
     { "compute", bench_compute_main, "training step FLOP/s against the sgemm ceiling" },
     { "net", bench_net_main, "transport throughput and latency against plain sockets" },
+    { "pipeline", bench_pipeline_main, "2 stages x 1 thread against 1 stage x 1 thread, GPipe and 1F1B" },
     { "schedule", bench_sched_main, "simulator speed on 1024 stages x 4096 micro-batches" },
 };
 
