@@ -212,17 +212,17 @@ int conn_write_now(struct conn *c)
         loop_maybe_finish(n);
         return -1;
     }
-    if (n->stopping) loop_maybe_finish(n);
-    return 0;
+    return loop_maybe_finish(n) ? -1 : 0;
 }
 
 void conn_write(struct conn *c) { conn_write_now(c); }
 
-void conn_enqueue(struct conn *c, struct net_op *op)
+int conn_enqueue(struct conn *c, struct net_op *op)
 {
     op->where = W_WQ;
     list_push(&c->wq, op);
-    if (!c->wev_on) conn_write_now(c); /* else the socket is full: the write event will come */
+    /* when the write event is on the socket is full: the event will come */
+    return c->wev_on ? 0 : conn_write_now(c);
 }
 
 void conn_write_cb(int fd, short what, void *arg)
@@ -303,8 +303,7 @@ static int on_hello(struct conn *c)
     struct net_op *auth = ctrl_frame(n, NET_T_AUTH, proof, NET_PROOF_LEN);
     if (!auth) return fatal(c, "out of memory");
     c->state = CS_AUTH;
-    conn_enqueue(c, auth);
-    return 0;
+    return conn_enqueue(c, auth); /* -1 if writing failed and c is gone */
 }
 
 static int on_auth(struct conn *c)

@@ -142,7 +142,7 @@ struct net_node {
     int lfd, port;
     struct conn *conns;
     int npending;                 /* accepted connections not yet authenticated */
-    int stopping;
+    int stopping;                 /* 1: shutting down; 2: every goodbye queued */
 };
 
 /* net_node.c */
@@ -159,7 +159,7 @@ int key_eq_hdr(const net_key *k, const net_hdr *h);
 void *loop_main(void *arg);
 void loop_peer_fail(struct net_node *n, struct peer *pr, int status, const char *reason);
 void loop_connect_retry(struct net_node *n, struct peer *pr, const char *why);
-void loop_maybe_finish(struct net_node *n);
+int loop_maybe_finish(struct net_node *n);  /* 1: shutdown done, every conn freed */
 void loop_deliver_unclaimed(struct net_node *n, struct peer *pr, struct net_op *u);
 int loop_listen(struct net_node *n, char err[NET_ERR_LEN]);
 
@@ -171,7 +171,7 @@ void conn_close_with(struct conn *c, uint16_t type, const char *reason);
 void conn_free(struct conn *c);
 void conn_write(struct conn *c);
 int conn_write_now(struct conn *c);       /* -1: the connection was closed and freed */
-void conn_enqueue(struct conn *c, struct net_op *op);
+int conn_enqueue(struct conn *c, struct net_op *op);     /* -1: c was closed and freed */
 void conn_recv_posted(struct conn *c);           /* a receive was posted: resume if paused */
 void conn_read_cb(int fd, short what, void *arg);
 void conn_write_cb(int fd, short what, void *arg);

@@ -405,13 +405,14 @@ static void linger_cb(int fd, short what, void *arg)
     event_base_loopbreak(n->base);
 }
 
-void loop_maybe_finish(struct net_node *n)
+int loop_maybe_finish(struct net_node *n)
 {
-    if (!n->stopping) return;
+    if (n->stopping != 2) return 0; /* 2: every goodbye is queued */
     for (struct conn *c = n->conns; c; c = c->next)
-        if (c->wq.head) return;
+        if (c->wq.head) return 0;
     while (n->conns) conn_free(n->conns);
     event_base_loopbreak(n->base);
+    return 1;
 }
 
 static void do_shutdown(struct net_node *n)
@@ -445,6 +446,7 @@ static void do_shutdown(struct net_node *n)
         struct net_op *bye = ctrl_frame(n, NET_T_BYE, NULL, 0);
         if (bye) conn_enqueue(c, bye);
     }
+    n->stopping = 2;
     n->linger_ev = evtimer_new(n->base, linger_cb, n);
     struct timeval tv = { n->cfg.linger_ms / 1000, (n->cfg.linger_ms % 1000) * 1000 };
     if (n->linger_ev) evtimer_add(n->linger_ev, &tv);
@@ -482,6 +484,7 @@ static void tick_cb(int fd, short what, void *arg)
     struct net_node *n = arg;
     (void)fd; (void)what;
     int64_t now = net_now_ms();
+    if (n->stopping) return; /* the linger timer bounds the rest */
     for (struct conn *c = n->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == CS_CLOSING) {

@@ -693,7 +693,7 @@ static void dead_peer(int sig)
     net_config c;
     cfg_for(&c, net_coord_id());
     c.heartbeat_ms = 100;
-    c.dead_ms = 600;
+    c.dead_ms = 1500; /* short, yet far above a heartbeat's delay on a loaded machine */
     struct net_node *a = node_or_die(&c);
     int ready = 0;
     pid_t pid = spawn_peer(net_node_port(a), 3, &ready);
@@ -714,7 +714,7 @@ static void dead_peer(int sig)
     CU_ASSERT_EQUAL(s2, NET_DEAD);
     printf("\n  %s: %s\n", sig == SIGKILL ? "SIGKILL" : "SIGSTOP", err);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 3"));
-    if (sig == SIGSTOP) CU_ASSERT_PTR_NOT_NULL(strstr(err, "dead-peer timeout 600 ms"));
+    if (sig == SIGSTOP) CU_ASSERT_PTR_NOT_NULL(strstr(err, "dead-peer timeout 1500 ms"));
     net_peer_id who;
     CU_ASSERT(net_any_failed(a, &who, err) && net_peer_eq(who, p));
     /* and later sends to it fail at once */
@@ -875,15 +875,20 @@ static void test_bounded_memory(void)
 static void test_shutdown_in_flight(void)
 {
     char err[NET_ERR_LEN];
-    struct net_node *a, *b;
+    struct net_node *a, *b, *c;
     pair(&a, &b);
-    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0), ic = net_stage_id(2, 0);
+    net_config cc;
+    cfg_for(&cc, ic);
+    c = node_or_die(&cc); /* a second peer of a, so a says goodbye to two */
+    ST(net_connect(c, ia, "127.0.0.1", net_node_port(a), err), NET_OK);
+    ST(net_wait_peer(a, ic, 5000, err), NET_OK);
     enum { M = 32, SZ = 1 << 20 };
     uint8_t *src = calloc(M, SZ), *dst = malloc(SZ);
     struct net_op *s[M], *r[4];
     for (int i = 0; i < M; i++)
-        ST(net_send(a, ib, (net_key){ 70, (uint64_t)i, 0, 0 }, src + (size_t)i * SZ, SZ, 10000,
-                    &s[i], err), NET_OK);
+        ST(net_send(a, i % 2 ? ic : ib, (net_key){ 70, (uint64_t)i, 0, 0 },
+                    src + (size_t)i * SZ, SZ, 10000, &s[i], err), NET_OK);
     for (int i = 0; i < 4; i++) /* receives that will never be matched */
         ST(net_recv_post(b, ia, (net_key){ 71, (uint64_t)i, 0, 0 }, dst, SZ, &r[i], err), NET_OK);
     net_node_free(a); /* sends flush or fail; the thread is joined */
@@ -899,6 +904,14 @@ static void test_shutdown_in_flight(void)
     CU_ASSERT_EQUAL(net_wait(r[0], 5000, err), NET_CLOSED);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 0"));
     net_op_free(r[0]);
+    int cs = NET_OK;
+    for (int i = 0; i < 500 && cs == NET_OK; i++) { /* up to 5 s for the goodbye to land */
+        cs = net_peer_status(c, ia, err);
+        if (cs == NET_OK) usleep(10000);
+    }
+    CU_ASSERT_EQUAL(cs, NET_CLOSED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "shut down"));
+    net_node_free(c);
     net_node_free(b); /* r[1..3] are still held: freed after the node */
     for (int i = 1; i < 4; i++) {
         CU_ASSERT_NOT_EQUAL(net_wait(r[i], 0, err), NET_OK);
