@@ -245,7 +245,10 @@ static void stop_children(launch *L, int grace_ms, int term)
     for (int k = 0; k < n; k++) reap(L, k, 0);
     if (term)
         for (int k = 0; k < n; k++)
-            if (L->ch[k].running) kill(-L->ch[k].pid, SIGTERM);
+            if (L->ch[k].running) {
+                kill(-L->ch[k].pid, SIGTERM);
+                kill(-L->ch[k].pid, SIGCONT); /* a stopped stage handles SIGTERM only once continued */
+            }
     for (double end = now_s() + grace_ms / 1e3;;) {
         int left = 0;
         for (int k = 0; k < n; k++) { reap(L, k, 0); left += L->ch[k].running; }
@@ -279,7 +282,7 @@ static void log_tail(const launch *L, int k, int lines)
     if (p > buf && p[-1] == '\n') p--;
     while (p > buf && seen < lines) if (*--p == '\n') seen++;
     if (*p == '\n') p++;
-    fprintf(stderr, "--- last lines of %s:\n%s%s", c->log, p, got && buf[got - 1] != '\n' ? "\n" : "");
+    fprintf(stderr, "--- last lines of %s:\n%s%s", c->log, got ? p : "(empty)\n", got && buf[got - 1] != '\n' ? "\n" : "");
 }
 
 /* Prints each stage's command (--print-commands, or the by-hand ones). */
@@ -317,8 +320,12 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     while (!L->run_id && getrandom(&L->run_id, sizeof L->run_id, 0) != sizeof L->run_id) {}
     L->run_id &= 0x7fffffffffffffffull; /* printable as a positive number everywhere */
     if (!L->run_id) L->run_id = 1;
+    /* PIPETRAIN_SSH_ALL=1 sends even local stages through ssh: a test can then
+     * exercise the ssh path on one machine with a fake ssh first on PATH. */
+    const char *all = getenv("PIPETRAIN_SSH_ALL");
+    int ssh = t->launch_id == TOPO_LAUNCH_SSH, ssh_all = ssh && all && !strcmp(all, "1");
     for (int k = 0; k < t->n_stages; k++)
-        L->ch[k].how = is_local(t->stages[k].host) ? HOW_LOCAL : t->launch_id == TOPO_LAUNCH_SSH ? HOW_SSH : HOW_HAND;
+        L->ch[k].how = ssh_all ? HOW_SSH : is_local(t->stages[k].host) ? HOW_LOCAL : ssh ? HOW_SSH : HOW_HAND;
     return 0;
 }
 
