@@ -140,18 +140,22 @@ struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload
     return op;
 }
 
-/* Queues a command and wakes the loop when the queue was empty. Call with lk held. */
-static void push_cmd_locked(struct net_node *n, struct cmd *c)
+/* Queues a command; call with lk held. Returns 1 when the queue was empty, so
+ * the caller must wake the loop (wake_loop) once it has dropped the lock. */
+static int push_cmd_locked(struct net_node *n, struct cmd *c)
 {
     int was_empty = n->qhead == NULL;
     c->next = NULL;
     if (n->qtail) n->qtail->next = c; else n->qhead = c;
     n->qtail = c;
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t r = write(n->efd, &one, sizeof one);
-        (void)r; /* EAGAIN means the counter is already non-zero: the loop will wake */
-    }
+    return was_empty;
+}
+
+static void wake_loop(struct net_node *n)
+{
+    uint64_t one = 1;
+    ssize_t r = write(n->efd, &one, sizeof one);
+    (void)r; /* EAGAIN means the counter is already non-zero: the loop will wake */
 }
 
 static void live_add_locked(struct net_node *n, struct net_op *op)
@@ -238,10 +242,12 @@ void net_node_free(struct net_node *n)
     if (!n) return;
     if (n->thr_started) {
         struct cmd *c = calloc(1, sizeof *c);
+        int w = 0;
         pthread_mutex_lock(&n->lk);
         n->closing = 1;
-        if (c) { c->kind = CMD_SHUTDOWN; push_cmd_locked(n, c); }
+        if (c) { c->kind = CMD_SHUTDOWN; w = push_cmd_locked(n, c); }
         pthread_mutex_unlock(&n->lk);
+        if (w) wake_loop(n);
         pthread_join(n->thr, NULL);
     } else {
         if (n->listen_ev) event_free(n->listen_ev);
@@ -295,8 +301,9 @@ int net_connect(struct net_node *n, net_peer_id peer, const char *host, int port
                                                  : "peer already connected or connecting");
     }
     c->pr->state = P_CONNECTING;
-    push_cmd_locked(n, c);
+    int w = push_cmd_locked(n, c);
     pthread_mutex_unlock(&n->lk);
+    if (w) wake_loop(n);
     return NET_OK;
 }
 
@@ -368,7 +375,7 @@ static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char e
     int64_t dl = deadline_of(timeout_ms);
     uint64_t need = op->kind == OP_SEND ? op->len + NET_HDR_LEN : 0;
     struct cmd *c = calloc(1, sizeof *c);
-    int st = NET_OK;
+    int st = NET_OK, w = 0;
     pthread_mutex_lock(&n->lk);
     struct peer *p = peer_locked(n, op->peer, 1);
     for (;;) {
@@ -396,9 +403,10 @@ static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char e
         c->kind = op->kind == OP_SEND ? CMD_SEND : CMD_RECV;
         c->op = op;
         c->pr = p;
-        push_cmd_locked(n, c);
+        w = push_cmd_locked(n, c);
     }
     pthread_mutex_unlock(&n->lk);
+    if (w) wake_loop(n);
     if (st != NET_OK) {
         free(c);
         free(op);
@@ -524,7 +532,11 @@ void net_op_free(struct net_op *op)
             /* Wait for the network thread to see the cancel, not only for the op
              * to finish: the command names op, and op's memory is about to go. */
             struct cmd *c = calloc(1, sizeof *c);
-            if (c) { c->kind = CMD_CANCEL; c->op = op; push_cmd_locked(n, c); }
+            if (c) {
+                c->kind = CMD_CANCEL;
+                c->op = op;
+                if (push_cmd_locked(n, c)) wake_loop(n); /* under the lock: rare path */
+            }
             while (!n->exited && (!atomic_load_explicit(&op->done, memory_order_acquire) ||
                                   (c && !op->cancel_ack)))
                 cv_wait(n, -1);
