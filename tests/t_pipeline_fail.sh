@@ -3,7 +3,8 @@
 # mid-run, or stopped with SIGSTOP (found by the heartbeat), makes
 # `pipetrain run` exit 1 within the peer timeout (plus a margin) with a message
 # naming the stage, its host:port and the step, and leaves no stage process
-# behind. Also: --print-commands, and "launch": "ssh" through a fake ssh.
+# behind. Also: SIGINT to the launcher, --print-commands, and "launch": "ssh"
+# through a fake ssh.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -62,6 +63,18 @@ fault() {
 fault kill KILL 3000 5000
 check "kill: the cause is the signal" "grep -q 'killed by signal 9' $tmp/kill.err"
 fault stop STOP 2000 8000
+
+# --- SIGINT to the launcher: exit 1 naming the step, children stopped
+out="$tmp/int"
+timeout 90 "$P" run $TOPO "${ARGS[@]}" --out "$out" >/dev/null 2>"$tmp/int.err" &
+run=$!
+check "int: run reaches step 3" "wait_steps $out 3"
+kill -INT $run
+wait $run
+rc=$?
+check "int: run exits 1 (got $rc)" "[ $rc -eq 1 ]"
+check "int: message says interrupted and the step" "grep -qE 'interrupted by signal 2 .* at step [0-9]+' $tmp/int.err"
+check "int: no stage process left" "! pgrep -f -- '--out $out' >/dev/null"
 
 # --- --print-commands: one command per stage, nothing started or created
 "$P" run $TOPO --print-commands --run-id 42 --out "$tmp/pc" --set train.steps=7 >"$tmp/pc.out" 2>"$tmp/pc.err"
