@@ -22,7 +22,12 @@
  *      LOSS(s); on evaluation steps it also sends VAL(s); on checkpoint steps
  *      every stage writes its shard and sends CKPT_DONE(s), after which the
  *      coordinator writes the manifest and the COMPLETE marker;
- *   4. after the last step every stage sends STATS and waits for DONE, then exits.
+ *   4. after the last step, when START carried PROTO_START_TRACE, every stage
+ *      measures its clock offset to the
+ *      coordinator (PROTO_SYNC_ROUNDS rounds of SYNC -> SYNC_REPLY, each stage
+ *      in turn, rounds in order; the stage keeps the round with the smallest
+ *      round trip), sends its trace (MSG_TRACE parts 0..n-1, times already on
+ *      the coordinator's clock), then STATS, and waits for DONE, then exits.
  * A stage that cannot go on sends FAIL (best effort) with its reason and exits 1. */
 #ifndef STAGE_PROTO_H
 #define STAGE_PROTO_H
@@ -42,7 +47,8 @@ enum {
 
     /* control plane, stage <-> coordinator */
     MSG_JOIN = NET_TYPE_USER + 16,       /* stage -> coord: u32 stage, u32 pid, u32 n_units */
-    MSG_START = NET_TYPE_USER + 17,      /* coord -> stage: u64 first_step, u64 total_steps */
+    MSG_START = NET_TYPE_USER + 17,      /* coord -> stage: u64 first_step, u64 total_steps
+                                            [, u64 flags: PROTO_START_TRACE] */
     MSG_NORM = NET_TYPE_USER + 18,       /* stage -> coord: u32 n, then n f64 per-unit sq norms in the
                                             stage's unit order */
     MSG_NORM_REPLY = NET_TYPE_USER + 19, /* coord -> stage: f64 global gradient norm */
@@ -52,6 +58,10 @@ enum {
     MSG_STATS = NET_TYPE_USER + 23,      /* stage -> coord: see proto_stats */
     MSG_DONE = NET_TYPE_USER + 24,       /* coord -> stage: empty; exit now */
     MSG_FAIL = NET_TYPE_USER + 25,       /* either way: UTF-8 reason, no NUL */
+    MSG_SYNC = NET_TYPE_USER + 26,       /* stage -> coord: empty; mb = round 0..PROTO_SYNC_ROUNDS-1 */
+    MSG_SYNC_REPLY = NET_TYPE_USER + 27, /* coord -> stage: f64 coordinator clock (CLOCK_MONOTONIC s); mb = round */
+    MSG_TRACE = NET_TYPE_USER + 28,      /* stage -> coord: mb = part 0..n-1; u32 n_parts, u32 n_events,
+                                            then n_events proto_event records of PROTO_EVENT_BYTES */
 };
 
 /* What a stage reports at the end (MSG_STATS payload, 8 fields of 8 bytes in
@@ -67,6 +77,9 @@ typedef struct {
     double wall_s;             /* from START to the last step's end */
 } proto_stats;
 #define PROTO_STATS_BYTES 64
+
+/* START flags. */
+#define PROTO_START_TRACE 1ull /* send SYNC rounds and the trace before STATS */
 
 static inline void proto_put_f64(uint8_t *p, double v)
 {
@@ -113,6 +126,47 @@ static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STA
     s->bytes_sent = proto_get_u64(in + 40);
     s->steps = proto_get_u64(in + 48);
     s->wall_s = proto_get_f64(in + 56);
+}
+
+/* One timed event of a stage's trace: a compute action (op = SCHED_F, SCHED_B,
+ * SCHED_W or SCHED_BW from scheduler/sched.h), a wait for a tensor (PROTO_EV_WAIT:
+ * the compute thread blocked on a receive for action (mb, chunk) of kind `kind`),
+ * or a send (PROTO_EV_SEND: from posting to observed completion). Times in
+ * seconds on the coordinator's CLOCK_MONOTONIC. Encoded in 32 bytes:
+ * u8 op, u8 kind, u16 chunk, u32 mb, u64 step, f64 t0, f64 t1. */
+enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5 };
+typedef struct {
+    uint8_t op, kind;
+    uint16_t chunk;
+    uint32_t mb;
+    uint64_t step;
+    double t0, t1;
+} proto_event;
+#define PROTO_EVENT_BYTES 32
+#define PROTO_SYNC_ROUNDS 8
+/* Events per MSG_TRACE part (keeps each part far below any payload limit). */
+#define PROTO_TRACE_PART_EVENTS 4096
+
+static inline void proto_event_encode(uint8_t *p, const proto_event *e)
+{
+    p[0] = e->op;
+    p[1] = e->kind;
+    p[2] = (uint8_t)e->chunk;
+    p[3] = (uint8_t)(e->chunk >> 8);
+    proto_put_u32(p + 4, e->mb);
+    proto_put_u64(p + 8, e->step);
+    proto_put_f64(p + 16, e->t0);
+    proto_put_f64(p + 24, e->t1);
+}
+static inline void proto_event_decode(proto_event *e, const uint8_t *p)
+{
+    e->op = p[0];
+    e->kind = p[1];
+    e->chunk = (uint16_t)(p[2] | (p[3] << 8));
+    e->mb = proto_get_u32(p + 4);
+    e->step = proto_get_u64(p + 8);
+    e->t0 = proto_get_f64(p + 16);
+    e->t1 = proto_get_f64(p + 24);
 }
 
 /* Evaluation and checkpoint steps, decided the same way by every process:

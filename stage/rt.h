@@ -24,6 +24,15 @@ typedef struct {
     int n_free;
 } rt_chunk;
 
+/* A tensor send not yet seen complete (for the trace). */
+typedef struct {
+    struct net_op **op;
+    double t0;
+    uint8_t kind;
+    uint16_t chunk;
+    uint32_t mb;
+} rt_pending;
+
 typedef struct {
     const topo *t;
     const stage_opts *o;
@@ -50,6 +59,11 @@ typedef struct {
     long in_flight;
     uint64_t act_bytes;
     proto_stats stats;
+    int trace;             /* the coordinator asked for the trace (START flag) */
+    proto_event *ev;       /* events on this stage's clock */
+    size_t n_ev, cap_ev;
+    rt_pending *pend;      /* (2 M v) */
+    int n_pend;
 } rt;
 
 double rt_now(void);
@@ -61,10 +75,17 @@ int rt_await(rt *r, struct net_op *op, const char *what);
 int rt_send(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op);
 int rt_send_sync(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len);
 int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what);
+/* rt_recv_sync that also reports the payload length. */
+int rt_recv_len(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, uint64_t *len, const char *what);
 /* Slots of one micro-batch of chunk c, from its free list (allocated on first
  * use); in-flight count and activation bytes are tracked for the peak. */
 model_slot *rt_slot_get(rt *r, rt_chunk *c);
 void rt_slot_put(rt *r, rt_chunk *c, model_slot *s);
+/* Appends one event (stage clock) when tracing. */
+void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1);
+/* After the last step: measures the clock offset to the coordinator and sends
+ * the trace (proto.h). */
+int rt_send_trace(rt *r);
 /* One training step: actions, norm agreement, AdamW, LOSS. */
 int rt_step(rt *r);
 /* Tied embeddings split across stages: the head stage's lm_head gradient joins

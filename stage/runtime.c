@@ -74,14 +74,72 @@ int rt_send_sync(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len
     return rc;
 }
 
-int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what)
+int rt_recv_len(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, uint64_t *len, const char *what)
 {
     char nerr[NET_ERR_LEN];
     struct net_op *op = NULL;
     if (net_recv_post(r->node, from, k, buf, cap, &op, nerr) != NET_OK) return rt_fail(r, "%s: %s", what, nerr);
     int rc = rt_await(r, op, what);
+    if (len) *len = net_op_len(op);
     net_op_free(op);
     return rc;
+}
+
+int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what)
+{
+    return rt_recv_len(r, from, k, buf, cap, NULL, what);
+}
+
+void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1)
+{
+    if (!r->trace) return;
+    if (r->n_ev == r->cap_ev) {
+        r->cap_ev = r->cap_ev ? 2 * r->cap_ev : 4096;
+        r->ev = realloc(r->ev, r->cap_ev * sizeof *r->ev);
+        if (!r->ev) { r->trace = 0; r->n_ev = r->cap_ev = 0; return; } /* tracing is best effort */
+    }
+    r->ev[r->n_ev++] = (proto_event){ (uint8_t)op, (uint8_t)kind, (uint16_t)chunk, (uint32_t)mb, (uint64_t)r->step, t0, t1 };
+}
+
+/* Posts a tensor send and remembers it until it is seen complete. */
+static int send_tensor(rt *r, int to, net_key k, const void *buf, struct net_op **op, int kind, int chunk, int mb)
+{
+    double t0 = rt_now();
+    if (rt_send(r, net_stage_id((uint16_t)to, 0), k, buf, r->Bm * r->T * r->C * sizeof(float), op)) return -1;
+    r->pend[r->n_pend++] = (rt_pending){ op, t0, (uint8_t)kind, (uint16_t)chunk, (uint32_t)mb };
+    return 0;
+}
+
+/* Retires completed sends (wait = 1: all of them, waiting). */
+static int poll_sends(rt *r, int wait)
+{
+    char nerr[NET_ERR_LEN];
+    for (int i = 0; i < r->n_pend;) {
+        rt_pending *p = &r->pend[i];
+        if (wait) {
+            if (rt_await(r, *p->op, "sending a tensor")) return -1;
+        } else {
+            int st = net_op_test(*p->op, nerr);
+            if (st == NET_PENDING) { i++; continue; }
+            if (st != NET_OK) return rt_fail(r, "sending a tensor: %s", nerr);
+        }
+        rt_event(r, PROTO_EV_SEND, p->kind, p->chunk, (int)p->mb, p->t0, rt_now());
+        net_op_free(*p->op);
+        *p->op = NULL;
+        r->pend[i] = r->pend[--r->n_pend];
+    }
+    return 0;
+}
+
+/* Waits for a tensor receive, as a traced wait. */
+static int await_tensor(rt *r, struct net_op **op, const char *what, int kind, int chunk, int mb)
+{
+    double t0 = rt_now();
+    if (rt_await(r, *op, what)) return -1;
+    rt_event(r, PROTO_EV_WAIT, kind, chunk, mb, t0, rt_now());
+    net_op_free(*op);
+    *op = NULL;
+    return 0;
 }
 
 /* ---- slots: a free list per chunk, allocated on first use ---- */
@@ -136,9 +194,7 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
     const float *in = NULL;
     if (c->vs > 0) {
         snprintf(what, sizeof what, "waiting for F(%d) activation from stage %d", mb, c->prev);
-        if (rt_await(r, c->rx_act[mb], what)) return -1;
-        net_op_free(c->rx_act[mb]);
-        c->rx_act[mb] = NULL;
+        if (await_tensor(r, &c->rx_act[mb], what, SCHED_F, (int)(c - r->ch), mb)) return -1;
         in = c->act_in[mb];
     }
     double t0 = rt_now();
@@ -149,12 +205,14 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
         memcpy(s[c->hi - c->lo - 1].tokens, r->y + (size_t)mb * rows, rows * sizeof(int));
         r->loss_mb[mb] = model_forward(r->part, c->lo, c->hi, s, in, NULL, r->Bm, r->T);
         r->stats.compute_s += rt_now() - t0;
+        rt_event(r, SCHED_F, 0, (int)(c - r->ch), mb, t0, rt_now());
         return 0;
     }
     model_forward(r->part, c->lo, c->hi, s, in, c->act_out[mb], r->Bm, r->T);
     r->stats.compute_s += rt_now() - t0;
+    rt_event(r, SCHED_F, 0, (int)(c - r->ch), mb, t0, rt_now());
     net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs + 1) };
-    return rt_send(r, net_stage_id((uint16_t)c->next, 0), k, c->act_out[mb], act_bytes(r), &c->tx_act[mb]);
+    return send_tensor(r, c->next, k, c->act_out[mb], &c->tx_act[mb], SCHED_F, (int)(c - r->ch), mb);
 }
 
 static int do_backward_input(rt *r, rt_chunk *c, int mb)
@@ -163,18 +221,17 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (rt_await(r, c->rx_grad[mb], what)) return -1;
-        net_op_free(c->rx_grad[mb]);
-        c->rx_grad[mb] = NULL;
+        if (await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
         dout = c->grad_in[mb];
     }
     double t0 = rt_now();
     float *din = c->vs > 0 ? c->grad_out[mb] : NULL;
     model_backward_input(r->part, c->lo, c->hi, c->slot[mb], dout, din, r->Bm, r->T, r->loss_scale);
     r->stats.compute_s += rt_now() - t0;
+    rt_event(r, SCHED_B, 0, (int)(c - r->ch), mb, t0, rt_now());
     if (!din) return 0;
     net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs - 1) };
-    return rt_send(r, net_stage_id((uint16_t)c->prev, 0), k, din, act_bytes(r), &c->tx_grad[mb]);
+    return send_tensor(r, c->prev, k, din, &c->tx_grad[mb], SCHED_B, (int)(c - r->ch), mb);
 }
 
 static void do_backward_weight(rt *r, rt_chunk *c, int mb)
@@ -184,6 +241,7 @@ static void do_backward_weight(rt *r, rt_chunk *c, int mb)
     rt_slot_put(r, c, c->slot[mb]);
     c->slot[mb] = NULL;
     r->stats.compute_s += rt_now() - t0;
+    rt_event(r, SCHED_W, 0, (int)(c - r->ch), mb, t0, rt_now());
 }
 
 static int run_actions(rt *r)
@@ -201,21 +259,10 @@ static int run_actions(rt *r)
             rc = do_backward_input(r, c, mb);
             if (!rc) do_backward_weight(r, c, mb);
         }
-        if (rc) return -1;
+        if (rc || poll_sends(r, 0)) return -1;
     }
     /* every send must be out before the buffers are reused next step */
-    for (int ci = 0; ci < r->n_chunks; ci++)
-        for (int mb = 0; mb < r->M; mb++) {
-            rt_chunk *c = &r->ch[ci];
-            struct net_op **ops[2] = { &c->tx_act[mb], &c->tx_grad[mb] };
-            for (int j = 0; j < 2; j++) {
-                if (!*ops[j]) continue;
-                if (rt_await(r, *ops[j], "sending a tensor")) return -1;
-                net_op_free(*ops[j]);
-                *ops[j] = NULL;
-            }
-        }
-    return 0;
+    return poll_sends(r, 1);
 }
 
 int rt_step(rt *r)

@@ -211,6 +211,7 @@ static int setup_compute(rt *r)
     r->x = xcalloc(r->B * r->T, sizeof(int));
     r->y = xcalloc(r->B * r->T, sizeof(int));
     r->loss_mb = xcalloc((size_t)r->M, sizeof(double));
+    r->pend = xcalloc(2 * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
     if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);
     setup_chunks(r);
     return 0;
@@ -284,8 +285,12 @@ static int run_steps(rt *r)
     net_key k = { MSG_JOIN, 0, 0, 0 };
     if (rt_send_sync(r, net_coord_id(), k, buf, 12)) return -1;
     k.type = MSG_START;
-    if (rt_recv_sync(r, net_coord_id(), k, buf, 16, "waiting for the coordinator to start the run")) return -1;
-    long first = (long)proto_get_u64(buf), total = (long)proto_get_u64(buf + 8);
+    uint8_t start[24] = { 0 };
+    uint64_t len = 0;
+    if (rt_recv_len(r, net_coord_id(), k, start, sizeof start, &len, "waiting for the coordinator to start the run")) return -1;
+    if (len < 16) return rt_fail(r, "START from the coordinator has %llu bytes, expected 16 or 24", (unsigned long long)len);
+    long first = (long)proto_get_u64(start), total = (long)proto_get_u64(start + 8);
+    r->trace = len >= 24 && (proto_get_u64(start + 16) & PROTO_START_TRACE);
     if (first != 0 || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
     double t0 = rt_now();
@@ -297,6 +302,7 @@ static int run_steps(rt *r)
     }
     r->step = total - 1;
     r->stats.wall_s = rt_now() - t0;
+    if (r->trace && rt_send_trace(r)) return -1;
     uint8_t sb[PROTO_STATS_BYTES];
     proto_stats_encode(sb, &r->stats);
     k = (net_key){ MSG_STATS, (uint64_t)r->step, 0, 0 };
@@ -332,6 +338,43 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     optim_free(r->opt);
     data_free(&r->data);
     free(r->x); free(r->y); free(r->loss_mb); free(r->tied_buf);
+    free(r->ev); free(r->pend);
     free(r);
+    return rc;
+}
+
+/* ---- the trace ---- */
+
+int rt_send_trace(rt *r)
+{
+    double best_rtt = INFINITY, offset = 0;
+    uint8_t b8[8];
+    for (int i = 0; i < PROTO_SYNC_ROUNDS; i++) {
+        net_key k = { MSG_SYNC, (uint64_t)r->step, (uint32_t)i, 0 };
+        double t0 = rt_now();
+        if (rt_send_sync(r, net_coord_id(), k, NULL, 0)) return -1;
+        k.type = MSG_SYNC_REPLY;
+        if (rt_recv_sync(r, net_coord_id(), k, b8, 8, "waiting for the coordinator's clock")) return -1;
+        double t1 = rt_now(), coord = proto_get_f64(b8);
+        if (t1 - t0 < best_rtt) { best_rtt = t1 - t0; offset = coord - 0.5 * (t0 + t1); }
+    }
+    size_t per = PROTO_TRACE_PART_EVENTS, parts = r->n_ev ? (r->n_ev + per - 1) / per : 1;
+    uint8_t *buf = xmalloc(8 + per * PROTO_EVENT_BYTES);
+    int rc = 0;
+    for (size_t p = 0; p < parts && !rc; p++) {
+        size_t lo = p * per, n = r->n_ev - lo < per ? r->n_ev - lo : per;
+        if (!r->n_ev) n = 0;
+        proto_put_u32(buf, (uint32_t)parts);
+        proto_put_u32(buf + 4, (uint32_t)n);
+        for (size_t i = 0; i < n; i++) {
+            proto_event e = r->ev[lo + i];
+            e.t0 += offset;
+            e.t1 += offset;
+            proto_event_encode(buf + 8 + i * PROTO_EVENT_BYTES, &e);
+        }
+        net_key k = { MSG_TRACE, (uint64_t)r->step, (uint32_t)p, 0 };
+        rc = rt_send_sync(r, net_coord_id(), k, buf, 8 + n * PROTO_EVENT_BYTES);
+    }
+    free(buf);
     return rc;
 }
