@@ -19,6 +19,8 @@
  *   compute overhead = Tb − T1/S (the split's compute costing more than T1's)
  *   imbalance        = Ti − Tb
  *   transfer & waits = T2 − Ti (moving tensors, waking up, everything else).
+ * The runs use a private copy of the binary, so a rebuild of the checkout
+ * during the bench cannot mix two programs.
  * It asserts nothing: a benchmark, not a test. Not here: more than 2 stages,
  * interleaved schedules (`pipetrain schedule` simulates those). */
 #include "bench/bench_pipeline.h"
@@ -74,7 +76,7 @@ typedef struct {
     opts o;
     topo t;
     json_t *base;
-    char tmp[64], data[PATH_MAX], bin[PATH_MAX];
+    char tmp[64], data[PATH_MAX], bin[96]; /* bin: the private copy in tmp */
     double load_before, load_after;
     run_result r[N_RUNS];
 } bench;
@@ -188,6 +190,31 @@ static int spawn_run(const bench *b, const char *topo_path, const char *out, con
     if (WIFSIGNALED(status)) return seterr(err, "killed by signal %d", WTERMSIG(status)), 1;
     if (WEXITSTATUS(status)) seterr(err, "exit status %d", WEXITSTATUS(status));
     return WEXITSTATUS(status);
+}
+
+/* Copies the executable src to dst (mode 0755), so that every run of the bench
+ * uses the same program even if the checkout is rebuilt meanwhile. */
+static int copy_exe(const char *src, const char *dst, char *err)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = -1;
+    char buf[1 << 16];
+    if (in < 0) { seterr(err, "%s: %s", src, strerror(errno)); goto done; }
+    if ((out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755)) < 0) {
+        seterr(err, "%s: %s", dst, strerror(errno));
+        goto done;
+    }
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { seterr(err, "%s: %s", src, strerror(errno)); goto done; }
+        if (n == 0) break;
+        if (write(out, buf, (size_t)n) != n) { seterr(err, "%s: %s", dst, strerror(errno)); goto done; }
+    }
+    rc = 0;
+done:
+    if (in >= 0) close(in);
+    if (out >= 0 && close(out) && !rc) rc = seterr(err, "%s: %s", dst, strerror(errno));
+    return rc;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -503,10 +530,6 @@ static int setup(bench *b)
                 b->t.data.path ? strerror(errno) : "none given (pass --data FILE)");
         return 2;
     }
-    if (!realpath(o->bin, b->bin)) {
-        fprintf(stderr, "pipetrain bench pipeline: %s: %s\n", o->bin, strerror(errno));
-        return 2;
-    }
     json_error_t je;
     if (!(b->base = json_load_file(o->topology, 0, &je))) {
         fprintf(stderr, "pipetrain bench pipeline: %s: %s\n", o->topology, je.text);
@@ -528,6 +551,12 @@ int bench_pipeline_main(int argc, char **argv)
         rc = 1;
         goto done;
     }
+    snprintf(b->bin, sizeof b->bin, "%s/pipetrain", b->tmp);
+    if (copy_exe(b->o.bin, b->bin, err)) {
+        fprintf(stderr, "pipetrain bench pipeline: %s\n", err);
+        rc = 2;
+        goto clean;
+    }
     b->r[0] = (run_result){ .name = "1stage", .kind = "gpipe", .P = 1 };
     b->r[1] = (run_result){ .name = "2stage-gpipe", .kind = "gpipe", .P = 2 };
     b->r[2] = (run_result){ .name = "2stage-1f1b", .kind = "1f1b", .P = 2 };
@@ -545,6 +574,7 @@ int bench_pipeline_main(int argc, char **argv)
         for (int i = 1; i < N_RUNS; i++) derive(&b->r[0], &b->r[i], b->o.micro);
         if (b->o.json) print_json(b); else print_table(b);
     }
+clean:
     if (b->o.keep) fprintf(stderr, "bench pipeline: run directories kept in %s\n", b->tmp);
     else nftw(b->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 done:

@@ -4,7 +4,8 @@
 # the coordinator (10.213.0.1) and stages 0-2 (10.213.0.2-4), joined by a bridge
 # in a separate hub namespace (tests/netns/lib.sh). The coordinator runs
 # `pipetrain run` (which finds no local stage and waits); each stage is started
-# by hand with `pipetrain stage ... --coordinator 10.213.0.1:PORT --run-id ID`.
+# by hand in its namespace with the command `pipetrain run --print-commands`
+# gives for it (`pipetrain stage ... --coordinator 10.213.0.1:PORT --run-id ID`).
 # Then the same topology on loopback, launched by `pipetrain run` alone inside a
 # namespace of its own (so its ports collide with nobody's), must give bitwise
 # identical exported weights and identical loss lines.
@@ -36,6 +37,10 @@ NET=10.213.0
 [ -f "$CORPUS" ] || { echo "FAIL: missing corpus $CORPUS"; exit 1; }
 
 tmp=$(mktemp -d /tmp/pt-netns.XXXXXX) || exit 1
+# A private copy of the binary: a rebuild in the shared checkout between the
+# two runs would otherwise compare two different programs.
+cp "$P" "$tmp/pipetrain" || exit 1
+P=$tmp/pipetrain
 pids=""
 cleanup() {
     local p
@@ -70,7 +75,7 @@ write_topo() {
   "description": "tests/netns: the shakespeare model in 3 stages",
   "model": { "dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "ffn_dim": 384,
              "vocab_size": 256, "seq_len": 64 },
-  "data": { "path": "$CORPUS", "format": "text", "val_fraction": 0.1 },
+  "data": { "path": "$CORPUS", "format": "text", "val_fraction": 0.02 },
   "train": { "steps": $STEPS, "batch_size": 12, "micro_batches": 4, "lr": 0.001, "min_lr": 0.0001,
              "warmup_steps": 2, "seed": 1337, "eval_every": 0, "eval_batches": 2, "log_every": 1 },
   "checkpoint": { "dir": "checkpoints", "every": 0, "keep": 0 },
@@ -106,10 +111,18 @@ bg "$tmp/net/coord.log" ip netns exec "$(nn_ns c)" "$P" run "$tmp/net/topo.json"
     --run-id $RUN_ID --peer-timeout-ms 5000
 coord=$last
 for i in $(seq 50); do listening c $COORD_PORT && break; kill -0 $coord 2>/dev/null || break; sleep 0.1; done
+# Each stage runs the very command `pipetrain run --print-commands` gives for it
+# (asked in the coordinator's namespace, where no stage's address is local).
+timeout 30 ip netns exec "$(nn_ns c)" "$P" run "$tmp/net/topo.json" --out "$tmp/net/run" --run-id $RUN_ID \
+    --peer-timeout-ms 5000 --print-commands >"$tmp/net/commands" 2>&1
+grep -v '^#' "$tmp/net/commands" | grep . >"$tmp/net/cmds"
+check "--print-commands prints one command per stage" "[ \$(wc -l <$tmp/net/cmds) -eq 3 ] || { show $tmp/net/commands; false; }"
 stage_pids=""
 for k in 0 1 2; do
-    bg "$tmp/net/stage-$k.log" ip netns exec "$(nn_ns s$k)" "$P" stage "$tmp/net/topo.json" --stage $k \
-        --coordinator $NET.1:$COORD_PORT --run-id $RUN_ID --out "$tmp/net/run" --peer-timeout-ms 5000
+    cmd=$(sed -n "$((k + 1))p" "$tmp/net/cmds")
+    check "stage $k's command names it, the coordinator and the run id" \
+        "case \"\$cmd\" in *' stage '*' --stage $k '*'--coordinator $NET.1:$COORD_PORT '*'--run-id $RUN_ID '*) true;; *) echo \"  got: \$cmd\"; false;; esac"
+    bg "$tmp/net/stage-$k.log" ip netns exec "$(nn_ns s$k)" bash -c "$cmd"
     stage_pids="$stage_pids $last"
 done
 k=0
@@ -132,6 +145,12 @@ bg "$tmp/lo/run.log" ip netns exec "$(nn_ns lo)" "$P" run "$tmp/lo/topo.json" --
     --peer-timeout-ms 5000
 wait "$last"; rc=$?
 check "loopback run exits 0 (got $rc)" "[ $rc -eq 0 ] || { show $tmp/lo/run.log; false; }"
+# the launcher's children: none may have crashed, not even after the run's end
+crash='double free|free\(\)|corrupted|AddressSanitizer|runtime error:|Segmentation fault|Aborted'
+for k in 0 1 2; do
+    f=$tmp/lo/run/stage-$k.log
+    check "loopback stage $k log shows no crash" "! grep -qE '$crash' $f 2>/dev/null || { show $f; false; }"
+done
 
 # --- same weights, same losses
 for d in net lo; do
