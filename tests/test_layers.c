@@ -275,6 +275,69 @@ static void test_embedding(void)
     }
 }
 
+/* The fast kernels' vector paths (width 16) need rows wider than the tiny shapes
+ * above: attention at head size 48 and 67 positions, norms and SwiGLU at odd widths. */
+static void test_wide_shapes(void)
+{
+    enum { B = 2, T = 67, H = 4, KVH = 2, HD = 48 };
+    size_t qn = (size_t)B * T * H * HD, kn = (size_t)B * T * KVH * HD;
+    double *q = rnd(qn, 1), *k = rnd(kn, 1), *v = rnd(kn, 1), *r = rnd(qn, 1);
+    double *out = malloc(qn * sizeof(double)), *dq = calloc(qn, sizeof(double));
+    double *dk = calloc(kn, sizeof(double)), *dv = calloc(kn, sizeof(double));
+    layer_naive_attention_forward(out, q, k, v, B, T, H, KVH, HD);
+    layer_naive_attention_backward(dq, dk, dv, r, q, k, v, B, T, H, KVH, HD);
+    float *fq = tof(q, qn), *fk = tof(k, kn), *fv = tof(v, kn), *fr = tof(r, qn);
+    float *fo = malloc(qn * 4), *probs = malloc((size_t)B * H * T * T * 4), *fdq = malloc(qn * 4);
+    float *fdk = malloc(kn * 4), *fdv = malloc(kn * 4), scratch[T];
+    layer_attention_forward(fo, probs, fq, fk, fv, B, T, H, KVH, HD);
+    layer_attention_backward(fdq, fdk, fdv, scratch, fr, probs, fq, fk, fv, B, T, H, KVH, HD);
+    double *d = tod(fo, qn); CU_ASSERT(tests_close("wide attention fwd", d, out, qn, 1e-5, 1e-4)); free(d);
+    d = tod(fdq, qn); CU_ASSERT(tests_close("wide attention dq", d, dq, qn, 1e-5, 1e-3)); free(d);
+    d = tod(fdk, kn); CU_ASSERT(tests_close("wide attention dk", d, dk, kn, 1e-5, 1e-3)); free(d);
+    d = tod(fdv, kn); CU_ASSERT(tests_close("wide attention dv", d, dv, kn, 1e-5, 1e-3)); free(d);
+    free(q); free(k); free(v); free(r); free(out); free(dq); free(dk); free(dv);
+    free(fq); free(fk); free(fv); free(fr); free(fo); free(probs); free(fdq); free(fdk); free(fdv);
+
+    for (size_t C = 35; C <= 131; C += 48) { /* 35, 83, 131: tails of every length class */
+        enum { N = 5 };
+        double *x = rnd(N * C, 2), *w = rnd(C, 1), *g = rnd(N * C, 1), *o = malloc(N * C * sizeof(double));
+        double *dx = calloc(N * C, sizeof(double)), *dw = calloc(C, sizeof(double));
+        layer_naive_rmsnorm_forward(o, x, w, N, C, 1e-5);
+        layer_naive_rmsnorm_backward(dx, dw, g, x, w, N, C, 1e-5);
+        float *fx = tof(x, N * C), *fw = tof(w, C), *fg = tof(g, N * C), *fo2 = malloc(N * C * 4), rstd[N];
+        float *fdx = malloc(N * C * 4), *fdw = calloc(C, 4);
+        layer_rmsnorm_forward(fo2, rstd, fx, fw, N, C, 1e-5f);
+        layer_rmsnorm_backward_input(fdx, fg, fx, rstd, fw, N, C, 0);
+        layer_rmsnorm_backward_weight(fdw, fg, fx, rstd, N, C);
+        d = tod(fo2, N * C); CU_ASSERT(tests_close("wide rmsnorm fwd", d, o, N * C, 1e-5, 1e-4)); free(d);
+        d = tod(fdx, N * C); CU_ASSERT(tests_close("wide rmsnorm dx", d, dx, N * C, 1e-5, 1e-3)); free(d);
+        d = tod(fdw, C); CU_ASSERT(tests_close("wide rmsnorm dw", d, dw, C, 1e-5, 1e-3)); free(d);
+        /* SwiGLU over N*C elements */
+        double *h = malloc(N * C * sizeof(double)), *dg = calloc(N * C, sizeof(double)), *du = calloc(N * C, sizeof(double));
+        layer_naive_swiglu_forward(h, x, g, N * C);
+        layer_naive_swiglu_backward(dg, du, o, x, g, N * C);
+        float *fh = malloc(N * C * 4), *fdg = malloc(N * C * 4), *fdu = malloc(N * C * 4), *fo3 = tof(o, N * C);
+        layer_swiglu_forward(fh, fx, fg, N * C);
+        layer_swiglu_backward(fdg, fdu, fo3, fx, fg, N * C);
+        d = tod(fh, N * C); CU_ASSERT(tests_close("wide swiglu fwd", d, h, N * C, 1e-5, 1e-4)); free(d);
+        d = tod(fdg, N * C); CU_ASSERT(tests_close("wide swiglu dgate", d, dg, N * C, 1e-5, 1e-4)); free(d);
+        d = tod(fdu, N * C); CU_ASSERT(tests_close("wide swiglu dup", d, du, N * C, 1e-5, 1e-4)); free(d);
+        /* softmax cross-entropy over a C-wide vocabulary */
+        int tg[N];
+        for (int i = 0; i < N; i++) tg[i] = (int)rng_below(&R, C);
+        double *dz = calloc(N * C, sizeof(double));
+        double lref = layer_naive_xent(dz, x, tg, N, C, 1);
+        float *fz = tof(x, N * C), *fdz = malloc(N * C * 4);
+        double lf = layer_softmax_xent_forward(fz, tg, N, C);
+        layer_softmax_xent_backward(fdz, fz, tg, N, C, 1.0f);
+        CU_ASSERT(fabs(lf - lref) < 1e-4);
+        d = tod(fdz, N * C); CU_ASSERT(tests_close("wide xent dlogits", d, dz, N * C, 1e-6, 1e-4)); free(d);
+        free(x); free(w); free(g); free(o); free(dx); free(dw); free(fx); free(fw); free(fg); free(fo2);
+        free(fdx); free(fdw); free(h); free(dg); free(du); free(fh); free(fdg); free(fdu); free(fo3);
+        free(dz); free(fz); free(fdz);
+    }
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -286,6 +349,7 @@ int main(void)
         { "swiglu: FD and fast vs naive", test_swiglu },
         { "cross-entropy: FD, fast vs naive, stability", test_xent },
         { "embedding forward and scatter-add", test_embedding },
+        { "vector paths: wide attention, norms, SwiGLU, softmax", test_wide_shapes },
         CU_TEST_INFO_NULL,
     };
     return tests_run("layers", tests);
