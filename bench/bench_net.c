@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,15 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds used by this process (all threads) so far. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
 }
 
 /* --- plain blocking sockets --------------------------------------------------- */
@@ -92,7 +102,7 @@ static void *plain_recv_thread(void *arg)
 }
 
 /* Bytes per second of a blocking sender/receiver pair, 8-byte length prefix. */
-static double plain_throughput(size_t size, size_t count)
+static double plain_throughput(size_t size, size_t count, double *cpu_per_gb)
 {
     int s, r;
     if (tcp_pair(&s, &r) < 0) return 0;
@@ -101,7 +111,7 @@ static double plain_throughput(size_t size, size_t count)
     memset(dst, 0, size);
     struct plain_job j = { r, size, count, dst, 0 };
     pthread_t t;
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     pthread_create(&t, NULL, plain_recv_thread, &j);
     for (size_t i = 0; i < count; i++) {
         uint64_t len = size;
@@ -109,6 +119,7 @@ static double plain_throughput(size_t size, size_t count)
     }
     pthread_join(t, NULL);
     double dt = now_s() - t0;
+    *cpu_per_gb = (cpu_s() - c0) / ((double)size * (double)count / 1e9);
     close(s);
     close(r);
     free(src);
@@ -246,7 +257,8 @@ static void *net_recv_thread(void *arg)
 }
 
 /* Bytes per second through the transport; *reads_per_mib from the receiver. */
-static double net_throughput(int read_mode, size_t size, size_t count, double *reads_per_mib)
+static double net_throughput(int read_mode, size_t size, size_t count, double *reads_per_mib,
+                             double *cpu_per_gb)
 {
     struct net_node *a, *b;
     char err[NET_ERR_LEN];
@@ -268,7 +280,7 @@ static double net_throughput(int read_mode, size_t size, size_t count, double *r
     net_peer_id to = net_stage_id(1, 0);
     pthread_t t;
     int rc = 0;
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     pthread_create(&t, NULL, net_recv_thread, &j);
     for (size_t i = 0; i < count + window && rc == 0; i++) {
         size_t w = i % window;
@@ -284,6 +296,7 @@ static double net_throughput(int read_mode, size_t size, size_t count, double *r
     }
     pthread_join(t, NULL);
     double dt = now_s() - t0;
+    *cpu_per_gb = (cpu_s() - c0) / ((double)size * (double)count / 1e9);
     pthread_mutex_destroy(&j.lk);
     pthread_cond_destroy(&j.cv);
     if (rc != 0) fprintf(stderr, "bench net: send: %s\n", err);
@@ -372,32 +385,34 @@ static double net_rtt(void)
 struct result {
     double plain[NSIZES], direct[NSIZES], evb[NSIZES]; /* bytes/s, best of trials */
     double reads_direct[NSIZES], reads_evb[NSIZES];    /* read calls per MiB */
+    double cpu_plain[NSIZES], cpu_direct[NSIZES];      /* CPU seconds per GB, least of trials */
     double rtt_plain, rtt_net;                         /* median us, best of trials */
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pipetrain bench net [--json] [--mib N (per trial, default 512)] "
-               "[--trials N (default 3)] [--size BYTES] [--variant plain|direct|evbuffer|rtt]\n");
+    fprintf(f, "usage: pipetrain bench net [--json] [--mib N (per trial, default 256)] "
+               "[--trials N (default 5)] [--size BYTES] [--variant plain|direct|evbuffer|rtt]\n");
 }
 
 static void print_table(const struct result *r, int mib, int trials)
 {
     printf("pipetrain bench net: loopback, %d MiB per trial, best of %d\n", mib, trials);
-    printf("%-8s %12s %12s %7s %14s %9s %12s\n", "size", "plain GB/s", "pipetrain", "ratio",
-           "evbuffer GB/s", "evb/direct", "reads/MiB");
+    printf("%-8s %10s %10s %6s %14s %10s %12s %14s\n", "size", "plain GB/s", "pipetrain",
+           "ratio", "evbuffer GB/s", "evb/direct", "reads/MiB", "CPU s/GB");
     const char *names[NSIZES] = { "4 KiB", "64 KiB", "1 MiB", "16 MiB", "64 MiB" };
     for (int i = 0; i < NSIZES; i++)
-        printf("%-8s %12.2f %12.2f %7.2f %14.2f %9.2f %5.0f / %-5.0f\n", names[i],
-               r->plain[i] / 1e9, r->direct[i] / 1e9,
+        printf("%-8s %10.2f %10.2f %6.2f %14.2f %10.2f %5.0f / %-5.0f %5.2f / %-5.2f\n",
+               names[i], r->plain[i] / 1e9, r->direct[i] / 1e9,
                r->plain[i] > 0 ? r->direct[i] / r->plain[i] : 0, r->evb[i] / 1e9,
                r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
-               r->reads_evb[i]);
+               r->reads_evb[i], r->cpu_plain[i], r->cpu_direct[i]);
     printf("round trip (%d B, median of %d): plain %.1f us, pipetrain %.1f us, ratio %.2f\n",
            RTT_BYTES, RTT_ITERS, r->rtt_plain, r->rtt_net,
            r->rtt_plain > 0 ? r->rtt_net / r->rtt_plain : 0);
     printf("targets: throughput ratio >= 0.90 at 1 MiB and above; round-trip ratio <= 2.0\n");
     printf("reads/MiB: read calls on the receiving socket, direct / through evbuffer_read\n");
+    printf("CPU s/GB: CPU time of the whole process per GB moved, plain / pipetrain\n");
 }
 
 static void print_json(const struct result *r, int mib, int trials)
@@ -406,11 +421,12 @@ static void print_json(const struct result *r, int mib, int trials)
     for (int i = 0; i < NSIZES; i++)
         printf("%s{\"bytes\":%zu,\"plain_Bps\":%.0f,\"pipetrain_Bps\":%.0f,\"ratio\":%.4f,"
                "\"evbuffer_Bps\":%.0f,\"evbuffer_vs_direct\":%.4f,\"reads_per_mib_direct\":%.1f,"
-               "\"reads_per_mib_evbuffer\":%.1f}",
+               "\"reads_per_mib_evbuffer\":%.1f,\"cpu_s_per_gb_plain\":%.4f,"
+               "\"cpu_s_per_gb_pipetrain\":%.4f}",
                i ? "," : "", sizes[i], r->plain[i], r->direct[i],
                r->plain[i] > 0 ? r->direct[i] / r->plain[i] : 0, r->evb[i],
                r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
-               r->reads_evb[i]);
+               r->reads_evb[i], r->cpu_plain[i], r->cpu_direct[i]);
     printf("],\"round_trip\":{\"bytes\":%d,\"plain_us\":%.2f,\"pipetrain_us\":%.2f,"
            "\"ratio\":%.4f},\"targets\":{\"min_throughput_ratio_from_1MiB\":0.9,"
            "\"max_round_trip_ratio\":2.0}}\n", RTT_BYTES, r->rtt_plain, r->rtt_net,
@@ -422,7 +438,7 @@ static void keep_min(double *best, double v) { if (v > 0 && (*best == 0 || v < *
 
 int bench_net_main(int argc, char **argv)
 {
-    int json = 0, mib = 512, trials = 3;
+    int json = 0, mib = 256, trials = 5;
     long only = 0;          /* --size B: measure one message size only (for profiling) */
     const char *variant = ""; /* --variant plain|direct|evbuffer: only that one (profiling) */
     for (int i = 1; i < argc; i++) {
@@ -442,15 +458,19 @@ int bench_net_main(int argc, char **argv)
         for (int i = 0; i < NSIZES; i++) {
             if ((only && (size_t)only != sizes[i]) || !strcmp(variant, "rtt")) continue;
             size_t count = ((size_t)mib << 20) / sizes[i];
-            double rd = 0, re = 0, v;
-            if (!*variant || !strcmp(variant, "plain"))
-                keep_max(&r.plain[i], plain_throughput(sizes[i], count));
+            double rd = 0, re = 0, v, cp = 0, cd = 0, ce = 0;
+            if (!*variant || !strcmp(variant, "plain")) {
+                keep_max(&r.plain[i], plain_throughput(sizes[i], count, &cp));
+                keep_min(&r.cpu_plain[i], cp);
+            }
             if (!*variant || !strcmp(variant, "direct")) {
-                keep_max(&r.direct[i], v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd));
+                v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd, &cd);
+                keep_max(&r.direct[i], v);
+                keep_min(&r.cpu_direct[i], cd);
                 failed |= v == 0;
             }
             if (!*variant || !strcmp(variant, "evbuffer")) {
-                keep_max(&r.evb[i], v = net_throughput(NET_READ_EVBUFFER, sizes[i], count, &re));
+                keep_max(&r.evb[i], v = net_throughput(NET_READ_EVBUFFER, sizes[i], count, &re, &ce));
                 failed |= v == 0;
             }
             r.reads_direct[i] = rd;

@@ -6,10 +6,13 @@
 #ifndef BENCH_BENCH_NET_H
 #define BENCH_BENCH_NET_H
 
-/* argv[0] is "net"; options [--json] [--mib N (per trial, default 512)]
- * [--trials N (best of, default 3)] [--help]. Prints a table (or one JSON
- * object with --json) on stdout. Returns 0 on success, 1 if the transport
- * failed, 2 on bad usage. Uses only 127.0.0.1. */
+/* argv[0] is "net"; options [--json] [--mib N (per trial, default 256)]
+ * [--trials N (best of, default 5)] [--size BYTES] [--variant
+ * plain|direct|evbuffer|rtt] (the last two narrow the run, for profiling)
+ * [--help]. Prints a table (or one JSON object with --json) on stdout: GB/s of
+ * each variant, ratios, read calls per MiB, CPU seconds per GB, round trips.
+ * Returns 0 on success, 1 if the transport failed, 2 on bad usage. Uses only
+ * 127.0.0.1. */
 int bench_net_main(int argc, char **argv);
 
 #endif
