@@ -61,7 +61,7 @@ typedef struct {
 
 typedef struct {
     const char *name, *kind; /* file name, schedule */
-    int P;
+    int P, micro;
     double step_ms, mean_ms, tok_s, final_loss;
     double cpu_s, run_wall_s;  /* the whole `pipetrain run` process tree */
     int n_steady;
@@ -337,6 +337,7 @@ static int run_one(bench *b, run_result *r, int round, char *err)
 static void derive(const run_result *one, run_result *r, int M)
 {
     int P = r->P;
+    r->micro = M;
     r->speedup = one->step_ms / r->step_ms;
     r->ideal = (double)P * M / (M + P - 1);
     r->ratio = r->speedup / r->ideal;
@@ -357,6 +358,18 @@ static void derive(const run_result *one, run_result *r, int M)
     r->over_ms = t_bal - t_ideal;
     r->imb_ms = t_imb - t_bal;
     r->xfer_ms = r->step_ms - t_imb;
+}
+
+/* 1 when some run got clearly less CPU than its stages ask for (one core each
+ * while they compute): other processes were competing for the cores. */
+static int contended(const bench *b)
+{
+    for (int i = 0; i < N_RUNS; i++) {
+        const run_result *r = &b->r[i];
+        double busy = r->cpu_s / r->run_wall_s, want = r->P == 1 ? 0.9 : 0.75 * r->P;
+        if (busy < want) return 1;
+    }
+    return 0;
 }
 
 static void print_table(const bench *b)
@@ -382,7 +395,8 @@ static void print_table(const bench *b)
     }
     for (int i = 1; i < N_RUNS; i++) {
         const run_result *r = &b->r[i];
-        printf("  %s:\n", r->kind);
+        printf("  %s (the schedule's own bubble: %.1f%% of a stage's time waiting):\n", r->kind,
+               100.0 * (r->P - 1) / (b->o.micro + r->P - 1));
         for (int k = 0; k < r->n_stats; k++) {
             const stage_stat *s = &r->st[k];
             printf("    stage %d (%-10s) compute %6.2f ms/step (%4.1f%%), waiting for tensors %4.1f%%, optimizer+norm "
@@ -397,6 +411,9 @@ static void print_table(const bench *b)
     }
     printf("  final loss: %.4f (1 stage), %.4f (gpipe), %.4f (1f1b)\n", b->r[0].final_loss, b->r[1].final_loss,
            b->r[2].final_loss);
+    if (contended(b))
+        printf("  note: the runs did not get the cores they asked for (other processes were busy): the speedups\n"
+               "  and the compute times understate what an idle machine gives; see `cores busy`\n");
 }
 
 static json_t *run_json(const run_result *r)
@@ -411,6 +428,7 @@ static json_t *run_json(const run_result *r)
     json_object_set_new(j, "speedup", json_real(r->speedup));
     json_object_set_new(j, "ideal_speedup", json_real(r->ideal));
     json_object_set_new(j, "ratio", json_real(r->ratio));
+    json_object_set_new(j, "bubble_frac", json_real((double)(r->P - 1) / (r->micro + r->P - 1)));
     json_t *a = json_array();
     for (int k = 0; k < r->n_stats; k++) {
         const stage_stat *s = &r->st[k];
@@ -438,6 +456,7 @@ static void print_json(const bench *b)
                           o->batch, "micro_batches", o->micro, "steps", o->steps, "warmup", o->warmup, "rounds",
                           o->rounds,
                           "loadavg_1m_before", b->load_before, "loadavg_1m_after", b->load_after, "runs", runs);
+    json_object_set_new(j, "contended", json_boolean(contended(b)));
     char *s = json_dumps(j, JSON_COMPACT);
     printf("%s\n", s);
     free(s);
