@@ -116,7 +116,8 @@ for i in $(seq 50); do listening c $COORD_PORT && break; kill -0 $coord 2>/dev/n
 timeout 30 ip netns exec "$(nn_ns c)" "$P" run "$tmp/net/topo.json" --out "$tmp/net/run" --run-id $RUN_ID \
     --peer-timeout-ms 5000 --print-commands >"$tmp/net/commands" 2>&1
 grep -v '^#' "$tmp/net/commands" | grep . >"$tmp/net/cmds"
-check "--print-commands prints one command per stage" "[ \$(wc -l <$tmp/net/cmds) -eq 3 ] || { show $tmp/net/commands; false; }"
+check "--print-commands prints one command per stage, each to start by hand" \
+    "[ \$(wc -l <$tmp/net/cmds) -eq 3 ] && [ \$(grep -c '(by hand)' $tmp/net/commands) -eq 3 ] || { show $tmp/net/commands; false; }"
 stage_pids=""
 for k in 0 1 2; do
     cmd=$(sed -n "$((k + 1))p" "$tmp/net/cmds")
