@@ -784,6 +784,49 @@ static void test_connect_retry_and_deadline(void)
     net_node_free(a);
 }
 
+/* Sends posted before the connection exists go out once it is authenticated;
+ * heartbeats keep an idle connection alive well past the dead-peer timeout; a
+ * stranger who never finishes the handshake is dropped after it. */
+static void test_early_sends_and_heartbeats(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    ca.dead_ms = cb.dead_ms = 700;
+    ca.heartbeat_ms = cb.heartbeat_ms = 100;
+    cb.listen_host = NULL;
+    struct net_node *a = node_or_die(&ca), *b = node_or_die(&cb);
+    int stranger = fake_open(net_node_port(a));
+    uint8_t msg[3000], got[3000];
+    fill(msg, sizeof msg, 5);
+    struct net_op *s, *r;
+    net_key k = { 80, 1, 2, 3 };
+    ST(net_send(b, ca.self, k, msg, sizeof msg, 1000, &s, err), NET_OK);
+    ST(net_recv_post(a, cb.self, k, got, sizeof got, &r, err), NET_OK);
+    CU_ASSERT_EQUAL(net_op_test(s, err), NET_PENDING);
+    ST(net_connect(b, ca.self, "127.0.0.1", net_node_port(a), err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
+    CU_ASSERT(memcmp(got, msg, sizeof msg) == 0);
+    net_op_free(r);
+    net_op_free(s);
+    usleep(2100000); /* three dead-peer timeouts of silence from the application */
+    CU_ASSERT_EQUAL(net_peer_status(a, cb.self, err), NET_OK);
+    CU_ASSERT_EQUAL(net_peer_status(b, ca.self, err), NET_OK);
+    net_stats st;
+    net_peer_stats(a, cb.self, &st);
+    CU_ASSERT(st.frames_rx == 1); /* heartbeats are not messages */
+    net_hdr h;
+    uint8_t buf[512];
+    CU_ASSERT_EQUAL(get_frame(stranger, &h, buf, sizeof buf), 0); /* its hello... */
+    CU_ASSERT_EQUAL(h.type, NET_T_HELLO);
+    CU_ASSERT_EQUAL(get_frame(stranger, &h, buf, sizeof buf), -1); /* ...then hung up on */
+    close(stranger);
+    net_node_free(b);
+    net_node_free(a);
+}
+
 /* Bad configurations, a busy address, and a flood of strangers. */
 static void test_config_and_limits(void)
 {
@@ -942,6 +985,7 @@ int main(void)
         { "peer SIGSTOPped", test_peer_sigstop },
         { "connect retry and deadline", test_connect_retry_and_deadline },
         { "config errors, busy address, stranger flood", test_config_and_limits },
+        { "early sends, heartbeats, silent stranger", test_early_sends_and_heartbeats },
         { "bounded memory", test_bounded_memory },
         { "shutdown with messages in flight", test_shutdown_in_flight },
         CU_TEST_INFO_NULL,
