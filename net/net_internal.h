@@ -40,6 +40,7 @@ struct net_op {
     uint8_t hdr[NET_HDR_LEN];
     atomic_int done;
     int cancel_ack;               /* the network thread has seen our cancel [lock] */
+    int waiting;                  /* a thread sleeps in net_wait on this op [lock] */
     int status;
     char err[NET_ERR_LEN];
     struct net_op *next, *prev;   /* queue links [net] */
@@ -132,6 +133,7 @@ struct net_node {
     int efd;                      /* eventfd that wakes the loop */
     int closing;                  /* no new work accepted [lock] */
     int exited;                   /* the network thread has left its loop [lock] */
+    int other_waiters;            /* threads asleep on cv for anything but one op [lock] */
     struct peer *peers;           /* [lock] for the list itself */
     struct net_op *live;          /* user ops not yet freed [lock] */
     pthread_t thr;

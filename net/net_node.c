@@ -117,8 +117,11 @@ void op_complete(struct net_node *n, struct net_op *op, int status, const char *
         }
     }
     atomic_store_explicit(&op->done, 1, memory_order_release);
+    /* Only wake sleepers who care: a completed send must not wake a thread
+     * that waits for a receive (a spurious wake-up costs a context switch). */
+    int wake = op->waiting || n->other_waiters;
     pthread_mutex_unlock(&n->lk);
-    pthread_cond_broadcast(&n->cv); /* after unlocking: the waiter need not wait for the lock */
+    if (wake) pthread_cond_broadcast(&n->cv); /* after unlocking: no waiting for the lock */
 }
 
 struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload, uint32_t len)
@@ -326,8 +329,10 @@ int net_wait_peer(struct net_node *n, net_peer_id peer, int timeout_ms, char err
     pthread_mutex_lock(&n->lk);
     struct peer *p = peer_locked(n, peer, 1);
     int st;
+    n->other_waiters++;
     while ((st = peer_status_locked(p, err)) == NET_PENDING && !n->closing)
         if (cv_wait(n, dl) == ETIMEDOUT) break;
+    n->other_waiters--;
     pthread_mutex_unlock(&n->lk);
     if (st == NET_PENDING) {
         net_seterr(err, "%s did not connect within %d ms", net_peer_name(peer, who, sizeof who),
@@ -387,7 +392,10 @@ static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char e
             break;
         }
         if (!need || p->st.queued == 0 || p->st.queued + need <= n->cfg.max_queued) break;
-        if (cv_wait(n, dl) == ETIMEDOUT) {
+        n->other_waiters++;
+        int rc = cv_wait(n, dl);
+        n->other_waiters--;
+        if (rc == ETIMEDOUT) {
             st = NET_TIMEOUT;
             net_seterr(err, "%" PRIu64 " bytes already queued for %s (limit %" PRIu64
                        "): it is not keeping up", p->st.queued, p->name, n->cfg.max_queued);
@@ -486,8 +494,10 @@ int net_wait(struct net_op *op, int timeout_ms, char err[NET_ERR_LEN])
     if (n && !atomic_load_explicit(&op->done, memory_order_acquire)) {
         int64_t dl = deadline_of(timeout_ms);
         pthread_mutex_lock(&n->lk);
+        op->waiting = 1;
         while (!atomic_load_explicit(&op->done, memory_order_acquire))
             if (timeout_ms == 0 || cv_wait(n, dl) == ETIMEDOUT) break;
+        op->waiting = 0;
         pthread_mutex_unlock(&n->lk);
     }
     if (!atomic_load_explicit(&op->done, memory_order_acquire)) {
@@ -537,9 +547,11 @@ void net_op_free(struct net_op *op)
                 c->op = op;
                 if (push_cmd_locked(n, c)) wake_loop(n); /* under the lock: rare path */
             }
+            n->other_waiters++;
             while (!n->exited && (!atomic_load_explicit(&op->done, memory_order_acquire) ||
                                   (c && !op->cancel_ack)))
                 cv_wait(n, -1);
+            n->other_waiters--;
         }
         live_del_locked(n, op);
         pthread_mutex_unlock(&n->lk);
