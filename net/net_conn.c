@@ -3,7 +3,8 @@
  * receiver's buffer with readv, bypassing libevent's 4 KiB evbuffer_read clamp),
  * backpressure (reading pauses while nobody claims buffered messages), writing
  * queued frames with writev without copying, and closing with a reason.
- * It does not decide when to connect or retry (net_loop.c) and never blocks. */
+ * The hello/proof exchange is in net_handshake.c; when to connect or retry is
+ * net_loop.c's business. Nothing here blocks. */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -126,7 +127,7 @@ void conn_fail(struct conn *c, int status, const char *reason)
 
 /* Fatal protocol error: tell the peer why (when the stream is at a frame
  * boundary), record the reason, close after a short flush. Returns -1. */
-static int fatal(struct conn *c, const char *reason)
+int conn_fatal(struct conn *c, const char *reason)
 {
     struct net_node *n = c->node;
     c->fatal = 1;
@@ -244,100 +245,6 @@ void conn_write_cb(int fd, short what, void *arg)
     conn_write_now(c);
 }
 
-/* --- handshake ------------------------------------------------------------- */
-
-void conn_start(struct conn *c)
-{
-    struct net_node *n = c->node;
-    c->state = CS_HELLO;
-    c->mine = (net_hello){ .version = NET_VERSION, .id = n->cfg.self, .run_id = n->cfg.run_id };
-    memcpy(c->mine.topo_hash, n->cfg.topo_hash, NET_HASH_LEN);
-    if (net_random(c->mine.nonce, NET_NONCE_LEN) != NET_OK) {
-        conn_fail(c, NET_DEAD, "no random bytes for the handshake nonce");
-        return;
-    }
-    net_hello_encode(c->my_hello, &c->mine);
-    struct net_op *hello = ctrl_frame(n, NET_T_HELLO, c->my_hello, NET_HELLO_LEN);
-    if (!hello) {
-        conn_fail(c, NET_DEAD, "out of memory");
-        return;
-    }
-    c->last_rx = net_now_ms();
-    conn_set_read(c, 1);
-    conn_enqueue(c, hello);
-}
-
-static int on_hello(struct conn *c)
-{
-    struct net_node *n = c->node;
-    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 64];
-    net_hello peer;
-    if (net_hello_parse(c->ctl, c->ctl_len, &peer, err) != NET_OK ||
-        net_hello_check(&c->mine, &peer, err) != NET_OK) {
-        net_seterr(msg, "handshake with %s failed: %s", c->addr, err);
-        return fatal(c, msg);
-    }
-    char who[48];
-    net_peer_name(peer.id, who, sizeof who);
-    if (c->outbound && !net_peer_eq(peer.id, c->pr->id)) {
-        net_seterr(msg, "expected %s at %s but %s answered", c->pr->name, c->addr, who);
-        return fatal(c, msg);
-    }
-    if (!c->outbound) {
-        struct peer *pr = node_peer(n, peer.id, 1);
-        if (!pr) return fatal(c, "out of memory");
-        pthread_mutex_lock(&n->lk);
-        int st = pr->state;
-        pthread_mutex_unlock(&n->lk);
-        if (st != P_NEW || pr->conn) {
-            net_seterr(msg, "refused a second connection from %s (%s): it is %s", who,
-                     c->addr, st == P_DEAD ? "already declared dead" : "already connected");
-            return fatal(c, msg);
-        }
-        c->pr = pr;
-    }
-    memcpy(c->peer_hello, c->ctl, NET_HELLO_LEN);
-    uint8_t proof[NET_PROOF_LEN];
-    if (net_auth_proof(proof, n->secret, n->cfg.secret_len, c->my_hello, c->peer_hello) != NET_OK)
-        return fatal(c, "HMAC-SHA256 failed");
-    struct net_op *auth = ctrl_frame(n, NET_T_AUTH, proof, NET_PROOF_LEN);
-    if (!auth) return fatal(c, "out of memory");
-    c->state = CS_AUTH;
-    return conn_enqueue(c, auth); /* -1 if writing failed and c is gone */
-}
-
-static int on_auth(struct conn *c)
-{
-    struct net_node *n = c->node;
-    struct peer *pr = c->pr;
-    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 64];
-    if (net_auth_verify(c->ctl, c->ctl_len, n->secret, n->cfg.secret_len, c->peer_hello,
-                        c->my_hello, err) != NET_OK) {
-        net_seterr(msg, "%s (%s): %s", pr->name, c->addr, err);
-        return fatal(c, msg);
-    }
-    if (pr->conn && pr->conn != c) {
-        net_seterr(msg, "refused a second connection from %s (%s)", pr->name, c->addr);
-        return fatal(c, msg);
-    }
-    c->state = CS_READY;
-    n->npending -= c->pending;
-    c->pending = 0;
-    pr->conn = c;
-    pr->connecting = 0;
-    pthread_mutex_lock(&n->lk);
-    if (pr->state != P_DEAD) pr->state = P_READY;
-    pthread_cond_broadcast(&n->cv);
-    pthread_mutex_unlock(&n->lk);
-    while (pr->sendq.head) {
-        struct net_op *op = pr->sendq.head;
-        list_remove(&pr->sendq, op);
-        op->where = W_WQ;
-        list_push(&c->wq, op);
-    }
-    return conn_write_now(c);
-}
-
 /* --- reading --------------------------------------------------------------- */
 
 static void describe_frame(const net_hdr *h, char *buf, size_t cap)
@@ -347,6 +254,41 @@ static void describe_frame(const net_hdr *h, char *buf, size_t cap)
 }
 
 static int on_payload_done(struct conn *c);
+
+/* A buffer for a message that arrived before its receive was posted, counted
+ * against max_unclaimed. NULL when out of memory. */
+static struct net_op *new_unclaimed(struct conn *c)
+{
+    struct net_node *n = c->node;
+    struct peer *pr = c->pr;
+    struct net_op *u = calloc(1, sizeof *u);
+    if (u && pr->spare && pr->spare_cap >= c->h.len) {
+        /* reuse the last delivered buffer: a steady stream of early messages
+         * would otherwise malloc, fault in and free a buffer per message */
+        u->rbuf = pr->spare;
+        u->cap = pr->spare_cap;
+        pr->spare = NULL;
+    } else if (u && c->h.len) {
+        u->rbuf = malloc(c->h.len);
+        u->cap = c->h.len;
+    }
+    if (!u || (c->h.len && !u->rbuf)) {
+        free(u);
+        return NULL;
+    }
+    u->kind = OP_UNCLAIMED;
+    u->own = 1;
+    u->key = (net_key){ c->h.type, c->h.step, c->h.mb, c->h.chunk };
+    u->len = c->h.len;
+    u->crc = c->h.crc;
+    u->where = W_UNCLAIMED;
+    list_push(&pr->unclaimed, u);
+    pthread_mutex_lock(&n->lk);
+    pr->st.unclaimed += u->len;
+    if (pr->st.unclaimed > pr->st.unclaimed_max) pr->st.unclaimed_max = pr->st.unclaimed;
+    pthread_mutex_unlock(&n->lk);
+    return u;
+}
 
 /* Chooses where the payload of a user frame goes: a posted receive, a new
  * unclaimed buffer, or nowhere yet (reading pauses until the consumer catches up). */
@@ -363,12 +305,13 @@ static int start_user_payload(struct conn *c)
             char d[160], msg[NET_ERR_LEN];
             describe_frame(&c->h, d, sizeof d);
             net_seterr(msg, "message (%s) from %s is %" PRIu64
-                     " bytes; the receive buffer holds %" PRIu64, d, pr->name, c->h.len, op->cap);
+                       " bytes; the receive buffer holds %" PRIu64, d, pr->name, c->h.len,
+                       op->cap);
             op_complete(n, op, NET_ERR, msg);
             c->sink = SINK_DISCARD;
         } else {
             if (op->own && c->h.len && !(op->rbuf = malloc(c->h.len)))
-                return fatal(c, "out of memory for a received message");
+                return conn_fatal(c, "out of memory for a received message");
             op->len = c->h.len;
             op->crc = c->h.crc;
             op->off = 0;
@@ -385,33 +328,8 @@ static int start_user_payload(struct conn *c)
             conn_set_read(c, 0);
             return 0;
         }
-        struct net_op *u = calloc(1, sizeof *u);
-        if (u && pr->spare && pr->spare_cap >= c->h.len) {
-            /* reuse the last delivered buffer: a steady stream of early messages
-             * would otherwise malloc, fault in and free a buffer per message */
-            u->rbuf = pr->spare;
-            u->cap = pr->spare_cap;
-            pr->spare = NULL;
-        } else if (u && c->h.len) {
-            u->rbuf = malloc(c->h.len);
-            u->cap = c->h.len;
-        }
-        if (!u || (c->h.len && !u->rbuf)) {
-            free(u);
-            return fatal(c, "out of memory buffering a received message");
-        }
-        u->kind = OP_UNCLAIMED;
-        u->own = 1;
-        u->key = (net_key){ c->h.type, c->h.step, c->h.mb, c->h.chunk };
-        u->len = c->h.len;
-        u->crc = c->h.crc;
-        u->where = W_UNCLAIMED;
-        list_push(&pr->unclaimed, u);
-        pthread_mutex_lock(&n->lk);
-        pr->st.unclaimed += u->len;
-        if (pr->st.unclaimed > pr->st.unclaimed_max) pr->st.unclaimed_max = pr->st.unclaimed;
-        pthread_mutex_unlock(&n->lk);
-        c->rop = u;
+        if (!(c->rop = new_unclaimed(c)))
+            return conn_fatal(c, "out of memory buffering a received message");
     }
     c->rleft = c->h.len;
     c->rstate = RS_PAYLOAD;
@@ -438,7 +356,7 @@ static int on_header(struct conn *c)
     c->rpos += NET_HDR_LEN;
     if (rc != NET_OK) {
         net_seterr(msg, "from %s (%s): %s", who, c->addr, err);
-        return fatal(c, msg);
+        return conn_fatal(c, msg);
     }
     uint16_t t = c->h.type;
     if (t == NET_T_ERROR && c->h.len <= NET_CTL_MAX) return start_ctl_payload(c);
@@ -447,7 +365,7 @@ static int on_header(struct conn *c)
             return start_ctl_payload(c);
         net_seterr(msg, "%s (%s) sent a frame of type %u before authentication",
                  who, c->addr, (unsigned)t);
-        return fatal(c, msg);
+        return conn_fatal(c, msg);
     }
     if (t == NET_T_HEARTBEAT && c->h.len == 0) return 0;
     if (t == NET_T_BYE && c->h.len == 0) {
@@ -458,13 +376,13 @@ static int on_header(struct conn *c)
     if (t < NET_TYPE_USER) {
         net_seterr(msg, "%s (%s) sent an unexpected frame of type %u (length %" PRIu64
                  ")", who, c->addr, (unsigned)t, c->h.len);
-        return fatal(c, msg);
+        return conn_fatal(c, msg);
     }
     if (!net_peer_eq(c->h.sender, c->pr->id)) {
         char other[48];
         net_seterr(msg, "%s (%s) sent a frame claiming to be from %s", who, c->addr,
                  net_peer_name(c->h.sender, other, sizeof other));
-        return fatal(c, msg);
+        return conn_fatal(c, msg);
     }
     return start_user_payload(c);
 }
@@ -473,8 +391,8 @@ static int on_ctl_frame(struct conn *c)
 {
     char msg[NET_ERR_LEN];
     switch (c->h.type) {
-    case NET_T_HELLO: return on_hello(c);
-    case NET_T_AUTH: return on_auth(c);
+    case NET_T_HELLO: return conn_on_hello(c);
+    case NET_T_AUTH: return conn_on_auth(c);
     default: { /* NET_T_ERROR */
         char text[NET_CTL_MAX + 1];
         size_t k = 0;

@@ -1,7 +1,7 @@
 /* net_internal.h — private structures of net/, shared by net_node.c (the API
  * the compute threads call), net_loop.c (the network thread: commands, timers,
- * connecting, accepting) and net_conn.c (one connection: handshake, reading
- * into receive buffers, writing frames). Not installed; not for other modules.
+ * connecting, accepting), net_conn.c (one connection: reading into receive
+ * buffers, writing frames) and net_handshake.c (hello and authentication). Not installed; not for other modules.
  *
  * Ownership: fields marked [lock] are read and written under node->lk by any
  * thread; fields marked [net] belong to the network thread alone. */
@@ -178,5 +178,10 @@ void conn_recv_posted(struct conn *c);           /* a receive was posted: resume
 void conn_read_cb(int fd, short what, void *arg);
 void conn_write_cb(int fd, short what, void *arg);
 void conn_set_read(struct conn *c, int on);
+int conn_fatal(struct conn *c, const char *reason); /* tell the peer why, close; returns -1 */
+
+/* net_handshake.c */
+int conn_on_hello(struct conn *c);               /* the peer's hello is in c->ctl */
+int conn_on_auth(struct conn *c);                /* the peer's proof is in c->ctl */
 
 #endif
