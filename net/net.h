@@ -124,7 +124,8 @@ int net_node_port(const struct net_node *node);
 /* Starts connecting to peer at host:port, retrying with backoff until
  * connect_deadline_ms; returns at once (NET_OK) or NET_ERR for bad arguments.
  * Failure to connect in time marks the peer dead with a reason naming it and the
- * address. Only one side of each pair connects; the other side just listens. */
+ * address. Only one side of each pair connects; the other side just listens.
+ * A peer once dead stays dead for this node's lifetime (NET_ERR with its reason). */
 int net_connect(struct net_node *node, net_peer_id peer, const char *host, int port,
                 char err[NET_ERR_LEN]);
 

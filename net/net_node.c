@@ -297,11 +297,14 @@ int net_connect(struct net_node *n, net_peer_id peer, const char *host, int port
     pthread_mutex_lock(&n->lk);
     c->pr = peer_locked(n, peer, 1);
     if (n->closing || !c->pr || c->pr->state != P_NEW) {
-        int closing = n->closing;
+        char why[NET_ERR_LEN];
+        snprintf(why, sizeof why, "%s", n->closing ? "node is closing"
+                 : !c->pr ? "out of memory"
+                 : c->pr->state == P_DEAD ? c->pr->reason /* dead stays dead: make a new node */
+                 : "already connected or connecting");
         pthread_mutex_unlock(&n->lk);
         free(c);
-        return net_seterr(err, "net_connect: %s", closing ? "node is closing"
-                                                 : "peer already connected or connecting");
+        return net_seterr(err, "net_connect: %s", why);
     }
     c->pr->state = P_CONNECTING;
     int w = push_cmd_locked(n, c);
