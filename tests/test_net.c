@@ -317,6 +317,90 @@ static void test_many_in_flight(void)
     net_node_free(b);
 }
 
+/* A randomized mix: sizes from 0 to 300 KB under four keys, receives posted
+ * in a shuffled order across keys (FIFO within a key), some before and some
+ * after arrival, interleaved with sends and receives that are cancelled at
+ * random moments (before, during or after the transfer). Every real message
+ * must arrive intact and in order within its key. */
+#define MIXN 160
+static void test_random_mix_with_cancels(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    char err[NET_ERR_LEN];
+    uint64_t rs = 12345;
+#define RND() (rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17, rs)
+    static uint8_t *out[MIXN], *in[MIXN];
+    static size_t len[MIXN];
+    static struct net_op *s[MIXN], *r[MIXN];
+    int key_of[MIXN], order[MIXN], per_key[4] = { 0 };
+    uint8_t *junk = calloc(1, 400000);
+    for (int i = 0; i < MIXN; i++) {
+        key_of[i] = (int)(RND() % 4);
+        len[i] = RND() % 4 == 0 ? RND() % 64 : RND() % 300000;
+        out[i] = malloc(len[i] + 1);
+        in[i] = malloc(len[i] + 1);
+        fill(out[i], len[i], (uint32_t)i);
+        order[i] = i;
+    }
+    /* receives: within a key in sending order, keys interleaved at random */
+    for (int i = MIXN - 1; i > 0; i--) {
+        int j = (int)(RND() % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    int next_of_key[4][MIXN], cnt[4] = { 0 }, taken[4] = { 0 };
+    for (int i = 0; i < MIXN; i++) next_of_key[key_of[i]][cnt[key_of[i]]++] = i;
+    int posted = 0;
+    for (int i = 0; i < MIXN; i++) {
+        net_key k = { 90, (uint64_t)key_of[i], 0, 0 };
+        ST(net_send(a, ib, k, out[i], len[i], 10000, &s[i], err), NET_OK);
+        if (RND() % 3 == 0) { /* a decoy send that is cancelled at a random moment */
+            struct net_op *d;
+            ST(net_send(a, ib, (net_key){ 91, i, 0, 0 }, junk, RND() % 400000, 10000, &d, err),
+               NET_OK);
+            if (RND() % 2) usleep((useconds_t)(RND() % 300));
+            net_op_free(d);
+        }
+        if (RND() % 3 == 0) { /* a decoy receive that never matches, cancelled */
+            struct net_op *d;
+            ST(net_recv_post(b, ia, (net_key){ 92, i, 0, 0 }, junk, 10, &d, err), NET_OK);
+            net_op_free(d);
+        }
+        for (int m = (int)(RND() % 3); m > 0 && posted < MIXN; m--, posted++) {
+            int kk = key_of[order[posted]], idx = next_of_key[kk][taken[kk]++];
+            ST(net_recv_post(b, ia, (net_key){ 90, (uint64_t)kk, 0, 0 }, in[idx], len[idx],
+                             &r[idx], err), NET_OK);
+        }
+    }
+    for (; posted < MIXN; posted++) {
+        int kk = key_of[order[posted]], idx = next_of_key[kk][taken[kk]++];
+        ST(net_recv_post(b, ia, (net_key){ 90, (uint64_t)kk, 0, 0 }, in[idx], len[idx], &r[idx],
+                         err), NET_OK);
+    }
+    int bad = 0;
+    for (int i = 0; i < MIXN; i++) {
+        int st1 = net_wait(r[i], 20000, err), st2 = net_wait(s[i], 20000, err);
+        if (st1 != NET_OK || st2 != NET_OK || net_op_len(r[i]) != len[i] ||
+            memcmp(in[i], out[i], len[i])) {
+            if (bad++ < 3) fprintf(stderr, "\n  message %d (%zu B): %d %d %s\n", i, len[i], st1,
+                                   st2, err);
+        }
+        net_op_free(r[i]);
+        net_op_free(s[i]);
+        free(out[i]);
+        free(in[i]);
+        per_key[key_of[i]]++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(net_peer_status(a, ib, err), NET_OK);
+    free(junk);
+    net_node_free(a);
+    net_node_free(b);
+#undef RND
+}
+
 /* Receives posted after arrival, with a transport-allocated buffer, too small,
  * and cancelled. */
 static void test_recv_variants(void)
@@ -915,6 +999,53 @@ static void test_bounded_memory(void)
     net_node_free(b);
 }
 
+/* Cancelling a send that is half written: the rest still goes out (from a
+ * copy), the caller's buffer is free at once, the stream stays in step. */
+static void test_cancel_half_written_send(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    cb.max_unclaimed = 1 << 20;
+    struct net_node *a, *b;
+    pair_cfg(&a, &b, &ca, &cb);
+    enum { BIG = 32 << 20 };
+    uint8_t *first = malloc(1 << 20), *big = malloc(BIG), *orig = malloc(BIG), *got = malloc(BIG);
+    fill(first, 1 << 20, 1);
+    fill(big, BIG, 2);
+    memcpy(orig, big, BIG);
+    struct net_op *s1, *s2, *s3;
+    /* b buffers the first message, then stops reading at the big one's header */
+    ST(net_send(a, cb.self, (net_key){ 95, 1, 0, 0 }, first, 1 << 20, 1000, &s1, err), NET_OK);
+    ST(net_send(a, cb.self, (net_key){ 95, 2, 0, 0 }, big, BIG, 1000, &s2, err), NET_OK);
+    ST(net_wait(s1, 5000, err), NET_OK);
+    net_stats st = { 0 };
+    for (int i = 0; i < 500 && !st.paused; i++) {
+        usleep(10000);
+        net_peer_stats(b, ca.self, &st);
+    }
+    CU_ASSERT(st.paused);
+    CU_ASSERT_EQUAL(net_op_test(s2, err), NET_PENDING); /* the socket is full */
+    net_op_free(s2);
+    memset(big, 0xEE, BIG); /* ours again: the transport must not read it now */
+    ST(net_send(a, cb.self, (net_key){ 95, 3, 0, 0 }, first, 100, 1000, &s3, err), NET_OK);
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 95, 1, 0, 0 }, got, BIG, &n, 5000, err), NET_OK);
+    CU_ASSERT(n == 1 << 20 && memcmp(got, first, n) == 0);
+    /* the cancelled frame was already partly on the wire, so it arrives whole */
+    CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 95, 2, 0, 0 }, got, BIG, &n, 5000, err), NET_OK);
+    CU_ASSERT(n == BIG && memcmp(got, orig, BIG) == 0);
+    CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 95, 3, 0, 0 }, got, BIG, &n, 5000, err), NET_OK);
+    CU_ASSERT(n == 100 && memcmp(got, first, 100) == 0);
+    CU_ASSERT_EQUAL(net_wait(s3, 5000, err), NET_OK);
+    net_op_free(s1);
+    net_op_free(s3);
+    free(first); free(big); free(orig); free(got);
+    net_node_free(a);
+    net_node_free(b);
+}
+
 static void test_shutdown_in_flight(void)
 {
     char err[NET_ERR_LEN];
@@ -976,6 +1107,7 @@ int main(void)
         { "round trips via evbuffer_read", test_roundtrip_evbuffer },
         { "many in flight both ways, order kept", test_many_in_flight },
         { "receive variants", test_recv_variants },
+        { "random mix with cancels", test_random_mix_with_cancels },
         { "corrupted payload and header", test_corrupt_payload },
         { "truncated frame, 2^60 length", test_truncated_and_huge },
         { "pre-auth refusals", test_preauth_refusals },
@@ -987,6 +1119,7 @@ int main(void)
         { "config errors, busy address, stranger flood", test_config_and_limits },
         { "early sends, heartbeats, silent stranger", test_early_sends_and_heartbeats },
         { "bounded memory", test_bounded_memory },
+        { "cancel a half-written send", test_cancel_half_written_send },
         { "shutdown with messages in flight", test_shutdown_in_flight },
         CU_TEST_INFO_NULL,
     };
