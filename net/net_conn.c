@@ -18,8 +18,10 @@
 
 #include "net/net_internal.h"
 
-#define WRITE_BUDGET (32u << 20) /* bytes per callback before yielding to other sockets */
-#define READ_BUDGET (32u << 20)
+/* Bytes per callback before the loop gets back to other sockets and to its
+ * timers (heartbeats must go out even while a huge frame streams in). */
+#define WRITE_BUDGET (4u << 20)
+#define READ_BUDGET (4u << 20)
 #define DIRECT_MIN 4096          /* payload remainder worth a read straight into place */
 
 static int conn_read(struct conn *c);
@@ -242,6 +244,10 @@ void conn_write_cb(int fd, short what, void *arg)
         conn_start(c);
         return;
     }
+    /* The socket was full and has drained: the peer's kernel is acknowledging
+     * our bytes, which proves it alive even if it is too busy reading a long
+     * frame from us to send a heartbeat. */
+    c->last_rx = net_now_ms();
     conn_write_now(c);
 }
 
