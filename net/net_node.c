@@ -277,6 +277,7 @@ void net_node_free(struct net_node *n)
     if (n->efd >= 0) close(n->efd);
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->lk);
+    if (n->secret) explicit_bzero(n->secret, n->cfg.secret_len);
     free(n->secret);
     free(n);
 }
