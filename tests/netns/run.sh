@@ -70,6 +70,8 @@ cl_bg "$T/lo/run.log" ip netns exec "$(nn_ns lo)" "$P" run "$T/lo/topo.json" --o
 wait "$last"; rc=$?
 check "loopback run exits 0 (got $rc)" "[ $rc -eq 0 ] || { show $T/lo/run.log; false; }"
 # the launcher's children: none may have crashed, not even after the run's end
+# (the launcher only warns about a stage that dies after DONE)
+check "the launcher saw every stage exit cleanly" "! grep -q 'warning: stage' $T/lo/run.log || { show $T/lo/run.log; false; }"
 crash='double free|free\(\)|corrupted|AddressSanitizer|runtime error:|Segmentation fault|Aborted'
 for k in 0 1 2; do
     f=$T/lo/run/stage-$k.log
