@@ -46,7 +46,7 @@
 #include "model/util.h"
 #include "stage/topo.h"
 
-enum { MAX_P = 2, N_RUNS = 3 };
+enum { MAX_P = 2, N_RUNS = 3, MAX_ROUNDS = 20 };
 
 typedef struct {
     int json, steps, warmup, batch, micro, split, keep, rounds;
@@ -79,6 +79,7 @@ typedef struct {
     char tmp[64], data[PATH_MAX], bin[96]; /* bin: the private copy in tmp */
     double load_before, load_after;
     run_result r[N_RUNS];
+    double round_ms[N_RUNS][MAX_ROUNDS]; /* median step time of every round */
 } bench;
 
 static double now_s(void)
@@ -366,7 +367,7 @@ static int contended(const bench *b)
 {
     for (int i = 0; i < N_RUNS; i++) {
         const run_result *r = &b->r[i];
-        double busy = r->cpu_s / r->run_wall_s, want = r->P == 1 ? 0.9 : 0.75 * r->P;
+        double busy = r->cpu_s / r->run_wall_s, want = r->P == 1 ? 0.9 : 0.7 * r->P;
         if (busy < want) return 1;
     }
     return 0;
@@ -391,7 +392,9 @@ static void print_table(const bench *b)
         printf("  %-18s %10.0f %9.2f", label, r->tok_s, r->step_ms);
         if (r->P > 1) printf(" %9.3f %7.3f %8.1f %%", r->speedup, r->ideal, 100 * r->ratio);
         else printf(" %9s %7s %10s", "", "", "");
-        printf("   %.2f cores busy\n", r->cpu_s / r->run_wall_s);
+        printf("   %.2f cores busy; rounds:", r->cpu_s / r->run_wall_s);
+        for (int k = 0; k < o->rounds; k++) printf(" %.1f", b->round_ms[i][k]);
+        printf(" ms\n");
     }
     for (int i = 1; i < N_RUNS; i++) {
         const run_result *r = &b->r[i];
@@ -450,7 +453,12 @@ static void print_json(const bench *b)
 {
     const opts *o = &b->o;
     json_t *runs = json_array();
-    for (int i = 0; i < N_RUNS; i++) json_array_append_new(runs, run_json(&b->r[i]));
+    for (int i = 0; i < N_RUNS; i++) {
+        json_t *r = run_json(&b->r[i]), *a = json_array();
+        for (int k = 0; k < o->rounds; k++) json_array_append_new(a, json_real(b->round_ms[i][k]));
+        json_object_set_new(r, "rounds_step_ms", a);
+        json_array_append_new(runs, r);
+    }
     json_t *j = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:o}", "bench", "pipeline", "topology",
                           b->t.path, "n_layers", b->t.model.n_layers, "seq_len", b->t.model.seq_len, "batch_size",
                           o->batch, "micro_batches", o->micro, "steps", o->steps, "warmup", o->warmup, "rounds",
@@ -520,8 +528,8 @@ static int parse(opts *o, int argc, char **argv)
             return 2;
         }
     }
-    if (o->rounds < 1 || o->steps < 4 || o->micro < 2 || o->batch % o->micro || o->warmup >= o->steps - 2) {
-        fprintf(stderr, "pipetrain bench pipeline: need --rounds >= 1, --steps >= 4 and > --warmup + 2, "
+    if (o->rounds < 1 || o->rounds > MAX_ROUNDS || o->steps < 4 || o->micro < 2 || o->batch % o->micro || o->warmup >= o->steps - 2) {
+        fprintf(stderr, "pipetrain bench pipeline: need --rounds 1..20, --steps >= 4 and > --warmup + 2, "
                         "--micro >= 2 dividing --batch\n");
         return 2;
     }
@@ -587,6 +595,7 @@ int bench_pipeline_main(int argc, char **argv)
             run_result r = b->r[i];
             if ((rc = run_one(b, &r, round, err))) fprintf(stderr, "pipetrain bench pipeline: %s\n", err);
             else if (round == 0 || r.step_ms < b->r[i].step_ms) b->r[i] = r;
+            b->round_ms[i][round] = r.step_ms;
         }
     b->load_after = load1();
     if (!rc) {
