@@ -528,7 +528,8 @@ static int parse(opts *o, int argc, char **argv)
             return 2;
         }
     }
-    if (o->rounds < 1 || o->rounds > MAX_ROUNDS || o->steps < 4 || o->micro < 2 || o->batch % o->micro || o->warmup >= o->steps - 2) {
+    if (o->rounds < 1 || o->rounds > MAX_ROUNDS || o->steps < 4 || o->micro < 2 || o->batch % o->micro ||
+        o->warmup >= o->steps - 2) {
         fprintf(stderr, "pipetrain bench pipeline: need --rounds 1..20, --steps >= 4 and > --warmup + 2, "
                         "--micro >= 2 dividing --batch\n");
         return 2;
