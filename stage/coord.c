@@ -273,8 +273,12 @@ static int wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double 
 {
     int n = c->t->n_stages, rc = 0, pending[n];
     char nerr[NET_ERR_LEN];
+    memset(pending, 0, sizeof pending);
     for (int k = 0; k < n; k++) pending[k] = ops[k] != NULL;
-    for (;;) {
+    /* checked up front too: when every message comes within a slice, an
+     * interrupt or an exited child would otherwise go unnoticed */
+    rc = check_live(c, deadline, pending, what, err);
+    while (!rc) {
         int first = -1;
         for (int k = 0; k < n && !rc; k++) {
             if (!pending[k]) continue;
@@ -287,7 +291,7 @@ static int wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double 
             pending[k] = 0;
         }
         if (rc || first < 0) break;
-        if ((rc = check_live(c, deadline, pending, what, err))) break;
+        rc = check_live(c, deadline, pending, what, err);
     }
     for (int k = 0; k < n; k++) { net_op_free(ops[k]); ops[k] = NULL; }
     return rc;

@@ -41,7 +41,7 @@ fault() {
     local name=$1 sig=$2 pt=$3 margin=$4 out="$tmp/$1"
     timeout 90 "$P" run $TOPO "${ARGS[@]}" --peer-timeout-ms "$pt" --out "$out" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     local run=$!
-    check "$name: run reaches step 3" "wait_steps $out 3"
+    check "$name: run reaches step 3" "wait_steps $out 3 || { tail -5 $tmp/$name.err; false; }"
     local pid
     pid=$(cat "$out/stage-1.pid" 2>/dev/null)
     check "$name: stage 1's pid file names a running stage" \
