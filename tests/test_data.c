@@ -276,43 +276,15 @@ static void test_bad_inline(void)
 /* tests/bad/data/NAME with NAME.expect: loaded with format auto, vocab_size 256,
  * val_fraction 0.1, seq_len 8 (see tests/bad/data/README); the message must name
  * the file and contain the text of NAME.expect. */
+static void check_bad_data(const char *path, const char *want) { expect_fail(path, "auto", 256, 0.1, 8, want); }
+
 static void test_bad_corpus(void)
 {
     const char *dir = getenv("BAD_DATA_DIR") ? getenv("BAD_DATA_DIR") : "tests/bad/data";
-    DIR *dp = opendir(dir);
-    CU_ASSERT_FATAL(dp != NULL);
-    struct dirent *e;
-    int cases = 0;
-    while ((e = readdir(dp))) {
-        size_t len = strlen(e->d_name);
-        if (len < 8 || strcmp(e->d_name + len - 7, ".expect") != 0) continue;
-        char path[1024], expect_path[1100], want[512] = "";
-        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(len - 7), e->d_name);
-        snprintf(expect_path, sizeof expect_path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(expect_path, "r");
-        CU_ASSERT_FATAL(f != NULL);
-        if (!fgets(want, sizeof want, f)) want[0] = 0;
-        fclose(f);
-        want[strcspn(want, "\n")] = 0;
-        CU_ASSERT(want[0] != 0);
-        expect_fail(path, "auto", 256, 0.1, 8, want);
-        cases++;
-    }
-    closedir(dp);
-    CU_ASSERT(cases >= 6);
+    CU_ASSERT(tests_each_expect(dir, check_bad_data) >= 6);
 }
 
-static void cleanup(void)
-{
-    if (!tmpdir[0]) return;
-    DIR *dp = opendir(tmpdir);
-    struct dirent *e;
-    char p[1024];
-    while (dp && (e = readdir(dp)))
-        if (e->d_name[0] != '.') { snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name); unlink(p); }
-    if (dp) closedir(dp);
-    rmdir(tmpdir);
-}
+static void cleanup(void) { tests_rm_dir(tmpdir); }
 
 int main(void)
 {

@@ -365,40 +365,10 @@ static void test_malformed(void)
 static void test_bad_corpus(void)
 {
     const char *dir = getenv("BAD_ST_DIR") ? getenv("BAD_ST_DIR") : "tests/bad/safetensors";
-    DIR *dp = opendir(dir);
-    CU_ASSERT_FATAL(dp != NULL);
-    struct dirent *e;
-    int cases = 0;
-    while ((e = readdir(dp))) {
-        size_t len = strlen(e->d_name);
-        if (len < 8 || strcmp(e->d_name + len - 7, ".expect") != 0) continue;
-        char path[1024], expect_path[1100], want[512] = "";
-        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(len - 7), e->d_name);
-        snprintf(expect_path, sizeof expect_path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(expect_path, "r");
-        CU_ASSERT_FATAL(f != NULL);
-        if (!fgets(want, sizeof want, f)) want[0] = 0;
-        fclose(f);
-        want[strcspn(want, "\n")] = 0;
-        CU_ASSERT(want[0] != 0);
-        expect_refused(path, want);
-        cases++;
-    }
-    closedir(dp);
-    CU_ASSERT(cases >= 10);
+    CU_ASSERT(tests_each_expect(dir, expect_refused) >= 10);
 }
 
-static void cleanup(void)
-{
-    if (!tmpdir[0]) return;
-    DIR *dp = opendir(tmpdir);
-    struct dirent *e;
-    char p[1024];
-    while (dp && (e = readdir(dp)))
-        if (e->d_name[0] != '.') { snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name); unlink(p); }
-    if (dp) closedir(dp);
-    rmdir(tmpdir);
-}
+static void cleanup(void) { tests_rm_dir(tmpdir); }
 
 int main(void)
 {

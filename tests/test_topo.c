@@ -637,46 +637,11 @@ static void test_helpers(void)
 
 /* tests/bad/topology/NAME.json with NAME.json.expect: the load must fail with a
  * message starting with the file's path and containing the .expect's first line. */
-static void test_bad_corpus(void)
-{
-    const char *dir = "tests/bad/topology";
-    DIR *d = opendir(dir);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len < 8 || strcmp(e->d_name + len - 7, ".expect")) continue;
-        char path[512], expect_path[600], want[ERR_LEN] = "";
-        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(len - 7), e->d_name);
-        snprintf(expect_path, sizeof expect_path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(expect_path, "r");
-        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-        if (!fgets(want, sizeof want, f)) want[0] = 0;
-        fclose(f);
-        want[strcspn(want, "\n")] = 0;
-        CU_ASSERT(want[0] != 0);
-        expect_fail_at(path, NULL, 0, want, NULL, __LINE__);
-        n++;
-    }
-    closedir(d);
-    CU_ASSERT(n >= 8);
-}
+static void check_bad_topology(const char *path, const char *want) { expect_fail_at(path, NULL, 0, want, NULL, __LINE__); }
 
-static void cleanup(void)
-{
-    if (!tmpdir[0]) return;
-    DIR *d = opendir(tmpdir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(tmpdir);
-}
+static void test_bad_corpus(void) { CU_ASSERT(tests_each_expect("tests/bad/topology", check_bad_topology) >= 8); }
+
+static void cleanup(void) { tests_rm_dir(tmpdir); }
 
 int main(void)
 {

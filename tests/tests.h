@@ -5,10 +5,12 @@
 #define TESTS_H
 
 #include <CUnit/Basic.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Runs one suite in basic mode; returns 0 when every test passed. */
 static inline int tests_run(const char *suite, CU_TestInfo *tests)
@@ -42,6 +44,47 @@ static inline int tests_close(const char *what, const double *a, const double *b
             fprintf(stderr, "    [%zu] %.9g vs %.9g\n", i, a[i], b[i]);
     }
     return bad == 0;
+}
+
+/* A bad-input corpus: for every NAME.expect in dir, calls check(path, want) with
+ * path = dir/NAME and want = the first line of NAME.expect (asserted non-empty).
+ * Returns the number of cases. */
+static inline int tests_each_expect(const char *dir, void (*check)(const char *path, const char *want))
+{
+    DIR *d = opendir(dir);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 8 || strcmp(e->d_name + len - 7, ".expect")) continue;
+        char path[1024], expect_path[1100], want[512] = "";
+        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(len - 7), e->d_name);
+        snprintf(expect_path, sizeof expect_path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(expect_path, "r");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        if (!fgets(want, sizeof want, f)) want[0] = 0;
+        fclose(f);
+        want[strcspn(want, "\n")] = 0;
+        CU_ASSERT(want[0] != 0);
+        check(path, want);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Removes the files in dir (one level) and dir itself; "" does nothing. */
+static inline void tests_rm_dir(const char *dir)
+{
+    if (!dir[0]) return;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[1024];
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') { snprintf(p, sizeof p, "%s/%s", dir, e->d_name); unlink(p); }
+    if (d) closedir(d);
+    rmdir(dir);
 }
 
 #endif
