@@ -18,6 +18,8 @@ cleanup() {
     pkill -KILL -f -- "--out $tmp/" 2>/dev/null
     rm -rf "$tmp"
 }
+# KEEP_TMP=1 keeps the temporary directory for a post-mortem
+[ -n "${KEEP_TMP:-}" ] && cleanup() { echo "kept $tmp"; }
 trap cleanup EXIT
 fail=0
 check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
