@@ -37,6 +37,7 @@ typedef struct {
     int running;
     int result;         /* for the coordinator's liveness check: 1 signal, 2 exit */
     int clean;          /* exited with status 0 */
+    int code;           /* exit status, or -1 (killed by a signal) */
     char why[128];
     char log[4200];
 } child;
@@ -200,11 +201,13 @@ static void ended(child *c, int status)
     c->running = 0;
     if (WIFSIGNALED(status)) {
         c->result = 1;
+        c->code = -1;
         snprintf(c->why, sizeof c->why, "%s killed by signal %d (%s)", c->how == HOW_SSH ? "ssh" : "process",
                  WTERMSIG(status), strsignal(WTERMSIG(status)));
     } else {
         c->result = 2;
         c->clean = WEXITSTATUS(status) == 0;
+        c->code = WEXITSTATUS(status);
         snprintf(c->why, sizeof c->why, "%s exited with status %d%s", c->how == HOW_SSH ? "ssh" : "process",
                  WEXITSTATUS(status), WEXITSTATUS(status) == 127 ? " (could not start it)" : "");
     }
@@ -344,7 +347,38 @@ static int finish(launch *L, stage_coord *c, int rc, const char *err)
     stop_children(L, 2000, 1);
     int k = c ? stage_coord_failed_stage(c) : -1;
     if (k >= 0) log_tail(L, k, 8);
+    /* a stage that refused its input (exit 2: data file, topology) makes the run's status 2 too */
+    if (k >= 0 && L->ch[k].pid && !L->ch[k].running && L->ch[k].code == 2) return 2;
     return rc;
+}
+
+/* Starts the stages this launcher starts, prints the others' commands, and
+ * runs the coordinator. Returns its status; the message is in err. */
+static int start_and_run(launch *L, stage_coord *c, int hand, int join_s, char *err)
+{
+    int port = stage_coord_port(c);
+    for (int k = 0; k < L->t->n_stages; k++)
+        if (L->ch[k].how != HOW_HAND && spawn(L, k, port)) {
+            snprintf(err, ERR_LEN, "could not start stage %d", k);
+            return 1;
+        }
+    if (hand) {
+        fprintf(stderr, "pipetrain run: start %d stage%s by hand (within %d s):\n", hand, hand > 1 ? "s" : "", join_s);
+        print_commands(L, port, 1, stderr);
+    }
+    return stage_coord_run(c, err);
+}
+
+static void coord_opts(stage_coord_opts *co, launch *L, int hand)
+{
+    stage_coord_opts_init(co);
+    co->out_dir = L->o->out;
+    co->run_id = L->run_id;
+    co->peer_timeout_ms = L->o->peer_timeout_ms;
+    co->step_timeout_ms = (int)(L->o->step_timeout_s * 1e3);
+    co->alive = alive;
+    co->alive_arg = L;
+    if (hand) co->join_timeout_ms = 300000; /* people type slower than fork */
 }
 
 int cli_launch(const topo *t, const cli_launch_opts *o)
@@ -352,7 +386,7 @@ int cli_launch(const topo *t, const cli_launch_opts *o)
     launch L;
     char err[ERR_LEN];
     stage_coord *c = NULL;
-    int rc = setup(&L, t, o);
+    int rc = setup(&L, t, o), hand = 0;
     if (rc) { free(L.ch); return rc; }
     if (o->print_commands) {
         if (t->coordinator.port == 0)
@@ -367,34 +401,15 @@ int cli_launch(const topo *t, const cli_launch_opts *o)
         free(L.ch);
         return 1;
     }
+    for (int k = 0; k < t->n_stages; k++) hand += L.ch[k].how == HOW_HAND;
     stage_coord_opts co;
-    stage_coord_opts_init(&co);
-    co.out_dir = o->out;
-    co.run_id = L.run_id;
-    co.peer_timeout_ms = o->peer_timeout_ms;
-    co.step_timeout_ms = (int)(o->step_timeout_s * 1e3);
-    co.alive = alive;
-    co.alive_arg = &L;
+    coord_opts(&co, &L, hand);
     got_signal = 0;
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    if (!(c = stage_coord_new(t, &co, err))) {
-        rc = 1;
-    } else {
-        int port = stage_coord_port(c);
-        for (int k = 0; k < t->n_stages && !rc; k++)
-            if (L.ch[k].how != HOW_HAND && spawn(&L, k, port)) rc = 1;
-        int hand = 0;
-        for (int k = 0; k < t->n_stages; k++) hand += L.ch[k].how == HOW_HAND;
-        if (hand && !rc) {
-            fprintf(stderr, "pipetrain run: start %d stage%s by hand (within %d s):\n", hand, hand > 1 ? "s" : "",
-                    co.join_timeout_ms / 1000);
-            print_commands(&L, port, 1, stderr);
-        }
-        if (rc) snprintf(err, sizeof err, "could not start every stage");
-        else rc = stage_coord_run(c, err);
-    }
+    if (!(c = stage_coord_new(t, &co, err))) rc = 1;
+    else rc = start_and_run(&L, c, hand, co.join_timeout_ms / 1000, err);
     rc = finish(&L, c, rc, err);
     stage_coord_free(c);
     sigaction(SIGINT, &old_int, NULL);
