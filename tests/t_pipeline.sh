@@ -89,11 +89,19 @@ check "no stage process left" "! pgrep -f -- '--out $tmp/' >/dev/null"
 # --- memory: per stage K of P, peak in flight is min(P-K, M) under 1F1B and M
 # under GPipe, and the stashed bytes are that many micro-batches' worth.
 field() { grep -o "\"$2\": [0-9]*" "$1/summary.json" | awk '{print $2}' | tr '\n' ' '; }
+# the scheduler's prediction: the "peak micro-batches" column of `pipetrain schedule`
+predicted() { # TOPOLOGY KIND
+    "$P" schedule "$1" "${COMMON[@]:2}" --kind "$2" 2>&1 |
+        awk '/peak micro-batches/ {t = 1; next} t && $1 ~ /^[0-9]+$/ && NF >= 4 {printf "%s ", $4; next} t {t = 0}'
+}
 for name in 2stage 3stage-uneven 4stage; do
     g="$tmp/$name-gpipe" f="$tmp/$name-1f1b"
     read -r -a gin <<<"$(field "$g" peak_in_flight)"; read -r -a fin <<<"$(field "$f" peak_in_flight)"
     read -r -a gb <<<"$(field "$g" peak_act_bytes)"; read -r -a fb <<<"$(field "$f" peak_act_bytes)"
     n=${#gin[@]}
+    topo=topologies/shakespeare-$name.json
+    check "$name: peak in flight as \`pipetrain schedule\` predicts (gpipe: $(predicted $topo gpipe), 1f1b: $(predicted $topo 1f1b))" \
+        "[ '$(predicted $topo gpipe)' = '${gin[*]} ' ] && [ '$(predicted $topo 1f1b)' = '${fin[*]} ' ]"
     ok=1
     for ((k = 0; k < n; k++)); do
         want=$((n - k < M ? n - k : M))
