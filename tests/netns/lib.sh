@@ -42,6 +42,11 @@ nn_init() {
     NN_HUB=$(nn_ns hub)
     if [ "$(id -u)" != 0 ]; then NN_WHY="needs root (uid $(id -u))"; return 2; fi
     if ! command -v ip >/dev/null 2>&1; then NN_WHY="no ip(8) (iproute2 not installed)"; return 2; fi
+    # Leftovers of a killed run that had our PID (names are per PID) go first.
+    local ns
+    for ns in $(timeout 10 ip netns list 2>/dev/null | awk '{print $1}'); do
+        case $ns in "$NN_PREFIX"-*) timeout 10 ip netns del "$ns" 2>/dev/null ;; esac
+    done
     _nn_ip netns add "$NN_HUB" || return 2
     NN_LIST="$NN_HUB"
     _nn_ip -n "$NN_HUB" link add br0 type bridge || return 1
