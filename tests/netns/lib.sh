@@ -6,6 +6,7 @@
 # eth0). The root namespace is connected to none of them: there is no route from
 # it to the test's addresses and nothing here sends a packet. Namespace names
 # carry a tag (the caller's PID) so that parallel runs never collide.
+# IPv6 is off inside them (no autoconfiguration chatter): the tests use IPv4.
 #
 #   nn_init TAG            create the hub namespace and its bridge. Returns 0;
 #                          2 when namespaces cannot be created here at all (not
@@ -49,9 +50,18 @@ nn_init() {
     done
     _nn_ip netns add "$NN_HUB" || return 2
     NN_LIST="$NN_HUB"
+    _nn_no_ipv6 "$NN_HUB"
     _nn_ip -n "$NN_HUB" link add br0 type bridge || return 1
     _nn_ip -n "$NN_HUB" link set br0 up || return 1
     _nn_ip -n "$NN_HUB" link set lo up || return 1
+    return 0
+}
+
+# _nn_no_ipv6 NS: IPv6 off in NS (best effort), so that no interface sends
+# autoconfiguration chatter (DAD, router solicitations); the tests use IPv4.
+_nn_no_ipv6() {
+    timeout 10 ip netns exec "$1" sh -c 'for f in default all; do
+        echo 1 >/proc/sys/net/ipv6/conf/$f/disable_ipv6; done' 2>/dev/null
     return 0
 }
 
@@ -60,6 +70,7 @@ nn_add_lo() {
     ns=$(nn_ns "$1")
     _nn_ip netns add "$ns" || return 1
     NN_LIST="$NN_LIST $ns"
+    _nn_no_ipv6 "$ns"
     _nn_ip -n "$ns" link set lo up
 }
 
