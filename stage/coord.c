@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <time.h>
 
 /* Keys of control messages: (type, step, 0, 0). JOIN and START use step 0;
@@ -41,7 +42,17 @@ struct stage_coord {
     long step;              /* 0-based step being worked on */
     double limit_s;         /* the timeout the current wait's deadline reflects */
     double t0, train_s, loss, val;
+    double t_loss, t_mark;  /* when the step's LOSS came; when its last message came */
+    _Atomic int quiet;      /* the outcome is known: the transport's remarks are noise now */
 };
+
+/* The transport's log lines (network thread): to stderr until the outcome is
+ * known, then dropped (every stage closing its connection is expected). */
+static void net_log(void *arg, const char *line)
+{
+    stage_coord *c = arg;
+    if (!c->quiet) fprintf(stderr, "%s\n", line);
+}
 
 static double now_s(void)
 {
@@ -119,6 +130,8 @@ stage_coord *stage_coord_new(const topo *t, const stage_coord_opts *o, char *err
     net_config cfg;
     if (stage_net_config(&cfg, t, net_coord_id(), o->run_id, o->peer_timeout_ms, c->secret, err)) goto fail;
     cfg.listen_host = t->coordinator.host;
+    cfg.log = net_log;
+    cfg.log_arg = c;
     cfg.listen_port = o->listen_port >= 0 ? o->listen_port : t->coordinator.port;
     char nerr[NET_ERR_LEN];
     if (!(c->node = net_node_new(&cfg, nerr))) {
@@ -200,6 +213,7 @@ static int blame_score(stage_coord *c, int k, char *why, const char **verb)
 static void tell_stages(stage_coord *c, const char *msg)
 {
     char nerr[NET_ERR_LEN];
+    c->quiet = 1;
     for (int k = 0; k < c->t->n_stages; k++) {
         struct net_op *op = NULL;
         net_peer_id id = net_stage_id((uint16_t)k, 0);
@@ -210,11 +224,27 @@ static void tell_stages(stage_coord *c, const char *msg)
     }
 }
 
+/* Fails the run at once, blaming stage k for what it sent ("failed"). */
+static int bad_message(stage_coord *c, int k, char *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int bad_message(stage_coord *c, int k, char *err, const char *fmt, ...)
+{
+    char what[ERR_LEN], w[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    c->failed_stage = k;
+    seterr(err, "stage %d (%s) failed at step %ld: %s", k, where(c->t, k, w, sizeof w), c->step + 1, what);
+    tell_stages(c, err);
+    return 1;
+}
+
 /* Ends the run: after a grace period (the other stages notice a dead
  * neighbour too, and their own FAILs must not hide the stage that died first),
  * blames the likeliest stage, falling back to `first` with `reason`. */
 static int fail_run(stage_coord *c, int first, const char *reason, char *err)
 {
+    c->quiet = 1;
     int grace = c->o.peer_timeout_ms / 3 + 500;
     if (grace > 4000) grace = 4000;
     for (double end = now_s() + grace / 1e3; now_s() < end;) nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
@@ -346,16 +376,6 @@ static int send_all(stage_coord *c, uint16_t type, long step, const uint8_t *pay
 
 static uint8_t *slot(stage_coord *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
 
-/* A stage whose JOIN does not match the topology: blamed without grace. */
-static int bad_join(stage_coord *c, int k, const char *what, char *err)
-{
-    char w[300];
-    c->failed_stage = k;
-    seterr(err, "stage %d (%s) failed at step %ld: its JOIN %s", k, where(c->t, k, w, sizeof w), c->step + 1, what);
-    tell_stages(c, err);
-    return 1;
-}
-
 static int join_all(stage_coord *c, char *err)
 {
     int n = c->t->n_stages;
@@ -365,16 +385,10 @@ static int join_all(stage_coord *c, char *err)
         return 1;
     for (int k = 0; k < n; k++) {
         const uint8_t *p = slot(c, k);
-        char what[160];
-        if (lens[k] != 12) {
-            snprintf(what, sizeof what, "is %llu bytes, expected 12", (unsigned long long)lens[k]);
-            return bad_join(c, k, what, err);
-        }
-        if (proto_get_u32(p) != (uint32_t)k || proto_get_u32(p + 8) != (uint32_t)c->t->stages[k].n_units) {
-            snprintf(what, sizeof what, "says stage %u with %u units, expected stage %d with %d", proto_get_u32(p),
-                     proto_get_u32(p + 8), k, c->t->stages[k].n_units);
-            return bad_join(c, k, what, err);
-        }
+        if (lens[k] != 12) return bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);
+        if (proto_get_u32(p) != (uint32_t)k || proto_get_u32(p + 8) != (uint32_t)c->t->stages[k].n_units)
+            return bad_message(c, k, err, "its JOIN says stage %u with %u units, expected stage %d with %d",
+                               proto_get_u32(p), proto_get_u32(p + 8), k, c->t->stages[k].n_units);
         c->pids[k] = proto_get_u32(p + 4);
     }
     uint8_t start[16];
@@ -406,16 +420,11 @@ static int gather_norm(stage_coord *c, long s, double *norm, char *err)
 {
     int n = c->t->n_stages;
     uint64_t lens[n];
-    char perr[ERR_LEN], w[300];
+    char perr[ERR_LEN];
     if (recv_all(c, MSG_NORM, s, -1, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
     for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
     for (int k = 0; k < n; k++)
-        if (stage_coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) {
-            c->failed_stage = k;
-            seterr(err, "stage %d (%s) failed at step %ld: %s", k, where(c->t, k, w, sizeof w), s + 1, perr);
-            tell_stages(c, err);
-            return 1;
-        }
+        if (stage_coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return bad_message(c, k, err, "%s", perr);
     *norm = optim_global_norm(c->sq, c->n_units);
     uint8_t rep[8];
     proto_put_f64(rep, *norm);
@@ -429,23 +438,19 @@ static int coord_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
     long total = tr->steps;
     uint64_t lens[c->t->n_stages];
     double tmo = c->o.step_timeout_ms / 1e3;
-    char w[300];
     row->step = s + 1;
     row->val_loss = NAN;
     row->lr = optim_lr(s, total, tr->warmup_steps, tr->lr, tr->min_lr);
     if (gather_norm(c, s, &row->grad_norm, err)) return 1;
     if (recv_all(c, MSG_LOSS, s, c->head, lens, tmo, "LOSS", err)) return 1;
-    if (lens[c->head] != 8) {
-        c->failed_stage = c->head;
-        seterr(err, "stage %d (%s) failed at step %ld: LOSS is %llu bytes, expected 8", c->head,
-               where(c->t, c->head, w, sizeof w), s + 1, (unsigned long long)lens[c->head]);
-        tell_stages(c, err);
-        return 1;
-    }
+    if (lens[c->head] != 8)
+        return bad_message(c, c->head, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[c->head]);
     row->loss = proto_get_f64(slot(c, c->head));
+    c->t_mark = c->t_loss = now_s();
     if (proto_is_eval_step(s, total, tr->eval_every)) {
         if (recv_all(c, MSG_VAL, s, c->head, lens, tmo, "VAL", err)) return 1;
         if (lens[c->head] >= 8) row->val_loss = proto_get_f64(slot(c, c->head));
+        c->t_mark = now_s();
     }
     return 0;
 }
@@ -471,21 +476,24 @@ static int log_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
     }
     if (!proto_is_ckpt_step(s, total, c->t->checkpoint.every)) return 0;
     if (recv_all(c, MSG_CKPT_DONE, s, -1, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
+    c->t_mark = now_s();
     return commit_checkpoint(c, s + 1, err);
 }
 
+/* Step times run from the end of the previous step's evaluation and
+ * checkpoint (as the stages see it) to the step's LOSS, as in train.c. */
 static int run_steps(stage_coord *c, char *err)
 {
     const topo *t = c->t;
     double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
-    double last = now_s();
+    c->t_mark = now_s();
     for (long s = c->o.first_step; s < t->train.steps; s++) {
         c->step = s;
         stage_metrics_row row;
+        double start = c->t_mark;
         int rc = coord_step(c, s, &row, err);
         if (rc) return rc;
-        double now = now_s(), dt = now - last;
-        last = now;
+        double dt = c->t_loss - start;
         c->train_s += dt;
         row.step_ms = dt * 1e3;
         row.tokens_per_s = dt > 0 ? tokens / dt : 0;
@@ -501,19 +509,14 @@ static int gather_stats(stage_coord *c, char *err)
     int n = c->t->n_stages;
     uint64_t lens[n];
     long last = c->t->train.steps - 1;
-    char w[300];
     c->step = last;
     if (recv_all(c, MSG_STATS, last, -1, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
     for (int k = 0; k < n; k++) {
-        if (lens[k] != PROTO_STATS_BYTES) {
-            c->failed_stage = k;
-            seterr(err, "stage %d (%s) failed at step %ld: STATS is %llu bytes, expected %d", k,
-                   where(c->t, k, w, sizeof w), last + 1, (unsigned long long)lens[k], PROTO_STATS_BYTES);
-            tell_stages(c, err);
-            return 1;
-        }
+        if (lens[k] != PROTO_STATS_BYTES)
+            return bad_message(c, k, err, "STATS is %llu bytes, expected %d", (unsigned long long)lens[k], PROTO_STATS_BYTES);
         proto_stats_decode(&c->stats[k], slot(c, k));
     }
+    c->quiet = 1;
     /* DONE: the results are in. A stage exits as soon as it has its DONE,
      * possibly before the others' are written, so nothing here is a failure. */
     struct net_op *ops[n];
