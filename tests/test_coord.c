@@ -79,7 +79,7 @@ static void test_place_norms_rejects(void)
 
 /* ---- fake stages ---- */
 
-enum { FAKE_OK = 0, FAKE_DIE, FAKE_FAIL, FAKE_SILENT };
+enum { FAKE_OK = 0, FAKE_DIE, FAKE_FAIL, FAKE_SILENT, FAKE_BAD_NORM };
 
 typedef struct {
     const topo *t;
@@ -170,6 +170,12 @@ static int fake_misbehave(fake *f, struct net_node *n, long s)
     if (f->mode == FAKE_OK || s != f->bad_step) return 0;
     if (f->mode == FAKE_FAIL) fsend(n, MSG_FAIL, s, "disk on fire", 12);
     if (f->mode == FAKE_SILENT) sleep(3); /* longer than the step timeout the test sets */
+    if (f->mode == FAKE_BAD_NORM) {
+        uint8_t buf[4 + 8 * 8] = { 0 };
+        proto_put_u32(buf, (uint32_t)f->t->stages[f->k].n_units + 1);
+        fsend(n, MSG_NORM, s, buf, 4 + 8 * (uint64_t)(f->t->stages[f->k].n_units + 1));
+        frecv(n, MSG_NORM_REPLY, s, buf, 8); /* never comes: the coordinator gives up */
+    }
     return 1;
 }
 
@@ -342,6 +348,14 @@ static void test_stage_silent(void)
     done(&h);
 }
 
+static void test_bad_norm(void)
+{
+    harness h;
+    run_coord(&h, 4, 1, FAKE_BAD_NORM, 1, 20000);
+    expect_blame(&h, "stage 1 (127.0.0.1:29542) failed at step 2: NORM lists 3 units", NULL);
+    done(&h);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -351,6 +365,7 @@ int main(void)
         { "a stage that disconnects is named", test_stage_dies },
         { "a stage's FAIL reason is reported", test_stage_fails },
         { "a silent stage times out", test_stage_silent },
+        { "a malformed NORM is refused, naming the stage", test_bad_norm },
         CU_TEST_INFO_NULL,
     };
     return tests_run("coord", tests);
