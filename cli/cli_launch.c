@@ -323,12 +323,16 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     while (!L->run_id && getrandom(&L->run_id, sizeof L->run_id, 0) != sizeof L->run_id) {}
     L->run_id &= 0x7fffffffffffffffull; /* printable as a positive number everywhere */
     if (!L->run_id) L->run_id = 1;
-    /* PIPETRAIN_SSH_ALL=1 sends even local stages through ssh: a test can then
-     * exercise the ssh path on one machine with a fake ssh first on PATH. */
-    const char *all = getenv("PIPETRAIN_SSH_ALL");
+    /* PIPETRAIN_SSH_ALL=1 sends even local stages through ssh (a test can then
+     * exercise the ssh path on one machine with a fake ssh first on PATH);
+     * PIPETRAIN_BY_HAND=1 starts nothing, only prints every stage's command
+     * (to start stages under a debugger, or to test the printed commands). */
+    const char *all = getenv("PIPETRAIN_SSH_ALL"), *hand = getenv("PIPETRAIN_BY_HAND");
     int ssh = t->launch_id == TOPO_LAUNCH_SSH, ssh_all = ssh && all && !strcmp(all, "1");
+    int by_hand = hand && !strcmp(hand, "1");
     for (int k = 0; k < t->n_stages; k++)
-        L->ch[k].how = ssh_all ? HOW_SSH : is_local(t->stages[k].host) ? HOW_LOCAL : ssh ? HOW_SSH : HOW_HAND;
+        L->ch[k].how = by_hand ? HOW_HAND : ssh_all ? HOW_SSH : is_local(t->stages[k].host) ? HOW_LOCAL
+                     : ssh ? HOW_SSH : HOW_HAND;
     return 0;
 }
 

@@ -3,8 +3,8 @@
 # mid-run, or stopped with SIGSTOP (found by the heartbeat), makes
 # `pipetrain run` exit 1 within the peer timeout (plus a margin) with a message
 # naming the stage, its host:port and the step, and leaves no stage process
-# behind. Also: SIGINT to the launcher, --print-commands, and "launch": "ssh"
-# through a fake ssh.
+# behind. Also: SIGINT to the launcher, --print-commands, "launch": "ssh"
+# through a fake ssh, and stages started by hand from the commands run prints.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -105,5 +105,22 @@ check "ssh launch: run exits 0" "[ $rc -eq 0 ] || { tail $tmp/ssh.out; false; }"
 check "ssh launch: both stages went through ssh" "[ \$(grep -c '^127.0.0.1\$' $tmp/ssh-hosts) -eq 2 ]"
 check "ssh launch: 3 metrics lines" "[ \$(wc -l <$tmp/ssh/metrics.jsonl) -eq 3 ]"
 check "ssh launch: no stage process left" "! pgrep -f -- '--out $tmp/ssh' >/dev/null"
+
+# --- stages started by hand with the commands run prints
+PIPETRAIN_BY_HAND=1 timeout 60 "$P" run topologies/shakespeare-2stage.json --steps 3 --set coordinator.port=0 \
+    --set stages.0.port=$((base + 20)) --set stages.1.port=$((base + 21)) --set train.batch_size=4 \
+    --out "$tmp/hand" >"$tmp/hand.out" 2>"$tmp/hand.err" &
+run=$!
+for _ in $(seq 100); do [ "$(grep -c ' stage .* --stage ' "$tmp/hand.err")" -ge 2 ] && break; sleep 0.1; done
+check "by hand: run prints 2 commands" "[ \$(grep -c ' stage .* --stage ' $tmp/hand.err) -eq 2 ]"
+grep ' stage .* --stage ' "$tmp/hand.err" | while IFS= read -r cmd; do
+    bash -c "$cmd" >>"$tmp/hand.stages" 2>&1 &
+done
+wait $run
+rc=$?
+check "by hand: run exits 0 with the stages started from its commands" "[ $rc -eq 0 ] || { tail $tmp/hand.err $tmp/hand.stages; false; }"
+check "by hand: 3 metrics lines" "[ \$(wc -l <$tmp/hand/metrics.jsonl) -eq 3 ]"
+for _ in $(seq 50); do pgrep -f -- "--out $tmp/hand" >/dev/null || break; sleep 0.1; done
+check "by hand: the stages exited after DONE" "! pgrep -f -- '--out $tmp/hand' >/dev/null"
 
 exit $fail
