@@ -414,6 +414,9 @@ static void print_table(const bench *b)
     }
     printf("  final loss: %.4f (1 stage), %.4f (gpipe), %.4f (1f1b)\n", b->r[0].final_loss, b->r[1].final_loss,
            b->r[2].final_loss);
+    if ((!isnan(b->r[1].xfer_ms) && b->r[1].xfer_ms < 0) || (!isnan(b->r[2].xfer_ms) && b->r[2].xfer_ms < 0))
+        printf("  (a negative share: the model's bubble, from compute totals alone, exceeds what was measured;\n"
+               "  that part costs less than the model's error)\n");
     if (contended(b))
         printf("  note: the runs did not get the cores they asked for (other processes were busy): the speedups\n"
                "  and the compute times understate what an idle machine gives; see `cores busy`\n");
