@@ -5,6 +5,7 @@
  * message naming it instead of a hang.
  * Not here: processes (cli/cli_launch.c), tensors, restarts (#6). */
 #include "stage/coord.h"
+#include "stage/coord_int.h"
 #include "model/optim.h"
 #include "model/safetensors.h"
 #include "model/util.h"
@@ -16,35 +17,13 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
-#include <time.h>
 
 /* Keys of control messages: (type, step, 0, 0). JOIN and START use step 0;
  * NORM, NORM_REPLY, LOSS, VAL, CKPT_DONE and FAIL carry the 0-based step they
  * belong to (FAIL before START: 0); STATS and DONE the last step, total-1
- * (as stage/runtime_run.c sends and expects them). */
-static net_key ctl_key(uint16_t type, uint64_t step) { return (net_key){ type, step, 0, 0 }; }
-static net_peer_id sid(int k) { return net_stage_id((uint16_t)k, 0); }
-
-struct stage_coord {
-    const topo *t;
-    stage_coord_opts o;
-    struct net_node *node;
-    uint8_t secret[256];
-    int n_units, head, failed_stage;
-    uint32_t *pids;
-    proto_stats *stats;
-    double *sq;             /* per-unit squared norms of the step, global unit order */
-    uint8_t *normbuf;       /* one control payload per stage (NORM's size at least) */
-    uint64_t normcap;
-    stage_metrics *metrics;
-    stage_progress progress;
-    FILE *devnull;
-    long step;              /* 0-based step being worked on */
-    double limit_s;         /* the timeout the current wait's deadline reflects */
-    double t0, train_s, loss, val;
-    double t_loss, t_mark;  /* when the step's LOSS came; when its last message came */
-    _Atomic int quiet;      /* the outcome is known: the transport's remarks are noise now */
-};
+ * (as stage/runtime_run.c sends and expects them); SYNC, SYNC_REPLY and
+ * TRACE (coord_trace.c) the last step too, with the round or part in mb. */
+static net_key ctl_key(uint16_t type, uint64_t step) { return coord_key(type, step, 0); }
 
 /* The transport's log lines (network thread): to stderr until the outcome is
  * known, then dropped (every stage closing its connection is expected). */
@@ -52,13 +31,6 @@ static void net_log(void *arg, const char *line)
 {
     stage_coord *c = arg;
     if (!c->quiet) fprintf(stderr, "%s\n", line);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 void stage_coord_opts_init(stage_coord_opts *o)
@@ -173,12 +145,12 @@ static int probe_fail(stage_coord *c, int k, char *text)
     int found = 0;
     for (int i = 0; i < 4; i++) {
         if (steps[i] < 0 || (i == 3 && c->step <= 1)) continue;
-        net_recv_post(c->node, sid(k), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf[i], ERR_LEN - 1, &ops[i], nerr);
+        net_recv_post(c->node, coord_sid(k), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf[i], ERR_LEN - 1, &ops[i], nerr);
     }
-    double end = now_s() + 0.1;
+    double end = coord_now() + 0.1;
     for (int i = 0; i < 4; i++) {
         if (!ops[i]) continue;
-        int left = (int)((end - now_s()) * 1e3);
+        int left = (int)((end - coord_now()) * 1e3);
         if (!found && net_wait(ops[i], left > 0 ? left : 0, nerr) == NET_OK) {
             uint64_t len = net_op_len(ops[i]);
             buf[i][len < ERR_LEN ? len : ERR_LEN - 1] = 0;
@@ -225,8 +197,7 @@ static void tell_stages(stage_coord *c, const char *msg)
 }
 
 /* Fails the run at once, blaming stage k for what it sent ("failed"). */
-static int bad_message(stage_coord *c, int k, char *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int bad_message(stage_coord *c, int k, char *err, const char *fmt, ...)
+int coord_bad_message(stage_coord *c, int k, char *err, const char *fmt, ...)
 {
     char what[ERR_LEN], w[300];
     va_list ap;
@@ -247,7 +218,7 @@ static int fail_run(stage_coord *c, int first, const char *reason, char *err)
     c->quiet = 1;
     int grace = c->o.peer_timeout_ms / 3 + 500;
     if (grace > 4000) grace = 4000;
-    for (double end = now_s() + grace / 1e3; now_s() < end;) nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+    for (double end = coord_now() + grace / 1e3; coord_now() < end;) nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
     int best = -1, best_score = 0;
     char why[ERR_LEN], best_why[ERR_LEN] = "";
     const char *verb, *best_verb = "failed";
@@ -285,7 +256,7 @@ static int check_live(stage_coord *c, double deadline, const int *pending, const
         for (k = 0; k < c->t->n_stages; k++)
             if (c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
     }
-    if (now_s() < deadline) return 0;
+    if (coord_now() < deadline) return 0;
     int k = 0;
     while (k < c->t->n_stages - 1 && !pending[k]) k++;
     c->failed_stage = k;
@@ -298,8 +269,8 @@ static int check_live(stage_coord *c, double deadline, const int *pending, const
 /* Waits for ops[k] of every stage k with ops[k] != NULL, polling in slices.
  * Frees each op once complete; *lens[k] gets received lengths. Returns 0, or
  * 1 with the failure in err (the remaining ops freed). */
-static int wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
-                    char *err)
+int coord_wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
+                   char *err)
 {
     int n = c->t->n_stages, rc = 0, pending[n];
     char nerr[NET_ERR_LEN];
@@ -337,7 +308,7 @@ static int post_all(stage_coord *c, struct net_op **ops, uint16_t type, long ste
     for (int k = 0; k < c->t->n_stages; k++) ops[k] = NULL;
     for (int k = 0; k < c->t->n_stages; k++) {
         if (only >= 0 && k != only) continue;
-        if (net_recv_post(c->node, sid(k), ctl_key(type, (uint64_t)step), c->normbuf + (size_t)k * c->normcap,
+        if (net_recv_post(c->node, coord_sid(k), ctl_key(type, (uint64_t)step), c->normbuf + (size_t)k * c->normcap,
                           c->normcap, &ops[k], nerr) != NET_OK) {
             for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
             return fail_run(c, k, nerr, err);
@@ -354,7 +325,7 @@ static int recv_all(stage_coord *c, uint16_t type, long step, int only, uint64_t
     struct net_op *ops[c->t->n_stages];
     c->limit_s = timeout_s;
     if (post_all(c, ops, type, step, only, err)) return 1;
-    return wait_all(c, ops, lens, now_s() + timeout_s, what, err);
+    return coord_wait_all(c, ops, lens, coord_now() + timeout_s, what, err);
 }
 
 /* Sends the same payload to every stage and waits until it is written. */
@@ -365,13 +336,13 @@ static int send_all(stage_coord *c, uint16_t type, long step, const uint8_t *pay
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < n; k++) ops[k] = NULL;
     for (int k = 0; k < n; k++)
-        if (net_send(c->node, sid(k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
+        if (net_send(c->node, coord_sid(k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
                      nerr) != NET_OK) {
             for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
             return fail_run(c, k, nerr, err);
         }
     c->limit_s = c->o.peer_timeout_ms / 1e3;
-    return wait_all(c, ops, NULL, now_s() + c->limit_s, "send", err);
+    return coord_wait_all(c, ops, NULL, coord_now() + c->limit_s, "send", err);
 }
 
 static uint8_t *slot(stage_coord *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
@@ -385,9 +356,9 @@ static int join_all(stage_coord *c, char *err)
         return 1;
     for (int k = 0; k < n; k++) {
         const uint8_t *p = slot(c, k);
-        if (lens[k] != 12) return bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);
+        if (lens[k] != 12) return coord_bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);
         if (proto_get_u32(p) != (uint32_t)k || proto_get_u32(p + 8) != (uint32_t)c->t->stages[k].n_units)
-            return bad_message(c, k, err, "its JOIN says stage %u with %u units, expected stage %d with %d",
+            return coord_bad_message(c, k, err, "its JOIN says stage %u with %u units, expected stage %d with %d",
                                proto_get_u32(p), proto_get_u32(p + 8), k, c->t->stages[k].n_units);
         c->pids[k] = proto_get_u32(p + 4);
     }
@@ -424,7 +395,7 @@ static int gather_norm(stage_coord *c, long s, double *norm, char *err)
     if (recv_all(c, MSG_NORM, s, -1, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
     for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
     for (int k = 0; k < n; k++)
-        if (stage_coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return bad_message(c, k, err, "%s", perr);
+        if (stage_coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return coord_bad_message(c, k, err, "%s", perr);
     *norm = optim_global_norm(c->sq, c->n_units);
     uint8_t rep[8];
     proto_put_f64(rep, *norm);
@@ -444,13 +415,13 @@ static int coord_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
     if (gather_norm(c, s, &row->grad_norm, err)) return 1;
     if (recv_all(c, MSG_LOSS, s, c->head, lens, tmo, "LOSS", err)) return 1;
     if (lens[c->head] != 8)
-        return bad_message(c, c->head, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[c->head]);
+        return coord_bad_message(c, c->head, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[c->head]);
     row->loss = proto_get_f64(slot(c, c->head));
-    c->t_mark = c->t_loss = now_s();
+    c->t_mark = c->t_loss = coord_now();
     if (proto_is_eval_step(s, total, tr->eval_every)) {
         if (recv_all(c, MSG_VAL, s, c->head, lens, tmo, "VAL", err)) return 1;
         if (lens[c->head] >= 8) row->val_loss = proto_get_f64(slot(c, c->head));
-        c->t_mark = now_s();
+        c->t_mark = coord_now();
     }
     return 0;
 }
@@ -476,7 +447,7 @@ static int log_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
     }
     if (!proto_is_ckpt_step(s, total, c->t->checkpoint.every)) return 0;
     if (recv_all(c, MSG_CKPT_DONE, s, -1, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
-    c->t_mark = now_s();
+    c->t_mark = coord_now();
     return commit_checkpoint(c, s + 1, err);
 }
 
@@ -486,7 +457,7 @@ static int run_steps(stage_coord *c, char *err)
 {
     const topo *t = c->t;
     double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
-    c->t_mark = now_s();
+    c->t_mark = coord_now();
     for (long s = c->o.first_step; s < t->train.steps; s++) {
         c->step = s;
         stage_metrics_row row;
@@ -513,7 +484,7 @@ static int gather_stats(stage_coord *c, char *err)
     if (recv_all(c, MSG_STATS, last, -1, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
     for (int k = 0; k < n; k++) {
         if (lens[k] != PROTO_STATS_BYTES)
-            return bad_message(c, k, err, "STATS is %llu bytes, expected %d", (unsigned long long)lens[k], PROTO_STATS_BYTES);
+            return coord_bad_message(c, k, err, "STATS is %llu bytes, expected %d", (unsigned long long)lens[k], PROTO_STATS_BYTES);
         proto_stats_decode(&c->stats[k], slot(c, k));
     }
     c->quiet = 1;
@@ -522,7 +493,7 @@ static int gather_stats(stage_coord *c, char *err)
     struct net_op *ops[n];
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < n; k++)
-        if (net_send(c->node, sid(k), ctl_key(MSG_DONE, (uint64_t)last), NULL, 0, 1000, &ops[k], nerr) != NET_OK)
+        if (net_send(c->node, coord_sid(k), ctl_key(MSG_DONE, (uint64_t)last), NULL, 0, 1000, &ops[k], nerr) != NET_OK)
             ops[k] = NULL;
     for (int k = 0; k < n; k++) {
         if (ops[k]) net_wait(ops[k], c->o.peer_timeout_ms, nerr);
@@ -571,7 +542,7 @@ int stage_coord_run(stage_coord *c, char *err)
 {
     const topo *t = c->t;
     char merr[ERR_LEN];
-    c->t0 = now_s();
+    c->t0 = coord_now();
     c->step = c->o.first_step;
     if (!(c->metrics = stage_metrics_open(c->o.out_dir, c->o.append_metrics, merr))) {
         seterr(err, "%s", merr);
@@ -588,7 +559,7 @@ int stage_coord_run(stage_coord *c, char *err)
     if (rc) return rc;
     long steps = t->train.steps - c->o.first_step;
     double tok_s = c->train_s > 0 ? (double)steps * t->train.batch_size * t->model.seq_len / c->train_s : 0;
-    double wall = now_s() - c->t0;
+    double wall = coord_now() - c->t0;
     if (write_summary(c, t->train.steps, wall, tok_s, merr) || stage_metrics_write_svg(c->metrics, merr)) {
         seterr(err, "%s", merr);
         return 1;
