@@ -42,6 +42,7 @@ typedef struct {
     int peer_timeout_ms;       /* transport dead-peer timeout, for stages and coordinator */
     double step_timeout_s;     /* longest wait for one step */
     uint64_t run_id;           /* 0: a random one */
+    int trace;                 /* gather the stages' events into OUT/trace.json */
 } cli_launch_opts;
 
 /* Runs topology t (more than one stage) as described in cli/cli_launch.c.

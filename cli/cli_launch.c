@@ -382,6 +382,7 @@ static void coord_opts(stage_coord_opts *co, launch *L, int hand)
     co->step_timeout_ms = (int)(L->o->step_timeout_s * 1e3);
     co->alive = alive;
     co->alive_arg = L;
+    co->trace = L->o->trace;
     if (hand) co->join_timeout_ms = 300000; /* people type slower than fork */
 }
 

@@ -32,7 +32,9 @@ static const char run_help[] =
     "  --print-commands      print the command of every stage and exit\n"
     "  --peer-timeout-ms N   silence after which a process is dead (default 10000)\n"
     "  --step-timeout-s N    longest wait for one step (default 600)\n"
-    "  --run-id N            run id the stages must be started with (default: random)\n";
+    "  --run-id N            run id the stages must be started with (default: random)\n"
+    "  --trace               write trace.json: every stage's compute, tensor waits and\n"
+    "                        sends on one clock (Chrome trace format; open in Perfetto)\n";
 
 static const char check_help[] =
     "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...]\n"
@@ -47,7 +49,7 @@ typedef struct {
     char *sets[256];
     int n_sets;
     char steps_set[64];
-    int print_commands, peer_timeout_ms;
+    int print_commands, peer_timeout_ms, trace;
     double step_timeout_s;
     uint64_t run_id;
 } run_args;
@@ -57,6 +59,7 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
 {
     long n;
     if (!strcmp(s, "--print-commands")) { a->print_commands = 1; return 1; }
+    if (!strcmp(s, "--trace")) { a->trace = 1; return 1; }
     if (!strcmp(s, "--peer-timeout-ms")) {
         if (cli_parse_long(cmd, s, v, 100, 86400000, &n)) return -1;
         a->peer_timeout_ms = (int)n;
@@ -144,7 +147,7 @@ int cli_run_main(int argc, char **argv)
     else default_out(out, sizeof out, a.topology);
     if (t.n_stages > 1) {
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
-                               a.step_timeout_s, a.run_id };
+                               a.step_timeout_s, a.run_id, a.trace };
         rc = cli_launch(&t, &lo);
         topo_free(&t);
         return rc;

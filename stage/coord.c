@@ -362,10 +362,11 @@ static int join_all(stage_coord *c, char *err)
                                proto_get_u32(p), proto_get_u32(p + 8), k, c->t->stages[k].n_units);
         c->pids[k] = proto_get_u32(p + 4);
     }
-    uint8_t start[16];
+    uint8_t start[24];
     proto_put_u64(start, (uint64_t)c->o.first_step);
     proto_put_u64(start + 8, (uint64_t)c->t->train.steps);
-    return send_all(c, MSG_START, 0, start, sizeof start, err);
+    proto_put_u64(start + 16, c->o.trace ? PROTO_START_TRACE : 0);
+    return send_all(c, MSG_START, 0, start, c->o.trace ? 24 : 16, err);
 }
 
 /* ---- steps ---- */
@@ -481,6 +482,7 @@ static int gather_stats(stage_coord *c, char *err)
     uint64_t lens[n];
     long last = c->t->train.steps - 1;
     c->step = last;
+    if (c->o.trace && coord_gather_trace(c, err)) return 1;
     if (recv_all(c, MSG_STATS, last, -1, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
     for (int k = 0; k < n; k++) {
         if (lens[k] != PROTO_STATS_BYTES)

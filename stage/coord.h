@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "stage/proto.h"
 #include "stage/topo.h"
 
 /* Liveness check called between polling slices. With stage k >= 0: 0 while
@@ -38,6 +39,7 @@ typedef struct {
     int poll_ms;              /* polling slice (default 200) */
     long first_step;          /* 0-based step to start at (0; > 0 when resuming, #6) */
     int append_metrics;       /* append to metrics.jsonl instead of truncating (#6) */
+    int trace;                /* ask the stages for their events; write OUT/trace.json */
     stage_coord_alive_fn alive; /* may be NULL */
     void *alive_arg;
 } stage_coord_opts;
@@ -86,5 +88,12 @@ int stage_coord_place_norms(const topo *t, int stage, const uint8_t *payload, ui
  * out (4 + 8 * n_units bytes of that stage); returns the length. The inverse
  * of stage_coord_place_norms, for tests and fake stages. */
 uint64_t stage_coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out);
+
+/* Writes the stages' events (ev[k]: n_ev[k] events of stage k, times in
+ * seconds on one clock) to path as Chrome trace JSON (Perfetto): a process per
+ * stage with tracks "compute", "tensor waits" and "tensor sends"; times in us
+ * from the earliest event. Written to path.tmp, then renamed. Returns 0 or -1
+ * with err. */
+int stage_coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err);
 
 #endif

@@ -4,9 +4,9 @@
 # 2 stages, 3 uneven stages (1, 2 and 1 blocks) and 4 stages, under GPipe and
 # 1F1B, ends with bitwise-identical exported weights and identical loss lines
 # (step, loss, lr, grad_norm, val_loss) in metrics.jsonl. Also: the run
-# directory of a pipeline run, and the activation memory each stage reports
-# against what the schedule predicts (1F1B: P-K micro-batches in flight on
-# stage K; GPipe: all M).
+# directory of a pipeline run, its trace.json (--trace, which must not change
+# the numbers), and the activation memory each stage reports against what the
+# schedule predicts (1F1B: P-K micro-batches in flight on stage K; GPipe: M).
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -45,10 +45,11 @@ lines "$tmp/one/metrics.jsonl" >"$tmp/one.lines"
 check "1 stage: 6 loss lines, 2 with val_loss" \
     "[ \$(grep -c '\"loss\"' $tmp/one.lines) -eq 6 ] && [ \$(grep -c '\"val_loss\": [0-9]' $tmp/one.lines) -eq 2 ]"
 
-run_pipe() { # NAME TOPOLOGY STAGES SCHEDULE
+run_pipe() { # NAME TOPOLOGY STAGES SCHEDULE [RUN OPTIONS]
     local name=$1 topo=$2 n=$3 sched=$4
+    shift 4
     "$P" run "$topo" "${COMMON[@]}" --set schedule.kind="$sched" --set coordinator.port=0 $(ports "$n") \
-        --out "$tmp/$name" >"$tmp/$name.log" 2>&1
+        --out "$tmp/$name" "$@" >"$tmp/$name.log" 2>&1
     local rc=$?
     check "$name: run exits 0" "[ $rc -eq 0 ] || { tail -n 12 $tmp/$name.log $tmp/$name/stage-*.log; false; }"
     "$P" export "$tmp/$name" --out "$tmp/$name/export" >/dev/null 2>&1
@@ -63,7 +64,7 @@ run_pipe() { # NAME TOPOLOGY STAGES SCHEDULE
 
 for sched in gpipe 1f1b; do
     run_pipe "2stage-$sched" topologies/shakespeare-2stage.json 2 $sched
-    run_pipe "3stage-uneven-$sched" topologies/shakespeare-3stage-uneven.json 3 $sched
+    run_pipe "3stage-uneven-$sched" topologies/shakespeare-3stage-uneven.json 3 $sched --trace
     run_pipe "4stage-$sched" topologies/shakespeare-4stage.json 4 $sched
 done
 
@@ -85,6 +86,22 @@ check "final_loss equals the last metrics line's loss" \
     "awk -v a=\$(sed -n 's/.*\"final_loss\": \\([0-9.]*\\).*/\\1/p' $d/summary.json) \
          -v b=\$(tail -1 $d/metrics.jsonl | sed 's/.*\"loss\": \\([0-9.]*\\).*/\\1/') 'BEGIN{exit !((a-b)^2 < 1e-10)}'"
 check "no stage process left" "! pgrep -f -- '--out $tmp/' >/dev/null"
+
+# --- the trace (--trace): every stage's actions, waits and sends on one clock
+t="$d/trace.json"
+check "trace.json written" "[ -s $t ]"
+for k in 0 1 2; do
+    for op in F B W; do
+        check "trace: stage $k has 6 steps x $M micro-batches of $op" \
+            "[ \$(grep -c '\"cat\": \"$op\", \"ph\": \"X\", \"pid\": $k,' $t) -eq $((6 * M)) ]"
+    done
+done
+check "trace: stage 1 waits for activations and gradients, $((2 * 6 * M)) waits" \
+    "[ \$(grep -c '\"cat\": \"wait\", \"ph\": \"X\", \"pid\": 1,' $t) -eq $((2 * 6 * M)) ]"
+if command -v python3 >/dev/null; then
+    check "trace.json is valid JSON with named stages" \
+        "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert any(e.get(\"name\") == \"process_name\" for e in d[\"traceEvents\"])' $t"
+fi
 
 # --- memory: per stage K of P, peak in flight is min(P-K, M) under 1F1B and M
 # under GPipe, and the stashed bytes are that many micro-batches' worth.

@@ -1,0 +1,150 @@
+/* coord_trace.c — the coordinator's side of a run's trace (stage/proto.h, step
+ * 4, when START carried PROTO_START_TRACE): the clock rounds with each stage in
+ * turn, its events in parts, and OUT/trace.json in Chrome's trace format
+ * (opens in Perfetto and chrome://tracing): one process per stage, with
+ * compute actions, tensor waits and tensor sends on three tracks.
+ * Not here: recording the events (stage/runtime.c). */
+#include "stage/coord_int.h"
+#include "model/util.h"
+#include "scheduler/sched.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define MAX_PARTS 65536 /* 2^28 events per stage: far beyond any sane run */
+
+/* Receives one message from stage k into buf (cap bytes). */
+static int recv_one(stage_coord *c, int k, net_key key, void *buf, uint64_t cap, uint64_t *len, const char *what,
+                    char *err)
+{
+    int n = c->t->n_stages;
+    struct net_op *ops[n];
+    uint64_t lens[n];
+    char nerr[NET_ERR_LEN];
+    memset(ops, 0, sizeof ops);
+    if (net_recv_post(c->node, coord_sid(k), key, buf, cap, &ops[k], nerr) != NET_OK)
+        return coord_bad_message(c, k, err, "%s", nerr);
+    c->limit_s = c->o.step_timeout_ms / 1e3;
+    if (coord_wait_all(c, ops, lens, coord_now() + c->limit_s, what, err)) return 1;
+    if (len) *len = lens[k];
+    return 0;
+}
+
+/* PROTO_SYNC_ROUNDS rounds of SYNC -> SYNC_REPLY (our clock) with stage k. */
+static int serve_clock(stage_coord *c, int k, char *err)
+{
+    int n = c->t->n_stages;
+    uint64_t step = (uint64_t)c->t->train.steps - 1;
+    uint8_t b[8];
+    char nerr[NET_ERR_LEN];
+    for (uint32_t i = 0; i < PROTO_SYNC_ROUNDS; i++) {
+        if (recv_one(c, k, coord_key(MSG_SYNC, step, i), b, sizeof b, NULL, "SYNC", err)) return 1;
+        proto_put_f64(b, coord_now());
+        struct net_op *ops[n];
+        memset(ops, 0, sizeof ops);
+        if (net_send(c->node, coord_sid(k), coord_key(MSG_SYNC_REPLY, step, i), b, 8, c->o.peer_timeout_ms, &ops[k],
+                     nerr) != NET_OK)
+            return coord_bad_message(c, k, err, "%s", nerr);
+        if (coord_wait_all(c, ops, NULL, coord_now() + c->o.peer_timeout_ms / 1e3, "send", err)) return 1;
+    }
+    return 0;
+}
+
+/* Stage k's events, in parts, appended to (*ev, *n_ev). */
+static int gather_events(stage_coord *c, int k, proto_event **ev, size_t *n_ev, char *err)
+{
+    uint64_t step = (uint64_t)c->t->train.steps - 1, cap = 8 + (uint64_t)PROTO_TRACE_PART_EVENTS * PROTO_EVENT_BYTES;
+    uint8_t *buf = xmalloc(cap);
+    uint32_t parts = 1;
+    int rc = 0;
+    for (uint32_t p = 0; p < parts && !rc; p++) {
+        uint64_t len = 0;
+        if ((rc = recv_one(c, k, coord_key(MSG_TRACE, step, p), buf, cap, &len, "TRACE", err))) break;
+        uint32_t np = len >= 8 ? proto_get_u32(buf) : 0, ne = len >= 8 ? proto_get_u32(buf + 4) : 0;
+        if (p == 0) parts = np;
+        if (len < 8 || np != parts || np == 0 || np > MAX_PARTS || ne > PROTO_TRACE_PART_EVENTS ||
+            len != 8 + (uint64_t)ne * PROTO_EVENT_BYTES) {
+            rc = coord_bad_message(c, k, err, "TRACE part %u is malformed (%llu bytes, %u parts, %u events)", p,
+                                   (unsigned long long)len, np, ne);
+            break;
+        }
+        proto_event *grown = realloc(*ev, (*n_ev + ne + 1) * sizeof **ev);
+        if (!grown) { rc = coord_bad_message(c, k, err, "out of memory for its trace"); break; }
+        *ev = grown;
+        for (uint32_t i = 0; i < ne; i++) proto_event_decode(&(*ev)[(*n_ev)++], buf + 8 + (size_t)i * PROTO_EVENT_BYTES);
+    }
+    free(buf);
+    return rc;
+}
+
+static const char *op_name(int op)
+{
+    static const char *names[] = { "F", "B", "W", "BW" };
+    return op >= 0 && op < 4 ? names[op] : "?";
+}
+
+/* One event as a Chrome "complete" event; times in us from t_min. */
+static void put_event(FILE *f, int k, const proto_event *e, double t_min, int chunks)
+{
+    int track = e->op == PROTO_EV_WAIT ? 1 : e->op == PROTO_EV_SEND ? 2 : 0;
+    const char *pre = track == 1 ? "wait " : track == 2 ? "send " : "";
+    const char *kind = op_name(track ? e->kind : e->op);
+    char name[64];
+    if (chunks > 1) snprintf(name, sizeof name, "%s%s%u.%u", pre, kind, e->mb, e->chunk);
+    else snprintf(name, sizeof name, "%s%s%u", pre, kind, e->mb);
+    fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, "
+               "\"dur\": %.3f, \"args\": {\"step\": %llu, \"mb\": %u, \"chunk\": %u}}",
+            name, track == 1 ? "wait" : track == 2 ? "send" : kind, k, track, (e->t0 - t_min) * 1e6,
+            (e->t1 - e->t0) * 1e6, (unsigned long long)e->step + 1, e->mb, e->chunk);
+}
+
+int stage_coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return seterr(err, "%s: %s", tmp, strerror(errno));
+    double t_min = INFINITY;
+    for (int k = 0; k < t->n_stages; k++)
+        for (size_t i = 0; i < n_ev[k]; i++) t_min = fmin(t_min, ev[k][i].t0);
+    fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n{\"name\": \"clock\", \"ph\": \"M\", \"pid\": 0, "
+               "\"args\": {\"t0_monotonic_s\": %.6f}}", isfinite(t_min) ? t_min : 0.0);
+    static const char *tracks[] = { "compute", "tensor waits", "tensor sends" };
+    for (int k = 0; k < t->n_stages; k++) {
+        const topo_stage *s = &t->stages[k];
+        fprintf(f, ",\n{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"args\": {\"name\": \"stage %d "
+                   "(%s:%d, %s)\"}}", k, k, s->host, s->port, s->layers);
+        for (int tr = 0; tr < 3; tr++)
+            fprintf(f, ",\n{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": "
+                       "{\"name\": \"%s\"}}", k, tr, tracks[tr]);
+        for (size_t i = 0; i < n_ev[k]; i++) put_event(f, k, &ev[k][i], t_min, t->chunks_per_stage);
+    }
+    fprintf(f, "\n]}\n");
+    int bad = ferror(f) | fclose(f);
+    if (bad || rename(tmp, path)) {
+        remove(tmp);
+        return seterr(err, "%s: write failed: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+int coord_gather_trace(stage_coord *c, char *err)
+{
+    int n = c->t->n_stages, rc = 0;
+    proto_event **ev = xcalloc((size_t)n, sizeof *ev);
+    size_t *n_ev = xcalloc((size_t)n, sizeof *n_ev);
+    for (int k = 0; k < n && !rc; k++) rc = serve_clock(c, k, err) || gather_events(c, k, &ev[k], &n_ev[k], err);
+    if (!rc) {
+        char path[4200], werr[ERR_LEN];
+        snprintf(path, sizeof path, "%s/trace.json", c->o.out_dir);
+        if (stage_coord_write_trace(path, c->t, ev, n_ev, werr)) {
+            seterr(err, "%s", werr);
+            rc = 1;
+        }
+    }
+    for (int k = 0; k < n; k++) free(ev[k]);
+    free(ev);
+    free(n_ev);
+    return rc;
+}
