@@ -470,6 +470,7 @@ static int run_steps(stage_coord *c, char *err)
         row.step_ms = dt * 1e3;
         row.tokens_per_s = dt > 0 ? tokens / dt : 0;
         if ((rc = log_step(c, s, &row, err))) return rc;
+        c->done = s + 1;
     }
     return 0;
 }
@@ -521,18 +522,24 @@ static json_t *stages_json(const stage_coord *c)
     return a;
 }
 
-static int write_summary(stage_coord *c, long steps, double wall, double tok_s, char *err)
+/* summary.json; after a failure (error set) with the steps completed, the
+ * error, and zeros where a stage sent no statistics. */
+static int write_summary(stage_coord *c, const char *error, char *err)
 {
+    const topo *t = c->t;
+    long done = c->done - c->o.first_step;
+    double tok_s = c->train_s > 0 ? (double)done * t->train.batch_size * t->model.seq_len / c->train_s : 0;
     char path[4096];
     size_t params = 0;
-    for (int u = 0; u < c->n_units; u++) params += model_unit_params(&c->t->model, u);
+    for (int u = 0; u < c->n_units; u++) params += model_unit_params(&t->model, u);
     snprintf(path, sizeof path, "%s/summary.json", c->o.out_dir);
-    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:b,s:o}", "steps", (json_int_t)steps, "final_loss",
-                          isfinite(c->loss) ? json_real(c->loss) : json_null(), "val_loss",
-                          isfinite(c->val) ? json_real(c->val) : json_null(), "wall_s", wall, "tokens_per_s",
-                          tok_s, "params", (json_int_t)params, "n_stages", c->t->n_stages, "schedule",
-                          c->t->schedule.kind ? c->t->schedule.kind : "file", "micro_batches",
-                          c->t->train.micro_batches, "interrupted", 0, "stages", stages_json(c));
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:b,s:o,s:o}", "steps", (json_int_t)c->done,
+                          "final_loss", isfinite(c->loss) ? json_real(c->loss) : json_null(), "val_loss",
+                          isfinite(c->val) ? json_real(c->val) : json_null(), "wall_s", coord_now() - c->t0,
+                          "tokens_per_s", tok_s, "params", (json_int_t)params, "n_stages", t->n_stages, "schedule",
+                          t->schedule.kind ? t->schedule.kind : "file", "micro_batches", t->train.micro_batches,
+                          "interrupted", error != NULL, "error", error ? json_string(error) : json_null(), "stages",
+                          stages_json(c));
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     int rc = st_write_file_durable(path, text, strlen(text), err);
@@ -545,7 +552,7 @@ int stage_coord_run(stage_coord *c, char *err)
     const topo *t = c->t;
     char merr[ERR_LEN];
     c->t0 = coord_now();
-    c->step = c->o.first_step;
+    c->step = c->done = c->o.first_step;
     if (!(c->metrics = stage_metrics_open(c->o.out_dir, c->o.append_metrics, merr))) {
         seterr(err, "%s", merr);
         return 1;
@@ -558,15 +565,18 @@ int stage_coord_run(stage_coord *c, char *err)
     int rc = join_all(c, err);
     if (!rc) rc = run_steps(c, err);
     if (!rc) rc = gather_stats(c, err);
-    if (rc) return rc;
-    long steps = t->train.steps - c->o.first_step;
-    double tok_s = c->train_s > 0 ? (double)steps * t->train.batch_size * t->model.seq_len / c->train_s : 0;
-    double wall = coord_now() - c->t0;
-    if (write_summary(c, t->train.steps, wall, tok_s, merr) || stage_metrics_write_svg(c->metrics, merr)) {
+    if (rc) {
+        if (write_summary(c, err, merr) || stage_metrics_write_svg(c->metrics, merr))
+            fprintf(stderr, "pipetrain: %s\n", merr); /* the run's own failure is the news */
+        return rc;
+    }
+    if (write_summary(c, NULL, merr) || stage_metrics_write_svg(c->metrics, merr)) {
         seterr(err, "%s", merr);
         return 1;
     }
+    double wall = coord_now() - c->t0, tok_s = c->train_s > 0 ? (double)(c->done - c->o.first_step) *
+                                                  t->train.batch_size * t->model.seq_len / c->train_s : 0;
     stage_progress_note(&c->progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
-                        (long)t->train.steps, c->loss, c->val, tok_s, wall);
+                        c->done, c->loss, c->val, tok_s, wall);
     return 0;
 }

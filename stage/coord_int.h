@@ -24,6 +24,7 @@ struct stage_coord {
     stage_progress progress;
     FILE *devnull;
     long step;              /* 0-based step being worked on */
+    long done;              /* steps taken (logged) so far */
     double limit_s;         /* the timeout the current wait's deadline reflects */
     double t0, train_s, loss, val;
     double t_loss, t_mark;  /* when the step's LOSS came; when its last message came */

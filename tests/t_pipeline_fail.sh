@@ -57,6 +57,8 @@ fault() {
         "grep -qE '^pipetrain run: stage 1 \\(127\\.0\\.0\\.1:$((base + 1))\\) [a-z ]+ at step [0-9]+: ' $tmp/$name.err \
          || { cat $tmp/$name.err; false; }"
     check "$name: the log of stage 1 is shown" "grep -q 'last lines of $out/stage-1.log' $tmp/$name.err"
+    check "$name: summary.json has the error and the steps taken" \
+        "grep -q '\"error\": \"stage 1 (127.0.0.1:$((base + 1)))' $out/summary.json && grep -qE '\"steps\": ([3-9]|[1-9][0-9]+),' $out/summary.json"
     check "$name: no stage process left" "! pgrep -f -- '--out $out' >/dev/null || { pgrep -af -- '--out $out'; false; }"
 }
 

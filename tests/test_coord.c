@@ -117,7 +117,6 @@ static int frecv(struct net_node *n, uint16_t type, long step, void *buf, uint64
     }
     if (st == NET_OK && !net_op_len(op) && cap) st = NET_TIMEOUT; /* gave up */
     net_op_free(op);
-    if (st && !*fake_stop) fprintf(stderr, "\n  fake: receive of type %u step %ld: %d %s\n", type, step, st, e);
     return st;
 }
 
