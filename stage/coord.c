@@ -129,6 +129,7 @@ void stage_coord_free(stage_coord *c)
     free(c->stats);
     free(c->sq);
     free(c->normbuf);
+    json_decref(c->timing);
     free(c);
 }
 
@@ -540,6 +541,7 @@ static int write_summary(stage_coord *c, const char *error, char *err)
                           t->schedule.kind ? t->schedule.kind : "file", "micro_batches", t->train.micro_batches,
                           "interrupted", error != NULL, "error", error ? json_string(error) : json_null(), "stages",
                           stages_json(c));
+    if (c->timing) json_object_set(j, "timing", c->timing);
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     int rc = st_write_file_durable(path, text, strlen(text), err);

@@ -29,6 +29,7 @@ struct stage_coord {
     double t0, train_s, loss, val;
     double t_loss, t_mark;  /* when the step's LOSS came; when its last message came */
     _Atomic int quiet;      /* the outcome is known: the transport's remarks are noise now */
+    struct json_t *timing;  /* coord_trace.c: the measured schedule timing for summary.json, or NULL */
 };
 
 /* Control messages are keyed (type, step, mb, 0); see coord.c for the steps. */
