@@ -8,9 +8,15 @@
  * Children: own process group each, PR_SET_PDEATHSIG(SIGKILL) so they die
  * with the launcher, every inherited descriptor above stderr closed. On a
  * failure or SIGINT/SIGTERM: SIGTERM to every child's group, a short wait,
- * SIGKILL, reap. Not here: what a stage does (stage/runtime.c), restarts (#6). */
+ * SIGKILL, reap.
+ *
+ * Attempts (issue #6, cli/cli_restart.h): one coordinator and one set of
+ * children per attempt; --resume and every restart start from the latest
+ * complete checkpoint. Not here: what a stage does (stage/runtime.c). */
 #include "cli/cli.h"
+#include "cli/cli_restart.h"
 #include "model/util.h"
+#include "stage/checkpoint.h"
 #include "stage/coord.h"
 #include "stage/metrics.h"
 #include "stage/proto.h"
@@ -386,12 +392,80 @@ static void coord_opts(stage_coord_opts *co, launch *L, int hand)
     if (hand) co->join_timeout_ms = 300000; /* people type slower than fork */
 }
 
+/* The step an attempt starts at: the latest complete checkpoint's (checked
+ * against t), or 0 when there is none and none is required; metrics.jsonl is
+ * trimmed to it. Returns 0, 1 (metrics) or 2 with err. */
+static int resume_point(const topo *t, const char *out, int required, long *first, char *err)
+{
+    char root[4096], latest[4200];
+    stage_ckpt c;
+    *first = 0;
+    stage_ckpt_root(t, out, root, sizeof root);
+    snprintf(latest, sizeof latest, "%s/latest", root);
+    if (!required && access(latest, F_OK)) return stage_ckpt_trim_metrics(out, 0, err) ? 1 : 0;
+    if (stage_ckpt_open(&c, root, err)) {
+        if (required) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
+        return 2;
+    }
+    int bad = stage_ckpt_check_topology(&c, t, err);
+    if (!bad && c.step > t->train.steps)
+        bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, c.step, t->train.steps);
+    if (!bad) {
+        *first = c.step;
+        fprintf(stderr, "pipetrain run: resuming from %s (step %ld)\n", c.dir, c.step);
+    }
+    stage_ckpt_close(&c);
+    if (bad) return 2;
+    return stage_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
+}
+
+/* {"event": "restart", ...} into metrics.jsonl and a note on stderr. */
+static int log_restart(const char *out, int n, int max, long first, const char *cause, char *err)
+{
+    json_t *j = json_pack("{s:s,s:i,s:i,s:I,s:s}", "event", "restart", "restart", n, "max_restarts", max,
+                          "from_step", (json_int_t)first, "cause", cause);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    stage_metrics *m = stage_metrics_open(out, 1, err);
+    int rc = !m || stage_metrics_event(m, text, err);
+    stage_metrics_close(m);
+    free(text);
+    fprintf(stderr, "pipetrain run: restart %d of %d from step %ld after: %s\n", n, max, first, cause);
+    return rc;
+}
+
+/* One attempt: a coordinator starting at first, the children, the verdict. */
+static int attempt(launch *L, long first, int append, int hand, int *restartable, char *err)
+{
+    stage_coord_opts co;
+    coord_opts(&co, L, hand);
+    co.first_step = first;
+    co.append_metrics = append;
+    for (int k = 0; k < L->t->n_stages; k++) {
+        int how = L->ch[k].how;
+        memset(&L->ch[k], 0, sizeof L->ch[k]);
+        L->ch[k].how = how;
+    }
+    stage_coord *c = stage_coord_new(L->t, &co, err);
+    int rc = c ? start_and_run(L, c, hand, co.join_timeout_ms / 1000, err) : 1;
+    rc = finish(L, c, rc, err);
+    /* a stage to blame, which did not refuse its input, and no interrupt */
+    *restartable = rc == 1 && c && stage_coord_failed_stage(c) >= 0 && !got_signal;
+    stage_coord_free(c);
+    return rc;
+}
+
 int cli_launch(const topo *t, const cli_launch_opts *o)
+{
+    cli_restart_opts r = { 0, 0 };
+    return cli_launch_restart(t, o, &r);
+}
+
+int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restart_opts *r)
 {
     launch L;
     char err[ERR_LEN];
-    stage_coord *c = NULL;
-    int rc = setup(&L, t, o), hand = 0;
+    int rc = setup(&L, t, o), hand = 0, restartable = 0;
     if (rc) { free(L.ch); return rc; }
     if (o->print_commands) {
         if (t->coordinator.port == 0)
@@ -407,16 +481,24 @@ int cli_launch(const topo *t, const cli_launch_opts *o)
         return 1;
     }
     for (int k = 0; k < t->n_stages; k++) hand += L.ch[k].how == HOW_HAND;
-    stage_coord_opts co;
-    coord_opts(&co, &L, hand);
     got_signal = 0;
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    if (!(c = stage_coord_new(t, &co, err))) rc = 1;
-    else rc = start_and_run(&L, c, hand, co.join_timeout_ms / 1000, err);
-    rc = finish(&L, c, rc, err);
-    stage_coord_free(c);
+    for (int n = 0;; n++) {
+        long first = 0;
+        if ((r->resume || n > 0) && (rc = resume_point(t, o->out, n == 0, &first, err))) {
+            fprintf(stderr, "pipetrain run: %s\n", err);
+            break;
+        }
+        if (n > 0 && log_restart(o->out, n, r->max_restarts, first, err, err)) {
+            fprintf(stderr, "pipetrain run: %s\n", err);
+            rc = 1;
+            break;
+        }
+        rc = attempt(&L, first, r->resume || n > 0, hand, &restartable, err);
+        if (!rc || !restartable || n >= r->max_restarts) break;
+    }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(L.ch);

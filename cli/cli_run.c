@@ -1,6 +1,7 @@
 /* cli_run.c — `pipetrain run` (train) and `pipetrain check` (validate a topology
  * and print its partition). */
 #include "cli/cli.h"
+#include "cli/cli_restart.h"
 #include "model/util.h"
 #include "stage/train.h"
 
@@ -9,6 +10,7 @@
 
 static const char run_help[] =
     "usage: pipetrain run TOPOLOGY.json [--data FILE] [--steps N] [--out DIR] [--set KEY=VALUE ...]\n"
+    "                     [--resume] [--max-restarts N]\n"
     "\n"
     "Trains the model a topology describes and writes into the run directory:\n"
     "  metrics.jsonl  one JSON object per step (step, loss, lr, grad_norm, step_ms,\n"
@@ -22,6 +24,14 @@ static const char run_help[] =
     "  --out DIR         run directory (default runs/NAME-YYYYmmdd-HHMMSS)\n"
     "  --set KEY=VALUE   override any topology field: --set train.lr=3e-4,\n"
     "                    --set stages.0.threads=1 (repeatable)\n"
+    "  --resume          continue from the latest complete checkpoint in the run\n"
+    "                    directory (--out): weights, optimizer, sampler and step\n"
+    "                    restored, metrics.jsonl lines after it dropped; the result\n"
+    "                    is bitwise what an uninterrupted run gives. The topology\n"
+    "                    must be the checkpoint's except description, launch,\n"
+    "                    coordinator, checkpoint, secret_file, train.steps,\n"
+    "                    train.log_every/eval_every/eval_batches, schedule.kind/file\n"
+    "                    and stage host/port (exit 2 otherwise)\n"
     "\n"
     "Multi-stage topologies: the stages whose host is an address of this machine are\n"
     "started here (`pipetrain stage ...`, output in OUT/stage-K.log), the others over\n"
@@ -30,6 +40,10 @@ static const char run_help[] =
     "summary.json then also lists per stage peak_act_bytes, peak_in_flight,\n"
     "compute_s, wait_s, optim_s and bytes_sent.\n"
     "  --print-commands      print the command of every stage and exit\n"
+    "  --max-restarts N      when a stage dies or stops answering: stop every stage and\n"
+    "                        start them all again from the latest complete checkpoint,\n"
+    "                        up to N times (default 0); each restart is an event line\n"
+    "                        in metrics.jsonl\n"
     "  --peer-timeout-ms N   silence after which a process is dead (default 10000)\n"
     "  --step-timeout-s N    longest wait for one step (default 600)\n"
     "  --run-id N            run id the stages must be started with (default: random)\n"
@@ -49,7 +63,7 @@ typedef struct {
     char *sets[256];
     int n_sets;
     char steps_set[64];
-    int print_commands, peer_timeout_ms, trace;
+    int print_commands, peer_timeout_ms, trace, resume, max_restarts;
     double step_timeout_s;
     uint64_t run_id;
 } run_args;
@@ -60,11 +74,15 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
     long n;
     if (!strcmp(s, "--print-commands")) { a->print_commands = 1; return 1; }
     if (!strcmp(s, "--trace")) { a->trace = 1; return 1; }
+    if (!strcmp(s, "--resume")) { a->resume = 1; return 1; }
     if (!strcmp(s, "--peer-timeout-ms")) {
         if (cli_parse_long(cmd, s, v, 100, 86400000, &n)) return -1;
         a->peer_timeout_ms = (int)n;
     } else if (!strcmp(s, "--step-timeout-s")) {
         if (cli_parse_double(cmd, s, v, 1, 1e7, &a->step_timeout_s)) return -1;
+    } else if (!strcmp(s, "--max-restarts")) {
+        if (cli_parse_long(cmd, s, v, 0, 1000000, &n)) return -1;
+        a->max_restarts = (int)n;
     } else if (!strcmp(s, "--run-id")) {
         if (cli_parse_long(cmd, s, v, 1, LONG_MAX, &n)) return -1;
         a->run_id = (uint64_t)n;
@@ -148,7 +166,8 @@ int cli_run_main(int argc, char **argv)
     if (t.n_stages > 1) {
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace };
-        rc = cli_launch(&t, &lo);
+        cli_restart_opts ro = { a.resume, a.max_restarts };
+        rc = cli_launch_restart(&t, &lo, &ro);
         topo_free(&t);
         return rc;
     }
@@ -157,7 +176,10 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 0;
     }
-    stage_train_opts o = { out, stderr };
+    if (a.max_restarts)
+        fprintf(stderr, "pipetrain run: note: --max-restarts applies to multi-stage runs; a one-stage run "
+                        "is resumed with --resume\n");
+    stage_train_opts o = { out, stderr, a.resume };
     rc = stage_train_local(&t, &o, err);
     if (rc) fprintf(stderr, "pipetrain run: %s\n", err);
     topo_free(&t);

@@ -66,6 +66,26 @@ int stage_ckpt_load_params(const stage_ckpt *c, model_part *p, char *err);
 int stage_ckpt_load_stage(const stage_ckpt *c, int stage, model_part *p, optim_adamw *o,
                           stage_ckpt_state *st, char *err);
 
+/* ---- resuming (issue #6) ---- */
+
+/* The checkpoint root of a run: t's checkpoint.dir, under out_dir (NULL: ".")
+ * unless absolute. */
+void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
+/* Compares the topology saved in c's manifest with t, ignoring what a resumed
+ * run may change: description, launch, coordinator, checkpoint, secret_file,
+ * train.steps (extends or shortens the run; the learning-rate schedule follows
+ * the new total from the checkpoint on), train.log_every, train.eval_every,
+ * train.eval_batches, schedule.kind and schedule.file (every schedule gives the
+ * same numbers) and each stage's host and port. Everything else — model, data,
+ * seed, optimizer, batch and micro-batches, layers and threads per stage —
+ * must be equal. Returns 0, or -1 with a message naming the first JSON path
+ * that differs. */
+int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err);
+/* Rewrites out_dir/metrics.jsonl (durably) without the step lines after
+ * `step` and without a torn last line, so a resumed run logs every step once;
+ * event lines stay. A missing file is fine. Returns 0 or -1 with err. */
+int stage_ckpt_trim_metrics(const char *out_dir, long step, char *err);
+
 /* SHA-256 of a file as 64 hex digits. Returns 0 or -1 with err. */
 int stage_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err);
 

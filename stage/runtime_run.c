@@ -266,6 +266,25 @@ static int checkpoint(rt *r)
     return rt_send_sync(r, net_coord_id(), k, NULL, 0);
 }
 
+/* START with first > 0 (issue #6): this stage's weights, AdamW state and (on
+ * the stages holding data) sampler from the complete checkpoint step-FIRST. */
+static int resume(rt *r, long first)
+{
+    char root[4096], dir[4200], cerr[ERR_LEN];
+    stage_ckpt c;
+    stage_ckpt_state st;
+    stage_ckpt_root(r->t, r->o->out_dir, root, sizeof root);
+    snprintf(dir, sizeof dir, "%s/step-%ld", root, first);
+    r->step = first - 1;
+    if (stage_ckpt_open(&c, dir, cerr)) return rt_fail(r, "resuming: %s", cerr);
+    int rc = stage_ckpt_load_stage(&c, r->K, r->part, r->opt, &st, cerr);
+    stage_ckpt_close(&c);
+    if (rc) return rt_fail(r, "resuming: %s", cerr);
+    if (st.step != first) return rt_fail(r, "resuming: %s holds step %ld, not %ld", dir, st.step, first);
+    if (r->has_data) data_sampler_set_state(&r->sampler, st.sampler_state);
+    return 0;
+}
+
 static void send_fail(rt *r)
 {
     if (!r->node || !r->err[0]) return;
@@ -291,8 +310,9 @@ static int run_steps(rt *r)
     if (len < 16) return rt_fail(r, "START from the coordinator has %llu bytes, expected 16 or 24", (unsigned long long)len);
     long first = (long)proto_get_u64(start), total = (long)proto_get_u64(start + 8);
     r->trace = len >= 24 && (proto_get_u64(start + 16) & PROTO_START_TRACE);
-    if (first != 0 || total != r->t->train.steps)
+    if (first < 0 || first > total || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
+    if (first > 0 && resume(r, first)) return -1;
     double t0 = rt_now();
     for (r->step = first; r->step < total; r->step++) {
         if (rt_step(r)) return -1;

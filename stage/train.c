@@ -55,6 +55,7 @@ typedef struct {
     stage_metrics *metrics;
     stage_progress progress;
     size_t B, Bm, T;
+    long first;            /* steps taken before this process (resumed from a checkpoint) */
 } run;
 
 /* One optimizer step; fills loss and the norm; returns the mean loss. */
@@ -116,6 +117,28 @@ static int write_summary(run *r, const char *out, long steps, double final_loss,
     return rc;
 }
 
+/* Loads the latest complete checkpoint of the run into r and trims
+ * metrics.jsonl to it. 0, 2 with err (no usable checkpoint), 1 (metrics). */
+static int resume(run *r, const char *out, char *err)
+{
+    char root[4096];
+    stage_ckpt c;
+    stage_ckpt_state st;
+    stage_ckpt_root(r->t, out, root, sizeof root);
+    if (stage_ckpt_open(&c, root, err)) return 2;
+    int bad = stage_ckpt_check_topology(&c, r->t, err) || stage_ckpt_load_stage(&c, 0, r->part, r->opt, &st, err);
+    if (!bad && st.step > r->t->train.steps)
+        bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, st.step, r->t->train.steps);
+    if (!bad) {
+        data_sampler_set_state(&r->sampler, st.sampler_state);
+        r->first = st.step;
+        fprintf(stderr, "pipetrain: resuming from %s (step %ld)\n", c.dir, r->first);
+    }
+    stage_ckpt_close(&c);
+    if (bad) return 2;
+    return stage_ckpt_trim_metrics(out, r->first, err) ? 1 : 0;
+}
+
 static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
 {
     memset(r, 0, sizeof *r);
@@ -134,7 +157,11 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
     r->slots = model_slots_new(r->part, 0, r->part->n_units, r->Bm);
     r->x = xmalloc(r->B * r->T * sizeof(int));
     r->y = xmalloc(r->B * r->T * sizeof(int));
-    if (!(r->metrics = stage_metrics_open(o->out_dir, 0, err))) return 1;
+    if (o->resume) {
+        int rc = resume(r, o->out_dir, err);
+        if (rc) return rc;
+    }
+    if (!(r->metrics = stage_metrics_open(o->out_dir, o->resume, err))) return 1;
     stage_progress_init(&r->progress, o->progress, t->train.steps, t->train.log_every);
     return 0;
 }
@@ -165,7 +192,7 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     double t0 = now_s(), train_s = 0, loss = NAN, val = NAN;
-    long step = 0, total = t->train.steps;
+    long step = r.first, total = t->train.steps;
     size_t eval_windows = (size_t)t->train.eval_batches * r.B, tokens;
     while (step < total && !interrupted) {
         double s0 = now_s(), norm, lr;
@@ -182,7 +209,7 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
         int last = step == total;
         if (last || (t->train.eval_every > 0 && step % t->train.eval_every == 0))
             val = row.val_loss = stage_eval(r.part, &r.data, last ? 0 : eval_windows, r.Bm, &tokens);
-        stage_progress_step(&r.progress, &row, train_s / (double)step * (double)(total - step));
+        stage_progress_step(&r.progress, &row, train_s / (double)(step - r.first) * (double)(total - step));
         if (stage_metrics_log(r.metrics, &row, err)) { rc = 1; break; }
         if (!isnan(row.val_loss) && stage_metrics_write_svg(r.metrics, err)) { rc = 1; break; }
         if ((last || (t->checkpoint.every > 0 && step % t->checkpoint.every == 0)) && save_checkpoint(&r, o->out_dir, step, err)) {
@@ -192,14 +219,14 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     }
     if (interrupted && !rc) {
         stage_progress_note(&r.progress, "interrupted after step %ld: saving a checkpoint", step);
-        if (step == 0 || !save_checkpoint(&r, o->out_dir, step, err))
+        if (step == r.first || !save_checkpoint(&r, o->out_dir, step, err))
             seterr(err, "interrupted at step %ld of %ld", step, total);
         rc = 1;
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     char err2[ERR_LEN];
-    double tok_s = train_s > 0 ? (double)(step * (long)(r.B * r.T)) / train_s : 0;
+    double tok_s = train_s > 0 ? (double)((step - r.first) * (long)(r.B * r.T)) / train_s : 0;
     if (write_summary(&r, o->out_dir, step, loss, val, now_s() - t0, tok_s, interrupted, err2) ||
         stage_metrics_write_svg(r.metrics, err2)) {
         if (!rc) { memcpy(err, err2, ERR_LEN); rc = 1; }

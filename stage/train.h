@@ -14,11 +14,16 @@
 typedef struct {
     const char *out_dir;   /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints/ */
     FILE *progress;        /* where the progress line goes (stderr) */
+    int resume;            /* continue from the latest complete checkpoint (issue #6) */
 } stage_train_opts;
 
 /* Trains t in this process. Returns 0 on success, 1 on a run-time failure
- * (non-finite loss, write error, interrupted), 2 on bad input (data file);
- * the message is in err. Whatever was logged and checkpointed stays on disk. */
+ * (non-finite loss, write error, interrupted), 2 on bad input (data file, or
+ * with o->resume: no usable checkpoint, or one made with another topology, see
+ * stage_ckpt_check_topology); the message is in err. Whatever was logged and
+ * checkpointed stays on disk. Resuming restores weights, AdamW moments and
+ * step, and the sampler, and drops metrics.jsonl lines after the checkpoint,
+ * so the result is bitwise what an uninterrupted run gives. */
 int stage_train_local(const topo *t, const stage_train_opts *o, char *err);
 
 /* Mean cross-entropy of a part holding every unit over the first max_windows
