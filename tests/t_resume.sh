@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Exact resume (issue #6): a run killed after a complete checkpoint and
+# continued with `pipetrain run --resume` ends with weights bitwise equal to a
+# run that was never interrupted, and metrics.jsonl holds every step exactly
+# once with the same loss lines (step, loss, lr, grad_norm, val_loss). One
+# stage (the in-process trainer, killed with SIGKILL) and two stages (stage 1
+# killed via its pid file, the launcher exits 1, then --resume). Also: a torn
+# last metrics line is dropped, a checkpoint made with another topology and a
+# run directory without a checkpoint are refused with exit 2.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+CORPUS=../shared/data/tinyshakespeare.txt
+tmp=$(mktemp -d /tmp/t_resume.XXXXXX)
+cleanup() {
+    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
+    rm -rf "$tmp"
+}
+[ -n "${KEEP_TMP:-}" ] && cleanup() { pkill -KILL -f -- "--out $tmp/" 2>/dev/null; echo "kept $tmp"; }
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+
+STEPS=30
+COMMON=(--steps $STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
+        --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
+base=$((20000 + (RANDOM % 400) * 100 + 60 + ($$ % 30)))
+PIPE=(--set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) --peer-timeout-ms 2000)
+lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
+# wait_file PATH: until it exists (at most 60 s)
+wait_file() { for _ in $(seq 1200); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
+export_cmp() { # DIR: export it and compare with the reference
+    "$P" export "$1" --out "$1/export" >/dev/null 2>&1 && cmp "$tmp/ref/export/model.safetensors" "$1/export/model.safetensors"
+}
+
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" >"$tmp/ref.log" 2>&1
+check "reference: uninterrupted 1-stage run exits 0" "[ $? -eq 0 ]"
+"$P" export "$tmp/ref" --out "$tmp/ref/export" >/dev/null 2>&1
+lines "$tmp/ref/metrics.jsonl" >"$tmp/ref.lines"
+check "reference: $STEPS loss lines" "[ \$(wc -l <$tmp/ref.lines) -eq $STEPS ]"
+
+# --- one stage: SIGKILL after step 6's checkpoint is complete
+one="$tmp/one"
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$one" >"$tmp/one.log" 2>&1 &
+pid=$!
+wait_file "$one/checkpoints/step-6/COMPLETE"
+kill -KILL $pid 2>/dev/null
+wait $pid 2>/dev/null
+n_before=$(grep -c '"loss"' "$one/metrics.jsonl")
+printf '{"step": 99, "loss": 1.0' >>"$one/metrics.jsonl" # a torn line, as a kill mid-write leaves
+echo "  (1 stage killed with $n_before steps logged, latest $(cat "$one/checkpoints/latest"))"
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$one" --resume \
+    >"$tmp/one.resume.log" 2>&1
+check "1 stage: --resume exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/one.resume.log; false; }"
+check "1 stage: resumed from a checkpoint" "grep -q 'resuming from .*step-[0-9]' $tmp/one.resume.log"
+check "1 stage: weights bitwise equal to the uninterrupted run" "export_cmp $one"
+check "1 stage: loss lines equal, each step once" "lines $one/metrics.jsonl | diff $tmp/ref.lines -"
+
+# --- two stages: stage 1 SIGKILLed after step 6's checkpoint, no restarts
+two="$tmp/two"
+"$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" "${PIPE[@]}" --out "$two" >"$tmp/two.log" 2>&1 &
+run=$!
+wait_file "$two/checkpoints/step-6/COMPLETE"
+kill -KILL "$(cat "$two/stage-1.pid")" 2>/dev/null
+wait $run
+rc=$?
+check "2 stages: the killed run exits 1" "[ $rc -eq 1 ] || { echo rc=$rc; tail -3 $tmp/two.log; false; }"
+check "2 stages: no stage left running" "! pgrep -f -- '--out $two' >/dev/null"
+"$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" "${PIPE[@]}" --out "$two" --resume >"$tmp/two.resume.log" 2>&1
+check "2 stages: --resume exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/two.resume.log $two/stage-*.log; false; }"
+check "2 stages: resumed from a checkpoint" "grep -q 'resuming from .*step-[0-9]' $tmp/two.resume.log"
+check "2 stages: weights bitwise equal to the uninterrupted 1-stage run" "export_cmp $two"
+check "2 stages: loss lines equal, each step once" "lines $two/metrics.jsonl | diff $tmp/ref.lines -"
+
+# --- refusals
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --set train.lr=0.002 \
+    --out "$one" --resume >"$tmp/bad.log" 2>&1
+rc=$?
+check "another topology (train.lr): exit 2 naming train.lr" "[ $rc -eq 2 ] && grep -q 'train.lr differs' $tmp/bad.log"
+"$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" "${PIPE[@]}" --set train.seed=7 --out "$two" --resume \
+    >"$tmp/bad2.log" 2>&1
+rc=$?
+check "2 stages, another seed: exit 2 naming train.seed" "[ $rc -eq 2 ] && grep -q 'train.seed differs' $tmp/bad2.log"
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$tmp/empty" --resume \
+    >"$tmp/empty.log" 2>&1
+rc=$?
+check "no checkpoint: exit 2" "[ $rc -eq 2 ] && grep -q 'checkpoint' $tmp/empty.log"
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --steps 33 --out "$one" --resume \
+    >"$tmp/more.log" 2>&1
+rc=$?
+check "--steps may change on --resume (33 steps, 33 loss lines)" \
+    "[ $rc -eq 0 ] && [ \$(grep -c '\"loss\"' $one/metrics.jsonl) -eq 33 ]"
+exit $fail
