@@ -173,6 +173,9 @@ typedef struct {
     double *stash_bytes; /* bytes k keeps stashed per micro-batch in flight */
     double latency;      /* time per transfer between different stages */
     double bandwidth;    /* bytes per time unit of each link; 0 = infinite */
+    int bw_early;        /* 1: a BW's gradient leaves after its B part (as the stage
+                          * runtime sends it); 0: after the whole BW (the textbook
+                          * model the golden numbers use) */
 } sched_costs;
 
 /* Costs for P stages of v chunks each where one stage's whole F, B, W take f, b, w
@@ -206,9 +209,67 @@ int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
  * micro-batch (chunks shaded), a time axis in `unit` and a legend. */
 int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
                      const char *unit, char *err);
+/* sched_render_svg with `title` (XML-escaped here) in place of the schedule's kind
+ * at the head of the title line; NULL means the kind. */
+int sched_render_svg_titled(const sched_schedule *s, const sched_report *r, FILE *f,
+                            const char *unit, const char *title, char *err);
 /* Chrome trace JSON (opens in Perfetto): one process per stage, one complete event
  * per action; us_per_unit converts the simulator's time unit to microseconds. */
 int sched_render_chrome(const sched_schedule *s, const sched_report *r, FILE *f,
                         double us_per_unit, char *err);
+
+/* ---- measured runs (scheduler/sched_measure.c) ---------------------------- */
+
+/* One timed event of a run: a compute action (wait = 0, op SCHED_F, SCHED_B or
+ * SCHED_W; a fused BW is one B event then one W event) or a wait for a tensor
+ * (wait = 1, op = the kind of action that waited: SCHED_F for an activation,
+ * SCHED_B for a gradient). Times in seconds on one clock for all stages. */
+typedef struct {
+    int stage, wait;
+    uint8_t op;
+    uint16_t chunk;
+    uint32_t mb;
+    long step;
+    double t0, t1;
+} sched_event;
+
+/* What a run's events say about the schedule that ran. Times in milliseconds.
+ * A step's time is the span of its compute actions (first start to last end over
+ * all stages), as sched_simulate's step_time; the first step is left out (warm-up)
+ * unless it is the only one. */
+typedef struct {
+    int n_stages;
+    long first_step, last_step; /* the steps measured */
+    long n_steps;
+    long rep_step;              /* the representative step: median span */
+    double step_time;           /* median step span */
+    double bubble;              /* 1 - sum busy / (P * sum span), over measured steps */
+    double *bubble_stage;       /* (P) 1 - busy / span, summed over measured steps */
+    sched_costs *costs;         /* mean F, B, W per virtual stage, bw_early = 1; latency: median delay
+                                 * from a producer's end to the tensor's arrival, over
+                                 * waits that really waited (0 when none); bandwidth 0 */
+    long n_latency;             /* samples behind costs->latency */
+    sched_report *timeline;     /* rep_step as a report: start/end parallel to s->act
+                                 * (a BW from its B's start to its W's end), from 0 */
+} sched_measured;
+
+void sched_measured_free(sched_measured *m);
+/* Measures events ev[0..n) of a run of schedule s (events of any order; steps
+ * numbered from 0). Every compute action of the representative step must have its
+ * events. Returns 0 with *out, or -1 with err (no compute events, an event that
+ * names an action s does not have, out of memory). */
+int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sched_measured **out,
+                  char *err);
+
+/* Costs file (costs.json), as the coordinator writes beside trace.json:
+ *   {"version": 1, "unit": "ms", "stages": P, "chunks": v, "steps": N,
+ *    "f": [...], "b": [...], "w": [...], "latency": L, "bandwidth": 0,
+ *    "bw_early": true}
+ * f, b, w hold P*v entries per virtual stage k = c*P + s. Writes c to f. */
+int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f,
+                           char *err);
+/* Reads a costs file; *n_stages and *n_chunks get its layout. Returns new costs
+ * (xfer_bytes, stash_bytes zero) or NULL with err naming the file and field. */
+sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, char *err);
 
 #endif

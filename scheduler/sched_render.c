@@ -167,8 +167,14 @@ static const char *xml_safe(const char *in, char *buf, size_t n)
 int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
                      const char *unit, char *err)
 {
+    return sched_render_svg_titled(s, r, f, unit, NULL, err);
+}
+
+int sched_render_svg_titled(const sched_schedule *s, const sched_report *r, FILE *f,
+                            const char *unit, const char *title, char *err)
+{
     if (need_timeline(s, r, err)) return -1;
-    char kind[64], ubuf[64];
+    char kind[256], ubuf[64];
     unit = xml_safe(unit ? unit : "units", ubuf, sizeof ubuf);
     double T = r->step_time > 0 ? r->step_time : 1;
     double x0 = 80, w = 1000, h = 20, gap = 4, top = 40;
@@ -180,7 +186,8 @@ int sched_render_svg(const sched_schedule *s, const sched_report *r, FILE *f,
     if (s->n_chunks > 1) snprintf(chunks, sizeof chunks, ", %d chunks per stage", s->n_chunks);
     fprintf(f, "<text x=\"%.1f\" y=\"18\" font-size=\"14\">%s: %d stages, %d micro-batches%s, "
                "step %g %s, bubble %.1f%%</text>\n", x0,
-            s->kind[0] ? xml_safe(s->kind, kind, sizeof kind) : "schedule",
+            title ? xml_safe(title, kind, sizeof kind)
+                  : s->kind[0] ? xml_safe(s->kind, kind, sizeof kind) : "schedule",
             s->n_stages, s->n_micro, chunks, r->step_time, unit, 100 * r->bubble);
     for (int st = 0; st < s->n_stages; st++) {
         double y = top + st * (h + gap);

@@ -126,8 +126,9 @@ static void advance(play *p, int st, sched_report *r, int timeline)
             if (k + 1 < K && dst != st) push(p, dst);
         } else if (a.op != SCHED_W) {
             int dst = (int)((k + P - 1) % P);
+            double out = a.op == SCHED_BW && p->c && p->c->bw_early ? ready + p->c->b[k] : t;
             if (p->ba)
-                p->ba[k * M + a.mb] = -(k > 0 ? send(p, st, dst, 0, p->c->xfer_bytes[k - 1], t) : t);
+                p->ba[k * M + a.mb] = -(k > 0 ? send(p, st, dst, 0, p->c->xfer_bytes[k - 1], out) : out);
             else p->bd[k * M + a.mb] = 1;
             if (k > 0 && dst != st) push(p, dst);
         }

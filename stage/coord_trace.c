@@ -2,9 +2,11 @@
  * 4, when START carried PROTO_START_TRACE): the clock rounds with each stage in
  * turn, its events in parts, and OUT/trace.json in Chrome's trace format
  * (opens in Perfetto and chrome://tracing): one process per stage, with
- * compute actions, tensor waits and tensor sends on three tracks.
+ * compute actions, tensor waits and tensor sends on three tracks; then the
+ * measured timeline, costs and summary timing (coord_timeline.c).
  * Not here: recording the events (stage/runtime.c). */
 #include "stage/coord_int.h"
+#include "stage/coord_timeline.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
 
@@ -141,6 +143,9 @@ int coord_gather_trace(stage_coord *c, char *err)
         if (stage_coord_write_trace(path, c->t, ev, n_ev, werr)) {
             seterr(err, "%s", werr);
             rc = 1;
+        } else if (coord_timeline(c->t, c->o.out_dir, ev, n_ev, &c->timing, werr)) {
+            /* the run itself succeeded: a trace that cannot be measured is a remark */
+            fprintf(stderr, "pipetrain: no timeline.svg: %s\n", werr);
         }
     }
     for (int k = 0; k < n; k++) free(ev[k]);

@@ -2,7 +2,8 @@
  * interleaved), every generator validated over a grid of (P, M, v), hand-written
  * deadlocks explained, transfers in the simulator, JSON/CSV round trips, the
  * sample files in tests/data/sched, malformed files naming file and position,
- * and the renderers. No timing thresholds: speed is the benchmark's job. */
+ * the renderers, and measuring a run's events (costs, bubble, timeline) and
+ * the costs file. No timing thresholds: speed is the benchmark's job. */
 #include "tests/tests.h"
 #include "scheduler/sched.h"
 
@@ -570,6 +571,133 @@ static void test_simulator_vs_reference(void)
     CU_ASSERT(agree_ok > 150 && agree_dead > 100);
 }
 
+/* Events of a simulated run: step `step` of schedule s as report r says, shifted
+ * by off ms and stretched by k; a BW splits into B then W at its b cost; a wait
+ * precedes every action that started after its stage was free. */
+static size_t sim_events(const sched_schedule *s, const sched_report *r, const sched_costs *c, long step,
+                         double off, double k, sched_event *ev)
+{
+    size_t n = 0;
+    for (int st = 0; st < s->n_stages; st++) {
+        double free_at = 0;
+        for (size_t i = 0; i < s->len[st]; i++) {
+            sched_action a = s->act[st][i];
+            double t0 = (off + k * r->start[st][i]) / 1e3, t1 = (off + k * r->end[st][i]) / 1e3;
+            if (a.op != SCHED_W && t0 - free_at > 1e-4)
+                ev[n++] = (sched_event){ st, 1, a.op == SCHED_F ? SCHED_F : SCHED_B, a.chunk, a.mb, step, free_at, t0 };
+            if (a.op == SCHED_BW) {
+                double tb = t0 + k * c->b[a.chunk * s->n_stages + st] / 1e3;
+                ev[n++] = (sched_event){ st, 0, SCHED_B, a.chunk, a.mb, step, t0, tb };
+                ev[n++] = (sched_event){ st, 0, SCHED_W, a.chunk, a.mb, step, tb, t1 };
+            } else {
+                ev[n++] = (sched_event){ st, 0, a.op, a.chunk, a.mb, step, t0, t1 };
+            }
+            free_at = t1;
+        }
+    }
+    return n;
+}
+
+static void measure_case(const char *kind, int P, int M, int v)
+{
+    sched_schedule *s = sched_generate(kind, P, M, v, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int V = P * s->n_chunks;
+    sched_costs *c = sched_costs_new(V);
+    for (int i = 0; i < V; i++) c->f[i] = 1 + 0.25 * i, c->b[i] = 2 - 0.1 * i, c->w[i] = 0.5 + 0.2 * i;
+    c->latency = 0.5;
+    c->bw_early = 1; /* as the runtime: sim_events measures a BW's gradient from its B's end */
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    size_t per = 0;
+    for (int st = 0; st < P; st++) per += 3 * s->len[st];
+    sched_event *ev = calloc(3 * per, sizeof *ev);
+    /* step 0 is slow (warm-up: left out), steps 1 and 2 as simulated; given in reverse */
+    size_t n = sim_events(s, r, c, 2, 300, 1, ev);
+    n += sim_events(s, r, c, 1, 100, 1, ev + n);
+    n += sim_events(s, r, c, 0, 0, 3, ev + n);
+    sched_measured *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_measure(s, ev, n, &m, err), 0);
+    CU_ASSERT_EQUAL(m->first_step, 1);
+    CU_ASSERT_EQUAL(m->last_step, 2);
+    CU_ASSERT(m->rep_step == 1 || m->rep_step == 2);
+    CU_ASSERT_DOUBLE_EQUAL(m->step_time, r->step_time, 1e-6);
+    CU_ASSERT_DOUBLE_EQUAL(m->bubble, r->bubble, 1e-6);
+    CU_ASSERT(tests_close("bubble per stage", m->bubble_stage, r->bubble_stage, (size_t)P, 1e-6, 0));
+    CU_ASSERT(tests_close("F costs", m->costs->f, c->f, (size_t)V, 1e-6, 0));
+    CU_ASSERT(tests_close("B costs", m->costs->b, c->b, (size_t)V, 1e-6, 0));
+    CU_ASSERT(tests_close("W costs", m->costs->w, c->w, (size_t)V, 1e-6, 0));
+    CU_ASSERT(m->n_latency > 0);
+    CU_ASSERT_DOUBLE_EQUAL(m->costs->latency, 0.5, 1e-6);
+    for (int st = 0; st < P; st++) {
+        CU_ASSERT(tests_close("measured starts", m->timeline->start[st], r->start[st], s->len[st], 1e-6, 0));
+        CU_ASSERT(tests_close("measured ends", m->timeline->end[st], r->end[st], s->len[st], 1e-6, 0));
+    }
+    /* calibrated from the measurement, the simulator predicts the same step */
+    sched_report *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, m->costs, 0, &p, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(p->step_time, r->step_time, 1e-6);
+    /* an event the schedule does not have is refused, naming it */
+    sched_measured *bad = NULL;
+    ev[0].mb = (uint32_t)M + 5;
+    ev[0].step = 1;
+    CU_ASSERT_EQUAL(sched_measure(s, ev, n, &bad, err), 0); /* out of range: ignored */
+    sched_measured_free(bad);
+    sched_report_free(p);
+    sched_measured_free(m);
+    sched_report_free(r);
+    sched_costs_free(c);
+    free(ev);
+    sched_free(s);
+}
+
+static void test_measure(void)
+{
+    measure_case("1f1b", 3, 6, 1);
+    measure_case("zb-h1", 3, 6, 1);
+    measure_case("interleaved", 2, 4, 2);
+    measure_case("gpipe", 2, 3, 1);
+    sched_measured *m = NULL;
+    sched_schedule *s = sched_generate("1f1b", 2, 2, 1, err);
+    CU_ASSERT_EQUAL(sched_measure(s, NULL, 0, &m, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "no events"));
+    /* a step with an action missing is refused, naming the action */
+    sched_event one = { 0, 0, SCHED_F, 0, 0, 0, 0.0, 0.001 };
+    CU_ASSERT_EQUAL(sched_measure(s, &one, 1, &m, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "no measured time for F(1)"));
+    sched_free(s);
+}
+
+static void test_costs_file(void)
+{
+    sched_costs *c = sched_costs_new(4);
+    for (int i = 0; i < 4; i++) c->f[i] = 1.5 * i, c->b[i] = 0.1 + i, c->w[i] = 3.25;
+    c->latency = 0.125;
+    c->bw_early = 1;
+    char path[] = "/tmp/test_sched_costs.XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    CU_ASSERT_EQUAL(sched_costs_write_json(c, 2, 2, 7, f, err), 0);
+    fclose(f);
+    int P = 0, v = 0;
+    sched_costs *d = sched_costs_load(path, &P, &v, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT(P == 2 && v == 2 && d->n == 4);
+    CU_ASSERT(tests_close("f", d->f, c->f, 4, 0, 0) && tests_close("b", d->b, c->b, 4, 0, 0) &&
+              tests_close("w", d->w, c->w, 4, 0, 0));
+    CU_ASSERT_DOUBLE_EQUAL(d->latency, 0.125, 0);
+    CU_ASSERT_EQUAL(d->bw_early, 1);
+    f = fopen(path, "w");
+    fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 2], \"b\": [1], \"w\": [1, 1]}", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(sched_costs_load(path, &P, &v, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"b\": expected an array of 2 numbers"));
+    unlink(path);
+    sched_costs_free(c);
+    sched_costs_free(d);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -585,6 +713,8 @@ int main(void)
         { "transfers implied by actions", test_action_peers },
         { "renderers", test_renderers },
         { "simulator agrees with a slow reference", test_simulator_vs_reference },
+        { "measured events give back costs, bubble, timeline", test_measure },
+        { "costs file round trip", test_costs_file },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched", tests);

@@ -1,0 +1,324 @@
+/* sched_measure.c — what a run's measured events say about its schedule: the
+ * step time (median span of a step's compute actions), the bubble per stage and
+ * overall, mean F/B/W costs per virtual stage and a transfer latency (to calibrate
+ * sched_simulate), and one representative step as a report the SVG renderer can
+ * draw; plus the costs file (costs.json) that carries calibrated costs from a run
+ * to `pipetrain schedule --calibrate`. Pure: events come in as plain data. */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/sched_int.h"
+
+void sched_measured_free(sched_measured *m)
+{
+    if (!m) return;
+    free(m->bubble_stage);
+    sched_costs_free(m->costs);
+    sched_report_free(m->timeline);
+    free(m);
+}
+
+/* Sorts event indices by step (ties: input order). */
+static int by_step(const void *a, const void *b, void *ctx)
+{
+    const sched_event *g_ev = ctx;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    if (g_ev[i].step != g_ev[j].step) return g_ev[i].step < g_ev[j].step ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    const sched_schedule *s;
+    int P, V, M;
+    double *span;     /* (steps) */
+    double *busy;     /* (P) summed over measured steps */
+    double *sum[3];   /* (V) summed F, B, W */
+    long *cnt[3];     /* (V) */
+    double *done;     /* (2 V M) end of F / B of (vs, mb) in the current step, or NAN */
+    double *lat;      /* latency samples */
+    size_t n_lat, cap_lat;
+} acc;
+
+static int event_ok(const acc *a, const sched_event *e)
+{
+    return e->stage >= 0 && e->stage < a->P && e->chunk < a->s->n_chunks && e->mb < (uint32_t)a->M &&
+           e->op <= SCHED_W && e->t1 >= e->t0;
+}
+
+/* One step's events g[0..n): span, busy, costs and latency samples. */
+static int measure_step(acc *a, const sched_event *ev, const size_t *g, size_t n, double *span)
+{
+    double lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < 2 * (size_t)a->V * (size_t)a->M; i++) a->done[i] = NAN;
+    for (size_t i = 0; i < n; i++) {
+        const sched_event *e = &ev[g[i]];
+        if (e->wait) continue;
+        size_t k = sched_vstage(a->s, e->stage, e->chunk);
+        lo = fmin(lo, e->t0);
+        hi = fmax(hi, e->t1);
+        a->busy[e->stage] += e->t1 - e->t0;
+        a->sum[e->op][k] += e->t1 - e->t0;
+        a->cnt[e->op][k]++;
+        if (e->op != SCHED_W) a->done[(size_t)e->op * a->V * a->M + k * a->M + e->mb] = e->t1;
+    }
+    *span = hi > lo ? hi - lo : 0;
+    for (size_t i = 0; i < n; i++) {
+        const sched_event *e = &ev[g[i]];
+        if (!e->wait || e->t1 - e->t0 < 20e-6) continue; /* the tensor was already there */
+        long k = (long)sched_vstage(a->s, e->stage, e->chunk) + (e->op == SCHED_F ? -1 : 1);
+        if (k < 0 || k >= a->V) continue;
+        double t = a->done[(size_t)(e->op == SCHED_F ? 0 : 1) * a->V * a->M + (size_t)k * a->M + e->mb];
+        if (isnan(t)) continue;
+        if (a->n_lat == a->cap_lat) {
+            a->cap_lat = a->cap_lat ? 2 * a->cap_lat : 1024;
+            double *g2 = realloc(a->lat, a->cap_lat * sizeof *g2);
+            if (!g2) return -1;
+            a->lat = g2;
+        }
+        a->lat[a->n_lat++] = fmax(0, e->t1 - t);
+    }
+    return 0;
+}
+
+/* The representative step's events as a report parallel to s->act (ms from 0). */
+static sched_report *step_report(const sched_schedule *s, const sched_event *ev, const size_t *g, size_t n,
+                                 char *err)
+{
+    int P = s->n_stages, V = P * s->n_chunks, M = s->n_micro;
+    sched_report *r = calloc(1, sizeof *r);
+    long *idx = malloc(3 * (size_t)V * (size_t)M * sizeof *idx);
+    if (!r || !idx) goto oom;
+    r->n_stages = P;
+    r->peak_mb = calloc((size_t)P, sizeof *r->peak_mb);
+    r->busy = calloc((size_t)P, sizeof *r->busy);
+    r->bubble_stage = calloc((size_t)P, sizeof *r->bubble_stage);
+    r->peak_bytes = calloc((size_t)P, sizeof *r->peak_bytes);
+    r->start = calloc((size_t)P, sizeof *r->start);
+    r->end = calloc((size_t)P, sizeof *r->end);
+    if (!r->peak_mb || !r->busy || !r->bubble_stage || !r->peak_bytes || !r->start || !r->end) goto oom;
+    for (size_t i = 0; i < 3 * (size_t)V * (size_t)M; i++) idx[i] = -1;
+    for (int st = 0; st < P; st++) {
+        r->start[st] = malloc((s->len[st] + 1) * sizeof(double));
+        r->end[st] = malloc((s->len[st] + 1) * sizeof(double));
+        if (!r->start[st] || !r->end[st]) goto oom;
+        for (size_t i = 0; i < s->len[st]; i++) {
+            sched_action a = s->act[st][i];
+            size_t k = sched_vstage(s, st, a.chunk) * (size_t)M + a.mb;
+            r->start[st][i] = r->end[st][i] = NAN;
+            if (a.op == SCHED_F || a.op == SCHED_B || a.op == SCHED_W) idx[(size_t)a.op * V * M + k] = (long)i;
+            if (a.op == SCHED_BW) idx[(size_t)SCHED_B * V * M + k] = idx[(size_t)SCHED_W * V * M + k] = (long)i;
+        }
+    }
+    double t0 = INFINITY, t1 = -INFINITY;
+    for (size_t j = 0; j < n; j++)
+        if (!ev[g[j]].wait) t0 = fmin(t0, ev[g[j]].t0), t1 = fmax(t1, ev[g[j]].t1);
+    for (size_t j = 0; j < n; j++) {
+        const sched_event *e = &ev[g[j]];
+        if (e->wait) continue;
+        long i = idx[(size_t)e->op * V * M + sched_vstage(s, e->stage, e->chunk) * (size_t)M + e->mb];
+        if (i < 0) {
+            sched_seterr(err, "stage %d ran %s(%u, chunk %u), which its schedule does not have", e->stage,
+                         e->op == SCHED_F ? "F" : e->op == SCHED_B ? "B" : "W", e->mb, (unsigned)e->chunk);
+            goto fail;
+        }
+        sched_action a = s->act[e->stage][i];
+        if (a.op != SCHED_BW || e->op == SCHED_B) r->start[e->stage][i] = (e->t0 - t0) * 1e3;
+        if (a.op != SCHED_BW || e->op == SCHED_W) r->end[e->stage][i] = (e->t1 - t0) * 1e3;
+        r->busy[e->stage] += (e->t1 - e->t0) * 1e3;
+    }
+    r->step_time = (t1 - t0) * 1e3;
+    double busy = 0;
+    for (int st = 0; st < P; st++) {
+        for (size_t i = 0; i < s->len[st]; i++)
+            if (isnan(r->start[st][i]) || isnan(r->end[st][i])) {
+                char an[64];
+                sched_seterr(err, "step %ld: stage %d has no measured time for %s", ev[g[0]].step + 1, st,
+                             sched_action_name(s->act[st][i], s->n_chunks, an, sizeof an));
+                goto fail;
+            }
+        r->bubble_stage[st] = r->step_time > 0 ? 1 - r->busy[st] / r->step_time : 0;
+        busy += r->busy[st];
+    }
+    r->bubble = r->step_time > 0 ? 1 - busy / (P * r->step_time) : 0;
+    free(idx);
+    return r;
+oom:
+    sched_seterr(err, "out of memory");
+fail:
+    free(idx);
+    sched_report_free(r);
+    return NULL;
+}
+
+static void acc_free(acc *a)
+{
+    free(a->span);
+    free(a->busy);
+    for (int i = 0; i < 3; i++) free(a->sum[i]), free(a->cnt[i]);
+    free(a->done);
+    free(a->lat);
+}
+
+/* Fills m from the accumulated sums over the measured steps. */
+static void finish(sched_measured *m, acc *a, long n_steps)
+{
+    double total = 0, busy = 0;
+    for (long i = 0; i < n_steps; i++) total += a->span[i];
+    for (int st = 0; st < a->P; st++) {
+        m->bubble_stage[st] = total > 0 ? 1 - a->busy[st] / total : 0;
+        busy += a->busy[st];
+    }
+    m->bubble = total > 0 ? 1 - busy / (a->P * total) : 0;
+    for (int k = 0; k < a->V; k++) {
+        double *dst[3] = { m->costs->f, m->costs->b, m->costs->w };
+        for (int op = 0; op < 3; op++) dst[op][k] = a->cnt[op][k] ? 1e3 * a->sum[op][k] / a->cnt[op][k] : 0;
+    }
+    m->costs->bw_early = 1; /* the stage runtime sends a BW's gradient after its B */
+    m->n_latency = (long)a->n_lat;
+    if (a->n_lat) {
+        qsort(a->lat, a->n_lat, sizeof *a->lat, cmp_double);
+        m->costs->latency = 1e3 * a->lat[a->n_lat / 2];
+    }
+}
+
+int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sched_measured **out, char *err)
+{
+    *out = NULL;
+    acc a = { .s = s, .P = s->n_stages, .V = s->n_stages * s->n_chunks, .M = s->n_micro };
+    size_t *ix = malloc((n + 1) * sizeof *ix), m_ok = 0;
+    sched_measured *m = calloc(1, sizeof *m);
+    if (!ix || !m) goto oom;
+    for (size_t i = 0; i < n; i++)
+        if (event_ok(&a, &ev[i]) && !(ev[i].wait && ev[i].op == SCHED_W)) ix[m_ok++] = i;
+    if (!m_ok) { sched_seterr(err, "no events to measure"); goto fail; }
+    qsort_r(ix, m_ok, sizeof *ix, by_step, (void *)ev);
+    long first = ev[ix[0]].step, last = ev[ix[m_ok - 1]].step;
+    m->n_stages = a.P;
+    m->first_step = first < last ? first + 1 : first;
+    m->last_step = last;
+    m->n_steps = last - m->first_step + 1;
+    a.span = calloc((size_t)m->n_steps, sizeof *a.span);
+    a.busy = calloc((size_t)a.P, sizeof *a.busy);
+    a.done = malloc(2 * (size_t)a.V * (size_t)a.M * sizeof *a.done);
+    for (int i = 0; i < 3; i++) a.sum[i] = calloc((size_t)a.V, sizeof(double)), a.cnt[i] = calloc((size_t)a.V, sizeof(long));
+    m->bubble_stage = calloc((size_t)a.P, sizeof *m->bubble_stage);
+    m->costs = sched_costs_new(a.V);
+    if (!a.span || !a.busy || !a.done || !a.sum[0] || !a.sum[1] || !a.sum[2] || !a.cnt[0] || !a.cnt[1] || !a.cnt[2] ||
+        !m->bubble_stage || !m->costs)
+        goto oom;
+    size_t j = 0;
+    while (j < m_ok && ev[ix[j]].step < m->first_step) j++;
+    size_t *grp = malloc((m->n_steps + 1) * 2 * sizeof *grp); /* (begin, count) per step */
+    if (!grp) goto oom;
+    for (long st = 0; st < m->n_steps; st++) {
+        size_t b = j;
+        while (j < m_ok && ev[ix[j]].step == m->first_step + st) j++;
+        grp[2 * st] = b;
+        grp[2 * st + 1] = j - b;
+        if (measure_step(&a, ev, ix + b, j - b, &a.span[st])) { free(grp); goto oom; }
+    }
+    double *sorted = malloc((size_t)m->n_steps * sizeof *sorted);
+    if (!sorted) { free(grp); goto oom; }
+    memcpy(sorted, a.span, (size_t)m->n_steps * sizeof *sorted);
+    qsort(sorted, (size_t)m->n_steps, sizeof *sorted, cmp_double);
+    double med = sorted[(m->n_steps - 1) / 2];
+    free(sorted);
+    long rep = 0;
+    while (rep < m->n_steps - 1 && a.span[rep] != med) rep++;
+    m->rep_step = m->first_step + rep;
+    m->step_time = 1e3 * med;
+    finish(m, &a, m->n_steps);
+    m->timeline = step_report(s, ev, ix + grp[2 * rep], grp[2 * rep + 1], err);
+    free(grp);
+    if (!m->timeline) goto fail;
+    acc_free(&a);
+    free(ix);
+    *out = m;
+    return 0;
+oom:
+    sched_seterr(err, "out of memory");
+fail:
+    acc_free(&a);
+    free(ix);
+    sched_measured_free(m);
+    return -1;
+}
+
+/* ---- costs.json ---- */
+
+static json_t *num_array(const double *v, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f, char *err)
+{
+    json_t *j = json_pack("{s:i,s:s,s:i,s:i,s:I,s:o,s:o,s:o,s:f,s:f,s:b}", "version", 1, "unit", "ms", "stages",
+                          n_stages, "chunks", n_chunks, "steps", (json_int_t)steps, "f", num_array(c->f, c->n), "b",
+                          num_array(c->b, c->n), "w", num_array(c->w, c->n), "latency", c->latency, "bandwidth",
+                          c->bandwidth, "bw_early", c->bw_early);
+    if (!j) return sched_seterr(err, "out of memory");
+    int rc = json_dumpf(j, f, JSON_INDENT(2)) || fputc('\n', f) == EOF || ferror(f);
+    json_decref(j);
+    return rc ? sched_seterr(err, "write error") : 0;
+}
+
+static int read_array(json_t *root, const char *key, double *dst, int n, const char *path, char *err)
+{
+    json_t *a = json_object_get(root, key);
+    if (!json_is_array(a) || (int)json_array_size(a) != n)
+        return sched_seterr(err, "%s: \"%s\": expected an array of %d numbers (one per virtual stage)", path, key, n);
+    for (int i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, (size_t)i);
+        if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
+            return sched_seterr(err, "%s: \"%s\"[%d]: expected a number >= 0", path, key, i);
+        dst[i] = json_number_value(v);
+    }
+    return 0;
+}
+
+sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, char *err)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    sched_costs *c = NULL;
+    if (!root) {
+        sched_seterr(err, "%s: %s (line %d)", path, je.text, je.line);
+        return NULL;
+    }
+    json_t *p = json_object_get(root, "stages"), *v = json_object_get(root, "chunks");
+    json_t *lat = json_object_get(root, "latency"), *bw = json_object_get(root, "bandwidth");
+    if (!json_is_integer(p) || !json_is_integer(v) || json_integer_value(p) < 1 || json_integer_value(v) < 1 ||
+        json_integer_value(p) * json_integer_value(v) > (1 << 24)) {
+        sched_seterr(err, "%s: \"stages\" and \"chunks\": expected positive integers", path);
+        goto done;
+    }
+    *n_stages = (int)json_integer_value(p);
+    *n_chunks = (int)json_integer_value(v);
+    if (!(c = sched_costs_new(*n_stages * *n_chunks))) {
+        sched_seterr(err, "out of memory");
+        goto done;
+    }
+    if (read_array(root, "f", c->f, c->n, path, err) || read_array(root, "b", c->b, c->n, path, err) ||
+        read_array(root, "w", c->w, c->n, path, err)) {
+        sched_costs_free(c);
+        c = NULL;
+        goto done;
+    }
+    c->latency = json_is_number(lat) && json_number_value(lat) >= 0 ? json_number_value(lat) : 0;
+    c->bandwidth = json_is_number(bw) && json_number_value(bw) >= 0 ? json_number_value(bw) : 0;
+    c->bw_early = json_is_true(json_object_get(root, "bw_early"));
+done:
+    json_decref(root);
+    return c;
+}

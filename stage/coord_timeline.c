@@ -1,0 +1,122 @@
+/* coord_timeline.c — the coordinator's reading of a run's trace: the schedule
+ * that ran, measured (scheduler/sched_measure.c: step time, bubble per stage,
+ * mean action costs, transfer latency), the measured timeline of one
+ * representative step drawn like the simulator's (OUT/timeline.svg), the
+ * prediction for the same schedule calibrated with the run's own costs
+ * (OUT/timeline-predicted.svg), the costs themselves (OUT/costs.json, read by
+ * `pipetrain schedule --calibrate OUT`) and the "timing" object of summary.json.
+ * Not here: gathering the events (coord_trace.c). */
+#include "stage/coord_timeline.h"
+#include "model/util.h"
+#include "scheduler/sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The schedule the stages ran, as stage/runtime_run.c builds it. */
+static sched_schedule *ran_schedule(const topo *t, char *err)
+{
+    char serr[SCHED_ERR_LEN];
+    sched_schedule *s = t->schedule.kind_id == TOPO_SCHED_FILE
+                            ? sched_load(t->schedule.file, t->train.micro_batches, serr)
+                            : sched_generate(t->schedule.kind, t->n_stages, t->train.micro_batches,
+                                             t->chunks_per_stage, serr);
+    if (!s) seterr(err, "schedule: %s", serr);
+    return s;
+}
+
+/* The trace's events as the scheduler's: compute actions and tensor waits. */
+static sched_event *to_sched_events(const topo *t, proto_event *const *ev, const size_t *n_ev, size_t *n)
+{
+    size_t total = 0;
+    for (int k = 0; k < t->n_stages; k++) total += n_ev[k];
+    sched_event *out = malloc((total + 1) * sizeof *out);
+    if (!out) return NULL;
+    *n = 0;
+    for (int k = 0; k < t->n_stages; k++)
+        for (size_t i = 0; i < n_ev[k]; i++) {
+            const proto_event *e = &ev[k][i];
+            int wait = e->op == PROTO_EV_WAIT;
+            if (!wait && e->op > SCHED_W) continue; /* sends: not measured here */
+            out[(*n)++] = (sched_event){ k, wait, wait ? e->kind : e->op, e->chunk, e->mb, (long)e->step, e->t0, e->t1 };
+        }
+    return out;
+}
+
+/* Writes path via path.tmp: the SVG of r (title) or, when r is NULL, costs c. */
+static int write_out(const char *path, const sched_schedule *s, const sched_report *r, const char *title,
+                     const sched_costs *c, long steps, char *err)
+{
+    char tmp[4300], serr[SCHED_ERR_LEN];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return seterr(err, "%s: %s", tmp, strerror(errno)), 1;
+    int rc = r ? sched_render_svg_titled(s, r, f, "ms", title, serr)
+               : sched_costs_write_json(c, s->n_stages, s->n_chunks, steps, f, serr);
+    rc |= fclose(f);
+    if (rc || rename(tmp, path)) {
+        remove(tmp);
+        return seterr(err, "%s: cannot write it", path), 1;
+    }
+    return 0;
+}
+
+static json_t *num_array(const double *v, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+static json_t *timing_json(const sched_measured *m, const sched_report *pred, int V)
+{
+    const sched_costs *c = m->costs;
+    double rel = m->step_time > 0 ? (pred->step_time - m->step_time) / m->step_time : 0;
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:f,s:o,s:{s:o,s:o,s:o,s:f,s:I}}", "step_span",
+                     "compute actions only: the step's first action start to its last action end, all stages",
+                     "steps_measured", (json_int_t)m->n_steps, "first_step", (json_int_t)m->first_step + 1,
+                     "last_step", (json_int_t)m->last_step + 1, "representative_step", (json_int_t)m->rep_step + 1,
+                     "measured_step_ms", m->step_time, "predicted_step_ms", pred->step_time,
+                     "prediction_error", rel, "measured_bubble", m->bubble, "measured_bubble_stage",
+                     num_array(m->bubble_stage, m->n_stages), "predicted_bubble", pred->bubble,
+                     "predicted_bubble_stage", num_array(pred->bubble_stage, m->n_stages), "costs_ms", "f",
+                     num_array(c->f, V), "b", num_array(c->b, V), "w", num_array(c->w, V), "latency", c->latency,
+                     "latency_samples", (json_int_t)m->n_latency);
+}
+
+int coord_timeline(const topo *t, const char *out_dir, proto_event *const *ev, const size_t *n_ev, json_t **timing,
+                   char *err)
+{
+    char serr[SCHED_ERR_LEN], path[4200], title[256];
+    sched_measured *m = NULL;
+    sched_report *pred = NULL;
+    size_t n = 0;
+    int rc = 1;
+    *timing = NULL;
+    sched_schedule *s = ran_schedule(t, err);
+    sched_event *sev = s ? to_sched_events(t, ev, n_ev, &n) : NULL;
+    if (!s) return 1;
+    if (!sev) { seterr(err, "out of memory"); goto done; }
+    if (sched_measure(s, sev, n, &m, serr) || sched_simulate(s, m->costs, 1, &pred, serr)) {
+        seterr(err, "measuring the trace: %s", serr);
+        goto done;
+    }
+    snprintf(title, sizeof title, "measured %s, step %ld (median of steps %ld-%ld)", s->kind, m->rep_step + 1,
+             m->first_step + 1, m->last_step + 1);
+    snprintf(path, sizeof path, "%s/timeline.svg", out_dir);
+    if (write_out(path, s, m->timeline, title, NULL, 0, err)) goto done;
+    snprintf(title, sizeof title, "predicted %s (costs measured in this run)", s->kind);
+    snprintf(path, sizeof path, "%s/timeline-predicted.svg", out_dir);
+    if (write_out(path, s, pred, title, NULL, 0, err)) goto done;
+    snprintf(path, sizeof path, "%s/costs.json", out_dir);
+    if (write_out(path, s, NULL, NULL, m->costs, m->n_steps, err)) goto done;
+    if (!(*timing = timing_json(m, pred, s->n_stages * s->n_chunks))) seterr(err, "out of memory");
+    else rc = 0;
+done:
+    sched_report_free(pred);
+    sched_measured_free(m);
+    free(sev);
+    sched_free(s);
+    return rc;
+}
