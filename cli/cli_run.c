@@ -47,8 +47,10 @@ static const char run_help[] =
     "  --peer-timeout-ms N   silence after which a process is dead (default 10000)\n"
     "  --step-timeout-s N    longest wait for one step (default 600)\n"
     "  --run-id N            run id the stages must be started with (default: random)\n"
-    "  --trace               write trace.json: every stage's compute, tensor waits and\n"
-    "                        sends on one clock (Chrome trace format; open in Perfetto)\n";
+    "  --no-trace            skip the trace (on by default: trace.json, every stage's\n"
+    "                        compute, tensor waits and sends on one clock, Chrome format;\n"
+    "                        timeline.svg, costs.json and summary.json's \"timing\";\n"
+    "                        --trace is accepted and changes nothing)\n";
 
 static const char check_help[] =
     "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...]\n"
@@ -74,6 +76,7 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
     long n;
     if (!strcmp(s, "--print-commands")) { a->print_commands = 1; return 1; }
     if (!strcmp(s, "--trace")) { a->trace = 1; return 1; }
+    if (!strcmp(s, "--no-trace")) { a->trace = 0; return 1; }
     if (!strcmp(s, "--resume")) { a->resume = 1; return 1; }
     if (!strcmp(s, "--peer-timeout-ms")) {
         if (cli_parse_long(cmd, s, v, 100, 86400000, &n)) return -1;
@@ -96,6 +99,7 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
 static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_run_opts)
 {
     memset(a, 0, sizeof *a);
+    a->trace = 1; /* pipeline runs are traced unless --no-trace */
     a->peer_timeout_ms = 10000;
     a->step_timeout_s = 600;
     for (int i = 1; i < argc; i++) {
