@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Automatic restarts (issue #6): with --max-restarts, a stage SIGKILLed after
+# step 6's checkpoint is complete makes the launcher stop every stage and start
+# them all again from the latest complete checkpoint; the run ends with exit 0,
+# weights bitwise equal to an uninterrupted run, every step logged once, and
+# one {"event": "restart"} line in metrics.jsonl naming the cause (stage 1,
+# its address, the signal). A second kill with --max-restarts 1 ends the run
+# with exit 1, and no stage outlives it.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+CORPUS=../shared/data/tinyshakespeare.txt
+tmp=$(mktemp -d /tmp/t_restart.XXXXXX)
+cleanup() {
+    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
+    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
+    rm -rf "$tmp"
+}
+[ -n "${KEEP_TMP:-}" ] && cleanup() { pkill -KILL -f -- "--out $tmp/" 2>/dev/null; echo "kept $tmp"; }
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+
+STEPS=30
+COMMON=(--steps $STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
+        --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
+base=$((20000 + (RANDOM % 400) * 100 + 90 + ($$ % 10)))
+PIPE=(--set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) --peer-timeout-ms 2000)
+lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
+wait_file() { for _ in $(seq 1200); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
+# wait_new_pid FILE OLD: until FILE names another pid than OLD (at most 60 s)
+wait_new_pid() { for _ in $(seq 1200); do p=$(cat "$1" 2>/dev/null); [ -n "$p" ] && [ "$p" != "$2" ] && return 0; sleep 0.05; done; return 1; }
+
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" >"$tmp/ref.log" 2>&1
+check "reference: uninterrupted 1-stage run exits 0" "[ $? -eq 0 ]"
+"$P" export "$tmp/ref" --out "$tmp/ref/export" >/dev/null 2>&1
+lines "$tmp/ref/metrics.jsonl" >"$tmp/ref.lines"
+
+# --- one kill, restarts allowed
+out="$tmp/r1"
+"$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" "${PIPE[@]}" --max-restarts 2 --out "$out" \
+    >"$tmp/r1.log" 2>&1 &
+run=$!
+wait_file "$out/checkpoints/step-6/COMPLETE"
+old=$(cat "$out/stage-1.pid")
+kill -KILL "$old"
+wait $run
+rc=$?
+check "killed stage 1, --max-restarts 2: run exits 0" "[ $rc -eq 0 ] || { tail -5 $tmp/r1.log; false; }"
+check "one restart event naming stage 1 and the signal" \
+    "[ \$(grep -c '\"event\":\"restart\"' $out/metrics.jsonl) -eq 1 ] && grep '\"event\":\"restart\"' $out/metrics.jsonl | grep -q 'stage 1 (127.0.0.1:$((base + 1)))' && grep -q 'signal 9' $out/metrics.jsonl"
+check "the restart is on the progress output" "grep -q 'restart 1 of 2 from step [0-9]' $tmp/r1.log"
+"$P" export "$out" --out "$out/export" >/dev/null 2>&1
+check "weights bitwise equal to the uninterrupted run" "cmp $tmp/ref/export/model.safetensors $out/export/model.safetensors"
+check "loss lines equal, each step once" "lines $out/metrics.jsonl | diff $tmp/ref.lines -"
+check "no stage left running" "! pgrep -f -- '--out $out' >/dev/null"
+
+# --- two kills, one restart allowed: the run fails, nothing left behind
+out="$tmp/r2"
+"$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" "${PIPE[@]}" --max-restarts 1 --out "$out" \
+    >"$tmp/r2.log" 2>&1 &
+run=$!
+wait_file "$out/checkpoints/step-3/COMPLETE"
+old=$(cat "$out/stage-0.pid")
+kill -KILL "$old"
+wait_new_pid "$out/stage-0.pid" "$old"
+sleep 0.5
+kill -KILL "$(cat "$out/stage-0.pid")" 2>/dev/null
+wait $run
+rc=$?
+check "killed twice, --max-restarts 1: run exits 1 naming stage 0" \
+    "[ $rc -eq 1 ] && tail -n 3 $tmp/r2.log | grep -q 'stage 0 (127.0.0.1:$base)'"
+check "one restart event" "[ \$(grep -c '\"event\":\"restart\"' $out/metrics.jsonl) -eq 1 ]"
+check "no stage left running" "! pgrep -f -- '--out $out' >/dev/null"
+exit $fail
