@@ -402,7 +402,8 @@ static int resume_point(const topo *t, const char *out, int required, long *firs
     *first = 0;
     stage_ckpt_root(t, out, root, sizeof root);
     snprintf(latest, sizeof latest, "%s/latest", root);
-    if (!required && access(latest, F_OK)) return stage_ckpt_trim_metrics(out, 0, err) ? 1 : 0;
+    if (!required && access(latest, F_OK))
+        return stage_ckpt_forget_after(root, 0, err) || stage_ckpt_trim_metrics(out, 0, err) ? 1 : 0;
     if (stage_ckpt_open(&c, root, err)) {
         if (required) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
         return 2;
@@ -416,7 +417,7 @@ static int resume_point(const topo *t, const char *out, int required, long *firs
     }
     stage_ckpt_close(&c);
     if (bad) return 2;
-    return stage_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
+    return stage_ckpt_forget_after(root, *first, err) || stage_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
 }
 
 /* {"event": "restart", ...} into metrics.jsonl and a note on stderr. */

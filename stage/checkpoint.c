@@ -419,6 +419,26 @@ int stage_ckpt_prune(const char *root, int keep, char *err)
 
 /* ---- resuming ---- */
 
+int stage_ckpt_forget_after(const char *root, long step, char *err)
+{
+    DIR *d = opendir(root);
+    if (!d) return errno == ENOENT ? 0 : seterr(err, "%s: cannot open: %s", root, strerror(errno));
+    struct dirent *e;
+    char path[PATHLEN], marker[PATHLEN];
+    int rc = 0;
+    while ((e = readdir(d)) && !rc) {
+        long s;
+        char tail;
+        if (sscanf(e->d_name, "step-%ld%c", &s, &tail) != 1 || s <= step) continue;
+        join(path, root, e->d_name);
+        join(marker, path, "COMPLETE");
+        if (unlink(marker) && errno != ENOENT) rc = seterr(err, "%s: cannot remove: %s", marker, strerror(errno));
+        else rc = rm_tree(path, err);
+    }
+    closedir(d);
+    return rc;
+}
+
 void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
 {
     const char *cd = t->checkpoint.dir;

@@ -81,6 +81,11 @@ void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
  * must be equal. Returns 0, or -1 with a message naming the first JSON path
  * that differs. */
 int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err);
+/* Removes the step directories under root after `step` (the marker first),
+ * complete or not: when a run resumes from step, they belong to the abandoned
+ * timeline (e.g. a kill between a COMPLETE marker and the latest pointer).
+ * Returns 0 or -1 with err. */
+int stage_ckpt_forget_after(const char *root, long step, char *err);
 /* Rewrites out_dir/metrics.jsonl (durably) without the step lines after
  * `step` and without a torn last line, so a resumed run logs every step once;
  * event lines stay. A missing file is fine. Returns 0 or -1 with err. */

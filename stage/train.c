@@ -136,7 +136,7 @@ static int resume(run *r, const char *out, char *err)
     }
     stage_ckpt_close(&c);
     if (bad) return 2;
-    return stage_ckpt_trim_metrics(out, r->first, err) ? 1 : 0;
+    return stage_ckpt_forget_after(root, r->first, err) || stage_ckpt_trim_metrics(out, r->first, err) ? 1 : 0;
 }
 
 static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
