@@ -22,6 +22,11 @@ typedef struct {
     model_slot **slot;     /* (M) slots of micro-batches in flight */
     model_slot **free;     /* (M + 1) slots not in use */
     int n_free;
+    /* Weight gradients accumulate in micro-batch order (bitwise equal to the
+     * one-stage trainer): a W that comes ahead of its turn is only noted here and
+     * runs as soon as the earlier micro-batches' W have run. */
+    uint8_t *w_due;        /* (M) W(mb) asked for, not yet run */
+    int next_w;            /* the micro-batch whose W runs next */
 } rt_chunk;
 
 /* A tensor send not yet seen complete (for the trace). */

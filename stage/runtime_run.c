@@ -153,6 +153,7 @@ static void setup_chunks(rt *r)
         c->tx_grad = xcalloc((size_t)r->M, sizeof(struct net_op *));
         c->slot = xcalloc((size_t)r->M, sizeof(model_slot *));
         c->free = xcalloc((size_t)r->M + 1, sizeof(model_slot *));
+        c->w_due = xcalloc((size_t)r->M, 1);
     }
 }
 
@@ -174,6 +175,7 @@ static void free_chunks(rt *r)
         for (int i = 0; i < c->n_free; i++) model_slots_free(c->free[i]);
         free(c->slot);
         free(c->free);
+        free(c->w_due);
     }
     free(r->ch);
 }
