@@ -244,20 +244,40 @@ static void do_backward_weight(rt *r, rt_chunk *c, int mb)
     rt_event(r, SCHED_W, 0, (int)(c - r->ch), mb, t0, rt_now());
 }
 
+/* W(mb) of chunk c in micro-batch order: the one-stage trainer adds each
+ * micro-batch's weight gradient straight into the gradients (sgemm beta = 1, and
+ * row by row for RMSNorm gains and embedding rows), so any other order of the
+ * additions changes the bits. A W ahead of its turn is deferred (its slot stays
+ * stashed) and runs right after the W it waits for; the stage's timeline shows
+ * it there. */
+static void weight_in_order(rt *r, rt_chunk *c, int mb)
+{
+    if (mb != c->next_w) {
+        c->w_due[mb] = 1;
+        return;
+    }
+    do_backward_weight(r, c, mb);
+    for (c->next_w++; c->next_w < r->M && c->w_due[c->next_w]; c->next_w++) {
+        c->w_due[c->next_w] = 0;
+        do_backward_weight(r, c, c->next_w);
+    }
+}
+
 static int run_actions(rt *r)
 {
     size_t n = r->sched->len[r->K];
     const sched_action *a = r->sched->act[r->K];
+    for (int ci = 0; ci < r->n_chunks; ci++) r->ch[ci].next_w = 0;
     for (size_t i = 0; i < n; i++) {
         rt_chunk *c = &r->ch[a[i].chunk];
         int mb = (int)a[i].mb, rc = 0;
         switch (a[i].op) {
         case SCHED_F: rc = do_forward(r, c, mb); break;
         case SCHED_B: rc = do_backward_input(r, c, mb); break;
-        case SCHED_W: do_backward_weight(r, c, mb); break;
+        case SCHED_W: weight_in_order(r, c, mb); break;
         default:
             rc = do_backward_input(r, c, mb);
-            if (!rc) do_backward_weight(r, c, mb);
+            if (!rc) weight_in_order(r, c, mb);
         }
         if (rc || poll_sends(r, 0)) return -1;
     }
