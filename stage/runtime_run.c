@@ -112,16 +112,7 @@ static int load_schedule(rt *r)
     if (r->sched->n_stages != r->P || r->sched->n_chunks != t->chunks_per_stage || r->sched->n_micro != r->M)
         return seterr(r->err, "%s: schedule: it is for %d stages x %d chunks x %d micro-batches; the topology has %d x %d x %d",
                       t->path, r->sched->n_stages, r->sched->n_chunks, r->sched->n_micro, r->P, t->chunks_per_stage, r->M);
-    /* weight gradients must accumulate in micro-batch order (determinism) */
-    int next_w[64] = { 0 };
-    for (size_t i = 0; i < r->sched->len[r->K]; i++) {
-        sched_action a = r->sched->act[r->K][i];
-        if (a.op != SCHED_W && a.op != SCHED_BW) continue;
-        if ((int)a.mb != next_w[a.chunk]++)
-            return seterr(r->err, "%s: schedule: stage %d runs the weight gradient of chunk %d out of micro-batch order "
-                                  "(W(%u) where W(%d) comes first); this runtime accumulates weight gradients in "
-                                  "micro-batch order", t->path, r->K, a.chunk, a.mb, next_w[a.chunk] - 1);
-    }
+    /* a W out of micro-batch order is deferred to its turn (runtime.c) */
     return 0;
 }
 
