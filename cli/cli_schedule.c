@@ -3,8 +3,8 @@
  * simulates one step and prints the predicted step time, the bubble per stage and
  * overall and the peak activation memory per stage; then draws it (ASCII grid,
  * SVG, Chrome trace) or writes it as a schedule file. Time unit: milliseconds.
- * Costs come from --costs, or from the topology's FLOP counts at --gflops per BLAS
- * thread. It runs nothing: the stage runtime executes schedules. */
+ * Costs come from --costs, from a run's measured costs.json (--calibrate), or
+ * from the topology's FLOP counts at --gflops per BLAS thread. It runs nothing: the stage runtime executes schedules. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -24,13 +24,13 @@ enum { FMT_ASCII, FMT_SVG, FMT_JSON, FMT_CSV, FMT_CHROME };
 static const char *const fmt_names[] = { "ascii", "svg", "json", "csv", "chrome", NULL };
 
 typedef struct {
-    const char *topo, *kind, *file, *out;
+    const char *topo, *kind, *file, *out, *calib;
     int P, M, v;                     /* 0 = not given */
     int have_costs;
     double cost[3];                  /* F, B, W ms per micro-batch of one stage */
     int fmt, width;
     double gflops, latency, bandwidth, bytes, stash;
-    int have_bytes, have_stash;
+    int have_bytes, have_stash, have_latency;
     char **sets;
     int n_sets;
 } opts;
@@ -43,6 +43,9 @@ static const char usage_text[] =
     "  --costs F,B,W         ms per micro-batch of one stage's forward, input-grad and\n"
     "                        weight-grad (default: the topology's FLOPs, else 1,1,1); BW = B+W\n"
     "  --gflops G            GFLOP/s per BLAS thread for FLOP-derived costs (default 20)\n"
+    "  --calibrate RUN_DIR   F, B, W per virtual stage and the transfer latency measured\n"
+    "                        in a pipeline run (RUN_DIR/costs.json, written beside\n"
+    "                        trace.json; or a costs file's path)\n"
     "  --latency MS          latency of each transfer between stages (default 0)\n"
     "  --bandwidth MB/S      bandwidth of each link (default: infinite)\n"
     "  --bytes N             bytes per transfer (default: the topology's, else 0)\n"
@@ -126,7 +129,8 @@ static int parse_opt(opts *o, const char *k, const char *v)
     if (!strcmp(k, "--chunks")) return opt_int(k, v, 1, 256, &o->v);
     if (!strcmp(k, "--width")) return opt_int(k, v, 20, 100000, &o->width);
     if (!strcmp(k, "--gflops")) return opt_num(k, v, 1, &o->gflops);
-    if (!strcmp(k, "--latency")) return opt_num(k, v, 0, &o->latency);
+    if (!strcmp(k, "--latency")) { o->have_latency = 1; return opt_num(k, v, 0, &o->latency); }
+    if (!strcmp(k, "--calibrate")) { o->calib = v; return 0; }
     if (!strcmp(k, "--bandwidth")) return opt_num(k, v, 0, &o->bandwidth);
     if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return opt_num(k, v, 0, &o->bytes); }
     if (!strcmp(k, "--stash-bytes")) { o->have_stash = 1; return opt_num(k, v, 0, &o->stash); }
@@ -181,6 +185,8 @@ static int parse_args(opts *o, int argc, char **argv)
         return usage_err("%s", "give a TOPOLOGY.json, or --stages P and --micro-batches M, or --schedule FILE");
     if (o->kind && o->file)
         return usage_err("%s", "--kind and --schedule FILE are alternatives: give one");
+    if (o->calib && o->have_costs)
+        return usage_err("%s", "--costs and --calibrate are alternatives: give one");
     return 0;
 }
 
@@ -374,12 +380,58 @@ static sched_schedule *build_schedule(const opts *o, const topo *t, char *err)
     return sched_generate(kind ? kind : "1f1b", P, M, v, err);
 }
 
+/* Costs measured in a run (costs.json), for s's layout; transfer and stash
+ * bytes from the topology when there is one. NULL with err. */
+static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedule *s, char *note,
+                                size_t nn, char *err)
+{
+    char path[4096];
+    size_t n = strlen(o->calib);
+    if (n > 5 && !strcmp(o->calib + n - 5, ".json")) snprintf(path, sizeof path, "%s", o->calib);
+    else snprintf(path, sizeof path, "%s/costs.json", o->calib);
+    int P = 0, v = 0, spread = 0;
+    sched_costs *c = sched_costs_load(path, &P, &v, err);
+    if (!c) return NULL;
+    if (P != s->n_stages || (v != s->n_chunks && v != 1)) {
+        seterr(err, "%s: measured on %d stage(s) x %d chunk(s); the schedule has %d x %d", path, P, v,
+               s->n_stages, s->n_chunks);
+        sched_costs_free(c);
+        return NULL;
+    }
+    int spread_note = v != s->n_chunks;
+    if (spread_note) { /* one chunk per stage measured: spread each stage's costs over v chunks */
+        sched_costs *d = sched_costs_new(P * s->n_chunks);
+        if (!d) { sched_costs_free(c); return seterr(err, "out of memory"), NULL; }
+        for (int k = 0; k < d->n; k++) {
+            d->f[k] = c->f[k % P] / s->n_chunks;
+            d->b[k] = c->b[k % P] / s->n_chunks;
+            d->w[k] = c->w[k % P] / s->n_chunks;
+        }
+        d->latency = c->latency;
+        d->bandwidth = c->bandwidth;
+        d->bw_early = c->bw_early;
+        sched_costs_free(c);
+        c = d;
+    }
+    sched_costs *tc = t ? topo_costs(t, s->n_chunks, o->gflops, &spread) : NULL;
+    for (int i = 0; tc && i < c->n; i++) {
+        c->xfer_bytes[i] = tc->xfer_bytes[i];
+        c->stash_bytes[i] = tc->stash_bytes[i];
+    }
+    sched_costs_free(tc);
+    snprintf(note, nn, "calibrated from %.150s%s", path,
+             spread_note ? " (each stage's measured costs spread evenly over the schedule's chunks)" : "");
+    return c;
+}
+
 static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedule *s,
-                                char *note, size_t nn)
+                                char *note, size_t nn, char *err)
 {
     sched_costs *c = NULL;
     int spread = 0;
-    if (o->have_costs || !t) {
+    if (o->calib) {
+        if (!(c = calib_costs(o, t, s, note, nn, err))) return NULL;
+    } else if (o->have_costs || !t) {
         const double *k = o->have_costs ? o->cost : (const double[3]){ 1, 1, 1 };
         c = sched_costs_uniform(s->n_stages, s->n_chunks, k[0], k[1], k[2]);
         snprintf(note, nn, "%s", o->have_costs ? "--costs" : "default 1,1,1 ms (no --costs)");
@@ -389,13 +441,13 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
         snprintf(note, nn, "from FLOPs at %g GFLOP/s per BLAS thread%s", o->gflops,
                  spread ? " (each stage's work spread evenly over the schedule's chunks)" : "");
     }
-    if (!c) return NULL;
+    if (!c) return seterr(err, "out of memory"), NULL;
     for (int i = 0; i < c->n; i++) {
         if (o->have_bytes) c->xfer_bytes[i] = o->bytes;
         if (o->have_stash) c->stash_bytes[i] = o->stash / s->n_chunks;
     }
-    c->latency = o->latency;
-    c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
+    if (!o->calib || o->have_latency) c->latency = o->latency;
+    if (!o->calib || o->bandwidth > 0) c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
     return c;
 }
 
@@ -425,9 +477,8 @@ int cli_schedule_main(int argc, char **argv)
     }
     if (!(s = build_schedule(&o, have_topo ? &t : NULL, err))) goto fail;
     char note[256];
-    if (!(c = build_costs(&o, have_topo ? &t : NULL, s, note, sizeof note))) {
-        seterr(err, "out of memory");
-        rc = 1;
+    if (!(c = build_costs(&o, have_topo ? &t : NULL, s, note, sizeof note, err))) {
+        if (strstr(err, "out of memory")) rc = 1;
         goto fail;
     }
     int timeline = o.fmt == FMT_ASCII || o.fmt == FMT_SVG || o.fmt == FMT_CHROME;

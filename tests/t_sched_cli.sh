@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # t_sched_cli.sh — `pipetrain schedule` end to end: golden numbers, every output
 # format, JSON/CSV files written and read back, a deadlocked file, a topology,
-# bad usage (exit 2) and --out never leaving a partial file.
+# bad usage (exit 2), --out never leaving a partial file, and --calibrate.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -82,6 +82,27 @@ printf '0F0,0X1\n' >"$tmp/bad.csv"
 run 2 --schedule "$tmp/bad.csv" && has "$tmp/err" "bad.csv: row 1, column 2" "csv position"
 run 2 --stages 4 --micro-batches 8 --out "$tmp/no/such/dir/x.svg" --format svg && has "$tmp/err" "x.svg" "bad --out"
 run 0 --help && has "$tmp/out" "usage: pipetrain schedule" "help"
+
+
+# --calibrate: costs measured in a run (RUN/costs.json) drive the simulator.
+# Uniform costs 1,2,0 with no latency must give the golden 33 ms again; a BW
+# that sends after its B (bw_early, as the runtime does) starts the next stage
+# earlier; a layout mismatch and --costs with --calibrate are usage errors.
+mkdir -p "$tmp/run"
+cat >"$tmp/run/costs.json" <<'JSON'
+{"version": 1, "unit": "ms", "stages": 4, "chunks": 1, "steps": 5, "f": [1, 1, 1, 1], "b": [2, 2, 2, 2],
+ "w": [0, 0, 0, 0], "latency": 0, "bandwidth": 0, "bw_early": false}
+JSON
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --calibrate "$tmp/run" &&
+    { has "$tmp/out" "predicted step time: 33.0000 ms" "calibrated step"; has "$tmp/out" "calibrated from $tmp/run/costs.json" "note"; }
+sed 's/"w": \[0, 0, 0, 0\]/"w": [1, 1, 1, 1]/; s/"latency": 0/"latency": 0.5/' "$tmp/run/costs.json" >"$tmp/c2.json"
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --calibrate "$tmp/c2.json" && late=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/out")
+sed 's/"bw_early": false/"bw_early": true/' "$tmp/c2.json" >"$tmp/c3.json"
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --calibrate "$tmp/c3.json" && early=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/out")
+awk -v a="${late:-0}" -v b="${early:-0}" 'BEGIN { exit !(b > 0 && b < a) }' || fail "bw_early step ($early) not below the textbook one ($late)"
+run 2 --stages 3 --micro-batches 8 --calibrate "$tmp/run" && has "$tmp/err" "measured on 4 stage(s) x 1 chunk(s); the schedule has 3 x 1" "layout"
+run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --costs 1,1,1 && has "$tmp/err" "alternatives" "calibrate and costs"
+run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/nothere" && has "$tmp/err" "nothere/costs.json" "missing costs"
 
 [ "$fails" -eq 0 ] || { echo "t_sched_cli: $fails failure(s)"; exit 1; }
 echo "t_sched_cli: ok (${PT[*]})"
