@@ -164,4 +164,9 @@ check "costs.json has 2 virtual stages" "python3 -c 'import json,sys; c=json.loa
 check "interleaved costs.json has 4 virtual stages" \
     "python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c[\"chunks\"] == 2 and len(c[\"f\"]) == 4' $tmp/2stage-interleaved/costs.json"
 
+# --no-trace: no trace, no timeline, no timing; the same weights
+run_pipe "2stage-no-trace" topologies/shakespeare-2stage.json 2 1f1b --no-trace
+check "--no-trace writes no trace.json, timeline.svg or timing" \
+    "[ ! -e $tmp/2stage-no-trace/trace.json ] && [ ! -e $tmp/2stage-no-trace/timeline.svg ] && ! grep -q '\"timing\"' $tmp/2stage-no-trace/summary.json"
+
 exit $fail
