@@ -115,6 +115,13 @@ fuzz: deps
 	    fuzz-out/$$n tests/fuzz/corpus/$$n 2>&1 | tail -n 12; \
 	done
 
+# The fault matrix of issue #6 (tests/chaos/run.sh; `make test` runs a quick
+# subset, tests/t_chaos_quick.sh). CHAOS_TRIALS=N kill trials (default 20).
+.PHONY: chaos
+chaos: deps
+	$(MAKE) build
+	BIN=$(BIN) tests/chaos/run.sh
+
 clean:
 	rm -rf build build-asan build-fuzz bin bin-asan bin-fuzz
 

@@ -1,0 +1,148 @@
+# tests/chaos/lib.sh — the fault matrix of issue #6 as functions (sourced by
+# tests/chaos/run.sh, the full set behind `make chaos`, and by
+# tests/t_chaos_quick.sh, the subset `make test` runs). Needs bash, and from
+# the caller: P (the pipetrain binary), tmp (a scratch directory), check.
+#
+#   chaos_reference             the uninterrupted 1-stage run every case compares with
+#   chaos_kill_trials N         N runs of the 3-stage uneven topology with
+#                               --max-restarts 3, each with SIGKILL of a random
+#                               stage at a random moment: exit 0, weights and
+#                               loss lines equal to the reference, no stage left
+#   chaos_stop_trial            SIGSTOP of a stage: found by the heartbeat,
+#                               restarted, equal weights
+#   chaos_coord_kill            SIGKILL of the launcher (coordinator): no stage
+#                               left after the peer timeout
+#   chaos_hello_refusals        a stage with another topology or another secret
+#                               is refused at hello (and says why)
+#   chaos_ckpt_kills N          N SIGKILLs of a run checkpointing every step, at
+#                               random moments: every complete checkpoint still
+#                               verifies and --resume ends bitwise equal
+CH_STEPS=${CH_STEPS:-24}
+CH_COMMON=(--steps $CH_STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
+           --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
+CH_STAGE_COMMON=(--set train.steps=$CH_STEPS "${CH_COMMON[@]:2}") # `pipetrain stage` takes no --steps
+CH_BASE=$((20000 + (RANDOM % 400) * 100 + ($$ % 40)))
+CH_PT=1500 # peer timeout (ms) of the pipeline runs
+# ports for a topology of N stages, shifted by OFF
+ch_ports() { local n=$1 off=${2:-0} k; echo "--set coordinator.port=0"; for ((k = 0; k < n; k++)); do echo "--set stages.$k.port=$((CH_BASE + off + k))"; done; }
+ch_lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
+ch_wait_file() { local i; for ((i = 0; i < ${2:-1200}; i++)); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
+ch_left() { pgrep -f -- "--out $1( |\$)" >/dev/null; } # 0 when a process of run dir $1 is alive
+ch_same() { # DIR: exported weights and loss lines equal to the reference
+    "$P" export "$1" --out "$1/export" >/dev/null 2>&1 &&
+        cmp -s "$tmp/ref/export/model.safetensors" "$1/export/model.safetensors" &&
+        ch_lines "$1/metrics.jsonl" | diff -q "$tmp/ref.lines" - >/dev/null
+}
+# 1-stage, 3 checkpoints per 9 steps: the numbers every case must reproduce
+chaos_reference() {
+    "$P" run topologies/shakespeare-1stage.json "${CH_COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" \
+        >"$tmp/ref.log" 2>&1
+    check "reference: uninterrupted 1-stage run" "[ $? -eq 0 ]"
+    "$P" export "$tmp/ref" --out "$tmp/ref/export" >/dev/null 2>&1
+    ch_lines "$tmp/ref/metrics.jsonl" >"$tmp/ref.lines"
+}
+
+# one pipeline run in the background: NAME [RUN OPTIONS]; pid in ch_run
+ch_start() {
+    local name=$1; shift
+    "$P" run topologies/shakespeare-3stage-uneven.json "${CH_COMMON[@]}" $(ch_ports 3) --peer-timeout-ms $CH_PT \
+        --out "$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 &
+    ch_run=$!
+}
+
+chaos_kill_trials() {
+    local n=$1 i ok=0 hit=0 rc k d pid
+    for ((i = 0; i < n; i++)); do
+        k=$((RANDOM % 3)); d=$((RANDOM % 2400 + 200))
+        ch_start kill$i --max-restarts 3
+        ch_wait_file "$tmp/kill$i/stage-$k.pid"
+        sleep "$(printf '%d.%03d' $((d / 1000)) $((d % 1000)))"
+        pid=$(cat "$tmp/kill$i/stage-$k.pid" 2>/dev/null)
+        [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && hit=$((hit + 1))
+        wait $ch_run; rc=$?
+        if [ $rc -eq 0 ] && ch_same "$tmp/kill$i" && ! ch_left "$tmp/kill$i"; then ok=$((ok + 1))
+        else echo "    trial $i: stage $k killed after ${d} ms: rc $rc"; tail -n 3 "$tmp/kill$i.log" | sed 's/^/    | /'; fi
+        [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp/kill$i"
+    done
+    check "SIGKILL of a random stage at a random moment, restarts on: $ok/$n trials bitwise equal ($hit kills landed)" \
+        "[ $ok -eq $n ]"
+}
+
+chaos_stop_trial() {
+    ch_start stop --max-restarts 1
+    ch_wait_file "$tmp/stop/checkpoints/step-3/COMPLETE"
+    kill -STOP "$(cat "$tmp/stop/stage-1.pid")"
+    wait $ch_run; local rc=$?
+    check "SIGSTOP of stage 1: found by the heartbeat, restarted, exit 0" "[ $rc -eq 0 ] || { tail -3 $tmp/stop.log; false; }"
+    check "SIGSTOP: restart event names stage 1" "grep '\"event\":\"restart\"' $tmp/stop/metrics.jsonl | grep -q 'stage 1'"
+    check "SIGSTOP: weights and loss lines equal to the reference" "ch_same $tmp/stop"
+    check "SIGSTOP: no stage left" "! ch_left $tmp/stop"
+}
+
+chaos_coord_kill() {
+    ch_start coord
+    ch_wait_file "$tmp/coord/checkpoints/step-3/COMPLETE"
+    local pids
+    pids=$(cat "$tmp"/coord/stage-*.pid)
+    kill -KILL $ch_run
+    wait $ch_run 2>/dev/null
+    local t0=$SECONDS gone=0
+    for _ in $(seq 100); do
+        gone=1; for p in $pids; do kill -0 "$p" 2>/dev/null && gone=0; done
+        [ $gone -eq 1 ] && break
+        sleep 0.1
+    done
+    check "coordinator SIGKILLed: every stage gone within 10 s (took $((SECONDS - t0)) s)" "[ $gone -eq 1 ]"
+}
+
+chaos_hello_refusals() {
+    # the run waits for stages started by hand; one comes with another seed, one with another secret
+    local d=$tmp/hello
+    PIPETRAIN_BY_HAND=1 "$P" run topologies/shakespeare-2stage.json "${CH_COMMON[@]}" $(ch_ports 2 10) \
+        --peer-timeout-ms $CH_PT --out "$d" >"$d.log" 2>&1 &
+    local run=$! port=""
+    for _ in $(seq 100); do port=$(grep -o 'port [0-9]*' "$d.log" 2>/dev/null | head -1 | cut -d' ' -f2); [ -n "$port" ] && break; sleep 0.1; done
+    local rid
+    rid=$(grep -o -- '--run-id [0-9]*' "$d.log" | head -1 | cut -d' ' -f2)
+    timeout 20 "$P" stage topologies/shakespeare-2stage.json "${CH_STAGE_COMMON[@]}" $(ch_ports 2 10) --set train.seed=7 \
+        --stage 1 --coordinator 127.0.0.1:"$port" --run-id "$rid" --out "$d" --connect-timeout-ms 3000 \
+        >"$d.topo.log" 2>&1
+    local rc=$?
+    check "a stage with another topology is refused at hello (exit $rc)" \
+        "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'different topology' $d.topo.log || { tail -3 $d.topo.log; false; }"
+    PIPETRAIN_SECRET=this-is-not-the-secret-of-the-run-0123 timeout 20 "$P" stage topologies/shakespeare-2stage.json "${CH_STAGE_COMMON[@]}" \
+        $(ch_ports 2 10) --stage 1 --coordinator 127.0.0.1:"$port" --run-id "$rid" --out "$d" \
+        --connect-timeout-ms 3000 >"$d.secret.log" 2>&1
+    rc=$?
+    check "a stage with the wrong secret is refused at hello (exit $rc)" \
+        "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'authentication failed' $d.secret.log || { tail -3 $d.secret.log; false; }"
+    kill -TERM $run 2>/dev/null
+    wait $run 2>/dev/null
+}
+
+chaos_ckpt_kills() {
+    local n=$1 i d bad=0 dirs=0 d2=$tmp/ck
+    for ((i = 0; i < n; i++)); do
+        rm -rf "$d2"
+        "$P" run topologies/shakespeare-1stage.json "${CH_COMMON[@]}" --set stages.0.threads=1 --set checkpoint.every=1 \
+            --set checkpoint.keep=0 --out "$d2" >"$tmp/ck.log" 2>&1 &
+        local run=$!
+        ch_wait_file "$d2/checkpoints/step-2/COMPLETE"
+        d=$((RANDOM % 400))
+        sleep "0.$(printf '%03d' $d)"
+        kill -KILL $run 2>/dev/null
+        wait $run 2>/dev/null
+        for c in "$d2"/checkpoints/step-*; do
+            [ -e "$c/COMPLETE" ] || continue
+            dirs=$((dirs + 1))
+            "$P" export "$c" --out "$tmp/ck.exp" >"$tmp/ck.exp.log" 2>&1 || { bad=$((bad + 1)); echo "    $c: $(tail -1 "$tmp/ck.exp.log")"; }
+        done
+        if [ $i -eq 0 ] || [ $i -eq $((n - 1)) ]; then
+            "$P" run topologies/shakespeare-1stage.json "${CH_COMMON[@]}" --set stages.0.threads=1 --set checkpoint.every=1 \
+                --set checkpoint.keep=0 --out "$d2" --resume >"$tmp/ck.resume.log" 2>&1
+            local rc=$?
+            check "kill during checkpoints ($i): --resume exits 0, bitwise equal" "[ $rc -eq 0 ] && ch_same $d2"
+        fi
+    done
+    check "kill at $n random moments of a run checkpointing every step: all $dirs complete checkpoints verify" "[ $bad -eq 0 ]"
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The quick subset of the fault matrix (issue #6; `make chaos` runs the full
+# set, tests/chaos/run.sh): SIGKILL of a random stage at a random moment with
+# restarts (3 trials), SIGSTOP of a stage, the coordinator killed, a stage with
+# another topology or secret refused at hello, and kills during checkpoint
+# writes never damaging a complete checkpoint. Cases: tests/chaos/lib.sh.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+[ -f ../shared/data/tinyshakespeare.txt ] || { echo "missing corpus"; exit 1; }
+tmp=$(mktemp -d /tmp/t_chaos_quick.XXXXXX)
+cleanup() {
+    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
+    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
+    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+. tests/chaos/lib.sh
+
+chaos_reference
+chaos_kill_trials 3
+chaos_stop_trial
+chaos_coord_kill
+chaos_hello_refusals
+chaos_ckpt_kills 4
+exit $fail
