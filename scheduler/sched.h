@@ -236,7 +236,10 @@ typedef struct {
 /* What a run's events say about the schedule that ran. Times in milliseconds.
  * A step's time is the span of its compute actions (first start to last end over
  * all stages), as sched_simulate's step_time; the first step is left out (warm-up)
- * unless it is the only one. */
+ * unless it is the only one. A stage is busy during its actions and the gap after
+ * each until its next event (the runtime's overhead: posting the action's send,
+ * or the thread preempted); the bubble is the rest: waiting for tensors, and idle
+ * before its first action and after its last. */
 typedef struct {
     int n_stages;
     long first_step, last_step; /* the steps measured */
@@ -245,19 +248,24 @@ typedef struct {
     double step_time;           /* median step span */
     double bubble;              /* 1 - sum busy / (P * sum span), over measured steps */
     double *bubble_stage;       /* (P) 1 - busy / span, summed over measured steps */
-    sched_costs *costs;         /* mean F, B, W per virtual stage, bw_early = 1; latency: median delay
-                                 * from a producer's end to the tensor's arrival, over
-                                 * waits that really waited (0 when none); bandwidth 0 */
+    sched_costs *costs;         /* mean F, B, W per virtual stage, each action's time
+                                 * plus the stage's gap after it until its next event
+                                 * in the step (posting its send, preemption);
+                                 * bw_early = 1; latency: median delay from a
+                                 * producer's end to the tensor's arrival, over waits
+                                 * that really waited (0 when none); bandwidth 0 */
     long n_latency;             /* samples behind costs->latency */
     sched_report *timeline;     /* rep_step as a report: start/end parallel to s->act
                                  * (a BW from its B's start to its W's end), from 0 */
 } sched_measured;
 
 void sched_measured_free(sched_measured *m);
-/* Measures events ev[0..n) of a run of schedule s (events of any order; steps
- * numbered from 0). Every compute action of the representative step must have its
- * events. Returns 0 with *out, or -1 with err (no compute events, an event that
- * names an action s does not have, out of memory). */
+/* Measures events ev[0..n) of a run of schedule s: steps numbered from 0, each
+ * stage's events in the order they happened and together (stages and steps in
+ * any order). Every compute action of the representative step must have its
+ * events; events naming indices out of range are ignored. Returns 0 with *out,
+ * or -1 with err (no compute events, an event that names an action s does not
+ * have, out of memory). */
 int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sched_measured **out,
                   char *err);
 

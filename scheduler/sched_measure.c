@@ -53,6 +53,15 @@ static int event_ok(const acc *a, const sched_event *e)
            e->op <= SCHED_W && e->t1 >= e->t0;
 }
 
+/* The stage's time after compute event g[i] until its next event in the step
+ * (posting the action's send, a preempted thread): the runtime's overhead of the
+ * action, counted in its cost and as busy time. */
+static double overhead(const sched_event *ev, const size_t *g, size_t n, size_t i)
+{
+    const sched_event *e = &ev[g[i]], *nx = i + 1 < n ? &ev[g[i + 1]] : NULL;
+    return nx && nx->stage == e->stage && nx->t0 > e->t1 ? nx->t0 - e->t1 : 0;
+}
+
 /* One step's events g[0..n): span, busy, costs and latency samples. */
 static int measure_step(acc *a, const sched_event *ev, const size_t *g, size_t n, double *span)
 {
@@ -64,8 +73,9 @@ static int measure_step(acc *a, const sched_event *ev, const size_t *g, size_t n
         size_t k = sched_vstage(a->s, e->stage, e->chunk);
         lo = fmin(lo, e->t0);
         hi = fmax(hi, e->t1);
-        a->busy[e->stage] += e->t1 - e->t0;
-        a->sum[e->op][k] += e->t1 - e->t0;
+        double d = e->t1 - e->t0 + overhead(ev, g, n, i);
+        a->busy[e->stage] += d;
+        a->sum[e->op][k] += d;
         a->cnt[e->op][k]++;
         if (e->op != SCHED_W) a->done[(size_t)e->op * a->V * a->M + k * a->M + e->mb] = e->t1;
     }
@@ -132,7 +142,7 @@ static sched_report *step_report(const sched_schedule *s, const sched_event *ev,
         sched_action a = s->act[e->stage][i];
         if (a.op != SCHED_BW || e->op == SCHED_B) r->start[e->stage][i] = (e->t0 - t0) * 1e3;
         if (a.op != SCHED_BW || e->op == SCHED_W) r->end[e->stage][i] = (e->t1 - t0) * 1e3;
-        r->busy[e->stage] += (e->t1 - e->t0) * 1e3;
+        r->busy[e->stage] += (e->t1 - e->t0 + overhead(ev, g, n, j)) * 1e3;
     }
     r->step_time = (t1 - t0) * 1e3;
     double busy = 0;

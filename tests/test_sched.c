@@ -583,7 +583,7 @@ static size_t sim_events(const sched_schedule *s, const sched_report *r, const s
         for (size_t i = 0; i < s->len[st]; i++) {
             sched_action a = s->act[st][i];
             double t0 = (off + k * r->start[st][i]) / 1e3, t1 = (off + k * r->end[st][i]) / 1e3;
-            if (a.op != SCHED_W && t0 - free_at > 1e-4)
+            if (a.op != SCHED_W && t0 - free_at > 1e-12)
                 ev[n++] = (sched_event){ st, 1, a.op == SCHED_F ? SCHED_F : SCHED_B, a.chunk, a.mb, step, free_at, t0 };
             if (a.op == SCHED_BW) {
                 double tb = t0 + k * c->b[a.chunk * s->n_stages + st] / 1e3;
@@ -668,6 +668,39 @@ static void test_measure(void)
     sched_free(s);
 }
 
+/* A stage's gap after an action until its next event (posting a send, being
+ * preempted) counts in the action's cost, not as a wait. */
+static void test_measure_overhead(void)
+{
+    sched_schedule *s = sched_generate("gpipe", 1, 2, 1, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    /* F0 F1 BW0 BW1 on one stage, ms: F 1 + gap 0.5; B 2 + gap 0.25; W 1, no gap */
+    sched_event ev[12];
+    size_t n = 0;
+    for (long step = 0; step < 2; step++) {
+        double t = 100.0 * step;
+        for (int mb = 0; mb < 2; mb++, t += 1.5) ev[n++] = (sched_event){ 0, 0, SCHED_F, 0, (uint32_t)mb, step, t / 1e3, (t + 1) / 1e3 };
+        for (int mb = 0; mb < 2; mb++) {
+            ev[n++] = (sched_event){ 0, 0, SCHED_B, 0, (uint32_t)mb, step, t / 1e3, (t + 2) / 1e3 };
+            t += 2.25;
+            ev[n++] = (sched_event){ 0, 0, SCHED_W, 0, (uint32_t)mb, step, t / 1e3, (t + 1) / 1e3 };
+            t += 1;
+        }
+    }
+    sched_measured *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_measure(s, ev, n, &m, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(m->costs->f[0], 1.5, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(m->costs->b[0], 2.25, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(m->costs->w[0], 1, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(m->step_time, 9.5, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(m->bubble, 0, 1e-9); /* the gaps are the actions' overhead, not bubble */
+    CU_ASSERT_DOUBLE_EQUAL(m->timeline->bubble, 0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(m->timeline->end[0][0], 1, 1e-9); /* boxes: the actions themselves */
+    CU_ASSERT_EQUAL(m->n_latency, 0);
+    sched_measured_free(m);
+    sched_free(s);
+}
+
 static void test_costs_file(void)
 {
     sched_costs *c = sched_costs_new(4);
@@ -714,6 +747,7 @@ int main(void)
         { "renderers", test_renderers },
         { "simulator agrees with a slow reference", test_simulator_vs_reference },
         { "measured events give back costs, bubble, timeline", test_measure },
+        { "gaps after actions count in their costs", test_measure_overhead },
         { "costs file round trip", test_costs_file },
         CU_TEST_INFO_NULL,
     };
