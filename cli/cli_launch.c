@@ -54,6 +54,7 @@ typedef struct {
     child *ch;
     char exe[PATH_MAX], cwd[PATH_MAX];
     uint64_t run_id;
+    int insecure;       /* pass --insecure to the stages */
 } launch;
 
 static volatile sig_atomic_t got_signal;
@@ -119,6 +120,7 @@ static int stage_argv(const launch *L, int k, int port, char **argv, char store[
     argv[n++] = "--step-timeout-s";
     snprintf(store[4], 64, "%g", o->step_timeout_s);
     argv[n++] = store[4];
+    if (L->insecure) argv[n++] = "--insecure";
     argv[n] = NULL;
     return n;
 }
@@ -143,7 +145,7 @@ static void shell_quote(char *buf, size_t cap, const char *s)
 /* "cd CWD && exec BIN stage ..." for stage k: what a shell on its host runs. */
 static void stage_command(const launch *L, int k, int port, char *buf, size_t cap)
 {
-    char *argv[32 + 2 * 256], store[5][64];
+    char *argv[33 + 2 * 256], store[5][64];
     stage_argv(L, k, port, argv, store);
     buf[0] = 0;
     snprintf(buf, cap, "cd ");
@@ -160,7 +162,7 @@ static void stage_command(const launch *L, int k, int port, char *buf, size_t ca
 static int spawn(launch *L, int k, int port)
 {
     child *c = &L->ch[k];
-    char *argv[32 + 2 * 256], store[5][64], cmd[16384];
+    char *argv[33 + 2 * 256], store[5][64], cmd[16384];
     char *ssh_argv[] = { "ssh", "-o", "BatchMode=yes", L->t->stages[k].host, cmd, NULL };
     stage_argv(L, k, port, argv, store);
     if (c->how == HOW_SSH) stage_command(L, k, port, cmd, sizeof cmd);
@@ -456,9 +458,29 @@ static int attempt(launch *L, long first, int append, int hand, int *restartable
     return rc;
 }
 
+/* Public so that the launcher and (by hand) each stage apply the same rule. */
+int cli_insecure_check(const char *cmd, const topo *t, int insecure)
+{
+    if (t->secret_file || getenv(PROTO_SECRET_ENV) || topo_all_loopback(t)) {
+        if (insecure) fprintf(stderr, "pipetrain %s: note: --insecure has no effect: %s\n", cmd,
+                              topo_all_loopback(t) ? "every process is on loopback" : "a shared secret is configured");
+        return 0;
+    }
+    if (!insecure) {
+        fprintf(stderr, "pipetrain %s: %s: a shared secret is required when any process is off loopback: name a "
+                        "secret_file (readable only by its owner) or set %s, or pass --insecure to run without "
+                        "authentication\n", cmd, t->path, PROTO_SECRET_ENV);
+        return 2;
+    }
+    fprintf(stderr, "pipetrain %s: WARNING: --insecure: no shared secret, processes authenticate with a "
+                    "well-known one: anyone who can reach these ports can join the run or inject messages\n", cmd);
+    setenv(PROTO_SECRET_ENV, "pipetrain --insecure: a well-known secret, no protection", 1);
+    return 0;
+}
+
 int cli_launch(const topo *t, const cli_launch_opts *o)
 {
-    cli_restart_opts r = { 0, 0 };
+    cli_restart_opts r = { 0, 0, 0 };
     return cli_launch_restart(t, o, &r);
 }
 
@@ -468,6 +490,7 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
     char err[ERR_LEN];
     int rc = setup(&L, t, o), hand = 0, restartable = 0;
     if (rc) { free(L.ch); return rc; }
+    L.insecure = r->insecure;
     if (o->print_commands) {
         if (t->coordinator.port == 0)
             fprintf(stderr, "pipetrain run: coordinator.port is 0, so the port is chosen at run time (PORT below); "

@@ -11,7 +11,16 @@
 typedef struct {
     int resume;         /* the first attempt continues from the latest complete checkpoint */
     int max_restarts;   /* attempts after a stage died or stopped answering (default 0) */
+    int insecure;       /* --insecure: passed on to every stage command */
 } cli_restart_opts;
+
+/* --insecure (issue #6): when no secret is configured (no secret_file, no
+ * $PIPETRAIN_SECRET) and a process is off loopback, a run is refused unless
+ * --insecure is given; then $PIPETRAIN_SECRET is set to a well-known value
+ * (authentication becomes a formality: anyone who can reach the ports can
+ * join) and a warning is printed. Returns 0, or 2 after printing
+ * "pipetrain CMD: ..." when the run must be refused. */
+int cli_insecure_check(const char *cmd, const topo *t, int insecure);
 
 /* cli_launch with resuming and restarts. When an attempt fails because of a
  * stage (dead, silent, timed out; not bad input, a diverged loss or an

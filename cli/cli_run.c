@@ -44,6 +44,8 @@ static const char run_help[] =
     "                        start them all again from the latest complete checkpoint,\n"
     "                        up to N times (default 0); each restart is an event line\n"
     "                        in metrics.jsonl\n"
+    "  --insecure            run without a shared secret although a process is off\n"
+    "                        loopback (logged; anyone reaching the ports can join)\n"
     "  --peer-timeout-ms N   silence after which a process is dead (default 10000)\n"
     "  --step-timeout-s N    longest wait for one step (default 600)\n"
     "  --run-id N            run id the stages must be started with (default: random)\n"
@@ -65,7 +67,7 @@ typedef struct {
     char *sets[256];
     int n_sets;
     char steps_set[64];
-    int print_commands, peer_timeout_ms, trace, resume, max_restarts;
+    int print_commands, peer_timeout_ms, trace, resume, max_restarts, insecure;
     double step_timeout_s;
     uint64_t run_id;
 } run_args;
@@ -78,6 +80,7 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
     if (!strcmp(s, "--trace")) { a->trace = 1; return 1; }
     if (!strcmp(s, "--no-trace")) { a->trace = 0; return 1; }
     if (!strcmp(s, "--resume")) { a->resume = 1; return 1; }
+    if (!strcmp(s, "--insecure")) { a->insecure = 1; return 1; }
     if (!strcmp(s, "--peer-timeout-ms")) {
         if (cli_parse_long(cmd, s, v, 100, 86400000, &n)) return -1;
         a->peer_timeout_ms = (int)n;
@@ -168,9 +171,10 @@ int cli_run_main(int argc, char **argv)
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
     if (t.n_stages > 1) {
+        if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace };
-        cli_restart_opts ro = { a.resume, a.max_restarts };
+        cli_restart_opts ro = { a.resume, a.max_restarts, a.insecure };
         rc = cli_launch_restart(&t, &lo, &ro);
         topo_free(&t);
         return rc;

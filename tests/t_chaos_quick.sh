@@ -26,4 +26,5 @@ chaos_stop_trial
 chaos_coord_kill
 chaos_hello_refusals
 chaos_ckpt_kills 4
+chaos_insecure
 exit $fail

@@ -17,6 +17,7 @@
 #   chaos_ckpt_kills N          N SIGKILLs of a run checkpointing every step, at
 #                               random moments: every complete checkpoint still
 #                               verifies and --resume ends bitwise equal
+#   chaos_insecure              off loopback without a secret: refused unless --insecure
 CH_STEPS=${CH_STEPS:-24}
 CH_COMMON=(--steps $CH_STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
            --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
@@ -145,4 +146,23 @@ chaos_ckpt_kills() {
         fi
     done
     check "kill at $n random moments of a run checkpointing every step: all $dirs complete checkpoints verify" "[ $bad -eq 0 ]"
+}
+
+# --insecure: off loopback without a secret, refused unless given (and then
+# logged and passed on to every stage command)
+chaos_insecure() {
+    local h=(--set coordinator.host=10.77.0.1 --set stages.0.host=10.77.0.2 --set stages.1.host=10.77.0.3)
+    env -u PIPETRAIN_SECRET "$P" run topologies/shakespeare-2stage.json "${h[@]}" --print-commands --out "$tmp/ins" \
+        >"$tmp/ins.out" 2>"$tmp/ins.err"
+    local rc=$?
+    check "off loopback without a secret: refused (exit 2) pointing at --insecure" \
+        "[ $rc -eq 2 ] && grep -q -- '--insecure' $tmp/ins.err"
+    env -u PIPETRAIN_SECRET "$P" stage topologies/shakespeare-2stage.json "${h[@]}" --stage 1 >/dev/null 2>"$tmp/ins.stage.err"
+    rc=$?
+    check "a stage off loopback without a secret: refused (exit 2)" "[ $rc -eq 2 ] && grep -q -- '--insecure' $tmp/ins.stage.err"
+    env -u PIPETRAIN_SECRET "$P" run topologies/shakespeare-2stage.json "${h[@]}" --print-commands --insecure \
+        --out "$tmp/ins" >"$tmp/ins.out" 2>"$tmp/ins.err"
+    rc=$?
+    check "--insecure: accepted, logged, passed to every stage command" \
+        "[ $rc -eq 0 ] && grep -q 'WARNING: --insecure' $tmp/ins.err && [ \$(grep -c -- ' --insecure' $tmp/ins.out) -eq 2 ]"
 }

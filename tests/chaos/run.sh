@@ -31,6 +31,7 @@ chaos_stop_trial
 chaos_coord_kill
 chaos_hello_refusals
 chaos_ckpt_kills "$N"
+chaos_insecure
 echo "== link cut (network namespaces)"
 timeout -k 10 200 bash tests/chaos/linkcut.sh || fail=1
 echo "chaos: $((SECONDS - t0)) s, $([ $fail -eq 0 ] && echo ok || echo FAILED)"
