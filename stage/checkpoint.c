@@ -505,6 +505,16 @@ static int first_diff(json_t *a, json_t *b, char *path, size_t n)
     return 1;
 }
 
+/* The value at a dotted path ("train.lr", "stages.1.layers"), or NULL. */
+static json_t *json_at(json_t *o, const char *path)
+{
+    char buf[512], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *k = strtok_r(buf, ".", &save); k && o; k = strtok_r(NULL, ".", &save))
+        o = json_is_array(o) ? json_array_get(o, strtoul(k, NULL, 10)) : json_object_get(o, k);
+    return o;
+}
+
 int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
 {
     json_t *saved = json_deep_copy(json_object_get(c->manifest, "topology"));
@@ -519,10 +529,15 @@ int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
         strip_topology(now);
         char path[512] = "";
         if (first_diff(saved, now, path, sizeof path)) {
-            rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs from %s (only "
-                        "description, launch, coordinator, checkpoint, secret_file, train.steps, train.log_every, "
-                        "train.eval_every, train.eval_batches, schedule.kind/file and stage host/port may change "
-                        "on --resume)", c->dir, path[0] ? path : "(top level)", t->path);
+            char *was = json_dumps(json_at(saved, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
+                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
+                        "train.log_every, train.eval_every, train.eval_batches, schedule.kind/file and stage "
+                        "host/port may change on --resume)", c->dir, path[0] ? path : "(top level)",
+                        was ? was : "nothing", is ? is : "nothing", t->path);
+            free(was);
+            free(is);
         }
     }
     json_decref(saved);
