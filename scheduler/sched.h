@@ -246,8 +246,12 @@ typedef struct {
     long n_steps;
     long rep_step;              /* the representative step: median span */
     double step_time;           /* median step span */
-    double bubble;              /* 1 - sum busy / (P * sum span), over measured steps */
-    double *bubble_stage;       /* (P) 1 - busy / span, summed over measured steps */
+    long n_used;                /* the steps of ordinary length, whose span lies
+                                 * within the quartiles of the measured steps' spans
+                                 * (a shared machine's disturbed steps are left
+                                 * out): bubbles, costs and latency come from them */
+    double bubble;              /* 1 - sum busy / (P * sum span), over the steps used */
+    double *bubble_stage;       /* (P) 1 - busy / span, summed over the steps used */
     sched_costs *costs;         /* mean F, B, W per virtual stage, each action's time
                                  * plus the stage's gap after it until its next event
                                  * in the step (posting its send, preemption);

@@ -62,6 +62,15 @@ static double overhead(const sched_event *ev, const size_t *g, size_t n, size_t 
     return nx && nx->stage == e->stage && nx->t0 > e->t1 ? nx->t0 - e->t1 : 0;
 }
 
+/* Span of one step's compute events g[0..n). */
+static double step_span(const sched_event *ev, const size_t *g, size_t n)
+{
+    double lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (!ev[g[i]].wait) lo = fmin(lo, ev[g[i]].t0), hi = fmax(hi, ev[g[i]].t1);
+    return hi > lo ? hi - lo : 0;
+}
+
 /* One step's events g[0..n): span, busy, costs and latency samples. */
 static int measure_step(acc *a, const sched_event *ev, const size_t *g, size_t n, double *span)
 {
@@ -177,11 +186,10 @@ static void acc_free(acc *a)
     free(a->lat);
 }
 
-/* Fills m from the accumulated sums over the measured steps. */
-static void finish(sched_measured *m, acc *a, long n_steps)
+/* Fills m from the sums over the steps used, whose spans add up to total. */
+static void finish(sched_measured *m, acc *a, double total)
 {
-    double total = 0, busy = 0;
-    for (long i = 0; i < n_steps; i++) total += a->span[i];
+    double busy = 0;
     for (int st = 0; st < a->P; st++) {
         m->bubble_stage[st] = total > 0 ? 1 - a->busy[st] / total : 0;
         busy += a->busy[st];
@@ -227,25 +235,31 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
     size_t j = 0;
     while (j < m_ok && ev[ix[j]].step < m->first_step) j++;
     size_t *grp = malloc((m->n_steps + 1) * 2 * sizeof *grp); /* (begin, count) per step */
-    if (!grp) goto oom;
+    double *sorted = malloc((size_t)m->n_steps * sizeof *sorted);
+    if (!grp || !sorted) { free(grp); free(sorted); goto oom; }
     for (long st = 0; st < m->n_steps; st++) {
         size_t b = j;
         while (j < m_ok && ev[ix[j]].step == m->first_step + st) j++;
         grp[2 * st] = b;
         grp[2 * st + 1] = j - b;
-        if (measure_step(&a, ev, ix + b, j - b, &a.span[st])) { free(grp); goto oom; }
+        sorted[st] = a.span[st] = step_span(ev, ix + b, j - b);
     }
-    double *sorted = malloc((size_t)m->n_steps * sizeof *sorted);
-    if (!sorted) { free(grp); goto oom; }
-    memcpy(sorted, a.span, (size_t)m->n_steps * sizeof *sorted);
     qsort(sorted, (size_t)m->n_steps, sizeof *sorted, cmp_double);
-    double med = sorted[(m->n_steps - 1) / 2];
+    double med = sorted[(m->n_steps - 1) / 2], q1 = sorted[(m->n_steps - 1) / 4],
+           q3 = sorted[3 * (m->n_steps - 1) / 4 + ((m->n_steps - 1) % 4 ? 1 : 0)];
     free(sorted);
+    double total = 0, span;
+    for (long st = 0; st < m->n_steps; st++) { /* the steps of ordinary length */
+        if (a.span[st] < q1 || a.span[st] > q3) continue;
+        if (measure_step(&a, ev, ix + grp[2 * st], grp[2 * st + 1], &span)) { free(grp); goto oom; }
+        total += span;
+        m->n_used++;
+    }
     long rep = 0;
     while (rep < m->n_steps - 1 && a.span[rep] != med) rep++;
     m->rep_step = m->first_step + rep;
     m->step_time = 1e3 * med;
-    finish(m, &a, m->n_steps);
+    finish(m, &a, total);
     m->timeline = step_report(s, ev, ix + grp[2 * rep], grp[2 * rep + 1], err);
     free(grp);
     if (!m->timeline) goto fail;

@@ -73,9 +73,10 @@ static json_t *timing_json(const sched_measured *m, const sched_report *pred, in
 {
     const sched_costs *c = m->costs;
     double rel = m->step_time > 0 ? (pred->step_time - m->step_time) / m->step_time : 0;
-    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:f,s:o,s:{s:o,s:o,s:o,s:f,s:I}}", "step_span",
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:f,s:o,s:{s:o,s:o,s:o,s:f,s:I}}", "step_span",
                      "compute actions only: the step's first action start to its last action end, all stages",
-                     "steps_measured", (json_int_t)m->n_steps, "first_step", (json_int_t)m->first_step + 1,
+                     "steps_measured", (json_int_t)m->n_steps, "steps_used", (json_int_t)m->n_used,
+                     "first_step", (json_int_t)m->first_step + 1,
                      "last_step", (json_int_t)m->last_step + 1, "representative_step", (json_int_t)m->rep_step + 1,
                      "measured_step_ms", m->step_time, "predicted_step_ms", pred->step_time,
                      "prediction_error", rel, "measured_bubble", m->bubble, "measured_bubble_stage",
@@ -110,7 +111,7 @@ int coord_timeline(const topo *t, const char *out_dir, proto_event *const *ev, c
     snprintf(path, sizeof path, "%s/timeline-predicted.svg", out_dir);
     if (write_out(path, s, pred, title, NULL, 0, err)) goto done;
     snprintf(path, sizeof path, "%s/costs.json", out_dir);
-    if (write_out(path, s, NULL, NULL, m->costs, m->n_steps, err)) goto done;
+    if (write_out(path, s, NULL, NULL, m->costs, m->n_used, err)) goto done;
     if (!(*timing = timing_json(m, pred, s->n_stages * s->n_chunks))) seterr(err, "out of memory");
     else rc = 0;
 done:
