@@ -4,7 +4,8 @@
  * to validate (static checks + dependency play) and to simulate (validation plus
  * timing, without and with a recorded timeline), and each time's ratio to the
  * baseline. The target is a simulation under one second; the CPU time of the
- * simulation is printed beside its wall time because the machine is shared. */
+ * simulation is printed beside its wall time because the machine is shared.
+ * --measured: predicted against measured runs (bench_sched_measured.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,16 +78,23 @@ static int measure(row *w, int P, int M, int repeat)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench schedule [--json] [--stages P (default 1024)] "
-               "[--micro-batches M (default 4096)] [--repeat N (default 3)]\n");
+               "[--micro-batches M (default 4096)] [--repeat N (default 3)]\n"
+               "       pipetrain bench schedule --measured [--json] [--steps N (default 60)] "
+               "[--micro-batches M (default 4)]\n"
+               "  --measured: trains topologies/shakespeare-2stage.json (run from the source tree) under\n"
+               "  gpipe, 1f1b, zb-h1 and interleaved and prints measured vs predicted step time and bubble\n");
 }
 
-static int parse(int argc, char **argv, int *json, int *P, int *M, int *rep)
+typedef struct { int json, measured, steps; } extra_opts;
+
+static int parse(int argc, char **argv, extra_opts *x, int *P, int *M, int *rep)
 {
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) { *json = 1; continue; }
+        if (!strcmp(argv[i], "--json")) { x->json = 1; continue; }
+        if (!strcmp(argv[i], "--measured")) { x->measured = 1; continue; }
         if (!strcmp(argv[i], "--help")) { usage(stdout); return -1; }
         int *dst = !strcmp(argv[i], "--stages") ? P : !strcmp(argv[i], "--micro-batches") ? M
-                 : !strcmp(argv[i], "--repeat") ? rep : NULL;
+                 : !strcmp(argv[i], "--repeat") ? rep : !strcmp(argv[i], "--steps") ? &x->steps : NULL;
         char *e = NULL;
         long v = dst && i + 1 < argc ? strtol(argv[i + 1], &e, 10) : 0;
         if (!dst || !e || *e || v < 1 || v > (1 << 22)) {
@@ -102,9 +110,12 @@ static int parse(int argc, char **argv, int *json, int *P, int *M, int *rep)
 
 int bench_sched_main(int argc, char **argv)
 {
-    int json = 0, P = 1024, M = 4096, rep = 3;
-    int prc = parse(argc, argv, &json, &P, &M, &rep);
+    int P = 1024, M = 0, rep = 3;
+    extra_opts x = { 0, 0, 60 };
+    int prc = parse(argc, argv, &x, &P, &M, &rep), json = x.json;
     if (prc) return prc < 0 ? 0 : prc;
+    if (x.measured) return bench_sched_measured(x.steps, M ? M : 4, json);
+    if (!M) M = 4096;
     row rows[8];
     int n = 0;
     for (int k = 0; sched_kinds[k] && n < 8; k++) {

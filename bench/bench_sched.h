@@ -5,9 +5,17 @@
 #define BENCH_BENCH_SCHED_H
 
 /* argv[0] is "schedule"; options [--json] [--stages P] [--micro-batches M]
- * [--repeat N] [--help]. Prints a table (or one JSON object with --json) on
+ * [--repeat N] [--measured [--steps N]] [--help]. Prints a table (or one JSON object with --json) on
  * stdout. Returns 0 on success, 2 on bad usage, 1 when a schedule cannot be
  * built or simulated (message on stderr). */
 int bench_sched_main(int argc, char **argv);
+
+/* --measured (bench_sched_measured.c): trains topologies/shakespeare-2stage.json
+ * for `steps` steps with M micro-batches under gpipe, 1f1b, zb-h1 and
+ * interleaved (child `pipetrain run`s, from the source tree), and prints
+ * measured against predicted step time and bubble from each run's summary.json
+ * timing (JSON with json != 0). Returns 0, 1 when a run failed, 2 when not in
+ * the source tree. */
+int bench_sched_measured(int steps, int M, int json);
 
 #endif
