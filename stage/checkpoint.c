@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +49,20 @@ done:
     return rc;
 }
 
+/* Fault injection for the tests (issue #6): with PIPETRAIN_FAULT_CKPT=N in
+ * the environment, the process SIGKILLs itself at the N-th point it passes
+ * (counted over its life): before each shard file, before manifest.json,
+ * before COMPLETE and before latest. Unset (always, outside tests): nothing. */
+static void fault_point(void)
+{
+    static long left = -1;
+    if (left < 0) {
+        const char *e = getenv("PIPETRAIN_FAULT_CKPT");
+        left = e && atol(e) > 0 ? atol(e) : 0;
+    }
+    if (left > 0 && --left == 0) raise(SIGKILL);
+}
+
 static void shard_names(char *params, char *optim, size_t n, int stage)
 {
     snprintf(params, n, "stage-%d.safetensors", stage);
@@ -67,6 +83,7 @@ int stage_ckpt_write_shard(const char *dir, int stage, const model_part *p, cons
         e[i] = (st_entry){ t->name, "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, p->params + t->offset };
     }
     join(path, dir, pn);
+    fault_point();
     if (st_write(path, e, n, NULL, err)) goto done;
     for (int i = 0; i < n; i++) {
         const model_tensor *t = &p->tensors[i];
@@ -79,6 +96,7 @@ int stage_ckpt_write_shard(const char *dir, int stage, const model_part *p, cons
     snprintf(samp, sizeof samp, "%" PRIu64, st->sampler_state);
     const char *meta[] = { "step", step, "sampler_state", samp, "adam_step", step, NULL };
     join(path, dir, on);
+    fault_point();
     rc = st_write(path, e, 2 * n, meta, err);
 done:
     free(e);
@@ -133,9 +151,11 @@ int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err)
     stages = files = topo_obj = NULL;
     text = json_dumps(m, JSON_INDENT(2));
     json_decref(m);
+    fault_point();
     if (write_text(dir, "manifest.json", text, err)) goto done;
     char marker[64];
     snprintf(marker, sizeof marker, "step %ld\n", step);
+    fault_point();
     if (write_text(dir, "COMPLETE", marker, err)) goto done;
     /* latest lives beside the step directories */
     char parent[PATHLEN], base[PATHLEN + 2];
@@ -143,6 +163,7 @@ int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err)
     char *slash = strrchr(parent, '/');
     if (slash) { snprintf(base, sizeof base, "%s\n", slash + 1); *slash = 0; }
     else { snprintf(base, sizeof base, "%s\n", parent); strcpy(parent, "."); }
+    fault_point();
     rc = write_text(parent, "latest", base, err);
 done:
     json_decref(files); json_decref(stages); json_decref(topo_obj);
@@ -436,149 +457,5 @@ int stage_ckpt_forget_after(const char *root, long step, char *err)
         else rc = rm_tree(path, err);
     }
     closedir(d);
-    return rc;
-}
-
-void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
-{
-    const char *cd = t->checkpoint.dir;
-    if (cd[0] == '/') snprintf(root, n, "%s", cd);
-    else snprintf(root, n, "%s/%s", out_dir ? out_dir : ".", cd);
-}
-
-/* Topology fields a resumed run may change: they do not change the numbers of
- * the steps already taken nor the state saved (train.steps does change the
- * learning-rate schedule from the checkpoint on: extending a run is allowed). */
-static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
-                                          "train.steps", "train.log_every", "train.eval_every",
-                                          "train.eval_batches", "schedule.kind", "schedule.file", NULL };
-
-static void drop_path(json_t *o, const char *path)
-{
-    const char *dot = strchr(path, '.');
-    if (!dot) { json_object_del(o, path); return; }
-    char head[64];
-    snprintf(head, sizeof head, "%.*s", (int)(dot - path), path);
-    json_t *sub = json_object_get(o, head);
-    if (json_is_object(sub)) json_object_del(sub, dot + 1);
-}
-
-/* Removes what may differ from a canonical topology object. */
-static void strip_topology(json_t *o)
-{
-    for (int i = 0; may_differ[i]; i++) drop_path(o, may_differ[i]);
-    size_t i;
-    json_t *s;
-    json_array_foreach(json_object_get(o, "stages"), i, s) {
-        json_object_del(s, "host");
-        json_object_del(s, "port");
-    }
-}
-
-/* The first JSON path where a and b differ, into path (cap n). 1 when found. */
-static int first_diff(json_t *a, json_t *b, char *path, size_t n)
-{
-    if (json_equal(a, b)) return 0;
-    size_t len = strlen(path);
-    if (json_is_object(a) && json_is_object(b)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(a, k, v) {
-            snprintf(path + len, n - len, "%s%s", len ? "." : "", k);
-            json_t *w = json_object_get(b, k);
-            if (!w || first_diff(v, w, path, n)) return 1;
-        }
-        json_object_foreach(b, k, v) {
-            snprintf(path + len, n - len, "%s%s", len ? "." : "", k);
-            if (!json_object_get(a, k)) return 1;
-        }
-        path[len] = 0;
-        return 1;
-    }
-    if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            snprintf(path + len, n - len, "%s%zu", len ? "." : "", i);
-            if (first_diff(json_array_get(a, i), json_array_get(b, i), path, n)) return 1;
-        }
-        path[len] = 0;
-    }
-    return 1;
-}
-
-/* The value at a dotted path ("train.lr", "stages.1.layers"), or NULL. */
-static json_t *json_at(json_t *o, const char *path)
-{
-    char buf[512], *save = NULL;
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *k = strtok_r(buf, ".", &save); k && o; k = strtok_r(NULL, ".", &save))
-        o = json_is_array(o) ? json_array_get(o, strtoul(k, NULL, 10)) : json_object_get(o, k);
-    return o;
-}
-
-int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
-{
-    json_t *saved = json_deep_copy(json_object_get(c->manifest, "topology"));
-    char *canon = topo_canonical_json(t);
-    json_t *now = json_loads(canon, 0, NULL);
-    free(canon);
-    int rc = 0;
-    if (!json_is_object(saved) || !now) {
-        rc = seterr(err, "%s/manifest.json: topology: missing, cannot compare it with %s", c->dir, t->path);
-    } else {
-        strip_topology(saved);
-        strip_topology(now);
-        char path[512] = "";
-        if (first_diff(saved, now, path, sizeof path)) {
-            char *was = json_dumps(json_at(saved, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-            char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-            rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
-                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
-                        "train.log_every, train.eval_every, train.eval_batches, schedule.kind/file and stage "
-                        "host/port may change on --resume)", c->dir, path[0] ? path : "(top level)",
-                        was ? was : "nothing", is ? is : "nothing", t->path);
-            free(was);
-            free(is);
-        }
-    }
-    json_decref(saved);
-    json_decref(now);
-    return rc;
-}
-
-/* Step of a metrics.jsonl line, or -1 for an event or unreadable line. */
-static long line_step(const char *line)
-{
-    json_t *j = json_loads(line, 0, NULL);
-    json_t *s = json_object_get(j, "step");
-    long step = json_is_integer(s) && !json_object_get(j, "event") ? (long)json_integer_value(s) : -1;
-    json_decref(j);
-    return step;
-}
-
-int stage_ckpt_trim_metrics(const char *out_dir, long step, char *err)
-{
-    char path[PATHLEN];
-    join(path, out_dir, "metrics.jsonl");
-    FILE *f = fopen(path, "r");
-    if (!f) return errno == ENOENT ? 0 : seterr(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *out = xmalloc(cap), *line = NULL;
-    size_t lcap = 0;
-    ssize_t n;
-    while ((n = getline(&line, &lcap, f)) > 0) {
-        if (line[n - 1] != '\n') break; /* a torn last line (killed mid-write) */
-        if (line_step(line) > step) continue;
-        while (len + (size_t)n + 1 > cap) {
-            char *bigger = realloc(out, cap *= 2);
-            if (!bigger) { free(out); free(line); fclose(f); return seterr(err, "%s: out of memory", path); }
-            out = bigger;
-        }
-        memcpy(out + len, line, (size_t)n);
-        len += (size_t)n;
-    }
-    free(line);
-    fclose(f);
-    int rc = st_write_file_durable(path, out, len, err);
-    free(out);
     return rc;
 }

@@ -14,7 +14,8 @@
  *
  * Every file is written to a temporary name, fsynced and renamed, and the
  * directory fsynced. Readers verify the manifest and every checksum before
- * using anything. Not here: deciding when to checkpoint (the trainer does). */
+ * using anything. Tests can kill the writer at fixed points
+ * (PIPETRAIN_FAULT_CKPT, see checkpoint.c). Not here: deciding when to checkpoint (the trainer does). */
 #ifndef STAGE_CHECKPOINT_H
 #define STAGE_CHECKPOINT_H
 

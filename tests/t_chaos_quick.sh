@@ -3,7 +3,9 @@
 # set, tests/chaos/run.sh): SIGKILL of a random stage at a random moment with
 # restarts (3 trials), SIGSTOP of a stage, the coordinator killed, a stage with
 # another topology or secret refused at hello, and kills during checkpoint
-# writes never damaging a complete checkpoint. Cases: tests/chaos/lib.sh.
+# writes (random moments, and fixed points: before each shard, manifest,
+# COMPLETE and latest) never damaging a complete checkpoint, --insecure.
+# Cases: tests/chaos/lib.sh.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -27,4 +29,5 @@ chaos_coord_kill
 chaos_hello_refusals
 chaos_ckpt_kills 4
 chaos_insecure
+chaos_ckpt_fault_points 2 4 5
 exit $fail

@@ -18,6 +18,7 @@
 #                               random moments: every complete checkpoint still
 #                               verifies and --resume ends bitwise equal
 #   chaos_insecure              off loopback without a secret: refused unless --insecure
+#   chaos_ckpt_fault_points N.. kills at fixed points of the checkpoint writes
 CH_STEPS=${CH_STEPS:-24}
 CH_COMMON=(--steps $CH_STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
            --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
@@ -165,4 +166,34 @@ chaos_insecure() {
     rc=$?
     check "--insecure: accepted, logged, passed to every stage command" \
         "[ $rc -eq 0 ] && grep -q 'WARNING: --insecure' $tmp/ins.err && [ \$(grep -c -- ' --insecure' $tmp/ins.out) -eq 2 ]"
+}
+
+# kills at fixed points of the checkpoint writes (PIPETRAIN_FAULT_CKPT=N, see
+# stage/checkpoint.c: before each shard file, manifest.json, COMPLETE and
+# latest): after each, every complete checkpoint verifies, latest names a
+# complete one, and --resume ends bitwise equal. Points: the arguments.
+chaos_ckpt_fault_points() {
+    local n bad=0 runs=0 d=$tmp/fp
+    for n in "$@"; do
+        rm -rf "$d"
+        PIPETRAIN_FAULT_CKPT=$n "$P" run topologies/shakespeare-1stage.json "${CH_COMMON[@]}" --set stages.0.threads=1 \
+            --set checkpoint.every=1 --set checkpoint.keep=2 --out "$d" >"$tmp/fp.log" 2>&1 &
+        wait $! 2>/dev/null # (no "Killed" report from bash)
+        local rc=$? why=""
+        [ $rc -eq 137 ] || why="not killed at point $n (rc $rc)"
+        for c in "$d"/checkpoints/step-*; do
+            [ -e "$c/COMPLETE" ] || continue
+            "$P" export "$c" --out "$tmp/fp.exp" >"$tmp/fp.exp.log" 2>&1 || why="$why; $c: $(tail -1 "$tmp/fp.exp.log")"
+        done
+        if [ -e "$d/checkpoints/latest" ]; then
+            [ -e "$d/checkpoints/$(cat "$d/checkpoints/latest")/COMPLETE" ] || why="$why; latest names an incomplete checkpoint"
+            "$P" run topologies/shakespeare-1stage.json "${CH_COMMON[@]}" --set stages.0.threads=1 \
+                --set checkpoint.every=1 --set checkpoint.keep=2 --out "$d" --resume >"$tmp/fp.resume.log" 2>&1 &&
+                ch_same "$d" || why="$why; --resume did not end bitwise equal"
+        fi
+        runs=$((runs + 1))
+        [ -z "$why" ] || { bad=$((bad + 1)); echo "    point $n: $why"; }
+    done
+    check "kill at $runs fixed points of checkpoint writes: checkpoints intact, latest complete, resume exact" \
+        "[ $bad -eq 0 ]"
 }

@@ -1,0 +1,154 @@
+/* checkpoint_resume.c — what resuming needs beside loading (see
+ * checkpoint.h): the checkpoint root of a run, comparing a checkpoint's
+ * topology with the run's, and trimming metrics.jsonl to the checkpoint. */
+#include "stage/checkpoint.h"
+#include "model/safetensors.h"
+#include "model/util.h"
+
+#include <errno.h>
+
+#define PATHLEN 4096
+
+void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
+{
+    const char *cd = t->checkpoint.dir;
+    if (cd[0] == '/') snprintf(root, n, "%s", cd);
+    else snprintf(root, n, "%s/%s", out_dir ? out_dir : ".", cd);
+}
+
+/* Topology fields a resumed run may change: they do not change the numbers of
+ * the steps already taken nor the state saved (train.steps does change the
+ * learning-rate schedule from the checkpoint on: extending a run is allowed). */
+static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
+                                          "train.steps", "train.log_every", "train.eval_every",
+                                          "train.eval_batches", "schedule.kind", "schedule.file", NULL };
+
+static void drop_path(json_t *o, const char *path)
+{
+    const char *dot = strchr(path, '.');
+    if (!dot) { json_object_del(o, path); return; }
+    char head[64];
+    snprintf(head, sizeof head, "%.*s", (int)(dot - path), path);
+    json_t *sub = json_object_get(o, head);
+    if (json_is_object(sub)) json_object_del(sub, dot + 1);
+}
+
+/* Removes what may differ from a canonical topology object. */
+static void strip_topology(json_t *o)
+{
+    for (int i = 0; may_differ[i]; i++) drop_path(o, may_differ[i]);
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(o, "stages"), i, s) {
+        json_object_del(s, "host");
+        json_object_del(s, "port");
+    }
+}
+
+/* The first JSON path where a and b differ, into path (cap n). 1 when found. */
+static int first_diff(json_t *a, json_t *b, char *path, size_t n)
+{
+    if (json_equal(a, b)) return 0;
+    size_t len = strlen(path);
+    if (json_is_object(a) && json_is_object(b)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(a, k, v) {
+            snprintf(path + len, n - len, "%s%s", len ? "." : "", k);
+            json_t *w = json_object_get(b, k);
+            if (!w || first_diff(v, w, path, n)) return 1;
+        }
+        json_object_foreach(b, k, v) {
+            snprintf(path + len, n - len, "%s%s", len ? "." : "", k);
+            if (!json_object_get(a, k)) return 1;
+        }
+        path[len] = 0;
+        return 1;
+    }
+    if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            snprintf(path + len, n - len, "%s%zu", len ? "." : "", i);
+            if (first_diff(json_array_get(a, i), json_array_get(b, i), path, n)) return 1;
+        }
+        path[len] = 0;
+    }
+    return 1;
+}
+
+/* The value at a dotted path ("train.lr", "stages.1.layers"), or NULL. */
+static json_t *json_at(json_t *o, const char *path)
+{
+    char buf[512], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *k = strtok_r(buf, ".", &save); k && o; k = strtok_r(NULL, ".", &save))
+        o = json_is_array(o) ? json_array_get(o, strtoul(k, NULL, 10)) : json_object_get(o, k);
+    return o;
+}
+
+int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
+{
+    json_t *saved = json_deep_copy(json_object_get(c->manifest, "topology"));
+    char *canon = topo_canonical_json(t);
+    json_t *now = json_loads(canon, 0, NULL);
+    free(canon);
+    int rc = 0;
+    if (!json_is_object(saved) || !now) {
+        rc = seterr(err, "%s/manifest.json: topology: missing, cannot compare it with %s", c->dir, t->path);
+    } else {
+        strip_topology(saved);
+        strip_topology(now);
+        char path[512] = "";
+        if (first_diff(saved, now, path, sizeof path)) {
+            char *was = json_dumps(json_at(saved, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
+                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
+                        "train.log_every, train.eval_every, train.eval_batches, schedule.kind/file and stage "
+                        "host/port may change on --resume)", c->dir, path[0] ? path : "(top level)",
+                        was ? was : "nothing", is ? is : "nothing", t->path);
+            free(was);
+            free(is);
+        }
+    }
+    json_decref(saved);
+    json_decref(now);
+    return rc;
+}
+
+/* Step of a metrics.jsonl line, or -1 for an event or unreadable line. */
+static long line_step(const char *line)
+{
+    json_t *j = json_loads(line, 0, NULL);
+    json_t *s = json_object_get(j, "step");
+    long step = json_is_integer(s) && !json_object_get(j, "event") ? (long)json_integer_value(s) : -1;
+    json_decref(j);
+    return step;
+}
+
+int stage_ckpt_trim_metrics(const char *out_dir, long step, char *err)
+{
+    char path[PATHLEN];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : seterr(err, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    char *out = xmalloc(cap), *line = NULL;
+    size_t lcap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &lcap, f)) > 0) {
+        if (line[n - 1] != '\n') break; /* a torn last line (killed mid-write) */
+        if (line_step(line) > step) continue;
+        while (len + (size_t)n + 1 > cap) {
+            char *bigger = realloc(out, cap *= 2);
+            if (!bigger) { free(out); free(line); fclose(f); return seterr(err, "%s: out of memory", path); }
+            out = bigger;
+        }
+        memcpy(out + len, line, (size_t)n);
+        len += (size_t)n;
+    }
+    free(line);
+    fclose(f);
+    int rc = st_write_file_durable(path, out, len, err);
+    free(out);
+    return rc;
+}
