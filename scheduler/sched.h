@@ -252,7 +252,7 @@ typedef struct {
                                  * out): bubbles, costs and latency come from them */
     double bubble;              /* 1 - sum busy / (P * sum span), over the steps used */
     double *bubble_stage;       /* (P) 1 - busy / span, summed over the steps used */
-    sched_costs *costs;         /* mean F, B, W per virtual stage, each action's time
+    sched_costs *costs;         /* median F, B, W per virtual stage, each action's time
                                  * plus the stage's gap after it until its next event
                                  * in the step (posting its send, preemption);
                                  * bw_early = 1; latency: median delay from a

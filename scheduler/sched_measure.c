@@ -1,6 +1,6 @@
 /* sched_measure.c — what a run's measured events say about its schedule: the
  * step time (median span of a step's compute actions), the bubble per stage and
- * overall, mean F/B/W costs per virtual stage and a transfer latency (to calibrate
+ * overall, median F/B/W costs per virtual stage and a transfer latency (to calibrate
  * sched_simulate), and one representative step as a report the SVG renderer can
  * draw; plus the costs file (costs.json) that carries calibrated costs from a run
  * to `pipetrain schedule --calibrate`. Pure: events come in as plain data. */
@@ -36,12 +36,24 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct {
+    size_t key;       /* op * V + virtual stage */
+    double d;         /* seconds, overhead included */
+} cost_sample;
+
+static int by_sample(const void *a, const void *b)
+{
+    const cost_sample *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->d < y->d ? -1 : x->d > y->d;
+}
+
+typedef struct {
     const sched_schedule *s;
     int P, V, M;
     double *span;     /* (steps) */
     double *busy;     /* (P) summed over measured steps */
-    double *sum[3];   /* (V) summed F, B, W */
-    long *cnt[3];     /* (V) */
+    cost_sample *smp; /* one per compute event of the steps used */
+    size_t n_smp, cap_smp;
     double *done;     /* (2 V M) end of F / B of (vs, mb) in the current step, or NAN */
     double *lat;      /* latency samples */
     size_t n_lat, cap_lat;
@@ -84,8 +96,13 @@ static int measure_step(acc *a, const sched_event *ev, const size_t *g, size_t n
         hi = fmax(hi, e->t1);
         double d = e->t1 - e->t0 + overhead(ev, g, n, i);
         a->busy[e->stage] += d;
-        a->sum[e->op][k] += d;
-        a->cnt[e->op][k]++;
+        if (a->n_smp == a->cap_smp) {
+            a->cap_smp = a->cap_smp ? 2 * a->cap_smp : 4096;
+            cost_sample *g2 = realloc(a->smp, a->cap_smp * sizeof *g2);
+            if (!g2) return -1;
+            a->smp = g2;
+        }
+        a->smp[a->n_smp++] = (cost_sample){ (size_t)e->op * (size_t)a->V + k, d };
         if (e->op != SCHED_W) a->done[(size_t)e->op * a->V * a->M + k * a->M + e->mb] = e->t1;
     }
     *span = hi > lo ? hi - lo : 0;
@@ -181,7 +198,7 @@ static void acc_free(acc *a)
 {
     free(a->span);
     free(a->busy);
-    for (int i = 0; i < 3; i++) free(a->sum[i]), free(a->cnt[i]);
+    free(a->smp);
     free(a->done);
     free(a->lat);
 }
@@ -195,9 +212,14 @@ static void finish(sched_measured *m, acc *a, double total)
         busy += a->busy[st];
     }
     m->bubble = total > 0 ? 1 - busy / (a->P * total) : 0;
-    for (int k = 0; k < a->V; k++) {
-        double *dst[3] = { m->costs->f, m->costs->b, m->costs->w };
-        for (int op = 0; op < 3; op++) dst[op][k] = a->cnt[op][k] ? 1e3 * a->sum[op][k] / a->cnt[op][k] : 0;
+    /* median cost of each (op, virtual stage): robust to a preempted action */
+    qsort(a->smp, a->n_smp, sizeof *a->smp, by_sample);
+    double *dst[3] = { m->costs->f, m->costs->b, m->costs->w };
+    for (size_t i = 0, j; i < a->n_smp; i = j) {
+        for (j = i; j < a->n_smp && a->smp[j].key == a->smp[i].key; j++) {}
+        size_t mid = i + (j - i - 1) / 2;
+        double med = (j - i) % 2 ? a->smp[mid].d : (a->smp[mid].d + a->smp[mid + 1].d) / 2;
+        dst[a->smp[i].key / (size_t)a->V][a->smp[i].key % (size_t)a->V] = 1e3 * med;
     }
     m->costs->bw_early = 1; /* the stage runtime sends a BW's gradient after its B */
     m->n_latency = (long)a->n_lat;
@@ -226,11 +248,9 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
     a.span = calloc((size_t)m->n_steps, sizeof *a.span);
     a.busy = calloc((size_t)a.P, sizeof *a.busy);
     a.done = malloc(2 * (size_t)a.V * (size_t)a.M * sizeof *a.done);
-    for (int i = 0; i < 3; i++) a.sum[i] = calloc((size_t)a.V, sizeof(double)), a.cnt[i] = calloc((size_t)a.V, sizeof(long));
     m->bubble_stage = calloc((size_t)a.P, sizeof *m->bubble_stage);
     m->costs = sched_costs_new(a.V);
-    if (!a.span || !a.busy || !a.done || !a.sum[0] || !a.sum[1] || !a.sum[2] || !a.cnt[0] || !a.cnt[1] || !a.cnt[2] ||
-        !m->bubble_stage || !m->costs)
+    if (!a.span || !a.busy || !a.done || !m->bubble_stage || !m->costs)
         goto oom;
     size_t j = 0;
     while (j < m_ok && ev[ix[j]].step < m->first_step) j++;

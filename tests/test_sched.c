@@ -669,7 +669,7 @@ static void test_measure(void)
 }
 
 /* A stage's gap after an action until its next event (posting a send, being
- * preempted) counts in the action's cost, not as a wait. */
+ * preempted) counts in the action's cost, not as a wait; costs are medians. */
 static void test_measure_overhead(void)
 {
     sched_schedule *s = sched_generate("gpipe", 1, 2, 1, err);
@@ -697,6 +697,22 @@ static void test_measure_overhead(void)
     CU_ASSERT_DOUBLE_EQUAL(m->timeline->bubble, 0, 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(m->timeline->end[0][0], 1, 1e-9); /* boxes: the actions themselves */
     CU_ASSERT_EQUAL(m->n_latency, 0);
+    sched_measured_free(m);
+    sched_free(s);
+    /* costs are medians: one preempted forward does not move them */
+    s = sched_generate("gpipe", 1, 3, 1, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    double fd[3] = { 1, 5, 1 }, t = 0;
+    n = 0;
+    for (int mb = 0; mb < 3; t += fd[mb], mb++) ev[n++] = (sched_event){ 0, 0, SCHED_F, 0, (uint32_t)mb, 0, t / 1e3, (t + fd[mb]) / 1e3 };
+    for (int mb = 0; mb < 3; mb++, t += 3) {
+        ev[n++] = (sched_event){ 0, 0, SCHED_B, 0, (uint32_t)mb, 0, t / 1e3, (t + 2) / 1e3 };
+        ev[n++] = (sched_event){ 0, 0, SCHED_W, 0, (uint32_t)mb, 0, (t + 2) / 1e3, (t + 3) / 1e3 };
+    }
+    CU_ASSERT_EQUAL_FATAL(sched_measure(s, ev, n, &m, err), 0);
+    CU_ASSERT_EQUAL(m->n_steps, 1);
+    CU_ASSERT_DOUBLE_EQUAL(m->costs->f[0], 1, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(m->step_time, 16, 1e-9);
     sched_measured_free(m);
     sched_free(s);
 }
