@@ -515,6 +515,11 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
             fprintf(stderr, "pipetrain run: %s\n", err);
             break;
         }
+        if (first == t->train.steps) {
+            fprintf(stderr, "pipetrain run: the run is complete (checkpoint at step %ld of %d): nothing to do\n",
+                    first, t->train.steps);
+            break;
+        }
         if (n > 0 && log_restart(o->out, n, r->max_restarts, first, err, err)) {
             fprintf(stderr, "pipetrain run: %s\n", err);
             rc = 1;

@@ -184,7 +184,10 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
                       t->n_stages), 2;
     run r;
     int rc = setup(&r, t, o, err);
-    if (rc) { teardown(&r); return rc; }
+    if (!rc && r.first == t->train.steps)
+        stage_progress_note(&r.progress, "pipetrain: the run is complete (checkpoint at step %ld of %d): nothing to do",
+                            r.first, t->train.steps);
+    if (rc || r.first == t->train.steps) { teardown(&r); return rc; }
     stage_progress_note(&r.progress, "pipetrain: %zu parameters, %zu train / %zu val tokens from %s, %d steps -> %s",
                         r.part->n_params, r.data.n_train, data_n_val(&r.data), t->data.path, t->train.steps, o->out_dir);
     interrupted = 0;
