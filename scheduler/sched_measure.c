@@ -124,14 +124,14 @@ static int measure_step(acc *a, const sched_event *ev, const size_t *g, size_t n
     return 0;
 }
 
-/* The representative step's events as a report parallel to s->act (ms from 0). */
-static sched_report *step_report(const sched_schedule *s, const sched_event *ev, const size_t *g, size_t n,
-                                 char *err)
+/* An empty report for s with start/end set to NAN, and idx[(op * V + k) * M + mb]
+ * the index of the action that op of (virtual stage k, mb) belongs to (-1: none;
+ * a BW for B and W). NULL when out of memory. */
+static sched_report *report_alloc(const sched_schedule *s, long *idx)
 {
     int P = s->n_stages, V = P * s->n_chunks, M = s->n_micro;
     sched_report *r = calloc(1, sizeof *r);
-    long *idx = malloc(3 * (size_t)V * (size_t)M * sizeof *idx);
-    if (!r || !idx) goto oom;
+    if (!r) return NULL;
     r->n_stages = P;
     r->peak_mb = calloc((size_t)P, sizeof *r->peak_mb);
     r->busy = calloc((size_t)P, sizeof *r->busy);
@@ -152,6 +152,24 @@ static sched_report *step_report(const sched_schedule *s, const sched_event *ev,
             if (a.op == SCHED_F || a.op == SCHED_B || a.op == SCHED_W) idx[(size_t)a.op * V * M + k] = (long)i;
             if (a.op == SCHED_BW) idx[(size_t)SCHED_B * V * M + k] = idx[(size_t)SCHED_W * V * M + k] = (long)i;
         }
+    }
+    return r;
+oom:
+    sched_report_free(r);
+    return NULL;
+}
+
+/* The representative step's events as a report parallel to s->act (ms from 0). */
+static sched_report *step_report(const sched_schedule *s, const sched_event *ev, const size_t *g, size_t n,
+                                 char *err)
+{
+    int P = s->n_stages, V = P * s->n_chunks, M = s->n_micro;
+    long *idx = malloc(3 * (size_t)V * (size_t)M * sizeof *idx);
+    sched_report *r = idx ? report_alloc(s, idx) : NULL;
+    if (!r) {
+        free(idx);
+        sched_seterr(err, "out of memory");
+        return NULL;
     }
     double t0 = INFINITY, t1 = -INFINITY;
     for (size_t j = 0; j < n; j++)
@@ -186,8 +204,6 @@ static sched_report *step_report(const sched_schedule *s, const sched_event *ev,
     r->bubble = r->step_time > 0 ? 1 - busy / (P * r->step_time) : 0;
     free(idx);
     return r;
-oom:
-    sched_seterr(err, "out of memory");
 fail:
     free(idx);
     sched_report_free(r);
@@ -229,6 +245,32 @@ static void finish(sched_measured *m, acc *a, double total)
     }
 }
 
+/* Groups the sorted events ix[0..m_ok) by measured step: returns (begin, count)
+ * per step (caller frees; NULL when out of memory), each step's span in span[],
+ * and the spans' median and quartiles. */
+static size_t *group_steps(const sched_event *ev, const size_t *ix, size_t m_ok, const sched_measured *m,
+                           double *span, double *med, double *q1, double *q3)
+{
+    size_t j = 0, *grp = malloc((m->n_steps + 1) * 2 * sizeof *grp);
+    double *sorted = malloc((size_t)m->n_steps * sizeof *sorted);
+    if (!grp || !sorted) { free(grp); free(sorted); return NULL; }
+    while (j < m_ok && ev[ix[j]].step < m->first_step) j++;
+    for (long st = 0; st < m->n_steps; st++) {
+        size_t b = j;
+        while (j < m_ok && ev[ix[j]].step == m->first_step + st) j++;
+        grp[2 * st] = b;
+        grp[2 * st + 1] = j - b;
+        sorted[st] = span[st] = step_span(ev, ix + b, j - b);
+    }
+    qsort(sorted, (size_t)m->n_steps, sizeof *sorted, cmp_double);
+    long n1 = m->n_steps - 1;
+    *med = sorted[n1 / 2];
+    *q1 = sorted[n1 / 4];
+    *q3 = sorted[3 * n1 / 4 + (n1 % 4 ? 1 : 0)];
+    free(sorted);
+    return grp;
+}
+
 int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sched_measured **out, char *err)
 {
     *out = NULL;
@@ -252,23 +294,9 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
     m->costs = sched_costs_new(a.V);
     if (!a.span || !a.busy || !a.done || !m->bubble_stage || !m->costs)
         goto oom;
-    size_t j = 0;
-    while (j < m_ok && ev[ix[j]].step < m->first_step) j++;
-    size_t *grp = malloc((m->n_steps + 1) * 2 * sizeof *grp); /* (begin, count) per step */
-    double *sorted = malloc((size_t)m->n_steps * sizeof *sorted);
-    if (!grp || !sorted) { free(grp); free(sorted); goto oom; }
-    for (long st = 0; st < m->n_steps; st++) {
-        size_t b = j;
-        while (j < m_ok && ev[ix[j]].step == m->first_step + st) j++;
-        grp[2 * st] = b;
-        grp[2 * st + 1] = j - b;
-        sorted[st] = a.span[st] = step_span(ev, ix + b, j - b);
-    }
-    qsort(sorted, (size_t)m->n_steps, sizeof *sorted, cmp_double);
-    double med = sorted[(m->n_steps - 1) / 2], q1 = sorted[(m->n_steps - 1) / 4],
-           q3 = sorted[3 * (m->n_steps - 1) / 4 + ((m->n_steps - 1) % 4 ? 1 : 0)];
-    free(sorted);
-    double total = 0, span;
+    double med, q1, q3, total = 0, span;
+    size_t *grp = group_steps(ev, ix, m_ok, m, a.span, &med, &q1, &q3);
+    if (!grp) goto oom;
     for (long st = 0; st < m->n_steps; st++) { /* the steps of ordinary length */
         if (a.span[st] < q1 || a.span[st] > q3) continue;
         if (measure_step(&a, ev, ix + grp[2 * st], grp[2 * st + 1], &span)) { free(grp); goto oom; }
