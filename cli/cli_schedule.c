@@ -410,6 +410,7 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
         d->latency = c->latency;
         d->bandwidth = c->bandwidth;
         d->bw_early = c->bw_early;
+        d->w_in_order = c->w_in_order;
         sched_costs_free(c);
         c = d;
     }

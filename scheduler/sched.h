@@ -176,6 +176,10 @@ typedef struct {
     int bw_early;        /* 1: a BW's gradient leaves after its B part (as the stage
                           * runtime sends it); 0: after the whole BW (the textbook
                           * model the golden numbers use) */
+    int w_in_order;      /* 1: as the stage runtime, a W (or a BW's W part) ahead of
+                          * its micro-batch turn on its virtual stage is deferred and
+                          * runs right after the W it waits for (its box is drawn
+                          * there; a BW's box then covers its B only); 0: as listed */
 } sched_costs;
 
 /* Costs for P stages of v chunks each where one stage's whole F, B, W take f, b, w
@@ -255,7 +259,7 @@ typedef struct {
     sched_costs *costs;         /* median F, B, W per virtual stage, each action's time
                                  * plus the stage's gap after it until its next event
                                  * in the step (posting its send, preemption);
-                                 * bw_early = 1; latency: median delay from a
+                                 * bw_early = w_in_order = 1; latency: median delay from a
                                  * producer's end to the tensor's arrival, over waits
                                  * that really waited (0 when none); bandwidth 0 */
     long n_latency;             /* samples behind costs->latency */
@@ -276,7 +280,7 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
 /* Costs file (costs.json), as the coordinator writes beside trace.json:
  *   {"version": 1, "unit": "ms", "stages": P, "chunks": v, "steps": N,
  *    "f": [...], "b": [...], "w": [...], "latency": L, "bandwidth": 0,
- *    "bw_early": true}
+ *    "bw_early": true, "w_in_order": true}
  * f, b, w hold P*v entries per virtual stage k = c*P + s. Writes c to f. */
 int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f,
                            char *err);

@@ -238,6 +238,7 @@ static void finish(sched_measured *m, acc *a, double total)
         dst[a->smp[i].key / (size_t)a->V][a->smp[i].key % (size_t)a->V] = 1e3 * med;
     }
     m->costs->bw_early = 1; /* the stage runtime sends a BW's gradient after its B */
+    m->costs->w_in_order = 1; /* and defers a W ahead of its micro-batch turn */
     m->n_latency = (long)a->n_lat;
     if (a->n_lat) {
         qsort(a->lat, a->n_lat, sizeof *a->lat, cmp_double);
@@ -335,10 +336,10 @@ static json_t *num_array(const double *v, int n)
 
 int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f, char *err)
 {
-    json_t *j = json_pack("{s:i,s:s,s:i,s:i,s:I,s:o,s:o,s:o,s:f,s:f,s:b}", "version", 1, "unit", "ms", "stages",
+    json_t *j = json_pack("{s:i,s:s,s:i,s:i,s:I,s:o,s:o,s:o,s:f,s:f,s:b,s:b}", "version", 1, "unit", "ms", "stages",
                           n_stages, "chunks", n_chunks, "steps", (json_int_t)steps, "f", num_array(c->f, c->n), "b",
                           num_array(c->b, c->n), "w", num_array(c->w, c->n), "latency", c->latency, "bandwidth",
-                          c->bandwidth, "bw_early", c->bw_early);
+                          c->bandwidth, "bw_early", c->bw_early, "w_in_order", c->w_in_order);
     if (!j) return sched_seterr(err, "out of memory");
     int rc = json_dumpf(j, f, JSON_INDENT(2)) || fputc('\n', f) == EOF || ferror(f);
     json_decref(j);
@@ -390,6 +391,7 @@ sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, ch
     c->latency = json_is_number(lat) && json_number_value(lat) >= 0 ? json_number_value(lat) : 0;
     c->bandwidth = json_is_number(bw) && json_number_value(bw) >= 0 ? json_number_value(bw) : 0;
     c->bw_early = json_is_true(json_object_get(root, "bw_early"));
+    c->w_in_order = json_is_true(json_object_get(root, "w_in_order"));
 done:
     json_decref(root);
     return c;

@@ -32,6 +32,9 @@ typedef struct {
     int *queue;           /* (P) ring of stages to advance */
     char *queued;         /* (P) */
     size_t qh, qn;
+    /* costs->w_in_order only: W run in micro-batch order per virtual stage */
+    size_t *next_w;       /* (K) micro-batch whose W runs next */
+    long *w_due;          /* (K*M) action index of a W deferred to its turn, or -1 */
 } play;
 
 /* Zeroed memory for the per-(virtual stage, micro-batch) tables. Large tables
@@ -87,6 +90,29 @@ static double cost(const play *p, sched_action a, size_t k)
     }
 }
 
+/* costs->w_in_order (as the stage runtime): the W of (k, mb) runs only in its
+ * micro-batch turn. Called when action i holds that W (a W, or the W part of a
+ * BW) and the stage is at *t: runs it now when it is its turn (its end in
+ * *own), then any W deferred behind it (drawn there; a deferred BW's box keeps
+ * its B only), advancing *t; otherwise defers it. */
+static void weight_in_order(play *p, int st, size_t k, sched_action a, size_t i, double *t, double *own,
+                            sched_report *r, int timeline)
+{
+    size_t M = p->M;
+    if (a.mb != p->next_w[k]) {
+        p->w_due[k * M + a.mb] = (long)i;
+        return;
+    }
+    *own = *t += p->c->w[k];
+    for (p->next_w[k]++; p->next_w[k] < M && p->w_due[k * M + p->next_w[k]] >= 0; p->next_w[k]++) {
+        size_t j = (size_t)p->w_due[k * M + p->next_w[k]];
+        int draw = timeline && p->s->act[st][j].op == SCHED_W;
+        if (draw) r->start[st][j] = *t;
+        *t += p->c->w[k];
+        if (draw) r->end[st][j] = *t;
+    }
+}
+
 /* Runs stage st until it finishes or blocks on an input. */
 static void advance(play *p, int st, sched_report *r, int timeline)
 {
@@ -114,10 +140,15 @@ static void advance(play *p, int st, sched_report *r, int timeline)
                 if (-in > ready) ready = -in;
             } else if (!p->bd[j]) break;
         }
-        double d = cost(p, a, k);
-        t = ready + d;
+        double d = cost(p, a, k), own;
+        t = own = ready + d;
+        if (p->w_due && (a.op == SCHED_W || a.op == SCHED_BW)) {
+            t = own = ready + (a.op == SCHED_BW ? p->c->b[k] : 0);
+            weight_in_order(p, st, k, a, i, &t, &own, r, timeline);
+            d = t - ready;
+        }
         busy += d;
-        if (timeline) { r->start[st][i] = ready; r->end[st][i] = t; }
+        if (timeline) { r->start[st][i] = ready; r->end[st][i] = own; }
         if (a.op == SCHED_F) {
             int dst = (int)((k + 1) % P);
             if (p->fa)
@@ -156,8 +187,14 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
     p.tfree = calloc(P, sizeof(double));
     p.queue = malloc(P * sizeof(int));
     p.queued = calloc(P, 1);
+    if (c && c->w_in_order) {
+        p.next_w = calloc(p.K, sizeof *p.next_w);
+        p.w_due = malloc(p.K * p.M * sizeof *p.w_due);
+        if (p.w_due) for (size_t j = 0; j < p.K * p.M; j++) p.w_due[j] = -1;
+    }
     int rc = -1;
-    if ((c ? !p.fa : !p.fd) || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued) {
+    if ((c ? !p.fa : !p.fd) || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued ||
+        (c && c->w_in_order && (!p.next_w || !p.w_due))) {
         sched_seterr(err, "out of memory simulating %zu stages x %zu micro-batches", P, p.M);
         goto fail;
     }
@@ -187,6 +224,8 @@ fail:
     free(p.tfree);
     free(p.queue);
     free(p.queued);
+    free(p.next_w);
+    free(p.w_due);
     return rc;
 }
 

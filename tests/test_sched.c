@@ -717,6 +717,45 @@ static void test_measure_overhead(void)
     sched_free(s);
 }
 
+/* w_in_order: a W ahead of its micro-batch turn runs right after the W it waits
+ * for, as the stage runtime runs it; measuring such a run gives the costs back. */
+static void test_w_in_order(void)
+{
+    static const char text[] = "{\"stages\": [[\"F0\", \"F1\", \"F2\", \"B0\", \"F3\", \"B1\", \"W1\", "
+                               "\"W0\", \"B2\", \"B3\", \"W3\", \"W2\"], [\"F0\", \"B0\", \"F1\", \"BW1\", "
+                               "\"F2\", \"B2\", \"W0\", \"F3\", \"B3\", \"W2\", \"W3\"]]}";
+    sched_schedule *s = sched_parse(text, strlen(text), "w.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+    c->w_in_order = 1;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    for (int st = 0; st < 2; st++) { /* W(mb) ends are increasing in mb, one W long apart */
+        double wend[4] = { -1, -1, -1, -1 };
+        for (size_t i = 0; i < s->len[st]; i++)
+            if (s->act[st][i].op == SCHED_W) wend[s->act[st][i].mb] = r->end[st][i];
+        for (int mb = 1; mb < 4; mb++)
+            if (wend[mb] >= 0 && wend[mb - 1] >= 0) CU_ASSERT(wend[mb] > wend[mb - 1]);
+    }
+    /* stage 0: W1 waits for W0, which runs at once; both end by W0's end + 1 */
+    CU_ASSERT_DOUBLE_EQUAL(r->end[0][6], r->end[0][7] + 1, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->start[0][6], r->end[0][7], 1e-9);
+    /* stage 1: BW1 runs B1 only (W1 waits for W0); W0 runs W0, then W1 (not
+     * drawn: BW1's box keeps its B), so F3 starts a W after W0's end at least */
+    CU_ASSERT_DOUBLE_EQUAL(r->end[1][3] - r->start[1][3], 1, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->end[1][6] - r->start[1][6], 1, 1e-9);
+    CU_ASSERT(r->start[1][7] >= r->end[1][6] + 1 - 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->busy[1], 12, 1e-9);
+    sched_report *lst = NULL; /* as listed: W1 before W0 */
+    c->w_in_order = 0;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &lst, err), 0);
+    CU_ASSERT(lst->end[0][6] < lst->end[0][7]);
+    sched_report_free(lst);
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 static void test_costs_file(void)
 {
     sched_costs *c = sched_costs_new(4);
@@ -737,6 +776,7 @@ static void test_costs_file(void)
               tests_close("w", d->w, c->w, 4, 0, 0));
     CU_ASSERT_DOUBLE_EQUAL(d->latency, 0.125, 0);
     CU_ASSERT_EQUAL(d->bw_early, 1);
+    CU_ASSERT_EQUAL(d->w_in_order, 0);
     f = fopen(path, "w");
     fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 2], \"b\": [1], \"w\": [1, 1]}", f);
     fclose(f);
@@ -764,6 +804,7 @@ int main(void)
         { "simulator agrees with a slow reference", test_simulator_vs_reference },
         { "measured events give back costs, bubble, timeline", test_measure },
         { "gaps after actions count in their costs", test_measure_overhead },
+        { "w_in_order defers a W to its micro-batch turn", test_w_in_order },
         { "costs file round trip", test_costs_file },
         CU_TEST_INFO_NULL,
     };
