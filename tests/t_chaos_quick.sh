@@ -4,7 +4,8 @@
 # restarts (3 trials), SIGSTOP of a stage, the coordinator killed, a stage with
 # another topology or secret refused at hello, and kills during checkpoint
 # writes (random moments, and fixed points: before each shard, manifest,
-# COMPLETE and latest) never damaging a complete checkpoint, --insecure.
+# COMPLETE and latest) never damaging a complete checkpoint, --insecure, and
+# 50 bits flipped in flight, all detected.
 # Cases: tests/chaos/lib.sh.
 set -u
 cd "$(dirname "$0")/.."
@@ -30,4 +31,5 @@ chaos_hello_refusals
 chaos_ckpt_kills 4
 chaos_insecure
 chaos_ckpt_fault_points 2 4 5
+chaos_flips 50
 exit $fail

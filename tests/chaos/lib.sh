@@ -19,6 +19,7 @@
 #                               verifies and --resume ends bitwise equal
 #   chaos_insecure              off loopback without a secret: refused unless --insecure
 #   chaos_ckpt_fault_points N.. kills at fixed points of the checkpoint writes
+#   chaos_flips N               N bits flipped in flight by a proxy, all detected
 CH_STEPS=${CH_STEPS:-24}
 CH_COMMON=(--steps $CH_STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
            --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
@@ -196,4 +197,13 @@ chaos_ckpt_fault_points() {
     done
     check "kill at $runs fixed points of checkpoint writes: checkpoints intact, latest complete, resume exact" \
         "[ $bad -eq 0 ]"
+}
+
+# payload (and header) bits flipped in flight by a proxy between two nodes
+# (tests/helpers/flip_proxy.c): every flip must be detected
+chaos_flips() {
+    local out
+    out=$(timeout 300 "$(dirname "$P")/tests/flip_proxy" "$1" 2>&1)
+    local rc=$?
+    check "bits flipped in flight: $(echo "$out" | tail -1)" "[ $rc -eq 0 ] || { echo \"\$out\" | tail -5; false; }"
 }

@@ -5,9 +5,10 @@
 # coordinator killed, a stage with another topology or secret refused at
 # hello, 20 kills of a run checkpointing every step at random moments and 15
 # at fixed points of the checkpoint writes (no complete checkpoint ever
-# damaged, latest always complete, --resume exact), --insecure, and a link cut in network namespaces
+# damaged, latest always complete, --resume exact), --insecure, 1000 bits
+# flipped in flight by a proxy (all detected), and a link cut in network namespaces
 # (tests/chaos/linkcut.sh; skipped where namespaces cannot be created).
-# CHAOS_TRIALS=N changes the number of kill trials. About 3 minutes on 2 cores.
+# CHAOS_TRIALS=N changes the number of kill trials. About 5 minutes on 2 cores.
 set -u
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin}
@@ -34,6 +35,7 @@ chaos_hello_refusals
 chaos_ckpt_kills "$N"
 chaos_insecure
 chaos_ckpt_fault_points $(seq 1 15)
+chaos_flips 1000
 echo "== link cut (network namespaces)"
 timeout -k 10 200 bash tests/chaos/linkcut.sh || fail=1
 echo "chaos: $((SECONDS - t0)) s, $([ $fail -eq 0 ] && echo ok || echo FAILED)"
