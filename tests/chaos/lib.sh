@@ -56,7 +56,7 @@ ch_start() {
 chaos_kill_trials() {
     local n=$1 i ok=0 hit=0 rc k d pid
     for ((i = 0; i < n; i++)); do
-        k=$((RANDOM % 3)); d=$((RANDOM % 2400 + 200))
+        k=$((RANDOM % 3)); d=$((RANDOM % 1500 + 100))
         ch_start kill$i --max-restarts 3
         ch_wait_file "$tmp/kill$i/stage-$k.pid"
         sleep "$(printf '%d.%03d' $((d / 1000)) $((d % 1000)))"
@@ -96,6 +96,28 @@ chaos_coord_kill() {
         sleep 0.1
     done
     check "coordinator SIGKILLed: every stage gone within 10 s (took $((SECONDS - t0)) s)" "[ $gone -eq 1 ]"
+    # stages started by hand have no parent to die with: the heartbeat must end them
+    local d=$tmp/coordh spids="" cmd k=0
+    PIPETRAIN_BY_HAND=1 "$P" run topologies/shakespeare-3stage-uneven.json "${CH_COMMON[@]}" $(ch_ports 3 20) \
+        --peer-timeout-ms $CH_PT --out "$d" >"$d.log" 2>&1 &
+    local run=$!
+    for _ in $(seq 100); do [ "$(grep -c ' stage .* --stage ' "$d.log")" -ge 3 ] && break; sleep 0.1; done
+    while IFS= read -r cmd; do
+        bash -c "$cmd" >"$d.stage-$k.log" 2>&1 &
+        spids="$spids $!"
+        k=$((k + 1))
+    done < <(grep ' stage .* --stage ' "$d.log")
+    ch_wait_file "$d/checkpoints/step-3/COMPLETE"
+    kill -KILL $run
+    wait $run 2>/dev/null
+    t0=$(date +%s%3N)
+    local rcs="" p
+    for p in $spids; do wait "$p"; rcs="$rcs$? "; done
+    local dt=$(( $(date +%s%3N) - t0 ))
+    check "coordinator SIGKILLed, stages by hand: all exit 1 within $((3 * CH_PT)) ms (exits: $rcs; $dt ms)" \
+        "[ '$rcs' = '1 1 1 ' ] && [ $dt -le $((3 * CH_PT)) ]"
+    check "... each saying the coordinator is gone, with its stage, address and step" \
+        "[ \$(cat $d.stage-*.log | grep -cE 'stage [0-2] \\(127.0.0.1:[0-9]+\\) at step [0-9]+: .*coordinator') -ge 3 ] || { tail -n 2 $d.stage-*.log; false; }"
 }
 
 chaos_hello_refusals() {
