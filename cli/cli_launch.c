@@ -422,19 +422,28 @@ static int resume_point(const topo *t, const char *out, int required, long *firs
     return stage_ckpt_forget_after(root, *first, err) || stage_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
 }
 
-/* {"event": "restart", ...} into metrics.jsonl and a note on stderr. */
-static int log_restart(const char *out, int n, int max, long first, const char *cause, char *err)
+/* Appends the event j (consumed) to metrics.jsonl. Returns 0 or 1 with err. */
+static int log_event(const char *out, json_t *j, char *err)
 {
-    json_t *j = json_pack("{s:s,s:i,s:i,s:I,s:s}", "event", "restart", "restart", n, "max_restarts", max,
-                          "from_step", (json_int_t)first, "cause", cause);
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     stage_metrics *m = stage_metrics_open(out, 1, err);
     int rc = !m || stage_metrics_event(m, text, err);
     stage_metrics_close(m);
     free(text);
-    fprintf(stderr, "pipetrain run: restart %d of %d from step %ld after: %s\n", n, max, first, cause);
     return rc;
+}
+
+/* {"event": "restart", ...} (n > 0) or {"event": "resume", ...} (--resume)
+ * into metrics.jsonl, and a note on stderr. */
+static int log_start(const char *out, int n, int max, long first, const char *cause, char *err)
+{
+    if (n == 0)
+        return log_event(out, json_pack("{s:s,s:I}", "event", "resume", "from_step", (json_int_t)first), err);
+    json_t *j = json_pack("{s:s,s:i,s:i,s:I,s:s}", "event", "restart", "restart", n, "max_restarts", max,
+                          "from_step", (json_int_t)first, "cause", cause);
+    fprintf(stderr, "pipetrain run: restart %d of %d from step %ld after: %s\n", n, max, first, cause);
+    return log_event(out, j, err);
 }
 
 /* One attempt: a coordinator starting at first, the children, the verdict. */
@@ -520,7 +529,7 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
                     first, t->train.steps);
             break;
         }
-        if (n > 0 && log_restart(o->out, n, r->max_restarts, first, err, err)) {
+        if ((n > 0 || r->resume) && log_start(o->out, n, r->max_restarts, first, err, err)) {
             fprintf(stderr, "pipetrain run: %s\n", err);
             rc = 1;
             break;

@@ -162,6 +162,9 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
         if (rc) return rc;
     }
     if (!(r->metrics = stage_metrics_open(o->out_dir, o->resume, err))) return 1;
+    char ev[96];
+    snprintf(ev, sizeof ev, "{\"event\":\"resume\",\"from_step\":%ld}", r->first);
+    if (o->resume && r->first < t->train.steps && stage_metrics_event(r->metrics, ev, err)) return 1;
     stage_progress_init(&r->progress, o->progress, t->train.steps, t->train.log_every);
     return 0;
 }

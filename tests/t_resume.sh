@@ -50,6 +50,7 @@ kill -KILL $pid 2>/dev/null
 wait $pid 2>/dev/null
 n_before=$(grep -c '"loss"' "$one/metrics.jsonl")
 printf '{"step": 99, "loss": 1.0' >>"$one/metrics.jsonl" # a torn line, as a kill mid-write leaves
+cp "$one/checkpoints/latest" "$one/checkpoints/latest.before"
 echo "  (1 stage killed with $n_before steps logged, latest $(cat "$one/checkpoints/latest"))"
 "$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$one" --resume \
     >"$tmp/one.resume.log" 2>&1
@@ -57,6 +58,8 @@ check "1 stage: --resume exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/one.resume.log
 check "1 stage: resumed from a checkpoint" "grep -q 'resuming from .*step-[0-9]' $tmp/one.resume.log"
 check "1 stage: weights bitwise equal to the uninterrupted run" "export_cmp $one"
 check "1 stage: loss lines equal, each step once" "lines $one/metrics.jsonl | diff $tmp/ref.lines -"
+check "1 stage: one resume event line with the checkpoint's step" \
+    "grep '\"event\":\"resume\"' $one/metrics.jsonl | grep -q \"from_step\\\":\$(sed 's/step-//' $one/checkpoints/latest.before)\""
 
 # --- two stages: stage 1 SIGKILLed after step 6's checkpoint, no restarts
 two="$tmp/two"
@@ -73,6 +76,7 @@ check "2 stages: --resume exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/two.resume.lo
 check "2 stages: resumed from a checkpoint" "grep -q 'resuming from .*step-[0-9]' $tmp/two.resume.log"
 check "2 stages: weights bitwise equal to the uninterrupted 1-stage run" "export_cmp $two"
 check "2 stages: loss lines equal, each step once" "lines $two/metrics.jsonl | diff $tmp/ref.lines -"
+check "2 stages: one resume event line" "[ \$(grep -c '\"event\":\"resume\"' $two/metrics.jsonl) -eq 1 ]"
 
 # --- refusals
 "$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --set train.lr=0.002 \
