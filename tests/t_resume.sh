@@ -4,7 +4,8 @@
 # run that was never interrupted, and metrics.jsonl holds every step exactly
 # once with the same loss lines (step, loss, lr, grad_norm, val_loss). One
 # stage (the in-process trainer, killed with SIGKILL) and two stages (stage 1
-# killed via its pid file, the launcher exits 1, then --resume). Also: a torn
+# killed via its pid file, the launcher exits 1, then --resume), and tied
+# embeddings over 3 stages under GPipe. Also: a torn
 # last metrics line is dropped, a checkpoint made with another topology and a
 # run directory without a checkpoint are refused with exit 2.
 set -u
@@ -77,6 +78,29 @@ check "2 stages: resumed from a checkpoint" "grep -q 'resuming from .*step-[0-9]
 check "2 stages: weights bitwise equal to the uninterrupted 1-stage run" "export_cmp $two"
 check "2 stages: loss lines equal, each step once" "lines $two/metrics.jsonl | diff $tmp/ref.lines -"
 check "2 stages: one resume event line" "[ \$(grep -c '\"event\":\"resume\"' $two/metrics.jsonl) -eq 1 ]"
+
+# --- tied embeddings over 3 uneven stages under GPipe (the head stage's copy of
+# the embedding comes from stage 0's shard): a run rolled back to its step-3
+# checkpoint (latest moved back, later checkpoints removed) and resumed
+TIED=(--steps 6 --set model.n_layers=4 --set model.tie_embeddings=true --set train.batch_size=8
+      --set train.micro_batches=4 --set train.eval_every=3 --set train.eval_batches=2 --set train.warmup_steps=2
+      --set checkpoint.every=3)
+TP=(--set coordinator.port=0 --set stages.0.port=$((base + 2)) --set stages.1.port=$((base + 3))
+    --set stages.2.port=$((base + 4)) --set schedule.kind=gpipe)
+"$P" run topologies/shakespeare-1stage.json "${TIED[@]}" --set stages.0.threads=1 --out "$tmp/tref" >/dev/null 2>&1
+"$P" run topologies/shakespeare-3stage-uneven.json "${TIED[@]}" "${TP[@]}" --out "$tmp/tied" >"$tmp/tied.log" 2>&1
+check "tied, 3 stages: the run exits 0" "[ $? -eq 0 ]"
+echo step-3 >"$tmp/tied/checkpoints/latest"
+rm -r "$tmp/tied/checkpoints/step-6"
+"$P" run topologies/shakespeare-3stage-uneven.json "${TIED[@]}" "${TP[@]}" --out "$tmp/tied" --resume \
+    >"$tmp/tied.resume.log" 2>&1
+check "tied, 3 stages: --resume from step 3 exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/tied.resume.log; false; }"
+"$P" export "$tmp/tref" --out "$tmp/tref/export" >/dev/null 2>&1
+"$P" export "$tmp/tied" --out "$tmp/tied/export" >/dev/null 2>&1
+check "tied, 3 stages: weights bitwise equal to the uninterrupted 1-stage run" \
+    "cmp $tmp/tref/export/model.safetensors $tmp/tied/export/model.safetensors"
+check "tied, 3 stages: loss lines equal, each step once" \
+    "diff <(lines $tmp/tref/metrics.jsonl) <(lines $tmp/tied/metrics.jsonl)"
 
 # --- refusals
 "$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --set train.lr=0.002 \
