@@ -55,6 +55,7 @@ typedef struct {
     char exe[PATH_MAX], cwd[PATH_MAX];
     uint64_t run_id;
     int insecure;       /* pass --insecure to the stages */
+    int rejoin;         /* --max-restarts: stages started by hand get --rejoin N */
 } launch;
 
 static volatile sig_atomic_t got_signal;
@@ -92,7 +93,7 @@ static int is_local(const char *host)
 }
 
 /* The argument vector of `pipetrain stage` for stage k (strings in store). */
-static int stage_argv(const launch *L, int k, int port, char **argv, char store[][64])
+static int stage_argv(const launch *L, int k, int port, char **argv, char store[6][64])
 {
     const cli_launch_opts *o = L->o;
     const topo *t = L->t;
@@ -121,6 +122,11 @@ static int stage_argv(const launch *L, int k, int port, char **argv, char store[
     snprintf(store[4], 64, "%g", o->step_timeout_s);
     argv[n++] = store[4];
     if (L->insecure) argv[n++] = "--insecure";
+    if (L->rejoin && L->ch[k].how == HOW_HAND) {
+        snprintf(store[5], 64, "%d", L->rejoin);
+        argv[n++] = "--rejoin";
+        argv[n++] = store[5];
+    }
     argv[n] = NULL;
     return n;
 }
@@ -145,7 +151,7 @@ static void shell_quote(char *buf, size_t cap, const char *s)
 /* "cd CWD && exec BIN stage ..." for stage k: what a shell on its host runs. */
 static void stage_command(const launch *L, int k, int port, char *buf, size_t cap)
 {
-    char *argv[33 + 2 * 256], store[5][64];
+    char *argv[36 + 2 * 256], store[6][64];
     stage_argv(L, k, port, argv, store);
     buf[0] = 0;
     snprintf(buf, cap, "cd ");
@@ -162,7 +168,7 @@ static void stage_command(const launch *L, int k, int port, char *buf, size_t ca
 static int spawn(launch *L, int k, int port)
 {
     child *c = &L->ch[k];
-    char *argv[33 + 2 * 256], store[5][64], cmd[16384];
+    char *argv[36 + 2 * 256], store[6][64], cmd[16384];
     char *ssh_argv[] = { "ssh", "-o", "BatchMode=yes", L->t->stages[k].host, cmd, NULL };
     stage_argv(L, k, port, argv, store);
     if (c->how == HOW_SSH) stage_command(L, k, port, cmd, sizeof cmd);
@@ -500,6 +506,7 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
     int rc = setup(&L, t, o), hand = 0, restartable = 0;
     if (rc) { free(L.ch); return rc; }
     L.insecure = r->insecure;
+    L.rejoin = r->max_restarts;
     if (o->print_commands) {
         if (t->coordinator.port == 0)
             fprintf(stderr, "pipetrain run: coordinator.port is 0, so the port is chosen at run time (PORT below); "

@@ -6,12 +6,13 @@
 #include "stage/stage.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 static const char stage_help[] =
     "usage: pipetrain stage TOPOLOGY.json [--stage K] [--coordinator HOST:PORT] [--run-id N]\n"
     "                       [--out DIR] [--data FILE] [--set KEY=VALUE ...]\n"
     "                       [--peer-timeout-ms N] [--connect-timeout-ms N] [--step-timeout-s N]\n"
-    "                       [--insecure]\n"
+    "                       [--insecure] [--rejoin N]\n"
     "\n"
     "Runs stage K of the topology: listens on its host:port, connects to its neighbours\n"
     "and to the coordinator (`pipetrain run` prints these commands with --print-commands),\n"
@@ -19,7 +20,11 @@ static const char stage_help[] =
     "from SLURM_PROCID, so `srun pipetrain stage topo.json` works. Every process of a run\n"
     "must be given the same topology, overrides and --data (they compare a hash of it).\n"
     "Checkpoint shards are written under DIR (default .). IPv6: --coordinator [::1]:29500.\n"
-    "--insecure: run without a shared secret although a process is off loopback (logged).\n";
+    "--insecure: run without a shared secret although a process is off loopback (logged).\n"
+    "--rejoin N: after a run-time failure (a dead peer, the coordinator restarting the\n"
+    "run), start over up to N times: connect again and continue from the checkpoint the\n"
+    "coordinator names (with `pipetrain run --max-restarts`, only the stage that died\n"
+    "then needs restarting by hand).\n";
 
 /* HOST:PORT or [HOST]:PORT into host (cap 64) and port. */
 static int parse_addr(const char *s, char *host, int *port)
@@ -44,13 +49,14 @@ int cli_stage_main(int argc, char **argv)
     stage_opts o = { .stage = -1, .peer_timeout_ms = 10000, .connect_timeout_ms = 60000, .step_timeout_s = 600 };
     const char *path = NULL, *data = NULL;
     char *sets[256], host[64];
-    int n_sets = 0, insecure = 0;
+    int n_sets = 0, insecure = 0, rejoin = 0;
     long v;
     double d;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *a = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) { fputs(stage_help, stdout); return 0; }
         else if (!strcmp(s, "--insecure")) insecure = 1;
+        else if (!strcmp(s, "--rejoin")) { if (cli_parse_long("stage", s, a, 0, 1000000, &v)) return 2; rejoin = (int)v; i++; }
         else if (!strcmp(s, "--stage")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
         else if (!strcmp(s, "--coordinator")) {
             if (!a || parse_addr(a, host, &o.coord_port)) return cli_usage_error("stage", "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
@@ -94,8 +100,14 @@ int cli_stage_main(int argc, char **argv)
     }
     int rc = cli_insecure_check("stage", &t, insecure);
     if (rc) { topo_free(&t); return rc; }
-    rc = stage_run(&t, &o, err);
-    if (rc) fprintf(stderr, "pipetrain stage: %s\n", err);
+    for (int n = 0;; n++) {
+        rc = stage_run(&t, &o, err);
+        if (rc) fprintf(stderr, "pipetrain stage: %s\n", err);
+        if (rc != 1 || n >= rejoin) break;
+        /* give the coordinator's failed attempt time to close before its next one listens */
+        fprintf(stderr, "pipetrain stage: rejoining (%d of %d) in 2 s\n", n + 1, rejoin);
+        sleep(2);
+    }
     topo_free(&t);
     return rc;
 }
