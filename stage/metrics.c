@@ -1,5 +1,7 @@
 /* metrics.c — metrics.jsonl, loss.svg and the progress line (see metrics.h). */
 #include "stage/metrics.h"
+
+#include <jansson.h>
 #include "model/safetensors.h"
 #include "model/util.h"
 
@@ -33,6 +35,28 @@ int stage_mkdirs(const char *path, char *err)
     return 0;
 }
 
+static int keep_row(stage_metrics *m, const stage_metrics_row *r);
+
+/* Appending (a resumed run): the steps already logged go back into the rows, so
+ * loss.svg keeps the whole curve. Lines that are not step rows are skipped. */
+static void reload_rows(stage_metrics *m, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *step = json_object_get(j, "step"), *loss = json_object_get(j, "loss");
+        if (json_is_integer(step) && json_is_number(loss)) {
+            json_t *v = json_object_get(j, "val_loss");
+            stage_metrics_row r = { (long)json_integer_value(step), json_number_value(loss), NAN, NAN, NAN, NAN,
+                                    json_is_number(v) ? json_number_value(v) : NAN };
+            keep_row(m, &r);
+        }
+        json_decref(j);
+    }
+    if (f) fclose(f);
+}
+
 stage_metrics *stage_metrics_open(const char *dir, int append, char *err)
 {
     if (stage_mkdirs(dir, err)) return NULL;
@@ -46,6 +70,7 @@ stage_metrics *stage_metrics_open(const char *dir, int append, char *err)
     stage_metrics *m = xcalloc(1, sizeof *m);
     m->dir = strdup(dir);
     m->f = f;
+    if (append) reload_rows(m, path);
     return m;
 }
 
@@ -68,10 +93,19 @@ int stage_metrics_log(stage_metrics *m, const stage_metrics_row *r, char *err)
     if (!isnan(r->val_loss)) put_num(m->f, "val_loss", r->val_loss, "%.6f");
     fputs("}\n", m->f);
     if (fflush(m->f) || ferror(m->f)) return seterr(err, "%s/metrics.jsonl: write failed: %s", m->dir, strerror(errno));
+    if (keep_row(m, r)) return seterr(err, "out of memory keeping metrics");
+    return 0;
+}
+
+/* Keeps a row for the loss curve; -1 when out of memory. */
+static int keep_row(stage_metrics *m, const stage_metrics_row *r)
+{
     if (m->n == m->cap) {
-        m->cap = m->cap ? 2 * m->cap : 256;
-        m->rows = realloc(m->rows, m->cap * sizeof *m->rows);
-        if (!m->rows) return seterr(err, "out of memory keeping metrics");
+        size_t cap = m->cap ? 2 * m->cap : 256;
+        stage_metrics_row *rows = realloc(m->rows, cap * sizeof *rows);
+        if (!rows) return -1;
+        m->rows = rows;
+        m->cap = cap;
     }
     m->rows[m->n++] = *r;
     return 0;

@@ -101,15 +101,21 @@ static int save_checkpoint(run *r, const char *out, long step, char *err)
 }
 
 static int write_summary(run *r, const char *out, long steps, double final_loss, double val_loss, double wall,
-                         double tok_s, int interrupted_, char *err)
+                         double tok_s, double train_s, int interrupted_, char *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/summary.json", out);
-    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:I,s:b}", "steps", (json_int_t)steps,
+    /* the same shape as a pipeline's summary (stage/coord.c): one stage, in process */
+    const topo_stage *st = &r->t->stages[0];
+    json_t *stage = json_pack("{s:i,s:s,s:i,s:s,s:I,s:I,s:I,s:f,s:f}", "stage", 0, "host", st->host, "port",
+                              st->port, "layers", st->layers, "peak_act_bytes",
+                              (json_int_t)model_slots_bytes(r->part, 0, r->part->n_units, r->Bm), "peak_in_flight",
+                              (json_int_t)1, "steps", (json_int_t)steps, "compute_s", train_s, "wait_s", 0.0);
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:[o],s:b}", "steps", (json_int_t)steps,
                           "final_loss", isfinite(final_loss) ? json_real(final_loss) : json_null(),
                           "val_loss", isfinite(val_loss) ? json_real(val_loss) : json_null(), "wall_s", wall,
                           "tokens_per_s", tok_s, "params", (json_int_t)r->part->n_params,
-                          "stages", (json_int_t)r->t->n_stages, "interrupted", interrupted_);
+                          "n_stages", 1, "stages", stage, "interrupted", interrupted_);
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     int rc = st_write_file_durable(path, text, strlen(text), err);
@@ -233,7 +239,7 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     sigaction(SIGTERM, &old_term, NULL);
     char err2[ERR_LEN];
     double tok_s = train_s > 0 ? (double)((step - r.first) * (long)(r.B * r.T)) / train_s : 0;
-    if (write_summary(&r, o->out_dir, step, loss, val, now_s() - t0, tok_s, interrupted, err2) ||
+    if (write_summary(&r, o->out_dir, step, loss, val, now_s() - t0, tok_s, train_s, interrupted, err2) ||
         stage_metrics_write_svg(r.metrics, err2)) {
         if (!rc) { memcpy(err, err2, ERR_LEN); rc = 1; }
     }
