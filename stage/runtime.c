@@ -46,7 +46,14 @@ int rt_await(rt *r, struct net_op *op, const char *what)
     for (;;) {
         int rc = net_wait(op, 1000, nerr);
         if (rc == NET_OK) break;
-        if (rc != NET_TIMEOUT) return rt_fail(r, "%s: %s", what, nerr);
+        if (rc != NET_TIMEOUT) {
+            /* when the coordinator is gone, that is the cause: a neighbour that
+             * left first because of it would otherwise take the blame */
+            char cerr[NET_ERR_LEN];
+            int cs = net_peer_status(r->node, net_coord_id(), cerr);
+            if (cs != NET_OK && cs != NET_PENDING) return rt_fail(r, "%s: the coordinator is gone: %s", what, cerr);
+            return rt_fail(r, "%s: %s", what, nerr);
+        }
         if (rt_now() - t0 > r->step_timeout_s)
             return rt_fail(r, "%s: no answer after %.0f s", what, rt_now() - t0);
     }
