@@ -9,37 +9,11 @@
 # (PIPETRAIN_BY_HAND=1): after a kill, the survivor rejoins by itself
 # (--rejoin), the killed stage is started again by hand from the command the
 # waiting coordinator prints, and the run finishes bitwise equal.
-set -u
-cd "$(dirname "$0")/.."
-BIN=${BIN:-bin}
-P="$BIN/pipetrain"
-CORPUS=../shared/data/tinyshakespeare.txt
-tmp=$(mktemp -d /tmp/t_restart.XXXXXX)
-cleanup() {
-    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
-    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
-    rm -rf "$tmp"
-}
-[ -n "${KEEP_TMP:-}" ] && cleanup() { pkill -KILL -f -- "--out $tmp/" 2>/dev/null; echo "kept $tmp"; }
-trap cleanup EXIT
-fail=0
-check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
-[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
-
-STEPS=30
-COMMON=(--steps $STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
-        --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
-base=$((20000 + (RANDOM % 400) * 100 + 90 + ($$ % 10)))
-PIPE=(--set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) --peer-timeout-ms 2000)
-lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
-wait_file() { for _ in $(seq 1200); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
+. "$(dirname "$0")/lib_resume.sh" t_restart $((90 + $$ % 10))
 # wait_new_pid FILE OLD: until FILE names another pid than OLD (at most 60 s)
 wait_new_pid() { for _ in $(seq 1200); do p=$(cat "$1" 2>/dev/null); [ -n "$p" ] && [ "$p" != "$2" ] && return 0; sleep 0.05; done; return 1; }
 
-"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" >"$tmp/ref.log" 2>&1
-check "reference: uninterrupted 1-stage run exits 0" "[ $? -eq 0 ]"
-"$P" export "$tmp/ref" --out "$tmp/ref/export" >/dev/null 2>&1
-lines "$tmp/ref/metrics.jsonl" >"$tmp/ref.lines"
+reference_run
 
 # --- one kill, restarts allowed
 out="$tmp/r1"

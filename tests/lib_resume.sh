@@ -1,0 +1,38 @@
+# lib_resume.sh — sourced by t_resume.sh and t_restart.sh: the run set-up both
+# use (binary, corpus, temp dir with a cleanup that kills every process of the
+# test and continues stopped ones first), the small shared model overrides, a
+# 2-stage port block offset by $1, and helpers.
+# Usage: . tests/lib_resume.sh NAME PORT_OFFSET
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+CORPUS=../shared/data/tinyshakespeare.txt
+tmp=$(mktemp -d "/tmp/$1.XXXXXX")
+cleanup() {
+    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
+    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
+    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+
+STEPS=30
+COMMON=(--steps $STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
+        --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
+base=$((20000 + (RANDOM % 400) * 100 + $2))
+PIPE=(--set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) --peer-timeout-ms 2000)
+# lines METRICS: the loss lines without timings
+lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
+# wait_file PATH: until it exists (at most 60 s)
+wait_file() { for _ in $(seq 1200); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
+
+# The uninterrupted one-stage reference run, exported, and its loss lines.
+reference_run() {
+    "$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" >"$tmp/ref.log" 2>&1
+    check "reference: uninterrupted 1-stage run exits 0" "[ $? -eq 0 ]"
+    "$P" export "$tmp/ref" --out "$tmp/ref/export" >/dev/null 2>&1
+    lines "$tmp/ref/metrics.jsonl" >"$tmp/ref.lines"
+}
