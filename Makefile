@@ -102,6 +102,8 @@ bench: deps
 FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz: installing clang"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang; }
 	$(MAKE) CC=clang BUILD=build-fuzz BIN=bin-fuzz OPT="-O1 -g" WERROR= \
 	  SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libpipetrain.a
 	@mkdir -p bin-fuzz fuzz-out
