@@ -22,7 +22,7 @@ check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi
 STEPS=30
 COMMON=(--steps $STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
         --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
-base=$((20000 + (RANDOM % 400) * 100 + $2))
+base=$((20000 + (RANDOM % 120) * 100 + $2))
 PIPE=(--set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) --peer-timeout-ms 2000)
 # lines METRICS: the loss lines without timings
 lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }

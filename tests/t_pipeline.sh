@@ -30,7 +30,7 @@ COMMON=(--steps 6 --set model.n_layers=4 --set train.batch_size=8 --set train.mi
         --set train.eval_every=3 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
 # Ports: the coordinator's is ephemeral; the stages' from a random base, so
 # that concurrent runs on this machine do not collide.
-base=$((20000 + (RANDOM % 400) * 100 + ($$ % 50)))
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
 ports() { local n=$1 k; for ((k = 0; k < n; k++)); do echo "--set stages.$k.port=$((base + k))"; done; }
 
 # Loss lines without the timings.

@@ -22,7 +22,7 @@ check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi
 [ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
 now_ms() { date +%s%3N; }
 
-base=$((20000 + (RANDOM % 400) * 100 + 50 + ($$ % 50)))
+base=$((20000 + (RANDOM % 120) * 100 + 50 + ($$ % 50)))
 TOPO=topologies/shakespeare-3stage-uneven.json
 ARGS=(--steps 100000 --set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1))
       --set stages.2.port=$((base + 2)) --set train.eval_every=0 --set train.log_every=1000)

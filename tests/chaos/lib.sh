@@ -24,7 +24,7 @@ CH_STEPS=${CH_STEPS:-24}
 CH_COMMON=(--steps $CH_STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
            --set train.eval_every=4 --set checkpoint.every=3 --set train.eval_batches=2 --set train.warmup_steps=2)
 CH_STAGE_COMMON=(--set train.steps=$CH_STEPS "${CH_COMMON[@]:2}") # `pipetrain stage` takes no --steps
-CH_BASE=$((20000 + (RANDOM % 400) * 100 + ($$ % 40)))
+CH_BASE=$((20000 + (RANDOM % 120) * 100 + ($$ % 40)))
 CH_PT=1500 # peer timeout (ms) of the pipeline runs
 # ports for a topology of N stages, shifted by OFF
 ch_ports() { local n=$1 off=${2:-0} k; echo "--set coordinator.port=0"; for ((k = 0; k < n; k++)); do echo "--set stages.$k.port=$((CH_BASE + off + k))"; done; }
