@@ -1,23 +1,9 @@
-# lib_resume.sh — sourced by t_resume.sh and t_restart.sh: the run set-up both
-# use (binary, corpus, temp dir with a cleanup that kills every process of the
-# test and continues stopped ones first), the small shared model overrides, a
-# 2-stage port block offset by $1, and helpers.
+# lib_resume.sh — sourced by t_resume.sh and t_restart.sh: tests/lib.sh's set-up,
+# the small model overrides both use, a 2-stage port block offset by $2, and helpers.
 # Usage: . tests/lib_resume.sh NAME PORT_OFFSET
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BIN=${BIN:-bin}
-P="$BIN/pipetrain"
-CORPUS=../shared/data/tinyshakespeare.txt
-tmp=$(mktemp -d "/tmp/$1.XXXXXX")
-cleanup() {
-    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
-    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail=0
-check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
-[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+. tests/lib.sh "$1"
 
 STEPS=30
 COMMON=(--steps $STEPS --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4

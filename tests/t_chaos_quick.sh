@@ -9,18 +9,7 @@
 # Cases: tests/chaos/lib.sh.
 set -u
 cd "$(dirname "$0")/.."
-BIN=${BIN:-bin}
-P="$BIN/pipetrain"
-[ -f ../shared/data/tinyshakespeare.txt ] || { echo "missing corpus"; exit 1; }
-tmp=$(mktemp -d /tmp/t_chaos_quick.XXXXXX)
-cleanup() {
-    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
-    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail=0
-check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+. tests/lib.sh t_chaos_quick
 . tests/chaos/lib.sh
 
 chaos_reference

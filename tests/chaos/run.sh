@@ -11,18 +11,7 @@
 # CHAOS_TRIALS=N changes the number of kill trials. About 5 minutes on 2 cores.
 set -u
 cd "$(dirname "$0")/../.."
-BIN=${BIN:-bin}
-P="$BIN/pipetrain"
-[ -f ../shared/data/tinyshakespeare.txt ] || { echo "missing corpus"; exit 1; }
-tmp=$(mktemp -d /tmp/chaos.XXXXXX)
-cleanup() {
-    pkill -CONT -f -- "--out $tmp/" 2>/dev/null
-    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail=0
-check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+. tests/lib.sh chaos
 . tests/chaos/lib.sh
 N=${CHAOS_TRIALS:-20}
 
