@@ -90,12 +90,9 @@ static int rt_eval(rt *r)
         }
     }
     if (!r->holds_head) return 0;
-    uint8_t buf[16];
-    size_t windows = data_val_windows(&r->data, T);
-    size_t cap = (size_t)r->t->train.eval_batches * r->B;
-    if (!last && cap < windows) windows = cap;
-    proto_put_f64(buf, windows ? sum / (double)(windows * T) : NAN);
-    proto_put_u64(buf + 8, windows * T);
+    uint8_t buf[16]; /* the head stage holds data, so nw is its window count too */
+    proto_put_f64(buf, nw ? sum / (double)(nw * T) : NAN);
+    proto_put_u64(buf + 8, nw * T);
     net_key k = { MSG_VAL, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, buf, 16);
 }
