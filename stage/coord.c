@@ -155,7 +155,7 @@ static int probe_fail(stage_coord *c, int k, char *text)
         if (!found && net_wait(ops[i], left > 0 ? left : 0, nerr) == NET_OK) {
             uint64_t len = net_op_len(ops[i]);
             buf[i][len < ERR_LEN ? len : ERR_LEN - 1] = 0;
-            snprintf(text, ERR_LEN, "%s", buf[i]);
+            snprintf(text, ERR_LEN, "%.*s", ERR_LEN - 1, buf[i]);
             found = 1;
         }
         net_op_free(ops[i]);
