@@ -74,6 +74,9 @@ typedef struct net_config {
                                          receive for, before reading from it stops (256 MiB) */
     int linger_ms;                    /* how long net_node_free tries to flush sends, default 1000 */
     int read_mode;                    /* enum net_read_mode */
+    int direct_write;                 /* 1 (default): a posting thread writes a frame to the
+                                         socket itself when nothing is queued ahead of it;
+                                         0: only the network thread writes (for measuring) */
     void (*log)(void *arg, const char *line); /* NULL: stderr */
     void *log_arg;
 } net_config;
@@ -84,6 +87,8 @@ typedef struct net_stats {
     uint64_t unclaimed, unclaimed_max;   /* bytes received with no receive posted; peak */
     uint64_t frames_tx, frames_rx, bytes_tx, bytes_rx;
     uint64_t read_calls;                 /* read(2)/evbuffer_read calls made for this peer */
+    uint64_t direct_tx;                  /* frames written wholly by the posting thread */
+    uint64_t direct_partial;             /* frames it wrote in part, the rest left to the network thread */
     int paused;                          /* 1 while reading is stopped for backpressure */
 } net_stats;
 

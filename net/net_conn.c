@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -75,12 +76,14 @@ static void set_write(struct conn *c, int on)
 static void conn_drop(struct conn *c, int status, const char *reason)
 {
     struct net_node *n = c->node;
+    tx_claim(c); /* no thread may write to the socket from now on */
     if (c->rop) {
         struct net_op *op = c->rop;
         c->rop = NULL;
         if (op->kind == OP_UNCLAIMED) {
             list_remove(&c->pr->unclaimed, op);
             pthread_mutex_lock(&n->lk);
+            c->pr->nunclaimed--;
             c->pr->st.unclaimed -= op->len;
             pthread_mutex_unlock(&n->lk);
         }
@@ -133,6 +136,7 @@ int conn_fatal(struct conn *c, const char *reason)
 {
     struct net_node *n = c->node;
     c->fatal = 1;
+    tx_claim(c);
     if (c->pr && (c->pr->conn == c || c->outbound))
         loop_peer_fail(n, c->pr, NET_DEAD, reason);
     else
@@ -164,6 +168,55 @@ int conn_fatal(struct conn *c, const char *reason)
 
 /* --- writing --------------------------------------------------------------- */
 
+int frame_iov(const struct net_op *op, struct iovec *iov)
+{
+    int cnt = 0;
+    if (op->off < NET_HDR_LEN)
+        iov[cnt++] = (struct iovec){ (void *)(op->hdr + op->off), NET_HDR_LEN - op->off };
+    uint64_t start = op->off > NET_HDR_LEN ? op->off - NET_HDR_LEN : 0;
+    if (op->len > start) iov[cnt++] = (struct iovec){ (void *)(op->sbuf + start), op->len - start };
+    return cnt;
+}
+
+ssize_t net_sendv(int fd, struct iovec *iov, int cnt)
+{
+    /* a peer that reset the connection gives EPIPE, not a SIGPIPE that would
+     * kill the whole process */
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+    return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void tx_claim(struct conn *c)
+{
+    struct peer *pr = c->pr;
+    struct net_op *op = NULL;
+    if (!pr) return;
+    pthread_mutex_lock(&pr->txlk);
+    if (pr->tx_conn == c) pr->tx_conn = NULL;
+    if (pr->tx_partial && pr->tx_pconn == c) {
+        op = pr->tx_partial;
+        pr->tx_partial = NULL;
+        pr->tx_pconn = NULL;
+    }
+    pthread_mutex_unlock(&pr->txlk);
+    if (op) {
+        /* the socket's write queue was empty when it went out, and every push
+         * since claimed first: it is the head */
+        op->where = W_WQ;
+        list_push(&c->wq, op);
+    }
+}
+
+/* The write queue is empty: let posting threads write to the socket directly. */
+static void tx_open(struct conn *c)
+{
+    struct peer *pr = c->pr;
+    if (c->state != CS_READY || !pr || pr->conn != c || !c->node->cfg.direct_write) return;
+    pthread_mutex_lock(&pr->txlk);
+    if (!pr->tx_partial) pr->tx_conn = c;
+    pthread_mutex_unlock(&pr->txlk);
+}
+
 /* Writes queued frames until the socket is full or the queue is empty.
  * Returns -1 when the connection was closed (c is freed). */
 int conn_write_now(struct conn *c)
@@ -174,14 +227,9 @@ int conn_write_now(struct conn *c)
     while (c->wq.head && budget) {
         struct iovec iov[64];
         int cnt = 0;
-        for (struct net_op *op = c->wq.head; op && cnt < 62; op = op->next) {
-            if (op->off < NET_HDR_LEN)
-                iov[cnt++] = (struct iovec){ op->hdr + op->off, NET_HDR_LEN - op->off };
-            uint64_t start = op->off > NET_HDR_LEN ? op->off - NET_HDR_LEN : 0;
-            if (op->len > start)
-                iov[cnt++] = (struct iovec){ (void *)(op->sbuf + start), op->len - start };
-        }
-        ssize_t w = writev(c->fd, iov, cnt);
+        for (struct net_op *op = c->wq.head; op && cnt < 62; op = op->next)
+            cnt += frame_iov(op, iov + cnt);
+        ssize_t w = net_sendv(c->fd, iov, cnt);
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -215,13 +263,16 @@ int conn_write_now(struct conn *c)
         loop_maybe_finish(n);
         return -1;
     }
-    return loop_maybe_finish(n) ? -1 : 0;
+    if (loop_maybe_finish(n)) return -1;
+    tx_open(c);
+    return 0;
 }
 
 void conn_write(struct conn *c) { conn_write_now(c); }
 
 int conn_enqueue(struct conn *c, struct net_op *op)
 {
+    tx_claim(c);
     op->where = W_WQ;
     list_push(&c->wq, op);
     /* when the write event is on the socket is full: the event will come */
@@ -261,11 +312,10 @@ static void describe_frame(const net_hdr *h, char *buf, size_t cap)
 
 static int on_payload_done(struct conn *c);
 
-/* A buffer for a message that arrived before its receive was posted, counted
- * against max_unclaimed. NULL when out of memory. */
+/* A buffer for a message that arrived before its receive was posted (already
+ * counted against max_unclaimed by the caller). NULL when out of memory. */
 static struct net_op *new_unclaimed(struct conn *c)
 {
-    struct net_node *n = c->node;
     struct peer *pr = c->pr;
     struct net_op *u = calloc(1, sizeof *u);
     if (u && pr->spare && pr->spare_cap >= c->h.len) {
@@ -289,10 +339,6 @@ static struct net_op *new_unclaimed(struct conn *c)
     u->crc = c->h.crc;
     u->where = W_UNCLAIMED;
     list_push(&pr->unclaimed, u);
-    pthread_mutex_lock(&n->lk);
-    pr->st.unclaimed += u->len;
-    if (pr->st.unclaimed > pr->st.unclaimed_max) pr->st.unclaimed_max = pr->st.unclaimed;
-    pthread_mutex_unlock(&n->lk);
     return u;
 }
 
@@ -302,8 +348,29 @@ static int start_user_payload(struct conn *c)
 {
     struct net_node *n = c->node;
     struct peer *pr = c->pr;
-    struct net_op *op = pr->recvq.head;
-    while (op && !key_eq_hdr(&op->key, &c->h)) op = op->next;
+    struct net_op *op;
+    int full = 0;
+    for (;;) {
+        op = pr->recvq.head;
+        while (op && !key_eq_hdr(&op->key, &c->h)) op = op->next;
+        if (op) break;
+        /* Receives posted since the last look, and the decision to buffer or
+         * to pause, under one lock hold (see posted_take_locked). */
+        pthread_mutex_lock(&n->lk);
+        int more = pr->posted.head != NULL;
+        if (more) {
+            posted_take_locked(pr);
+        } else if (c->h.len && pr->st.unclaimed + c->h.len > n->cfg.max_unclaimed) {
+            full = 1;
+            pr->st.paused = 1;
+        } else {
+            pr->nunclaimed++;
+            pr->st.unclaimed += c->h.len;
+            if (pr->st.unclaimed > pr->st.unclaimed_max) pr->st.unclaimed_max = pr->st.unclaimed;
+        }
+        pthread_mutex_unlock(&n->lk);
+        if (!more) break;
+    }
     c->sink = SINK_OP;
     if (op) {
         list_remove(&pr->recvq, op);
@@ -324,18 +391,16 @@ static int start_user_payload(struct conn *c)
             op->where = W_READING;
             c->rop = op;
         }
-    } else {
+    } else if (full) {
+        c->rstate = RS_PAUSED;
+        conn_set_read(c, 0);
+        return 0;
+    } else if (!(c->rop = new_unclaimed(c))) {
         pthread_mutex_lock(&n->lk);
-        int full = c->h.len && pr->st.unclaimed + c->h.len > n->cfg.max_unclaimed;
-        if (full) pr->st.paused = 1;
+        pr->nunclaimed--;
+        pr->st.unclaimed -= c->h.len;
         pthread_mutex_unlock(&n->lk);
-        if (full) {
-            c->rstate = RS_PAUSED;
-            conn_set_read(c, 0);
-            return 0;
-        }
-        if (!(c->rop = new_unclaimed(c)))
-            return conn_fatal(c, "out of memory buffering a received message");
+        return conn_fatal(c, "out of memory buffering a received message");
     }
     c->rleft = c->h.len;
     c->rstate = RS_PAYLOAD;
@@ -420,17 +485,15 @@ static int on_payload_done(struct conn *c)
     c->rstate = RS_HDR;
     c->big = c->h.len >= 65536;
     if (c->sink == SINK_CTL) return on_ctl_frame(c);
-    pthread_mutex_lock(&n->lk);
-    c->pr->st.frames_rx++;
-    c->pr->st.bytes_rx += c->h.len;
-    pthread_mutex_unlock(&n->lk);
-    struct net_op *op = c->rop;
+    struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     c->rop = NULL;
-    if (c->sink != SINK_OP || !op) return 0;
-    if (op->kind == OP_RECV) {
+    if (op && op->kind == OP_RECV) {
         op->verify = 1;
-        op_complete(n, op, NET_OK, NULL);
-    } else {
+        frame_received(n, c->pr, c->h.len, c->read_calls, op);
+        return 0;
+    }
+    frame_received(n, c->pr, c->h.len, c->read_calls, NULL);
+    if (op) {
         op->complete_read = 1;
         loop_deliver_unclaimed(n, c->pr, op);
     }
@@ -468,10 +531,14 @@ static void on_eof(struct conn *c, int e)
 }
 
 /* One read syscall for the current state. Returns bytes read, 0 on EAGAIN,
- * -1 when the connection is gone. */
-static ssize_t read_some(struct conn *c)
+ * -1 when the connection is gone. *drained is set when the read returned less
+ * than it asked for: the socket is empty, and trying again would only cost a
+ * read that fails with EAGAIN (the event is level-triggered: it fires again
+ * when more comes). */
+static ssize_t read_some(struct conn *c, int *drained)
 {
     ssize_t r;
+    size_t asked = 0; /* 0: unknown (evbuffer_read asks for what it likes) */
     struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     if (c->rstate == RS_PAYLOAD && op && c->rleft >= DIRECT_MIN) {
         uint8_t *dst = op->rbuf + op->off;
@@ -483,6 +550,7 @@ static ssize_t read_some(struct conn *c)
             /* The rest of this payload lands in place; whatever follows (the
              * next header, small frames) lands in the staging buffer. */
             struct iovec iov[2] = { { dst, c->rleft }, { c->rb, NET_RBUF } };
+            asked = c->rleft + NET_RBUF;
             r = readv(c->fd, iov, 2);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
@@ -501,12 +569,14 @@ static ssize_t read_some(struct conn *c)
         /* After a big frame read little, so that the next big payload mostly
          * goes straight into place rather than through this buffer. */
         size_t want = (c->big ? 4096 : NET_RBUF) - c->rlen;
+        asked = want;
         r = read(c->fd, c->rb + c->rlen, want);
         if (r > 0) c->rlen += (size_t)r;
     }
     c->read_calls++;
     if (r > 0) {
         c->last_rx = net_now_ms();
+        *drained = (size_t)r < asked;
         return r;
     }
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
@@ -517,6 +587,7 @@ static ssize_t read_some(struct conn *c)
 static int conn_read(struct conn *c)
 {
     size_t budget = READ_BUDGET;
+    int drained = 0;
     for (;;) {
         if (c->rstate == RS_PAUSED || c->state == CS_CLOSING) return 0;
         size_t have = c->rlen - c->rpos;
@@ -532,8 +603,8 @@ static int conn_read(struct conn *c)
             if (c->rleft == 0 && on_payload_done(c) < 0) return -1;
             continue;
         }
-        if (!budget) return 0; /* the socket still has data: the event fires again */
-        ssize_t r = read_some(c);
+        if (!budget || drained) return 0; /* when data is left, the event fires again */
+        ssize_t r = read_some(c, &drained);
         if (r < 0) return -1;
         if (r == 0) return 0;
         budget = (size_t)r >= budget ? 0 : budget - (size_t)r;
@@ -543,13 +614,7 @@ static int conn_read(struct conn *c)
 void conn_read_cb(int fd, short what, void *arg)
 {
     (void)fd; (void)what;
-    struct conn *c = arg;
-    struct net_node *n = c->node;
-    if (conn_read(c) == 0 && c->pr) {
-        pthread_mutex_lock(&n->lk);
-        c->pr->st.read_calls = c->read_calls;
-        pthread_mutex_unlock(&n->lk);
-    }
+    conn_read(arg); /* read_calls reaches the stats with each frame (frame_received) */
 }
 
 void conn_recv_posted(struct conn *c)

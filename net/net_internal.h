@@ -4,13 +4,25 @@
  * buffers, writing frames) and net_handshake.c (hello and authentication). Not installed; not for other modules.
  *
  * Ownership: fields marked [lock] are read and written under node->lk by any
- * thread; fields marked [net] belong to the network thread alone. */
+ * thread; fields marked [net] belong to the network thread alone; fields marked
+ * [tx] are read and written under the peer's txlk by any thread.
+ *
+ * Direct writes: a thread posting a send writes the frame to the socket itself
+ * when nothing is ahead of it (peer->tx_conn is set and tx_ahead is 0), which
+ * saves two thread hand-offs per message. Everything else goes through the
+ * network thread's write queue. The network thread sets tx_conn only when its
+ * queue for that connection is empty, and clears it (under txlk) before it
+ * queues anything, so at most one thread writes a connection's socket at a
+ * time. A frame the socket took only part of is left in tx_partial and the
+ * network thread writes the rest before anything else (tx_claim).
+ * Lock order: txlk before lk. */
 #ifndef NET_NET_INTERNAL_H
 #define NET_NET_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "net/net.h"
 #include "net/net_util.h"
@@ -19,10 +31,12 @@
 struct event;
 struct event_base;
 struct evbuffer;
+struct iovec;
 
 enum op_kind { OP_SEND, OP_RECV, OP_CTRL, OP_UNCLAIMED };
 /* Where a pending op sits, so a cancel can find it [net]. */
-enum op_where { W_NONE, W_SENDQ, W_WQ, W_RECVQ, W_READING, W_UNCLAIMED };
+enum op_where { W_NONE, W_SENDQ, W_WQ, W_RECVQ, W_READING, W_UNCLAIMED,
+                W_PARTIAL /* half written by the posting thread: peer->tx_partial */ };
 
 struct net_op {
     struct net_node *node;        /* NULL once the node is gone [lock] */
@@ -37,10 +51,13 @@ struct net_op {
     int own;                      /* rbuf / sbuf malloc'd by the transport */
     int verify;                   /* receive whose CRC has not been checked yet */
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
+    int routed;                   /* send handed to the network thread: counted in tx_ahead */
+    int direct;                   /* send: 1 written wholly by the posting thread, 2 in part */
+    int posted;                   /* receive waiting in peer->posted [lock] */
     uint8_t hdr[NET_HDR_LEN];
-    atomic_int done;
+    atomic_int done;              /* OP_PENDING, OP_SLEEPER (pending, a thread sleeps on
+                                     this word) or OP_DONE; see op_done, net_wait */
     int cancel_ack;               /* the network thread has seen our cancel [lock] */
-    int waiting;                  /* a thread sleeps in net_wait on this op [lock] */
     int status;
     char err[NET_ERR_LEN];
     struct net_op *next, *prev;   /* queue links [net] */
@@ -48,6 +65,13 @@ struct net_op {
 };
 
 struct oplist { struct net_op *head, *tail; };
+
+enum { OP_PENDING = 0, OP_DONE = 1, OP_SLEEPER = 2 };
+
+static inline int op_done(const struct net_op *op)
+{
+    return atomic_load_explicit(&op->done, memory_order_acquire) == OP_DONE;
+}
 
 enum peer_state { P_NEW, P_CONNECTING, P_READY, P_DEAD };
 
@@ -63,6 +87,9 @@ struct peer {
     struct oplist sendq;          /* sends waiting for the connection [net] */
     struct oplist recvq;          /* posted receives, oldest first [net] */
     struct oplist unclaimed;      /* messages nobody asked for yet [net] */
+    int nunclaimed;               /* how many, counting one being read [lock] */
+    struct oplist posted;         /* receives posted without waking the network thread,
+                                     oldest first; it moves them to recvq (posted_take) [lock] */
     char host[256];               /* where to connect, when we connect [net] */
     int port, backoff_ms, connecting;
     int64_t deadline;
@@ -71,6 +98,11 @@ struct peer {
     uint8_t *spare;               /* one recycled unclaimed-message buffer [net] */
     uint64_t spare_cap;
     struct net_node *node;
+    pthread_mutex_t txlk;         /* guards the [tx] fields and direct writes */
+    struct conn *tx_conn;         /* connection a posting thread may write to, or NULL [tx] */
+    struct net_op *tx_partial;    /* frame a posting thread wrote only part of [tx] */
+    struct conn *tx_pconn;        /* the connection tx_partial went out on [tx] */
+    atomic_int tx_ahead;          /* routed sends not yet completed */
 };
 
 enum conn_state {
@@ -112,7 +144,8 @@ struct conn {
     char addr[300];
 };
 
-enum cmd_kind { CMD_SEND, CMD_RECV, CMD_CANCEL, CMD_CONNECT, CMD_SHUTDOWN };
+enum cmd_kind { CMD_SEND, CMD_RECV, CMD_CANCEL, CMD_CONNECT, CMD_SHUTDOWN,
+                CMD_FLUSH /* finish pr->tx_partial */ };
 struct cmd {
     int kind;
     struct net_op *op;
@@ -152,10 +185,14 @@ struct peer *node_peer(struct net_node *n, net_peer_id id, int create); /* takes
 void node_log(struct net_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void op_complete(struct net_node *n, struct net_op *op, int status, const char *reason);
 void op_free_internal(struct net_op *op);
+void frame_received(struct net_node *n, struct peer *pr, uint64_t len, uint64_t read_calls,
+                    struct net_op *rop);
 void list_push(struct oplist *l, struct net_op *op);
 void list_remove(struct oplist *l, struct net_op *op);
 struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload, uint32_t len);
 int key_eq_hdr(const net_key *k, const net_hdr *h);
+void posted_take_locked(struct peer *pr); /* network thread, lk held: posted -> recvq */
+void posted_take(struct net_node *n, struct peer *pr);
 
 /* net_loop.c */
 void *loop_main(void *arg);
@@ -174,6 +211,9 @@ void conn_free(struct conn *c);
 void conn_write(struct conn *c);
 int conn_write_now(struct conn *c);       /* -1: the connection was closed and freed */
 int conn_enqueue(struct conn *c, struct net_op *op);     /* -1: c was closed and freed */
+void tx_claim(struct conn *c);            /* stop direct writes on c; queue its half-written frame */
+int frame_iov(const struct net_op *op, struct iovec *iov); /* unsent part of op's frame: 0-2 entries */
+ssize_t net_sendv(int fd, struct iovec *iov, int cnt);    /* sendmsg without SIGPIPE */
 void conn_recv_posted(struct conn *c);           /* a receive was posted: resume if paused */
 void conn_read_cb(int fd, short what, void *arg);
 void conn_write_cb(int fd, short what, void *arg);

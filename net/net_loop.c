@@ -46,6 +46,7 @@ void loop_peer_fail(struct net_node *n, struct peer *pr, int status, const char 
     char why[NET_ERR_LEN];
     pthread_mutex_lock(&n->lk);
     snprintf(why, sizeof why, "%s", pr->reason);
+    posted_take_locked(pr);
     pthread_mutex_unlock(&n->lk);
     fail_list(n, &pr->sendq, status, why);
     fail_list(n, &pr->recvq, status, why);
@@ -249,12 +250,24 @@ static void do_send(struct net_node *n, struct net_op *op)
     }
 }
 
+/* A posting thread wrote a frame to pr only in part: write the rest. (The
+ * command names the peer, not the op: when the connection failed meanwhile,
+ * conn_drop has failed the op and its owner may have freed it.) */
+static void do_flush(struct peer *pr)
+{
+    struct conn *c = pr->conn;
+    if (!c) return;
+    tx_claim(c);
+    conn_write_now(c);
+}
+
 /* Hands a fully arrived unclaimed message u to the receive op. */
 static void deliver(struct net_node *n, struct peer *pr, struct net_op *u, struct net_op *op,
                     int resume)
 {
     list_remove(&pr->unclaimed, u);
     pthread_mutex_lock(&n->lk);
+    pr->nunclaimed--;
     pr->st.unclaimed -= u->len;
     pthread_mutex_unlock(&n->lk);
     op->len = u->len;
@@ -286,6 +299,7 @@ static void deliver(struct net_node *n, struct peer *pr, struct net_op *u, struc
 
 void loop_deliver_unclaimed(struct net_node *n, struct peer *pr, struct net_op *u)
 {
+    posted_take(n, pr);
     for (struct net_op *op = pr->recvq.head; op; op = op->next)
         if (op->key.type == u->key.type && op->key.step == u->key.step &&
             op->key.mb == u->key.mb && op->key.chunk == u->key.chunk) {
@@ -300,6 +314,7 @@ static void do_recv(struct net_node *n, struct net_op *op)
     struct peer *pr = op->pr;
     char why[NET_ERR_LEN];
     int st;
+    posted_take(n, pr); /* receives posted before this one go first */
     for (struct net_op *u = pr->unclaimed.head; u; u = u->next)
         if (u->complete_read && u->key.type == op->key.type && u->key.step == op->key.step &&
             u->key.mb == op->key.mb && u->key.chunk == op->key.chunk) {
@@ -345,6 +360,10 @@ static void cancel_one(struct net_node *n, struct net_op *op)
         c->rop = NULL;
         c->sink = SINK_DISCARD;
         break;
+    case W_PARTIAL:
+        if (!c) return; /* cannot be: conn_drop fails a half-written frame */
+        tx_claim(c);    /* now at the head of the write queue */
+        /* fall through */
     case W_WQ:
         if (op->off > 0) {
             /* Half written: the rest of the frame must still go out, from a copy. */
@@ -427,6 +446,7 @@ static void do_shutdown(struct net_node *n)
     for (struct peer *pr = peers_head(n); pr; pr = pr->next) {
         pr->connecting = 0;
         if (pr->retry_ev) event_del(pr->retry_ev);
+        posted_take(n, pr);
         fail_list(n, &pr->recvq, NET_CLOSED, "node is shutting down");
         if (!pr->conn || pr->conn->state != CS_READY)
             fail_list(n, &pr->sendq, NET_CLOSED, "node is shutting down");
@@ -468,6 +488,7 @@ static void wake_cb(int fd, short what, void *arg)
         struct cmd *next = q->next;
         switch (q->kind) {
         case CMD_SEND: do_send(n, q->op); break;
+        case CMD_FLUSH: do_flush(q->pr); break;
         case CMD_RECV: do_recv(n, q->op); break;
         case CMD_CANCEL: do_cancel(n, q->op); break;
         case CMD_CONNECT: do_connect(n, q); break;
@@ -526,6 +547,7 @@ void *loop_main(void *arg)
     while (n->conns) conn_free(n->conns);
     for (struct peer *pr = peers_head(n); pr; pr = pr->next) {
         fail_list(n, &pr->sendq, NET_CLOSED, "node is shutting down");
+        posted_take(n, pr);
         fail_list(n, &pr->recvq, NET_CLOSED, "node is shutting down");
         if (pr->retry_ev) event_free(pr->retry_ev);
         pr->retry_ev = NULL;

@@ -40,6 +40,14 @@ static inline uint64_t net_get64(const uint8_t *p)
     return v;
 }
 
+/* Monotonic nanoseconds. */
+static inline int64_t net_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Monotonic milliseconds. */
 static inline int64_t net_now_ms(void)
 {

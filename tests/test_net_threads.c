@@ -1,0 +1,275 @@
+/* test_net_threads.c — CUnit suite for the transport's shortcuts around the
+ * network thread: sends written to the socket by the posting thread (direct
+ * writes, also half-written ones the network thread finishes), receives posted
+ * without waking it, and waiters sleeping on the op itself. These race with
+ * the network thread's own writes (heartbeats, queued sends) and with its
+ * decisions to buffer or pause, so the tests run many threads and many
+ * messages and check every byte; a lost wake-up shows as a timeout, an
+ * interleaved write as a checksum or framing error. SIGPIPE keeps its
+ * default action here: a write to a reset connection must not kill the
+ * process. No timing thresholds. */
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "net/net_internal.h"
+#include "tests/net_fixture.h"
+#include "tests/tests.h"
+
+/* --- several threads sending to one peer ----------------------------------- */
+#define NSEND 4
+#define PER_THREAD 150
+#define MAXLEN (3 << 20)
+
+static size_t msg_len(int t, int i)
+{
+    uint64_t x = (uint64_t)(t * 7919 + i) * 0x9E3779B97F4A7C15ull;
+    /* mostly small (direct), some larger than a socket buffer (partial) */
+    return (x >> 40) % 8 == 0 ? (size_t)((x >> 20) % MAXLEN) : (size_t)((x >> 20) % 3000);
+}
+
+struct sender {
+    struct net_node *node;
+    net_peer_id to;
+    int t, bad;
+    uint8_t *buf[PER_THREAD];
+};
+
+static void *sender_main(void *arg)
+{
+    struct sender *s = arg;
+    char err[NET_ERR_LEN];
+    struct net_op *ops[PER_THREAD] = { 0 };
+    for (int i = 0; i < PER_THREAD; i++) {
+        size_t n = msg_len(s->t, i);
+        s->buf[i] = malloc(n + 1);
+        fill(s->buf[i], n, (uint32_t)(s->t * 100000 + i));
+        net_key k = { (uint16_t)(40 + s->t), (uint64_t)i, 0, 0 };
+        if (net_send(s->node, s->to, k, s->buf[i], n, 20000, &ops[i], err) != NET_OK) {
+            fprintf(stderr, "\n  sender %d message %d: %s\n", s->t, i, err);
+            s->bad++;
+        }
+        if (i % 16 == 15) usleep(200); /* let heartbeats and queued writes cut in */
+    }
+    for (int i = 0; i < PER_THREAD; i++) {
+        if (ops[i] && net_wait(ops[i], 30000, err) != NET_OK) s->bad++;
+        net_op_free(ops[i]);
+        free(s->buf[i]);
+    }
+    return NULL;
+}
+
+struct receiver {
+    struct net_node *node;
+    net_peer_id from;
+    int t, bad;
+};
+
+/* One receiver per sender, posting one receive at a time (so most are posted
+ * without a wake-up and some arrive first). */
+static void *receiver_main(void *arg)
+{
+    struct receiver *r = arg;
+    char err[NET_ERR_LEN];
+    uint8_t *want = malloc(MAXLEN), *got = malloc(MAXLEN);
+    for (int i = 0; i < PER_THREAD; i++) {
+        size_t n = msg_len(r->t, i);
+        uint64_t len = 0;
+        net_key k = { (uint16_t)(40 + r->t), (uint64_t)i, 0, 0 };
+        int st = net_recv(r->node, r->from, k, got, MAXLEN, &len, 30000, err);
+        fill(want, n, (uint32_t)(r->t * 100000 + i));
+        if (st != NET_OK || len != n || memcmp(want, got, n)) {
+            if (r->bad++ < 3)
+                fprintf(stderr, "\n  receiver %d message %d: %s\n", r->t, i,
+                        st != NET_OK ? err : "wrong length or content");
+        }
+    }
+    free(want);
+    free(got);
+    return NULL;
+}
+
+static void concurrent_senders(int direct_write)
+{
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    ca.heartbeat_ms = cb.heartbeat_ms = 5; /* the network thread writes often too */
+    ca.direct_write = cb.direct_write = direct_write;
+    struct net_node *a, *b;
+    pair_cfg(&a, &b, &ca, &cb);
+    struct sender s[NSEND];
+    struct receiver r[NSEND];
+    pthread_t ts[NSEND], tr[NSEND];
+    for (int t = 0; t < NSEND; t++) {
+        s[t] = (struct sender){ .node = b, .to = ca.self, .t = t };
+        r[t] = (struct receiver){ .node = a, .from = cb.self, .t = t };
+        pthread_create(&tr[t], NULL, receiver_main, &r[t]);
+        pthread_create(&ts[t], NULL, sender_main, &s[t]);
+    }
+    int bad = 0;
+    for (int t = 0; t < NSEND; t++) {
+        pthread_join(ts[t], NULL);
+        pthread_join(tr[t], NULL);
+        bad += s[t].bad + r[t].bad;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    char err[NET_ERR_LEN];
+    CU_ASSERT_EQUAL(net_peer_status(a, cb.self, err), NET_OK);
+    net_stats st;
+    ST(net_peer_stats(b, ca.self, &st), NET_OK);
+    CU_ASSERT_EQUAL(st.frames_tx, NSEND * PER_THREAD);
+    printf("\n  %d frames: %llu written by the posting thread, %llu started by it, rest queued\n",
+           NSEND * PER_THREAD, (unsigned long long)st.direct_tx,
+           (unsigned long long)st.direct_partial);
+    if (direct_write) {
+        CU_ASSERT(st.direct_tx > 0); /* the shortcut is really taken */
+    } else {
+        CU_ASSERT_EQUAL(st.direct_tx + st.direct_partial, 0);
+    }
+    net_node_free(a);
+    net_node_free(b);
+}
+static void test_concurrent_direct(void) { concurrent_senders(1); }
+static void test_concurrent_queued(void) { concurrent_senders(0); }
+
+/* --- a half-written direct send ------------------------------------------- */
+/* The receiver is not reading, so the posting thread's write stops part-way;
+ * a small send after it must queue behind the rest, and a cancelled one must
+ * still arrive whole (the rest goes from a copy). */
+static void test_partial_direct_then_more(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    cb.max_unclaimed = 1 << 20; /* b pauses reading at the big frame */
+    struct net_node *a, *b;
+    pair_cfg(&a, &b, &ca, &cb);
+    enum { BIG = 48 << 20 };
+    uint8_t *big = malloc(BIG), *orig = malloc(BIG), *got = malloc(BIG), *big3 = malloc(BIG);
+    uint8_t small[100];
+    fill(big, BIG, 5);
+    fill(big3, BIG, 7);
+    memcpy(orig, big, BIG);
+    fill(small, sizeof small, 6);
+    struct net_op *s1, *s2, *s3;
+    ST(net_send(a, cb.self, (net_key){ 50, 1, 0, 0 }, big, BIG, 1000, &s1, err), NET_OK);
+    ST(net_send(a, cb.self, (net_key){ 50, 2, 0, 0 }, small, sizeof small, 1000, &s2, err), NET_OK);
+    ST(net_send(a, cb.self, (net_key){ 50, 3, 0, 0 }, big3, BIG, 1000, &s3, err), NET_OK);
+    CU_ASSERT_EQUAL(net_op_test(s1, err), NET_PENDING);
+    net_op_free(s1); /* cancelled while half on the wire */
+    memset(big, 0xEE, BIG); /* the transport must not read it any more */
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 50, 1, 0, 0 }, got, BIG, &n, 10000, err), NET_OK);
+    CU_ASSERT(n == BIG && memcmp(got, orig, BIG) == 0);
+    CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 50, 2, 0, 0 }, got, BIG, &n, 10000, err), NET_OK);
+    CU_ASSERT(n == sizeof small && memcmp(got, small, sizeof small) == 0);
+    CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 50, 3, 0, 0 }, got, BIG, &n, 10000, err), NET_OK);
+    CU_ASSERT(n == BIG && memcmp(got, big3, BIG) == 0);
+    CU_ASSERT_EQUAL(net_wait(s3, 10000, err), NET_OK);
+    net_stats st;
+    ST(net_peer_stats(a, cb.self, &st), NET_OK);
+    CU_ASSERT(st.direct_partial >= 1);
+    net_op_free(s2);
+    net_op_free(s3);
+    free(big); free(orig); free(got); free(big3);
+    net_node_free(a);
+    net_node_free(b);
+}
+
+/* --- receives posted while reading pauses and resumes ---------------------- */
+#define NSTREAM 3000
+struct stream { struct net_node *node; net_peer_id to; int bad; };
+
+static void *stream_sender(void *arg)
+{
+    struct stream *s = arg;
+    char err[NET_ERR_LEN];
+    uint8_t buf[8192];
+    for (int i = 0; i < NSTREAM; i++) {
+        size_t n = 1 + (size_t)(i * 131) % sizeof buf;
+        fill(buf, n, (uint32_t)i);
+        /* net_send's buffer must stay put until the op completes */
+        struct net_op *op;
+        if (net_send(s->node, s->to, (net_key){ 60, 0, 0, 0 }, buf, n, 30000, &op, err) != NET_OK ||
+            net_wait(op, 30000, err) != NET_OK) {
+            if (s->bad++ < 3) fprintf(stderr, "\n  stream send %d: %s\n", i, err);
+        }
+        net_op_free(op);
+    }
+    return NULL;
+}
+
+/* The consumer is sometimes ahead (its receives wait, posted without a
+ * wake-up) and sometimes far behind (messages pile up unclaimed until reading
+ * pauses at a 32 KiB limit); every receive posted while the network thread
+ * decides to buffer or to pause must still be found. One key: order counts. */
+static void test_post_while_pausing(void)
+{
+    net_config ca, cb;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    cb.max_unclaimed = 32 << 10;
+    struct net_node *a, *b;
+    pair_cfg(&a, &b, &ca, &cb);
+    struct stream s = { .node = a, .to = cb.self };
+    pthread_t t;
+    pthread_create(&t, NULL, stream_sender, &s);
+    char err[NET_ERR_LEN];
+    uint8_t want[8192], got[8192];
+    int bad = 0;
+    uint64_t rs = 99;
+    for (int i = 0; i < NSTREAM; i++) {
+        rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+        if (rs % 50 == 0) usleep((useconds_t)(rs % 3000)); /* fall behind now and then */
+        size_t n = 1 + (size_t)(i * 131) % sizeof want;
+        uint64_t len = 0;
+        int st = net_recv(b, ca.self, (net_key){ 60, 0, 0, 0 }, got, sizeof got, &len, 30000, err);
+        fill(want, n, (uint32_t)i);
+        if (st != NET_OK || len != n || memcmp(want, got, n)) {
+            if (bad++ < 3) fprintf(stderr, "\n  stream receive %d: %s\n", i,
+                                   st != NET_OK ? err : "wrong length or content");
+            if (st == NET_TIMEOUT) break; /* a lost wake-up: the rest would time out too */
+        }
+    }
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(bad + s.bad, 0);
+    net_stats st;
+    ST(net_peer_stats(b, ca.self, &st), NET_OK);
+    printf("\n  unclaimed peak %llu bytes (limit %d)\n", (unsigned long long)st.unclaimed_max,
+           32 << 10);
+    CU_ASSERT(st.unclaimed_max <= 32 << 10);
+    net_node_free(a);
+    net_node_free(b);
+}
+
+/* --- a write to a connection the peer closed --------------------------------- */
+/* Every write the transport makes goes through net_sendv. On a socket whose
+ * peer is gone it must fail with EPIPE, not raise SIGPIPE, which would kill the
+ * whole stage (this suite leaves SIGPIPE at its default action). */
+static void test_write_after_close(void)
+{
+    int sv[2];
+    ST(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[1]);
+    uint8_t b[64] = { 0 };
+    struct iovec iov = { b, sizeof b };
+    errno = 0;
+    ssize_t w = net_sendv(sv[0], &iov, 1);
+    CU_ASSERT_EQUAL(w, -1);
+    CU_ASSERT_EQUAL(errno, EPIPE); /* and we are still alive to check it */
+    close(sv[0]);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "4 threads sending, direct writes", test_concurrent_direct },
+        { "4 threads sending, network thread writes", test_concurrent_queued },
+        { "half-written direct send, then more", test_partial_direct_then_more },
+        { "receives posted while reading pauses", test_post_while_pausing },
+        { "write to a closed socket: EPIPE, no SIGPIPE", test_write_after_close },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("net_threads", tests);
+}
