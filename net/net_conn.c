@@ -387,6 +387,7 @@ static int start_user_payload(struct conn *c)
                 return conn_fatal(c, "out of memory for a received message");
             op->len = c->h.len;
             op->crc = c->h.crc;
+            op->crc_run = 0;
             op->off = 0;
             op->where = W_READING;
             c->rop = op;
@@ -484,7 +485,18 @@ static int on_payload_done(struct conn *c)
     struct net_node *n = c->node;
     c->rstate = RS_HDR;
     c->big = c->h.len >= 65536;
-    if (c->sink == SINK_CTL) return on_ctl_frame(c);
+    if (c->sink == SINK_CTL) {
+        uint32_t got = net_crc32c(0, c->ctl, c->ctl_len);
+        if (got != c->h.crc) {
+            char msg[NET_ERR_LEN];
+            net_seterr(msg, "checksum mismatch on a control frame (type %u) from %s (%s): "
+                       "CRC32C 0x%08" PRIx32 " in the frame, 0x%08" PRIx32 " computed",
+                       (unsigned)c->h.type, c->pr ? c->pr->name : "unidentified peer", c->addr,
+                       c->h.crc, got);
+            return conn_fatal(c, msg);
+        }
+        return on_ctl_frame(c);
+    }
     struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     c->rop = NULL;
     if (op && op->kind == OP_RECV) {
@@ -500,11 +512,19 @@ static int on_payload_done(struct conn *c)
     return 0;
 }
 
+/* n bytes of the payload just landed at op->rbuf + op->off: checksum them now,
+ * while they are in cache, rather than in another pass over the whole buffer. */
+static void landed(struct net_op *op, uint64_t n)
+{
+    op->crc_run = net_crc32c(op->crc_run, op->rbuf + op->off, n);
+    op->off += n;
+}
+
 static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
 {
     if (c->sink == SINK_OP && c->rop) {
         memcpy(c->rop->rbuf + c->rop->off, src, len);
-        c->rop->off += len;
+        landed(c->rop, len);
     } else if (c->sink == SINK_CTL) {
         memcpy(c->ctl + c->ctl_len, src, len);
         c->ctl_len += len;
@@ -544,8 +564,11 @@ static ssize_t read_some(struct conn *c, int *drained)
         uint8_t *dst = op->rbuf + op->off;
         if (c->evb) {
             r = evbuffer_read(c->evb, c->fd, c->rleft > INT_MAX ? INT_MAX : (int)c->rleft);
-            if (r > 0) evbuffer_remove(c->evb, dst, (size_t)r);
-            if (r > 0) { op->off += (uint64_t)r; c->rleft -= (uint64_t)r; }
+            if (r > 0) {
+                evbuffer_remove(c->evb, dst, (size_t)r);
+                landed(op, (uint64_t)r);
+                c->rleft -= (uint64_t)r;
+            }
         } else {
             /* The rest of this payload lands in place; whatever follows (the
              * next header, small frames) lands in the staging buffer. */
@@ -554,7 +577,7 @@ static ssize_t read_some(struct conn *c, int *drained)
             r = readv(c->fd, iov, 2);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
-                op->off += in;
+                landed(op, in);
                 c->rleft -= in;
                 c->rpos = 0;
                 c->rlen = (size_t)((uint64_t)r - in);

@@ -48,6 +48,8 @@ struct net_op {
     uint8_t *rbuf;                /* receive destination */
     uint64_t cap, len, off;       /* capacity; payload length; progress */
     uint32_t crc;                 /* payload CRC32C: computed (send) or announced (receive) */
+    uint32_t crc_run;             /* receive: CRC32C of the bytes that arrived, computed by the
+                                     network thread as they land (while still in cache) */
     int own;                      /* rbuf / sbuf malloc'd by the transport */
     int verify;                   /* receive whose CRC has not been checked yet */
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
