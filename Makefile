@@ -12,8 +12,8 @@
 #   make bench      deps + build + benchmarks
 #   make clean
 
-DEBS := libevent-dev libopenblas-dev libjansson-dev libcunit1-dev pkg-config libssl-dev
-PKGS := libevent libevent_pthreads jansson openblas libcrypto
+DEBS := libevent-dev libopenblas-dev libjansson-dev libcunit1-dev pkg-config libssl-dev libisal-dev
+PKGS := libevent libevent_pthreads jansson openblas libcrypto libisal
 
 CC      ?= cc
 BUILD   ?= build

@@ -202,12 +202,10 @@ int net_secret_load(const char *path, const char *env, uint8_t *buf, size_t cap,
                     char err[NET_ERR_LEN]);
 
 /* CRC32C (Castagnoli) of len bytes, continuing from crc (start with 0).
- * Uses the SSE4.2 instruction when the CPU has it (checked at run time). */
+ * ISA-L's crc32_iscsi: AVX-512/PCLMULQDQ folding, the SSE4.2 crc32
+ * instruction or a table, whichever the CPU runs (checked at run time). */
 uint32_t net_crc32c(uint32_t crc, const void *buf, size_t len);
-/* The portable table version, and the hardware version (only call the latter
- * when net_crc32c_hw_available() returns 1). Both give identical results. */
+/* The same with this project's portable table code: the tests' reference. */
 uint32_t net_crc32c_sw(uint32_t crc, const void *buf, size_t len);
-uint32_t net_crc32c_hw(uint32_t crc, const void *buf, size_t len);
-int net_crc32c_hw_available(void);
 
 #endif
