@@ -87,7 +87,7 @@ static int get_all(int fd, void *p, size_t n)
     return 0;
 }
 
-struct plain_job { int fd; size_t size, count; uint8_t *buf; int rc; };
+struct plain_job { int fd; size_t size, count, window; uint8_t **bufs; int rc; };
 
 static void *plain_recv_thread(void *arg)
 {
@@ -95,10 +95,57 @@ static void *plain_recv_thread(void *arg)
     for (size_t i = 0; i < j->count && j->rc == 0; i++) {
         uint64_t len;
         if (get_all(j->fd, &len, sizeof len) < 0 || len != j->size ||
-            get_all(j->fd, j->buf, j->size) < 0)
+            get_all(j->fd, j->bufs[i % j->window], j->size) < 0)
             j->rc = -1;
     }
     return NULL;
+}
+
+/* The largest send and receive buffers the kernel gives a TCP socket
+ * (net.ipv4.tcp_wmem / tcp_rmem, third field): how far a plain sender can run
+ * ahead of its receiver. */
+static size_t kernel_tcp_max(const char *path, size_t fallback)
+{
+    FILE *f = fopen(path, "r");
+    unsigned long a, b, c;
+    int ok = f && fscanf(f, "%lu %lu %lu", &a, &b, &c) == 3;
+    if (f) fclose(f);
+    return ok ? (size_t)c : fallback;
+}
+
+/* How many receive buffers the receivers rotate through. The transport's
+ * receiver keeps that many receives posted and its sender never runs ahead of
+ * them; the plain sender runs ahead as far as the kernel's socket buffers let
+ * it. So the window covers the message being received plus those buffers'
+ * worth (1 + 36 MiB / size here), and the plain receiver rotates through as
+ * many buffers, so that both touch the same memory. (A window of 2 x 16 MiB
+ * cost the transport 10-15% at 16 MiB against the plain pair's 36 MiB of
+ * kernel buffering; with one buffer the plain pair kept its messages in the
+ * 32 MiB L3 cache.) */
+static size_t window_for(size_t size)
+{
+    static size_t ahead;
+    if (!ahead)
+        ahead = kernel_tcp_max("/proc/sys/net/ipv4/tcp_wmem", 4u << 20) +
+                kernel_tcp_max("/proc/sys/net/ipv4/tcp_rmem", 6u << 20);
+    size_t window = 1 + (ahead + size - 1) / size;
+    return window < 2 ? 2 : window > 64 ? 64 : window;
+}
+
+static uint8_t **alloc_bufs(size_t window, size_t size)
+{
+    uint8_t **bufs = calloc(window, sizeof *bufs);
+    for (size_t w = 0; w < window; w++) {
+        bufs[w] = malloc(size);
+        memset(bufs[w], 0, size); /* resident before the clock starts, like a reused tensor */
+    }
+    return bufs;
+}
+
+static void free_bufs(uint8_t **bufs, size_t window)
+{
+    for (size_t w = 0; w < window; w++) free(bufs[w]);
+    free(bufs);
 }
 
 /* Bytes per second of a blocking sender/receiver pair, 8-byte length prefix. */
@@ -106,10 +153,10 @@ static double plain_throughput(size_t size, size_t count, double *cpu_per_gb)
 {
     int s, r;
     if (tcp_pair(&s, &r) < 0) return 0;
-    uint8_t *src = malloc(size), *dst = malloc(size);
+    size_t window = window_for(size);
+    uint8_t *src = malloc(size), **bufs = alloc_bufs(window, size);
     memset(src, 1, size);
-    memset(dst, 0, size);
-    struct plain_job j = { r, size, count, dst, 0 };
+    struct plain_job j = { r, size, count, window, bufs, 0 };
     pthread_t t;
     double t0 = now_s(), c0 = cpu_s();
     pthread_create(&t, NULL, plain_recv_thread, &j);
@@ -123,7 +170,7 @@ static double plain_throughput(size_t size, size_t count, double *cpu_per_gb)
     close(s);
     close(r);
     free(src);
-    free(dst);
+    free_bufs(bufs, window);
     return j.rc == 0 ? (double)size * (double)count / dt : 0;
 }
 
@@ -147,7 +194,7 @@ static double plain_rtt(void)
 {
     int s, r;
     if (tcp_pair(&s, &r) < 0) return 0;
-    struct plain_job j = { r, RTT_BYTES, RTT_ITERS + 100, NULL, 0 };
+    struct plain_job j = { r, RTT_BYTES, RTT_ITERS + 100, 1, NULL, 0 };
     pthread_t t;
     pthread_create(&t, NULL, plain_echo_thread, &j);
     static double us[RTT_ITERS];
@@ -263,15 +310,9 @@ static double net_throughput(int read_mode, size_t size, size_t count, double *r
     struct net_node *a, *b;
     char err[NET_ERR_LEN];
     if (node_pair(read_mode, &a, &b) < 0) return 0;
-    size_t window = (32u << 20) / size;
-    window = window < 2 ? 2 : window > 64 ? 64 : window;
-    uint8_t *src = calloc(1, size);
+    size_t window = window_for(size);
+    uint8_t *src = calloc(1, size), **bufs = alloc_bufs(window, size);
     struct net_op **ops = calloc(window, sizeof *ops);
-    uint8_t **bufs = calloc(window, sizeof *bufs);
-    for (size_t w = 0; w < window; w++) {
-        bufs[w] = malloc(size);
-        memset(bufs[w], 0, size); /* resident before the clock starts, like a reused tensor */
-    }
     memset(src, 1, size);
     struct net_job j = { .node = b, .size = size, .count = count, .window = window,
                          .bufs = bufs };
@@ -303,11 +344,8 @@ static double net_throughput(int read_mode, size_t size, size_t count, double *r
     net_stats st;
     net_peer_stats(b, net_stage_id(0, 0), &st);
     *reads_per_mib = (double)st.read_calls / ((double)size * (double)count / (1 << 20));
-    for (size_t w = 0; w < window; w++) {
-        net_op_free(ops[w]);
-        free(bufs[w]);
-    }
-    free(bufs);
+    for (size_t w = 0; w < window; w++) net_op_free(ops[w]);
+    free_bufs(bufs, window);
     free(ops);
     free(src);
     net_node_free(a);
@@ -413,6 +451,10 @@ static void print_table(const struct result *r, int mib, int trials)
     printf("targets: throughput ratio >= 0.90 at 1 MiB and above; round-trip ratio <= 2.0\n");
     printf("reads/MiB: read calls on the receiving socket, direct / through evbuffer_read\n");
     printf("CPU s/GB: CPU time of the whole process per GB moved, plain / pipetrain\n");
+    printf("receive buffers (receives the transport keeps posted; the plain receiver rotates "
+           "through as many):");
+    for (int i = 0; i < NSIZES; i++) printf(" %zu", window_for(sizes[i]));
+    printf("\n");
 }
 
 static void print_json(const struct result *r, int mib, int trials)
