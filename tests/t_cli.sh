@@ -90,6 +90,15 @@ printf 'X' | dd of="$tmp/ck/stage-0.safetensors" bs=1 seek=5000 conv=notrunc 2>/
 expect_bad "checkpoint with a flipped byte" "SHA-256 mismatch" "$P" eval "$tmp/ck" --data "$CORPUS"
 rm "$tmp/ck/COMPLETE"
 expect_bad "checkpoint without its marker" "incomplete" "$P" eval "$tmp/ck" --data "$CORPUS"
+# bench net runs each of its paths once (timings are not judged here)
+"$P" bench net --json --trials 1 --mib 64 --size 65536 >"$tmp/bn.json" 2>"$tmp/bn.err"
+check "bench net (64 KiB, every variant) exits 0" "[ $? -eq 0 ] || cat $tmp/bn.err"
+check "bench net --json: all three variants moved data" \
+    "grep -q '\"bytes\":65536,\"plain_Bps\":[1-9][0-9]*,\"pipetrain_Bps\":[1-9][0-9]*,\"ratio\":[0-9.]*,\"evbuffer_Bps\":[1-9]' $tmp/bn.json"
+"$P" bench net --json --trials 1 --variant rtt >"$tmp/bn.json" 2>"$tmp/bn.err"
+check "bench net round trips exit 0" "[ $? -eq 0 ] || cat $tmp/bn.err"
+check "bench net --json: both placements measured" \
+    "grep -q '\"round_trip\":{.*\"pipetrain_us\":[1-9].*\"round_trip_one_cpu\":{\"plain_us\":[1-9][0-9.]*,\"pipetrain_us\":[1-9]' $tmp/bn.json"
 for c in run check eval sample export bench; do
     check "$c --help exits 0" "'$P' $c --help >/dev/null 2>&1"
 done
