@@ -1,8 +1,8 @@
-/* net_conn.c — one TCP connection on the network thread: the hello and
- * authentication exchange, reading frames (bulk payloads straight into the
- * receiver's buffer with readv, bypassing libevent's 4 KiB evbuffer_read clamp),
- * backpressure (reading pauses while nobody claims buffered messages), writing
- * queued frames with writev without copying, and closing with a reason.
+/* net_conn.c — one TCP connection on the network thread: reading frames (bulk
+ * payloads straight into the receiver's buffer with readv, bypassing libevent's
+ * 4 KiB evbuffer_read clamp, checksummed as they land), backpressure (reading
+ * pauses while nobody claims buffered messages), and closing with a reason.
+ * Writing is in net_tx.c.
  * The hello/proof exchange is in net_handshake.c; when to connect or retry is
  * net_loop.c's business. Nothing here blocks. */
 #include <errno.h>
@@ -19,9 +19,8 @@
 
 #include "net/net_internal.h"
 
-/* Bytes per callback before the loop gets back to other sockets and to its
- * timers (heartbeats must go out even while a huge frame streams in). */
-#define WRITE_BUDGET (4u << 20)
+/* Bytes per read callback before the loop gets back to other sockets and to
+ * its timers (heartbeats must go out even while a huge frame streams in). */
 #define READ_BUDGET (4u << 20)
 #define DIRECT_MIN 4096          /* payload remainder worth a read straight into place */
 
@@ -65,15 +64,8 @@ void conn_set_read(struct conn *c, int on)
     c->rev_on = on;
 }
 
-static void set_write(struct conn *c, int on)
-{
-    if (on && !c->wev_on) event_add(c->wev, NULL);
-    if (!on && c->wev_on) event_del(c->wev);
-    c->wev_on = on;
-}
-
 /* Closes the socket and fails what is still in flight on it with status/reason. */
-static void conn_drop(struct conn *c, int status, const char *reason)
+void conn_drop(struct conn *c, int status, const char *reason)
 {
     struct net_node *n = c->node;
     tx_claim(c); /* no thread may write to the socket from now on */
@@ -164,142 +156,6 @@ int conn_fatal(struct conn *c, const char *reason)
     c->close_at = net_now_ms() + 200;
     conn_enqueue(c, ef);
     return -1;
-}
-
-/* --- writing --------------------------------------------------------------- */
-
-int frame_iov(const struct net_op *op, struct iovec *iov)
-{
-    int cnt = 0;
-    if (op->off < NET_HDR_LEN)
-        iov[cnt++] = (struct iovec){ (void *)(op->hdr + op->off), NET_HDR_LEN - op->off };
-    uint64_t start = op->off > NET_HDR_LEN ? op->off - NET_HDR_LEN : 0;
-    if (op->len > start) iov[cnt++] = (struct iovec){ (void *)(op->sbuf + start), op->len - start };
-    return cnt;
-}
-
-ssize_t net_sendv(int fd, struct iovec *iov, int cnt)
-{
-    /* a peer that reset the connection gives EPIPE, not a SIGPIPE that would
-     * kill the whole process */
-    struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-    return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
-void tx_claim(struct conn *c)
-{
-    struct peer *pr = c->pr;
-    struct net_op *op = NULL;
-    if (!pr) return;
-    pthread_mutex_lock(&pr->txlk);
-    if (pr->tx_conn == c) pr->tx_conn = NULL;
-    if (pr->tx_partial && pr->tx_pconn == c) {
-        op = pr->tx_partial;
-        pr->tx_partial = NULL;
-        pr->tx_pconn = NULL;
-    }
-    pthread_mutex_unlock(&pr->txlk);
-    if (op) {
-        /* the socket's write queue was empty when it went out, and every push
-         * since claimed first: it is the head */
-        op->where = W_WQ;
-        list_push(&c->wq, op);
-    }
-}
-
-/* The write queue is empty: let posting threads write to the socket directly. */
-static void tx_open(struct conn *c)
-{
-    struct peer *pr = c->pr;
-    if (c->state != CS_READY || !pr || pr->conn != c || !c->node->cfg.direct_write) return;
-    pthread_mutex_lock(&pr->txlk);
-    if (!pr->tx_partial) pr->tx_conn = c;
-    pthread_mutex_unlock(&pr->txlk);
-}
-
-/* Writes queued frames until the socket is full or the queue is empty.
- * Returns -1 when the connection was closed (c is freed). */
-int conn_write_now(struct conn *c)
-{
-    struct net_node *n = c->node;
-    size_t budget = WRITE_BUDGET;
-    if (c->state == CS_CONNECTING) return 0;
-    while (c->wq.head && budget) {
-        struct iovec iov[64];
-        int cnt = 0;
-        for (struct net_op *op = c->wq.head; op && cnt < 62; op = op->next)
-            cnt += frame_iov(op, iov + cnt);
-        ssize_t w = net_sendv(c->fd, iov, cnt);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-            char msg[NET_ERR_LEN];
-            net_seterr(msg, "writing to %s (%s): %s", c->pr ? c->pr->name : "peer",
-                     c->addr, strerror(errno));
-            conn_fail(c, NET_DEAD, msg);
-            return -1;
-        }
-        c->last_tx = net_now_ms();
-        budget = (size_t)w >= budget ? 0 : budget - (size_t)w;
-        uint64_t left = (uint64_t)w;
-        while (c->wq.head) {
-            struct net_op *op = c->wq.head;
-            uint64_t total = NET_HDR_LEN + op->len, take = total - op->off;
-            if (take > left) take = left;
-            op->off += take;
-            left -= take;
-            if (op->off < total) break;
-            list_remove(&c->wq, op);
-            op_complete(n, op, NET_OK, NULL);
-        }
-    }
-    if (c->wq.head) {
-        set_write(c, 1);
-        return 0;
-    }
-    set_write(c, 0);
-    if (c->state == CS_CLOSING) {
-        conn_drop(c, NET_DEAD, "closed after an error");
-        loop_maybe_finish(n);
-        return -1;
-    }
-    if (loop_maybe_finish(n)) return -1;
-    tx_open(c);
-    return 0;
-}
-
-void conn_write(struct conn *c) { conn_write_now(c); }
-
-int conn_enqueue(struct conn *c, struct net_op *op)
-{
-    tx_claim(c);
-    op->where = W_WQ;
-    list_push(&c->wq, op);
-    /* when the write event is on the socket is full: the event will come */
-    return c->wev_on ? 0 : conn_write_now(c);
-}
-
-void conn_write_cb(int fd, short what, void *arg)
-{
-    struct conn *c = arg;
-    (void)fd; (void)what;
-    if (c->state == CS_CONNECTING) {
-        int e = 0;
-        socklen_t sl = sizeof e;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &sl);
-        if (e) {
-            conn_fail(c, NET_DEAD, strerror(e));
-            return;
-        }
-        set_write(c, 0);
-        conn_start(c);
-        return;
-    }
-    /* The socket was full and has drained: the peer's kernel is acknowledging
-     * our bytes, which proves it alive even if it is too busy reading a long
-     * frame from us to send a heartbeat. */
-    c->last_rx = net_now_ms();
-    conn_write_now(c);
 }
 
 /* --- reading --------------------------------------------------------------- */

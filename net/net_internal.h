@@ -1,7 +1,9 @@
-/* net_internal.h — private structures of net/, shared by net_node.c (the API
- * the compute threads call), net_loop.c (the network thread: commands, timers,
- * connecting, accepting), net_conn.c (one connection: reading into receive
- * buffers, writing frames) and net_handshake.c (hello and authentication). Not installed; not for other modules.
+/* net_internal.h — private structures of net/, shared by net_node.c and
+ * net_ops.c (the API the compute threads call: nodes and peers; operations),
+ * net_loop.c (the network thread: commands, timers, connecting, accepting),
+ * net_conn.c (one connection: reading into receive buffers), net_tx.c (writing
+ * frames) and net_handshake.c (hello and authentication). Not installed; not
+ * for other modules.
  *
  * Ownership: fields marked [lock] are read and written under node->lk by any
  * thread; fields marked [net] belong to the network thread alone; fields marked
@@ -184,15 +186,24 @@ struct net_node {
 
 /* net_node.c */
 struct peer *node_peer(struct net_node *n, net_peer_id id, int create); /* takes lk */
+struct peer *peer_locked(struct net_node *n, net_peer_id id, int create);
+int push_cmd_locked(struct net_node *n, struct cmd *c); /* 1: call wake_loop after unlocking */
+void wake_loop(struct net_node *n);
+void live_add_locked(struct net_node *n, struct net_op *op);
+void live_del_locked(struct net_node *n, struct net_op *op);
+int cv_wait(struct net_node *n, int64_t deadline);      /* ms, monotonic; < 0: forever */
+int64_t deadline_of(int timeout_ms);
 void node_log(struct net_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void op_complete(struct net_node *n, struct net_op *op, int status, const char *reason);
 void op_free_internal(struct net_op *op);
-void frame_received(struct net_node *n, struct peer *pr, uint64_t len, uint64_t read_calls,
-                    struct net_op *rop);
 void list_push(struct oplist *l, struct net_op *op);
 void list_remove(struct oplist *l, struct net_op *op);
 struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload, uint32_t len);
 int key_eq_hdr(const net_key *k, const net_hdr *h);
+
+/* net_ops.c */
+void op_complete(struct net_node *n, struct net_op *op, int status, const char *reason);
+void frame_received(struct net_node *n, struct peer *pr, uint64_t len, uint64_t read_calls,
+                    struct net_op *rop);
 void posted_take_locked(struct peer *pr); /* network thread, lk held: posted -> recvq */
 void posted_take(struct net_node *n, struct peer *pr);
 
@@ -208,19 +219,20 @@ int loop_listen(struct net_node *n, char err[NET_ERR_LEN]);
 struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr, const char *addr);
 void conn_start(struct conn *c);                 /* socket connected: send hello */
 void conn_fail(struct conn *c, int status, const char *reason);
-void conn_close_with(struct conn *c, uint16_t type, const char *reason);
 void conn_free(struct conn *c);
-void conn_write(struct conn *c);
+void conn_drop(struct conn *c, int status, const char *reason); /* close now; fail what is in flight */
+void conn_recv_posted(struct conn *c);           /* a receive was posted: resume if paused */
+void conn_read_cb(int fd, short what, void *arg);
+void conn_set_read(struct conn *c, int on);
+int conn_fatal(struct conn *c, const char *reason); /* tell the peer why, close; returns -1 */
+
+/* net_tx.c */
 int conn_write_now(struct conn *c);       /* -1: the connection was closed and freed */
 int conn_enqueue(struct conn *c, struct net_op *op);     /* -1: c was closed and freed */
+void conn_write_cb(int fd, short what, void *arg);
 void tx_claim(struct conn *c);            /* stop direct writes on c; queue its half-written frame */
 int frame_iov(const struct net_op *op, struct iovec *iov); /* unsent part of op's frame: 0-2 entries */
 ssize_t net_sendv(int fd, struct iovec *iov, int cnt);    /* sendmsg without SIGPIPE */
-void conn_recv_posted(struct conn *c);           /* a receive was posted: resume if paused */
-void conn_read_cb(int fd, short what, void *arg);
-void conn_write_cb(int fd, short what, void *arg);
-void conn_set_read(struct conn *c, int on);
-int conn_fatal(struct conn *c, const char *reason); /* tell the peer why, close; returns -1 */
 
 /* net_handshake.c */
 int conn_on_hello(struct conn *c);               /* the peer's hello is in c->ctl */
