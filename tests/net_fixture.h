@@ -1,10 +1,14 @@
 /* net_fixture.h — what the transport suites share: a log sink the tests can
  * search, node configs with short timeouts, a connected pair of nodes, seeded
- * payloads and a helper peer process. Header-only, static inline. */
+ * payloads, a helper peer process and a fake peer that speaks the protocol by
+ * hand. Header-only, static inline. */
 #ifndef TESTS_NET_FIXTURE_H
 #define TESTS_NET_FIXTURE_H
 
 #include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,6 +20,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "net/net_wire.h"
 
 static const char SECRET[] = "test-secret-0123456789abcdef";
 #define ST(a, b) CU_ASSERT_EQUAL_FATAL((a), (b))
@@ -144,6 +149,133 @@ static inline pid_t spawn_peer(int port, int stage, int *ready)
     if (!*ready) fprintf(stderr, "net_peer did not report ready (got '%s')\n", line);
     close(pfd[0]);
     return pid;
+}
+
+/* --- a fake peer speaking the protocol by hand over a blocking socket ------- */
+struct fake {
+    int fd;
+    net_peer_id id;
+    uint8_t mine[NET_HELLO_LEN], theirs[NET_HELLO_LEN], proof[NET_PROOF_LEN];
+};
+
+static inline int fake_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static inline void put_raw(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0) return;
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Sends a frame whose header announces len bytes and crc; payload (plen bytes) follows. */
+static inline void put_frame(int fd, uint16_t type, net_peer_id from, net_key k, uint64_t len,
+                      uint32_t crc, const void *payload, size_t plen)
+{
+    net_hdr h = { .version = NET_VERSION, .type = type, .sender = from, .step = k.step,
+                  .mb = k.mb, .chunk = k.chunk, .len = len, .crc = crc };
+    uint8_t b[NET_HDR_LEN];
+    net_hdr_encode(b, &h);
+    put_raw(fd, b, sizeof b);
+    if (plen) put_raw(fd, payload, plen);
+}
+
+static inline int get_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n) {
+        ssize_t r = recv(fd, b, n, 0);
+        if (r <= 0) return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Reads one frame (payload up to cap bytes, NUL-terminated); -1 on EOF or error. */
+static inline int get_frame(int fd, net_hdr *h, uint8_t *buf, size_t cap)
+{
+    uint8_t b[NET_HDR_LEN];
+    char err[NET_ERR_LEN];
+    if (get_all(fd, b, sizeof b) < 0 || net_hdr_decode(b, h, cap - 1, err) != NET_OK) return -1;
+    if (get_all(fd, buf, h->len) < 0) return -1;
+    buf[h->len] = 0;
+    return 0;
+}
+
+/* Connects as f->id. With replay set, sends f->mine and f->proof as recorded
+ * instead of fresh ones. Returns 0 once both proofs went out and the node's
+ * proof verified; the node may still refuse ours (see expect_error). */
+static inline int fake_handshake(struct fake *f, int port, const char *secret, int replay)
+{
+    net_hdr h;
+    uint8_t buf[512];
+    char err[NET_ERR_LEN];
+    f->fd = fake_open(port);
+    if (f->fd < 0) return -1;
+    if (!replay) {
+        net_hello me = { .version = NET_VERSION, .id = f->id, .run_id = 7 };
+        memset(me.topo_hash, 0xAB, NET_HASH_LEN);
+        net_random(me.nonce, NET_NONCE_LEN);
+        net_hello_encode(f->mine, &me);
+    }
+    put_frame(f->fd, NET_T_HELLO, f->id, (net_key){ 0 }, NET_HELLO_LEN,
+              net_crc32c(0, f->mine, NET_HELLO_LEN), f->mine, NET_HELLO_LEN);
+    if (get_frame(f->fd, &h, buf, sizeof buf) < 0 || h.type != NET_T_HELLO) return -1;
+    memcpy(f->theirs, buf, NET_HELLO_LEN);
+    if (!replay)
+        net_auth_proof(f->proof, (const uint8_t *)secret, strlen(secret), f->mine, f->theirs);
+    put_frame(f->fd, NET_T_AUTH, f->id, (net_key){ 0 }, NET_PROOF_LEN,
+              net_crc32c(0, f->proof, NET_PROOF_LEN), f->proof, NET_PROOF_LEN);
+    if (get_frame(f->fd, &h, buf, sizeof buf) < 0 || h.type != NET_T_AUTH) return -1;
+    return net_auth_verify(buf, h.len, (const uint8_t *)SECRET, strlen(SECRET), f->theirs,
+                           f->mine, err) == NET_OK ? 0 : -1;
+}
+
+/* Reads frames until an error frame containing what arrives, or EOF. 1 if found. */
+static inline int expect_error(int fd, const char *what)
+{
+    net_hdr h;
+    uint8_t buf[2048];
+    while (get_frame(fd, &h, buf, sizeof buf) == 0)
+        if (h.type == NET_T_ERROR) {
+            if (!strstr((char *)buf, what)) fprintf(stderr, "error frame: %s\n", buf);
+            return strstr((char *)buf, what) != NULL;
+        }
+    return 0;
+}
+
+static inline struct net_node *listener(net_peer_id id)
+{
+    net_config c;
+    cfg_for(&c, id);
+    return node_or_die(&c);
+}
+
+/* A node and an authenticated fake stage 5 connected to it. */
+static inline struct net_node *with_fake(struct fake *f)
+{
+    char err[NET_ERR_LEN];
+    struct net_node *a = listener(net_stage_id(0, 0));
+    f->id = net_stage_id(5, 0);
+    ST(fake_handshake(f, net_node_port(a), SECRET, 0), 0);
+    ST(net_wait_peer(a, f->id, 5000, err), NET_OK);
+    return a;
 }
 
 #endif
