@@ -453,12 +453,13 @@ static int log_start(const char *out, int n, int max, long first, const char *ca
 }
 
 /* One attempt: a coordinator starting at first, the children, the verdict. */
-static int attempt(launch *L, long first, int append, int hand, int *restartable, char *err)
+static int attempt(launch *L, long first, int append, int restarts, int hand, int *restartable, char *err)
 {
     stage_coord_opts co;
     coord_opts(&co, L, hand);
     co.first_step = first;
     co.append_metrics = append;
+    co.restarts = restarts;
     for (int k = 0; k < L->t->n_stages; k++) {
         int how = L->ch[k].how;
         memset(&L->ch[k], 0, sizeof L->ch[k]);
@@ -541,7 +542,7 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
             rc = 1;
             break;
         }
-        rc = attempt(&L, first, r->resume || n > 0, hand, &restartable, err);
+        rc = attempt(&L, first, r->resume || n > 0, n, hand, &restartable, err);
         if (!rc || !restartable || n >= r->max_restarts) break;
     }
     sigaction(SIGINT, &old_int, NULL);

@@ -534,13 +534,14 @@ static int write_summary(stage_coord *c, const char *error, char *err)
     size_t params = 0;
     for (int u = 0; u < c->n_units; u++) params += model_unit_params(&t->model, u);
     snprintf(path, sizeof path, "%s/summary.json", c->o.out_dir);
-    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:b,s:o,s:o}", "steps", (json_int_t)c->done,
-                          "final_loss", isfinite(c->loss) ? json_real(c->loss) : json_null(), "val_loss",
-                          isfinite(c->val) ? json_real(c->val) : json_null(), "wall_s", coord_now() - c->t0,
-                          "tokens_per_s", tok_s, "params", (json_int_t)params, "n_stages", t->n_stages, "schedule",
-                          t->schedule.kind ? t->schedule.kind : "file", "micro_batches", t->train.micro_batches,
-                          "interrupted", error != NULL, "error", error ? json_string(error) : json_null(), "stages",
-                          stages_json(c));
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:i,s:I,s:b,s:o,s:o}", "steps",
+                          (json_int_t)c->done, "final_loss", isfinite(c->loss) ? json_real(c->loss) : json_null(),
+                          "val_loss", isfinite(c->val) ? json_real(c->val) : json_null(), "wall_s",
+                          coord_now() - c->t0, "tokens_per_s", tok_s, "params", (json_int_t)params, "n_stages",
+                          t->n_stages, "schedule", t->schedule.kind ? t->schedule.kind : "file", "micro_batches",
+                          t->train.micro_batches, "restarts", c->o.restarts, "first_step",
+                          (json_int_t)c->o.first_step, "interrupted", error != NULL, "error",
+                          error ? json_string(error) : json_null(), "stages", stages_json(c));
     if (c->timing) json_object_set(j, "timing", c->timing);
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);

@@ -39,6 +39,7 @@ typedef struct {
     int poll_ms;              /* polling slice (default 200) */
     long first_step;          /* 0-based step to start at (0; > 0 when resuming, #6) */
     int append_metrics;       /* append to metrics.jsonl instead of truncating (#6) */
+    int restarts;             /* restarts before this attempt (--max-restarts, #6): summary.json */
     int trace;                /* ask the stages for their events; write OUT/trace.json */
     stage_coord_alive_fn alive; /* may be NULL */
     void *alive_arg;

@@ -111,11 +111,12 @@ static int write_summary(run *r, const char *out, long steps, double final_loss,
                               st->port, "layers", st->layers, "peak_act_bytes",
                               (json_int_t)model_slots_bytes(r->part, 0, r->part->n_units, r->Bm), "peak_in_flight",
                               (json_int_t)1, "steps", (json_int_t)steps, "compute_s", train_s, "wait_s", 0.0);
-    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:[o],s:b}", "steps", (json_int_t)steps,
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:i,s:I,s:[o],s:b}", "steps", (json_int_t)steps,
                           "final_loss", isfinite(final_loss) ? json_real(final_loss) : json_null(),
                           "val_loss", isfinite(val_loss) ? json_real(val_loss) : json_null(), "wall_s", wall,
                           "tokens_per_s", tok_s, "params", (json_int_t)r->part->n_params,
-                          "n_stages", 1, "stages", stage, "interrupted", interrupted_);
+                          "n_stages", 1, "restarts", 0, "first_step", (json_int_t)r->first, "stages", stage,
+                          "interrupted", interrupted_);
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     int rc = st_write_file_durable(path, text, strlen(text), err);

@@ -29,6 +29,8 @@ check "killed stage 1, --max-restarts 2: run exits 0" "[ $rc -eq 0 ] || { tail -
 check "one restart event naming stage 1 and the signal" \
     "[ \$(grep -c '\"event\":\"restart\"' $out/metrics.jsonl) -eq 1 ] && grep '\"event\":\"restart\"' $out/metrics.jsonl | grep -q 'stage 1 (127.0.0.1:$((base + 1)))' && grep -q 'signal 9' $out/metrics.jsonl"
 check "the restart is on the progress output" "grep -q 'restart 1 of 2 from step [0-9]' $tmp/r1.log"
+check "summary.json counts the restart and the step it restarted from" \
+    "grep -q '\"restarts\": 1' $out/summary.json && grep -q \"\\\"first_step\\\": \$(grep -o 'restart 1 of 2 from step [0-9]*' $tmp/r1.log | grep -o '[0-9]*\$'),\" $out/summary.json"
 "$P" export "$out" --out "$out/export" >/dev/null 2>&1
 check "weights bitwise equal to the uninterrupted run" "cmp $tmp/ref/export/model.safetensors $out/export/model.safetensors"
 check "loss lines equal, each step once" "lines $out/metrics.jsonl | diff $tmp/ref.lines -"

@@ -35,6 +35,8 @@ check "1 stage: weights bitwise equal to the uninterrupted run" "export_cmp $one
 check "1 stage: loss lines equal, each step once" "lines $one/metrics.jsonl | diff $tmp/ref.lines -"
 check "1 stage: one resume event line with the checkpoint's step" \
     "grep '\"event\":\"resume\"' $one/metrics.jsonl | grep -q \"from_step\\\":\$(sed 's/step-//' $one/checkpoints/latest.before)\""
+check "1 stage: summary.json's first_step is the checkpoint's step, no restarts" \
+    "grep -q \"\\\"first_step\\\": \$(sed 's/step-//' $one/checkpoints/latest.before),\" $one/summary.json && grep -q '\"restarts\": 0' $one/summary.json"
 
 # --- two stages: stage 1 SIGKILLed after step 6's checkpoint, no restarts
 two="$tmp/two"
