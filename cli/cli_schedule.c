@@ -190,18 +190,13 @@ static int parse_args(opts *o, int argc, char **argv)
     return 0;
 }
 
-/* Bytes one chunk stashes per micro-batch. model_slots_bytes reads only the
- * part's configuration and unit list, so a part without parameters suffices. */
+/* Bytes one chunk stashes per micro-batch. */
 static double chunk_stash(const topo *t, const topo_chunk *ch, size_t batch)
 {
-    int units[ch->n_units > 0 ? ch->n_units : 1];
-    for (int i = 0; i < ch->n_units; i++) units[i] = ch->first_unit + i;
-    model_part p;
-    memset(&p, 0, sizeof p);
-    p.cfg = t->model;
-    p.n_units = ch->n_units;
-    p.units = units;
-    return (double)model_slots_bytes(&p, 0, ch->n_units, batch);
+    size_t total = 0;
+    for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++)
+        total += model_unit_slot_bytes(&t->model, u, batch);
+    return (double)total;
 }
 
 /* Costs per virtual stage from the topology's FLOPs. When the schedule's chunk

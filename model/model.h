@@ -121,8 +121,10 @@ void model_part_reduce_tied(model_part *p);
 /* Slots for local units [lo, hi) of one micro-batch, in one allocation. */
 model_slot *model_slots_new(const model_part *p, int lo, int hi, size_t batch);
 void model_slots_free(model_slot *s);
-/* Bytes of saved activations and of B→W gradients one slot set holds. */
+/* Bytes of saved activations and of B→W gradients one slot set holds; the
+ * same for one unit of a configuration (no part needed: for planning). */
 size_t model_slots_bytes(const model_part *p, int lo, int hi, size_t batch);
+size_t model_unit_slot_bytes(const model_config *cfg, int unit, size_t batch);
 
 /* Forward through local units [lo, hi) for `batch` sequences of `seq` tokens.
  * in: (batch·seq, dim), ignored when unit lo is the embedding (reads

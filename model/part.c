@@ -101,15 +101,18 @@ void model_part_reduce_tied(model_part *p)
     for (size_t i = 0; i < n; i++) p->grads[i] += p->tied_grad[i];
 }
 
+size_t model_unit_slot_bytes(const model_config *cfg, int unit, size_t batch)
+{
+    dims d = dims_of(cfg, batch, (size_t)cfg->seq_len);
+    size_t a, g;
+    unit_sizes(cfg, unit, d, &a, &g);
+    return (a + g) * sizeof(float) + (model_unit_kind(cfg, unit) != UNIT_BLOCK ? d.N * sizeof(int) : 0);
+}
+
 size_t model_slots_bytes(const model_part *p, int lo, int hi, size_t batch)
 {
-    dims d = dims_of(&p->cfg, batch, (size_t)p->cfg.seq_len);
-    size_t total = 0, a, g;
-    for (int i = lo; i < hi; i++) {
-        unit_sizes(&p->cfg, p->units[i], d, &a, &g);
-        total += (a + g) * sizeof(float);
-        if (model_unit_kind(&p->cfg, p->units[i]) != UNIT_BLOCK) total += d.N * sizeof(int);
-    }
+    size_t total = 0;
+    for (int i = lo; i < hi; i++) total += model_unit_slot_bytes(&p->cfg, p->units[i], batch);
     return total;
 }
 
