@@ -420,8 +420,11 @@ static int resume_point(const topo *t, const char *out, int required, long *firs
     if (!bad && c.step > t->train.steps)
         bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, c.step, t->train.steps);
     if (!bad) {
+        char note[1200];
         *first = c.step;
         fprintf(stderr, "pipetrain run: resuming from %s (step %ld)\n", c.dir, c.step);
+        if (required && stage_ckpt_split_note(&c, t, note, sizeof note))
+            fprintf(stderr, "pipetrain run: note: %s\n", note);
     }
     stage_ckpt_close(&c);
     if (bad) return 2;

@@ -354,37 +354,57 @@ static int meta_u64(const st_file *f, const char *key, uint64_t *v, char *err)
     return 0;
 }
 
-int stage_ckpt_load_stage(const stage_ckpt *c, int stage, model_part *p, optim_adamw *o, stage_ckpt_state *st,
-                          char *err)
+/* Reads the AdamW moments of p's tensors that shard k holds; counts them in *found. */
+static int load_moments(const stage_ckpt *c, int k, st_file *f, model_part *p, optim_adamw *o, int *found,
+                        char *err)
 {
-    if (stage < 0 || stage >= c->n_stages) return seterr(err, "%s: has no stage %d", c->dir, stage);
-    json_t *units = stage_units(c, stage);
-    if (json_array_size(units) != (size_t)p->n_units)
-        return seterr(err, "%s: stage %d holds %zu units, this stage %d", c->dir, stage, json_array_size(units), p->n_units);
-    for (int i = 0; i < p->n_units; i++)
-        if (json_integer_value(json_array_get(units, (size_t)i)) != p->units[i])
-            return seterr(err, "%s: stage %d holds other layers than this stage", c->dir, stage);
-    if (stage_ckpt_load_params(c, p, err)) return -1;
-    st_file *f;
-    if (open_shard(c, stage, "optim", &f, err)) return -1;
+    json_t *units = stage_units(c, k);
     char name[128];
-    uint64_t step, samp;
-    int rc = -1;
     for (int i = 0; i < p->n_tensors; i++) {
         const model_tensor *t = &p->tensors[i];
+        if (!holds(units, t->unit)) continue;
         snprintf(name, sizeof name, "%s.exp_avg", t->name);
-        if (st_read_f32(f, name, o->m + t->offset, t->numel, err)) goto done;
+        if (st_read_f32(f, name, o->m + t->offset, t->numel, err)) return -1;
         snprintf(name, sizeof name, "%s.exp_avg_sq", t->name);
-        if (st_read_f32(f, name, o->v + t->offset, t->numel, err)) goto done;
+        if (st_read_f32(f, name, o->v + t->offset, t->numel, err)) return -1;
+        (*found)++;
     }
-    if (meta_u64(f, "step", &step, err) || meta_u64(f, "sampler_state", &samp, err)) goto done;
+    return 0;
+}
+
+int stage_ckpt_load_units(const stage_ckpt *c, model_part *p, optim_adamw *o, stage_ckpt_state *st, char *err)
+{
+    if (stage_ckpt_load_params(c, p, err)) return -1;
+    int found = 0, seen = -1, with_data = 0;
+    uint64_t step = 0, samp = 0;
+    for (int k = 0; k < c->n_stages; k++) {
+        json_t *units = stage_units(c, k);
+        int data = holds(units, 0); /* the embedding's stage draws the batches: its sampler */
+        int any = data;
+        for (int i = 0; i < p->n_tensors && !any; i++) any = holds(units, p->tensors[i].unit);
+        if (!any) continue;
+        st_file *f;
+        uint64_t s;
+        if (open_shard(c, k, "optim", &f, err)) return -1;
+        int rc = load_moments(c, k, f, p, o, &found, err);
+        if (!rc) rc = meta_u64(f, "step", &s, err);
+        if (!rc && data) rc = meta_u64(f, "sampler_state", &samp, err);
+        if (!rc && seen >= 0 && s != step)
+            rc = seterr(err, "%s: stage %d's shard is at step %" PRIu64 ", stage %d's at step %" PRIu64, c->dir, k, s,
+                        seen, step);
+        st_close(f);
+        if (rc) return -1;
+        step = s;
+        seen = k;
+        with_data |= data;
+    }
+    if (found != p->n_tensors || !with_data)
+        return seterr(err, "%s: the checkpoint does not hold %s", c->dir,
+                      with_data ? "the AdamW moments of every tensor requested" : "a stage with the embedding");
     st->step = (long)step;
     st->sampler_state = samp;
     o->step = (long)step;
-    rc = 0;
-done:
-    st_close(f);
-    return rc;
+    return 0;
 }
 
 /* ---- pruning ---- */

@@ -62,10 +62,12 @@ void stage_ckpt_close(stage_ckpt *c);
 /* Fills p's parameters (any set of units) from the shards that hold them,
  * checking names, dtypes and shapes. */
 int stage_ckpt_load_params(const stage_ckpt *c, model_part *p, char *err);
-/* Fills p, o and st from stage `stage`'s shards (the part must hold exactly the
- * units that stage held). */
-int stage_ckpt_load_stage(const stage_ckpt *c, int stage, model_part *p, optim_adamw *o,
-                          stage_ckpt_state *st, char *err);
+/* Fills p (any set of units), its AdamW moments o and st from the shards that
+ * hold them: a checkpoint made with one split of the layers loads into
+ * another. The sampler state comes from the shard of the stage that held the
+ * embedding (the stages that draw batches all hold the same state); every
+ * shard read must be at the same step. */
+int stage_ckpt_load_units(const stage_ckpt *c, model_part *p, optim_adamw *o, stage_ckpt_state *st, char *err);
 
 /* ---- resuming (issue #6) ---- */
 
@@ -76,12 +78,17 @@ void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
  * run may change: description, launch, coordinator, checkpoint, secret_file,
  * train.steps (extends or shortens the run; the learning-rate schedule follows
  * the new total from the checkpoint on), train.log_every, train.eval_every,
- * train.eval_batches, schedule.kind and schedule.file (every schedule gives the
- * same numbers) and each stage's host and port. Everything else — model, data,
- * seed, optimizer, batch and micro-batches, layers and threads per stage —
- * must be equal. Returns 0, or -1 with a message naming the first JSON path
- * that differs. */
+ * train.eval_batches, the schedule (every schedule gives the same numbers) and
+ * the stages (how many, their layers, threads, hosts and ports: the shards are
+ * re-split by layer). Everything else — model, data, seed, optimizer, batch
+ * and micro-batches — must be equal. Returns 0, or -1 with a message naming
+ * the first JSON path that differs. */
 int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err);
+/* When t splits the layers otherwise than the checkpoint, or gives a layer
+ * another BLAS thread count (OpenBLAS's bits depend on it, so the run then
+ * continues, but not bit for bit as it would have), writes a one-line note
+ * into note (cap n) and returns 1; else 0. */
+int stage_ckpt_split_note(const stage_ckpt *c, const topo *t, char *note, size_t n);
 /* Removes the step directories under root after `step` (the marker first),
  * complete or not: when a run resumes from step, they belong to the abandoned
  * timeline (e.g. a kill between a COMPLETE marker and the latest pointer).

@@ -18,10 +18,11 @@ void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
 
 /* Topology fields a resumed run may change: they do not change the numbers of
  * the steps already taken nor the state saved (train.steps does change the
- * learning-rate schedule from the checkpoint on: extending a run is allowed). */
+ * learning-rate schedule from the checkpoint on: extending a run is allowed;
+ * the stages may split the layers otherwise: shards load by tensor name). */
 static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
                                           "train.steps", "train.log_every", "train.eval_every",
-                                          "train.eval_batches", "schedule.kind", "schedule.file", NULL };
+                                          "train.eval_batches", "schedule", "stages", NULL };
 
 static void drop_path(json_t *o, const char *path)
 {
@@ -37,12 +38,6 @@ static void drop_path(json_t *o, const char *path)
 static void strip_topology(json_t *o)
 {
     for (int i = 0; may_differ[i]; i++) drop_path(o, may_differ[i]);
-    size_t i;
-    json_t *s;
-    json_array_foreach(json_object_get(o, "stages"), i, s) {
-        json_object_del(s, "host");
-        json_object_del(s, "port");
-    }
 }
 
 /* The first JSON path where a and b differ, into path (cap n). 1 when found. */
@@ -103,8 +98,8 @@ int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
             char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
                         "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
-                        "train.log_every, train.eval_every, train.eval_batches, schedule.kind/file and stage "
-                        "host/port may change on --resume)", c->dir, path[0] ? path : "(top level)",
+                        "train.log_every, train.eval_every, train.eval_batches, the schedule and the stages may "
+                        "change on --resume)", c->dir, path[0] ? path : "(top level)",
                         was ? was : "nothing", is ? is : "nothing", t->path);
             free(was);
             free(is);
@@ -113,6 +108,63 @@ int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
     json_decref(saved);
     json_decref(now);
     return rc;
+}
+
+/* The checkpoint's stage holding unit u: its index, and its BLAS threads in *threads. -1 when none. */
+static int saved_stage_of(const stage_ckpt *c, int u, int *threads)
+{
+    size_t k;
+    json_t *s;
+    json_array_foreach(json_object_get(c->manifest, "stages"), k, s) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(s, "units"), i, v) if (json_integer_value(v) == u) {
+            *threads = (int)json_integer_value(json_object_get(s, "threads"));
+            return (int)k;
+        }
+    }
+    return -1;
+}
+
+/* "embed,0-1 | 2-3,head" for the checkpoint (t NULL) or for t. */
+static void split_text(const stage_ckpt *c, const topo *t, char *out, size_t n)
+{
+    size_t len = 0, k;
+    json_t *s;
+    out[0] = 0;
+    if (t) {
+        for (int i = 0; i < t->n_stages && len < n; i++)
+            len += (size_t)snprintf(out + len, n - len, "%s%s", i ? " | " : "", t->stages[i].layers);
+        return;
+    }
+    json_array_foreach(json_object_get(c->manifest, "stages"), k, s) if (len < n)
+        len += (size_t)snprintf(out + len, n - len, "%s%s", k ? " | " : "",
+                                json_string_value(json_object_get(s, "layers")) ?: "?");
+}
+
+int stage_ckpt_split_note(const stage_ckpt *c, const topo *t, char *note, size_t n)
+{
+    int resplit = c->n_stages != t->n_stages, threads = 0;
+    for (int k = 0; k < t->n_stages; k++)
+        for (int i = 0; i < t->stages[k].n_units; i++) {
+            int was = 0, u = t->stages[k].units[i];
+            resplit |= saved_stage_of(c, u, &was) != k;
+            threads |= was != t->stages[k].threads;
+        }
+    if (!resplit && !threads) return 0;
+    char a[512], b[512];
+    split_text(c, NULL, a, sizeof a);
+    split_text(c, t, b, sizeof b);
+    if (resplit)
+        snprintf(note, n, "the checkpoint's %d stage(s) (%s) are re-split into %d (%s)%s", c->n_stages, a,
+                 t->n_stages, b, threads ? "; " : "");
+    else
+        note[0] = 0;
+    if (threads)
+        snprintf(note + strlen(note), n - strlen(note), "%sBLAS threads per layer differ from the checkpoint's: "
+                 "OpenBLAS's results depend on them, so the run continues, but not bit for bit as it would have",
+                 resplit ? "and " : "");
+    return 1;
 }
 
 /* Step of a metrics.jsonl line, or -1 for an event or unreadable line. */

@@ -267,7 +267,7 @@ static int resume(rt *r, long first)
     snprintf(dir, sizeof dir, "%s/step-%ld", root, first);
     r->step = first - 1;
     if (stage_ckpt_open(&c, dir, cerr)) return rt_fail(r, "resuming: %s", cerr);
-    int rc = stage_ckpt_load_stage(&c, r->K, r->part, r->opt, &st, cerr);
+    int rc = stage_ckpt_load_units(&c, r->part, r->opt, &st, cerr);
     stage_ckpt_close(&c);
     if (rc) return rt_fail(r, "resuming: %s", cerr);
     if (st.step != first) return rt_fail(r, "resuming: %s holds step %ld, not %ld", dir, st.step, first);

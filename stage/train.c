@@ -133,13 +133,15 @@ static int resume(run *r, const char *out, char *err)
     stage_ckpt_state st;
     stage_ckpt_root(r->t, out, root, sizeof root);
     if (stage_ckpt_open(&c, root, err)) return 2;
-    int bad = stage_ckpt_check_topology(&c, r->t, err) || stage_ckpt_load_stage(&c, 0, r->part, r->opt, &st, err);
+    char note[1200];
+    int bad = stage_ckpt_check_topology(&c, r->t, err) || stage_ckpt_load_units(&c, r->part, r->opt, &st, err);
     if (!bad && st.step > r->t->train.steps)
         bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, st.step, r->t->train.steps);
     if (!bad) {
         data_sampler_set_state(&r->sampler, st.sampler_state);
         r->first = st.step;
         fprintf(stderr, "pipetrain: resuming from %s (step %ld)\n", c.dir, r->first);
+        if (stage_ckpt_split_note(&c, r->t, note, sizeof note)) fprintf(stderr, "pipetrain: note: %s\n", note);
     }
     stage_ckpt_close(&c);
     if (bad) return 2;
