@@ -22,6 +22,7 @@
 #define NET_MAX_PAYLOAD_CAP (1ull << 30) /* hard cap on any payload: 1 GiB */
 #define NET_TYPE_USER 16              /* message types below this are the transport's */
 #define NET_MAX_PENDING 64            /* unauthenticated inbound connections served at once */
+#define NET_DIRECT_MAX (64u << 10)    /* default net_config.direct_max */
 
 /* Status codes returned by every run-time function (detail goes into err). */
 enum net_status {
@@ -74,9 +75,11 @@ typedef struct net_config {
                                          receive for, before reading from it stops (256 MiB) */
     int linger_ms;                    /* how long net_node_free tries to flush sends, default 1000 */
     int read_mode;                    /* enum net_read_mode */
-    int direct_write;                 /* 1 (default): a posting thread writes a frame to the
-                                         socket itself when nothing is queued ahead of it;
-                                         0: only the network thread writes (for measuring) */
+    uint64_t direct_max;              /* a posting thread writes a frame of at most this many
+                                         payload bytes to the socket itself when nothing is
+                                         queued ahead of it (default 64 KiB: small messages
+                                         skip two thread hand-offs; larger ones stay
+                                         asynchronous); 0: only the network thread writes */
     void (*log)(void *arg, const char *line); /* NULL: stderr */
     void *log_arg;
 } net_config;

@@ -9,9 +9,10 @@
  * thread; fields marked [net] belong to the network thread alone; fields marked
  * [tx] are read and written under the peer's txlk by any thread.
  *
- * Direct writes: a thread posting a send writes the frame to the socket itself
- * when nothing is ahead of it (peer->tx_conn is set and tx_ahead is 0), which
- * saves two thread hand-offs per message. Everything else goes through the
+ * Direct writes: a thread posting a send of at most cfg.direct_max bytes writes
+ * the frame to the socket itself when nothing is ahead of it (peer->tx_conn is
+ * set and tx_ahead is 0), which saves two thread hand-offs per message; larger
+ * sends stay asynchronous, so the copy into the kernel overlaps compute. Everything else goes through the
  * network thread's write queue. The network thread sets tx_conn only when its
  * queue for that connection is empty, and clears it (under txlk) before it
  * queues anything, so at most one thread writes a connection's socket at a

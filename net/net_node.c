@@ -28,7 +28,7 @@ void net_config_init(net_config *cfg)
     cfg->max_unclaimed = 256ull << 20;
     cfg->linger_ms = 1000;
     cfg->read_mode = NET_READ_DIRECT;
-    cfg->direct_write = 1;
+    cfg->direct_max = NET_DIRECT_MAX;
 }
 
 void node_log(struct net_node *n, const char *fmt, ...)

@@ -108,16 +108,16 @@ void frame_received(struct net_node *n, struct peer *pr, uint64_t len, uint64_t 
 }
 
 /* Starts send op to peer p: writes it to the socket on this thread when
- * nothing is ahead of it, else (or for what the socket did not take) hands it
- * to the network thread with command c. Consumes c. Returns 1 when the loop
- * must be woken. */
+ * nothing is ahead of it and it is small (cfg.direct_max), else (or for what
+ * the socket did not take) hands it to the network thread with command c.
+ * Consumes c. Returns 1 when the loop must be woken. */
 static int send_start(struct net_node *n, struct peer *p, struct net_op *op, struct cmd *c)
 {
     int w = 0;
     uint64_t total = NET_HDR_LEN + op->len;
     pthread_mutex_lock(&p->txlk);
     struct conn *tc = p->tx_conn;
-    if (tc && atomic_load(&p->tx_ahead) == 0) {
+    if (tc && atomic_load(&p->tx_ahead) == 0 && op->len <= n->cfg.direct_max) {
         struct iovec iov[2];
         int cnt = frame_iov(op, iov);
         ssize_t r = net_sendv(tc->fd, iov, cnt); /* errors: the network thread will see them too */

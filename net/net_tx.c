@@ -66,7 +66,7 @@ void tx_claim(struct conn *c)
 static void tx_open(struct conn *c)
 {
     struct peer *pr = c->pr;
-    if (c->state != CS_READY || !pr || pr->conn != c || !c->node->cfg.direct_write) return;
+    if (c->state != CS_READY || !pr || pr->conn != c || !c->node->cfg.direct_max) return;
     pthread_mutex_lock(&pr->txlk);
     if (!pr->tx_partial) pr->tx_conn = c;
     pthread_mutex_unlock(&pr->txlk);

@@ -88,13 +88,13 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-static void concurrent_senders(int direct_write)
+static void concurrent_senders(uint64_t direct_max)
 {
     net_config ca, cb;
     cfg_for(&ca, net_stage_id(0, 0));
     cfg_for(&cb, net_stage_id(1, 0));
     ca.heartbeat_ms = cb.heartbeat_ms = 5; /* the network thread writes often too */
-    ca.direct_write = cb.direct_write = direct_write;
+    ca.direct_max = cb.direct_max = direct_max;
     struct net_node *a, *b;
     pair_cfg(&a, &b, &ca, &cb);
     struct sender s[NSEND];
@@ -121,7 +121,7 @@ static void concurrent_senders(int direct_write)
     printf("\n  %d frames: %llu written by the posting thread, %llu started by it, rest queued\n",
            NSEND * PER_THREAD, (unsigned long long)st.direct_tx,
            (unsigned long long)st.direct_partial);
-    if (direct_write) {
+    if (direct_max) {
         CU_ASSERT(st.direct_tx > 0); /* the shortcut is really taken */
     } else {
         CU_ASSERT_EQUAL(st.direct_tx + st.direct_partial, 0);
@@ -129,8 +129,38 @@ static void concurrent_senders(int direct_write)
     net_node_free(a);
     net_node_free(b);
 }
-static void test_concurrent_direct(void) { concurrent_senders(1); }
+static void test_concurrent_direct(void) { concurrent_senders(MAXLEN); } /* up to 3 MiB: some partial */
 static void test_concurrent_queued(void) { concurrent_senders(0); }
+
+/* --- the default: small frames written directly, large ones queued ---------- */
+static void test_default_direct_max(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    char err[NET_ERR_LEN];
+    enum { BIG = NET_DIRECT_MAX + 1 };
+    uint8_t *buf = calloc(1, BIG), *got = malloc(BIG);
+    net_stats st;
+    for (int i = 0; i < 20; i++) {
+        size_t n = i < 10 ? BIG : 1000; /* ten just above the limit, then ten small */
+        struct net_op *s = NULL;
+        ST(net_send(a, ib, (net_key){ 70, (uint64_t)i, 0, 0 }, buf, n, 5000, &s, err), NET_OK);
+        CU_ASSERT_EQUAL(net_recv(b, ia, (net_key){ 70, (uint64_t)i, 0, 0 }, got, BIG, NULL, 5000, err), NET_OK);
+        CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
+        net_op_free(s);
+        if (i == 9) {
+            ST(net_peer_stats(a, ib, &st), NET_OK);
+            CU_ASSERT_EQUAL(st.direct_tx + st.direct_partial, 0); /* large: the network thread's */
+        }
+    }
+    ST(net_peer_stats(a, ib, &st), NET_OK);
+    CU_ASSERT(st.direct_tx >= 1 && st.direct_partial == 0); /* small: ours (a heartbeat may cut in) */
+    free(buf);
+    free(got);
+    net_node_free(a);
+    net_node_free(b);
+}
 
 /* --- a half-written direct send ------------------------------------------- */
 /* The receiver is not reading, so the posting thread's write stops part-way;
@@ -143,6 +173,7 @@ static void test_partial_direct_then_more(void)
     cfg_for(&ca, net_stage_id(0, 0));
     cfg_for(&cb, net_stage_id(1, 0));
     cb.max_unclaimed = 1 << 20; /* b pauses reading at the big frame */
+    ca.direct_max = 64u << 20;  /* a posting thread starts even a 48 MiB frame */
     struct net_node *a, *b;
     pair_cfg(&a, &b, &ca, &cb);
     enum { BIG = 48 << 20 };
@@ -266,6 +297,7 @@ int main(void)
     CU_TestInfo tests[] = {
         { "4 threads sending, direct writes", test_concurrent_direct },
         { "4 threads sending, network thread writes", test_concurrent_queued },
+        { "default: small frames direct, large ones queued", test_default_direct_max },
         { "half-written direct send, then more", test_partial_direct_then_more },
         { "receives posted while reading pauses", test_post_while_pausing },
         { "write to a closed socket: EPIPE, no SIGPIPE", test_write_after_close },
