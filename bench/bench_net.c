@@ -6,21 +6,19 @@
  * the variants alternate and the best of N is kept, because the machine is
  * shared. It does not measure anything across hosts. */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_env.h"
 #include "bench/bench_net.h"
 #include "net/net.h"
 
@@ -192,42 +190,14 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* --- where the round trips run ----------------------------------------------
- * A small round trip on this kind of machine costs mostly thread wake-ups, and a
- * wake-up on another, idle vCPU costs 20-25 us (the hypervisor has to run it),
- * one on the same CPU a few. Left to the scheduler, the same binary measured
- * plain 12-40 us and the transport 28-66 us from run to run, depending only on
- * where the threads landed. So the round trips pin their threads: "one CPU per
- * side" puts the sending side (its thread; for the transport also its network
- * thread) on one CPU and the echoing side on another, as two stages on two hosts
- * would be; "one CPU" puts everything on one CPU and measures the software path
- * alone. Threads inherit the affinity of the thread that creates them. */
-static cpu_set_t all_cpus;
-static int cpu_a = -1, cpu_b = -1; /* the first two CPUs this process may use */
-
-static void placement_init(void)
-{
-    if (sched_getaffinity(0, sizeof all_cpus, &all_cpus) != 0) return;
-    for (int c = 0; c < CPU_SETSIZE; c++)
-        if (CPU_ISSET(c, &all_cpus)) {
-            if (cpu_a < 0) cpu_a = c;
-            else if (cpu_b < 0) cpu_b = c;
-        }
-}
-
-/* Pins the calling thread to cpu; -1: back to every CPU it started with. */
-static void pin_self(int cpu)
-{
-    if (cpu_a < 0) return;
-    cpu_set_t set = all_cpus;
-    if (cpu >= 0) {
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-    }
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
-
-struct place { int a, b; }; /* CPU of the sending side and of the echoing side */
+/* Where a round trip runs: the CPU of the sending side (its thread; for the
+ * transport also its network thread) and of the echoing side. "One CPU per
+ * side" is how two stages on two hosts run; "one CPU" measures the software
+ * path alone. Left to the scheduler, the same binary measured plain 12-40 us
+ * and the transport 28-66 us from run to run, only by where threads landed (a
+ * wake-up on an idle vCPU costs 20-25 us on this kind of machine). Threads
+ * inherit the affinity of the thread that creates them. */
+struct place { int a, b; };
 
 /* Median round trip in microseconds. */
 static double plain_rtt(struct place pl)
@@ -236,9 +206,9 @@ static double plain_rtt(struct place pl)
     if (tcp_pair(&s, &r) < 0) return 0;
     struct plain_job j = { r, RTT_BYTES, RTT_ITERS + 100, 1, NULL, 0 };
     pthread_t t;
-    pin_self(pl.b);
+    bench_pin_self(pl.b);
     pthread_create(&t, NULL, plain_echo_thread, &j);
-    pin_self(pl.a);
+    bench_pin_self(pl.a);
     static double us[RTT_ITERS];
     uint8_t buf[RTT_BYTES] = { 0 };
     for (int i = 0; i < RTT_ITERS + 100; i++) {
@@ -248,7 +218,7 @@ static double plain_rtt(struct place pl)
         if (i >= 100) us[i - 100] = (now_s() - t0) * 1e6;
     }
     pthread_join(t, NULL);
-    pin_self(-1);
+    bench_pin_self(-1);
     close(s);
     close(r);
     qsort(us, RTT_ITERS, sizeof *us, cmp_double);
@@ -274,11 +244,11 @@ static int node_pair(int read_mode, struct net_node **a, struct net_node **b, in
     cb = ca;
     cb.self = net_stage_id(1, 0);
     cb.listen_host = NULL;
-    pin_self(pa);
+    bench_pin_self(pa);
     *a = net_node_new(&ca, err);
-    pin_self(pb);
+    bench_pin_self(pb);
     *b = *a ? net_node_new(&cb, err) : NULL;
-    pin_self(-1);
+    bench_pin_self(-1);
     if (*b && net_connect(*b, ca.self, "127.0.0.1", net_node_port(*a), err) == NET_OK &&
         net_wait_peer(*b, ca.self, 10000, err) == NET_OK &&
         net_wait_peer(*a, cb.self, 10000, err) == NET_OK)
@@ -440,9 +410,9 @@ static double net_rtt(struct place pl)
     if (node_pair(NET_READ_DIRECT, &a, &b, pl.a, pl.b) < 0) return 0;
     struct net_job j = { .node = b, .size = RTT_BYTES, .count = RTT_ITERS + 100, .window = 1 };
     pthread_t t;
-    pin_self(pl.b);
+    bench_pin_self(pl.b);
     pthread_create(&t, NULL, net_echo_thread, &j);
-    pin_self(pl.a);
+    bench_pin_self(pl.a);
     static double us[RTT_ITERS];
     uint8_t buf[RTT_BYTES] = { 0 }, back[RTT_BYTES];
     net_peer_id to = net_stage_id(1, 0);
@@ -461,7 +431,7 @@ static double net_rtt(struct place pl)
     }
     if (rc) fprintf(stderr, "bench net: round trip: %s\n", err);
     pthread_join(t, NULL);
-    pin_self(-1);
+    bench_pin_self(-1);
     net_node_free(a);
     net_node_free(b);
     qsort(us, RTT_ITERS, sizeof *us, cmp_double);
@@ -504,7 +474,7 @@ static void print_table(const struct result *r, int mib, int trials)
            r->rtt1_plain > 0 ? r->rtt1_net / r->rtt1_plain : 0);
     printf("targets: throughput ratio >= 0.90 at 1 MiB and above; round-trip ratio (one CPU "
            "per side) <= 2.0\n");
-    if (cpu_b < 0) printf("(only one CPU: the round trips could not be given a CPU per side)\n");
+    if (bench_cpu_b < 0) printf("(only one CPU: the round trips could not be given a CPU per side)\n");
     printf("reads/MiB: read calls on the receiving socket, direct / through evbuffer_read\n");
     printf("CPU s/GB: CPU time of the whole process per GB moved, plain / pipetrain\n");
     printf("receive buffers (receives the transport keeps posted; the plain receiver rotates "
@@ -529,42 +499,13 @@ static void print_json(const struct result *r, int mib, int trials)
            "\"pipetrain_us\":%.2f,\"ratio\":%.4f},\"round_trip_one_cpu\":{\"plain_us\":%.2f,"
            "\"pipetrain_us\":%.2f,\"ratio\":%.4f},\"targets\":{"
            "\"min_throughput_ratio_from_1MiB\":0.9,\"max_round_trip_ratio\":2.0}}\n", RTT_BYTES,
-           cpu_b >= 0 ? "one CPU per side" : "unpinned (one CPU)", r->rtt_plain, r->rtt_net,
+           bench_cpu_b >= 0 ? "one CPU per side" : "unpinned (one CPU)", r->rtt_plain, r->rtt_net,
            r->rtt_plain > 0 ? r->rtt_net / r->rtt_plain : 0, r->rtt1_plain, r->rtt1_net,
            r->rtt1_plain > 0 ? r->rtt1_net / r->rtt1_plain : 0);
 }
 
 static void keep_max(double *best, double v) { if (v > *best) *best = v; }
 static void keep_min(double *best, double v) { if (v > 0 && (*best == 0 || v < *best)) *best = v; }
-
-/* Waits (up to 2 s) until every other thread of this process is asleep.
- * OpenBLAS starts a worker thread when the library loads, and it spins on
- * sched_yield for about 0.1 s before it sleeps; while it spins it holds a CPU
- * that the first measurements needed. Returns 0 when the process went quiet. */
-static int wait_quiet(void)
-{
-    pid_t self = (pid_t)syscall(SYS_gettid);
-    for (int tries = 0; tries < 200; tries++) {
-        DIR *d = opendir("/proc/self/task");
-        int busy = 0;
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (e->d_name[0] == '.' || atoi(e->d_name) == self) continue;
-            char path[300], buf[256];
-            snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-            FILE *f = fopen(path, "r");
-            size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-            if (f) fclose(f);
-            buf[k] = 0;
-            const char *rp = strrchr(buf, ')'); /* "tid (comm) S ..." */
-            busy += rp && rp[1] == ' ' && rp[2] == 'R';
-        }
-        if (d) closedir(d);
-        if (!busy) return 0;
-        usleep(10000);
-    }
-    return -1;
-}
 
 int bench_net_main(int argc, char **argv)
 {
@@ -581,8 +522,8 @@ int bench_net_main(int argc, char **argv)
         else { usage(stderr); return 2; }
     }
     if (mib < 64 || trials < 1) { usage(stderr); return 2; }
-    if (wait_quiet() < 0) fprintf(stderr, "bench net: other threads of this process still run\n");
-    placement_init();
+    if (bench_wait_quiet() < 0) fprintf(stderr, "bench net: other threads of this process still run\n");
+    bench_cpus_init();
     struct result r;
     memset(&r, 0, sizeof r);
     int failed = 0;
@@ -609,7 +550,7 @@ int bench_net_main(int argc, char **argv)
             r.reads_evb[i] = re;
         }
         if (only || (*variant && strcmp(variant, "rtt"))) continue;
-        struct place split = { cpu_a, cpu_b }, one = { cpu_a, cpu_a };
+        struct place split = { bench_cpu_a, bench_cpu_b }, one = { bench_cpu_a, bench_cpu_a };
         keep_min(&r.rtt_plain, plain_rtt(split));
         double v = net_rtt(split);
         failed |= v == 0;
