@@ -198,26 +198,28 @@ static struct net_op *new_unclaimed(struct conn *c)
     return u;
 }
 
-/* Chooses where the payload of a user frame goes: a posted receive, a new
- * unclaimed buffer, or nowhere yet (reading pauses until the consumer catches up). */
-static int start_user_payload(struct conn *c)
+/* The posted receive the frame in c->h is for (removed from recvq), or NULL:
+ * then *full says whether buffering it would pass max_unclaimed (reading must
+ * pause) or it was counted as unclaimed. Receives posted since the last look,
+ * and that decision, under one lock hold (see posted_take_locked). */
+static struct net_op *find_receive(struct conn *c, int *full)
 {
     struct net_node *n = c->node;
     struct peer *pr = c->pr;
-    struct net_op *op;
-    int full = 0;
+    *full = 0;
     for (;;) {
-        op = pr->recvq.head;
+        struct net_op *op = pr->recvq.head;
         while (op && !key_eq_hdr(&op->key, &c->h)) op = op->next;
-        if (op) break;
-        /* Receives posted since the last look, and the decision to buffer or
-         * to pause, under one lock hold (see posted_take_locked). */
+        if (op) {
+            list_remove(&pr->recvq, op);
+            return op;
+        }
         pthread_mutex_lock(&n->lk);
         int more = pr->posted.head != NULL;
         if (more) {
             posted_take_locked(pr);
         } else if (c->h.len && pr->st.unclaimed + c->h.len > n->cfg.max_unclaimed) {
-            full = 1;
+            *full = 1;
             pr->st.paused = 1;
         } else {
             pr->nunclaimed++;
@@ -225,11 +227,20 @@ static int start_user_payload(struct conn *c)
             if (pr->st.unclaimed > pr->st.unclaimed_max) pr->st.unclaimed_max = pr->st.unclaimed;
         }
         pthread_mutex_unlock(&n->lk);
-        if (!more) break;
+        if (!more) return NULL;
     }
+}
+
+/* Chooses where the payload of a user frame goes: a posted receive, a new
+ * unclaimed buffer, or nowhere yet (reading pauses until the consumer catches up). */
+static int start_user_payload(struct conn *c)
+{
+    struct net_node *n = c->node;
+    struct peer *pr = c->pr;
+    int full;
+    struct net_op *op = find_receive(c, &full);
     c->sink = SINK_OP;
     if (op) {
-        list_remove(&pr->recvq, op);
         if (!op->own && c->h.len > op->cap) {
             char d[160], msg[NET_ERR_LEN];
             describe_frame(&c->h, d, sizeof d);
