@@ -123,7 +123,6 @@ int conn_write_now(struct conn *c)
     return 0;
 }
 
-
 int conn_enqueue(struct conn *c, struct net_op *op)
 {
     tx_claim(c);
