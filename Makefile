@@ -39,7 +39,7 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BIN)/tests/%)
 HELPER_SRCS := $(sort $(wildcard tests/helpers/*.c))
 HELPER_BINS := $(HELPER_SRCS:tests/helpers/%.c=$(BIN)/tests/%)
 
-.PHONY: all deps build test test-only asan run bench clean fuzz
+.PHONY: all deps build test test-only asan run bench clean fuzz soak
 all: build
 build: $(BIN)/pipetrain $(TEST_BINS) $(HELPER_BINS)
 
@@ -129,7 +129,25 @@ chaos: deps
 	$(MAKE) build
 	BIN=$(BIN) tests/chaos/run.sh
 
+# The transport's concurrency under ThreadSanitizer, over and over: its suites
+# race posting threads, the network thread and peers dying; a rare interleaving
+# shows only in many runs. SOAK_SECONDS (default 600) bounds the loop.
+SOAK_SECONDS ?= 600
+SOAK_TESTS := test_net_threads test_net test_net_peers
+.PHONY: soak
+soak: deps
+	$(MAKE) BUILD=build-tsan BIN=bin-tsan OPT="-O1 -g" SAN=-fsanitize=thread \
+	  $(SOAK_TESTS:%=bin-tsan/tests/%) bin-tsan/tests/net_peer
+	@end=$$(( $$(date +%s) + $(SOAK_SECONDS) )); n=0; mkdir -p soak-out; \
+	while [ $$(date +%s) -lt $$end ]; do n=$$((n + 1)); \
+	  for t in $(SOAK_TESTS); do \
+	    if ! TSAN_OPTIONS=halt_on_error=1 bin-tsan/tests/$$t >soak-out/$$t.log 2>&1 || \
+	       grep -q ThreadSanitizer soak-out/$$t.log; then \
+	      echo "make soak: $$t failed in round $$n: soak-out/$$t.log"; exit 1; fi; \
+	  done; \
+	done; echo "make soak: $$n rounds of $(SOAK_TESTS) under TSan, $(SOAK_SECONDS) s, clean"
+
 clean:
-	rm -rf build build-asan build-fuzz bin bin-asan bin-fuzz
+	rm -rf build build-asan build-fuzz build-tsan bin bin-asan bin-fuzz bin-tsan soak-out fuzz-out
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
