@@ -501,10 +501,28 @@ static int conn_read(struct conn *c)
     }
 }
 
+/* Shutting down (see loop_maybe_finish): reads and drops whatever the peer
+ * still sends until it closes its end. A bounded number of reads per call, so
+ * a peer that keeps sending cannot hold the loop past its linger timer. */
+static void conn_drain(struct conn *c)
+{
+    for (int i = 0; i < 64; i++) {
+        ssize_t r = read(c->fd, c->rb, NET_RBUF);
+        if (r > 0) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        struct net_node *n = c->node;
+        conn_drop(c, NET_CLOSED, "node is shutting down"); /* the peer closed too */
+        loop_maybe_finish(n);
+        return;
+    }
+}
+
 void conn_read_cb(int fd, short what, void *arg)
 {
     (void)fd; (void)what;
-    conn_read(arg); /* read_calls reaches the stats with each frame (frame_received) */
+    struct conn *c = arg;
+    if (c->draining) conn_drain(c);
+    else conn_read(c); /* read_calls reaches the stats with each frame (frame_received) */
 }
 
 void conn_recv_posted(struct conn *c)

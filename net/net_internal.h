@@ -129,6 +129,7 @@ struct conn {
     int fd, state, outbound, fatal;
     int pending;                  /* counted in node->npending */
     int big;                      /* the last frame was large: read headers in small bites */
+    int draining;                 /* shutting down: shut for writing, reading until the peer closes */
     uint64_t read_calls;
     struct peer *pr;              /* known at connect; after the hello when accepted */
     struct event *rev, *wev;
@@ -212,7 +213,7 @@ void posted_take(struct net_node *n, struct peer *pr);
 void *loop_main(void *arg);
 void loop_peer_fail(struct net_node *n, struct peer *pr, int status, const char *reason);
 void loop_connect_retry(struct net_node *n, struct peer *pr, const char *why);
-int loop_maybe_finish(struct net_node *n);  /* 1: shutdown done, every conn freed */
+int loop_maybe_finish(struct net_node *n);  /* 1: shutdown done, no conn left */
 void loop_deliver_unclaimed(struct net_node *n, struct peer *pr, struct net_op *u);
 int loop_listen(struct net_node *n, char err[NET_ERR_LEN]);
 

@@ -425,12 +425,23 @@ static void linger_cb(int fd, short what, void *arg)
     event_base_loopbreak(n->base);
 }
 
+/* During shutdown (stopping 2: every goodbye queued), a connection whose queue
+ * has drained is shut for writing and from then on only read, and the bytes
+ * dropped, until the peer closes too (conn_read_cb): closing a socket with
+ * unread bytes sends a reset, and the peer could then lose the goodbye and see
+ * "connection reset" instead of a clean shutdown. The linger timer bounds the
+ * wait. Never frees a connection itself; returns 1 when none is left and the
+ * loop is told to stop. */
 int loop_maybe_finish(struct net_node *n)
 {
-    if (n->stopping != 2) return 0; /* 2: every goodbye is queued */
+    if (n->stopping != 2) return 0;
     for (struct conn *c = n->conns; c; c = c->next)
-        if (c->wq.head) return 0;
-    while (n->conns) conn_free(n->conns);
+        if (!c->wq.head && !c->draining) {
+            c->draining = 1;
+            shutdown(c->fd, SHUT_WR);
+            conn_set_read(c, 1);
+        }
+    if (n->conns) return 0;
     event_base_loopbreak(n->base);
     return 1;
 }

@@ -323,6 +323,7 @@ static void test_shutdown_in_flight(void)
         cs = net_peer_status(c, ia, err);
         if (cs == NET_OK) usleep(10000);
     }
+    if (cs != NET_CLOSED || !strstr(err, "shut down")) printf("\n  stage 2 sees %d: %s\n", cs, err);
     CU_ASSERT_EQUAL(cs, NET_CLOSED);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "shut down"));
     net_node_free(c);
