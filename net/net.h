@@ -118,8 +118,9 @@ const char *net_peer_name(net_peer_id p, char *buf, size_t cap);
 struct net_node *net_node_new(const net_config *cfg, char err[NET_ERR_LEN]);
 
 /* Clean shutdown: stops taking work, fails posted receives with NET_CLOSED, tries
- * for linger_ms to flush queued sends, says goodbye to every peer, closes every
- * socket and joins the network thread. Ops still held by the caller complete
+ * for linger_ms to flush queued sends, says goodbye to every peer and waits
+ * (within the same linger_ms) for each to close its end, so that the goodbye is
+ * not lost to a reset, closes every socket and joins the network thread. Ops still held by the caller complete
  * (NET_CLOSED if unsent) and must still be released with net_op_free; after
  * this returns, net_wait/net_op_test/net_op_take/net_op_free are the only calls
  * allowed on them. No other thread may be inside a net_ call on this node while
