@@ -137,9 +137,10 @@ static void split_text(const stage_ckpt *c, const topo *t, char *out, size_t n)
             len += (size_t)snprintf(out + len, n - len, "%s%s", i ? " | " : "", t->stages[i].layers);
         return;
     }
-    json_array_foreach(json_object_get(c->manifest, "stages"), k, s) if (len < n)
-        len += (size_t)snprintf(out + len, n - len, "%s%s", k ? " | " : "",
-                                json_string_value(json_object_get(s, "layers")) ?: "?");
+    json_array_foreach(json_object_get(c->manifest, "stages"), k, s) if (len < n) {
+        const char *layers = json_string_value(json_object_get(s, "layers"));
+        len += (size_t)snprintf(out + len, n - len, "%s%s", k ? " | " : "", layers ? layers : "?");
+    }
 }
 
 int stage_ckpt_split_note(const stage_ckpt *c, const topo *t, char *note, size_t n)

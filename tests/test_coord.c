@@ -259,9 +259,7 @@ static void run_coord(harness *h, int steps, int bad, int mode, long bad_step, i
 
 static void done(harness *h)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", h->out);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", h->out);
+    if (tests_rm_tree(h->out)) fprintf(stderr, "could not remove %s\n", h->out);
     topo_free(&h->t);
 }
 

@@ -164,8 +164,6 @@ int main(void)
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("resume", tests);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd)) rc = rc ? rc : 1;
+    if (tests_rm_tree(root)) rc = rc ? rc : 1;
     return rc;
 }

@@ -6,6 +6,7 @@
 
 #include <CUnit/Basic.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +86,19 @@ static inline void tests_rm_dir(const char *dir)
         if (e->d_name[0] != '.') { snprintf(p, sizeof p, "%s/%s", dir, e->d_name); unlink(p); }
     if (d) closedir(d);
     rmdir(dir);
+}
+
+static inline int tests_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb; (void)flag; (void)f;
+    return remove(path);
+}
+
+/* Removes dir and everything under it (like rm -rf, without a shell).
+ * Returns 0, or -1 when something could not be removed. */
+static inline int tests_rm_tree(const char *dir)
+{
+    return nftw(dir, tests_rm_entry, 16, FTW_DEPTH | FTW_PHYS) ? -1 : 0;
 }
 
 #endif
