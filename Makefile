@@ -29,7 +29,7 @@ CFLAGS  = -std=c11 -D_GNU_SOURCE -g $(OPT) $(SAN) -Wall -Wextra $(WERROR) -MMD -
 LDLIBS  = $(PKG_LIBS) -lpthread -lm
 TEST_LDLIBS = $(shell pkg-config --libs cunit 2>/dev/null)
 
-LIB_SRCS  := $(sort $(wildcard model/*.c net/*.c scheduler/*.c stage/*.c))
+LIB_SRCS  := $(sort $(wildcard base/*.c model/*.c net/*.c scheduler/*.c topo/*.c run/*.c stage/*.c coord/*.c))
 CLI_SRCS  := $(sort $(wildcard cli/*.c bench/*.c))
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)

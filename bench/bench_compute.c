@@ -37,12 +37,7 @@ typedef struct {
     double tokens_per_step, loss_first, loss_last;
 } bench_result;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double now_s(void) { return base_now(); }
 
 static double cpu_s(void)
 {

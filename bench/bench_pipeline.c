@@ -44,7 +44,7 @@
 #include <unistd.h>
 
 #include "model/util.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 enum { MAX_P = 2, N_RUNS = 3, MAX_ROUNDS = 20 };
 
@@ -82,12 +82,7 @@ typedef struct {
     double round_ms[N_RUNS][MAX_ROUNDS]; /* median step time of every round */
 } bench;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double now_s(void) { return base_now(); }
 
 static double load1(void)
 {

@@ -6,7 +6,7 @@
 #define CLI_CLI_H
 
 #include "model/model.h"
-#include "stage/checkpoint.h"
+#include "run/run_ckpt.h"
 
 int cli_run_main(int argc, char **argv);
 int cli_check_main(int argc, char **argv);
@@ -26,7 +26,7 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
 /* Opens and verifies a checkpoint and builds a part holding every unit with its
  * weights, for micro-batches of up to max_batch sequences. Returns NULL with a
  * message in err. */
-model_part *cli_load_model(const char *path, size_t max_batch, stage_ckpt *ck, char *err);
+model_part *cli_load_model(const char *path, size_t max_batch, run_ckpt *ck, char *err);
 
 /* What `pipetrain run` passes to the launcher of a multi-stage topology. The
  * strings are as the user gave them: every stage process gets the same

@@ -53,17 +53,17 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
     return 0;
 }
 
-model_part *cli_load_model(const char *path, size_t max_batch, stage_ckpt *ck, char *err)
+model_part *cli_load_model(const char *path, size_t max_batch, run_ckpt *ck, char *err)
 {
-    if (stage_ckpt_open(ck, path, err)) return NULL;
+    if (run_ckpt_open(ck, path, err)) return NULL;
     int n = model_n_units(&ck->cfg);
     int *units = xmalloc((size_t)n * sizeof(int));
     for (int i = 0; i < n; i++) units[i] = i;
     model_part *p = model_part_new(&ck->cfg, units, n, max_batch, 0);
     free(units);
-    if (stage_ckpt_load_params(ck, p, err)) {
+    if (run_ckpt_load_params(ck, p, err)) {
         model_part_free(p);
-        stage_ckpt_close(ck);
+        run_ckpt_close(ck);
         return NULL;
     }
     return p;

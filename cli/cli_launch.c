@@ -16,9 +16,9 @@
 #include "cli/cli.h"
 #include "cli/cli_restart.h"
 #include "model/util.h"
-#include "stage/checkpoint.h"
-#include "stage/coord.h"
-#include "stage/metrics.h"
+#include "run/run_ckpt.h"
+#include "coord/coord.h"
+#include "run/run_metrics.h"
 #include "stage/proto.h"
 
 #include <arpa/inet.h>
@@ -61,12 +61,7 @@ typedef struct {
 static volatile sig_atomic_t got_signal;
 static void on_signal(int sig) { got_signal = sig; }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double now_s(void) { return base_now(); }
 
 static void sleep_ms(int ms) { nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL); }
 
@@ -237,7 +232,7 @@ static void reap(launch *L, int k, int block)
     else if (r < 0 && errno == ECHILD) c->running = 0;
 }
 
-/* The coordinator's liveness callback (stage_coord_alive_fn). */
+/* The coordinator's liveness callback (coord_alive_fn). */
 static int alive(void *arg, int k, char *why)
 {
     launch *L = arg;
@@ -351,7 +346,7 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
 }
 
 /* After the coordinator's verdict: children wait (success) or are stopped. */
-static int finish(launch *L, stage_coord *c, int rc, const char *err)
+static int finish(launch *L, coordinator *c, int rc, const char *err)
 {
     int n = L->t->n_stages;
     if (rc == 0) {
@@ -363,7 +358,7 @@ static int finish(launch *L, stage_coord *c, int rc, const char *err)
     }
     fprintf(stderr, "pipetrain run: %s\n", err);
     stop_children(L, 2000, 1);
-    int k = c ? stage_coord_failed_stage(c) : -1;
+    int k = c ? coord_failed_stage(c) : -1;
     if (k >= 0) log_tail(L, k, 8);
     /* a stage that refused its input (exit 2: data file, topology) makes the run's status 2 too */
     if (k >= 0 && L->ch[k].pid && !L->ch[k].running && L->ch[k].code == 2) return 2;
@@ -372,9 +367,9 @@ static int finish(launch *L, stage_coord *c, int rc, const char *err)
 
 /* Starts the stages this launcher starts, prints the others' commands, and
  * runs the coordinator. Returns its status; the message is in err. */
-static int start_and_run(launch *L, stage_coord *c, int hand, int join_s, char *err)
+static int start_and_run(launch *L, coordinator *c, int hand, int join_s, char *err)
 {
-    int port = stage_coord_port(c);
+    int port = coord_port(c);
     for (int k = 0; k < L->t->n_stages; k++)
         if (L->ch[k].how != HOW_HAND && spawn(L, k, port)) {
             snprintf(err, ERR_LEN, "could not start stage %d", k);
@@ -384,12 +379,12 @@ static int start_and_run(launch *L, stage_coord *c, int hand, int join_s, char *
         fprintf(stderr, "pipetrain run: start %d stage%s by hand (within %d s):\n", hand, hand > 1 ? "s" : "", join_s);
         print_commands(L, port, 1, stderr);
     }
-    return stage_coord_run(c, err);
+    return coord_run(c, err);
 }
 
-static void coord_opts(stage_coord_opts *co, launch *L, int hand)
+static void fill_coord_opts(coord_opts *co, launch *L, int hand)
 {
-    stage_coord_opts_init(co);
+    coord_opts_init(co);
     co->out_dir = L->o->out;
     co->run_id = L->run_id;
     co->peer_timeout_ms = L->o->peer_timeout_ms;
@@ -406,29 +401,29 @@ static void coord_opts(stage_coord_opts *co, launch *L, int hand)
 static int resume_point(const topo *t, const char *out, int required, long *first, char *err)
 {
     char root[4096], latest[4200];
-    stage_ckpt c;
+    run_ckpt c;
     *first = 0;
-    stage_ckpt_root(t, out, root, sizeof root);
+    run_ckpt_root(t, out, root, sizeof root);
     snprintf(latest, sizeof latest, "%s/latest", root);
     if (!required && access(latest, F_OK))
-        return stage_ckpt_forget_after(root, 0, err) || stage_ckpt_trim_metrics(out, 0, err) ? 1 : 0;
-    if (stage_ckpt_open(&c, root, err)) {
+        return run_ckpt_forget_after(root, 0, err) || run_ckpt_trim_metrics(out, 0, err) ? 1 : 0;
+    if (run_ckpt_open(&c, root, err)) {
         if (required) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
         return 2;
     }
-    int bad = stage_ckpt_check_topology(&c, t, err);
+    int bad = run_ckpt_check_topology(&c, t, err);
     if (!bad && c.step > t->train.steps)
         bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, c.step, t->train.steps);
     if (!bad) {
         char note[1200];
         *first = c.step;
         fprintf(stderr, "pipetrain run: resuming from %s (step %ld)\n", c.dir, c.step);
-        if (required && stage_ckpt_split_note(&c, t, note, sizeof note))
+        if (required && run_ckpt_split_note(&c, t, note, sizeof note))
             fprintf(stderr, "pipetrain run: note: %s\n", note);
     }
-    stage_ckpt_close(&c);
+    run_ckpt_close(&c);
     if (bad) return 2;
-    return stage_ckpt_forget_after(root, *first, err) || stage_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
+    return run_ckpt_forget_after(root, *first, err) || run_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
 }
 
 /* Appends the event j (consumed) to metrics.jsonl. Returns 0 or 1 with err. */
@@ -436,9 +431,9 @@ static int log_event(const char *out, json_t *j, char *err)
 {
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    stage_metrics *m = stage_metrics_open(out, 1, err);
-    int rc = !m || stage_metrics_event(m, text, err);
-    stage_metrics_close(m);
+    run_metrics *m = run_metrics_open(out, 1, err);
+    int rc = !m || run_metrics_event(m, text, err);
+    run_metrics_close(m);
     free(text);
     return rc;
 }
@@ -458,8 +453,8 @@ static int log_start(const char *out, int n, int max, long first, const char *ca
 /* One attempt: a coordinator starting at first, the children, the verdict. */
 static int attempt(launch *L, long first, int append, int restarts, int hand, int *restartable, char *err)
 {
-    stage_coord_opts co;
-    coord_opts(&co, L, hand);
+    coord_opts co;
+    fill_coord_opts(&co, L, hand);
     co.first_step = first;
     co.append_metrics = append;
     co.restarts = restarts;
@@ -468,12 +463,12 @@ static int attempt(launch *L, long first, int append, int restarts, int hand, in
         memset(&L->ch[k], 0, sizeof L->ch[k]);
         L->ch[k].how = how;
     }
-    stage_coord *c = stage_coord_new(L->t, &co, err);
+    coordinator *c = coord_new(L->t, &co, err);
     int rc = c ? start_and_run(L, c, hand, co.join_timeout_ms / 1000, err) : 1;
     rc = finish(L, c, rc, err);
     /* a stage to blame, which did not refuse its input, and no interrupt */
-    *restartable = rc == 1 && c && stage_coord_failed_stage(c) >= 0 && !got_signal;
-    stage_coord_free(c);
+    *restartable = rc == 1 && c && coord_failed_stage(c) >= 0 && !got_signal;
+    coord_free(c);
     return rc;
 }
 
@@ -519,7 +514,7 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
         free(L.ch);
         return 0;
     }
-    if (stage_mkdirs(o->out, err)) {
+    if (run_mkdirs(o->out, err)) {
         fprintf(stderr, "pipetrain run: %s\n", err);
         free(L.ch);
         return 1;

@@ -5,7 +5,7 @@
 #include "model/data.h"
 #include "model/safetensors.h"
 #include "model/util.h"
-#include "stage/metrics.h"
+#include "run/run_metrics.h"
 #include "stage/train.h"
 
 #include <math.h>
@@ -29,7 +29,7 @@ static const char export_help[] =
     "names) and DIR/config.json (LlamaForCausalLM), loadable without conversion.\n";
 
 /* The val_fraction recorded in the checkpoint's topology, or 0.1. */
-static double ckpt_val_fraction(const stage_ckpt *c)
+static double ckpt_val_fraction(const run_ckpt *c)
 {
     json_t *v = json_object_get(json_object_get(json_object_get(c->manifest, "topology"), "data"), "val_fraction");
     return json_is_number(v) ? json_number_value(v) : 0.1;
@@ -52,7 +52,7 @@ int cli_eval_main(int argc, char **argv)
     }
     if (!ckpt || !data) return cli_usage_error("eval", "CHECKPOINT and --data FILE are required");
     char err[ERR_LEN];
-    stage_ckpt ck;
+    run_ckpt ck;
     model_part *p = cli_load_model(ckpt, 16, &ck, err);
     if (!p) { fprintf(stderr, "pipetrain eval: %s\n", err); return 2; }
     data_set d;
@@ -70,7 +70,7 @@ int cli_eval_main(int argc, char **argv)
         data_free(&d);
     }
     model_part_free(p);
-    stage_ckpt_close(&ck);
+    run_ckpt_close(&ck);
     return rc;
 }
 
@@ -117,12 +117,12 @@ int cli_sample_main(int argc, char **argv)
     }
     if (!ckpt) return cli_usage_error("sample", "a CHECKPOINT is required");
     char err[ERR_LEN];
-    stage_ckpt ck;
+    run_ckpt ck;
     model_part *p = cli_load_model(ckpt, 1, &ck, err);
     if (!p) { fprintf(stderr, "pipetrain sample: %s\n", err); return 2; }
     if (ck.cfg.vocab_size < 256) {
         fprintf(stderr, "pipetrain sample: %s: vocabulary of %d is not byte-level\n", ck.dir, ck.cfg.vocab_size);
-        model_part_free(p); stage_ckpt_close(&ck);
+        model_part_free(p); run_ckpt_close(&ck);
         return 2;
     }
     size_t T = (size_t)ck.cfg.seq_len, plen = strlen(prompt), n = plen ? plen : 1;
@@ -148,7 +148,7 @@ int cli_sample_main(int argc, char **argv)
     model_slots_free(s);
     free(ctx); free(prob);
     model_part_free(p);
-    stage_ckpt_close(&ck);
+    run_ckpt_close(&ck);
     return 0;
 }
 
@@ -164,7 +164,7 @@ int cli_export_main(int argc, char **argv)
     }
     if (!ckpt || !out) return cli_usage_error("export", "CHECKPOINT and --out DIR are required");
     char err[ERR_LEN], path[4200];
-    stage_ckpt ck;
+    run_ckpt ck;
     model_part *p = cli_load_model(ckpt, 1, &ck, err);
     if (!p) { fprintf(stderr, "pipetrain export: %s\n", err); return 2; }
     int rc = 1;
@@ -185,11 +185,11 @@ int cli_export_main(int argc, char **argv)
                             "mlp_bias", 0, "initializer_range", 0.02, "attention_dropout", 0.0);
     char *text = json_dumps(cfg, JSON_INDENT(2));
     json_decref(cfg);
-    if (stage_mkdirs(out, err)) goto done;
+    if (run_mkdirs(out, err)) goto done;
     snprintf(path, sizeof path, "%s/model.safetensors", out);
     if (st_write(path, e, p->n_tensors, meta, err)) goto done;
     snprintf(path, sizeof path, "%s/config.json", out);
-    if (st_write_file_durable(path, text, strlen(text), err)) goto done;
+    if (base_write_durable(path, text, strlen(text), err)) goto done;
     printf("exported step %ld (%zu parameters) to %s/model.safetensors and %s/config.json\n", ck.step, p->n_params, out, out);
     rc = 0;
 done:
@@ -197,6 +197,6 @@ done:
     free(text);
     free(e);
     model_part_free(p);
-    stage_ckpt_close(&ck);
+    run_ckpt_close(&ck);
     return rc;
 }

@@ -18,7 +18,7 @@
 #include "model/model.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 enum { FMT_ASCII, FMT_SVG, FMT_JSON, FMT_CSV, FMT_CHROME };
 static const char *const fmt_names[] = { "ascii", "svg", "json", "csv", "chrome", NULL };

@@ -205,5 +205,5 @@ size_t data_decode(char *out, const int *tokens, size_t n)
 int data_write_bin(const char *path, const uint16_t *tokens, size_t n, char *err)
 {
     if (n > SIZE_MAX / 2) return seterr(err, "%s: too many tokens (%zu)", path, n);
-    return st_write_file_durable(path, tokens, n * 2, err);
+    return base_write_durable(path, tokens, n * 2, err);
 }

@@ -1,6 +1,6 @@
-/* safetensors.c — the safetensors reader and writer and the durable-write helper
- * (see safetensors.h). The reader validates the whole header (sizes, JSON, dtypes,
- * shapes, offsets, contiguity) before it allocates the data buffer; the parsed JSON
+/* safetensors.c — the safetensors reader and writer (see safetensors.h). The
+ * reader validates the whole header (sizes, JSON, dtypes, shapes, offsets,
+ * contiguity) before it allocates the data buffer; the parsed JSON
  * stays alive while the file is open, so names and dtypes point into it. */
 #include "model/safetensors.h"
 
@@ -26,94 +26,6 @@ size_t st_dtype_size(const char *dtype)
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
         if (strcmp(dtypes[i].name, dtype) == 0) return dtypes[i].size;
     return 0;
-}
-
-/* ---- durable writes ------------------------------------------------------- */
-
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Creates (truncating) "path.tmp"; returns its fd and the malloc'ed name in *tmp. */
-static int durable_begin(const char *path, char **tmp, char *err)
-{
-    size_t len = strlen(path);
-    *tmp = xmalloc(len + 5);
-    memcpy(*tmp, path, len);
-    memcpy(*tmp + len, ".tmp", 5);
-    int fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        seterr(err, "%s: cannot create temporary file %s: %s", path, *tmp, strerror(errno));
-        free(*tmp);
-        *tmp = NULL;
-    }
-    return fd;
-}
-
-static void durable_abort(int fd, char *tmp)
-{
-    if (fd >= 0) close(fd);
-    if (tmp) unlink(tmp);
-    free(tmp);
-}
-
-static int fsync_parent_dir(const char *path, char *err)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return seterr(err, "%s: out of memory", path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-    if (fd < 0 || fsync(fd) != 0)
-        rc = seterr(err, "%s: cannot fsync directory %s: %s", path, dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return rc;
-}
-
-/* fsyncs and closes fd, renames tmp over path, fsyncs the directory. Always
- * consumes fd and tmp; on failure the temporary file is removed. */
-static int durable_commit(int fd, char *tmp, const char *path, char *err)
-{
-    if (fsync(fd) != 0) {
-        seterr(err, "%s: fsync of %s failed: %s", path, tmp, strerror(errno));
-        durable_abort(fd, tmp);
-        return -1;
-    }
-    if (close(fd) != 0) {
-        seterr(err, "%s: close of %s failed: %s", path, tmp, strerror(errno));
-        durable_abort(-1, tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        seterr(err, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-        durable_abort(-1, tmp);
-        return -1;
-    }
-    free(tmp);
-    return fsync_parent_dir(path, err);
-}
-
-int st_write_file_durable(const char *path, const void *buf, size_t n, char *err)
-{
-    char *tmp = NULL;
-    int fd = durable_begin(path, &tmp, err);
-    if (fd < 0) return -1;
-    if (write_all(fd, buf, n) != 0) {
-        seterr(err, "%s: write to %s failed: %s", path, tmp, strerror(errno));
-        durable_abort(fd, tmp);
-        return -1;
-    }
-    return durable_commit(fd, tmp, path, err);
 }
 
 /* ---- writing ---------------------------------------------------------------- */
@@ -210,23 +122,23 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     char *header = build_header(path, e, n, meta_kv, &hlen, err);
     if (!header) return -1;
     char *tmp = NULL;
-    int fd = durable_begin(path, &tmp, err);
+    int fd = base_durable_begin(path, &tmp, err);
     if (fd < 0) { free(header); return -1; }
     uint8_t lenbuf[8];
     put_u64le(lenbuf, hlen);
-    int ok = write_all(fd, lenbuf, 8) == 0 && write_all(fd, header, hlen) == 0;
+    int ok = base_write_all(fd, lenbuf, 8) == 0 && base_write_all(fd, header, hlen) == 0;
     for (int i = 0; ok && i < n; i++) {
         size_t nb = 0;
         check_entry(path, &e[i], &nb, NULL); /* already checked in build_header */
-        ok = write_all(fd, e[i].data, nb) == 0;
+        ok = base_write_all(fd, e[i].data, nb) == 0;
     }
     free(header);
     if (!ok) {
         seterr(err, "%s: write to %s failed: %s", path, tmp, strerror(errno));
-        durable_abort(fd, tmp);
+        base_durable_abort(fd, tmp);
         return -1;
     }
-    return durable_commit(fd, tmp, path, err);
+    return base_durable_commit(fd, tmp, path, err);
 }
 
 /* ---- reading ---------------------------------------------------------------- */

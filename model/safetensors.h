@@ -50,11 +50,6 @@ typedef struct {
  * in err; on error path is untouched and the temporary file removed. */
 int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, char *err);
 
-/* Writes n bytes of buf to path with the same guarantees as st_write (temporary
- * "path.tmp", fsync, rename, fsync of the directory). For JSON manifests and
- * markers. Returns 0, or -1 with a message naming the file in err. */
-int st_write_file_durable(const char *path, const void *buf, size_t n, char *err);
-
 /* ---- reading ------------------------------------------------------------- */
 
 /* A tensor of an open file; valid until st_close. `data` points into the file's

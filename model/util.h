@@ -1,73 +1,10 @@
-/* util.h — small helpers shared by model/, stage/ and cli/: checked allocation
- * (llm.c's mallocCheck: print file:line and a hint, then exit), the error-string
- * convention, little-endian field access and the deterministic RNG.
- * Header-only (static inline) so every module links without a util.o.
- * net/ and scheduler/ do not include this: they keep their own. */
+/* util.h — the deterministic RNG and string hash that model/ (and the data
+ * sampler) use; the error buffer, checked allocation and little-endian codecs
+ * come from base/base.h, included here for model/'s files. */
 #ifndef MODEL_UTIL_H
 #define MODEL_UTIL_H
 
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define ERR_LEN 512
-
-/* Writes a formatted message into err (ERR_LEN bytes); returns -1 so callers
- * can write `return seterr(err, "...")`. err may be NULL. */
-static inline int seterr(char *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static inline int seterr(char *err, const char *fmt, ...)
-{
-    if (!err) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, ERR_LEN, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static inline void *xmalloc_at(size_t n, const char *file, int line)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "pipetrain: out of memory allocating %zu bytes at %s:%d\n"
-                        "HINT: use a smaller model, batch or seq_len\n", n, file, line);
-        exit(1);
-    }
-    return p;
-}
-static inline void *xcalloc_at(size_t n, size_t sz, const char *file, int line)
-{
-    void *p = calloc(n ? n : 1, sz ? sz : 1);
-    if (!p) {
-        fprintf(stderr, "pipetrain: out of memory allocating %zu x %zu bytes at %s:%d\n"
-                        "HINT: use a smaller model, batch or seq_len\n", n, sz, file, line);
-        exit(1);
-    }
-    return p;
-}
-#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
-#define xcalloc(n, sz) xcalloc_at((n), (sz), __FILE__, __LINE__)
-
-/* Little-endian fields, written byte by byte (never a struct). */
-static inline void put_u16le(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static inline void put_u32le(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static inline void put_u64le(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static inline uint16_t get_u16le(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t get_u32le(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-static inline uint64_t get_u64le(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
+#include "base/base.h"
 
 /* Deterministic RNG: splitmix64 (Vigna). One 64-bit state, portable, and good
  * enough for sampling windows and initialising weights. */

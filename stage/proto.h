@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/base.h"
 #include "net/net.h"
 
 enum {
@@ -81,51 +82,27 @@ typedef struct {
 /* START flags. */
 #define PROTO_START_TRACE 1ull /* send SYNC rounds and the trace before STATS */
 
-static inline void proto_put_f64(uint8_t *p, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(u >> (8 * i));
-}
-static inline double proto_get_f64(const uint8_t *p)
-{
-    uint64_t u = 0;
-    for (int i = 7; i >= 0; i--) u = (u << 8) | p[i];
-    double v;
-    memcpy(&v, &u, 8);
-    return v;
-}
-static inline void proto_put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static inline uint64_t proto_get_u64(const uint8_t *p)
-{
-    uint64_t u = 0;
-    for (int i = 7; i >= 0; i--) u = (u << 8) | p[i];
-    return u;
-}
-static inline void proto_put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static inline uint32_t proto_get_u32(const uint8_t *p) { return (uint32_t)proto_get_u64((const uint8_t[8]){ p[0], p[1], p[2], p[3], 0, 0, 0, 0 }); }
-
 static inline void proto_stats_encode(uint8_t out[PROTO_STATS_BYTES], const proto_stats *s)
 {
-    proto_put_u64(out, s->peak_act_bytes);
-    proto_put_u64(out + 8, s->peak_in_flight);
-    proto_put_f64(out + 16, s->compute_s);
-    proto_put_f64(out + 24, s->wait_s);
-    proto_put_f64(out + 32, s->optim_s);
-    proto_put_u64(out + 40, s->bytes_sent);
-    proto_put_u64(out + 48, s->steps);
-    proto_put_f64(out + 56, s->wall_s);
+    put_u64le(out, s->peak_act_bytes);
+    put_u64le(out + 8, s->peak_in_flight);
+    put_f64le(out + 16, s->compute_s);
+    put_f64le(out + 24, s->wait_s);
+    put_f64le(out + 32, s->optim_s);
+    put_u64le(out + 40, s->bytes_sent);
+    put_u64le(out + 48, s->steps);
+    put_f64le(out + 56, s->wall_s);
 }
 static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STATS_BYTES])
 {
-    s->peak_act_bytes = proto_get_u64(in);
-    s->peak_in_flight = proto_get_u64(in + 8);
-    s->compute_s = proto_get_f64(in + 16);
-    s->wait_s = proto_get_f64(in + 24);
-    s->optim_s = proto_get_f64(in + 32);
-    s->bytes_sent = proto_get_u64(in + 40);
-    s->steps = proto_get_u64(in + 48);
-    s->wall_s = proto_get_f64(in + 56);
+    s->peak_act_bytes = get_u64le(in);
+    s->peak_in_flight = get_u64le(in + 8);
+    s->compute_s = get_f64le(in + 16);
+    s->wait_s = get_f64le(in + 24);
+    s->optim_s = get_f64le(in + 32);
+    s->bytes_sent = get_u64le(in + 40);
+    s->steps = get_u64le(in + 48);
+    s->wall_s = get_f64le(in + 56);
 }
 
 /* One timed event of a stage's trace: a compute action (op = SCHED_F, SCHED_B,
@@ -153,20 +130,20 @@ static inline void proto_event_encode(uint8_t *p, const proto_event *e)
     p[1] = e->kind;
     p[2] = (uint8_t)e->chunk;
     p[3] = (uint8_t)(e->chunk >> 8);
-    proto_put_u32(p + 4, e->mb);
-    proto_put_u64(p + 8, e->step);
-    proto_put_f64(p + 16, e->t0);
-    proto_put_f64(p + 24, e->t1);
+    put_u32le(p + 4, e->mb);
+    put_u64le(p + 8, e->step);
+    put_f64le(p + 16, e->t0);
+    put_f64le(p + 24, e->t1);
 }
 static inline void proto_event_decode(proto_event *e, const uint8_t *p)
 {
     e->op = p[0];
     e->kind = p[1];
     e->chunk = (uint16_t)(p[2] | (p[3] << 8));
-    e->mb = proto_get_u32(p + 4);
-    e->step = proto_get_u64(p + 8);
-    e->t0 = proto_get_f64(p + 16);
-    e->t1 = proto_get_f64(p + 24);
+    e->mb = get_u32le(p + 4);
+    e->step = get_u64le(p + 8);
+    e->t0 = get_f64le(p + 16);
+    e->t1 = get_f64le(p + 24);
 }
 
 /* Evaluation and checkpoint steps, decided the same way by every process:

@@ -11,7 +11,7 @@
 #include "model/optim.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
-#include "stage/checkpoint.h"
+#include "run/run_ckpt.h"
 #include "stage/proto.h"
 #include "stage/rt.h"
 
@@ -20,12 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-double rt_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double rt_now(void) { return base_now(); }
 
 int rt_fail(rt *r, const char *fmt, ...)
 {
@@ -308,13 +303,13 @@ int rt_step(rt *r)
     optim_unit_sqnorms(r->part, sq);
     uint8_t buf[8 + 8 * 512];
     int nu = r->part->n_units;
-    proto_put_u32(buf, (uint32_t)nu);
-    for (int i = 0; i < nu; i++) proto_put_f64(buf + 4 + 8 * i, sq[i]);
+    put_u32le(buf, (uint32_t)nu);
+    for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * i, sq[i]);
     net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
     if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
     k.type = MSG_NORM_REPLY;
     if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for the global gradient norm from the coordinator")) return -1;
-    norm = proto_get_f64(buf);
+    norm = get_f64le(buf);
     const topo_train *tr = &r->t->train;
     double lr = optim_lr(r->step, tr->steps, tr->warmup_steps, tr->lr, tr->min_lr);
     optim_hparams h = { (float)lr, (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
@@ -324,7 +319,7 @@ int rt_step(rt *r)
     if (r->holds_head) {
         double loss = 0;
         for (int mb = 0; mb < r->M; mb++) loss += r->loss_mb[mb];
-        proto_put_f64(buf, loss / (double)(r->B * r->T));
+        put_f64le(buf, loss / (double)(r->B * r->T));
         k.type = MSG_LOSS;
         if (rt_send_sync(r, net_coord_id(), k, buf, 8)) return -1;
     }

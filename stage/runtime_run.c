@@ -2,7 +2,7 @@
  * the handshake with the coordinator, the step loop with evaluation and
  * checkpoints, statistics and shutdown. The step itself is in runtime.c. */
 #include "model/util.h"
-#include "stage/checkpoint.h"
+#include "run/run_ckpt.h"
 #include "stage/rt.h"
 
 #include <cblas.h>
@@ -91,8 +91,8 @@ static int rt_eval(rt *r)
     }
     if (!r->holds_head) return 0;
     uint8_t buf[16]; /* the head stage holds data, so nw is its window count too */
-    proto_put_f64(buf, nw ? sum / (double)(nw * T) : NAN);
-    proto_put_u64(buf + 8, nw * T);
+    put_f64le(buf, nw ? sum / (double)(nw * T) : NAN);
+    put_u64le(buf + 8, nw * T);
     net_key k = { MSG_VAL, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, buf, 16);
 }
@@ -249,9 +249,9 @@ static int checkpoint(rt *r)
     const char *cd = r->t->checkpoint.dir, *out = r->o->out_dir ? r->o->out_dir : ".";
     if (cd[0] == '/') snprintf(dir, sizeof dir, "%s/step-%ld", cd, r->step + 1);
     else snprintf(dir, sizeof dir, "%s/%s/step-%ld", out, cd, r->step + 1);
-    stage_ckpt_state st = { r->step + 1, r->has_data ? data_sampler_get_state(&r->sampler) : 0 };
+    run_ckpt_state st = { r->step + 1, r->has_data ? data_sampler_get_state(&r->sampler) : 0 };
     char cerr[ERR_LEN];
-    if (stage_ckpt_write_shard(dir, r->K, r->part, r->opt, &st, cerr)) return rt_fail(r, "checkpoint: %s", cerr);
+    if (run_ckpt_write_shard(dir, r->K, r->part, r->opt, &st, cerr)) return rt_fail(r, "checkpoint: %s", cerr);
     net_key k = { MSG_CKPT_DONE, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, NULL, 0);
 }
@@ -261,14 +261,14 @@ static int checkpoint(rt *r)
 static int resume(rt *r, long first)
 {
     char root[4096], dir[4200], cerr[ERR_LEN];
-    stage_ckpt c;
-    stage_ckpt_state st;
-    stage_ckpt_root(r->t, r->o->out_dir, root, sizeof root);
+    run_ckpt c;
+    run_ckpt_state st;
+    run_ckpt_root(r->t, r->o->out_dir, root, sizeof root);
     snprintf(dir, sizeof dir, "%s/step-%ld", root, first);
     r->step = first - 1;
-    if (stage_ckpt_open(&c, dir, cerr)) return rt_fail(r, "resuming: %s", cerr);
-    int rc = stage_ckpt_load_units(&c, r->part, r->opt, &st, cerr);
-    stage_ckpt_close(&c);
+    if (run_ckpt_open(&c, dir, cerr)) return rt_fail(r, "resuming: %s", cerr);
+    int rc = run_ckpt_load_units(&c, r->part, r->opt, &st, cerr);
+    run_ckpt_close(&c);
     if (rc) return rt_fail(r, "resuming: %s", cerr);
     if (st.step != first) return rt_fail(r, "resuming: %s holds step %ld, not %ld", dir, st.step, first);
     if (r->has_data) data_sampler_set_state(&r->sampler, st.sampler_state);
@@ -288,9 +288,9 @@ static void send_fail(rt *r)
 static int run_steps(rt *r)
 {
     uint8_t buf[16];
-    proto_put_u32(buf, (uint32_t)r->K);
-    proto_put_u32(buf + 4, (uint32_t)getpid());
-    proto_put_u32(buf + 8, (uint32_t)r->part->n_units);
+    put_u32le(buf, (uint32_t)r->K);
+    put_u32le(buf + 4, (uint32_t)getpid());
+    put_u32le(buf + 8, (uint32_t)r->part->n_units);
     net_key k = { MSG_JOIN, 0, 0, 0 };
     if (rt_send_sync(r, net_coord_id(), k, buf, 12)) return -1;
     k.type = MSG_START;
@@ -298,8 +298,8 @@ static int run_steps(rt *r)
     uint64_t len = 0;
     if (rt_recv_len(r, net_coord_id(), k, start, sizeof start, &len, "waiting for the coordinator to start the run")) return -1;
     if (len < 16) return rt_fail(r, "START from the coordinator has %llu bytes, expected 16 or 24", (unsigned long long)len);
-    long first = (long)proto_get_u64(start), total = (long)proto_get_u64(start + 8);
-    r->trace = len >= 24 && (proto_get_u64(start + 16) & PROTO_START_TRACE);
+    long first = (long)get_u64le(start), total = (long)get_u64le(start + 8);
+    r->trace = len >= 24 && (get_u64le(start + 16) & PROTO_START_TRACE);
     if (first < 0 || first > total || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
     if (first > 0 && resume(r, first)) return -1;
@@ -365,7 +365,7 @@ int rt_send_trace(rt *r)
         if (rt_send_sync(r, net_coord_id(), k, NULL, 0)) return -1;
         k.type = MSG_SYNC_REPLY;
         if (rt_recv_sync(r, net_coord_id(), k, b8, 8, "waiting for the coordinator's clock")) return -1;
-        double t1 = rt_now(), coord = proto_get_f64(b8);
+        double t1 = rt_now(), coord = get_f64le(b8);
         if (t1 - t0 < best_rtt) { best_rtt = t1 - t0; offset = coord - 0.5 * (t0 + t1); }
     }
     size_t per = PROTO_TRACE_PART_EVENTS, parts = r->n_ev ? (r->n_ev + per - 1) / per : 1;
@@ -374,8 +374,8 @@ int rt_send_trace(rt *r)
     for (size_t p = 0; p < parts && !rc; p++) {
         size_t lo = p * per, n = r->n_ev - lo < per ? r->n_ev - lo : per;
         if (!r->n_ev) n = 0;
-        proto_put_u32(buf, (uint32_t)parts);
-        proto_put_u32(buf + 4, (uint32_t)n);
+        put_u32le(buf, (uint32_t)parts);
+        put_u32le(buf + 4, (uint32_t)n);
         for (size_t i = 0; i < n; i++) {
             proto_event e = r->ev[lo + i];
             e.t0 += offset;

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "net/net.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 /* Options of `pipetrain stage` (and what the launcher passes to each stage). */
 typedef struct {

@@ -6,8 +6,8 @@
 #include "model/optim.h"
 #include "model/safetensors.h"
 #include "model/util.h"
-#include "stage/checkpoint.h"
-#include "stage/metrics.h"
+#include "run/run_ckpt.h"
+#include "run/run_metrics.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -18,12 +18,7 @@
 static volatile sig_atomic_t interrupted;
 static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double now_s(void) { return base_now(); }
 
 double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t batch, size_t *tokens)
 {
@@ -52,8 +47,8 @@ typedef struct {
     data_sampler sampler;
     model_slot *slots;
     int *x, *y;
-    stage_metrics *metrics;
-    stage_progress progress;
+    run_metrics *metrics;
+    run_progress progress;
     size_t B, Bm, T;
     long first;            /* steps taken before this process (resumed from a checkpoint) */
 } run;
@@ -93,11 +88,11 @@ static int save_checkpoint(run *r, const char *out, long step, char *err)
     if (cd[0] == '/') snprintf(root, sizeof root, "%s", cd);
     else snprintf(root, sizeof root, "%s/%s", out, cd);
     snprintf(dir, sizeof dir, "%s/step-%ld", root, step);
-    stage_ckpt_state st = { step, data_sampler_get_state(&r->sampler) };
-    if (stage_ckpt_write_shard(dir, 0, r->part, r->opt, &st, err)) return -1;
-    if (stage_ckpt_commit(dir, r->t, step, err)) return -1;
-    stage_progress_note(&r->progress, "checkpoint: %s", dir);
-    return stage_ckpt_prune(root, r->t->checkpoint.keep, err);
+    run_ckpt_state st = { step, data_sampler_get_state(&r->sampler) };
+    if (run_ckpt_write_shard(dir, 0, r->part, r->opt, &st, err)) return -1;
+    if (run_ckpt_commit(dir, r->t, step, err)) return -1;
+    run_progress_note(&r->progress, "checkpoint: %s", dir);
+    return run_ckpt_prune(root, r->t->checkpoint.keep, err);
 }
 
 static int write_summary(run *r, const char *out, long steps, double final_loss, double val_loss, double wall,
@@ -119,7 +114,7 @@ static int write_summary(run *r, const char *out, long steps, double final_loss,
                           "interrupted", interrupted_);
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
-    int rc = st_write_file_durable(path, text, strlen(text), err);
+    int rc = base_write_durable(path, text, strlen(text), err);
     free(text);
     return rc;
 }
@@ -129,23 +124,23 @@ static int write_summary(run *r, const char *out, long steps, double final_loss,
 static int resume(run *r, const char *out, char *err)
 {
     char root[4096];
-    stage_ckpt c;
-    stage_ckpt_state st;
-    stage_ckpt_root(r->t, out, root, sizeof root);
-    if (stage_ckpt_open(&c, root, err)) return 2;
+    run_ckpt c;
+    run_ckpt_state st;
+    run_ckpt_root(r->t, out, root, sizeof root);
+    if (run_ckpt_open(&c, root, err)) return 2;
     char note[1200];
-    int bad = stage_ckpt_check_topology(&c, r->t, err) || stage_ckpt_load_units(&c, r->part, r->opt, &st, err);
+    int bad = run_ckpt_check_topology(&c, r->t, err) || run_ckpt_load_units(&c, r->part, r->opt, &st, err);
     if (!bad && st.step > r->t->train.steps)
         bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, st.step, r->t->train.steps);
     if (!bad) {
         data_sampler_set_state(&r->sampler, st.sampler_state);
         r->first = st.step;
         fprintf(stderr, "pipetrain: resuming from %s (step %ld)\n", c.dir, r->first);
-        if (stage_ckpt_split_note(&c, r->t, note, sizeof note)) fprintf(stderr, "pipetrain: note: %s\n", note);
+        if (run_ckpt_split_note(&c, r->t, note, sizeof note)) fprintf(stderr, "pipetrain: note: %s\n", note);
     }
-    stage_ckpt_close(&c);
+    run_ckpt_close(&c);
     if (bad) return 2;
-    return stage_ckpt_forget_after(root, r->first, err) || stage_ckpt_trim_metrics(out, r->first, err) ? 1 : 0;
+    return run_ckpt_forget_after(root, r->first, err) || run_ckpt_trim_metrics(out, r->first, err) ? 1 : 0;
 }
 
 static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
@@ -170,17 +165,17 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
         int rc = resume(r, o->out_dir, err);
         if (rc) return rc;
     }
-    if (!(r->metrics = stage_metrics_open(o->out_dir, o->resume, err))) return 1;
+    if (!(r->metrics = run_metrics_open(o->out_dir, o->resume, err))) return 1;
     char ev[96];
     snprintf(ev, sizeof ev, "{\"event\":\"resume\",\"from_step\":%ld}", r->first);
-    if (o->resume && r->first < t->train.steps && stage_metrics_event(r->metrics, ev, err)) return 1;
-    stage_progress_init(&r->progress, o->progress, t->train.steps, t->train.log_every);
+    if (o->resume && r->first < t->train.steps && run_metrics_event(r->metrics, ev, err)) return 1;
+    run_progress_init(&r->progress, o->progress, t->train.steps, t->train.log_every);
     return 0;
 }
 
 static void teardown(run *r)
 {
-    stage_metrics_close(r->metrics);
+    run_metrics_close(r->metrics);
     model_slots_free(r->slots);
     optim_free(r->opt);
     model_part_free(r->part);
@@ -197,10 +192,10 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     run r;
     int rc = setup(&r, t, o, err);
     if (!rc && r.first == t->train.steps)
-        stage_progress_note(&r.progress, "pipetrain: the run is complete (checkpoint at step %ld of %d): nothing to do",
+        run_progress_note(&r.progress, "pipetrain: the run is complete (checkpoint at step %ld of %d): nothing to do",
                             r.first, t->train.steps);
     if (rc || r.first == t->train.steps) { teardown(&r); return rc; }
-    stage_progress_note(&r.progress, "pipetrain: %zu parameters, %zu train / %zu val tokens from %s, %d steps -> %s",
+    run_progress_note(&r.progress, "pipetrain: %zu parameters, %zu train / %zu val tokens from %s, %d steps -> %s",
                         r.part->n_params, r.data.n_train, data_n_val(&r.data), t->data.path, t->train.steps, o->out_dir);
     interrupted = 0;
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
@@ -220,20 +215,20 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
             rc = 1;
             break;
         }
-        stage_metrics_row row = { step, loss, lr, norm, dt * 1e3, (double)(r.B * r.T) / dt, NAN };
+        run_metrics_row row = { step, loss, lr, norm, dt * 1e3, (double)(r.B * r.T) / dt, NAN };
         int last = step == total;
         if (last || (t->train.eval_every > 0 && step % t->train.eval_every == 0))
             val = row.val_loss = stage_eval(r.part, &r.data, last ? 0 : eval_windows, r.Bm, &tokens);
-        stage_progress_step(&r.progress, &row, train_s / (double)(step - r.first) * (double)(total - step));
-        if (stage_metrics_log(r.metrics, &row, err)) { rc = 1; break; }
-        if (!isnan(row.val_loss) && stage_metrics_write_svg(r.metrics, err)) { rc = 1; break; }
+        run_progress_step(&r.progress, &row, train_s / (double)(step - r.first) * (double)(total - step));
+        if (run_metrics_log(r.metrics, &row, err)) { rc = 1; break; }
+        if (!isnan(row.val_loss) && run_metrics_write_svg(r.metrics, err)) { rc = 1; break; }
         if ((last || (t->checkpoint.every > 0 && step % t->checkpoint.every == 0)) && save_checkpoint(&r, o->out_dir, step, err)) {
             rc = 1;
             break;
         }
     }
     if (interrupted && !rc) {
-        stage_progress_note(&r.progress, "interrupted after step %ld: saving a checkpoint", step);
+        run_progress_note(&r.progress, "interrupted after step %ld: saving a checkpoint", step);
         if (step == r.first || !save_checkpoint(&r, o->out_dir, step, err))
             seterr(err, "interrupted at step %ld of %ld", step, total);
         rc = 1;
@@ -243,10 +238,10 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     char err2[ERR_LEN];
     double tok_s = train_s > 0 ? (double)((step - r.first) * (long)(r.B * r.T)) / train_s : 0;
     if (write_summary(&r, o->out_dir, step, loss, val, now_s() - t0, tok_s, train_s, interrupted, err2) ||
-        stage_metrics_write_svg(r.metrics, err2)) {
+        run_metrics_write_svg(r.metrics, err2)) {
         if (!rc) { memcpy(err, err2, ERR_LEN); rc = 1; }
     }
-    if (!rc) stage_progress_note(&r.progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
+    if (!rc) run_progress_note(&r.progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
                                  step, loss, val, tok_s, now_s() - t0);
     teardown(&r);
     return rc;

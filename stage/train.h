@@ -9,7 +9,7 @@
 
 #include "model/data.h"
 #include "model/model.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 typedef struct {
     const char *out_dir;   /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints/ */
@@ -20,7 +20,7 @@ typedef struct {
 /* Trains t in this process. Returns 0 on success, 1 on a run-time failure
  * (non-finite loss, write error, interrupted), 2 on bad input (data file, or
  * with o->resume: no usable checkpoint, or one made with another topology, see
- * stage_ckpt_check_topology); the message is in err. Whatever was logged and
+ * run_ckpt_check_topology); the message is in err. Whatever was logged and
  * checkpointed stays on disk. Resuming restores weights, AdamW moments and
  * step, and the sampler, and drops metrics.jsonl lines after the checkpoint,
  * so the result is bitwise what an uninterrupted run gives. */

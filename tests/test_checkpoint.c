@@ -7,8 +7,8 @@
 
 #include "model/optim.h"
 #include "model/util.h"
-#include "stage/checkpoint.h"
-#include "stage/topo.h"
+#include "run/run_ckpt.h"
+#include "topo/topo.h"
 #include "tests/tests.h"
 
 static char root[256];
@@ -39,9 +39,9 @@ static void save(const topo *t, model_part *p, optim_adamw *o, long step)
 {
     char dir[512], err[ERR_LEN];
     snprintf(dir, sizeof dir, "%s/step-%ld", root, step);
-    stage_ckpt_state st = { step, 0xfeedfacecafebeefull + (uint64_t)step };
-    CU_ASSERT_FATAL(stage_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
-    CU_ASSERT_FATAL(stage_ckpt_commit(dir, t, step, err) == 0);
+    run_ckpt_state st = { step, 0xfeedfacecafebeefull + (uint64_t)step };
+    CU_ASSERT_FATAL(run_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit(dir, t, step, err) == 0);
 }
 
 static void test_roundtrip(void)
@@ -54,13 +54,13 @@ static void test_roundtrip(void)
     o->step = 7;
     save(&t, p, o, 7);
     char err[ERR_LEN];
-    stage_ckpt c;
-    int rc = stage_ckpt_open(&c, root, err); /* via checkpoints/latest */
+    run_ckpt c;
+    int rc = run_ckpt_open(&c, root, err); /* via checkpoints/latest */
     if (rc) fprintf(stderr, "%s\n", err);
     CU_ASSERT_FATAL(rc == 0);
     CU_ASSERT(c.step == 7 && c.n_stages == 1 && c.cfg.dim == 32);
-    stage_ckpt_state st = { 0, 0 };
-    CU_ASSERT_FATAL(stage_ckpt_load_units(&c, q, o2, &st, err) == 0);
+    run_ckpt_state st = { 0, 0 };
+    CU_ASSERT_FATAL(run_ckpt_load_units(&c, q, o2, &st, err) == 0);
     CU_ASSERT(memcmp(p->params, q->params, p->n_params * 4) == 0);
     CU_ASSERT(memcmp(o->m, o2->m, o->n * 4) == 0);
     CU_ASSERT(memcmp(o->v, o2->v, o->n * 4) == 0);
@@ -70,14 +70,14 @@ static void test_roundtrip(void)
     int units[2] = { 2, 3 };
     model_part *tail = model_part_new(&t.model, units, 2, 2, 1);
     optim_adamw *ot = optim_new(tail->n_params);
-    stage_ckpt_state st2 = { 0, 0 };
-    CU_ASSERT_FATAL(stage_ckpt_load_units(&c, tail, ot, &st2, err) == 0);
+    run_ckpt_state st2 = { 0, 0 };
+    CU_ASSERT_FATAL(run_ckpt_load_units(&c, tail, ot, &st2, err) == 0);
     int i = model_part_find(p, "model.layers.1.self_attn.v_proj.weight"), j = model_part_find(tail, "model.layers.1.self_attn.v_proj.weight");
     size_t pi = p->tensors[i].offset, tj = tail->tensors[j].offset, n = p->tensors[i].numel;
     CU_ASSERT(memcmp(p->params + pi, tail->params + tj, n * 4) == 0);
     CU_ASSERT(memcmp(o->m + pi, ot->m + tj, n * 4) == 0 && memcmp(o->v + pi, ot->v + tj, n * 4) == 0);
     CU_ASSERT(st2.step == 7 && ot->step == 7 && st2.sampler_state == st.sampler_state);
-    stage_ckpt_close(&c);
+    run_ckpt_close(&c);
     model_part_free(tail); model_part_free(p); model_part_free(q); optim_free(o); optim_free(o2); optim_free(ot);
     topo_free(&t);
 }
@@ -90,16 +90,16 @@ static void test_prune_and_tamper(void)
     optim_adamw *o = optim_new(p->n_params);
     char err[ERR_LEN], path[600];
     for (long s = 10; s <= 30; s += 10) save(&t, p, o, s);
-    CU_ASSERT(stage_ckpt_prune(root, 2, err) == 0);
+    CU_ASSERT(run_ckpt_prune(root, 2, err) == 0);
     struct stat sb;
     snprintf(path, sizeof path, "%s/step-10", root);
     CU_ASSERT(stat(path, &sb) != 0);
     snprintf(path, sizeof path, "%s/step-30/COMPLETE", root);
     CU_ASSERT(stat(path, &sb) == 0);
-    stage_ckpt c;
-    CU_ASSERT_FATAL(stage_ckpt_open(&c, root, err) == 0);
+    run_ckpt c;
+    CU_ASSERT_FATAL(run_ckpt_open(&c, root, err) == 0);
     CU_ASSERT(c.step == 30);
-    stage_ckpt_close(&c);
+    run_ckpt_close(&c);
     /* a flipped byte in the optimizer shard is found by its checksum */
     snprintf(path, sizeof path, "%s/step-30/stage-0.optim.safetensors", root);
     FILE *f = fopen(path, "r+b");
@@ -110,13 +110,13 @@ static void test_prune_and_tamper(void)
     fputc(ch ^ 0x40, f);
     fclose(f);
     snprintf(path, sizeof path, "%s/step-30", root);
-    CU_ASSERT(stage_ckpt_open(&c, path, err) == -1);
+    CU_ASSERT(run_ckpt_open(&c, path, err) == -1);
     CU_ASSERT(strstr(err, "SHA-256 mismatch") && strstr(err, "stage-0.optim.safetensors"));
     /* the marker is what makes a checkpoint exist */
     snprintf(path, sizeof path, "%s/step-20/COMPLETE", root);
     unlink(path);
     snprintf(path, sizeof path, "%s/step-20", root);
-    CU_ASSERT(stage_ckpt_open(&c, path, err) == -1);
+    CU_ASSERT(run_ckpt_open(&c, path, err) == -1);
     CU_ASSERT(strstr(err, "incomplete") != NULL);
     model_part_free(p); optim_free(o);
     topo_free(&t);

@@ -7,8 +7,8 @@
  * and the step. No timing thresholds: timeouts only bound the waits. */
 #include "model/optim.h"
 #include "model/util.h"
-#include "stage/coord.h"
-#include "stage/metrics.h"
+#include "coord/coord.h"
+#include "run/run_metrics.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
 #include "tests/tests.h"
@@ -45,18 +45,18 @@ static void test_place_norms_order(void)
     char err[ERR_LEN];
     /* place in reverse stage order: the result must not depend on arrival order */
     for (int k = t.n_stages - 1; k >= 0; k--) {
-        uint64_t len = stage_coord_encode_norms(&t, k, sq, buf);
+        uint64_t len = coord_encode_norms(&t, k, sq, buf);
         CU_ASSERT_EQUAL(len, 4 + 8 * (uint64_t)t.stages[k].n_units);
-        CU_ASSERT_EQUAL(proto_get_u32(buf), (uint32_t)t.stages[k].n_units);
-        CU_ASSERT_EQUAL(stage_coord_place_norms(&t, k, buf, len, placed, err), 0);
+        CU_ASSERT_EQUAL(get_u32le(buf), (uint32_t)t.stages[k].n_units);
+        CU_ASSERT_EQUAL(coord_place_norms(&t, k, buf, len, placed, err), 0);
     }
     CU_ASSERT_EQUAL(memcmp(sq, placed, sizeof sq), 0);
     double a = optim_global_norm(sq, n), b = optim_global_norm(placed, n);
     CU_ASSERT_EQUAL(memcmp(&a, &b, sizeof a), 0);
     /* stage 1 holds "1-2": units 2 and 3, in that order on the wire */
-    stage_coord_encode_norms(&t, 1, sq, buf);
-    CU_ASSERT_EQUAL(proto_get_f64(buf + 4), sq[2]);
-    CU_ASSERT_EQUAL(proto_get_f64(buf + 12), sq[3]);
+    coord_encode_norms(&t, 1, sq, buf);
+    CU_ASSERT_EQUAL(get_f64le(buf + 4), sq[2]);
+    CU_ASSERT_EQUAL(get_f64le(buf + 12), sq[3]);
     topo_free(&t);
 }
 
@@ -67,13 +67,13 @@ static void test_place_norms_rejects(void)
     double sq[8] = { 0 };
     uint8_t buf[64];
     char err[ERR_LEN] = "";
-    uint64_t len = stage_coord_encode_norms(&t, 1, sq, buf);
-    CU_ASSERT_EQUAL(stage_coord_place_norms(&t, 1, buf, len - 1, sq, err), -1);
+    uint64_t len = coord_encode_norms(&t, 1, sq, buf);
+    CU_ASSERT_EQUAL(coord_place_norms(&t, 1, buf, len - 1, sq, err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "bytes"));
-    proto_put_u32(buf, 3);
-    CU_ASSERT_EQUAL(stage_coord_place_norms(&t, 1, buf, len, sq, err), -1);
+    put_u32le(buf, 3);
+    CU_ASSERT_EQUAL(coord_place_norms(&t, 1, buf, len, sq, err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "3 units"));
-    CU_ASSERT_EQUAL(stage_coord_place_norms(&t, 1, buf, 2, sq, err), -1);
+    CU_ASSERT_EQUAL(coord_place_norms(&t, 1, buf, 2, sq, err), -1);
     topo_free(&t);
 }
 
@@ -135,17 +135,17 @@ static int fake_step(fake *f, struct net_node *n, long s)
     uint8_t buf[4 + 8 * 64];
     for (int u = 0; u < nu; u++) sq[u] = unit_sq(s, u);
     for (int u = 0; u < nu; u++) all += sq[u];
-    uint64_t len = stage_coord_encode_norms(t, f->k, sq, buf);
+    uint64_t len = coord_encode_norms(t, f->k, sq, buf);
     if (fsend(n, MSG_NORM, s, buf, len) || frecv(n, MSG_NORM_REPLY, s, buf, 8)) return -1;
-    double want = optim_global_norm(sq, nu), got = proto_get_f64(buf);
+    double want = optim_global_norm(sq, nu), got = get_f64le(buf);
     if (memcmp(&want, &got, 8)) { snprintf(f->what, sizeof f->what, "norm %.17g, want %.17g", got, want); f->errors++; }
     (void)all;
     if (f->k == last) {
-        proto_put_f64(buf, 5.0 - 0.25 * (double)s);
+        put_f64le(buf, 5.0 - 0.25 * (double)s);
         if (fsend(n, MSG_LOSS, s, buf, 8)) return -1;
         if (proto_is_eval_step(s, t->train.steps, t->train.eval_every)) {
-            proto_put_f64(buf, 6.0 - 0.25 * (double)s);
-            proto_put_u64(buf + 8, 1234);
+            put_f64le(buf, 6.0 - 0.25 * (double)s);
+            put_u64le(buf + 8, 1234);
             if (fsend(n, MSG_VAL, s, buf, 16)) return -1;
         }
     }
@@ -153,7 +153,7 @@ static int fake_step(fake *f, struct net_node *n, long s)
         char dir[512], path[600];
         snprintf(dir, sizeof dir, "%s/checkpoints/step-%ld", f->out, s + 1);
         char e[ERR_LEN];
-        stage_mkdirs(dir, e);
+        run_mkdirs(dir, e);
         snprintf(path, sizeof path, "%s/stage-%d.safetensors", dir, f->k);
         write_file(path, "params");
         snprintf(path, sizeof path, "%s/stage-%d.optim.safetensors", dir, f->k);
@@ -171,7 +171,7 @@ static int fake_misbehave(fake *f, struct net_node *n, long s)
     if (f->mode == FAKE_SILENT) sleep(3); /* longer than the step timeout the test sets */
     if (f->mode == FAKE_BAD_NORM) {
         uint8_t buf[4 + 8 * 8] = { 0 };
-        proto_put_u32(buf, (uint32_t)f->t->stages[f->k].n_units + 1);
+        put_u32le(buf, (uint32_t)f->t->stages[f->k].n_units + 1);
         fsend(n, MSG_NORM, s, buf, 4 + 8 * (uint64_t)(f->t->stages[f->k].n_units + 1));
         frecv(n, MSG_NORM_REPLY, s, buf, 8); /* never comes: the coordinator gives up */
     }
@@ -191,12 +191,12 @@ static void *fake_main(void *arg)
     }
     struct net_node *n = net_node_new(&cfg, err);
     if (!n || net_connect(n, net_coord_id(), "127.0.0.1", f->port, err)) { f->errors++; net_node_free(n); return NULL; }
-    proto_put_u32(buf, (uint32_t)f->k);
-    proto_put_u32(buf + 4, 4242u + (uint32_t)f->k);
-    proto_put_u32(buf + 8, (uint32_t)t->stages[f->k].n_units);
+    put_u32le(buf, (uint32_t)f->k);
+    put_u32le(buf + 4, 4242u + (uint32_t)f->k);
+    put_u32le(buf + 8, (uint32_t)t->stages[f->k].n_units);
     long total = t->train.steps, s;
     if (fsend(n, MSG_JOIN, 0, buf, 12) || frecv(n, MSG_START, 0, buf, 16)) goto out;
-    if (proto_get_u64(buf) != 0 || proto_get_u64(buf + 8) != (uint64_t)total) f->errors++;
+    if (get_u64le(buf) != 0 || get_u64le(buf + 8) != (uint64_t)total) f->errors++;
     for (s = 0; s < total; s++) {
         if (fake_misbehave(f, n, s)) goto out;
         if (fake_step(f, n, s)) goto out;
@@ -230,8 +230,8 @@ static void run_coord(harness *h, int steps, int bad, int mode, long bad_step, i
     CU_ASSERT_FATAL(load(&h->t, TOPO_3, steps) == 0);
     snprintf(h->out, sizeof h->out, "/tmp/test_coord.XXXXXX");
     CU_ASSERT_FATAL(mkdtemp(h->out) != NULL);
-    stage_coord_opts o;
-    stage_coord_opts_init(&o);
+    coord_opts o;
+    coord_opts_init(&o);
     o.out_dir = h->out;
     o.progress = NULL;
     o.run_id = 99;
@@ -239,9 +239,9 @@ static void run_coord(harness *h, int steps, int bad, int mode, long bad_step, i
     o.join_timeout_ms = 20000;
     o.step_timeout_ms = step_timeout_ms;
     o.poll_ms = 50;
-    stage_coord *c = stage_coord_new(&h->t, &o, h->err);
+    coordinator *c = coord_new(&h->t, &o, h->err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    h->port = stage_coord_port(c);
+    h->port = coord_port(c);
     CU_ASSERT(h->port > 0);
     pthread_t th[8];
     int n = h->t.n_stages;
@@ -249,10 +249,10 @@ static void run_coord(harness *h, int steps, int bad, int mode, long bad_step, i
         h->f[k] = (fake){ &h->t, k, h->port, k == bad ? mode : FAKE_OK, bad_step, h->out, 99, &h->stop, 0, "" };
         pthread_create(&th[k], NULL, fake_main, &h->f[k]);
     }
-    h->rc = stage_coord_run(c, h->err);
+    h->rc = coord_run(c, h->err);
     /* freed while the surviving fakes are still connected, as a coordinator
      * with stages started by hand is */
-    stage_coord_free(c);
+    coord_free(c);
     h->stop = 1;
     for (int k = 0; k < n; k++) pthread_join(th[k], NULL);
 }

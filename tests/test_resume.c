@@ -10,8 +10,8 @@
 
 #include "model/optim.h"
 #include "model/util.h"
-#include "stage/checkpoint.h"
-#include "stage/topo.h"
+#include "run/run_ckpt.h"
+#include "topo/topo.h"
 #include "tests/tests.h"
 
 static char root[256];
@@ -47,17 +47,17 @@ static void test_trim_metrics(void)
                      "{\"step\": 3, \"loss\": 3.0}\n"
                      "{\"step\": 4, \"loss\": 2.0, \"val_loss\": 2.5}\n"
                      "{\"step\": 5, \"lo");
-    CU_ASSERT_FATAL(stage_ckpt_trim_metrics(dir, 3, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_trim_metrics(dir, 3, err) == 0);
     CU_ASSERT_STRING_EQUAL(read_file(path), "{\"step\": 1, \"loss\": 5.0}\n"
                                             "{\"step\": 2, \"loss\": 4.0}\n"
                                             "{\"event\":\"restart\",\"restart\":1,\"from_step\":2}\n"
                                             "{\"step\": 3, \"loss\": 3.0}\n");
-    CU_ASSERT_FATAL(stage_ckpt_trim_metrics(dir, 0, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_trim_metrics(dir, 0, err) == 0);
     CU_ASSERT_STRING_EQUAL(read_file(path), "{\"event\":\"restart\",\"restart\":1,\"from_step\":2}\n");
     /* no metrics yet: nothing to trim */
     snprintf(dir, sizeof dir, "%s/empty", root);
     mkdir(dir, 0755);
-    CU_ASSERT(stage_ckpt_trim_metrics(dir, 3, err) == 0);
+    CU_ASSERT(run_ckpt_trim_metrics(dir, 3, err) == 0);
 }
 
 static int exists(const char *p) { struct stat s; return !stat(p, &s); }
@@ -74,13 +74,13 @@ static void test_forget_after(void)
         snprintf(path, sizeof path, "%s/%s/COMPLETE", ck, steps[i]);
         write_file(path, "x\n");
     }
-    CU_ASSERT_FATAL(stage_ckpt_forget_after(ck, 6, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_forget_after(ck, 6, err) == 0);
     for (int i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "%s/%s", ck, steps[i]);
         CU_ASSERT(exists(path) == (i == 0 || i == 1 || i == 4));
     }
     snprintf(path, sizeof path, "%s/missing", root);
-    CU_ASSERT(stage_ckpt_forget_after(path, 0, err) == 0);
+    CU_ASSERT(run_ckpt_forget_after(path, 0, err) == 0);
 }
 
 static int load_topo(topo *t, char **extra, int n_extra)
@@ -96,11 +96,11 @@ static int load_topo(topo *t, char **extra, int n_extra)
 }
 
 /* Opens the checkpoint and compares it with the topology given by extra. */
-static int compare(stage_ckpt *c, char **extra, int n_extra, char *err)
+static int compare(run_ckpt *c, char **extra, int n_extra, char *err)
 {
     topo t;
     CU_ASSERT_FATAL(load_topo(&t, extra, n_extra) == 0);
-    int rc = stage_ckpt_check_topology(c, &t, err);
+    int rc = run_ckpt_check_topology(c, &t, err);
     topo_free(&t);
     return rc;
 }
@@ -113,11 +113,11 @@ static void test_check_topology(void)
     model_part *p = model_part_new(&t.model, t.stages[0].units, t.stages[0].n_units, 2, 9);
     optim_adamw *o = optim_new(p->n_params);
     snprintf(dir, sizeof dir, "%s/topo/step-4", root);
-    stage_ckpt_state st = { 4, 77 };
-    CU_ASSERT_FATAL(stage_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
-    CU_ASSERT_FATAL(stage_ckpt_commit(dir, &t, 4, err) == 0);
-    stage_ckpt c;
-    CU_ASSERT_FATAL(stage_ckpt_open(&c, dir, err) == 0);
+    run_ckpt_state st = { 4, 77 };
+    CU_ASSERT_FATAL(run_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit(dir, &t, 4, err) == 0);
+    run_ckpt c;
+    CU_ASSERT_FATAL(run_ckpt_open(&c, dir, err) == 0);
     CU_ASSERT(compare(&c, NULL, 0, err) == 0);
     char *ok[] = { "train.steps=99", "train.eval_every=5", "train.log_every=3", "checkpoint.every=2",
                    "checkpoint.keep=1", "description=other", "stages.0.port=31000", "coordinator.port=0",
@@ -127,11 +127,11 @@ static void test_check_topology(void)
     CU_ASSERT(rc == 0);
     /* the same split and threads: nothing to say; another thread count: a note */
     char note[1200];
-    CU_ASSERT(stage_ckpt_split_note(&c, &t, note, sizeof note) == 0);
+    CU_ASSERT(run_ckpt_split_note(&c, &t, note, sizeof note) == 0);
     topo t3;
     char *threads[] = { "stages.0.threads=3" };
     CU_ASSERT_FATAL(load_topo(&t3, threads, 1) == 0);
-    CU_ASSERT(stage_ckpt_split_note(&c, &t3, note, sizeof note) == 1 && strstr(note, "not bit for bit") &&
+    CU_ASSERT(run_ckpt_split_note(&c, &t3, note, sizeof note) == 1 && strstr(note, "not bit for bit") &&
               !strstr(note, "re-split"));
     topo_free(&t3);
     struct { char *set, *path, *was, *is; } bad[] = {
@@ -147,7 +147,7 @@ static void test_check_topology(void)
             fprintf(stderr, "\n  %s: got \"%s\"\n", bad[i].set, err);
         CU_ASSERT(strstr(err, bad[i].path) && strstr(err, bad[i].was) && strstr(err, bad[i].is));
     }
-    stage_ckpt_close(&c);
+    run_ckpt_close(&c);
     model_part_free(p);
     optim_free(o);
     topo_free(&t);

@@ -230,8 +230,8 @@ static void test_durable_file(void)
     const char *path = tmp_path("manifest.json");
     char err[ERR_LEN] = "";
     const char *a = "{\"v\":1}\n", *b = "{\"v\":2,\"longer\":true}\n";
-    CU_ASSERT_FATAL(st_write_file_durable(path, a, strlen(a), err) == 0);
-    CU_ASSERT_FATAL(st_write_file_durable(path, b, strlen(b), err) == 0); /* replaces */
+    CU_ASSERT_FATAL(base_write_durable(path, a, strlen(a), err) == 0);
+    CU_ASSERT_FATAL(base_write_durable(path, b, strlen(b), err) == 0); /* replaces */
     size_t n;
     uint8_t *got = slurp(path, &n);
     CU_ASSERT(got && n == strlen(b) && memcmp(got, b, n) == 0);
@@ -239,7 +239,7 @@ static void test_durable_file(void)
     char tmpname[600];
     snprintf(tmpname, sizeof tmpname, "%s.tmp", path);
     CU_ASSERT(access(tmpname, F_OK) != 0);
-    CU_ASSERT_EQUAL(st_write_file_durable("/nonexistent-dir/m.json", a, 1, err), -1);
+    CU_ASSERT_EQUAL(base_write_durable("/nonexistent-dir/m.json", a, 1, err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/m.json"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "No such file"));
 }

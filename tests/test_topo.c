@@ -4,7 +4,7 @@
  * partition (plain and interleaved), helpers and the tests/bad/topology corpus.
  * Files are written into a fresh temporary directory. */
 #include "tests/tests.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 #include "model/util.h"
 
 #include <dirent.h>

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "model/util.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 static int memfd[2] = { -1, -1 };
 static char path[2][64];

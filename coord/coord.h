@@ -11,14 +11,14 @@
  * are still alive), tensors (they never pass through the coordinator),
  * restarts (issue #6: a restart is a new coordinator with first_step > 0 and
  * append_metrics set, so one object is one attempt). */
-#ifndef STAGE_COORD_H
-#define STAGE_COORD_H
+#ifndef COORD_H
+#define COORD_H
 
 #include <stdint.h>
 #include <stdio.h>
 
 #include "stage/proto.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 /* Liveness check called between polling slices. With stage k >= 0: 0 while
  * stage k's process runs (or is not watched by the caller), 1 when it was
@@ -26,7 +26,7 @@
  * over); the reason, e.g. "killed by signal 9", goes into why (ERR_LEN).
  * With stage -1: 1 when the run must stop for a reason of the caller's (an
  * interrupt), with the reason in why; else 0. */
-typedef int (*stage_coord_alive_fn)(void *arg, int stage, char *why);
+typedef int (*coord_alive_fn)(void *arg, int stage, char *why);
 
 typedef struct {
     const char *out_dir;      /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints */
@@ -41,24 +41,24 @@ typedef struct {
     int append_metrics;       /* append to metrics.jsonl instead of truncating (#6) */
     int restarts;             /* restarts before this attempt (--max-restarts, #6): summary.json */
     int trace;                /* ask the stages for their events; write OUT/trace.json */
-    stage_coord_alive_fn alive; /* may be NULL */
+    coord_alive_fn alive; /* may be NULL */
     void *alive_arg;
-} stage_coord_opts;
+} coord_opts;
 
 /* Fills o with the defaults above (out_dir NULL, progress stderr). */
-void stage_coord_opts_init(stage_coord_opts *o);
+void coord_opts_init(coord_opts *o);
 
-typedef struct stage_coord stage_coord;
+typedef struct coordinator coordinator;
 
 /* Creates the coordinator's net node listening on the topology's coordinator
  * host and port (or o->listen_port), so that stages can be started with the
  * actual port. t and o (and what they point to) must outlive the object.
  * Returns NULL with a message in err (ERR_LEN) when the secret is unusable or
  * the address cannot be bound. */
-stage_coord *stage_coord_new(const topo *t, const stage_coord_opts *o, char *err);
+coordinator *coord_new(const topo *t, const coord_opts *o, char *err);
 
 /* The port the coordinator listens on. */
-int stage_coord_port(const stage_coord *c);
+int coord_port(const coordinator *c);
 
 /* Runs the whole protocol: JOIN, START, every step, STATS, DONE, summary.json.
  * Returns 0 on success; 1 on a run-time failure with a one-line message in err
@@ -68,33 +68,33 @@ int stage_coord_port(const stage_coord *c);
  * step for a diverged loss or an interrupt. Best effort on failure: FAIL is
  * sent to every stage still connected. Writes metrics.jsonl, loss.svg,
  * summary.json and commits checkpoints under o->out_dir. Call once. */
-int stage_coord_run(stage_coord *c, char *err);
+int coord_run(coordinator *c, char *err);
 
 /* The stage blamed for the last failure, or -1 (none, or not a stage's fault). */
-int stage_coord_failed_stage(const stage_coord *c);
+int coord_failed_stage(const coordinator *c);
 
 /* Closes the node (flushing what is queued for up to a second) and frees c.
  * NULL: no-op. */
-void stage_coord_free(stage_coord *c);
+void coord_free(coordinator *c);
 
 /* Decodes stage `stage`'s NORM payload (u32 n, then n f64 in the stage's unit
  * order) and stores each value at its global unit index in sq (topo_n_units(t)
  * doubles). Returns 0, or -1 with err when the length or n does not match the
  * stage's units. Public for tests: the placement is what keeps multi-stage
  * norms bitwise equal to the one-stage trainer's. */
-int stage_coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t len, double *sq,
+int coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t len, double *sq,
                             char *err);
 
 /* Encodes stage `stage`'s NORM payload from the global per-unit array sq into
  * out (4 + 8 * n_units bytes of that stage); returns the length. The inverse
- * of stage_coord_place_norms, for tests and fake stages. */
-uint64_t stage_coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out);
+ * of coord_place_norms, for tests and fake stages. */
+uint64_t coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out);
 
 /* Writes the stages' events (ev[k]: n_ev[k] events of stage k, times in
  * seconds on one clock) to path as Chrome trace JSON (Perfetto): a process per
  * stage with tracks "compute", "tensor waits" and "tensor sends"; times in us
  * from the earliest event. Written to path.tmp, then renamed. Returns 0 or -1
  * with err. */
-int stage_coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err);
+int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err);
 
 #endif

@@ -5,8 +5,8 @@
  * compute actions, tensor waits and tensor sends on three tracks; then the
  * measured timeline, costs and summary timing (coord_timeline.c).
  * Not here: recording the events (stage/runtime.c). */
-#include "stage/coord_int.h"
-#include "stage/coord_timeline.h"
+#include "coord/coord_int.h"
+#include "coord/coord_timeline.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
 
@@ -17,7 +17,7 @@
 #define MAX_PARTS 65536 /* 2^28 events per stage: far beyond any sane run */
 
 /* Receives one message from stage k into buf (cap bytes). */
-static int recv_one(stage_coord *c, int k, net_key key, void *buf, uint64_t cap, uint64_t *len, const char *what,
+static int recv_one(coordinator *c, int k, net_key key, void *buf, uint64_t cap, uint64_t *len, const char *what,
                     char *err)
 {
     int n = c->t->n_stages;
@@ -34,7 +34,7 @@ static int recv_one(stage_coord *c, int k, net_key key, void *buf, uint64_t cap,
 }
 
 /* PROTO_SYNC_ROUNDS rounds of SYNC -> SYNC_REPLY (our clock) with stage k. */
-static int serve_clock(stage_coord *c, int k, char *err)
+static int serve_clock(coordinator *c, int k, char *err)
 {
     int n = c->t->n_stages;
     uint64_t step = (uint64_t)c->t->train.steps - 1;
@@ -42,7 +42,7 @@ static int serve_clock(stage_coord *c, int k, char *err)
     char nerr[NET_ERR_LEN];
     for (uint32_t i = 0; i < PROTO_SYNC_ROUNDS; i++) {
         if (recv_one(c, k, coord_key(MSG_SYNC, step, i), b, sizeof b, NULL, "SYNC", err)) return 1;
-        proto_put_f64(b, coord_now());
+        put_f64le(b, coord_now());
         struct net_op *ops[n];
         memset(ops, 0, sizeof ops);
         if (net_send(c->node, coord_sid(k), coord_key(MSG_SYNC_REPLY, step, i), b, 8, c->o.peer_timeout_ms, &ops[k],
@@ -54,7 +54,7 @@ static int serve_clock(stage_coord *c, int k, char *err)
 }
 
 /* Stage k's events, in parts, appended to (*ev, *n_ev). */
-static int gather_events(stage_coord *c, int k, proto_event **ev, size_t *n_ev, char *err)
+static int gather_events(coordinator *c, int k, proto_event **ev, size_t *n_ev, char *err)
 {
     uint64_t step = (uint64_t)c->t->train.steps - 1, cap = 8 + (uint64_t)PROTO_TRACE_PART_EVENTS * PROTO_EVENT_BYTES;
     uint8_t *buf = xmalloc(cap);
@@ -63,7 +63,7 @@ static int gather_events(stage_coord *c, int k, proto_event **ev, size_t *n_ev, 
     for (uint32_t p = 0; p < parts && !rc; p++) {
         uint64_t len = 0;
         if ((rc = recv_one(c, k, coord_key(MSG_TRACE, step, p), buf, cap, &len, "TRACE", err))) break;
-        uint32_t np = len >= 8 ? proto_get_u32(buf) : 0, ne = len >= 8 ? proto_get_u32(buf + 4) : 0;
+        uint32_t np = len >= 8 ? get_u32le(buf) : 0, ne = len >= 8 ? get_u32le(buf + 4) : 0;
         if (p == 0) parts = np;
         if (len < 8 || np != parts || np == 0 || np > MAX_PARTS || ne > PROTO_TRACE_PART_EVENTS ||
             len != 8 + (uint64_t)ne * PROTO_EVENT_BYTES) {
@@ -101,7 +101,7 @@ static void put_event(FILE *f, int k, const proto_event *e, double t_min, int ch
             (e->t1 - e->t0) * 1e6, (unsigned long long)e->step + 1, e->mb, e->chunk);
 }
 
-int stage_coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err)
+int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err)
 {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -131,7 +131,7 @@ int stage_coord_write_trace(const char *path, const topo *t, proto_event *const 
     return 0;
 }
 
-int coord_gather_trace(stage_coord *c, char *err)
+int coord_gather_trace(coordinator *c, char *err)
 {
     int n = c->t->n_stages, rc = 0;
     proto_event **ev = xcalloc((size_t)n, sizeof *ev);
@@ -140,7 +140,7 @@ int coord_gather_trace(stage_coord *c, char *err)
     if (!rc) {
         char path[4200], werr[ERR_LEN];
         snprintf(path, sizeof path, "%s/trace.json", c->o.out_dir);
-        if (stage_coord_write_trace(path, c->t, ev, n_ev, werr)) {
+        if (coord_write_trace(path, c->t, ev, n_ev, werr)) {
             seterr(err, "%s", werr);
             rc = 1;
         } else if (coord_timeline(c->t, c->o.out_dir, ev, n_ev, &c->timing, werr)) {

@@ -1,13 +1,13 @@
 /* coord_timeline.h — private to the coordinator: from the gathered trace to the
  * measured timeline (OUT/timeline.svg), the calibrated costs (OUT/costs.json) and
  * the "timing" object of summary.json. See coord_timeline.c. */
-#ifndef STAGE_COORD_TIMELINE_H
-#define STAGE_COORD_TIMELINE_H
+#ifndef COORD_TIMELINE_H
+#define COORD_TIMELINE_H
 
 #include <jansson.h>
 
 #include "stage/proto.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 /* Measures the run's events ev[k][0..n_ev[k]) (times on one clock) against the
  * schedule the topology names, writes OUT/timeline.svg (the representative step:

@@ -6,7 +6,7 @@
  * (OUT/timeline-predicted.svg), the costs themselves (OUT/costs.json, read by
  * `pipetrain schedule --calibrate OUT`) and the "timing" object of summary.json.
  * Not here: gathering the events (coord_trace.c). */
-#include "stage/coord_timeline.h"
+#include "coord/coord_timeline.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
 

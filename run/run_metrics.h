@@ -15,22 +15,22 @@ typedef struct {
     double step_ms;
     double tokens_per_s;
     double val_loss;    /* NAN when the step did not evaluate */
-} stage_metrics_row;
+} run_metrics_row;
 
-typedef struct stage_metrics stage_metrics;
+typedef struct run_metrics run_metrics;
 
 /* Creates dir (and parents) and opens dir/metrics.jsonl for writing (truncating,
  * or appending when append is set, as a resumed run does). Returns NULL with a
  * message in err on failure. */
-stage_metrics *stage_metrics_open(const char *dir, int append, char *err);
+run_metrics *run_metrics_open(const char *dir, int append, char *err);
 /* Appends one line (flushed, so a crash loses nothing already logged) and keeps
  * the row for the loss curve. Returns 0 or -1 with err. */
-int stage_metrics_log(stage_metrics *m, const stage_metrics_row *r, char *err);
+int run_metrics_log(run_metrics *m, const run_metrics_row *r, char *err);
 /* Logs an event line, e.g. {"event": "restart", ...}: json is one JSON object. */
-int stage_metrics_event(stage_metrics *m, const char *json, char *err);
+int run_metrics_event(run_metrics *m, const char *json, char *err);
 /* Writes dir/loss.svg from the rows logged so far (train and validation). */
-int stage_metrics_write_svg(const stage_metrics *m, char *err);
-void stage_metrics_close(stage_metrics *m);
+int run_metrics_write_svg(const run_metrics *m, char *err);
+void run_metrics_close(run_metrics *m);
 
 /* The progress display: a live line rewritten in place on a terminal, plain
  * lines every `every` steps otherwise. */
@@ -40,14 +40,14 @@ typedef struct {
     long every;
     long total;
     int dirty;          /* a live line is on screen */
-} stage_progress;
+} run_progress;
 
-void stage_progress_init(stage_progress *p, FILE *f, long total, long every);
-void stage_progress_step(stage_progress *p, const stage_metrics_row *r, double eta_s);
+void run_progress_init(run_progress *p, FILE *f, long total, long every);
+void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s);
 /* Prints a full line (moving off a live line first). */
-void stage_progress_note(stage_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void run_progress_note(run_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* mkdir -p. Returns 0 or -1 with err. */
-int stage_mkdirs(const char *path, char *err);
+int run_mkdirs(const char *path, char *err);
 
 #endif

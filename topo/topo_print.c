@@ -2,7 +2,7 @@
  * address, layers, parameters, forward FLOPs and the bytes it sends forward per
  * micro-batch, from model/'s accounting, and the topology hash. Presentation
  * only; no validation. */
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 #include <string.h>
 

@@ -2,13 +2,13 @@
  * schema (one entry per JSON key: type, offset into the topo struct, range,
  * default) and the helpers the loader, the override code and the checks share.
  * Not part of the stage/ module's public contract; include stage/topo.h instead. */
-#ifndef STAGE_TOPO_SCHEMA_H
-#define STAGE_TOPO_SCHEMA_H
+#ifndef TOPO_SCHEMA_H
+#define TOPO_SCHEMA_H
 
 #include <jansson.h>
 #include <stddef.h>
 
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 typedef enum { T_INT, T_I64, T_DBL, T_FLT, T_BOOL, T_STR, T_PATH, T_OBJ, T_ARR } ftype;
 

@@ -56,8 +56,8 @@
  *
  * --data FILE: the CLI calls topo_set_data_path() after topo_load(); that path is
  * relative to the current directory, not to the topology file. */
-#ifndef STAGE_TOPO_H
-#define STAGE_TOPO_H
+#ifndef TOPO_TOPO_H
+#define TOPO_TOPO_H
 
 #include <stdint.h>
 #include <stdio.h>

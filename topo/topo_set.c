@@ -4,9 +4,9 @@
  * leaves an object out, and the value text is parsed as the type the schema
  * expects there. The override edits the JSON tree before decoding, so an
  * overridden value is validated exactly like one written in the file. */
-#include "stage/topo.h"
+#include "topo/topo.h"
 #include "model/util.h"
-#include "stage/topo_schema.h"
+#include "topo/topo_schema.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* metrics.c — metrics.jsonl, loss.svg and the progress line (see metrics.h). */
-#include "stage/metrics.h"
+#include "run/run_metrics.h"
 
 #include <jansson.h>
 #include "model/safetensors.h"
@@ -11,14 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct stage_metrics {
+struct run_metrics {
     char *dir;
     FILE *f;
-    stage_metrics_row *rows;
+    run_metrics_row *rows;
     size_t n, cap;
 };
 
-int stage_mkdirs(const char *path, char *err)
+int run_mkdirs(const char *path, char *err)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return seterr(err, "%s: path too long", path);
@@ -35,11 +35,11 @@ int stage_mkdirs(const char *path, char *err)
     return 0;
 }
 
-static int keep_row(stage_metrics *m, const stage_metrics_row *r);
+static int keep_row(run_metrics *m, const run_metrics_row *r);
 
 /* Appending (a resumed run): the steps already logged go back into the rows, so
  * loss.svg keeps the whole curve. Lines that are not step rows are skipped. */
-static void reload_rows(stage_metrics *m, const char *path)
+static void reload_rows(run_metrics *m, const char *path)
 {
     FILE *f = fopen(path, "r");
     char line[4096];
@@ -48,7 +48,7 @@ static void reload_rows(stage_metrics *m, const char *path)
         json_t *step = json_object_get(j, "step"), *loss = json_object_get(j, "loss");
         if (json_is_integer(step) && json_is_number(loss)) {
             json_t *v = json_object_get(j, "val_loss");
-            stage_metrics_row r = { (long)json_integer_value(step), json_number_value(loss), NAN, NAN, NAN, NAN,
+            run_metrics_row r = { (long)json_integer_value(step), json_number_value(loss), NAN, NAN, NAN, NAN,
                                     json_is_number(v) ? json_number_value(v) : NAN };
             keep_row(m, &r);
         }
@@ -57,9 +57,9 @@ static void reload_rows(stage_metrics *m, const char *path)
     if (f) fclose(f);
 }
 
-stage_metrics *stage_metrics_open(const char *dir, int append, char *err)
+run_metrics *run_metrics_open(const char *dir, int append, char *err)
 {
-    if (stage_mkdirs(dir, err)) return NULL;
+    if (run_mkdirs(dir, err)) return NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     FILE *f = fopen(path, append ? "a" : "w");
@@ -67,7 +67,7 @@ stage_metrics *stage_metrics_open(const char *dir, int append, char *err)
         seterr(err, "%s: cannot open for writing: %s", path, strerror(errno));
         return NULL;
     }
-    stage_metrics *m = xcalloc(1, sizeof *m);
+    run_metrics *m = xcalloc(1, sizeof *m);
     m->dir = strdup(dir);
     m->f = f;
     if (append) reload_rows(m, path);
@@ -82,7 +82,7 @@ static void put_num(FILE *f, const char *key, double v, const char *fmt)
     else fputs("null", f);
 }
 
-int stage_metrics_log(stage_metrics *m, const stage_metrics_row *r, char *err)
+int run_metrics_log(run_metrics *m, const run_metrics_row *r, char *err)
 {
     fprintf(m->f, "{\"step\": %ld", r->step);
     put_num(m->f, "loss", r->loss, "%.6f");
@@ -98,11 +98,11 @@ int stage_metrics_log(stage_metrics *m, const stage_metrics_row *r, char *err)
 }
 
 /* Keeps a row for the loss curve; -1 when out of memory. */
-static int keep_row(stage_metrics *m, const stage_metrics_row *r)
+static int keep_row(run_metrics *m, const run_metrics_row *r)
 {
     if (m->n == m->cap) {
         size_t cap = m->cap ? 2 * m->cap : 256;
-        stage_metrics_row *rows = realloc(m->rows, cap * sizeof *rows);
+        run_metrics_row *rows = realloc(m->rows, cap * sizeof *rows);
         if (!rows) return -1;
         m->rows = rows;
         m->cap = cap;
@@ -111,14 +111,14 @@ static int keep_row(stage_metrics *m, const stage_metrics_row *r)
     return 0;
 }
 
-int stage_metrics_event(stage_metrics *m, const char *json, char *err)
+int run_metrics_event(run_metrics *m, const char *json, char *err)
 {
     fprintf(m->f, "%s\n", json);
     if (fflush(m->f) || ferror(m->f)) return seterr(err, "%s/metrics.jsonl: write failed: %s", m->dir, strerror(errno));
     return 0;
 }
 
-void stage_metrics_close(stage_metrics *m)
+void run_metrics_close(run_metrics *m)
 {
     if (!m) return;
     if (m->f) fclose(m->f);
@@ -153,14 +153,14 @@ static void svg_axes(FILE *f, const plot *p)
                 px(p, x), p->T + p->H + 16, x);
 }
 
-int stage_metrics_write_svg(const stage_metrics *m, char *err)
+int run_metrics_write_svg(const run_metrics *m, char *err)
 {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/loss.svg", m->dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     plot p = { 0, 1, INFINITY, -INFINITY, 60, 30, 620, 300 };
     for (size_t i = 0; i < m->n; i++) {
-        const stage_metrics_row *r = &m->rows[i];
+        const run_metrics_row *r = &m->rows[i];
         double v[2] = { r->loss, r->val_loss };
         for (int k = 0; k < 2; k++)
             if (isfinite(v[k])) { if (v[k] < p.y0) p.y0 = v[k]; if (v[k] > p.y1) p.y1 = v[k]; }
@@ -196,7 +196,7 @@ int stage_metrics_write_svg(const stage_metrics *m, char *err)
 
 /* ---- progress ---- */
 
-void stage_progress_init(stage_progress *p, FILE *f, long total, long every)
+void run_progress_init(run_progress *p, FILE *f, long total, long every)
 {
     p->f = f;
     p->tty = isatty(fileno(f));
@@ -213,7 +213,7 @@ static void fmt_eta(char *b, size_t n, double s)
     else snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
 }
 
-void stage_progress_step(stage_progress *p, const stage_metrics_row *r, double eta_s)
+void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s)
 {
     char eta[32], val[48] = "";
     fmt_eta(eta, sizeof eta, eta_s);
@@ -230,7 +230,7 @@ void stage_progress_step(stage_progress *p, const stage_metrics_row *r, double e
     fflush(p->f);
 }
 
-void stage_progress_note(stage_progress *p, const char *fmt, ...)
+void run_progress_note(run_progress *p, const char *fmt, ...)
 {
     if (p->dirty) { fputc('\n', p->f); p->dirty = 0; }
     va_list ap;

@@ -4,13 +4,13 @@
  * caller's liveness callback, so a dead or silent stage ends the run with a
  * message naming it instead of a hang.
  * Not here: processes (cli/cli_launch.c), tensors, restarts (#6). */
-#include "stage/coord.h"
-#include "stage/coord_int.h"
+#include "coord/coord.h"
+#include "coord/coord_int.h"
 #include "model/optim.h"
 #include "model/safetensors.h"
 #include "model/util.h"
-#include "stage/checkpoint.h"
-#include "stage/metrics.h"
+#include "run/run_ckpt.h"
+#include "run/run_metrics.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
 
@@ -29,11 +29,11 @@ static net_key ctl_key(uint16_t type, uint64_t step) { return coord_key(type, st
  * known, then dropped (every stage closing its connection is expected). */
 static void net_log(void *arg, const char *line)
 {
-    stage_coord *c = arg;
+    coordinator *c = arg;
     if (!c->quiet) fprintf(stderr, "%s\n", line);
 }
 
-void stage_coord_opts_init(stage_coord_opts *o)
+void coord_opts_init(coord_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->progress = stderr;
@@ -54,34 +54,34 @@ static const char *where(const topo *t, int k, char *buf, size_t cap)
 
 /* ---- norms ---- */
 
-int stage_coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t len, double *sq,
+int coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t len, double *sq,
                             char *err)
 {
     const topo_stage *s = &t->stages[stage];
     if (len < 4) return seterr(err, "NORM payload of %llu bytes is too short", (unsigned long long)len);
-    uint32_t n = proto_get_u32(payload);
+    uint32_t n = get_u32le(payload);
     if (n != (uint32_t)s->n_units)
         return seterr(err, "NORM lists %u units but the stage holds %d (layers \"%s\")", n, s->n_units, s->layers);
     if (len != 4 + 8 * (uint64_t)n)
         return seterr(err, "NORM payload is %llu bytes, expected %llu for %u units", (unsigned long long)len,
                       (unsigned long long)(4 + 8 * (uint64_t)n), n);
-    for (uint32_t i = 0; i < n; i++) sq[s->units[i]] = proto_get_f64(payload + 4 + 8 * (size_t)i);
+    for (uint32_t i = 0; i < n; i++) sq[s->units[i]] = get_f64le(payload + 4 + 8 * (size_t)i);
     return 0;
 }
 
-uint64_t stage_coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out)
+uint64_t coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out)
 {
     const topo_stage *s = &t->stages[stage];
-    proto_put_u32(out, (uint32_t)s->n_units);
-    for (int i = 0; i < s->n_units; i++) proto_put_f64(out + 4 + 8 * (size_t)i, sq[s->units[i]]);
+    put_u32le(out, (uint32_t)s->n_units);
+    for (int i = 0; i < s->n_units; i++) put_f64le(out + 4 + 8 * (size_t)i, sq[s->units[i]]);
     return 4 + 8 * (uint64_t)s->n_units;
 }
 
 /* ---- life cycle ---- */
 
-stage_coord *stage_coord_new(const topo *t, const stage_coord_opts *o, char *err)
+coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
 {
-    stage_coord *c = xcalloc(1, sizeof *c);
+    coordinator *c = xcalloc(1, sizeof *c);
     c->t = t;
     c->o = *o;
     c->failed_stage = -1;
@@ -112,18 +112,18 @@ stage_coord *stage_coord_new(const topo *t, const stage_coord_opts *o, char *err
     }
     return c;
 fail:
-    stage_coord_free(c);
+    coord_free(c);
     return NULL;
 }
 
-int stage_coord_port(const stage_coord *c) { return net_node_port(c->node); }
-int stage_coord_failed_stage(const stage_coord *c) { return c->failed_stage; }
+int coord_port(const coordinator *c) { return net_node_port(c->node); }
+int coord_failed_stage(const coordinator *c) { return c->failed_stage; }
 
-void stage_coord_free(stage_coord *c)
+void coord_free(coordinator *c)
 {
     if (!c) return;
     net_node_free(c->node);
-    stage_metrics_close(c->metrics);
+    run_metrics_close(c->metrics);
     if (c->devnull) fclose(c->devnull);
     free(c->pids);
     free(c->stats);
@@ -138,7 +138,7 @@ void stage_coord_free(stage_coord *c)
 /* A FAIL message from stage k that already arrived (around the current step),
  * into text. Returns 1 when found. Receives are posted asynchronously, so
  * this waits up to 100 ms in all (a dead peer's receives end at once). */
-static int probe_fail(stage_coord *c, int k, char *text)
+static int probe_fail(coordinator *c, int k, char *text)
 {
     long steps[4] = { c->step, c->step + 1, c->step - 1, 0 };
     char buf[4][ERR_LEN], nerr[NET_ERR_LEN];
@@ -167,7 +167,7 @@ static int probe_fail(stage_coord *c, int k, char *text)
  * signal, 3 gone silent or disconnected without saying why, 2 exited with a
  * status without saying why, 1 said FAIL (often about another stage), 0 fine.
  * The reason goes into why, the verb into *verb. */
-static int blame_score(stage_coord *c, int k, char *why, const char **verb)
+static int blame_score(coordinator *c, int k, char *why, const char **verb)
 {
     char ex_why[ERR_LEN] = "", net_why[NET_ERR_LEN] = "", fail[ERR_LEN];
     int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, ex_why) : 0;
@@ -183,7 +183,7 @@ static int blame_score(stage_coord *c, int k, char *why, const char **verb)
 }
 
 /* Sends FAIL with msg to every stage still connected (best effort). */
-static void tell_stages(stage_coord *c, const char *msg)
+static void tell_stages(coordinator *c, const char *msg)
 {
     char nerr[NET_ERR_LEN];
     c->quiet = 1;
@@ -198,7 +198,7 @@ static void tell_stages(stage_coord *c, const char *msg)
 }
 
 /* Fails the run at once, blaming stage k for what it sent ("failed"). */
-int coord_bad_message(stage_coord *c, int k, char *err, const char *fmt, ...)
+int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...)
 {
     char what[ERR_LEN], w[300];
     va_list ap;
@@ -214,7 +214,7 @@ int coord_bad_message(stage_coord *c, int k, char *err, const char *fmt, ...)
 /* Ends the run: after a grace period (the other stages notice a dead
  * neighbour too, and their own FAILs must not hide the stage that died first),
  * blames the likeliest stage, falling back to `first` with `reason`. */
-static int fail_run(stage_coord *c, int first, const char *reason, char *err)
+static int fail_run(coordinator *c, int first, const char *reason, char *err)
 {
     c->quiet = 1;
     int grace = c->o.peer_timeout_ms / 3 + 500;
@@ -241,7 +241,7 @@ static int fail_run(stage_coord *c, int first, const char *reason, char *err)
 
 /* Between polling slices: 1 (and the run is failed into err) when a peer died,
  * a watched process exited, the run was interrupted or the deadline passed. */
-static int check_live(stage_coord *c, double deadline, const int *pending, const char *what, char *err)
+static int check_live(coordinator *c, double deadline, const int *pending, const char *what, char *err)
 {
     net_peer_id peer;
     char nerr[NET_ERR_LEN], why[ERR_LEN], w[300];
@@ -270,7 +270,7 @@ static int check_live(stage_coord *c, double deadline, const int *pending, const
 /* Waits for ops[k] of every stage k with ops[k] != NULL, polling in slices.
  * Frees each op once complete; *lens[k] gets received lengths. Returns 0, or
  * 1 with the failure in err (the remaining ops freed). */
-int coord_wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
+int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
                    char *err)
 {
     int n = c->t->n_stages, rc = 0, pending[n];
@@ -303,7 +303,7 @@ int coord_wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double d
 
 /* Posts a receive for (type, step) from every stage, or only from stage
  * `only` when >= 0, into the per-stage slots of normbuf. */
-static int post_all(stage_coord *c, struct net_op **ops, uint16_t type, long step, int only, char *err)
+static int post_all(coordinator *c, struct net_op **ops, uint16_t type, long step, int only, char *err)
 {
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < c->t->n_stages; k++) ops[k] = NULL;
@@ -320,7 +320,7 @@ static int post_all(stage_coord *c, struct net_op **ops, uint16_t type, long ste
 
 /* Receives (type, step) from every stage (or `only`) within timeout_s;
  * payloads land in normbuf, lengths in lens. */
-static int recv_all(stage_coord *c, uint16_t type, long step, int only, uint64_t *lens, double timeout_s,
+static int recv_all(coordinator *c, uint16_t type, long step, int only, uint64_t *lens, double timeout_s,
                     const char *what, char *err)
 {
     struct net_op *ops[c->t->n_stages];
@@ -330,7 +330,7 @@ static int recv_all(stage_coord *c, uint16_t type, long step, int only, uint64_t
 }
 
 /* Sends the same payload to every stage and waits until it is written. */
-static int send_all(stage_coord *c, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
+static int send_all(coordinator *c, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
 {
     int n = c->t->n_stages;
     struct net_op *ops[n];
@@ -346,9 +346,9 @@ static int send_all(stage_coord *c, uint16_t type, long step, const uint8_t *pay
     return coord_wait_all(c, ops, NULL, coord_now() + c->limit_s, "send", err);
 }
 
-static uint8_t *slot(stage_coord *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
+static uint8_t *slot(coordinator *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
 
-static int join_all(stage_coord *c, char *err)
+static int join_all(coordinator *c, char *err)
 {
     int n = c->t->n_stages;
     uint64_t lens[n];
@@ -358,38 +358,38 @@ static int join_all(stage_coord *c, char *err)
     for (int k = 0; k < n; k++) {
         const uint8_t *p = slot(c, k);
         if (lens[k] != 12) return coord_bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);
-        if (proto_get_u32(p) != (uint32_t)k || proto_get_u32(p + 8) != (uint32_t)c->t->stages[k].n_units)
+        if (get_u32le(p) != (uint32_t)k || get_u32le(p + 8) != (uint32_t)c->t->stages[k].n_units)
             return coord_bad_message(c, k, err, "its JOIN says stage %u with %u units, expected stage %d with %d",
-                               proto_get_u32(p), proto_get_u32(p + 8), k, c->t->stages[k].n_units);
-        c->pids[k] = proto_get_u32(p + 4);
+                               get_u32le(p), get_u32le(p + 8), k, c->t->stages[k].n_units);
+        c->pids[k] = get_u32le(p + 4);
     }
     uint8_t start[24];
-    proto_put_u64(start, (uint64_t)c->o.first_step);
-    proto_put_u64(start + 8, (uint64_t)c->t->train.steps);
-    proto_put_u64(start + 16, c->o.trace ? PROTO_START_TRACE : 0);
+    put_u64le(start, (uint64_t)c->o.first_step);
+    put_u64le(start + 8, (uint64_t)c->t->train.steps);
+    put_u64le(start + 16, c->o.trace ? PROTO_START_TRACE : 0);
     return send_all(c, MSG_START, 0, start, c->o.trace ? 24 : 16, err);
 }
 
 /* ---- steps ---- */
 
-static int commit_checkpoint(stage_coord *c, long steps_taken, char *err)
+static int commit_checkpoint(coordinator *c, long steps_taken, char *err)
 {
     char root[4096], dir[4200], cerr[ERR_LEN];
     const char *cd = c->t->checkpoint.dir;
     if (cd[0] == '/') snprintf(root, sizeof root, "%s", cd);
     else snprintf(root, sizeof root, "%s/%s", c->o.out_dir, cd);
     snprintf(dir, sizeof dir, "%s/step-%ld", root, steps_taken);
-    if (stage_ckpt_commit(dir, c->t, steps_taken, cerr) || stage_ckpt_prune(root, c->t->checkpoint.keep, cerr)) {
+    if (run_ckpt_commit(dir, c->t, steps_taken, cerr) || run_ckpt_prune(root, c->t->checkpoint.keep, cerr)) {
         seterr(err, "checkpoint at step %ld: %s", steps_taken, cerr);
         tell_stages(c, err);
         return 1;
     }
-    stage_progress_note(&c->progress, "checkpoint: %s", dir);
+    run_progress_note(&c->progress, "checkpoint: %s", dir);
     return 0;
 }
 
 /* The global norm of step s from every stage's NORM, combined in unit order. */
-static int gather_norm(stage_coord *c, long s, double *norm, char *err)
+static int gather_norm(coordinator *c, long s, double *norm, char *err)
 {
     int n = c->t->n_stages;
     uint64_t lens[n];
@@ -397,15 +397,15 @@ static int gather_norm(stage_coord *c, long s, double *norm, char *err)
     if (recv_all(c, MSG_NORM, s, -1, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
     for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
     for (int k = 0; k < n; k++)
-        if (stage_coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return coord_bad_message(c, k, err, "%s", perr);
+        if (coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return coord_bad_message(c, k, err, "%s", perr);
     *norm = optim_global_norm(c->sq, c->n_units);
     uint8_t rep[8];
-    proto_put_f64(rep, *norm);
+    put_f64le(rep, *norm);
     return send_all(c, MSG_NORM_REPLY, s, rep, sizeof rep, err);
 }
 
 /* One step as the coordinator sees it; fills row (all but timings). */
-static int coord_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
+static int coord_step(coordinator *c, long s, run_metrics_row *row, char *err)
 {
     const topo_train *tr = &c->t->train;
     long total = tr->steps;
@@ -418,18 +418,18 @@ static int coord_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
     if (recv_all(c, MSG_LOSS, s, c->head, lens, tmo, "LOSS", err)) return 1;
     if (lens[c->head] != 8)
         return coord_bad_message(c, c->head, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[c->head]);
-    row->loss = proto_get_f64(slot(c, c->head));
+    row->loss = get_f64le(slot(c, c->head));
     c->t_mark = c->t_loss = coord_now();
     if (proto_is_eval_step(s, total, tr->eval_every)) {
         if (recv_all(c, MSG_VAL, s, c->head, lens, tmo, "VAL", err)) return 1;
-        if (lens[c->head] >= 8) row->val_loss = proto_get_f64(slot(c, c->head));
+        if (lens[c->head] >= 8) row->val_loss = get_f64le(slot(c, c->head));
         c->t_mark = coord_now();
     }
     return 0;
 }
 
 /* Logs a finished step: progress line, metrics.jsonl, loss.svg, checkpoint. */
-static int log_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
+static int log_step(coordinator *c, long s, run_metrics_row *row, char *err)
 {
     long total = c->t->train.steps;
     if (!isfinite(row->loss)) {
@@ -440,9 +440,9 @@ static int log_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
     c->loss = row->loss;
     if (!isnan(row->val_loss)) c->val = row->val_loss;
     long done = s + 1 - c->o.first_step;
-    stage_progress_step(&c->progress, row, c->train_s / (double)done * (double)(total - s - 1));
+    run_progress_step(&c->progress, row, c->train_s / (double)done * (double)(total - s - 1));
     char merr[ERR_LEN];
-    if (stage_metrics_log(c->metrics, row, merr) || (!isnan(row->val_loss) && stage_metrics_write_svg(c->metrics, merr))) {
+    if (run_metrics_log(c->metrics, row, merr) || (!isnan(row->val_loss) && run_metrics_write_svg(c->metrics, merr))) {
         seterr(err, "%s", merr);
         tell_stages(c, err);
         return 1;
@@ -455,14 +455,14 @@ static int log_step(stage_coord *c, long s, stage_metrics_row *row, char *err)
 
 /* Step times run from the end of the previous step's evaluation and
  * checkpoint (as the stages see it) to the step's LOSS, as in train.c. */
-static int run_steps(stage_coord *c, char *err)
+static int run_steps(coordinator *c, char *err)
 {
     const topo *t = c->t;
     double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
     c->t_mark = coord_now();
     for (long s = c->o.first_step; s < t->train.steps; s++) {
         c->step = s;
-        stage_metrics_row row;
+        run_metrics_row row;
         double start = c->t_mark;
         int rc = coord_step(c, s, &row, err);
         if (rc) return rc;
@@ -478,7 +478,7 @@ static int run_steps(stage_coord *c, char *err)
 
 /* ---- the end ---- */
 
-static int gather_stats(stage_coord *c, char *err)
+static int gather_stats(coordinator *c, char *err)
 {
     int n = c->t->n_stages;
     uint64_t lens[n];
@@ -506,7 +506,7 @@ static int gather_stats(stage_coord *c, char *err)
     return 0;
 }
 
-static json_t *stages_json(const stage_coord *c)
+static json_t *stages_json(const coordinator *c)
 {
     json_t *a = json_array();
     for (int k = 0; k < c->t->n_stages; k++) {
@@ -525,7 +525,7 @@ static json_t *stages_json(const stage_coord *c)
 
 /* summary.json; after a failure (error set) with the steps completed, the
  * error, and zeros where a stage sent no statistics. */
-static int write_summary(stage_coord *c, const char *error, char *err)
+static int write_summary(coordinator *c, const char *error, char *err)
 {
     const topo *t = c->t;
     long done = c->done - c->o.first_step;
@@ -545,41 +545,41 @@ static int write_summary(stage_coord *c, const char *error, char *err)
     if (c->timing) json_object_set(j, "timing", c->timing);
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
-    int rc = st_write_file_durable(path, text, strlen(text), err);
+    int rc = base_write_durable(path, text, strlen(text), err);
     free(text);
     return rc;
 }
 
-int stage_coord_run(stage_coord *c, char *err)
+int coord_run(coordinator *c, char *err)
 {
     const topo *t = c->t;
     char merr[ERR_LEN];
     c->t0 = coord_now();
     c->step = c->done = c->o.first_step;
-    if (!(c->metrics = stage_metrics_open(c->o.out_dir, c->o.append_metrics, merr))) {
+    if (!(c->metrics = run_metrics_open(c->o.out_dir, c->o.append_metrics, merr))) {
         seterr(err, "%s", merr);
         return 1;
     }
-    stage_progress_init(&c->progress, c->o.progress, t->train.steps, t->train.log_every);
-    stage_progress_note(&c->progress, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
-                        "micro-batches), %d steps -> %s", t->coordinator.host, stage_coord_port(c), t->n_stages,
+    run_progress_init(&c->progress, c->o.progress, t->train.steps, t->train.log_every);
+    run_progress_note(&c->progress, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
+                        "micro-batches), %d steps -> %s", t->coordinator.host, coord_port(c), t->n_stages,
                         t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
                         t->train.steps, c->o.out_dir);
     int rc = join_all(c, err);
     if (!rc) rc = run_steps(c, err);
     if (!rc) rc = gather_stats(c, err);
     if (rc) {
-        if (write_summary(c, err, merr) || stage_metrics_write_svg(c->metrics, merr))
+        if (write_summary(c, err, merr) || run_metrics_write_svg(c->metrics, merr))
             fprintf(stderr, "pipetrain: %s\n", merr); /* the run's own failure is the news */
         return rc;
     }
-    if (write_summary(c, NULL, merr) || stage_metrics_write_svg(c->metrics, merr)) {
+    if (write_summary(c, NULL, merr) || run_metrics_write_svg(c->metrics, merr)) {
         seterr(err, "%s", merr);
         return 1;
     }
     double wall = coord_now() - c->t0, tok_s = c->train_s > 0 ? (double)(c->done - c->o.first_step) *
                                                   t->train.batch_size * t->model.seq_len / c->train_s : 0;
-    stage_progress_note(&c->progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
+    run_progress_note(&c->progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
                         c->done, c->loss, c->val, tok_s, wall);
     return 0;
 }

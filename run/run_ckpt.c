@@ -1,8 +1,8 @@
 /* checkpoint.c — writing, verifying and loading checkpoints (see checkpoint.h). */
-#include "stage/checkpoint.h"
+#include "run/run_ckpt.h"
 #include "model/safetensors.h"
 #include "model/util.h"
-#include "stage/metrics.h"
+#include "run/run_metrics.h"
 
 #include <cblas.h>
 #include <dirent.h>
@@ -23,7 +23,7 @@ static void join(char *out, const char *a, const char *b)
     if (snprintf(out, PATHLEN, "%s/%s", a, b) >= PATHLEN) out[PATHLEN - 1] = 0;
 }
 
-int stage_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err)
+int run_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return seterr(err, "%s: cannot open: %s", path, strerror(errno));
@@ -69,11 +69,11 @@ static void shard_names(char *params, char *optim, size_t n, int stage)
     snprintf(optim, n, "stage-%d.optim.safetensors", stage);
 }
 
-int stage_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
-                           const stage_ckpt_state *st, char *err)
+int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                           const run_ckpt_state *st, char *err)
 {
     char pn[64], on[64], path[PATHLEN], step[32], samp[32];
-    if (stage_mkdirs(dir, err)) return -1;
+    if (run_mkdirs(dir, err)) return -1;
     shard_names(pn, on, sizeof pn, stage);
     int n = p->n_tensors, rc = -1;
     st_entry *e = xcalloc((size_t)n * 2, sizeof *e);
@@ -117,10 +117,10 @@ static int write_text(const char *dir, const char *name, const char *text, char 
 {
     char path[PATHLEN];
     join(path, dir, name);
-    return st_write_file_durable(path, text, strlen(text), err);
+    return base_write_durable(path, text, strlen(text), err);
 }
 
-int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err)
+int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
 {
     char hash[65], pn[64], on[64], path[PATHLEN];
     json_t *files = json_array(), *stages = json_array();
@@ -140,7 +140,7 @@ int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err)
             char sha[65];
             uint64_t bytes;
             join(path, dir, names[j]);
-            if (stage_sha256_file(path, sha, &bytes, err)) goto done;
+            if (run_sha256_file(path, sha, &bytes, err)) goto done;
             json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "name", names[j], "bytes", (json_int_t)bytes, "sha256", sha));
         }
     }
@@ -226,7 +226,7 @@ static int parse_model(json_t *m, model_config *c, const char *file, char *err)
     return 0;
 }
 
-static int verify_files(const stage_ckpt *c, const char *mpath, char *err)
+static int verify_files(const run_ckpt *c, const char *mpath, char *err)
 {
     json_t *files = json_object_get(c->manifest, "files"), *f;
     size_t i;
@@ -240,7 +240,7 @@ static int verify_files(const stage_ckpt *c, const char *mpath, char *err)
         char path[PATHLEN], got[65];
         uint64_t bytes;
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
-        if (stage_sha256_file(path, got, &bytes, err)) return -1;
+        if (run_sha256_file(path, got, &bytes, err)) return -1;
         if (bytes != (uint64_t)json_integer_value(b))
             return seterr(err, "%s: size %" PRIu64 " bytes, manifest says %" PRId64, path, bytes, (int64_t)json_integer_value(b));
         if (strcmp(got, sha)) return seterr(err, "%s: SHA-256 mismatch: file has %s, manifest says %s", path, got, sha);
@@ -248,7 +248,7 @@ static int verify_files(const stage_ckpt *c, const char *mpath, char *err)
     return 0;
 }
 
-int stage_ckpt_open(stage_ckpt *c, const char *path, char *err)
+int run_ckpt_open(run_ckpt *c, const char *path, char *err)
 {
     char dir[PATHLEN], mpath[PATHLEN + 32];
     json_error_t je;
@@ -273,11 +273,11 @@ int stage_ckpt_open(stage_ckpt *c, const char *path, char *err)
     if (verify_files(c, mpath, err)) goto fail;
     return 0;
 fail:
-    stage_ckpt_close(c);
+    run_ckpt_close(c);
     return -1;
 }
 
-void stage_ckpt_close(stage_ckpt *c)
+void run_ckpt_close(run_ckpt *c)
 {
     if (!c) return;
     free(c->dir);
@@ -286,7 +286,7 @@ void stage_ckpt_close(stage_ckpt *c)
 }
 
 /* Units held by manifest stage k, as a JSON array. */
-static json_t *stage_units(const stage_ckpt *c, int k)
+static json_t *stage_units(const run_ckpt *c, int k)
 {
     return json_object_get(json_array_get(json_object_get(c->manifest, "stages"), (size_t)k), "units");
 }
@@ -297,7 +297,7 @@ static int holds(json_t *units, int unit)
     json_array_foreach(units, i, u) if (json_integer_value(u) == unit) return 1;
     return 0;
 }
-static int open_shard(const stage_ckpt *c, int k, const char *key, st_file **f, char *err)
+static int open_shard(const run_ckpt *c, int k, const char *key, st_file **f, char *err)
 {
     const char *name = json_string_value(json_object_get(json_array_get(json_object_get(c->manifest, "stages"), (size_t)k), key));
     if (!name || strchr(name, '/')) return seterr(err, "%s/manifest.json: stages.%d.%s: expected a file name", c->dir, k, key);
@@ -306,7 +306,7 @@ static int open_shard(const stage_ckpt *c, int k, const char *key, st_file **f, 
     return st_open(f, path, err);
 }
 
-static int check_config(const stage_ckpt *c, const model_part *p, char *err)
+static int check_config(const run_ckpt *c, const model_part *p, char *err)
 {
     if (memcmp(&c->cfg, &p->cfg, sizeof c->cfg))
         return seterr(err, "%s: the checkpoint's model (dim %d, n_layers %d, ...) differs from the one being loaded",
@@ -314,7 +314,7 @@ static int check_config(const stage_ckpt *c, const model_part *p, char *err)
     return 0;
 }
 
-int stage_ckpt_load_params(const stage_ckpt *c, model_part *p, char *err)
+int run_ckpt_load_params(const run_ckpt *c, model_part *p, char *err)
 {
     if (check_config(c, p, err)) return -1;
     int loaded = 0, want_tied = p->tied_w && p->tied_w != p->params;
@@ -355,7 +355,7 @@ static int meta_u64(const st_file *f, const char *key, uint64_t *v, char *err)
 }
 
 /* Reads the AdamW moments of p's tensors that shard k holds; counts them in *found. */
-static int load_moments(const stage_ckpt *c, int k, st_file *f, model_part *p, optim_adamw *o, int *found,
+static int load_moments(const run_ckpt *c, int k, st_file *f, model_part *p, optim_adamw *o, int *found,
                         char *err)
 {
     json_t *units = stage_units(c, k);
@@ -372,9 +372,9 @@ static int load_moments(const stage_ckpt *c, int k, st_file *f, model_part *p, o
     return 0;
 }
 
-int stage_ckpt_load_units(const stage_ckpt *c, model_part *p, optim_adamw *o, stage_ckpt_state *st, char *err)
+int run_ckpt_load_units(const run_ckpt *c, model_part *p, optim_adamw *o, run_ckpt_state *st, char *err)
 {
-    if (stage_ckpt_load_params(c, p, err)) return -1;
+    if (run_ckpt_load_params(c, p, err)) return -1;
     int found = 0, seen = -1, with_data = 0;
     uint64_t step = 0, samp = 0;
     for (int k = 0; k < c->n_stages; k++) {
@@ -425,7 +425,7 @@ static int rm_tree(const char *dir, char *err)
     return 0;
 }
 
-int stage_ckpt_prune(const char *root, int keep, char *err)
+int run_ckpt_prune(const char *root, int keep, char *err)
 {
     if (keep <= 0) return 0;
     DIR *d = opendir(root);
@@ -460,7 +460,7 @@ int stage_ckpt_prune(const char *root, int keep, char *err)
 
 /* ---- resuming ---- */
 
-int stage_ckpt_forget_after(const char *root, long step, char *err)
+int run_ckpt_forget_after(const char *root, long step, char *err)
 {
     DIR *d = opendir(root);
     if (!d) return errno == ENOENT ? 0 : seterr(err, "%s: cannot open: %s", root, strerror(errno));

@@ -1,7 +1,7 @@
 /* checkpoint_resume.c — what resuming needs beside loading (see
  * checkpoint.h): the checkpoint root of a run, comparing a checkpoint's
  * topology with the run's, and trimming metrics.jsonl to the checkpoint. */
-#include "stage/checkpoint.h"
+#include "run/run_ckpt.h"
 #include "model/safetensors.h"
 #include "model/util.h"
 
@@ -9,7 +9,7 @@
 
 #define PATHLEN 4096
 
-void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
+void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
 {
     const char *cd = t->checkpoint.dir;
     if (cd[0] == '/') snprintf(root, n, "%s", cd);
@@ -80,7 +80,7 @@ static json_t *json_at(json_t *o, const char *path)
     return o;
 }
 
-int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
+int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err)
 {
     json_t *saved = json_deep_copy(json_object_get(c->manifest, "topology"));
     char *canon = topo_canonical_json(t);
@@ -111,7 +111,7 @@ int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err)
 }
 
 /* The checkpoint's stage holding unit u: its index, and its BLAS threads in *threads. -1 when none. */
-static int saved_stage_of(const stage_ckpt *c, int u, int *threads)
+static int saved_stage_of(const run_ckpt *c, int u, int *threads)
 {
     size_t k;
     json_t *s;
@@ -127,7 +127,7 @@ static int saved_stage_of(const stage_ckpt *c, int u, int *threads)
 }
 
 /* "embed,0-1 | 2-3,head" for the checkpoint (t NULL) or for t. */
-static void split_text(const stage_ckpt *c, const topo *t, char *out, size_t n)
+static void split_text(const run_ckpt *c, const topo *t, char *out, size_t n)
 {
     size_t len = 0, k;
     json_t *s;
@@ -143,7 +143,7 @@ static void split_text(const stage_ckpt *c, const topo *t, char *out, size_t n)
     }
 }
 
-int stage_ckpt_split_note(const stage_ckpt *c, const topo *t, char *note, size_t n)
+int run_ckpt_split_note(const run_ckpt *c, const topo *t, char *note, size_t n)
 {
     int resplit = c->n_stages != t->n_stages, threads = 0;
     for (int k = 0; k < t->n_stages; k++)
@@ -178,7 +178,7 @@ static long line_step(const char *line)
     return step;
 }
 
-int stage_ckpt_trim_metrics(const char *out_dir, long step, char *err)
+int run_ckpt_trim_metrics(const char *out_dir, long step, char *err)
 {
     char path[PATHLEN];
     snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
@@ -201,7 +201,7 @@ int stage_ckpt_trim_metrics(const char *out_dir, long step, char *err)
     }
     free(line);
     fclose(f);
-    int rc = st_write_file_durable(path, out, len, err);
+    int rc = base_write_durable(path, out, len, err);
     free(out);
     return rc;
 }

@@ -1,17 +1,17 @@
 /* coord_int.h — what stage/coord.c and stage/coord_trace.c share inside the
  * coordinator: its state and the waiting helpers. Not a public interface. */
-#ifndef STAGE_COORD_INT_H
-#define STAGE_COORD_INT_H
+#ifndef COORD_INT_H
+#define COORD_INT_H
 
 #include <time.h>
 
-#include "stage/coord.h"
-#include "stage/metrics.h"
+#include "coord/coord.h"
+#include "run/run_metrics.h"
 #include "stage/proto.h"
 
-struct stage_coord {
+struct coordinator {
     const topo *t;
-    stage_coord_opts o;
+    coord_opts o;
     struct net_node *node;
     uint8_t secret[256];
     int n_units, head, failed_stage;
@@ -20,8 +20,8 @@ struct stage_coord {
     double *sq;             /* per-unit squared norms of the step, global unit order */
     uint8_t *normbuf;       /* one control payload per stage (NORM's size at least) */
     uint64_t normcap;
-    stage_metrics *metrics;
-    stage_progress progress;
+    run_metrics *metrics;
+    run_progress progress;
     FILE *devnull;
     long step;              /* 0-based step being worked on */
     long done;              /* steps taken (logged) so far */
@@ -35,23 +35,18 @@ struct stage_coord {
 /* Control messages are keyed (type, step, mb, 0); see coord.c for the steps. */
 static inline net_key coord_key(uint16_t type, uint64_t step, uint32_t mb) { return (net_key){ type, step, mb, 0 }; }
 static inline net_peer_id coord_sid(int k) { return net_stage_id((uint16_t)k, 0); }
-static inline double coord_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static inline double coord_now(void) { return base_now(); }
 
 /* Waits for ops[k] of every stage k with ops[k] != NULL until deadline (on
  * coord_now's clock), polling in slices and checking liveness; see coord.c. */
-int coord_wait_all(stage_coord *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
+int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
                    char *err);
 /* Fails the run at once, blaming stage k for a malformed message. Returns 1. */
-int coord_bad_message(stage_coord *c, int k, char *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* After the last step, when the trace was asked for: serves every stage's
  * clock rounds, gathers its events and writes OUT/trace.json (coord_trace.c).
  * Returns 0 or 1 with err. */
-int coord_gather_trace(stage_coord *c, char *err);
+int coord_gather_trace(coordinator *c, char *err);
 
 #endif

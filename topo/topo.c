@@ -4,9 +4,9 @@
  * topo_load / topo_free. One table drives decoding, overrides (topo_set.c) and
  * encoding, so the three cannot drift apart. Cross-field rules (layer partition,
  * hosts, ports, schedule constraints) live in topo_check.c. */
-#include "stage/topo.h"
+#include "topo/topo.h"
 #include "model/util.h"
-#include "stage/topo_schema.h"
+#include "topo/topo_schema.h"
 
 #include <errno.h>
 #include <sys/stat.h>

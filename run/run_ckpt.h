@@ -24,7 +24,7 @@
 
 #include "model/model.h"
 #include "model/optim.h"
-#include "stage/topo.h"
+#include "topo/topo.h"
 
 #define PIPETRAIN_VERSION "0.1.0"
 
@@ -32,17 +32,17 @@
 typedef struct {
     long step;              /* optimizer steps taken */
     uint64_t sampler_state; /* data_sampler state after those steps */
-} stage_ckpt_state;
+} run_ckpt_state;
 
 /* Writes stage `stage`'s two shard files into dir (created if missing). */
-int stage_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
-                           const stage_ckpt_state *st, char *err);
+int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                           const run_ckpt_state *st, char *err);
 /* After every stage's shard is written: hashes the files, writes manifest.json,
  * then COMPLETE, then points dir/../latest at dir. */
-int stage_ckpt_commit(const char *dir, const topo *t, long step, char *err);
+int run_ckpt_commit(const char *dir, const topo *t, long step, char *err);
 /* Deletes complete checkpoints under ckpt_root beyond the `keep` newest (keep
  * <= 0 keeps all); never the newest complete one. */
-int stage_ckpt_prune(const char *ckpt_root, int keep, char *err);
+int run_ckpt_prune(const char *ckpt_root, int keep, char *err);
 
 /* An opened, verified checkpoint. */
 typedef struct {
@@ -51,29 +51,29 @@ typedef struct {
     long step;
     int n_stages;
     json_t *manifest;
-} stage_ckpt;
+} run_ckpt;
 
 /* Resolves path (a step directory, a checkpoints directory with `latest`, or a
  * run directory holding checkpoints/) to a complete checkpoint, reads the
  * manifest and verifies every file's size and SHA-256. Returns 0, or -1 with a
  * message naming the file and the problem. */
-int stage_ckpt_open(stage_ckpt *c, const char *path, char *err);
-void stage_ckpt_close(stage_ckpt *c);
+int run_ckpt_open(run_ckpt *c, const char *path, char *err);
+void run_ckpt_close(run_ckpt *c);
 /* Fills p's parameters (any set of units) from the shards that hold them,
  * checking names, dtypes and shapes. */
-int stage_ckpt_load_params(const stage_ckpt *c, model_part *p, char *err);
+int run_ckpt_load_params(const run_ckpt *c, model_part *p, char *err);
 /* Fills p (any set of units), its AdamW moments o and st from the shards that
  * hold them: a checkpoint made with one split of the layers loads into
  * another. The sampler state comes from the shard of the stage that held the
  * embedding (the stages that draw batches all hold the same state); every
  * shard read must be at the same step. */
-int stage_ckpt_load_units(const stage_ckpt *c, model_part *p, optim_adamw *o, stage_ckpt_state *st, char *err);
+int run_ckpt_load_units(const run_ckpt *c, model_part *p, optim_adamw *o, run_ckpt_state *st, char *err);
 
 /* ---- resuming (issue #6) ---- */
 
 /* The checkpoint root of a run: t's checkpoint.dir, under out_dir (NULL: ".")
  * unless absolute. */
-void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
+void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
 /* Compares the topology saved in c's manifest with t, ignoring what a resumed
  * run may change: description, launch, coordinator, checkpoint, secret_file,
  * train.steps (extends or shortens the run; the learning-rate schedule follows
@@ -83,23 +83,23 @@ void stage_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
  * re-split by layer). Everything else — model, data, seed, optimizer, batch
  * and micro-batches — must be equal. Returns 0, or -1 with a message naming
  * the first JSON path that differs. */
-int stage_ckpt_check_topology(const stage_ckpt *c, const topo *t, char *err);
+int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err);
 /* When t splits the layers otherwise than the checkpoint, or gives a layer
  * another BLAS thread count (OpenBLAS's bits depend on it, so the run then
  * continues, but not bit for bit as it would have), writes a one-line note
  * into note (cap n) and returns 1; else 0. */
-int stage_ckpt_split_note(const stage_ckpt *c, const topo *t, char *note, size_t n);
+int run_ckpt_split_note(const run_ckpt *c, const topo *t, char *note, size_t n);
 /* Removes the step directories under root after `step` (the marker first),
  * complete or not: when a run resumes from step, they belong to the abandoned
  * timeline (e.g. a kill between a COMPLETE marker and the latest pointer).
  * Returns 0 or -1 with err. */
-int stage_ckpt_forget_after(const char *root, long step, char *err);
+int run_ckpt_forget_after(const char *root, long step, char *err);
 /* Rewrites out_dir/metrics.jsonl (durably) without the step lines after
  * `step` and without a torn last line, so a resumed run logs every step once;
  * event lines stay. A missing file is fine. Returns 0 or -1 with err. */
-int stage_ckpt_trim_metrics(const char *out_dir, long step, char *err);
+int run_ckpt_trim_metrics(const char *out_dir, long step, char *err);
 
 /* SHA-256 of a file as 64 hex digits. Returns 0 or -1 with err. */
-int stage_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err);
+int run_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err);
 
 #endif

@@ -3,9 +3,9 @@
  * and the layer notation with the partition of units into stages and chunks.
  * Types, ranges and unknown keys are checked earlier by the schema walk in
  * topo.c; nothing here touches the network or the file system. */
-#include "stage/topo.h"
+#include "topo/topo.h"
 #include "model/util.h"
-#include "stage/topo_schema.h"
+#include "topo/topo_schema.h"
 
 #include <arpa/inet.h>
 #include <math.h>
