@@ -18,6 +18,7 @@
 #include "model/util.h"
 #include "run/run_ckpt.h"
 #include "coord/coord.h"
+#include "run/run.h"
 #include "run/run_metrics.h"
 #include "stage/proto.h"
 
@@ -395,61 +396,6 @@ static void fill_coord_opts(coord_opts *co, launch *L, int hand)
     if (hand) co->join_timeout_ms = 300000; /* people type slower than fork */
 }
 
-/* The step an attempt starts at: the latest complete checkpoint's (checked
- * against t), or 0 when there is none and none is required; metrics.jsonl is
- * trimmed to it. Returns 0, 1 (metrics) or 2 with err. */
-static int resume_point(const topo *t, const char *out, int required, long *first, char *err)
-{
-    char root[4096], latest[4200];
-    run_ckpt c;
-    *first = 0;
-    run_ckpt_root(t, out, root, sizeof root);
-    snprintf(latest, sizeof latest, "%s/latest", root);
-    if (!required && access(latest, F_OK))
-        return run_ckpt_forget_after(root, 0, err) || run_ckpt_trim_metrics(out, 0, err) ? 1 : 0;
-    if (run_ckpt_open(&c, root, err)) {
-        if (required) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
-        return 2;
-    }
-    int bad = run_ckpt_check_topology(&c, t, err);
-    if (!bad && c.step > t->train.steps)
-        bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, c.step, t->train.steps);
-    if (!bad) {
-        char note[1200];
-        *first = c.step;
-        fprintf(stderr, "pipetrain run: resuming from %s (step %ld)\n", c.dir, c.step);
-        if (required && run_ckpt_split_note(&c, t, note, sizeof note))
-            fprintf(stderr, "pipetrain run: note: %s\n", note);
-    }
-    run_ckpt_close(&c);
-    if (bad) return 2;
-    return run_ckpt_forget_after(root, *first, err) || run_ckpt_trim_metrics(out, *first, err) ? 1 : 0;
-}
-
-/* Appends the event j (consumed) to metrics.jsonl. Returns 0 or 1 with err. */
-static int log_event(const char *out, json_t *j, char *err)
-{
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    run_metrics *m = run_metrics_open(out, 1, err);
-    int rc = !m || run_metrics_event(m, text, err);
-    run_metrics_close(m);
-    free(text);
-    return rc;
-}
-
-/* {"event": "restart", ...} (n > 0) or {"event": "resume", ...} (--resume)
- * into metrics.jsonl, and a note on stderr. */
-static int log_start(const char *out, int n, int max, long first, const char *cause, char *err)
-{
-    if (n == 0)
-        return log_event(out, json_pack("{s:s,s:I}", "event", "resume", "from_step", (json_int_t)first), err);
-    json_t *j = json_pack("{s:s,s:i,s:i,s:I,s:s}", "event", "restart", "restart", n, "max_restarts", max,
-                          "from_step", (json_int_t)first, "cause", cause);
-    fprintf(stderr, "pipetrain run: restart %d of %d from step %ld after: %s\n", n, max, first, cause);
-    return log_event(out, j, err);
-}
-
 /* One attempt: a coordinator starting at first, the children, the verdict. */
 static int attempt(launch *L, long first, int append, int restarts, int hand, int *restartable, char *err)
 {
@@ -501,7 +447,7 @@ int cli_launch(const topo *t, const cli_launch_opts *o)
 int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restart_opts *r)
 {
     launch L;
-    char err[ERR_LEN];
+    char err[ERR_LEN] = "";
     int rc = setup(&L, t, o), hand = 0, restartable = 0;
     if (rc) { free(L.ch); return rc; }
     L.insecure = r->insecure;
@@ -526,18 +472,17 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
     sigaction(SIGTERM, &sa, &old_term);
     for (int n = 0;; n++) {
         long first = 0;
-        if ((r->resume || n > 0) && (rc = resume_point(t, o->out, n == 0, &first, err))) {
+        run_start_opts so = { r->resume && n == 0, n, r->max_restarts, err, "pipetrain run" };
+        char cause[ERR_LEN];
+        snprintf(cause, sizeof cause, "%s", err); /* the last attempt's failure, for a restart */
+        so.cause = cause;
+        if ((rc = run_start_point(t, o->out, &so, &first, err))) {
             fprintf(stderr, "pipetrain run: %s\n", err);
             break;
         }
         if (first == t->train.steps) {
             fprintf(stderr, "pipetrain run: the run is complete (checkpoint at step %ld of %d): nothing to do\n",
                     first, t->train.steps);
-            break;
-        }
-        if ((n > 0 || r->resume) && log_start(o->out, n, r->max_restarts, first, err, err)) {
-            fprintf(stderr, "pipetrain run: %s\n", err);
-            rc = 1;
             break;
         }
         rc = attempt(&L, first, r->resume || n > 0, n, hand, &restartable, err);

@@ -9,8 +9,7 @@
 #include "model/optim.h"
 #include "model/safetensors.h"
 #include "model/util.h"
-#include "run/run_ckpt.h"
-#include "run/run_metrics.h"
+#include "run/run.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
 
@@ -93,7 +92,6 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     c->normcap = 4 + 8 * (uint64_t)c->n_units;
     if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
     c->normbuf = xcalloc((size_t)t->n_stages, (size_t)c->normcap);
-    c->loss = c->val = NAN;
     if (!c->o.progress && !(c->devnull = fopen("/dev/null", "w"))) {
         seterr(err, "cannot open /dev/null");
         goto fail;
@@ -123,7 +121,7 @@ void coord_free(coordinator *c)
 {
     if (!c) return;
     net_node_free(c->node);
-    run_metrics_close(c->metrics);
+    run_log_free(c->log);
     if (c->devnull) fclose(c->devnull);
     free(c->pids);
     free(c->stats);
@@ -374,17 +372,10 @@ static int join_all(coordinator *c, char *err)
 
 static int commit_checkpoint(coordinator *c, long steps_taken, char *err)
 {
-    char root[4096], dir[4200], cerr[ERR_LEN];
-    const char *cd = c->t->checkpoint.dir;
-    if (cd[0] == '/') snprintf(root, sizeof root, "%s", cd);
-    else snprintf(root, sizeof root, "%s/%s", c->o.out_dir, cd);
-    snprintf(dir, sizeof dir, "%s/step-%ld", root, steps_taken);
-    if (run_ckpt_commit(dir, c->t, steps_taken, cerr) || run_ckpt_prune(root, c->t->checkpoint.keep, cerr)) {
-        seterr(err, "checkpoint at step %ld: %s", steps_taken, cerr);
+    if (run_log_checkpoint(c->log, steps_taken, err)) {
         tell_stages(c, err);
         return 1;
     }
-    run_progress_note(&c->progress, "checkpoint: %s", dir);
     return 0;
 }
 
@@ -407,20 +398,18 @@ static int gather_norm(coordinator *c, long s, double *norm, char *err)
 /* One step as the coordinator sees it; fills row (all but timings). */
 static int coord_step(coordinator *c, long s, run_metrics_row *row, char *err)
 {
-    const topo_train *tr = &c->t->train;
-    long total = tr->steps;
     uint64_t lens[c->t->n_stages];
     double tmo = c->o.step_timeout_ms / 1e3;
     row->step = s + 1;
     row->val_loss = NAN;
-    row->lr = optim_lr(s, total, tr->warmup_steps, tr->lr, tr->min_lr);
+    row->lr = run_lr(c->t, s);
     if (gather_norm(c, s, &row->grad_norm, err)) return 1;
     if (recv_all(c, MSG_LOSS, s, c->head, lens, tmo, "LOSS", err)) return 1;
     if (lens[c->head] != 8)
         return coord_bad_message(c, c->head, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[c->head]);
     row->loss = get_f64le(slot(c, c->head));
     c->t_mark = c->t_loss = coord_now();
-    if (proto_is_eval_step(s, total, tr->eval_every)) {
+    if (run_is_eval_step(c->t, s)) {
         if (recv_all(c, MSG_VAL, s, c->head, lens, tmo, "VAL", err)) return 1;
         if (lens[c->head] >= 8) row->val_loss = get_f64le(slot(c, c->head));
         c->t_mark = coord_now();
@@ -428,26 +417,15 @@ static int coord_step(coordinator *c, long s, run_metrics_row *row, char *err)
     return 0;
 }
 
-/* Logs a finished step: progress line, metrics.jsonl, loss.svg, checkpoint. */
-static int log_step(coordinator *c, long s, run_metrics_row *row, char *err)
+/* Records a finished step (run_log_step: progress line, metrics.jsonl,
+ * loss.svg) and commits its checkpoint once every stage has written its shard. */
+static int log_step(coordinator *c, long s, const run_metrics_row *row, double dt, char *err)
 {
-    long total = c->t->train.steps;
-    if (!isfinite(row->loss)) {
-        seterr(err, "training diverged: loss is %f at step %ld", row->loss, s + 1);
+    if (run_log_step(c->log, s, row->loss, row->lr, row->grad_norm, row->val_loss, dt, err)) {
         tell_stages(c, err);
         return 1;
     }
-    c->loss = row->loss;
-    if (!isnan(row->val_loss)) c->val = row->val_loss;
-    long done = s + 1 - c->o.first_step;
-    run_progress_step(&c->progress, row, c->train_s / (double)done * (double)(total - s - 1));
-    char merr[ERR_LEN];
-    if (run_metrics_log(c->metrics, row, merr) || (!isnan(row->val_loss) && run_metrics_write_svg(c->metrics, merr))) {
-        seterr(err, "%s", merr);
-        tell_stages(c, err);
-        return 1;
-    }
-    if (!proto_is_ckpt_step(s, total, c->t->checkpoint.every)) return 0;
+    if (!run_is_ckpt_step(c->t, s)) return 0;
     if (recv_all(c, MSG_CKPT_DONE, s, -1, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
     c->t_mark = coord_now();
     return commit_checkpoint(c, s + 1, err);
@@ -458,20 +436,14 @@ static int log_step(coordinator *c, long s, run_metrics_row *row, char *err)
 static int run_steps(coordinator *c, char *err)
 {
     const topo *t = c->t;
-    double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
     c->t_mark = coord_now();
     for (long s = c->o.first_step; s < t->train.steps; s++) {
         c->step = s;
-        run_metrics_row row;
+        run_metrics_row row = { 0 };
         double start = c->t_mark;
         int rc = coord_step(c, s, &row, err);
         if (rc) return rc;
-        double dt = c->t_loss - start;
-        c->train_s += dt;
-        row.step_ms = dt * 1e3;
-        row.tokens_per_s = dt > 0 ? tokens / dt : 0;
-        if ((rc = log_step(c, s, &row, err))) return rc;
-        c->done = s + 1;
+        if ((rc = log_step(c, s, &row, c->t_loss - start, err))) return rc;
     }
     return 0;
 }
@@ -490,6 +462,7 @@ static int gather_stats(coordinator *c, char *err)
         if (lens[k] != PROTO_STATS_BYTES)
             return coord_bad_message(c, k, err, "STATS is %llu bytes, expected %d", (unsigned long long)lens[k], PROTO_STATS_BYTES);
         proto_stats_decode(&c->stats[k], slot(c, k));
+        run_log_stage(c->log, k, &c->stats[k], (long)c->pids[k]);
     }
     c->quiet = 1;
     /* DONE: the results are in. A stage exits as soon as it has its DONE,
@@ -506,80 +479,24 @@ static int gather_stats(coordinator *c, char *err)
     return 0;
 }
 
-static json_t *stages_json(const coordinator *c)
-{
-    json_t *a = json_array();
-    for (int k = 0; k < c->t->n_stages; k++) {
-        const topo_stage *s = &c->t->stages[k];
-        const proto_stats *st = &c->stats[k];
-        json_array_append_new(a, json_pack("{s:i,s:s,s:i,s:s,s:i,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f}", "stage", k,
-                                           "host", s->host, "port", s->port, "layers", s->layers, "pid",
-                                           (int)c->pids[k], "peak_act_bytes", (json_int_t)st->peak_act_bytes,
-                                           "peak_in_flight", (json_int_t)st->peak_in_flight, "steps",
-                                           (json_int_t)st->steps, "compute_s", st->compute_s, "wait_s",
-                                           st->wait_s, "optim_s", st->optim_s, "bytes_sent",
-                                           (json_int_t)st->bytes_sent, "wall_s", st->wall_s));
-    }
-    return a;
-}
-
-/* summary.json; after a failure (error set) with the steps completed, the
- * error, and zeros where a stage sent no statistics. */
-static int write_summary(coordinator *c, const char *error, char *err)
-{
-    const topo *t = c->t;
-    long done = c->done - c->o.first_step;
-    double tok_s = c->train_s > 0 ? (double)done * t->train.batch_size * t->model.seq_len / c->train_s : 0;
-    char path[4096];
-    size_t params = 0;
-    for (int u = 0; u < c->n_units; u++) params += model_unit_params(&t->model, u);
-    snprintf(path, sizeof path, "%s/summary.json", c->o.out_dir);
-    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:i,s:I,s:b,s:o,s:o}", "steps",
-                          (json_int_t)c->done, "final_loss", isfinite(c->loss) ? json_real(c->loss) : json_null(),
-                          "val_loss", isfinite(c->val) ? json_real(c->val) : json_null(), "wall_s",
-                          coord_now() - c->t0, "tokens_per_s", tok_s, "params", (json_int_t)params, "n_stages",
-                          t->n_stages, "schedule", t->schedule.kind ? t->schedule.kind : "file", "micro_batches",
-                          t->train.micro_batches, "restarts", c->o.restarts, "first_step",
-                          (json_int_t)c->o.first_step, "interrupted", error != NULL, "error",
-                          error ? json_string(error) : json_null(), "stages", stages_json(c));
-    if (c->timing) json_object_set(j, "timing", c->timing);
-    char *text = json_dumps(j, JSON_INDENT(2));
-    json_decref(j);
-    int rc = base_write_durable(path, text, strlen(text), err);
-    free(text);
-    return rc;
-}
-
 int coord_run(coordinator *c, char *err)
 {
     const topo *t = c->t;
     char merr[ERR_LEN];
-    c->t0 = coord_now();
-    c->step = c->done = c->o.first_step;
-    if (!(c->metrics = run_metrics_open(c->o.out_dir, c->o.append_metrics, merr))) {
-        seterr(err, "%s", merr);
-        return 1;
-    }
-    run_progress_init(&c->progress, c->o.progress, t->train.steps, t->train.log_every);
-    run_progress_note(&c->progress, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
-                        "micro-batches), %d steps -> %s", t->coordinator.host, coord_port(c), t->n_stages,
-                        t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
-                        t->train.steps, c->o.out_dir);
+    c->step = c->o.first_step;
+    run_log_opts lo = { c->o.out_dir, c->o.progress, c->o.first_step, c->o.append_metrics, c->o.restarts };
+    if (!(c->log = run_log_open(t, &lo, err))) return 1;
+    run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
+                 "micro-batches), %d steps -> %s", t->coordinator.host, coord_port(c), t->n_stages,
+                 t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
+                 t->train.steps, c->o.out_dir);
     int rc = join_all(c, err);
     if (!rc) rc = run_steps(c, err);
     if (!rc) rc = gather_stats(c, err);
+    run_log_timing(c->log, c->timing);
     if (rc) {
-        if (write_summary(c, err, merr) || run_metrics_write_svg(c->metrics, merr))
-            fprintf(stderr, "pipetrain: %s\n", merr); /* the run's own failure is the news */
+        if (run_log_finish(c->log, err, merr)) fprintf(stderr, "pipetrain: %s\n", merr); /* the run's own failure is the news */
         return rc;
     }
-    if (write_summary(c, NULL, merr) || run_metrics_write_svg(c->metrics, merr)) {
-        seterr(err, "%s", merr);
-        return 1;
-    }
-    double wall = coord_now() - c->t0, tok_s = c->train_s > 0 ? (double)(c->done - c->o.first_step) *
-                                                  t->train.batch_size * t->model.seq_len / c->train_s : 0;
-    run_progress_note(&c->progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s",
-                        c->done, c->loss, c->val, tok_s, wall);
-    return 0;
+    return run_log_finish(c->log, NULL, err) ? 1 : 0;
 }

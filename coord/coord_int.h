@@ -1,4 +1,4 @@
-/* coord_int.h — what stage/coord.c and stage/coord_trace.c share inside the
+/* coord_int.h — what coord/coord.c and coord/coord_trace.c share inside the
  * coordinator: its state and the waiting helpers. Not a public interface. */
 #ifndef COORD_INT_H
 #define COORD_INT_H
@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "coord/coord.h"
-#include "run/run_metrics.h"
+#include "run/run.h"
 #include "stage/proto.h"
 
 struct coordinator {
@@ -20,13 +20,10 @@ struct coordinator {
     double *sq;             /* per-unit squared norms of the step, global unit order */
     uint8_t *normbuf;       /* one control payload per stage (NORM's size at least) */
     uint64_t normcap;
-    run_metrics *metrics;
-    run_progress progress;
+    run_log *log;           /* the run's record: metrics.jsonl, progress, checkpoints, summary.json */
     FILE *devnull;
     long step;              /* 0-based step being worked on */
-    long done;              /* steps taken (logged) so far */
     double limit_s;         /* the timeout the current wait's deadline reflects */
-    double t0, train_s, loss, val;
     double t_loss, t_mark;  /* when the step's LOSS came; when its last message came */
     _Atomic int quiet;      /* the outcome is known: the transport's remarks are noise now */
     struct json_t *timing;  /* coord_trace.c: the measured schedule timing for summary.json, or NULL */

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "run/run.h"
 #include "net/net.h"
 
 enum {
@@ -66,17 +67,8 @@ enum {
 };
 
 /* What a stage reports at the end (MSG_STATS payload, 8 fields of 8 bytes in
- * this order; doubles as their IEEE-754 bit patterns). */
-typedef struct {
-    uint64_t peak_act_bytes;   /* peak bytes of stashed activations (slots in use) */
-    uint64_t peak_in_flight;   /* peak (micro-batch, chunk) pairs in flight */
-    double compute_s;          /* time spent in F/B/W compute */
-    double wait_s;             /* time blocked waiting for tensors */
-    double optim_s;            /* norm exchange + AdamW */
-    uint64_t bytes_sent;       /* tensor bytes sent */
-    uint64_t steps;            /* steps run */
-    double wall_s;             /* from START to the last step's end */
-} proto_stats;
+ * run_stage_stats's order; doubles as their IEEE-754 bit patterns). */
+typedef run_stage_stats proto_stats;
 #define PROTO_STATS_BYTES 64
 
 /* START flags. */
@@ -150,8 +142,6 @@ static inline void proto_event_decode(proto_event *e, const uint8_t *p)
  * step s (0-based) of total evaluates when it is the last step or
  * (s+1) % eval_every == 0; it checkpoints when it is the last step or
  * (s+1) % checkpoint_every == 0. */
-static inline int proto_is_eval_step(long s, long total, int every) { return s + 1 == total || (every > 0 && (s + 1) % every == 0); }
-static inline int proto_is_ckpt_step(long s, long total, int every) { return s + 1 == total || (every > 0 && (s + 1) % every == 0); }
 
 /* Environment variable that carries the shared secret to stage processes the
  * launcher starts (when the topology names no secret_file). */

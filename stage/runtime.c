@@ -310,10 +310,7 @@ int rt_step(rt *r)
     k.type = MSG_NORM_REPLY;
     if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for the global gradient norm from the coordinator")) return -1;
     norm = get_f64le(buf);
-    const topo_train *tr = &r->t->train;
-    double lr = optim_lr(r->step, tr->steps, tr->warmup_steps, tr->lr, tr->min_lr);
-    optim_hparams h = { (float)lr, (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
-    optim_adamw_step(r->opt, r->part, &h, optim_clip_scale(norm, tr->grad_clip));
+    run_optim_apply(r->t, r->part, r->opt, r->step, norm);
     if (rt_tied_exchange_weights(r)) return -1;
     r->stats.optim_s += rt_now() - t0;
     if (r->holds_head) {

@@ -2,7 +2,7 @@
  * the handshake with the coordinator, the step loop with evaluation and
  * checkpoints, statistics and shutdown. The step itself is in runtime.c. */
 #include "model/util.h"
-#include "run/run_ckpt.h"
+#include "run/run.h"
 #include "stage/rt.h"
 
 #include <cblas.h>
@@ -40,13 +40,8 @@ int rt_tied_exchange_weights(rt *r)
  * size from the payload length, and an empty payload ends the evaluation. */
 static int rt_eval(rt *r)
 {
-    int last = r->step + 1 == r->t->train.steps;
     size_t nw = 0, T = r->T, row = T * r->C * sizeof(float);
-    if (r->has_data) {
-        nw = data_val_windows(&r->data, T);
-        size_t cap = (size_t)r->t->train.eval_batches * r->B;
-        if (!last && cap < nw) nw = cap;
-    }
+    if (r->has_data) nw = run_eval_windows(r->t, r->step, data_val_windows(&r->data, T));
     double sum = 0;
     char what[96];
     for (size_t e = 0, done = 0; !done; e++) {
@@ -245,13 +240,10 @@ static int setup_net(rt *r)
 
 static int checkpoint(rt *r)
 {
-    char dir[4200];
-    const char *cd = r->t->checkpoint.dir, *out = r->o->out_dir ? r->o->out_dir : ".";
-    if (cd[0] == '/') snprintf(dir, sizeof dir, "%s/step-%ld", cd, r->step + 1);
-    else snprintf(dir, sizeof dir, "%s/%s/step-%ld", out, cd, r->step + 1);
-    run_ckpt_state st = { r->step + 1, r->has_data ? data_sampler_get_state(&r->sampler) : 0 };
     char cerr[ERR_LEN];
-    if (run_ckpt_write_shard(dir, r->K, r->part, r->opt, &st, cerr)) return rt_fail(r, "checkpoint: %s", cerr);
+    uint64_t sampler = r->has_data ? data_sampler_get_state(&r->sampler) : 0;
+    if (run_write_shard(r->t, r->o->out_dir, r->K, r->step + 1, r->part, r->opt, sampler, cerr))
+        return rt_fail(r, "checkpoint: %s", cerr);
     net_key k = { MSG_CKPT_DONE, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, NULL, 0);
 }
@@ -260,18 +252,12 @@ static int checkpoint(rt *r)
  * the stages holding data) sampler from the complete checkpoint step-FIRST. */
 static int resume(rt *r, long first)
 {
-    char root[4096], dir[4200], cerr[ERR_LEN];
-    run_ckpt c;
-    run_ckpt_state st;
-    run_ckpt_root(r->t, r->o->out_dir, root, sizeof root);
-    snprintf(dir, sizeof dir, "%s/step-%ld", root, first);
+    char cerr[ERR_LEN];
+    uint64_t sampler;
     r->step = first - 1;
-    if (run_ckpt_open(&c, dir, cerr)) return rt_fail(r, "resuming: %s", cerr);
-    int rc = run_ckpt_load_units(&c, r->part, r->opt, &st, cerr);
-    run_ckpt_close(&c);
-    if (rc) return rt_fail(r, "resuming: %s", cerr);
-    if (st.step != first) return rt_fail(r, "resuming: %s holds step %ld, not %ld", dir, st.step, first);
-    if (r->has_data) data_sampler_set_state(&r->sampler, st.sampler_state);
+    if (run_resume_part(r->t, r->o->out_dir, first, r->part, r->opt, &sampler, cerr))
+        return rt_fail(r, "resuming: %s", cerr);
+    if (r->has_data) data_sampler_set_state(&r->sampler, sampler);
     return 0;
 }
 
@@ -306,8 +292,8 @@ static int run_steps(rt *r)
     double t0 = rt_now();
     for (r->step = first; r->step < total; r->step++) {
         if (rt_step(r)) return -1;
-        if (proto_is_eval_step(r->step, total, r->t->train.eval_every) && rt_eval(r)) return -1;
-        if (proto_is_ckpt_step(r->step, total, r->t->checkpoint.every) && checkpoint(r)) return -1;
+        if (run_is_eval_step(r->t, r->step) && rt_eval(r)) return -1;
+        if (run_is_ckpt_step(r->t, r->step) && checkpoint(r)) return -1;
         r->stats.steps++;
     }
     r->step = total - 1;

@@ -167,6 +167,16 @@ check "interleaved costs.json has 4 virtual stages" \
 # --no-trace: no trace, no timeline, no timing; the same weights
 run_pipe "2stage-no-trace" topologies/shakespeare-2stage.json 2 1f1b --no-trace
 check "--no-trace writes no trace.json, timeline.svg or timing" \
-    "[ ! -e $tmp/2stage-no-trace/trace.json ] && [ ! -e $tmp/2stage-no-trace/timeline.svg ] && ! grep -q '\"timing\"' $tmp/2stage-no-trace/summary.json"
+    "[ ! -e $tmp/2stage-no-trace/trace.json ] && [ ! -e $tmp/2stage-no-trace/timeline.svg ] && grep -q '\"timing\": null' $tmp/2stage-no-trace/summary.json"
+
+# One run lifecycle (issue #7): a one-stage run and a pipeline of the same
+# topology write summary.json with the same keys, top level and per stage.
+keys() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sorted(j)); print(sorted(j["stages"][0]))' "$1"; }
+check "summary.json: the same keys for 1 stage and 2 stages" \
+    "diff <(keys $tmp/one/summary.json) <(keys $tmp/2stage-no-trace/summary.json)"
+check "summary.json: the same keys for 1 stage and 2 stages with a trace" \
+    "diff <(keys $tmp/one/summary.json) <(keys $tmp/2stage-1f1b/summary.json)"
+check "summary.json of 1 stage names its schedule, micro-batches and no error" \
+    "python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j[\"schedule\"] and j[\"micro_batches\"] == $M and j[\"error\"] is None and j[\"stages\"][0][\"pid\"] > 0' $tmp/one/summary.json"
 
 exit $fail

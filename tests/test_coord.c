@@ -143,13 +143,13 @@ static int fake_step(fake *f, struct net_node *n, long s)
     if (f->k == last) {
         put_f64le(buf, 5.0 - 0.25 * (double)s);
         if (fsend(n, MSG_LOSS, s, buf, 8)) return -1;
-        if (proto_is_eval_step(s, t->train.steps, t->train.eval_every)) {
+        if (run_is_eval_step(t, s)) {
             put_f64le(buf, 6.0 - 0.25 * (double)s);
             put_u64le(buf + 8, 1234);
             if (fsend(n, MSG_VAL, s, buf, 16)) return -1;
         }
     }
-    if (proto_is_ckpt_step(s, t->train.steps, t->checkpoint.every)) {
+    if (run_is_ckpt_step(t, s)) {
         char dir[512], path[600];
         snprintf(dir, sizeof dir, "%s/checkpoints/step-%ld", f->out, s + 1);
         char e[ERR_LEN];

@@ -1,0 +1,282 @@
+/* run.c — the run's lifecycle (see run.h): the start point, the cadence, the
+ * optimizer step's parameters and the record of a run (metrics.jsonl, the
+ * progress line, checkpoint commits, summary.json, loss.svg). */
+#include "run/run.h"
+#include "base/base.h"
+#include "run/run_ckpt.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- where a run starts ---- */
+
+static int log_event(const char *out, json_t *j, char *err)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) return seterr(err, "%s/metrics.jsonl: cannot encode an event line", out);
+    run_metrics *m = run_metrics_open(out, 1, err);
+    int rc = !m || run_metrics_event(m, text, err);
+    run_metrics_close(m);
+    free(text);
+    return rc ? -1 : 0;
+}
+
+int run_start_point(const topo *t, const char *out, const run_start_opts *o, long *first, char *err)
+{
+    char root[4096], latest[4200];
+    const char *who = o->who ? o->who : "pipetrain";
+    *first = 0;
+    if (!o->resume && o->restart <= 0) return 0;
+    run_ckpt_root(t, out, root, sizeof root);
+    snprintf(latest, sizeof latest, "%s/latest", root);
+    int have = !o->resume && access(latest, F_OK) != 0 ? 0 : 1;
+    if (have) {
+        run_ckpt c;
+        if (run_ckpt_open(&c, root, err)) {
+            if (o->resume) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
+            return 2;
+        }
+        int bad = run_ckpt_check_topology(&c, t, err);
+        if (!bad && c.step > t->train.steps)
+            bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, c.step, t->train.steps);
+        if (!bad) {
+            char note[1200];
+            *first = c.step;
+            fprintf(stderr, "%s: resuming from %s (step %ld)\n", who, c.dir, c.step);
+            if (o->resume && run_ckpt_split_note(&c, t, note, sizeof note)) fprintf(stderr, "%s: note: %s\n", who, note);
+        }
+        run_ckpt_close(&c);
+        if (bad) return 2;
+    }
+    if (run_ckpt_forget_after(root, *first, err) || run_ckpt_trim_metrics(out, *first, err)) return 1;
+    if (*first == t->train.steps) return 0; /* complete: nothing will run, nothing to mark */
+    json_t *ev;
+    if (o->restart > 0) {
+        fprintf(stderr, "%s: restart %d of %d from step %ld after: %s\n", who, o->restart, o->max_restarts, *first,
+                o->cause ? o->cause : "");
+        ev = json_pack("{s:s,s:i,s:i,s:I,s:s}", "event", "restart", "restart", o->restart, "max_restarts",
+                       o->max_restarts, "from_step", (json_int_t)*first, "cause", o->cause ? o->cause : "");
+    } else {
+        ev = json_pack("{s:s,s:I}", "event", "resume", "from_step", (json_int_t)*first);
+    }
+    return log_event(out, ev, err) ? 1 : 0;
+}
+
+/* ---- cadence ---- */
+
+static int every(long s, long total, int n) { return s + 1 == total || (n > 0 && (s + 1) % n == 0); }
+
+int run_is_eval_step(const topo *t, long s) { return every(s, t->train.steps, t->train.eval_every); }
+
+int run_is_ckpt_step(const topo *t, long s) { return every(s, t->train.steps, t->checkpoint.every); }
+
+size_t run_eval_windows(const topo *t, long s, size_t available)
+{
+    size_t cap = (size_t)t->train.eval_batches * (size_t)t->train.batch_size;
+    return s + 1 == t->train.steps || cap >= available ? available : cap;
+}
+
+void run_ckpt_step_dir(const topo *t, const char *out_dir, long steps, char *dir, size_t n)
+{
+    char root[4096];
+    run_ckpt_root(t, out_dir, root, sizeof root);
+    snprintf(dir, n, "%s/step-%ld", root, steps);
+}
+
+int run_write_shard(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
+                    const optim_adamw *o, uint64_t sampler_state, char *err)
+{
+    char dir[4200];
+    run_ckpt_step_dir(t, out_dir, steps, dir, sizeof dir);
+    run_ckpt_state st = { steps, sampler_state };
+    return run_ckpt_write_shard(dir, stage, p, o, &st, err);
+}
+
+int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *p, optim_adamw *o,
+                    uint64_t *sampler_state, char *err)
+{
+    char dir[4200];
+    run_ckpt c;
+    run_ckpt_state st;
+    run_ckpt_step_dir(t, out_dir, steps, dir, sizeof dir);
+    if (run_ckpt_open(&c, dir, err)) return -1;
+    int rc = run_ckpt_load_units(&c, p, o, &st, err);
+    run_ckpt_close(&c);
+    if (rc) return -1;
+    if (st.step != steps) return seterr(err, "%s holds step %ld, not %ld", dir, st.step, steps);
+    *sampler_state = st.sampler_state;
+    return 0;
+}
+
+/* ---- the optimizer step ---- */
+
+double run_lr(const topo *t, long s)
+{
+    const topo_train *tr = &t->train;
+    return optim_lr(s, tr->steps, tr->warmup_steps, tr->lr, tr->min_lr);
+}
+
+void run_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm)
+{
+    const topo_train *tr = &t->train;
+    optim_hparams h = { (float)run_lr(t, s), (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
+    optim_adamw_step(o, p, &h, optim_clip_scale(norm, tr->grad_clip));
+}
+
+/* ---- the record ---- */
+
+struct run_log {
+    const topo *t;
+    run_log_opts o;
+    run_metrics *metrics;
+    run_progress progress;
+    double t0, train_s;      /* opened at; seconds of the steps recorded */
+    long done;               /* steps taken (1-based), first_step included */
+    double loss, val;        /* the last training and validation losses */
+    run_stage_stats *stats;  /* (n_stages) */
+    long *pids;              /* (n_stages) */
+    json_t *timing;
+};
+
+run_log *run_log_open(const topo *t, const run_log_opts *o, char *err)
+{
+    if (run_mkdirs(o->out_dir, err)) return NULL;
+    run_metrics *m = run_metrics_open(o->out_dir, o->append, err);
+    if (!m) return NULL;
+    run_log *l = xcalloc(1, sizeof *l);
+    l->t = t;
+    l->o = *o;
+    l->metrics = m;
+    l->t0 = base_now();
+    l->done = o->first_step;
+    l->loss = l->val = NAN;
+    l->stats = xcalloc((size_t)t->n_stages, sizeof *l->stats);
+    l->pids = xcalloc((size_t)t->n_stages, sizeof *l->pids);
+    run_progress_init(&l->progress, o->progress, t->train.steps, t->train.log_every);
+    return l;
+}
+
+void run_log_note(run_log *l, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    run_progress_note(&l->progress, "%s", buf);
+}
+
+int run_log_step(run_log *l, long s, double loss, double lr, double norm, double val_loss, double dt, char *err)
+{
+    const topo *t = l->t;
+    if (!isfinite(loss)) return seterr(err, "training diverged: loss is %f at step %ld", loss, s + 1), 1;
+    double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
+    run_metrics_row row = { s + 1, loss, lr, norm, dt * 1e3, dt > 0 ? tokens / dt : 0, val_loss };
+    l->train_s += dt;
+    l->done = s + 1;
+    l->loss = loss;
+    if (!isnan(val_loss)) l->val = val_loss;
+    long taken = l->done - l->o.first_step;
+    run_progress_step(&l->progress, &row, l->train_s / (double)taken * (double)(t->train.steps - l->done));
+    if (run_metrics_log(l->metrics, &row, err)) return 1;
+    if (!isnan(val_loss) && run_metrics_write_svg(l->metrics, err)) return 1;
+    return 0;
+}
+
+int run_log_checkpoint(run_log *l, long steps, char *err)
+{
+    char root[4096], dir[4200], cerr[ERR_LEN];
+    run_ckpt_root(l->t, l->o.out_dir, root, sizeof root);
+    snprintf(dir, sizeof dir, "%s/step-%ld", root, steps);
+    if (run_ckpt_commit(dir, l->t, steps, cerr) || run_ckpt_prune(root, l->t->checkpoint.keep, cerr))
+        return seterr(err, "checkpoint at step %ld: %s", steps, cerr);
+    run_progress_note(&l->progress, "checkpoint: %s", dir);
+    return 0;
+}
+
+void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid)
+{
+    if (k < 0 || k >= l->t->n_stages) return;
+    l->stats[k] = *s;
+    l->pids[k] = pid;
+}
+
+void run_log_timing(run_log *l, json_t *timing)
+{
+    json_decref(l->timing);
+    l->timing = json_incref(timing);
+}
+
+long run_log_done(const run_log *l) { return l->done; }
+
+static double tokens_per_s(const run_log *l)
+{
+    const topo *t = l->t;
+    long taken = l->done - l->o.first_step;
+    return l->train_s > 0 ? (double)taken * t->train.batch_size * t->model.seq_len / l->train_s : 0;
+}
+
+static json_t *stages_json(const run_log *l)
+{
+    json_t *a = json_array();
+    for (int k = 0; k < l->t->n_stages; k++) {
+        const topo_stage *s = &l->t->stages[k];
+        const run_stage_stats *st = &l->stats[k];
+        json_array_append_new(a, json_pack("{s:i,s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f}", "stage", k,
+                                           "host", s->host, "port", s->port, "layers", s->layers, "pid",
+                                           (json_int_t)l->pids[k], "peak_act_bytes",
+                                           (json_int_t)st->peak_act_bytes, "peak_in_flight",
+                                           (json_int_t)st->peak_in_flight, "steps", (json_int_t)st->steps,
+                                           "compute_s", st->compute_s, "wait_s", st->wait_s, "optim_s",
+                                           st->optim_s, "bytes_sent", (json_int_t)st->bytes_sent, "wall_s",
+                                           st->wall_s));
+    }
+    return a;
+}
+
+static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static int write_summary(const run_log *l, const char *error, char *err)
+{
+    const topo *t = l->t;
+    size_t params = 0;
+    for (int u = 0; u < topo_n_units(t); u++) params += model_unit_params(&t->model, u);
+    json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:f,s:I,s:i,s:s,s:i,s:i,s:I,s:b,s:o,s:o,s:O}", "steps",
+                          (json_int_t)l->done, "final_loss", real_or_null(l->loss), "val_loss", real_or_null(l->val),
+                          "wall_s", base_now() - l->t0, "tokens_per_s", tokens_per_s(l), "params",
+                          (json_int_t)params, "n_stages", t->n_stages, "schedule",
+                          t->schedule.kind ? t->schedule.kind : "file", "micro_batches", t->train.micro_batches,
+                          "restarts", l->o.restarts, "first_step", (json_int_t)l->o.first_step, "interrupted",
+                          error != NULL, "error", error ? json_string(error) : json_null(), "stages",
+                          stages_json(l), "timing", l->timing ? l->timing : json_null());
+    char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (!text) return seterr(err, "%s/summary.json: cannot encode the summary", l->o.out_dir);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/summary.json", l->o.out_dir);
+    int rc = base_write_durable(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+int run_log_finish(run_log *l, const char *error, char *err)
+{
+    if (write_summary(l, error, err) || run_metrics_write_svg(l->metrics, err)) return -1;
+    if (!error)
+        run_progress_note(&l->progress, "done: %ld steps, loss %.4f, val_loss %.4f, %.0f tokens/s, %.1f s", l->done,
+                          l->loss, l->val, tokens_per_s(l), base_now() - l->t0);
+    return 0;
+}
+
+void run_log_free(run_log *l)
+{
+    if (!l) return;
+    run_metrics_close(l->metrics);
+    json_decref(l->timing);
+    free(l->stats);
+    free(l->pids);
+    free(l);
+}

@@ -1,0 +1,143 @@
+/* run.h — the run's lifecycle, with one owner: where a run starts (fresh,
+ * --resume, a restart), when it evaluates and checkpoints, how the optimizer
+ * step is applied, and what the run directory records (metrics.jsonl, the
+ * progress line, checkpoints' commit, summary.json, loss.svg).
+ *
+ * Both ways of running use it: the one-stage trainer (stage/train.c), which
+ * computes in this process, and a pipeline, where every stage applies the
+ * optimizer step (stage/runtime.c) and the coordinator (coord/coord.c) keeps
+ * the record. A one-stage run and a pipeline of the same topology therefore
+ * decide the same things the same way and write summary.json with the same
+ * keys.
+ *
+ * Not here: computing a step, moving tensors, processes. Checkpoint files
+ * themselves are run_ckpt.h's; this module decides when and where. */
+#ifndef RUN_RUN_H
+#define RUN_RUN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "base/base.h"
+#include "model/model.h"
+#include "model/optim.h"
+#include "run/run_metrics.h"
+#include "topo/topo.h"
+
+/* ---- where a run starts ---- */
+
+typedef struct {
+    int resume;           /* --resume: a complete checkpoint is required */
+    int restart;          /* n > 0: the n-th restart after a failure (latest checkpoint, else step 0) */
+    int max_restarts;     /* for the restart event */
+    const char *cause;    /* restart: the failure that caused it */
+    const char *who;      /* prefix of notes on stderr, e.g. "pipetrain run" */
+} run_start_opts;
+
+/* Decides the 0-based step the run starts at in out_dir: 0 for a fresh run,
+ * else the latest complete checkpoint's step after checking it against t (the
+ * fields that may differ on resume are listed in run_ckpt.h). Checkpoints
+ * after that step are forgotten and metrics.jsonl is cut to it; a resume or a
+ * restart is logged as an event line ({"event":"resume","from_step":N} or
+ * {"event":"restart",...}) unless the run is already complete. A fresh run
+ * (neither resume nor restart) touches nothing. Returns 0, 1 (metrics.jsonl
+ * or the checkpoint directory could not be rewritten) or 2 (--resume without a
+ * usable checkpoint, or one of another topology), with err. */
+int run_start_point(const topo *t, const char *out_dir, const run_start_opts *o, long *first, char *err);
+
+/* ---- cadence (s is the 0-based index of the step just taken) ---- */
+
+/* 1 when step s ends with an evaluation: the last step, and every
+ * train.eval_every steps. */
+int run_is_eval_step(const topo *t, long s);
+/* 1 when step s ends with a checkpoint: the last step, and every
+ * checkpoint.every steps. */
+int run_is_ckpt_step(const topo *t, long s);
+/* Validation windows to score after step s out of `available`: all of them
+ * after the last step, at most train.eval_batches * batch_size before. */
+size_t run_eval_windows(const topo *t, long s, size_t available);
+
+/* The directory of the checkpoint after `steps` steps: CKPT_ROOT/step-N,
+ * with the root from run_ckpt_root. */
+void run_ckpt_step_dir(const topo *t, const char *out_dir, long steps, char *dir, size_t n);
+
+/* Writes process `stage`'s shard of the checkpoint after `steps` steps
+ * (run_ckpt_write_shard into run_ckpt_step_dir); the commit is
+ * run_log_checkpoint's, once every shard is durable. Returns 0 or -1 with err. */
+int run_write_shard(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
+                    const optim_adamw *o, uint64_t sampler_state, char *err);
+/* Loads p's units and their AdamW moments from the complete checkpoint after
+ * `steps` steps (by tensor name, whatever split wrote it) and returns the data
+ * sampler's state. Returns 0 or -1 with err. */
+int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *p, optim_adamw *o,
+                    uint64_t *sampler_state, char *err);
+
+/* ---- the optimizer step ---- */
+
+/* The learning rate of step s (warmup, then cosine to min_lr). */
+double run_lr(const topo *t, long s);
+/* Applies AdamW to p with step s's learning rate and the topology's
+ * hyper-parameters, gradients clipped by the global norm `norm` (combined in
+ * unit order over the whole model: optim_global_norm). The one place the
+ * update is parameterised, for every stage and the one-stage trainer. */
+void run_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm);
+
+/* ---- the record ---- */
+
+/* One process's statistics in summary.json's "stages" (what a pipeline stage
+ * sends in STATS; the one-stage trainer fills the same). */
+typedef struct {
+    uint64_t peak_act_bytes;   /* peak bytes of stashed activations (slots in use) */
+    uint64_t peak_in_flight;   /* peak (micro-batch, chunk) pairs in flight */
+    double compute_s;          /* time spent in F/B/W compute */
+    double wait_s;             /* time blocked waiting for tensors */
+    double optim_s;            /* norm exchange + AdamW */
+    uint64_t bytes_sent;       /* tensor bytes sent */
+    uint64_t steps;            /* steps run */
+    double wall_s;             /* from the first step's start to the last step's end */
+} run_stage_stats;
+
+typedef struct {
+    const char *out_dir;       /* the run directory (created if missing) */
+    FILE *progress;            /* progress line and notes; NULL: silent */
+    long first_step;           /* from run_start_point */
+    int append;                /* keep metrics.jsonl (resume, restart) instead of truncating it */
+    int restarts;              /* restarts before this attempt: summary.json */
+} run_log_opts;
+
+typedef struct run_log run_log;
+
+/* Opens the record of one attempt: metrics.jsonl, the progress display.
+ * t and o->out_dir must outlive it. Returns NULL with err (the directory or
+ * metrics.jsonl cannot be written). Any one thread. */
+run_log *run_log_open(const topo *t, const run_log_opts *o, char *err);
+/* Prints a note on the progress output. */
+void run_log_note(run_log *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records step s (0-based) taken in dt seconds: loss, lr, norm, val_loss (NAN
+ * when it did not evaluate); updates the progress line, metrics.jsonl and, on
+ * evaluation steps, loss.svg. Returns 0; 1 with err when the loss is not
+ * finite ("training diverged: ...") or a file cannot be written. */
+int run_log_step(run_log *l, long s, double loss, double lr, double norm, double val_loss, double dt, char *err);
+/* Commits the checkpoint after `steps` steps once every shard is durable
+ * (manifest.json, COMPLETE, latest), prunes old ones to checkpoint.keep and
+ * notes it. Returns 0 or -1 with err. */
+int run_log_checkpoint(run_log *l, long steps, char *err);
+/* Sets process k's row of summary.json's "stages" (k < t->n_stages): its
+ * statistics and pid (0 when unknown). Missing rows are written as zeros. */
+void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid);
+/* Attaches the measured schedule timing ("timing"; the object is referenced,
+ * not stolen). NULL: "timing" is null. */
+void run_log_timing(run_log *l, json_t *timing);
+/* Writes summary.json (the one writer: the same keys whatever the stage
+ * count; `error` NULL on success, else the failure and "interrupted": true)
+ * and loss.svg, and on success prints the closing "done:" line. Returns 0 or
+ * -1 with err when a file cannot be written. */
+int run_log_finish(run_log *l, const char *error, char *err);
+/* Steps recorded so far (1-based count, first_step included). */
+long run_log_done(const run_log *l);
+/* Closes metrics.jsonl and frees l. NULL: no-op. */
+void run_log_free(run_log *l);
+
+#endif

@@ -1,0 +1,153 @@
+/* test_run.c — the run lifecycle (run/run.h), the one owner of where a run
+ * starts, its cadence, the optimizer step's parameters and the record:
+ * evaluation and checkpoint steps, the evaluation window count, the start
+ * point of a fresh run, a --resume and a restart without a checkpoint, and
+ * summary.json's keys, which must not depend on who writes it. */
+#include <jansson.h>
+#include <math.h>
+#include <sys/stat.h>
+
+#include "run/run.h"
+#include "topo/topo.h"
+#include "tests/tests.h"
+
+static char root[256];
+
+static int load(topo *t, const char *steps, const char *eval, const char *ckpt)
+{
+    char *sets[] = { (char *)steps, (char *)eval, (char *)ckpt };
+    char err[ERR_LEN];
+    int rc = topo_load(t, "topologies/shakespeare-1stage.json", sets, 3, err);
+    if (rc) fprintf(stderr, "\n  %s\n", err);
+    return rc;
+}
+
+static void test_cadence(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load(&t, "train.steps=10", "train.eval_every=3", "checkpoint.every=4") == 0);
+    char ev[11] = "", ck[11] = "";
+    for (long s = 0; s < 10; s++) {
+        ev[s] = run_is_eval_step(&t, s) ? 'E' : '.';
+        ck[s] = run_is_ckpt_step(&t, s) ? 'C' : '.';
+    }
+    CU_ASSERT_STRING_EQUAL(ev, "..E..E..EE"); /* every 3rd step and the last */
+    CU_ASSERT_STRING_EQUAL(ck, "...C...C.C"); /* every 4th step and the last */
+    /* evaluation windows: capped at eval_batches * batch_size, all at the end */
+    size_t cap = (size_t)t.train.eval_batches * (size_t)t.train.batch_size;
+    CU_ASSERT_EQUAL(run_eval_windows(&t, 2, cap + 100), cap);
+    CU_ASSERT_EQUAL(run_eval_windows(&t, 2, cap - 1), cap - 1);
+    CU_ASSERT_EQUAL(run_eval_windows(&t, 9, cap + 100), cap + 100);
+    /* the learning rate is the schedule's */
+    CU_ASSERT_DOUBLE_EQUAL(run_lr(&t, 9), t.train.min_lr, 1e-12);
+    topo_free(&t);
+    CU_ASSERT_FATAL(load(&t, "train.steps=5", "train.eval_every=0", "checkpoint.every=0") == 0);
+    for (long s = 0; s < 5; s++) CU_ASSERT_EQUAL(run_is_eval_step(&t, s), s == 4);
+    for (long s = 0; s < 5; s++) CU_ASSERT_EQUAL(run_is_ckpt_step(&t, s), s == 4);
+    topo_free(&t);
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[8192];
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static void test_start_point(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load(&t, "train.steps=10", "train.eval_every=3", "checkpoint.every=4") == 0);
+    char out[300], path[400], err[ERR_LEN] = "";
+    snprintf(out, sizeof out, "%s/start", root);
+    mkdir(out, 0755);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("{\"step\": 1, \"loss\": 5.0}\n", f);
+    fclose(f);
+    long first = -1;
+    /* a fresh run decides step 0 and touches nothing */
+    run_start_opts fresh = { 0, 0, 0, NULL, "test" };
+    CU_ASSERT(run_start_point(&t, out, &fresh, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 0);
+    CU_ASSERT_STRING_EQUAL(slurp(path), "{\"step\": 1, \"loss\": 5.0}\n");
+    /* --resume needs a complete checkpoint: bad input */
+    run_start_opts resume = { 1, 0, 0, NULL, "test" };
+    CU_ASSERT(run_start_point(&t, out, &resume, &first, err) == 2);
+    CU_ASSERT(strstr(err, "--resume needs a complete checkpoint") != NULL);
+    /* a restart without a checkpoint starts over at 0: the log is cut there
+     * and the restart is an event line */
+    run_start_opts restart = { 0, 1, 3, "stage 1 died", "test" };
+    CU_ASSERT(run_start_point(&t, out, &restart, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 0);
+    const char *m = slurp(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT(strstr(m, "\"step\": 1") == NULL);
+    CU_ASSERT(strstr(m, "\"event\": \"restart\"") != NULL || strstr(m, "\"event\":\"restart\"") != NULL);
+    CU_ASSERT(strstr(m, "stage 1 died") != NULL);
+    topo_free(&t);
+}
+
+static void test_log_summary(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load(&t, "train.steps=3", "train.eval_every=0", "checkpoint.every=0") == 0);
+    char out[300], path[400], err[ERR_LEN] = "";
+    snprintf(out, sizeof out, "%s/log", root);
+    run_log_opts o = { out, NULL, 0, 0, 0 };
+    FILE *devnull = fopen("/dev/null", "w");
+    o.progress = devnull;
+    run_log *l = run_log_open(&t, &o, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT(run_log_step(l, 0, 5.5, 1e-3, 1.0, NAN, 0.01, err) == 0);
+    CU_ASSERT(run_log_step(l, 1, 4.5, 1e-3, 1.0, NAN, 0.01, err) == 0);
+    CU_ASSERT(run_log_step(l, 2, 3.5, 1e-3, 1.0, 3.75, 0.01, err) == 0);
+    CU_ASSERT_EQUAL(run_log_done(l), 3);
+    run_stage_stats st = { 100, 1, 0.03, 0, 0.001, 0, 3, 0.04 };
+    run_log_stage(l, 0, &st, 4242);
+    CU_ASSERT(run_log_finish(l, NULL, err) == 0);
+    /* a diverged loss is a failure naming the step */
+    CU_ASSERT(run_log_step(l, 3, NAN, 1e-3, 1.0, NAN, 0.01, err) == 1);
+    CU_ASSERT(strstr(err, "diverged") != NULL && strstr(err, "step 4") != NULL);
+    run_log_free(l);
+    fclose(devnull);
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    const char *keys[] = { "steps", "final_loss", "val_loss", "wall_s", "tokens_per_s", "params", "n_stages",
+                           "schedule", "micro_batches", "restarts", "first_step", "interrupted", "error",
+                           "stages", "timing" };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!json_object_get(j, keys[i])) { fprintf(stderr, "\n  summary.json lacks %s\n", keys[i]); CU_FAIL("key"); }
+    CU_ASSERT_EQUAL(json_object_size(j), sizeof keys / sizeof keys[0]);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "steps")), 3);
+    CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(j, "final_loss")), 3.5, 0);
+    CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(j, "val_loss")), 3.75, 0);
+    CU_ASSERT(json_is_null(json_object_get(j, "error")));
+    json_t *s0 = json_array_get(json_object_get(j, "stages"), 0);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "pid")), 4242);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "peak_act_bytes")), 100);
+    json_decref(j);
+    topo_free(&t);
+}
+
+int main(void)
+{
+    snprintf(root, sizeof root, "/tmp/test_run.%d", (int)getpid());
+    mkdir(root, 0755);
+    CU_TestInfo tests[] = {
+        { "evaluation and checkpoint cadence, evaluation windows", test_cadence },
+        { "start point: fresh, --resume without a checkpoint, a restart", test_start_point },
+        { "the record: metrics, divergence, summary.json keys", test_log_summary },
+        CU_TEST_INFO_NULL,
+    };
+    int rc = tests_run("run", tests);
+    tests_rm_tree(root);
+    return rc;
+}
