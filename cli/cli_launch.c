@@ -3,7 +3,7 @@
  * process (`pipetrain stage ...`, output in OUT/stage-K.log), starts the others
  * over ssh when the topology says "launch": "ssh", prints the command for
  * stages it cannot start and waits for them to join, runs the coordinator
- * (stage/coord.h) and makes sure no child outlives it.
+ * (coord/coord.h) and makes sure no child outlives it.
  *
  * Children: own process group each, PR_SET_PDEATHSIG(SIGKILL) so they die
  * with the launcher, every inherited descriptor above stderr closed. On a

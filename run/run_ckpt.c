@@ -1,4 +1,4 @@
-/* checkpoint.c — writing, verifying and loading checkpoints (see checkpoint.h). */
+/* run_ckpt.c — writing, verifying and loading checkpoints (see run_ckpt.h). */
 #include "run/run_ckpt.h"
 #include "model/safetensors.h"
 #include "model/util.h"

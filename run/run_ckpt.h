@@ -1,4 +1,4 @@
-/* checkpoint.h — checkpoints on disk. One directory per checkpoint:
+/* run_ckpt.h — checkpoints on disk. One directory per checkpoint:
  *
  *   CKPT/step-N/stage-K.safetensors        parameters of stage K (HF LLaMA names)
  *   CKPT/step-N/stage-K.optim.safetensors  AdamW moments "<name>.exp_avg",
@@ -15,9 +15,9 @@
  * Every file is written to a temporary name, fsynced and renamed, and the
  * directory fsynced. Readers verify the manifest and every checksum before
  * using anything. Tests can kill the writer at fixed points
- * (PIPETRAIN_FAULT_CKPT, see checkpoint.c). Not here: deciding when to checkpoint (the trainer does). */
-#ifndef STAGE_CHECKPOINT_H
-#define STAGE_CHECKPOINT_H
+ * (PIPETRAIN_FAULT_CKPT, see run_ckpt.c). Not here: deciding when to checkpoint (run/run.h does). */
+#ifndef RUN_CKPT_H
+#define RUN_CKPT_H
 
 #include <jansson.h>
 #include <stdint.h>
@@ -58,6 +58,7 @@ typedef struct {
  * manifest and verifies every file's size and SHA-256. Returns 0, or -1 with a
  * message naming the file and the problem. */
 int run_ckpt_open(run_ckpt *c, const char *path, char *err);
+/* Frees what run_ckpt_open allocated (c itself is the caller's). */
 void run_ckpt_close(run_ckpt *c);
 /* Fills p's parameters (any set of units) from the shards that hold them,
  * checking names, dtypes and shapes. */

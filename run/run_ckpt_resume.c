@@ -1,5 +1,5 @@
-/* checkpoint_resume.c — what resuming needs beside loading (see
- * checkpoint.h): the checkpoint root of a run, comparing a checkpoint's
+/* run_ckpt_resume.c — what resuming needs beside loading (see
+ * run_ckpt.h): the checkpoint root of a run, comparing a checkpoint's
  * topology with the run's, and trimming metrics.jsonl to the checkpoint. */
 #include "run/run_ckpt.h"
 #include "model/safetensors.h"

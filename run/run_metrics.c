@@ -1,4 +1,4 @@
-/* metrics.c — metrics.jsonl, loss.svg and the progress line (see metrics.h). */
+/* run_metrics.c — metrics.jsonl, loss.svg and the progress line (see run_metrics.h). */
 #include "run/run_metrics.h"
 
 #include <jansson.h>

@@ -1,9 +1,10 @@
-/* metrics.h — what a run writes for people and scripts: one JSON line per step
- * (OUT/metrics.jsonl), the summary (OUT/summary.json), the loss curve
- * (OUT/loss.svg) and the progress line on the terminal.
- * Not here: anything about how the numbers were produced. */
-#ifndef STAGE_METRICS_H
-#define STAGE_METRICS_H
+/* run_metrics.h — what a run writes for people and scripts: one JSON line per
+ * step (OUT/metrics.jsonl), the loss curve (OUT/loss.svg) and the progress line
+ * on the terminal. summary.json and deciding what to log when are run.h's.
+ * Not here: anything about how the numbers were produced. Every object here
+ * belongs to one thread at a time (the caller's); nothing is locked. */
+#ifndef RUN_METRICS_H
+#define RUN_METRICS_H
 
 #include <stdio.h>
 
@@ -30,6 +31,7 @@ int run_metrics_log(run_metrics *m, const run_metrics_row *r, char *err);
 int run_metrics_event(run_metrics *m, const char *json, char *err);
 /* Writes dir/loss.svg from the rows logged so far (train and validation). */
 int run_metrics_write_svg(const run_metrics *m, char *err);
+/* Closes the file and frees m. NULL: no-op. */
 void run_metrics_close(run_metrics *m);
 
 /* The progress display: a live line rewritten in place on a terminal, plain
@@ -42,7 +44,9 @@ typedef struct {
     int dirty;          /* a live line is on screen */
 } run_progress;
 
+/* Starts the display on f (a terminal gets a live line) for `total` steps. */
 void run_progress_init(run_progress *p, FILE *f, long total, long every);
+/* Shows row r with the estimated time left. */
 void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s);
 /* Prints a full line (moving off a live line first). */
 void run_progress_note(run_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

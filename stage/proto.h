@@ -1,7 +1,7 @@
 /* proto.h — the messages pipeline processes exchange over net/ (issue #4): the
  * data plane between stages and the control plane between each stage and the
  * coordinator. This header is the contract between stage/runtime.c (the stage
- * side) and stage/coord.c (the coordinator side).
+ * side) and coord/coord.c (the coordinator side).
  *
  * Every message is a net/ frame whose key is (type, step, mb, chunk); payloads
  * are little-endian, encoded field by field with the helpers below. `step` is the

@@ -5,7 +5,7 @@
  * Messages and their order: stage/proto.h. Numbers: the same operations in the
  * same order as the in-process trainer (stage/train.c), so any split gives
  * bitwise-identical weights. Not here: launching processes (cli/), the
- * coordinator (stage/coord.c), the schedule itself (scheduler/). */
+ * coordinator (coord/coord.c), the schedule itself (scheduler/). */
 #include "stage/stage.h"
 #include "model/data.h"
 #include "model/optim.h"

@@ -1,4 +1,4 @@
-/* test_coord.c — the coordinator (stage/coord.h) against fake stages: threads
+/* test_coord.c — the coordinator (coord/coord.h) against fake stages: threads
  * of this process with their own net nodes that speak stage/proto.h by hand.
  * Checks the norm placement in global unit order (what keeps pipelines bitwise
  * equal to the one-stage trainer), the whole protocol and its outputs

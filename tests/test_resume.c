@@ -1,4 +1,4 @@
-/* test_resume.c — what resuming relies on (issue #6, stage/checkpoint.h):
+/* test_resume.c — what resuming relies on (issue #6, run/run_ckpt.h, run/run.h):
  * metrics.jsonl trimmed to the checkpoint (later steps and a torn last line
  * dropped, events kept), step directories after the resume point forgotten,
  * and the topology of a checkpoint compared with the run's: the fields that

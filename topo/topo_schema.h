@@ -1,7 +1,7 @@
-/* topo_schema.h — private to stage/topo*.c: the table that describes the topology
+/* topo_schema.h — private to topo/topo*.c: the table that describes the topology
  * schema (one entry per JSON key: type, offset into the topo struct, range,
  * default) and the helpers the loader, the override code and the checks share.
- * Not part of the stage/ module's public contract; include stage/topo.h instead. */
+ * Not part of the topo/ module's public contract; include topo/topo.h instead. */
 #ifndef TOPO_SCHEMA_H
 #define TOPO_SCHEMA_H
 

@@ -199,7 +199,7 @@ chaos_insecure() {
 }
 
 # kills at fixed points of the checkpoint writes (PIPETRAIN_FAULT_CKPT=N, see
-# stage/checkpoint.c: before each shard file, manifest.json, COMPLETE and
+# run/run_ckpt.c: before each shard file, manifest.json, COMPLETE and
 # latest): after each, every complete checkpoint verifies, latest names a
 # complete one, and --resume ends bitwise equal. Points: the arguments.
 chaos_ckpt_fault_points() {
