@@ -47,49 +47,49 @@ const char *net_peer_name(net_peer_id p, char *buf, size_t cap)
 
 void net_hdr_encode(uint8_t out[NET_HDR_LEN], const net_hdr *h)
 {
-    net_put32(out + 0, NET_MAGIC);
-    net_put16(out + 4, h->version);
-    net_put16(out + 6, h->type);
-    net_put16(out + 8, h->flags);
-    net_put16(out + 10, h->sender.stage);
-    net_put16(out + 12, h->sender.replica);
+    put_u32le(out + 0, NET_MAGIC);
+    put_u16le(out + 4, h->version);
+    put_u16le(out + 6, h->type);
+    put_u16le(out + 8, h->flags);
+    put_u16le(out + 10, h->sender.stage);
+    put_u16le(out + 12, h->sender.replica);
     out[14] = h->sender.role;
     out[15] = 0;
-    net_put64(out + 16, h->step);
-    net_put32(out + 24, h->mb);
-    net_put32(out + 28, h->chunk);
-    net_put64(out + 32, h->len);
-    net_put32(out + 40, h->crc);
-    net_put32(out + 44, net_crc32c(0, out, 44));
+    put_u64le(out + 16, h->step);
+    put_u32le(out + 24, h->mb);
+    put_u32le(out + 28, h->chunk);
+    put_u64le(out + 32, h->len);
+    put_u32le(out + 40, h->crc);
+    put_u32le(out + 44, net_crc32c(0, out, 44));
 }
 
 int net_hdr_decode(const uint8_t in[NET_HDR_LEN], net_hdr *h, uint64_t max_payload,
                    char err[NET_ERR_LEN])
 {
-    uint32_t magic = net_get32(in);
+    uint32_t magic = get_u32le(in);
     if (magic != NET_MAGIC)
         return net_seterr(err, "wrong magic 0x%08" PRIx32 " (expected 0x%08" PRIx32
                           "): not a pipetrain peer or a corrupted stream", magic, NET_MAGIC);
-    uint32_t want = net_get32(in + 44), got = net_crc32c(0, in, 44);
+    uint32_t want = get_u32le(in + 44), got = net_crc32c(0, in, 44);
     if (want != got)
         return net_seterr(err, "corrupted frame header: header checksum 0x%08" PRIx32
                           " in the frame, 0x%08" PRIx32 " computed", want, got);
     memset(h, 0, sizeof *h);
-    h->version = net_get16(in + 4);
+    h->version = get_u16le(in + 4);
     if (h->version != NET_VERSION)
         return net_seterr(err, "wrong protocol version %u (this build speaks %u)",
                           (unsigned)h->version, (unsigned)NET_VERSION);
     if (in[15] != 0) return net_seterr(err, "reserved header byte is %u, not 0", (unsigned)in[15]);
-    h->type = net_get16(in + 6);
-    h->flags = net_get16(in + 8);
-    h->sender.stage = net_get16(in + 10);
-    h->sender.replica = net_get16(in + 12);
+    h->type = get_u16le(in + 6);
+    h->flags = get_u16le(in + 8);
+    h->sender.stage = get_u16le(in + 10);
+    h->sender.replica = get_u16le(in + 12);
     h->sender.role = in[14];
-    h->step = net_get64(in + 16);
-    h->mb = net_get32(in + 24);
-    h->chunk = net_get32(in + 28);
-    h->len = net_get64(in + 32);
-    h->crc = net_get32(in + 40);
+    h->step = get_u64le(in + 16);
+    h->mb = get_u32le(in + 24);
+    h->chunk = get_u32le(in + 28);
+    h->len = get_u64le(in + 32);
+    h->crc = get_u32le(in + 40);
     if (h->type == 0) return net_seterr(err, "frame type 0 is invalid");
     if (h->len > max_payload)
         return net_seterr(err, "payload of %" PRIu64 " bytes (type %u, step %" PRIu64
@@ -101,12 +101,12 @@ int net_hdr_decode(const uint8_t in[NET_HDR_LEN], net_hdr *h, uint64_t max_paylo
 
 void net_hello_encode(uint8_t out[NET_HELLO_LEN], const net_hello *h)
 {
-    net_put16(out + 0, h->version);
+    put_u16le(out + 0, h->version);
     out[2] = h->id.role;
     out[3] = 0;
-    net_put16(out + 4, h->id.stage);
-    net_put16(out + 6, h->id.replica);
-    net_put64(out + 8, h->run_id);
+    put_u16le(out + 4, h->id.stage);
+    put_u16le(out + 6, h->id.replica);
+    put_u64le(out + 8, h->run_id);
     memcpy(out + 16, h->topo_hash, NET_HASH_LEN);
     memcpy(out + 48, h->nonce, NET_NONCE_LEN);
 }
@@ -116,14 +116,14 @@ int net_hello_parse(const uint8_t *in, size_t len, net_hello *h, char err[NET_ER
     if (len != NET_HELLO_LEN)
         return net_seterr(err, "hello is %zu bytes, expected %d", len, NET_HELLO_LEN);
     memset(h, 0, sizeof *h);
-    h->version = net_get16(in);
+    h->version = get_u16le(in);
     h->id.role = in[2];
     if (h->id.role != NET_ROLE_STAGE && h->id.role != NET_ROLE_COORD)
         return net_seterr(err, "hello names unknown role %u", (unsigned)in[2]);
     if (in[3] != 0) return net_seterr(err, "hello reserved byte is %u, not 0", (unsigned)in[3]);
-    h->id.stage = net_get16(in + 4);
-    h->id.replica = net_get16(in + 6);
-    h->run_id = net_get64(in + 8);
+    h->id.stage = get_u16le(in + 4);
+    h->id.replica = get_u16le(in + 6);
+    h->run_id = get_u64le(in + 8);
     memcpy(h->topo_hash, in + 16, NET_HASH_LEN);
     memcpy(h->nonce, in + 48, NET_NONCE_LEN);
     return NET_OK;
