@@ -76,7 +76,13 @@ $(BUILD)/%.o: %.c
 # AdamW's loop vectorizes only when sqrtf need not set errno (its argument is
 # never negative) and with the dynamic cost model; neither flag lets the
 # compiler reorder or contract floating-point arithmetic, so the bits stay.
-$(BUILD)/model/optim.o: CFLAGS += -fno-math-errno -fvect-cost-model=dynamic
+# Per-file flags go through cc_flags: the same Makefile builds with gcc (build,
+# asan, soak) and clang (fuzz), and clang rejects -fvect-cost-model=.
+# cc_flags FLAG...: each FLAG that $(CC) accepts (compiling an empty file with
+# -Werror), the others dropped; run once per make invocation, when $(CC) is known.
+cc_flags = $(foreach f,$(1),$(shell $(CC) -Werror $(f) -x c -c /dev/null -o /dev/null >/dev/null 2>&1 && echo $(f)))
+OPTIM_CFLAGS := $(call cc_flags,-fno-math-errno -fvect-cost-model=dynamic)
+$(BUILD)/model/optim.o: CFLAGS += $(OPTIM_CFLAGS)
 
 # Targets that need packages re-enter make after `deps`, so pkg-config sees them.
 test: deps
@@ -103,24 +109,50 @@ bench: deps
 	$(BIN)/pipetrain bench compute
 
 # libFuzzer targets: each tests/fuzz/fuzz_*.c, built with clang against the library
-# (ASan + UBSan), run for FUZZ_SECONDS on its corpus tests/fuzz/corpus/<name>/.
+# (ASan + UBSan, any UBSan report fatal) into FUZZ_BUILD (objects) and FUZZ_BIN
+# (programs), run for FUZZ_SECONDS each on its corpus tests/fuzz/corpus/<name>/.
+# New inputs go to FUZZ_OUT/<name>/, the log to FUZZ_OUT/<name>.log and a crash
+# to FUZZ_OUT/<name>-crash-<sha1> (replay: FUZZ_BIN/<name> FILE). Exit status
+# non-zero when a target fails to build, crashes, leaks, times out on an input
+# (FUZZ_INPUT_TIMEOUT s) or runs past its time plus a minute.
+# tests/t_fuzz_quick.sh runs this for a few seconds per target in `make test`.
 FUZZ_SECONDS ?= 60
+FUZZ_INPUT_TIMEOUT ?= 20
+FUZZ_OUT ?= fuzz-out
+FUZZ_BUILD ?= build-fuzz
+FUZZ_BIN ?= bin-fuzz
+# -fsanitize=fuzzer needs libclang-rt-14-dev beside clang on Debian 12.
+FUZZ_DEBS := clang libclang-rt-14-dev
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-fuzz: deps
-	@command -v clang >/dev/null || { echo "make fuzz: installing clang"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang; }
-	$(MAKE) CC=clang BUILD=build-fuzz BIN=bin-fuzz OPT="-O1 -g" WERROR= \
-	  SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libpipetrain.a
-	@mkdir -p bin-fuzz fuzz-out
-	@set -e; for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
-	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $$(pkg-config --cflags $(PKGS)) \
-	    -fsanitize=fuzzer,address,undefined -o bin-fuzz/$$n $$f build-fuzz/libpipetrain.a \
-	    $$(pkg-config --libs $(PKGS)) -lpthread -lm; \
-	  mkdir -p fuzz-out/$$n; \
+FUZZ_NAMES := $(FUZZ_SRCS:tests/fuzz/%.c=%)
+.PHONY: fuzz-deps fuzz-build
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEBS="$(FUZZ_DEBS)"
+
+# Inside the fuzz build (CC=clang, BUILD/BIN the fuzz folders): the programs.
+fuzz-build: $(FUZZ_NAMES:%=$(BIN)/%)
+
+$(BIN)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libpipetrain.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libpipetrain.a $(LDLIBS)
+
+fuzz: deps fuzz-deps
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) BIN=$(FUZZ_BIN) OPT="-O1 -g" WERROR= \
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" fuzz-build
+	@mkdir -p $(FUZZ_OUT); failed=""; \
+	for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_OUT)/$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS) s"; \
-	  bin-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    fuzz-out/$$n tests/fuzz/corpus/$$n 2>&1 | tail -n 12; \
-	done
+	  UBSAN_OPTIONS=print_stacktrace=1 timeout -k 5 $$(( $(FUZZ_SECONDS) + 60 )) \
+	    $(FUZZ_BIN)/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_INPUT_TIMEOUT) \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/$$n- \
+	    $(FUZZ_OUT)/$$n tests/fuzz/corpus/$$n >$(FUZZ_OUT)/$$n.log 2>&1; rc=$$?; \
+	  tail -n 12 $(FUZZ_OUT)/$$n.log; \
+	  if [ $$rc -ne 0 ]; then \
+	    echo "make fuzz: $$n FAILED (exit $$rc): $(FUZZ_OUT)/$$n.log"; failed="$$failed $$n"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make fuzz: failed:$$failed"; exit 1; fi; \
+	echo "make fuzz: $(words $(FUZZ_NAMES)) targets, $(FUZZ_SECONDS) s each, no crash"
 
 # The fault matrix of issue #6 (tests/chaos/run.sh; `make test` runs a quick
 # subset, tests/t_chaos_quick.sh). CHAOS_TRIALS=N kill trials (default 20).
@@ -148,6 +180,6 @@ soak: deps
 	done; echo "make soak: $$n rounds of $(SOAK_TESTS) under TSan, $(SOAK_SECONDS) s, clean"
 
 clean:
-	rm -rf build build-asan build-fuzz build-tsan bin bin-asan bin-fuzz bin-tsan soak-out fuzz-out
+	rm -rf build build-asan build-fuzz build-fuzz-quick build-tsan bin bin-asan bin-fuzz bin-tsan soak-out fuzz-out
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
