@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every CUnit suite in $BIN/tests/test_* and every tests/t_*.sh script, and
-# ends with one line "tests: N passed, N failed" (CUnit tests counted one by one,
-# each script as one test). Exit status 1 when anything failed.
+# ends with one line "tests: N passed, N failed, N skipped" (CUnit tests counted
+# one by one, each script as one test). A script that exits 77 could not run here
+# (it prints why): it counts as skipped, not passed, and its name is listed on a
+# "skipped:" line. Exit status 1 when anything failed; skips alone are not failures.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
 export BIN
-passed=0; failed=0; failed_names=""
+passed=0; failed=0; skipped=0; failed_names=""; skipped_names=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 for t in "$BIN"/tests/test_*; do
     [ -x "$t" ] || continue
@@ -26,9 +28,12 @@ for s in tests/t_*.sh; do
     [ -f "$s" ] || continue
     name=$(basename "$s")
     echo "== $name"
-    if timeout 600 bash "$s"; then passed=$((passed + 1)); echo "   $name: ok"
-    else failed=$((failed + 1)); failed_names="$failed_names $name"; echo "   $name: FAILED"; fi
+    timeout 600 bash "$s"; rc=$?
+    if [ $rc -eq 0 ]; then passed=$((passed + 1)); echo "   $name: ok"
+    elif [ $rc -eq 77 ]; then skipped=$((skipped + 1)); skipped_names="$skipped_names $name"; echo "   $name: SKIPPED"
+    else failed=$((failed + 1)); failed_names="$failed_names $name"; echo "   $name: FAILED (exit $rc)"; fi
 done
+[ -n "$skipped_names" ] && echo "skipped:$skipped_names"
 [ -n "$failed_names" ] && echo "failed:$failed_names"
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -4,7 +4,7 @@
 # taken down mid-run (`ip link set ... down` on the hub side of its veth):
 # every process must exit with a failure within the peer timeout plus a
 # margin, the coordinator's last line naming a stage, its host:port and the
-# step. Skips (exit 0) where namespaces cannot be created.
+# step. Skips (exit 77) where namespaces cannot be created.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)

@@ -12,7 +12,7 @@
 #
 # Traffic: only inside the test's namespaces (bridge or their own loopback);
 # the root namespace is not connected to them and sends nothing. Cleans up
-# (processes, namespaces, files) on any exit. Exit 0 with "SKIP" where
+# (processes, namespaces, files) on any exit. Exit 77 with "SKIP" where
 # namespaces cannot be created (not root, no ip(8), no CAP_SYS_ADMIN).
 # Environment: BIN (default bin), PIPETRAIN_ASAN (longer deadlines), KEEP=1
 # (keep the temporary directory: topologies, logs, run directories).
