@@ -98,12 +98,7 @@ static int parse_costs(const char *s, double c[3])
     return n == 3 ? 0 : -1;
 }
 
-static int is_kind(const char *s)
-{
-    for (int i = 0; sched_kinds[i]; i++)
-        if (!strcmp(s, sched_kinds[i])) return 1;
-    return 0;
-}
+static int is_kind(const char *s) { return sched_kind_find(s) >= 0; }
 
 static int opt_int(const char *k, const char *v, int lo, int hi, int *out)
 {
@@ -343,19 +338,19 @@ static int output(const opts *o, const sched_schedule *s, const sched_report *r,
     return render(&x, stdout, err) || fflush(stdout) ? 1 : 0;
 }
 
-/* Builds the schedule from the options (and topology, when given). */
-static sched_schedule *build_schedule(const opts *o, const topo *t, char *err)
+/* Builds the schedule from the options: with a topology, through the builder run
+ * uses (topo_build_schedule; --kind/--schedule/--chunks depart from it); without,
+ * from --stages/--micro-batches or the file alone. *detail gets a deadlock's listing. */
+static sched_schedule *build_schedule(const opts *o, const topo *t, char **detail, char *err)
 {
     const char *kind = o->kind, *file = o->file;
     int P = o->P, M = o->M, v = o->v;
     if (t) {
-        P = t->n_stages;
-        M = t->train.micro_batches;
-        if (!kind && !file) {
-            kind = t->schedule.kind;
-            file = t->schedule.file;
-            if (!v && kind) v = t->chunks_per_stage;
-        }
+        topo_sched_opts so = { kind ? kind : file, v, detail };
+        if (!so.schedule && v) so.schedule = t->schedule.file ? t->schedule.file : t->schedule.kind;
+        sched_schedule *s = NULL;
+        topo_build_schedule(t, &so, &s, err);
+        return s;
     }
     if (file) {
         sched_schedule *s = sched_load(file, M, err);
@@ -456,6 +451,7 @@ int cli_schedule_main(int argc, char **argv)
     sched_schedule *s = NULL;
     sched_costs *c = NULL;
     sched_report *r = NULL;
+    char *detail = NULL;
     memset(&t, 0, sizeof t);
     o.sets = calloc((size_t)argc + 1, sizeof(char *));
     if (!o.sets) return 1;
@@ -471,7 +467,7 @@ int cli_schedule_main(int argc, char **argv)
         usage_err("%s", "--set needs a topology file");
         goto done;
     }
-    if (!(s = build_schedule(&o, have_topo ? &t : NULL, err))) goto fail;
+    if (!(s = build_schedule(&o, have_topo ? &t : NULL, &detail, err))) goto fail;
     char note[256];
     if (!(c = build_costs(&o, have_topo ? &t : NULL, s, note, sizeof note, err))) {
         if (strstr(err, "out of memory")) rc = 1;
@@ -485,14 +481,15 @@ int cli_schedule_main(int argc, char **argv)
     if ((rc = output(&o, s, r, c, note, have_topo || o.have_stash, err))) goto fail;
     goto done;
 fail:
-    if (r && r->detail) { /* err holds the summary line and the start of the listing */
+    if ((r && r->detail) || detail) { /* err holds the summary line and the start of the listing */
         char *nl = strchr(err, '\n');
         if (nl) *nl = 0;
-        fprintf(stderr, "pipetrain schedule: %s\n%s", err, r->detail);
+        fprintf(stderr, "pipetrain schedule: %s\n%s", err, detail ? detail : r->detail);
     } else {
         fprintf(stderr, "pipetrain schedule: %s\n", err);
     }
 done:
+    free(detail);
     sched_report_free(r);
     sched_costs_free(c);
     sched_free(s);

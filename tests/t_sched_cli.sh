@@ -104,5 +104,44 @@ run 2 --stages 3 --micro-batches 8 --calibrate "$tmp/run" && has "$tmp/err" "mea
 run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --costs 1,1,1 && has "$tmp/err" "alternatives" "calibrate and costs"
 run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/nothere" && has "$tmp/err" "nothere/costs.json" "missing costs"
 
+# `check` builds and plays the very schedule `run` runs (issue 10, defect 4): a
+# kind's constraints and a schedule file fail in check (exit 2, naming the file
+# and the field), and check and run take --schedule KIND|FILE as schedule does.
+PIPE=("$BIN/pipetrain")
+pt() { local want=$1; shift; "${PIPE[@]}" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+       [ "$rc" -eq "$want" ] || { fail "exit $rc (want $want): pipetrain $*"; sed 's/^/    /' "$tmp/err" | head -5; return 1; }; }
+T2=topologies/shakespeare-2stage.json
+pt 2 check topologies/shakespeare-4stage.json --set schedule.kind=zb-h1 --set train.micro_batches=2 &&
+    { has "$tmp/err" "shakespeare-4stage.json: train.micro_batches" "zb-h1 M < P field"; has "$tmp/err" "zb-h1" "zb-h1 named"; }
+pt 2 check $T2 --schedule interleaved --set stages.0.layers=embed,0,2 --set stages.1.layers=1,3,head \
+    --set train.micro_batches=3 && has "$tmp/err" "train.micro_batches: interleaved" "interleaved M % P field"
+pt 2 check $T2 --set train.micro_batches=2 --set schedule.file="$PWD/tests/bad/schedule/deadlock.json" &&
+    { has "$tmp/err" "shakespeare-2stage.json: schedule.file: " "file field"; has "$tmp/err" "deadlock.json" "file named";
+      has "$tmp/err" "waits for B(0) from stage 1" "deadlock found by check"; }
+run 0 --stages 3 --micro-batches 4 --kind gpipe --format json --out "$tmp/gpipe-3x4.json"
+pt 2 check $T2 --schedule "$tmp/gpipe-3x4.json" && { has "$tmp/err" "schedule.file: $tmp/gpipe-3x4.json" "file named";
+    has "$tmp/err" "is for 3 stage(s)" "size mismatch"; }
+pt 2 check $T2 --schedule "$tmp/absent.json" && has "$tmp/err" "absent.json" "missing file"
+pt 0 check $T2 --schedule zb-h1 && has "$tmp/out" "schedule zb-h1: 2 stages x 4 micro-batches" "check --schedule kind"
+run 0 --stages 2 --micro-batches 4 --kind gpipe --format json --out "$tmp/gpipe-2x4.json"
+pt 0 check $T2 --schedule "$tmp/gpipe-2x4.json" && has "$tmp/out" "gpipe-2x4.json: 2 stages x 4 micro-batches" "check --schedule file"
+pt 2 run $T2 --schedule zb-h1 --set train.micro_batches=1 --out "$tmp/never" && has "$tmp/err" "train.micro_batches" "run refuses"
+pt 2 run $T2 --schedule tests/bad/schedule/deadlock.json --set train.micro_batches=2 --out "$tmp/never" &&
+    has "$tmp/err" "deadlock.json" "run refuses a bad file before starting stages"
+[ -e "$tmp/never" ] && fail "run left a run directory for a refused schedule"
+# run --schedule: a file (GPipe order: stage 0 holds all 4 micro-batches, where the
+# topology's 1F1B holds 2) and a kind; summary.json says what ran.
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+TINY=(--steps 2 --set model.n_layers=2 --set model.dim=32 --set model.ffn_dim=64 --set stages.0.layers=embed,0
+      --set stages.1.layers=1,head --set train.eval_batches=1 --set train.batch_size=4 --set coordinator.port=0
+      --set stages.0.port=$base --set stages.1.port=$((base + 1)) --data ../shared/data/tinyshakespeare.txt)
+if pt 0 run $T2 "${TINY[@]}" --schedule "$tmp/gpipe-2x4.json" --out "$tmp/r-file"; then
+    has "$tmp/r-file/summary.json" '"schedule": "file"' "run --schedule FILE in summary.json"
+    peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stages"][0]["peak_in_flight"])' "$tmp/r-file/summary.json")
+    [ "$peak" = 4 ] || fail "run --schedule FILE: stage 0 peak_in_flight $peak, want 4 (GPipe's, not 1F1B's 2)"
+fi
+pt 0 run $T2 "${TINY[@]}" --schedule zb-h1 --out "$tmp/r-kind" &&
+    has "$tmp/r-kind/summary.json" '"schedule": "zb-h1"' "run --schedule KIND in summary.json"
+
 [ "$fails" -eq 0 ] || { echo "t_sched_cli: $fails failure(s)"; exit 1; }
 echo "t_sched_cli: ok (${PT[*]})"
