@@ -237,13 +237,14 @@ typedef struct {
     const sched_schedule *s;
     const sched_report *r;
     int fmt, width;
+    sched_sim_info info;  /* for the JSON form's "simulation" */
 } render_ctx;
 
 static int render(const render_ctx *x, FILE *f, char *err)
 {
     switch (x->fmt) {
     case FMT_SVG: return sched_render_svg(x->s, x->r, f, "ms", err);
-    case FMT_JSON: return sched_write_json(x->s, f, err);
+    case FMT_JSON: return sched_write_json_sim(x->s, x->r, &x->info, f, err);
     case FMT_CSV: return sched_write_csv(x->s, f, err);
     case FMT_CHROME: return sched_render_chrome(x->s, x->r, f, 1000.0, err);
     default: return sched_render_ascii(x->s, x->r, f, x->width, 256, "ms", err);
@@ -327,7 +328,7 @@ static int output(const opts *o, const sched_schedule *s, const sched_report *r,
 {
     int data_on_stdout = !o->out && o->fmt != FMT_ASCII;
     print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
-    render_ctx x = { s, r, o->fmt, o->width };
+    render_ctx x = { s, r, o->fmt, o->width, { "ms", note, have_stash } };
     if (o->out) {
         int wrc = write_file(o->out, &x, err);
         if (wrc) return wrc == 2 ? 2 : 1;

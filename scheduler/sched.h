@@ -221,6 +221,22 @@ void sched_costs_free(sched_costs *c);
 int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
                    sched_report **r, char *err);
 
+/* ---- the JSON form with the simulation (scheduler/sched_io.c) ----------- */
+
+/* What sched_write_json_sim says about the simulation beside the numbers. */
+typedef struct {
+    const char *unit;        /* time unit of the report ("ms"; NULL = "ms") */
+    const char *cost_source; /* where the costs came from, free text */
+    int have_bytes;          /* 0: peak_activation_bytes are null (no stash sizes known) */
+} sched_sim_info;
+/* sched_write_json plus, when r and info are not NULL, a "simulation" object
+ * (sched_simulate's report, machine-readable): {"unit", "step_time", "bubble",
+ * "cost_source", "stages": [{"stage", "busy", "idle", "bubble", "peak_in_flight",
+ * "peak_activation_bytes"}, ...]}. sched_load ignores the object, so the output
+ * stays a schedule file. Returns 0, or -1 with err. */
+int sched_write_json_sim(const sched_schedule *s, const sched_report *r, const sched_sim_info *info, FILE *f,
+                         char *err);
+
 /* ---- renderers (scheduler/sched_render.c) ---------------------------------- */
 
 /* ASCII grid: one row per stage, each action drawn as a box of width proportional

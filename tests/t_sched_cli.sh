@@ -43,6 +43,26 @@ for k in gpipe 1f1b interleaved zb-h1; do
 done
 run 0 --stages 4 --micro-batches 8 --format json >/dev/null &&
     { head -c 1 "$tmp/out" | grep -q '{' || fail "json on stdout"; has "$tmp/err" "predicted step time" "summary on stderr"; }
+# --format json carries the simulation, machine-readable (issue 10, defect 6)
+if ! command -v python3 >/dev/null; then fail "python3 is needed to parse the json simulation"; fi
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --costs 1,2,0 --format json --out "$tmp/sim.json" &&
+    python3 - "$tmp/sim.json" <<'PY' || fail "json simulation object"
+import json, sys
+d = json.load(open(sys.argv[1]))
+sim = d["simulation"]
+assert sim["unit"] == "ms" and abs(sim["step_time"] - 33.0) < 1e-9, sim
+assert abs(sim["bubble"] - 9 / 33) < 1e-6 and sim["cost_source"] == "--costs", sim
+assert len(sim["stages"]) == 4 and len(d["stages"]) == 4
+for k, st in enumerate(sim["stages"]):
+    assert st["stage"] == k and abs(st["busy"] - 24.0) < 1e-9 and abs(st["idle"] - 9.0) < 1e-9, st
+    assert abs(st["bubble"] - 9 / 33) < 1e-6 and st["peak_in_flight"] == 4 - k, st
+    assert st["peak_activation_bytes"] is None, st
+PY
+run 0 topologies/shakespeare-2stage.json --format json --out "$tmp/sim2.json" &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["simulation"]; assert s["step_time"] > 0 and "FLOP" in s["cost_source"]
+assert all(st["peak_activation_bytes"] > 0 and st["peak_in_flight"] >= 1 and st["busy"] + st["idle"] - s["step_time"] < 1e-6 for st in s["stages"])' "$tmp/sim2.json" ||
+    fail "json simulation of a topology (activation bytes, cost source)"
+run 0 --schedule "$tmp/sim.json" --costs 1,2,0 && has "$tmp/out" "predicted step time: 33.0000 ms" "json with simulation reads back"
 run 0 --stages 4 --micro-batches 8 --format svg --out "$tmp/t.svg" &&
     { head -c 4 "$tmp/t.svg" | grep -q '<svg' || fail "svg header"; has "$tmp/t.svg" "</svg>" "svg end"; }
 run 0 --stages 4 --micro-batches 8 --format chrome --out "$tmp/t.json" && has "$tmp/t.json" '"traceEvents"' "chrome trace"
