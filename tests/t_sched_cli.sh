@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
 PT=("$BIN/pipetrain" schedule)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+export XDG_CACHE_HOME="$tmp/xdg" # the sgemm measurement's cache: never the user's
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # run EXPECTED_RC ARGS... : runs the command, keeps stdout/stderr in $tmp/out, $tmp/err
@@ -85,6 +86,17 @@ ls "$tmp" | grep -q '\.tmp\.' && fail "temporary file left behind"
 
 # A topology: costs from FLOPs, activation bytes per stage.
 run 0 topologies/shakespeare-2stage.json && { has "$tmp/out" "from FLOPs" "topology costs"; has "$tmp/out" "MiB" "peak bytes"; }
+# FLOP-derived costs default to this machine's sgemm at the model's shapes, measured
+# once and cached (issue 10, defect 7); the note says so and where
+run 0 topologies/shakespeare-2stage.json --kind zb-h1 &&
+    { has "$tmp/out" "measured sgemm (this model's shapes) x 0.60 step efficiency;" "sgemm measured";
+      has "$tmp/out" "cached in $tmp/xdg/pipetrain/sgemm.json" "cache path";
+      grep -q 'threads=1|192x128x128,' "$tmp/xdg/pipetrain/sgemm.json" || fail "sgemm cache keyed by CPU, threads and shapes"; }
+run 0 topologies/shakespeare-2stage.json --kind zb-h1 && has "$tmp/out" "x 0.60 step efficiency; cached in $tmp/xdg" "sgemm from the cache"
+PIPETRAIN_NO_CACHE=1 "${PT[@]}" topologies/shakespeare-2stage.json --set stages.0.threads=2 >"$tmp/out" 2>&1 &&
+    { has "$tmp/out" "at 2 threads" "one measurement per thread count"; has "$tmp/out" "not cached (PIPETRAIN_NO_CACHE=1" "no cache"; }
+grep -q 'threads=2' "$tmp/xdg/pipetrain/sgemm.json" && fail "PIPETRAIN_NO_CACHE=1 wrote the cache"
+run 0 topologies/shakespeare-2stage.json --gflops 20 && has "$tmp/out" "at 20 GFLOP/s per BLAS thread (--gflops)" "--gflops"
 run 0 topologies/shakespeare-4stage.json --kind zb-h1 --latency 0.05 --bandwidth 1000 && has "$tmp/out" "links: latency" "links"
 run 2 topologies/shakespeare-2stage.json --set train.micro_batches=x
 run 2 topologies/shakespeare-2stage.json --stages 3
