@@ -474,7 +474,7 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
         if (c) for (int i = 0; i < c->n; i++) c->stash_bytes[i] = 0;
     } else {
         double *rates = malloc((size_t)t->n_stages * sizeof(double));
-        char rnote[600];
+        char rnote[1024];
         if (!rates || stage_rates(o, t, rates, rnote, sizeof rnote)) {
             free(rates);
             return seterr(err, "%s", rates ? rnote : "out of memory"), NULL;
@@ -519,7 +519,7 @@ int cli_schedule_main(int argc, char **argv)
         goto done;
     }
     if (!(s = build_schedule(&o, have_topo ? &t : NULL, &detail, err))) goto fail;
-    char note[1024];
+    char note[1200];
     if (!(c = build_costs(&o, have_topo ? &t : NULL, s, note, sizeof note, err))) {
         if (strstr(err, "out of memory")) rc = 1;
         goto fail;
