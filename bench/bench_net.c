@@ -2,9 +2,13 @@
  * throughput of the pipetrain transport (two nodes in this process, a sender
  * and a receiver thread) against a plain blocking-socket pair moving the same
  * messages, plus the transport with payloads read through evbuffer_read (the
- * libevent 4 KiB clamp) and the small-message round trip of both. Trials of
- * the variants alternate and the best of N is kept, because the machine is
- * shared. It does not measure anything across hosts. */
+ * libevent 4 KiB clamp) and the small-message round trip of both. The machine is
+ * shared, so one trial's ratio means little: plain and pipetrain trials are run
+ * in pairs, back to back, alternating which goes first, and the figure is the
+ * median of the paired ratios with their quartiles, range and count (a
+ * regression moves the median out of the quartiles; noise does not). The best
+ * of N throughput of each variant is printed beside it. It does not measure
+ * anything across hosts. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +27,7 @@
 #include "net/net.h"
 
 #define NSIZES 5
+#define MAX_TRIALS 1000
 #define RTT_BYTES 64
 #define RTT_ITERS 2000
 
@@ -446,36 +451,80 @@ struct result {
     double cpu_plain[NSIZES], cpu_direct[NSIZES];      /* CPU seconds per GB, least of trials */
     double rtt_plain, rtt_net;        /* one CPU per side: median us, best of trials */
     double rtt1_plain, rtt1_net;      /* everything on one CPU */
+    /* paired ratios, one per trial: pipetrain / plain throughput (measured back to
+     * back), pipetrain / plain round trip */
+    double pair[NSIZES][MAX_TRIALS], pair_rtt[MAX_TRIALS], pair_rtt1[MAX_TRIALS];
+    int n_pair[NSIZES], n_pair_rtt, n_pair_rtt1;
 };
+
+/* Median, quartiles and range of n paired ratios (sorted in place); zeros when n == 0. */
+typedef struct { double med, q1, q3, min, max; int n; } pair_stats;
+
+static double quantile(const double *v, int n, double q) /* v sorted; linear interpolation */
+{
+    double x = q * (n - 1);
+    int i = (int)x;
+    return i + 1 < n ? v[i] + (x - i) * (v[i + 1] - v[i]) : v[n - 1];
+}
+
+static int cmp_ratio(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static pair_stats stats_of(double *v, int n)
+{
+    pair_stats st = { 0, 0, 0, 0, 0, n };
+    if (n <= 0) return st;
+    qsort(v, (size_t)n, sizeof *v, cmp_ratio);
+    st.med = quantile(v, n, 0.5);
+    st.q1 = quantile(v, n, 0.25);
+    st.q3 = quantile(v, n, 0.75);
+    st.min = v[0];
+    st.max = v[n - 1];
+    return st;
+}
+
+static void print_pair_json(const char *key, pair_stats st)
+{
+    printf("\"%s\":%.4f,\"%s_q1\":%.4f,\"%s_q3\":%.4f,\"%s_min\":%.4f,\"%s_max\":%.4f,\"pairs\":%d", key, st.med,
+           key, st.q1, key, st.q3, key, st.min, key, st.max, st.n);
+}
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench net [--json] [--mib N (per trial, default 256)] "
-               "[--trials N (default 5)] [--size BYTES] [--variant plain|direct|evbuffer|rtt]\n");
+               "[--trials N (default 7, at most 1000)] [--size BYTES] [--variant plain|direct|evbuffer|rtt]\n");
 }
 
-static void print_table(const struct result *r, int mib, int trials)
+static void print_table(struct result *r, int mib, int trials)
 {
-    printf("pipetrain bench net: loopback, %d MiB per trial, best of %d\n", mib, trials);
-    printf("%-8s %10s %10s %6s %14s %10s %12s %14s\n", "size", "plain GB/s", "pipetrain",
-           "ratio", "evbuffer GB/s", "evb/direct", "reads/MiB", "CPU s/GB");
+    printf("pipetrain bench net: loopback, %d MiB per trial, %d trials; ratio = pipetrain / plain, the median of the\n"
+           "ratios of paired trials (run back to back, alternating which goes first), with quartiles, range, pairs\n",
+           mib, trials);
+    printf("%-8s %10s %10s %6s %13s %11s %3s %14s %10s %12s %14s\n", "size", "plain GB/s", "pipetrain", "ratio",
+           "IQR", "min-max", "n", "evbuffer GB/s", "evb/direct", "reads/MiB", "CPU s/GB");
     const char *names[NSIZES] = { "4 KiB", "64 KiB", "1 MiB", "16 MiB", "64 MiB" };
-    for (int i = 0; i < NSIZES; i++)
-        printf("%-8s %10.2f %10.2f %6.2f %14.2f %10.2f %5.0f / %-5.0f %5.2f / %-5.2f\n",
-               names[i], r->plain[i] / 1e9, r->direct[i] / 1e9,
-               r->plain[i] > 0 ? r->direct[i] / r->plain[i] : 0, r->evb[i] / 1e9,
-               r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
+    for (int i = 0; i < NSIZES; i++) {
+        pair_stats st = stats_of(r->pair[i], r->n_pair[i]);
+        printf("%-8s %10.2f %10.2f %6.2f %6.2f-%-6.2f %5.2f-%-5.2f %3d %14.2f %10.2f %5.0f / %-5.0f %5.2f / %-5.2f\n",
+               names[i], r->plain[i] / 1e9, r->direct[i] / 1e9, st.med, st.q1, st.q3, st.min, st.max, st.n,
+               r->evb[i] / 1e9, r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
                r->reads_evb[i], r->cpu_plain[i], r->cpu_direct[i]);
+    }
+    pair_stats a = stats_of(r->pair_rtt, r->n_pair_rtt), b = stats_of(r->pair_rtt1, r->n_pair_rtt1);
     printf("round trip (%d B, median of %d), one CPU per side: plain %.1f us, pipetrain "
-           "%.1f us, ratio %.2f\n", RTT_BYTES, RTT_ITERS, r->rtt_plain, r->rtt_net,
-           r->rtt_plain > 0 ? r->rtt_net / r->rtt_plain : 0);
+           "%.1f us (best of %d); paired ratio %.2f (IQR %.2f-%.2f, range %.2f-%.2f, %d pairs)\n", RTT_BYTES,
+           RTT_ITERS, r->rtt_plain, r->rtt_net, trials, a.med, a.q1, a.q3, a.min, a.max, a.n);
     printf("round trip, both sides on one CPU:            plain %.1f us, pipetrain "
-           "%.1f us, ratio %.2f\n", r->rtt1_plain, r->rtt1_net,
-           r->rtt1_plain > 0 ? r->rtt1_net / r->rtt1_plain : 0);
+           "%.1f us (best of %d); paired ratio %.2f (IQR %.2f-%.2f, range %.2f-%.2f, %d pairs)\n", r->rtt1_plain,
+           r->rtt1_net, trials, b.med, b.q1, b.q3, b.min, b.max, b.n);
     printf("targets: throughput ratio >= 0.90 at 1 MiB and above; round-trip ratio (one CPU "
            "per side) <= 2.0\n");
     if (bench_cpu_b < 0) printf("(only one CPU: the round trips could not be given a CPU per side)\n");
-    printf("reads/MiB: read calls on the receiving socket, direct / through evbuffer_read\n");
+    printf("plain GB/s, pipetrain: best of the trials; reads/MiB: read calls on the receiving socket, direct / "
+           "through evbuffer_read\n");
     printf("CPU s/GB: CPU time of the whole process per GB moved, plain / pipetrain\n");
     printf("receive buffers (receives the transport keeps posted; the plain receiver rotates "
            "through as many):");
@@ -483,25 +532,26 @@ static void print_table(const struct result *r, int mib, int trials)
     printf("\n");
 }
 
-static void print_json(const struct result *r, int mib, int trials)
+static void print_json(struct result *r, int mib, int trials)
 {
-    printf("{\"bench\":\"net\",\"mib_per_trial\":%d,\"trials\":%d,\"throughput\":[", mib, trials);
-    for (int i = 0; i < NSIZES; i++)
-        printf("%s{\"bytes\":%zu,\"plain_Bps\":%.0f,\"pipetrain_Bps\":%.0f,\"ratio\":%.4f,"
-               "\"evbuffer_Bps\":%.0f,\"evbuffer_vs_direct\":%.4f,\"reads_per_mib_direct\":%.1f,"
-               "\"reads_per_mib_evbuffer\":%.1f,\"cpu_s_per_gb_plain\":%.4f,"
-               "\"cpu_s_per_gb_pipetrain\":%.4f}",
-               i ? "," : "", sizes[i], r->plain[i], r->direct[i],
+    printf("{\"bench\":\"net\",\"mib_per_trial\":%d,\"trials\":%d,\"ratio\":\"median of paired trials\","
+           "\"throughput\":[", mib, trials);
+    for (int i = 0; i < NSIZES; i++) {
+        printf("%s{\"bytes\":%zu,\"plain_Bps\":%.0f,\"pipetrain_Bps\":%.0f,", i ? "," : "", sizes[i], r->plain[i],
+               r->direct[i]);
+        print_pair_json("ratio", stats_of(r->pair[i], r->n_pair[i]));
+        printf(",\"ratio_of_best\":%.4f,\"evbuffer_Bps\":%.0f,\"evbuffer_vs_direct\":%.4f,\"reads_per_mib_direct\":%.1f,"
+               "\"reads_per_mib_evbuffer\":%.1f,\"cpu_s_per_gb_plain\":%.4f,\"cpu_s_per_gb_pipetrain\":%.4f}",
                r->plain[i] > 0 ? r->direct[i] / r->plain[i] : 0, r->evb[i],
-               r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i],
-               r->reads_evb[i], r->cpu_plain[i], r->cpu_direct[i]);
-    printf("],\"round_trip\":{\"bytes\":%d,\"placement\":\"%s\",\"plain_us\":%.2f,"
-           "\"pipetrain_us\":%.2f,\"ratio\":%.4f},\"round_trip_one_cpu\":{\"plain_us\":%.2f,"
-           "\"pipetrain_us\":%.2f,\"ratio\":%.4f},\"targets\":{"
-           "\"min_throughput_ratio_from_1MiB\":0.9,\"max_round_trip_ratio\":2.0}}\n", RTT_BYTES,
-           bench_cpu_b >= 0 ? "one CPU per side" : "unpinned (one CPU)", r->rtt_plain, r->rtt_net,
-           r->rtt_plain > 0 ? r->rtt_net / r->rtt_plain : 0, r->rtt1_plain, r->rtt1_net,
-           r->rtt1_plain > 0 ? r->rtt1_net / r->rtt1_plain : 0);
+               r->direct[i] > 0 ? r->evb[i] / r->direct[i] : 0, r->reads_direct[i], r->reads_evb[i],
+               r->cpu_plain[i], r->cpu_direct[i]);
+    }
+    printf("],\"round_trip\":{\"bytes\":%d,\"placement\":\"%s\",\"plain_us\":%.2f,\"pipetrain_us\":%.2f,", RTT_BYTES,
+           bench_cpu_b >= 0 ? "one CPU per side" : "unpinned (one CPU)", r->rtt_plain, r->rtt_net);
+    print_pair_json("ratio", stats_of(r->pair_rtt, r->n_pair_rtt));
+    printf("},\"round_trip_one_cpu\":{\"plain_us\":%.2f,\"pipetrain_us\":%.2f,", r->rtt1_plain, r->rtt1_net);
+    print_pair_json("ratio", stats_of(r->pair_rtt1, r->n_pair_rtt1));
+    printf("},\"targets\":{\"min_throughput_ratio_from_1MiB\":0.9,\"max_round_trip_ratio\":2.0}}\n");
 }
 
 static void keep_max(double *best, double v) { if (v > *best) *best = v; }
@@ -509,7 +559,7 @@ static void keep_min(double *best, double v) { if (v > 0 && (*best == 0 || v < *
 
 int bench_net_main(int argc, char **argv)
 {
-    int json = 0, mib = 256, trials = 5;
+    int json = 0, mib = 256, trials = 7;
     long only = 0;          /* --size B: measure one message size only (for profiling) */
     const char *variant = ""; /* --variant plain|direct|evbuffer: only that one (profiling) */
     for (int i = 1; i < argc; i++) {
@@ -521,27 +571,31 @@ int bench_net_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         else { usage(stderr); return 2; }
     }
-    if (mib < 64 || trials < 1) { usage(stderr); return 2; }
+    if (mib < 64 || trials < 1 || trials > MAX_TRIALS) { usage(stderr); return 2; }
     if (bench_wait_quiet() < 0) fprintf(stderr, "bench net: other threads of this process still run\n");
     bench_cpus_init();
-    struct result r;
+    static struct result r; /* the paired ratios make it large */
     memset(&r, 0, sizeof r);
     int failed = 0;
     for (int t = 0; t < trials; t++) {
         for (int i = 0; i < NSIZES; i++) {
             if ((only && (size_t)only != sizes[i]) || !strcmp(variant, "rtt")) continue;
             size_t count = ((size_t)mib << 20) / sizes[i];
-            double rd = 0, re = 0, v, cp = 0, cd = 0, ce = 0;
-            if (!*variant || !strcmp(variant, "plain")) {
-                keep_max(&r.plain[i], plain_throughput(sizes[i], count, &cp));
-                keep_min(&r.cpu_plain[i], cp);
+            double rd = 0, re = 0, v = 0, cp = 0, cd = 0, ce = 0, p = 0;
+            /* a pair: plain and pipetrain back to back, the order alternating by trial */
+            for (int k = 0; k < 2; k++) {
+                if ((k == t % 2) && (!*variant || !strcmp(variant, "plain"))) {
+                    keep_max(&r.plain[i], p = plain_throughput(sizes[i], count, &cp));
+                    keep_min(&r.cpu_plain[i], cp);
+                }
+                if ((k != t % 2) && (!*variant || !strcmp(variant, "direct"))) {
+                    v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd, &cd);
+                    keep_max(&r.direct[i], v);
+                    keep_min(&r.cpu_direct[i], cd);
+                    failed |= v == 0;
+                }
             }
-            if (!*variant || !strcmp(variant, "direct")) {
-                v = net_throughput(NET_READ_DIRECT, sizes[i], count, &rd, &cd);
-                keep_max(&r.direct[i], v);
-                keep_min(&r.cpu_direct[i], cd);
-                failed |= v == 0;
-            }
+            if (p > 0 && v > 0) r.pair[i][r.n_pair[i]++] = v / p;
             if (!*variant || !strcmp(variant, "evbuffer")) {
                 keep_max(&r.evb[i], v = net_throughput(NET_READ_EVBUFFER, sizes[i], count, &re, &ce));
                 failed |= v == 0;
@@ -551,13 +605,19 @@ int bench_net_main(int argc, char **argv)
         }
         if (only || (*variant && strcmp(variant, "rtt"))) continue;
         struct place split = { bench_cpu_a, bench_cpu_b }, one = { bench_cpu_a, bench_cpu_a };
-        keep_min(&r.rtt_plain, plain_rtt(split));
-        double v = net_rtt(split);
-        failed |= v == 0;
-        keep_min(&r.rtt_net, v);
-        keep_min(&r.rtt1_plain, plain_rtt(one));
-        keep_min(&r.rtt1_net, v = net_rtt(one));
-        failed |= v == 0;
+        double pl = 0, pn = 0, ol = 0, on = 0;
+        if (t % 2) { pn = net_rtt(split); pl = plain_rtt(split); }
+        else { pl = plain_rtt(split); pn = net_rtt(split); }
+        failed |= pn == 0;
+        keep_min(&r.rtt_plain, pl);
+        keep_min(&r.rtt_net, pn);
+        if (pl > 0 && pn > 0) r.pair_rtt[r.n_pair_rtt++] = pn / pl;
+        if (t % 2) { on = net_rtt(one); ol = plain_rtt(one); }
+        else { ol = plain_rtt(one); on = net_rtt(one); }
+        failed |= on == 0;
+        keep_min(&r.rtt1_plain, ol);
+        keep_min(&r.rtt1_net, on);
+        if (ol > 0 && on > 0) r.pair_rtt1[r.n_pair_rtt1++] = on / ol;
     }
     if (json) print_json(&r, mib, trials); else print_table(&r, mib, trials);
     return failed ? 1 : 0;

@@ -7,10 +7,11 @@
 
 #include <limits.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char run_help[] =
     "usage: pipetrain run TOPOLOGY.json [--data FILE] [--steps N] [--out DIR] [--set KEY=VALUE ...]\n"
-    "                     [--resume] [--max-restarts N]\n"
+    "                     [--schedule KIND|FILE] [--resume] [--max-restarts N]\n"
     "\n"
     "Trains the model a topology describes and writes into the run directory:\n"
     "  metrics.jsonl  one JSON object per step (step, loss, lr, grad_norm, step_ms,\n"
@@ -22,6 +23,10 @@ static const char run_help[] =
     "\n"
     "  --data FILE       training text (bytes) or .bin (uint16 tokens), relative to here\n"
     "  --steps N         override train.steps\n"
+    "  --schedule KIND|FILE  run a built-in schedule kind (gpipe, 1f1b, interleaved,\n"
+    "                    zb-h1) or a schedule file (.json or PyTorch's .csv, relative\n"
+    "                    to here) instead of the topology's: --set schedule.kind=KIND\n"
+    "                    or --set schedule.file=FILE, validated before any stage starts\n"
     "  --out DIR         run directory (default runs/NAME-YYYYmmdd-HHMMSS)\n"
     "  --set KEY=VALUE   override any topology field: --set train.lr=3e-4,\n"
     "                    --set stages.0.threads=1 (repeatable)\n"
@@ -58,10 +63,14 @@ static const char run_help[] =
     "                        --trace is accepted and changes nothing)\n";
 
 static const char check_help[] =
-    "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...]\n"
+    "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...] [--schedule KIND|FILE]\n"
     "\n"
     "Validates a topology and prints its partition: per stage the layers, parameters,\n"
-    "forward FLOPs per micro-batch and activation bytes sent per micro-batch.\n"
+    "forward FLOPs per micro-batch and activation bytes sent per micro-batch. The\n"
+    "schedule is built and played exactly as `run` would run it (the kind's\n"
+    "constraints, or the schedule file read and checked for deadlocks).\n"
+    "  --schedule KIND|FILE  as run's: a built-in kind or a schedule file (relative to\n"
+    "                        here) in place of the topology's\n"
     "Exit status 2 on any problem, naming the JSON path.\n";
 
 /* Options common to run and check. */
@@ -70,6 +79,7 @@ typedef struct {
     char *sets[256];
     int n_sets;
     char steps_set[64];
+    char sched_set[4200];     /* --schedule as an override: schedule.kind= or schedule.file= */
     int print_commands, peer_timeout_ms, trace, resume, max_restarts, insecure;
     double step_timeout_s;
     uint64_t run_id;
@@ -102,6 +112,17 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
     return 1;
 }
 
+/* --schedule KIND|FILE as the override every process is given: a kind by name, a
+ * file made absolute (the topology resolves relative paths against its own folder;
+ * the user means this one). Returns 0, or -1 when it does not fit in n bytes. */
+static int schedule_set(char *out, size_t n, const char *v)
+{
+    char cwd[4096];
+    if (sched_kind_find(v) >= 0) return snprintf(out, n, "schedule.kind=%s", v) < (int)n ? 0 : -1;
+    if (v[0] == '/' || !getcwd(cwd, sizeof cwd)) return snprintf(out, n, "schedule.file=%s", v) < (int)n ? 0 : -1;
+    return snprintf(out, n, "schedule.file=%s/%s", cwd, v) < (int)n ? 0 : -1;
+}
+
 static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_run_opts)
 {
     memset(a, 0, sizeof *a);
@@ -116,8 +137,13 @@ static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_
         if (lo) continue;
         if (!strcmp(s, "--set")) {
             if (!v || !strchr(v, '=')) return cli_usage_error(cmd, "--set expects KEY=VALUE");
-            if (a->n_sets == 255) return cli_usage_error(cmd, "too many --set options");
+            if (a->n_sets == 254) return cli_usage_error(cmd, "too many --set options");
             a->sets[a->n_sets++] = argv[++i];
+        } else if (!strcmp(s, "--schedule")) {
+            if (!v || !*v) return cli_usage_error(cmd, "--schedule expects a kind (gpipe, 1f1b, interleaved, zb-h1) or a file");
+            if (schedule_set(a->sched_set, sizeof a->sched_set, v))
+                return cli_usage_error(cmd, "--schedule %s: path too long", v);
+            i++;
         } else if (allow_run_opts && !strcmp(s, "--data")) {
             if (!v) return cli_usage_error(cmd, "--data expects a file");
             a->data = argv[++i];
@@ -139,6 +165,7 @@ static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_
     }
     if (!a->topology) return cli_usage_error(cmd, "a TOPOLOGY.json is required");
     if (a->steps_set[0]) a->sets[a->n_sets++] = a->steps_set;
+    if (a->sched_set[0]) a->sets[a->n_sets++] = a->sched_set; /* last: it wins over --set schedule.* */
     return 0;
 }
 
@@ -171,6 +198,13 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    sched_schedule *sched = NULL; /* what the stages will build: refuse it before any starts */
+    if (topo_build_schedule(&t, NULL, &sched, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
+    sched_free(sched);
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
     if (t.n_stages > 1) {
@@ -209,8 +243,20 @@ int cli_check_main(int argc, char **argv)
         fprintf(stderr, "pipetrain check: %s\n", err);
         return 2;
     }
+    sched_schedule *s = NULL; /* the very schedule run would run */
+    if (topo_build_schedule(&t, NULL, &s, err)) {
+        fprintf(stderr, "pipetrain check: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
+    size_t n_act = 0;
+    for (int st = 0; st < s->n_stages; st++) n_act += s->len[st];
     topo_hash_hex(&t, hash);
     printf("%s: ok (topology sha256 %.16s...)\n", a.topology, hash);
+    printf("schedule %s%s%s: %d stages x %d micro-batches x %d chunk(s), %zu actions, no deadlock\n", s->kind,
+           t.schedule.file ? " " : "", t.schedule.file ? t.schedule.file : "", s->n_stages, s->n_micro, s->n_chunks,
+           n_act);
+    sched_free(s);
     topo_print_partition(&t, stdout);
     topo_free(&t);
     return 0;

@@ -4,7 +4,9 @@
  * overall and the peak activation memory per stage; then draws it (ASCII grid,
  * SVG, Chrome trace) or writes it as a schedule file. Time unit: milliseconds.
  * Costs come from --costs, from a run's measured costs.json (--calibrate), or
- * from the topology's FLOP counts at --gflops per BLAS thread. It runs nothing: the stage runtime executes schedules. */
+ * from the topology's FLOP counts at --gflops per BLAS thread (default: this
+ * machine's sgemm measured at the model's shapes, model/gemm_rate.h, times the
+ * step efficiency). It runs nothing: the stage runtime executes schedules. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/cli_schedule.h"
+#include "model/gemm_rate.h"
 #include "model/model.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
@@ -42,7 +45,10 @@ static const char usage_text[] =
     "  --chunks V            virtual stages per stage for interleaved (default 2)\n"
     "  --costs F,B,W         ms per micro-batch of one stage's forward, input-grad and\n"
     "                        weight-grad (default: the topology's FLOPs, else 1,1,1); BW = B+W\n"
-    "  --gflops G            GFLOP/s per BLAS thread for FLOP-derived costs (default 20)\n"
+    "  --gflops G            GFLOP/s per BLAS thread for FLOP-derived costs (default:\n"
+    "                        this machine's sgemm measured at the model's shapes, about\n"
+    "                        150 ms once, cached in ~/.cache/pipetrain/sgemm.json, times\n"
+    "                        the step efficiency 0.6; PIPETRAIN_NO_CACHE=1 measures again)\n"
     "  --calibrate RUN_DIR   F, B, W per virtual stage and the transfer latency measured\n"
     "                        in a pipeline run (RUN_DIR/costs.json, written beside\n"
     "                        trace.json; or a costs file's path)\n"
@@ -98,12 +104,7 @@ static int parse_costs(const char *s, double c[3])
     return n == 3 ? 0 : -1;
 }
 
-static int is_kind(const char *s)
-{
-    for (int i = 0; sched_kinds[i]; i++)
-        if (!strcmp(s, sched_kinds[i])) return 1;
-    return 0;
-}
+static int is_kind(const char *s) { return sched_kind_find(s) >= 0; }
 
 static int opt_int(const char *k, const char *v, int lo, int hi, int *out)
 {
@@ -202,7 +203,7 @@ static double chunk_stash(const topo *t, const topo_chunk *ch, size_t batch)
 /* Costs per virtual stage from the topology's FLOPs. When the schedule's chunk
  * count differs from the topology's layout, each stage's totals are spread evenly
  * over the schedule's chunks (an approximation, reported). */
-static sched_costs *topo_costs(const topo *t, int v, double gflops, int *spread)
+static sched_costs *topo_costs(const topo *t, int v, const double *stage_gflops, int *spread)
 {
     int P = t->n_stages;
     sched_costs *c = sched_costs_new(P * v);
@@ -211,7 +212,7 @@ static sched_costs *topo_costs(const topo *t, int v, double gflops, int *spread)
     *spread = v != t->chunks_per_stage;
     for (int st = 0; st < P; st++) {
         const topo_stage *ts = &t->stages[st];
-        double per_ms = gflops * 1e6 * (ts->threads > 0 ? ts->threads : 1);
+        double per_ms = stage_gflops[st] * 1e6;
         for (int ci = 0; ci < ts->n_chunks; ci++) {
             const topo_chunk *ch = &ts->chunks[ci];
             double f = 0, b = 0, w = 0;
@@ -242,13 +243,14 @@ typedef struct {
     const sched_schedule *s;
     const sched_report *r;
     int fmt, width;
+    sched_sim_info info;  /* for the JSON form's "simulation" */
 } render_ctx;
 
 static int render(const render_ctx *x, FILE *f, char *err)
 {
     switch (x->fmt) {
     case FMT_SVG: return sched_render_svg(x->s, x->r, f, "ms", err);
-    case FMT_JSON: return sched_write_json(x->s, f, err);
+    case FMT_JSON: return sched_write_json_sim(x->s, x->r, &x->info, f, err);
     case FMT_CSV: return sched_write_csv(x->s, f, err);
     case FMT_CHROME: return sched_render_chrome(x->s, x->r, f, 1000.0, err);
     default: return sched_render_ascii(x->s, x->r, f, x->width, 256, "ms", err);
@@ -332,7 +334,7 @@ static int output(const opts *o, const sched_schedule *s, const sched_report *r,
 {
     int data_on_stdout = !o->out && o->fmt != FMT_ASCII;
     print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
-    render_ctx x = { s, r, o->fmt, o->width };
+    render_ctx x = { s, r, o->fmt, o->width, { "ms", note, have_stash } };
     if (o->out) {
         int wrc = write_file(o->out, &x, err);
         if (wrc) return wrc == 2 ? 2 : 1;
@@ -343,19 +345,19 @@ static int output(const opts *o, const sched_schedule *s, const sched_report *r,
     return render(&x, stdout, err) || fflush(stdout) ? 1 : 0;
 }
 
-/* Builds the schedule from the options (and topology, when given). */
-static sched_schedule *build_schedule(const opts *o, const topo *t, char *err)
+/* Builds the schedule from the options: with a topology, through the builder run
+ * uses (topo_build_schedule; --kind/--schedule/--chunks depart from it); without,
+ * from --stages/--micro-batches or the file alone. *detail gets a deadlock's listing. */
+static sched_schedule *build_schedule(const opts *o, const topo *t, char **detail, char *err)
 {
     const char *kind = o->kind, *file = o->file;
     int P = o->P, M = o->M, v = o->v;
     if (t) {
-        P = t->n_stages;
-        M = t->train.micro_batches;
-        if (!kind && !file) {
-            kind = t->schedule.kind;
-            file = t->schedule.file;
-            if (!v && kind) v = t->chunks_per_stage;
-        }
+        topo_sched_opts so = { kind ? kind : file, v, detail };
+        if (!so.schedule && v) so.schedule = t->schedule.file ? t->schedule.file : t->schedule.kind;
+        sched_schedule *s = NULL;
+        topo_build_schedule(t, &so, &s, err);
+        return s;
     }
     if (file) {
         sched_schedule *s = sched_load(file, M, err);
@@ -409,7 +411,10 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
         sched_costs_free(c);
         c = d;
     }
-    sched_costs *tc = t ? topo_costs(t, s->n_chunks, o->gflops, &spread) : NULL;
+    double *ones = t ? malloc((size_t)t->n_stages * sizeof(double)) : NULL; /* only the bytes are used */
+    for (int k = 0; ones && k < t->n_stages; k++) ones[k] = 1;
+    sched_costs *tc = ones ? topo_costs(t, s->n_chunks, ones, &spread) : NULL;
+    free(ones);
     for (int i = 0; tc && i < c->n; i++) {
         c->xfer_bytes[i] = tc->xfer_bytes[i];
         c->stash_bytes[i] = tc->stash_bytes[i];
@@ -418,6 +423,41 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
     snprintf(note, nn, "calibrated from %.150s%s", path,
              spread_note ? " (each stage's measured costs spread evenly over the schedule's chunks)" : "");
     return c;
+}
+
+/* GFLOP/s of each stage for FLOP-derived costs: --gflops per BLAS thread, else this
+ * machine's sgemm at the model's shapes (measured once per thread count, cached)
+ * times MODEL_STEP_EFFICIENCY. note says which, with the numbers. -1 when the
+ * measurement failed (note says why). */
+static int stage_rates(const opts *o, const topo *t, double *rates, char *note, size_t nn)
+{
+    if (o->gflops > 0) {
+        for (int st = 0; st < t->n_stages; st++) rates[st] = o->gflops * t->stages[st].threads;
+        snprintf(note, nn, "from FLOPs at %g GFLOP/s per BLAS thread (--gflops)", o->gflops);
+        return 0;
+    }
+    model_gemm_shape sh[8];
+    size_t n = model_gemm_shapes(&t->model, (size_t)topo_micro_batch(t) * (size_t)t->model.seq_len, sh, 8);
+    char where[4300] = "", rates_txt[200] = "";
+    size_t len = 0;
+    int any_measured = 0, no_cache = 0;
+    for (int st = 0; st < t->n_stages; st++) {
+        int th = t->stages[st].threads, prev = -1, cached = 1;
+        for (int k = 0; k < st && prev < 0; k++)
+            if (t->stages[k].threads == th) prev = k;
+        double g = prev >= 0 ? rates[prev] / MODEL_STEP_EFFICIENCY : model_sgemm_gflops(sh, n, th, where, sizeof where, &cached);
+        if (g <= 0) return seterr(note, "could not measure sgemm at the model's shapes: give --gflops"), -1;
+        any_measured |= !cached;
+        no_cache |= !strncmp(where, "not cached", 10);
+        rates[st] = g * MODEL_STEP_EFFICIENCY;
+        if (prev < 0 && len < sizeof rates_txt)
+            len += (size_t)snprintf(rates_txt + len, sizeof rates_txt - len, "%s%.1f GFLOP/s at %d thread%s",
+                                    len ? ", " : "", g, th, th > 1 ? "s" : "");
+    }
+    snprintf(note, nn, "from FLOPs, assuming %s measured sgemm (this model's shapes) x %.2f step efficiency; %s %.300s",
+             rates_txt, MODEL_STEP_EFFICIENCY,
+             no_cache ? "" : any_measured ? "measured now, cached in" : "cached in", where);
+    return 0;
 }
 
 static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedule *s,
@@ -433,9 +473,15 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
         snprintf(note, nn, "%s", o->have_costs ? "--costs" : "default 1,1,1 ms (no --costs)");
         if (c) for (int i = 0; i < c->n; i++) c->stash_bytes[i] = 0;
     } else {
-        c = topo_costs(t, s->n_chunks, o->gflops, &spread);
-        snprintf(note, nn, "from FLOPs at %g GFLOP/s per BLAS thread%s", o->gflops,
-                 spread ? " (each stage's work spread evenly over the schedule's chunks)" : "");
+        double *rates = malloc((size_t)t->n_stages * sizeof(double));
+        char rnote[1024];
+        if (!rates || stage_rates(o, t, rates, rnote, sizeof rnote)) {
+            free(rates);
+            return seterr(err, "%s", rates ? rnote : "out of memory"), NULL;
+        }
+        c = topo_costs(t, s->n_chunks, rates, &spread);
+        free(rates);
+        snprintf(note, nn, "%s%s", rnote, spread ? " (each stage's work spread evenly over the schedule's chunks)" : "");
     }
     if (!c) return seterr(err, "out of memory"), NULL;
     for (int i = 0; i < c->n; i++) {
@@ -449,13 +495,14 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
 
 int cli_schedule_main(int argc, char **argv)
 {
-    opts o = { .fmt = FMT_ASCII, .width = 120, .gflops = 20 };
+    opts o = { .fmt = FMT_ASCII, .width = 120, .gflops = 0 /* 0: measured */ };
     char err[ERR_LEN];
     topo t;
     int have_topo = 0, rc = 2;
     sched_schedule *s = NULL;
     sched_costs *c = NULL;
     sched_report *r = NULL;
+    char *detail = NULL;
     memset(&t, 0, sizeof t);
     o.sets = calloc((size_t)argc + 1, sizeof(char *));
     if (!o.sets) return 1;
@@ -471,8 +518,8 @@ int cli_schedule_main(int argc, char **argv)
         usage_err("%s", "--set needs a topology file");
         goto done;
     }
-    if (!(s = build_schedule(&o, have_topo ? &t : NULL, err))) goto fail;
-    char note[256];
+    if (!(s = build_schedule(&o, have_topo ? &t : NULL, &detail, err))) goto fail;
+    char note[1200];
     if (!(c = build_costs(&o, have_topo ? &t : NULL, s, note, sizeof note, err))) {
         if (strstr(err, "out of memory")) rc = 1;
         goto fail;
@@ -485,14 +532,15 @@ int cli_schedule_main(int argc, char **argv)
     if ((rc = output(&o, s, r, c, note, have_topo || o.have_stash, err))) goto fail;
     goto done;
 fail:
-    if (r && r->detail) { /* err holds the summary line and the start of the listing */
+    if ((r && r->detail) || detail) { /* err holds the summary line and the start of the listing */
         char *nl = strchr(err, '\n');
         if (nl) *nl = 0;
-        fprintf(stderr, "pipetrain schedule: %s\n%s", err, r->detail);
+        fprintf(stderr, "pipetrain schedule: %s\n%s", err, detail ? detail : r->detail);
     } else {
         fprintf(stderr, "pipetrain schedule: %s\n", err);
     }
 done:
+    free(detail);
     sched_report_free(r);
     sched_costs_free(c);
     sched_free(s);

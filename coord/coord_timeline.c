@@ -14,15 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The schedule the stages ran, as stage/runtime_run.c builds it. */
+/* The schedule the stages ran: the one stage/runtime_run.c builds. */
 static sched_schedule *ran_schedule(const topo *t, char *err)
 {
-    char serr[SCHED_ERR_LEN];
-    sched_schedule *s = t->schedule.kind_id == TOPO_SCHED_FILE
-                            ? sched_load(t->schedule.file, t->train.micro_batches, serr)
-                            : sched_generate(t->schedule.kind, t->n_stages, t->train.micro_batches,
-                                             t->chunks_per_stage, serr);
-    if (!s) seterr(err, "schedule: %s", serr);
+    sched_schedule *s = NULL;
+    topo_build_schedule(t, NULL, &s, err);
     return s;
 }
 

@@ -102,8 +102,29 @@ int sched_action_parse(const char *str, sched_action *a, char *err);
  * Returns the schedule (caller frees) or NULL with a message in err. */
 sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int n_chunks,
                                char *err);
-/* The built-in kinds, NULL-terminated, for usage messages. */
-extern const char *const sched_kinds[];
+/* The built-in kinds: sched_kind_table is the one place a kind's name and its
+ * constraints live; everything that maps a name (the topology schema, the CLI's
+ * --kind/--schedule, the generators) looks it up there. */
+enum { SCHED_KIND_GPIPE = 0, SCHED_KIND_1F1B, SCHED_KIND_INTERLEAVED, SCHED_KIND_ZBH1, SCHED_N_KINDS };
+typedef struct {
+    const char *name;            /* "gpipe", "1f1b", "interleaved", "zb-h1" */
+    int min_chunks, max_chunks;  /* v this kind accepts (min_chunks is the default) */
+    int m_ge_p;                  /* needs M >= P */
+    int m_mult_p;                /* needs M a multiple of P */
+} sched_kind_info;
+extern const sched_kind_info sched_kind_table[SCHED_N_KINDS];
+/* The names in table order, NULL-terminated (the topology schema's choices). */
+extern const char *const sched_kinds[SCHED_N_KINDS + 1];
+/* Index of the kind called `name` in sched_kind_table, or -1 (name may be NULL). */
+int sched_kind_find(const char *name);
+/* "gpipe, 1f1b, interleaved or zb-h1" into buf (n bytes); returns buf. */
+char *sched_kind_names(char *buf, size_t n);
+/* What sched_kind_fit found wrong, so that a caller can name its own field. */
+enum { SCHED_FIT_OK = 0, SCHED_FIT_KIND, SCHED_FIT_STAGES, SCHED_FIT_MICRO, SCHED_FIT_CHUNKS };
+/* Checks P stages, M micro-batches and v chunks per stage against kind's
+ * constraints (those sched_generate enforces). Returns SCHED_FIT_OK (0), or the
+ * quantity at fault with the reason in err (which names the kind, not a field). */
+int sched_kind_fit(int kind, int P, int M, int v, char *err);
 
 /* ---- files (scheduler/sched_io.c) ------------------------------------------ */
 
@@ -199,6 +220,22 @@ void sched_costs_free(sched_costs *c);
  * Returns 0 with a new report in *r, or -1 with err (and *r as sched_check). */
 int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
                    sched_report **r, char *err);
+
+/* ---- the JSON form with the simulation (scheduler/sched_io.c) ----------- */
+
+/* What sched_write_json_sim says about the simulation beside the numbers. */
+typedef struct {
+    const char *unit;        /* time unit of the report ("ms"; NULL = "ms") */
+    const char *cost_source; /* where the costs came from, free text */
+    int have_bytes;          /* 0: peak_activation_bytes are null (no stash sizes known) */
+} sched_sim_info;
+/* sched_write_json plus, when r and info are not NULL, a "simulation" object
+ * (sched_simulate's report, machine-readable): {"unit", "step_time", "bubble",
+ * "cost_source", "stages": [{"stage", "busy", "idle", "bubble", "peak_in_flight",
+ * "peak_activation_bytes"}, ...]}. sched_load ignores the object, so the output
+ * stays a schedule file. Returns 0, or -1 with err. */
+int sched_write_json_sim(const sched_schedule *s, const sched_report *r, const sched_sim_info *info, FILE *f,
+                         char *err);
 
 /* ---- renderers (scheduler/sched_render.c) ---------------------------------- */
 

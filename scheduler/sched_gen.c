@@ -8,7 +8,32 @@
 
 #include "scheduler/sched_int.h"
 
-const char *const sched_kinds[] = { "gpipe", "1f1b", "interleaved", "zb-h1", NULL };
+/* The one table of schedule kinds: names and the constraints each generator has on
+ * P, M and v. The topology schema, the CLI and the generators all look names up here. */
+const sched_kind_info sched_kind_table[SCHED_N_KINDS] = {
+    [SCHED_KIND_GPIPE] = { "gpipe", 1, 1, 0, 0 },
+    [SCHED_KIND_1F1B] = { "1f1b", 1, 1, 1, 0 },
+    [SCHED_KIND_INTERLEAVED] = { "interleaved", 2, 256, 0, 1 },
+    [SCHED_KIND_ZBH1] = { "zb-h1", 1, 1, 1, 0 },
+};
+const char *const sched_kinds[SCHED_N_KINDS + 1] = { "gpipe", "1f1b", "interleaved", "zb-h1", NULL };
+
+int sched_kind_find(const char *name)
+{
+    for (int i = 0; name && i < SCHED_N_KINDS; i++)
+        if (!strcmp(name, sched_kind_table[i].name)) return i;
+    return -1;
+}
+
+char *sched_kind_names(char *buf, size_t n)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < SCHED_N_KINDS && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? (i == SCHED_N_KINDS - 1 ? " or " : ", ") : "",
+                                sched_kind_table[i].name);
+    return buf;
+}
 
 typedef struct {
     sched_schedule *s;
@@ -105,46 +130,48 @@ static void gen_zbh1(gen *g, int P, int M)
     while (w < M) put(g, SCHED_W, w++, 0);
 }
 
-static int check_args(const char *kind, int P, int M, int *v, char *err)
+int sched_kind_fit(int kind, int P, int M, int v, char *err)
 {
-    if (P < 1) return sched_seterr(err, "%s: the number of stages must be >= 1, got %d", kind, P);
-    if (M < 1) return sched_seterr(err, "%s: the number of micro-batches must be >= 1, got %d", kind, M);
+    if (kind < 0 || kind >= SCHED_N_KINDS) return sched_seterr(err, "unknown schedule kind %d", kind), SCHED_FIT_KIND;
+    const sched_kind_info *k = &sched_kind_table[kind];
+    if (P < 1) return sched_seterr(err, "%s: the number of stages must be >= 1, got %d", k->name, P), SCHED_FIT_STAGES;
+    if (M < 1)
+        return sched_seterr(err, "%s: the number of micro-batches must be >= 1, got %d", k->name, M), SCHED_FIT_MICRO;
     if (P > (1 << 20) || M > (1 << 22))
         return sched_seterr(err, "%s: %d stages x %d micro-batches is too large (at most 2^20 "
-                                 "stages and 2^22 micro-batches)", kind, P, M);
-    int inter = !strcmp(kind, "interleaved");
-    if (*v == 0) *v = inter ? 2 : 1;
-    if (!inter && *v != 1)
+                                 "stages and 2^22 micro-batches)", k->name, P, M), SCHED_FIT_STAGES;
+    if (k->max_chunks == 1 && v != 1)
         return sched_seterr(err, "%s: takes one chunk per stage, got %d chunks (only "
-                                 "\"interleaved\" has virtual stages)", kind, *v);
-    if (inter && (*v < 2 || *v > 256))
-        return sched_seterr(err, "interleaved: needs 2..256 chunks per stage, got %d", *v);
-    if (inter && M % P)
-        return sched_seterr(err, "interleaved: the number of micro-batches (%d) must be a "
+                                 "\"interleaved\" has virtual stages)", k->name, v), SCHED_FIT_CHUNKS;
+    if (v < k->min_chunks || v > k->max_chunks)
+        return sched_seterr(err, "%s: needs %d..%d chunks per stage, got %d", k->name, k->min_chunks,
+                            k->max_chunks, v), SCHED_FIT_CHUNKS;
+    if (k->m_mult_p && M % P)
+        return sched_seterr(err, "%s: the number of micro-batches (%d) must be a "
                                  "multiple of the number of stages (%d), as in Megatron-LM's "
-                                 "interleaved schedule", M, P);
-    if ((!strcmp(kind, "1f1b") || !strcmp(kind, "zb-h1")) && M < P)
+                                 "interleaved schedule", k->name, M, P), SCHED_FIT_MICRO;
+    if (k->m_ge_p && M < P)
         return sched_seterr(err, "%s: needs at least as many micro-batches as stages, got %d "
                                  "micro-batches for %d stages (use gpipe, or raise "
-                                 "micro-batches)", kind, M, P);
+                                 "micro-batches)", k->name, M, P), SCHED_FIT_MICRO;
     return 0;
 }
 
 sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int n_chunks,
                                char *err)
 {
-    int P = n_stages, M = n_micro, v = n_chunks, id = -1;
-    for (int i = 0; sched_kinds[i]; i++)
-        if (kind && !strcmp(kind, sched_kinds[i])) id = i;
+    int P = n_stages, M = n_micro, v = n_chunks, id = sched_kind_find(kind);
+    char names[96];
     if (id < 0) {
-        sched_seterr(err, "unknown schedule kind '%s': expected gpipe, 1f1b, interleaved or "
-                          "zb-h1", kind ? kind : "(null)");
+        sched_seterr(err, "unknown schedule kind '%s': expected %s", kind ? kind : "(null)",
+                     sched_kind_names(names, sizeof names));
         return NULL;
     }
     if (v < 0) { sched_seterr(err, "%s: chunks must be >= 1, got %d", kind, v); return NULL; }
-    if (check_args(kind, P, M, &v, err)) return NULL;
+    if (v == 0) v = sched_kind_table[id].min_chunks;
+    if (sched_kind_fit(id, P, M, v, err)) return NULL;
     sched_schedule *s = sched_new(P, v, M);
-    size_t per = (size_t)M * (size_t)v * (id == 3 ? 3 : 2);
+    size_t per = (size_t)M * (size_t)v * (id == SCHED_KIND_ZBH1 ? 3 : 2);
     if (!s || reserve(s, per)) {
         sched_free(s);
         sched_seterr(err, "%s: out of memory for %d stages x %d micro-batches", kind, P, M);
@@ -153,9 +180,9 @@ sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int 
     snprintf(s->kind, sizeof s->kind, "%s", kind);
     gen g = { s, 0, 0 };
     for (g.stage = 0; g.stage < P; g.stage++) {
-        if (id == 0) gen_gpipe(&g, P, M);
-        else if (id == 1) gen_1f1b(&g, P, M);
-        else if (id == 2) gen_interleaved(&g, P, M, v);
+        if (id == SCHED_KIND_GPIPE) gen_gpipe(&g, P, M);
+        else if (id == SCHED_KIND_1F1B) gen_1f1b(&g, P, M);
+        else if (id == SCHED_KIND_INTERLEAVED) gen_interleaved(&g, P, M, v);
         else gen_zbh1(&g, P, M);
     }
     if (g.fail) {

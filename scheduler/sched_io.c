@@ -71,9 +71,9 @@ static int json_header(json_t *root, const char *name, dims *d, int n_micro, cha
         return sched_seterr(err, "%s: expected a JSON object with \"stages\": [[\"F0\", ...], ...]", name);
     json_object_foreach(root, key, val) {
         if (strcmp(key, "version") && strcmp(key, "kind") && strcmp(key, "micro_batches") &&
-            strcmp(key, "chunks") && strcmp(key, "stages"))
+            strcmp(key, "chunks") && strcmp(key, "stages") && strcmp(key, "simulation"))
             return sched_seterr(err, "%s: unknown key \"%s\" (expected version, kind, "
-                                     "micro_batches, chunks, stages)", name, key);
+                                     "micro_batches, chunks, stages; simulation is ignored)", name, key);
     }
     json_t *ver = json_object_get(root, "version");
     if (ver && (!json_is_integer(ver) || json_integer_value(ver) != 1))
@@ -324,17 +324,42 @@ sched_schedule *sched_load(const char *path, int n_micro, char *err)
     return s;
 }
 
-int sched_write_json(const sched_schedule *s, FILE *f, char *err)
+/* The "simulation" object of sched_write_json_sim; NULL when out of memory. */
+static json_t *simulation_json(const sched_schedule *s, const sched_report *r, const sched_sim_info *info)
+{
+    json_t *st = json_array(), *j = json_pack("{s:s,s:f,s:f,s:s,s:o}", "unit", info->unit ? info->unit : "ms",
+                                             "step_time", r->step_time, "bubble", r->bubble, "cost_source",
+                                             info->cost_source ? info->cost_source : "", "stages", st);
+    for (int k = 0; j && k < s->n_stages; k++) {
+        json_t *o = json_pack("{s:i,s:f,s:f,s:f,s:i,s:o}", "stage", k, "busy", r->busy[k], "idle",
+                              r->step_time - r->busy[k], "bubble", r->bubble_stage[k], "peak_in_flight",
+                              r->peak_mb[k], "peak_activation_bytes",
+                              info->have_bytes ? json_real(r->peak_bytes[k]) : json_null());
+        if (!o || json_array_append_new(st, o)) { json_decref(j); return NULL; }
+    }
+    return j;
+}
+
+int sched_write_json_sim(const sched_schedule *s, const sched_report *r, const sched_sim_info *info, FILE *f,
+                         char *err)
 {
     char a[64];
+    json_t *sim = r && info ? simulation_json(s, r, info) : NULL;
+    if (r && info && !sim) return sched_seterr(err, "out of memory");
     fputs("{\"version\": 1, \"kind\": \"", f);
     for (const char *p = s->kind[0] ? s->kind : "file"; *p; p++) {
         if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
         else if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) fputc('?', f);
         else fputc(*p, f);
     }
-    fprintf(f, "\", \"micro_batches\": %d, \"chunks\": %d,\n \"stages\": [\n", s->n_micro,
-            s->n_chunks);
+    fprintf(f, "\", \"micro_batches\": %d, \"chunks\": %d,\n", s->n_micro, s->n_chunks);
+    if (sim) {
+        fputs(" \"simulation\": ", f);
+        json_dumpf(sim, f, JSON_COMPACT | JSON_REAL_PRECISION(10));
+        fputs(",\n", f);
+        json_decref(sim);
+    }
+    fputs(" \"stages\": [\n", f);
     for (int st = 0; st < s->n_stages; st++) {
         fputs("  [", f);
         for (size_t i = 0; i < s->len[st]; i++)
@@ -345,6 +370,8 @@ int sched_write_json(const sched_schedule *s, FILE *f, char *err)
     if (ferror(f)) return sched_seterr(err, "write error: %s", strerror(errno));
     return 0;
 }
+
+int sched_write_json(const sched_schedule *s, FILE *f, char *err) { return sched_write_json_sim(s, NULL, NULL, f, err); }
 
 int sched_write_csv(const sched_schedule *s, FILE *f, char *err)
 {

@@ -96,14 +96,8 @@ static int rt_eval(rt *r)
 
 static int load_schedule(rt *r)
 {
-    const topo *t = r->t;
-    char serr[SCHED_ERR_LEN];
-    if (t->schedule.kind_id == TOPO_SCHED_FILE) r->sched = sched_load(t->schedule.file, r->M, serr);
-    else r->sched = sched_generate(t->schedule.kind, r->P, r->M, t->chunks_per_stage, serr);
-    if (!r->sched || sched_check(r->sched, NULL, serr)) return seterr(r->err, "%s: schedule: %s", t->path, serr);
-    if (r->sched->n_stages != r->P || r->sched->n_chunks != t->chunks_per_stage || r->sched->n_micro != r->M)
-        return seterr(r->err, "%s: schedule: it is for %d stages x %d chunks x %d micro-batches; the topology has %d x %d x %d",
-                      t->path, r->sched->n_stages, r->sched->n_chunks, r->sched->n_micro, r->P, t->chunks_per_stage, r->M);
+    /* the schedule `check` validated: topo_build_schedule checks it against P, v, M */
+    if (topo_build_schedule(r->t, NULL, &r->sched, r->err)) return -1;
     /* a W out of micro-batch order is deferred to its turn (runtime.c) */
     return 0;
 }

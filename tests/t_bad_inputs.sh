@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bad-input corpus through the command line (issue #6): every malformed
 # topology (pipetrain check), data file (pipetrain run --data), schedule file
-# (pipetrain schedule --schedule) and safetensors file (put into a checkpoint
+# (pipetrain schedule --schedule, and pipetrain check naming it as schedule.file) and safetensors file (put into a checkpoint
 # whose manifest vouches for it, then pipetrain eval) exits 2 with a message that
 # names the file and contains the first line of its .expect. Under make asan the
 # same runs prove none of them crashes.
@@ -41,6 +41,14 @@ while IFS=$'\t' read -r f want; do
     expect_exit2 "schedule $(basename "$f")" "$f" "$want" "$P" schedule --stages 2 --micro-batches 2 --schedule "$f"
 done < <(each_case tests/bad/schedule)
 echo "  schedule files: $((n - m)) cases"
+
+# the same files named by a topology: `check` reads and plays the schedule run would run
+m=$n
+while IFS=$'\t' read -r f want; do
+    expect_exit2 "check --schedule $(basename "$f")" "$f" "$want" "$P" check topologies/shakespeare-2stage.json \
+        --set train.micro_batches=2 --set schedule.file="$PWD/$f"
+done < <(each_case tests/bad/schedule)
+echo "  schedule files through check: $((n - m)) cases"
 
 # a real checkpoint to plant bad shards in (a tiny model, 2 steps)
 "$P" run topologies/shakespeare-1stage.json --steps 2 --set model.n_layers=1 --set model.dim=32 \

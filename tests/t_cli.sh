@@ -94,7 +94,21 @@ expect_bad "checkpoint without its marker" "incomplete" "$P" eval "$tmp/ck" --da
 "$P" bench net --json --trials 1 --mib 64 --size 65536 >"$tmp/bn.json" 2>"$tmp/bn.err"
 check "bench net (64 KiB, every variant) exits 0" "[ $? -eq 0 ] || cat $tmp/bn.err"
 check "bench net --json: all three variants moved data" \
-    "grep -q '\"bytes\":65536,\"plain_Bps\":[1-9][0-9]*,\"pipetrain_Bps\":[1-9][0-9]*,\"ratio\":[0-9.]*,\"evbuffer_Bps\":[1-9]' $tmp/bn.json"
+    "grep -q '\"bytes\":65536,\"plain_Bps\":[1-9][0-9]*,\"pipetrain_Bps\":[1-9][0-9]*,\"ratio\":[0-9.]*,.*\"evbuffer_Bps\":[1-9]' $tmp/bn.json"
+# the ratio is the median of paired trials, with its spread and the number of pairs
+"$P" bench net --json --trials 3 --mib 64 --size 65536 >"$tmp/bn3.json" 2>"$tmp/bn.err"
+"$P" bench net --trials 3 --mib 64 --size 65536 >"$tmp/bn3.txt" 2>>"$tmp/bn.err"
+check "bench net --json: median paired ratio, quartiles, range, pairs" "python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d[\"ratio\"] == \"median of paired trials\"
+row = [r for r in d[\"throughput\"] if r[\"bytes\"] == 65536][0]
+assert row[\"pairs\"] == 3, row
+assert 0 < row[\"ratio_min\"] <= row[\"ratio_q1\"] <= row[\"ratio\"] <= row[\"ratio_q3\"] <= row[\"ratio_max\"], row
+assert \"ratio_of_best\" in row
+' $tmp/bn3.json || { cat $tmp/bn.err; false; }"
+check "bench net text: the ratio's IQR, range and pairs" \
+    "grep -q 'median of the' $tmp/bn3.txt && grep -qE '^64 KiB +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+-[0-9.]+ +[0-9.]+-[0-9.]+ +3 ' $tmp/bn3.txt"
 "$P" bench net --json --trials 1 --variant rtt >"$tmp/bn.json" 2>"$tmp/bn.err"
 check "bench net round trips exit 0" "[ $? -eq 0 ] || cat $tmp/bn.err"
 check "bench net --json: both placements measured" \

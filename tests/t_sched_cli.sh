@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
 PT=("$BIN/pipetrain" schedule)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+export XDG_CACHE_HOME="$tmp/xdg" # the sgemm measurement's cache: never the user's
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # run EXPECTED_RC ARGS... : runs the command, keeps stdout/stderr in $tmp/out, $tmp/err
@@ -43,6 +44,26 @@ for k in gpipe 1f1b interleaved zb-h1; do
 done
 run 0 --stages 4 --micro-batches 8 --format json >/dev/null &&
     { head -c 1 "$tmp/out" | grep -q '{' || fail "json on stdout"; has "$tmp/err" "predicted step time" "summary on stderr"; }
+# --format json carries the simulation, machine-readable (issue 10, defect 6)
+if ! command -v python3 >/dev/null; then fail "python3 is needed to parse the json simulation"; fi
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --costs 1,2,0 --format json --out "$tmp/sim.json" &&
+    python3 - "$tmp/sim.json" <<'PY' || fail "json simulation object"
+import json, sys
+d = json.load(open(sys.argv[1]))
+sim = d["simulation"]
+assert sim["unit"] == "ms" and abs(sim["step_time"] - 33.0) < 1e-9, sim
+assert abs(sim["bubble"] - 9 / 33) < 1e-6 and sim["cost_source"] == "--costs", sim
+assert len(sim["stages"]) == 4 and len(d["stages"]) == 4
+for k, st in enumerate(sim["stages"]):
+    assert st["stage"] == k and abs(st["busy"] - 24.0) < 1e-9 and abs(st["idle"] - 9.0) < 1e-9, st
+    assert abs(st["bubble"] - 9 / 33) < 1e-6 and st["peak_in_flight"] == 4 - k, st
+    assert st["peak_activation_bytes"] is None, st
+PY
+run 0 topologies/shakespeare-2stage.json --format json --out "$tmp/sim2.json" &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["simulation"]; assert s["step_time"] > 0 and "FLOP" in s["cost_source"]
+assert all(st["peak_activation_bytes"] > 0 and st["peak_in_flight"] >= 1 and st["busy"] + st["idle"] - s["step_time"] < 1e-6 for st in s["stages"])' "$tmp/sim2.json" ||
+    fail "json simulation of a topology (activation bytes, cost source)"
+run 0 --schedule "$tmp/sim.json" --costs 1,2,0 && has "$tmp/out" "predicted step time: 33.0000 ms" "json with simulation reads back"
 run 0 --stages 4 --micro-batches 8 --format svg --out "$tmp/t.svg" &&
     { head -c 4 "$tmp/t.svg" | grep -q '<svg' || fail "svg header"; has "$tmp/t.svg" "</svg>" "svg end"; }
 run 0 --stages 4 --micro-batches 8 --format chrome --out "$tmp/t.json" && has "$tmp/t.json" '"traceEvents"' "chrome trace"
@@ -65,6 +86,17 @@ ls "$tmp" | grep -q '\.tmp\.' && fail "temporary file left behind"
 
 # A topology: costs from FLOPs, activation bytes per stage.
 run 0 topologies/shakespeare-2stage.json && { has "$tmp/out" "from FLOPs" "topology costs"; has "$tmp/out" "MiB" "peak bytes"; }
+# FLOP-derived costs default to this machine's sgemm at the model's shapes, measured
+# once and cached (issue 10, defect 7); the note says so and where
+run 0 topologies/shakespeare-2stage.json --kind zb-h1 &&
+    { has "$tmp/out" "measured sgemm (this model's shapes) x 0.60 step efficiency;" "sgemm measured";
+      has "$tmp/out" "cached in $tmp/xdg/pipetrain/sgemm.json" "cache path";
+      grep -q 'threads=1|192x128x128,' "$tmp/xdg/pipetrain/sgemm.json" || fail "sgemm cache keyed by CPU, threads and shapes"; }
+run 0 topologies/shakespeare-2stage.json --kind zb-h1 && has "$tmp/out" "x 0.60 step efficiency; cached in $tmp/xdg" "sgemm from the cache"
+PIPETRAIN_NO_CACHE=1 "${PT[@]}" topologies/shakespeare-2stage.json --set stages.0.threads=2 >"$tmp/out" 2>&1 &&
+    { has "$tmp/out" "at 2 threads" "one measurement per thread count"; has "$tmp/out" "not cached (PIPETRAIN_NO_CACHE=1" "no cache"; }
+grep -q 'threads=2' "$tmp/xdg/pipetrain/sgemm.json" && fail "PIPETRAIN_NO_CACHE=1 wrote the cache"
+run 0 topologies/shakespeare-2stage.json --gflops 20 && has "$tmp/out" "at 20 GFLOP/s per BLAS thread (--gflops)" "--gflops"
 run 0 topologies/shakespeare-4stage.json --kind zb-h1 --latency 0.05 --bandwidth 1000 && has "$tmp/out" "links: latency" "links"
 run 2 topologies/shakespeare-2stage.json --set train.micro_batches=x
 run 2 topologies/shakespeare-2stage.json --stages 3
@@ -103,6 +135,45 @@ awk -v a="${late:-0}" -v b="${early:-0}" 'BEGIN { exit !(b > 0 && b < a) }' || f
 run 2 --stages 3 --micro-batches 8 --calibrate "$tmp/run" && has "$tmp/err" "measured on 4 stage(s) x 1 chunk(s); the schedule has 3 x 1" "layout"
 run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --costs 1,1,1 && has "$tmp/err" "alternatives" "calibrate and costs"
 run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/nothere" && has "$tmp/err" "nothere/costs.json" "missing costs"
+
+# `check` builds and plays the very schedule `run` runs (issue 10, defect 4): a
+# kind's constraints and a schedule file fail in check (exit 2, naming the file
+# and the field), and check and run take --schedule KIND|FILE as schedule does.
+PIPE=("$BIN/pipetrain")
+pt() { local want=$1; shift; "${PIPE[@]}" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+       [ "$rc" -eq "$want" ] || { fail "exit $rc (want $want): pipetrain $*"; sed 's/^/    /' "$tmp/err" | head -5; return 1; }; }
+T2=topologies/shakespeare-2stage.json
+pt 2 check topologies/shakespeare-4stage.json --set schedule.kind=zb-h1 --set train.micro_batches=2 &&
+    { has "$tmp/err" "shakespeare-4stage.json: train.micro_batches" "zb-h1 M < P field"; has "$tmp/err" "zb-h1" "zb-h1 named"; }
+pt 2 check $T2 --schedule interleaved --set stages.0.layers=embed,0,2 --set stages.1.layers=1,3,head \
+    --set train.micro_batches=3 && has "$tmp/err" "train.micro_batches: interleaved" "interleaved M % P field"
+pt 2 check $T2 --set train.micro_batches=2 --set schedule.file="$PWD/tests/bad/schedule/deadlock.json" &&
+    { has "$tmp/err" "shakespeare-2stage.json: schedule.file: " "file field"; has "$tmp/err" "deadlock.json" "file named";
+      has "$tmp/err" "waits for B(0) from stage 1" "deadlock found by check"; }
+run 0 --stages 3 --micro-batches 4 --kind gpipe --format json --out "$tmp/gpipe-3x4.json"
+pt 2 check $T2 --schedule "$tmp/gpipe-3x4.json" && { has "$tmp/err" "schedule.file: $tmp/gpipe-3x4.json" "file named";
+    has "$tmp/err" "is for 3 stage(s)" "size mismatch"; }
+pt 2 check $T2 --schedule "$tmp/absent.json" && has "$tmp/err" "absent.json" "missing file"
+pt 0 check $T2 --schedule zb-h1 && has "$tmp/out" "schedule zb-h1: 2 stages x 4 micro-batches" "check --schedule kind"
+run 0 --stages 2 --micro-batches 4 --kind gpipe --format json --out "$tmp/gpipe-2x4.json"
+pt 0 check $T2 --schedule "$tmp/gpipe-2x4.json" && has "$tmp/out" "gpipe-2x4.json: 2 stages x 4 micro-batches" "check --schedule file"
+pt 2 run $T2 --schedule zb-h1 --set train.micro_batches=1 --out "$tmp/never" && has "$tmp/err" "train.micro_batches" "run refuses"
+pt 2 run $T2 --schedule tests/bad/schedule/deadlock.json --set train.micro_batches=2 --out "$tmp/never" &&
+    has "$tmp/err" "deadlock.json" "run refuses a bad file before starting stages"
+[ -e "$tmp/never" ] && fail "run left a run directory for a refused schedule"
+# run --schedule: a file (GPipe order: stage 0 holds all 4 micro-batches, where the
+# topology's 1F1B holds 2) and a kind; summary.json says what ran.
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+TINY=(--steps 2 --set model.n_layers=2 --set model.dim=32 --set model.ffn_dim=64 --set stages.0.layers=embed,0
+      --set stages.1.layers=1,head --set train.eval_batches=1 --set train.batch_size=4 --set coordinator.port=0
+      --set stages.0.port=$base --set stages.1.port=$((base + 1)) --data ../shared/data/tinyshakespeare.txt)
+if pt 0 run $T2 "${TINY[@]}" --schedule "$tmp/gpipe-2x4.json" --out "$tmp/r-file"; then
+    has "$tmp/r-file/summary.json" '"schedule": "file"' "run --schedule FILE in summary.json"
+    peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stages"][0]["peak_in_flight"])' "$tmp/r-file/summary.json")
+    [ "$peak" = 4 ] || fail "run --schedule FILE: stage 0 peak_in_flight $peak, want 4 (GPipe's, not 1F1B's 2)"
+fi
+pt 0 run $T2 "${TINY[@]}" --schedule zb-h1 --out "$tmp/r-kind" &&
+    has "$tmp/r-kind/summary.json" '"schedule": "zb-h1"' "run --schedule KIND in summary.json"
 
 [ "$fails" -eq 0 ] || { echo "t_sched_cli: $fails failure(s)"; exit 1; }
 echo "t_sched_cli: ok (${PT[*]})"

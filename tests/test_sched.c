@@ -439,9 +439,30 @@ static void test_renderers(void)
     sched_free(s);
 }
 
+static void test_kind_table(void)
+{
+    char err[SCHED_ERR_LEN], names[96];
+    CU_ASSERT_EQUAL(sched_kind_find("zb-h1"), SCHED_KIND_ZBH1);
+    CU_ASSERT_EQUAL(sched_kind_find("interleaved"), SCHED_KIND_INTERLEAVED);
+    CU_ASSERT_EQUAL(sched_kind_find("pipedream"), -1);
+    CU_ASSERT_EQUAL(sched_kind_find(NULL), -1);
+    for (int k = 0; k < SCHED_N_KINDS; k++) CU_ASSERT_STRING_EQUAL(sched_kinds[k], sched_kind_table[k].name);
+    CU_ASSERT_PTR_NULL(sched_kinds[SCHED_N_KINDS]);
+    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved or zb-h1");
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_ZBH1, 4, 2, 1, err), SCHED_FIT_MICRO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "zb-h1"));
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_1F1B, 4, 4, 1, err), SCHED_FIT_OK);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_INTERLEAVED, 4, 6, 2, err), SCHED_FIT_MICRO);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_INTERLEAVED, 4, 8, 1, err), SCHED_FIT_CHUNKS);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_GPIPE, 4, 1, 2, err), SCHED_FIT_CHUNKS);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_GPIPE, 4, 1, 1, err), SCHED_FIT_OK);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_N_KINDS, 4, 1, 1, err), SCHED_FIT_KIND);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
+        { "the kind table: lookups and constraints", test_kind_table },
         { "golden: gpipe and 1f1b bubble 3/11, peaks", test_golden_gpipe_1f1b },
         { "golden: zb-h1 has a third of 1f1b's bubble", test_zbh1_third_of_1f1b },
         { "golden: interleaved cuts the bubble v-fold", test_interleaved_cuts_bubble },

@@ -559,8 +559,9 @@ static void test_partition(void)
         "{\"host\": \"127.0.0.1\", \"port\": 7003, \"layers\": \"1,3\"}]}";
     const char *p3 = write_tmp("three.json", three);
     expect_fail(p3, NULL, 0, "stages.1.layers: interleaved chunk 1 of stage 1 is virtual stage 4", "block 3");
-    char *fixed[] = { "stages.1.layers=0,3", "stages.2.layers=1,head" };
-    if (!load_ok(&t, p3, fixed, 2)) {
+    /* (interleaved also needs a multiple of 3 micro-batches: run could not run 1) */
+    char *fixed[] = { "stages.1.layers=0,3", "stages.2.layers=1,head", "train.micro_batches=3" };
+    if (!load_ok(&t, p3, fixed, 3)) {
         CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 4, NULL), 1);
         CU_ASSERT_EQUAL(t.stages[1].chunks[1].virtual_stage, 4);
         topo_free(&t);
@@ -641,6 +642,67 @@ static void check_bad_topology(const char *path, const char *want) { expect_fail
 
 static void test_bad_corpus(void) { CU_ASSERT(tests_each_expect("tests/bad/topology", check_bad_topology) >= 8); }
 
+/* topo_build_schedule: the one builder; a schedule file is read relative to the
+ * topology, checked against it and played, and failures name file and field. */
+static void test_build_schedule(void)
+{
+    const char *p = write_tmp("base.json", base_json);
+    write_tmp("ok.json", "{\"kind\": \"mine\", \"stages\": [[\"F0\",\"F1\",\"BW0\",\"BW1\"],[\"F0\",\"BW0\",\"F1\",\"BW1\"]]}");
+    write_tmp("dead.json", "{\"stages\": [[\"F0\",\"BW0\",\"F1\",\"BW1\"],[\"F1\",\"F0\",\"BW0\",\"BW1\"]]}");
+    write_tmp("three.json", "{\"stages\": [[\"F0\",\"BW0\",\"F1\",\"BW1\"],[\"F0\",\"BW0\",\"F1\",\"BW1\"],"
+                            "[\"F0\",\"BW0\",\"F1\",\"BW1\"]]}");
+    char err[ERR_LEN], *detail = NULL;
+    topo t;
+    sched_schedule *s = NULL;
+    char *kind[] = { "schedule.kind=zb-h1" };
+    if (!load_ok(&t, p, kind, 1)) {
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, NULL, &s, err), 0);
+        if (s) { CU_ASSERT_STRING_EQUAL(s->kind, "zb-h1"); CU_ASSERT_EQUAL(s->n_micro, 2); }
+        sched_free(s);
+        /* schedule's departures: another kind, more chunks than the layout */
+        topo_sched_opts o = { "interleaved", 2, NULL };
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, &o, &s, err), 0);
+        if (s) CU_ASSERT_EQUAL(s->n_chunks, 2);
+        sched_free(s);
+        topo_free(&t);
+    }
+    char *ok[] = { "schedule.file=ok.json" };
+    if (!load_ok(&t, p, ok, 1)) {
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, NULL, &s, err), 0);
+        if (s) CU_ASSERT_STRING_EQUAL(s->kind, "mine");
+        sched_free(s);
+        topo_free(&t);
+    }
+    char *dead[] = { "schedule.file=dead.json" };
+    if (!load_ok(&t, p, dead, 1)) {
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, NULL, &s, err), -1);
+        CU_ASSERT_PTR_NULL(s);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "base.json: schedule.file: "));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "dead.json"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "deadlock"));
+        topo_sched_opts o = { NULL, 0, &detail };
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, &o, &s, err), -1);
+        CU_ASSERT_PTR_NOT_NULL(detail && strstr(detail, "[BW0]"));
+        free(detail);
+        topo_free(&t);
+    }
+    char *three[] = { "schedule.file=three.json" };
+    if (!load_ok(&t, p, three, 1)) {
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, NULL, &s, err), -1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "is for 3 stage(s)"));
+        topo_free(&t);
+    }
+    char *missing[] = { "schedule.file=nothere.json" };
+    if (!load_ok(&t, p, missing, 1)) { /* topo_load reads no file: the builder does */
+        CU_ASSERT_EQUAL(topo_build_schedule(&t, NULL, &s, err), -1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "nothere.json"));
+        topo_free(&t);
+    }
+    /* a kind's constraints are topo_load's, naming the field */
+    char *zb[] = { "schedule.kind=zb-h1", "train.micro_batches=1" };
+    expect_fail(p, zb, 2, "train.micro_batches: schedule \"zb-h1\"", NULL);
+}
+
 static void cleanup(void) { tests_rm_dir(tmpdir); }
 
 int main(void)
@@ -663,6 +725,7 @@ int main(void)
         { "partition into stages and chunks", test_partition },
         { "helpers and partition table", test_helpers },
         { "tests/bad/topology corpus", test_bad_corpus },
+        { "topo_build_schedule: kinds, files, failures", test_build_schedule },
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("topo", tests);

@@ -23,7 +23,6 @@
 #define OBJ(S, f, r, tbl) { #f, T_OBJ, offsetof(S, f), r, 0, 0, 0, 0, 0, NULL, NULL, tbl, 0, 0, 0 }
 
 static const char *const data_formats[] = { "auto", "text", "bin", NULL };
-static const char *const schedule_kinds[] = { "gpipe", "1f1b", "interleaved", "zb-h1", NULL };
 static const char *const launch_kinds[] = { "local", "ssh", NULL };
 
 static const field model_fields[] = {
@@ -75,7 +74,7 @@ static const field ckpt_fields[] = {
 };
 
 const field topo_sched_fields[] = {
-    STR(topo_schedule, kind, 0, NULL, schedule_kinds),
+    STR(topo_schedule, kind, 0, NULL, sched_kinds) /* scheduler/sched_gen.c's table */,
     PATH(topo_schedule, file, file),
     INT(topo_schedule, chunks, 0, 0, 1024, 0),
     END

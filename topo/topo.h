@@ -36,8 +36,10 @@
  * Hosts are numeric unicast IPv4/IPv6 addresses (no name lookups); ports
  * 1..65535; host:port distinct across stages and the coordinator; loopback
  * addresses are not mixed with other machines' (those could not connect back).
- * Schedule "1f1b" needs train.micro_batches >= number of stages; the scheduler
- * enforces the rest of each generator's constraints.
+ * A built-in schedule kind's constraints (sched_kind_table: "1f1b" and "zb-h1" need
+ * train.micro_batches >= number of stages, "interleaved" a multiple of it) are
+ * checked here by topo_load; a schedule file is read and checked by
+ * topo_build_schedule, which `check`, `run`, the stages and the coordinator call.
  *
  * Layer notation: comma-separated items `embed`, `head`, `N` or `N-M` (block
  * indices, inclusive, increasing), e.g. "embed,0-1", "2-3,head", "embed,0-3,head".
@@ -63,10 +65,13 @@
 #include <stdio.h>
 
 #include "model/model.h"
+#include "scheduler/sched.h"
 
 enum { TOPO_DATA_TEXT = 0, TOPO_DATA_BIN = 1 };
-enum { TOPO_SCHED_GPIPE = 0, TOPO_SCHED_1F1B, TOPO_SCHED_INTERLEAVED, TOPO_SCHED_ZBH1,
-       TOPO_SCHED_FILE };
+/* Schedule kinds are the scheduler's (sched_kind_table); FILE follows them. */
+enum { TOPO_SCHED_GPIPE = SCHED_KIND_GPIPE, TOPO_SCHED_1F1B = SCHED_KIND_1F1B,
+       TOPO_SCHED_INTERLEAVED = SCHED_KIND_INTERLEAVED, TOPO_SCHED_ZBH1 = SCHED_KIND_ZBH1,
+       TOPO_SCHED_FILE = SCHED_N_KINDS };
 enum { TOPO_LAUNCH_LOCAL = 0, TOPO_LAUNCH_SSH = 1 };
 
 typedef struct {
@@ -191,6 +196,30 @@ int topo_all_loopback(const topo *t);
 /* Index of the stage listening on host:port (compared as addresses, so "::1" and
  * "0:0::1" match), or -1. */
 int topo_find_stage(const topo *t, const char *host, int port);
+
+/* How `pipetrain schedule` departs from the topology's own schedule; NULL for the
+ * schedule the topology runs. */
+typedef struct {
+    const char *schedule; /* a kind name or a schedule file (relative to the current
+                           * directory) in place of the topology's; NULL = the topology's */
+    int chunks;           /* v for it; 0 = the topology's when the layout fits, else the
+                           * kind's default (the file's own for a file) */
+    char **detail;        /* when not NULL and the schedule deadlocks: *detail gets the
+                           * per-stage listing of where it is stuck (caller frees) */
+} topo_sched_opts;
+
+/* The one builder of the schedule a run of t runs: the topology's kind generated
+ * for its stages, micro-batches and chunks, or its schedule file read; then checked
+ * against the topology (P stages, v = chunks_per_stage, M micro-batches) and played
+ * for deadlocks (sched_check). `pipetrain check`, `run`, each stage process, the
+ * coordinator's timeline and `pipetrain schedule` call it, so they all see the same
+ * schedule. With o->schedule set, that kind or file is built for t's P and M
+ * instead, and its chunk count may differ from the layout (only `schedule`, which
+ * simulates without running, asks for that). Returns 0 with a new schedule in *out
+ * (caller frees with sched_free), or -1 with *out NULL and a message in err
+ * (ERR_LEN bytes) naming t's file and the field at fault (schedule.file,
+ * schedule.kind, train.micro_batches) or --schedule. Any thread; reads the file. */
+int topo_build_schedule(const topo *t, const topo_sched_opts *o, sched_schedule **out, char *err);
 
 /* Prints the partition table: per stage host:port, layers, parameters, forward
  * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over

@@ -290,14 +290,6 @@ static int check_addresses(const topo *t, char *err)
 
 /* ---------- the whole document ---------- */
 
-static int schedule_id(const char *kind)
-{
-    static const char *const names[] = { "gpipe", "1f1b", "interleaved", "zb-h1" };
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(kind, names[i])) return i;
-    return -1;
-}
-
 static int data_kind(const topo_data *d)
 {
     if (!strcmp(d->format, "bin")) return TOPO_DATA_BIN;
@@ -334,18 +326,29 @@ static int check_schedule(topo *t, char *err)
     if (sc->kind && sc->file)
         return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
     if (!sc->kind && !sc->file) sc->kind = strdup("gpipe");
-    sc->kind_id = sc->file ? TOPO_SCHED_FILE : schedule_id(sc->kind);
+    sc->kind_id = sc->file ? TOPO_SCHED_FILE : sched_kind_find(sc->kind);
     return 0;
 }
 
-/* Constraints of the schedule on the batch, once the partition is known. */
+/* Constraints of a built-in schedule kind (sched_kind_table) on the batch and the
+ * layout, once the partition is known; a schedule file is checked when it is read
+ * (topo_build_schedule). */
 static int check_schedule_fit(const topo *t, char *err)
 {
     const topo_schedule *sc = &t->schedule;
-    if (sc->kind_id == TOPO_SCHED_1F1B && t->train.micro_batches < t->n_stages)
-        return seterr(err, "%s: train.micro_batches: schedule \"1f1b\" needs at least one micro-batch "
-                      "per stage (%d stages), found %d", t->path, t->n_stages, t->train.micro_batches);
-    return 0;
+    if (sc->kind_id == TOPO_SCHED_FILE) return 0;
+    char why[SCHED_ERR_LEN];
+    int P = t->n_stages, M = t->train.micro_batches;
+    switch (sched_kind_fit(sc->kind_id, P, M, t->chunks_per_stage, why)) {
+    case SCHED_FIT_OK: return 0;
+    case SCHED_FIT_MICRO:
+        if (sched_kind_table[sc->kind_id].m_ge_p && M < P)
+            return seterr(err, "%s: train.micro_batches: schedule \"%s\" needs at least one micro-batch "
+                          "per stage (%d stages), found %d", t->path, sc->kind, P, M);
+        return seterr(err, "%s: train.micro_batches: %s", t->path, why);
+    case SCHED_FIT_CHUNKS: return seterr(err, "%s: stages.0.layers: %s", t->path, why);
+    default: return seterr(err, "%s: schedule.kind: %s", t->path, why);
+    }
 }
 
 int topo_validate(topo *t, char *err)
