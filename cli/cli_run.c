@@ -173,6 +173,11 @@ int cli_run_main(int argc, char **argv)
     }
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
+    if (topo_check_paths(&t, a.out ? a.out : out, err)) { /* before out could have been cut */
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
     if (t.n_stages > 1) {
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,

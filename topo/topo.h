@@ -192,6 +192,23 @@ int topo_all_loopback(const topo *t);
  * "0:0::1" match), or -1. */
 int topo_find_stage(const topo *t, const char *host, int port);
 
+/* Paths: the kernel takes at most TOPO_PATH_MAX bytes with the NUL; a run
+ * directory holds files whose names (with "/" and a ".tmp" suffix, e.g.
+ * "/timeline-predicted.svg.tmp", "/stage-1023.log") take at most
+ * TOPO_OUT_SUFFIX_MAX bytes. */
+#define TOPO_PATH_MAX 4096
+#define TOPO_OUT_SUFFIX_MAX 32
+/* Refuses a run directory (out_dir; NULL: not known yet, as in `check`) or a
+ * checkpoint.dir whose files would have paths longer than the kernel takes.
+ * Returns 0, or -1 with a message naming --out or checkpoint.dir. Any thread. */
+int topo_check_paths(const topo *t, const char *out_dir, char *err);
+/* The limits that are real (called by topo_load after the partition): a
+ * tensor crossing a stage boundary larger than one transport message
+ * (NET_MAX_PAYLOAD_CAP, 1 GiB) — an activation, or the tied embedding between
+ * stage 0 and the head's stage — and topo_check_paths(t, NULL). Returns 0, or
+ * -1 with a message naming the field. */
+int topo_check_limits(const topo *t, char *err);
+
 /* Prints the partition table: per stage host:port, layers, parameters, forward
  * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over
  * its chunks), then totals and the topology hash. */
