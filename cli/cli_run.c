@@ -214,7 +214,11 @@ int cli_check_main(int argc, char **argv)
         fprintf(stderr, "pipetrain check: %s\n", err);
         return 2;
     }
-    topo_hash_hex(&t, hash);
+    if (topo_hash_hex(&t, hash)) {
+        fprintf(stderr, "pipetrain check: %s: out of memory hashing the topology\n", a.topology);
+        topo_free(&t);
+        return 1;
+    }
     printf("%s: ok (topology sha256 %.16s...)\n", a.topology, hash);
     topo_print_partition(&t, stdout);
     topo_free(&t);

@@ -126,8 +126,11 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
     json_t *files = json_array(), *stages = json_array();
     int rc = -1;
     char *canon = topo_canonical_json(t), *text = NULL;
-    json_t *topo_obj = json_loads(canon, 0, NULL);
-    topo_hash_hex(t, hash);
+    json_t *topo_obj = canon ? json_loads(canon, 0, NULL) : NULL;
+    if (!canon || !topo_obj || topo_hash_hex(t, hash)) {
+        seterr(err, "%s: out of memory encoding the topology for manifest.json", dir);
+        goto done;
+    }
     for (int k = 0; k < t->n_stages; k++) {
         const topo_stage *s = &t->stages[k];
         json_t *units = json_array();
@@ -149,8 +152,12 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
                           "openblas", openblas_get_config(), "topology_sha256", hash, "model", model_json(&t->model),
                           "stages", stages, "files", files, "topology", topo_obj ? topo_obj : json_null());
     stages = files = topo_obj = NULL;
-    text = json_dumps(m, JSON_INDENT(2));
+    text = m ? json_dumps(m, JSON_INDENT(2)) : NULL;
     json_decref(m);
+    if (!text) {
+        seterr(err, "%s/manifest.json: cannot encode the manifest (out of memory)", dir);
+        goto done;
+    }
     fault_point();
     if (write_text(dir, "manifest.json", text, err)) goto done;
     char marker[64];
@@ -256,7 +263,7 @@ int run_ckpt_open(run_ckpt *c, const char *path, char *err)
     if (resolve(path, dir, sizeof dir, err)) return -1;
     snprintf(mpath, sizeof mpath, "%s/COMPLETE", dir);
     if (!exists(mpath)) return seterr(err, "%s: incomplete checkpoint (no COMPLETE marker)", dir);
-    c->dir = strdup(dir);
+    c->dir = xstrdup(dir);
     snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
     c->manifest = json_load_file(mpath, 0, &je);
     if (!c->manifest) { seterr(err, "%s:%d:%d: %s", mpath, je.line, je.column, je.text); goto fail; }

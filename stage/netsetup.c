@@ -49,7 +49,7 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     if (stage_secret(t, secret_buf, 256, &len, err)) return -1;
     cfg->self = self;
     cfg->run_id = run_id;
-    topo_hash(t, cfg->topo_hash);
+    if (topo_hash(t, cfg->topo_hash)) return seterr(err, "%s: out of memory hashing the topology", t->path);
     cfg->secret = secret_buf;
     cfg->secret_len = len;
     cfg->max_payload = stage_max_payload(t);

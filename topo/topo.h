@@ -160,14 +160,15 @@ void topo_free(topo *t);
 int topo_set_data_path(topo *t, const char *path, char *err);
 
 /* Compact JSON with sorted keys and every default filled in, after overrides;
- * paths as written. Caller frees. The SHA-256 of this text is the topology hash
+ * paths as written. Caller frees; NULL when out of memory (nothing exits). The SHA-256 of this text is the topology hash
  * that stages compare when they say hello: every field counts, including
  * description, data.path and train.steps, so processes of one run must be given
  * the same overrides. The text loads again with topo_load to the same text. */
 char *topo_canonical_json(const topo *t);
-void topo_hash(const topo *t, unsigned char out[32]);
-/* The hash as 64 lowercase hex digits plus NUL. */
-void topo_hash_hex(const topo *t, char out[65]);
+int topo_hash(const topo *t, unsigned char out[32]);
+/* The hash as 64 lowercase hex digits plus NUL. Both return 0, or -1 when
+ * out of memory (out is then zeroed / empty). Any thread. */
+int topo_hash_hex(const topo *t, char out[65]);
 
 /* Parses the layer notation for a model with n_layers blocks into a malloc'd array
  * of unit indices in the order written (*units, *n). Returns 0, or -1 with a

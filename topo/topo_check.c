@@ -333,7 +333,7 @@ static int check_schedule(topo *t, char *err)
     topo_schedule *sc = &t->schedule;
     if (sc->kind && sc->file)
         return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
-    if (!sc->kind && !sc->file) sc->kind = strdup("gpipe");
+    if (!sc->kind && !sc->file) sc->kind = xstrdup("gpipe");
     sc->kind_id = sc->file ? TOPO_SCHED_FILE : schedule_id(sc->kind);
     return 0;
 }
@@ -366,8 +366,8 @@ int topo_set_data_path(topo *t, const char *path, char *err)
     if (!path || !path[0]) return seterr(err, "--data: expected a file name, found an empty string");
     free(t->data.path);
     free(t->data.path_given);
-    t->data.path = strdup(path);
-    t->data.path_given = strdup(path);
+    t->data.path = xstrdup(path);
+    t->data.path_given = xstrdup(path);
     t->data.kind = data_kind(&t->data);
     return 0;
 }
