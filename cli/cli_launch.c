@@ -15,6 +15,7 @@
  * complete checkpoint. Not here: what a stage does (stage/runtime.c). */
 #include "cli/cli.h"
 #include "cli/cli_restart.h"
+#include "model/data.h"
 #include "model/util.h"
 #include "run/run_ckpt.h"
 #include "coord/coord.h"
@@ -346,6 +347,21 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     return 0;
 }
 
+/* Inputs a stage would refuse, refused here before anything starts (exit 2):
+ * the data of the stages that read it (the first and the last), when this
+ * launcher starts them here (a stage on another host reads its own copy). */
+static int check_inputs(const launch *L, char *err)
+{
+    const topo *t = L->t;
+    int P = t->n_stages;
+    if (L->ch[0].how != HOW_LOCAL && L->ch[P - 1].how != HOW_LOCAL) return 0;
+    if (!t->data.path)
+        return seterr(err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path), 2;
+    if (data_check_file(t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction, t->model.seq_len, err))
+        return 2;
+    return 0;
+}
+
 /* After the coordinator's verdict: children wait (success) or are stopped. */
 static int finish(launch *L, coordinator *c, int rc, const char *err)
 {
@@ -459,6 +475,11 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
         print_commands(&L, t->coordinator.port, 0, stdout);
         free(L.ch);
         return 0;
+    }
+    if ((rc = check_inputs(&L, err))) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        free(L.ch);
+        return rc;
     }
     if (run_mkdirs(o->out, err)) {
         fprintf(stderr, "pipetrain run: %s\n", err);

@@ -207,6 +207,11 @@ int cli_run_main(int argc, char **argv)
     sched_free(sched);
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
+    if (topo_check_paths(&t, a.out ? a.out : out, err)) { /* before out could have been cut */
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
     if (t.n_stages > 1) {
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
@@ -251,7 +256,12 @@ int cli_check_main(int argc, char **argv)
     }
     size_t n_act = 0;
     for (int st = 0; st < s->n_stages; st++) n_act += s->len[st];
-    topo_hash_hex(&t, hash);
+    if (topo_hash_hex(&t, hash)) {
+        fprintf(stderr, "pipetrain check: %s: out of memory hashing the topology\n", a.topology);
+        sched_free(s);
+        topo_free(&t);
+        return 1;
+    }
     printf("%s: ok (topology sha256 %.16s...)\n", a.topology, hash);
     printf("schedule %s%s%s: %d stages x %d micro-batches x %d chunk(s), %zu actions, no deadlock\n", s->kind,
            t.schedule.file ? " " : "", t.schedule.file ? t.schedule.file : "", s->n_stages, s->n_micro, s->n_chunks,

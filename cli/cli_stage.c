@@ -98,6 +98,11 @@ int cli_stage_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    if (topo_check_paths(&t, o.out_dir ? o.out_dir : ".", err)) {
+        fprintf(stderr, "pipetrain stage: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
     int rc = cli_insecure_check("stage", &t, insecure);
     if (rc) { topo_free(&t); return rc; }
     for (int n = 0;; n++) {

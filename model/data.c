@@ -101,24 +101,94 @@ static int check_args(const char *path, const char *format, int vocab_size,
     return 0;
 }
 
-/* Sets the split and checks each split holds one window of seq_len+1 tokens. */
-static int split(data_set *d, double val_fraction, int seq_len, char *err)
+/* Validation tokens of a file of n tokens: floor(n * f), except that a product
+ * within a few ulps below an integer counts as that integer: 90 * 0.7 is
+ * 62.99999999999999 in double but means 63. */
+static size_t val_tokens(size_t n, double val_fraction)
 {
-    /* floor(n * f), except that a product within a few ulps below an integer counts
-     * as that integer: 90 * 0.7 is 62.99999999999999 in double but means 63. */
-    double prod = (double)d->n * val_fraction;
+    double prod = (double)n * val_fraction;
     double n_val_d = floor(prod);
     if (n_val_d + 1 - prod <= 4 * DBL_EPSILON * prod) n_val_d += 1;
     size_t n_val = (size_t)n_val_d;
-    if (n_val > d->n) n_val = d->n;
-    d->n_train = d->n - n_val;
-    size_t need = (size_t)seq_len + 1;
-    if (d->n_train < need)
-        return seterr(err, "%s: training split has %zu tokens (of %zu, val_fraction %g) but one window "
-                      "needs seq_len+1 = %zu", d->path, d->n_train, d->n, val_fraction, need);
-    if (val_fraction > 0 && n_val < need)
-        return seterr(err, "%s: validation split has %zu tokens (of %zu, val_fraction %g) but one window "
-                      "needs seq_len+1 = %zu", d->path, n_val, d->n, val_fraction, need);
+    return n_val > n ? n : n_val;
+}
+
+static int splits_fit(size_t n, double val_fraction, int seq_len)
+{
+    size_t need = (size_t)seq_len + 1, n_val = val_tokens(n, val_fraction);
+    return n - n_val >= need && (val_fraction <= 0 || n_val >= need);
+}
+
+size_t data_min_tokens(double val_fraction, int seq_len)
+{
+    /* both splits only grow with n: the smallest n that fits, by bisection */
+    size_t lo = 0, hi = (size_t)seq_len + 1;
+    while (!splits_fit(hi, val_fraction, seq_len)) {
+        if (hi > SIZE_MAX / 4) return SIZE_MAX;
+        lo = hi;
+        hi *= 2;
+    }
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (splits_fit(mid, val_fraction, seq_len)) hi = mid;
+        else lo = mid;
+    }
+    return hi;
+}
+
+/* "NAME: 40 bytes, need at least 130 for seq_len 64 with a 10% validation split" */
+static int too_small(const char *path, size_t n, int is_bin, double val_fraction, int seq_len, char *err)
+{
+    size_t need = data_min_tokens(val_fraction, seq_len), per = is_bin ? 2 : 1;
+    char val[64] = " and no validation split";
+    if (val_fraction > 0) snprintf(val, sizeof val, " with a %g%% validation split", val_fraction * 100);
+    size_t n_val = val_tokens(n, val_fraction);
+    return seterr(err, "%s: %zu %s, need at least %zu for seq_len %d%s (training split has %zu tokens, "
+                  "validation split has %zu tokens; each needs seq_len+1 = %d)", path, n * per,
+                  is_bin ? "bytes (uint16 tokens)" : "bytes", need * per, seq_len, val, n - n_val, n_val,
+                  seq_len + 1);
+}
+
+/* Sets the split and checks each split holds one window of seq_len+1 tokens. */
+static int split(data_set *d, int is_bin, double val_fraction, int seq_len, char *err)
+{
+    d->n_train = d->n - val_tokens(d->n, val_fraction);
+    if (!splits_fit(d->n, val_fraction, seq_len)) return too_small(d->path, d->n, is_bin, val_fraction, seq_len, err);
+    return 0;
+}
+
+/* Opens path and checks what its size alone tells. Returns the fd, or -1 with err. */
+static int open_checked(const char *path, int is_bin, double val_fraction, int seq_len, size_t *size, char *err)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return seterr(err, "%s: cannot open data file: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) seterr(err, "%s: cannot stat: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode)) seterr(err, "%s: not a regular file", path);
+    else if (st.st_size == 0) seterr(err, "%s: data file is empty (0 bytes)", path);
+    else if ((uint64_t)st.st_size > SIZE_MAX / 2) seterr(err, "%s: file too large", path);
+    else if (is_bin && st.st_size % 2)
+        seterr(err, "%s: .bin file size %lld bytes is odd; expected little-endian uint16 tokens (2 bytes each)",
+               path, (long long)st.st_size);
+    else if (!splits_fit((size_t)st.st_size / (is_bin ? 2 : 1), val_fraction, seq_len))
+        too_small(path, (size_t)st.st_size / (is_bin ? 2 : 1), is_bin, val_fraction, seq_len, err);
+    else {
+        *size = (size_t)st.st_size;
+        return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+int data_check_file(const char *path, const char *format, int vocab_size, double val_fraction, int seq_len,
+                    char *err)
+{
+    int is_bin = 0;
+    size_t size;
+    if (check_args(path, format, vocab_size, val_fraction, seq_len, &is_bin, err) != 0) return -1;
+    int fd = open_checked(path, is_bin, val_fraction, seq_len, &size, err);
+    if (fd < 0) return -1;
+    close(fd);
     return 0;
 }
 
@@ -126,22 +196,16 @@ int data_load(data_set *d, const char *path, const char *format, int vocab_size,
               double val_fraction, int seq_len, char *err)
 {
     int fd = -1, is_bin = 0;
-    struct stat st;
+    size_t size = 0;
     memset(d, 0, sizeof *d);
     if (check_args(path, format, vocab_size, val_fraction, seq_len, &is_bin, err) != 0) return -1;
-    d->path = strdup(path);
-    if (!d->path) { seterr(err, "%s: out of memory", path); goto fail; }
+    d->path = xstrdup(path);
     d->vocab_size = vocab_size;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) { seterr(err, "%s: cannot open data file: %s", path, strerror(errno)); goto fail; }
-    if (fstat(fd, &st) != 0) { seterr(err, "%s: cannot stat: %s", path, strerror(errno)); goto fail; }
-    if (!S_ISREG(st.st_mode)) { seterr(err, "%s: not a regular file", path); goto fail; }
-    if (st.st_size == 0) { seterr(err, "%s: data file is empty (0 bytes)", path); goto fail; }
-    if ((uint64_t)st.st_size > SIZE_MAX / 2) { seterr(err, "%s: file too large", path); goto fail; }
-    if ((is_bin ? load_bin : load_text)(d, fd, (size_t)st.st_size, err) != 0) goto fail;
+    if ((fd = open_checked(path, is_bin, val_fraction, seq_len, &size, err)) < 0) goto fail;
+    if ((is_bin ? load_bin : load_text)(d, fd, size, err) != 0) goto fail;
     close(fd);
     fd = -1;
-    if (split(d, val_fraction, seq_len, err) != 0) goto fail;
+    if (split(d, is_bin, val_fraction, seq_len, err) != 0) goto fail; /* the file may have changed meanwhile */
     return 0;
 fail:
     if (fd >= 0) close(fd);

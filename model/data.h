@@ -43,6 +43,19 @@ typedef struct {
 int data_load(data_set *d, const char *path, const char *format, int vocab_size,
               double val_fraction, int seq_len, char *err);
 
+/* The fewest tokens a file may hold for seq_len and val_fraction: both splits
+ * (as data_load makes them) hold seq_len+1 tokens (the validation split only
+ * when val_fraction > 0). */
+size_t data_min_tokens(double val_fraction, int seq_len);
+
+/* What data_load checks without reading the tokens: the arguments, that path
+ * opens and is a regular non-empty file, an even size for .bin, and enough
+ * tokens (data_min_tokens) — "FILE: 40 bytes, need at least 130 for seq_len 64
+ * with a 10% validation split". For a launcher, before it starts processes
+ * that would load the file. Returns 0, or -1 with a message naming the file. */
+int data_check_file(const char *path, const char *format, int vocab_size, double val_fraction, int seq_len,
+                    char *err);
+
 /* Releases what data_load allocated and zeroes d. Safe on a zeroed struct and NULL. */
 void data_free(data_set *d);
 

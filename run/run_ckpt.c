@@ -126,8 +126,11 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
     json_t *files = json_array(), *stages = json_array();
     int rc = -1;
     char *canon = topo_canonical_json(t), *text = NULL;
-    json_t *topo_obj = json_loads(canon, 0, NULL);
-    topo_hash_hex(t, hash);
+    json_t *topo_obj = canon ? json_loads(canon, 0, NULL) : NULL;
+    if (!canon || !topo_obj || topo_hash_hex(t, hash)) {
+        seterr(err, "%s: out of memory encoding the topology for manifest.json", dir);
+        goto done;
+    }
     for (int k = 0; k < t->n_stages; k++) {
         const topo_stage *s = &t->stages[k];
         json_t *units = json_array();
@@ -149,8 +152,12 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
                           "openblas", openblas_get_config(), "topology_sha256", hash, "model", model_json(&t->model),
                           "stages", stages, "files", files, "topology", topo_obj ? topo_obj : json_null());
     stages = files = topo_obj = NULL;
-    text = json_dumps(m, JSON_INDENT(2));
+    text = m ? json_dumps(m, JSON_INDENT(2)) : NULL;
     json_decref(m);
+    if (!text) {
+        seterr(err, "%s/manifest.json: cannot encode the manifest (out of memory)", dir);
+        goto done;
+    }
     fault_point();
     if (write_text(dir, "manifest.json", text, err)) goto done;
     char marker[64];
@@ -256,7 +263,7 @@ int run_ckpt_open(run_ckpt *c, const char *path, char *err)
     if (resolve(path, dir, sizeof dir, err)) return -1;
     snprintf(mpath, sizeof mpath, "%s/COMPLETE", dir);
     if (!exists(mpath)) return seterr(err, "%s: incomplete checkpoint (no COMPLETE marker)", dir);
-    c->dir = strdup(dir);
+    c->dir = xstrdup(dir);
     snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
     c->manifest = json_load_file(mpath, 0, &je);
     if (!c->manifest) { seterr(err, "%s:%d:%d: %s", mpath, je.line, je.column, je.text); goto fail; }
@@ -425,37 +432,54 @@ static int rm_tree(const char *dir, char *err)
     return 0;
 }
 
+static int newest_first(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static long *xrealloc_steps(long *p, size_t n)
+{
+    long *q = realloc(p, n * sizeof *q);
+    if (!q) base_oom(n * sizeof *q, __FILE__, __LINE__);
+    return q;
+}
+
 int run_ckpt_prune(const char *root, int keep, char *err)
 {
     if (keep <= 0) return 0;
     DIR *d = opendir(root);
     if (!d) return seterr(err, "%s: cannot open: %s", root, strerror(errno));
-    long steps[4096];
-    int n = 0;
+    /* every complete checkpoint, however many train.steps / checkpoint.every
+     * made: a fixed table would miss some, possibly the newest */
+    size_t n = 0, cap = 64;
+    long *steps = xmalloc(cap * sizeof *steps);
     struct dirent *e;
     char path[PATHLEN], marker[PATHLEN];
-    while ((e = readdir(d)) && n < 4096) {
+    while ((e = readdir(d))) {
         long s;
         char tail;
         if (sscanf(e->d_name, "step-%ld%c", &s, &tail) != 1) continue;
         join(path, root, e->d_name);
         join(marker, path, "COMPLETE");
-        if (exists(marker)) steps[n++] = s;
+        if (!exists(marker)) continue;
+        if (n == cap) steps = xrealloc_steps(steps, cap *= 2);
+        steps[n++] = s;
     }
     closedir(d);
-    /* newest first */
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
-    for (int i = keep; i < n; i++) {
+    qsort(steps, n, sizeof *steps, newest_first);
+    int rc = 0;
+    for (size_t i = (size_t)keep; i < n && !rc; i++) {
         char name[64];
         snprintf(name, sizeof name, "step-%ld", steps[i]);
         join(path, root, name);
         /* the marker goes first, so a half-removed checkpoint no longer exists */
         join(marker, path, "COMPLETE");
         unlink(marker);
-        if (rm_tree(path, err)) return -1;
+        if (rm_tree(path, err)) rc = -1;
     }
-    return 0;
+    free(steps);
+    return rc;
 }
 
 /* ---- resuming ---- */

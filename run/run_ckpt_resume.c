@@ -84,10 +84,12 @@ int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err)
 {
     json_t *saved = json_deep_copy(json_object_get(c->manifest, "topology"));
     char *canon = topo_canonical_json(t);
-    json_t *now = json_loads(canon, 0, NULL);
+    json_t *now = canon ? json_loads(canon, 0, NULL) : NULL;
     free(canon);
     int rc = 0;
-    if (!json_is_object(saved) || !now) {
+    if (!now) {
+        rc = seterr(err, "%s: out of memory encoding the topology to compare it with %s", t->path, c->dir);
+    } else if (!json_is_object(saved)) {
         rc = seterr(err, "%s/manifest.json: topology: missing, cannot compare it with %s", c->dir, t->path);
     } else {
         strip_topology(saved);
@@ -188,6 +190,7 @@ int run_ckpt_trim_metrics(const char *out_dir, long step, char *err)
     char *out = xmalloc(cap), *line = NULL;
     size_t lcap = 0;
     ssize_t n;
+    errno = 0;
     while ((n = getline(&line, &lcap, f)) > 0) {
         if (line[n - 1] != '\n') break; /* a torn last line (killed mid-write) */
         if (line_step(line) > step) continue;
@@ -199,8 +202,16 @@ int run_ckpt_trim_metrics(const char *out_dir, long step, char *err)
         memcpy(out + len, line, (size_t)n);
         len += (size_t)n;
     }
+    /* -1 is the end of the file only when feof says so: a read error must not
+     * become a rewrite that drops every line after it */
+    int bad = n < 0 && (ferror(f) || !feof(f));
+    int why = errno;
     free(line);
     fclose(f);
+    if (bad) {
+        free(out);
+        return seterr(err, "%s: read failed: %s (left as it was)", path, why ? strerror(why) : "I/O error");
+    }
     int rc = base_write_durable(path, out, len, err);
     free(out);
     return rc;

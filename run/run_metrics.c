@@ -68,7 +68,7 @@ run_metrics *run_metrics_open(const char *dir, int append, char *err)
         return NULL;
     }
     run_metrics *m = xcalloc(1, sizeof *m);
-    m->dir = strdup(dir);
+    m->dir = xstrdup(dir);
     m->f = f;
     if (append) reload_rows(m, path);
     return m;

@@ -25,6 +25,22 @@ int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err
     return 0;
 }
 
+uint64_t stage_max_payload(const topo *t)
+{
+    uint64_t tied = (uint64_t)t->model.vocab_size * (uint64_t)t->model.dim * sizeof(float);
+    uint64_t mx = topo_max_tensor_bytes(t), units = 0;
+    if (tied > mx) mx = tied;
+    /* control messages grow with the topology too: NORM lists every unit of a
+     * stage, a TRACE part holds up to PROTO_TRACE_PART_EVENTS events */
+    for (int k = 0; k < t->n_stages; k++)
+        if ((uint64_t)t->stages[k].n_units > units) units = (uint64_t)t->stages[k].n_units;
+    uint64_t norm = 4 + 8 * units, trace = 8 + (uint64_t)PROTO_TRACE_PART_EVENTS * PROTO_EVENT_BYTES;
+    if (norm > mx) mx = norm;
+    if (trace > mx) mx = trace;
+    mx += 4096; /* FAIL texts, STATS and the other small control messages */
+    return mx > NET_MAX_PAYLOAD_CAP ? NET_MAX_PAYLOAD_CAP : mx;
+}
+
 int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id, int peer_timeout_ms,
                      uint8_t *secret_buf, char *err)
 {
@@ -33,13 +49,10 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     if (stage_secret(t, secret_buf, 256, &len, err)) return -1;
     cfg->self = self;
     cfg->run_id = run_id;
-    topo_hash(t, cfg->topo_hash);
+    if (topo_hash(t, cfg->topo_hash)) return seterr(err, "%s: out of memory hashing the topology", t->path);
     cfg->secret = secret_buf;
     cfg->secret_len = len;
-    uint64_t tied = (uint64_t)t->model.vocab_size * (uint64_t)t->model.dim * sizeof(float);
-    uint64_t mx = topo_max_tensor_bytes(t);
-    cfg->max_payload = (mx > tied ? mx : tied) + 4096;
-    if (cfg->max_payload > NET_MAX_PAYLOAD_CAP) cfg->max_payload = NET_MAX_PAYLOAD_CAP;
+    cfg->max_payload = stage_max_payload(t);
     if (peer_timeout_ms > 0) {
         cfg->dead_ms = peer_timeout_ms;
         if (cfg->heartbeat_ms * 3 > peer_timeout_ms) cfg->heartbeat_ms = peer_timeout_ms / 3 > 50 ? peer_timeout_ms / 3 : 50;

@@ -57,6 +57,8 @@ typedef struct {
     data_sampler sampler;
     int *x, *y;            /* (B, T) this step's tokens and targets */
     double *loss_mb;       /* (M) */
+    double *sq;            /* (part->n_units) per-unit squared gradient norms */
+    uint8_t *normbuf;      /* 4 + 8 * part->n_units (at least 16): NORM out, replies in */
     float *tied_buf;       /* vocab*dim: the tied gradient or weights in transit */
     size_t B, Bm, T, C;
     float loss_scale;

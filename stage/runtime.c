@@ -299,12 +299,13 @@ int rt_step(rt *r)
     if (post_receives(r) || run_actions(r)) return -1;
     double t0 = rt_now();
     if (rt_tied_exchange_grad(r)) return -1;
-    double sq[r->part->n_units], norm;
-    optim_unit_sqnorms(r->part, sq);
-    uint8_t buf[8 + 8 * 512];
+    double norm;
+    /* NORM: 4 + 8 per unit, sized from the part at set-up (rt.h) */
+    uint8_t *buf = r->normbuf;
     int nu = r->part->n_units;
+    optim_unit_sqnorms(r->part, r->sq);
     put_u32le(buf, (uint32_t)nu);
-    for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * i, sq[i]);
+    for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
     net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
     if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
     k.type = MSG_NORM_REPLY;

@@ -170,7 +170,6 @@ static int setup_compute(rt *r)
     r->T = (size_t)t->model.seq_len;
     r->C = (size_t)t->model.dim;
     r->loss_scale = 1.0f / (float)(r->B * r->T);
-    if (t->chunks_per_stage > 64) return seterr(r->err, "%s: at most 64 chunks per stage", t->path), 2;
     if (load_schedule(r)) return 2;
     int head = t->model.n_layers + 1;
     r->holds_embed = st->units[0] == 0;
@@ -190,6 +189,8 @@ static int setup_compute(rt *r)
     r->x = xcalloc(r->B * r->T, sizeof(int));
     r->y = xcalloc(r->B * r->T, sizeof(int));
     r->loss_mb = xcalloc((size_t)r->M, sizeof(double));
+    r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
+    r->normbuf = xcalloc(4 + 8 * (size_t)r->part->n_units + 16, 1);
     r->pend = xcalloc(2 * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
     if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);
     setup_chunks(r);
@@ -328,6 +329,7 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     optim_free(r->opt);
     data_free(&r->data);
     free(r->x); free(r->y); free(r->loss_mb); free(r->tied_buf);
+    free(r->sq); free(r->normbuf);
     free(r->ev); free(r->pend);
     free(r);
     return rc;

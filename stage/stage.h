@@ -32,6 +32,13 @@ int stage_run(const topo *t, const stage_opts *o, char *err);
  * or the file is unusable. */
 int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err);
 
+/* The largest payload any process of this run sends or accepts: the largest
+ * tensor crossing a stage boundary, the tied embedding, and the control
+ * messages whose size grows with the topology (NORM: 4 + 8 per unit of the
+ * largest stage; a TRACE part), plus room for the small ones; at most
+ * NET_MAX_PAYLOAD_CAP. Pure function of t; any thread. */
+uint64_t stage_max_payload(const topo *t);
+
 /* Fills cfg for a process of this run: identity, run id, topology hash, secret,
  * payload limit from the topology, heartbeat/dead timeouts. listen_* are left
  * for the caller. Returns 0 or -1 with err (secret problems). The secret bytes

@@ -36,6 +36,44 @@ while IFS=$'\t' read -r f want; do
 done < <(each_case tests/bad/data)
 echo "  data files: $((n - m)) cases"
 
+# the same through the launcher of a 2-stage run: what the file's size tells is
+# refused before any stage starts (no stage log); token ids are the stages' to read
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+TWO=(--set model.seq_len=8 --set data.val_fraction=0.1 --set coordinator.port=0 --set stages.0.port=$base
+     --set stages.1.port=$((base + 1)) --peer-timeout-ms 2000)
+m=$n
+while IFS=$'\t' read -r f want; do
+    rm -rf "$tmp/run2"
+    expect_exit2 "2-stage data $(basename "$f")" "$f" "$want" "$P" run topologies/shakespeare-2stage.json --data "$f" \
+        "${TWO[@]}" --out "$tmp/run2"
+    case "$(basename "$f")" in token_*) ;; *)
+        n=$((n + 1))
+        [ ! -e "$tmp/run2/stage-0.log" ] || { echo "  FAIL 2-stage data $(basename "$f"): a stage was started"; fail=1; } ;;
+    esac
+done < <(each_case tests/bad/data)
+echo "  data files, 2 stages: $((n - m)) cases"
+
+# the requirement in numbers (seq_len 8, 10% validation: 90 tokens), 1 and 2 stages;
+# a directory stands for an unreadable file (the tests may run as root)
+head -c 89 "$CORPUS" >"$tmp/short89.txt"
+for topo in shakespeare-1stage shakespeare-2stage; do
+    set -- --set model.seq_len=8 --set data.val_fraction=0.1
+    [ $topo = shakespeare-2stage ] && set -- "${TWO[@]}"
+    expect_exit2 "$topo: 89 bytes" "short89.txt" "89 bytes, need at least 90 for seq_len 8 with a 10% validation split" \
+        "$P" run topologies/$topo.json --data "$tmp/short89.txt" "$@" --out "$tmp/r-$topo"
+    expect_exit2 "$topo: a directory as data" "$tmp" "not a regular file" \
+        "$P" run topologies/$topo.json --data "$tmp" "$@" --out "$tmp/r-$topo"
+    expect_exit2 "$topo: missing data" "nothing-here.txt" "cannot open data file" \
+        "$P" run topologies/$topo.json --data "$tmp/nothing-here.txt" "$@" --out "$tmp/r-$topo"
+    long="$tmp/$(head -c 4070 /dev/zero | tr '\0' o)"
+    expect_exit2 "$topo: --out too long" "run directory" "paths are limited to 4095 bytes" \
+        "$P" run topologies/$topo.json --data "$CORPUS" "$@" --out "$long"
+    long="$tmp/$(head -c $((4054 - ${#tmp} - 1)) /dev/zero | tr '\0' o)" # fits, its checkpoints do not
+    expect_exit2 "$topo: checkpoint.dir under --out too long" "checkpoint.dir" "under --out" \
+        "$P" run topologies/$topo.json --data "$CORPUS" "$@" --out "$long"
+    [ ! -e "$tmp/r-$topo/stage-0.log" ] || { echo "  FAIL $topo: a stage was started"; fail=1; }
+done
+
 m=$n
 while IFS=$'\t' read -r f want; do
     expect_exit2 "schedule $(basename "$f")" "$f" "$want" "$P" schedule --stages 2 --micro-batches 2 --schedule "$f"

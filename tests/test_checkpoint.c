@@ -122,6 +122,35 @@ static void test_prune_and_tamper(void)
     topo_free(&t);
 }
 
+/* More complete checkpoints than the 4096 the pruner used to list: all are
+ * seen, the newest kept, every other removed (empty step directories with a
+ * marker stand for checkpoints). */
+static void test_prune_many(void)
+{
+    char dir[300], path[700], err[ERR_LEN];
+    enum { N = 4100 };
+    snprintf(dir, sizeof dir, "%s/many", root);
+    CU_ASSERT_FATAL(mkdir(dir, 0755) == 0);
+    for (int s = 1; s <= N; s++) {
+        snprintf(path, sizeof path, "%s/step-%d", dir, s);
+        CU_ASSERT_FATAL(mkdir(path, 0755) == 0);
+        snprintf(path, sizeof path, "%s/step-%d/COMPLETE", dir, s);
+        FILE *f = fopen(path, "w");
+        CU_ASSERT_FATAL(f != NULL);
+        fclose(f);
+    }
+    CU_ASSERT(run_ckpt_prune(dir, 1, err) == 0);
+    int left = 0;
+    struct stat sb;
+    for (int s = 1; s <= N; s++) {
+        snprintf(path, sizeof path, "%s/step-%d", dir, s);
+        left += stat(path, &sb) == 0;
+    }
+    CU_ASSERT(left == 1);
+    snprintf(path, sizeof path, "%s/step-%d/COMPLETE", dir, N);
+    CU_ASSERT(stat(path, &sb) == 0);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/pipetrain-ckpt-XXXXXX");
@@ -129,6 +158,7 @@ int main(void)
     CU_TestInfo tests[] = {
         { "save -> load is bitwise, subsets merge", test_roundtrip },
         { "prune keeps the newest; tampering refused", test_prune_and_tamper },
+        { "prune sees every checkpoint, however many", test_prune_many },
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("checkpoint", tests);

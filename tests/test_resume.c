@@ -5,6 +5,7 @@
  * may change are accepted, any other difference refused with its path and
  * both values. */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,6 +59,29 @@ static void test_trim_metrics(void)
     snprintf(dir, sizeof dir, "%s/empty", root);
     mkdir(dir, 0755);
     CU_ASSERT(run_ckpt_trim_metrics(dir, 3, err) == 0);
+}
+
+/* A read error is not the end of the file: the rewrite must fail and leave
+ * metrics.jsonl as it was. /proc/self/mem fails every read at offset 0 (EIO),
+ * a directory every read (EISDIR): before the fix, the first became an empty
+ * metrics.jsonl that replaced the original. */
+static void test_trim_metrics_read_error(void)
+{
+    char dir[300], path[400], err[ERR_LEN] = "";
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/unreadable", root);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    CU_ASSERT_FATAL(symlink("/proc/self/mem", path) == 0);
+    CU_ASSERT(run_ckpt_trim_metrics(dir, 3, err) == -1);
+    CU_ASSERT(strstr(err, "metrics.jsonl: read failed") != NULL);
+    CU_ASSERT(lstat(path, &st) == 0 && S_ISLNK(st.st_mode)); /* not replaced */
+    unlink(path);
+    err[0] = 0;
+    CU_ASSERT_FATAL(mkdir(path, 0755) == 0);
+    CU_ASSERT(run_ckpt_trim_metrics(dir, 3, err) == -1);
+    CU_ASSERT(strstr(err, "metrics.jsonl: read failed") != NULL);
+    CU_ASSERT(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
 }
 
 static int exists(const char *p) { struct stat s; return !stat(p, &s); }
@@ -159,6 +183,7 @@ int main(void)
     if (!mkdtemp(root)) return 2;
     CU_TestInfo tests[] = {
         { "metrics.jsonl trimmed to the checkpoint", test_trim_metrics },
+        { "metrics.jsonl: a read error leaves it as it was", test_trim_metrics_read_error },
         { "step directories after the resume point forgotten", test_forget_after },
         { "checkpoint topology: what may change, what may not", test_check_topology },
         CU_TEST_INFO_NULL,

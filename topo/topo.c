@@ -196,7 +196,7 @@ typedef struct {
 
 static char *resolve(const char *dir, const char *p)
 {
-    if (p[0] == '/' || !dir || !strcmp(dir, ".")) return strdup(p);
+    if (p[0] == '/' || !dir || !strcmp(dir, ".")) return xstrdup(p);
     size_t n = strlen(dir) + strlen(p) + 2;
     char *r = xmalloc(n);
     snprintf(r, n, "%s/%s", dir, p);
@@ -231,7 +231,7 @@ static int decode_default(const field *f, char *base)
     case T_DBL: *(double *)(base + f->off) = f->def; break;
     case T_FLT: *(float *)(base + f->off) = (float)f->def; break;
     case T_BOOL: *(int *)(base + f->off) = f->def != 0; break;
-    case T_STR: *(char **)(base + f->off) = f->sdef ? strdup(f->sdef) : NULL; break;
+    case T_STR: *(char **)(base + f->off) = f->sdef ? xstrdup(f->sdef) : NULL; break;
     default: break; /* optional paths stay NULL */
     }
     return 0;
@@ -248,7 +248,7 @@ static int decode_string(const dctx *c, const field *f, json_t *v, char *base,
         for (int i = 0; f->choices[i]; i++) ok |= !strcmp(f->choices[i], s);
         if (!ok) return bad_value(c->file, path, f, v, err);
     }
-    *(char **)(base + f->off) = strdup(s);
+    *(char **)(base + f->off) = xstrdup(s);
     if (f->type == T_PATH) *(char **)(base + f->off2) = resolve(c->dir, s);
     return 0;
 }
@@ -376,27 +376,28 @@ static json_t *encode_obj(const field *tbl, const char *base)
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
-    if (!s) {
-        fprintf(stderr, "pipetrain: out of memory encoding the topology\n");
-        exit(1);
-    }
-    return s;
+    return s; /* NULL: out of memory, the caller says so */
 }
 
-void topo_hash(const topo *t, unsigned char out[32])
+int topo_hash(const topo *t, unsigned char out[32])
 {
     char *s = topo_canonical_json(t);
+    memset(out, 0, 32);
+    if (!s) return -1;
     SHA256((const unsigned char *)s, strlen(s), out);
     free(s);
+    return 0;
 }
 
-void topo_hash_hex(const topo *t, char out[65])
+int topo_hash_hex(const topo *t, char out[65])
 {
     unsigned char h[32];
-    topo_hash(t, h);
+    out[0] = 0;
+    if (topo_hash(t, h)) return -1;
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+    return 0;
 }
 
 /* ---------- load / free ---------- */
@@ -432,9 +433,12 @@ void topo_free(topo *t)
 static char *dir_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    if (slash == path) return strdup("/");
-    return strndup(path, (size_t)(slash - path));
+    if (!slash) return xstrdup(".");
+    if (slash == path) return xstrdup("/");
+    char *d = xmalloc((size_t)(slash - path) + 1);
+    memcpy(d, path, (size_t)(slash - path));
+    d[slash - path] = 0;
+    return d;
 }
 
 #define MAX_FILE (1 << 20) /* a topology is a few kB; refuse anything absurd */
@@ -468,7 +472,7 @@ int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *er
     memset(t, 0, sizeof *t);
     json_t *root = read_json(path, err);
     if (!root) return -1;
-    t->path = strdup(path);
+    t->path = xstrdup(path);
     t->dir = dir_of(path);
     if (!json_is_object(root)) {
         char got[96];

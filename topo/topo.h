@@ -165,14 +165,15 @@ void topo_free(topo *t);
 int topo_set_data_path(topo *t, const char *path, char *err);
 
 /* Compact JSON with sorted keys and every default filled in, after overrides;
- * paths as written. Caller frees. The SHA-256 of this text is the topology hash
+ * paths as written. Caller frees; NULL when out of memory (nothing exits). The SHA-256 of this text is the topology hash
  * that stages compare when they say hello: every field counts, including
  * description, data.path and train.steps, so processes of one run must be given
  * the same overrides. The text loads again with topo_load to the same text. */
 char *topo_canonical_json(const topo *t);
-void topo_hash(const topo *t, unsigned char out[32]);
-/* The hash as 64 lowercase hex digits plus NUL. */
-void topo_hash_hex(const topo *t, char out[65]);
+int topo_hash(const topo *t, unsigned char out[32]);
+/* The hash as 64 lowercase hex digits plus NUL. Both return 0, or -1 when
+ * out of memory (out is then zeroed / empty). Any thread. */
+int topo_hash_hex(const topo *t, char out[65]);
 
 /* Parses the layer notation for a model with n_layers blocks into a malloc'd array
  * of unit indices in the order written (*units, *n). Returns 0, or -1 with a
@@ -220,6 +221,23 @@ typedef struct {
  * (ERR_LEN bytes) naming t's file and the field at fault (schedule.file,
  * schedule.kind, train.micro_batches) or --schedule. Any thread; reads the file. */
 int topo_build_schedule(const topo *t, const topo_sched_opts *o, sched_schedule **out, char *err);
+
+/* Paths: the kernel takes at most TOPO_PATH_MAX bytes with the NUL; a run
+ * directory holds files whose names (with "/" and a ".tmp" suffix, e.g.
+ * "/timeline-predicted.svg.tmp", "/stage-1023.log") take at most
+ * TOPO_OUT_SUFFIX_MAX bytes. */
+#define TOPO_PATH_MAX 4096
+#define TOPO_OUT_SUFFIX_MAX 32
+/* Refuses a run directory (out_dir; NULL: not known yet, as in `check`) or a
+ * checkpoint.dir whose files would have paths longer than the kernel takes.
+ * Returns 0, or -1 with a message naming --out or checkpoint.dir. Any thread. */
+int topo_check_paths(const topo *t, const char *out_dir, char *err);
+/* The limits that are real (called by topo_load after the partition): a
+ * tensor crossing a stage boundary larger than one transport message
+ * (NET_MAX_PAYLOAD_CAP, 1 GiB) — an activation, or the tied embedding between
+ * stage 0 and the head's stage — and topo_check_paths(t, NULL). Returns 0, or
+ * -1 with a message naming the field. */
+int topo_check_limits(const topo *t, char *err);
 
 /* Prints the partition table: per stage host:port, layers, parameters, forward
  * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over

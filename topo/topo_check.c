@@ -325,7 +325,7 @@ static int check_schedule(topo *t, char *err)
     topo_schedule *sc = &t->schedule;
     if (sc->kind && sc->file)
         return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
-    if (!sc->kind && !sc->file) sc->kind = strdup("gpipe");
+    if (!sc->kind && !sc->file) sc->kind = xstrdup("gpipe");
     sc->kind_id = sc->file ? TOPO_SCHED_FILE : sched_kind_find(sc->kind);
     return 0;
 }
@@ -360,6 +360,7 @@ int topo_validate(topo *t, char *err)
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
     if (check_train(t, err) || check_schedule(t, err)) return -1;
     if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
+    if (topo_check_limits(t, err)) return -1;
     return 0;
 }
 
@@ -368,8 +369,8 @@ int topo_set_data_path(topo *t, const char *path, char *err)
     if (!path || !path[0]) return seterr(err, "--data: expected a file name, found an empty string");
     free(t->data.path);
     free(t->data.path_given);
-    t->data.path = strdup(path);
-    t->data.path_given = strdup(path);
+    t->data.path = xstrdup(path);
+    t->data.path_given = xstrdup(path);
     t->data.kind = data_kind(&t->data);
     return 0;
 }

@@ -65,6 +65,5 @@ void topo_print_partition(const topo *t, FILE *f)
     human_bytes(tb, by, sizeof by);
     fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "total", "", "", "", p, fl, by);
     char hash[65];
-    topo_hash_hex(t, hash);
-    fprintf(f, "topology hash %s\n", hash);
+    fprintf(f, "topology hash %s\n", topo_hash_hex(t, hash) ? "(out of memory)" : hash);
 }
