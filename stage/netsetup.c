@@ -25,6 +25,18 @@ int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err
     return 0;
 }
 
+uint64_t stage_max_payload(const topo *t)
+{
+    uint64_t tied = (uint64_t)t->model.vocab_size * (uint64_t)t->model.dim * sizeof(float);
+    uint64_t mx = topo_max_tensor_bytes(t);
+    if (tied > mx) mx = tied;
+    /* the trace's parts have their own size, whatever the model's: a small
+     * model's tensors must not cap them (issue #10) */
+    if ((uint64_t)PROTO_TRACE_PART_BYTES > mx) mx = PROTO_TRACE_PART_BYTES;
+    mx += 4096; /* control messages: NORM, FAIL's reason, headers of their own */
+    return mx > NET_MAX_PAYLOAD_CAP ? NET_MAX_PAYLOAD_CAP : mx;
+}
+
 int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id, int peer_timeout_ms,
                      uint8_t *secret_buf, char *err)
 {
@@ -36,10 +48,7 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     topo_hash(t, cfg->topo_hash);
     cfg->secret = secret_buf;
     cfg->secret_len = len;
-    uint64_t tied = (uint64_t)t->model.vocab_size * (uint64_t)t->model.dim * sizeof(float);
-    uint64_t mx = topo_max_tensor_bytes(t);
-    cfg->max_payload = (mx > tied ? mx : tied) + 4096;
-    if (cfg->max_payload > NET_MAX_PAYLOAD_CAP) cfg->max_payload = NET_MAX_PAYLOAD_CAP;
+    cfg->max_payload = stage_max_payload(t);
     if (peer_timeout_ms > 0) {
         cfg->dead_ms = peer_timeout_ms;
         if (cfg->heartbeat_ms * 3 > peer_timeout_ms) cfg->heartbeat_ms = peer_timeout_ms / 3 > 50 ? peer_timeout_ms / 3 : 50;

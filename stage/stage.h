@@ -32,8 +32,14 @@ int stage_run(const topo *t, const stage_opts *o, char *err);
  * or the file is unusable. */
 int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err);
 
+/* The largest payload any process of this run sends or accepts: the largest
+ * tensor the topology moves (activation, gradient, tied embedding), or a trace
+ * part (PROTO_TRACE_PART_BYTES) when that is larger, plus room for control
+ * messages; at most NET_MAX_PAYLOAD_CAP. Pure; any thread. */
+uint64_t stage_max_payload(const topo *t);
+
 /* Fills cfg for a process of this run: identity, run id, topology hash, secret,
- * payload limit from the topology, heartbeat/dead timeouts. listen_* are left
+ * payload limit (stage_max_payload), heartbeat/dead timeouts. listen_* are left
  * for the caller. Returns 0 or -1 with err (secret problems). The secret bytes
  * live in *secret_buf (cap 256), which must outlive net_node_new. */
 int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id,
