@@ -189,8 +189,14 @@ static int soft_fail(coordinator *c, int k, const char *reason, char *err)
     char w[300], why[ERR_LEN] = "", nerr[NET_ERR_LEN];
     if (k < 0 || k >= c->t->n_stages) return seterr(err, "%s", reason), 1;
     int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, why) : 0;
-    int st = net_peer_status(c->node, coord_sid(k), nerr);
-    if (ex || (st != NET_OK && st != NET_PENDING)) c->gone[k] = 1;
+    int st = net_peer_status(c->node, coord_sid(k), nerr), dead = st != NET_OK && st != NET_PENDING;
+    /* a closed connection is often the first sign of a process that died: its
+     * exit status says why, once it has been reaped */
+    for (double end = coord_now() + 1; dead && !ex && c->o.alive && coord_now() < end;) {
+        nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+        ex = c->o.alive(c->o.alive_arg, k, why);
+    }
+    if (ex || dead) c->gone[k] = 1;
     seterr(err, "stage %d (%s): %s", k, coord_where(c->t, k, w, sizeof w), ex ? why : reason);
     return 1;
 }

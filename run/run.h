@@ -133,8 +133,8 @@ void run_log_timing(run_log *l, json_t *timing);
 /* Records what became of the run's trace in summary.json's "trace":
  * "complete", or "partial: REASON" when a stage's events could not be
  * gathered (the run itself stands); status is copied. NULL (the default):
- * no "trace" key, as for a run without a trace (--no-trace, one stage).
- * Any one thread. */
+ * "trace" is null, as for a run without a trace (--no-trace, one stage): the
+ * key is always there, like "timing". Any one thread. */
 void run_log_trace(run_log *l, const char *status);
 /* Writes summary.json (the one writer: the same keys whatever the stage
  * count; `error` NULL on success, else the failure and "interrupted": true)
