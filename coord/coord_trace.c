@@ -3,8 +3,10 @@
  * turn, its events in parts, and OUT/trace.json in Chrome's trace format
  * (opens in Perfetto and chrome://tracing): one process per stage, with
  * compute actions, tensor waits and tensor sends on three tracks; then the
- * measured timeline, costs and summary timing (coord_timeline.c).
- * Not here: recording the events (stage/runtime.c). */
+ * measured timeline, costs and summary timing (coord_timeline.c). Best
+ * effort (issue #10): every wait is bounded by coord_trace_timeout_s and a
+ * failure costs the trace, never the run (summary.json's "trace").
+ * Not here: recording the events (stage/runtime_trace.c). */
 #include "coord/coord_int.h"
 #include "coord/coord_timeline.h"
 #include "model/util.h"
