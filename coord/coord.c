@@ -43,8 +43,7 @@ void coord_opts_init(coord_opts *o)
     o->poll_ms = 200;
 }
 
-/* "host:port" ("[host]:port" for IPv6) of stage k. */
-static const char *where(const topo *t, int k, char *buf, size_t cap)
+const char *coord_where(const topo *t, int k, char *buf, size_t cap)
 {
     const topo_stage *s = &t->stages[k];
     snprintf(buf, cap, strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host, s->port);
@@ -92,6 +91,7 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     c->normcap = 4 + 8 * (uint64_t)c->n_units;
     if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
     c->normbuf = xcalloc((size_t)t->n_stages, (size_t)c->normcap);
+    c->gone = xcalloc((size_t)t->n_stages, 1);
     if (!c->o.progress && !(c->devnull = fopen("/dev/null", "w"))) {
         seterr(err, "cannot open /dev/null");
         goto fail;
@@ -127,6 +127,7 @@ void coord_free(coordinator *c)
     free(c->stats);
     free(c->sq);
     free(c->normbuf);
+    free(c->gone);
     json_decref(c->timing);
     free(c);
 }
@@ -180,6 +181,26 @@ static int blame_score(coordinator *c, int k, char *why, const char **verb)
     return 0;
 }
 
+/* A failure while the trace is gathered (c->soft): the reason into err,
+ * naming stage k, which is marked gone when its process or connection is.
+ * Nothing is told to the stages and no stage is blamed. Returns 1. */
+static int soft_fail(coordinator *c, int k, const char *reason, char *err)
+{
+    char w[300], why[ERR_LEN] = "", nerr[NET_ERR_LEN];
+    if (k < 0 || k >= c->t->n_stages) return seterr(err, "%s", reason), 1;
+    int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, why) : 0;
+    int st = net_peer_status(c->node, coord_sid(k), nerr), dead = st != NET_OK && st != NET_PENDING;
+    /* a closed connection is often the first sign of a process that died: its
+     * exit status says why, once it has been reaped */
+    for (double end = coord_now() + 1; dead && !ex && c->o.alive && coord_now() < end;) {
+        nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+        ex = c->o.alive(c->o.alive_arg, k, why);
+    }
+    if (ex || dead) c->gone[k] = 1;
+    seterr(err, "stage %d (%s): %s", k, coord_where(c->t, k, w, sizeof w), ex ? why : reason);
+    return 1;
+}
+
 /* Sends FAIL with msg to every stage still connected (best effort). */
 static void tell_stages(coordinator *c, const char *msg)
 {
@@ -203,8 +224,9 @@ int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    if (c->soft) return soft_fail(c, k, what, err);
     c->failed_stage = k;
-    seterr(err, "stage %d (%s) failed at step %ld: %s", k, where(c->t, k, w, sizeof w), c->step + 1, what);
+    seterr(err, "stage %d (%s) failed at step %ld: %s", k, coord_where(c->t, k, w, sizeof w), c->step + 1, what);
     tell_stages(c, err);
     return 1;
 }
@@ -214,6 +236,7 @@ int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...)
  * blames the likeliest stage, falling back to `first` with `reason`. */
 static int fail_run(coordinator *c, int first, const char *reason, char *err)
 {
+    if (c->soft) return soft_fail(c, first, reason, err);
     c->quiet = 1;
     int grace = c->o.peer_timeout_ms / 3 + 500;
     if (grace > 4000) grace = 4000;
@@ -230,7 +253,7 @@ static int fail_run(coordinator *c, int first, const char *reason, char *err)
     if (best < 0) { best = first; snprintf(best_why, sizeof best_why, "%s", reason); }
     char w[300];
     if (best < 0) seterr(err, "%s at step %ld", reason, c->step + 1);
-    else seterr(err, "stage %d (%s) %s at step %ld: %s", best, where(c->t, best, w, sizeof w), best_verb,
+    else seterr(err, "stage %d (%s) %s at step %ld: %s", best, coord_where(c->t, best, w, sizeof w), best_verb,
                 c->step + 1, best_why);
     c->failed_stage = best;
     tell_stages(c, err);
@@ -243,23 +266,35 @@ static int check_live(coordinator *c, double deadline, const int *pending, const
 {
     net_peer_id peer;
     char nerr[NET_ERR_LEN], why[ERR_LEN], w[300];
-    if (net_any_failed(c->node, &peer, nerr))
-        return fail_run(c, peer.role == NET_ROLE_STAGE ? peer.stage : -1, nerr, err);
+    if (net_any_failed(c->node, &peer, nerr)) {
+        int k = peer.role == NET_ROLE_STAGE ? peer.stage : -1;
+        if (k < 0 || k >= c->t->n_stages || !c->gone[k]) return fail_run(c, k, nerr, err);
+        /* a stage that died while the trace was gathered is over: the others count */
+        for (k = 0; k < c->t->n_stages; k++) {
+            int st = c->gone[k] ? NET_OK : net_peer_status(c->node, coord_sid(k), nerr);
+            if (st != NET_OK && st != NET_PENDING) return fail_run(c, k, nerr, err);
+        }
+    }
     if (c->o.alive) {
         int k = -1;
         if (c->o.alive(c->o.alive_arg, -1, why)) {
             seterr(err, "%s at step %ld", why, c->step + 1);
-            tell_stages(c, err);
+            if (!c->soft) tell_stages(c, err);
             return 1;
         }
         for (k = 0; k < c->t->n_stages; k++)
-            if (c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
+            if (!c->gone[k] && c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
     }
     if (coord_now() < deadline) return 0;
     int k = 0;
     while (k < c->t->n_stages - 1 && !pending[k]) k++;
+    if (c->soft) {
+        seterr(err, "stage %d (%s) timed out: no %s within %.0f s", k, coord_where(c->t, k, w, sizeof w), what,
+               c->limit_s);
+        return 1;
+    }
     c->failed_stage = k;
-    seterr(err, "stage %d (%s) timed out at step %ld: no %s within %.0f s", k, where(c->t, k, w, sizeof w),
+    seterr(err, "stage %d (%s) timed out at step %ld: no %s within %.0f s", k, coord_where(c->t, k, w, sizeof w),
            c->step + 1, what, c->limit_s);
     tell_stages(c, err);
     return 1;
@@ -306,7 +341,7 @@ static int post_all(coordinator *c, struct net_op **ops, uint16_t type, long ste
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < c->t->n_stages; k++) ops[k] = NULL;
     for (int k = 0; k < c->t->n_stages; k++) {
-        if (only >= 0 && k != only) continue;
+        if ((only >= 0 && k != only) || c->gone[k]) continue;
         if (net_recv_post(c->node, coord_sid(k), ctl_key(type, (uint64_t)step), c->normbuf + (size_t)k * c->normcap,
                           c->normcap, &ops[k], nerr) != NET_OK) {
             for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
@@ -456,9 +491,13 @@ static int gather_stats(coordinator *c, char *err)
     uint64_t lens[n];
     long last = c->t->train.steps - 1;
     c->step = last;
-    if (c->o.trace && coord_gather_trace(c, err)) return 1;
+    if (c->o.trace) coord_gather_trace(c); /* never fails the run: it is finished and checkpointed */
     if (recv_all(c, MSG_STATS, last, -1, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
     for (int k = 0; k < n; k++) {
+        if (c->gone[k]) { /* died while the trace was gathered: no statistics */
+            run_log_stage(c->log, k, &(proto_stats){ 0 }, (long)c->pids[k]);
+            continue;
+        }
         if (lens[k] != PROTO_STATS_BYTES)
             return coord_bad_message(c, k, err, "STATS is %llu bytes, expected %d", (unsigned long long)lens[k], PROTO_STATS_BYTES);
         proto_stats_decode(&c->stats[k], slot(c, k));
@@ -470,7 +509,8 @@ static int gather_stats(coordinator *c, char *err)
     struct net_op *ops[n];
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < n; k++)
-        if (net_send(c->node, coord_sid(k), ctl_key(MSG_DONE, (uint64_t)last), NULL, 0, 1000, &ops[k], nerr) != NET_OK)
+        if (c->gone[k] ||
+            net_send(c->node, coord_sid(k), ctl_key(MSG_DONE, (uint64_t)last), NULL, 0, 1000, &ops[k], nerr) != NET_OK)
             ops[k] = NULL;
     for (int k = 0; k < n; k++) {
         if (ops[k]) net_wait(ops[k], c->o.peer_timeout_ms, nerr);

@@ -27,6 +27,12 @@ struct coordinator {
     double t_loss, t_mark;  /* when the step's LOSS came; when its last message came */
     _Atomic int quiet;      /* the outcome is known: the transport's remarks are noise now */
     struct json_t *timing;  /* coord_trace.c: the measured schedule timing for summary.json, or NULL */
+    /* While the trace is gathered (coord_trace.c) failures are soft: a dead,
+     * silent or garbled stage loses its trace, not the run. A wait then
+     * returns 1 with err naming the stage, tells no stage, blames none, and a
+     * stage found dead is marked gone: later waits (STATS) skip it. */
+    int soft;
+    uint8_t *gone;          /* (n_stages) 1: died while the trace was gathered */
 };
 
 /* Control messages are keyed (type, step, mb, 0); see coord.c for the steps. */
@@ -42,8 +48,15 @@ int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double d
 int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* After the last step, when the trace was asked for: serves every stage's
- * clock rounds, gathers its events and writes OUT/trace.json (coord_trace.c).
- * Returns 0 or 1 with err. */
-int coord_gather_trace(coordinator *c, char *err);
+ * clock rounds, gathers its events and writes OUT/trace.json (coord_trace.c),
+ * each wait bounded by coord_trace_timeout_s. Never fails the run: what was
+ * lost is warned about on stderr and recorded with run_log_trace ("complete"
+ * or "partial: REASON"); stages that died meanwhile are marked in c->gone. */
+void coord_gather_trace(coordinator *c);
+/* The longest wait for one trace message: 3 x the peer timeout (at least
+ * 1 s), at most the step timeout. */
+double coord_trace_timeout_s(const coordinator *c);
+/* "host:port" ("[host]:port" for IPv6) of stage k into buf; returns buf. */
+const char *coord_where(const topo *t, int k, char *buf, size_t cap);
 
 #endif

@@ -139,6 +139,7 @@ struct run_log {
     run_stage_stats *stats;  /* (n_stages) */
     long *pids;              /* (n_stages) */
     json_t *timing;
+    char *trace;             /* summary.json's "trace", or NULL: null */
 };
 
 run_log *run_log_open(const topo *t, const run_log_opts *o, char *err)
@@ -210,6 +211,12 @@ void run_log_timing(run_log *l, json_t *timing)
     l->timing = json_incref(timing);
 }
 
+void run_log_trace(run_log *l, const char *status)
+{
+    free(l->trace);
+    l->trace = status ? xstrdup(status) : NULL;
+}
+
 long run_log_done(const run_log *l) { return l->done; }
 
 static double tokens_per_s(const run_log *l)
@@ -252,6 +259,10 @@ static int write_summary(const run_log *l, const char *error, char *err)
                           "restarts", l->o.restarts, "first_step", (json_int_t)l->o.first_step, "interrupted",
                           error != NULL, "error", error ? json_string(error) : json_null(), "stages",
                           stages_json(l), "timing", l->timing ? l->timing : json_null());
+    /* always the key (the same keys whatever the run): null without a trace */
+    json_t *tr = l->trace ? json_string(l->trace) : NULL;
+    if (j) json_object_set_new(j, "trace", tr ? tr : json_null());
+    else json_decref(tr);
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
     if (!text) return seterr(err, "%s/summary.json: cannot encode the summary", l->o.out_dir);
@@ -276,6 +287,7 @@ void run_log_free(run_log *l)
     if (!l) return;
     run_metrics_close(l->metrics);
     json_decref(l->timing);
+    free(l->trace);
     free(l->stats);
     free(l->pids);
     free(l);

@@ -130,6 +130,12 @@ void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid);
 /* Attaches the measured schedule timing ("timing"; the object is referenced,
  * not stolen). NULL: "timing" is null. */
 void run_log_timing(run_log *l, json_t *timing);
+/* Records what became of the run's trace in summary.json's "trace":
+ * "complete", or "partial: REASON" when a stage's events could not be
+ * gathered (the run itself stands); status is copied. NULL (the default):
+ * "trace" is null, as for a run without a trace (--no-trace, one stage): the
+ * key is always there, like "timing". Any one thread. */
+void run_log_trace(run_log *l, const char *status);
 /* Writes summary.json (the one writer: the same keys whatever the stage
  * count; `error` NULL on success, else the failure and "interrupted": true)
  * and loss.svg, and on success prints the closing "done:" line. Returns 0 or

@@ -31,12 +31,13 @@ uint64_t stage_max_payload(const topo *t)
     uint64_t mx = topo_max_tensor_bytes(t), units = 0;
     if (tied > mx) mx = tied;
     /* control messages grow with the topology too: NORM lists every unit of a
-     * stage, a TRACE part holds up to PROTO_TRACE_PART_EVENTS events */
+     * stage; a TRACE part has its own size, whatever the model's: a small
+     * model's tensors must not cap it (issue #10) */
     for (int k = 0; k < t->n_stages; k++)
         if ((uint64_t)t->stages[k].n_units > units) units = (uint64_t)t->stages[k].n_units;
-    uint64_t norm = 4 + 8 * units, trace = 8 + (uint64_t)PROTO_TRACE_PART_EVENTS * PROTO_EVENT_BYTES;
+    uint64_t norm = 4 + 8 * units;
     if (norm > mx) mx = norm;
-    if (trace > mx) mx = trace;
+    if ((uint64_t)PROTO_TRACE_PART_BYTES > mx) mx = PROTO_TRACE_PART_BYTES;
     mx += 4096; /* FAIL texts, STATS and the other small control messages */
     return mx > NET_MAX_PAYLOAD_CAP ? NET_MAX_PAYLOAD_CAP : mx;
 }

@@ -28,6 +28,10 @@
  *      in turn, rounds in order; the stage keeps the round with the smallest
  *      round trip), sends its trace (MSG_TRACE parts 0..n-1, times already on
  *      the coordinator's clock), then STATS, and waits for DONE, then exits.
+ *      The trace is best effort: a stage that cannot send it sends a MSG_TRACE
+ *      part with n_parts 0 and goes on to STATS; a coordinator that gives up
+ *      on a stage's clock rounds answers its remaining SYNCs with a NaN clock
+ *      (the stage then skips its trace). Neither fails the run.
  * A stage that cannot go on sends FAIL (best effort) with its reason and exits 1. */
 #ifndef STAGE_PROTO_H
 #define STAGE_PROTO_H
@@ -63,7 +67,9 @@ enum {
     MSG_SYNC = NET_TYPE_USER + 26,       /* stage -> coord: empty; mb = round 0..PROTO_SYNC_ROUNDS-1 */
     MSG_SYNC_REPLY = NET_TYPE_USER + 27, /* coord -> stage: f64 coordinator clock (CLOCK_MONOTONIC s); mb = round */
     MSG_TRACE = NET_TYPE_USER + 28,      /* stage -> coord: mb = part 0..n-1; u32 n_parts, u32 n_events,
-                                            then n_events proto_event records of PROTO_EVENT_BYTES */
+                                            then n_events proto_event records of PROTO_EVENT_BYTES;
+                                            n_parts 0: the stage gives up its trace (no more parts),
+                                            UTF-8 reason after the 8 bytes */
 };
 
 /* What a stage reports at the end (MSG_STATS payload, 8 fields of 8 bytes in
@@ -113,8 +119,15 @@ typedef struct {
 } proto_event;
 #define PROTO_EVENT_BYTES 32
 #define PROTO_SYNC_ROUNDS 8
-/* Events per MSG_TRACE part (keeps each part far below any payload limit). */
-#define PROTO_TRACE_PART_EVENTS 4096
+/* Events per MSG_TRACE part: a part is at most PROTO_TRACE_PART_BYTES, which
+ * every process's payload limit admits whatever the model's tensor sizes
+ * (stage_max_payload). */
+#define PROTO_TRACE_PART_EVENTS 1024
+#define PROTO_TRACE_PART_BYTES (8 + PROTO_TRACE_PART_EVENTS * PROTO_EVENT_BYTES)
+/* The most events a stage sends (its bounded trace window, stage/trace_window.h)
+ * and so the most parts the coordinator accepts from one stage. */
+#define PROTO_TRACE_MAX_EVENTS (1u << 16)
+#define PROTO_TRACE_MAX_PARTS (PROTO_TRACE_MAX_EVENTS / PROTO_TRACE_PART_EVENTS)
 
 static inline void proto_event_encode(uint8_t *p, const proto_event *e)
 {

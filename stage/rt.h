@@ -67,8 +67,7 @@ typedef struct {
     uint64_t act_bytes;
     proto_stats stats;
     int trace;             /* the coordinator asked for the trace (START flag) */
-    proto_event *ev;       /* events on this stage's clock */
-    size_t n_ev, cap_ev;
+    struct trace_window *tw; /* the recent steps' events on this stage's clock (runtime_trace.c) */
     rt_pending *pend;      /* (2 M v) */
     int n_pend;
 } rt;
@@ -88,11 +87,18 @@ int rt_recv_len(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, uin
  * use); in-flight count and activation bytes are tracked for the peak. */
 model_slot *rt_slot_get(rt *r, rt_chunk *c);
 void rt_slot_put(rt *r, rt_chunk *c, model_slot *s);
+/* runtime_trace.c: after START with the trace flag, allocates the bounded
+ * window of recent steps (trace_window.h) once; without memory the stage
+ * records nothing and says so at the end. */
+void rt_trace_start(rt *r);
 /* Appends one event (stage clock) when tracing. */
 void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1);
 /* After the last step: measures the clock offset to the coordinator and sends
- * the trace (proto.h). */
+ * the window in parts (proto.h). Returns -1 only when the coordinator cannot
+ * be reached (the run is failing anyway); a trace that cannot be sent is
+ * reported to the coordinator and is not a failure. */
 int rt_send_trace(rt *r);
+void rt_trace_free(rt *r);
 /* One training step: actions, norm agreement, AdamW, LOSS. */
 int rt_step(rt *r);
 /* Tied embeddings split across stages: the head stage's lm_head gradient joins

@@ -92,22 +92,6 @@ int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, co
     return rt_recv_len(r, from, k, buf, cap, NULL, what);
 }
 
-/* The trace is on by default: a long run keeps the events of its first whole
- * steps only, about 2^18 (8 MiB per stage; the coordinator measures those). */
-#define RT_MAX_EVENTS (1u << 18)
-
-void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1)
-{
-    if (!r->trace) return;
-    if (r->n_ev >= RT_MAX_EVENTS && (long)r->ev[r->n_ev - 1].step != r->step) return; /* full: finish the step */
-    if (r->n_ev == r->cap_ev) {
-        r->cap_ev = r->cap_ev ? 2 * r->cap_ev : 4096;
-        r->ev = realloc(r->ev, r->cap_ev * sizeof *r->ev);
-        if (!r->ev) { r->trace = 0; r->n_ev = r->cap_ev = 0; return; } /* tracing is best effort */
-    }
-    r->ev[r->n_ev++] = (proto_event){ (uint8_t)op, (uint8_t)kind, (uint16_t)chunk, (uint32_t)mb, (uint64_t)r->step, t0, t1 };
-}
-
 /* Posts a tensor send and remembers it until it is seen complete. */
 static int send_tensor(rt *r, int to, net_key k, const void *buf, struct net_op **op, int kind, int chunk, int mb)
 {

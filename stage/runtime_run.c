@@ -281,6 +281,7 @@ static int run_steps(rt *r)
     if (len < 16) return rt_fail(r, "START from the coordinator has %llu bytes, expected 16 or 24", (unsigned long long)len);
     long first = (long)get_u64le(start), total = (long)get_u64le(start + 8);
     r->trace = len >= 24 && (get_u64le(start + 16) & PROTO_START_TRACE);
+    if (r->trace) rt_trace_start(r);
     if (first < 0 || first > total || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
     if (first > 0 && resume(r, first)) return -1;
@@ -330,43 +331,8 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     data_free(&r->data);
     free(r->x); free(r->y); free(r->loss_mb); free(r->tied_buf);
     free(r->sq); free(r->normbuf);
-    free(r->ev); free(r->pend);
+    rt_trace_free(r);
+    free(r->pend);
     free(r);
-    return rc;
-}
-
-/* ---- the trace ---- */
-
-int rt_send_trace(rt *r)
-{
-    double best_rtt = INFINITY, offset = 0;
-    uint8_t b8[8];
-    for (int i = 0; i < PROTO_SYNC_ROUNDS; i++) {
-        net_key k = { MSG_SYNC, (uint64_t)r->step, (uint32_t)i, 0 };
-        double t0 = rt_now();
-        if (rt_send_sync(r, net_coord_id(), k, NULL, 0)) return -1;
-        k.type = MSG_SYNC_REPLY;
-        if (rt_recv_sync(r, net_coord_id(), k, b8, 8, "waiting for the coordinator's clock")) return -1;
-        double t1 = rt_now(), coord = get_f64le(b8);
-        if (t1 - t0 < best_rtt) { best_rtt = t1 - t0; offset = coord - 0.5 * (t0 + t1); }
-    }
-    size_t per = PROTO_TRACE_PART_EVENTS, parts = r->n_ev ? (r->n_ev + per - 1) / per : 1;
-    uint8_t *buf = xmalloc(8 + per * PROTO_EVENT_BYTES);
-    int rc = 0;
-    for (size_t p = 0; p < parts && !rc; p++) {
-        size_t lo = p * per, n = r->n_ev - lo < per ? r->n_ev - lo : per;
-        if (!r->n_ev) n = 0;
-        put_u32le(buf, (uint32_t)parts);
-        put_u32le(buf + 4, (uint32_t)n);
-        for (size_t i = 0; i < n; i++) {
-            proto_event e = r->ev[lo + i];
-            e.t0 += offset;
-            e.t1 += offset;
-            proto_event_encode(buf + 8 + i * PROTO_EVENT_BYTES, &e);
-        }
-        net_key k = { MSG_TRACE, (uint64_t)r->step, (uint32_t)p, 0 };
-        rc = rt_send_sync(r, net_coord_id(), k, buf, 8 + n * PROTO_EVENT_BYTES);
-    }
-    free(buf);
     return rc;
 }

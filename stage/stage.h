@@ -35,12 +35,12 @@ int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err
 /* The largest payload any process of this run sends or accepts: the largest
  * tensor crossing a stage boundary, the tied embedding, and the control
  * messages whose size grows with the topology (NORM: 4 + 8 per unit of the
- * largest stage; a TRACE part), plus room for the small ones; at most
- * NET_MAX_PAYLOAD_CAP. Pure function of t; any thread. */
+ * largest stage; a TRACE part, PROTO_TRACE_PART_BYTES), plus room for the
+ * small ones; at most NET_MAX_PAYLOAD_CAP. Pure function of t; any thread. */
 uint64_t stage_max_payload(const topo *t);
 
 /* Fills cfg for a process of this run: identity, run id, topology hash, secret,
- * payload limit from the topology, heartbeat/dead timeouts. listen_* are left
+ * payload limit (stage_max_payload), heartbeat/dead timeouts. listen_* are left
  * for the caller. Returns 0 or -1 with err (secret problems). The secret bytes
  * live in *secret_buf (cap 256), which must outlive net_node_new. */
 int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id,

@@ -122,7 +122,7 @@ static void test_log_summary(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     const char *keys[] = { "steps", "final_loss", "val_loss", "wall_s", "tokens_per_s", "params", "n_stages",
                            "schedule", "micro_batches", "restarts", "first_step", "interrupted", "error",
-                           "stages", "timing" };
+                           "stages", "timing", "trace" };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!json_object_get(j, keys[i])) { fprintf(stderr, "\n  summary.json lacks %s\n", keys[i]); CU_FAIL("key"); }
     CU_ASSERT_EQUAL(json_object_size(j), sizeof keys / sizeof keys[0]);
@@ -130,9 +130,39 @@ static void test_log_summary(void)
     CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(j, "final_loss")), 3.5, 0);
     CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(j, "val_loss")), 3.75, 0);
     CU_ASSERT(json_is_null(json_object_get(j, "error")));
+    CU_ASSERT(json_is_null(json_object_get(j, "trace"))); /* no trace was recorded */
     json_t *s0 = json_array_get(json_object_get(j, "stages"), 0);
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "pid")), 4242);
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "peak_act_bytes")), 100);
+    json_decref(j);
+    topo_free(&t);
+}
+
+/* run_log_trace: what became of a pipeline's trace lands in summary.json's
+ * "trace" of a run that otherwise succeeded (issue #10). */
+static void test_log_trace(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load(&t, "train.steps=1", "train.eval_every=0", "checkpoint.every=0") == 0);
+    char out[300], path[400], err[ERR_LEN] = "";
+    snprintf(out, sizeof out, "%s/trace", root);
+    run_log_opts o = { out, NULL, 0, 0, 0 };
+    FILE *devnull = fopen("/dev/null", "w");
+    o.progress = devnull;
+    run_log *l = run_log_open(&t, &o, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT(run_log_step(l, 0, 5.5, 1e-3, 1.0, 5.0, 0.01, err) == 0);
+    run_log_trace(l, "complete");
+    run_log_trace(l, "partial: stage 1 (127.0.0.1:1): timed out"); /* the last word counts */
+    CU_ASSERT(run_log_finish(l, NULL, err) == 0);
+    run_log_free(l);
+    fclose(devnull);
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "trace")), "partial: stage 1 (127.0.0.1:1): timed out");
+    CU_ASSERT(json_is_null(json_object_get(j, "error")));
     json_decref(j);
     topo_free(&t);
 }
@@ -145,6 +175,7 @@ int main(void)
         { "evaluation and checkpoint cadence, evaluation windows", test_cadence },
         { "start point: fresh, --resume without a checkpoint, a restart", test_start_point },
         { "the record: metrics, divergence, summary.json keys", test_log_summary },
+        { "the record: the trace's outcome in summary.json", test_log_trace },
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("run", tests);
