@@ -54,7 +54,7 @@ rc0=$?
 wait $run; rc=$?
 wait $drip
 check "64 dripping connections at stage 1: stage 0 still joins, the run completes (exits $rc0, $rc)" \
-    "[ $rc0 -eq 0 ] && [ $rc -eq 0 ] || { tail -2 $d.log $d.stage-0.log; false; }"
+    "[ $rc0 -eq 0 ] && [ $rc -eq 0 ] || { tail -n 2 $d.log $d.stage-0.log; false; }"
 check "... every dripping connection closed within 7 s ($(cat $d.drip))" \
     "grep -qE 'drip: 64 of 64 connections closed by the server, the longest held [0-7]\.' $d.drip"
 check "... the drop logged with the deadline" "grep -q 'did not finish the handshake within 5000 ms' $d.stage-1.log"
