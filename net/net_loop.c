@@ -91,7 +91,7 @@ int loop_listen(struct net_node *n, char err[NET_ERR_LEN])
     fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { net_seterr(err, "socket: %s", strerror(errno)); goto fail; }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
         net_seterr(err, "cannot listen on %s:%d: %s", n->listen_host, n->cfg.listen_port,
                    strerror(errno));
         goto fail;
