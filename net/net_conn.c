@@ -108,7 +108,7 @@ void conn_drop(struct conn *c, int status, const char *reason)
 
 void conn_free(struct conn *c) { conn_drop(c, NET_CLOSED, "connection closed"); }
 
-int conn_preauth(const struct conn *c) { return !c->outbound && c->state < CS_READY; }
+int conn_preauth(const struct conn *c) { return !c->outbound && !c->pr; } /* pr: set once authenticated */
 
 const char *conn_who(const struct conn *c, char *buf, size_t cap)
 {

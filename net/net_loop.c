@@ -169,11 +169,16 @@ static void make_room(struct net_node *n, const char *src)
         }
         if (!victim) return;
         char msg[NET_ERR_LEN], who[96];
-        net_seterr(msg, "%s%s (%s) was dropped after %" PRId64 " ms to make room: %d unauthenticated "
-                   "connections (%d from %s) are the most served at once", NET_BUSY_PREFIX,
-                   conn_who(victim, who, sizeof who), victim->addr, net_now_ms() - victim->accepted_at,
-                   mine < NET_PREAUTH_PER_SOURCE ? NET_MAX_PENDING : total,
-                   NET_PREAUTH_PER_SOURCE, from);
+        if (mine >= NET_PREAUTH_PER_SOURCE)
+            net_seterr(msg, "%s%s (%s) was dropped after %" PRId64 " ms to make room: %s holds %d "
+                       "unauthenticated connections, the most from one address", NET_BUSY_PREFIX,
+                       conn_who(victim, who, sizeof who), victim->addr,
+                       net_now_ms() - victim->accepted_at, src, NET_PREAUTH_PER_SOURCE);
+        else
+            net_seterr(msg, "%s%s (%s) was dropped after %" PRId64 " ms to make room: all %d slots "
+                       "for unauthenticated connections are taken", NET_BUSY_PREFIX,
+                       conn_who(victim, who, sizeof who), victim->addr,
+                       net_now_ms() - victim->accepted_at, NET_MAX_PENDING);
         pthread_mutex_lock(&n->lk);
         n->pre.evicted++;
         pthread_mutex_unlock(&n->lk);

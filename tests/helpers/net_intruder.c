@@ -5,7 +5,8 @@
  *
  *   net_intruder auth HOST PORT STAGE   authenticate as STAGE with the secret in
  *                                       $NET_TEST_SECRET, print what came back, close
- *   net_intruder flood HOST PORT N      N hellos with fresh identities and no proof
+ *   net_intruder flood HOST PORT N [RATE]  N hellos with fresh identities and no
+ *                                       proof (at most RATE a second)
  *   net_intruder drip HOST PORT N SECS  N connections sending a header one byte a
  *                                       second for SECS s; prints how many the
  *                                       server closed and after how long at most
@@ -135,12 +136,14 @@ static int do_auth(const char *host, int port, int stage)
     return 0;
 }
 
-static int do_flood(const char *host, int port, long n)
+static int do_flood(const char *host, int port, long n, double rate)
 {
     uint8_t theirs[NET_HELLO_LEN], mine[NET_HELLO_LEN];
     long done = 0;
     double t0 = now();
     for (long i = 0; i < n; i++) {
+        double ahead = rate > 0 ? t0 + i / rate - now() : 0;
+        if (ahead > 0) usleep((useconds_t)(ahead * 1e6));
         net_peer_id id = net_stage_id((uint16_t)(i % 60000), (uint16_t)(1 + i / 60000));
         int fd = hello(host, port, id, theirs, mine);
         if (fd < 0) continue;
@@ -194,9 +197,10 @@ static int do_drip(const char *host, int port, int n, int secs)
 int main(int argc, char **argv)
 {
     if (argc >= 5 && !strcmp(argv[1], "auth")) return do_auth(argv[2], atoi(argv[3]), atoi(argv[4]));
-    if (argc >= 5 && !strcmp(argv[1], "flood")) return do_flood(argv[2], atoi(argv[3]), atol(argv[4]));
+    if (argc >= 5 && !strcmp(argv[1], "flood"))
+        return do_flood(argv[2], atoi(argv[3]), atol(argv[4]), argc > 5 ? atof(argv[5]) : 0);
     if (argc >= 6 && !strcmp(argv[1], "drip"))
         return do_drip(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-    fprintf(stderr, "usage: net_intruder auth HOST PORT STAGE | flood HOST PORT N | drip HOST PORT N SECS\n");
+    fprintf(stderr, "usage: net_intruder auth HOST PORT STAGE | flood HOST PORT N [RATE] | drip HOST PORT N SECS\n");
     return 2;
 }
