@@ -99,6 +99,9 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     if (!c->o.progress) c->o.progress = c->devnull;
     net_config cfg;
     if (stage_net_config(&cfg, t, net_coord_id(), o->run_id, o->peer_timeout_ms, c->secret, err)) goto fail;
+    c->peers = (stage_peers){ t, -1, NULL };
+    cfg.accept_peer = stage_accept_peer;
+    cfg.accept_arg = &c->peers;
     cfg.listen_host = t->coordinator.host;
     cfg.log = net_log;
     cfg.log_arg = c;
@@ -260,6 +263,28 @@ static int fail_run(coordinator *c, int first, const char *reason, char *err)
     return 1;
 }
 
+/* Why stage k has not joined, into why (ERR_LEN): connected but silent, or
+ * what became of the connections claiming to be it, and of strangers'. */
+static void join_why(coordinator *c, int k, char *why)
+{
+    char nerr[NET_ERR_LEN];
+    net_preauth pa;
+    net_preauth_stats(c->node, &pa);
+    uint64_t refused = net_refusals(c->node, coord_sid(k), nerr);
+    int n;
+    if (net_peer_status(c->node, coord_sid(k), NULL) == NET_OK)
+        n = snprintf(why, ERR_LEN, "it connected but sent no JOIN (see its log)");
+    else if (refused)
+        n = snprintf(why, ERR_LEN, "%llu connections claiming to be it were refused, the last: %.300s",
+                     (unsigned long long)refused, nerr);
+    else
+        n = snprintf(why, ERR_LEN, "no connection claiming to be it arrived (is the stage running? see its log)");
+    if ((pa.evicted || pa.timed_out) && n > 0 && n < ERR_LEN)
+        snprintf(why + n, ERR_LEN - (size_t)n, "; %llu unauthenticated connections were dropped for want of "
+                 "pre-auth slots and %llu at the handshake deadline", (unsigned long long)pa.evicted,
+                 (unsigned long long)pa.timed_out);
+}
+
 /* Between polling slices: 1 (and the run is failed into err) when a peer died,
  * a watched process exited, the run was interrupted or the deadline passed. */
 static int check_live(coordinator *c, double deadline, const int *pending, const char *what, char *err)
@@ -294,8 +319,12 @@ static int check_live(coordinator *c, double deadline, const int *pending, const
         return 1;
     }
     c->failed_stage = k;
-    seterr(err, "stage %d (%s) timed out at step %ld: no %s within %.0f s", k, coord_where(c->t, k, w, sizeof w),
-           c->step + 1, what, c->limit_s);
+    if (c->joining) join_why(c, k, why);
+    if (c->joining)
+        seterr(err, "stage %d (%s) did not join within %.0f s: %s", k, coord_where(c->t, k, w, sizeof w), c->limit_s, why);
+    else
+        seterr(err, "stage %d (%s) timed out at step %ld: no %s within %.0f s", k, coord_where(c->t, k, w, sizeof w),
+               c->step + 1, what, c->limit_s);
     tell_stages(c, err);
     return 1;
 }
@@ -385,9 +414,10 @@ static int join_all(coordinator *c, char *err)
 {
     int n = c->t->n_stages;
     uint64_t lens[n];
-    if (recv_all(c, MSG_JOIN, 0, -1, lens, c->o.join_timeout_ms / 1e3, "JOIN (is the stage running? see its log)",
-                 err))
-        return 1;
+    c->joining = 1;
+    int rc = recv_all(c, MSG_JOIN, 0, -1, lens, c->o.join_timeout_ms / 1e3, "JOIN", err);
+    c->joining = 0;
+    if (rc) return 1;
     for (int k = 0; k < n; k++) {
         const uint8_t *p = slot(c, k);
         if (lens[k] != 12) return coord_bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);

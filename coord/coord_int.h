@@ -8,12 +8,15 @@
 #include "coord/coord.h"
 #include "run/run.h"
 #include "stage/proto.h"
+#include "stage/stage.h"
 
 struct coordinator {
     const topo *t;
     coord_opts o;
     struct net_node *node;
     uint8_t secret[256];
+    stage_peers peers;      /* who may connect: the topology's stages (net_config.accept_peer) */
+    int joining;            /* waiting for the JOINs: a timeout says what became of each stage */
     int n_units, head, failed_stage;
     uint32_t *pids;
     proto_stats *stats;

@@ -22,6 +22,9 @@
 #define NET_MAX_PAYLOAD_CAP (1ull << 30) /* hard cap on any payload: 1 GiB */
 #define NET_TYPE_USER 16              /* message types below this are the transport's */
 #define NET_MAX_PENDING 64            /* unauthenticated inbound connections served at once */
+#define NET_PREAUTH_PER_SOURCE 16     /* ... of them from one source address */
+#define NET_HANDSHAKE_MS 5000         /* default net_config.handshake_ms */
+#define NET_REFUSAL_LOG_PER_S 10      /* refusals of unauthenticated peers logged per second */
 #define NET_DIRECT_MAX (64u << 10)    /* default net_config.direct_max */
 
 /* Status codes returned by every run-time function (detail goes into err). */
@@ -80,6 +83,15 @@ typedef struct net_config {
                                          queued ahead of it (default 64 KiB: small messages
                                          skip two thread hand-offs; larger ones stay
                                          asynchronous); 0: only the network thread writes */
+    int handshake_ms;                 /* an accepted connection must finish the handshake this
+                                         long after accept(2), default NET_HANDSHAKE_MS; it is
+                                         closed then however much it is still sending */
+    /* Identity check for inbound peers, called on the network thread with the
+     * identity an unauthenticated hello claims, before anything is looked up
+     * or allocated for it. Returns 1 to go on with the handshake, 0 to refuse
+     * it with a reason written into why (NET_ERR_LEN). NULL: any identity. */
+    int (*accept_peer)(void *arg, net_peer_id id, char *why);
+    void *accept_arg;
     void (*log)(void *arg, const char *line); /* NULL: stderr */
     void *log_arg;
 } net_config;
@@ -94,6 +106,17 @@ typedef struct net_stats {
     uint64_t direct_partial;             /* frames it wrote in part, the rest left to the network thread */
     int paused;                          /* 1 while reading is stopped for backpressure */
 } net_stats;
+
+/* What unauthenticated connections cost a node (net_preauth_stats). */
+typedef struct net_preauth {
+    uint64_t accepted;       /* inbound connections accepted */
+    uint64_t refused;        /* closed during the handshake with a reason (bad hello, identity,
+                                proof, frame) */
+    uint64_t evicted;        /* closed to make room: pre-auth slots (or the source's) full */
+    uint64_t timed_out;      /* closed at the handshake deadline */
+    uint64_t suppressed;     /* refusal log lines left out by the rate limit */
+    int pending, pending_max; /* unauthenticated connections now; peak */
+} net_preauth;
 
 struct net_node;
 struct net_op;
@@ -149,6 +172,15 @@ int net_peer_status(struct net_node *node, net_peer_id peer, char err[NET_ERR_LE
 
 /* 1 and the first failed peer and its reason when any peer has failed, else 0. */
 int net_any_failed(struct net_node *node, net_peer_id *peer, char err[NET_ERR_LEN]);
+
+/* How many inbound connections claiming to be peer were refused before they
+ * authenticated, with the last reason in why (may be NULL). Counted only for
+ * identities this node already knows (asked about, connected to or posted
+ * for): strangers never get a record. Any thread. */
+uint64_t net_refusals(struct net_node *node, net_peer_id peer, char why[NET_ERR_LEN]);
+
+/* Counters of unauthenticated connections (see net_preauth). Any thread. */
+void net_preauth_stats(struct net_node *node, net_preauth *st);
 
 /* Counters for peer; NET_ERR when the peer is unknown. */
 int net_peer_stats(struct net_node *node, net_peer_id peer, net_stats *st);

@@ -36,7 +36,9 @@ struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr,
     c->pr = pr;
     c->state = CS_HELLO;
     snprintf(c->addr, sizeof c->addr, "%s", addr);
-    c->rb = malloc(NET_RBUF);
+    /* a stranger gets a staging buffer for the handshake only (conn_on_auth grows it) */
+    c->rbcap = outbound ? NET_RBUF : NET_RBUF_PREAUTH;
+    c->rb = malloc(c->rbcap);
     c->rev = event_new(n->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     c->wev = event_new(n->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
     if (n->cfg.read_mode == NET_READ_EVBUFFER) c->evb = evbuffer_new();
@@ -48,9 +50,9 @@ struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr,
         free(c);
         return NULL;
     }
-    c->last_rx = c->last_tx = net_now_ms();
+    c->last_rx = c->last_tx = c->accepted_at = net_now_ms();
     c->pending = !outbound;
-    n->npending += c->pending;
+    if (c->pending) pending_add(n, 1);
     c->next = n->conns;
     if (n->conns) n->conns->prev = c;
     n->conns = c;
@@ -86,7 +88,8 @@ void conn_drop(struct conn *c, int status, const char *reason)
         list_remove(&c->wq, op);
         op_complete(n, op, status, reason);
     }
-    n->npending -= c->pending;
+    if (c->pending) pending_add(n, -c->pending);
+    c->pending = 0;
     if (c->pr && c->pr->conn == c) c->pr->conn = NULL;
     if (c->pr && c->rstate == RS_PAUSED) {
         pthread_mutex_lock(&n->lk);
@@ -105,6 +108,35 @@ void conn_drop(struct conn *c, int status, const char *reason)
 
 void conn_free(struct conn *c) { conn_drop(c, NET_CLOSED, "connection closed"); }
 
+int conn_preauth(const struct conn *c) { return !c->outbound && !c->pr; } /* pr: set once authenticated */
+
+const char *conn_who(const struct conn *c, char *buf, size_t cap)
+{
+    char who[48];
+    if (c->pr) snprintf(buf, cap, "%s", c->pr->name);
+    else if (c->claimed)
+        snprintf(buf, cap, "unauthenticated peer claiming %s", net_peer_name(c->claim, who, sizeof who));
+    else snprintf(buf, cap, "unauthenticated peer");
+    return buf;
+}
+
+/* An accepted connection is refused before it authenticated: counted, logged
+ * at a limited rate, and remembered by the identity it claimed when this
+ * process knows that identity (never creating a record for it). */
+static void preauth_refused(struct conn *c, const char *reason)
+{
+    struct net_node *n = c->node;
+    pthread_mutex_lock(&n->lk);
+    if (!c->expired) n->pre.refused++;
+    struct peer *pr = c->claimed ? peer_locked(n, c->claim, 0) : NULL;
+    if (pr) {
+        pr->refused++;
+        snprintf(pr->refusal, sizeof pr->refusal, "%s", reason);
+    }
+    pthread_mutex_unlock(&n->lk);
+    node_log_limited(n, "%s", reason);
+}
+
 void conn_fail(struct conn *c, int status, const char *reason)
 {
     struct net_node *n = c->node;
@@ -116,6 +148,8 @@ void conn_fail(struct conn *c, int status, const char *reason)
     }
     if (pr && (pr->conn == c || c->outbound))
         loop_peer_fail(n, pr, status, reason);
+    else if (conn_preauth(c))
+        preauth_refused(c, reason);
     else
         node_log(n, "%s", reason);
     conn_drop(c, status, reason);
@@ -131,6 +165,8 @@ int conn_fatal(struct conn *c, const char *reason)
     tx_claim(c);
     if (c->pr && (c->pr->conn == c || c->outbound))
         loop_peer_fail(n, c->pr, NET_DEAD, reason);
+    else if (conn_preauth(c))
+        preauth_refused(c, reason);
     else
         node_log(n, "%s", reason);
     if (c->pr && c->pr->conn == c) c->pr->conn = NULL;
@@ -287,8 +323,8 @@ static int start_ctl_payload(struct conn *c)
 static int on_header(struct conn *c)
 {
     struct net_node *n = c->node;
-    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 128];
-    const char *who = c->pr ? c->pr->name : "unidentified peer";
+    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 128], whobuf[96];
+    const char *who = conn_who(c, whobuf, sizeof whobuf);
     int ready = c->state == CS_READY;
     uint64_t max = ready ? n->cfg.max_payload : NET_PREAUTH_MAX;
     int rc = net_hdr_decode(c->rb + c->rpos, &c->h, max, err);
@@ -328,7 +364,7 @@ static int on_header(struct conn *c)
 
 static int on_ctl_frame(struct conn *c)
 {
-    char msg[NET_ERR_LEN];
+    char msg[NET_ERR_LEN], who[96];
     switch (c->h.type) {
     case NET_T_HELLO: return conn_on_hello(c);
     case NET_T_AUTH: return conn_on_auth(c);
@@ -339,8 +375,10 @@ static int on_ctl_frame(struct conn *c)
             text[k++] = c->ctl[i] >= 32 && c->ctl[i] < 127 ? (char)c->ctl[i] : '?';
         text[k] = 0;
         net_seterr(msg, "%s (%s) refused the connection: %.400s",
-                 c->pr ? c->pr->name : "peer", c->addr, text);
-        c->fatal = 1;
+                 c->pr ? c->pr->name : conn_who(c, who, sizeof who), c->addr, text);
+        /* "busy": the peer had no room for us now; connecting again may work */
+        c->fatal = !(c->outbound && c->state < CS_READY &&
+                     !strncmp(text, NET_BUSY_PREFIX, strlen(NET_BUSY_PREFIX)));
         conn_fail(c, NET_DEAD, msg);
         return -1;
     }
@@ -355,10 +393,10 @@ static int on_payload_done(struct conn *c)
     if (c->sink == SINK_CTL) {
         uint32_t got = net_crc32c(0, c->ctl, c->ctl_len);
         if (got != c->h.crc) {
-            char msg[NET_ERR_LEN];
+            char msg[NET_ERR_LEN], who[96];
             net_seterr(msg, "checksum mismatch on a control frame (type %u) from %s (%s): "
                        "CRC32C 0x%08" PRIx32 " in the frame, 0x%08" PRIx32 " computed",
-                       (unsigned)c->h.type, c->pr ? c->pr->name : "unidentified peer", c->addr,
+                       (unsigned)c->h.type, conn_who(c, who, sizeof who), c->addr,
                        c->h.crc, got);
             return conn_fatal(c, msg);
         }
@@ -401,8 +439,8 @@ static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
 /* EOF or a read error: name what was cut short. */
 static void on_eof(struct conn *c, int e)
 {
-    char msg[NET_ERR_LEN], d[160];
-    const char *who = c->pr ? c->pr->name : "unidentified peer";
+    char msg[NET_ERR_LEN], d[160], whobuf[96];
+    const char *who = conn_who(c, whobuf, sizeof whobuf);
     size_t have = c->rlen - c->rpos;
     net_seterr(msg, "%s (%s) %s", who, c->addr, e ? strerror(e) : "closed the connection");
     size_t n = strlen(msg);
@@ -439,8 +477,8 @@ static ssize_t read_some(struct conn *c, int *drained)
         } else {
             /* The rest of this payload lands in place; whatever follows (the
              * next header, small frames) lands in the staging buffer. */
-            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, NET_RBUF } };
-            asked = c->rleft + NET_RBUF;
+            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, c->rbcap } };
+            asked = c->rleft + c->rbcap;
             r = readv(c->fd, iov, 2);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
@@ -458,7 +496,7 @@ static ssize_t read_some(struct conn *c, int *drained)
         }
         /* After a big frame read little, so that the next big payload mostly
          * goes straight into place rather than through this buffer. */
-        size_t want = (c->big ? 4096 : NET_RBUF) - c->rlen;
+        size_t want = (c->big && c->rbcap > 4096 ? 4096 : c->rbcap) - c->rlen;
         asked = want;
         r = read(c->fd, c->rb + c->rlen, want);
         if (r > 0) c->rlen += (size_t)r;
@@ -507,7 +545,7 @@ static int conn_read(struct conn *c)
 static void conn_drain(struct conn *c)
 {
     for (int i = 0; i < 64; i++) {
-        ssize_t r = read(c->fd, c->rb, NET_RBUF);
+        ssize_t r = read(c->fd, c->rb, c->rbcap);
         if (r > 0) continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
         struct net_node *n = c->node;

@@ -29,6 +29,34 @@ void conn_start(struct conn *c)
     conn_enqueue(c, hello);
 }
 
+/* An accepted connection's hello names who it claims to be; nothing about it
+ * is believed, and nothing is allocated for it, before its proof verifies:
+ * the identity is checked against what this process expects (cfg.accept_peer)
+ * and looked up without creating a record. */
+static int check_claim(struct conn *c, const net_hello *peer)
+{
+    struct net_node *n = c->node;
+    char why[NET_ERR_LEN] = "", msg[NET_ERR_LEN + 64], who[48];
+    c->claim = peer->id;
+    c->claimed = 1;
+    if (n->cfg.accept_peer && !n->cfg.accept_peer(n->cfg.accept_arg, peer->id, why)) {
+        net_seterr(msg, "unauthenticated connection from %s claiming %s: refused: %s", c->addr,
+                   net_peer_name(peer->id, who, sizeof who), why[0] ? why : "not expected here");
+        return conn_fatal(c, msg);
+    }
+    pthread_mutex_lock(&n->lk);
+    struct peer *pr = peer_locked(n, peer->id, 0);
+    int st = pr ? pr->state : P_NEW, busy = pr && (pr->state != P_NEW || pr->conn);
+    pthread_mutex_unlock(&n->lk);
+    if (busy) {
+        net_seterr(msg, "unauthenticated connection from %s claiming %s: refused: it is %s",
+                   c->addr, net_peer_name(peer->id, who, sizeof who),
+                   st == P_DEAD ? "already declared dead" : "already connected");
+        return conn_fatal(c, msg);
+    }
+    return 0;
+}
+
 int conn_on_hello(struct conn *c)
 {
     struct net_node *n = c->node;
@@ -45,19 +73,7 @@ int conn_on_hello(struct conn *c)
         net_seterr(msg, "expected %s at %s but %s answered", c->pr->name, c->addr, who);
         return conn_fatal(c, msg);
     }
-    if (!c->outbound) {
-        struct peer *pr = node_peer(n, peer.id, 1);
-        if (!pr) return conn_fatal(c, "out of memory");
-        pthread_mutex_lock(&n->lk);
-        int st = pr->state;
-        pthread_mutex_unlock(&n->lk);
-        if (st != P_NEW || pr->conn) {
-            net_seterr(msg, "refused a second connection from %s (%s): it is %s", who,
-                     c->addr, st == P_DEAD ? "already declared dead" : "already connected");
-            return conn_fatal(c, msg);
-        }
-        c->pr = pr;
-    }
+    if (!c->outbound && check_claim(c, &peer) < 0) return -1;
     memcpy(c->peer_hello, c->ctl, NET_HELLO_LEN);
     uint8_t proof[NET_PROOF_LEN];
     if (net_auth_proof(proof, n->secret, n->cfg.secret_len, c->my_hello, c->peer_hello) != NET_OK)
@@ -72,18 +88,35 @@ int conn_on_auth(struct conn *c)
 {
     struct net_node *n = c->node;
     struct peer *pr = c->pr;
-    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 64];
+    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 64], who[96];
     if (net_auth_verify(c->ctl, c->ctl_len, n->secret, n->cfg.secret_len, c->peer_hello,
                         c->my_hello, err) != NET_OK) {
-        net_seterr(msg, "%s (%s): %s", pr->name, c->addr, err);
+        net_seterr(msg, "%s (%s): %s", conn_who(c, who, sizeof who), c->addr, err);
         return conn_fatal(c, msg);
+    }
+    if (!c->outbound) {
+        /* authenticated: only now does the peer get a record */
+        uint8_t *rb = c->rbcap < NET_RBUF ? realloc(c->rb, NET_RBUF) : c->rb;
+        if (!rb) return conn_fatal(c, "out of memory");
+        c->rb = rb;
+        c->rbcap = NET_RBUF;
+        pthread_mutex_lock(&n->lk);
+        pr = peer_locked(n, c->claim, 1);
+        int busy = pr && (pr->state != P_NEW || pr->conn);
+        pthread_mutex_unlock(&n->lk);
+        if (!pr) return conn_fatal(c, "out of memory");
+        if (busy) {
+            net_seterr(msg, "refused a second connection from %s (%s)", pr->name, c->addr);
+            return conn_fatal(c, msg);
+        }
+        c->pr = pr;
     }
     if (pr->conn && pr->conn != c) {
         net_seterr(msg, "refused a second connection from %s (%s)", pr->name, c->addr);
         return conn_fatal(c, msg);
     }
     c->state = CS_READY;
-    n->npending -= c->pending;
+    if (c->pending) pending_add(n, -c->pending);
     c->pending = 0;
     pr->conn = c;
     pr->connecting = 0;

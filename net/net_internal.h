@@ -80,8 +80,13 @@ static inline int op_done(const struct net_op *op)
 
 enum peer_state { P_NEW, P_CONNECTING, P_READY, P_DEAD };
 
+/* Peer records exist only for identities this process asked for (connect,
+ * send, receive, wait) or that authenticated: never for a stranger. They are
+ * found by identity through node->bucket (peer_locked), so a lookup does not
+ * grow with their number. */
 struct peer {
     struct peer *next;            /* node->peers, never removed before node_free */
+    struct peer *hnext;           /* node->bucket chain */
     net_peer_id id;
     char name[48];
     int state;                    /* enum peer_state [lock] */
@@ -108,6 +113,9 @@ struct peer {
     struct net_op *tx_partial;    /* frame a posting thread wrote only part of [tx] */
     struct conn *tx_pconn;        /* the connection tx_partial went out on [tx] */
     atomic_int tx_ahead;          /* routed sends not yet completed */
+    uint64_t refused;             /* inbound connections claiming this identity refused
+                                     before authenticating (net_refusals) [lock] */
+    char refusal[NET_ERR_LEN];    /* the last such reason [lock] */
 };
 
 enum conn_state {
@@ -121,7 +129,10 @@ enum read_state { RS_HDR, RS_PAYLOAD, RS_PAUSED };
 enum sink { SINK_OP, SINK_CTL, SINK_DISCARD };
 
 #define NET_RBUF (64 * 1024)
+#define NET_RBUF_PREAUTH 512      /* staging buffer before authentication: a header and the
+                                     largest pre-auth payload (NET_PREAUTH_MAX) fit */
 #define NET_CTL_MAX 1024
+#define NET_PEER_BUCKETS 64       /* node->bucket: peer records by identity */
 
 struct conn {
     struct net_node *node;
@@ -131,11 +142,17 @@ struct conn {
     int big;                      /* the last frame was large: read headers in small bites */
     int draining;                 /* shutting down: shut for writing, reading until the peer closes */
     uint64_t read_calls;
-    struct peer *pr;              /* known at connect; after the hello when accepted */
+    struct peer *pr;              /* known at connect; once authenticated when accepted */
+    net_peer_id claim;            /* accepted: the identity its hello claims (claimed set) */
+    int claimed;
+    int expired;                  /* dropped at the handshake deadline (not counted as refused) */
+    int64_t accepted_at;          /* accepted: when (the handshake deadline counts from it) */
+    char src[64];                 /* accepted: the source address, without the port */
     struct event *rev, *wev;
     int wev_on, rev_on;
     int rstate, sink;
-    uint8_t *rb;                  /* staging buffer, NET_RBUF bytes */
+    uint8_t *rb;                  /* staging buffer, rbcap bytes (NET_RBUF once authenticated) */
+    size_t rbcap;
     size_t rpos, rlen;
     net_hdr h;                    /* header of the frame being read */
     uint64_t rleft;               /* payload bytes of it still to read */
@@ -174,6 +191,8 @@ struct net_node {
     int exited;                   /* the network thread has left its loop [lock] */
     int other_waiters;            /* threads asleep on cv for anything but one op [lock] */
     struct peer *peers;           /* [lock] for the list itself */
+    struct peer *bucket[NET_PEER_BUCKETS]; /* the same records by identity [lock] */
+    net_preauth pre;              /* [lock] */
     struct net_op *live;          /* user ops not yet freed [lock] */
     pthread_t thr;
     int thr_started;
@@ -183,8 +202,25 @@ struct net_node {
     int lfd, port;
     struct conn *conns;
     int npending;                 /* accepted connections not yet authenticated */
+    int64_t log_window;           /* start of the refusal log's current second */
+    int log_lines;                /* refusal lines logged in it */
+    uint64_t log_dropped;         /* refusal lines left out since the last summary */
     int stopping;                 /* 1: shutting down; 2: every goodbye queued */
 };
+
+/* Counts a change of node->npending, mirrored (with its peak) in n->pre [net]. */
+static inline void pending_add(struct net_node *n, int d)
+{
+    n->npending += d;
+    pthread_mutex_lock(&n->lk);
+    n->pre.pending = n->npending;
+    if (n->pre.pending > n->pre.pending_max) n->pre.pending_max = n->pre.pending;
+    pthread_mutex_unlock(&n->lk);
+}
+
+/* An error frame whose reason starts with this says "not now": the connecting
+ * side retries instead of giving up (pre-auth slots full). */
+#define NET_BUSY_PREFIX "busy: "
 
 /* net_node.c */
 struct peer *node_peer(struct net_node *n, net_peer_id id, int create); /* takes lk */
@@ -196,6 +232,10 @@ void live_del_locked(struct net_node *n, struct net_op *op);
 int cv_wait(struct net_node *n, int64_t deadline);      /* ms, monotonic; < 0: forever */
 int64_t deadline_of(int timeout_ms);
 void node_log(struct net_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* node_log for refusals of unauthenticated peers, at most NET_REFUSAL_LOG_PER_S
+ * lines a second; then one line saying how many were left out [net]. */
+void node_log_limited(struct net_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void node_log_flush(struct net_node *n, int64_t now); /* the summary, once its second is over [net] */
 void op_free_internal(struct net_op *op);
 void list_push(struct oplist *l, struct net_op *op);
 void list_remove(struct oplist *l, struct net_op *op);
@@ -227,6 +267,10 @@ void conn_recv_posted(struct conn *c);           /* a receive was posted: resume
 void conn_read_cb(int fd, short what, void *arg);
 void conn_set_read(struct conn *c, int on);
 int conn_fatal(struct conn *c, const char *reason); /* tell the peer why, close; returns -1 */
+/* "stage 2" once known; "unauthenticated peer claiming stage 6" or
+ * "unauthenticated peer" for an accepted connection before its proof. */
+const char *conn_who(const struct conn *c, char *buf, size_t cap);
+int conn_preauth(const struct conn *c);          /* accepted and not yet authenticated */
 
 /* net_tx.c */
 int conn_write_now(struct conn *c);       /* -1: the connection was closed and freed */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -90,7 +91,7 @@ int loop_listen(struct net_node *n, char err[NET_ERR_LEN])
     fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { net_seterr(err, "socket: %s", strerror(errno)); goto fail; }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
         net_seterr(err, "cannot listen on %s:%d: %s", n->listen_host, n->cfg.listen_port,
                    strerror(errno));
         goto fail;
@@ -115,6 +116,88 @@ fail:
     return NET_ERR;
 }
 
+/* Which unauthenticated connection goes first when room is needed: one
+ * already refused (flushing its reason), then one whose hello has not come,
+ * then one that claimed an identity; the oldest within each. A handshake
+ * takes a few round trips, so the oldest is the likeliest to be stalling. */
+static int evict_rank(const struct conn *c)
+{
+    return c->state == CS_CLOSING ? 0 : !c->claimed ? 1 : 2;
+}
+
+/* Pre-authentication slots (the OpenSSH MaxStartups idea, without the random
+ * drop): at most NET_MAX_PENDING accepted connections may be unauthenticated at
+ * once, and at most NET_PREAUTH_PER_SOURCE from one source address. A new
+ * connection is never refused for want of a slot: it takes the slot of an
+ * older unauthenticated one (of its own source when that source is at its
+ * cap, else of the source holding most), which is told "busy" and closed, so
+ * holding slots cannot keep the peers a run expects out, and one source can
+ * only ever displace its own connections or those of a source holding more. */
+static void make_room(struct net_node *n, const char *src)
+{
+    for (;;) {
+        int mine = 0, total = 0;
+        for (struct conn *c = n->conns; c; c = c->next)
+            if (c->pending) {
+                total++;
+                mine += !strcmp(c->src, src);
+            }
+        if (mine < NET_PREAUTH_PER_SOURCE && total < NET_MAX_PENDING) return;
+        /* this source at its cap gives up one of its own; else a connection
+         * already refused goes first, then one of the source holding most */
+        const char *from = src;
+        struct conn *victim = NULL;
+        if (mine < NET_PREAUTH_PER_SOURCE) {
+            for (struct conn *c = n->conns; c; c = c->next)
+                if (c->pending && c->state == CS_CLOSING &&
+                    (!victim || c->accepted_at <= victim->accepted_at))
+                    victim = c;
+            if (victim) from = victim->src;
+            int most = 0;
+            for (struct conn *c = n->conns; c && !victim; c = c->next) {
+                if (!c->pending) continue;
+                int k = 0;
+                for (struct conn *d = n->conns; d; d = d->next) k += d->pending && !strcmp(d->src, c->src);
+                if (k > most) { most = k; from = c->src; }
+            }
+        }
+        for (struct conn *c = n->conns; c; c = c->next) {
+            if (!c->pending || strcmp(c->src, from)) continue;
+            if (!victim || evict_rank(c) < evict_rank(victim) ||
+                (evict_rank(c) == evict_rank(victim) && c->accepted_at <= victim->accepted_at))
+                victim = c;
+        }
+        if (!victim) return;
+        char msg[NET_ERR_LEN], who[96];
+        if (mine >= NET_PREAUTH_PER_SOURCE)
+            net_seterr(msg, "%s%s (%s) was dropped after %" PRId64 " ms to make room: %s holds %d "
+                       "unauthenticated connections, the most from one address", NET_BUSY_PREFIX,
+                       conn_who(victim, who, sizeof who), victim->addr,
+                       net_now_ms() - victim->accepted_at, src, NET_PREAUTH_PER_SOURCE);
+        else
+            net_seterr(msg, "%s%s (%s) was dropped after %" PRId64 " ms to make room: all %d slots "
+                       "for unauthenticated connections are taken", NET_BUSY_PREFIX,
+                       conn_who(victim, who, sizeof who), victim->addr,
+                       net_now_ms() - victim->accepted_at, NET_MAX_PENDING);
+        pthread_mutex_lock(&n->lk);
+        n->pre.evicted++;
+        pthread_mutex_unlock(&n->lk);
+        node_log_limited(n, "%s", msg + strlen(NET_BUSY_PREFIX));
+        if (victim->state != CS_CLOSING && !(victim->wq.head && victim->wq.head->off > 0)) {
+            /* best effort: tell it why, so a real peer retries knowing the reason */
+            struct net_op *ef = ctrl_frame(n, NET_T_ERROR, msg, (uint32_t)(strlen(msg) > NET_ERRMSG_MAX
+                                                                            ? NET_ERRMSG_MAX : strlen(msg)));
+            if (ef) {
+                struct iovec iov[2];
+                int cnt = frame_iov(ef, iov);
+                net_sendv(victim->fd, iov, cnt);
+                op_free_internal(ef);
+            }
+        }
+        conn_drop(victim, NET_DEAD, msg);
+    }
+}
+
 static void accept_cb(int fd, short what, void *arg)
 {
     struct net_node *n = arg;
@@ -129,21 +212,18 @@ static void accept_cb(int fd, short what, void *arg)
             return;
         }
         if (n->stopping) { close(cfd); continue; }
-        if (n->npending >= NET_MAX_PENDING) {
-            /* strangers cannot exhaust descriptors: each must finish the
-             * handshake within dead_ms, and only this many may try at once */
-            node_log(n, "refused a connection: %d unauthenticated connections pending",
-                     n->npending);
-            close(cfd);
-            continue;
-        }
         tune_socket(n, cfd);
         char host[256] = "?", serv[32] = "?", addr[300];
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(addr, sizeof addr, "%s:%s", host, serv);
+        make_room(n, host);
         struct conn *c = conn_new(n, cfd, 0, NULL, addr);
         if (!c) { close(cfd); continue; }
+        snprintf(c->src, sizeof c->src, "%s", host);
+        pthread_mutex_lock(&n->lk);
+        n->pre.accepted++;
+        pthread_mutex_unlock(&n->lk);
         conn_start(c);
     }
 }
@@ -518,19 +598,34 @@ static void tick_cb(int fd, short what, void *arg)
     (void)fd; (void)what;
     int64_t now = net_now_ms();
     if (n->stopping) return; /* the linger timer bounds the rest */
+    node_log_flush(n, now);
     for (struct conn *c = n->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == CS_CLOSING) {
             if (now >= c->close_at) conn_free(c);
             continue;
         }
+        if (conn_preauth(c) && now - c->accepted_at > n->cfg.handshake_ms) {
+            /* counted from accept, not from the last byte: dripping a header
+             * a byte at a time does not keep a slot */
+            char msg[NET_ERR_LEN], who[96];
+            net_seterr(msg, "%s (%s) did not finish the handshake within %d ms of connecting: "
+                       "dropped", conn_who(c, who, sizeof who), c->addr, n->cfg.handshake_ms);
+            pthread_mutex_lock(&n->lk);
+            n->pre.timed_out++;
+            pthread_mutex_unlock(&n->lk);
+            c->expired = 1;
+            conn_fatal(c, msg);
+            continue;
+        }
         if (c->rstate == RS_PAUSED) c->last_rx = now; /* we stopped reading, not the peer */
         if (c->state != CS_CONNECTING && now - c->last_rx > n->cfg.dead_ms) {
             char msg[NET_ERR_LEN];
+            char who[96];
             net_seterr(msg, "%s (%s) sent nothing for %" PRId64
-                     " ms (dead-peer timeout %d ms): declared dead",
-                     c->pr ? c->pr->name : "unidentified peer", c->addr, now - c->last_rx,
-                     n->cfg.dead_ms);
+                     " ms (dead-peer timeout %d ms): %s",
+                     conn_who(c, who, sizeof who), c->addr, now - c->last_rx,
+                     n->cfg.dead_ms, conn_preauth(c) ? "dropped" : "declared dead");
             conn_fail(c, NET_DEAD, msg);
             continue;
         }

@@ -29,6 +29,7 @@ void net_config_init(net_config *cfg)
     cfg->linger_ms = 1000;
     cfg->read_mode = NET_READ_DIRECT;
     cfg->direct_max = NET_DIRECT_MAX;
+    cfg->handshake_ms = NET_HANDSHAKE_MS;
 }
 
 void node_log(struct net_node *n, const char *fmt, ...)
@@ -45,9 +46,48 @@ void node_log(struct net_node *n, const char *fmt, ...)
         fprintf(stderr, "%s\n", msg);
 }
 
+void node_log_flush(struct net_node *n, int64_t now)
+{
+    if (now - n->log_window < 1000) return;
+    if (n->log_dropped)
+        node_log(n, "%" PRIu64 " more refusals of unauthenticated connections in the last %" PRId64
+                 " ms not logged (at most %d a second)", n->log_dropped, now - n->log_window,
+                 NET_REFUSAL_LOG_PER_S);
+    n->log_dropped = 0;
+    n->log_lines = 0;
+    n->log_window = now;
+}
+
+void node_log_limited(struct net_node *n, const char *fmt, ...)
+{
+    node_log_flush(n, net_now_ms());
+    if (n->log_lines >= NET_REFUSAL_LOG_PER_S) {
+        n->log_dropped++;
+        pthread_mutex_lock(&n->lk);
+        n->pre.suppressed++;
+        pthread_mutex_unlock(&n->lk);
+        return;
+    }
+    n->log_lines++;
+    char msg[NET_ERR_LEN + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    node_log(n, "%s", msg);
+}
+
+static unsigned peer_hash(net_peer_id id)
+{
+    uint32_t h = (uint32_t)id.role * 0x9E3779B1u ^ (uint32_t)id.stage * 0x85EBCA77u ^
+                 (uint32_t)id.replica * 0xC2B2AE3Du;
+    return (h ^ (h >> 15)) % NET_PEER_BUCKETS;
+}
+
 struct peer *peer_locked(struct net_node *n, net_peer_id id, int create)
 {
-    for (struct peer *p = n->peers; p; p = p->next)
+    unsigned b = peer_hash(id);
+    for (struct peer *p = n->bucket[b]; p; p = p->hnext)
         if (net_peer_eq(p->id, id)) return p;
     if (!create) return NULL;
     struct peer *p = calloc(1, sizeof *p);
@@ -58,6 +98,8 @@ struct peer *peer_locked(struct net_node *n, net_peer_id id, int create)
     net_peer_name(id, p->name, sizeof p->name);
     p->next = n->peers;
     n->peers = p;
+    p->hnext = n->bucket[b];
+    n->bucket[b] = p;
     return p;
 }
 
@@ -172,7 +214,7 @@ struct net_node *net_node_new(const net_config *cfg, char err[NET_ERR_LEN])
         return NULL;
     }
     if (cfg->max_payload > NET_MAX_PAYLOAD_CAP || cfg->heartbeat_ms <= 0 ||
-        cfg->dead_ms <= 0 || cfg->max_queued == 0 || cfg->max_unclaimed == 0) {
+        cfg->dead_ms <= 0 || cfg->handshake_ms <= 0 || cfg->max_queued == 0 || cfg->max_unclaimed == 0) {
         net_seterr(err, "net_node_new: bad config (max_payload <= 1 GiB, positive timeouts "
                    "and queue limits required)");
         return NULL;
@@ -342,6 +384,23 @@ int net_any_failed(struct net_node *n, net_peer_id *peer, char err[NET_ERR_LEN])
         }
     pthread_mutex_unlock(&n->lk);
     return found;
+}
+
+uint64_t net_refusals(struct net_node *n, net_peer_id peer, char why[NET_ERR_LEN])
+{
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, peer, 0);
+    uint64_t k = p ? p->refused : 0;
+    if (why) snprintf(why, NET_ERR_LEN, "%s", p ? p->refusal : "");
+    pthread_mutex_unlock(&n->lk);
+    return k;
+}
+
+void net_preauth_stats(struct net_node *n, net_preauth *st)
+{
+    pthread_mutex_lock(&n->lk);
+    *st = n->pre;
+    pthread_mutex_unlock(&n->lk);
 }
 
 int net_peer_stats(struct net_node *n, net_peer_id peer, net_stats *st)

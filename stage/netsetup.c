@@ -60,3 +60,29 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     }
     return 0;
 }
+
+int stage_accept_peer(void *arg, net_peer_id id, char *why)
+{
+    const stage_peers *sp = arg;
+    const topo *t = sp->t;
+    if (id.role != NET_ROLE_STAGE) {
+        snprintf(why, NET_ERR_LEN, "the coordinator never connects to %s", sp->self < 0 ? "a coordinator" : "a stage");
+        return 0;
+    }
+    if (id.stage >= t->n_stages) {
+        snprintf(why, NET_ERR_LEN, "stage %u is not in the topology %s (stages 0..%d)", id.stage, t->path,
+                 t->n_stages - 1);
+        return 0;
+    }
+    if (id.replica != 0) {
+        snprintf(why, NET_ERR_LEN, "stage %u replica %u is not in the topology %s (one replica per stage)", id.stage,
+                 id.replica, t->path);
+        return 0;
+    }
+    if (sp->self >= 0 && (id.stage == sp->self || !sp->inbound || !sp->inbound[id.stage])) {
+        snprintf(why, NET_ERR_LEN, "stage %u does not connect to stage %d in the topology %s", id.stage, sp->self,
+                 t->path);
+        return 0;
+    }
+    return 1;
+}

@@ -46,6 +46,8 @@ typedef struct {
     char *err;
     struct net_node *node;
     uint8_t secret[256];
+    stage_peers peers;     /* who may connect to this stage (net_config.accept_peer) */
+    uint8_t *inbound;      /* (P) flags: the lower neighbours, which connect to it */
     model_part *part;
     optim_adamw *opt;
     sched_schedule *sched;

@@ -205,6 +205,51 @@ static int is_neighbour(const rt *r, int j)
     return r->tied_buf && ((r->K == 0 && j == r->head_stage) || (r->K == r->head_stage && j == 0));
 }
 
+/* "stage 2 (host:port)" or "the coordinator (host:port)". */
+static const char *peer_where(const rt *r, net_peer_id id, const char *ch, int cp, char *buf, size_t cap)
+{
+    if (id.role == NET_ROLE_COORD) snprintf(buf, cap, "the coordinator (%s:%d)", ch, cp);
+    else snprintf(buf, cap, "stage %u (%s:%d)", id.stage, r->t->stages[id.stage].host, r->t->stages[id.stage].port);
+    return buf;
+}
+
+/* Waits until every neighbour and the coordinator are authenticated. A peer
+ * that refused us (another topology, another secret) or failed ends the wait
+ * at once with its reason; at the deadline the message names the first peer
+ * missing and what happened to connections claiming to be it. */
+static int await_peers(rt *r, const char *ch, int cp, int deadline_ms)
+{
+    net_peer_id ids[r->P + 1];
+    int n = 0;
+    char nerr[NET_ERR_LEN], w[400];
+    for (int j = 0; j < r->P; j++)
+        if (is_neighbour(r, j)) ids[n++] = net_stage_id((uint16_t)j, 0);
+    ids[n++] = net_coord_id();
+    double end = rt_now() + deadline_ms / 1e3;
+    for (;;) {
+        int waiting = -1;
+        for (int i = 0; i < n; i++) {
+            int st = net_peer_status(r->node, ids[i], nerr);
+            if (st == NET_OK) continue;
+            if (st != NET_PENDING)
+                return rt_fail(r, "%s: %s", peer_where(r, ids[i], ch, cp, w, sizeof w), nerr), 1;
+            if (waiting < 0) waiting = i;
+        }
+        if (waiting < 0) return 0;
+        if (rt_now() >= end) {
+            char why[NET_ERR_LEN];
+            uint64_t k = net_refusals(r->node, ids[waiting], why);
+            if (k)
+                return rt_fail(r, "%s did not come up within %d ms: %llu connections claiming to be it were "
+                               "refused, the last: %.300s", peer_where(r, ids[waiting], ch, cp, w, sizeof w),
+                               deadline_ms, (unsigned long long)k, why), 1;
+            return rt_fail(r, "%s did not come up within %d ms (no connection claiming to be it arrived)",
+                           peer_where(r, ids[waiting], ch, cp, w, sizeof w), deadline_ms), 1;
+        }
+        net_wait_peer(r->node, ids[waiting], 100, nerr);
+    }
+}
+
 /* Listens, connects (lower stage index connects to higher) and waits until every
  * neighbour and the coordinator are authenticated. */
 static int setup_net(rt *r)
@@ -215,6 +260,11 @@ static int setup_net(rt *r)
     char nerr[NET_ERR_LEN];
     if (stage_net_config(&cfg, t, net_stage_id((uint16_t)r->K, 0), r->o->run_id, r->o->peer_timeout_ms, r->secret, r->err))
         return 2;
+    r->inbound = xcalloc((size_t)r->P, 1);
+    for (int j = 0; j < r->K; j++) r->inbound[j] = (uint8_t)is_neighbour(r, j);
+    r->peers = (stage_peers){ t, r->K, r->inbound };
+    cfg.accept_peer = stage_accept_peer;
+    cfg.accept_arg = &r->peers;
     cfg.listen_host = st->host;
     cfg.listen_port = st->port;
     cfg.connect_deadline_ms = r->o->connect_timeout_ms > 0 ? r->o->connect_timeout_ms : 60000;
@@ -225,12 +275,7 @@ static int setup_net(rt *r)
     const char *ch = r->o->coord_host ? r->o->coord_host : t->coordinator.host;
     int cp = r->o->coord_port > 0 ? r->o->coord_port : t->coordinator.port;
     if (net_connect(r->node, net_coord_id(), ch, cp, nerr)) return rt_fail(r, "connecting to the coordinator: %s", nerr), 1;
-    for (int j = 0; j < r->P; j++)
-        if (is_neighbour(r, j) && net_wait_peer(r->node, net_stage_id((uint16_t)j, 0), cfg.connect_deadline_ms, nerr) != NET_OK)
-            return rt_fail(r, "stage %d (%s:%d) did not come up: %s", j, t->stages[j].host, t->stages[j].port, nerr), 1;
-    if (net_wait_peer(r->node, net_coord_id(), cfg.connect_deadline_ms, nerr) != NET_OK)
-        return rt_fail(r, "the coordinator (%s:%d) did not come up: %s", ch, cp, nerr), 1;
-    return 0;
+    return await_peers(r, ch, cp, cfg.connect_deadline_ms);
 }
 
 static int checkpoint(rt *r)
@@ -332,7 +377,7 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     free(r->x); free(r->y); free(r->loss_mb); free(r->tied_buf);
     free(r->sq); free(r->normbuf);
     rt_trace_free(r);
-    free(r->pend);
+    free(r->pend); free(r->inbound);
     free(r);
     return rc;
 }

@@ -46,4 +46,19 @@ uint64_t stage_max_payload(const topo *t);
 int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t run_id,
                      int peer_timeout_ms, uint8_t *secret_buf, char *err);
 
+/* Who may connect to a process of this run (net_config.accept_peer): the
+ * coordinator (self -1) takes every stage of the topology; stage `self` takes
+ * the stages marked in inbound (n_stages flags: its lower neighbours, which
+ * connect to it). Replica 0 only; the coordinator never connects inbound. */
+typedef struct {
+    const topo *t;
+    int self;
+    const uint8_t *inbound;
+} stage_peers;
+
+/* net_config.accept_peer for a stage_peers arg: 1 when id may connect, else 0
+ * with the reason in why (NET_ERR_LEN), e.g. "stage 6 is not in the topology
+ * t.json (stages 0..1)". Called on the network thread; reads only. */
+int stage_accept_peer(void *arg, net_peer_id id, char *why);
+
 #endif

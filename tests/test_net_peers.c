@@ -5,6 +5,7 @@
  * round trips and hostile frames are in test_net.c. No timing thresholds:
  * timeouts below are only there so that a broken build fails instead of hanging. */
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 
 #include "tests/net_fixture.h"
@@ -168,15 +169,165 @@ static void test_config_and_limits(void)
     c.listen_port = net_node_port(a);
     CU_ASSERT_PTR_NULL(net_node_new(&c, err)); /* address in use */
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot listen on 127.0.0.1"));
-    /* at most NET_MAX_PENDING unauthenticated connections; the next is closed */
-    int fds[NET_MAX_PENDING + 1];
-    for (int i = 0; i < NET_MAX_PENDING + 1; i++) fds[i] = fake_open(net_node_port(a));
+    /* at most NET_PREAUTH_PER_SOURCE unauthenticated connections from one
+     * address: the next takes the oldest one's slot, which is told "busy" */
+    int fds[NET_PREAUTH_PER_SOURCE + 1];
     net_hdr h;
     uint8_t buf[512];
-    CU_ASSERT_EQUAL(get_frame(fds[0], &h, buf, sizeof buf), 0); /* a hello: being served */
-    CU_ASSERT_EQUAL(h.type, NET_T_HELLO);
-    CU_ASSERT_EQUAL(get_frame(fds[NET_MAX_PENDING], &h, buf, sizeof buf), -1); /* refused */
-    for (int i = 0; i < NET_MAX_PENDING + 1; i++) close(fds[i]);
+    for (int i = 0; i < NET_PREAUTH_PER_SOURCE + 1; i++) {
+        fds[i] = fake_open(net_node_port(a));
+        CU_ASSERT_EQUAL(get_frame(fds[i], &h, buf, sizeof buf), 0); /* a hello: being served */
+        CU_ASSERT_EQUAL(h.type, NET_T_HELLO);
+    }
+    CU_ASSERT(expect_error(fds[0], "busy: "));
+    net_preauth pa;
+    net_preauth_stats(a, &pa);
+    CU_ASSERT_EQUAL(pa.evicted, 1);
+    CU_ASSERT_EQUAL(pa.pending, NET_PREAUTH_PER_SOURCE);
+    for (int i = 0; i < NET_PREAUTH_PER_SOURCE + 1; i++) close(fds[i]);
+    net_node_free(a);
+}
+
+/* --- strangers (issue #17) ------------------------------------------------- */
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+static atomic_long lines;
+static void count_cb(void *arg, const char *line) { (void)arg; (void)line; lines++; }
+
+/* 10,000 hellos naming fresh identities, none authenticating: no memory kept
+ * per identity, a bounded number of log lines, and the node still serves. */
+static void test_stranger_flood(void)
+{
+    char err[NET_ERR_LEN];
+    net_config c;
+    cfg_for(&c, net_stage_id(0, 0));
+    c.log = count_cb;
+    struct net_node *a = node_or_die(&c);
+    int port = net_node_port(a);
+    enum { N = 10000 };
+    long rss0 = 0;
+    lines = 0;
+    for (int i = 0; i < N; i++) {
+        if (i == 500) rss0 = rss_kb(); /* after the allocator's first growth */
+        struct fake f = { .id = net_stage_id((uint16_t)(100 + i), (uint16_t)(i % 7)) };
+        f.fd = fake_open(port);
+        if (f.fd < 0) continue;
+        net_hdr h;
+        uint8_t buf[512];
+        get_frame(f.fd, &h, buf, sizeof buf); /* the node's hello (paces the flood: no SYN backlog) */
+        net_hello me = { .version = NET_VERSION, .id = f.id, .run_id = 7 };
+        memset(me.topo_hash, 0xAB, NET_HASH_LEN);
+        net_random(me.nonce, NET_NONCE_LEN);
+        net_hello_encode(f.mine, &me);
+        put_frame(f.fd, NET_T_HELLO, f.id, (net_key){ 0 }, NET_HELLO_LEN,
+                  net_crc32c(0, f.mine, NET_HELLO_LEN), f.mine, NET_HELLO_LEN);
+        close(f.fd);
+    }
+    usleep(300000);
+    long rss1 = rss_kb();
+    net_preauth pa;
+    net_preauth_stats(a, &pa);
+    printf("\n  %d strangers: RSS %ld -> %ld kB, %ld log lines, %llu refusals not logged, "
+           "peak %d pending\n", N, rss0, rss1, (long)lines, (unsigned long long)pa.suppressed,
+           pa.pending_max);
+    CU_ASSERT(rss1 - rss0 < 2048);           /* a record each would be 16 MB */
+    CU_ASSERT(lines < 1000);                 /* one each would be 10,000 */
+    CU_ASSERT(pa.pending_max <= NET_PREAUTH_PER_SOURCE);
+    CU_ASSERT_EQUAL(net_peer_status(a, net_stage_id(100, 0), NULL), NET_PENDING);
+    /* and a real peer still gets in */
+    struct fake g = { .id = net_stage_id(1, 0) };
+    ST(fake_handshake(&g, port, SECRET, 0), 0);
+    ST(net_wait_peer(a, g.id, 5000, err), NET_OK);
+    close(g.fd);
+    net_node_free(a);
+}
+
+/* Only the identities the validator accepts may authenticate; the check comes
+ * before any lookup, and the node does not count the stranger as a failed peer. */
+static int only_0_1(void *arg, net_peer_id id, char *why)
+{
+    (void)arg;
+    if (id.role == NET_ROLE_STAGE && id.stage <= 1 && id.replica == 0) return 1;
+    snprintf(why, NET_ERR_LEN, "stage %u is not in the topology", id.stage);
+    return 0;
+}
+
+static void test_identity_checked(void)
+{
+    char err[NET_ERR_LEN];
+    net_config c;
+    cfg_for(&c, net_stage_id(0, 0));
+    c.accept_peer = only_0_1;
+    struct net_node *a = node_or_die(&c);
+    log_clear();
+    net_peer_id six = net_stage_id(6, 0), one = net_stage_id(1, 0);
+    CU_ASSERT_EQUAL(net_peer_status(a, one, NULL), NET_PENDING);
+    ST(net_wait_peer(a, one, 0, err), NET_TIMEOUT); /* a record for stage 1: refusals are counted */
+    /* holds the secret, claims stage 6: refused at its hello, before its proof */
+    int fd = fake_open(net_node_port(a));
+    net_hello me = { .version = NET_VERSION, .id = six, .run_id = 7 };
+    uint8_t hb[NET_HELLO_LEN];
+    memset(me.topo_hash, 0xAB, NET_HASH_LEN);
+    net_random(me.nonce, NET_NONCE_LEN);
+    net_hello_encode(hb, &me);
+    put_frame(fd, NET_T_HELLO, six, (net_key){ 0 }, NET_HELLO_LEN, net_crc32c(0, hb, NET_HELLO_LEN),
+              hb, NET_HELLO_LEN);
+    CU_ASSERT(expect_error(fd, "stage 6 is not in the topology"));
+    close(fd);
+    struct fake w = { .id = one }; /* stage 1 without the secret */
+    fake_handshake(&w, net_node_port(a), "not-the-right-secret-xx", 0);
+    CU_ASSERT(expect_error(w.fd, "authentication failed"));
+    close(w.fd);
+    usleep(100000);
+    CU_ASSERT(log_has("unauthenticated connection from 127.0.0.1:"));
+    CU_ASSERT(log_has("claiming stage 6: refused: stage 6 is not in the topology"));
+    CU_ASSERT(log_has("unauthenticated peer claiming stage 1 (127.0.0.1:"));
+    net_peer_id who;
+    CU_ASSERT_FALSE(net_any_failed(a, &who, err));
+    CU_ASSERT_EQUAL(net_refusals(a, one, err), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "authentication failed"));
+    CU_ASSERT_EQUAL(net_refusals(a, six, NULL), 0); /* no record for a stranger */
+    struct fake g = { .id = one };
+    ST(fake_handshake(&g, net_node_port(a), SECRET, 0), 0);
+    ST(net_wait_peer(a, one, 5000, err), NET_OK);
+    close(g.fd);
+    net_node_free(a);
+}
+
+/* A stranger dripping a header keeps no slot past the handshake deadline. */
+static void test_handshake_deadline(void)
+{
+    net_config c;
+    cfg_for(&c, net_stage_id(0, 0));
+    c.handshake_ms = 1000;
+    c.dead_ms = 3000;
+    struct net_node *a = node_or_die(&c);
+    log_clear();
+    int fd = fake_open(net_node_port(a));
+    uint8_t hdr[NET_HDR_LEN] = { 0 }, buf[512];
+    int closed = 0;
+    for (int i = 0; i < 30 && !closed; i++) { /* a byte every 200 ms, for up to 6 s */
+        if (send(fd, hdr + i % NET_HDR_LEN, 1, MSG_NOSIGNAL) < 0) closed = 1;
+        usleep(200000);
+        ssize_t r;
+        while ((r = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {}
+        if (r == 0 || (r < 0 && errno != EAGAIN)) closed = 1;
+    }
+    CU_ASSERT(closed);
+    CU_ASSERT(log_has("did not finish the handshake within 1000 ms"));
+    net_preauth pa;
+    net_preauth_stats(a, &pa);
+    CU_ASSERT_EQUAL(pa.timed_out, 1);
+    close(fd);
     net_node_free(a);
 }
 
@@ -345,6 +496,9 @@ int main(void)
         { "connect retry and deadline", test_connect_retry_and_deadline },
         { "config errors, busy address, stranger flood", test_config_and_limits },
         { "early sends, heartbeats, silent stranger", test_early_sends_and_heartbeats },
+        { "10,000 strangers: bounded memory and log", test_stranger_flood },
+        { "identities checked before lookup", test_identity_checked },
+        { "handshake deadline from accept", test_handshake_deadline },
         { "bounded memory", test_bounded_memory },
         { "cancel a half-written send", test_cancel_half_written_send },
         { "shutdown with messages in flight", test_shutdown_in_flight },

@@ -7,7 +7,9 @@
 # at fixed points of the checkpoint writes (no complete checkpoint ever
 # damaged, latest always complete, --resume exact), --insecure, 1000 bits
 # flipped in flight by a proxy (all detected), and a link cut in network namespaces
-# (tests/chaos/linkcut.sh; skipped where namespaces cannot be created).
+# (tests/chaos/linkcut.sh; skipped where namespaces cannot be created), and a
+# stage flooded with unauthenticated hellos and dripping connections while it
+# trains (memory flat, step time within 20%).
 # CHAOS_TRIALS=N changes the number of kill trials. About 5 minutes on 2 cores.
 set -u
 cd "$(dirname "$0")/../.."
@@ -25,6 +27,8 @@ chaos_ckpt_kills "$N"
 chaos_insecure
 chaos_ckpt_fault_points $(seq 1 15)
 chaos_flips 1000
+echo "== strangers flooding a training stage (issue #17)"
+chaos_flood
 echo "== link cut (network namespaces)"
 timeout -k 10 200 bash tests/chaos/linkcut.sh; rc=$?
 [ $rc -eq 0 ] || [ $rc -eq 77 ] || fail=1   # 77: skipped (no namespaces here)
