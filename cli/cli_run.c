@@ -171,6 +171,10 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    if ((rc = cli_secret_check("run", &t))) {
+        topo_free(&t);
+        return rc;
+    }
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
     if (t.n_stages > 1) {
