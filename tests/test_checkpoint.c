@@ -41,7 +41,7 @@ static void save(const topo *t, model_part *p, optim_adamw *o, long step)
     snprintf(dir, sizeof dir, "%s/step-%ld", root, step);
     run_ckpt_state st = { step, 0xfeedfacecafebeefull + (uint64_t)step };
     CU_ASSERT_FATAL(run_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
-    CU_ASSERT_FATAL(run_ckpt_commit(dir, t, step, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit(dir, t, step, NULL, err) == 0);
 }
 
 static void test_roundtrip(void)
@@ -55,7 +55,7 @@ static void test_roundtrip(void)
     save(&t, p, o, 7);
     char err[ERR_LEN];
     run_ckpt c;
-    int rc = run_ckpt_open(&c, root, err); /* via checkpoints/latest */
+    int rc = run_ckpt_open(&c, root, NULL, err); /* via checkpoints/latest */
     if (rc) fprintf(stderr, "%s\n", err);
     CU_ASSERT_FATAL(rc == 0);
     CU_ASSERT(c.step == 7 && c.n_stages == 1 && c.cfg.dim == 32);
@@ -97,7 +97,7 @@ static void test_prune_and_tamper(void)
     snprintf(path, sizeof path, "%s/step-30/COMPLETE", root);
     CU_ASSERT(stat(path, &sb) == 0);
     run_ckpt c;
-    CU_ASSERT_FATAL(run_ckpt_open(&c, root, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_open(&c, root, NULL, err) == 0);
     CU_ASSERT(c.step == 30);
     run_ckpt_close(&c);
     /* a flipped byte in the optimizer shard is found by its checksum */
@@ -110,13 +110,13 @@ static void test_prune_and_tamper(void)
     fputc(ch ^ 0x40, f);
     fclose(f);
     snprintf(path, sizeof path, "%s/step-30", root);
-    CU_ASSERT(run_ckpt_open(&c, path, err) == -1);
+    CU_ASSERT(run_ckpt_open(&c, path, NULL, err) == -1);
     CU_ASSERT(strstr(err, "SHA-256 mismatch") && strstr(err, "stage-0.optim.safetensors"));
     /* the marker is what makes a checkpoint exist */
     snprintf(path, sizeof path, "%s/step-20/COMPLETE", root);
     unlink(path);
     snprintf(path, sizeof path, "%s/step-20", root);
-    CU_ASSERT(run_ckpt_open(&c, path, err) == -1);
+    CU_ASSERT(run_ckpt_open(&c, path, NULL, err) == -1);
     CU_ASSERT(strstr(err, "incomplete") != NULL);
     model_part_free(p); optim_free(o);
     topo_free(&t);
