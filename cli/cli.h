@@ -24,9 +24,11 @@ int cli_wants_help(int argc, char **argv, const char *text);
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 /* Opens and verifies a checkpoint and builds a part holding every unit with its
- * weights, for micro-batches of up to max_batch sequences. Returns NULL with a
- * message in err. */
-model_part *cli_load_model(const char *path, size_t max_batch, run_ckpt *ck, char *err);
+ * weights, for micro-batches of up to max_batch sequences. The key that checks
+ * the manifest's HMAC comes from secret_file, else $PIPETRAIN_SECRET (neither:
+ * an HMAC present is not checked, and a note says so on stderr). Returns NULL
+ * with a message in err (bad input: exit 2). */
+model_part *cli_load_model(const char *path, const char *secret_file, size_t max_batch, run_ckpt *ck, char *err);
 
 /* What `pipetrain run` passes to the launcher of a multi-stage topology. The
  * strings are as the user gave them: every stage process gets the same

@@ -53,9 +53,21 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
     return 0;
 }
 
-model_part *cli_load_model(const char *path, size_t max_batch, run_ckpt *ck, char *err)
+model_part *cli_load_model(const char *path, const char *secret_file, size_t max_batch, run_ckpt *ck, char *err)
 {
-    if (run_ckpt_open(ck, path, err)) return NULL;
+    run_ckpt_key key;
+    if (run_ckpt_key_load(&key, secret_file, err)) {
+        char e2[ERR_LEN];
+        snprintf(e2, sizeof e2, "%s: %s", secret_file ? "--secret-file" : "$" RUN_CKPT_SECRET_ENV, err);
+        memcpy(err, e2, ERR_LEN);
+        return NULL;
+    }
+    int rc = run_ckpt_open(ck, path, &key, err);
+    explicit_bzero(&key, sizeof key);
+    if (rc) return NULL;
+    if (ck->hmac_unverified)
+        fprintf(stderr, "pipetrain: note: %s: its manifest carries an HMAC (the run had a secret) that was not "
+                        "checked: pass --secret-file FILE or set %s to check it\n", ck->dir, RUN_CKPT_SECRET_ENV);
     int n = model_n_units(&ck->cfg);
     int *units = xmalloc((size_t)n * sizeof(int));
     for (int i = 0; i < n; i++) units[i] = i;

@@ -21,6 +21,7 @@
 #include "coord/coord.h"
 #include "run/run.h"
 #include "run/run_metrics.h"
+#include "net/net.h"
 #include "stage/proto.h"
 
 #include <arpa/inet.h>
@@ -452,6 +453,20 @@ int cli_insecure_check(const char *cmd, const topo *t, int insecure)
                     "well-known one: anyone who can reach these ports can join the run or inject messages\n", cmd);
     setenv(PROTO_SECRET_ENV, "pipetrain --insecure: a well-known secret, no protection", 1);
     return 0;
+}
+
+int cli_secret_check(const char *cmd, const topo *t)
+{
+    uint8_t buf[256];
+    size_t len;
+    char nerr[NET_ERR_LEN];
+    if (!t->secret_file && !getenv(PROTO_SECRET_ENV)) return 0;
+    int rc = net_secret_load(t->secret_file, PROTO_SECRET_ENV, buf, sizeof buf, &len, nerr);
+    explicit_bzero(buf, sizeof buf);
+    if (rc == NET_OK) return 0;
+    fprintf(stderr, "pipetrain %s: %s: %s: %s\n", cmd, t->path, t->secret_file ? "secret_file" : "$" PROTO_SECRET_ENV,
+            nerr);
+    return 2;
 }
 
 int cli_launch(const topo *t, const cli_launch_opts *o)

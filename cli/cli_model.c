@@ -10,23 +10,33 @@
 
 #include <math.h>
 
+#define SECRET_HELP                                                                          \
+    "\n"                                                                                     \
+    "Every file of the checkpoint is verified first. --secret-file F (default\n"               \
+    "$PIPETRAIN_SECRET) is the training run's secret: with it the manifest's HMAC is\n"        \
+    "required and checked, so a checkpoint changed by someone without the secret is\n"        \
+    "refused.\n"
+
 static const char eval_help[] =
-    "usage: pipetrain eval CHECKPOINT --data FILE [--val-fraction F] [--json]\n"
+    "usage: pipetrain eval CHECKPOINT --data FILE [--val-fraction F] [--json] [--secret-file F]\n"
     "\n"
     "Mean cross-entropy over the validation split of FILE (its last F, default the\n"
     "fraction the checkpoint was trained with), in contiguous non-overlapping windows\n"
-    "of seq_len+1 tokens from the split's start. --json prints {\"loss\", \"tokens\"}.\n";
+    "of seq_len+1 tokens from the split's start. --json prints {\"loss\", \"tokens\"}.\n"
+    SECRET_HELP;
 static const char sample_help[] =
     "usage: pipetrain sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T]\n"
-    "                        [--top-k K] [--seed S]\n"
+    "                        [--top-k K] [--seed S] [--secret-file F]\n"
     "\n"
     "Generates N (default 200) byte tokens after TEXT (default a newline) and prints\n"
-    "them. Temperature 0 picks the most likely token; top-k 0 keeps every token.\n";
+    "them. Temperature 0 picks the most likely token; top-k 0 keeps every token.\n"
+    SECRET_HELP;
 static const char export_help[] =
-    "usage: pipetrain export CHECKPOINT --out DIR\n"
+    "usage: pipetrain export CHECKPOINT --out DIR [--secret-file F]\n"
     "\n"
     "Writes DIR/model.safetensors (every stage's tensors merged, Hugging Face LLaMA\n"
-    "names) and DIR/config.json (LlamaForCausalLM), loadable without conversion.\n";
+    "names) and DIR/config.json (LlamaForCausalLM), loadable without conversion.\n"
+    SECRET_HELP;
 
 /* The val_fraction recorded in the checkpoint's topology, or 0.1. */
 static double ckpt_val_fraction(const run_ckpt *c)
@@ -38,13 +48,14 @@ static double ckpt_val_fraction(const run_ckpt *c)
 int cli_eval_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv, eval_help)) return 0;
-    const char *ckpt = NULL, *data = NULL;
+    const char *ckpt = NULL, *data = NULL, *secret = NULL;
     int json = 0;
     double vf = -1;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--data")) { if (!v) return cli_usage_error("eval", "--data expects a file"); data = argv[++i]; }
+        else if (!strcmp(argv[i], "--secret-file")) { if (!v) return cli_usage_error("eval", "--secret-file expects a file"); secret = argv[++i]; }
         else if (!strcmp(argv[i], "--val-fraction")) { if (cli_parse_double("eval", "--val-fraction", v, 0, 0.999999, &vf)) return 2; i++; }
         else if (argv[i][0] == '-') return cli_usage_error("eval", "unknown option '%s'", argv[i]);
         else if (!ckpt) ckpt = argv[i];
@@ -53,7 +64,7 @@ int cli_eval_main(int argc, char **argv)
     if (!ckpt || !data) return cli_usage_error("eval", "CHECKPOINT and --data FILE are required");
     char err[ERR_LEN];
     run_ckpt ck;
-    model_part *p = cli_load_model(ckpt, 16, &ck, err);
+    model_part *p = cli_load_model(ckpt, secret, 16, &ck, err);
     if (!p) { fprintf(stderr, "pipetrain eval: %s\n", err); return 2; }
     data_set d;
     int rc = 0;
@@ -101,12 +112,13 @@ static int pick(const float *logits, int V, double temp, int top_k, rng_t *r, do
 int cli_sample_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv, sample_help)) return 0;
-    const char *ckpt = NULL, *prompt = "\n";
+    const char *ckpt = NULL, *prompt = "\n", *secret = NULL;
     long ntok = 200, top_k = 0, seed = 1;
     double temp = 1.0;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--prompt")) { if (!v) return cli_usage_error("sample", "--prompt expects text"); prompt = argv[++i]; }
+        else if (!strcmp(s, "--secret-file")) { if (!v) return cli_usage_error("sample", "--secret-file expects a file"); secret = argv[++i]; }
         else if (!strcmp(s, "--tokens")) { if (cli_parse_long("sample", s, v, 0, 100000000, &ntok)) return 2; i++; }
         else if (!strcmp(s, "--top-k")) { if (cli_parse_long("sample", s, v, 0, 1 << 20, &top_k)) return 2; i++; }
         else if (!strcmp(s, "--seed")) { if (cli_parse_long("sample", s, v, 0, 0x7fffffffffffffffL, &seed)) return 2; i++; }
@@ -118,7 +130,7 @@ int cli_sample_main(int argc, char **argv)
     if (!ckpt) return cli_usage_error("sample", "a CHECKPOINT is required");
     char err[ERR_LEN];
     run_ckpt ck;
-    model_part *p = cli_load_model(ckpt, 1, &ck, err);
+    model_part *p = cli_load_model(ckpt, secret, 1, &ck, err);
     if (!p) { fprintf(stderr, "pipetrain sample: %s\n", err); return 2; }
     if (ck.cfg.vocab_size < 256) {
         fprintf(stderr, "pipetrain sample: %s: vocabulary of %d is not byte-level\n", ck.dir, ck.cfg.vocab_size);
@@ -155,9 +167,10 @@ int cli_sample_main(int argc, char **argv)
 int cli_export_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv, export_help)) return 0;
-    const char *ckpt = NULL, *out = NULL;
+    const char *ckpt = NULL, *out = NULL, *secret = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--out")) { if (i + 1 >= argc) return cli_usage_error("export", "--out expects a directory"); out = argv[++i]; }
+        if (!strcmp(argv[i], "--secret-file")) { if (i + 1 >= argc) return cli_usage_error("export", "--secret-file expects a file"); secret = argv[++i]; }
+        else if (!strcmp(argv[i], "--out")) { if (i + 1 >= argc) return cli_usage_error("export", "--out expects a directory"); out = argv[++i]; }
         else if (argv[i][0] == '-') return cli_usage_error("export", "unknown option '%s'", argv[i]);
         else if (!ckpt) ckpt = argv[i];
         else return cli_usage_error("export", "unexpected argument '%s'", argv[i]);
@@ -165,7 +178,7 @@ int cli_export_main(int argc, char **argv)
     if (!ckpt || !out) return cli_usage_error("export", "CHECKPOINT and --out DIR are required");
     char err[ERR_LEN], path[4200];
     run_ckpt ck;
-    model_part *p = cli_load_model(ckpt, 1, &ck, err);
+    model_part *p = cli_load_model(ckpt, secret, 1, &ck, err);
     if (!p) { fprintf(stderr, "pipetrain export: %s\n", err); return 2; }
     int rc = 1;
     st_entry *e = xcalloc((size_t)p->n_tensors, sizeof *e);

@@ -22,6 +22,14 @@ typedef struct {
  * "pipetrain CMD: ..." when the run must be refused. */
 int cli_insecure_check(const char *cmd, const topo *t, int insecure);
 
+/* secret_file (issue 17): when t names a secret_file, or $PIPETRAIN_SECRET is
+ * set, loads it once up front (non-blocking: a FIFO does not hang) so that a
+ * missing file, a FIFO, a directory, a symbolic link, a file others may read
+ * or a short secret is bad input for run and stage alike. Returns 0, or 2
+ * after printing "pipetrain CMD: TOPOLOGY: secret_file: ..." naming the file
+ * and what is wrong. Main thread, before anything starts. */
+int cli_secret_check(const char *cmd, const topo *t);
+
 /* cli_launch with resuming and restarts. When an attempt fails because of a
  * stage (dead, silent, timed out; not bad input, a diverged loss or an
  * interrupt), every stage is stopped and reaped, a {"event": "restart", ...}

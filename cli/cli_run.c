@@ -198,6 +198,10 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    if ((rc = cli_secret_check("run", &t))) {
+        topo_free(&t);
+        return rc;
+    }
     sched_schedule *sched = NULL; /* what the stages will build: refuse it before any starts */
     if (topo_build_schedule(&t, NULL, &sched, err)) {
         fprintf(stderr, "pipetrain run: %s\n", err);

@@ -103,7 +103,8 @@ int cli_stage_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
-    int rc = cli_insecure_check("stage", &t, insecure);
+    int rc = cli_secret_check("stage", &t);
+    if (!rc) rc = cli_insecure_check("stage", &t, insecure);
     if (rc) { topo_free(&t); return rc; }
     for (int n = 0;; n++) {
         rc = stage_run(&t, &o, err);

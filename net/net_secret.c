@@ -1,7 +1,8 @@
 /* net_secret.c — loading the shared authentication secret from a private file
- * or an environment variable. It refuses files that group or others could read
- * or write, and secrets too short to resist guessing. It does not generate or
- * store secrets. */
+ * or an environment variable. It refuses anything but a regular file (opened
+ * non-blocking, so a FIFO cannot hang the caller; a symbolic link is refused),
+ * files that group or others could read or write, and secrets too short to
+ * resist guessing. It does not generate or store secrets. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -33,12 +34,26 @@ int net_secret_load(const char *path, const char *env, uint8_t *buf, size_t cap,
         memcpy(buf, v, n);
         return finish(buf, n, len, env, err);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return net_seterr(err, "%s: %s", path, strerror(errno));
+    /* O_NONBLOCK: opening a FIFO without a writer would block forever */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && errno == ELOOP)
+        return net_seterr(err, "%s: is a symbolic link; name the secret file itself", path);
+    if (fd < 0 && errno == ENOENT) return net_seterr(err, "%s: no such file", path);
+    if (fd < 0) return net_seterr(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
         close(fd);
-        return net_seterr(err, "%s: not a regular file", path);
+        return net_seterr(err, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        const char *what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                         : S_ISSOCK(st.st_mode) ? "a socket" : "a device or special file";
+        close(fd);
+        return net_seterr(err, "%s: is %s; the secret must be a regular file", path, what);
+    }
+    if (fcntl(fd, F_SETFL, 0) < 0) { /* a regular file: plain blocking reads */
+        close(fd);
+        return net_seterr(err, "%s: fcntl: %s", path, strerror(errno));
     }
     if (st.st_mode & 077) {
         close(fd);

@@ -35,7 +35,9 @@ int run_start_point(const topo *t, const char *out, const run_start_opts *o, lon
     int have = !o->resume && access(latest, F_OK) != 0 ? 0 : 1;
     if (have) {
         run_ckpt c;
-        if (run_ckpt_open(&c, root, err)) {
+        run_ckpt_key key;
+        if (run_ckpt_key_for(&key, t, err)) return 2;
+        if (run_ckpt_open(&c, root, &key, err)) {
             if (o->resume) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
             return 2;
         }
@@ -101,8 +103,9 @@ int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *
     char dir[4200];
     run_ckpt c;
     run_ckpt_state st;
+    run_ckpt_key key;
     run_ckpt_step_dir(t, out_dir, steps, dir, sizeof dir);
-    if (run_ckpt_open(&c, dir, err)) return -1;
+    if (run_ckpt_key_for(&key, t, err) || run_ckpt_open(&c, dir, &key, err)) return -1;
     int rc = run_ckpt_load_units(&c, p, o, &st, err);
     run_ckpt_close(&c);
     if (rc) return -1;
@@ -136,6 +139,7 @@ struct run_log {
     double t0, train_s;      /* opened at; seconds of the steps recorded */
     long done;               /* steps taken (1-based), first_step included */
     double loss, val;        /* the last training and validation losses */
+    run_ckpt_key key;        /* authenticates the checkpoints committed (from t's secret) */
     run_stage_stats *stats;  /* (n_stages) */
     long *pids;              /* (n_stages) */
     json_t *timing;
@@ -144,12 +148,14 @@ struct run_log {
 
 run_log *run_log_open(const topo *t, const run_log_opts *o, char *err)
 {
-    if (run_mkdirs(o->out_dir, err)) return NULL;
+    run_ckpt_key key;
+    if (run_ckpt_key_for(&key, t, err) || run_mkdirs(o->out_dir, err)) return NULL;
     run_metrics *m = run_metrics_open(o->out_dir, o->append, err);
     if (!m) return NULL;
     run_log *l = xcalloc(1, sizeof *l);
     l->t = t;
     l->o = *o;
+    l->key = key;
     l->metrics = m;
     l->t0 = base_now();
     l->done = o->first_step;
@@ -192,7 +198,7 @@ int run_log_checkpoint(run_log *l, long steps, char *err)
     char root[4096], dir[4200], cerr[ERR_LEN];
     run_ckpt_root(l->t, l->o.out_dir, root, sizeof root);
     snprintf(dir, sizeof dir, "%s/step-%ld", root, steps);
-    if (run_ckpt_commit(dir, l->t, steps, cerr) || run_ckpt_prune(root, l->t->checkpoint.keep, cerr))
+    if (run_ckpt_commit(dir, l->t, steps, &l->key, cerr) || run_ckpt_prune(root, l->t->checkpoint.keep, cerr))
         return seterr(err, "checkpoint at step %ld: %s", steps, cerr);
     run_progress_note(&l->progress, "checkpoint: %s", dir);
     return 0;
@@ -288,6 +294,7 @@ void run_log_free(run_log *l)
     run_metrics_close(l->metrics);
     json_decref(l->timing);
     free(l->trace);
+    explicit_bzero(&l->key, sizeof l->key);
     free(l->stats);
     free(l->pids);
     free(l);

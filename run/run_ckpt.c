@@ -1,6 +1,7 @@
 /* run_ckpt.c — writing, verifying and loading checkpoints (see run_ckpt.h). */
 #include "run/run_ckpt.h"
 #include "model/safetensors.h"
+#include "run/run_ckpt_int.h"
 #include "model/util.h"
 #include "run/run_metrics.h"
 
@@ -63,7 +64,7 @@ static void fault_point(void)
     if (left > 0 && --left == 0) raise(SIGKILL);
 }
 
-static void shard_names(char *params, char *optim, size_t n, int stage)
+void ckpt_shard_names(char *params, char *optim, size_t n, int stage)
 {
     snprintf(params, n, "stage-%d.safetensors", stage);
     snprintf(optim, n, "stage-%d.optim.safetensors", stage);
@@ -72,9 +73,19 @@ static void shard_names(char *params, char *optim, size_t n, int stage)
 int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
                            const run_ckpt_state *st, char *err)
 {
-    char pn[64], on[64], path[PATHLEN], step[32], samp[32];
+    char pn[64], on[64], path[PATHLEN], step[32], samp[32], stage_s[16], units[4096] = "";
     if (run_mkdirs(dir, err)) return -1;
-    shard_names(pn, on, sizeof pn, stage);
+    /* the metadata a reader checks against the manifest (issue 17) */
+    json_t *mj = ckpt_model_json(&p->cfg);
+    char *model = json_dumps(mj, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    json_decref(mj);
+    snprintf(stage_s, sizeof stage_s, "%d", stage);
+    snprintf(step, sizeof step, "%ld", st->step);
+    for (int i = 0; i < p->n_units; i++)
+        snprintf(units + strlen(units), sizeof units - strlen(units), "%s%d", i ? "," : "", p->units[i]);
+    const char *pmeta[] = { "format", "pipetrain-shard", "kind", "params", "stage", stage_s, "units", units,
+                            "step", step, "model", model, NULL };
+    ckpt_shard_names(pn, on, sizeof pn, stage);
     int n = p->n_tensors, rc = -1;
     st_entry *e = xcalloc((size_t)n * 2, sizeof *e);
     char (*names)[96] = xcalloc((size_t)n * 2, sizeof *names);
@@ -84,7 +95,7 @@ int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const 
     }
     join(path, dir, pn);
     fault_point();
-    if (st_write(path, e, n, NULL, err)) goto done;
+    if (st_write(path, e, n, pmeta, err)) goto done;
     for (int i = 0; i < n; i++) {
         const model_tensor *t = &p->tensors[i];
         snprintf(names[2 * i], sizeof names[0], "%s.exp_avg", t->name);
@@ -92,19 +103,20 @@ int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const 
         e[2 * i] = (st_entry){ names[2 * i], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->m + t->offset };
         e[2 * i + 1] = (st_entry){ names[2 * i + 1], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->v + t->offset };
     }
-    snprintf(step, sizeof step, "%ld", st->step);
     snprintf(samp, sizeof samp, "%" PRIu64, st->sampler_state);
-    const char *meta[] = { "step", step, "sampler_state", samp, "adam_step", step, NULL };
+    const char *meta[] = { "format", "pipetrain-shard", "kind", "optim", "stage", stage_s, "units", units,
+                           "step", step, "model", model, "sampler_state", samp, "adam_step", step, NULL };
     join(path, dir, on);
     fault_point();
     rc = st_write(path, e, 2 * n, meta, err);
 done:
     free(e);
     free(names);
+    free(model);
     return rc;
 }
 
-static json_t *model_json(const model_config *c)
+json_t *ckpt_model_json(const model_config *c)
 {
     return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:b}", "dim", c->dim, "n_layers", c->n_layers,
                      "n_heads", c->n_heads, "n_kv_heads", c->n_kv_heads, "ffn_dim", c->ffn_dim,
@@ -120,7 +132,7 @@ static int write_text(const char *dir, const char *name, const char *text, char 
     return base_write_durable(path, text, strlen(text), err);
 }
 
-int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
+int run_ckpt_commit(const char *dir, const topo *t, long step, const run_ckpt_key *key, char *err)
 {
     char hash[65], pn[64], on[64], path[PATHLEN];
     json_t *files = json_array(), *stages = json_array();
@@ -135,7 +147,7 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
         const topo_stage *s = &t->stages[k];
         json_t *units = json_array();
         for (int i = 0; i < s->n_units; i++) json_array_append_new(units, json_integer(s->units[i]));
-        shard_names(pn, on, sizeof pn, k);
+        ckpt_shard_names(pn, on, sizeof pn, k);
         json_array_append_new(stages, json_pack("{s:i,s:s,s:o,s:i,s:s,s:s}", "stage", k, "layers", s->layers,
                                                 "units", units, "threads", s->threads, "params", pn, "optim", on));
         const char *names[2] = { pn, on };
@@ -148,8 +160,8 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
         }
     }
     json_t *m = json_pack("{s:s,s:i,s:I,s:s,s:s,s:s,s:o,s:o,s:o,s:o}", "format", "pipetrain-checkpoint",
-                          "version", 1, "step", (json_int_t)step, "pipetrain_version", PIPETRAIN_VERSION,
-                          "openblas", openblas_get_config(), "topology_sha256", hash, "model", model_json(&t->model),
+                          "version", 2, "step", (json_int_t)step, "pipetrain_version", PIPETRAIN_VERSION,
+                          "openblas", openblas_get_config(), "topology_sha256", hash, "model", ckpt_model_json(&t->model),
                           "stages", stages, "files", files, "topology", topo_obj ? topo_obj : json_null());
     stages = files = topo_obj = NULL;
     text = m ? json_dumps(m, JSON_INDENT(2)) : NULL;
@@ -160,10 +172,8 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, char *err)
     }
     fault_point();
     if (write_text(dir, "manifest.json", text, err)) goto done;
-    char marker[64];
-    snprintf(marker, sizeof marker, "step %ld\n", step);
     fault_point();
-    if (write_text(dir, "COMPLETE", marker, err)) goto done;
+    if (ckpt_write_complete(dir, step, text, key, err)) goto done;
     /* latest lives beside the step directories */
     char parent[PATHLEN], base[PATHLEN + 2];
     snprintf(parent, sizeof parent, "%s", dir);
@@ -178,35 +188,7 @@ done:
     return rc;
 }
 
-static int is_dir(const char *p) { struct stat s; return !stat(p, &s) && S_ISDIR(s.st_mode); }
 static int exists(const char *p) { struct stat s; return !stat(p, &s); }
-
-/* Reads dir/latest ("step-N") into out as a full path. */
-static int read_latest(const char *dir, char *out, size_t n)
-{
-    char path[PATHLEN], name[256] = "";
-    join(path, dir, "latest");
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    int ok = fgets(name, sizeof name, f) != NULL;
-    fclose(f);
-    name[strcspn(name, "\r\n")] = 0;
-    if (!ok || !name[0] || strchr(name, '/')) return -1;
-    if ((size_t)snprintf(out, n, "%s/%s", dir, name) >= n) return -1;
-    return 0;
-}
-
-static int resolve(const char *path, char *out, size_t n, char *err)
-{
-    char p[PATHLEN];
-    if (!is_dir(path)) return seterr(err, "%s: no such checkpoint directory", path);
-    join(p, path, "manifest.json");
-    if (exists(p)) { snprintf(out, n, "%s", path); return 0; }
-    if (!read_latest(path, out, n)) return 0;
-    join(p, path, "checkpoints");
-    if (is_dir(p) && !read_latest(p, out, n)) return 0;
-    return seterr(err, "%s: not a checkpoint (no manifest.json, latest or checkpoints/latest)", path);
-}
 
 static int get_int(json_t *o, const char *key, long *v, const char *file, const char *ctx, char *err)
 {
@@ -216,21 +198,35 @@ static int get_int(json_t *o, const char *key, long *v, const char *file, const 
     return 0;
 }
 
-static int parse_model(json_t *m, model_config *c, const char *file, char *err)
+int ckpt_parse_model(json_t *m, model_config *c, const char *file, const char *ctx, char *err)
 {
     long v[7];
     static const char *keys[7] = { "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "seq_len" };
-    if (!json_is_object(m)) return seterr(err, "%s: model: expected an object", file);
-    for (int i = 0; i < 7; i++)
-        if (get_int(m, keys[i], &v[i], file, "model.", err)) return -1;
+    if (!json_is_object(m)) return seterr(err, "%s: %.*s: expected an object", file, (int)strlen(ctx) - 1, ctx);
+    for (int i = 0; i < 7; i++) {
+        if (get_int(m, keys[i], &v[i], file, ctx, err)) return -1;
+        if (v[i] < 0 || v[i] > 1L << 30) return seterr(err, "%s: %s%s: %ld is out of range", file, ctx, keys[i], v[i]);
+    }
     json_t *eps = json_object_get(m, "norm_eps"), *th = json_object_get(m, "rope_theta"), *tie = json_object_get(m, "tie_embeddings");
     if (!json_is_number(eps) || !json_is_number(th) || !json_is_boolean(tie))
-        return seterr(err, "%s: model: norm_eps, rope_theta (numbers) and tie_embeddings (boolean) are required", file);
+        return seterr(err, "%s: %snorm_eps, rope_theta (numbers) and tie_embeddings (boolean) are required", file, ctx);
     *c = (model_config){ (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5], (int)v[6],
                          (float)json_number_value(eps), (float)json_number_value(th), json_is_true(tie) };
     char e2[ERR_LEN];
     if (model_config_check(c, e2)) return seterr(err, "%s: %s", file, e2);
     return 0;
+}
+
+const char *ckpt_model_diff(const model_config *a, const model_config *b, char *buf, size_t n)
+{
+    const char *f = a->dim != b->dim ? "dim" : a->n_layers != b->n_layers ? "n_layers"
+                  : a->n_heads != b->n_heads ? "n_heads" : a->n_kv_heads != b->n_kv_heads ? "n_kv_heads"
+                  : a->ffn_dim != b->ffn_dim ? "ffn_dim" : a->vocab_size != b->vocab_size ? "vocab_size"
+                  : a->seq_len != b->seq_len ? "seq_len" : a->norm_eps != b->norm_eps ? "norm_eps"
+                  : a->rope_theta != b->rope_theta ? "rope_theta"
+                  : a->tie_embeddings != b->tie_embeddings ? "tie_embeddings" : NULL;
+    if (f) snprintf(buf, n, "%s", f);
+    return f;
 }
 
 static int verify_files(const run_ckpt *c, const char *mpath, char *err)
@@ -255,29 +251,38 @@ static int verify_files(const run_ckpt *c, const char *mpath, char *err)
     return 0;
 }
 
-int run_ckpt_open(run_ckpt *c, const char *path, char *err)
+int run_ckpt_open(run_ckpt *c, const char *path, const run_ckpt_key *key, char *err)
 {
     char dir[PATHLEN], mpath[PATHLEN + 32];
     json_error_t je;
+    long marker_step = -1;
     memset(c, 0, sizeof *c);
-    if (resolve(path, dir, sizeof dir, err)) return -1;
-    snprintf(mpath, sizeof mpath, "%s/COMPLETE", dir);
-    if (!exists(mpath)) return seterr(err, "%s: incomplete checkpoint (no COMPLETE marker)", dir);
+    if (ckpt_resolve(path, dir, sizeof dir, err)) return -1;
+    /* the manifest is believed only once COMPLETE vouches for it (issue 17) */
+    char *text = ckpt_read_verified_manifest(dir, key, &marker_step, &c->hmac_unverified, err);
+    if (!text) return -1;
     c->dir = xstrdup(dir);
     snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
-    c->manifest = json_load_file(mpath, 0, &je);
+    c->manifest = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    free(text);
     if (!c->manifest) { seterr(err, "%s:%d:%d: %s", mpath, je.line, je.column, je.text); goto fail; }
     const char *fmt = json_string_value(json_object_get(c->manifest, "format"));
     if (!fmt || strcmp(fmt, "pipetrain-checkpoint")) { seterr(err, "%s: format: expected \"pipetrain-checkpoint\"", mpath); goto fail; }
     long ver = 0, step = 0;
     if (get_int(c->manifest, "version", &ver, mpath, "", err) || get_int(c->manifest, "step", &step, mpath, "", err)) goto fail;
-    if (ver != 1) { seterr(err, "%s: version %ld is not supported (this build reads 1)", mpath, ver); goto fail; }
+    if (ver == 1) { seterr(err, "%s: version 1: written by an older version of pipetrain, whose checkpoints this one cannot verify", mpath); goto fail; }
+    if (ver != 2) { seterr(err, "%s: version %ld is not supported (this build reads 2)", mpath, ver); goto fail; }
+    if (step < 0 || step != marker_step) { seterr(err, "%s: step %ld, but COMPLETE says step %ld", mpath, step, marker_step); goto fail; }
     c->step = step;
-    if (parse_model(json_object_get(c->manifest, "model"), &c->cfg, mpath, err)) goto fail;
+    if (ckpt_parse_model(json_object_get(c->manifest, "model"), &c->cfg, mpath, "model.", err)) goto fail;
     json_t *stages = json_object_get(c->manifest, "stages");
-    if (!json_is_array(stages) || !json_array_size(stages)) { seterr(err, "%s: stages: expected a non-empty array", mpath); goto fail; }
+    int nu = model_n_units(&c->cfg);
+    if (!json_is_array(stages) || !json_array_size(stages) || json_array_size(stages) > (size_t)nu) {
+        seterr(err, "%s: stages: expected 1 to %d stages (the model has %d units)", mpath, nu, nu);
+        goto fail;
+    }
     c->n_stages = (int)json_array_size(stages);
-    if (verify_files(c, mpath, err)) goto fail;
+    if (ckpt_check_layout(c, mpath, err) || verify_files(c, mpath, err)) goto fail;
     return 0;
 fail:
     run_ckpt_close(c);
@@ -310,7 +315,13 @@ static int open_shard(const run_ckpt *c, int k, const char *key, st_file **f, ch
     if (!name || strchr(name, '/')) return seterr(err, "%s/manifest.json: stages.%d.%s: expected a file name", c->dir, k, key);
     char path[PATHLEN];
     join(path, c->dir, name);
-    return st_open(f, path, err);
+    if (st_open(f, path, err)) return -1;
+    if (ckpt_check_shard(c, k, !strcmp(key, "optim"), *f, err)) {
+        st_close(*f);
+        *f = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 static int check_config(const run_ckpt *c, const model_part *p, char *err)

@@ -9,12 +9,20 @@
  *                                          hash, pipetrain and OpenBLAS versions,
  *                                          threads per stage
  *   CKPT/step-N/COMPLETE                   written last: without it the
- *                                          checkpoint does not exist
+ *                                          checkpoint does not exist. "step N",
+ *                                          "manifest_sha256 HEX" and, when the
+ *                                          run has a secret,
+ *                                          "manifest_hmac_sha256 HEX"
  *   CKPT/latest                            "step-N", replaced atomically
  *
  * Every file is written to a temporary name, fsynced and renamed, and the
- * directory fsynced. Readers verify the manifest and every checksum before
- * using anything. Tests can kill the writer at fixed points
+ * directory fsynced. Each shard's __metadata__ records format, kind, stage,
+ * units, step and model. Readers (issue 17) check the manifest against
+ * COMPLETE (and its HMAC with a key), that the manifest's stages partition
+ * the model's units and its files are exactly the shards that layout implies
+ * (nothing else in the directory), every file's size and SHA-256, and, for
+ * each shard they read, its metadata and every tensor's name, dtype and
+ * shape, before using anything. Tests can kill the writer at fixed points
  * (PIPETRAIN_FAULT_CKPT, see run_ckpt.c). Not here: deciding when to checkpoint (run/run.h does). */
 #ifndef RUN_CKPT_H
 #define RUN_CKPT_H
@@ -28,6 +36,27 @@
 
 #define PIPETRAIN_VERSION "0.1.0"
 
+/* The environment variable that may hold the run's secret (the same one the
+ * transport reads, stage/proto.h's PROTO_SECRET_ENV). */
+#define RUN_CKPT_SECRET_ENV "PIPETRAIN_SECRET"
+
+/* The key that authenticates a checkpoint's manifest: HKDF-SHA256 of the
+ * run's shared secret (salt "pipetrain checkpoint", info "manifest hmac v1").
+ * have 0: no secret is configured, checkpoints carry no HMAC. */
+typedef struct {
+    int have;
+    uint8_t k[32];
+} run_ckpt_key;
+
+/* Derives the key from a secret of len bytes. */
+void run_ckpt_key_derive(run_ckpt_key *key, const uint8_t *secret, size_t len);
+/* The key of a secret file (as net_secret_load checks it), else of
+ * $PIPETRAIN_SECRET; neither: key->have = 0 and 0. Returns 0, or -1 with err
+ * naming the file and what is wrong. Any thread. */
+int run_ckpt_key_load(run_ckpt_key *key, const char *secret_file, char *err);
+/* The key of t's secret (t->secret_file, else $PIPETRAIN_SECRET). */
+int run_ckpt_key_for(run_ckpt_key *key, const topo *t, char *err);
+
 /* The training state beside weights and moments. */
 typedef struct {
     long step;              /* optimizer steps taken */
@@ -38,8 +67,9 @@ typedef struct {
 int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
                            const run_ckpt_state *st, char *err);
 /* After every stage's shard is written: hashes the files, writes manifest.json,
- * then COMPLETE, then points dir/../latest at dir. */
-int run_ckpt_commit(const char *dir, const topo *t, long step, char *err);
+ * then COMPLETE (the manifest's SHA-256, and its HMAC when key has one; key
+ * may be NULL), then points dir/../latest at dir. */
+int run_ckpt_commit(const char *dir, const topo *t, long step, const run_ckpt_key *key, char *err);
 /* Deletes complete checkpoints under ckpt_root beyond the `keep` newest (keep
  * <= 0 keeps all); never the newest complete one. */
 int run_ckpt_prune(const char *ckpt_root, int keep, char *err);
@@ -51,13 +81,16 @@ typedef struct {
     long step;
     int n_stages;
     json_t *manifest;
+    int hmac_unverified;  /* COMPLETE has an HMAC but no key was given */
 } run_ckpt;
 
 /* Resolves path (a step directory, a checkpoints directory with `latest`, or a
- * run directory holding checkpoints/) to a complete checkpoint, reads the
- * manifest and verifies every file's size and SHA-256. Returns 0, or -1 with a
- * message naming the file and the problem. */
-int run_ckpt_open(run_ckpt *c, const char *path, char *err);
+ * run directory holding checkpoints/) to a complete checkpoint and verifies it
+ * (see the top of this file). With a key (key && key->have) the manifest's
+ * HMAC is required and checked; without one an HMAC present is not checked
+ * (c->hmac_unverified). Returns 0, or -1 with a message naming the file and
+ * the field or problem. */
+int run_ckpt_open(run_ckpt *c, const char *path, const run_ckpt_key *key, char *err);
 /* Frees what run_ckpt_open allocated (c itself is the caller's). */
 void run_ckpt_close(run_ckpt *c);
 /* Fills p's parameters (any set of units) from the shards that hold them,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The bad-input corpus through the command line (issue #6): every malformed
 # topology (pipetrain check), data file (pipetrain run --data), schedule file
-# (pipetrain schedule --schedule, and pipetrain check naming it as schedule.file) and safetensors file (put into a checkpoint
-# whose manifest vouches for it, then pipetrain eval) exits 2 with a message that
+# (pipetrain schedule --schedule, and pipetrain check naming it as schedule.file) and
+# safetensors file (put into a checkpoint whose manifest and COMPLETE vouch for it,
+# then pipetrain eval) exits 2 with a message that
 # names the file and contains the first line of its .expect. Under make asan the
 # same runs prove none of them crashes.
 set -u
@@ -102,6 +103,9 @@ while IFS=$'\t' read -r f want; do
     sha=$(sha256sum "$bad/stage-0.safetensors" | cut -d' ' -f1)
     # the manifest lists name, bytes, sha256 on consecutive lines: make it vouch for the bad file
     sed -i "/\"name\": \"stage-0.safetensors\"/{n;s/\"bytes\": [0-9]*/\"bytes\": $size/;n;s/\"sha256\": \"[0-9a-f]*\"/\"sha256\": \"$sha\"/}" "$bad/manifest.json"
+    # and COMPLETE vouch for the manifest (as anyone without the run's secret can)
+    msha=$(sha256sum "$bad/manifest.json" | cut -d' ' -f1)
+    sed -i "s/^manifest_sha256 .*/manifest_sha256 $msha/" "$bad/COMPLETE"
     expect_exit2 "checkpoint shard $(basename "$f")" "stage-0.safetensors" "$want" "$P" eval "$bad" --data "$CORPUS"
 done < <(each_case tests/bad/safetensors)
 echo "  checkpoint shards: $((n - m)) cases"

@@ -35,14 +35,16 @@ static model_part *whole(const topo *t)
     return model_part_new(&t->model, t->stages[0].units, t->stages[0].n_units, 2, 9);
 }
 
-static void save(const topo *t, model_part *p, optim_adamw *o, long step)
+static void save_keyed(const topo *t, model_part *p, optim_adamw *o, long step, const run_ckpt_key *key)
 {
     char dir[512], err[ERR_LEN];
     snprintf(dir, sizeof dir, "%s/step-%ld", root, step);
     run_ckpt_state st = { step, 0xfeedfacecafebeefull + (uint64_t)step };
     CU_ASSERT_FATAL(run_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
-    CU_ASSERT_FATAL(run_ckpt_commit(dir, t, step, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit(dir, t, step, key, err) == 0);
 }
+
+static void save(const topo *t, model_part *p, optim_adamw *o, long step) { save_keyed(t, p, o, step, NULL); }
 
 static void test_roundtrip(void)
 {
@@ -55,7 +57,7 @@ static void test_roundtrip(void)
     save(&t, p, o, 7);
     char err[ERR_LEN];
     run_ckpt c;
-    int rc = run_ckpt_open(&c, root, err); /* via checkpoints/latest */
+    int rc = run_ckpt_open(&c, root, NULL, err); /* via checkpoints/latest */
     if (rc) fprintf(stderr, "%s\n", err);
     CU_ASSERT_FATAL(rc == 0);
     CU_ASSERT(c.step == 7 && c.n_stages == 1 && c.cfg.dim == 32);
@@ -97,7 +99,7 @@ static void test_prune_and_tamper(void)
     snprintf(path, sizeof path, "%s/step-30/COMPLETE", root);
     CU_ASSERT(stat(path, &sb) == 0);
     run_ckpt c;
-    CU_ASSERT_FATAL(run_ckpt_open(&c, root, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_open(&c, root, NULL, err) == 0);
     CU_ASSERT(c.step == 30);
     run_ckpt_close(&c);
     /* a flipped byte in the optimizer shard is found by its checksum */
@@ -110,13 +112,13 @@ static void test_prune_and_tamper(void)
     fputc(ch ^ 0x40, f);
     fclose(f);
     snprintf(path, sizeof path, "%s/step-30", root);
-    CU_ASSERT(run_ckpt_open(&c, path, err) == -1);
+    CU_ASSERT(run_ckpt_open(&c, path, NULL, err) == -1);
     CU_ASSERT(strstr(err, "SHA-256 mismatch") && strstr(err, "stage-0.optim.safetensors"));
     /* the marker is what makes a checkpoint exist */
     snprintf(path, sizeof path, "%s/step-20/COMPLETE", root);
     unlink(path);
     snprintf(path, sizeof path, "%s/step-20", root);
-    CU_ASSERT(run_ckpt_open(&c, path, err) == -1);
+    CU_ASSERT(run_ckpt_open(&c, path, NULL, err) == -1);
     CU_ASSERT(strstr(err, "incomplete") != NULL);
     model_part_free(p); optim_free(o);
     topo_free(&t);
@@ -151,6 +153,63 @@ static void test_prune_many(void)
     CU_ASSERT(stat(path, &sb) == 0);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* issue 17: COMPLETE's HMAC under the key of the run's secret; a hostile latest */
+static void test_hmac_and_latest(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load_topo(&t) == 0);
+    model_part *p = whole(&t);
+    optim_adamw *o = optim_new(p->n_params);
+    char err[ERR_LEN] = "", path[600];
+    run_ckpt_key a, b;
+    run_ckpt_key_derive(&a, (const uint8_t *)"secret number one, 27 bytes", 27);
+    run_ckpt_key_derive(&b, (const uint8_t *)"secret number two, 27 bytes", 27);
+    CU_ASSERT(a.have && b.have && memcmp(a.k, b.k, 32) != 0);
+    save_keyed(&t, p, o, 40, &a);
+    snprintf(path, sizeof path, "%s/step-40", root);
+    run_ckpt c;
+    int rc = run_ckpt_open(&c, path, &a, err);
+    if (rc) fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT(rc == 0 && !c.hmac_unverified);
+    run_ckpt_close(&c);
+    CU_ASSERT(run_ckpt_open(&c, path, &b, err) == -1);
+    CU_ASSERT(strstr(err, "COMPLETE: manifest_hmac_sha256 does not match") != NULL);
+    CU_ASSERT_FATAL(run_ckpt_open(&c, path, NULL, err) == 0); /* no key: the HMAC cannot be checked, and says so */
+    CU_ASSERT(c.hmac_unverified == 1);
+    run_ckpt_close(&c);
+    save(&t, p, o, 50); /* without a key: no HMAC, which a reader with a key refuses */
+    snprintf(path, sizeof path, "%s/step-50", root);
+    CU_ASSERT(run_ckpt_open(&c, path, &a, err) == -1);
+    CU_ASSERT(strstr(err, "no manifest_hmac_sha256, but this run has a secret") != NULL);
+    /* an older version's marker is refused as such */
+    snprintf(path, sizeof path, "%s/step-50/COMPLETE", root);
+    write_text(path, "step 50\n");
+    snprintf(path, sizeof path, "%s/step-50", root);
+    CU_ASSERT(run_ckpt_open(&c, path, NULL, err) == -1);
+    CU_ASSERT(strstr(err, "written by an older version") != NULL);
+    /* latest that points outside, or is garbage: said so, not "not a checkpoint" */
+    snprintf(path, sizeof path, "%s/latest", root);
+    write_text(path, "../../etc\n");
+    CU_ASSERT(run_ckpt_open(&c, root, NULL, err) == -1);
+    CU_ASSERT(strstr(err, "a path outside") != NULL && !strstr(err, "not a checkpoint"));
+    write_text(path, "step-4x\n");
+    CU_ASSERT(run_ckpt_open(&c, root, NULL, err) == -1);
+    CU_ASSERT(strstr(err, "\"step-4x\" is not a step directory name") != NULL);
+    write_text(path, "step-40\n");
+    CU_ASSERT(run_ckpt_open(&c, root, &a, err) == 0);
+    run_ckpt_close(&c);
+    model_part_free(p); optim_free(o);
+    topo_free(&t);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/pipetrain-ckpt-XXXXXX");
@@ -159,6 +218,7 @@ int main(void)
         { "save -> load is bitwise, subsets merge", test_roundtrip },
         { "prune keeps the newest; tampering refused", test_prune_and_tamper },
         { "prune sees every checkpoint, however many", test_prune_many },
+        { "HMAC under the run's secret; a hostile latest", test_hmac_and_latest },
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("checkpoint", tests);

@@ -139,9 +139,9 @@ static void test_check_topology(void)
     snprintf(dir, sizeof dir, "%s/topo/step-4", root);
     run_ckpt_state st = { 4, 77 };
     CU_ASSERT_FATAL(run_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
-    CU_ASSERT_FATAL(run_ckpt_commit(dir, &t, 4, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit(dir, &t, 4, NULL, err) == 0);
     run_ckpt c;
-    CU_ASSERT_FATAL(run_ckpt_open(&c, dir, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_open(&c, dir, NULL, err) == 0);
     CU_ASSERT(compare(&c, NULL, 0, err) == 0);
     char *ok[] = { "train.steps=99", "train.eval_every=5", "train.log_every=3", "checkpoint.every=2",
                    "checkpoint.keep=1", "description=other", "stages.0.port=31000", "coordinator.port=0",
