@@ -9,12 +9,14 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
 export BIN
 passed=0; failed=0; skipped=0; failed_names=""; skipped_names=""
-log=$(mktemp); trap 'rm -f "$log"' EXIT
+log=$(mktemp); times=$(mktemp); trap 'rm -f "$log" "$times"' EXIT
+t0=$SECONDS
 for t in "$BIN"/tests/test_*; do
     [ -x "$t" ] || continue
     name=$(basename "$t")
     echo "== $name"
-    timeout 600 "$t" >"$log" 2>&1; rc=$?
+    s0=$SECONDS; timeout 600 "$t" >"$log" 2>&1; rc=$?
+    echo "$((SECONDS - s0)) $name" >>"$times"
     cat "$log"
     # CUnit's summary row: "tests  <total> <ran> <passed> <failed> <inactive>"
     read -r ran ok bad < <(awk '$1=="tests" && NF>=5 {print $3, $4, $5}' "$log" | tail -n1)
@@ -28,11 +30,14 @@ for s in tests/t_*.sh; do
     [ -f "$s" ] || continue
     name=$(basename "$s")
     echo "== $name"
-    timeout 600 bash "$s"; rc=$?
+    s0=$SECONDS; timeout 600 bash "$s"; rc=$?
+    echo "$((SECONDS - s0)) $name" >>"$times"
     if [ $rc -eq 0 ]; then passed=$((passed + 1)); echo "   $name: ok"
     elif [ $rc -eq 77 ]; then skipped=$((skipped + 1)); skipped_names="$skipped_names $name"; echo "   $name: SKIPPED"
     else failed=$((failed + 1)); failed_names="$failed_names $name"; echo "   $name: FAILED (exit $rc)"; fi
 done
+# where the time went: the slowest programs and scripts, seconds each
+echo "slowest (s, of $((SECONDS - t0)) s):" $(sort -rn "$times" | head -n 6 | awk '{printf "%s %s; ", $2, $1}')
 [ -n "$skipped_names" ] && echo "skipped:$skipped_names"
 [ -n "$failed_names" ] && echo "failed:$failed_names"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
