@@ -199,7 +199,7 @@ int run_metrics_write_svg(const run_metrics *m, char *err)
 void run_progress_init(run_progress *p, FILE *f, long total, long every)
 {
     p->f = f;
-    p->tty = isatty(fileno(f));
+    p->tty = f && isatty(fileno(f));
     p->total = total;
     p->every = every > 0 ? every : 1;
     p->dirty = 0;
@@ -216,6 +216,7 @@ static void fmt_eta(char *b, size_t n, double s)
 void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s)
 {
     char eta[32], val[48] = "";
+    if (!p->f) return; /* silent */
     fmt_eta(eta, sizeof eta, eta_s);
     if (!isnan(r->val_loss)) snprintf(val, sizeof val, " | val %.4f", r->val_loss);
     if (p->tty) {
@@ -232,6 +233,7 @@ void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s)
 
 void run_progress_note(run_progress *p, const char *fmt, ...)
 {
+    if (!p->f) return; /* silent */
     if (p->dirty) { fputc('\n', p->f); p->dirty = 0; }
     va_list ap;
     va_start(ap, fmt);

@@ -44,7 +44,7 @@ typedef struct {
     int dirty;          /* a live line is on screen */
 } run_progress;
 
-/* Starts the display on f (a terminal gets a live line) for `total` steps. */
+/* Starts the display on f (a terminal gets a live line; NULL: silent) for `total` steps. */
 void run_progress_init(run_progress *p, FILE *f, long total, long every);
 /* Shows row r with the estimated time left. */
 void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s);
