@@ -213,7 +213,7 @@ static void accept_cb(int fd, short what, void *arg)
         }
         if (n->stopping) { close(cfd); continue; }
         tune_socket(n, cfd);
-        char host[256] = "?", serv[32] = "?", addr[300];
+        char host[64] = "?", serv[32] = "?", addr[100]; /* numeric: an IPv6 address and its scope fit */
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(addr, sizeof addr, "%s:%s", host, serv);
