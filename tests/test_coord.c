@@ -79,7 +79,9 @@ static void test_place_norms_rejects(void)
 
 /* ---- fake stages ---- */
 
-enum { FAKE_OK = 0, FAKE_DIE, FAKE_FAIL, FAKE_SILENT, FAKE_BAD_NORM };
+enum { FAKE_OK = 0, FAKE_DIE, FAKE_FAIL, FAKE_SILENT, FAKE_BAD_NORM,
+       FAKE_ABSENT,    /* never starts */
+       FAKE_NO_JOIN }; /* connects and authenticates, sends no JOIN */
 
 typedef struct {
     const topo *t;
@@ -185,12 +187,17 @@ static void *fake_main(void *arg)
     uint8_t secret[256], buf[64];
     char err[ERR_LEN];
     net_config cfg;
+    if (f->mode == FAKE_ABSENT) return NULL;
     if (stage_net_config(&cfg, t, net_stage_id((uint16_t)f->k, 0), f->run_id, 1000, secret, err)) {
         f->errors++;
         return NULL;
     }
     struct net_node *n = net_node_new(&cfg, err);
     if (!n || net_connect(n, net_coord_id(), "127.0.0.1", f->port, err)) { f->errors++; net_node_free(n); return NULL; }
+    if (f->mode == FAKE_NO_JOIN) {
+        while (!*f->stop) usleep(20000);
+        goto out;
+    }
     put_u32le(buf, (uint32_t)f->k);
     put_u32le(buf + 4, 4242u + (uint32_t)f->k);
     put_u32le(buf + 8, (uint32_t)t->stages[f->k].n_units);
@@ -210,6 +217,8 @@ out:
 }
 
 /* ---- the coordinator against the fakes ---- */
+
+static int join_timeout_ms = 20000;
 
 typedef struct {
     topo t;
@@ -236,7 +245,7 @@ static void run_coord(harness *h, int steps, int bad, int mode, long bad_step, i
     o.progress = NULL;
     o.run_id = 99;
     o.peer_timeout_ms = 1000;
-    o.join_timeout_ms = 20000;
+    o.join_timeout_ms = join_timeout_ms;
     o.step_timeout_ms = step_timeout_ms;
     o.poll_ms = 50;
     coordinator *c = coord_new(&h->t, &o, h->err);
@@ -353,6 +362,30 @@ static void test_bad_norm(void)
     done(&h);
 }
 
+/* Stages that do not join: the coordinator says what became of each (issue 17:
+ * "when joins fail, say why"), not only that it is missing. */
+static void expect_join_why(harness *h, const char *who, const char *why)
+{
+    if (h->rc != 1 || !strstr(h->err, who) || !strstr(h->err, why))
+        fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    CU_ASSERT_EQUAL(h->rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(h->err, who));
+    CU_ASSERT_PTR_NOT_NULL(strstr(h->err, why));
+}
+
+static void test_join_why(void)
+{
+    harness h;
+    join_timeout_ms = 1500;
+    run_coord(&h, 4, 1, FAKE_NO_JOIN, 0, 20000);
+    expect_join_why(&h, "stage 1 (127.0.0.1:29542) did not join within", "it connected but sent no JOIN");
+    done(&h);
+    run_coord(&h, 4, 2, FAKE_ABSENT, 0, 20000);
+    expect_join_why(&h, "stage 2 (127.0.0.1:29543) did not join within", "no connection claiming to be it arrived");
+    done(&h);
+    join_timeout_ms = 20000;
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -363,6 +396,7 @@ int main(void)
         { "a stage's FAIL reason is reported", test_stage_fails },
         { "a silent stage times out", test_stage_silent },
         { "a malformed NORM is refused, naming the stage", test_bad_norm },
+        { "stages that do not join: what became of them", test_join_why },
         CU_TEST_INFO_NULL,
     };
     return tests_run("coord", tests);
