@@ -23,6 +23,8 @@
 
 #include "base/base.h"
 
+#define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
+
 struct coll_group {
     struct net_node *node;
     net_peer_id *members;
@@ -148,7 +150,22 @@ static int wait_op(struct run *x, struct net_op **op, int is_send, int step, siz
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     net_peer_id peer = g->members[mod(g->rank + (is_send ? 1 : -1), g->R)];
-    int st = net_wait(*op, g->timeout_ms, e);
+    /* in slices, so that a neighbour's death ends the wait whichever way it
+     * was going: a rank waiting on rank-1 learns that rank+1 died */
+    int st = NET_TIMEOUT;
+    for (int waited = 0; st == NET_TIMEOUT && waited < g->timeout_ms; waited += WAIT_SLICE_MS) {
+        int left = g->timeout_ms - waited;
+        st = net_wait(*op, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS, e);
+        for (int d = -1; d <= 1 && st == NET_TIMEOUT; d += 2) {
+            net_peer_id nb = g->members[mod(g->rank + d, g->R)];
+            int ps = net_peer_status(g->node, nb, e);
+            if (ps == NET_DEAD || ps == NET_CLOSED) {
+                net_op_free(*op);
+                *op = NULL;
+                return fail(x, d > 0 ? "send" : "receive", nb, step, c, e);
+            }
+        }
+    }
     if (st == NET_TIMEOUT) snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
     if (st == NET_OK && !is_send && net_op_len(*op) != len * sizeof(float)) {
         snprintf(e, sizeof e, "message of %llu bytes, expected %zu",
