@@ -41,14 +41,23 @@ static size_t ring_bytes(size_t size, int R) { return size / 4 * 4 * 2 * (size_t
 
 /* --- plain sockets: R links in a ring, all busy at once ------------------------ */
 
-struct plain_end { int fd; size_t bytes; uint8_t *buf; int rc; };
+/* Each end walks a buffer of the all-reduce's size, as the ring walks its
+ * tensor: a 1 MiB buffer reused would stay in cache and flatter the baseline. */
+struct plain_end { int fd; size_t bytes, size; uint8_t *buf; int rc; };
+
+static size_t plain_len(const struct plain_end *e, size_t done)
+{
+    size_t l = e->bytes - done, in = e->size - done % e->size;
+    if (l > in) l = in;
+    return l < PLAIN_CHUNK ? l : PLAIN_CHUNK;
+}
 
 static void *plain_send(void *arg)
 {
     struct plain_end *e = arg;
     for (size_t done = 0; done < e->bytes && e->rc == 0;) {
-        size_t l = e->bytes - done < PLAIN_CHUNK ? e->bytes - done : PLAIN_CHUNK;
-        e->rc = bench_net_put_all(e->fd, e->buf, l);
+        size_t l = plain_len(e, done);
+        e->rc = bench_net_put_all(e->fd, e->buf + done % e->size, l);
         done += l;
     }
     return NULL;
@@ -58,8 +67,8 @@ static void *plain_recv(void *arg)
 {
     struct plain_end *e = arg;
     for (size_t done = 0; done < e->bytes && e->rc == 0;) {
-        size_t l = e->bytes - done < PLAIN_CHUNK ? e->bytes - done : PLAIN_CHUNK;
-        e->rc = bench_net_get_all(e->fd, e->buf, l);
+        size_t l = plain_len(e, done);
+        e->rc = bench_net_get_all(e->fd, e->buf + done % e->size, l);
         done += l;
     }
     return NULL;
@@ -75,8 +84,10 @@ static double plain_ring(int R, size_t size, int iters)
     for (int i = 0; i < R; i++) {
         snd[i] = rcv[i] = -1;
         ok &= bench_net_tcp_pair(&snd[i], &rcv[i]) == 0; /* link i: rank i -> rank i+1 */
-        s[i] = (struct plain_end){ snd[i], bytes, xcalloc(1, PLAIN_CHUNK), 0 };
-        r[i] = (struct plain_end){ rcv[i], bytes, xcalloc(1, PLAIN_CHUNK), 0 };
+        s[i] = (struct plain_end){ snd[i], bytes, size, xmalloc(size), 0 };
+        r[i] = (struct plain_end){ rcv[i], bytes, size, xmalloc(size), 0 };
+        memset(s[i].buf, 1, size); /* resident before the clock starts */
+        memset(r[i].buf, 0, size);
     }
     double t0 = now_s();
     for (int i = 0; i < R && ok; i++) {
@@ -117,7 +128,7 @@ static void ring_free(struct ring *x)
     }
 }
 
-static int ring_up(struct ring *x, int R)
+static int ring_up(struct ring *x, int R, size_t chunk)
 {
     char err[NET_ERR_LEN];
     net_peer_id ids[MAXR];
@@ -141,7 +152,9 @@ static int ring_up(struct ring *x, int R)
         if (net_wait_peer(x->node[i], ids[(i + 1) % R], 10000, err) != NET_OK ||
             net_wait_peer(x->node[i], ids[(i + R - 1) % R], 10000, err) != NET_OK)
             goto fail;
-        if (!(x->g[i] = coll_group_new(x->node[i], ids, R, i, 60000, err))) goto fail;
+        if (!(x->g[i] = coll_group_new(x->node[i], ids, R, i, 60000, err)) ||
+            coll_group_set_chunk(x->g[i], chunk, err))
+            goto fail;
     }
     return 0;
 fail:
@@ -205,7 +218,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench allreduce [--json] [--ranks 2,3,4] "
                "[--sizes BYTES,... (default 65536,1048576,4194304,16777216,67108864)] "
-               "[--trials N (default 5, at most %d)] [--mib N (per rank per trial, default 64)]\n", MAX_TRIALS);
+               "[--trials N (default 5, at most %d)] [--mib N (per rank per trial, default 64)] [--chunk BYTES (largest message, default %u)]\n",
+            MAX_TRIALS, COLL_CHUNK_BYTES);
 }
 
 static void size_name(size_t b, char *out, size_t cap)
@@ -219,20 +233,23 @@ int bench_allreduce_main(int argc, char **argv)
 {
     long ranks[MAXR] = { 2, 3, 4 }, sizes[MAXS] = { 64 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20 };
     int nr = 3, ns = 5, json = 0, trials = 5, mib = 64;
+    long chunk = COLL_CHUNK_BYTES;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) nr = parse_list(argv[++i], ranks, MAXR);
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = parse_list(argv[++i], sizes, MAXS);
         else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atol(argv[++i]);
         else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         else { usage(stderr); return 2; }
     }
-    int bad = nr < 1 || ns < 1 || trials < 1 || trials > MAX_TRIALS || mib < 1 || mib > 4096;
+    int bad = nr < 1 || ns < 1 || trials < 1 || trials > MAX_TRIALS || mib < 1 || mib > 4096 ||
+              chunk < 4 || chunk > (64l << 20);
     for (int i = 0; i < nr && !bad; i++) bad = ranks[i] < 2 || ranks[i] > MAXR;
     for (int i = 0; i < ns && !bad; i++) bad = sizes[i] < 4 * MAXR || sizes[i] > (1l << 30);
     if (bad) {
-        fprintf(stderr, "bench allreduce: ranks 2..%d, sizes %d B .. 1 GiB, trials 1..%d, mib 1..4096\n",
+        fprintf(stderr, "bench allreduce: ranks 2..%d, sizes %d B .. 1 GiB, trials 1..%d, mib 1..4096, chunk 4 B .. 64 MiB\n",
                 MAXR, 4 * MAXR, MAX_TRIALS);
         usage(stderr);
         return 2;
@@ -244,7 +261,7 @@ int bench_allreduce_main(int argc, char **argv)
     for (int ri = 0; ri < nr; ri++) {
         int R = (int)ranks[ri];
         struct ring x;
-        if (ring_up(&x, R) < 0) return 1;
+        if (ring_up(&x, R, (size_t)chunk) < 0) return 1;
         for (int si = 0; si < ns; si++) {
             size_t size = (size_t)sizes[si];
             int iters = (int)(((size_t)mib << 20) / size);
