@@ -622,3 +622,15 @@ int bench_net_main(int argc, char **argv)
     if (json) print_json(&r, mib, trials); else print_table(&r, mib, trials);
     return failed ? 1 : 0;
 }
+
+/* --- shared with the other transport benchmarks (bench_net.h) ----------------- */
+
+int bench_net_tcp_pair(int *snd, int *rcv) { return tcp_pair(snd, rcv); }
+int bench_net_put_all(int fd, const void *p, size_t n) { return put_all(fd, p, n); }
+int bench_net_get_all(int fd, void *p, size_t n) { return get_all(fd, p, n); }
+
+bench_ratio_stats bench_net_ratio_stats(double *v, int n)
+{
+    pair_stats st = stats_of(v, n);
+    return (bench_ratio_stats){ st.med, st.q1, st.q3, st.min, st.max, st.n };
+}

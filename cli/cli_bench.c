@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench/bench_allreduce.h"
 #include "bench/bench_compute.h"
 #include "bench/bench_net.h"
 #include "bench/bench_pipeline.h"
@@ -14,6 +15,7 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } benches[] = {
+    { "allreduce", bench_allreduce_main, "ring all-reduce bus bandwidth against plain sockets in a ring" },
     { "compute", bench_compute_main, "training step FLOP/s against the sgemm ceiling" },
     { "net", bench_net_main, "transport throughput and latency against plain sockets" },
     { "pipeline", bench_pipeline_main, "2 stages x 1 thread against 1 stage x 1 thread, GPipe and 1F1B" },

@@ -21,6 +21,7 @@
 #define NET_HASH_LEN 32               /* SHA-256 of the canonical topology */
 #define NET_MAX_PAYLOAD_CAP (1ull << 30) /* hard cap on any payload: 1 GiB */
 #define NET_TYPE_USER 16              /* message types below this are the transport's */
+#define NET_TYPE_COLL (NET_TYPE_USER + 48) /* ..+7: coll/ (collectives); stage/proto.h stays below */
 #define NET_MAX_PENDING 64            /* unauthenticated inbound connections served at once */
 #define NET_PREAUTH_PER_SOURCE 16     /* ... of them from one source address */
 #define NET_HANDSHAKE_MS 5000         /* default net_config.handshake_ms */

@@ -70,7 +70,9 @@ enum {
                                             then n_events proto_event records of PROTO_EVENT_BYTES;
                                             n_parts 0: the stage gives up its trace (no more parts),
                                             UTF-8 reason after the 8 bytes */
+    /* NET_TYPE_COLL (NET_TYPE_USER + 48) .. + 7 are coll/'s (coll/coll.h) */
 };
+_Static_assert(MSG_TRACE < NET_TYPE_COLL, "stage messages run into the collectives' types");
 
 /* What a stage reports at the end (MSG_STATS payload, 8 fields of 8 bytes in
  * run_stage_stats's order; doubles as their IEEE-754 bit patterns). */

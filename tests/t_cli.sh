@@ -113,6 +113,21 @@ check "bench net text: the ratio's IQR, range and pairs" \
 check "bench net round trips exit 0" "[ $? -eq 0 ] || cat $tmp/bn.err"
 check "bench net --json: both placements measured" \
     "grep -q '\"round_trip\":{.*\"pipetrain_us\":[1-9].*\"round_trip_one_cpu\":{\"plain_us\":[1-9][0-9.]*,\"pipetrain_us\":[1-9]' $tmp/bn.json"
+# bench allreduce: one quick pass, every field present (timings are not judged here)
+"$P" bench allreduce --json --ranks 2,3 --sizes 65536 --trials 1 --mib 1 >"$tmp/ba.json" 2>"$tmp/ba.err"
+check "bench allreduce --json exits 0" "[ $? -eq 0 ] || cat $tmp/ba.err"
+check "bench allreduce --json: bus bandwidth, plain ring, paired ratio per R and size" "python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d[\"bench\"] == \"allreduce\" and d[\"ratio\"] == \"median of paired trials\", d
+rows = d[\"results\"]
+assert [(r[\"ranks\"], r[\"bytes\"]) for r in rows] == [(2, 65536), (3, 65536)], rows
+for r in rows:
+    assert r[\"busbw_Bps\"] > 0 and r[\"plain_Bps\"] > 0 and r[\"pairs\"] == 1, r
+    assert 0 < r[\"ratio_min\"] <= r[\"ratio\"] <= r[\"ratio_max\"], r
+assert d[\"target\"][\"min_ratio_from_4MiB\"] == 0.8
+' $tmp/ba.json || { cat $tmp/ba.err; false; }"
+expect_bad "bench allreduce with one rank" "ranks 2.." "$P" bench allreduce --ranks 1
 for c in run check eval sample export bench; do
     check "$c --help exits 0" "'$P' $c --help >/dev/null 2>&1"
 done

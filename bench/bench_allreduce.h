@@ -1,0 +1,15 @@
+/* bench_allreduce.h — `pipetrain bench allreduce`: bus bandwidth of coll/'s
+ * ring all-reduce among R ranks (threads of this process, one net_node each,
+ * on loopback) against plain blocking sockets moving the same bytes around
+ * the same ring, measured in one run as paired trials. */
+#ifndef BENCH_BENCH_ALLREDUCE_H
+#define BENCH_BENCH_ALLREDUCE_H
+
+/* argv[0] is "allreduce"; options [--json] [--ranks LIST (default 2,3,4)]
+ * [--sizes LIST of bytes (default 64 KiB, 1, 4, 16, 64 MiB)] [--trials N
+ * (default 5)] [--mib N (bytes reduced per rank per trial, default 64)]
+ * [--help]. Prints a table (or one JSON object with --json). Returns 0, 1 when
+ * a collective failed, 2 on bad usage. */
+int bench_allreduce_main(int argc, char **argv);
+
+#endif

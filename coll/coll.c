@@ -1,0 +1,296 @@
+/* coll.c — ring collectives on top of net/ (see coll.h for the contract, the
+ * segment layout and the order of the additions).
+ *
+ * One engine, ring(), runs ring steps t0..t1-1 of the all-reduce: steps
+ * 0..R-2 are the reduce-scatter (receive into scratch, add), steps R-1..2R-3
+ * the all-gather (receive straight into place). With ranks taken mod R, step t
+ * sends segment r-t-1 to rank r+1 and receives segment r-t-2 from rank r-1,
+ * so what a step receives is what the next step sends: chunk c of step t+1
+ * goes out as soon as chunk c of step t is in. The receives of step t+1 are
+ * posted before step t is consumed (scratch is double-buffered by step parity).
+ *
+ * Zero-copy sends: a send's segment is never written while the send may still
+ * be pending, except by the all-gather receive of the segment that
+ * reduce-scatter step k sent; those bytes can only arrive after they went
+ * around the ring, i.e. after rank r+1 had read everything that send carried.
+ *
+ * It does not pick members, connect peers or choose tags: the caller does. */
+#include "coll/coll.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+
+#define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
+
+struct coll_group {
+    struct net_node *node;
+    net_peer_id *members;
+    int R, rank, timeout_ms;
+    size_t chunk; /* floats per message */
+    float *tmp;   /* reduce-scatter scratch: 2 segments */
+    size_t tmp_cap;
+};
+
+static const char *op_name(int type)
+{
+    switch (type) {
+    case COLL_T_ALLREDUCE: return "all-reduce";
+    case COLL_T_REDUCE_SCATTER: return "reduce-scatter";
+    case COLL_T_ALLGATHER: return "all-gather";
+    default: return "broadcast";
+    }
+}
+
+coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R, int rank,
+                           int timeout_ms, char *err)
+{
+    if (!n || !members || R < 1 || R > 65536) {
+        seterr(err, "coll: group of %d members (expected 1..65536 and a node)", R);
+        return NULL;
+    }
+    if (rank < 0 || rank >= R) {
+        seterr(err, "coll: rank %d outside a group of %d", rank, R);
+        return NULL;
+    }
+    if (timeout_ms <= 0) {
+        seterr(err, "coll: timeout %d ms (expected > 0)", timeout_ms);
+        return NULL;
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < i; j++)
+            if (net_peer_eq(members[i], members[j])) {
+                char nm[64];
+                seterr(err, "coll: %s is member %d and member %d of the group",
+                       net_peer_name(members[i], nm, sizeof nm), j, i);
+                return NULL;
+            }
+    coll_group *g = xcalloc(1, sizeof *g);
+    g->node = n;
+    g->members = xmalloc((size_t)R * sizeof *g->members);
+    memcpy(g->members, members, (size_t)R * sizeof *members);
+    g->R = R;
+    g->rank = rank;
+    g->timeout_ms = timeout_ms;
+    g->chunk = COLL_CHUNK_BYTES / sizeof(float);
+    return g;
+}
+
+void coll_group_free(coll_group *g)
+{
+    if (!g) return;
+    free(g->members);
+    free(g->tmp);
+    free(g);
+}
+
+int coll_group_set_chunk(coll_group *g, size_t bytes, char *err)
+{
+    if (bytes < sizeof(float) || bytes > NET_MAX_PAYLOAD_CAP)
+        return seterr(err, "coll: chunk of %zu bytes (expected 4 .. %llu)", bytes,
+                      (unsigned long long)NET_MAX_PAYLOAD_CAP);
+    g->chunk = bytes / sizeof(float);
+    return 0;
+}
+
+void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
+{
+    size_t q = n / (size_t)R, m = n % (size_t)R, ui = (size_t)i;
+    *off = ui * q + (ui < m ? ui : m);
+    *len = q + (ui < m);
+}
+
+static int mod(int a, int R) { return ((a % R) + R) % R; }
+
+static size_t nchunks(const coll_group *g, size_t len) { return (len + g->chunk - 1) / g->chunk; }
+
+/* One collective in progress: what an error message needs, and its ops. */
+struct run {
+    coll_group *g;
+    int type;
+    uint64_t tag;
+    char *err;
+};
+
+static int fail(struct run *x, const char *what, net_peer_id peer, int step, size_t c, const char *why)
+{
+    char nm[64];
+    return seterr(x->err, "coll %s (tag %llu, rank %d of %d): %s %s %s (ring step %d, chunk %zu): %s",
+                  op_name(x->type), (unsigned long long)x->tag, x->g->rank, x->g->R, what,
+                  !strcmp(what, "send") ? "to" : "from", net_peer_name(peer, nm, sizeof nm), step, c,
+                  why);
+}
+
+static int post_send(struct run *x, int step, size_t c, const float *p, size_t len, struct net_op **op)
+{
+    char e[NET_ERR_LEN];
+    coll_group *g = x->g;
+    net_peer_id to = g->members[mod(g->rank + 1, g->R)];
+    net_key k = { (uint16_t)x->type, x->tag, (uint32_t)step, (uint32_t)c };
+    int st = net_send(g->node, to, k, p, len * sizeof(float), g->timeout_ms, op, e);
+    if (st == NET_TIMEOUT) snprintf(e, sizeof e, "no room to queue within %d ms", g->timeout_ms);
+    return st == NET_OK ? 0 : fail(x, "send", to, step, c, e);
+}
+
+static int post_recv(struct run *x, int step, size_t c, float *p, size_t len, struct net_op **op)
+{
+    char e[NET_ERR_LEN];
+    coll_group *g = x->g;
+    net_peer_id from = g->members[mod(g->rank - 1, g->R)];
+    net_key k = { (uint16_t)x->type, x->tag, (uint32_t)step, (uint32_t)c };
+    int st = net_recv_post(g->node, from, k, p, len * sizeof(float), op, e);
+    return st == NET_OK ? 0 : fail(x, "receive", from, step, c, e);
+}
+
+/* Waits for op (a receive of len floats when len != SIZE_MAX) and frees it. */
+static int wait_op(struct run *x, struct net_op **op, int is_send, int step, size_t c, size_t len)
+{
+    char e[NET_ERR_LEN];
+    coll_group *g = x->g;
+    net_peer_id peer = g->members[mod(g->rank + (is_send ? 1 : -1), g->R)];
+    /* in slices, so that a neighbour's death ends the wait whichever way it
+     * was going: a rank waiting on rank-1 learns that rank+1 died */
+    int st = NET_TIMEOUT;
+    for (int waited = 0; st == NET_TIMEOUT && waited < g->timeout_ms; waited += WAIT_SLICE_MS) {
+        int left = g->timeout_ms - waited;
+        st = net_wait(*op, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS, e);
+        for (int d = -1; d <= 1 && st == NET_TIMEOUT; d += 2) {
+            net_peer_id nb = g->members[mod(g->rank + d, g->R)];
+            int ps = net_peer_status(g->node, nb, e);
+            if (ps == NET_DEAD || ps == NET_CLOSED) {
+                net_op_free(*op);
+                *op = NULL;
+                return fail(x, d > 0 ? "send" : "receive", nb, step, c, e);
+            }
+        }
+    }
+    if (st == NET_TIMEOUT) snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
+    if (st == NET_OK && !is_send && net_op_len(*op) != len * sizeof(float)) {
+        snprintf(e, sizeof e, "message of %llu bytes, expected %zu",
+                 (unsigned long long)net_op_len(*op), len * sizeof(float));
+        st = NET_ERR;
+    }
+    net_op_free(*op);
+    *op = NULL;
+    return st == NET_OK ? 0 : fail(x, is_send ? "send" : "receive", peer, step, c, e);
+}
+
+static void ensure_tmp(coll_group *g, size_t floats)
+{
+    if (g->tmp_cap >= floats) return;
+    free(g->tmp);
+    g->tmp = xmalloc(floats * sizeof(float));
+    g->tmp_cap = floats;
+}
+
+/* Ring steps t0..t1-1 over buf (see the top of the file). */
+static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
+{
+    coll_group *g = x->g;
+    int R = g->R, r = g->rank, rc = 0;
+    if (n == 0 || R == 1 || t1 <= t0) return 0;
+    size_t seg_max, o0, ce = g->chunk;
+    coll_segment(n, R, 0, &o0, &seg_max);
+    size_t maxch = nchunks(g, seg_max), T = (size_t)(t1 - t0);
+    if (t0 < R - 1) ensure_tmp(g, 2 * seg_max);
+    struct net_op **sends = xcalloc(T * maxch, sizeof *sends);
+    struct net_op **recvs = xcalloc(2 * maxch, sizeof *recvs);
+    for (int t = t0; t < t1 && rc == 0; t++) {
+        int par = t & 1;
+        size_t roff, rlen;
+        coll_segment(n, R, mod(r - t - 2, R), &roff, &rlen);
+        if (t == t0) { /* the first step: its receives, then its sends */
+            size_t soff, slen;
+            for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
+                size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
+                float *dst = t < R - 1 ? g->tmp + (size_t)par * seg_max + c * ce : buf + roff + c * ce;
+                rc = post_recv(x, t, c, dst, l, &recvs[(size_t)par * maxch + c]);
+            }
+            coll_segment(n, R, mod(r - t - 1, R), &soff, &slen);
+            for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
+                size_t l = slen - c * ce < ce ? slen - c * ce : ce;
+                rc = post_send(x, t, c, buf + soff + c * ce, l, &sends[c]);
+            }
+        }
+        /* the next step's receives go up before this step's data is consumed */
+        if (t + 1 < t1 && rc == 0) {
+            size_t noff, nlen;
+            coll_segment(n, R, mod(r - t - 3, R), &noff, &nlen);
+            for (size_t c = 0; c < nchunks(g, nlen) && rc == 0; c++) {
+                size_t l = nlen - c * ce < ce ? nlen - c * ce : ce;
+                float *dst = t + 1 < R - 1 ? g->tmp + (size_t)(1 - par) * seg_max + c * ce
+                                           : buf + noff + c * ce;
+                rc = post_recv(x, t + 1, c, dst, l, &recvs[(size_t)(1 - par) * maxch + c]);
+            }
+        }
+        for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
+            size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
+            rc = wait_op(x, &recvs[(size_t)par * maxch + c], 0, t, c, l);
+            if (rc) break;
+            if (t < R - 1) { /* partial sum received + own value: the order in coll.h */
+                float *d = buf + roff + c * ce;
+                const float *s = g->tmp + (size_t)par * seg_max + c * ce;
+                for (size_t j = 0; j < l; j++) d[j] = s[j] + d[j];
+            }
+            if (t + 1 < t1)
+                rc = post_send(x, t + 1, c, buf + roff + c * ce, l,
+                               &sends[(size_t)(t + 1 - t0) * maxch + c]);
+        }
+    }
+    for (size_t i = 0; i < T * maxch; i++) /* every send written (or the first failure) */
+        if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], 1, t0 + (int)(i / maxch), i % maxch, 0);
+    for (size_t i = 0; i < T * maxch; i++) net_op_free(sends[i]);
+    for (size_t i = 0; i < 2 * maxch; i++) net_op_free(recvs[i]);
+    free(sends);
+    free(recvs);
+    return rc;
+}
+
+int coll_allreduce_sum(coll_group *g, float *buf, size_t n, uint64_t tag, char *err)
+{
+    struct run x = { g, COLL_T_ALLREDUCE, tag, err };
+    return ring(&x, buf, n, 0, 2 * g->R - 2);
+}
+
+int coll_reduce_scatter(coll_group *g, float *buf, size_t n, uint64_t tag, char *err)
+{
+    struct run x = { g, COLL_T_REDUCE_SCATTER, tag, err };
+    return ring(&x, buf, n, 0, g->R - 1);
+}
+
+int coll_allgather(coll_group *g, float *buf, size_t n, uint64_t tag, char *err)
+{
+    struct run x = { g, COLL_T_ALLGATHER, tag, err };
+    return ring(&x, buf, n, g->R - 1, 2 * g->R - 2);
+}
+
+int coll_broadcast(coll_group *g, float *buf, size_t n, int root, uint64_t tag, char *err)
+{
+    struct run x = { g, COLL_T_BROADCAST, tag, err };
+    int R = g->R, r = g->rank, rc = 0;
+    if (root < 0 || root >= R)
+        return seterr(err, "coll broadcast (tag %llu): root %d outside a group of %d",
+                      (unsigned long long)tag, root, R);
+    if (n == 0 || R == 1) return 0;
+    size_t ce = g->chunk, nch = nchunks(g, n);
+    int last = mod(r + 1, R) == root; /* the ring ends here: nothing to forward */
+    struct net_op **recvs = xcalloc(nch, sizeof *recvs), **sends = xcalloc(nch, sizeof *sends);
+    for (size_t c = 0; c < nch && r != root && rc == 0; c++)
+        rc = post_recv(&x, root, c, buf + c * ce, n - c * ce < ce ? n - c * ce : ce, &recvs[c]);
+    for (size_t c = 0; c < nch && rc == 0; c++) {
+        size_t l = n - c * ce < ce ? n - c * ce : ce;
+        if (r != root) rc = wait_op(&x, &recvs[c], 0, root, c, l);
+        if (rc == 0 && !last) rc = post_send(&x, root, c, buf + c * ce, l, &sends[c]);
+    }
+    for (size_t c = 0; c < nch; c++)
+        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], 1, root, c, 0);
+    for (size_t c = 0; c < nch; c++) {
+        net_op_free(sends[c]);
+        net_op_free(recvs[c]);
+    }
+    free(sends);
+    free(recvs);
+    return rc;
+}

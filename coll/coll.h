@@ -1,0 +1,93 @@
+/* coll.h — collectives over the transport on float32 buffers: ring all-reduce
+ * (reduce-scatter then all-gather), reduce-scatter, all-gather and broadcast
+ * among a group of R processes that are peers of one struct net_node.
+ * coll/ sits on net/ alone: it knows no layer, no model and no schedule.
+ *
+ * Segments: a buffer of n floats is cut into R segments; segment i is owned by
+ * rank i and starts at i * (n / R) + min(i, n % R) with n / R elements, the first
+ * n % R segments one element longer (coll_segment). Each ring step moves one
+ * segment to rank + 1 and receives one from rank - 1, in messages of at most
+ * the group's chunk size (1 MiB by default) so that large buffers stream: the
+ * receives of a step are posted before its sends, and chunk c of a step is sent
+ * as soon as chunk c of the step before has been added.
+ *
+ * Determinism: the reduced segment i is
+ *     (((x_{i+1} + x_{i+2}) + x_{i+3}) + ... + x_{i+R-1}) + x_i
+ * element by element in float32, ranks taken mod R, x_k being rank k's input:
+ * the partial sum starts at rank i+1 and travels the ring, each rank adding its
+ * own value to what it received. The order depends on R only, never on timing
+ * or on the chunk size; all-gather copies the owner's bits, so every rank ends
+ * with bitwise the same buffer.
+ *
+ * Messages: key type COLL_T_* (the range NET_TYPE_COLL.. reserved in net/net.h),
+ * step = the caller's tag, mb = the ring step (broadcast: the root), chunk = the
+ * chunk index. Two collectives in flight at once on the same members need
+ * different tags, e.g. (step << 16 | bucket). */
+#ifndef COLL_COLL_H
+#define COLL_COLL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/net.h"
+
+#define COLL_CHUNK_BYTES (1u << 20) /* default largest message of a collective */
+
+enum {
+    COLL_T_ALLREDUCE = NET_TYPE_COLL + 0, /* mb = ring step 0 .. 2R-3 */
+    COLL_T_REDUCE_SCATTER = NET_TYPE_COLL + 1,
+    COLL_T_ALLGATHER = NET_TYPE_COLL + 2,
+    COLL_T_BROADCAST = NET_TYPE_COLL + 3, /* mb = root */
+};
+
+typedef struct coll_group coll_group;
+
+/* Creates a group of R processes: members[0..R-1] are their net identities in
+ * ring order and this process is members[rank]. The node must stay alive
+ * longer than the group; the caller connects the peers (net_connect) as usual:
+ * each rank talks to members[rank - 1] and members[rank + 1] only. Every wait
+ * of every collective gives up after timeout_ms (> 0). Returns NULL with a
+ * message in err (ERR_LEN) on bad arguments (R < 1, rank out of range,
+ * duplicate members). Free with coll_group_free. Any thread. */
+coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R, int rank,
+                           int timeout_ms, char *err);
+
+/* Frees g (NULL: no-op). No collective may be running on it. */
+void coll_group_free(coll_group *g);
+
+/* Sets the largest message (bytes, rounded down to whole floats, at least 4)
+ * a collective of g sends; every member must use the same value. Returns 0, or
+ * -1 with err on a bad value. Not during a collective. */
+int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
+
+/* Segment of rank i in a buffer of n floats among R: offset and length. */
+void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
+
+/* The contract shared by the four collectives below:
+ * - every member calls the same collective with the same n, tag (and root);
+ * - one thread at a time per group (different groups may run concurrently on
+ *   one node from different threads);
+ * - returns 0, or -1 with err (ERR_LEN) naming the collective, the tag, the
+ *   peer (stage, replica), the ring step and the chunk: a peer that failed or
+ *   stayed silent for the group's timeout, a message of the wrong length;
+ *   on failure buf holds partial results and nothing is left posted. */
+
+/* All-reduce (sum) in place: on return every member's buf[0..n) holds the sum
+ * of all members' inputs, in the order given at the top of this file, with
+ * bitwise the same values on every member. Sends 2(R-1)/R of the buffer. */
+int coll_allreduce_sum(coll_group *g, float *buf, size_t n, uint64_t tag, char *err);
+
+/* Reduce-scatter (sum) in place: on return this rank's segment of buf
+ * (coll_segment(n, R, rank)) holds the sum, in the same order as the
+ * all-reduce; the other segments hold partial sums (scratch). */
+int coll_reduce_scatter(coll_group *g, float *buf, size_t n, uint64_t tag, char *err);
+
+/* All-gather in place: each rank's own segment of buf is its input; on return
+ * every segment holds its owner's bits. */
+int coll_allgather(coll_group *g, float *buf, size_t n, uint64_t tag, char *err);
+
+/* Broadcast in place from rank root: on return every member's buf holds the
+ * root's bits (streamed along the ring root -> root+1 -> ... chunk by chunk). */
+int coll_broadcast(coll_group *g, float *buf, size_t n, int root, uint64_t tag, char *err);
+
+#endif

@@ -1,0 +1,355 @@
+/* test_coll.c — CUnit suite for coll/: R = 2..5 ranks as threads of this
+ * process, each with its own net_node on loopback (identity stage 0, replica
+ * rank), running every collective on sizes 0, 1, R-1, R+1, 1000 and 2^20+3
+ * against plain references: the all-reduce bitwise against a float sum in
+ * the documented order and within a bound of a double sum, identical bits on
+ * every rank, results independent of the chunk size; and a rank that dies
+ * mid-collective makes the others fail with a message instead of hanging. */
+#include <math.h>
+#include <float.h>
+#include <time.h>
+
+#include "base/base.h"
+#include "coll/coll.h"
+#include "tests/net_fixture.h"
+#include "tests/tests.h"
+
+#define MAXR 5
+#define TIMEOUT_MS 5000
+#define DIE_TIMEOUT_MS 1500 /* rank 0, no neighbour of the dead rank, waits this long */
+
+enum { OP_AR, OP_RS, OP_AG, OP_BC };
+
+struct ring_fix {
+    int R;
+    struct net_node *node[MAXR];
+    coll_group *g[MAXR];
+};
+
+static void fix_up(struct ring_fix *f, int R, int timeout_ms)
+{
+    char err[NET_ERR_LEN];
+    net_config c[MAXR];
+    net_peer_id ids[MAXR];
+    f->R = R;
+    for (int i = 0; i < R; i++) {
+        ids[i] = net_stage_id(0, (uint16_t)i);
+        cfg_for(&c[i], ids[i]);
+        f->node[i] = node_or_die(&c[i]);
+    }
+    /* rank i connects to rank i+1; with two ranks one connection is the ring */
+    for (int i = 0; i < R && !(R == 2 && i == 1); i++)
+        ST(net_connect(f->node[i], ids[(i + 1) % R], "127.0.0.1", net_node_port(f->node[(i + 1) % R]),
+                       err), NET_OK);
+    for (int i = 0; i < R; i++) {
+        ST(net_wait_peer(f->node[i], ids[(i + 1) % R], 10000, err), NET_OK);
+        ST(net_wait_peer(f->node[i], ids[(i + R - 1) % R], 10000, err), NET_OK);
+        f->g[i] = coll_group_new(f->node[i], ids, R, i, timeout_ms, err);
+        if (!f->g[i]) fprintf(stderr, "coll_group_new: %s\n", err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f->g[i]);
+    }
+}
+
+static void fix_down(struct ring_fix *f)
+{
+    for (int i = 0; i < f->R; i++) {
+        coll_group_free(f->g[i]);
+        net_node_free(f->node[i]);
+    }
+}
+
+struct job {
+    struct ring_fix *f;
+    int rank, op, root, rc;
+    float *buf;
+    size_t n;
+    uint64_t tag;
+    char err[ERR_LEN];
+    double secs;
+};
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+    coll_group *g = j->f->g[j->rank];
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    j->err[0] = 0;
+    switch (j->op) {
+    case OP_AR: j->rc = coll_allreduce_sum(g, j->buf, j->n, j->tag, j->err); break;
+    case OP_RS: j->rc = coll_reduce_scatter(g, j->buf, j->n, j->tag, j->err); break;
+    case OP_AG: j->rc = coll_allgather(g, j->buf, j->n, j->tag, j->err); break;
+    default: j->rc = coll_broadcast(g, j->buf, j->n, j->root, j->tag, j->err); break;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    j->secs = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+    return NULL;
+}
+
+/* Runs op on every rank at once (bufs[i] is rank i's buffer); all must succeed. */
+static void run_all(struct ring_fix *f, int op, float **bufs, size_t n, int root, uint64_t tag)
+{
+    struct job j[MAXR];
+    pthread_t t[MAXR];
+    for (int i = 0; i < f->R; i++) {
+        j[i] = (struct job){ .f = f, .rank = i, .op = op, .root = root, .buf = bufs[i], .n = n, .tag = tag };
+        pthread_create(&t[i], NULL, job_main, &j[i]);
+    }
+    for (int i = 0; i < f->R; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < f->R; i++) {
+        if (j[i].rc) fprintf(stderr, "rank %d: %s\n", i, j[i].err);
+        CU_ASSERT_EQUAL(j[i].rc, 0);
+    }
+}
+
+/* Rank k's input: values spread over 2^-8 .. 2^8 with both signs, so that the
+ * order of the additions shows in the low bits. */
+static float input(int k, size_t j)
+{
+    uint64_t s = (uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull ^ (j * 0xD1B54A32D192ED03ull);
+    s ^= s >> 29; s *= 0xBF58476D1CE4E5B9ull; s ^= s >> 32;
+    float m = (float)(s & 0xFFFFFF) / (float)0x1000000 - 0.5f;
+    return ldexpf(m, (int)((s >> 24) % 17) - 8);
+}
+
+/* The documented order for segment i: (((x_{i+1} + x_{i+2}) + ...) + x_{i+R-1}) + x_i. */
+static float ref_float(int R, int seg, size_t j)
+{
+    float s = input((seg + 1) % R, j);
+    for (int k = 2; k <= R; k++) s = s + input((seg + k) % R, j);
+    return s;
+}
+
+static int seg_of(size_t n, int R, size_t j)
+{
+    for (int i = 0; i < R; i++) {
+        size_t off, len;
+        coll_segment(n, R, i, &off, &len);
+        if (j >= off && j < off + len) return i;
+    }
+    return -1;
+}
+
+static float **bufs_new(int R, size_t n)
+{
+    float **b = calloc(MAXR, sizeof *b);
+    for (int i = 0; i < R; i++) b[i] = malloc((n ? n : 1) * sizeof(float));
+    return b;
+}
+
+static void bufs_free(float **b, int R)
+{
+    for (int i = 0; i < R; i++) free(b[i]);
+    free(b);
+}
+
+static void fill_inputs(float **b, int R, size_t n)
+{
+    for (int i = 0; i < R; i++)
+        for (size_t j = 0; j < n; j++) b[i][j] = input(i, j);
+}
+
+/* All-reduce: bitwise against ref_float, same bits on every rank, within a
+ * float rounding bound of the double sum. */
+static void check_allreduce(struct ring_fix *f, size_t n, uint64_t tag)
+{
+    int R = f->R;
+    float **b = bufs_new(R, n);
+    fill_inputs(b, R, n);
+    run_all(f, OP_AR, b, n, 0, tag);
+    size_t bad = 0, diff_ranks = 0, out = 0;
+    double worst = 0;
+    for (size_t j = 0; j < n; j++) {
+        float want = ref_float(R, seg_of(n, R, j), j);
+        double d = 0, mag = 0;
+        for (int k = 0; k < R; k++) {
+            d += input(k, j);
+            mag += fabs(input(k, j));
+        }
+        if (memcmp(&b[0][j], &want, sizeof want)) bad++;
+        for (int k = 1; k < R; k++) diff_ranks += memcmp(&b[k][j], &b[0][j], sizeof(float)) != 0;
+        double e = fabs(b[0][j] - d);
+        if (e > worst) worst = e;
+        if (e > R * FLT_EPSILON * mag) out++;
+    }
+    if (bad || diff_ranks || out)
+        fprintf(stderr, "\n  R=%d n=%zu: %zu values differ from the ordered float sum, %zu differ between "
+                        "ranks, %zu out of bound of the double sum (worst %g)\n", R, n, bad, diff_ranks, out, worst);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(diff_ranks, 0);
+    CU_ASSERT_EQUAL(out, 0);
+    bufs_free(b, R);
+}
+
+static void check_reduce_scatter(struct ring_fix *f, size_t n, uint64_t tag)
+{
+    int R = f->R;
+    float **b = bufs_new(R, n);
+    fill_inputs(b, R, n);
+    run_all(f, OP_RS, b, n, 0, tag);
+    size_t bad = 0;
+    for (int i = 0; i < R; i++) {
+        size_t off, len;
+        coll_segment(n, R, i, &off, &len);
+        for (size_t j = off; j < off + len; j++) {
+            float want = ref_float(R, i, j);
+            bad += memcmp(&b[i][j], &want, sizeof want) != 0;
+        }
+    }
+    if (bad) fprintf(stderr, "\n  reduce-scatter R=%d n=%zu: %zu values wrong\n", R, n, bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    bufs_free(b, R);
+}
+
+static void check_allgather(struct ring_fix *f, size_t n, uint64_t tag)
+{
+    int R = f->R;
+    float **b = bufs_new(R, n);
+    for (int i = 0; i < R; i++) /* own segment: input; the rest: garbage */
+        for (size_t j = 0; j < n; j++) b[i][j] = seg_of(n, R, j) == i ? input(i, j) : NAN;
+    run_all(f, OP_AG, b, n, 0, tag);
+    size_t bad = 0;
+    for (int i = 0; i < R; i++)
+        for (size_t j = 0; j < n; j++) {
+            float want = input(seg_of(n, R, j), j);
+            bad += memcmp(&b[i][j], &want, sizeof want) != 0;
+        }
+    if (bad) fprintf(stderr, "\n  all-gather R=%d n=%zu: %zu values wrong\n", R, n, bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    bufs_free(b, R);
+}
+
+static void check_broadcast(struct ring_fix *f, size_t n, int root, uint64_t tag)
+{
+    int R = f->R;
+    float **b = bufs_new(R, n);
+    for (int i = 0; i < R; i++)
+        for (size_t j = 0; j < n; j++) b[i][j] = i == root ? input(root, j) : NAN;
+    run_all(f, OP_BC, b, n, root, tag);
+    size_t bad = 0;
+    for (int i = 0; i < R; i++)
+        for (size_t j = 0; j < n; j++) {
+            float want = input(root, j);
+            bad += memcmp(&b[i][j], &want, sizeof want) != 0;
+        }
+    if (bad) fprintf(stderr, "\n  broadcast R=%d n=%zu root %d: %zu values wrong\n", R, n, root, bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    bufs_free(b, R);
+}
+
+static void every_op(int R)
+{
+    struct ring_fix f;
+    fix_up(&f, R, TIMEOUT_MS);
+    size_t sizes[] = { 0, 1, (size_t)R - 1, (size_t)R + 1, 1000, (1u << 20) + 3 };
+    uint64_t tag = 1;
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t n = sizes[s];
+        check_allreduce(&f, n, tag++);
+        check_reduce_scatter(&f, n, tag++);
+        check_allgather(&f, n, tag++);
+        for (int root = 0; root < R; root++) check_broadcast(&f, n, root, tag++);
+    }
+    /* many chunks per segment (12 bytes: 3 floats) change nothing, not even a bit */
+    char err[ERR_LEN];
+    for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], 12, err), 0);
+    check_allreduce(&f, 1000, tag++);
+    check_allreduce(&f, 37, tag++);
+    check_reduce_scatter(&f, 1000, tag++);
+    check_allgather(&f, 1001, tag++);
+    check_broadcast(&f, 1000, R - 1, tag++);
+    /* the same tag again after it completed is a new collective */
+    check_allreduce(&f, 100, 1);
+    fix_down(&f);
+}
+
+static void test_r2(void) { every_op(2); }
+static void test_r3(void) { every_op(3); }
+static void test_r4(void) { every_op(4); }
+static void test_r5(void) { every_op(5); }
+
+/* Rank 2 of 4 goes away while the others are inside an all-reduce: they fail
+ * with a message naming the collective and a peer, well before hanging. */
+static void test_peer_dies(void)
+{
+    struct ring_fix f;
+    fix_up(&f, 4, DIE_TIMEOUT_MS);
+    size_t n = 1u << 20;
+    float **b = bufs_new(4, n);
+    fill_inputs(b, 4, n);
+    struct job j[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) continue;
+        j[i] = (struct job){ .f = &f, .rank = i, .op = OP_AR, .buf = b[i], .n = n, .tag = 9 };
+        pthread_create(&t[i], NULL, job_main, &j[i]);
+    }
+    usleep(200000);
+    coll_group_free(f.g[2]);
+    net_node_free(f.node[2]);
+    f.g[2] = NULL;
+    f.node[2] = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) continue;
+        pthread_join(t[i], NULL);
+        printf("\n  rank %d after %.2f s: %s", i, j[i].secs, j[i].err);
+        CU_ASSERT_EQUAL(j[i].rc, -1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(j[i].err, "all-reduce"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(j[i].err, "stage 0 replica"));
+        CU_ASSERT(j[i].secs < DIE_TIMEOUT_MS / 1000.0 + 5); /* no hang; not a timing test */
+    }
+    /* the neighbours of the dead rank name it */
+    CU_ASSERT_PTR_NOT_NULL(strstr(j[1].err, "replica 2"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(j[3].err, "replica 2"));
+    bufs_free(b, 4);
+    fix_down(&f);
+}
+
+static void test_bad_args(void)
+{
+    char err[ERR_LEN];
+    struct net_node *n = listener(net_stage_id(0, 0));
+    net_peer_id ids[3] = { net_stage_id(0, 0), net_stage_id(0, 1), net_stage_id(0, 1) };
+    CU_ASSERT_PTR_NULL(coll_group_new(n, ids, 3, 0, 1000, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "member 1 and member 2"));
+    CU_ASSERT_PTR_NULL(coll_group_new(n, ids, 2, 2, 1000, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "rank 2"));
+    CU_ASSERT_PTR_NULL(coll_group_new(n, ids, 0, 0, 1000, err));
+    coll_group *g = coll_group_new(n, ids, 2, 0, 1000, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    float x[4] = { 0 };
+    CU_ASSERT_EQUAL(coll_broadcast(g, x, 4, 2, 1, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "root 2"));
+    CU_ASSERT_EQUAL(coll_group_set_chunk(g, 2, err), -1);
+    coll_group_free(g);
+    /* a group of one: every collective is a no-op */
+    g = coll_group_new(n, ids, 1, 0, 1000, err);
+    float y[3] = { 1, 2, 3 };
+    CU_ASSERT_EQUAL(coll_allreduce_sum(g, y, 3, 1, err), 0);
+    CU_ASSERT_EQUAL(coll_broadcast(g, y, 3, 0, 1, err), 0);
+    CU_ASSERT(y[0] == 1 && y[1] == 2 && y[2] == 3);
+    coll_group_free(g);
+    coll_group_free(NULL);
+    net_node_free(n);
+    size_t off, len, tot = 0;
+    for (int i = 0; i < 4; i++) { /* 10 among 4: 3 3 2 2 */
+        coll_segment(10, 4, i, &off, &len);
+        CU_ASSERT_EQUAL(off, tot);
+        CU_ASSERT_EQUAL(len, i < 2 ? 3u : 2u);
+        tot += len;
+    }
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "bad arguments, segments, a group of one", test_bad_args },
+        { "R=2: every collective, sizes 0..2^20+3", test_r2 },
+        { "R=3: every collective, sizes 0..2^20+3", test_r3 },
+        { "R=4: every collective, sizes 0..2^20+3", test_r4 },
+        { "R=5: every collective, sizes 0..2^20+3", test_r5 },
+        { "a rank dies mid-collective: the others fail, no hang", test_peer_dies },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("coll", tests);
+}
