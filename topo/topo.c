@@ -86,11 +86,23 @@ static const field coord_fields[] = {
     END
 };
 
+static const field replica_fields[] = {
+    STR(topo_replica, host, 1, NULL, NULL),
+    INT(topo_replica, port, 1, 1, 65535, 0),
+    INT(topo_replica, threads, 0, 1, 1024, 1),
+    END
+};
+
+/* host and port are required unless replicas is given, and threads defaults to 1
+ * only then: absent they decode to NULL / 0 and topo_check.c's check_replicas
+ * decides (the single-process form or the replicas form, never both). */
 static const field stage_fields[] = {
-    STR(topo_stage, host, 1, NULL, NULL),
-    INT(topo_stage, port, 1, 1, 65535, 0),
+    STR(topo_stage, host, 0, NULL, NULL),
+    INT(topo_stage, port, 0, 1, 65535, NAN),
     STR(topo_stage, layers, 1, NULL, NULL),
-    INT(topo_stage, threads, 0, 1, 1024, 1),
+    INT(topo_stage, threads, 0, 1, 1024, NAN),
+    { "replicas", T_ARR, offsetof(topo_stage, replicas), 0, 0, 0, 0, 0, 0, NULL, NULL, replica_fields,
+      offsetof(topo_stage, n_replicas), sizeof(topo_replica), 1024 },
     END
 };
 
@@ -373,9 +385,29 @@ static json_t *encode_obj(const field *tbl, const char *base)
     return o;
 }
 
+/* A stage is encoded in the form it was written: a replicated stage without
+ * the replica-0 copies in host/port/threads, a single-process one without the
+ * replicas array check_replicas derived, so the text reloads to itself and an
+ * R = 1 topology hashes as it did before replicas existed. */
+static void encode_stage_forms(json_t *o, const topo *t)
+{
+    json_t *arr = json_object_get(o, "stages");
+    for (int s = 0; s < t->n_stages && s < (int)json_array_size(arr); s++) {
+        json_t *st = json_array_get(arr, (size_t)s);
+        if (t->stages[s].replicated) {
+            json_object_del(st, "host");
+            json_object_del(st, "port");
+            json_object_del(st, "threads");
+        } else {
+            json_object_del(st, "replicas");
+        }
+    }
+}
+
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
+    if (o) encode_stage_forms(o, t);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     return s; /* NULL: out of memory, the caller says so */
@@ -412,6 +444,8 @@ static void free_fields(const field *tbl, char *base)
         if (f->type == T_ARR && *p) {
             int n = *(int *)(base + f->off2);
             for (int i = 0; i < n; i++) free_fields(f->sub, *p + (size_t)i * f->esize);
+            free(*p);
+            *p = NULL;
         }
     }
 }
@@ -423,8 +457,7 @@ void topo_free(topo *t)
         free(t->stages[i].units);
         free(t->stages[i].chunks);
     }
-    free_fields(topo_top_fields, (char *)t);
-    free(t->stages);
+    free_fields(topo_top_fields, (char *)t); /* frees the stages array too */
     free(t->path);
     free(t->dir);
     memset(t, 0, sizeof *t);

@@ -31,11 +31,27 @@
  *                   passes it to the stages with --coordinator)
  *   secret_file     path, optional (required at run time when a stage is off loopback)
  *   launch          "local" (default) | "ssh"
- *   stages          req, non-empty array of { host req, port req, layers req,
- *                   threads = 1 }
+ *   stages          req, non-empty array of { layers req, and either host req, port
+ *                   req, threads = 1 (one process) or replicas req: non-empty array
+ *                   of { host req, port req, threads = 1 } (data-parallel copies) }
  * Hosts are numeric unicast IPv4/IPv6 addresses (no name lookups); ports
- * 1..65535; host:port distinct across stages and the coordinator; loopback
- * addresses are not mixed with other machines' (those could not connect back).
+ * 1..65535; host:port distinct across every process of the grid and the
+ * coordinator; loopback addresses are not mixed with other machines' (those could
+ * not connect back).
+ *
+ * Replicas (the data-parallel grid): every stage has the same number R of
+ * replicas (the single-process form is R = 1); a process is (stage, replica).
+ * stages[k].host/port/threads are always replica 0's, so code that knows no
+ * replicas keeps working; stages[k].replicas[r] lists all R. The launcher rank
+ * of process (stage s, replica r) is r * P + s (replica-major: ranks 0..P-1 are
+ * replica 0's pipeline, so with R = 1 the rank is the stage index);
+ * topo_rank_identity / topo_rank_of convert. train.batch_size is the global
+ * batch B of a step, drawn by the one seeded sampler exactly as with R = 1;
+ * replica r trains on sequences [r*B/R, (r+1)*B/R) of it, in that order, so the
+ * sequences a step trains on do not depend on R. train.micro_batches M is per
+ * replica, so B must be a multiple of R * M and a micro-batch holds B/(R*M)
+ * sequences (topo_micro_batch). The canonical JSON keeps the form written: a
+ * replicated stage is encoded with replicas only, a single-process one without.
  * A built-in schedule kind's constraints (sched_kind_table: "1f1b" and "zb-h1" need
  * train.micro_batches >= number of stages, "interleaved" a multiple of it) are
  * checked here by topo_load; a schedule file is read and checked by
@@ -114,11 +130,21 @@ typedef struct {
     int virtual_stage;   /* position in the pipeline's order of chunks */
 } topo_chunk;
 
+/* One process of a stage: where it listens and its BLAS threads. */
 typedef struct {
     char *host;          /* numeric IPv4 or IPv6 address */
     int port;
+    int threads;
+} topo_replica;
+
+typedef struct {
+    char *host;          /* replica 0's: numeric IPv4 or IPv6 address */
+    int port;            /* replica 0's */
     char *layers;        /* notation as written */
-    int threads;         /* BLAS threads */
+    int threads;         /* replica 0's BLAS threads */
+    int n_replicas;      /* == topo.n_replicas after topo_load */
+    topo_replica *replicas; /* [n_replicas]; the single-process form gives one */
+    int replicated;      /* 1 when the file used the "replicas" form */
     int n_units;
     int *units;          /* strictly increasing unit indices */
     int n_chunks;
@@ -146,6 +172,7 @@ typedef struct {
     int launch_id;       /* TOPO_LAUNCH_* */
     int n_stages;
     topo_stage *stages;
+    int n_replicas;       /* R: replicas of every stage (data-parallel degree), >= 1 */
     int chunks_per_stage; /* v: 1 for plain schedules */
 } topo;
 
@@ -187,15 +214,27 @@ int topo_stage_of_unit(const topo *t, int unit);
 /* The stage holding virtual stage vs (0 .. n_stages*chunks_per_stage-1), and the
  * chunk index within that stage in *chunk; -1 when out of range. */
 int topo_stage_of_virtual(const topo *t, int vs, int *chunk);
-/* Sequences per micro-batch: batch_size / micro_batches. */
+/* Sequences per micro-batch: batch_size / (n_replicas * micro_batches). */
 int topo_micro_batch(const topo *t);
+/* Replica `replica`'s share of a step's global batch: returns the number of
+ * sequences (batch_size / n_replicas) and puts the index of its first sequence in
+ * the sampler's order in *first (replica * that count); -1 when replica is out
+ * of range. Any thread. */
+int topo_replica_batch(const topo *t, int replica, int *first);
+/* Maps a launcher rank (SLURM_PROCID, OMPI_COMM_WORLD_RANK, PMI_RANK, RANK) to
+ * the process it starts: rank = replica * n_stages + stage. Returns 0 with
+ * *stage and *replica set, or -1 with a message (no file name) in err when rank
+ * is outside 0 .. n_stages * n_replicas - 1. Any thread. */
+int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err);
+/* The rank of (stage, replica), or -1 when either is out of range. */
+int topo_rank_of(const topo *t, int stage, int replica);
 /* Bytes of the largest tensor that crosses a stage boundary (an activation or its
  * gradient for one micro-batch); the transport refuses larger payloads. */
 size_t topo_max_tensor_bytes(const topo *t);
 /* 1 when the coordinator and every stage are on a loopback address. */
 int topo_all_loopback(const topo *t);
-/* Index of the stage listening on host:port (compared as addresses, so "::1" and
- * "0:0::1" match), or -1. */
+/* Index of the stage whose replica 0 listens on host:port (compared as addresses,
+ * so "::1" and "0:0::1" match), or -1. */
 int topo_find_stage(const topo *t, const char *host, int port);
 
 /* How `pipetrain schedule` departs from the topology's own schedule; NULL for the
@@ -241,7 +280,12 @@ int topo_check_limits(const topo *t, char *err);
 
 /* Prints the partition table: per stage host:port, layers, parameters, forward
  * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over
- * its chunks), then totals and the topology hash. */
+ * its chunks), then totals and the topology hash. With n_replicas > 1 it then
+ * prints the grid (topo_print_grid). */
 void topo_print_partition(const topo *t, FILE *f);
+/* Prints the grid: stages x replicas, per process (rank, stage, replica)
+ * host:port, threads, parameters and activation bytes sent per micro-batch, and
+ * per replica group (stage) the gradient bytes it all-reduces per step. */
+void topo_print_grid(const topo *t, FILE *f);
 
 #endif

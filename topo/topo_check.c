@@ -197,6 +197,65 @@ out:
     return rc;
 }
 
+/* ---------- replicas ---------- */
+
+/* Each stage is either one process (host, port, threads) or a list of replicas;
+ * the single form becomes one replica, and host/port/threads become replica 0's
+ * in the replicas form. Every stage must have the same count R. */
+static int stage_form(const topo *t, int s, topo_stage *st, char *err)
+{
+    if (st->n_replicas > 0) {
+        const char *both = st->host ? "host" : st->port ? "port" : st->threads ? "threads" : NULL;
+        if (both)
+            return seterr(err, "%s: stages.%d.%s: give either host, port and threads (one process) or "
+                          "replicas (a list of them), not both", t->path, s, both);
+        st->replicated = 1;
+        st->host = xstrdup(st->replicas[0].host);
+        st->port = st->replicas[0].port;
+        st->threads = st->replicas[0].threads;
+        return 0;
+    }
+    const char *missing = !st->host ? "host" : !st->port ? "port" : NULL;
+    if (missing)
+        return seterr(err, "%s: stages.%d.%s: missing (required: %s, or list the stage's processes "
+                      "in stages.%d.replicas)", t->path, s, missing,
+                      st->host ? "an integer in 1..65535" : "a non-empty string", s);
+    if (!st->threads) st->threads = 1;
+    st->replicated = 0;
+    st->n_replicas = 1;
+    st->replicas = xcalloc(1, sizeof(topo_replica));
+    st->replicas[0] = (topo_replica){ xstrdup(st->host), st->port, st->threads };
+    return 0;
+}
+
+#define TOPO_MAX_PROCESSES 65536 /* ranks and --stage are parsed up to 65535 */
+
+static int check_replicas(topo *t, char *err)
+{
+    for (int s = 0; s < t->n_stages; s++)
+        if (stage_form(t, s, &t->stages[s], err)) return -1;
+    int R = t->stages[0].n_replicas;
+    for (int s = 1; s < t->n_stages; s++)
+        if (t->stages[s].n_replicas != R)
+            return seterr(err, "%s: stages.%d.replicas: expected %d replica(s) like stages.0 (every stage "
+                          "has the same count, the data-parallel degree), found %d", t->path, s, R,
+                          t->stages[s].n_replicas);
+    if ((long)t->n_stages * R > TOPO_MAX_PROCESSES)
+        return seterr(err, "%s: stages.0.replicas: %d stages x %d replicas = %ld processes, more than the "
+                      "%d ranks a launcher can number here", t->path, t->n_stages, R, (long)t->n_stages * R,
+                      TOPO_MAX_PROCESSES);
+    t->n_replicas = R;
+    return 0;
+}
+
+/* The JSON path of (stage s, replica r)'s field in the form the file used. */
+static void proc_path(const topo *t, int s, int r, const char *fieldname, char *buf, size_t n)
+{
+    if (t->stages[s].replicated) snprintf(buf, n, "stages.%d.replicas.%d%s%s", s, r, fieldname ? "." : "",
+                                          fieldname ? fieldname : "");
+    else snprintf(buf, n, "stages.%d%s%s", s, fieldname ? "." : "", fieldname ? fieldname : "");
+}
+
 /* ---------- addresses ---------- */
 
 typedef struct { int family; unsigned char a[16]; } addr;
@@ -244,21 +303,28 @@ static int check_host(const char *file, const char *path, const char *host, char
  * addresses of other machines would leave some peer unable to connect. */
 static int check_reachable(const topo *t, char *err)
 {
-    int remote = -2; /* index of a non-loopback stage, -1 = the coordinator */
+    int remote = -2, remote_r = 0; /* a non-loopback process, -1 = the coordinator */
     if (!is_loopback(t->coordinator.host)) remote = -1;
     for (int s = 0; s < t->n_stages && remote == -2; s++)
-        if (!is_loopback(t->stages[s].host)) remote = s;
+        for (int r = 0; r < t->stages[s].n_replicas && remote == -2; r++)
+            if (!is_loopback(t->stages[s].replicas[r].host)) { remote = s; remote_r = r; }
     if (remote == -2) return 0;
-    char where[128];
+    char where[160], path[64];
     if (remote < 0) snprintf(where, sizeof where, "coordinator.host (%s)", t->coordinator.host);
-    else snprintf(where, sizeof where, "stages.%d.host (%.40s)", remote, t->stages[remote].host);
+    else {
+        proc_path(t, remote, remote_r, "host", path, sizeof path);
+        snprintf(where, sizeof where, "%s (%.40s)", path, t->stages[remote].replicas[remote_r].host);
+    }
     if (is_loopback(t->coordinator.host))
         return seterr(err, "%s: coordinator.host: %s is a loopback address but %s is not: "
                       "peers on other machines could not reach it", t->path, t->coordinator.host, where);
     for (int s = 0; s < t->n_stages; s++)
-        if (is_loopback(t->stages[s].host))
-            return seterr(err, "%s: stages.%d.host: %s is a loopback address but %s is not: "
-                          "peers on other machines could not reach it", t->path, s, t->stages[s].host, where);
+        for (int r = 0; r < t->stages[s].n_replicas; r++)
+            if (is_loopback(t->stages[s].replicas[r].host)) {
+                proc_path(t, s, r, "host", path, sizeof path);
+                return seterr(err, "%s: %s: %s is a loopback address but %s is not: peers on other "
+                              "machines could not reach it", t->path, path, t->stages[s].replicas[r].host, where);
+            }
     return 0;
 }
 
@@ -269,22 +335,35 @@ static int same_endpoint(const char *h1, int p1, const char *h2, int p2)
     return a.family == b.family && !memcmp(a.a, b.a, 16);
 }
 
+/* host:port of (s, r) against every process before it in (stage, replica) order. */
+static int check_distinct(const topo *t, int s, int r, char *err)
+{
+    const topo_replica *p = &t->stages[s].replicas[r];
+    char path[64], other[64];
+    proc_path(t, s, r, "port", path, sizeof path);
+    if (same_endpoint(p->host, p->port, t->coordinator.host, t->coordinator.port))
+        return seterr(err, "%s: %s: %s:%d is also the coordinator's address", t->path, path, p->host, p->port);
+    for (int s2 = 0; s2 <= s; s2++)
+        for (int r2 = 0; r2 < (s2 < s ? t->stages[s2].n_replicas : r); r2++) {
+            const topo_replica *q = &t->stages[s2].replicas[r2];
+            if (!same_endpoint(p->host, p->port, q->host, q->port)) continue;
+            proc_path(t, s2, r2, NULL, other, sizeof other);
+            return seterr(err, "%s: %s: %s:%d is also used by %s (host:port must be distinct)",
+                          t->path, path, p->host, p->port, other);
+        }
+    return 0;
+}
+
 static int check_addresses(const topo *t, char *err)
 {
     if (check_host(t->path, "coordinator.host", t->coordinator.host, err)) return -1;
-    for (int s = 0; s < t->n_stages; s++) {
-        const topo_stage *st = &t->stages[s];
-        char path[64];
-        snprintf(path, sizeof path, "stages.%d.host", s);
-        if (check_host(t->path, path, st->host, err)) return -1;
-        if (same_endpoint(st->host, st->port, t->coordinator.host, t->coordinator.port))
-            return seterr(err, "%s: stages.%d.port: %s:%d is also the coordinator's address",
-                          t->path, s, st->host, st->port);
-        for (int r = 0; r < s; r++)
-            if (same_endpoint(st->host, st->port, t->stages[r].host, t->stages[r].port))
-                return seterr(err, "%s: stages.%d.port: %s:%d is also used by stages.%d "
-                              "(host:port must be distinct)", t->path, s, st->host, st->port, r);
-    }
+    for (int s = 0; s < t->n_stages; s++)
+        for (int r = 0; r < t->stages[s].n_replicas; r++) {
+            char path[64];
+            proc_path(t, s, r, "host", path, sizeof path);
+            if (check_host(t->path, path, t->stages[s].replicas[r].host, err)) return -1;
+            if (check_distinct(t, s, r, err)) return -1;
+        }
     return check_reachable(t, err);
 }
 
@@ -305,9 +384,15 @@ static int check_train(topo *t, char *err)
     if (tr->min_lr > tr->lr)
         return seterr(err, "%s: train.min_lr: expected a number <= train.lr (%g), found %g",
                       t->path, tr->lr, tr->min_lr);
-    if (tr->batch_size % tr->micro_batches)
+    if (t->n_replicas == 1 && tr->batch_size % tr->micro_batches)
         return seterr(err, "%s: train.micro_batches: expected a divisor of train.batch_size (%d), found %d",
                       t->path, tr->batch_size, tr->micro_batches);
+    /* replica r takes sequences [r*B/R, (r+1)*B/R) and splits them into M micro-batches */
+    if (t->n_replicas > 1 && tr->batch_size % ((long)t->n_replicas * tr->micro_batches))
+        return seterr(err, "%s: train.batch_size: expected a multiple of %d replicas x train.micro_batches %d "
+                      "= %ld (each replica takes batch_size / replicas sequences of the step's batch and splits "
+                      "them into micro_batches), found %d", t->path, t->n_replicas, tr->micro_batches,
+                      (long)t->n_replicas * tr->micro_batches, tr->batch_size);
     if (tr->eval_every > 0 && t->data.val_fraction == 0)
         return seterr(err, "%s: data.val_fraction: expected > 0 because train.eval_every is %d, found 0",
                       t->path, tr->eval_every);
@@ -355,6 +440,7 @@ int topo_validate(topo *t, char *err)
 {
     char msg[ERR_LEN];
     if (!t->model.n_kv_heads) t->model.n_kv_heads = t->model.n_heads;
+    if (check_replicas(t, err)) return -1;
     if (model_config_check(&t->model, msg)) return seterr(err, "%s: %s", t->path, msg);
     t->data.kind = data_kind(&t->data);
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
@@ -394,7 +480,37 @@ int topo_stage_of_virtual(const topo *t, int vs, int *chunk)
     return vs % t->n_stages;
 }
 
-int topo_micro_batch(const topo *t) { return t->train.batch_size / t->train.micro_batches; }
+int topo_micro_batch(const topo *t)
+{
+    int R = t->n_replicas > 0 ? t->n_replicas : 1;
+    return t->train.batch_size / (R * t->train.micro_batches);
+}
+
+int topo_replica_batch(const topo *t, int replica, int *first)
+{
+    if (replica < 0 || replica >= t->n_replicas) return -1;
+    int n = t->train.batch_size / t->n_replicas;
+    if (first) *first = replica * n;
+    return n;
+}
+
+int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err)
+{
+    long n = (long)t->n_stages * t->n_replicas;
+    if (rank < 0 || rank >= n)
+        return seterr(err, "rank %ld is outside the grid of %d stage(s) x %d replica(s) = %ld process(es) "
+                      "(ranks 0..%ld, rank = replica x %d + stage)", rank, t->n_stages, t->n_replicas, n,
+                      n - 1, t->n_stages);
+    *stage = (int)(rank % t->n_stages);
+    *replica = (int)(rank / t->n_stages);
+    return 0;
+}
+
+int topo_rank_of(const topo *t, int stage, int replica)
+{
+    if (stage < 0 || stage >= t->n_stages || replica < 0 || replica >= t->n_replicas) return -1;
+    return replica * t->n_stages + stage;
+}
 
 size_t topo_max_tensor_bytes(const topo *t)
 {
@@ -410,7 +526,8 @@ int topo_all_loopback(const topo *t)
 {
     if (!is_loopback(t->coordinator.host)) return 0;
     for (int s = 0; s < t->n_stages; s++)
-        if (!is_loopback(t->stages[s].host)) return 0;
+        for (int r = 0; r < t->stages[s].n_replicas; r++)
+            if (!is_loopback(t->stages[s].replicas[r].host)) return 0;
     return 1;
 }
 
