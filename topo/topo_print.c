@@ -66,4 +66,58 @@ void topo_print_partition(const topo *t, FILE *f)
     fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "total", "", "", "", p, fl, by);
     char hash[65];
     fprintf(f, "topology hash %s\n", topo_hash_hex(t, hash) ? "(out of memory)" : hash);
+    if (t->n_replicas > 1) topo_print_grid(t, f);
+}
+
+/* Parameters of stage s and the bytes it sends forward per micro-batch. */
+static void stage_sizes(const topo *t, int s, double *params, double *bytes)
+{
+    const model_config *m = &t->model;
+    const topo_stage *st = &t->stages[s];
+    size_t mb = (size_t)topo_micro_batch(t), T = (size_t)m->seq_len;
+    *params = *bytes = 0;
+    for (int i = 0; i < st->n_units; i++) *params += (double)model_unit_params(m, st->units[i]);
+    for (int c = 0; c < st->n_chunks; c++) {
+        int last = st->chunks[c].first_unit + st->chunks[c].n_units - 1;
+        *bytes += (double)model_unit_out_bytes(m, last, mb, T);
+    }
+}
+
+void topo_print_grid(const topo *t, FILE *f)
+{
+    int P = t->n_stages, R = t->n_replicas, first = 0;
+    int share = topo_replica_batch(t, 0, &first);
+    fprintf(f, "grid: %d stage(s) x %d replica(s) = %d processes (rank = replica x %d + stage); each replica "
+            "takes %d of the %d sequences of a step (replica r: [r*%d, (r+1)*%d)) in %d micro-batch(es) of %d\n",
+            P, R, P * R, P, share, t->train.batch_size, share, share, t->train.micro_batches,
+            topo_micro_batch(t));
+    fprintf(f, "%-5s %-5s %-7s %-24s %7s %14s %12s\n", "rank", "stage", "replica", "address", "threads", "params",
+            "sends/mb");
+    for (int r = 0; r < R; r++)
+        for (int s = 0; s < P; s++) {
+            const topo_replica *p = &t->stages[s].replicas[r];
+            double params, bytes;
+            stage_sizes(t, s, &params, &bytes);
+            char addr[80], pa[32], by[32];
+            snprintf(addr, sizeof addr, strchr(p->host, ':') ? "[%s]:%d" : "%s:%d", p->host, p->port);
+            human(params, "", pa, sizeof pa);
+            human_bytes(bytes, by, sizeof by);
+            fprintf(f, "%-5d %-5d %-7d %-24s %7d %14s %12s\n", topo_rank_of(t, s, r), s, r, addr, p->threads, pa, by);
+        }
+    /* fp32 weight gradients; a ring all-reduce sends 2(R-1)/R of them from each process */
+    fprintf(f, "%-5s %-7s %18s %22s\n", "group", "stage", "all-reduce/step", "ring sends/process");
+    double total = 0;
+    for (int s = 0; s < P; s++) {
+        double params, bytes;
+        stage_sizes(t, s, &params, &bytes);
+        double g = params * sizeof(float);
+        char gb[32], sb[32];
+        human_bytes(g, gb, sizeof gb);
+        human_bytes(g * 2 * (R - 1) / R, sb, sizeof sb);
+        fprintf(f, "%-5d %-7d %18s %22s\n", s, s, gb, sb);
+        total += g;
+    }
+    char tb[32];
+    human_bytes(total, tb, sizeof tb);
+    fprintf(f, "%-5s %-7s %18s\n", "total", "", tb);
 }
