@@ -193,6 +193,12 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "pipetrain run: %s\n", err);
         return 2;
     }
+    if (t.n_replicas > 1) {
+        fprintf(stderr, "pipetrain run: %s: data-parallel runtime (replicas > 1) is not implemented yet: "
+                "stages.0.replicas lists %d (`pipetrain check` validates the grid)\n", a.topology, t.n_replicas);
+        topo_free(&t);
+        return 2;
+    }
     if (a.data && topo_set_data_path(&t, a.data, err)) {
         fprintf(stderr, "pipetrain run: %s\n", err);
         topo_free(&t);

@@ -9,15 +9,18 @@
 #include <unistd.h>
 
 static const char stage_help[] =
-    "usage: pipetrain stage TOPOLOGY.json [--stage K] [--coordinator HOST:PORT] [--run-id N]\n"
+    "usage: pipetrain stage TOPOLOGY.json [--stage K [--replica R]] [--coordinator HOST:PORT] [--run-id N]\n"
     "                       [--out DIR] [--data FILE] [--set KEY=VALUE ...]\n"
     "                       [--peer-timeout-ms N] [--connect-timeout-ms N] [--step-timeout-s N]\n"
     "                       [--insecure] [--rejoin N]\n"
     "\n"
     "Runs stage K of the topology: listens on its host:port, connects to its neighbours\n"
     "and to the coordinator (`pipetrain run` prints these commands with --print-commands),\n"
-    "and trains until the coordinator says it is done. Without --stage, the index comes\n"
-    "from SLURM_PROCID, so `srun pipetrain stage topo.json` works. Every process of a run\n"
+    "and trains until the coordinator says it is done. --replica R picks the replica of\n"
+    "stage K in a replicated topology (default 0). Without --stage, the process comes from\n"
+    "the launcher's rank, the first set of SLURM_PROCID, OMPI_COMM_WORLD_RANK, PMI_RANK,\n"
+    "RANK: rank = replica x stages + stage, so `srun pipetrain stage topo.json` or\n"
+    "`mpirun -np 4 pipetrain stage topo.json` starts the whole grid. Every process of a run\n"
     "must be given the same topology, overrides and --data (they compare a hash of it).\n"
     "Checkpoint shards are written under DIR (default .). IPv6: --coordinator [::1]:29500.\n"
     "--insecure: run without a shared secret although a process is off loopback (logged).\n"
@@ -44,13 +47,60 @@ static int parse_addr(const char *s, char *host, int *port)
     return 0;
 }
 
+/* The launcher variables a rank is read from, in the order they are tried. */
+static const char *const rank_vars[] = { "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK", NULL };
+
+/* Who this process is: --stage/--replica, else the first launcher rank set (its
+ * variable's name in *var, its value in *rank). Returns 0, or 2 (message printed). */
+static int find_rank(const char **var, long *rank)
+{
+    for (int i = 0; rank_vars[i]; i++) {
+        const char *v = getenv(rank_vars[i]);
+        if (!v) continue;
+        *var = rank_vars[i];
+        return cli_parse_long("stage", rank_vars[i], v, 0, 65535, rank) ? 2 : 0;
+    }
+    return cli_usage_error("stage", "--stage K is required (or run under a launcher that sets SLURM_PROCID, "
+                           "OMPI_COMM_WORLD_RANK, PMI_RANK or RANK)");
+}
+
+/* Resolves (stage, replica) against t and refuses what cannot run yet. Returns 0 or 2. */
+static int resolve_identity(const topo *t, stage_opts *o, int *replica, const char *var, long rank)
+{
+    char err[ERR_LEN];
+    if (var) {
+        if (topo_rank_identity(t, rank, &o->stage, replica, err)) {
+            fprintf(stderr, "pipetrain stage: %s: %s=%ld: %s\n", t->path, var, rank, err);
+            return 2;
+        }
+        fprintf(stderr, "pipetrain stage: %s=%ld: stage %d, replica %d (rank = replica x %d + stage)\n", var, rank,
+                o->stage, *replica, t->n_stages);
+    } else if (*replica < 0) {
+        *replica = 0;
+    } else if (*replica >= t->n_replicas) {
+        return cli_usage_error("stage", "--replica %d: %s has %d replica(s) per stage (0..%d)", *replica, t->path,
+                               t->n_replicas, t->n_replicas - 1);
+    }
+    if (t->n_replicas > 1) {
+        if (o->stage >= t->n_stages)
+            return cli_usage_error("stage", "--stage %d: %s has %d stage(s) (0..%d)", o->stage, t->path,
+                                   t->n_stages, t->n_stages - 1);
+        fprintf(stderr, "pipetrain stage: %s: data-parallel runtime (replicas > 1) is not implemented yet: "
+                "stages.0.replicas lists %d; this process would be stage %d, replica %d%s%s%s\n", t->path,
+                t->n_replicas, o->stage, *replica, var ? " (from " : "", var ? var : "", var ? ")" : "");
+        return 2;
+    }
+    return 0;
+}
+
 int cli_stage_main(int argc, char **argv)
 {
     stage_opts o = { .stage = -1, .peer_timeout_ms = 10000, .connect_timeout_ms = 60000, .step_timeout_s = 600 };
     const char *path = NULL, *data = NULL;
     char *sets[256], host[64];
-    int n_sets = 0, insecure = 0, rejoin = 0;
-    long v;
+    int n_sets = 0, insecure = 0, rejoin = 0, replica = -1;
+    const char *rank_var = NULL;
+    long v, rank = 0;
     double d;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *a = i + 1 < argc ? argv[i + 1] : NULL;
@@ -58,6 +108,7 @@ int cli_stage_main(int argc, char **argv)
         else if (!strcmp(s, "--insecure")) insecure = 1;
         else if (!strcmp(s, "--rejoin")) { if (cli_parse_long("stage", s, a, 0, 1000000, &v)) return 2; rejoin = (int)v; i++; }
         else if (!strcmp(s, "--stage")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
+        else if (!strcmp(s, "--replica")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; replica = (int)v; i++; }
         else if (!strcmp(s, "--coordinator")) {
             if (!a || parse_addr(a, host, &o.coord_port)) return cli_usage_error("stage", "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
             o.coord_host = host;
@@ -85,16 +136,17 @@ int cli_stage_main(int argc, char **argv)
         else return cli_usage_error("stage", "unexpected argument '%s'", s);
     }
     if (!path) return cli_usage_error("stage", "a TOPOLOGY.json is required");
-    if (o.stage < 0) {
-        const char *slurm = getenv("SLURM_PROCID");
-        if (!slurm) return cli_usage_error("stage", "--stage K is required (or run under SLURM with SLURM_PROCID set)");
-        if (cli_parse_long("stage", "SLURM_PROCID", slurm, 0, 65535, &v)) return 2;
-        o.stage = (int)v;
-    }
+    if (replica >= 0 && o.stage < 0)
+        return cli_usage_error("stage", "--replica R needs --stage K (without both, a launcher's rank names the process)");
+    if (o.stage < 0 && find_rank(&rank_var, &rank)) return 2;
     char err[ERR_LEN];
     topo t;
     if (topo_load(&t, path, sets, n_sets, err) || (data && topo_set_data_path(&t, data, err))) {
         fprintf(stderr, "pipetrain stage: %s\n", err);
+        topo_free(&t);
+        return 2;
+    }
+    if (resolve_identity(&t, &o, &replica, rank_var, rank)) {
         topo_free(&t);
         return 2;
     }
