@@ -454,8 +454,9 @@ static void test_hash(void)
 static void test_canonical_roundtrip(void)
 {
     const char *files[] = { "topologies/shakespeare-1stage.json", "topologies/shakespeare-2stage.json",
-                            "topologies/shakespeare-4stage.json", "topologies/default.json" };
-    for (int i = 0; i < 4; i++) {
+                            "topologies/shakespeare-4stage.json", "topologies/default.json",
+                            "topologies/shakespeare-2x2.json" };
+    for (int i = 0; i < 5; i++) {
         topo t, u;
         if (load_ok(&t, files[i], NULL, 0)) continue;
         char *s = topo_canonical_json(&t);
@@ -636,6 +637,220 @@ static void test_helpers(void)
     topo_free(&t);
 }
 
+/* ---------- replicas (the data-parallel grid) ---------- */
+
+/* A topology of the base model with P stages (2 or 3) of R replicas each on
+ * 127.0.0.1, ports 7100 + rank; batch_size B, micro_batches M. */
+static const char *grid_json(int P, int R, int B, int M)
+{
+    static char buf[4096];
+    static const char *const layers2[] = { "embed,0-1", "2-3,head" };
+    static const char *const layers3[] = { "embed,0", "1-2", "3,head" };
+    size_t k = (size_t)snprintf(buf, sizeof buf, "{" BASE_MODEL ",\n\"train\": {\"steps\": 10, \"batch_size\": %d, "
+                                "\"micro_batches\": %d, \"lr\": 0.01},\n\"stages\": [", B, M);
+    for (int s = 0; s < P; s++) {
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s{\"layers\": \"%s\", \"replicas\": [", s ? ", " : "",
+                              P == 2 ? layers2[s] : layers3[s]);
+        for (int r = 0; r < R; r++)
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s{\"host\": \"127.0.0.1\", \"port\": %d}", r ? ", " : "",
+                                  7100 + r * P + s);
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "]}");
+    }
+    snprintf(buf + k, sizeof buf - k, "]}\n");
+    return buf;
+}
+
+static void test_replicas_parse(void)
+{
+    topo t;
+    if (!load_ok(&t, "topologies/shakespeare-2x2.json", NULL, 0)) {
+        CU_ASSERT_EQUAL(t.n_stages, 2);
+        CU_ASSERT_EQUAL(t.n_replicas, 2);
+        for (int s = 0; s < 2; s++) {
+            CU_ASSERT_EQUAL(t.stages[s].n_replicas, 2);
+            CU_ASSERT(t.stages[s].replicated);
+            /* host/port/threads are replica 0's, for code that knows no replicas */
+            CU_ASSERT_STRING_EQUAL(t.stages[s].host, t.stages[s].replicas[0].host);
+            CU_ASSERT_EQUAL(t.stages[s].port, t.stages[s].replicas[0].port);
+            CU_ASSERT_EQUAL(t.stages[s].threads, 1);
+        }
+        CU_ASSERT_EQUAL(t.stages[0].replicas[1].port, 29553);
+        CU_ASSERT_EQUAL(t.stages[1].replicas[1].port, 29554);
+        CU_ASSERT_EQUAL(topo_micro_batch(&t), 3); /* 24 / (2 replicas x 4 micro-batches) */
+        CU_ASSERT(topo_all_loopback(&t));
+        topo_free(&t);
+    }
+    /* the single-process form is one replica */
+    if (!load_ok(&t, write_tmp("base.json", base_json), NULL, 0)) {
+        CU_ASSERT_EQUAL(t.n_replicas, 1);
+        CU_ASSERT_EQUAL(t.stages[1].n_replicas, 1);
+        CU_ASSERT_FALSE(t.stages[1].replicated);
+        CU_ASSERT_STRING_EQUAL(t.stages[1].replicas[0].host, "127.0.0.1");
+        CU_ASSERT_EQUAL(t.stages[1].replicas[0].port, 7002);
+        CU_ASSERT_EQUAL(t.stages[1].replicas[0].threads, 1);
+        /* its canonical text (and so its hash) has no replicas key */
+        char *c = topo_canonical_json(&t);
+        CU_ASSERT_PTR_NULL(strstr(c, "replicas"));
+        free(c);
+        topo_free(&t);
+    }
+    /* threads per replica, overrides into a replica, canonical text reloads to itself */
+    const char *p = write_tmp("g.json", grid_json(2, 2, 8, 2));
+    char *sets[] = { "stages.0.replicas.1.threads=3", "stages.1.replicas.1.port=7200" };
+    topo u;
+    if (!load_ok(&t, p, sets, 2)) {
+        CU_ASSERT_EQUAL(t.stages[0].replicas[1].threads, 3);
+        CU_ASSERT_EQUAL(t.stages[0].replicas[0].threads, 1);
+        CU_ASSERT_EQUAL(t.stages[1].replicas[1].port, 7200);
+        char *c = topo_canonical_json(&t);
+        CU_ASSERT_PTR_NOT_NULL(strstr(c, "\"replicas\""));
+        if (!load_ok(&u, write_tmp("gc.json", c), NULL, 0)) {
+            char *c2 = topo_canonical_json(&u);
+            CU_ASSERT_STRING_EQUAL(c, c2);
+            free(c2);
+            topo_free(&u);
+        }
+        free(c);
+        topo_free(&t);
+    }
+    unsigned char a[32], b[32];
+    hash_of(p, NULL, 0, a);
+    char *one[] = { "stages.0.replicas.1.threads=2" };
+    hash_of(p, one, 1, b);
+    CU_ASSERT(memcmp(a, b, 32) != 0);
+}
+
+static void test_replicas_errors(void)
+{
+    const char *g = write_tmp("g.json", grid_json(2, 2, 8, 2));
+    char *s1[] = { "stages.1.replicas.0.port=0" };
+    expect_fail(g, s1, 1, "stages.1.replicas.0.port: expected an integer in 1..65535", NULL);
+    char *s2[] = { "stages.0.replicas.1.port=7100" };
+    expect_fail(g, s2, 1, "stages.0.replicas.1.port: 127.0.0.1:7100 is also used by stages.0.replicas.0", NULL);
+    char *s3[] = { "stages.1.replicas.1.port=7102" }; /* replica 1 of stage 0 */
+    expect_fail(g, s3, 1, "stages.1.replicas.1.port: 127.0.0.1:7102 is also used by stages.0.replicas.1", NULL);
+    char *s4[] = { "stages.0.replicas.1.host=10.0.0.1" };
+    expect_fail(g, s4, 1, "loopback", "stages.0.replicas.1.host (10.0.0.1)");
+    char *s5[] = { "coordinator.port=7103" };
+    expect_fail(g, s5, 1, "stages.1.replicas.1.port: 127.0.0.1:7103 is also the coordinator's address", NULL);
+    char *s6[] = { "stages.0.replicas.0.host=node-1" };
+    expect_fail(g, s6, 1, "stages.0.replicas.0.host: expected a numeric IPv4 or IPv6 address", NULL);
+    char *s7[] = { "stages.0.threads=2" };
+    expect_fail(g, s7, 1, "stages.0.threads: give either host, port and threads", "or replicas");
+    char *s8[] = { "stages.1.replicas.2.port=7000" };
+    expect_fail(g, s8, 1, "stages.1.replicas has no element 2", NULL);
+    /* batch_size is the global batch: a multiple of replicas x micro_batches */
+    expect_fail(write_tmp("gb.json", grid_json(2, 2, 6, 2)), NULL, 0,
+                "train.batch_size: expected a multiple of 2 replicas x train.micro_batches 2 = 4", "found 6");
+    expect_fail(write_tmp("gb.json", grid_json(3, 3, 8, 1)), NULL, 0, "train.batch_size", "= 3");
+    /* the same count R for every stage */
+    char text[4096];
+    snprintf(text, sizeof text, "%s", grid_json(2, 2, 8, 2));
+    char *cut = strstr(text, ", {\"host\": \"127.0.0.1\", \"port\": 7103}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cut);
+    memmove(cut, cut + strlen(", {\"host\": \"127.0.0.1\", \"port\": 7103}"),
+            strlen(cut + strlen(", {\"host\": \"127.0.0.1\", \"port\": 7103}")) + 1);
+    expect_fail(write_tmp("gr.json", text), NULL, 0, "stages.1.replicas: expected 2 replica(s) like stages.0",
+                "found 1");
+    expect_fail(write_tmp("ge.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"layers\": \"embed,0-3,head\", "
+                          "\"replicas\": []}]}"), NULL, 0, "stages.0.replicas: expected a non-empty array", NULL);
+    expect_fail(write_tmp("gm.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"layers\": \"embed,0-3,head\", "
+                          "\"replicas\": [{\"port\": 7001}]}]}"), NULL, 0, "stages.0.replicas.0.host: missing", NULL);
+    expect_fail(write_tmp("gu.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"layers\": \"embed,0-3,head\", "
+                          "\"replicas\": [{\"host\": \"::1\", \"port\": 7001, \"gpu\": 0}]}]}"), NULL, 0,
+                "stages.0.replicas.0.gpu: unknown key", NULL);
+    expect_fail(write_tmp("gh.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"layers\": \"embed,0-3,head\", "
+                          "\"port\": 7001, \"replicas\": [{\"host\": \"::1\", \"port\": 7002}]}]}"), NULL, 0,
+                "stages.0.port: give either", NULL);
+    expect_fail(write_tmp("gn.json", "{" BASE_MODEL "," BASE_TRAIN ", \"stages\": [{\"layers\": \"embed,0-3,head\", "
+                          "\"port\": 7001}]}"), NULL, 0, "stages.0.host: missing", "stages.0.replicas");
+}
+
+/* rank = replica x P + stage, both ways, for R=2 P=2, R=2 P=3, R=3 P=3 and R=1 */
+static void test_rank_mapping(void)
+{
+    const int grids[][2] = { { 2, 2 }, { 3, 2 }, { 3, 3 }, { 2, 1 } };
+    for (int g = 0; g < 4; g++) {
+        int P = grids[g][0], R = grids[g][1];
+        topo t;
+        if (load_ok(&t, write_tmp("rank.json", grid_json(P, R, 12 * R, 2)), NULL, 0)) continue;
+        CU_ASSERT_EQUAL(t.n_replicas, R);
+        int seen[9] = { 0 };
+        char err[ERR_LEN];
+        for (int rank = 0; rank < P * R; rank++) {
+            int s = -1, r = -1;
+            CU_ASSERT_EQUAL_FATAL(topo_rank_identity(&t, rank, &s, &r, err), 0);
+            CU_ASSERT_EQUAL(s, rank % P);
+            CU_ASSERT_EQUAL(r, rank / P);
+            CU_ASSERT_EQUAL(topo_rank_of(&t, s, r), rank);
+            /* the launcher's rank r*P+s is the process listening on 7100 + r*P+s */
+            CU_ASSERT_EQUAL(t.stages[s].replicas[r].port, 7100 + rank);
+            seen[s * R + r]++;
+        }
+        for (int i = 0; i < P * R; i++) CU_ASSERT_EQUAL(seen[i], 1);
+        int s = -1, r = -1;
+        CU_ASSERT_EQUAL(topo_rank_identity(&t, P * R, &s, &r, err), -1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "outside the grid"));
+        CU_ASSERT_EQUAL(topo_rank_identity(&t, -1, &s, &r, err), -1);
+        CU_ASSERT_EQUAL(topo_rank_of(&t, P, 0), -1);
+        CU_ASSERT_EQUAL(topo_rank_of(&t, 0, R), -1);
+        /* the global batch splits into R contiguous, disjoint shares covering it */
+        int next = 0;
+        for (int rr = 0; rr < R; rr++) {
+            int first = -1, n = topo_replica_batch(&t, rr, &first);
+            CU_ASSERT_EQUAL(first, next);
+            CU_ASSERT_EQUAL(n, 12);
+            next += n;
+        }
+        CU_ASSERT_EQUAL(next, t.train.batch_size);
+        CU_ASSERT_EQUAL(topo_replica_batch(&t, R, NULL), -1);
+        CU_ASSERT_EQUAL(topo_micro_batch(&t), 6);
+        topo_free(&t);
+    }
+    topo t;
+    char err[ERR_LEN];
+    int s, r;
+    if (!load_ok(&t, write_tmp("rank.json", grid_json(2, 2, 8, 2)), NULL, 0)) {
+        CU_ASSERT(topo_rank_identity(&t, 3, &s, &r, err) == 0 && s == 1 && r == 1);
+        CU_ASSERT(topo_rank_identity(&t, 2, &s, &r, err) == 0 && s == 0 && r == 1);
+        topo_free(&t);
+    }
+    if (!load_ok(&t, write_tmp("rank.json", grid_json(3, 3, 9, 1)), NULL, 0)) {
+        CU_ASSERT(topo_rank_identity(&t, 5, &s, &r, err) == 0 && s == 2 && r == 1);
+        CU_ASSERT(topo_rank_identity(&t, 7, &s, &r, err) == 0 && s == 1 && r == 2);
+        topo_free(&t);
+    }
+}
+
+/* check's grid: every process with its address, the gradient bytes per group */
+static void test_print_grid(void)
+{
+    topo t;
+    if (load_ok(&t, "topologies/shakespeare-2x2.json", NULL, 0)) return;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    topo_print_partition(&t, f);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "grid: 2 stage(s) x 2 replica(s) = 4 processes"));
+    for (int s = 0; s < 2; s++)
+        for (int r = 0; r < 2; r++) {
+            char row[128];
+            snprintf(row, sizeof row, "%-5d %-5d %-7d 127.0.0.1:%d", r * 2 + s, s, r, t.stages[s].replicas[r].port);
+            if (!strstr(buf, row)) fprintf(stderr, "\n  \"%s\" not in:\n%s", row, buf);
+            CU_ASSERT_PTR_NOT_NULL(strstr(buf, row));
+        }
+    double p1 = 0;
+    for (int i = 0; i < t.stages[1].n_units; i++) p1 += (double)model_unit_params(&t.model, t.stages[1].units[i]);
+    char want[64], num[32]; /* fp32 gradients of stage 1's parameters */
+    snprintf(num, sizeof num, "%.1f MiB", p1 * 4 / 1048576);
+    snprintf(want, sizeof want, "%-5d %-7d %18s", 1, 1, num);
+    if (!strstr(buf, want)) fprintf(stderr, "\n  \"%s\" not in:\n%s", want, buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, want));
+    free(buf);
+    topo_free(&t);
+}
+
 /* tests/bad/topology/NAME.json with NAME.json.expect: the load must fail with a
  * message starting with the file's path and containing the .expect's first line. */
 static void check_bad_topology(const char *path, const char *want) { expect_fail_at(path, NULL, 0, want, NULL, __LINE__); }
@@ -726,6 +941,10 @@ int main(void)
         { "helpers and partition table", test_helpers },
         { "tests/bad/topology corpus", test_bad_corpus },
         { "topo_build_schedule: kinds, files, failures", test_build_schedule },
+        { "replicas: parse, forms, overrides, canonical text", test_replicas_parse },
+        { "replicas: validation errors name the field", test_replicas_errors },
+        { "rank = replica x P + stage; batch shares", test_rank_mapping },
+        { "check's grid table", test_print_grid },
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("topo", tests);
