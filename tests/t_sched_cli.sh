@@ -161,6 +161,44 @@ pt 2 run $T2 --schedule zb-h1 --set train.micro_batches=1 --out "$tmp/never" && 
 pt 2 run $T2 --schedule tests/bad/schedule/deadlock.json --set train.micro_batches=2 --out "$tmp/never" &&
     has "$tmp/err" "deadlock.json" "run refuses a bad file before starting stages"
 [ -e "$tmp/never" ] && fail "run left a run directory for a refused schedule"
+
+# The data-parallel grid (issue 11, topology part): check prints every process
+# (rank, stage, replica, address) and each replica group's all-reduce bytes; run
+# and stage refuse replicas > 1 (exit 2) until the runtime exists, and stage
+# resolves its identity from the first launcher rank variable set, saying which.
+G=topologies/shakespeare-2x2.json
+if pt 0 check $G; then
+    has "$tmp/out" "grid: 2 stage(s) x 2 replica(s) = 4 processes (rank = replica x 2 + stage)" "check grid line"
+    for row in "0     0     0       127.0.0.1:29551" "1     1     0       127.0.0.1:29552" \
+               "2     0     1       127.0.0.1:29553" "3     1     1       127.0.0.1:29554"; do
+        has "$tmp/out" "$row" "check grid row"
+    done
+    grep -qE '^1 +1 +[0-9.]+ MiB +[0-9.]+ MiB$' "$tmp/out" || fail "check: no all-reduce bytes for replica group 1"
+fi
+pt 0 check $T2 && ! grep -q '^grid:' "$tmp/out" || fail "check of a one-replica topology prints a grid"
+pt 2 run $G && has "$tmp/err" "data-parallel runtime (replicas > 1) is not implemented yet: stages.0.replicas" "run refuses R > 1"
+for v in SLURM_PROCID=3:"stage 1, replica 1" OMPI_COMM_WORLD_RANK=2:"stage 0, replica 1" \
+         PMI_RANK=1:"stage 1, replica 0" RANK=0:"stage 0, replica 0"; do
+    var=${v%%:*} want=${v#*:}
+    if env -u SLURM_PROCID -u OMPI_COMM_WORLD_RANK -u PMI_RANK -u RANK "$var" "${PIPE[@]}" stage $G >"$tmp/out" 2>"$tmp/err"; then
+        fail "stage under $var exited 0"
+    else
+        rc=$?
+        [ "$rc" -eq 2 ] || fail "stage under $var: exit $rc, want 2"
+        has "$tmp/err" "${var}: $want" "stage logs the identity from $var"
+        has "$tmp/err" "not implemented yet: stages.0.replicas lists 2; this process would be $want (from ${var%%=*})" "refusal under $var"
+    fi
+done
+# the order: SLURM_PROCID before RANK; a rank outside the grid names the variable
+env -u OMPI_COMM_WORLD_RANK -u PMI_RANK SLURM_PROCID=1 RANK=2 "${PIPE[@]}" stage $G >"$tmp/out" 2>"$tmp/err"
+has "$tmp/err" "SLURM_PROCID=1: stage 1, replica 0" "SLURM_PROCID wins over RANK"
+env -u SLURM_PROCID -u OMPI_COMM_WORLD_RANK -u PMI_RANK RANK=4 "${PIPE[@]}" stage $G >"$tmp/out" 2>"$tmp/err"
+rc=$?; [ "$rc" -eq 2 ] || fail "stage under RANK=4: exit $rc, want 2"
+has "$tmp/err" "RANK=4: rank 4 is outside the grid of 2 stage(s) x 2 replica(s)" "rank out of range"
+pt 2 stage $G --stage 1 --replica 1 && has "$tmp/err" "this process would be stage 1, replica 1" "--stage --replica"
+pt 2 stage $G --stage 0 --replica 2 && has "$tmp/err" "--replica 2: $G has 2 replica(s) per stage (0..1)" "--replica range"
+pt 2 stage $G --replica 1 && has "$tmp/err" "--replica R needs --stage K" "--replica alone"
+
 # run --schedule: a file (GPipe order: stage 0 holds all 4 micro-batches, where the
 # topology's 1F1B holds 2) and a kind; summary.json says what ran.
 base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
