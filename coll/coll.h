@@ -63,6 +63,13 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 /* Segment of rank i in a buffer of n floats among R: offset and length. */
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
 
+/* dst[j] = src[j] + dst[j] for j < n, in float32 (the received partial sum
+ * first, as in the order above): the all-reduce's addition pass, exported so
+ * that bench allreduce's plain-socket baseline does the same arithmetic. dst
+ * and src must not overlap. Vectorised; bitwise the scalar loop's result. Any
+ * thread. */
+void coll_add_f32(float *restrict dst, const float *restrict src, size_t n);
+
 /* The contract shared by the four collectives below:
  * - every member calls the same collective with the same n, tag (and root);
  * - one thread at a time per group (different groups may run concurrently on
