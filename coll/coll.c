@@ -6,8 +6,11 @@
  * the all-gather (receive straight into place). With ranks taken mod R, step t
  * sends segment r-t-1 to rank r+1 and receives segment r-t-2 from rank r-1,
  * so what a step receives is what the next step sends: chunk c of step t+1
- * goes out as soon as chunk c of step t is in. The receives of step t+1 are
- * posted before step t is consumed (scratch is double-buffered by step parity).
+ * goes out as soon as chunk c of step t is in. The receives of steps t+1 and
+ * t+2 are posted before step t is consumed (AHEAD): rank r-1 may be two steps
+ * ahead of this rank's compute thread, and a message with no posted receive
+ * is read into an unclaimed buffer and copied again later. The scratch holds
+ * min(R-1, 3) segments, reduce-scatter step t in slot t % that.
  *
  * Zero-copy sends: a send's segment is never written while the send may still
  * be pending, except by the all-gather receive of the segment that
@@ -24,6 +27,8 @@
 #include "base/base.h"
 
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
+#define AHEAD 2           /* ring steps whose receives are posted beyond the one consumed */
+#define NSLOT (AHEAD + 1) /* steps with receives posted at once */
 
 struct coll_group {
     struct net_node *node;
@@ -193,6 +198,23 @@ static void ensure_tmp(coll_group *g, size_t floats)
     g->tmp_cap = floats;
 }
 
+/* Posts the receives of ring step t: the reduce-scatter's into scratch slot
+ * t % nscr, the all-gather's straight into place; handles in op slot t % NSLOT. */
+static int post_step_recvs(struct run *x, float *buf, size_t n, int t, size_t seg_max, int nscr,
+                           size_t maxch, struct net_op **recvs)
+{
+    coll_group *g = x->g;
+    int R = g->R, rc = 0;
+    size_t off, len, ce = g->chunk;
+    coll_segment(n, R, mod(g->rank - t - 2, R), &off, &len);
+    for (size_t c = 0; c < nchunks(g, len) && rc == 0; c++) {
+        size_t l = len - c * ce < ce ? len - c * ce : ce;
+        float *dst = t < R - 1 ? g->tmp + (size_t)(t % nscr) * seg_max + c * ce : buf + off + c * ce;
+        rc = post_recv(x, t, c, dst, l, &recvs[(size_t)(t % NSLOT) * maxch + c]);
+    }
+    return rc;
+}
+
 /* Ring steps t0..t1-1 over buf (see the top of the file). */
 static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
 {
@@ -202,43 +224,32 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     size_t seg_max, o0, ce = g->chunk;
     coll_segment(n, R, 0, &o0, &seg_max);
     size_t maxch = nchunks(g, seg_max), T = (size_t)(t1 - t0);
-    if (t0 < R - 1) ensure_tmp(g, 2 * seg_max);
+    int nscr = R - 1 < NSLOT ? R - 1 : NSLOT; /* reduce-scatter steps in flight at once */
+    if (t0 < R - 1) ensure_tmp(g, (size_t)nscr * seg_max);
     struct net_op **sends = xcalloc(T * maxch, sizeof *sends);
-    struct net_op **recvs = xcalloc(2 * maxch, sizeof *recvs);
+    struct net_op **recvs = xcalloc(NSLOT * maxch, sizeof *recvs);
+    /* the first steps' receives, then the first step's sends */
+    for (int t = t0; t < t1 && t < t0 + AHEAD && rc == 0; t++)
+        rc = post_step_recvs(x, buf, n, t, seg_max, nscr, maxch, recvs);
+    size_t soff, slen;
+    coll_segment(n, R, mod(r - t0 - 1, R), &soff, &slen);
+    for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
+        size_t l = slen - c * ce < ce ? slen - c * ce : ce;
+        rc = post_send(x, t0, c, buf + soff + c * ce, l, &sends[c]);
+    }
     for (int t = t0; t < t1 && rc == 0; t++) {
-        int par = t & 1;
         size_t roff, rlen;
         coll_segment(n, R, mod(r - t - 2, R), &roff, &rlen);
-        if (t == t0) { /* the first step: its receives, then its sends */
-            size_t soff, slen;
-            for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
-                size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
-                float *dst = t < R - 1 ? g->tmp + (size_t)par * seg_max + c * ce : buf + roff + c * ce;
-                rc = post_recv(x, t, c, dst, l, &recvs[(size_t)par * maxch + c]);
-            }
-            coll_segment(n, R, mod(r - t - 1, R), &soff, &slen);
-            for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
-                size_t l = slen - c * ce < ce ? slen - c * ce : ce;
-                rc = post_send(x, t, c, buf + soff + c * ce, l, &sends[c]);
-            }
-        }
-        /* the next step's receives go up before this step's data is consumed */
-        if (t + 1 < t1 && rc == 0) {
-            size_t noff, nlen;
-            coll_segment(n, R, mod(r - t - 3, R), &noff, &nlen);
-            for (size_t c = 0; c < nchunks(g, nlen) && rc == 0; c++) {
-                size_t l = nlen - c * ce < ce ? nlen - c * ce : ce;
-                float *dst = t + 1 < R - 1 ? g->tmp + (size_t)(1 - par) * seg_max + c * ce
-                                           : buf + noff + c * ce;
-                rc = post_recv(x, t + 1, c, dst, l, &recvs[(size_t)(1 - par) * maxch + c]);
-            }
-        }
+        /* receives go up AHEAD steps before their data is consumed: a
+         * neighbour running ahead finds them posted, and its message lands in
+         * place instead of in an unclaimed buffer copied later */
+        if (t + AHEAD < t1) rc = post_step_recvs(x, buf, n, t + AHEAD, seg_max, nscr, maxch, recvs);
         for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
             size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
-            rc = wait_op(x, &recvs[(size_t)par * maxch + c], 0, t, c, l);
+            rc = wait_op(x, &recvs[(size_t)(t % NSLOT) * maxch + c], 0, t, c, l);
             if (rc) break;
             if (t < R - 1) /* partial sum received + own value: the order in coll.h */
-                coll_add_f32(buf + roff + c * ce, g->tmp + (size_t)par * seg_max + c * ce, l);
+                coll_add_f32(buf + roff + c * ce, g->tmp + (size_t)(t % nscr) * seg_max + c * ce, l);
             if (t + 1 < t1)
                 rc = post_send(x, t + 1, c, buf + roff + c * ce, l,
                                &sends[(size_t)(t + 1 - t0) * maxch + c]);
@@ -247,7 +258,7 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     for (size_t i = 0; i < T * maxch; i++) /* every send written (or the first failure) */
         if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], 1, t0 + (int)(i / maxch), i % maxch, 0);
     for (size_t i = 0; i < T * maxch; i++) net_op_free(sends[i]);
-    for (size_t i = 0; i < 2 * maxch; i++) net_op_free(recvs[i]);
+    for (size_t i = 0; i < NSLOT * maxch; i++) net_op_free(recvs[i]);
     free(sends);
     free(recvs);
     return rc;
