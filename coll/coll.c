@@ -29,6 +29,16 @@
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
 #define AHEAD 2           /* ring steps whose receives are posted beyond the one consumed */
 #define NSLOT (AHEAD + 1) /* steps with receives posted at once */
+/* A collective's first step sends this many chunks, then waits for rank+1's
+ * ready signal (an empty message sent once its receives are posted) before
+ * the rest. Back-to-back collectives otherwise stream a whole segment into a
+ * neighbour that is still finishing the previous one: read into unclaimed
+ * buffers (malloc, page faults) and copied again. Both ends skip the signal
+ * when that step has no more chunks than this, so small collectives pay no
+ * round trip. */
+#define READY_AFTER 1
+
+static char ready_dummy[1]; /* the ready signal's (empty) payload and buffer */
 
 struct coll_group {
     struct net_node *node;
@@ -130,6 +140,11 @@ struct run {
 static int fail(struct run *x, const char *what, net_peer_id peer, int step, size_t c, const char *why)
 {
     char nm[64];
+    if (step < 0) /* the ready signal before ring step -step-1 */
+        return seterr(x->err, "coll %s (tag %llu, rank %d of %d): %s %s %s (the ready signal before ring step %d): %s",
+                      op_name(x->type), (unsigned long long)x->tag, x->g->rank, x->g->R, what,
+                      !strcmp(what, "send") ? "to" : "from", net_peer_name(peer, nm, sizeof nm),
+                      -step - 1, why);
     return seterr(x->err, "coll %s (tag %llu, rank %d of %d): %s %s %s (ring step %d, chunk %zu): %s",
                   op_name(x->type), (unsigned long long)x->tag, x->g->rank, x->g->R, what,
                   !strcmp(what, "send") ? "to" : "from", net_peer_name(peer, nm, sizeof nm), step, c,
@@ -157,12 +172,17 @@ static int post_recv(struct run *x, int step, size_t c, float *p, size_t len, st
     return st == NET_OK ? 0 : fail(x, "receive", from, step, c, e);
 }
 
-/* Waits for op (a receive of len floats when len != SIZE_MAX) and frees it. */
-static int wait_op(struct run *x, struct net_op **op, int is_send, int step, size_t c, size_t len)
+/* What wait_op waits for: data from rank-1 or to rank+1, or (ready signal)
+ * from rank+1 or to rank-1. */
+enum { W_RECV = 0, W_SEND = 1, W_READY_RECV = 2, W_READY_SEND = 3 };
+
+/* Waits for op (for a receive, of len floats) and frees it. */
+static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
 {
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
-    net_peer_id peer = g->members[mod(g->rank + (is_send ? 1 : -1), g->R)];
+    int is_send = kind == W_SEND || kind == W_READY_SEND;
+    net_peer_id peer = g->members[mod(g->rank + (kind == W_SEND || kind == W_READY_RECV ? 1 : -1), g->R)];
     /* in slices, so that a neighbour's death ends the wait whichever way it
      * was going: a rank waiting on rank-1 learns that rank+1 died */
     int st = NET_TIMEOUT;
@@ -231,11 +251,24 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     /* the first steps' receives, then the first step's sends */
     for (int t = t0; t < t1 && t < t0 + AHEAD && rc == 0; t++)
         rc = post_step_recvs(x, buf, n, t, seg_max, nscr, maxch, recvs);
-    size_t soff, slen;
+    /* ready signals (see READY_AFTER): this rank's to rank-1 once its first
+     * receives are up; rank+1's before the rest of the first step goes out */
+    size_t soff, slen, roff0, rlen0;
     coll_segment(n, R, mod(r - t0 - 1, R), &soff, &slen);
+    coll_segment(n, R, mod(r - t0 - 2, R), &roff0, &rlen0);
+    struct net_op *rdy_in = NULL, *rdy_out = NULL;
+    net_key rk = { (uint16_t)x->type, x->tag, COLL_MB_READY, (uint32_t)t0 };
+    char e[NET_ERR_LEN];
+    if (rc == 0 && nchunks(g, slen) > READY_AFTER &&
+        net_recv_post(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &rdy_in, e) != NET_OK)
+        rc = fail(x, "receive", g->members[mod(r + 1, R)], -t0 - 1, 0, e);
+    if (rc == 0 && nchunks(g, rlen0) > READY_AFTER &&
+        net_send(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, g->timeout_ms, &rdy_out, e) != NET_OK)
+        rc = fail(x, "send", g->members[mod(r - 1, R)], -t0 - 1, 0, e);
     for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
         size_t l = slen - c * ce < ce ? slen - c * ce : ce;
-        rc = post_send(x, t0, c, buf + soff + c * ce, l, &sends[c]);
+        if (c == READY_AFTER) rc = wait_op(x, &rdy_in, W_READY_RECV, -t0 - 1, 0, 0);
+        if (rc == 0) rc = post_send(x, t0, c, buf + soff + c * ce, l, &sends[c]);
     }
     for (int t = t0; t < t1 && rc == 0; t++) {
         size_t roff, rlen;
@@ -246,7 +279,7 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
         if (t + AHEAD < t1) rc = post_step_recvs(x, buf, n, t + AHEAD, seg_max, nscr, maxch, recvs);
         for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
             size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
-            rc = wait_op(x, &recvs[(size_t)(t % NSLOT) * maxch + c], 0, t, c, l);
+            rc = wait_op(x, &recvs[(size_t)(t % NSLOT) * maxch + c], W_RECV, t, c, l);
             if (rc) break;
             if (t < R - 1) /* partial sum received + own value: the order in coll.h */
                 coll_add_f32(buf + roff + c * ce, g->tmp + (size_t)(t % nscr) * seg_max + c * ce, l);
@@ -256,7 +289,10 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
         }
     }
     for (size_t i = 0; i < T * maxch; i++) /* every send written (or the first failure) */
-        if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], 1, t0 + (int)(i / maxch), i % maxch, 0);
+        if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], W_SEND, t0 + (int)(i / maxch), i % maxch, 0);
+    if (rdy_out && rc == 0) rc = wait_op(x, &rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
+    net_op_free(rdy_in);
+    net_op_free(rdy_out);
     for (size_t i = 0; i < T * maxch; i++) net_op_free(sends[i]);
     for (size_t i = 0; i < NSLOT * maxch; i++) net_op_free(recvs[i]);
     free(sends);
@@ -297,11 +333,11 @@ int coll_broadcast(coll_group *g, float *buf, size_t n, int root, uint64_t tag, 
         rc = post_recv(&x, root, c, buf + c * ce, n - c * ce < ce ? n - c * ce : ce, &recvs[c]);
     for (size_t c = 0; c < nch && rc == 0; c++) {
         size_t l = n - c * ce < ce ? n - c * ce : ce;
-        if (r != root) rc = wait_op(&x, &recvs[c], 0, root, c, l);
+        if (r != root) rc = wait_op(&x, &recvs[c], W_RECV, root, c, l);
         if (rc == 0 && !last) rc = post_send(&x, root, c, buf + c * ce, l, &sends[c]);
     }
     for (size_t c = 0; c < nch; c++)
-        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], 1, root, c, 0);
+        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], W_SEND, root, c, 0);
     for (size_t c = 0; c < nch; c++) {
         net_op_free(sends[c]);
         net_op_free(recvs[c]);

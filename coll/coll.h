@@ -21,7 +21,10 @@
  *
  * Messages: key type COLL_T_* (the range NET_TYPE_COLL.. reserved in net/net.h),
  * step = the caller's tag, mb = the ring step (broadcast: the root), chunk = the
- * chunk index. Two collectives in flight at once on the same members need
+ * chunk index. Before the rest of its first ring step, a rank waits for an
+ * empty ready message from rank + 1 (mb = COLL_MB_READY, chunk = that step),
+ * sent once rank + 1 has posted its receives: only when that step has more
+ * than one chunk. Two collectives in flight at once on the same members need
  * different tags, e.g. (step << 16 | bucket). */
 #ifndef COLL_COLL_H
 #define COLL_COLL_H
@@ -32,6 +35,7 @@
 #include "net/net.h"
 
 #define COLL_CHUNK_BYTES (1u << 20) /* default largest message of a collective */
+#define COLL_MB_READY 0xffffffffu    /* key.mb of the ready signal (see Messages) */
 
 enum {
     COLL_T_ALLREDUCE = NET_TYPE_COLL + 0, /* mb = ring step 0 .. 2R-3 */
