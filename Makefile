@@ -83,6 +83,7 @@ $(BUILD)/%.o: %.c
 cc_flags = $(foreach f,$(1),$(shell $(CC) -Werror $(f) -x c -c /dev/null -o /dev/null >/dev/null 2>&1 && echo $(f)))
 OPTIM_CFLAGS := $(call cc_flags,-fno-math-errno -fvect-cost-model=dynamic)
 $(BUILD)/model/optim.o: CFLAGS += $(OPTIM_CFLAGS)
+$(BUILD)/coll/coll.o: CFLAGS += $(OPTIM_CFLAGS)
 
 # Targets that need packages re-enter make after `deps`, so pkg-config sees them.
 test: deps

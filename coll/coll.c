@@ -6,8 +6,11 @@
  * the all-gather (receive straight into place). With ranks taken mod R, step t
  * sends segment r-t-1 to rank r+1 and receives segment r-t-2 from rank r-1,
  * so what a step receives is what the next step sends: chunk c of step t+1
- * goes out as soon as chunk c of step t is in. The receives of step t+1 are
- * posted before step t is consumed (scratch is double-buffered by step parity).
+ * goes out as soon as chunk c of step t is in. The receives of steps t+1 and
+ * t+2 are posted before step t is consumed (AHEAD): rank r-1 may be two steps
+ * ahead of this rank's compute thread, and a message with no posted receive
+ * is read into an unclaimed buffer and copied again later. The scratch holds
+ * min(R-1, 3) segments, reduce-scatter step t in slot t % that.
  *
  * Zero-copy sends: a send's segment is never written while the send may still
  * be pending, except by the all-gather receive of the segment that
@@ -24,6 +27,18 @@
 #include "base/base.h"
 
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
+#define AHEAD 2           /* ring steps whose receives are posted beyond the one consumed */
+#define NSLOT (AHEAD + 1) /* steps with receives posted at once */
+/* A collective's first step sends this many chunks, then waits for rank+1's
+ * ready signal (an empty message sent once its receives are posted) before
+ * the rest. Back-to-back collectives otherwise stream a whole segment into a
+ * neighbour that is still finishing the previous one: read into unclaimed
+ * buffers (malloc, page faults) and copied again. Both ends skip the signal
+ * when that step has no more chunks than this, so small collectives pay no
+ * round trip. */
+#define READY_AFTER 1
+
+static char ready_dummy[1]; /* the ready signal's (empty) payload and buffer */
 
 struct coll_group {
     struct net_node *node;
@@ -102,6 +117,14 @@ void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
     *len = q + (ui < m);
 }
 
+/* The loop is vectorised (restrict, and the Makefile builds this file with
+ * OPTIM_CFLAGS): one float32 addition per element either way, so the result
+ * is bitwise that of the scalar loop. */
+void coll_add_f32(float *restrict dst, const float *restrict src, size_t n)
+{
+    for (size_t j = 0; j < n; j++) dst[j] = src[j] + dst[j];
+}
+
 static int mod(int a, int R) { return ((a % R) + R) % R; }
 
 static size_t nchunks(const coll_group *g, size_t len) { return (len + g->chunk - 1) / g->chunk; }
@@ -117,6 +140,11 @@ struct run {
 static int fail(struct run *x, const char *what, net_peer_id peer, int step, size_t c, const char *why)
 {
     char nm[64];
+    if (step < 0) /* the ready signal before ring step -step-1 */
+        return seterr(x->err, "coll %s (tag %llu, rank %d of %d): %s %s %s (the ready signal before ring step %d): %s",
+                      op_name(x->type), (unsigned long long)x->tag, x->g->rank, x->g->R, what,
+                      !strcmp(what, "send") ? "to" : "from", net_peer_name(peer, nm, sizeof nm),
+                      -step - 1, why);
     return seterr(x->err, "coll %s (tag %llu, rank %d of %d): %s %s %s (ring step %d, chunk %zu): %s",
                   op_name(x->type), (unsigned long long)x->tag, x->g->rank, x->g->R, what,
                   !strcmp(what, "send") ? "to" : "from", net_peer_name(peer, nm, sizeof nm), step, c,
@@ -144,12 +172,17 @@ static int post_recv(struct run *x, int step, size_t c, float *p, size_t len, st
     return st == NET_OK ? 0 : fail(x, "receive", from, step, c, e);
 }
 
-/* Waits for op (a receive of len floats when len != SIZE_MAX) and frees it. */
-static int wait_op(struct run *x, struct net_op **op, int is_send, int step, size_t c, size_t len)
+/* What wait_op waits for: data from rank-1 or to rank+1, or (ready signal)
+ * from rank+1 or to rank-1. */
+enum { W_RECV = 0, W_SEND = 1, W_READY_RECV = 2, W_READY_SEND = 3 };
+
+/* Waits for op (for a receive, of len floats) and frees it. */
+static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
 {
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
-    net_peer_id peer = g->members[mod(g->rank + (is_send ? 1 : -1), g->R)];
+    int is_send = kind == W_SEND || kind == W_READY_SEND;
+    net_peer_id peer = g->members[mod(g->rank + (kind == W_SEND || kind == W_READY_RECV ? 1 : -1), g->R)];
     /* in slices, so that a neighbour's death ends the wait whichever way it
      * was going: a rank waiting on rank-1 learns that rank+1 died */
     int st = NET_TIMEOUT;
@@ -185,6 +218,23 @@ static void ensure_tmp(coll_group *g, size_t floats)
     g->tmp_cap = floats;
 }
 
+/* Posts the receives of ring step t: the reduce-scatter's into scratch slot
+ * t % nscr, the all-gather's straight into place; handles in op slot t % NSLOT. */
+static int post_step_recvs(struct run *x, float *buf, size_t n, int t, size_t seg_max, int nscr,
+                           size_t maxch, struct net_op **recvs)
+{
+    coll_group *g = x->g;
+    int R = g->R, rc = 0;
+    size_t off, len, ce = g->chunk;
+    coll_segment(n, R, mod(g->rank - t - 2, R), &off, &len);
+    for (size_t c = 0; c < nchunks(g, len) && rc == 0; c++) {
+        size_t l = len - c * ce < ce ? len - c * ce : ce;
+        float *dst = t < R - 1 ? g->tmp + (size_t)(t % nscr) * seg_max + c * ce : buf + off + c * ce;
+        rc = post_recv(x, t, c, dst, l, &recvs[(size_t)(t % NSLOT) * maxch + c]);
+    }
+    return rc;
+}
+
 /* Ring steps t0..t1-1 over buf (see the top of the file). */
 static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
 {
@@ -194,55 +244,57 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     size_t seg_max, o0, ce = g->chunk;
     coll_segment(n, R, 0, &o0, &seg_max);
     size_t maxch = nchunks(g, seg_max), T = (size_t)(t1 - t0);
-    if (t0 < R - 1) ensure_tmp(g, 2 * seg_max);
+    int nscr = R - 1 < NSLOT ? R - 1 : NSLOT; /* reduce-scatter steps in flight at once */
+    if (t0 < R - 1) ensure_tmp(g, (size_t)nscr * seg_max);
     struct net_op **sends = xcalloc(T * maxch, sizeof *sends);
-    struct net_op **recvs = xcalloc(2 * maxch, sizeof *recvs);
+    struct net_op **recvs = xcalloc(NSLOT * maxch, sizeof *recvs);
+    /* the first steps' receives, then the first step's sends */
+    for (int t = t0; t < t1 && t < t0 + AHEAD && rc == 0; t++)
+        rc = post_step_recvs(x, buf, n, t, seg_max, nscr, maxch, recvs);
+    /* ready signals (see READY_AFTER): this rank's to rank-1 once its first
+     * receives are up; rank+1's before the rest of the first step goes out */
+    size_t soff, slen, roff0, rlen0;
+    coll_segment(n, R, mod(r - t0 - 1, R), &soff, &slen);
+    coll_segment(n, R, mod(r - t0 - 2, R), &roff0, &rlen0);
+    struct net_op *rdy_in = NULL, *rdy_out = NULL;
+    net_key rk = { (uint16_t)x->type, x->tag, COLL_MB_READY, (uint32_t)t0 };
+    char e[NET_ERR_LEN];
+    if (rc == 0 && nchunks(g, slen) > READY_AFTER &&
+        net_recv_post(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &rdy_in, e) != NET_OK)
+        rc = fail(x, "receive", g->members[mod(r + 1, R)], -t0 - 1, 0, e);
+    if (rc == 0 && nchunks(g, rlen0) > READY_AFTER &&
+        net_send(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, g->timeout_ms, &rdy_out, e) != NET_OK)
+        rc = fail(x, "send", g->members[mod(r - 1, R)], -t0 - 1, 0, e);
+    for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
+        size_t l = slen - c * ce < ce ? slen - c * ce : ce;
+        if (c == READY_AFTER) rc = wait_op(x, &rdy_in, W_READY_RECV, -t0 - 1, 0, 0);
+        if (rc == 0) rc = post_send(x, t0, c, buf + soff + c * ce, l, &sends[c]);
+    }
     for (int t = t0; t < t1 && rc == 0; t++) {
-        int par = t & 1;
         size_t roff, rlen;
         coll_segment(n, R, mod(r - t - 2, R), &roff, &rlen);
-        if (t == t0) { /* the first step: its receives, then its sends */
-            size_t soff, slen;
-            for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
-                size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
-                float *dst = t < R - 1 ? g->tmp + (size_t)par * seg_max + c * ce : buf + roff + c * ce;
-                rc = post_recv(x, t, c, dst, l, &recvs[(size_t)par * maxch + c]);
-            }
-            coll_segment(n, R, mod(r - t - 1, R), &soff, &slen);
-            for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
-                size_t l = slen - c * ce < ce ? slen - c * ce : ce;
-                rc = post_send(x, t, c, buf + soff + c * ce, l, &sends[c]);
-            }
-        }
-        /* the next step's receives go up before this step's data is consumed */
-        if (t + 1 < t1 && rc == 0) {
-            size_t noff, nlen;
-            coll_segment(n, R, mod(r - t - 3, R), &noff, &nlen);
-            for (size_t c = 0; c < nchunks(g, nlen) && rc == 0; c++) {
-                size_t l = nlen - c * ce < ce ? nlen - c * ce : ce;
-                float *dst = t + 1 < R - 1 ? g->tmp + (size_t)(1 - par) * seg_max + c * ce
-                                           : buf + noff + c * ce;
-                rc = post_recv(x, t + 1, c, dst, l, &recvs[(size_t)(1 - par) * maxch + c]);
-            }
-        }
+        /* receives go up AHEAD steps before their data is consumed: a
+         * neighbour running ahead finds them posted, and its message lands in
+         * place instead of in an unclaimed buffer copied later */
+        if (t + AHEAD < t1) rc = post_step_recvs(x, buf, n, t + AHEAD, seg_max, nscr, maxch, recvs);
         for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
             size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
-            rc = wait_op(x, &recvs[(size_t)par * maxch + c], 0, t, c, l);
+            rc = wait_op(x, &recvs[(size_t)(t % NSLOT) * maxch + c], W_RECV, t, c, l);
             if (rc) break;
-            if (t < R - 1) { /* partial sum received + own value: the order in coll.h */
-                float *d = buf + roff + c * ce;
-                const float *s = g->tmp + (size_t)par * seg_max + c * ce;
-                for (size_t j = 0; j < l; j++) d[j] = s[j] + d[j];
-            }
+            if (t < R - 1) /* partial sum received + own value: the order in coll.h */
+                coll_add_f32(buf + roff + c * ce, g->tmp + (size_t)(t % nscr) * seg_max + c * ce, l);
             if (t + 1 < t1)
                 rc = post_send(x, t + 1, c, buf + roff + c * ce, l,
                                &sends[(size_t)(t + 1 - t0) * maxch + c]);
         }
     }
     for (size_t i = 0; i < T * maxch; i++) /* every send written (or the first failure) */
-        if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], 1, t0 + (int)(i / maxch), i % maxch, 0);
+        if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], W_SEND, t0 + (int)(i / maxch), i % maxch, 0);
+    if (rdy_out && rc == 0) rc = wait_op(x, &rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
+    net_op_free(rdy_in);
+    net_op_free(rdy_out);
     for (size_t i = 0; i < T * maxch; i++) net_op_free(sends[i]);
-    for (size_t i = 0; i < 2 * maxch; i++) net_op_free(recvs[i]);
+    for (size_t i = 0; i < NSLOT * maxch; i++) net_op_free(recvs[i]);
     free(sends);
     free(recvs);
     return rc;
@@ -281,11 +333,11 @@ int coll_broadcast(coll_group *g, float *buf, size_t n, int root, uint64_t tag, 
         rc = post_recv(&x, root, c, buf + c * ce, n - c * ce < ce ? n - c * ce : ce, &recvs[c]);
     for (size_t c = 0; c < nch && rc == 0; c++) {
         size_t l = n - c * ce < ce ? n - c * ce : ce;
-        if (r != root) rc = wait_op(&x, &recvs[c], 0, root, c, l);
+        if (r != root) rc = wait_op(&x, &recvs[c], W_RECV, root, c, l);
         if (rc == 0 && !last) rc = post_send(&x, root, c, buf + c * ce, l, &sends[c]);
     }
     for (size_t c = 0; c < nch; c++)
-        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], 1, root, c, 0);
+        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], W_SEND, root, c, 0);
     for (size_t c = 0; c < nch; c++) {
         net_op_free(sends[c]);
         net_op_free(recvs[c]);

@@ -21,7 +21,10 @@
  *
  * Messages: key type COLL_T_* (the range NET_TYPE_COLL.. reserved in net/net.h),
  * step = the caller's tag, mb = the ring step (broadcast: the root), chunk = the
- * chunk index. Two collectives in flight at once on the same members need
+ * chunk index. Before the rest of its first ring step, a rank waits for an
+ * empty ready message from rank + 1 (mb = COLL_MB_READY, chunk = that step),
+ * sent once rank + 1 has posted its receives: only when that step has more
+ * than one chunk. Two collectives in flight at once on the same members need
  * different tags, e.g. (step << 16 | bucket). */
 #ifndef COLL_COLL_H
 #define COLL_COLL_H
@@ -32,6 +35,7 @@
 #include "net/net.h"
 
 #define COLL_CHUNK_BYTES (1u << 20) /* default largest message of a collective */
+#define COLL_MB_READY 0xffffffffu    /* key.mb of the ready signal (see Messages) */
 
 enum {
     COLL_T_ALLREDUCE = NET_TYPE_COLL + 0, /* mb = ring step 0 .. 2R-3 */
@@ -62,6 +66,13 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 
 /* Segment of rank i in a buffer of n floats among R: offset and length. */
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
+
+/* dst[j] = src[j] + dst[j] for j < n, in float32 (the received partial sum
+ * first, as in the order above): the all-reduce's addition pass, exported so
+ * that bench allreduce's plain-socket baseline does the same arithmetic. dst
+ * and src must not overlap. Vectorised; bitwise the scalar loop's result. Any
+ * thread. */
+void coll_add_f32(float *restrict dst, const float *restrict src, size_t n);
 
 /* The contract shared by the four collectives below:
  * - every member calls the same collective with the same n, tag (and root);

@@ -120,6 +120,7 @@ check "bench allreduce --json: bus bandwidth, plain ring, paired ratio per R and
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d[\"bench\"] == \"allreduce\" and d[\"ratio\"] == \"median of paired trials\", d
+assert d[\"plain_adds\"] is True, d  # the baseline does the ring'\''s additions too
 rows = d[\"results\"]
 assert [(r[\"ranks\"], r[\"bytes\"]) for r in rows] == [(2, 65536), (3, 65536)], rows
 for r in rows:
