@@ -117,13 +117,7 @@ static int send_start(struct net_node *n, struct peer *p, struct net_op *op, str
     uint64_t total = NET_HDR_LEN + op->len;
     pthread_mutex_lock(&p->txlk);
     struct conn *tc = p->tx_conn;
-    /* not ahead of commands still queued (e.g. a receive this thread posted
-     * first): the peer may answer this message, and the answer must find the
-     * receive in place rather than land unclaimed */
-    pthread_mutex_lock(&n->lk);
-    int cmds = n->qhead != NULL;
-    pthread_mutex_unlock(&n->lk);
-    if (tc && !cmds && atomic_load(&p->tx_ahead) == 0 && op->len <= n->cfg.direct_max) {
+    if (tc && atomic_load(&p->tx_ahead) == 0 && op->len <= n->cfg.direct_max) {
         struct iovec iov[2];
         int cnt = frame_iov(op, iov);
         ssize_t r = net_sendv(tc->fd, iov, cnt); /* errors: the network thread will see them too */
