@@ -106,3 +106,14 @@ int base_write_durable(const char *path, const void *buf, size_t n, char *err)
     }
     return base_durable_commit(fd, tmp, path, err);
 }
+
+void base_hex(char *out, const void *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p = bytes;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = 0;
+}

@@ -108,6 +108,10 @@ int base_write_durable(const char *path, const void *buf, size_t n, char *err);
  * base_durable_abort closes and removes the temporary. */
 int base_durable_begin(const char *path, char **tmp, char *err);
 int base_write_all(int fd, const void *buf, size_t n);
+
+/* Writes n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes).
+ * Pure; any thread. */
+void base_hex(char *out, const void *bytes, size_t n);
 int base_durable_commit(int fd, char *tmp, const char *path, char *err);
 void base_durable_abort(int fd, char *tmp);
 

@@ -129,11 +129,6 @@ int net_hello_parse(const uint8_t *in, size_t len, net_hello *h, char err[NET_ER
     return NET_OK;
 }
 
-static void hex8(char out[17], const uint8_t *p)
-{
-    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 int net_hello_check(const net_hello *mine, const net_hello *peer, char err[NET_ERR_LEN])
 {
     char who[48];
@@ -143,8 +138,8 @@ int net_hello_check(const net_hello *mine, const net_hello *peer, char err[NET_E
                           (unsigned)peer->version, (unsigned)NET_VERSION);
     if (memcmp(peer->topo_hash, mine->topo_hash, NET_HASH_LEN) != 0) {
         char a[17], b[17];
-        hex8(a, peer->topo_hash);
-        hex8(b, mine->topo_hash);
+        base_hex(a, peer->topo_hash, 8);
+        base_hex(b, mine->topo_hash, 8);
         return net_seterr(err, "%s has a different topology: sha256 %s... there, %s... here",
                           who, a, b);
     }

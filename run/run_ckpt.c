@@ -41,7 +41,7 @@ int run_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err)
     }
     if (n < 0) { seterr(err, "%s: read failed: %s", path, strerror(errno)); goto done; }
     EVP_DigestFinal_ex(ctx, md, &mdlen);
-    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", md[i]);
+    base_hex(hex, md, 32);
     if (bytes) *bytes = total;
     rc = 0;
 done:

@@ -59,17 +59,12 @@ int run_ckpt_key_for(run_ckpt_key *key, const topo *t, char *err)
     return 0;
 }
 
-static void hex32(char out[65], const uint8_t md[32])
-{
-    for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", md[i]);
-}
-
 static void manifest_mac(const run_ckpt_key *key, const char *text, size_t n, char hex[65])
 {
     uint8_t md[32];
     unsigned len = 0;
     HMAC(EVP_sha256(), key->k, 32, (const uint8_t *)text, n, md, &len);
-    hex32(hex, md);
+    base_hex(hex, md, 32);
 }
 
 static void sha256_hex(const char *text, size_t n, char hex[65])
@@ -77,7 +72,7 @@ static void sha256_hex(const char *text, size_t n, char hex[65])
     uint8_t md[32];
     unsigned len = 0;
     EVP_Digest(text, n, md, &len, EVP_sha256(), NULL);
-    hex32(hex, md);
+    base_hex(hex, md, 32);
 }
 
 /* ---- small files read with care ---- */

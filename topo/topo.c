@@ -428,7 +428,7 @@ int topo_hash_hex(const topo *t, char out[65])
     unsigned char h[32];
     out[0] = 0;
     if (topo_hash(t, h)) return -1;
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+    base_hex(out, h, 32);
     return 0;
 }
 
