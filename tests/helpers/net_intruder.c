@@ -25,6 +25,7 @@
 
 #include "net/net.h"
 #include "net/net_wire.h"
+#include "tests/net_raw.h"
 
 static double now(void)
 {
@@ -47,41 +48,9 @@ static int dial(const char *host, int port)
     return fd;
 }
 
-static int put(int fd, const void *p, size_t n)
-{
-    return send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
-}
-
-static int get(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = recv(fd, b, n, 0);
-        if (r <= 0) return -1;
-        b += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static int frame(int fd, uint16_t type, net_peer_id from, const uint8_t *payload, uint32_t len)
 {
-    uint8_t h[NET_HDR_LEN];
-    net_hdr hd = { .version = NET_VERSION, .type = type, .sender = from, .len = len,
-                   .crc = net_crc32c(0, payload, len) };
-    net_hdr_encode(h, &hd);
-    return put(fd, h, sizeof h) || put(fd, payload, len) ? -1 : 0;
-}
-
-/* Reads one frame (payload up to cap - 1 bytes, NUL-terminated); -1 on EOF. */
-static int get_frame(int fd, net_hdr *h, uint8_t *buf, size_t cap)
-{
-    uint8_t b[NET_HDR_LEN];
-    char err[NET_ERR_LEN];
-    if (get(fd, b, sizeof b) < 0 || net_hdr_decode(b, h, cap - 1, err) != NET_OK) return -1;
-    if (get(fd, buf, h->len) < 0) return -1;
-    buf[h->len] = 0;
-    return 0;
+    return put_frame(fd, type, from, (net_key){ 0 }, len, net_crc32c(0, payload, len), payload, len);
 }
 
 /* Connects, reads the server's hello and answers with one claiming `id`.
