@@ -97,6 +97,10 @@ typedef struct {
     uint64_t bytes_sent;       /* tensor bytes sent */
     uint64_t steps;            /* steps run */
     double wall_s;             /* from the first step's start to the last step's end */
+    /* data parallelism (replicas > 1; zeros otherwise) */
+    double allreduce_s;        /* time the replica group's collectives ran (overlapping compute or not) */
+    double exposed_s;          /* of it, time the compute thread waited for them: not hidden under compute */
+    uint64_t optim_bytes;      /* AdamW state held by this process (moments; 1/R of them with train.zero) */
 } run_stage_stats;
 
 typedef struct {

@@ -32,7 +32,38 @@
  *      part with n_parts 0 and goes on to STATS; a coordinator that gives up
  *      on a stage's clock rounds answers its remaining SYNCs with a NaN clock
  *      (the stage then skips its trace). Neither fails the run.
- * A stage that cannot go on sends FAIL (best effort) with its reason and exits 1. */
+ * A stage that cannot go on sends FAIL (best effort) with its reason and exits 1.
+ *
+ * Replicas (data parallelism, topology with R = n_replicas > 1; issue #8). The
+ * processes are (stage k, replica r), net identity net_stage_id(k, r), process
+ * index (launcher rank) p = r * P + k. Connections: stage i replica r connects
+ * to stage j replica r as above (each replica is a whole pipeline); within
+ * stage k, the replicas form the ring 0 -> 1 -> ... -> R-1 -> 0 of coll/ and
+ * the lower replica index connects (r to r+1; with R > 2 also 0 to R-1); every
+ * process connects to the coordinator. With R = 1 everything is as above.
+ * What changes with R > 1, as the coordinator sees it:
+ *   - JOIN from every process (payload unchanged: its stage, pid, units; the
+ *     replica is the authenticated hello's); START, NORM_REPLY, DONE to every
+ *     process; STATS, SYNC, TRACE from every process.
+ *   - NORM(s) from every process: u32 n, then n f64: for each unit of the
+ *     stage in order, for each of the unit's gradient buckets b in order
+ *     (topo_unit_buckets), the sum of squares (double, elements in order) of
+ *     this replica's segment of the bucket (coll_segment(len, R, r)); a unit
+ *     without parameters contributes nothing. The coordinator forms unit u's
+ *     square norm as 0.0 + partial(b0, r0) + partial(b0, r1) + ... +
+ *     partial(b1, r0) + ... (buckets outer, replicas inner) and the global norm
+ *     from those in unit order (optim_global_norm). Every replica holds only its
+ *     own segments' reduced gradients with train.zero, the whole with plain
+ *     all-reduce; either way the same numbers, so ZeRO-1 is bitwise equal.
+ *   - LOSS(s) from the head stage of every replica: f64 = that replica's sum
+ *     of micro-batch losses / (batch_size * seq_len) (the global batch); the
+ *     step's loss is their sum in replica order (replica 0's value first).
+ *   - VAL(s) from the head stage of replica 0 only: replica 0's pipeline alone
+ *     evaluates (the others skip evaluation steps' forward passes).
+ *   - CKPT_DONE(s) from replica 0 of every stage only: it writes the stage's
+ *     shard (each tensor once, by name); the others have only taken part in
+ *     the collectives the shard needed (with train.zero, gathering the AdamW
+ *     moments). */
 #ifndef STAGE_PROTO_H
 #define STAGE_PROTO_H
 
@@ -74,10 +105,10 @@ enum {
 };
 _Static_assert(MSG_TRACE < NET_TYPE_COLL, "stage messages run into the collectives' types");
 
-/* What a stage reports at the end (MSG_STATS payload, 8 fields of 8 bytes in
+/* What a stage reports at the end (MSG_STATS payload, 11 fields of 8 bytes in
  * run_stage_stats's order; doubles as their IEEE-754 bit patterns). */
 typedef run_stage_stats proto_stats;
-#define PROTO_STATS_BYTES 64
+#define PROTO_STATS_BYTES 88
 
 /* START flags. */
 #define PROTO_START_TRACE 1ull /* send SYNC rounds and the trace before STATS */
@@ -92,6 +123,9 @@ static inline void proto_stats_encode(uint8_t out[PROTO_STATS_BYTES], const prot
     put_u64le(out + 40, s->bytes_sent);
     put_u64le(out + 48, s->steps);
     put_f64le(out + 56, s->wall_s);
+    put_f64le(out + 64, s->allreduce_s);
+    put_f64le(out + 72, s->exposed_s);
+    put_u64le(out + 80, s->optim_bytes);
 }
 static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STATS_BYTES])
 {
@@ -103,6 +137,9 @@ static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STA
     s->bytes_sent = get_u64le(in + 40);
     s->steps = get_u64le(in + 48);
     s->wall_s = get_f64le(in + 56);
+    s->allreduce_s = get_f64le(in + 64);
+    s->exposed_s = get_f64le(in + 72);
+    s->optim_bytes = get_u64le(in + 80);
 }
 
 /* One timed event of a stage's trace: a compute action (op = SCHED_F, SCHED_B,

@@ -63,6 +63,8 @@ static const field train_fields[] = {
     INT(topo_train, eval_every, 0, 0, 1e9, 0),
     INT(topo_train, eval_batches, 0, 1, 1e6, 20),
     INT(topo_train, log_every, 0, 1, 1e9, 1),
+    DBL(topo_train, bucket_mb, 0, 0, 1, 1024, 0, 4),
+    INT(topo_train, zero, 0, 0, 1, 0),
     END
 };
 

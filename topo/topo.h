@@ -20,7 +20,9 @@
  *                   lr req, min_lr = lr/10, warmup_steps = 0, weight_decay = 0.1,
  *                   beta1 = 0.9, beta2 = 0.95, grad_clip = 1.0 (0 = off), seed = 1337,
  *                   eval_every = 0 (0 = only at the end), eval_batches = 20,
- *                   log_every = 1
+ *                   log_every = 1, bucket_mb = 4 (0 < x <= 1024: data parallelism's
+ *                   largest gradient bucket), zero = 0 (0 | 1: ZeRO-1 sharded AdamW
+ *                   state; needs replicas)
  *   checkpoint      dir = "checkpoints" (relative to the run directory, not resolved
  *                   here), every = 0 (0 = only at the end), keep = 0 (0 = keep all)
  *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1", or file = path
@@ -108,6 +110,8 @@ typedef struct {
     int eval_every;      /* 0 = evaluate only at the end */
     int eval_batches;
     int log_every;
+    double bucket_mb;    /* data parallelism: largest gradient bucket, MiB (topo_bucket_floats) */
+    int zero;            /* 1: ZeRO-1, AdamW moments sharded across the replicas of a stage */
 } topo_train;
 
 typedef struct {
@@ -228,6 +232,17 @@ int topo_replica_batch(const topo *t, int replica, int *first);
 int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err);
 /* The rank of (stage, replica), or -1 when either is out of range. */
 int topo_rank_of(const topo *t, int stage, int replica);
+/* Gradient buckets of data parallelism. Unit u's trainable floats
+ * (model_unit_params, laid out as in its part) are cut from the unit's start into
+ * runs of topo_bucket_floats(t) floats, the last one shorter; a bucket never
+ * spans two units. So which floats share a bucket, and where the ring's segments
+ * fall inside it (coll_segment), depend on the model, R and train.bucket_mb, never
+ * on the stage split: that is what keeps a data-parallel run bitwise equal across
+ * splits for any R. topo_unit_buckets gives the count (0 for a unit without
+ * parameters) and, with b >= 0, bucket b's offset in the unit and length in
+ * *off and *len. Any thread. */
+size_t topo_bucket_floats(const topo *t);
+int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len);
 /* Bytes of the largest tensor that crosses a stage boundary (an activation or its
  * gradient for one micro-batch); the transport refuses larger payloads. */
 size_t topo_max_tensor_bytes(const topo *t);

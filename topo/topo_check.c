@@ -393,6 +393,9 @@ static int check_train(topo *t, char *err)
                       "= %ld (each replica takes batch_size / replicas sequences of the step's batch and splits "
                       "them into micro_batches), found %d", t->path, t->n_replicas, tr->micro_batches,
                       (long)t->n_replicas * tr->micro_batches, tr->batch_size);
+    if (tr->zero && t->n_replicas < 2)
+        return seterr(err, "%s: train.zero: 1 shards the AdamW state across the replicas of each stage, but the "
+                      "stages have 1 replica (give them \"replicas\")", t->path);
     if (tr->eval_every > 0 && t->data.val_fraction == 0)
         return seterr(err, "%s: data.val_fraction: expected > 0 because train.eval_every is %d, found 0",
                       t->path, tr->eval_every);
@@ -492,6 +495,23 @@ int topo_replica_batch(const topo *t, int replica, int *first)
     int n = t->train.batch_size / t->n_replicas;
     if (first) *first = replica * n;
     return n;
+}
+
+size_t topo_bucket_floats(const topo *t)
+{
+    double f = t->train.bucket_mb * 1048576.0 / sizeof(float);
+    return f < 1 ? 1 : (size_t)f;
+}
+
+int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len)
+{
+    size_t n = model_unit_params(&t->model, unit), bf = topo_bucket_floats(t);
+    int nb = (int)((n + bf - 1) / bf);
+    if (b >= 0 && b < nb) {
+        *off = (size_t)b * bf;
+        *len = n - *off < bf ? n - *off : bf;
+    }
+    return nb;
 }
 
 int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err)
