@@ -184,7 +184,7 @@ static void *fake_main(void *arg)
 {
     fake *f = arg;
     const topo *t = f->t;
-    uint8_t secret[256], buf[64];
+    uint8_t secret[256], buf[PROTO_STATS_BYTES];
     char err[ERR_LEN];
     net_config cfg;
     if (f->mode == FAKE_ABSENT) return NULL;
@@ -208,7 +208,7 @@ static void *fake_main(void *arg)
         if (fake_misbehave(f, n, s)) goto out;
         if (fake_step(f, n, s)) goto out;
     }
-    proto_stats st = { 1000u * (uint64_t)(f->k + 1), (uint64_t)(t->n_stages - f->k), 0.5, 0.25, 0.125, 77, (uint64_t)total, 1.5 };
+    proto_stats st = { 1000u * (uint64_t)(f->k + 1), (uint64_t)(t->n_stages - f->k), 0.5, 0.25, 0.125, 77, (uint64_t)total, 1.5, 0, 0, 0 };
     proto_stats_encode(buf, &st);
     if (fsend(n, MSG_STATS, total - 1, buf, PROTO_STATS_BYTES) || frecv(n, MSG_DONE, total - 1, NULL, 0)) f->errors++;
 out:
