@@ -81,6 +81,7 @@ static int resolve_identity(const topo *t, stage_opts *o, int *replica, const ch
         return cli_usage_error("stage", "--replica %d: %s has %d replica(s) per stage (0..%d)", *replica, t->path,
                                t->n_replicas, t->n_replicas - 1);
     }
+    o->replica = *replica;
     if (t->n_replicas > 1) {
         if (o->stage >= t->n_stages)
             return cli_usage_error("stage", "--stage %d: %s has %d stage(s) (0..%d)", o->stage, t->path,

@@ -74,14 +74,20 @@ int stage_accept_peer(void *arg, net_peer_id id, char *why)
                  t->n_stages - 1);
         return 0;
     }
-    if (id.replica != 0) {
-        snprintf(why, NET_ERR_LEN, "stage %u replica %u is not in the topology %s (one replica per stage)", id.stage,
-                 id.replica, t->path);
+    if (id.replica >= t->n_replicas) {
+        snprintf(why, NET_ERR_LEN, "stage %u replica %u is not in the topology %s (replicas 0..%d)", id.stage,
+                 id.replica, t->path, t->n_replicas - 1);
         return 0;
     }
-    if (sp->self >= 0 && (id.stage == sp->self || !sp->inbound || !sp->inbound[id.stage])) {
-        snprintf(why, NET_ERR_LEN, "stage %u does not connect to stage %d in the topology %s", id.stage, sp->self,
-                 t->path);
+    int rank = topo_rank_of(t, id.stage, id.replica);
+    if (sp->self >= 0 && (rank == sp->self || !sp->inbound || !sp->inbound[rank])) {
+        int ss = sp->self % t->n_stages, sr = sp->self / t->n_stages;
+        if (t->n_replicas > 1)
+            snprintf(why, NET_ERR_LEN, "stage %u replica %u does not connect to stage %d replica %d in the topology %s",
+                     id.stage, id.replica, ss, sr, t->path);
+        else
+            snprintf(why, NET_ERR_LEN, "stage %u does not connect to stage %d in the topology %s", id.stage, ss,
+                     t->path);
         return 0;
     }
     return 1;

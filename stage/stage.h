@@ -12,6 +12,7 @@
 /* Options of `pipetrain stage` (and what the launcher passes to each stage). */
 typedef struct {
     int stage;                 /* index into topo.stages */
+    int replica;               /* 0 .. topo.n_replicas - 1 (data-parallel copy; default 0) */
     const char *coord_host;    /* coordinator address (default: the topology's) */
     int coord_port;
     uint64_t run_id;           /* must match the coordinator's (default 0) */
@@ -47,9 +48,11 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
                      int peer_timeout_ms, uint8_t *secret_buf, char *err);
 
 /* Who may connect to a process of this run (net_config.accept_peer): the
- * coordinator (self -1) takes every stage of the topology; stage `self` takes
- * the stages marked in inbound (n_stages flags: its lower neighbours, which
- * connect to it). Replica 0 only; the coordinator never connects inbound. */
+ * coordinator (self -1) takes every process of the grid (stage < P, replica <
+ * R); process `self` (its rank, replica * P + stage) takes the processes whose
+ * rank is marked in inbound (P * R flags: the lower pipeline neighbours of its
+ * own replica and the lower ring neighbours of its own stage, which connect to
+ * it). The coordinator never connects inbound. */
 typedef struct {
     const topo *t;
     int self;
