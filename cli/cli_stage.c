@@ -82,15 +82,9 @@ static int resolve_identity(const topo *t, stage_opts *o, int *replica, const ch
                                t->n_replicas, t->n_replicas - 1);
     }
     o->replica = *replica;
-    if (t->n_replicas > 1) {
-        if (o->stage >= t->n_stages)
-            return cli_usage_error("stage", "--stage %d: %s has %d stage(s) (0..%d)", o->stage, t->path,
-                                   t->n_stages, t->n_stages - 1);
-        fprintf(stderr, "pipetrain stage: %s: data-parallel runtime (replicas > 1) is not implemented yet: "
-                "stages.0.replicas lists %d; this process would be stage %d, replica %d%s%s%s\n", t->path,
-                t->n_replicas, o->stage, *replica, var ? " (from " : "", var ? var : "", var ? ")" : "");
-        return 2;
-    }
+    if (o->stage >= t->n_stages)
+        return cli_usage_error("stage", "--stage %d: %s has %d stage(s) (0..%d)", o->stage, t->path, t->n_stages,
+                               t->n_stages - 1);
     return 0;
 }
 

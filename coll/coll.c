@@ -47,6 +47,7 @@ struct coll_group {
     size_t chunk; /* floats per message */
     float *tmp;   /* reduce-scatter scratch: 2 segments */
     size_t tmp_cap;
+    _Atomic int aborted; /* coll_group_abort: every wait fails at its next slice */
 };
 
 static const char *op_name(int type)
@@ -91,6 +92,11 @@ coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R
     g->timeout_ms = timeout_ms;
     g->chunk = COLL_CHUNK_BYTES / sizeof(float);
     return g;
+}
+
+void coll_group_abort(coll_group *g)
+{
+    if (g) g->aborted = 1;
 }
 
 void coll_group_free(coll_group *g)
@@ -189,6 +195,11 @@ static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t
     for (int waited = 0; st == NET_TIMEOUT && waited < g->timeout_ms; waited += WAIT_SLICE_MS) {
         int left = g->timeout_ms - waited;
         st = net_wait(*op, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS, e);
+        if (st == NET_TIMEOUT && g->aborted) {
+            net_op_free(*op);
+            *op = NULL;
+            return fail(x, is_send ? "send" : "receive", peer, step, c, "aborted by this process");
+        }
         for (int d = -1; d <= 1 && st == NET_TIMEOUT; d += 2) {
             net_peer_id nb = g->members[mod(g->rank + d, g->R)];
             int ps = net_peer_status(g->node, nb, e);

@@ -56,6 +56,11 @@ typedef struct coll_group coll_group;
 coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R, int rank,
                            int timeout_ms, char *err);
 
+/* Makes the collective running on g (and every later one) fail within one
+ * wait slice (100 ms) with "aborted by this process", so that a process that
+ * gives up can join the thread running it. Any thread; NULL: no-op. */
+void coll_group_abort(coll_group *g);
+
 /* Frees g (NULL: no-op). No collective may be running on it. */
 void coll_group_free(coll_group *g);
 

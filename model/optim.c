@@ -74,6 +74,27 @@ void optim_adamw_step(optim_adamw *o, model_part *p, const optim_hparams *h, flo
     }
 }
 
+void optim_adamw_step_ranges(optim_adamw *o, model_part *p, const optim_hparams *h, float grad_scale,
+                             const size_t *off, const size_t *len, int n)
+{
+    o->step++;
+    const float b1 = h->beta1, b2 = h->beta2, lr = h->lr;
+    const float c1 = 1.0f / (1.0f - powf(b1, (float)o->step));
+    const float c2 = 1.0f / (1.0f - powf(b2, (float)o->step));
+    size_t mo = 0;
+    for (int i = 0; i < n; i++) {
+        size_t lo = off[i], hi = off[i] + len[i];
+        for (int t = 0; t < p->n_tensors && lo < hi; t++) {
+            const model_tensor *ten = &p->tensors[t];
+            size_t a = ten->offset > lo ? ten->offset : lo, b = ten->offset + ten->numel < hi ? ten->offset + ten->numel : hi;
+            if (a >= b) continue;
+            adamw_tensor(p->params + a, p->grads + a, o->m + mo + (a - lo), o->v + mo + (a - lo), b - a, grad_scale,
+                         b1, b2, c1, c2, lr, h->eps, ten->decay ? h->weight_decay : 0.0f);
+        }
+        mo += len[i];
+    }
+}
+
 double optim_lr(long step, long total, long warmup, double lr, double min_lr)
 {
     if (step < warmup) return lr * (double)(step + 1) / (double)warmup;

@@ -36,6 +36,15 @@ float optim_clip_scale(double norm, double max_norm);
  * grad_scale first. Increments o->step (bias correction uses the new value). */
 void optim_adamw_step(optim_adamw *o, model_part *p, const optim_hparams *h, float grad_scale);
 
+/* The same AdamW step on a shard of p's parameters (ZeRO-1): ranges i =
+ * 0..n-1 are [off[i], off[i] + len[i]) of p->params, ascending and disjoint;
+ * their moments are packed in o->m and o->v in range order (range i's at the
+ * sum of the earlier lengths), so o->n >= the sum of len. Each element gets
+ * the operations optim_adamw_step gives it (weight decay by its tensor), so the
+ * bits are those of the unsharded step. Increments o->step. */
+void optim_adamw_step_ranges(optim_adamw *o, model_part *p, const optim_hparams *h, float grad_scale,
+                             const size_t *off, const size_t *len, int n);
+
 /* Learning rate at step (0-based) of total: linear warm-up over `warmup` steps
  * to lr, then cosine decay to min_lr at the last step. */
 double optim_lr(long step, long total, long warmup, double lr, double min_lr);

@@ -122,11 +122,23 @@ double run_lr(const topo *t, long s)
     return optim_lr(s, tr->steps, tr->warmup_steps, tr->lr, tr->min_lr);
 }
 
-void run_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm)
+static optim_hparams hparams(const topo *t, long s)
 {
     const topo_train *tr = &t->train;
-    optim_hparams h = { (float)run_lr(t, s), (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
-    optim_adamw_step(o, p, &h, optim_clip_scale(norm, tr->grad_clip));
+    return (optim_hparams){ (float)run_lr(t, s), (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
+}
+
+void run_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm)
+{
+    optim_hparams h = hparams(t, s);
+    optim_adamw_step(o, p, &h, optim_clip_scale(norm, t->train.grad_clip));
+}
+
+void run_optim_apply_ranges(const topo *t, model_part *p, optim_adamw *o, long s, double norm, const size_t *off,
+                            const size_t *len, int n)
+{
+    optim_hparams h = hparams(t, s);
+    optim_adamw_step_ranges(o, p, &h, optim_clip_scale(norm, t->train.grad_clip), off, len, n);
 }
 
 /* ---- the record ---- */

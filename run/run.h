@@ -83,6 +83,9 @@ double run_lr(const topo *t, long s);
  * unit order over the whole model: optim_global_norm). The one place the
  * update is parameterised, for every stage and the one-stage trainer. */
 void run_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm);
+/* The same on a shard of p (ZeRO-1; see optim_adamw_step_ranges). */
+void run_optim_apply_ranges(const topo *t, model_part *p, optim_adamw *o, long s, double norm, const size_t *off,
+                            const size_t *len, int n);
 
 /* ---- the record ---- */
 

@@ -33,8 +33,14 @@ uint64_t stage_max_payload(const topo *t)
     /* control messages grow with the topology too: NORM lists every unit of a
      * stage; a TRACE part has its own size, whatever the model's: a small
      * model's tensors must not cap it (issue #10) */
-    for (int k = 0; k < t->n_stages; k++)
-        if ((uint64_t)t->stages[k].n_units > units) units = (uint64_t)t->stages[k].n_units;
+    for (int k = 0; k < t->n_stages; k++) {
+        uint64_t n = (uint64_t)t->stages[k].n_units, nb = 0;
+        /* with replicas NORM lists a partial sum per gradient bucket (stage/proto.h) */
+        for (int i = 0; t->n_replicas > 1 && i < t->stages[k].n_units; i++)
+            nb += (uint64_t)topo_unit_buckets(t, t->stages[k].units[i], -1, NULL, NULL);
+        if (nb > n) n = nb;
+        if (n > units) units = n;
+    }
     uint64_t norm = 4 + 8 * units;
     if (norm > mx) mx = norm;
     if ((uint64_t)PROTO_TRACE_PART_BYTES > mx) mx = PROTO_TRACE_PART_BYTES;

@@ -38,16 +38,21 @@ typedef struct {
     uint32_t mb;
 } rt_pending;
 
+typedef struct rt_dp rt_dp;
+
 typedef struct {
     const topo *t;
     const stage_opts *o;
     int K, P, V, M;        /* stage, stages, virtual stages, micro-batches */
+    int rep, R, rank;      /* replica, replicas, process index rep * P + K */
+    rt_dp *dp;             /* data parallelism (R > 1; runtime_dp.c), else NULL */
+    size_t x_off;          /* this replica's first token of the step's batch: its first sequence * T */
     long step;             /* current step (0-based) */
     char *err;
     struct net_node *node;
     uint8_t secret[256];
     stage_peers peers;     /* who may connect to this stage (net_config.accept_peer) */
-    uint8_t *inbound;      /* (P) flags: the lower neighbours, which connect to it */
+    uint8_t *inbound;      /* (P * R) flags by rank: the lower neighbours, which connect to it */
     model_part *part;
     optim_adamw *opt;
     sched_schedule *sched;
@@ -108,5 +113,39 @@ int rt_step(rt *r);
  * (after AdamW). No-ops otherwise. */
 int rt_tied_exchange_grad(rt *r);
 int rt_tied_exchange_weights(rt *r);
+/* This process's pipeline neighbour: stage j of its own replica. */
+static inline net_peer_id rt_peer(const rt *r, int j) { return net_stage_id((uint16_t)j, (uint16_t)r->rep); }
+
+/* runtime_dp.c — data parallelism (R > 1); every function is a no-op or the
+ * plain path when r->dp is NULL. rt_dp_setup (after the connections): the
+ * buckets, the replica group and its communication thread; with train.zero it
+ * replaces r->opt by the packed moments of this replica's segments. Returns 0,
+ * 1 (run-time) or 2 (bad input) with r->err. */
+int rt_dp_setup(rt *r);
+void rt_dp_free(rt *r);
+/* Per step: rt_dp_begin_step before the actions; rt_dp_unit_ready(i) once
+ * local unit i's gradient is final (hands its buckets to the thread; the tied
+ * embedding's wait for rt_dp_finish_grads); rt_dp_finish_grads after the
+ * actions and the tied exchange: hands over what is left and waits for every
+ * bucket (the wait is the exposed all-reduce time). */
+void rt_dp_begin_step(rt *r);
+void rt_dp_unit_ready(rt *r, int i);
+int rt_dp_finish_grads(rt *r);
+/* NORM payload with replicas (stage/proto.h) into buf; returns its length.
+ * rt_dp_norm_bytes: its size for part p, for buffers. */
+uint64_t rt_dp_norm(rt *r, uint8_t *buf);
+uint64_t rt_dp_norm_bytes(const topo *t, const model_part *p);
+/* AdamW with the global norm: the whole part, or with train.zero this
+ * replica's segments and then an all-gather of the weights. */
+int rt_dp_optim(rt *r, double norm);
+/* AdamW state with every moment, for a checkpoint: r->opt itself, or with
+ * train.zero a new one gathered from every replica (all of them must call;
+ * caller frees it when != r->opt); NULL on failure (r->err). */
+optim_adamw *rt_dp_full_optim(rt *r);
+/* With train.zero: keeps this replica's segments of a full state (resume). */
+void rt_dp_take_optim(rt *r, const optim_adamw *full);
+int rt_dp_zero(const rt *r);
+/* Seconds the group's collectives ran so far. */
+double rt_dp_busy_s(const rt *r);
 
 #endif

@@ -29,8 +29,11 @@ int rt_fail(rt *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(r->err, ERR_LEN, "stage %d (%.64s:%d) at step %ld: %.400s", r->K, r->t->stages[r->K].host,
-             r->t->stages[r->K].port, r->step + 1, msg);
+    const topo_replica *me = &r->t->stages[r->K].replicas[r->rep];
+    char who[32] = "";
+    if (r->t->n_replicas > 1) snprintf(who, sizeof who, " replica %d", r->rep);
+    snprintf(r->err, ERR_LEN, "stage %d%s (%.64s:%d) at step %ld: %.400s", r->K, who, me->host, me->port,
+             r->step + 1, msg);
     return -1;
 }
 
@@ -96,7 +99,7 @@ int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, co
 static int send_tensor(rt *r, int to, net_key k, const void *buf, struct net_op **op, int kind, int chunk, int mb)
 {
     double t0 = rt_now();
-    if (rt_send(r, net_stage_id((uint16_t)to, 0), k, buf, r->Bm * r->T * r->C * sizeof(float), op)) return -1;
+    if (rt_send(r, rt_peer(r, to), k, buf, r->Bm * r->T * r->C * sizeof(float), op)) return -1;
     r->pend[r->n_pend++] = (rt_pending){ op, t0, (uint8_t)kind, (uint16_t)chunk, (uint32_t)mb };
     return 0;
 }
@@ -166,12 +169,12 @@ static int post_receives(rt *r)
         for (int mb = 0; mb < r->M; mb++) {
             if (c->vs > 0) {
                 net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
-                if (net_recv_post(r->node, net_stage_id((uint16_t)c->prev, 0), k, c->act_in[mb], act_bytes(r), &c->rx_act[mb], nerr))
+                if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[mb], act_bytes(r), &c->rx_act[mb], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
             if (c->vs < r->V - 1) {
                 net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
-                if (net_recv_post(r->node, net_stage_id((uint16_t)c->next, 0), k, c->grad_in[mb], act_bytes(r), &c->rx_grad[mb], nerr))
+                if (net_recv_post(r->node, rt_peer(r, c->next), k, c->grad_in[mb], act_bytes(r), &c->rx_grad[mb], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
         }
@@ -191,9 +194,9 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
     double t0 = rt_now();
     model_slot *s = c->slot[mb] = rt_slot_get(r, c);
     size_t rows = r->Bm * r->T;
-    if (c->vs == 0) memcpy(s[0].tokens, r->x + (size_t)mb * rows, rows * sizeof(int));
+    if (c->vs == 0) memcpy(s[0].tokens, r->x + r->x_off + (size_t)mb * rows, rows * sizeof(int));
     if (c->vs == r->V - 1) {
-        memcpy(s[c->hi - c->lo - 1].tokens, r->y + (size_t)mb * rows, rows * sizeof(int));
+        memcpy(s[c->hi - c->lo - 1].tokens, r->y + r->x_off + (size_t)mb * rows, rows * sizeof(int));
         r->loss_mb[mb] = model_forward(r->part, c->lo, c->hi, s, in, NULL, r->Bm, r->T);
         r->stats.compute_s += rt_now() - t0;
         rt_event(r, SCHED_F, 0, (int)(c - r->ch), mb, t0, rt_now());
@@ -228,7 +231,16 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
 static void do_backward_weight(rt *r, rt_chunk *c, int mb)
 {
     double t0 = rt_now();
-    model_backward_weight(r->part, c->lo, c->hi, c->slot[mb], r->Bm, r->T);
+    if (r->dp && mb == r->M - 1) {
+        /* the step's last W of this chunk: unit by unit (the same arithmetic),
+         * each unit's gradient buckets going to the all-reduce as it is final */
+        for (int i = c->hi - 1; i >= c->lo; i--) {
+            model_backward_weight(r->part, i, i + 1, c->slot[mb] + (i - c->lo), r->Bm, r->T);
+            rt_dp_unit_ready(r, i);
+        }
+    } else {
+        model_backward_weight(r->part, c->lo, c->hi, c->slot[mb], r->Bm, r->T);
+    }
     rt_slot_put(r, c, c->slot[mb]);
     c->slot[mb] = NULL;
     r->stats.compute_s += rt_now() - t0;
@@ -280,23 +292,32 @@ int rt_step(rt *r)
 {
     if (r->has_data) data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     model_part_zero_grad(r->part);
+    rt_dp_begin_step(r);
     if (post_receives(r) || run_actions(r)) return -1;
     double t0 = rt_now();
     if (rt_tied_exchange_grad(r)) return -1;
+    /* one process holding the tied embedding and head (one stage x R replicas) */
+    if (r->dp && r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
+    if (rt_dp_finish_grads(r)) return -1;
     double norm;
-    /* NORM: 4 + 8 per unit, sized from the part at set-up (rt.h) */
+    /* NORM: 4 + 8 per unit (per bucket with replicas), sized from the part at set-up (rt.h) */
     uint8_t *buf = r->normbuf;
-    int nu = r->part->n_units;
-    optim_unit_sqnorms(r->part, r->sq);
-    put_u32le(buf, (uint32_t)nu);
-    for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
+    uint64_t len;
+    if (r->dp) {
+        len = rt_dp_norm(r, buf);
+    } else {
+        int nu = r->part->n_units;
+        optim_unit_sqnorms(r->part, r->sq);
+        put_u32le(buf, (uint32_t)nu);
+        for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
+        len = 4 + 8 * (uint64_t)nu;
+    }
     net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
-    if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
+    if (rt_send_sync(r, net_coord_id(), k, buf, len)) return -1;
     k.type = MSG_NORM_REPLY;
     if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for the global gradient norm from the coordinator")) return -1;
     norm = get_f64le(buf);
-    run_optim_apply(r->t, r->part, r->opt, r->step, norm);
-    if (rt_tied_exchange_weights(r)) return -1;
+    if (rt_dp_optim(r, norm) || rt_tied_exchange_weights(r)) return -1;
     r->stats.optim_s += rt_now() - t0;
     if (r->holds_head) {
         double loss = 0;

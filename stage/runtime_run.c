@@ -18,8 +18,8 @@ int rt_tied_exchange_grad(rt *r)
     if (!r->tied_buf) return 0;
     net_key k = { MSG_TIED_GRAD, (uint64_t)r->step, 0, 0 };
     size_t n = tied_floats(r);
-    if (r->holds_head) return rt_send_sync(r, net_stage_id(0, 0), k, r->part->tied_grad, n * sizeof(float));
-    if (rt_recv_sync(r, net_stage_id((uint16_t)r->head_stage, 0), k, r->tied_buf, n * sizeof(float),
+    if (r->holds_head) return rt_send_sync(r, rt_peer(r, 0), k, r->part->tied_grad, n * sizeof(float));
+    if (rt_recv_sync(r, rt_peer(r, r->head_stage), k, r->tied_buf, n * sizeof(float),
                      "waiting for the tied lm_head gradient"))
         return -1;
     for (size_t i = 0; i < n; i++) r->part->grads[i] += r->tied_buf[i]; /* as model_part_reduce_tied */
@@ -31,8 +31,8 @@ int rt_tied_exchange_weights(rt *r)
     if (!r->tied_buf) return 0;
     net_key k = { MSG_TIED_W, (uint64_t)r->step, 0, 0 };
     size_t n = tied_floats(r) * sizeof(float);
-    if (r->holds_embed) return rt_send_sync(r, net_stage_id((uint16_t)r->head_stage, 0), k, r->part->params, n);
-    return rt_recv_sync(r, net_stage_id(0, 0), k, r->part->tied_w, n, "waiting for the updated tied embedding");
+    if (r->holds_embed) return rt_send_sync(r, rt_peer(r, r->head_stage), k, r->part->params, n);
+    return rt_recv_sync(r, rt_peer(r, 0), k, r->part->tied_w, n, "waiting for the updated tied embedding");
 }
 
 /* ---- evaluation: forward-only through the pipeline, batch by batch ----
@@ -40,6 +40,7 @@ int rt_tied_exchange_weights(rt *r)
  * size from the payload length, and an empty payload ends the evaluation. */
 static int rt_eval(rt *r)
 {
+    if (r->rep > 0) return 0; /* replica 0's pipeline evaluates (stage/proto.h) */
     size_t nw = 0, T = r->T, row = T * r->C * sizeof(float);
     if (r->has_data) nw = run_eval_windows(r->t, r->step, data_val_windows(&r->data, T));
     double sum = 0;
@@ -56,7 +57,7 @@ static int rt_eval(rt *r)
                 struct net_op *op = NULL;
                 char nerr[NET_ERR_LEN];
                 snprintf(what, sizeof what, "waiting for evaluation batch %zu from stage %d", e, c->prev);
-                if (net_recv_post(r->node, net_stage_id((uint16_t)c->prev, 0), k, c->act_in[0], r->Bm * row, &op, nerr))
+                if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[0], r->Bm * row, &op, nerr))
                     return rt_fail(r, "%s: %s", what, nerr);
                 int rc = rt_await(r, op, what);
                 b = rc ? 0 : (size_t)(net_op_len(op) / row);
@@ -67,7 +68,7 @@ static int rt_eval(rt *r)
             k.chunk = (uint32_t)(c->vs + 1);
             if (b == 0) {
                 done = 1;
-                if (c->vs < r->V - 1 && rt_send_sync(r, net_stage_id((uint16_t)c->next, 0), k, c->act_out[0], 0)) return -1;
+                if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], 0)) return -1;
                 continue;
             }
             model_slot *s = rt_slot_get(r, c);
@@ -81,7 +82,7 @@ static int rt_eval(rt *r)
                 model_forward(r->part, c->lo, c->hi, s, in, c->act_out[0], b, T);
             }
             rt_slot_put(r, c, s);
-            if (c->vs < r->V - 1 && rt_send_sync(r, net_stage_id((uint16_t)c->next, 0), k, c->act_out[0], b * row)) return -1;
+            if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], b * row)) return -1;
         }
     }
     if (!r->holds_head) return 0;
@@ -175,7 +176,7 @@ static int setup_compute(rt *r)
     r->holds_embed = st->units[0] == 0;
     r->holds_head = st->units[st->n_units - 1] == head;
     r->head_stage = topo_stage_of_unit(t, head);
-    openblas_set_num_threads(st->threads);
+    openblas_set_num_threads(st->replicas[r->rep].threads);
     r->part = model_part_new(&t->model, st->units, st->n_units, r->Bm, (uint64_t)t->train.seed);
     r->opt = optim_new(r->part->n_params);
     if (r->holds_embed || r->holds_head) {
@@ -186,11 +187,15 @@ static int setup_compute(rt *r)
         r->has_data = 1;
         data_sampler_init(&r->sampler, (uint64_t)t->train.seed);
     }
+    int first = 0;
+    topo_replica_batch(t, r->rep, &first); /* the step's batch is drawn whole; this replica takes its share */
+    r->x_off = (size_t)first * r->T;
     r->x = xcalloc(r->B * r->T, sizeof(int));
     r->y = xcalloc(r->B * r->T, sizeof(int));
     r->loss_mb = xcalloc((size_t)r->M, sizeof(double));
     r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
-    r->normbuf = xcalloc(4 + 8 * (size_t)r->part->n_units + 16, 1);
+    uint64_t nb = 4 + 8 * (uint64_t)r->part->n_units, dpn = r->R > 1 ? rt_dp_norm_bytes(t, r->part) : 0;
+    r->normbuf = xcalloc((size_t)(nb > dpn ? nb : dpn) + 16, 1);
     r->pend = xcalloc(2 * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
     if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);
     setup_chunks(r);
@@ -205,11 +210,23 @@ static int is_neighbour(const rt *r, int j)
     return r->tied_buf && ((r->K == 0 && j == r->head_stage) || (r->K == r->head_stage && j == 0));
 }
 
-/* "stage 2 (host:port)" or "the coordinator (host:port)". */
+/* 1 when replica i of this stage is a ring neighbour (coll/: rep - 1 and rep + 1 mod R). */
+static int is_ring_neighbour(const rt *r, int i)
+{
+    return r->R > 1 && i != r->rep && (i == (r->rep + 1) % r->R || i == (r->rep + r->R - 1) % r->R);
+}
+
+/* "stage 2 (host:port)", "stage 2 replica 1 (host:port)" or "the coordinator (host:port)". */
 static const char *peer_where(const rt *r, net_peer_id id, const char *ch, int cp, char *buf, size_t cap)
 {
-    if (id.role == NET_ROLE_COORD) snprintf(buf, cap, "the coordinator (%s:%d)", ch, cp);
-    else snprintf(buf, cap, "stage %u (%s:%d)", id.stage, r->t->stages[id.stage].host, r->t->stages[id.stage].port);
+    if (id.role == NET_ROLE_COORD) {
+        snprintf(buf, cap, "the coordinator (%s:%d)", ch, cp);
+    } else {
+        const topo_replica *p = &r->t->stages[id.stage].replicas[id.replica];
+        char who[32] = "";
+        if (r->R > 1) snprintf(who, sizeof who, " replica %u", id.replica);
+        snprintf(buf, cap, "stage %u%s (%s:%d)", id.stage, who, p->host, p->port);
+    }
     return buf;
 }
 
@@ -219,11 +236,13 @@ static const char *peer_where(const rt *r, net_peer_id id, const char *ch, int c
  * missing and what happened to connections claiming to be it. */
 static int await_peers(rt *r, const char *ch, int cp, int deadline_ms)
 {
-    net_peer_id ids[r->P + 1];
+    net_peer_id ids[r->P + r->R + 1];
     int n = 0;
     char nerr[NET_ERR_LEN], w[400];
     for (int j = 0; j < r->P; j++)
-        if (is_neighbour(r, j)) ids[n++] = net_stage_id((uint16_t)j, 0);
+        if (is_neighbour(r, j)) ids[n++] = rt_peer(r, j);
+    for (int i = 0; i < r->R; i++)
+        if (is_ring_neighbour(r, i)) ids[n++] = net_stage_id((uint16_t)r->K, (uint16_t)i);
     ids[n++] = net_coord_id();
     double end = rt_now() + deadline_ms / 1e3;
     for (;;) {
@@ -250,40 +269,59 @@ static int await_peers(rt *r, const char *ch, int cp, int deadline_ms)
     }
 }
 
-/* Listens, connects (lower stage index connects to higher) and waits until every
+/* Listens, connects (within a replica the lower stage index connects to the
+ * higher; within a stage's ring the lower replica index) and waits until every
  * neighbour and the coordinator are authenticated. */
 static int setup_net(rt *r)
 {
     const topo *t = r->t;
-    const topo_stage *st = &t->stages[r->K];
+    const topo_replica *me = &t->stages[r->K].replicas[r->rep];
     net_config cfg;
     char nerr[NET_ERR_LEN];
-    if (stage_net_config(&cfg, t, net_stage_id((uint16_t)r->K, 0), r->o->run_id, r->o->peer_timeout_ms, r->secret, r->err))
+    if (stage_net_config(&cfg, t, net_stage_id((uint16_t)r->K, (uint16_t)r->rep), r->o->run_id, r->o->peer_timeout_ms,
+                         r->secret, r->err))
         return 2;
-    r->inbound = xcalloc((size_t)r->P, 1);
-    for (int j = 0; j < r->K; j++) r->inbound[j] = (uint8_t)is_neighbour(r, j);
-    r->peers = (stage_peers){ t, r->K, r->inbound };
+    r->inbound = xcalloc((size_t)r->P * (size_t)r->R, 1);
+    for (int j = 0; j < r->K; j++) r->inbound[topo_rank_of(t, j, r->rep)] = (uint8_t)is_neighbour(r, j);
+    for (int i = 0; i < r->rep; i++) r->inbound[topo_rank_of(t, r->K, i)] = (uint8_t)is_ring_neighbour(r, i);
+    r->peers = (stage_peers){ t, r->rank, r->inbound };
     cfg.accept_peer = stage_accept_peer;
     cfg.accept_arg = &r->peers;
-    cfg.listen_host = st->host;
-    cfg.listen_port = st->port;
+    cfg.listen_host = me->host;
+    cfg.listen_port = me->port;
     cfg.connect_deadline_ms = r->o->connect_timeout_ms > 0 ? r->o->connect_timeout_ms : 60000;
     if (!(r->node = net_node_new(&cfg, nerr))) return rt_fail(r, "%s", nerr), 1;
-    for (int j = r->K + 1; j < r->P; j++)
-        if (is_neighbour(r, j) && net_connect(r->node, net_stage_id((uint16_t)j, 0), t->stages[j].host, t->stages[j].port, nerr))
+    for (int j = r->K + 1; j < r->P; j++) {
+        const topo_replica *p = &t->stages[j].replicas[r->rep];
+        if (is_neighbour(r, j) && net_connect(r->node, rt_peer(r, j), p->host, p->port, nerr))
             return rt_fail(r, "connecting to stage %d: %s", j, nerr), 1;
+    }
+    for (int i = r->rep + 1; i < r->R; i++) {
+        const topo_replica *p = &t->stages[r->K].replicas[i];
+        if (is_ring_neighbour(r, i) && net_connect(r->node, net_stage_id((uint16_t)r->K, (uint16_t)i), p->host, p->port, nerr))
+            return rt_fail(r, "connecting to replica %d of stage %d: %s", i, r->K, nerr), 1;
+    }
     const char *ch = r->o->coord_host ? r->o->coord_host : t->coordinator.host;
     int cp = r->o->coord_port > 0 ? r->o->coord_port : t->coordinator.port;
     if (net_connect(r->node, net_coord_id(), ch, cp, nerr)) return rt_fail(r, "connecting to the coordinator: %s", nerr), 1;
-    return await_peers(r, ch, cp, cfg.connect_deadline_ms);
+    int rc = await_peers(r, ch, cp, cfg.connect_deadline_ms);
+    if (!rc && r->R > 1) rc = rt_dp_setup(r);
+    return rc;
 }
 
+/* Replica 0 writes the stage's shard; with train.zero every replica first
+ * takes part in gathering the AdamW moments. */
 static int checkpoint(rt *r)
 {
     char cerr[ERR_LEN];
     uint64_t sampler = r->has_data ? data_sampler_get_state(&r->sampler) : 0;
-    if (run_write_shard(r->t, r->o->out_dir, r->K, r->step + 1, r->part, r->opt, sampler, cerr))
-        return rt_fail(r, "checkpoint: %s", cerr);
+    optim_adamw *opt = rt_dp_full_optim(r);
+    if (!opt) return -1;
+    int rc = 0;
+    if (r->rep == 0 && run_write_shard(r->t, r->o->out_dir, r->K, r->step + 1, r->part, opt, sampler, cerr))
+        rc = rt_fail(r, "checkpoint: %s", cerr);
+    if (opt != r->opt) optim_free(opt);
+    if (rc || r->rep > 0) return rc;
     net_key k = { MSG_CKPT_DONE, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, NULL, 0);
 }
@@ -295,8 +333,11 @@ static int resume(rt *r, long first)
     char cerr[ERR_LEN];
     uint64_t sampler;
     r->step = first - 1;
-    if (run_resume_part(r->t, r->o->out_dir, first, r->part, r->opt, &sampler, cerr))
-        return rt_fail(r, "resuming: %s", cerr);
+    optim_adamw *opt = rt_dp_zero(r) ? optim_new(r->part->n_params) : r->opt;
+    int rc = run_resume_part(r->t, r->o->out_dir, first, r->part, opt, &sampler, cerr);
+    if (!rc && opt != r->opt) rt_dp_take_optim(r, opt);
+    if (opt != r->opt) optim_free(opt);
+    if (rc) return rt_fail(r, "resuming: %s", cerr);
     if (r->has_data) data_sampler_set_state(&r->sampler, sampler);
     return 0;
 }
@@ -339,6 +380,8 @@ static int run_steps(rt *r)
     }
     r->step = total - 1;
     r->stats.wall_s = rt_now() - t0;
+    r->stats.allreduce_s = rt_dp_busy_s(r);
+    r->stats.optim_bytes = 2 * (uint64_t)r->opt->n * sizeof(float);
     if (r->trace && rt_send_trace(r)) return -1;
     uint8_t sb[PROTO_STATS_BYTES];
     proto_stats_encode(sb, &r->stats);
@@ -350,14 +393,20 @@ static int run_steps(rt *r)
 
 int stage_run(const topo *t, const stage_opts *o, char *err)
 {
-    if (t->n_stages < 2)
+    if (t->n_stages < 2 && t->n_replicas < 2)
         return seterr(err, "%s: a one-stage topology runs in one process: use pipetrain run", t->path), 2;
     if (o->stage < 0 || o->stage >= t->n_stages)
         return seterr(err, "%s: --stage %d: the topology has stages 0..%d", t->path, o->stage, t->n_stages - 1), 2;
+    if (o->replica < 0 || o->replica >= t->n_replicas)
+        return seterr(err, "%s: --replica %d: the topology has replicas 0..%d", t->path, o->replica,
+                      t->n_replicas - 1), 2;
     rt *r = xcalloc(1, sizeof *r);
     r->t = t;
     r->o = o;
     r->K = o->stage;
+    r->rep = o->replica;
+    r->R = t->n_replicas;
+    r->rank = topo_rank_of(t, r->K, r->rep);
     r->err = err;
     r->step = -1;
     err[0] = 0;
@@ -368,6 +417,7 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
         rc = 1;
         send_fail(r);
     }
+    rt_dp_free(r); /* its thread uses the node */
     net_node_free(r->node);
     if (r->ch) free_chunks(r);
     sched_free(r->sched);
