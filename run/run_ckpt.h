@@ -112,13 +112,15 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
  * run may change: description, launch, coordinator, checkpoint, secret_file,
  * train.steps (extends or shortens the run; the learning-rate schedule follows
  * the new total from the checkpoint on), train.log_every, train.eval_every,
- * train.eval_batches, the schedule (every schedule gives the same numbers) and
- * the stages (how many, their layers, threads, hosts and ports: the shards are
- * re-split by layer). Everything else — model, data, seed, optimizer, batch
+ * train.eval_batches, train.bucket_mb, train.zero, the schedule (every
+ * schedule gives the same numbers) and the stages (how many, their layers,
+ * replicas, threads, hosts and ports: the shards are re-split by layer, and
+ * every replica holds the same weights). Everything else — model, data, seed, optimizer, batch
  * and micro-batches — must be equal. Returns 0, or -1 with a message naming
  * the first JSON path that differs. */
 int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err);
-/* When t splits the layers otherwise than the checkpoint, or gives a layer
+/* When t has another replica count than the checkpoint's (the gradients are
+ * then summed in another order), splits the layers otherwise, or gives a layer
  * another BLAS thread count (OpenBLAS's bits depend on it, so the run then
  * continues, but not bit for bit as it would have), writes a one-line note
  * into note (cap n) and returns 1; else 0. */

@@ -22,7 +22,8 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
  * the stages may split the layers otherwise: shards load by tensor name). */
 static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
                                           "train.steps", "train.log_every", "train.eval_every",
-                                          "train.eval_batches", "schedule", "stages", NULL };
+                                          "train.eval_batches", "train.bucket_mb", "train.zero", "schedule",
+                                          "stages", NULL };
 
 static void drop_path(json_t *o, const char *path)
 {
@@ -100,8 +101,8 @@ int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err)
             char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
                         "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
-                        "train.log_every, train.eval_every, train.eval_batches, the schedule and the stages may "
-                        "change on --resume)", c->dir, path[0] ? path : "(top level)",
+                        "train.log_every, train.eval_every, train.eval_batches, train.bucket_mb, train.zero, the "
+                        "schedule and the stages (with their replicas) may change on --resume)", c->dir, path[0] ? path : "(top level)",
                         was ? was : "nothing", is ? is : "nothing", t->path);
             free(was);
             free(is);
@@ -145,7 +146,34 @@ static void split_text(const run_ckpt *c, const topo *t, char *out, size_t n)
     }
 }
 
+static int run_ckpt_split_note_layers(const run_ckpt *c, const topo *t, char *note, size_t n);
+
+/* Replicas per stage in the checkpoint's topology (1 for the one-process form). */
+static int saved_replicas(const run_ckpt *c)
+{
+    json_t *st = json_array_get(json_object_get(json_object_get(c->manifest, "topology"), "stages"), 0);
+    json_t *reps = json_object_get(st, "replicas");
+    return json_is_array(reps) && json_array_size(reps) > 0 ? (int)json_array_size(reps) : 1;
+}
+
 int run_ckpt_split_note(const run_ckpt *c, const topo *t, char *note, size_t n)
+{
+    int R0 = saved_replicas(c);
+    if (R0 != t->n_replicas) {
+        /* the global batch and the sampler are the same; only the summation
+         * order of the gradients changes (float rounding) */
+        int k = snprintf(note, n, "the checkpoint was made with %d replica(s) per stage and the run goes on with %d: "
+                         "the same global batch, step by step, with gradients summed in another order (not bit "
+                         "for bit)", R0, t->n_replicas);
+        char rest[1024];
+        if (k > 0 && (size_t)k < n && run_ckpt_split_note_layers(c, t, rest, sizeof rest))
+            snprintf(note + k, n - (size_t)k, "; %s", rest);
+        return 1;
+    }
+    return run_ckpt_split_note_layers(c, t, note, n);
+}
+
+static int run_ckpt_split_note_layers(const run_ckpt *c, const topo *t, char *note, size_t n)
 {
     int resplit = c->n_stages != t->n_stages, threads = 0;
     for (int k = 0; k < t->n_stages; k++)

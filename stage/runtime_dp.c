@@ -31,7 +31,7 @@
 /* Collective tags: (step << 20) | (what << 18) | bucket, so that no two
  * collectives in flight on the group share a key. */
 enum { TAG_GRAD = 0, TAG_WEIGHTS = 1, TAG_M = 2, TAG_V = 3 };
-#define DP_MAX_BUCKETS (1 << 18)
+#define DP_MAX_BUCKETS TOPO_MAX_BUCKETS
 
 typedef struct {
     int b;

@@ -283,6 +283,46 @@ static void test_adamw_no_clip_no_warmup(void)
     run_case(&k);
 }
 
+/* ZeRO-1's shard update: AdamW on ranges cut anywhere (across tensor
+ * boundaries, some empty), moments packed, gives bitwise the full update, step
+ * after step, and never touches what lies outside the ranges. */
+static void test_adamw_ranges_bitwise(void)
+{
+    model_part *a = small_part(), *b = small_part();
+    size_t n = a->n_params;
+    optim_adamw *oa = optim_new(n);
+    size_t cut[5] = { 0, 3, n / 3 + 1, n / 3 + 1, n - 7 }; /* range i = [cut[i], cut[i+1]) and the last to n */
+    size_t off[5], len[5], own = 0;
+    for (int i = 0; i < 5; i++) {
+        off[i] = cut[i];
+        len[i] = (i < 4 ? cut[i + 1] : n) - cut[i];
+        own += len[i];
+    }
+    optim_adamw *ob = optim_new(own);
+    optim_hparams h = { 0.01f, 0.9f, 0.95f, 1e-8f, 0.1f };
+    for (int step = 0; step < 3; step++) {
+        for (size_t j = 0; j < n; j++) a->grads[j] = b->grads[j] = (float)uniform();
+        optim_adamw_step(oa, a, &h, 0.5f);
+        optim_adamw_step_ranges(ob, b, &h, 0.5f, off, len, 5);
+        CU_ASSERT_EQUAL(oa->step, ob->step);
+        CU_ASSERT(memcmp(a->params, b->params, n * sizeof(float)) == 0);
+        for (int i = 0, mo = 0; i < 5; mo += (int)len[i], i++)
+            CU_ASSERT(memcmp(oa->m + off[i], ob->m + mo, len[i] * sizeof(float)) == 0 &&
+                      memcmp(oa->v + off[i], ob->v + mo, len[i] * sizeof(float)) == 0);
+    }
+    /* a range leaving out [3, n/3+1): those weights stay as they were */
+    model_part *c = small_part();
+    optim_adamw *oc = optim_new(n);
+    size_t o2[2] = { 0, n / 3 + 1 }, l2[2] = { 3, n - (n / 3 + 1) };
+    float keep = c->params[10], first = c->params[0];
+    for (size_t j = 0; j < n; j++) c->grads[j] = 1.0f;
+    optim_adamw_step_ranges(oc, c, &h, 1.0f, o2, l2, 2);
+    CU_ASSERT_EQUAL(c->params[10], keep);
+    CU_ASSERT(c->params[0] != first);
+    optim_free(oa); optim_free(ob); optim_free(oc);
+    model_part_free(a); model_part_free(b); model_part_free(c);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -290,6 +330,7 @@ int main(void)
         { "clip scale: max_norm/(norm+1e-6) above the limit, 1 at or below it and when off", test_clip_scale },
         { "AdamW with warm-up, cosine and clipping vs double precision, 10 steps", test_adamw_warmup_cosine_clip },
         { "AdamW without clipping or warm-up vs double precision, 6 steps", test_adamw_no_clip_no_warmup },
+        { "AdamW on ranges (ZeRO-1 shard) is bitwise the full update", test_adamw_ranges_bitwise },
         CU_TEST_INFO_NULL,
     };
     return tests_run("optim", tests);

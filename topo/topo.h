@@ -242,6 +242,7 @@ int topo_rank_of(const topo *t, int stage, int replica);
  * parameters) and, with b >= 0, bucket b's offset in the unit and length in
  * *off and *len. Any thread. */
 size_t topo_bucket_floats(const topo *t);
+#define TOPO_MAX_BUCKETS (1 << 18) /* per stage; topo_check_limits refuses more */
 int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len);
 /* Bytes of the largest tensor that crosses a stage boundary (an activation or its
  * gradient for one micro-batch); the transport refuses larger payloads. */
@@ -289,7 +290,8 @@ int topo_check_paths(const topo *t, const char *out_dir, char *err);
 /* The limits that are real (called by topo_load after the partition): a
  * tensor crossing a stage boundary larger than one transport message
  * (NET_MAX_PAYLOAD_CAP, 1 GiB) — an activation, or the tied embedding between
- * stage 0 and the head's stage — and topo_check_paths(t, NULL). Returns 0, or
+ * stage 0 and the head's stage —, more than TOPO_MAX_BUCKETS gradient buckets
+ * on a replicated stage, and topo_check_paths(t, NULL). Returns 0, or
  * -1 with a message naming the field. */
 int topo_check_limits(const topo *t, char *err);
 
