@@ -64,8 +64,8 @@ topo() {
     } >"$f"
 }
 
-# Loss lines without the timings.
-lines() { sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//' "$1"; }
+# Loss lines without the timings (and without a resume's event line).
+lines() { grep -v '"event"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
 
 # run NAME TOPOLOGY SCHEDULE [OPTIONS]: trains, exports, keeps the loss lines.
 run() {
@@ -100,8 +100,9 @@ same 4x2-zbh1 1x2-gpipe
 
 # the run directory of a grid
 d=$tmp/2x2-1f1b
-for f in stage-0-replica-0.log stage-1-replica-1.log checkpoints/step-6/stage-0.safetensors \
-         checkpoints/step-6/stage-1.safetensors checkpoints/step-6/COMPLETE trace.json; do
+for f in stage-0-replica-0.log stage-1-replica-1.log; do check "2x2 wrote $f" "[ -f $d/$f ]"; done
+for f in checkpoints/step-6/stage-0.safetensors checkpoints/step-6/stage-1.safetensors \
+         checkpoints/step-6/COMPLETE trace.json; do
     check "2x2 wrote $f" "[ -s $d/$f ]"
 done
 check "2x2: no shard per replica" "! ls $d/checkpoints/step-6 | grep -q replica"
@@ -113,8 +114,9 @@ check "summary.json: all-reduce time per process" "grep -Eq '\"allreduce_s\": 0\
 run 2x2-zero "$tmp/2x2.json" 1f1b --set train.zero=1
 same 2x2-zero 1x2-gpipe
 opt() { grep -o '"optim_bytes": [0-9]*' "$1/summary.json" | head -1 | grep -o '[0-9]*$'; }
+# (a bucket's segments differ by at most one float: within 1% of half)
 check "ZeRO-1 halves the AdamW state of stage 0 (R = 2)" \
-    "[ \$(( \$(opt $tmp/2x2-1f1b) / 2 )) -ge \$(opt $tmp/2x2-zero) ] && [ \$(opt $tmp/2x2-zero) -gt 0 ]"
+    "[ \$(( \$(opt $tmp/2x2-1f1b) * 101 / 200 )) -ge \$(opt $tmp/2x2-zero) ] && [ \$(( \$(opt $tmp/2x2-zero) * 2 )) -ge \$(opt $tmp/2x2-1f1b) ]"
 
 # --- tied embeddings across stages and replicas
 topo "$tmp/1x2t.json" 2 true 16 "embed,0-3,head"
