@@ -40,16 +40,17 @@ typedef struct {
     const char *out;           /* run directory */
     char *const *sets;         /* "KEY=VALUE" overrides, train.steps from --steps included */
     int n_sets;
-    int print_commands;        /* print every stage's command and exit 0 */
+    int print_commands;        /* print every process's command and exit 0 */
     int peer_timeout_ms;       /* transport dead-peer timeout, for stages and coordinator */
     double step_timeout_s;     /* longest wait for one step */
     uint64_t run_id;           /* 0: a random one */
     int trace;                 /* gather the stages' events into OUT/trace.json */
 } cli_launch_opts;
 
-/* Runs topology t (more than one stage) as described in cli/cli_launch.c.
- * Prints its own messages; returns 0, 1 on a run-time failure (stage, host:port
- * and step named), 2 on bad input. */
+/* Runs topology t (more than one stage, or replicas: P x R processes) as
+ * described in cli/cli_launch.c. Prints its own messages; returns 0, 1 on a
+ * run-time failure (stage [and replica], host:port and step named), 2 on bad
+ * input. */
 int cli_launch(const topo *t, const cli_launch_opts *o);
 
 #endif

@@ -1,9 +1,11 @@
-/* cli_launch.c — the launcher of `pipetrain run` for multi-stage topologies:
- * starts every stage whose host is an address of this machine as a child
- * process (`pipetrain stage ...`, output in OUT/stage-K.log), starts the others
- * over ssh when the topology says "launch": "ssh", prints the command for
- * stages it cannot start and waits for them to join, runs the coordinator
- * (coord/coord.h) and makes sure no child outlives it.
+/* cli_launch.c — the launcher of `pipetrain run` for multi-stage (or
+ * replicated) topologies: starts every process of the grid (stage K, replica
+ * R; P x R of them, index p = R * P + K) whose host is an address of this
+ * machine as a child process (`pipetrain stage ... --stage K [--replica R]`,
+ * output in OUT/stage-K.log, OUT/stage-K-replica-R.log with replicas), starts
+ * the others over ssh when the topology says "launch": "ssh", prints the
+ * command for processes it cannot start and waits for them to join, runs the
+ * coordinator (coord/coord.h) and makes sure no child outlives it.
  *
  * Children: own process group each, PR_SET_PDEATHSIG(SIGKILL) so they die
  * with the launcher, every inherited descriptor above stderr closed. On a
@@ -54,7 +56,8 @@ typedef struct {
 typedef struct {
     const topo *t;
     const cli_launch_opts *o;
-    child *ch;
+    child *ch;          /* (n_proc), by process index */
+    int n_proc;         /* P x R */
     char exe[PATH_MAX], cwd[PATH_MAX];
     uint64_t run_id;
     int insecure;       /* pass --insecure to the stages */
@@ -90,18 +93,45 @@ static int is_local(const char *host)
     return found;
 }
 
-/* The argument vector of `pipetrain stage` for stage k (strings in store). */
-static int stage_argv(const launch *L, int k, int port, char **argv, char store[6][64])
+/* The host of process p (stage p % P, replica p / P). */
+static const char *proc_host(const launch *L, int p)
+{
+    return L->t->stages[p % L->t->n_stages].replicas[p / L->t->n_stages].host;
+}
+
+/* Process p as messages name it: "stage K", or "stage K replica R" with replicas. */
+static const char *proc_who(const launch *L, int p, char *buf, size_t cap)
+{
+    if (L->t->n_replicas > 1) snprintf(buf, cap, "stage %d replica %d", p % L->t->n_stages, p / L->t->n_stages);
+    else snprintf(buf, cap, "stage %d", p);
+    return buf;
+}
+
+/* OUT/stage-K.NAME, or OUT/stage-K-replica-R.NAME with replicas. */
+static void proc_file(const launch *L, int p, const char *ext, char *buf, size_t cap)
+{
+    if (L->t->n_replicas > 1)
+        snprintf(buf, cap, "%s/stage-%d-replica-%d.%s", L->o->out, p % L->t->n_stages, p / L->t->n_stages, ext);
+    else snprintf(buf, cap, "%s/stage-%d.%s", L->o->out, p, ext);
+}
+
+/* The argument vector of `pipetrain stage` for process p (strings in store). */
+static int stage_argv(const launch *L, int p, int port, char **argv, char store[7][64])
 {
     const cli_launch_opts *o = L->o;
     const topo *t = L->t;
-    int n = 0;
+    int n = 0, k = p % t->n_stages;
     argv[n++] = (char *)L->exe;
     argv[n++] = "stage";
     argv[n++] = (char *)o->topology;
     argv[n++] = "--stage";
     snprintf(store[0], 64, "%d", k);
     argv[n++] = store[0];
+    if (t->n_replicas > 1) {
+        argv[n++] = "--replica";
+        snprintf(store[6], 64, "%d", p / t->n_stages);
+        argv[n++] = store[6];
+    }
     argv[n++] = "--coordinator";
     if (port > 0) snprintf(store[1], 64, strchr(t->coordinator.host, ':') ? "[%s]:%d" : "%s:%d", t->coordinator.host, port);
     else snprintf(store[1], 64, strchr(t->coordinator.host, ':') ? "[%s]:PORT" : "%s:PORT", t->coordinator.host);
@@ -120,7 +150,7 @@ static int stage_argv(const launch *L, int k, int port, char **argv, char store[
     snprintf(store[4], 64, "%g", o->step_timeout_s);
     argv[n++] = store[4];
     if (L->insecure) argv[n++] = "--insecure";
-    if (L->rejoin && L->ch[k].how == HOW_HAND) {
+    if (L->rejoin && L->ch[p].how == HOW_HAND) {
         snprintf(store[5], 64, "%d", L->rejoin);
         argv[n++] = "--rejoin";
         argv[n++] = store[5];
@@ -146,10 +176,10 @@ static void shell_quote(char *buf, size_t cap, const char *s)
     buf[len] = 0;
 }
 
-/* "cd CWD && exec BIN stage ..." for stage k: what a shell on its host runs. */
+/* "cd CWD && exec BIN stage ..." for process k: what a shell on its host runs. */
 static void stage_command(const launch *L, int k, int port, char *buf, size_t cap)
 {
-    char *argv[36 + 2 * 256], store[6][64];
+    char *argv[38 + 2 * 256], store[7][64];
     stage_argv(L, k, port, argv, store);
     buf[0] = 0;
     snprintf(buf, cap, "cd ");
@@ -161,16 +191,16 @@ static void stage_command(const launch *L, int k, int port, char *buf, size_t ca
     }
 }
 
-/* Forks stage k: local children exec this binary, ssh children `ssh HOST CMD`.
- * Only async-signal-safe calls between fork and exec (other threads exist). */
+/* Forks process k: local children exec this binary, ssh children `ssh HOST
+ * CMD`. Only async-signal-safe calls between fork and exec (other threads exist). */
 static int spawn(launch *L, int k, int port)
 {
     child *c = &L->ch[k];
-    char *argv[36 + 2 * 256], store[6][64], cmd[16384];
-    char *ssh_argv[] = { "ssh", "-o", "BatchMode=yes", L->t->stages[k].host, cmd, NULL };
+    char *argv[38 + 2 * 256], store[7][64], cmd[16384];
+    char *ssh_argv[] = { "ssh", "-o", "BatchMode=yes", (char *)proc_host(L, k), cmd, NULL };
     stage_argv(L, k, port, argv, store);
     if (c->how == HOW_SSH) stage_command(L, k, port, cmd, sizeof cmd);
-    snprintf(c->log, sizeof c->log, "%s/stage-%d.log", L->o->out, k);
+    proc_file(L, k, "log", c->log, sizeof c->log);
     int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         fprintf(stderr, "pipetrain run: %s: %s\n", c->log, strerror(errno));
@@ -200,7 +230,7 @@ static int spawn(launch *L, int k, int port)
     c->pid = pid;
     c->running = 1;
     char pidfile[4200], text[32];
-    snprintf(pidfile, sizeof pidfile, "%s/stage-%d.pid", L->o->out, k);
+    proc_file(L, k, "pid", pidfile, sizeof pidfile);
     snprintf(text, sizeof text, "%d\n", (int)pid);
     FILE *f = fopen(pidfile, "w");
     if (f) { fputs(text, f); fclose(f); }
@@ -235,7 +265,7 @@ static void reap(launch *L, int k, int block)
     else if (r < 0 && errno == ECHILD) c->running = 0;
 }
 
-/* The coordinator's liveness callback (coord_alive_fn). */
+/* The coordinator's liveness callback (coord_alive_fn): k is a process index. */
 static int alive(void *arg, int k, char *why)
 {
     launch *L = arg;
@@ -256,7 +286,7 @@ static int alive(void *arg, int k, char *why)
  * all to exit, then SIGKILL; reaps all. */
 static void stop_children(launch *L, int grace_ms, int term)
 {
-    int n = L->t->n_stages;
+    int n = L->n_proc;
     for (int k = 0; k < n; k++) reap(L, k, 0);
     if (term)
         for (int k = 0; k < n; k++)
@@ -278,7 +308,7 @@ static void stop_children(launch *L, int grace_ms, int term)
         }
 }
 
-/* Prints the last `lines` lines of stage k's log to stderr. */
+/* Prints the last `lines` lines of process k's log to stderr. */
 static void log_tail(const launch *L, int k, int lines)
 {
     const child *c = &L->ch[k];
@@ -300,20 +330,21 @@ static void log_tail(const launch *L, int k, int lines)
     fprintf(stderr, "--- last lines of %s:\n%s%s", c->log, got ? p : "(empty)\n", got && buf[got - 1] != '\n' ? "\n" : "");
 }
 
-/* Prints each stage's command (--print-commands, or the by-hand ones). */
+/* Prints each process's command (--print-commands, or the by-hand ones). */
 static void print_commands(const launch *L, int port, int only_hand, FILE *f)
 {
-    char cmd[16384];
-    for (int k = 0; k < L->t->n_stages; k++) {
+    char cmd[16384], who[48];
+    for (int k = 0; k < L->n_proc; k++) {
         if (only_hand && L->ch[k].how != HOW_HAND) continue;
         stage_command(L, k, port, cmd, sizeof cmd);
+        proc_who(L, k, who, sizeof who);
         if (L->ch[k].how == HOW_SSH && !only_hand) {
             char q[16500] = "";
             shell_quote(q, sizeof q, cmd);
-            fprintf(f, "# stage %d on %s (%s)\nssh -o BatchMode=yes %s %s\n", k, L->t->stages[k].host,
-                    how_name[L->ch[k].how], L->t->stages[k].host, q);
+            fprintf(f, "# %s on %s (%s)\nssh -o BatchMode=yes %s %s\n", who, proc_host(L, k), how_name[L->ch[k].how],
+                    proc_host(L, k), q);
         } else {
-            fprintf(f, "# stage %d on %s (%s)\n%s\n", k, L->t->stages[k].host, how_name[L->ch[k].how], cmd);
+            fprintf(f, "# %s on %s (%s)\n%s\n", who, proc_host(L, k), how_name[L->ch[k].how], cmd);
         }
     }
     fflush(f);
@@ -324,7 +355,8 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     memset(L, 0, sizeof *L);
     L->t = t;
     L->o = o;
-    L->ch = xcalloc((size_t)t->n_stages, sizeof *L->ch);
+    L->n_proc = t->n_stages * t->n_replicas;
+    L->ch = xcalloc((size_t)L->n_proc, sizeof *L->ch);
     ssize_t n = readlink("/proc/self/exe", L->exe, sizeof L->exe - 1);
     if (n <= 0 || !getcwd(L->cwd, sizeof L->cwd)) {
         fprintf(stderr, "pipetrain run: cannot find this program or the current directory: %s\n", strerror(errno));
@@ -342,20 +374,22 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     const char *all = getenv("PIPETRAIN_SSH_ALL"), *hand = getenv("PIPETRAIN_BY_HAND");
     int ssh = t->launch_id == TOPO_LAUNCH_SSH, ssh_all = ssh && all && !strcmp(all, "1");
     int by_hand = hand && !strcmp(hand, "1");
-    for (int k = 0; k < t->n_stages; k++)
-        L->ch[k].how = by_hand ? HOW_HAND : ssh_all ? HOW_SSH : is_local(t->stages[k].host) ? HOW_LOCAL
+    for (int k = 0; k < L->n_proc; k++)
+        L->ch[k].how = by_hand ? HOW_HAND : ssh_all ? HOW_SSH : is_local(proc_host(L, k)) ? HOW_LOCAL
                      : ssh ? HOW_SSH : HOW_HAND;
     return 0;
 }
 
 /* Inputs a stage would refuse, refused here before anything starts (exit 2):
- * the data of the stages that read it (the first and the last), when this
- * launcher starts them here (a stage on another host reads its own copy). */
+ * the data of the processes that read it (the first and the last stage of
+ * every replica), when this launcher starts one here (a process on another
+ * host reads its own copy). */
 static int check_inputs(const launch *L, char *err)
 {
     const topo *t = L->t;
-    int P = t->n_stages;
-    if (L->ch[0].how != HOW_LOCAL && L->ch[P - 1].how != HOW_LOCAL) return 0;
+    int P = t->n_stages, here = 0;
+    for (int k = 0; k < L->n_proc; k++) here |= (k % P == 0 || k % P == P - 1) && L->ch[k].how == HOW_LOCAL;
+    if (!here) return 0;
     if (!t->data.path)
         return seterr(err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path), 2;
     if (data_check_file(t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction, t->model.seq_len, err))
@@ -366,35 +400,41 @@ static int check_inputs(const launch *L, char *err)
 /* After the coordinator's verdict: children wait (success) or are stopped. */
 static int finish(launch *L, coordinator *c, int rc, const char *err)
 {
-    int n = L->t->n_stages;
+    int n = L->n_proc;
+    char who[48];
     if (rc == 0) {
         stop_children(L, 10000, 0);
         for (int k = 0; k < n; k++)
             if (L->ch[k].pid && !L->ch[k].clean)
-                fprintf(stderr, "pipetrain run: warning: stage %d %s\n", k, L->ch[k].why);
+                fprintf(stderr, "pipetrain run: warning: %s %s\n", proc_who(L, k, who, sizeof who), L->ch[k].why);
         return 0;
     }
     fprintf(stderr, "pipetrain run: %s\n", err);
     stop_children(L, 2000, 1);
-    int k = c ? coord_failed_stage(c) : -1;
-    if (k >= 0) log_tail(L, k, 8);
+    int k = c ? coord_failed_stage(c) : -1; /* a process index */
+    if (k >= 0 && k < n) log_tail(L, k, 8);
     /* a stage that refused its input (exit 2: data file, topology) makes the run's status 2 too */
-    if (k >= 0 && L->ch[k].pid && !L->ch[k].running && L->ch[k].code == 2) return 2;
+    if (k >= 0 && k < n && L->ch[k].pid && !L->ch[k].running && L->ch[k].code == 2) return 2;
     return rc;
 }
 
-/* Starts the stages this launcher starts, prints the others' commands, and
- * runs the coordinator. Returns its status; the message is in err. */
+/* Starts the processes this launcher starts, prints the others' commands,
+ * and runs the coordinator. Returns its status; the message is in err. */
 static int start_and_run(launch *L, coordinator *c, int hand, int join_s, char *err)
 {
     int port = coord_port(c);
-    for (int k = 0; k < L->t->n_stages; k++)
+    char who[48];
+    for (int k = 0; k < L->n_proc; k++)
         if (L->ch[k].how != HOW_HAND && spawn(L, k, port)) {
-            snprintf(err, ERR_LEN, "could not start stage %d", k);
+            snprintf(err, ERR_LEN, "could not start %s", proc_who(L, k, who, sizeof who));
             return 1;
         }
     if (hand) {
-        fprintf(stderr, "pipetrain run: start %d stage%s by hand (within %d s):\n", hand, hand > 1 ? "s" : "", join_s);
+        if (L->t->n_replicas > 1)
+            fprintf(stderr, "pipetrain run: start %d process%s by hand (within %d s):\n", hand, hand > 1 ? "es" : "",
+                    join_s);
+        else
+            fprintf(stderr, "pipetrain run: start %d stage%s by hand (within %d s):\n", hand, hand > 1 ? "s" : "", join_s);
         print_commands(L, port, 1, stderr);
     }
     return coord_run(c, err);
@@ -421,7 +461,7 @@ static int attempt(launch *L, long first, int append, int restarts, int hand, in
     co.first_step = first;
     co.append_metrics = append;
     co.restarts = restarts;
-    for (int k = 0; k < L->t->n_stages; k++) {
+    for (int k = 0; k < L->n_proc; k++) {
         int how = L->ch[k].how;
         memset(&L->ch[k], 0, sizeof L->ch[k]);
         L->ch[k].how = how;
@@ -501,7 +541,7 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
         free(L.ch);
         return 1;
     }
-    for (int k = 0; k < t->n_stages; k++) hand += L.ch[k].how == HOW_HAND;
+    for (int k = 0; k < L.n_proc; k++) hand += L.ch[k].how == HOW_HAND;
     got_signal = 0;
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);

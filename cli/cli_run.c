@@ -45,9 +45,12 @@ static const char run_help[] =
     "started here (`pipetrain stage ...`, output in OUT/stage-K.log), the others over\n"
     "ssh when the topology says \"launch\": \"ssh\" (`ssh HOST 'cd CWD && exec ...'`:\n"
     "same paths on every host), else their commands are printed to start by hand.\n"
-    "summary.json then also lists per stage peak_act_bytes, peak_in_flight,\n"
-    "compute_s, wait_s, optim_s and bytes_sent.\n"
-    "  --print-commands      print the command of every stage and exit\n"
+    "With replicas (data parallelism) every process (stage K, replica R) is started\n"
+    "that way (`pipetrain stage ... --stage K --replica R`, OUT/stage-K-replica-R.log).\n"
+    "summary.json then also lists per process (stage, replica) peak_act_bytes,\n"
+    "peak_in_flight, compute_s, wait_s, optim_s, bytes_sent, allreduce_s, exposed_s\n"
+    "and optim_bytes.\n"
+    "  --print-commands      print the command of every process and exit\n"
     "  --max-restarts N      when a stage dies or stops answering: stop every stage and\n"
     "                        start them all again from the latest complete checkpoint,\n"
     "                        up to N times (default 0); each restart is an event line\n"
@@ -193,12 +196,6 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "pipetrain run: %s\n", err);
         return 2;
     }
-    if (t.n_replicas > 1) {
-        fprintf(stderr, "pipetrain run: %s: data-parallel runtime (replicas > 1) is not implemented yet: "
-                "stages.0.replicas lists %d (`pipetrain check` validates the grid)\n", a.topology, t.n_replicas);
-        topo_free(&t);
-        return 2;
-    }
     if (a.data && topo_set_data_path(&t, a.data, err)) {
         fprintf(stderr, "pipetrain run: %s\n", err);
         topo_free(&t);
@@ -222,7 +219,7 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
-    if (t.n_stages > 1) {
+    if (t.n_stages > 1 || t.n_replicas > 1) { /* a grid of processes: the launcher */
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace };

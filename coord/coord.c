@@ -43,10 +43,24 @@ void coord_opts_init(coord_opts *o)
     o->poll_ms = 200;
 }
 
-const char *coord_where(const topo *t, int k, char *buf, size_t cap)
+const char *coord_where(const topo *t, int p, char *buf, size_t cap)
 {
-    const topo_stage *s = &t->stages[k];
+    const topo_replica *s = &t->stages[p % t->n_stages].replicas[p / t->n_stages];
     snprintf(buf, cap, strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host, s->port);
+    return buf;
+}
+
+const char *coord_who(const topo *t, int p, char *buf, size_t cap)
+{
+    if (t->n_replicas > 1) snprintf(buf, cap, "stage %d replica %d", p % t->n_stages, p / t->n_stages);
+    else snprintf(buf, cap, "stage %d", p);
+    return buf;
+}
+
+const char *coord_name(const topo *t, int p, char *buf, size_t cap)
+{
+    char who[48], w[300];
+    snprintf(buf, cap, "%s (%s)", coord_who(t, p, who, sizeof who), coord_where(t, p, w, sizeof w));
     return buf;
 }
 
@@ -75,6 +89,76 @@ uint64_t coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t 
     return 4 + 8 * (uint64_t)s->n_units;
 }
 
+/* The index of unit u's first bucket among all the model's buckets (units in
+ * global order). */
+static size_t first_bucket(const topo *t, int u)
+{
+    size_t b = 0;
+    for (int v = 0; v < u; v++) b += (size_t)topo_unit_buckets(t, v, -1, NULL, NULL);
+    return b;
+}
+
+/* The buckets of stage k's units: the partials one of its processes sends. */
+static uint64_t stage_buckets(const topo *t, int k)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < t->stages[k].n_units; i++) n += (uint64_t)topo_unit_buckets(t, t->stages[k].units[i], -1, NULL, NULL);
+    return n;
+}
+
+size_t coord_norm_parts(const topo *t) { return first_bucket(t, topo_n_units(t)) * (size_t)t->n_replicas; }
+
+int coord_place_norm_partials(const topo *t, int stage, int replica, const uint8_t *payload, uint64_t len,
+                              double *parts, char *err)
+{
+    const topo_stage *s = &t->stages[stage];
+    uint64_t want = stage_buckets(t, stage);
+    int R = t->n_replicas;
+    if (len < 4) return seterr(err, "NORM payload of %llu bytes is too short", (unsigned long long)len);
+    uint32_t n = get_u32le(payload);
+    if (n != want)
+        return seterr(err, "NORM lists %u partials but the stage's units (layers \"%s\") have %llu gradient buckets",
+                      n, s->layers, (unsigned long long)want);
+    if (len != 4 + 8 * (uint64_t)n)
+        return seterr(err, "NORM payload is %llu bytes, expected %llu for %u partials", (unsigned long long)len,
+                      (unsigned long long)(4 + 8 * (uint64_t)n), n);
+    const uint8_t *q = payload + 4;
+    for (int i = 0; i < s->n_units; i++) {
+        int u = s->units[i], nb = topo_unit_buckets(t, u, -1, NULL, NULL);
+        size_t base = first_bucket(t, u);
+        for (int b = 0; b < nb; b++, q += 8) parts[(base + (size_t)b) * (size_t)R + (size_t)replica] = get_f64le(q);
+    }
+    return 0;
+}
+
+void coord_combine_norm_partials(const topo *t, const double *parts, double *sq)
+{
+    int R = t->n_replicas;
+    size_t base = 0;
+    for (int u = 0; u < topo_n_units(t); u++) {
+        int nb = topo_unit_buckets(t, u, -1, NULL, NULL);
+        double acc = 0.0;
+        for (int b = 0; b < nb; b++)
+            for (int r = 0; r < R; r++) acc += parts[(base + (size_t)b) * (size_t)R + (size_t)r];
+        sq[u] = acc;
+        base += (size_t)nb;
+    }
+}
+
+uint64_t coord_encode_norm_partials(const topo *t, int stage, int replica, const double *parts, uint8_t *out)
+{
+    const topo_stage *s = &t->stages[stage];
+    int R = t->n_replicas;
+    uint8_t *q = out + 4;
+    for (int i = 0; i < s->n_units; i++) {
+        int u = s->units[i], nb = topo_unit_buckets(t, u, -1, NULL, NULL);
+        size_t base = first_bucket(t, u);
+        for (int b = 0; b < nb; b++, q += 8) put_f64le(q, parts[(base + (size_t)b) * (size_t)R + (size_t)replica]);
+    }
+    put_u32le(out, (uint32_t)((q - out - 4) / 8));
+    return (uint64_t)(q - out);
+}
+
 /* ---- life cycle ---- */
 
 coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
@@ -85,13 +169,19 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     c->failed_stage = -1;
     c->n_units = topo_n_units(t);
     c->head = topo_stage_of_unit(t, c->n_units - 1);
-    c->pids = xcalloc((size_t)t->n_stages, sizeof *c->pids);
-    c->stats = xcalloc((size_t)t->n_stages, sizeof *c->stats);
+    c->n_proc = t->n_stages * t->n_replicas;
+    c->pids = xcalloc((size_t)c->n_proc, sizeof *c->pids);
+    c->stats = xcalloc((size_t)c->n_proc, sizeof *c->stats);
     c->sq = xcalloc((size_t)c->n_units, sizeof *c->sq);
     c->normcap = 4 + 8 * (uint64_t)c->n_units;
+    if (t->n_replicas > 1) {
+        c->parts = xcalloc(coord_norm_parts(t) + 1, sizeof *c->parts);
+        for (int k = 0; k < t->n_stages; k++) /* the partials: one per bucket of the stage's units */
+            if (4 + 8 * stage_buckets(t, k) > c->normcap) c->normcap = 4 + 8 * stage_buckets(t, k);
+    }
     if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
-    c->normbuf = xcalloc((size_t)t->n_stages, (size_t)c->normcap);
-    c->gone = xcalloc((size_t)t->n_stages, 1);
+    c->normbuf = xcalloc((size_t)c->n_proc, (size_t)c->normcap);
+    c->gone = xcalloc((size_t)c->n_proc, 1);
     if (!c->o.progress && !(c->devnull = fopen("/dev/null", "w"))) {
         seterr(err, "cannot open /dev/null");
         goto fail;
@@ -129,6 +219,7 @@ void coord_free(coordinator *c)
     free(c->pids);
     free(c->stats);
     free(c->sq);
+    free(c->parts);
     free(c->normbuf);
     free(c->gone);
     json_decref(c->timing);
@@ -137,7 +228,7 @@ void coord_free(coordinator *c)
 
 /* ---- failures ---- */
 
-/* A FAIL message from stage k that already arrived (around the current step),
+/* A FAIL message from process k that already arrived (around the current step),
  * into text. Returns 1 when found. Receives are posted asynchronously, so
  * this waits up to 100 ms in all (a dead peer's receives end at once). */
 static int probe_fail(coordinator *c, int k, char *text)
@@ -148,7 +239,7 @@ static int probe_fail(coordinator *c, int k, char *text)
     int found = 0;
     for (int i = 0; i < 4; i++) {
         if (steps[i] < 0 || (i == 3 && c->step <= 1)) continue;
-        net_recv_post(c->node, coord_sid(k), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf[i], ERR_LEN - 1, &ops[i], nerr);
+        net_recv_post(c->node, coord_sid(c, k), ctl_key(MSG_FAIL, (uint64_t)steps[i]), buf[i], ERR_LEN - 1, &ops[i], nerr);
     }
     double end = coord_now() + 0.1;
     for (int i = 0; i < 4; i++) {
@@ -165,7 +256,7 @@ static int probe_fail(coordinator *c, int k, char *text)
     return found;
 }
 
-/* How strongly stage k looks like the cause of a failure: 4 killed by a
+/* How strongly process k looks like the cause of a failure: 4 killed by a
  * signal, 3 gone silent or disconnected without saying why, 2 exited with a
  * status without saying why, 1 said FAIL (often about another stage), 0 fine.
  * The reason goes into why, the verb into *verb. */
@@ -173,7 +264,7 @@ static int blame_score(coordinator *c, int k, char *why, const char **verb)
 {
     char ex_why[ERR_LEN] = "", net_why[NET_ERR_LEN] = "", fail[ERR_LEN];
     int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, ex_why) : 0;
-    int st = net_peer_status(c->node, net_stage_id((uint16_t)k, 0), net_why);
+    int st = net_peer_status(c->node, coord_sid(c, k), net_why);
     int dead = st != NET_OK && st != NET_PENDING;
     int said = probe_fail(c, k, fail);
     *verb = "died";
@@ -189,10 +280,10 @@ static int blame_score(coordinator *c, int k, char *why, const char **verb)
  * Nothing is told to the stages and no stage is blamed. Returns 1. */
 static int soft_fail(coordinator *c, int k, const char *reason, char *err)
 {
-    char w[300], why[ERR_LEN] = "", nerr[NET_ERR_LEN];
-    if (k < 0 || k >= c->t->n_stages) return seterr(err, "%s", reason), 1;
+    char w[360], why[ERR_LEN] = "", nerr[NET_ERR_LEN];
+    if (k < 0 || k >= c->n_proc) return seterr(err, "%s", reason), 1;
     int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, why) : 0;
-    int st = net_peer_status(c->node, coord_sid(k), nerr), dead = st != NET_OK && st != NET_PENDING;
+    int st = net_peer_status(c->node, coord_sid(c, k), nerr), dead = st != NET_OK && st != NET_PENDING;
     /* a closed connection is often the first sign of a process that died: its
      * exit status says why, once it has been reaped */
     for (double end = coord_now() + 1; dead && !ex && c->o.alive && coord_now() < end;) {
@@ -200,18 +291,18 @@ static int soft_fail(coordinator *c, int k, const char *reason, char *err)
         ex = c->o.alive(c->o.alive_arg, k, why);
     }
     if (ex || dead) c->gone[k] = 1;
-    seterr(err, "stage %d (%s): %s", k, coord_where(c->t, k, w, sizeof w), ex ? why : reason);
+    seterr(err, "%s: %s", coord_name(c->t, k, w, sizeof w), ex ? why : reason);
     return 1;
 }
 
-/* Sends FAIL with msg to every stage still connected (best effort). */
+/* Sends FAIL with msg to every process still connected (best effort). */
 static void tell_stages(coordinator *c, const char *msg)
 {
     char nerr[NET_ERR_LEN];
     c->quiet = 1;
-    for (int k = 0; k < c->t->n_stages; k++) {
+    for (int k = 0; k < c->n_proc; k++) {
         struct net_op *op = NULL;
-        net_peer_id id = net_stage_id((uint16_t)k, 0);
+        net_peer_id id = coord_sid(c, k);
         if (net_peer_status(c->node, id, nerr) != NET_OK) continue;
         if (net_send(c->node, id, ctl_key(MSG_FAIL, (uint64_t)c->step), msg, strlen(msg), 100, &op, nerr) == NET_OK)
             net_wait(op, 500, nerr);
@@ -219,24 +310,24 @@ static void tell_stages(coordinator *c, const char *msg)
     }
 }
 
-/* Fails the run at once, blaming stage k for what it sent ("failed"). */
+/* Fails the run at once, blaming process k for what it sent ("failed"). */
 int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...)
 {
-    char what[ERR_LEN], w[300];
+    char what[ERR_LEN], w[360];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     if (c->soft) return soft_fail(c, k, what, err);
     c->failed_stage = k;
-    seterr(err, "stage %d (%s) failed at step %ld: %s", k, coord_where(c->t, k, w, sizeof w), c->step + 1, what);
+    seterr(err, "%s failed at step %ld: %s", coord_name(c->t, k, w, sizeof w), c->step + 1, what);
     tell_stages(c, err);
     return 1;
 }
 
 /* Ends the run: after a grace period (the other stages notice a dead
- * neighbour too, and their own FAILs must not hide the stage that died first),
- * blames the likeliest stage, falling back to `first` with `reason`. */
+ * neighbour too, and their own FAILs must not hide the process that died
+ * first), blames the likeliest process, falling back to `first` with `reason`. */
 static int fail_run(coordinator *c, int first, const char *reason, char *err)
 {
     if (c->soft) return soft_fail(c, first, reason, err);
@@ -247,32 +338,31 @@ static int fail_run(coordinator *c, int first, const char *reason, char *err)
     int best = -1, best_score = 0;
     char why[ERR_LEN], best_why[ERR_LEN] = "";
     const char *verb, *best_verb = "failed";
-    for (int i = -1; i < c->t->n_stages; i++) {
+    for (int i = -1; i < c->n_proc; i++) {
         int k = i < 0 ? first : i; /* the first detected wins ties */
         if (k < 0 || (i >= 0 && k == first)) continue;
         int s = blame_score(c, k, why, &verb);
         if (s > best_score) { best = k; best_score = s; best_verb = verb; snprintf(best_why, sizeof best_why, "%s", why); }
     }
     if (best < 0) { best = first; snprintf(best_why, sizeof best_why, "%s", reason); }
-    char w[300];
+    char w[360];
     if (best < 0) seterr(err, "%s at step %ld", reason, c->step + 1);
-    else seterr(err, "stage %d (%s) %s at step %ld: %s", best, coord_where(c->t, best, w, sizeof w), best_verb,
-                c->step + 1, best_why);
+    else seterr(err, "%s %s at step %ld: %s", coord_name(c->t, best, w, sizeof w), best_verb, c->step + 1, best_why);
     c->failed_stage = best;
     tell_stages(c, err);
     return 1;
 }
 
-/* Why stage k has not joined, into why (ERR_LEN): connected but silent, or
+/* Why process k has not joined, into why (ERR_LEN): connected but silent, or
  * what became of the connections claiming to be it, and of strangers'. */
 static void join_why(coordinator *c, int k, char *why)
 {
     char nerr[NET_ERR_LEN];
     net_preauth pa;
     net_preauth_stats(c->node, &pa);
-    uint64_t refused = net_refusals(c->node, coord_sid(k), nerr);
+    uint64_t refused = net_refusals(c->node, coord_sid(c, k), nerr);
     int n;
-    if (net_peer_status(c->node, coord_sid(k), NULL) == NET_OK)
+    if (net_peer_status(c->node, coord_sid(c, k), NULL) == NET_OK)
         n = snprintf(why, ERR_LEN, "it connected but sent no JOIN (see its log)");
     else if (refused)
         n = snprintf(why, ERR_LEN, "%llu connections claiming to be it were refused, the last: %.300s",
@@ -290,13 +380,13 @@ static void join_why(coordinator *c, int k, char *why)
 static int check_live(coordinator *c, double deadline, const int *pending, const char *what, char *err)
 {
     net_peer_id peer;
-    char nerr[NET_ERR_LEN], why[ERR_LEN], w[300];
+    char nerr[NET_ERR_LEN], why[ERR_LEN], w[360];
     if (net_any_failed(c->node, &peer, nerr)) {
-        int k = peer.role == NET_ROLE_STAGE ? peer.stage : -1;
-        if (k < 0 || k >= c->t->n_stages || !c->gone[k]) return fail_run(c, k, nerr, err);
-        /* a stage that died while the trace was gathered is over: the others count */
-        for (k = 0; k < c->t->n_stages; k++) {
-            int st = c->gone[k] ? NET_OK : net_peer_status(c->node, coord_sid(k), nerr);
+        int k = peer.role == NET_ROLE_STAGE ? topo_rank_of(c->t, peer.stage, peer.replica) : -1;
+        if (k < 0 || !c->gone[k]) return fail_run(c, k, nerr, err);
+        /* a process that died while the trace was gathered is over: the others count */
+        for (k = 0; k < c->n_proc; k++) {
+            int st = c->gone[k] ? NET_OK : net_peer_status(c->node, coord_sid(c, k), nerr);
             if (st != NET_OK && st != NET_PENDING) return fail_run(c, k, nerr, err);
         }
     }
@@ -307,35 +397,34 @@ static int check_live(coordinator *c, double deadline, const int *pending, const
             if (!c->soft) tell_stages(c, err);
             return 1;
         }
-        for (k = 0; k < c->t->n_stages; k++)
+        for (k = 0; k < c->n_proc; k++)
             if (!c->gone[k] && c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
     }
     if (coord_now() < deadline) return 0;
     int k = 0;
-    while (k < c->t->n_stages - 1 && !pending[k]) k++;
+    while (k < c->n_proc - 1 && !pending[k]) k++;
     if (c->soft) {
-        seterr(err, "stage %d (%s) timed out: no %s within %.0f s", k, coord_where(c->t, k, w, sizeof w), what,
-               c->limit_s);
+        seterr(err, "%s timed out: no %s within %.0f s", coord_name(c->t, k, w, sizeof w), what, c->limit_s);
         return 1;
     }
     c->failed_stage = k;
     if (c->joining) join_why(c, k, why);
     if (c->joining)
-        seterr(err, "stage %d (%s) did not join within %.0f s: %s", k, coord_where(c->t, k, w, sizeof w), c->limit_s, why);
+        seterr(err, "%s did not join within %.0f s: %s", coord_name(c->t, k, w, sizeof w), c->limit_s, why);
     else
-        seterr(err, "stage %d (%s) timed out at step %ld: no %s within %.0f s", k, coord_where(c->t, k, w, sizeof w),
-               c->step + 1, what, c->limit_s);
+        seterr(err, "%s timed out at step %ld: no %s within %.0f s", coord_name(c->t, k, w, sizeof w), c->step + 1,
+               what, c->limit_s);
     tell_stages(c, err);
     return 1;
 }
 
-/* Waits for ops[k] of every stage k with ops[k] != NULL, polling in slices.
- * Frees each op once complete; *lens[k] gets received lengths. Returns 0, or
- * 1 with the failure in err (the remaining ops freed). */
+/* Waits for ops[p] of every process p with ops[p] != NULL, polling in
+ * slices. Frees each op once complete; *lens[p] gets received lengths.
+ * Returns 0, or 1 with the failure in err (the remaining ops freed). */
 int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
                    char *err)
 {
-    int n = c->t->n_stages, rc = 0, pending[n];
+    int n = c->n_proc, rc = 0, pending[n];
     char nerr[NET_ERR_LEN];
     memset(pending, 0, sizeof pending);
     for (int k = 0; k < n; k++) pending[k] = ops[k] != NULL;
@@ -363,15 +452,31 @@ int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double d
 
 /* ---- messages ---- */
 
-/* Posts a receive for (type, step) from every stage, or only from stage
- * `only` when >= 0, into the per-stage slots of normbuf. */
-static int post_all(coordinator *c, struct net_op **ops, uint16_t type, long step, int only, char *err)
+/* Which processes a message comes from: every one, the head stage of every
+ * replica (LOSS), replica 0's head stage (VAL), replica 0 of every stage
+ * (CKPT_DONE). With R = 1 the last three are the head stage and every stage. */
+enum { FROM_ALL, FROM_HEADS, FROM_HEAD0, FROM_REPLICA0 };
+
+static int from(const coordinator *c, int p, int who)
+{
+    int P = c->t->n_stages;
+    switch (who) {
+    case FROM_HEADS: return p % P == c->head;
+    case FROM_HEAD0: return p == c->head;
+    case FROM_REPLICA0: return p < P;
+    default: return 1;
+    }
+}
+
+/* Posts a receive for (type, step) from the processes `who` names (FROM_*),
+ * into the per-process slots of normbuf. */
+static int post_all(coordinator *c, struct net_op **ops, uint16_t type, long step, int who, char *err)
 {
     char nerr[NET_ERR_LEN];
-    for (int k = 0; k < c->t->n_stages; k++) ops[k] = NULL;
-    for (int k = 0; k < c->t->n_stages; k++) {
-        if ((only >= 0 && k != only) || c->gone[k]) continue;
-        if (net_recv_post(c->node, coord_sid(k), ctl_key(type, (uint64_t)step), c->normbuf + (size_t)k * c->normcap,
+    for (int k = 0; k < c->n_proc; k++) ops[k] = NULL;
+    for (int k = 0; k < c->n_proc; k++) {
+        if (!from(c, k, who) || c->gone[k]) continue;
+        if (net_recv_post(c->node, coord_sid(c, k), ctl_key(type, (uint64_t)step), c->normbuf + (size_t)k * c->normcap,
                           c->normcap, &ops[k], nerr) != NET_OK) {
             for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
             return fail_run(c, k, nerr, err);
@@ -380,26 +485,26 @@ static int post_all(coordinator *c, struct net_op **ops, uint16_t type, long ste
     return 0;
 }
 
-/* Receives (type, step) from every stage (or `only`) within timeout_s;
+/* Receives (type, step) from the processes `who` names within timeout_s;
  * payloads land in normbuf, lengths in lens. */
-static int recv_all(coordinator *c, uint16_t type, long step, int only, uint64_t *lens, double timeout_s,
+static int recv_all(coordinator *c, uint16_t type, long step, int who, uint64_t *lens, double timeout_s,
                     const char *what, char *err)
 {
-    struct net_op *ops[c->t->n_stages];
+    struct net_op *ops[c->n_proc];
     c->limit_s = timeout_s;
-    if (post_all(c, ops, type, step, only, err)) return 1;
+    if (post_all(c, ops, type, step, who, err)) return 1;
     return coord_wait_all(c, ops, lens, coord_now() + timeout_s, what, err);
 }
 
-/* Sends the same payload to every stage and waits until it is written. */
+/* Sends the same payload to every process and waits until it is written. */
 static int send_all(coordinator *c, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
 {
-    int n = c->t->n_stages;
+    int n = c->n_proc;
     struct net_op *ops[n];
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < n; k++) ops[k] = NULL;
     for (int k = 0; k < n; k++)
-        if (net_send(c->node, coord_sid(k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
+        if (net_send(c->node, coord_sid(c, k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
                      nerr) != NET_OK) {
             for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
             return fail_run(c, k, nerr, err);
@@ -410,20 +515,23 @@ static int send_all(coordinator *c, uint16_t type, long step, const uint8_t *pay
 
 static uint8_t *slot(coordinator *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
 
+/* JOIN from every process: its stage (p % P; the replica is the
+ * authenticated hello's), pid and unit count. */
 static int join_all(coordinator *c, char *err)
 {
-    int n = c->t->n_stages;
+    int n = c->n_proc, P = c->t->n_stages;
     uint64_t lens[n];
     c->joining = 1;
-    int rc = recv_all(c, MSG_JOIN, 0, -1, lens, c->o.join_timeout_ms / 1e3, "JOIN", err);
+    int rc = recv_all(c, MSG_JOIN, 0, FROM_ALL, lens, c->o.join_timeout_ms / 1e3, "JOIN", err);
     c->joining = 0;
     if (rc) return 1;
     for (int k = 0; k < n; k++) {
         const uint8_t *p = slot(c, k);
+        int st = k % P;
         if (lens[k] != 12) return coord_bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);
-        if (get_u32le(p) != (uint32_t)k || get_u32le(p + 8) != (uint32_t)c->t->stages[k].n_units)
+        if (get_u32le(p) != (uint32_t)st || get_u32le(p + 8) != (uint32_t)c->t->stages[st].n_units)
             return coord_bad_message(c, k, err, "its JOIN says stage %u with %u units, expected stage %d with %d",
-                               get_u32le(p), get_u32le(p + 8), k, c->t->stages[k].n_units);
+                               get_u32le(p), get_u32le(p + 8), st, c->t->stages[st].n_units);
         c->pids[k] = get_u32le(p + 4);
     }
     uint8_t start[24];
@@ -444,16 +552,24 @@ static int commit_checkpoint(coordinator *c, long steps_taken, char *err)
     return 0;
 }
 
-/* The global norm of step s from every stage's NORM, combined in unit order. */
+/* The global norm of step s from every process's NORM, combined in unit
+ * order (with R > 1 from the partials: coord_combine_norm_partials). */
 static int gather_norm(coordinator *c, long s, double *norm, char *err)
 {
-    int n = c->t->n_stages;
+    int n = c->n_proc, P = c->t->n_stages;
     uint64_t lens[n];
     char perr[ERR_LEN];
-    if (recv_all(c, MSG_NORM, s, -1, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
+    if (recv_all(c, MSG_NORM, s, FROM_ALL, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
     for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
-    for (int k = 0; k < n; k++)
-        if (coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return coord_bad_message(c, k, err, "%s", perr);
+    if (c->t->n_replicas == 1) {
+        for (int k = 0; k < n; k++)
+            if (coord_place_norms(c->t, k, slot(c, k), lens[k], c->sq, perr)) return coord_bad_message(c, k, err, "%s", perr);
+    } else {
+        for (int k = 0; k < n; k++)
+            if (coord_place_norm_partials(c->t, k % P, k / P, slot(c, k), lens[k], c->parts, perr))
+                return coord_bad_message(c, k, err, "%s", perr);
+        coord_combine_norm_partials(c->t, c->parts, c->sq);
+    }
     *norm = optim_global_norm(c->sq, c->n_units);
     uint8_t rep[8];
     put_f64le(rep, *norm);
@@ -463,19 +579,24 @@ static int gather_norm(coordinator *c, long s, double *norm, char *err)
 /* One step as the coordinator sees it; fills row (all but timings). */
 static int coord_step(coordinator *c, long s, run_metrics_row *row, char *err)
 {
-    uint64_t lens[c->t->n_stages];
+    uint64_t lens[c->n_proc];
     double tmo = c->o.step_timeout_ms / 1e3;
+    int P = c->t->n_stages;
     row->step = s + 1;
     row->val_loss = NAN;
     row->lr = run_lr(c->t, s);
     if (gather_norm(c, s, &row->grad_norm, err)) return 1;
-    if (recv_all(c, MSG_LOSS, s, c->head, lens, tmo, "LOSS", err)) return 1;
-    if (lens[c->head] != 8)
-        return coord_bad_message(c, c->head, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[c->head]);
-    row->loss = get_f64le(slot(c, c->head));
+    if (recv_all(c, MSG_LOSS, s, FROM_HEADS, lens, tmo, "LOSS", err)) return 1;
+    /* each replica's share of the global batch's mean: summed in replica order */
+    for (int r = 0; r < c->t->n_replicas; r++) {
+        int p = r * P + c->head;
+        if (lens[p] != 8) return coord_bad_message(c, p, err, "LOSS is %llu bytes, expected 8", (unsigned long long)lens[p]);
+        if (r == 0) row->loss = get_f64le(slot(c, p));
+        else row->loss += get_f64le(slot(c, p));
+    }
     c->t_mark = c->t_loss = coord_now();
     if (run_is_eval_step(c->t, s)) {
-        if (recv_all(c, MSG_VAL, s, c->head, lens, tmo, "VAL", err)) return 1;
+        if (recv_all(c, MSG_VAL, s, FROM_HEAD0, lens, tmo, "VAL", err)) return 1;
         if (lens[c->head] >= 8) row->val_loss = get_f64le(slot(c, c->head));
         c->t_mark = coord_now();
     }
@@ -491,7 +612,7 @@ static int log_step(coordinator *c, long s, const run_metrics_row *row, double d
         return 1;
     }
     if (!run_is_ckpt_step(c->t, s)) return 0;
-    if (recv_all(c, MSG_CKPT_DONE, s, -1, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
+    if (recv_all(c, MSG_CKPT_DONE, s, FROM_REPLICA0, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
     c->t_mark = coord_now();
     return commit_checkpoint(c, s + 1, err);
 }
@@ -517,12 +638,12 @@ static int run_steps(coordinator *c, char *err)
 
 static int gather_stats(coordinator *c, char *err)
 {
-    int n = c->t->n_stages;
+    int n = c->n_proc;
     uint64_t lens[n];
     long last = c->t->train.steps - 1;
     c->step = last;
     if (c->o.trace) coord_gather_trace(c); /* never fails the run: it is finished and checkpointed */
-    if (recv_all(c, MSG_STATS, last, -1, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
+    if (recv_all(c, MSG_STATS, last, FROM_ALL, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
     for (int k = 0; k < n; k++) {
         if (c->gone[k]) { /* died while the trace was gathered: no statistics */
             run_log_stage(c->log, k, &(proto_stats){ 0 }, (long)c->pids[k]);
@@ -540,7 +661,7 @@ static int gather_stats(coordinator *c, char *err)
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < n; k++)
         if (c->gone[k] ||
-            net_send(c->node, coord_sid(k), ctl_key(MSG_DONE, (uint64_t)last), NULL, 0, 1000, &ops[k], nerr) != NET_OK)
+            net_send(c->node, coord_sid(c, k), ctl_key(MSG_DONE, (uint64_t)last), NULL, 0, 1000, &ops[k], nerr) != NET_OK)
             ops[k] = NULL;
     for (int k = 0; k < n; k++) {
         if (ops[k]) net_wait(ops[k], c->o.peer_timeout_ms, nerr);
@@ -556,10 +677,17 @@ int coord_run(coordinator *c, char *err)
     c->step = c->o.first_step;
     run_log_opts lo = { c->o.out_dir, c->o.progress, c->o.first_step, c->o.append_metrics, c->o.restarts };
     if (!(c->log = run_log_open(t, &lo, err))) return 1;
-    run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
-                 "micro-batches), %d steps -> %s", t->coordinator.host, coord_port(c), t->n_stages,
-                 t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
-                 t->train.steps, c->o.out_dir);
+    if (t->n_replicas > 1)
+        run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d processes (%d stages x %d "
+                     "replicas, %s schedule, %d micro-batches per replica), %d steps -> %s", t->coordinator.host,
+                     coord_port(c), c->n_proc, t->n_stages, t->n_replicas,
+                     t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
+                     t->train.steps, c->o.out_dir);
+    else
+        run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d stages (%s schedule, %d "
+                     "micro-batches), %d steps -> %s", t->coordinator.host, coord_port(c), t->n_stages,
+                     t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
+                     t->train.steps, c->o.out_dir);
     int rc = join_all(c, err);
     if (!rc) rc = run_steps(c, err);
     if (!rc) rc = gather_stats(c, err);

@@ -4,7 +4,11 @@
  * global unit order into the clipping norm, logs the head stage's loss and
  * validation loss, commits checkpoints once every stage has written its shard,
  * and at the end gathers each stage's statistics, says DONE and writes
- * summary.json. Messages: stage/proto.h.
+ * summary.json. Messages: stage/proto.h. With replicas (R > 1) every one of
+ * the P x R processes (index p = r * P + k) joins, gets START, NORM_REPLY
+ * and DONE, and sends NORM partials and STATS; the loss is the sum of the
+ * replicas' head LOSSes, VAL comes from replica 0's head and CKPT_DONE from
+ * replica 0 of every stage (proto.h, "Replicas").
  *
  * Not here: starting or killing processes (cli/cli_launch.c does that and
  * tells the coordinator through the liveness callback whether its children
@@ -20,13 +24,14 @@
 #include "stage/proto.h"
 #include "topo/topo.h"
 
-/* Liveness check called between polling slices. With stage k >= 0: 0 while
- * stage k's process runs (or is not watched by the caller), 1 when it was
- * killed by a signal, 2 when it exited (with any status: the run was not
- * over); the reason, e.g. "killed by signal 9", goes into why (ERR_LEN).
- * With stage -1: 1 when the run must stop for a reason of the caller's (an
- * interrupt), with the reason in why; else 0. */
-typedef int (*coord_alive_fn)(void *arg, int stage, char *why);
+/* Liveness check called between polling slices, on the thread that runs
+ * coord_run. With proc p >= 0, a process index (launcher rank: stage p % P,
+ * replica p / P; the stage itself with R = 1): 0 while process p runs (or is
+ * not watched by the caller), 1 when it was killed by a signal, 2 when it
+ * exited (with any status: the run was not over); the reason, e.g. "killed by
+ * signal 9", goes into why (ERR_LEN). With proc -1: 1 when the run must stop
+ * for a reason of the caller's (an interrupt), with the reason in why; else 0. */
+typedef int (*coord_alive_fn)(void *arg, int proc, char *why);
 
 typedef struct {
     const char *out_dir;      /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints */
@@ -70,7 +75,9 @@ int coord_port(const coordinator *c);
  * summary.json and commits checkpoints under o->out_dir. Call once. */
 int coord_run(coordinator *c, char *err);
 
-/* The stage blamed for the last failure, or -1 (none, or not a stage's fault). */
+/* The process blamed for the last failure, as a process index (launcher
+ * rank: stage p % P, replica p / P; with R = 1 the stage), or -1 (none, or
+ * not a process's fault). Same thread as coord_run. */
 int coord_failed_stage(const coordinator *c);
 
 /* Closes the node (flushing what is queued for up to a second) and frees c.
@@ -90,9 +97,33 @@ int coord_place_norms(const topo *t, int stage, const uint8_t *payload, uint64_t
  * of coord_place_norms, for tests and fake stages. */
 uint64_t coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t *out);
 
-/* Writes the stages' events (ev[k]: n_ev[k] events of stage k, times in
- * seconds on one clock) to path as Chrome trace JSON (Perfetto): a process per
- * stage with tracks "compute", "tensor waits" and "tensor sends"; times in us
+/* Data parallelism (R > 1): NORM carries, per unit of the stage and per
+ * gradient bucket of the unit (topo_unit_buckets), the replica's partial sum
+ * of squares (stage/proto.h). `parts` holds a step's partials of the whole
+ * grid: coord_norm_parts(t) doubles, unit u's bucket b of replica r at
+ * (first bucket of u + b) * R + r, units in global order.
+ * coord_norm_parts: the length of that array (total buckets x R). Any thread. */
+size_t coord_norm_parts(const topo *t);
+/* Decodes process (stage, replica)'s partial NORM payload (u32 n, then n f64:
+ * for each unit of the stage in order, for each of its buckets in order) into
+ * parts. Returns 0, or -1 with err when the length or n does not match the
+ * stage's bucket count. Any thread; pure. */
+int coord_place_norm_partials(const topo *t, int stage, int replica, const uint8_t *payload, uint64_t len,
+                              double *parts, char *err);
+/* Combines parts into per-unit squared norms sq (topo_n_units(t) doubles):
+ * sq[u] = 0.0 + part(b0, r0) + part(b0, r1) + ... + part(b1, r0) + ...
+ * (buckets outer, replicas inner, left to right; 0.0 for a unit without
+ * buckets), the order that makes the global norm (optim_global_norm(sq) in
+ * unit order) independent of the stage split and of arrival order. */
+void coord_combine_norm_partials(const topo *t, const double *parts, double *sq);
+/* Encodes process (stage, replica)'s partial NORM payload from parts into out
+ * (4 + 8 x the stage's buckets bytes); returns the length. The inverse of
+ * coord_place_norm_partials, for tests and fake stages. */
+uint64_t coord_encode_norm_partials(const topo *t, int stage, int replica, const double *parts, uint8_t *out);
+
+/* Writes the processes' events (ev[p]: n_ev[p] events of process p, times in
+ * seconds on one clock; n_proc = P x R of them, in rank order) to path as
+ * Chrome trace JSON (Perfetto): a process per pipeline process with tracks "compute", "tensor waits" and "tensor sends"; times in us
  * from the earliest event. Written to path.tmp, then renamed. Returns 0 or -1
  * with err. */
 int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, const size_t *n_ev, char *err);

@@ -16,12 +16,14 @@ struct coordinator {
     struct net_node *node;
     uint8_t secret[256];
     stage_peers peers;      /* who may connect: the topology's stages (net_config.accept_peer) */
-    int joining;            /* waiting for the JOINs: a timeout says what became of each stage */
-    int n_units, head, failed_stage;
-    uint32_t *pids;
-    proto_stats *stats;
+    int joining;            /* waiting for the JOINs: a timeout says what became of each process */
+    int n_units, head, failed_stage; /* failed_stage: the blamed process index (rank), or -1 */
+    int n_proc;             /* processes of the grid, P * R; process p is stage p % P, replica p / P */
+    uint32_t *pids;         /* (n_proc) */
+    proto_stats *stats;     /* (n_proc) */
     double *sq;             /* per-unit squared norms of the step, global unit order */
-    uint8_t *normbuf;       /* one control payload per stage (NORM's size at least) */
+    double *parts;          /* R > 1: the step's NORM partials (coord_place_norm_partials' layout) */
+    uint8_t *normbuf;       /* one control payload per process (NORM's size at least) */
     uint64_t normcap;
     run_log *log;           /* the run's record: metrics.jsonl, progress, checkpoints, summary.json */
     FILE *devnull;
@@ -35,19 +37,23 @@ struct coordinator {
      * returns 1 with err naming the stage, tells no stage, blames none, and a
      * stage found dead is marked gone: later waits (STATS) skip it. */
     int soft;
-    uint8_t *gone;          /* (n_stages) 1: died while the trace was gathered */
+    uint8_t *gone;          /* (n_proc) 1: died while the trace was gathered */
 };
 
 /* Control messages are keyed (type, step, mb, 0); see coord.c for the steps. */
 static inline net_key coord_key(uint16_t type, uint64_t step, uint32_t mb) { return (net_key){ type, step, mb, 0 }; }
-static inline net_peer_id coord_sid(int k) { return net_stage_id((uint16_t)k, 0); }
+/* The net identity of process p (stage p % P, replica p / P). */
+static inline net_peer_id coord_sid(const coordinator *c, int p)
+{
+    return net_stage_id((uint16_t)(p % c->t->n_stages), (uint16_t)(p / c->t->n_stages));
+}
 static inline double coord_now(void) { return base_now(); }
 
-/* Waits for ops[k] of every stage k with ops[k] != NULL until deadline (on
+/* Waits for ops[p] of every process p with ops[p] != NULL until deadline (on
  * coord_now's clock), polling in slices and checking liveness; see coord.c. */
 int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double deadline, const char *what,
                    char *err);
-/* Fails the run at once, blaming stage k for a malformed message. Returns 1. */
+/* Fails the run at once, blaming process k for a malformed message. Returns 1. */
 int coord_bad_message(coordinator *c, int k, char *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* After the last step, when the trace was asked for: serves every stage's
@@ -59,7 +65,14 @@ void coord_gather_trace(coordinator *c);
 /* The longest wait for one trace message: 3 x the peer timeout (at least
  * 1 s), at most the step timeout. */
 double coord_trace_timeout_s(const coordinator *c);
-/* "host:port" ("[host]:port" for IPv6) of stage k into buf; returns buf. */
-const char *coord_where(const topo *t, int k, char *buf, size_t cap);
+/* "host:port" ("[host]:port" for IPv6) of process p (rank: stage p % P,
+ * replica p / P) into buf; returns buf. */
+const char *coord_where(const topo *t, int p, char *buf, size_t cap);
+/* Process p as messages name it: "stage K" with R = 1, "stage K replica R"
+ * with R > 1 (buf of 48 bytes at least); returns buf. */
+const char *coord_who(const topo *t, int p, char *buf, size_t cap);
+/* coord_who and its address: "stage K (host:port)" or "stage K replica R
+ * (host:port)" (buf of 360 bytes at least); returns buf. */
+const char *coord_name(const topo *t, int p, char *buf, size_t cap);
 
 #endif

@@ -23,17 +23,17 @@ double coord_trace_timeout_s(const coordinator *c)
     return step > 0 && step < s ? step : s;
 }
 
-/* Receives one message from stage k into buf (cap bytes), within the trace
- * timeout; failures are soft (c->soft, coord.c). */
+/* Receives one message from process k into buf (cap bytes), within the
+ * trace timeout; failures are soft (c->soft, coord.c). */
 static int recv_one(coordinator *c, int k, net_key key, void *buf, uint64_t cap, uint64_t *len, const char *what,
                     char *err)
 {
-    int n = c->t->n_stages;
+    int n = c->n_proc;
     struct net_op *ops[n];
     uint64_t lens[n];
     char nerr[NET_ERR_LEN];
     memset(ops, 0, sizeof ops);
-    if (net_recv_post(c->node, coord_sid(k), key, buf, cap, &ops[k], nerr) != NET_OK)
+    if (net_recv_post(c->node, coord_sid(c, k), key, buf, cap, &ops[k], nerr) != NET_OK)
         return coord_bad_message(c, k, err, "%s", nerr);
     c->limit_s = coord_trace_timeout_s(c);
     if (coord_wait_all(c, ops, lens, coord_now() + c->limit_s, what, err)) return 1;
@@ -51,16 +51,16 @@ static void release_clock(coordinator *c, int k, uint32_t from)
     put_f64le(b, NAN);
     for (uint32_t i = from; i < PROTO_SYNC_ROUNDS && !c->gone[k]; i++) {
         struct net_op *op = NULL;
-        if (net_send(c->node, coord_sid(k), coord_key(MSG_SYNC_REPLY, step, i), b, 8, 100, &op, nerr) == NET_OK)
+        if (net_send(c->node, coord_sid(c, k), coord_key(MSG_SYNC_REPLY, step, i), b, 8, 100, &op, nerr) == NET_OK)
             net_wait(op, 500, nerr);
         net_op_free(op);
     }
 }
 
-/* PROTO_SYNC_ROUNDS rounds of SYNC -> SYNC_REPLY (our clock) with stage k. */
+/* PROTO_SYNC_ROUNDS rounds of SYNC -> SYNC_REPLY (our clock) with process k. */
 static int serve_clock(coordinator *c, int k, char *err)
 {
-    int n = c->t->n_stages;
+    int n = c->n_proc;
     uint64_t step = (uint64_t)c->t->train.steps - 1;
     uint8_t b[8];
     char nerr[NET_ERR_LEN];
@@ -74,7 +74,7 @@ static int serve_clock(coordinator *c, int k, char *err)
         put_f64le(b, coord_now());
         struct net_op *ops[n];
         memset(ops, 0, sizeof ops);
-        if (net_send(c->node, coord_sid(k), coord_key(MSG_SYNC_REPLY, step, i), b, 8, c->o.peer_timeout_ms, &ops[k],
+        if (net_send(c->node, coord_sid(c, k), coord_key(MSG_SYNC_REPLY, step, i), b, 8, c->o.peer_timeout_ms, &ops[k],
                      nerr) != NET_OK)
             return coord_bad_message(c, k, err, "%s", nerr);
         c->limit_s = coord_trace_timeout_s(c);
@@ -156,15 +156,18 @@ int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, c
     FILE *f = fopen(tmp, "w");
     if (!f) return seterr(err, "%s: %s", tmp, strerror(errno));
     double t_min = INFINITY;
-    for (int k = 0; k < t->n_stages; k++)
+    int n_proc = t->n_stages * t->n_replicas;
+    for (int k = 0; k < n_proc; k++)
         for (size_t i = 0; i < n_ev[k]; i++) t_min = fmin(t_min, ev[k][i].t0);
     fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n{\"name\": \"clock\", \"ph\": \"M\", \"pid\": 0, "
                "\"args\": {\"t0_monotonic_s\": %.6f}}", isfinite(t_min) ? t_min : 0.0);
     static const char *tracks[] = { "compute", "tensor waits", "tensor sends" };
-    for (int k = 0; k < t->n_stages; k++) {
-        const topo_stage *s = &t->stages[k];
-        fprintf(f, ",\n{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"args\": {\"name\": \"stage %d "
-                   "(%s:%d, %s)\"}}", k, k, s->host, s->port, s->layers);
+    for (int k = 0; k < n_proc; k++) {
+        const topo_stage *s = &t->stages[k % t->n_stages];
+        const topo_replica *rp = &s->replicas[k / t->n_stages];
+        char who[48];
+        fprintf(f, ",\n{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"args\": {\"name\": \"%s "
+                   "(%s:%d, %s)\"}}", k, coord_who(t, k, who, sizeof who), rp->host, rp->port, s->layers);
         for (int tr = 0; tr < 3; tr++)
             fprintf(f, ",\n{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": "
                        "{\"name\": \"%s\"}}", k, tr, tracks[tr]);
@@ -181,7 +184,7 @@ int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, c
 
 void coord_gather_trace(coordinator *c)
 {
-    int n = c->t->n_stages, lost = 0;
+    int n = c->n_proc, lost = 0;
     proto_event **ev = xcalloc((size_t)n, sizeof *ev);
     size_t *n_ev = xcalloc((size_t)n, sizeof *n_ev);
     char first[ERR_LEN] = "", err[ERR_LEN], status[ERR_LEN + 64];
@@ -189,7 +192,8 @@ void coord_gather_trace(coordinator *c)
     for (int k = 0; k < n; k++) {
         err[0] = 0;
         if (!c->gone[k] && !serve_clock(c, k, err) && !gather_events(c, k, &ev[k], &n_ev[k], err)) continue;
-        if (!err[0]) snprintf(err, sizeof err, "stage %d died before its trace", k);
+        char who[48];
+        if (!err[0]) snprintf(err, sizeof err, "%s died before its trace", coord_who(c->t, k, who, sizeof who));
         fprintf(stderr, "pipetrain: warning: no complete trace from %s\n", err);
         if (!lost++) snprintf(first, sizeof first, "%s", err);
     }
@@ -203,6 +207,7 @@ void coord_gather_trace(coordinator *c)
         /* a stage's events missing: no measurement pretends to cover them */
         fprintf(stderr, "pipetrain: no timeline.svg: the trace is partial\n");
     } else if (coord_timeline(c->t, c->o.out_dir, ev, n_ev, &c->timing, werr)) {
+        /* (ev[0..P-1] are replica 0's pipeline: with replicas the timeline measures that one) */
         /* the run itself succeeded: a trace that cannot be measured is a remark */
         fprintf(stderr, "pipetrain: no timeline.svg: %s\n", werr);
     }

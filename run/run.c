@@ -152,8 +152,9 @@ struct run_log {
     long done;               /* steps taken (1-based), first_step included */
     double loss, val;        /* the last training and validation losses */
     run_ckpt_key key;        /* authenticates the checkpoints committed (from t's secret) */
-    run_stage_stats *stats;  /* (n_stages) */
-    long *pids;              /* (n_stages) */
+    int n_proc;              /* processes of the grid: n_stages x n_replicas, in rank order */
+    run_stage_stats *stats;  /* (n_proc) */
+    long *pids;              /* (n_proc) */
     json_t *timing;
     char *trace;             /* summary.json's "trace", or NULL: null */
 };
@@ -172,8 +173,9 @@ run_log *run_log_open(const topo *t, const run_log_opts *o, char *err)
     l->t0 = base_now();
     l->done = o->first_step;
     l->loss = l->val = NAN;
-    l->stats = xcalloc((size_t)t->n_stages, sizeof *l->stats);
-    l->pids = xcalloc((size_t)t->n_stages, sizeof *l->pids);
+    l->n_proc = t->n_stages * (t->n_replicas > 0 ? t->n_replicas : 1);
+    l->stats = xcalloc((size_t)l->n_proc, sizeof *l->stats);
+    l->pids = xcalloc((size_t)l->n_proc, sizeof *l->pids);
     run_progress_init(&l->progress, o->progress, t->train.steps, t->train.log_every);
     return l;
 }
@@ -218,7 +220,7 @@ int run_log_checkpoint(run_log *l, long steps, char *err)
 
 void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid)
 {
-    if (k < 0 || k >= l->t->n_stages) return;
+    if (k < 0 || k >= l->n_proc) return;
     l->stats[k] = *s;
     l->pids[k] = pid;
 }
@@ -247,17 +249,21 @@ static double tokens_per_s(const run_log *l)
 static json_t *stages_json(const run_log *l)
 {
     json_t *a = json_array();
-    for (int k = 0; k < l->t->n_stages; k++) {
-        const topo_stage *s = &l->t->stages[k];
+    int P = l->t->n_stages;
+    for (int k = 0; k < l->n_proc; k++) { /* rank order: process k is stage k % P, replica k / P */
+        const topo_stage *s = &l->t->stages[k % P];
+        const char *host = s->replicas ? s->replicas[k / P].host : s->host;
+        int port = s->replicas ? s->replicas[k / P].port : s->port;
         const run_stage_stats *st = &l->stats[k];
-        json_array_append_new(a, json_pack("{s:i,s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f}", "stage", k,
-                                           "host", s->host, "port", s->port, "layers", s->layers, "pid",
-                                           (json_int_t)l->pids[k], "peak_act_bytes",
+        json_array_append_new(a, json_pack("{s:i,s:i,s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f,s:f,s:f,s:I}",
+                                           "stage", k % P, "replica", k / P, "host", host, "port", port, "layers",
+                                           s->layers, "pid", (json_int_t)l->pids[k], "peak_act_bytes",
                                            (json_int_t)st->peak_act_bytes, "peak_in_flight",
                                            (json_int_t)st->peak_in_flight, "steps", (json_int_t)st->steps,
                                            "compute_s", st->compute_s, "wait_s", st->wait_s, "optim_s",
                                            st->optim_s, "bytes_sent", (json_int_t)st->bytes_sent, "wall_s",
-                                           st->wall_s));
+                                           st->wall_s, "allreduce_s", st->allreduce_s, "exposed_s",
+                                           st->exposed_s, "optim_bytes", (json_int_t)st->optim_bytes));
     }
     return a;
 }
@@ -281,6 +287,10 @@ static int write_summary(const run_log *l, const char *error, char *err)
     json_t *tr = l->trace ? json_string(l->trace) : NULL;
     if (j) json_object_set_new(j, "trace", tr ? tr : json_null());
     else json_decref(tr);
+    if (j) { /* the data-parallel degree and ZeRO stage (1 and 0 without replicas) */
+        json_object_set_new(j, "replicas", json_integer(t->n_replicas > 0 ? t->n_replicas : 1));
+        json_object_set_new(j, "zero", json_integer(t->train.zero));
+    }
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
     if (!text) return seterr(err, "%s/summary.json: cannot encode the summary", l->o.out_dir);

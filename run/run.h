@@ -131,8 +131,12 @@ int run_log_step(run_log *l, long s, double loss, double lr, double norm, double
  * (manifest.json, COMPLETE, latest), prunes old ones to checkpoint.keep and
  * notes it. Returns 0 or -1 with err. */
 int run_log_checkpoint(run_log *l, long steps, char *err);
-/* Sets process k's row of summary.json's "stages" (k < t->n_stages): its
- * statistics and pid (0 when unknown). Missing rows are written as zeros. */
+/* Sets process k's row of summary.json's "stages": k is the process index
+ * (launcher rank, k < n_stages x n_replicas: stage k % P, replica k / P; the
+ * stage with R = 1); its statistics and pid (0 when unknown). Rows are
+ * written in rank order, each with its "stage", "replica", host and port;
+ * missing rows are written as zeros. summary.json also holds "replicas" (R)
+ * and "zero" (train.zero). */
 void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid);
 /* Attaches the measured schedule timing ("timing"; the object is referenced,
  * not stolen). NULL: "timing" is null. */

@@ -175,6 +175,7 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     run_stage_stats st = { 0 };
     st.peak_act_bytes = model_slots_bytes(r.part, 0, r.part->n_units, r.Bm);
     st.peak_in_flight = 1;
+    st.optim_bytes = 2 * (uint64_t)r.part->n_params * sizeof(float); /* AdamW's two moments */
     long step = r.first;
     rc = train_loop(&r, o, &step, &st, err);
     if (interrupted && !rc) {

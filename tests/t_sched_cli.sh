@@ -176,7 +176,21 @@ if pt 0 check $G; then
     grep -qE '^1 +1 +[0-9.]+ MiB +[0-9.]+ MiB$' "$tmp/out" || fail "check: no all-reduce bytes for replica group 1"
 fi
 pt 0 check $T2 && ! grep -q '^grid:' "$tmp/out" || fail "check of a one-replica topology prints a grid"
-pt 2 run $G && has "$tmp/err" "data-parallel runtime (replicas > 1) is not implemented yet: stages.0.replicas" "run refuses R > 1"
+# run on the grid: the launcher lists the P x R processes (rank order), each with --replica
+if pt 0 run $G --print-commands --out "$tmp/grid-run"; then
+    [ "$(grep -c '^# stage ' "$tmp/out")" -eq 4 ] || fail "run --print-commands on the grid: not 4 processes"
+    n=0
+    for sr in "0 0 29551" "1 0 29552" "0 1 29553" "1 1 29554"; do
+        set -- $sr; n=$((n + 1))
+        [ "$(grep '^# stage ' "$tmp/out" | sed -n "${n}p")" = "# stage $1 replica $2 on 127.0.0.1 (local)" ] ||
+            fail "run --print-commands: process $n is not stage $1 replica $2"
+        grep -q -- " stage $G --stage $1 --replica $2 --coordinator 127.0.0.1:29550 " "$tmp/out" ||
+            fail "run --print-commands: no command for --stage $1 --replica $2"
+    done
+    ! grep -q "not implemented" "$tmp/err" || fail "run --print-commands on the grid still refuses R > 1"
+fi
+pt 0 run $T2 --print-commands --out "$tmp/t2-run" && ! grep -q -- "--replica" "$tmp/out" ||
+    fail "run --print-commands with R = 1 passes --replica"
 # a stage of the grid started alone: its identity from the launcher's rank, and
 # its error (no coordinator, no neighbours) names it as (stage, replica)
 for v in SLURM_PROCID=3:"stage 1, replica 1":"stage 1 replica 1 (127.0.0.1:29554)" \
@@ -195,7 +209,7 @@ for v in SLURM_PROCID=3:"stage 1, replica 1":"stage 1 replica 1 (127.0.0.1:29554
     fi
 done
 # the order: SLURM_PROCID before RANK; a rank outside the grid names the variable
-env -u OMPI_COMM_WORLD_RANK -u PMI_RANK SLURM_PROCID=1 RANK=2 "${PIPE[@]}" stage $G >"$tmp/out" 2>"$tmp/err"
+env -u OMPI_COMM_WORLD_RANK -u PMI_RANK SLURM_PROCID=1 RANK=2 "${PIPE[@]}" stage $G --connect-timeout-ms 300 >"$tmp/out" 2>"$tmp/err"
 has "$tmp/err" "SLURM_PROCID=1: stage 1, replica 0" "SLURM_PROCID wins over RANK"
 env -u SLURM_PROCID -u OMPI_COMM_WORLD_RANK -u PMI_RANK RANK=4 "${PIPE[@]}" stage $G >"$tmp/out" 2>"$tmp/err"
 rc=$?; [ "$rc" -eq 2 ] || fail "stage under RANK=4: exit $rc, want 2"
