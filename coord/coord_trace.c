@@ -137,11 +137,13 @@ static const char *op_name(int op)
 /* One event as a Chrome "complete" event; times in us from t_min. */
 static void put_event(FILE *f, int k, const proto_event *e, double t_min, int chunks)
 {
-    int track = e->op == PROTO_EV_WAIT ? 1 : e->op == PROTO_EV_SEND ? 2 : 0;
+    int track = e->op == PROTO_EV_WAIT ? 1 : e->op == PROTO_EV_SEND ? 2 : e->op == PROTO_EV_ALLREDUCE ? 3 : 0;
     const char *pre = track == 1 ? "wait " : track == 2 ? "send " : "";
-    const char *kind = op_name(track ? e->kind : e->op);
+    const char *kind = track == 3 ? "all-reduce" : op_name(track ? e->kind : e->op);
     char name[64];
-    if (chunks > 1) snprintf(name, sizeof name, "%s%s%u.%u", pre, kind, e->mb, e->chunk);
+    if (track == 3)
+        snprintf(name, sizeof name, "bucket %u", e->mb);
+    else if (chunks > 1) snprintf(name, sizeof name, "%s%s%u.%u", pre, kind, e->mb, e->chunk);
     else snprintf(name, sizeof name, "%s%s%u", pre, kind, e->mb);
     fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, "
                "\"dur\": %.3f, \"args\": {\"step\": %llu, \"mb\": %u, \"chunk\": %u}}",
@@ -161,14 +163,14 @@ int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, c
         for (size_t i = 0; i < n_ev[k]; i++) t_min = fmin(t_min, ev[k][i].t0);
     fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n{\"name\": \"clock\", \"ph\": \"M\", \"pid\": 0, "
                "\"args\": {\"t0_monotonic_s\": %.6f}}", isfinite(t_min) ? t_min : 0.0);
-    static const char *tracks[] = { "compute", "tensor waits", "tensor sends" };
+    static const char *tracks[] = { "compute", "tensor waits", "tensor sends", "all-reduce" };
     for (int k = 0; k < n_proc; k++) {
         const topo_stage *s = &t->stages[k % t->n_stages];
         const topo_replica *rp = &s->replicas[k / t->n_stages];
         char who[48];
         fprintf(f, ",\n{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"args\": {\"name\": \"%s "
                    "(%s:%d, %s)\"}}", k, coord_who(t, k, who, sizeof who), rp->host, rp->port, s->layers);
-        for (int tr = 0; tr < 3; tr++)
+        for (int tr = 0; tr < (t->n_replicas > 1 ? 4 : 3); tr++)
             fprintf(f, ",\n{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": "
                        "{\"name\": \"%s\"}}", k, tr, tracks[tr]);
         for (size_t i = 0; i < n_ev[k]; i++) put_event(f, k, &ev[k][i], t_min, t->chunks_per_stage);

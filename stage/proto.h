@@ -145,10 +145,12 @@ static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STA
 /* One timed event of a stage's trace: a compute action (op = SCHED_F, SCHED_B,
  * SCHED_W or SCHED_BW from scheduler/sched.h), a wait for a tensor (PROTO_EV_WAIT:
  * the compute thread blocked on a receive for action (mb, chunk) of kind `kind`),
- * or a send (PROTO_EV_SEND: from posting to observed completion). Times in
+ * a send (PROTO_EV_SEND: from posting to observed completion), or a gradient
+ * bucket's collective among the replicas (PROTO_EV_ALLREDUCE, mb = the bucket,
+ * on the communication thread: it overlaps the compute track). Times in
  * seconds on the coordinator's CLOCK_MONOTONIC. Encoded in 32 bytes:
  * u8 op, u8 kind, u16 chunk, u32 mb, u64 step, f64 t0, f64 t1. */
-enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5 };
+enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5, PROTO_EV_ALLREDUCE = 6 };
 typedef struct {
     uint8_t op, kind;
     uint16_t chunk;

@@ -53,6 +53,7 @@ struct rt_dp {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     dp_item *q;              /* (nb) this step's buckets in the order handed over */
+    double *t0, *t1;         /* (nb) when q[i]'s collective ran (for the trace) */
     int n_q, n_done, stop, failed;
     char err[ERR_LEN];
     double busy_s;           /* time the thread spent in collectives */
@@ -84,6 +85,8 @@ static void *dp_main(void *arg)
             d->failed = 1;
             snprintf(d->err, sizeof d->err, "%s", err);
         } else {
+            d->t0[d->n_done] = t0;
+            d->t1[d->n_done] = t1;
             d->n_done++;
         }
         pthread_cond_broadcast(&d->cv);
@@ -115,6 +118,8 @@ int rt_dp_setup(rt *r)
     d->slen = xcalloc(n, sizeof(size_t));
     d->moff = xcalloc(n, sizeof(size_t));
     d->q = xcalloc(n, sizeof(dp_item));
+    d->t0 = xcalloc(n, sizeof(double));
+    d->t1 = xcalloc(n, sizeof(double));
     for (int i = 0, b = 0; i < p->n_units; i++) {
         d->unit_first[i] = b;
         int k = topo_unit_buckets(t, p->units[i], -1, NULL, NULL);
@@ -167,7 +172,7 @@ void rt_dp_free(rt *r)
     }
     coll_group_free(d->g);
     free(d->off); free(d->len); free(d->soff); free(d->slen); free(d->moff);
-    free(d->unit_first); free(d->q);
+    free(d->unit_first); free(d->q); free(d->t0); free(d->t1);
     free(d);
     r->dp = NULL;
 }
@@ -222,6 +227,7 @@ int rt_dp_finish_grads(rt *r)
     r->stats.wait_s += w;
     if (failed) return rt_fail(r, "gradient all-reduce with the other replicas: %s", d->err);
     if (rc) return rt_fail(r, "gradient all-reduce: bucket %d of %d not done after %.0f s", done, n, w);
+    for (int i = 0; i < n; i++) rt_event(r, PROTO_EV_ALLREDUCE, 0, 0, d->q[i].b, d->t0[i], d->t1[i]);
     return 0;
 }
 
