@@ -34,9 +34,10 @@ int stage_run(const topo *t, const stage_opts *o, char *err);
 int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err);
 
 /* The largest payload any process of this run sends or accepts: the largest
- * tensor crossing a stage boundary, the tied embedding, and the control
- * messages whose size grows with the topology (NORM: 4 + 8 per unit of the
- * largest stage; a TRACE part, PROTO_TRACE_PART_BYTES), plus room for the
+ * tensor crossing a stage boundary, the tied embedding, a collective's chunk
+ * (COLL_CHUNK_BYTES, with replicas), and the control messages whose size grows
+ * with the topology (NORM: 4 + 8 per unit, or per gradient bucket with
+ * replicas, of the largest stage; a TRACE part, PROTO_TRACE_PART_BYTES), plus room for the
  * small ones; at most NET_MAX_PAYLOAD_CAP. Pure function of t; any thread. */
 uint64_t stage_max_payload(const topo *t);
 

@@ -40,7 +40,7 @@ topo() {
         printf '{ "model": { "dim": 64, "n_layers": 4, "n_heads": 4, "ffn_dim": 192, "seq_len": 32, "tie_embeddings": %s },\n' "$tied"
         printf '  "data": { "path": "%s" },\n' "$CORPUS"
         printf '  "train": { "steps": 6, "batch_size": %d, "micro_batches": 4, "lr": 0.003, "warmup_steps": 2,\n' "$batch"
-        printf '             "eval_every": 3, "eval_batches": 2, "bucket_mb": 0.05 },\n'
+        printf '             "eval_every": 3, "eval_batches": 2 },\n'
         printf '  "checkpoint": { "every": 3 },\n'
         printf '  "coordinator": { "host": "127.0.0.1", "port": 0 },\n'
         printf '  "stages": ['
@@ -95,7 +95,7 @@ run 2x2-zbh1 "$tmp/2x2.json" zb-h1
 same 2x2-zbh1 1x2-gpipe
 run 4x2-1f1b "$tmp/4x2.json" 1f1b
 same 4x2-1f1b 1x2-gpipe
-run 4x2-zbh1 "$tmp/4x2.json" zb-h1 --set train.bucket_mb=0.01
+run 4x2-zbh1 "$tmp/4x2.json" zb-h1
 same 4x2-zbh1 1x2-gpipe
 
 # the run directory of a grid
@@ -128,9 +128,13 @@ same 2x2-tied 1x2-tied
 # --- R = 3: the reduction order does not depend on the split either
 topo "$tmp/1x3.json" 3 false 24 "embed,0-3,head"
 topo "$tmp/2x3.json" 3 false 24 "embed,0-1" "2-3,head"
-run 1x3 "$tmp/1x3.json" gpipe
-run 2x3 "$tmp/2x3.json" 1f1b
+run 1x3 "$tmp/1x3.json" gpipe --set train.bucket_mb=0.05
+run 2x3 "$tmp/2x3.json" 1f1b --set train.bucket_mb=0.05
 same 2x3 1x3
+# default buckets (4 MiB: a unit each here), segments larger than the activations
+run 1x3-big "$tmp/1x3.json" gpipe
+run 2x3-big "$tmp/2x3.json" zb-h1 --set train.zero=1
+same 2x3-big 1x3-big
 
 # --- R = 1 with the same global batch (16 sequences in 4 micro-batches of 4):
 # the same data per step, the loss within float rounding
