@@ -178,5 +178,9 @@ check "summary.json: the same keys for 1 stage and 2 stages with a trace" \
     "diff <(keys $tmp/one/summary.json) <(keys $tmp/2stage-1f1b/summary.json)"
 check "summary.json of 1 stage names its schedule, micro-batches and no error" \
     "python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j[\"schedule\"] and j[\"micro_batches\"] == $M and j[\"error\"] is None and j[\"stages\"][0][\"pid\"] > 0' $tmp/one/summary.json"
+check "summary.json of 1 stage: replicas 1, zero 0, its AdamW state is 2 x params x 4 bytes" \
+    "python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); s=j[\"stages\"][0]; assert j[\"replicas\"] == 1 and j[\"zero\"] == 0 and s[\"replica\"] == 0 and s[\"optim_bytes\"] == 8 * j[\"params\"], s' $tmp/one/summary.json"
+check "summary.json of 2 stages: a row per process, stage and replica" \
+    "python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert [(s[\"stage\"], s[\"replica\"]) for s in j[\"stages\"]] == [(0, 0), (1, 0)] and j[\"replicas\"] == 1' $tmp/2stage-1f1b/summary.json"
 
 exit $fail

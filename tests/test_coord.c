@@ -145,6 +145,12 @@ static void test_norm_partials(void)
         CU_ASSERT_EQUAL(memcmp(buf, buf2, (size_t)len), 0);
     }
     coord_combine_norm_partials(&t, parts, sq);
+    for (int u = 0; u < n; u++) { /* per unit, bitwise: buckets outer, replicas inner, from 0.0 */
+        double acc = 0.0;
+        for (int b = 0; b < topo_unit_buckets(&t, u, -1, NULL, NULL); b++)
+            for (int r = 0; r < R; r++) acc += part_val(3, u, b, r);
+        CU_ASSERT_EQUAL(memcmp(&acc, &sq[u], 8), 0);
+    }
     double got = optim_global_norm(sq, n), want = want_grid_norm(&t, 3);
     if (memcmp(&got, &want, 8)) fprintf(stderr, "\n  norm %.17g, want %.17g\n", got, want);
     CU_ASSERT_EQUAL(memcmp(&got, &want, 8), 0);

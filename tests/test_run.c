@@ -106,7 +106,7 @@ static void test_log_summary(void)
     CU_ASSERT(run_log_step(l, 1, 4.5, 1e-3, 1.0, NAN, 0.01, err) == 0);
     CU_ASSERT(run_log_step(l, 2, 3.5, 1e-3, 1.0, 3.75, 0.01, err) == 0);
     CU_ASSERT_EQUAL(run_log_done(l), 3);
-    run_stage_stats st = { 100, 1, 0.03, 0, 0.001, 0, 3, 0.04, 0, 0, 0 };
+    run_stage_stats st = { 100, 1, 0.03, 0, 0.001, 0, 3, 0.04, 0, 0, 8192 };
     run_log_stage(l, 0, &st, 4242);
     CU_ASSERT(run_log_finish(l, NULL, err) == 0);
     /* a diverged loss is a failure naming the step */
@@ -119,7 +119,7 @@ static void test_log_summary(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     const char *keys[] = { "steps", "final_loss", "val_loss", "wall_s", "tokens_per_s", "params", "n_stages",
                            "schedule", "micro_batches", "restarts", "first_step", "interrupted", "error",
-                           "stages", "timing", "trace" };
+                           "stages", "timing", "trace", "replicas", "zero" };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!json_object_get(j, keys[i])) { fprintf(stderr, "\n  summary.json lacks %s\n", keys[i]); CU_FAIL("key"); }
     CU_ASSERT_EQUAL(json_object_size(j), sizeof keys / sizeof keys[0]);
@@ -131,6 +131,15 @@ static void test_log_summary(void)
     json_t *s0 = json_array_get(json_object_get(j, "stages"), 0);
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "pid")), 4242);
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "peak_act_bytes")), 100);
+    /* one row per process, with its replica and the data-parallel statistics */
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "replicas")), 1);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "zero")), 0);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "stages")), (size_t)t.n_stages);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "stage")), 0);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "replica")), 0);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(s0, "optim_bytes")), 8192);
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(s0, "allreduce_s"));
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(s0, "exposed_s"));
     json_decref(j);
     topo_free(&t);
 }
