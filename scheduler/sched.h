@@ -292,8 +292,10 @@ typedef struct {
 /* sched_write_json plus, when r and info are not NULL, a "simulation" object
  * (sched_simulate's report, machine-readable): {"unit", "step_time", "bubble",
  * "cost_source", "stages": [{"stage", "busy", "idle", "bubble", "peak_in_flight",
- * "peak_activation_bytes"}, ...]}. sched_load ignores the object, so the output
- * stays a schedule file. Returns 0, or -1 with err. */
+ * "peak_activation_bytes"}, ...]}. With the replicas' all-reduce (r->ar_exposed)
+ * it adds "compute_time" (the step without it) and per stage "allreduce":
+ * {"buckets", "bytes", "busy", "exposed", "optimizer_start"}. sched_load ignores
+ * the object, so the output stays a schedule file. Returns 0, or -1 with err. */
 int sched_write_json_sim(const sched_schedule *s, const sched_report *r, const sched_sim_info *info, FILE *f,
                          char *err);
 
