@@ -24,12 +24,12 @@ static void add_unit(const topo *t, sched_allreduce *a, int st, int chunk, int u
 static void add_units(const topo *t, sched_allreduce *a, int st, int chunk, const int *us, int n)
 {
     size_t batch = (size_t)topo_micro_batch(t), seq = (size_t)t->model.seq_len;
-    double total = 0, done = 0;
+    double total = 0, below = 0; /* W FLOPs of us[0..j), walked after us[j] */
     for (int j = 0; j < n; j++) total += model_unit_flops(&t->model, us[j], batch, seq).bwd_weight;
-    for (int j = n - 1; j >= 0; j--) {
-        done += model_unit_flops(&t->model, us[j], batch, seq).bwd_weight;
-        double frac = j == 0 || !(total > 0) ? 1 : done / total;
+    for (int j = 0; j < n; j++) {
+        double frac = j == 0 || !(total > 0) ? 1 : (total - below) / total;
         add_unit(t, a, st, chunk, us[j], frac < 1 ? frac : 1, t->model.tie_embeddings && us[j] == 0);
+        below += model_unit_flops(&t->model, us[j], batch, seq).bwd_weight;
     }
 }
 
