@@ -6,7 +6,10 @@
  * Costs come from --costs, from a run's measured costs.json (--calibrate), or
  * from the topology's FLOP counts at --gflops per BLAS thread (default: this
  * machine's sgemm measured at the model's shapes, model/gemm_rate.h, times the
- * step efficiency). It runs nothing: the stage runtime executes schedules. */
+ * step efficiency). With replicas (the topology's, or --replicas) it adds each
+ * stage's ring all-reduce of its gradient buckets (topo_allreduce_plan, or
+ * --grad-bytes) and prints the exposed part. It runs nothing: the stage runtime
+ * executes schedules. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
