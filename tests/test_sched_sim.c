@@ -405,6 +405,7 @@ static void test_allreduce_by_hand(void)
         CU_ASSERT_DOUBLE_EQUAL(r->compute_time, 8, 1e-12);
         CU_ASSERT_DOUBLE_EQUAL(r->step_time, 12.5, 1e-12);
         CU_ASSERT_EQUAL_FATAL(r->ar_n, 3);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_exposed);
         double ready[] = { 8, 6.25, 7.5 }, start[] = { 10, 6.25, 7.5 }, end[] = { 12.5, 6.95, 10 };
         CU_ASSERT(tests_close("ready", r->ar_ready, ready, 3, 1e-12, 0));
         CU_ASSERT(tests_close("start", r->ar_start, start, 3, 1e-12, 0));
@@ -439,6 +440,7 @@ static void test_allreduce_small(void)
     for (int i = 0; i < 3; i++) c->ar->b[i].bytes = 40;
     sched_report *r = NULL;
     CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_exposed);
     CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[0], 0.12, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 0, 0);
     CU_ASSERT_DOUBLE_EQUAL(r->step_time, 8.12, 1e-12);
@@ -469,6 +471,7 @@ static void test_allreduce_tied_and_bad(void)
     c->ar->tied_bytes = 1e6;
     sched_report *r = NULL;
     CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_ready);
     CU_ASSERT_DOUBLE_EQUAL(r->ar_ready[1], 8, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(r->ar_end[1], 8.7, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 1.7, 1e-12);
