@@ -6,7 +6,10 @@
  * Costs come from --costs, from a run's measured costs.json (--calibrate), or
  * from the topology's FLOP counts at --gflops per BLAS thread (default: this
  * machine's sgemm measured at the model's shapes, model/gemm_rate.h, times the
- * step efficiency). It runs nothing: the stage runtime executes schedules. */
+ * step efficiency). With replicas (the topology's, or --replicas) it adds each
+ * stage's ring all-reduce of its gradient buckets (topo_allreduce_plan, or
+ * --grad-bytes) and prints the exposed part. It runs nothing: the stage runtime
+ * executes schedules. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -34,6 +37,9 @@ typedef struct {
     int fmt, width;
     double gflops, latency, bandwidth, bytes, stash;
     int have_bytes, have_stash, have_latency;
+    int R;                           /* --replicas; 0 = the topology's (else 1) */
+    double ar_latency, ar_bandwidth, grad_bytes, bucket_mb;
+    int have_ar_latency, have_ar_bandwidth, have_grad_bytes, have_bucket_mb;
     char **sets;
     int n_sets;
 } opts;
@@ -57,6 +63,17 @@ static const char usage_text[] =
     "  --bytes N             bytes per transfer (default: the topology's, else 0)\n"
     "  --stash-bytes N       activation bytes a stage stashes per micro-batch in flight\n"
     "                        (default: the topology's)\n"
+    "  --replicas R          data-parallel replicas per stage (default: the topology's,\n"
+    "                        else 1); R > 1 adds each stage's ring all-reduce of its\n"
+    "                        gradient buckets (the topology's, or --grad-bytes)\n"
+    "  --allreduce-latency MS    latency of each ring step between replicas\n"
+    "                        (default: --latency)\n"
+    "  --allreduce-bandwidth MB/S  bandwidth of each replica link, 0 = infinite\n"
+    "                        (default: --bandwidth)\n"
+    "  --grad-bytes N        without a topology: gradient bytes of each stage (spread\n"
+    "                        evenly over its chunks), cut into --bucket-mb buckets\n"
+    "  --bucket-mb X         without a topology: largest bucket, MiB (default 4; with a\n"
+    "                        topology use --set train.bucket_mb=X)\n"
     "  --format F            ascii | svg | json | csv | chrome (default ascii)\n"
     "  --out FILE            write the picture or file there (else stdout)\n"
     "  --width N             columns of the ASCII grid (default 120)\n"
@@ -136,6 +153,16 @@ static int parse_opt(opts *o, const char *k, const char *v)
     if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return opt_num(k, v, 0, &o->bytes); }
     if (!strcmp(k, "--stash-bytes")) { o->have_stash = 1; return opt_num(k, v, 0, &o->stash); }
     if (!strcmp(k, "--out")) { o->out = v; return 0; }
+    if (!strcmp(k, "--replicas")) return opt_int(k, v, 1, 1 << 16, &o->R);
+    if (!strcmp(k, "--allreduce-latency")) { o->have_ar_latency = 1; return opt_num(k, v, 0, &o->ar_latency); }
+    if (!strcmp(k, "--allreduce-bandwidth")) { o->have_ar_bandwidth = 1; return opt_num(k, v, 0, &o->ar_bandwidth); }
+    if (!strcmp(k, "--grad-bytes")) { o->have_grad_bytes = 1; return opt_num(k, v, 0, &o->grad_bytes); }
+    if (!strcmp(k, "--bucket-mb")) {
+        o->have_bucket_mb = 1;
+        if (opt_num(k, v, 1, &o->bucket_mb)) return 2;
+        if (o->bucket_mb <= 1024) return 0;
+        return usage_err("--bucket-mb: expected a number > 0 and <= 1024, got '%s'", v);
+    }
     if (!strcmp(k, "--set")) { o->sets[o->n_sets++] = (char *)v; return 0; }
     if (!strcmp(k, "--kind")) {
         if (!is_kind(v))
@@ -188,6 +215,10 @@ static int parse_args(opts *o, int argc, char **argv)
         return usage_err("%s", "--kind and --schedule FILE are alternatives: give one");
     if (o->calib && o->have_costs)
         return usage_err("%s", "--costs and --calibrate are alternatives: give one");
+    if (o->topo && (o->have_grad_bytes || o->have_bucket_mb))
+        return usage_err("%s", "--grad-bytes and --bucket-mb come from the topology (use --set train.bucket_mb=X)");
+    if (!o->topo && o->R > 1 && !o->have_grad_bytes)
+        return usage_err("%s", "--replicas without a topology needs --grad-bytes N (each stage's gradient bytes)");
     return 0;
 }
 
@@ -294,6 +325,21 @@ static void print_bytes(FILE *f, double b)
     else fprintf(f, "%.0f B", b);
 }
 
+/* The replicas' all-reduce: the model's parameters and each stage's numbers. */
+static void print_allreduce(FILE *f, const sched_schedule *s, const sched_report *r, const sched_costs *c)
+{
+    fprintf(f, "all-reduce: %d replicas per stage in a ring, latency %.4g ms per ring step, ", c->ar->replicas,
+            c->ar->latency);
+    if (c->ar->bandwidth > 0) fprintf(f, "%.4g MB/s", c->ar->bandwidth / 1e3);
+    else fputs("infinite bandwidth", f);
+    fprintf(f, "; step time without it %.4f ms\n", r->compute_time);
+    fprintf(f, "stage  buckets  gradient bytes  all-reduce ms  exposed ms\n");
+    for (int st = 0; st < s->n_stages; st++) {
+        fprintf(f, "%5d %8zu  %14.0f %14.3f %11.3f\n", st, r->ar_count[st], r->ar_bytes[st], r->ar_busy[st],
+                r->ar_exposed[st]);
+    }
+}
+
 static void print_summary(FILE *f, const sched_schedule *s, const sched_report *r,
                           const sched_costs *c, const char *cost_note, int have_stash)
 {
@@ -316,6 +362,7 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
         fprintf(f, ", %.0f bytes per transfer from stage 0\n", c->xfer_bytes[0]);
     }
     fprintf(f, "predicted step time: %.4f ms\nbubble: %.1f%% overall\n", r->step_time, 100 * r->bubble);
+    if (r->ar_exposed) print_allreduce(f, s, r, c);
     if (s->n_chunks > 1)
         fprintf(f, "(peak micro-batches count (micro-batch, chunk) pairs; each holds one chunk's "
                    "activations)\n");
@@ -460,6 +507,43 @@ static int stage_rates(const opts *o, const topo *t, double *rates, char *note, 
     return 0;
 }
 
+/* Buckets without a topology: each stage's --grad-bytes spread evenly over its
+ * chunks, each chunk's cut into --bucket-mb buckets that become ready evenly
+ * through its last weight pass. */
+static sched_allreduce *flat_allreduce(const opts *o, const sched_schedule *s, char *err)
+{
+    double cap = (o->have_bucket_mb ? o->bucket_mb : 4) * 1048576.0, per = o->grad_bytes / s->n_chunks;
+    double nbd = per > 0 ? ceil(per / cap) : 0;
+    if (nbd * s->n_stages * s->n_chunks > 1e7)
+        return seterr(err, "--grad-bytes %.0f in buckets of %.0f bytes: more than 10^7 buckets", o->grad_bytes, cap),
+               NULL;
+    size_t nb = (size_t)nbd, i = 0;
+    sched_allreduce *a = sched_allreduce_new(nb * (size_t)s->n_stages * (size_t)s->n_chunks);
+    if (!a) return seterr(err, "out of memory"), NULL;
+    for (int st = 0; st < s->n_stages; st++)
+        for (int ch = 0; ch < s->n_chunks; ch++)
+            for (size_t b = 0; b < nb; b++)
+                a->b[i++] = (sched_bucket){ st, ch, (double)(b + 1) / (double)nb, 0,
+                                            b + 1 < nb ? cap : per - cap * (double)(nb - 1) };
+    return a;
+}
+
+/* Hangs the replicas' all-reduce on c when R > 1: buckets from the topology (or
+ * --grad-bytes), ring latency and bandwidth from --allreduce-* else the links'.
+ * Returns 0, or -1 with err (out of memory, too many buckets). */
+static int attach_allreduce(const opts *o, const topo *t, const sched_schedule *s, sched_costs *c, char *err)
+{
+    int R = o->R ? o->R : t ? t->n_replicas : 1;
+    if (R <= 1) return 0;
+    sched_allreduce *a = t ? topo_allreduce_plan(t, s->n_chunks, err) : flat_allreduce(o, s, err);
+    if (!a) return -1;
+    a->replicas = R;
+    a->latency = o->have_ar_latency ? o->ar_latency : c->latency;
+    a->bandwidth = o->have_ar_bandwidth ? o->ar_bandwidth * 1e3 : c->bandwidth;
+    c->ar = a;
+    return 0;
+}
+
 static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedule *s,
                                 char *note, size_t nn, char *err)
 {
@@ -490,6 +574,10 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
     }
     if (!o->calib || o->have_latency) c->latency = o->latency;
     if (!o->calib || o->bandwidth > 0) c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
+    if (attach_allreduce(o, t, s, c, err)) {
+        sched_costs_free(c);
+        return NULL;
+    }
     return c;
 }
 

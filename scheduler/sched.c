@@ -204,7 +204,26 @@ void sched_costs_free(sched_costs *c)
     free(c->w);
     free(c->xfer_bytes);
     free(c->stash_bytes);
+    sched_allreduce_free(c->ar);
     free(c);
+}
+
+sched_allreduce *sched_allreduce_new(size_t n)
+{
+    sched_allreduce *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->b = calloc(n ? n : 1, sizeof *a->b);
+    if (!a->b) { free(a); return NULL; }
+    a->n = n;
+    a->tied_from = -1;
+    return a;
+}
+
+void sched_allreduce_free(sched_allreduce *a)
+{
+    if (!a) return;
+    free(a->b);
+    free(a);
 }
 
 void sched_report_free(sched_report *r)
@@ -221,5 +240,14 @@ void sched_report_free(sched_report *r)
     free(r->bubble_stage);
     free(r->peak_bytes);
     free(r->detail);
+    free(r->ar_stage);
+    free(r->ar_start);
+    free(r->ar_end);
+    free(r->ar_ready);
+    free(r->ar_count);
+    free(r->ar_bytes);
+    free(r->ar_busy);
+    free(r->ar_exposed);
+    free(r->ar_done);
     free(r);
 }

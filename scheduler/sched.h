@@ -163,6 +163,21 @@ typedef struct {
                            * unless asked for (renderers need it) */
     double **end;         /* (P) end time of each action, as start */
     char *detail;         /* on a deadlock: each stage's list with where it is stuck */
+    /* All-reduce (sched_simulate with costs->ar and R > 1; else ar_n = 0 and NULL):
+     * step_time then ends when every stage's last bucket is reduced. */
+    double compute_time;  /* when the last action ends (the step time without the
+                           * all-reduce; equals step_time when there is none) */
+    size_t ar_n;          /* buckets, parallel to costs->ar->b */
+    int *ar_stage;        /* (ar_n) stage of each bucket */
+    double *ar_start;     /* (ar_n) when each bucket's all-reduce starts */
+    double *ar_end;       /* (ar_n) and ends */
+    double *ar_ready;     /* (ar_n) when its gradient was final */
+    size_t *ar_count;     /* (P) buckets of each stage */
+    double *ar_bytes;     /* (P) bytes each stage all-reduces */
+    double *ar_busy;      /* (P) time each stage's ring is busy */
+    double *ar_exposed;   /* (P) last bucket's end - the stage's last action's end,
+                           * >= 0: what the optimizer step waits for */
+    double *ar_done;      /* (P) when the stage's optimizer step may start */
 } sched_report;
 
 /* Frees a report's arrays and the report; NULL is ignored. */
@@ -201,7 +216,52 @@ typedef struct {
                           * its micro-batch turn on its virtual stage is deferred and
                           * runs right after the W it waits for (its box is drawn
                           * there; a BW's box then covers its B only); 0: as listed */
+    struct sched_allreduce *ar; /* data parallelism: the replicas' all-reduce of each
+                                 * stage's gradient buckets; NULL (or replicas <= 1):
+                                 * none. Owned: sched_costs_free frees it. */
 } sched_costs;
+
+/* One gradient bucket of data parallelism (plain data the topology side computes;
+ * the scheduler knows no layer). Its stage's replicas all-reduce it once its
+ * gradient is final: during the stage's last-run weight-gradient pass of chunk
+ * `chunk` (the W, or a BW's W part, that runs last for that chunk), after the
+ * fraction `frac` of that pass (units finish from the chunk's last unit down to its
+ * first, so a bucket of the chunk's last unit has a small frac, one of its first
+ * unit frac = 1). A `tied` bucket (the tied embedding on the stage holding it) is
+ * ready only after the stage's last action and after the tied gradient from stage
+ * ar->tied_from has arrived (that stage's last action end + latency +
+ * tied_bytes / bandwidth of the pipeline links). */
+typedef struct {
+    int stage;      /* 0 .. P-1 */
+    int chunk;      /* 0 .. v-1 */
+    double frac;    /* 0 .. 1 */
+    int tied;       /* 1: see above */
+    double bytes;   /* floats * 4 */
+} sched_bucket;
+
+/* The all-reduce model: the R replicas of a stage form a ring; each stage
+ * all-reduces its buckets one at a time (one communication thread per process), in
+ * the order they become ready (ties: list order). A bucket of `bytes` takes
+ * 2(R-1) ring steps (reduce-scatter then all-gather), each moving one segment of
+ * bytes/R to the next rank: 2(R-1) * (latency + bytes / R / bandwidth). A step's
+ * messages (1 MiB chunks) stream back to back, so latency is paid once per step.
+ * The replicas' links are not the pipeline's: no contention with activations. A
+ * stage's optimizer step waits for its last bucket. */
+typedef struct sched_allreduce {
+    int replicas;        /* R; <= 1 means no all-reduce */
+    double latency;      /* per ring step, time units */
+    double bandwidth;    /* bytes per time unit of each replica link; 0 = infinite */
+    size_t n;            /* buckets */
+    sched_bucket *b;     /* (n) any stage order; a stage's ties keep this order */
+    int tied_from;       /* stage sending the tied embedding's gradient, or -1 */
+    double tied_bytes;   /* its bytes */
+} sched_allreduce;
+
+/* A zeroed all-reduce model with room for n buckets (tied_from -1); NULL when out
+ * of memory. Free with sched_allreduce_free (NULL ignored), or let
+ * sched_costs_free do it once it hangs from costs->ar. */
+sched_allreduce *sched_allreduce_new(size_t n);
+void sched_allreduce_free(sched_allreduce *a);
 
 /* Costs for P stages of v chunks each where one stage's whole F, B, W take f, b, w
  * per micro-batch (each chunk takes 1/v of it), no transfer cost, stash 1 byte
@@ -232,8 +292,10 @@ typedef struct {
 /* sched_write_json plus, when r and info are not NULL, a "simulation" object
  * (sched_simulate's report, machine-readable): {"unit", "step_time", "bubble",
  * "cost_source", "stages": [{"stage", "busy", "idle", "bubble", "peak_in_flight",
- * "peak_activation_bytes"}, ...]}. sched_load ignores the object, so the output
- * stays a schedule file. Returns 0, or -1 with err. */
+ * "peak_activation_bytes"}, ...]}. With the replicas' all-reduce (r->ar_exposed)
+ * it adds "compute_time" (the step without it) and per stage "allreduce":
+ * {"buckets", "bytes", "busy", "exposed", "optimizer_start"}. sched_load ignores
+ * the object, so the output stays a schedule file. Returns 0, or -1 with err. */
 int sched_write_json_sim(const sched_schedule *s, const sched_report *r, const sched_sim_info *info, FILE *f,
                          char *err);
 

@@ -44,4 +44,14 @@ void sched_explain_deadlock(const sched_schedule *s, const size_t *cur, char *er
 int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sched_report *r,
                char *err);
 
+/* The all-reduce (sched_allreduce.c). sched_ar_check: 0 when a is NULL, has
+ * R <= 1 or fits s; else -1 with err naming the bucket. sched_ar_play fills r's
+ * ar_* fields and raises r->step_time to the last stage's optimizer start, given
+ * the W part [wl0[k], wl1[k]] of the last weight pass run on each virtual stage k
+ * and each stage's last action end tfree[st]. Needs c->ar with R > 1; returns 0, or
+ * -1 with err when out of memory. */
+int sched_ar_check(const sched_schedule *s, const sched_allreduce *a, char *err);
+int sched_ar_play(const sched_schedule *s, const sched_costs *c, const double *wl0, const double *wl1,
+                  const double *tfree, sched_report *r, char *err);
+
 #endif

@@ -335,8 +335,18 @@ static json_t *simulation_json(const sched_schedule *s, const sched_report *r, c
                               r->step_time - r->busy[k], "bubble", r->bubble_stage[k], "peak_in_flight",
                               r->peak_mb[k], "peak_activation_bytes",
                               info->have_bytes ? json_real(r->peak_bytes[k]) : json_null());
+        if (o && r->ar_exposed &&
+            json_object_set_new(o, "allreduce",
+                                json_pack("{s:I,s:f,s:f,s:f,s:f}", "buckets", (json_int_t)r->ar_count[k], "bytes",
+                                          r->ar_bytes[k], "busy", r->ar_busy[k], "exposed", r->ar_exposed[k],
+                                          "optimizer_start", r->ar_done[k]))) {
+            json_decref(o);
+            o = NULL;
+        }
         if (!o || json_array_append_new(st, o)) { json_decref(j); return NULL; }
     }
+    if (j && r->ar_exposed &&
+        json_object_set_new(j, "compute_time", json_real(r->compute_time))) { json_decref(j); return NULL; }
     return j;
 }
 

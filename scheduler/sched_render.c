@@ -51,6 +51,29 @@ static void grid_row(const sched_schedule *s, const sched_report *r, int st, cha
     }
 }
 
+/* Stage st's all-reduce row: bucket j of the stage (its j-th in list order) is a
+ * box "A<j>" from its start to its end. */
+static void grid_ar_row(const sched_report *r, int st, char *line, int cols, double scale)
+{
+    memset(line, '.', (size_t)cols);
+    line[cols] = 0;
+    unsigned j = 0;
+    for (size_t i = 0; i < r->ar_n; i++) {
+        if (r->ar_stage[i] != st) continue;
+        double t0 = r->ar_start[i], t1 = r->ar_end[i];
+        int c0 = (int)lround(t0 * scale), c1 = (int)lround(t1 * scale);
+        if (c1 <= c0 && t1 > t0) c1 = c0 + 1;
+        if (c0 >= cols) c0 = cols - 1;
+        if (c1 > cols) c1 = cols;
+        char lab[24];
+        snprintf(lab, sizeof lab, "A%u", j++);
+        for (int c = c0; c < c1; c++) {
+            size_t k = (size_t)(c - c0);
+            line[c] = k < strlen(lab) ? lab[k] : ' ';
+        }
+    }
+}
+
 int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
                        int max_cols, int max_rows, const char *unit, char *err)
 {
@@ -79,12 +102,21 @@ int sched_render_ascii(const sched_schedule *s, const sched_report *r, FILE *f,
     for (int st = 0; st < rows; st++) {
         grid_row(s, r, st, line, cols, scale);
         fprintf(f, "stage %3d |%s|\n", st, line);
+        if (r->ar_exposed) {
+            char lab[32];
+            snprintf(lab, sizeof lab, "s%d AR", st);
+            grid_ar_row(r, st, line, cols, scale);
+            fprintf(f, "%9s |%s|\n", lab, line);
+        }
     }
     if (rows < s->n_stages) fprintf(f, "... %d more stages not drawn\n", s->n_stages - rows);
     fprintf(f, "          0%*s%g\n", cols > 1 ? cols - 1 : 0, "", T);
     fprintf(f, "          one column = %.3g %s; F forward, I input grad (B), W weight "
                "grad, B fused backward (BW)%s, '.' idle\n", 1 / scale, unit ? unit : "time units",
             s->n_chunks > 1 ? ", lowercase = odd chunk" : "");
+    if (r->ar_exposed)
+        fprintf(f, "          sN AR: stage N's all-reduce, An its n-th bucket; the step ends when the last "
+                   "stage's last bucket does (%g without the all-reduce)\n", r->compute_time);
     free(line);
     return stream_ok(f, err);
 }
@@ -120,7 +152,7 @@ static void svg_axis(FILE *f, double T, double x0, double y, double w, const cha
             x0 + w / 2, y + 34, unit);
 }
 
-static void svg_legend(FILE *f, double x, double y, int chunks)
+static void svg_legend(FILE *f, double x, double y, int chunks, int ar)
 {
     static const char *names[] = { "F forward", "B input grad", "W weight grad", "BW backward" };
     for (int op = 0; op < 4; op++) {
@@ -131,6 +163,10 @@ static void svg_legend(FILE *f, double x, double y, int chunks)
     }
     if (chunks > 1)
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">lighter: odd chunk</text>\n", x + 4 * 130, y + 12);
+    if (ar)
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"#e15759\"/>"
+                   "<text x=\"%.1f\" y=\"%.1f\">all-reduce bucket (dashed: exposed)</text>\n",
+                x, y + 20, x + 18, y + 32);
 }
 
 static void svg_row(FILE *f, const sched_schedule *s, const sched_report *r, int st, double x0,
@@ -152,6 +188,29 @@ static void svg_row(FILE *f, const sched_schedule *s, const sched_report *r, int
                     x + w / 2, y + h * 0.7, (a.chunk & 1) ? "#222" : "#fff", an);
         fputc('\n', f);
     }
+}
+
+/* Stage st's all-reduce lane: each bucket a box from its start to its end,
+ * alternating two reds so that back-to-back buckets stay apart. */
+static void svg_ar_lane(FILE *f, const sched_report *r, int st, double x0, double y, double h, double w, double xs)
+{
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"9\">all-reduce</text>\n", x0 - 6,
+            y + h * 0.8);
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#f6f6f6\"/>\n", x0, y, w, h);
+    unsigned j = 0;
+    for (size_t i = 0; i < r->ar_n; i++) {
+        if (r->ar_stage[i] != st) continue;
+        fprintf(f, "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"%s\" stroke=\"#fff\" "
+                   "stroke-width=\"0.5\"><title>stage %d all-reduce of bucket %u: ready %g, %g-%g</title></rect>\n",
+                x0 + r->ar_start[i] * xs, y, (r->ar_end[i] - r->ar_start[i]) * xs, h, j & 1 ? "#ff9d9a" : "#e15759",
+                st, j, r->ar_ready[i], r->ar_start[i], r->ar_end[i]);
+        j++;
+    }
+    if (r->ar_exposed[st] > 0) /* the exposed part: from the last action's end to the optimizer */
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" stroke=\"#222\" stroke-dasharray=\"2,2\">"
+                   "<title>stage %d exposed all-reduce %g</title></line>\n",
+                x0 + (r->ar_done[st] - r->ar_exposed[st]) * xs, y + h / 2, x0 + r->ar_done[st] * xs, y + h / 2, st,
+                r->ar_exposed[st]);
 }
 
 /* Copies a label (schedule kind, unit) with XML's special characters replaced. */
@@ -178,7 +237,8 @@ int sched_render_svg_titled(const sched_schedule *s, const sched_report *r, FILE
     unit = xml_safe(unit ? unit : "units", ubuf, sizeof ubuf);
     double T = r->step_time > 0 ? r->step_time : 1;
     double x0 = 80, w = 1000, h = 20, gap = 4, top = 40;
-    double H = top + s->n_stages * (h + gap) + 80;
+    double lane = r->ar_exposed ? 12 : 0, row = h + gap + (lane > 0 ? lane + gap : 0);
+    double H = top + s->n_stages * row + 80;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "font-family=\"sans-serif\" font-size=\"11\">\n", x0 + w + 40, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n");
@@ -190,14 +250,15 @@ int sched_render_svg_titled(const sched_schedule *s, const sched_report *r, FILE
                   : s->kind[0] ? xml_safe(s->kind, kind, sizeof kind) : "schedule",
             s->n_stages, s->n_micro, chunks, r->step_time, unit, 100 * r->bubble);
     for (int st = 0; st < s->n_stages; st++) {
-        double y = top + st * (h + gap);
+        double y = top + st * row;
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#eee\"/>\n",
                 x0, y, w, h);
         svg_row(f, s, r, st, x0, y, h, w / T);
+        if (lane > 0) svg_ar_lane(f, r, st, x0, y + h + gap, lane, w, w / T);
     }
-    double ya = top + s->n_stages * (h + gap) + 4;
+    double ya = top + s->n_stages * row + 4;
     svg_axis(f, T, x0, ya, w, unit);
-    svg_legend(f, x0, ya + 44, s->n_chunks);
+    svg_legend(f, x0, ya + 44, s->n_chunks, r->ar_exposed != NULL);
     fprintf(f, "</svg>\n");
     return stream_ok(f, err);
 }
@@ -216,6 +277,9 @@ int sched_render_chrome(const sched_schedule *s, const sched_report *r, FILE *f,
                    "\"args\": {\"name\": \"stage %d\"}},\n"
                    "{\"ph\": \"M\", \"name\": \"thread_name\", \"pid\": %d, \"tid\": 0, "
                    "\"args\": {\"name\": \"compute\"}},\n", st, st, st);
+    for (int st = 0; r->ar_exposed && st < s->n_stages; st++)
+        fprintf(f, "{\"ph\": \"M\", \"name\": \"thread_name\", \"pid\": %d, \"tid\": 1, "
+                   "\"args\": {\"name\": \"all-reduce\"}},\n", st);
     int first = 1;
     for (int st = 0; st < s->n_stages; st++)
         for (size_t i = 0; i < s->len[st]; i++) {
@@ -229,6 +293,13 @@ int sched_render_chrome(const sched_schedule *s, const sched_report *r, FILE *f,
                     sched_vstage(s, st, a.chunk));
             first = 0;
         }
+    for (size_t i = 0; i < r->ar_n; i++) {
+        fprintf(f, "%s{\"ph\": \"X\", \"name\": \"all-reduce\", \"cat\": \"AR\", \"pid\": %d, \"tid\": 1, "
+                   "\"ts\": %.3f, \"dur\": %.3f, \"args\": {\"bucket\": %zu, \"ready\": %.3f}}",
+                first ? "" : ",\n", r->ar_stage[i], r->ar_start[i] * us_per_unit,
+                (r->ar_end[i] - r->ar_start[i]) * us_per_unit, i, r->ar_ready[i] * us_per_unit);
+        first = 0;
+    }
     fprintf(f, "\n]}\n");
     return stream_ok(f, err);
 }

@@ -35,6 +35,9 @@ typedef struct {
     /* costs->w_in_order only: W run in micro-batch order per virtual stage */
     size_t *next_w;       /* (K) micro-batch whose W runs next */
     long *w_due;          /* (K*M) action index of a W deferred to its turn, or -1 */
+    /* with costs: the W part of the weight pass run last on each virtual stage,
+     * when its gradient is final (the all-reduce's buckets become ready in it) */
+    double *wl0, *wl1;    /* (K) */
 } play;
 
 /* Zeroed memory for the per-(virtual stage, micro-batch) tables. Large tables
@@ -79,6 +82,14 @@ static double send(play *p, int st, int dst, int fwd, double bytes, double end)
     return t + p->c->latency;
 }
 
+/* A weight pass (W, or a BW's W part) of virtual stage k ran over [t0, t1]. */
+static void note_w(play *p, size_t k, double t0, double t1)
+{
+    if (!p->wl0) return;
+    p->wl0[k] = t0;
+    p->wl1[k] = t1;
+}
+
 static double cost(const play *p, sched_action a, size_t k)
 {
     if (!p->c) return 0;
@@ -103,11 +114,13 @@ static void weight_in_order(play *p, int st, size_t k, sched_action a, size_t i,
         p->w_due[k * M + a.mb] = (long)i;
         return;
     }
+    note_w(p, k, *t, *t + p->c->w[k]);
     *own = *t += p->c->w[k];
     for (p->next_w[k]++; p->next_w[k] < M && p->w_due[k * M + p->next_w[k]] >= 0; p->next_w[k]++) {
         size_t j = (size_t)p->w_due[k * M + p->next_w[k]];
         int draw = timeline && p->s->act[st][j].op == SCHED_W;
         if (draw) r->start[st][j] = *t;
+        note_w(p, k, *t, *t + p->c->w[k]);
         *t += p->c->w[k];
         if (draw) r->end[st][j] = *t;
     }
@@ -146,6 +159,8 @@ static void advance(play *p, int st, sched_report *r, int timeline)
             t = own = ready + (a.op == SCHED_BW ? p->c->b[k] : 0);
             weight_in_order(p, st, k, a, i, &t, &own, r, timeline);
             d = t - ready;
+        } else if (a.op == SCHED_W || a.op == SCHED_BW) {
+            note_w(p, k, t - (p->c ? p->c->w[k] : 0), t);
         }
         busy += d;
         if (timeline) { r->start[st][i] = ready; r->end[st][i] = own; }
@@ -192,9 +207,14 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
         p.w_due = malloc(p.K * p.M * sizeof *p.w_due);
         if (p.w_due) for (size_t j = 0; j < p.K * p.M; j++) p.w_due[j] = -1;
     }
+    int ar = c && c->ar && c->ar->replicas > 1;
+    if (ar) {
+        p.wl0 = calloc(p.K, sizeof(double));
+        p.wl1 = calloc(p.K, sizeof(double));
+    }
     int rc = -1;
     if ((c ? !p.fa : !p.fd) || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued ||
-        (c && c->w_in_order && (!p.next_w || !p.w_due))) {
+        (c && c->w_in_order && (!p.next_w || !p.w_due)) || (ar && (!p.wl0 || !p.wl1))) {
         sched_seterr(err, "out of memory simulating %zu stages x %zu micro-batches", P, p.M);
         goto fail;
     }
@@ -216,6 +236,8 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
     r->step_time = 0;
     for (size_t st = 0; st < P; st++)
         if (p.tfree[st] > r->step_time) r->step_time = p.tfree[st];
+    r->compute_time = r->step_time;
+    if (ar && sched_ar_play(s, c, p.wl0, p.wl1, p.tfree, r, err)) goto fail;
     rc = 0;
 fail:
     table_free(c ? (void *)p.fa : (void *)p.fd, tbytes);
@@ -226,6 +248,8 @@ fail:
     free(p.queued);
     free(p.next_w);
     free(p.w_due);
+    free(p.wl0);
+    free(p.wl1);
     return rc;
 }
 
@@ -321,6 +345,7 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
             return sched_seterr(err, "costs of virtual stage %zu must be >= 0", k);
     if (!(c->latency >= 0 && c->bandwidth >= 0))
         return sched_seterr(err, "link latency and bandwidth must be >= 0");
+    if (sched_ar_check(s, c->ar, err)) return -1;
     sched_report *r = report_new(s, 1, timeline);
     if (!r) return sched_seterr(err, "out of memory simulating the schedule");
     int rc = sched_static_check(s, r->peak_mb, err);

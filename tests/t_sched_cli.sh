@@ -232,5 +232,37 @@ fi
 pt 0 run $T2 "${TINY[@]}" --schedule zb-h1 --out "$tmp/r-kind" &&
     has "$tmp/r-kind/summary.json" '"schedule": "zb-h1"' "run --schedule KIND in summary.json"
 
+# The replicas' all-reduce. GPipe, P=2, M=2, F=B=W=1 (BW = 2): compute ends at 9
+# (stage 0's BW1 [7,9], stage 1's BW1 [5,7]). R=2, one 4000-byte bucket per stage,
+# ready at its last W's end; a ring step moves 2000 B at 1 MB/s (2 ms) after 0.25 ms:
+# 2 steps = 4.5 ms, so stage 0 reduces [9, 13.5], stage 1 [7, 11.5]: exposed 4.5 each.
+AR=(--stages 2 --micro-batches 2 --kind gpipe --costs 1,1,1 --grad-bytes 4000 --allreduce-bandwidth 1
+    --allreduce-latency 0.25)
+run 0 "${AR[@]}" --replicas 2 && {
+    has "$tmp/out" "predicted step time: 13.5000 ms" "all-reduce step time"
+    has "$tmp/out" "step time without it 9.0000 ms" "all-reduce compute time"
+    grep -qE '^ +0 +1 +4000 +4\.500 +4\.500$' "$tmp/out" || fail "all-reduce stage 0 row"
+    has "$tmp/out" "s1 AR |" "ASCII all-reduce row"; }
+run 0 "${AR[@]}" --replicas 1 && { has "$tmp/out" "predicted step time: 9.0000 ms" "R=1 unchanged";
+    grep -q "all-reduce" "$tmp/out" && fail "R=1 printed an all-reduce"; }
+run 0 "${AR[@]}" --replicas 2 --format json --out "$tmp/ar.json" &&
+    python3 - "$tmp/ar.json" <<'PY' || fail "all-reduce in the JSON report"
+import json, sys
+sim = json.load(open(sys.argv[1]))["simulation"]
+assert abs(sim["step_time"] - 13.5) < 1e-9 and abs(sim["compute_time"] - 9) < 1e-9, sim
+for st, done in ((0, 13.5), (1, 11.5)):
+    a = sim["stages"][st]["allreduce"]
+    assert a["buckets"] == 1 and a["bytes"] == 4000 and abs(a["busy"] - 4.5) < 1e-9, a
+    assert abs(a["exposed"] - 4.5) < 1e-9 and abs(a["optimizer_start"] - done) < 1e-9, a
+PY
+run 0 "${AR[@]}" --replicas 2 --format svg --out "$tmp/ar.svg" && has "$tmp/ar.svg" "all-reduce of bucket 0" "SVG lane"
+run 0 "${AR[@]}" --replicas 2 --format chrome --out "$tmp/ar.trace" && has "$tmp/ar.trace" '"cat": "AR"' "trace"
+run 2 --stages 2 --micro-batches 2 --replicas 2 && has "$tmp/err" "needs --grad-bytes" "--replicas alone"
+run 2 topologies/shakespeare-2x2.json --grad-bytes 5 && has "$tmp/err" "come from the topology" "--grad-bytes"
+run 2 "${AR[@]}" --bucket-mb 0 && has "$tmp/err" "--bucket-mb" "--bucket-mb 0"
+run 0 topologies/shakespeare-2x2.json --costs 1,1,1 && has "$tmp/out" "all-reduce: 2 replicas" "2x2 topology"
+run 0 topologies/shakespeare-2stage.json --costs 1,1,1 && { grep -q "all-reduce" "$tmp/out" && fail "R=1 topology"; }
+run 0 topologies/shakespeare-2stage.json --costs 1,1,1 --replicas 4 && has "$tmp/out" "all-reduce: 4 replicas" "--replicas"
+
 [ "$fails" -eq 0 ] || { echo "t_sched_cli: $fails failure(s)"; exit 1; }
 echo "t_sched_cli: ok (${PT[*]})"

@@ -439,6 +439,68 @@ static void test_renderers(void)
     sched_free(s);
 }
 
+/* The all-reduce in every picture: GPipe, P = 2, M = 2, F = B = W = 1 (BW = 2),
+ * R = 2, one 4000-byte bucket per stage at 1000 bytes per ms after 0.25 per ring
+ * step (4.5 each): stage 0 reduces [9, 13.5], stage 1 [7, 11.5]. */
+static void test_render_allreduce(void)
+{
+    sched_schedule *s = sched_generate("gpipe", 2, 2, 1, err);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+    c->ar = sched_allreduce_new(2);
+    c->ar->replicas = 2;
+    c->ar->latency = 0.25;
+    c->ar->bandwidth = 1000;
+    c->ar->b[0] = (sched_bucket){ 0, 0, 1, 0, 4000 };
+    c->ar->b[1] = (sched_bucket){ 1, 0, 1, 0, 4000 };
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 13.5, 1e-12);
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n); /* 27 columns: 2 per ms */
+    CU_ASSERT_EQUAL(sched_render_ascii(s, r, f, 27, 64, "ms", err), 0);
+    fclose(f);
+    const char *want[] = { "\n    s0 AR |..................A0       |\n", "\n    s1 AR |..............A0       ....|\n" };
+    for (int i = 0; i < 2; i++) {
+        if (!strstr(buf, want[i])) fprintf(stderr, "\n  '%s' not in:\n%s", want[i], buf);
+        CU_ASSERT_PTR_NOT_NULL(strstr(buf, want[i]));
+    }
+    free(buf);
+    f = open_memstream(&buf, &n);
+    CU_ASSERT_EQUAL(sched_render_svg(s, r, f, "ms", err), 0);
+    fclose(f);
+    size_t lanes = 0, boxes = 0, exposed = 0;
+    for (char *p = buf; (p = strstr(p, ">all-reduce<")); p++) lanes++;
+    for (char *p = buf; (p = strstr(p, "all-reduce of bucket")); p++) boxes++;
+    for (char *p = buf; (p = strstr(p, "exposed all-reduce 4.5")); p++) exposed++;
+    CU_ASSERT(lanes == 2 && boxes == 2 && exposed == 2);
+    free(buf);
+    f = open_memstream(&buf, &n);
+    CU_ASSERT_EQUAL(sched_render_chrome(s, r, f, 1000, err), 0);
+    fclose(f);
+    json_error_t je;
+    json_t *j = json_loads(buf, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "traceEvents")), 8 + 2 + 3 * 2);
+    json_decref(j);
+    free(buf);
+    f = open_memstream(&buf, &n);
+    sched_sim_info info = { "ms", "test", 0 };
+    CU_ASSERT_EQUAL(sched_write_json_sim(s, r, &info, f, err), 0);
+    fclose(f);
+    j = json_loads(buf, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    json_t *sim = json_object_get(j, "simulation"), *a1 = json_object_get(
+        json_object_get(json_array_get(json_object_get(sim, "stages"), 1), "allreduce"), "optimizer_start");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(sim, "compute_time")), 9, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(a1), 11.5, 1e-9);
+    json_decref(j);
+    free(buf);
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 static void test_kind_table(void)
 {
     char err[SCHED_ERR_LEN], names[96];
@@ -474,6 +536,7 @@ int main(void)
         { "action strings", test_action_strings },
         { "transfers implied by actions", test_action_peers },
         { "renderers", test_renderers },
+        { "renderers draw the all-reduce", test_render_allreduce },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched", tests);

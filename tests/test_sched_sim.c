@@ -360,6 +360,157 @@ static void test_costs_file(void)
     sched_costs_free(d);
 }
 
+/* ---- the replicas' all-reduce ------------------------------------------------ */
+
+/* 2 stages, F = B = W = 1 per micro-batch, no transfer cost:
+ *   stage 0: F0 [0,1] F1 [1,2] B0 [3,4] B1 [5,6] W0 [6,7] W1 [7,8]
+ *   stage 1: F0 [1,2] B0 [2,3] F1 [3,4] B1 [4,5] W0 [5,6] W1 [6,7]
+ * so the step's compute ends at 8 and each stage's last weight pass is its W1. */
+static const char ar_sched[] = "{\"stages\": [[\"F0\",\"F1\",\"B0\",\"B1\",\"W0\",\"W1\"],"
+                               "[\"F0\",\"B0\",\"F1\",\"B1\",\"W0\",\"W1\"]]}";
+
+/* R = 2, ring latency 0.25 per step, 1000 bytes per time unit: a bucket of x bytes
+ * takes 2(R-1)(0.25 + x/2/1000).
+ *   stage 0: bucket a (2000 B, ready half-way through W1 at 7.5) [7.5, 10],
+ *            bucket b (2000 B, ready at W1's end 8) [10, 12.5]: exposed 12.5 - 8 = 4.5
+ *   stage 1: bucket c (200 B, ready a quarter into W1 at 6.25) [6.25, 6.95]: it
+ *            ends before W1 does (7): exposed 0.
+ * The step ends when stage 0's optimizer may start: 12.5. */
+static sched_costs *ar_costs(int R)
+{
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+    c->ar = sched_allreduce_new(3);
+    c->ar->replicas = R;
+    c->ar->latency = 0.25;
+    c->ar->bandwidth = 1000;
+    c->ar->b[0] = (sched_bucket){ 0, 0, 1.0, 0, 2000 }; /* listed first, ready second */
+    c->ar->b[1] = (sched_bucket){ 1, 0, 0.25, 0, 200 };
+    c->ar->b[2] = (sched_bucket){ 0, 0, 0.5, 0, 2000 };
+    return c;
+}
+
+static void test_allreduce_by_hand(void)
+{
+    for (int in_order = 0; in_order < 2; in_order++) {
+        /* w_in_order with W1 listed before W0: W1 is deferred and runs after W0,
+         * so the last weight pass is still [7, 8] */
+        const char *txt = in_order ? "{\"stages\": [[\"F0\",\"F1\",\"B0\",\"B1\",\"W1\",\"W0\"],"
+                                     "[\"F0\",\"B0\",\"F1\",\"B1\",\"W0\",\"W1\"]]}" : ar_sched;
+        sched_schedule *s = sched_parse(txt, strlen(txt), "ar.json", 0, 0, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        sched_costs *c = ar_costs(2);
+        c->w_in_order = in_order;
+        sched_report *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+        CU_ASSERT_DOUBLE_EQUAL(r->compute_time, 8, 1e-12);
+        CU_ASSERT_DOUBLE_EQUAL(r->step_time, 12.5, 1e-12);
+        CU_ASSERT_EQUAL_FATAL(r->ar_n, 3);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_exposed);
+        double ready[] = { 8, 6.25, 7.5 }, start[] = { 10, 6.25, 7.5 }, end[] = { 12.5, 6.95, 10 };
+        CU_ASSERT(tests_close("ready", r->ar_ready, ready, 3, 1e-12, 0));
+        CU_ASSERT(tests_close("start", r->ar_start, start, 3, 1e-12, 0));
+        CU_ASSERT(tests_close("end", r->ar_end, end, 3, 1e-12, 0));
+        CU_ASSERT(r->ar_stage[0] == 0 && r->ar_stage[1] == 1 && r->ar_stage[2] == 0);
+        CU_ASSERT(r->ar_count[0] == 2 && r->ar_count[1] == 1);
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_bytes[0], 4000, 0);
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_bytes[1], 200, 0);
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_busy[0], 5, 1e-12);
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_busy[1], 0.7, 1e-12);
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[0], 4.5, 1e-12); /* does not hide */
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 0, 0);       /* hides under W1 */
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_done[0], 12.5, 1e-12);
+        CU_ASSERT_DOUBLE_EQUAL(r->ar_done[1], 7, 1e-12);
+        /* the exposed time is idle: busy 6 per stage over a 12.5 step */
+        CU_ASSERT_DOUBLE_EQUAL(r->bubble, 1 - 12.0 / 25, 1e-12);
+        CU_ASSERT_DOUBLE_EQUAL(r->bubble_stage[0], 1 - 6 / 12.5, 1e-12);
+        sched_report_free(r);
+        sched_costs_free(c);
+        sched_free(s);
+    }
+}
+
+/* R = 4, ring latency 0.01, 40-byte buckets: each takes 6 (0.01 + 40/4/1000) = 0.12:
+ * a [7.5, 7.62], b [8, 8.12] (ready at W1's end: exposed 0.12, the least a bucket
+ * of the chunk's first unit can cost), c [6.25, 6.37]. */
+static void test_allreduce_small(void)
+{
+    sched_schedule *s = sched_parse(ar_sched, strlen(ar_sched), "ar.json", 0, 0, err);
+    sched_costs *c = ar_costs(4);
+    c->ar->latency = 0.01;
+    for (int i = 0; i < 3; i++) c->ar->b[i].bytes = 40;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_exposed);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[0], 0.12, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 0, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 8.12, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_busy[0], 0.24, 1e-12);
+    sched_report_free(r);
+    /* only bucket a on stage 0 (b moved to stage 1, ready at its W1's end 7):
+     * stage 0's last bucket ends at 7.62 < 8, the whole all-reduce hides */
+    c->ar->b[0].stage = 1;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[0], 0, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 0.12, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_done[0], 8, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 8, 1e-12); /* stage 1's ring ends at 7.12 */
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
+/* A tied bucket waits for the stage's last action and for the tied gradient: on
+ * stage 1 (compute ends 7) with the gradient from stage 0 (ends 8), over links of
+ * latency 0 and infinite bandwidth, it is ready at 8. Bad buckets are refused. */
+static void test_allreduce_tied_and_bad(void)
+{
+    sched_schedule *s = sched_parse(ar_sched, strlen(ar_sched), "ar.json", 0, 0, err);
+    sched_costs *c = ar_costs(2);
+    c->ar->b[1] = (sched_bucket){ 1, 0, 0.25, 1, 200 };
+    c->ar->tied_from = 0;
+    c->ar->tied_bytes = 1e6;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_ready);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_ready[1], 8, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_end[1], 8.7, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 1.7, 1e-12);
+    sched_report_free(r);
+    c->ar->b[2].chunk = 1;
+    CU_ASSERT_EQUAL(sched_simulate(s, c, 0, &r, err), -1);
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "bucket 2"));
+    c->ar->b[2].chunk = 0;
+    c->ar->b[2].frac = 1.5;
+    CU_ASSERT_EQUAL(sched_simulate(s, c, 0, &r, err), -1);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
+/* R = 1: buckets change nothing, and the report has no all-reduce. */
+static void test_allreduce_r1(void)
+{
+    sched_schedule *s = sched_generate("1f1b", 3, 6, 1, err);
+    sched_costs *a = sched_costs_uniform(3, 1, 1, 2, 1.5), *b = sched_costs_uniform(3, 1, 1, 2, 1.5);
+    b->ar = sched_allreduce_new(1);
+    b->ar->replicas = 1;
+    b->ar->b[0] = (sched_bucket){ 0, 0, 1, 0, 1e9 };
+    sched_report *ra = NULL, *rb = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, a, 1, &ra, err), 0);
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, b, 1, &rb, err), 0);
+    CU_ASSERT_EQUAL(ra->step_time, rb->step_time);
+    CU_ASSERT_EQUAL(ra->step_time, ra->compute_time);
+    CU_ASSERT_EQUAL(ra->bubble, rb->bubble);
+    CU_ASSERT(rb->ar_n == 0 && !rb->ar_exposed && !ra->ar_exposed);
+    for (int st = 0; st < 3; st++)
+        CU_ASSERT(tests_close("start", ra->start[st], rb->start[st], s->len[st], 0, 0));
+    sched_report_free(ra);
+    sched_report_free(rb);
+    sched_costs_free(a);
+    sched_costs_free(b);
+    sched_free(s);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -368,6 +519,10 @@ int main(void)
         { "gaps after actions count in their costs", test_measure_overhead },
         { "w_in_order defers a W to its micro-batch turn", test_w_in_order },
         { "costs file round trip", test_costs_file },
+        { "all-reduce: exposed and step time by hand", test_allreduce_by_hand },
+        { "all-reduce: small buckets hide", test_allreduce_small },
+        { "all-reduce: tied bucket, bad buckets", test_allreduce_tied_and_bad },
+        { "all-reduce: R = 1 changes nothing", test_allreduce_r1 },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_sim", tests);

@@ -851,6 +851,59 @@ static void test_print_grid(void)
     topo_free(&t);
 }
 
+/* topo_allreduce_plan: every unit's buckets, on its stage, with the bytes of its
+ * parameters; a chunk's units ready from the last down (the first at the end of
+ * the weight pass); tied embeddings wait for the head's stage; v != the layout
+ * spreads each stage's units over the schedule's chunks. */
+static void test_allreduce_plan(void)
+{
+    topo t;
+    char *sets[] = { "train.bucket_mb=0.1", "model.tie_embeddings=true" };
+    char err[ERR_LEN];
+    for (int tied = 0; tied < 2; tied++) {
+        if (load_ok(&t, "topologies/shakespeare-2x2.json", sets, 1 + tied)) return;
+        sched_allreduce *a = topo_allreduce_plan(&t, 1, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        CU_ASSERT_EQUAL(a->replicas, 2);
+        size_t n = 0, i = 0;
+        for (int u = 0; u < topo_n_units(&t); u++) {
+            int nb = topo_unit_buckets(&t, u, -1, NULL, NULL);
+            CU_ASSERT(u == 0 || u == topo_n_units(&t) - 1 || nb == 9); /* 213,248 floats in runs of 26,214 */
+            double prev = 2;
+            for (int b = 0; b < nb && i < a->n; b++, i++) {
+                size_t off, len;
+                topo_unit_buckets(&t, u, b, &off, &len);
+                const sched_bucket *k = &a->b[i];
+                CU_ASSERT(k->stage == topo_stage_of_unit(&t, u) && k->chunk == 0);
+                CU_ASSERT_DOUBLE_EQUAL(k->bytes, (double)len * 4, 0);
+                CU_ASSERT(k->frac > 0 && k->frac <= 1 && k->frac <= prev);
+                CU_ASSERT_EQUAL(k->tied, tied && u == 0);
+                if (u == 0 || u == 3) CU_ASSERT_DOUBLE_EQUAL(k->frac, 1, 0); /* first unit of its stage */
+                if (u == 2 || u == 5) CU_ASSERT(k->frac < 0.6);              /* last of its stage: walked first */
+                prev = k->frac;
+            }
+            n += (size_t)nb;
+        }
+        CU_ASSERT_EQUAL(a->n, n);
+        CU_ASSERT_EQUAL(a->tied_from, tied ? 1 : -1);
+        CU_ASSERT_DOUBLE_EQUAL(a->tied_bytes, tied ? 256.0 * 128 * 4 : 0, 0);
+        sched_allreduce_free(a);
+        /* two chunks per stage for a schedule that departs from the layout:
+         * stage 0's units {embed}, {0, 1}; stage 1's {2}, {3, head} */
+        a = topo_allreduce_plan(&t, 2, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        int nb0 = topo_unit_buckets(&t, 0, -1, NULL, NULL);
+        for (i = 0; i < a->n; i++) {
+            int want = a->b[i].stage == 0 ? i >= (size_t)nb0 : i >= (size_t)nb0 + 18 + 9;
+            CU_ASSERT_EQUAL(a->b[i].chunk, want);
+        }
+        CU_ASSERT_DOUBLE_EQUAL(a->b[0].frac, 1, 0);
+        CU_ASSERT_DOUBLE_EQUAL(a->b[nb0].frac, 1, 0);
+        sched_allreduce_free(a);
+        topo_free(&t);
+    }
+}
+
 /* tests/bad/topology/NAME.json with NAME.json.expect: the load must fail with a
  * message starting with the file's path and containing the .expect's first line. */
 static void check_bad_topology(const char *path, const char *want) { expect_fail_at(path, NULL, 0, want, NULL, __LINE__); }
@@ -924,6 +977,7 @@ int main(void)
 {
     CU_TestInfo tests[] = {
         { "shipped topologies load", test_shipped },
+        { "the all-reduce's buckets for the simulator", test_allreduce_plan },
         { "defaults", test_defaults },
         { "invalid JSON and missing file", test_json_errors },
         { "unknown keys at every level", test_unknown_keys },

@@ -277,6 +277,19 @@ typedef struct {
  * schedule.kind, train.micro_batches) or --schedule. Any thread; reads the file. */
 int topo_build_schedule(const topo *t, const topo_sched_opts *o, sched_schedule **out, char *err);
 
+/* The simulator's all-reduce for t (topo_allreduce.c): R = t->n_replicas, every
+ * unit's buckets (topo_unit_buckets) as sched_buckets of their stage, in unit and
+ * bucket order, with the chunk of a schedule of v chunks per stage they belong to
+ * (v != chunks_per_stage: each stage's units spread evenly over v chunks, as
+ * `schedule` spreads its costs) and their readiness: the weight pass walks a
+ * chunk's units from the last down, each taking its share of the chunk's W FLOPs;
+ * with tied embeddings the embedding's buckets are tied (ready after the stage's
+ * last action, and after the head stage's tied gradient when another stage holds
+ * the head). Latency and bandwidth are left 0 for the caller. Returns a new model
+ * (caller frees with sched_allreduce_free, or hangs it on sched_costs.ar), or NULL
+ * with err when out of memory. Any thread. */
+sched_allreduce *topo_allreduce_plan(const topo *t, int v, char *err);
+
 /* Paths: the kernel takes at most TOPO_PATH_MAX bytes with the NUL; a run
  * directory holds files whose names (with "/" and a ".tmp" suffix, e.g.
  * "/timeline-predicted.svg.tmp", "/stage-1023.log") take at most
