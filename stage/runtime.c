@@ -30,9 +30,9 @@ int rt_fail(rt *r, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const topo_replica *me = &r->t->stages[r->K].replicas[r->rep];
-    char who[32] = "";
-    if (r->t->n_replicas > 1) snprintf(who, sizeof who, " replica %d", r->rep);
-    snprintf(r->err, ERR_LEN, "stage %d%s (%.64s:%d) at step %ld: %.400s", r->K, who, me->host, me->port,
+    char who[20] = "";
+    if (r->t->n_replicas > 1) snprintf(who, sizeof who, " replica %u", (unsigned)r->rep & 0xffff);
+    snprintf(r->err, ERR_LEN, "stage %d%s (%.64s:%d) at step %ld: %.340s", r->K, who, me->host, me->port,
              r->step + 1, msg);
     return -1;
 }

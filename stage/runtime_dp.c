@@ -223,8 +223,7 @@ int rt_dp_finish_grads(rt *r)
     int failed = d->failed, done = d->n_done, n = d->n_q;
     pthread_mutex_unlock(&d->mu);
     double w = rt_now() - t0;
-    r->stats.exposed_s += w;
-    r->stats.wait_s += w;
+    r->stats.exposed_s += w; /* not in wait_s: that is the tensors' */
     if (failed) return rt_fail(r, "gradient all-reduce with the other replicas: %s", d->err);
     if (rc) return rt_fail(r, "gradient all-reduce: bucket %d of %d not done after %.0f s", done, n, w);
     for (int i = 0; i < n; i++) rt_event(r, PROTO_EV_ALLREDUCE, 0, 0, d->q[i].b, d->t0[i], d->t1[i]);
