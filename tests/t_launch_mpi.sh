@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh t_launch_mpi
 . tests/helpers/launchers.sh
 trap 'cleanup; launchers_down' EXIT
+trap 'exit 143' TERM INT HUP   # so that the EXIT trap stops our daemons then too
 export OPENBLAS_NUM_THREADS=1
 # the rank must come from mpirun: not from a SLURM allocation this might run in
 unset SLURM_PROCID PMI_RANK RANK
@@ -28,11 +29,10 @@ lx_local
 
 lx_coord mpirun 9
 lx_stage_args 9 mpirun
-timeout -k 5 90 "${MPIRUN[@]}" "${LX_STAGE[@]}" >"$tmp/mpirun.stages.log" 2>&1
-rc=$?
-check "mpirun -np $LX_NP pipetrain stage: exits 0" "[ $rc -eq 0 ] || { tail -n 12 $tmp/mpirun.stages.log; false; }"
-wait "$LX_COORD"; rc=$?
-check "mpirun: the coordinator (run --no-launch) exits 0" "[ $rc -eq 0 ] || { tail -n 8 $tmp/mpirun.coord.log; false; }"
+timeout -k 5 90 "${MPIRUN[@]}" "${LX_STAGE[@]}" >"$tmp/mpirun.stages.log" 2>&1 &
+lx_watch $! "$LX_COORD"
+check "mpirun -np $LX_NP pipetrain stage: exits 0" "[ $LX_RC -eq 0 ] || { tail -n 12 $tmp/mpirun.stages.log; false; }"
+check "mpirun: the coordinator (run --no-launch) exits 0" "[ $LX_COORD_RC -eq 0 ] || { tail -n 8 $tmp/mpirun.coord.log; false; }"
 check "mpirun: the coordinator started no stage and printed $LX_NP commands" \
     "[ \$(grep -c '^cd .* stage ' $tmp/mpirun.coord.log) -eq $LX_NP ] && [ ! -e $tmp/mpirun/stage-0.log ]"
 check "mpirun: each process took its stage from OMPI_COMM_WORLD_RANK" \

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh t_launch_slurm
 . tests/helpers/launchers.sh
 trap 'cleanup; launchers_down' EXIT
+trap 'exit 143' TERM INT HUP   # so that the EXIT trap stops our daemons then too
 export OPENBLAS_NUM_THREADS=1
 ROOT=$PWD
 
@@ -26,11 +27,10 @@ lx_local
 # --- srun: the coordinator waits (--no-launch), srun starts every process
 lx_coord srun 7
 lx_stage_args 7 srun
-timeout -k 5 90 srun -n "$LX_NP" -t 2 -J pipetrain-srun "${LX_STAGE[@]}" >"$tmp/srun.stages.log" 2>&1
-rc=$?
-check "srun -n $LX_NP pipetrain stage: exits 0" "[ $rc -eq 0 ] || { tail -n 12 $tmp/srun.stages.log; false; }"
-wait "$LX_COORD"; rc=$?
-check "srun: the coordinator (run --no-launch) exits 0" "[ $rc -eq 0 ] || { tail -n 8 $tmp/srun.coord.log; false; }"
+timeout -k 5 90 srun -n "$LX_NP" -t 2 -J pipetrain-srun "${LX_STAGE[@]}" >"$tmp/srun.stages.log" 2>&1 &
+lx_watch $! "$LX_COORD"
+check "srun -n $LX_NP pipetrain stage: exits 0" "[ $LX_RC -eq 0 ] || { tail -n 12 $tmp/srun.stages.log; false; }"
+check "srun: the coordinator (run --no-launch) exits 0" "[ $LX_COORD_RC -eq 0 ] || { tail -n 8 $tmp/srun.coord.log; false; }"
 check "srun: the coordinator started no stage and printed $LX_NP commands" \
     "[ \$(grep -c '^cd .* stage ' $tmp/srun.coord.log) -eq $LX_NP ] && [ ! -e $tmp/srun/stage-0.log ]"
 check "srun: each process took its stage from SLURM_PROCID" \
@@ -45,8 +45,10 @@ lx_same srun "srun"
     lx_stage_args 8 sbatch
     printf 'timeout -k 5 90 %q run %q' "$P" "$tmp/topo.json"; printf ' %q' "${LX_SETS[@]}"
     printf ' --no-launch --run-id 8 --out %q >%q 2>&1 &\n' "$tmp/sbatch" "$tmp/sbatch.coord.log"
-    printf 'srun -n %d' "$LX_NP"; printf ' %q' "${LX_STAGE[@]}"; printf ' || exit 1\n'
-    printf 'wait $!\n'
+    echo 'coord=$!'
+    printf 'srun -n %d' "$LX_NP"; printf ' %q' "${LX_STAGE[@]}"; printf ' &\n'
+    declare -f lx_watch
+    echo 'lx_watch $! $coord; echo "job: srun exit $LX_RC, coordinator exit $LX_COORD_RC"; exit $((LX_RC || LX_COORD_RC))'
 } >"$tmp/job.sh"
 timeout -k 5 120 sbatch --wait "$tmp/job.sh" >"$tmp/sbatch.log" 2>&1
 rc=$?
