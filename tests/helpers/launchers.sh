@@ -50,11 +50,13 @@ launchers_install() {
     echo "  installed$missing in $((SECONDS - t0)) s"
 }
 
-# lx_wait SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s; 1 on timeout (message printed)
+# lx_wait SECONDS WHAT PID COMMAND...: polls COMMAND every 0.2 s while daemon PID
+# lives; 1 on timeout or when PID died (message printed)
 lx_wait() {
-    local s=$1 what=$2 end=$((SECONDS + $1))
-    shift 2
+    local s=$1 what=$2 pid=$3 end=$((SECONDS + $1))
+    shift 3
     until "$@" >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then echo "  the daemon (pid $pid) exited while waiting for $what"; return 1; fi
         if [ $SECONDS -ge $end ]; then echo "  timed out after $s s waiting for $what"; return 1; fi
         sleep 0.2
     done
@@ -92,7 +94,7 @@ munge_up() {
         >"$LX/munged.out" 2>&1 &
     MUNGE_PID=$!
     LX_PIDS="$LX_PIDS $MUNGE_PID"
-    if ! lx_wait "$LAUNCHERS_WAIT_S" "munged's socket $MUNGE_SOCKET" test -S "$MUNGE_SOCKET" || ! lx_alive $MUNGE_PID; then
+    if ! lx_wait "$LAUNCHERS_WAIT_S" "munged's socket $MUNGE_SOCKET" $MUNGE_PID test -S "$MUNGE_SOCKET" || ! lx_alive $MUNGE_PID; then
         lx_log "$LX/munged.out"; lx_log "$LX/munge/munged.log"
         skip "munged did not start (log above)"
     fi
@@ -147,7 +149,7 @@ EOF
     slurmctld -D -i >"$LX/slurm/slurmctld.out" 2>&1 &
     SLURMCTLD_PID=$!
     LX_PIDS="$LX_PIDS $SLURMCTLD_PID"
-    if ! lx_wait "$LAUNCHERS_WAIT_S" "slurmctld to answer" scontrol ping || ! lx_alive $SLURMCTLD_PID; then
+    if ! lx_wait "$LAUNCHERS_WAIT_S" "slurmctld to answer" $SLURMCTLD_PID scontrol ping || ! lx_alive $SLURMCTLD_PID; then
         lx_log "$LX/slurm/slurmctld.out"; lx_log "$LX/slurm/slurmctld.log"
         skip "slurmctld did not start (log above)"
     fi
@@ -155,7 +157,7 @@ EOF
     SLURMD_PID=$!
     LX_PIDS="$LX_PIDS $SLURMD_PID"
     # idle: registered and schedulable ("idle" or "idle*" never; sinfo -h -o %T)
-    if ! lx_wait "$LAUNCHERS_WAIT_S" "node $node idle in sinfo" lx_node_idle "$node" || ! lx_alive $SLURMD_PID; then
+    if ! lx_wait "$LAUNCHERS_WAIT_S" "node $node idle in sinfo" $SLURMD_PID lx_node_idle "$node" || ! lx_alive $SLURMD_PID; then
         echo "  sinfo: $(sinfo -h -N -o '%N %T' 2>&1 | head -n 3)"
         lx_log "$LX/slurm/slurmd.out"; lx_log "$LX/slurm/slurmd.log"
         skip "slurmd did not register its node (log above)"
