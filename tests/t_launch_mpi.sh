@@ -29,9 +29,10 @@ lx_local
 
 lx_coord mpirun 9
 lx_stage_args 9 mpirun
+t0=$SECONDS
 timeout -k 5 90 "${MPIRUN[@]}" "${LX_STAGE[@]}" >"$tmp/mpirun.stages.log" 2>&1 &
 lx_watch $! "$LX_COORD"
-check "mpirun -np $LX_NP pipetrain stage: exits 0" "[ $LX_RC -eq 0 ] || { tail -n 12 $tmp/mpirun.stages.log; false; }"
+check "mpirun -np $LX_NP pipetrain stage: exits 0 ($((SECONDS - t0)) s)" "[ $LX_RC -eq 0 ] || { tail -n 12 $tmp/mpirun.stages.log; false; }"
 check "mpirun: the coordinator (run --no-launch) exits 0" "[ $LX_COORD_RC -eq 0 ] || { tail -n 8 $tmp/mpirun.coord.log; false; }"
 check "mpirun: the coordinator started no stage and printed $LX_NP commands" \
     "[ \$(grep -c '^cd .* stage ' $tmp/mpirun.coord.log) -eq $LX_NP ] && [ ! -e $tmp/mpirun/stage-0.log ]"

@@ -27,9 +27,10 @@ lx_local
 # --- srun: the coordinator waits (--no-launch), srun starts every process
 lx_coord srun 7
 lx_stage_args 7 srun
+t0=$SECONDS
 timeout -k 5 90 srun -n "$LX_NP" -t 2 -J pipetrain-srun "${LX_STAGE[@]}" >"$tmp/srun.stages.log" 2>&1 &
 lx_watch $! "$LX_COORD"
-check "srun -n $LX_NP pipetrain stage: exits 0" "[ $LX_RC -eq 0 ] || { tail -n 12 $tmp/srun.stages.log; false; }"
+check "srun -n $LX_NP pipetrain stage: exits 0 ($((SECONDS - t0)) s)" "[ $LX_RC -eq 0 ] || { tail -n 12 $tmp/srun.stages.log; false; }"
 check "srun: the coordinator (run --no-launch) exits 0" "[ $LX_COORD_RC -eq 0 ] || { tail -n 8 $tmp/srun.coord.log; false; }"
 check "srun: the coordinator started no stage and printed $LX_NP commands" \
     "[ \$(grep -c '^cd .* stage ' $tmp/srun.coord.log) -eq $LX_NP ] && [ ! -e $tmp/srun/stage-0.log ]"
@@ -50,10 +51,11 @@ lx_same srun "srun"
     declare -f lx_watch
     echo 'lx_watch $! $coord; echo "job: srun exit $LX_RC, coordinator exit $LX_COORD_RC"; exit $((LX_RC || LX_COORD_RC))'
 } >"$tmp/job.sh"
-timeout -k 5 120 sbatch --wait "$tmp/job.sh" >"$tmp/sbatch.log" 2>&1
-rc=$?
-check "sbatch --wait job.sh: the job exits 0" \
-    "[ $rc -eq 0 ] || { cat $tmp/sbatch.log; tail -n 12 $tmp/sbatch.out $tmp/sbatch.coord.log; false; }"
+t0=$SECONDS
+jid=$(timeout 30 sbatch --parsable "$tmp/job.sh" 2>"$tmp/sbatch.log")
+rc=1; [ -n "$jid" ] && lx_job_wait "$jid" 120 && rc=0
+check "sbatch job.sh: job ${jid:-(not submitted)} ends COMPLETED, exit 0 ($((SECONDS - t0)) s)" \
+    "[ $rc -eq 0 ] || { echo \"    \$LX_JOB\"; cat $tmp/sbatch.log; tail -n 12 $tmp/sbatch.out $tmp/sbatch.coord.log; false; }"
 lx_same sbatch "sbatch"
 check "no process of the test left" "! pgrep -f -- '--out $tmp/' >/dev/null"
 exit $fail

@@ -12,8 +12,8 @@
 #                             jobs, removes $LX; call it from the test's EXIT trap
 #   skip MESSAGE              prints "SKIP: MESSAGE" and exits 77 (tests/run.sh: skipped)
 #
-# Only what we started is stopped: daemons by the pids we recorded. Nothing here
-# runs when a daemon of the same kind is ours already (each test brings up its own).
+# Only what we started is stopped: daemons by the pids we recorded (each test
+# brings up its own, beside any the machine runs: own socket, ports, state).
 # Environment: LAUNCHERS_WAIT_S (default 30) bounds every wait for a daemon.
 
 LX=$(mktemp -d /tmp/launchers.XXXXXX)
@@ -156,12 +156,35 @@ EOF
     slurmd -D -N "$node" >"$LX/slurm/slurmd.out" 2>&1 &
     SLURMD_PID=$!
     LX_PIDS="$LX_PIDS $SLURMD_PID"
-    # idle: registered and schedulable ("idle" or "idle*" never; sinfo -h -o %T)
+    # "idle": registered and schedulable (not "unknown", "down", "idle*": not responding)
     if ! lx_wait "$LAUNCHERS_WAIT_S" "node $node idle in sinfo" $SLURMD_PID lx_node_idle "$node" || ! lx_alive $SLURMD_PID; then
         echo "  sinfo: $(sinfo -h -N -o '%N %T' 2>&1 | head -n 3)"
         lx_log "$LX/slurm/slurmd.out"; lx_log "$LX/slurm/slurmd.log"
         skip "slurmd did not register its node (log above)"
     fi
+}
+
+# lx_job_wait JOBID SECONDS: polls the job every 0.3 s (sbatch --wait polls every
+# few seconds) until it ended; 0 when it COMPLETED with exit code 0. On timeout:
+# scancel, message. LX_JOB holds its last "JobState=... ExitCode=..." line.
+lx_job_wait() {
+    local end=$((SECONDS + $2)) st
+    while :; do
+        st=$(scontrol -o show job "$1" 2>&1)
+        LX_JOB=$(echo "$st" | grep -o 'JobState=[A-Z_]* .*ExitCode=[0-9:]*' | sed 's/ Reason=[^ ]*//; s/ Dependency=[^ ]*//')
+        case $st in
+            *JobState=PENDING*|*JobState=RUNNING*|*JobState=CONFIGURING*|*JobState=COMPLETING*|*JobState=SUSPENDED*) ;;
+            *JobState=COMPLETED*ExitCode=0:0*) return 0 ;;
+            *JobState=*) return 1 ;;
+            *) LX_JOB="scontrol: $st"; return 1 ;;
+        esac
+        if [ $SECONDS -ge $end ]; then
+            scancel "$1" 2>/dev/null
+            LX_JOB="timed out after $2 s ($LX_JOB): cancelled"
+            return 1
+        fi
+        sleep 0.3
+    done
 }
 
 lx_node_idle() { [ "$(sinfo -h -N -n "$1" -o %T 2>/dev/null)" = idle ]; }
@@ -195,7 +218,8 @@ LX_TOPO=${LX_TOPO:-topologies/shakespeare-2stage.json} LX_NP=${LX_NP:-2}
 # run, so that concurrent tests do not collide), a 4 KB corpus, and LX_SETS,
 # the options every process of every run gets (a few short steps, checkpoints).
 lx_prepare() {
-    local base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 50)) n
+    # the 50-99 of a hundred the other tests leave free, below SLURM's 32000-32699
+    local base=$((20000 + (RANDOM % 119) * 100 + ($$ % 45) + 50)) n
     n=$(python3 - "$LX_TOPO" "$tmp/topo.json" "$base" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1])); port = int(sys.argv[3]); n = 0
