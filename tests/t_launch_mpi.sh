@@ -16,6 +16,11 @@ export OPENBLAS_NUM_THREADS=1
 # the rank must come from mpirun: not from a SLURM allocation this might run in
 unset SLURM_PROCID PMI_RANK RANK
 
+# a one-stage topology has no stage to wait for: refused, not waited on
+"$P" run topologies/shakespeare-1stage.json --no-launch --out "$tmp/one" >"$tmp/one.log" 2>&1
+check "run --no-launch on a one-stage topology: exit 2 naming it" \
+    "[ $? -eq 2 ] && grep -q 'shakespeare-1stage.json has one stage' $tmp/one.log && [ ! -e $tmp/one ]"
+
 launchers_install openmpi-bin
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np "$LX_NP")
 # mpirun itself works here (no hwloc/ssh trouble): else skip, saying why
