@@ -45,6 +45,8 @@ typedef struct {
     double step_timeout_s;     /* longest wait for one step */
     uint64_t run_id;           /* 0: a random one */
     int trace;                 /* gather the stages' events into OUT/trace.json */
+    int no_launch;             /* start no stage: print every command, wait for all to join
+                                * (srun/mpirun start them; `run --no-launch`) */
 } cli_launch_opts;
 
 /* Runs topology t (more than one stage, or replicas: P x R processes) as

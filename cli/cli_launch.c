@@ -373,7 +373,7 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
      * (to start stages under a debugger, or to test the printed commands). */
     const char *all = getenv("PIPETRAIN_SSH_ALL"), *hand = getenv("PIPETRAIN_BY_HAND");
     int ssh = t->launch_id == TOPO_LAUNCH_SSH, ssh_all = ssh && all && !strcmp(all, "1");
-    int by_hand = hand && !strcmp(hand, "1");
+    int by_hand = o->no_launch || (hand && !strcmp(hand, "1"));
     for (int k = 0; k < L->n_proc; k++)
         L->ch[k].how = by_hand ? HOW_HAND : ssh_all ? HOW_SSH : is_local(proc_host(L, k)) ? HOW_LOCAL
                      : ssh ? HOW_SSH : HOW_HAND;

@@ -51,6 +51,10 @@ static const char run_help[] =
     "peak_in_flight, compute_s, wait_s, optim_s, bytes_sent, allreduce_s, exposed_s\n"
     "and optim_bytes.\n"
     "  --print-commands      print the command of every process and exit\n"
+    "  --no-launch           start no process here: print every command and wait\n"
+    "                        for all to join (started by srun, mpirun, ...: `run T\n"
+    "                        --no-launch --run-id 7 --out OUT &` then `srun -n P\n"
+    "                        pipetrain stage T --run-id 7 --out OUT`)\n"
     "  --max-restarts N      when a stage dies or stops answering: stop every stage and\n"
     "                        start them all again from the latest complete checkpoint,\n"
     "                        up to N times (default 0); each restart is an event line\n"
@@ -83,7 +87,7 @@ typedef struct {
     int n_sets;
     char steps_set[64];
     char sched_set[4200];     /* --schedule as an override: schedule.kind= or schedule.file= */
-    int print_commands, peer_timeout_ms, trace, resume, max_restarts, insecure;
+    int print_commands, no_launch, peer_timeout_ms, trace, resume, max_restarts, insecure;
     double step_timeout_s;
     uint64_t run_id;
 } run_args;
@@ -93,6 +97,7 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
 {
     long n;
     if (!strcmp(s, "--print-commands")) { a->print_commands = 1; return 1; }
+    if (!strcmp(s, "--no-launch")) { a->no_launch = 1; return 1; }
     if (!strcmp(s, "--trace")) { a->trace = 1; return 1; }
     if (!strcmp(s, "--no-trace")) { a->trace = 0; return 1; }
     if (!strcmp(s, "--resume")) { a->resume = 1; return 1; }
@@ -222,11 +227,17 @@ int cli_run_main(int argc, char **argv)
     if (t.n_stages > 1 || t.n_replicas > 1) { /* a grid of processes: the launcher */
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
-                               a.step_timeout_s, a.run_id, a.trace };
+                               a.step_timeout_s, a.run_id, a.trace, a.no_launch };
         cli_restart_opts ro = { a.resume, a.max_restarts, a.insecure };
         rc = cli_launch_restart(&t, &lo, &ro);
         topo_free(&t);
         return rc;
+    }
+    if (a.no_launch) {
+        fprintf(stderr, "pipetrain run: --no-launch: %s has one stage: `pipetrain run` trains it in this process "
+                        "(no stage joins a one-stage run)\n", a.topology);
+        topo_free(&t);
+        return 2;
     }
     if (a.print_commands) {
         printf("# %s has one stage: `pipetrain run` trains it in this process\n", a.topology);
