@@ -18,8 +18,9 @@ static const char stage_help[] =
     "and to the coordinator (`pipetrain run` prints these commands with --print-commands),\n"
     "and trains until the coordinator says it is done. --replica R picks the replica of\n"
     "stage K in a replicated topology (default 0). Without --stage, the process comes from\n"
-    "the launcher's rank, the first set of SLURM_PROCID, OMPI_COMM_WORLD_RANK, PMI_RANK,\n"
-    "RANK: rank = replica x stages + stage, so `srun pipetrain stage topo.json` or\n"
+    "the launcher's rank, the first set of OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID,\n"
+    "RANK (the most specific launcher first: mpirun inside a SLURM allocation leaves\n"
+    "SLURM_PROCID at the allocation's): rank = replica x stages + stage, so `srun pipetrain stage topo.json` or\n"
     "`mpirun -np 4 pipetrain stage topo.json` starts the whole grid. Every process of a run\n"
     "must be given the same topology, overrides and --data (they compare a hash of it).\n"
     "Checkpoint shards are written under DIR (default .). IPv6: --coordinator [::1]:29500.\n"
@@ -48,7 +49,10 @@ static int parse_addr(const char *s, char *host, int *port)
 }
 
 /* The launcher variables a rank is read from, in the order they are tried. */
-static const char *const rank_vars[] = { "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK", NULL };
+/* Most specific first: mpirun inside a SLURM allocation sets OMPI_COMM_WORLD_RANK
+ * per process and leaves every process the allocation's SLURM_PROCID; srun's
+ * PMI_RANK equals SLURM_PROCID. */
+static const char *const rank_vars[] = { "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "RANK", NULL };
 
 /* Who this process is: --stage/--replica, else the first launcher rank set (its
  * variable's name in *var, its value in *rank). Returns 0, or 2 (message printed). */
@@ -60,8 +64,8 @@ static int find_rank(const char **var, long *rank)
         *var = rank_vars[i];
         return cli_parse_long("stage", rank_vars[i], v, 0, 65535, rank) ? 2 : 0;
     }
-    return cli_usage_error("stage", "--stage K is required (or run under a launcher that sets SLURM_PROCID, "
-                           "OMPI_COMM_WORLD_RANK, PMI_RANK or RANK)");
+    return cli_usage_error("stage", "--stage K is required (or run under a launcher that sets OMPI_COMM_WORLD_RANK, "
+                           "PMI_RANK, SLURM_PROCID or RANK)");
 }
 
 /* Resolves (stage, replica) against t and refuses what cannot run yet. Returns 0 or 2. */

@@ -211,6 +211,9 @@ done
 # the order: SLURM_PROCID before RANK; a rank outside the grid names the variable
 env -u OMPI_COMM_WORLD_RANK -u PMI_RANK SLURM_PROCID=1 RANK=2 "${PIPE[@]}" stage $G --connect-timeout-ms 300 >"$tmp/out" 2>"$tmp/err"
 has "$tmp/err" "SLURM_PROCID=1: stage 1, replica 0" "SLURM_PROCID wins over RANK"
+# mpirun inside a SLURM allocation: every process has the allocation's SLURM_PROCID
+env -u PMI_RANK -u RANK SLURM_PROCID=0 OMPI_COMM_WORLD_RANK=3 "${PIPE[@]}" stage $G --connect-timeout-ms 300 >"$tmp/out" 2>"$tmp/err"
+has "$tmp/err" "OMPI_COMM_WORLD_RANK=3: stage 1, replica 1" "OMPI_COMM_WORLD_RANK wins over SLURM_PROCID"
 env -u SLURM_PROCID -u OMPI_COMM_WORLD_RANK -u PMI_RANK RANK=4 "${PIPE[@]}" stage $G >"$tmp/out" 2>"$tmp/err"
 rc=$?; [ "$rc" -eq 2 ] || fail "stage under RANK=4: exit $rc, want 2"
 has "$tmp/err" "RANK=4: rank 4 is outside the grid of 2 stage(s) x 2 replica(s)" "rank out of range"

@@ -210,9 +210,9 @@ launchers_down() {
 # real one, compared bit for bit. Needs tests/lib.sh sourced first (P, CORPUS,
 # tmp, check).
 #
-# THE line to change for the data-parallel grid, once `pipetrain stage` runs
-# replicas > 1: LX_TOPO=topologies/shakespeare-2x2.json LX_NP=4.
-LX_TOPO=${LX_TOPO:-topologies/shakespeare-2stage.json} LX_NP=${LX_NP:-2}
+# The data-parallel grid (2 stages x 2 replicas); LX_TOPO / LX_NP pick another
+# topology and its process count.
+LX_TOPO=${LX_TOPO:-topologies/shakespeare-2x2.json} LX_NP=${LX_NP:-4}
 
 # lx_prepare: $tmp/topo.json (LX_TOPO with every port moved to a base of this
 # run, so that concurrent tests do not collide), a 4 KB corpus, and LX_SETS,
