@@ -17,6 +17,14 @@
  * reduce-scatter step k sent; those bytes can only arrive after they went
  * around the ring, i.e. after rank r+1 had read everything that send carried.
  *
+ * Checksums and writes: every frame carries a CRC32C (net/). The reduce-
+ * scatter's add computes the sum's CRC in the same pass (add_crc, block by
+ * block while in L1) and an all-gather chunk goes on with the CRC it arrived
+ * with (net_op_crc), so only a collective's first sends are read a second
+ * time for their checksum. Sends are written to the socket by this thread
+ * (NET_SEND_DIRECT), which would otherwise sleep until its next receive,
+ * leaving the network thread to read.
+ *
  * It does not pick members, connect peers or choose tags: the caller does. */
 #include "coll/coll.h"
 
