@@ -476,13 +476,9 @@ static ssize_t read_some(struct conn *c, int *drained)
             }
         } else {
             /* The rest of this payload lands in place; whatever follows (the
-             * next header, small frames) lands in the staging buffer. After
-             * a big payload only a little of it: the next frame is likely
-             * big too, and what of its payload lands here is copied again
-             * (sink_put) instead of read in place (up to 6 % of 1 MiB chunks
-             * in bench allreduce went that way with the whole 64 KiB). */
-            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, c->h.len >= 65536 ? 4096 : c->rbcap } };
-            asked = c->rleft + iov[1].iov_len;
+             * next header, small frames) lands in the staging buffer. */
+            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, c->rbcap } };
+            asked = c->rleft + c->rbcap;
             r = readv(c->fd, iov, 2);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
