@@ -21,9 +21,7 @@
  * scatter's add computes the sum's CRC in the same pass (add_crc, block by
  * block while in L1) and an all-gather chunk goes on with the CRC it arrived
  * with (net_op_crc), so only a collective's first sends are read a second
- * time for their checksum. Sends are written to the socket by this thread
- * (NET_SEND_DIRECT), which would otherwise sleep until its next receive,
- * leaving the network thread to read.
+ * time for their checksum.
  *
  * It does not pick members, connect peers or choose tags: the caller does. */
 #include "coll/coll.h"
@@ -162,9 +160,7 @@ static int fail(struct run *x, const char *what, net_peer_id peer, int step, siz
 
 /* Sends len floats at p as chunk c of ring step step. have_crc: crc is the
  * payload's CRC32C, computed already (add_crc, or the receive that brought
- * these bytes); else net/ computes it. The frame is written on this thread
- * (NET_SEND_DIRECT): it would only sleep until the next receive, and the
- * network thread is the busier one (it reads every byte). */
+ * these bytes); else net/ computes it. */
 static int post_send(struct run *x, int step, size_t c, const float *p, size_t len, int have_crc,
                      uint32_t crc, struct net_op **op)
 {
@@ -172,7 +168,7 @@ static int post_send(struct run *x, int step, size_t c, const float *p, size_t l
     coll_group *g = x->g;
     net_peer_id to = g->members[mod(g->rank + 1, g->R)];
     net_key k = { (uint16_t)x->type, x->tag, (uint32_t)step, (uint32_t)c };
-    int st = net_send_ex(g->node, to, k, p, len * sizeof(float), NET_SEND_DIRECT | (have_crc ? NET_SEND_CRC : 0),
+    int st = net_send_ex(g->node, to, k, p, len * sizeof(float), have_crc ? NET_SEND_CRC : 0,
                          crc, g->timeout_ms, op, e);
     if (st == NET_TIMEOUT) snprintf(e, sizeof e, "no room to queue within %d ms", g->timeout_ms);
     return st == NET_OK ? 0 : fail(x, "send", to, step, c, e);

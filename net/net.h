@@ -198,19 +198,12 @@ int net_send(struct net_node *node, net_peer_id peer, net_key key, const void *b
 
 /* Options of net_send_ex (a bit set). */
 enum net_send_flag {
-    /* Write the frame on the calling thread whatever its size, when nothing is
-     * queued ahead of it (as net_send does for frames of at most
-     * cfg.direct_max bytes); what the socket does not take at once goes to the
-     * network thread. For a thread that would otherwise sleep until the send
-     * is out: the copy into the kernel then runs on it, not on the network
-     * thread, which is left to read. No effect when cfg.direct_max is 0. */
-    NET_SEND_DIRECT = 1,
     /* crc is the CRC32C (net_crc32c(0, buf, len)) of the payload, computed by
      * the caller, e.g. in the pass that wrote buf, or taken from the receive
      * that delivered these bytes (net_op_crc): net_send_ex does not read the
      * payload to compute it. A wrong value makes the receiver fail the message
      * with a checksum mismatch. */
-    NET_SEND_CRC = 2,
+    NET_SEND_CRC = 1,
 };
 
 /* net_send with options (flags: enum net_send_flag; crc: see NET_SEND_CRC,

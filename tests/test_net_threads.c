@@ -162,47 +162,6 @@ static void test_default_direct_max(void)
     net_node_free(b);
 }
 
-/* --- NET_SEND_DIRECT: a large frame written by the posting thread ---------- */
-/* The same large frames as above, sent with NET_SEND_DIRECT: the posting
- * thread writes them (wholly or in part) and they arrive intact; with
- * direct_max 0 the flag changes nothing (only the network thread writes). */
-static void send_direct_flag(uint64_t direct_max)
-{
-    net_config ca, cb;
-    cfg_for(&ca, net_stage_id(0, 0));
-    cfg_for(&cb, net_stage_id(1, 0));
-    ca.direct_max = direct_max;
-    struct net_node *a, *b;
-    pair_cfg(&a, &b, &ca, &cb);
-    char err[NET_ERR_LEN];
-    enum { BIG = 1 << 20 };
-    uint8_t *buf = malloc(BIG), *got = malloc(BIG);
-    for (int i = 0; i < BIG; i++) buf[i] = (uint8_t)(i * 7 + 1);
-    for (int i = 0; i < 10; i++) {
-        struct net_op *s = NULL;
-        memset(got, 0, BIG);
-        ST(net_send_ex(a, cb.self, (net_key){ 71, (uint64_t)i, 0, 0 }, buf, BIG, NET_SEND_DIRECT, 0, 5000, &s,
-                       err), NET_OK);
-        CU_ASSERT_EQUAL(net_recv(b, ca.self, (net_key){ 71, (uint64_t)i, 0, 0 }, got, BIG, NULL, 5000, err), NET_OK);
-        CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
-        CU_ASSERT(memcmp(buf, got, BIG) == 0);
-        net_op_free(s);
-    }
-    net_stats st;
-    ST(net_peer_stats(a, cb.self, &st), NET_OK);
-    if (direct_max) {
-        CU_ASSERT(st.direct_tx + st.direct_partial >= 1); /* ours, not the network thread's */
-    } else {
-        CU_ASSERT_EQUAL(st.direct_tx + st.direct_partial, 0);
-    }
-    free(buf);
-    free(got);
-    net_node_free(a);
-    net_node_free(b);
-}
-static void test_send_direct_flag(void) { send_direct_flag(NET_DIRECT_MAX); }
-static void test_send_direct_flag_off(void) { send_direct_flag(0); }
-
 /* --- a half-written direct send ------------------------------------------- */
 /* The receiver is not reading, so the posting thread's write stops part-way;
  * a small send after it must queue behind the rest, and a cancelled one must
@@ -357,8 +316,6 @@ int main(void)
         { "4 threads sending, direct writes", test_concurrent_direct },
         { "4 threads sending, network thread writes", test_concurrent_queued },
         { "default: small frames direct, large ones queued", test_default_direct_max },
-        { "NET_SEND_DIRECT: large frames by the posting thread", test_send_direct_flag },
-        { "NET_SEND_DIRECT with direct_max 0: network thread", test_send_direct_flag_off },
         { "half-written direct send, then more", test_partial_direct_then_more },
         { "receives posted while reading pauses", test_post_while_pausing },
         { "write to a closed socket: EPIPE, no SIGPIPE", test_write_after_close },
