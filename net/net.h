@@ -196,6 +196,24 @@ int net_peer_stats(struct net_node *node, net_peer_id peer, net_stats *st);
 int net_send(struct net_node *node, net_peer_id peer, net_key key, const void *buf,
              uint64_t len, int timeout_ms, struct net_op **op, char err[NET_ERR_LEN]);
 
+/* Options of net_send_ex (a bit set). */
+enum net_send_flag {
+    /* crc is the CRC32C (net_crc32c(0, buf, len)) of the payload, computed by
+     * the caller, e.g. in the pass that wrote buf, or taken from the receive
+     * that delivered these bytes (net_op_crc): net_send_ex does not read the
+     * payload to compute it. A wrong value makes the receiver fail the message
+     * with a checksum mismatch. */
+    NET_SEND_CRC = 1,
+};
+
+/* net_send with options (flags: enum net_send_flag; crc: see NET_SEND_CRC,
+ * ignored without it). Same contract, returns and ownership as net_send;
+ * net_send(...) is net_send_ex(..., 0, 0, ...). Any thread but the network
+ * thread. */
+int net_send_ex(struct net_node *node, net_peer_id peer, net_key key, const void *buf,
+                uint64_t len, int flags, uint32_t crc, int timeout_ms, struct net_op **op,
+                char err[NET_ERR_LEN]);
+
 /* Posts a receive from peer for key into dst (cap bytes). dst NULL: the
  * transport allocates a buffer of the message's size; take it with net_op_take.
  * The oldest unmatched message with this key is delivered (messages may arrive
@@ -216,6 +234,12 @@ int net_op_test(struct net_op *op, char err[NET_ERR_LEN]);
 
 /* Payload length of a completed receive (0 before). */
 uint64_t net_op_len(const struct net_op *op);
+
+/* CRC32C of a receive's payload once net_wait (or net_op_test) has returned
+ * NET_OK for it: checked against the bytes that arrived, so a thread that
+ * forwards them unchanged can pass it to net_send_ex (NET_SEND_CRC) instead of
+ * reading them again. 0 before. Only the thread that waits on op. */
+uint32_t net_op_crc(const struct net_op *op);
 
 /* For a completed receive posted with dst NULL: returns the malloc'd payload
  * (the caller frees it) and detaches it from op; NULL otherwise. */

@@ -126,6 +126,7 @@ assert [(r[\"ranks\"], r[\"bytes\"]) for r in rows] == [(2, 65536), (3, 65536)],
 for r in rows:
     assert r[\"busbw_Bps\"] > 0 and r[\"plain_Bps\"] > 0 and r[\"pairs\"] == 1, r
     assert 0 < r[\"ratio_min\"] <= r[\"ratio\"] <= r[\"ratio_max\"], r
+    assert r[\"cpu_ratio\"] > 0 and r[\"cpu_ratio_q1\"] <= r[\"cpu_ratio\"] <= r[\"cpu_ratio_q3\"], r  # measured, not 0
 assert d[\"target\"][\"min_ratio_from_4MiB\"] == 0.8
 ' $tmp/ba.json || { cat $tmp/ba.err; false; }"
 expect_bad "bench allreduce with one rank" "ranks 2.." "$P" bench allreduce --ranks 1

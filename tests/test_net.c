@@ -410,6 +410,57 @@ static void test_corrupt_payload(void)
     net_node_free(a);
 }
 
+/* NET_SEND_CRC: the caller's checksum goes into the frame as given (a right
+ * one delivers, a wrong one fails the receive as a checksum mismatch naming
+ * both sums), and net_op_crc gives a delivered payload's verified CRC32C
+ * (what the all-gather forwards with), 0 before it completed. */
+static void test_send_with_crc(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    char err[NET_ERR_LEN];
+    enum { N = 300000 };
+    uint8_t *msg = malloc(N), *got = malloc(N);
+    fill(msg, N, 77);
+    uint32_t crc = net_crc32c(0, msg, N);
+    net_key k = { 52, 1, 0, 0 };
+    struct net_op *s = NULL, *r = NULL;
+    ST(net_recv_post(b, ia, k, got, N, &r, err), NET_OK);
+    CU_ASSERT_EQUAL(net_op_crc(r), 0);
+    ST(net_send_ex(a, ib, k, msg, N, NET_SEND_CRC, crc, 5000, &s, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_OK);
+    CU_ASSERT(memcmp(msg, got, N) == 0);
+    CU_ASSERT_EQUAL(net_op_crc(r), crc);
+    CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
+    net_op_free(s);
+    net_op_free(r);
+    /* the frame carries the caller's value: a wrong one is caught by the receiver */
+    k.step = 2;
+    ST(net_recv_post(b, ia, k, got, N, &r, err), NET_OK);
+    ST(net_send_ex(a, ib, k, msg, N, NET_SEND_CRC, crc ^ 1, 5000, &s, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_ERR);
+    char want[64];
+    snprintf(want, sizeof want, "0x%08x in the frame, 0x%08x computed", crc ^ 1, crc);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "checksum mismatch"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+    CU_ASSERT_EQUAL(net_op_crc(r), 0); /* not verified: nothing to forward */
+    net_op_free(s);
+    net_op_free(r);
+    /* without the flag the crc argument is ignored */
+    k.step = 3;
+    ST(net_recv_post(b, ia, k, got, N, &r, err), NET_OK);
+    ST(net_send_ex(a, ib, k, msg, N, 0, crc ^ 1, 5000, &s, err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_OK);
+    CU_ASSERT_EQUAL(net_op_crc(r), crc);
+    net_op_free(s);
+    net_op_free(r);
+    free(msg);
+    free(got);
+    net_node_free(a);
+    net_node_free(b);
+}
+
 static void test_truncated_and_huge(void)
 {
     struct fake f;
@@ -543,6 +594,7 @@ int main(void)
         { "receive variants", test_recv_variants },
         { "random mix with cancels", test_random_mix_with_cancels },
         { "corrupted payload and header", test_corrupt_payload },
+        { "send with the caller's CRC; net_op_crc", test_send_with_crc },
         { "truncated frame, 2^60 length", test_truncated_and_huge },
         { "pre-auth refusals", test_preauth_refusals },
         { "topology and secret mismatch", test_topology_and_secret_mismatch },
