@@ -15,7 +15,8 @@
 #                          (and any extra names in GR_EXTRA: "b0 b1 ..." for
 #                          the bench's ranks at $GR_NET.(100 + i)).
 #                          Returns what nn_init returns (2: cannot create).
-#   gr_shape NAME RATE     tbf at RATE (tc syntax, e.g. 200mbit) on NAME's link
+#   gr_shape NAME RATE     tbf at RATE (Nmbit or Ngbit) on both ends of NAME's link
+#   gr_shape_all RATE      the same on every host's link
 #   gr_topo FILE STEPS BUCKET_MB
 #                          the grid's topology (the 2-stage shakespeare model,
 #                          1 BLAS thread per process, 1f1b over 4 micro-batches)
@@ -52,15 +53,23 @@ gr_init() {
     return 0
 }
 
-# tbf: burst 256 KiB (at least rate / HZ at 1 Gbit/s, so the bucket never
-# throttles below the rate), queue 50 ms of data (TCP keeps the pipe full).
+# tbf: burst = 1 ms of data at the rate (at least 16 KiB): a larger bucket
+# lets the first burst of each step's all-reduce through at veth speed after
+# the link idled under compute (with 256 KiB at 200 Mbit/s that was 10 ms of
+# a 75 ms all-reduce for free: the link no longer had the rate it claims).
+# Queue: 50 ms of data (TCP keeps the pipe full, nothing is dropped).
 gr_shape() {
-    local name=$1 rate=$2
-    timeout 10 tc -n "$(nn_ns "$name")" qdisc replace dev eth0 root tbf rate "$rate" burst 256kb latency 50ms ||
+    local name=$1 rate=$2 burst
+    burst=$(($(gr_rate_Bps "$rate") / 1000))
+    [ "$burst" -ge 16384 ] || burst=16384
+    timeout 10 tc -n "$(nn_ns "$name")" qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 50ms ||
         { NN_WHY="tc on $name's eth0 failed"; return 1; }
-    timeout 10 tc -n "$NN_HUB" qdisc replace dev "h-$name" root tbf rate "$rate" burst 256kb latency 50ms ||
+    timeout 10 tc -n "$NN_HUB" qdisc replace dev "h-$name" root tbf rate "$rate" burst "$burst" latency 50ms ||
         { NN_WHY="tc on h-$name failed"; return 1; }
 }
+
+# gr_rate_Bps RATE: bytes per second of a tc rate written as Nmbit or Ngbit
+gr_rate_Bps() { case $1 in *gbit) echo $((${1%gbit} * 125000000)) ;; *mbit) echo $((${1%mbit} * 125000)) ;; *) echo 0 ;; esac; }
 
 gr_shape_all() {
     local n
