@@ -53,15 +53,16 @@ gr_init() {
     return 0
 }
 
-# tbf: burst = 1 ms of data at the rate (at least 16 KiB): a larger bucket
+# tbf: burst = 1 ms of data at the rate (at least 64 KiB): a larger bucket
 # lets the first burst of each step's all-reduce through at veth speed after
 # the link idled under compute (with 256 KiB at 200 Mbit/s that was 10 ms of
-# a 75 ms all-reduce for free: the link no longer had the rate it claims).
+# a 75 ms all-reduce for free: the link no longer had the rate it claims;
+# a smaller one (16 KiB) made the shaper depend on timer latency under load).
 # Queue: 50 ms of data (TCP keeps the pipe full, nothing is dropped).
 gr_shape() {
     local name=$1 rate=$2 burst
     burst=$(($(gr_rate_Bps "$rate") / 1000))
-    [ "$burst" -ge 16384 ] || burst=16384
+    [ "$burst" -ge 65536 ] || burst=65536
     timeout 10 tc -n "$(nn_ns "$name")" qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 50ms ||
         { NN_WHY="tc on $name's eth0 failed"; return 1; }
     timeout 10 tc -n "$NN_HUB" qdisc replace dev "h-$name" root tbf rate "$rate" burst "$burst" latency 50ms ||
