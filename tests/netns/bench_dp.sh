@@ -18,7 +18,9 @@
 #      all-reduce model.
 # Prints two tables (markdown) and keeps the runs under the printed directory.
 # Environment: RATES (default "200mbit 1gbit"), RANKS (default "2 3 4"),
-# BUCKETS (default "0.25 1 4"), STEPS (default 10), BIN. Needs root; exits 77
+# BUCKETS (default "0.25 1 4"; empty: no training runs), STEPS (default 10),
+# AR_SIZES, AR_MIB, AR_TRIALS, AR_CHUNK (bench allreduce's --sizes, --mib,
+# --trials, --chunk; defaults 4 and 16 MiB, 16, 3, 1 MiB), BIN. Needs root; exits 77
 # with a message where namespaces cannot be created. Not part of `make test`
 # (it measures time); tests/t_netns_dp.sh is its functional check.
 set -u
@@ -31,10 +33,17 @@ CORPUS=$ROOT/../shared/data/tinyshakespeare.txt
 export OPENBLAS_NUM_THREADS=1
 RATES=${RATES:-200mbit 1gbit}
 RANKS=${RANKS:-2 3 4}
-BUCKETS=${BUCKETS:-0.25 1 4}
+BUCKETS=${BUCKETS-0.25 1 4}
 STEPS=${STEPS:-10}
+AR_SIZES=${AR_SIZES:-4194304,16777216}
+AR_MIB=${AR_MIB:-16}
+AR_TRIALS=${AR_TRIALS:-3}
+AR_CHUNK=${AR_CHUNK:-1048576}
 GR_DEADLINE=${GR_DEADLINE:-300}
-GR_EXTRA="b0 b1 b2 b3"
+GR_EXTRA=""
+for R in $RANKS; do [ "$R" -ge 2 ] && [ "$R" -le 8 ] || { echo "bench-netns: RANKS must be 2..8, got $R"; exit 2; }; done
+maxR=$(printf "%s\n" $RANKS | sort -n | tail -1)
+for ((i = 0; i < maxR; i++)); do GR_EXTRA="$GR_EXTRA b$i"; done
 . tests/netns/lib.sh
 . tests/netns/grid.sh
 [ -x "$P" ] || { echo "bench-netns: $P is not built"; exit 1; }
@@ -67,7 +76,7 @@ for rate in $RATES; do
         pids=""
         for ((i = 0; i < R; i++)); do
             timeout -k 5 600 ip netns exec "$(nn_ns b$i)" "$P" bench allreduce --rank $i --members "$members" \
-                --sizes 4194304,16777216 --mib 16 --trials 3 >"$T/ar-$rate-$R-$i.json" 2>"$T/ar-$rate-$R-$i.err" &
+                --sizes "$AR_SIZES" --mib "$AR_MIB" --trials "$AR_TRIALS" --chunk "$AR_CHUNK" >"$T/ar-$rate-$R-$i.json" 2>"$T/ar-$rate-$R-$i.err" &
             pids="$pids $!"
         done
         ok=1
