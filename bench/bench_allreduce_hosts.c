@@ -162,7 +162,7 @@ static int usage_hosts(void)
     fprintf(stderr, "usage: pipetrain bench allreduce --rank R --members HOST:PORT,HOST:PORT[,...] "
                     "[--sizes BYTES,...] [--mib N] [--trials N (1..%d)] [--chunk BYTES]\n"
                     "  every rank runs the same command with its own --rank; rank r listens on its member's\n"
-                    "  PORT (the ring) and PORT + 1 (the plain-socket baseline)\n", HMAX_TRIALS);
+                    "  PORT (the ring) and PORT + 1 (the plain-socket baseline); HOST: an IPv4 address\n", HMAX_TRIALS);
     return 2;
 }
 
@@ -212,7 +212,8 @@ int bench_allreduce_hosts_main(int argc, char **argv)
     c.log = quiet_log;
     if (!(node = net_node_new(&c, err))) goto fail;
     if ((lfd = plain_listen(me)) < 0) {
-        snprintf(err, sizeof err, "cannot listen on %s:%d: %s", me->host, me->port + 1, strerror(errno));
+        snprintf(err, sizeof err, "cannot listen on %s:%d (the plain baseline; HOST must be an IPv4 address): %s",
+                 me->host, me->port + 1, strerror(errno));
         goto fail;
     }
     /* with R = 2 one connection serves both directions: rank 0 makes it */
