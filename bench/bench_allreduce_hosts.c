@@ -82,7 +82,11 @@ static int plain_listen(const member *me)
 {
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)(me->port + 1)) };
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    if (fd < 0 || inet_pton(AF_INET, me->host, &a.sin_addr) != 1) goto fail;
+    if (fd < 0) goto fail;
+    if (inet_pton(AF_INET, me->host, &a.sin_addr) != 1) {
+        errno = EINVAL;
+        goto fail;
+    }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 4)) goto fail;
     return fd;
