@@ -7,8 +7,11 @@
 #      --members ...`, one rank per namespace) against the link rate and
 #      against plain TCP over the same shaped links in the same run;
 #  (b) 2 stages x 2 replicas training runs for several train.bucket_mb: the
+#      all-reduce cost per step without waits (per bucket its fastest
+#      instance in trace.json, summed) beside the simulator's busy time, the
 #      measured exposed all-reduce per step (trace.json: the stage's last
-#      bucket end minus its last compute action end, median over the steps
+#      bucket end minus the slowest replica's last compute action end, and
+#      minus its own, median over the steps
 #      after the first; summary.json's exposed_s / steps beside it) and step
 #      time (metrics.jsonl step_ms, median after the first) beside
 #      `pipetrain schedule --calibrate RUN --replicas 2 --allreduce-latency L
@@ -64,8 +67,8 @@ A=$T/busbw.md
 B=$T/train.md
 echo "| link | R | size | ring bus bandwidth MB/s | plain TCP MB/s | bus bw / link rate | ring / plain | ring step latency ms |" >"$A"
 echo "|---|---|---|---|---|---|---|---|" >>"$A"
-echo "| link | bucket_mb | stage | measured exposed ms/step after the slowest replica | after its own compute (trace; summary) | predicted exposed ms | error | measured step ms | predicted step ms | error |" >"$B"
-echo "|---|---|---|---|---|---|---|---|---|---|" >>"$B"
+echo "| link | bucket_mb | stage | all-reduce ms/step, fastest per bucket | predicted busy ms | error | measured exposed ms/step after the slowest replica | after its own compute (trace; summary) | predicted exposed ms | error | measured step ms | predicted step ms | error |" >"$B"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" >>"$B"
 for rate in $RATES; do
     gr_shape_all "$rate" || { echo "bench-netns: tbf: $NN_WHY"; exit 1; }
     link=$(rate_Bps "$rate")
@@ -127,15 +130,25 @@ for rate in $RATES; do
                 | ((map(select(.tid == 3) | .ts + .dur) | max) // 0) as $ar
                 | (map(select(.tid == 0) | .ts + .dur) | max) as $c
                 | "\([$ar - $c, 0] | max / 1000) \([$ar - $slow, 0] | max / 1000)"' "$d/run/trace.json" >"$d/exposed-$k.txt"
+            # the all-reduce's cost without waits: per bucket of stage k its
+            # fastest instance over the steps and replicas, summed over buckets
+            # (a bucket that waited for a descheduled peer is slower, never faster)
+            mbusy=$(jq --argjson k "$k" '
+                (.traceEvents | map(select(.ph == "M" and .name == "process_name" and
+                    (.args.name | startswith("stage \($k) replica")))) | map(.pid)) as $pids
+                | [.traceEvents[] | select(.ph == "X" and .tid == 3 and (.pid as $p | $pids | index($p))
+                    and .args.step > 1)] | group_by(.name) | map(map(.dur) | min) | add / 1000' "$d/run/trace.json")
+            pbusy=$(jq --argjson k "$k" '.simulation.stages[$k].allreduce.busy' "$d/predicted.json")
             mexp=$(cut -d' ' -f1 "$d/exposed-$k.txt" | median)
             slexp=$(cut -d' ' -f2 "$d/exposed-$k.txt" | median)
             sexp=$(jq --argjson k "$k" --argjson n "$STEPS" \
                 '[.stages[] | select(.stage == $k) | .exposed_s] | add / length / $n * 1000' "$d/run/summary.json")
             pexp=$(jq --argjson k "$k" '.simulation.stages[$k].allreduce.exposed' "$d/predicted.json")
             awk -v rate="$rate" -v b="$bucket" -v k="$k" -v me="$slexp" -v oe="$mexp" -v se="$sexp" -v pe="$pexp" \
-                -v ms="$mstep" -v ps="$pstep" 'BEGIN {
-                printf "| %s | %s | %d | %.1f | %.1f; %.1f | %.1f | %+.0f%% | %.1f | %.1f | %+.0f%% |\n",
-                    rate, b, k, me, oe, se, pe, (me > 0 ? (pe - me) / me * 100 : 0), ms, ps, (ps - ms) / ms * 100 }' >>"$B"
+                -v ms="$mstep" -v ps="$pstep" -v mb="$mbusy" -v pb="$pbusy" 'BEGIN {
+                printf "| %s | %s | %d | %.1f | %.1f | %+.0f%% | %.1f | %.1f; %.1f | %.1f | %+.0f%% | %.1f | %.1f | %+.0f%% |\n",
+                    rate, b, k, mb, pb, (mb > 0 ? (pb - mb) / mb * 100 : 0), me, oe, se, pe,
+                    (me > 0 ? (pe - me) / me * 100 : 0), ms, ps, (ps - ms) / ms * 100 }' >>"$B"
         done
         tail -n 2 "$B" | sed 's/^/  /'
     done
