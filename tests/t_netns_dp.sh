@@ -59,7 +59,13 @@ for k in 0 1; do
     # every step, replica 1 sends its share of the ring: (R-1)/R x 2 of ~1.8 MB
     need=$((STEPS * 1800000))
     check "stage $k replica 1 sent >= $need bytes through its shaped link (sent $tx)" "[ $tx -ge $need ]"
-    # the ring needs at least 1.8 MB per step at 25 MB/s: 72 ms per step
+    q=$(timeout 10 tc -n "$(nn_ns "s${k}r1")" -s qdisc show dev eth0 2>/dev/null | tr '\n' ' ')
+    qsent=$(sed -n 's/.* Sent \([0-9]*\) bytes.*/\1/p' <<<"$q")
+    check "those bytes went through a ${RATE_MBIT} Mbit/s tbf (qdisc: ${q:0:90})" \
+        "[[ \"\$q\" == *'tbf'*'rate ${RATE_MBIT}Mbit'* ]] && [ \"\${qsent:-0}\" -ge $need ]"
+    # the ring needs at least 1.8 MB per step at 25 MB/s: 72 ms per step (a
+    # bound the shaping guarantees; without it, waits for the peer can still
+    # take as long on a loaded machine, so the qdisc check above is the proof)
     check "stage $k replica 1's all-reduce ran at most at the link rate (${ar}s for $STEPS steps)" \
         "awk -v a='${ar:-0}' -v s=$STEPS 'BEGIN{exit !(a >= s * 1800000 / ($RATE_MBIT * 125000) * 0.9)}'"
 done
