@@ -157,6 +157,16 @@ fuzz: deps fuzz-deps
 
 # The fault matrix of issue #6 (tests/chaos/run.sh; `make test` runs a quick
 # subset, tests/t_chaos_quick.sh). CHAOS_TRIALS=N kill trials (default 20).
+# Issue #11 measured in network namespaces with tbf-shaped links (needs root;
+# skips with a message where namespaces cannot be created): ring bus bandwidth
+# against the link rate and plain TCP, and 2x2 training runs' exposed
+# all-reduce against the simulator (tests/netns/bench_dp.sh; RATES, RANKS,
+# BUCKETS, STEPS). `make test` runs its functional check, tests/t_netns_dp.sh.
+.PHONY: bench-netns
+bench-netns: deps
+	$(MAKE) build
+	BIN=$(BIN) bash tests/netns/bench_dp.sh; rc=$$?; [ $$rc -eq 77 ] || exit $$rc
+
 .PHONY: chaos
 chaos: deps
 	$(MAKE) build

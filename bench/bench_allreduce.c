@@ -267,6 +267,8 @@ int bench_allreduce_main(int argc, char **argv)
     long ranks[MAXR] = { 2, 3, 4 }, sizes[MAXS] = { 64 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20 };
     int nr = 3, ns = 5, json = 0, trials = 5, mib = 64;
     long chunk = COLL_CHUNK_BYTES;
+    for (int i = 1; i < argc; i++) /* one rank per process: bench_allreduce_hosts.c */
+        if (!strcmp(argv[i], "--rank") || !strcmp(argv[i], "--members")) return bench_allreduce_hosts_main(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) nr = parse_list(argv[++i], ranks, MAXR);

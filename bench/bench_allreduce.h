@@ -12,4 +12,15 @@
  * a collective failed, 2 on bad usage. */
 int bench_allreduce_main(int argc, char **argv);
 
+/* One rank per process (bench_allreduce_hosts.c), what bench_allreduce_main
+ * runs when argv has --rank or --members: options --rank R --members
+ * HOST:PORT,... (ring order; rank r listens on its PORT and on PORT + 1 for
+ * the plain-socket baseline) [--sizes LIST] [--mib N] [--trials N] [--chunk B].
+ * Every rank runs it at once; each prints one JSON object per size: the
+ * ring's bus bandwidth, the plain TCP throughput of the same links in the
+ * same run, their median paired ratio, and the ring's per-step latency.
+ * Every wait gives up after 30 s. Returns 0, 1 on a failure (message on
+ * stderr), 2 on bad usage. */
+int bench_allreduce_hosts_main(int argc, char **argv);
+
 #endif
