@@ -39,7 +39,7 @@ static int cut(const topo *t, const ps_assignment *a, ps_piece *out)
                 ps_piece *pc = &out[np];
                 memset(pc, 0, sizeof *pc);
                 _Static_assert(sizeof pc->name == sizeof ten[0].name, "piece names are tensor names");
-                memcpy(pc->name, ten[i].name, sizeof pc->name);
+                memcpy(pc->name, ten[i].name, strnlen(ten[i].name, sizeof pc->name - 1)); /* NUL: memset */
                 pc->unit = u;
                 pc->stage = topo_stage_of_unit(t, u);
                 pc->tensor_off = p * ten[i].numel / k;
