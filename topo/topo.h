@@ -338,7 +338,8 @@ int topo_check_limits(const topo *t, char *err);
 void topo_print_partition(const topo *t, FILE *f);
 /* Prints the grid: stages x replicas, per process (rank, stage, replica)
  * host:port, threads, parameters and activation bytes sent per micro-batch, and
- * per replica group (stage) the gradient bytes it all-reduces per step. */
+ * per replica group (stage) the gradient bytes it all-reduces per step (with
+ * sync "ps" a line saying there is no all-reduce instead). */
 void topo_print_grid(const topo *t, FILE *f);
 
 #endif
