@@ -19,7 +19,7 @@ static char root[256];
 
 /* topologies/shakespeare-ps.json (2 stages x 2 replicas, 2 servers) with a
  * small model, plus extra overrides. */
-static int load(topo *t, const char *extra1, const char *extra2)
+static int load_sets(topo *t, const char *file, const char *extra1, const char *extra2)
 {
     char *sets[8] = { "model.n_layers=2", "model.dim=32", "model.ffn_dim=48", "stages.0.layers=embed,0",
                       "stages.1.layers=1,head" };
@@ -27,9 +27,20 @@ static int load(topo *t, const char *extra1, const char *extra2)
     if (extra1) sets[n++] = (char *)extra1;
     if (extra2) sets[n++] = (char *)extra2;
     char err[ERR_LEN];
-    int rc = topo_load(t, "topologies/shakespeare-ps.json", sets, n, err);
+    int rc = topo_load(t, file, sets, n, err);
     if (rc) fprintf(stderr, "\n  %s\n", err);
     return rc;
+}
+
+static int load(topo *t, const char *extra1, const char *extra2)
+{
+    return load_sets(t, "topologies/shakespeare-ps.json", extra1, extra2);
+}
+
+/* Another topology with the same small model (and description: it may differ). */
+static int load_as(topo *t, const char *file)
+{
+    return load_sets(t, file, NULL, NULL);
 }
 
 /* A part holding every unit (what one host trains). */
@@ -102,6 +113,50 @@ static void servers_new(const topo *t, const ps_assignment *a, ps_server **srv)
 static void servers_free(ps_server **srv, int n)
 {
     for (int j = 0; j < n; j++) ps_server_free(srv[j]);
+}
+
+/* ---- the topology's keys ---- */
+
+static void test_topology(void)
+{
+    topo t;
+    char err[ERR_LEN];
+    CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-ps.json", NULL, 0, err) == 0);
+    CU_ASSERT(t.sync_id == TOPO_SYNC_PS && t.n_servers == 2 && t.ps.staleness == 0);
+    CU_ASSERT(t.parameter_servers[1].port == 29556);
+    char *c = topo_canonical_json(&t);
+    CU_ASSERT(strstr(c, "\"sync\":\"ps\"") && strstr(c, "\"parameter_servers\":[{") &&
+              strstr(c, "\"ps\":{\"staleness\":0}"));
+    /* the canonical text loads to itself */
+    char path[512];
+    snprintf(path, sizeof path, "%s/canonical.json", root);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(c, f);
+    fclose(f);
+    topo t2;
+    CU_ASSERT_FATAL(topo_load(&t2, path, NULL, 0, err) == 0);
+    char *c2 = topo_canonical_json(&t2);
+    CU_ASSERT_STRING_EQUAL(c, c2);
+    free(c);
+    free(c2);
+    topo_free(&t2);
+    topo_free(&t);
+    /* --set reaches the new keys */
+    char *sets[] = { "ps.staleness=-1", "parameter_servers.1.host=127.0.0.2" };
+    CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-ps.json", sets, 2, err) == 0);
+    CU_ASSERT(t.ps.staleness == -1 && !strcmp(t.parameter_servers[1].host, "127.0.0.2"));
+    topo_free(&t);
+    char *off[] = { "sync=allreduce" };
+    CU_ASSERT(topo_load(&t, "topologies/shakespeare-ps.json", off, 1, err) == -1 &&
+              strstr(err, "parameter_servers: only allowed with"));
+    /* an all-reduce topology is encoded without them: its hash is what it was */
+    CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-2x2.json", NULL, 0, err) == 0);
+    CU_ASSERT(t.sync_id == TOPO_SYNC_ALLREDUCE && t.n_servers == 0);
+    c = topo_canonical_json(&t);
+    CU_ASSERT(!strstr(c, "\"sync\"") && !strstr(c, "parameter_servers") && !strstr(c, "\"ps\""));
+    free(c);
+    topo_free(&t);
 }
 
 /* ---- the assignment ---- */
@@ -521,6 +576,15 @@ static void test_checkpoint(void)
     model_part *s0 = model_part_new(&t.model, t.stages[0].units, t.stages[0].n_units, 1, 1);
     optim_adamw *os0 = optim_new(s0->n_params);
     CU_ASSERT(ps_server_import(fresh[0], s0, os0, 2, err) == -1 && strstr(err, "not in the loaded part"));
+    /* the PS run's checkpoint resumes under all-reduce: sync, parameter_servers and ps may differ */
+    topo ar;
+    CU_ASSERT_FATAL(load_as(&ar, "topologies/shakespeare-2x2.json") == 0);
+    CU_ASSERT_FATAL(run_ckpt_open(&c, dir, NULL, err) == 0);
+    int rc = run_ckpt_check_topology(&c, &ar, err);
+    if (rc) fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT(rc == 0);
+    run_ckpt_close(&c);
+    topo_free(&ar);
     model_part_free(s0);
     optim_free(os0);
     free(g);
@@ -542,6 +606,7 @@ int main(void)
     snprintf(root, sizeof root, "/tmp/test_ps.XXXXXX");
     if (!mkdtemp(root)) return 2;
     CU_TestInfo tests[] = {
+        { "topology: sync, parameter_servers, ps; canonical JSON, --set, hash", test_topology },
         { "assignment: every float once, balanced, deterministic, stage views", test_assign },
         { "clocks: s+1 ahead held, within allowed, -1 never, synchronous", test_clocks },
         { "synchronous: bitwise the worker-order sum + run_optim_apply_ranges", test_sync_bitwise },
