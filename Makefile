@@ -1,6 +1,6 @@
 # pipetrain — build, test, run.
 #
-# Modules are found by folder: every .c in model/ net/ coll/ scheduler/ stage/ goes into
+# Modules are found by folder: every .c in model/ net/ coll/ scheduler/ stage/ ps/ goes into
 # build/libpipetrain.a; cli/ and bench/ make bin/pipetrain; each tests/test_*.c is
 # one CUnit program linked against the library. Adding a file needs no edit here.
 #
@@ -29,7 +29,7 @@ CFLAGS  = -std=c11 -D_GNU_SOURCE -g $(OPT) $(SAN) -Wall -Wextra $(WERROR) -MMD -
 LDLIBS  = $(PKG_LIBS) -lpthread -lm
 TEST_LDLIBS = $(shell pkg-config --libs cunit 2>/dev/null)
 
-LIB_SRCS  := $(sort $(wildcard base/*.c model/*.c net/*.c coll/*.c scheduler/*.c topo/*.c run/*.c stage/*.c coord/*.c))
+LIB_SRCS  := $(sort $(wildcard base/*.c model/*.c net/*.c coll/*.c scheduler/*.c topo/*.c run/*.c stage/*.c coord/*.c ps/*.c))
 CLI_SRCS  := $(sort $(wildcard cli/*.c bench/*.c))
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)

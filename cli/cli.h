@@ -18,6 +18,10 @@ int cli_bench_main(int argc, char **argv);
 
 /* Prints "pipetrain CMD: message" to stderr and returns 2 (bad usage). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Refuses a topology the runtime cannot train yet: with "sync": "ps" prints
+ * "pipetrain CMD: FILE: sync: ..." (the parameter-server runtime of issue 12
+ * does not exist yet) and returns 2; else 0. */
+int cli_sync_check(const char *cmd, const topo *t);
 /* When argv holds --help or -h: prints text to stdout and returns 1; else 0. */
 int cli_wants_help(int argc, char **argv, const char *text);
 /* Parses a decimal integer in [lo, hi] for option opt; returns 0 or -1 (message printed). */

@@ -6,6 +6,16 @@
 #include <math.h>
 #include <stdarg.h>
 
+int cli_sync_check(const char *cmd, const topo *t)
+{
+    if (t->sync_id != TOPO_SYNC_PS) return 0;
+    fprintf(stderr, "pipetrain %s: %s: sync: \"ps\" (parameter-server training) is not implemented yet: the servers, "
+            "push/pull and the worker runtime do not exist; `pipetrain check` validates the topology and prints the "
+            "assignment of tensors to parameter_servers (give \"sync\": \"allreduce\" to train the replicas)\n",
+            cmd, t->path);
+    return 2;
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;

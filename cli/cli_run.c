@@ -3,6 +3,7 @@
 #include "cli/cli.h"
 #include "cli/cli_restart.h"
 #include "model/util.h"
+#include "ps/ps.h"
 #include "stage/train.h"
 
 #include <limits.h>
@@ -201,6 +202,10 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "pipetrain run: %s\n", err);
         return 2;
     }
+    if ((rc = cli_sync_check("run", &t))) {
+        topo_free(&t);
+        return rc;
+    }
     if (a.data && topo_set_data_path(&t, a.data, err)) {
         fprintf(stderr, "pipetrain run: %s\n", err);
         topo_free(&t);
@@ -286,6 +291,16 @@ int cli_check_main(int argc, char **argv)
            n_act);
     sched_free(s);
     topo_print_partition(&t, stdout);
+    if (t.sync_id == TOPO_SYNC_PS) {
+        ps_assignment pa;
+        if (ps_assign(&t, &pa, err)) {
+            fprintf(stderr, "pipetrain check: %s\n", err);
+            topo_free(&t);
+            return 2;
+        }
+        ps_print_assignment(&t, &pa, stdout, 24);
+        ps_assignment_free(&pa);
+    }
     topo_free(&t);
     return 0;
 }

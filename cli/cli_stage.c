@@ -145,6 +145,10 @@ int cli_stage_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    if (cli_sync_check("stage", &t)) {
+        topo_free(&t);
+        return 2;
+    }
     if (resolve_identity(&t, &o, &replica, rank_var, rank)) {
         topo_free(&t);
         return 2;

@@ -128,6 +128,8 @@ static optim_hparams hparams(const topo *t, long s)
     return (optim_hparams){ (float)run_lr(t, s), (float)tr->beta1, (float)tr->beta2, 1e-8f, (float)tr->weight_decay };
 }
 
+optim_hparams run_optim_hparams(const topo *t, long s) { return hparams(t, s); }
+
 void run_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm)
 {
     optim_hparams h = hparams(t, s);

@@ -78,6 +78,10 @@ int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *
 
 /* The learning rate of step s (warmup, then cosine to min_lr). */
 double run_lr(const topo *t, long s);
+/* The AdamW hyper-parameters of step s: run_lr(t, s) and the topology's betas
+ * and weight decay, eps 1e-8 (what run_optim_apply uses; ps/ scales the
+ * learning rate of an asynchronous push from it). Any thread. */
+optim_hparams run_optim_hparams(const topo *t, long s);
 /* Applies AdamW to p with step s's learning rate and the topology's
  * hyper-parameters, gradients clipped by the global norm `norm` (combined in
  * unit order over the whole model: optim_global_norm). The one place the

@@ -113,9 +113,10 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
  * train.steps (extends or shortens the run; the learning-rate schedule follows
  * the new total from the checkpoint on), train.log_every, train.eval_every,
  * train.eval_batches, train.bucket_mb, train.zero, the schedule (every
- * schedule gives the same numbers) and the stages (how many, their layers,
+ * schedule gives the same numbers), the stages (how many, their layers,
  * replicas, threads, hosts and ports: the shards are re-split by layer, and
- * every replica holds the same weights). Everything else — model, data, seed, optimizer, batch
+ * every replica holds the same weights) and sync, parameter_servers and ps
+ * (all-reduce or parameter servers: checkpoints are by tensor name either way). Everything else — model, data, seed, optimizer, batch
  * and micro-batches — must be equal. Returns 0, or -1 with a message naming
  * the first JSON path that differs. */
 int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err);

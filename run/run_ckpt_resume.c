@@ -23,7 +23,7 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
 static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
                                           "train.steps", "train.log_every", "train.eval_every",
                                           "train.eval_batches", "train.bucket_mb", "train.zero", "schedule",
-                                          "stages", NULL };
+                                          "stages", "sync", "parameter_servers", "ps", NULL };
 
 static void drop_path(json_t *o, const char *path)
 {
@@ -102,7 +102,8 @@ int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err)
             rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
                         "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
                         "train.log_every, train.eval_every, train.eval_batches, train.bucket_mb, train.zero, the "
-                        "schedule and the stages (with their replicas) may change on --resume)", c->dir, path[0] ? path : "(top level)",
+                        "schedule, the stages (with their replicas), sync, parameter_servers and ps may change on "
+                        "--resume)", c->dir, path[0] ? path : "(top level)",
                         was ? was : "nothing", is ? is : "nothing", t->path);
             free(was);
             free(is);

@@ -24,6 +24,7 @@
 
 static const char *const data_formats[] = { "auto", "text", "bin", NULL };
 static const char *const launch_kinds[] = { "local", "ssh", NULL };
+static const char *const sync_kinds[] = { "allreduce", "ps", NULL };
 
 static const field model_fields[] = {
     INT(model_config, dim, 1, 1, 1 << 20, 0),
@@ -108,6 +109,18 @@ static const field stage_fields[] = {
     END
 };
 
+/* A parameter server: unlike the coordinator, both fields are required. */
+static const field server_fields[] = {
+    STR(topo_addr, host, 1, NULL, NULL),
+    INT(topo_addr, port, 1, 1, 65535, 0),
+    END
+};
+
+static const field ps_fields[] = {
+    INT(topo_ps, staleness, 0, -1, 1e9, 0),
+    END
+};
+
 const field topo_top_fields[] = {
     STR(topo, description, 0, NULL, NULL),
     OBJ(topo, model, 1, model_fields),
@@ -120,6 +133,10 @@ const field topo_top_fields[] = {
     STR(topo, launch, 0, "local", launch_kinds),
     { "stages", T_ARR, offsetof(topo, stages), 1, 0, 0, 0, 0, 0, NULL, NULL, stage_fields,
       offsetof(topo, n_stages), sizeof(topo_stage), 1024 },
+    STR(topo, sync, 0, "allreduce", sync_kinds),
+    { "parameter_servers", T_ARR, offsetof(topo, parameter_servers), 0, 0, 0, 0, 0, 0, NULL, NULL, server_fields,
+      offsetof(topo, n_servers), sizeof(topo_addr), TOPO_MAX_SERVERS },
+    OBJ(topo, ps, 0, ps_fields),
     END
 };
 
@@ -406,10 +423,22 @@ static void encode_stage_forms(json_t *o, const topo *t)
     }
 }
 
+/* An all-reduce topology is encoded without the parameter-server keys (they
+ * are only allowed with "sync": "ps"), so it hashes as it did before they
+ * existed and its text reloads to itself. */
+static void encode_sync_form(json_t *o, const topo *t)
+{
+    if (t->sync_id == TOPO_SYNC_PS) return;
+    json_object_del(o, "sync");
+    json_object_del(o, "parameter_servers");
+    json_object_del(o, "ps");
+}
+
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
     if (o) encode_stage_forms(o, t);
+    if (o) encode_sync_form(o, t);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     return s; /* NULL: out of memory, the caller says so */
@@ -519,6 +548,7 @@ int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *er
         if (topo_apply_set(root, path, sets[i], err)) goto fail;
     dctx c = { path, t->dir };
     if (decode_obj(&c, topo_top_fields, root, t, "", err)) goto fail;
+    t->ps_given = json_object_get(root, "ps") != NULL;
     if (topo_validate(t, err)) goto fail;
     json_decref(root);
     return 0;

@@ -36,10 +36,20 @@
  *   stages          req, non-empty array of { layers req, and either host req, port
  *                   req, threads = 1 (one process) or replicas req: non-empty array
  *                   of { host req, port req, threads = 1 } (data-parallel copies) }
+ *   sync            "allreduce" (default: replicas all-reduce their gradients) | "ps"
+ *                   (parameter servers hold the weights and AdamW; each replica of
+ *                   the pipeline is a worker that pushes gradients, pulls weights)
+ *   parameter_servers  req when sync is "ps", refused otherwise: non-empty array
+ *                   (at most TOPO_MAX_SERVERS) of { host req, port req }
+ *   ps              only with sync "ps": staleness = 0 (integer >= -1: 0 synchronous,
+ *                   s > 0 a worker runs at most s steps ahead of the slowest, -1
+ *                   unbounded); see ps/ps.h
  * Hosts are numeric unicast IPv4/IPv6 addresses (no name lookups); ports
- * 1..65535; host:port distinct across every process of the grid and the
- * coordinator; loopback addresses are not mixed with other machines' (those could
- * not connect back).
+ * 1..65535; host:port distinct across every process of the grid, the parameter
+ * servers and the coordinator; loopback addresses are not mixed with other
+ * machines' (those could not connect back). An all-reduce topology's canonical
+ * JSON leaves sync, parameter_servers and ps out (it hashes as before they
+ * existed); a "ps" one has all three.
  *
  * Replicas (the data-parallel grid): every stage has the same number R of
  * replicas (the single-process form is R = 1); a process is (stage, replica).
@@ -91,6 +101,8 @@ enum { TOPO_SCHED_GPIPE = SCHED_KIND_GPIPE, TOPO_SCHED_1F1B = SCHED_KIND_1F1B,
        TOPO_SCHED_INTERLEAVED = SCHED_KIND_INTERLEAVED, TOPO_SCHED_ZBH1 = SCHED_KIND_ZBH1,
        TOPO_SCHED_FILE = SCHED_N_KINDS };
 enum { TOPO_LAUNCH_LOCAL = 0, TOPO_LAUNCH_SSH = 1 };
+enum { TOPO_SYNC_ALLREDUCE = 0, TOPO_SYNC_PS = 1 };
+#define TOPO_MAX_SERVERS 1024 /* parameter_servers entries */
 
 typedef struct {
     char *path;          /* resolved path, NULL when the topology names no data */
@@ -161,6 +173,10 @@ typedef struct {
 } topo_addr;
 
 typedef struct {
+    int staleness;       /* -1 = unbounded, 0 = synchronous, s > 0 = bounded */
+} topo_ps;
+
+typedef struct {
     char *path;          /* the topology file as given to topo_load */
     char *dir;           /* its directory, for resolving relative paths */
     char *description;   /* optional */
@@ -178,6 +194,12 @@ typedef struct {
     topo_stage *stages;
     int n_replicas;       /* R: replicas of every stage (data-parallel degree), >= 1 */
     int chunks_per_stage; /* v: 1 for plain schedules */
+    char *sync;           /* "allreduce" | "ps" */
+    int sync_id;          /* TOPO_SYNC_* */
+    int n_servers;        /* parameter servers; 0 unless sync is "ps" */
+    topo_addr *parameter_servers; /* [n_servers] */
+    topo_ps ps;           /* meaningful with sync "ps" only */
+    int ps_given;         /* the file (or --set) gave "ps": refused unless sync is "ps" */
 } topo;
 
 /* Loads and validates a topology file. `sets` holds n_sets "KEY=VALUE" overrides
@@ -247,7 +269,8 @@ int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len);
 /* Bytes of the largest tensor that crosses a stage boundary (an activation or its
  * gradient for one micro-batch); the transport refuses larger payloads. */
 size_t topo_max_tensor_bytes(const topo *t);
-/* 1 when the coordinator and every stage are on a loopback address. */
+/* 1 when the coordinator, every stage and every parameter server are on a
+ * loopback address. */
 int topo_all_loopback(const topo *t);
 /* Index of the stage whose replica 0 listens on host:port (compared as addresses,
  * so "::1" and "0:0::1" match), or -1. */
@@ -315,7 +338,8 @@ int topo_check_limits(const topo *t, char *err);
 void topo_print_partition(const topo *t, FILE *f);
 /* Prints the grid: stages x replicas, per process (rank, stage, replica)
  * host:port, threads, parameters and activation bytes sent per micro-batch, and
- * per replica group (stage) the gradient bytes it all-reduces per step. */
+ * per replica group (stage) the gradient bytes it all-reduces per step (with
+ * sync "ps" a line saying there is no all-reduce instead). */
 void topo_print_grid(const topo *t, FILE *f);
 
 #endif

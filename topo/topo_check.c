@@ -449,6 +449,7 @@ int topo_validate(topo *t, char *err)
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
     if (check_train(t, err) || check_schedule(t, err)) return -1;
     if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
+    if (topo_check_ps(t, err)) return -1;
     if (topo_check_limits(t, err)) return -1;
     return 0;
 }
@@ -545,6 +546,8 @@ size_t topo_max_tensor_bytes(const topo *t)
 int topo_all_loopback(const topo *t)
 {
     if (!is_loopback(t->coordinator.host)) return 0;
+    for (int j = 0; j < t->n_servers; j++)
+        if (!is_loopback(t->parameter_servers[j].host)) return 0;
     for (int s = 0; s < t->n_stages; s++)
         for (int r = 0; r < t->stages[s].n_replicas; r++)
             if (!is_loopback(t->stages[s].replicas[r].host)) return 0;
@@ -556,4 +559,19 @@ int topo_find_stage(const topo *t, const char *host, int port)
     for (int s = 0; s < t->n_stages; s++)
         if (same_endpoint(host, port, t->stages[s].host, t->stages[s].port)) return s;
     return -1;
+}
+
+/* The address rules, for topo_ps.c's parameter servers. */
+int topo_check_host(const char *file, const char *path, const char *host, char *err)
+{
+    return check_host(file, path, host, err);
+}
+
+int topo_same_endpoint(const char *h1, int p1, const char *h2, int p2) { return same_endpoint(h1, p1, h2, p2); }
+
+int topo_is_loopback(const char *host) { return is_loopback(host); }
+
+void topo_proc_path(const topo *t, int s, int r, const char *fieldname, char *buf, size_t n)
+{
+    proc_path(t, s, r, fieldname, buf, n);
 }

@@ -104,6 +104,10 @@ void topo_print_grid(const topo *t, FILE *f)
             human_bytes(bytes, by, sizeof by);
             fprintf(f, "%-5d %-5d %-7d %-24s %7d %14s %12s\n", topo_rank_of(t, s, r), s, r, addr, p->threads, pa, by);
         }
+    if (t->sync_id == TOPO_SYNC_PS) { /* no all-reduce: the servers' table is ps_print_assignment's */
+        fprintf(f, "sync ps: each replica is a worker; gradients go to the parameter servers, not an all-reduce\n");
+        return;
+    }
     /* fp32 weight gradients; a ring all-reduce sends 2(R-1)/R of them from each process */
     fprintf(f, "%-5s %-7s %18s %22s\n", "group", "stage", "all-reduce/step", "ring sends/process");
     double total = 0;

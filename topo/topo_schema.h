@@ -45,6 +45,17 @@ const field *topo_find_field(const field *tbl, const char *name);
 /* Applies one "KEY=VALUE" override to the JSON document (topo_set.c). Returns 0,
  * or -1 with a message naming file and the override. */
 int topo_apply_set(json_t *root, const char *file, const char *set, char *err);
+/* The address rules of topo_check.c, shared with topo_ps.c: a host that is a
+ * numeric unicast address (0, or -1 with a message naming file and path), two
+ * endpoints that are the same, a loopback host, and the JSON path of (stage s,
+ * replica r)'s field (NULL: the process itself) in the form the file used. */
+int topo_check_host(const char *file, const char *path, const char *host, char *err);
+int topo_same_endpoint(const char *h1, int p1, const char *h2, int p2);
+int topo_is_loopback(const char *host);
+void topo_proc_path(const topo *t, int s, int r, const char *fieldname, char *buf, size_t n);
+/* sync, parameter_servers and ps (topo_ps.c): sets t->sync_id; after the
+ * stages' addresses are checked. Returns 0 or -1 with a message naming the field. */
+int topo_check_ps(topo *t, char *err);
 /* Derived defaults and cross-field rules after decoding (topo_check.c). */
 int topo_validate(topo *t, char *err);
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# t_ps_cli.sh — parameter-server topologies at the command line (issue 12, the
+# part without the network): `check` validates topologies/shakespeare-ps.json
+# and prints the assignment (per server its pieces, or a summary by stage when
+# there are many, and the bytes it receives and sends per step); `run` and
+# `stage` refuse sync "ps" with exit 2 naming the field, before anything starts.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+T=topologies/shakespeare-ps.json
+tmp=$(mktemp -d /tmp/t_ps_cli.XXXXXX); trap 'rm -rf "$tmp"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# run EXPECTED_RC ARGS...: stdout in $tmp/out, stderr in $tmp/err
+run() {
+    local want=$1; shift
+    "$P" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    [ "$rc" -eq "$want" ] || { fail "exit $rc (want $want): $*"; sed 's/^/    /' "$tmp/err" | head -5; }
+}
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2' ($3)"; }
+
+run 0 check "$T"
+has "$tmp/out" "parameter servers: 2, 2 worker(s) (replicas), sync ps, staleness 0 (synchronous)" "header"
+has "$tmp/out" "sync ps: each replica is a worker" "no all-reduce table"
+# 918656 floats, 459392 + 459264 per server: x 4 bytes x 2 workers each way
+grep -qE '^0 +127\.0\.0\.1:29555 +20 +459392 +3\.5 MiB +3\.5 MiB$' "$tmp/out" || fail "server 0's row: $(grep -m1 '^0 ' "$tmp/out")"
+grep -qE '^1 +127\.0\.0\.1:29556 +19 +459264 +3\.5 MiB +3\.5 MiB$' "$tmp/out" || fail "server 1's row"
+has "$tmp/out" "stage 0  model.embed_tokens.weight" "pieces listed"
+[ "$(grep -c '^ *stage [01]  model\.\|^ *stage [01]  lm_head' "$tmp/out")" -eq 39 ] || fail "not 39 pieces listed"
+# many pieces: a summary by stage instead of the list
+run 0 check "$T" --set model.n_layers=8 --set stages.0.layers=embed,0-3 --set stages.1.layers=4-7,head \
+    --set ps.staleness=-1
+has "$tmp/out" "staleness -1 (unbounded)" "unbounded"
+grep -qE '^ +stage 0: [0-9]+ pieces, [0-9]+ floats$' "$tmp/out" || fail "no summary by stage"
+# the same check twice prints the same assignment (deterministic)
+run 0 check "$T"; cp "$tmp/out" "$tmp/out1"; run 0 check "$T"
+cmp -s "$tmp/out" "$tmp/out1" || fail "check printed two assignments"
+
+for cmd in run stage; do
+    extra=(); [ $cmd = run ] && extra=(--out "$tmp/r"); [ $cmd = stage ] && extra=(--stage 0 --replica 0)
+    run 2 $cmd "$T" "${extra[@]}"
+    has "$tmp/err" "shakespeare-ps.json: sync: \"ps\" (parameter-server training) is not implemented yet" "$cmd refuses"
+done
+[ ! -e "$tmp/r" ] || fail "run created its directory"
+# servers without sync "ps" are refused
+run 2 check "$T" --set sync=allreduce
+has "$tmp/err" "parameter_servers: only allowed with \"sync\": \"ps\"" "allreduce with servers"
+
+[ $fails -eq 0 ] && echo "t_ps_cli: ok" || { echo "t_ps_cli: $fails failure(s)"; exit 1; }
