@@ -99,10 +99,11 @@ ch_pick() {
 # N [KIND]: KIND 3stage (the default: the uneven 3-stage pipeline, compared
 # with the 1-stage reference) or grid (2 x 2, compared with ref2x2)
 chaos_kill_trials() {
-    local n=$1 kind=${2:-3stage} i ok=0 hit=0 rc d pid ref=ref start=ch_start what="stage"
-    [ "$kind" = grid ] && { ref=ref2x2; start=ch_start_grid; what="process of a 2 x 2 grid"; }
+    local n=$1 kind=${2:-3stage} i ok=0 hit=0 rc d pid ref=ref start=ch_start what="stage" span=1500
+    # (a grid run takes longer: kills over its whole length, restarts from every checkpoint)
+    [ "$kind" = grid ] && { ref=ref2x2; start=ch_start_grid; what="process of a 2 x 2 grid"; span=6000; }
     for ((i = 0; i < n; i++)); do
-        ch_pick "$kind"; d=$((RANDOM % 1500 + 100))
+        ch_pick "$kind"; d=$((RANDOM % span + 100))
         $start kill$i --max-restarts 3
         ch_wait_file "$tmp/kill$i/$ch_stem.pid"
         ch_sleep_ms $d
@@ -125,6 +126,7 @@ chaos_kill_trials() {
 ch_grid_fault() {
     local name=$1 sig=$2 limit=$3 d t0 rc pid line
     ch_pick grid; d=$((RANDOM % 800))
+    rm -rf "${tmp:?}/$name"
     ch_start_grid "$name"
     ch_wait_file "$tmp/$name/checkpoints/step-3/COMPLETE"
     ch_sleep_ms $d
