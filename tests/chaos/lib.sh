@@ -12,7 +12,8 @@
 #   chaos_kill_trials N grid    the same on a 2 x 2 grid (2 stages x 2 replicas):
 #                               SIGKILL of a random process, any stage, any replica
 #   chaos_grid_dead [N]         N SIGKILLs of a random process of a 2 x 2 run without
-#                               restarts: exit 1 within the peer timeout (+ grace),
+#                               restarts (mid-run; every second one while the
+#                               processes start): exit 1 within the peer timeout (+ grace),
 #                               one line naming "stage K replica R (host:port)" of
 #                               the killed process, no process left
 #   chaos_grid_stop             SIGSTOP of a replica, no restarts: the run ends
@@ -118,17 +119,23 @@ chaos_kill_trials() {
         "[ $ok -eq $n ]"
 }
 
-# A dead or silent process of a 2 x 2 run without restarts: SIG (KILL or STOP)
-# to a random process once step AFTER's checkpoint is complete plus a random
-# delay. Sets ch_verdict to "" when the run exits 1 within LIMIT ms of the
-# signal, its one-line error names the process (and its address), and no
-# process of the run is left; otherwise to what went wrong. ch_dt: the time.
+# A dead or silent process of a 2 x 2 run without restarts: NAME SIG LIMIT
+# [early]: SIG (KILL or STOP) to a random process once step 3's checkpoint is
+# complete, plus up to 800 ms (early: up to 600 ms after it started, while
+# the processes start and join). Sets ch_verdict to "" when the run exits 1
+# within LIMIT ms of the signal, its one-line error names the process (and
+# its address), and no process of the run is left; otherwise to what went
+# wrong. ch_dt: the time.
 ch_grid_fault() {
     local name=$1 sig=$2 limit=$3 d t0 rc pid line
     ch_pick grid; d=$((RANDOM % 800))
     rm -rf "${tmp:?}/$name"
     ch_start_grid "$name"
-    ch_wait_file "$tmp/$name/checkpoints/step-3/COMPLETE"
+    if [ "${4:-}" = early ]; then
+        d=$((RANDOM % 600)); ch_wait_file "$tmp/$name/$ch_stem.pid"
+    else
+        ch_wait_file "$tmp/$name/checkpoints/step-3/COMPLETE"
+    fi
     ch_sleep_ms $d
     pid=$(cat "$tmp/$name/$ch_stem.pid" 2>/dev/null)
     t0=$(ch_ms)
@@ -146,7 +153,7 @@ ch_grid_fault() {
     esac
     ! ch_left "$tmp/$name" || ch_verdict="$ch_verdict; a process was left running"
     if [ -n "$ch_verdict" ]; then
-        echo "    $name: SIG$sig of $ch_who after step 3 + $d ms:$ch_verdict"; tail -n 4 "$tmp/$name.log" | sed 's/^/    | /'
+        echo "    $name: SIG$sig of $ch_who ${4:-after step 3} + $d ms:$ch_verdict"; tail -n 4 "$tmp/$name.log" | sed 's/^/    | /'
     fi
 }
 # the limit: the peer timeout, the coordinator's grace (coord.c fail_run) and
@@ -155,7 +162,7 @@ CH_GRID_LIMIT=$((CH_PT + CH_PT / 3 + 500 + 1000))
 chaos_grid_dead() {
     local n=${1:-1} i ok=0 max=0
     for ((i = 0; i < n; i++)); do
-        ch_grid_fault dead$i KILL $CH_GRID_LIMIT
+        ch_grid_fault dead$i KILL $CH_GRID_LIMIT "$([ $((i % 2)) -eq 1 ] && echo early)"
         [ -z "$ch_verdict" ] && ok=$((ok + 1))
         [ $ch_dt -gt $max ] && max=$ch_dt
         [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp/dead$i"
