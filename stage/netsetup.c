@@ -3,6 +3,7 @@
 #include "coll/coll.h"
 #include "stage/proto.h"
 #include "model/util.h"
+#include "coll/coll.h"
 
 #include <stdlib.h>
 
@@ -44,6 +45,18 @@ uint64_t stage_max_payload(const topo *t)
     }
     uint64_t norm = 4 + 8 * units;
     if (norm > mx) mx = norm;
+    /* with replicas the all-reduce sends a bucket's ring segments, cut into
+     * chunks of at most COLL_CHUNK_BYTES (runtime_dp.c keeps coll's default):
+     * a layer's segment outgrows a small model's activations */
+    for (int u = 0; t->n_replicas > 1 && u < topo_n_units(t); u++)
+        for (int b = 0, nb = topo_unit_buckets(t, u, -1, NULL, NULL); b < nb; b++) {
+            size_t off, len, soff, slen;
+            topo_unit_buckets(t, u, b, &off, &len);
+            coll_segment(len, t->n_replicas, 0, &soff, &slen);
+            uint64_t seg = (uint64_t)slen * sizeof(float);
+            if (seg > COLL_CHUNK_BYTES) seg = COLL_CHUNK_BYTES;
+            if (seg > mx) mx = seg;
+        }
     if ((uint64_t)PROTO_TRACE_PART_BYTES > mx) mx = PROTO_TRACE_PART_BYTES;
     /* the replicas' collectives send messages of up to a chunk, whatever the
      * activations' size (a small model's must not cap them) */

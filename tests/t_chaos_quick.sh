@@ -5,7 +5,9 @@
 # another topology or secret refused at hello, and kills during checkpoint
 # writes (random moments, and fixed points: before each shard, manifest,
 # COMPLETE and latest) never damaging a complete checkpoint, --insecure, and
-# 50 bits flipped in flight, all detected.
+# 50 bits flipped in flight, all detected. On a 2 x 2 grid (issue #11): one
+# SIGKILL of a random process with restarts (bitwise equal to an uninterrupted
+# 2 x 2 run) and one without (exit 1 within the peer timeout, naming it).
 # Cases: tests/chaos/lib.sh.
 set -u
 cd "$(dirname "$0")/.."
@@ -14,6 +16,9 @@ cd "$(dirname "$0")/.."
 
 chaos_reference
 chaos_kill_trials 3
+chaos_grid_reference
+chaos_kill_trials 1 grid
+chaos_grid_dead 1
 chaos_stop_trial
 chaos_coord_kill
 chaos_hello_refusals

@@ -2,7 +2,8 @@
  * #10): the window keeps the most recent whole steps in push order, wraps
  * around its ring, never holds more than its capacity however many steps are
  * pushed, and a trace part always fits the payload limit, however small the
- * model (stage_max_payload). */
+ * model (stage_max_payload), as does an all-reduce message of a grid. */
+#include "coll/coll.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
 #include "stage/trace_window.h"
@@ -123,6 +124,40 @@ static void test_part_fits_payload(void)
     }
 }
 
+/* The all-reduce's messages fit the payload limit too: the ring segment of
+ * a layer's bucket (426496 bytes for the 2 x 2 shakespeare grid) was refused
+ * by net_send against a limit sized by activations and trace parts alone
+ * (135168 bytes), so no 2 x 2 run of that model finished a step. */
+static void test_allreduce_fits_payload(void)
+{
+    const char *sets[][2] = { { "train.batch_size=8", "train.bucket_mb=4" },
+                              { "train.batch_size=24", "train.bucket_mb=64" },
+                              { "train.batch_size=8", "train.bucket_mb=0.01" } };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        topo t;
+        char err[ERR_LEN];
+        char *s[] = { (char *)sets[i][0], (char *)sets[i][1] };
+        CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-2x2.json", s, 2, err) == 0);
+        uint64_t mx = stage_max_payload(&t), worst = 0;
+        for (int u = 0; u < topo_n_units(&t); u++)
+            for (int b = 0; b < topo_unit_buckets(&t, u, -1, NULL, NULL); b++) {
+                size_t off, len, soff, slen;
+                topo_unit_buckets(&t, u, b, &off, &len);
+                for (int r = 0; r < t.n_replicas; r++) {
+                    coll_segment(len, t.n_replicas, r, &soff, &slen);
+                    uint64_t m = (uint64_t)slen * sizeof(float);
+                    if (m > COLL_CHUNK_BYTES) m = COLL_CHUNK_BYTES; /* coll's default chunk */
+                    if (m > worst) worst = m;
+                }
+            }
+        if (mx < worst) fprintf(stderr, "\n  %s %s: payload limit %llu < all-reduce message %llu\n", sets[i][0],
+                                sets[i][1], (unsigned long long)mx, (unsigned long long)worst);
+        CU_ASSERT(worst > 0);
+        CU_ASSERT(mx >= worst);
+        topo_free(&t);
+    }
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -131,6 +166,7 @@ int main(void)
         { "bounded however many steps", test_bounded_forever },
         { "one step larger than the window", test_one_huge_step },
         { "a trace part fits the payload limit of a small model", test_part_fits_payload },
+        { "an all-reduce message fits the payload limit of a grid", test_allreduce_fits_payload },
         CU_TEST_INFO_NULL,
     };
     return tests_run("trace_window", tests);

@@ -8,6 +8,16 @@
 #                               --max-restarts 3, each with SIGKILL of a random
 #                               stage at a random moment: exit 0, weights and
 #                               loss lines equal to the reference, no stage left
+#   chaos_grid_reference        the uninterrupted 2 x 2 run the grid cases compare with
+#   chaos_kill_trials N grid    the same on a 2 x 2 grid (2 stages x 2 replicas):
+#                               SIGKILL of a random process, any stage, any replica
+#   chaos_grid_dead [N]         N SIGKILLs of a random process of a 2 x 2 run without
+#                               restarts (mid-run; every second one while the
+#                               processes start): exit 1 within the peer timeout (+ grace),
+#                               one line naming "stage K replica R (host:port)" of
+#                               the killed process, no process left
+#   chaos_grid_stop             SIGSTOP of a replica, no restarts: the run ends
+#                               within the peer timeout naming it, no process left
 #   chaos_stop_trial            SIGSTOP of a stage: found by the heartbeat,
 #                               restarted, equal weights
 #   chaos_coord_kill            SIGKILL of the launcher (coordinator): no stage
@@ -33,11 +43,20 @@ ch_ports() { local n=$1 off=${2:-0} k; echo "--set coordinator.port=0"; for ((k 
 ch_lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
 ch_wait_file() { local i; for ((i = 0; i < ${2:-1200}; i++)); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
 ch_left() { pgrep -f -- "--out $1( |\$)" >/dev/null; } # 0 when a process of run dir $1 is alive
-ch_same() { # DIR: exported weights and loss lines equal to the reference
+ch_same() { # DIR [REF]: exported weights and loss lines equal to the reference (default ref)
+    local r=${2:-ref}
     "$P" export "$1" --out "$1/export" >/dev/null 2>&1 &&
-        cmp -s "$tmp/ref/export/model.safetensors" "$1/export/model.safetensors" &&
-        ch_lines "$1/metrics.jsonl" | diff -q "$tmp/ref.lines" - >/dev/null
+        cmp -s "$tmp/$r/export/model.safetensors" "$1/export/model.safetensors" &&
+        ch_lines "$1/metrics.jsonl" | diff -q "$tmp/$r.lines" - >/dev/null
 }
+# The 2 x 2 grid (topologies/shakespeare-2x2.json): every process on its own
+# port, shifted by OFF (process p = R * 2 + K at CH_BASE + OFF + p)
+CH_GRID=topologies/shakespeare-2x2.json
+ch_grid_ports() { local off=${1:-60} k r; echo "--set coordinator.port=0"
+    for ((r = 0; r < 2; r++)); do for ((k = 0; k < 2; k++)); do
+        echo "--set stages.$k.replicas.$r.port=$((CH_BASE + off + r * 2 + k))"; done; done; }
+ch_ms() { date +%s%3N; }
+ch_sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 # 1-stage, 3 checkpoints per 9 steps: the numbers every case must reproduce
 chaos_reference() {
     "$P" run topologies/shakespeare-1stage.json "${CH_COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" \
@@ -54,23 +73,107 @@ ch_start() {
         --out "$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 &
     ch_run=$!
 }
+# the same on the 2 x 2 grid
+ch_start_grid() {
+    local name=$1; shift
+    "$P" run $CH_GRID "${CH_COMMON[@]}" $(ch_grid_ports) --peer-timeout-ms $CH_PT \
+        --out "$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 &
+    ch_run=$!
+}
+# the uninterrupted 2 x 2 run the grid cases compare with (ref2x2)
+chaos_grid_reference() {
+    "$P" run $CH_GRID "${CH_COMMON[@]}" $(ch_grid_ports) --out "$tmp/ref2x2" >"$tmp/ref2x2.log" 2>&1
+    check "reference: uninterrupted 2 x 2 run" "[ $? -eq 0 ] || { tail -3 $tmp/ref2x2.log; false; }"
+    "$P" export "$tmp/ref2x2" --out "$tmp/ref2x2/export" >/dev/null 2>&1
+    ch_lines "$tmp/ref2x2/metrics.jsonl" >"$tmp/ref2x2.lines"
+}
+# a random process of a run of KIND (3stage, grid): its pid-file stem and name
+ch_pick() {
+    if [ "$1" = grid ]; then
+        local k=$((RANDOM % 2)) r=$((RANDOM % 2))
+        ch_stem=stage-$k-replica-$r; ch_who="stage $k replica $r"; ch_port=$((CH_BASE + 60 + r * 2 + k))
+    else
+        local k=$((RANDOM % 3)); ch_stem=stage-$k; ch_who="stage $k"; ch_port=$((CH_BASE + k))
+    fi
+}
 
+# N [KIND]: KIND 3stage (the default: the uneven 3-stage pipeline, compared
+# with the 1-stage reference) or grid (2 x 2, compared with ref2x2)
 chaos_kill_trials() {
-    local n=$1 i ok=0 hit=0 rc k d pid
+    local n=$1 kind=${2:-3stage} i ok=0 hit=0 rc d pid ref=ref start=ch_start what="stage" span=1500
+    # (a grid run takes longer: kills over its whole length, restarts from every checkpoint)
+    [ "$kind" = grid ] && { ref=ref2x2; start=ch_start_grid; what="process of a 2 x 2 grid"; span=6000; }
     for ((i = 0; i < n; i++)); do
-        k=$((RANDOM % 3)); d=$((RANDOM % 1500 + 100))
-        ch_start kill$i --max-restarts 3
-        ch_wait_file "$tmp/kill$i/stage-$k.pid"
-        sleep "$(printf '%d.%03d' $((d / 1000)) $((d % 1000)))"
-        pid=$(cat "$tmp/kill$i/stage-$k.pid" 2>/dev/null)
+        ch_pick "$kind"; d=$((RANDOM % span + 100))
+        $start kill$i --max-restarts 3
+        ch_wait_file "$tmp/kill$i/$ch_stem.pid"
+        ch_sleep_ms $d
+        pid=$(cat "$tmp/kill$i/$ch_stem.pid" 2>/dev/null)
         [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && hit=$((hit + 1))
         wait $ch_run; rc=$?
-        if [ $rc -eq 0 ] && ch_same "$tmp/kill$i" && ! ch_left "$tmp/kill$i"; then ok=$((ok + 1))
-        else echo "    trial $i: stage $k killed after ${d} ms: rc $rc"; tail -n 3 "$tmp/kill$i.log" | sed 's/^/    | /'; fi
+        if [ $rc -eq 0 ] && ch_same "$tmp/kill$i" $ref && ! ch_left "$tmp/kill$i"; then ok=$((ok + 1))
+        else echo "    trial $i: $ch_who killed after ${d} ms: rc $rc"; tail -n 3 "$tmp/kill$i.log" | sed 's/^/    | /'; fi
         [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp/kill$i"
     done
-    check "SIGKILL of a random stage at a random moment, restarts on: $ok/$n trials bitwise equal ($hit kills landed)" \
+    check "SIGKILL of a random $what at a random moment, restarts on: $ok/$n trials bitwise equal ($hit kills landed)" \
         "[ $ok -eq $n ]"
+}
+
+# A dead or silent process of a 2 x 2 run without restarts: NAME SIG LIMIT
+# [early]: SIG (KILL or STOP) to a random process once step 3's checkpoint is
+# complete, plus up to 800 ms (early: up to 600 ms after it started, while
+# the processes start and join). Sets ch_verdict to "" when the run exits 1
+# within LIMIT ms of the signal, its one-line error names the process (and
+# its address), and no process of the run is left; otherwise to what went
+# wrong. ch_dt: the time.
+ch_grid_fault() {
+    local name=$1 sig=$2 limit=$3 d t0 rc pid line
+    ch_pick grid; d=$((RANDOM % 800))
+    rm -rf "${tmp:?}/$name"
+    ch_start_grid "$name"
+    if [ "${4:-}" = early ]; then
+        d=$((RANDOM % 600)); ch_wait_file "$tmp/$name/$ch_stem.pid"
+    else
+        ch_wait_file "$tmp/$name/checkpoints/step-3/COMPLETE"
+    fi
+    ch_sleep_ms $d
+    pid=$(cat "$tmp/$name/$ch_stem.pid" 2>/dev/null)
+    t0=$(ch_ms)
+    kill -$sig "$pid" 2>/dev/null
+    wait $ch_run; rc=$?
+    ch_dt=$(( $(ch_ms) - t0 ))
+    [ "$sig" = STOP ] && kill -CONT "$pid" 2>/dev/null
+    line=$(grep '^pipetrain run: stage' "$tmp/$name.log" | head -1)
+    ch_verdict=""
+    [ $rc -eq 1 ] || ch_verdict="exit $rc"
+    [ $ch_dt -le "$limit" ] || ch_verdict="$ch_verdict; took $ch_dt ms (limit $limit)"
+    case "$line" in
+    "pipetrain run: $ch_who (127.0.0.1:$ch_port) "*) ;;
+    *) ch_verdict="$ch_verdict; $ch_who (127.0.0.1:$ch_port) not named: ${line:-no error line}" ;;
+    esac
+    ! ch_left "$tmp/$name" || ch_verdict="$ch_verdict; a process was left running"
+    if [ -n "$ch_verdict" ]; then
+        echo "    $name: SIG$sig of $ch_who ${4:-after step 3} + $d ms:$ch_verdict"; tail -n 4 "$tmp/$name.log" | sed 's/^/    | /'
+    fi
+}
+# the limit: the peer timeout, the coordinator's grace (coord.c fail_run) and
+# a second for the survivors to go
+CH_GRID_LIMIT=$((CH_PT + CH_PT / 3 + 500 + 1000))
+chaos_grid_dead() {
+    local n=${1:-1} i ok=0 max=0
+    for ((i = 0; i < n; i++)); do
+        ch_grid_fault dead$i KILL $CH_GRID_LIMIT "$([ $((i % 2)) -eq 1 ] && echo early)"
+        [ -z "$ch_verdict" ] && ok=$((ok + 1))
+        [ $ch_dt -gt $max ] && max=$ch_dt
+        [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp/dead$i"
+    done
+    check "2 x 2, no restarts: SIGKILL of a random process: $ok/$n runs exit 1 within $CH_GRID_LIMIT ms (max $max), naming it, none left" \
+        "[ $ok -eq $n ]"
+}
+chaos_grid_stop() {
+    ch_grid_fault gstop STOP $CH_GRID_LIMIT
+    check "2 x 2, no restarts: SIGSTOP of $ch_who: the run exits 1 in $ch_dt ms naming it, no process left" \
+        "[ -z '$ch_verdict' ] && ! ch_left $tmp/gstop"
 }
 
 chaos_stop_trial() {
