@@ -58,9 +58,6 @@ uint64_t stage_max_payload(const topo *t)
             if (seg > mx) mx = seg;
         }
     if ((uint64_t)PROTO_TRACE_PART_BYTES > mx) mx = PROTO_TRACE_PART_BYTES;
-    /* the replicas' collectives send messages of up to a chunk, whatever the
-     * activations' size (a small model's must not cap them) */
-    if (t->n_replicas > 1 && (uint64_t)COLL_CHUNK_BYTES > mx) mx = COLL_CHUNK_BYTES;
     mx += 4096; /* FAIL texts, STATS and the other small control messages */
     return mx > NET_MAX_PAYLOAD_CAP ? NET_MAX_PAYLOAD_CAP : mx;
 }
