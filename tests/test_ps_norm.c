@@ -197,8 +197,8 @@ static int compare(int R, int S, int tied, int steps, int quiet)
             np += c;
         }
         CU_ASSERT(np == a.n_blocks);
-        double norm = ps_norm_combine(&t, &a, pp, (size_t)np, err);
-        double norm2 = ps_norm_sync(srv, &a);
+        double norm2 = ps_norm_combine(&t, &a, pp, (size_t)np, err);
+        double norm = ps_norm_sync(srv, &a);
         CU_ASSERT(memcmp(&norm, &norm2, sizeof norm) == 0);
         if (memcmp(&norm, &want, sizeof norm)) {
             diffs++;
@@ -252,6 +252,40 @@ static void test_bitwise_r3(void)
         for (int S = 2; S <= 3; S++) CU_ASSERT(compare(3, S, tied, 3, 0) == 0);
 }
 
+/* R = 1: a unit is one block; the norm is the one-process trainer's
+ * (optim_unit_sqnorms in unit order) bit for bit, though units have several buckets. */
+static void test_one_worker(void)
+{
+    topo t;
+    ps_assignment a;
+    char err[ERR_LEN], why[ERR_LEN];
+    CU_ASSERT_FATAL(load(&t, 1, 2, 0) == 0);
+    CU_ASSERT_FATAL(ps_assign(&t, &a, err) == 0);
+    int U = topo_n_units(&t);
+    CU_ASSERT(a.n_blocks == U && topo_unit_buckets(&t, 1, -1, NULL, NULL) >= 3);
+    ps_server *srv[2];
+    for (int j = 0; j < 2; j++) CU_ASSERT_FATAL((srv[j] = ps_server_new(&t, &a, j, err)) != NULL);
+    int *all = malloc(sizeof(int) * (size_t)U);
+    for (int u = 0; u < U; u++) all[u] = u;
+    model_part *p = model_part_new(&t.model, all, U, 1, (uint64_t)t.train.seed);
+    fill(p->grads, p->n_params, 77, 3e-2f);
+    for (int i = 0; i < a.n_pieces; i++) {
+        const ps_piece *pc = &a.pieces[i];
+        ps_push push = { 0, 0, i, 0, p->grads + ps_piece_part_offset(pc, p), pc->len };
+        CU_ASSERT_FATAL(ps_server_push(srv[pc->server], &push, why) == 0);
+    }
+    double *sq = calloc((size_t)U, sizeof(double));
+    optim_unit_sqnorms(p, sq);
+    double want = optim_global_norm(sq, U), norm = ps_norm_sync(srv, &a);
+    CU_ASSERT(memcmp(&norm, &want, sizeof norm) == 0);
+    free(sq);
+    free(all);
+    model_part_free(p);
+    for (int j = 0; j < 2; j++) ps_server_free(srv[j]);
+    ps_assignment_free(&a);
+    topo_free(&t);
+}
+
 /* The combination refuses partials that are not the assignment's. */
 static void test_combine_refusals(void)
 {
@@ -284,6 +318,7 @@ int main(void)
     CU_TestInfo tests[] = {
         { "R = 2: norm, weights, moments bitwise #8 (tied, untied; 2, 3 servers)", test_bitwise_r2 },
         { "R = 3: the same with the ring's per-segment order", test_bitwise_r3 },
+        { "R = 1: one block per unit, the one-process trainer's norm", test_one_worker },
         { "combination: unknown, duplicate, missing partials; state", test_combine_refusals },
         CU_TEST_INFO_NULL,
     };
