@@ -1,7 +1,9 @@
-/* ps_assign.c — which parameter server holds which floats (ps_assign, the rule
- * is in ps/ps.h), the per-server and per-stage views a server and a worker
- * stage need, and the listing `pipetrain check` prints. A pure function of the
- * model and the server count: no I/O besides printing. */
+/* ps_assign.c — which parameter server holds which floats (ps_assign: #8's
+ * (bucket, replica segment) blocks onto servers, then cut at tensor boundaries
+ * into pieces; the rule is in ps/ps.h), the per-server and per-stage views a
+ * server and a worker stage need, and the listing `pipetrain check` prints. A
+ * pure function of the model, R, train.bucket_mb and the server count: no I/O
+ * besides printing. */
 #include "ps/ps.h"
 #include "base/base.h"
 #include "coll/coll.h"
