@@ -19,9 +19,10 @@
  *     replica segment), and ps_norm_combine places them as the coordinator's
  *     NORM partials and combines them with topo_combine_norm_partials (the
  *     coordinator's function), then optim_global_norm in unit order; then
- *     AdamW runs exactly as run_optim_apply_ranges with run_lr(step). So for
- *     every R >= 2 the norm, weights and moments are bitwise #8's all-reduce +
- *     AdamW (with or without train.zero) on the same topology. With R = 1 a
+ *     AdamW runs exactly as run_optim_apply_ranges with run_lr(step). With R = 2
+ *     this is bitwise #8's all-reduce + AdamW (norm, weights and moments), and
+ *     so is every R >= 3 (the ring order), with or without train.zero, on the
+ *     same topology (tests/test_ps_norm.c). With R = 1 a
  *     unit is one block, its partial is optim_unit_sqnorms' number and the run
  *     is bitwise the one-process trainer's.
  *   s > 0 (bounded staleness, SSP) and s = -1 (asynchronous): every pushed piece
