@@ -91,12 +91,7 @@ uint64_t coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t 
 
 /* The index of unit u's first bucket among all the model's buckets (units in
  * global order). */
-static size_t first_bucket(const topo *t, int u)
-{
-    size_t b = 0;
-    for (int v = 0; v < u; v++) b += (size_t)topo_unit_buckets(t, v, -1, NULL, NULL);
-    return b;
-}
+static size_t first_bucket(const topo *t, int u) { return topo_first_bucket(t, u); }
 
 /* The buckets of stage k's units: the partials one of its processes sends. */
 static uint64_t stage_buckets(const topo *t, int k)
@@ -133,16 +128,7 @@ int coord_place_norm_partials(const topo *t, int stage, int replica, const uint8
 
 void coord_combine_norm_partials(const topo *t, const double *parts, double *sq)
 {
-    int R = t->n_replicas;
-    size_t base = 0;
-    for (int u = 0; u < topo_n_units(t); u++) {
-        int nb = topo_unit_buckets(t, u, -1, NULL, NULL);
-        double acc = 0.0;
-        for (int b = 0; b < nb; b++)
-            for (int r = 0; r < R; r++) acc += parts[(base + (size_t)b) * (size_t)R + (size_t)r];
-        sq[u] = acc;
-        base += (size_t)nb;
-    }
+    topo_combine_norm_partials(t, parts, sq); /* shared with the parameter servers (ps_norm_combine) */
 }
 
 uint64_t coord_encode_norm_partials(const topo *t, int stage, int replica, const double *parts, uint8_t *out)

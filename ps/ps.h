@@ -9,11 +9,22 @@
  *
  * Consistency (topo ps.staleness s):
  *   s = 0 (synchronous, BSP): a step's update waits for every worker's gradient
- *     of that step; the R gradients are summed in worker order 0..R-1, the global
- *     clipping norm is that of the sum over the whole model (a reduction across
- *     servers: ps_server_piece_sqnorm chained piece by piece in unit and offset
- *     order, ps_norm_chain), then AdamW runs exactly as run_optim_apply_ranges
- *     with run_lr(step). With R = 2 this is bitwise #8's all-reduce + AdamW.
+ *     of that step; the R gradients are summed per (bucket, segment) block (see
+ *     the assignment) in coll/'s ring order for that segment i,
+ *     (((g_{i+1} + g_{i+2}) + ...) + g_{i+R-1}) + g_i, which for R = 2 is worker
+ *     order g0 + g1 bit for bit (float addition commutes); the global clipping
+ *     norm is #8's: each server gives one partial per block it holds
+ *     (ps_server_norm_partials: the double sum of squares of the block's summed
+ *     floats in order, exactly rt_dp_norm's partial of that bucket and
+ *     replica segment), and ps_norm_combine places them as the coordinator's
+ *     NORM partials and combines them with topo_combine_norm_partials (the
+ *     coordinator's function), then optim_global_norm in unit order; then
+ *     AdamW runs exactly as run_optim_apply_ranges with run_lr(step). With R = 2
+ *     this is bitwise #8's all-reduce + AdamW (norm, weights and moments), and
+ *     so is every R >= 3 (the ring order), with or without train.zero, on the
+ *     same topology (tests/test_ps_norm.c). With R = 1 a
+ *     unit is one block, its partial is optim_unit_sqnorms' number and the run
+ *     is bitwise the one-process trainer's.
  *   s > 0 (bounded staleness, SSP) and s = -1 (asynchronous): every pushed piece
  *     is applied when it arrives. The choice, per push:
  *       - gradient x R: a worker's gradient is 1/R of the step's (the loss is
@@ -43,7 +54,22 @@
 
 /* ---- the assignment ---- */
 
-/* A contiguous range of one tensor, held by one server. */
+/* The unit of assignment is the block: #8's (bucket, replica segment) pair, a
+ * contiguous run of one unit's layout (topo_unit_buckets' bucket b, then
+ * coll_segment(bucket length, R, seg)); with R = 1 the block is the whole unit.
+ * A norm partial is a sequential double sum over a block, so a block is never
+ * split across servers. A piece is a block cut at tensor boundaries (the
+ * intersection of a block and a tensor): it has one name, one decay flag and
+ * one range of its tensor, which checkpoints, pushes and `check` use; all the
+ * pieces of a block are on the block's server and consecutive in (unit, off)
+ * order. */
+typedef struct {
+    int unit, bucket, seg; /* seg: the replica segment 0 .. R-1 (0 when R = 1) */
+    size_t off, len;       /* floats within the unit's layout */
+    int server;
+} ps_block;
+
+/* A contiguous range of one tensor inside one block, held by the block's server. */
 typedef struct {
     char name[80];      /* the tensor's Hugging Face name (model_unit_tensors) */
     int unit;           /* global unit index */
@@ -53,12 +79,15 @@ typedef struct {
     size_t len;         /* floats */
     int decay;          /* AdamW weight decay applies (the tensor's) */
     int server;
+    int block;          /* index into the assignment's blocks */
 } ps_piece;
 
 typedef struct {
-    int n_servers, n_stages, n_units;
+    int n_servers, n_stages, n_units, n_replicas;
     size_t total;          /* trainable floats of the model */
-    size_t split;          /* a tensor longer than this is cut into pieces of at most this */
+    size_t max_block;      /* floats of the longest block */
+    int n_blocks;
+    ps_block *blocks;      /* non-empty blocks in (unit, bucket, seg) order, i.e. (unit, off) order */
     int n_pieces;
     ps_piece *pieces;      /* in (unit, off) order: every float exactly once */
     size_t *server_floats; /* (n_servers) floats each server holds */
@@ -66,16 +95,17 @@ typedef struct {
     int *stage_idx, *stage_start;   /* pieces of stage k, the same way; both in (unit, off) order */
 } ps_assignment;
 
-/* Assigns every trainable tensor of t's model (all units, by name; a tied head
- * owns none) to t->n_servers servers, deterministically (a pure function of the
- * model and the server count). The rule: split = ceil(total / (8 S)); a tensor
- * longer than split is cut into k = ceil(len / split) contiguous pieces of
- * near-equal length (piece i = [i*len/k, (i+1)*len/k)); then pieces, longest
- * first (ties by unit, then offset), go each to the server holding the fewest
- * floats so far (ties: the lowest index). Greedy onto the least loaded keeps
- * max - min <= the longest piece <= split, so the servers' floats are within
- * avg +- total/(8S) + 1: max/min <= 9/7 (about 1.29). Returns 0, or -1 with err
- * when t has no parameter servers. a is zeroed first; free with ps_assignment_free. */
+/* Assigns every trainable float of t's model (all units; a tied head owns none)
+ * to t->n_servers servers, deterministically (a pure function of the model, R,
+ * train.bucket_mb and the server count). The rule: the non-empty blocks
+ * (above), longest first (ties by unit, bucket, segment), go each to the server
+ * holding the fewest floats so far (ties: the lowest index); then each block is
+ * cut at tensor boundaries into pieces. Greedy onto the least loaded keeps max
+ * - min <= the longest block (at most ceil(bucket floats / R), and at most the
+ * largest unit / R), so every server holds within avg +- max_block floats.
+ * Returns 0, or -1 with err naming t's file: no parameter servers, or fewer
+ * blocks than servers (a server would hold nothing; fewer servers or a smaller
+ * train.bucket_mb). a is zeroed first; free with ps_assignment_free. */
 int ps_assign(const topo *t, ps_assignment *a, char *err);
 void ps_assignment_free(ps_assignment *a);
 /* The pieces of server j (or stage k): returns their count and points *idx at
@@ -101,8 +131,9 @@ enum ps_state {
      * bound, applied on arrival. */
     PS_COLLECT = 0,
     /* Synchronous only: every worker pushed the step; the gradients are summed
-     * in worker order and wait for the global norm (ps_server_piece_sqnorm,
-     * then ps_server_apply). Pushes are refused until then. */
+     * (ring order per block, see above) and wait for the global norm
+     * (ps_server_norm_partials, ps_norm_combine, then ps_server_apply). Pushes
+     * are refused until then. */
     PS_NEED_NORM = 1,
 };
 
@@ -151,16 +182,33 @@ int ps_server_push(ps_server *s, const ps_push *p, char *why);
  * an unknown worker. */
 int ps_server_may_start(const ps_server *s, int w, long step);
 
-/* PS_NEED_NORM: start + the sum of squares (double, in layout order) of the
- * summed gradient of piece i (an assignment index this server holds). Chaining
- * it over a unit's pieces in offset order gives optim_unit_sqnorms' number for
- * that unit bit for bit. NAN when the state or piece is wrong. */
-double ps_server_piece_sqnorm(const ps_server *s, int piece, double start);
+/* One block's partial of the synchronous norm, tagged as the coordinator
+ * places NORM partials: unit, its bucket (topo_unit_buckets) and the replica
+ * segment; sq = sum of squares (double, 0.0 + floats in order) of the block's
+ * summed gradient. */
+typedef struct {
+    int unit, bucket, seg;
+    double sq;
+} ps_norm_partial;
+
+/* The blocks this server holds (the partials it gives per step). */
+int ps_server_n_blocks(const ps_server *s);
+/* PS_NEED_NORM: writes this server's partials, one per block it holds in block
+ * order, into out (room for ps_server_n_blocks(s)); returns their count, or -1
+ * in another state. The caller owns out. The networked layer sends them to
+ * whoever combines the norm. */
+int ps_server_norm_partials(const ps_server *s, ps_norm_partial *out);
+/* The global norm from every block's partial, parts[0..n) (any order, e.g. the
+ * servers' lists concatenated): placed at the coordinator's index and combined
+ * with topo_combine_norm_partials, then optim_global_norm in unit order; with R
+ * = 1 a unit's one partial goes to its bucket 0 (0.0 + p + 0.0 ... = p).
+ * Returns the norm, or NAN with err naming the partial when a tag is not one of
+ * a's blocks, a block comes twice or is missing. */
+double ps_norm_combine(const topo *t, const ps_assignment *a, const ps_norm_partial *parts, size_t n, char *err);
 /* The global norm of the summed gradients of in-process servers srv[0..S-1]
- * (srv[j] is server j of a): per unit, the chain over its pieces, then
- * optim_global_norm in unit order. The networked layer does the same chain with
- * messages. NAN when a server is not in PS_NEED_NORM. */
-double ps_norm_chain(ps_server *const *srv, const ps_assignment *a);
+ * (srv[j] is server j of a): every server's partials, then ps_norm_combine.
+ * NAN when a server is not in PS_NEED_NORM. */
+double ps_norm_sync(ps_server *const *srv, const ps_assignment *a);
 /* PS_NEED_NORM -> PS_COLLECT: AdamW on every piece with the summed gradient,
  * clipped by the global norm `norm`, with run_lr(step); the step advances.
  * Returns 0, or -1 with err in another state. */

@@ -1,17 +1,20 @@
-/* ps_assign.c — which parameter server holds which floats (ps_assign, the rule
- * is in ps/ps.h), the per-server and per-stage views a server and a worker
- * stage need, and the listing `pipetrain check` prints. A pure function of the
- * model and the server count: no I/O besides printing. */
+/* ps_assign.c — which parameter server holds which floats (ps_assign: #8's
+ * (bucket, replica segment) blocks onto servers, then cut at tensor boundaries
+ * into pieces; the rule is in ps/ps.h), the per-server and per-stage views a
+ * server and a worker stage need, and the listing `pipetrain check` prints. A
+ * pure function of the model, R, train.bucket_mb and the server count: no I/O
+ * besides printing. */
 #include "ps/ps.h"
 #include "base/base.h"
+#include "coll/coll.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Longest first; ties by unit, then offset, so the order is total. */
+/* Longest first; ties by position (unit, then offset), so the order is total. */
 static int by_len_desc(const void *x, const void *y)
 {
-    const ps_piece *a = x, *b = y;
+    const ps_block *a = x, *b = y;
     if (a->len != b->len) return a->len > b->len ? -1 : 1;
     if (a->unit != b->unit) return a->unit < b->unit ? -1 : 1;
     return a->off < b->off ? -1 : (a->off > b->off);
@@ -19,34 +22,69 @@ static int by_len_desc(const void *x, const void *y)
 
 static int by_position(const void *x, const void *y)
 {
-    const ps_piece *a = x, *b = y;
+    const ps_block *a = x, *b = y;
     if (a->unit != b->unit) return a->unit < b->unit ? -1 : 1;
     return a->off < b->off ? -1 : (a->off > b->off);
 }
 
-/* Cuts every tensor into pieces of at most a->split floats (a->pieces, in
+/* The non-empty blocks of every unit in (unit, bucket, seg) order (ps.h); with
+ * out NULL only counts them. */
+static int make_blocks(const topo *t, int R, int n_units, ps_block *out)
+{
+    int nb = 0;
+    for (int u = 0; u < n_units; u++) {
+        size_t n = model_unit_params(&t->model, u);
+        if (!n) continue;
+        if (R == 1) { /* the whole unit: its partial is optim_unit_sqnorms' number */
+            if (out) out[nb] = (ps_block){ u, 0, 0, 0, n, 0 };
+            nb++;
+            continue;
+        }
+        int k = topo_unit_buckets(t, u, -1, NULL, NULL);
+        for (int b = 0; b < k; b++) {
+            size_t boff = 0, blen = 0;
+            topo_unit_buckets(t, u, b, &boff, &blen);
+            for (int r = 0; r < R; r++) {
+                size_t so = 0, sl = 0;
+                coll_segment(blen, R, r, &so, &sl);
+                if (!sl) continue; /* an empty segment's partial is 0.0: nothing to hold */
+                if (out) out[nb] = (ps_block){ u, b, r, boff + so, sl, 0 };
+                nb++;
+            }
+        }
+    }
+    return nb;
+}
+
+/* Cuts every block at its unit's tensor boundaries into pieces (a->pieces, in
  * (unit, off) order); with out NULL only counts them. */
 static int cut(const topo *t, const ps_assignment *a, ps_piece *out)
 {
     model_tensor ten[MODEL_MAX_UNIT_TENSORS];
-    int np = 0;
-    for (int u = 0; u < a->n_units; u++) {
-        int n = model_unit_tensors(&t->model, u, ten);
-        for (int i = 0; i < n; i++) {
-            size_t k = (ten[i].numel + a->split - 1) / a->split;
-            for (size_t p = 0; p < k; p++, np++) {
-                if (!out) continue;
+    int np = 0, nt = 0, unit = -1;
+    for (int bi = 0; bi < a->n_blocks; bi++) {
+        const ps_block *bl = &a->blocks[bi];
+        if (bl->unit != unit) nt = model_unit_tensors(&t->model, unit = bl->unit, ten);
+        for (int i = 0; i < nt; i++) {
+            size_t lo = bl->off > ten[i].offset ? bl->off : ten[i].offset;
+            size_t hi = bl->off + bl->len < ten[i].offset + ten[i].numel ? bl->off + bl->len
+                                                                          : ten[i].offset + ten[i].numel;
+            if (lo >= hi) continue;
+            if (out) {
                 ps_piece *pc = &out[np];
                 memset(pc, 0, sizeof *pc);
                 _Static_assert(sizeof pc->name == sizeof ten[0].name, "piece names are tensor names");
                 memcpy(pc->name, ten[i].name, strnlen(ten[i].name, sizeof pc->name - 1)); /* NUL: memset */
-                pc->unit = u;
-                pc->stage = topo_stage_of_unit(t, u);
-                pc->tensor_off = p * ten[i].numel / k;
-                pc->len = (p + 1) * ten[i].numel / k - pc->tensor_off;
-                pc->off = ten[i].offset + pc->tensor_off;
+                pc->unit = bl->unit;
+                pc->stage = topo_stage_of_unit(t, bl->unit);
+                pc->tensor_off = lo - ten[i].offset;
+                pc->len = hi - lo;
+                pc->off = lo;
                 pc->decay = ten[i].decay;
+                pc->server = bl->server;
+                pc->block = bi;
             }
+            np++;
         }
     }
     return np;
@@ -71,26 +109,36 @@ int ps_assign(const topo *t, ps_assignment *a, char *err)
 {
     memset(a, 0, sizeof *a);
     if (t->n_servers < 1) return seterr(err, "%s: parameter_servers: none (sync is \"%s\")", t->path, t->sync);
-    int S = t->n_servers;
+    int S = t->n_servers, R = t->n_replicas > 0 ? t->n_replicas : 1;
     a->n_servers = S;
     a->n_stages = t->n_stages;
     a->n_units = topo_n_units(t);
+    a->n_replicas = R;
     for (int u = 0; u < a->n_units; u++) a->total += model_unit_params(&t->model, u);
-    a->split = (a->total + 8 * (size_t)S - 1) / (8 * (size_t)S);
-    if (a->split < 1) a->split = 1;
-    a->n_pieces = cut(t, a, NULL);
-    a->pieces = xcalloc((size_t)a->n_pieces, sizeof *a->pieces);
-    cut(t, a, a->pieces);
-    qsort(a->pieces, (size_t)a->n_pieces, sizeof *a->pieces, by_len_desc);
+    a->n_blocks = make_blocks(t, R, a->n_units, NULL);
+    if (a->n_blocks < S) {
+        int nb = a->n_blocks;
+        memset(a, 0, sizeof *a);
+        return seterr(err, "%s: parameter_servers: %d servers but the model's gradients form only %d blocks "
+                      "(buckets of train.bucket_mb x %d replica segments) and a block is never split; use at most "
+                      "%d servers or a smaller train.bucket_mb", t->path, S, nb, R, nb);
+    }
+    a->blocks = xcalloc((size_t)a->n_blocks, sizeof *a->blocks);
+    make_blocks(t, R, a->n_units, a->blocks);
+    qsort(a->blocks, (size_t)a->n_blocks, sizeof *a->blocks, by_len_desc);
     a->server_floats = xcalloc((size_t)S, sizeof(size_t));
-    for (int i = 0; i < a->n_pieces; i++) {
+    for (int i = 0; i < a->n_blocks; i++) {
         int best = 0;
         for (int j = 1; j < S; j++)
             if (a->server_floats[j] < a->server_floats[best]) best = j;
-        a->pieces[i].server = best;
-        a->server_floats[best] += a->pieces[i].len;
+        a->blocks[i].server = best;
+        a->server_floats[best] += a->blocks[i].len;
+        if (a->blocks[i].len > a->max_block) a->max_block = a->blocks[i].len;
     }
-    qsort(a->pieces, (size_t)a->n_pieces, sizeof *a->pieces, by_position);
+    qsort(a->blocks, (size_t)a->n_blocks, sizeof *a->blocks, by_position);
+    a->n_pieces = cut(t, a, NULL);
+    a->pieces = xcalloc((size_t)a->n_pieces, sizeof *a->pieces);
+    cut(t, a, a->pieces);
     index_by(a, S, 1, &a->server_idx, &a->server_start);
     index_by(a, a->n_stages, 0, &a->stage_idx, &a->stage_start);
     return 0;
@@ -99,6 +147,7 @@ int ps_assign(const topo *t, ps_assignment *a, char *err)
 void ps_assignment_free(ps_assignment *a)
 {
     if (!a) return;
+    free(a->blocks);
     free(a->pieces);
     free(a->server_floats);
     free(a->server_idx);
@@ -141,10 +190,11 @@ void ps_print_assignment(const topo *t, const ps_assignment *a, FILE *f, int max
 {
     int R = t->n_replicas;
     char s0[32], s1[32];
-    fprintf(f, "parameter servers: %d, %d worker(s) (replicas), sync ps, staleness %d%s; %zu floats in %d pieces "
-            "(tensors longer than %zu floats are split)\n", a->n_servers, R, t->ps.staleness,
+    fprintf(f, "parameter servers: %d, %d worker(s) (replicas), sync ps, staleness %d%s; %zu floats in %d blocks "
+            "(gradient bucket x replica segment, at most %zu floats), %d pieces (blocks cut at tensor boundaries)\n",
+            a->n_servers, R, t->ps.staleness,
             t->ps.staleness < 0 ? " (unbounded)" : t->ps.staleness == 0 ? " (synchronous)" : "", a->total,
-            a->n_pieces, a->split);
+            a->n_blocks, a->max_block, a->n_pieces);
     fprintf(f, "%-6s %-24s %7s %12s %16s %16s\n", "server", "address", "pieces", "floats", "receives/step",
             "sends/step");
     size_t lo = SIZE_MAX, hi = 0;
@@ -176,6 +226,6 @@ void ps_print_assignment(const topo *t, const ps_assignment *a, FILE *f, int max
             if (cnt) fprintf(f, "         stage %d: %d pieces, %zu floats\n", k, cnt, fl);
         }
     }
-    fprintf(f, "balance: most/least floats per server %.3f (the rule bounds it by 9/7)\n",
-            lo ? (double)hi / (double)lo : 0.0);
+    fprintf(f, "balance: most/least floats per server %.3f (the rule bounds most - least by the longest block, "
+            "%zu floats)\n", lo ? (double)hi / (double)lo : 0.0, a->max_block);
 }

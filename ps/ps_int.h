@@ -17,8 +17,9 @@ struct ps_server {
     int *local;           /* (a->n_pieces) assignment index -> local index, -1 if not held */
     size_t *poff;         /* (np + 1) where local piece l starts in w, m, v, gsum */
     size_t n;             /* floats held */
+    int nblk;             /* blocks held (their pieces are consecutive in idx) */
     float *w, *m, *v;     /* (n) weights and AdamW moments, piece after piece */
-    float *gsum;          /* synchronous: (n) the step's gradients summed in worker order */
+    float *gsum;          /* synchronous: (n) the step's gradients summed (ring order per block) */
     float *gbuf;          /* synchronous: (R x n) each worker's gradients of the step */
     long *pstep;          /* (np) AdamW's step counter per piece (bias correction) */
     long *pver;           /* (np) updates applied per piece: the version a pull reports */

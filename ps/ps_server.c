@@ -46,6 +46,8 @@ ps_server *ps_server_new(const topo *t, const ps_assignment *a, int j, char *err
         s->poff[l + 1] = s->poff[l] + a->pieces[s->idx[l]].len;
     }
     s->n = s->poff[s->np];
+    for (int l = 0; l < s->np; l++)
+        if (l == 0 || a->pieces[s->idx[l]].block != a->pieces[s->idx[l - 1]].block) s->nblk++;
     s->w = xcalloc(s->n, sizeof(float));
     s->m = xcalloc(s->n, sizeof(float));
     s->v = xcalloc(s->n, sizeof(float));
@@ -187,16 +189,24 @@ static void finish_worker_step(ps_server *s, int w)
 }
 
 /* PS_COLLECT, synchronous: buffer the gradient; the last push of the step
- * sums the workers' gradients in worker order and waits for the norm. */
+ * sums the workers' gradients and waits for the norm. Each piece is summed as
+ * coll/ reduces its block's segment i: (((g_{i+1} + g_{i+2}) + ...) +
+ * g_{i+R-1}) + g_i, workers mod R (R = 2: g0 + g1 bit for bit). */
 static void on_collect_sync(ps_server *s, const ps_push *p, int l)
 {
     memcpy(s->gbuf + (size_t)p->worker * s->n + s->poff[l], p->grad, p->n * sizeof(float));
     for (int w = 0; w < s->R; w++)
         if (s->clock[w] != s->step + 1) return;
-    memcpy(s->gsum, s->gbuf, s->n * sizeof(float));
-    for (int w = 1; w < s->R; w++) {
-        const float *g = s->gbuf + (size_t)w * s->n;
-        for (size_t i = 0; i < s->n; i++) s->gsum[i] += g[i];
+    for (int k = 0; k < s->np; k++) {
+        int i = s->a->blocks[s->a->pieces[s->idx[k]].block].seg;
+        size_t lo = s->poff[k], hi = s->poff[k + 1];
+        float *d = s->gsum;
+        const float *g = s->gbuf + (size_t)((i + 1) % s->R) * s->n;
+        for (size_t e = lo; e < hi; e++) d[e] = g[e];
+        for (int r = 2; r <= s->R; r++) { /* r = R adds g_i itself */
+            g = s->gbuf + (size_t)((i + r) % s->R) * s->n;
+            for (size_t e = lo; e < hi; e++) d[e] = d[e] + g[e];
+        }
     }
     s->state = PS_NEED_NORM;
 }
@@ -225,28 +235,99 @@ int ps_server_push(ps_server *s, const ps_push *p, char *why)
 
 /* ---- the synchronous update ---- */
 
-double ps_server_piece_sqnorm(const ps_server *s, int piece, double start)
+int ps_server_n_blocks(const ps_server *s) { return s->nblk; }
+
+int ps_server_norm_partials(const ps_server *s, ps_norm_partial *out)
 {
-    int l = piece >= 0 && piece < s->a->n_pieces ? s->local[piece] : -1;
-    if (s->state != PS_NEED_NORM || l < 0) return NAN;
-    const float *g = s->gsum + s->poff[l];
-    size_t n = s->a->pieces[piece].len;
-    for (size_t i = 0; i < n; i++) start += (double)g[i] * g[i];
-    return start;
+    if (s->state != PS_NEED_NORM) return -1;
+    int n = -1;
+    for (int l = 0; l < s->np; l++) {
+        const ps_piece *pc = &s->a->pieces[s->idx[l]];
+        if (l == 0 || pc->block != s->a->pieces[s->idx[l - 1]].block) { /* a block's first piece */
+            const ps_block *b = &s->a->blocks[pc->block];
+            out[++n] = (ps_norm_partial){ b->unit, b->bucket, b->seg, 0.0 };
+        }
+        const float *g = s->gsum + s->poff[l]; /* the block's pieces are consecutive: one sequential sum */
+        double acc = out[n].sq;
+        for (size_t i = 0; i < pc->len; i++) acc += (double)g[i] * g[i];
+        out[n].sq = acc;
+    }
+    return n + 1;
 }
 
-double ps_norm_chain(ps_server *const *srv, const ps_assignment *a)
+/* The block of (unit, bucket, seg) in a (blocks are in that order), or -1. */
+static int find_block(const ps_assignment *a, const ps_norm_partial *p)
 {
-    double *sq = xcalloc((size_t)a->n_units, sizeof(double));
-    double bad = 0;
-    for (int i = 0; i < a->n_pieces; i++) { /* pieces are in (unit, off) order */
-        const ps_piece *pc = &a->pieces[i];
-        sq[pc->unit] = ps_server_piece_sqnorm(srv[pc->server], i, sq[pc->unit]);
-        if (isnan(sq[pc->unit])) bad = NAN;
+    int lo = 0, hi = a->n_blocks - 1;
+    while (lo <= hi) {
+        int m = lo + (hi - lo) / 2;
+        const ps_block *b = &a->blocks[m];
+        int c = b->unit != p->unit ? (b->unit < p->unit ? -1 : 1)
+              : b->bucket != p->bucket ? (b->bucket < p->bucket ? -1 : 1)
+              : b->seg != p->seg ? (b->seg < p->seg ? -1 : 1) : 0;
+        if (!c) return m;
+        if (c < 0) lo = m + 1;
+        else hi = m - 1;
     }
-    double norm = optim_global_norm(sq, a->n_units);
+    return -1;
+}
+
+double ps_norm_combine(const topo *t, const ps_assignment *a, const ps_norm_partial *parts, size_t n, char *err)
+{
+    int R = t->n_replicas > 0 ? t->n_replicas : 1, U = topo_n_units(t);
+    if (R != a->n_replicas || U != a->n_units)
+        return seterr(err, "%s: the assignment is for %d units x %d replicas, the topology has %d x %d", t->path,
+                      a->n_units, a->n_replicas, U, R), NAN;
+    size_t np = topo_first_bucket(t, U) * (size_t)R;
+    double *grid = xcalloc(np + 1, sizeof(double)), *sq = xcalloc((size_t)U + 1, sizeof(double));
+    unsigned char *seen = xcalloc((size_t)a->n_blocks + 1, 1);
+    double norm = NAN;
+    size_t i = 0;
+    for (; i < n; i++) {
+        int b = find_block(a, &parts[i]);
+        if (b < 0) {
+            seterr(err, "norm partial %zu: unit %d bucket %d segment %d is not a block of the assignment", i,
+                   parts[i].unit, parts[i].bucket, parts[i].seg);
+            goto out;
+        }
+        if (seen[b]++) {
+            seterr(err, "norm partial %zu: unit %d bucket %d segment %d comes twice", i, parts[i].unit,
+                   parts[i].bucket, parts[i].seg);
+            goto out;
+        }
+        grid[(topo_first_bucket(t, parts[i].unit) + (size_t)parts[i].bucket) * (size_t)R + (size_t)parts[i].seg] =
+            parts[i].sq;
+    }
+    for (int b = 0; b < a->n_blocks; b++)
+        if (!seen[b]) {
+            seterr(err, "norm partial of unit %d bucket %d segment %d (server %d) is missing", a->blocks[b].unit,
+                   a->blocks[b].bucket, a->blocks[b].seg, a->blocks[b].server);
+            goto out;
+        }
+    topo_combine_norm_partials(t, grid, sq);
+    norm = optim_global_norm(sq, U);
+out:
+    free(grid);
     free(sq);
-    return isnan(bad) ? NAN : norm;
+    free(seen);
+    return norm;
+}
+
+double ps_norm_sync(ps_server *const *srv, const ps_assignment *a)
+{
+    ps_norm_partial *parts = xcalloc((size_t)a->n_blocks + 1, sizeof *parts);
+    char err[ERR_LEN];
+    int n = 0;
+    for (int j = 0; j < a->n_servers; j++) {
+        if (ps_server_state(srv[j]) != PS_NEED_NORM) {
+            free(parts);
+            return NAN;
+        }
+        n += ps_server_norm_partials(srv[j], parts + n);
+    }
+    double norm = ps_norm_combine(srv[0]->t, a, parts, (size_t)n, err);
+    free(parts);
+    return norm;
 }
 
 /* PS_NEED_NORM -> PS_COLLECT: AdamW on every piece exactly as

@@ -23,11 +23,15 @@ has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2' ($3)"; }
 run 0 check "$T"
 has "$tmp/out" "parameter servers: 2, 2 worker(s) (replicas), sync ps, staleness 0 (synchronous)" "header"
 has "$tmp/out" "sync ps: each replica is a worker" "no all-reduce table"
-# 918656 floats, 459392 + 459264 per server: x 4 bytes x 2 workers each way
-grep -qE '^0 +127\.0\.0\.1:29555 +20 +459392 +3\.5 MiB +3\.5 MiB$' "$tmp/out" || fail "server 0's row: $(grep -m1 '^0 ' "$tmp/out")"
-grep -qE '^1 +127\.0\.0\.1:29556 +19 +459264 +3\.5 MiB +3\.5 MiB$' "$tmp/out" || fail "server 1's row"
+# 918656 floats in 12 blocks (6 units with parameters x 2 replica segments, one bucket
+# each), 459328 per server: x 4 bytes x 2 workers each way
+has "$tmp/out" "918656 floats in 12 blocks (gradient bucket x replica segment, at most 106624 floats), 45 pieces" "blocks"
+grep -qE '^0 +127\.0\.0\.1:29555 +31 +459328 +3\.5 MiB +3\.5 MiB$' "$tmp/out" || fail "server 0's row: $(grep -m1 '^0 ' "$tmp/out")"
+grep -qE '^1 +127\.0\.0\.1:29556 +14 +459328 +3\.5 MiB +3\.5 MiB$' "$tmp/out" || fail "server 1's row"
 has "$tmp/out" "stage 0  model.embed_tokens.weight" "pieces listed"
-[ "$(grep -c '^ *stage [01]  model\.\|^ *stage [01]  lm_head' "$tmp/out")" -eq 39 ] || fail "not 39 pieces listed"
+# server 0's 31 pieces are summarised by stage, server 1's 14 listed
+grep -qE '^ +stage 0: 15 pieces, 229632 floats$' "$tmp/out" || fail "server 0's summary"
+[ "$(grep -c '^ *stage [01]  model\.\|^ *stage [01]  lm_head' "$tmp/out")" -eq 14 ] || fail "not 14 pieces listed"
 # many pieces: a summary by stage instead of the list
 run 0 check "$T" --set model.n_layers=8 --set stages.0.layers=embed,0-3 --set stages.1.layers=4-7,head \
     --set ps.staleness=-1

@@ -266,6 +266,17 @@ int topo_rank_of(const topo *t, int stage, int replica);
 size_t topo_bucket_floats(const topo *t);
 #define TOPO_MAX_BUCKETS (1 << 18) /* per stage; topo_check_limits refuses more */
 int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len);
+/* The data-parallel norm's partials (stage/proto.h, NORM with R > 1): one double
+ * per (unit, bucket, replica segment), unit u's bucket b of segment r at index
+ * (topo_first_bucket(t, u) + b) * R + r, units in global order; the array holds
+ * topo_first_bucket(t, topo_n_units(t)) * R doubles. topo_first_bucket: how
+ * many buckets units 0 .. unit-1 have. topo_combine_norm_partials: unit u's
+ * square norm sq[u] = 0.0 + part(b0, r0) + part(b0, r1) + ... + part(b1, r0) +
+ * ... (buckets outer, replicas inner, left to right; 0.0 for a unit without
+ * buckets): the one combination both the coordinator (coord_combine_norm_partials)
+ * and the synchronous parameter servers (ps_norm_combine) use. Any thread; pure. */
+size_t topo_first_bucket(const topo *t, int unit);
+void topo_combine_norm_partials(const topo *t, const double *parts, double *sq);
 /* Bytes of the largest tensor that crosses a stage boundary (an activation or its
  * gradient for one micro-batch); the transport refuses larger payloads. */
 size_t topo_max_tensor_bytes(const topo *t);

@@ -515,6 +515,27 @@ int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len)
     return nb;
 }
 
+size_t topo_first_bucket(const topo *t, int unit)
+{
+    size_t b = 0;
+    for (int v = 0; v < unit; v++) b += (size_t)topo_unit_buckets(t, v, -1, NULL, NULL);
+    return b;
+}
+
+void topo_combine_norm_partials(const topo *t, const double *parts, double *sq)
+{
+    int R = t->n_replicas;
+    size_t base = 0;
+    for (int u = 0; u < topo_n_units(t); u++) {
+        int nb = topo_unit_buckets(t, u, -1, NULL, NULL);
+        double acc = 0.0;
+        for (int b = 0; b < nb; b++)
+            for (int r = 0; r < R; r++) acc += parts[(base + (size_t)b) * (size_t)R + (size_t)r];
+        sq[u] = acc;
+        base += (size_t)nb;
+    }
+}
+
 int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err)
 {
     long n = (long)t->n_stages * t->n_replicas;
