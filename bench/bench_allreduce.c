@@ -232,7 +232,7 @@ static double ring_busbw(struct ring *x, float **bufs, size_t size, int iters, d
 /* cpu_*: CPU seconds per trial, and cpu_pair the paired plain/ring CPU ratios */
 struct cell { double busbw, plain, pair[MAX_TRIALS], cpu_pair[MAX_TRIALS]; int n_pair; };
 
-static int parse_list(const char *s, long *out, int cap)
+int bench_parse_list(const char *s, long *out, int cap)
 {
     int n = 0;
     while (*s && n < cap) {
@@ -271,8 +271,8 @@ int bench_allreduce_main(int argc, char **argv)
         if (!strcmp(argv[i], "--rank") || !strcmp(argv[i], "--members")) return bench_allreduce_hosts_main(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) nr = parse_list(argv[++i], ranks, MAXR);
-        else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = parse_list(argv[++i], sizes, MAXS);
+        else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) nr = bench_parse_list(argv[++i], ranks, MAXR);
+        else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = bench_parse_list(argv[++i], sizes, MAXS);
         else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atol(argv[++i]);

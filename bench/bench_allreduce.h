@@ -23,4 +23,8 @@ int bench_allreduce_main(int argc, char **argv);
  * stderr), 2 on bad usage. */
 int bench_allreduce_hosts_main(int argc, char **argv);
 
+/* Parses a comma-separated list of positive integers into out (at most cap).
+ * Returns how many, or -1 on anything else. */
+int bench_parse_list(const char *s, long *out, int cap);
+
 #endif

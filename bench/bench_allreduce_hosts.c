@@ -61,21 +61,6 @@ static int parse_members(const char *s, member *m, int cap)
     return n;
 }
 
-static int parse_sizes(const char *s, long *out, int cap)
-{
-    int n = 0;
-    while (*s && n < cap) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v <= 0) return -1;
-        out[n++] = v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        s = end;
-    }
-    return *s ? -1 : n;
-}
-
 /* --- plain sockets: one to rank + 1, one from rank - 1 ------------------------ */
 
 static int plain_listen(const member *me)
@@ -179,7 +164,7 @@ int bench_allreduce_hosts_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--members") && i + 1 < argc) R = parse_members(argv[++i], m, HMAXR);
-        else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = parse_sizes(argv[++i], sizes, HMAXS);
+        else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) ns = bench_parse_list(argv[++i], sizes, HMAXS);
         else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atol(argv[++i]);
