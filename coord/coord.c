@@ -91,23 +91,13 @@ uint64_t coord_encode_norms(const topo *t, int stage, const double *sq, uint8_t 
 
 /* The index of unit u's first bucket among all the model's buckets (units in
  * global order). */
-static size_t first_bucket(const topo *t, int u) { return topo_first_bucket(t, u); }
-
-/* The buckets of stage k's units: the partials one of its processes sends. */
-static uint64_t stage_buckets(const topo *t, int k)
-{
-    uint64_t n = 0;
-    for (int i = 0; i < t->stages[k].n_units; i++) n += (uint64_t)topo_unit_buckets(t, t->stages[k].units[i], -1, NULL, NULL);
-    return n;
-}
-
-size_t coord_norm_parts(const topo *t) { return first_bucket(t, topo_n_units(t)) * (size_t)t->n_replicas; }
+size_t coord_norm_parts(const topo *t) { return topo_first_bucket(t, topo_n_units(t)) * (size_t)t->n_replicas; }
 
 int coord_place_norm_partials(const topo *t, int stage, int replica, const uint8_t *payload, uint64_t len,
                               double *parts, char *err)
 {
     const topo_stage *s = &t->stages[stage];
-    uint64_t want = stage_buckets(t, stage);
+    uint64_t want = (uint64_t)topo_stage_buckets(t, stage);
     int R = t->n_replicas;
     if (len < 4) return seterr(err, "NORM payload of %llu bytes is too short", (unsigned long long)len);
     uint32_t n = get_u32le(payload);
@@ -120,7 +110,7 @@ int coord_place_norm_partials(const topo *t, int stage, int replica, const uint8
     const uint8_t *q = payload + 4;
     for (int i = 0; i < s->n_units; i++) {
         int u = s->units[i], nb = topo_unit_buckets(t, u, -1, NULL, NULL);
-        size_t base = first_bucket(t, u);
+        size_t base = topo_first_bucket(t, u);
         for (int b = 0; b < nb; b++, q += 8) parts[(base + (size_t)b) * (size_t)R + (size_t)replica] = get_f64le(q);
     }
     return 0;
@@ -138,7 +128,7 @@ uint64_t coord_encode_norm_partials(const topo *t, int stage, int replica, const
     uint8_t *q = out + 4;
     for (int i = 0; i < s->n_units; i++) {
         int u = s->units[i], nb = topo_unit_buckets(t, u, -1, NULL, NULL);
-        size_t base = first_bucket(t, u);
+        size_t base = topo_first_bucket(t, u);
         for (int b = 0; b < nb; b++, q += 8) put_f64le(q, parts[(base + (size_t)b) * (size_t)R + (size_t)replica]);
     }
     put_u32le(out, (uint32_t)((q - out - 4) / 8));
@@ -162,8 +152,10 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     c->normcap = 4 + 8 * (uint64_t)c->n_units;
     if (t->n_replicas > 1) {
         c->parts = xcalloc(coord_norm_parts(t) + 1, sizeof *c->parts);
-        for (int k = 0; k < t->n_stages; k++) /* the partials: one per bucket of the stage's units */
-            if (4 + 8 * stage_buckets(t, k) > c->normcap) c->normcap = 4 + 8 * stage_buckets(t, k);
+        for (int k = 0; k < t->n_stages; k++) { /* the partials: one per bucket of the stage's units */
+            uint64_t len = 4 + 8 * (uint64_t)topo_stage_buckets(t, k);
+            if (len > c->normcap) c->normcap = len;
+        }
     }
     if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
     c->normbuf = xcalloc((size_t)c->n_proc, (size_t)c->normcap);

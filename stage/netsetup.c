@@ -36,10 +36,8 @@ uint64_t stage_max_payload(const topo *t)
      * stage; a TRACE part has its own size, whatever the model's: a small
      * model's tensors must not cap it (issue #10) */
     for (int k = 0; k < t->n_stages; k++) {
-        uint64_t n = (uint64_t)t->stages[k].n_units, nb = 0;
         /* with replicas NORM lists a partial sum per gradient bucket (stage/proto.h) */
-        for (int i = 0; t->n_replicas > 1 && i < t->stages[k].n_units; i++)
-            nb += (uint64_t)topo_unit_buckets(t, t->stages[k].units[i], -1, NULL, NULL);
+        uint64_t n = (uint64_t)t->stages[k].n_units, nb = t->n_replicas > 1 ? (uint64_t)topo_stage_buckets(t, k) : 0;
         if (nb > n) n = nb;
         if (n > units) units = n;
     }

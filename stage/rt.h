@@ -131,10 +131,9 @@ void rt_dp_free(rt *r);
 void rt_dp_begin_step(rt *r);
 void rt_dp_unit_ready(rt *r, int i);
 int rt_dp_finish_grads(rt *r);
-/* NORM payload with replicas (stage/proto.h) into buf; returns its length.
- * rt_dp_norm_bytes: its size for part p, for buffers. */
+/* NORM payload with replicas (stage/proto.h) into buf (4 + 8 x
+ * topo_stage_buckets bytes); returns its length. */
 uint64_t rt_dp_norm(rt *r, uint8_t *buf);
-uint64_t rt_dp_norm_bytes(const topo *t, const model_part *p);
 /* AdamW with the global norm: the whole part, or with train.zero this
  * replica's segments and then an all-gather of the weights. */
 int rt_dp_optim(rt *r, double norm);

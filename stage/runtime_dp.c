@@ -107,7 +107,7 @@ int rt_dp_setup(rt *r)
     d->grads = p->grads;
     d->defer_embed = t->model.tie_embeddings && r->holds_embed;
     d->unit_first = xcalloc((size_t)p->n_units + 1, sizeof(int));
-    for (int i = 0; i < p->n_units; i++) d->nb += topo_unit_buckets(t, p->units[i], -1, NULL, NULL);
+    d->nb = topo_stage_buckets(t, r->K);
     if (d->nb > DP_MAX_BUCKETS)
         return rt_fail(r, "train.bucket_mb %g cuts this stage's gradients into %d buckets, more than %d: raise it",
                        t->train.bucket_mb, d->nb, DP_MAX_BUCKETS), 2;
@@ -241,13 +241,6 @@ uint64_t rt_dp_norm(rt *r, uint8_t *buf)
         put_f64le(buf + 4 + 8 * (size_t)b, s);
     }
     return 4 + 8 * (uint64_t)d->nb;
-}
-
-uint64_t rt_dp_norm_bytes(const topo *t, const model_part *p)
-{
-    uint64_t nb = 0;
-    for (int i = 0; i < p->n_units; i++) nb += (uint64_t)topo_unit_buckets(t, p->units[i], -1, NULL, NULL);
-    return 4 + 8 * nb;
 }
 
 /* All-gathers every bucket of buf (part layout) on the compute thread. */

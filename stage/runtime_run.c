@@ -194,7 +194,7 @@ static int setup_compute(rt *r)
     r->y = xcalloc(r->B * r->T, sizeof(int));
     r->loss_mb = xcalloc((size_t)r->M, sizeof(double));
     r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
-    uint64_t nb = 4 + 8 * (uint64_t)r->part->n_units, dpn = r->R > 1 ? rt_dp_norm_bytes(t, r->part) : 0;
+    uint64_t nb = 4 + 8 * (uint64_t)r->part->n_units, dpn = r->R > 1 ? 4 + 8 * (uint64_t)topo_stage_buckets(t, r->K) : 0;
     r->normbuf = xcalloc((size_t)(nb > dpn ? nb : dpn) + 16, 1);
     r->pend = xcalloc(2 * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
     if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);

@@ -265,6 +265,8 @@ int topo_rank_of(const topo *t, int stage, int replica);
  * *off and *len. Any thread. */
 size_t topo_bucket_floats(const topo *t);
 #define TOPO_MAX_BUCKETS (1 << 18) /* per stage; topo_check_limits refuses more */
+/* Buckets of stage k's units (the partials one of its processes puts in NORM). */
+int topo_stage_buckets(const topo *t, int k);
 int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len);
 /* The data-parallel norm's partials (stage/proto.h, NORM with R > 1): one double
  * per (unit, bucket, replica segment), unit u's bucket b of segment r at index

@@ -536,6 +536,13 @@ void topo_combine_norm_partials(const topo *t, const double *parts, double *sq)
     }
 }
 
+int topo_stage_buckets(const topo *t, int k)
+{
+    int n = 0;
+    for (int i = 0; i < t->stages[k].n_units; i++) n += topo_unit_buckets(t, t->stages[k].units[i], -1, NULL, NULL);
+    return n;
+}
+
 int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err)
 {
     long n = (long)t->n_stages * t->n_replicas;
