@@ -53,6 +53,8 @@ struct coll_group {
     size_t chunk; /* floats per message */
     float *tmp;   /* reduce-scatter scratch: 2 segments */
     size_t tmp_cap;
+    struct net_op **ops; /* a collective's op handles, kept between calls (no allocation per collective) */
+    size_t ops_cap;
     _Atomic int aborted; /* coll_group_abort: every wait fails at its next slice */
 };
 
@@ -110,6 +112,7 @@ void coll_group_free(coll_group *g)
     if (!g) return;
     free(g->members);
     free(g->tmp);
+    free(g->ops);
     free(g);
 }
 
@@ -253,6 +256,18 @@ static uint32_t add_crc(float *restrict dst, const float *restrict src, size_t n
     return crc;
 }
 
+/* n op handles, all NULL, from the group's array (grown as needed). */
+static struct net_op **ops_of(coll_group *g, size_t n)
+{
+    if (g->ops_cap < n) {
+        free(g->ops);
+        g->ops = xmalloc(n * sizeof *g->ops);
+        g->ops_cap = n;
+    }
+    memset(g->ops, 0, n * sizeof *g->ops);
+    return g->ops;
+}
+
 static void ensure_tmp(coll_group *g, size_t floats)
 {
     if (g->tmp_cap >= floats) return;
@@ -289,8 +304,7 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     size_t maxch = nchunks(g, seg_max), T = (size_t)(t1 - t0);
     int nscr = R - 1 < NSLOT ? R - 1 : NSLOT; /* reduce-scatter steps in flight at once */
     if (t0 < R - 1) ensure_tmp(g, (size_t)nscr * seg_max);
-    struct net_op **sends = xcalloc(T * maxch, sizeof *sends);
-    struct net_op **recvs = xcalloc(NSLOT * maxch, sizeof *recvs);
+    struct net_op **sends = ops_of(g, (T + NSLOT) * maxch), **recvs = sends + T * maxch;
     /* the first steps' receives, then the first step's sends */
     for (int t = t0; t < t1 && t < t0 + AHEAD && rc == 0; t++)
         rc = post_step_recvs(x, buf, n, t, seg_max, nscr, maxch, recvs);
@@ -341,8 +355,6 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     net_op_free(rdy_out);
     for (size_t i = 0; i < T * maxch; i++) net_op_free(sends[i]);
     for (size_t i = 0; i < NSLOT * maxch; i++) net_op_free(recvs[i]);
-    free(sends);
-    free(recvs);
     return rc;
 }
 
