@@ -13,6 +13,8 @@
 #   make clean
 
 DEBS := libevent-dev libopenblas-dev libjansson-dev libcunit1-dev pkg-config libssl-dev libisal-dev
+# What the shell tests call besides the build (json checks, netns, pgrep).
+TEST_DEBS := python3 iproute2 procps
 PKGS := libevent libevent_pthreads jansson openblas libcrypto libisal
 
 CC      ?= cc
@@ -86,6 +88,8 @@ $(BUILD)/model/optim.o: CFLAGS += $(OPTIM_CFLAGS)
 $(BUILD)/coll/coll.o: CFLAGS += $(OPTIM_CFLAGS)
 
 # Targets that need packages re-enter make after `deps`, so pkg-config sees them.
+# Target-specific DEBS reach the `deps` prerequisite too.
+test asan chaos: DEBS += $(TEST_DEBS)
 test: deps
 	$(MAKE) build
 	BIN=$(BIN) tests/run.sh
