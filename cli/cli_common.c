@@ -9,13 +9,6 @@
 int cli_sync_check(const char *cmd, const topo *t)
 {
     if (t->sync_id != TOPO_SYNC_PS) return 0;
-    if (strcmp(cmd, "server")) { /* until the worker runtime and the launcher know the servers */
-        fprintf(stderr, "pipetrain %s: %s: sync: \"ps\" (parameter-server training) is not implemented yet: the servers, "
-                "push/pull and the worker runtime do not exist; `pipetrain check` validates the topology and prints the "
-                "assignment of tensors to parameter_servers (give \"sync\": \"allreduce\" to train the replicas)\n",
-                cmd, t->path);
-        return 2;
-    }
     if (t->ps.staleness == 0) return 0;
     fprintf(stderr, "pipetrain %s: %s: ps.staleness: %d: only synchronous parameter servers (staleness 0) train yet; "
             "bounded staleness and asynchronous training (issue 12) are not implemented\n", cmd, t->path,

@@ -222,6 +222,15 @@ int cli_run_main(int argc, char **argv)
         return 2;
     }
     sched_free(sched);
+    if (t.sync_id == TOPO_SYNC_PS) { /* the assignment the servers and workers will make: refuse it here */
+        ps_assignment pa;
+        if (ps_assign(&t, &pa, err)) {
+            fprintf(stderr, "pipetrain run: %s\n", err);
+            topo_free(&t);
+            return 2;
+        }
+        ps_assignment_free(&pa);
+    }
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
     if (topo_check_paths(&t, a.out ? a.out : out, err)) { /* before out could have been cut */
@@ -229,7 +238,7 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
-    if (t.n_stages > 1 || t.n_replicas > 1) { /* a grid of processes: the launcher */
+    if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace, a.no_launch };
