@@ -317,7 +317,7 @@ static json_t *workers_json(const run_log *l)
             if (st->wall_s > wall) wall = st->wall_s;
             if (k == 0 || st->steps < steps) steps = st->steps;
         }
-        json_array_append_new(a, json_pack("{s:i,s:I,s:f,s:f}", "worker", r, "steps", (json_int_t)steps, "wall_s",
+        json_array_append_new(a, json_pack("{s:i,s:I,s:f,s:f}", "worker", r, "steps_taken", (json_int_t)steps, "wall_s",
                                            wall, "steps_per_s", wall > 0 ? (double)steps / wall : 0.0));
     }
     return a;

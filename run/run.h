@@ -161,8 +161,8 @@ void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid);
  * bytes_received, bytes_sent, steps, wall_s and "staleness" (the histogram
  * with its trailing zeros dropped); missing rows as zeros. "servers" is []
  * without parameter servers. summary.json also holds "sync" and "workers":
- * per replica (worker) r its steps, wall_s (the slowest of its stages) and
- * steps_per_s, from the stages' rows. */
+ * per replica (worker) r its steps_taken, wall_s (the slowest of its stages)
+ * and steps_per_s, from the stages' rows. */
 void run_log_server(run_log *l, int j, const run_server_stats *s, long pid);
 /* Attaches the measured schedule timing ("timing"; the object is referenced,
  * not stolen). NULL: "timing" is null. */

@@ -12,6 +12,8 @@
 #  - A killed server fails the run within the dead-peer timeout, naming
 #    "server K (host:port)"; with --max-restarts everything restarts from the
 #    last checkpoint and the run completes.
+#  - A server refuses a connection claiming a worker the topology lacks,
+#    with the reason in its log.
 # (Refused pushes: tests/test_ps_proto.c; the command line: t_ps_cli.sh.)
 set -u
 cd "$(dirname "$0")/.."
@@ -102,7 +104,7 @@ check "summary.json: sync ps, a row per server with pushes, bytes and staleness"
     "jq -e '.sync == \"ps\" and (.servers | length) == 2 and all(.servers[]; .pushes > 0 and .bytes_received > 0
             and .bytes_sent > 0 and .steps == 6 and .refused == 0 and .staleness == [12])' $d/summary.json >/dev/null"
 check "summary.json: per-worker step rates" \
-    "jq -e '(.workers | length) == 2 and all(.workers[]; .steps == 6 and .steps_per_s > 0)' $d/summary.json >/dev/null"
+    "jq -e '(.workers | length) == 2 and all(.workers[]; .steps_taken == 6 and .steps_per_s > 0)' $d/summary.json >/dev/null"
 check "summary.json: every piece pushed by both workers each step" \
     "[ \$(jq '[.servers[].pushes] | add' $d/summary.json) -eq \$(( 2 * 6 * \$($P check $tmp/ps2.json | grep -o '[0-9]* pieces (blocks' | cut -d' ' -f1) )) ]"
 check "summary.json of an all-reduce run: sync allreduce, no servers" \
@@ -141,6 +143,13 @@ topo "$tmp/long.json" 2 ps 2 false 100000 "embed,0-1" "2-3,head"
 "$P" run "$tmp/long.json" --out "$tmp/kill" --peer-timeout-ms 2000 --no-trace >"$tmp/kill.log" 2>&1 &
 runpid=$!
 for _ in $(seq 600); do grep -q '"step": 5,' "$tmp/kill/metrics.jsonl" 2>/dev/null && break; sleep 0.05; done
+# a stranger that knows the (public loopback) secret, claiming a worker the topology lacks: refused, logged
+s0port=$(jq '.parameter_servers[0].port' "$tmp/long.json")
+NET_TEST_SECRET="pipetrain loopback default secret: not for networks" \
+    "$BIN/tests/net_intruder" auth 127.0.0.1 "$s0port" 6 >"$tmp/intruder.out" 2>&1
+check "a server refuses a worker the topology lacks, with the reason logged" \
+    "grep -q 'claiming stage 6: refused: stage 6 replica 0 is not in the topology' $tmp/kill/server-0.log &&
+     grep -q 'stage 6 replica 0 is not in the topology' $tmp/intruder.out"
 t0=$SECONDS
 kill -9 "$(cat "$tmp/kill/server-1.pid")"
 wait $runpid
