@@ -18,10 +18,14 @@ int cli_bench_main(int argc, char **argv);
 
 /* Prints "pipetrain CMD: message" to stderr and returns 2 (bad usage). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Refuses a topology the runtime cannot train yet: with "sync": "ps" prints
- * "pipetrain CMD: FILE: sync: ..." (the parameter-server runtime of issue 12
- * does not exist yet) and returns 2; else 0. */
+/* Refuses a topology the runtime cannot train yet: with "sync": "ps" and
+ * ps.staleness != 0 prints "pipetrain CMD: FILE: ps.staleness: ..." (only
+ * synchronous parameter servers run, issue 12) and returns 2; else 0. */
 int cli_sync_check(const char *cmd, const topo *t);
+/* HOST:PORT or [HOST]:PORT into host (cap 64) and port (1..65535). Returns 0
+ * or -1 (nothing printed). */
+int cli_parse_addr(const char *s, char *host, int *port);
+int cli_server_main(int argc, char **argv);
 /* When argv holds --help or -h: prints text to stdout and returns 1; else 0. */
 int cli_wants_help(int argc, char **argv, const char *text);
 /* Parses a decimal integer in [lo, hi] for option opt; returns 0 or -1 (message printed). */

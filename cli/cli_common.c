@@ -9,11 +9,28 @@
 int cli_sync_check(const char *cmd, const topo *t)
 {
     if (t->sync_id != TOPO_SYNC_PS) return 0;
-    fprintf(stderr, "pipetrain %s: %s: sync: \"ps\" (parameter-server training) is not implemented yet: the servers, "
-            "push/pull and the worker runtime do not exist; `pipetrain check` validates the topology and prints the "
-            "assignment of tensors to parameter_servers (give \"sync\": \"allreduce\" to train the replicas)\n",
-            cmd, t->path);
+    if (t->ps.staleness == 0) return 0;
+    fprintf(stderr, "pipetrain %s: %s: ps.staleness: %d: only synchronous parameter servers (staleness 0) train yet; "
+            "bounded staleness and asynchronous training (issue 12) are not implemented\n", cmd, t->path,
+            t->ps.staleness);
     return 2;
+}
+
+int cli_parse_addr(const char *s, char *host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon) return -1;
+    size_t n = (size_t)(colon - s);
+    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') { s++; n -= 2; }
+    if (n == 0 || n >= 64) return -1;
+    memcpy(host, s, n);
+    host[n] = 0;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || errno || p < 1 || p > 65535) return -1;
+    *port = (int)p;
+    return 0;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

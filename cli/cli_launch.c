@@ -57,7 +57,8 @@ typedef struct {
     const topo *t;
     const cli_launch_opts *o;
     child *ch;          /* (n_proc), by process index */
-    int n_proc;         /* P x R */
+    int n_grid;         /* P x R stage processes */
+    int n_proc;         /* n_grid, then (sync "ps") the parameter servers: server j is n_grid + j */
     char exe[PATH_MAX], cwd[PATH_MAX];
     uint64_t run_id;
     int insecure;       /* pass --insecure to the stages */
@@ -96,13 +97,15 @@ static int is_local(const char *host)
 /* The host of process p (stage p % P, replica p / P). */
 static const char *proc_host(const launch *L, int p)
 {
+    if (p >= L->n_grid) return L->t->parameter_servers[p - L->n_grid].host;
     return L->t->stages[p % L->t->n_stages].replicas[p / L->t->n_stages].host;
 }
 
 /* Process p as messages name it: "stage K", or "stage K replica R" with replicas. */
 static const char *proc_who(const launch *L, int p, char *buf, size_t cap)
 {
-    if (L->t->n_replicas > 1) snprintf(buf, cap, "stage %d replica %d", p % L->t->n_stages, p / L->t->n_stages);
+    if (p >= L->n_grid) snprintf(buf, cap, "server %d", p - L->n_grid);
+    else if (L->t->n_replicas > 1) snprintf(buf, cap, "stage %d replica %d", p % L->t->n_stages, p / L->t->n_stages);
     else snprintf(buf, cap, "stage %d", p);
     return buf;
 }
@@ -110,7 +113,8 @@ static const char *proc_who(const launch *L, int p, char *buf, size_t cap)
 /* OUT/stage-K.NAME, or OUT/stage-K-replica-R.NAME with replicas. */
 static void proc_file(const launch *L, int p, const char *ext, char *buf, size_t cap)
 {
-    if (L->t->n_replicas > 1)
+    if (p >= L->n_grid) snprintf(buf, cap, "%s/server-%d.%s", L->o->out, p - L->n_grid, ext);
+    else if (L->t->n_replicas > 1)
         snprintf(buf, cap, "%s/stage-%d-replica-%d.%s", L->o->out, p % L->t->n_stages, p / L->t->n_stages, ext);
     else snprintf(buf, cap, "%s/stage-%d.%s", L->o->out, p, ext);
 }
@@ -120,14 +124,14 @@ static int stage_argv(const launch *L, int p, int port, char **argv, char store[
 {
     const cli_launch_opts *o = L->o;
     const topo *t = L->t;
-    int n = 0, k = p % t->n_stages;
+    int n = 0, k = p % t->n_stages, server = p >= L->n_grid;
     argv[n++] = (char *)L->exe;
-    argv[n++] = "stage";
+    argv[n++] = server ? "server" : "stage";
     argv[n++] = (char *)o->topology;
-    argv[n++] = "--stage";
-    snprintf(store[0], 64, "%d", k);
+    argv[n++] = server ? "--server" : "--stage";
+    snprintf(store[0], 64, "%d", server ? p - L->n_grid : k);
     argv[n++] = store[0];
-    if (t->n_replicas > 1) {
+    if (t->n_replicas > 1 && !server) {
         argv[n++] = "--replica";
         snprintf(store[6], 64, "%d", p / t->n_stages);
         argv[n++] = store[6];
@@ -150,7 +154,7 @@ static int stage_argv(const launch *L, int p, int port, char **argv, char store[
     snprintf(store[4], 64, "%g", o->step_timeout_s);
     argv[n++] = store[4];
     if (L->insecure) argv[n++] = "--insecure";
-    if (L->rejoin && L->ch[p].how == HOW_HAND) {
+    if (L->rejoin && L->ch[p].how == HOW_HAND && !server) {
         snprintf(store[5], 64, "%d", L->rejoin);
         argv[n++] = "--rejoin";
         argv[n++] = store[5];
@@ -355,7 +359,8 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     memset(L, 0, sizeof *L);
     L->t = t;
     L->o = o;
-    L->n_proc = t->n_stages * t->n_replicas;
+    L->n_grid = t->n_stages * t->n_replicas;
+    L->n_proc = L->n_grid + (t->sync_id == TOPO_SYNC_PS ? t->n_servers : 0);
     L->ch = xcalloc((size_t)L->n_proc, sizeof *L->ch);
     ssize_t n = readlink("/proc/self/exe", L->exe, sizeof L->exe - 1);
     if (n <= 0 || !getcwd(L->cwd, sizeof L->cwd)) {
@@ -388,7 +393,7 @@ static int check_inputs(const launch *L, char *err)
 {
     const topo *t = L->t;
     int P = t->n_stages, here = 0;
-    for (int k = 0; k < L->n_proc; k++) here |= (k % P == 0 || k % P == P - 1) && L->ch[k].how == HOW_LOCAL;
+    for (int k = 0; k < L->n_grid; k++) here |= (k % P == 0 || k % P == P - 1) && L->ch[k].how == HOW_LOCAL;
     if (!here) return 0;
     if (!t->data.path)
         return seterr(err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path), 2;
@@ -430,7 +435,7 @@ static int start_and_run(launch *L, coordinator *c, int hand, int join_s, char *
             return 1;
         }
     if (hand) {
-        if (L->t->n_replicas > 1)
+        if (L->t->n_replicas > 1 || L->n_proc > L->n_grid)
             fprintf(stderr, "pipetrain run: start %d process%s by hand (within %d s):\n", hand, hand > 1 ? "es" : "",
                     join_s);
         else

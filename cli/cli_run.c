@@ -47,7 +47,9 @@ static const char run_help[] =
     "ssh when the topology says \"launch\": \"ssh\" (`ssh HOST 'cd CWD && exec ...'`:\n"
     "same paths on every host), else their commands are printed to start by hand.\n"
     "With replicas (data parallelism) every process (stage K, replica R) is started\n"
-    "that way (`pipetrain stage ... --stage K --replica R`, OUT/stage-K-replica-R.log).\n"
+    "that way (`pipetrain stage ... --stage K --replica R`, OUT/stage-K-replica-R.log),\n"
+    "and with \"sync\": \"ps\" every parameter server (`pipetrain server ... --server K`,\n"
+    "OUT/server-K.log; summary.json then has a row per server and per worker).\n"
     "summary.json then also lists per process (stage, replica) peak_act_bytes,\n"
     "peak_in_flight, compute_s, wait_s, optim_s, bytes_sent, allreduce_s, exposed_s\n"
     "and optim_bytes.\n"
@@ -222,6 +224,15 @@ int cli_run_main(int argc, char **argv)
         return 2;
     }
     sched_free(sched);
+    if (t.sync_id == TOPO_SYNC_PS) { /* the assignment the servers and workers will make: refuse it here */
+        ps_assignment pa;
+        if (ps_assign(&t, &pa, err)) {
+            fprintf(stderr, "pipetrain run: %s\n", err);
+            topo_free(&t);
+            return 2;
+        }
+        ps_assignment_free(&pa);
+    }
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else default_out(out, sizeof out, a.topology);
     if (topo_check_paths(&t, a.out ? a.out : out, err)) { /* before out could have been cut */
@@ -229,7 +240,7 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
-    if (t.n_stages > 1 || t.n_replicas > 1) { /* a grid of processes: the launcher */
+    if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace, a.no_launch };

@@ -30,24 +30,6 @@ static const char stage_help[] =
     "coordinator names (with `pipetrain run --max-restarts`, only the stage that died\n"
     "then needs restarting by hand).\n";
 
-/* HOST:PORT or [HOST]:PORT into host (cap 64) and port. */
-static int parse_addr(const char *s, char *host, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon) return -1;
-    size_t n = (size_t)(colon - s);
-    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') { s++; n -= 2; }
-    if (n == 0 || n >= 64) return -1;
-    memcpy(host, s, n);
-    host[n] = 0;
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || errno || p < 1 || p > 65535) return -1;
-    *port = (int)p;
-    return 0;
-}
-
 /* The launcher variables a rank is read from, in the order they are tried. */
 /* Most specific first: mpirun inside a SLURM allocation sets OMPI_COMM_WORLD_RANK
  * per process and leaves every process the allocation's SLURM_PROCID; srun's
@@ -109,7 +91,7 @@ int cli_stage_main(int argc, char **argv)
         else if (!strcmp(s, "--stage")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
         else if (!strcmp(s, "--replica")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; replica = (int)v; i++; }
         else if (!strcmp(s, "--coordinator")) {
-            if (!a || parse_addr(a, host, &o.coord_port)) return cli_usage_error("stage", "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
+            if (!a || cli_parse_addr(a, host, &o.coord_port)) return cli_usage_error("stage", "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
             o.coord_host = host;
             i++;
         }

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     { "run", cli_run_main, "train the model a topology describes" },
     { "stage", cli_stage_main, "run one pipeline stage (started on each host)" },
+    { "server", cli_server_main, "run one parameter server (\"sync\": \"ps\"; started on each server host)" },
     { "check", cli_check_main, "validate a topology and print its partition" },
     { "schedule", cli_schedule_main, "generate, validate, simulate and draw micro-batch schedules" },
     { "eval", cli_eval_main, "validation loss of a checkpoint" },

@@ -45,6 +45,12 @@ void coord_opts_init(coord_opts *o)
 
 const char *coord_where(const topo *t, int p, char *buf, size_t cap)
 {
+    int grid = t->n_stages * t->n_replicas;
+    if (p >= grid) { /* a parameter server */
+        const topo_addr *a = &t->parameter_servers[p - grid];
+        snprintf(buf, cap, strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host, a->port);
+        return buf;
+    }
     const topo_replica *s = &t->stages[p % t->n_stages].replicas[p / t->n_stages];
     snprintf(buf, cap, strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host, s->port);
     return buf;
@@ -52,7 +58,9 @@ const char *coord_where(const topo *t, int p, char *buf, size_t cap)
 
 const char *coord_who(const topo *t, int p, char *buf, size_t cap)
 {
-    if (t->n_replicas > 1) snprintf(buf, cap, "stage %d replica %d", p % t->n_stages, p / t->n_stages);
+    int grid = t->n_stages * t->n_replicas;
+    if (p >= grid) snprintf(buf, cap, "server %d", p - grid);
+    else if (t->n_replicas > 1) snprintf(buf, cap, "stage %d replica %d", p % t->n_stages, p / t->n_stages);
     else snprintf(buf, cap, "stage %d", p);
     return buf;
 }
@@ -63,6 +71,8 @@ const char *coord_name(const topo *t, int p, char *buf, size_t cap)
     snprintf(buf, cap, "%s (%s)", coord_who(t, p, who, sizeof who), coord_where(t, p, w, sizeof w));
     return buf;
 }
+
+_Static_assert(RUN_STALE_BUCKETS == PS_STALE_BUCKETS, "summary.json's staleness histogram is the server's");
 
 /* ---- norms ---- */
 
@@ -145,7 +155,8 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     c->failed_stage = -1;
     c->n_units = topo_n_units(t);
     c->head = topo_stage_of_unit(t, c->n_units - 1);
-    c->n_proc = t->n_stages * t->n_replicas;
+    c->n_grid = t->n_stages * t->n_replicas;
+    c->n_proc = c->n_grid + (t->sync_id == TOPO_SYNC_PS ? t->n_servers : 0);
     c->pids = xcalloc((size_t)c->n_proc, sizeof *c->pids);
     c->stats = xcalloc((size_t)c->n_proc, sizeof *c->stats);
     c->sq = xcalloc((size_t)c->n_units, sizeof *c->sq);
@@ -158,6 +169,15 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
         }
     }
     if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
+    if (t->sync_id == TOPO_SYNC_PS) { /* the servers' partials and STATS (ps/ps_proto.h) */
+        c->psa = xcalloc(1, sizeof *c->psa);
+        if (ps_assign(t, c->psa, err)) goto fail;
+        c->pparts = xcalloc((size_t)c->psa->n_blocks + 1, sizeof *c->pparts);
+        c->sstats = xcalloc((size_t)t->n_servers, sizeof *c->sstats);
+        uint64_t len = 4 + (uint64_t)c->psa->n_blocks * PS_PARTIAL_BYTES;
+        if (len > c->normcap) c->normcap = len;
+        if (c->normcap < PS_STATS_BYTES) c->normcap = PS_STATS_BYTES;
+    }
     c->normbuf = xcalloc((size_t)c->n_proc, (size_t)c->normcap);
     c->gone = xcalloc((size_t)c->n_proc, 1);
     if (!c->o.progress && !(c->devnull = fopen("/dev/null", "w"))) {
@@ -198,6 +218,10 @@ void coord_free(coordinator *c)
     free(c->stats);
     free(c->sq);
     free(c->parts);
+    if (c->psa) ps_assignment_free(c->psa);
+    free(c->psa);
+    free(c->pparts);
+    free(c->sstats);
     free(c->normbuf);
     free(c->gone);
     json_decref(c->timing);
@@ -360,7 +384,8 @@ static int check_live(coordinator *c, double deadline, const int *pending, const
     net_peer_id peer;
     char nerr[NET_ERR_LEN], why[ERR_LEN], w[360];
     if (net_any_failed(c->node, &peer, nerr)) {
-        int k = peer.role == NET_ROLE_STAGE ? topo_rank_of(c->t, peer.stage, peer.replica) : -1;
+        int k = peer.role == NET_ROLE_STAGE ? topo_rank_of(c->t, peer.stage, peer.replica)
+              : peer.role == NET_ROLE_SERVER && c->n_grid + peer.stage < c->n_proc ? c->n_grid + peer.stage : -1;
         if (k < 0 || !c->gone[k]) return fail_run(c, k, nerr, err);
         /* a process that died while the trace was gathered is over: the others count */
         for (k = 0; k < c->n_proc; k++) {
@@ -432,12 +457,17 @@ int coord_wait_all(coordinator *c, struct net_op **ops, uint64_t *lens, double d
 
 /* Which processes a message comes from: every one, the head stage of every
  * replica (LOSS), replica 0's head stage (VAL), replica 0 of every stage
- * (CKPT_DONE). With R = 1 the last three are the head stage and every stage. */
-enum { FROM_ALL, FROM_HEADS, FROM_HEAD0, FROM_REPLICA0 };
+ * (CKPT_DONE), every stage process (the grid: NORM), the parameter servers
+ * (their NORM partials). With R = 1 the middle three are the head stage and
+ * every stage; without servers FROM_GRID is FROM_ALL. */
+enum { FROM_ALL, FROM_HEADS, FROM_HEAD0, FROM_REPLICA0, FROM_GRID, FROM_SERVERS };
 
 static int from(const coordinator *c, int p, int who)
 {
     int P = c->t->n_stages;
+    if (who == FROM_GRID) return p < c->n_grid;
+    if (who == FROM_SERVERS) return p >= c->n_grid;
+    if (who != FROM_ALL && p >= c->n_grid) return 0;
     switch (who) {
     case FROM_HEADS: return p % P == c->head;
     case FROM_HEAD0: return p == c->head;
@@ -474,21 +504,27 @@ static int recv_all(coordinator *c, uint16_t type, long step, int who, uint64_t 
     return coord_wait_all(c, ops, lens, coord_now() + timeout_s, what, err);
 }
 
-/* Sends the same payload to every process and waits until it is written. */
-static int send_all(coordinator *c, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
+/* Sends the same payload to the processes `who` names (FROM_*) and waits
+ * until it is written. */
+static int send_to(coordinator *c, int who, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
 {
     int n = c->n_proc;
     struct net_op *ops[n];
     char nerr[NET_ERR_LEN];
     for (int k = 0; k < n; k++) ops[k] = NULL;
     for (int k = 0; k < n; k++)
-        if (net_send(c->node, coord_sid(c, k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
+        if (from(c, k, who) && net_send(c->node, coord_sid(c, k), ctl_key(type, (uint64_t)step), payload, len, c->o.peer_timeout_ms, &ops[k],
                      nerr) != NET_OK) {
             for (int j = 0; j < k; j++) { net_op_free(ops[j]); ops[j] = NULL; }
             return fail_run(c, k, nerr, err);
         }
     c->limit_s = c->o.peer_timeout_ms / 1e3;
     return coord_wait_all(c, ops, NULL, coord_now() + c->limit_s, "send", err);
+}
+
+static int send_all(coordinator *c, uint16_t type, long step, const uint8_t *payload, uint64_t len, char *err)
+{
+    return send_to(c, FROM_ALL, type, step, payload, len, err);
 }
 
 static uint8_t *slot(coordinator *c, int k) { return c->normbuf + (size_t)k * c->normcap; }
@@ -506,6 +542,15 @@ static int join_all(coordinator *c, char *err)
     for (int k = 0; k < n; k++) {
         const uint8_t *p = slot(c, k);
         int st = k % P;
+        if (k >= c->n_grid) { /* a parameter server: its index, pid and piece count */
+            const int *idx;
+            int j = k - c->n_grid, np = ps_server_pieces(c->psa, j, &idx);
+            if (lens[k] != 12 || get_u32le(p) != (uint32_t)j || get_u32le(p + 8) != (uint32_t)np)
+                return coord_bad_message(c, k, err, "its JOIN (%llu bytes) does not say server %d with %d pieces",
+                                         (unsigned long long)lens[k], j, np);
+            c->pids[k] = get_u32le(p + 4);
+            continue;
+        }
         if (lens[k] != 12) return coord_bad_message(c, k, err, "its JOIN is %llu bytes, expected 12", (unsigned long long)lens[k]);
         if (get_u32le(p) != (uint32_t)st || get_u32le(p + 8) != (uint32_t)c->t->stages[st].n_units)
             return coord_bad_message(c, k, err, "its JOIN says stage %u with %u units, expected stage %d with %d",
@@ -532,11 +577,34 @@ static int commit_checkpoint(coordinator *c, long steps_taken, char *err)
 
 /* The global norm of step s from every process's NORM, combined in unit
  * order (with R > 1 from the partials: coord_combine_norm_partials). */
+/* Sync "ps": the norm from every server's partials (ps_norm_combine, #8's
+ * combination), replied to the servers, which then apply the step. */
+static int gather_ps_norm(coordinator *c, long s, double *norm, char *err)
+{
+    int n = c->n_proc, got = 0;
+    uint64_t lens[n];
+    char perr[ERR_LEN];
+    if (recv_all(c, MSG_PS_NORM, s, FROM_SERVERS, lens, c->o.step_timeout_ms / 1e3, "norm partials", err)) return 1;
+    for (int k = c->n_grid; k < n; k++) {
+        int j = k - c->n_grid, cap = 0;
+        for (int b = 0; b < c->psa->n_blocks; b++) cap += c->psa->blocks[b].server == j;
+        int m = ps_partials_decode(slot(c, k), lens[k], c->pparts + got, cap, perr);
+        if (m < 0) return coord_bad_message(c, k, err, "%s", perr);
+        got += m;
+    }
+    *norm = ps_norm_combine(c->t, c->psa, c->pparts, (size_t)got, perr);
+    if (isnan(*norm)) return coord_bad_message(c, c->n_grid, err, "the servers' norm partials: %s", perr);
+    uint8_t rep[8];
+    put_f64le(rep, *norm);
+    return send_to(c, FROM_SERVERS, MSG_NORM_REPLY, s, rep, sizeof rep, err);
+}
+
 static int gather_norm(coordinator *c, long s, double *norm, char *err)
 {
     int n = c->n_proc, P = c->t->n_stages;
     uint64_t lens[n];
     char perr[ERR_LEN];
+    if (c->psa) return gather_ps_norm(c, s, norm, err);
     if (recv_all(c, MSG_NORM, s, FROM_ALL, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
     for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
     if (c->t->n_replicas == 1) {
@@ -621,8 +689,21 @@ static int gather_stats(coordinator *c, char *err)
     long last = c->t->train.steps - 1;
     c->step = last;
     if (c->o.trace) coord_gather_trace(c); /* never fails the run: it is finished and checkpointed */
-    if (recv_all(c, MSG_STATS, last, FROM_ALL, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
-    for (int k = 0; k < n; k++) {
+    if (recv_all(c, MSG_STATS, last, FROM_GRID, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
+    if (c->psa && recv_all(c, MSG_PS_STATS, last, FROM_SERVERS, lens, c->o.step_timeout_ms / 1e3, "STATS", err))
+        return 1;
+    for (int k = c->n_grid; k < n; k++) {
+        if (lens[k] != PS_STATS_BYTES)
+            return coord_bad_message(c, k, err, "STATS is %llu bytes, expected %d", (unsigned long long)lens[k],
+                                     PS_STATS_BYTES);
+        ps_stats_decode(&c->sstats[k - c->n_grid], slot(c, k));
+        run_server_stats rs = { c->sstats[k - c->n_grid].pushes, c->sstats[k - c->n_grid].refused,
+                                c->sstats[k - c->n_grid].bytes_received, c->sstats[k - c->n_grid].bytes_sent,
+                                c->sstats[k - c->n_grid].steps, c->sstats[k - c->n_grid].wall_s, { 0 } };
+        memcpy(rs.staleness, c->sstats[k - c->n_grid].staleness, sizeof rs.staleness);
+        run_log_server(c->log, k - c->n_grid, &rs, (long)c->pids[k]);
+    }
+    for (int k = 0; k < c->n_grid; k++) {
         if (c->gone[k]) { /* died while the trace was gathered: no statistics */
             run_log_stage(c->log, k, &(proto_stats){ 0 }, (long)c->pids[k]);
             continue;
@@ -655,7 +736,13 @@ int coord_run(coordinator *c, char *err)
     c->step = c->o.first_step;
     run_log_opts lo = { c->o.out_dir, c->o.progress, c->o.first_step, c->o.append_metrics, c->o.restarts };
     if (!(c->log = run_log_open(t, &lo, err))) return 1;
-    if (t->n_replicas > 1)
+    if (c->psa)
+        run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d processes (%d stages x %d "
+                     "workers and %d parameter servers, synchronous, %s schedule, %d micro-batches per worker), %d "
+                     "steps -> %s", t->coordinator.host, coord_port(c), c->n_proc, t->n_stages, t->n_replicas,
+                     t->n_servers, t->schedule.kind ? t->schedule.kind : t->schedule.file_given,
+                     t->train.micro_batches, t->train.steps, c->o.out_dir);
+    else if (t->n_replicas > 1)
         run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d processes (%d stages x %d "
                      "replicas, %s schedule, %d micro-batches per replica), %d steps -> %s", t->coordinator.host,
                      coord_port(c), c->n_proc, t->n_stages, t->n_replicas,

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "coord/coord.h"
+#include "ps/ps_proto.h"
 #include "run/run.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
@@ -18,7 +19,12 @@ struct coordinator {
     stage_peers peers;      /* who may connect: the topology's stages (net_config.accept_peer) */
     int joining;            /* waiting for the JOINs: a timeout says what became of each process */
     int n_units, head, failed_stage; /* failed_stage: the blamed process index (rank), or -1 */
-    int n_proc;             /* processes of the grid, P * R; process p is stage p % P, replica p / P */
+    int n_grid;             /* processes of the grid, P * R; process p is stage p % P, replica p / P */
+    int n_proc;             /* every process: the grid, then (sync "ps") the S parameter servers, server j
+                               at index n_grid + j */
+    ps_assignment *psa;     /* sync "ps": the assignment (which blocks each server's partials cover), else NULL */
+    ps_norm_partial *pparts; /* sync "ps": (n_blocks) the step's partials, every server's */
+    ps_net_stats *sstats;   /* sync "ps": (S) the servers' STATS */
     uint32_t *pids;         /* (n_proc) */
     proto_stats *stats;     /* (n_proc) */
     double *sq;             /* per-unit squared norms of the step, global unit order */
@@ -42,9 +48,11 @@ struct coordinator {
 
 /* Control messages are keyed (type, step, mb, 0); see coord.c for the steps. */
 static inline net_key coord_key(uint16_t type, uint64_t step, uint32_t mb) { return (net_key){ type, step, mb, 0 }; }
-/* The net identity of process p (stage p % P, replica p / P). */
+/* The net identity of process p (stage p % P, replica p / P; server p - n_grid
+ * from n_grid on). */
 static inline net_peer_id coord_sid(const coordinator *c, int p)
 {
+    if (p >= c->n_grid) return net_server_id((uint16_t)(p - c->n_grid));
     return net_stage_id((uint16_t)(p % c->t->n_stages), (uint16_t)(p / c->t->n_stages));
 }
 static inline double coord_now(void) { return base_now(); }
@@ -66,10 +74,11 @@ void coord_gather_trace(coordinator *c);
  * 1 s), at most the step timeout. */
 double coord_trace_timeout_s(const coordinator *c);
 /* "host:port" ("[host]:port" for IPv6) of process p (rank: stage p % P,
- * replica p / P) into buf; returns buf. */
+ * replica p / P; parameter server p - P x R from P x R on) into buf; returns buf. */
 const char *coord_where(const topo *t, int p, char *buf, size_t cap);
 /* Process p as messages name it: "stage K" with R = 1, "stage K replica R"
- * with R > 1 (buf of 48 bytes at least); returns buf. */
+ * with R > 1, "server J" for a parameter server (buf of 48 bytes at least);
+ * returns buf. */
 const char *coord_who(const topo *t, int p, char *buf, size_t cap);
 /* coord_who and its address: "stage K (host:port)" or "stage K replica R
  * (host:port)" (buf of 360 bytes at least); returns buf. */

@@ -186,7 +186,7 @@ int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, c
 
 void coord_gather_trace(coordinator *c)
 {
-    int n = c->n_proc, lost = 0;
+    int n = c->n_grid, lost = 0; /* the stage processes trace; parameter servers do not */
     proto_event **ev = xcalloc((size_t)n, sizeof *ev);
     size_t *n_ev = xcalloc((size_t)n, sizeof *n_ev);
     char first[ERR_LEN] = "", err[ERR_LEN], status[ERR_LEN + 64];

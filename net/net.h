@@ -39,7 +39,8 @@ enum net_status {
     NET_PENDING = 1     /* not finished yet (net_op_test, net_peer_status) */
 };
 
-enum net_role { NET_ROLE_STAGE = 1, NET_ROLE_COORD = 2 };
+/* NET_ROLE_SERVER: a parameter server (issue 12), its index in `stage`, replica 0. */
+enum net_role { NET_ROLE_STAGE = 1, NET_ROLE_COORD = 2, NET_ROLE_SERVER = 3 };
 
 /* Who a process is. Small and passed by value; compare with net_peer_eq.
  * A stage with replicas is (stage, replica); the coordinator is role COORD. */
@@ -131,8 +132,10 @@ int net_peer_eq(net_peer_id a, net_peer_id b);
 /* Convenience constructors. */
 net_peer_id net_stage_id(uint16_t stage, uint16_t replica);
 net_peer_id net_coord_id(void);
+/* Parameter server j: { NET_ROLE_SERVER, j, 0 }. Any thread. */
+net_peer_id net_server_id(uint16_t j);
 
-/* Writes "stage 2", "stage 2 replica 1" or "coordinator" into buf (cap >= 32);
+/* Writes "stage 2", "stage 2 replica 1", "server 1" or "coordinator" into buf (cap >= 32);
  * returns buf. */
 const char *net_peer_name(net_peer_id p, char *buf, size_t cap);
 

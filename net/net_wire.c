@@ -31,6 +31,8 @@ net_peer_id net_stage_id(uint16_t stage, uint16_t replica)
 
 net_peer_id net_coord_id(void) { return (net_peer_id){ NET_ROLE_COORD, 0, 0 }; }
 
+net_peer_id net_server_id(uint16_t j) { return (net_peer_id){ NET_ROLE_SERVER, j, 0 }; }
+
 const char *net_peer_name(net_peer_id p, char *buf, size_t cap)
 {
     if (p.role == NET_ROLE_COORD)
@@ -39,6 +41,8 @@ const char *net_peer_name(net_peer_id p, char *buf, size_t cap)
         snprintf(buf, cap, "stage %u", (unsigned)p.stage);
     else if (p.role == NET_ROLE_STAGE)
         snprintf(buf, cap, "stage %u replica %u", (unsigned)p.stage, (unsigned)p.replica);
+    else if (p.role == NET_ROLE_SERVER && p.replica == 0)
+        snprintf(buf, cap, "server %u", (unsigned)p.stage);
     else
         snprintf(buf, cap, "peer (role %u, %u.%u)", (unsigned)p.role, (unsigned)p.stage,
                  (unsigned)p.replica);
@@ -118,7 +122,7 @@ int net_hello_parse(const uint8_t *in, size_t len, net_hello *h, char err[NET_ER
     memset(h, 0, sizeof *h);
     h->version = get_u16le(in);
     h->id.role = in[2];
-    if (h->id.role != NET_ROLE_STAGE && h->id.role != NET_ROLE_COORD)
+    if (h->id.role != NET_ROLE_STAGE && h->id.role != NET_ROLE_COORD && h->id.role != NET_ROLE_SERVER)
         return net_seterr(err, "hello names unknown role %u", (unsigned)in[2]);
     if (in[3] != 0) return net_seterr(err, "hello reserved byte is %u, not 0", (unsigned)in[3]);
     h->id.stage = get_u16le(in + 4);

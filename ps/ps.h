@@ -250,5 +250,10 @@ size_t ps_server_export(const ps_server *s, model_part *p, optim_adamw *o);
  * cleared, the state is PS_COLLECT. Returns 0, or -1 with err when p lacks a
  * unit or o does not match p. */
 int ps_server_import(ps_server *s, const model_part *p, const optim_adamw *o, long steps, char *err);
+/* Piece i's weights and AdamW moments in place (what a checkpoint message
+ * carries, stage/server.c): *w, *m, *v point into the server (valid until the
+ * next push, apply or import); returns the piece's floats, or 0 (pointers
+ * NULL) when this server does not hold piece i. */
+size_t ps_server_piece_state(const ps_server *s, int piece, const float **w, const float **m, const float **v);
 
 #endif

@@ -52,3 +52,14 @@ int ps_server_import(ps_server *s, const model_part *p, const optim_adamw *o, lo
     s->state = PS_COLLECT;
     return 0;
 }
+
+size_t ps_server_piece_state(const ps_server *s, int piece, const float **w, const float **m, const float **v)
+{
+    int l = piece >= 0 && piece < s->a->n_pieces ? s->local[piece] : -1;
+    *w = *m = *v = NULL;
+    if (l < 0) return 0;
+    *w = s->w + s->poff[l];
+    *m = s->m + s->poff[l];
+    *v = s->v + s->poff[l];
+    return s->a->pieces[piece].len;
+}

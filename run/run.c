@@ -157,6 +157,9 @@ struct run_log {
     int n_proc;              /* processes of the grid: n_stages x n_replicas, in rank order */
     run_stage_stats *stats;  /* (n_proc) */
     long *pids;              /* (n_proc) */
+    int n_servers;           /* sync "ps": parameter servers, else 0 */
+    run_server_stats *sstats; /* (n_servers) */
+    long *spids;             /* (n_servers) */
     json_t *timing;
     char *trace;             /* summary.json's "trace", or NULL: null */
 };
@@ -178,6 +181,9 @@ run_log *run_log_open(const topo *t, const run_log_opts *o, char *err)
     l->n_proc = t->n_stages * (t->n_replicas > 0 ? t->n_replicas : 1);
     l->stats = xcalloc((size_t)l->n_proc, sizeof *l->stats);
     l->pids = xcalloc((size_t)l->n_proc, sizeof *l->pids);
+    l->n_servers = t->sync_id == TOPO_SYNC_PS ? t->n_servers : 0;
+    l->sstats = xcalloc((size_t)l->n_servers + 1, sizeof *l->sstats);
+    l->spids = xcalloc((size_t)l->n_servers + 1, sizeof *l->spids);
     run_progress_init(&l->progress, o->progress, t->train.steps, t->train.log_every);
     return l;
 }
@@ -227,6 +233,13 @@ void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid)
     l->pids[k] = pid;
 }
 
+void run_log_server(run_log *l, int j, const run_server_stats *s, long pid)
+{
+    if (j < 0 || j >= l->n_servers) return;
+    l->sstats[j] = *s;
+    l->spids[j] = pid;
+}
+
 void run_log_timing(run_log *l, json_t *timing)
 {
     json_decref(l->timing);
@@ -270,6 +283,46 @@ static json_t *stages_json(const run_log *l)
     return a;
 }
 
+static json_t *servers_json(const run_log *l)
+{
+    json_t *a = json_array();
+    for (int j = 0; j < l->n_servers; j++) {
+        const run_server_stats *st = &l->sstats[j];
+        const topo_addr *ad = &l->t->parameter_servers[j];
+        json_t *h = json_array();
+        int last = RUN_STALE_BUCKETS - 1;
+        while (last > 0 && !st->staleness[last]) last--;
+        for (int d = 0; d <= last; d++) json_array_append_new(h, json_integer((json_int_t)st->staleness[d]));
+        json_array_append_new(a, json_pack("{s:i,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:o}", "server", j, "host",
+                                           ad->host, "port", ad->port, "pid", (json_int_t)l->spids[j], "pushes",
+                                           (json_int_t)st->pushes, "refused", (json_int_t)st->refused,
+                                           "bytes_received", (json_int_t)st->bytes_received, "bytes_sent",
+                                           (json_int_t)st->bytes_sent, "steps", (json_int_t)st->steps, "wall_s",
+                                           st->wall_s, "staleness", h));
+    }
+    return a;
+}
+
+/* Per replica (a worker with parameter servers): steps, the slowest stage's
+ * wall time and their ratio. */
+static json_t *workers_json(const run_log *l)
+{
+    json_t *a = json_array();
+    int P = l->t->n_stages, R = l->n_proc / (P > 0 ? P : 1);
+    for (int r = 0; r < R; r++) {
+        uint64_t steps = 0;
+        double wall = 0;
+        for (int k = 0; k < P; k++) {
+            const run_stage_stats *st = &l->stats[r * P + k];
+            if (st->wall_s > wall) wall = st->wall_s;
+            if (k == 0 || st->steps < steps) steps = st->steps;
+        }
+        json_array_append_new(a, json_pack("{s:i,s:I,s:f,s:f}", "worker", r, "steps_taken", (json_int_t)steps, "wall_s",
+                                           wall, "steps_per_s", wall > 0 ? (double)steps / wall : 0.0));
+    }
+    return a;
+}
+
 static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 static int write_summary(const run_log *l, const char *error, char *err)
@@ -292,6 +345,10 @@ static int write_summary(const run_log *l, const char *error, char *err)
     if (j) { /* the data-parallel degree and ZeRO stage (1 and 0 without replicas) */
         json_object_set_new(j, "replicas", json_integer(t->n_replicas > 0 ? t->n_replicas : 1));
         json_object_set_new(j, "zero", json_integer(t->train.zero));
+        /* parameter servers (issue 12): [] and "allreduce" without them */
+        json_object_set_new(j, "sync", json_string(t->sync_id == TOPO_SYNC_PS ? "ps" : "allreduce"));
+        json_object_set_new(j, "servers", servers_json(l));
+        json_object_set_new(j, "workers", workers_json(l));
     }
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
@@ -321,5 +378,7 @@ void run_log_free(run_log *l)
     explicit_bzero(&l->key, sizeof l->key);
     free(l->stats);
     free(l->pids);
+    free(l->sstats);
+    free(l->spids);
     free(l);
 }

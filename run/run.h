@@ -110,6 +110,19 @@ typedef struct {
     uint64_t optim_bytes;      /* AdamW state held by this process (moments; 1/R of them with train.zero) */
 } run_stage_stats;
 
+/* One parameter server's statistics in summary.json's "servers" (sync "ps",
+ * issue 12; what a server sends in its STATS, ps/ps_proto.h). */
+#define RUN_STALE_BUCKETS 64
+typedef struct {
+    uint64_t pushes;           /* gradient pushes accepted (one per worker, piece and step) */
+    uint64_t refused;          /* pushes refused (each logged with its reason) */
+    uint64_t bytes_received;   /* push bytes received */
+    uint64_t bytes_sent;       /* weight and checkpoint bytes sent */
+    uint64_t steps;            /* steps applied in this attempt */
+    double wall_s;             /* from START to the last step's weights */
+    uint64_t staleness[RUN_STALE_BUCKETS]; /* worker-steps by staleness (last bucket: that or more) */
+} run_server_stats;
+
 typedef struct {
     const char *out_dir;       /* the run directory (created if missing) */
     FILE *progress;            /* progress line and notes; NULL: silent */
@@ -142,6 +155,15 @@ int run_log_checkpoint(run_log *l, long steps, char *err);
  * missing rows are written as zeros. summary.json also holds "replicas" (R)
  * and "zero" (train.zero). */
 void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid);
+/* Sets parameter server j's row of summary.json's "servers" (sync "ps"; j <
+ * t->n_servers, others ignored): its statistics and pid. Rows are written in
+ * server order with "server", host, port, pid, pushes, refused,
+ * bytes_received, bytes_sent, steps, wall_s and "staleness" (the histogram
+ * with its trailing zeros dropped); missing rows as zeros. "servers" is []
+ * without parameter servers. summary.json also holds "sync" and "workers":
+ * per replica (worker) r its steps_taken, wall_s (the slowest of its stages)
+ * and steps_per_s, from the stages' rows. */
+void run_log_server(run_log *l, int j, const run_server_stats *s, long pid);
 /* Attaches the measured schedule timing ("timing"; the object is referenced,
  * not stolen). NULL: "timing" is null. */
 void run_log_timing(run_log *l, json_t *timing);

@@ -1,9 +1,9 @@
 /* netsetup.c — the secret and transport settings every process of a run shares. */
 #include "stage/stage.h"
 #include "coll/coll.h"
+#include "ps/ps_proto.h"
 #include "stage/proto.h"
 #include "model/util.h"
-#include "coll/coll.h"
 
 #include <stdlib.h>
 
@@ -56,6 +56,15 @@ uint64_t stage_max_payload(const topo *t)
             if (seg > mx) mx = seg;
         }
     if ((uint64_t)PROTO_TRACE_PART_BYTES > mx) mx = PROTO_TRACE_PART_BYTES;
+    /* parameter servers: a piece's push, weights and checkpoint (3 arrays),
+     * a server's norm partials (ps/ps_proto.h) */
+    ps_assignment a;
+    char err[ERR_LEN];
+    if (t->sync_id == TOPO_SYNC_PS && !ps_assign(t, &a, err)) {
+        uint64_t ps = ps_proto_max_payload(&a);
+        if (ps > mx) mx = ps;
+        ps_assignment_free(&a);
+    }
     mx += 4096; /* FAIL texts, STATS and the other small control messages */
     return mx > NET_MAX_PAYLOAD_CAP ? NET_MAX_PAYLOAD_CAP : mx;
 }
@@ -83,6 +92,15 @@ int stage_accept_peer(void *arg, net_peer_id id, char *why)
 {
     const stage_peers *sp = arg;
     const topo *t = sp->t;
+    if (id.role == NET_ROLE_SERVER) { /* parameter servers connect to the coordinator only */
+        if (sp->self < 0 && t->sync_id == TOPO_SYNC_PS && id.stage < t->n_servers && id.replica == 0) return 1;
+        if (sp->self >= 0)
+            snprintf(why, NET_ERR_LEN, "a parameter server never connects to a stage (stages connect to servers)");
+        else
+            snprintf(why, NET_ERR_LEN, "server %u is not in the topology %s (%d parameter_servers)", id.stage, t->path,
+                     t->n_servers);
+        return 0;
+    }
     if (id.role != NET_ROLE_STAGE) {
         snprintf(why, NET_ERR_LEN, "the coordinator never connects to %s", sp->self < 0 ? "a coordinator" : "a stage");
         return 0;

@@ -63,7 +63,45 @@
  *   - CKPT_DONE(s) from replica 0 of every stage only: it writes the stage's
  *     shard (each tensor once, by name); the others have only taken part in
  *     the collectives the shard needed (with train.zero, gathering the AdamW
- *     moments). */
+ *     moments).
+ *
+ * Parameter servers ("sync": "ps", ps.staleness 0; issue 12; the messages
+ * and their codecs are ps/ps_proto.h). Processes: the grid as above (each
+ * replica r is worker r; the replicas of a stage form no ring) plus server j
+ * (`pipetrain server --server j`, stage/server.c; net identity
+ * net_server_id(j), launcher index P x R + j, named "server j (host:port)").
+ * Connections: server j listens on parameter_servers[j] and accepts only the
+ * replicas of the stages holding a piece on it (ps_assign), which connect to
+ * it; the server connects to the coordinator, which accepts servers 0..S-1.
+ * Every hello is authenticated, so pushes and weights carry the transport's
+ * checksums and HMAC authentication like every other message. What changes:
+ *   - JOIN from every server too: u32 server, u32 pid, u32 pieces held;
+ *     START and DONE to every server; STATS from stages, MSG_PS_STATS from
+ *     servers (summary.json "servers"); FAIL either way as for stages.
+ *   - per step s: while its backward runs, each worker stage pushes the
+ *     pieces of each unit once the unit's gradient is final (MSG_PS_PUSH,
+ *     the tied embedding after the head's gradient joined it); it sends no
+ *     NORM and runs no AdamW. Server j, once every worker pushed every piece
+ *     it holds (ps_server_push; a refusal is logged, told to the worker with
+ *     MSG_PS_REFUSE and fails the run), sends MSG_PS_NORM(s) (its blocks'
+ *     partials); the coordinator gathers every server's, combines them with
+ *     ps_norm_combine (#8's order, so the norm is the all-reduce run's), logs
+ *     it as the step's grad_norm and replies NORM_REPLY(s) to the servers
+ *     only; each server applies AdamW (ps_server_apply) and sends every
+ *     worker of a piece's stage MSG_PS_WEIGHTS(s, piece) (version s + 1). A
+ *     worker waits (step timeout) for the weights of all its pieces, copies
+ *     them into its part, then exchanges the tied embedding as usual; LOSS,
+ *     VAL and evaluation as with replicas (above).
+ *   - on checkpoint steps every server sends replica 0 of each stage its
+ *     pieces' weights and moments (MSG_PS_CKPT(s, piece)); replica 0 writes
+ *     the stage's shard with the usual writer and sends CKPT_DONE(s): the
+ *     checkpoint is by tensor name, so it resumes under all-reduce, on one
+ *     host, or with other servers. On resume (START first > 0) each server
+ *     loads the units its pieces touch (run_resume_part) and ps_server_import.
+ * Threads: a server serves from its main thread (posting receives for every
+ * push of the step, then waiting in slices), never from net/'s network
+ * thread; a worker pushes from its compute thread (net/ sends asynchronously,
+ * so pushes overlap the rest of the backward). */
 #ifndef STAGE_PROTO_H
 #define STAGE_PROTO_H
 

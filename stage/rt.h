@@ -39,6 +39,7 @@ typedef struct {
 } rt_pending;
 
 typedef struct rt_dp rt_dp;
+typedef struct rt_ps rt_ps;
 
 typedef struct {
     const topo *t;
@@ -46,6 +47,7 @@ typedef struct {
     int K, P, V, M;        /* stage, stages, virtual stages, micro-batches */
     int rep, R, rank;      /* replica, replicas, process index rep * P + K */
     rt_dp *dp;             /* data parallelism (R > 1; runtime_dp.c), else NULL */
+    rt_ps *ps;             /* parameter-server worker (sync "ps"; runtime_ps.c), else NULL (then dp is NULL) */
     size_t x_off;          /* this replica's first token of the step's batch: its first sequence * T */
     long step;             /* current step (0-based) */
     char *err;
@@ -146,5 +148,30 @@ void rt_dp_take_optim(rt *r, const optim_adamw *full);
 int rt_dp_zero(const rt *r);
 /* Seconds the group's collectives ran so far. */
 double rt_dp_busy_s(const rt *r);
+
+/* runtime_ps.c — the stage as a parameter-server worker (sync "ps", issue 12;
+ * the messages in ps/ps_proto.h). Every function is a no-op (0) when r->ps is
+ * NULL. rt_ps_setup (after setup_compute, before the connections): the
+ * assignment, this stage's pieces and their servers; 0 or 2 (bad input) with
+ * r->err. rt_ps_connect: starts connecting to those servers (0 or -1);
+ * rt_ps_servers: their ids into ids (room for t->n_servers), returns the count. */
+int rt_ps_setup(rt *r);
+void rt_ps_free(rt *r);
+int rt_ps_connect(rt *r);
+int rt_ps_servers(const rt *r, net_peer_id *ids);
+/* Per step: rt_ps_begin_step posts the receives of the step's new weights;
+ * rt_ps_unit_ready(i) pushes local unit i's pieces once its gradient is final
+ * (the tied embedding's wait for rt_ps_finish_grads, after the tied exchange);
+ * rt_ps_finish_grads pushes what is left (-1 when a push failed: r->err);
+ * rt_ps_await_weights waits (step timeout) for every piece's new weights and
+ * copies them into the part (the wait is the exposed time). */
+void rt_ps_begin_step(rt *r);
+void rt_ps_unit_ready(rt *r, int i);
+int rt_ps_finish_grads(rt *r);
+int rt_ps_await_weights(rt *r);
+/* Checkpoint steps, replica 0: the pieces' weights and AdamW moments from the
+ * servers into the part and r->opt (step count = steps taken), which the
+ * caller writes as the stage's shard. 0, or -1 with r->err. */
+int rt_ps_checkpoint(rt *r);
 
 #endif

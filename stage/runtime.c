@@ -231,12 +231,14 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
 static void do_backward_weight(rt *r, rt_chunk *c, int mb)
 {
     double t0 = rt_now();
-    if (r->dp && mb == r->M - 1) {
+    if ((r->dp || r->ps) && mb == r->M - 1) {
         /* the step's last W of this chunk: unit by unit (the same arithmetic),
-         * each unit's gradient buckets going to the all-reduce as it is final */
+         * each unit's gradient buckets going to the all-reduce (or its pieces
+         * to the parameter servers) as it is final */
         for (int i = c->hi - 1; i >= c->lo; i--) {
             model_backward_weight(r->part, i, i + 1, c->slot[mb] + (i - c->lo), r->Bm, r->T);
             rt_dp_unit_ready(r, i);
+            rt_ps_unit_ready(r, i);
         }
     } else {
         model_backward_weight(r->part, c->lo, c->hi, c->slot[mb], r->Bm, r->T);
@@ -288,14 +290,39 @@ static int run_actions(rt *r)
     return poll_sends(r, 1);
 }
 
+/* LOSS(s) from the head stage: this replica's share of the global batch's mean. */
+static int send_loss(rt *r)
+{
+    if (!r->holds_head) return 0;
+    uint8_t buf[8];
+    double loss = 0;
+    for (int mb = 0; mb < r->M; mb++) loss += r->loss_mb[mb];
+    put_f64le(buf, loss / (double)(r->B * r->T));
+    net_key k = { MSG_LOSS, (uint64_t)r->step, 0, 0 };
+    return rt_send_sync(r, net_coord_id(), k, buf, 8);
+}
+
+/* A parameter-server worker's step after its actions (sync "ps"): the
+ * remaining pushes, then the new weights instead of NORM and AdamW. */
+static int ps_step_end(rt *r, double t0)
+{
+    /* one process holding the tied embedding and head (one stage) */
+    if (r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
+    if (rt_ps_finish_grads(r) || rt_ps_await_weights(r) || rt_tied_exchange_weights(r)) return -1;
+    r->stats.optim_s += rt_now() - t0;
+    return send_loss(r);
+}
+
 int rt_step(rt *r)
 {
     if (r->has_data) data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     model_part_zero_grad(r->part);
     rt_dp_begin_step(r);
+    rt_ps_begin_step(r);
     if (post_receives(r) || run_actions(r)) return -1;
     double t0 = rt_now();
     if (rt_tied_exchange_grad(r)) return -1;
+    if (r->ps) return ps_step_end(r, t0);
     /* one process holding the tied embedding and head (one stage x R replicas) */
     if (r->dp && r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
     if (rt_dp_finish_grads(r)) return -1;
@@ -319,12 +346,5 @@ int rt_step(rt *r)
     norm = get_f64le(buf);
     if (rt_dp_optim(r, norm) || rt_tied_exchange_weights(r)) return -1;
     r->stats.optim_s += rt_now() - t0;
-    if (r->holds_head) {
-        double loss = 0;
-        for (int mb = 0; mb < r->M; mb++) loss += r->loss_mb[mb];
-        put_f64le(buf, loss / (double)(r->B * r->T));
-        k.type = MSG_LOSS;
-        if (rt_send_sync(r, net_coord_id(), k, buf, 8)) return -1;
-    }
-    return 0;
+    return send_loss(r);
 }

@@ -213,7 +213,8 @@ static int is_neighbour(const rt *r, int j)
 /* 1 when replica i of this stage is a ring neighbour (coll/: rep - 1 and rep + 1 mod R). */
 static int is_ring_neighbour(const rt *r, int i)
 {
-    return r->R > 1 && i != r->rep && (i == (r->rep + 1) % r->R || i == (r->rep + r->R - 1) % r->R);
+    /* parameter-server workers (sync "ps") form no ring: the servers sum */
+    return r->R > 1 && !r->ps && i != r->rep && (i == (r->rep + 1) % r->R || i == (r->rep + r->R - 1) % r->R);
 }
 
 /* "stage 2 (host:port)", "stage 2 replica 1 (host:port)" or "the coordinator (host:port)". */
@@ -221,6 +222,9 @@ static const char *peer_where(const rt *r, net_peer_id id, const char *ch, int c
 {
     if (id.role == NET_ROLE_COORD) {
         snprintf(buf, cap, "the coordinator (%s:%d)", ch, cp);
+    } else if (id.role == NET_ROLE_SERVER) {
+        const topo_addr *s = &r->t->parameter_servers[id.stage];
+        snprintf(buf, cap, "server %u (%s:%d)", id.stage, s->host, s->port);
     } else {
         const topo_replica *p = &r->t->stages[id.stage].replicas[id.replica];
         char who[32] = "";
@@ -236,13 +240,14 @@ static const char *peer_where(const rt *r, net_peer_id id, const char *ch, int c
  * missing and what happened to connections claiming to be it. */
 static int await_peers(rt *r, const char *ch, int cp, int deadline_ms)
 {
-    net_peer_id ids[r->P + r->R + 1];
+    net_peer_id ids[r->P + r->R + r->t->n_servers + 1];
     int n = 0;
     char nerr[NET_ERR_LEN], w[400];
     for (int j = 0; j < r->P; j++)
         if (is_neighbour(r, j)) ids[n++] = rt_peer(r, j);
     for (int i = 0; i < r->R; i++)
         if (is_ring_neighbour(r, i)) ids[n++] = net_stage_id((uint16_t)r->K, (uint16_t)i);
+    n += rt_ps_servers(r, ids + n);
     ids[n++] = net_coord_id();
     double end = rt_now() + deadline_ms / 1e3;
     for (;;) {
@@ -281,6 +286,8 @@ static int setup_net(rt *r)
     if (stage_net_config(&cfg, t, net_stage_id((uint16_t)r->K, (uint16_t)r->rep), r->o->run_id, r->o->peer_timeout_ms,
                          r->secret, r->err))
         return 2;
+    int prc = t->sync_id == TOPO_SYNC_PS ? rt_ps_setup(r) : 0; /* before the ring flags: workers form none */
+    if (prc) return prc;
     r->inbound = xcalloc((size_t)r->P * (size_t)r->R, 1);
     for (int j = 0; j < r->K; j++) r->inbound[topo_rank_of(t, j, r->rep)] = (uint8_t)is_neighbour(r, j);
     for (int i = 0; i < r->rep; i++) r->inbound[topo_rank_of(t, r->K, i)] = (uint8_t)is_ring_neighbour(r, i);
@@ -301,19 +308,22 @@ static int setup_net(rt *r)
         if (is_ring_neighbour(r, i) && net_connect(r->node, net_stage_id((uint16_t)r->K, (uint16_t)i), p->host, p->port, nerr))
             return rt_fail(r, "connecting to replica %d of stage %d: %s", i, r->K, nerr), 1;
     }
+    if (rt_ps_connect(r)) return 1;
     const char *ch = r->o->coord_host ? r->o->coord_host : t->coordinator.host;
     int cp = r->o->coord_port > 0 ? r->o->coord_port : t->coordinator.port;
     if (net_connect(r->node, net_coord_id(), ch, cp, nerr)) return rt_fail(r, "connecting to the coordinator: %s", nerr), 1;
     int rc = await_peers(r, ch, cp, cfg.connect_deadline_ms);
-    if (!rc && r->R > 1) rc = rt_dp_setup(r);
+    if (!rc && r->R > 1 && !r->ps) rc = rt_dp_setup(r);
     return rc;
 }
 
 /* Replica 0 writes the stage's shard; with train.zero every replica first
- * takes part in gathering the AdamW moments. */
+ * takes part in gathering the AdamW moments; with parameter servers replica 0
+ * first receives its pieces' state from them. */
 static int checkpoint(rt *r)
 {
     char cerr[ERR_LEN];
+    if (rt_ps_checkpoint(r)) return -1;
     uint64_t sampler = r->has_data ? data_sampler_get_state(&r->sampler) : 0;
     optim_adamw *opt = rt_dp_full_optim(r);
     if (!opt) return -1;
@@ -381,7 +391,7 @@ static int run_steps(rt *r)
     r->step = total - 1;
     r->stats.wall_s = rt_now() - t0;
     r->stats.allreduce_s = rt_dp_busy_s(r);
-    r->stats.optim_bytes = 2 * (uint64_t)r->opt->n * sizeof(float);
+    r->stats.optim_bytes = r->ps ? 0 : 2 * (uint64_t)r->opt->n * sizeof(float); /* servers hold AdamW */
     if (r->trace && rt_send_trace(r)) return -1;
     uint8_t sb[PROTO_STATS_BYTES];
     proto_stats_encode(sb, &r->stats);
@@ -393,7 +403,7 @@ static int run_steps(rt *r)
 
 int stage_run(const topo *t, const stage_opts *o, char *err)
 {
-    if (t->n_stages < 2 && t->n_replicas < 2)
+    if (t->n_stages < 2 && t->n_replicas < 2 && t->sync_id != TOPO_SYNC_PS)
         return seterr(err, "%s: a one-stage topology runs in one process: use pipetrain run", t->path), 2;
     if (o->stage < 0 || o->stage >= t->n_stages)
         return seterr(err, "%s: --stage %d: the topology has stages 0..%d", t->path, o->stage, t->n_stages - 1), 2;
@@ -419,6 +429,7 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     }
     rt_dp_free(r); /* its thread uses the node */
     net_node_free(r->node);
+    rt_ps_free(r);
     if (r->ch) free_chunks(r);
     sched_free(r->sched);
     model_part_free(r->part);

@@ -27,6 +27,17 @@ typedef struct {
  * the stage, its address and the step), 2 on bad input. */
 int stage_run(const topo *t, const stage_opts *o, char *err);
 
+/* `pipetrain server` (issue 12, stage/server.c): parameter server o->stage
+ * (the index into t->parameter_servers; o->replica is unused) of a "sync":
+ * "ps" topology: listens on its address, joins the coordinator, serves its
+ * workers' pushes and sends them the new weights of every step until the
+ * coordinator says DONE (the protocol: stage/proto.h, "Parameter servers").
+ * Returns 0, 1 on a run-time failure (a dead peer, a timeout, a refused push;
+ * the message names "server K (host:port)" and the step) or 2 on bad input
+ * (K out of range, naming parameter_servers). Main thread; one call per
+ * process at a time. */
+int stage_server_run(const topo *t, const stage_opts *o, char *err);
+
 /* The shared secret: the topology's secret_file, else $PIPETRAIN_SECRET, else —
  * only when every process is on loopback — a built-in default (which guards
  * against accidents, not attackers). Returns 0, or -1 with err when none applies

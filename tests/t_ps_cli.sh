@@ -41,11 +41,29 @@ grep -qE '^ +stage 0: [0-9]+ pieces, [0-9]+ floats$' "$tmp/out" || fail "no summ
 run 0 check "$T"; cp "$tmp/out" "$tmp/out1"; run 0 check "$T"
 cmp -s "$tmp/out" "$tmp/out1" || fail "check printed two assignments"
 
-for cmd in run stage; do
+for cmd in run stage server; do
     extra=(); [ $cmd = run ] && extra=(--out "$tmp/r"); [ $cmd = stage ] && extra=(--stage 0 --replica 0)
-    run 2 $cmd "$T" "${extra[@]}"
-    has "$tmp/err" "shakespeare-ps.json: sync: \"ps\" (parameter-server training) is not implemented yet" "$cmd refuses"
+    [ $cmd = server ] && extra=(--server 0)
+    run 2 $cmd "$T" "${extra[@]}" --set ps.staleness=2
+    has "$tmp/err" "shakespeare-ps.json: ps.staleness: 2: only synchronous parameter servers" "$cmd refuses staleness 2"
 done
+run 2 server "$T"
+has "$tmp/err" "--server K is required" "server without --server"
+run 2 server "$T" --server 2
+has "$tmp/err" "--server 2: parameter_servers has 2 server(s) (0..1)" "server index out of range"
+run 2 server "$T" --server x
+has "$tmp/err" "--server" "server with a bad index"
+run 2 server topologies/shakespeare-2stage.json --server 0
+has "$tmp/err" "sync: parameter servers need \"sync\": \"ps\"" "server on an all-reduce topology"
+# more servers than blocks: run refuses before anything starts, naming parameter_servers
+sed 's#"port": 29556#"port": 29556 }, { "host": "127.0.0.1", "port": 29557 }, { "host": "127.0.0.1", "port": 29558 }, { "host": "127.0.0.1", "port": 29559 }, { "host": "127.0.0.1", "port": 29560 }, { "host": "127.0.0.1", "port": 29561 }, { "host": "127.0.0.1", "port": 29562 }, { "host": "127.0.0.1", "port": 29563 }, { "host": "127.0.0.1", "port": 29564 }, { "host": "127.0.0.1", "port": 29565 }, { "host": "127.0.0.1", "port": 29566 }, { "host": "127.0.0.1", "port": 29567#' \
+    "$T" | sed 's#"path": "\.\./#"path": "'"$PWD"'/../#' >"$tmp/many.json"
+run 2 run "$tmp/many.json" --out "$tmp/r"
+has "$tmp/err" "parameter_servers: 13 servers but the model's gradients form only 12 blocks" "too many servers"
+# --print-commands: the servers' commands beside the stages'
+run 0 run "$T" --print-commands --out "$tmp/p"
+has "$tmp/out" "# server 1 on 127.0.0.1 (local)" "server listed"
+grep -q "server topologies/shakespeare-ps.json --server 1 --coordinator 127.0.0.1:29550" "$tmp/out" || fail "no server command"
 [ ! -e "$tmp/r" ] || fail "run created its directory"
 # servers without sync "ps" are refused
 run 2 check "$T" --set sync=allreduce

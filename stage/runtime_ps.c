@@ -1,0 +1,234 @@
+/* runtime_ps.c — a stage process as a parameter-server worker (issue 12,
+ * "sync": "ps", synchronous): replica r of stage k is worker r for the pieces
+ * of stage k's units (ps_assign). It connects to every server holding one of
+ * them, pushes each unit's pieces as soon as the unit's gradient is final
+ * (during the step's last W of its chunk, unit by unit from the chunk's last,
+ * as runtime_dp.c hands buckets to the all-reduce; the tied embedding after
+ * the head's gradient has joined it), and after the step waits for the new
+ * weights of every piece instead of NORM and AdamW. On checkpoint steps
+ * replica 0 receives its pieces' weights and AdamW moments from the servers
+ * and writes the stage's shard as always. Messages: ps/ps_proto.h; the flow:
+ * stage/proto.h ("Parameter servers").
+ *
+ * Threads: all on the compute thread (sends are asynchronous in net/, so the
+ * pushes overlap the rest of the backward pass). */
+#include "ps/ps_proto.h"
+#include "stage/rt.h"
+
+struct rt_ps {
+    ps_assignment a;
+    int np;                  /* pieces of this stage */
+    const int *idx;          /* (np) their assignment indices, (unit, off) order */
+    size_t *poff;            /* (np) where piece l starts in the part's params and grads */
+    int *unit_first;         /* local unit i holds pieces unit_first[i] .. unit_first[i + 1] - 1 */
+    uint8_t *srv_used;       /* (n_servers) 1: a server of this stage's pieces */
+    uint8_t *tx, *rx, *ck;   /* pushes, weights, a checkpoint piece */
+    size_t *txoff, *rxoff;   /* (np) */
+    struct net_op **tx_op, **rx_op; /* (np) */
+    int defer_embed;         /* the embedding's pieces wait for the tied gradient */
+    int failed;              /* a push could not be posted (r->err says why) */
+};
+
+int rt_ps_setup(rt *r)
+{
+    const topo *t = r->t;
+    rt_ps *q = xcalloc(1, sizeof *q);
+    r->ps = q;
+    if (ps_proto_check_host()) return rt_fail(r, "parameter servers need a little-endian host"), 2;
+    char e[ERR_LEN];
+    if (ps_assign(t, &q->a, e)) return seterr(r->err, "%s", e), 2;
+    q->np = ps_stage_pieces(&q->a, r->K, &q->idx);
+    size_t n = q->np ? (size_t)q->np : 1, tb = 0, rb = 0;
+    q->poff = xcalloc(n, sizeof(size_t));
+    q->txoff = xcalloc(n, sizeof(size_t));
+    q->rxoff = xcalloc(n, sizeof(size_t));
+    q->tx_op = xcalloc(n, sizeof *q->tx_op);
+    q->rx_op = xcalloc(n, sizeof *q->rx_op);
+    q->srv_used = xcalloc((size_t)t->n_servers, 1);
+    q->unit_first = xcalloc((size_t)r->part->n_units + 1, sizeof(int));
+    q->defer_embed = t->model.tie_embeddings && r->holds_embed;
+    for (int i = 0, l = 0; i < r->part->n_units; i++) {
+        q->unit_first[i] = l;
+        while (l < q->np && q->a.pieces[q->idx[l]].unit == r->part->units[i]) l++;
+        q->unit_first[i + 1] = l;
+    }
+    if (q->unit_first[r->part->n_units] != q->np)
+        return rt_fail(r, "the assignment's pieces of stage %d do not follow its units (a bug)", r->K), 2;
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        q->poff[l] = ps_piece_part_offset(pc, r->part);
+        q->srv_used[pc->server] = 1;
+        q->txoff[l] = tb;
+        q->rxoff[l] = rb;
+        tb += PS_PUSH_HDR + pc->len * sizeof(float);
+        rb += PS_PIECE_HDR + pc->len * sizeof(float);
+    }
+    q->tx = xmalloc(tb + 1);
+    q->rx = xmalloc(rb + 1);
+    return 0;
+}
+
+void rt_ps_free(rt *r)
+{
+    rt_ps *q = r->ps;
+    if (!q) return;
+    for (int l = 0; l < q->np; l++) {
+        net_op_free(q->tx_op[l]);
+        net_op_free(q->rx_op[l]);
+    }
+    ps_assignment_free(&q->a);
+    free(q->poff); free(q->unit_first); free(q->srv_used);
+    free(q->tx); free(q->rx); free(q->ck); free(q->txoff); free(q->rxoff);
+    free(q->tx_op); free(q->rx_op);
+    free(q);
+    r->ps = NULL;
+}
+
+int rt_ps_servers(const rt *r, net_peer_id *ids)
+{
+    int n = 0;
+    for (int j = 0; r->ps && j < r->t->n_servers; j++)
+        if (r->ps->srv_used[j]) ids[n++] = net_server_id((uint16_t)j);
+    return n;
+}
+
+int rt_ps_connect(rt *r)
+{
+    char nerr[NET_ERR_LEN];
+    for (int j = 0; r->ps && j < r->t->n_servers; j++) {
+        const topo_addr *s = &r->t->parameter_servers[j];
+        if (r->ps->srv_used[j] && net_connect(r->node, net_server_id((uint16_t)j), s->host, s->port, nerr))
+            return rt_fail(r, "connecting to server %d (%s:%d): %s", j, s->host, s->port, nerr);
+    }
+    return 0;
+}
+
+void rt_ps_begin_step(rt *r)
+{
+    rt_ps *q = r->ps;
+    char nerr[NET_ERR_LEN];
+    if (!q) return;
+    q->failed = 0;
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        net_key k = { MSG_PS_WEIGHTS, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
+        if (net_recv_post(r->node, net_server_id((uint16_t)pc->server), k, q->rx + q->rxoff[l],
+                          PS_PIECE_HDR + pc->len * sizeof(float), &q->rx_op[l], nerr) != NET_OK) {
+            rt_fail(r, "posting a receive for the weights of %s from server %d: %s", pc->name, pc->server, nerr);
+            q->failed = 1;
+            return;
+        }
+    }
+}
+
+/* Pushes the pieces of local unit i (their gradients are final). */
+static void push_unit(rt *r, int i)
+{
+    rt_ps *q = r->ps;
+    for (int l = q->unit_first[i]; l < q->unit_first[i + 1] && !q->failed; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        uint8_t *b = q->tx + q->txoff[l];
+        size_t len = ps_push_encode(b, q->idx[l], r->step, 0.0, r->part->grads + q->poff[l], pc->len);
+        net_key k = { MSG_PS_PUSH, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
+        if (rt_send(r, net_server_id((uint16_t)pc->server), k, b, len, &q->tx_op[l])) q->failed = 1;
+    }
+}
+
+void rt_ps_unit_ready(rt *r, int i)
+{
+    if (!r->ps || r->ps->failed || (i == 0 && r->ps->defer_embed)) return;
+    push_unit(r, i);
+}
+
+int rt_ps_finish_grads(rt *r)
+{
+    rt_ps *q = r->ps;
+    if (!q) return 0;
+    if (q->defer_embed && !q->failed) push_unit(r, 0);
+    return q->failed ? -1 : 0;
+}
+
+/* A server that refused our push said why (MSG_PS_REFUSE) before failing:
+ * looked for briefly when a wait on it failed. */
+static int refusal(rt *r, int server, int piece, char *why, size_t cap)
+{
+    struct net_op *op = NULL;
+    char nerr[NET_ERR_LEN];
+    net_key k = { MSG_PS_REFUSE, (uint64_t)r->step, (uint32_t)piece, 0 };
+    int found = 0;
+    if (net_recv_post(r->node, net_server_id((uint16_t)server), k, why, cap - 1, &op, nerr) == NET_OK &&
+        net_wait(op, 200, nerr) == NET_OK) {
+        uint64_t n = net_op_len(op);
+        why[n < cap ? n : cap - 1] = 0;
+        found = 1;
+    }
+    net_op_free(op);
+    return found;
+}
+
+int rt_ps_await_weights(rt *r)
+{
+    rt_ps *q = r->ps;
+    char what[200], e[ERR_LEN];
+    double t0 = rt_now();
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        snprintf(what, sizeof what, "waiting for the new weights of %.80s from server %d", pc->name, pc->server);
+        if (rt_await(r, q->rx_op[l], what)) {
+            char why[ERR_LEN];
+            if (refusal(r, pc->server, q->idx[l], why, sizeof why))
+                rt_fail(r, "server %d refused our push of %.80s: %.300s", pc->server, pc->name, why);
+            return -1;
+        }
+        uint64_t len = net_op_len(q->rx_op[l]);
+        net_op_free(q->rx_op[l]);
+        q->rx_op[l] = NULL;
+        long version;
+        const uint8_t *b = q->rx + q->rxoff[l];
+        if (ps_piece_hdr_check(&q->a, q->idx[l], 1, b, len, &version, e))
+            return rt_fail(r, "weights from server %d: %s", pc->server, e);
+        if (version != r->step + 1)
+            return rt_fail(r, "server %d sent version %ld of %s, expected %ld", pc->server, version, pc->name,
+                           r->step + 1);
+        memcpy(r->part->params + q->poff[l], b + PS_PIECE_HDR, pc->len * sizeof(float));
+    }
+    for (int l = 0; l < q->np; l++) { /* every push is through: its buffer is free for the next step */
+        if (q->tx_op[l] && rt_await(r, q->tx_op[l], "pushing a gradient")) return -1;
+        net_op_free(q->tx_op[l]);
+        q->tx_op[l] = NULL;
+    }
+    r->stats.exposed_s += rt_now() - t0; /* not in wait_s: that is the tensors' */
+    return 0;
+}
+
+int rt_ps_checkpoint(rt *r)
+{
+    rt_ps *q = r->ps;
+    if (!q || r->rep > 0) return 0;
+    size_t mx = 0;
+    for (int l = 0; l < q->np; l++)
+        if (q->a.pieces[q->idx[l]].len > mx) mx = q->a.pieces[q->idx[l]].len;
+    if (!q->ck) q->ck = xmalloc(PS_PIECE_HDR + 3 * mx * sizeof(float));
+    char what[200], e[ERR_LEN];
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        net_key k = { MSG_PS_CKPT, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
+        uint64_t len = 0;
+        snprintf(what, sizeof what, "waiting for the checkpoint of %.80s from server %d", pc->name, pc->server);
+        if (rt_recv_len(r, net_server_id((uint16_t)pc->server), k, q->ck, PS_PIECE_HDR + 3 * pc->len * sizeof(float),
+                        &len, what))
+            return -1;
+        long version;
+        if (ps_piece_hdr_check(&q->a, q->idx[l], 3, q->ck, len, &version, e))
+            return rt_fail(r, "checkpoint from server %d: %s", pc->server, e);
+        if (version != r->step + 1)
+            return rt_fail(r, "server %d sent version %ld of %s for the checkpoint, expected %ld", pc->server, version,
+                           pc->name, r->step + 1);
+        size_t n = pc->len * sizeof(float);
+        memcpy(r->part->params + q->poff[l], q->ck + PS_PIECE_HDR, n);
+        memcpy(r->opt->m + q->poff[l], q->ck + PS_PIECE_HDR + n, n);
+        memcpy(r->opt->v + q->poff[l], q->ck + PS_PIECE_HDR + 2 * n, n);
+    }
+    r->opt->step = r->step + 1; /* synchronous: one AdamW update per step */
+    return 0;
+}
