@@ -9,7 +9,9 @@
 # and checkpoints). Prints per topology and mode: stage 0's peak bytes measured
 # and predicted (`pipetrain schedule --format json`, FLOP-derived costs), the
 # median measured step time and its median ratio to none over the rounds, and
-# the predicted step time and its ratio to none. Asserts nothing.
+# the predicted step time and its ratio to none, and stage 0's compute time per
+# step (summary.json compute_s / steps: its F, B, W) with its median ratio.
+# Asserts nothing.
 # Usage: bench/recompute.sh [ROUNDS (5)] [STEPS (40)] [TOPOLOGY.json ...]
 set -u
 cd "$(dirname "$0")/.."
@@ -51,16 +53,22 @@ def step_ms(d):
     ms = [json.loads(l)["step_ms"] for l in open(d + "/metrics.jsonl") if '"step_ms"' in l]
     return statistics.median(ms[warm:-1])
 meas = {m: [step_ms("%s/%s-%s-%d" % (tmp, name, m, r)) for r in range(R)] for m in modes}
+def s0_compute_ms(d):
+    s = json.load(open(d + "/summary.json"))["stages"][0]
+    return 1e3 * s["compute_s"] / s["steps"]
+comp = {m: [s0_compute_ms("%s/%s-%s-%d" % (tmp, name, m, r)) for r in range(R)] for m in modes}
 peak = {m: json.load(open("%s/%s-%s-0/summary.json" % (tmp, name, m)))["stages"][0]["peak_act_bytes"] for m in modes}
 pred = {m: json.load(open("%s/pred-%s.json" % (tmp, m)))["simulation"] for m in modes}
 print("%s (%d rounds, median step time over steps %d..last-1, 1 BLAS thread per stage)" % (topo, R, warm + 1))
-print("%-10s %14s %14s %8s %10s %8s %10s %8s" % ("mode", "s0 peak meas", "s0 peak pred", "cut", "step ms", "ratio",
-                                                "pred ms", "ratio"))
+print("%-10s %14s %14s %8s %10s %8s %10s %8s %12s %8s" % ("mode", "s0 peak meas", "s0 peak pred", "cut", "step ms",
+      "ratio", "pred ms", "ratio", "s0 comp ms", "ratio"))
 for m in modes:
     ratio = statistics.median([a / b for a, b in zip(meas[m], meas["none"])])
     pm, p0 = pred[m]["step_time"], pred["none"]["step_time"]
     pp = pred[m]["stages"][0]["peak_activation_bytes"]
-    print("%-10s %14d %14d %7.1f%% %10.2f %8.3f %10.2f %8.3f" % (m, peak[m], pp, 100 * (1 - peak[m] / peak["none"]),
-          statistics.median(meas[m]), ratio, pm, pm / p0))
+    cratio = statistics.median([a / b for a, b in zip(comp[m], comp["none"])])
+    print("%-10s %14d %14d %7.1f%% %10.2f %8.3f %10.2f %8.3f %12.2f %8.3f" % (m, peak[m], pp,
+          100 * (1 - peak[m] / peak["none"]), statistics.median(meas[m]), ratio, pm, pm / p0,
+          statistics.median(comp[m]), cratio))
 EOF
 done
