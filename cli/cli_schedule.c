@@ -222,13 +222,22 @@ static int parse_args(opts *o, int argc, char **argv)
     return 0;
 }
 
-/* Bytes one chunk stashes per micro-batch. */
-static double chunk_stash(const topo *t, const topo_chunk *ch, size_t batch)
+/* Memory of one chunk per micro-batch under its stage's recompute mode, as the
+ * stage runtime holds it: the stash from F to W, the forward's transient, the
+ * work of a B until its W, and a BW's work (unit by unit, so the largest unit's,
+ * on virtual stage 0, which sends no gradient; the whole chunk's elsewhere). */
+static model_mem chunk_mem(const topo *t, int mode, const topo_chunk *ch, size_t batch)
 {
-    size_t total = 0;
-    for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++)
-        total += model_unit_slot_bytes(&t->model, u, batch);
-    return (double)total;
+    model_mem m = { 0, 0, 0, 0 };
+    for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++) {
+        model_mem x = model_unit_mem(&t->model, u, batch, mode);
+        m.stash += x.stash;
+        m.work += x.work;
+        if (x.fwd_tmp > m.fwd_tmp) m.fwd_tmp = x.fwd_tmp;
+        if (x.work_unit > m.work_unit) m.work_unit = x.work_unit;
+    }
+    if (ch->virtual_stage > 0) m.work_unit = m.work;
+    return m;
 }
 
 /* Costs per virtual stage from the topology's FLOPs. When the schedule's chunk
@@ -250,19 +259,22 @@ static sched_costs *topo_costs(const topo *t, int v, const double *stage_gflops,
             for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++) {
                 model_flops fl = model_unit_flops(&t->model, u, batch, seq);
                 f += fl.fwd;
-                b += fl.bwd_input;
+                b += fl.bwd_input + model_unit_recompute_flops(&t->model, u, batch, seq, ts->recompute_id);
                 w += fl.bwd_weight;
             }
             double out = (double)model_unit_out_bytes(&t->model, ch->first_unit + ch->n_units - 1,
                                                       batch, seq);
-            double stash = chunk_stash(t, ch, batch);
+            model_mem mem = chunk_mem(t, ts->recompute_id, ch, batch);
             int k0 = *spread ? st : ch->virtual_stage, nk = *spread ? v : 1;
             for (int j = 0; j < nk; j++) {
                 int k = k0 + j * P;
                 c->f[k] += f / per_ms / nk;
                 c->b[k] += b / per_ms / nk;
                 c->w[k] += w / per_ms / nk;
-                c->stash_bytes[k] += stash / nk;
+                c->stash_bytes[k] += (double)mem.stash / nk;
+                c->f_tmp_bytes[k] += (double)mem.fwd_tmp / nk;
+                c->b_bytes[k] += (double)mem.work / nk;
+                c->bw_bytes[k] += (double)mem.work_unit / nk;
                 c->xfer_bytes[k] = out > c->xfer_bytes[k] ? out : c->xfer_bytes[k];
             }
         }
@@ -465,6 +477,9 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
     for (int i = 0; tc && i < c->n; i++) {
         c->xfer_bytes[i] = tc->xfer_bytes[i];
         c->stash_bytes[i] = tc->stash_bytes[i];
+        c->f_tmp_bytes[i] = tc->f_tmp_bytes[i];
+        c->b_bytes[i] = tc->b_bytes[i];
+        c->bw_bytes[i] = tc->bw_bytes[i];
     }
     sched_costs_free(tc);
     snprintf(note, nn, "calibrated from %.150s%s", path,
@@ -570,7 +585,10 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
     if (!c) return seterr(err, "out of memory"), NULL;
     for (int i = 0; i < c->n; i++) {
         if (o->have_bytes) c->xfer_bytes[i] = o->bytes;
-        if (o->have_stash) c->stash_bytes[i] = o->stash / s->n_chunks;
+        if (o->have_stash) { /* the whole memory model: N per micro-batch in flight */
+            c->stash_bytes[i] = o->stash / s->n_chunks;
+            c->f_tmp_bytes[i] = c->b_bytes[i] = c->bw_bytes[i] = 0;
+        }
     }
     if (!o->calib || o->have_latency) c->latency = o->latency;
     if (!o->calib || o->bandwidth > 0) c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */

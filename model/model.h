@@ -76,14 +76,44 @@ int model_unit_tensors(const model_config *c, int unit, model_tensor *out);
  * later split into stages. */
 void model_tensor_init(const model_config *c, const model_tensor *t, float *w, uint64_t seed);
 
-/* Per micro-batch and unit: the activations saved by forward for backward (act),
- * the gradients that backward-input hands to backward-weight (grad), and the
- * tokens (embedding: inputs; head: targets, or NULL when sampling). */
+/* Activation recomputation of a part's decoder blocks (model_part.recompute).
+ * NONE keeps every tensor a block's backward reads from its forward to its
+ * weight-gradient pass. FULL keeps only the block's input x and recomputes the
+ * whole block forward (all but the down projection) at the start of its
+ * backward-input pass. SELECTIVE keeps the block input and the matmul outputs
+ * (qkv after RoPE, x2 = residual after the o projection, gate|up) and recomputes
+ * the cheap, memory-hungry rest: RMSNorm outputs and rstd of both norms, the
+ * attention probabilities and output, the SwiGLU product h. The recomputation
+ * runs the forward's kernels on the same shapes, so it reproduces their bits.
+ * The embedding and the head are never recomputed. */
+enum { MODEL_RECOMPUTE_NONE = 0, MODEL_RECOMPUTE_SELECTIVE = 1, MODEL_RECOMPUTE_FULL = 2 };
+
+/* Per micro-batch and unit: the activations forward keeps for backward (act:
+ * the stash, from forward to backward-weight), the work memory of the backward
+ * (grad: the gradients backward-input hands to backward-weight, followed by the
+ * activations it recomputes; needed from backward-input to backward-weight
+ * only, see model_slots_bind), and the tokens (embedding: inputs; head:
+ * targets, or NULL when sampling). */
 typedef struct {
     float *act;
     float *grad;
     int *tokens;
 } model_slot;
+
+/* Bytes one unit needs per micro-batch of `batch` sequences of cfg->seq_len
+ * tokens under recompute mode `mode`: stash (act + tokens, forward to
+ * backward-weight), work (grad, backward-input to backward-weight), fwd_tmp
+ * (during forward only: what forward computes but does not keep; 0 with NONE).
+ * For a range (model_part_mem) stash and work add up, fwd_tmp and work_unit are
+ * the largest unit's (work_unit: what model_backward_fused needs). */
+typedef struct { size_t stash, work, fwd_tmp, work_unit; } model_mem;
+model_mem model_unit_mem(const model_config *cfg, int unit, size_t batch, int mode);
+/* Floating-point operations the recomputation adds to a unit's backward-input
+ * pass under `mode` (counted as model_unit_flops counts; 0 for NONE, the
+ * embedding and the head). */
+double model_unit_recompute_flops(const model_config *c, int unit, size_t batch, size_t seq, int mode);
+/* The mode's name ("none", "selective", "full"), or NULL for a bad mode. */
+const char *model_recompute_name(int mode);
 
 /* A contiguous slice of units held by one stage (or the whole model): one
  * allocation each for parameters and gradients, plus workspace sized for
@@ -104,6 +134,8 @@ typedef struct {
     float *rope_cos, *rope_sin;
     float *ws;               /* backward workspace */
     float *buf[2];           /* activations between units inside the part */
+    int recompute;           /* MODEL_RECOMPUTE_*: set by model_part_set_recompute */
+    float *fwd_tmp;          /* recompute: one block's tensors forward does not keep */
 } model_part;
 
 /* Builds a part holding units[0..n) (ascending) and initialises its
@@ -118,13 +150,27 @@ void model_part_zero_grad(model_part *p);
 /* With a tied head and the embedding both held: embedding grad += tied_grad. */
 void model_part_reduce_tied(model_part *p);
 
-/* Slots for local units [lo, hi) of one micro-batch, in one allocation. */
+/* Sets the part's recompute mode (MODEL_RECOMPUTE_*; NONE after
+ * model_part_new) and sizes its forward scratch. Slots made before the change
+ * do not fit the new mode: call it before model_slots_new / model_stash_new.
+ * Exits via xmalloc on allocation failure. */
+void model_part_set_recompute(model_part *p, int mode);
+/* model_mem of local units [lo, hi) under the part's mode. */
+model_mem model_part_mem(const model_part *p, int lo, int hi, size_t batch);
+
+/* Slots for local units [lo, hi) of one micro-batch with their stash and their
+ * work bound (model_slots_bind), in one allocation. */
 model_slot *model_slots_new(const model_part *p, int lo, int hi, size_t batch);
+/* The same with the stash only: grad is NULL until model_slots_bind (a
+ * forward-only slot, or one whose work is taken at backward-input time). */
+model_slot *model_stash_new(const model_part *p, int lo, int hi, size_t batch);
 void model_slots_free(model_slot *s);
-/* Bytes of saved activations and of B→W gradients one slot set holds; the
- * same for one unit of a configuration (no part needed: for planning). */
+/* Points the grad of slots[0 .. hi-lo) (units [lo, hi)) into work, which holds
+ * model_part_mem(p, lo, hi, batch).work bytes; work NULL unbinds. The caller
+ * owns work and keeps it from backward-input to backward-weight. */
+void model_slots_bind(const model_part *p, int lo, int hi, model_slot *slots, float *work, size_t batch);
+/* Bytes of a model_slots_new slot set (stash + work). */
 size_t model_slots_bytes(const model_part *p, int lo, int hi, size_t batch);
-size_t model_unit_slot_bytes(const model_config *cfg, int unit, size_t batch);
 
 /* Forward through local units [lo, hi) for `batch` sequences of `seq` tokens.
  * in: (batch·seq, dim), ignored when unit lo is the embedding (reads
@@ -136,13 +182,25 @@ double model_forward(model_part *p, int lo, int hi, model_slot *slots, const flo
 /* Input-gradient pass backward through [lo, hi): dout is the gradient of the
  * range's output (ignored when the range ends in the head, which starts from
  * the loss with dL/dlogit scaled by loss_scale); din receives the gradient of
- * the range's input (not written when lo is the embedding). Saves in the
- * slots what model_backward_weight needs. */
+ * the range's input (not written when lo is the embedding). The slots' work
+ * must be bound; with recomputation each block first recomputes what its
+ * stash lacks into it. Saves in the slots what model_backward_weight needs. */
 void model_backward_input(model_part *p, int lo, int hi, model_slot *slots, const float *dout, float *din,
                           size_t batch, size_t seq, float loss_scale);
 /* Weight-gradient pass for [lo, hi): adds into p->grads (and tied_grad). Must
  * follow model_backward_input for the same slots. */
 void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, size_t batch, size_t seq);
+/* Backward-input and backward-weight of [lo, hi) fused unit by unit, from the
+ * last unit down: unit i's input gradient, then its weight gradient, so only
+ * one unit's work exists at a time (work: model_part_mem(...).work_unit
+ * bytes; the slots' grad is left unbound). The same bits as
+ * model_backward_input then model_backward_weight (a unit's weight gradient
+ * touches no other unit's numbers), but din is complete only at the end.
+ * done(ctx, i, phase), when not NULL, runs on the calling thread after unit i's
+ * input-gradient (phase 0) and weight-gradient (phase 1) pass. */
+void model_backward_fused(model_part *p, int lo, int hi, model_slot *slots, float *work, const float *dout,
+                          float *din, size_t batch, size_t seq, float loss_scale,
+                          void (*done)(void *ctx, int unit, int phase), void *ctx);
 /* After a head forward without targets: the logits (batch·seq, vocab). */
 const float *model_logits(const model_part *p, const model_slot *head_slot, size_t batch, size_t seq);
 

@@ -10,14 +10,77 @@
 
 #include <string.h>
 
-static void unit_sizes(const model_config *c, int unit, dims d, size_t *act, size_t *grad)
+/* Floats of one unit's stash (act) and work (grad: gradients, then the
+ * recomputed activations, `other` of them) under mode. */
+static void unit_sizes(const model_config *c, int unit, dims d, int mode, size_t *act, size_t *grad,
+                       size_t *other)
 {
     block_act ba; block_grad bg; head_act ha; head_grad hg;
+    *other = 0;
     switch (model_unit_kind(c, unit)) {
     case UNIT_EMBED: *act = 0; *grad = d.N * d.C; break;
     case UNIT_HEAD: *act = head_act_view(&ha, NULL, d); *grad = head_grad_view(&hg, NULL, d); break;
-    default: *act = block_act_view(&ba, NULL, d); *grad = block_grad_view(&bg, NULL, d); break;
+    default:
+        *act = block_act_view(&ba, NULL, NULL, d, mode, other);
+        *grad = block_grad_view(&bg, NULL, d) + *other;
+        break;
     }
+}
+
+/* Token ids a unit keeps: the embedding's inputs, the head's targets. */
+static size_t unit_tokens(const model_config *c, int unit, dims d)
+{
+    return model_unit_kind(c, unit) != UNIT_BLOCK ? d.N : 0;
+}
+
+model_mem model_unit_mem(const model_config *cfg, int unit, size_t batch, int mode)
+{
+    dims d = dims_of(cfg, batch, (size_t)cfg->seq_len);
+    size_t a, g, o;
+    unit_sizes(cfg, unit, d, mode, &a, &g, &o);
+    model_mem m;
+    m.stash = a * sizeof(float) + unit_tokens(cfg, unit, d) * sizeof(int);
+    m.work = m.work_unit = g * sizeof(float);
+    m.fwd_tmp = o * sizeof(float);
+    return m;
+}
+
+model_mem model_part_mem(const model_part *p, int lo, int hi, size_t batch)
+{
+    model_mem m = { 0, 0, 0, 0 };
+    for (int i = lo; i < hi; i++) {
+        model_mem u = model_unit_mem(&p->cfg, p->units[i], batch, p->recompute);
+        m.stash += u.stash;
+        m.work += u.work;
+        if (u.fwd_tmp > m.fwd_tmp) m.fwd_tmp = u.fwd_tmp;
+        if (u.work_unit > m.work_unit) m.work_unit = u.work_unit;
+    }
+    return m;
+}
+
+const char *model_recompute_name(int mode)
+{
+    static const char *const names[] = { "none", "selective", "full" };
+    return mode >= 0 && mode <= MODEL_RECOMPUTE_FULL ? names[mode] : NULL;
+}
+
+double model_unit_recompute_flops(const model_config *c, int unit, size_t batch, size_t seq, int mode)
+{
+    if (mode == MODEL_RECOMPUTE_NONE || model_unit_kind(c, unit) != UNIT_BLOCK) return 0;
+    model_flops f = model_unit_flops(c, unit, batch, seq);
+    double N = (double)batch * (double)seq, down = 2 * N * c->ffn_dim * c->dim;
+    double mm = f.bwd_weight; /* every projection once */
+    if (mode == MODEL_RECOMPUTE_FULL) return f.fwd - down;
+    return f.fwd - mm; /* selective: attention's scores and weighted values */
+}
+
+void model_part_set_recompute(model_part *p, int mode)
+{
+    p->recompute = mode;
+    free(p->fwd_tmp);
+    p->fwd_tmp = NULL;
+    size_t most = model_part_mem(p, 0, p->n_units, p->max_batch).fwd_tmp;
+    if (most) p->fwd_tmp = xmalloc(most);
 }
 
 model_part *model_part_new(const model_config *c, const int *units, int n_units, size_t max_batch,
@@ -78,6 +141,7 @@ void model_part_free(model_part *p)
     free(p->params); free(p->grads);
     free(p->rope_cos); free(p->rope_sin); free(p->ws);
     free(p->buf[0]); free(p->buf[1]);
+    free(p->fwd_tmp);
     free(p);
 }
 
@@ -101,19 +165,33 @@ void model_part_reduce_tied(model_part *p)
     for (size_t i = 0; i < n; i++) p->grads[i] += p->tied_grad[i];
 }
 
-size_t model_unit_slot_bytes(const model_config *cfg, int unit, size_t batch)
-{
-    dims d = dims_of(cfg, batch, (size_t)cfg->seq_len);
-    size_t a, g;
-    unit_sizes(cfg, unit, d, &a, &g);
-    return (a + g) * sizeof(float) + (model_unit_kind(cfg, unit) != UNIT_BLOCK ? d.N * sizeof(int) : 0);
-}
-
 size_t model_slots_bytes(const model_part *p, int lo, int hi, size_t batch)
 {
-    size_t total = 0;
-    for (int i = lo; i < hi; i++) total += model_unit_slot_bytes(&p->cfg, p->units[i], batch);
-    return total;
+    model_mem m = model_part_mem(p, lo, hi, batch);
+    return m.stash + m.work;
+}
+
+/* Slots of [lo, hi) with their stash laid out from mem; returns the bytes used. */
+static size_t lay_stash(const model_part *p, int lo, int hi, model_slot *s, char *mem, dims d)
+{
+    char *m0 = mem;
+    for (int i = 0; i < hi - lo; i++) {
+        size_t a, g, o, nt = unit_tokens(&p->cfg, p->units[lo + i], d);
+        unit_sizes(&p->cfg, p->units[lo + i], d, p->recompute, &a, &g, &o);
+        s[i].act = a ? (float *)mem : NULL; mem += a * sizeof(float);
+        s[i].grad = NULL;
+        s[i].tokens = nt ? (int *)mem : NULL; mem += nt * sizeof(int);
+    }
+    return (size_t)(mem - m0);
+}
+
+model_slot *model_stash_new(const model_part *p, int lo, int hi, size_t batch)
+{
+    dims d = dims_of(&p->cfg, batch, (size_t)p->cfg.seq_len);
+    size_t n = (size_t)(hi - lo);
+    model_slot *s = xcalloc(1, n * sizeof(model_slot) + model_part_mem(p, lo, hi, batch).stash + 64);
+    lay_stash(p, lo, hi, s, (char *)(s + n), d);
+    return s;
 }
 
 model_slot *model_slots_new(const model_part *p, int lo, int hi, size_t batch)
@@ -122,17 +200,21 @@ model_slot *model_slots_new(const model_part *p, int lo, int hi, size_t batch)
     size_t n = (size_t)(hi - lo);
     model_slot *s = xcalloc(1, n * sizeof(model_slot) + model_slots_bytes(p, lo, hi, batch) + 64);
     char *mem = (char *)(s + n);
-    for (size_t i = 0; i < n; i++) {
-        size_t a, g;
-        unit_sizes(&p->cfg, p->units[lo + (int)i], d, &a, &g);
-        s[i].act = a ? (float *)mem : NULL; mem += a * sizeof(float);
-        s[i].grad = (float *)mem; mem += g * sizeof(float);
-        if (model_unit_kind(&p->cfg, p->units[lo + (int)i]) != UNIT_BLOCK) {
-            s[i].tokens = (int *)mem;
-            mem += d.N * sizeof(int);
-        }
-    }
+    mem += lay_stash(p, lo, hi, s, mem, d);
+    /* the work starts on a float boundary: stash bytes are whole floats and ints */
+    model_slots_bind(p, lo, hi, s, (float *)mem, batch);
     return s;
+}
+
+void model_slots_bind(const model_part *p, int lo, int hi, model_slot *slots, float *work, size_t batch)
+{
+    dims d = dims_of(&p->cfg, batch, (size_t)p->cfg.seq_len);
+    for (int i = 0; i < hi - lo; i++) {
+        size_t a, g, o;
+        unit_sizes(&p->cfg, p->units[lo + i], d, p->recompute, &a, &g, &o);
+        slots[i].grad = work;
+        if (work) work += g;
+    }
 }
 
 void model_slots_free(model_slot *s) { free(s); }

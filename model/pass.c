@@ -11,8 +11,17 @@
 #include <string.h>
 
 static block_w block_weights(float *base, dims d) { block_w w; block_w_view(&w, base, d); return w; }
-static block_act block_acts(float *base, dims d) { block_act a; block_act_view(&a, base, d); return a; }
+/* A block's activations: the kept ones in `kept` (the slot's stash), the
+ * others in `other` (forward: the part's scratch; backward: the slot's work,
+ * after the gradients). */
+static block_act block_acts(const model_part *p, float *kept, float *other, dims d)
+{
+    block_act a;
+    block_act_view(&a, kept, other, d, p->recompute, NULL);
+    return a;
+}
 static block_grad block_grads(float *base, dims d) { block_grad g; block_grad_view(&g, base, d); return g; }
+static size_t block_grad_floats(dims d) { block_grad g; return block_grad_view(&g, NULL, d); }
 static head_act head_acts(float *base, dims d) { head_act a; head_act_view(&a, base, d); return a; }
 static head_grad head_grads(float *base, dims d) { head_grad g; head_grad_view(&g, base, d); return g; }
 
@@ -22,22 +31,39 @@ static attn_dims attn_of(dims d)
     return a;
 }
 
-static void block_forward(model_part *p, int i, model_slot *s, const float *in, float *out, dims d)
+/* A block's forward from a.x up to h (all but the down projection). The
+ * forward runs it whole (all = 1), and so does FULL recomputation; SELECTIVE
+ * recomputation (all = 0) skips the projections whose outputs it kept (qkv,
+ * x2, gu) and normalises the kept residual x2 with the same row kernel
+ * kern_add_rmsnorm runs after its add. Same kernels, same shapes: same bits. */
+static void block_forward_body(model_part *p, int i, block_act a, dims d, int all)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
-    block_act a = block_acts(s->act, d);
     float eps = p->cfg.norm_eps;
     const size_t QKV = qkv_width(d);
     float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV; /* k heads follow q heads */
-    memcpy(a.x, in, d.N * d.C * sizeof(float));
     layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, eps);
-    layer_matmul_forward(a.qkv, a.xn1, w.wq, d.N, d.C, QKV); /* [wq; wk; wv] */
-    kern_rope(q, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 0); /* q and k heads */
+    if (all) {
+        layer_matmul_forward(a.qkv, a.xn1, w.wq, d.N, d.C, QKV); /* [wq; wk; wv] */
+        kern_rope(q, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 0); /* q and k heads */
+    }
     attn_forward(a.att, a.probs, q, k, v, attn_of(d));
-    layer_matmul_forward(a.x2, a.att, w.wo, d.N, d.C, d.C);
-    kern_add_rmsnorm(a.x2, a.xn2, a.rstd2, a.x, w.norm2, d.N, d.C, eps);
-    layer_matmul_forward(a.gu, a.xn2, w.wg, d.N, d.C, 2 * d.F); /* [wg; wu] */
+    if (all) {
+        layer_matmul_forward(a.x2, a.att, w.wo, d.N, d.C, d.C);
+        kern_add_rmsnorm(a.x2, a.xn2, a.rstd2, a.x, w.norm2, d.N, d.C, eps);
+        layer_matmul_forward(a.gu, a.xn2, w.wg, d.N, d.C, 2 * d.F); /* [wg; wu] */
+    } else {
+        layer_rmsnorm_forward(a.xn2, a.rstd2, a.x2, w.norm2, d.N, d.C, eps); /* x2 holds x + att·woᵀ */
+    }
     kern_swiglu_forward(a.h, a.gu, d.N, d.F);
+}
+
+static void block_forward(model_part *p, int i, model_slot *s, const float *in, float *out, dims d)
+{
+    block_w w = block_weights(p->params + p->unit_off[i], d);
+    block_act a = block_acts(p, s->act, p->fwd_tmp, d);
+    memcpy(a.x, in, d.N * d.C * sizeof(float));
+    block_forward_body(p, i, a, d, 1);
     layer_matmul_forward(out, a.h, w.wd, d.N, d.F, d.C);
     kern_add(out, a.x2, d.N, d.C);
 }
@@ -45,8 +71,10 @@ static void block_forward(model_part *p, int i, model_slot *s, const float *in, 
 static void block_backward_input(model_part *p, int i, model_slot *s, const float *dout, float *din, dims d)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
-    block_act a = block_acts(s->act, d);
+    block_act a = block_acts(p, s->act, s->grad + block_grad_floats(d), d);
     block_grad g = block_grads(s->grad, d);
+    if (p->recompute != MODEL_RECOMPUTE_NONE)
+        block_forward_body(p, i, a, d, p->recompute == MODEL_RECOMPUTE_FULL);
     float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C);
     const size_t NC = d.N * d.C, QKV = qkv_width(d);
     float *dq = g.dqkv, *dk = g.dqkv + d.C, *dv = g.dqkv + d.C + d.KV;
@@ -65,7 +93,7 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
 static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
 {
     block_w gw = block_weights(p->grads + p->unit_off[i], d);
-    block_act a = block_acts(s->act, d);
+    block_act a = block_acts(p, s->act, s->grad + block_grad_floats(d), d);
     block_grad g = block_grads(s->grad, d);
     layer_matmul_backward_weight(gw.wd, g.dout, a.h, d.N, d.F, d.C);
     layer_matmul_backward_weight(gw.wg, g.dgu, a.xn2, d.N, d.C, 2 * d.F);
@@ -175,6 +203,25 @@ void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, siz
         default:
             block_backward_weight(p, i, s, d);
         }
+    }
+}
+
+void model_backward_fused(model_part *p, int lo, int hi, model_slot *slots, float *work, const float *dout,
+                          float *din, size_t batch, size_t seq, float loss_scale,
+                          void (*done)(void *ctx, int unit, int phase), void *ctx)
+{
+    const float *g = dout;
+    for (int i = hi - 1; i >= lo; i--) {
+        model_slot *s = &slots[i - lo];
+        /* the ping-pong buffers model_backward_input would use over [lo, hi) */
+        float *dx = (i == lo) ? din : p->buf[(hi - 1 - i) & 1];
+        model_slots_bind(p, i, i + 1, s, work, batch);
+        model_backward_input(p, i, i + 1, s, g, dx, batch, seq, loss_scale);
+        if (done) done(ctx, i, 0);
+        model_backward_weight(p, i, i + 1, s, batch, seq);
+        if (done) done(ctx, i, 1);
+        model_slots_bind(p, i, i + 1, s, NULL, batch);
+        g = dx;
     }
 }
 

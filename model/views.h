@@ -46,16 +46,35 @@ static inline size_t qkv_width(dims d) { return d.C + 2 * d.KV; }
 /* qkv (N, C + 2·KV): row n is q (C) | k (KV) | v (KV), RoPE applied to q, k.
  * gu (N, 2·F): row n is gate (F) | up (F). */
 typedef struct { float *x, *rstd1, *xn1, *qkv, *probs, *att, *x2, *rstd2, *xn2, *gu, *h; } block_act;
-static inline size_t block_act_view(block_act *a, float *b, dims d)
+enum { BA_X, BA_RSTD1, BA_XN1, BA_QKV, BA_PROBS, BA_ATT, BA_X2, BA_RSTD2, BA_XN2, BA_GU, BA_H, BA_N };
+
+/* Whether a block's forward keeps tensor BA_* under a recompute mode (model.h):
+ * everything (NONE), the input (FULL), the input and the matmul outputs
+ * (SELECTIVE). */
+static inline int block_act_kept(int mode, int f)
 {
-    size_t o = carve(&a->x, b, 0, d.N * d.C);
-    o = carve(&a->rstd1, b, o, d.N);       o = carve(&a->xn1, b, o, d.N * d.C);
-    o = carve(&a->qkv, b, o, d.N * qkv_width(d));
-    o = carve(&a->probs, b, o, d.B * d.H * d.T * d.T);
-    o = carve(&a->att, b, o, d.N * d.C);   o = carve(&a->x2, b, o, d.N * d.C);
-    o = carve(&a->rstd2, b, o, d.N);       o = carve(&a->xn2, b, o, d.N * d.C);
-    o = carve(&a->gu, b, o, d.N * 2 * d.F);
-    return carve(&a->h, b, o, d.N * d.F);
+    if (mode == MODEL_RECOMPUTE_NONE) return 1;
+    if (mode == MODEL_RECOMPUTE_FULL) return f == BA_X;
+    return f == BA_X || f == BA_QKV || f == BA_X2 || f == BA_GU;
+}
+
+/* Lays the kept tensors out from `kept` and the others from `other`, each in
+ * BA_ order; returns the kept float count and sets *n_other (NULL bases only
+ * count). With NONE this is the one layout of every tensor from `kept`. */
+static inline size_t block_act_view(block_act *a, float *kept, float *other, dims d, int mode, size_t *n_other)
+{
+    float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->probs, &a->att, &a->x2, &a->rstd2, &a->xn2,
+                        &a->gu, &a->h };
+    const size_t NC = d.N * d.C;
+    const size_t n[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T * d.T, NC, NC, d.N, NC,
+                             d.N * 2 * d.F, d.N * d.F };
+    size_t ok = 0, oo = 0;
+    for (int f = 0; f < BA_N; f++) {
+        if (block_act_kept(mode, f)) ok = carve(t[f], kept, ok, n[f]);
+        else oo = carve(t[f], other, oo, n[f]);
+    }
+    if (n_other) *n_other = oo;
+    return ok;
 }
 
 /* dgu and dqkv are laid out like gu and qkv. */

@@ -96,7 +96,8 @@ void run_optim_apply_ranges(const topo *t, model_part *p, optim_adamw *o, long s
 /* One process's statistics in summary.json's "stages" (what a pipeline stage
  * sends in STATS; the one-stage trainer fills the same). */
 typedef struct {
-    uint64_t peak_act_bytes;   /* peak bytes of stashed activations (slots in use) */
+    uint64_t peak_act_bytes;   /* peak activation bytes: stashes in flight, backward work,
+                                * recomputation's transients (README: recomputation) */
     uint64_t peak_in_flight;   /* peak (micro-batch, chunk) pairs in flight */
     double compute_s;          /* time spent in F/B/W compute */
     double wait_s;             /* time blocked waiting for tensors */

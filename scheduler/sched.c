@@ -175,7 +175,11 @@ sched_costs *sched_costs_new(int n)
     c->w = calloc((size_t)n, sizeof(double));
     c->xfer_bytes = calloc((size_t)n, sizeof(double));
     c->stash_bytes = calloc((size_t)n, sizeof(double));
-    if (!c->f || !c->b || !c->w || !c->xfer_bytes || !c->stash_bytes) {
+    c->f_tmp_bytes = calloc((size_t)n, sizeof(double));
+    c->b_bytes = calloc((size_t)n, sizeof(double));
+    c->bw_bytes = calloc((size_t)n, sizeof(double));
+    if (!c->f || !c->b || !c->w || !c->xfer_bytes || !c->stash_bytes || !c->f_tmp_bytes || !c->b_bytes ||
+        !c->bw_bytes) {
         sched_costs_free(c);
         return NULL;
     }
@@ -204,6 +208,9 @@ void sched_costs_free(sched_costs *c)
     free(c->w);
     free(c->xfer_bytes);
     free(c->stash_bytes);
+    free(c->f_tmp_bytes);
+    free(c->b_bytes);
+    free(c->bw_bytes);
     sched_allreduce_free(c->ar);
     free(c);
 }

@@ -158,7 +158,9 @@ typedef struct {
     double bubble;        /* overall idle fraction: 1 - sum(busy) / (P * step_time) */
     double *busy;         /* (P) compute time of each stage */
     double *bubble_stage; /* (P) 1 - busy / step_time */
-    double *peak_bytes;   /* (P) peak stashed activation bytes (costs' stash_bytes) */
+    double *peak_bytes;   /* (P) peak activation bytes: stashes of the micro-batches
+                           * in flight, plus B's work until its W, plus the
+                           * transient bytes of a running F or BW (costs' *_bytes) */
     double **start;       /* (P) start time of each action, parallel to s->act; NULL
                            * unless asked for (renderers need it) */
     double **end;         /* (P) end time of each action, as start */
@@ -206,7 +208,15 @@ typedef struct {
     double *f, *b, *w;   /* compute time of one micro-batch's F, B, W on k */
     double *xfer_bytes;  /* bytes sent from k to k+1 per micro-batch (the gradient
                           * coming back from k+1 to k has the same size) */
-    double *stash_bytes; /* bytes k keeps stashed per micro-batch in flight */
+    double *stash_bytes; /* bytes k keeps stashed per micro-batch in flight: from
+                          * its F to its W or BW */
+    double *f_tmp_bytes; /* bytes an F of k holds only while it runs (with
+                          * activation recomputation: what it computes but does
+                          * not keep); 0 = none */
+    double *b_bytes;     /* bytes a B of k holds from its start to the W of the same
+                          * micro-batch (the backward's work: gradients W reads,
+                          * recomputed activations); 0 = none */
+    double *bw_bytes;    /* bytes a BW of k holds only while it runs (its work) */
     double latency;      /* time per transfer between different stages */
     double bandwidth;    /* bytes per time unit of each link; 0 = infinite */
     int bw_early;        /* 1: a BW's gradient leaves after its B part (as the stage

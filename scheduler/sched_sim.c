@@ -283,8 +283,10 @@ fail:
     return NULL;
 }
 
-/* Peak stashed bytes per stage: F stashes stash_bytes of its virtual stage until
- * the W or BW of the same micro-batch and chunk. */
+/* Peak activation bytes per stage, in list order: F stashes stash_bytes of its
+ * virtual stage until the W or BW of the same micro-batch and chunk and holds
+ * f_tmp_bytes while it runs; B holds b_bytes until that W; a BW holds bw_bytes
+ * while it runs. */
 static void peak_bytes(const sched_schedule *s, const sched_costs *c, sched_report *r)
 {
     size_t P = (size_t)s->n_stages;
@@ -292,9 +294,15 @@ static void peak_bytes(const sched_schedule *s, const sched_costs *c, sched_repo
         double live = 0, peak = 0;
         for (size_t i = 0; i < s->len[st]; i++) {
             sched_action a = s->act[st][i];
-            double b = c->stash_bytes[(size_t)a.chunk * P + st];
-            if (a.op == SCHED_F && (live += b) > peak) peak = live;
-            if (a.op == SCHED_W || a.op == SCHED_BW) live -= b;
+            size_t k = (size_t)a.chunk * P + st;
+            double b = c->stash_bytes[k], now = 0;
+            switch (a.op) {
+            case SCHED_F: live += b; now = live + c->f_tmp_bytes[k]; break;
+            case SCHED_B: live += c->b_bytes[k]; now = live; break;
+            case SCHED_W: live -= b + c->b_bytes[k]; break;
+            default: now = live + c->bw_bytes[k]; live -= b; break;
+            }
+            if (now > peak) peak = now;
         }
         r->peak_bytes[st] = peak;
     }
@@ -341,7 +349,7 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
                                  "(%d stages x %d chunks)", c->n, K, s->n_stages, s->n_chunks);
     for (size_t k = 0; k < K; k++)
         if (!(c->f[k] >= 0 && c->b[k] >= 0 && c->w[k] >= 0 && c->xfer_bytes[k] >= 0 &&
-              c->stash_bytes[k] >= 0))
+              c->stash_bytes[k] >= 0 && c->f_tmp_bytes[k] >= 0 && c->b_bytes[k] >= 0 && c->bw_bytes[k] >= 0))
             return sched_seterr(err, "costs of virtual stage %zu must be >= 0", k);
     if (!(c->latency >= 0 && c->bandwidth >= 0))
         return sched_seterr(err, "link latency and bandwidth must be >= 0");

@@ -16,7 +16,14 @@ typedef struct {
     int lo, hi;            /* local unit range [lo, hi) in the part */
     int vs;                /* virtual stage */
     int prev, next;        /* stages holding vs-1 and vs+1 (-1: none) */
-    size_t slot_bytes;     /* bytes of one micro-batch's slots */
+    size_t slot_bytes;     /* bytes of one micro-batch's stash (model_part_mem) */
+    size_t work_bytes;     /* bytes of one micro-batch's backward work, B to W */
+    size_t unit_work_bytes;/* the largest unit's work: a fused BW's, unit by unit */
+    size_t fwd_bytes;      /* what an F holds while it runs (recomputation) */
+    float **work;          /* (M) work of micro-batches between B and W */
+    float **wfree;         /* (M + 1) work buffers not in use */
+    int n_wfree;
+    float *unit_work;      /* a fused BW's work (unit_work_bytes), on first use */
     float **act_in, **act_out, **grad_in, **grad_out; /* (M) tensors of one micro-batch */
     struct net_op **rx_act, **rx_grad, **tx_act, **tx_grad; /* (M) */
     model_slot **slot;     /* (M) slots of micro-batches in flight */
@@ -92,8 +99,9 @@ int rt_send_sync(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len
 int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what);
 /* rt_recv_sync that also reports the payload length. */
 int rt_recv_len(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, uint64_t *len, const char *what);
-/* Slots of one micro-batch of chunk c, from its free list (allocated on first
- * use); in-flight count and activation bytes are tracked for the peak. */
+/* Slots of one micro-batch of chunk c (their stash; the work is bound at B),
+ * from its free list (allocated on first use); in-flight count and activation
+ * bytes (with the F's transient) are tracked for the peak. */
 model_slot *rt_slot_get(rt *r, rt_chunk *c);
 void rt_slot_put(rt *r, rt_chunk *c, model_slot *s);
 /* runtime_trace.c: after START with the trace flag, allocates the bounded

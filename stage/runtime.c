@@ -138,14 +138,20 @@ static int await_tensor(rt *r, struct net_op **op, const char *what, int kind, i
 
 /* ---- slots: a free list per chunk, allocated on first use ---- */
 
+/* The activation bytes held now plus `extra` held for a moment: the peak. */
+static void note_peak(rt *r, uint64_t extra)
+{
+    if (r->act_bytes + extra > r->stats.peak_act_bytes) r->stats.peak_act_bytes = r->act_bytes + extra;
+}
+
 model_slot *rt_slot_get(rt *r, rt_chunk *c)
 {
     model_slot *s = c->n_free ? c->free[--c->n_free]
-                              : model_slots_new(r->part, c->lo, c->hi, r->Bm);
+                              : model_stash_new(r->part, c->lo, c->hi, r->Bm);
     r->in_flight++;
     r->act_bytes += c->slot_bytes;
     if (r->in_flight > (long)r->stats.peak_in_flight) r->stats.peak_in_flight = (uint64_t)r->in_flight;
-    if (r->act_bytes > r->stats.peak_act_bytes) r->stats.peak_act_bytes = r->act_bytes;
+    note_peak(r, c->fwd_bytes);
     return s;
 }
 
@@ -154,6 +160,23 @@ void rt_slot_put(rt *r, rt_chunk *c, model_slot *s)
     c->free[c->n_free++] = s;
     r->in_flight--;
     r->act_bytes -= c->slot_bytes;
+}
+
+/* The backward work of micro-batch mb of chunk c, from B to its W. */
+static void work_get(rt *r, rt_chunk *c, int mb)
+{
+    c->work[mb] = c->n_wfree ? c->wfree[--c->n_wfree] : xmalloc(c->work_bytes);
+    model_slots_bind(r->part, c->lo, c->hi, c->slot[mb], c->work[mb], r->Bm);
+    r->act_bytes += c->work_bytes;
+    note_peak(r, 0);
+}
+
+static void work_put(rt *r, rt_chunk *c, int mb)
+{
+    model_slots_bind(r->part, c->lo, c->hi, c->slot[mb], NULL, r->Bm);
+    c->wfree[c->n_wfree++] = c->work[mb];
+    c->work[mb] = NULL;
+    r->act_bytes -= c->work_bytes;
 }
 
 /* ---- one step ---- */
@@ -220,6 +243,7 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
     }
     double t0 = rt_now();
     float *din = c->vs > 0 ? c->grad_out[mb] : NULL;
+    work_get(r, c, mb);
     model_backward_input(r->part, c->lo, c->hi, c->slot[mb], dout, din, r->Bm, r->T, r->loss_scale);
     r->stats.compute_s += rt_now() - t0;
     rt_event(r, SCHED_B, 0, (int)(c - r->ch), mb, t0, rt_now());
@@ -243,6 +267,7 @@ static void do_backward_weight(rt *r, rt_chunk *c, int mb)
     } else {
         model_backward_weight(r->part, c->lo, c->hi, c->slot[mb], r->Bm, r->T);
     }
+    work_put(r, c, mb);
     rt_slot_put(r, c, c->slot[mb]);
     c->slot[mb] = NULL;
     r->stats.compute_s += rt_now() - t0;
@@ -255,6 +280,14 @@ static void do_backward_weight(rt *r, rt_chunk *c, int mb)
  * additions changes the bits. A W ahead of its turn is deferred (its slot stays
  * stashed) and runs right after the W it waits for; the stage's timeline shows
  * it there. */
+static void run_due_weights(rt *r, rt_chunk *c)
+{
+    for (c->next_w++; c->next_w < r->M && c->w_due[c->next_w]; c->next_w++) {
+        c->w_due[c->next_w] = 0;
+        do_backward_weight(r, c, c->next_w);
+    }
+}
+
 static void weight_in_order(rt *r, rt_chunk *c, int mb)
 {
     if (mb != c->next_w) {
@@ -262,10 +295,50 @@ static void weight_in_order(rt *r, rt_chunk *c, int mb)
         return;
     }
     do_backward_weight(r, c, mb);
-    for (c->next_w++; c->next_w < r->M && c->w_due[c->next_w]; c->next_w++) {
-        c->w_due[c->next_w] = 0;
-        do_backward_weight(r, c, c->next_w);
+    run_due_weights(r, c);
+}
+
+/* A fused BW's progress: B and W seconds so far, and the data-parallel hand-off
+ * of each unit's final gradient on the step's last micro-batch. */
+typedef struct { rt *r; double t, tb; int last; } fused_ctx;
+
+static void fused_done(void *ctx, int unit, int phase)
+{
+    fused_ctx *f = ctx;
+    if (phase == 0) f->tb += rt_now() - f->t;
+    else if (f->last) rt_dp_unit_ready(f->r, unit);
+    f->t = rt_now();
+}
+
+/* BW(mb) in its weight turn on virtual stage 0 (no input gradient to send):
+ * B and W unit by unit (model_backward_fused), so one unit's work exists at a
+ * time instead of the chunk's; the same bits. The trace shows its B then its
+ * W part, each as long as their units took. */
+static int do_backward_fused(rt *r, rt_chunk *c, int mb)
+{
+    char what[96];
+    const float *dout = NULL;
+    if (c->vs < r->V - 1) {
+        snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
+        if (await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        dout = c->grad_in[mb];
     }
+    double t0 = rt_now();
+    if (!c->unit_work) c->unit_work = xmalloc(c->unit_work_bytes);
+    r->act_bytes += c->unit_work_bytes;
+    note_peak(r, 0);
+    fused_ctx f = { r, t0, 0, r->dp && mb == r->M - 1 };
+    model_backward_fused(r->part, c->lo, c->hi, c->slot[mb], c->unit_work, dout, NULL, r->Bm, r->T,
+                         r->loss_scale, fused_done, &f);
+    r->act_bytes -= c->unit_work_bytes;
+    rt_slot_put(r, c, c->slot[mb]);
+    c->slot[mb] = NULL;
+    double t1 = rt_now();
+    r->stats.compute_s += t1 - t0;
+    rt_event(r, SCHED_B, 0, (int)(c - r->ch), mb, t0, t0 + f.tb);
+    rt_event(r, SCHED_W, 0, (int)(c - r->ch), mb, t0 + f.tb, t1);
+    run_due_weights(r, c);
+    return 0;
 }
 
 static int run_actions(rt *r)
@@ -281,6 +354,10 @@ static int run_actions(rt *r)
         case SCHED_B: rc = do_backward_input(r, c, mb); break;
         case SCHED_W: weight_in_order(r, c, mb); break;
         default:
+            if (c->vs == 0 && mb == c->next_w) {
+                rc = do_backward_fused(r, c, mb);
+                break;
+            }
             rc = do_backward_input(r, c, mb);
             if (!rc) weight_in_order(r, c, mb);
         }

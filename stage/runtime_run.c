@@ -118,7 +118,11 @@ static void setup_chunks(rt *r)
         c->vs = st->chunks[ci].virtual_stage;
         c->prev = c->vs > 0 ? topo_stage_of_virtual(r->t, c->vs - 1, NULL) : -1;
         c->next = c->vs < r->V - 1 ? topo_stage_of_virtual(r->t, c->vs + 1, NULL) : -1;
-        c->slot_bytes = model_slots_bytes(r->part, c->lo, c->hi, r->Bm);
+        model_mem mem = model_part_mem(r->part, c->lo, c->hi, r->Bm);
+        c->slot_bytes = mem.stash;
+        c->work_bytes = mem.work;
+        c->unit_work_bytes = mem.work_unit;
+        c->fwd_bytes = mem.fwd_tmp;
         float ***bufs[4] = { &c->act_in, &c->act_out, &c->grad_in, &c->grad_out };
         int need[4] = { c->vs > 0, c->vs < r->V - 1, c->vs < r->V - 1, c->vs > 0 };
         for (int j = 0; j < 4; j++) {
@@ -131,6 +135,8 @@ static void setup_chunks(rt *r)
         c->tx_grad = xcalloc((size_t)r->M, sizeof(struct net_op *));
         c->slot = xcalloc((size_t)r->M, sizeof(model_slot *));
         c->free = xcalloc((size_t)r->M + 1, sizeof(model_slot *));
+        c->work = xcalloc((size_t)r->M, sizeof(float *));
+        c->wfree = xcalloc((size_t)r->M + 1, sizeof(float *));
         c->w_due = xcalloc((size_t)r->M, 1);
     }
 }
@@ -153,6 +159,11 @@ static void free_chunks(rt *r)
         for (int i = 0; i < c->n_free; i++) model_slots_free(c->free[i]);
         free(c->slot);
         free(c->free);
+        for (int mb = 0; mb < r->M; mb++) free(c->work[mb]);
+        for (int i = 0; i < c->n_wfree; i++) free(c->wfree[i]);
+        free(c->work);
+        free(c->wfree);
+        free(c->unit_work);
         free(c->w_due);
     }
     free(r->ch);
@@ -178,6 +189,7 @@ static int setup_compute(rt *r)
     r->head_stage = topo_stage_of_unit(t, head);
     openblas_set_num_threads(st->replicas[r->rep].threads);
     r->part = model_part_new(&t->model, st->units, st->n_units, r->Bm, (uint64_t)t->train.seed);
+    model_part_set_recompute(r->part, st->recompute_id);
     r->opt = optim_new(r->part->n_params);
     if (r->holds_embed || r->holds_head) {
         if (!t->data.path) return seterr(r->err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path), 2;

@@ -24,7 +24,7 @@ double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t b
     size_t T = (size_t)p->cfg.seq_len, nw = data_val_windows(d, T);
     if (max_windows && max_windows < nw) nw = max_windows;
     if (batch > p->max_batch) batch = p->max_batch;
-    model_slot *s = model_slots_new(p, 0, p->n_units, batch);
+    model_slot *s = model_stash_new(p, 0, p->n_units, batch); /* forward only: no backward work */
     int *tok = s[0].tokens, *tgt = s[p->n_units - 1].tokens;
     double sum = 0;
     for (size_t w = 0; w < nw; w += batch) {
@@ -44,7 +44,8 @@ typedef struct {
     model_part *part;
     optim_adamw *opt;
     data_sampler sampler;
-    model_slot *slots;
+    model_slot *slots;     /* one micro-batch's stash */
+    float *work;           /* the backward's work, one unit at a time (model_backward_fused) */
     int *x, *y;
     double *sq;            /* (n_units) per-unit squared gradient norms */
     run_log *log;
@@ -68,8 +69,7 @@ static double train_step(run *r, long step, double *norm)
         memcpy(r->slots[0].tokens, r->x + (size_t)mb * rows, rows * sizeof(int));
         memcpy(r->slots[n - 1].tokens, r->y + (size_t)mb * rows, rows * sizeof(int));
         loss += model_forward(p, 0, n, r->slots, NULL, NULL, r->Bm, r->T);
-        model_backward_input(p, 0, n, r->slots, NULL, NULL, r->Bm, r->T, scale);
-        model_backward_weight(p, 0, n, r->slots, r->Bm, r->T);
+        model_backward_fused(p, 0, n, r->slots, r->work, NULL, NULL, r->Bm, r->T, scale, NULL, NULL);
     }
     model_part_reduce_tied(p);
     optim_unit_sqnorms(p, r->sq);
@@ -107,7 +107,9 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
     r->opt = optim_new(r->part->n_params);
     r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
     data_sampler_init(&r->sampler, (uint64_t)t->train.seed);
-    r->slots = model_slots_new(r->part, 0, r->part->n_units, r->Bm);
+    model_part_set_recompute(r->part, t->stages[0].recompute_id);
+    r->slots = model_stash_new(r->part, 0, r->part->n_units, r->Bm);
+    r->work = xmalloc(model_part_mem(r->part, 0, r->part->n_units, r->Bm).work_unit);
     r->x = xmalloc(r->B * r->T * sizeof(int));
     r->y = xmalloc(r->B * r->T * sizeof(int));
     if (r->first > 0) {
@@ -124,6 +126,7 @@ static void teardown(run *r)
 {
     run_log_free(r->log);
     model_slots_free(r->slots);
+    free(r->work);
     optim_free(r->opt);
     model_part_free(r->part);
     data_free(&r->data);
@@ -173,7 +176,9 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     run_stage_stats st = { 0 };
-    st.peak_act_bytes = model_slots_bytes(r.part, 0, r.part->n_units, r.Bm);
+    /* the stash, plus the larger of the forward's transient and one unit's work */
+    model_mem mem = model_part_mem(r.part, 0, r.part->n_units, r.Bm);
+    st.peak_act_bytes = mem.stash + (mem.fwd_tmp > mem.work_unit ? mem.fwd_tmp : mem.work_unit);
     st.peak_in_flight = 1;
     st.optim_bytes = 2 * (uint64_t)r.part->n_params * sizeof(float); /* AdamW's two moments */
     long step = r.first;

@@ -2,12 +2,14 @@
  * from the naive kernels is checked against finite differences, the float model
  * against the reference (weights, input gradients, loss), and the properties the
  * pipeline relies on: loss at init ≈ ln(vocab), causality, bitwise-equal results
- * when units are split into parts or B and W run apart, deterministic init. */
+ * when units are split into parts or B and W run apart or activations are
+ * recomputed (selective, full), deterministic init. */
 #include <math.h>
 
 #include "model/layers_naive.h"
 #include "model/model.h"
 #include "model/util.h"
+#include "model/views.h" /* the recompute test looks at a block's saved tensors */
 #include "tests/tests.h"
 
 static model_config tiny(int tie)
@@ -273,6 +275,100 @@ static void test_split_bitwise(void)
     model_part_free(whole); model_part_free(a); model_part_free(b);
 }
 
+/* Activation recomputation: a block whose forward kept only part of its
+ * tensors (selective, full) recomputes the rest in backward-input bit for bit;
+ * the gradients B hands to W, the input gradient, the weight gradients and the
+ * loss equal the stored path's (NONE) to the last bit, over two micro-batches,
+ * with B and W split and with the fused unit-by-unit backward. GQA (4 heads,
+ * 2 kv heads) and an odd ffn width exercise the kernels' tails. */
+static void test_recompute_bitwise(void)
+{
+    model_config c = small();
+    c.ffn_dim = 44;
+    int *u = all_units(&c), n = model_n_units(&c);
+    const size_t T = 16, N = TB * T;
+    dims d = dims_of(&c, TB, T);
+    block_grad bg;
+    const size_t gfl = block_grad_view(&bg, NULL, d);
+    int tok[TB * 16], tgt[TB * 16];
+    model_part *p[4];
+    float *din[4];
+    size_t stash[3];
+    for (int m = 0; m < 4; m++) { /* none, selective, full; [3] full through model_backward_fused */
+        p[m] = model_part_new(&c, u + 1, n - 2, TB, 21); /* blocks 0-2: input and output gradient given */
+        model_part_set_recompute(p[m], m == 3 ? MODEL_RECOMPUTE_FULL : m);
+        rng_t rw = { 77 }; /* norm gains away from 1, larger weights: every path matters */
+        for (size_t i = 0; i < p[m]->n_params; i++) p[m]->params[i] = (float)((rng_uniform(&rw) * 2 - 1) * 0.5);
+        din[m] = malloc(N * c.dim * sizeof(float));
+        if (m < 3) stash[m] = model_part_mem(p[m], 0, n - 2, TB).stash;
+    }
+    float *in = malloc(N * c.dim * sizeof(float)), *dout = malloc(N * c.dim * sizeof(float));
+    float *out = malloc(N * c.dim * sizeof(float)), *out0 = malloc(N * c.dim * sizeof(float));
+    float *work = malloc(model_part_mem(p[3], 0, n - 2, TB).work_unit);
+    rng_t r = { 4 };
+    int same_act = 1, same_work = 1, same_out = 1, same_din = 1;
+    for (int mb = 0; mb < 2; mb++) {
+        for (size_t i = 0; i < N * (size_t)c.dim; i++) in[i] = (float)(rng_uniform(&r) * 2 - 1);
+        for (size_t i = 0; i < N * (size_t)c.dim; i++) dout[i] = (float)(rng_uniform(&r) * 2 - 1) * 0.01f;
+        model_slot *s[4];
+        for (int m = 0; m < 4; m++) {
+            s[m] = m < 3 ? model_slots_new(p[m], 0, n - 2, TB) : model_stash_new(p[m], 0, n - 2, TB);
+            model_forward(p[m], 0, n - 2, s[m], in, m ? out : out0, TB, T);
+            if (m) same_out &= memcmp(out, out0, N * c.dim * sizeof(float)) == 0;
+            if (m < 3) model_backward_input(p[m], 0, n - 2, s[m], dout, din[m], TB, T, 1.0f);
+            else model_backward_fused(p[m], 0, n - 2, s[m], work, dout, din[m], TB, T, 1.0f, NULL, NULL);
+            if (m) same_din &= memcmp(din[0], din[m], N * c.dim * sizeof(float)) == 0;
+        }
+        for (int m = 1; m < 3; m++)
+            for (int i = 0; i < n - 2; i++) {
+                block_act a0, am;
+                block_act_view(&a0, s[0][i].act, NULL, d, MODEL_RECOMPUTE_NONE, NULL);
+                block_act_view(&am, s[m][i].act, s[m][i].grad + gfl, d, m, NULL);
+                float **t0 = &a0.x, **tm = &am.x; /* the fields in BA_ order */
+                size_t len[BA_N] = { N * c.dim, N, N * c.dim, N * qkv_width(d), d.B * d.H * T * T, N * c.dim,
+                                     N * c.dim, N, N * c.dim, N * 2 * d.F, N * d.F };
+                for (int f = 0; f < BA_N; f++) {
+                    int eq = memcmp(t0[f], tm[f], len[f] * sizeof(float)) == 0;
+                    if (!eq) printf("\n  mode %d block %d: tensor %d differs\n", m, i, f);
+                    same_act &= eq;
+                }
+                same_work &= memcmp(s[0][i].grad, s[m][i].grad, gfl * sizeof(float)) == 0;
+            }
+        for (int m = 0; m < 3; m++) model_backward_weight(p[m], 0, n - 2, s[m], TB, T);
+        for (int m = 0; m < 4; m++) model_slots_free(s[m]);
+    }
+    CU_ASSERT(same_out);
+    CU_ASSERT(same_act);
+    CU_ASSERT(same_work);
+    CU_ASSERT(same_din);
+    for (int m = 1; m < 4; m++) CU_ASSERT(memcmp(p[0]->grads, p[m]->grads, p[0]->n_params * sizeof(float)) == 0);
+    /* what each mode keeps: full < selective < none */
+    CU_ASSERT(stash[2] < stash[1] && stash[1] < stash[0]);
+    CU_ASSERT_EQUAL(stash[2], (size_t)(n - 2) * N * c.dim * sizeof(float));
+
+    /* the whole model (embedding and head are never recomputed), one micro-batch */
+    random_tokens(tok, tgt, N, 256, 8);
+    model_part *w[2];
+    double loss[2];
+    for (int m = 0; m < 2; m++) {
+        w[m] = model_part_new(&c, u, n, TB, 21);
+        model_part_set_recompute(w[m], m ? MODEL_RECOMPUTE_SELECTIVE : MODEL_RECOMPUTE_NONE);
+        model_slot *sl = model_stash_new(w[m], 0, n, TB);
+        float *wk = malloc(model_part_mem(w[m], 0, n, TB).work_unit);
+        memcpy(sl[0].tokens, tok, sizeof tok);
+        memcpy(sl[n - 1].tokens, tgt, sizeof tgt);
+        loss[m] = model_forward(w[m], 0, n, sl, NULL, NULL, TB, T);
+        model_backward_fused(w[m], 0, n, sl, wk, NULL, NULL, TB, T, 0.01f, NULL, NULL);
+        model_slots_free(sl);
+        free(wk);
+    }
+    CU_ASSERT(loss[0] == loss[1]);
+    CU_ASSERT(memcmp(w[0]->grads, w[1]->grads, w[0]->n_params * sizeof(float)) == 0);
+    for (int m = 0; m < 4; m++) { model_part_free(p[m]); free(din[m]); }
+    model_part_free(w[0]); model_part_free(w[1]);
+    free(in); free(dout); free(out); free(out0); free(work); free(u);
+}
+
 /* Init depends on (seed, tensor name) only, and on the seed. */
 static void test_init_deterministic(void)
 {
@@ -303,6 +399,7 @@ int main(void)
         { "changing a later token leaves earlier logits unchanged", test_causal },
         { "two parts and split B/W are bitwise equal to one part", test_split_bitwise },
         { "init is per (seed, name) and scaled", test_init_deterministic },
+        { "recomputed blocks (selective, full) are bitwise equal to stored ones", test_recompute_bitwise },
         CU_TEST_INFO_NULL,
     };
     return tests_run("model", tests);

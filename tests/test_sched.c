@@ -245,6 +245,39 @@ static void test_transfers(void)
     sched_free(s);
 }
 
+/* The memory model of activation recomputation: an F's transient, a B's work
+ * held until its W, a BW's transient, on top of the stashes in flight. */
+static void test_memory_model(void)
+{
+    const char *txt = "{\"stages\": [[\"F0\", \"F1\", \"B0\", \"W0\", \"B1\", \"W1\"], "
+                      "[\"F0\", \"BW0\", \"F1\", \"BW1\"]]}";
+    sched_schedule *s = sched_parse(txt, strlen(txt), "inline.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+    for (int k = 0; k < 2; k++) {
+        c->stash_bytes[k] = 100;
+        c->f_tmp_bytes[k] = 7;
+        c->b_bytes[k] = 40;
+        c->bw_bytes[k] = 30;
+    }
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    /* stage 0: F0 107, F1 207, B0 240 (two stashes + one work), W0 frees 140 */
+    CU_ASSERT_DOUBLE_EQUAL(r->peak_bytes[0], 240, 1e-9);
+    /* stage 1: F0 107, BW0 130 (its stash + the transient), then the same again */
+    CU_ASSERT_DOUBLE_EQUAL(r->peak_bytes[1], 130, 1e-9);
+    sched_report_free(r);
+    c->f_tmp_bytes[0] = 150; /* a forward transient larger than the rest */
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->peak_bytes[0], 350, 1e-9);
+    sched_report_free(r);
+    c->bw_bytes[1] = -1;
+    CU_ASSERT_EQUAL(sched_simulate(s, c, 0, &r, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "must be >= 0"));
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 static int same_schedule(const sched_schedule *a, const sched_schedule *b)
 {
     if (a->n_stages != b->n_stages || a->n_chunks != b->n_chunks || a->n_micro != b->n_micro)
@@ -531,6 +564,7 @@ int main(void)
         { "every generator validates over a (P, M, v) grid", test_generators_grid },
         { "deadlocks are explained", test_deadlock_explained },
         { "transfers: latency, bandwidth, link order", test_transfers },
+        { "memory model: stash, F transient, B work until W, BW transient", test_memory_model },
         { "JSON and CSV round trips, sample files", test_round_trips },
         { "malformed files name file and position", test_malformed_files },
         { "action strings", test_action_strings },

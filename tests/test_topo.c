@@ -170,6 +170,45 @@ static void test_defaults(void)
     topo_free(NULL);
 }
 
+/* train.recompute is every stage's default; a stage's own overrides it; the
+ * default "none" leaves the topology hash as it was before the key existed. */
+static void test_recompute(void)
+{
+    topo t;
+    const char *path = write_tmp("base.json", base_json);
+    char h0[65], h1[65];
+    if (load_ok(&t, path, NULL, 0)) return;
+    CU_ASSERT_STRING_EQUAL(t.train.recompute, "none");
+    CU_ASSERT_EQUAL(t.stages[0].recompute_id, MODEL_RECOMPUTE_NONE);
+    topo_hash_hex(&t, h0);
+    char *cj = topo_canonical_json(&t);
+    CU_ASSERT_PTR_NULL(strstr(cj, "recompute"));
+    free(cj);
+    topo_free(&t);
+    char *none[] = { "train.recompute=none" };
+    if (load_ok(&t, path, none, 1)) return;
+    topo_hash_hex(&t, h1);
+    CU_ASSERT_STRING_EQUAL(h0, h1);
+    topo_free(&t);
+    char *sets[] = { "train.recompute=selective", "stages.0.recompute=full" };
+    if (load_ok(&t, path, sets, 2)) return;
+    CU_ASSERT_EQUAL(t.train.recompute_id, MODEL_RECOMPUTE_SELECTIVE);
+    CU_ASSERT_EQUAL(t.stages[0].recompute_id, MODEL_RECOMPUTE_FULL);
+    CU_ASSERT_EQUAL(t.stages[1].recompute_id, MODEL_RECOMPUTE_SELECTIVE);
+    topo_hash_hex(&t, h1);
+    CU_ASSERT_STRING_NOT_EQUAL(h0, h1);
+    /* the canonical form reloads to the same modes */
+    cj = topo_canonical_json(&t);
+    topo u;
+    if (!load_ok(&u, write_tmp("canon.json", cj), NULL, 0)) {
+        CU_ASSERT_EQUAL(u.stages[0].recompute_id, MODEL_RECOMPUTE_FULL);
+        CU_ASSERT_EQUAL(u.stages[1].recompute_id, MODEL_RECOMPUTE_SELECTIVE);
+        topo_free(&u);
+    }
+    free(cj);
+    topo_free(&t);
+}
+
 /* ---------- the document level ---------- */
 
 static void test_json_errors(void)
@@ -979,6 +1018,7 @@ int main(void)
         { "shipped topologies load", test_shipped },
         { "the all-reduce's buckets for the simulator", test_allreduce_plan },
         { "defaults", test_defaults },
+        { "recompute: train default, stage override, hash", test_recompute },
         { "invalid JSON and missing file", test_json_errors },
         { "unknown keys at every level", test_unknown_keys },
         { "wrong types", test_types },

@@ -25,6 +25,8 @@
 static const char *const data_formats[] = { "auto", "text", "bin", NULL };
 static const char *const launch_kinds[] = { "local", "ssh", NULL };
 static const char *const sync_kinds[] = { "allreduce", "ps", NULL };
+/* in MODEL_RECOMPUTE_* order (topo_check.c turns the name into the id) */
+const char *const topo_recompute_kinds[] = { "none", "selective", "full", NULL };
 
 static const field model_fields[] = {
     INT(model_config, dim, 1, 1, 1 << 20, 0),
@@ -66,6 +68,7 @@ static const field train_fields[] = {
     INT(topo_train, log_every, 0, 1, 1e9, 1),
     DBL(topo_train, bucket_mb, 0, 0, 1, 1024, 0, 4),
     INT(topo_train, zero, 0, 0, 1, 0),
+    STR(topo_train, recompute, 0, "none", topo_recompute_kinds),
     END
 };
 
@@ -106,6 +109,7 @@ static const field stage_fields[] = {
     INT(topo_stage, threads, 0, 1, 1024, NAN),
     { "replicas", T_ARR, offsetof(topo_stage, replicas), 0, 0, 0, 0, 0, 0, NULL, NULL, replica_fields,
       offsetof(topo_stage, n_replicas), sizeof(topo_replica), 1024 },
+    STR(topo_stage, recompute, 0, NULL, topo_recompute_kinds),
     END
 };
 
@@ -434,11 +438,20 @@ static void encode_sync_form(json_t *o, const topo *t)
     json_object_del(o, "ps");
 }
 
+/* train.recompute "none" (the default) is left out, so a topology without
+ * recomputation hashes as it did before the key existed. */
+static void encode_recompute_form(json_t *o, const topo *t)
+{
+    if (t->train.recompute_id) return;
+    json_object_del(json_object_get(o, "train"), "recompute");
+}
+
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
     if (o) encode_stage_forms(o, t);
     if (o) encode_sync_form(o, t);
+    if (o) encode_recompute_form(o, t);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     return s; /* NULL: out of memory, the caller says so */

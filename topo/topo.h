@@ -22,7 +22,9 @@
  *                   eval_every = 0 (0 = only at the end), eval_batches = 20,
  *                   log_every = 1, bucket_mb = 4 (0 < x <= 1024: data parallelism's
  *                   largest gradient bucket), zero = 0 (0 | 1: ZeRO-1 sharded AdamW
- *                   state; needs replicas)
+ *                   state; needs replicas), recompute = "none" | "selective" | "full"
+ *                   (activation recomputation of the decoder blocks, model/model.h;
+ *                   each stage's default)
  *   checkpoint      dir = "checkpoints" (relative to the run directory, not resolved
  *                   here), every = 0 (0 = only at the end), keep = 0 (0 = keep all)
  *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1", or file = path
@@ -35,7 +37,8 @@
  *   launch          "local" (default) | "ssh"
  *   stages          req, non-empty array of { layers req, and either host req, port
  *                   req, threads = 1 (one process) or replicas req: non-empty array
- *                   of { host req, port req, threads = 1 } (data-parallel copies) }
+ *                   of { host req, port req, threads = 1 } (data-parallel copies),
+ *                   recompute = train.recompute (this stage's mode) }
  *   sync            "allreduce" (default: replicas all-reduce their gradients) | "ps"
  *                   (parameter servers hold the weights and AdamW; each replica of
  *                   the pipeline is a worker that pushes gradients, pulls weights)
@@ -124,6 +127,8 @@ typedef struct {
     int log_every;
     double bucket_mb;    /* data parallelism: largest gradient bucket, MiB (topo_bucket_floats) */
     int zero;            /* 1: ZeRO-1, AdamW moments sharded across the replicas of a stage */
+    char *recompute;     /* "none" | "selective" | "full": every stage's default */
+    int recompute_id;    /* MODEL_RECOMPUTE_* of recompute */
 } topo_train;
 
 typedef struct {
@@ -165,6 +170,8 @@ typedef struct {
     int *units;          /* strictly increasing unit indices */
     int n_chunks;
     topo_chunk *chunks;  /* in increasing unit order */
+    char *recompute;     /* as written, NULL when absent (train.recompute applies) */
+    int recompute_id;    /* MODEL_RECOMPUTE_* in force for this stage (model/model.h) */
 } topo_stage;
 
 typedef struct {
@@ -349,6 +356,10 @@ int topo_check_limits(const topo *t, char *err);
  * its chunks), then totals and the topology hash. With n_replicas > 1 it then
  * prints the grid (topo_print_grid). */
 void topo_print_partition(const topo *t, FILE *f);
+/* Prints one line: train.recompute and per stage its mode with the bytes one
+ * micro-batch stashes (forward to backward-weight) and needs as backward work
+ * (model_unit_mem). topo_print_partition calls it before the hash. */
+void topo_print_recompute(const topo *t, FILE *f);
 /* Prints the grid: stages x replicas, per process (rank, stage, replica)
  * host:port, threads, parameters and activation bytes sent per micro-batch, and
  * per replica group (stage) the gradient bytes it all-reduces per step (with

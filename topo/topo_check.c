@@ -439,6 +439,24 @@ static int check_schedule_fit(const topo *t, char *err)
     }
 }
 
+_Static_assert(MODEL_RECOMPUTE_NONE == 0 && MODEL_RECOMPUTE_SELECTIVE == 1 && MODEL_RECOMPUTE_FULL == 2,
+               "topo_recompute_kinds lists the modes in MODEL_RECOMPUTE_* order");
+static int recompute_id(const char *name)
+{
+    for (int i = 0; name && topo_recompute_kinds[i]; i++)
+        if (!strcmp(topo_recompute_kinds[i], name)) return i;
+    return 0; /* absent (decoding refused any other name) */
+}
+
+/* Each stage's mode: its own "recompute", else train.recompute. */
+static void resolve_recompute(topo *t)
+{
+    t->train.recompute_id = recompute_id(t->train.recompute);
+    for (int s = 0; s < t->n_stages; s++)
+        t->stages[s].recompute_id = t->stages[s].recompute ? recompute_id(t->stages[s].recompute)
+                                                           : t->train.recompute_id;
+}
+
 int topo_validate(topo *t, char *err)
 {
     char msg[ERR_LEN];
@@ -447,6 +465,7 @@ int topo_validate(topo *t, char *err)
     if (model_config_check(&t->model, msg)) return seterr(err, "%s: %s", t->path, msg);
     t->data.kind = data_kind(&t->data);
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
+    resolve_recompute(t);
     if (check_train(t, err) || check_schedule(t, err)) return -1;
     if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
     if (topo_check_ps(t, err)) return -1;

@@ -64,9 +64,31 @@ void topo_print_partition(const topo *t, FILE *f)
     human(tf, "", fl, sizeof fl);
     human_bytes(tb, by, sizeof by);
     fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "total", "", "", "", p, fl, by);
+    topo_print_recompute(t, f);
     char hash[65];
     fprintf(f, "topology hash %s\n", topo_hash_hex(t, hash) ? "(out of memory)" : hash);
     if (t->n_replicas > 1) topo_print_grid(t, f);
+}
+
+void topo_print_recompute(const topo *t, FILE *f)
+{
+    size_t mb = (size_t)topo_micro_batch(t);
+    fprintf(f, "recompute (train.recompute %s):", t->train.recompute);
+    for (int s = 0; s < t->n_stages; s++) {
+        const topo_stage *st = &t->stages[s];
+        double stash = 0, work = 0;
+        for (int i = 0; i < st->n_units; i++) {
+            model_mem m = model_unit_mem(&t->model, st->units[i], mb, st->recompute_id);
+            stash += (double)m.stash;
+            work += (double)m.work;
+        }
+        char sb[32], wb[32];
+        human_bytes(stash, sb, sizeof sb);
+        human_bytes(work, wb, sizeof wb);
+        fprintf(f, "%s stage %d %s (stash %s, backward work %s per micro-batch)", s ? "," : "", s,
+                model_recompute_name(st->recompute_id), sb, wb);
+    }
+    fputc('\n', f);
 }
 
 /* Parameters of stage s and the bytes it sends forward per micro-batch. */

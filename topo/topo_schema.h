@@ -30,6 +30,7 @@ typedef struct field {
 
 extern const field topo_top_fields[];   /* the whole document */
 extern const field topo_sched_fields[]; /* "schedule" */
+extern const char *const topo_recompute_kinds[]; /* train.recompute, stages.N.recompute */
 
 /* What a field expects, in words ("an integer in 1..65535"), for messages. */
 void topo_expected(const field *f, char *buf, size_t n);
