@@ -27,6 +27,7 @@ struct rt_ps {
     struct net_op **tx_op, **rx_op; /* (np) */
     int defer_embed;         /* the embedding's pieces wait for the tied gradient */
     int failed;              /* a push could not be posted (r->err says why) */
+    int n_pushed;            /* pieces pushed this step (all np by rt_ps_finish_grads) */
 };
 
 int rt_ps_setup(rt *r)
@@ -109,6 +110,7 @@ void rt_ps_begin_step(rt *r)
     char nerr[NET_ERR_LEN];
     if (!q) return;
     q->failed = 0;
+    q->n_pushed = 0;
     for (int l = 0; l < q->np; l++) {
         const ps_piece *pc = &q->a.pieces[q->idx[l]];
         net_key k = { MSG_PS_WEIGHTS, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
@@ -131,6 +133,7 @@ static void push_unit(rt *r, int i)
         size_t len = ps_push_encode(b, q->idx[l], r->step, 0.0, r->part->grads + q->poff[l], pc->len);
         net_key k = { MSG_PS_PUSH, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
         if (rt_send(r, net_server_id((uint16_t)pc->server), k, b, len, &q->tx_op[l])) q->failed = 1;
+        else q->n_pushed++;
     }
 }
 
@@ -145,7 +148,15 @@ int rt_ps_finish_grads(rt *r)
     rt_ps *q = r->ps;
     if (!q) return 0;
     if (q->defer_embed && !q->failed) push_unit(r, 0);
-    return q->failed ? -1 : 0;
+    if (q->failed) return -1;
+    /* every unit's gradient must have been handed over by now (a backward
+     * path that skips rt_ps_unit_ready would leave the servers waiting for
+     * the step timeout): say so at once */
+    for (int l = 0; l < q->np && q->n_pushed != q->np; l++)
+        if (!q->tx_op[l])
+            return rt_fail(r, "the gradient of %s was never pushed (%d of %d pieces were; a bug)",
+                           q->a.pieces[q->idx[l]].name, q->n_pushed, q->np);
+    return 0;
 }
 
 /* A server that refused our push said why (MSG_PS_REFUSE) before failing:

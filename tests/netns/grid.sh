@@ -11,7 +11,10 @@
 # direction of a host's link is shaped on its own: a host sends to its ring
 # successor and receives from its predecessor at the full rate at once.
 #
-#   gr_init TMP            namespaces c and s<k>r<r> for k < 2, r < GR_R
+#   gr_init TMP            namespaces c and s<k>r<r> for k < 2, r < GR_R, and
+#                          with GR_SERVERS=S > 0 parameter servers "p<j>" at
+#                          $GR_NET.(50 + j) (gr_topo then writes sync "ps" with
+#                          ps.staleness $GR_STALENESS, default 0)
 #                          (and any extra names in GR_EXTRA: "b0 b1 ..." for
 #                          the bench's ranks at $GR_NET.(100 + i)).
 #                          Returns what nn_init returns (2: cannot create).
@@ -33,6 +36,8 @@ GR_DEADLINE=${GR_DEADLINE:-120}
 GR_TMP=""
 GR_PIDS=""
 GR_EXTRA=${GR_EXTRA:-}
+GR_SERVERS=${GR_SERVERS:-0}
+GR_STALENESS=${GR_STALENESS:-0}
 
 gr_addr() { echo "$GR_NET.$((10 + $1 * GR_R + $2))"; }
 
@@ -45,6 +50,7 @@ gr_init() {
     for k in 0 1; do
         for ((r = 0; r < GR_R; r++)); do nn_add "s${k}r$r" "$(gr_addr $k $r)/24" || return 1; done
     done
+    for ((n = 0; n < GR_SERVERS; n++)); do nn_add "p$n" "$GR_NET.$((50 + n))/24" || return 1; done
     for n in $GR_EXTRA; do
         nn_add "$n" "$GR_NET.$((100 + i))/24" || return 1
         i=$((i + 1))
@@ -102,7 +108,16 @@ gr_topo() {
             done
             printf '] }'
         done
-        printf '\n  ] }\n'
+        printf '\n  ]'
+        if [ "$GR_SERVERS" -gt 0 ]; then
+            printf ',\n  "sync": "ps", "ps": { "staleness": %d },\n  "parameter_servers": [' "$GR_STALENESS"
+            for ((r = 0; r < GR_SERVERS; r++)); do
+                [ $r -gt 0 ] && printf ', '
+                printf '{ "host": "%s.%d", "port": %d }' "$GR_NET" $((50 + r)) $GR_PORT
+            done
+            printf ']'
+        fi
+        printf ' }\n'
     } >"$f"
 }
 
@@ -126,6 +141,12 @@ gr_start() {
         --print-commands >"$d/commands" 2>&1
     GR_PROCS=""
     while read -r cmd; do
+        k=$(sed -n 's/.* --server \([0-9]*\) .*/\1/p' <<<"$cmd")
+        if [ -n "$k" ]; then
+            gr_bg "$d/server-$k.out" ip netns exec "$(nn_ns "p$k")" bash -c "$cmd"
+            GR_PROCS="$GR_PROCS $last"
+            continue
+        fi
         k=$(sed -n 's/.* --stage \([0-9]*\) .*/\1/p' <<<"$cmd")
         r=$(sed -n 's/.* --replica \([0-9]*\) .*/\1/p' <<<"$cmd")
         [ -n "$k" ] && [ -n "$r" ] || continue
