@@ -149,6 +149,8 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err)
     return 0;
 }
 
+size_t coll_group_scratch_bytes(const coll_group *g) { return g ? g->tmp_cap * sizeof(float) : 0; }
+
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
 {
     size_t q = n / (size_t)R, m = n % (size_t)R, ui = (size_t)i;
@@ -355,7 +357,8 @@ struct ring_st {
     size_t T, *rb, *sb;
     size_t nq, ns;     /* receives, sends */
     size_t q_rs, s_rs; /* of which the reduce-scatter's (pool, credits) */
-    size_t P, B, agw, stride; /* pool slots, chunks per credit, all-gather window, floats per slot */
+    size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P + B) */
+    size_t agw, stride;       /* all-gather window, floats per pool slot */
     struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
     uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
     size_t posted_rs, posted_ag, consumed, sent, credits, ncred_out;
@@ -389,16 +392,16 @@ static int post_seq(struct run *x, struct ring_st *s, size_t q, size_t *hint)
     int t = s->t0 + (int)i;
     chunk_at(x->g, s->n, recv_seg(x->g, t), c, &off, &len);
     if (q < s->q_rs)
-        return post_recv(x, t, c, x->g->tmp + (q % s->P) * s->stride, len, &s->pool_ops[q % s->P]);
+        return post_recv(x, t, c, x->g->tmp + (q % s->slots) * s->stride, len, &s->pool_ops[q % s->slots]);
     return post_recv(x, t, c, s->buf + off, len, &s->ag_ops[(q - s->q_rs) % s->agw]);
 }
 
-/* Receives up to the windows: the pool's P chunks past the last one added,
+/* Receives up to the windows: the pool's slots past the last chunk added,
  * the all-gather's agw. */
 static int post_recvs(struct run *x, struct ring_st *s)
 {
     int rc = 0;
-    for (; rc == 0 && s->posted_rs < s->q_rs && s->posted_rs < s->consumed + s->P; s->posted_rs++)
+    for (; rc == 0 && s->posted_rs < s->q_rs && s->posted_rs < s->consumed + s->slots; s->posted_rs++)
         rc = post_seq(x, s, s->posted_rs, &s->pi_rs);
     for (; rc == 0 && s->posted_ag < s->nq && s->posted_ag < s->consumed + s->agw; s->posted_ag++)
         rc = post_seq(x, s, s->posted_ag, &s->pi_ag);
@@ -461,13 +464,13 @@ static int consume(struct run *x, struct ring_st *s, int held)
     size_t q = s->consumed, i = step_of(s->rb, q, &s->ci), c = q - s->rb[i], off, len;
     int t = s->t0 + (int)i, waited = 0, rc;
     chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
-    struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->P] : &s->ag_ops[(q - s->q_rs) % s->agw];
+    struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
     while ((rc = wait_op_ex(x, op, W_RECV, t, c, len, held > 0 ? s->cred_in : NULL, &waited)) == 1)
         if ((held = post_sends(x, s, 0)) < 0) return -1;
     if (rc) return -1;
     /* partial sum received + own value: the order in coll.h; an all-gather
      * chunk goes on as it came, with the CRC it came with */
-    s->crc[q] = q < s->q_rs ? add_crc(s->buf + off, g->tmp + (q % s->P) * s->stride, len) : x->crc;
+    s->crc[q] = q < s->q_rs ? add_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len) : x->crc;
     s->consumed++;
     if (q < s->q_rs && (q + 1) % s->B == 0) {
         size_t k = (q + 1) / s->B;
@@ -475,8 +478,9 @@ static int consume(struct run *x, struct ring_st *s, int held)
             char e[NET_ERR_LEN];
             net_peer_id to = g->members[mod(g->rank - 1, g->R)];
             net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
-            if (post_recvs(x, s)) return -1; /* the receives it announces go first */
-            if (net_send(g->node, to, ck, ready_dummy, 0, g->timeout_ms, &s->cred_out[s->ncred_out++], e) != NET_OK)
+            if (post_recvs(x, s)) return -1;
+            if (net_send_ex(g->node, to, ck, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
+                            &s->cred_out[s->ncred_out++], e) != NET_OK)
                 return fail_signal(x, "send", to, "credit", (long)k, e);
         }
     }
@@ -513,8 +517,16 @@ static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0,
     }
     s->nq = s->rb[s->T];
     s->ns = s->sb[s->T];
-    s->P = pool_chunks(g);
+    /* With R = 2, rank-1 is rank+1: a credit would queue behind this rank's
+     * own data on the one connection and come late, so the whole step is
+     * posted and no credit is sent (the scratch is one segment, as it was). */
+    s->P = R == 2 ? (nchunks(g, seg_max) ? nchunks(g, seg_max) : 1) : pool_chunks(g);
     s->B = credit_chunks(s->P);
+    /* B slots beyond the window: the receives a credit announces were posted a
+     * credit earlier, so the credit cannot overtake them (a receive posted
+     * while commands are queued goes through the network thread's queue,
+     * the credit straight to the socket) */
+    s->slots = s->P + s->B;
     /* rank-1 can be R-1 steps ahead in the all-gather (its sends wait on
      * the ring, i.e. on this rank, R-1 hops back) */
     s->agw = (size_t)R * (maxch ? maxch : 1);
@@ -531,11 +543,11 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     if (n == 0 || R == 1 || t1 <= t0) return 0;
     struct ring_st s;
     plan(g, &s, buf, n, t0, t1);
-    if (s.q_rs) ensure_tmp(g, (s.q_rs < s.P ? s.q_rs : s.P) * s.stride);
+    if (s.q_rs) ensure_tmp(g, (s.q_rs < s.slots ? s.q_rs : s.slots) * s.stride);
     size_t ncred = s.q_rs / s.B + 1;
-    s.sends = ops_of(g, s.ns + s.P + s.agw + ncred);
+    s.sends = ops_of(g, s.ns + s.slots + s.agw + ncred);
     s.pool_ops = s.sends + s.ns;
-    s.ag_ops = s.pool_ops + s.P;
+    s.ag_ops = s.pool_ops + s.slots;
     s.cred_out = s.ag_ops + s.agw;
     if (g->crcs_cap < s.nq) {
         free(g->crcs);
@@ -554,7 +566,8 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
         net_recv_post(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &s.rdy_in, e) != NET_OK)
         rc = fail(x, "receive", g->members[mod(r + 1, R)], -t0 - 1, 0, e);
     if (rc == 0 && s.rb[1] > READY_AFTER &&
-        net_send(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, g->timeout_ms, &s.rdy_out, e) != NET_OK)
+        net_send_ex(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
+                    &s.rdy_out, e) != NET_OK)
         rc = fail(x, "send", g->members[mod(r - 1, R)], -t0 - 1, 0, e);
     while (rc == 0 && s.consumed < s.nq) {
         int held = post_sends(x, &s, 0);
@@ -574,7 +587,7 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     net_op_free(s.rdy_in);
     net_op_free(s.rdy_out);
     net_op_free(s.cred_in);
-    for (size_t i = 0; i < s.ns + s.P + s.agw + ncred; i++) net_op_free(s.sends[i]);
+    for (size_t i = 0; i < s.ns + s.slots + s.agw + ncred; i++) net_op_free(s.sends[i]);
     return rc;
 }
 

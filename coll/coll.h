@@ -75,6 +75,13 @@ void coll_group_free(coll_group *g);
  * -1 with err on a bad value. Not during a collective. */
 int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 
+/* Bytes of receive scratch g holds: the reduce-scatter's pool, grown to what
+ * the largest collective so far needed. With R >= 3 at most P + P/4 chunks,
+ * P = 8 MiB / the chunk size, at least 4 and at most 256 chunks, whatever the
+ * buffer's size; with R = 2 one segment (no credits, see Messages). For
+ * tests and reports. Any thread, not during a collective. */
+size_t coll_group_scratch_bytes(const coll_group *g);
+
 /* Segment of rank i in a buffer of n floats among R: offset and length. */
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
 

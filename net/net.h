@@ -204,6 +204,12 @@ enum net_send_flag {
      * payload to compute it. A wrong value makes the receiver fail the message
      * with a checksum mismatch. */
     NET_SEND_CRC = 1,
+    /* Never written by the posting thread (cfg.direct_max does not apply):
+     * the network thread writes it after every command posted before it
+     * from any thread, receives included. A signal that announces posted
+     * receives ("send now, I am ready") cannot then overtake a receive that
+     * net_recv_post handed to the network thread's queue. */
+    NET_SEND_QUEUED = 2,
 };
 
 /* net_send with options (flags: enum net_send_flag; crc: see NET_SEND_CRC,

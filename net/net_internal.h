@@ -58,6 +58,7 @@ struct net_op {
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
     int routed;                   /* send handed to the network thread: counted in tx_ahead */
     int direct;                   /* send: 1 written wholly by the posting thread, 2 in part */
+    int queued_only;              /* send: NET_SEND_QUEUED (never written by the posting thread) */
     int posted;                   /* receive waiting in peer->posted [lock] */
     uint8_t hdr[NET_HDR_LEN];
     atomic_int done;              /* OP_PENDING, OP_SLEEPER (pending, a thread sleeps on
