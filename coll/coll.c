@@ -357,7 +357,7 @@ struct ring_st {
     size_t T, *rb, *sb;
     size_t nq, ns;     /* receives, sends */
     size_t q_rs, s_rs; /* of which the reduce-scatter's (pool, credits) */
-    size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P + B) */
+    size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P) */
     size_t agw, stride;       /* all-gather window, floats per pool slot */
     struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
     uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
@@ -478,6 +478,9 @@ static int consume(struct run *x, struct ring_st *s, int held)
             char e[NET_ERR_LEN];
             net_peer_id to = g->members[mod(g->rank - 1, g->R)];
             net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
+            /* queued behind the receives it announces: a receive posted
+             * while commands are queued goes through the network thread's
+             * queue, and a direct write could overtake it */
             if (post_recvs(x, s)) return -1;
             if (net_send_ex(g->node, to, ck, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
                             &s->cred_out[s->ncred_out++], e) != NET_OK)
@@ -522,11 +525,7 @@ static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0,
      * posted and no credit is sent (the scratch is one segment, as it was). */
     s->P = R == 2 ? (nchunks(g, seg_max) ? nchunks(g, seg_max) : 1) : pool_chunks(g);
     s->B = credit_chunks(s->P);
-    /* B slots beyond the window: the receives a credit announces were posted a
-     * credit earlier, so the credit cannot overtake them (a receive posted
-     * while commands are queued goes through the network thread's queue,
-     * the credit straight to the socket) */
-    s->slots = s->P + s->B;
+    s->slots = s->P;
     /* rank-1 can be R-1 steps ahead in the all-gather (its sends wait on
      * the ring, i.e. on this rank, R-1 hops back) */
     s->agw = (size_t)R * (maxch ? maxch : 1);

@@ -28,8 +28,10 @@
  * few chunk buffers (8 MiB of them, at least 4 and at most 256 chunks), and a
  * rank sends them only as far as rank + 1's credits allow: empty messages
  * (mb = COLL_MB_CREDIT, chunk = the credit's number from 1) that rank + 1 sends
- * as it frees pool buffers, so that no chunk arrives before its receive is
- * posted. Two collectives in flight at once on the same members need
+ * as it frees pool buffers (every quarter of the pool), so that no chunk
+ * arrives before its receive is posted. With R = 2 (rank - 1 is rank + 1, and
+ * a credit would queue behind the data on the one connection) the pool is a
+ * whole segment and no credit is sent. Two collectives in flight at once on the same members need
  * different tags, e.g. (step << 16 | bucket). */
 #ifndef COLL_COLL_H
 #define COLL_COLL_H
@@ -76,8 +78,8 @@ void coll_group_free(coll_group *g);
 int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 
 /* Bytes of receive scratch g holds: the reduce-scatter's pool, grown to what
- * the largest collective so far needed. With R >= 3 at most P + P/4 chunks,
- * P = 8 MiB / the chunk size, at least 4 and at most 256 chunks, whatever the
+ * the largest collective so far needed. With R >= 3 at most P chunks, P = 8
+ * MiB / the chunk size, at least 4 and at most 256 chunks, whatever the
  * buffer's size; with R = 2 one segment (no credits, see Messages). For
  * tests and reports. Any thread, not during a collective. */
 size_t coll_group_scratch_bytes(const coll_group *g);

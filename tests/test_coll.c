@@ -322,7 +322,7 @@ static void test_credits(void)
 }
 
 /* The reduce-scatter's scratch is a pool of chunks, not segments: 16 MiB
- * among 3 or 4 ranks in 4 KiB chunks needs 320 chunks of it (1.25 MiB), where
+ * among 3 or 4 ranks in 4 KiB chunks needs 256 chunks of it (1 MiB), where
  * two or three segments (10.7 or 12 MiB) were held before; and with the
  * credits no chunk arrives before its receive is posted, but the one a rank
  * sends before its neighbour's ready signal (coll.h, Messages). */
@@ -341,10 +341,10 @@ static void test_pool_bounded(void)
             net_stats st;
             ST(net_peer_stats(f.node[i], net_stage_id(0, (uint16_t)((i + R - 1) % R)), &st), NET_OK);
             size_t scratch = coll_group_scratch_bytes(f.g[i]);
-            if (scratch > 320 * chunk || st.unclaimed_max > chunk)
+            if (scratch > 256 * chunk || st.unclaimed_max > chunk)
                 fprintf(stderr, "\n  R=%d rank %d: scratch %zu bytes (at most %zu), unclaimed_max %llu (at most %zu)\n",
-                        R, i, scratch, 320 * chunk, (unsigned long long)st.unclaimed_max, chunk);
-            CU_ASSERT(scratch > 0 && scratch <= 320 * chunk);
+                        R, i, scratch, 256 * chunk, (unsigned long long)st.unclaimed_max, chunk);
+            CU_ASSERT(scratch > 0 && scratch <= 256 * chunk);
             CU_ASSERT(st.unclaimed_max <= chunk);
         }
         bufs_free(b, R);
