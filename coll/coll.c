@@ -403,7 +403,8 @@ static int post_recvs(struct run *x, struct ring_st *s)
     int rc = 0;
     for (; rc == 0 && s->posted_rs < s->q_rs && s->posted_rs < s->consumed + s->slots; s->posted_rs++)
         rc = post_seq(x, s, s->posted_rs, &s->pi_rs);
-    for (; rc == 0 && s->posted_ag < s->nq && s->posted_ag < s->consumed + s->agw; s->posted_ag++)
+    size_t ag_from = s->consumed > s->q_rs ? s->consumed : s->q_rs; /* the oldest not yet consumed */
+    for (; rc == 0 && s->posted_ag < s->nq && s->posted_ag < ag_from + s->agw; s->posted_ag++)
         rc = post_seq(x, s, s->posted_ag, &s->pi_ag);
     return rc;
 }
