@@ -15,9 +15,9 @@
  * order and posts its sends in that order.
  *
  * The pool: a reduce-scatter chunk q is received into pool slot q % P (P
- * chunk-sized buffers, coll_pool_chunks) and added into place from there, so
- * the scratch stays a few MiB that the cache keeps, whatever the buffer's
- * size. Receive q + P is posted as soon as q has been added. Credits keep the
+ * chunk-sized buffers, pool_chunks) and added into place from there, so
+ * the scratch is a few MiB whatever the buffer's size (it was min(R-1, 3)
+ * segments). Receive q + P is posted as soon as q has been added. Credits keep the
  * sender from running ahead into unposted receives (which net/ would read into
  * an unclaimed buffer and copy again): rank r may send reduce-scatter chunk s
  * only when s < P + k * B, k being the credits rank r+1 has sent; rank r+1
@@ -25,8 +25,12 @@
  * k * B - 1, i.e. once receives up to k * B + P - 1 are posted. A send held
  * for a credit never stops the rank from consuming what it receives (that
  * could deadlock the ring): while it waits for data it looks at the credit
- * every POLL_MS. All-gather receives land in place: they are posted a window
- * (agw) ahead with no credits.
+ * every POLL_MS. The ready signal and the credits are NET_SEND_QUEUED, so
+ * they cannot overtake the receives they announce. With R = 2 rank-1 is
+ * rank+1 and a credit would queue behind this rank's data on the one
+ * connection: the pool is a whole segment and no credit is sent.
+ * All-gather receives land in place: they are posted a window (agw, R steps)
+ * past the oldest one not consumed, with no credits.
  *
  * Zero-copy sends: a send's segment is never written while the send may still
  * be pending, except by the all-gather receive of the segment that

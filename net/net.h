@@ -204,11 +204,11 @@ enum net_send_flag {
      * payload to compute it. A wrong value makes the receiver fail the message
      * with a checksum mismatch. */
     NET_SEND_CRC = 1,
-    /* Never written by the posting thread (cfg.direct_max does not apply):
-     * the network thread writes it after every command posted before it
-     * from any thread, receives included. A signal that announces posted
-     * receives ("send now, I am ready") cannot then overtake a receive that
-     * net_recv_post handed to the network thread's queue. */
+    /* Written after every receive posted before it (from any thread) is in
+     * place: by the posting thread as usual when none of them waits in the
+     * network thread's queue, else by the network thread after them. A
+     * signal that announces posted receives ("send now, I am ready") cannot
+     * then overtake a receive that net_recv_post handed to that queue. */
     NET_SEND_QUEUED = 2,
 };
 

@@ -195,8 +195,12 @@ static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char e
             c->kind = CMD_RECV;
             c->op = op;
             c->pr = p;
+            n->recv_cmds++;
             w = push_cmd_locked(n, c);
         }
+        /* NET_SEND_QUEUED: with no receive left in the queue, a direct write
+         * overtakes nothing */
+        if (op->kind == OP_SEND && op->queued_only && n->recv_cmds == 0) op->queued_only = 0;
     }
     pthread_mutex_unlock(&n->lk);
     if (st == NET_OK && op->kind == OP_SEND) w = send_start(n, p, op, c);
