@@ -2,15 +2,35 @@
  * segment layout and the order of the additions).
  *
  * One engine, ring(), runs ring steps t0..t1-1 of the all-reduce: steps
- * 0..R-2 are the reduce-scatter (receive into scratch, add), steps R-1..2R-3
- * the all-gather (receive straight into place). With ranks taken mod R, step t
- * sends segment r-t-1 to rank r+1 and receives segment r-t-2 from rank r-1,
- * so what a step receives is what the next step sends: chunk c of step t+1
- * goes out as soon as chunk c of step t is in. The receives of steps t+1 and
- * t+2 are posted before step t is consumed (AHEAD): rank r-1 may be two steps
- * ahead of this rank's compute thread, and a message with no posted receive
- * is read into an unclaimed buffer and copied again later. The scratch holds
- * min(R-1, 3) segments, reduce-scatter step t in slot t % that.
+ * 0..R-2 are the reduce-scatter (receive into a chunk of the pool, add),
+ * steps R-1..2R-3 the all-gather (receive straight into place). With ranks
+ * taken mod R, step t sends segment r-t-1 to rank r+1 and receives segment
+ * r-t-2 from rank r-1, so what a step receives is what the next step sends:
+ * chunk c of step t+1 goes out as soon as chunk c of step t is in.
+ *
+ * Sequence numbers: on each link the chunks of all steps are numbered in
+ * step-major order (step t0's chunks, then step t0+1's, ...); sender and
+ * receiver number them alike, since rank r's send step t and rank r+1's
+ * receive step t carry the same segment. A rank consumes its receives in that
+ * order and posts its sends in that order.
+ *
+ * The pool: a reduce-scatter chunk q is received into pool slot q % P (P
+ * chunk-sized buffers, pool_chunks) and added into place from there, so
+ * the scratch is a few MiB whatever the buffer's size (it was min(R-1, 3)
+ * segments). Receive q + P is posted as soon as q has been added. Credits keep the
+ * sender from running ahead into unposted receives (which net/ would read into
+ * an unclaimed buffer and copy again): rank r may send reduce-scatter chunk s
+ * only when s < P + k * B, k being the credits rank r+1 has sent; rank r+1
+ * sends credit k (an empty message, COLL_MB_CREDIT) once it has added chunk
+ * k * B - 1, i.e. once receives up to k * B + P - 1 are posted. A send held
+ * for a credit never stops the rank from consuming what it receives (that
+ * could deadlock the ring): while it waits for data it looks at the credit
+ * every POLL_MS. The ready signal and the credits are NET_SEND_QUEUED, so
+ * they cannot overtake the receives they announce. With R = 2 rank-1 is
+ * rank+1 and a credit would queue behind this rank's data on the one
+ * connection: the pool is a whole segment and no credit is sent.
+ * All-gather receives land in place: they are posted a window (agw, R steps)
+ * past the oldest one not consumed, with no credits.
  *
  * Zero-copy sends: a send's segment is never written while the send may still
  * be pending, except by the all-gather receive of the segment that
@@ -33,8 +53,10 @@
 #include "base/base.h"
 
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
-#define AHEAD 2           /* ring steps whose receives are posted beyond the one consumed */
-#define NSLOT (AHEAD + 1) /* steps with receives posted at once */
+#define POLL_MS 1         /* how often a wait for data looks at a credit it also needs */
+#define POOL_BYTES (8u << 20) /* reduce-scatter pool: this many bytes of chunks ... */
+#define POOL_MIN 4            /* ... but at least this many chunks ... */
+#define POOL_MAX 256          /* ... and at most this many */
 /* A collective's first step sends this many chunks, then waits for rank+1's
  * ready signal (an empty message sent once its receives are posted) before
  * the rest. Back-to-back collectives otherwise stream a whole segment into a
@@ -51,10 +73,14 @@ struct coll_group {
     net_peer_id *members;
     int R, rank, timeout_ms;
     size_t chunk; /* floats per message */
-    float *tmp;   /* reduce-scatter scratch: 2 segments */
+    float *tmp;   /* reduce-scatter pool: coll_pool_chunks slots */
     size_t tmp_cap;
     struct net_op **ops; /* a collective's op handles, kept between calls (no allocation per collective) */
     size_t ops_cap;
+    size_t *seq;         /* a collective's sequence numbers (struct ring_st rb, sb) */
+    size_t seq_cap;
+    uint32_t *crcs;      /* per receive: the CRC32C of what its consumption left in place */
+    size_t crcs_cap;
     _Atomic int aborted; /* coll_group_abort: every wait fails at its next slice */
 };
 
@@ -113,6 +139,8 @@ void coll_group_free(coll_group *g)
     free(g->members);
     free(g->tmp);
     free(g->ops);
+    free(g->seq);
+    free(g->crcs);
     free(g);
 }
 
@@ -124,6 +152,8 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err)
     g->chunk = bytes / sizeof(float);
     return 0;
 }
+
+size_t coll_group_scratch_bytes(const coll_group *g) { return g ? g->tmp_cap * sizeof(float) : 0; }
 
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
 {
@@ -167,6 +197,16 @@ static int fail(struct run *x, const char *what, net_peer_id peer, int step, siz
                   why);
 }
 
+/* A failure on a flow-control signal: credit k of the reduce-scatter's pool. */
+static int fail_signal(struct run *x, const char *what, net_peer_id peer, const char *name, long k,
+                       const char *why)
+{
+    char nm[64];
+    return seterr(x->err, "coll %s (tag %llu, rank %d of %d): %s %s %s (%s %ld of the reduce-scatter's pool): %s",
+                  op_name(x->type), (unsigned long long)x->tag, x->g->rank, x->g->R, what,
+                  !strcmp(what, "send") ? "to" : "from", net_peer_name(peer, nm, sizeof nm), name, k, why);
+}
+
 /* Sends len floats at p as chunk c of ring step step. have_crc: crc is the
  * payload's CRC32C, computed already (add_crc, or the receive that brought
  * these bytes); else net/ computes it. */
@@ -193,37 +233,56 @@ static int post_recv(struct run *x, int step, size_t c, float *p, size_t len, st
     return st == NET_OK ? 0 : fail(x, "receive", from, step, c, e);
 }
 
-/* What wait_op waits for: data from rank-1 or to rank+1, or (ready signal)
- * from rank+1 or to rank-1. */
-enum { W_RECV = 0, W_SEND = 1, W_READY_RECV = 2, W_READY_SEND = 3 };
+/* What wait_op waits for: data from rank-1 or to rank+1, a ready signal or
+ * a credit from rank+1 or to rank-1. */
+enum { W_RECV = 0, W_SEND = 1, W_READY_RECV = 2, W_READY_SEND = 3, W_CREDIT_RECV = 4, W_CREDIT_SEND = 5 };
 
-/* Waits for op (for a receive, of len floats) and frees it. */
-static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
+/* The failure of a wait of this kind (a credit's number is in step). */
+static int wait_fail(struct run *x, int kind, const char *what, net_peer_id peer, int step, size_t c,
+                     const char *why)
+{
+    if (kind == W_CREDIT_RECV || kind == W_CREDIT_SEND) return fail_signal(x, what, peer, "credit", step, why);
+    return fail(x, what, peer, step, c, why);
+}
+
+/* Waits for op (for a receive, of len floats) and frees it; 0 or -1 with the
+ * error. poll (may be NULL): another op to watch, every POLL_MS; when it has
+ * completed, returns 1 with op still pending. *waited: ms waited so far (the
+ * group's timeout counts from the first call). */
+static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len,
+                      struct net_op *poll, int *waited)
 {
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
-    int is_send = kind == W_SEND || kind == W_READY_SEND;
-    net_peer_id peer = g->members[mod(g->rank + (kind == W_SEND || kind == W_READY_RECV ? 1 : -1), g->R)];
+    int is_send = kind == W_SEND || kind == W_READY_SEND || kind == W_CREDIT_SEND;
+    int up = kind == W_SEND || kind == W_READY_RECV || kind == W_CREDIT_RECV;
+    net_peer_id peer = g->members[mod(g->rank + (up ? 1 : -1), g->R)];
+    int slice = poll ? POLL_MS : WAIT_SLICE_MS, since_look = 0;
     /* in slices, so that a neighbour's death ends the wait whichever way it
      * was going: a rank waiting on rank-1 learns that rank+1 died */
     int st = NET_TIMEOUT;
-    for (int waited = 0; st == NET_TIMEOUT && waited < g->timeout_ms; waited += WAIT_SLICE_MS) {
-        int left = g->timeout_ms - waited;
-        st = net_wait(*op, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS, e);
-        if (st == NET_TIMEOUT && g->aborted) {
+    while (st == NET_TIMEOUT && *waited < g->timeout_ms) {
+        int left = g->timeout_ms - *waited, sl = left < slice ? left : slice;
+        st = net_wait(*op, sl, e);
+        if (st != NET_TIMEOUT) break;
+        *waited += sl;
+        since_look += sl;
+        if (g->aborted) {
             net_op_free(*op);
             *op = NULL;
-            return fail(x, is_send ? "send" : "receive", peer, step, c, "aborted by this process");
+            return wait_fail(x, kind, is_send ? "send" : "receive", peer, step, c, "aborted by this process");
         }
-        for (int d = -1; d <= 1 && st == NET_TIMEOUT; d += 2) {
+        for (int d = -1; d <= 1 && since_look >= WAIT_SLICE_MS; d += 2) {
             net_peer_id nb = g->members[mod(g->rank + d, g->R)];
             int ps = net_peer_status(g->node, nb, e);
             if (ps == NET_DEAD || ps == NET_CLOSED) {
                 net_op_free(*op);
                 *op = NULL;
-                return fail(x, d > 0 ? "send" : "receive", nb, step, c, e);
+                return wait_fail(x, kind, d > 0 ? "send" : "receive", nb, step, c, e);
             }
         }
+        if (since_look >= WAIT_SLICE_MS) since_look = 0;
+        if (poll && net_op_test(poll, e) != NET_PENDING) return 1;
     }
     if (st == NET_TIMEOUT) snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
     if (st == NET_OK && !is_send && net_op_len(*op) != len * sizeof(float)) {
@@ -234,7 +293,13 @@ static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t
     if (st == NET_OK && !is_send) x->crc = net_op_crc(*op);
     net_op_free(*op);
     *op = NULL;
-    return st == NET_OK ? 0 : fail(x, is_send ? "send" : "receive", peer, step, c, e);
+    return st == NET_OK ? 0 : wait_fail(x, kind, is_send ? "send" : "receive", peer, step, c, e);
+}
+
+static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
+{
+    int waited = 0;
+    return wait_op_ex(x, op, kind, step, c, len, NULL, &waited);
 }
 
 /* Floats added and checksummed per block in add_crc: 16 KiB, so the checksum
@@ -276,21 +341,202 @@ static void ensure_tmp(coll_group *g, size_t floats)
     g->tmp_cap = floats;
 }
 
-/* Posts the receives of ring step t: the reduce-scatter's into scratch slot
- * t % nscr, the all-gather's straight into place; handles in op slot t % NSLOT. */
-static int post_step_recvs(struct run *x, float *buf, size_t n, int t, size_t seg_max, int nscr,
-                           size_t maxch, struct net_op **recvs)
+/* Chunks in the reduce-scatter pool (P) and in a credit (B): both ends of a
+ * link must agree, so they depend on the group's chunk size alone. */
+static size_t pool_chunks(const coll_group *g)
+{
+    size_t p = POOL_BYTES / (g->chunk * sizeof(float));
+    return p < POOL_MIN ? POOL_MIN : p > POOL_MAX ? POOL_MAX : p;
+}
+
+static size_t credit_chunks(size_t P) { return P / 4 ? P / 4 : 1; }
+
+/* One run of ring(): sequence numbers, cursors and op handles (see the top of
+ * the file). Receive step t0+i holds receive seqs rb[i]..rb[i+1]-1, send step
+ * t0+i send seqs sb[i]..sb[i+1]-1. */
+struct ring_st {
+    float *buf;
+    size_t n;
+    int t0, t1;
+    size_t T, *rb, *sb;
+    size_t nq, ns;     /* receives, sends */
+    size_t q_rs, s_rs; /* of which the reduce-scatter's (pool, credits) */
+    size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P) */
+    size_t agw, stride;       /* all-gather window, floats per pool slot */
+    struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
+    uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
+    size_t posted_rs, posted_ag, consumed, sent, credits, ncred_out;
+    size_t pi_rs, pi_ag, ci, si; /* step-index hints of the cursors */
+};
+
+/* Step index of seq q (< base[T]), moving hint *i forward. */
+static size_t step_of(const size_t *base, size_t q, size_t *i)
+{
+    while (base[*i + 1] <= q) (*i)++;
+    return *i;
+}
+
+/* Offset and length (floats) of chunk c of segment seg. */
+static void chunk_at(const coll_group *g, size_t n, int seg, size_t c, size_t *off, size_t *len)
+{
+    size_t so, sl;
+    coll_segment(n, g->R, seg, &so, &sl);
+    *off = so + c * g->chunk;
+    *len = sl - c * g->chunk < g->chunk ? sl - c * g->chunk : g->chunk;
+}
+
+static int recv_seg(const coll_group *g, int t) { return mod(g->rank - t - 2, g->R); }
+static int send_seg(const coll_group *g, int t) { return mod(g->rank - t - 1, g->R); }
+
+/* Posts receive q: the reduce-scatter's into pool slot q % P, the
+ * all-gather's straight into place. */
+static int post_seq(struct run *x, struct ring_st *s, size_t q, size_t *hint)
+{
+    size_t i = step_of(s->rb, q, hint), c = q - s->rb[i], off, len;
+    int t = s->t0 + (int)i;
+    chunk_at(x->g, s->n, recv_seg(x->g, t), c, &off, &len);
+    if (q < s->q_rs)
+        return post_recv(x, t, c, x->g->tmp + (q % s->slots) * s->stride, len, &s->pool_ops[q % s->slots]);
+    return post_recv(x, t, c, s->buf + off, len, &s->ag_ops[(q - s->q_rs) % s->agw]);
+}
+
+/* Receives up to the windows: the pool's slots past the last chunk added,
+ * the all-gather's agw. */
+static int post_recvs(struct run *x, struct ring_st *s)
+{
+    int rc = 0;
+    for (; rc == 0 && s->posted_rs < s->q_rs && s->posted_rs < s->consumed + s->slots; s->posted_rs++)
+        rc = post_seq(x, s, s->posted_rs, &s->pi_rs);
+    size_t ag_from = s->consumed > s->q_rs ? s->consumed : s->q_rs; /* the oldest not yet consumed */
+    for (; rc == 0 && s->posted_ag < s->nq && s->posted_ag < ag_from + s->agw; s->posted_ag++)
+        rc = post_seq(x, s, s->posted_ag, &s->pi_ag);
+    return rc;
+}
+
+/* Credit k from rank+1 exists when it lets a send through, i.e. (k-1)B + P <
+ * s_rs; one receive for it is posted at a time. */
+static int post_credit_in(struct run *x, struct ring_st *s)
+{
+    size_t k = s->credits + 1;
+    if ((k - 1) * s->B + s->P >= s->s_rs) return 0;
+    char e[NET_ERR_LEN];
+    coll_group *g = x->g;
+    net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
+    if (net_recv_post(g->node, g->members[mod(g->rank + 1, g->R)], ck, ready_dummy, 0, &s->cred_in, e) != NET_OK)
+        return fail_signal(x, "receive", g->members[mod(g->rank + 1, g->R)], "credit", (long)k, e);
+    return 0;
+}
+
+/* Posts sends in seq order while they are ready: chunk c of a later step once
+ * chunk c of the step before has been consumed; the first step's chunks past
+ * READY_AFTER once rank+1's ready signal came; a reduce-scatter chunk once
+ * rank+1's credits cover it. block: wait for credits (the rank has nothing
+ * left to receive); else stop at a send that needs one and return 1 (held).
+ * Returns 0 when it stopped for a dependency or ran out of sends, -1 on
+ * failure. */
+static int post_sends(struct run *x, struct ring_st *s, int block)
 {
     coll_group *g = x->g;
-    int R = g->R, rc = 0;
-    size_t off, len, ce = g->chunk;
-    coll_segment(n, R, mod(g->rank - t - 2, R), &off, &len);
-    for (size_t c = 0; c < nchunks(g, len) && rc == 0; c++) {
-        size_t l = len - c * ce < ce ? len - c * ce : ce;
-        float *dst = t < R - 1 ? g->tmp + (size_t)(t % nscr) * seg_max + c * ce : buf + off + c * ce;
-        rc = post_recv(x, t, c, dst, l, &recvs[(size_t)(t % NSLOT) * maxch + c]);
+    while (s->sent < s->ns) {
+        size_t q = s->sent, i = step_of(s->sb, q, &s->si), c = q - s->sb[i], off, len;
+        int t = s->t0 + (int)i;
+        if (i > 0 && s->consumed <= s->rb[i - 1] + c) return 0; /* its data is not in yet */
+        if (i == 0 && c >= READY_AFTER && s->rdy_in && wait_op(x, &s->rdy_in, W_READY_RECV, -s->t0 - 1, 0, 0))
+            return -1;
+        if (q < s->s_rs && q >= s->P + s->credits * s->B) {
+            char e[NET_ERR_LEN];
+            if (!block && net_op_test(s->cred_in, e) == NET_PENDING) return 1;
+            if (wait_op(x, &s->cred_in, W_CREDIT_RECV, (int)(s->credits + 1), 0, 0)) return -1;
+            s->credits++;
+            if (post_credit_in(x, s)) return -1;
+            continue;
+        }
+        chunk_at(g, s->n, send_seg(g, t), c, &off, &len);
+        if (post_send(x, t, c, s->buf + off, len, i > 0, i > 0 ? s->crc[s->rb[i - 1] + c] : 0, &s->sends[q]))
+            return -1;
+        s->sent++;
     }
-    return rc;
+    return 0;
+}
+
+/* Consumes receive q (waiting for it; while a send is held for a credit, the
+ * credit is looked at every POLL_MS and sends go on as it comes): adds a
+ * reduce-scatter chunk into place, frees its pool slot and sends rank-1 a
+ * credit when one is due. */
+static int consume(struct run *x, struct ring_st *s, int held)
+{
+    coll_group *g = x->g;
+    size_t q = s->consumed, i = step_of(s->rb, q, &s->ci), c = q - s->rb[i], off, len;
+    int t = s->t0 + (int)i, waited = 0, rc;
+    chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
+    struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
+    while ((rc = wait_op_ex(x, op, W_RECV, t, c, len, held > 0 ? s->cred_in : NULL, &waited)) == 1)
+        if ((held = post_sends(x, s, 0)) < 0) return -1;
+    if (rc) return -1;
+    /* partial sum received + own value: the order in coll.h; an all-gather
+     * chunk goes on as it came, with the CRC it came with */
+    s->crc[q] = q < s->q_rs ? add_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len) : x->crc;
+    s->consumed++;
+    if (q < s->q_rs && (q + 1) % s->B == 0) {
+        size_t k = (q + 1) / s->B;
+        if ((k - 1) * s->B + s->P < s->q_rs) { /* rank-1 has a send waiting for it */
+            char e[NET_ERR_LEN];
+            net_peer_id to = g->members[mod(g->rank - 1, g->R)];
+            net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
+            /* queued behind the receives it announces: a receive posted
+             * while commands are queued goes through the network thread's
+             * queue, and a direct write could overtake it */
+            if (post_recvs(x, s)) return -1;
+            if (net_send_ex(g->node, to, ck, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
+                            &s->cred_out[s->ncred_out++], e) != NET_OK)
+                return fail_signal(x, "send", to, "credit", (long)k, e);
+        }
+    }
+    return 0;
+}
+
+/* Sequence numbers and sizes of ring steps t0..t1-1 (see struct ring_st). */
+static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0, int t1)
+{
+    int R = g->R;
+    size_t maxch = 0, seg_max, o;
+    coll_segment(n, R, 0, &o, &seg_max);
+    *s = (struct ring_st){ .buf = buf, .n = n, .t0 = t0, .t1 = t1, .T = (size_t)(t1 - t0) };
+    if (g->seq_cap < 2 * (s->T + 1)) {
+        free(g->seq);
+        g->seq_cap = 2 * (s->T + 1);
+        g->seq = xmalloc(g->seq_cap * sizeof *g->seq);
+    }
+    s->rb = g->seq;
+    s->sb = g->seq + s->T + 1;
+    s->rb[0] = s->sb[0] = 0;
+    for (size_t i = 0; i < s->T; i++) {
+        int t = t0 + (int)i;
+        size_t rl, sl;
+        coll_segment(n, R, recv_seg(g, t), &o, &rl);
+        coll_segment(n, R, send_seg(g, t), &o, &sl);
+        s->rb[i + 1] = s->rb[i] + nchunks(g, rl);
+        s->sb[i + 1] = s->sb[i] + nchunks(g, sl);
+        if (t == R - 2) { /* the reduce-scatter's last step */
+            s->q_rs = s->rb[i + 1];
+            s->s_rs = s->sb[i + 1];
+        }
+        if (nchunks(g, rl) > maxch) maxch = nchunks(g, rl);
+    }
+    s->nq = s->rb[s->T];
+    s->ns = s->sb[s->T];
+    /* With R = 2, rank-1 is rank+1: a credit would queue behind this rank's
+     * own data on the one connection and come late, so the whole step is
+     * posted and no credit is sent (the scratch is one segment, as it was). */
+    s->P = R == 2 ? (nchunks(g, seg_max) ? nchunks(g, seg_max) : 1) : pool_chunks(g);
+    s->B = credit_chunks(s->P);
+    s->slots = s->P;
+    /* rank-1 can be R-1 steps ahead in the all-gather (its sends wait on
+     * the ring, i.e. on this rank, R-1 hops back) */
+    s->agw = (size_t)R * (maxch ? maxch : 1);
+    if (s->agw > s->nq - s->q_rs) s->agw = s->nq - s->q_rs ? s->nq - s->q_rs : 1;
+    s->stride = seg_max < g->chunk ? seg_max : g->chunk;
+    s->posted_ag = s->q_rs;
 }
 
 /* Ring steps t0..t1-1 over buf (see the top of the file). */
@@ -299,62 +545,53 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     coll_group *g = x->g;
     int R = g->R, r = g->rank, rc = 0;
     if (n == 0 || R == 1 || t1 <= t0) return 0;
-    size_t seg_max, o0, ce = g->chunk;
-    coll_segment(n, R, 0, &o0, &seg_max);
-    size_t maxch = nchunks(g, seg_max), T = (size_t)(t1 - t0);
-    int nscr = R - 1 < NSLOT ? R - 1 : NSLOT; /* reduce-scatter steps in flight at once */
-    if (t0 < R - 1) ensure_tmp(g, (size_t)nscr * seg_max);
-    struct net_op **sends = ops_of(g, (T + NSLOT) * maxch), **recvs = sends + T * maxch;
-    /* the first steps' receives, then the first step's sends */
-    for (int t = t0; t < t1 && t < t0 + AHEAD && rc == 0; t++)
-        rc = post_step_recvs(x, buf, n, t, seg_max, nscr, maxch, recvs);
-    /* ready signals (see READY_AFTER): this rank's to rank-1 once its first
-     * receives are up; rank+1's before the rest of the first step goes out */
-    size_t soff, slen, roff0, rlen0;
-    coll_segment(n, R, mod(r - t0 - 1, R), &soff, &slen);
-    coll_segment(n, R, mod(r - t0 - 2, R), &roff0, &rlen0);
-    struct net_op *rdy_in = NULL, *rdy_out = NULL;
+    struct ring_st s;
+    plan(g, &s, buf, n, t0, t1);
+    if (s.q_rs) ensure_tmp(g, (s.q_rs < s.slots ? s.q_rs : s.slots) * s.stride);
+    size_t ncred = s.q_rs / s.B + 1;
+    s.sends = ops_of(g, s.ns + s.slots + s.agw + ncred);
+    s.pool_ops = s.sends + s.ns;
+    s.ag_ops = s.pool_ops + s.slots;
+    s.cred_out = s.ag_ops + s.agw;
+    if (g->crcs_cap < s.nq) {
+        free(g->crcs);
+        g->crcs = xmalloc(s.nq * sizeof *g->crcs);
+        g->crcs_cap = s.nq;
+    }
+    s.crc = g->crcs;
+    /* the first receives, then the ready signals (see READY_AFTER): this
+     * rank's to rank-1 once they are up; rank+1's before the rest of the
+     * first step goes out */
+    rc = post_recvs(x, &s);
+    if (rc == 0) rc = post_credit_in(x, &s);
     net_key rk = { (uint16_t)x->type, x->tag, COLL_MB_READY, (uint32_t)t0 };
     char e[NET_ERR_LEN];
-    if (rc == 0 && nchunks(g, slen) > READY_AFTER &&
-        net_recv_post(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &rdy_in, e) != NET_OK)
+    if (rc == 0 && s.sb[1] > READY_AFTER &&
+        net_recv_post(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &s.rdy_in, e) != NET_OK)
         rc = fail(x, "receive", g->members[mod(r + 1, R)], -t0 - 1, 0, e);
-    if (rc == 0 && nchunks(g, rlen0) > READY_AFTER &&
-        net_send(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, g->timeout_ms, &rdy_out, e) != NET_OK)
+    if (rc == 0 && s.rb[1] > READY_AFTER &&
+        net_send_ex(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
+                    &s.rdy_out, e) != NET_OK)
         rc = fail(x, "send", g->members[mod(r - 1, R)], -t0 - 1, 0, e);
-    for (size_t c = 0; c < nchunks(g, slen) && rc == 0; c++) {
-        size_t l = slen - c * ce < ce ? slen - c * ce : ce;
-        if (c == READY_AFTER) rc = wait_op(x, &rdy_in, W_READY_RECV, -t0 - 1, 0, 0);
-        if (rc == 0) rc = post_send(x, t0, c, buf + soff + c * ce, l, 0, 0, &sends[c]);
+    while (rc == 0 && s.consumed < s.nq) {
+        int held = post_sends(x, &s, 0);
+        rc = held < 0 ? -1 : post_recvs(x, &s);
+        if (rc == 0) rc = consume(x, &s, held);
     }
-    for (int t = t0; t < t1 && rc == 0; t++) {
-        size_t roff, rlen;
-        coll_segment(n, R, mod(r - t - 2, R), &roff, &rlen);
-        /* receives go up AHEAD steps before their data is consumed: a
-         * neighbour running ahead finds them posted, and its message lands in
-         * place instead of in an unclaimed buffer copied later */
-        if (t + AHEAD < t1) rc = post_step_recvs(x, buf, n, t + AHEAD, seg_max, nscr, maxch, recvs);
-        for (size_t c = 0; c < nchunks(g, rlen) && rc == 0; c++) {
-            size_t l = rlen - c * ce < ce ? rlen - c * ce : ce;
-            rc = wait_op(x, &recvs[(size_t)(t % NSLOT) * maxch + c], W_RECV, t, c, l);
-            if (rc) break;
-            /* partial sum received + own value: the order in coll.h; an
-             * all-gather chunk goes on as it came, with the CRC it came with */
-            uint32_t crc = x->crc;
-            if (t < R - 1)
-                crc = add_crc(buf + roff + c * ce, g->tmp + (size_t)(t % nscr) * seg_max + c * ce, l);
-            if (t + 1 < t1)
-                rc = post_send(x, t + 1, c, buf + roff + c * ce, l, 1, crc,
-                               &sends[(size_t)(t + 1 - t0) * maxch + c]);
+    if (rc == 0 && post_sends(x, &s, 1) < 0) rc = -1; /* what waited for credits */
+    size_t hint = 0;
+    for (size_t i = 0; i < s.ns; i++) /* every send written (or the first failure) */
+        if (s.sends[i] && rc == 0) {
+            size_t k = step_of(s.sb, i, &hint);
+            rc = wait_op(x, &s.sends[i], W_SEND, t0 + (int)k, i - s.sb[k], 0);
         }
-    }
-    for (size_t i = 0; i < T * maxch; i++) /* every send written (or the first failure) */
-        if (sends[i] && rc == 0) rc = wait_op(x, &sends[i], W_SEND, t0 + (int)(i / maxch), i % maxch, 0);
-    if (rdy_out && rc == 0) rc = wait_op(x, &rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
-    net_op_free(rdy_in);
-    net_op_free(rdy_out);
-    for (size_t i = 0; i < T * maxch; i++) net_op_free(sends[i]);
-    for (size_t i = 0; i < NSLOT * maxch; i++) net_op_free(recvs[i]);
+    for (size_t k = 0; k < s.ncred_out && rc == 0; k++)
+        rc = wait_op(x, &s.cred_out[k], W_CREDIT_SEND, (int)(k + 1), 0, 0);
+    if (s.rdy_out && rc == 0) rc = wait_op(x, &s.rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
+    net_op_free(s.rdy_in);
+    net_op_free(s.rdy_out);
+    net_op_free(s.cred_in);
+    for (size_t i = 0; i < s.ns + s.slots + s.agw + ncred; i++) net_op_free(s.sends[i]);
     return rc;
 }
 

@@ -7,9 +7,9 @@
  * rank i and starts at i * (n / R) + min(i, n % R) with n / R elements, the first
  * n % R segments one element longer (coll_segment). Each ring step moves one
  * segment to rank + 1 and receives one from rank - 1, in messages of at most
- * the group's chunk size (1 MiB by default) so that large buffers stream: the
- * receives of a step are posted before its sends, and chunk c of a step is sent
- * as soon as chunk c of the step before has been added.
+ * the group's chunk size (1 MiB by default) so that large buffers stream:
+ * chunk c of a step is sent as soon as chunk c of the step before has been
+ * added (and rank + 1 has room for it, see Messages).
  *
  * Determinism: the reduced segment i is
  *     (((x_{i+1} + x_{i+2}) + x_{i+3}) + ... + x_{i+R-1}) + x_i
@@ -24,7 +24,14 @@
  * chunk index. Before the rest of its first ring step, a rank waits for an
  * empty ready message from rank + 1 (mb = COLL_MB_READY, chunk = that step),
  * sent once rank + 1 has posted its receives: only when that step has more
- * than one chunk. Two collectives in flight at once on the same members need
+ * than one chunk. The reduce-scatter's chunks are received into a pool of a
+ * few chunk buffers (8 MiB of them, at least 4 and at most 256 chunks), and a
+ * rank sends them only as far as rank + 1's credits allow: empty messages
+ * (mb = COLL_MB_CREDIT, chunk = the credit's number from 1) that rank + 1 sends
+ * as it frees pool buffers (every quarter of the pool), so that no chunk
+ * arrives before its receive is posted. With R = 2 (rank - 1 is rank + 1, and
+ * a credit would queue behind the data on the one connection) the pool is a
+ * whole segment and no credit is sent. Two collectives in flight at once on the same members need
  * different tags, e.g. (step << 16 | bucket). */
 #ifndef COLL_COLL_H
 #define COLL_COLL_H
@@ -36,6 +43,7 @@
 
 #define COLL_CHUNK_BYTES (1u << 20) /* default largest message of a collective */
 #define COLL_MB_READY 0xffffffffu    /* key.mb of the ready signal (see Messages) */
+#define COLL_MB_CREDIT 0xfffffffeu   /* key.mb of a credit (see Messages) */
 
 enum {
     COLL_T_ALLREDUCE = NET_TYPE_COLL + 0, /* mb = ring step 0 .. 2R-3 */
@@ -68,6 +76,13 @@ void coll_group_free(coll_group *g);
  * a collective of g sends; every member must use the same value. Returns 0, or
  * -1 with err on a bad value. Not during a collective. */
 int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
+
+/* Bytes of receive scratch g holds: the reduce-scatter's pool, grown to what
+ * the largest collective so far needed. With R >= 3 at most P chunks, P = 8
+ * MiB / the chunk size, at least 4 and at most 256 chunks, whatever the
+ * buffer's size; with R = 2 one segment (no credits, see Messages). For
+ * tests and reports. Any thread, not during a collective. */
+size_t coll_group_scratch_bytes(const coll_group *g);
 
 /* Segment of rank i in a buffer of n floats among R: offset and length. */
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);

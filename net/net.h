@@ -207,6 +207,12 @@ enum net_send_flag {
      * payload to compute it. A wrong value makes the receiver fail the message
      * with a checksum mismatch. */
     NET_SEND_CRC = 1,
+    /* Written after every receive posted before it (from any thread) is in
+     * place: by the posting thread as usual when none of them waits in the
+     * network thread's queue, else by the network thread after them. A
+     * signal that announces posted receives ("send now, I am ready") cannot
+     * then overtake a receive that net_recv_post handed to that queue. */
+    NET_SEND_QUEUED = 2,
 };
 
 /* net_send with options (flags: enum net_send_flag; crc: see NET_SEND_CRC,

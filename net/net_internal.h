@@ -58,6 +58,8 @@ struct net_op {
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
     int routed;                   /* send handed to the network thread: counted in tx_ahead */
     int direct;                   /* send: 1 written wholly by the posting thread, 2 in part */
+    int queued_only;              /* send: NET_SEND_QUEUED (not written by the posting thread
+                                     while a receive posted before it is still queued) */
     int posted;                   /* receive waiting in peer->posted [lock] */
     uint8_t hdr[NET_HDR_LEN];
     atomic_int done;              /* OP_PENDING, OP_SLEEPER (pending, a thread sleeps on
@@ -186,6 +188,7 @@ struct net_node {
     pthread_mutex_t lk;
     pthread_cond_t cv;            /* any op done, peer state change, room in a send queue */
     struct cmd *qhead, *qtail;    /* [lock] */
+    int recv_cmds;                /* CMD_RECV queued or being carried out (NET_SEND_QUEUED) [lock] */
     int efd;                      /* eventfd that wakes the loop */
     int closing;                  /* no new work accepted [lock] */
     int exited;                   /* the network thread has left its loop [lock] */

@@ -581,7 +581,12 @@ static void wake_cb(int fd, short what, void *arg)
         switch (q->kind) {
         case CMD_SEND: do_send(n, q->op); break;
         case CMD_FLUSH: do_flush(q->pr); break;
-        case CMD_RECV: do_recv(n, q->op); break;
+        case CMD_RECV:
+            do_recv(n, q->op);
+            pthread_mutex_lock(&n->lk);
+            n->recv_cmds--;
+            pthread_mutex_unlock(&n->lk);
+            break;
         case CMD_CANCEL: do_cancel(n, q->op); break;
         case CMD_CONNECT: do_connect(n, q); break;
         case CMD_SHUTDOWN: do_shutdown(n); break;

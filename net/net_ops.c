@@ -117,7 +117,7 @@ static int send_start(struct net_node *n, struct peer *p, struct net_op *op, str
     uint64_t total = NET_HDR_LEN + op->len;
     pthread_mutex_lock(&p->txlk);
     struct conn *tc = p->tx_conn;
-    if (tc && atomic_load(&p->tx_ahead) == 0 && op->len <= n->cfg.direct_max) {
+    if (tc && !op->queued_only && atomic_load(&p->tx_ahead) == 0 && op->len <= n->cfg.direct_max) {
         struct iovec iov[2];
         int cnt = frame_iov(op, iov);
         ssize_t r = net_sendv(tc->fd, iov, cnt); /* errors: the network thread will see them too */
@@ -195,8 +195,12 @@ static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char e
             c->kind = CMD_RECV;
             c->op = op;
             c->pr = p;
+            n->recv_cmds++;
             w = push_cmd_locked(n, c);
         }
+        /* NET_SEND_QUEUED: with no receive left in the queue, a direct write
+         * overtakes nothing */
+        if (op->kind == OP_SEND && op->queued_only && n->recv_cmds == 0) op->queued_only = 0;
     }
     pthread_mutex_unlock(&n->lk);
     if (st == NET_OK && op->kind == OP_SEND) w = send_start(n, p, op, c);
@@ -233,6 +237,7 @@ int net_send_ex(struct net_node *n, net_peer_id peer, net_key key, const void *b
     op->sbuf = buf;
     op->len = len;
     op->crc = flags & NET_SEND_CRC ? crc : net_crc32c(0, buf, len);
+    op->queued_only = (flags & NET_SEND_QUEUED) != 0;
     net_hdr h = { .version = NET_VERSION, .type = key.type, .sender = n->cfg.self,
                   .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc };
     net_hdr_encode(op->hdr, &h);

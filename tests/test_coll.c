@@ -305,6 +305,54 @@ static void test_peer_dies(void)
     fix_down(&f);
 }
 
+/* Many chunks per step (1 KiB chunks: a pool of 256, credits of 64): the
+ * reduce-scatter's flow control runs hundreds of credits per collective and
+ * changes no bit; back to back, as a training step's buckets run. */
+static void test_credits(void)
+{
+    char err[ERR_LEN];
+    for (int R = 3; R <= 5; R++) {
+        struct ring_fix f;
+        fix_up(&f, R, TIMEOUT_MS);
+        for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], 1024, err), 0);
+        for (uint64_t tag = 1; tag <= 3; tag++) check_allreduce(&f, (1u << 18) + 5 + (size_t)tag, tag);
+        check_reduce_scatter(&f, (1u << 18) + 1, 4);
+        fix_down(&f);
+    }
+}
+
+/* The reduce-scatter's scratch is a pool of chunks, not segments: 16 MiB
+ * among 3 or 4 ranks in 4 KiB chunks needs 256 chunks of it (1 MiB), where
+ * two or three segments (10.7 or 12 MiB) were held before (with 2 ranks it is
+ * a segment, as before); and no chunk arrives before its receive is posted,
+ * but the one a rank sends before its neighbour's ready signal (coll.h,
+ * Messages). */
+static void test_pool_bounded(void)
+{
+    char err[ERR_LEN];
+    size_t n = 1u << 22, chunk = 4096;
+    for (int R = 2; R <= 4; R++) {
+        struct ring_fix f;
+        fix_up(&f, R, TIMEOUT_MS);
+        for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], chunk, err), 0);
+        float **b = bufs_new(R, n);
+        for (int i = 0; i < R; i++) memset(b[i], 0, n * sizeof(float));
+        for (uint64_t tag = 1; tag <= 4; tag++) run_all(&f, OP_AR, b, n, 0, tag);
+        for (int i = 0; i < R; i++) {
+            net_stats st;
+            ST(net_peer_stats(f.node[i], net_stage_id(0, (uint16_t)((i + R - 1) % R)), &st), NET_OK);
+            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = R == 2 ? n / 2 * sizeof(float) : 256 * chunk;
+            if (scratch > most || st.unclaimed_max > chunk)
+                fprintf(stderr, "\n  R=%d rank %d: scratch %zu bytes (at most %zu), unclaimed_max %llu (at most %zu)\n",
+                        R, i, scratch, most, (unsigned long long)st.unclaimed_max, chunk);
+            CU_ASSERT(scratch > 0 && scratch <= most);
+            CU_ASSERT(st.unclaimed_max <= chunk);
+        }
+        bufs_free(b, R);
+        fix_down(&f);
+    }
+}
+
 static void test_bad_args(void)
 {
     char err[ERR_LEN];
@@ -376,6 +424,8 @@ int main(void)
         { "R=3: every collective, sizes 0..2^20+3", test_r3 },
         { "R=4: every collective, sizes 0..2^20+3", test_r4 },
         { "R=5: every collective, sizes 0..2^20+3", test_r5 },
+        { "1 KiB chunks: hundreds of credits, the same bits", test_credits },
+        { "the scratch is a pool of chunks; nothing lands unclaimed", test_pool_bounded },
         { "a rank dies mid-collective: the others fail, no hang", test_peer_dies },
         CU_TEST_INFO_NULL,
     };
