@@ -347,11 +347,26 @@ static int poll_ckpt(async_run *a, int *progress, char *err)
     return 0;
 }
 
-static int all_done(const async_run *a)
+/* Every active worker has trained every step. */
+static int workers_done(const async_run *a)
 {
     for (int r = 0; r < a->R; r++)
         if (!a->w[r].dropped && a->w[r].phase != W_DONE) return 0;
-    return a->ck < 0;
+    return 1;
+}
+
+/* Done: every worker and the last checkpoint; a checkpoint still missing a
+ * step timeout after the workers finished (its writer died while writing it)
+ * is given up with a note rather than waited for forever. */
+static int all_done(async_run *a, double *since)
+{
+    if (!workers_done(a)) return 0;
+    if (*since == 0) *since = base_now();
+    if (a->ck < 0) return 1;
+    if (base_now() - *since < a->c->o.step_timeout_ms / 1e3) return 0;
+    run_log_note(a->c->log, "pipetrain: the checkpoint after %ld steps was not completed (a stage's shard never came: "
+                 "its writer was dropped while writing it?); the run ends without it", a->ck + 1);
+    return 1;
 }
 
 /* The end: each worker's observed step rate, the run's staleness in an event line. */
@@ -392,7 +407,8 @@ int coord_async_steps(coordinator *c, char *err)
     }
     a.ck = next_ck(&a, c->o.first_step - 1);
     post_ckpt(&a);
-    while (!rc && !all_done(&a)) {
+    double since = 0;
+    while (!rc && !all_done(&a, &since)) {
         int progress = 0;
         for (int r = 0; r < a.R && !rc; r++)
             rc = a.w[r].dropped ? rejoin(&a, r, &progress, err) : step_worker(&a, r, &progress, err);
