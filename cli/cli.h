@@ -18,9 +18,9 @@ int cli_bench_main(int argc, char **argv);
 
 /* Prints "pipetrain CMD: message" to stderr and returns 2 (bad usage). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Refuses a topology the runtime cannot train yet: with "sync": "ps" and
- * ps.staleness != 0 prints "pipetrain CMD: FILE: ps.staleness: ..." (only
- * synchronous parameter servers run, issue 12) and returns 2; else 0. */
+/* Refuses a topology the runtime cannot train (printing "pipetrain CMD:
+ * FILE: FIELD: ..." and returning 2); 0 otherwise. Every sync mode trains
+ * today (issue 12's asynchronous ones included), so it returns 0. */
 int cli_sync_check(const char *cmd, const topo *t);
 /* HOST:PORT or [HOST]:PORT into host (cap 64) and port (1..65535). Returns 0
  * or -1 (nothing printed). */

@@ -12,7 +12,7 @@ static const char stage_help[] =
     "usage: pipetrain stage TOPOLOGY.json [--stage K [--replica R]] [--coordinator HOST:PORT] [--run-id N]\n"
     "                       [--out DIR] [--data FILE] [--set KEY=VALUE ...]\n"
     "                       [--peer-timeout-ms N] [--connect-timeout-ms N] [--step-timeout-s N]\n"
-    "                       [--insecure] [--rejoin N]\n"
+    "                       [--insecure] [--rejoin N] [--join]\n"
     "\n"
     "Runs stage K of the topology: listens on its host:port, connects to its neighbours\n"
     "and to the coordinator (`pipetrain run` prints these commands with --print-commands),\n"
@@ -28,7 +28,11 @@ static const char stage_help[] =
     "--rejoin N: after a run-time failure (a dead peer, the coordinator restarting the\n"
     "run), start over up to N times: connect again and continue from the checkpoint the\n"
     "coordinator names (with `pipetrain run --max-restarts`, only the stage that died\n"
-    "then needs restarting by hand).\n";
+    "then needs restarting by hand).\n"
+    "--join: (asynchronous parameter servers, ps.staleness != 0) this worker joins a run in\n"
+    "progress, in place of one that was dropped: give every stage of the replica the command\n"
+    "`run --print-commands` prints plus --join; it pulls the current weights and trains from\n"
+    "the step the coordinator names.\n";
 
 /* The launcher variables a rank is read from, in the order they are tried. */
 /* Most specific first: mpirun inside a SLURM allocation sets OMPI_COMM_WORLD_RANK
@@ -87,6 +91,7 @@ int cli_stage_main(int argc, char **argv)
         const char *s = argv[i], *a = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) { fputs(stage_help, stdout); return 0; }
         else if (!strcmp(s, "--insecure")) insecure = 1;
+        else if (!strcmp(s, "--join")) o.join = 1;
         else if (!strcmp(s, "--rejoin")) { if (cli_parse_long("stage", s, a, 0, 1000000, &v)) return 2; rejoin = (int)v; i++; }
         else if (!strcmp(s, "--stage")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
         else if (!strcmp(s, "--replica")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; replica = (int)v; i++; }

@@ -180,6 +180,7 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
     }
     c->normbuf = xcalloc((size_t)c->n_proc, (size_t)c->normcap);
     c->gone = xcalloc((size_t)c->n_proc, 1);
+    c->adopted = xcalloc((size_t)c->n_proc, 1);
     if (!c->o.progress && !(c->devnull = fopen("/dev/null", "w"))) {
         seterr(err, "cannot open /dev/null");
         goto fail;
@@ -224,6 +225,7 @@ void coord_free(coordinator *c)
     free(c->sstats);
     free(c->normbuf);
     free(c->gone);
+    free(c->adopted);
     json_decref(c->timing);
     free(c);
 }
@@ -401,7 +403,7 @@ static int check_live(coordinator *c, double deadline, const int *pending, const
             return 1;
         }
         for (k = 0; k < c->n_proc; k++)
-            if (!c->gone[k] && c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
+            if (!c->gone[k] && !c->adopted[k] && c->o.alive(c->o.alive_arg, k, why)) return fail_run(c, k, why, err);
     }
     if (coord_now() < deadline) return 0;
     int k = 0;
@@ -680,6 +682,8 @@ static int run_steps(coordinator *c, char *err)
     return 0;
 }
 
+int coord_fail(coordinator *c, int k, const char *reason, char *err) { return fail_run(c, k, reason, err); }
+
 /* ---- the end ---- */
 
 static int gather_stats(coordinator *c, char *err)
@@ -738,9 +742,10 @@ int coord_run(coordinator *c, char *err)
     if (!(c->log = run_log_open(t, &lo, err))) return 1;
     if (c->psa)
         run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d processes (%d stages x %d "
-                     "workers and %d parameter servers, synchronous, %s schedule, %d micro-batches per worker), %d "
+                     "workers and %d parameter servers, %s, %s schedule, %d micro-batches per worker), %d "
                      "steps -> %s", t->coordinator.host, coord_port(c), c->n_proc, t->n_stages, t->n_replicas,
-                     t->n_servers, t->schedule.kind ? t->schedule.kind : t->schedule.file_given,
+                     t->n_servers, t->ps.staleness == 0 ? "synchronous" : t->ps.staleness < 0 ? "asynchronous"
+                     : "bounded staleness", t->schedule.kind ? t->schedule.kind : t->schedule.file_given,
                      t->train.micro_batches, t->train.steps, c->o.out_dir);
     else if (t->n_replicas > 1)
         run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d processes (%d stages x %d "
@@ -754,7 +759,7 @@ int coord_run(coordinator *c, char *err)
                      t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
                      t->train.steps, c->o.out_dir);
     int rc = join_all(c, err);
-    if (!rc) rc = run_steps(c, err);
+    if (!rc) rc = t->sync_id == TOPO_SYNC_PS && t->ps.staleness != 0 ? coord_async_steps(c, err) : run_steps(c, err);
     if (!rc) rc = gather_stats(c, err);
     run_log_timing(c->log, c->timing);
     if (rc) {

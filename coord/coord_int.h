@@ -43,8 +43,21 @@ struct coordinator {
      * returns 1 with err naming the stage, tells no stage, blames none, and a
      * stage found dead is marked gone: later waits (STATS) skip it. */
     int soft;
-    uint8_t *gone;          /* (n_proc) 1: died while the trace was gathered */
+    uint8_t *gone;          /* (n_proc) 1: died while the trace was gathered, or (asynchronous
+                               parameter servers) a process of a dropped worker */
+    uint8_t *adopted;       /* (n_proc) 1: a process that joined later (--join): not the launcher's
+                               child, so its liveness is the transport's only */
 };
+
+/* Fails the run, blaming the likeliest process (first: the one detected). Returns 1. */
+int coord_fail(coordinator *c, int k, const char *reason, char *err);
+/* coord_async.c: the steps of an asynchronous parameter-server run (ps.staleness
+ * != 0): each worker (replica) goes at its own pace; per worker-step its norm
+ * (its stages' NORM combined in unit order), its loss and metrics line;
+ * checkpoints committed when every stage's shard is written; dead workers
+ * dropped and --join'ed ones taken in. Returns 0 when every active worker has
+ * trained train.steps steps, else 1 with err. */
+int coord_async_steps(coordinator *c, char *err);
 
 /* Control messages are keyed (type, step, mb, 0); see coord.c for the steps. */
 static inline net_key coord_key(uint16_t type, uint64_t step, uint32_t mb) { return (net_key){ type, step, mb, 0 }; }

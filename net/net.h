@@ -165,6 +165,17 @@ int net_node_port(const struct net_node *node);
 int net_connect(struct net_node *node, net_peer_id peer, const char *host, int port,
                 char err[NET_ERR_LEN]);
 
+/* Forgets a dead peer (issue 12: an asynchronous parameter-server run drops a
+ * dead worker and later takes a new process with its identity): once the
+ * network thread has handled it, a peer that was NET_DEAD/NET_CLOSED and has
+ * no connection left is unknown again (net_peer_status NET_PENDING), its
+ * unclaimed messages are dropped, and an inbound connection may authenticate
+ * as it. Asynchronous: returns NET_OK when the request was queued (or there
+ * is nothing to forget: unknown peer), NET_ERR when the peer is not dead
+ * (nothing done) or out of memory. A peer this node connects to stays
+ * unreconnectable (net_connect needs P_NEW and is not retried). Any thread
+ * but the network thread. */
+int net_peer_forget(struct net_node *node, net_peer_id peer);
 /* Waits until peer is connected and authenticated (NET_OK), has failed
  * (NET_DEAD/NET_CLOSED, reason in err) or timeout_ms passes (NET_TIMEOUT).
  * timeout_ms < 0 waits forever. */

@@ -170,7 +170,7 @@ struct conn {
 };
 
 enum cmd_kind { CMD_SEND, CMD_RECV, CMD_CANCEL, CMD_CONNECT, CMD_SHUTDOWN,
-                CMD_FLUSH /* finish pr->tx_partial */ };
+                CMD_FLUSH /* finish pr->tx_partial */, CMD_FORGET /* net_peer_forget */ };
 struct cmd {
     int kind;
     struct net_op *op;

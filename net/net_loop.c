@@ -565,6 +565,29 @@ static void do_shutdown(struct net_node *n)
     loop_maybe_finish(n);
 }
 
+/* net_peer_forget on the network thread: a dead peer whose connection is
+ * gone becomes unknown again (its unclaimed messages dropped), so a new
+ * process may authenticate as it. Anything else is left alone. */
+static void do_forget(struct net_node *n, struct peer *pr)
+{
+    pthread_mutex_lock(&n->lk);
+    int dead = pr->state == P_DEAD;
+    pthread_mutex_unlock(&n->lk);
+    if (!dead || pr->conn || pr->connecting) return;
+    while (pr->unclaimed.head) {
+        struct net_op *op = pr->unclaimed.head;
+        list_remove(&pr->unclaimed, op);
+        op_free_internal(op);
+    }
+    pthread_mutex_lock(&n->lk);
+    pr->state = P_NEW;
+    pr->status = 0;
+    pr->reason[0] = 0;
+    pr->nunclaimed = 0;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->lk);
+}
+
 static void wake_cb(int fd, short what, void *arg)
 {
     struct net_node *n = arg;
@@ -590,6 +613,7 @@ static void wake_cb(int fd, short what, void *arg)
         case CMD_CANCEL: do_cancel(n, q->op); break;
         case CMD_CONNECT: do_connect(n, q); break;
         case CMD_SHUTDOWN: do_shutdown(n); break;
+        case CMD_FORGET: do_forget(n, q->pr); break;
         }
         free(q);
         q = next;

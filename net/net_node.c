@@ -332,6 +332,27 @@ int net_connect(struct net_node *n, net_peer_id peer, const char *host, int port
     return NET_OK;
 }
 
+int net_peer_forget(struct net_node *n, net_peer_id peer)
+{
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, peer, 0);
+    if (!p || p->state != P_DEAD || n->closing) {
+        pthread_mutex_unlock(&n->lk);
+        return p && p->state != P_DEAD ? NET_ERR : NET_OK;
+    }
+    struct cmd *c = calloc(1, sizeof *c);
+    if (!c) {
+        pthread_mutex_unlock(&n->lk);
+        return NET_ERR;
+    }
+    c->kind = CMD_FORGET;
+    c->pr = p;
+    int w = push_cmd_locked(n, c);
+    pthread_mutex_unlock(&n->lk);
+    if (w) wake_loop(n);
+    return NET_OK;
+}
+
 /* Status of a peer record; call with lk held. */
 static int peer_status_locked(struct peer *p, char err[NET_ERR_LEN])
 {

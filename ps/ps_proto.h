@@ -50,12 +50,29 @@ enum {
     /* server -> coordinator at the end (key: the last step): PS_STATS_BYTES,
      * see ps_net_stats. */
     MSG_PS_STATS = NET_TYPE_USER + 37,
+    /* Asynchronous modes (ps.staleness != 0) only. Worker stage -> each
+     * server it uses, before step `step`: empty; "may I start step `step`?
+     * Send me the newest weights of my pieces". The server answers with
+     * MSG_PS_WEIGHTS(step, piece) for every piece of the stage it holds (u64
+     * version: updates applied to the piece so far) once ps_server_may_start
+     * allows it, the stage's own pushes of step - 1 have been taken, and (on
+     * a step after a checkpoint step) the checkpoint has been sent. Key
+     * (MSG_PS_PULL, step, 0, 0). */
+    MSG_PS_PULL = NET_TYPE_USER + 38,
+    /* Asynchronous modes only. Coordinator -> every server: workers that
+     * leave or join: PS_CTL_BYTES (u32 op: PS_CTL_DROP or PS_CTL_JOIN, u32
+     * worker, u64 step: the joining worker's first step). Key (MSG_PS_CTL,
+     * n, 0, 0) with n = 0, 1, 2, ... the coordinator's count of such
+     * messages, so a server takes them in order. */
+    MSG_PS_CTL = NET_TYPE_USER + 39,
 };
-_Static_assert(MSG_PS_STATS < NET_TYPE_COLL, "parameter-server messages run into the collectives' types");
+_Static_assert(MSG_PS_CTL < NET_TYPE_COLL, "parameter-server messages run into the collectives' types");
 
 #define PS_PUSH_HDR 24
 #define PS_PIECE_HDR 16
 #define PS_PARTIAL_BYTES 20
+#define PS_CTL_BYTES 16
+enum { PS_CTL_DROP = 0, PS_CTL_JOIN = 1 };
 
 /* A server's statistics for summary.json's "servers" (MSG_PS_STATS: 6 fields
  * of 8 bytes in this order, then PS_STALE_BUCKETS u64, the staleness histogram

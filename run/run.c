@@ -203,7 +203,7 @@ int run_log_step(run_log *l, long s, double loss, double lr, double norm, double
     const topo *t = l->t;
     if (!isfinite(loss)) return seterr(err, "training diverged: loss is %f at step %ld", loss, s + 1), 1;
     double tokens = (double)t->train.batch_size * (double)t->model.seq_len;
-    run_metrics_row row = { s + 1, loss, lr, norm, dt * 1e3, dt > 0 ? tokens / dt : 0, val_loss };
+    run_metrics_row row = { s + 1, loss, lr, norm, dt * 1e3, dt > 0 ? tokens / dt : 0, val_loss, 0 };
     l->train_s += dt;
     l->done = s + 1;
     l->loss = loss;
@@ -213,6 +213,35 @@ int run_log_step(run_log *l, long s, double loss, double lr, double norm, double
     if (run_metrics_log(l->metrics, &row, err)) return 1;
     if (!isnan(val_loss) && run_metrics_write_svg(l->metrics, err)) return 1;
     return 0;
+}
+
+int run_log_worker_step(run_log *l, int w, long s, double loss, double lr, double norm, double val_loss, double dt,
+                        double tokens, char *err)
+{
+    const topo *t = l->t;
+    if (!isfinite(loss)) return seterr(err, "training diverged: loss is %f at step %ld of worker %d", loss, s + 1, w), 1;
+    run_metrics_row row = { s + 1, loss, lr, norm, dt * 1e3, dt > 0 ? tokens / dt : 0, val_loss, w + 1 };
+    if (s + 1 > l->done) l->done = s + 1;
+    l->loss = loss;
+    if (!isnan(val_loss)) l->val = val_loss;
+    double el = base_now() - l->t0;
+    l->train_s = el;
+    long taken = l->done - l->o.first_step;
+    run_progress_step(&l->progress, &row, taken > 0 ? el / (double)taken * (double)(t->train.steps - l->done) : 0);
+    if (run_metrics_log(l->metrics, &row, err)) return 1;
+    if (!isnan(val_loss) && run_metrics_write_svg(l->metrics, err)) return 1;
+    return 0;
+}
+
+int run_log_event(run_log *l, json_t *ev, char *err)
+{
+    if (!ev) return 0;
+    char *text = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (!text) return seterr(err, "%s/metrics.jsonl: cannot encode an event line", l->o.out_dir), 1;
+    int rc = run_metrics_event(l->metrics, text, err);
+    free(text);
+    return rc ? 1 : 0;
 }
 
 int run_log_checkpoint(run_log *l, long steps, char *err)
@@ -323,6 +352,22 @@ static json_t *workers_json(const run_log *l)
     return a;
 }
 
+/* Every server's histogram added up (a worker-step counts once per server
+ * that holds some of its pieces); trailing zeros dropped, [] without servers. */
+static json_t *staleness_json(const run_log *l)
+{
+    uint64_t h[RUN_STALE_BUCKETS] = { 0 };
+    int last = -1;
+    for (int j = 0; j < l->n_servers; j++)
+        for (int d = 0; d < RUN_STALE_BUCKETS; d++) {
+            h[d] += l->sstats[j].staleness[d];
+            if (h[d] && d > last) last = d;
+        }
+    json_t *a = json_array();
+    for (int d = 0; d <= last; d++) json_array_append_new(a, json_integer((json_int_t)h[d]));
+    return a;
+}
+
 static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 static int write_summary(const run_log *l, const char *error, char *err)
@@ -349,6 +394,7 @@ static int write_summary(const run_log *l, const char *error, char *err)
         json_object_set_new(j, "sync", json_string(t->sync_id == TOPO_SYNC_PS ? "ps" : "allreduce"));
         json_object_set_new(j, "servers", servers_json(l));
         json_object_set_new(j, "workers", workers_json(l));
+        json_object_set_new(j, "staleness", staleness_json(l));
     }
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);

@@ -145,6 +145,18 @@ void run_log_note(run_log *l, const char *fmt, ...) __attribute__((format(printf
  * evaluation steps, loss.svg. Returns 0; 1 with err when the loss is not
  * finite ("training diverged: ...") or a file cannot be written. */
 int run_log_step(run_log *l, long s, double loss, double lr, double norm, double val_loss, double dt, char *err);
+/* Asynchronous parameter servers (issue 12): records worker w's step s
+ * (0-based, its own count: each worker trains train.steps steps), one line
+ * of metrics.jsonl per worker-step: "step" s + 1, "worker" w, its loss (the
+ * mean over its share of the step's batch), lr, its own grad_norm, step_ms
+ * (from the end of its previous step), tokens_per_s of its share
+ * (`tokens` tokens) and val_loss when it evaluated. The progress line shows
+ * it; loss.svg gets every worker's points. Returns as run_log_step. */
+int run_log_worker_step(run_log *l, int w, long s, double loss, double lr, double norm, double val_loss, double dt,
+                        double tokens, char *err);
+/* Appends an event line to metrics.jsonl (ev is stolen; NULL: nothing);
+ * e.g. {"event": "drop", ...}. Returns 0 or 1 with err. */
+int run_log_event(run_log *l, json_t *ev, char *err);
 /* Commits the checkpoint after `steps` steps once every shard is durable
  * (manifest.json, COMPLETE, latest), prunes old ones to checkpoint.keep and
  * notes it. Returns 0 or -1 with err. */
@@ -163,7 +175,8 @@ void run_log_stage(run_log *l, int k, const run_stage_stats *s, long pid);
  * with its trailing zeros dropped); missing rows as zeros. "servers" is []
  * without parameter servers. summary.json also holds "sync" and "workers":
  * per replica (worker) r its steps_taken, wall_s (the slowest of its stages)
- * and steps_per_s, from the stages' rows. */
+ * and steps_per_s, from the stages' rows, and "staleness": every server's
+ * histogram added up ([] without servers). */
 void run_log_server(run_log *l, int j, const run_server_stats *s, long pid);
 /* Attaches the measured schedule timing ("timing"; the object is referenced,
  * not stolen). NULL: "timing" is null. */

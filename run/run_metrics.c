@@ -49,7 +49,7 @@ static void reload_rows(run_metrics *m, const char *path)
         if (json_is_integer(step) && json_is_number(loss)) {
             json_t *v = json_object_get(j, "val_loss");
             run_metrics_row r = { (long)json_integer_value(step), json_number_value(loss), NAN, NAN, NAN, NAN,
-                                    json_is_number(v) ? json_number_value(v) : NAN };
+                                    json_is_number(v) ? json_number_value(v) : NAN, 0 };
             keep_row(m, &r);
         }
         json_decref(j);
@@ -85,6 +85,7 @@ static void put_num(FILE *f, const char *key, double v, const char *fmt)
 int run_metrics_log(run_metrics *m, const run_metrics_row *r, char *err)
 {
     fprintf(m->f, "{\"step\": %ld", r->step);
+    if (r->worker > 0) fprintf(m->f, ", \"worker\": %d", r->worker - 1);
     put_num(m->f, "loss", r->loss, "%.6f");
     put_num(m->f, "lr", r->lr, "%.6g");
     put_num(m->f, "grad_norm", r->grad_norm, "%.6f");

@@ -16,6 +16,8 @@ typedef struct {
     double step_ms;
     double tokens_per_s;
     double val_loss;    /* NAN when the step did not evaluate */
+    int worker;         /* asynchronous parameter servers (issue 12): 1 + the worker (replica) whose
+                           step this line is ("worker": worker - 1); 0: a step of the whole run */
 } run_metrics_row;
 
 typedef struct run_metrics run_metrics;

@@ -98,6 +98,40 @@
  *     checkpoint is by tensor name, so it resumes under all-reduce, on one
  *     host, or with other servers. On resume (START first > 0) each server
  *     loads the units its pieces touch (run_resume_part) and ps_server_import.
+ * Asynchronous parameter servers (ps.staleness s > 0 or -1; issue 12): no
+ * step of the whole run; each worker (replica r) goes at its own pace.
+ *   - before step t each worker stage sends MSG_PS_PULL(t) to every server it
+ *     uses and waits (step timeout, naming the server) for MSG_PS_WEIGHTS(t,
+ *     piece) of its pieces: the server answers once ps_server_may_start(r, t),
+ *     the stage's pushes of t - 1 are applied and, after a checkpoint step,
+ *     the checkpoint was sent; stage 0 then sends the pulled embedding to the
+ *     head stage (MSG_TIED_W(t)) when tied.
+ *   - after its actions each stage sends NORM(t) as with R = 1 (u32 n, n f64
+ *     per-unit sums of squares); the coordinator combines replica r's P NORMs
+ *     in unit order and replies NORM_REPLY(t) to those P only, without
+ *     waiting for other replicas. Pushes carry that norm, so they go AFTER
+ *     it (all of the stage's pieces, MSG_PS_PUSH with the f64 norm set): they
+ *     no longer overlap the backward pass, which costs one coordinator round
+ *     trip plus the push time per step. Then LOSS(t) from r's head stage
+ *     (its share / (B*T) as with replicas; the coordinator logs the mean over
+ *     the share, one metrics line per worker-step), VAL(t) from replica 0's
+ *     head on evaluation steps.
+ *   - checkpoint steps t: once every active worker pushed its steps <= t,
+ *     each server sends MSG_PS_CKPT(t, piece) with the state to the lowest
+ *     active replica of the piece's stage and an EMPTY MSG_PS_CKPT(t, piece)
+ *     to the other active ones; every worker stage waits for them (the
+ *     barrier), the one that got the state writes the shard and sends
+ *     CKPT_DONE(t); the coordinator commits once every stage's came.
+ *   - a dead worker process (connection failed, launcher saw it exit, or
+ *     nothing within the step timeout) drops its replica: MSG_PS_CTL drop to
+ *     every server, an event line; its dead connections are forgotten
+ *     (net_peer_forget) so processes started with `stage --join` can
+ *     authenticate as them: they send JOIN as usual, and when all P of the
+ *     replica have, MSG_PS_CTL join (first step J: the slowest active
+ *     worker's) goes to every server and START(J, total) to the P.
+ *   - the end: a server sends MSG_PS_STATS once every active worker pushed
+ *     every step and the last checkpoint was sent; the coordinator gathers
+ *     STATS from the live processes and says DONE.
  * Threads: a server serves from its main thread (posting receives for every
  * push of the step, then waiting in slices), never from net/'s network
  * thread; a worker pushes from its compute thread (net/ sends asynchronously,

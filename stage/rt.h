@@ -173,13 +173,24 @@ int rt_ps_servers(const rt *r, net_peer_id *ids);
  * rt_ps_finish_grads pushes what is left (-1 when a push failed: r->err);
  * rt_ps_await_weights waits (step timeout) for every piece's new weights and
  * copies them into the part (the wait is the exposed time). */
-void rt_ps_begin_step(rt *r);
+int rt_ps_begin_step(rt *r);
 void rt_ps_unit_ready(rt *r, int i);
 int rt_ps_finish_grads(rt *r);
 int rt_ps_await_weights(rt *r);
-/* Checkpoint steps, replica 0: the pieces' weights and AdamW moments from the
- * servers into the part and r->opt (step count = steps taken), which the
- * caller writes as the stage's shard. 0, or -1 with r->err. */
+/* Asynchronous modes (ps.staleness != 0; 0 otherwise and without servers):
+ * rt_ps_begin_step instead sends PULL(step) to every server used and waits
+ * (step timeout, naming the server) for the newest weights of every piece;
+ * no push goes out during the backward: rt_ps_push_all pushes every piece
+ * with the worker's global norm once the coordinator has replied it
+ * (0, or -1 with r->err). */
+int rt_ps_async(const rt *r);
+int rt_ps_push_all(rt *r, double norm);
+/* Checkpoint steps: the pieces' weights and AdamW moments from the servers
+ * into the part and r->opt, which the caller writes as the stage's shard
+ * when this returns 1 (synchronous: replica 0, step count = steps taken;
+ * asynchronous: the replica the servers sent the pieces to, the lowest
+ * active one, step count = updates applied); 0: another replica writes it;
+ * -1 with r->err. Without servers: 1 on replica 0, else 0. */
 int rt_ps_checkpoint(rt *r);
 
 #endif

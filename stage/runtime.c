@@ -308,7 +308,7 @@ static void fused_done(void *ctx, int unit, int phase)
     if (phase == 0) f->tb += rt_now() - f->t;
     else if (f->last) {
         rt_dp_unit_ready(f->r, unit);
-        rt_ps_unit_ready(f->r, unit);
+        rt_ps_unit_ready(f->r, unit); /* parameter servers too: their pushes start here */
     }
     f->t = rt_now();
 }
@@ -388,6 +388,23 @@ static int ps_step_end(rt *r, double t0)
 {
     /* one process holding the tied embedding and head (one stage) */
     if (r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
+    if (rt_ps_async(r)) {
+        /* this worker's own clipping norm, R = 1 arithmetic on its gradients:
+         * NORM to the coordinator, which combines this replica's stages only */
+        int nu = r->part->n_units;
+        uint8_t *buf = r->normbuf;
+        optim_unit_sqnorms(r->part, r->sq);
+        put_u32le(buf, (uint32_t)nu);
+        for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
+        net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
+        if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
+        k.type = MSG_NORM_REPLY;
+        if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for this worker's gradient norm from the coordinator") ||
+            rt_ps_push_all(r, get_f64le(buf)))
+            return -1;
+        r->stats.optim_s += rt_now() - t0;
+        return send_loss(r);
+    }
     if (rt_ps_finish_grads(r) || rt_ps_await_weights(r) || rt_tied_exchange_weights(r)) return -1;
     r->stats.optim_s += rt_now() - t0;
     return send_loss(r);
@@ -398,7 +415,9 @@ int rt_step(rt *r)
     if (r->has_data) data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     model_part_zero_grad(r->part);
     rt_dp_begin_step(r);
-    rt_ps_begin_step(r);
+    if (rt_ps_begin_step(r)) return -1;
+    /* asynchronous: the embedding just pulled goes to the head stage (tied) */
+    if (rt_ps_async(r) && rt_tied_exchange_weights(r)) return -1;
     if (post_receives(r) || run_actions(r)) return -1;
     double t0 = rt_now();
     if (rt_tied_exchange_grad(r)) return -1;

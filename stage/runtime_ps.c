@@ -104,13 +104,57 @@ int rt_ps_connect(rt *r)
     return 0;
 }
 
-void rt_ps_begin_step(rt *r)
+int rt_ps_async(const rt *r) { return r->ps && r->t->ps.staleness != 0; }
+
+/* Asynchronous, before step t: PULL(t) to every server used, then the newest
+ * weights of every piece (the server answers once the bound allows step t). */
+static int pull(rt *r)
+{
+    rt_ps *q = r->ps;
+    char nerr[NET_ERR_LEN], what[240], e[ERR_LEN];
+    for (int l = 0; l < q->np; l++) { /* last step's pushes are out: their buffers are free */
+        if (q->tx_op[l] && rt_await(r, q->tx_op[l], "pushing a gradient")) return -1;
+        net_op_free(q->tx_op[l]);
+        q->tx_op[l] = NULL;
+    }
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        net_key k = { MSG_PS_WEIGHTS, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
+        if (net_recv_post(r->node, net_server_id((uint16_t)pc->server), k, q->rx + q->rxoff[l],
+                          PS_PIECE_HDR + pc->len * sizeof(float), &q->rx_op[l], nerr) != NET_OK)
+            return rt_fail(r, "posting a receive for the weights of %s from server %d: %s", pc->name, pc->server, nerr);
+    }
+    for (int j = 0; j < r->t->n_servers; j++) {
+        net_key k = { MSG_PS_PULL, (uint64_t)r->step, 0, 0 };
+        if (q->srv_used[j] && rt_send_sync(r, net_server_id((uint16_t)j), k, NULL, 0)) return -1;
+    }
+    double t0 = rt_now();
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        snprintf(what, sizeof what, "waiting for server %d to allow step %ld (ps.staleness %d) and send the weights "
+                 "of %.80s", pc->server, r->step + 1, r->t->ps.staleness, pc->name);
+        if (rt_await(r, q->rx_op[l], what)) return -1;
+        uint64_t len = net_op_len(q->rx_op[l]);
+        net_op_free(q->rx_op[l]);
+        q->rx_op[l] = NULL;
+        long version;
+        const uint8_t *b = q->rx + q->rxoff[l];
+        if (ps_piece_hdr_check(&q->a, q->idx[l], 1, b, len, &version, e))
+            return rt_fail(r, "weights from server %d: %s", pc->server, e);
+        memcpy(r->part->params + q->poff[l], b + PS_PIECE_HDR, pc->len * sizeof(float));
+    }
+    r->stats.exposed_s += rt_now() - t0;
+    return 0;
+}
+
+int rt_ps_begin_step(rt *r)
 {
     rt_ps *q = r->ps;
     char nerr[NET_ERR_LEN];
-    if (!q) return;
+    if (!q) return 0;
     q->failed = 0;
     q->n_pushed = 0;
+    if (rt_ps_async(r)) return pull(r);
     for (int l = 0; l < q->np; l++) {
         const ps_piece *pc = &q->a.pieces[q->idx[l]];
         net_key k = { MSG_PS_WEIGHTS, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
@@ -118,19 +162,21 @@ void rt_ps_begin_step(rt *r)
                           PS_PIECE_HDR + pc->len * sizeof(float), &q->rx_op[l], nerr) != NET_OK) {
             rt_fail(r, "posting a receive for the weights of %s from server %d: %s", pc->name, pc->server, nerr);
             q->failed = 1;
-            return;
+            return -1;
         }
     }
+    return 0;
 }
 
-/* Pushes the pieces of local unit i (their gradients are final). */
-static void push_unit(rt *r, int i)
+/* Pushes the pieces of local unit i (their gradients are final), with the
+ * worker's global norm (asynchronous; 0 when synchronous). */
+static void push_unit(rt *r, int i, double norm)
 {
     rt_ps *q = r->ps;
     for (int l = q->unit_first[i]; l < q->unit_first[i + 1] && !q->failed; l++) {
         const ps_piece *pc = &q->a.pieces[q->idx[l]];
         uint8_t *b = q->tx + q->txoff[l];
-        size_t len = ps_push_encode(b, q->idx[l], r->step, 0.0, r->part->grads + q->poff[l], pc->len);
+        size_t len = ps_push_encode(b, q->idx[l], r->step, norm, r->part->grads + q->poff[l], pc->len);
         net_key k = { MSG_PS_PUSH, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
         if (rt_send(r, net_server_id((uint16_t)pc->server), k, b, len, &q->tx_op[l])) q->failed = 1;
         else q->n_pushed++;
@@ -139,15 +185,24 @@ static void push_unit(rt *r, int i)
 
 void rt_ps_unit_ready(rt *r, int i)
 {
-    if (!r->ps || r->ps->failed || (i == 0 && r->ps->defer_embed)) return;
-    push_unit(r, i);
+    /* asynchronous pushes carry the worker's norm: they wait for it (rt_ps_push_all) */
+    if (!r->ps || r->ps->failed || rt_ps_async(r) || (i == 0 && r->ps->defer_embed)) return;
+    push_unit(r, i, 0.0);
+}
+
+int rt_ps_push_all(rt *r, double norm)
+{
+    rt_ps *q = r->ps;
+    for (int i = 0; i < r->part->n_units && !q->failed; i++) push_unit(r, i, norm);
+    return q->failed ? -1 : 0;
 }
 
 int rt_ps_finish_grads(rt *r)
 {
     rt_ps *q = r->ps;
     if (!q) return 0;
-    if (q->defer_embed && !q->failed) push_unit(r, 0);
+    if (rt_ps_async(r)) return 0;
+    if (q->defer_embed && !q->failed) push_unit(r, 0, 0.0);
     if (q->failed) return -1;
     /* every unit's gradient must have been handed over by now (a backward
      * path that skips rt_ps_unit_ready would leave the servers waiting for
@@ -212,14 +267,58 @@ int rt_ps_await_weights(rt *r)
     return 0;
 }
 
+/* Asynchronous: the servers' consistent checkpoint (server_async.c): every
+ * piece comes with its state (this replica writes the shard: 1) or empty
+ * (another replica does: 0). */
+static int checkpoint_async(rt *r)
+{
+    rt_ps *q = r->ps;
+    char what[200], e[ERR_LEN];
+    int full = 0, empty = 0;
+    long steps = 0;
+    for (int l = 0; l < q->np; l++) {
+        const ps_piece *pc = &q->a.pieces[q->idx[l]];
+        net_key k = { MSG_PS_CKPT, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
+        uint64_t len = 0;
+        snprintf(what, sizeof what, "waiting for the checkpoint of %.80s from server %d (every worker must reach "
+                 "step %ld)", pc->name, pc->server, r->step + 1);
+        if (rt_recv_len(r, net_server_id((uint16_t)pc->server), k, q->ck, PS_PIECE_HDR + 3 * pc->len * sizeof(float),
+                        &len, what))
+            return -1;
+        if (len == 0) {
+            empty++;
+            continue;
+        }
+        long version;
+        if (ps_piece_hdr_check(&q->a, q->idx[l], 3, q->ck, len, &version, e))
+            return rt_fail(r, "checkpoint from server %d: %s", pc->server, e);
+        size_t n = pc->len * sizeof(float);
+        memcpy(r->part->params + q->poff[l], q->ck + PS_PIECE_HDR, n);
+        memcpy(r->opt->m + q->poff[l], q->ck + PS_PIECE_HDR + n, n);
+        memcpy(r->opt->v + q->poff[l], q->ck + PS_PIECE_HDR + 2 * n, n);
+        if (version > steps) steps = version;
+        full++;
+    }
+    if (full && empty)
+        return rt_fail(r, "the servers disagree on which replica writes the checkpoint after step %ld (%d pieces "
+                       "came to this one, %d to another): a worker was dropped meanwhile", r->step + 1, full, empty);
+    r->opt->step = steps; /* AdamW updates applied: R per step when every worker pushed */
+    if (q->np == 0) return r->rep == 0; /* nothing on the servers: replica 0 writes it */
+    return full > 0;
+}
+
 int rt_ps_checkpoint(rt *r)
 {
     rt_ps *q = r->ps;
-    if (!q || r->rep > 0) return 0;
-    size_t mx = 0;
-    for (int l = 0; l < q->np; l++)
-        if (q->a.pieces[q->idx[l]].len > mx) mx = q->a.pieces[q->idx[l]].len;
-    if (!q->ck) q->ck = xmalloc(PS_PIECE_HDR + 3 * mx * sizeof(float));
+    if (!q) return r->rep == 0;
+    if (!q->ck) {
+        size_t mx = 0;
+        for (int l = 0; l < q->np; l++)
+            if (q->a.pieces[q->idx[l]].len > mx) mx = q->a.pieces[q->idx[l]].len;
+        q->ck = xmalloc(PS_PIECE_HDR + 3 * mx * sizeof(float));
+    }
+    if (rt_ps_async(r)) return checkpoint_async(r);
+    if (r->rep > 0) return 0;
     char what[200], e[ERR_LEN];
     for (int l = 0; l < q->np; l++) {
         const ps_piece *pc = &q->a.pieces[q->idx[l]];
@@ -241,5 +340,5 @@ int rt_ps_checkpoint(rt *r)
         memcpy(r->opt->v + q->poff[l], q->ck + PS_PIECE_HDR + 2 * n, n);
     }
     r->opt->step = r->step + 1; /* synchronous: one AdamW update per step */
-    return 0;
+    return 1;
 }

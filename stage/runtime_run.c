@@ -335,15 +335,16 @@ static int setup_net(rt *r)
 static int checkpoint(rt *r)
 {
     char cerr[ERR_LEN];
-    if (rt_ps_checkpoint(r)) return -1;
+    int writer = rt_ps_checkpoint(r);
+    if (writer < 0) return -1;
     uint64_t sampler = r->has_data ? data_sampler_get_state(&r->sampler) : 0;
     optim_adamw *opt = rt_dp_full_optim(r);
     if (!opt) return -1;
     int rc = 0;
-    if (r->rep == 0 && run_write_shard(r->t, r->o->out_dir, r->K, r->step + 1, r->part, opt, sampler, cerr))
+    if (writer && run_write_shard(r->t, r->o->out_dir, r->K, r->step + 1, r->part, opt, sampler, cerr))
         rc = rt_fail(r, "checkpoint: %s", cerr);
     if (opt != r->opt) optim_free(opt);
-    if (rc || r->rep > 0) return rc;
+    if (rc || !writer) return rc;
     net_key k = { MSG_CKPT_DONE, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, NULL, 0);
 }
@@ -392,7 +393,11 @@ static int run_steps(rt *r)
     if (r->trace) rt_trace_start(r);
     if (first < 0 || first > total || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
-    if (first > 0 && resume(r, first)) return -1;
+    if (first > 0 && !rt_ps_async(r) && resume(r, first)) return -1;
+    /* asynchronous: the servers hold the state (the first pull brings the
+     * weights); the sampler draws the `first` batches before ours */
+    for (long s = 0; rt_ps_async(r) && r->has_data && s < first; s++)
+        data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     double t0 = rt_now();
     for (r->step = first; r->step < total; r->step++) {
         if (rt_step(r)) return -1;
@@ -422,6 +427,10 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     if (o->replica < 0 || o->replica >= t->n_replicas)
         return seterr(err, "%s: --replica %d: the topology has replicas 0..%d", t->path, o->replica,
                       t->n_replicas - 1), 2;
+    if (o->join && (t->sync_id != TOPO_SYNC_PS || t->ps.staleness == 0))
+        return seterr(err, "%s: --join: only a worker of asynchronous parameter servers (\"sync\": \"ps\" with "
+                      "ps.staleness != 0) can join a running training; ps.staleness is %d", t->path,
+                      t->sync_id == TOPO_SYNC_PS ? t->ps.staleness : 0), 2;
     rt *r = xcalloc(1, sizeof *r);
     r->t = t;
     r->o = o;

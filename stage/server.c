@@ -5,7 +5,8 @@
  * global norm and sends each worker the new weights of its pieces; on
  * checkpoint steps it sends replica 0 of each stage its pieces' weights and
  * moments. The messages and their order: stage/proto.h ("Parameter servers")
- * and ps/ps_proto.h. Synchronous (ps.staleness 0) only.
+ * and ps/ps_proto.h. This file: set-up and the synchronous loop (ps.staleness
+ * 0); the asynchronous modes' loop is stage/server_async.c.
  *
  * Threads: everything runs on this process's main thread, which posts
  * receives and sends to net/'s network thread and waits on them (in slices,
@@ -16,42 +17,14 @@
 #include "run/run.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
+#include "stage/server_int.h"
 
 #include <stdarg.h>
 #include <unistd.h>
 
-typedef struct {
-    const topo *t;
-    const stage_opts *o;
-    int j, P, R;
-    char *err;
-    long step;               /* 0-based step being served (-1 before START) */
-    ps_assignment a;
-    int have_a;
-    ps_server *s;
-    struct net_node *node;
-    uint8_t secret[256];
-    int np;                  /* pieces held */
-    const int *idx;          /* (np) their assignment indices */
-    uint8_t *stage_has;      /* (P) 1: stage k has a piece here (its replicas are this server's workers) */
-    uint8_t *rx;             /* pushes: worker r's piece l at rx + r * rxstride + rxoff[l] */
-    size_t *rxoff, rxstride;
-    struct net_op **rxop;    /* (R * np) */
-    uint8_t *tx;             /* weights of piece l at tx + txoff[l] (header + floats), sent to every worker */
-    size_t *txoff;
-    struct net_op **txop;    /* (R * np) */
-    uint8_t *ck;             /* checkpoint: piece l at ck + ckoff[l] (header + w, m, v); first checkpoint */
-    size_t *ckoff, ckbytes;
-    struct net_op **ckop;    /* (np) */
-    ps_norm_partial *parts;
-    uint8_t *normbuf;
-    ps_net_stats stats;
-    double timeout_s;
-} srv;
 
 /* "server K (host:port) at step N: ..." into sv->err; returns -1. */
-static int srv_fail(srv *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int srv_fail(srv *sv, const char *fmt, ...)
+int srv_fail(srv *sv, const char *fmt, ...)
 {
     char msg[ERR_LEN];
     va_list ap;
@@ -87,7 +60,7 @@ static int srv_accept(void *arg, net_peer_id id, char *why)
     return 1;
 }
 
-static const char *worker_name(const srv *sv, int stage, int r, char *buf, size_t cap)
+const char *srv_worker_name(const srv *sv, int stage, int r, char *buf, size_t cap)
 {
     const topo_replica *q = &sv->t->stages[stage].replicas[r];
     snprintf(buf, cap, "stage %d replica %d (%s:%d)", stage, r, q->host, q->port);
@@ -96,7 +69,7 @@ static const char *worker_name(const srv *sv, int stage, int r, char *buf, size_
 
 /* Waits for op in 1 s slices until it completes, the coordinator is gone or
  * the step timeout passes; `what` names the wait. */
-static int srv_await(srv *sv, struct net_op *op, const char *what)
+int srv_await(srv *sv, struct net_op *op, const char *what)
 {
     char nerr[NET_ERR_LEN];
     double t0 = base_now();
@@ -111,7 +84,7 @@ static int srv_await(srv *sv, struct net_op *op, const char *what)
     }
 }
 
-static int srv_send(srv *sv, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op)
+int srv_send(srv *sv, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op)
 {
     char nerr[NET_ERR_LEN];
     int rc;
@@ -121,7 +94,7 @@ static int srv_send(srv *sv, net_peer_id to, net_key k, const void *buf, uint64_
     return 0;
 }
 
-static int ctl_send(srv *sv, uint16_t type, long step, const void *buf, uint64_t len)
+int srv_ctl_send(srv *sv, uint16_t type, long step, const void *buf, uint64_t len)
 {
     struct net_op *op = NULL;
     net_key k = { type, (uint64_t)step, 0, 0 };
@@ -130,7 +103,7 @@ static int ctl_send(srv *sv, uint16_t type, long step, const void *buf, uint64_t
     return rc ? -1 : 0;
 }
 
-static int ctl_recv(srv *sv, uint16_t type, long step, void *buf, uint64_t cap, uint64_t *len, const char *what)
+int srv_ctl_recv(srv *sv, uint16_t type, long step, void *buf, uint64_t cap, uint64_t *len, const char *what)
 {
     struct net_op *op = NULL;
     char nerr[NET_ERR_LEN];
@@ -210,7 +183,7 @@ static int setup_net(srv *sv)
 
 /* START with first > 0: the pieces' weights and moments from the checkpoint
  * after `first` steps (any split, sync mode or replica count wrote it). */
-static int resume(srv *sv, long first)
+int srv_resume(srv *sv, long first)
 {
     const topo *t = sv->t;
     int *units = xcalloc((size_t)sv->np + 1, sizeof(int)), nu = 0;
@@ -265,7 +238,7 @@ static int take_push(srv *sv, int r, int l, uint64_t len)
         return 0;
     }
     sv->stats.refused++;
-    worker_name(sv, pc->stage, r, w, sizeof w);
+    srv_worker_name(sv, pc->stage, r, w, sizeof w);
     fprintf(stderr, "pipetrain server: server %d refused a push from %s at step %ld: %s\n", sv->j, w, sv->step + 1, why);
     struct net_op *op = NULL;
     char nerr[NET_ERR_LEN];
@@ -296,7 +269,7 @@ static int collect(srv *sv)
             const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
             if (st != NET_OK)
                 return srv_fail(sv, "waiting for the gradient of %s from %s: %s", pc->name,
-                                worker_name(sv, pc->stage, r, w, sizeof w), nerr);
+                                srv_worker_name(sv, pc->stage, r, w, sizeof w), nerr);
             uint64_t len = net_op_len(sv->rxop[i]);
             net_op_free(sv->rxop[i]);
             sv->rxop[i] = NULL;
@@ -311,7 +284,7 @@ static int collect(srv *sv)
             int r = first / sv->np, l = first % sv->np;
             const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
             return srv_fail(sv, "no gradient of %s from %s within %.0f s (%d of %d pushes missing)", pc->name,
-                            worker_name(sv, pc->stage, r, w, sizeof w), sv->timeout_s, left, n);
+                            srv_worker_name(sv, pc->stage, r, w, sizeof w), sv->timeout_s, left, n);
         }
     }
     return 0;
@@ -324,10 +297,10 @@ static int apply(srv *sv)
     int n = ps_server_norm_partials(sv->s, sv->parts);
     if (n < 0) return srv_fail(sv, "every push arrived but the server does not wait for the norm (a bug)");
     size_t len = ps_partials_encode(sv->normbuf, sv->parts, n);
-    if (ctl_send(sv, MSG_PS_NORM, sv->step, sv->normbuf, len)) return -1;
+    if (srv_ctl_send(sv, MSG_PS_NORM, sv->step, sv->normbuf, len)) return -1;
     uint8_t b[8];
     uint64_t got = 0;
-    if (ctl_recv(sv, MSG_NORM_REPLY, sv->step, b, sizeof b, &got, "waiting for the global gradient norm from the coordinator"))
+    if (srv_ctl_recv(sv, MSG_NORM_REPLY, sv->step, b, sizeof b, &got, "waiting for the global gradient norm from the coordinator"))
         return -1;
     if (got != 8) return srv_fail(sv, "NORM_REPLY is %llu bytes, expected 8", (unsigned long long)got);
     if (ps_server_apply(sv->s, get_f64le(b), e)) return srv_fail(sv, "%s", e);
@@ -336,7 +309,7 @@ static int apply(srv *sv)
 }
 
 /* Sends ops[0..n) out and waits for them all. */
-static int await_all(srv *sv, struct net_op **ops, int n, const char *what)
+int srv_await_all(srv *sv, struct net_op **ops, int n, const char *what)
 {
     int rc = 0;
     for (int i = 0; i < n; i++) {
@@ -367,12 +340,12 @@ static int send_weights(srv *sv)
             sv->stats.bytes_sent += bytes;
         }
     }
-    return await_all(sv, sv->txop, sv->R * sv->np, "sending the new weights");
+    return srv_await_all(sv, sv->txop, sv->R * sv->np, "sending the new weights");
 }
 
 /* Checkpoint steps: every piece's weights and moments to replica 0 of its
  * stage, which writes the stage's shard. */
-static int send_checkpoint(srv *sv)
+int srv_send_checkpoint(srv *sv)
 {
     if (!sv->ck) sv->ck = xmalloc(sv->ckbytes + 1);
     for (int l = 0; l < sv->np; l++) {
@@ -391,7 +364,7 @@ static int send_checkpoint(srv *sv)
         if (srv_send(sv, net_stage_id((uint16_t)pc->stage, 0), k, b, bytes, &sv->ckop[l])) return -1;
         sv->stats.bytes_sent += bytes;
     }
-    return await_all(sv, sv->ckop, sv->np, "sending the checkpoint's pieces");
+    return srv_await_all(sv, sv->ckop, sv->np, "sending the checkpoint's pieces");
 }
 
 static void send_fail(srv *sv)
@@ -410,27 +383,28 @@ static int serve(srv *sv)
     put_u32le(buf, (uint32_t)sv->j);
     put_u32le(buf + 4, (uint32_t)getpid());
     put_u32le(buf + 8, (uint32_t)sv->np);
-    if (ctl_send(sv, MSG_JOIN, 0, buf, 12)) return -1;
+    if (srv_ctl_send(sv, MSG_JOIN, 0, buf, 12)) return -1;
     uint8_t start[24] = { 0 };
     uint64_t len = 0;
-    if (ctl_recv(sv, MSG_START, 0, start, sizeof start, &len, "waiting for the coordinator to start the run")) return -1;
+    if (srv_ctl_recv(sv, MSG_START, 0, start, sizeof start, &len, "waiting for the coordinator to start the run")) return -1;
     if (len < 16) return srv_fail(sv, "START from the coordinator has %llu bytes, expected 16 or 24", (unsigned long long)len);
     long first = (long)get_u64le(start), total = (long)get_u64le(start + 8);
     if (first < 0 || first > total || total != sv->t->train.steps)
         return srv_fail(sv, "the coordinator asks for steps %ld..%ld; this server's topology has %d steps", first, total,
                         sv->t->train.steps);
-    if (first > 0 && resume(sv, first)) return -1;
+    if (first > 0 && srv_resume(sv, first)) return -1;
+    if (sv->t->ps.staleness != 0) return srv_serve_async(sv, first, total);
     double t0 = base_now();
     for (sv->step = first; sv->step < total; sv->step++) {
         if (collect(sv) || apply(sv) || send_weights(sv)) return -1;
-        if (run_is_ckpt_step(sv->t, sv->step) && send_checkpoint(sv)) return -1;
+        if (run_is_ckpt_step(sv->t, sv->step) && srv_send_checkpoint(sv)) return -1;
     }
     sv->step = total - 1;
     sv->stats.wall_s = base_now() - t0;
     memcpy(sv->stats.staleness, ps_server_staleness(sv->s), sizeof sv->stats.staleness);
     ps_stats_encode(buf, &sv->stats);
-    if (ctl_send(sv, MSG_PS_STATS, sv->step, buf, PS_STATS_BYTES)) return -1;
-    return ctl_recv(sv, MSG_DONE, sv->step, NULL, 0, NULL, "waiting for the coordinator to finish");
+    if (srv_ctl_send(sv, MSG_PS_STATS, sv->step, buf, PS_STATS_BYTES)) return -1;
+    return srv_ctl_recv(sv, MSG_DONE, sv->step, NULL, 0, NULL, "waiting for the coordinator to finish");
 }
 
 int stage_server_run(const topo *t, const stage_opts *o, char *err)
@@ -441,9 +415,6 @@ int stage_server_run(const topo *t, const stage_opts *o, char *err)
     if (o->stage < 0 || o->stage >= t->n_servers)
         return seterr(err, "%s: --server %d: parameter_servers has servers 0..%d", t->path, o->stage, t->n_servers - 1),
                2;
-    if (t->ps.staleness != 0)
-        return seterr(err, "%s: ps.staleness: %d: only synchronous parameter servers (staleness 0) run yet", t->path,
-                      t->ps.staleness), 2;
     if (ps_proto_check_host()) return seterr(err, "parameter servers need a little-endian host"), 2;
     srv *sv = xcalloc(1, sizeof *sv);
     sv->t = t;
@@ -466,6 +437,7 @@ int stage_server_run(const topo *t, const stage_opts *o, char *err)
         net_op_free(sv->txop[i]);
     }
     for (int i = 0; sv->ckop && i < sv->np; i++) net_op_free(sv->ckop[i]);
+    srv_async_free(sv);
     ps_server_free(sv->s);
     if (sv->have_a) ps_assignment_free(&sv->a);
     free(sv->stage_has); free(sv->rx); free(sv->rxoff);

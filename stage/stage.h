@@ -20,6 +20,8 @@ typedef struct {
     int peer_timeout_ms;       /* silence after which a peer is dead (default 10000) */
     int connect_timeout_ms;    /* start-up deadline for connections (default 60000) */
     double step_timeout_s;     /* longest wait for any one tensor or reply (default 600) */
+    int join;                  /* --join: a worker (re)joining a running asynchronous parameter-server
+                                  run (issue 12); the coordinator names its first step in START */
 } stage_opts;
 
 /* Runs stage o->stage of t until the coordinator says DONE. Returns 0, 1 on a

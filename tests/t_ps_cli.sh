@@ -2,8 +2,9 @@
 # t_ps_cli.sh — parameter-server topologies at the command line (issue 12, the
 # part without the network): `check` validates topologies/shakespeare-ps.json
 # and prints the assignment (per server its pieces, or a summary by stage when
-# there are many, and the bytes it receives and sends per step); `run` and
-# `stage` refuse sync "ps" with exit 2 naming the field, before anything starts.
+# there are many, and the bytes it receives and sends per step); every
+# staleness is accepted; `stage --join` is refused unless the servers are
+# asynchronous (exit 2 naming the field).
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -41,12 +42,14 @@ grep -qE '^ +stage 0: [0-9]+ pieces, [0-9]+ floats$' "$tmp/out" || fail "no summ
 run 0 check "$T"; cp "$tmp/out" "$tmp/out1"; run 0 check "$T"
 cmp -s "$tmp/out" "$tmp/out1" || fail "check printed two assignments"
 
-for cmd in run stage server; do
-    extra=(); [ $cmd = run ] && extra=(--out "$tmp/r"); [ $cmd = stage ] && extra=(--stage 0 --replica 0)
-    [ $cmd = server ] && extra=(--server 0)
-    run 2 $cmd "$T" "${extra[@]}" --set ps.staleness=2
-    has "$tmp/err" "shakespeare-ps.json: ps.staleness: 2: only synchronous parameter servers" "$cmd refuses staleness 2"
+# every mode trains since the asynchronous ones: staleness 2 and -1 are accepted
+for st in 2 -1; do
+    run 0 run "$T" --print-commands --out "$tmp/p" --set ps.staleness=$st
+    has "$tmp/out" "server topologies/shakespeare-ps.json --server 1" "run prints staleness $st's commands"
 done
+# --join is for workers of asynchronous servers only
+run 2 stage "$T" --stage 0 --replica 1 --join
+has "$tmp/err" "shakespeare-ps.json: --join: only a worker of asynchronous parameter servers" "--join when synchronous"
 run 2 server "$T"
 has "$tmp/err" "--server K is required" "server without --server"
 run 2 server "$T" --server 2

@@ -1,0 +1,389 @@
+/* server_async.c — a parameter server in the asynchronous modes (issue 12,
+ * ps.staleness s > 0: bounded staleness, -1: no bound): every push is applied
+ * when it arrives (ps_server_push; the scaling is ps/ps.h's), a worker's PULL
+ * for step t is answered with the newest weights of its pieces once
+ * ps_server_may_start allows it, and workers come and go at the
+ * coordinator's word (MSG_PS_CTL: ps_server_drop / ps_server_join). Messages
+ * and their order: stage/proto.h ("Asynchronous parameter servers") and
+ * ps/ps_proto.h.
+ *
+ * Checkpoints are taken at a consistent point: the checkpoint after N steps
+ * is sent once every active worker has pushed its steps < N here, and no PULL
+ * for step N is answered before, so the state is exactly the updates of steps
+ * < N (workers pause at that barrier). The lowest active replica of each
+ * stage gets the pieces (MSG_PS_CKPT) and writes the shard; the other active
+ * replicas get an empty MSG_PS_CKPT ("not you").
+ *
+ * Threads: the server's main thread only, polling its posted receives. */
+#include "run/run.h"
+#include "stage/proto.h"
+#include "stage/server_int.h"
+
+#include <time.h>
+
+struct srv_async {
+    long total;
+    long *pnext;            /* (R * np) step of worker r's next push of local piece l */
+    struct net_op **pull;   /* (R * P) posted PULL receive of (stage k, worker r) */
+    long *pstep;            /* (R * P) the step that PULL is for */
+    uint8_t *pwait;         /* (R * P) 1: it arrived and waits for an answer */
+    uint8_t *tx;            /* (R) x txbytes: weights sent to worker r */
+    size_t txbytes;
+    struct net_op **txop;   /* (R * np) */
+    struct net_op **ckop;   /* (R * np) */
+    uint8_t *dropped;       /* (R) */
+    struct net_op *ctl;     /* the posted MSG_PS_CTL receive */
+    uint8_t ctlbuf[PS_CTL_BYTES];
+    long nctl;              /* its key step: CTL messages taken so far */
+    long ck_next, ck_sent;  /* next checkpoint to send (steps; > total: none); the last sent */
+    double forget_at;       /* next time dead peers of dropped workers are forgotten */
+};
+
+static long next_ckpt(const topo *t, long after, long total)
+{
+    for (long n = after + 1; n <= total; n++)
+        if (run_is_ckpt_step(t, n - 1)) return n;
+    return total + 1;
+}
+
+static int post_push(srv *sv, int r, int l)
+{
+    struct srv_async *as = sv->as;
+    char nerr[NET_ERR_LEN];
+    const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
+    long step = as->pnext[r * sv->np + l];
+    if (step >= as->total) return 0;
+    net_key k = { MSG_PS_PUSH, (uint64_t)step, (uint32_t)sv->idx[l], 0 };
+    if (net_recv_post(sv->node, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k,
+                      sv->rx + (size_t)r * sv->rxstride + sv->rxoff[l], PS_PUSH_HDR + pc->len * sizeof(float),
+                      &sv->rxop[r * sv->np + l], nerr))
+        return srv_fail(sv, "posting a receive: %s", nerr);
+    return 0;
+}
+
+static int post_pull(srv *sv, int r, int k)
+{
+    struct srv_async *as = sv->as;
+    char nerr[NET_ERR_LEN];
+    int i = r * sv->P + k;
+    if (as->pstep[i] >= as->total) return 0;
+    net_key key = { MSG_PS_PULL, (uint64_t)as->pstep[i], 0, 0 };
+    if (net_recv_post(sv->node, net_stage_id((uint16_t)k, (uint16_t)r), key, NULL, 0, &as->pull[i], nerr))
+        return srv_fail(sv, "posting a receive: %s", nerr);
+    return 0;
+}
+
+static int post_ctl(srv *sv)
+{
+    char nerr[NET_ERR_LEN];
+    net_key k = { MSG_PS_CTL, (uint64_t)sv->as->nctl, 0, 0 };
+    if (net_recv_post(sv->node, net_coord_id(), k, sv->as->ctlbuf, PS_CTL_BYTES, &sv->as->ctl, nerr))
+        return srv_fail(sv, "posting a receive: %s", nerr);
+    return 0;
+}
+
+/* Posts every receive of worker r from step `step` on. */
+static int start_worker(srv *sv, int r, long step)
+{
+    struct srv_async *as = sv->as;
+    for (int l = 0; l < sv->np; l++) {
+        as->pnext[r * sv->np + l] = step;
+        if (post_push(sv, r, l)) return -1;
+    }
+    for (int k = 0; k < sv->P; k++) {
+        if (!sv->stage_has[k]) continue;
+        as->pstep[r * sv->P + k] = step;
+        as->pwait[r * sv->P + k] = 0;
+        if (post_pull(sv, r, k)) return -1;
+    }
+    return 0;
+}
+
+static void stop_worker(srv *sv, int r)
+{
+    struct srv_async *as = sv->as;
+    for (int l = 0; l < sv->np; l++) {
+        net_op_free(sv->rxop[r * sv->np + l]);
+        sv->rxop[r * sv->np + l] = NULL;
+    }
+    for (int k = 0; k < sv->P; k++) {
+        net_op_free(as->pull[r * sv->P + k]);
+        as->pull[r * sv->P + k] = NULL;
+        as->pwait[r * sv->P + k] = 0;
+    }
+}
+
+/* A MSG_PS_CTL from the coordinator: drop or join a worker. */
+static int on_ctl(srv *sv, uint64_t len)
+{
+    struct srv_async *as = sv->as;
+    char why[ERR_LEN];
+    if (len != PS_CTL_BYTES) return srv_fail(sv, "worker control message of %llu bytes, expected %d",
+                                              (unsigned long long)len, PS_CTL_BYTES);
+    uint32_t op = get_u32le(as->ctlbuf), w = get_u32le(as->ctlbuf + 4);
+    long step = (long)get_u64le(as->ctlbuf + 8);
+    if (w >= (uint32_t)sv->R || (op != PS_CTL_DROP && op != PS_CTL_JOIN) || step < 0 || step > as->total)
+        return srv_fail(sv, "worker control message: op %u worker %u step %ld out of range", op, w, step);
+    if (op == PS_CTL_DROP) {
+        if (ps_server_drop(sv->s, (int)w, why)) return srv_fail(sv, "%s", why);
+        stop_worker(sv, (int)w);
+        as->dropped[w] = 1;
+        fprintf(stderr, "pipetrain server: server %d: worker %u (replica %u) dropped at the coordinator's word; its "
+                "clock was %ld\n", sv->j, w, w, ps_server_clock(sv->s, (int)w));
+    } else {
+        stop_worker(sv, (int)w);
+        if (ps_server_join(sv->s, (int)w, step, why)) return srv_fail(sv, "%s", why);
+        as->dropped[w] = 0;
+        fprintf(stderr, "pipetrain server: server %d: worker %u (replica %u) joins at step %ld\n", sv->j, w, w,
+                step + 1);
+        if (start_worker(sv, (int)w, step)) return -1;
+    }
+    as->nctl++;
+    return post_ctl(sv);
+}
+
+/* A push arrived: applied now; a refusal is logged, told to the worker and
+ * fails the server (it can only come from a broken or foreign worker). */
+static int take(srv *sv, int r, int l, uint64_t len)
+{
+    struct srv_async *as = sv->as;
+    const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
+    char why[ERR_LEN], w[160], nerr[NET_ERR_LEN];
+    ps_push p;
+    long step = as->pnext[r * sv->np + l];
+    const uint8_t *in = sv->rx + (size_t)r * sv->rxstride + sv->rxoff[l];
+    sv->stats.bytes_received += len;
+    if (!ps_push_decode(&sv->a, r, in, len, step, sv->idx[l], &p, why) && !ps_server_push(sv->s, &p, why)) {
+        sv->stats.pushes++;
+        as->pnext[r * sv->np + l]++;
+        return post_push(sv, r, l);
+    }
+    sv->stats.refused++;
+    srv_worker_name(sv, pc->stage, r, w, sizeof w);
+    fprintf(stderr, "pipetrain server: server %d refused a push from %s at step %ld: %s\n", sv->j, w, step + 1, why);
+    struct net_op *op = NULL;
+    net_key k = { MSG_PS_REFUSE, (uint64_t)step, (uint32_t)sv->idx[l], 0 };
+    if (net_send(sv->node, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k, why, strlen(why), 200, &op, nerr) == NET_OK)
+        net_wait(op, 500, nerr);
+    net_op_free(op);
+    return srv_fail(sv, "refused a push from %s: %s", w, why);
+}
+
+/* Pieces of stage k: has (stage k, worker r) pushed all of them for steps < t? */
+static int stage_pushed(const srv *sv, int r, int k, long t)
+{
+    for (int l = 0; l < sv->np; l++)
+        if (sv->a.pieces[sv->idx[l]].stage == k && sv->as->pnext[r * sv->np + l] < t) return 0;
+    return 1;
+}
+
+/* The newest weights of stage k's pieces to worker r, for its step t. */
+static int answer_pull(srv *sv, int r, int k, long t)
+{
+    struct srv_async *as = sv->as;
+    for (int l = 0; l < sv->np; l++) {
+        const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
+        if (pc->stage != k) continue;
+        struct net_op **op = &as->txop[r * sv->np + l];
+        if (*op && srv_await(sv, *op, "sending weights")) return -1; /* its buffer is reused */
+        net_op_free(*op);
+        *op = NULL;
+        long version;
+        size_t len;
+        const float *w = ps_server_pull(sv->s, sv->idx[l], &version, &len);
+        uint8_t *b = as->tx + (size_t)r * as->txbytes + sv->txoff[l];
+        ps_piece_hdr_encode(b, sv->idx[l], len, version);
+        memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
+        net_key key = { MSG_PS_WEIGHTS, (uint64_t)t, (uint32_t)sv->idx[l], 0 };
+        uint64_t bytes = PS_PIECE_HDR + len * sizeof(float);
+        if (srv_send(sv, net_stage_id((uint16_t)k, (uint16_t)r), key, b, bytes, op)) return -1;
+        sv->stats.bytes_sent += bytes;
+    }
+    return 0;
+}
+
+/* The lowest active worker, or -1. */
+static int first_active(const srv *sv)
+{
+    for (int r = 0; r < sv->R; r++)
+        if (!sv->as->dropped[r]) return r;
+    return -1;
+}
+
+/* Every active worker has pushed its steps < n here. */
+static int all_reached(const srv *sv, long n)
+{
+    for (int r = 0; r < sv->R; r++)
+        if (!sv->as->dropped[r] && ps_server_clock(sv->s, r) < n) return 0;
+    return 1;
+}
+
+/* The checkpoint after n steps: the pieces to the lowest active replica of
+ * their stage, an empty MSG_PS_CKPT to every other active one. */
+static int send_ckpt(srv *sv, long n)
+{
+    struct srv_async *as = sv->as;
+    int wr = first_active(sv);
+    if (srv_await_all(sv, as->ckop, sv->R * sv->np, "sending the checkpoint's pieces")) return -1;
+    if (!sv->ck) sv->ck = xmalloc(sv->ckbytes + 1);
+    for (int l = 0; l < sv->np; l++) {
+        const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
+        const float *w, *m, *v;
+        long version;
+        size_t len = ps_server_piece_state(sv->s, sv->idx[l], &w, &m, &v);
+        ps_server_pull(sv->s, sv->idx[l], &version, NULL);
+        uint8_t *b = sv->ck + sv->ckoff[l];
+        ps_piece_hdr_encode(b, sv->idx[l], len, version);
+        memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
+        memcpy(b + PS_PIECE_HDR + len * sizeof(float), m, len * sizeof(float));
+        memcpy(b + PS_PIECE_HDR + 2 * len * sizeof(float), v, len * sizeof(float));
+        net_key k = { MSG_PS_CKPT, (uint64_t)(n - 1), (uint32_t)sv->idx[l], 0 };
+        for (int r = 0; r < sv->R; r++) {
+            if (as->dropped[r]) continue;
+            uint64_t bytes = r == wr ? PS_PIECE_HDR + 3 * len * sizeof(float) : 0;
+            if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k, b, bytes, &as->ckop[r * sv->np + l]))
+                return -1;
+            sv->stats.bytes_sent += bytes;
+        }
+    }
+    return 0;
+}
+
+/* Dead connections of dropped workers are forgotten, so that a process
+ * started with --join can take their identity. */
+static void forget_dropped(srv *sv)
+{
+    if (base_now() < sv->as->forget_at) return;
+    sv->as->forget_at = base_now() + 0.1;
+    for (int r = 0; r < sv->R; r++)
+        for (int k = 0; sv->as->dropped[r] && k < sv->P; k++) {
+            net_peer_id id = net_stage_id((uint16_t)k, (uint16_t)r);
+            int st = net_peer_status(sv->node, id, NULL);
+            if (sv->stage_has[k] && st != NET_OK && st != NET_PENDING) net_peer_forget(sv->node, id);
+        }
+}
+
+/* One pass over every posted receive; *progress set when anything happened. */
+static int poll_once(srv *sv, int *progress)
+{
+    struct srv_async *as = sv->as;
+    char nerr[NET_ERR_LEN];
+    if (as->ctl) {
+        int st = net_op_test(as->ctl, nerr);
+        if (st != NET_PENDING) {
+            if (st != NET_OK) return srv_fail(sv, "the coordinator: %s", nerr);
+            uint64_t len = net_op_len(as->ctl);
+            net_op_free(as->ctl);
+            as->ctl = NULL;
+            *progress = 1;
+            if (on_ctl(sv, len)) return -1;
+        }
+    }
+    for (int i = 0; i < sv->R * sv->np; i++) {
+        if (!sv->rxop[i]) continue;
+        int st = net_op_test(sv->rxop[i], nerr);
+        if (st == NET_PENDING) continue;
+        uint64_t len = net_op_len(sv->rxop[i]);
+        net_op_free(sv->rxop[i]);
+        sv->rxop[i] = NULL;
+        *progress = 1;
+        /* a worker that died: the coordinator drops it (MSG_PS_CTL) */
+        if (st == NET_OK && take(sv, i / sv->np, i % sv->np, len)) return -1;
+    }
+    for (int i = 0; i < sv->R * sv->P; i++) {
+        if (!as->pull[i]) continue;
+        int st = net_op_test(as->pull[i], nerr);
+        if (st == NET_PENDING) continue;
+        net_op_free(as->pull[i]);
+        as->pull[i] = NULL;
+        as->pwait[i] = st == NET_OK;
+        *progress = 1;
+    }
+    if (as->ck_next <= as->total && all_reached(sv, as->ck_next) && first_active(sv) >= 0) {
+        if (send_ckpt(sv, as->ck_next)) return -1;
+        as->ck_sent = as->ck_next;
+        as->ck_next = next_ckpt(sv->t, as->ck_next, as->total);
+        *progress = 1;
+    }
+    for (int i = 0; i < sv->R * sv->P; i++) {
+        int r = i / sv->P, k = i % sv->P;
+        long t = as->pstep[i];
+        if (!as->pwait[i] || as->dropped[r] || !stage_pushed(sv, r, k, t) || !ps_server_may_start(sv->s, r, t)) continue;
+        if (t > 0 && run_is_ckpt_step(sv->t, t - 1) && as->ck_sent < t) continue; /* the checkpoint barrier */
+        if (answer_pull(sv, r, k, t)) return -1;
+        as->pwait[i] = 0;
+        as->pstep[i]++;
+        *progress = 1;
+        if (post_pull(sv, r, k)) return -1;
+    }
+    forget_dropped(sv);
+    return 0;
+}
+
+int srv_serve_async(srv *sv, long first, long total)
+{
+    struct srv_async *as = sv->as = xcalloc(1, sizeof *sv->as);
+    int R = sv->R, np = sv->np, P = sv->P;
+    as->total = total;
+    as->pnext = xcalloc((size_t)R * (size_t)np + 1, sizeof(long));
+    as->pull = xcalloc((size_t)R * (size_t)P, sizeof *as->pull);
+    as->pstep = xcalloc((size_t)R * (size_t)P, sizeof(long));
+    as->pwait = xcalloc((size_t)R * (size_t)P, 1);
+    as->dropped = xcalloc((size_t)R, 1);
+    as->txbytes = np ? sv->txoff[np - 1] + PS_PIECE_HDR + sv->a.pieces[sv->idx[np - 1]].len * sizeof(float) : 0;
+    as->tx = xmalloc((size_t)R * as->txbytes + 1);
+    as->txop = xcalloc((size_t)R * (size_t)np + 1, sizeof *as->txop);
+    as->ckop = xcalloc((size_t)R * (size_t)np + 1, sizeof *as->ckop);
+    as->ck_sent = first;
+    as->ck_next = next_ckpt(sv->t, first, total);
+    sv->step = first;
+    double t0 = base_now(), last = t0;
+    if (post_ctl(sv)) return -1;
+    for (int r = 0; r < R; r++)
+        if (start_worker(sv, r, first)) return -1;
+    char cerr[NET_ERR_LEN];
+    for (;;) {
+        int progress = 0;
+        if (poll_once(sv, &progress)) return -1;
+        sv->step = ps_server_step(sv->s);
+        if (all_reached(sv, total) && as->ck_next > total) break;
+        if (progress) {
+            last = base_now();
+            continue;
+        }
+        int cs = net_peer_status(sv->node, net_coord_id(), cerr);
+        if (cs != NET_OK && cs != NET_PENDING) return srv_fail(sv, "the coordinator is gone: %s", cerr);
+        if (base_now() - last > sv->timeout_s)
+            return srv_fail(sv, "no push, pull or control message within %.0f s (slowest worker's clock %ld)",
+                            sv->timeout_s, ps_server_step(sv->s));
+        nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+    }
+    if (srv_await_all(sv, as->txop, R * np, "sending weights") ||
+        srv_await_all(sv, as->ckop, R * np, "sending the checkpoint's pieces"))
+        return -1;
+    sv->step = total - 1;
+    sv->stats.steps = (uint64_t)(total - first);
+    sv->stats.wall_s = base_now() - t0;
+    memcpy(sv->stats.staleness, ps_server_staleness(sv->s), sizeof sv->stats.staleness);
+    uint8_t buf[PS_STATS_BYTES];
+    ps_stats_encode(buf, &sv->stats);
+    if (srv_ctl_send(sv, MSG_PS_STATS, sv->step, buf, PS_STATS_BYTES)) return -1;
+    /* a worker may still join and ask (the coordinator will say DONE) */
+    return srv_ctl_recv(sv, MSG_DONE, sv->step, NULL, 0, NULL, "waiting for the coordinator to finish");
+}
+
+void srv_async_free(srv *sv)
+{
+    struct srv_async *as = sv->as;
+    if (!as) return;
+    for (int i = 0; i < sv->R * sv->P; i++) net_op_free(as->pull[i]);
+    for (int i = 0; i < sv->R * sv->np; i++) {
+        net_op_free(as->txop[i]);
+        net_op_free(as->ckop[i]);
+    }
+    net_op_free(as->ctl);
+    free(as->pnext); free(as->pull); free(as->pstep); free(as->pwait); free(as->dropped);
+    free(as->tx); free(as->txop); free(as->ckop);
+    free(as);
+    sv->as = NULL;
+}
