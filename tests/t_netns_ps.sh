@@ -9,7 +9,7 @@
 # the final weights are bitwise those of the same model trained with the
 # all-reduce on loopback (issue #12: "with R = 2 the weights are bitwise equal
 # to #8's all-reduce run"), so nothing in the transport across hosts changes
-# a bit. Skips (exit 77) where namespaces cannot be created.
+# a bit; then the same grid with ps.staleness 2. Skips (exit 77) where namespaces cannot be created.
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 BIN=${BIN:-bin}
@@ -86,5 +86,25 @@ check "the loopback all-reduce reference exits 0 (got $rc)" "[ $rc -eq 0 ] || { 
 for r in g/run ar; do "$P" export "$T/$r" --out "$T/$r/export" >"$T/export.log" 2>&1 || show "$T/export.log"; done
 check "weights across namespaces (PS) bitwise equal to the loopback all-reduce" \
     "cmp $T/g/run/export/model.safetensors $T/ar/export/model.safetensors"
+# Bounded staleness across the same namespaces: each worker goes at its own
+# pace within the bound (ps.staleness 2); every worker-step is counted by
+# every server's staleness histogram, none beyond the bound + 1.
+GR_STALENESS=2
+mkdir -p "$T/a"
+gr_topo "$T/a/topo.json" $STEPS 4
+echo "the same grid with ps.staleness 2"
+gr_start "$T/a"
+gr_wait
+set -- $GR_RCS
+n=0
+for rc in "$@"; do
+    n=$((n + 1))
+    check "staleness 2: process $n of 7 (coordinator, 4 stages, 2 servers) exits 0 (got $rc)" \
+        "[ $rc -eq 0 ] || { show $T/a/coord.log; tail -n 5 $T/a/*.out; false; }"
+done
+S=$T/a/run/summary.json
+check "staleness 2: each server's histogram counts the $((2 * STEPS)) worker-steps, at most 3 stale" \
+    "jq -e 'all(.servers[]; (.staleness | add) == $((2 * STEPS)) and .refused == 0) and (.staleness | length) <= 4' $S >/dev/null ||
+     { jq -c '.servers, .staleness' $S; false; }"
 [ $fail -eq 0 ] && echo "t_netns_ps: ok"
 exit $fail
