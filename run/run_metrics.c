@@ -216,18 +216,19 @@ static void fmt_eta(char *b, size_t n, double s)
 
 void run_progress_step(run_progress *p, const run_metrics_row *r, double eta_s)
 {
-    char eta[32], val[48] = "";
+    char eta[32], val[48] = "", who[24] = "";
     if (!p->f) return; /* silent */
     fmt_eta(eta, sizeof eta, eta_s);
+    if (r->worker > 0) snprintf(who, sizeof who, "worker %d ", r->worker - 1); /* asynchronous PS: whose step */
     if (!isnan(r->val_loss)) snprintf(val, sizeof val, " | val %.4f", r->val_loss);
     if (p->tty) {
-        fprintf(p->f, "\r\033[Kstep %ld/%ld | loss %.4f%s | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s",
-                r->step, p->total, r->loss, val, r->lr, r->tokens_per_s, r->step_ms, eta);
+        fprintf(p->f, "\r\033[K%sstep %ld/%ld | loss %.4f%s | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s",
+                who, r->step, p->total, r->loss, val, r->lr, r->tokens_per_s, r->step_ms, eta);
         p->dirty = 1;
         if (!isnan(r->val_loss) || r->step == p->total) { fputc('\n', p->f); p->dirty = 0; }
     } else if (r->step % p->every == 0 || r->step == p->total || r->step == 1 || !isnan(r->val_loss)) {
-        fprintf(p->f, "step %ld/%ld loss %.4f%s lr %.2e grad_norm %.3f %.0f tok/s %.0f ms/step ETA %s\n",
-                r->step, p->total, r->loss, val, r->lr, r->grad_norm, r->tokens_per_s, r->step_ms, eta);
+        fprintf(p->f, "%sstep %ld/%ld loss %.4f%s lr %.2e grad_norm %.3f %.0f tok/s %.0f ms/step ETA %s\n",
+                who, r->step, p->total, r->loss, val, r->lr, r->grad_norm, r->tokens_per_s, r->step_ms, eta);
     }
     fflush(p->f);
 }
