@@ -133,8 +133,9 @@ static void test_generators_grid(void)
             for (int M = 1; M <= 13; M++)
                 for (int v = 1; v <= 3; v++) {
                     const char *kind = sched_kinds[k];
-                    int inter = !strcmp(kind, "interleaved");
+                    int inter = !strcmp(kind, "interleaved"), zbv = !strcmp(kind, "zb-v");
                     int ok = inter ? (v >= 2 && M % P == 0)
+                           : zbv   ? v == 2
                                    : (v == 1 && (!strcmp(kind, "gpipe") || M >= P));
                     sched_schedule *s = sched_generate(kind, P, M, v, err);
                     if (!ok) {
@@ -159,9 +160,10 @@ static void test_generators_grid(void)
                     sched_free(s);
                     checked++;
                 }
-    /* gpipe 6*13, 1f1b and zb-h1 63 each (M >= P), interleaved 2 * 30 (M % P == 0). */
-    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60);
-    CU_ASSERT_EQUAL(checked + refused, 4 * 6 * 13 * 3);
+    /* gpipe 6*13, 1f1b and zb-h1 63 each (M >= P), interleaved 2 * 30 (M % P == 0),
+     * zb-v 6*13 (v = 2, any M). */
+    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60 + 78);
+    CU_ASSERT_EQUAL(checked + refused, 5 * 6 * 13 * 3);
     CU_ASSERT_PTR_NULL(sched_generate("pipedream", 2, 4, 1, err));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown schedule kind 'pipedream'"));
     CU_ASSERT_PTR_NULL(sched_generate("1f1b", 4, 2, 1, err));
@@ -543,7 +545,7 @@ static void test_kind_table(void)
     CU_ASSERT_EQUAL(sched_kind_find(NULL), -1);
     for (int k = 0; k < SCHED_N_KINDS; k++) CU_ASSERT_STRING_EQUAL(sched_kinds[k], sched_kind_table[k].name);
     CU_ASSERT_PTR_NULL(sched_kinds[SCHED_N_KINDS]);
-    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved or zb-h1");
+    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved, zb-h1 or zb-v");
     CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_ZBH1, 4, 2, 1, err), SCHED_FIT_MICRO);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "zb-h1"));
     CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_1F1B, 4, 4, 1, err), SCHED_FIT_OK);
