@@ -289,14 +289,15 @@ static int csv_row(sched_schedule *s, const char *line, size_t len, int row, dim
     return 0;
 }
 
-/* The placement a CSV file's cells imply: loop when every row s names only
- * virtual stages k with k % P == s, V when every row names only s and 2P-1-s
- * and some row names a stage the loop would not put there; loop otherwise (the
- * cell that breaks it is then reported by csv_cell). Looks only at each cell's
- * leading virtual stage number (both of an overlapped pair). */
+/* The placement a CSV file's cells imply: V when every row s names both s and
+ * 2P-1-s and fewer cells break the V (name another stage) than break the loop
+ * (k % P != s); loop otherwise. The cells that break the chosen placement are
+ * then reported by csv_cell. Looks only at each cell's leading virtual stage
+ * number (both of an overlapped pair). */
 static int csv_placement(const char *text, size_t n, int P)
 {
-    int loop = 1, v = 1, row = 0;
+    long loop_bad = 0, v_bad = 0;
+    int row = 0, v = 1;
     uint8_t *both = calloc((size_t)P, 1); /* per row: 1 = names r, 2 = names 2P-1-r */
     if (!both) return SCHED_PLACE_LOOP;
     for (size_t i = 0; i < n && row < P; i++) {
@@ -308,15 +309,13 @@ static int csv_placement(const char *text, size_t n, int P)
         while (i < n && isdigit((unsigned char)text[i])) { if (++nd <= 8) k = k * 10 + (text[i] - '0'); i++; }
         i--; /* the loop's i++ moves past the number */
         if (nd > 8) continue;
-        if (k % P != row) loop = 0;
-        if (k != row && k != 2L * P - 1 - row) v = 0;
+        if (k % P != row) loop_bad++;
+        if (k != row && k != 2L * P - 1 - row) v_bad++;
         else both[row] |= (uint8_t)(k == row ? 1 : 2);
     }
-    /* a V needs every row to name both of its virtual stages; otherwise the
-     * loop's message names the cell that breaks it */
     for (int r = 0; r < P && v; r++) v = both[r] == 3;
     free(both);
-    return !loop && v ? SCHED_PLACE_V : SCHED_PLACE_LOOP;
+    return v && v_bad < loop_bad ? SCHED_PLACE_V : SCHED_PLACE_LOOP;
 }
 
 /* PyTorch's older notation: "kBm" followed on its row by "kWm" meant the input
