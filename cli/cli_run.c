@@ -223,6 +223,8 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    char snote[SCHED_ERR_LEN + 64];
+    if (sched_note(sched, snote, sizeof snote)) fprintf(stderr, "pipetrain run: %s\n", snote);
     sched_free(sched);
     if (t.sync_id == TOPO_SYNC_PS) { /* the assignment the servers and workers will make: refuse it here */
         ps_assignment pa;
