@@ -297,7 +297,7 @@ static void peak_bytes(const sched_schedule *s, const sched_costs *c, sched_repo
         double live = 0, peak = 0;
         for (size_t i = 0; i < s->len[st]; i++) {
             sched_action a = s->act[st][i];
-            size_t k = (size_t)a.chunk * P + st;
+            size_t k = sched_vstage(s, (int)st, a.chunk);
             double b = c->stash_bytes[k], now = 0;
             switch (a.op) {
             case SCHED_F: live += b; now = live + c->f_tmp_bytes[k]; break;

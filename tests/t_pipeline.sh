@@ -177,6 +177,22 @@ done
 V4=(--set model.n_layers=6 --set stages.0.layers=embed,head --set stages.1.layers=0,5 --set stages.2.layers=1,4
     --set "stages.3.layers=2|3")
 REF=one6m4 run_pipe "4stage-zb-v" topologies/shakespeare-4stage.json 4 zb-v "${V4[@]}"
+# the peak activation bytes each stage reports are what `pipetrain schedule` predicts
+# for the V placement (the simulator's memory model once charged chunk 1 of stage s
+# to virtual stage P+s, the loop's)
+zbv_bytes() { # TOPOLOGY LAYOUT-SETS...: per stage predicted peak_activation_bytes under zb-v
+    local topo=$1
+    shift
+    "$P" schedule "$topo" "${COMMON[@]:2}" "$@" --set schedule.kind=zb-v --gflops 1 --format json 2>/dev/null |
+        python3 -c 'import json,sys; print(" ".join("%d" % s["peak_activation_bytes"] for s in json.load(sys.stdin)["simulation"]["stages"]))'
+}
+for run in 2stage-zb-v:shakespeare-2stage:V2 4stage-zb-v:shakespeare-4stage:V4; do
+    IFS=: read -r name topo sets <<<"$run"
+    eval "args=(\"\${$sets[@]}\")"
+    got=$(field "$tmp/$name" peak_act_bytes)
+    want=$(zbv_bytes topologies/$topo.json "${args[@]}")
+    check "$name: peak activation bytes as predicted ($got)" "[ '$want' = '${got% }' ]"
+done
 REF=one6m8 run_pipe "4stage-dualpipev-csv" topologies/shakespeare-4stage.json 4 1f1b "${V4[@]}" \
     --set train.micro_batches=8 --set schedule.file="$PWD/tests/data/sched/dualpipev-4x8.csv"
 

@@ -458,6 +458,18 @@ static void test_zbv_golden(void)
     CU_ASSERT_DOUBLE_EQUAL(r->start[1][4], 5.0, 1e-9);  /* B0c1 after stage 0's B0c1 */
     CU_ASSERT_DOUBLE_EQUAL(r->end[0][23], 24.0, 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(r->end[1][23], 25.0, 1e-9);
+    /* memory follows the placement: stashes of 1, 10, 100, 1000 bytes on virtual
+     * stages 0..3; stage 0 (0 and 3) peaks with F0, F1, F2 and F0c1 live = 1003,
+     * stage 1 (1 and 2) with two micro-batches on each chunk = 220 */
+    sched_costs *mc = sched_costs_uniform(2, 2, 2, 2, 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mc);
+    for (int k = 0; k < 4; k++) mc->stash_bytes[k] = k == 0 ? 1 : k == 1 ? 10 : k == 2 ? 100 : 1000;
+    sched_report *mr = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, mc, 0, &mr, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(mr->peak_bytes[0], 1003, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(mr->peak_bytes[1], 220, 1e-9);
+    sched_report_free(mr);
+    sched_costs_free(mc);
     /* the CSV form names virtual stages in the V: row 1 holds 0 and 3 */
     char *csv = NULL;
     size_t n = 0;
