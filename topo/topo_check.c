@@ -132,10 +132,8 @@ static int check_order(topo *t, int v, int place, char *err)
                               "order: expected stage %d to start with %s, found %s", t->path, s, s, want, got);
             if (place == SCHED_PLACE_V)
                 return seterr(err, "%s: stages.%d.layers: in a V placement chunk %d of stage %d is virtual "
-                              "stage %d (stage s holds s and %d-s) and must start with %s, found %s%s", t->path, s,
-                              c, s, vs, 2 * P - 1, want, got,
-                              s == P - 1 ? " (the last stage's two chunks touch: mark the cut with '|', e.g. "
-                                           "\"2|3\")" : "");
+                              "stage %d (stage s holds s and %d-s) and must start with %s, found %s", t->path, s,
+                              c, s, vs, 2 * P - 1, want, got);
             return seterr(err, "%s: stages.%d.layers: interleaved chunk %d of stage %d is virtual "
                           "stage %d and must start with %s, found %s", t->path, s, c, s, vs, want, got);
         }
