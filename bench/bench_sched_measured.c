@@ -212,7 +212,16 @@ int bench_sched_measured(int steps, int M, int json)
             memset(w, 0, sizeof *w);
             w->kind = kinds[i];
             w->P = layouts[l].P;
-            if (!run_one(exe, &layouts[l], kinds[i], steps, M, port + MAXP * (l * NK + i), dir)) read_timing(w, dir);
+            /* a port another job holds fails the run at once: try twice more elsewhere */
+            for (int a = 0; a < 3 && !w->ok; a++) {
+                if (!run_one(exe, &layouts[l], kinds[i], steps, M, port + MAXP * (l * NK + i) + 1000 * a, dir)) {
+                    read_timing(w, dir);
+                    continue;
+                }
+                char failed[4300];
+                snprintf(failed, sizeof failed, "%s.failed-%d", dir, a); /* kept for a post-mortem */
+                rename(dir, failed);
+            }
             predict_peaks(exe, &layouts[l], kinds[i], M, dir, w);
         }
     loadavg(l1, sizeof l1);
