@@ -81,8 +81,9 @@ static void usage(FILE *f)
                "[--micro-batches M (default 4096)] [--repeat N (default 3)]\n"
                "       pipetrain bench schedule --measured [--json] [--steps N (default 60)] "
                "[--micro-batches M (default 4)]\n"
-               "  --measured: trains topologies/shakespeare-2stage.json (run from the source tree) under\n"
-               "  gpipe, 1f1b, zb-h1 and interleaved and prints measured vs predicted step time and bubble\n");
+               "  --measured: trains the 2- and 4-stage Shakespeare topologies (run from the source tree)\n"
+               "  under gpipe, 1f1b, zb-h1, interleaved and zb-v and prints measured vs predicted step time,\n"
+               "  bubble and peak activation bytes per stage\n");
 }
 
 typedef struct { int json, measured, steps; } extra_opts;

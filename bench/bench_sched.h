@@ -11,11 +11,11 @@
 int bench_sched_main(int argc, char **argv);
 
 /* --measured (bench_sched_measured.c): trains topologies/shakespeare-2stage.json
- * for `steps` steps with M micro-batches under gpipe, 1f1b, zb-h1 and
- * interleaved (child `pipetrain run`s, from the source tree), and prints
- * measured against predicted step time and bubble from each run's summary.json
- * timing (JSON with json != 0). Returns 0, 1 when a run failed, 2 when not in
- * the source tree. */
+ * (M micro-batches) and shakespeare-4stage.json (8 blocks, 2M micro-batches) for
+ * `steps` steps under gpipe, 1f1b, zb-h1, interleaved and zb-v (child `pipetrain
+ * run`s, from the source tree), and prints measured against predicted step time,
+ * bubble and per-stage peak activation bytes (JSON with json != 0). Returns 0, 1
+ * when a run failed, 2 when not in the source tree. */
 int bench_sched_measured(int steps, int M, int json);
 
 #endif

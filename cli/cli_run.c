@@ -223,6 +223,8 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    char snote[SCHED_ERR_LEN + 64];
+    if (sched_note(sched, snote, sizeof snote)) fprintf(stderr, "pipetrain run: %s\n", snote);
     sched_free(sched);
     if (t.sync_id == TOPO_SYNC_PS) { /* the assignment the servers and workers will make: refuse it here */
         ps_assignment pa;
@@ -300,6 +302,9 @@ int cli_check_main(int argc, char **argv)
     printf("schedule %s%s%s: %d stages x %d micro-batches x %d chunk(s), %zu actions, no deadlock\n", s->kind,
            t.schedule.file ? " " : "", t.schedule.file ? t.schedule.file : "", s->n_stages, s->n_micro, s->n_chunks,
            n_act);
+    char note[SCHED_ERR_LEN + 64];
+    if (s->placement == SCHED_PLACE_V) printf("placement: V (stage s holds virtual stages s and 2P-1-s)\n");
+    if (sched_note(s, note, sizeof note)) fprintf(stderr, "pipetrain check: %s\n", note);
     sched_free(s);
     topo_print_partition(&t, stdout);
     if (t.sync_id == TOPO_SYNC_PS) {

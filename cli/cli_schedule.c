@@ -243,7 +243,7 @@ static model_mem chunk_mem(const topo *t, int mode, const topo_chunk *ch, size_t
 /* Costs per virtual stage from the topology's FLOPs. When the schedule's chunk
  * count differs from the topology's layout, each stage's totals are spread evenly
  * over the schedule's chunks (an approximation, reported). */
-static sched_costs *topo_costs(const topo *t, int v, const double *stage_gflops, int *spread)
+static sched_costs *topo_costs(const topo *t, int v, int place, const double *stage_gflops, int *spread)
 {
     int P = t->n_stages;
     sched_costs *c = sched_costs_new(P * v);
@@ -265,9 +265,9 @@ static sched_costs *topo_costs(const topo *t, int v, const double *stage_gflops,
             double out = (double)model_unit_out_bytes(&t->model, ch->first_unit + ch->n_units - 1,
                                                       batch, seq);
             model_mem mem = chunk_mem(t, ts->recompute_id, ch, batch);
-            int k0 = *spread ? st : ch->virtual_stage, nk = *spread ? v : 1;
+            int nk = *spread ? v : 1;
             for (int j = 0; j < nk; j++) {
-                int k = k0 + j * P;
+                int k = *spread ? sched_place_vstage(place, P, st, j) : ch->virtual_stage;
                 c->f[k] += f / per_ms / nk;
                 c->b[k] += b / per_ms / nk;
                 c->w[k] += w / per_ms / nk;
@@ -357,13 +357,17 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
 {
     size_t n = 0;
     for (int st = 0; st < s->n_stages; st++) n += s->len[st];
-    fprintf(f, "schedule %s: %d stages x %d micro-batches, %d chunk%s per stage (%zu actions)\n",
-            s->kind, s->n_stages, s->n_micro, s->n_chunks, s->n_chunks > 1 ? "s" : "", n);
+    char note[SCHED_ERR_LEN + 64];
+    fprintf(f, "schedule %s: %d stages x %d micro-batches, %d chunk%s per stage%s (%zu actions)\n",
+            s->kind, s->n_stages, s->n_micro, s->n_chunks, s->n_chunks > 1 ? "s" : "",
+            s->placement == SCHED_PLACE_V ? " placed in a V (stage s holds virtual stages s and 2P-1-s)" : "", n);
+    if (sched_note(s, note, sizeof note)) fprintf(stderr, "pipetrain schedule: %s\n", note);
     double F = 0, B = 0, W = 0;
     for (int ch = 0; ch < s->n_chunks; ch++) {
-        F += c->f[ch * s->n_stages];
-        B += c->b[ch * s->n_stages];
-        W += c->w[ch * s->n_stages];
+        int k = sched_virtual_stage(s, 0, ch);
+        F += c->f[k];
+        B += c->b[k];
+        W += c->w[k];
     }
     fprintf(f, "costs: %s; stage 0 per micro-batch: F %.4g ms, B %.4g ms, W %.4g ms\n", cost_note,
             F, B, W);
@@ -459,9 +463,10 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
         sched_costs *d = sched_costs_new(P * s->n_chunks);
         if (!d) { sched_costs_free(c); return seterr(err, "out of memory"), NULL; }
         for (int k = 0; k < d->n; k++) {
-            d->f[k] = c->f[k % P] / s->n_chunks;
-            d->b[k] = c->b[k % P] / s->n_chunks;
-            d->w[k] = c->w[k % P] / s->n_chunks;
+            int st = sched_stage_of(s, k, NULL);
+            d->f[k] = c->f[st] / s->n_chunks;
+            d->b[k] = c->b[st] / s->n_chunks;
+            d->w[k] = c->w[st] / s->n_chunks;
         }
         d->latency = c->latency;
         d->bandwidth = c->bandwidth;
@@ -472,7 +477,7 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
     }
     double *ones = t ? malloc((size_t)t->n_stages * sizeof(double)) : NULL; /* only the bytes are used */
     for (int k = 0; ones && k < t->n_stages; k++) ones[k] = 1;
-    sched_costs *tc = ones ? topo_costs(t, s->n_chunks, ones, &spread) : NULL;
+    sched_costs *tc = ones ? topo_costs(t, s->n_chunks, s->placement, ones, &spread) : NULL;
     free(ones);
     for (int i = 0; tc && i < c->n; i++) {
         c->xfer_bytes[i] = tc->xfer_bytes[i];
@@ -578,7 +583,7 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
             free(rates);
             return seterr(err, "%s", rates ? rnote : "out of memory"), NULL;
         }
-        c = topo_costs(t, s->n_chunks, rates, &spread);
+        c = topo_costs(t, s->n_chunks, s->placement, rates, &spread);
         free(rates);
         snprintf(note, nn, "%s%s", rnote, spread ? " (each stage's work spread evenly over the schedule's chunks)" : "");
     }

@@ -66,15 +66,26 @@ int sched_append(sched_schedule *s, int stage, sched_action a)
 
 void sched_action_peers(const sched_schedule *s, int stage, sched_action a, int *from, int *to)
 {
-    int P = s->n_stages, K = P * s->n_chunks, k = sched_virtual_stage(s, stage, a.chunk);
+    int K = s->n_stages * s->n_chunks, k = sched_virtual_stage(s, stage, a.chunk);
+    int below = k > 0 ? sched_stage_of(s, k - 1, NULL) : -1, above = k + 1 < K ? sched_stage_of(s, k + 1, NULL) : -1;
     *from = *to = -1;
     if (a.op == SCHED_F) {
-        if (k > 0) *from = (k - 1) % P;
-        if (k + 1 < K) *to = (k + 1) % P;
+        *from = below;
+        *to = above;
     } else if (a.op == SCHED_B || a.op == SCHED_BW) {
-        if (k + 1 < K) *from = (k + 1) % P;
-        if (k > 0) *to = (k - 1) % P;
+        *from = above;
+        *to = below;
     }
+}
+
+char *sched_note(const sched_schedule *s, char *buf, size_t n)
+{
+    char pre[300];
+    if (!s->n_b_as_i) return NULL;
+    snprintf(buf, n, "%snote: %ld backward cell(s) written \"kBm\" are followed by \"kWm\" of the same "
+                     "micro-batch (PyTorch's older notation): read as the input gradient I, then W",
+             sched_src_prefix(s, pre, sizeof pre), s->n_b_as_i);
+    return buf;
 }
 
 static const char *op_str(int op)

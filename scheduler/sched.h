@@ -7,9 +7,16 @@
  *   B(mb, c)   backward w.r.t. the chunk's input (input gradient)
  *   W(mb, c)   backward w.r.t. the chunk's weights (weight gradient)
  *   BW(mb, c)  B and W fused.
- * A stage holds v chunks (v = 1 except for interleaved schedules). Chunk c of stage
- * s is virtual stage k = c*P + s (Megatron's layout): the model's layers are cut
- * into P*v consecutive pieces and piece k lives on stage k % P as its chunk k / P.
+ * A stage holds v chunks (v = 1 except for interleaved and V schedules). The
+ * model's layers are cut into P*v consecutive pieces, the virtual stages, and the
+ * schedule's placement says which stage holds piece k as which chunk:
+ *   loop (Megatron's layout): chunk c of stage s is virtual stage k = c*P + s,
+ *        so piece k lives on stage k % P as its chunk k / P;
+ *   V    (v = 2, zero-bubble V schedules, PyTorch's style="v"): stage s holds
+ *        virtual stages s (chunk 0) and 2P-1-s (chunk 1), so stage 0 holds the
+ *        first and the last piece and the turn of the V (P-1 -> P) is local to
+ *        stage P-1.
+ * With P = 1 the two coincide. sched_virtual_stage / sched_stage_of convert.
  * Data flows F: k -> k+1, gradients B: k+1 -> k. Sends and receives are implied.
  *
  * This module is pure: no sockets, no threads, no model. It uses jansson for the
@@ -19,13 +26,21 @@
  * Schedule file forms:
  *   JSON  {"version": 1, "kind": "1f1b", "micro_batches": 8, "chunks": 1,
  *          "stages": [["F0","F1","B0","W0", ...], ...]}
- *         Only "stages" is required. An action string is OP MB [c CHUNK] with OP one
- *         of F, B, W, BW; "F3" is F(3, 0), "BW12c1" is BW(12, 1).
+ *         Only "stages" is required; "placement": "loop" (default) or "v". An
+ *         action string is OP MB [c CHUNK] with OP one of F, B, W, BW; "F3" is
+ *         F(3, 0), "BW12c1" is BW(12, 1).
  *   CSV   PyTorch's compute-only form (torch.distributed.pipelining): one row per
  *         rank, one cell per action "<virtual stage><type><micro-batch>" with type
  *         F (forward), B (full backward = BW), I (backward input = B), W (backward
- *         weight = W); empty cells are idle slots and are skipped. Row s may only
- *         name virtual stages k with k % P == s (the layout above). */
+ *         weight = W); empty cells are idle slots and are skipped. A cell
+ *         "(<a>;<b>)OVERLAP_F_B" (DualPipeV's overlapped forward and backward) is
+ *         its two actions in order: a CPU stage has no compute/communication
+ *         overlap to exploit. The placement is recognised from the file: loop
+ *         when every row s names only virtual stages k with k % P == s, V when
+ *         every row s names only s and 2P-1-s (PyTorch's style="v", as in its
+ *         DualPipeV and ZBV schedules). PyTorch's older notation, in which "kBm"
+ *         is followed on its row by "kWm" (B meaning the input gradient), is read
+ *         as I then W and counted in n_b_as_i. */
 #ifndef SCHEDULER_SCHED_H
 #define SCHEDULER_SCHED_H
 
@@ -36,6 +51,8 @@
 #define SCHED_ERR_LEN 512 /* same size as ERR_LEN in model/util.h */
 
 enum { SCHED_F = 0, SCHED_B = 1, SCHED_W = 2, SCHED_BW = 3 };
+/* Placements of virtual stages onto stages (see above). */
+enum { SCHED_PLACE_LOOP = 0, SCHED_PLACE_V = 1 };
 
 typedef struct {
     uint32_t mb;    /* micro-batch index, 0 .. M-1 */
@@ -49,7 +66,9 @@ typedef struct {
     int n_stages;        /* P */
     int n_chunks;        /* v, virtual stages per stage */
     int n_micro;         /* M */
-    char kind[32];       /* "gpipe", "1f1b", "interleaved", "zb-h1", or "file" */
+    char kind[32];       /* "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", or "file" */
+    int placement;       /* SCHED_PLACE_LOOP (sched_new's default) or SCHED_PLACE_V
+                          * (only with n_chunks == 2) */
     size_t *len;         /* (P) number of actions of each stage */
     size_t *cap;         /* (P) allocated actions of each stage */
     sched_action **act;  /* (P) each stage's ordered action list */
@@ -57,6 +76,10 @@ typedef struct {
     char *src;           /* file name */
     int src_csv;         /* 1 when read from CSV: positions are printed as rows/columns */
     uint32_t **src_col;  /* (P) CSV column (0-based) of each action, or NULL */
+    long n_b_as_i;       /* CSV read with PyTorch's older notation: cells "kBm" taken
+                          * as the input gradient (I) because a "kWm" of the same
+                          * micro-batch follows on the row; 0 otherwise. Callers
+                          * print sched_note. */
 } sched_schedule;
 
 /* Allocates an empty schedule for P stages, v chunks, M micro-batches (all >= 1,
@@ -68,11 +91,38 @@ void sched_free(sched_schedule *s);
  * a bad stage index or out of memory. */
 int sched_append(sched_schedule *s, int stage, sched_action a);
 
-/* Virtual stage of chunk `chunk` on stage `stage`: chunk * P + stage. */
+/* The placement's virtual stage of chunk `chunk` on stage `stage` of P: loop
+ * chunk * P + stage, V stage (chunk 0) or 2P-1-stage (chunk 1). Pure, any thread. */
+static inline int sched_place_vstage(int placement, int P, int stage, int chunk)
+{
+    return placement == SCHED_PLACE_V && chunk ? 2 * P - 1 - stage : chunk * P + stage;
+}
+/* The inverse: the stage holding virtual stage k (0 .. P*v-1) under the placement,
+ * its chunk there in *chunk (may be NULL). No range check. */
+static inline int sched_place_stage(int placement, int P, int k, int *chunk)
+{
+    int c = k / P, st = k % P;
+    if (placement == SCHED_PLACE_V && c) st = 2 * P - 1 - k;
+    if (chunk) *chunk = c;
+    return st;
+}
+/* "loop" or "v": the placement's name in files and messages. */
+static inline const char *sched_place_name(int placement) { return placement == SCHED_PLACE_V ? "v" : "loop"; }
+
+/* Virtual stage of chunk `chunk` on stage `stage` under s's placement. */
 static inline int sched_virtual_stage(const sched_schedule *s, int stage, int chunk)
 {
-    return chunk * s->n_stages + stage;
+    return sched_place_vstage(s->placement, s->n_stages, stage, chunk);
 }
+/* Stage holding virtual stage k of s, with its chunk there in *chunk (may be NULL). */
+static inline int sched_stage_of(const sched_schedule *s, int k, int *chunk)
+{
+    return sched_place_stage(s->placement, s->n_stages, k, chunk);
+}
+/* Writes a one-line note about how s was read (today: PyTorch's older B-then-W
+ * notation taken as I then W) into buf, prefixed with the file name; returns buf,
+ * or NULL when there is nothing to say. */
+char *sched_note(const sched_schedule *s, char *buf, size_t n);
 
 /* The transfers action a of stage `stage` implies: *from is the stage that sends
  * its input (F of virtual stage k receives k-1's activation, B and BW receive
@@ -91,33 +141,38 @@ int sched_action_parse(const char *str, sched_action *a, char *err);
 
 /* ---- generators (scheduler/sched_gen.c) ---------------------------------- */
 
-/* Builds a built-in schedule. kind is "gpipe", "1f1b", "interleaved" or "zb-h1";
- * n_chunks is v (only "interleaved" accepts v > 1; pass 1 or 0 for the others, 0
- * means 2 for interleaved). Constraints (error if broken):
+/* Builds a built-in schedule. kind is "gpipe", "1f1b", "interleaved", "zb-h1" or
+ * "zb-v"; n_chunks is v (only "interleaved" accepts v > 1 freely, "zb-v" needs 2;
+ * pass 1 or 0 for the others, 0 means each kind's default). Constraints (error if
+ * broken):
  *   gpipe        M >= 1
  *   1f1b         M >= P (PipeDream-Flush needs a full warm-up to be one-forward-
  *                one-backward; with fewer micro-batches use gpipe)
  *   interleaved  v >= 2 and M a multiple of P (Megatron-LM's interleaved schedule)
  *   zb-h1        M >= P (Qi et al., Zero Bubble Pipeline Parallelism, ZB-H1)
+ *   zb-v         v == 2, V placement, M >= 1 (Qi et al., Pipeline Parallelism with
+ *                Controllable Memory: the zero-bubble V schedule)
  * Returns the schedule (caller frees) or NULL with a message in err. */
 sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int n_chunks,
                                char *err);
 /* The built-in kinds: sched_kind_table is the one place a kind's name and its
  * constraints live; everything that maps a name (the topology schema, the CLI's
  * --kind/--schedule, the generators) looks it up there. */
-enum { SCHED_KIND_GPIPE = 0, SCHED_KIND_1F1B, SCHED_KIND_INTERLEAVED, SCHED_KIND_ZBH1, SCHED_N_KINDS };
+enum { SCHED_KIND_GPIPE = 0, SCHED_KIND_1F1B, SCHED_KIND_INTERLEAVED, SCHED_KIND_ZBH1, SCHED_KIND_ZBV,
+       SCHED_N_KINDS };
 typedef struct {
-    const char *name;            /* "gpipe", "1f1b", "interleaved", "zb-h1" */
+    const char *name;            /* "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v" */
     int min_chunks, max_chunks;  /* v this kind accepts (min_chunks is the default) */
     int m_ge_p;                  /* needs M >= P */
     int m_mult_p;                /* needs M a multiple of P */
+    int placement;               /* SCHED_PLACE_* of the schedules it generates */
 } sched_kind_info;
 extern const sched_kind_info sched_kind_table[SCHED_N_KINDS];
 /* The names in table order, NULL-terminated (the topology schema's choices). */
 extern const char *const sched_kinds[SCHED_N_KINDS + 1];
 /* Index of the kind called `name` in sched_kind_table, or -1 (name may be NULL). */
 int sched_kind_find(const char *name);
-/* "gpipe, 1f1b, interleaved or zb-h1" into buf (n bytes); returns buf. */
+/* "gpipe, 1f1b, interleaved, zb-h1 or zb-v" into buf (n bytes); returns buf. */
 char *sched_kind_names(char *buf, size_t n);
 /* What sched_kind_fit found wrong, so that a caller can name its own field. */
 enum { SCHED_FIT_OK = 0, SCHED_FIT_KIND, SCHED_FIT_STAGES, SCHED_FIT_MICRO, SCHED_FIT_CHUNKS };

@@ -1,5 +1,6 @@
 /* sched_gen.c — the built-in schedule generators: GPipe, 1F1B (PipeDream-Flush),
- * Megatron-style interleaved 1F1B and ZB-H1 (Zero Bubble). Each produces per-stage
+ * Megatron-style interleaved 1F1B, ZB-H1 (Zero Bubble) and ZB-V (the zero-bubble
+ * V schedule, on the V placement). Each produces per-stage
  * action lists only; validity is checked by sched_check, timing by sched_simulate.
  * Backwards (and weight gradients) always run in micro-batch order on each chunk,
  * so weight gradients accumulate in micro-batch order. */
@@ -11,12 +12,13 @@
 /* The one table of schedule kinds: names and the constraints each generator has on
  * P, M and v. The topology schema, the CLI and the generators all look names up here. */
 const sched_kind_info sched_kind_table[SCHED_N_KINDS] = {
-    [SCHED_KIND_GPIPE] = { "gpipe", 1, 1, 0, 0 },
-    [SCHED_KIND_1F1B] = { "1f1b", 1, 1, 1, 0 },
-    [SCHED_KIND_INTERLEAVED] = { "interleaved", 2, 256, 0, 1 },
-    [SCHED_KIND_ZBH1] = { "zb-h1", 1, 1, 1, 0 },
+    [SCHED_KIND_GPIPE] = { "gpipe", 1, 1, 0, 0, SCHED_PLACE_LOOP },
+    [SCHED_KIND_1F1B] = { "1f1b", 1, 1, 1, 0, SCHED_PLACE_LOOP },
+    [SCHED_KIND_INTERLEAVED] = { "interleaved", 2, 256, 0, 1, SCHED_PLACE_LOOP },
+    [SCHED_KIND_ZBH1] = { "zb-h1", 1, 1, 1, 0, SCHED_PLACE_LOOP },
+    [SCHED_KIND_ZBV] = { "zb-v", 2, 2, 0, 0, SCHED_PLACE_V },
 };
-const char *const sched_kinds[SCHED_N_KINDS + 1] = { "gpipe", "1f1b", "interleaved", "zb-h1", NULL };
+const char *const sched_kinds[SCHED_N_KINDS + 1] = { "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", NULL };
 
 int sched_kind_find(const char *name)
 {
@@ -130,6 +132,52 @@ static void gen_zbh1(gen *g, int P, int M)
     while (w < M) put(g, SCHED_W, w++, 0);
 }
 
+/* ZB-V (Qi et al., Pipeline Parallelism with Controllable Memory, section 6; the
+ * order PyTorch's ScheduleZBVZeroBubble also produces). Stage s holds virtual
+ * stages s (chunk 0, the first leg of the V) and 2P-1-s
+ * (chunk 1, the way back). With N = max(M, 2P-1) micro-batches it runs:
+ *   warm-up  2(P-s)-1 F on chunk 0; s times F chunk 1, F chunk 0; P-s times
+ *            F, B, W on chunk 1 (on stage 0, chunk 1 is the loss: its B follows
+ *            its F at once);
+ *   steady   F, B, W on chunk 0 (F while any is left), then F, B, W on chunk 1,
+ *            until both chunks have run every forward;
+ *   cool-down s times B chunk 0, B chunk 1 (their W deferred), then P-s times
+ *            B and the oldest deferred W on chunk 0, then the deferred W of chunk
+ *            1 and chunk 0: the W fill the bubbles the backwards leave.
+ * Actions of micro-batches >= M are then left out (dependencies never cross
+ * micro-batches, so what remains still plays). Every (micro-batch, chunk) has
+ * its B and W in micro-batch order, so weight gradients accumulate in order. */
+typedef struct { int f, b, w; } zbv_count;
+
+static void zbv_put(gen *g, int op, int mb, int chunk, int M)
+{
+    if (mb < M) put(g, op, mb, chunk);
+}
+
+static void gen_zbv(gen *g, int P, int M)
+{
+    int s = g->stage, N = M > 2 * P - 1 ? M : 2 * P - 1;
+    zbv_count c[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
+#define F(ch) zbv_put(g, SCHED_F, c[ch].f++, ch, M)
+#define B(ch) zbv_put(g, SCHED_B, c[ch].b++, ch, M)
+#define W(ch) zbv_put(g, SCHED_W, c[ch].w++, ch, M)
+    for (int i = 0; i < 2 * (P - s) - 1; i++) F(0);
+    for (int i = 0; i < s; i++) { F(1); F(0); }
+    for (int i = 0; i < P - s; i++) { F(1); B(1); W(1); }
+    while (c[1].f < c[0].f || c[0].f < N) {
+        if (c[0].f < N) F(0);
+        B(0); W(0);
+        F(1); B(1); W(1);
+    }
+    for (int i = 0; i < s; i++) { B(0); B(1); }
+    for (int i = 0; i < P - s; i++) { B(0); W(0); }
+    while (c[1].w < c[1].b) W(1);
+    while (c[0].w < c[0].b) W(0);
+#undef F
+#undef B
+#undef W
+}
+
 int sched_kind_fit(int kind, int P, int M, int v, char *err)
 {
     if (kind < 0 || kind >= SCHED_N_KINDS) return sched_seterr(err, "unknown schedule kind %d", kind), SCHED_FIT_KIND;
@@ -142,7 +190,11 @@ int sched_kind_fit(int kind, int P, int M, int v, char *err)
                                  "stages and 2^22 micro-batches)", k->name, P, M), SCHED_FIT_STAGES;
     if (k->max_chunks == 1 && v != 1)
         return sched_seterr(err, "%s: takes one chunk per stage, got %d chunks (only "
-                                 "\"interleaved\" has virtual stages)", k->name, v), SCHED_FIT_CHUNKS;
+                                 "\"interleaved\" and \"zb-v\" have virtual stages)", k->name, v), SCHED_FIT_CHUNKS;
+    if (k->min_chunks == k->max_chunks && v != k->min_chunks)
+        return sched_seterr(err, "%s: takes exactly %d chunks per stage%s, got %d", k->name, k->min_chunks,
+                            k->placement == SCHED_PLACE_V ? " (stage s holds virtual stages s and 2P-1-s)" : "",
+                            v), SCHED_FIT_CHUNKS;
     if (v < k->min_chunks || v > k->max_chunks)
         return sched_seterr(err, "%s: needs %d..%d chunks per stage, got %d", k->name, k->min_chunks,
                             k->max_chunks, v), SCHED_FIT_CHUNKS;
@@ -171,19 +223,21 @@ sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int 
     if (v == 0) v = sched_kind_table[id].min_chunks;
     if (sched_kind_fit(id, P, M, v, err)) return NULL;
     sched_schedule *s = sched_new(P, v, M);
-    size_t per = (size_t)M * (size_t)v * (id == SCHED_KIND_ZBH1 ? 3 : 2);
+    size_t per = (size_t)M * (size_t)v * (id == SCHED_KIND_ZBH1 || id == SCHED_KIND_ZBV ? 3 : 2);
     if (!s || reserve(s, per)) {
         sched_free(s);
         sched_seterr(err, "%s: out of memory for %d stages x %d micro-batches", kind, P, M);
         return NULL;
     }
     snprintf(s->kind, sizeof s->kind, "%s", kind);
+    s->placement = sched_kind_table[id].placement;
     gen g = { s, 0, 0 };
     for (g.stage = 0; g.stage < P; g.stage++) {
         if (id == SCHED_KIND_GPIPE) gen_gpipe(&g, P, M);
         else if (id == SCHED_KIND_1F1B) gen_1f1b(&g, P, M);
         else if (id == SCHED_KIND_INTERLEAVED) gen_interleaved(&g, P, M, v);
-        else gen_zbh1(&g, P, M);
+        else if (id == SCHED_KIND_ZBH1) gen_zbh1(&g, P, M);
+        else gen_zbv(&g, P, M);
     }
     if (g.fail) {
         sched_free(s);

@@ -22,10 +22,10 @@ char *sched_where(const sched_schedule *s, int st, size_t i, char *buf, size_t n
 /* "FILE: " or "" */
 const char *sched_src_prefix(const sched_schedule *s, char *buf, size_t n);
 
-/* Virtual stage of chunk c on stage st. */
+/* Virtual stage of chunk c on stage st (s's placement). */
 static inline size_t sched_vstage(const sched_schedule *s, int st, int c)
 {
-    return (size_t)c * (size_t)s->n_stages + (size_t)st;
+    return (size_t)sched_virtual_stage(s, st, c);
 }
 
 /* Static checks (sched_validate.c): indices in range, exactly one F and one

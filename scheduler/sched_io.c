@@ -71,10 +71,14 @@ static int json_header(json_t *root, const char *name, dims *d, int n_micro, cha
         return sched_seterr(err, "%s: expected a JSON object with \"stages\": [[\"F0\", ...], ...]", name);
     json_object_foreach(root, key, val) {
         if (strcmp(key, "version") && strcmp(key, "kind") && strcmp(key, "micro_batches") &&
-            strcmp(key, "chunks") && strcmp(key, "stages") && strcmp(key, "simulation"))
+            strcmp(key, "chunks") && strcmp(key, "stages") && strcmp(key, "simulation") && strcmp(key, "placement"))
             return sched_seterr(err, "%s: unknown key \"%s\" (expected version, kind, "
-                                     "micro_batches, chunks, stages; simulation is ignored)", name, key);
+                                     "micro_batches, chunks, placement, stages; simulation is ignored)", name, key);
     }
+    json_t *pl = json_object_get(root, "placement");
+    if (pl && (!json_is_string(pl) || (strcmp(json_string_value(pl), "loop") && strcmp(json_string_value(pl), "v"))))
+        return sched_seterr(err, "%s: \"placement\": expected \"loop\" (chunk c of stage s is virtual stage "
+                                 "c*P+s) or \"v\" (stage s holds virtual stages s and 2P-1-s)", name);
     json_t *ver = json_object_get(root, "version");
     if (ver && (!json_is_integer(ver) || json_integer_value(ver) != 1))
         return sched_seterr(err, "%s: \"version\": expected 1", name);
@@ -135,6 +139,15 @@ static sched_schedule *parse_json(const char *text, size_t n, const char *name, 
         }
     }
     if (finish_dims(s, &d, name, err)) goto fail;
+    json_t *pl = json_object_get(root, "placement");
+    if (pl && !strcmp(json_string_value(pl), "v")) {
+        if (s->n_chunks != 2) {
+            sched_seterr(err, "%s: \"placement\": \"v\" needs 2 chunks per stage, the schedule has %d", name,
+                         s->n_chunks);
+            goto fail;
+        }
+        s->placement = SCHED_PLACE_V;
+    }
     json_t *kind = json_object_get(root, "kind");
     snprintf(s->kind, sizeof s->kind, "%s", kind ? json_string_value(kind) : "file");
     for (char *p = s->kind; *p; p++) /* a label only: keep it printable ASCII */
@@ -147,8 +160,9 @@ fail:
     return NULL;
 }
 
-/* Parses one CSV cell (already trimmed, non-empty): "<vstage><type><mb>". */
-static int csv_cell(const char *cell, int P, int row, sched_action *a, char *why)
+/* Parses one action "<vstage><type><mb>" (trimmed, non-empty) of row `row` of P
+ * under placement `place`. */
+static int csv_cell(const char *cell, int P, int place, int row, sched_action *a, char *why)
 {
     const char *p = cell;
     long k = 0, mb = 0;
@@ -169,13 +183,18 @@ static int csv_cell(const char *cell, int P, int row, sched_action *a, char *why
     if (!nd || nd > 8 || *p)
         return sched_seterr(why, "bad micro-batch index in '%s': expected a number of at most 8 "
                                  "digits after '%c'", cell, t);
-    if (k % P != row)
+    if (place == SCHED_PLACE_V ? (k != row && k != 2L * P - 1 - row) : k % P != row) {
+        if (place == SCHED_PLACE_V)
+            return sched_seterr(why, "'%s' names virtual stage %ld, which rank %d does not hold (the file "
+                                     "places virtual stages in a V: rank r holds r and %d-r)", cell, k, row,
+                                2 * P - 1);
         return sched_seterr(why, "'%s' names virtual stage %ld, which rank %d does not hold "
-                                 "(rank r holds virtual stages r, r+%d, r+%d, ...)", cell, k, row,
-                            P, 2 * P);
+                                 "(rank r holds virtual stages r, r+%d, r+%d, ... or, placed in a V, r "
+                                 "and %d-r)", cell, k, row, P, 2 * P, 2 * P - 1);
+    }
     if (k / P > 65535) return sched_seterr(why, "virtual stage %ld in '%s' is too large", k, cell);
     a->mb = (uint32_t)mb;
-    a->chunk = (uint16_t)(k / P);
+    a->chunk = (uint16_t)(k / P); /* V: k == row is chunk 0, 2P-1-row chunk 1, as k / P */
     a->op = t == 'F' ? SCHED_F : t == 'I' ? SCHED_B : t == 'W' ? SCHED_W : SCHED_BW;
     a->pad = 0;
     return 0;
@@ -197,6 +216,27 @@ static int csv_rows(const char *text, size_t n)
     return rows;
 }
 
+/* Splits a trimmed cell into its actions: one, or the two of
+ * "(<a>;<b>)OVERLAP_F_B" (run in order). Returns the count (1 or 2) with their
+ * bounds in sub[], or 0 when an overlap cell is malformed. */
+static int csv_split(const char *cell, size_t n, const char *sub[2], size_t sl[2])
+{
+    static const char tag[] = ")OVERLAP_F_B";
+    size_t tl = sizeof tag - 1;
+    if (n == 0 || cell[0] != '(') {
+        sub[0] = cell;
+        sl[0] = n;
+        return 1;
+    }
+    const char *semi = memchr(cell, ';', n);
+    if (n < tl + 4 || memcmp(cell + n - tl, tag, tl) || !semi || semi > cell + n - tl) return 0;
+    sub[0] = cell + 1;
+    sl[0] = (size_t)(semi - cell - 1);
+    sub[1] = semi + 1;
+    sl[1] = (size_t)(cell + n - tl - semi - 1);
+    return sl[0] && sl[1] && !memchr(sub[1], ';', sl[1]) ? 2 : 0;
+}
+
 static int csv_row(sched_schedule *s, const char *line, size_t len, int row, dims *d,
                    size_t *colcap, const char *name, char *err)
 {
@@ -211,34 +251,88 @@ static int csv_row(sched_schedule *s, const char *line, size_t len, int row, dim
         while (a1 > a0 && isspace((unsigned char)line[a1 - 1])) a1--;
         if (a1 > a0) {
             char cell[64], where[400], why[SCHED_ERR_LEN];
-            size_t cl = a1 - a0 < sizeof cell - 1 ? a1 - a0 : sizeof cell - 1;
-            memcpy(cell, line + a0, cl);
-            cell[cl] = 0;
             snprintf(where, sizeof where, "%s: row %d, column %u", name, row + 1, col + 1);
-            if (a1 - a0 > 32) /* the longest valid cell is 17 characters */
+            /* the longest valid cell is 17 characters, 48 for an overlapped pair */
+            if (a1 - a0 > (line[a0] == '(' ? 64u : 32u))
                 return sched_seterr(err, "%s: cell too long (%zu characters): expected "
                                          "<stage><F|B|I|W><micro-batch>", where, a1 - a0);
-            sched_action a;
-            if (memchr(line + a0, 0, a1 - a0) || csv_cell(cell, P, row, &a, why))
-                return sched_seterr(err, "%s: %s", where, memchr(line + a0, 0, a1 - a0) ?
-                                    "unexpected NUL byte" : why);
-            if (check_index(where, cell, a, d, err)) return -1;
-            if ((long)a.mb > d->max_mb) d->max_mb = a.mb;
-            if ((long)a.chunk > d->max_chunk) d->max_chunk = a.chunk;
-            if (sched_append(s, row, a)) return sched_seterr(err, "%s: out of memory", name);
-            if (s->len[row] > *colcap) {
-                size_t nc = *colcap ? 2 * *colcap : 16;
-                uint32_t *c = realloc(s->src_col[row], nc * sizeof(uint32_t));
-                if (!c) return sched_seterr(err, "%s: out of memory", name);
-                s->src_col[row] = c;
-                *colcap = nc;
+            if (memchr(line + a0, 0, a1 - a0)) return sched_seterr(err, "%s: unexpected NUL byte", where);
+            const char *sub[2];
+            size_t sl[2];
+            int ns = csv_split(line + a0, a1 - a0, sub, sl);
+            if (!ns)
+                return sched_seterr(err, "%s: '%.*s' is not an overlapped pair: expected "
+                                         "(<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B", where, (int)(a1 - a0), line + a0);
+            for (int j = 0; j < ns; j++) {
+                size_t cl = sl[j] < sizeof cell - 1 ? sl[j] : sizeof cell - 1;
+                memcpy(cell, sub[j], cl);
+                cell[cl] = 0;
+                sched_action a;
+                if (csv_cell(cell, P, s->placement, row, &a, why)) return sched_seterr(err, "%s: %s", where, why);
+                if (check_index(where, cell, a, d, err)) return -1;
+                if ((long)a.mb > d->max_mb) d->max_mb = a.mb;
+                if ((long)a.chunk > d->max_chunk) d->max_chunk = a.chunk;
+                if (sched_append(s, row, a)) return sched_seterr(err, "%s: out of memory", name);
+                if (s->len[row] > *colcap) {
+                    size_t nc = *colcap ? 2 * *colcap : 16;
+                    uint32_t *c = realloc(s->src_col[row], nc * sizeof(uint32_t));
+                    if (!c) return sched_seterr(err, "%s: out of memory", name);
+                    s->src_col[row] = c;
+                    *colcap = nc;
+                }
+                s->src_col[row][s->len[row] - 1] = col;
             }
-            s->src_col[row][s->len[row] - 1] = col;
         }
         col++;
         i = e + 1;
     }
     return 0;
+}
+
+/* The placement a CSV file's cells imply: V when every row s names both s and
+ * 2P-1-s and fewer cells break the V (name another stage) than break the loop
+ * (k % P != s); loop otherwise. The cells that break the chosen placement are
+ * then reported by csv_cell. Looks only at each cell's leading virtual stage
+ * number (both of an overlapped pair). */
+static int csv_placement(const char *text, size_t n, int P)
+{
+    long loop_bad = 0, v_bad = 0;
+    int row = 0, v = 1;
+    uint8_t *both = calloc((size_t)P, 1); /* per row: 1 = names r, 2 = names 2P-1-r */
+    if (!both) return SCHED_PLACE_LOOP;
+    for (size_t i = 0; i < n && row < P; i++) {
+        if (text[i] == '\n') { row++; continue; }
+        if (!isdigit((unsigned char)text[i]) || (i > 0 && (isalnum((unsigned char)text[i - 1]) || text[i - 1] == '_')))
+            continue;
+        long k = 0;
+        int nd = 0;
+        while (i < n && isdigit((unsigned char)text[i])) { if (++nd <= 8) k = k * 10 + (text[i] - '0'); i++; }
+        i--; /* the loop's i++ moves past the number */
+        if (nd > 8) continue;
+        if (k % P != row) loop_bad++;
+        if (k != row && k != 2L * P - 1 - row) v_bad++;
+        else both[row] |= (uint8_t)(k == row ? 1 : 2);
+    }
+    for (int r = 0; r < P && v; r++) v = both[r] == 3;
+    free(both);
+    return v && v_bad < loop_bad ? SCHED_PLACE_V : SCHED_PLACE_LOOP;
+}
+
+/* PyTorch's older notation: "kBm" followed on its row by "kWm" meant the input
+ * gradient. Turns each such BW into B, counting them in s->n_b_as_i. */
+static void csv_b_then_w(sched_schedule *s)
+{
+    for (int st = 0; st < s->n_stages; st++)
+        for (size_t i = 0; i < s->len[st]; i++) {
+            sched_action *a = &s->act[st][i];
+            if (a->op != SCHED_BW) continue;
+            for (size_t j = i + 1; j < s->len[st]; j++) {
+                sched_action b = s->act[st][j];
+                if (b.mb != a->mb || b.chunk != a->chunk) continue;
+                if (b.op == SCHED_W) { a->op = SCHED_B; s->n_b_as_i++; }
+                if (b.op == SCHED_W || b.op == SCHED_B || b.op == SCHED_BW) break;
+            }
+        }
 }
 
 static sched_schedule *parse_csv(const char *text, size_t n, const char *name, int n_micro,
@@ -254,6 +348,7 @@ static sched_schedule *parse_csv(const char *text, size_t n, const char *name, i
         return NULL;
     }
     s->src_csv = 1;
+    s->placement = csv_placement(text, n, P);
     dims d = { -1, -1, n_micro > 0 ? n_micro : 0, 0 };
     size_t i = 0;
     for (int row = 0; row < P; row++) {
@@ -266,6 +361,7 @@ static sched_schedule *parse_csv(const char *text, size_t n, const char *name, i
         i = e + 1;
     }
     if (finish_dims(s, &d, name, err)) { sched_free(s); return NULL; }
+    csv_b_then_w(s);
     snprintf(s->kind, sizeof s->kind, "file");
     return s;
 }
@@ -362,7 +458,8 @@ int sched_write_json_sim(const sched_schedule *s, const sched_report *r, const s
         else if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) fputc('?', f);
         else fputc(*p, f);
     }
-    fprintf(f, "\", \"micro_batches\": %d, \"chunks\": %d,\n", s->n_micro, s->n_chunks);
+    fprintf(f, "\", \"micro_batches\": %d, \"chunks\": %d,%s\n", s->n_micro, s->n_chunks,
+            s->placement == SCHED_PLACE_V ? " \"placement\": \"v\"," : "");
     if (sim) {
         fputs(" \"simulation\": ", f);
         json_dumpf(sim, f, JSON_COMPACT | JSON_REAL_PRECISION(10));

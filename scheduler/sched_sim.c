@@ -74,8 +74,11 @@ static double send(play *p, int st, int dst, int fwd, double bytes, double end)
 {
     if (dst == st || !p->c) return end;
     int P = p->s->n_stages;
-    /* With two stages, forward and backward sends from st go to the same peer. */
-    size_t l = (size_t)st * 2 + (P == 2 ? 0 : (fwd ? 0 : 1));
+    (void)fwd;
+    /* Two links leave each stage: to st+1 and to st-1 (mod P; the same peer with
+     * two stages). A loop placement sends forwards up and gradients down; a V
+     * placement sends chunk 1's forwards down and its gradients up. */
+    size_t l = (size_t)st * 2 + (dst == (st + 1) % P ? 0 : 1);
     double t = end > p->link[l] ? end : p->link[l];
     if (p->c->bandwidth > 0) t += bytes / p->c->bandwidth;
     p->link[l] = t;
@@ -130,13 +133,13 @@ static void weight_in_order(play *p, int st, size_t k, sched_action a, size_t i,
 static void advance(play *p, int st, sched_report *r, int timeline)
 {
     const sched_schedule *s = p->s;
-    size_t P = (size_t)s->n_stages, M = p->M, K = p->K;
+    size_t M = p->M, K = p->K;
     const sched_action *act = s->act[st];
     size_t i = p->cur[st], n = s->len[st];
     double t = p->tfree[st], busy = 0;
     for (; i < n; i++) {
         sched_action a = act[i];
-        size_t k = (size_t)a.chunk * P + (size_t)st;
+        size_t k = sched_vstage(s, st, a.chunk);
         double ready = t;
         if (a.op == SCHED_F && k > 0) {
             size_t j = (k - 1) * M + a.mb;
@@ -165,13 +168,13 @@ static void advance(play *p, int st, sched_report *r, int timeline)
         busy += d;
         if (timeline) { r->start[st][i] = ready; r->end[st][i] = own; }
         if (a.op == SCHED_F) {
-            int dst = (int)((k + 1) % P);
+            int dst = k + 1 < K ? sched_stage_of(s, (int)k + 1, NULL) : st;
             if (p->fa)
                 p->fa[k * M + a.mb] = -(k + 1 < K ? send(p, st, dst, 1, p->c->xfer_bytes[k], t) : t);
             else p->fd[k * M + a.mb] = 1;
             if (k + 1 < K && dst != st) push(p, dst);
         } else if (a.op != SCHED_W) {
-            int dst = (int)((k + P - 1) % P);
+            int dst = k > 0 ? sched_stage_of(s, (int)k - 1, NULL) : st;
             double out = a.op == SCHED_BW && p->c && p->c->bw_early ? ready + p->c->b[k] : t;
             if (p->ba)
                 p->ba[k * M + a.mb] = -(k > 0 ? send(p, st, dst, 0, p->c->xfer_bytes[k - 1], out) : out);
@@ -294,7 +297,7 @@ static void peak_bytes(const sched_schedule *s, const sched_costs *c, sched_repo
         double live = 0, peak = 0;
         for (size_t i = 0; i < s->len[st]; i++) {
             sched_action a = s->act[st][i];
-            size_t k = (size_t)a.chunk * P + st;
+            size_t k = sched_vstage(s, (int)st, a.chunk);
             double b = c->stash_bytes[k], now = 0;
             switch (a.op) {
             case SCHED_F: live += b; now = live + c->f_tmp_bytes[k]; break;

@@ -141,10 +141,11 @@ static void waits_for(const sched_schedule *s, int st, sched_action a, char *buf
         return;
     }
     d.op = a.op == SCHED_F ? SCHED_F : SCHED_B;
-    d.chunk = (uint16_t)(dk / (size_t)s->n_stages);
+    int dc = 0, dst = sched_stage_of(s, (int)dk, &dc);
+    d.chunk = (uint16_t)dc;
     char an[64];
     sched_action_name(d, s->n_chunks, an, sizeof an);
-    snprintf(buf, n, "%s from stage %zu", an, dk % (size_t)s->n_stages);
+    snprintf(buf, n, "%s from stage %d", an, dst);
 }
 
 /* Appends "stage S: a0 a1 [a2] a3 ... (stuck at action 2 of 9, waits for ...)". */

@@ -123,6 +123,15 @@ int rt_step(rt *r);
  * (after AdamW). No-ops otherwise. */
 int rt_tied_exchange_grad(rt *r);
 int rt_tied_exchange_weights(rt *r);
+/* The chunk of this stage that is virtual stage vs, or NULL. A neighbour chunk
+ * on the same stage (prev or next == K: the turn of a V placement, or P = 1) gets
+ * its tensors by a copy into its buffers, not over the network (runtime.c). */
+static inline rt_chunk *rt_local_chunk(rt *r, int vs)
+{
+    for (int ci = 0; ci < r->n_chunks; ci++)
+        if (r->ch[ci].vs == vs) return &r->ch[ci];
+    return NULL;
+}
 /* This process's pipeline neighbour: stage j of its own replica. */
 static inline net_peer_id rt_peer(const rt *r, int j) { return net_stage_id((uint16_t)j, (uint16_t)r->rep); }
 

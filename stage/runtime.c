@@ -95,6 +95,8 @@ int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, co
     return rt_recv_len(r, from, k, buf, cap, NULL, what);
 }
 
+static size_t act_bytes(const rt *r) { return r->Bm * r->T * r->C * sizeof(float); }
+
 /* Posts a tensor send and remembers it until it is seen complete. */
 static int send_tensor(rt *r, int to, net_key k, const void *buf, struct net_op **op, int kind, int chunk, int mb)
 {
@@ -123,6 +125,22 @@ static int poll_sends(rt *r, int wait)
         r->pend[i] = r->pend[--r->n_pend];
     }
     return 0;
+}
+
+/* Hands the output of chunk c for micro-batch mb to its consumer: a copy into
+ * the consumer chunk's input buffer when that chunk is on this stage (grad = 0:
+ * activation to vs+1, 1: gradient to vs-1), else a send to its stage. */
+static int hand_over(rt *r, rt_chunk *c, int mb, int grad, net_key k, const float *buf)
+{
+    int to = grad ? c->prev : c->next;
+    if (to == r->K) {
+        rt_chunk *d = rt_local_chunk(r, grad ? c->vs - 1 : c->vs + 1);
+        if (!d) return rt_fail(r, "no chunk holds virtual stage %d on this stage", grad ? c->vs - 1 : c->vs + 1);
+        memcpy(grad ? d->grad_in[mb] : d->act_in[mb], buf, act_bytes(r));
+        return 0;
+    }
+    return send_tensor(r, to, k, buf, grad ? &c->tx_grad[mb] : &c->tx_act[mb], grad ? SCHED_B : SCHED_F,
+                       (int)(c - r->ch), mb);
 }
 
 /* Waits for a tensor receive, as a traced wait. */
@@ -181,8 +199,6 @@ static void work_put(rt *r, rt_chunk *c, int mb)
 
 /* ---- one step ---- */
 
-static size_t act_bytes(const rt *r) { return r->Bm * r->T * r->C * sizeof(float); }
-
 /* Posts every tensor receive the step's actions will need. */
 static int post_receives(rt *r)
 {
@@ -190,12 +206,12 @@ static int post_receives(rt *r)
     for (int ci = 0; ci < r->n_chunks; ci++) {
         rt_chunk *c = &r->ch[ci];
         for (int mb = 0; mb < r->M; mb++) {
-            if (c->vs > 0) {
+            if (c->vs > 0 && c->prev != r->K) { /* a local one is copied in (hand_over) */
                 net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
                 if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[mb], act_bytes(r), &c->rx_act[mb], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
-            if (c->vs < r->V - 1) {
+            if (c->vs < r->V - 1 && c->next != r->K) {
                 net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
                 if (net_recv_post(r->node, rt_peer(r, c->next), k, c->grad_in[mb], act_bytes(r), &c->rx_grad[mb], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
@@ -211,7 +227,7 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
     const float *in = NULL;
     if (c->vs > 0) {
         snprintf(what, sizeof what, "waiting for F(%d) activation from stage %d", mb, c->prev);
-        if (await_tensor(r, &c->rx_act[mb], what, SCHED_F, (int)(c - r->ch), mb)) return -1;
+        if (c->prev != r->K && await_tensor(r, &c->rx_act[mb], what, SCHED_F, (int)(c - r->ch), mb)) return -1;
         in = c->act_in[mb];
     }
     double t0 = rt_now();
@@ -229,7 +245,7 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
     r->stats.compute_s += rt_now() - t0;
     rt_event(r, SCHED_F, 0, (int)(c - r->ch), mb, t0, rt_now());
     net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs + 1) };
-    return send_tensor(r, c->next, k, c->act_out[mb], &c->tx_act[mb], SCHED_F, (int)(c - r->ch), mb);
+    return hand_over(r, c, mb, 0, k, c->act_out[mb]);
 }
 
 static int do_backward_input(rt *r, rt_chunk *c, int mb)
@@ -238,7 +254,7 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        if (c->next != r->K && await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
         dout = c->grad_in[mb];
     }
     double t0 = rt_now();
@@ -249,7 +265,7 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
     rt_event(r, SCHED_B, 0, (int)(c - r->ch), mb, t0, rt_now());
     if (!din) return 0;
     net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs - 1) };
-    return send_tensor(r, c->prev, k, din, &c->tx_grad[mb], SCHED_B, (int)(c - r->ch), mb);
+    return hand_over(r, c, mb, 1, k, din);
 }
 
 static void do_backward_weight(rt *r, rt_chunk *c, int mb)
@@ -323,7 +339,7 @@ static int do_backward_fused(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        if (c->next != r->K && await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
         dout = c->grad_in[mb];
     }
     double t0 = rt_now();

@@ -45,14 +45,19 @@ static int rt_eval(rt *r)
     if (r->has_data) nw = run_eval_windows(r->t, r->step, data_val_windows(&r->data, T));
     double sum = 0;
     char what[96];
+    size_t handed = 0; /* batch rows copied to the next chunk on this stage (the turn of a V) */
     for (size_t e = 0, done = 0; !done; e++) {
         for (int ci = 0; ci < r->n_chunks; ci++) {
             rt_chunk *c = &r->ch[ci];
             size_t b;
             float *in = NULL;
             net_key k = { MSG_EVAL_ACT, (uint64_t)r->step, (uint32_t)e, (uint32_t)c->vs };
+            rt_chunk *d = c->next == r->K ? rt_local_chunk(r, c->vs + 1) : NULL;
             if (c->vs == 0) {
                 b = e * r->Bm >= nw ? 0 : (nw - e * r->Bm < r->Bm ? nw - e * r->Bm : r->Bm);
+            } else if (c->prev == r->K) {
+                b = handed;
+                in = c->act_in[0];
             } else {
                 struct net_op *op = NULL;
                 char nerr[NET_ERR_LEN];
@@ -68,7 +73,8 @@ static int rt_eval(rt *r)
             k.chunk = (uint32_t)(c->vs + 1);
             if (b == 0) {
                 done = 1;
-                if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], 0)) return -1;
+                if (d) handed = 0;
+                else if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], 0)) return -1;
                 continue;
             }
             model_slot *s = rt_slot_get(r, c);
@@ -82,7 +88,12 @@ static int rt_eval(rt *r)
                 model_forward(r->part, c->lo, c->hi, s, in, c->act_out[0], b, T);
             }
             rt_slot_put(r, c, s);
-            if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], b * row)) return -1;
+            if (d) {
+                memcpy(d->act_in[0], c->act_out[0], b * row);
+                handed = b;
+            } else if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], b * row)) {
+                return -1;
+            }
         }
     }
     if (!r->holds_head) return 0;

@@ -53,13 +53,14 @@ run_pipe() { # NAME TOPOLOGY STAGES SCHEDULE [RUN OPTIONS]
     local rc=$?
     check "$name: run exits 0" "[ $rc -eq 0 ] || { tail -n 12 $tmp/$name.log $tmp/$name/stage-*.log; false; }"
     "$P" export "$tmp/$name" --out "$tmp/$name/export" >/dev/null 2>&1
+    local ref=${REF:-one} # the one-stage run of the same model and micro-batches
     check "$name: weights bitwise equal to 1 stage" \
-        "cmp $tmp/one/export/model.safetensors $tmp/$name/export/model.safetensors"
+        "cmp $tmp/$ref/export/model.safetensors $tmp/$name/export/model.safetensors"
     lines "$tmp/$name/metrics.jsonl" >"$tmp/$name.lines"
-    check "$name: loss lines equal to 1 stage" "diff $tmp/one.lines $tmp/$name.lines"
+    check "$name: loss lines equal to 1 stage" "diff $tmp/$ref.lines $tmp/$name.lines"
     # summary.json prints the last losses with all 17 digits
     check "$name: final_loss and val_loss equal to 1 stage to the last bit" \
-        "diff <(grep -E '\"(final_loss|val_loss)\"' $tmp/one/summary.json) <(grep -E '\"(final_loss|val_loss)\"' $tmp/$name/summary.json)"
+        "diff <(grep -E '\"(final_loss|val_loss)\"' $tmp/$ref/summary.json) <(grep -E '\"(final_loss|val_loss)\"' $tmp/$name/summary.json)"
 }
 
 for sched in gpipe 1f1b; do
@@ -149,6 +150,52 @@ for f in json csv; do
     run_pipe "2stage-file-$f" topologies/shakespeare-2stage.json 2 1f1b \
         --set schedule.file="$PWD/scheduler/examples/w-out-of-order.$f"
 done
+# --- issue #13: V-shaped schedules. zb-v places virtual stages in a V (stage s
+# holds s and 2P-1-s of the model cut into 2P chunks): stage 0 holds the
+# embedding and the head, and the turn of the V is a local hand-over on the last
+# stage ('|' cuts its two touching chunks). PyTorch's own CSV files run as they
+# are: a DualPipeV order (V placement recognised from the file, OVERLAP_F_B
+# pairs run as their two actions) and the older ZB1P notation (B then W).
+V2=(--set stages.0.layers=embed,0,3,head --set "stages.1.layers=1|2")
+run_pipe "2stage-zb-v" topologies/shakespeare-2stage.json 2 zb-v "${V2[@]}"
+check "2stage-zb-v: 4 (micro-batch, chunk) pairs in flight on each stage, as the golden test plays it" \
+    "[ \"\$(grep -o '\"peak_in_flight\": [0-9]*' $tmp/2stage-zb-v/summary.json | awk '{print \$2}' | tr '\n' ' ')\" = '4 4 ' ]"
+run_pipe "2stage-dualpipev-csv" topologies/shakespeare-2stage.json 2 1f1b "${V2[@]}" \
+    --set schedule.file="$PWD/tests/data/sched/dualpipev-2x4.csv"
+run_pipe "2stage-zb1p-style-csv" topologies/shakespeare-2stage.json 2 1f1b \
+    --set stages.0.layers=embed,0,2 --set stages.1.layers=1,3,head --set schedule.file="$PWD/tests/data/sched/zb1p-style-2x4.csv"
+check "the B-then-W file is accepted with a note" "grep -q 'read as the input gradient I, then W' $tmp/2stage-zb1p-style-csv.log"
+# 4 stages need 8 chunks: 6 blocks, against the one-stage run of the same model
+for m in 4 8; do
+    "$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set model.n_layers=6 --set stages.0.layers=embed,0-5,head \
+        --set train.micro_batches=$m \
+        --set stages.0.threads=1 --out "$tmp/one6m$m" >"$tmp/one6m$m.log" 2>&1
+    check "1 stage, 6 blocks, M=$m: run exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/one6m$m.log; false; }"
+    "$P" export "$tmp/one6m$m" --out "$tmp/one6m$m/export" >/dev/null 2>&1
+    lines "$tmp/one6m$m/metrics.jsonl" >"$tmp/one6m$m.lines"
+done
+V4=(--set model.n_layers=6 --set stages.0.layers=embed,head --set stages.1.layers=0,5 --set stages.2.layers=1,4
+    --set "stages.3.layers=2|3")
+REF=one6m4 run_pipe "4stage-zb-v" topologies/shakespeare-4stage.json 4 zb-v "${V4[@]}"
+# the peak activation bytes each stage reports are what `pipetrain schedule` predicts
+# for the V placement (the simulator's memory model once charged chunk 1 of stage s
+# to virtual stage P+s, the loop's)
+zbv_bytes() { # TOPOLOGY LAYOUT-SETS...: per stage predicted peak_activation_bytes under zb-v
+    local topo=$1
+    shift
+    "$P" schedule "$topo" "${COMMON[@]:2}" "$@" --set schedule.kind=zb-v --gflops 1 --format json 2>/dev/null |
+        python3 -c 'import json,sys; print(" ".join("%d" % s["peak_activation_bytes"] for s in json.load(sys.stdin)["simulation"]["stages"]))'
+}
+for run in 2stage-zb-v:shakespeare-2stage:V2 4stage-zb-v:shakespeare-4stage:V4; do
+    IFS=: read -r name topo sets <<<"$run"
+    eval "args=(\"\${$sets[@]}\")"
+    got=$(field "$tmp/$name" peak_act_bytes)
+    want=$(zbv_bytes topologies/$topo.json "${args[@]}")
+    check "$name: peak activation bytes as predicted ($got)" "[ '$want' = '${got% }' ]"
+done
+REF=one6m8 run_pipe "4stage-dualpipev-csv" topologies/shakespeare-4stage.json 4 1f1b "${V4[@]}" \
+    --set train.micro_batches=8 --set schedule.file="$PWD/tests/data/sched/dualpipev-4x8.csv"
+
 # the W events of every step ran in micro-batch order (the file asks otherwise)
 w_order() { # RUN STAGE: the micro-batches of its W events, in trace order, per step
     grep -o "\"name\": \"W[0-9]*\", \"cat\": \"W\", \"ph\": \"X\", \"pid\": $2," "$1/trace.json" |

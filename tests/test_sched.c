@@ -133,8 +133,9 @@ static void test_generators_grid(void)
             for (int M = 1; M <= 13; M++)
                 for (int v = 1; v <= 3; v++) {
                     const char *kind = sched_kinds[k];
-                    int inter = !strcmp(kind, "interleaved");
+                    int inter = !strcmp(kind, "interleaved"), zbv = !strcmp(kind, "zb-v");
                     int ok = inter ? (v >= 2 && M % P == 0)
+                           : zbv   ? v == 2
                                    : (v == 1 && (!strcmp(kind, "gpipe") || M >= P));
                     sched_schedule *s = sched_generate(kind, P, M, v, err);
                     if (!ok) {
@@ -159,9 +160,10 @@ static void test_generators_grid(void)
                     sched_free(s);
                     checked++;
                 }
-    /* gpipe 6*13, 1f1b and zb-h1 63 each (M >= P), interleaved 2 * 30 (M % P == 0). */
-    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60);
-    CU_ASSERT_EQUAL(checked + refused, 4 * 6 * 13 * 3);
+    /* gpipe 6*13, 1f1b and zb-h1 63 each (M >= P), interleaved 2 * 30 (M % P == 0),
+     * zb-v 6*13 (v = 2, any M). */
+    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60 + 78);
+    CU_ASSERT_EQUAL(checked + refused, 5 * 6 * 13 * 3);
     CU_ASSERT_PTR_NULL(sched_generate("pipedream", 2, 4, 1, err));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown schedule kind 'pipedream'"));
     CU_ASSERT_PTR_NULL(sched_generate("1f1b", 4, 2, 1, err));
@@ -405,6 +407,173 @@ static void test_action_strings(void)
     CU_ASSERT_EQUAL(sched_action_parse("F1234567890", &a, err), -1);
 }
 
+
+/* Joins stage st's actions in the JSON form ("F0 F1 B0c1 ...") into buf. */
+static char *stage_str(const sched_schedule *s, int st, char *buf, size_t n)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < s->len[st] && o < n; i++) {
+        char a[32];
+        o += (size_t)snprintf(buf + o, n - o, "%s%s", i ? " " : "", sched_action_str(s->act[st][i], a, sizeof a));
+    }
+    return buf;
+}
+
+/* ZB-V, P = 2, M = 4, checked by hand. Stage 0 holds virtual stages 0 and 3
+ * (chunk 1 ends in the loss), stage 1 holds 1 and 2 (the turn of the V is
+ * local). With F = B = W = 1 per chunk the timeline played by hand is:
+ *   stage 0: F0 F1 F2 [0,3]; F0c1 B0c1 W0c1 [3,6]; F1c1 waits for stage 1's
+ *            F1c1 (ends 5) and runs [6,7], B1c1 W1c1 [7,9]; F3 [9,10]; B0 needs
+ *            stage 1's B0 (ends 9) [10,11]; ... B3 [22,23], W3 [23,24];
+ *   stage 1: idle [0,1]; F0 [1,2], F0c1 [2,3] (local), F1 [3,4], F1c1 [4,5],
+ *            B0c1 needs stage 0's B0c1 (ends 5) [5,6]; ... W3 ends at 25.
+ * Step 25, each stage busy 24 (3 x 4 x 2 actions): bubble 1 - 48/50 = 4%,
+ * against 1F1B's (P-1)/(M+P-1) = 20% at the same per-stage costs; at most 4
+ * (micro-batch, chunk) pairs in flight on either stage. */
+static void test_zbv_golden(void)
+{
+    sched_schedule *s = NULL;
+    sched_report *r = sim("zb-v", 2, 4, 0, 2, 2, 2, &s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    char buf[1024];
+    CU_ASSERT_EQUAL(s->n_chunks, 2);
+    CU_ASSERT_EQUAL(s->placement, SCHED_PLACE_V);
+    CU_ASSERT_STRING_EQUAL(stage_str(s, 0, buf, sizeof buf),
+                           "F0 F1 F2 F0c1 B0c1 W0c1 F1c1 B1c1 W1c1 F3 B0 W0 F2c1 B2c1 W2c1 B1 W1 F3c1 B3c1 W3c1 "
+                           "B2 W2 B3 W3");
+    CU_ASSERT_STRING_EQUAL(stage_str(s, 1, buf, sizeof buf),
+                           "F0 F0c1 F1 F1c1 B0c1 W0c1 F2 B0 W0 F2c1 B1c1 W1c1 F3 B1 W1 F3c1 B2c1 W2c1 B2 B3c1 "
+                           "B3 W2 W3c1 W3");
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 25.0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->bubble, 0.04, 1e-9);
+    for (int st = 0; st < 2; st++) {
+        CU_ASSERT_DOUBLE_EQUAL(r->busy[st], 24.0, 1e-9);
+        CU_ASSERT_EQUAL(r->peak_mb[st], 4);
+    }
+    /* the hand-played times of a few actions */
+    CU_ASSERT_DOUBLE_EQUAL(r->start[0][6], 6.0, 1e-9);  /* F1c1 on stage 0 */
+    CU_ASSERT_DOUBLE_EQUAL(r->start[1][0], 1.0, 1e-9);  /* F0 on stage 1 */
+    CU_ASSERT_DOUBLE_EQUAL(r->start[1][1], 2.0, 1e-9);  /* F0c1: local, no wait */
+    CU_ASSERT_DOUBLE_EQUAL(r->start[1][4], 5.0, 1e-9);  /* B0c1 after stage 0's B0c1 */
+    CU_ASSERT_DOUBLE_EQUAL(r->end[0][23], 24.0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->end[1][23], 25.0, 1e-9);
+    /* memory follows the placement: stashes of 1, 10, 100, 1000 bytes on virtual
+     * stages 0..3; stage 0 (0 and 3) peaks with F0, F1, F2 and F0c1 live = 1003,
+     * stage 1 (1 and 2) with two micro-batches on each chunk = 220 */
+    sched_costs *mc = sched_costs_uniform(2, 2, 2, 2, 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mc);
+    for (int k = 0; k < 4; k++) mc->stash_bytes[k] = k == 0 ? 1 : k == 1 ? 10 : k == 2 ? 100 : 1000;
+    sched_report *mr = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, mc, 0, &mr, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(mr->peak_bytes[0], 1003, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(mr->peak_bytes[1], 220, 1e-9);
+    sched_report_free(mr);
+    sched_costs_free(mc);
+    /* the CSV form names virtual stages in the V: row 1 holds 0 and 3 */
+    char *csv = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&csv, &n);
+    CU_ASSERT_EQUAL(sched_write_csv(s, f, err), 0);
+    fclose(f);
+    CU_ASSERT(!strncmp(csv, "0F0,0F1,0F2,3F0,3I0,3W0,3F1,3I1,3W1,0F3,0I0,0W0,", 48));
+    CU_ASSERT_PTR_NOT_NULL(strstr(csv, "\n1F0,2F0,1F1,2F1,2I0,2W0,"));
+    free(csv);
+    /* transfers: stage 1's chunk 0 (virtual stage 1) hands its F to itself */
+    int from, to;
+    sched_action_peers(s, 1, (sched_action){ 0, 0, SCHED_F, 0 }, &from, &to);
+    CU_ASSERT(from == 0 && to == 1);
+    sched_action_peers(s, 0, (sched_action){ 0, 1, SCHED_F, 0 }, &from, &to);
+    CU_ASSERT(from == 1 && to == -1);
+    sched_action_peers(s, 0, (sched_action){ 0, 1, SCHED_B, 0 }, &from, &to);
+    CU_ASSERT(from == -1 && to == 1);
+    sched_report_free(r);
+    sched_free(s);
+    /* the placements and their inverses */
+    for (int P = 1; P <= 5; P++)
+        for (int pl = SCHED_PLACE_LOOP; pl <= SCHED_PLACE_V; pl++)
+            for (int st = 0; st < P; st++)
+                for (int c = 0; c < 2; c++) {
+                    int k = sched_place_vstage(pl, P, st, c), c2 = -1;
+                    CU_ASSERT(k >= 0 && k < 2 * P);
+                    CU_ASSERT_EQUAL(sched_place_stage(pl, P, k, &c2), st);
+                    CU_ASSERT_EQUAL(c2, c);
+                    if (pl == SCHED_PLACE_V) CU_ASSERT_EQUAL(k, c ? 2 * P - 1 - st : st);
+                }
+    /* 4 stages, 8 micro-batches, F = B = W: zb-v's bubble is below zb-h1's and 1f1b's */
+    sched_report *v = sim("zb-v", 4, 8, 0, 1, 1, 1, NULL), *h = sim("zb-h1", 4, 8, 1, 1, 1, 1, NULL),
+                 *o = sim("1f1b", 4, 8, 1, 1, 1, 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    fprintf(stderr, "\n  P=4 M=8: bubble zb-v %.4f, zb-h1 %.4f, 1f1b %.4f\n", v->bubble, h->bubble, o->bubble);
+    CU_ASSERT(v->bubble < h->bubble && h->bubble < o->bubble);
+    sched_report_free(v);
+    sched_report_free(h);
+    sched_report_free(o);
+}
+
+/* PyTorch's CSV files as they are (written in its exact format by
+ * torch.distributed.pipelining's schedules): a DualPipeV order with its V
+ * placement and OVERLAP_F_B pairs, and the older ZB1P notation (B then W). */
+static void test_pytorch_files(void)
+{
+    sched_schedule *s = sched_load("tests/data/sched/dualpipev-2x4.csv", 0, err);
+    if (!s) fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(s->placement, SCHED_PLACE_V);
+    CU_ASSERT(s->n_stages == 2 && s->n_chunks == 2 && s->n_micro == 4);
+    CU_ASSERT_EQUAL(s->n_b_as_i, 0);
+    /* row 1, column 8 is "(0F3;3B1)OVERLAP_F_B": F(3) on chunk 0 then BW(1) on chunk 1 */
+    size_t i = 0;
+    while (i < s->len[0] && s->src_col[0][i] != 7) i++;
+    CU_ASSERT_FATAL(i + 1 < s->len[0]);
+    CU_ASSERT(s->act[0][i].op == SCHED_F && s->act[0][i].mb == 3 && s->act[0][i].chunk == 0);
+    CU_ASSERT(s->act[0][i + 1].op == SCHED_BW && s->act[0][i + 1].mb == 1 && s->act[0][i + 1].chunk == 1);
+    CU_ASSERT_EQUAL(s->src_col[0][i + 1], 7);
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), 0);
+    char note[SCHED_ERR_LEN + 64];
+    CU_ASSERT_PTR_NULL(sched_note(s, note, sizeof note));
+    sched_free(s);
+    s = sched_load("tests/data/sched/dualpipev-4x8.csv", 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT(s->placement == SCHED_PLACE_V && s->n_stages == 4 && s->n_micro == 8);
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), 0);
+    sched_free(s);
+    /* the older notation: every "kBm" followed by "kWm" is read as I then W */
+    s = sched_load("tests/data/sched/zb1p-style-2x4.csv", 0, err);
+    if (!s) fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(s->placement, SCHED_PLACE_LOOP);
+    CU_ASSERT_EQUAL(s->n_b_as_i, 16);
+    for (int st = 0; st < 2; st++)
+        for (size_t j = 0; j < s->len[st]; j++) CU_ASSERT(s->act[st][j].op != SCHED_BW);
+    CU_ASSERT_EQUAL(s->src_col[1][0], 1); /* the leading idle cell is skipped */
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), 0);
+    CU_ASSERT_PTR_NOT_NULL(sched_note(s, note, sizeof note));
+    CU_ASSERT_PTR_NOT_NULL(strstr(note, "zb1p-style-2x4.csv: note: 16 backward cell(s)"));
+    sched_free(s);
+    /* a B with its W and a separate full backward B still refuse a second W */
+    expect_bad("twow.csv", "0F0,0B0,0W0,0W0\n", "row 1, column 4", "duplicated weight gradient");
+    /* malformed pairs name the cell */
+    expect_bad("pair.csv", "0F0,(0F1;)OVERLAP_F_B\n", "row 1, column 2", "not an overlapped pair");
+    expect_bad("pair2.csv", "0F0,(0F1;0B0)OVERLAP\n", "row 1, column 2", "not an overlapped pair");
+    /* a V file naming a stage outside the V */
+    expect_bad("vbad.csv", "0F0,3F0,3B0,0B0,1F0\n1F0,2F0,2B0,1B0\n", "row 1, column 5",
+               "places virtual stages in a V");
+    /* JSON: the placement key */
+    const char *vj = "{\"placement\": \"v\", \"stages\": [[\"F0\", \"F0c1\", \"BW0c1\", \"BW0\"], "
+                     "[\"F0\", \"F0c1\", \"BW0c1\", \"BW0\"]]}";
+    s = sched_parse(vj, strlen(vj), "v.json", 0, 0, err);
+    if (!s) fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(s->placement, SCHED_PLACE_V);
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), 0);
+    sched_free(s);
+    expect_bad("pl.json", "{\"placement\": \"zigzag\", \"stages\": [[\"F0\", \"BW0\"]]}", "\"placement\"",
+               "expected \"loop\"");
+}
+
 static void test_action_peers(void)
 {
     sched_schedule *s = sched_new(3, 2, 1); /* virtual stages 0..5: stage k % 3, chunk k / 3 */
@@ -543,7 +712,7 @@ static void test_kind_table(void)
     CU_ASSERT_EQUAL(sched_kind_find(NULL), -1);
     for (int k = 0; k < SCHED_N_KINDS; k++) CU_ASSERT_STRING_EQUAL(sched_kinds[k], sched_kind_table[k].name);
     CU_ASSERT_PTR_NULL(sched_kinds[SCHED_N_KINDS]);
-    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved or zb-h1");
+    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved, zb-h1 or zb-v");
     CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_ZBH1, 4, 2, 1, err), SCHED_FIT_MICRO);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "zb-h1"));
     CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_1F1B, 4, 4, 1, err), SCHED_FIT_OK);
@@ -569,6 +738,8 @@ int main(void)
         { "malformed files name file and position", test_malformed_files },
         { "action strings", test_action_strings },
         { "transfers implied by actions", test_action_peers },
+        { "golden: zb-v on 2 stages, by hand; placements", test_zbv_golden },
+        { "PyTorch's files: DualPipeV's V and overlapped pairs, B-then-W", test_pytorch_files },
         { "renderers", test_renderers },
         { "renderers draw the all-reduce", test_render_allreduce },
         CU_TEST_INFO_NULL,

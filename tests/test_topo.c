@@ -523,6 +523,7 @@ static void test_layer_notation(void)
         { "1-1", 1, { 2 } },
         { "head", 1, { 5 } },
         { "0,2,3", 3, { 1, 3, 4 } },
+        { "1|2", 2, { 2, 3 } },
     };
     char err[ERR_LEN];
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
@@ -535,7 +536,8 @@ static void test_layer_notation(void)
         free(u);
     }
     const char *bad[] = { "0-", "3-1", "emb", "0,,1", "", ",", "-1", "1-2-3", "4", "0x1", "+1", "embed,embed",
-                          "1,0", "99999999999", "0-4", "head,embed", "0 1", "Embed", "1-", "-", "0,", ",0" };
+                          "1,0", "99999999999", "0-4", "head,embed", "0 1", "Embed", "1-", "-", "0,", ",0",
+                          "1|", "|1", "1||2", "2|1" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int *u = (int *)1, n = -1;
         err[0] = 0;
@@ -591,6 +593,29 @@ static void test_partition(void)
         CU_ASSERT_EQUAL(topo_stage_of_unit(&t, 2), 1);
         topo_free(&t);
     }
+    /* zb-v: the V placement, stage s holds virtual stages s and 2P-1-s; the last
+     * stage's touching chunks are cut with '|' */
+    char *zv[] = { "schedule.kind=zb-v", "stages.0.layers=embed,0,3,head", "stages.1.layers=1|2" };
+    if (!load_ok(&t, p, zv, 3)) {
+        CU_ASSERT_EQUAL(t.placement, SCHED_PLACE_V);
+        CU_ASSERT_EQUAL(t.chunks_per_stage, 2);
+        CU_ASSERT_EQUAL(t.stages[1].n_chunks, 2);
+        CU_ASSERT_EQUAL(t.stages[0].chunks[1].virtual_stage, 3);
+        CU_ASSERT_EQUAL(t.stages[1].chunks[0].virtual_stage, 1);
+        CU_ASSERT_EQUAL(t.stages[1].chunks[1].virtual_stage, 2);
+        int chunk = -1;
+        CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 3, &chunk), 0);
+        CU_ASSERT_EQUAL(chunk, 1);
+        CU_ASSERT_EQUAL(topo_stage_of_virtual(&t, 2, &chunk), 1);
+        CU_ASSERT_EQUAL(chunk, 1);
+        topo_free(&t);
+    }
+    char *zv_nocut[] = { "schedule.kind=zb-v", "stages.0.layers=embed,0,3,head", "stages.1.layers=1-2" };
+    expect_fail(p, zv_nocut, 3, "stages.1.layers", "cut them with '|'");
+    char *zv_loop[] = { "schedule.kind=zb-v", "stages.0.layers=embed,0,2", "stages.1.layers=1,3,head" };
+    expect_fail(p, zv_loop, 3, "in a V placement chunk 1 of stage 1 is virtual stage 2", NULL);
+    char *il_v[] = { "schedule.kind=interleaved", "stages.0.layers=embed,0,3,head", "stages.1.layers=1|2" };
+    expect_fail(p, il_v, 3, "interleaved chunk 1 of stage 0 is virtual stage 2", NULL);
     /* with 3 stages the chunks can come in the wrong order: A B C A C B */
     const char *three = "{" BASE_MODEL ", \"train\": {\"steps\": 1, \"batch_size\": 3, \"lr\": 0.1},"
         "\"schedule\": {\"kind\": \"interleaved\"}, \"stages\": ["

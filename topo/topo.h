@@ -27,7 +27,7 @@
  *                   each stage's default)
  *   checkpoint      dir = "checkpoints" (relative to the run directory, not resolved
  *                   here), every = 0 (0 = only at the end), keep = 0 (0 = keep all)
- *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1", or file = path
+ *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1" | "zb-v", or file = path
  *                   of a JSON/CSV schedule file (the two are alternatives; an override
  *                   of one removes the other), chunks = 0 (virtual stages per stage;
  *                   0 = derived from the layers)
@@ -76,12 +76,17 @@
  * indices, inclusive, increasing), e.g. "embed,0-1", "2-3,head", "embed,0-3,head".
  * Units are numbered as in model/model.h: 0 = embedding, 1+i = block i,
  * n_layers+1 = head. A stage's units must be strictly increasing; maximal runs of
- * consecutive units are its chunks. With a plain schedule (gpipe, 1f1b, zb-h1)
+ * consecutive units are its chunks, and '|' in place of a comma cuts a chunk
+ * where the units touch ("1|2": blocks 1 and 2 as two chunks). With a plain schedule (gpipe, 1f1b, zb-h1)
  * each stage holds one chunk and the stages hold consecutive ranges in order (the
  * first holds the embedding, the last the head). With "interleaved" every stage
  * holds the same number v >= 2 of chunks and chunk c of stage s is virtual stage
- * c*P+s; the virtual stages hold consecutive ranges in that order. A schedule file
- * accepts either layout (every stage holding the same number of chunks). Either way stage 0 holds the embedding and stage P-1 the
+ * c*P+s; the virtual stages hold consecutive ranges in that order. With "zb-v"
+ * every stage holds 2 chunks placed in a V: stage s holds virtual stages s and
+ * 2P-1-s (stage 0 the embedding and the head; stage P-1's two chunks touch, so
+ * they are written with '|', e.g. "1|2"). A schedule file accepts any of these
+ * layouts (every stage holding the same number of chunks); its placement must be
+ * the layout's (t->placement). Either way stage 0 holds the embedding and stage P-1 the
  * head, and virtual stage k+1 receives what virtual stage k sends.
  *
  * Relative paths in the file (data.path, schedule.file, secret_file) are resolved
@@ -201,6 +206,9 @@ typedef struct {
     topo_stage *stages;
     int n_replicas;       /* R: replicas of every stage (data-parallel degree), >= 1 */
     int chunks_per_stage; /* v: 1 for plain schedules */
+    int placement;       /* SCHED_PLACE_LOOP, or SCHED_PLACE_V (v = 2: stage s holds
+                          * virtual stages s and 2P-1-s): "zb-v" needs it, a schedule
+                          * file may use it (recognised from the layers) */
     char *sync;           /* "allreduce" | "ps" */
     int sync_id;          /* TOPO_SYNC_* */
     int n_servers;        /* parameter servers; 0 unless sync is "ps" */
@@ -244,8 +252,9 @@ int topo_parse_layers(const char *spec, int n_layers, int **units, int *n, char 
 int topo_n_units(const topo *t);
 /* The stage holding `unit`, or -1 when out of range. */
 int topo_stage_of_unit(const topo *t, int unit);
-/* The stage holding virtual stage vs (0 .. n_stages*chunks_per_stage-1), and the
- * chunk index within that stage in *chunk; -1 when out of range. */
+/* The stage holding virtual stage vs (0 .. n_stages*chunks_per_stage-1) under
+ * t->placement, and the chunk index within that stage in *chunk; -1 when out of
+ * range. */
 int topo_stage_of_virtual(const topo *t, int vs, int *chunk);
 /* Sequences per micro-batch: batch_size / (n_replicas * micro_batches). */
 int topo_micro_batch(const topo *t);

@@ -54,7 +54,7 @@ sched_allreduce *topo_allreduce_plan(const topo *t, int v, char *err)
                 int j = 0;
                 while (j < ts->n_units && ts->units[j] != ch->first_unit) j++;
                 if (j + ch->n_units <= ts->n_units)
-                    add_units(t, a, st, ch->virtual_stage / t->n_stages, ts->units + j, ch->n_units);
+                    add_units(t, a, st, ci, ts->units + j, ch->n_units);
             }
             continue;
         }

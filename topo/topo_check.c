@@ -53,15 +53,18 @@ static int parse_item(const char *s, const char *e, int n_layers, int *lo, int *
     return 0;
 }
 
-int topo_parse_layers(const char *spec, int n_layers, int **units, int *n, char *err)
+/* topo_parse_layers; with brk (n_layers + 2 bytes) not NULL, brk[i] = 1 when
+ * unit i of the result follows a '|' (a chunk boundary written out). */
+static int parse_layers(const char *spec, int n_layers, int **units, int *n, uint8_t *brk, char *err)
 {
-    int n_units = n_layers + 2, count = 0;
+    int n_units = n_layers + 2, count = 0, after_bar = 0;
     int *out = xmalloc(sizeof(int) * (size_t)n_units);
     const char *p = spec;
     *units = NULL;
     *n = 0;
+    if (brk) memset(brk, 0, (size_t)n_units);
     for (;;) {
-        const char *comma = strchr(p, ','), *e = comma ? comma : p + strlen(p);
+        const char *comma = strpbrk(p, ",|"), *e = comma ? comma : p + strlen(p);
         const char *s = p;
         while (s < e && (*s == ' ' || *s == '\t')) s++;
         while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
@@ -76,9 +79,11 @@ int topo_parse_layers(const char *spec, int n_layers, int **units, int *n, char 
                        "items must be in increasing order: %s comes after %s", a, b);
                 goto fail;
             }
+            if (brk && u == lo) brk[count] = (uint8_t)after_bar;
             out[count++] = u;
         }
         if (!comma) break;
+        after_bar = *comma == '|';
         p = comma + 1;
     }
     *units = out;
@@ -89,27 +94,34 @@ fail:
     return -1;
 }
 
+int topo_parse_layers(const char *spec, int n_layers, int **units, int *n, char *err)
+{
+    return parse_layers(spec, n_layers, units, n, NULL, err);
+}
+
 /* ---------- partition ---------- */
 
-/* Splits a stage's units into maximal runs of consecutive units. */
-static void make_chunks(topo_stage *st)
+/* Splits a stage's units into maximal runs of consecutive units, also cut where
+ * the notation says '|' (brk, from parse_layers). */
+static void make_chunks(topo_stage *st, const uint8_t *brk)
 {
     st->chunks = xcalloc((size_t)st->n_units, sizeof(topo_chunk));
     st->n_chunks = 0;
     for (int i = 0; i < st->n_units; i++) {
-        if (i == 0 || st->units[i] != st->units[i - 1] + 1)
+        if (i == 0 || st->units[i] != st->units[i - 1] + 1 || brk[i])
             st->chunks[st->n_chunks++] = (topo_chunk){ st->units[i], 0, -1 };
         st->chunks[st->n_chunks - 1].n_units++;
     }
 }
 
-/* Checks that chunk c of stage s, taken in virtual-stage order c*P+s, covers
- * units 0..n_units-1 consecutively, and numbers the chunks. */
-static int check_order(topo *t, int v, char *err)
+/* Checks that the chunks, taken in the virtual-stage order of placement `place`
+ * (chunk c of stage s is sched_place_vstage(place, P, s, c)), cover units
+ * 0..n_units-1 consecutively, and numbers the chunks when they do. */
+static int check_order(topo *t, int v, int place, char *err)
 {
     int P = t->n_stages, next = 0, nl = t->model.n_layers;
     for (int vs = 0; vs < v * P; vs++) {
-        int s = vs % P, c = vs / P;
+        int c, s = sched_place_stage(place, P, vs, &c);
         topo_chunk *ch = &t->stages[s].chunks[c];
         if (ch->first_unit != next) {
             char want[32], got[32];
@@ -118,13 +130,42 @@ static int check_order(topo *t, int v, char *err)
             if (v == 1)
                 return seterr(err, "%s: stages.%d.layers: stages must hold consecutive layers in "
                               "order: expected stage %d to start with %s, found %s", t->path, s, s, want, got);
+            if (place == SCHED_PLACE_V)
+                return seterr(err, "%s: stages.%d.layers: in a V placement chunk %d of stage %d is virtual "
+                              "stage %d (stage s holds s and %d-s) and must start with %s, found %s", t->path, s,
+                              c, s, vs, 2 * P - 1, want, got);
             return seterr(err, "%s: stages.%d.layers: interleaved chunk %d of stage %d is virtual "
                           "stage %d and must start with %s, found %s", t->path, s, c, s, vs, want, got);
         }
-        ch->virtual_stage = vs;
         next += ch->n_units;
     }
+    for (int vs = 0; vs < v * P; vs++) {
+        int c, s = sched_place_stage(place, P, vs, &c);
+        t->stages[s].chunks[c].virtual_stage = vs;
+    }
     return 0;
+}
+
+/* The placement of the layout: "zb-v" needs V; other kinds the loop; a schedule
+ * file either (the loop is tried first; with P = 1 they are the same). Numbers
+ * the chunks, or says why the layers do not fit. */
+static int check_placement(topo *t, int v, char *err)
+{
+    const topo_schedule *sc = &t->schedule;
+    int want = sc->kind_id < TOPO_SCHED_FILE ? sched_kind_table[sc->kind_id].placement : -1;
+    t->placement = SCHED_PLACE_LOOP;
+    if (want == SCHED_PLACE_V) {
+        t->placement = SCHED_PLACE_V;
+        return check_order(t, v, SCHED_PLACE_V, err);
+    }
+    if (want == SCHED_PLACE_LOOP || v != 2 || t->n_stages == 1) return check_order(t, v, SCHED_PLACE_LOOP, err);
+    char loop_err[ERR_LEN];
+    if (!check_order(t, v, SCHED_PLACE_LOOP, loop_err)) return 0;
+    if (!check_order(t, v, SCHED_PLACE_V, NULL)) {
+        t->placement = SCHED_PLACE_V;
+        return 0;
+    }
+    return seterr(err, "%s", loop_err);
 }
 
 /* Decides how many chunks each stage must hold (v) given the schedule. */
@@ -134,18 +175,25 @@ static int chunks_per_stage(topo *t, char *err)
     int v = t->stages[0].n_chunks;
     for (int s = 0; s < t->n_stages; s++) {
         const topo_stage *st = &t->stages[s];
-        if (sc->kind_id != TOPO_SCHED_INTERLEAVED && sc->kind_id != TOPO_SCHED_FILE && st->n_chunks != 1)
+        if (sc->kind_id != TOPO_SCHED_INTERLEAVED && sc->kind_id != TOPO_SCHED_FILE &&
+            sched_kind_table[sc->kind_id].max_chunks == 1 && st->n_chunks != 1)
             return seterr(err, "%s: stages.%d.layers: \"%s\" is not one contiguous range "
-                          "(schedule \"%s\" needs one per stage; \"interleaved\" allows several)",
+                          "(schedule \"%s\" needs one per stage; \"interleaved\" and \"zb-v\" allow several)",
                           t->path, s, st->layers, sc->kind);
         if (st->n_chunks != v)
             return seterr(err, "%s: stages.%d.layers: \"%s\" has %d chunk(s) but stage 0 has %d "
-                          "(every stage must hold the same number of chunks)",
-                          t->path, s, st->layers, st->n_chunks, v);
+                          "(every stage must hold the same number of chunks%s)",
+                          t->path, s, st->layers, st->n_chunks, v,
+                          s == t->n_stages - 1 && st->n_chunks < v
+                              ? "; in a V placement the last stage's chunks touch: cut them with '|', e.g. \"1|2\"" : "");
     }
     if (sc->kind_id == TOPO_SCHED_INTERLEAVED && v < 2)
         return seterr(err, "%s: stages.0.layers: schedule \"interleaved\" needs at least 2 "
                       "non-adjacent chunks per stage, found %d", t->path, v);
+    if (sc->kind_id == SCHED_KIND_ZBV && v != 2)
+        return seterr(err, "%s: stages.0.layers: schedule \"zb-v\" needs 2 chunks per stage (stage s holds "
+                      "virtual stages s and 2P-1-s of the model cut into 2P pieces, e.g. \"embed,0,3,head\" "
+                      "and \"1|2\" for 2 stages of 4 blocks), found %d", t->path, v);
     if (sc->chunks && sc->chunks != v)
         return seterr(err, "%s: schedule.chunks: expected %d (the chunks each stage holds in "
                       "stages.*.layers), found %d", t->path, v, sc->chunks);
@@ -159,11 +207,12 @@ static int check_partition(topo *t, char *err)
         return seterr(err, "%s: stages: %d stages but the model has only %d units "
                       "(embedding, %d blocks, head)", t->path, t->n_stages, nu, nl);
     int *owner = xmalloc(sizeof(int) * (size_t)nu);
+    uint8_t *brk = xmalloc((size_t)nu);
     for (int u = 0; u < nu; u++) owner[u] = -1;
     for (int s = 0; s < t->n_stages; s++) {
         topo_stage *st = &t->stages[s];
         char msg[ERR_LEN];
-        if (topo_parse_layers(st->layers, nl, &st->units, &st->n_units, msg)) {
+        if (parse_layers(st->layers, nl, &st->units, &st->n_units, brk, msg)) {
             seterr(err, "%s: stages.%d.layers: %s", t->path, s, msg);
             goto out;
         }
@@ -178,7 +227,7 @@ static int check_partition(topo *t, char *err)
             }
             owner[u] = s;
         }
-        make_chunks(st);
+        make_chunks(st, brk);
     }
     for (int u = 0; u < nu; u++)
         if (owner[u] < 0) {
@@ -189,11 +238,12 @@ static int check_partition(topo *t, char *err)
             goto out;
         }
     int v = chunks_per_stage(t, err);
-    if (v < 0 || check_order(t, v, err)) goto out;
+    if (v < 0 || check_placement(t, v, err)) goto out;
     t->chunks_per_stage = v;
     rc = 0;
 out:
     free(owner);
+    free(brk);
     return rc;
 }
 
@@ -499,8 +549,7 @@ int topo_stage_of_unit(const topo *t, int unit)
 int topo_stage_of_virtual(const topo *t, int vs, int *chunk)
 {
     if (vs < 0 || t->n_stages <= 0 || vs >= t->n_stages * t->chunks_per_stage) return -1;
-    if (chunk) *chunk = vs / t->n_stages;
-    return vs % t->n_stages;
+    return sched_place_stage(t->placement, t->n_stages, vs, chunk);
 }
 
 int topo_micro_batch(const topo *t)

@@ -45,6 +45,14 @@ int topo_build_schedule(const topo *t, const topo_sched_opts *o, sched_schedule 
         sched_free(s);
         return -1;
     }
+    if ((strict || v == t->chunks_per_stage) && P > 1 && s->placement != t->placement) {
+        seterr(err, "%s: %s: %s places virtual stages %s (%s) but stages.*.layers are laid out %s", t->path, field,
+               file ? file : kind, s->placement == SCHED_PLACE_V ? "in a V" : "in a loop",
+               s->placement == SCHED_PLACE_V ? "stage s holds s and 2P-1-s" : "chunk c of stage s is c*P+s",
+               t->placement == SCHED_PLACE_V ? "in a V" : "in a loop");
+        sched_free(s);
+        return -1;
+    }
     if (sched_check(s, o && o->detail ? &rep : NULL, serr)) {
         if (rep && o && o->detail) {
             *o->detail = rep->detail;
