@@ -11,7 +11,8 @@ void kern_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t 
                size_t ld, int inverse);
 /* h (N, F) = silu(gate) ⊙ up with gu (N, 2F) rows gate | up. */
 void kern_swiglu_forward(float *h, const float *gu, size_t N, size_t F);
-/* dgu (N, 2F) rows dgate | dup, overwritten, from dh (N, F) and gu. */
+/* dgu (N, 2F) rows dgate | dup, overwritten, from dh (N, F) and gu; dgu may
+ * be gu (in place). */
 void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F);
 
 /* y += x, then out, rstd = layer_rmsnorm_forward of the new y (the residual

@@ -325,7 +325,9 @@ void kern_swiglu_forward(float *h, const float *gu, size_t N, size_t F)
     run_rows(&j, F, 8192);
 }
 
-/* o0 dgate, o1 dup (rows at r·T like gate and up), a dh (rows at r·hd), b gate, c up */
+/* o0 dgate, o1 dup (rows at r·T like gate and up), a dh (rows at r·hd), b gate, c up.
+ * Every element reads gate[i] and up[i] before writing dgate[i] and dup[i], so
+ * dgate, dup may be gate, up (in place). */
 static void swiglu_bwd_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     (void)item;
@@ -335,14 +337,14 @@ static void swiglu_bwd_rows(job *j, size_t lo, size_t hi, size_t item)
         float *dg = j->o0 + r * j->T, *du = j->o1 + r * j->T;
         size_t i = 0;
         for (; i + VW <= F; i += VW) {
-            vf g = vload(gate + i), s = vsigmoid(g), d = vload(dh + i);
+            vf g = vload(gate + i), s = vsigmoid(g), d = vload(dh + i), u = vload(up + i);
             vstore(du + i, d * (g * s));
-            vstore(dg + i, d * vload(up + i) * (s * (1.0f + g * (1.0f - s))));
+            vstore(dg + i, d * u * (s * (1.0f + g * (1.0f - s))));
         }
         for (; i < F; i++) {
-            float g = gate[i], s = sigmoid1(g);
+            float g = gate[i], s = sigmoid1(g), u = up[i];
             du[i] = dh[i] * (g * s);
-            dg[i] = dh[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+            dg[i] = dh[i] * u * (s * (1.0f + g * (1.0f - s)));
         }
     }
 }

@@ -80,12 +80,13 @@ void model_tensor_init(const model_config *c, const model_tensor *t, float *w, u
  * NONE keeps every tensor a block's backward reads from its forward to its
  * weight-gradient pass. FULL keeps only the block's input x and recomputes the
  * whole block forward (all but the down projection) at the start of its
- * backward-input pass. SELECTIVE keeps the block input and the matmul outputs
- * (qkv after RoPE, x2 = residual after the o projection, gate|up) and recomputes
- * the cheap, memory-hungry rest: RMSNorm outputs and rstd of both norms, the
- * attention probabilities and output, the SwiGLU product h. The recomputation
- * runs the forward's kernels on the same shapes, so it reproduces their bits.
- * The embedding and the head are never recomputed. */
+ * backward-input pass. SELECTIVE keeps the block input and the outputs of the
+ * two projections that cost the most to redo (x2 = residual after the o
+ * projection, gate|up) and recomputes the rest: RMSNorm outputs and rstd of
+ * both norms, the q/k/v projection with RoPE, the attention probabilities and
+ * output, the SwiGLU product h. The recomputation runs the forward's kernels on
+ * the same shapes, so it reproduces their bits. The embedding and the head are
+ * never recomputed. */
 enum { MODEL_RECOMPUTE_NONE = 0, MODEL_RECOMPUTE_SELECTIVE = 1, MODEL_RECOMPUTE_FULL = 2 };
 
 /* Per micro-batch and unit: the activations forward keeps for backward (act:
@@ -103,9 +104,11 @@ typedef struct {
 /* Bytes one unit needs per micro-batch of `batch` sequences of cfg->seq_len
  * tokens under recompute mode `mode`: stash (act + tokens, forward to
  * backward-weight), work (grad, backward-input to backward-weight), fwd_tmp
- * (during forward only: what forward computes but does not keep; 0 with NONE).
- * For a range (model_part_mem) stash and work add up, fwd_tmp and work_unit are
- * the largest unit's (work_unit: what model_backward_fused needs). */
+ * (during forward only: what forward computes but does not keep; 0 with NONE),
+ * work_unit (model_backward_fused's work for the unit: a block lays what it
+ * recomputes and its gradients over one another as they are consumed, so it
+ * is less than its work). For a range (model_part_mem) stash and work add up,
+ * fwd_tmp and work_unit are the largest unit's. */
 typedef struct { size_t stash, work, fwd_tmp, work_unit; } model_mem;
 model_mem model_unit_mem(const model_config *cfg, int unit, size_t batch, int mode);
 /* Floating-point operations the recomputation adds to a unit's backward-input
@@ -193,11 +196,16 @@ void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, siz
 /* Backward-input and backward-weight of [lo, hi) fused unit by unit, from the
  * last unit down: unit i's input gradient, then its weight gradient, so only
  * one unit's work exists at a time (work: model_part_mem(...).work_unit
- * bytes; the slots' grad is left unbound). The same bits as
- * model_backward_input then model_backward_weight (a unit's weight gradient
- * touches no other unit's numbers), but din is complete only at the end.
- * done(ctx, i, phase), when not NULL, runs on the calling thread after unit i's
- * input-gradient (phase 0) and weight-gradient (phase 1) pass. */
+ * bytes; the slots' grad is left unbound). A block goes sub-layer by sub-layer
+ * (input gradient, then weight gradient), recomputing what its stash lacks
+ * only as its sub-layers need it, and turns its stashed gate|up into their
+ * gradient in place (the stash is spent afterwards: release it). The same bits
+ * as model_backward_input then model_backward_weight (a weight gradient touches
+ * no other numbers), but din is complete only at the end. done(ctx, i, phase),
+ * when not NULL, runs on the calling thread after each stretch of unit i's
+ * input-gradient work (phase 0), each stretch of its weight-gradient work but
+ * the last (phase 2), and the last (phase 1: unit i's weight gradient is
+ * final); the embedding and the head report one stretch of each. */
 void model_backward_fused(model_part *p, int lo, int hi, model_slot *slots, float *work, const float *dout,
                           float *din, size_t batch, size_t seq, float loss_scale,
                           void (*done)(void *ctx, int unit, int phase), void *ctx);

@@ -42,6 +42,12 @@ model_mem model_unit_mem(const model_config *cfg, int unit, size_t batch, int mo
     m.stash = a * sizeof(float) + unit_tokens(cfg, unit, d) * sizeof(int);
     m.work = m.work_unit = g * sizeof(float);
     m.fwd_tmp = o * sizeof(float);
+    if (model_unit_kind(cfg, unit) == UNIT_BLOCK) { /* the forward's and model_backward_fused's own layouts */
+        block_act a;
+        block_fused f;
+        m.fwd_tmp = block_fwd_view(&a, NULL, NULL, d, mode) * sizeof(float);
+        m.work_unit = block_fused_view(&f, NULL, NULL, d, mode) * sizeof(float);
+    }
     return m;
 }
 
@@ -69,9 +75,9 @@ double model_unit_recompute_flops(const model_config *c, int unit, size_t batch,
     if (mode == MODEL_RECOMPUTE_NONE || model_unit_kind(c, unit) != UNIT_BLOCK) return 0;
     model_flops f = model_unit_flops(c, unit, batch, seq);
     double N = (double)batch * (double)seq, down = 2 * N * c->ffn_dim * c->dim;
-    double mm = f.bwd_weight; /* every projection once */
+    double mm = f.bwd_weight, o = 2 * N * c->dim * c->dim; /* every projection once; the o projection */
     if (mode == MODEL_RECOMPUTE_FULL) return f.fwd - down;
-    return f.fwd - mm; /* selective: attention's scores and weighted values */
+    return f.fwd - mm + o; /* selective: attention's scores and weighted values, the o projection */
 }
 
 void model_part_set_recompute(model_part *p, int mode)

@@ -31,37 +31,39 @@ static attn_dims attn_of(dims d)
     return a;
 }
 
+/* Attention, the o projection, the residual add and the post-attention norm:
+ * probs, att, x2, xn2, rstd2 from a.qkv and a.x. */
+static void block_attn_forward(model_part *p, const block_w *w, block_act a, dims d)
+{
+    float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV; /* k heads follow q heads */
+    attn_forward(a.att, a.probs, q, k, v, attn_of(d));
+    layer_matmul_forward(a.x2, a.att, w->wo, d.N, d.C, d.C);
+    kern_add_rmsnorm(a.x2, a.xn2, a.rstd2, a.x, w->norm2, d.N, d.C, p->cfg.norm_eps);
+}
+
 /* A block's forward from a.x up to h (all but the down projection). The
  * forward runs it whole (all = 1), and so does FULL recomputation; SELECTIVE
- * recomputation (all = 0) skips the projections whose outputs it kept (qkv,
- * x2, gu) and normalises the kept residual x2 with the same row kernel
- * kern_add_rmsnorm runs after its add. Same kernels, same shapes: same bits. */
+ * recomputation (all = 0) skips the projections whose outputs it kept (qkv
+ * after RoPE, gu). Same kernels, same shapes: same bits. */
 static void block_forward_body(model_part *p, int i, block_act a, dims d, int all)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
-    float eps = p->cfg.norm_eps;
     const size_t QKV = qkv_width(d);
-    float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV; /* k heads follow q heads */
-    layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, eps);
+    layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, p->cfg.norm_eps);
     if (all) {
         layer_matmul_forward(a.qkv, a.xn1, w.wq, d.N, d.C, QKV); /* [wq; wk; wv] */
-        kern_rope(q, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 0); /* q and k heads */
+        kern_rope(a.qkv, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 0); /* q and k heads */
     }
-    attn_forward(a.att, a.probs, q, k, v, attn_of(d));
-    if (all) {
-        layer_matmul_forward(a.x2, a.att, w.wo, d.N, d.C, d.C);
-        kern_add_rmsnorm(a.x2, a.xn2, a.rstd2, a.x, w.norm2, d.N, d.C, eps);
-        layer_matmul_forward(a.gu, a.xn2, w.wg, d.N, d.C, 2 * d.F); /* [wg; wu] */
-    } else {
-        layer_rmsnorm_forward(a.xn2, a.rstd2, a.x2, w.norm2, d.N, d.C, eps); /* x2 holds x + att·woᵀ */
-    }
+    block_attn_forward(p, &w, a, d);
+    if (all) layer_matmul_forward(a.gu, a.xn2, w.wg, d.N, d.C, 2 * d.F); /* [wg; wu] */
     kern_swiglu_forward(a.h, a.gu, d.N, d.F);
 }
 
 static void block_forward(model_part *p, int i, model_slot *s, const float *in, float *out, dims d)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
-    block_act a = block_acts(p, s->act, p->fwd_tmp, d);
+    block_act a;
+    block_fwd_view(&a, s->act, p->fwd_tmp, d, p->recompute);
     memcpy(a.x, in, d.N * d.C * sizeof(float));
     block_forward_body(p, i, a, d, 1);
     layer_matmul_forward(out, a.h, w.wd, d.N, d.F, d.C);
@@ -101,6 +103,69 @@ static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
     layer_matmul_backward_weight(gw.wo, g.dx2, a.att, d.N, d.C, d.C);
     layer_matmul_backward_weight(gw.wq, g.dqkv, a.xn1, d.N, d.C, qkv_width(d));
     layer_rmsnorm_backward_weight(gw.norm1, g.dxn1, a.x, a.rstd1, d.N, d.C);
+}
+
+/* Progress of a fused backward: done(ctx, unit, phase) after each stretch of
+ * input-gradient work (0) and of weight-gradient work (2; 1 for the unit's
+ * last, after which its weight gradient is final). */
+typedef struct { void (*done)(void *ctx, int unit, int phase); void *ctx; int unit; } progress;
+static void report(const progress *pr, int phase)
+{
+    if (pr->done) pr->done(pr->ctx, pr->unit, phase);
+}
+
+/* One block's backward-input and backward-weight in one pass over `work`
+ * (block_fused_view): each sub-layer's input gradient then its weight
+ * gradient, from the top down, so a recomputed tensor or a gradient is gone
+ * once both have read it, and gu turns into dgu in place. SELECTIVE recomputes
+ * each tensor just before its first use. The kernels and their operands are
+ * block_backward_input's and block_backward_weight's, hence the same bits: only
+ * the order of kernels writing different buffers changes. dout must stay
+ * readable to the end. */
+static void block_backward_fused(model_part *p, int i, model_slot *s, float *work, const float *dout, float *din,
+                                 dims d, const progress *pr)
+{
+    block_w w = block_weights(p->params + p->unit_off[i], d), gw = block_weights(p->grads + p->unit_off[i], d);
+    block_fused f;
+    block_fused_view(&f, s->act, work, d, p->recompute);
+    block_act a = f.a;
+    float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C), *dgu = a.gu;
+    const size_t QKV = qkv_width(d);
+    const int sel = p->recompute == MODEL_RECOMPUTE_SELECTIVE;
+    /* MLP: down, gate|up, the post-attention norm */
+    if (p->recompute == MODEL_RECOMPUTE_FULL) block_forward_body(p, i, a, d, 1);
+    layer_matmul_backward_input(dh, dout, w.wd, d.N, d.F, d.C, 0);
+    if (sel) kern_swiglu_forward(a.h, a.gu, d.N, d.F);
+    report(pr, 0);
+    layer_matmul_backward_weight(gw.wd, dout, a.h, d.N, d.F, d.C);
+    report(pr, 2);
+    kern_swiglu_backward(dgu, dh, a.gu, d.N, d.F);
+    if (sel) block_attn_forward(p, &w, a, d);
+    layer_matmul_backward_input(f.dxn2, dgu, w.wg, d.N, d.C, 2 * d.F, 0);
+    report(pr, 0);
+    layer_matmul_backward_weight(gw.wg, dgu, a.xn2, d.N, d.C, 2 * d.F);
+    report(pr, 2);
+    kern_rmsnorm_backward_input_add(f.dx2, dout, f.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* + residual */
+    report(pr, 0);
+    layer_rmsnorm_backward_weight(gw.norm2, f.dxn2, a.x2, a.rstd2, d.N, d.C);
+    report(pr, 2);
+    /* attention: o, q/k/v, the input norm */
+    layer_matmul_backward_input(datt, f.dx2, w.wo, d.N, d.C, d.C, 0);
+    report(pr, 0);
+    layer_matmul_backward_weight(gw.wo, f.dx2, a.att, d.N, d.C, d.C);
+    report(pr, 2);
+    float *dq = f.dqkv, *dk = f.dqkv + d.C, *dv = f.dqkv + d.C + d.KV;
+    attn_backward(dq, dk, dv, datt, a.probs, a.qkv, a.qkv + d.C, a.qkv + d.C + d.KV, attn_of(d));
+    kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 1); /* dq and dk heads */
+    if (sel) layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, p->cfg.norm_eps);
+    layer_matmul_backward_input(f.dxn1, f.dqkv, w.wq, d.N, d.C, QKV, 0);
+    report(pr, 0);
+    layer_matmul_backward_weight(gw.wq, f.dqkv, a.xn1, d.N, d.C, QKV);
+    report(pr, 2);
+    kern_rmsnorm_backward_input_add(din, f.dx2, f.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C);
+    report(pr, 0);
+    layer_rmsnorm_backward_weight(gw.norm1, f.dxn1, a.x, a.rstd1, d.N, d.C);
+    report(pr, 1);
 }
 
 /* The head's lm_head weight and its gradient (tied: the embedding's). */
@@ -211,10 +276,17 @@ void model_backward_fused(model_part *p, int lo, int hi, model_slot *slots, floa
                           void (*done)(void *ctx, int unit, int phase), void *ctx)
 {
     const float *g = dout;
+    dims d = dims_of(&p->cfg, batch, seq);
     for (int i = hi - 1; i >= lo; i--) {
         model_slot *s = &slots[i - lo];
         /* the ping-pong buffers model_backward_input would use over [lo, hi) */
         float *dx = (i == lo) ? din : p->buf[(hi - 1 - i) & 1];
+        if (model_unit_kind(&p->cfg, p->units[i]) == UNIT_BLOCK) {
+            progress pr = { done, ctx, i };
+            block_backward_fused(p, i, s, work, g, dx, d, &pr);
+            g = dx;
+            continue;
+        }
         model_slots_bind(p, i, i + 1, s, work, batch);
         model_backward_input(p, i, i + 1, s, g, dx, batch, seq, loss_scale);
         if (done) done(ctx, i, 0);

@@ -49,13 +49,13 @@ typedef struct { float *x, *rstd1, *xn1, *qkv, *probs, *att, *x2, *rstd2, *xn2, 
 enum { BA_X, BA_RSTD1, BA_XN1, BA_QKV, BA_PROBS, BA_ATT, BA_X2, BA_RSTD2, BA_XN2, BA_GU, BA_H, BA_N };
 
 /* Whether a block's forward keeps tensor BA_* under a recompute mode (model.h):
- * everything (NONE), the input (FULL), the input and the matmul outputs
- * (SELECTIVE). */
+ * everything (NONE), the input (FULL), the input and the outputs of the q/k/v
+ * and gate|up projections (SELECTIVE). */
 static inline int block_act_kept(int mode, int f)
 {
     if (mode == MODEL_RECOMPUTE_NONE) return 1;
     if (mode == MODEL_RECOMPUTE_FULL) return f == BA_X;
-    return f == BA_X || f == BA_QKV || f == BA_X2 || f == BA_GU;
+    return f == BA_X || f == BA_QKV || f == BA_GU;
 }
 
 /* Lays the kept tensors out from `kept` and the others from `other`, each in
@@ -86,6 +86,75 @@ static inline size_t block_grad_view(block_grad *g, float *b, dims d)
     o = carve(&g->dxn2, b, o, d.N * d.C);  o = carve(&g->dx2, b, o, d.N * d.C);
     o = carve(&g->dqkv, b, o, d.N * qkv_width(d));
     return carve(&g->dxn1, b, o, d.N * d.C);
+}
+
+/* The forward's scratch for the tensors a block does not keep (model_part.fwd_tmp).
+ * SELECTIVE reuses it as they die (x2 | xn1, then probs and att, then xn2, then
+ * h | rstd1, rstd2); the others lay them side by side as block_act_view does.
+ * Returns its float count (NULL bases only count). */
+static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, dims d, int mode)
+{
+    size_t n;
+    block_act_view(a, stash, tmp, d, mode, &n);
+    if (mode != MODEL_RECOMPUTE_SELECTIVE) return n;
+    const size_t NC = d.N * d.C, FN = d.N * d.F, P = d.B * d.H * d.T * d.T;
+    size_t o = carve(&a->x2, tmp, 0, NC), r = o + NC;
+    carve(&a->xn1, tmp, o, NC);
+    carve(&a->att, tmp, carve(&a->probs, tmp, o, P), NC);   /* over xn1 */
+    carve(&a->xn2, tmp, o, NC);                            /* over probs */
+    carve(&a->h, tmp, o, FN);                              /* over xn2 */
+    if (o + P + NC > r) r = o + P + NC;
+    if (o + FN > r) r = o + FN;
+    return carve(&a->rstd2, tmp, carve(&a->rstd1, tmp, r, d.N), d.N);
+}
+
+/* The fused backward of one block (model_backward_fused): its activations
+ * (the kept ones in the stash, the others recomputed into the work) and the
+ * gradients that run from one sub-layer to the next, each laid over tensors the
+ * backward has consumed by then; dgu overwrites gu, wherever gu is. The order
+ * (pass.c block_backward_fused): per sub-layer from the top, its input
+ * gradient then its weight gradient; FULL recomputes the whole forward first,
+ * SELECTIVE each tensor just before its first use (h, then probs, att, x2,
+ * xn2 once dgu is done, then xn1 once dqkv is). Returns the work's float count
+ * (NULL work only counts). */
+typedef struct { block_act a; float *dxn2, *dx2, *dqkv, *dxn1; } block_fused;
+static inline size_t block_fused_view(block_fused *f, float *stash, float *work, dims d, int mode)
+{
+    const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T * d.T;
+    block_act *a = &f->a;
+    size_t o, m, at, end;
+    block_act_view(a, stash, NULL, d, mode, NULL); /* the kept ones; the others are placed below */
+    switch (mode) {
+    case MODEL_RECOMPUTE_NONE: /* dx2 | dxn2, then dqkv | dxn1 */
+        o = carve(&f->dx2, work, 0, NC);
+        carve(&f->dxn2, work, o, NC);
+        return carve(&f->dxn1, work, carve(&f->dqkv, work, o, QKV), NC);
+    case MODEL_RECOMPUTE_SELECTIVE:
+        /* h first, alone; then probs (xn1 | dxn1 after it) | xn2, then dx2 |
+         * att, x2, dxn2, then dqkv | rstd2, rstd1 */
+        at = P > 2 * NC ? P : 2 * NC;
+        carve(&a->probs, work, 0, P);
+        carve(&f->dxn1, work, carve(&a->xn1, work, 0, NC), NC);
+        carve(&a->xn2, work, at, NC);
+        carve(&f->dx2, work, at, NC);
+        o = at + NC;
+        carve(&f->dxn2, work, carve(&a->x2, work, carve(&a->att, work, o, NC), NC), NC);
+        carve(&f->dqkv, work, o, QKV);
+        end = o + (QKV > 3 * NC ? QKV : 3 * NC);
+        end = carve(&a->rstd1, work, carve(&a->rstd2, work, end, d.N), d.N);
+        carve(&a->h, work, 0, FN);
+        return FN > end ? FN : end;
+    default: /* FULL: the whole forward, then the gradients over the MLP side */
+        o = carve(&a->att, work, carve(&a->probs, work, carve(&a->qkv, work,
+                  carve(&a->rstd1, work, carve(&a->xn1, work, 0, NC), d.N), QKV), P), NC);
+        o = carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N);
+        m = carve(&a->h, work, carve(&a->gu, work, carve(&a->xn2, work, o, NC), 2 * FN), FN);
+        carve(&f->dx2, work, o, NC);            /* over xn2 */
+        end = carve(&f->dxn2, work, m - FN, NC); /* over h */
+        at = carve(&f->dxn1, work, carve(&f->dqkv, work, o + NC, QKV), NC); /* over gu */
+        if (at > end) end = at;
+        return end > m ? end : m;
+    }
 }
 
 typedef struct { float *x, *rstd, *xn, *probs; } head_act;

@@ -314,15 +314,16 @@ static void weight_in_order(rt *r, rt_chunk *c, int mb)
     run_due_weights(r, c);
 }
 
-/* A fused BW's progress: B and W seconds so far, and the data-parallel (or parameter-server) hand-off
- * of each unit's final gradient on the step's last micro-batch. */
+/* A fused BW's progress: B and W seconds so far (a block reports several
+ * stretches of each), and the data-parallel (or parameter-server) hand-off of
+ * each unit's final gradient (phase 1) on the step's last micro-batch. */
 typedef struct { rt *r; double t, tb; int last; } fused_ctx;
 
 static void fused_done(void *ctx, int unit, int phase)
 {
     fused_ctx *f = ctx;
     if (phase == 0) f->tb += rt_now() - f->t;
-    else if (f->last) {
+    else if (phase == 1 && f->last) {
         rt_dp_unit_ready(f->r, unit);
         rt_ps_unit_ready(f->r, unit); /* parameter servers too: their pushes start here */
     }
