@@ -320,8 +320,8 @@ uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t
     uint32_t crc = 0, sc = 0;
     for (size_t i = 0; i < n; i += COLL_CRC_BLOCK) {
         size_t l = n - i < COLL_CRC_BLOCK ? n - i : COLL_CRC_BLOCK;
-        if (src_crc) sc = net_crc32c(sc, src + i, l * sizeof(float));
         coll_add_f32(dst + i, src + i, l);
+        if (src_crc) sc = net_crc32c(sc, src + i, l * sizeof(float));
         crc = net_crc32c(crc, dst + i, l * sizeof(float));
     }
     if (src_crc) *src_crc = sc;
