@@ -94,15 +94,13 @@ void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
  * thread. */
 void coll_add_f32(float *restrict dst, const float *restrict src, size_t n);
 
-/* coll_add_f32(dst, src, n) and the checksums of the pass, block by block
- * (COLL_CRC_BLOCK floats) while each block is in L1: returns the CRC32C
- * (net_crc32c(0, dst, 4n) after the add) of the result; src_crc not NULL:
- * *src_crc = the CRC32C of src's bytes, read in the same pass (the check of a
- * receive posted with NET_RECV_DEFER_CRC). The all-reduce's reduce-scatter
- * sends the result with the first and verifies what it added with the
- * second. Bitwise coll_add_f32's result. Any thread. */
-#define COLL_CRC_BLOCK 2048
-uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t n, uint32_t *src_crc);
+/* coll_add_f32(dst, src, n) and the checksum of the result in the same pass,
+ * block by block (COLL_CRC_BLOCK floats) while each block is in L1: returns
+ * net_crc32c(0, dst, n * 4) as it is after the add, the CRC32C the
+ * reduce-scatter sends the sum with (net_send_ex, NET_SEND_CRC). dst bitwise
+ * coll_add_f32's result. Any thread. */
+#define COLL_CRC_BLOCK 4096
+uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t n);
 
 /* The contract shared by the four collectives below:
  * - every member calls the same collective with the same n, tag (and root);

@@ -231,38 +231,6 @@ int net_send_ex(struct net_node *node, net_peer_id peer, net_key key, const void
 int net_recv_post(struct net_node *node, net_peer_id peer, net_key key, void *dst,
                   uint64_t cap, struct net_op **op, char err[NET_ERR_LEN]);
 
-/* Options of net_recv_post_ex (a bit set). */
-enum net_recv_flag {
-    /* The network thread does not checksum the payload as it lands: the
-     * caller reads every byte of it anyway (e.g. an add) and checksums it in
-     * that pass, while the block is in L1. net_wait (net_op_test) then returns
-     * NET_OK once the payload is in place, unverified: the caller may read it
-     * in that one pass only, and must then call net_op_verify with the CRC32C
-     * it computed before it uses anything derived from it (sends it, returns
-     * it as a result). Until net_op_verify returns NET_OK, net_op_crc is 0.
-     * Needs dst (not NULL). A payload that had arrived before the receive was
-     * posted was checksummed as it landed and net_wait verifies it as usual;
-     * net_op_verify still compares. */
-    NET_RECV_DEFER_CRC = 1,
-};
-
-/* net_recv_post with options (flags: enum net_recv_flag). Same contract,
- * returns and ownership as net_recv_post, which is net_recv_post_ex(..., 0,
- * ...). NET_ERR for NET_RECV_DEFER_CRC without dst. Any thread but the
- * network thread. */
-int net_recv_post_ex(struct net_node *node, net_peer_id peer, net_key key, void *dst,
-                     uint64_t cap, int flags, struct net_op **op, char err[NET_ERR_LEN]);
-
-/* The verification of a receive posted with NET_RECV_DEFER_CRC, once
- * net_wait has returned NET_OK for it: crc is the CRC32C (net_crc32c(0, dst,
- * len)) the caller computed over the payload as it arrived. Returns NET_OK
- * when it equals the CRC the frame announced (net_op_crc gives it from then
- * on); else NET_ERR with the same checksum-mismatch message net_wait gives
- * (peer, message, both sums) in err, the op fails with it, and the caller
- * must drop whatever it derived from the payload. Also NET_ERR for an op
- * that did not complete with NET_OK. Only the thread that waits on op. */
-int net_op_verify(struct net_op *op, uint32_t crc, char err[NET_ERR_LEN]);
-
 /* Waits for op. Returns NET_OK when it completed (for a receive: the payload
  * arrived and its CRC32C matched), NET_TIMEOUT when timeout_ms (< 0: forever)
  * passed and it is still pending, or its failure status with the reason in err

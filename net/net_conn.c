@@ -405,8 +405,7 @@ static int on_payload_done(struct conn *c)
     struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     c->rop = NULL;
     if (op && op->kind == OP_RECV) {
-        if (op->defer) op->unchecked = 1; /* the consumer checksums it (net_op_verify) */
-        else op->verify = 1;
+        op->verify = 1;
         frame_received(n, c->pr, c->h.len, c->read_calls, op);
         return 0;
     }
@@ -419,11 +418,10 @@ static int on_payload_done(struct conn *c)
 }
 
 /* n bytes of the payload just landed at op->rbuf + op->off: checksum them now,
- * while they are in cache, rather than in another pass over the whole buffer;
- * unless the consumer checksums them in its own pass (NET_RECV_DEFER_CRC). */
+ * while they are in cache, rather than in another pass over the whole buffer. */
 static void landed(struct net_op *op, uint64_t n)
 {
-    if (!op->defer) op->crc_run = net_crc32c(op->crc_run, op->rbuf + op->off, n);
+    op->crc_run = net_crc32c(op->crc_run, op->rbuf + op->off, n);
     op->off += n;
 }
 

@@ -55,8 +55,6 @@ struct net_op {
                                      network thread as they land (while still in cache) */
     int own;                      /* rbuf / sbuf malloc'd by the transport */
     int verify;                   /* receive whose CRC has not been checked yet */
-    int defer;                    /* receive: NET_RECV_DEFER_CRC (no crc_run as bytes land) */
-    int unchecked;                /* deferred receive complete, waiting for net_op_verify */
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
     int routed;                   /* send handed to the network thread: counted in tx_ahead */
     int direct;                   /* send: 1 written wholly by the posting thread, 2 in part */

@@ -249,15 +249,8 @@ int net_send_ex(struct net_node *n, net_peer_id peer, net_key key, const void *b
 int net_recv_post(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
                   struct net_op **opp, char err[NET_ERR_LEN])
 {
-    return net_recv_post_ex(n, peer, key, dst, cap, 0, opp, err);
-}
-
-int net_recv_post_ex(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
-                     int flags, struct net_op **opp, char err[NET_ERR_LEN])
-{
     if (opp) *opp = NULL;
-    if (!n || !opp || (cap && !dst) || ((flags & NET_RECV_DEFER_CRC) && !dst))
-        return net_seterr(err, "net_recv_post: bad arguments");
+    if (!n || !opp || (cap && !dst)) return net_seterr(err, "net_recv_post: bad arguments");
     if (key.type < NET_TYPE_USER)
         return net_seterr(err, "net_recv_post: message type %u is reserved", key.type);
     struct net_op *op = calloc(1, sizeof *op);
@@ -268,18 +261,18 @@ int net_recv_post_ex(struct net_node *n, net_peer_id peer, net_key key, void *ds
     op->rbuf = dst;
     op->cap = dst ? cap : n->cfg.max_payload;
     op->own = dst == NULL;
-    op->defer = (flags & NET_RECV_DEFER_CRC) != 0;
     int st = post_op(n, op, 0, err);
     if (st == NET_OK) *opp = op;
     return st;
 }
 
-/* Checks a received payload against the CRC its frame announced: got is its
- * CRC computed as the bytes arrived, by the network thread (crc_run) or by the
- * consumer (net_op_verify). */
-static void check_crc(struct net_op *op, uint32_t got)
+/* Checks a received payload against the CRC its frame announced (the network
+ * thread computed the payload's CRC as the bytes arrived). */
+static void verify_recv(struct net_op *op)
 {
+    op->verify = 0;
     if (op->status != NET_OK) return;
+    uint32_t got = op->crc_run;
     if (got == op->crc) return;
     char who[48];
     op->status = NET_ERR;
@@ -288,12 +281,6 @@ static void check_crc(struct net_op *op, uint32_t got)
              " in the frame, 0x%08" PRIx32 " computed over %" PRIu64 " bytes",
              op->key.type, op->key.step, op->key.mb, op->key.chunk,
              net_peer_name(op->peer, who, sizeof who), op->crc, got, op->len);
-}
-
-static void verify_recv(struct net_op *op)
-{
-    op->verify = 0;
-    check_crc(op, op->crc_run);
 }
 
 int net_wait(struct net_op *op, int timeout_ms, char err[NET_ERR_LEN])
@@ -344,18 +331,7 @@ uint64_t net_op_len(const struct net_op *op)
 uint32_t net_op_crc(const struct net_op *op)
 {
     /* verified: net_wait cleared op->verify after comparing crc_run with crc */
-    return op && op->kind == OP_RECV && op_done(op) && !op->verify && !op->unchecked &&
-           op->status == NET_OK ? op->crc : 0;
-}
-
-int net_op_verify(struct net_op *op, uint32_t crc, char err[NET_ERR_LEN])
-{
-    if (!op || op->kind != OP_RECV || !op->defer || !op_done(op) || op->verify)
-        return net_seterr(err, "net_op_verify: not a completed deferred receive");
-    op->unchecked = 0;
-    check_crc(op, crc);
-    if (op->status != NET_OK && err) snprintf(err, NET_ERR_LEN, "%s", op->err);
-    return op->status == NET_OK ? NET_OK : NET_ERR;
+    return op && op->kind == OP_RECV && op_done(op) && !op->verify && op->status == NET_OK ? op->crc : 0;
 }
 
 void *net_op_take(struct net_op *op)

@@ -430,9 +430,9 @@ static void test_add_f32(void)
     for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(big_d[i], 0x1p24f);
 }
 
-/* coll_add_f32_crc: bitwise coll_add_f32's result, and its two checksums are
- * net_crc32c_sw (the table reference) of the result and of src, at random
- * lengths around and between multiples of COLL_CRC_BLOCK and odd alignments. */
+/* coll_add_f32_crc: bitwise coll_add_f32's result, and its checksum is
+ * net_crc32c_sw (the table reference) of the result, at random lengths
+ * around and between multiples of COLL_CRC_BLOCK and odd alignments. */
 static void test_add_f32_crc(void)
 {
     enum { N = 4 * COLL_CRC_BLOCK + 64 };
@@ -449,16 +449,9 @@ static void test_add_f32_crc(void)
             x = x * 1664525u + 1013904223u;
             s[i] = (x & 15) == 0 ? -0.0f : (float)(int32_t)x * 0x1p-27f;
         }
-        uint32_t sc = 0xdeadbeef;
-        uint32_t crc = coll_add_f32_crc(d + a, s + a + 1, len, &sc);
+        uint32_t crc = coll_add_f32_crc(d + a, s + a + 1, len);
         coll_add_f32(d2 + a, s + a + 1, len);
-        int ok = memcmp(d, d2, N * sizeof(float)) == 0 &&
-                 crc == net_crc32c_sw(0, d2 + a, len * sizeof(float)) &&
-                 sc == net_crc32c_sw(0, s + a + 1, len * sizeof(float));
-        /* without src_crc: the same sum and CRC again (add src to the result) */
-        coll_add_f32(d2 + a, s + a + 1, len);
-        ok &= coll_add_f32_crc(d + a, s + a + 1, len, NULL) == net_crc32c_sw(0, d2 + a, len * sizeof(float)) &&
-              memcmp(d, d2, N * sizeof(float)) == 0;
+        int ok = memcmp(d, d2, N * sizeof(float)) == 0 && crc == net_crc32c_sw(0, d2 + a, len * sizeof(float));
         if (!ok) {
             fprintf(stderr, "\n  coll_add_f32_crc: length %zu at offset %zu differs\n", len, a);
             bad++;
@@ -541,9 +534,9 @@ static void proxy_start(struct proxy *p, int target)
 /* A bit flipped on the wire inside a chunk is caught, wherever the chunk's
  * CRC is checked: R = 3, 64 KiB chunks (4 per segment), rank 0's frames to
  * rank 1 pass through a proxy that flips one payload bit of chunk `frame` of
- * the stream (0-7: the reduce-scatter, checked in the add's pass,
- * NET_RECV_DEFER_CRC; 8-15: the all-gather, checked by the network thread,
- * then forwarded with the CRC it came with). Rank 1 fails naming a checksum
+ * the stream (0-7: the reduce-scatter, whose sums go on with the CRC their
+ * add computed; 8-15: the all-gather, forwarded with the CRC it came with).
+ * Rank 1 fails naming a checksum
  * mismatch; no rank returns success with other bits than the reference; no
  * rank hangs. */
 static void flip_trial(int frame, int step)
@@ -592,9 +585,10 @@ static void flip_trial(int frame, int step)
 
 static void test_flipped_bit(void)
 {
-    flip_trial(3, 0);  /* reduce-scatter step 0, chunk 3: verified in the add */
-    flip_trial(6, 1);  /* reduce-scatter step 1, chunk 2: after a fused-CRC send */
-    flip_trial(10, 2); /* all-gather step 2, chunk 2: verified on arrival, forwarded */
+    flip_trial(3, 0);  /* reduce-scatter step 0, chunk 3: own data, CRC by net_send */
+    flip_trial(6, 1);  /* reduce-scatter step 1, chunk 2: a sum sent with its fused CRC */
+    flip_trial(10, 2); /* all-gather step 2, chunk 2: the final sum, fused CRC */
+    flip_trial(13, 3); /* all-gather step 3, chunk 1: forwarded with the CRC it came with */
 }
 
 int main(void)
