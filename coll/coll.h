@@ -94,6 +94,14 @@ void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
  * thread. */
 void coll_add_f32(float *restrict dst, const float *restrict src, size_t n);
 
+/* coll_add_f32(dst, src, n) and the checksum of the result in the same pass,
+ * block by block (COLL_CRC_BLOCK floats) while each block is in L1: returns
+ * net_crc32c(0, dst, n * 4) as it is after the add, the CRC32C the
+ * reduce-scatter sends the sum with (net_send_ex, NET_SEND_CRC). dst bitwise
+ * coll_add_f32's result. Any thread. */
+#define COLL_CRC_BLOCK 4096
+uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t n);
+
 /* The contract shared by the four collectives below:
  * - every member calls the same collective with the same n, tag (and root);
  * - one thread at a time per group (different groups may run concurrently on

@@ -7,6 +7,8 @@
  * mid-collective makes the others fail with a message instead of hanging. */
 #include <math.h>
 #include <float.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "base/base.h"
@@ -26,21 +28,28 @@ struct ring_fix {
     coll_group *g[MAXR];
 };
 
-static void fix_up(struct ring_fix *f, int R, int timeout_ms)
+static void fix_nodes(struct ring_fix *f, int R)
 {
-    char err[NET_ERR_LEN];
-    net_config c[MAXR];
-    net_peer_id ids[MAXR];
+    net_config c;
     f->R = R;
     for (int i = 0; i < R; i++) {
-        ids[i] = net_stage_id(0, (uint16_t)i);
-        cfg_for(&c[i], ids[i]);
-        f->node[i] = node_or_die(&c[i]);
+        cfg_for(&c, net_stage_id(0, (uint16_t)i));
+        f->node[i] = node_or_die(&c);
     }
+}
+
+/* Connects the ring of fix_nodes and makes the groups. via_port > 0: rank 0
+ * connects to rank 1 at this port (a proxy) instead. */
+static void fix_connect(struct ring_fix *f, int R, int timeout_ms, int via_port)
+{
+    char err[NET_ERR_LEN];
+    net_peer_id ids[MAXR];
+    for (int i = 0; i < R; i++) ids[i] = net_stage_id(0, (uint16_t)i);
     /* rank i connects to rank i+1; with two ranks one connection is the ring */
     for (int i = 0; i < R && !(R == 2 && i == 1); i++)
-        ST(net_connect(f->node[i], ids[(i + 1) % R], "127.0.0.1", net_node_port(f->node[(i + 1) % R]),
-                       err), NET_OK);
+        ST(net_connect(f->node[i], ids[(i + 1) % R], "127.0.0.1",
+                       i == 0 && via_port > 0 ? via_port : net_node_port(f->node[(i + 1) % R]), err),
+           NET_OK);
     for (int i = 0; i < R; i++) {
         ST(net_wait_peer(f->node[i], ids[(i + 1) % R], 10000, err), NET_OK);
         ST(net_wait_peer(f->node[i], ids[(i + R - 1) % R], 10000, err), NET_OK);
@@ -48,6 +57,12 @@ static void fix_up(struct ring_fix *f, int R, int timeout_ms)
         if (!f->g[i]) fprintf(stderr, "coll_group_new: %s\n", err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(f->g[i]);
     }
+}
+
+static void fix_up(struct ring_fix *f, int R, int timeout_ms)
+{
+    fix_nodes(f, R);
+    fix_connect(f, R, timeout_ms, 0);
 }
 
 static void fix_down(struct ring_fix *f)
@@ -415,11 +430,174 @@ static void test_add_f32(void)
     for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(big_d[i], 0x1p24f);
 }
 
+/* coll_add_f32_crc: bitwise coll_add_f32's result, and its checksum is
+ * net_crc32c_sw (the table reference) of the result, at random lengths
+ * around and between multiples of COLL_CRC_BLOCK and odd alignments. */
+static void test_add_f32_crc(void)
+{
+    enum { N = 4 * COLL_CRC_BLOCK + 64 };
+    float *d = malloc(N * sizeof(float)), *d2 = malloc(N * sizeof(float)), *s = malloc(N * sizeof(float));
+    uint32_t x = 777;
+    size_t bad = 0;
+    for (int trial = 0; trial < 60; trial++) {
+        size_t fixed[] = { 0, 1, COLL_CRC_BLOCK - 1, COLL_CRC_BLOCK, COLL_CRC_BLOCK + 1, 3 * COLL_CRC_BLOCK + 5 };
+        x = x * 1664525u + 1013904223u;
+        size_t len = trial < 6 ? fixed[trial] : x % (4 * COLL_CRC_BLOCK), a = (x >> 20) % 7;
+        for (size_t i = 0; i < N; i++) {
+            x = x * 1664525u + 1013904223u;
+            d[i] = d2[i] = (float)(int32_t)x * 0x1p-20f;
+            x = x * 1664525u + 1013904223u;
+            s[i] = (x & 15) == 0 ? -0.0f : (float)(int32_t)x * 0x1p-27f;
+        }
+        uint32_t crc = coll_add_f32_crc(d + a, s + a + 1, len);
+        coll_add_f32(d2 + a, s + a + 1, len);
+        int ok = memcmp(d, d2, N * sizeof(float)) == 0 && crc == net_crc32c_sw(0, d2 + a, len * sizeof(float));
+        if (!ok) {
+            fprintf(stderr, "\n  coll_add_f32_crc: length %zu at offset %zu differs\n", len, a);
+            bad++;
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    free(d);
+    free(d2);
+    free(s);
+}
+
+/* --- a TCP proxy that flips one bit of what rank 0 sends rank 1 --------------- */
+struct proxy {
+    int lfd, port, target;
+    _Atomic long c2s;     /* bytes forwarded from rank 0 to rank 1 */
+    _Atomic long flip_at; /* offset in that stream to flip a bit of; -1: none */
+    _Atomic int flipped;
+    pthread_t t;
+};
+
+static int put_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void *proxy_main(void *arg)
+{
+    struct proxy *p = arg;
+    static uint8_t buf[1 << 16];
+    int cfd = accept(p->lfd, NULL, NULL), sfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p->target),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (cfd < 0 || sfd < 0 || connect(sfd, (struct sockaddr *)&a, sizeof a)) goto out;
+    for (;;) { /* until either end closes */
+        struct pollfd pf[2] = { { cfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+        if (poll(pf, 2, 10000) <= 0) break;
+        if (pf[0].revents) {
+            ssize_t r = read(cfd, buf, sizeof buf);
+            if (r <= 0) break;
+            long at = p->flip_at, base = p->c2s;
+            if (at >= base && at < base + r) {
+                buf[at - base] ^= 0x10;
+                p->flipped = 1;
+            }
+            p->c2s = base + r;
+            if (put_all(sfd, buf, (size_t)r)) break;
+        }
+        if (pf[1].revents) {
+            ssize_t r = read(sfd, buf, sizeof buf);
+            if (r <= 0 || put_all(cfd, buf, (size_t)r)) break;
+        }
+    }
+out:
+    if (cfd >= 0) close(cfd);
+    if (sfd >= 0) close(sfd);
+    return NULL;
+}
+
+static void proxy_start(struct proxy *p, int target)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    p->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    p->target = target;
+    p->c2s = 0;
+    p->flip_at = -1;
+    p->flipped = 0;
+    CU_ASSERT_FATAL(p->lfd >= 0 && !bind(p->lfd, (struct sockaddr *)&a, sizeof a) && !listen(p->lfd, 1) &&
+                    !getsockname(p->lfd, (struct sockaddr *)&a, &len));
+    p->port = ntohs(a.sin_port);
+    pthread_create(&p->t, NULL, proxy_main, p);
+}
+
+/* A bit flipped on the wire inside a chunk is caught, wherever the chunk's
+ * CRC is checked: R = 3, 64 KiB chunks (4 per segment), rank 0's frames to
+ * rank 1 pass through a proxy that flips one payload bit of chunk `frame` of
+ * the stream (0-7: the reduce-scatter, whose sums go on with the CRC their
+ * add computed; 8-15: the all-gather, forwarded with the CRC it came with).
+ * Rank 1 fails naming a checksum
+ * mismatch; no rank returns success with other bits than the reference; no
+ * rank hangs. */
+static void flip_trial(int frame, int step)
+{
+    char err[ERR_LEN];
+    enum { R = 3, CH = 65536 };
+    size_t n = (size_t)R * 4 * (CH / sizeof(float));
+    struct ring_fix f;
+    struct proxy px;
+    fix_nodes(&f, R);
+    proxy_start(&px, net_node_port(f.node[1]));
+    fix_connect(&f, R, DIE_TIMEOUT_MS, px.port);
+    for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], CH, err), 0);
+    float **b = bufs_new(R, n);
+    fill_inputs(b, R, n);
+    px.flip_at = px.c2s + (long)frame * (CH + NET_HDR_LEN) + NET_HDR_LEN + 1000;
+    struct job j[R];
+    pthread_t t[R];
+    for (int i = 0; i < R; i++) {
+        j[i] = (struct job){ .f = &f, .rank = i, .op = OP_AR, .buf = b[i], .n = n, .tag = 5 };
+        pthread_create(&t[i], NULL, job_main, &j[i]);
+    }
+    for (int i = 0; i < R; i++) pthread_join(t[i], NULL);
+    CU_ASSERT_EQUAL(px.flipped, 1);
+    printf("\n  flip in frame %d: rank 1: %s", frame, j[1].err);
+    CU_ASSERT_EQUAL(j[1].rc, -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(j[1].err, "checksum mismatch"));
+    char want[32];
+    snprintf(want, sizeof want, "ring step %d", step);
+    CU_ASSERT_PTR_NOT_NULL(strstr(j[1].err, want));
+    size_t wrong = 0;
+    for (int i = 0; i < R; i++) {
+        CU_ASSERT(j[i].secs < DIE_TIMEOUT_MS / 1000.0 + 5); /* no hang; not a timing test */
+        if (j[i].rc != 0) continue;
+        for (size_t k = 0; k < n; k++) {
+            float want_v = ref_float(R, seg_of(n, R, k), k);
+            wrong += memcmp(&b[i][k], &want_v, sizeof want_v) != 0;
+        }
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    bufs_free(b, R);
+    fix_down(&f);
+    pthread_join(px.t, NULL);
+    close(px.lfd);
+}
+
+static void test_flipped_bit(void)
+{
+    flip_trial(3, 0);  /* reduce-scatter step 0, chunk 3: own data, CRC by net_send */
+    flip_trial(6, 1);  /* reduce-scatter step 1, chunk 2: a sum sent with its fused CRC */
+    flip_trial(10, 2); /* all-gather step 2, chunk 2: the final sum, fused CRC */
+    flip_trial(13, 3); /* all-gather step 3, chunk 1: forwarded with the CRC it came with */
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
         { "bad arguments, segments, a group of one", test_bad_args },
         { "coll_add_f32 is the scalar loop, bit for bit", test_add_f32 },
+        { "coll_add_f32_crc: coll_add_f32's bits, net_crc32c_sw's sums", test_add_f32_crc },
+        { "a bit flipped on the wire: a checksum mismatch, never wrong bits", test_flipped_bit },
         { "R=2: every collective, sizes 0..2^20+3", test_r2 },
         { "R=3: every collective, sizes 0..2^20+3", test_r3 },
         { "R=4: every collective, sizes 0..2^20+3", test_r4 },

@@ -410,6 +410,51 @@ static void test_corrupt_payload(void)
     net_node_free(a);
 }
 
+/* Forwarding with the CRC a receive was verified with (what the all-gather
+ * does): at random lengths (0, 1, odd, up to 1 MiB) net_op_crc is
+ * net_crc32c_sw of the bytes that arrived, and the same bytes sent on with
+ * it (NET_SEND_CRC) arrive verified, with the same CRC. */
+static void test_forward_crc(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    net_peer_id ia = net_stage_id(0, 0), ib = net_stage_id(1, 0);
+    char err[NET_ERR_LEN];
+    enum { N = 1 << 20 };
+    uint8_t *msg = malloc(N), *mid = malloc(N), *back = malloc(N);
+    uint32_t x = 4242;
+    for (int trial = 0; trial < 12; trial++) {
+        x = x * 1664525u + 1013904223u;
+        size_t len = trial == 0 ? 0 : trial == 1 ? 1 : trial == 2 ? N : (x >> 8) % N;
+        fill(msg, N, (uint32_t)trial);
+        net_key k = { 55, (uint64_t)trial, 0, 0 };
+        struct net_op *s = NULL, *r = NULL;
+        ST(net_recv_post(b, ia, k, mid, N, &r, err), NET_OK);
+        ST(net_send(a, ib, k, msg, len, 5000, &s, err), NET_OK);
+        ST(net_wait(r, 5000, err), NET_OK);
+        uint32_t crc = net_op_crc(r);
+        CU_ASSERT_EQUAL(crc, net_crc32c_sw(0, mid, len));
+        net_op_free(r);
+        CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
+        net_op_free(s);
+        k.mb = 1; /* b forwards what it got to a with that CRC */
+        ST(net_recv_post(a, ib, k, back, N, &r, err), NET_OK);
+        ST(net_send_ex(b, ia, k, mid, len, NET_SEND_CRC, crc, 5000, &s, err), NET_OK);
+        CU_ASSERT_EQUAL(net_wait(r, 5000, err), NET_OK);
+        CU_ASSERT_EQUAL(net_op_len(r), len);
+        CU_ASSERT_EQUAL(net_op_crc(r), net_crc32c_sw(0, back, len));
+        CU_ASSERT(memcmp(back, msg, len) == 0);
+        net_op_free(r);
+        CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
+        net_op_free(s);
+    }
+    free(msg);
+    free(mid);
+    free(back);
+    net_node_free(a);
+    net_node_free(b);
+}
+
 /* NET_SEND_CRC: the caller's checksum goes into the frame as given (a right
  * one delivers, a wrong one fails the receive as a checksum mismatch naming
  * both sums), and net_op_crc gives a delivered payload's verified CRC32C
@@ -595,6 +640,7 @@ int main(void)
         { "random mix with cancels", test_random_mix_with_cancels },
         { "corrupted payload and header", test_corrupt_payload },
         { "send with the caller's CRC; net_op_crc", test_send_with_crc },
+        { "forwarded with the received CRC: net_crc32c_sw of the bytes", test_forward_crc },
         { "truncated frame, 2^60 length", test_truncated_and_huge },
         { "pre-auth refusals", test_preauth_refusals },
         { "topology and secret mismatch", test_topology_and_secret_mismatch },
