@@ -299,15 +299,18 @@ static void weight_in_order(rt *r, rt_chunk *c, int mb)
 }
 
 /* A fused BW's progress: B and W seconds so far (a block reports several
- * stretches of each), and the data-parallel hand-off of each unit's final
- * gradient (phase 1) on the step's last micro-batch. */
+ * stretches of each), and the hand-off of each unit's final gradient (phase 1)
+ * to the all-reduce or the parameter servers on the step's last micro-batch. */
 typedef struct { rt *r; double t, tb; int last; } fused_ctx;
 
 static void fused_done(void *ctx, int unit, int phase)
 {
     fused_ctx *f = ctx;
     if (phase == 0) f->tb += rt_now() - f->t;
-    else if (phase == 1 && f->last) rt_dp_unit_ready(f->r, unit);
+    else if (phase == 1 && f->last) {
+        rt_dp_unit_ready(f->r, unit);
+        rt_ps_unit_ready(f->r, unit);
+    }
     f->t = rt_now();
 }
 
@@ -328,7 +331,7 @@ static int do_backward_fused(rt *r, rt_chunk *c, int mb)
     if (!c->unit_work) c->unit_work = xmalloc(c->unit_work_bytes);
     r->act_bytes += c->unit_work_bytes;
     note_peak(r, 0);
-    fused_ctx f = { r, t0, 0, r->dp && mb == r->M - 1 };
+    fused_ctx f = { r, t0, 0, (r->dp || r->ps) && mb == r->M - 1 };
     model_backward_fused(r->part, c->lo, c->hi, c->slot[mb], c->unit_work, dout, NULL, r->Bm, r->T,
                          r->loss_scale, fused_done, &f);
     r->act_bytes -= c->unit_work_bytes;
