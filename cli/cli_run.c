@@ -1,6 +1,7 @@
 /* cli_run.c — `pipetrain run` (train) and `pipetrain check` (validate a topology
  * and print its partition). */
 #include "cli/cli.h"
+#include "cli/cli_balance.h"
 #include "cli/cli_restart.h"
 #include "model/util.h"
 #include "ps/ps.h"
@@ -307,6 +308,7 @@ int cli_check_main(int argc, char **argv)
     if (sched_note(s, note, sizeof note)) fprintf(stderr, "pipetrain check: %s\n", note);
     sched_free(s);
     topo_print_partition(&t, stdout);
+    cli_balance_warn(&t, stderr);
     if (t.sync_id == TOPO_SYNC_PS) {
         ps_assignment pa;
         if (ps_assign(&t, &pa, err)) {

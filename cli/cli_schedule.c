@@ -659,3 +659,9 @@ done:
     free(o.sets);
     return rc;
 }
+
+int cli_schedule_rates(const topo *t, double gflops, double *rates, char *note, size_t nn)
+{
+    opts o = { .gflops = gflops };
+    return stage_rates(&o, t, rates, note, nn);
+}

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_balance.h"
 #include "cli/cli_schedule.h"
 
 static const struct {
@@ -15,6 +16,7 @@ static const struct {
     { "stage", cli_stage_main, "run one pipeline stage (started on each host)" },
     { "server", cli_server_main, "run one parameter server (\"sync\": \"ps\"; started on each server host)" },
     { "check", cli_check_main, "validate a topology and print its partition" },
+    { "balance", cli_balance_main, "choose each stage's layers to minimise the simulated step time" },
     { "schedule", cli_schedule_main, "generate, validate, simulate and draw micro-batch schedules" },
     { "eval", cli_eval_main, "validation loss of a checkpoint" },
     { "sample", cli_sample_main, "generate text from a checkpoint" },

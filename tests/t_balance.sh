@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# t_balance.sh — `pipetrain balance` end to end: the plan for an uneven model,
+# --out written and loadable by `check`, the input never overwritten, the
+# memory-limit error naming the layer, usage errors (exit 2), and `check`'s
+# imbalance warning.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+export XDG_CACHE_HOME="$tmp/xdg" OPENBLAS_NUM_THREADS=1
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# run EXPECTED_RC ARGS...: stdout in $tmp/out, stderr in $tmp/err
+run() {
+    local want=$1; shift
+    "$P" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    [ "$rc" -eq "$want" ] || { fail "exit $rc (want $want): $*"; sed 's/^/    /' "$tmp/err" | head -5; return 1; }
+}
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2' ($3)"; }
+
+T=topologies/shakespeare-2stage.json
+# the uneven model: vocab 8192, so the head dominates; the file keeps it
+sed 's/"vocab_size": 256/"vocab_size": 8192/' "$T" >"$tmp/uneven.json"
+sed -i 's|"path": "../../shared|"path": "/work/shared|' "$tmp/uneven.json"
+G=(--gflops 10) # costs from FLOPs at a fixed rate: no sgemm measurement
+
+run 0 balance "$tmp/uneven.json" --stages 2 "${G[@]}" &&
+{ has "$tmp/out" "embed,0-3" "the blocks go with the embedding"; has "$tmp/out" "1     head" "the head alone";
+  has "$tmp/out" "balanced is 22.6% faster" "against the even split"; }
+[ -e "$tmp/NEW.json" ] && fail "no --out: nothing written"
+
+run 2 balance "$tmp/uneven.json" --stages 2 "${G[@]}" --out "$tmp/sub/NEW.json" &&
+has "$tmp/err" "cannot write" "--out in a missing directory"
+mkdir -p "$tmp/sub"
+run 0 balance "$tmp/uneven.json" --stages 2 "${G[@]}" --out "$tmp/sub/NEW.json" &&
+{ has "$tmp/out" "wrote $tmp/sub/NEW.json" "written"; ls "$tmp/sub" | grep -q tmp && fail "a temporary file left"; }
+run 0 check "$tmp/sub/NEW.json" && has "$tmp/out" "embed,0-3" "check loads the balanced split"
+grep -q warning "$tmp/err" && fail "check warns about the balanced split: $(cat "$tmp/err")"
+# the data path still resolves from another directory
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['stages'][1]['layers']=='head'; assert d['data']['path'].startswith('/'), d['data']['path']" "$tmp/sub/NEW.json" || fail "NEW.json content"
+
+# more stages than the file: new stages on fresh ports; loadable
+run 0 balance "$T" --stages 3 "${G[@]}" --out "$tmp/three.json" && run 0 check "$tmp/three.json" &&
+has "$tmp/out" "127.0.0.1:29513" "a third stage on a new port"
+
+# never over the input
+cp "$tmp/uneven.json" "$tmp/in.json"; sum=$(md5sum <"$tmp/in.json")
+run 2 balance "$tmp/in.json" --stages 2 "${G[@]}" --out "$tmp/in.json" && has "$tmp/err" "is the input topology" "refused"
+[ "$(md5sum <"$tmp/in.json")" = "$sum" ] || fail "the input was changed"
+
+# a layer too large for any stage's memory limit: named, exit 2, nothing written
+run 2 balance "$tmp/uneven.json" --stages 2 "${G[@]}" --memory-limit 10000000 --out "$tmp/m.json" &&
+{ has "$tmp/err" "the embedding (embed) does not fit on any stage" "names the layer"; has "$tmp/err" "--memory-limit" "names the option"; }
+[ -e "$tmp/m.json" ] && fail "memory error: file written"
+# a limit the balanced split fits under (its stage 0 needs about 44 MiB)
+run 0 balance "$tmp/uneven.json" --stages 2 "${G[@]}" --memory-limit 60000000 && has "$tmp/out" "embed,0-3" "fits"
+
+# usage errors: exit 2 with a message
+run 2 balance "$T" "${G[@]}" && has "$tmp/err" "--stages P is required" "no --stages"
+run 2 balance --stages 2 && has "$tmp/err" "TOPOLOGY.json" "no topology"
+run 2 balance "$T" --stages 0 && has "$tmp/err" "--stages" "bad count"
+run 2 balance "$T" --stages 2 --bogus 1 && has "$tmp/err" "unknown option '--bogus'" "unknown option"
+run 2 balance "$T" --stages 2 --schedule interleaved && has "$tmp/err" "--schedule" "two-chunk kind"
+run 2 balance "$T" --stages 7 "${G[@]}" && has "$tmp/err" "6 units" "more stages than units"
+run 2 balance "$T" --stages 5 "${G[@]}" && has "$tmp/err" "train.micro_batches" "1f1b needs M >= P"
+run 2 balance "$T" --stages 2 --memory-limit x && has "$tmp/err" "--memory-limit" "bad limit"
+run 2 balance "$T" --stages 2 --calibrate "$tmp/nowhere" && has "$tmp/err" "$tmp/nowhere/costs.json" "no costs.json"
+run 0 balance --help && has "$tmp/out" "usage: pipetrain balance" "help"
+
+# --calibrate: a costs file of the 2-stage run (stage 1 measured 3x slower)
+cat >"$tmp/costs.json" <<'J'
+{"version": 1, "unit": "ms", "stages": 2, "chunks": 1, "steps": 5, "f": [10, 30], "b": [10, 30], "w": [10, 30],
+ "latency": 0, "bandwidth": 0, "bw_early": true, "w_in_order": true}
+J
+run 0 balance "$T" --stages 2 --calibrate "$tmp/costs.json" && has "$tmp/out" "measured in" "calibrated" &&
+has "$tmp/out" "3,head" "the slow stage gets less"
+
+# check's warning: on the uneven model's even split, not on the balanced one
+run 0 check "$tmp/uneven.json" && has "$tmp/err" "imbalanced" "warns" && has "$tmp/err" "pipetrain balance" "suggests balance"
+run 0 check "$T" && { grep -q warning "$tmp/err" && fail "warns about an even split: $(cat "$tmp/err")"; }
+run 0 check topologies/shakespeare-3stage-uneven.json && { grep -q warning "$tmp/err" && fail "warns although no split of 4 blocks into 3 stages is better"; }
+
+[ "$fails" -eq 0 ] || { echo "t_balance: $fails failure(s)"; exit 1; }
+echo "t_balance: ok"
