@@ -1,7 +1,8 @@
 /* bench_ps_conv.c — `pipetrain bench ps --convergence --out DIR` (issue 12):
  * the Shakespeare recipe (--topology, default topologies/shakespeare-ps.json:
  * 2 stages x 2 workers, 2 servers) trained twice for the same steps, hence the
- * same samples: synchronously (ps.staleness 0) and with staleness 2. Both
+ * same samples: synchronously (ps.staleness 0) and with staleness 2, 8
+ * evaluations each (--quick: 2 of 2 batches, a functional check). Both
  * loss curves, by samples seen, go into DIR/convergence.svg (the project's
  * loss-curve writer, run_metrics_write_curves); the figures into
  * DIR/convergence.json and stdout. The runs themselves stay in the bench's
@@ -57,6 +58,10 @@ static json_t *make_topo(const bps *b, long s, char *err)
     json_t *tr = json_object_get(j, "train");
     json_object_set_new(tr, "steps", json_integer(b->o.steps));
     json_object_set_new(tr, "eval_every", json_integer(b->o.steps / 8 > 0 ? b->o.steps / 8 : 1));
+    if (b->o.quick) { /* a functional check: two short evaluations */
+        json_object_set_new(tr, "eval_every", json_integer(b->o.steps / 2));
+        json_object_set_new(tr, "eval_batches", json_integer(2));
+    }
     json_object_set_new(j, "checkpoint", json_pack("{s:s,s:i,s:i}", "dir", "checkpoints", "every", 0, "keep", 1));
     json_object_set_new(j, "coordinator", json_pack("{s:s,s:i}", "host", "127.0.0.1", "port", 0));
     json_object_set_new(j, "launch", json_string("local"));
