@@ -10,7 +10,7 @@
 #include "topo/topo.h"
 
 typedef struct {
-    int json, steps, quick, convergence, keep;
+    int json, steps, rounds, quick, convergence, keep;
     const char *out, *topology, *data, *bin;
 } bps_opts;
 

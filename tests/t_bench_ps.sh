@@ -18,11 +18,11 @@ check "bench ps --quick --json exits 0" "[ $? -eq 0 ] || cat $tmp/q.err"
 check "bench ps --json: every field, 8 runs in order" "python3 -c '
 import json, math, sys
 j = json.load(open(\"$tmp/q.json\"))
-top = [\"bench\", \"quick\", \"workers\", \"servers\", \"steps\", \"model\", \"batch_size\", \"warmup_steps_skipped\",
+top = [\"bench\", \"quick\", \"workers\", \"servers\", \"steps\", \"rounds\", \"model\", \"batch_size\", \"warmup_steps_skipped\",
        \"normal_step_ms\", \"comm_sync_ms\", \"comm_async_ms\", \"loadavg_before\", \"loadavg_after\", \"runs\", \"targets\"]
 run = [\"scenario\", \"staleness\", \"straggle\", \"samples_per_s\", \"ratio_to_sync\", \"predicted_samples_per_s\",
        \"predicted_ratio_to_sync\", \"step_compute_ms\", \"comm_ms\", \"pauses\", \"paused_s\", \"wall_s\",
-       \"staleness_max\", \"staleness_mean\"]
+       \"staleness_max\", \"staleness_mean\", \"rounds_samples_per_s\"]
 tg = [\"transient_s2_ratio\", \"transient_s2_met\", \"transient_s2_predicted\", \"persistent_async_ratio\",
       \"persistent_async_met\", \"persistent_async_predicted\", \"persistent_s2_ratio\", \"persistent_s2_predicted\",
       \"persistent_s2_long_run_predicted\"]
@@ -47,7 +47,7 @@ sys.exit(0 if ok else 1)'"
 kept=$(sed -n 's/^bench ps: run directories kept in //p' "$tmp/q.err")
 check "each pause is a \"pause\" event in trace.json" "[ -n \"$kept\" ] && python3 -c '
 import json, sys
-ev = json.load(open(\"$kept/persistent-s0/trace.json\"))[\"traceEvents\"]
+ev = json.load(open(\"$kept/persistent-s0-0/trace.json\"))[\"traceEvents\"]
 p = [e for e in ev if e.get(\"name\") == \"pause\"]
 n = json.load(open(\"$tmp/q.json\"))[\"steps\"]
 sys.exit(0 if len(p) == n - 1 and all(e[\"pid\"] == 1 and e[\"dur\"] > 0 for e in p) else 1)'"
