@@ -22,10 +22,10 @@ top = [\"bench\", \"quick\", \"workers\", \"servers\", \"steps\", \"rounds\", \"
        \"normal_step_ms\", \"comm_sync_ms\", \"comm_async_ms\", \"loadavg_before\", \"loadavg_after\", \"runs\", \"targets\"]
 run = [\"scenario\", \"staleness\", \"straggle\", \"samples_per_s\", \"ratio_to_sync\", \"predicted_samples_per_s\",
        \"predicted_ratio_to_sync\", \"step_compute_ms\", \"comm_ms\", \"pauses\", \"paused_s\", \"wall_s\",
-       \"staleness_max\", \"staleness_mean\", \"rounds_samples_per_s\"]
+       \"staleness_max\", \"staleness_mean\", \"rounds_samples_per_s\", \"ratio_to_sync_equal_compute\", \"predicted_ratio_to_sync_equal_compute\"]
 tg = [\"transient_s2_ratio\", \"transient_s2_met\", \"transient_s2_predicted\", \"persistent_async_ratio\",
       \"persistent_async_met\", \"persistent_async_predicted\", \"persistent_s2_ratio\", \"persistent_s2_predicted\",
-      \"persistent_s2_long_run_predicted\"]
+      \"persistent_s2_long_run_predicted\", \"transient_s2_ratio_equal_compute\", \"transient_s2_met_equal_compute\", \"persistent_async_ratio_equal_compute\", \"persistent_async_met_equal_compute\"]
 miss = [k for k in top if k not in j] + [k for k in tg if k not in j[\"targets\"]]
 want = [(\"baseline\", 0), (\"baseline\", -1)] + [(s, b) for s in (\"transient\", \"persistent\") for b in (0, 2, -1)]
 got = [(r[\"scenario\"], r[\"staleness\"]) for r in j[\"runs\"]]
