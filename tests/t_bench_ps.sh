@@ -53,13 +53,13 @@ n = json.load(open(\"$tmp/q.json\"))[\"steps\"]
 sys.exit(0 if len(p) == n - 1 and all(e[\"pid\"] == 1 and e[\"dur\"] > 0 for e in p) else 1)'"
 [ -n "$kept" ] && rm -rf "$kept"
 
-"$P" bench ps --quick >"$tmp/q.txt" 2>"$tmp/q.err"
+"$P" bench ps --quick --steps 4 >"$tmp/q.txt" 2>"$tmp/q.err"
 check "bench ps --quick (table) exits 0 and names both targets" \
     "[ $? -eq 0 ] && grep -q 'target transient, s = 2' $tmp/q.txt && grep -q 'target persistent, unbounded' $tmp/q.txt &&
      grep -q 'load average' $tmp/q.txt && [ \$(grep -cE '^  (transient|persistent|baseline) ' $tmp/q.txt) -eq 8 ] ||
      cat $tmp/q.txt $tmp/q.err"
 
-"$P" bench ps --convergence --quick --out "$tmp/conv" >"$tmp/c.txt" 2>"$tmp/c.err"
+"$P" bench ps --convergence --quick --steps 4 --out "$tmp/conv" >"$tmp/c.txt" 2>"$tmp/c.err"
 check "bench ps --convergence --quick exits 0" "[ $? -eq 0 ] || cat $tmp/c.err"
 check "convergence.svg has both runs' training and validation curves" \
     "[ \$(grep -c '<polyline' $tmp/conv/convergence.svg) -eq 4 ] && grep -q 's=2 validation' $tmp/conv/convergence.svg"
