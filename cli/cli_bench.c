@@ -7,6 +7,7 @@
 #include "bench/bench_compute.h"
 #include "bench/bench_net.h"
 #include "bench/bench_pipeline.h"
+#include "bench/bench_ps.h"
 #include "bench/bench_sched.h"
 #include "cli/cli.h"
 
@@ -19,6 +20,7 @@ static const struct {
     { "compute", bench_compute_main, "training step FLOP/s against the sgemm ceiling" },
     { "net", bench_net_main, "transport throughput and latency against plain sockets" },
     { "pipeline", bench_pipeline_main, "2 stages x 1 thread against 1 stage x 1 thread, GPipe and 1F1B" },
+    { "ps", bench_ps_main, "parameter servers: stragglers at staleness 0, 2, -1 against ps_model; --convergence" },
     { "schedule", bench_sched_main, "simulator speed on 1024 stages x 4096 micro-batches" },
 };
 

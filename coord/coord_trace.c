@@ -139,9 +139,11 @@ static void put_event(FILE *f, int k, const proto_event *e, double t_min, int ch
 {
     int track = e->op == PROTO_EV_WAIT ? 1 : e->op == PROTO_EV_SEND ? 2 : e->op == PROTO_EV_ALLREDUCE ? 3 : 0;
     const char *pre = track == 1 ? "wait " : track == 2 ? "send " : "";
-    const char *kind = track == 3 ? "all-reduce" : op_name(track ? e->kind : e->op);
+    const char *kind = track == 3 ? "all-reduce" : e->op == PROTO_EV_PAUSE ? "pause" : op_name(track ? e->kind : e->op);
     char name[64];
-    if (track == 3)
+    if (e->op == PROTO_EV_PAUSE) /* the straggler hook's sleep (stage/straggle.h) */
+        snprintf(name, sizeof name, "pause");
+    else if (track == 3)
         snprintf(name, sizeof name, "bucket %u", e->mb);
     else if (chunks > 1) snprintf(name, sizeof name, "%s%s%u.%u", pre, kind, e->mb, e->chunk);
     else snprintf(name, sizeof name, "%s%s%u", pre, kind, e->mb);

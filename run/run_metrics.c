@@ -154,19 +154,34 @@ static void svg_axes(FILE *f, const plot *p)
                 px(p, x), p->T + p->H + 16, x);
 }
 
-int run_metrics_write_svg(const run_metrics *m, char *err)
+/* One curve's polyline: its training loss (thin) or validation loss (thick). */
+static void svg_line(FILE *f, const plot *p, const run_loss_curve *c, int val, const char *color)
 {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/loss.svg", m->dir);
+    fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='%d'%s points='", color, val ? 2 : 1,
+            c->dashed ? " stroke-dasharray='6,3'" : "");
+    for (size_t i = 0; i < c->n; i++) {
+        double v = val ? c->rows[i].val_loss : c->rows[i].loss;
+        if (isfinite(v)) fprintf(f, "%.1f,%.1f ", px(p, (double)c->rows[i].step), py(p, v));
+    }
+    fprintf(f, "'/>\n");
+}
+
+int run_metrics_write_curves(const char *path, const char *title, const char *xlabel, const run_loss_curve *c,
+                             int n, char *err)
+{
+    static const char *train_color[] = { "#1f77b4", "#2ca02c", "#9467bd", "#8c564b" };
+    static const char *val_color[] = { "#d62728", "#ff7f0e", "#e377c2", "#7f7f7f" };
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     plot p = { 0, 1, INFINITY, -INFINITY, 60, 30, 620, 300 };
-    for (size_t i = 0; i < m->n; i++) {
-        const run_metrics_row *r = &m->rows[i];
-        double v[2] = { r->loss, r->val_loss };
-        for (int k = 0; k < 2; k++)
-            if (isfinite(v[k])) { if (v[k] < p.y0) p.y0 = v[k]; if (v[k] > p.y1) p.y1 = v[k]; }
-        if (r->step > p.x1) p.x1 = (double)r->step;
-    }
+    for (int k = 0; k < n; k++)
+        for (size_t i = 0; i < c[k].n; i++) {
+            const run_metrics_row *r = &c[k].rows[i];
+            double v[2] = { r->loss, r->val_loss };
+            for (int j = 0; j < 2; j++)
+                if (isfinite(v[j])) { if (v[j] < p.y0) p.y0 = v[j]; if (v[j] > p.y1) p.y1 = v[j]; }
+            if (r->step > p.x1) p.x1 = (double)r->step;
+        }
     if (!isfinite(p.y0)) { p.y0 = 0; p.y1 = 1; }
     if (p.y1 - p.y0 < 1e-6) p.y1 = p.y0 + 1;
     double pad = 0.05 * (p.y1 - p.y0);
@@ -175,24 +190,38 @@ int run_metrics_write_svg(const run_metrics *m, char *err)
     if (!f) return seterr(err, "%s: cannot write: %s", tmp, strerror(errno));
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='700' height='370' font-family='sans-serif'>\n"
                "<rect width='700' height='370' fill='white'/>\n"
-               "<text x='350' y='18' text-anchor='middle' font-size='14'>loss</text>\n");
+               "<text x='350' y='18' text-anchor='middle' font-size='14'>%s</text>\n", title);
     svg_axes(f, &p);
-    fprintf(f, "<text x='350' y='362' text-anchor='middle' font-size='12'>step</text>\n<polyline fill='none' stroke='#1f77b4' stroke-width='1' points='");
-    for (size_t i = 0; i < m->n; i++)
-        if (isfinite(m->rows[i].loss)) fprintf(f, "%.1f,%.1f ", px(&p, (double)m->rows[i].step), py(&p, m->rows[i].loss));
-    fprintf(f, "'/>\n<polyline fill='none' stroke='#d62728' stroke-width='2' points='");
-    for (size_t i = 0; i < m->n; i++)
-        if (isfinite(m->rows[i].val_loss)) fprintf(f, "%.1f,%.1f ", px(&p, (double)m->rows[i].step), py(&p, m->rows[i].val_loss));
-    fprintf(f, "'/>\n");
-    for (size_t i = 0; i < m->n; i++)
-        if (isfinite(m->rows[i].val_loss))
-            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='#d62728'/>\n", px(&p, (double)m->rows[i].step), py(&p, m->rows[i].val_loss));
-    fprintf(f, "<line x1='520' x2='545' y1='45' y2='45' stroke='#1f77b4'/><text x='550' y='49' font-size='12'>train</text>\n"
-               "<line x1='520' x2='545' y1='62' y2='62' stroke='#d62728' stroke-width='2'/><text x='550' y='66' font-size='12'>validation</text>\n"
-               "</svg>\n");
+    fprintf(f, "<text x='350' y='362' text-anchor='middle' font-size='12'>%s</text>\n", xlabel);
+    for (int k = 0; k < n; k++) svg_line(f, &p, &c[k], 0, train_color[k % 4]);
+    for (int k = 0; k < n; k++) {
+        svg_line(f, &p, &c[k], 1, val_color[k % 4]);
+        for (size_t i = 0; i < c[k].n; i++)
+            if (isfinite(c[k].rows[i].val_loss))
+                fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", px(&p, (double)c[k].rows[i].step),
+                        py(&p, c[k].rows[i].val_loss), val_color[k % 4]);
+    }
+    for (int k = 0, y = 45; k < n; k++, y += 34) {
+        const char *lb = c[k].label ? c[k].label : "", *sp = *lb ? " " : "";
+        const char *dash = c[k].dashed ? " stroke-dasharray='6,3'" : "";
+        int x = *lb ? 440 : 520;
+        fprintf(f, "<line x1='%d' x2='%d' y1='%d' y2='%d' stroke='%s'%s/><text x='%d' y='%d' font-size='12'>%s%strain</text>\n"
+                   "<line x1='%d' x2='%d' y1='%d' y2='%d' stroke='%s' stroke-width='2'%s/><text x='%d' y='%d' font-size='12'>%s%svalidation</text>\n",
+                x, x + 25, y, y, train_color[k % 4], dash, x + 30, y + 4, lb, sp,
+                x, x + 25, y + 17, y + 17, val_color[k % 4], dash, x + 30, y + 21, lb, sp);
+    }
+    fprintf(f, "</svg>\n");
     if (fclose(f)) return seterr(err, "%s: write failed: %s", tmp, strerror(errno));
     if (rename(tmp, path)) return seterr(err, "%s: cannot rename: %s", path, strerror(errno));
     return 0;
+}
+
+int run_metrics_write_svg(const run_metrics *m, char *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/loss.svg", m->dir);
+    run_loss_curve c = { NULL, m->rows, m->n, 0 };
+    return run_metrics_write_curves(path, "loss", "step", &c, 1, err);
 }
 
 /* ---- progress ---- */

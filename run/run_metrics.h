@@ -33,6 +33,22 @@ int run_metrics_log(run_metrics *m, const run_metrics_row *r, char *err);
 int run_metrics_event(run_metrics *m, const char *json, char *err);
 /* Writes dir/loss.svg from the rows logged so far (train and validation). */
 int run_metrics_write_svg(const run_metrics *m, char *err);
+/* One curve of a loss picture: rows (x = row.step, y = loss and val_loss,
+ * NAN skipped), borrowed; label (NULL: none) prefixes "train"/"validation" in
+ * the legend; dashed draws its lines dashed. */
+typedef struct {
+    const char *label;
+    const run_metrics_row *rows;
+    size_t n;
+    int dashed;
+} run_loss_curve;
+/* Writes path (via path.tmp, renamed) with n curves (n <= 4 get their own
+ * colours) on shared axes: each curve's training loss as a thin line, its
+ * validation loss as a thick line with dots; title on top, xlabel under the
+ * x axis (plain text, no markup). loss.svg is this with one unlabelled curve.
+ * Returns 0 or -1 with err. Any thread (touches only its arguments). */
+int run_metrics_write_curves(const char *path, const char *title, const char *xlabel, const run_loss_curve *c,
+                             int n, char *err);
 /* Closes the file and frees m. NULL: no-op. */
 void run_metrics_close(run_metrics *m);
 

@@ -219,10 +219,12 @@ static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STA
  * the compute thread blocked on a receive for action (mb, chunk) of kind `kind`),
  * a send (PROTO_EV_SEND: from posting to observed completion), or a gradient
  * bucket's collective among the replicas (PROTO_EV_ALLREDUCE, mb = the bucket,
- * on the communication thread: it overlaps the compute track). Times in
+ * on the communication thread: it overlaps the compute track), or a pause of
+ * the straggler hook (PROTO_EV_PAUSE, stage/straggle.h: a sleep at the start of
+ * the step, on the compute track; kind, chunk and mb 0). Times in
  * seconds on the coordinator's CLOCK_MONOTONIC. Encoded in 32 bytes:
  * u8 op, u8 kind, u16 chunk, u32 mb, u64 step, f64 t0, f64 t1. */
-enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5, PROTO_EV_ALLREDUCE = 6 };
+enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5, PROTO_EV_ALLREDUCE = 6, PROTO_EV_PAUSE = 7 };
 typedef struct {
     uint8_t op, kind;
     uint16_t chunk;

@@ -45,6 +45,16 @@ typedef struct {
     uint32_t mb;
 } rt_pending;
 
+/* The straggler hook (stage/straggle.h, runtime_straggle.c): off when p is 0. */
+typedef struct {
+    double p, factor;      /* this replica's pause probability, and length in normal step times */
+    double recent[9];      /* compute seconds of its latest steps (a ring): the normal step time */
+    int n_recent, next;
+    double compute0;       /* stats.compute_s when the step's actions began */
+    long pauses;
+    double paused_s;
+} rt_straggle;
+
 typedef struct rt_dp rt_dp;
 typedef struct rt_ps rt_ps;
 
@@ -86,6 +96,7 @@ typedef struct {
     struct trace_window *tw; /* the recent steps' events on this stage's clock (runtime_trace.c) */
     rt_pending *pend;      /* (2 M v) */
     int n_pend;
+    rt_straggle straggle;
 } rt;
 
 double rt_now(void);
@@ -116,6 +127,18 @@ void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1);
  * reported to the coordinator and is not a failure. */
 int rt_send_trace(rt *r);
 void rt_trace_free(rt *r);
+/* runtime_straggle.c, the bench hook of stage/straggle.h. Setup reads
+ * PIPETRAIN_STRAGGLE for this replica: 0, or 2 with r->err naming the
+ * variable and the offset. Begin, at the start of a step after the weights
+ * were pulled: sleeps when the seeded draw says so, for factor x the median
+ * compute time of the replica's latest (up to 9) steps (none before one step
+ * was measured), recorded as a PROTO_EV_PAUSE trace event. End, after the
+ * step's actions: notes their compute time. Report: one line on stderr (the
+ * stage's log) with the pauses taken. All on the compute thread. */
+int rt_straggle_setup(rt *r);
+void rt_straggle_begin(rt *r);
+void rt_straggle_end(rt *r);
+void rt_straggle_report(const rt *r);
 /* One training step: actions, norm agreement, AdamW, LOSS. */
 int rt_step(rt *r);
 /* Tied embeddings split across stages: the head stage's lm_head gradient joins

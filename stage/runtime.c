@@ -435,7 +435,9 @@ int rt_step(rt *r)
     if (rt_ps_begin_step(r)) return -1;
     /* asynchronous: the embedding just pulled goes to the head stage (tied) */
     if (rt_ps_async(r) && rt_tied_exchange_weights(r)) return -1;
+    rt_straggle_begin(r); /* the bench's pause (PIPETRAIN_STRAGGLE), after the pull */
     if (post_receives(r) || run_actions(r)) return -1;
+    rt_straggle_end(r);
     double t0 = rt_now();
     if (rt_tied_exchange_grad(r)) return -1;
     if (r->ps) return ps_step_end(r, t0);

@@ -417,6 +417,7 @@ static int run_steps(rt *r)
         r->stats.steps++;
     }
     r->step = total - 1;
+    rt_straggle_report(r);
     r->stats.wall_s = rt_now() - t0;
     r->stats.allreduce_s = rt_dp_busy_s(r);
     r->stats.optim_bytes = r->ps ? 0 : 2 * (uint64_t)r->opt->n * sizeof(float); /* servers hold AdamW */
@@ -453,7 +454,8 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     r->step = -1;
     err[0] = 0;
     r->step_timeout_s = o->step_timeout_s > 0 ? o->step_timeout_s : 600;
-    int rc = setup_compute(r);
+    int rc = rt_straggle_setup(r);
+    if (!rc) rc = setup_compute(r);
     if (!rc) rc = setup_net(r);
     if (!rc && run_steps(r)) {
         rc = 1;
