@@ -7,6 +7,7 @@
 
 #include "model/model.h"
 #include "run/run_ckpt.h"
+#include "stage/stage.h"
 
 int cli_run_main(int argc, char **argv);
 int cli_check_main(int argc, char **argv);
@@ -30,6 +31,14 @@ int cli_server_main(int argc, char **argv);
 int cli_wants_help(int argc, char **argv, const char *text);
 /* Parses a decimal integer in [lo, hi] for option opt; returns 0 or -1 (message printed). */
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+/* The options every process `run` starts takes (stage and server):
+ * --coordinator HOST:PORT (host written into host[64]), --run-id, --out, --data,
+ * --set (into sets[256], *n_sets), --peer-timeout-ms, --connect-timeout-ms,
+ * --step-timeout-s. argv[*i] is the option; its value is argv[*i + 1], and *i
+ * moves past it. Returns 1 when it took the option, 0 when argv[*i] is none of
+ * these, 2 after printing a usage error naming cmd. */
+int cli_process_option(const char *cmd, int argc, char **argv, int *i, stage_opts *o, char *host,
+                       const char **data, char **sets, int *n_sets);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 /* Opens and verifies a checkpoint and builds a part holding every unit with its
  * weights, for micro-batches of up to max_batch sequences. The key that checks

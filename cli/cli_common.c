@@ -106,3 +106,44 @@ model_part *cli_load_model(const char *path, const char *secret_file, size_t max
     }
     return p;
 }
+
+int cli_process_option(const char *cmd, int argc, char **argv, int *i, stage_opts *o, char *host,
+                       const char **data, char **sets, int *n_sets)
+{
+    const char *s = argv[*i], *a = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long v;
+    double d;
+    if (!strcmp(s, "--coordinator")) {
+        if (!a || cli_parse_addr(a, host, &o->coord_port))
+            return cli_usage_error(cmd, "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
+        o->coord_host = host;
+    } else if (!strcmp(s, "--run-id")) {
+        char *end;
+        errno = 0;
+        o->run_id = a ? strtoull(a, &end, 10) : 0;
+        if (!a || !*a || *end || errno) return cli_usage_error(cmd, "--run-id expects an unsigned integer");
+    } else if (!strcmp(s, "--out")) {
+        if (!a) return cli_usage_error(cmd, "--out expects a directory");
+        o->out_dir = a;
+    } else if (!strcmp(s, "--data")) {
+        if (!a) return cli_usage_error(cmd, "--data expects a file");
+        *data = a;
+    } else if (!strcmp(s, "--set")) {
+        if (!a || !strchr(a, '=')) return cli_usage_error(cmd, "--set expects KEY=VALUE");
+        if (*n_sets == 256) return cli_usage_error(cmd, "too many --set options");
+        sets[(*n_sets)++] = argv[*i + 1];
+    } else if (!strcmp(s, "--peer-timeout-ms")) {
+        if (cli_parse_long(cmd, s, a, 100, 86400000, &v)) return 2;
+        o->peer_timeout_ms = (int)v;
+    } else if (!strcmp(s, "--connect-timeout-ms")) {
+        if (cli_parse_long(cmd, s, a, 100, 86400000, &v)) return 2;
+        o->connect_timeout_ms = (int)v;
+    } else if (!strcmp(s, "--step-timeout-s")) {
+        if (cli_parse_double(cmd, s, a, 1, 1e7, &d)) return 2;
+        o->step_timeout_s = d;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}

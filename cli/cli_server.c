@@ -29,37 +29,16 @@ int cli_server_main(int argc, char **argv)
     stage_opts o = { .stage = -1, .peer_timeout_ms = 10000, .connect_timeout_ms = 60000, .step_timeout_s = 600 };
     const char *path = NULL, *data = NULL;
     char *sets[256], host[64];
-    int n_sets = 0, insecure = 0;
+    int n_sets = 0, opt, insecure = 0;
     long v;
-    double d;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *a = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) { fputs(server_help, stdout); return 0; }
         else if (!strcmp(s, "--insecure")) insecure = 1;
         else if (!strcmp(s, "--server")) { if (cli_parse_long("server", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
-        else if (!strcmp(s, "--coordinator")) {
-            if (!a || cli_parse_addr(a, host, &o.coord_port))
-                return cli_usage_error("server", "--coordinator expects HOST:PORT, got '%s'", a ? a : "");
-            o.coord_host = host;
-            i++;
+        else if ((opt = cli_process_option("server", argc, argv, &i, &o, host, &data, sets, &n_sets))) {
+            if (opt == 2) return 2;
         }
-        else if (!strcmp(s, "--run-id")) {
-            char *end;
-            errno = 0;
-            o.run_id = a ? strtoull(a, &end, 10) : 0;
-            if (!a || !*a || *end || errno) return cli_usage_error("server", "--run-id expects an unsigned integer");
-            i++;
-        }
-        else if (!strcmp(s, "--out")) { if (!a) return cli_usage_error("server", "--out expects a directory"); o.out_dir = argv[++i]; }
-        else if (!strcmp(s, "--data")) { if (!a) return cli_usage_error("server", "--data expects a file"); data = argv[++i]; }
-        else if (!strcmp(s, "--set")) {
-            if (!a || !strchr(a, '=')) return cli_usage_error("server", "--set expects KEY=VALUE");
-            if (n_sets == 256) return cli_usage_error("server", "too many --set options");
-            sets[n_sets++] = argv[++i];
-        }
-        else if (!strcmp(s, "--peer-timeout-ms")) { if (cli_parse_long("server", s, a, 100, 86400000, &v)) return 2; o.peer_timeout_ms = (int)v; i++; }
-        else if (!strcmp(s, "--connect-timeout-ms")) { if (cli_parse_long("server", s, a, 100, 86400000, &v)) return 2; o.connect_timeout_ms = (int)v; i++; }
-        else if (!strcmp(s, "--step-timeout-s")) { if (cli_parse_double("server", s, a, 1, 1e7, &d)) return 2; o.step_timeout_s = d; i++; }
         else if (s[0] == '-') return cli_usage_error("server", "unknown option '%s'", s);
         else if (!path) path = s;
         else return cli_usage_error("server", "unexpected argument '%s'", s);

@@ -343,24 +343,32 @@ static int send_weights(srv *sv)
     return srv_await_all(sv, sv->txop, sv->R * sv->np, "sending the new weights");
 }
 
+/* Piece l's checkpoint message (header, weights, m, v) encoded at sv->ck +
+ * sv->ckoff[l]; returns its bytes. */
+uint64_t srv_encode_ckpt_piece(srv *sv, int l)
+{
+    const float *w, *m, *v;
+    long version;
+    if (!sv->ck) sv->ck = xmalloc(sv->ckbytes + 1);
+    size_t len = ps_server_piece_state(sv->s, sv->idx[l], &w, &m, &v);
+    ps_server_pull(sv->s, sv->idx[l], &version, NULL);
+    uint8_t *b = sv->ck + sv->ckoff[l];
+    ps_piece_hdr_encode(b, sv->idx[l], len, version);
+    memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
+    memcpy(b + PS_PIECE_HDR + len * sizeof(float), m, len * sizeof(float));
+    memcpy(b + PS_PIECE_HDR + 2 * len * sizeof(float), v, len * sizeof(float));
+    return PS_PIECE_HDR + 3 * len * sizeof(float);
+}
+
 /* Checkpoint steps: every piece's weights and moments to replica 0 of its
  * stage, which writes the stage's shard. */
 int srv_send_checkpoint(srv *sv)
 {
-    if (!sv->ck) sv->ck = xmalloc(sv->ckbytes + 1);
     for (int l = 0; l < sv->np; l++) {
         const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
-        const float *w, *m, *v;
-        long version;
-        size_t len = ps_server_piece_state(sv->s, sv->idx[l], &w, &m, &v);
-        ps_server_pull(sv->s, sv->idx[l], &version, NULL);
+        uint64_t bytes = srv_encode_ckpt_piece(sv, l);
         uint8_t *b = sv->ck + sv->ckoff[l];
-        ps_piece_hdr_encode(b, sv->idx[l], len, version);
-        memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
-        memcpy(b + PS_PIECE_HDR + len * sizeof(float), m, len * sizeof(float));
-        memcpy(b + PS_PIECE_HDR + 2 * len * sizeof(float), v, len * sizeof(float));
         net_key k = { MSG_PS_CKPT, (uint64_t)sv->step, (uint32_t)sv->idx[l], 0 };
-        uint64_t bytes = PS_PIECE_HDR + 3 * len * sizeof(float);
         if (srv_send(sv, net_stage_id((uint16_t)pc->stage, 0), k, b, bytes, &sv->ckop[l])) return -1;
         sv->stats.bytes_sent += bytes;
     }

@@ -225,22 +225,14 @@ static int send_ckpt(srv *sv, long n)
     struct srv_async *as = sv->as;
     int wr = first_active(sv);
     if (srv_await_all(sv, as->ckop, sv->R * sv->np, "sending the checkpoint's pieces")) return -1;
-    if (!sv->ck) sv->ck = xmalloc(sv->ckbytes + 1);
     for (int l = 0; l < sv->np; l++) {
         const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
-        const float *w, *m, *v;
-        long version;
-        size_t len = ps_server_piece_state(sv->s, sv->idx[l], &w, &m, &v);
-        ps_server_pull(sv->s, sv->idx[l], &version, NULL);
+        uint64_t full = srv_encode_ckpt_piece(sv, l);
         uint8_t *b = sv->ck + sv->ckoff[l];
-        ps_piece_hdr_encode(b, sv->idx[l], len, version);
-        memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
-        memcpy(b + PS_PIECE_HDR + len * sizeof(float), m, len * sizeof(float));
-        memcpy(b + PS_PIECE_HDR + 2 * len * sizeof(float), v, len * sizeof(float));
         net_key k = { MSG_PS_CKPT, (uint64_t)(n - 1), (uint32_t)sv->idx[l], 0 };
         for (int r = 0; r < sv->R; r++) {
             if (as->dropped[r]) continue;
-            uint64_t bytes = r == wr ? PS_PIECE_HDR + 3 * len * sizeof(float) : 0;
+            uint64_t bytes = r == wr ? full : 0;
             if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k, b, bytes, &as->ckop[r * sv->np + l]))
                 return -1;
             sv->stats.bytes_sent += bytes;

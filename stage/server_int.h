@@ -52,6 +52,9 @@ int srv_await_all(srv *sv, struct net_op **ops, int n, const char *what);
 int srv_resume(srv *sv, long first);
 /* Synchronous checkpoint: every piece's weights and moments to replica 0 of its stage. */
 int srv_send_checkpoint(srv *sv);
+/* Piece l's checkpoint message (header, weights, m, v) encoded at sv->ck +
+ * sv->ckoff[l] (allocated on first use); returns its bytes. Main thread. */
+uint64_t srv_encode_ckpt_piece(srv *sv, int l);
 /* server_async.c: the asynchronous serving loop after START (first .. total),
  * ending with MSG_PS_STATS and DONE; 0 or -1 with sv->err. srv_async_free
  * releases its state (NULL-safe, after the node is freed). */
