@@ -85,6 +85,11 @@ typedef struct net_config {
                                          queued ahead of it (default 64 KiB: small messages
                                          skip two thread hand-offs; larger ones stay
                                          asynchronous); 0: only the network thread writes */
+    int encrypt;                      /* 1: seal every frame after the handshake with an AEAD
+                                         (net_wire.h, "Sealed frames"); both ends must agree,
+                                         or the handshake is refused. Default 0 */
+    int aead;                         /* with encrypt: the AEAD to prefer (enum net_aead in
+                                         net_wire.h); 0: the faster on this CPU */
     int handshake_ms;                 /* an accepted connection must finish the handshake this
                                          long after accept(2), default NET_HANDSHAKE_MS; it is
                                          closed then however much it is still sending */

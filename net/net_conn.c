@@ -2,7 +2,11 @@
  * payloads straight into the receiver's buffer with readv, bypassing libevent's
  * 4 KiB evbuffer_read clamp, checksummed as they land), backpressure (reading
  * pauses while nobody claims buffered messages), and closing with a reason.
- * Writing is in net_tx.c.
+ * Writing is in net_tx.c. On an encrypting connection, once the peer's proof
+ * verified, every frame is opened here (net_wire.h, "Sealed frames"): the
+ * header before anything acts on it, the payload decrypted in place as it
+ * lands (like the checksum of a clear frame) and delivered only after its tag
+ * verified; any failure closes the connection naming the peer.
  * The hello/proof exchange is in net_handshake.c; when to connect or retry is
  * net_loop.c's business. Nothing here blocks. */
 #include <errno.h>
@@ -39,13 +43,18 @@ struct conn *conn_new(struct net_node *n, int fd, int outbound, struct peer *pr,
     /* a stranger gets a staging buffer for the handshake only (conn_on_auth grows it) */
     c->rbcap = outbound ? NET_RBUF : NET_RBUF_PREAUTH;
     c->rb = malloc(c->rbcap);
+    c->crypt = n->cfg.encrypt != 0;
+    c->txcap = c->crypt ? NET_RBUF_PREAUTH : 0; /* grown when READY (conn_on_auth) */
+    c->txbuf = c->crypt ? malloc(c->txcap) : NULL;
     c->rev = event_new(n->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     c->wev = event_new(n->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
     if (n->cfg.read_mode == NET_READ_EVBUFFER) c->evb = evbuffer_new();
-    if (!c->rb || !c->rev || !c->wev || (n->cfg.read_mode == NET_READ_EVBUFFER && !c->evb)) {
+    if (!c->rb || !c->rev || !c->wev || (n->cfg.read_mode == NET_READ_EVBUFFER && !c->evb) ||
+        (c->crypt && !c->txbuf)) {
         if (c->rev) event_free(c->rev);
         if (c->wev) event_free(c->wev);
         if (c->evb) evbuffer_free(c->evb);
+        free(c->txbuf);
         free(c->rb);
         free(c);
         return NULL;
@@ -102,6 +111,9 @@ void conn_drop(struct conn *c, int status, const char *reason)
     close(c->fd);
     if (c->prev) c->prev->next = c->next; else n->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    net_seal_free(c->tx_seal);
+    net_seal_free(c->rx_seal);
+    free(c->txbuf);
     free(c->rb);
     free(c);
 }
@@ -203,6 +215,7 @@ static void describe_frame(const net_hdr *h, char *buf, size_t cap)
 }
 
 static int on_payload_done(struct conn *c);
+static int payload_end(struct conn *c);
 
 /* A buffer for a message that arrived before its receive was posted (already
  * counted against max_unclaimed by the caller). NULL when out of memory. */
@@ -308,7 +321,7 @@ static int start_user_payload(struct conn *c)
     }
     c->rleft = c->h.len;
     c->rstate = RS_PAYLOAD;
-    return c->rleft ? 0 : on_payload_done(c);
+    return c->rleft ? 0 : payload_end(c);
 }
 
 static int start_ctl_payload(struct conn *c)
@@ -317,7 +330,7 @@ static int start_ctl_payload(struct conn *c)
     c->ctl_len = 0;
     c->rleft = c->h.len;
     c->rstate = RS_PAYLOAD;
-    return c->rleft ? 0 : on_payload_done(c);
+    return c->rleft ? 0 : payload_end(c);
 }
 
 static int on_header(struct conn *c)
@@ -327,8 +340,19 @@ static int on_header(struct conn *c)
     const char *who = conn_who(c, whobuf, sizeof whobuf);
     int ready = c->state == CS_READY;
     uint64_t max = ready ? n->cfg.max_payload : NET_PREAUTH_MAX;
-    int rc = net_hdr_decode(c->rb + c->rpos, &c->h, max, err);
-    c->rpos += NET_HDR_LEN;
+    const uint8_t *hb = c->rb + c->rpos;
+    int rc = NET_OK;
+    if (c->rx_sealed) {
+        /* nothing in the header is believed before its tag verifies */
+        rc = net_open_hdr(c->rx_seal, c->hplain, hb, err);
+        hb = c->hplain;
+        c->rpos += NET_SEALED_HDR_LEN;
+    } else {
+        c->rpos += NET_HDR_LEN;
+    }
+    if (rc == NET_OK) rc = net_hdr_decode(hb, &c->h, max, err);
+    if (rc == NET_OK && c->rx_sealed && net_open_begin(c->rx_seal, c->hplain, c->h.len) != NET_OK)
+        rc = net_seterr(err, "opening a sealed payload failed in libcrypto");
     if (rc != NET_OK) {
         net_seterr(msg, "from %s (%s): %s", who, c->addr, err);
         return conn_fatal(c, msg);
@@ -385,6 +409,33 @@ static int on_ctl_frame(struct conn *c)
     }
 }
 
+/* The whole payload of a sealed frame is in and its tag at c->rb + c->rpos:
+ * verify it before anything is delivered. */
+static int on_tag(struct conn *c)
+{
+    char err[NET_ERR_LEN], msg[NET_ERR_LEN + 128], d[160], who[96];
+    int rc = net_open_end(c->rx_seal, c->rb + c->rpos, err);
+    c->rpos += NET_SEAL_TAG;
+    if (rc == NET_OK && !c->open_failed) return on_payload_done(c);
+    if (rc == NET_OK) net_seterr(err, "decrypting a payload failed in libcrypto");
+    /* the receive fails when the connection drops; leave no unauthenticated
+     * plaintext in its buffer */
+    if (c->sink == SINK_OP && c->rop && c->rop->rbuf) memset(c->rop->rbuf, 0, c->rop->off);
+    describe_frame(&c->h, d, sizeof d);
+    net_seterr(msg, "from %s (%s), frame (%s): %s", conn_who(c, who, sizeof who), c->addr, d, err);
+    return conn_fatal(c, msg);
+}
+
+/* The payload's last byte is in: its tag follows when sealed. */
+static int payload_end(struct conn *c)
+{
+    if (c->rx_sealed && c->h.len) {
+        c->rstate = RS_TAG;
+        return 0;
+    }
+    return on_payload_done(c);
+}
+
 static int on_payload_done(struct conn *c)
 {
     struct net_node *n = c->node;
@@ -404,6 +455,9 @@ static int on_payload_done(struct conn *c)
     }
     struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     c->rop = NULL;
+    /* sealed: the tag authenticated the payload and the header's CRC with it,
+     * so the CRC32C is not computed again (net_op_crc reports the sender's) */
+    if (op && c->rx_sealed) op->crc_run = op->crc;
     if (op && op->kind == OP_RECV) {
         op->verify = 1;
         frame_received(n, c->pr, c->h.len, c->read_calls, op);
@@ -418,20 +472,37 @@ static int on_payload_done(struct conn *c)
 }
 
 /* n bytes of the payload just landed at op->rbuf + op->off: checksum them now,
- * while they are in cache, rather than in another pass over the whole buffer. */
-static void landed(struct net_op *op, uint64_t n)
+ * while they are in cache, rather than in another pass over the whole buffer;
+ * sealed, decrypt them in place instead (the tag decides at the end). */
+static void landed(struct conn *c, struct net_op *op, uint64_t n)
 {
-    op->crc_run = net_crc32c(op->crc_run, op->rbuf + op->off, n);
+    uint8_t *p = op->rbuf + op->off;
+    if (!c->rx_sealed) op->crc_run = net_crc32c(op->crc_run, p, n);
+    else if (net_open_update(c->rx_seal, p, p, n) != NET_OK) c->open_failed = 1;
     op->off += n;
 }
 
+/* Payload bytes from the staging buffer: copied (clear) or decrypted on the
+ * way (sealed) to where they belong. */
 static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
 {
+    uint8_t *dst = NULL, scratch[4096];
+    if (c->sink == SINK_OP && c->rop) dst = c->rop->rbuf + c->rop->off;
+    else if (c->sink == SINK_CTL) dst = c->ctl + c->ctl_len;
+    if (c->rx_sealed) {
+        /* a discarded payload is still authenticated: its tag decides the connection */
+        for (uint64_t at = 0; !dst && at < len; at += sizeof scratch) {
+            uint64_t k = len - at < sizeof scratch ? len - at : sizeof scratch;
+            if (net_open_update(c->rx_seal, scratch, src + at, k) != NET_OK) c->open_failed = 1;
+        }
+        if (dst && net_open_update(c->rx_seal, dst, src, len) != NET_OK) c->open_failed = 1;
+    } else if (dst) {
+        memcpy(dst, src, len);
+    }
     if (c->sink == SINK_OP && c->rop) {
-        memcpy(c->rop->rbuf + c->rop->off, src, len);
-        landed(c->rop, len);
+        if (!c->rx_sealed) c->rop->crc_run = net_crc32c(c->rop->crc_run, dst, len);
+        c->rop->off += len;
     } else if (c->sink == SINK_CTL) {
-        memcpy(c->ctl + c->ctl_len, src, len);
         c->ctl_len += len;
     }
 }
@@ -448,9 +519,13 @@ static void on_eof(struct conn *c, int e)
         describe_frame(&c->h, d, sizeof d);
         snprintf(msg + n, sizeof msg - n, " in the middle of a frame (%s): %" PRIu64
                  " of %" PRIu64 " payload bytes missing", d, c->rleft, c->h.len);
+    } else if (c->rstate == RS_TAG) {
+        describe_frame(&c->h, d, sizeof d);
+        snprintf(msg + n, sizeof msg - n, " in the middle of a sealed frame (%s): %zu of %d tag bytes "
+                 "in; nothing of it was delivered", d, have, NET_SEAL_TAG);
     } else if (c->rstate == RS_HDR && have) {
         snprintf(msg + n, sizeof msg - n, " in the middle of a frame header (%zu of %d bytes)",
-                 have, NET_HDR_LEN);
+                 have, c->rx_sealed ? NET_SEALED_HDR_LEN : NET_HDR_LEN);
     }
     conn_fail(c, NET_DEAD, msg);
 }
@@ -471,7 +546,7 @@ static ssize_t read_some(struct conn *c, int *drained)
             r = evbuffer_read(c->evb, c->fd, c->rleft > INT_MAX ? INT_MAX : (int)c->rleft);
             if (r > 0) {
                 evbuffer_remove(c->evb, dst, (size_t)r);
-                landed(op, (uint64_t)r);
+                landed(c, op, (uint64_t)r);
                 c->rleft -= (uint64_t)r;
             }
         } else {
@@ -482,7 +557,7 @@ static ssize_t read_some(struct conn *c, int *drained)
             r = readv(c->fd, iov, 2);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
-                landed(op, in);
+                landed(c, op, in);
                 c->rleft -= in;
                 c->rpos = 0;
                 c->rlen = (size_t)((uint64_t)r - in);
@@ -519,7 +594,7 @@ static int conn_read(struct conn *c)
     for (;;) {
         if (c->rstate == RS_PAUSED || c->state == CS_CLOSING) return 0;
         size_t have = c->rlen - c->rpos;
-        if (c->rstate == RS_HDR && have >= NET_HDR_LEN) {
+        if (c->rstate == RS_HDR && have >= (c->rx_sealed ? NET_SEALED_HDR_LEN : NET_HDR_LEN)) {
             if (on_header(c) < 0) return -1;
             continue;
         }
@@ -528,7 +603,11 @@ static int conn_read(struct conn *c)
             sink_put(c, c->rb + c->rpos, take);
             c->rpos += take;
             c->rleft -= take;
-            if (c->rleft == 0 && on_payload_done(c) < 0) return -1;
+            if (c->rleft == 0 && payload_end(c) < 0) return -1;
+            continue;
+        }
+        if (c->rstate == RS_TAG && have >= NET_SEAL_TAG) {
+            if (on_tag(c) < 0) return -1;
             continue;
         }
         if (!budget || drained) return 0; /* when data is left, the event fires again */

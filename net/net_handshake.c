@@ -2,8 +2,11 @@
  * (protocol version, identity, run id, topology hash, fresh nonce), checks the
  * other's, then proves knowledge of the shared secret with an HMAC over both
  * hellos (net_wire.c) and verifies the other's proof. Only then is the peer
- * READY and may data frames flow. Wire layouts live in net_wire.h; reading and
- * writing frames is net_conn.c. */
+ * READY and may data frames flow. On an encrypting node the hellos announce
+ * the AEAD, the direction keys are derived from the secret and both hellos
+ * (net_seal_keys) as soon as the peer's hello is in, and from READY on every
+ * frame each way is sealed (net_wire.h, "Sealed frames"). Wire layouts live
+ * in net_wire.h; reading and writing frames is net_conn.c and net_tx.c. */
 #include <string.h>
 
 #include "net/net_internal.h"
@@ -14,6 +17,7 @@ void conn_start(struct conn *c)
     c->state = CS_HELLO;
     c->mine = (net_hello){ .version = NET_VERSION, .id = n->cfg.self, .run_id = n->cfg.run_id };
     memcpy(c->mine.topo_hash, n->cfg.topo_hash, NET_HASH_LEN);
+    if (n->cfg.encrypt) c->mine.aead = (uint8_t)(n->cfg.aead ? n->cfg.aead : net_aead_preferred());
     if (net_random(c->mine.nonce, NET_NONCE_LEN) != NET_OK) {
         conn_fail(c, NET_DEAD, "no random bytes for the handshake nonce");
         return;
@@ -75,6 +79,15 @@ int conn_on_hello(struct conn *c)
     }
     if (!c->outbound && check_claim(c, &peer) < 0) return -1;
     memcpy(c->peer_hello, c->ctl, NET_HELLO_LEN);
+    if (c->crypt) {
+        uint8_t tx[NET_SEAL_KEY_LEN], rx[NET_SEAL_KEY_LEN];
+        c->aead = net_aead_agree(c->mine.aead, peer.aead);
+        int ok = net_seal_keys(tx, rx, c->aead, n->secret, n->cfg.secret_len, c->my_hello, c->peer_hello) == NET_OK &&
+                 (c->tx_seal = net_seal_new(c->aead, tx, 1)) && (c->rx_seal = net_seal_new(c->aead, rx, 0));
+        explicit_bzero(tx, sizeof tx);
+        explicit_bzero(rx, sizeof rx);
+        if (!ok) return conn_fatal(c, "deriving the frame keys failed in libcrypto");
+    }
     uint8_t proof[NET_PROOF_LEN];
     if (net_auth_proof(proof, n->secret, n->cfg.secret_len, c->my_hello, c->peer_hello) != NET_OK)
         return conn_fatal(c, "HMAC-SHA256 failed");
@@ -100,6 +113,12 @@ int conn_on_auth(struct conn *c)
         if (!rb) return conn_fatal(c, "out of memory");
         c->rb = rb;
         c->rbcap = NET_RBUF;
+        if (c->crypt && c->txcap < NET_TXBUF) {
+            uint8_t *tb = realloc(c->txbuf, NET_TXBUF);
+            if (!tb) return conn_fatal(c, "out of memory");
+            c->txbuf = tb;
+            c->txcap = NET_TXBUF;
+        }
         pthread_mutex_lock(&n->lk);
         pr = peer_locked(n, c->claim, 1);
         int busy = pr && (pr->state != P_NEW || pr->conn);
@@ -115,7 +134,16 @@ int conn_on_auth(struct conn *c)
         net_seterr(msg, "refused a second connection from %s (%s)", pr->name, c->addr);
         return conn_fatal(c, msg);
     }
+    if (c->crypt && c->txcap < NET_TXBUF) {
+        uint8_t *tb = realloc(c->txbuf, NET_TXBUF);
+        if (!tb) return conn_fatal(c, "out of memory");
+        c->txbuf = tb;
+        c->txcap = NET_TXBUF;
+    }
     c->state = CS_READY;
+    /* the peer seals what it sends after its proof once it has verified ours,
+     * which comes before anything it sends from READY on; we do the same */
+    c->tx_sealed = c->rx_sealed = c->crypt;
     if (c->pending) pending_add(n, -c->pending);
     c->pending = 0;
     pr->conn = c;
@@ -128,6 +156,7 @@ int conn_on_auth(struct conn *c)
         struct net_op *op = pr->sendq.head;
         list_remove(&pr->sendq, op);
         op->where = W_WQ;
+        op->seal = c->tx_sealed;
         list_push(&c->wq, op);
     }
     return conn_write_now(c);

@@ -58,6 +58,8 @@ struct net_op {
     int complete_read;            /* OP_UNCLAIMED: whole payload is in */
     int routed;                   /* send handed to the network thread: counted in tx_ahead */
     int direct;                   /* send: 1 written wholly by the posting thread, 2 in part */
+    int seal;                     /* frame goes out sealed (queued once the connection was READY
+                                     on an encrypting node) [net] */
     int queued_only;              /* send: NET_SEND_QUEUED (not written by the posting thread
                                      while a receive posted before it is still queued) */
     int posted;                   /* receive waiting in peer->posted [lock] */
@@ -127,13 +129,16 @@ enum conn_state {
     CS_READY,      /* authenticated: data frames flow both ways */
     CS_CLOSING     /* an error or goodbye frame is flushing; then the socket closes */
 };
-enum read_state { RS_HDR, RS_PAYLOAD, RS_PAUSED };
+enum read_state { RS_HDR, RS_PAYLOAD, RS_PAUSED,
+                  RS_TAG /* sealed: the payload is in, its 16-byte tag is next */ };
 enum sink { SINK_OP, SINK_CTL, SINK_DISCARD };
 
 #define NET_RBUF (64 * 1024)
 #define NET_RBUF_PREAUTH 512      /* staging buffer before authentication: a header and the
                                      largest pre-auth payload (NET_PREAUTH_MAX) fit */
 #define NET_CTL_MAX 1024
+#define NET_TXBUF (256u << 10)    /* encrypting: sealed bytes staged per connection once READY
+                                     (NET_RBUF_PREAUTH before: hello, proof, a refusal) */
 #define NET_PEER_BUCKETS 64       /* node->bucket: peer records by identity */
 
 struct conn {
@@ -166,8 +171,23 @@ struct conn {
     int64_t last_rx, last_tx, close_at;
     uint8_t my_hello[NET_HELLO_LEN], peer_hello[NET_HELLO_LEN];
     net_hello mine;
+    /* Encrypting node (cfg.encrypt): every frame, clear or sealed, is written
+     * through txbuf (see net_tx.c) and direct writes are off. [net] */
+    int crypt;
+    int aead;                     /* agreed in the hellos (enum net_aead) */
+    struct net_seal *tx_seal, *rx_seal; /* keyed at the hello; NULL when not encrypting */
+    int tx_sealed;                /* frames queued from now on are sealed (set when READY) */
+    int rx_sealed;                /* frames read from now on are sealed (the peer's proof verified) */
+    int open_failed;              /* libcrypto failed decrypting the payload being read */
+    uint8_t *txbuf;               /* frames as they go on the wire: tx_pos..tx_end not yet sent */
+    size_t txcap, tx_pos, tx_end;
+    uint8_t hplain[NET_HDR_LEN];  /* opened header of the frame being read (the payload's AAD) */
     char addr[300];
 };
+
+/* Bytes already on their way (sealed or copied into txbuf) and not yet
+ * written: the stream is not at a frame boundary for a new writer. */
+static inline int conn_tx_busy(const struct conn *c) { return c->tx_pos < c->tx_end; }
 
 enum cmd_kind { CMD_SEND, CMD_RECV, CMD_CANCEL, CMD_CONNECT, CMD_SHUTDOWN,
                 CMD_FLUSH /* finish pr->tx_partial */, CMD_FORGET /* net_peer_forget */ };

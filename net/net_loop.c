@@ -183,7 +183,8 @@ static void make_room(struct net_node *n, const char *src)
         n->pre.evicted++;
         pthread_mutex_unlock(&n->lk);
         node_log_limited(n, "%s", msg + strlen(NET_BUSY_PREFIX));
-        if (victim->state != CS_CLOSING && !(victim->wq.head && victim->wq.head->off > 0)) {
+        if (victim->state != CS_CLOSING && !(victim->wq.head && victim->wq.head->off > 0) &&
+            !conn_tx_busy(victim)) {
             /* best effort: tell it why, so a real peer retries knowing the reason */
             struct net_op *ef = ctrl_frame(n, NET_T_ERROR, msg, (uint32_t)(strlen(msg) > NET_ERRMSG_MAX
                                                                             ? NET_ERRMSG_MAX : strlen(msg)));
@@ -462,6 +463,7 @@ static void cancel_one(struct net_node *n, struct net_op *op)
             cp->own = 1;
             cp->len = op->len;
             cp->off = op->off;
+            cp->seal = op->seal;
             cp->where = W_WQ;
             cp->next = op->next;
             cp->prev = op;
@@ -516,7 +518,7 @@ int loop_maybe_finish(struct net_node *n)
 {
     if (n->stopping != 2) return 0;
     for (struct conn *c = n->conns; c; c = c->next)
-        if (!c->wq.head && !c->draining) {
+        if (!c->wq.head && !conn_tx_busy(c) && !c->draining) {
             c->draining = 1;
             shutdown(c->fd, SHUT_WR);
             conn_set_read(c, 1);
@@ -658,7 +660,7 @@ static void tick_cb(int fd, short what, void *arg)
             conn_fail(c, NET_DEAD, msg);
             continue;
         }
-        if (c->state == CS_READY && !c->wq.head && now - c->last_tx >= n->cfg.heartbeat_ms) {
+        if (c->state == CS_READY && !c->wq.head && !conn_tx_busy(c) && now - c->last_tx >= n->cfg.heartbeat_ms) {
             struct net_op *hb = ctrl_frame(n, NET_T_HEARTBEAT, NULL, 0);
             if (hb) conn_enqueue(c, hb);
         }

@@ -213,7 +213,7 @@ struct net_node *net_node_new(const net_config *cfg, char err[NET_ERR_LEN])
         net_seterr(err, "net_node_new: a shared secret of at least 16 bytes is required");
         return NULL;
     }
-    if (cfg->max_payload > NET_MAX_PAYLOAD_CAP || cfg->heartbeat_ms <= 0 ||
+    if (cfg->aead < 0 || cfg->aead > NET_AEAD_CHACHA20 || cfg->max_payload > NET_MAX_PAYLOAD_CAP || cfg->heartbeat_ms <= 0 ||
         cfg->dead_ms <= 0 || cfg->handshake_ms <= 0 || cfg->max_queued == 0 || cfg->max_unclaimed == 0) {
         net_seterr(err, "net_node_new: bad config (max_payload <= 1 GiB, positive timeouts "
                    "and queue limits required)");

@@ -2,7 +2,16 @@
  * (scatter-gather sendmsg straight from the senders' buffers, a budget per
  * callback), and the hand-over with posting threads that write to the socket
  * themselves when the queue is empty (tx_conn, tx_partial: see net_internal.h).
- * Every socket write goes through net_sendv. */
+ * Every socket write goes through net_sendv.
+ *
+ * On an encrypting node (cfg.encrypt) frames are not written from the
+ * senders' buffers: the network thread seals the head of the write queue into
+ * the connection's txbuf (NET_TXBUF bytes, header, payload slices and tag, the
+ * one extra pass over the payload, which is the encryption itself) and writes
+ * txbuf; it refills only once txbuf is empty, so nothing is ever moved in it.
+ * A send completes when its tag is in txbuf: the caller's buffer is no longer
+ * read (as a clear send completes once the kernel has the bytes). Posting
+ * threads do not write such sockets (tx_open). */
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -66,10 +75,98 @@ void tx_claim(struct conn *c)
 static void tx_open(struct conn *c)
 {
     struct peer *pr = c->pr;
-    if (c->state != CS_READY || !pr || pr->conn != c || !c->node->cfg.direct_max) return;
+    if (c->state != CS_READY || !pr || pr->conn != c || !c->node->cfg.direct_max || c->crypt) return;
     pthread_mutex_lock(&pr->txlk);
     if (!pr->tx_partial) pr->tx_conn = c;
     pthread_mutex_unlock(&pr->txlk);
+}
+
+/* Bytes of op's frame on the wire. */
+static uint64_t wire_len(const struct net_op *op)
+{
+    if (!op->seal) return NET_HDR_LEN + op->len;
+    return NET_SEALED_HDR_LEN + op->len + (op->len ? NET_SEAL_TAG : 0);
+}
+
+/* Copies (clear) or seals the next piece of op, the head of c->wq, into txbuf.
+ * Returns bytes added (0: no room for the next piece), -1 when libcrypto failed. */
+static int64_t stage_piece(struct conn *c, struct net_op *op)
+{
+    uint8_t *o = c->txbuf + c->tx_end;
+    uint64_t room = c->txcap - c->tx_end, take;
+    if (!op->seal) {
+        if (op->off < NET_HDR_LEN) {
+            take = NET_HDR_LEN - op->off < room ? NET_HDR_LEN - op->off : room;
+            memcpy(o, op->hdr + op->off, take);
+        } else {
+            take = NET_HDR_LEN + op->len - op->off < room ? NET_HDR_LEN + op->len - op->off : room;
+            memcpy(o, op->sbuf + (op->off - NET_HDR_LEN), take);
+        }
+    } else if (op->off == 0) {
+        if (room < NET_SEALED_HDR_LEN) return 0;
+        if (net_seal_begin(c->tx_seal, o, op->hdr, op->len) != NET_OK) return -1;
+        take = NET_SEALED_HDR_LEN;
+    } else if (op->off < NET_SEALED_HDR_LEN + op->len) {
+        uint64_t left = NET_SEALED_HDR_LEN + op->len - op->off;
+        take = left < room ? left : room;
+        if (take && net_seal_update(c->tx_seal, o, op->sbuf + (op->off - NET_SEALED_HDR_LEN), take) != NET_OK)
+            return -1;
+    } else {
+        if (room < NET_SEAL_TAG) return 0;
+        if (net_seal_end(c->tx_seal, o) != NET_OK) return -1;
+        take = NET_SEAL_TAG;
+    }
+    op->off += take;
+    c->tx_end += take;
+    return (int64_t)take;
+}
+
+/* Fills the empty txbuf from the head of the write queue; frames wholly in
+ * are complete. -1 when sealing failed (c is closed and freed). */
+static int fill_txbuf(struct conn *c)
+{
+    struct net_node *n = c->node;
+    c->tx_pos = c->tx_end = 0;
+    while (c->wq.head) {
+        struct net_op *op = c->wq.head;
+        int64_t got = stage_piece(c, op);
+        if (got < 0) {
+            conn_fail(c, NET_DEAD, "sealing a frame failed in libcrypto");
+            return -1;
+        }
+        if (op->off == wire_len(op)) {
+            list_remove(&c->wq, op);
+            op_complete(n, op, NET_OK, NULL);
+        } else if (got == 0) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* conn_write_now for an encrypting connection: everything goes through txbuf. */
+static int write_crypt(struct conn *c, size_t budget)
+{
+    while (budget) {
+        if (!conn_tx_busy(c)) {
+            if (!c->wq.head) break;
+            if (fill_txbuf(c) < 0) return -1;
+            if (!conn_tx_busy(c)) break;
+        }
+        ssize_t w = send(c->fd, c->txbuf + c->tx_pos, c->tx_end - c->tx_pos, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            char msg[NET_ERR_LEN];
+            net_seterr(msg, "writing to %s (%s): %s", c->pr ? c->pr->name : "peer", c->addr, strerror(errno));
+            conn_fail(c, NET_DEAD, msg);
+            return -1;
+        }
+        c->last_tx = net_now_ms();
+        c->tx_pos += (size_t)w;
+        budget = (size_t)w >= budget ? 0 : budget - (size_t)w;
+    }
+    return 0;
 }
 
 /* Writes queued frames until the socket is full or the queue is empty.
@@ -79,7 +176,8 @@ int conn_write_now(struct conn *c)
     struct net_node *n = c->node;
     size_t budget = WRITE_BUDGET;
     if (c->state == CS_CONNECTING) return 0;
-    while (c->wq.head && budget) {
+    if (c->crypt && write_crypt(c, budget) < 0) return -1;
+    while (!c->crypt && c->wq.head && budget) {
         struct iovec iov[64];
         int cnt = 0;
         for (struct net_op *op = c->wq.head; op && cnt < 62; op = op->next)
@@ -108,7 +206,7 @@ int conn_write_now(struct conn *c)
             op_complete(n, op, NET_OK, NULL);
         }
     }
-    if (c->wq.head) {
+    if (c->wq.head || conn_tx_busy(c)) {
         set_write(c, 1);
         return 0;
     }
@@ -127,6 +225,7 @@ int conn_enqueue(struct conn *c, struct net_op *op)
 {
     tx_claim(c);
     op->where = W_WQ;
+    op->seal = c->tx_sealed;
     list_push(&c->wq, op);
     /* when the write event is on the socket is full: the event will come */
     return c->wev_on ? 0 : conn_write_now(c);

@@ -107,7 +107,7 @@ void net_hello_encode(uint8_t out[NET_HELLO_LEN], const net_hello *h)
 {
     put_u16le(out + 0, h->version);
     out[2] = h->id.role;
-    out[3] = 0;
+    out[3] = h->aead;
     put_u16le(out + 4, h->id.stage);
     put_u16le(out + 6, h->id.replica);
     put_u64le(out + 8, h->run_id);
@@ -124,7 +124,10 @@ int net_hello_parse(const uint8_t *in, size_t len, net_hello *h, char err[NET_ER
     h->id.role = in[2];
     if (h->id.role != NET_ROLE_STAGE && h->id.role != NET_ROLE_COORD && h->id.role != NET_ROLE_SERVER)
         return net_seterr(err, "hello names unknown role %u", (unsigned)in[2]);
-    if (in[3] != 0) return net_seterr(err, "hello reserved byte is %u, not 0", (unsigned)in[3]);
+    h->aead = in[3];
+    if (h->aead > NET_AEAD_CHACHA20)
+        return net_seterr(err, "hello names unknown AEAD %u (0 none, 1 AES-256-GCM, 2 ChaCha20-Poly1305)",
+                          (unsigned)in[3]);
     h->id.stage = get_u16le(in + 4);
     h->id.replica = get_u16le(in + 6);
     h->run_id = get_u64le(in + 8);
@@ -150,6 +153,10 @@ int net_hello_check(const net_hello *mine, const net_hello *peer, char err[NET_E
     if (peer->run_id != mine->run_id)
         return net_seterr(err, "%s belongs to run %" PRIu64 ", this process to run %" PRIu64,
                           who, peer->run_id, mine->run_id);
+    if (!peer->aead != !mine->aead)
+        return net_seterr(err, "%s %s its frames and this process %s (topology \"encrypt\", "
+                          "secret_file, $PIPETRAIN_SECRET): both ends must agree", who,
+                          peer->aead ? "encrypts" : "does not encrypt", mine->aead ? "does" : "does not");
     if (net_peer_eq(peer->id, mine->id))
         return net_seterr(err, "%s has the same identity as this process", who);
     if (CRYPTO_memcmp(peer->nonce, mine->nonce, NET_NONCE_LEN) == 0)

@@ -73,6 +73,10 @@ static inline void cfg_for(net_config *c, net_peer_id id)
     c->dead_ms = 3000;
     c->connect_deadline_ms = 5000;
     c->log = log_cb;
+    /* the suites run again with every frame sealed (tests/run.sh) */
+    const char *e = getenv("PIPETRAIN_TEST_ENCRYPT");
+    c->encrypt = e && *e && strcmp(e, "0") != 0;
+    if (c->encrypt) c->aead = atoi(e) == NET_AEAD_CHACHA20 ? NET_AEAD_CHACHA20 : 0;
 }
 
 static inline struct net_node *node_or_die(const net_config *c)
