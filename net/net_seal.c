@@ -67,7 +67,7 @@ static int derive(uint8_t key[NET_SEAL_KEY_LEN], const uint8_t *secret, size_t s
                   const uint8_t from[NET_HELLO_LEN], const uint8_t to[NET_HELLO_LEN])
 {
     static const char label[] = "pipetrain frame key, sender hello then receiver hello";
-    uint8_t info[sizeof label + 1 + 2 * NET_HELLO_LEN];
+    uint8_t info[sizeof label + 2 * NET_HELLO_LEN]; /* label without its NUL, aead, hellos */
     memcpy(info, label, sizeof label - 1);
     info[sizeof label - 1] = (uint8_t)aead;
     memcpy(info + sizeof label, from, NET_HELLO_LEN);
