@@ -423,6 +423,12 @@ static int on_tag(struct conn *c)
     if (c->sink == SINK_OP && c->rop && c->rop->rbuf) memset(c->rop->rbuf, 0, c->rop->off);
     describe_frame(&c->h, d, sizeof d);
     net_seterr(msg, "from %s (%s), frame (%s): %s", conn_who(c, who, sizeof who), c->addr, d, err);
+    if (c->sink == SINK_OP && c->rop && c->rop->kind == OP_RECV) {
+        /* the receive fails with this reason, not the later "connection closed" */
+        struct net_op *op = c->rop;
+        c->rop = NULL;
+        op_complete(c->node, op, NET_DEAD, msg);
+    }
     return conn_fatal(c, msg);
 }
 
