@@ -80,6 +80,11 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     if (topo_hash(t, cfg->topo_hash)) return seterr(err, "%s: out of memory hashing the topology", t->path);
     cfg->secret = secret_buf;
     cfg->secret_len = len;
+    char warn[ERR_LEN];
+    cfg->encrypt = topo_encrypt(t, t->secret_file || getenv(PROTO_SECRET_ENV), warn);
+    if (warn[0]) fprintf(stderr, "pipetrain: warning: %s\n", warn);
+    else if (cfg->encrypt && self.role == NET_ROLE_COORD) /* once per run */
+        fprintf(stderr, "pipetrain: every frame is sealed with an AEAD after the handshake (%s: encrypt)\n", t->path);
     cfg->max_payload = stage_max_payload(t);
     if (peer_timeout_ms > 0) {
         cfg->dead_ms = peer_timeout_ms;

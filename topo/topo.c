@@ -134,6 +134,7 @@ const field topo_top_fields[] = {
     OBJ(topo, schedule, 0, topo_sched_fields),
     OBJ(topo, coordinator, 0, coord_fields),
     PATH(topo, secret_file, secret_file),
+    { "encrypt", T_BOOL, offsetof(topo, encrypt), 0, 0, 1, 0, 0, NAN, NULL, NULL, NULL, 0, 0, 0 },
     STR(topo, launch, 0, "local", launch_kinds),
     { "stages", T_ARR, offsetof(topo, stages), 1, 0, 0, 0, 0, 0, NULL, NULL, stage_fields,
       offsetof(topo, n_stages), sizeof(topo_stage), 1024 },
@@ -265,7 +266,7 @@ static int decode_default(const field *f, char *base)
     case T_I64: *(int64_t *)(base + f->off) = (int64_t)f->def; break;
     case T_DBL: *(double *)(base + f->off) = f->def; break;
     case T_FLT: *(float *)(base + f->off) = (float)f->def; break;
-    case T_BOOL: *(int *)(base + f->off) = f->def != 0; break;
+    case T_BOOL: *(int *)(base + f->off) = isnan(f->def) ? -1 : f->def != 0; break; /* NAN: -1 when absent */
     case T_STR: *(char **)(base + f->off) = f->sdef ? xstrdup(f->sdef) : NULL; break;
     default: break; /* optional paths stay NULL */
     }
@@ -388,7 +389,7 @@ static json_t *encode_obj(const field *tbl, const char *base)
         case T_I64: v = json_integer(*(const int64_t *)p); break;
         case T_DBL: v = json_real(*(const double *)p); break;
         case T_FLT: v = json_real((double)*(const float *)p); break;
-        case T_BOOL: v = json_boolean(*(const int *)p); break;
+        case T_BOOL: v = *(const int *)p < 0 ? NULL : json_boolean(*(const int *)p); break; /* absent stays absent */
         case T_STR: case T_PATH: {
             const char *s = *(char *const *)p;
             v = s ? json_string(s) : NULL;

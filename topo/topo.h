@@ -34,6 +34,9 @@
  *   coordinator     host = "127.0.0.1", port = 29500 (0 = the launcher picks one and
  *                   passes it to the stages with --coordinator)
  *   secret_file     path, optional (required at run time when a stage is off loopback)
+ *   encrypt         true | false, optional: seal every frame with an AEAD after the
+ *                   handshake (net/net_wire.h); absent, on when a secret is set and any
+ *                   process is off loopback (topo_encrypt)
  *   launch          "local" (default) | "ssh"
  *   stages          req, non-empty array of { layers req, and either host req, port
  *                   req, threads = 1 (one process) or replicas req: non-empty array
@@ -200,6 +203,7 @@ typedef struct {
     topo_addr coordinator;
     char *secret_file;   /* resolved, or NULL */
     char *secret_file_given;
+    int encrypt;         /* "encrypt": 1 true, 0 false, -1 absent (topo_encrypt decides) */
     char *launch;        /* "local" | "ssh" */
     int launch_id;       /* TOPO_LAUNCH_* */
     int n_stages;
@@ -301,6 +305,12 @@ size_t topo_max_tensor_bytes(const topo *t);
 /* 1 when the coordinator, every stage and every parameter server are on a
  * loopback address. */
 int topo_all_loopback(const topo *t);
+/* Whether the run's frames are sealed (net_config.encrypt): "encrypt" when
+ * given, else 1 when secret_set (secret_file or $PIPETRAIN_SECRET: the caller
+ * looks, topo/ reads no environment) and any process is off loopback. When
+ * "encrypt": false turns it off where it would be on, a warning naming the
+ * file goes into warn (ERR_LEN bytes; "" otherwise). Any thread; pure. */
+int topo_encrypt(const topo *t, int secret_set, char *warn);
 /* Index of the stage whose replica 0 listens on host:port (compared as addresses,
  * so "::1" and "0:0::1" match), or -1. */
 int topo_find_stage(const topo *t, const char *host, int port);

@@ -650,6 +650,16 @@ int topo_all_loopback(const topo *t)
     return 1;
 }
 
+int topo_encrypt(const topo *t, int secret_set, char *warn)
+{
+    int wide = secret_set && !topo_all_loopback(t);
+    warn[0] = 0;
+    if (t->encrypt == 0 && wide)
+        snprintf(warn, ERR_LEN, "%s: encrypt: false: frames, tensors included, cross the network in clear "
+                 "(authenticated and checksummed, not encrypted)", t->path);
+    return t->encrypt >= 0 ? t->encrypt : wide;
+}
+
 int topo_find_stage(const topo *t, const char *host, int port)
 {
     for (int s = 0; s < t->n_stages; s++)
