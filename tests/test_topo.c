@@ -490,6 +490,47 @@ static void test_hash(void)
 }
 
 /* The canonical text of every shipped topology loads again and reproduces itself. */
+/* "encrypt" (issue 14): absent, on exactly when a secret is set and a process
+ * is off loopback; true always on; false off, with a warning naming the file
+ * where it would be on; a non-boolean is refused; absent and false hash apart. */
+static void test_encrypt(void)
+{
+    topo t;
+    char warn[ERR_LEN];
+    const char *p = write_tmp("enc.json", base_json);
+    char *off_lo[] = { "stages.1.host=192.0.2.7", "stages.0.host=192.0.2.6", "coordinator.host=192.0.2.6" },
+         *on[] = { "encrypt=true" }, *off[] = { "encrypt=false" },
+         *off_both[] = { "encrypt=false", "stages.1.host=192.0.2.7", "stages.0.host=192.0.2.6",
+                         "coordinator.host=192.0.2.6" };
+    if (load_ok(&t, p, NULL, 0)) return;
+    CU_ASSERT_EQUAL(t.encrypt, -1);
+    CU_ASSERT_EQUAL(topo_encrypt(&t, 1, warn), 0); /* all on loopback */
+    CU_ASSERT_EQUAL(warn[0], 0);
+    topo_free(&t);
+    if (load_ok(&t, p, off_lo, 3)) return;
+    CU_ASSERT_EQUAL(topo_encrypt(&t, 1, warn), 1);
+    CU_ASSERT_EQUAL(topo_encrypt(&t, 0, warn), 0); /* no secret (--insecure): nothing to key with */
+    topo_free(&t);
+    if (load_ok(&t, p, on, 1)) return;
+    CU_ASSERT_EQUAL(t.encrypt, 1);
+    CU_ASSERT_EQUAL(topo_encrypt(&t, 0, warn), 1);
+    topo_free(&t);
+    if (load_ok(&t, p, off_both, 4)) return;
+    CU_ASSERT_EQUAL(topo_encrypt(&t, 1, warn), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(warn, "enc.json: encrypt: false"));
+    topo_free(&t);
+    if (load_ok(&t, p, off, 1)) return;
+    CU_ASSERT_EQUAL(topo_encrypt(&t, 1, warn), 0);
+    CU_ASSERT_EQUAL(warn[0], 0); /* on loopback it would be off anyway */
+    topo_free(&t);
+    set_fail("encrypt=maybe", "encrypt", "true or false");
+    unsigned char h0[32], h1[32], h2[32];
+    hash_of(p, NULL, 0, h0);
+    hash_of(p, off, 1, h1);
+    hash_of(p, on, 1, h2);
+    CU_ASSERT(memcmp(h0, h1, 32) != 0 && memcmp(h0, h2, 32) != 0 && memcmp(h1, h2, 32) != 0);
+}
+
 static void test_canonical_roundtrip(void)
 {
     const char *files[] = { "topologies/shakespeare-1stage.json", "topologies/shakespeare-2stage.json",
@@ -1054,6 +1095,7 @@ int main(void)
         { "hosts and ports", test_addresses },
         { "--set overrides", test_overrides },
         { "canonical JSON and hash", test_hash },
+        { "encrypt: default, true, false (warning), hash", test_encrypt },
         { "canonical JSON reloads to itself", test_canonical_roundtrip },
         { "layer notation", test_layer_notation },
         { "partition into stages and chunks", test_partition },
