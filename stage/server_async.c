@@ -19,6 +19,7 @@
 #include "stage/proto.h"
 #include "stage/server_int.h"
 
+#include <limits.h>
 #include <time.h>
 
 struct srv_async {
@@ -38,6 +39,7 @@ struct srv_async {
     long nctl;              /* its key step: CTL messages taken so far */
     long ck_next, ck_sent;  /* next checkpoint to send (steps; > total: none); the last sent */
     double forget_at;       /* next time dead peers of dropped workers are forgotten */
+    int rot;                /* the worker whose next push an idle wait watches (round robin) */
 };
 
 static long next_ckpt(const topo *t, long after, long total)
@@ -326,6 +328,27 @@ static int poll_once(srv *sv, int *progress)
     return 0;
 }
 
+/* Nothing happened: waits up to 1 ms for the next push of one worker (round
+ * robin; the first posted receive with its lowest step), woken the moment it
+ * arrives instead of at the end of a sleep; a pass over every receive
+ * follows either way. */
+static void idle_wait(srv *sv)
+{
+    struct srv_async *as = sv->as;
+    char nerr[NET_ERR_LEN];
+    struct net_op *op = NULL;
+    for (int n = 0; n < sv->R && !op; n++) {
+        int r = as->rot++ % sv->R;
+        long lo = LONG_MAX;
+        for (int l = 0; l < sv->np; l++) {
+            struct net_op *o = sv->rxop[r * sv->np + l];
+            if (o && as->pnext[r * sv->np + l] < lo) lo = as->pnext[r * sv->np + l], op = o;
+        }
+    }
+    if (op) net_wait(op, 1, nerr); /* its outcome is taken by the next pass */
+    else nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+}
+
 int srv_serve_async(srv *sv, long first, long total)
 {
     struct srv_async *as = sv->as = xcalloc(1, sizeof *sv->as);
@@ -363,7 +386,7 @@ int srv_serve_async(srv *sv, long first, long total)
         if (base_now() - last > sv->timeout_s)
             return srv_fail(sv, "no push, pull or control message within %.0f s (slowest worker's clock %ld)",
                             sv->timeout_s, ps_server_step(sv->s));
-        nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        idle_wait(sv);
     }
     if (srv_await_all(sv, as->txop, R * np, "sending weights") ||
         srv_await_all(sv, as->ckop, R * np, "sending the checkpoint's pieces"))
