@@ -18,15 +18,20 @@
  * finished its warm-up steps to the earliest end of any worker's last-but-one
  * step (the last checkpoints), and counts the samples of every worker-step
  * ending inside it (B/R each). Each configuration runs once per round (--rounds,
- * interleaved) and keeps its fastest run. Beside each figure, ps_model_rate's prediction
- * fed with the run's own measured compute per step and the baseline's
- * overhead of its protocol (synchronous or asynchronous); transient
- * predictions average 16 pause streams. On a shared machine the compute per
- * step t moves from run to run with the other jobs' load, and the ratios with
- * it; so each ratio is also given at equal compute: scaled by t_run / t_sync
- * (the pauses are relative to the worker's own t, so apart from the fixed
- * overhead a run's rate scales as 1/t), beside the model's at the synchronous
- * run's t. It asserts nothing: a benchmark.
+ * interleaved); its figures are those of its median run (by samples/s), and
+ * the ratio to synchronous is also taken per round (a run against the
+ * synchronous run of the same round, minutes apart at most) with its median
+ * and range. Beside each figure, ps_model_rate's prediction fed with the run's
+ * own measured compute per step and the baseline's overhead of its protocol
+ * (synchronous or asynchronous); transient predictions average 16 pause
+ * streams. On a shared machine the compute per step t moves from run to run
+ * with the other jobs' load, and the ratios with it; so each ratio is also
+ * given at equal compute: the run's rate x model(t_sync) / model(t_run), what
+ * the model says the run would have reached at the synchronous run's t with
+ * its own overhead (the pauses scale with t, the overhead does not; scaling by
+ * t_run / t_sync alone would treat the overhead as if it scaled too), beside
+ * the model's ratio at the synchronous run's t. It asserts nothing: a
+ * benchmark.
  * Not here: convergence (bench_ps_conv.c). */
 #include "bench/bench_ps.h"
 #include "bench/bench_ps_int.h"
@@ -51,6 +56,7 @@ typedef struct {
     double slow1, pause_p; /* the model's view of the straggle */
     double rate, ratio, pred, pred_ratio;
     double eq_ratio, eq_pred_ratio; /* at equal compute: scaled to the synchronous run's t (header) */
+    double pair_med, pair_lo, pair_hi; /* per-round ratio to the same round's synchronous run: median, range */
     double t_ms, comm_ms, wall_s;
     long pauses[R_WORKERS];
     double paused_s[R_WORKERS];
@@ -204,6 +210,7 @@ typedef struct {
     bps_result r[N_RUNS];
     double comm_sync_ms, comm_async_ms, t_base_ms, load0[3], load1[3];
     double round_rate[N_RUNS][MAX_ROUNDS]; /* samples/s of every round */
+    bps_result all[N_RUNS][MAX_ROUNDS];    /* every round's run */
     double long_s2_ratio; /* persistent, staleness 2 / 0 over 100000 steps (the model, same t and overhead) */
 } bps_tp;
 
@@ -212,28 +219,33 @@ static void print_table(const bps_tp *p)
     const bps_shape *m = p->m;
     const bps_opts *o = &p->b->o;
     printf("bench ps: 2 workers x 1 thread (one stage each), 1 parameter server, loopback; model dim %d x %d layers, "
-           "seq %d, batch %d (%d per worker); %d steps per worker and run, best of %d rounds%s\n",
+           "seq %d, batch %d (%d per worker); %d steps per worker and run, median of %d rounds%s\n",
            m->dim, m->n_layers, m->seq, m->batch, m->batch / R_WORKERS, o->steps, o->rounds,
            o->quick ? " (--quick)" : "");
     printf("  normal step time t = %.1f ms of compute (baseline, mean of the 2 workers); overhead per step: "
            "synchronous %.1f ms, asynchronous %.1f ms\n", p->t_base_ms, p->comm_sync_ms, p->comm_async_ms);
-    printf("  %-11s %5s %11s %7s %11s %7s %8s %7s %7s %14s %10s\n", "scenario", "s", "samples/s", "x sync",
-           "predicted", "x sync", "t ms", "=t x", "=t pr", "pauses w0/w1", "staleness");
+    printf("  %-11s %5s %11s %7s %11s %7s %8s %7s %7s %17s %14s %10s\n", "scenario", "s", "samples/s", "x sync",
+           "predicted", "x sync", "t ms", "=t x", "=t pr", "per round x", "pauses w0/w1", "staleness");
     for (int i = 0; i < N_RUNS; i++) {
         const bps_result *r = &p->r[i];
         char st[32];
         if (r->stale_max >= 0) snprintf(st, sizeof st, "%.2f/%d", r->stale_mean, r->stale_max);
         else snprintf(st, sizeof st, "-");
-        printf("  %-11s %5ld %11.1f %7.2f %11.1f %7.2f %8.1f %7.2f %7.2f %6ld/%-7ld %10s\n", r->scenario, r->s, r->rate,
-               r->ratio, r->pred, r->pred_ratio, r->t_ms, r->eq_ratio, r->eq_pred_ratio, r->pauses[0], r->pauses[1], st);
+        char pr[48];
+        snprintf(pr, sizeof pr, "%.2f (%.2f-%.2f)", r->pair_med, r->pair_lo, r->pair_hi);
+        printf("  %-11s %5ld %11.1f %7.2f %11.1f %7.2f %8.1f %7.2f %7.2f %17s %6ld/%-7ld %10s\n", r->scenario, r->s,
+               r->rate, r->ratio, r->pred, r->pred_ratio, r->t_ms, r->eq_ratio, r->eq_pred_ratio, pr, r->pauses[0],
+               r->pauses[1], st);
     }
     const bps_result *t2 = &p->r[3], *pa = &p->r[7], *p2 = &p->r[6];
     printf("  (staleness: mean/max over worker-steps; s -1: no bound; t: the run's compute per step, pauses excluded;\n"
            "  =t x, =t pr: x sync measured and predicted at equal compute, as if the run's t were the synchronous\n"
-           "  run's: a shared machine's load changes t from run to run)\n");
-    printf("  target transient, s = 2 >= 1.20x synchronous: measured %.2fx (%s), %.2fx at equal compute (%s); "
-           "predicted %.2fx, %.2fx\n", t2->ratio, t2->ratio >= 1.2 ? "met" : "NOT met", t2->eq_ratio,
-           t2->eq_ratio >= 1.2 ? "met" : "NOT met", t2->pred_ratio, t2->eq_pred_ratio);
+           "  run's (measured x model(t_sync) / model(t_run)): a shared machine's load changes t from run to run;\n"
+           "  per round x: the run / the same round's synchronous run, median (min-max) over the rounds)\n");
+    printf("  target transient, s = 2 >= 1.20x synchronous: measured %.2fx (%s), %.2fx at equal compute (%s), "
+           "per round %.2fx (%.2f-%.2f); predicted %.2fx, %.2fx\n", t2->ratio, t2->ratio >= 1.2 ? "met" : "NOT met",
+           t2->eq_ratio, t2->eq_ratio >= 1.2 ? "met" : "NOT met", t2->pair_med, t2->pair_lo, t2->pair_hi,
+           t2->pred_ratio, t2->eq_pred_ratio);
     printf("  target persistent, unbounded >= 1.80x synchronous: measured %.2fx (%s), %.2fx at equal compute (%s); "
            "predicted %.2fx, %.2fx\n", pa->ratio, pa->ratio >= 1.8 ? "met" : "NOT met", pa->eq_ratio,
            pa->eq_ratio >= 1.8 ? "met" : "NOT met", pa->pred_ratio, pa->eq_pred_ratio);
@@ -262,6 +274,8 @@ static void print_json(const bps_tp *p)
                               r->paused_s[0], r->paused_s[1], "wall_s", r->wall_s);
         json_object_set_new(j, "ratio_to_sync_equal_compute", json_real(r->eq_ratio));
         json_object_set_new(j, "predicted_ratio_to_sync_equal_compute", json_real(r->eq_pred_ratio));
+        json_object_set_new(j, "ratio_to_sync_per_round", json_pack("{s:f,s:f,s:f}", "median", r->pair_med, "min",
+                                                                     r->pair_lo, "max", r->pair_hi));
         json_object_set_new(j, "staleness_max", r->stale_max >= 0 ? json_integer(r->stale_max) : json_null());
         json_object_set_new(j, "staleness_mean", isfinite(r->stale_mean) ? json_real(r->stale_mean) : json_null());
         json_t *a = json_array();
@@ -307,7 +321,7 @@ static int throughput(bps *b)
     int rc = 0;
     getloadavg(p->load0, 3);
     /* Rounds interleave the configurations, so slow spells of a shared
-     * machine hit all of them; each keeps its fastest run. */
+     * machine hit all of them; each reports its median run. */
     for (int round = 0; round < b->o.rounds && !rc; round++)
         for (int i = 0; i < N_RUNS && !rc; i++) {
             bps_result r = { .name = runs[i].name, .scenario = runs[i].scenario, .straggle = runs[i].straggle,
@@ -327,12 +341,31 @@ static int throughput(bps *b)
             json_decref(j);
             free(rows);
             if (rc) fprintf(stderr, "pipetrain bench ps: %s: %s\n", name, err);
-            else if (round == 0 || r.rate > p->r[i].rate) p->r[i] = r;
-            if (!rc) p->round_rate[i][round] = r.rate;
+            if (!rc) p->round_rate[i][round] = r.rate, p->all[i][round] = r;
         }
     getloadavg(p->load1, 3);
     if (!rc) {
-        int B = p->m->batch;
+        int B = p->m->batch, nr = b->o.rounds;
+        for (int i = 0; i < N_RUNS; i++) { /* the median run; the per-round ratios */
+            int sy = i < 2 ? 0 : i < 5 ? 2 : 5, rank[MAX_ROUNDS];
+            double pr[MAX_ROUNDS];
+            for (int k = 0; k < nr; k++) {
+                rank[k] = k;
+                pr[k] = p->round_rate[i][k] / p->round_rate[sy][k];
+            }
+            for (int a = 1; a < nr; a++) /* insertion sorts: a handful of rounds */
+                for (int c = a; c > 0 && p->round_rate[i][rank[c]] < p->round_rate[i][rank[c - 1]]; c--) {
+                    int x = rank[c]; rank[c] = rank[c - 1]; rank[c - 1] = x;
+                }
+            for (int a = 1; a < nr; a++)
+                for (int c = a; c > 0 && pr[c] < pr[c - 1]; c--) {
+                    double x = pr[c]; pr[c] = pr[c - 1]; pr[c - 1] = x;
+                }
+            p->r[i] = p->all[i][rank[(nr - 1) / 2]]; /* even: the lower middle */
+            p->r[i].pair_med = nr % 2 ? pr[nr / 2] : 0.5 * (pr[nr / 2 - 1] + pr[nr / 2]);
+            p->r[i].pair_lo = pr[0];
+            p->r[i].pair_hi = pr[nr - 1];
+        }
         p->t_base_ms = 0.5 * (p->r[0].t_ms + p->r[1].t_ms);
         p->comm_sync_ms = fmax(0, 1e3 * B / p->r[0].rate - p->r[0].t_ms);
         p->comm_async_ms = fmax(0, 1e3 * B / p->r[1].rate - p->r[1].t_ms);
@@ -345,8 +378,9 @@ static int throughput(bps *b)
             bps_result *r = &p->r[i], *sync = &p->r[i < 2 ? 0 : i < 5 ? 2 : 5];
             r->ratio = r->rate / sync->rate;
             r->pred_ratio = r->pred / sync->pred;
-            r->eq_ratio = r->ratio * r->t_ms / sync->t_ms;
-            r->eq_pred_ratio = predict(r, sync->t_ms, r->comm_ms, b->o.steps, B) / sync->pred;
+            double at_sync_t = predict(r, sync->t_ms, r->comm_ms, b->o.steps, B);
+            r->eq_ratio = r->ratio * (at_sync_t / r->pred);
+            r->eq_pred_ratio = at_sync_t / sync->pred;
         }
         /* the bound alone: both at the same step time and overhead */
         bps_result l2 = p->r[6], l0 = p->r[5];
@@ -377,8 +411,8 @@ static void usage(FILE *f)
             "The pauses are sleeps (PIPETRAIN_STRAGGLE, see README). Prints samples/s, the ratio to\n"
             "synchronous and ps_model's prediction beside each.\n"
             "  --steps N      steps per worker and run (default 60; 8 with --quick)\n"
-            "  --rounds R     rounds interleaving the 8 runs, each keeping its fastest (default 2; 1 with\n"
-            "                 --quick)\n"
+            "  --rounds R     rounds interleaving the 8 runs; each reports its median run and the\n"
+            "                 per-round ratios to synchronous (default 3; 1 with --quick)\n"
             "  --quick        a tiny model and few steps (a functional check, figures not meaningful)\n"
             "Convergence (--convergence): the Shakespeare recipe (--topology, default\n"
             "topologies/shakespeare-ps.json: 2 stages x 2 workers, 2 servers) trained synchronously and\n"
@@ -430,7 +464,7 @@ static int parse(bps_opts *o, int argc, char **argv)
         return 2;
     }
     if (o->steps < 0) o->steps = o->convergence ? (o->quick ? 8 : 400) : o->quick ? 8 : 60;
-    if (o->rounds < 0) o->rounds = o->quick ? 1 : 2;
+    if (o->rounds < 0) o->rounds = o->quick ? 1 : 3;
     return 0;
 }
 

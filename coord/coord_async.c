@@ -49,6 +49,7 @@ typedef struct {
     uint8_t *ckdone;        /* (P) */
     long nctl;              /* MSG_PS_CTL messages sent */
     double forget_at;
+    int rot;                /* the worker an idle wait watches next (round robin) */
 } async_run;
 
 static long next_ck(const async_run *a, long after)
@@ -85,6 +86,22 @@ static void post_norms(async_run *a, int r)
     for (int k = 0; k < a->P; k++)
         post(a, r * a->P + k, MSG_NORM, w->step, w->nbuf + (size_t)k * a->c->normcap, a->c->normcap, &w->norm[k]);
     w->phase = W_NORM;
+}
+
+/* Nothing happened: waits up to 1 ms for a pending NORM of one worker (round
+ * robin), woken the moment it arrives instead of at the end of a sleep (the
+ * worker waits for the reply before it pushes). */
+static void idle_wait(async_run *a)
+{
+    char nerr[NET_ERR_LEN];
+    struct net_op *op = NULL;
+    for (int n = 0; n < a->R && !op; n++) {
+        worker *w = &a->w[a->rot++ % a->R];
+        for (int q = 0; !w->dropped && w->phase == W_NORM && q < a->P && !op; q++)
+            if (w->norm[q] && net_op_test(w->norm[q], nerr) == NET_PENDING) op = w->norm[q];
+    }
+    if (op) net_wait(op, 1, nerr); /* its outcome is taken by the next pass */
+    else nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
 }
 
 static void free_ops(struct net_op **ops, int n)
@@ -415,7 +432,7 @@ int coord_async_steps(coordinator *c, char *err)
         if (base_now() >= a.forget_at) a.forget_at = base_now() + 0.1;
         if (!rc) rc = poll_ckpt(&a, &progress, err);
         if (!rc) rc = check(&a, err);
-        if (!rc && !progress) nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        if (!rc && !progress) idle_wait(&a);
     }
     if (!rc) rc = summary_event(&a, err);
     c->step = a.total - 1;

@@ -51,13 +51,14 @@ enum {
      * see ps_net_stats. */
     MSG_PS_STATS = NET_TYPE_USER + 37,
     /* Asynchronous modes (ps.staleness != 0) only. Worker stage -> each
-     * server it uses, before step `step`: empty; "may I start step `step`?
-     * Send me the newest weights of my pieces". The server answers with
-     * MSG_PS_WEIGHTS(step, piece) for every piece of the stage it holds (u64
-     * version: updates applied to the piece so far) once ps_server_may_start
-     * allows it, the stage's own pushes of step - 1 have been taken, and (on
-     * a step after a checkpoint step) the checkpoint has been sent. Key
-     * (MSG_PS_PULL, step, 0, 0). */
+     * server it uses: empty; "may I start step `step`? Send me the newest
+     * weights of my pieces". Sent before the stage's pushes of step - 1 (or
+     * before its first step). The server answers with MSG_PS_WEIGHTS(step,
+     * piece) for every piece of the stage it holds (u64 version: updates
+     * applied to the piece so far), piece by piece: once ps_server_may_start
+     * allows step `step` and (on a step after a checkpoint step) the
+     * checkpoint has been sent, each piece as soon as the stage's own push of
+     * it for step - 1 has been taken. Key (MSG_PS_PULL, step, 0, 0). */
     MSG_PS_PULL = NET_TYPE_USER + 38,
     /* Asynchronous modes only. Coordinator -> every server: workers that
      * leave or join: PS_CTL_BYTES (u32 op: PS_CTL_DROP or PS_CTL_JOIN, u32

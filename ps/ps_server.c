@@ -211,12 +211,22 @@ static void on_collect_sync(ps_server *s, const ps_push *p, int l)
     s->state = PS_NEED_NORM;
 }
 
-/* PS_COLLECT, asynchronous: the push is applied now (the scaling is ps.h's). */
+optim_hparams ps_async_hparams(const topo *t, int R, long step)
+{
+    optim_hparams h = run_optim_hparams(t, step);
+    if (R < 1) R = 1;
+    double sr = sqrt((double)R);
+    h.lr = (float)(run_lr(t, step) / sr);
+    h.weight_decay = (float)(t->train.weight_decay / sr);
+    h.beta1 = (float)pow(t->train.beta1, (double)R);
+    return h;
+}
+
+/* PS_COLLECT, asynchronous: the push is applied now (the rule is ps.h's). */
 static void on_collect_async(ps_server *s, const ps_push *p, int l)
 {
     float *g = (float *)p->grad; /* only read: model_part's grads are not const */
-    optim_hparams h = run_optim_hparams(s->t, p->step);
-    h.lr = (float)(run_lr(s->t, p->step) / s->R);
+    optim_hparams h = ps_async_hparams(s->t, s->R, p->step);
     float scale = (float)s->R * optim_clip_scale(p->norm * s->R, s->t->train.grad_clip);
     adamw_piece(s, l, g, &h, scale);
 }

@@ -28,6 +28,7 @@ struct rt_ps {
     int defer_embed;         /* the embedding's pieces wait for the tied gradient */
     int failed;              /* a push could not be posted (r->err says why) */
     int n_pushed;            /* pieces pushed this step (all np by rt_ps_finish_grads) */
+    long requested;          /* asynchronous: the step whose weights are asked for (PULL sent), -1 none */
 };
 
 int rt_ps_setup(rt *r)
@@ -48,6 +49,7 @@ int rt_ps_setup(rt *r)
     q->srv_used = xcalloc((size_t)t->n_servers, 1);
     q->unit_first = xcalloc((size_t)r->part->n_units + 1, sizeof(int));
     q->defer_embed = t->model.tie_embeddings && r->holds_embed;
+    q->requested = -1;
     for (int i = 0, l = 0; i < r->part->n_units; i++) {
         q->unit_first[i] = l;
         while (l < q->np && q->a.pieces[q->idx[l]].unit == r->part->units[i]) l++;
@@ -106,28 +108,41 @@ int rt_ps_connect(rt *r)
 
 int rt_ps_async(const rt *r) { return r->ps && r->t->ps.staleness != 0; }
 
-/* Asynchronous, before step t: PULL(t) to every server used, then the newest
- * weights of every piece (the server answers once the bound allows step t). */
-static int pull(rt *r)
+/* Asynchronous: posts the receives of the weights for step `step` and sends
+ * PULL(step) to every server used. */
+static int request_weights(rt *r, long step)
 {
     rt_ps *q = r->ps;
-    char nerr[NET_ERR_LEN], what[240], e[ERR_LEN];
-    for (int l = 0; l < q->np; l++) { /* last step's pushes are out: their buffers are free */
-        if (q->tx_op[l] && rt_await(r, q->tx_op[l], "pushing a gradient")) return -1;
-        net_op_free(q->tx_op[l]);
-        q->tx_op[l] = NULL;
-    }
+    char nerr[NET_ERR_LEN];
     for (int l = 0; l < q->np; l++) {
         const ps_piece *pc = &q->a.pieces[q->idx[l]];
-        net_key k = { MSG_PS_WEIGHTS, (uint64_t)r->step, (uint32_t)q->idx[l], 0 };
+        net_key k = { MSG_PS_WEIGHTS, (uint64_t)step, (uint32_t)q->idx[l], 0 };
         if (net_recv_post(r->node, net_server_id((uint16_t)pc->server), k, q->rx + q->rxoff[l],
                           PS_PIECE_HDR + pc->len * sizeof(float), &q->rx_op[l], nerr) != NET_OK)
             return rt_fail(r, "posting a receive for the weights of %s from server %d: %s", pc->name, pc->server, nerr);
     }
     for (int j = 0; j < r->t->n_servers; j++) {
-        net_key k = { MSG_PS_PULL, (uint64_t)r->step, 0, 0 };
+        net_key k = { MSG_PS_PULL, (uint64_t)step, 0, 0 };
         if (q->srv_used[j] && rt_send_sync(r, net_server_id((uint16_t)j), k, NULL, 0)) return -1;
     }
+    q->requested = step;
+    return 0;
+}
+
+/* Asynchronous, before step t: the newest weights of every piece (the server
+ * answers once the bound allows step t). PULL(t) went out before step t - 1's
+ * pushes (rt_ps_push_all), so each piece's answer can leave the server as soon
+ * as that piece's push is applied; a worker that starts (or joins) asks now. */
+static int pull(rt *r)
+{
+    rt_ps *q = r->ps;
+    char what[240], e[ERR_LEN];
+    for (int l = 0; l < q->np; l++) { /* last step's pushes are out: their buffers are free */
+        if (q->tx_op[l] && rt_await(r, q->tx_op[l], "pushing a gradient")) return -1;
+        net_op_free(q->tx_op[l]);
+        q->tx_op[l] = NULL;
+    }
+    if (q->requested != r->step && request_weights(r, r->step)) return -1;
     double t0 = rt_now();
     for (int l = 0; l < q->np; l++) {
         const ps_piece *pc = &q->a.pieces[q->idx[l]];
@@ -193,6 +208,10 @@ void rt_ps_unit_ready(rt *r, int i)
 int rt_ps_push_all(rt *r, double norm)
 {
     rt_ps *q = r->ps;
+    /* the next step's weights are asked for first: the servers answer each
+     * piece as soon as its push below is applied (rx is free: this step's
+     * weights were copied out in pull) */
+    if (r->step + 1 < r->t->train.steps && request_weights(r, r->step + 1)) return -1;
     for (int i = 0; i < r->part->n_units && !q->failed; i++) push_unit(r, i, norm);
     return q->failed ? -1 : 0;
 }

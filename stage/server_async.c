@@ -19,6 +19,7 @@
 #include "stage/proto.h"
 #include "stage/server_int.h"
 
+#include <limits.h>
 #include <time.h>
 
 struct srv_async {
@@ -27,6 +28,7 @@ struct srv_async {
     struct net_op **pull;   /* (R * P) posted PULL receive of (stage k, worker r) */
     long *pstep;            /* (R * P) the step that PULL is for */
     uint8_t *pwait;         /* (R * P) 1: it arrived and waits for an answer */
+    long *wsent;            /* (R * np) the step whose weights of local piece l went to worker r last */
     uint8_t *tx;            /* (R) x txbytes: weights sent to worker r */
     size_t txbytes;
     struct net_op **txop;   /* (R * np) */
@@ -37,6 +39,7 @@ struct srv_async {
     long nctl;              /* its key step: CTL messages taken so far */
     long ck_next, ck_sent;  /* next checkpoint to send (steps; > total: none); the last sent */
     double forget_at;       /* next time dead peers of dropped workers are forgotten */
+    int rot;                /* the worker whose next push an idle wait watches (round robin) */
 };
 
 static long next_ckpt(const topo *t, long after, long total)
@@ -88,6 +91,7 @@ static int start_worker(srv *sv, int r, long step)
     struct srv_async *as = sv->as;
     for (int l = 0; l < sv->np; l++) {
         as->pnext[r * sv->np + l] = step;
+        as->wsent[r * sv->np + l] = step - 1;
         if (post_push(sv, r, l)) return -1;
     }
     for (int k = 0; k < sv->P; k++) {
@@ -169,37 +173,55 @@ static int take(srv *sv, int r, int l, uint64_t len)
     return srv_fail(sv, "refused a push from %s: %s", w, why);
 }
 
-/* Pieces of stage k: has (stage k, worker r) pushed all of them for steps < t? */
-static int stage_pushed(const srv *sv, int r, int k, long t)
-{
-    for (int l = 0; l < sv->np; l++)
-        if (sv->a.pieces[sv->idx[l]].stage == k && sv->as->pnext[r * sv->np + l] < t) return 0;
-    return 1;
-}
-
-/* The newest weights of stage k's pieces to worker r, for its step t. */
-static int answer_pull(srv *sv, int r, int k, long t)
+/* The newest weights of local piece l to worker r, for its step t. */
+static int send_piece(srv *sv, int r, int l, long t)
 {
     struct srv_async *as = sv->as;
-    for (int l = 0; l < sv->np; l++) {
-        const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
-        if (pc->stage != k) continue;
-        struct net_op **op = &as->txop[r * sv->np + l];
-        if (*op && srv_await(sv, *op, "sending weights")) return -1; /* its buffer is reused */
-        net_op_free(*op);
-        *op = NULL;
-        long version;
-        size_t len;
-        const float *w = ps_server_pull(sv->s, sv->idx[l], &version, &len);
-        uint8_t *b = as->tx + (size_t)r * as->txbytes + sv->txoff[l];
-        ps_piece_hdr_encode(b, sv->idx[l], len, version);
-        memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
-        net_key key = { MSG_PS_WEIGHTS, (uint64_t)t, (uint32_t)sv->idx[l], 0 };
-        uint64_t bytes = PS_PIECE_HDR + len * sizeof(float);
-        if (srv_send(sv, net_stage_id((uint16_t)k, (uint16_t)r), key, b, bytes, op)) return -1;
-        sv->stats.bytes_sent += bytes;
-    }
+    const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
+    struct net_op **op = &as->txop[r * sv->np + l];
+    if (*op && srv_await(sv, *op, "sending weights")) return -1; /* its buffer is reused */
+    net_op_free(*op);
+    *op = NULL;
+    long version;
+    size_t len;
+    const float *w = ps_server_pull(sv->s, sv->idx[l], &version, &len);
+    uint8_t *b = as->tx + (size_t)r * as->txbytes + sv->txoff[l];
+    ps_piece_hdr_encode(b, sv->idx[l], len, version);
+    memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
+    net_key key = { MSG_PS_WEIGHTS, (uint64_t)t, (uint32_t)sv->idx[l], 0 };
+    uint64_t bytes = PS_PIECE_HDR + len * sizeof(float);
+    if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), key, b, bytes, op)) return -1;
+    sv->stats.bytes_sent += bytes;
+    as->wsent[r * sv->np + l] = t;
     return 0;
+}
+
+/* Answers (stage k, worker r)'s waiting PULL(t) piece by piece: once the bound
+ * allows step t (and the checkpoint barrier is passed), each piece of stage k
+ * goes out as soon as r's push of it for step t - 1 is applied, so the
+ * weights flow back while the rest of the step's pushes still arrive. With s
+ * >= 1 or -1 ps_server_may_start gives the same answer before r's step t - 1
+ * is complete as after (r's own clock is at most 1 behind t). When every piece
+ * has gone, the PULL is answered and the next one is posted. */
+static int try_answer(srv *sv, int r, int k, int *progress)
+{
+    struct srv_async *as = sv->as;
+    int i = r * sv->P + k;
+    long t = as->pstep[i];
+    if (!as->pwait[i] || as->dropped[r] || !ps_server_may_start(sv->s, r, t)) return 0;
+    if (t > 0 && run_is_ckpt_step(sv->t, t - 1) && as->ck_sent < t) return 0; /* the checkpoint barrier */
+    int left = 0;
+    for (int l = 0; l < sv->np; l++) {
+        if (sv->a.pieces[sv->idx[l]].stage != k || as->wsent[r * sv->np + l] >= t) continue;
+        if (as->pnext[r * sv->np + l] < t) { left++; continue; } /* its push of step t - 1 is not in */
+        if (send_piece(sv, r, l, t)) return -1;
+        *progress = 1;
+    }
+    if (left) return 0;
+    as->pwait[i] = 0;
+    as->pstep[i]++;
+    *progress = 1;
+    return post_pull(sv, r, k);
 }
 
 /* The lowest active worker, or -1. */
@@ -271,6 +293,16 @@ static int poll_once(srv *sv, int *progress)
             if (on_ctl(sv, len)) return -1;
         }
     }
+    /* the PULLs first: a worker asks for step t + 1 before pushing step t */
+    for (int i = 0; i < sv->R * sv->P; i++) {
+        if (!as->pull[i]) continue;
+        int st = net_op_test(as->pull[i], nerr);
+        if (st == NET_PENDING) continue;
+        net_op_free(as->pull[i]);
+        as->pull[i] = NULL;
+        as->pwait[i] = st == NET_OK;
+        *progress = 1;
+    }
     for (int i = 0; i < sv->R * sv->np; i++) {
         if (!sv->rxop[i]) continue;
         int st = net_op_test(sv->rxop[i], nerr);
@@ -281,15 +313,8 @@ static int poll_once(srv *sv, int *progress)
         *progress = 1;
         /* a worker that died: the coordinator drops it (MSG_PS_CTL) */
         if (st == NET_OK && take(sv, i / sv->np, i % sv->np, len)) return -1;
-    }
-    for (int i = 0; i < sv->R * sv->P; i++) {
-        if (!as->pull[i]) continue;
-        int st = net_op_test(as->pull[i], nerr);
-        if (st == NET_PENDING) continue;
-        net_op_free(as->pull[i]);
-        as->pull[i] = NULL;
-        as->pwait[i] = st == NET_OK;
-        *progress = 1;
+        int r = i / sv->np, k = sv->a.pieces[sv->idx[i % sv->np]].stage;
+        if (st == NET_OK && try_answer(sv, r, k, progress)) return -1;
     }
     if (as->ck_next <= as->total && all_reached(sv, as->ck_next) && first_active(sv) >= 0) {
         if (send_ckpt(sv, as->ck_next)) return -1;
@@ -297,19 +322,31 @@ static int poll_once(srv *sv, int *progress)
         as->ck_next = next_ckpt(sv->t, as->ck_next, as->total);
         *progress = 1;
     }
-    for (int i = 0; i < sv->R * sv->P; i++) {
-        int r = i / sv->P, k = i % sv->P;
-        long t = as->pstep[i];
-        if (!as->pwait[i] || as->dropped[r] || !stage_pushed(sv, r, k, t) || !ps_server_may_start(sv->s, r, t)) continue;
-        if (t > 0 && run_is_ckpt_step(sv->t, t - 1) && as->ck_sent < t) continue; /* the checkpoint barrier */
-        if (answer_pull(sv, r, k, t)) return -1;
-        as->pwait[i] = 0;
-        as->pstep[i]++;
-        *progress = 1;
-        if (post_pull(sv, r, k)) return -1;
-    }
+    for (int i = 0; i < sv->R * sv->P; i++)
+        if (try_answer(sv, i / sv->P, i % sv->P, progress)) return -1;
     forget_dropped(sv);
     return 0;
+}
+
+/* Nothing happened: waits up to 1 ms for the next push of one worker (round
+ * robin; the first posted receive with its lowest step), woken the moment it
+ * arrives instead of at the end of a sleep; a pass over every receive
+ * follows either way. */
+static void idle_wait(srv *sv)
+{
+    struct srv_async *as = sv->as;
+    char nerr[NET_ERR_LEN];
+    struct net_op *op = NULL;
+    for (int n = 0; n < sv->R && !op; n++) {
+        int r = as->rot++ % sv->R;
+        long lo = LONG_MAX;
+        for (int l = 0; l < sv->np; l++) {
+            struct net_op *o = sv->rxop[r * sv->np + l];
+            if (o && as->pnext[r * sv->np + l] < lo) lo = as->pnext[r * sv->np + l], op = o;
+        }
+    }
+    if (op) net_wait(op, 1, nerr); /* its outcome is taken by the next pass */
+    else nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
 }
 
 int srv_serve_async(srv *sv, long first, long total)
@@ -321,6 +358,7 @@ int srv_serve_async(srv *sv, long first, long total)
     as->pull = xcalloc((size_t)R * (size_t)P, sizeof *as->pull);
     as->pstep = xcalloc((size_t)R * (size_t)P, sizeof(long));
     as->pwait = xcalloc((size_t)R * (size_t)P, 1);
+    as->wsent = xcalloc((size_t)R * (size_t)np + 1, sizeof(long));
     as->dropped = xcalloc((size_t)R, 1);
     as->txbytes = np ? sv->txoff[np - 1] + PS_PIECE_HDR + sv->a.pieces[sv->idx[np - 1]].len * sizeof(float) : 0;
     as->tx = xmalloc((size_t)R * as->txbytes + 1);
@@ -348,7 +386,7 @@ int srv_serve_async(srv *sv, long first, long total)
         if (base_now() - last > sv->timeout_s)
             return srv_fail(sv, "no push, pull or control message within %.0f s (slowest worker's clock %ld)",
                             sv->timeout_s, ps_server_step(sv->s));
-        nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        idle_wait(sv);
     }
     if (srv_await_all(sv, as->txop, R * np, "sending weights") ||
         srv_await_all(sv, as->ckop, R * np, "sending the checkpoint's pieces"))
@@ -374,7 +412,7 @@ void srv_async_free(srv *sv)
         net_op_free(as->ckop[i]);
     }
     net_op_free(as->ctl);
-    free(as->pnext); free(as->pull); free(as->pstep); free(as->pwait); free(as->dropped);
+    free(as->pnext); free(as->pull); free(as->pstep); free(as->pwait); free(as->wsent); free(as->dropped);
     free(as->tx); free(as->txop); free(as->ckop);
     free(as);
     sv->as = NULL;

@@ -441,7 +441,8 @@ static void test_async(void)
     servers_free(srv, 2);
     servers_new(&t, &a, srv);
     /* pushes in the order w0 s0, w1 s0, w0 s1, w0 s2, w1 s1: each an AdamW step with
-     * gradient x R, clipping by R x the worker's norm, learning rate run_lr(step) / R */
+     * gradient x R, clipping by R x the worker's norm, learning rate run_lr(step) /
+     * sqrt(R), weight decay / sqrt(R), beta1^R (ps.h) */
     const int order[5][2] = { { 0, 0 }, { 1, 0 }, { 0, 1 }, { 0, 2 }, { 1, 1 } };
     for (int k = 0; k < 5; k++) {
         int wk = order[k][0];
@@ -451,7 +452,9 @@ static void test_async(void)
         double norm = whole_norm(ref);
         CU_ASSERT(push_all(srv, &a, ref, wk, s, g, norm, why) == 0);
         optim_hparams h = run_optim_hparams(&t, s);
-        h.lr = (float)(run_lr(&t, s) / R);
+        h.lr = (float)(run_lr(&t, s) / sqrt(R));
+        h.weight_decay = (float)(t.train.weight_decay / sqrt(R));
+        h.beta1 = (float)pow(t.train.beta1, R);
         optim_adamw_step(o, ref, &h, (float)R * optim_clip_scale(norm * R, t.train.grad_clip));
         CU_ASSERT(same_weights(srv, &a, ref));
     }
@@ -464,6 +467,27 @@ static void test_async(void)
     model_part_free(ref);
     servers_free(srv, 2);
     ps_assignment_free(&a);
+    topo_free(&t);
+}
+
+/* The per-push rule's numbers (ps_async_hparams): the recipe's lr 1e-3, beta1
+ * 0.9, beta2 0.99, weight decay 0.1 with R = 2 workers; R = 1 is the
+ * synchronous rule. */
+static void test_async_rule(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load(&t, "ps.staleness=2", NULL) == 0);
+    CU_ASSERT_FATAL(t.n_replicas == 2 && t.train.beta1 == 0.9 && t.train.beta2 == 0.99 && t.train.weight_decay == 0.1);
+    long steps[] = { 0, t.train.warmup_steps, t.train.steps - 1 };
+    for (int i = 0; i < 3; i++) {
+        optim_hparams h = ps_async_hparams(&t, 2, steps[i]), h1 = ps_async_hparams(&t, 1, steps[i]);
+        optim_hparams sy = run_optim_hparams(&t, steps[i]);
+        CU_ASSERT_DOUBLE_EQUAL(h.lr, run_lr(&t, steps[i]) / sqrt(2.0), 1e-9); /* not lr / R */
+        CU_ASSERT_DOUBLE_EQUAL(h.lr * h.weight_decay, sy.lr * sy.weight_decay / 2.0, 1e-12); /* 2 pushes: one step's decay */
+        CU_ASSERT_DOUBLE_EQUAL(h.beta1, 0.81, 1e-6); /* beta1^R: the momentum correction */
+        CU_ASSERT(h.beta2 == sy.beta2 && h.eps == sy.eps);
+        CU_ASSERT(h1.lr == sy.lr && h1.beta1 == sy.beta1 && h1.beta2 == sy.beta2 && h1.weight_decay == sy.weight_decay);
+    }
     topo_free(&t);
 }
 
@@ -650,7 +674,8 @@ int main(void)
         { "assignment: every float once, balanced, deterministic, stage views", test_assign },
         { "clocks: s+1 ahead held, within allowed, -1 never, synchronous", test_clocks },
         { "synchronous: bitwise the worker-order sum + run_optim_apply_ranges", test_sync_bitwise },
-        { "asynchronous: applied on arrival, x R, lr / R, staleness recorded", test_async },
+        { "asynchronous: applied on arrival, x R, lr / sqrt R, beta1^R, staleness recorded", test_async },
+        { "asynchronous rule: lr / sqrt R, decay / sqrt R, beta1^R per push; R = 1 synchronous", test_async_rule },
         { "refusals: worker, piece, size, step, twice, ahead, too stale, state", test_refusals },
         { "checkpoint: shards from servers, one-host resume, import round trip", test_checkpoint },
         CU_TEST_INFO_NULL,
