@@ -100,8 +100,9 @@
  *     loads the units its pieces touch (run_resume_part) and ps_server_import.
  * Asynchronous parameter servers (ps.staleness s > 0 or -1; issue 12): no
  * step of the whole run; each worker (replica r) goes at its own pace.
- *   - before step t each worker stage sends MSG_PS_PULL(t) to every server it
- *     uses and waits (step timeout, naming the server) for MSG_PS_WEIGHTS(t,
+ *   - each worker stage sends MSG_PS_PULL(t) to every server it uses before
+ *     its pushes of step t - 1 (before its first step for the first), and
+ *     before step t waits (step timeout, naming the server) for MSG_PS_WEIGHTS(t,
  *     piece) of its pieces: the server answers once ps_server_may_start(r, t),
  *     the stage's pushes of t - 1 are applied and, after a checkpoint step,
  *     the checkpoint was sent; stage 0 then sends the pulled embedding to the

@@ -210,8 +210,10 @@ void rt_ps_unit_ready(rt *r, int i);
 int rt_ps_finish_grads(rt *r);
 int rt_ps_await_weights(rt *r);
 /* Asynchronous modes (ps.staleness != 0; 0 otherwise and without servers):
- * rt_ps_begin_step instead sends PULL(step) to every server used and waits
- * (step timeout, naming the server) for the newest weights of every piece;
+ * PULL(step + 1) goes to every server used before the pushes of step (the
+ * first PULL before the first step; ps/ps_proto.h MSG_PS_PULL), and
+ * rt_ps_begin_step waits (step timeout, naming the server) for the newest
+ * weights of every piece;
  * no push goes out during the backward: rt_ps_push_all pushes every piece
  * with the worker's global norm once the coordinator has replied it
  * (0, or -1 with r->err). */
