@@ -226,7 +226,13 @@ int cli_run_main(int argc, char **argv)
     }
     char snote[SCHED_ERR_LEN + 64];
     if (sched_note(sched, snote, sizeof snote)) fprintf(stderr, "pipetrain run: %s\n", snote);
+    rc = topo_mem_check(&t, sched, NULL, err); /* this machine's processes must fit before any starts */
     sched_free(sched);
+    if (rc) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        topo_free(&t);
+        return rc;
+    }
     if (t.sync_id == TOPO_SYNC_PS) { /* the assignment the servers and workers will make: refuse it here */
         ps_assignment pa;
         if (ps_assign(&t, &pa, err)) {
@@ -306,8 +312,14 @@ int cli_check_main(int argc, char **argv)
     char note[SCHED_ERR_LEN + 64];
     if (s->placement == SCHED_PLACE_V) printf("placement: V (stage s holds virtual stages s and 2P-1-s)\n");
     if (sched_note(s, note, sizeof note)) fprintf(stderr, "pipetrain check: %s\n", note);
-    sched_free(s);
     topo_print_partition(&t, stdout);
+    rc = topo_mem_check(&t, s, stdout, err);
+    sched_free(s);
+    if (rc) {
+        fprintf(stderr, "pipetrain check: %s\n", err);
+        topo_free(&t);
+        return rc;
+    }
     cli_balance_warn(&t, stderr);
     if (t.sync_id == TOPO_SYNC_PS) {
         ps_assignment pa;

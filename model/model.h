@@ -146,6 +146,17 @@ typedef struct {
 model_part *model_part_new(const model_config *c, const int *units, int n_units, size_t max_batch,
                            uint64_t seed);
 void model_part_free(model_part *p);
+/* Bytes model_part_new(c, units, n_units, max_batch, ·) allocates, by
+ * arithmetic alone: weights (the units' parameters, plus a tied head's copy of
+ * the embedding when the embedding is elsewhere), grads (their gradients, plus
+ * a tied head's lm_head gradient) and fixed (rope tables, the backward
+ * workspace, the two activation buffers between units, and `threads` workers'
+ * attention scratch). model_part_set_recompute's forward scratch is not in
+ * fixed: it is an activation (model_mem.fwd_tmp). params: the units' own
+ * parameter bytes (what an optimizer covers). Any thread. */
+typedef struct { size_t params, weights, grads, fixed; } model_part_size;
+model_part_size model_part_bytes(const model_config *c, const int *units, int n_units, size_t max_batch,
+                                 int threads);
 /* Index of the part's tensor with this name, or -1. */
 int model_part_find(const model_part *p, const char *name);
 /* Zeroes every gradient (once per step). */
