@@ -34,7 +34,7 @@ static size_t padded(size_t T) { return (T + 4 * VW - 1) / (4 * VW) * (4 * VW); 
 size_t attn_scratch_floats(attn_dims a)
 {
     size_t Tp = padded(a.T);
-    return 2 * a.hd * Tp + 2 * TB * TB + 2 * TB;
+    return 2 * a.hd * Tp + 2 * TB * TB + 8 * TB; /* forward: a.hd·Tp + 2·TB·TB + 2·TB */
 }
 
 /* bt (hd, Tp) = transpose of the T rows src[s*ld + 0..hd), zero-padded. */
@@ -47,89 +47,94 @@ static void transpose(float *bt, const float *src, size_t ld, size_t T, size_t T
     }
 }
 
-/* out[j*VW + l] = Σ_i a[i] bt[i][j0*VW + ...] for M vectors starting at j0. */
-static inline __attribute__((always_inline)) void rowdot_m(float *out, const float *a, const float *bt,
-                                                           size_t hd, size_t Tp, size_t j0, int M)
+/* Register tiles of R rows (R <= 4) x M vectors (M <= 4): one vector load
+ * feeds R multiply-adds. Each (row, vector) accumulates in one chain, in a
+ * fixed order (i or s ascending), whatever R and M are, so a row's result does
+ * not depend on which rows share its tile. */
+
+/* Scores: out[r·TB + j0·VW + ...] = Σ_i a_r[i] · bt[i][j0·VW + ...] for rows
+ * a_r = a + r·lda, M vectors from vector j0 of bt (hd, Tp). */
+static inline __attribute__((always_inline)) void scores_rm(float *out, const float *a, size_t lda,
+                                                            const float *bt, size_t hd, size_t Tp, size_t j0,
+                                                            int R, int M)
 {
-    /* even and odd i in separate accumulators (two dependency chains), added last */
-    vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } }, acc2[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+    vf acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < M; m++) acc[r][m] = vbcast(0);
     const float *b = bt + j0 * VW;
-    size_t i = 0;
-    for (; i + 2 <= hd; i += 2, b += 2 * Tp) {
-        vf a0 = vbcast(a[i]), a1 = vbcast(a[i + 1]);
-        for (int m = 0; m < M; m++) {
-            acc[m] += a0 * vload(b + m * VW);
-            acc2[m] += a1 * vload(b + Tp + m * VW);
+    for (size_t i = 0; i < hd; i++, b += Tp) {
+        vf x[4];
+        for (int m = 0; m < M; m++) x[m] = vload(b + m * VW);
+        for (int r = 0; r < R; r++) {
+            vf ar = vbcast(a[r * lda + i]);
+            for (int m = 0; m < M; m++) acc[r][m] += ar * x[m];
         }
     }
-    if (i < hd) {
-        vf a0 = vbcast(a[i]);
-        for (int m = 0; m < M; m++) acc[m] += a0 * vload(b + m * VW);
-    }
-    for (int m = 0; m < M; m++) vstore(out + (j0 + (size_t)m) * VW, acc[m] + acc2[m]);
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < M; m++) vstore(out + r * TB + (j0 + (size_t)m) * VW, acc[r][m]);
 }
 
-/* out[0..n) (and up to the next whole vector) = a · bt[:, 0..n) */
-static void rowdot(float *out, const float *a, const float *bt, size_t hd, size_t Tp, size_t n)
+#define RM_SWITCH(R, M, call) \
+    switch ((R) * 4 + (M)) { \
+    case 5: call(1, 1); break; case 6: call(1, 2); break; case 7: call(1, 3); break; case 8: call(1, 4); break; \
+    case 9: call(2, 1); break; case 10: call(2, 2); break; case 11: call(2, 3); break; case 12: call(2, 4); break; \
+    case 13: call(3, 1); break; case 14: call(3, 2); break; case 15: call(3, 3); break; \
+    case 16: call(3, 4); break; case 17: call(4, 1); break; case 18: call(4, 2); break; \
+    case 19: call(4, 3); break; default: call(4, 4); break; \
+    }
+
+/* Rows a_r = a + r·lda (r < R) against bt: out row r (TB floats apart), nv
+ * vectors from the tile's start bt. */
+static void scores(float *out, const float *a, size_t lda, const float *bt, size_t hd, size_t Tp, size_t nv, int R)
 {
-    size_t nv = (n + VW - 1) / VW;
     for (size_t j0 = 0; j0 < nv; j0 += 4) {
-        switch (nv - j0 >= 4 ? 4 : nv - j0) {
-        case 4: rowdot_m(out, a, bt, hd, Tp, j0, 4); break;
-        case 3: rowdot_m(out, a, bt, hd, Tp, j0, 3); break;
-        case 2: rowdot_m(out, a, bt, hd, Tp, j0, 2); break;
-        default: rowdot_m(out, a, bt, hd, Tp, j0, 1); break;
-        }
+        int M = nv - j0 >= 4 ? 4 : (int)(nv - j0);
+#define SC(r, m) scores_rm(out, a, lda, bt, hd, Tp, j0, r, m)
+        RM_SWITCH(R, M, SC)
+#undef SC
     }
 }
 
-/* out[i0 .. i0 + M*VW) (+)= Σ_{s<n} w[s*ws] rows[s*ld + i0 + ...] */
-static inline __attribute__((always_inline)) void rowacc_m(float *out, const float *w, size_t ws, size_t n,
-                                                           const float *rows, size_t ld, size_t i0, int acc,
-                                                           int M)
+/* Weighted rows: out_r[i0 .. i0 + M·VW) = (init ? out_r : 0) + Σ_{s<n} w[r·wr +
+ * s·ws] · rows[s·ld + i0 + ...] for out_r = out + r·ldo, r < R. */
+static inline __attribute__((always_inline)) void wrows_rm(float *out, size_t ldo, const float *w, size_t wr,
+                                                           size_t ws, size_t n, const float *rows, size_t ld,
+                                                           size_t i0, int init, int R, int M)
 {
-    /* even s into r (which starts from out when accumulating), odd s into r2 */
-    vf r[4] = { { 0 }, { 0 }, { 0 }, { 0 } }, r2[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-    if (acc)
-        for (int m = 0; m < M; m++) r[m] = vload(out + i0 + (size_t)m * VW);
+    vf acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < M; m++) acc[r][m] = init ? vload(out + r * ldo + i0 + (size_t)m * VW) : vbcast(0);
     const float *b = rows + i0;
-    size_t s = 0;
-    for (; s + 2 <= n; s += 2, b += 2 * ld) {
-        vf x0 = vbcast(w[s * ws]), x1 = vbcast(w[(s + 1) * ws]);
-        for (int m = 0; m < M; m++) {
-            r[m] += x0 * vload(b + m * VW);
-            r2[m] += x1 * vload(b + ld + m * VW);
+    for (size_t s = 0; s < n; s++, b += ld) {
+        vf x[4];
+        for (int m = 0; m < M; m++) x[m] = vload(b + m * VW);
+        for (int r = 0; r < R; r++) {
+            vf wv = vbcast(w[r * wr + s * ws]);
+            for (int m = 0; m < M; m++) acc[r][m] += wv * x[m];
         }
     }
-    if (s < n) {
-        vf x0 = vbcast(w[s * ws]);
-        for (int m = 0; m < M; m++) r[m] += x0 * vload(b + m * VW);
-    }
-    for (int m = 0; m < M; m++) vstore(out + i0 + (size_t)m * VW, r[m] + r2[m]);
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < M; m++) vstore(out + r * ldo + i0 + (size_t)m * VW, acc[r][m]);
 }
 
-/* out[0..hd) = (acc ? out : 0) + Σ_{s<n} w[s*ws] · rows[s*ld + 0..hd): in whole
- * vectors as (init + Σ even s) + Σ odd s, in leftover lanes s ascending */
-static void rowacc(float *out, const float *w, size_t ws, size_t n, const float *rows, size_t ld, size_t hd,
-                   int acc)
+/* wrows_rm over a whole row of hd floats (4 vectors at a time, then the
+ * lanes left over, scalar in the same order). */
+static void wrows(float *out, size_t ldo, const float *w, size_t wr, size_t ws, size_t n, const float *rows,
+                  size_t ld, size_t hd, int init, int R)
 {
-    size_t nv = hd / VW, j = 0;
-    while (j < nv) {
-        size_t m = nv - j >= 4 ? 4 : nv - j;
-        switch (m) {
-        case 4: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 4); break;
-        case 3: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 3); break;
-        case 2: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 2); break;
-        default: rowacc_m(out, w, ws, n, rows, ld, j * VW, acc, 1); break;
+    size_t nv = hd / VW;
+    for (size_t j = 0; j < nv; j += 4) {
+        int M = nv - j >= 4 ? 4 : (int)(nv - j);
+#define WR(r, m) wrows_rm(out, ldo, w, wr, ws, n, rows, ld, j * VW, init, r, m)
+        RM_SWITCH(R, M, WR)
+#undef WR
+    }
+    for (int r = 0; r < R; r++)
+        for (size_t i = nv * VW; i < hd; i++) {
+            float x = init ? out[r * ldo + i] : 0.0f;
+            for (size_t s = 0; s < n; s++) x += w[r * wr + s * ws] * rows[s * ld + i];
+            out[r * ldo + i] = x;
         }
-        j += m;
-    }
-    size_t i0 = nv * VW;
-    for (size_t i = i0; i < hd; i++) { /* lanes left over: scalar, same order */
-        float x = acc ? out[i] : 0.0f;
-        for (size_t s = 0; s < n; s++) x += w[s * ws] * rows[s * ld + i];
-        out[i] = x;
-    }
 }
 
 static inline vi lane_ids(void)
@@ -145,13 +150,14 @@ static inline vi lane_ids(void)
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
 /* One row's step of the online softmax over n scores s[0..n) (whole vectors
- * readable): p[0..n) = exp(scale·s - m'), lanes from n up to the next whole
- * vector 0, where m' = max(*m, scale·s); *l = *l·α + Σ p with α = exp(*m - m')
- * (0 on the row's first tile); *m = m'. Returns α. Lane sums, then the lanes
- * pairwise: a fixed order. */
-static float online_softmax(float *p, const float *s, size_t n, float scale, float *m, float *l)
+ * readable): p[0..n) = exp(scale·s - m'), lanes from n up to vector nz 0,
+ * where m' = max(*m, scale·s); *l = *l·α + Σ p with α = exp(*m - m') (0 on the
+ * row's first tile); *m = m'. Returns α. Lane sums, then the lanes pairwise: a
+ * fixed order. */
+static float online_softmax(float *p, const float *s, size_t n, size_t nz, float scale, float *m, float *l)
 {
     const size_t nv = (n + VW - 1) / VW;
+    for (size_t j = nv; j < nz; j++) vstore(p + j * VW, vbcast(0));
     const vi ids = lane_ids(), lim = (vi){ 0 } + (int)n;
     vf vmx = vbcast(-INFINITY), acc = { 0 };
     for (size_t j = 0; j < nv; j++) {
@@ -197,7 +203,7 @@ void attn_forward_unit(float *out, float *lse, float *scratch, const float *q, c
 {
     const size_t T = a.T, hd = a.hd, LQ = a.ldq, LK = a.ldkv, LO = a.ldo, group = a.H / a.KVH, Tp = padded(T);
     const float scale = 1.0f / sqrtf((float)hd);
-    float *kt = scratch, *s = kt + hd * Tp, *p = s + TB, *m = p + TB, *l = m + TB;
+    float *kt = scratch, *S = kt + hd * Tp, *p = S + TB * TB, *m = p + TB * TB, *l = m + TB;
     const float *vb = v + b * T * LK + kh * hd;
     transpose(kt, k + b * T * LK + kh * hd, LK, T, Tp, hd);
     for (size_t h = kh * group; h < (kh + 1) * group; h++)
@@ -205,13 +211,19 @@ void attn_forward_unit(float *out, float *lse, float *scratch, const float *q, c
             const size_t ni = min_sz(TB, T - i0);
             for (size_t r = 0; r < ni; r++) m[r] = -INFINITY, l[r] = 0;
             for (size_t j0 = 0; j0 <= i0; j0 += TB) /* key tiles after i0's are all masked */
-                for (size_t r = 0; r < ni; r++) {
-                    const size_t t = i0 + r, n = min_sz(TB, t + 1 - j0);
-                    float *o = out + (b * T + t) * LO + h * hd;
-                    rowdot(s, q + (b * T + t) * LQ + h * hd, kt + j0, hd, Tp, n);
-                    float alpha = online_softmax(p, s, n, scale, m + r, l + r);
-                    if (j0) scale_row(o, alpha, hd);
-                    rowacc(o, p, 1, n, vb + j0 * LK, LK, hd, j0 != 0);
+                for (size_t r0 = 0; r0 < ni; r0 += 4) {
+                    const int R = ni - r0 >= 4 ? 4 : (int)(ni - r0);
+                    /* the group's last row sees the most keys */
+                    const size_t nmax = min_sz(TB, i0 + r0 + (size_t)R - j0), nz = (nmax + VW - 1) / VW;
+                    float *o = out + (b * T + i0 + r0) * LO + h * hd;
+                    scores(S + r0 * TB, q + (b * T + i0 + r0) * LQ + h * hd, LQ, kt + j0, hd, Tp, nz, R);
+                    for (int r = 0; r < R; r++) {
+                        const size_t t = i0 + r0 + (size_t)r, n = min_sz(TB, t + 1 - j0);
+                        float alpha = online_softmax(p + (r0 + (size_t)r) * TB, S + (r0 + (size_t)r) * TB, n, nz,
+                                                     scale, m + r0 + r, l + r0 + r);
+                        if (j0) scale_row(o + (size_t)r * LO, alpha, hd);
+                    }
+                    wrows(o, LO, p + r0 * TB, TB, 1, nmax, vb + j0 * LK, LK, hd, j0 != 0, R);
                 }
             for (size_t r = 0; r < ni; r++) {
                 const size_t t = i0 + r;
@@ -257,7 +269,7 @@ void attn_backward_unit(float *dq, float *dk, float *dv, float *scratch, const f
     const size_t T = a.T, hd = a.hd, LQ = a.ldq, LK = a.ldkv, LO = a.ldo, group = a.H / a.KVH, Tp = padded(T);
     const float scale = 1.0f / sqrtf((float)hd);
     float *kt = scratch, *vt = kt + hd * Tp, *P = vt + hd * Tp, *dS = P + TB * TB, *s = dS + TB * TB,
-          *dp = s + TB;
+          *dp = s + 4 * TB;
     const float *kb = k + b * T * LK + kh * hd;
     transpose(kt, kb, LK, T, Tp, hd);
     transpose(vt, v + b * T * LK + kh * hd, LK, T, Tp, hd);
@@ -276,21 +288,29 @@ void attn_backward_unit(float *dq, float *dk, float *dv, float *scratch, const f
             const float *go = dout + b * T * LO + h * hd, *qh = q + b * T * LQ + h * hd;
             for (size_t i0 = j0; i0 < T; i0 += TB) {
                 const size_t ni = min_sz(TB, T - i0);
-                for (size_t r = 0; r < ni; r++) {
-                    const size_t t = i0 + r, n = min_sz(nj, t + 1 - j0);
-                    rowdot(s, qh + t * LQ, kt + j0, hd, Tp, n);  /* S[t][s] = Q[t]·K[s] */
-                    rowdot(dp, go + t * LO, vt + j0, hd, Tp, n); /* dP[t][s] = dO[t]·V[s] */
-                    probs_dscores(P + r * TB, dS + r * TB, s, dp, n, scale, L[t], D[t]);
-                    rowacc(dq + (b * T + t) * LQ + h * hd, dS + r * TB, 1, n, kb + j0 * LK, LK, hd, 1);
+                for (size_t r0 = 0; r0 < ni; r0 += 4) {
+                    const int R = ni - r0 >= 4 ? 4 : (int)(ni - r0);
+                    const size_t t0 = i0 + r0, nmax = min_sz(nj, t0 + (size_t)R - j0), nz = (nmax + VW - 1) / VW;
+                    scores(s, qh + t0 * LQ, LQ, kt + j0, hd, Tp, nz, R);  /* S[t][s] = Q[t]·K[s] */
+                    scores(dp, go + t0 * LO, LO, vt + j0, hd, Tp, nz, R); /* dP[t][s] = dO[t]·V[s] */
+                    for (int r = 0; r < R; r++) {
+                        const size_t t = t0 + (size_t)r, n = min_sz(nj, t + 1 - j0);
+                        probs_dscores(P + (r0 + (size_t)r) * TB, dS + (r0 + (size_t)r) * TB, s + (size_t)r * TB,
+                                      dp + (size_t)r * TB, n, scale, L[t], D[t]);
+                    }
+                    /* dQ[t] += Σ_s dS[t][s] K[s] */
+                    wrows(dq + (b * T + t0) * LQ + h * hd, LQ, dS + r0 * TB, TB, 1, nmax, kb + j0 * LK, LK, hd, 1, R);
                 }
                 /* dK[s] += Σ_r dS[r][s] Q[r], dV[s] += Σ_r P[r][s] dO[r] over the rows r the
-                 * causal mask leaves (from s on in the diagonal tile) */
-                for (size_t c = 0; c < nj; c++) {
+                 * causal mask leaves (from the group's first column on in the diagonal
+                 * tile; P and dS are 0 above the diagonal) */
+                for (size_t c = 0; c < nj; c += 4) {
+                    const int R = nj - c >= 4 ? 4 : (int)(nj - c);
                     const size_t r0 = i0 == j0 ? c : 0;
                     if (r0 >= ni) continue;
                     float *dks = dk + (b * T + j0 + c) * LK + kh * hd, *dvs = dv + (b * T + j0 + c) * LK + kh * hd;
-                    rowacc(dks, dS + r0 * TB + c, TB, ni - r0, qh + (i0 + r0) * LQ, LQ, hd, 1);
-                    rowacc(dvs, P + r0 * TB + c, TB, ni - r0, go + (i0 + r0) * LO, LO, hd, 1);
+                    wrows(dks, LK, dS + r0 * TB + c, 1, TB, ni - r0, qh + (i0 + r0) * LQ, LQ, hd, 1, R);
+                    wrows(dvs, LK, P + r0 * TB + c, 1, TB, ni - r0, go + (i0 + r0) * LO, LO, hd, 1, R);
                 }
             }
         }
