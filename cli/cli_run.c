@@ -79,7 +79,11 @@ static const char check_help[] =
     "Validates a topology and prints its partition: per stage the layers, parameters,\n"
     "forward FLOPs per micro-batch and activation bytes sent per micro-batch. The\n"
     "schedule is built and played exactly as `run` would run it (the kind's\n"
-    "constraints, or the schedule file read and checked for deadlocks).\n"
+    "constraints, or the schedule file read and checked for deadlocks). Then each\n"
+    "stage process's predicted peak memory (weights, gradients, AdamW moments,\n"
+    "activations at the schedule's peak, buffers; README \"Memory\"): a topology whose\n"
+    "processes on this machine need more than its MemAvailable is refused, as `run`\n"
+    "refuses it (PIPETRAIN_MEM_BYTES=N stands for the machine's memory).\n"
     "  --schedule KIND|FILE  as run's: a built-in kind or a schedule file (relative to\n"
     "                        here) in place of the topology's\n"
     "Exit status 2 on any problem, naming the JSON path.\n";
