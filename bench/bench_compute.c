@@ -35,6 +35,8 @@ typedef struct {
     double paired_gflops;          /* median rate of a PAIR_N^3 sgemm run right after each step */
     double load1;                  /* 1-minute load average at the end (noise hint) */
     double tokens_per_step, loss_first, loss_last;
+    double act_bytes, act_bytes_probs; /* the step's activations (model_part_mem: stash + backward work of
+                                        * every unit), and what they would be storing attention probabilities */
 } bench_result;
 
 static double now_s(void) { return base_now(); }
@@ -215,6 +217,9 @@ static void bench_model(bench_result *r)
         r->step_flops += f.fwd + f.bwd_input + f.bwd_weight;
     }
     r->tokens_per_step = (double)N;
+    model_mem mem = model_part_mem(p, 0, n, B);
+    r->act_bytes = (double)(mem.stash + mem.work);
+    r->act_bytes_probs = r->act_bytes + (double)c.n_layers * B * c.n_heads * T * (T - 1) * sizeof(float);
     for (int i = 0; i < r->warmup; i++) {
         double l = train_step(p, s, o, sq, B, T, ph);
         if (i == 0) r->loss_first = l;
@@ -247,6 +252,8 @@ static void print_table(const bench_result *r)
     for (int k = 0; k < PH_N; k++)
         printf(" %s %.2f (%.0f%%)%s", phase_name[k], r->phase_ms[k], 100 * r->phase_ms[k] / r->step_ms_mean,
                k + 1 < PH_N ? "," : "\n");
+    printf("  activation bytes                   %8.0f  (stash + backward work; %.0f storing attention"
+           " probabilities: %.1f%%)\n", r->act_bytes, r->act_bytes_probs, 100 * r->act_bytes / r->act_bytes_probs);
     printf("  loss %.3f -> %.3f; load average %.2f (other processes make every figure noisy)\n",
            r->loss_first, r->loss_last, r->load1);
 }
@@ -264,8 +271,8 @@ static void print_json(const bench_result *r)
            gf / r->ceil_gflops, gf / r->shape_gflops, r->paired_gflops,
            r->step_flops / (r->step_ms_median * 1e-3) / 1e9 / r->paired_gflops);
     for (int k = 0; k < PH_N; k++) printf("%s\"%s\":%.4f", k ? "," : "", phase_name[k], r->phase_ms[k]);
-    printf("},\"loss_first\":%.4f,\"loss_last\":%.4f,\"loadavg_1m\":%.2f}\n", r->loss_first, r->loss_last,
-           r->load1);
+    printf("},\"act_bytes\":%.0f,\"act_bytes_storing_probs\":%.0f,\"loss_first\":%.4f,\"loss_last\":%.4f,"
+           "\"loadavg_1m\":%.2f}\n", r->act_bytes, r->act_bytes_probs, r->loss_first, r->loss_last, r->load1);
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)

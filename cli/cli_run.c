@@ -79,7 +79,11 @@ static const char check_help[] =
     "Validates a topology and prints its partition: per stage the layers, parameters,\n"
     "forward FLOPs per micro-batch and activation bytes sent per micro-batch. The\n"
     "schedule is built and played exactly as `run` would run it (the kind's\n"
-    "constraints, or the schedule file read and checked for deadlocks).\n"
+    "constraints, or the schedule file read and checked for deadlocks). Then each\n"
+    "stage process's predicted peak memory (weights, gradients, AdamW moments,\n"
+    "activations at the schedule's peak, buffers; README \"Memory\"): a topology whose\n"
+    "processes on this machine need more than its MemAvailable is refused, as `run`\n"
+    "refuses it (PIPETRAIN_MEM_BYTES=N stands for the machine's memory).\n"
     "  --schedule KIND|FILE  as run's: a built-in kind or a schedule file (relative to\n"
     "                        here) in place of the topology's\n"
     "Exit status 2 on any problem, naming the JSON path.\n";
@@ -226,7 +230,13 @@ int cli_run_main(int argc, char **argv)
     }
     char snote[SCHED_ERR_LEN + 64];
     if (sched_note(sched, snote, sizeof snote)) fprintf(stderr, "pipetrain run: %s\n", snote);
+    rc = topo_mem_check(&t, sched, NULL, err); /* this machine's processes must fit before any starts */
     sched_free(sched);
+    if (rc) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        topo_free(&t);
+        return rc;
+    }
     if (t.sync_id == TOPO_SYNC_PS) { /* the assignment the servers and workers will make: refuse it here */
         ps_assignment pa;
         if (ps_assign(&t, &pa, err)) {
@@ -306,8 +316,14 @@ int cli_check_main(int argc, char **argv)
     char note[SCHED_ERR_LEN + 64];
     if (s->placement == SCHED_PLACE_V) printf("placement: V (stage s holds virtual stages s and 2P-1-s)\n");
     if (sched_note(s, note, sizeof note)) fprintf(stderr, "pipetrain check: %s\n", note);
-    sched_free(s);
     topo_print_partition(&t, stdout);
+    rc = topo_mem_check(&t, s, stdout, err);
+    sched_free(s);
+    if (rc) {
+        fprintf(stderr, "pipetrain check: %s\n", err);
+        topo_free(&t);
+        return rc;
+    }
     cli_balance_warn(&t, stderr);
     if (t.sync_id == TOPO_SYNC_PS) {
         ps_assignment pa;

@@ -222,24 +222,6 @@ static int parse_args(opts *o, int argc, char **argv)
     return 0;
 }
 
-/* Memory of one chunk per micro-batch under its stage's recompute mode, as the
- * stage runtime holds it: the stash from F to W, the forward's transient, the
- * work of a B until its W, and a BW's work (unit by unit, so the largest unit's,
- * on virtual stage 0, which sends no gradient; the whole chunk's elsewhere). */
-static model_mem chunk_mem(const topo *t, int mode, const topo_chunk *ch, size_t batch)
-{
-    model_mem m = { 0, 0, 0, 0 };
-    for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++) {
-        model_mem x = model_unit_mem(&t->model, u, batch, mode);
-        m.stash += x.stash;
-        m.work += x.work;
-        if (x.fwd_tmp > m.fwd_tmp) m.fwd_tmp = x.fwd_tmp;
-        if (x.work_unit > m.work_unit) m.work_unit = x.work_unit;
-    }
-    if (ch->virtual_stage > 0) m.work_unit = m.work;
-    return m;
-}
-
 /* Costs per virtual stage from the topology's FLOPs. When the schedule's chunk
  * count differs from the topology's layout, each stage's totals are spread evenly
  * over the schedule's chunks (an approximation, reported). */
@@ -264,7 +246,7 @@ static sched_costs *topo_costs(const topo *t, int v, int place, const double *st
             }
             double out = (double)model_unit_out_bytes(&t->model, ch->first_unit + ch->n_units - 1,
                                                       batch, seq);
-            model_mem mem = chunk_mem(t, ts->recompute_id, ch, batch);
+            model_mem mem = topo_chunk_mem(t, ts->recompute_id, ch, batch);
             int nk = *spread ? v : 1;
             for (int j = 0; j < nk; j++) {
                 int k = *spread ? sched_place_vstage(place, P, st, j) : ch->virtual_stage;

@@ -266,20 +266,19 @@ void layer_rope(float *x, const float *cosv, const float *sinv, size_t B, size_t
 }
 
 /* ---- attention: attention.c, in its plain layout ---- */
-void layer_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+void layer_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                              size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
     attn_dims a = { B, T, H, KVH, hd, H * hd, KVH * hd, H * hd };
-    attn_forward(out, probs, q, k, v, a);
+    attn_forward(out, lse, q, k, v, a);
 }
 
 void layer_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                              const float *probs, const float *q, const float *k, const float *v,
-                              size_t B, size_t T, size_t H, size_t KVH, size_t hd)
+                              const float *out, const float *lse, const float *q, const float *k,
+                              const float *v, size_t B, size_t T, size_t H, size_t KVH, size_t hd)
 {
-    (void)scratch; /* the units need more than T floats: per-worker pool scratch */
     attn_dims a = { B, T, H, KVH, hd, H * hd, KVH * hd, H * hd };
-    attn_backward(dq, dk, dv, dout, probs, q, k, v, a);
+    attn_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, a);
 }
 
 /* ---- SwiGLU (elementwise; N counts elements) ---- o0 h, a gate, b up */

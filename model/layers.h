@@ -45,17 +45,20 @@ void layer_rope(float *x /* (B, T, heads, hd) */, const float *cosv, const float
                 size_t B, size_t T, size_t heads, size_t hd, int inverse);
 
 /* Causal softmax attention with grouped-query heads (H query heads share
- * KVH key/value heads, H % KVH == 0); scale 1/sqrt(hd). */
-void layer_attention_forward(float *out /* (B, T, H, hd) */, float *probs /* (B, H, T, T) */,
+ * KVH key/value heads, H % KVH == 0); scale 1/sqrt(hd). FlashAttention-2 on
+ * the CPU (model/attention.c): the forward keeps, besides out, only the
+ * log-sum-exp of each query row's scores (lse); the backward recomputes the
+ * probabilities from q, k and lse. No T x T buffer anywhere. */
+void layer_attention_forward(float *out /* (B, T, H, hd) */, float *lse /* (B, H, T) */,
                              const float *q /* (B, T, H, hd) */, const float *k /* (B, T, KVH, hd) */,
                              const float *v /* (B, T, KVH, hd) */, size_t B, size_t T, size_t H,
                              size_t KVH, size_t hd);
-/* dq, dk, dv overwritten. scratch: T floats. */
+/* dq, dk, dv overwritten; out and lse from the forward. scratch: B·H·T floats. */
 void layer_attention_backward(float *dq /* (B, T, H, hd) */, float *dk /* (B, T, KVH, hd) */,
-                              float *dv /* (B, T, KVH, hd) */, float *scratch /* (T) */,
-                              const float *dout /* (B, T, H, hd) */, const float *probs /* (B, H, T, T) */,
-                              const float *q, const float *k, const float *v, size_t B, size_t T,
-                              size_t H, size_t KVH, size_t hd);
+                              float *dv /* (B, T, KVH, hd) */, float *scratch /* (B, H, T) */,
+                              const float *dout /* (B, T, H, hd) */, const float *out /* (B, T, H, hd) */,
+                              const float *lse /* (B, H, T) */, const float *q, const float *k,
+                              const float *v, size_t B, size_t T, size_t H, size_t KVH, size_t hd);
 
 /* h = silu(gate) ⊙ up */
 void layer_swiglu_forward(float *h /* (n) */, const float *gate /* (n) */, const float *up /* (n) */, size_t n);

@@ -81,12 +81,13 @@ void model_tensor_init(const model_config *c, const model_tensor *t, float *w, u
  * weight-gradient pass. FULL keeps only the block's input x and recomputes the
  * whole block forward (all but the down projection) at the start of its
  * backward-input pass. SELECTIVE keeps the block input and the outputs of the
- * two projections that cost the most to redo (x2 = residual after the o
- * projection, gate|up) and recomputes the rest: RMSNorm outputs and rstd of
- * both norms, the q/k/v projection with RoPE, the attention probabilities and
- * output, the SwiGLU product h. The recomputation runs the forward's kernels on
- * the same shapes, so it reproduces their bits. The embedding and the head are
- * never recomputed. */
+ * two widest projections (q/k/v after RoPE, gate|up) and recomputes the rest:
+ * RMSNorm outputs and rstd of both norms, attention's output and per-row
+ * log-sum-exp (no mode keeps attention probabilities: every backward
+ * recomputes them tile by tile, attention.h), the o projection with the
+ * residual x2 after it, the SwiGLU product h. The recomputation runs the
+ * forward's kernels on the same shapes, so it reproduces their bits. The
+ * embedding and the head are never recomputed. */
 enum { MODEL_RECOMPUTE_NONE = 0, MODEL_RECOMPUTE_SELECTIVE = 1, MODEL_RECOMPUTE_FULL = 2 };
 
 /* Per micro-batch and unit: the activations forward keeps for backward (act:
@@ -146,6 +147,17 @@ typedef struct {
 model_part *model_part_new(const model_config *c, const int *units, int n_units, size_t max_batch,
                            uint64_t seed);
 void model_part_free(model_part *p);
+/* Bytes model_part_new(c, units, n_units, max_batch, ·) allocates, by
+ * arithmetic alone: weights (the units' parameters, plus a tied head's copy of
+ * the embedding when the embedding is elsewhere), grads (their gradients, plus
+ * a tied head's lm_head gradient) and fixed (rope tables, the backward
+ * workspace, the two activation buffers between units, and `threads` workers'
+ * attention scratch). model_part_set_recompute's forward scratch is not in
+ * fixed: it is an activation (model_mem.fwd_tmp). params: the units' own
+ * parameter bytes (what an optimizer covers). Any thread. */
+typedef struct { size_t params, weights, grads, fixed; } model_part_size;
+model_part_size model_part_bytes(const model_config *c, const int *units, int n_units, size_t max_batch,
+                                 int threads);
 /* Index of the part's tensor with this name, or -1. */
 int model_part_find(const model_part *p, const char *name);
 /* Zeroes every gradient (once per step). */

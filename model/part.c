@@ -3,6 +3,7 @@
  * Backward-input saves every gradient that backward-weight needs in the slot,
  * so the two can run at different times (zero-bubble schedules) and the fused
  * order gives bit-identical results. Nothing here allocates during a step. */
+#include "model/attention.h"
 #include "model/layers.h"
 #include "model/model.h"
 #include "model/util.h"
@@ -136,6 +137,23 @@ model_part *model_part_new(const model_config *c, const int *units, int n_units,
     p->buf[0] = xmalloc(d.N * d.C * sizeof(float));
     p->buf[1] = xmalloc(d.N * d.C * sizeof(float));
     return p;
+}
+
+model_part_size model_part_bytes(const model_config *c, const int *units, int n_units, size_t max_batch,
+                                 int threads)
+{
+    dims d = dims_of(c, max_batch, (size_t)c->seq_len);
+    model_part_size z = { 0, 0, 0, 0 };
+    for (int i = 0; i < n_units; i++) z.params += model_unit_params(c, units[i]) * sizeof(float);
+    z.weights = z.grads = z.params;
+    if (model_unit_kind(c, units[n_units - 1]) == UNIT_HEAD && c->tie_embeddings) {
+        z.grads += d.V * d.C * sizeof(float);                         /* tied_grad */
+        if (units[0] != 0) z.weights += d.V * d.C * sizeof(float);    /* tied_w */
+    }
+    attn_dims a = { d.B, d.T, d.H, d.KVH, d.hd, d.C, d.KV, d.C };
+    z.fixed = (2 * d.T * (d.hd / 2) + d.N * (d.F > d.C ? d.F : d.C) + d.N * d.C + 2 * d.N * d.C +
+               (size_t)(threads > 0 ? threads : 1) * attn_scratch_floats(a)) * sizeof(float);
+    return z;
 }
 
 void model_part_free(model_part *p)

@@ -32,11 +32,11 @@ static attn_dims attn_of(dims d)
 }
 
 /* Attention, the o projection, the residual add and the post-attention norm:
- * probs, att, x2, xn2, rstd2 from a.qkv and a.x. */
+ * lse, att, x2, xn2, rstd2 from a.qkv and a.x. */
 static void block_attn_forward(model_part *p, const block_w *w, block_act a, dims d)
 {
     float *q = a.qkv, *k = a.qkv + d.C, *v = a.qkv + d.C + d.KV; /* k heads follow q heads */
-    attn_forward(a.att, a.probs, q, k, v, attn_of(d));
+    attn_forward(a.att, a.lse, q, k, v, attn_of(d));
     layer_matmul_forward(a.x2, a.att, w->wo, d.N, d.C, d.C);
     kern_add_rmsnorm(a.x2, a.xn2, a.rstd2, a.x, w->norm2, d.N, d.C, p->cfg.norm_eps);
 }
@@ -86,7 +86,8 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
     layer_matmul_backward_input(g.dxn2, g.dgu, w.wg, d.N, d.C, 2 * d.F, 0);
     kern_rmsnorm_backward_input_add(g.dx2, g.dout, g.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* + residual */
     layer_matmul_backward_input(datt, g.dx2, w.wo, d.N, d.C, d.C, 0);
-    attn_backward(dq, dk, dv, datt, a.probs, a.qkv, a.qkv + d.C, a.qkv + d.C + d.KV, attn_of(d));
+    attn_backward(dq, dk, dv, dh /* dead: D scratch */, datt, a.att, a.lse, a.qkv, a.qkv + d.C,
+                  a.qkv + d.C + d.KV, attn_of(d));
     kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 1); /* dq and dk heads */
     layer_matmul_backward_input(g.dxn1, g.dqkv, w.wq, d.N, d.C, QKV, 0);
     kern_rmsnorm_backward_input_add(din, g.dx2, g.dxn1, a.x, a.rstd1, w.norm1, d.N, d.C);
@@ -155,7 +156,8 @@ static void block_backward_fused(model_part *p, int i, model_slot *s, float *wor
     layer_matmul_backward_weight(gw.wo, f.dx2, a.att, d.N, d.C, d.C);
     report(pr, 2);
     float *dq = f.dqkv, *dk = f.dqkv + d.C, *dv = f.dqkv + d.C + d.KV;
-    attn_backward(dq, dk, dv, datt, a.probs, a.qkv, a.qkv + d.C, a.qkv + d.C + d.KV, attn_of(d));
+    attn_backward(dq, dk, dv, dh /* dead: D scratch */, datt, a.att, a.lse, a.qkv, a.qkv + d.C,
+                  a.qkv + d.C + d.KV, attn_of(d));
     kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 1); /* dq and dk heads */
     if (sel) layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, p->cfg.norm_eps);
     layer_matmul_backward_input(f.dxn1, f.dqkv, w.wq, d.N, d.C, QKV, 0);

@@ -45,8 +45,10 @@ static inline size_t qkv_width(dims d) { return d.C + 2 * d.KV; }
 
 /* qkv (N, C + 2·KV): row n is q (C) | k (KV) | v (KV), RoPE applied to q, k.
  * gu (N, 2·F): row n is gate (F) | up (F). */
-typedef struct { float *x, *rstd1, *xn1, *qkv, *probs, *att, *x2, *rstd2, *xn2, *gu, *h; } block_act;
-enum { BA_X, BA_RSTD1, BA_XN1, BA_QKV, BA_PROBS, BA_ATT, BA_X2, BA_RSTD2, BA_XN2, BA_GU, BA_H, BA_N };
+/* lse (B, H, T): attention's log-sum-exp per query row (attention.h), all the
+ * backward needs besides q, k, v and att: no T x T probabilities. */
+typedef struct { float *x, *rstd1, *xn1, *qkv, *lse, *att, *x2, *rstd2, *xn2, *gu, *h; } block_act;
+enum { BA_X, BA_RSTD1, BA_XN1, BA_QKV, BA_LSE, BA_ATT, BA_X2, BA_RSTD2, BA_XN2, BA_GU, BA_H, BA_N };
 
 /* Whether a block's forward keeps tensor BA_* under a recompute mode (model.h):
  * everything (NONE), the input (FULL), the input and the outputs of the q/k/v
@@ -63,10 +65,10 @@ static inline int block_act_kept(int mode, int f)
  * count). With NONE this is the one layout of every tensor from `kept`. */
 static inline size_t block_act_view(block_act *a, float *kept, float *other, dims d, int mode, size_t *n_other)
 {
-    float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->probs, &a->att, &a->x2, &a->rstd2, &a->xn2,
+    float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->lse, &a->att, &a->x2, &a->rstd2, &a->xn2,
                         &a->gu, &a->h };
     const size_t NC = d.N * d.C;
-    const size_t n[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T * d.T, NC, NC, d.N, NC,
+    const size_t n[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T, NC, NC, d.N, NC,
                              d.N * 2 * d.F, d.N * d.F };
     size_t ok = 0, oo = 0;
     for (int f = 0; f < BA_N; f++) {
@@ -89,7 +91,7 @@ static inline size_t block_grad_view(block_grad *g, float *b, dims d)
 }
 
 /* The forward's scratch for the tensors a block does not keep (model_part.fwd_tmp).
- * SELECTIVE reuses it as they die (x2 | xn1, then probs and att, then xn2, then
+ * SELECTIVE reuses it as they die (x2 | xn1, then lse and att, then xn2, then
  * h | rstd1, rstd2); the others lay them side by side as block_act_view does.
  * Returns its float count (NULL bases only count). */
 static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, dims d, int mode)
@@ -97,11 +99,11 @@ static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, dims
     size_t n;
     block_act_view(a, stash, tmp, d, mode, &n);
     if (mode != MODEL_RECOMPUTE_SELECTIVE) return n;
-    const size_t NC = d.N * d.C, FN = d.N * d.F, P = d.B * d.H * d.T * d.T;
+    const size_t NC = d.N * d.C, FN = d.N * d.F, P = d.B * d.H * d.T;
     size_t o = carve(&a->x2, tmp, 0, NC), r = o + NC;
     carve(&a->xn1, tmp, o, NC);
-    carve(&a->att, tmp, carve(&a->probs, tmp, o, P), NC);   /* over xn1 */
-    carve(&a->xn2, tmp, o, NC);                            /* over probs */
+    carve(&a->att, tmp, carve(&a->lse, tmp, o, P), NC);     /* over xn1 */
+    carve(&a->xn2, tmp, o, NC);                            /* over lse */
     carve(&a->h, tmp, o, FN);                              /* over xn2 */
     if (o + P + NC > r) r = o + P + NC;
     if (o + FN > r) r = o + FN;
@@ -114,13 +116,13 @@ static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, dims
  * backward has consumed by then; dgu overwrites gu, wherever gu is. The order
  * (pass.c block_backward_fused): per sub-layer from the top, its input
  * gradient then its weight gradient; FULL recomputes the whole forward first,
- * SELECTIVE each tensor just before its first use (h, then probs, att, x2,
+ * SELECTIVE each tensor just before its first use (h, then lse, att, x2,
  * xn2 once dgu is done, then xn1 once dqkv is). Returns the work's float count
  * (NULL work only counts). */
 typedef struct { block_act a; float *dxn2, *dx2, *dqkv, *dxn1; } block_fused;
 static inline size_t block_fused_view(block_fused *f, float *stash, float *work, dims d, int mode)
 {
-    const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T * d.T;
+    const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T;
     block_act *a = &f->a;
     size_t o, m, at, end;
     block_act_view(a, stash, NULL, d, mode, NULL); /* the kept ones; the others are placed below */
@@ -130,10 +132,10 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
         carve(&f->dxn2, work, o, NC);
         return carve(&f->dxn1, work, carve(&f->dqkv, work, o, QKV), NC);
     case MODEL_RECOMPUTE_SELECTIVE:
-        /* h first, alone; then probs (xn1 | dxn1 after it) | xn2, then dx2 |
+        /* h first, alone; then lse (xn1 | dxn1 after it) | xn2, then dx2 |
          * att, x2, dxn2, then dqkv | rstd2, rstd1 */
         at = P > 2 * NC ? P : 2 * NC;
-        carve(&a->probs, work, 0, P);
+        carve(&a->lse, work, 0, P);
         carve(&f->dxn1, work, carve(&a->xn1, work, 0, NC), NC);
         carve(&a->xn2, work, at, NC);
         carve(&f->dx2, work, at, NC);
@@ -145,7 +147,7 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
         carve(&a->h, work, 0, FN);
         return FN > end ? FN : end;
     default: /* FULL: the whole forward, then the gradients over the MLP side */
-        o = carve(&a->att, work, carve(&a->probs, work, carve(&a->qkv, work,
+        o = carve(&a->att, work, carve(&a->lse, work, carve(&a->qkv, work,
                   carve(&a->rstd1, work, carve(&a->xn1, work, 0, NC), d.N), QKV), P), NC);
         o = carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N);
         m = carve(&a->h, work, carve(&a->gu, work, carve(&a->xn2, work, o, NC), 2 * FN), FN);

@@ -131,12 +131,12 @@ static void test_attention(void)
     CU_ASSERT(fd_check("attention dk", at.k, KN, dk, at_fwd, NULL, out, r, QN));
     CU_ASSERT(fd_check("attention dv", at.v, KN, dv, at_fwd, NULL, out, r, QN));
     float *fq = tof(at.q, QN), *fk = tof(at.k, KN), *fv = tof(at.v, KN), *fr = tof(r, QN);
-    float fout[QN], probs[AB * AH * AT * AT], fdq[QN], fdk[KN], fdv[KN], scratch[AT];
-    layer_attention_forward(fout, probs, fq, fk, fv, AB, AT, AH, AKV, AHD);
+    float fout[QN], lse[AB * AH * AT], fdq[QN], fdk[KN], fdv[KN], scratch[AB * AH * AT];
+    layer_attention_forward(fout, lse, fq, fk, fv, AB, AT, AH, AKV, AHD);
     at_fwd(out, NULL);
     double *d = tod(fout, QN);
     CU_ASSERT(tests_close("attention fwd fast", d, out, QN, 1e-5, 1e-5)); free(d);
-    layer_attention_backward(fdq, fdk, fdv, scratch, fr, probs, fq, fk, fv, AB, AT, AH, AKV, AHD);
+    layer_attention_backward(fdq, fdk, fdv, scratch, fr, fout, lse, fq, fk, fv, AB, AT, AH, AKV, AHD);
     d = tod(fdq, QN); CU_ASSERT(tests_close("attention dq fast", d, dq, QN, 1e-5, 1e-4)); free(d);
     d = tod(fdk, KN); CU_ASSERT(tests_close("attention dk fast", d, dk, KN, 1e-5, 1e-4)); free(d);
     d = tod(fdv, KN); CU_ASSERT(tests_close("attention dv fast", d, dv, KN, 1e-5, 1e-4)); free(d);
@@ -149,8 +149,8 @@ static void test_attention_causal(void)
 {
     double *q = rnd(QN, 1), *k = rnd(KN, 1), *v = rnd(KN, 1);
     float *fq = tof(q, QN), *fk = tof(k, KN), *fv = tof(v, KN);
-    float a[QN], b[QN], probs[AB * AH * AT * AT];
-    layer_attention_forward(a, probs, fq, fk, fv, AB, AT, AH, AKV, AHD);
+    float a[QN], b[QN], lse[AB * AH * AT];
+    layer_attention_forward(a, lse, fq, fk, fv, AB, AT, AH, AKV, AHD);
     size_t t = 3; /* change keys and values at the last positions */
     for (size_t bb = 0; bb < AB; bb++)
         for (size_t s = t; s < AT; s++)
@@ -158,7 +158,7 @@ static void test_attention_causal(void)
                 fk[(bb * AT + s) * AKV * AHD + i] += 1.0f;
                 fv[(bb * AT + s) * AKV * AHD + i] -= 2.0f;
             }
-    layer_attention_forward(b, probs, fq, fk, fv, AB, AT, AH, AKV, AHD);
+    layer_attention_forward(b, lse, fq, fk, fv, AB, AT, AH, AKV, AHD);
     for (size_t bb = 0; bb < AB; bb++)
         for (size_t s = 0; s < AT; s++) {
             int same = !memcmp(a + (bb * AT + s) * AH * AHD, b + (bb * AT + s) * AH * AHD, AH * AHD * sizeof(float));
@@ -275,28 +275,47 @@ static void test_embedding(void)
     }
 }
 
-/* The fast kernels' vector paths (width 16) need rows wider than the tiny shapes
- * above: attention at head size 48 and 67 positions, norms and SwiGLU at odd widths. */
-static void test_wide_shapes(void)
+/* The fast attention against the double-precision reference at one shape:
+ * out, dq, dk, dv within float rounding (rtol 1e-3 on the gradients, which
+ * sum T products). */
+static void attention_vs_naive(const char *what, size_t B, size_t T, size_t H, size_t KVH, size_t HD)
 {
-    enum { B = 2, T = 67, H = 4, KVH = 2, HD = 48 };
-    size_t qn = (size_t)B * T * H * HD, kn = (size_t)B * T * KVH * HD;
+    size_t qn = B * T * H * HD, kn = B * T * KVH * HD;
     double *q = rnd(qn, 1), *k = rnd(kn, 1), *v = rnd(kn, 1), *r = rnd(qn, 1);
     double *out = malloc(qn * sizeof(double)), *dq = calloc(qn, sizeof(double));
     double *dk = calloc(kn, sizeof(double)), *dv = calloc(kn, sizeof(double));
     layer_naive_attention_forward(out, q, k, v, B, T, H, KVH, HD);
     layer_naive_attention_backward(dq, dk, dv, r, q, k, v, B, T, H, KVH, HD);
     float *fq = tof(q, qn), *fk = tof(k, kn), *fv = tof(v, kn), *fr = tof(r, qn);
-    float *fo = malloc(qn * 4), *probs = malloc((size_t)B * H * T * T * 4), *fdq = malloc(qn * 4);
-    float *fdk = malloc(kn * 4), *fdv = malloc(kn * 4), scratch[T];
-    layer_attention_forward(fo, probs, fq, fk, fv, B, T, H, KVH, HD);
-    layer_attention_backward(fdq, fdk, fdv, scratch, fr, probs, fq, fk, fv, B, T, H, KVH, HD);
-    double *d = tod(fo, qn); CU_ASSERT(tests_close("wide attention fwd", d, out, qn, 1e-5, 1e-4)); free(d);
-    d = tod(fdq, qn); CU_ASSERT(tests_close("wide attention dq", d, dq, qn, 1e-5, 1e-3)); free(d);
-    d = tod(fdk, kn); CU_ASSERT(tests_close("wide attention dk", d, dk, kn, 1e-5, 1e-3)); free(d);
-    d = tod(fdv, kn); CU_ASSERT(tests_close("wide attention dv", d, dv, kn, 1e-5, 1e-3)); free(d);
+    float *fo = malloc(qn * 4), *lse = malloc(B * H * T * 4), *fdq = malloc(qn * 4);
+    float *fdk = malloc(kn * 4), *fdv = malloc(kn * 4), *scratch = malloc(B * H * T * 4);
+    char name[96];
+    layer_attention_forward(fo, lse, fq, fk, fv, B, T, H, KVH, HD);
+    layer_attention_backward(fdq, fdk, fdv, scratch, fr, fo, lse, fq, fk, fv, B, T, H, KVH, HD);
+    double *d = tod(fo, qn);
+    snprintf(name, sizeof name, "%s fwd", what);
+    CU_ASSERT(tests_close(name, d, out, qn, 1e-5, 1e-4)); free(d);
+    d = tod(fdq, qn); snprintf(name, sizeof name, "%s dq", what);
+    CU_ASSERT(tests_close(name, d, dq, qn, 1e-5, 1e-3)); free(d);
+    d = tod(fdk, kn); snprintf(name, sizeof name, "%s dk", what);
+    CU_ASSERT(tests_close(name, d, dk, kn, 1e-5, 1e-3)); free(d);
+    d = tod(fdv, kn); snprintf(name, sizeof name, "%s dv", what);
+    CU_ASSERT(tests_close(name, d, dv, kn, 1e-5, 1e-3)); free(d);
     free(q); free(k); free(v); free(r); free(out); free(dq); free(dk); free(dv);
-    free(fq); free(fk); free(fv); free(fr); free(fo); free(probs); free(fdq); free(fdk); free(fdv);
+    free(fq); free(fk); free(fv); free(fr); free(fo); free(lse); free(fdq); free(fdk); free(fdv); free(scratch);
+}
+
+/* The fast kernels' vector paths (width 16) need rows wider than the tiny shapes
+ * above: attention at head size 48 and 67 positions (two key tiles, the second
+ * partial), at 200 positions (four tiles, head size 64, 2 query heads per kv
+ * head), at head size 20 (a scalar tail in every row); norms and SwiGLU at odd
+ * widths. */
+static void test_wide_shapes(void)
+{
+    attention_vs_naive("wide attention", 2, 67, 4, 2, 48);
+    attention_vs_naive("attention T=200", 1, 200, 2, 1, 64);
+    attention_vs_naive("attention hd=20", 1, 130, 3, 3, 20);
+    double *d;
 
     for (size_t C = 35; C <= 131; C += 48) { /* 35, 83, 131: tails of every length class */
         enum { N = 5 };

@@ -370,6 +370,35 @@ int topo_check_paths(const topo *t, const char *out_dir, char *err);
  * -1 with a message naming the field. */
 int topo_check_limits(const topo *t, char *err);
 
+/* ---- memory (topo/topo_mem.c) ----
+ * What one stage process needs, in bytes, predicted from the topology alone
+ * (README "Memory"): weights (+ a tied head's copy of the embedding),
+ * gradients, AdamW's two moments (divided by the replicas with train.zero),
+ * activations at the peak of the stage's schedule (the simulator's
+ * peak_bytes over model_unit_mem; what summary.json's peak_act_bytes
+ * measures), buffers (model_part_bytes' fixed part and the runtime's
+ * micro-batch receive and send buffers). */
+typedef struct { double weights, grads, optim, act, buffers, total; } topo_mem;
+/* One chunk's model_mem per micro-batch of `batch` sequences under mode, as the
+ * stage runtime holds it: stash and work summed over its units, the largest
+ * forward transient, and a BW's work: the largest unit's on virtual stage 0
+ * (model_backward_fused), the chunk's whole work elsewhere. */
+model_mem topo_chunk_mem(const topo *t, int mode, const topo_chunk *ch, size_t batch);
+/* Fills m[t->n_stages] for the schedule s that topo_build_schedule made of t.
+ * Returns 0, or -1 with err (out of memory, a schedule the simulator refuses). */
+int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *err);
+/* Bytes this machine offers to a new run: PIPETRAIN_MEM_BYTES when set (tests
+ * fake a small machine with it), else MemAvailable from /proc/meminfo, else
+ * physical memory (sysconf); src (n bytes) names which. Returns 0, 1 when
+ * nothing is known (*bytes 0), -1 with err for a malformed PIPETRAIN_MEM_BYTES. */
+int topo_machine_mem(double *bytes, char *src, size_t n, char *err);
+/* Predicts every process's memory; with f not NULL prints it per stage and per
+ * host. Processes on this machine (an all-loopback topology) add up; when
+ * their sum exceeds topo_machine_mem, returns 2 with err naming the file and
+ * the numbers. Other hosts' sums are printed, not compared. Returns 0 when it
+ * fits, 1 out of memory, 2 refused or bad input. Main thread. */
+int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err);
+
 /* Prints the partition table: per stage host:port, layers, parameters, forward
  * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over
  * its chunks), then totals and the topology hash. With n_replicas > 1 it then

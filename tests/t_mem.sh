@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Memory prediction (issue 15): `check` prints each stage process's predicted
+# peak (weights + gradients + AdamW moments + activations at the schedule's
+# peak + buffers) and refuses, with exit 2 and the numbers, a topology whose
+# processes on this machine need more than it has; `run` refuses it before any
+# process starts (PIPETRAIN_MEM_BYTES fakes a small machine). On a 2-stage
+# 1F1B run of a wider model (dim 256, T 256, micro-batches of 4 sequences) the
+# activation part equals summary.json's peak_act_bytes byte for byte, and the
+# run's largest resident set (GNU time's maximum over the process tree) is
+# between 90% and 125% of the largest predicted total: the program, its
+# libraries, OpenBLAS's buffers and the loaded corpus are not predicted.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+CORPUS=../shared/data/tinyshakespeare.txt
+tmp=$(mktemp -d /tmp/t_mem.XXXXXX)
+cleanup() {
+    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
+    rm -rf "$tmp"
+}
+[ -n "${KEEP_TMP:-}" ] && cleanup() { echo "kept $tmp"; }
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+export OPENBLAS_NUM_THREADS=1
+T2=topologies/shakespeare-2stage.json
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+S=(--set model.dim=256 --set model.ffn_dim=768 --set model.seq_len=256 --set train.batch_size=8
+   --set train.micro_batches=2 --set train.eval_batches=1 --set data.val_fraction=0.005
+   --set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)))
+
+# --- refusals
+out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" check $T2 2>&1); rc=$?
+check "check on a 1 MB machine: exit 2 naming the file, the bytes needed and the machine's" \
+    "[ $rc -eq 2 ] && grep -q '$T2: memory: the 2 processes on this machine need [0-9]* bytes .* but it has 1000000 bytes (PIPETRAIN_MEM_BYTES)' <<<\"\$out\""
+out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" run $T2 "${S[@]}" --steps 1 --out "$tmp/refused" 2>&1); rc=$?
+check "run on a 1 MB machine: exit 2 before anything starts" \
+    "[ $rc -eq 2 ] && grep -q 'memory: the 2 processes' <<<\"\$out\" && [ ! -e $tmp/refused ]"
+out=$(PIPETRAIN_MEM_BYTES=12x "$P" check $T2 2>&1); rc=$?
+check "a malformed PIPETRAIN_MEM_BYTES: exit 2 naming it" "[ $rc -eq 2 ] && grep -q 'PIPETRAIN_MEM_BYTES: expected' <<<\"\$out\""
+out=$("$P" check $T2 "${S[@]}" 2>&1); rc=$?
+need=$(sed -n 's/.*this machine: 2 processes need .* (\(.*\))$/\1/p' <<<"$out")
+check "check on this machine: exit 0, per stage and per machine lines" \
+    "[ $rc -eq 0 ] && grep -q '^  stage 1: .* (activations [0-9]* bytes, total [0-9]* bytes)' <<<\"\$out\" && [ -n '$need' ]"
+totals=$(sed -n 's/.*total \([0-9]*\) bytes.*/\1/p' <<<"$out")
+total=$(sort -n <<<"$totals" | tail -1) sum=$(( $(paste -sd+ <<<"$totals") ))
+PIPETRAIN_MEM_BYTES=$sum "$P" check $T2 "${S[@]}" >/dev/null 2>&1
+check "fits in exactly what the two processes need ($sum bytes)" "[ $? -eq 0 ]"
+PIPETRAIN_MEM_BYTES=$((sum - 4096)) "$P" check $T2 "${S[@]}" >/dev/null 2>&1
+check "refused 4 KiB below it (stages on one host add up)" "[ $? -eq 2 ]"
+
+# --- prediction against a run
+want=$(sed -n 's/.*(activations \([0-9]*\) bytes.*/\1/p' <<<"$out" | tr '\n' ' ' | sed 's/ $//')
+/usr/bin/time -f "%M" -o "$tmp/rss" "$P" run $T2 "${S[@]}" --steps 2 --no-trace --out "$tmp/run" >"$tmp/run.log" 2>&1
+rc=$?
+check "2-stage run exits 0" "[ $rc -eq 0 ] || { tail -5 $tmp/run.log; false; }"
+have=$(python3 -c 'import json,sys; print(" ".join(str(s["peak_act_bytes"]) for s in json.load(open(sys.argv[1]))["stages"]))' "$tmp/run/summary.json")
+check "activations predicted ($want) = summary.json peak_act_bytes ($have)" "[ -n '$want' ] && [ '$want' = '$have' ]"
+rss=$(( $(tail -1 "$tmp/rss") * 1024 ))
+echo "  largest resident set $rss bytes, largest predicted process $total bytes ($(( 100 * rss / total ))%)"
+check "largest resident set within 90%..125% of the largest prediction" \
+    "[ $((100 * rss)) -ge $((90 * total)) ] && [ $((100 * rss)) -le $((125 * total)) ]"
+check "no stage process left" "! pgrep -f -- '--out $tmp/' >/dev/null"
+exit $fail
