@@ -17,7 +17,9 @@
  * the common start); the window runs from the moment every worker has
  * finished its warm-up steps to the earliest end of any worker's last-but-one
  * step (the last checkpoints), and counts the samples of every worker-step
- * ending inside it (B/R each). Each configuration runs once per round (--rounds,
+ * ending inside it (B/R each). When the workers never run at once past their
+ * warm-up (a fast unbounded worker done first), the sum of each worker's rate
+ * over its own window instead. Each configuration runs once per round (--rounds,
  * interleaved); its figures are those of its median run (by samples/s), and
  * the ratio to synchronous is also taken per round (a run against the
  * synchronous run of the same round, minutes apart at most) with its median
@@ -127,6 +129,22 @@ static double measured_rate(const bps_row *rows, size_t n, int batch, int warm, 
         lo = fmax(lo, fin[(size_t)q * (n + 1) + (size_t)(warm - 1)]);
         hi = fmin(hi, fin[(size_t)q * (n + 1) + (size_t)(K[q] - 2)]);
     }
+    if (!(hi > lo)) {
+        /* No common window: an unbounded fast worker finished before the
+         * slow one was through its warm-up (short runs, --quick, a loaded
+         * machine). The sum of each worker's own rate over its own window. */
+        double rate = 0;
+        for (int q = 0; q < R_WORKERS; q++) {
+            double a = fin[(size_t)q * (n + 1) + (size_t)(warm - 1)], b = fin[(size_t)q * (n + 1) + (size_t)(K[q] - 2)];
+            if (!(b > a)) {
+                free(fin);
+                return seterr(err, "metrics.jsonl: worker %d: an empty measuring window", q), NAN;
+            }
+            rate += (double)(K[q] - 1 - warm) * ((double)batch / R_WORKERS) / (b - a);
+        }
+        free(fin);
+        return rate;
+    }
     long done = 0;
     for (int q = 0; q < R_WORKERS; q++)
         for (long k = 0; k < K[q]; k++) {
@@ -134,7 +152,6 @@ static double measured_rate(const bps_row *rows, size_t n, int batch, int warm, 
             done += f > lo && f <= hi;
         }
     free(fin);
-    if (!(hi > lo)) return seterr(err, "metrics.jsonl: an empty measuring window"), NAN;
     return (double)done * ((double)batch / R_WORKERS) / (hi - lo);
 }
 
