@@ -196,7 +196,7 @@ static int csv_cell(const char *cell, int P, int place, int row, sched_action *a
     a->mb = (uint32_t)mb;
     a->chunk = (uint16_t)(k / P); /* V: k == row is chunk 0, 2P-1-row chunk 1, as k / P */
     a->op = t == 'F' ? SCHED_F : t == 'I' ? SCHED_B : t == 'W' ? SCHED_W : SCHED_BW;
-    a->pad = 0;
+    a->next = 0;
     return 0;
 }
 
