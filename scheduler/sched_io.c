@@ -439,8 +439,15 @@ static json_t *simulation_json(const sched_schedule *s, const sched_report *r, c
             json_decref(o);
             o = NULL;
         }
+        if (o && r->extra_weight_bytes &&
+            json_object_set_new(o, "extra_weight_bytes", json_real(r->extra_weight_bytes[k]))) {
+            json_decref(o);
+            o = NULL;
+        }
         if (!o || json_array_append_new(st, o)) { json_decref(j); return NULL; }
     }
+    if (j && r->steps_simulated &&
+        json_object_set_new(j, "steady_state_of_steps", json_integer(r->steps_simulated))) { json_decref(j); return NULL; }
     if (j && r->ar_exposed &&
         json_object_set_new(j, "compute_time", json_real(r->compute_time))) { json_decref(j); return NULL; }
     return j;
