@@ -373,7 +373,7 @@ sched_schedule *sched_parse(const char *text, size_t n, const char *name, int cs
     sched_schedule *s = csv ? parse_csv(text, n, name, n_micro, err)
                             : parse_json(text, n, name, n_micro, err);
     if (!s) return NULL;
-    if (!(s->src = strdup(name)) || sched_static_check(s, NULL, err)) {
+    if (!(s->src = strdup(name)) || (sched_is_cross_step(s) ? sched_2bw_check(s, NULL, err) : sched_static_check(s, NULL, err))) {
         if (!s->src) sched_seterr(err, "%s: out of memory", name);
         sched_free(s);
         return NULL;
@@ -490,6 +490,9 @@ int sched_write_json(const sched_schedule *s, FILE *f, char *err) { return sched
 int sched_write_csv(const sched_schedule *s, FILE *f, char *err)
 {
     static const char type[] = { 'F', 'I', 'W', 'B' };
+    if (sched_is_cross_step(s))
+        return sched_seterr(err, "%s: a cross-step schedule (the next step's forwards, \"F0n\") has no CSV form: "
+                                 "PyTorch's files describe one step; write JSON", s->kind);
     for (int st = 0; st < s->n_stages; st++) {
         for (size_t i = 0; i < s->len[st]; i++) {
             sched_action a = s->act[st][i];
