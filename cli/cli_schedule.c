@@ -408,6 +408,9 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
 static int output(const opts *o, const sched_schedule *s, const sched_report *r,
                   const sched_costs *c, const char *note, int have_stash, char *err)
 {
+    if (o->fmt == FMT_CSV && sched_is_cross_step(s))
+        return seterr(err, "--format csv: schedule %s runs the next step's forwards during a step (\"F0n\"); "
+                      "PyTorch's CSV describes one step: use --format json", s->kind), 2;
     int data_on_stdout = !o->out && o->fmt != FMT_ASCII;
     print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
     render_ctx x = { s, r, o->fmt, o->width, { "ms", note, have_stash } };
