@@ -449,7 +449,9 @@ typedef struct {
 /* What a run's events say about the schedule that ran. Times in milliseconds.
  * A step's time is the span of its compute actions (first start to last end over
  * all stages), as sched_simulate's step_time; the first step is left out (warm-up)
- * unless it is the only one. A stage is busy during its actions and the gap after
+ * unless it is the only one, and with a cross-step schedule (2bw) the last step too
+ * when there are 3 or more (it drains the pipeline; its span overlaps its
+ * neighbours', so a 2bw step's period is metrics.jsonl's step_ms). A stage is busy during its actions and the gap after
  * each until its next event (the runtime's overhead: posting the action's send,
  * or the thread preempted); the bubble is the rest: waiting for tensors, and idle
  * before its first action and after its last. */
