@@ -3,7 +3,9 @@
  *   CKPT/step-N/stage-K.safetensors        parameters of stage K (HF LLaMA names)
  *   CKPT/step-N/stage-K.optim.safetensors  AdamW moments "<name>.exp_avg",
  *                                          "<name>.exp_avg_sq"; metadata: step,
- *                                          sampler_state (everything to resume)
+ *                                          sampler_state (everything to resume);
+ *                                          a 2bw run adds "<name>.2bw_prev" and
+ *                                          weight_versions "2" (README 2BW)
  *   CKPT/step-N/manifest.json              every file with size and SHA-256, the
  *                                          model, the canonical topology and its
  *                                          hash, pipetrain and OpenBLAS versions,
