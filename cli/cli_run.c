@@ -53,7 +53,7 @@ static const char run_help[] =
     "OUT/server-K.log; summary.json then has a row per server and per worker).\n"
     "summary.json then also lists per process (stage, replica) peak_act_bytes,\n"
     "peak_in_flight, compute_s, wait_s, optim_s, bytes_sent, allreduce_s, exposed_s\n"
-    "and optim_bytes.\n"
+    "optim_bytes and extra_weight_bytes (schedule 2bw's second weight version).\n"
     "  --print-commands      print the command of every process and exit\n"
     "  --no-launch           start no process here: print every command and wait\n"
     "                        for all to join (started by srun, mpirun, ...: `run T\n"

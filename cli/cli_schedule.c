@@ -46,7 +46,9 @@ typedef struct {
 
 static const char usage_text[] =
     "usage: pipetrain schedule (TOPOLOGY.json | --stages P --micro-batches M) [options]\n"
-    "  --kind K              gpipe | 1f1b | interleaved | zb-h1 (default: the topology's, else 1f1b)\n"
+    "  --kind K              gpipe | 1f1b | interleaved | zb-h1 | zb-v | 2bw (default: the\n"
+    "                        topology's, else 1f1b); 2bw (PipeDream-2BW) has no flush: the\n"
+    "                        prediction is its steady-state step, the picture one such step\n"
     "  --schedule KIND|FILE  a built-in kind, or a schedule file (.json, or PyTorch's .csv)\n"
     "  --chunks V            virtual stages per stage for interleaved (default 2)\n"
     "  --costs F,B,W         ms per micro-batch of one stage's forward, input-grad and\n"
@@ -238,7 +240,9 @@ static sched_costs *topo_costs(const topo *t, int v, int place, const double *st
         for (int ci = 0; ci < ts->n_chunks; ci++) {
             const topo_chunk *ch = &ts->chunks[ci];
             double f = 0, b = 0, w = 0;
+            double wb = 0; /* one weight version's bytes (2bw keeps a second) */
             for (int u = ch->first_unit; u < ch->first_unit + ch->n_units; u++) {
+                wb += (double)model_unit_params(&t->model, u) * sizeof(float);
                 model_flops fl = model_unit_flops(&t->model, u, batch, seq);
                 f += fl.fwd;
                 b += fl.bwd_input + model_unit_recompute_flops(&t->model, u, batch, seq, ts->recompute_id);
@@ -257,6 +261,7 @@ static sched_costs *topo_costs(const topo *t, int v, int place, const double *st
                 c->f_tmp_bytes[k] += (double)mem.fwd_tmp / nk;
                 c->b_bytes[k] += (double)mem.work / nk;
                 c->bw_bytes[k] += (double)mem.work_unit / nk;
+                c->weight_bytes[k] += wb / nk;
                 c->xfer_bytes[k] = out > c->xfer_bytes[k] ? out : c->xfer_bytes[k];
             }
         }
@@ -359,7 +364,15 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
         else fprintf(f, "infinite bandwidth");
         fprintf(f, ", %.0f bytes per transfer from stage 0\n", c->xfer_bytes[0]);
     }
-    fprintf(f, "predicted step time: %.4f ms\nbubble: %.1f%% overall\n", r->step_time, 100 * r->bubble);
+    fprintf(f, "predicted step time: %.4f ms%s\nbubble: %.1f%% overall\n", r->step_time,
+            r->steps_simulated ? " (steady state without flush: 6 steps played minus 2, per step)" : "",
+            100 * r->bubble);
+    for (int st = 0; r->extra_weight_bytes && st < s->n_stages; st++) {
+        fprintf(f, "%s", st ? ", " : "extra weights (2nd version + pending gradient): ");
+        if (have_stash) print_bytes(f, r->extra_weight_bytes[st]);
+        else fputs("-", f);
+        if (st == s->n_stages - 1) fputc('\n', f);
+    }
     if (r->ar_exposed) print_allreduce(f, s, r, c);
     if (s->n_chunks > 1)
         fprintf(f, "(peak micro-batches count (micro-batch, chunk) pairs; each holds one chunk's "
@@ -377,6 +390,9 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
 static int output(const opts *o, const sched_schedule *s, const sched_report *r,
                   const sched_costs *c, const char *note, int have_stash, char *err)
 {
+    if (o->fmt == FMT_CSV && sched_is_cross_step(s))
+        return seterr(err, "--format csv: schedule %s runs the next step's forwards during a step (\"F0n\"); "
+                      "PyTorch's CSV describes one step: use --format json", s->kind), 2;
     int data_on_stdout = !o->out && o->fmt != FMT_ASCII;
     print_summary(data_on_stdout ? stderr : stdout, s, r, c, note, have_stash);
     render_ctx x = { s, r, o->fmt, o->width, { "ms", note, have_stash } };
@@ -467,6 +483,7 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
         c->f_tmp_bytes[i] = tc->f_tmp_bytes[i];
         c->b_bytes[i] = tc->b_bytes[i];
         c->bw_bytes[i] = tc->bw_bytes[i];
+        c->weight_bytes[i] = tc->weight_bytes[i];
     }
     sched_costs_free(tc);
     snprintf(note, nn, "calibrated from %.150s%s", path,

@@ -114,6 +114,27 @@ int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *
     return 0;
 }
 
+int run_write_shard_2bw(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
+                        const optim_adamw *o, uint64_t sampler_state, const float *prev, char *err)
+{
+    char dir[4200];
+    run_ckpt_step_dir(t, out_dir, steps, dir, sizeof dir);
+    run_ckpt_state st = { steps, sampler_state };
+    return run_ckpt_write_shard_2bw(dir, stage, p, o, &st, prev, err);
+}
+
+int run_resume_prev(const topo *t, const char *out_dir, long steps, const model_part *p, float *prev, char *err)
+{
+    char dir[4200];
+    run_ckpt c;
+    run_ckpt_key key;
+    run_ckpt_step_dir(t, out_dir, steps, dir, sizeof dir);
+    if (run_ckpt_key_for(&key, t, err) || run_ckpt_open(&c, dir, &key, err)) return -1;
+    int rc = run_ckpt_load_prev(&c, p, prev, err);
+    run_ckpt_close(&c);
+    return rc;
+}
+
 /* ---- the optimizer step ---- */
 
 double run_lr(const topo *t, long s)
@@ -299,7 +320,7 @@ static json_t *stages_json(const run_log *l)
         const char *host = s->replicas ? s->replicas[k / P].host : s->host;
         int port = s->replicas ? s->replicas[k / P].port : s->port;
         const run_stage_stats *st = &l->stats[k];
-        json_array_append_new(a, json_pack("{s:i,s:i,s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f,s:f,s:f,s:I}",
+        json_array_append_new(a, json_pack("{s:i,s:i,s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:f,s:f,s:f,s:I,s:I}",
                                            "stage", k % P, "replica", k / P, "host", host, "port", port, "layers",
                                            s->layers, "pid", (json_int_t)l->pids[k], "peak_act_bytes",
                                            (json_int_t)st->peak_act_bytes, "peak_in_flight",
@@ -307,7 +328,8 @@ static json_t *stages_json(const run_log *l)
                                            "compute_s", st->compute_s, "wait_s", st->wait_s, "optim_s",
                                            st->optim_s, "bytes_sent", (json_int_t)st->bytes_sent, "wall_s",
                                            st->wall_s, "allreduce_s", st->allreduce_s, "exposed_s",
-                                           st->exposed_s, "optim_bytes", (json_int_t)st->optim_bytes));
+                                           st->exposed_s, "optim_bytes", (json_int_t)st->optim_bytes,
+                                           "extra_weight_bytes", (json_int_t)st->extra_weight_bytes));
     }
     return a;
 }

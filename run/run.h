@@ -74,6 +74,14 @@ int run_write_shard(const topo *t, const char *out_dir, int stage, long steps, c
 int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *p, optim_adamw *o,
                     uint64_t *sampler_state, char *err);
 
+/* run_write_shard with PipeDream-2BW's previous weight version prev
+ * (run_ckpt_write_shard_2bw; NULL: as run_write_shard). */
+int run_write_shard_2bw(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
+                        const optim_adamw *o, uint64_t sampler_state, const float *prev, char *err);
+/* After run_resume_part: the previous weight version from the same checkpoint
+ * into prev (run_ckpt_load_prev: 1 found, 0 none, -1 with err). */
+int run_resume_prev(const topo *t, const char *out_dir, long steps, const model_part *p, float *prev, char *err);
+
 /* ---- the optimizer step ---- */
 
 /* The learning rate of step s (warmup, then cosine to min_lr). */
@@ -109,6 +117,8 @@ typedef struct {
     double allreduce_s;        /* time the replica group's collectives ran (overlapping compute or not) */
     double exposed_s;          /* of it, time the compute thread waited for them: not hidden under compute */
     uint64_t optim_bytes;      /* AdamW state held by this process (moments; 1/R of them with train.zero) */
+    uint64_t extra_weight_bytes; /* 2bw: the second weight version plus the pending gradient
+                                  * (one-process: the second version only); 0 otherwise */
 } run_stage_stats;
 
 /* One parameter server's statistics in summary.json's "servers" (sync "ps",

@@ -73,6 +73,12 @@ void ckpt_shard_names(char *params, char *optim, size_t n, int stage)
 int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
                            const run_ckpt_state *st, char *err)
 {
+    return run_ckpt_write_shard_2bw(dir, stage, p, o, st, NULL, err);
+}
+
+int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                             const run_ckpt_state *st, const float *prev, char *err)
+{
     char pn[64], on[64], path[PATHLEN], step[32], samp[32], stage_s[16], units[4096] = "";
     if (run_mkdirs(dir, err)) return -1;
     /* the metadata a reader checks against the manifest (issue 17) */
@@ -86,9 +92,9 @@ int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const 
     const char *pmeta[] = { "format", "pipetrain-shard", "kind", "params", "stage", stage_s, "units", units,
                             "step", step, "model", model, NULL };
     ckpt_shard_names(pn, on, sizeof pn, stage);
-    int n = p->n_tensors, rc = -1;
-    st_entry *e = xcalloc((size_t)n * 2, sizeof *e);
-    char (*names)[96] = xcalloc((size_t)n * 2, sizeof *names);
+    int n = p->n_tensors, rc = -1, per = prev ? 3 : 2;
+    st_entry *e = xcalloc((size_t)n * 3, sizeof *e);
+    char (*names)[96] = xcalloc((size_t)n * 3, sizeof *names);
     for (int i = 0; i < n; i++) {
         const model_tensor *t = &p->tensors[i];
         e[i] = (st_entry){ t->name, "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, p->params + t->offset };
@@ -102,13 +108,19 @@ int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const 
         snprintf(names[2 * i + 1], sizeof names[0], "%s.exp_avg_sq", t->name);
         e[2 * i] = (st_entry){ names[2 * i], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->m + t->offset };
         e[2 * i + 1] = (st_entry){ names[2 * i + 1], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->v + t->offset };
+        if (!prev) continue;
+        /* 2bw: the previous weight version after the moments (readers that do
+         * not know it look tensors up by name and skip it) */
+        snprintf(names[2 * n + i], sizeof names[0], "%s.2bw_prev", t->name);
+        e[2 * n + i] = (st_entry){ names[2 * n + i], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, prev + t->offset };
     }
     snprintf(samp, sizeof samp, "%" PRIu64, st->sampler_state);
     const char *meta[] = { "format", "pipetrain-shard", "kind", "optim", "stage", stage_s, "units", units,
-                           "step", step, "model", model, "sampler_state", samp, "adam_step", step, NULL };
+                           "step", step, "model", model, "sampler_state", samp, "adam_step", step,
+                           prev ? "weight_versions" : NULL, "2", NULL };
     join(path, dir, on);
     fault_point();
-    rc = st_write(path, e, 2 * n, meta, err);
+    rc = st_write(path, e, per * n, meta, err);
 done:
     free(e);
     free(names);
@@ -423,6 +435,38 @@ int run_ckpt_load_units(const run_ckpt *c, model_part *p, optim_adamw *o, run_ck
     st->sampler_state = samp;
     o->step = (long)step;
     return 0;
+}
+
+int run_ckpt_load_prev(const run_ckpt *c, const model_part *p, float *prev, char *err)
+{
+    int with = 0, without = 0;
+    char name[128];
+    for (int k = 0; k < c->n_stages; k++) {
+        json_t *units = stage_units(c, k);
+        int any = 0;
+        for (int i = 0; i < p->n_tensors && !any; i++) any = holds(units, p->tensors[i].unit);
+        if (!any) continue;
+        st_file *f;
+        if (open_shard(c, k, "optim", &f, err)) return -1;
+        const char *wv = st_meta(f, "weight_versions");
+        if (!wv || strcmp(wv, "2")) {
+            without++;
+            st_close(f);
+            continue;
+        }
+        with++;
+        for (int i = 0; i < p->n_tensors; i++) {
+            const model_tensor *t = &p->tensors[i];
+            if (!holds(units, t->unit)) continue;
+            snprintf(name, sizeof name, "%s.2bw_prev", t->name);
+            if (st_read_f32(f, name, prev + t->offset, t->numel, err)) { st_close(f); return -1; }
+        }
+        st_close(f);
+    }
+    if (with && without)
+        return seterr(err, "%s: some shards hold the 2bw previous weight version (weight_versions 2) and others "
+                      "do not: the checkpoint mixes runs", c->dir);
+    return with ? 1 : 0;
 }
 
 /* ---- pruning ---- */

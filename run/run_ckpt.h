@@ -3,7 +3,9 @@
  *   CKPT/step-N/stage-K.safetensors        parameters of stage K (HF LLaMA names)
  *   CKPT/step-N/stage-K.optim.safetensors  AdamW moments "<name>.exp_avg",
  *                                          "<name>.exp_avg_sq"; metadata: step,
- *                                          sampler_state (everything to resume)
+ *                                          sampler_state (everything to resume);
+ *                                          a 2bw run adds "<name>.2bw_prev" and
+ *                                          weight_versions "2" (README 2BW)
  *   CKPT/step-N/manifest.json              every file with size and SHA-256, the
  *                                          model, the canonical topology and its
  *                                          hash, pipetrain and OpenBLAS versions,
@@ -66,6 +68,12 @@ typedef struct {
 /* Writes stage `stage`'s two shard files into dir (created if missing). */
 int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
                            const run_ckpt_state *st, char *err);
+/* The same with PipeDream-2BW's previous weight version prev (NULL: none):
+ * W(step-1), the one the next step's micro-batches use (p->n_params floats in
+ * p's layout), written as "<name>.2bw_prev" in the optim shard with metadata
+ * "weight_versions": "2". Readers that do not ask for it ignore it. */
+int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                             const run_ckpt_state *st, const float *prev, char *err);
 /* After every stage's shard is written: hashes the files, writes manifest.json,
  * then COMPLETE (the manifest's SHA-256, and its HMAC when key has one; key
  * may be NULL), then points dir/../latest at dir. */
@@ -102,6 +110,12 @@ int run_ckpt_load_params(const run_ckpt *c, model_part *p, char *err);
  * embedding (the stages that draw batches all hold the same state); every
  * shard read must be at the same step. */
 int run_ckpt_load_units(const run_ckpt *c, model_part *p, optim_adamw *o, run_ckpt_state *st, char *err);
+
+/* The previous weight version of p's tensors (2bw, run_ckpt_write_shard_2bw) into
+ * prev (p->n_params floats). Returns 1 when every shard holding p's units has
+ * it, 0 when none has (a checkpoint of a synchronous run: prev untouched), -1
+ * with err when only some have, or on a read error. */
+int run_ckpt_load_prev(const run_ckpt *c, const model_part *p, float *prev, char *err);
 
 /* ---- resuming (issue #6) ---- */
 

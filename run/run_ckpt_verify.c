@@ -457,8 +457,12 @@ int ckpt_check_shard(const run_ckpt *c, int k, int optim, const st_file *f, char
     if (bad) return seterr(err, "%s", e2);
     if (ckpt_model_diff(&mc, &c->cfg, field, sizeof field))
         return seterr(err, "%s: __metadata__.model.%s disagrees with manifest.json's model.%s", path, field, field);
-    /* exactly the tensors the units imply, each with its shape */
-    int expected = 0;
+    /* exactly the tensors the units imply, each with its shape (with a 2bw
+     * run's previous weight version when the metadata says so) */
+    const char *wv = st_meta(f, "weight_versions");
+    if (optim && wv && strcmp(wv, "2"))
+        return seterr(err, "%s: __metadata__.weight_versions is \"%.16s\", expected \"2\" or none", path, wv);
+    int expected = 0, two_versions = optim && wv;
     model_tensor ts[MODEL_MAX_UNIT_TENSORS];
     json_array_foreach(units, i, u) {
         int n = model_unit_tensors(&c->cfg, (int)json_integer_value(u), ts);
@@ -469,8 +473,8 @@ int ckpt_check_shard(const run_ckpt *c, int k, int optim, const st_file *f, char
                 expected++;
                 continue;
             }
-            static const char *const sfx[2] = { ".exp_avg", ".exp_avg_sq" };
-            for (int s = 0; s < 2; s++) {
+            static const char *const sfx[3] = { ".exp_avg", ".exp_avg_sq", ".2bw_prev" };
+            for (int s = 0; s < (two_versions ? 3 : 2); s++) {
                 snprintf(name, sizeof name, "%.79s%s", ts[j].name, sfx[s]);
                 if (check_tensor(f, name, &ts[j], err)) return -1;
                 expected++;

@@ -96,15 +96,16 @@ static const char *op_str(int op)
 
 char *sched_action_str(sched_action a, char *buf, size_t n)
 {
-    if (a.chunk) snprintf(buf, n, "%s%uc%u", op_str(a.op), a.mb, (unsigned)a.chunk);
-    else snprintf(buf, n, "%s%u", op_str(a.op), a.mb);
+    if (a.chunk) snprintf(buf, n, "%s%uc%u%s", op_str(a.op), a.mb, (unsigned)a.chunk, a.next ? "n" : "");
+    else snprintf(buf, n, "%s%u%s", op_str(a.op), a.mb, a.next ? "n" : "");
     return buf;
 }
 
 char *sched_action_name(sched_action a, int n_chunks, char *buf, size_t n)
 {
-    if (n_chunks > 1) snprintf(buf, n, "%s(%u, chunk %u)", op_str(a.op), a.mb, (unsigned)a.chunk);
-    else snprintf(buf, n, "%s(%u)", op_str(a.op), a.mb);
+    const char *nx = a.next ? " of the next step" : "";
+    if (n_chunks > 1) snprintf(buf, n, "%s(%u, chunk %u)%s", op_str(a.op), a.mb, (unsigned)a.chunk, nx);
+    else snprintf(buf, n, "%s(%u)%s", op_str(a.op), a.mb, nx);
     return buf;
 }
 
@@ -143,6 +144,7 @@ int sched_action_parse(const char *str, sched_action *a, char *err)
         if (parse_uint(&p, &ch) || ch > 65535)
             return sched_seterr(err, "bad chunk in '%s': expected a number 0..65535 after 'c'", str);
     }
+    if (*p == 'n' && a->op == SCHED_F) { a->next = 1; p++; } /* 2bw: the next step's F */
     if (*p)
         return sched_seterr(err, "unexpected '%s' at the end of action '%s': expected "
                                  "OP MB [c CHUNK] such as \"F3\" or \"B3c1\"", p, str);
@@ -189,8 +191,9 @@ sched_costs *sched_costs_new(int n)
     c->f_tmp_bytes = calloc((size_t)n, sizeof(double));
     c->b_bytes = calloc((size_t)n, sizeof(double));
     c->bw_bytes = calloc((size_t)n, sizeof(double));
+    c->weight_bytes = calloc((size_t)n, sizeof(double));
     if (!c->f || !c->b || !c->w || !c->xfer_bytes || !c->stash_bytes || !c->f_tmp_bytes || !c->b_bytes ||
-        !c->bw_bytes) {
+        !c->bw_bytes || !c->weight_bytes) {
         sched_costs_free(c);
         return NULL;
     }
@@ -222,6 +225,7 @@ void sched_costs_free(sched_costs *c)
     free(c->f_tmp_bytes);
     free(c->b_bytes);
     free(c->bw_bytes);
+    free(c->weight_bytes);
     sched_allreduce_free(c->ar);
     free(c);
 }
@@ -267,5 +271,6 @@ void sched_report_free(sched_report *r)
     free(r->ar_busy);
     free(r->ar_exposed);
     free(r->ar_done);
+    free(r->extra_weight_bytes);
     free(r);
 }

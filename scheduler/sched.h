@@ -58,7 +58,9 @@ typedef struct {
     uint32_t mb;    /* micro-batch index, 0 .. M-1 */
     uint16_t chunk; /* chunk index on its stage, 0 .. v-1 */
     uint8_t op;     /* SCHED_F, SCHED_B, SCHED_W or SCHED_BW */
-    uint8_t pad;
+    uint8_t next;   /* 1: an F of the NEXT step's micro-batch mb, run during this
+                     * step (2bw only: no flush, see sched_2bw_step); 0 otherwise.
+                     * Written "F3n" in files and messages. */
 } sched_action;
 
 /* A schedule: plain data, owned by whoever made it; free with sched_free. */
@@ -152,6 +154,8 @@ int sched_action_parse(const char *str, sched_action *a, char *err);
  *   zb-h1        M >= P (Qi et al., Zero Bubble Pipeline Parallelism, ZB-H1)
  *   zb-v         v == 2, V placement, M >= 1 (Qi et al., Pipeline Parallelism with
  *                Controllable Memory: the zero-bubble V schedule)
+ *   2bw          M >= P, v == 1 (Narayanan et al., PipeDream-2BW): the steady-state
+ *                step of an asynchronous pipeline without flush; see sched_2bw_step
  * Returns the schedule (caller frees) or NULL with a message in err. */
 sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int n_chunks,
                                char *err);
@@ -159,7 +163,7 @@ sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int 
  * constraints live; everything that maps a name (the topology schema, the CLI's
  * --kind/--schedule, the generators) looks it up there. */
 enum { SCHED_KIND_GPIPE = 0, SCHED_KIND_1F1B, SCHED_KIND_INTERLEAVED, SCHED_KIND_ZBH1, SCHED_KIND_ZBV,
-       SCHED_N_KINDS };
+       SCHED_KIND_2BW, SCHED_N_KINDS };
 typedef struct {
     const char *name;            /* "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v" */
     int min_chunks, max_chunks;  /* v this kind accepts (min_chunks is the default) */
@@ -235,6 +239,10 @@ typedef struct {
     double *ar_exposed;   /* (P) last bucket's end - the stage's last action's end,
                            * >= 0: what the optimizer step waits for */
     double *ar_done;      /* (P) when the stage's optimizer step may start */
+    /* 2bw (sched_simulate of a cross-step schedule; else NULL / 0): */
+    double *extra_weight_bytes; /* (P) the second weight version and the pending
+                                 * gradient: 2 x the stage's costs->weight_bytes */
+    int steps_simulated;  /* steps of the unrolled run behind step_time */
 } sched_report;
 
 /* Frees a report's arrays and the report; NULL is ignored. */
@@ -254,6 +262,32 @@ void sched_report_free(sched_report *r);
  * For any other failure *r is NULL. */
 int sched_check(const sched_schedule *s, sched_report **r, char *err);
 
+/* ---- asynchronous pipeline: PipeDream-2BW (scheduler/sched_2bw.c) -------- */
+
+/* A 2bw schedule (sched_generate("2bw")) is the steady-state step of a pipeline
+ * that never flushes: stage s (w = P-1-s) runs, for i = 0 .. M-1, F(w+i) then
+ * BW(i), where an F index >= M is the NEXT step's micro-batch w+i-M (its action
+ * has next = 1). So each stage's list ends with its last backward of the step,
+ * and the first w forwards of step t+1 run during step t, as 1F1B's steady
+ * state continues across the step boundary. The first step of a run (or of a
+ * resumed run: the pipeline starts empty) prepends F(0..w-1) of its own step; the
+ * last step drops the next step's forwards. Weight versions (the runtime's and
+ * train.c's, README "PipeDream-2BW"): every micro-batch of step t, forward and
+ * backward, on every stage, uses W(t-1) (W(-1) = W(0)); the step's averaged
+ * gradient updates W(t+1) = AdamW(W(t), g(W(t-1))). */
+
+/* 1 when s has an action with next = 1 (a cross-step schedule: 2bw). */
+int sched_is_cross_step(const sched_schedule *s);
+/* The actions stage `stage` runs in one step of a run, into out (room for
+ * s->len[stage] + s->n_micro actions): first != 0 prepends the pipeline's fill
+ * (the next-step forwards of the list, as this step's, in order), last != 0
+ * drops the next-step forwards. Returns the count. Pure, any thread. */
+size_t sched_2bw_step(const sched_schedule *s, int stage, int first, int last, sched_action *out);
+/* An ordinary (one-step) schedule playing n_steps >= 1 steps of the cross-step
+ * schedule s back to back: micro-batch j of step k is n_steps*M-numbered k*M + j.
+ * kind "2bw", next flags cleared. Returns it (caller frees) or NULL with err. */
+sched_schedule *sched_unroll(const sched_schedule *s, int n_steps, char *err);
+
 /* ---- simulator (scheduler/sched_sim.c) ------------------------------------- */
 
 /* Costs, all per virtual stage k = c*P + s (n = P*v entries per array), in any
@@ -272,6 +306,9 @@ typedef struct {
                           * micro-batch (the backward's work: gradients W reads,
                           * recomputed activations); 0 = none */
     double *bw_bytes;    /* bytes a BW of k holds only while it runs (its work) */
+    double *weight_bytes;/* bytes of one version of k's parameters (0 = unknown): a
+                          * 2bw schedule keeps a second version and the pending
+                          * gradient, 2 x this, in report->extra_weight_bytes */
     double latency;      /* time per transfer between different stages */
     double bandwidth;    /* bytes per time unit of each link; 0 = infinite */
     int bw_early;        /* 1: a BW's gradient leaves after its B part (as the stage
@@ -345,6 +382,14 @@ void sched_costs_free(sched_costs *c);
  * Returns 0 with a new report in *r, or -1 with err (and *r as sched_check). */
 int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
                    sched_report **r, char *err);
+/* A cross-step schedule (2bw): sched_check checks its list (one F and one
+ * backward per micro-batch, B and W of this step only) and plays it unrolled over
+ * 3 steps (sched_unroll), messages prefixed "2bw, unrolled over 3 steps: ";
+ * peak_mb is the unrolled run's. sched_simulate plays 2 and 6 steps and reports
+ * the steady state: step_time = (T(6) - T(2)) / 4, busy = the list's compute,
+ * peak bytes of the unrolled run, start/end of the actions of its third step
+ * (shifted so that step starts at 0; boxes may overlap the neighbour steps'),
+ * extra_weight_bytes and steps_simulated = 6. No all-reduce (refused). */
 
 /* ---- the JSON form with the simulation (scheduler/sched_io.c) ----------- */
 
@@ -404,7 +449,9 @@ typedef struct {
 /* What a run's events say about the schedule that ran. Times in milliseconds.
  * A step's time is the span of its compute actions (first start to last end over
  * all stages), as sched_simulate's step_time; the first step is left out (warm-up)
- * unless it is the only one. A stage is busy during its actions and the gap after
+ * unless it is the only one, and with a cross-step schedule (2bw) the last step too
+ * when there are 3 or more (it drains the pipeline; its span overlaps its
+ * neighbours', so a 2bw step's period is metrics.jsonl's step_ms). A stage is busy during its actions and the gap after
  * each until its next event (the runtime's overhead: posting the action's send,
  * or the thread preempted); the bubble is the rest: waiting for tensors, and idle
  * before its first action and after its last. */

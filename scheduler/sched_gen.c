@@ -17,8 +17,9 @@ const sched_kind_info sched_kind_table[SCHED_N_KINDS] = {
     [SCHED_KIND_INTERLEAVED] = { "interleaved", 2, 256, 0, 1, SCHED_PLACE_LOOP },
     [SCHED_KIND_ZBH1] = { "zb-h1", 1, 1, 1, 0, SCHED_PLACE_LOOP },
     [SCHED_KIND_ZBV] = { "zb-v", 2, 2, 0, 0, SCHED_PLACE_V },
+    [SCHED_KIND_2BW] = { "2bw", 1, 1, 1, 0, SCHED_PLACE_LOOP },
 };
-const char *const sched_kinds[SCHED_N_KINDS + 1] = { "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", NULL };
+const char *const sched_kinds[SCHED_N_KINDS + 1] = { "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", "2bw", NULL };
 
 int sched_kind_find(const char *name)
 {
@@ -178,6 +179,22 @@ static void gen_zbv(gen *g, int P, int M)
 #undef W
 }
 
+/* PipeDream-2BW's steady state (sched.h, sched_2bw_step): 1F1B whose warm-up
+ * forwards are the previous step's last ones. Stage s runs F(w+i), BW(i) for
+ * i = 0..M-1 with w = P-1-s; a forward index >= M is micro-batch w+i-M of the
+ * next step (next = 1). Needs M >= P so that the next step's F(j) comes after
+ * this step's BW(j) (their buffers are reused). */
+static void gen_2bw(gen *g, int P, int M)
+{
+    int w = P - 1 - g->stage;
+    for (int i = 0; i < M; i++) {
+        int f = w + i;
+        sched_action a = { (uint32_t)(f % M), 0, SCHED_F, (uint8_t)(f >= M) };
+        if (sched_append(g->s, g->stage, a)) g->fail = 1;
+        put(g, SCHED_BW, i, 0);
+    }
+}
+
 int sched_kind_fit(int kind, int P, int M, int v, char *err)
 {
     if (kind < 0 || kind >= SCHED_N_KINDS) return sched_seterr(err, "unknown schedule kind %d", kind), SCHED_FIT_KIND;
@@ -237,6 +254,7 @@ sched_schedule *sched_generate(const char *kind, int n_stages, int n_micro, int 
         else if (id == SCHED_KIND_1F1B) gen_1f1b(&g, P, M);
         else if (id == SCHED_KIND_INTERLEAVED) gen_interleaved(&g, P, M, v);
         else if (id == SCHED_KIND_ZBH1) gen_zbh1(&g, P, M);
+        else if (id == SCHED_KIND_2BW) gen_2bw(&g, P, M);
         else gen_zbv(&g, P, M);
     }
     if (g.fail) {

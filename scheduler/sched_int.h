@@ -54,4 +54,11 @@ int sched_ar_check(const sched_schedule *s, const sched_allreduce *a, char *err)
 int sched_ar_play(const sched_schedule *s, const sched_costs *c, const double *wl0, const double *wl1,
                   const double *tfree, sched_report *r, char *err);
 
+/* A zeroed report for s (sched_sim.c): peak_mb; with sim the per-stage
+ * simulation arrays; with timeline start/end. NULL when out of memory. */
+sched_report *sched_report_alloc(const sched_schedule *s, int sim, int timeline);
+/* sched_check and sched_simulate of a cross-step (2bw) schedule (sched_2bw.c). */
+int sched_2bw_check(const sched_schedule *s, sched_report **rp, char *err);
+int sched_2bw_simulate(const sched_schedule *s, const sched_costs *c, int timeline, sched_report **rp, char *err);
+
 #endif

@@ -196,7 +196,7 @@ static int csv_cell(const char *cell, int P, int place, int row, sched_action *a
     a->mb = (uint32_t)mb;
     a->chunk = (uint16_t)(k / P); /* V: k == row is chunk 0, 2P-1-row chunk 1, as k / P */
     a->op = t == 'F' ? SCHED_F : t == 'I' ? SCHED_B : t == 'W' ? SCHED_W : SCHED_BW;
-    a->pad = 0;
+    a->next = 0;
     return 0;
 }
 
@@ -373,7 +373,7 @@ sched_schedule *sched_parse(const char *text, size_t n, const char *name, int cs
     sched_schedule *s = csv ? parse_csv(text, n, name, n_micro, err)
                             : parse_json(text, n, name, n_micro, err);
     if (!s) return NULL;
-    if (!(s->src = strdup(name)) || sched_static_check(s, NULL, err)) {
+    if (!(s->src = strdup(name)) || (sched_is_cross_step(s) ? sched_2bw_check(s, NULL, err) : sched_static_check(s, NULL, err))) {
         if (!s->src) sched_seterr(err, "%s: out of memory", name);
         sched_free(s);
         return NULL;
@@ -439,8 +439,15 @@ static json_t *simulation_json(const sched_schedule *s, const sched_report *r, c
             json_decref(o);
             o = NULL;
         }
+        if (o && r->extra_weight_bytes &&
+            json_object_set_new(o, "extra_weight_bytes", json_real(r->extra_weight_bytes[k]))) {
+            json_decref(o);
+            o = NULL;
+        }
         if (!o || json_array_append_new(st, o)) { json_decref(j); return NULL; }
     }
+    if (j && r->steps_simulated &&
+        json_object_set_new(j, "steady_state_of_steps", json_integer(r->steps_simulated))) { json_decref(j); return NULL; }
     if (j && r->ar_exposed &&
         json_object_set_new(j, "compute_time", json_real(r->compute_time))) { json_decref(j); return NULL; }
     return j;
@@ -483,6 +490,9 @@ int sched_write_json(const sched_schedule *s, FILE *f, char *err) { return sched
 int sched_write_csv(const sched_schedule *s, FILE *f, char *err)
 {
     static const char type[] = { 'F', 'I', 'W', 'B' };
+    if (sched_is_cross_step(s))
+        return sched_seterr(err, "%s: a cross-step schedule (the next step's forwards, \"F0n\") has no CSV form: "
+                                 "PyTorch's files describe one step; write JSON", s->kind);
     for (int st = 0; st < s->n_stages; st++) {
         for (size_t i = 0; i < s->len[st]; i++) {
             sched_action a = s->act[st][i];

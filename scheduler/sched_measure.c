@@ -284,6 +284,9 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
     if (!m_ok) { sched_seterr(err, "no events to measure"); goto fail; }
     qsort_r(ix, m_ok, sizeof *ix, by_step, (void *)ev);
     long first = ev[ix[0]].step, last = ev[ix[m_ok - 1]].step;
+    /* 2bw: the run's first step also fills the pipeline and its last drains it
+     * (sched_2bw_step); the steps between run the list itself */
+    if (sched_is_cross_step(s) && last - first >= 2) last--;
     m->n_stages = a.P;
     m->first_step = first < last ? first + 1 : first;
     m->last_step = last;

@@ -256,7 +256,7 @@ fail:
     return rc;
 }
 
-static sched_report *report_new(const sched_schedule *s, int sim, int timeline)
+sched_report *sched_report_alloc(const sched_schedule *s, int sim, int timeline)
 {
     size_t P = (size_t)s->n_stages;
     sched_report *r = calloc(1, sizeof *r);
@@ -330,8 +330,9 @@ int sched_check(const sched_schedule *s, sched_report **rp, char *err)
 {
     if (rp) *rp = NULL;
     if (!s) return sched_seterr(err, "no schedule");
+    if (sched_is_cross_step(s)) return sched_2bw_check(s, rp, err);
     if (check_size(s, err)) return -1;
-    sched_report *r = report_new(s, 0, 0);
+    sched_report *r = sched_report_alloc(s, 0, 0);
     if (!r) return sched_seterr(err, "out of memory validating the schedule");
     int rc = sched_static_check(s, r->peak_mb, err);
     if (!rc) rc = sched_play(s, NULL, 0, r, err);
@@ -345,6 +346,7 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
 {
     *rp = NULL;
     if (!s || !c) return sched_seterr(err, "no schedule or no costs");
+    if (sched_is_cross_step(s)) return sched_2bw_simulate(s, c, timeline, rp, err);
     if (check_size(s, err)) return -1;
     size_t K = (size_t)s->n_stages * (size_t)s->n_chunks;
     if ((size_t)c->n != K)
@@ -357,7 +359,7 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
     if (!(c->latency >= 0 && c->bandwidth >= 0))
         return sched_seterr(err, "link latency and bandwidth must be >= 0");
     if (sched_ar_check(s, c->ar, err)) return -1;
-    sched_report *r = report_new(s, 1, timeline);
+    sched_report *r = sched_report_alloc(s, 1, timeline);
     if (!r) return sched_seterr(err, "out of memory simulating the schedule");
     int rc = sched_static_check(s, r->peak_mb, err);
     if (!rc) rc = sched_play(s, c, timeline, r, err);

@@ -178,10 +178,10 @@ enum {
 };
 _Static_assert(MSG_TRACE < NET_TYPE_COLL, "stage messages run into the collectives' types");
 
-/* What a stage reports at the end (MSG_STATS payload, 11 fields of 8 bytes in
+/* What a stage reports at the end (MSG_STATS payload, 12 fields of 8 bytes in
  * run_stage_stats's order; doubles as their IEEE-754 bit patterns). */
 typedef run_stage_stats proto_stats;
-#define PROTO_STATS_BYTES 88
+#define PROTO_STATS_BYTES 96
 
 /* START flags. */
 #define PROTO_START_TRACE 1ull /* send SYNC rounds and the trace before STATS */
@@ -199,6 +199,7 @@ static inline void proto_stats_encode(uint8_t out[PROTO_STATS_BYTES], const prot
     put_f64le(out + 64, s->allreduce_s);
     put_f64le(out + 72, s->exposed_s);
     put_u64le(out + 80, s->optim_bytes);
+    put_u64le(out + 88, s->extra_weight_bytes);
 }
 static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STATS_BYTES])
 {
@@ -213,6 +214,7 @@ static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STA
     s->allreduce_s = get_f64le(in + 64);
     s->exposed_s = get_f64le(in + 72);
     s->optim_bytes = get_u64le(in + 80);
+    s->extra_weight_bytes = get_u64le(in + 88);
 }
 
 /* One timed event of a stage's trace: a compute action (op = SCHED_F, SCHED_B,

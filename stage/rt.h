@@ -94,9 +94,28 @@ typedef struct {
     proto_stats stats;
     int trace;             /* the coordinator asked for the trace (START flag) */
     struct trace_window *tw; /* the recent steps' events on this stage's clock (runtime_trace.c) */
-    rt_pending *pend;      /* (2 M v) */
+    rt_pending *pend;      /* (2 M v; 3 M with 2bw) */
     int n_pend;
     rt_straggle straggle;
+    /* The micro-batch buffers of the chunks: NQ = M, or 2M with 2bw (two steps'
+     * micro-batches are in flight); the action being run uses Q(mb) = qbase + mb
+     * (runtime.c) and keys its tensors with cur_step. */
+    int NQ, qbase;
+    long cur_step;
+    /* PipeDream-2BW (schedule.kind "2bw", runtime_2bw.c; README): micro-batches
+     * of step t use weight version W(t-1) (wv[(t-1) & 1]); the gradient of step t
+     * accumulates in gv[t & 1]; AdamW of step t (W(t+1) = W(t) - ...) waits until
+     * the stage's first forward of step t+2, or the end of step t when it
+     * evaluates or checkpoints, or the end of step t+1. */
+    int twobw;
+    long first_step;       /* the first step this process runs: the pipeline starts empty */
+    float *wv[2], *gv[2];
+    float *own_params, *own_grads; /* the part's own buffers, given back before it is freed */
+    long opt_pending;      /* step whose AdamW has not run yet, or -1 */
+    int *xb[2], *yb[2];    /* batches of the steps of each parity (r->x, r->y point at one) */
+    long sampled;          /* batches drawn so far */
+    uint64_t sampler_after[2]; /* sampler state after drawing batch u, at [u & 1] */
+    sched_action *steplist;/* this step's actions (sched_2bw_step) */
 } rt;
 
 double rt_now(void);
@@ -141,6 +160,22 @@ void rt_straggle_end(rt *r);
 void rt_straggle_report(const rt *r);
 /* One training step: actions, norm agreement, AdamW, LOSS. */
 int rt_step(rt *r);
+/* runtime_2bw.c — PipeDream-2BW's buffers (all no-ops without r->twobw).
+ * Setup (after the part and the batch buffers exist): the second weight and
+ * gradient version, the second batch, the step's action list; both weight
+ * versions W(0). Resume (after run_resume_part filled the part with W(first)):
+ * W(first) and W(first-1) in their places (a checkpoint without the previous
+ * version, from a synchronous run: both equal); 0 or -1 with r->err. Batch:
+ * draws batches up to step u (the stages holding data). Optim: AdamW of the
+ * pending step, after its NORM_REPLY; 0 or -1. Checkpoint weights: points the
+ * part at the newest version and returns the previous one (to write beside
+ * it). Free: gives the part its buffers back. Compute thread only. */
+void rt_2bw_setup(rt *r);
+int rt_2bw_resume(rt *r, long first);
+void rt_2bw_batch(rt *r, long u);
+int rt_2bw_optim(rt *r);
+const float *rt_2bw_ckpt_weights(rt *r);
+void rt_2bw_free(rt *r);
 /* Tied embeddings split across stages: the head stage's lm_head gradient joins
  * the embedding's on stage 0 (before the norm); the updated embedding goes back
  * (after AdamW). No-ops otherwise. */

@@ -11,6 +11,7 @@
 #include "model/optim.h"
 #include "model/util.h"
 #include "scheduler/sched.h"
+#include "run/run.h"
 #include "run/run_ckpt.h"
 #include "stage/proto.h"
 #include "stage/rt.h"
@@ -21,6 +22,10 @@
 #include <unistd.h>
 
 double rt_now(void) { return base_now(); }
+
+/* The buffers of micro-batch mb of the action being run: 2bw keeps two steps'
+ * (r->qbase = (step & 1) * M), every other kind one (qbase 0). */
+#define Q(mb) (r->qbase + (mb))
 
 int rt_fail(rt *r, const char *fmt, ...)
 {
@@ -136,10 +141,10 @@ static int hand_over(rt *r, rt_chunk *c, int mb, int grad, net_key k, const floa
     if (to == r->K) {
         rt_chunk *d = rt_local_chunk(r, grad ? c->vs - 1 : c->vs + 1);
         if (!d) return rt_fail(r, "no chunk holds virtual stage %d on this stage", grad ? c->vs - 1 : c->vs + 1);
-        memcpy(grad ? d->grad_in[mb] : d->act_in[mb], buf, act_bytes(r));
+        memcpy(grad ? d->grad_in[Q(mb)] : d->act_in[Q(mb)], buf, act_bytes(r));
         return 0;
     }
-    return send_tensor(r, to, k, buf, grad ? &c->tx_grad[mb] : &c->tx_act[mb], grad ? SCHED_B : SCHED_F,
+    return send_tensor(r, to, k, buf, grad ? &c->tx_grad[Q(mb)] : &c->tx_act[Q(mb)], grad ? SCHED_B : SCHED_F,
                        (int)(c - r->ch), mb);
 }
 
@@ -183,17 +188,17 @@ void rt_slot_put(rt *r, rt_chunk *c, model_slot *s)
 /* The backward work of micro-batch mb of chunk c, from B to its W. */
 static void work_get(rt *r, rt_chunk *c, int mb)
 {
-    c->work[mb] = c->n_wfree ? c->wfree[--c->n_wfree] : xmalloc(c->work_bytes);
-    model_slots_bind(r->part, c->lo, c->hi, c->slot[mb], c->work[mb], r->Bm);
+    c->work[Q(mb)] = c->n_wfree ? c->wfree[--c->n_wfree] : xmalloc(c->work_bytes);
+    model_slots_bind(r->part, c->lo, c->hi, c->slot[Q(mb)], c->work[Q(mb)], r->Bm);
     r->act_bytes += c->work_bytes;
     note_peak(r, 0);
 }
 
 static void work_put(rt *r, rt_chunk *c, int mb)
 {
-    model_slots_bind(r->part, c->lo, c->hi, c->slot[mb], NULL, r->Bm);
-    c->wfree[c->n_wfree++] = c->work[mb];
-    c->work[mb] = NULL;
+    model_slots_bind(r->part, c->lo, c->hi, c->slot[Q(mb)], NULL, r->Bm);
+    c->wfree[c->n_wfree++] = c->work[Q(mb)];
+    c->work[Q(mb)] = NULL;
     r->act_bytes -= c->work_bytes;
 }
 
@@ -207,13 +212,13 @@ static int post_receives(rt *r)
         rt_chunk *c = &r->ch[ci];
         for (int mb = 0; mb < r->M; mb++) {
             if (c->vs > 0 && c->prev != r->K) { /* a local one is copied in (hand_over) */
-                net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
-                if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[mb], act_bytes(r), &c->rx_act[mb], nerr))
+                net_key k = { MSG_ACT, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)c->vs };
+                if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[Q(mb)], act_bytes(r), &c->rx_act[Q(mb)], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
             if (c->vs < r->V - 1 && c->next != r->K) {
-                net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)c->vs };
-                if (net_recv_post(r->node, rt_peer(r, c->next), k, c->grad_in[mb], act_bytes(r), &c->rx_grad[mb], nerr))
+                net_key k = { MSG_GRAD, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)c->vs };
+                if (net_recv_post(r->node, rt_peer(r, c->next), k, c->grad_in[Q(mb)], act_bytes(r), &c->rx_grad[Q(mb)], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
         }
@@ -227,25 +232,25 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
     const float *in = NULL;
     if (c->vs > 0) {
         snprintf(what, sizeof what, "waiting for F(%d) activation from stage %d", mb, c->prev);
-        if (c->prev != r->K && await_tensor(r, &c->rx_act[mb], what, SCHED_F, (int)(c - r->ch), mb)) return -1;
-        in = c->act_in[mb];
+        if (c->prev != r->K && await_tensor(r, &c->rx_act[Q(mb)], what, SCHED_F, (int)(c - r->ch), mb)) return -1;
+        in = c->act_in[Q(mb)];
     }
     double t0 = rt_now();
-    model_slot *s = c->slot[mb] = rt_slot_get(r, c);
+    model_slot *s = c->slot[Q(mb)] = rt_slot_get(r, c);
     size_t rows = r->Bm * r->T;
     if (c->vs == 0) memcpy(s[0].tokens, r->x + r->x_off + (size_t)mb * rows, rows * sizeof(int));
     if (c->vs == r->V - 1) {
         memcpy(s[c->hi - c->lo - 1].tokens, r->y + r->x_off + (size_t)mb * rows, rows * sizeof(int));
-        r->loss_mb[mb] = model_forward(r->part, c->lo, c->hi, s, in, NULL, r->Bm, r->T);
+        r->loss_mb[Q(mb)] = model_forward(r->part, c->lo, c->hi, s, in, NULL, r->Bm, r->T);
         r->stats.compute_s += rt_now() - t0;
         rt_event(r, SCHED_F, 0, (int)(c - r->ch), mb, t0, rt_now());
         return 0;
     }
-    model_forward(r->part, c->lo, c->hi, s, in, c->act_out[mb], r->Bm, r->T);
+    model_forward(r->part, c->lo, c->hi, s, in, c->act_out[Q(mb)], r->Bm, r->T);
     r->stats.compute_s += rt_now() - t0;
     rt_event(r, SCHED_F, 0, (int)(c - r->ch), mb, t0, rt_now());
-    net_key k = { MSG_ACT, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs + 1) };
-    return hand_over(r, c, mb, 0, k, c->act_out[mb]);
+    net_key k = { MSG_ACT, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)(c->vs + 1) };
+    return hand_over(r, c, mb, 0, k, c->act_out[Q(mb)]);
 }
 
 static int do_backward_input(rt *r, rt_chunk *c, int mb)
@@ -254,17 +259,17 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (c->next != r->K && await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
-        dout = c->grad_in[mb];
+        if (c->next != r->K && await_tensor(r, &c->rx_grad[Q(mb)], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        dout = c->grad_in[Q(mb)];
     }
     double t0 = rt_now();
-    float *din = c->vs > 0 ? c->grad_out[mb] : NULL;
+    float *din = c->vs > 0 ? c->grad_out[Q(mb)] : NULL;
     work_get(r, c, mb);
-    model_backward_input(r->part, c->lo, c->hi, c->slot[mb], dout, din, r->Bm, r->T, r->loss_scale);
+    model_backward_input(r->part, c->lo, c->hi, c->slot[Q(mb)], dout, din, r->Bm, r->T, r->loss_scale);
     r->stats.compute_s += rt_now() - t0;
     rt_event(r, SCHED_B, 0, (int)(c - r->ch), mb, t0, rt_now());
     if (!din) return 0;
-    net_key k = { MSG_GRAD, (uint64_t)r->step, (uint32_t)mb, (uint32_t)(c->vs - 1) };
+    net_key k = { MSG_GRAD, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)(c->vs - 1) };
     return hand_over(r, c, mb, 1, k, din);
 }
 
@@ -276,16 +281,16 @@ static void do_backward_weight(rt *r, rt_chunk *c, int mb)
          * each unit's gradient buckets going to the all-reduce (or its pieces
          * to the parameter servers) as it is final */
         for (int i = c->hi - 1; i >= c->lo; i--) {
-            model_backward_weight(r->part, i, i + 1, c->slot[mb] + (i - c->lo), r->Bm, r->T);
+            model_backward_weight(r->part, i, i + 1, c->slot[Q(mb)] + (i - c->lo), r->Bm, r->T);
             rt_dp_unit_ready(r, i);
             rt_ps_unit_ready(r, i);
         }
     } else {
-        model_backward_weight(r->part, c->lo, c->hi, c->slot[mb], r->Bm, r->T);
+        model_backward_weight(r->part, c->lo, c->hi, c->slot[Q(mb)], r->Bm, r->T);
     }
     work_put(r, c, mb);
-    rt_slot_put(r, c, c->slot[mb]);
-    c->slot[mb] = NULL;
+    rt_slot_put(r, c, c->slot[Q(mb)]);
+    c->slot[Q(mb)] = NULL;
     r->stats.compute_s += rt_now() - t0;
     rt_event(r, SCHED_W, 0, (int)(c - r->ch), mb, t0, rt_now());
 }
@@ -298,8 +303,8 @@ static void do_backward_weight(rt *r, rt_chunk *c, int mb)
  * it there. */
 static void run_due_weights(rt *r, rt_chunk *c)
 {
-    for (c->next_w++; c->next_w < r->M && c->w_due[c->next_w]; c->next_w++) {
-        c->w_due[c->next_w] = 0;
+    for (c->next_w++; c->next_w < r->M && c->w_due[Q(c->next_w)]; c->next_w++) {
+        c->w_due[Q(c->next_w)] = 0;
         do_backward_weight(r, c, c->next_w);
     }
 }
@@ -307,7 +312,7 @@ static void run_due_weights(rt *r, rt_chunk *c)
 static void weight_in_order(rt *r, rt_chunk *c, int mb)
 {
     if (mb != c->next_w) {
-        c->w_due[mb] = 1;
+        c->w_due[Q(mb)] = 1;
         return;
     }
     do_backward_weight(r, c, mb);
@@ -340,19 +345,19 @@ static int do_backward_fused(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (c->next != r->K && await_tensor(r, &c->rx_grad[mb], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
-        dout = c->grad_in[mb];
+        if (c->next != r->K && await_tensor(r, &c->rx_grad[Q(mb)], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        dout = c->grad_in[Q(mb)];
     }
     double t0 = rt_now();
     if (!c->unit_work) c->unit_work = xmalloc(c->unit_work_bytes);
     r->act_bytes += c->unit_work_bytes;
     note_peak(r, 0);
     fused_ctx f = { r, t0, 0, (r->dp || r->ps) && mb == r->M - 1 };
-    model_backward_fused(r->part, c->lo, c->hi, c->slot[mb], c->unit_work, dout, NULL, r->Bm, r->T,
+    model_backward_fused(r->part, c->lo, c->hi, c->slot[Q(mb)], c->unit_work, dout, NULL, r->Bm, r->T,
                          r->loss_scale, fused_done, &f);
     r->act_bytes -= c->unit_work_bytes;
-    rt_slot_put(r, c, c->slot[mb]);
-    c->slot[mb] = NULL;
+    rt_slot_put(r, c, c->slot[Q(mb)]);
+    c->slot[Q(mb)] = NULL;
     double t1 = rt_now();
     r->stats.compute_s += t1 - t0;
     rt_event(r, SCHED_B, 0, (int)(c - r->ch), mb, t0, t0 + f.tb);
@@ -361,28 +366,30 @@ static int do_backward_fused(rt *r, rt_chunk *c, int mb)
     return 0;
 }
 
+/* Runs action a of this stage's list. */
+static int run_action(rt *r, sched_action a)
+{
+    rt_chunk *c = &r->ch[a.chunk];
+    int mb = (int)a.mb;
+    switch (a.op) {
+    case SCHED_F: return do_forward(r, c, mb);
+    case SCHED_B: return do_backward_input(r, c, mb);
+    case SCHED_W: weight_in_order(r, c, mb); return 0;
+    default:
+        if (c->vs == 0 && mb == c->next_w) return do_backward_fused(r, c, mb);
+        if (do_backward_input(r, c, mb)) return -1;
+        weight_in_order(r, c, mb);
+        return 0;
+    }
+}
+
 static int run_actions(rt *r)
 {
     size_t n = r->sched->len[r->K];
     const sched_action *a = r->sched->act[r->K];
     for (int ci = 0; ci < r->n_chunks; ci++) r->ch[ci].next_w = 0;
-    for (size_t i = 0; i < n; i++) {
-        rt_chunk *c = &r->ch[a[i].chunk];
-        int mb = (int)a[i].mb, rc = 0;
-        switch (a[i].op) {
-        case SCHED_F: rc = do_forward(r, c, mb); break;
-        case SCHED_B: rc = do_backward_input(r, c, mb); break;
-        case SCHED_W: weight_in_order(r, c, mb); break;
-        default:
-            if (c->vs == 0 && mb == c->next_w) {
-                rc = do_backward_fused(r, c, mb);
-                break;
-            }
-            rc = do_backward_input(r, c, mb);
-            if (!rc) weight_in_order(r, c, mb);
-        }
-        if (rc || poll_sends(r, 0)) return -1;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (run_action(r, a[i]) || poll_sends(r, 0)) return -1;
     /* every send must be out before the buffers are reused next step */
     return poll_sends(r, 1);
 }
@@ -393,7 +400,7 @@ static int send_loss(rt *r)
     if (!r->holds_head) return 0;
     uint8_t buf[8];
     double loss = 0;
-    for (int mb = 0; mb < r->M; mb++) loss += r->loss_mb[mb];
+    for (int mb = 0; mb < r->M; mb++) loss += r->loss_mb[Q(mb)];
     put_f64le(buf, loss / (double)(r->B * r->T));
     net_key k = { MSG_LOSS, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, buf, 8);
@@ -427,8 +434,12 @@ static int ps_step_end(rt *r, double t0)
     return send_loss(r);
 }
 
+static int step_2bw(rt *r);
+
 int rt_step(rt *r)
 {
+    if (r->twobw) return step_2bw(r);
+    r->cur_step = r->step;
     if (r->has_data) data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     model_part_zero_grad(r->part);
     rt_dp_begin_step(r);
@@ -465,4 +476,78 @@ int rt_step(rt *r)
     if (rt_dp_optim(r, norm) || rt_tied_exchange_weights(r)) return -1;
     r->stats.optim_s += rt_now() - t0;
     return send_loss(r);
+}
+
+/* ---- PipeDream-2BW: one step of the pipeline that never flushes ---- */
+
+/* The action's step st (r->step, or r->step + 1 for the next step's forwards):
+ * its buffers, its batch, its weight version W(st-1); the gradient is the step's. */
+static void bind_2bw(rt *r, long st)
+{
+    r->cur_step = st;
+    r->qbase = (int)(st & 1) * r->M;
+    r->x = r->xb[st & 1];
+    r->y = r->yb[st & 1];
+    r->part->params = r->wv[(st - 1) & 1];
+    r->part->grads = r->gv[r->step & 1];
+}
+
+/* The receives of this step's list: each F's activation (of its own step) and
+ * each backward's gradient. */
+static int post_receives_2bw(rt *r, size_t n)
+{
+    char nerr[NET_ERR_LEN];
+    for (size_t i = 0; i < n; i++) {
+        sched_action a = r->steplist[i];
+        rt_chunk *c = &r->ch[a.chunk];
+        int mb = (int)a.mb;
+        bind_2bw(r, r->step + a.next);
+        int act = a.op == SCHED_F && c->vs > 0 && c->prev != r->K;
+        int grad = (a.op == SCHED_B || a.op == SCHED_BW) && c->vs < r->V - 1 && c->next != r->K;
+        if (!act && !grad) continue;
+        net_key k = { act ? MSG_ACT : MSG_GRAD, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)c->vs };
+        if (net_recv_post(r->node, rt_peer(r, act ? c->prev : c->next), k, act ? c->act_in[Q(mb)] : c->grad_in[Q(mb)],
+                          act_bytes(r), act ? &c->rx_act[Q(mb)] : &c->rx_grad[Q(mb)], nerr))
+            return rt_fail(r, "posting a receive: %s", nerr);
+    }
+    return 0;
+}
+
+static int step_2bw(rt *r)
+{
+    long t = r->step, last = r->t->train.steps - 1;
+    size_t n = sched_2bw_step(r->sched, r->K, t == r->first_step, t == last, r->steplist);
+    rt_2bw_batch(r, t);
+    for (size_t i = 0; i < n; i++)
+        if (r->steplist[i].next) rt_2bw_batch(r, t + 1);
+    bind_2bw(r, t);
+    model_part_zero_grad(r->part); /* gv[t & 1]: step t-2's AdamW has run */
+    if (post_receives_2bw(r, n)) return -1;
+    for (int ci = 0; ci < r->n_chunks; ci++) r->ch[ci].next_w = 0;
+    for (size_t i = 0; i < n; i++) {
+        sched_action a = r->steplist[i];
+        long st = t + a.next;
+        /* the first forward of step st needs W(st-1): AdamW of step st-2 */
+        if (a.op == SCHED_F && r->opt_pending >= 0 && r->opt_pending <= st - 2 && rt_2bw_optim(r)) return -1;
+        bind_2bw(r, st);
+        if (run_action(r, a) || poll_sends(r, 0)) return -1;
+    }
+    if (poll_sends(r, 1)) return -1;
+    bind_2bw(r, t);
+    if (rt_2bw_optim(r)) return -1; /* step t-1's, when no forward of step t+1 ran here */
+    double t0 = rt_now();
+    int nu = r->part->n_units;
+    uint8_t *buf = r->normbuf;
+    optim_unit_sqnorms(r->part, r->sq);
+    put_u32le(buf, (uint32_t)nu);
+    for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
+    net_key k = { MSG_NORM, (uint64_t)t, 0, 0 };
+    if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
+    r->opt_pending = t;
+    r->stats.optim_s += rt_now() - t0;
+    if (send_loss(r)) return -1;
+    /* evaluation and checkpoints see W(t+1): AdamW of step t now (a flush) */
+    if ((run_is_eval_step(r->t, t) || run_is_ckpt_step(r->t, t) || t == last) && rt_2bw_optim(r)) return -1;
+    r->part->params = r->wv[(t + 1) & 1];
+    return 0;
 }

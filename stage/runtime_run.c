@@ -137,18 +137,18 @@ static void setup_chunks(rt *r)
         float ***bufs[4] = { &c->act_in, &c->act_out, &c->grad_in, &c->grad_out };
         int need[4] = { c->vs > 0, c->vs < r->V - 1, c->vs < r->V - 1, c->vs > 0 };
         for (int j = 0; j < 4; j++) {
-            *bufs[j] = xcalloc((size_t)r->M, sizeof(float *));
-            for (int mb = 0; mb < r->M && need[j]; mb++) (*bufs[j])[mb] = buf_new(n);
+            *bufs[j] = xcalloc((size_t)r->NQ, sizeof(float *));
+            for (int mb = 0; mb < r->NQ && need[j]; mb++) (*bufs[j])[mb] = buf_new(n);
         }
-        c->rx_act = xcalloc((size_t)r->M, sizeof(struct net_op *));
-        c->rx_grad = xcalloc((size_t)r->M, sizeof(struct net_op *));
-        c->tx_act = xcalloc((size_t)r->M, sizeof(struct net_op *));
-        c->tx_grad = xcalloc((size_t)r->M, sizeof(struct net_op *));
-        c->slot = xcalloc((size_t)r->M, sizeof(model_slot *));
-        c->free = xcalloc((size_t)r->M + 1, sizeof(model_slot *));
-        c->work = xcalloc((size_t)r->M, sizeof(float *));
-        c->wfree = xcalloc((size_t)r->M + 1, sizeof(float *));
-        c->w_due = xcalloc((size_t)r->M, 1);
+        c->rx_act = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
+        c->rx_grad = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
+        c->tx_act = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
+        c->tx_grad = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
+        c->slot = xcalloc((size_t)r->NQ, sizeof(model_slot *));
+        c->free = xcalloc((size_t)r->NQ + 1, sizeof(model_slot *));
+        c->work = xcalloc((size_t)r->NQ, sizeof(float *));
+        c->wfree = xcalloc((size_t)r->NQ + 1, sizeof(float *));
+        c->w_due = xcalloc((size_t)r->NQ, 1);
     }
 }
 
@@ -158,19 +158,19 @@ static void free_chunks(rt *r)
         rt_chunk *c = &r->ch[ci];
         float **bufs[4] = { c->act_in, c->act_out, c->grad_in, c->grad_out };
         for (int j = 0; j < 4; j++) {
-            for (int mb = 0; mb < r->M && bufs[j]; mb++) free(bufs[j][mb]);
+            for (int mb = 0; mb < r->NQ && bufs[j]; mb++) free(bufs[j][mb]);
             free(bufs[j]);
         }
         struct net_op **ops[4] = { c->rx_act, c->rx_grad, c->tx_act, c->tx_grad };
         for (int j = 0; j < 4; j++) {
-            for (int mb = 0; mb < r->M && ops[j]; mb++) net_op_free(ops[j][mb]);
+            for (int mb = 0; mb < r->NQ && ops[j]; mb++) net_op_free(ops[j][mb]);
             free(ops[j]);
         }
-        for (int mb = 0; mb < r->M; mb++) if (c->slot[mb]) model_slots_free(c->slot[mb]);
+        for (int mb = 0; mb < r->NQ; mb++) if (c->slot[mb]) model_slots_free(c->slot[mb]);
         for (int i = 0; i < c->n_free; i++) model_slots_free(c->free[i]);
         free(c->slot);
         free(c->free);
-        for (int mb = 0; mb < r->M; mb++) free(c->work[mb]);
+        for (int mb = 0; mb < r->NQ; mb++) free(c->work[mb]);
         for (int i = 0; i < c->n_wfree; i++) free(c->wfree[i]);
         free(c->work);
         free(c->wfree);
@@ -193,6 +193,8 @@ static int setup_compute(rt *r)
     r->T = (size_t)t->model.seq_len;
     r->C = (size_t)t->model.dim;
     r->loss_scale = 1.0f / (float)(r->B * r->T);
+    r->twobw = t->schedule.kind_id == SCHED_KIND_2BW;
+    r->NQ = r->twobw ? 2 * r->M : r->M;
     if (load_schedule(r)) return 2;
     int head = t->model.n_layers + 1;
     r->holds_embed = st->units[0] == 0;
@@ -215,13 +217,14 @@ static int setup_compute(rt *r)
     r->x_off = (size_t)first * r->T;
     r->x = xcalloc(r->B * r->T, sizeof(int));
     r->y = xcalloc(r->B * r->T, sizeof(int));
-    r->loss_mb = xcalloc((size_t)r->M, sizeof(double));
+    r->loss_mb = xcalloc((size_t)r->NQ, sizeof(double));
     r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
     uint64_t nb = 4 + 8 * (uint64_t)r->part->n_units, dpn = r->R > 1 ? 4 + 8 * (uint64_t)topo_stage_buckets(t, r->K) : 0;
     r->normbuf = xcalloc((size_t)(nb > dpn ? nb : dpn) + 16, 1);
-    r->pend = xcalloc(2 * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
+    r->pend = xcalloc((r->twobw ? 3 : 2) * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
     if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);
     setup_chunks(r);
+    rt_2bw_setup(r);
     return 0;
 }
 
@@ -349,10 +352,13 @@ static int checkpoint(rt *r)
     int writer = rt_ps_checkpoint(r);
     if (writer < 0) return -1;
     uint64_t sampler = r->has_data ? data_sampler_get_state(&r->sampler) : 0;
+    /* 2bw: the sampler has drawn ahead; W(t+1) and W(t) (rt.h) */
+    if (r->twobw && r->has_data) sampler = r->sampler_after[r->step & 1];
+    const float *prev = rt_2bw_ckpt_weights(r);
     optim_adamw *opt = rt_dp_full_optim(r);
     if (!opt) return -1;
     int rc = 0;
-    if (writer && run_write_shard(r->t, r->o->out_dir, r->K, r->step + 1, r->part, opt, sampler, cerr))
+    if (writer && run_write_shard_2bw(r->t, r->o->out_dir, r->K, r->step + 1, r->part, opt, sampler, prev, cerr))
         rc = rt_fail(r, "checkpoint: %s", cerr);
     if (opt != r->opt) optim_free(opt);
     if (rc || !writer) return rc;
@@ -373,7 +379,7 @@ static int resume(rt *r, long first)
     if (opt != r->opt) optim_free(opt);
     if (rc) return rt_fail(r, "resuming: %s", cerr);
     if (r->has_data) data_sampler_set_state(&r->sampler, sampler);
-    return 0;
+    return rt_2bw_resume(r, first);
 }
 
 static void send_fail(rt *r)
@@ -404,6 +410,7 @@ static int run_steps(rt *r)
     if (r->trace) rt_trace_start(r);
     if (first < 0 || first > total || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
+    r->first_step = first;
     if (first > 0 && !rt_ps_async(r) && resume(r, first)) return -1;
     /* asynchronous: the servers hold the state (the first pull brings the
      * weights); the sampler draws the `first` batches before ours */
@@ -465,6 +472,7 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     net_node_free(r->node);
     rt_ps_free(r);
     if (r->ch) free_chunks(r);
+    rt_2bw_free(r);
     sched_free(r->sched);
     model_part_free(r->part);
     optim_free(r->opt);

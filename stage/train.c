@@ -1,7 +1,10 @@
 /* train.c — the in-process trainer (see train.h). One step: draw the batch with
  * the seeded sampler, run forward, backward-input and backward-weight per
  * micro-batch in micro-batch order, combine per-unit squared norms in unit order,
- * clip, AdamW. The same order the pipeline runtime uses, so the numbers match. */
+ * clip, AdamW. The same order the pipeline runtime uses, so the numbers match.
+ * With schedule.kind "2bw" (PipeDream-2BW, README): the step's micro-batches run
+ * on the previous weight version W(t-1) and AdamW updates W(t) to W(t+1); the
+ * one-process reference of the asynchronous pipeline's arithmetic. */
 #include "stage/train.h"
 #include "model/optim.h"
 #include "model/safetensors.h"
@@ -51,7 +54,15 @@ typedef struct {
     run_log *log;
     size_t B, Bm, T;
     long first;            /* steps taken before this process (resumed from a checkpoint) */
+    float *prev;           /* 2bw: W(t-1), the version step t computes with; NULL otherwise */
 } run;
+
+/* Points the part at weights w (the tied head reads the embedding it holds). */
+static void use_weights(model_part *p, float *w)
+{
+    if (p->tied_w == p->params) p->tied_w = w;
+    p->params = w;
+}
 
 /* One optimizer step; returns the mean loss and the global norm. The order of
  * every sum is the pipeline runtime's, so the numbers match bit for bit. */
@@ -64,12 +75,17 @@ static double train_step(run *r, long step, double *norm)
     data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     model_part_zero_grad(p);
     double loss = 0;
-    float scale = 1.0f / (float)(r->B * r->T);
+    float scale = 1.0f / (float)(r->B * r->T), *cur = p->params;
+    if (r->prev) use_weights(p, r->prev); /* 2bw: forward and backward on W(t-1) */
     for (int mb = 0; mb < M; mb++) {
         memcpy(r->slots[0].tokens, r->x + (size_t)mb * rows, rows * sizeof(int));
         memcpy(r->slots[n - 1].tokens, r->y + (size_t)mb * rows, rows * sizeof(int));
         loss += model_forward(p, 0, n, r->slots, NULL, NULL, r->Bm, r->T);
         model_backward_fused(p, 0, n, r->slots, r->work, NULL, NULL, r->Bm, r->T, scale, NULL, NULL);
+    }
+    if (r->prev) { /* W(t) becomes the previous version; AdamW makes W(t+1) from it */
+        use_weights(p, cur);
+        memcpy(r->prev, cur, p->n_params * sizeof(float));
     }
     model_part_reduce_tied(p);
     optim_unit_sqnorms(p, r->sq);
@@ -81,7 +97,8 @@ static double train_step(run *r, long step, double *norm)
 /* The shard, then the commit: as a pipeline's stage and coordinator do it. */
 static int save_checkpoint(run *r, const char *out, long steps, char *err)
 {
-    return run_write_shard(r->t, out, 0, steps, r->part, r->opt, data_sampler_get_state(&r->sampler), err) ||
+    return run_write_shard_2bw(r->t, out, 0, steps, r->part, r->opt, data_sampler_get_state(&r->sampler), r->prev,
+                               err) ||
                    run_log_checkpoint(r->log, steps, err)
                ? -1
                : 0;
@@ -112,10 +129,18 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
     r->work = xmalloc(model_part_mem(r->part, 0, r->part->n_units, r->Bm).work_unit);
     r->x = xmalloc(r->B * r->T * sizeof(int));
     r->y = xmalloc(r->B * r->T * sizeof(int));
+    if (t->schedule.kind_id == SCHED_KIND_2BW) r->prev = xmalloc(r->part->n_params * sizeof(float));
     if (r->first > 0) {
         uint64_t sampler;
         if (run_resume_part(t, o->out_dir, r->first, r->part, r->opt, &sampler, err)) return 2;
         data_sampler_set_state(&r->sampler, sampler);
+    }
+    /* 2bw: W(-1) = W(0); resuming from a checkpoint of a synchronous run, both
+     * versions start equal the same way (README "PipeDream-2BW") */
+    if (r->prev) {
+        int found = r->first > 0 ? run_resume_prev(t, o->out_dir, r->first, r->part, r->prev, err) : 0;
+        if (found < 0) return 2;
+        if (!found) memcpy(r->prev, r->part->params, r->part->n_params * sizeof(float));
     }
     run_log_opts lo = { o->out_dir, o->progress, r->first, o->resume, 0 };
     if (!(r->log = run_log_open(t, &lo, err))) return 1;
@@ -133,6 +158,7 @@ static void teardown(run *r)
     free(r->sq);
     free(r->x);
     free(r->y);
+    free(r->prev);
 }
 
 /* The steps from r->first; returns the steps taken in *step. 0 or 1 with err. */
@@ -181,6 +207,7 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err)
     st.peak_act_bytes = mem.stash + (mem.fwd_tmp > mem.work_unit ? mem.fwd_tmp : mem.work_unit);
     st.peak_in_flight = 1;
     st.optim_bytes = 2 * (uint64_t)r.part->n_params * sizeof(float); /* AdamW's two moments */
+    if (r.prev) st.extra_weight_bytes = (uint64_t)r.part->n_params * sizeof(float); /* 2bw: W(t-1) */
     long step = r.first;
     rc = train_loop(&r, o, &step, &st, err);
     if (interrupted && !rc) {

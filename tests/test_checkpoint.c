@@ -46,6 +46,52 @@ static void save_keyed(const topo *t, model_part *p, optim_adamw *o, long step, 
 
 static void save(const topo *t, model_part *p, optim_adamw *o, long step) { save_keyed(t, p, o, step, NULL); }
 
+/* PipeDream-2BW's previous weight version: written beside the moments, read
+ * back bitwise (also into a part holding a subset of the units); a checkpoint
+ * without it says so (0) and still loads as before. */
+static void test_2bw_prev(void)
+{
+    topo t;
+    CU_ASSERT_FATAL(load_topo(&t) == 0);
+    model_part *p = whole(&t), *q = whole(&t);
+    optim_adamw *o = optim_new(p->n_params), *o2 = optim_new(p->n_params);
+    float *prev = malloc(p->n_params * 4), *got = calloc(p->n_params, 4);
+    fill(p->params, p->n_params, 4); fill(prev, p->n_params, 5); fill(o->m, o->n, 6); fill(o->v, o->n, 7);
+    char dir[512], err[ERR_LEN];
+    snprintf(dir, sizeof dir, "%s/step-11", root);
+    run_ckpt_state st = { 11, 42 };
+    CU_ASSERT_FATAL(run_ckpt_write_shard_2bw(dir, 0, p, o, &st, prev, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit(dir, &t, 11, NULL, err) == 0);
+    run_ckpt c;
+    int rc = run_ckpt_open(&c, dir, NULL, err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    CU_ASSERT_FATAL(rc == 0);
+    run_ckpt_state st2 = { 0, 0 };
+    CU_ASSERT_FATAL(run_ckpt_load_units(&c, q, o2, &st2, err) == 0); /* the weights and moments as ever */
+    CU_ASSERT(memcmp(p->params, q->params, p->n_params * 4) == 0 && memcmp(o->v, o2->v, o->n * 4) == 0);
+    CU_ASSERT_EQUAL(run_ckpt_load_prev(&c, q, got, err), 1);
+    CU_ASSERT(memcmp(prev, got, p->n_params * 4) == 0);
+    int units[2] = { 2, 3 };
+    model_part *tail = model_part_new(&t.model, units, 2, 2, 1);
+    float *tprev = calloc(tail->n_params, 4);
+    CU_ASSERT_EQUAL(run_ckpt_load_prev(&c, tail, tprev, err), 1);
+    int i = model_part_find(p, "lm_head.weight"), j = model_part_find(tail, "lm_head.weight");
+    CU_ASSERT(memcmp(prev + p->tensors[i].offset, tprev + tail->tensors[j].offset, p->tensors[i].numel * 4) == 0);
+    run_ckpt_close(&c);
+    /* a synchronous run's checkpoint: no previous version, prev untouched */
+    save(&t, p, o, 12);
+    snprintf(dir, sizeof dir, "%s/step-12", root);
+    CU_ASSERT_FATAL(run_ckpt_open(&c, dir, NULL, err) == 0);
+    memset(got, 0, p->n_params * 4);
+    CU_ASSERT_EQUAL(run_ckpt_load_prev(&c, q, got, err), 0);
+    CU_ASSERT(got[0] == 0 && got[p->n_params - 1] == 0);
+    run_ckpt_close(&c);
+    free(prev); free(got); free(tprev);
+    model_part_free(tail); model_part_free(p); model_part_free(q);
+    optim_free(o); optim_free(o2);
+    topo_free(&t);
+}
+
 static void test_roundtrip(void)
 {
     topo t;
@@ -219,6 +265,7 @@ int main(void)
         { "prune keeps the newest; tampering refused", test_prune_and_tamper },
         { "prune sees every checkpoint, however many", test_prune_many },
         { "HMAC under the run's secret; a hostile latest", test_hmac_and_latest },
+        { "2bw: the previous weight version by name, or none", test_2bw_prev },
         CU_TEST_INFO_NULL,
     };
     int rc = tests_run("checkpoint", tests);

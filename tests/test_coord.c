@@ -328,7 +328,7 @@ static void *fake_main(void *arg)
     int p = f->k + f->r * t->n_stages;
     proto_stats st = { 1000u * (uint64_t)(f->k + 1), (uint64_t)(t->n_stages - f->k), 0.5, 0.25, 0.125, 77, (uint64_t)total, 1.5,
                        t->n_replicas > 1 ? 0.25 * (p + 1) : 0, t->n_replicas > 1 ? 0.125 * (p + 1) : 0,
-                       t->n_replicas > 1 ? 5000u + (uint64_t)p : 0 };
+                       t->n_replicas > 1 ? 5000u + (uint64_t)p : 0, 0 };
     proto_stats_encode(buf, &st);
     if (fsend(n, MSG_STATS, total - 1, buf, PROTO_STATS_BYTES) || frecv(n, MSG_DONE, total - 1, NULL, 0)) f->errors++;
 out:

@@ -106,7 +106,7 @@ static void test_log_summary(void)
     CU_ASSERT(run_log_step(l, 1, 4.5, 1e-3, 1.0, NAN, 0.01, err) == 0);
     CU_ASSERT(run_log_step(l, 2, 3.5, 1e-3, 1.0, 3.75, 0.01, err) == 0);
     CU_ASSERT_EQUAL(run_log_done(l), 3);
-    run_stage_stats st = { 100, 1, 0.03, 0, 0.001, 0, 3, 0.04, 0, 0, 8192 };
+    run_stage_stats st = { 100, 1, 0.03, 0, 0.001, 0, 3, 0.04, 0, 0, 8192, 0 };
     run_log_stage(l, 0, &st, 4242);
     CU_ASSERT(run_log_finish(l, NULL, err) == 0);
     /* a diverged loss is a failure naming the step */

@@ -161,9 +161,9 @@ static void test_generators_grid(void)
                     checked++;
                 }
     /* gpipe 6*13, 1f1b and zb-h1 63 each (M >= P), interleaved 2 * 30 (M % P == 0),
-     * zb-v 6*13 (v = 2, any M). */
-    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60 + 78);
-    CU_ASSERT_EQUAL(checked + refused, 5 * 6 * 13 * 3);
+     * zb-v 6*13 (v = 2, any M), 2bw 63 (M >= P). */
+    CU_ASSERT_EQUAL(checked, 78 + 63 + 63 + 60 + 78 + 63);
+    CU_ASSERT_EQUAL(checked + refused, 6 * 6 * 13 * 3);
     CU_ASSERT_PTR_NULL(sched_generate("pipedream", 2, 4, 1, err));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown schedule kind 'pipedream'"));
     CU_ASSERT_PTR_NULL(sched_generate("1f1b", 4, 2, 1, err));
@@ -288,7 +288,7 @@ static int same_schedule(const sched_schedule *a, const sched_schedule *b)
         if (a->len[st] != b->len[st]) return 0;
         for (size_t i = 0; i < a->len[st]; i++)
             if (a->act[st][i].op != b->act[st][i].op || a->act[st][i].mb != b->act[st][i].mb ||
-                a->act[st][i].chunk != b->act[st][i].chunk)
+                a->act[st][i].chunk != b->act[st][i].chunk || a->act[st][i].next != b->act[st][i].next)
                 return 0;
     }
     return 1;
@@ -303,6 +303,14 @@ static void test_round_trips(void)
             char *buf = NULL;
             size_t n = 0;
             FILE *f = open_memstream(&buf, &n);
+            if (csv && sched_is_cross_step(s)) { /* 2bw: no CSV form, said so */
+                CU_ASSERT_EQUAL(sched_write_csv(s, f, err), -1);
+                CU_ASSERT_PTR_NOT_NULL(strstr(err, "no CSV form"));
+                fclose(f);
+                free(buf);
+                sched_free(s);
+                continue;
+            }
             CU_ASSERT_EQUAL(csv ? sched_write_csv(s, f, err) : sched_write_json(s, f, err), 0);
             fclose(f);
             sched_schedule *t = sched_parse(buf, n, csv ? "rt.csv" : "rt.json", csv, 0, err);
@@ -703,6 +711,109 @@ static void test_render_allreduce(void)
     sched_free(s);
 }
 
+/* PipeDream-2BW, P = 2, M = 2, by hand (sched.h): stage 0 (w = 1) runs F1 BW0
+ * F0n BW1 in the steady state, stage 1 (w = 0) F0 BW0 F1 BW1. Three steps of a run
+ * unrolled (micro-batch j of step k numbered 2k + j): stage 0 F0 (the fill) F1 BW0
+ * F2 BW1 | F3 BW2 F4 BW3 | F5 BW4 BW5 (the last step drops F0n). With F = B = W = 1
+ * (BW = 2, its gradient leaving at its end) the play is:
+ *   stage 0: F0 [0,1] F1 [1,2] BW0 [4,6] F2 [6,7] BW1 [7,9] F3 [9,10] BW2 [10,12]
+ *            F4 [12,13] BW3 [13,15] F5 [15,16] BW4 [16,18] BW5 [19,21]
+ *   stage 1: F0 [1,2] BW0 [2,4] F1 [4,5] BW1 [5,7] F2 [7,8] BW2 [8,10] F3 [10,11]
+ *            BW3 [11,13] F4 [13,14] BW4 [14,16] F5 [16,17] BW5 [17,19]
+ * so 3 steps take 21 and every step after the first adds 6 = M (F + B + W): no
+ * bubble in the steady state, where 1f1b's step is 9 (bubble 1/3). */
+static void test_2bw_golden(void)
+{
+    char b1[512];
+    sched_schedule *s = sched_generate("2bw", 2, 2, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT(sched_is_cross_step(s));
+    CU_ASSERT_STRING_EQUAL(stage_str(s, 0, b1, sizeof b1), "F1 BW0 F0n BW1");
+    CU_ASSERT_STRING_EQUAL(stage_str(s, 1, b1, sizeof b1), "F0 BW0 F1 BW1");
+    /* one step of a run: the fill, the steady state, the drain, a one-step run */
+    sched_action a[8];
+    size_t n = sched_2bw_step(s, 0, 1, 0, a);
+    CU_ASSERT_EQUAL(n, 5);
+    CU_ASSERT(a[0].op == SCHED_F && a[0].mb == 0 && !a[0].next && a[3].next);
+    CU_ASSERT_EQUAL(sched_2bw_step(s, 0, 0, 1, a), 3);
+    CU_ASSERT_EQUAL(sched_2bw_step(s, 0, 1, 1, a), 4); /* = 1f1b's F0 F1 BW0 BW1 */
+    CU_ASSERT(a[0].mb == 0 && a[1].mb == 1 && a[2].op == SCHED_BW && a[2].mb == 0 && a[3].mb == 1);
+    sched_schedule *u = sched_unroll(s, 3, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    CU_ASSERT_EQUAL(u->n_micro, 6);
+    CU_ASSERT_STRING_EQUAL(stage_str(u, 0, b1, sizeof b1), "F0 F1 BW0 F2 BW1 F3 BW2 F4 BW3 F5 BW4 BW5");
+    CU_ASSERT_STRING_EQUAL(stage_str(u, 1, b1, sizeof b1), "F0 BW0 F1 BW1 F2 BW2 F3 BW3 F4 BW4 F5 BW5");
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(u, c, 1, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 21, 1e-9);
+    double s0[] = { 0, 1, 4, 6, 7, 9, 10, 12, 13, 15, 16, 19 }, s1[] = { 1, 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, 17 };
+    for (int i = 0; i < 12; i++) {
+        CU_ASSERT_DOUBLE_EQUAL(r->start[0][i], s0[i], 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(r->start[1][i], s1[i], 1e-9);
+    }
+    sched_report_free(r);
+    /* the steady state: 6 per step, no bubble; stage 0 holds 2 micro-batches */
+    c->weight_bytes[0] = 100;
+    c->weight_bytes[1] = 50;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 6, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->bubble, 0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->busy[0], 6, 1e-9);
+    CU_ASSERT_EQUAL(r->peak_mb[0], 2);
+    CU_ASSERT_EQUAL(r->peak_mb[1], 1);
+    CU_ASSERT_EQUAL(r->steps_simulated, 6);
+    CU_ASSERT_DOUBLE_EQUAL(r->extra_weight_bytes[0], 200, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r->extra_weight_bytes[1], 100, 1e-9);
+    /* the drawn step is the third of six (stage 0: F5 BW4 F6 BW5 at 15, 16, 18,
+     * 19; stage 1: F4 BW4 F5 BW5 at 13, 14, 16, 17), from its first action at 13 */
+    double d0[] = { 2, 3, 5, 6 }, d1[] = { 0, 1, 3, 4 };
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT_DOUBLE_EQUAL(r->start[0][i], d0[i], 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(r->start[1][i], d1[i], 1e-9);
+    }
+    sched_report_free(r);
+    sched_schedule *g = sched_generate("1f1b", 2, 2, 0, err);
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(g, c, 0, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 9, 1e-9);
+    sched_report_free(r);
+    sched_free(g);
+    /* sched_check plays it unrolled */
+    CU_ASSERT_EQUAL(sched_check(s, &r, err), 0);
+    CU_ASSERT_EQUAL(r->peak_mb[0], 2);
+    sched_report_free(r);
+    /* JSON keeps the next-step marks */
+    char *buf = NULL;
+    size_t bn = 0;
+    FILE *f = open_memstream(&buf, &bn);
+    CU_ASSERT_EQUAL(sched_write_json(s, f, err), 0);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"F0n\""));
+    sched_schedule *t = sched_parse(buf, bn, "2bw.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT(same_schedule(s, t) && sched_is_cross_step(t));
+    sched_free(t);
+    free(buf);
+    /* hand-written lists: a backward of the next step, a missing backward, a
+     * deadlock found on the unrolled run */
+    s->act[0][1].next = 1;
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "only a forward may belong to the next step"));
+    s->act[0][1].next = 0;
+    s->act[0][1].mb = 1; /* BW1 twice, BW0 missing */
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "duplicated"));
+    s->act[0][1].mb = 0;
+    sched_action x = s->act[1][0]; /* stage 1: BW0 F0 ...: its backward before its forward */
+    s->act[1][0] = s->act[1][1];
+    s->act[1][1] = x;
+    CU_ASSERT_EQUAL(sched_check(s, NULL, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "2bw, unrolled over 3 steps: "));
+    sched_free(u);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 static void test_kind_table(void)
 {
     char err[SCHED_ERR_LEN], names[96];
@@ -712,7 +823,10 @@ static void test_kind_table(void)
     CU_ASSERT_EQUAL(sched_kind_find(NULL), -1);
     for (int k = 0; k < SCHED_N_KINDS; k++) CU_ASSERT_STRING_EQUAL(sched_kinds[k], sched_kind_table[k].name);
     CU_ASSERT_PTR_NULL(sched_kinds[SCHED_N_KINDS]);
-    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved, zb-h1 or zb-v");
+    CU_ASSERT_STRING_EQUAL(sched_kind_names(names, sizeof names), "gpipe, 1f1b, interleaved, zb-h1, zb-v or 2bw");
+    CU_ASSERT_EQUAL(sched_kind_find("2bw"), SCHED_KIND_2BW);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_2BW, 4, 3, 1, err), SCHED_FIT_MICRO);
+    CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_2BW, 2, 4, 2, err), SCHED_FIT_CHUNKS);
     CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_ZBH1, 4, 2, 1, err), SCHED_FIT_MICRO);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "zb-h1"));
     CU_ASSERT_EQUAL(sched_kind_fit(SCHED_KIND_1F1B, 4, 4, 1, err), SCHED_FIT_OK);
@@ -739,6 +853,7 @@ int main(void)
         { "action strings", test_action_strings },
         { "transfers implied by actions", test_action_peers },
         { "golden: zb-v on 2 stages, by hand; placements", test_zbv_golden },
+        { "golden: 2bw on 2 stages, by hand: no flush, steady state", test_2bw_golden },
         { "PyTorch's files: DualPipeV's V and overlapped pairs, B-then-W", test_pytorch_files },
         { "renderers", test_renderers },
         { "renderers draw the all-reduce", test_render_allreduce },

@@ -477,6 +477,17 @@ static int check_schedule_fit(const topo *t, char *err)
     if (sc->kind_id == TOPO_SCHED_FILE) return 0;
     char why[SCHED_ERR_LEN];
     int P = t->n_stages, M = t->train.micro_batches;
+    /* 2bw: one pipeline whose stages each hold their weights (README PipeDream-2BW) */
+    if (sc->kind_id == SCHED_KIND_2BW && t->sync && !strcmp(t->sync, "ps")) /* sync_id is set later */
+        return seterr(err, "%s: sync: schedule \"2bw\" keeps its weight versions on the stages; parameter servers "
+                      "(\"sync\": \"ps\") are not supported with it", t->path);
+    if (sc->kind_id == SCHED_KIND_2BW && t->n_replicas > 1)
+        return seterr(err, "%s: replicas: schedule \"2bw\" (the asynchronous pipeline) runs one pipeline, found %d "
+                      "replicas per stage (use 1f1b with replicas)", t->path, t->n_replicas);
+    if (sc->kind_id == SCHED_KIND_2BW && t->model.tie_embeddings && P > 1)
+        return seterr(err, "%s: model.tie_embeddings: schedule \"2bw\" does not support an embedding tied to the "
+                      "head of another stage (two weight versions of a tensor held twice); set it to false or use "
+                      "another schedule", t->path);
     switch (sched_kind_fit(sc->kind_id, P, M, t->chunks_per_stage, why)) {
     case SCHED_FIT_OK: return 0;
     case SCHED_FIT_MICRO:

@@ -89,6 +89,17 @@ void topo_print_recompute(const topo *t, FILE *f)
                 model_recompute_name(st->recompute_id), sb, wb);
     }
     fputc('\n', f);
+    if (t->schedule.kind_id != SCHED_KIND_2BW) return;
+    /* PipeDream-2BW: a second weight version and the pending gradient per stage */
+    fprintf(f, "2bw extra weight memory (2nd weight version + pending gradient, summary.json extra_weight_bytes):");
+    for (int s = 0; s < t->n_stages; s++) {
+        double params = 0;
+        char b[32];
+        for (int i = 0; i < t->stages[s].n_units; i++) params += (double)model_unit_params(&t->model, t->stages[s].units[i]);
+        human_bytes(2 * params * sizeof(float), b, sizeof b);
+        fprintf(f, "%s stage %d %s", s ? "," : "", s, b);
+    }
+    fputc('\n', f);
 }
 
 /* Parameters of stage s and the bytes it sends forward per micro-batch. */

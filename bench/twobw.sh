@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench/twobw.sh — the asynchronous pipeline (PipeDream-2BW, schedule.kind
+# "2bw", issue #13) against 1f1b (README "PipeDream-2BW").
+#
+# throughput: for the shakespeare 2-stage and 4-stage topologies (1 BLAS thread
+#   per stage), R rounds that alternate a 1f1b and a 2bw `pipetrain run` of
+#   STEPS steps (paired runs: the machine is shared and noisy; no evaluation or
+#   checkpoint before the last step, which flushes 2bw); the measured step time
+#   is the median of metrics.jsonl's step_ms over steps WARM+1..last-1. Prints per
+#   topology the median step times, the median over rounds of the paired ratio
+#   tokens/s(2bw) / tokens/s(1f1b), the prediction of the same ratio
+#   (`pipetrain schedule --calibrate` with the first 1f1b run's measured costs,
+#   for both kinds: 2bw's steady-state step against 1f1b's flushed step), the
+#   extra weight bytes per stage (summary.json) and predicted, and the load
+#   average before and after.
+# convergence (--convergence N): the Shakespeare recipe (shakespeare-2stage's
+#   model, batch and learning-rate schedule) for N steps (default 2000) under
+#   1f1b and 2bw in one process (train.c: bitwise the 2-stage and 4-stage
+#   pipelines' numbers, tests/t_2bw.sh), validation loss every 100 steps; prints
+#   both curves and the largest relative gap, and writes both validation curves
+#   (and the training losses, thin) into one SVG, docs/2bw-convergence.svg by
+#   default (--svg FILE).
+# Asserts nothing.
+# Usage: bench/twobw.sh [--rounds R (3)] [--steps S (40)] [--convergence N] [--svg FILE] [--no-throughput]
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+R=3; STEPS=40; CONV=0; SVG=docs/2bw-convergence.svg; THR=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) R=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --convergence) CONV=$2; shift 2 ;;
+    --svg) SVG=$2; shift 2 ;;
+    --no-throughput) THR=0; shift ;;
+    *) echo "usage: bench/twobw.sh [--rounds R] [--steps S] [--convergence N] [--svg FILE] [--no-throughput]" >&2
+       exit 2 ;;
+    esac
+done
+export OPENBLAS_NUM_THREADS=1
+tmp=$(mktemp -d /tmp/bench_twobw.XXXXXX)
+cp "$BIN/pipetrain" "$tmp/pipetrain" # a rebuild during the bench cannot mix two programs
+P="$tmp/pipetrain"
+trap 'pkill -KILL -f -- "--out $tmp/" 2>/dev/null; rm -rf "$tmp"' EXIT
+WARM=5
+base=$((30000 + (RANDOM % 100) * 100))
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+
+if [ $THR -eq 1 ]; then
+SETS=(--set train.steps=$STEPS --set train.eval_every=0 --set train.eval_batches=1 --set data.val_fraction=0.002
+      --set checkpoint.every=0 --set train.warmup_steps=2)
+for topo in topologies/shakespeare-2stage.json topologies/shakespeare-4stage.json; do
+    name=$(basename "$topo" .json)
+    n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["stages"]))' "$topo")
+    ports=(); for ((k = 0; k < n; k++)); do ports+=(--set "stages.$k.port=$((base + k))"); done
+    for ((r = 0; r < R; r++)); do
+        for kind in 1f1b 2bw; do
+            out="$tmp/$name-$kind-$r"
+            "$P" run "$topo" "${SETS[@]}" --set coordinator.port=0 "${ports[@]}" --set schedule.kind=$kind \
+                --out "$out" >"$out.log" 2>&1 || { echo "run failed: $out.log"; tail -5 "$out.log"; exit 1; }
+        done
+    done
+    for kind in 1f1b 2bw; do
+        "$P" schedule "$topo" "${SETS[@]}" --kind $kind --calibrate "$tmp/$name-1f1b-0" --format json \
+            2>"$tmp/pred-$kind.err" >"$tmp/pred-$kind.json" || { cat "$tmp/pred-$kind.err"; exit 1; }
+    done
+    python3 - "$tmp" "$name" "$R" "$WARM" "$topo" <<'EOF'
+import json, statistics, sys
+tmp, name, R, warm, topo = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def step_ms(d):
+    ms = [json.loads(l)["step_ms"] for l in open(d + "/metrics.jsonl") if '"step_ms"' in l]
+    return statistics.median(ms[warm:-1])
+meas = {k: [step_ms("%s/%s-%s-%d" % (tmp, name, k, r)) for r in range(R)] for k in ("1f1b", "2bw")}
+pred = {k: json.load(open("%s/pred-%s.json" % (tmp, k)))["simulation"] for k in ("1f1b", "2bw")}
+ratio = statistics.median([a / b for a, b in zip(meas["1f1b"], meas["2bw"])])
+pr = pred["1f1b"]["step_time"] / pred["2bw"]["step_time"]
+extra = [s["extra_weight_bytes"] for s in json.load(open("%s/%s-2bw-0/summary.json" % (tmp, name)))["stages"]]
+pextra = [s.get("extra_weight_bytes") for s in pred["2bw"]["stages"]]
+print("%s (%d rounds alternating 1f1b and 2bw, median step time over steps %d..last-1)" % (topo, R, warm + 1))
+print("  step ms 1f1b %.2f  2bw %.2f   tokens/s 2bw / 1f1b: measured %.3f (rounds: %s)  predicted %.3f" % (
+    statistics.median(meas["1f1b"]), statistics.median(meas["2bw"]), ratio,
+    " ".join("%.3f" % (a / b) for a, b in zip(meas["1f1b"], meas["2bw"])), pr))
+print("  predicted step ms (calibrated): 1f1b %.2f  2bw %.2f   bubble 1f1b %.1f%%  2bw %.1f%%" % (
+    pred["1f1b"]["step_time"], pred["2bw"]["step_time"], 100 * pred["1f1b"]["bubble"], 100 * pred["2bw"]["bubble"]))
+print("  extra weight bytes per stage (2nd version + pending gradient): measured %s  predicted %s" % (extra, pextra))
+EOF
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+
+if [ "$CONV" -gt 0 ]; then
+    CS=(--set train.steps=$CONV --set train.eval_every=100 --set checkpoint.every=0 --set stages.0.threads=1
+        --set train.micro_batches=4 --set train.batch_size=12)
+    for kind in 1f1b 2bw; do
+        "$P" run topologies/shakespeare-1stage.json "${CS[@]}" --set schedule.kind=$kind --out "$tmp/conv-$kind" \
+            >"$tmp/conv-$kind.log" 2>&1 || { echo "run failed: $tmp/conv-$kind.log"; tail -5 "$tmp/conv-$kind.log"; exit 1; }
+    done
+    mkdir -p "$(dirname "$SVG")"
+    python3 - "$tmp" "$SVG" "$CONV" <<'EOF'
+import json, sys
+tmp, svg, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = {k: [json.loads(l) for l in open("%s/conv-%s/metrics.jsonl" % (tmp, k)) if '"loss"' in l] for k in ("1f1b", "2bw")}
+val = {k: [(r["step"], r["val_loss"]) for r in v if r.get("val_loss") is not None] for k, v in rows.items()}
+print("convergence: Shakespeare recipe (shakespeare-2stage's model and batch, M = 4), %d steps, one process" % N)
+print("%8s %10s %10s %8s" % ("step", "1f1b val", "2bw val", "gap"))
+worst = 0
+for (s, a), (_, b) in zip(val["1f1b"], val["2bw"]):
+    gap = (b - a) / a
+    worst = max(worst, abs(gap))
+    print("%8d %10.4f %10.4f %7.2f%%" % (s, a, b, 100 * gap))
+print("largest |gap| of the validation loss: %.2f%%" % (100 * worst))
+W, H, L, B, T, Rm = 720, 420, 60, 40, 30, 20
+lo = min(min(r["loss"] for r in v) for v in rows.values())
+hi = max(max(r["loss"] for r in v[5:]) for v in rows.values())
+lo, hi = 0.95 * lo, 1.02 * hi
+X = lambda s: L + (W - L - Rm) * s / N
+Y = lambda y: T + (H - T - B) * (1 - (min(max(y, lo), hi) - lo) / (hi - lo))
+col = {"1f1b": "#1f77b4", "2bw": "#d62728"}
+out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
+       '<rect width="100%" height="100%" fill="white"/>',
+       '<text x="%d" y="18" font-size="14">Shakespeare recipe: 1f1b vs 2bw (PipeDream-2BW), loss by step</text>' % L]
+for i in range(6):
+    y = lo + (hi - lo) * i / 5
+    out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%.2f</text>'
+               % (L, W - Rm, Y(y), Y(y), L - 4, Y(y) + 4, y))
+for i in range(5):
+    s = N * i / 4
+    out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (X(s), H - B + 16, s))
+out.append('<text x="%d" y="%d" text-anchor="middle">step</text>' % ((W + L) // 2, H - 6))
+for k in ("1f1b", "2bw"):
+    pts = " ".join("%.1f,%.1f" % (X(r["step"]), Y(r["loss"])) for r in rows[k])
+    out.append('<polyline fill="none" stroke="%s" stroke-opacity="0.35" stroke-width="0.8" points="%s"/>' % (col[k], pts))
+    pts = " ".join("%.1f,%.1f" % (X(s), Y(v)) for s, v in val[k])
+    out.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (col[k], pts))
+for i, k in enumerate(("1f1b", "2bw")):
+    out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d">%s validation loss (thin: training loss)</text>'
+               % (W - 330, W - 305, 40 + 16 * i, 40 + 16 * i, col[k], W - 300, 44 + 16 * i, k))
+out.append('<text x="%d" y="%d" fill="#555">largest validation-loss gap %.2f%%</text>' % (W - 330, 44 + 32, 100 * worst))
+out.append("</svg>")
+open(svg, "w").write("\n".join(out) + "\n")
+print("wrote %s" % svg)
+EOF
+fi

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The asynchronous pipeline (PipeDream-2BW, schedule.kind "2bw", issue #13):
+# - 2 and 4 stages end bitwise equal (exported weights, loss lines, summary's
+#   last losses) to the one-process 2bw run (train.c), with steps that overlap
+#   the next step's forwards (no evaluation or checkpoint after steps 1, 2, 5, 7);
+# - 2bw is not 1f1b: same first loss (W(0) both), different weights after;
+# - exact resume: a 2-stage run's checkpoint resumed on 2 and on 4 stages ends
+#   bitwise equal to the uninterrupted run; the checkpoint holds the previous
+#   version ("<name>.2bw_prev", weight_versions 2);
+# - a 1f1b run resumes from a 2bw checkpoint and a 2bw run from a 1f1b one;
+# - extra_weight_bytes in summary.json (2 x the stage's parameters x 4 bytes) and
+#   in `check`;
+# - bad input: 2bw with replicas, parameter servers, split tied embeddings,
+#   fewer micro-batches than stages, 2 chunks, CSV output -> exit 2 naming it.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+CORPUS=../shared/data/tinyshakespeare.txt
+tmp=$(mktemp -d /tmp/t_2bw.XXXXXX)
+cleanup() { pkill -KILL -f -- "--out $tmp/" 2>/dev/null; rm -rf "$tmp"; }
+[ -n "${KEEP_TMP:-}" ] && cleanup() { echo "kept $tmp"; }
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+export OPENBLAS_NUM_THREADS=1
+
+COMMON=(--steps 8 --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
+        --set train.eval_every=4 --set checkpoint.every=3 --set checkpoint.keep=0 --set train.eval_batches=2
+        --set train.warmup_steps=2)
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+ports() { local n=$1 k; for ((k = 0; k < n; k++)); do echo "--set stages.$k.port=$((base + k))"; done; }
+lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//'; }
+export_of() { "$P" export "$1" --out "$1/export" >/dev/null 2>&1; }
+same_as_one() { # NAME DIR
+    export_of "$2"
+    check "$1: weights bitwise equal to the one-process 2bw run" \
+        "cmp $tmp/one/export/model.safetensors $2/export/model.safetensors"
+    check "$1: loss lines equal to the one-process 2bw run" "lines $2/metrics.jsonl | diff $tmp/one.lines -"
+    check "$1: final_loss and val_loss equal to the last bit" \
+        "diff <(grep -E '\"(final_loss|val_loss)\"' $tmp/one/summary.json) <(grep -E '\"(final_loss|val_loss)\"' $2/summary.json)"
+}
+pipe() { # NAME TOPOLOGY STAGES [OPTIONS]
+    local name=$1 topo=$2 n=$3
+    shift 3
+    "$P" run "$topo" "${COMMON[@]}" --set coordinator.port=0 $(ports "$n") --no-trace --out "$tmp/$name" "$@" \
+        >"$tmp/$name.log" 2>&1
+    local rc=$?
+    check "$name: run exits 0" "[ $rc -eq 0 ] || { tail -n 8 $tmp/$name.log $tmp/$name/stage-*.log; false; }"
+}
+
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set schedule.kind=2bw --set stages.0.threads=1 \
+    --out "$tmp/one" >"$tmp/one.log" 2>&1
+check "1 process 2bw: run exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/one.log; false; }"
+export_of "$tmp/one"
+lines "$tmp/one/metrics.jsonl" >"$tmp/one.lines"
+check "1 process 2bw: 8 loss lines" "[ \$(wc -l <$tmp/one.lines) -eq 8 ]"
+
+"$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set schedule.kind=1f1b --set stages.0.threads=1 \
+    --out "$tmp/sync" >"$tmp/sync.log" 2>&1
+export_of "$tmp/sync"
+check "2bw is not 1f1b: the same first loss (W(0) both), other weights at the end" \
+    "[ \"\$(lines $tmp/sync/metrics.jsonl | head -1)\" = \"\$(head -1 $tmp/one.lines)\" ] &&
+     ! cmp -s $tmp/sync/export/model.safetensors $tmp/one/export/model.safetensors &&
+     [ \"\$(lines $tmp/sync/metrics.jsonl | sed -n 2p)\" != \"\$(sed -n 2p $tmp/one.lines)\" ]"
+
+pipe two topologies/shakespeare-2stage.json 2 --set schedule.kind=2bw
+same_as_one "2 stages" "$tmp/two"
+pipe four topologies/shakespeare-4stage.json 4 --set schedule.kind=2bw
+same_as_one "4 stages" "$tmp/four"
+
+# extra weight memory: the second version and the pending gradient
+check "summary.json: extra_weight_bytes = 2 x 4 x parameters on every stage" "python3 - $tmp/four/summary.json <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))['stages']
+params = [1968128 // 8, 1705984 // 8, 1705984 // 8, 1969152 // 8]
+sys.exit(0 if [x['extra_weight_bytes'] for x in s] == [8 * p for p in params] else 1)
+EOF"
+check "check prints the extra weight memory of 2bw" \
+    "$P check topologies/shakespeare-4stage.json --set schedule.kind=2bw 2>&1 | grep -q '2bw extra weight memory.*stage 3 1.9 MiB'"
+
+# the checkpoint holds W(t) beside W(t+1)
+check "the checkpoint's optim shard holds <name>.2bw_prev (weight_versions 2)" "python3 - $tmp/two/checkpoints/step-3/stage-1.optim.safetensors <<'EOF'
+import json, struct, sys
+f = open(sys.argv[1], 'rb'); h = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+prev = [k for k in h if k.endswith('.2bw_prev')]
+sys.exit(0 if h['__metadata__'].get('weight_versions') == '2' and 'lm_head.weight.2bw_prev' in prev
+         and len(prev) == (len(h) - 1) // 3 else 1)
+EOF"
+
+# exact resume, on the same and on another split
+resume_from() { # NAME SOURCE STEP TOPOLOGY STAGES [OPTIONS]
+    local name=$1 src=$2 step=$3 topo=$4 n=$5
+    shift 5
+    cp -r "$src" "$tmp/$name"
+    rm -rf "$tmp/$name/export"
+    for d in "$tmp/$name"/checkpoints/step-*; do [ "${d##*step-}" -gt "$step" ] && rm -rf "$d"; done
+    echo "step-$step" >"$tmp/$name/checkpoints/latest"
+    "$P" run "$topo" "${COMMON[@]}" --set coordinator.port=0 $(ports "$n") --no-trace --out "$tmp/$name" --resume "$@" \
+        >"$tmp/$name.log" 2>&1
+    local rc=$?
+    check "$name: --resume exits 0" "[ $rc -eq 0 ] || { tail -n 8 $tmp/$name.log $tmp/$name/stage-*.log; false; }"
+    check "$name: resumed from step-$step" "grep -q 'resuming from .*step-$step' $tmp/$name.log"
+}
+resume_from re2 "$tmp/two" 3 topologies/shakespeare-2stage.json 2 --set schedule.kind=2bw
+same_as_one "resumed at step 3 on 2 stages" "$tmp/re2"
+resume_from re4 "$tmp/two" 6 topologies/shakespeare-4stage.json 4 --set schedule.kind=2bw
+same_as_one "resumed at step 6 on 4 stages" "$tmp/re4"
+
+# across kinds: sensible, documented (README PipeDream-2BW)
+resume_from sync-from-2bw "$tmp/two" 3 topologies/shakespeare-2stage.json 2 --set schedule.kind=1f1b
+check "1f1b from a 2bw checkpoint: the same first resumed step's loss as 1f1b from W(t+1)" \
+    "[ \$(lines $tmp/sync-from-2bw/metrics.jsonl | wc -l) -eq 8 ]"
+check "1f1b from a 2bw checkpoint: its own checkpoints hold one version" \
+    "! grep -aq 2bw_prev $tmp/sync-from-2bw/checkpoints/step-8/stage-0.optim.safetensors"
+pipe sync2 topologies/shakespeare-2stage.json 2 --set schedule.kind=1f1b
+resume_from 2bw-from-sync "$tmp/sync2" 3 topologies/shakespeare-2stage.json 2 --set schedule.kind=2bw
+
+# bad input: exit 2, naming the field
+bad() { # NAME NEEDLE COMMAND...
+    local name=$1 needle=$2
+    shift 2
+    "$@" >"$tmp/bad.out" 2>&1
+    local rc=$? found=0
+    grep -qF -- "$needle" "$tmp/bad.out" && found=1
+    check "bad input: $name -> exit 2 naming '$needle'" "[ $rc -eq 2 ] && [ $found -eq 1 ] || { echo rc=$rc; cat $tmp/bad.out; false; }"
+}
+bad "2bw with replicas" "shakespeare-2x2.json: replicas: schedule \"2bw\"" \
+    "$P" check topologies/shakespeare-2x2.json --set schedule.kind=2bw
+bad "2bw with parameter servers" "sync: schedule \"2bw\"" \
+    "$P" check topologies/shakespeare-ps.json --set schedule.kind=2bw
+bad "2bw with tied embeddings across stages" "model.tie_embeddings: schedule \"2bw\"" \
+    "$P" check topologies/shakespeare-4stage.json --set schedule.kind=2bw --set model.tie_embeddings=true
+bad "2bw with fewer micro-batches than stages" "train.micro_batches: schedule \"2bw\" needs at least one" \
+    "$P" check topologies/shakespeare-4stage.json --set schedule.kind=2bw --set train.micro_batches=2
+bad "run refuses it too" "replicas: schedule \"2bw\"" \
+    "$P" run topologies/shakespeare-2x2.json --set schedule.kind=2bw --steps 1 --out "$tmp/bad-run"
+check "bad input: the refused run left no checkpoint" "[ ! -e $tmp/bad-run/checkpoints ]"
+bad "2bw with 2 chunks" "2bw: takes one chunk per stage" \
+    "$P" schedule --stages 2 --micro-batches 4 --kind 2bw --chunks 2
+bad "2bw as CSV" "--format csv: schedule 2bw" \
+    "$P" schedule --stages 2 --micro-batches 4 --kind 2bw --format csv
+exit $fail
