@@ -8,6 +8,17 @@
  * r-t-2 from rank r-1, so what a step receives is what the next step sends:
  * chunk c of step t+1 goes out as soon as chunk c of step t is in.
  *
+ * Where it runs: on the network thread (net/net_coll.h). ring() hands the
+ * run to a task, eng_run, that posts the receives and the first sends; each
+ * completed receive runs it again on the thread that read the bytes, which
+ * adds the chunk (fused with the sum's CRC) and writes the next send at once,
+ * with no wake-up of another thread per chunk. The calling thread sleeps until
+ * the run ends (in WAIT_SLICE_MS slices: the abort flag, the neighbours'
+ * deaths, the group's timeout counted from the last step forward), then
+ * waits for the last sends to be written and frees what is left. State
+ * shared by the two threads is under the engine's lock; once the calling
+ * thread has set stop, the network thread leaves the run alone.
+ *
  * Sequence numbers: on each link the chunks of all steps are numbered in
  * step-major order (step t0's chunks, then step t0+1's, ...); sender and
  * receiver number them alike, since rank r's send step t and rank r+1's
@@ -24,9 +35,10 @@
  * sends credit k (an empty message, COLL_MB_CREDIT) once it has added chunk
  * k * B - 1, i.e. once receives up to k * B + P - 1 are posted. A send held
  * for a credit never stops the rank from consuming what it receives (that
- * could deadlock the ring): while it waits for data it looks at the credit
- * every POLL_MS. The ready signal and the credits are NET_SEND_QUEUED, so
- * they cannot overtake the receives they announce. With R = 2 rank-1 is
+ * could deadlock the ring): the engine moves on whichever comes first. The
+ * ready signal and the credits are sent by the network thread after the
+ * receives they announce are in place (net_nt_recv), so they cannot overtake
+ * them. With R = 2 rank-1 is
  * rank+1 and a credit would queue behind this rank's data on the one
  * connection: the pool is a whole segment and no credit is sent.
  * All-gather receives land in place: they are posted a window (agw, R steps)
@@ -59,7 +71,6 @@
 #include "net/net_coll.h"
 
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
-#define POLL_MS 1         /* how often a wait for data looks at a credit it also needs */
 #define POOL_BYTES (8u << 20) /* reduce-scatter pool: this many bytes of chunks ... */
 #define POOL_MIN 4            /* ... but at least this many chunks ... */
 #define POOL_MAX 256          /* ... and at most this many */
@@ -258,18 +269,16 @@ static int wait_fail(struct run *x, int kind, const char *what, net_peer_id peer
 }
 
 /* Waits for op (for a receive, of len floats) and frees it; 0 or -1 with the
- * error. poll (may be NULL): another op to watch, every POLL_MS; when it has
- * completed, returns 1 with op still pending. *waited: ms waited so far (the
- * group's timeout counts from the first call). */
-static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len,
-                      struct net_op *poll, int *waited)
+ * error (broadcast, and the end of a ring run on the calling thread). */
+static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
 {
+    int waited_ms = 0, *waited = &waited_ms;
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     int is_send = kind == W_SEND || kind == W_READY_SEND || kind == W_CREDIT_SEND;
     int up = kind == W_SEND || kind == W_READY_RECV || kind == W_CREDIT_RECV;
     net_peer_id peer = g->members[mod(g->rank + (up ? 1 : -1), g->R)];
-    int slice = poll ? POLL_MS : WAIT_SLICE_MS, since_look = 0;
+    int slice = WAIT_SLICE_MS, since_look = 0;
     /* in slices, so that a neighbour's death ends the wait whichever way it
      * was going: a rank waiting on rank-1 learns that rank+1 died */
     int st = NET_TIMEOUT;
@@ -294,7 +303,6 @@ static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, siz
             }
         }
         if (since_look >= WAIT_SLICE_MS) since_look = 0;
-        if (poll && net_op_test(poll, e) != NET_PENDING) return 1;
     }
     if (st == NET_TIMEOUT) snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
     if (st == NET_OK && !is_send && net_op_len(*op) != len * sizeof(float)) {
@@ -306,12 +314,6 @@ static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, siz
     net_op_free(*op);
     *op = NULL;
     return st == NET_OK ? 0 : wait_fail(x, kind, is_send ? "send" : "receive", peer, step, c, e);
-}
-
-static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
-{
-    int waited = 0;
-    return wait_op_ex(x, op, kind, step, c, len, NULL, &waited);
 }
 
 /* COLL_CRC_BLOCK: 16 KiB, so that the checksum reads each block from L1
