@@ -71,6 +71,7 @@
 #include "net/net_coll.h"
 
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
+#define ENG_ROUNDS 16     /* rounds of one run of the engine before the network thread's loop goes on */
 #define POOL_BYTES (8u << 20) /* reduce-scatter pool: this many bytes of chunks ... */
 #define POOL_MIN 4            /* ... but at least this many chunks ... */
 #define POOL_MAX 256          /* ... and at most this many */
@@ -593,7 +594,9 @@ static int eng_start(struct run *x, struct ring_st *s)
 
 /* The engine's task, on the network thread: run when the collective is
  * posted and whenever one of its receives completes; moves it as far as the
- * receives that are in allow, and wakes the posting thread at the end. */
+ * receives that are in allow (at most ENG_ROUNDS rounds, then it posts
+ * itself again, so that the loop polls the sockets and fires its timers in
+ * between), and wakes the posting thread at the end. */
 static void eng_run(void *arg)
 {
     coll_group *g = arg;
@@ -602,8 +605,9 @@ static void eng_run(void *arg)
     if (E->active && !E->stop && !E->done) {
         struct run *x = &E->x;
         struct ring_st *s = &E->s;
-        int rc = s->started ? 0 : eng_start(x, s);
-        for (uint64_t before = E->progress + 1; rc == 0 && before != E->progress;) {
+        int rc = s->started ? 0 : eng_start(x, s), rounds = 0;
+        uint64_t before = E->progress + 1;
+        for (; rc == 0 && before != E->progress && rounds < ENG_ROUNDS; rounds++) {
             before = E->progress;
             rc = consume(x, s);
             if (rc == 0) rc = post_recvs(x, s);
@@ -613,6 +617,9 @@ static void eng_run(void *arg)
             E->done = 1;
             E->rc = rc ? -1 : 0;
             pthread_cond_signal(&E->cv);
+        } else if (before != E->progress) { /* still moving: the rest after the loop's next pass */
+            char e[NET_ERR_LEN];
+            net_task_post(g->node, &E->task, e); /* fails only when closing: the waiter sees it */
         }
     }
     pthread_mutex_unlock(&E->mu);

@@ -1,10 +1,11 @@
 /* net_coll.c — tasks on the network thread and the sends and receives they
  * post (net_coll.h). A task is scheduled on a list under node->lk; the
  * network thread runs the list after its command queue (wake_cb) and, when a
- * receive with an on_done task completes on it, from a libevent event made
- * active for the purpose, so that the task runs after the read callback that
- * completed the receive has returned (never inside it: a task writes to
- * sockets and may read). */
+ * receive with an on_done task completes on it, from a timer of 0 ms, so
+ * that the task runs after the read callback that completed the receive has
+ * returned (never inside it: a task writes to sockets and may read), and
+ * every pass of the loop polls the sockets and fires the due timers
+ * (heartbeats, dead-peer checks) however busy the tasks keep it. */
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -34,15 +35,23 @@ void tasks_kick(struct net_node *n)
         wake_loop(n); /* wake_cb runs the tasks */
         return;
     }
-    if (!n->task_ev) n->task_ev = event_new(n->base, -1, 0, task_cb, n);
-    if (n->task_ev) event_active(n->task_ev, EV_TIMEOUT, 0);
-    else wake_loop(n);
+    /* a timer of 0, not event_active: libevent runs what is activated during
+     * a pass in that same pass, so a task that keeps itself busy would keep
+     * the loop from polling the sockets and firing its timers (heartbeats) */
+    static const struct timeval now = { 0, 0 };
+    if (!n->task_ev) n->task_ev = evtimer_new(n->base, task_cb, n);
+    if (!n->task_ev || evtimer_add(n->task_ev, &now) != 0) wake_loop(n);
 }
 
+/* Runs the tasks scheduled when it was called, each once; those scheduled
+ * meanwhile (a task's receive completed, or it posted itself again) wait for
+ * the loop's next pass, after the sockets have been polled. */
 void tasks_run(struct net_node *n)
 {
     pthread_mutex_lock(&n->lk);
-    while (n->tasks) {
+    int todo = 0;
+    for (struct net_task *t = n->tasks; t; t = t->next) todo++;
+    for (; todo > 0 && n->tasks; todo--) {
         struct net_task *t = n->tasks;
         n->tasks = t->next;
         if (!n->tasks) n->tasks_tail = NULL;
@@ -54,7 +63,9 @@ void tasks_run(struct net_node *n)
         n->task_running = NULL;
         if (n->other_waiters) pthread_cond_broadcast(&n->cv); /* net_task_forget */
     }
+    int more = n->tasks != NULL;
     pthread_mutex_unlock(&n->lk);
+    if (more) tasks_kick(n);
 }
 
 int net_task_post(struct net_node *n, struct net_task *t, char err[NET_ERR_LEN])

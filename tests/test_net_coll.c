@@ -3,6 +3,7 @@
  * sends (net_nt_send) without another thread: an echo relay, bytes and
  * checksums intact, the task never on the test's thread; net_task_forget. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "net/net.h"
@@ -118,7 +119,8 @@ struct dead_probe {
     struct net_node *b;
     struct net_task task;
     struct net_op *rop;
-    int posted, seen, st;
+    int posted, st;
+    atomic_int seen;
     char err[NET_ERR_LEN];
 };
 
@@ -132,9 +134,9 @@ static void dead_run(void *arg)
         if (net_nt_recv(d->b, net_stage_id(0, 0), k, one, 1, &d->task, &d->rop, d->err) != NET_OK) d->st = -100;
         return;
     }
-    if (d->rop && !d->seen && net_op_test(d->rop, d->err) != NET_PENDING) {
+    if (d->rop && !atomic_load(&d->seen) && net_op_test(d->rop, d->err) != NET_PENDING) {
         d->st = net_op_test(d->rop, d->err);
-        d->seen = 1;
+        atomic_store(&d->seen, 1);
     }
 }
 
@@ -149,12 +151,68 @@ static void test_dead_peer(void)
     net_node_free(a);
     for (int i = 0; i < 100 && net_peer_status(b, net_stage_id(0, 0), err) == NET_OK; i++) usleep(50000);
     ST(net_task_post(b, &d.task, err), NET_OK);
-    for (int i = 0; i < 100 && !d.seen; i++) usleep(50000);
+    for (int i = 0; i < 100 && !atomic_load(&d.seen); i++) usleep(50000);
     net_task_forget(b, &d.task);
-    CU_ASSERT_EQUAL(d.seen, 1);
+    CU_ASSERT_EQUAL(atomic_load(&d.seen), 1);
     CU_ASSERT(d.st == NET_DEAD || d.st == NET_CLOSED);
     CU_ASSERT(strlen(d.err) > 0);
     net_op_free(d.rop);
+    net_node_free(b);
+}
+
+/* A task that keeps itself busy (posts itself again every run, as the
+ * engine does while chunks keep coming) must not keep the network thread
+ * from its loop: messages still go both ways on the same node meanwhile.
+ * (When the list was run until empty, the network thread never left it.) */
+struct spinner {
+    struct net_node *n;
+    struct net_task task;
+    atomic_int stop;
+    atomic_long runs;
+};
+
+static void spin_run(void *arg)
+{
+    struct spinner *sp = arg;
+    atomic_fetch_add(&sp->runs, 1);
+    char e[NET_ERR_LEN];
+    if (!atomic_load(&sp->stop)) net_task_post(sp->n, &sp->task, e);
+}
+
+static void test_busy_task(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    char err[NET_ERR_LEN];
+    struct spinner sp = { .n = b };
+    sp.task.fn = spin_run;
+    sp.task.arg = &sp;
+    ST(net_task_post(b, &sp.task, err), NET_OK);
+    for (int i = 0; i < 200 && atomic_load(&sp.runs) < 2; i++) usleep(10000);
+    uint8_t m[64] = { 1 }, r[64];
+    for (int i = 0; i < 5; i++) {
+        net_key k = { 63, (uint64_t)i, 0, 0 };
+        uint64_t len = 0;
+        struct net_op *ao = NULL;
+        int st = net_send(a, net_stage_id(1, 0), k, m, sizeof m, 2000, &ao, err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        st = net_recv(b, net_stage_id(0, 0), k, r, sizeof r, &len, 3000, err);
+        if (st != NET_OK) fprintf(stderr, "\n  message %d from a: %s\n", i, err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        k.mb = 1;
+        struct net_op *so = NULL;
+        CU_ASSERT_EQUAL(net_send(b, net_stage_id(0, 0), k, m, sizeof m, 2000, &so, err), NET_OK);
+        st = net_recv(a, net_stage_id(1, 0), k, r, sizeof r, &len, 3000, err);
+        if (st != NET_OK) fprintf(stderr, "\n  message %d to a: %s\n", i, err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        net_op_free(so);
+        net_op_free(ao);
+        if (st != NET_OK) break;
+    }
+    atomic_store(&sp.stop, 1);
+    net_task_forget(b, &sp.task);
+    CU_ASSERT(atomic_load(&sp.runs) > 1);
+    net_node_free(a);
     net_node_free(b);
 }
 
@@ -163,6 +221,7 @@ int main(void)
     CU_TestInfo tests[] = {
         { "a task on the network thread echoes messages", test_relay },
         { "net_nt_recv from a dead peer completes and runs the task", test_dead_peer },
+        { "a task that keeps itself busy does not stall the network thread", test_busy_task },
         CU_TEST_INFO_NULL,
     };
     return tests_run("net_coll", tests);
