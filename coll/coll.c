@@ -8,6 +8,17 @@
  * r-t-2 from rank r-1, so what a step receives is what the next step sends:
  * chunk c of step t+1 goes out as soon as chunk c of step t is in.
  *
+ * Where it runs: on the network thread (net/net_coll.h). ring() hands the
+ * run to a task, eng_run, that posts the receives and the first sends; each
+ * completed receive runs it again on the thread that read the bytes, which
+ * adds the chunk (fused with the sum's CRC) and writes the next send at once,
+ * with no wake-up of another thread per chunk. The calling thread sleeps until
+ * the run ends (in WAIT_SLICE_MS slices: the abort flag, the neighbours'
+ * deaths, the group's timeout counted from the last step forward), then
+ * waits for the last sends to be written and frees what is left. State
+ * shared by the two threads is under the engine's lock; once the calling
+ * thread has set stop, the network thread leaves the run alone.
+ *
  * Sequence numbers: on each link the chunks of all steps are numbered in
  * step-major order (step t0's chunks, then step t0+1's, ...); sender and
  * receiver number them alike, since rank r's send step t and rank r+1's
@@ -24,9 +35,10 @@
  * sends credit k (an empty message, COLL_MB_CREDIT) once it has added chunk
  * k * B - 1, i.e. once receives up to k * B + P - 1 are posted. A send held
  * for a credit never stops the rank from consuming what it receives (that
- * could deadlock the ring): while it waits for data it looks at the credit
- * every POLL_MS. The ready signal and the credits are NET_SEND_QUEUED, so
- * they cannot overtake the receives they announce. With R = 2 rank-1 is
+ * could deadlock the ring): the engine moves on whichever comes first. The
+ * ready signal and the credits are sent by the network thread after the
+ * receives they announce are in place (net_nt_recv), so they cannot overtake
+ * them. With R = 2 rank-1 is
  * rank+1 and a credit would queue behind this rank's data on the one
  * connection: the pool is a whole segment and no credit is sent.
  * All-gather receives land in place: they are posted a window (agw, R steps)
@@ -49,14 +61,17 @@
  * It does not pick members, connect peers or choose tags: the caller does. */
 #include "coll/coll.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/base.h"
+#include "net/net_coll.h"
 
 #define WAIT_SLICE_MS 100 /* how often a wait looks at both neighbours */
-#define POLL_MS 1         /* how often a wait for data looks at a credit it also needs */
+#define ENG_ROUNDS 16     /* rounds of one run of the engine before the network thread's loop goes on */
 #define POOL_BYTES (8u << 20) /* reduce-scatter pool: this many bytes of chunks ... */
 #define POOL_MIN 4            /* ... but at least this many chunks ... */
 #define POOL_MAX 256          /* ... and at most this many */
@@ -85,7 +100,11 @@ struct coll_group {
     uint32_t *crcs;      /* per receive: the CRC32C of what its consumption left in place */
     size_t crcs_cap;
     _Atomic int aborted; /* coll_group_abort: every wait fails at its next slice */
+    struct coll_eng *eng; /* the ring's engine, run by the network thread */
 };
+
+static void eng_new(coll_group *g);
+static void eng_free(coll_group *g);
 
 static const char *op_name(int type)
 {
@@ -128,6 +147,7 @@ coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R
     g->rank = rank;
     g->timeout_ms = timeout_ms;
     g->chunk = COLL_CHUNK_BYTES / sizeof(float);
+    eng_new(g);
     return g;
 }
 
@@ -139,6 +159,7 @@ void coll_group_abort(coll_group *g)
 void coll_group_free(coll_group *g)
 {
     if (!g) return;
+    eng_free(g);
     free(g->members);
     free(g->tmp);
     free(g->ops);
@@ -249,18 +270,16 @@ static int wait_fail(struct run *x, int kind, const char *what, net_peer_id peer
 }
 
 /* Waits for op (for a receive, of len floats) and frees it; 0 or -1 with the
- * error. poll (may be NULL): another op to watch, every POLL_MS; when it has
- * completed, returns 1 with op still pending. *waited: ms waited so far (the
- * group's timeout counts from the first call). */
-static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len,
-                      struct net_op *poll, int *waited)
+ * error (broadcast, and the end of a ring run on the calling thread). */
+static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
 {
+    int waited_ms = 0, *waited = &waited_ms;
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     int is_send = kind == W_SEND || kind == W_READY_SEND || kind == W_CREDIT_SEND;
     int up = kind == W_SEND || kind == W_READY_RECV || kind == W_CREDIT_RECV;
     net_peer_id peer = g->members[mod(g->rank + (up ? 1 : -1), g->R)];
-    int slice = poll ? POLL_MS : WAIT_SLICE_MS, since_look = 0;
+    int slice = WAIT_SLICE_MS, since_look = 0;
     /* in slices, so that a neighbour's death ends the wait whichever way it
      * was going: a rank waiting on rank-1 learns that rank+1 died */
     int st = NET_TIMEOUT;
@@ -285,7 +304,6 @@ static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, siz
             }
         }
         if (since_look >= WAIT_SLICE_MS) since_look = 0;
-        if (poll && net_op_test(poll, e) != NET_PENDING) return 1;
     }
     if (st == NET_TIMEOUT) snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
     if (st == NET_OK && !is_send && net_op_len(*op) != len * sizeof(float)) {
@@ -297,12 +315,6 @@ static int wait_op_ex(struct run *x, struct net_op **op, int kind, int step, siz
     net_op_free(*op);
     *op = NULL;
     return st == NET_OK ? 0 : wait_fail(x, kind, is_send ? "send" : "receive", peer, step, c, e);
-}
-
-static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
-{
-    int waited = 0;
-    return wait_op_ex(x, op, kind, step, c, len, NULL, &waited);
 }
 
 /* COLL_CRC_BLOCK: 16 KiB, so that the checksum reads each block from L1
@@ -351,7 +363,8 @@ static size_t credit_chunks(size_t P) { return P / 4 ? P / 4 : 1; }
 
 /* One run of ring(): sequence numbers, cursors and op handles (see the top of
  * the file). Receive step t0+i holds receive seqs rb[i]..rb[i+1]-1, send step
- * t0+i send seqs sb[i]..sb[i+1]-1. */
+ * t0+i send seqs sb[i]..sb[i+1]-1. Between the start and the end of a run the
+ * network thread alone moves it on (eng_run, under the engine's lock). */
 struct ring_st {
     float *buf;
     size_t n;
@@ -365,7 +378,42 @@ struct ring_st {
     uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
     size_t posted_rs, posted_ag, consumed, sent, credits, ncred_out;
     size_t pi_rs, pi_ag, ci, si; /* step-index hints of the cursors */
+    int started;       /* the first receives and the ready signal are posted */
 };
+
+/* The engine: a ring() in progress, run by the network thread. */
+struct coll_eng {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;     /* done */
+    struct net_task task;  /* eng_run(g) */
+    int used;              /* task posted at least once (coll_group_free forgets it) */
+    int active, stop, done, rc;
+    uint64_t progress;     /* receives consumed + sends posted + signals taken: the timeout's clock */
+    struct run x;
+    struct ring_st s;
+    char err[ERR_LEN];
+};
+
+static void eng_run(void *arg);
+
+static void eng_new(coll_group *g)
+{
+    g->eng = xcalloc(1, sizeof *g->eng);
+    pthread_mutex_init(&g->eng->mu, NULL);
+    pthread_cond_init(&g->eng->cv, NULL);
+    g->eng->task.fn = eng_run;
+    g->eng->task.arg = g;
+}
+
+/* Only once no collective runs on g: the task is neither scheduled nor
+ * running when the memory goes. */
+static void eng_free(coll_group *g)
+{
+    if (g->eng->used) net_task_forget(g->node, &g->eng->task);
+    pthread_mutex_destroy(&g->eng->mu);
+    pthread_cond_destroy(&g->eng->cv);
+    free(g->eng);
+}
 
 /* Step index of seq q (< base[T]), moving hint *i forward. */
 static size_t step_of(const size_t *base, size_t q, size_t *i)
@@ -386,16 +434,22 @@ static void chunk_at(const coll_group *g, size_t n, int seg, size_t c, size_t *o
 static int recv_seg(const coll_group *g, int t) { return mod(g->rank - t - 2, g->R); }
 static int send_seg(const coll_group *g, int t) { return mod(g->rank - t - 1, g->R); }
 
-/* Posts receive q: the reduce-scatter's into pool slot q % P, the
- * all-gather's straight into place. */
+/* Network thread: posts receive q, the reduce-scatter's into pool slot q % P,
+ * the all-gather's straight into place; its completion runs the engine. */
 static int post_seq(struct run *x, struct ring_st *s, size_t q, size_t *hint)
 {
+    char e[NET_ERR_LEN];
+    coll_group *g = x->g;
     size_t i = step_of(s->rb, q, hint), c = q - s->rb[i], off, len;
     int t = s->t0 + (int)i;
-    chunk_at(x->g, s->n, recv_seg(x->g, t), c, &off, &len);
-    if (q < s->q_rs)
-        return post_recv(x, t, c, x->g->tmp + (q % s->slots) * s->stride, len, &s->pool_ops[q % s->slots]);
-    return post_recv(x, t, c, s->buf + off, len, &s->ag_ops[(q - s->q_rs) % s->agw]);
+    chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
+    float *p = q < s->q_rs ? g->tmp + (q % s->slots) * s->stride : s->buf + off;
+    struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
+    net_peer_id from = g->members[mod(g->rank - 1, g->R)];
+    net_key k = { (uint16_t)x->type, x->tag, (uint32_t)t, (uint32_t)c };
+    if (net_nt_recv(g->node, from, k, p, len * sizeof(float), &g->eng->task, op, e) != NET_OK)
+        return fail(x, "receive", from, t, c, e);
+    return 0;
 }
 
 /* Receives up to the windows: the pool's slots past the last chunk added,
@@ -420,77 +474,155 @@ static int post_credit_in(struct run *x, struct ring_st *s)
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
-    if (net_recv_post(g->node, g->members[mod(g->rank + 1, g->R)], ck, ready_dummy, 0, &s->cred_in, e) != NET_OK)
+    if (net_nt_recv(g->node, g->members[mod(g->rank + 1, g->R)], ck, ready_dummy, 0, &g->eng->task, &s->cred_in,
+                    e) != NET_OK)
         return fail_signal(x, "receive", g->members[mod(g->rank + 1, g->R)], "credit", (long)k, e);
     return 0;
 }
 
-/* Posts sends in seq order while they are ready: chunk c of a later step once
- * chunk c of the step before has been consumed; the first step's chunks past
- * READY_AFTER once rank+1's ready signal came; a reduce-scatter chunk once
- * rank+1's credits cover it. block: wait for credits (the rank has nothing
- * left to receive); else stop at a send that needs one and return 1 (held).
- * Returns 0 when it stopped for a dependency or ran out of sends, -1 on
- * failure. */
-static int post_sends(struct run *x, struct ring_st *s, int block)
+/* Network thread: a signal receive (ready or credit) that has completed is
+ * taken (1), one still pending left (0), a failed one reported (-1). */
+static int take_signal(struct run *x, struct net_op **op, long k)
+{
+    char e[NET_ERR_LEN];
+    coll_group *g = x->g;
+    int st = net_op_test(*op, e);
+    if (st == NET_PENDING) return 0;
+    net_op_free(*op);
+    *op = NULL;
+    x->g->eng->progress++;
+    if (st == NET_OK) return 1;
+    net_peer_id from = g->members[mod(g->rank + 1, g->R)];
+    return k < 0 ? fail(x, "receive", from, (int)k, 0, e) : fail_signal(x, "receive", from, "credit", k, e);
+}
+
+/* Network thread: posts sends in seq order while they are ready: chunk c of
+ * a later step once chunk c of the step before has been consumed; the first
+ * step's chunks past READY_AFTER once rank+1's ready signal came; a
+ * reduce-scatter chunk once rank+1's credits cover it. Returns 0 when it
+ * stopped for a dependency or ran out of sends, -1 on failure. */
+static int post_sends(struct run *x, struct ring_st *s)
 {
     coll_group *g = x->g;
+    char e[NET_ERR_LEN];
     while (s->sent < s->ns) {
         size_t q = s->sent, i = step_of(s->sb, q, &s->si), c = q - s->sb[i], off, len;
-        int t = s->t0 + (int)i;
+        int t = s->t0 + (int)i, rc;
         if (i > 0 && s->consumed <= s->rb[i - 1] + c) return 0; /* its data is not in yet */
-        if (i == 0 && c >= READY_AFTER && s->rdy_in && wait_op(x, &s->rdy_in, W_READY_RECV, -s->t0 - 1, 0, 0))
-            return -1;
+        if (i == 0 && c >= READY_AFTER && s->rdy_in && (rc = take_signal(x, &s->rdy_in, -s->t0 - 1)) <= 0)
+            return rc;
         if (q < s->s_rs && q >= s->P + s->credits * s->B) {
-            char e[NET_ERR_LEN];
-            if (!block && net_op_test(s->cred_in, e) == NET_PENDING) return 1;
-            if (wait_op(x, &s->cred_in, W_CREDIT_RECV, (int)(s->credits + 1), 0, 0)) return -1;
+            if ((rc = take_signal(x, &s->cred_in, (long)(s->credits + 1))) <= 0) return rc;
             s->credits++;
             if (post_credit_in(x, s)) return -1;
             continue;
         }
         chunk_at(g, s->n, send_seg(g, t), c, &off, &len);
-        if (post_send(x, t, c, s->buf + off, len, i > 0, i > 0 ? s->crc[s->rb[i - 1] + c] : 0, &s->sends[q]))
-            return -1;
+        net_peer_id to = g->members[mod(g->rank + 1, g->R)];
+        net_key k = { (uint16_t)x->type, x->tag, (uint32_t)t, (uint32_t)c };
+        if (net_nt_send(g->node, to, k, s->buf + off, len * sizeof(float), i > 0 ? NET_SEND_CRC : 0,
+                        i > 0 ? s->crc[s->rb[i - 1] + c] : 0, &s->sends[q], e) != NET_OK)
+            return fail(x, "send", to, t, c, e);
         s->sent++;
+        g->eng->progress++;
     }
     return 0;
 }
 
-/* Consumes receive q (waiting for it; while a send is held for a credit, the
- * credit is looked at every POLL_MS and sends go on as it comes): adds a
- * reduce-scatter chunk into place, frees its pool slot and sends rank-1 a
- * credit when one is due. */
-static int consume(struct run *x, struct ring_st *s, int held)
+/* Network thread: consumes the receives that are in, in order: adds a
+ * reduce-scatter chunk into place (fused with the CRC of the sum it will
+ * send), frees its pool slot and sends rank-1 a credit when one is due; an
+ * all-gather chunk keeps the CRC it came with. 0, or -1 on failure. */
+static int consume(struct run *x, struct ring_st *s)
 {
     coll_group *g = x->g;
-    size_t q = s->consumed, i = step_of(s->rb, q, &s->ci), c = q - s->rb[i], off, len;
-    int t = s->t0 + (int)i, waited = 0, rc;
-    chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
-    struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
-    while ((rc = wait_op_ex(x, op, W_RECV, t, c, len, held > 0 ? s->cred_in : NULL, &waited)) == 1)
-        if ((held = post_sends(x, s, 0)) < 0) return -1;
-    if (rc) return -1;
-    /* partial sum received + own value: the order in coll.h; an all-gather
-     * chunk goes on as it came, with the CRC it came with */
-    s->crc[q] = q < s->q_rs ? coll_add_f32_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len) : x->crc;
-    s->consumed++;
-    if (q < s->q_rs && (q + 1) % s->B == 0) {
-        size_t k = (q + 1) / s->B;
-        if ((k - 1) * s->B + s->P < s->q_rs) { /* rank-1 has a send waiting for it */
-            char e[NET_ERR_LEN];
-            net_peer_id to = g->members[mod(g->rank - 1, g->R)];
-            net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
-            /* queued behind the receives it announces: a receive posted
-             * while commands are queued goes through the network thread's
-             * queue, and a direct write could overtake it */
-            if (post_recvs(x, s)) return -1;
-            if (net_send_ex(g->node, to, ck, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
-                            &s->cred_out[s->ncred_out++], e) != NET_OK)
-                return fail_signal(x, "send", to, "credit", (long)k, e);
+    char e[NET_ERR_LEN];
+    while (s->consumed < s->nq) {
+        size_t q = s->consumed, i = step_of(s->rb, q, &s->ci), c = q - s->rb[i], off, len;
+        int t = s->t0 + (int)i;
+        struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
+        if (!*op) return 0; /* not posted yet */
+        int st = net_op_test(*op, e);
+        if (st == NET_PENDING) return 0;
+        chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
+        if (st == NET_OK && net_op_len(*op) != len * sizeof(float)) {
+            snprintf(e, sizeof e, "message of %llu bytes, expected %zu", (unsigned long long)net_op_len(*op),
+                     len * sizeof(float));
+            st = NET_ERR;
+        }
+        uint32_t crc = net_op_crc(*op);
+        net_op_free(*op);
+        *op = NULL;
+        if (st != NET_OK) return fail(x, "receive", g->members[mod(g->rank - 1, g->R)], t, c, e);
+        /* partial sum received + own value: the order in coll.h */
+        s->crc[q] = q < s->q_rs ? coll_add_f32_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len) : crc;
+        s->consumed++;
+        g->eng->progress++;
+        if (q < s->q_rs && (q + 1) % s->B == 0) {
+            size_t k = (q + 1) / s->B;
+            if ((k - 1) * s->B + s->P < s->q_rs) { /* rank-1 has a send waiting for it */
+                net_peer_id to = g->members[mod(g->rank - 1, g->R)];
+                net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
+                /* the receives it announces first: in place when posted here */
+                if (post_recvs(x, s)) return -1;
+                if (net_nt_send(g->node, to, ck, ready_dummy, 0, 0, 0, &s->cred_out[s->ncred_out++], e) != NET_OK)
+                    return fail_signal(x, "send", to, "credit", (long)k, e);
+            }
         }
     }
     return 0;
+}
+
+/* The first receives, then the ready signals (see READY_AFTER): this rank's
+ * to rank-1 once they are up; rank+1's before the rest of the first step. */
+static int eng_start(struct run *x, struct ring_st *s)
+{
+    coll_group *g = x->g;
+    int R = g->R, r = g->rank;
+    char e[NET_ERR_LEN];
+    s->started = 1;
+    if (post_recvs(x, s) || post_credit_in(x, s)) return -1;
+    net_key rk = { (uint16_t)x->type, x->tag, COLL_MB_READY, (uint32_t)s->t0 };
+    if (s->sb[1] > READY_AFTER &&
+        net_nt_recv(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &g->eng->task, &s->rdy_in, e) != NET_OK)
+        return fail(x, "receive", g->members[mod(r + 1, R)], -s->t0 - 1, 0, e);
+    if (s->rb[1] > READY_AFTER &&
+        net_nt_send(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, 0, 0, &s->rdy_out, e) != NET_OK)
+        return fail(x, "send", g->members[mod(r - 1, R)], -s->t0 - 1, 0, e);
+    return 0;
+}
+
+/* The engine's task, on the network thread: run when the collective is
+ * posted and whenever one of its receives completes; moves it as far as the
+ * receives that are in allow (at most ENG_ROUNDS rounds, then it posts
+ * itself again, so that the loop polls the sockets and fires its timers in
+ * between), and wakes the posting thread at the end. */
+static void eng_run(void *arg)
+{
+    coll_group *g = arg;
+    struct coll_eng *E = g->eng;
+    pthread_mutex_lock(&E->mu);
+    if (E->active && !E->stop && !E->done) {
+        struct run *x = &E->x;
+        struct ring_st *s = &E->s;
+        int rc = s->started ? 0 : eng_start(x, s), rounds = 0;
+        uint64_t before = E->progress + 1;
+        for (; rc == 0 && before != E->progress && rounds < ENG_ROUNDS; rounds++) {
+            before = E->progress;
+            rc = consume(x, s);
+            if (rc == 0) rc = post_recvs(x, s);
+            if (rc == 0) rc = post_sends(x, s);
+        }
+        if (rc || (s->consumed == s->nq && s->sent == s->ns)) {
+            E->done = 1;
+            E->rc = rc ? -1 : 0;
+            pthread_cond_signal(&E->cv);
+        } else if (before != E->progress) { /* still moving: the rest after the loop's next pass */
+            char e[NET_ERR_LEN];
+            net_task_post(g->node, &E->task, e); /* fails only when closing: the waiter sees it */
+        }
+    }
+    pthread_mutex_unlock(&E->mu);
 }
 
 /* Sequence numbers and sizes of ring steps t0..t1-1 (see struct ring_st). */
@@ -537,62 +669,123 @@ static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0,
     s->posted_ag = s->q_rs;
 }
 
-/* Ring steps t0..t1-1 over buf (see the top of the file). */
+/* Why the engine stopped short, said where it was: the oldest receive not
+ * consumed or the oldest send not posted (a neighbour's death names that
+ * neighbour's side: dir -1 rank-1, +1 rank+1, 0 either). */
+static int eng_fail(struct run *x, struct ring_st *s, int dir, const char *why)
+{
+    coll_group *g = x->g;
+    net_peer_id prev = g->members[mod(g->rank - 1, g->R)], next = g->members[mod(g->rank + 1, g->R)];
+    size_t h = 0;
+    if (dir < 0 || (dir == 0 && s->consumed < s->nq)) {
+        if (s->consumed >= s->nq) return fail(x, "receive", prev, s->t1 - 1, 0, why);
+        size_t i = step_of(s->rb, s->consumed, &h);
+        return fail(x, "receive", prev, s->t0 + (int)i, s->consumed - s->rb[i], why);
+    }
+    if (s->sent >= s->ns) return fail(x, "send", next, s->t1 - 1, 0, why);
+    size_t i = step_of(s->sb, s->sent, &h), c = s->sent - s->sb[i];
+    if (s->rdy_in && i == 0 && c >= READY_AFTER) return fail(x, "receive", next, -s->t0 - 1, 0, why);
+    if (s->sent < s->s_rs && s->sent >= s->P + s->credits * s->B)
+        return fail_signal(x, "receive", next, "credit", (long)(s->credits + 1), why);
+    return fail(x, "send", next, s->t0 + (int)i, c, why);
+}
+
+/* Ring steps t0..t1-1 over buf (see the top of the file): the network thread
+ * runs them (eng_run); this thread posts the run, waits for its end in
+ * slices (the group's timeout counts from the last step forward; an abort or
+ * a neighbour's death ends it at the next slice), then waits for the last
+ * sends to be written. */
 static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
 {
     coll_group *g = x->g;
-    int R = g->R, r = g->rank, rc = 0;
+    struct coll_eng *E = g->eng;
+    int R = g->R, rc = 0;
     if (n == 0 || R == 1 || t1 <= t0) return 0;
-    struct ring_st s;
-    plan(g, &s, buf, n, t0, t1);
-    if (s.q_rs) ensure_tmp(g, (s.q_rs < s.slots ? s.q_rs : s.slots) * s.stride);
-    size_t ncred = s.q_rs / s.B + 1;
-    s.sends = ops_of(g, s.ns + s.slots + s.agw + ncred);
-    s.pool_ops = s.sends + s.ns;
-    s.ag_ops = s.pool_ops + s.slots;
-    s.cred_out = s.ag_ops + s.agw;
-    if (g->crcs_cap < s.nq) {
+    pthread_mutex_lock(&E->mu);
+    struct ring_st *s = &E->s;
+    plan(g, s, buf, n, t0, t1);
+    if (s->q_rs) ensure_tmp(g, (s->q_rs < s->slots ? s->q_rs : s->slots) * s->stride);
+    size_t ncred = s->q_rs / s->B + 1;
+    s->sends = ops_of(g, s->ns + s->slots + s->agw + ncred);
+    s->pool_ops = s->sends + s->ns;
+    s->ag_ops = s->pool_ops + s->slots;
+    s->cred_out = s->ag_ops + s->agw;
+    if (g->crcs_cap < s->nq) {
         free(g->crcs);
-        g->crcs = xmalloc(s.nq * sizeof *g->crcs);
-        g->crcs_cap = s.nq;
+        g->crcs = xmalloc(s->nq * sizeof *g->crcs);
+        g->crcs_cap = s->nq;
     }
-    s.crc = g->crcs;
-    /* the first receives, then the ready signals (see READY_AFTER): this
-     * rank's to rank-1 once they are up; rank+1's before the rest of the
-     * first step goes out */
-    rc = post_recvs(x, &s);
-    if (rc == 0) rc = post_credit_in(x, &s);
-    net_key rk = { (uint16_t)x->type, x->tag, COLL_MB_READY, (uint32_t)t0 };
+    s->crc = g->crcs;
+    E->x = *x;
+    E->x.err = E->err;
+    E->err[0] = 0;
+    E->active = 1;
+    E->stop = E->done = E->rc = 0;
+    E->used = 1;
+    pthread_mutex_unlock(&E->mu);
     char e[NET_ERR_LEN];
-    if (rc == 0 && s.sb[1] > READY_AFTER &&
-        net_recv_post(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &s.rdy_in, e) != NET_OK)
-        rc = fail(x, "receive", g->members[mod(r + 1, R)], -t0 - 1, 0, e);
-    if (rc == 0 && s.rb[1] > READY_AFTER &&
-        net_send_ex(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, NET_SEND_QUEUED, 0, g->timeout_ms,
-                    &s.rdy_out, e) != NET_OK)
-        rc = fail(x, "send", g->members[mod(r - 1, R)], -t0 - 1, 0, e);
-    while (rc == 0 && s.consumed < s.nq) {
-        int held = post_sends(x, &s, 0);
-        rc = held < 0 ? -1 : post_recvs(x, &s);
-        if (rc == 0) rc = consume(x, &s, held);
+    if (net_task_post(g->node, &E->task, e) != NET_OK) {
+        pthread_mutex_lock(&E->mu);
+        E->active = 0;
+        pthread_mutex_unlock(&E->mu);
+        return fail(x, "send", g->members[mod(g->rank + 1, R)], t0, 0, e);
     }
-    if (rc == 0 && post_sends(x, &s, 1) < 0) rc = -1; /* what waited for credits */
-    size_t hint = 0;
-    for (size_t i = 0; i < s.ns; i++) /* every send written (or the first failure) */
-        if (s.sends[i] && rc == 0) {
-            size_t k = step_of(s.sb, i, &hint);
-            rc = wait_op(x, &s.sends[i], W_SEND, t0 + (int)k, i - s.sb[k], 0);
+    pthread_mutex_lock(&E->mu);
+    uint64_t seen = E->progress;
+    double last = base_now();
+    while (!E->done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += WAIT_SLICE_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
         }
-    for (size_t k = 0; k < s.ncred_out && rc == 0; k++)
-        rc = wait_op(x, &s.cred_out[k], W_CREDIT_SEND, (int)(k + 1), 0, 0);
-    if (s.rdy_out && rc == 0) rc = wait_op(x, &s.rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
-    net_op_free(s.rdy_in);
-    net_op_free(s.rdy_out);
-    net_op_free(s.cred_in);
-    for (size_t i = 0; i < s.ns + s.slots + s.agw + ncred; i++) net_op_free(s.sends[i]);
+        pthread_cond_timedwait(&E->cv, &E->mu, &ts);
+        if (E->done) break;
+        double now = base_now();
+        if (E->progress != seen) {
+            seen = E->progress;
+            last = now;
+        }
+        if (g->aborted) {
+            rc = eng_fail(x, s, 0, "aborted by this process");
+            break;
+        }
+        for (int d = -1; d <= 1 && rc == 0; d += 2) {
+            int ps = net_peer_status(g->node, g->members[mod(g->rank + d, R)], e);
+            if (ps == NET_DEAD || ps == NET_CLOSED) rc = eng_fail(x, s, d, e);
+        }
+        if (rc) break;
+        if ((now - last) * 1000 >= g->timeout_ms) {
+            snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
+            rc = eng_fail(x, s, 0, e);
+            break;
+        }
+    }
+    if (E->done && E->rc) {
+        seterr(x->err, "%s", E->err);
+        rc = -1;
+    }
+    E->stop = 1; /* from here on the network thread leaves the run alone */
+    E->active = 0;
+    pthread_mutex_unlock(&E->mu);
+    size_t hint = 0;
+    for (size_t i = 0; i < s->ns; i++) /* every send written (or the first failure) */
+        if (s->sends[i] && rc == 0) {
+            size_t k = step_of(s->sb, i, &hint);
+            rc = wait_op(x, &s->sends[i], W_SEND, t0 + (int)k, i - s->sb[k], 0);
+        }
+    for (size_t k = 0; k < s->ncred_out && rc == 0; k++)
+        rc = wait_op(x, &s->cred_out[k], W_CREDIT_SEND, (int)(k + 1), 0, 0);
+    if (s->rdy_out && rc == 0) rc = wait_op(x, &s->rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
+    net_op_free(s->rdy_in);
+    net_op_free(s->rdy_out);
+    net_op_free(s->cred_in);
+    for (size_t i = 0; i < s->ns + s->slots + s->agw + ncred; i++) net_op_free(s->sends[i]);
+    s->rdy_in = s->rdy_out = s->cred_in = NULL;
     return rc;
 }
-
 int coll_allreduce_sum(coll_group *g, float *buf, size_t n, uint64_t tag, char *err)
 {
     struct run x = { g, COLL_T_ALLREDUCE, tag, err, 0 };

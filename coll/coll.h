@@ -106,6 +106,11 @@ uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t
  * - every member calls the same collective with the same n, tag (and root);
  * - one thread at a time per group (different groups may run concurrently on
  *   one node from different threads);
+ * - all-reduce, reduce-scatter and all-gather run on the node's network
+ *   thread (net/net_coll.h): it adds and forwards each chunk as it reads it;
+ *   the calling thread only posts the collective and sleeps until it ends
+ *   (the group's timeout counts from the last chunk or signal that moved it
+ *   on), so the additions cost the network thread's CPU, not the caller's;
  * - returns 0, or -1 with err (ERR_LEN) naming the collective, the tag, the
  *   peer (stage, replica), the ring step and the chunk: a peer that failed or
  *   stayed silent for the group's timeout, a message of the wrong length;

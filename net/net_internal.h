@@ -63,6 +63,8 @@ struct net_op {
     int queued_only;              /* send: NET_SEND_QUEUED (not written by the posting thread
                                      while a receive posted before it is still queued) */
     int posted;                   /* receive waiting in peer->posted [lock] */
+    struct net_task *on_done;     /* net_nt_recv: task run on the network thread once this
+                                     completes (net_coll.c) */
     uint8_t hdr[NET_HDR_LEN];
     atomic_int done;              /* OP_PENDING, OP_SLEEPER (pending, a thread sleeps on
                                      this word) or OP_DONE; see op_done, net_wait */
@@ -229,6 +231,10 @@ struct net_node {
     int log_lines;                /* refusal lines logged in it */
     uint64_t log_dropped;         /* refusal lines left out since the last summary */
     int stopping;                 /* 1: shutting down; 2: every goodbye queued */
+    /* net_coll.c: tasks run on the network thread (net_task_post) */
+    struct net_task *tasks, *tasks_tail; /* scheduled, in order [lock] */
+    struct net_task *task_running; /* the one running now [lock] */
+    struct event *task_ev;        /* made active to run them after the current callback [net] */
 };
 
 /* Counts a change of node->npending, mirrored (with its peak) in n->pre [net]. */
@@ -274,6 +280,8 @@ void posted_take(struct net_node *n, struct peer *pr);
 
 /* net_loop.c */
 void *loop_main(void *arg);
+void loop_send(struct net_node *n, struct net_op *op); /* what CMD_SEND does [net] */
+void loop_recv(struct net_node *n, struct net_op *op); /* what CMD_RECV does [net] */
 void loop_peer_fail(struct net_node *n, struct peer *pr, int status, const char *reason);
 void loop_connect_retry(struct net_node *n, struct peer *pr, const char *why);
 int loop_maybe_finish(struct net_node *n);  /* 1: shutdown done, no conn left */
@@ -302,6 +310,11 @@ void conn_write_cb(int fd, short what, void *arg);
 void tx_claim(struct conn *c);            /* stop direct writes on c; queue its half-written frame */
 int frame_iov(const struct net_op *op, struct iovec *iov); /* unsent part of op's frame: 0-2 entries */
 ssize_t net_sendv(int fd, struct iovec *iov, int cnt);    /* sendmsg without SIGPIPE */
+
+/* net_coll.c */
+void tasks_push_locked(struct net_node *n, struct net_task *t); /* schedule t (lk held) */
+void tasks_kick(struct net_node *n);   /* after tasks_push_locked, lk dropped: get them run */
+void tasks_run(struct net_node *n);    /* run every scheduled task [net] */
 
 /* net_handshake.c */
 int conn_on_hello(struct conn *c);               /* the peer's hello is in c->ctl */

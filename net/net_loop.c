@@ -314,7 +314,7 @@ static int peer_dead(struct net_node *n, struct peer *pr, char reason[NET_ERR_LE
     return dead;
 }
 
-static void do_send(struct net_node *n, struct net_op *op)
+void loop_send(struct net_node *n, struct net_op *op)
 {
     struct peer *pr = op->pr;
     char why[NET_ERR_LEN];
@@ -391,7 +391,7 @@ void loop_deliver_unclaimed(struct net_node *n, struct peer *pr, struct net_op *
         }
 }
 
-static void do_recv(struct net_node *n, struct net_op *op)
+void loop_recv(struct net_node *n, struct net_op *op)
 {
     struct peer *pr = op->pr;
     char why[NET_ERR_LEN];
@@ -604,10 +604,10 @@ static void wake_cb(int fd, short what, void *arg)
     while (q) {
         struct cmd *next = q->next;
         switch (q->kind) {
-        case CMD_SEND: do_send(n, q->op); break;
+        case CMD_SEND: loop_send(n, q->op); break;
         case CMD_FLUSH: do_flush(q->pr); break;
         case CMD_RECV:
-            do_recv(n, q->op);
+            loop_recv(n, q->op);
             pthread_mutex_lock(&n->lk);
             n->recv_cmds--;
             pthread_mutex_unlock(&n->lk);
@@ -620,6 +620,7 @@ static void wake_cb(int fd, short what, void *arg)
         free(q);
         q = next;
     }
+    tasks_run(n); /* net_task_post from another thread */
 }
 
 /* Heartbeats, dead-peer detection, handshake and closing deadlines. */
@@ -699,6 +700,7 @@ void *loop_main(void *arg)
     if (n->wake_ev) event_free(n->wake_ev);
     if (n->tick_ev) event_free(n->tick_ev);
     if (n->linger_ev) event_free(n->linger_ev);
+    if (n->task_ev) event_free(n->task_ev);
     event_base_free(n->base);
     n->base = NULL;
     return NULL;

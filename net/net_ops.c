@@ -64,15 +64,17 @@ static int op_finish_locked(struct net_node *n, struct net_op *op, int status, c
         op->pr->st.direct_partial += op->direct == 2; /* also when cancelled or failed */
     }
     int sleeper = atomic_exchange_explicit(&op->done, OP_DONE, memory_order_acq_rel) == OP_SLEEPER;
+    if (op->on_done) tasks_push_locked(n, op->on_done); /* net_nt_recv: no thread to wake */
     /* Only wake sleepers who care: a completed send must not wake a thread
      * that waits for a receive (a spurious wake-up costs a context switch). */
-    return (n->other_waiters ? 1 : 0) | (sleeper ? 2 : 0);
+    return (n->other_waiters ? 1 : 0) | (sleeper ? 2 : 0) | (op->on_done ? 4 : 0);
 }
 
 static void op_wake(struct net_node *n, struct net_op *op, int wake)
 {
     if (wake & 1) pthread_cond_broadcast(&n->cv); /* after unlocking: no waiting for the lock */
     if (wake & 2) futex_wake_all(&op->done);
+    if (wake & 4) tasks_kick(n);
 }
 
 /* Completes op with status. Transport-owned frames are freed; user ops are

@@ -1,0 +1,183 @@
+/* net_coll.c — tasks on the network thread and the sends and receives they
+ * post (net_coll.h). A task is scheduled on a list under node->lk; the
+ * network thread runs the list after its command queue (wake_cb) and, when a
+ * receive with an on_done task completes on it, from a timer of 0 ms, so
+ * that the task runs after the read callback that completed the receive has
+ * returned (never inside it: a task writes to sockets and may read), and
+ * every pass of the loop polls the sockets and fires the due timers
+ * (heartbeats, dead-peer checks) however busy the tasks keep it. */
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/net_coll.h"
+#include "net/net_internal.h"
+
+void tasks_push_locked(struct net_node *n, struct net_task *t)
+{
+    if (t->queued) return;
+    t->queued = 1;
+    t->next = NULL;
+    if (n->tasks_tail) n->tasks_tail->next = t; else n->tasks = t;
+    n->tasks_tail = t;
+}
+
+static void task_cb(int fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    tasks_run(arg);
+}
+
+void tasks_kick(struct net_node *n)
+{
+    if (!n->thr_started || !pthread_equal(pthread_self(), n->thr)) {
+        wake_loop(n); /* wake_cb runs the tasks */
+        return;
+    }
+    /* a timer of 0, not event_active: libevent runs what is activated during
+     * a pass in that same pass, so a task that keeps itself busy would keep
+     * the loop from polling the sockets and firing its timers (heartbeats) */
+    static const struct timeval now = { 0, 0 };
+    if (!n->task_ev) n->task_ev = evtimer_new(n->base, task_cb, n);
+    if (!n->task_ev || evtimer_add(n->task_ev, &now) != 0) wake_loop(n);
+}
+
+/* Runs the tasks scheduled when it was called, each once; those scheduled
+ * meanwhile (a task's receive completed, or it posted itself again) wait for
+ * the loop's next pass, after the sockets have been polled. */
+void tasks_run(struct net_node *n)
+{
+    pthread_mutex_lock(&n->lk);
+    int todo = 0;
+    for (struct net_task *t = n->tasks; t; t = t->next) todo++;
+    for (; todo > 0 && n->tasks; todo--) {
+        struct net_task *t = n->tasks;
+        n->tasks = t->next;
+        if (!n->tasks) n->tasks_tail = NULL;
+        t->queued = 0;
+        n->task_running = t;
+        pthread_mutex_unlock(&n->lk);
+        t->fn(t->arg);
+        pthread_mutex_lock(&n->lk);
+        n->task_running = NULL;
+        if (n->other_waiters) pthread_cond_broadcast(&n->cv); /* net_task_forget */
+    }
+    int more = n->tasks != NULL;
+    pthread_mutex_unlock(&n->lk);
+    if (more) tasks_kick(n);
+}
+
+int net_task_post(struct net_node *n, struct net_task *t, char err[NET_ERR_LEN])
+{
+    if (!n || !t || !t->fn) return net_seterr(err, "net_task_post: bad arguments");
+    pthread_mutex_lock(&n->lk);
+    if (n->closing || n->exited) {
+        pthread_mutex_unlock(&n->lk);
+        net_seterr(err, "node is closing");
+        return NET_CLOSED;
+    }
+    tasks_push_locked(n, t);
+    pthread_mutex_unlock(&n->lk);
+    tasks_kick(n);
+    return NET_OK;
+}
+
+void net_task_forget(struct net_node *n, struct net_task *t)
+{
+    if (!n || !t) return;
+    pthread_mutex_lock(&n->lk);
+    if (t->queued) {
+        struct net_task **pp = &n->tasks, *prev = NULL;
+        while (*pp && *pp != t) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        if (*pp) {
+            *pp = t->next;
+            if (n->tasks_tail == t) n->tasks_tail = prev;
+        }
+        t->queued = 0;
+    }
+    n->other_waiters++;
+    while (n->task_running == t && !n->exited) cv_wait(n, -1);
+    n->other_waiters--;
+    pthread_mutex_unlock(&n->lk);
+}
+
+/* Registers op (a user op) with the node; NET_OK or a failure with err. */
+static int nt_register(struct net_node *n, struct net_op *op, char err[NET_ERR_LEN])
+{
+    int st = NET_OK;
+    uint64_t need = op->kind == OP_SEND ? op->len + NET_HDR_LEN : 0;
+    pthread_mutex_lock(&n->lk);
+    struct peer *p = peer_locked(n, op->peer, 1);
+    if (!p) {
+        st = net_seterr(err, "out of memory posting an operation");
+    } else if (n->closing) {
+        st = NET_CLOSED;
+        net_seterr(err, "node is closing");
+    } else {
+        p->st.queued += need;
+        if (p->st.queued > p->st.queued_max) p->st.queued_max = p->st.queued;
+        op->pr = p;
+        op->node = n;
+        live_add_locked(n, op);
+    }
+    pthread_mutex_unlock(&n->lk);
+    if (st != NET_OK) free(op);
+    return st;
+}
+
+int net_nt_send(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len,
+                int flags, uint32_t crc, struct net_op **opp, char err[NET_ERR_LEN])
+{
+    if (opp) *opp = NULL;
+    if (!n || !opp || (len && !buf) || (flags & ~NET_SEND_CRC))
+        return net_seterr(err, "net_nt_send: bad arguments");
+    if (key.type < NET_TYPE_USER)
+        return net_seterr(err, "net_nt_send: message type %u is reserved (< %d)", key.type,
+                          NET_TYPE_USER);
+    if (len > n->cfg.max_payload)
+        return net_seterr(err, "net_nt_send: %" PRIu64 " bytes exceeds max_payload %" PRIu64, len,
+                          n->cfg.max_payload);
+    struct net_op *op = calloc(1, sizeof *op);
+    if (!op) return net_seterr(err, "net_nt_send: out of memory");
+    op->kind = OP_SEND;
+    op->peer = peer;
+    op->key = key;
+    op->sbuf = buf;
+    op->len = len;
+    op->crc = flags & NET_SEND_CRC ? crc : net_crc32c(0, buf, len);
+    net_hdr h = { .version = NET_VERSION, .type = key.type, .sender = n->cfg.self,
+                  .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc };
+    net_hdr_encode(op->hdr, &h);
+    int st = nt_register(n, op, err);
+    if (st != NET_OK) return st;
+    *opp = op;
+    loop_send(n, op); /* may complete it (dead peer, shutting down) */
+    return NET_OK;
+}
+
+int net_nt_recv(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
+                struct net_task *on_done, struct net_op **opp, char err[NET_ERR_LEN])
+{
+    if (opp) *opp = NULL;
+    if (!n || !opp || (cap && !dst)) return net_seterr(err, "net_nt_recv: bad arguments");
+    if (key.type < NET_TYPE_USER)
+        return net_seterr(err, "net_nt_recv: message type %u is reserved", key.type);
+    struct net_op *op = calloc(1, sizeof *op);
+    if (!op) return net_seterr(err, "net_nt_recv: out of memory");
+    op->kind = OP_RECV;
+    op->peer = peer;
+    op->key = key;
+    op->rbuf = dst;
+    op->cap = dst ? cap : n->cfg.max_payload;
+    op->own = dst == NULL;
+    op->on_done = on_done;
+    int st = nt_register(n, op, err);
+    if (st != NET_OK) return st;
+    *opp = op;
+    loop_recv(n, op); /* may complete it: an unclaimed message, a dead peer */
+    return NET_OK;
+}

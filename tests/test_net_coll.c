@@ -1,0 +1,228 @@
+/* test_net_coll.c — CUnit suite for net/net_coll.h: a task on the network
+ * thread that receives (net_nt_recv, run again by each completion) and
+ * sends (net_nt_send) without another thread: an echo relay, bytes and
+ * checksums intact, the task never on the test's thread; net_task_forget. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "net/net.h"
+#include "net/net_coll.h"
+#include "tests/net_fixture.h"
+#include "tests/tests.h"
+
+enum { MSGS = 40, MAXLEN = 300000 };
+
+/* Node b echoes MSGS messages from a back to a, each once it is in, posting
+ * the next receive before it sends (so the next message cannot land
+ * unclaimed). */
+struct relay {
+    struct net_node *b;
+    struct net_task task;
+    net_peer_id a;
+    uint8_t *buf[MSGS];
+    struct net_op *rop, *sops[MSGS];
+    int next; /* messages echoed */
+    int runs, failed, started;
+    pthread_t thr, test_thr;
+    int thr_set, other_thread;
+    char err[NET_ERR_LEN];
+};
+
+static int relay_post(struct relay *r)
+{
+    net_key k = { 60, (uint64_t)r->next, 0, 0 };
+    return net_nt_recv(r->b, r->a, k, r->buf[r->next], MAXLEN, &r->task, &r->rop, r->err);
+}
+
+static void relay_run(void *arg)
+{
+    struct relay *r = arg;
+    r->runs++;
+    if (!r->thr_set) r->thr = pthread_self();
+    r->thr_set = 1;
+    r->other_thread |= pthread_equal(pthread_self(), r->thr) == 0 || pthread_equal(pthread_self(), r->test_thr);
+    if (r->failed) return;
+    if (!r->started) { /* the first run */
+        r->started = 1;
+        if (relay_post(r) != NET_OK) r->failed = 1;
+        return;
+    }
+    while (r->next < MSGS && r->rop) {
+        int st = net_op_test(r->rop, r->err);
+        if (st == NET_PENDING) return;
+        if (st != NET_OK) { r->failed = 1; return; }
+        uint64_t len = net_op_len(r->rop);
+        uint32_t crc = net_op_crc(r->rop);
+        net_op_free(r->rop);
+        r->rop = NULL;
+        int i = r->next++;
+        if (r->next < MSGS && relay_post(r) != NET_OK) { r->failed = 1; return; }
+        net_key k = { 61, (uint64_t)i, 0, 0 };
+        if (net_nt_send(r->b, r->a, k, r->buf[i], len, NET_SEND_CRC, crc, &r->sops[i], r->err) != NET_OK) {
+            r->failed = 1;
+            return;
+        }
+    }
+}
+
+static void test_relay(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    char err[NET_ERR_LEN];
+    net_peer_id ib = net_stage_id(1, 0);
+    struct relay r = { .b = b, .a = net_stage_id(0, 0), .test_thr = pthread_self() };
+    r.task.fn = relay_run;
+    r.task.arg = &r;
+    uint8_t *msg = malloc(MAXLEN), *back = malloc(MAXLEN);
+    for (int i = 0; i < MSGS; i++) r.buf[i] = malloc(MAXLEN);
+    ST(net_task_post(b, &r.task, err), NET_OK);
+    for (int i = 0; i < MSGS; i++) {
+        size_t len = i == 0 ? 0 : (size_t)(i * 7919) % MAXLEN;
+        fill(msg, len, (uint32_t)i);
+        struct net_op *s = NULL, *rv = NULL;
+        net_key k = { 60, (uint64_t)i, 0, 0 }, kb = { 61, (uint64_t)i, 0, 0 };
+        ST(net_recv_post(a, ib, kb, back, MAXLEN, &rv, err), NET_OK);
+        ST(net_send(a, ib, k, msg, len, 5000, &s, err), NET_OK);
+        int st = net_wait(rv, 5000, err);
+        if (st != NET_OK) fprintf(stderr, "\n  echo %d: %s (relay: %s)\n", i, err, r.err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        CU_ASSERT_EQUAL(net_op_len(rv), len);
+        CU_ASSERT(memcmp(back, msg, len) == 0);
+        net_op_free(rv);
+        CU_ASSERT_EQUAL(net_wait(s, 5000, err), NET_OK);
+        net_op_free(s);
+    }
+    net_task_forget(b, &r.task);
+    CU_ASSERT_EQUAL(r.failed, 0);
+    CU_ASSERT_EQUAL(r.next, MSGS);
+    CU_ASSERT(r.runs >= MSGS); /* once per completed receive, at least */
+    CU_ASSERT_EQUAL(r.other_thread, 0);
+    net_stats st;
+    ST(net_peer_stats(b, r.a, &st), NET_OK);
+    CU_ASSERT_EQUAL(st.frames_tx, MSGS);
+    for (int i = 0; i < MSGS; i++) {
+        CU_ASSERT_EQUAL(net_wait(r.sops[i], 5000, err), NET_OK);
+        net_op_free(r.sops[i]);
+        free(r.buf[i]);
+    }
+    net_node_free(a);
+    net_node_free(b);
+    free(msg);
+    free(back);
+}
+
+/* net_nt_recv from a dead peer completes at once with the reason, and the
+ * completion runs the task again. */
+struct dead_probe {
+    struct net_node *b;
+    struct net_task task;
+    struct net_op *rop;
+    int posted, st;
+    atomic_int seen;
+    char err[NET_ERR_LEN];
+};
+
+static void dead_run(void *arg)
+{
+    struct dead_probe *d = arg;
+    if (!d->posted) {
+        d->posted = 1;
+        net_key k = { 62, 0, 0, 0 };
+        static uint8_t one[1];
+        if (net_nt_recv(d->b, net_stage_id(0, 0), k, one, 1, &d->task, &d->rop, d->err) != NET_OK) d->st = -100;
+        return;
+    }
+    if (d->rop && !atomic_load(&d->seen) && net_op_test(d->rop, d->err) != NET_PENDING) {
+        d->st = net_op_test(d->rop, d->err);
+        atomic_store(&d->seen, 1);
+    }
+}
+
+static void test_dead_peer(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    char err[NET_ERR_LEN];
+    struct dead_probe d = { .b = b };
+    d.task.fn = dead_run;
+    d.task.arg = &d;
+    net_node_free(a);
+    for (int i = 0; i < 100 && net_peer_status(b, net_stage_id(0, 0), err) == NET_OK; i++) usleep(50000);
+    ST(net_task_post(b, &d.task, err), NET_OK);
+    for (int i = 0; i < 100 && !atomic_load(&d.seen); i++) usleep(50000);
+    net_task_forget(b, &d.task);
+    CU_ASSERT_EQUAL(atomic_load(&d.seen), 1);
+    CU_ASSERT(d.st == NET_DEAD || d.st == NET_CLOSED);
+    CU_ASSERT(strlen(d.err) > 0);
+    net_op_free(d.rop);
+    net_node_free(b);
+}
+
+/* A task that keeps itself busy (posts itself again every run, as the
+ * engine does while chunks keep coming) must not keep the network thread
+ * from its loop: messages still go both ways on the same node meanwhile.
+ * (When the list was run until empty, the network thread never left it.) */
+struct spinner {
+    struct net_node *n;
+    struct net_task task;
+    atomic_int stop;
+    atomic_long runs;
+};
+
+static void spin_run(void *arg)
+{
+    struct spinner *sp = arg;
+    atomic_fetch_add(&sp->runs, 1);
+    char e[NET_ERR_LEN];
+    if (!atomic_load(&sp->stop)) net_task_post(sp->n, &sp->task, e);
+}
+
+static void test_busy_task(void)
+{
+    struct net_node *a, *b;
+    pair(&a, &b);
+    char err[NET_ERR_LEN];
+    struct spinner sp = { .n = b };
+    sp.task.fn = spin_run;
+    sp.task.arg = &sp;
+    ST(net_task_post(b, &sp.task, err), NET_OK);
+    for (int i = 0; i < 200 && atomic_load(&sp.runs) < 2; i++) usleep(10000);
+    uint8_t m[64] = { 1 }, r[64];
+    for (int i = 0; i < 5; i++) {
+        net_key k = { 63, (uint64_t)i, 0, 0 };
+        uint64_t len = 0;
+        struct net_op *ao = NULL;
+        int st = net_send(a, net_stage_id(1, 0), k, m, sizeof m, 2000, &ao, err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        st = net_recv(b, net_stage_id(0, 0), k, r, sizeof r, &len, 3000, err);
+        if (st != NET_OK) fprintf(stderr, "\n  message %d from a: %s\n", i, err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        k.mb = 1;
+        struct net_op *so = NULL;
+        CU_ASSERT_EQUAL(net_send(b, net_stage_id(0, 0), k, m, sizeof m, 2000, &so, err), NET_OK);
+        st = net_recv(a, net_stage_id(1, 0), k, r, sizeof r, &len, 3000, err);
+        if (st != NET_OK) fprintf(stderr, "\n  message %d to a: %s\n", i, err);
+        CU_ASSERT_EQUAL(st, NET_OK);
+        net_op_free(so);
+        net_op_free(ao);
+        if (st != NET_OK) break;
+    }
+    atomic_store(&sp.stop, 1);
+    net_task_forget(b, &sp.task);
+    CU_ASSERT(atomic_load(&sp.runs) > 1);
+    net_node_free(a);
+    net_node_free(b);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "a task on the network thread echoes messages", test_relay },
+        { "net_nt_recv from a dead peer completes and runs the task", test_dead_peer },
+        { "a task that keeps itself busy does not stall the network thread", test_busy_task },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("net_coll", tests);
+}
