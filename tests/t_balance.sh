@@ -108,6 +108,19 @@ assert all(u[k][i] > 0 for k in "fbw" for i in range(1, 5)), u  # the blocks tak
 PY
 run 0 balance "$T" --stages 2 --calibrate "$R" && has "$tmp/out" "by their measured times" "from a real run"
 
+# the uneven-model benchmark, in miniature: calibration, balance, one run of each split
+run 2 bench schedule --uneven --repeat 99 && has "$tmp/err" "--repeat 99" "too many repetitions"
+run 0 bench schedule --uneven --steps 3 --repeat 1 --json &&
+python3 - "$tmp/out" <<'PY' || fail "bench schedule --uneven --json: $(cat "$tmp/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+even, bal = d["splits"]
+assert even["layers"] == ["embed,0-1", "2-3,head"], even
+assert bal["layers"] != even["layers"], bal           # balance moved layers
+assert all(s["measured_median_ms"] > 0 and s["predicted_ms"] > 0 for s in d["splits"]), d
+assert d["predicted_gain"] > 0, d                      # its own model says it helps
+PY
+
 # check's warning: on the uneven model's even split, not on the balanced one
 run 0 check "$tmp/uneven.json" && has "$tmp/err" "imbalanced" "warns" && has "$tmp/err" "pipetrain balance" "suggests balance"
 run 0 check "$T" && { grep -q warning "$tmp/err" && fail "warns about an even split: $(cat "$tmp/err")"; }
