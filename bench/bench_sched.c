@@ -85,7 +85,7 @@ static void usage(FILE *f)
                "  under gpipe, 1f1b, zb-h1, interleaved and zb-v and prints measured vs predicted step time,\n"
                "  bubble and peak activation bytes per stage\n"
                "       pipetrain bench schedule --uneven [--json] [--steps N (default 20)] [--repeat R (default 5)]\n"
-               "                                [--micro-batches M (default 4)] [--vocab V (default 2048)]\n"
+               "                                [--micro-batches M (default 4)] [--vocab V (default 8192)]\n"
                "  --uneven: the 2-stage Shakespeare model with vocabulary V, its even split against the one\n"
                "  `pipetrain balance --calibrate` chooses, R runs of each alternately: measured vs predicted\n");
 }
@@ -118,7 +118,7 @@ static int parse(int argc, char **argv, extra_opts *x, int *P, int *M, int *rep)
 int bench_sched_main(int argc, char **argv)
 {
     int P = 1024, M = 0, rep = 0;
-    extra_opts x = { 0, 0, 0, 0, 2048 };
+    extra_opts x = { 0, 0, 0, 0, 8192 };
     int prc = parse(argc, argv, &x, &P, &M, &rep), json = x.json;
     if (prc) return prc < 0 ? 0 : prc;
     if (x.uneven) return bench_sched_uneven(x.steps ? x.steps : 20, M ? M : 4, rep ? rep : 5, x.vocab, json);

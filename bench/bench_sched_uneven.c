@@ -1,8 +1,8 @@
 /* bench_sched_uneven.c — `pipetrain bench schedule --uneven`: does balancing
  * matter, measured? The 2-stage Shakespeare topology with a large vocabulary
- * (model.vocab_size, default 2048: the head then costs about as much as the four
- * blocks, measured; at 8192 the head alone is the bottleneck of every split and
- * no split can gain much, see the README) is
+ * (model.vocab_size, default 8192: the head's F+B+W then costs about four blocks'
+ * in CPU time, so the even split by layer count puts 2 blocks + head against 2
+ * blocks; at 2048 the head is about one block and no split gains) is
  *   1. trained once on the file's even split by layer count (embed,0-1 | 2-3,head)
  *      as the calibration run (its costs.json: per-stage and per-layer times);
  *   2. balanced by `pipetrain balance --calibrate` on that run (the balancer's own

@@ -122,11 +122,15 @@ const char *model_recompute_name(int mode);
  * costs: sample k of held unit i's op (0 forward, 1 backward-input, 2
  * backward-weight; a fused backward's B and W stretches summed per unit) is at
  * t[(3i + op) * cap + k % cap], n[3i + op] counting the calls (the last cap
- * are kept). The caller allocates t (3 * n_units * cap) and n (3 * n_units). */
+ * are kept). The caller allocates t (3 * n_units * cap) and n (3 * n_units).
+ * Seconds of wall time, or with cpu != 0 of the calling thread's CPU time (right
+ * when the kernels run in that thread, 1 BLAS thread: a preemption by other
+ * processes then costs nothing, where wall time grows with the call's length). */
 typedef struct model_unit_timer {
     int cap;
     double *t;
     unsigned long *n;
+    int cpu;
 } model_unit_timer;
 
 /* A contiguous slice of units held by one stage (or the whole model): one

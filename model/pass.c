@@ -10,6 +10,7 @@
 #include "model/views.h"
 
 #include <string.h>
+#include <time.h>
 
 static block_w block_weights(float *base, dims d) { block_w w; block_w_view(&w, base, d); return w; }
 /* A block's activations: the kept ones in `kept` (the slot's stash), the
@@ -34,15 +35,23 @@ static void unit_record(model_part *p, int i, int op, double dt)
     u->t[k * (size_t)u->cap + u->n[k] % (size_t)u->cap] = dt;
     u->n[k]++;
 }
+/* The timer's clock: wall or this thread's CPU seconds; 0 without a timer. */
+static double unit_clock(const model_part *p)
+{
+    if (!p->unit_time) return 0;
+    if (!p->unit_time->cpu) return base_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 /* The time since *t as a call of unit i's op; *t becomes now. */
 static void unit_tick(model_part *p, int i, int op, double *t)
 {
     if (!p->unit_time) return;
-    double now = base_now();
+    double now = unit_clock(p);
     unit_record(p, i, op, now - *t);
     *t = now;
 }
-static double unit_clock(const model_part *p) { return p->unit_time ? base_now() : 0; }
 
 static attn_dims attn_of(dims d)
 {
@@ -137,7 +146,7 @@ typedef struct {
 static void report(progress *pr, int phase)
 {
     if (pr->p->unit_time) {
-        double now = base_now();
+        double now = unit_clock(pr->p);
         *(phase ? &pr->tw : &pr->tb) += now - pr->t;
         pr->t = now;
         if (phase == 1) {

@@ -414,6 +414,7 @@ static int run_steps(rt *r)
     if (r->trace) {
         r->unit_time = xcalloc(1, sizeof *r->unit_time);
         r->unit_time->cap = RT_UNIT_SAMPLES;
+        r->unit_time->cpu = r->t->stages[r->K].replicas[r->rep].threads <= 1; /* the kernels run in this thread */
         r->unit_time->t = xcalloc(n3 * RT_UNIT_SAMPLES, sizeof(double));
         r->unit_time->n = xcalloc(n3, sizeof(unsigned long));
     }

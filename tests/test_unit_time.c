@@ -1,8 +1,8 @@
 /* test_unit_time.c — per-unit timing of the passes (model_part.unit_time, the
  * source of costs.json's per-layer times): every unit's forward, backward-input
  * and backward-weight is recorded once per call, through the split passes and the
- * fused backward alike, the ring keeps the last `cap` samples, and timing changes
- * no bit of the loss or the gradients. */
+ * fused backward alike, in wall or thread CPU seconds, the ring keeps the last
+ * `cap` samples, and timing changes no bit of the loss or the gradients. */
 #include <math.h>
 
 #include "model/model.h"
@@ -45,7 +45,7 @@ static void test_unit_time(void)
     model_part *plain = model_part_new(&c, units, n, TB, 21), *timed = model_part_new(&c, units, n, TB, 21);
     CU_ASSERT_PTR_NOT_NULL_FATAL(plain);
     CU_ASSERT_PTR_NOT_NULL_FATAL(timed);
-    model_unit_timer u = { 2, calloc(3 * (size_t)n * 2, sizeof(double)), calloc(3 * (size_t)n, sizeof(unsigned long)) };
+    model_unit_timer u = { 2, calloc(3 * (size_t)n * 2, sizeof(double)), calloc(3 * (size_t)n, sizeof(unsigned long)), 0 };
     timed->unit_time = &u;
     int tok[TB * T], tgt[TB * T];
     for (int i = 0; i < TB * T; i++) {
@@ -79,12 +79,18 @@ static void test_unit_time(void)
     micro_batch(plain, n, tok, tgt, 0);
     CU_ASSERT_EQUAL(u.n[0], 3);
     CU_ASSERT(u.t[0] >= 0);
+    /* thread CPU time instead of wall time: recorded alike */
+    u.cpu = 1;
+    micro_batch(timed, n, tok, tgt, 1);
+    micro_batch(plain, n, tok, tgt, 1);
+    CU_ASSERT_EQUAL(u.n[3], 4); /* block 0's forward */
+    CU_ASSERT(u.t[3 * 2 + 1] > 0 && u.t[3 * 2 + 1] < 10); /* its 4th sample, slot 1 of the ring: CPU seconds */
     /* timing changes no bit */
     CU_ASSERT(memcmp(plain->grads, timed->grads, plain->n_params * sizeof(float)) == 0);
     /* off again: nothing recorded */
     timed->unit_time = NULL;
     micro_batch(timed, n, tok, tgt, 0);
-    CU_ASSERT_EQUAL(u.n[0], 3);
+    CU_ASSERT_EQUAL(u.n[0], 4);
     free(u.t);
     free(u.n);
     model_part_free(plain);
