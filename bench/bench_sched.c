@@ -83,19 +83,25 @@ static void usage(FILE *f)
                "[--micro-batches M (default 4)]\n"
                "  --measured: trains the 2- and 4-stage Shakespeare topologies (run from the source tree)\n"
                "  under gpipe, 1f1b, zb-h1, interleaved and zb-v and prints measured vs predicted step time,\n"
-               "  bubble and peak activation bytes per stage\n");
+               "  bubble and peak activation bytes per stage\n"
+               "       pipetrain bench schedule --uneven [--json] [--steps N (default 20)] [--repeat R (default 5)]\n"
+               "                                [--micro-batches M (default 4)] [--vocab V (default 8192)]\n"
+               "  --uneven: the 2-stage Shakespeare model with vocabulary V, its even split against the one\n"
+               "  `pipetrain balance --calibrate` chooses, R runs of each alternately: measured vs predicted\n");
 }
 
-typedef struct { int json, measured, steps; } extra_opts;
+typedef struct { int json, measured, steps, uneven, vocab; } extra_opts;
 
 static int parse(int argc, char **argv, extra_opts *x, int *P, int *M, int *rep)
 {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) { x->json = 1; continue; }
         if (!strcmp(argv[i], "--measured")) { x->measured = 1; continue; }
+        if (!strcmp(argv[i], "--uneven")) { x->uneven = 1; continue; }
         if (!strcmp(argv[i], "--help")) { usage(stdout); return -1; }
         int *dst = !strcmp(argv[i], "--stages") ? P : !strcmp(argv[i], "--micro-batches") ? M
-                 : !strcmp(argv[i], "--repeat") ? rep : !strcmp(argv[i], "--steps") ? &x->steps : NULL;
+                 : !strcmp(argv[i], "--repeat") ? rep : !strcmp(argv[i], "--steps") ? &x->steps
+                 : !strcmp(argv[i], "--vocab") ? &x->vocab : NULL;
         char *e = NULL;
         long v = dst && i + 1 < argc ? strtol(argv[i + 1], &e, 10) : 0;
         if (!dst || !e || *e || v < 1 || v > (1 << 22)) {
@@ -111,11 +117,13 @@ static int parse(int argc, char **argv, extra_opts *x, int *P, int *M, int *rep)
 
 int bench_sched_main(int argc, char **argv)
 {
-    int P = 1024, M = 0, rep = 3;
-    extra_opts x = { 0, 0, 60 };
+    int P = 1024, M = 0, rep = 0;
+    extra_opts x = { 0, 0, 0, 0, 8192 };
     int prc = parse(argc, argv, &x, &P, &M, &rep), json = x.json;
     if (prc) return prc < 0 ? 0 : prc;
-    if (x.measured) return bench_sched_measured(x.steps, M ? M : 4, json);
+    if (x.uneven) return bench_sched_uneven(x.steps ? x.steps : 20, M ? M : 4, rep ? rep : 5, x.vocab, json);
+    if (!rep) rep = 3;
+    if (x.measured) return bench_sched_measured(x.steps ? x.steps : 60, M ? M : 4, json);
     if (!M) M = 4096;
     row rows[8];
     int n = 0;

@@ -5,7 +5,7 @@
 #define BENCH_BENCH_SCHED_H
 
 /* argv[0] is "schedule"; options [--json] [--stages P] [--micro-batches M]
- * [--repeat N] [--measured [--steps N]] [--help]. Prints a table (or one JSON object with --json) on
+ * [--repeat N] [--measured [--steps N]] [--uneven [--steps N] [--vocab V]] [--help]. Prints a table (or one JSON object with --json) on
  * stdout. Returns 0 on success, 2 on bad usage, 1 when a schedule cannot be
  * built or simulated (message on stderr). */
 int bench_sched_main(int argc, char **argv);
@@ -17,5 +17,15 @@ int bench_sched_main(int argc, char **argv);
  * bubble and per-stage peak activation bytes (JSON with json != 0). Returns 0, 1
  * when a run failed, 2 when not in the source tree. */
 int bench_sched_measured(int steps, int M, int json);
+
+/* --uneven (bench_sched_uneven.c): topologies/shakespeare-2stage.json with
+ * model.vocab_size = vocab (M micro-batches, `steps` steps a run, 1 BLAS thread
+ * per stage): a calibration run of the even split, `pipetrain balance
+ * --calibrate` on it, then `reps` runs (at most 32) of the even and the balanced
+ * split alternately; prints per split the median measured step time, balance's
+ * prediction and their difference, and the measured and predicted gains (JSON
+ * with json != 0). Returns 0, 1 when a run or the balance failed, 2 when not in
+ * the source tree or reps is too large. */
+int bench_sched_uneven(int steps, int M, int reps, int vocab, int json);
 
 #endif

@@ -6,8 +6,9 @@
  *
  * Per-unit costs: FLOP-derived as `pipetrain schedule` (cli_schedule_rates), or
  * from a run's costs.json (--calibrate): each stage's measured F, B, W spread over
- * its units in proportion to their FLOPs (evenly over a stage without FLOPs), so
- * every unit gets its stage's measured speed. Memory per unit: weights, gradients
+ * its units in proportion to the units' times measured in the stages (costs.json
+ * "units"), or, in a file without them, to their FLOPs (evenly over a stage
+ * without FLOPs), so every unit gets its stage's measured speed. Memory per unit: weights, gradients
  * and both AdamW moments (16 bytes per parameter) plus model_unit_mem's stash and
  * work under train.recompute; the simulator adds up the stash at the schedule's
  * peak. */
@@ -34,7 +35,8 @@ static const char balance_help[] =
     "usage: pipetrain balance TOPOLOGY.json --stages P [options]\n"
     "  --stages P            stages of the new split (required)\n"
     "  --calibrate RUN_DIR   per-layer costs from a run's measured costs.json (RUN_DIR/costs.json\n"
-    "                        or a costs file): each stage's F, B, W spread over its layers by FLOPs\n"
+    "                        or a costs file): each stage's F, B, W spread over its layers by their\n"
+    "                        measured times (\"units\"), or by FLOPs in a file without them\n"
     "  --gflops G            FLOP-derived costs at G GFLOP/s per BLAS thread (default: this\n"
     "                        machine's sgemm, as `pipetrain schedule`)\n"
     "  --memory-limit BYTES  per stage: weights + gradients + AdamW moments + peak activations\n"
@@ -122,9 +124,12 @@ static void unit_model(const topo *t, unit_arrays *a, double *flops)
     }
 }
 
-/* Costs measured in a run, per unit. Returns 0 or 2 with err. */
+/* Costs measured in a run, per unit: each stage's measured F, B, W (medians of
+ * its actions) spread over its units in proportion to the units' own measured
+ * times (costs.json "units", timed in the stages) when the file has them, else to
+ * their FLOPs. *per_layer tells which. Returns 0 or 2 with err. */
 static int calib_units(const bopts *o, const topo *t, const double *flops, unit_arrays *a, double *latency,
-                       char *err)
+                       int *per_layer, char *err)
 {
     char path[PATH_MAX];
     size_t n = strlen(o->calib);
@@ -139,19 +144,36 @@ static int calib_units(const bopts *o, const topo *t, const double *flops, unit_
         sched_costs_free(c);
         return 2;
     }
+    int U = topo_n_units(t);
+    double *ut = xcalloc(3 * (size_t)U, sizeof(double));
+    char uerr[SCHED_ERR_LEN];
+    int have = sched_costs_load_units(path, U, ut, ut + U, ut + 2 * U, uerr);
+    if (have < 0) {
+        seterr(err, "%s", uerr);
+        free(ut);
+        sched_costs_free(c);
+        return 2;
+    }
+    *per_layer = have;
     for (int s = 0; s < P; s++) {
         const topo_stage *st = &t->stages[s];
         const double *meas[3] = { c->f, c->b, c->w };
         double *dst[3] = { a->f, a->b, a->w };
         for (int op = 0; op < 3; op++) {
-            double sum = 0;
-            for (int i = 0; i < st->n_units; i++) sum += flops[3 * st->units[i] + op];
+            double sum = 0, usum = 0;
+            for (int i = 0; i < st->n_units; i++) {
+                sum += flops[3 * st->units[i] + op];
+                usum += ut[(size_t)op * (size_t)U + (size_t)st->units[i]];
+            }
             for (int i = 0; i < st->n_units; i++) {
                 int u = st->units[i];
-                dst[op][u] = sum > 0 ? meas[op][s] * flops[3 * u + op] / sum : meas[op][s] / st->n_units;
+                double mu = ut[(size_t)op * (size_t)U + (size_t)u];
+                dst[op][u] = have && usum > 0 ? meas[op][s] * mu / usum
+                           : sum > 0 ? meas[op][s] * flops[3 * u + op] / sum : meas[op][s] / st->n_units;
             }
         }
     }
+    free(ut);
     *latency = c->latency;
     sched_costs_free(c);
     return 0;
@@ -360,9 +382,10 @@ int cli_balance_main(int argc, char **argv)
     double latency = 0;
     for (int st = 0; st < P; st++) a.speed[st] = 1;
     if (o.calib) {
-        if ((rc = calib_units(&o, &t, flops, &a, &latency, err))) goto fail;
-        snprintf(note, sizeof note, "measured in %.1000s, each stage's F, B, W spread over its layers by FLOPs",
-                 o.calib);
+        int per_layer = 0;
+        if ((rc = calib_units(&o, &t, flops, &a, &latency, &per_layer, err))) goto fail;
+        snprintf(note, sizeof note, "measured in %.1000s, each stage's F, B, W spread over its layers %s", o.calib,
+                 per_layer ? "by their measured times (costs.json \"units\")" : "by FLOPs (no per-layer times)");
     } else {
         double *rates = xcalloc((size_t)t.n_stages, sizeof(double));
         if (cli_schedule_rates(&t, o.gflops, rates, note, sizeof note)) {

@@ -40,16 +40,39 @@ static sched_event *to_sched_events(const topo *t, proto_event *const *ev, const
     return out;
 }
 
-/* Writes path via path.tmp: the SVG of r (title) or, when r is NULL, costs c. */
+/* Per-unit times (ms, each unit's median call) from the stages' PROTO_EV_UNIT events into u[0..3U)
+ * (F, B, W of unit i at [i], [U+i], [2U+i]); 1 when every unit has all three,
+ * else 0 (an older stage, a unit not timed: costs.json then has no "units"). */
+static int unit_times(const topo *t, proto_event *const *ev, const size_t *n_ev, double *u)
+{
+    int U = topo_n_units(t), have = 0;
+    double *calls = calloc(3 * (size_t)U, sizeof(double));
+    if (!calls) return 0;
+    for (int k = 0; k < t->n_stages; k++) /* replica 0's pipeline, as the timeline */
+        for (size_t i = 0; i < n_ev[k]; i++) {
+            const proto_event *e = &ev[k][i];
+            if (e->op != PROTO_EV_UNIT || e->kind > SCHED_W || e->chunk >= U || !e->mb) continue;
+            u[(size_t)e->kind * (size_t)U + e->chunk] = 1e3 * (e->t1 - e->t0); /* the median call */
+            calls[(size_t)e->kind * (size_t)U + e->chunk] = e->mb;
+        }
+    have = 1;
+    for (int i = 0; i < 3 * U; i++) have &= calls[i] > 0;
+    free(calls);
+    return have;
+}
+
+/* Writes path via path.tmp: the SVG of r (title) or, when r is NULL, costs c
+ * (with the per-unit times units[0..3 n_units) when n_units > 0). */
 static int write_out(const char *path, const sched_schedule *s, const sched_report *r, const char *title,
-                     const sched_costs *c, long steps, char *err)
+                     const sched_costs *c, long steps, const double *units, int n_units, char *err)
 {
     char tmp[4300], serr[SCHED_ERR_LEN];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return seterr(err, "%s: %s", tmp, strerror(errno)), 1;
     int rc = r ? sched_render_svg_titled(s, r, f, "ms", title, serr)
-               : sched_costs_write_json(c, s->n_stages, s->n_chunks, steps, f, serr);
+               : sched_costs_write_json_units(c, s->n_stages, s->n_chunks, steps, units, units + n_units,
+                                              units + 2 * n_units, n_units, f, serr);
     rc |= fclose(f);
     if (rc || rename(tmp, path)) {
         remove(tmp);
@@ -102,12 +125,17 @@ int coord_timeline(const topo *t, const char *out_dir, proto_event *const *ev, c
     snprintf(title, sizeof title, "measured %s, step %ld (median of steps %ld-%ld)", s->kind, m->rep_step + 1,
              m->first_step + 1, m->last_step + 1);
     snprintf(path, sizeof path, "%s/timeline.svg", out_dir);
-    if (write_out(path, s, m->timeline, title, NULL, 0, err)) goto done;
+    if (write_out(path, s, m->timeline, title, NULL, 0, NULL, 0, err)) goto done;
     snprintf(title, sizeof title, "predicted %s (costs measured in this run)", s->kind);
     snprintf(path, sizeof path, "%s/timeline-predicted.svg", out_dir);
-    if (write_out(path, s, pred, title, NULL, 0, err)) goto done;
+    if (write_out(path, s, pred, title, NULL, 0, NULL, 0, err)) goto done;
     snprintf(path, sizeof path, "%s/costs.json", out_dir);
-    if (write_out(path, s, NULL, NULL, m->costs, m->n_used, err)) goto done;
+    int U = topo_n_units(t);
+    double *units = calloc(3 * (size_t)U, sizeof(double));
+    int nu = units && unit_times(t, ev, n_ev, units) ? U : 0;
+    int bad = write_out(path, s, NULL, NULL, m->costs, m->n_used, units, nu, err);
+    free(units);
+    if (bad) goto done;
     if (!(*timing = timing_json(m, pred, s->n_stages * s->n_chunks))) seterr(err, "out of memory");
     else rc = 0;
 done:

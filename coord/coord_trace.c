@@ -162,7 +162,8 @@ int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, c
     double t_min = INFINITY;
     int n_proc = t->n_stages * t->n_replicas;
     for (int k = 0; k < n_proc; k++)
-        for (size_t i = 0; i < n_ev[k]; i++) t_min = fmin(t_min, ev[k][i].t0);
+        for (size_t i = 0; i < n_ev[k]; i++)
+            if (ev[k][i].op != PROTO_EV_UNIT) t_min = fmin(t_min, ev[k][i].t0);
     fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n{\"name\": \"clock\", \"ph\": \"M\", \"pid\": 0, "
                "\"args\": {\"t0_monotonic_s\": %.6f}}", isfinite(t_min) ? t_min : 0.0);
     static const char *tracks[] = { "compute", "tensor waits", "tensor sends", "all-reduce" };
@@ -175,7 +176,8 @@ int coord_write_trace(const char *path, const topo *t, proto_event *const *ev, c
         for (int tr = 0; tr < (t->n_replicas > 1 ? 4 : 3); tr++)
             fprintf(f, ",\n{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": "
                        "{\"name\": \"%s\"}}", k, tr, tracks[tr]);
-        for (size_t i = 0; i < n_ev[k]; i++) put_event(f, k, &ev[k][i], t_min, t->chunks_per_stage);
+        for (size_t i = 0; i < n_ev[k]; i++) /* per-unit totals: costs.json's, no span */
+            if (ev[k][i].op != PROTO_EV_UNIT) put_event(f, k, &ev[k][i], t_min, t->chunks_per_stage);
     }
     fprintf(f, "\n]}\n");
     int bad = ferror(f) | fclose(f);

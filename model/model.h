@@ -119,6 +119,21 @@ double model_unit_recompute_flops(const model_config *c, int unit, size_t batch,
 /* The mode's name ("none", "selective", "full"), or NULL for a bad mode. */
 const char *model_recompute_name(int mode);
 
+/* Per-unit timing of the passes (model_part.unit_time), for measured per-layer
+ * costs: sample k of held unit i's op (0 forward, 1 backward-input, 2
+ * backward-weight; a fused backward's B and W stretches summed per unit) is at
+ * t[(3i + op) * cap + k % cap], n[3i + op] counting the calls (the last cap
+ * are kept). The caller allocates t (3 * n_units * cap) and n (3 * n_units).
+ * Seconds of wall time, or with cpu != 0 of the calling thread's CPU time (right
+ * when the kernels run in that thread, 1 BLAS thread: a preemption by other
+ * processes then costs nothing, where wall time grows with the call's length). */
+typedef struct model_unit_timer {
+    int cap;
+    double *t;
+    unsigned long *n;
+    int cpu;
+} model_unit_timer;
+
 /* A contiguous slice of units held by one stage (or the whole model): one
  * allocation each for parameters and gradients, plus workspace sized for
  * micro-batches of up to max_batch sequences of up to seq_len tokens. */
@@ -140,6 +155,10 @@ typedef struct {
     float *buf[2];           /* activations between units inside the part */
     int recompute;           /* MODEL_RECOMPUTE_*: set by model_part_set_recompute */
     float *fwd_tmp;          /* recompute: one block's tensors forward does not keep */
+    struct model_unit_timer *unit_time; /* NULL (the default: nothing timed) or the caller's
+                                per-unit timer (below): the passes record each held unit's
+                                wall seconds of every forward, backward-input and
+                                backward-weight call in it (the calling thread's) */
 } model_part;
 
 /* Builds a part holding units[0..n) (ascending) and initialises its

@@ -2,6 +2,7 @@
  * units (see model.h). Activations between units inside the range flow through
  * the part's two ping-pong buffers. The q/k/v and gate/up projections each run
  * as one sgemm against the consecutive weights (views.h). */
+#include "base/base.h"
 #include "model/attention.h"
 #include "model/kernels.h"
 #include "model/layers.h"
@@ -9,6 +10,7 @@
 #include "model/views.h"
 
 #include <string.h>
+#include <time.h>
 
 static block_w block_weights(float *base, dims d) { block_w w; block_w_view(&w, base, d); return w; }
 /* A block's activations: the kept ones in `kept` (the slot's stash), the
@@ -24,6 +26,32 @@ static block_grad block_grads(float *base, dims d) { block_grad g; block_grad_vi
 static size_t block_grad_floats(dims d) { block_grad g; return block_grad_view(&g, NULL, d); }
 static head_act head_acts(float *base, dims d) { head_act a; head_act_view(&a, base, d); return a; }
 static head_grad head_grads(float *base, dims d) { head_grad g; head_grad_view(&g, base, d); return g; }
+
+/* Per-unit timing (model_part.unit_time): records dt as a call of unit i's op. */
+static void unit_record(model_part *p, int i, int op, double dt)
+{
+    model_unit_timer *u = p->unit_time;
+    size_t k = 3 * (size_t)i + (size_t)op;
+    u->t[k * (size_t)u->cap + u->n[k] % (size_t)u->cap] = dt;
+    u->n[k]++;
+}
+/* The timer's clock: wall or this thread's CPU seconds; 0 without a timer. */
+static double unit_clock(const model_part *p)
+{
+    if (!p->unit_time) return 0;
+    if (!p->unit_time->cpu) return base_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+/* The time since *t as a call of unit i's op; *t becomes now. */
+static void unit_tick(model_part *p, int i, int op, double *t)
+{
+    if (!p->unit_time) return;
+    double now = unit_clock(p);
+    unit_record(p, i, op, now - *t);
+    *t = now;
+}
 
 static attn_dims attn_of(dims d)
 {
@@ -109,9 +137,24 @@ static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
 /* Progress of a fused backward: done(ctx, unit, phase) after each stretch of
  * input-gradient work (0) and of weight-gradient work (2; 1 for the unit's
  * last, after which its weight gradient is final). */
-typedef struct { void (*done)(void *ctx, int unit, int phase); void *ctx; int unit; } progress;
-static void report(const progress *pr, int phase)
+typedef struct {
+    void (*done)(void *ctx, int unit, int phase);
+    void *ctx;
+    int unit;
+    model_part *p;
+    double t, tb, tw; /* per-unit timing: the last report, B and W seconds so far */
+} progress;
+static void report(progress *pr, int phase)
 {
+    if (pr->p->unit_time) {
+        double now = unit_clock(pr->p);
+        *(phase ? &pr->tw : &pr->tb) += now - pr->t;
+        pr->t = now;
+        if (phase == 1) {
+            unit_record(pr->p, pr->unit, 1, pr->tb);
+            unit_record(pr->p, pr->unit, 2, pr->tw);
+        }
+    }
     if (pr->done) pr->done(pr->ctx, pr->unit, phase);
 }
 
@@ -124,7 +167,7 @@ static void report(const progress *pr, int phase)
  * the order of kernels writing different buffers changes. dout must stay
  * readable to the end. */
 static void block_backward_fused(model_part *p, int i, model_slot *s, float *work, const float *dout, float *din,
-                                 dims d, const progress *pr)
+                                 dims d, progress *pr)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d), gw = block_weights(p->grads + p->unit_off[i], d);
     block_fused f;
@@ -215,6 +258,7 @@ double model_forward(model_part *p, int lo, int hi, model_slot *slots, const flo
     dims d = dims_of(&p->cfg, batch, seq);
     double loss = 0;
     const float *x = in;
+    double t = unit_clock(p);
     for (int i = lo; i < hi; i++) {
         model_slot *s = &slots[i - lo];
         float *y = (i == hi - 1) ? out : p->buf[(i - lo) & 1];
@@ -228,6 +272,7 @@ double model_forward(model_part *p, int lo, int hi, model_slot *slots, const flo
         default:
             block_forward(p, i, s, x, y, d);
         }
+        unit_tick(p, i, 0, &t);
         x = y;
     }
     return loss;
@@ -238,6 +283,7 @@ void model_backward_input(model_part *p, int lo, int hi, model_slot *slots, cons
 {
     dims d = dims_of(&p->cfg, batch, seq);
     const float *g = dout;
+    double t = unit_clock(p);
     for (int i = hi - 1; i >= lo; i--) {
         model_slot *s = &slots[i - lo];
         float *dx = (i == lo) ? din : p->buf[(hi - 1 - i) & 1];
@@ -251,6 +297,7 @@ void model_backward_input(model_part *p, int lo, int hi, model_slot *slots, cons
         default:
             block_backward_input(p, i, s, g, dx, d);
         }
+        unit_tick(p, i, 1, &t);
         g = dx;
     }
 }
@@ -258,6 +305,7 @@ void model_backward_input(model_part *p, int lo, int hi, model_slot *slots, cons
 void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, size_t batch, size_t seq)
 {
     dims d = dims_of(&p->cfg, batch, seq);
+    double t = unit_clock(p);
     for (int i = hi - 1; i >= lo; i--) {
         model_slot *s = &slots[i - lo];
         switch (model_unit_kind(&p->cfg, p->units[i])) {
@@ -270,6 +318,7 @@ void model_backward_weight(model_part *p, int lo, int hi, model_slot *slots, siz
         default:
             block_backward_weight(p, i, s, d);
         }
+        unit_tick(p, i, 2, &t);
     }
 }
 
@@ -284,7 +333,7 @@ void model_backward_fused(model_part *p, int lo, int hi, model_slot *slots, floa
         /* the ping-pong buffers model_backward_input would use over [lo, hi) */
         float *dx = (i == lo) ? din : p->buf[(hi - 1 - i) & 1];
         if (model_unit_kind(&p->cfg, p->units[i]) == UNIT_BLOCK) {
-            progress pr = { done, ctx, i };
+            progress pr = { done, ctx, i, p, unit_clock(p), 0, 0 };
             block_backward_fused(p, i, s, work, g, dx, d, &pr);
             g = dx;
             continue;

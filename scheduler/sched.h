@@ -495,6 +495,19 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
  * f, b, w hold P*v entries per virtual stage k = c*P + s. Writes c to f. */
 int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f,
                            char *err);
+/* sched_costs_write_json plus, when n_units > 0, the per-unit times measured in
+ * the stages (ms per micro-batch, each unit's mean over its calls; unit u is the
+ * model's global unit index: embedding, blocks, head):
+ *   "units": {"f": [...], "b": [...], "w": [...]}  (n_units entries each)
+ * uf, ub, uw are the caller's. Returns 0, or -1 with err. Any thread. */
+int sched_costs_write_json_units(const sched_costs *c, int n_stages, int n_chunks, long steps, const double *uf,
+                                 const double *ub, const double *uw, int n_units, FILE *f, char *err);
+/* The per-unit times of a costs file into the caller's uf, ub, uw (n_units
+ * entries each). Returns 1 when the file has them, 0 when it has none (an older
+ * file: the arrays are untouched), -1 with err naming the file and the field
+ * (unreadable, not an object, a length other than n_units, an entry that is not a
+ * number >= 0). Any thread. */
+int sched_costs_load_units(const char *path, int n_units, double *uf, double *ub, double *uw, char *err);
 /* Reads a costs file; *n_stages and *n_chunks get its layout. Returns new costs
  * (xfer_bytes, stash_bytes zero) or NULL with err naming the file and field. */
 sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, char *err);

@@ -339,11 +339,23 @@ static json_t *num_array(const double *v, int n)
 
 int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f, char *err)
 {
+    return sched_costs_write_json_units(c, n_stages, n_chunks, steps, NULL, NULL, NULL, 0, f, err);
+}
+
+int sched_costs_write_json_units(const sched_costs *c, int n_stages, int n_chunks, long steps, const double *uf,
+                                 const double *ub, const double *uw, int n_units, FILE *f, char *err)
+{
     json_t *j = json_pack("{s:i,s:s,s:i,s:i,s:I,s:o,s:o,s:o,s:f,s:f,s:b,s:b}", "version", 1, "unit", "ms", "stages",
                           n_stages, "chunks", n_chunks, "steps", (json_int_t)steps, "f", num_array(c->f, c->n), "b",
                           num_array(c->b, c->n), "w", num_array(c->w, c->n), "latency", c->latency, "bandwidth",
                           c->bandwidth, "bw_early", c->bw_early, "w_in_order", c->w_in_order);
     if (!j) return sched_seterr(err, "out of memory");
+    if (n_units > 0 &&
+        json_object_set_new(j, "units", json_pack("{s:o,s:o,s:o}", "f", num_array(uf, n_units), "b",
+                                                  num_array(ub, n_units), "w", num_array(uw, n_units)))) {
+        json_decref(j);
+        return sched_seterr(err, "out of memory");
+    }
     int rc = json_dumpf(j, f, JSON_INDENT(2)) || fputc('\n', f) == EOF || ferror(f);
     json_decref(j);
     return rc ? sched_seterr(err, "write error") : 0;
@@ -361,6 +373,42 @@ static int read_array(json_t *root, const char *key, double *dst, int n, const c
         dst[i] = json_number_value(v);
     }
     return 0;
+}
+
+int sched_costs_load_units(const char *path, int n_units, double *uf, double *ub, double *uw, char *err)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je), *u;
+    if (!root) return sched_seterr(err, "%s: %s (line %d)", path, je.text, je.line);
+    int rc = 0;
+    if (!(u = json_object_get(root, "units"))) goto done;
+    if (!json_is_object(u)) {
+        rc = sched_seterr(err, "%s: \"units\": expected an object {\"f\", \"b\", \"w\"}", path);
+        goto done;
+    }
+    const char *keys[3] = { "f", "b", "w" };
+    double *dst[3] = { uf, ub, uw };
+    for (int k = 0; k < 3; k++) {
+        json_t *a = json_object_get(u, keys[k]);
+        if (!json_is_array(a) || (int)json_array_size(a) != n_units) {
+            rc = sched_seterr(err, "%s: \"units\".\"%s\": expected an array of %d numbers (one per unit of the "
+                              "model: embedding, blocks, head), got %zu%s", path, keys[k], n_units,
+                              json_is_array(a) ? json_array_size(a) : 0, json_is_array(a) ? "" : " (no array)");
+            goto done;
+        }
+        for (int i = 0; i < n_units; i++) {
+            json_t *v = json_array_get(a, (size_t)i);
+            if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0) {
+                rc = sched_seterr(err, "%s: \"units\".\"%s\"[%d]: expected a number >= 0", path, keys[k], i);
+                goto done;
+            }
+            dst[k][i] = json_number_value(v);
+        }
+    }
+    rc = 1;
+done:
+    json_decref(root);
+    return rc;
 }
 
 sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, char *err)

@@ -227,7 +227,12 @@ static inline void proto_stats_decode(proto_stats *s, const uint8_t in[PROTO_STA
  * the step, on the compute track; kind, chunk and mb 0). Times in
  * seconds on the coordinator's CLOCK_MONOTONIC. Encoded in 32 bytes:
  * u8 op, u8 kind, u16 chunk, u32 mb, u64 step, f64 t0, f64 t1. */
-enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5, PROTO_EV_ALLREDUCE = 6, PROTO_EV_PAUSE = 7 };
+/* PROTO_EV_UNIT is no timed span but a per-unit figure, sent after the window's
+ * events: kind = SCHED_F, SCHED_B or SCHED_W, chunk = the global unit index, mb =
+ * the number of calls timed, t0 = 0, t1 = the median seconds of the unit's last
+ * calls (at most RT_UNIT_SAMPLES; model_part.unit_time) in the training steps after
+ * the first (all steps of a one-step run); step = the last step. */
+enum { PROTO_EV_WAIT = 4, PROTO_EV_SEND = 5, PROTO_EV_ALLREDUCE = 6, PROTO_EV_PAUSE = 7, PROTO_EV_UNIT = 8 };
 typedef struct {
     uint8_t op, kind;
     uint16_t chunk;

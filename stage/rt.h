@@ -11,6 +11,10 @@
 #include "stage/proto.h"
 #include "stage/stage.h"
 
+/* Per-unit timing samples kept per unit and op for costs.json's "units" (the
+ * most recent calls; their median is sent with the trace). */
+#define RT_UNIT_SAMPLES 64
+
 /* One chunk (a run of consecutive units = one virtual stage) of this stage. */
 typedef struct {
     int lo, hi;            /* local unit range [lo, hi) in the part */
@@ -94,6 +98,7 @@ typedef struct {
     proto_stats stats;
     int trace;             /* the coordinator asked for the trace (START flag) */
     struct trace_window *tw; /* the recent steps' events on this stage's clock (runtime_trace.c) */
+    model_unit_timer *unit_time; /* with the trace: model_part.unit_time of the training steps */
     rt_pending *pend;      /* (2 M v; 3 M with 2bw) */
     int n_pend;
     rt_straggle straggle;

@@ -417,8 +417,21 @@ static int run_steps(rt *r)
     for (long s = 0; rt_ps_async(r) && r->has_data && s < first; s++)
         data_sample_batch(&r->sampler, &r->data, r->x, r->y, r->B, r->T);
     double t0 = rt_now();
+    size_t n3 = 3 * (size_t)r->part->n_units;
+    if (r->trace) {
+        r->unit_time = xcalloc(1, sizeof *r->unit_time);
+        r->unit_time->cap = RT_UNIT_SAMPLES;
+        r->unit_time->cpu = r->t->stages[r->K].replicas[r->rep].threads <= 1; /* the kernels run in this thread */
+        r->unit_time->t = xcalloc(n3 * RT_UNIT_SAMPLES, sizeof(double));
+        r->unit_time->n = xcalloc(n3, sizeof(unsigned long));
+    }
     for (r->step = first; r->step < total; r->step++) {
-        if (rt_step(r)) return -1;
+        r->part->unit_time = r->unit_time; /* training steps only, not evaluation */
+        int bad = rt_step(r);
+        r->part->unit_time = NULL;
+        if (bad) return -1;
+        if (r->unit_time && r->step == first && total - first > 1) /* the first step warms up */
+            memset(r->unit_time->n, 0, n3 * sizeof(unsigned long));
         if (run_is_eval_step(r->t, r->step) && rt_eval(r)) return -1;
         if (run_is_ckpt_step(r->t, r->step) && checkpoint(r)) return -1;
         r->stats.steps++;
@@ -480,6 +493,7 @@ int stage_run(const topo *t, const stage_opts *o, char *err)
     free(r->x); free(r->y); free(r->loss_mb); free(r->tied_buf);
     free(r->sq); free(r->normbuf);
     rt_trace_free(r);
+    if (r->unit_time) { free(r->unit_time->t); free(r->unit_time->n); free(r->unit_time); }
     free(r->pend); free(r->inbound);
     free(r);
     return rc;

@@ -19,6 +19,19 @@
 #include <stdlib.h>
 #include <time.h>
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The median of v[0..n), n >= 1 (v is sorted). */
+static double median(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 void rt_trace_start(rt *r)
 {
     if (r->tw) return;
@@ -100,24 +113,45 @@ int rt_send_trace(rt *r)
         fprintf(stderr, "pipetrain stage %d: PIPETRAIN_TEST_TRACE_FAULT: stalling %.1f s before the trace\n", r->K, stall_s);
         nanosleep(&(struct timespec){ (time_t)stall_s, (long)((stall_s - (double)(time_t)stall_s) * 1e9) }, NULL);
     }
-    size_t n_ev = trace_window_len(r->tw), per = PROTO_TRACE_PART_EVENTS;
+    /* the per-unit medians follow the window's events (PROTO_EV_UNIT), within the cap */
+    size_t n_win = trace_window_len(r->tw), n_units = r->unit_time ? (size_t)r->part->n_units : 0, n_unit_ev = 0;
+    proto_event *uev = n_units ? malloc(3 * n_units * sizeof *uev) : NULL;
+    double *tmp = n_units ? malloc(sizeof(double) * RT_UNIT_SAMPLES) : NULL;
+    for (size_t i = 0; uev && tmp && i < n_units; i++)
+        for (int op = 0; op < 3; op++) {
+            const model_unit_timer *u = r->unit_time;
+            size_t k = 3 * i + (size_t)op, n = u->n[k] < (size_t)u->cap ? u->n[k] : (size_t)u->cap;
+            if (!n || r->part->units[i] > UINT16_MAX) continue;
+            memcpy(tmp, u->t + k * (size_t)u->cap, n * sizeof(double));
+            uev[n_unit_ev++] = (proto_event){ PROTO_EV_UNIT, (uint8_t)op, (uint16_t)r->part->units[i],
+                                              (uint32_t)u->n[k], (uint64_t)r->step, 0, median(tmp, n) };
+        }
+    free(tmp);
+    if (n_win + n_unit_ev > PROTO_TRACE_MAX_EVENTS) n_unit_ev = 0;
+    size_t n_ev = n_win + n_unit_ev, per = PROTO_TRACE_PART_EVENTS;
     size_t parts = n_ev ? (n_ev + per - 1) / per : 1;
     uint8_t *buf = malloc(PROTO_TRACE_PART_BYTES);
-    if (!buf) return give_up(r, 0, "no memory for a trace part");
+    if (!buf) {
+        free(uev);
+        return give_up(r, 0, "no memory for a trace part");
+    }
     for (size_t p = 0; p < parts && !rc; p++) {
         size_t lo = p * per, n = n_ev - lo < per ? n_ev - lo : per;
         if (!n_ev) n = 0;
         put_u32le(buf, (uint32_t)parts);
         put_u32le(buf + 4, (uint32_t)n);
         for (size_t i = 0; i < n; i++) {
-            proto_event e = *trace_window_at(r->tw, lo + i);
-            e.t0 += offset;
-            e.t1 += offset;
+            proto_event e = lo + i < n_win ? *trace_window_at(r->tw, lo + i) : uev[lo + i - n_win];
+            if (lo + i < n_win) {
+                e.t0 += offset;
+                e.t1 += offset;
+            }
             proto_event_encode(buf + 8 + i * PROTO_EVENT_BYTES, &e);
         }
         net_key k = { MSG_TRACE, (uint64_t)r->step, (uint32_t)p, 0 };
         rc = rt_send_sync(r, net_coord_id(), k, buf, 8 + n * PROTO_EVENT_BYTES);
     }
     free(buf);
+    free(uev);
     return rc;
 }

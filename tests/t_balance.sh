@@ -24,6 +24,7 @@ T=topologies/shakespeare-2stage.json
 sed 's/"vocab_size": 256/"vocab_size": 8192/' "$T" >"$tmp/uneven.json"
 sed -i 's|"path": "../../shared|"path": "/work/shared|' "$tmp/uneven.json"
 G=(--gflops 10) # costs from FLOPs at a fixed rate: no sgemm measurement
+BASE_PORT=$((20000 + (RANDOM % 120) * 100 + 90 + ($$ % 8))) # below the ephemeral range
 
 run 0 balance "$tmp/uneven.json" --stages 2 "${G[@]}" &&
 { has "$tmp/out" "embed,0-3" "the blocks go with the embedding"; has "$tmp/out" "1     head" "the head alone";
@@ -75,6 +76,50 @@ cat >"$tmp/costs.json" <<'J'
 J
 run 0 balance "$T" --stages 2 --calibrate "$tmp/costs.json" && has "$tmp/out" "measured in" "calibrated" &&
 has "$tmp/out" "3,head" "the slow stage gets less"
+
+# --calibrate with per-layer times (costs.json "units"): stage 1's 22 ms go to the
+# head by its measured share (20 of 22), not by FLOPs (the vocab-256 head has few),
+# so the blocks all move to stage 0 (by FLOPs the plan would be embed,0-2 | 3,head)
+cat >"$tmp/ucosts.json" <<'J'
+{"version": 1, "unit": "ms", "stages": 2, "chunks": 1, "steps": 5, "f": [2, 22], "b": [2, 22], "w": [2, 22],
+ "latency": 0, "bandwidth": 0, "bw_early": true, "w_in_order": true,
+ "units": {"f": [0, 1, 1, 1, 1, 20], "b": [0, 1, 1, 1, 1, 20], "w": [0, 1, 1, 1, 1, 20]}}
+J
+run 0 balance "$T" --stages 2 --calibrate "$tmp/ucosts.json" &&
+{ has "$tmp/out" "by their measured times" "per-layer times used"; has "$tmp/out" "embed,0-3" "the blocks to stage 0";
+  has "$tmp/out" "1     head" "the head alone"; }
+sed 's/"units": {"f": \[0, 1, 1, 1, 1, 20\]/"units": {"f": [0, 1, 1, 20]/' "$tmp/ucosts.json" >"$tmp/ubad.json"
+run 2 balance "$T" --stages 2 --calibrate "$tmp/ubad.json" &&
+{ has "$tmp/err" "$tmp/ubad.json" "names the file"; has "$tmp/err" '"units"."f"' "names the field"; }
+# two chunks per stage (interleaved, zb-v): refused, exit 2, saying which kinds it handles
+run 2 balance "$T" --stages 2 "${G[@]}" --set schedule.kind=zb-v --set 'stages.0.layers=embed,0,3,head' \
+    --set 'stages.1.layers=1|2' && has "$tmp/err" "balance handles one chunk per stage" "zb-v refused"
+
+# a real run's costs.json carries every layer's measured F, B, W; balance uses them
+R="$tmp/run"
+"$P" run "$T" --steps 3 --set train.eval_every=0 --set checkpoint.every=0 --set coordinator.port=0 \
+    --set stages.0.port=$((BASE_PORT + 1)) --set stages.1.port=$((BASE_PORT + 2)) --out "$R" >"$tmp/run.log" 2>&1 ||
+    fail "the calibration run: $(tail -3 "$tmp/run.log")"
+python3 - "$R/costs.json" <<'PY' || fail "costs.json has no per-layer times"
+import json, sys
+u = json.load(open(sys.argv[1]))["units"]
+assert all(len(u[k]) == 6 and all(x >= 0 for x in u[k]) for k in "fbw"), u
+assert all(u[k][i] > 0 for k in "fbw" for i in range(1, 5)), u  # the blocks take time
+PY
+run 0 balance "$T" --stages 2 --calibrate "$R" && has "$tmp/out" "by their measured times" "from a real run"
+
+# the uneven-model benchmark, in miniature: calibration, balance, one run of each split
+run 2 bench schedule --uneven --repeat 99 && has "$tmp/err" "--repeat 99" "too many repetitions"
+run 0 bench schedule --uneven --steps 3 --repeat 1 --json &&
+python3 - "$tmp/out" <<'PY' || fail "bench schedule --uneven --json: $(cat "$tmp/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+even, bal = d["splits"]
+assert even["layers"] == ["embed,0-1", "2-3,head"], even
+assert bal["layers"] != even["layers"], bal           # balance moved layers
+assert all(s["measured_median_ms"] > 0 and s["predicted_ms"] > 0 for s in d["splits"]), d
+assert d["predicted_gain"] > 0, d                      # its own model says it helps
+PY
 
 # check's warning: on the uneven model's even split, not on the balanced one
 run 0 check "$tmp/uneven.json" && has "$tmp/err" "imbalanced" "warns" && has "$tmp/err" "pipetrain balance" "suggests balance"

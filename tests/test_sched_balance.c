@@ -1,6 +1,8 @@
 /* test_sched_balance.c — the automatic stage balancer (scheduler/sched_balance.h)
  * on synthetic costs: a known optimum, agreement with brute force over every
  * split (with and without a memory limit), and a unit too large for any stage. */
+#include <unistd.h>
+
 #include "scheduler/sched_balance.h"
 #include "tests.h"
 
@@ -173,6 +175,81 @@ static void test_bad_args(void)
     sched_free(v);
 }
 
+/* The uneven model in miniature: a tiny embedding, 4 blocks of 1, a head of 5
+ * (per op): on 2 stages the even split by count (embed,0-1 | 2-3,head: 6 | 21
+ * per micro-batch) loses to embed,0-3 | head (12 | 15), whatever the FLOPs say. */
+static void test_large_head(void)
+{
+    static const double cost[] = { 0.01, 1, 1, 1, 1, 5 };
+    fixture x;
+    fixture_init(&x, 6, cost);
+    char err[SCHED_ERR_LEN];
+    sched_schedule *s = sched_generate("1f1b", 2, 4, 1, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_balance_plan *p = NULL, *even = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_balance(s, &x.in, &p, NULL, err), 0);
+    CU_ASSERT_EQUAL(p->first[1], 5);
+    CU_ASSERT_DOUBLE_EQUAL(p->bottleneck, 15, 1e-12);
+    int ev[] = { 0, 3, 6 };
+    CU_ASSERT_EQUAL_FATAL(sched_balance_eval(s, &x.in, ev, &even, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(even->bottleneck, 21, 1e-12);
+    CU_ASSERT(p->step_time < 0.85 * even->step_time);
+    sched_balance_plan_free(p);
+    sched_balance_plan_free(even);
+    sched_free(s);
+}
+
+/* costs.json's per-layer times ("units"): written, read back, absent in an older
+ * file (0), and a malformed or mis-sized array refused naming the field (-1). */
+static void test_costs_units(void)
+{
+    char path[] = "/tmp/test_sched_balance.XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 2, 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    const double uf[4] = { 0.5, 1, 2, 4 }, ub[4] = { 0, 1.5, 2.5, 8 }, uw[4] = { 0.25, 1, 1, 16 };
+    char err[SCHED_ERR_LEN];
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_EQUAL(sched_costs_write_json_units(c, 2, 1, 5, uf, ub, uw, 4, f, err), 0);
+    fclose(f);
+    double gf[4] = { 0 }, gb[4] = { 0 }, gw[4] = { 0 };
+    CU_ASSERT_EQUAL(sched_costs_load_units(path, 4, gf, gb, gw, err), 1);
+    CU_ASSERT(!memcmp(gf, uf, sizeof uf) && !memcmp(gb, ub, sizeof ub) && !memcmp(gw, uw, sizeof uw));
+    int P = 0, v = 0;
+    sched_costs *d = sched_costs_load(path, &P, &v, err); /* the per-stage part as before */
+    CU_ASSERT_PTR_NOT_NULL(d);
+    CU_ASSERT_EQUAL(P, 2);
+    sched_costs_free(d);
+    /* another model: 6 units */
+    CU_ASSERT_EQUAL(sched_costs_load_units(path, 6, gf, gb, gw, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"units\".\"f\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    /* an older file: no per-layer times, the arrays untouched */
+    f = fopen(path, "w");
+    CU_ASSERT_EQUAL(sched_costs_write_json(c, 2, 1, 5, f, err), 0);
+    fclose(f);
+    gf[0] = 42;
+    CU_ASSERT_EQUAL(sched_costs_load_units(path, 4, gf, gb, gw, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(gf[0], 42, 0);
+    /* a negative time */
+    f = fopen(path, "w");
+    fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 1], \"b\": [1, 1], \"w\": [1, 1], \"units\": "
+          "{\"f\": [1, 1, 1, 1], \"b\": [1, -1, 1, 1], \"w\": [1, 1, 1, 1]}}", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(sched_costs_load_units(path, 4, gf, gb, gw, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"units\".\"b\"[1]"));
+    /* not an object */
+    f = fopen(path, "w");
+    fputs("{\"units\": [1, 2]}", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(sched_costs_load_units(path, 4, gf, gb, gw, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"units\": expected an object"));
+    sched_costs_free(c);
+    unlink(path);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -180,6 +257,8 @@ int main(void)
         { "agrees with brute force over every split", test_vs_brute_force },
         { "memory limit: forced split, a unit too large", test_memory_limit },
         { "bad arguments", test_bad_args },
+        { "a large head: the uneven model in miniature", test_large_head },
+        { "costs.json per-layer times", test_costs_units },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_balance", tests);
