@@ -14,6 +14,12 @@
 #error "wire_codec.c writes tensors in host order, which must be little-endian"
 #endif
 
+/* The 64-byte vector helpers are static and inlined: no ABI crosses a call,
+ * so GCC's note that passing them changed ABI without AVX-512 does not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 #define L 16
 typedef uint32_t vu __attribute__((vector_size(L * 4)));
 typedef int32_t vi __attribute__((vector_size(L * 4)));

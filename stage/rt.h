@@ -101,6 +101,8 @@ typedef struct {
     rt_pending *pend;      /* (2 M v) */
     int n_pend;
     rt_straggle straggle;
+    double wire_s[2];      /* seconds spent encoding [0] and decoding [1] tensors (runtime_wire.c) */
+    uint64_t wire_floats[2]; /* floats encoded [0] and decoded [1] */
 } rt;
 
 double rt_now(void);
@@ -131,6 +133,9 @@ uint64_t rt_wire_len(const rt *r, int grad, size_t rows);
 const void *rt_wire_pack(rt *r, int grad, uint8_t *wbuf, const float *x, size_t rows);
 int rt_wire_check(rt *r, int grad, struct net_op *op, size_t *rows, const char *what);
 void rt_wire_unpack(rt *r, int grad, float *x, const uint8_t *wbuf, size_t rows);
+/* One line on stderr (the stage's log) at the end with a non-fp32 setting:
+ * floats encoded and decoded, the seconds they took and the rate. */
+void rt_wire_report(const rt *r);
 /* Allocates chunk c's wire buffers (setup) / frees them. */
 void rt_wire_alloc(rt *r, rt_chunk *c);
 void rt_wire_free(rt *r, rt_chunk *c);

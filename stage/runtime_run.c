@@ -437,6 +437,7 @@ static int run_steps(rt *r)
     }
     r->step = total - 1;
     rt_straggle_report(r);
+    rt_wire_report(r);
     r->stats.wall_s = rt_now() - t0;
     r->stats.allreduce_s = rt_dp_busy_s(r);
     r->stats.optim_bytes = r->ps ? 0 : 2 * (uint64_t)r->opt->n * sizeof(float); /* servers hold AdamW */

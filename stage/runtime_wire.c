@@ -14,6 +14,7 @@
 #include "stage/rt.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 
 int rt_wire_enc(const rt *r, int grad) { return grad ? r->t->wire.grad_enc : r->t->wire.act_enc; }
 
@@ -28,14 +29,31 @@ const void *rt_wire_pack(rt *r, int grad, uint8_t *wbuf, const float *x, size_t 
 {
     int enc = rt_wire_enc(r, grad);
     if (enc == WIRE_FP32) return x;
+    double t0 = rt_now();
     wire_encode(wbuf, x, rows * row_floats(r), enc);
+    r->wire_s[0] += rt_now() - t0;
+    r->wire_floats[0] += rows * row_floats(r);
     return wbuf;
 }
 
 void rt_wire_unpack(rt *r, int grad, float *x, const uint8_t *wbuf, size_t rows)
 {
     int enc = rt_wire_enc(r, grad);
-    if (enc != WIRE_FP32) wire_decode(x, wbuf, rows * row_floats(r), enc);
+    if (enc == WIRE_FP32) return;
+    double t0 = rt_now();
+    wire_decode(x, wbuf, rows * row_floats(r), enc);
+    r->wire_s[1] += rt_now() - t0;
+    r->wire_floats[1] += rows * row_floats(r);
+}
+
+void rt_wire_report(const rt *r)
+{
+    if (!r->t->wire.act_enc && !r->t->wire.grad_enc) return;
+    double gb[2] = { (double)r->wire_floats[0] * 4 / 1e9, (double)r->wire_floats[1] * 4 / 1e9 };
+    fprintf(stderr, "pipetrain stage %d replica %d: wire (activations %s, gradients %s): encoded %.3f GB of fp32 in "
+            "%.3f s (%.2f GB/s), decoded %.3f GB in %.3f s (%.2f GB/s)\n", r->K, r->rep,
+            wire_enc_name(r->t->wire.act_enc), wire_enc_name(r->t->wire.grad_enc), gb[0], r->wire_s[0],
+            r->wire_s[0] > 0 ? gb[0] / r->wire_s[0] : 0, gb[1], r->wire_s[1], r->wire_s[1] > 0 ? gb[1] / r->wire_s[1] : 0);
 }
 
 int rt_wire_check(rt *r, int grad, struct net_op *op, size_t *rows, const char *what)
