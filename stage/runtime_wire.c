@@ -49,11 +49,12 @@ void rt_wire_unpack(rt *r, int grad, float *x, const uint8_t *wbuf, size_t rows)
 void rt_wire_report(const rt *r)
 {
     if (!r->t->wire.act_enc && !r->t->wire.grad_enc) return;
-    double gb[2] = { (double)r->wire_floats[0] * 4 / 1e9, (double)r->wire_floats[1] * 4 / 1e9 };
-    fprintf(stderr, "pipetrain stage %d replica %d: wire (activations %s, gradients %s): encoded %.3f GB of fp32 in "
-            "%.3f s (%.2f GB/s), decoded %.3f GB in %.3f s (%.2f GB/s)\n", r->K, r->rep,
-            wire_enc_name(r->t->wire.act_enc), wire_enc_name(r->t->wire.grad_enc), gb[0], r->wire_s[0],
-            r->wire_s[0] > 0 ? gb[0] / r->wire_s[0] : 0, gb[1], r->wire_s[1], r->wire_s[1] > 0 ? gb[1] / r->wire_s[1] : 0);
+    double mb[2] = { (double)r->wire_floats[0] * 4 / 1e6, (double)r->wire_floats[1] * 4 / 1e6 };
+    fprintf(stderr, "pipetrain stage %d replica %d: wire (activations %s, gradients %s): encoded %.2f MB of fp32 in "
+            "%.4f s (%.2f GB/s), decoded %.2f MB in %.4f s (%.2f GB/s)\n", r->K, r->rep,
+            wire_enc_name(r->t->wire.act_enc), wire_enc_name(r->t->wire.grad_enc), mb[0], r->wire_s[0],
+            r->wire_s[0] > 0 ? mb[0] / 1e3 / r->wire_s[0] : 0, mb[1], r->wire_s[1],
+            r->wire_s[1] > 0 ? mb[1] / 1e3 / r->wire_s[1] : 0);
 }
 
 int rt_wire_check(rt *r, int grad, struct net_op *op, size_t *rows, const char *what)
