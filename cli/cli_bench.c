@@ -9,6 +9,7 @@
 #include "bench/bench_pipeline.h"
 #include "bench/bench_ps.h"
 #include "bench/bench_sched.h"
+#include "bench/bench_wire.h"
 #include "cli/cli.h"
 
 static const struct {
@@ -22,6 +23,7 @@ static const struct {
     { "pipeline", bench_pipeline_main, "2 stages x 1 thread against 1 stage x 1 thread, GPipe and 1F1B" },
     { "ps", bench_ps_main, "parameter servers: stragglers at staleness 0, 2, -1 against ps_model; --convergence" },
     { "schedule", bench_sched_main, "simulator speed on 1024 stages x 4096 micro-batches" },
+    { "wire", bench_wire_main, "wire encodings (bf16, fp16, int8) GB/s on one core against the link time they save" },
 };
 
 int cli_bench_main(int argc, char **argv)

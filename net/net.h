@@ -230,6 +230,11 @@ enum net_send_flag {
      * then overtake a receive that net_recv_post handed to that queue. */
     NET_SEND_QUEUED = 2,
 };
+/* A 4-bit payload tag (0..15) for net_send_ex's flags: written into the frame
+ * header's flags bits 8-11 (net_wire.h) and handed to the receiver with the
+ * payload (net_op_tag). Opaque to net/; stage/ puts the tensor encoding there
+ * (base/wire_codec.h enum wire_enc; 0 = plain float32). */
+#define NET_SEND_TAG(t) (((int)(t) & 0xf) << 8)
 
 /* net_send with options (flags: enum net_send_flag; crc: see NET_SEND_CRC,
  * ignored without it). Same contract, returns and ownership as net_send;
@@ -265,6 +270,10 @@ uint64_t net_op_len(const struct net_op *op);
  * forwards them unchanged can pass it to net_send_ex (NET_SEND_CRC) instead of
  * reading them again. 0 before. Only the thread that waits on op. */
 uint32_t net_op_crc(const struct net_op *op);
+
+/* The payload tag (NET_SEND_TAG) the frame of a completed receive carried:
+ * 0..15, 0 before completion. Only the thread that waits on op. */
+unsigned net_op_tag(const struct net_op *op);
 
 /* For a completed receive posted with dst NULL: returns the malloc'd payload
  * (the caller frees it) and detaches it from op; NULL otherwise. */

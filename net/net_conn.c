@@ -242,6 +242,7 @@ static struct net_op *new_unclaimed(struct conn *c)
     u->key = (net_key){ c->h.type, c->h.step, c->h.mb, c->h.chunk };
     u->len = c->h.len;
     u->crc = c->h.crc;
+    u->hflags = c->h.flags;
     u->where = W_UNCLAIMED;
     list_push(&pr->unclaimed, u);
     return u;
@@ -303,6 +304,7 @@ static int start_user_payload(struct conn *c)
                 return conn_fatal(c, "out of memory for a received message");
             op->len = c->h.len;
             op->crc = c->h.crc;
+            op->hflags = c->h.flags;
             op->crc_run = 0;
             op->off = 0;
             op->where = W_READING;

@@ -51,6 +51,7 @@ struct net_op {
     uint8_t *rbuf;                /* receive destination */
     uint64_t cap, len, off;       /* capacity; payload length; progress */
     uint32_t crc;                 /* payload CRC32C: computed (send) or announced (receive) */
+    uint16_t hflags;              /* receive: the frame header's flags (net_op_tag) */
     uint32_t crc_run;             /* receive: CRC32C of the bytes that arrived, computed by the
                                      network thread as they land (while still in cache) */
     int own;                      /* rbuf / sbuf malloc'd by the transport */

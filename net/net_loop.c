@@ -353,6 +353,7 @@ static void deliver(struct net_node *n, struct peer *pr, struct net_op *u, struc
     pthread_mutex_unlock(&n->lk);
     op->len = u->len;
     op->crc = u->crc;
+    op->hflags = u->hflags;
     op->crc_run = u->crc_run; /* of the bytes as they arrived; the copy below is local */
     int st = NET_OK;
     char why[NET_ERR_LEN] = "";

@@ -241,7 +241,8 @@ int net_send_ex(struct net_node *n, net_peer_id peer, net_key key, const void *b
     op->crc = flags & NET_SEND_CRC ? crc : net_crc32c(0, buf, len);
     op->queued_only = (flags & NET_SEND_QUEUED) != 0;
     net_hdr h = { .version = NET_VERSION, .type = key.type, .sender = n->cfg.self,
-                  .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc };
+                  .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc,
+                  .flags = (uint16_t)(flags & NET_SEND_TAG(0xf)) };
     net_hdr_encode(op->hdr, &h);
     int st = post_op(n, op, timeout_ms, err);
     if (st == NET_OK) *opp = op;
@@ -323,6 +324,11 @@ int net_op_test(struct net_op *op, char err[NET_ERR_LEN])
 {
     if (op && !op_done(op)) return NET_PENDING;
     return net_wait(op, 0, err);
+}
+
+unsigned net_op_tag(const struct net_op *op)
+{
+    return op && op->kind == OP_RECV && op_done(op) ? (op->hflags >> 8) & 0xfu : 0;
 }
 
 uint64_t net_op_len(const struct net_op *op)

@@ -8,6 +8,10 @@
  *  10 sender stage u16  12 sender replica u16  14 sender role u8  15 reserved u8 (0)
  *  16 step u64   24 micro-batch u32   28 chunk u32   32 payload length u64
  *  40 CRC32C of the payload u32   44 CRC32C of bytes 0..43 u32
+ * flags: bits 8-11 are the payload tag (net.h NET_SEND_TAG), which stage/ sets
+ * to the encoding of a tensor payload (base/wire_codec.h: 0 fp32, 1 bf16,
+ * 2 fp16, 3 int8; the payload length is then the encoded size); the other
+ * bits are the transport's, 0 today.
  *
  * Hello payload (NET_HELLO_LEN bytes), the first frame each way:
  *   0 protocol version u16  2 role u8  3 AEAD u8 (enum net_aead: 0 frames in clear,

@@ -30,6 +30,10 @@ typedef struct {
     float *unit_work;      /* a fused BW's work (unit_work_bytes), on first use */
     float **act_in, **act_out, **grad_in, **grad_out; /* (M) tensors of one micro-batch */
     struct net_op **rx_act, **rx_grad, **tx_act, **tx_grad; /* (M) */
+    /* (M) the same four tensors as they travel, encoded (wire.activations /
+     * wire.gradients, topo.h); NULL when that direction is fp32 (the float
+     * buffers above go on the wire as they are) */
+    uint8_t **wire_in, **wire_out, **wire_gin, **wire_gout;
     model_slot **slot;     /* (M) slots of micro-batches in flight */
     model_slot **free;     /* (M + 1) slots not in use */
     int n_free;
@@ -121,6 +125,8 @@ typedef struct {
     long sampled;          /* batches drawn so far */
     uint64_t sampler_after[2]; /* sampler state after drawing batch u, at [u & 1] */
     sched_action *steplist;/* this step's actions (sched_2bw_step) */
+    double wire_s[2];      /* seconds spent encoding [0] and decoding [1] tensors (runtime_wire.c) */
+    uint64_t wire_floats[2]; /* floats encoded [0] and decoded [1] */
 } rt;
 
 double rt_now(void);
@@ -130,10 +136,34 @@ int rt_fail(rt *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
  * or the step timeout passes. Counts the time as waiting. */
 int rt_await(rt *r, struct net_op *op, const char *what);
 int rt_send(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op);
+/* rt_send with a payload tag (net.h NET_SEND_TAG): the encoding of a tensor. */
+int rt_send_tag(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, int tag, struct net_op **op);
 int rt_send_sync(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len);
 int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, const char *what);
 /* rt_recv_sync that also reports the payload length. */
 int rt_recv_len(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, uint64_t *len, const char *what);
+/* runtime_wire.c — tensors on the wire (issue 14), on the compute thread.
+ * rt_wire_enc: the encoding (enum wire_enc) of activations (grad 0) or their
+ * gradients (grad 1); rt_wire_len: bytes of `rows` sequences' tensor in it.
+ * rt_wire_pack: the bytes to send for rows sequences at x: x itself when the
+ * encoding is fp32, else wbuf with x encoded into it. rt_wire_check: after a
+ * receive of such a tensor completed (op), its frame's tag must be the
+ * encoding and its length that of rows sequences (rows 0: any whole number of
+ * sequences up to Bm, returned in *rows; eval's batches); -1 with r->err naming
+ * the peer, the message and both values otherwise. rt_wire_unpack: decodes
+ * rows sequences from wbuf into x (nothing when fp32: it arrived in x). */
+int rt_wire_enc(const rt *r, int grad);
+uint64_t rt_wire_len(const rt *r, int grad, size_t rows);
+const void *rt_wire_pack(rt *r, int grad, uint8_t *wbuf, const float *x, size_t rows);
+int rt_wire_check(rt *r, int grad, struct net_op *op, size_t *rows, const char *what);
+void rt_wire_unpack(rt *r, int grad, float *x, const uint8_t *wbuf, size_t rows);
+/* One line on stderr (the stage's log) at the end with a non-fp32 setting:
+ * floats encoded and decoded, the seconds they took and the rate. */
+void rt_wire_report(const rt *r);
+/* Allocates chunk c's wire buffers (setup) / frees them. */
+void rt_wire_alloc(rt *r, rt_chunk *c);
+void rt_wire_free(rt *r, rt_chunk *c);
+
 /* Slots of one micro-batch of chunk c (their stash; the work is bound at B),
  * from its free list (allocated on first use); in-flight count and activation
  * bytes (with the F's transient) are tracked for the peak. */

@@ -66,9 +66,14 @@ int rt_await(rt *r, struct net_op *op, const char *what)
 
 int rt_send(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, struct net_op **op)
 {
+    return rt_send_tag(r, to, k, buf, len, 0, op);
+}
+
+int rt_send_tag(rt *r, net_peer_id to, net_key k, const void *buf, uint64_t len, int tag, struct net_op **op)
+{
     char nerr[NET_ERR_LEN];
     int rc;
-    while ((rc = net_send(r->node, to, k, buf, len, 1000, op, nerr)) == NET_TIMEOUT)
+    while ((rc = net_send_ex(r->node, to, k, buf, len, NET_SEND_TAG(tag), 0, 1000, op, nerr)) == NET_TIMEOUT)
         if (net_peer_status(r->node, to, nerr) < 0) break;
     if (rc != NET_OK) return rt_fail(r, "sending message type %u: %s", k.type, nerr);
     r->stats.bytes_sent += len;
@@ -102,11 +107,13 @@ int rt_recv_sync(rt *r, net_peer_id from, net_key k, void *buf, uint64_t cap, co
 
 static size_t act_bytes(const rt *r) { return r->Bm * r->T * r->C * sizeof(float); }
 
-/* Posts a tensor send and remembers it until it is seen complete. */
-static int send_tensor(rt *r, int to, net_key k, const void *buf, struct net_op **op, int kind, int chunk, int mb)
+/* Posts a tensor send (len bytes in encoding enc) and remembers it until it is
+ * seen complete. */
+static int send_tensor(rt *r, int to, net_key k, const void *buf, uint64_t len, int enc, struct net_op **op,
+                       int kind, int chunk, int mb)
 {
     double t0 = rt_now();
-    if (rt_send(r, rt_peer(r, to), k, buf, r->Bm * r->T * r->C * sizeof(float), op)) return -1;
+    if (rt_send_tag(r, rt_peer(r, to), k, buf, len, enc, op)) return -1;
     r->pend[r->n_pend++] = (rt_pending){ op, t0, (uint8_t)kind, (uint16_t)chunk, (uint32_t)mb };
     return 0;
 }
@@ -134,28 +141,40 @@ static int poll_sends(rt *r, int wait)
 
 /* Hands the output of chunk c for micro-batch mb to its consumer: a copy into
  * the consumer chunk's input buffer when that chunk is on this stage (grad = 0:
- * activation to vs+1, 1: gradient to vs-1), else a send to its stage. */
+ * activation to vs+1, 1: gradient to vs-1), else a send to its stage. Either
+ * way in the wire encoding (runtime_wire.c): encoded here, on the thread that
+ * made it; a local copy is decoded at once, so it gets the same numbers. */
 static int hand_over(rt *r, rt_chunk *c, int mb, int grad, net_key k, const float *buf)
 {
     int to = grad ? c->prev : c->next;
+    uint8_t **wire = grad ? c->wire_gout : c->wire_out;
+    const void *out = rt_wire_pack(r, grad, wire ? wire[Q(mb)] : NULL, buf, r->Bm);
     if (to == r->K) {
         rt_chunk *d = rt_local_chunk(r, grad ? c->vs - 1 : c->vs + 1);
         if (!d) return rt_fail(r, "no chunk holds virtual stage %d on this stage", grad ? c->vs - 1 : c->vs + 1);
-        memcpy(grad ? d->grad_in[Q(mb)] : d->act_in[Q(mb)], buf, act_bytes(r));
+        float *dst = grad ? d->grad_in[Q(mb)] : d->act_in[Q(mb)];
+        if (out == buf) memcpy(dst, buf, act_bytes(r));
+        else rt_wire_unpack(r, grad, dst, out, r->Bm);
         return 0;
     }
-    return send_tensor(r, to, k, buf, grad ? &c->tx_grad[Q(mb)] : &c->tx_act[Q(mb)], grad ? SCHED_B : SCHED_F,
-                       (int)(c - r->ch), mb);
+    return send_tensor(r, to, k, out, rt_wire_len(r, grad, r->Bm), rt_wire_enc(r, grad),
+                       grad ? &c->tx_grad[Q(mb)] : &c->tx_act[Q(mb)], grad ? SCHED_B : SCHED_F, (int)(c - r->ch), mb);
 }
 
-/* Waits for a tensor receive, as a traced wait. */
-static int await_tensor(rt *r, struct net_op **op, const char *what, int kind, int chunk, int mb)
+/* Waits for a tensor receive, as a traced wait; checks its encoding and
+ * length (runtime_wire.c) and decodes it into dst when it travelled encoded
+ * (in wire; NULL: it is fp32 and arrived in dst). */
+static int await_tensor(rt *r, struct net_op **op, const char *what, int kind, int chunk, int mb, float *dst,
+                        const uint8_t *wire)
 {
     double t0 = rt_now();
     if (rt_await(r, *op, what)) return -1;
     rt_event(r, PROTO_EV_WAIT, kind, chunk, mb, t0, rt_now());
+    int grad = kind != SCHED_F, rc = rt_wire_check(r, grad, *op, NULL, what);
     net_op_free(*op);
     *op = NULL;
+    if (rc) return -1;
+    if (wire) rt_wire_unpack(r, grad, dst, wire, r->Bm);
     return 0;
 }
 
@@ -213,12 +232,14 @@ static int post_receives(rt *r)
         for (int mb = 0; mb < r->M; mb++) {
             if (c->vs > 0 && c->prev != r->K) { /* a local one is copied in (hand_over) */
                 net_key k = { MSG_ACT, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)c->vs };
-                if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[Q(mb)], act_bytes(r), &c->rx_act[Q(mb)], nerr))
+                void *dst = c->wire_in ? (void *)c->wire_in[Q(mb)] : (void *)c->act_in[Q(mb)];
+                if (net_recv_post(r->node, rt_peer(r, c->prev), k, dst, rt_wire_len(r, 0, r->Bm), &c->rx_act[Q(mb)], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
             if (c->vs < r->V - 1 && c->next != r->K) {
                 net_key k = { MSG_GRAD, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)c->vs };
-                if (net_recv_post(r->node, rt_peer(r, c->next), k, c->grad_in[Q(mb)], act_bytes(r), &c->rx_grad[Q(mb)], nerr))
+                void *dst = c->wire_gin ? (void *)c->wire_gin[Q(mb)] : (void *)c->grad_in[Q(mb)];
+                if (net_recv_post(r->node, rt_peer(r, c->next), k, dst, rt_wire_len(r, 1, r->Bm), &c->rx_grad[Q(mb)], nerr))
                     return rt_fail(r, "posting a receive: %s", nerr);
             }
         }
@@ -232,7 +253,9 @@ static int do_forward(rt *r, rt_chunk *c, int mb)
     const float *in = NULL;
     if (c->vs > 0) {
         snprintf(what, sizeof what, "waiting for F(%d) activation from stage %d", mb, c->prev);
-        if (c->prev != r->K && await_tensor(r, &c->rx_act[Q(mb)], what, SCHED_F, (int)(c - r->ch), mb)) return -1;
+        if (c->prev != r->K && await_tensor(r, &c->rx_act[Q(mb)], what, SCHED_F, (int)(c - r->ch), mb, c->act_in[Q(mb)],
+                                            c->wire_in ? c->wire_in[Q(mb)] : NULL))
+            return -1;
         in = c->act_in[Q(mb)];
     }
     double t0 = rt_now();
@@ -259,7 +282,9 @@ static int do_backward_input(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (c->next != r->K && await_tensor(r, &c->rx_grad[Q(mb)], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        if (c->next != r->K && await_tensor(r, &c->rx_grad[Q(mb)], what, SCHED_B, (int)(c - r->ch), mb, c->grad_in[Q(mb)],
+                                            c->wire_gin ? c->wire_gin[Q(mb)] : NULL))
+            return -1;
         dout = c->grad_in[Q(mb)];
     }
     double t0 = rt_now();
@@ -345,7 +370,9 @@ static int do_backward_fused(rt *r, rt_chunk *c, int mb)
     const float *dout = NULL;
     if (c->vs < r->V - 1) {
         snprintf(what, sizeof what, "waiting for B(%d) gradient from stage %d", mb, c->next);
-        if (c->next != r->K && await_tensor(r, &c->rx_grad[Q(mb)], what, SCHED_B, (int)(c - r->ch), mb)) return -1;
+        if (c->next != r->K && await_tensor(r, &c->rx_grad[Q(mb)], what, SCHED_B, (int)(c - r->ch), mb, c->grad_in[Q(mb)],
+                                            c->wire_gin ? c->wire_gin[Q(mb)] : NULL))
+            return -1;
         dout = c->grad_in[Q(mb)];
     }
     double t0 = rt_now();

@@ -61,20 +61,29 @@ static int rt_eval(rt *r)
             } else {
                 struct net_op *op = NULL;
                 char nerr[NET_ERR_LEN];
+                void *dst = c->wire_in ? (void *)c->wire_in[0] : (void *)c->act_in[0];
                 snprintf(what, sizeof what, "waiting for evaluation batch %zu from stage %d", e, c->prev);
-                if (net_recv_post(r->node, rt_peer(r, c->prev), k, c->act_in[0], r->Bm * row, &op, nerr))
+                if (net_recv_post(r->node, rt_peer(r, c->prev), k, dst, rt_wire_len(r, 0, r->Bm), &op, nerr))
                     return rt_fail(r, "%s: %s", what, nerr);
                 int rc = rt_await(r, op, what);
-                b = rc ? 0 : (size_t)(net_op_len(op) / row);
+                b = 0; /* any whole number of sequences (in the wire encoding) */
+                if (!rc) rc = rt_wire_check(r, 0, op, &b, what);
                 net_op_free(op);
                 if (rc) return -1;
+                if (c->wire_in) rt_wire_unpack(r, 0, c->act_in[0], c->wire_in[0], b);
                 in = c->act_in[0];
             }
             k.chunk = (uint32_t)(c->vs + 1);
             if (b == 0) {
                 done = 1;
                 if (d) handed = 0;
-                else if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], 0)) return -1;
+                else if (c->vs < r->V - 1) { /* the end: an empty payload, tagged like the batches */
+                    struct net_op *op = NULL;
+                    if (rt_send_tag(r, rt_peer(r, c->next), k, c->act_out[0], 0, rt_wire_enc(r, 0), &op)) return -1;
+                    int rc = rt_await(r, op, "sending the end of the evaluation");
+                    net_op_free(op);
+                    if (rc) return -1;
+                }
                 continue;
             }
             model_slot *s = rt_slot_get(r, c);
@@ -88,11 +97,19 @@ static int rt_eval(rt *r)
                 model_forward(r->part, c->lo, c->hi, s, in, c->act_out[0], b, T);
             }
             rt_slot_put(r, c, s);
+            /* the wire encoding as in training (runtime_wire.c), a local hand-over too */
+            const void *out = c->vs < r->V - 1 ? rt_wire_pack(r, 0, c->wire_out ? c->wire_out[0] : NULL, c->act_out[0], b)
+                                               : NULL;
             if (d) {
-                memcpy(d->act_in[0], c->act_out[0], b * row);
+                if (out == c->act_out[0]) memcpy(d->act_in[0], c->act_out[0], b * row);
+                else rt_wire_unpack(r, 0, d->act_in[0], out, b);
                 handed = b;
-            } else if (c->vs < r->V - 1 && rt_send_sync(r, rt_peer(r, c->next), k, c->act_out[0], b * row)) {
-                return -1;
+            } else if (c->vs < r->V - 1) {
+                struct net_op *op = NULL;
+                if (rt_send_tag(r, rt_peer(r, c->next), k, out, rt_wire_len(r, 0, b), rt_wire_enc(r, 0), &op)) return -1;
+                int rc = rt_await(r, op, "sending an evaluation batch");
+                net_op_free(op);
+                if (rc) return -1;
             }
         }
     }
@@ -140,6 +157,7 @@ static void setup_chunks(rt *r)
             *bufs[j] = xcalloc((size_t)r->NQ, sizeof(float *));
             for (int mb = 0; mb < r->NQ && need[j]; mb++) (*bufs[j])[mb] = buf_new(n);
         }
+        rt_wire_alloc(r, c);
         c->rx_act = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
         c->rx_grad = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
         c->tx_act = xcalloc((size_t)r->NQ, sizeof(struct net_op *));
@@ -166,6 +184,7 @@ static void free_chunks(rt *r)
             for (int mb = 0; mb < r->NQ && ops[j]; mb++) net_op_free(ops[j][mb]);
             free(ops[j]);
         }
+        rt_wire_free(r, c); /* after the ops: a pending one may still read its buffer */
         for (int mb = 0; mb < r->NQ; mb++) if (c->slot[mb]) model_slots_free(c->slot[mb]);
         for (int i = 0; i < c->n_free; i++) model_slots_free(c->free[i]);
         free(c->slot);
@@ -438,6 +457,7 @@ static int run_steps(rt *r)
     }
     r->step = total - 1;
     rt_straggle_report(r);
+    rt_wire_report(r);
     r->stats.wall_s = rt_now() - t0;
     r->stats.allreduce_s = rt_dp_busy_s(r);
     r->stats.optim_bytes = r->ps ? 0 : 2 * (uint64_t)r->opt->n * sizeof(float); /* servers hold AdamW */

@@ -125,6 +125,14 @@ static const field ps_fields[] = {
     END
 };
 
+static const char *const wire_encs[] = { "fp32", "bf16", "fp16", "int8", NULL }; /* base/wire_codec.h order */
+
+static const field wire_fields[] = {
+    STR(topo_wire, activations, 0, "fp32", wire_encs),
+    STR(topo_wire, gradients, 0, "fp32", wire_encs),
+    END
+};
+
 const field topo_top_fields[] = {
     STR(topo, description, 0, NULL, NULL),
     OBJ(topo, model, 1, model_fields),
@@ -142,6 +150,7 @@ const field topo_top_fields[] = {
     { "parameter_servers", T_ARR, offsetof(topo, parameter_servers), 0, 0, 0, 0, 0, 0, NULL, NULL, server_fields,
       offsetof(topo, n_servers), sizeof(topo_addr), TOPO_MAX_SERVERS },
     OBJ(topo, ps, 0, ps_fields),
+    OBJ(topo, wire, 0, wire_fields),
     END
 };
 
@@ -447,12 +456,21 @@ static void encode_recompute_form(json_t *o, const topo *t)
     json_object_del(json_object_get(o, "train"), "recompute");
 }
 
+/* "wire" with both encodings fp32 (the default) is left out, so a topology
+ * without compression hashes as it did before the key existed. */
+static void encode_wire_form(json_t *o, const topo *t)
+{
+    if (t->wire.act_enc || t->wire.grad_enc) return;
+    json_object_del(o, "wire");
+}
+
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
     if (o) encode_stage_forms(o, t);
     if (o) encode_sync_form(o, t);
     if (o) encode_recompute_form(o, t);
+    if (o) encode_wire_form(o, t);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     return s; /* NULL: out of memory, the caller says so */

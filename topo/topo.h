@@ -47,6 +47,10 @@
  *                   the pipeline is a worker that pushes gradients, pulls weights)
  *   parameter_servers  req when sync is "ps", refused otherwise: non-empty array
  *                   (at most TOPO_MAX_SERVERS) of { host req, port req }
+ *   wire            activations = "fp32" | "bf16" | "fp16" | "int8", gradients = the
+ *                   same choices (both default "fp32"): how the tensors between
+ *                   virtual stages travel (base/wire_codec.h; topo_wire_bytes). Left
+ *                   out of the canonical JSON when both are fp32.
  *   ps              only with sync "ps": staleness = 0 (integer >= -1: 0 synchronous,
  *                   s > 0 a worker runs at most s steps ahead of the slowest, -1
  *                   unbounded); see ps/ps.h
@@ -187,6 +191,14 @@ typedef struct {
     int port;
 } topo_addr;
 
+/* Encodings of the tensors stages send each other (issue 14; base/wire_codec.h):
+ * "fp32" (default, the bits as computed) | "bf16" | "fp16" | "int8". */
+typedef struct {
+    char *activations;   /* forward: the output of a virtual stage to the next */
+    char *gradients;     /* backward: the gradient of that output, sent back */
+    int act_enc, grad_enc; /* enum wire_enc of the two */
+} topo_wire;
+
 typedef struct {
     int staleness;       /* -1 = unbounded, 0 = synchronous, s > 0 = bounded */
 } topo_ps;
@@ -219,6 +231,7 @@ typedef struct {
     topo_addr *parameter_servers; /* [n_servers] */
     topo_ps ps;           /* meaningful with sync "ps" only */
     int ps_given;         /* the file (or --set) gave "ps": refused unless sync is "ps" */
+    topo_wire wire;       /* "wire": encodings on the pipeline links (all fp32 by default) */
 } topo;
 
 /* Loads and validates a topology file. `sets` holds n_sets "KEY=VALUE" overrides
@@ -401,13 +414,27 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err);
 
 /* Prints the partition table: per stage host:port, layers, parameters, forward
  * FLOPs per micro-batch and activation bytes sent per micro-batch (summed over
- * its chunks), then totals and the topology hash. With n_replicas > 1 it then
+ * its chunks, as encoded by wire.activations), then totals, the recompute and
+ * wire lines and the topology hash. With n_replicas > 1 it then
  * prints the grid (topo_print_grid). */
 void topo_print_partition(const topo *t, FILE *f);
 /* Prints one line: train.recompute and per stage its mode with the bytes one
  * micro-batch stashes (forward to backward-weight) and needs as backward work
  * (model_unit_mem). topo_print_partition calls it before the hash. */
 void topo_print_recompute(const topo *t, FILE *f);
+/* topo_wire.c. Bytes on the wire of the tensor unit `unit` outputs for one
+ * micro-batch (grad 0: the activation, with wire.activations; grad 1: its
+ * gradient, with wire.gradients): wire_encoded_bytes of model_unit_out_bytes / 4
+ * floats. What a stage sends over the boundary after `unit`. Any thread; pure. */
+uint64_t topo_wire_bytes(const topo *t, int unit, int grad);
+/* Prints the wire setting and, per virtual-stage boundary, the bytes per
+ * micro-batch each way (forward activations, backward gradients) beside fp32's.
+ * topo_print_partition calls it before the hash. */
+void topo_print_wire(const topo *t, FILE *f);
+/* Sets wire.act_enc / grad_enc from the names (decoding has refused any other
+ * name). topo_validate calls it. */
+void topo_resolve_wire(topo *t);
+
 /* Prints the grid: stages x replicas, per process (rank, stage, replica)
  * host:port, threads, parameters and activation bytes sent per micro-batch, and
  * per replica group (stage) the gradient bytes it all-reduces per step (with

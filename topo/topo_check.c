@@ -527,6 +527,7 @@ int topo_validate(topo *t, char *err)
     t->data.kind = data_kind(&t->data);
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
     resolve_recompute(t);
+    topo_resolve_wire(t);
     if (check_train(t, err) || check_schedule(t, err)) return -1;
     if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
     if (topo_check_ps(t, err)) return -1;

@@ -47,7 +47,7 @@ void topo_print_partition(const topo *t, FILE *f)
         }
         for (int c = 0; c < st->n_chunks; c++) {
             int last = st->chunks[c].first_unit + st->chunks[c].n_units - 1;
-            bytes += (double)model_unit_out_bytes(m, last, mb, T);
+            bytes += (double)topo_wire_bytes(t, last, 0);
         }
         char addr[80], p[32], fl[32], by[32];
         snprintf(addr, sizeof addr, strchr(st->host, ':') ? "[%s]:%d" : "%s:%d", st->host, st->port);
@@ -65,6 +65,7 @@ void topo_print_partition(const topo *t, FILE *f)
     human_bytes(tb, by, sizeof by);
     fprintf(f, "%-5s %-24s %-18s %7s %14s %14s %12s\n", "total", "", "", "", p, fl, by);
     topo_print_recompute(t, f);
+    topo_print_wire(t, f);
     char hash[65];
     fprintf(f, "topology hash %s\n", topo_hash_hex(t, hash) ? "(out of memory)" : hash);
     if (t->n_replicas > 1) topo_print_grid(t, f);
@@ -107,12 +108,11 @@ static void stage_sizes(const topo *t, int s, double *params, double *bytes)
 {
     const model_config *m = &t->model;
     const topo_stage *st = &t->stages[s];
-    size_t mb = (size_t)topo_micro_batch(t), T = (size_t)m->seq_len;
     *params = *bytes = 0;
     for (int i = 0; i < st->n_units; i++) *params += (double)model_unit_params(m, st->units[i]);
     for (int c = 0; c < st->n_chunks; c++) {
         int last = st->chunks[c].first_unit + st->chunks[c].n_units - 1;
-        *bytes += (double)model_unit_out_bytes(m, last, mb, T);
+        *bytes += (double)topo_wire_bytes(t, last, 0);
     }
 }
 
