@@ -533,8 +533,10 @@ static int post_receives_2bw(rt *r, size_t n)
         int grad = (a.op == SCHED_B || a.op == SCHED_BW) && c->vs < r->V - 1 && c->next != r->K;
         if (!act && !grad) continue;
         net_key k = { act ? MSG_ACT : MSG_GRAD, (uint64_t)r->cur_step, (uint32_t)mb, (uint32_t)c->vs };
-        if (net_recv_post(r->node, rt_peer(r, act ? c->prev : c->next), k, act ? c->act_in[Q(mb)] : c->grad_in[Q(mb)],
-                          act_bytes(r), act ? &c->rx_act[Q(mb)] : &c->rx_grad[Q(mb)], nerr))
+        uint8_t **wire = act ? c->wire_in : c->wire_gin; /* as post_receives: the wire encoding's buffer */
+        void *dst = wire ? (void *)wire[Q(mb)] : act ? (void *)c->act_in[Q(mb)] : (void *)c->grad_in[Q(mb)];
+        if (net_recv_post(r->node, rt_peer(r, act ? c->prev : c->next), k, dst, rt_wire_len(r, !act, r->Bm),
+                          act ? &c->rx_act[Q(mb)] : &c->rx_grad[Q(mb)], nerr))
             return rt_fail(r, "posting a receive: %s", nerr);
     }
     return 0;
