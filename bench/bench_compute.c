@@ -76,7 +76,7 @@ static void shaped(int mode, float *out, const float *x, const float *w, size_t 
  * fused q|k|v (C → C + 2·KV), o (C → C), fused gate|up (C → 2F), down (F → C),
  * in each of the three modes, plus the head (C → V); best of up to 20 reps
  * over the whole set (fewer for big models: about 20 GFLOP in all). */
-static double sgemm_step_shapes(const model_config *c, size_t N)
+static double sgemm_step_shapes(const model_config *c, size_t N, int quick)
 {
     size_t C = (size_t)c->dim, F = (size_t)c->ffn_dim, V = (size_t)c->vocab_size;
     size_t KV = C / (size_t)c->n_heads * (size_t)c->n_kv_heads;
@@ -90,7 +90,7 @@ static double sgemm_step_shapes(const model_config *c, size_t N)
     double flops = 0, best = 1e30;
     for (size_t i = 0; i < ns; i++) flops += 3 * 2.0 * (double)N * shp[i][0] * shp[i][1];
     int reps = (int)(20e9 / flops);
-    reps = reps < 2 ? 2 : reps > 20 ? 20 : reps;
+    reps = quick ? 1 : reps < 2 ? 2 : reps > 20 ? 20 : reps;
     for (int r = 0; r < reps + 1; r++) {
         double t0 = now_s();
         for (int mode = 0; mode < 3; mode++)
@@ -151,11 +151,11 @@ static void fill_tokens(model_slot *s, int n_units, size_t N, int V)
     s[n_units - 1].tokens[N - 1] = 0;
 }
 
-/* r->steps timed steps, each followed by one BC_PAIR_N^3 sgemm so the two see
+/* r->steps timed steps, each followed by one pair_n^3 sgemm so the two see
  * the same load; fills the step and pairing fields of r. */
 static void time_steps(bc_result *r, model_part *p, model_slot *s, optim_adamw *o, double *sq, size_t B, size_t T)
 {
-    const int pn = BC_PAIR_N;
+    const int pn = r->pair_n;
     float *pa = rand_floats((size_t)pn * pn, 5), *pb = rand_floats((size_t)pn * pn, 6);
     float *pc = xcalloc((size_t)pn * pn, sizeof(float));
     double *times = xmalloc((size_t)r->steps * sizeof(double)), *pair = xmalloc((size_t)r->steps * sizeof(double));
@@ -226,12 +226,12 @@ static void ceilings(bc_result *r, int first)
     int ths[2] = { r->threads, 1 };
     for (int k = 0; k < (r->threads == 1 ? 1 : 2); k++) {
         openblas_set_num_threads(ths[k]);
-        double g = sgemm_square(BC_CEIL_N, 5);
+        double g = sgemm_square((size_t)r->ceil_n, 5);
         if (first || g > r->ceil_gflops[k]) r->ceil_gflops[k] = g;
     }
     if (r->threads == 1) r->ceil_gflops[1] = r->ceil_gflops[0];
     openblas_set_num_threads(r->threads);
-    double shape = sgemm_step_shapes(&r->cfg, r->batch * (size_t)r->cfg.seq_len);
+    double shape = sgemm_step_shapes(&r->cfg, r->batch * (size_t)r->cfg.seq_len, r->ceil_n < BC_CEIL_N);
     if (first || shape > r->shape_gflops) r->shape_gflops = shape;
 }
 

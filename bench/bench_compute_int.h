@@ -13,7 +13,8 @@ extern const char *const bc_phase_name[PH_N];
 
 enum {
     BC_CEIL_N = 1536, /* the square sgemm of the ceiling */
-    BC_PAIR_N = 1024  /* the square sgemm run after each step */
+    BC_PAIR_N = 1024, /* the square sgemm run after each step */
+    BC_QUICK_CEIL_N = 256, BC_QUICK_PAIR_N = 128 /* --quick (tests): figures meaningless */
 };
 
 typedef struct {
@@ -23,13 +24,14 @@ typedef struct {
     size_t batch;
     int recompute;                 /* MODEL_RECOMPUTE_* */
     int threads, steps, warmup;
+    int ceil_n, pair_n;            /* BC_CEIL_N, BC_PAIR_N (or the quick sizes) */
     /* out */
     double ceil_gflops[2];         /* square sgemm at `threads`, at 1 thread */
     double shape_gflops;           /* step-shaped sgemm set at `threads` */
     double step_flops;             /* per step, from model_unit_flops (+ recomputation) */
     double step_ms_mean, step_ms_min, step_ms_median, phase_ms[PH_N];
     double cpu_ms;                 /* process CPU time per step, all threads */
-    double paired_gflops;          /* median rate of a BC_PAIR_N^3 sgemm run right after each step */
+    double paired_gflops;          /* median rate of a pair_n^3 sgemm run right after each step */
     double load1;                  /* 1-minute load average at the end (noise hint) */
     double tokens_per_step, loss_first, loss_last;
     size_t n_params;

@@ -44,7 +44,7 @@ static void print_table(const bc_result *r)
            "%zu parameters), %d BLAS thread%s, %d steps after %d warm-up\n", r->preset, c->dim, c->n_layers,
            c->n_heads, c->ffn_dim, c->vocab_size, c->seq_len, r->batch, model_recompute_name(r->recompute),
            r->n_params, r->threads, r->threads == 1 ? "" : "s", r->steps, r->warmup);
-    printf("  sgemm ceiling (%d^3, best of 10)   %8.1f GFLOP/s at %d thread%s, %.1f at 1 thread\n", BC_CEIL_N,
+    printf("  sgemm ceiling (%d^3, best of 10)   %8.1f GFLOP/s at %d thread%s, %.1f at 1 thread\n", r->ceil_n,
            r->ceil_gflops[0], r->threads, r->threads == 1 ? "" : "s", r->ceil_gflops[1]);
     printf("  sgemm at the step's shapes (N=%.0f) %8.1f GFLOP/s\n", r->tokens_per_step, r->shape_gflops);
     printf("  step                               %8.2f ms mean, %.2f median, %.2f best; %.2f ms CPU (all threads)\n",
@@ -57,7 +57,7 @@ static void print_table(const bc_result *r)
     printf("  ratio at the best step             %8.1f %%\n",
            100 * r->step_flops / (r->step_ms_min * 1e-3) / 1e9 / r->ceil_gflops[0]);
     printf("  paired ratio (load-robust)         %8.1f %%  median step vs median %d^3 sgemm run after each step"
-           " (%.1f GFLOP/s)\n", 100 * paired_ratio(r), BC_PAIR_N, r->paired_gflops);
+           " (%.1f GFLOP/s)\n", 100 * paired_ratio(r), r->pair_n, r->paired_gflops);
     printf("  peak activation bytes              %8.1f MiB (one-stage run, as summary.json reports it; these "
            "split B/W steps hold %.1f MiB)\n", r->peak_act_bytes / 1048576.0, r->slots_bytes / 1048576.0);
     printf("  phases (ms/step):");
@@ -83,7 +83,7 @@ static void print_json(const bc_result *r)
            "\"tokens_per_s\":%.1f,\"flops_per_step\":%.0f,\"achieved_gflops\":%.3f,\"ratio\":%.4f,"
            "\"ratio_shape\":%.4f,\"paired_sgemm_gflops\":%.3f,\"ratio_paired\":%.4f,"
            "\"peak_act_bytes\":%zu,\"bench_act_bytes\":%zu,\"phases_ms\":{",
-           BC_CEIL_N, r->ceil_gflops[0], r->ceil_gflops[1], r->shape_gflops, r->step_ms_mean, r->step_ms_median,
+           r->ceil_n, r->ceil_gflops[0], r->ceil_gflops[1], r->shape_gflops, r->step_ms_mean, r->step_ms_median,
            r->step_ms_min, r->cpu_ms, r->tokens_per_step / (r->step_ms_mean * 1e-3), r->step_flops, gf,
            gf / r->ceil_gflops[0], gf / r->shape_gflops, r->paired_gflops, paired_ratio(r), r->peak_act_bytes,
            r->slots_bytes);
@@ -117,7 +117,7 @@ static int usage(FILE *f, int rc)
     fprintf(f,
             "usage: pipetrain bench compute [--preset recipe|15m|42m|all ...] [--set KEY=VALUE ...]\n"
             "                               [--threads N[,N...] (default 2)] [--steps N] [--warmup N]\n"
-            "                               [--json | --markdown]\n"
+            "                               [--json | --markdown] [--quick]\n"
             "  Measures the OpenBLAS sgemm ceiling (at N threads and at 1) and full training\n"
             "  steps (forward, backward, AdamW) of one-stage models on a built-in synthetic\n"
             "  token sequence (no files) at N BLAS threads; prints tokens/s, step ms, achieved\n"
@@ -131,8 +131,9 @@ static int usage(FILE *f, int rc)
             "  vocab_size, seq_len, tie_embeddings (0/1), batch, recompute\n"
             "  (none|selective|full); a \"model.\" prefix is accepted. --steps and --warmup\n"
             "  override the presets' counts. --json prints one object with a \"runs\" list;\n"
-            "  --markdown the README's table. Other processes on the machine lower every\n"
-            "  figure; the paired ratio is the least sensitive to them.\n");
+            "  --markdown the README's table. --quick (for tests) shrinks the ceiling and\n"
+            "  paired products to 256^3 and 128^3: its ratios mean nothing. Other processes\n"
+            "  on the machine lower every figure; the paired ratio is the least sensitive.\n");
     return rc;
 }
 
@@ -199,7 +200,7 @@ static int apply_set(bc_result *r, const char *kv)
 }
 
 typedef struct {
-    int json, markdown, steps, warmup, n_threads, n_sets;
+    int json, markdown, quick, steps, warmup, n_threads, n_sets;
     int threads[MAX_THREADS_LIST], use[N_PRESETS];
     const char *sets[MAX_SETS];
 } options;
@@ -224,6 +225,14 @@ static int parse_options(options *o, int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout, 0) - 1;
         if (!strcmp(a, "--json")) { o->json = 1; continue; }
         if (!strcmp(a, "--markdown")) { o->markdown = 1; continue; }
+        if (!strcmp(a, "--quick")) { o->quick = 1; continue; }
+        static const char *const valued[] = { "--threads", "--steps", "--warmup", "--set", "--preset" };
+        int known = 0;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "pipetrain bench compute: unknown option '%s'\n", a);
+            return usage(stderr, 2);
+        }
         if (!v) return bad("option '%s'%s needs a value", a, "");
         i++;
         if (!strcmp(a, "--threads")) {
@@ -240,9 +249,6 @@ static int parse_options(options *o, int argc, char **argv)
                 if (!strcmp(v, presets[k].name) || !strcmp(v, "all")) o->use[k] = found = 1;
             if (!found) return bad("--preset: unknown preset '%s'%s (recipe, 15m, 42m, all)", v, "");
             any = 1;
-        } else {
-            fprintf(stderr, "pipetrain bench compute: unknown option '%s'\n", a);
-            return usage(stderr, 2);
         }
     }
     if (o->json && o->markdown) return bad("--json and --markdown: choose one%s%s", "", "");
@@ -261,6 +267,8 @@ static int setup_run(bc_result *r, const options *o, int k, int threads)
     r->steps = o->steps ? o->steps : presets[k].steps;
     r->warmup = o->warmup >= 0 ? o->warmup : presets[k].warmup;
     r->threads = threads;
+    r->ceil_n = o->quick ? BC_QUICK_CEIL_N : BC_CEIL_N;
+    r->pair_n = o->quick ? BC_QUICK_PAIR_N : BC_PAIR_N;
     for (int i = 0; i < o->n_sets; i++)
         if (apply_set(r, o->sets[i])) return 2;
     char err[ERR_LEN];
