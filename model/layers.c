@@ -364,18 +364,40 @@ void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N
     run_rows(&j, F, 8192);
 }
 
+/* ---- embedding ---- o0 out, a wte, tok tokens: rows [lo, hi) */
+static void embed_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    for (size_t n = lo; n < hi; n++) memcpy(j->o0 + n * j->C, j->a + (size_t)j->tok[n] * j->C, j->C * sizeof(float));
+}
+
 void layer_embedding_forward(float *out, const int *tokens, const float *wte, size_t N, size_t C)
 {
-    for (size_t n = 0; n < N; n++) memcpy(out + n * C, wte + (size_t)tokens[n] * C, C * sizeof(float));
+    job j = { .rows = embed_fwd_rows, .o0 = out, .a = wte, .tok = tokens, .N = N, .C = C };
+    run_rows(&j, C, 8192);
+}
+
+/* Columns [lo, hi) of every dwte row, rows n = 0..T-1 in order: each element
+ * gets its additions in the order of the serial loop, so chunks (of columns,
+ * as tokens repeat) change no bits. o0 dwte, a dout, tok; C row length, T rows. */
+static void embed_bwd_cols(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const size_t C = j->C;
+    for (size_t n = 0; n < j->T; n++) {
+        float *d = j->o0 + (size_t)j->tok[n] * C;
+        const float *g = j->a + n * C;
+        size_t i = lo;
+        for (; i + VW <= hi; i += VW) vstore(d + i, vload(d + i) + vload(g + i));
+        for (; i < hi; i++) d[i] += g[i];
+    }
 }
 
 void layer_embedding_backward_weight(float *dwte, const float *dout, const int *tokens, size_t N, size_t C)
 {
-    for (size_t n = 0; n < N; n++) {
-        float *d = dwte + (size_t)tokens[n] * C;
-        const float *g = dout + n * C;
-        for (size_t i = 0; i < C; i++) d[i] += g[i];
-    }
+    job j = { .rows = embed_bwd_cols, .o0 = dwte, .a = dout, .tok = tokens, .N = C, .C = C, .T = N };
+    j.chunks = pool_chunks(C, 2 * VW);
+    pool_for(j.chunks, job_item, &j);
 }
 
 /* ---- softmax cross-entropy ---- o0 probs (in: logits), tok targets;

@@ -1,6 +1,8 @@
 /* test_layers.c — every kernel: the double reference against central finite
  * differences (input and weight gradients), and the fast float kernel against
  * the double reference. */
+#include <cblas.h>
+
 #include "model/layers.h"
 #include "model/layers_naive.h"
 #include "model/util.h"
@@ -275,6 +277,36 @@ static void test_embedding(void)
     }
 }
 
+/* The embedding over the pool: rows (forward) and columns (backward, as
+ * tokens repeat) in chunks; at 1 and 2 threads the same bits as the serial
+ * loop, row width not a whole number of vectors. */
+static void test_embedding_threads(void)
+{
+    enum { V = 7, C = 77, N = 300 };
+    static float wte[V * C], out[2][N * C], dw[3][V * C], dout[N * C];
+    static int tok[N];
+    for (int i = 0; i < V * C; i++) wte[i] = (float)i * 0.25f;
+    for (int i = 0; i < N * C; i++) dout[i] = (float)(((i * 37) % 101) - 50) / 7.0f;
+    for (int n = 0; n < N; n++) tok[n] = (n * n + 3 * n) % V;
+    for (int i = 0; i < V * C; i++) dw[0][i] = dw[1][i] = dw[2][i] = 0.125f * (float)(i % 5);
+    for (int n = 0; n < N; n++) /* the serial reference */
+        for (int c = 0; c < C; c++) dw[2][tok[n] * C + c] += dout[n * C + c];
+    int saved = openblas_get_num_threads();
+    for (int k = 0; k < 2; k++) {
+        openblas_set_num_threads(2 - k);
+        CU_ASSERT_EQUAL(openblas_get_num_threads(), 2 - k); /* the pool follows it */
+        layer_embedding_forward(out[k], tok, wte, N, C);
+        layer_embedding_backward_weight(dw[k], dout, tok, N, C);
+    }
+    openblas_set_num_threads(saved);
+    int ok = 1;
+    for (int n = 0; n < N; n++) ok &= memcmp(out[0] + n * C, wte + tok[n] * C, C * sizeof(float)) == 0;
+    CU_ASSERT(ok);
+    CU_ASSERT(memcmp(out[0], out[1], sizeof out[0]) == 0);
+    CU_ASSERT(memcmp(dw[0], dw[2], sizeof dw[0]) == 0);
+    CU_ASSERT(memcmp(dw[1], dw[2], sizeof dw[0]) == 0);
+}
+
 /* The fast kernels' vector paths (width 16) need rows wider than the tiny shapes
  * above: attention at head size 48 and 67 positions, norms and SwiGLU at odd widths. */
 static void test_wide_shapes(void)
@@ -349,6 +381,7 @@ int main(void)
         { "swiglu: FD and fast vs naive", test_swiglu },
         { "cross-entropy: FD, fast vs naive, stability", test_xent },
         { "embedding forward and scatter-add", test_embedding },
+        { "embedding over the pool: the serial bits at 1 and 2 threads", test_embedding_threads },
         { "vector paths: wide attention, norms, SwiGLU, softmax", test_wide_shapes },
         CU_TEST_INFO_NULL,
     };
