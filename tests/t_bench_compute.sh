@@ -24,7 +24,7 @@ j = json.load(open(\"$tmp/a.json\"))
 keys = [\"preset\", \"threads\", \"dim\", \"n_layers\", \"n_heads\", \"seq_len\", \"batch\", \"recompute\", \"params\",
         \"sgemm_gflops\", \"sgemm_gflops_1t\", \"shape_sgemm_gflops\", \"step_ms\", \"step_ms_median\", \"tokens_per_s\",
         \"flops_per_step\", \"achieved_gflops\", \"ratio\", \"paired_sgemm_gflops\", \"ratio_paired\",
-        \"peak_act_bytes\", \"bench_act_bytes\", \"phases_ms\", \"phases_share\", \"loadavg_1m\"]
+        \"step_cpu_ms_median\", \"paired_sgemm_gflops_per_cpu_s\", \"ratio_cpu\", \"peak_act_bytes\", \"bench_act_bytes\", \"phases_ms\", \"phases_share\", \"loadavg_1m\"]
 runs = j[\"runs\"]
 got = [(r[\"preset\"], r[\"threads\"], r[\"dim\"], r[\"seq_len\"], r[\"n_layers\"]) for r in runs]
 want = [(p, t, d, 16, 1) for p, d in ((\"recipe\", 128), (\"15m\", 288), (\"42m\", 512)) for t in (2, 1)]
@@ -32,7 +32,7 @@ assert got == want, got
 for r in runs:
     miss = [k for k in keys if k not in r]
     assert not miss, miss
-    for k in (\"sgemm_gflops\", \"sgemm_gflops_1t\", \"tokens_per_s\", \"achieved_gflops\", \"ratio_paired\"):
+    for k in (\"sgemm_gflops\", \"sgemm_gflops_1t\", \"tokens_per_s\", \"achieved_gflops\", \"ratio_paired\", \"ratio_cpu\"):
         assert math.isfinite(r[k]) and r[k] > 0, (k, r[k])
     assert r[\"peak_act_bytes\"] > 0 and r[\"bench_act_bytes\"] >= r[\"peak_act_bytes\"], r
     s = sum(r[\"phases_share\"].values())
