@@ -32,7 +32,7 @@ typedef struct {
     double step_ms_mean, step_ms_min, step_ms_median, phase_ms[PH_N];
     double cpu_ms, cpu_ms_median;  /* process CPU time per step, all threads: mean, median */
     double paired_gflops;          /* median rate of a pair_n^3 sgemm run right after each step */
-    double paired_cpu_gflops;      /* the same per CPU second (all threads) */
+    double paired_cpu_gflops;      /* median GFLOP per CPU second of the same sgemm on one thread */
     double load1;                  /* 1-minute load average at the end (noise hint) */
     double tokens_per_step, loss_first, loss_last;
     size_t n_params;

@@ -35,10 +35,11 @@ static double paired_ratio(const bc_result *r)
 {
     return r->step_flops / (r->step_ms_median * 1e-3) / 1e9 / r->paired_gflops;
 }
-/* The paired ratio in CPU time: GFLOP per CPU second of the step against the
- * same of the sgemm after it. Other processes stretch wall time but hardly
- * CPU time, so on a busy machine this is the steadiest figure; on a quiet
- * one it also charges the step for threads that spin while they wait. */
+/* The paired ratio in CPU time: GFLOP per CPU second of the step (all its
+ * threads, waiting and spinning included) against the same of a one-thread
+ * sgemm after it: how much of one core's sgemm efficiency each core spends
+ * on the step. Other processes stretch wall time but hardly CPU time, so on
+ * a busy machine this is the steadiest figure. */
 static double cpu_ratio(const bc_result *r)
 {
     return r->step_flops / (r->cpu_ms_median * 1e-3) / 1e9 / r->paired_cpu_gflops;
@@ -66,8 +67,8 @@ static void print_table(const bc_result *r)
            100 * r->step_flops / (r->step_ms_min * 1e-3) / 1e9 / r->ceil_gflops[0]);
     printf("  paired ratio (load-robust)         %8.1f %%  median step vs median %d^3 sgemm run after each step"
            " (%.1f GFLOP/s)\n", 100 * paired_ratio(r), r->pair_n, r->paired_gflops);
-    printf("  CPU-time ratio (load-robust)       %8.1f %%  the same per CPU second (all threads): step %.1f, sgemm %.1f"
-           " GFLOP/CPU-s\n", 100 * cpu_ratio(r), r->step_flops / (r->cpu_ms_median * 1e-3) / 1e9, r->paired_cpu_gflops);
+    printf("  CPU-time ratio (load-robust)       %8.1f %%  GFLOP per CPU second, step (all threads) %.1f against"
+           " a 1-thread sgemm %.1f\n", 100 * cpu_ratio(r), r->step_flops / (r->cpu_ms_median * 1e-3) / 1e9, r->paired_cpu_gflops);
     printf("  peak activation bytes              %8.1f MiB (one-stage run, as summary.json reports it; these "
            "split B/W steps hold %.1f MiB)\n", r->peak_act_bytes / 1048576.0, r->slots_bytes / 1048576.0);
     printf("  phases (ms/step):");
@@ -145,7 +146,9 @@ static int usage(FILE *f, int rc)
             "  override the presets' counts. --json prints one object with a \"runs\" list;\n"
             "  --markdown the README's table. --quick (for tests) shrinks the ceiling and\n"
             "  paired products to 256^3 and 128^3: its ratios mean nothing. Other processes\n"
-            "  on the machine lower every figure; the paired ratio is the least sensitive.\n");
+            "  on the machine lower every figure; the paired ratio (step against a %d^3 sgemm\n"
+            "  run after each step) and the CPU-time ratio (GFLOP per CPU second of the\n"
+            "  step, all threads, against a 1-thread sgemm's) are the least sensitive.\n", BC_PAIR_N);
     return rc;
 }
 
