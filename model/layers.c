@@ -17,24 +17,83 @@
 #include <math.h>
 #include <string.h>
 
+/* One product in the three shapes of a layer: mode 0 forward out (N, OC) =
+ * in · wᵀ, 1 input gradient din (N, C) (+)= dout · w, 2 weight gradient
+ * dw (OC, C) += doutᵀ · in. Rows [lo, hi) of the output (N rows for 0 and 1,
+ * OC rows for 2), at OpenBLAS's thread count. */
+static void matmul_rows(int mode, float *out, const float *x, const float *w, size_t N, size_t C, size_t OC,
+                        int acc, size_t lo, size_t hi)
+{
+    const int m = (int)(hi - lo), c = (int)C, oc = (int)OC, n = (int)N;
+    if (m <= 0) return;
+    if (mode == 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, oc, c, 1.0f, x + lo * C, c, w, c, 0.0f,
+                    out + lo * OC, oc);
+    else if (mode == 1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, c, oc, 1.0f, x + lo * OC, oc, w, c,
+                    acc ? 1.0f : 0.0f, out + lo * C, c);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, c, n, 1.0f, x + lo, oc, w, c, 1.0f,
+                    out + lo * C, c);
+}
+
+typedef struct {
+    int mode, acc;
+    float *out;
+    const float *x, *w;
+    size_t N, C, OC, rows, parts;
+} mm_job;
+
+static void mm_item(void *ctx, size_t i, int worker)
+{
+    (void)worker;
+    const mm_job *j = ctx;
+    /* part boundaries on whole 16-row tiles of the sgemm kernels */
+    size_t tiles = (j->rows + 15) / 16, lo = tiles * i / j->parts * 16, hi = tiles * (i + 1) / j->parts * 16;
+    if (hi > j->rows) hi = j->rows;
+    matmul_rows(j->mode, j->out, j->x, j->w, j->N, j->C, j->OC, j->acc, lo, hi);
+}
+
+/* With several threads, the product is cut into one band of output rows per
+ * thread, each run by single-threaded OpenBLAS on the compute pool's threads,
+ * instead of on OpenBLAS's own: the stage then has one set of threads, not
+ * two that spin for the cores in turn (OpenBLAS's workers busy-wait for
+ * ~0.1 s after each product, through the pool's kernels that follow). Every
+ * output element is the same sum in the same order whichever band holds it
+ * (sgemm splits no dot product), so the bits do not depend on the threads.
+ * Products too small to share stay whole. */
+static void matmul(int mode, float *out, const float *x, const float *w, size_t N, size_t C, size_t OC, int acc)
+{
+    const int threads = openblas_get_num_threads();
+    const size_t rows = mode == 2 ? OC : N;
+    const double flops = 2.0 * (double)N * (double)C * (double)OC;
+    size_t parts = (size_t)threads;
+    if (parts > rows / 32) parts = rows / 32;
+    if (threads <= 1 || parts <= 1 || flops < 4e6) {
+        matmul_rows(mode, out, x, w, N, C, OC, acc, 0, rows);
+        return;
+    }
+    mm_job j = { mode, acc, out, x, w, N, C, OC, rows, parts };
+    openblas_set_num_threads(1);
+    pool_for_threads(threads, parts, mm_item, &j);
+    openblas_set_num_threads(threads);
+}
+
 void layer_matmul_forward(float *out, const float *in, const float *w, size_t N, size_t C, size_t OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)C, 1.0f, in, (int)C, w,
-                (int)C, 0.0f, out, (int)OC);
+    matmul(0, out, in, w, N, C, OC, 0);
 }
 
 void layer_matmul_backward_input(float *din, const float *dout, const float *w, size_t N, size_t C,
                                  size_t OC, int acc)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1.0f, dout, (int)OC,
-                w, (int)C, acc ? 1.0f : 0.0f, din, (int)C);
+    matmul(1, din, dout, w, N, C, OC, acc);
 }
 
 void layer_matmul_backward_weight(float *dw, const float *dout, const float *in, size_t N, size_t C,
                                   size_t OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1.0f, dout, (int)OC,
-                in, (int)C, 1.0f, dw, (int)C);
+    matmul(2, dw, dout, in, N, C, OC, 0);
 }
 
 /* One parallel kernel call: pointers and sizes for the row function, which
@@ -363,18 +422,40 @@ void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N
     run_rows(&j, F, 8192);
 }
 
+/* ---- embedding ---- o0 out, a wte, tok tokens: rows [lo, hi) */
+static void embed_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    for (size_t n = lo; n < hi; n++) memcpy(j->o0 + n * j->C, j->a + (size_t)j->tok[n] * j->C, j->C * sizeof(float));
+}
+
 void layer_embedding_forward(float *out, const int *tokens, const float *wte, size_t N, size_t C)
 {
-    for (size_t n = 0; n < N; n++) memcpy(out + n * C, wte + (size_t)tokens[n] * C, C * sizeof(float));
+    job j = { .rows = embed_fwd_rows, .o0 = out, .a = wte, .tok = tokens, .N = N, .C = C };
+    run_rows(&j, C, 8192);
+}
+
+/* Columns [lo, hi) of every dwte row, rows n = 0..T-1 in order: each element
+ * gets its additions in the order of the serial loop, so chunks (of columns,
+ * as tokens repeat) change no bits. o0 dwte, a dout, tok; C row length, T rows. */
+static void embed_bwd_cols(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    const size_t C = j->C;
+    for (size_t n = 0; n < j->T; n++) {
+        float *d = j->o0 + (size_t)j->tok[n] * C;
+        const float *g = j->a + n * C;
+        size_t i = lo;
+        for (; i + VW <= hi; i += VW) vstore(d + i, vload(d + i) + vload(g + i));
+        for (; i < hi; i++) d[i] += g[i];
+    }
 }
 
 void layer_embedding_backward_weight(float *dwte, const float *dout, const int *tokens, size_t N, size_t C)
 {
-    for (size_t n = 0; n < N; n++) {
-        float *d = dwte + (size_t)tokens[n] * C;
-        const float *g = dout + n * C;
-        for (size_t i = 0; i < C; i++) d[i] += g[i];
-    }
+    job j = { .rows = embed_bwd_cols, .o0 = dwte, .a = dout, .tok = tokens, .N = C, .C = C, .T = N };
+    j.chunks = pool_chunks(C, 2 * VW);
+    pool_for(j.chunks, job_item, &j);
 }
 
 /* ---- softmax cross-entropy ---- o0 probs (in: logits), tok targets;

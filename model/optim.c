@@ -1,5 +1,10 @@
-/* optim.c — AdamW, clipping and the learning-rate schedule (see optim.h). */
+/* optim.c — AdamW, clipping and the learning-rate schedule (see optim.h).
+ * The AdamW update and the per-unit sums of squares run over the compute pool
+ * (pool.h); neither changes any element's arithmetic or any sum's order, so
+ * the bits are those of one thread (the data-parallel and parameter-server
+ * paths rely on optim_unit_sqnorms' element order). */
 #include "model/optim.h"
+#include "model/pool.h"
 #include "model/util.h"
 
 #include <math.h>
@@ -21,14 +26,25 @@ void optim_free(optim_adamw *o)
     free(o);
 }
 
+typedef struct { const model_part *p; double *out; } sqnorm_job;
+
+/* One unit's sum, elements in layout order (one dependency chain: the order
+ * is the contract, so it is not vectorised). Units are the pool's items. */
+static void sqnorm_unit(void *ctx, size_t i, int worker)
+{
+    (void)worker;
+    const sqnorm_job *j = ctx;
+    const model_part *p = j->p;
+    size_t lo = p->unit_off[i], hi = (i + 1 < (size_t)p->n_units) ? p->unit_off[i + 1] : p->n_params;
+    double s = 0;
+    for (size_t k = lo; k < hi; k++) s += (double)p->grads[k] * p->grads[k];
+    j->out[i] = s;
+}
+
 void optim_unit_sqnorms(const model_part *p, double *out)
 {
-    for (int i = 0; i < p->n_units; i++) {
-        size_t lo = p->unit_off[i], hi = (i + 1 < p->n_units) ? p->unit_off[i + 1] : p->n_params;
-        double s = 0;
-        for (size_t j = lo; j < hi; j++) s += (double)p->grads[j] * p->grads[j];
-        out[i] = s;
-    }
+    sqnorm_job j = { p, out };
+    pool_for((size_t)p->n_units, sqnorm_unit, &j);
 }
 
 double optim_global_norm(const double *sq, int n)
@@ -61,17 +77,38 @@ static void adamw_tensor(float *restrict w, const float *restrict g, float *rest
     }
 }
 
+/* optim_adamw_step over the pool: item i is elements [i·ADAMW_CHUNK, ...) of
+ * the part, cut further at tensor boundaries (weight decay is per tensor). */
+enum { ADAMW_CHUNK = 1 << 16 };
+typedef struct {
+    optim_adamw *o;
+    model_part *p;
+    float grad_scale, b1, b2, c1, c2, lr, eps, wd;
+} adamw_job;
+
+static void adamw_chunk(void *ctx, size_t item, int worker)
+{
+    (void)worker;
+    const adamw_job *j = ctx;
+    model_part *p = j->p;
+    size_t lo = item * ADAMW_CHUNK, hi = lo + ADAMW_CHUNK < p->n_params ? lo + ADAMW_CHUNK : p->n_params;
+    for (int t = 0; t < p->n_tensors && lo < hi; t++) {
+        const model_tensor *ten = &p->tensors[t];
+        size_t a = ten->offset > lo ? ten->offset : lo;
+        size_t b = ten->offset + ten->numel < hi ? ten->offset + ten->numel : hi;
+        if (a >= b) continue;
+        adamw_tensor(p->params + a, p->grads + a, j->o->m + a, j->o->v + a, b - a, j->grad_scale, j->b1, j->b2,
+                     j->c1, j->c2, j->lr, j->eps, ten->decay ? j->wd : 0.0f);
+    }
+}
+
 void optim_adamw_step(optim_adamw *o, model_part *p, const optim_hparams *h, float grad_scale)
 {
     o->step++;
-    const float b1 = h->beta1, b2 = h->beta2, lr = h->lr;
-    const float c1 = 1.0f / (1.0f - powf(b1, (float)o->step));
-    const float c2 = 1.0f / (1.0f - powf(b2, (float)o->step));
-    for (int t = 0; t < p->n_tensors; t++) {
-        const model_tensor *ten = &p->tensors[t];
-        adamw_tensor(p->params + ten->offset, p->grads + ten->offset, o->m + ten->offset, o->v + ten->offset,
-                     ten->numel, grad_scale, b1, b2, c1, c2, lr, h->eps, ten->decay ? h->weight_decay : 0.0f);
-    }
+    const float b1 = h->beta1, b2 = h->beta2;
+    adamw_job j = { o, p, grad_scale, b1, b2, 1.0f / (1.0f - powf(b1, (float)o->step)),
+                    1.0f / (1.0f - powf(b2, (float)o->step)), h->lr, h->eps, h->weight_decay };
+    pool_for((p->n_params + ADAMW_CHUNK - 1) / ADAMW_CHUNK, adamw_chunk, &j);
 }
 
 void optim_adamw_step_ranges(optim_adamw *o, model_part *p, const optim_hparams *h, float grad_scale,

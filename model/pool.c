@@ -96,7 +96,11 @@ static void run_serial(size_t n, pool_fn fn, void *ctx)
 
 void pool_for(size_t n, pool_fn fn, void *ctx)
 {
-    int w = openblas_get_num_threads();
+    pool_for_threads(openblas_get_num_threads(), n, fn, ctx);
+}
+
+void pool_for_threads(int w, size_t n, pool_fn fn, void *ctx)
+{
     if (w > POOL_MAX) w = POOL_MAX;
     /* one job at a time: a caller that finds the pool busy (another thread's
      * job) runs its items itself rather than wait */

@@ -15,6 +15,9 @@
  * calling thread (for pool_scratch). Returns when all items are done. */
 typedef void (*pool_fn)(void *ctx, size_t item, int worker);
 void pool_for(size_t n, pool_fn fn, void *ctx);
+/* pool_for on `threads` threads (the caller included) instead of OpenBLAS's
+ * count: for a caller that has set OpenBLAS to one thread meanwhile. */
+void pool_for_threads(int threads, size_t n, pool_fn fn, void *ctx);
 
 /* A per-worker scratch buffer of at least `floats` floats, valid until the
  * next pool_scratch call by the same worker with a larger size (worker 0's

@@ -1,6 +1,8 @@
 /* test_layers.c — every kernel: the double reference against central finite
  * differences (input and weight gradients), and the fast float kernel against
  * the double reference. */
+#include <cblas.h>
+
 #include "model/layers.h"
 #include "model/layers_naive.h"
 #include "model/util.h"
@@ -275,6 +277,71 @@ static void test_embedding(void)
     }
 }
 
+/* The products cut into row bands on the pool's threads (layers.c matmul):
+ * every mode, with and without accumulation, the same bits at 1 and 2 threads
+ * (and as one whole sgemm), on shapes whose bands end inside a 16-row tile. */
+static void test_matmul_threads(void)
+{
+    enum { N = 203, C = 97, OC = 301 };
+    static float x[N * OC], w[OC * C], in[N * C], out[3][2][N * OC];
+    for (int i = 0; i < N * OC; i++) x[i] = (float)(((i * 7919) % 2003) - 1001) / 1001.0f;
+    for (int i = 0; i < OC * C; i++) w[i] = (float)((int)(((long)i * 104729) % 4001) - 2000) / 2000.0f;
+    for (int i = 0; i < N * C; i++) in[i] = (float)(((i * 31) % 503) - 251) / 251.0f;
+    int saved = openblas_get_num_threads();
+    for (int k = 0; k < 2; k++) {
+        openblas_set_num_threads(2 - k);
+        CU_ASSERT_EQUAL(openblas_get_num_threads(), 2 - k);
+        layer_matmul_forward(out[0][k], in, w, N, C, OC);
+        for (int i = 0; i < N * C; i++) out[1][k][i] = 0.5f;
+        layer_matmul_backward_input(out[1][k], x, w, N, C, OC, 1);
+        for (int i = 0; i < OC * C; i++) out[2][k][i] = 0.25f;
+        layer_matmul_backward_weight(out[2][k], x, in, N, C, OC);
+        CU_ASSERT_EQUAL(openblas_get_num_threads(), 2 - k); /* restored */
+    }
+    openblas_set_num_threads(saved);
+    CU_ASSERT(memcmp(out[0][0], out[0][1], N * OC * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(out[1][0], out[1][1], N * C * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(out[2][0], out[2][1], OC * C * sizeof(float)) == 0);
+    /* and each is the product: a few elements against a double dot product */
+    double d0 = 0, d1 = 0.5, d2 = 0.25;
+    for (int c = 0; c < C; c++) d0 += (double)in[5 * C + c] * w[7 * C + c];
+    for (int o = 0; o < OC; o++) d1 += (double)x[200 * OC + o] * w[o * C + 3];
+    for (int n = 0; n < N; n++) d2 += (double)x[n * OC + 290] * in[n * C + 96];
+    CU_ASSERT(fabs(out[0][0][5 * OC + 7] - d0) < 1e-4);
+    CU_ASSERT(fabs(out[1][0][200 * C + 3] - d1) < 1e-4);
+    CU_ASSERT(fabs(out[2][0][290 * C + 96] - d2) < 1e-4);
+}
+
+/* The embedding over the pool: rows (forward) and columns (backward, as
+ * tokens repeat) in chunks; at 1 and 2 threads the same bits as the serial
+ * loop, row width not a whole number of vectors. */
+static void test_embedding_threads(void)
+{
+    enum { V = 7, C = 77, N = 300 };
+    static float wte[V * C], out[2][N * C], dw[3][V * C], dout[N * C];
+    static int tok[N];
+    for (int i = 0; i < V * C; i++) wte[i] = (float)i * 0.25f;
+    for (int i = 0; i < N * C; i++) dout[i] = (float)(((i * 37) % 101) - 50) / 7.0f;
+    for (int n = 0; n < N; n++) tok[n] = (n * n + 3 * n) % V;
+    for (int i = 0; i < V * C; i++) dw[0][i] = dw[1][i] = dw[2][i] = 0.125f * (float)(i % 5);
+    for (int n = 0; n < N; n++) /* the serial reference */
+        for (int c = 0; c < C; c++) dw[2][tok[n] * C + c] += dout[n * C + c];
+    int saved = openblas_get_num_threads();
+    for (int k = 0; k < 2; k++) {
+        openblas_set_num_threads(2 - k);
+        CU_ASSERT_EQUAL(openblas_get_num_threads(), 2 - k); /* the pool follows it */
+        layer_embedding_forward(out[k], tok, wte, N, C);
+        layer_embedding_backward_weight(dw[k], dout, tok, N, C);
+    }
+    openblas_set_num_threads(saved);
+    int ok = 1;
+    for (int n = 0; n < N; n++) ok &= memcmp(out[0] + n * C, wte + tok[n] * C, C * sizeof(float)) == 0;
+    CU_ASSERT(ok);
+    CU_ASSERT(memcmp(out[0], out[1], sizeof out[0]) == 0);
+    CU_ASSERT(memcmp(dw[0], dw[2], sizeof dw[0]) == 0);
+    CU_ASSERT(memcmp(dw[1], dw[2], sizeof dw[0]) == 0);
+}
+
 /* The fast attention against the double-precision reference at one shape:
  * out, dq, dk, dv within float rounding (rtol 1e-3 on the gradients, which
  * sum T products). */
@@ -368,6 +435,8 @@ int main(void)
         { "swiglu: FD and fast vs naive", test_swiglu },
         { "cross-entropy: FD, fast vs naive, stability", test_xent },
         { "embedding forward and scatter-add", test_embedding },
+        { "embedding over the pool: the serial bits at 1 and 2 threads", test_embedding_threads },
+        { "matmul in row bands on the pool: the same bits at 1 and 2 threads, every mode", test_matmul_threads },
         { "vector paths: wide attention, norms, SwiGLU, softmax", test_wide_shapes },
         CU_TEST_INFO_NULL,
     };

@@ -17,6 +17,7 @@
  *   lr_s  = lr·(s+1)/warmup for s < warmup (0-based), then
  *           min_lr + (lr - min_lr)·(1 + cos(π·(s-warmup)/(steps-1-warmup)))/2,
  *           so step `warmup` runs at lr and the last step at min_lr. */
+#include <cblas.h>
 #include <float.h>
 #include <math.h>
 
@@ -323,6 +324,45 @@ static void test_adamw_ranges_bitwise(void)
     model_part_free(a); model_part_free(b); model_part_free(c);
 }
 
+/* The pool spreads AdamW over chunks and the sums of squares over units
+ * (pool.h): at 1 and at 2 threads the weights, moments and per-unit sums are
+ * the same bits, step after step, on a part of several AdamW chunks. */
+static void test_threads_bitwise(void)
+{
+    model_config c = { .dim = 64, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 256,
+                       .vocab_size = 256, .seq_len = 4, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
+                       .tie_embeddings = 0 };
+    int units[5] = { 0, 1, 2, 3, 4 };
+    model_part *p[2] = { model_part_new(&c, units, 5, 1, 5), model_part_new(&c, units, 5, 1, 5) };
+    size_t n = p[0]->n_params;
+    CU_ASSERT_FATAL(n > 3 * 65536);
+    optim_adamw *o[2] = { optim_new(n), optim_new(n) };
+    double sq[2][5];
+    optim_hparams h = { 0.01f, 0.9f, 0.95f, 1e-8f, 0.1f };
+    int saved = openblas_get_num_threads();
+    for (int step = 0; step < 3; step++) {
+        for (size_t j = 0; j < n; j++) p[0]->grads[j] = p[1]->grads[j] = (float)uniform();
+        for (int k = 0; k < 2; k++) {
+            openblas_set_num_threads(2 - k);
+            CU_ASSERT_EQUAL(openblas_get_num_threads(), 2 - k); /* the pool follows it */
+            optim_unit_sqnorms(p[k], sq[k]);
+            optim_adamw_step(o[k], p[k], &h, 0.5f);
+        }
+        CU_ASSERT(memcmp(sq[0], sq[1], sizeof sq[0]) == 0);
+        CU_ASSERT(memcmp(p[0]->params, p[1]->params, n * sizeof(float)) == 0);
+        CU_ASSERT(memcmp(o[0]->m, o[1]->m, n * sizeof(float)) == 0 && memcmp(o[0]->v, o[1]->v, n * sizeof(float)) == 0);
+    }
+    /* and the sums are the serial ones, elements in layout order */
+    for (int u = 0; u < 5; u++) {
+        size_t lo = p[0]->unit_off[u], hi = u + 1 < 5 ? p[0]->unit_off[u + 1] : n;
+        double s = 0;
+        for (size_t j = lo; j < hi; j++) s += (double)p[0]->grads[j] * p[0]->grads[j];
+        CU_ASSERT(memcmp(&s, &sq[0][u], sizeof s) == 0);
+    }
+    openblas_set_num_threads(saved);
+    for (int k = 0; k < 2; k++) { optim_free(o[k]); model_part_free(p[k]); }
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -331,6 +371,7 @@ int main(void)
         { "AdamW with warm-up, cosine and clipping vs double precision, 10 steps", test_adamw_warmup_cosine_clip },
         { "AdamW without clipping or warm-up vs double precision, 6 steps", test_adamw_no_clip_no_warmup },
         { "AdamW on ranges (ZeRO-1 shard) is bitwise the full update", test_adamw_ranges_bitwise },
+        { "AdamW and the per-unit sums of squares: the same bits at 1 and 2 threads", test_threads_bitwise },
         CU_TEST_INFO_NULL,
     };
     return tests_run("optim", tests);
