@@ -37,7 +37,10 @@ typedef struct {
     int have;
     long step;            /* 0-based step of the events */
     proto_stats st;       /* cumulative, this attempt */
-    double offset;        /* coordinator clock - stage clock (one-way latency ignored) */
+    double offset;        /* coordinator clock - stage clock: 0 on this machine (one CLOCK_MONOTONIC), else
+                             the least (NORM's arrival - its sending) seen, latency included */
+    int local;            /* the process's host is loopback: same clock */
+    int have_offset;
     uint32_t n_ev;
     proto_event ev[PROTO_LIVE_MAX_EVENTS];
 } live_proc;
@@ -147,7 +150,7 @@ void coord_http_attempt(coord_http *h, uint64_t run_id, long first, int restarts
     h->restarts = restarts;
     if (h->step > first) h->step = first;
     while (h->n > 0 && h->xs[h->n - 1] > first) h->n--; /* the steps the restart takes again */
-    for (int p = 0; p < h->n_proc; p++) h->proc[p].have = 0;
+    for (int p = 0; p < h->n_proc; p++) h->proc[p].have = h->proc[p].have_offset = 0;
     snprintf(h->state, sizeof h->state, "running");
     pthread_mutex_unlock(&h->mu);
 }
@@ -173,7 +176,11 @@ int coord_http_live(coord_http *h, int p, long s, const uint8_t *buf, uint64_t l
     live_proc *q = &h->proc[p];
     q->have = 1;
     q->step = s;
-    q->offset = recv_at - sent;
+    /* recv_at is when every NORM of the step was in, so later than this one's
+     * arrival: the least difference over the steps is the best estimate */
+    if (q->local) q->offset = 0;
+    else if (!q->have_offset || recv_at - sent < q->offset) q->offset = recv_at - sent;
+    q->have_offset = 1;
     proto_stats_decode(&q->st, buf + 16);
     q->n_ev = n;
     for (uint32_t i = 0; i < n; i++) proto_event_decode(&q->ev[i], buf + PROTO_LIVE_HEAD_BYTES + (size_t)i * PROTO_EVENT_BYTES);
@@ -242,9 +249,10 @@ static void fractions(const coord_http *h, int p, long s, double t0, double t1, 
     const live_proc *q = &h->proc[p];
     *busy = *wait = 0;
     if (s < 0 || !q->have || q->step != s) return;
-    for (uint32_t i = 0; i < q->n_ev; i++) {
+    for (uint32_t i = 0; i < q->n_ev; i++) { /* clipped to the span: a stage waits before the step's first action */
         const proto_event *e = &q->ev[i];
-        double d = e->t1 - e->t0;
+        double d = fmin(e->t1 + q->offset, t1) - fmax(e->t0 + q->offset, t0);
+        if (d <= 0) continue;
         if (e->op <= SCHED_BW) *busy += d;
         else if (e->op == PROTO_EV_WAIT) *wait += d;
     }
@@ -261,7 +269,7 @@ static void metric_head(struct evbuffer *b, const char *name, const char *type, 
 
 static void metric(struct evbuffer *b, const char *name, double v)
 {
-    evbuffer_add_printf(b, "pipetrain_%s %.17g\n", name, isnan(v) ? 0 : v);
+    if (!isnan(v)) evbuffer_add_printf(b, "pipetrain_%s %.17g\n", name, v); /* absent until known */
 }
 
 static void put_num(struct evbuffer *b, double v)
@@ -301,7 +309,7 @@ static void render_metrics(coord_http *h, struct evbuffer *b)
     metric(b, "steps_planned", h->t->train.steps);
     metric_head(b, "loss", "gauge", "Training loss of the last step (nats per token).");
     metric(b, "loss", h->step ? h->loss : NAN);
-    metric_head(b, "val_loss", "gauge", "Latest validation loss (nats per token; 0 before the first evaluation).");
+    metric_head(b, "val_loss", "gauge", "Latest validation loss (nats per token; absent before the first evaluation).");
     metric(b, "val_loss", h->val);
     metric_head(b, "learning_rate", "gauge", "Learning rate of the last step.");
     metric(b, "learning_rate", h->lr);
@@ -347,9 +355,9 @@ static json_t *procs_json(const coord_http *h, long s, double t0, double t1)
         json_t *ev = json_array();
         for (uint32_t i = 0; q->have && q->step == s && i < q->n_ev; i++) {
             const proto_event *e = &q->ev[i];
-            if (e->op > PROTO_EV_WAIT) continue; /* compute and waits, as timeline.svg */
-            json_array_append_new(ev, json_pack("[i,i,i,f,f]", e->op, e->chunk, (int)e->mb,
-                                                (e->t0 + q->offset - t0) * 1e3, (e->t1 + q->offset - t0) * 1e3));
+            double a = fmax(e->t0 + q->offset, t0), z = fmin(e->t1 + q->offset, t1);
+            if (e->op > PROTO_EV_WAIT || z < a) continue; /* compute and waits within the span, as timeline.svg */
+            json_array_append_new(ev, json_pack("[i,i,i,f,f]", e->op, e->chunk, (int)e->mb, (a - t0) * 1e3, (z - t0) * 1e3));
         }
         json_array_append_new(a, json_pack("{s:i,s:i,s:b,s:f,s:f,s:f,s:I,s:I,s:o}", "stage", p % h->P, "replica",
                                            p / h->P, "reporting", q->have, "busy", busy, "wait", wait, "bubble",
@@ -468,6 +476,8 @@ coord_http *coord_http_new(const topo *t, const char *host, int port, uint64_t r
     h->n_proc = h->P * h->R;
     h->proc = xcalloc((size_t)h->n_proc, sizeof *h->proc);
     h->val = NAN;
+    for (int p = 0; p < h->n_proc; p++)
+        h->proc[p].local = coord_http_is_loopback(t->stages[p % h->P].replicas[p / h->P].host);
     pthread_mutex_init(&h->mu, NULL);
     snprintf(h->state, sizeof h->state, "starting");
     const char *base = strrchr(t->path, '/');
