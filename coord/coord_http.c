@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -461,6 +462,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void *serve(void *arg)
 {
     coord_http *h = arg;
+    /* libevent writes responses with writev: a client gone mid-response must
+     * give this thread EPIPE, not a SIGPIPE that would end the run */
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     event_base_dispatch(h->base);
     return NULL;
 }

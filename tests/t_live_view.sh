@@ -194,5 +194,14 @@ check "off loopback: the token as Bearer is 200" "get $AURL/metrics 'Bearer $tok
 check "off loopback: ?token= is 200" "get '$AURL/api/status?token=$token' | head -1 | grep -q '^200 '"
 stop $run
 
+# --- the view changes no number: the same 6 steps with and without --http
+losses() { python3 -c 'import json,sys; [print(json.dumps({k: j.get(k) for k in ("step","loss","lr","grad_norm","val_loss")})) for j in map(json.loads, open(sys.argv[1])) if "loss" in j]' "$1/metrics.jsonl"; }
+for v in plain http; do
+    extra=(); [ $v = http ] && extra=(--http 127.0.0.1:0)
+    "$P" run $TOPO "${SMALL[@]}" --set stages.0.port=$((base + 4)) --set stages.1.port=$((base + 5)) --steps 6 \
+        --out "$tmp/b-$v" "${extra[@]}" >"$tmp/b-$v.log" 2>&1 || { echo "  run $v failed:"; tail -3 "$tmp/b-$v.log"; }
+done
+check "--http changes no loss line (bitwise, 6 steps)" "[ -s $tmp/b-plain/metrics.jsonl ] && [ \"\$(losses $tmp/b-plain)\" = \"\$(losses $tmp/b-http)\" ]"
+
 [ $fail -eq 0 ] && echo "t_live_view: ok" || echo "t_live_view: FAILED"
 exit $fail
