@@ -313,11 +313,13 @@ int cli_run_main(int argc, char **argv)
         return 2;
     }
     if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
-        if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
+        coord_http *http = NULL; /* before --insecure installs its well-known secret: that one protects nothing */
+        if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { topo_free(&t); return rc; }
+        if ((rc = cli_insecure_check("run", &t, a.insecure))) { coord_http_free(http); topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace, a.no_launch, NULL };
         cli_restart_opts ro = { a.resume, a.max_restarts, a.insecure };
-        if (a.http && !a.print_commands && (rc = start_http(&t, &a, &lo.http))) { topo_free(&t); return rc; }
+        lo.http = http;
         rc = cli_launch_restart(&t, &lo, &ro);
         coord_http_free(lo.http);
         topo_free(&t);

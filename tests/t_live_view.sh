@@ -177,6 +177,18 @@ stop $run
 rc=$?
 check "--http off loopback without a secret: exit 2 ($(head -1 $tmp/open.log | cut -c1-90)...)" \
     "[ $rc -eq 2 ] && grep -q 'off loopback' $tmp/open.log"
+# --insecure's well-known secret protects nothing: off loopback it does not count (a stage on
+# another host makes --insecure take effect; the refusal comes before any process is started)
+ip=$(hostname -I 2>/dev/null | awk '{print $1}')
+if [ -n "$ip" ] && ! python3 -c 'import ipaddress,sys; sys.exit(not ipaddress.ip_address(sys.argv[1]).is_loopback)' "$ip"; then
+    timeout 30 "$P" run $TOPO "${SMALL[@]}" --set coordinator.host=$ip --set stages.0.host=$ip --set stages.1.host=192.0.2.77 \
+        --insecure --steps 2 --out "$tmp/insecure" --http 0.0.0.0:0 >"$tmp/insecure.log" 2>&1
+    rc=$?
+    check "--http off loopback with --insecure only: exit 2, no view (got $rc)" \
+        "[ $rc -eq 2 ] && grep -q 'off loopback' $tmp/insecure.log && ! grep -q 'live view on' $tmp/insecure.log"
+else
+    echo "  SKIP --insecure check: this machine has no non-loopback address"
+fi
 check "--http with a bad port: exit 2" "$P run $TOPO --http 127.0.0.1:99999 --out $tmp/bad 2>&1 | grep -q 'not a number in 0..65535'; [ \${PIPESTATUS[0]} -eq 2 ]"
 
 # --- off loopback with the run's secret: the token or 401
