@@ -83,7 +83,7 @@ const char coord_http_page[] =
     "   var r=el('rect',{x:x.toFixed(2),y:wait?y+rh-12:y,width:w.toFixed(2),height:wait?6:rh-6,fill:fill,stroke:wait?'none':'#fff','stroke-width':0.5,class:wait?'ev-wait':'ev-compute'},s);\n"
     "   txt('title',{},(wait?'wait for '+OPS[e[0]&3]:OPS[e[0]&3])+' mb '+e[2]+' chunk '+e[1]+': '+e[3].toFixed(2)+'-'+e[4].toFixed(2)+' ms',r);\n"
     "   if(!wait&&w>18)txt('text',{x:(x+w/2).toFixed(1),y:y+14,'text-anchor':'middle',fill:'#fff'},String(e[2]),s);});});\n"
-    " var y=ps.length*rh+20;for(var i=0;i<=5;i++){var x=L+(W-L)*i/5;txt('text',{x:x,y:y,'text-anchor':'middle'},(T*i/5).toFixed(1)+' ms',s);}}\n"
+    " var y=ps.length*rh+20;for(var i=0;i<=5;i++){var x=L+(W-L)*i/5;txt('text',{x:x,y:y,'text-anchor':i===5?'end':'middle'},(T*i/5).toFixed(1)+' ms',s);}}\n"
     "function render(st){$('err').textContent='';$('topology').textContent=st.topology;$('runid').textContent='run '+st.run_id;\n"
     " $('step').textContent=st.step;$('total').textContent=st.total_steps;$('loss').textContent=st.step?fmt(st.loss,4):'\\u2013';\n"
     " $('toks').textContent=fmt(st.tokens_per_s,0);$('stepms').textContent=fmt(st.step_ms,1);$('restarts').textContent=st.restarts;\n"
