@@ -64,6 +64,7 @@ typedef struct {
     int trace;                 /* gather the stages' events into OUT/trace.json */
     int no_launch;             /* start no stage: print every command, wait for all to join
                                 * (srun/mpirun start them; `run --no-launch`) */
+    struct coord_http *http;   /* run --http: the live view every attempt's coordinator feeds, or NULL */
 } cli_launch_opts;
 
 /* Runs topology t (more than one stage, or replicas: P x R processes) as

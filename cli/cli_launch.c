@@ -455,6 +455,7 @@ static void fill_coord_opts(coord_opts *co, launch *L, int hand)
     co->alive = alive;
     co->alive_arg = L;
     co->trace = L->o->trace;
+    co->http = L->o->http;
     if (hand) co->join_timeout_ms = 300000; /* people type slower than fork */
 }
 

@@ -3,8 +3,11 @@
 #include "cli/cli.h"
 #include "cli/cli_balance.h"
 #include "cli/cli_restart.h"
+#include "coord/coord_http.h"
 #include "model/util.h"
+#include "net/net.h"
 #include "ps/ps.h"
+#include "stage/proto.h"
 #include "stage/train.h"
 
 #include <limits.h>
@@ -13,7 +16,7 @@
 
 static const char run_help[] =
     "usage: pipetrain run TOPOLOGY.json [--data FILE] [--steps N] [--out DIR] [--set KEY=VALUE ...]\n"
-    "                     [--schedule KIND|FILE] [--resume] [--max-restarts N]\n"
+    "                     [--schedule KIND|FILE] [--resume] [--max-restarts N] [--http [HOST:]PORT]\n"
     "\n"
     "Trains the model a topology describes and writes into the run directory:\n"
     "  metrics.jsonl  one JSON object per step (step, loss, lr, grad_norm, step_ms,\n"
@@ -68,6 +71,11 @@ static const char run_help[] =
     "  --peer-timeout-ms N   silence after which a process is dead (default 10000)\n"
     "  --step-timeout-s N    longest wait for one step (default 600)\n"
     "  --run-id N            run id the stages must be started with (default: random)\n"
+    "  --http [HOST:]PORT    serve the live view while the run goes (README \"Live view\"):\n"
+    "                        / (page), /metrics (Prometheus), /api/status (JSON); on\n"
+    "                        127.0.0.1 unless HOST is given (PORT 0: any free port,\n"
+    "                        printed). Off loopback it needs the run's secret and every\n"
+    "                        request the token it prints (Authorization: Bearer TOKEN)\n"
     "  --no-trace            skip the trace (on by default: trace.json, every stage's\n"
     "                        compute, tensor waits and sends on one clock, Chrome format;\n"
     "                        timeline.svg, costs.json and summary.json's \"timing\";\n"
@@ -96,6 +104,7 @@ typedef struct {
     char steps_set[64];
     char sched_set[4200];     /* --schedule as an override: schedule.kind= or schedule.file= */
     int print_commands, no_launch, peer_timeout_ms, trace, resume, max_restarts, insecure;
+    const char *http;         /* --http [HOST:]PORT, or NULL */
     double step_timeout_s;
     uint64_t run_id;
 } run_args;
@@ -118,6 +127,9 @@ static int parse_launch_opt(const char *cmd, const char *s, const char *v, run_a
     } else if (!strcmp(s, "--max-restarts")) {
         if (cli_parse_long(cmd, s, v, 0, 1000000, &n)) return -1;
         a->max_restarts = (int)n;
+    } else if (!strcmp(s, "--http")) {
+        if (!v || !*v) return cli_usage_error(cmd, "--http expects [HOST:]PORT"), -1;
+        a->http = v;
     } else if (!strcmp(s, "--run-id")) {
         if (cli_parse_long(cmd, s, v, 1, LONG_MAX, &n)) return -1;
         a->run_id = (uint64_t)n;
@@ -197,6 +209,53 @@ static void default_out(char *out, size_t n, const char *topology)
     snprintf(out, n, "runs/%.*s-%s", (int)len, base, stamp);
 }
 
+/* --http: parses the address, refuses off loopback without the run's own
+ * secret (checked before --insecure installs its well-known one), binds and
+ * starts the live view, prints where it is. Returns 0 with *out, or 2. */
+static int start_http(const topo *t, const run_args *a, coord_http **out)
+{
+    char host[256], err[ERR_LEN], nerr[NET_ERR_LEN], token[65];
+    int port;
+    uint8_t secret[256];
+    size_t len = 0;
+    *out = NULL;
+    if (coord_http_parse_addr(a->http, host, sizeof host, &port, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        return 2;
+    }
+    int lo = coord_http_is_loopback(host);
+    if (!lo) {
+        if (!t->secret_file && !getenv(PROTO_SECRET_ENV)) {
+            fprintf(stderr, "pipetrain run: --http %s is off loopback: the live view then needs the run's shared "
+                            "secret (%s: secret_file, or $%s) to protect it; bind 127.0.0.1 or name a secret\n",
+                    a->http, t->path, PROTO_SECRET_ENV);
+            return 2;
+        }
+        if (net_secret_load(t->secret_file, PROTO_SECRET_ENV, secret, sizeof secret, &len, nerr) != NET_OK) {
+            fprintf(stderr, "pipetrain run: %s: %s: %s\n", t->path, t->secret_file ? "secret_file" : "$" PROTO_SECRET_ENV, nerr);
+            return 2;
+        }
+    }
+    *out = coord_http_new(t, host, port, 0, lo ? NULL : secret, len, err);
+    if (!lo) coord_http_token(secret, len, token);
+    explicit_bzero(secret, sizeof secret);
+    if (!*out) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        return 2;
+    }
+    const char *fmt = strchr(host, ':') ? "[%s]" : "%s";
+    char shown[300];
+    snprintf(shown, sizeof shown, fmt, host);
+    fprintf(stderr, "pipetrain run: live view on http://%s:%d/ (/metrics, /api/status)\n", shown, coord_http_port(*out));
+    if (!lo) {
+        fprintf(stderr, "pipetrain run: live view token (HMAC-SHA256 of the secret, README \"Live view\"): send "
+                        "\"Authorization: Bearer %s\" or open http://%s:%d/?token=%s\n", token, shown,
+                coord_http_port(*out), token);
+        explicit_bzero(token, sizeof token);
+    }
+    return 0;
+}
+
 int cli_run_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv, run_help)) return 0;
@@ -254,13 +313,23 @@ int cli_run_main(int argc, char **argv)
         return 2;
     }
     if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
-        if ((rc = cli_insecure_check("run", &t, a.insecure))) { topo_free(&t); return rc; }
+        coord_http *http = NULL; /* before --insecure installs its well-known secret: that one protects nothing */
+        if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { topo_free(&t); return rc; }
+        if ((rc = cli_insecure_check("run", &t, a.insecure))) { coord_http_free(http); topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
-                               a.step_timeout_s, a.run_id, a.trace, a.no_launch };
+                               a.step_timeout_s, a.run_id, a.trace, a.no_launch, NULL };
         cli_restart_opts ro = { a.resume, a.max_restarts, a.insecure };
+        lo.http = http;
         rc = cli_launch_restart(&t, &lo, &ro);
+        coord_http_free(lo.http);
         topo_free(&t);
         return rc;
+    }
+    if (a.http) {
+        fprintf(stderr, "pipetrain run: --http: %s has one stage, trained in this process without a coordinator: "
+                        "the live view serves multi-stage runs (metrics.jsonl has every step)\n", a.topology);
+        topo_free(&t);
+        return 2;
     }
     if (a.no_launch) {
         fprintf(stderr, "pipetrain run: --no-launch: %s has one stage: `pipetrain run` trains it in this process "

@@ -5,6 +5,7 @@
  * message naming it instead of a hang.
  * Not here: processes (cli/cli_launch.c), tensors, restarts (#6). */
 #include "coord/coord.h"
+#include "coord/coord_http.h"
 #include "coord/coord_int.h"
 #include "model/optim.h"
 #include "model/safetensors.h"
@@ -169,6 +170,7 @@ coordinator *coord_new(const topo *t, const coord_opts *o, char *err)
         }
     }
     if (c->normcap < PROTO_STATS_BYTES) c->normcap = PROTO_STATS_BYTES;
+    if (o->http) c->normcap += PROTO_LIVE_MAX_BYTES; /* NORM's live trailer (run --http) */
     if (t->sync_id == TOPO_SYNC_PS) { /* the servers' partials and STATS (ps/ps_proto.h) */
         c->psa = xcalloc(1, sizeof *c->psa);
         if (ps_assign(t, c->psa, err)) goto fail;
@@ -562,8 +564,9 @@ static int join_all(coordinator *c, char *err)
     uint8_t start[24];
     put_u64le(start, (uint64_t)c->o.first_step);
     put_u64le(start + 8, (uint64_t)c->t->train.steps);
-    put_u64le(start + 16, c->o.trace ? PROTO_START_TRACE : 0);
-    return send_all(c, MSG_START, 0, start, c->o.trace ? 24 : 16, err);
+    uint64_t flags = (c->o.trace ? PROTO_START_TRACE : 0) | (c->o.http ? PROTO_START_LIVE : 0);
+    put_u64le(start + 16, flags);
+    return send_all(c, MSG_START, 0, start, flags ? 24 : 16, err);
 }
 
 /* ---- steps ---- */
@@ -601,6 +604,24 @@ static int gather_ps_norm(coordinator *c, long s, double *norm, char *err)
     return send_to(c, FROM_SERVERS, MSG_NORM_REPLY, s, rep, sizeof rep, err);
 }
 
+/* run --http: every NORM of step s may end in the live trailer (stage/proto.h
+ * PROTO_START_LIVE): handed to the live view, cut off so that lens[k] is the
+ * norms' length. */
+static int live_split(coordinator *c, long s, uint64_t *lens, char *err)
+{
+    char perr[ERR_LEN];
+    double now = coord_now();
+    for (int k = 0; k < c->n_grid; k++) {
+        if (lens[k] < 4) continue; /* the norms' own check names it */
+        uint64_t n = get_u32le(slot(c, k)), nl = 4 + 8 * n;
+        if (n > c->normcap / 8 || nl >= lens[k]) continue;
+        if (coord_http_live(c->o.http, k, s, slot(c, k) + nl, lens[k] - nl, now, perr))
+            return coord_bad_message(c, k, err, "%s", perr);
+        lens[k] = nl;
+    }
+    return 0;
+}
+
 static int gather_norm(coordinator *c, long s, double *norm, char *err)
 {
     int n = c->n_proc, P = c->t->n_stages;
@@ -608,6 +629,7 @@ static int gather_norm(coordinator *c, long s, double *norm, char *err)
     char perr[ERR_LEN];
     if (c->psa) return gather_ps_norm(c, s, norm, err);
     if (recv_all(c, MSG_NORM, s, FROM_ALL, lens, c->o.step_timeout_ms / 1e3, "NORM", err)) return 1;
+    if (c->o.http && live_split(c, s, lens, err)) return 1;
     for (int u = 0; u < c->n_units; u++) c->sq[u] = NAN;
     if (c->t->n_replicas == 1) {
         for (int k = 0; k < n; k++)
@@ -659,6 +681,7 @@ static int log_step(coordinator *c, long s, const run_metrics_row *row, double d
         tell_stages(c, err);
         return 1;
     }
+    coord_http_step(c->o.http, s, row->loss, row->lr, row->grad_norm, row->val_loss, dt);
     if (!run_is_ckpt_step(c->t, s)) return 0;
     if (recv_all(c, MSG_CKPT_DONE, s, FROM_REPLICA0, NULL, c->o.step_timeout_ms / 1e3, "CKPT_DONE", err)) return 1;
     c->t_mark = coord_now();
@@ -758,10 +781,16 @@ int coord_run(coordinator *c, char *err)
                      "micro-batches), %d steps -> %s", t->coordinator.host, coord_port(c), t->n_stages,
                      t->schedule.kind ? t->schedule.kind : t->schedule.file_given, t->train.micro_batches,
                      t->train.steps, c->o.out_dir);
+    coord_http_attempt(c->o.http, c->o.run_id, c->o.first_step, c->o.restarts);
     int rc = join_all(c, err);
     if (!rc) rc = t->sync_id == TOPO_SYNC_PS && t->ps.staleness != 0 ? coord_async_steps(c, err) : run_steps(c, err);
     if (!rc) rc = gather_stats(c, err);
     run_log_timing(c->log, c->timing);
+    if (c->o.http) {
+        char st[ERR_LEN + 16];
+        snprintf(st, sizeof st, rc ? "failed: %.*s" : "done", ERR_LEN - 1, err);
+        coord_http_state(c->o.http, st);
+    }
     if (rc) {
         if (run_log_finish(c->log, err, merr)) fprintf(stderr, "pipetrain: %s\n", merr); /* the run's own failure is the news */
         return rc;

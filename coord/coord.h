@@ -46,6 +46,8 @@ typedef struct {
     int append_metrics;       /* append to metrics.jsonl instead of truncating (#6) */
     int restarts;             /* restarts before this attempt (--max-restarts, #6): summary.json */
     int trace;                /* ask the stages for their events; write OUT/trace.json */
+    struct coord_http *http;  /* run --http: the live view fed each step (coord/coord_http.h), or NULL;
+                                 the stages then append the live trailer to NORM (stage/proto.h) */
     coord_alive_fn alive; /* may be NULL */
     void *alive_arg;
 } coord_opts;

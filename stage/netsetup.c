@@ -41,7 +41,7 @@ uint64_t stage_max_payload(const topo *t)
         if (nb > n) n = nb;
         if (n > units) units = n;
     }
-    uint64_t norm = 4 + 8 * units;
+    uint64_t norm = 4 + 8 * units + PROTO_LIVE_MAX_BYTES; /* + the live trailer (run --http, proto.h) */
     if (norm > mx) mx = norm;
     /* with replicas the all-reduce sends a bucket's ring segments, cut into
      * chunks of at most COLL_CHUNK_BYTES (runtime_dp.c keeps coll's default):

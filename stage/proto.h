@@ -185,6 +185,19 @@ typedef run_stage_stats proto_stats;
 
 /* START flags. */
 #define PROTO_START_TRACE 1ull /* send SYNC rounds and the trace before STATS */
+#define PROTO_START_LIVE 2ull  /* append the live trailer to every NORM (run --http: coord/coord_http.h) */
+
+/* The live trailer (START flag PROTO_START_LIVE; the coordinator's web view):
+ * appended to a stage's NORM after its norms (or partials), so the live view
+ * costs no extra message: u32 PROTO_LIVE_MAGIC, u32 n_events, f64 the stage's
+ * clock when it sends the NORM (the coordinator aligns the events with it),
+ * then PROTO_STATS_BYTES of the stage's statistics so far (proto_stats), then
+ * n_events <= PROTO_LIVE_MAX_EVENTS proto_event records: this step's events on
+ * the stage's clock (the first ones when there are more). */
+#define PROTO_LIVE_MAGIC 0x4556494cu /* "LIVE" */
+#define PROTO_LIVE_MAX_EVENTS 1024u
+#define PROTO_LIVE_HEAD_BYTES (16 + PROTO_STATS_BYTES)
+#define PROTO_LIVE_MAX_BYTES (PROTO_LIVE_HEAD_BYTES + PROTO_LIVE_MAX_EVENTS * PROTO_EVENT_BYTES)
 
 static inline void proto_stats_encode(uint8_t out[PROTO_STATS_BYTES], const proto_stats *s)
 {

@@ -101,6 +101,7 @@ typedef struct {
     uint64_t act_bytes;
     proto_stats stats;
     int trace;             /* the coordinator asked for the trace (START flag) */
+    int live;              /* the coordinator asked for the live trailer on NORM (START flag, run --http) */
     struct trace_window *tw; /* the recent steps' events on this stage's clock (runtime_trace.c) */
     model_unit_timer *unit_time; /* with the trace: model_part.unit_time of the training steps */
     rt_pending *pend;      /* (2 M v; 3 M with 2bw) */
@@ -173,7 +174,10 @@ void rt_slot_put(rt *r, rt_chunk *c, model_slot *s);
  * window of recent steps (trace_window.h) once; without memory the stage
  * records nothing and says so at the end. */
 void rt_trace_start(rt *r);
-/* Appends one event (stage clock) when tracing. */
+/* The live trailer (proto.h, PROTO_START_LIVE) for this step into out
+ * (PROTO_LIVE_MAX_BYTES); returns its length. Compute thread. */
+uint64_t rt_live_trailer(rt *r, uint8_t *out);
+/* Appends one event (stage clock) when tracing (or live). */
 void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1);
 /* After the last step: measures the clock offset to the coordinator and sends
  * the window in parts (proto.h). Returns -1 only when the coordinator cannot

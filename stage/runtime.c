@@ -495,6 +495,7 @@ int rt_step(rt *r)
         for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
         len = 4 + 8 * (uint64_t)nu;
     }
+    if (r->live) len += rt_live_trailer(r, buf + len); /* run --http: the stage's step, no extra message */
     net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
     if (rt_send_sync(r, net_coord_id(), k, buf, len)) return -1;
     k.type = MSG_NORM_REPLY;
@@ -570,8 +571,10 @@ static int step_2bw(rt *r)
     optim_unit_sqnorms(r->part, r->sq);
     put_u32le(buf, (uint32_t)nu);
     for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
+    uint64_t len = 4 + 8 * (uint64_t)nu;
+    if (r->live) len += rt_live_trailer(r, buf + len); /* run --http, as rt_step */
     net_key k = { MSG_NORM, (uint64_t)t, 0, 0 };
-    if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
+    if (rt_send_sync(r, net_coord_id(), k, buf, len)) return -1;
     r->opt_pending = t;
     r->stats.optim_s += rt_now() - t0;
     if (send_loss(r)) return -1;

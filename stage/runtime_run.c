@@ -239,7 +239,7 @@ static int setup_compute(rt *r)
     r->loss_mb = xcalloc((size_t)r->NQ, sizeof(double));
     r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
     uint64_t nb = 4 + 8 * (uint64_t)r->part->n_units, dpn = r->R > 1 ? 4 + 8 * (uint64_t)topo_stage_buckets(t, r->K) : 0;
-    r->normbuf = xcalloc((size_t)(nb > dpn ? nb : dpn) + 16, 1);
+    r->normbuf = xcalloc((size_t)(nb > dpn ? nb : dpn) + 16 + PROTO_LIVE_MAX_BYTES, 1); /* + the live trailer */
     r->pend = xcalloc((r->twobw ? 3 : 2) * (size_t)r->M * (size_t)t->chunks_per_stage + 1, sizeof(rt_pending));
     if (t->model.tie_embeddings && r->holds_embed != r->holds_head) r->tied_buf = buf_new((size_t)t->model.vocab_size * r->C);
     setup_chunks(r);
@@ -426,7 +426,8 @@ static int run_steps(rt *r)
     if (len < 16) return rt_fail(r, "START from the coordinator has %llu bytes, expected 16 or 24", (unsigned long long)len);
     long first = (long)get_u64le(start), total = (long)get_u64le(start + 8);
     r->trace = len >= 24 && (get_u64le(start + 16) & PROTO_START_TRACE);
-    if (r->trace) rt_trace_start(r);
+    r->live = len >= 24 && (get_u64le(start + 16) & PROTO_START_LIVE);
+    if (r->trace || r->live) rt_trace_start(r);
     if (first < 0 || first > total || total != r->t->train.steps)
         return rt_fail(r, "the coordinator asks for steps %ld..%ld; this stage's topology has %d steps", first, total, r->t->train.steps);
     r->first_step = first;

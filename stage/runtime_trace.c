@@ -47,9 +47,23 @@ void rt_trace_free(rt *r)
 
 void rt_event(rt *r, int op, int kind, int chunk, int mb, double t0, double t1)
 {
-    if (!r->trace || !r->tw) return;
+    if ((!r->trace && !r->live) || !r->tw) return;
     proto_event e = { (uint8_t)op, (uint8_t)kind, (uint16_t)chunk, (uint32_t)mb, (uint64_t)r->step, t0, t1 };
     trace_window_push(r->tw, &e);
+}
+
+uint64_t rt_live_trailer(rt *r, uint8_t *out)
+{
+    size_t n = r->tw ? trace_window_len(r->tw) : 0, lo = n;
+    while (lo > 0 && trace_window_at(r->tw, lo - 1)->step == (uint64_t)r->step) lo--;
+    uint32_t m = 0;
+    for (size_t i = lo; i < n && m < PROTO_LIVE_MAX_EVENTS; i++, m++)
+        proto_event_encode(out + PROTO_LIVE_HEAD_BYTES + (size_t)m * PROTO_EVENT_BYTES, trace_window_at(r->tw, i));
+    put_u32le(out, PROTO_LIVE_MAGIC);
+    put_u32le(out + 4, m);
+    put_f64le(out + 8, rt_now());
+    proto_stats_encode(out + 16, &r->stats);
+    return PROTO_LIVE_HEAD_BYTES + (uint64_t)m * PROTO_EVENT_BYTES;
 }
 
 /* The test fault for this stage: 0 none, 1 abort, 2 stall (*stall_s). */
