@@ -343,9 +343,10 @@ static void test_credits(void)
 }
 
 /* The reduce-scatter's scratch is a pool of chunks, not segments: 16 MiB
- * among 3 or 4 ranks in 4 KiB chunks needs 256 chunks of it (1 MiB), where
- * two or three segments (10.7 or 12 MiB) were held before (with 2 ranks it is
- * a segment, as before); and no chunk arrives before its receive is posted,
+ * among 2, 3 or 4 ranks in 4 KiB chunks needs 256 chunks of it (1 MiB), where
+ * one, two or three segments (8, 10.7 or 12 MiB) were held before (R = 2
+ * paces its sends by its own adds, with no credits); and no chunk arrives
+ * before its receive is posted,
  * but the one a rank sends before its neighbour's ready signal (coll.h,
  * Messages). */
 static void test_pool_bounded(void)
@@ -362,7 +363,7 @@ static void test_pool_bounded(void)
         for (int i = 0; i < R; i++) {
             net_stats st;
             ST(net_peer_stats(f.node[i], net_stage_id(0, (uint16_t)((i + R - 1) % R)), &st), NET_OK);
-            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = R == 2 ? n / 2 * sizeof(float) : 256 * chunk;
+            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = 256 * chunk;
             if (scratch > most || st.unclaimed_max > chunk)
                 fprintf(stderr, "\n  R=%d rank %d: scratch %zu bytes (at most %zu), unclaimed_max %llu (at most %zu)\n",
                         R, i, scratch, most, (unsigned long long)st.unclaimed_max, chunk);
