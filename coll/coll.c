@@ -40,7 +40,9 @@
  * receives they announce are in place (net_nt_recv), so they cannot overtake
  * them. With R = 2 rank-1 is
  * rank+1 and a credit would queue behind this rank's data on the one
- * connection: the pool is a whole segment and no credit is sent.
+ * connection: no credit is sent, and a rank paces its reduce-scatter sends
+ * by its own adds instead (s < a + P/2, a the chunks it has added: see plan()),
+ * which keeps them behind rank+1's posted receives with the same pool.
  * All-gather receives land in place: they are posted a window (agw, R steps)
  * past the oldest one not consumed, with no credits.
  *
@@ -373,6 +375,7 @@ struct ring_st {
     size_t nq, ns;     /* receives, sends */
     size_t q_rs, s_rs; /* of which the reduce-scatter's (pool, credits) */
     size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P) */
+    size_t W;                 /* R = 2: sends in flight past this rank's own adds (P / 2), no credits */
     size_t agw, stride;       /* all-gather window, floats per pool slot */
     struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
     uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
@@ -470,7 +473,7 @@ static int post_recvs(struct run *x, struct ring_st *s)
 static int post_credit_in(struct run *x, struct ring_st *s)
 {
     size_t k = s->credits + 1;
-    if ((k - 1) * s->B + s->P >= s->s_rs) return 0;
+    if (s->W || (k - 1) * s->B + s->P >= s->s_rs) return 0;
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
@@ -511,7 +514,8 @@ static int post_sends(struct run *x, struct ring_st *s)
         if (i > 0 && s->consumed <= s->rb[i - 1] + c) return 0; /* its data is not in yet */
         if (i == 0 && c >= READY_AFTER && s->rdy_in && (rc = take_signal(x, &s->rdy_in, -s->t0 - 1)) <= 0)
             return rc;
-        if (q < s->s_rs && q >= s->P + s->credits * s->B) {
+        if (s->W && q < s->s_rs && q >= s->consumed + s->W) return 0; /* R = 2: paced by this rank's adds */
+        if (!s->W && q < s->s_rs && q >= s->P + s->credits * s->B) {
             if ((rc = take_signal(x, &s->cred_in, (long)(s->credits + 1))) <= 0) return rc;
             s->credits++;
             if (post_credit_in(x, s)) return -1;
@@ -558,7 +562,7 @@ static int consume(struct run *x, struct ring_st *s)
         s->crc[q] = q < s->q_rs ? coll_add_f32_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len) : crc;
         s->consumed++;
         g->eng->progress++;
-        if (q < s->q_rs && (q + 1) % s->B == 0) {
+        if (!s->W && q < s->q_rs && (q + 1) % s->B == 0) {
             size_t k = (q + 1) / s->B;
             if ((k - 1) * s->B + s->P < s->q_rs) { /* rank-1 has a send waiting for it */
                 net_peer_id to = g->members[mod(g->rank - 1, g->R)];
@@ -656,9 +660,14 @@ static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0,
     s->nq = s->rb[s->T];
     s->ns = s->sb[s->T];
     /* With R = 2, rank-1 is rank+1: a credit would queue behind this rank's
-     * own data on the one connection and come late, so the whole step is
-     * posted and no credit is sent (the scratch is one segment, as it was). */
-    s->P = R == 2 ? (nchunks(g, seg_max) ? nchunks(g, seg_max) : 1) : pool_chunks(g);
+     * own data on the one connection and come late, so no credit is sent;
+     * instead a rank sends reduce-scatter chunk q only when q < a + W, a
+     * being the chunks it has added itself, W = P / 2. Rank+1 sent those a
+     * chunks when q' < a'+ W (a' its own adds then, with receives up to
+     * a' + P - 1 posted), so q < a' + 2W = a' + P: its receive is in place
+     * before the chunk can arrive, and the pool stays P chunks. */
+    s->P = pool_chunks(g);
+    s->W = R == 2 ? s->P / 2 : 0;
     s->B = credit_chunks(s->P);
     s->slots = s->P;
     /* rank-1 can be R-1 steps ahead in the all-gather (its sends wait on
@@ -685,7 +694,7 @@ static int eng_fail(struct run *x, struct ring_st *s, int dir, const char *why)
     if (s->sent >= s->ns) return fail(x, "send", next, s->t1 - 1, 0, why);
     size_t i = step_of(s->sb, s->sent, &h), c = s->sent - s->sb[i];
     if (s->rdy_in && i == 0 && c >= READY_AFTER) return fail(x, "receive", next, -s->t0 - 1, 0, why);
-    if (s->sent < s->s_rs && s->sent >= s->P + s->credits * s->B)
+    if (!s->W && s->sent < s->s_rs && s->sent >= s->P + s->credits * s->B)
         return fail_signal(x, "receive", next, "credit", (long)(s->credits + 1), why);
     return fail(x, "send", next, s->t0 + (int)i, c, why);
 }

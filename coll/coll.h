@@ -30,8 +30,10 @@
  * (mb = COLL_MB_CREDIT, chunk = the credit's number from 1) that rank + 1 sends
  * as it frees pool buffers (every quarter of the pool), so that no chunk
  * arrives before its receive is posted. With R = 2 (rank - 1 is rank + 1, and
- * a credit would queue behind the data on the one connection) the pool is a
- * whole segment and no credit is sent. Two collectives in flight at once on the same members need
+ * a credit would queue behind the data on the one connection) no credit is
+ * sent: a rank sends reduce-scatter chunk s only when s < a + P/2, a being the
+ * chunks it has added itself, which keeps it behind rank + 1's receives with
+ * the same pool. Two collectives in flight at once on the same members need
  * different tags, e.g. (step << 16 | bucket). */
 #ifndef COLL_COLL_H
 #define COLL_COLL_H

@@ -1,11 +1,15 @@
 /* net_coll.c — tasks on the network thread and the sends and receives they
  * post (net_coll.h). A task is scheduled on a list under node->lk; the
- * network thread runs the list after its command queue (wake_cb) and, when a
- * receive with an on_done task completes on it, from a timer of 0 ms, so
- * that the task runs after the read callback that completed the receive has
- * returned (never inside it: a task writes to sockets and may read), and
- * every pass of the loop polls the sockets and fires the due timers
- * (heartbeats, dead-peer checks) however busy the tasks keep it. */
+ * network thread runs the list after its command queue (wake_cb), never
+ * inside the callback that scheduled it (a task writes to sockets and may
+ * read). When a read callback completes a receive whose on_done is a task,
+ * the list runs as soon as that callback returns (an event made active: the
+ * same pass of the loop, after the other sockets that pass found ready, so
+ * no extra epoll_wait per chunk); a task scheduled while the list runs (it
+ * posted itself again after its budget, or one of its own posts completed a
+ * receive) waits for a timer of 0 ms, i.e. the loop's next pass, so every
+ * pass polls the sockets and fires the due timers (heartbeats, dead-peer
+ * checks) however busy the tasks keep it. */
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -35,9 +39,18 @@ void tasks_kick(struct net_node *n)
         wake_loop(n); /* wake_cb runs the tasks */
         return;
     }
-    /* a timer of 0, not event_active: libevent runs what is activated during
-     * a pass in that same pass, so a task that keeps itself busy would keep
-     * the loop from polling the sockets and firing its timers (heartbeats) */
+    if (!n->tasks_running) {
+        /* from a read callback (or a command): libevent runs an event made
+         * active during a pass in that same pass, after this callback */
+        if (!n->task_now_ev) n->task_now_ev = event_new(n->base, -1, 0, task_cb, n);
+        if (n->task_now_ev) {
+            event_active(n->task_now_ev, EV_TIMEOUT, 1);
+            return;
+        }
+    }
+    /* from a task: a timer of 0, not event_active, or a task that keeps
+     * itself busy would keep the loop from polling the sockets and firing
+     * its timers (heartbeats) */
     static const struct timeval now = { 0, 0 };
     if (!n->task_ev) n->task_ev = evtimer_new(n->base, task_cb, n);
     if (!n->task_ev || evtimer_add(n->task_ev, &now) != 0) wake_loop(n);
@@ -48,6 +61,7 @@ void tasks_kick(struct net_node *n)
  * the loop's next pass, after the sockets have been polled. */
 void tasks_run(struct net_node *n)
 {
+    n->tasks_running = 1; /* tasks_kick: the timer, not this pass */
     pthread_mutex_lock(&n->lk);
     int todo = 0;
     for (struct net_task *t = n->tasks; t; t = t->next) todo++;
@@ -65,7 +79,8 @@ void tasks_run(struct net_node *n)
     }
     int more = n->tasks != NULL;
     pthread_mutex_unlock(&n->lk);
-    if (more) tasks_kick(n);
+    if (more) tasks_kick(n); /* the timer: tasks_running is still set */
+    n->tasks_running = 0;
 }
 
 int net_task_post(struct net_node *n, struct net_task *t, char err[NET_ERR_LEN])

@@ -235,7 +235,9 @@ struct net_node {
     /* net_coll.c: tasks run on the network thread (net_task_post) */
     struct net_task *tasks, *tasks_tail; /* scheduled, in order [lock] */
     struct net_task *task_running; /* the one running now [lock] */
-    struct event *task_ev;        /* made active to run them after the current callback [net] */
+    struct event *task_ev;        /* timer of 0 ms: runs them on the loop's next pass [net] */
+    struct event *task_now_ev;    /* made active: runs them after the current callback [net] */
+    int tasks_running;            /* 1 while tasks_run runs [net] */
 };
 
 /* Counts a change of node->npending, mirrored (with its peak) in n->pre [net]. */

@@ -702,6 +702,7 @@ void *loop_main(void *arg)
     if (n->tick_ev) event_free(n->tick_ev);
     if (n->linger_ev) event_free(n->linger_ev);
     if (n->task_ev) event_free(n->task_ev);
+    if (n->task_now_ev) event_free(n->task_now_ev);
     event_base_free(n->base);
     n->base = NULL;
     return NULL;

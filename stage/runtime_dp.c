@@ -1,7 +1,8 @@
 /* runtime_dp.c — data parallelism inside a stage process (issue #8). The R
  * replicas of a stage form a ring (coll/); its weight gradients are reduced in
- * buckets (topo_unit_buckets: runs of train.bucket_mb inside one unit) by a
- * communication thread while the compute thread goes on with the step:
+ * buckets (topo_unit_buckets: runs of train.bucket_mb inside one unit),
+ * posted by a communication thread while the compute thread goes on with the
+ * step:
  * a unit's buckets are handed over as soon as its gradient is final (during
  * the last micro-batch's W of its chunk, unit by unit from the chunk's last;
  * the tied embedding after the head's gradient has joined it), and the
@@ -15,9 +16,11 @@
  * same for every split, and ZeRO-1 (train.zero: reduce-scatter, AdamW on this
  * replica's segments, all-gather) is bitwise the plain all-reduce's.
  *
- * Threads: the communication thread runs one collective at a time on the
- * group; the compute thread runs collectives itself only when the queue is
- * drained (the ZeRO all-gathers, the checkpoint's moment gathers). */
+ * Threads: the communication thread posts one collective at a time on the
+ * group and sleeps until it ends; the collective's work (adds, checksums,
+ * sends) runs on the network thread (coll/'s ring engine, net/net_coll.h).
+ * The compute thread runs collectives itself only when the queue is drained
+ * (the ZeRO all-gathers, the checkpoint's moment gathers). */
 #include "coll/coll.h"
 #include "model/optim.h"
 #include "model/util.h"
