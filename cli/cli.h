@@ -30,8 +30,10 @@ int cli_tokenizer_use(const char *cmd, const topo *t, struct bpe **tok);
 /* The tokenizer of a checkpoint: the file `given` (--tokenizer), else
  * tokenizer.json in the checkpoint's directory or one or two levels up (the run
  * directory's copy), else none (*tok NULL: byte-level). Its vocabulary must be
- * the checkpoint's. Returns 0, or 2 after printing a message naming the file. */
-int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, struct bpe **tok);
+ * the checkpoint's. The file's name goes to path (cap bytes) when path is not
+ * NULL. Returns 0, or 2 after printing a message naming the file. */
+int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, struct bpe **tok, char *path_out,
+                       size_t cap);
 /* Copies the file src to dst durably. Returns 0 or -1 with err naming the file. */
 int cli_copy_file(const char *src, const char *dst, char *err);
 

@@ -182,7 +182,7 @@ static int is_file(const char *p)
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, bpe **tok)
+int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, bpe **tok, char *path_out, size_t cap)
 {
     char path[4200] = "";
     *tok = NULL;
@@ -206,6 +206,7 @@ int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, b
         return 2;
     }
     *tok = b;
+    if (path_out) snprintf(path_out, cap, "%s", path);
     return 0;
 }
 
