@@ -93,7 +93,7 @@ def encode(text, vocab, ranks, specials):
 
 def main():
     vocab, ranks, specials = load(sys.argv[1])
-    with open(sys.argv[2], encoding="utf-8") as f:
+    with open(sys.argv[2], encoding="utf-8", newline="") as f:  # keep \r\n as it is
         text = f.read()
     ids = encode(text, vocab, ranks, specials)
     if len(sys.argv) < 4:
