@@ -160,9 +160,13 @@ int cli_tokenizer_use(const char *cmd, const topo *t, bpe **tok)
     *tok = NULL;
     if (!t->data.tokenizer) return 0;
     char err[ERR_LEN];
+    errno = 0;
     bpe *b = bpe_load(t->data.tokenizer, err);
     if (!b) {
         fprintf(stderr, "pipetrain %s: %s: data.tokenizer: %s\n", cmd, t->path, err);
+        if (errno == ENOENT)
+            fprintf(stderr, "pipetrain %s: HINT: `pipetrain tokenizer train CORPUS --vocab N --out FILE` makes one; "
+                    "`make shakespeare-bpe` makes the one topologies/shakespeare-bpe.json names\n", cmd);
         return 2;
     }
     if (bpe_vocab_size(b) != t->model.vocab_size) {

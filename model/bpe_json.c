@@ -5,6 +5,7 @@
  * refusal names the file and the JSON field. */
 #include "model/bpe_int.h"
 
+#include <errno.h>
 #include <jansson.h>
 
 /* ---- bytes <-> the printable code points of tokenizer.json ----------------- */
@@ -252,7 +253,10 @@ static int read_merges(const char *path, bpe *b, json_t *vocab, json_t *merges, 
 bpe *bpe_load(const char *path, char *err)
 {
     json_error_t je;
-    json_t *doc = json_load_file(path, 0, &je);
+    FILE *f = fopen(path, "rb");
+    if (!f) return seterr(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    json_t *doc = json_loadf(f, 0, &je);
+    fclose(f);
     bpe *b = NULL;
     if (!doc) {
         seterr(err, "%s: not a tokenizer.json: line %d, column %d: %s", path, je.line, je.column, je.text);
