@@ -31,18 +31,18 @@ static char *bytes_to_json(const uint8_t *s, size_t n)
     return o;
 }
 
+/* The byte each code point < 324 stands for, or -1: bytes_to_unicode inverted. */
+static void byte_table(int inv[324])
+{
+    for (int i = 0; i < 324; i++) inv[i] = -1;
+    for (int v = 0; v < 256; v++) inv[bpe_byte_to_cp((uint8_t)v)] = v;
+}
+
 /* The bytes of a tokenizer.json spelling (valid UTF-8, as jansson guarantees):
  * into out (room for strlen(s)), returns the length, or -1 with *bad the first
- * code point that stands for no byte. */
-static long json_to_bytes(const char *s, uint8_t *out, uint32_t *bad)
+ * code point that stands for no byte. inv is byte_table's. */
+static long json_to_bytes(const char *s, const int inv[324], uint8_t *out, uint32_t *bad)
 {
-    static int inv[324];
-    static int ready;
-    if (!ready) { /* benign race: every thread writes the same table */
-        for (int i = 0; i < 324; i++) inv[i] = -1;
-        for (int v = 0; v < 256; v++) inv[bpe_byte_to_cp((uint8_t)v)] = v;
-        ready = 1;
-    }
     long k = 0;
     for (const uint8_t *p = (const uint8_t *)s; *p;) {
         uint32_t c;
@@ -182,12 +182,14 @@ static int read_vocab(const char *path, bpe *b, json_t *vocab, json_t *added, ch
     }
     const char *k;
     uint8_t *buf = NULL;
+    int inv[324];
+    byte_table(inv);
     json_object_foreach(vocab, k, v) {
         int id = (int)json_integer_value(v);
         if (b->is_special[id]) continue; /* an added token's own entry */
         uint32_t bad = 0;
         buf = realloc(buf, strlen(k) + 1);
-        long n = json_to_bytes(k, buf, &bad);
+        long n = json_to_bytes(k, inv, buf, &bad);
         if (n < 0) {
             free(buf);
             return seterr(err, "%s: model.vocab.\"%s\": character U+%04X stands for no byte (not a byte-level "

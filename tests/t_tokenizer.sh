@@ -102,6 +102,21 @@ import json, sys
 c = json.load(open(\"$tmp/hf/tokenizer_config.json\")); m = json.load(open(\"$tmp/hf/config.json\"))
 sys.exit(not (c[\"tokenizer_class\"] == \"PreTrainedTokenizerFast\" and c[\"eos_token\"] == \"<|endoftext|>\"
               and m[\"eos_token_id\"] == 4095 and m[\"vocab_size\"] == 4096))'"
+# --- two stage processes each load data.tokenizer: the same losses as one process
+base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+TWO=(--steps 4 --set "data.tokenizer=$tmp/tok.json" --set model.vocab_size=4096 --set model.dim=32 --set model.n_heads=2
+     --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.n_layers=2 --set model.seq_len=32
+     --set train.batch_size=4 --set train.eval_every=0 --set train.eval_batches=2 --set train.warmup_steps=1)
+"$P" run topologies/shakespeare-2stage.json "${TWO[@]}" --out "$tmp/two" --set coordinator.port=0 \
+    --set stages.0.port=$base --set stages.1.port=$((base + 1)) --set stages.0.layers=embed,0 \
+    --set stages.1.layers=1,head >"$tmp/two.log" 2>&1
+check "2-stage run with data.tokenizer exits 0" "[ $? -eq 0 ] || { tail -20 $tmp/two.log; false; }"
+"$P" run topologies/shakespeare-bpe.json "${TWO[@]}" --out "$tmp/one" --set stages.0.layers=embed,0-1,head \
+    --set stages.0.threads=1 --set train.micro_batches=4 >"$tmp/one.log" 2>&1
+loss_of() { sed -n 's/.*"final_loss": \([0-9.]*\).*/\1/p' "$1/summary.json"; }
+check "2-stage final loss = 1-stage's ($(loss_of $tmp/two), $(loss_of $tmp/one))" \
+    "[ -n \"\$(loss_of $tmp/two)\" ] && [ \"\$(loss_of $tmp/two)\" = \"\$(loss_of $tmp/one)\" ]"
+
 "$P" sample "$tmp/run" --tokens 5 --tokenizer "$tmp/uni.json" >/dev/null 2>"$tmp/err"
-check "sample refuses a tokenizer of another vocabulary" "[ \$? -eq 2 ] && grep -q 'model.vocab_size is 4096' $tmp/err"
+check "sample refuses a tokenizer of another vocabulary" "[ $? -eq 2 ] && grep -q 'model.vocab_size is 4096' $tmp/err"
 exit $fail
