@@ -287,8 +287,9 @@ static cand heap_pop(word_buf *w)
 
 static void push_pair(const bpe *b, word_buf *w, int pos)
 {
+    if (pos < 0) return; /* no left neighbour */
     int q = w->next[pos];
-    if (pos < 0 || q < 0) return;
+    if (q < 0) return;
     int r = bpe_pmap_get(&b->rank, bpe_pair_key(w->id[pos], w->id[q]));
     if (r >= 0) heap_push(w, (cand){ r, pos });
 }
