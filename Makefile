@@ -13,8 +13,9 @@
 #   make clean
 
 DEBS := libevent-dev libopenblas-dev libjansson-dev libcunit1-dev pkg-config libssl-dev libisal-dev
-# What the shell tests call besides the build (json checks, netns, pgrep).
-TEST_DEBS := python3 iproute2 procps
+# What the shell tests call besides the build (json checks, netns, pgrep; python3-regex:
+# GPT-2's regex in tests/helpers/bpe_ref.py, the tokenizer's reference).
+TEST_DEBS := python3 iproute2 procps python3-regex
 PKGS := libevent libevent_pthreads jansson openblas libcrypto libisal
 
 CC      ?= cc
@@ -112,6 +113,16 @@ run: deps
 bench: deps
 	$(MAKE) build
 	$(BIN)/pipetrain bench compute
+
+# The 4096-token byte-level BPE that topologies/shakespeare-bpe.json reads (about a
+# second to train; generated, so not in git): make shakespeare-bpe, then
+# bin/pipetrain run topologies/shakespeare-bpe.json
+SHAKESPEARE ?= ../shared/data/tinyshakespeare.txt
+.PHONY: shakespeare-bpe
+shakespeare-bpe: runs/shakespeare-bpe4096.json
+runs/shakespeare-bpe4096.json: $(BIN)/pipetrain
+	@mkdir -p $(@D)
+	$(BIN)/pipetrain tokenizer train $(SHAKESPEARE) --vocab 4096 --out $@
 
 # libFuzzer targets: each tests/fuzz/fuzz_*.c, built with clang against the library
 # (ASan + UBSan, any UBSan report fatal) into FUZZ_BUILD (objects) and FUZZ_BIN

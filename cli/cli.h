@@ -16,6 +16,26 @@ int cli_eval_main(int argc, char **argv);
 int cli_sample_main(int argc, char **argv);
 int cli_export_main(int argc, char **argv);
 int cli_bench_main(int argc, char **argv);
+int cli_tokenizer_main(int argc, char **argv);
+int cli_tokenize_main(int argc, char **argv);
+
+struct bpe;
+/* When t names data.tokenizer: loads it, checks that its vocabulary is
+ * model.vocab_size and hands it to the data loader (data_use_tokenizer) so text
+ * data is encoded with it. *tok gets the tokenizer (the caller frees it with
+ * bpe_free after the last data_load) or NULL when t names none. Returns 0, or 2
+ * after printing "pipetrain CMD: FILE: FIELD: ..." (bad input). Main thread,
+ * before any thread loads data. */
+int cli_tokenizer_use(const char *cmd, const topo *t, struct bpe **tok);
+/* The tokenizer of a checkpoint: the file `given` (--tokenizer), else
+ * tokenizer.json in the checkpoint's directory or one or two levels up (the run
+ * directory's copy), else none (*tok NULL: byte-level). Its vocabulary must be
+ * the checkpoint's. The file's name goes to path (cap bytes) when path is not
+ * NULL. Returns 0, or 2 after printing a message naming the file. */
+int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, struct bpe **tok, char *path_out,
+                       size_t cap);
+/* Copies the file src to dst durably. Returns 0 or -1 with err naming the file. */
+int cli_copy_file(const char *src, const char *dst, char *err);
 
 /* Prints "pipetrain CMD: message" to stderr and returns 2 (bad usage). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -4,6 +4,8 @@
 #include "cli/cli_balance.h"
 #include "cli/cli_restart.h"
 #include "coord/coord_http.h"
+#include "model/bpe.h"
+#include "model/data.h"
 #include "model/util.h"
 #include "net/net.h"
 #include "ps/ps.h"
@@ -11,6 +13,7 @@
 #include "stage/train.h"
 
 #include <limits.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -254,6 +257,19 @@ static int start_http(const topo *t, const run_args *a, coord_http **out)
         explicit_bzero(token, sizeof token);
     }
     return 0;
+/* A run with data.tokenizer keeps a copy as OUT/tokenizer.json, where sample,
+ * eval and export find it. Returns rc, or 1 when the copy fails. */
+static int keep_tokenizer(const topo *t, const char *out, int rc)
+{
+    char path[4200], err[ERR_LEN];
+    struct stat st;
+    if (!t->data.tokenizer || stat(out, &st) != 0) return rc;
+    snprintf(path, sizeof path, "%s/tokenizer.json", out);
+    if (cli_copy_file(t->data.tokenizer, path, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        return rc ? rc : 1;
+    }
+    return rc;
 }
 
 int cli_run_main(int argc, char **argv)
@@ -312,16 +328,21 @@ int cli_run_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
+    struct bpe *tok = NULL; /* data.tokenizer: refused here (exit 2) before any stage starts */
+    if ((rc = cli_tokenizer_use("run", &t, &tok))) { topo_free(&t); return rc; }
     if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
         coord_http *http = NULL; /* before --insecure installs its well-known secret: that one protects nothing */
         if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { topo_free(&t); return rc; }
         if ((rc = cli_insecure_check("run", &t, a.insecure))) { coord_http_free(http); topo_free(&t); return rc; }
+        if ((rc = cli_insecure_check("run", &t, a.insecure))) { bpe_free(tok); topo_free(&t); return rc; }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace, a.no_launch, NULL };
         cli_restart_opts ro = { a.resume, a.max_restarts, a.insecure };
         lo.http = http;
         rc = cli_launch_restart(&t, &lo, &ro);
         coord_http_free(lo.http);
+        if (!a.print_commands) rc = keep_tokenizer(&t, out, rc);
+        bpe_free(tok);
         topo_free(&t);
         return rc;
     }
@@ -334,11 +355,13 @@ int cli_run_main(int argc, char **argv)
     if (a.no_launch) {
         fprintf(stderr, "pipetrain run: --no-launch: %s has one stage: `pipetrain run` trains it in this process "
                         "(no stage joins a one-stage run)\n", a.topology);
+        bpe_free(tok);
         topo_free(&t);
         return 2;
     }
     if (a.print_commands) {
         printf("# %s has one stage: `pipetrain run` trains it in this process\n", a.topology);
+        bpe_free(tok);
         topo_free(&t);
         return 0;
     }
@@ -348,6 +371,9 @@ int cli_run_main(int argc, char **argv)
     stage_train_opts o = { out, stderr, a.resume };
     rc = stage_train_local(&t, &o, err);
     if (rc) fprintf(stderr, "pipetrain run: %s\n", err);
+    rc = keep_tokenizer(&t, out, rc);
+    data_use_tokenizer(NULL);
+    bpe_free(tok);
     topo_free(&t);
     return rc;
 }

@@ -2,6 +2,8 @@
  * user starts on each host (by hand, over ssh, or under SLURM's srun). */
 #include "cli/cli.h"
 #include "cli/cli_restart.h"
+#include "model/bpe.h"
+#include "model/data.h"
 #include "model/util.h"
 #include "stage/stage.h"
 
@@ -128,6 +130,8 @@ int cli_stage_main(int argc, char **argv)
     int rc = cli_secret_check("stage", &t);
     if (!rc) rc = cli_insecure_check("stage", &t, insecure);
     if (rc) { topo_free(&t); return rc; }
+    struct bpe *tok = NULL;
+    if ((rc = cli_tokenizer_use("stage", &t, &tok))) { topo_free(&t); return rc; }
     for (int n = 0;; n++) {
         rc = stage_run(&t, &o, err);
         if (rc) fprintf(stderr, "pipetrain stage: %s\n", err);
@@ -136,6 +140,8 @@ int cli_stage_main(int argc, char **argv)
         fprintf(stderr, "pipetrain stage: rejoining (%d of %d) in 2 s\n", n + 1, rejoin);
         sleep(2);
     }
+    data_use_tokenizer(NULL);
+    bpe_free(tok);
     topo_free(&t);
     return rc;
 }

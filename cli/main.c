@@ -22,6 +22,8 @@ static const struct {
     { "sample", cli_sample_main, "generate text from a checkpoint" },
     { "export", cli_export_main, "write a checkpoint as Hugging Face model.safetensors + config.json" },
     { "bench", cli_bench_main, "measure compute, transport or scheduler speed" },
+    { "tokenizer", cli_tokenizer_main, "train a byte-level BPE tokenizer (Hugging Face tokenizer.json)" },
+    { "tokenize", cli_tokenize_main, "encode a text file with a tokenizer.json into a .bin of token ids" },
 };
 
 static void usage(FILE *f)

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/bpe.h"
 #include "model/safetensors.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -47,10 +48,40 @@ static int read_error(const char *path, size_t want, char *err)
     return seterr(err, "%s: read failed: %s", path, strerror(errno));
 }
 
+static const struct bpe *text_tok; /* data_use_tokenizer */
+
+void data_use_tokenizer(const struct bpe *tok) { text_tok = tok; }
+
+/* Text through the BPE tokenizer: the whole file, then its ids. */
+static int load_tokenized(data_set *d, int fd, size_t size, char *err)
+{
+    uint8_t *text = xmalloc(size);
+    if (read_full(fd, text, size) != 0) {
+        free(text);
+        return read_error(d->path, size, err);
+    }
+    int *ids = NULL;
+    size_t n = bpe_encode(text_tok, text, size, &ids);
+    free(text);
+    d->tokens = xmalloc((n ? n : 1) * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] >= d->vocab_size) {
+            free(ids);
+            return seterr(err, "%s: the tokenizer gave id %d (token %zu), >= model.vocab_size %d", d->path, ids[i], i,
+                          d->vocab_size);
+        }
+        d->tokens[i] = (uint16_t)ids[i];
+    }
+    free(ids);
+    d->n = n;
+    return 0;
+}
+
 /* Text: every byte one token. Read in chunks and widen, so the peak memory is the
  * token array plus one chunk. */
 static int load_text(data_set *d, int fd, size_t size, char *err)
 {
+    if (text_tok) return load_tokenized(d, fd, size, err);
     uint8_t *chunk = xmalloc(size < TEXT_CHUNK ? size : TEXT_CHUNK);
     d->tokens = xmalloc(size * sizeof(uint16_t));
     for (size_t off = 0; off < size;) {
@@ -67,9 +98,30 @@ static int load_text(data_set *d, int fd, size_t size, char *err)
     return 0;
 }
 
+/* .u32.bin: little-endian uint32 tokens, each < vocab_size (<= 65536), kept as uint16. */
+static int load_bin32(data_set *d, int fd, size_t size, char *err)
+{
+    d->n = size / 4;
+    uint32_t *t32 = xmalloc(size);
+    if (read_full(fd, t32, size) != 0) { free(t32); return read_error(d->path, size, err); }
+    d->tokens = xmalloc(d->n * sizeof(uint16_t));
+    for (size_t i = 0; i < d->n; i++) {
+        if (t32[i] >= (uint32_t)d->vocab_size) {
+            seterr(err, "%s: token id %u at byte offset %zu (token %zu) is >= vocab_size %d", d->path,
+                   (unsigned)t32[i], 4 * i, i, d->vocab_size);
+            free(t32);
+            return -1;
+        }
+        d->tokens[i] = (uint16_t)t32[i];
+    }
+    free(t32);
+    return 0;
+}
+
 /* .bin: little-endian uint16 tokens, each < vocab_size. */
 static int load_bin(data_set *d, int fd, size_t size, char *err)
 {
+    if (ends_with(d->path, ".u32.bin")) return load_bin32(d, fd, size, err);
     if (size % 2 != 0)
         return seterr(err, "%s: .bin file size %zu bytes is odd; expected little-endian uint16 tokens "
                       "(2 bytes each)", d->path, size);
@@ -90,6 +142,7 @@ static int check_args(const char *path, const char *format, int vocab_size,
     else if (strcmp(format, "bin") == 0) *is_bin = 1;
     else if (strcmp(format, "text") == 0) *is_bin = 0;
     else return seterr(err, "%s: unknown data format \"%s\" (expected auto, text or bin)", path, format);
+    if (*is_bin && ends_with(path, ".u32.bin")) *is_bin = 4; /* uint32 tokens */
     if (vocab_size < 1 || vocab_size > 65536)
         return seterr(err, "%s: vocab_size %d out of range 1..65536", path, vocab_size);
     if (!*is_bin && vocab_size < 256)
@@ -139,13 +192,14 @@ size_t data_min_tokens(double val_fraction, int seq_len)
 /* "NAME: 40 bytes, need at least 130 for seq_len 64 with a 10% validation split" */
 static int too_small(const char *path, size_t n, int is_bin, double val_fraction, int seq_len, char *err)
 {
-    size_t need = data_min_tokens(val_fraction, seq_len), per = is_bin ? 2 : 1;
+    size_t need = data_min_tokens(val_fraction, seq_len), per = is_bin == 4 ? 4 : is_bin ? 2 : 1;
     char val[64] = " and no validation split";
     if (val_fraction > 0) snprintf(val, sizeof val, " with a %g%% validation split", val_fraction * 100);
     size_t n_val = val_tokens(n, val_fraction);
     return seterr(err, "%s: %zu %s, need at least %zu for seq_len %d%s (training split has %zu tokens, "
                   "validation split has %zu tokens; each needs seq_len+1 = %d)", path, n * per,
-                  is_bin ? "bytes (uint16 tokens)" : "bytes", need * per, seq_len, val, n - n_val, n_val,
+                  is_bin == 4 ? "bytes (uint32 tokens)" : is_bin ? "bytes (uint16 tokens)" : "bytes", need * per,
+                  seq_len, val, n - n_val, n_val,
                   seq_len + 1);
 }
 
@@ -167,11 +221,14 @@ static int open_checked(const char *path, int is_bin, double val_fraction, int s
     else if (!S_ISREG(st.st_mode)) seterr(err, "%s: not a regular file", path);
     else if (st.st_size == 0) seterr(err, "%s: data file is empty (0 bytes)", path);
     else if ((uint64_t)st.st_size > SIZE_MAX / 2) seterr(err, "%s: file too large", path);
+    else if (is_bin == 4 && st.st_size % 4)
+        seterr(err, "%s: .u32.bin file size %lld bytes is not a multiple of 4; expected little-endian uint32 "
+               "tokens (4 bytes each)", path, (long long)st.st_size);
     else if (is_bin && st.st_size % 2)
         seterr(err, "%s: .bin file size %lld bytes is odd; expected little-endian uint16 tokens (2 bytes each)",
                path, (long long)st.st_size);
-    else if (!splits_fit((size_t)st.st_size / (is_bin ? 2 : 1), val_fraction, seq_len))
-        too_small(path, (size_t)st.st_size / (is_bin ? 2 : 1), is_bin, val_fraction, seq_len, err);
+    else if (!splits_fit((size_t)st.st_size / (is_bin == 4 ? 4 : is_bin ? 2 : 1), val_fraction, seq_len))
+        too_small(path, (size_t)st.st_size / (is_bin == 4 ? 4 : is_bin ? 2 : 1), is_bin, val_fraction, seq_len, err);
     else {
         *size = (size_t)st.st_size;
         return fd;

@@ -1,9 +1,10 @@
-/* data.h — training data: loading a token file (byte-level text or nanoGPT-style
- * .bin of little-endian uint16), the train/validation split, the seeded training
+/* data.h — training data: loading a token file (byte-level text, text through a
+ * BPE tokenizer, or nanoGPT-style .bin of little-endian uint16 — uint32 when the
+ * name ends in ".u32.bin"), the train/validation split, the seeded training
  * window sampler, the contiguous validation windows and the byte-level tokenizer.
  *
- * Not here: any BPE tokenizer, streaming of files larger than memory, shuffling
- * without replacement. The whole file is read into one buffer.
+ * Not here: the BPE itself (model/bpe.h), streaming of files larger than memory,
+ * shuffling without replacement. The whole file is read into one buffer.
  *
  * Layout of a loaded file of n tokens with val_fraction f (as nanoGPT):
  *   [0, n_train)  training split, n_train = n - floor(n * f) (a product a few ulps
@@ -29,8 +30,10 @@ typedef struct {
 } data_set;
 
 /* Loads `path` into d (which is overwritten; free a previous value first).
- *   format       "text": every byte is a token (needs vocab_size >= 256);
- *                "bin": little-endian uint16 tokens, every id < vocab_size;
+ *   format       "text": every byte is a token (needs vocab_size >= 256), or,
+ *                after data_use_tokenizer(tok), the ids tok encodes the file to;
+ *                "bin": little-endian uint16 tokens, every id < vocab_size
+ *                (uint32 tokens when path ends in ".u32.bin");
  *                "auto": "bin" when path ends in ".bin", else "text".
  *   vocab_size   1..65536.
  *   val_fraction in [0, 1): the last floor(n * val_fraction) tokens are validation.
@@ -55,6 +58,14 @@ size_t data_min_tokens(double val_fraction, int seq_len);
  * that would load the file. Returns 0, or -1 with a message naming the file. */
 int data_check_file(const char *path, const char *format, int vocab_size, double val_fraction, int seq_len,
                     char *err);
+
+struct bpe;
+/* Makes every later data_load of text in this process encode it with tok (NULL:
+ * back to one token per byte). tok stays owned by the caller and must outlive the
+ * loads; its ids must be < the vocab_size given to data_load (the caller checks
+ * that the model's vocabulary is the tokenizer's). Set it before starting threads
+ * that load data. */
+void data_use_tokenizer(const struct bpe *tok);
 
 /* Releases what data_load allocated and zeroes d. Safe on a zeroed struct and NULL. */
 void data_free(data_set *d);

@@ -48,6 +48,7 @@ static const field data_fields[] = {
       offsetof(topo_data, path), 0, 0 },
     STR(topo_data, format, 0, "auto", data_formats),
     DBL(topo_data, val_fraction, 0, 0, 0, 1, 1, 0.1),
+    PATH(topo_data, tokenizer, tokenizer),
     END
 };
 

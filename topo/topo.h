@@ -15,7 +15,10 @@
  *                   rope_theta = 10000, tie_embeddings = false
  *   data            path (optional here; `run` needs it or --data), format =
  *                   "auto" | "text" | "bin" (auto: a ".bin" suffix means uint16 tokens,
- *                   anything else is bytes of text), val_fraction = 0.1 (0 <= f < 1)
+ *                   anything else is bytes of text), val_fraction = 0.1 (0 <= f < 1),
+ *                   tokenizer = path of a Hugging Face byte-level BPE tokenizer.json,
+ *                   optional (text data is encoded with it; model.vocab_size must be
+ *                   its vocabulary: the CLI checks, cli_tokenizer_use)
  *   train           steps req, batch_size req, micro_batches = 1 (divides batch_size),
  *                   lr req, min_lr = lr/10, warmup_steps = 0, weight_decay = 0.1,
  *                   beta1 = 0.9, beta2 = 0.95, grad_clip = 1.0 (0 = off), seed = 1337,
@@ -96,7 +99,7 @@
  * the layout's (t->placement). Either way stage 0 holds the embedding and stage P-1 the
  * head, and virtual stage k+1 receives what virtual stage k sends.
  *
- * Relative paths in the file (data.path, schedule.file, secret_file) are resolved
+ * Relative paths in the file (data.path, data.tokenizer, schedule.file, secret_file) are resolved
  * against the directory of the topology file; the string as written is kept too.
  *
  * --data FILE: the CLI calls topo_set_data_path() after topo_load(); that path is
@@ -125,6 +128,8 @@ typedef struct {
     char *format;        /* "auto" | "text" | "bin" as written */
     int kind;            /* TOPO_DATA_TEXT or TOPO_DATA_BIN, "auto" resolved */
     double val_fraction; /* last fraction of the tokens is validation */
+    char *tokenizer;     /* resolved path of a tokenizer.json (text is BPE-encoded), or NULL */
+    char *tokenizer_given; /* as written */
 } topo_data;
 
 typedef struct {
