@@ -257,6 +257,8 @@ static int start_http(const topo *t, const run_args *a, coord_http **out)
         explicit_bzero(token, sizeof token);
     }
     return 0;
+}
+
 /* A run with data.tokenizer keeps a copy as OUT/tokenizer.json, where sample,
  * eval and export find it. Returns rc, or 1 when the copy fails. */
 static int keep_tokenizer(const topo *t, const char *out, int rc)
@@ -332,9 +334,13 @@ int cli_run_main(int argc, char **argv)
     if ((rc = cli_tokenizer_use("run", &t, &tok))) { topo_free(&t); return rc; }
     if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
         coord_http *http = NULL; /* before --insecure installs its well-known secret: that one protects nothing */
-        if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { topo_free(&t); return rc; }
-        if ((rc = cli_insecure_check("run", &t, a.insecure))) { coord_http_free(http); topo_free(&t); return rc; }
-        if ((rc = cli_insecure_check("run", &t, a.insecure))) { bpe_free(tok); topo_free(&t); return rc; }
+        if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { bpe_free(tok); topo_free(&t); return rc; }
+        if ((rc = cli_insecure_check("run", &t, a.insecure))) {
+            coord_http_free(http);
+            bpe_free(tok);
+            topo_free(&t);
+            return rc;
+        }
         cli_launch_opts lo = { a.topology, a.data, out, a.sets, a.n_sets, a.print_commands, a.peer_timeout_ms,
                                a.step_timeout_s, a.run_id, a.trace, a.no_launch, NULL };
         cli_restart_opts ro = { a.resume, a.max_restarts, a.insecure };
@@ -349,6 +355,7 @@ int cli_run_main(int argc, char **argv)
     if (a.http) {
         fprintf(stderr, "pipetrain run: --http: %s has one stage, trained in this process without a coordinator: "
                         "the live view serves multi-stage runs (metrics.jsonl has every step)\n", a.topology);
+        bpe_free(tok);
         topo_free(&t);
         return 2;
     }
