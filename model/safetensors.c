@@ -339,6 +339,7 @@ static int open_fd(st_file *f, int fd, int mapped, char *err)
     uint8_t lenbuf[8];
     if (fstat(fd, &st) != 0) return seterr(err, "%s: cannot stat: %s", f->path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return seterr(err, "%s: not a regular file", f->path);
+    if (mapped) posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM); /* no read-ahead past the header into the data */
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8)
         return seterr(err, "%s: file is %llu bytes, too short for the 8-byte header length (truncated?)",
