@@ -115,6 +115,14 @@ check "stage 0 opened shard 1 only" "grep -q 'read from model-00001-of-00002.saf
 check "stage 1 opened shard 2 only" "grep -q 'read from model-00002-of-00002.safetensors\$' $tmp/a3/stage-1.log"
 "$P" export "$tmp/a3" --out "$tmp/x3" >/dev/null 2>&1
 check "the sharded start trains to the same bits" "cmp -s $tmp/x1/model.safetensors $tmp/x3/model.safetensors"
+# tied embeddings: the head's stage loads its copy of model.embed_tokens.weight
+"$P" run "$tmp/train.json" --set model.tie_embeddings=true --steps 5 --out "$tmp/rt" >/dev/null 2>&1
+"$P" export "$tmp/rt" --out "$tmp/thf" >/dev/null 2>&1
+"$P" run "$tmp/one.json" --init-from "$tmp/thf" --out "$tmp/t1" >"$tmp/t1.log" 2>&1
+"$P" run "$tmp/two.json" --init-from "$tmp/thf" --out "$tmp/t2" >"$tmp/t2.log" 2>&1
+check "tied: the head's stage read the embedding too (11 tensors)" "grep -q 'stage 1 replica 0: init-from .*: 11 tensors' $tmp/t2/stage-1.log"
+"$P" export "$tmp/t1" --out "$tmp/tx1" >/dev/null 2>&1; "$P" export "$tmp/t2" --out "$tmp/tx2" >/dev/null 2>&1
+check "tied: 1 and 2 stages end with bitwise equal weights" "[ -s $tmp/tx1/model.safetensors ] && cmp -s $tmp/tx1/model.safetensors $tmp/tx2/model.safetensors"
 # stage processes started by hand take --init-from too
 "$P" stage "$tmp/two.json" --stage 1 --init-from "$tmp/nowhere" >"$tmp/out" 2>"$tmp/err"
 check "stage --init-from is checked (exit 2, names config.json)" "[ $? -eq 2 ] && grep -q 'nowhere/config.json' $tmp/err"
