@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 
 #include "model/hf_load.h"
+#include "model/data.h"
 #include "model/safetensors.h"
+#include "stage/train.h"
 #include "tests/tests.h"
 
 static char tmpdir[256];
@@ -191,6 +193,23 @@ static void test_f32_bitwise(void)
     CU_ASSERT_EQUAL(st.tensors, a->n_tensors);
     CU_ASSERT_EQUAL(st.bytes, a->n_params * 4);
     CU_ASSERT(st.files == 1 && !strcmp(st.names, "model.safetensors"));
+    /* export -> init-from -> eval: the same loss, to the bit */
+    char bin[600];
+    snprintf(bin, sizeof bin, "%s/tokens.bin", d);
+    FILE *f = fopen(bin, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    rng_t r = { 42 };
+    for (int i = 0; i < 2000; i++) {
+        uint16_t tok = (uint16_t)rng_below(&r, (uint64_t)cfg0.vocab_size);
+        fwrite(&tok, 2, 1, f);
+    }
+    fclose(f);
+    data_set ds;
+    CU_ASSERT_FATAL(data_load(&ds, bin, "bin", cfg0.vocab_size, 0.5, cfg0.seq_len, err) == 0);
+    size_t na, nb;
+    double la = stage_eval(a, &ds, 0, 1, &na), lb = stage_eval(b, &ds, 0, 1, &nb);
+    CU_ASSERT(na == nb && na > 0 && la == lb && isfinite(la));
+    data_free(&ds);
     /* a part of two units reads only their bytes */
     int units[2] = { 2, 3 };
     model_part *h = model_part_new(&cfg0, units, 2, 1, 5);
