@@ -1,6 +1,8 @@
 /* cli_model.c — subcommands that use a trained checkpoint: eval, sample, export.
  * CHECKPOINT may be a step directory, a checkpoints directory (its `latest` is
- * used) or a run directory; every file's checksum is verified first. */
+ * used) or a run directory; every file's checksum is verified first. eval and
+ * sample also take a Hugging Face directory (config.json + model.safetensors, as
+ * export writes it; cli_load_hf). */
 #include "cli/cli.h"
 #include "model/data.h"
 #include "model/safetensors.h"
@@ -23,6 +25,8 @@ static const char eval_help[] =
     "Mean cross-entropy over the validation split of FILE (its last F, default the\n"
     "fraction the checkpoint was trained with), in contiguous non-overlapping windows\n"
     "of seq_len+1 tokens from the split's start. --json prints {\"loss\", \"tokens\"}.\n"
+    "CHECKPOINT may also be a Hugging Face directory (config.json and model.safetensors\n"
+    "or its sharded index, as `export` writes; seq_len = max_position_embeddings).\n"
     SECRET_HELP;
 static const char sample_help[] =
     "usage: pipetrain sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T]\n"
