@@ -67,6 +67,20 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
  * with a message in err (bad input: exit 2). */
 model_part *cli_load_model(const char *path, const char *secret_file, size_t max_batch, run_ckpt *ck, char *err);
 
+/* --init-from DIR (issue 16, cli_init.c). cli_init_from_set writes the override
+ * "init_from=DIR" with DIR made absolute into out (cap n); -1 when it does not
+ * fit. cli_init_from_check: with t->init_from, checks every tensor's name, dtype
+ * and shape from the headers (hf_check); prints "pipetrain CMD: ..." and returns
+ * 2 on a problem, else 0. cli_is_hf_dir: 1 when path holds config.json and
+ * model.safetensors (or its index). cli_load_hf: cli_load_model for such a
+ * directory (what `export` writes): ck gets the config (seq_len =
+ * max_position_embeddings), dir, step 0 and no manifest (run_ckpt_close frees
+ * it); NULL with err on bad input. Main thread. */
+int cli_init_from_set(char *out, size_t n, const char *dir);
+int cli_init_from_check(const char *cmd, const topo *t);
+int cli_is_hf_dir(const char *path);
+model_part *cli_load_hf(const char *path, size_t max_batch, run_ckpt *ck, char *err);
+
 /* What `pipetrain run` passes to the launcher of a multi-stage topology. The
  * strings are as the user gave them: every stage process gets the same
  * topology path, --data and --set overrides (they compare a hash of the

@@ -81,6 +81,7 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
 
 model_part *cli_load_model(const char *path, const char *secret_file, size_t max_batch, run_ckpt *ck, char *err)
 {
+    if (cli_is_hf_dir(path)) return cli_load_hf(path, max_batch, ck, err); /* an exported directory */
     run_ckpt_key key;
     if (run_ckpt_key_load(&key, secret_file, err)) {
         char e2[ERR_LEN];

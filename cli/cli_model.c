@@ -1,6 +1,8 @@
 /* cli_model.c — subcommands that use a trained checkpoint: eval, sample, export.
  * CHECKPOINT may be a step directory, a checkpoints directory (its `latest` is
- * used) or a run directory; every file's checksum is verified first. */
+ * used) or a run directory; every file's checksum is verified first. eval and
+ * sample also take a Hugging Face directory (config.json + model.safetensors, as
+ * export writes it; cli_load_hf). */
 #include "cli/cli.h"
 #include "model/bpe.h"
 #include "model/data.h"
@@ -30,6 +32,8 @@ static const char eval_help[] =
     "bytes / ln 2, the bytes being those the scored tokens decode to (so byte-level\n"
     "and BPE models compare). --json prints {\"loss\", \"tokens\", \"bytes\",\n"
     "\"bits_per_byte\"} (the last two null for a .bin without a tokenizer).\n"
+    "CHECKPOINT may also be a Hugging Face directory (config.json and model.safetensors\n"
+    "or its sharded index, as `export` writes; seq_len = max_position_embeddings).\n"
     SECRET_HELP;
 static const char sample_help[] =
     "usage: pipetrain sample CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T]\n"

@@ -20,6 +20,7 @@
 static const char run_help[] =
     "usage: pipetrain run TOPOLOGY.json [--data FILE] [--steps N] [--out DIR] [--set KEY=VALUE ...]\n"
     "                     [--schedule KIND|FILE] [--resume] [--max-restarts N] [--http [HOST:]PORT]\n"
+    "                     [--init-from DIR]\n"
     "\n"
     "Trains the model a topology describes and writes into the run directory:\n"
     "  metrics.jsonl  one JSON object per step (step, loss, lr, grad_norm, step_ms,\n"
@@ -35,6 +36,13 @@ static const char run_help[] =
     "                    zb-h1) or a schedule file (.json or PyTorch's .csv, relative\n"
     "                    to here) instead of the topology's: --set schedule.kind=KIND\n"
     "                    or --set schedule.file=FILE, validated before any stage starts\n"
+    "  --init-from DIR   start from a Hugging Face LLaMA checkpoint: DIR/config.json\n"
+    "                    and DIR/model.safetensors (or model.safetensors.index.json and\n"
+    "                    its shards; F32, F16, BF16), e.g. what `pipetrain export`\n"
+    "                    wrote. The model section may be omitted (taken from\n"
+    "                    config.json); keys given must agree with it. Each stage reads\n"
+    "                    only its own tensors; AdamW starts fresh at step 0\n"
+    "                    (--set init_from=DIR, passed to every stage)\n"
     "  --out DIR         run directory (default runs/NAME-YYYYmmdd-HHMMSS)\n"
     "  --set KEY=VALUE   override any topology field: --set train.lr=3e-4,\n"
     "                    --set stages.0.threads=1 (repeatable)\n"
@@ -85,7 +93,7 @@ static const char run_help[] =
     "                        --trace is accepted and changes nothing)\n";
 
 static const char check_help[] =
-    "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...] [--schedule KIND|FILE]\n"
+    "usage: pipetrain check TOPOLOGY.json [--set KEY=VALUE ...] [--schedule KIND|FILE] [--init-from DIR]\n"
     "\n"
     "Validates a topology and prints its partition: per stage the layers, parameters,\n"
     "forward FLOPs per micro-batch and activation bytes sent per micro-batch. The\n"
@@ -97,6 +105,7 @@ static const char check_help[] =
     "refuses it (PIPETRAIN_MEM_BYTES=N stands for the machine's memory).\n"
     "  --schedule KIND|FILE  as run's: a built-in kind or a schedule file (relative to\n"
     "                        here) in place of the topology's\n"
+    "  --init-from DIR       as run's: also checks every tensor's name, dtype and shape\n"
     "Exit status 2 on any problem, naming the JSON path.\n";
 
 /* Options common to run and check. */
@@ -106,6 +115,7 @@ typedef struct {
     int n_sets;
     char steps_set[64];
     char sched_set[4200];     /* --schedule as an override: schedule.kind= or schedule.file= */
+    char init_set[4200];      /* --init-from DIR as an override: init_from=ABSOLUTE-DIR */
     int print_commands, no_launch, peer_timeout_ms, trace, resume, max_restarts, insecure;
     const char *http;         /* --http [HOST:]PORT, or NULL */
     double step_timeout_s;
@@ -175,6 +185,11 @@ static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_
             if (schedule_set(a->sched_set, sizeof a->sched_set, v))
                 return cli_usage_error(cmd, "--schedule %s: path too long", v);
             i++;
+        } else if (!strcmp(s, "--init-from")) {
+            if (!v || !*v) return cli_usage_error(cmd, "--init-from expects a directory (config.json, model.safetensors)");
+            if (cli_init_from_set(a->init_set, sizeof a->init_set, v))
+                return cli_usage_error(cmd, "--init-from %s: path too long", v);
+            i++;
         } else if (allow_run_opts && !strcmp(s, "--data")) {
             if (!v) return cli_usage_error(cmd, "--data expects a file");
             a->data = argv[++i];
@@ -197,6 +212,7 @@ static int parse(const char *cmd, int argc, char **argv, run_args *a, int allow_
     if (!a->topology) return cli_usage_error(cmd, "a TOPOLOGY.json is required");
     if (a->steps_set[0]) a->sets[a->n_sets++] = a->steps_set;
     if (a->sched_set[0]) a->sets[a->n_sets++] = a->sched_set; /* last: it wins over --set schedule.* */
+    if (a->init_set[0]) a->sets[a->n_sets++] = a->init_set;
     return 0;
 }
 
@@ -286,7 +302,7 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "pipetrain run: %s\n", err);
         return 2;
     }
-    if ((rc = cli_sync_check("run", &t))) {
+    if ((rc = cli_sync_check("run", &t)) || (rc = cli_init_from_check("run", &t))) {
         topo_free(&t);
         return rc;
     }
@@ -396,6 +412,10 @@ int cli_check_main(int argc, char **argv)
     if (topo_load(&t, a.topology, a.sets, a.n_sets, err)) {
         fprintf(stderr, "pipetrain check: %s\n", err);
         return 2;
+    }
+    if ((rc = cli_init_from_check("check", &t))) {
+        topo_free(&t);
+        return rc;
     }
     sched_schedule *s = NULL; /* the very schedule run would run */
     if (topo_build_schedule(&t, NULL, &s, err)) {

@@ -14,7 +14,7 @@ static const char stage_help[] =
     "usage: pipetrain stage TOPOLOGY.json [--stage K [--replica R]] [--coordinator HOST:PORT] [--run-id N]\n"
     "                       [--out DIR] [--data FILE] [--set KEY=VALUE ...]\n"
     "                       [--peer-timeout-ms N] [--connect-timeout-ms N] [--step-timeout-s N]\n"
-    "                       [--insecure] [--rejoin N] [--join]\n"
+    "                       [--insecure] [--rejoin N] [--join] [--init-from DIR]\n"
     "\n"
     "Runs stage K of the topology: listens on its host:port, connects to its neighbours\n"
     "and to the coordinator (`pipetrain run` prints these commands with --print-commands),\n"
@@ -26,6 +26,8 @@ static const char stage_help[] =
     "`mpirun -np 4 pipetrain stage topo.json` starts the whole grid. Every process of a run\n"
     "must be given the same topology, overrides and --data (they compare a hash of it).\n"
     "Checkpoint shards are written under DIR (default .). IPv6: --coordinator [::1]:29500.\n"
+    "--init-from DIR: start from a Hugging Face checkpoint (as `run --init-from`; the same as\n"
+    "--set init_from=DIR with DIR made absolute): this stage reads only its own tensors.\n"
     "--insecure: run without a shared secret although a process is off loopback (logged).\n"
     "--rejoin N: after a run-time failure (a dead peer, the coordinator restarting the\n"
     "run), start over up to N times: connect again and continue from the checkpoint the\n"
@@ -84,7 +86,7 @@ int cli_stage_main(int argc, char **argv)
 {
     stage_opts o = { .stage = -1, .peer_timeout_ms = 10000, .connect_timeout_ms = 60000, .step_timeout_s = 600 };
     const char *path = NULL, *data = NULL;
-    char *sets[256], host[64];
+    char *sets[256], host[64], init_set[4200] = "";
     int n_sets = 0, opt, insecure = 0, rejoin = 0, replica = -1;
     const char *rank_var = NULL;
     long v, rank = 0;
@@ -95,6 +97,11 @@ int cli_stage_main(int argc, char **argv)
         else if (!strcmp(s, "--join")) o.join = 1;
         else if (!strcmp(s, "--rejoin")) { if (cli_parse_long("stage", s, a, 0, 1000000, &v)) return 2; rejoin = (int)v; i++; }
         else if (!strcmp(s, "--stage")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; o.stage = (int)v; i++; }
+        else if (!strcmp(s, "--init-from")) {
+            if (!a || !*a || cli_init_from_set(init_set, sizeof init_set, a))
+                return cli_usage_error("stage", "--init-from expects a directory (config.json, model.safetensors)");
+            i++;
+        }
         else if (!strcmp(s, "--replica")) { if (cli_parse_long("stage", s, a, 0, 65535, &v)) return 2; replica = (int)v; i++; }
         else if ((opt = cli_process_option("stage", argc, argv, &i, &o, host, &data, sets, &n_sets))) {
             if (opt == 2) return 2;
@@ -104,6 +111,10 @@ int cli_stage_main(int argc, char **argv)
         else return cli_usage_error("stage", "unexpected argument '%s'", s);
     }
     if (!path) return cli_usage_error("stage", "a TOPOLOGY.json is required");
+    if (init_set[0]) {
+        if (n_sets == 256) return cli_usage_error("stage", "too many --set options");
+        sets[n_sets++] = init_set;
+    }
     if (replica >= 0 && o.stage < 0)
         return cli_usage_error("stage", "--replica R needs --stage K (without both, a launcher's rank names the process)");
     if (o.stage < 0 && find_rank(&rank_var, &rank)) return 2;
@@ -114,7 +125,7 @@ int cli_stage_main(int argc, char **argv)
         topo_free(&t);
         return 2;
     }
-    if (cli_sync_check("stage", &t)) {
+    if (cli_sync_check("stage", &t) || cli_init_from_check("stage", &t)) {
         topo_free(&t);
         return 2;
     }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,6 +154,8 @@ struct st_file {
     uint8_t *data;       /* the data buffer, data_size bytes */
     uint64_t data_size;
     uint64_t header_len;
+    void *map;           /* st_open_mapped: the whole file mapped, map_len bytes; else NULL */
+    size_t map_len;
 };
 
 /* Reads a non-negative JSON integer. */
@@ -330,12 +333,13 @@ static int read_fail(const st_file *f, const char *what, char *err)
 
 /* Checks the 8-byte length prefix against the file size; reads and parses the
  * header; then reads the data. Nothing large is allocated before the checks. */
-static int open_fd(st_file *f, int fd, char *err)
+static int open_fd(st_file *f, int fd, int mapped, char *err)
 {
     struct stat st;
     uint8_t lenbuf[8];
     if (fstat(fd, &st) != 0) return seterr(err, "%s: cannot stat: %s", f->path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return seterr(err, "%s: not a regular file", f->path);
+    if (mapped) posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM); /* no read-ahead past the header into the data */
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8)
         return seterr(err, "%s: file is %llu bytes, too short for the 8-byte header length (truncated?)",
@@ -358,6 +362,18 @@ static int open_fd(st_file *f, int fd, char *err)
     free(text);
     if (rc != 0) return -1;
     if (f->data_size > SIZE_MAX) return seterr(err, "%s: data too large for this machine", f->path);
+    if (mapped) {
+        /* the header checks above proved every tensor lies inside the file */
+        f->map_len = (size_t)size;
+        f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (f->map == MAP_FAILED) {
+            f->map = NULL;
+            return seterr(err, "%s: cannot map %llu bytes: %s", f->path, (unsigned long long)size, strerror(errno));
+        }
+        madvise(f->map, f->map_len, MADV_RANDOM); /* pages are touched tensor by tensor, only those needed */
+        for (int i = 0; i < f->count; i++) f->t[i].data = (const uint8_t *)f->map + 8 + hlen + f->t[i].begin;
+        return 0;
+    }
     f->data = malloc(f->data_size ? (size_t)f->data_size : 1);
     if (!f->data)
         return seterr(err, "%s: cannot allocate %llu bytes for the tensor data", f->path,
@@ -367,7 +383,7 @@ static int open_fd(st_file *f, int fd, char *err)
     return 0;
 }
 
-int st_open(st_file **out, const char *path, char *err)
+static int open_path(st_file **out, const char *path, int mapped, char *err)
 {
     *out = NULL;
     st_file *f = xcalloc(1, sizeof *f);
@@ -379,7 +395,7 @@ int st_open(st_file **out, const char *path, char *err)
         st_close(f);
         return -1;
     }
-    int rc = open_fd(f, fd, err);
+    int rc = open_fd(f, fd, mapped, err);
     close(fd);
     if (rc != 0) {
         st_close(f);
@@ -389,9 +405,14 @@ int st_open(st_file **out, const char *path, char *err)
     return 0;
 }
 
+int st_open(st_file **out, const char *path, char *err) { return open_path(out, path, 0, err); }
+
+int st_open_mapped(st_file **out, const char *path, char *err) { return open_path(out, path, 1, err); }
+
 void st_close(st_file *f)
 {
     if (!f) return;
+    if (f->map) munmap(f->map, f->map_len);
     json_decref(f->root);
     free(f->t);
     free(f->by_name);

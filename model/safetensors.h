@@ -13,7 +13,11 @@
  * the data before it allocates or touches the data buffer. Every error names the
  * file and what is wrong. Data are little-endian (we assert a little-endian host).
  *
- * Not here: mmap, lazy loading, dtype conversion, SHA-256 (the stage layer hashes). */
+ * st_open_mapped maps the file instead of reading it, so only the pages of the
+ * tensors a caller touches are read (a stage loading its layers of a large
+ * checkpoint, model/hf_load.h).
+ *
+ * Not here: dtype conversion (hf_load.c), SHA-256 (the stage layer hashes). */
 #ifndef MODEL_SAFETENSORS_H
 #define MODEL_SAFETENSORS_H
 
@@ -74,6 +78,13 @@ typedef struct st_file st_file; /* opaque: the parsed header and the data buffer
  * *f owns everything (st_close frees it). Returns 0, or -1 with *f = NULL and a
  * message in err naming the file and the tensor, header field or byte offset. */
 int st_open(st_file **f, const char *path, char *err);
+
+/* st_open with the same checks, but the data buffer is the file mapped
+ * read-only (mmap) rather than read: tensor data point into the mapping and
+ * only the pages a caller touches are read from disk. The data pointers may be
+ * unaligned (copy with memcpy). The file must not change while it is open
+ * (a file truncated under the mapping raises SIGBUS). Same returns as st_open. */
+int st_open_mapped(st_file **f, const char *path, char *err);
 
 /* Frees everything; NULL does nothing. */
 void st_close(st_file *f);

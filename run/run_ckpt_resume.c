@@ -21,7 +21,7 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
  * learning-rate schedule from the checkpoint on: extending a run is allowed;
  * the stages may split the layers otherwise: shards load by tensor name). */
 static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
-                                          "train.steps", "train.log_every", "train.eval_every",
+                                          "init_from", "train.steps", "train.log_every", "train.eval_every",
                                           "train.eval_batches", "train.bucket_mb", "train.zero", "schedule",
                                           "stages", "sync", "parameter_servers", "ps", NULL };
 
@@ -100,7 +100,7 @@ int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err)
             char *was = json_dumps(json_at(saved, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
-                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, train.steps, "
+                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, init_from, train.steps, "
                         "train.log_every, train.eval_every, train.eval_batches, train.bucket_mb, train.zero, the "
                         "schedule, the stages (with their replicas), sync, parameter_servers and ps may change on "
                         "--resume)", c->dir, path[0] ? path : "(top level)",

@@ -1,6 +1,7 @@
 /* runtime_run.c — a stage's life: set-up (schedule, part, buffers, connections),
  * the handshake with the coordinator, the step loop with evaluation and
  * checkpoints, statistics and shutdown. The step itself is in runtime.c. */
+#include "model/hf_load.h"
 #include "model/util.h"
 #include "run/run.h"
 #include "stage/rt.h"
@@ -223,6 +224,12 @@ static int setup_compute(rt *r)
     r->part = model_part_new(&t->model, st->units, st->n_units, r->Bm, (uint64_t)t->train.seed);
     model_part_set_recompute(r->part, st->recompute_id);
     r->opt = optim_new(r->part->n_params);
+    if (t->init_from) { /* issue 16: this stage's tensors only; a resume then overwrites them */
+        hf_stats hs;
+        if (hf_load_part(t->init_from, r->part, &hs, r->err)) return 2;
+        fprintf(stderr, "pipetrain stage %d replica %d: init-from %s: %d tensors, %llu bytes read from %s\n", r->K,
+                r->rep, t->init_from, hs.tensors, (unsigned long long)hs.bytes, hs.names);
+    }
     if (r->holds_embed || r->holds_head) {
         if (!t->data.path) return seterr(r->err, "%s: data.path: no training data given (set it or pass --data FILE)", t->path), 2;
         if (data_load(&r->data, t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction,

@@ -6,6 +6,7 @@
  * on the previous weight version W(t-1) and AdamW updates W(t) to W(t+1); the
  * one-process reference of the asynchronous pipeline's arithmetic. */
 #include "stage/train.h"
+#include "model/hf_load.h"
 #include "model/optim.h"
 #include "model/safetensors.h"
 #include "model/util.h"
@@ -122,6 +123,12 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
     r->T = (size_t)t->model.seq_len;
     r->part = model_part_new(&t->model, t->stages[0].units, t->stages[0].n_units, r->Bm, (uint64_t)t->train.seed);
     r->opt = optim_new(r->part->n_params);
+    if (t->init_from && r->first == 0) { /* issue 16; AdamW starts from zero moments at step 0 */
+        hf_stats hs;
+        if (hf_load_part(t->init_from, r->part, &hs, err)) return 2;
+        fprintf(stderr, "pipetrain: init-from %s: %d tensors, %llu bytes read from %s\n", t->init_from, hs.tensors,
+                (unsigned long long)hs.bytes, hs.names);
+    }
     r->sq = xcalloc((size_t)r->part->n_units, sizeof *r->sq);
     data_sampler_init(&r->sampler, (uint64_t)t->train.seed);
     model_part_set_recompute(r->part, t->stages[0].recompute_id);

@@ -142,6 +142,7 @@ const field topo_top_fields[] = {
     OBJ(topo, checkpoint, 0, ckpt_fields),
     OBJ(topo, schedule, 0, topo_sched_fields),
     OBJ(topo, coordinator, 0, coord_fields),
+    PATH(topo, init_from, init_from),
     PATH(topo, secret_file, secret_file),
     { "encrypt", T_BOOL, offsetof(topo, encrypt), 0, 0, 1, 0, 0, NAN, NULL, NULL, NULL, 0, 0, 0 },
     STR(topo, launch, 0, "local", launch_kinds),
@@ -579,6 +580,7 @@ int topo_load(topo *t, const char *path, char *const *sets, int n_sets, char *er
     }
     for (int i = 0; i < n_sets; i++)
         if (topo_apply_set(root, path, sets[i], err)) goto fail;
+    if (topo_init_from_model(root, path, t->dir, err)) goto fail;
     dctx c = { path, t->dir };
     if (decode_obj(&c, topo_top_fields, root, t, "", err)) goto fail;
     t->ps_given = json_object_get(root, "ps") != NULL;

@@ -36,6 +36,12 @@
  *                   0 = derived from the layers)
  *   coordinator     host = "127.0.0.1", port = 29500 (0 = the launcher picks one and
  *                   passes it to the stages with --coordinator)
+ *   init_from       path of a directory, optional: a Hugging Face LLaMA checkpoint
+ *                   (config.json, model.safetensors or its sharded index) the weights
+ *                   start from (model/hf_load.h). The model section's keys that are
+ *                   absent are then taken from config.json (the whole section may be
+ *                   omitted; seq_len from max_position_embeddings), those given must
+ *                   equal it (seq_len at most max_position_embeddings). Not with sync "ps".
  *   secret_file     path, optional (required at run time when a stage is off loopback)
  *   encrypt         true | false, optional: seal every frame with an AEAD after the
  *                   handshake (net/net_wire.h); absent, on when a secret is set and any
@@ -218,6 +224,8 @@ typedef struct {
     topo_checkpoint checkpoint;
     topo_schedule schedule;
     topo_addr coordinator;
+    char *init_from;     /* resolved directory of a Hugging Face checkpoint to start from, or NULL */
+    char *init_from_given;
     char *secret_file;   /* resolved, or NULL */
     char *secret_file_given;
     int encrypt;         /* "encrypt": 1 true, 0 false, -1 absent (topo_encrypt decides) */

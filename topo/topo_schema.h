@@ -57,6 +57,12 @@ void topo_proc_path(const topo *t, int s, int r, const char *fieldname, char *bu
 /* sync, parameter_servers and ps (topo_ps.c): sets t->sync_id; after the
  * stages' addresses are checked. Returns 0 or -1 with a message naming the field. */
 int topo_check_ps(topo *t, char *err);
+/* init_from (topo_init.c), before decoding: when root names a checkpoint
+ * directory (resolved against dir), fills the model section's absent keys from
+ * its config.json and checks those given against it. Returns 0 (also when
+ * root has no usable init_from: decoding then reports it), or -1 with a
+ * message naming file, the first differing model.* key and both values. */
+int topo_init_from_model(json_t *root, const char *file, const char *dir, char *err);
 /* Derived defaults and cross-field rules after decoding (topo_check.c). */
 int topo_validate(topo *t, char *err);
 
