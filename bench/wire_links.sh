@@ -40,6 +40,26 @@ cp "$P" "$T/pipetrain" && P=$T/pipetrain
 gr_init "$T"; rc=$?
 if [ $rc -eq 2 ]; then echo "SKIP bench-wire: cannot create network namespaces here: $NN_WHY"; exit 77; fi
 [ $rc -eq 0 ] || { echo "bench-wire: namespace setup: $NN_WHY"; exit 1; }
+# gr_start for one replica: a stage's command has no --replica then
+wl_start() {
+    local d=$1 cmd k i
+    gr_bg "$d/coord.log" ip netns exec "$(nn_ns c)" "$P" run "$d/topo.json" --out "$d/run" --run-id $GR_RUN_ID
+    GR_COORD=$last
+    for i in $(seq 100); do
+        nn_exec c ss -Htln "sport = :$GR_COORD_PORT" 2>/dev/null | grep -q . && break
+        kill -0 "$GR_COORD" 2>/dev/null || break
+        sleep 0.1
+    done
+    timeout 30 ip netns exec "$(nn_ns c)" "$P" run "$d/topo.json" --out "$d/run" --run-id $GR_RUN_ID \
+        --print-commands >"$d/commands" 2>&1
+    GR_PROCS=""
+    while read -r cmd; do
+        k=$(sed -n 's/.* --stage \([0-9]*\) .*/\1/p' <<<"$cmd")
+        [ -n "$k" ] || continue
+        gr_bg "$d/stage-$k.out" ip netns exec "$(nn_ns "s${k}r0")" bash -c "$cmd"
+        GR_PROCS="$GR_PROCS $last"
+    done < <(grep -v '^#' "$d/commands")
+}
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 echo "bench-wire: load average $(cut -d' ' -f1-3 /proc/loadavg) before; runs in $T"
@@ -55,7 +75,7 @@ for rate in $RATES; do
         gr_topo "$d/base.json" "$STEPS" 4
         jq --arg w "$wire" '.wire = {"activations": $w, "gradients": $w}' "$d/base.json" >"$d/topo.json"
         jq --arg r "$rate" '.links = {"bandwidth": $r}' "$d/topo.json" >"$d/predict.json"
-        gr_start "$d"
+        wl_start "$d"
         gr_wait
         set -- $GR_RCS
         for rc in "$@"; do [ "$rc" -eq 0 ] || { echo "bench-wire: the run at $rate $wire failed"; tail -n 5 "$d"/*.log "$d"/*.out; exit 1; }; done

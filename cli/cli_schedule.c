@@ -499,6 +499,17 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
     sched_costs_free(tc);
     snprintf(note, nn, "calibrated from %.150s%s", path,
              spread_note ? " (each stage's measured costs spread evenly over the schedule's chunks)" : "");
+    if (c->link_bandwidth) { /* what the run's sends saw: reported, not simulated (the measured
+                              * latency already holds the transfers; --bandwidth or the
+                              * topology's "links" set the link model) */
+        size_t used = strlen(note);
+        used += (size_t)snprintf(note + used, used < nn ? nn - used : 0, "; sends saw");
+        for (int i = 0; i < P && used < nn; i++)
+            used += (size_t)snprintf(note + used, nn - used, " %.4g MB/s on link %d-%d", c->link_bandwidth[i] / 1e3, i,
+                                     (i + 1) % P);
+        free(c->link_bandwidth);
+        c->link_bandwidth = NULL;
+    }
     return c;
 }
 

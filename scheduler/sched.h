@@ -502,7 +502,10 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
  *   {"version": 1, "unit": "ms", "stages": P, "chunks": v, "steps": N,
  *    "f": [...], "b": [...], "w": [...], "latency": L, "bandwidth": 0,
  *    "bw_early": true, "w_in_order": true}
- * f, b, w hold P*v entries per virtual stage k = c*P + s. Writes c to f. */
+ * f, b, w hold P*v entries per virtual stage k = c*P + s. With c->link_bandwidth
+ * also "link_bandwidth": [P] (bytes per ms the run's sends saw on the link from
+ * stage i to i+1, 0 = no sample; sched_costs_load reads it back into
+ * link_bandwidth). Writes c to f. */
 int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f,
                            char *err);
 /* sched_costs_write_json plus, when n_units > 0, the per-unit times measured in
