@@ -504,7 +504,7 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
                               * topology's "links" set the link model) */
         size_t used = strlen(note);
         used += (size_t)snprintf(note + used, used < nn ? nn - used : 0, "; sends saw");
-        for (int i = 0; i < P && used < nn; i++)
+        for (int i = 0; i < (P == 2 ? 1 : P) && used < nn; i++)
             used += (size_t)snprintf(note + used, nn - used, " %.4g MB/s on link %d-%d", c->link_bandwidth[i] / 1e3, i,
                                      (i + 1) % P);
         free(c->link_bandwidth);
