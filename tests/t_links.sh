@@ -52,4 +52,12 @@ check "int8 activations predict a faster step than fp32 at 20mbit ($pi < $pf ms)
     'awk -v a="$pi" -v b="$pf" "BEGIN { exit !(a > 0 && a < b) }"'
 "$P" schedule "$tmp/int8.json" --gflops 5 --bandwidth 1000 >"$tmp/o.out" 2>&1
 check "--bandwidth overrides the topology's links" 'grep -q "links: latency 0.5 ms, 1000 MB/s" "$tmp/o.out"'
+
+# a run's costs.json records the bandwidth its sends saw on the link (not 0)
+base=$((20000 + (RANDOM % 120) * 100 + 70 + ($$ % 20)))
+"$P" run $T2 --steps 3 --set model.dim=16 --set model.ffn_dim=48 --set model.seq_len=16 --set train.batch_size=4 \
+    --set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) \
+    --set data.val_fraction=0.01 --out "$tmp/run" >"$tmp/run.log" 2>&1 || { tail -5 "$tmp/run.log"; fail=1; }
+check "costs.json: link_bandwidth[0] > 0 bytes/ms after a 2-stage run" \
+    'jq -e ".link_bandwidth[0] > 0" "$tmp/run/costs.json" >/dev/null'
 exit $fail

@@ -350,6 +350,23 @@ static void test_costs_file(void)
     CU_ASSERT_DOUBLE_EQUAL(d->latency, 0.125, 0);
     CU_ASSERT_EQUAL(d->bw_early, 1);
     CU_ASSERT_EQUAL(d->w_in_order, 0);
+    CU_ASSERT_PTR_NULL(d->link_bandwidth); /* none written: none read */
+    /* issue 14: the links' measured bandwidth, one per stage, round trips */
+    sched_costs_free(d);
+    c->link_bandwidth = calloc(2, sizeof(double));
+    c->link_bandwidth[0] = 1234.5;
+    f = fopen(path, "w");
+    CU_ASSERT_EQUAL(sched_costs_write_json(c, 2, 2, 7, f, err), 0);
+    fclose(f);
+    d = sched_costs_load(path, &P, &v, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d->link_bandwidth);
+    CU_ASSERT(tests_close("link_bandwidth", d->link_bandwidth, c->link_bandwidth, 2, 0, 0));
+    f = fopen(path, "w");
+    fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 2], \"b\": [1, 1], \"w\": [1, 1], \"link_bandwidth\": [1, -3]}", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(sched_costs_load(path, &P, &v, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"link_bandwidth\"[1]: expected a number >= 0"));
     f = fopen(path, "w");
     fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 2], \"b\": [1], \"w\": [1, 1]}", f);
     fclose(f);
