@@ -182,6 +182,15 @@ bench-netns: deps
 	$(MAKE) build
 	BIN=$(BIN) bash tests/netns/bench_dp.sh; rc=$$?; [ $$rc -eq 77 ] || exit $$rc
 
+# Slow links, measured and predicted (issue 14; needs root and network
+# namespaces, skips with a message otherwise): a 2-stage run per tbf rate and
+# wire encoding, measured step time against `schedule --calibrate` with the
+# topology's "links" (bench/wire_links.sh; RATES, WIRES, STEPS, LAT_MS).
+.PHONY: bench-wire
+bench-wire: deps
+	$(MAKE) build
+	BIN=$(BIN) bash bench/wire_links.sh; rc=$$?; [ $$rc -eq 77 ] || exit $$rc
+
 .PHONY: chaos
 chaos: deps
 	$(MAKE) build

@@ -232,6 +232,10 @@ static sched_costs *topo_costs(const topo *t, int v, int place, const double *st
     int P = t->n_stages;
     sched_costs *c = sched_costs_new(P * v);
     if (!c) return NULL;
+    if (!(c->grad_bytes = calloc((size_t)(P * v), sizeof(double)))) {
+        sched_costs_free(c);
+        return NULL;
+    }
     size_t batch = (size_t)topo_micro_batch(t), seq = (size_t)t->model.seq_len;
     *spread = v != t->chunks_per_stage;
     for (int st = 0; st < P; st++) {
@@ -248,8 +252,10 @@ static sched_costs *topo_costs(const topo *t, int v, int place, const double *st
                 b += fl.bwd_input + model_unit_recompute_flops(&t->model, u, batch, seq, ts->recompute_id);
                 w += fl.bwd_weight;
             }
-            double out = (double)model_unit_out_bytes(&t->model, ch->first_unit + ch->n_units - 1,
-                                                      batch, seq);
+            /* bytes on the wire with the topology's encodings (issue 14) */
+            int last = ch->first_unit + ch->n_units - 1;
+            double out = (double)topo_wire_bytes(t, last, 0), gout = (double)topo_wire_bytes(t, last, 1);
+            (void)batch;
             model_mem mem = topo_chunk_mem(t, ts->recompute_id, ch, batch);
             int nk = *spread ? v : 1;
             for (int j = 0; j < nk; j++) {
@@ -263,6 +269,7 @@ static sched_costs *topo_costs(const topo *t, int v, int place, const double *st
                 c->bw_bytes[k] += (double)mem.work_unit / nk;
                 c->weight_bytes[k] += wb / nk;
                 c->xfer_bytes[k] = out > c->xfer_bytes[k] ? out : c->xfer_bytes[k];
+                c->grad_bytes[k] = gout > c->grad_bytes[k] ? gout : c->grad_bytes[k];
             }
         }
     }
@@ -362,7 +369,9 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
         fprintf(f, "links: latency %.4g ms, ", c->latency);
         if (c->bandwidth > 0) fprintf(f, "%.4g MB/s", c->bandwidth / 1e3);
         else fprintf(f, "infinite bandwidth");
-        fprintf(f, ", %.0f bytes per transfer from stage 0\n", c->xfer_bytes[0]);
+        fprintf(f, ", %.0f bytes per transfer from stage 0", c->xfer_bytes[0]);
+        if (c->grad_bytes && c->n > 1) fprintf(f, ", %.0f bytes per gradient back to it", c->grad_bytes[0]);
+        fputc('\n', f);
     }
     fprintf(f, "predicted step time: %.4f ms%s\nbubble: %.1f%% overall\n", r->step_time,
             r->steps_simulated ? " (steady state without flush: 6 steps played minus 2, per step)" : "",
@@ -479,6 +488,8 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
     free(ones);
     for (int i = 0; tc && i < c->n; i++) {
         c->xfer_bytes[i] = tc->xfer_bytes[i];
+        if (!c->grad_bytes) c->grad_bytes = calloc((size_t)c->n, sizeof(double));
+        if (c->grad_bytes) c->grad_bytes[i] = tc->grad_bytes ? tc->grad_bytes[i] : tc->xfer_bytes[i];
         c->stash_bytes[i] = tc->stash_bytes[i];
         c->f_tmp_bytes[i] = tc->f_tmp_bytes[i];
         c->b_bytes[i] = tc->b_bytes[i];
@@ -488,6 +499,17 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
     sched_costs_free(tc);
     snprintf(note, nn, "calibrated from %.150s%s", path,
              spread_note ? " (each stage's measured costs spread evenly over the schedule's chunks)" : "");
+    if (c->link_bandwidth) { /* what the run's sends saw: reported, not simulated (the measured
+                              * latency already holds the transfers; --bandwidth or the
+                              * topology's "links" set the link model) */
+        size_t used = strlen(note);
+        used += (size_t)snprintf(note + used, used < nn ? nn - used : 0, "; sends saw");
+        for (int i = 0; i < (P == 2 ? 1 : P) && used < nn; i++)
+            used += (size_t)snprintf(note + used, nn - used, " %.4g MB/s on link %d-%d", c->link_bandwidth[i] / 1e3, i,
+                                     (i + 1) % P);
+        free(c->link_bandwidth);
+        c->link_bandwidth = NULL;
+    }
     return c;
 }
 
@@ -589,6 +611,7 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
     if (!c) return seterr(err, "out of memory"), NULL;
     for (int i = 0; i < c->n; i++) {
         if (o->have_bytes) c->xfer_bytes[i] = o->bytes;
+        if (o->have_bytes && c->grad_bytes) c->grad_bytes[i] = o->bytes;
         if (o->have_stash) { /* the whole memory model: N per micro-batch in flight */
             c->stash_bytes[i] = o->stash / s->n_chunks;
             c->f_tmp_bytes[i] = c->b_bytes[i] = c->bw_bytes[i] = 0;
@@ -596,6 +619,9 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
     }
     if (!o->calib || o->have_latency) c->latency = o->latency;
     if (!o->calib || o->bandwidth > 0) c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
+    /* the topology's "links" (issue 14) unless --latency / --bandwidth say otherwise */
+    if (t && !o->have_latency && t->links.latency_ms > 0) c->latency = t->links.latency_ms;
+    if (t && !(o->bandwidth > 0) && t->links.bandwidth_Bps > 0) c->bandwidth = t->links.bandwidth_Bps / 1e3;
     if (attach_allreduce(o, t, s, c, err)) {
         sched_costs_free(c);
         return NULL;

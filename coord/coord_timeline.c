@@ -61,6 +61,62 @@ static int unit_times(const topo *t, proto_event *const *ev, const size_t *n_ev,
     return have;
 }
 
+static int by_t0(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* The bandwidth each pipeline link saw (issue 14), bytes per ms into bw[P]
+ * (0 = no send on it): per link (stage i to i+1 mod P, both directions; with
+ * 2 stages one link), the encoded bytes of its sends (topo_wire_bytes) over the
+ * union of their spans (post to observed completion), steps after the first.
+ * A send completes once the kernel holds it, so on a fast link with large
+ * socket buffers this is an upper bound. Returns 1 when any link had a send. */
+static int link_bandwidth(const topo *t, proto_event *const *ev, const size_t *n_ev, double *bw)
+{
+    int P = t->n_stages, any = 0;
+    size_t total = 0;
+    for (int k = 0; k < P; k++) total += n_ev[k];
+    double *iv = malloc((2 * total + 2) * sizeof(double));
+    if (!iv) return 0;
+    for (int pair = 0; pair < P; pair++) {
+        size_t n = 0;
+        double bytes = 0;
+        for (int k = 0; k < P; k++)
+            for (size_t i = 0; i < n_ev[k]; i++) {
+                const proto_event *e = &ev[k][i];
+                if (e->op != PROTO_EV_SEND || e->step < 1 || e->chunk >= t->stages[k].n_chunks) continue;
+                int vs = t->stages[k].chunks[e->chunk].virtual_stage, fwd = e->kind == SCHED_F;
+                int tv = fwd ? vs : vs - 1, c2, dst = topo_stage_of_virtual(t, fwd ? vs + 1 : vs - 1, NULL);
+                int st = topo_stage_of_virtual(t, tv, &c2);
+                if (tv < 0 || st < 0 || dst < 0 || dst == k) continue;
+                int up = dst == (k + 1) % P, pr = P == 2 ? 0 : up ? k : dst;
+                if (pr != pair) continue;
+                const topo_chunk *ch = &t->stages[st].chunks[c2];
+                bytes += (double)topo_wire_bytes(t, ch->first_unit + ch->n_units - 1, !fwd);
+                iv[2 * n] = e->t0;
+                iv[2 * n + 1] = e->t1;
+                n++;
+            }
+        bw[pair] = 0;
+        if (!n) continue;
+        qsort(iv, n, 2 * sizeof(double), by_t0);
+        double busy = 0, a = iv[0], b = iv[1];
+        for (size_t i = 1; i < n; i++) {
+            if (iv[2 * i] > b) {
+                busy += b - a;
+                a = iv[2 * i];
+                b = iv[2 * i + 1];
+            } else if (iv[2 * i + 1] > b) b = iv[2 * i + 1];
+        }
+        busy += b - a;
+        if (busy > 0) { bw[pair] = bytes / (busy * 1e3); any = 1; }
+    }
+    free(iv);
+    return any;
+}
+
 /* Writes path via path.tmp: the SVG of r (title) or, when r is NULL, costs c
  * (with the per-unit times units[0..3 n_units) when n_units > 0). */
 static int write_out(const char *path, const sched_schedule *s, const sched_report *r, const char *title,
@@ -133,6 +189,9 @@ int coord_timeline(const topo *t, const char *out_dir, proto_event *const *ev, c
     int U = topo_n_units(t);
     double *units = calloc(3 * (size_t)U, sizeof(double));
     int nu = units && unit_times(t, ev, n_ev, units) ? U : 0;
+    double *lbw = calloc((size_t)t->n_stages, sizeof(double));
+    if (lbw && link_bandwidth(t, ev, n_ev, lbw)) m->costs->link_bandwidth = lbw; /* freed with the costs */
+    else free(lbw);
     int bad = write_out(path, s, NULL, NULL, m->costs, m->n_used, units, nu, err);
     free(units);
     if (bad) goto done;

@@ -226,6 +226,9 @@ void sched_costs_free(sched_costs *c)
     free(c->b_bytes);
     free(c->bw_bytes);
     free(c->weight_bytes);
+    free(c->grad_bytes);
+    free(c->link_latency);
+    free(c->link_bandwidth);
     sched_allreduce_free(c->ar);
     free(c);
 }

@@ -311,6 +311,16 @@ typedef struct {
                           * gradient, 2 x this, in report->extra_weight_bytes */
     double latency;      /* time per transfer between different stages */
     double bandwidth;    /* bytes per time unit of each link; 0 = infinite */
+    /* Issue 14, optional (NULL = as above); malloc'd by the caller, freed by
+     * sched_costs_free. A transfer of `bytes` takes link latency + bytes / link
+     * bandwidth (its link busy for the second part, FIFO per direction). */
+    double *grad_bytes;  /* (n) bytes of the gradient sent back from k+1 to k per
+                          * micro-batch (a wire encoding makes it differ from
+                          * xfer_bytes); NULL = xfer_bytes */
+    double *link_latency;   /* (P = the schedule's stages) latency of the link between
+                             * stage i and stage i+1 (mod P), both directions; with
+                             * P = 2 entry 0 serves both ways; NULL = latency */
+    double *link_bandwidth; /* (P) its bytes per time unit, 0 = infinite; NULL = bandwidth */
     int bw_early;        /* 1: a BW's gradient leaves after its B part (as the stage
                           * runtime sends it); 0: after the whole BW (the textbook
                           * model the golden numbers use) */
@@ -492,7 +502,10 @@ int sched_measure(const sched_schedule *s, const sched_event *ev, size_t n, sche
  *   {"version": 1, "unit": "ms", "stages": P, "chunks": v, "steps": N,
  *    "f": [...], "b": [...], "w": [...], "latency": L, "bandwidth": 0,
  *    "bw_early": true, "w_in_order": true}
- * f, b, w hold P*v entries per virtual stage k = c*P + s. Writes c to f. */
+ * f, b, w hold P*v entries per virtual stage k = c*P + s. With c->link_bandwidth
+ * also "link_bandwidth": [P] (bytes per ms the run's sends saw on the link from
+ * stage i to i+1, 0 = no sample; sched_costs_load reads it back into
+ * link_bandwidth). Writes c to f. */
 int sched_costs_write_json(const sched_costs *c, int n_stages, int n_chunks, long steps, FILE *f,
                            char *err);
 /* sched_costs_write_json plus, when n_units > 0, the per-unit times measured in

@@ -350,6 +350,10 @@ int sched_costs_write_json_units(const sched_costs *c, int n_stages, int n_chunk
                           num_array(c->b, c->n), "w", num_array(c->w, c->n), "latency", c->latency, "bandwidth",
                           c->bandwidth, "bw_early", c->bw_early, "w_in_order", c->w_in_order);
     if (!j) return sched_seterr(err, "out of memory");
+    if (c->link_bandwidth && json_object_set_new(j, "link_bandwidth", num_array(c->link_bandwidth, n_stages))) {
+        json_decref(j);
+        return sched_seterr(err, "out of memory");
+    }
     if (n_units > 0 &&
         json_object_set_new(j, "units", json_pack("{s:o,s:o,s:o}", "f", num_array(uf, n_units), "b",
                                                   num_array(ub, n_units), "w", num_array(uw, n_units)))) {
@@ -438,6 +442,20 @@ sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, ch
         sched_costs_free(c);
         c = NULL;
         goto done;
+    }
+    json_t *lb = json_object_get(root, "link_bandwidth");
+    if (lb) {
+        if (!(c->link_bandwidth = calloc((size_t)*n_stages, sizeof(double)))) {
+            sched_seterr(err, "out of memory");
+            sched_costs_free(c);
+            c = NULL;
+            goto done;
+        }
+        if (read_array(root, "link_bandwidth", c->link_bandwidth, *n_stages, path, err)) {
+            sched_costs_free(c);
+            c = NULL;
+            goto done;
+        }
     }
     c->latency = json_is_number(lat) && json_number_value(lat) >= 0 ? json_number_value(lat) : 0;
     c->bandwidth = json_is_number(bw) && json_number_value(bw) >= 0 ? json_number_value(bw) : 0;

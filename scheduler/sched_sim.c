@@ -78,11 +78,15 @@ static double send(play *p, int st, int dst, int fwd, double bytes, double end)
     /* Two links leave each stage: to st+1 and to st-1 (mod P; the same peer with
      * two stages). A loop placement sends forwards up and gradients down; a V
      * placement sends chunk 1's forwards down and its gradients up. */
-    size_t l = (size_t)st * 2 + (dst == (st + 1) % P ? 0 : 1);
+    int up = dst == (st + 1) % P;
+    size_t l = (size_t)st * 2 + (up ? 0 : 1);
+    size_t pair = P == 2 ? 0 : (size_t)(up ? st : dst); /* the link between pair and pair+1 */
+    double bw = p->c->link_bandwidth ? p->c->link_bandwidth[pair] : p->c->bandwidth;
+    double lat = p->c->link_latency ? p->c->link_latency[pair] : p->c->latency;
     double t = end > p->link[l] ? end : p->link[l];
-    if (p->c->bandwidth > 0) t += bytes / p->c->bandwidth;
+    if (bw > 0) t += bytes / bw;
     p->link[l] = t;
-    return t + p->c->latency;
+    return t + lat;
 }
 
 /* A weight pass (W, or a BW's W part) of virtual stage k ran over [t0, t1]. */
@@ -177,7 +181,7 @@ static void advance(play *p, int st, sched_report *r, int timeline)
             int dst = k > 0 ? sched_stage_of(s, (int)k - 1, NULL) : st;
             double out = a.op == SCHED_BW && p->c && p->c->bw_early ? ready + p->c->b[k] : t;
             if (p->ba)
-                p->ba[k * M + a.mb] = -(k > 0 ? send(p, st, dst, 0, p->c->xfer_bytes[k - 1], out) : out);
+                p->ba[k * M + a.mb] = -(k > 0 ? send(p, st, dst, 0, (p->c->grad_bytes ? p->c->grad_bytes : p->c->xfer_bytes)[k - 1], out) : out);
             else p->bd[k * M + a.mb] = 1;
             if (k > 0 && dst != st) push(p, dst);
         }
@@ -358,6 +362,11 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
             return sched_seterr(err, "costs of virtual stage %zu must be >= 0", k);
     if (!(c->latency >= 0 && c->bandwidth >= 0))
         return sched_seterr(err, "link latency and bandwidth must be >= 0");
+    for (size_t k = 0; c->grad_bytes && k < K; k++)
+        if (!(c->grad_bytes[k] >= 0)) return sched_seterr(err, "gradient bytes of virtual stage %zu must be >= 0", k);
+    for (int i = 0; i < s->n_stages; i++)
+        if ((c->link_latency && !(c->link_latency[i] >= 0)) || (c->link_bandwidth && !(c->link_bandwidth[i] >= 0)))
+            return sched_seterr(err, "latency and bandwidth of the link from stage %d must be >= 0", i);
     if (sched_ar_check(s, c->ar, err)) return -1;
     sched_report *r = sched_report_alloc(s, 1, timeline);
     if (!r) return sched_seterr(err, "out of memory simulating the schedule");

@@ -350,6 +350,23 @@ static void test_costs_file(void)
     CU_ASSERT_DOUBLE_EQUAL(d->latency, 0.125, 0);
     CU_ASSERT_EQUAL(d->bw_early, 1);
     CU_ASSERT_EQUAL(d->w_in_order, 0);
+    CU_ASSERT_PTR_NULL(d->link_bandwidth); /* none written: none read */
+    /* issue 14: the links' measured bandwidth, one per stage, round trips */
+    sched_costs_free(d);
+    c->link_bandwidth = calloc(2, sizeof(double));
+    c->link_bandwidth[0] = 1234.5;
+    f = fopen(path, "w");
+    CU_ASSERT_EQUAL(sched_costs_write_json(c, 2, 2, 7, f, err), 0);
+    fclose(f);
+    d = sched_costs_load(path, &P, &v, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d->link_bandwidth);
+    CU_ASSERT(tests_close("link_bandwidth", d->link_bandwidth, c->link_bandwidth, 2, 0, 0));
+    f = fopen(path, "w");
+    fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 2], \"b\": [1, 1], \"w\": [1, 1], \"link_bandwidth\": [1, -3]}", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(sched_costs_load(path, &P, &v, err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"link_bandwidth\"[1]: expected a number >= 0"));
     f = fopen(path, "w");
     fputs("{\"stages\": 2, \"chunks\": 1, \"f\": [1, 2], \"b\": [1], \"w\": [1, 1]}", f);
     fclose(f);
@@ -511,6 +528,92 @@ static void test_allreduce_r1(void)
     sched_free(s);
 }
 
+/* Issue 14: links with their own bandwidth and latency, gradients with their own
+ * byte count. 2 stages (ar_sched), F = B = W = 1, activations 1000 B, gradients
+ * 250 B (an encoded wire), the link 1000 B per time unit with latency 0.5: a
+ * transfer takes 0.5 + bytes / 1000, its link busy for the bytes part.
+ *   stage 0: F0 [0,1] -> sent [1,2] arrives 2.5; F1 [1,2] -> sent [2,3] arrives 3.5
+ *   stage 1: F0 [2.5,3.5] B0 [3.5,4.5] -> [4.5,4.75] arrives 5.25; F1 [4.5,5.5]
+ *            B1 [5.5,6.5] -> [6.5,6.75] arrives 7.25; W0 [6.5,7.5] W1 [7.5,8.5]
+ *   stage 0: B0 [5.25,6.25] B1 [7.25,8.25] W0 [8.25,9.25] W1 [9.25,10.25]
+ * With gradients as large as activations (grad_bytes NULL) B0's gradient arrives
+ * at 4.5 + 1 + 0.5 = 6, B1's at 6.5 + 1 + 0.5 = 8: stage 0 ends at 11. */
+static void test_links_by_hand(void)
+{
+    sched_schedule *s = sched_parse(ar_sched, strlen(ar_sched), "ar.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int grad = 0; grad < 3; grad++) {
+        sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+        for (int k = 0; k < 2; k++) c->xfer_bytes[k] = 1000;
+        if (grad) {
+            c->grad_bytes = calloc(2, sizeof(double));
+            c->grad_bytes[0] = c->grad_bytes[1] = 250;
+        }
+        if (grad == 2) { /* per link; the globals must be ignored */
+            c->link_latency = calloc(2, sizeof(double));
+            c->link_bandwidth = calloc(2, sizeof(double));
+            c->link_latency[0] = 0.5;
+            c->link_bandwidth[0] = 1000;
+            c->link_latency[1] = 99; /* with 2 stages entry 0 serves both ways */
+            c->latency = 7;
+            c->bandwidth = 1;
+        } else {
+            c->latency = 0.5;
+            c->bandwidth = 1000;
+        }
+        sched_report *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+        if (grad) {
+            double s0[] = { 0, 1, 5.25, 7.25, 8.25, 9.25 }, s1[] = { 2.5, 3.5, 4.5, 5.5, 6.5, 7.5 };
+            CU_ASSERT(tests_close("stage 0 starts", r->start[0], s0, 6, 1e-12, 0));
+            CU_ASSERT(tests_close("stage 1 starts", r->start[1], s1, 6, 1e-12, 0));
+            CU_ASSERT_DOUBLE_EQUAL(r->step_time, 10.25, 1e-12);
+        } else {
+            CU_ASSERT_DOUBLE_EQUAL(r->start[0][2], 6, 1e-12);
+            CU_ASSERT_DOUBLE_EQUAL(r->start[0][3], 8, 1e-12);
+            CU_ASSERT_DOUBLE_EQUAL(r->step_time, 11, 1e-12);
+        }
+        sched_report_free(r);
+        sched_costs_free(c);
+    }
+    sched_free(s);
+}
+
+/* 3 stages, one micro-batch, 1000 B each way; link 0-1: infinite bandwidth,
+ * latency 0.5; link 1-2: 100 B per unit, latency 0 (link 2-0 is never used):
+ *   stage 0 F0 [0,1] arrives 1.5; stage 1 F0 [1.5,2.5] sent [2.5,12.5];
+ *   stage 2 F0 [12.5,13.5] B0 [13.5,14.5] sent [14.5,24.5] W0 [14.5,15.5];
+ *   stage 1 B0 [24.5,25.5] arrives 26 at stage 0; W0 [25.5,26.5];
+ *   stage 0 B0 [26,27] W0 [27,28]. A negative link is refused. */
+static void test_links_per_pair(void)
+{
+    const char *txt = "{\"stages\": [[\"F0\",\"B0\",\"W0\"],[\"F0\",\"B0\",\"W0\"],[\"F0\",\"B0\",\"W0\"]]}";
+    sched_schedule *s = sched_parse(txt, strlen(txt), "p3.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = sched_costs_uniform(3, 1, 1, 1, 1);
+    for (int k = 0; k < 3; k++) c->xfer_bytes[k] = 1000;
+    c->link_latency = calloc(3, sizeof(double));
+    c->link_bandwidth = calloc(3, sizeof(double));
+    c->link_latency[0] = 0.5;
+    c->link_bandwidth[1] = 100;
+    c->link_bandwidth[2] = 1;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    double s0[] = { 0, 26, 27 }, s1[] = { 1.5, 24.5, 25.5 }, s2[] = { 12.5, 13.5, 14.5 };
+    CU_ASSERT(tests_close("stage 0", r->start[0], s0, 3, 1e-12, 0));
+    CU_ASSERT(tests_close("stage 1", r->start[1], s1, 3, 1e-12, 0));
+    CU_ASSERT(tests_close("stage 2", r->start[2], s2, 3, 1e-12, 0));
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 28, 1e-12);
+    sched_report_free(r);
+    r = NULL;
+    c->link_bandwidth[1] = -1;
+    CU_ASSERT_EQUAL(sched_simulate(s, c, 0, &r, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "link from stage 1"));
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -523,6 +626,8 @@ int main(void)
         { "all-reduce: small buckets hide", test_allreduce_small },
         { "all-reduce: tied bucket, bad buckets", test_allreduce_tied_and_bad },
         { "all-reduce: R = 1 changes nothing", test_allreduce_r1 },
+        { "links: encoded gradient bytes, per-link bandwidth and latency by hand", test_links_by_hand },
+        { "links: per stage pair", test_links_per_pair },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_sim", tests);

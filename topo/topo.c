@@ -134,6 +134,12 @@ static const field wire_fields[] = {
     END
 };
 
+static const field links_fields[] = {
+    STR(topo_links, bandwidth, 0, NULL, NULL),
+    DBL(topo_links, latency_ms, 0, 0, 0, 1e6, 0, 0),
+    END
+};
+
 const field topo_top_fields[] = {
     STR(topo, description, 0, NULL, NULL),
     OBJ(topo, model, 1, model_fields),
@@ -153,6 +159,7 @@ const field topo_top_fields[] = {
       offsetof(topo, n_servers), sizeof(topo_addr), TOPO_MAX_SERVERS },
     OBJ(topo, ps, 0, ps_fields),
     OBJ(topo, wire, 0, wire_fields),
+    OBJ(topo, links, 0, links_fields),
     END
 };
 
@@ -466,6 +473,14 @@ static void encode_wire_form(json_t *o, const topo *t)
     json_object_del(o, "wire");
 }
 
+/* "links" absent (no bandwidth, 0 ms) is left out, so a topology without a
+ * link model hashes as it did before the key existed. */
+static void encode_links_form(json_t *o, const topo *t)
+{
+    if (t->links.bandwidth || t->links.latency_ms > 0) return;
+    json_object_del(o, "links");
+}
+
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
@@ -473,6 +488,7 @@ char *topo_canonical_json(const topo *t)
     if (o) encode_sync_form(o, t);
     if (o) encode_recompute_form(o, t);
     if (o) encode_wire_form(o, t);
+    if (o) encode_links_form(o, t);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     return s; /* NULL: out of memory, the caller says so */

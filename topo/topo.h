@@ -210,6 +210,19 @@ typedef struct {
     int act_enc, grad_enc; /* enum wire_enc of the two */
 } topo_wire;
 
+/* "links" (issue 14): what the schedule simulator assumes of every pipeline
+ * link (between stages; the run itself does not shape traffic):
+ *   "links": {"bandwidth": "100mbit", "latency_ms": 0.5}
+ * bandwidth: "<number><unit>" with unit bit | kbit | mbit | gbit (bits per second,
+ * 1000-based, as tc) or B/s | kB/s | MB/s | GB/s (bytes per second), or a bare
+ * number of bytes per second; absent = infinite. latency_ms: one way, per
+ * transfer, default 0. */
+typedef struct {
+    char *bandwidth;     /* as written, or NULL */
+    double latency_ms;
+    double bandwidth_Bps;/* parsed by topo_validate; 0 = infinite */
+} topo_links;
+
 typedef struct {
     int staleness;       /* -1 = unbounded, 0 = synchronous, s > 0 = bounded */
 } topo_ps;
@@ -245,6 +258,7 @@ typedef struct {
     topo_ps ps;           /* meaningful with sync "ps" only */
     int ps_given;         /* the file (or --set) gave "ps": refused unless sync is "ps" */
     topo_wire wire;       /* "wire": encodings on the pipeline links (all fp32 by default) */
+    topo_links links;     /* "links": the simulator's link model (absent: infinite, 0 ms) */
 } topo;
 
 /* Loads and validates a topology file. `sets` holds n_sets "KEY=VALUE" overrides
@@ -447,6 +461,10 @@ void topo_print_wire(const topo *t, FILE *f);
 /* Sets wire.act_enc / grad_enc from the names (decoding has refused any other
  * name). topo_validate calls it. */
 void topo_resolve_wire(topo *t);
+/* topo_wire.c. Parses a link rate ("100mbit", "1gbit", "12.5MB/s", "1e6": see
+ * topo_links) into bytes per second in *out. Returns 0, or -1 (not a number > 0
+ * with a known unit). Pure, any thread. */
+int topo_parse_rate(const char *s, double *out);
 
 /* Prints the grid: stages x replicas, per process (rank, stage, replica)
  * host:port, threads, parameters and activation bytes sent per micro-batch, and

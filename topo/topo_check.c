@@ -528,6 +528,11 @@ int topo_validate(topo *t, char *err)
     t->launch_id = strcmp(t->launch, "ssh") ? TOPO_LAUNCH_LOCAL : TOPO_LAUNCH_SSH;
     resolve_recompute(t);
     topo_resolve_wire(t);
+    t->links.bandwidth_Bps = 0;
+    if (t->links.bandwidth && topo_parse_rate(t->links.bandwidth, &t->links.bandwidth_Bps))
+        return seterr(err, "%s: links.bandwidth: expected a rate > 0 such as \"100mbit\", \"1gbit\", "
+                           "\"12.5MB/s\" or a number of bytes per second, found \"%.64s\"", t->path,
+                      t->links.bandwidth);
     if (check_train(t, err) || check_schedule(t, err)) return -1;
     if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
     if (topo_check_ps(t, err)) return -1;

@@ -7,6 +7,8 @@
 #include "base/wire_codec.h"
 
 #include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void topo_resolve_wire(topo *t)
@@ -38,4 +40,22 @@ void topo_print_wire(const topo *t, FILE *f)
                 " B %s (fp32 %" PRIu64 " B each way)\n", vs, vs + 1, s, s2, s == s2 ? ", a local copy" : "",
                 topo_wire_bytes(t, last, 0), a, topo_wire_bytes(t, last, 1), g, fp);
     }
+}
+
+int topo_parse_rate(const char *s, double *out)
+{
+    static const struct { const char *u; double k; } units[] = {
+        { "", 1 }, { "bit", 1 / 8.0 }, { "kbit", 1e3 / 8 }, { "mbit", 1e6 / 8 }, { "gbit", 1e9 / 8 },
+        { "B/s", 1 }, { "kB/s", 1e3 }, { "MB/s", 1e6 }, { "GB/s", 1e9 },
+    };
+    if (!s) return -1;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || !isfinite(v)) return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (!strcmp(end, units[i].u)) {
+            *out = v * units[i].k;
+            return isfinite(*out) && *out > 0 ? 0 : -1;
+        }
+    return -1;
 }

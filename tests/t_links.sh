@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The simulator's link model (issue 14): the topology's "links" (bandwidth,
+# latency_ms) with bad values refused naming the field (exit 2), absent
+# "links" hashing as before the key existed, and `schedule` sending each
+# direction's tensor with its wire encoding's bytes (activations int8,
+# gradients fp32: 26112 B forward, 98304 B back for the 2-stage model) over a
+# link of the topology's bandwidth, so int8 predicts a faster step than fp32
+# at 20mbit.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+tmp=$(mktemp -d /tmp/t_links.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+export OPENBLAS_NUM_THREADS=1
+T2=topologies/shakespeare-2stage.json
+
+jq '.links = {"bandwidth": "20mbt"}' $T2 >"$tmp/bad1.json"
+"$P" check "$tmp/bad1.json" >/dev/null 2>"$tmp/e1"; rc=$?
+check "bad links.bandwidth: exit 2 naming file and field" '[ $rc -eq 2 ] && grep -q "bad1.json: links.bandwidth" "$tmp/e1"'
+jq '.links = {"bandwidth": "0mbit"}' $T2 >"$tmp/bad2.json"
+"$P" check "$tmp/bad2.json" >/dev/null 2>"$tmp/e2"; rc=$?
+check "zero links.bandwidth: exit 2" '[ $rc -eq 2 ] && grep -q "links.bandwidth" "$tmp/e2"'
+jq '.links = {"latency_ms": -1}' $T2 >"$tmp/bad3.json"
+"$P" check "$tmp/bad3.json" >/dev/null 2>"$tmp/e3"; rc=$?
+check "negative links.latency_ms: exit 2 naming it" '[ $rc -eq 2 ] && grep -q "links.latency_ms" "$tmp/e3"'
+jq '.links = {"bandwidth": 5}' $T2 >"$tmp/bad4.json"
+"$P" check "$tmp/bad4.json" >/dev/null 2>"$tmp/e4"; rc=$?
+check "links.bandwidth as a bare number: exit 2 (a string is expected)" '[ $rc -eq 2 ] && grep -q "links.bandwidth" "$tmp/e4"'
+
+h0=$("$P" check $T2 | grep -o 'topology hash [0-9a-f]*')
+jq '.links = {}' $T2 >"$tmp/empty.json"
+h1=$("$P" check "$tmp/empty.json" | grep -o 'topology hash [0-9a-f]*')
+jq '.links = {"bandwidth": "1gbit"}' $T2 >"$tmp/g.json"
+h2=$("$P" check "$tmp/g.json" | grep -o 'topology hash [0-9a-f]*')
+check "empty links hashes as none; a bandwidth changes the hash" '[ -n "$h0" ] && [ "$h0" = "$h1" ] && [ "$h0" != "$h2" ]'
+
+for w in fp32 int8; do
+    jq --arg w $w '.links = {"bandwidth": "20mbit", "latency_ms": 0.5} | .wire = {"activations": $w, "gradients": "fp32"}' \
+        $T2 >"$tmp/$w.json"
+    "$P" schedule "$tmp/$w.json" --gflops 5 >"$tmp/$w.out" 2>&1 || { cat "$tmp/$w.out"; fail=1; }
+done
+check "links line: 20mbit = 2.5 MB/s, latency 0.5 ms" 'grep -q "links: latency 0.5 ms, 2.5 MB/s" "$tmp/int8.out"'
+check "int8 activations: 26112 B forward, fp32 gradients: 98304 B back" \
+    'grep -q "26112 bytes per transfer from stage 0, 98304 bytes per gradient back" "$tmp/int8.out"'
+check "fp32: 98304 B each way" 'grep -q "98304 bytes per transfer from stage 0, 98304 bytes per gradient back" "$tmp/fp32.out"'
+pf=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/fp32.out")
+pi=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/int8.out")
+check "int8 activations predict a faster step than fp32 at 20mbit ($pi < $pf ms)" \
+    'awk -v a="$pi" -v b="$pf" "BEGIN { exit !(a > 0 && a < b) }"'
+"$P" schedule "$tmp/int8.json" --gflops 5 --bandwidth 1000 >"$tmp/o.out" 2>&1
+check "--bandwidth overrides the topology's links" 'grep -q "links: latency 0.5 ms, 1000 MB/s" "$tmp/o.out"'
+
+# a run's costs.json records the bandwidth its sends saw on the link (not 0)
+base=$((20000 + (RANDOM % 120) * 100 + 70 + ($$ % 20)))
+"$P" run $T2 --steps 3 --set model.dim=16 --set model.ffn_dim=48 --set model.seq_len=16 --set train.batch_size=4 \
+    --set coordinator.port=0 --set stages.0.port=$base --set stages.1.port=$((base + 1)) \
+    --set data.val_fraction=0.01 --out "$tmp/run" >"$tmp/run.log" 2>&1 || { tail -5 "$tmp/run.log"; fail=1; }
+check "costs.json: link_bandwidth[0] > 0 bytes/ms after a 2-stage run" \
+    'jq -e ".link_bandwidth[0] > 0" "$tmp/run/costs.json" >/dev/null'
+exit $fail
