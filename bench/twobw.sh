@@ -17,15 +17,17 @@
 #   model, batch and learning-rate schedule) for N steps (default 2000) under
 #   1f1b and 2bw in one process (train.c: bitwise the 2-stage and 4-stage
 #   pipelines' numbers, tests/t_2bw.sh), validation loss every 100 steps; prints
-#   both curves and the largest relative gap, and writes both validation curves
-#   (and the training losses, thin) into one SVG, docs/2bw-convergence.svg by
-#   default (--svg FILE).
+#   both curves and the largest relative gap, and writes one SVG,
+#   docs/2bw-convergence.svg by default (--svg FILE): both validation curves
+#   (y scaled to their range) and, below, the relative gap with the 3% line.
 # Asserts nothing.
-# Usage: bench/twobw.sh [--rounds R (3)] [--steps S (40)] [--convergence N] [--svg FILE] [--no-throughput]
+#   --reuse DIR draws from DIR/conv-1f1b and DIR/conv-2bw (run directories of
+#   earlier convergence runs, e.g. a kept tmp directory) instead of training.
+# Usage: bench/twobw.sh [--rounds R (3)] [--steps S (40)] [--convergence N] [--svg FILE] [--no-throughput] [--reuse DIR]
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
-R=3; STEPS=40; CONV=0; SVG=docs/2bw-convergence.svg; THR=1
+R=3; STEPS=40; CONV=0; SVG=docs/2bw-convergence.svg; THR=1; REUSE=
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) R=$2; shift 2 ;;
@@ -33,7 +35,8 @@ while [ $# -gt 0 ]; do
     --convergence) CONV=$2; shift 2 ;;
     --svg) SVG=$2; shift 2 ;;
     --no-throughput) THR=0; shift ;;
-    *) echo "usage: bench/twobw.sh [--rounds R] [--steps S] [--convergence N] [--svg FILE] [--no-throughput]" >&2
+    --reuse) REUSE=$2; shift 2 ;;
+    *) echo "usage: bench/twobw.sh [--rounds R] [--steps S] [--convergence N] [--svg FILE] [--no-throughput] [--reuse DIR]" >&2
        exit 2 ;;
     esac
 done
@@ -92,6 +95,7 @@ if [ "$CONV" -gt 0 ]; then
     CS=(--set train.steps=$CONV --set train.eval_every=100 --set checkpoint.every=0 --set stages.0.threads=1
         --set train.micro_batches=4 --set train.batch_size=12)
     for kind in 1f1b 2bw; do
+        if [ -n "$REUSE" ]; then cp -r "$REUSE/conv-$kind" "$tmp/conv-$kind" || exit 1; continue; fi
         "$P" run topologies/shakespeare-1stage.json "${CS[@]}" --set schedule.kind=$kind --out "$tmp/conv-$kind" \
             >"$tmp/conv-$kind.log" 2>&1 || { echo "run failed: $tmp/conv-$kind.log"; tail -5 "$tmp/conv-$kind.log"; exit 1; }
     done
@@ -109,33 +113,52 @@ for (s, a), (_, b) in zip(val["1f1b"], val["2bw"]):
     worst = max(worst, abs(gap))
     print("%8d %10.4f %10.4f %7.2f%%" % (s, a, b, 100 * gap))
 print("largest |gap| of the validation loss: %.2f%%" % (100 * worst))
-W, H, L, B, T, Rm = 720, 420, 60, 40, 30, 20
-lo = min(min(r["loss"] for r in v) for v in rows.values())
-hi = max(max(r["loss"] for r in v[5:]) for v in rows.values())
-lo, hi = 0.95 * lo, 1.02 * hi
+# two panels: the validation curves (y scaled to their range, so both are
+# visible), and the relative gap (2bw - 1f1b) / 1f1b with the 3% target line
+W, L, Rm = 720, 60, 20
+P1T, P1B, P2T, P2B, H = 40, 300, 340, 500, 540
+v_all = [v for k in val for _, v in val[k]]
+lo, hi = min(v_all), max(v_all)
+pad = 0.04 * (hi - lo)
+lo, hi = lo - pad, hi + pad
+gaps = [(s, 100 * (b - a) / a) for (s, a), (_, b) in zip(val["1f1b"], val["2bw"])]
+glo = min([0.0, -1.0] + [g for _, g in gaps])
+ghi = max([4.0] + [g for _, g in gaps]) + 0.5
 X = lambda s: L + (W - L - Rm) * s / N
-Y = lambda y: T + (H - T - B) * (1 - (min(max(y, lo), hi) - lo) / (hi - lo))
+Y = lambda y: P1T + (P1B - P1T) * (1 - (y - lo) / (hi - lo))
+G = lambda g: P2T + (P2B - P2T) * (1 - (g - glo) / (ghi - glo))
 col = {"1f1b": "#1f77b4", "2bw": "#d62728"}
 out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
        '<rect width="100%" height="100%" fill="white"/>',
-       '<text x="%d" y="18" font-size="14">Shakespeare recipe: 1f1b vs 2bw (PipeDream-2BW), loss by step</text>' % L]
+       '<text x="%d" y="18" font-size="14">Shakespeare recipe: 1f1b vs 2bw (PipeDream-2BW), validation loss by step</text>' % L]
 for i in range(6):
     y = lo + (hi - lo) * i / 5
     out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%.2f</text>'
                % (L, W - Rm, Y(y), Y(y), L - 4, Y(y) + 4, y))
+step = 1 if ghi - glo <= 8 else 2
+g = int(glo)
+while g <= ghi:
+    out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%+d%%</text>'
+               % (L, W - Rm, G(g), G(g), L - 4, G(g) + 4, g))
+    g += step
+out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#2ca02c" stroke-dasharray="6,4"/><text x="%d" y="%.1f" fill="#2ca02c">target +3%%</text>'
+           % (L, W - Rm, G(3), G(3), W - Rm - 70, G(3) - 4))
+out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#888"/>' % (L, W - Rm, G(0), G(0)))
 for i in range(5):
     s = N * i / 4
-    out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (X(s), H - B + 16, s))
+    out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (X(s), P2B + 16, s))
 out.append('<text x="%d" y="%d" text-anchor="middle">step</text>' % ((W + L) // 2, H - 6))
+out.append('<text x="%d" y="%d">validation-loss gap (2bw - 1f1b) / 1f1b</text>' % (L, P2T - 8))
 for k in ("1f1b", "2bw"):
-    pts = " ".join("%.1f,%.1f" % (X(r["step"]), Y(r["loss"])) for r in rows[k])
-    out.append('<polyline fill="none" stroke="%s" stroke-opacity="0.35" stroke-width="0.8" points="%s"/>' % (col[k], pts))
     pts = " ".join("%.1f,%.1f" % (X(s), Y(v)) for s, v in val[k])
     out.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (col[k], pts))
+pts = " ".join("%.1f,%.1f" % (X(s), G(g)) for s, g in gaps)
+out.append('<polyline fill="none" stroke="#333" stroke-width="2" points="%s"/>' % pts)
 for i, k in enumerate(("1f1b", "2bw")):
-    out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d">%s validation loss (thin: training loss)</text>'
-               % (W - 330, W - 305, 40 + 16 * i, 40 + 16 * i, col[k], W - 300, 44 + 16 * i, k))
-out.append('<text x="%d" y="%d" fill="#555">largest validation-loss gap %.2f%%</text>' % (W - 330, 44 + 32, 100 * worst))
+    out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d">%s validation loss</text>'
+               % (W - 330, W - 305, 50 + 16 * i, 50 + 16 * i, col[k], W - 300, 54 + 16 * i, k))
+out.append('<text x="%d" y="%d" fill="#555">largest gap %.2f%%, at step %d: %+.2f%%</text>'
+           % (W - 330, 54 + 32, 100 * worst, gaps[-1][0], gaps[-1][1]))
 out.append("</svg>")
 open(svg, "w").write("\n".join(out) + "\n")
 print("wrote %s" % svg)

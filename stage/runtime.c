@@ -554,6 +554,7 @@ static int step_2bw(rt *r)
     model_part_zero_grad(r->part); /* gv[t & 1]: step t-2's AdamW has run */
     if (post_receives_2bw(r, n)) return -1;
     for (int ci = 0; ci < r->n_chunks; ci++) r->ch[ci].next_w = 0;
+    rt_straggle_begin(r); /* the bench's pause (PIPETRAIN_STRAGGLE), as rt_step's */
     for (size_t i = 0; i < n; i++) {
         sched_action a = r->steplist[i];
         long st = t + a.next;
@@ -563,6 +564,7 @@ static int step_2bw(rt *r)
         if (run_action(r, a) || poll_sends(r, 0)) return -1;
     }
     if (poll_sends(r, 1)) return -1;
+    rt_straggle_end(r);
     bind_2bw(r, t);
     if (rt_2bw_optim(r)) return -1; /* step t-1's, when no forward of step t+1 ran here */
     double t0 = rt_now();

@@ -6,6 +6,7 @@
 #include "model/util.h"
 #include "run/run.h"
 #include "stage/rt.h"
+#include "stage/train.h"
 
 #include <string.h>
 
@@ -67,7 +68,7 @@ int rt_2bw_optim(rt *r)
     memcpy(dst, r->wv[p & 1], wbytes(r));
     r->part->params = dst;
     r->part->grads = r->gv[p & 1];
-    run_optim_apply(r->t, r->part, r->opt, p, get_f64le(buf));
+    stage_2bw_optim_apply(r->t, r->part, r->opt, p, get_f64le(buf)); /* stage/train.h */
     r->part->params = params == dst ? dst : params;
     r->part->grads = grads;
     r->opt_pending = -1;

@@ -41,6 +41,37 @@ double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t b
     return nw ? sum / (double)(nw * T) : NAN;
 }
 
+/* One tensor's 2bw AdamW update (stage_2bw_optim_apply): optim.c's
+ * adamw_tensor with the first moment's Nesterov-form estimate
+ * beta1 * m^ + (1 - beta1) * g in place of m^ (README "PipeDream-2BW"). */
+static void adamw_2bw_tensor(float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
+                             size_t n, float grad_scale, float b1, float b2, float c1, float c2, float lr, float eps,
+                             float wd)
+{
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float mh = b1 * (m[i] * c1) + (1.0f - b1) * gi, vh = v[i] * c2;
+        w[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * w[i]);
+    }
+}
+
+void stage_2bw_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm)
+{
+    optim_hparams h = run_optim_hparams(t, s);
+    float scale = optim_clip_scale(norm, t->train.grad_clip);
+    o->step++;
+    const float b1 = h.beta1, b2 = h.beta2;
+    const float c1 = 1.0f / (1.0f - powf(b1, (float)o->step));
+    const float c2 = 1.0f / (1.0f - powf(b2, (float)o->step));
+    for (int k = 0; k < p->n_tensors; k++) {
+        const model_tensor *ten = &p->tensors[k];
+        adamw_2bw_tensor(p->params + ten->offset, p->grads + ten->offset, o->m + ten->offset, o->v + ten->offset,
+                         ten->numel, scale, b1, b2, c1, c2, h.lr, h.eps, ten->decay ? h.weight_decay : 0.0f);
+    }
+}
+
 /* Everything one training run holds. */
 typedef struct {
     const topo *t;
@@ -91,7 +122,10 @@ static double train_step(run *r, long step, double *norm)
     model_part_reduce_tied(p);
     optim_unit_sqnorms(p, r->sq);
     *norm = optim_global_norm(r->sq, n);
-    run_optim_apply(t, p, r->opt, step, *norm);
+    if (r->prev)
+        stage_2bw_optim_apply(t, p, r->opt, step, *norm);
+    else
+        run_optim_apply(t, p, r->opt, step, *norm);
     return loss / (double)(r->B * r->T);
 }
 

@@ -9,6 +9,7 @@
 
 #include "model/data.h"
 #include "model/model.h"
+#include "model/optim.h"
 #include "topo/topo.h"
 
 typedef struct {
@@ -30,5 +31,14 @@ int stage_train_local(const topo *t, const stage_train_opts *o, char *err);
  * (0 = all) contiguous validation windows, `batch` sequences at a time. Writes
  * the number of tokens scored to *tokens. Deterministic. */
 double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t batch, size_t *tokens);
+
+/* One AdamW step of PipeDream-2BW (schedule.kind "2bw") on every parameter of
+ * p, with the stale gradient's compensation (README "PipeDream-2BW"): as
+ * run_optim_apply(t, p, o, s, norm) (run_optim_hparams(t, s), clipping by
+ * norm, bias correction with the incremented o->step) except that the update
+ * divides beta1 * m^ + (1 - beta1) * g, not m^, by sqrt(v^) + eps. The one
+ * optimizer step of 2bw, in the one-process trainer and in every stage, so
+ * their bits agree. Increments o->step. Any thread (touches p and o only). */
+void stage_2bw_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm);
 
 #endif

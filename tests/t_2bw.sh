@@ -4,6 +4,7 @@
 #   last losses) to the one-process 2bw run (train.c), with steps that overlap
 #   the next step's forwards (no evaluation or checkpoint after steps 1, 2, 5, 7);
 # - 2bw is not 1f1b: same first loss (W(0) both), different weights after;
+# - the straggler hook (PIPETRAIN_STRAGGLE) pauses 2bw stages, bits unchanged;
 # - exact resume: a 2-stage run's checkpoint resumed on 2 and on 4 stages ends
 #   bitwise equal to the uninterrupted run; the checkpoint holds the previous
 #   version ("<name>.2bw_prev", weight_versions 2);
@@ -82,6 +83,13 @@ bad = [(x, y) for x, y in zip(a, b) if abs(y - x) > 0.005 * x]
 print(bad) if bad or len(a) != len(b) or not a else None
 sys.exit(1 if bad or len(a) != len(b) or not a else 0)
 EOF"
+
+# the straggler hook (PIPETRAIN_STRAGGLE) pauses 2bw steps too; the numbers are unchanged
+PIPETRAIN_STRAGGLE='*:1:0.2' pipe straggle topologies/shakespeare-2stage.json 2 --set schedule.kind=2bw
+check "PIPETRAIN_STRAGGLE: every 2bw stage paused (7 of 8 steps: the first has no step time yet)" \
+    "[ \$(cat $tmp/straggle/stage-*.log | grep -c 'PIPETRAIN_STRAGGLE: 7 pauses') -eq 2 ] ||
+     { grep -h PIPETRAIN_STRAGGLE $tmp/straggle/stage-*.log; false; }"
+same_as_one "2 stages with pauses" "$tmp/straggle"
 
 # extra weight memory: the second version and the pending gradient
 check "summary.json: extra_weight_bytes = 2 x 4 x parameters on every stage" "python3 - $tmp/four/summary.json <<'EOF'
