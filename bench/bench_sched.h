@@ -4,6 +4,8 @@
 #ifndef BENCH_BENCH_SCHED_H
 #define BENCH_BENCH_SCHED_H
 
+#include <stddef.h>
+
 /* argv[0] is "schedule"; options [--json] [--stages P] [--micro-batches M]
  * [--repeat N] [--measured [--steps N]] [--uneven [--steps N] [--vocab V]] [--help]. Prints a table (or one JSON object with --json) on
  * stdout. Returns 0 on success, 2 on bad usage, 1 when a schedule cannot be
@@ -27,5 +29,11 @@ int bench_sched_measured(int steps, int M, int json);
  * with json != 0). Returns 0, 1 when a run or the balance failed, 2 when not in
  * the source tree or reps is too large. */
 int bench_sched_uneven(int steps, int M, int reps, int vocab, int json);
+
+/* Shared by the two (bench_sched_measured.c): the load average "1 5 15" (or
+ * "?") into buf; runs exe with argv, stdout and stderr to the file log, and
+ * returns 0 when it exits 0, else -1. */
+void bench_sched_loadavg(char *buf, size_t n);
+int bench_sched_spawn_wait(const char *exe, char **argv, const char *log);
 
 #endif

@@ -46,7 +46,7 @@ static const layout layouts[] = {
       { "embed,0,4", "1,5", "2,6", "3,7,head" }, { "embed,0,7,head", "1,6", "2,5", "3|4" } },
 };
 
-static void loadavg(char *buf, size_t n)
+void bench_sched_loadavg(char *buf, size_t n)
 {
     FILE *f = fopen("/proc/loadavg", "r");
     double a = 0, b = 0, c = 0;
@@ -55,8 +55,7 @@ static void loadavg(char *buf, size_t n)
     if (f) fclose(f);
 }
 
-/* Runs exe with argv, stdout and stderr to log; 0 when it exits 0. */
-static int spawn_wait(const char *exe, char **argv, const char *log)
+int bench_sched_spawn_wait(const char *exe, char **argv, const char *log)
 {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -104,7 +103,7 @@ static int run_one(const char *exe, const layout *L, const char *kind, int steps
         argv[n++] = ports[st];
     }
     argv[n] = NULL;
-    return spawn_wait(exe, argv, log);
+    return bench_sched_spawn_wait(exe, argv, log);
 }
 
 /* The predicted peak activation bytes of each stage: `pipetrain schedule` on the
@@ -117,7 +116,7 @@ static void predict_peaks(const char *exe, const layout *L, const char *kind, in
     char *argv[48] = { (char *)exe, "schedule", (char *)L->topo, "--gflops", "1", "--format", "json", "--out", out };
     int n = layout_sets(L, kind, M, sets, argv, 9);
     argv[n] = NULL;
-    if (spawn_wait(exe, argv, log)) return;
+    if (bench_sched_spawn_wait(exe, argv, log)) return;
     json_t *root = json_load_file(out, 0, NULL);
     json_t *st = json_object_get(json_object_get(root, "simulation"), "stages");
     for (int k = 0; k < L->P; k++)
@@ -201,7 +200,7 @@ int bench_sched_measured(int steps, int M, int json)
         return 2;
     }
     if (!mkdtemp(out)) { perror("pipetrain bench schedule: mkdtemp"); return 1; }
-    loadavg(l0, sizeof l0);
+    bench_sched_loadavg(l0, sizeof l0);
     mrow rows[NL * NK];
     int port = 30000 + (int)(getpid() % 300) * 100;
     for (int l = 0; l < NL; l++)
@@ -224,7 +223,7 @@ int bench_sched_measured(int steps, int M, int json)
             }
             predict_peaks(exe, &layouts[l], kinds[i], M, dir, w);
         }
-    loadavg(l1, sizeof l1);
+    bench_sched_loadavg(l1, sizeof l1);
     print_rows(rows, NL * NK, steps, M, out, l0, l1, json);
     for (int i = 0; i < NL * NK; i++)
         if (!rows[i].ok) return 1;

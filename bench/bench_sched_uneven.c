@@ -18,46 +18,17 @@
  * child is a `pipetrain run` of this binary; runs stay in the printed directory.
  * Helpers (spawn, load average) are copied from bench_sched_measured.c, whose
  * are file-local. */
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/bench_sched.h"
 
-extern char **environ;
-
 #define TOPO "topologies/shakespeare-2stage.json"
 #define MAXREP 32
-
-static void loadavg(char *buf, size_t n)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double a = 0, b = 0, c = 0;
-    if (!f || fscanf(f, "%lf %lf %lf", &a, &b, &c) != 3) snprintf(buf, n, "?");
-    else snprintf(buf, n, "%.2f %.2f %.2f", a, b, c);
-    if (f) fclose(f);
-}
-
-/* Runs exe with argv, stdout and stderr to log; 0 when it exits 0. */
-static int spawn_wait(const char *exe, char **argv, const char *log)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ), st = 0;
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc) return -1;
-    while (waitpid(pid, &st, 0) < 0) {}
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
 
 typedef struct {
     int steps, M, vocab;
@@ -92,7 +63,7 @@ static int run_split(const char *exe, common *c, char layers[2][64], int port, c
                        "--set", l0, "--set", l1, "--set", p0, "--set", p1, "--out", (char *)dir };
     int n = add_common(c, argv, 23);
     argv[n] = NULL;
-    return spawn_wait(exe, argv, log);
+    return bench_sched_spawn_wait(exe, argv, log);
 }
 
 /* A run with retries on other ports (a port another job holds fails it at
@@ -131,7 +102,7 @@ static int balance(const char *exe, common *c, const char *out, const char *cali
     char *argv[32] = { (char *)exe, "balance", TOPO, "--stages", "2", "--calibrate", (char *)calib, "--out", nw };
     int n = add_common(c, argv, 9);
     argv[n] = NULL;
-    if (spawn_wait(exe, argv, log)) return -1;
+    if (bench_sched_spawn_wait(exe, argv, log)) return -1;
     FILE *f = fopen(log, "r");
     char line[2048];
     *pred_bal = *pred_even = NAN;
@@ -193,7 +164,7 @@ int bench_sched_uneven(int steps, int M, int reps, int vocab, int json)
     char split[2][2][64] = { { "embed,0-1", "2-3,head" }, { "", "" } };
     double pred[2], meas[2][MAXREP], own[2][MAXREP];
     int port = 31000 + (int)(getpid() % 200) * 40;
-    loadavg(l0, sizeof l0);
+    bench_sched_loadavg(l0, sizeof l0);
     snprintf(dir, sizeof dir, "%s/calibration", out);
     double cm, co;
     if (measure(exe, &c, split[0], port, dir, &cm, &co)) {
@@ -213,7 +184,7 @@ int bench_sched_uneven(int steps, int M, int reps, int vocab, int json)
                 return 1;
             }
         }
-    loadavg(l1, sizeof l1);
+    bench_sched_loadavg(l1, sizeof l1);
     double med[2], omed[2];
     for (int k = 0; k < 2; k++) {
         med[k] = median(meas[k], reps);
