@@ -147,27 +147,12 @@ static int nt_register(struct net_node *n, struct net_op *op, char err[NET_ERR_L
 int net_nt_send(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len,
                 int flags, uint32_t crc, struct net_op **opp, char err[NET_ERR_LEN])
 {
+    struct net_op *op;
     if (opp) *opp = NULL;
-    if (!n || !opp || (len && !buf) || (flags & ~NET_SEND_CRC))
-        return net_seterr(err, "net_nt_send: bad arguments");
-    if (key.type < NET_TYPE_USER)
-        return net_seterr(err, "net_nt_send: message type %u is reserved (< %d)", key.type,
-                          NET_TYPE_USER);
-    if (len > n->cfg.max_payload)
-        return net_seterr(err, "net_nt_send: %" PRIu64 " bytes exceeds max_payload %" PRIu64, len,
-                          n->cfg.max_payload);
-    struct net_op *op = calloc(1, sizeof *op);
-    if (!op) return net_seterr(err, "net_nt_send: out of memory");
-    op->kind = OP_SEND;
-    op->peer = peer;
-    op->key = key;
-    op->sbuf = buf;
-    op->len = len;
-    op->crc = flags & NET_SEND_CRC ? crc : net_crc32c(0, buf, len);
-    net_hdr h = { .version = NET_VERSION, .type = key.type, .sender = n->cfg.self,
-                  .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc };
-    net_hdr_encode(op->hdr, &h);
-    int st = nt_register(n, op, err);
+    if (!opp || (flags & ~NET_SEND_CRC)) return net_seterr(err, "net_nt_send: bad arguments");
+    int st = op_send_new(n, peer, key, buf, len, flags, crc, "net_nt_send", &op, err);
+    if (st != NET_OK) return st;
+    st = nt_register(n, op, err);
     if (st != NET_OK) return st;
     *opp = op;
     loop_send(n, op); /* may complete it (dead peer, shutting down) */
@@ -177,20 +162,13 @@ int net_nt_send(struct net_node *n, net_peer_id peer, net_key key, const void *b
 int net_nt_recv(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
                 struct net_task *on_done, struct net_op **opp, char err[NET_ERR_LEN])
 {
+    struct net_op *op;
     if (opp) *opp = NULL;
-    if (!n || !opp || (cap && !dst)) return net_seterr(err, "net_nt_recv: bad arguments");
-    if (key.type < NET_TYPE_USER)
-        return net_seterr(err, "net_nt_recv: message type %u is reserved", key.type);
-    struct net_op *op = calloc(1, sizeof *op);
-    if (!op) return net_seterr(err, "net_nt_recv: out of memory");
-    op->kind = OP_RECV;
-    op->peer = peer;
-    op->key = key;
-    op->rbuf = dst;
-    op->cap = dst ? cap : n->cfg.max_payload;
-    op->own = dst == NULL;
+    if (!opp) return net_seterr(err, "net_nt_recv: bad arguments");
+    int st = op_recv_new(n, peer, key, dst, cap, "net_nt_recv", &op, err);
+    if (st != NET_OK) return st;
     op->on_done = on_done;
-    int st = nt_register(n, op, err);
+    st = nt_register(n, op, err);
     if (st != NET_OK) return st;
     *opp = op;
     loop_recv(n, op); /* may complete it: an unclaimed message, a dead peer */

@@ -272,6 +272,14 @@ void op_free_internal(struct net_op *op);
 void list_push(struct oplist *l, struct net_op *op);
 void list_remove(struct oplist *l, struct net_op *op);
 struct net_op *ctrl_frame(struct net_node *n, uint16_t type, const void *payload, uint32_t len);
+/* A new send op with its header encoded, or a new receive op (net_ops.c), for
+ * net_send_ex / net_recv_post and the network thread's net_nt_send /
+ * net_nt_recv; arguments checked in `who`'s name. NET_OK with *out (owned by
+ * the caller until posted), else an error in err and *out NULL. */
+int op_send_new(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len, int flags,
+                uint32_t crc, const char *who, struct net_op **out, char err[NET_ERR_LEN]);
+int op_recv_new(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap, const char *who,
+                struct net_op **out, char err[NET_ERR_LEN]);
 int key_eq_hdr(const net_key *k, const net_hdr *h);
 
 /* net_ops.c */

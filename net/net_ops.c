@@ -220,19 +220,18 @@ int net_send(struct net_node *n, net_peer_id peer, net_key key, const void *buf,
     return net_send_ex(n, peer, key, buf, len, 0, 0, timeout_ms, opp, err);
 }
 
-int net_send_ex(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len,
-                int flags, uint32_t crc, int timeout_ms, struct net_op **opp, char err[NET_ERR_LEN])
+int op_send_new(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len, int flags,
+                uint32_t crc, const char *who, struct net_op **out, char err[NET_ERR_LEN])
 {
-    if (opp) *opp = NULL;
-    if (!n || !opp || (len && !buf)) return net_seterr(err, "net_send: bad arguments");
+    *out = NULL;
+    if (!n || (len && !buf)) return net_seterr(err, "%s: bad arguments", who);
     if (key.type < NET_TYPE_USER)
-        return net_seterr(err, "net_send: message type %u is reserved (< %d)", key.type,
-                          NET_TYPE_USER);
+        return net_seterr(err, "%s: message type %u is reserved (< %d)", who, key.type, NET_TYPE_USER);
     if (len > n->cfg.max_payload)
-        return net_seterr(err, "net_send: %" PRIu64 " bytes exceeds max_payload %" PRIu64, len,
+        return net_seterr(err, "%s: %" PRIu64 " bytes exceeds max_payload %" PRIu64, who, len,
                           n->cfg.max_payload);
     struct net_op *op = calloc(1, sizeof *op);
-    if (!op) return net_seterr(err, "net_send: out of memory");
+    if (!op) return net_seterr(err, "%s: out of memory", who);
     op->kind = OP_SEND;
     op->peer = peer;
     op->key = key;
@@ -244,27 +243,50 @@ int net_send_ex(struct net_node *n, net_peer_id peer, net_key key, const void *b
                   .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc,
                   .flags = (uint16_t)(flags & NET_SEND_TAG(0xf)) };
     net_hdr_encode(op->hdr, &h);
-    int st = post_op(n, op, timeout_ms, err);
+    *out = op;
+    return NET_OK;
+}
+
+int net_send_ex(struct net_node *n, net_peer_id peer, net_key key, const void *buf, uint64_t len,
+                int flags, uint32_t crc, int timeout_ms, struct net_op **opp, char err[NET_ERR_LEN])
+{
+    struct net_op *op;
+    if (opp) *opp = NULL;
+    if (!opp) return net_seterr(err, "net_send: bad arguments");
+    int st = op_send_new(n, peer, key, buf, len, flags, crc, "net_send", &op, err);
+    if (st != NET_OK) return st;
+    st = post_op(n, op, timeout_ms, err);
     if (st == NET_OK) *opp = op;
     return st;
 }
 
-int net_recv_post(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
-                  struct net_op **opp, char err[NET_ERR_LEN])
+int op_recv_new(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap, const char *who,
+                struct net_op **out, char err[NET_ERR_LEN])
 {
-    if (opp) *opp = NULL;
-    if (!n || !opp || (cap && !dst)) return net_seterr(err, "net_recv_post: bad arguments");
-    if (key.type < NET_TYPE_USER)
-        return net_seterr(err, "net_recv_post: message type %u is reserved", key.type);
+    *out = NULL;
+    if (!n || (cap && !dst)) return net_seterr(err, "%s: bad arguments", who);
+    if (key.type < NET_TYPE_USER) return net_seterr(err, "%s: message type %u is reserved", who, key.type);
     struct net_op *op = calloc(1, sizeof *op);
-    if (!op) return net_seterr(err, "net_recv_post: out of memory");
+    if (!op) return net_seterr(err, "%s: out of memory", who);
     op->kind = OP_RECV;
     op->peer = peer;
     op->key = key;
     op->rbuf = dst;
     op->cap = dst ? cap : n->cfg.max_payload;
     op->own = dst == NULL;
-    int st = post_op(n, op, 0, err);
+    *out = op;
+    return NET_OK;
+}
+
+int net_recv_post(struct net_node *n, net_peer_id peer, net_key key, void *dst, uint64_t cap,
+                  struct net_op **opp, char err[NET_ERR_LEN])
+{
+    struct net_op *op;
+    if (opp) *opp = NULL;
+    if (!opp) return net_seterr(err, "net_recv_post: bad arguments");
+    int st = op_recv_new(n, peer, key, dst, cap, "net_recv_post", &op, err);
+    if (st != NET_OK) return st;
+    st = post_op(n, op, 0, err);
     if (st == NET_OK) *opp = op;
     return st;
 }
