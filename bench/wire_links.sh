@@ -103,8 +103,8 @@ L2=$(awk -v m="$mtu" -v ts="$tsopt" 'BEGIN { printf "%.6f", (m - 40 - (ts != 0 ?
 echo "bench-wire: load average $(cut -d' ' -f1-3 /proc/loadavg) before; runs in $T"
 echo "bench-wire: MTU $mtu, TCP timestamps $tsopt: $L2 payload bytes per byte tbf counts"
 A=$T/wire_links.md
-echo "| link | wire | bytes/micro-batch fwd | bwd | measured step ms (mean) | median | predicted step ms | error |" >"$A"
-echo "|---|---|---|---|---|---|---|---|" >>"$A"
+echo "| link | wire | bytes/micro-batch fwd | bwd | measured step ms (mean) | median | predicted step ms | error | within 15% |" >"$A"
+echo "|---|---|---|---|---|---|---|---|---|" >>"$A"
 for rate in $RATES; do
     gr_shape_all "$rate" || { echo "bench-wire: tbf: $NN_WHY"; exit 1; }
     # the link the tensors see: payload rate (B/s) and burst (bytes)
@@ -138,7 +138,9 @@ for rate in $RATES; do
         echo "$mstep" >"$d/measured_ms"
         awk -v rate="$rate" -v w="$wire" -v b="$bytes" -v ms="$mstep" -v md="$mmed" -v ps="$pstep" 'BEGIN {
             split(b, x, " ");
-            printf "| %s | %s | %s | %s | %.1f | %.1f | %.1f | %+.0f%% |\n", rate, w, x[1], x[2], ms, md, ps, (ps - ms) / ms * 100 }' >>"$A"
+            e = (ps - ms) / ms * 100
+            printf "| %s | %s | %s | %s | %.1f | %.1f | %.1f | %+.0f%% | %s |\n", rate, w, x[1], x[2], ms, md, ps, e,
+                   e <= 15 && e >= -15 ? "yes" : "no" }' >>"$A"
         tail -n 1 "$A" | sed 's/^/  /'
     done
 done
