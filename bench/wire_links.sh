@@ -138,9 +138,8 @@ for rate in $RATES; do
         echo "$mstep" >"$d/measured_ms"
         awk -v rate="$rate" -v w="$wire" -v b="$bytes" -v ms="$mstep" -v md="$mmed" -v ps="$pstep" 'BEGIN {
             split(b, x, " ");
-            e = (ps - ms) / ms * 100
-            printf "| %s | %s | %s | %s | %.1f | %.1f | %.1f | %+.0f%% | %s |\n", rate, w, x[1], x[2], ms, md, ps, e,
-                   e <= 15 && e >= -15 ? "yes" : "no" }' >>"$A"
+            e = (ps - ms) / ms * 100; ok = (e <= 15 && e >= -15) ? "yes" : "no";
+            printf "| %s | %s | %s | %s | %.1f | %.1f | %.1f | %+.0f%% | %s |\n", rate, w, x[1], x[2], ms, md, ps, e, ok }' >>"$A"
         tail -n 1 "$A" | sed 's/^/  /'
     done
 done
