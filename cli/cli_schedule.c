@@ -452,7 +452,7 @@ static sched_schedule *build_schedule(const opts *o, const topo *t, char **detai
     return sched_generate(kind ? kind : "1f1b", P, M, v, err);
 }
 
-/* The link rate (bytes per ms, 0 = none given) and token-bucket burst (bytes)
+/* The link rate (bytes per ms: --bandwidth MB/s x 1e3; 0 = none given) and token-bucket burst (bytes)
  * that --bandwidth / --burst or else the topology's "links" set. */
 static void given_links(const opts *o, const topo *t, double *bw, double *burst)
 {
@@ -636,12 +636,12 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
         }
     }
     if (!o->calib || o->have_latency) c->latency = o->latency;
-    if (!o->calib || o->bandwidth > 0) c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
-    /* the topology's "links" (issue 14) unless --latency / --bandwidth say otherwise */
+    /* the topology's "links" (issue 14) unless --latency / --bandwidth / --burst say
+     * otherwise; a calibrated run keeps its costs file's bandwidth when none is given */
     if (t && !o->have_latency && t->links.latency_ms > 0) c->latency = t->links.latency_ms;
-    if (t && !(o->bandwidth > 0) && t->links.bandwidth_Bps > 0) c->bandwidth = t->links.bandwidth_Bps / 1e3;
-    double given_bw;
-    given_links(o, t, &given_bw, &c->burst);
+    double bw;
+    given_links(o, t, &bw, &c->burst);
+    if (!o->calib || bw > 0) c->bandwidth = bw;
     if (attach_allreduce(o, t, s, c, err)) {
         sched_costs_free(c);
         return NULL;
