@@ -35,8 +35,8 @@ typedef struct {
     int have_costs;
     double cost[3];                  /* F, B, W ms per micro-batch of one stage */
     int fmt, width;
-    double gflops, latency, bandwidth, bytes, stash;
-    int have_bytes, have_stash, have_latency;
+    double gflops, latency, bandwidth, bytes, stash, burst;
+    int have_bytes, have_stash, have_latency, have_burst;
     int R;                           /* --replicas; 0 = the topology's (else 1) */
     double ar_latency, ar_bandwidth, grad_bytes, bucket_mb;
     int have_ar_latency, have_ar_bandwidth, have_grad_bytes, have_bucket_mb;
@@ -62,6 +62,9 @@ static const char usage_text[] =
     "                        trace.json; or a costs file's path)\n"
     "  --latency MS          latency of each transfer between stages (default 0)\n"
     "  --bandwidth MB/S      bandwidth of each link (default: infinite)\n"
+    "  --burst BYTES         token bucket of each link direction, as tc's tbf: bytes an\n"
+    "                        idle link passes at once (default: the topology's\n"
+    "                        links.burst, else 0 = pure rate)\n"
     "  --bytes N             bytes per transfer (default: the topology's, else 0)\n"
     "  --stash-bytes N       activation bytes a stage stashes per micro-batch in flight\n"
     "                        (default: the topology's)\n"
@@ -152,6 +155,7 @@ static int parse_opt(opts *o, const char *k, const char *v)
     if (!strcmp(k, "--latency")) { o->have_latency = 1; return opt_num(k, v, 0, &o->latency); }
     if (!strcmp(k, "--calibrate")) { o->calib = v; return 0; }
     if (!strcmp(k, "--bandwidth")) return opt_num(k, v, 0, &o->bandwidth);
+    if (!strcmp(k, "--burst")) { o->have_burst = 1; return opt_num(k, v, 0, &o->burst); }
     if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return opt_num(k, v, 0, &o->bytes); }
     if (!strcmp(k, "--stash-bytes")) { o->have_stash = 1; return opt_num(k, v, 0, &o->stash); }
     if (!strcmp(k, "--out")) { o->out = v; return 0; }
@@ -369,6 +373,7 @@ static void print_summary(FILE *f, const sched_schedule *s, const sched_report *
         fprintf(f, "links: latency %.4g ms, ", c->latency);
         if (c->bandwidth > 0) fprintf(f, "%.4g MB/s", c->bandwidth / 1e3);
         else fprintf(f, "infinite bandwidth");
+        if (c->bandwidth > 0 && c->burst > 0) fprintf(f, " with a %.0f-byte burst (token bucket)", c->burst);
         fprintf(f, ", %.0f bytes per transfer from stage 0", c->xfer_bytes[0]);
         if (c->grad_bytes && c->n > 1) fprintf(f, ", %.0f bytes per gradient back to it", c->grad_bytes[0]);
         fputc('\n', f);
@@ -447,6 +452,14 @@ static sched_schedule *build_schedule(const opts *o, const topo *t, char **detai
     return sched_generate(kind ? kind : "1f1b", P, M, v, err);
 }
 
+/* The link rate (bytes per ms: --bandwidth MB/s x 1e3; 0 = none given) and token-bucket burst (bytes)
+ * that --bandwidth / --burst or else the topology's "links" set. */
+static void given_links(const opts *o, const topo *t, double *bw, double *burst)
+{
+    *bw = o->bandwidth > 0 ? o->bandwidth * 1e3 : t && t->links.bandwidth_Bps > 0 ? t->links.bandwidth_Bps / 1e3 : 0;
+    *burst = o->have_burst ? o->burst : t ? t->links.burst : 0;
+}
+
 /* Costs measured in a run (costs.json), for s's layout; transfer and stash
  * bytes from the topology when there is one. NULL with err. */
 static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedule *s, char *note,
@@ -507,6 +520,11 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
         for (int i = 0; i < (P == 2 ? 1 : P) && used < nn; i++)
             used += (size_t)snprintf(note + used, nn - used, " %.4g MB/s on link %d-%d", c->link_bandwidth[i] / 1e3, i,
                                      (i + 1) % P);
+        double bw, burst;
+        given_links(o, t, &bw, &burst);
+        if (bw > 0 && used < nn) /* a tbf-shaped link: sends above its rate are its burst's credit */
+            snprintf(note + used, nn - used, burst > 0 ? " (the links' model: %.4g MB/s, a %.0f-byte burst)"
+                                                       : " (the links' model: %.4g MB/s, no burst)", bw / 1e3, burst);
         free(c->link_bandwidth);
         c->link_bandwidth = NULL;
     }
@@ -618,10 +636,12 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
         }
     }
     if (!o->calib || o->have_latency) c->latency = o->latency;
-    if (!o->calib || o->bandwidth > 0) c->bandwidth = o->bandwidth * 1e3; /* MB/s = 1e3 bytes per ms */
-    /* the topology's "links" (issue 14) unless --latency / --bandwidth say otherwise */
+    /* the topology's "links" (issue 14) unless --latency / --bandwidth / --burst say
+     * otherwise; a calibrated run keeps its costs file's bandwidth when none is given */
     if (t && !o->have_latency && t->links.latency_ms > 0) c->latency = t->links.latency_ms;
-    if (t && !(o->bandwidth > 0) && t->links.bandwidth_Bps > 0) c->bandwidth = t->links.bandwidth_Bps / 1e3;
+    double bw;
+    given_links(o, t, &bw, &c->burst);
+    if (!o->calib || bw > 0) c->bandwidth = bw;
     if (attach_allreduce(o, t, s, c, err)) {
         sched_costs_free(c);
         return NULL;

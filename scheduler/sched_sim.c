@@ -8,7 +8,9 @@
  * event queue: a worklist of stages, each advanced as far as its inputs allow;
  * a stage that blocks on a missing input is woken by the producer of that input.
  * Links are FIFO per ordered pair of stages and a producer issues its sends in
- * list order, so link occupancy is known when the producer's action is played.
+ * list order, so link occupancy is known when the producer's action is played;
+ * the same order makes a link's token bucket (costs->burst) exact: its credit
+ * only has to be known at the start of each transfer, in time order.
  * Work is O(actions + P*v*M); no stage is visited more often than it is woken. */
 #include <math.h>
 #include <stdlib.h>
@@ -27,6 +29,8 @@ typedef struct {
                            * at its consumer. Zeroed memory (+0.0) means "not yet"
                            * and -0.0 is time 0, so one load answers both questions. */
     double *link;         /* (2P) time each outgoing link is free */
+    double *tok, *tok_t;  /* (2P) costs->burst > 0: each outgoing link's token-bucket
+                           * credit (bytes) as of time tok_t */
     size_t *cur;          /* (P) next action of each stage */
     double *tfree;        /* (P) when each stage is free */
     int *queue;           /* (P) ring of stages to advance */
@@ -84,7 +88,19 @@ static double send(play *p, int st, int dst, int fwd, double bytes, double end)
     double bw = p->c->link_bandwidth ? p->c->link_bandwidth[pair] : p->c->bandwidth;
     double lat = p->c->link_latency ? p->c->link_latency[pair] : p->c->latency;
     double t = end > p->link[l] ? end : p->link[l];
-    if (bw > 0) t += bytes / bw;
+    if (bw > 0 && p->tok) {
+        /* token bucket: the credit refilled since tok_t, capped at the burst; the
+         * bytes it covers pass at once, the rest at the rate (the bucket is then
+         * empty when the transfer ends) */
+        double k = p->tok[l] + (t - p->tok_t[l]) * bw;
+        if (!(k < p->c->burst)) k = p->c->burst;
+        if (bytes <= k) k -= bytes;
+        else t += (bytes - k) / bw, k = 0;
+        p->tok[l] = k;
+        p->tok_t[l] = t;
+    } else if (bw > 0) {
+        t += bytes / bw;
+    }
     p->link[l] = t;
     return t + lat;
 }
@@ -205,6 +221,11 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
     if (c) p.fa = table_alloc(tbytes);
     else p.fd = table_alloc(tbytes);
     p.link = calloc(2 * P, sizeof(double));
+    if (c && c->burst > 0) { /* full buckets at time 0: the links idled before the step */
+        p.tok = malloc(2 * P * sizeof(double));
+        p.tok_t = calloc(2 * P, sizeof(double));
+        for (size_t l = 0; p.tok && l < 2 * P; l++) p.tok[l] = c->burst;
+    }
     p.cur = calloc(P, sizeof(size_t));
     p.tfree = calloc(P, sizeof(double));
     p.queue = malloc(P * sizeof(int));
@@ -221,7 +242,8 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
     }
     int rc = -1;
     if ((c ? !p.fa : !p.fd) || !p.link || !p.cur || !p.tfree || !p.queue || !p.queued ||
-        (c && c->w_in_order && (!p.next_w || !p.w_due)) || (ar && (!p.wl0 || !p.wl1))) {
+        (c && c->w_in_order && (!p.next_w || !p.w_due)) || (ar && (!p.wl0 || !p.wl1)) ||
+        (c && c->burst > 0 && (!p.tok || !p.tok_t))) {
         sched_seterr(err, "out of memory simulating %zu stages x %zu micro-batches", P, p.M);
         goto fail;
     }
@@ -249,6 +271,8 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
 fail:
     table_free(c ? (void *)p.fa : (void *)p.fd, tbytes);
     free(p.link);
+    free(p.tok);
+    free(p.tok_t);
     free(p.cur);
     free(p.tfree);
     free(p.queue);
@@ -362,6 +386,8 @@ int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,
             return sched_seterr(err, "costs of virtual stage %zu must be >= 0", k);
     if (!(c->latency >= 0 && c->bandwidth >= 0))
         return sched_seterr(err, "link latency and bandwidth must be >= 0");
+    if (!(c->burst >= 0 && isfinite(c->burst)))
+        return sched_seterr(err, "the links' burst must be a number of bytes >= 0");
     for (size_t k = 0; c->grad_bytes && k < K; k++)
         if (!(c->grad_bytes[k] >= 0)) return sched_seterr(err, "gradient bytes of virtual stage %zu must be >= 0", k);
     for (int i = 0; i < s->n_stages; i++)

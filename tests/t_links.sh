@@ -30,6 +30,15 @@ jq '.links = {"bandwidth": 5}' $T2 >"$tmp/bad4.json"
 "$P" check "$tmp/bad4.json" >/dev/null 2>"$tmp/e4"; rc=$?
 check "links.bandwidth as a bare number: exit 2 (a string is expected)" '[ $rc -eq 2 ] && grep -q "links.bandwidth" "$tmp/e4"'
 
+jq '.links = {"bandwidth": "20mbit", "burst": -1}' $T2 >"$tmp/bad5.json"
+"$P" check "$tmp/bad5.json" >/dev/null 2>"$tmp/e5"; rc=$?
+check "negative links.burst: exit 2 naming file and field" '[ $rc -eq 2 ] && grep -q "bad5.json: links.burst" "$tmp/e5"'
+jq '.links = {"bandwidth": "20mbit", "burst": "64k"}' $T2 >"$tmp/bad6.json"
+"$P" check "$tmp/bad6.json" >/dev/null 2>"$tmp/e6"; rc=$?
+check "links.burst as a string: exit 2 naming it" '[ $rc -eq 2 ] && grep -q "bad6.json: links.burst" "$tmp/e6"'
+"$P" schedule $T2 --burst -5 >/dev/null 2>"$tmp/e7"; rc=$?
+check "schedule --burst -5: exit 2" '[ $rc -eq 2 ] && grep -q -- "--burst" "$tmp/e7"'
+
 h0=$("$P" check $T2 | grep -o 'topology hash [0-9a-f]*')
 jq '.links = {}' $T2 >"$tmp/empty.json"
 h1=$("$P" check "$tmp/empty.json" | grep -o 'topology hash [0-9a-f]*')
@@ -50,6 +59,18 @@ pf=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/fp32.out")
 pi=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/int8.out")
 check "int8 activations predict a faster step than fp32 at 20mbit ($pi < $pf ms)" \
     'awk -v a="$pi" -v b="$pf" "BEGIN { exit !(a > 0 && a < b) }"'
+# the token bucket (links.burst or --burst): a 26112-byte int8 activation fits a
+# 65536-byte burst, so the step is faster than the pure-rate model's
+jq '.links.burst = 65536' "$tmp/int8.json" >"$tmp/int8b.json"
+"$P" schedule "$tmp/int8b.json" --gflops 5 >"$tmp/int8b.out" 2>&1 || { cat "$tmp/int8b.out"; fail=1; }
+"$P" schedule "$tmp/int8.json" --gflops 5 --burst 65536 >"$tmp/int8c.out" 2>&1 || { cat "$tmp/int8c.out"; fail=1; }
+pb=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/int8b.out")
+pc=$(sed -n 's/predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/int8c.out")
+check "links line names the burst" 'grep -q "2.5 MB/s with a 65536-byte burst" "$tmp/int8b.out"'
+check "a 64 KiB burst predicts a faster int8 step ($pb < $pi ms); --burst = links.burst ($pc)" \
+    'awk -v a="$pb" -v b="$pi" -v c="$pc" "BEGIN { exit !(a > 0 && a < b && a == c) }"'
+"$P" schedule "$tmp/int8b.json" --gflops 5 --burst 0 >"$tmp/int8z.out" 2>&1
+check "--burst 0 overrides links.burst: the pure-rate step" 'grep -q "predicted step time: $pi ms" "$tmp/int8z.out"'
 "$P" schedule "$tmp/int8.json" --gflops 5 --bandwidth 1000 >"$tmp/o.out" 2>&1
 check "--bandwidth overrides the topology's links" 'grep -q "links: latency 0.5 ms, 1000 MB/s" "$tmp/o.out"'
 

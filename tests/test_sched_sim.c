@@ -614,6 +614,94 @@ static void test_links_per_pair(void)
     sched_free(s);
 }
 
+/* Issue 14: a token bucket on every link direction (costs->burst, as tc's tbf).
+ * ar_sched, F = B = W = 1, activations 1000 B, gradients 250 B, the link 250 B
+ * per time unit with latency 0.5 and a 1250-byte bucket, full at time 0:
+ *   stage 0 F0 [0,1]: after the idle start the bucket covers the 1000 B: leaves
+ *     at 1 (not 1 + 4), arrives 1.5; credit 250 at 1.
+ *   F1 [1,2], back to back: credit 250 + 1 x 250 = 500, the other 500 B at the
+ *     rate: leaves at 2 + 2 = 4, arrives 4.5; the bucket is empty at 4.
+ *   stage 1 F0 [1.5,2.5] B0 [2.5,3.5]: its 250 B gradient fits the full bucket
+ *     of direction 1 -> 0: arrives 4; credit 1000 at 3.5. F1 [4.5,5.5]
+ *     B1 [5.5,6.5]: credit min(1250, 1000 + 3 x 250): arrives 7. W0 [6.5,7.5]
+ *     W1 [7.5,8.5].
+ *   stage 0 B0 [4,5] B1 [7,8] W0 [8,9] W1 [9,10]: the step ends at 10.
+ * Without the bucket (burst 0, the pure-rate model) the same costs give F0 sent
+ * [1,5] arriving 5.5, F1 [5,9] 9.5; stage 1 F0 [5.5,6.5] B0 [6.5,7.5] sent
+ * [7.5,8.5] arriving 9, F1 [9.5,10.5] B1 [10.5,11.5] arriving 13, W0 [11.5,12.5]
+ * W1 [12.5,13.5]; stage 0 B0 [9,10] B1 [13,14] W0 [14,15] W1 [15,16]. */
+static void test_links_burst(void)
+{
+    sched_schedule *s = sched_parse(ar_sched, strlen(ar_sched), "ar.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int burst = 0; burst < 2; burst++) {
+        sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+        c->grad_bytes = calloc(2, sizeof(double));
+        for (int k = 0; k < 2; k++) c->xfer_bytes[k] = 1000, c->grad_bytes[k] = 250;
+        c->latency = 0.5;
+        c->bandwidth = 250;
+        c->burst = burst ? 1250 : 0;
+        sched_report *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+        if (burst) {
+            double s0[] = { 0, 1, 4, 7, 8, 9 }, s1[] = { 1.5, 2.5, 4.5, 5.5, 6.5, 7.5 };
+            CU_ASSERT(tests_close("stage 0 starts", r->start[0], s0, 6, 1e-12, 0));
+            CU_ASSERT(tests_close("stage 1 starts", r->start[1], s1, 6, 1e-12, 0));
+            CU_ASSERT_DOUBLE_EQUAL(r->step_time, 10, 1e-12);
+        } else { /* exactly the pure-rate numbers */
+            double s0[] = { 0, 1, 9, 13, 14, 15 }, s1[] = { 5.5, 6.5, 9.5, 10.5, 11.5, 12.5 };
+            CU_ASSERT(tests_close("stage 0 starts", r->start[0], s0, 6, 0, 0));
+            CU_ASSERT(tests_close("stage 1 starts", r->start[1], s1, 6, 0, 0));
+            CU_ASSERT_EQUAL(r->step_time, 16);
+        }
+        sched_report_free(r);
+        sched_costs_free(c);
+    }
+    sched_free(s);
+}
+
+/* A tensor larger than the bucket pays only for its excess: 2 stages, one
+ * micro-batch, 2000 B each way, 250 B per time unit, no latency, burst 1250:
+ * F0 [0,1] leaves at 1 + 750/250 = 4; stage 1 F0 [4,5] B0 [5,6] W0 [6,7]; B0's
+ * gradient (a full bucket: idle since 0) leaves at 6 + 3 = 9; stage 0 B0 [9,10]
+ * W0 [10,11]. With infinite bandwidth the bucket changes nothing (step 5: the
+ * costs alone), and burst 0 gives 1 + 8 + 2 + 8 + 2 = 21. A negative or NaN
+ * burst is refused. */
+static void test_links_burst_large(void)
+{
+    const char *txt = "{\"stages\": [[\"F0\",\"B0\",\"W0\"],[\"F0\",\"B0\",\"W0\"]]}";
+    sched_schedule *s = sched_parse(txt, strlen(txt), "b2.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 1, 1);
+    for (int k = 0; k < 2; k++) c->xfer_bytes[k] = 2000;
+    c->bandwidth = 250;
+    c->burst = 1250;
+    double want[] = { 11, 5, 21 };
+    for (int i = 0; i < 3; i++) {
+        c->bandwidth = i == 1 ? 0 : 250;
+        c->burst = i == 2 ? 0 : 1250;
+        sched_report *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+        CU_ASSERT_DOUBLE_EQUAL(r->step_time, want[i], 1e-12);
+        if (i == 0) {
+            double s0[] = { 0, 9, 10 }, s1[] = { 4, 5, 6 };
+            CU_ASSERT(tests_close("stage 0 starts", r->start[0], s0, 3, 1e-12, 0));
+            CU_ASSERT(tests_close("stage 1 starts", r->start[1], s1, 3, 1e-12, 0));
+        }
+        sched_report_free(r);
+    }
+    double bad[] = { -1, NAN, INFINITY };
+    for (int i = 0; i < 3; i++) {
+        sched_report *r = NULL;
+        c->burst = bad[i];
+        CU_ASSERT_EQUAL(sched_simulate(s, c, 0, &r, err), -1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "burst"));
+        sched_report_free(r);
+    }
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -628,6 +716,8 @@ int main(void)
         { "all-reduce: R = 1 changes nothing", test_allreduce_r1 },
         { "links: encoded gradient bytes, per-link bandwidth and latency by hand", test_links_by_hand },
         { "links: per stage pair", test_links_per_pair },
+        { "links: token bucket by hand (idle gap, back to back, burst 0 = pure rate)", test_links_burst },
+        { "links: a tensor larger than the bucket, bad bursts", test_links_burst_large },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_sim", tests);

@@ -209,6 +209,54 @@ static void test_recompute(void)
     topo_free(&t);
 }
 
+/* links.burst (issue 14): bytes of the links' token bucket. Absent or 0 leaves
+ * the canonical text and the hash as they were before the key existed (with or
+ * without the rest of "links"); a burst > 0 changes the hash and reloads from the
+ * canonical text; a negative or non-numeric burst is refused naming the field. */
+static void test_links_burst(void)
+{
+    const char *path = write_tmp("base.json", base_json);
+    char h_rate[65], h[65];
+    topo t;
+    char *rate[] = { "links.bandwidth=20mbit" }, *rate0[] = { "links.bandwidth=20mbit", "links.burst=0" },
+         *only0[] = { "links.burst=0" }, *with[] = { "links.bandwidth=20mbit", "links.burst=65536" };
+    char h_base[65];
+    if (load_ok(&t, path, NULL, 0)) return;
+    topo_hash_hex(&t, h_base);
+    CU_ASSERT_EQUAL(t.links.burst, 0);
+    topo_free(&t);
+    if (load_ok(&t, path, only0, 1)) return;
+    topo_hash_hex(&t, h);
+    CU_ASSERT_STRING_EQUAL(h, h_base);
+    topo_free(&t);
+    if (load_ok(&t, path, rate, 1)) return;
+    topo_hash_hex(&t, h_rate);
+    char *cj = topo_canonical_json(&t);
+    CU_ASSERT_PTR_NULL(strstr(cj, "burst"));
+    free(cj);
+    topo_free(&t);
+    if (load_ok(&t, path, rate0, 2)) return;
+    topo_hash_hex(&t, h);
+    CU_ASSERT_STRING_EQUAL(h, h_rate);
+    topo_free(&t);
+    if (load_ok(&t, path, with, 2)) return;
+    CU_ASSERT_EQUAL(t.links.burst, 65536);
+    topo_hash_hex(&t, h);
+    CU_ASSERT_STRING_NOT_EQUAL(h, h_rate);
+    cj = topo_canonical_json(&t);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cj, "\"burst\""));
+    topo u;
+    if (!load_ok(&u, write_tmp("canon.json", cj), NULL, 0)) {
+        CU_ASSERT_EQUAL(u.links.burst, 65536);
+        topo_free(&u);
+    }
+    free(cj);
+    topo_free(&t);
+    set_fail("links.burst=-1", "links.burst", NULL);
+    set_fail("links.burst=lots", "links.burst", NULL);
+    set_fail("links.burst=1e16", "links.burst", NULL);
+}
+
 /* ---------- the document level ---------- */
 
 static void test_json_errors(void)
@@ -1085,6 +1133,7 @@ int main(void)
         { "the all-reduce's buckets for the simulator", test_allreduce_plan },
         { "defaults", test_defaults },
         { "recompute: train default, stage override, hash", test_recompute },
+        { "links.burst: hash unchanged when absent or 0, bad values", test_links_burst },
         { "invalid JSON and missing file", test_json_errors },
         { "unknown keys at every level", test_unknown_keys },
         { "wrong types", test_types },

@@ -137,6 +137,7 @@ static const field wire_fields[] = {
 static const field links_fields[] = {
     STR(topo_links, bandwidth, 0, NULL, NULL),
     DBL(topo_links, latency_ms, 0, 0, 0, 1e6, 0, 0),
+    DBL(topo_links, burst, 0, 0, 0, 1e15, 0, 0),
     END
 };
 
@@ -473,11 +474,13 @@ static void encode_wire_form(json_t *o, const topo *t)
     json_object_del(o, "wire");
 }
 
-/* "links" absent (no bandwidth, 0 ms) is left out, so a topology without a
- * link model hashes as it did before the key existed. */
+/* "links" absent (no bandwidth, 0 ms, no burst) is left out, and so is a burst
+ * of 0, so a topology without a link model (or without a token bucket) hashes
+ * as it did before the key existed. */
 static void encode_links_form(json_t *o, const topo *t)
 {
-    if (t->links.bandwidth || t->links.latency_ms > 0) return;
+    if (!(t->links.burst > 0)) json_object_del(json_object_get(o, "links"), "burst");
+    if (t->links.bandwidth || t->links.latency_ms > 0 || t->links.burst > 0) return;
     json_object_del(o, "links");
 }
 

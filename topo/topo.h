@@ -212,14 +212,17 @@ typedef struct {
 
 /* "links" (issue 14): what the schedule simulator assumes of every pipeline
  * link (between stages; the run itself does not shape traffic):
- *   "links": {"bandwidth": "100mbit", "latency_ms": 0.5}
+ *   "links": {"bandwidth": "100mbit", "latency_ms": 0.5, "burst": 65536}
  * bandwidth: "<number><unit>" with unit bit | kbit | mbit | gbit (bits per second,
  * 1000-based, as tc) or B/s | kB/s | MB/s | GB/s (bytes per second), or a bare
  * number of bytes per second; absent = infinite. latency_ms: one way, per
- * transfer, default 0. */
+ * transfer, default 0. burst: bytes of each link direction's token bucket (as
+ * tc's tbf burst: a tensor the idle link's credit covers passes at once),
+ * default 0 = none (sched_costs.burst). */
 typedef struct {
     char *bandwidth;     /* as written, or NULL */
     double latency_ms;
+    double burst;        /* bytes, 0 = no token bucket */
     double bandwidth_Bps;/* parsed by topo_validate; 0 = infinite */
 } topo_links;
 

@@ -19,6 +19,7 @@
 #                          the bench's ranks at $GR_NET.(100 + i)).
 #                          Returns what nn_init returns (2: cannot create).
 #   gr_shape NAME RATE     tbf at RATE (Nmbit or Ngbit) on both ends of NAME's link
+#   gr_burst RATE          the tbf burst (bytes) gr_shape uses at RATE
 #   gr_shape_all RATE      the same on every host's link
 #   gr_topo FILE STEPS BUCKET_MB
 #                          the grid's topology (the 2-stage shakespeare model,
@@ -67,12 +68,19 @@ gr_init() {
 # Queue: 50 ms of data (TCP keeps the pipe full, nothing is dropped).
 gr_shape() {
     local name=$1 rate=$2 burst
-    burst=$(($(gr_rate_Bps "$rate") / 1000))
-    [ "$burst" -ge 65536 ] || burst=65536
+    burst=$(gr_burst "$rate")
     timeout 10 tc -n "$(nn_ns "$name")" qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 50ms ||
         { NN_WHY="tc on $name's eth0 failed"; return 1; }
     timeout 10 tc -n "$NN_HUB" qdisc replace dev "h-$name" root tbf rate "$rate" burst "$burst" latency 50ms ||
         { NN_WHY="tc on h-$name failed"; return 1; }
+}
+
+# gr_burst RATE: the tbf burst gr_shape gives a link of RATE, in bytes (what
+# bench/wire_links.sh tells the simulator)
+gr_burst() {
+    local b=$(($(gr_rate_Bps "$1") / 1000))
+    [ "$b" -ge 65536 ] || b=65536
+    echo "$b"
 }
 
 # gr_rate_Bps RATE: bytes per second of a tc rate written as Nmbit or Ngbit
