@@ -105,23 +105,6 @@ GCM_TARGET static inline __m512i hpow4(const struct net_gcm *g, int m)
         g->hp[m - 4], 3);
 }
 
-/* y = (y ^ x0) * H^4k ^ x1 * H^(4k-1) ^ ... for k zmm of byte-reflected
- * blocks x (k = 1..4), with hz the matching powers: one reduction. */
-GCM_TARGET static inline __m128i ghash_zmm(__m128i y, const __m512i *x, const __m512i *hz, int k)
-{
-    __m512i a = _mm512_xor_si512(x[0], _mm512_zextsi128_si512(y));
-    __m512i lo = _mm512_clmulepi64_epi128(a, hz[0], 0x00);
-    __m512i mi = _mm512_xor_si512(_mm512_clmulepi64_epi128(a, hz[0], 0x01), _mm512_clmulepi64_epi128(a, hz[0], 0x10));
-    __m512i hi = _mm512_clmulepi64_epi128(a, hz[0], 0x11);
-    for (int i = 1; i < k; i++) {
-        lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128(x[i], hz[i], 0x00));
-        mi = _mm512_ternarylogic_epi64(mi, _mm512_clmulepi64_epi128(x[i], hz[i], 0x01),
-                                       _mm512_clmulepi64_epi128(x[i], hz[i], 0x10), 0x96);
-        hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128(x[i], hz[i], 0x11));
-    }
-    return reduce128(hxor(lo), hxor(mi), hxor(hi));
-}
-
 /* --- AES-256 -------------------------------------------------------------- */
 
 GCM_TARGET static inline __m128i expand_a(__m128i k, __m128i t)
@@ -221,34 +204,106 @@ GCM_TARGET void net_gcm_begin(struct net_gcm *g, const uint8_t iv[12], const uin
     }
 }
 
-/* 16 blocks: keystream, xor, GHASH of the ciphertext. */
-GCM_TARGET static void bulk16(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t nblk16)
+/* 16 blocks per iteration: keystream, xor, GHASH of the ciphertext. Written
+ * out by hand (no arrays indexed in loops) so that every value stays in a zmm
+ * register. GHASH multiplies by Karatsuba (three carry-less products per
+ * block, hk = the two halves of each power xored) and reduces once; sealing,
+ * it hashes the previous iteration's ciphertext in the middle of this one's
+ * AES rounds, so the two chains overlap. */
+#define GH_MUL(x, h, hk)                                                                              \
+    do {                                                                                              \
+        lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128(x, h, 0x00));                              \
+        hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128(x, h, 0x11));                              \
+        mi = _mm512_xor_si512(mi, _mm512_clmulepi64_epi128(                                           \
+                                      _mm512_xor_si512(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0x4e)), \
+                                      hk, 0x00));                                                     \
+    } while (0)
+#define GHASH4(x0, x1, x2, x3)                                                                        \
+    do {                                                                                              \
+        __m512i lo = _mm512_setzero_si512(), mi = lo, hi = lo;                                        \
+        __m512i xy_ = _mm512_xor_si512(x0, _mm512_zextsi128_si512(y));                                \
+        GH_MUL(xy_, h0, hk0);                                                                         \
+        GH_MUL(x1, h1, hk1);                                                                          \
+        GH_MUL(x2, h2, hk2);                                                                          \
+        GH_MUL(x3, h3, hk3);                                                                          \
+        __m128i l_ = hxor(lo), h_ = hxor(hi);                                                         \
+        y = reduce128(l_, _mm_xor_si128(_mm_xor_si128(hxor(mi), l_), h_), h_);                        \
+    } while (0)
+#define AES_ROUND(r)                                                                                  \
+    do {                                                                                              \
+        __m512i k_ = _mm512_broadcast_i32x4(g->rk[r]);                                                \
+        c0 = _mm512_aesenc_epi128(c0, k_);                                                            \
+        c1 = _mm512_aesenc_epi128(c1, k_);                                                            \
+        c2 = _mm512_aesenc_epi128(c2, k_);                                                            \
+        c3 = _mm512_aesenc_epi128(c3, k_);                                                            \
+    } while (0)
+
+GCM_TARGET static inline __m512i karatsuba_key(__m512i h)
 {
-    __m512i rk[AES_ROUNDS + 1], hz[4], x[4], c[4];
-    for (int r = 0; r <= AES_ROUNDS; r++) rk[r] = _mm512_broadcast_i32x4(g->rk[r]);
-    for (int j = 0; j < 4; j++) hz[j] = hpow4(g, 16 - 4 * j);
+    return _mm512_xor_si512(h, _mm512_shuffle_epi32(h, (_MM_PERM_ENUM)0x4e));
+}
+
+GCM_TARGET __attribute__((always_inline)) static inline void bulk16_body(struct net_gcm *g, uint8_t *out,
+                                                                        const uint8_t *in, size_t nblk16,
+                                                                        const int enc)
+{
+    const __m512i h0 = hpow4(g, 16), h1 = hpow4(g, 12), h2 = hpow4(g, 8), h3 = hpow4(g, 4);
+    const __m512i hk0 = karatsuba_key(h0), hk1 = karatsuba_key(h1), hk2 = karatsuba_key(h2),
+                  hk3 = karatsuba_key(h3);
     const __m512i four = _mm512_set_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
+    const __m512i k0 = _mm512_broadcast_i32x4(g->rk[0]), klast = _mm512_broadcast_i32x4(g->rk[AES_ROUNDS]);
     __m512i ctr = _mm512_add_epi32(_mm512_broadcast_i32x4(g->ctr0),
                                    _mm512_set_epi32(0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0));
+    __m512i x0 = _mm512_setzero_si512(), x1 = x0, x2 = x0, x3 = x0; /* the text to hash */
     __m128i y = g->y;
     for (size_t b = 0; b < nblk16; b++, in += 256, out += 256) {
-        for (int j = 0; j < 4; j++) {
-            c[j] = _mm512_xor_si512(bswap512(ctr), rk[0]);
-            ctr = _mm512_add_epi32(ctr, four);
+        __m512i c0 = _mm512_xor_si512(bswap512(ctr), k0);
+        ctr = _mm512_add_epi32(ctr, four);
+        __m512i c1 = _mm512_xor_si512(bswap512(ctr), k0);
+        ctr = _mm512_add_epi32(ctr, four);
+        __m512i c2 = _mm512_xor_si512(bswap512(ctr), k0);
+        ctr = _mm512_add_epi32(ctr, four);
+        __m512i c3 = _mm512_xor_si512(bswap512(ctr), k0);
+        ctr = _mm512_add_epi32(ctr, four);
+        const __m512i p0 = _mm512_loadu_si512((const void *)in), p1 = _mm512_loadu_si512((const void *)(in + 64)),
+                      p2 = _mm512_loadu_si512((const void *)(in + 128)),
+                      p3 = _mm512_loadu_si512((const void *)(in + 192));
+        if (!enc) { /* opening: this iteration's ciphertext */
+            x0 = bswap512(p0);
+            x1 = bswap512(p1);
+            x2 = bswap512(p2);
+            x3 = bswap512(p3);
         }
-        for (int r = 1; r < AES_ROUNDS; r++)
-            for (int j = 0; j < 4; j++) c[j] = _mm512_aesenc_epi128(c[j], rk[r]);
-        for (int j = 0; j < 4; j++) {
-            __m512i p = _mm512_loadu_si512((const void *)(in + 64 * j));
-            c[j] = _mm512_aesenclast_epi128(c[j], rk[AES_ROUNDS]);
-            c[j] = _mm512_xor_si512(c[j], p); /* the other text */
-            x[j] = bswap512(g->enc ? c[j] : p);
+        AES_ROUND(1); AES_ROUND(2); AES_ROUND(3); AES_ROUND(4); AES_ROUND(5); AES_ROUND(6);
+        if (!enc || b) GHASH4(x0, x1, x2, x3);
+        AES_ROUND(7); AES_ROUND(8); AES_ROUND(9); AES_ROUND(10); AES_ROUND(11); AES_ROUND(12); AES_ROUND(13);
+        c0 = _mm512_xor_si512(_mm512_aesenclast_epi128(c0, klast), p0);
+        c1 = _mm512_xor_si512(_mm512_aesenclast_epi128(c1, klast), p1);
+        c2 = _mm512_xor_si512(_mm512_aesenclast_epi128(c2, klast), p2);
+        c3 = _mm512_xor_si512(_mm512_aesenclast_epi128(c3, klast), p3);
+        _mm512_storeu_si512((void *)out, c0);
+        _mm512_storeu_si512((void *)(out + 64), c1);
+        _mm512_storeu_si512((void *)(out + 128), c2);
+        _mm512_storeu_si512((void *)(out + 192), c3);
+        if (enc) { /* sealing: hashed during the next iteration */
+            x0 = bswap512(c0);
+            x1 = bswap512(c1);
+            x2 = bswap512(c2);
+            x3 = bswap512(c3);
         }
-        for (int j = 0; j < 4; j++) _mm512_storeu_si512((void *)(out + 64 * j), c[j]);
-        y = ghash_zmm(y, x, hz, 4);
     }
+    if (enc && nblk16) GHASH4(x0, x1, x2, x3);
     g->y = y;
     g->ctr0 = _mm_add_epi32(g->ctr0, _mm_set_epi32(0, 0, 0, (int)(uint32_t)(16 * nblk16)));
+}
+#undef GHASH4
+#undef GH_MUL
+#undef AES_ROUND
+
+GCM_TARGET static void bulk16(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t nblk16)
+{
+    if (g->enc) bulk16_body(g, out, in, nblk16, 1);
+    else bulk16_body(g, out, in, nblk16, 0);
 }
 
 /* One whole block. */
