@@ -21,6 +21,7 @@
 
 #define GCM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmul")))
 #define AES_ROUNDS 14
+#define GCM_MAX_TEXT ((UINT64_C(1) << 36) - 32) /* bytes per record (SP 800-38D): the 32-bit counter's range */
 
 struct net_gcm {
     __m128i rk[AES_ROUNDS + 1]; /* AES-256 round keys */
@@ -37,8 +38,9 @@ struct net_gcm {
 
 int net_gcm_available(void)
 {
-    static int known = -1; /* benign race: every thread computes the same answer */
-    if (known >= 0) return known;
+    static int known = -1; /* every thread computes the same answer */
+    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (k >= 0) return k;
     unsigned a, b, c, d;
     int ok = 0;
     if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) && (c & bit_AES) && (c & bit_PCLMUL)) {
@@ -49,7 +51,7 @@ int net_gcm_available(void)
             ok = (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL) && (c & bit_VAES) &&
                  (c & bit_VPCLMULQDQ);
     }
-    known = ok;
+    __atomic_store_n(&known, ok, __ATOMIC_RELAXED);
     return ok;
 }
 
@@ -316,8 +318,9 @@ GCM_TARGET static inline void block1(struct net_gcm *g, uint8_t *out, const uint
     g->y = gmul(_mm_xor_si128(g->y, bswap128(g->enc ? c : p)), g->hp[0]);
 }
 
-GCM_TARGET void net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t n)
+GCM_TARGET int net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t n)
 {
+    if (n > GCM_MAX_TEXT - g->ct_len) return -1;
     g->ct_len += n;
     if (g->pn) { /* finish the partial block left by the last call */
         while (n && g->pn < 16) {
@@ -326,7 +329,7 @@ GCM_TARGET void net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *i
             *out++ = o;
             n--;
         }
-        if (g->pn < 16) return;
+        if (g->pn < 16) return 0;
         g->y = gmul(_mm_xor_si128(g->y, bswap128(_mm_loadu_si128((const __m128i *)g->pb))), g->hp[0]);
         g->pn = 0;
     }
@@ -348,6 +351,7 @@ GCM_TARGET void net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *i
         }
         g->pn = (unsigned)n;
     }
+    return 0;
 }
 
 GCM_TARGET void net_gcm_tag(struct net_gcm *g, uint8_t tag[16])
@@ -377,9 +381,10 @@ void net_gcm_begin(struct net_gcm *g, const uint8_t iv[12], const uint8_t *aad, 
 {
     (void)g, (void)iv, (void)aad, (void)aad_len, (void)enc;
 }
-void net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t n)
+int net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t n)
 {
     (void)g, (void)out, (void)in, (void)n;
+    return -1;
 }
 void net_gcm_tag(struct net_gcm *g, uint8_t tag[16])
 {

@@ -32,8 +32,9 @@ void net_gcm_free(struct net_gcm *g);
 /* Starts a record under the 96-bit iv with aad_len bytes of additional data
  * (all of it here; aad may be NULL when aad_len is 0). enc 1 encrypts, 0 decrypts. */
 void net_gcm_begin(struct net_gcm *g, const uint8_t iv[12], const uint8_t *aad, size_t aad_len, int enc);
-/* Encrypts or decrypts the next n bytes of the record from in to out. */
-void net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t n);
+/* Encrypts or decrypts the next n bytes of the record from in to out. 0, or
+ * -1 (nothing done) when the record would pass GCM's 2^36 - 32 bytes. */
+int net_gcm_update(struct net_gcm *g, uint8_t *out, const uint8_t *in, size_t n);
 /* Ends the record: writes its 16-byte tag (the caller compares, in constant
  * time, when opening). */
 void net_gcm_tag(struct net_gcm *g, uint8_t tag[16]);

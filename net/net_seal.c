@@ -153,10 +153,7 @@ static int begin_record(struct net_seal *s, uint32_t kind, const uint8_t *aad, s
 /* Runs the cipher over n bytes in slices that fit an int. */
 static int run(struct net_seal *s, uint8_t *out, const uint8_t *in, uint64_t n)
 {
-    if (s->gcm) {
-        net_gcm_update(s->gcm, out, in, (size_t)n);
-        return NET_OK;
-    }
+    if (s->gcm) return net_gcm_update(s->gcm, out, in, (size_t)n) == 0 ? NET_OK : NET_ERR;
     while (n) {
         int part = n > (1u << 30) ? 1 << 30 : (int)n, outl = 0;
         if (EVP_CipherUpdate(s->ctx, out, &outl, in, part) != 1 || outl != part) return NET_ERR;
