@@ -27,6 +27,7 @@
 #include "bench/bench_env.h"
 #include "bench/bench_net.h"
 #include "net/net.h"
+#include "net/net_gcm.h"
 #include "net/net_wire.h"
 
 #define NSIZES 5
@@ -463,7 +464,43 @@ struct result {
     /* sealed frames: best bytes/s, least CPU s/GB, ratios sealed / unencrypted transport */
     double sealed[NSIZES], cpu_sealed[NSIZES], pair_seal[NSIZES][MAX_TRIALS];
     int n_pair_seal[NSIZES];
+    /* the AEAD alone on one core, 1 MiB frames through net_seal: bytes/s, best
+     * of trials; [0] the path net_seal picks, [1] forced to libcrypto (EVP) */
+    double cipher_seal[2], cipher_open[2];
 };
+
+/* Seals (enc 1) or opens in place `mib` MiB as 1 MiB frames with the preferred
+ * AEAD on this thread; force_evp sets PIPETRAIN_GCM=evp for net_seal_new.
+ * Returns bytes/s, 0 on failure. */
+static double cipher_speed(int enc, int force_evp, int mib)
+{
+    enum { FRAME = 1 << 20 };
+    uint8_t key[NET_SEAL_KEY_LEN] = { 7 }, hdr[NET_HDR_LEN] = { 1 }, h2[NET_HDR_LEN], tag[NET_SEAL_TAG];
+    uint8_t *buf = malloc(NET_SEALED_HDR_LEN + FRAME);
+    if (force_evp) setenv("PIPETRAIN_GCM", "evp", 1);
+    struct net_seal *tx = net_seal_new(net_aead_preferred(), key, 1), *rx = net_seal_new(net_aead_preferred(), key, 0);
+    if (force_evp) unsetenv("PIPETRAIN_GCM");
+    double t = 0, rate = 0;
+    char err[NET_ERR_LEN];
+    int ok = buf && tx && rx;
+    if (ok) memset(buf, 0x5a, NET_SEALED_HDR_LEN + FRAME);
+    for (int f = 0; ok && f < mib; f++) {
+        uint8_t *p = buf + NET_SEALED_HDR_LEN;
+        double t0 = now_s();
+        ok = net_seal_begin(tx, buf, hdr, FRAME) == NET_OK && net_seal_update(tx, p, p, FRAME) == NET_OK &&
+             net_seal_end(tx, tag) == NET_OK;
+        if (enc) t += now_s() - t0;
+        t0 = now_s();
+        ok = ok && net_open_hdr(rx, h2, buf, err) == NET_OK && net_open_begin(rx, h2, FRAME) == NET_OK &&
+             net_open_update(rx, p, p, FRAME) == NET_OK && net_open_end(rx, tag, err) == NET_OK;
+        if (!enc) t += now_s() - t0;
+    }
+    if (ok && t > 0) rate = (double)mib * FRAME / t;
+    net_seal_free(tx);
+    net_seal_free(rx);
+    free(buf);
+    return rate;
+}
 
 /* Median, quartiles and range of n paired ratios (sorted in place); zeros when n == 0. */
 typedef struct { double med, q1, q3, min, max; int n; } pair_stats;
@@ -503,7 +540,7 @@ static void print_pair_json(const char *key, pair_stats st)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench net [--json] [--mib N (per trial, default 256)] "
-               "[--trials N (default 7, at most 1000)] [--size BYTES] [--variant plain|direct|sealed|evbuffer|rtt]\n");
+               "[--trials N (default 7, at most 1000)] [--size BYTES] [--variant plain|direct|sealed|evbuffer|rtt|cipher]\n");
 }
 
 static void print_table(struct result *r, int mib, int trials)
@@ -530,6 +567,11 @@ static void print_table(struct result *r, int mib, int trials)
         printf("%-8s %11.2f %10.2f %6.2f %6.2f-%-6.2f %5.2f-%-5.2f %3d %9.2f\n", names[i], r->sealed[i] / 1e9,
                r->direct[i] / 1e9, st.med, st.q1, st.q3, st.min, st.max, st.n, r->cpu_sealed[i]);
     }
+    if (r->cipher_seal[0] > 0)
+        printf("cipher alone, one core, 1 MiB frames in place (best of %d): seal %.2f GB/s, open %.2f GB/s%s; "
+               "libcrypto EVP: seal %.2f, open %.2f GB/s\n", trials, r->cipher_seal[0] / 1e9,
+               r->cipher_open[0] / 1e9, net_aead_preferred() == NET_AEAD_AES256GCM && net_gcm_available()
+               ? " (net_gcm.c, VAES)" : " (libcrypto)", r->cipher_seal[1] / 1e9, r->cipher_open[1] / 1e9);
     pair_stats a = stats_of(r->pair_rtt, r->n_pair_rtt), b = stats_of(r->pair_rtt1, r->n_pair_rtt1);
     printf("round trip (%d B, median of %d), one CPU per side: plain %.1f us, pipetrain "
            "%.1f us (best of %d); paired ratio %.2f (IQR %.2f-%.2f, range %.2f-%.2f, %d pairs)\n", RTT_BYTES,
@@ -635,6 +677,9 @@ int bench_net_main(int argc, char **argv)
             r.reads_direct[i] = rd;
             r.reads_evb[i] = re;
         }
+        if (!only && (!*variant || !strcmp(variant, "sealed") || !strcmp(variant, "cipher")))
+            for (int k = 0; k < 4; k++) /* one core: this thread */
+                keep_max(k < 2 ? &r.cipher_seal[k % 2] : &r.cipher_open[k % 2], cipher_speed(k < 2, k % 2, 64));
         if (only || (*variant && strcmp(variant, "rtt"))) continue;
         struct place split = { bench_cpu_a, bench_cpu_b }, one = { bench_cpu_a, bench_cpu_a };
         double pl = 0, pn = 0, ol = 0, on = 0;

@@ -153,7 +153,8 @@ int net_seal_keys(uint8_t tx[NET_SEAL_KEY_LEN], uint8_t rx[NET_SEAL_KEY_LEN], in
 
 /* One direction of a connection: the AEAD context keyed once, and the frame
  * sequence number (starts at 0). enc 1 seals, 0 opens. NULL on a bad aead or
- * out of memory. The key is not kept outside libcrypto's context. Free with
+ * out of memory. The key is kept only in libcrypto's context or, for AES-256-GCM
+ * on a VAES CPU, net_gcm's (net_gcm.h), both wiped by net_seal_free. Free with
  * net_seal_free (NULL: no-op). One thread at a time. */
 struct net_seal *net_seal_new(int aead, const uint8_t key[NET_SEAL_KEY_LEN], int enc);
 void net_seal_free(struct net_seal *s);
