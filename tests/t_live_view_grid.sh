@@ -36,7 +36,8 @@ get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.
 stop() { kill -TERM "$1" 2>/dev/null; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 # wait_status URL PYCOND: up to 120 s for /api/status to satisfy PYCOND (a python expression of j)
 wait_status() {
-    for _ in $(seq 600); do
+    local end=$((SECONDS + 120))
+    while [ $SECONDS -lt $end ]; do
         get "$1/api/status" >"$tmp/st.json"
         python3 -c "import json,sys; j=json.load(open('$tmp/st.json')); sys.exit(not ($2))" 2>/dev/null && return 0
         sleep 0.2
