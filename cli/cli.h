@@ -5,6 +5,7 @@
 #ifndef CLI_CLI_H
 #define CLI_CLI_H
 
+#include "model/data.h"
 #include "model/model.h"
 #include "run/run_ckpt.h"
 #include "stage/stage.h"
@@ -34,6 +35,15 @@ int cli_tokenizer_use(const char *cmd, const topo *t, struct bpe **tok);
  * NULL. Returns 0, or 2 after printing a message naming the file. */
 int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, struct bpe **tok, char *path_out,
                        size_t cap);
+/* Bytes the targets of the first nw validation windows of d (T tokens each)
+ * decode to: each token's length with a tokenizer, 1 a token for byte-level
+ * data; 0 (unknown) for a .bin (path) without a tokenizer and a vocabulary
+ * beyond bytes. Any thread. */
+size_t cli_val_bytes(const data_set *d, const struct bpe *tok, size_t nw, size_t T, const char *path);
+/* Tells summary.json the size in tokens and bytes of t's validation split
+ * (run_set_val_bytes), encoding the data with tok when there is one. Main
+ * thread, after cli_tokenizer_use. Never fails the run: unknown is null. */
+void cli_summary_val_bytes(const topo *t, const struct bpe *tok);
 /* Copies the file src to dst durably. Returns 0 or -1 with err naming the file. */
 int cli_copy_file(const char *src, const char *dst, char *err);
 

@@ -62,22 +62,6 @@ static double ckpt_val_fraction(const run_ckpt *c)
 /* Windows stage_eval scores over the whole validation split. */
 static size_t tokens_scored(const data_set *d, int seq_len) { return data_val_windows(d, (size_t)seq_len); }
 
-/* Bytes the targets of the first nw validation windows decode to: each token's
- * length with a tokenizer, 1 for byte-level text; 0 (unknown) for a .bin without
- * a tokenizer and a vocabulary beyond bytes. */
-static size_t val_bytes(const data_set *d, const bpe *tok, size_t nw, size_t T, const char *path)
-{
-    size_t n = strlen(path);
-    int is_bin = n >= 4 && !strcmp(path + n - 4, ".bin");
-    if (!tok && is_bin && d->vocab_size > 256) return 0;
-    if (!tok) return nw * T;
-    size_t bytes = 0, len;
-    for (size_t w = 0; w < nw; w++)
-        for (size_t i = 1; i <= T; i++)
-            if (bpe_token(tok, d->tokens[d->n_train + w * (T + 1) + i], &len)) bytes += len;
-    return bytes;
-}
-
 int cli_eval_main(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv, eval_help)) return 0;
@@ -110,7 +94,7 @@ int cli_eval_main(int argc, char **argv)
         fprintf(stderr, "pipetrain eval: %s\n", err);
         rc = 2;
     } else {
-        size_t tokens, bytes = val_bytes(&d, tok, tokens_scored(&d, ck.cfg.seq_len), (size_t)ck.cfg.seq_len, data);
+        size_t tokens, bytes = cli_val_bytes(&d, tok, tokens_scored(&d, ck.cfg.seq_len), (size_t)ck.cfg.seq_len, data);
         double loss = stage_eval(p, &d, 0, 16, &tokens);
         double bpb = bytes ? loss * (double)tokens / (double)bytes / log(2.0) : NAN;
         char bs[32] = "null", bb[32] = "null";

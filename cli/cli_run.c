@@ -348,6 +348,7 @@ int cli_run_main(int argc, char **argv)
     }
     struct bpe *tok = NULL; /* data.tokenizer: refused here (exit 2) before any stage starts */
     if ((rc = cli_tokenizer_use("run", &t, &tok))) { topo_free(&t); return rc; }
+    if (!a.print_commands) cli_summary_val_bytes(&t, tok);
     if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
         coord_http *http = NULL; /* before --insecure installs its well-known secret: that one protects nothing */
         if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { bpe_free(tok); topo_free(&t); return rc; }

@@ -6,6 +6,7 @@
 #include "model/bpe.h"
 #include "model/data.h"
 #include "model/util.h"
+#include "run/run.h"
 
 #include <errno.h>
 #include <sys/stat.h>
@@ -67,6 +68,11 @@ static int tokenizer_train(int argc, char **argv)
     size_t n;
     uint8_t *text = read_all(corpus, &n, err);
     if (!text) { fprintf(stderr, "pipetrain tokenizer: %s\n", err); return 2; }
+    if (!n) { /* 257 ids that no text taught: refused rather than written as if learned */
+        free(text);
+        fprintf(stderr, "pipetrain tokenizer: %s: empty file (offset 0): no text to learn merges from\n", corpus);
+        return 2;
+    }
     double t0 = base_now();
     bpe *b = bpe_train(text, n, (int)vocab, err);
     double secs = base_now() - t0;
@@ -126,6 +132,10 @@ int cli_tokenize_main(int argc, char **argv)
         goto done;
     }
     if (!(text = read_all(corpus, &n, err))) { fprintf(stderr, "pipetrain tokenize: %s\n", err); goto done; }
+    if (!n) { /* an empty .bin no loader can train on: nothing is written */
+        fprintf(stderr, "pipetrain tokenize: %s: empty file (offset 0): no text to encode\n", corpus);
+        goto done;
+    }
     double t0 = base_now();
     m = bpe_encode(b, text, n, &ids);
     double secs = base_now() - t0;
@@ -212,6 +222,37 @@ int cli_ckpt_tokenizer(const char *cmd, const run_ckpt *ck, const char *given, b
     *tok = b;
     if (path_out) snprintf(path_out, cap, "%s", path);
     return 0;
+}
+
+size_t cli_val_bytes(const data_set *d, const bpe *tok, size_t nw, size_t T, const char *path)
+{
+    size_t n = strlen(path);
+    int is_bin = n >= 4 && !strcmp(path + n - 4, ".bin");
+    if (!tok && is_bin && d->vocab_size > 256) return 0;
+    if (!tok) return nw * T;
+    size_t bytes = 0, len;
+    for (size_t w = 0; w < nw; w++)
+        for (size_t i = 1; i <= T; i++)
+            if (bpe_token(tok, d->tokens[d->n_train + w * (T + 1) + i], &len)) bytes += len;
+    return bytes;
+}
+
+void cli_summary_val_bytes(const topo *t, const bpe *tok)
+{
+    size_t T = (size_t)t->model.seq_len, n = t->data.path ? strlen(t->data.path) : 0;
+    run_set_val_bytes(0, 0);
+    if (!n) return;
+    if (!tok) { /* no need to read the data: a token is a byte, or unknown */
+        if (!(n >= 4 && !strcmp(t->data.path + n - 4, ".bin") && t->model.vocab_size > 256)) run_set_val_bytes(1, 1);
+        return;
+    }
+    data_set d;
+    char err[ERR_LEN];
+    if (data_load(&d, t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction, t->model.seq_len, err))
+        return; /* the stages report it */
+    size_t nw = data_val_windows(&d, T);
+    run_set_val_bytes((double)(nw * T), (double)cli_val_bytes(&d, tok, nw, T, t->data.path));
+    data_free(&d);
 }
 
 int cli_copy_file(const char *src, const char *dst, char *err)

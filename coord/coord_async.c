@@ -18,6 +18,7 @@
  * identities: when all P have sent JOIN, the worker joins at the slowest
  * active worker's step (MSG_PS_CTL join to every server, START to the P,
  * {"event": "join"}). A dead server is fatal. */
+#include "coord/coord_http.h"
 #include "coord/coord_int.h"
 #include "model/optim.h"
 
@@ -273,10 +274,27 @@ static int log_worker_step(async_run *a, int r, double val, char *err)
     if (run_log_worker_step(c->log, r, w->step, w->lossv, run_lr(c->t, w->step), w->normv, val, now - w->t0,
                             (double)n * c->t->model.seq_len, err))
         return 1;
+    coord_http_step(c->o.http, w->step, w->lossv, run_lr(c->t, w->step), w->normv, val, now - w->t0);
     w->t0 = w->last_t = now;
     w->logged++;
     if (++w->step == a->total) w->phase = W_DONE;
     else post_norms(a, r);
+    return 0;
+}
+
+/* run --http: process k's NORM of step s may end in the live trailer
+ * (stage/proto.h PROTO_START_LIVE), as in coord.c: handed to the live view and
+ * cut off, so that *len is the norms' length. */
+static int live_trailer(async_run *a, int k, long s, const uint8_t *buf, uint64_t *len, char *err)
+{
+    coordinator *c = a->c;
+    char perr[ERR_LEN];
+    if (!c->o.http || *len < 4) return 0; /* the norms' own check names it */
+    uint64_t n = get_u32le(buf), nl = 4 + 8 * n;
+    if (n > c->normcap / 8 || nl >= *len) return 0;
+    if (coord_http_live(c->o.http, k, s, buf + nl, *len - nl, coord_now(), perr))
+        return coord_bad_message(c, k, err, "%s", perr);
+    *len = nl;
     return 0;
 }
 
@@ -296,6 +314,7 @@ static int step_worker(async_run *a, int r, int *progress, char *err)
         for (int u = 0; u < c->n_units; u++) w->sq[u] = NAN;
         for (int q = 0; q < a->P; q++) {
             uint64_t len = net_op_len(w->norm[q]);
+            if (live_trailer(a, r * a->P + q, w->step, w->nbuf + (size_t)q * c->normcap, &len, err)) return 1;
             if (coord_place_norms(c->t, q, w->nbuf + (size_t)q * c->normcap, len, w->sq, perr))
                 return coord_bad_message(c, r * a->P + q, err, "%s", perr);
         }

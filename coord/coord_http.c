@@ -51,6 +51,8 @@ struct coord_http {
     char name[256];
     uint64_t run_id;
     int P, R, n_proc, port, auth;
+    int async;            /* sync "ps", staleness != 0: each worker (replica) at a step of its own */
+    const char *note;     /* why per-process numbers are missing, or NULL */
     char token[65];
     struct event_base *base;
     struct evhttp *http;
@@ -193,6 +195,11 @@ void coord_http_step(coord_http *h, long s, double loss, double lr, double norm,
 {
     if (!h) return;
     pthread_mutex_lock(&h->mu);
+    if (!isnan(val)) h->val = val;
+    if (h->n && s + 1 <= h->xs[h->n - 1]) { /* asynchronous workers: the curve follows the leading one */
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 256;
         h->xs = grow(h->xs, h->cap * sizeof *h->xs);
@@ -224,16 +231,18 @@ void coord_http_state(coord_http *h, const char *state)
 
 /* The latest step's span on the coordinator clock: first compute start to
  * last compute end over every process reporting that step (as
- * sched_measure's step span). Returns the step or -1. */
-static long latest_span(const coord_http *h, double *t0, double *t1)
+ * sched_measure's step span); with asynchronous workers (each replica at a
+ * step of its own) over the processes of replica r only (r < 0: of every
+ * replica). Returns the step or -1. */
+static long latest_span(const coord_http *h, int r, double *t0, double *t1)
 {
     long s = -1;
     for (int p = 0; p < h->n_proc; p++)
-        if (h->proc[p].have && h->proc[p].step > s) s = h->proc[p].step;
+        if (h->proc[p].have && h->proc[p].step > s && (r < 0 || p / h->P == r)) s = h->proc[p].step;
     *t0 = INFINITY, *t1 = -INFINITY;
     for (int p = 0; p < h->n_proc; p++) {
         const live_proc *q = &h->proc[p];
-        if (!q->have || q->step != s) continue;
+        if (!q->have || q->step != s || (r >= 0 && p / h->P != r)) continue;
         for (uint32_t i = 0; i < q->n_ev; i++) {
             if (q->ev[i].op > SCHED_BW) continue;
             if (q->ev[i].t0 + q->offset < *t0) *t0 = q->ev[i].t0 + q->offset;
@@ -241,6 +250,14 @@ static long latest_span(const coord_http *h, double *t0, double *t1)
         }
     }
     return *t1 > *t0 ? s : -1;
+}
+
+/* The span process p's fractions and events are measured in: the latest
+ * step's over every process, or its own worker's when workers are
+ * asynchronous. */
+static long span_of(const coord_http *h, int p, double *t0, double *t1)
+{
+    return latest_span(h, h->async ? p / h->P : -1, t0, t1);
 }
 
 /* Process p's compute and tensor-wait fractions of the span [t0, t1]; the
@@ -287,11 +304,11 @@ static void per_proc(struct evbuffer *b, const coord_http *h, const char *name, 
                      int which)
 {
     double t0, t1, busy, wait;
-    long s = latest_span(h, &t0, &t1);
     metric_head(b, name, type, help);
     for (int p = 0; p < h->n_proc; p++) {
         const live_proc *q = &h->proc[p];
         if (!q->have) continue;
+        long s = span_of(h, p, &t0, &t1);
         fractions(h, p, s, t0, t1, &busy, &wait);
         double v[7] = { busy, wait, s < 0 ? NAN : 1 - busy, q->st.compute_s, q->st.wait_s,
                         (double)q->st.bytes_sent, (double)q->st.peak_act_bytes };
@@ -346,12 +363,13 @@ static json_t *losses_json(const coord_http *h)
     return a;
 }
 
-static json_t *procs_json(const coord_http *h, long s, double t0, double t1)
+static json_t *procs_json(const coord_http *h)
 {
     json_t *a = json_array();
     for (int p = 0; p < h->n_proc; p++) {
         const live_proc *q = &h->proc[p];
-        double busy, wait;
+        double busy, wait, t0, t1;
+        long s = span_of(h, p, &t0, &t1);
         fractions(h, p, s, t0, t1, &busy, &wait);
         json_t *ev = json_array();
         for (uint32_t i = 0; q->have && q->step == s && i < q->n_ev; i++) {
@@ -360,18 +378,26 @@ static json_t *procs_json(const coord_http *h, long s, double t0, double t1)
             if (e->op > PROTO_EV_WAIT || z < a) continue; /* compute and waits within the span, as timeline.svg */
             json_array_append_new(ev, json_pack("[i,i,i,f,f]", e->op, e->chunk, (int)e->mb, (a - t0) * 1e3, (z - t0) * 1e3));
         }
-        json_array_append_new(a, json_pack("{s:i,s:i,s:b,s:f,s:f,s:f,s:I,s:I,s:o}", "stage", p % h->P, "replica",
-                                           p / h->P, "reporting", q->have, "busy", busy, "wait", wait, "bubble",
-                                           s < 0 ? 0.0 : 1 - busy, "bytes_sent", (json_int_t)q->st.bytes_sent,
-                                           "peak_act_bytes", (json_int_t)q->st.peak_act_bytes, "events", ev));
+        json_array_append_new(a, json_pack("{s:i,s:i,s:b,s:f,s:f,s:f,s:I,s:I,s:o,s:I,s:f}", "stage", p % h->P,
+                                           "replica", p / h->P, "reporting", q->have, "busy", busy, "wait", wait,
+                                           "bubble", s < 0 ? 0.0 : 1 - busy, "bytes_sent",
+                                           (json_int_t)q->st.bytes_sent, "peak_act_bytes",
+                                           (json_int_t)q->st.peak_act_bytes, "events", ev, "step",
+                                           (json_int_t)(s + 1), "span_ms", s < 0 ? 0.0 : (t1 - t0) * 1e3));
     }
     return a;
 }
 
 static void render_status(coord_http *h, struct evbuffer *b)
 {
-    double t0, t1;
-    long s = latest_span(h, &t0, &t1);
+    double span = 0, t0, t1;
+    long s = -1;
+    for (int r = 0; r < (h->async ? h->R : 1); r++) { /* asynchronous: the latest step, the longest worker span */
+        long sr = latest_span(h, h->async ? r : -1, &t0, &t1);
+        if (sr < 0) continue;
+        if (sr > s) s = sr;
+        if (t1 - t0 > span) span = t1 - t0;
+    }
     char id[32];
     snprintf(id, sizeof id, "%llu", (unsigned long long)h->run_id);
     json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:i,s:i,s:o,s:f,s:f,s:f,s:f,s:I,s:f,s:o}", "run_id", id, "topology",
@@ -379,7 +405,11 @@ static void render_status(coord_http *h, struct evbuffer *b)
                           (json_int_t)h->t->train.steps, "stages", h->P, "replicas", h->R, "restarts", h->restarts,
                           "losses", losses_json(h), "loss", h->step && isfinite(h->loss) ? h->loss : 0.0, "lr", h->lr,
                           "tokens_per_s", h->tok_s, "step_ms", h->step_ms, "timeline_step", (json_int_t)(s + 1),
-                          "timeline_ms", s < 0 ? 0.0 : (t1 - t0) * 1e3, "processes", procs_json(h, s, t0, t1));
+                          "timeline_ms", s < 0 ? 0.0 : span * 1e3, "processes", procs_json(h));
+    if (j) {
+        json_object_set_new(j, "async", json_boolean(h->async));
+        json_object_set_new(j, "note", h->note ? json_string(h->note) : json_null());
+    }
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (txt) evbuffer_add(b, txt, strlen(txt));
     free(txt);
@@ -483,6 +513,11 @@ coord_http *coord_http_new(const topo *t, const char *host, int port, uint64_t r
     h->n_proc = h->P * h->R;
     h->proc = xcalloc((size_t)h->n_proc, sizeof *h->proc);
     h->val = NAN;
+    if (t->sync_id == TOPO_SYNC_PS && t->ps.staleness != 0) h->async = 1;
+    else if (t->sync_id == TOPO_SYNC_PS)
+        h->note = "sync \"ps\" with ps.staleness 0: the workers hand their step to the parameter servers and send "
+                  "the coordinator no NORM, so no process reports its busy/wait/bubble or timeline here "
+                  "(step, loss, learning rate and tokens/s do come; timeline.svg has the timeline at the end)";
     for (int p = 0; p < h->n_proc; p++)
         h->proc[p].local = coord_http_is_loopback(t->stages[p % h->P].replicas[p / h->P].host);
     pthread_mutex_init(&h->mu, NULL);

@@ -4,6 +4,9 @@
  * tokens/s, each process's busy/wait/bubble bar and the latest step's
  * timeline with timeline.svg's colours (scheduler/sched_render.c: F, B, W by
  * op, lighter for odd chunks; tensor waits grey).
+ * With asynchronous workers (sync "ps", staleness != 0) each row names its
+ * worker's step (@N) and is measured over that step; #note says why bars are
+ * missing (sync "ps" with staleness 0) or that rows are at different steps.
  * The DOM carries what tests check: .stage[data-stage] per process and
  * #loss-line[data-points] with the number of points drawn. */
 
@@ -29,7 +32,7 @@ const char coord_http_page[] =
     "<div class=\"row\"><div><h2>Training loss</h2>\n"
     "<svg id=\"losschart\" width=\"560\" height=\"260\" viewBox=\"0 0 560 260\" role=\"img\" aria-label=\"loss curve\"></svg></div>\n"
     "<div><h2>Stages: compute / tensor wait / other idle (step <span id=\"tlstep\">&ndash;</span>)</h2>\n"
-    "<div id=\"stages\"></div>\n"
+    "<p id=\"note\"></p><div id=\"stages\"></div>\n"
     "<div class=\"legend\"><span class=\"busy\"></span>compute<span class=\"wait\"></span>tensor wait"
     "<span class=\"bubble\" style=\"border:1px solid #ccc\"></span>bubble (rest)</div></div></div>\n"
     "<h2>Timeline of the latest step (<span id=\"tlms\">0</span> ms)</h2>\n"
@@ -62,10 +65,10 @@ const char coord_http_page[] =
     " for(var i=0;i<=4;i++){var v=y0+(y1-y0)*i/4;txt('text',{x:L-6,y:Y(v)+4,'text-anchor':'end'},v.toFixed(2),s);}\n"
     " txt('text',{x:L,y:B+16},'step '+x0,s);txt('text',{x:R,y:B+16,'text-anchor':'end'},'step '+x1,s);\n"
     " txt('text',{x:R-4,y:T+14,'text-anchor':'end'},'train (blue), validation (red)',s);}\n"
-    "function drawStages(ps){var box=$('stages');box.textContent='';\n"
+    "function drawStages(ps,as){var box=$('stages');box.textContent='';\n"
     " ps.forEach(function(p){var d=document.createElement('div');d.className='stage';d.setAttribute('data-stage',p.stage);\n"
     "  d.setAttribute('data-replica',p.replica);\n"
-    "  var n=document.createElement('span');n.className='name';n.textContent='stage '+p.stage+(p.replica?' replica '+p.replica:'');d.appendChild(n);\n"
+    "  var n=document.createElement('span');n.className='name';n.textContent='stage '+p.stage+(p.replica?' replica '+p.replica:'')+(as&&p.step?' @'+p.step:'');d.appendChild(n);\n"
     "  var bar=document.createElement('div');bar.className='bar';\n"
     "  var idle=Math.max(0,p.bubble-p.wait);\n"
     "  [['busy',p.busy],['wait',p.wait],['bubble',idle]].forEach(function(c){var s=document.createElement('span');\n"
@@ -73,10 +76,10 @@ const char coord_http_page[] =
     "  d.appendChild(bar);var t=document.createElement('span');t.className='pct';\n"
     "  t.textContent=p.reporting?'busy '+fmt(100*p.busy,0)+'% \\u00b7 wait '+fmt(100*p.wait,0)+'% \\u00b7 bubble '+fmt(100*p.bubble,0)+'%':'no report yet';\n"
     "  d.appendChild(t);box.appendChild(d);});}\n"
-    "function drawTimeline(ps,T){var s=$('timeline');while(s.firstChild)s.removeChild(s.firstChild);\n"
+    "function drawTimeline(ps,T,as){var s=$('timeline');while(s.firstChild)s.removeChild(s.firstChild);\n"
     " var L=110,W=1080,rh=26,h=ps.length*rh+30;s.setAttribute('height',h);s.setAttribute('viewBox','0 0 1100 '+h);\n"
     " if(!(T>0))T=1;\n"
-    " ps.forEach(function(p,i){var y=4+i*rh;txt('text',{x:4,y:y+16},'stage '+p.stage+(p.replica?' r'+p.replica:''),s);\n"
+    " ps.forEach(function(p,i){var y=4+i*rh;txt('text',{x:4,y:y+16},'stage '+p.stage+(p.replica?' r'+p.replica:'')+(as&&p.step?' @'+p.step:''),s);\n"
     "  el('rect',{x:L,y:y,width:W-L,height:rh-6,fill:'#f6f6f6'},s);\n"
     "  p.events.forEach(function(e){var x=L+e[3]/T*(W-L),w=Math.max(0.5,(e[4]-e[3])/T*(W-L));\n"
     "   var wait=e[0]===4,fill=wait?'#ccc':FILL[e[1]&1][e[0]&3];\n"
@@ -88,7 +91,8 @@ const char coord_http_page[] =
     " $('step').textContent=st.step;$('total').textContent=st.total_steps;$('loss').textContent=st.step?fmt(st.loss,4):'\\u2013';\n"
     " $('toks').textContent=fmt(st.tokens_per_s,0);$('stepms').textContent=fmt(st.step_ms,1);$('restarts').textContent=st.restarts;\n"
     " $('state').textContent=st.state;$('tlstep').textContent=st.timeline_step>0?st.timeline_step:'\\u2013';$('tlms').textContent=fmt(st.timeline_ms,1);\n"
-    " drawLoss(st.losses);drawStages(st.processes);drawTimeline(st.processes,st.timeline_ms);}\n"
+    " drawLoss(st.losses);$('note').textContent=st.note||(st.async?'asynchronous workers: each replica at a step of its own (@step); its bars and timeline are over its own latest step':'');\n"
+    " drawStages(st.processes,st.async);drawTimeline(st.processes,st.timeline_ms,st.async);}\n"
     "function poll(){fetch('api/status'+q,{cache:'no-store'}).then(function(r){if(!r.ok)throw new Error('HTTP '+r.status);return r.json();})\n"
     " .then(render).catch(function(e){$('err').textContent='live view: '+e.message+' (the run may have ended)';});}\n"
     "poll();setInterval(poll,1000);\n"

@@ -392,6 +392,14 @@ static json_t *staleness_json(const run_log *l)
 
 static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
+static double val_tokens, val_bytes; /* run_set_val_bytes */
+
+void run_set_val_bytes(double tokens, double bytes)
+{
+    val_tokens = tokens;
+    val_bytes = bytes;
+}
+
 static int write_summary(const run_log *l, const char *error, char *err)
 {
     const topo *t = l->t;
@@ -417,6 +425,11 @@ static int write_summary(const run_log *l, const char *error, char *err)
         json_object_set_new(j, "servers", servers_json(l));
         json_object_set_new(j, "workers", workers_json(l));
         json_object_set_new(j, "staleness", staleness_json(l));
+        /* bits per byte, so byte-level and BPE runs compare (README "Tokenizer") */
+        int known = val_tokens > 0 && val_bytes > 0;
+        json_object_set_new(j, "val_bits_per_byte",
+                            real_or_null(known ? l->val * val_tokens / val_bytes / log(2.0) : NAN));
+        json_object_set_new(j, "val_bytes_per_token", real_or_null(known ? val_bytes / val_tokens : NAN));
     }
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);

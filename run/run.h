@@ -202,6 +202,13 @@ void run_log_trace(run_log *l, const char *status);
  * and loss.svg, and on success prints the closing "done:" line. Returns 0 or
  * -1 with err when a file cannot be written. */
 int run_log_finish(run_log *l, const char *error, char *err);
+/* The validation split this process's run is scored on, for summary.json's
+ * "val_bits_per_byte" (val_loss x tokens / bytes / ln 2) and
+ * "val_bytes_per_token": `tokens` target tokens of the split's windows and the
+ * bytes they decode to (bytes 0: unknown, both keys null). Process-wide, like
+ * data_use_tokenizer: call from the main thread before the run starts (the
+ * launcher: cli/cli_run.c); unset, both keys are null. */
+void run_set_val_bytes(double tokens, double bytes);
 /* Steps recorded so far (1-based count, first_step included). */
 long run_log_done(const run_log *l);
 /* Closes metrics.jsonl and frees l. NULL: no-op. */

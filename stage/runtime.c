@@ -447,8 +447,10 @@ static int ps_step_end(rt *r, double t0)
         optim_unit_sqnorms(r->part, r->sq);
         put_u32le(buf, (uint32_t)nu);
         for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
+        uint64_t len = 4 + 8 * (uint64_t)nu;
+        if (r->live) len += rt_live_trailer(r, buf + len); /* run --http: this worker's step, as rt_step */
         net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
-        if (rt_send_sync(r, net_coord_id(), k, buf, 4 + 8 * (uint64_t)nu)) return -1;
+        if (rt_send_sync(r, net_coord_id(), k, buf, len)) return -1;
         k.type = MSG_NORM_REPLY;
         if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for this worker's gradient norm from the coordinator") ||
             rt_ps_push_all(r, get_f64le(buf)))

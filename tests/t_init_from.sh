@@ -93,6 +93,26 @@ check "python wrote the BF16 and sharded copies" "[ -s $tmp/bf16/model.safetenso
 "$P" eval "$tmp/bf16" --data "$CORPUS" --json >"$tmp/e_bf16" 2>&1
 lf=$(sed 's/.*"loss": \([0-9.]*\).*/\1/' "$tmp/e_hf"); lb=$(sed 's/.*"loss": \([0-9.]*\).*/\1/' "$tmp/e_bf16")
 check "BF16 loss ($lb) within 0.01 of F32's ($lf)" "awk 'BEGIN{d=$lb-$lf; exit !(d*d < 1e-4)}'"
+# F16 (python's struct "e": IEEE half, round to nearest even)
+"$py" - "$tmp/hf" "$tmp/f16" <<'EOF'
+import json, os, shutil, struct, sys
+src, dst = sys.argv[1:3]
+raw = open(os.path.join(src, "model.safetensors"), "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]; hdr = json.loads(raw[8:8 + n]); data = raw[8 + n:]
+os.makedirs(dst); shutil.copy(os.path.join(src, "config.json"), dst)
+h, off, blobs = {}, 0, []
+for k, v in hdr.items():
+    if k == "__metadata__": continue
+    b, e = v["data_offsets"]; x = struct.unpack("<%df" % ((e - b) // 4), data[b:e])
+    blob = struct.pack("<%de" % len(x), *x)
+    h[k] = {"dtype": "F16", "shape": v["shape"], "data_offsets": [off, off + len(blob)]}; off += len(blob); blobs.append(blob)
+t = json.dumps(h).encode(); t += b" " * (-len(t) % 8)
+with open(os.path.join(dst, "model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(t))); f.write(t); [f.write(b) for b in blobs]
+EOF
+"$P" eval "$tmp/f16" --data "$CORPUS" --json >"$tmp/e_f16" 2>&1
+lh=$(sed 's/.*"loss": \([0-9.]*\).*/\1/' "$tmp/e_f16")
+check "F16 loss ($lh) within 0.001 of F32's ($lf)" "grep -q loss $tmp/e_f16 && awk 'BEGIN{d=$lh-$lf; exit !(d*d < 1e-6)}'"
 "$P" eval "$tmp/sharded" --data "$CORPUS" --json >"$tmp/e_sh" 2>&1
 check "eval of the sharded form equals F32's" "cmp -s $tmp/e_hf $tmp/e_sh"
 

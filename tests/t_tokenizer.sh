@@ -68,6 +68,11 @@ expect_bad "vocab too small" "--vocab: expected at least 257" "$P" tokenizer tra
 sed 's/"Ġ t"/"Ġ tQQ"/' "$tmp/tok.json" >"$tmp/unk.json"
 expect_bad "unknown merges token" 'unk.json: model.merges\[0\]: unknown token "tQQ"' "$P" tokenize "$tmp/unk.json" "$CORPUS" --out "$tmp/x.bin"
 expect_bad "missing corpus" "nope.txt: cannot open" "$P" tokenizer train "$tmp/nope.txt" --vocab 300 --out "$tmp/x.json"
+: >"$tmp/empty.txt"
+expect_bad "empty corpus (train)" "empty.txt: empty file \(offset 0\)" "$P" tokenizer train "$tmp/empty.txt" --vocab 300 --out "$tmp/e.json"
+check "... and no tokenizer.json written" "[ ! -e $tmp/e.json ]"
+expect_bad "empty corpus (tokenize)" "empty.txt: empty file \(offset 0\)" "$P" tokenize "$tmp/tok.json" "$tmp/empty.txt" --out "$tmp/e.bin"
+check "... and no .bin written" "[ ! -e $tmp/e.bin ]"
 expect_bad "vocab_size must match data.tokenizer" "shakespeare-bpe.json: model.vocab_size: expected 4096" \
     "$P" run topologies/shakespeare-bpe.json --steps 1 --out "$tmp/bad" --set "data.tokenizer=$tmp/tok.json" \
     --set model.vocab_size=256
@@ -95,6 +100,12 @@ check "bits/byte = loss x tokens / bytes / ln 2" "python3 -c '
 import json, math, sys
 e = json.load(open(\"$tmp/eval.json\"))
 sys.exit(abs(e[\"loss\"] * e[\"tokens\"] / e[\"bytes\"] / math.log(2) - e[\"bits_per_byte\"]) > 1e-4)'"
+# summary.json reports val_loss in bits per byte too, the number eval gives (a run
+# with a tokenizer, and byte-level below, so they compare)
+check "summary.json val_bits_per_byte = eval's bits_per_byte" "python3 -c '
+import json, sys
+e = json.load(open(\"$tmp/eval.json\")); s = json.load(open(\"$tmp/run/summary.json\"))
+sys.exit(abs(s[\"val_bits_per_byte\"] - e[\"bits_per_byte\"]) > 1e-5 or abs(s[\"val_bytes_per_token\"] - e[\"bytes\"] / e[\"tokens\"]) > 1e-9)' || grep bits $tmp/run/summary.json"
 "$P" export "$tmp/run" --out "$tmp/hf" >/dev/null 2>&1
 check "export copies tokenizer.json" "cmp -s $tmp/tok.json $tmp/hf/tokenizer.json"
 check "export writes tokenizer_config.json" "python3 -c '
@@ -117,6 +128,18 @@ loss_of() { sed -n 's/.*"final_loss": \([0-9.]*\).*/\1/p' "$1/summary.json"; }
 check "2-stage final loss = 1-stage's ($(loss_of $tmp/two), $(loss_of $tmp/one))" \
     "[ -n \"\$(loss_of $tmp/two)\" ] && [ \"\$(loss_of $tmp/two)\" = \"\$(loss_of $tmp/one)\" ]"
 
+check "2-stage summary.json: val_bits_per_byte = val_loss x tokens / bytes / ln 2" "python3 -c '
+import json, math, sys
+e = json.load(open(\"$tmp/eval.json\")); s = json.load(open(\"$tmp/two/summary.json\"))
+sys.exit(abs(s[\"val_loss\"] * e[\"tokens\"] / e[\"bytes\"] / math.log(2) - s[\"val_bits_per_byte\"]) > 1e-9)'"
+"$P" run topologies/shakespeare-1stage.json --steps 2 --out "$tmp/byte" --set model.dim=32 --set model.n_heads=2 \
+    --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.n_layers=1 --set model.seq_len=32 --set train.batch_size=4 \
+    --set stages.0.threads=1 --set stages.0.layers=embed,0,head --set train.eval_batches=2 >"$tmp/byte.log" 2>&1
+"$P" eval "$tmp/byte" --data "$CORPUS" --json >"$tmp/ebyte.json" 2>&1
+check "byte-level summary.json: val_bits_per_byte = eval's, 1 byte per token" "python3 -c '
+import json, sys
+e = json.load(open(\"$tmp/ebyte.json\")); s = json.load(open(\"$tmp/byte/summary.json\"))
+sys.exit(abs(s[\"val_bits_per_byte\"] - e[\"bits_per_byte\"]) > 1e-5 or s[\"val_bytes_per_token\"] != 1)'"
 "$P" sample "$tmp/run" --tokens 5 --tokenizer "$tmp/uni.json" >/dev/null 2>"$tmp/err"
 check "sample refuses a tokenizer of another vocabulary" "[ $? -eq 2 ] && grep -q 'model.vocab_size is 4096' $tmp/err"
 exit $fail

@@ -119,7 +119,8 @@ static void test_log_summary(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     const char *keys[] = { "steps", "final_loss", "val_loss", "wall_s", "tokens_per_s", "params", "n_stages",
                            "schedule", "micro_batches", "restarts", "first_step", "interrupted", "error",
-                           "stages", "timing", "trace", "replicas", "zero", "sync", "servers", "workers", "staleness" };
+                           "stages", "timing", "trace", "replicas", "zero", "sync", "servers", "workers", "staleness",
+                           "val_bits_per_byte", "val_bytes_per_token" };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!json_object_get(j, keys[i])) { fprintf(stderr, "\n  summary.json lacks %s\n", keys[i]); CU_FAIL("key"); }
     CU_ASSERT_EQUAL(json_object_size(j), sizeof keys / sizeof keys[0]);
@@ -131,6 +132,9 @@ static void test_log_summary(void)
     CU_ASSERT_EQUAL(json_array_size(json_object_get(j, "staleness")), 0); /* the servers' histograms added up: none */
     CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(j, "final_loss")), 3.5, 0);
     CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(j, "val_loss")), 3.75, 0);
+    /* bits per byte: null until the launcher tells the validation split's bytes */
+    CU_ASSERT(json_is_null(json_object_get(j, "val_bits_per_byte")));
+    CU_ASSERT(json_is_null(json_object_get(j, "val_bytes_per_token")));
     CU_ASSERT(json_is_null(json_object_get(j, "error")));
     CU_ASSERT(json_is_null(json_object_get(j, "trace"))); /* no trace was recorded */
     json_t *s0 = json_array_get(json_object_get(j, "stages"), 0);
