@@ -109,6 +109,8 @@ typedef struct net_stats {
     uint64_t unclaimed, unclaimed_max;   /* bytes received with no receive posted; peak */
     uint64_t frames_tx, frames_rx, bytes_tx, bytes_rx;
     uint64_t read_calls;                 /* read(2)/evbuffer_read calls made for this peer */
+    uint64_t rx_staged;                  /* payload bytes for a posted receive that went through the
+                                          * connection's staging buffer (copied twice) */
     uint64_t direct_tx;                  /* frames written wholly by the posting thread */
     uint64_t direct_partial;             /* frames it wrote in part, the rest left to the network thread */
     int paused;                          /* 1 while reading is stopped for backpressure */

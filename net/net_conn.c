@@ -507,6 +507,11 @@ static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
     } else if (dst) {
         memcpy(dst, src, len);
     }
+    if (c->sink == SINK_OP && c->rop && len) {
+        pthread_mutex_lock(&c->node->lk);
+        c->pr->st.rx_staged += len;
+        pthread_mutex_unlock(&c->node->lk);
+    }
     if (c->sink == SINK_OP && c->rop) {
         if (!c->rx_sealed) c->rop->crc_run = net_crc32c(c->rop->crc_run, dst, len);
         c->rop->off += len;
@@ -559,9 +564,14 @@ static ssize_t read_some(struct conn *c, int *drained)
             }
         } else {
             /* The rest of this payload lands in place; whatever follows (the
-             * next header, small frames) lands in the staging buffer. */
-            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, c->rbcap } };
-            asked = c->rleft + c->rbcap;
+             * next header, small frames) lands in the staging buffer: behind
+             * a big payload only 4 KiB of it, as in the read below (c->big is
+             * the frame before this one's), or the next big payload's first
+             * 64 KiB would be copied twice (read into the staging buffer, then
+             * into place: 5% of a ring all-reduce's bytes in 1 MiB chunks). */
+            size_t tail = c->h.len >= 65536 && c->rbcap > 4096 ? 4096 : c->rbcap;
+            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, tail } };
+            asked = c->rleft + tail;
             r = readv(c->fd, iov, 2);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
