@@ -28,8 +28,12 @@
  * partly masked. */
 enum { TB = 64 };
 
-/* T rounded up to whole groups of 4 vectors, so row·matrix may always read 4. */
-static size_t padded(size_t T) { return (T + 4 * VW - 1) / (4 * VW) * (4 * VW); }
+/* Row stride of the transposed k and v (hd, Tp): T rounded up to whole
+ * groups of 4 vectors, so row·matrix may always read 4, plus 16 floats (one
+ * 64-byte line) so that the hd rows of a key tile fall in different L1 sets:
+ * at a stride of a multiple of 4 KiB (T = 1024) they would all share a few
+ * and evict one another on every pass. Only addresses change, never a sum. */
+static size_t padded(size_t T) { return (T + 4 * VW - 1) / (4 * VW) * (4 * VW) + 16; }
 
 size_t attn_scratch_floats(attn_dims a)
 {
@@ -48,7 +52,10 @@ static void transpose(float *bt, const float *src, size_t ld, size_t T, size_t T
 }
 
 /* Register tiles of R rows (R <= 4) x M vectors (M <= 4): one vector load
- * feeds R multiply-adds. Each (row, vector) accumulates in one chain, in a
+ * feeds R multiply-adds. The loops over R and M are unrolled whole, so the
+ * R·M accumulators live in vector registers (at -O2 GCC kept them in memory,
+ * a load and a store per multiply-add: attention ran at a quarter of the
+ * sgemm rate); unrolling changes no operation nor its order. Each (row, vector) accumulates in one chain, in a
  * fixed order (i or s ascending), whatever R and M are, so a row's result does
  * not depend on which rows share its tile. */
 
@@ -59,18 +66,25 @@ static inline __attribute__((always_inline)) void scores_rm(float *out, const fl
                                                             int R, int M)
 {
     vf acc[4][4];
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
         for (int m = 0; m < M; m++) acc[r][m] = vbcast(0);
     const float *b = bt + j0 * VW;
     for (size_t i = 0; i < hd; i++, b += Tp) {
         vf x[4];
+        _Pragma("GCC unroll 4")
         for (int m = 0; m < M; m++) x[m] = vload(b + m * VW);
+        _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             vf ar = vbcast(a[r * lda + i]);
+            _Pragma("GCC unroll 4")
             for (int m = 0; m < M; m++) acc[r][m] += ar * x[m];
         }
     }
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
         for (int m = 0; m < M; m++) vstore(out + r * TB + (j0 + (size_t)m) * VW, acc[r][m]);
 }
 
@@ -102,18 +116,25 @@ static inline __attribute__((always_inline)) void wrows_rm(float *out, size_t ld
                                                            size_t i0, int init, int R, int M)
 {
     vf acc[4][4];
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
         for (int m = 0; m < M; m++) acc[r][m] = init ? vload(out + r * ldo + i0 + (size_t)m * VW) : vbcast(0);
     const float *b = rows + i0;
     for (size_t s = 0; s < n; s++, b += ld) {
         vf x[4];
+        _Pragma("GCC unroll 4")
         for (int m = 0; m < M; m++) x[m] = vload(b + m * VW);
+        _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             vf wv = vbcast(w[r * wr + s * ws]);
+            _Pragma("GCC unroll 4")
             for (int m = 0; m < M; m++) acc[r][m] += wv * x[m];
         }
     }
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
         for (int m = 0; m < M; m++) vstore(out + r * ldo + i0 + (size_t)m * VW, acc[r][m]);
 }
 
