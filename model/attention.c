@@ -28,12 +28,8 @@
  * partly masked. */
 enum { TB = 64 };
 
-/* Row stride of the transposed k and v (hd, Tp): T rounded up to whole
- * groups of 4 vectors, so row·matrix may always read 4, plus 16 floats (one
- * 64-byte line) so that the hd rows of a key tile fall in different L1 sets:
- * at a stride of a multiple of 4 KiB (T = 1024) they would all share a few
- * and evict one another on every pass. Only addresses change, never a sum. */
-static size_t padded(size_t T) { return (T + 4 * VW - 1) / (4 * VW) * (4 * VW) + 16; }
+/* T rounded up to whole groups of 4 vectors, so row·matrix may always read 4. */
+static size_t padded(size_t T) { return (T + 4 * VW - 1) / (4 * VW) * (4 * VW); }
 
 size_t attn_scratch_floats(attn_dims a)
 {
@@ -52,12 +48,13 @@ static void transpose(float *bt, const float *src, size_t ld, size_t T, size_t T
 }
 
 /* Register tiles of R rows (R <= 4) x M vectors (M <= 4): one vector load
- * feeds R multiply-adds. The loops over R and M are unrolled whole, so the
- * R·M accumulators live in vector registers (at -O2 GCC kept them in memory,
- * a load and a store per multiply-add: attention ran at a quarter of the
- * sgemm rate); unrolling changes no operation nor its order. Each (row, vector) accumulates in one chain, in a
+ * feeds R multiply-adds. Each (row, vector) accumulates in one chain, in a
  * fixed order (i or s ascending), whatever R and M are, so a row's result does
- * not depend on which rows share its tile. */
+ * not depend on which rows share its tile. The loops over R and M are
+ * unrolled whole, so the R·M accumulators live in vector registers (at -O2
+ * GCC kept them in memory, a load and a store per multiply-add: attention ran
+ * at a quarter of the sgemm rate); unrolling changes no operation nor its
+ * order. */
 
 /* Scores: out[r·TB + j0·VW + ...] = Σ_i a_r[i] · bt[i][j0·VW + ...] for rows
  * a_r = a + r·lda, M vectors from vector j0 of bt (hd, Tp). */
