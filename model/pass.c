@@ -243,6 +243,7 @@ static double head_forward(model_part *p, int i, model_slot *s, const float *in,
 {
     head_act a = head_acts(s->act, d);
     const float *norm = p->params + p->unit_off[i];
+    a.xn = p->ws; /* derived: not kept (views.h) */
     memcpy(a.x, in, d.N * d.C * sizeof(float));
     layer_rmsnorm_forward(a.xn, a.rstd, a.x, norm, d.N, d.C, p->cfg.norm_eps);
     layer_matmul_forward(a.probs, a.xn, head_w(p, i, d), d.N, d.C, d.V);
@@ -254,7 +255,7 @@ static void head_backward_input(model_part *p, int i, model_slot *s, float *din,
 {
     head_act a = head_acts(s->act, d);
     head_grad g = head_grads(s->grad, d);
-    float *dlogits = g.dlogits, *dxn = g.dxn;
+    float *dlogits = a.probs, *dxn = g.dxn; /* dlogits in place: the probabilities' last reader */
     const float *norm = p->params + p->unit_off[i];
     layer_softmax_xent_backward(dlogits, a.probs, s->tokens, d.N, d.V, scale);
     layer_matmul_backward_input(dxn, dlogits, head_w(p, i, d), d.N, d.C, d.V, 0);
@@ -265,9 +266,11 @@ static void head_backward_weight(model_part *p, int i, model_slot *s, dims d)
 {
     head_act a = head_acts(s->act, d);
     head_grad g = head_grads(s->grad, d);
-    const float *dlogits = g.dlogits, *dxn = g.dxn;
+    const float *dlogits = a.probs, *dxn = g.dxn;
     float *gnorm = p->grads + p->unit_off[i];
     float *gw = p->tied_grad ? p->tied_grad : gnorm + d.C;
+    a.xn = p->ws; /* derived again, with the forward's bits */
+    kern_rmsnorm_apply(a.xn, a.x, a.rstd, p->params + p->unit_off[i], d.N, d.C);
     layer_matmul_backward_weight(gw, dlogits, a.xn, d.N, d.C, d.V);
     layer_rmsnorm_backward_weight(gnorm, dxn, a.x, a.rstd, d.N, d.C);
 }

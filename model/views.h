@@ -188,19 +188,25 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
     }
 }
 
+/* The head keeps its input x, rstd and the (N, V) probabilities; its norm
+ * output xn is derived like a block's (block_act_derived): written at the
+ * workspace ws by the forward, recomputed there by the weight-gradient pass.
+ * xn is NULL here: pass.c points it at ws. */
 typedef struct { float *x, *rstd, *xn, *probs; } head_act;
 static inline size_t head_act_view(head_act *a, float *b, dims d)
 {
     size_t o = carve(&a->x, b, 0, d.N * d.C);
     o = carve(&a->rstd, b, o, d.N);
-    o = carve(&a->xn, b, o, d.N * d.C);
+    a->xn = NULL;
     return carve(&a->probs, b, o, d.N * d.V);
 }
 
-typedef struct { float *dlogits, *dxn; } head_grad;
+/* dlogits overwrites the probabilities in the stash (their last reader,
+ * pass.c); the work holds dxn alone. */
+typedef struct { float *dxn; } head_grad;
 static inline size_t head_grad_view(head_grad *g, float *b, dims d)
 {
-    return carve(&g->dxn, b, carve(&g->dlogits, b, 0, d.N * d.V), d.N * d.C);
+    return carve(&g->dxn, b, 0, d.N * d.C);
 }
 
 #endif
