@@ -185,7 +185,8 @@ static void block_backward_fused(model_part *p, int i, model_slot *s, float *wor
     block_act a = f.a;
     float *dh = p->ws, *datt = p->ws + ws_head_floats(d), *dgu = a.gu;
     const size_t QKV = qkv_width(d);
-    const int sel = p->recompute == MODEL_RECOMPUTE_SELECTIVE, none = p->recompute == MODEL_RECOMPUTE_NONE;
+    /* none: NONE's backward, which FULL runs too once it has recomputed NONE's stash */
+    const int sel = p->recompute == MODEL_RECOMPUTE_SELECTIVE, none = !sel;
     /* MLP: down, gate|up, the post-attention norm */
     if (p->recompute == MODEL_RECOMPUTE_FULL) block_forward_body(p, i, a, d, 1);
     if (none) { /* h (at ws) is spent before dh takes its place: the down projection's W, then its B */

@@ -107,10 +107,21 @@ static inline size_t block_grad_view(block_grad *g, float *b, dims d)
     return carve(&g->dxn1, b, o, d.N * d.C);
 }
 
+/* FULL's forward scratch and fused backward work: what NONE keeps but x,
+ * laid out from `work` (rstd1, qkv, lse, att, x2, rstd2, gu), with NONE's
+ * derived tensors at ws. Returns the float count. */
+static inline size_t block_full_lay(block_act *a, float *work, float *ws, dims d)
+{
+    const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T;
+    size_t o = carve(&a->att, work, carve(&a->lse, work, carve(&a->qkv, work, carve(&a->rstd1, work, 0, d.N), QKV), P), NC);
+    a->xn1 = a->xn2 = a->h = ws;
+    return carve(&a->gu, work, carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N), 2 * FN);
+}
+
 /* The forward's scratch for the tensors a block does not keep (model_part.fwd_tmp).
  * SELECTIVE reuses it as they die (x2 | xn1, then lse and att, then xn2, then
- * h | rstd1, rstd2); FULL lays them side by side as block_act_view does; NONE
- * needs none: its derived tensors xn1, xn2, h each live at the workspace ws
+ * h | rstd1, rstd2); FULL lays out what NONE keeps but x (block_full_lay);
+ * NONE needs none: its derived tensors xn1, xn2, h each live at the workspace ws
  * (model_part.ws, which the forward does not otherwise use) from their kernel
  * to the projection that reads them, one after the other. Returns the
  * scratch's float count (NULL bases only count). */
@@ -119,6 +130,7 @@ static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, floa
     size_t n;
     block_act_view(a, stash, tmp, d, mode, &n);
     if (mode == MODEL_RECOMPUTE_NONE) a->xn1 = a->xn2 = a->h = ws;
+    if (mode == MODEL_RECOMPUTE_FULL) return block_full_lay(a, tmp, ws, d);
     if (mode != MODEL_RECOMPUTE_SELECTIVE) return n;
     const size_t NC = d.N * d.C, FN = d.N * d.F, P = d.B * d.H * d.T;
     size_t o = carve(&a->x2, tmp, 0, NC), r = o + NC;
@@ -136,7 +148,9 @@ static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, floa
  * gradients that run from one sub-layer to the next, each laid over tensors the
  * backward has consumed by then; dgu overwrites gu, wherever gu is. The order
  * (pass.c block_backward_fused): per sub-layer from the top, its input
- * gradient then its weight gradient; FULL recomputes the whole forward first,
+ * gradient then its weight gradient; FULL recomputes the whole forward first
+ * (what NONE keeps, into the work; xn1, xn2, h at ws as NONE's forward does)
+ * and then runs NONE's backward,
  * SELECTIVE each tensor just before its first use (h, then lse, att, x2,
  * xn2 once dgu is done, then xn1 once dqkv is). Returns the work's float count
  * (NULL work only counts). */
@@ -150,7 +164,7 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
 {
     const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T;
     block_act *a = &f->a;
-    size_t o, m, at, end;
+    size_t o, at, end;
     float *base;
     block_act_view(a, stash, NULL, d, mode, NULL); /* the kept ones; the others are placed below */
     switch (mode) {
@@ -175,16 +189,12 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
         end = carve(&a->rstd1, work, carve(&a->rstd2, work, end, d.N), d.N);
         carve(&a->h, work, 0, FN);
         return FN > end ? FN : end;
-    default: /* FULL: the whole forward, then the gradients over the MLP side */
-        o = carve(&a->att, work, carve(&a->lse, work, carve(&a->qkv, work,
-                  carve(&a->rstd1, work, carve(&a->xn1, work, 0, NC), d.N), QKV), P), NC);
-        o = carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N);
-        m = carve(&a->h, work, carve(&a->gu, work, carve(&a->xn2, work, o, NC), 2 * FN), FN);
-        carve(&f->dx2, work, o, NC);            /* over xn2 */
-        end = carve(&f->dxn2, work, m - FN, NC); /* over h */
-        at = carve(&f->dxn1, work, carve(&f->dqkv, work, o + NC, QKV), NC); /* over gu */
-        if (at > end) end = at;
-        return end > m ? end : m;
+    default: /* FULL: NONE's stash but x recomputed into the work (the derived tensors at ws), then NONE's backward */
+        o = block_full_lay(a, work, ws, d);
+        f->dxn2 = f->dxn1 = ws ? ws + ws_head_floats(d) : NULL;
+        base = NC + QKV <= 2 * FN ? a->gu : work ? work + o : NULL;
+        carve(&f->dqkv, base, carve(&f->dx2, base, 0, NC), QKV);
+        return NC + QKV <= 2 * FN ? o : o + NC + QKV;
     }
 }
 
