@@ -19,6 +19,10 @@ void kern_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N
  * add and the norm after it in one pass). y, out: (N, C). */
 void kern_add_rmsnorm(float *y, float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
                       float eps);
+/* out (N, C) = the RMSNorm output of x with the rstd (N) its forward
+ * (layer_rmsnorm_forward, kern_add_rmsnorm) computed: the same bits as that
+ * forward's out, without its sums. */
+void kern_rmsnorm_apply(float *out, const float *x, const float *rstd, const float *w, size_t N, size_t C);
 /* dx = base + the RMSNorm input gradient (layer_rmsnorm_backward_input with a
  * separate addend; base NULL means 0, base == dx accumulates). */
 void kern_rmsnorm_backward_input_add(float *dx, const float *base, const float *dout, const float *x,

@@ -138,20 +138,39 @@ static inline float dotv(const float *a, const float *b, size_t n)
     return s;
 }
 
-/* ---- RMSNorm ---- o0 out, o1 rstd, a x, b w; f eps */
+/* ---- RMSNorm ---- one output row o = x·r·w: the forward's and
+ * kern_rmsnorm_apply's one expression, so a recomputed row has the same bits */
+static inline void rmsnorm_row(float *o, const float *xr, float r, const float *w, size_t C)
+{
+    size_t i = 0;
+    for (; i + VW <= C; i += VW) vstore(o + i, vload(xr + i) * r * vload(w + i));
+    for (; i < C; i++) o[i] = xr[i] * r * w[i];
+}
+
+/* o0 out, o1 rstd, a x, b w; f eps */
 static void rmsnorm_fwd_rows(job *j, size_t lo, size_t hi, size_t item)
 {
     (void)item;
     const size_t C = j->C;
     for (size_t n = lo; n < hi; n++) {
-        const float *xr = j->a + n * C, *w = j->b;
-        float *o = j->o0 + n * C;
+        const float *xr = j->a + n * C;
         float r = 1.0f / sqrtf(dotv(xr, xr, C) / (float)C + j->f);
         j->o1[n] = r;
-        size_t i = 0;
-        for (; i + VW <= C; i += VW) vstore(o + i, vload(xr + i) * r * vload(w + i));
-        for (; i < C; i++) o[i] = xr[i] * r * w[i];
+        rmsnorm_row(j->o0 + n * C, xr, r, j->b, C);
     }
+}
+
+/* o0 out, a x, b w, c rstd (kept from the forward) */
+static void rmsnorm_apply_rows(job *j, size_t lo, size_t hi, size_t item)
+{
+    (void)item;
+    for (size_t n = lo; n < hi; n++) rmsnorm_row(j->o0 + n * j->C, j->a + n * j->C, j->c[n], j->b, j->C);
+}
+
+void kern_rmsnorm_apply(float *out, const float *x, const float *rstd, const float *w, size_t N, size_t C)
+{
+    job j = { .rows = rmsnorm_apply_rows, .o0 = out, .a = x, .b = w, .c = rstd, .N = N, .C = C };
+    run_rows(&j, C, 4096);
 }
 
 /* o2 y (in: y, out: y + x), a x, then rmsnorm_fwd_rows of y into o0 out, o1 rstd; b w, f eps */

@@ -77,8 +77,11 @@ int model_unit_tensors(const model_config *c, int unit, model_tensor *out);
 void model_tensor_init(const model_config *c, const model_tensor *t, float *w, uint64_t seed);
 
 /* Activation recomputation of a part's decoder blocks (model_part.recompute).
- * NONE keeps every tensor a block's backward reads from its forward to its
- * weight-gradient pass. FULL keeps only the block's input x and recomputes the
+ * NONE recomputes no matrix product: it keeps every tensor a block's backward
+ * reads from its forward to its weight-gradient pass but the two RMSNorm
+ * outputs and the SwiGLU product h, which its weight-gradient pass derives
+ * again, elementwise and bit for bit, from the kept input, rstd and gate|up
+ * (views.h block_act_derived). FULL keeps only the block's input x and recomputes the
  * whole block forward (all but the down projection) at the start of its
  * backward-input pass. SELECTIVE keeps the block input and the outputs of the
  * two widest projections (q/k/v after RoPE, gate|up) and recomputes the rest:

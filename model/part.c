@@ -46,8 +46,8 @@ model_mem model_unit_mem(const model_config *cfg, int unit, size_t batch, int mo
     if (model_unit_kind(cfg, unit) == UNIT_BLOCK) { /* the forward's and model_backward_fused's own layouts */
         block_act a;
         block_fused f;
-        m.fwd_tmp = block_fwd_view(&a, NULL, NULL, d, mode) * sizeof(float);
-        m.work_unit = block_fused_view(&f, NULL, NULL, d, mode) * sizeof(float);
+        m.fwd_tmp = block_fwd_view(&a, NULL, NULL, NULL, d, mode) * sizeof(float);
+        m.work_unit = block_fused_view(&f, NULL, NULL, NULL, d, mode) * sizeof(float);
     }
     return m;
 }

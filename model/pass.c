@@ -91,7 +91,7 @@ static void block_forward(model_part *p, int i, model_slot *s, const float *in, 
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
     block_act a;
-    block_fwd_view(&a, s->act, p->fwd_tmp, d, p->recompute);
+    block_fwd_view(&a, s->act, p->fwd_tmp, p->ws, d, p->recompute);
     memcpy(a.x, in, d.N * d.C * sizeof(float));
     block_forward_body(p, i, a, d, 1);
     layer_matmul_forward(out, a.h, w.wd, d.N, d.F, d.C);
@@ -105,7 +105,7 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
     block_grad g = block_grads(s->grad, d);
     if (p->recompute != MODEL_RECOMPUTE_NONE)
         block_forward_body(p, i, a, d, p->recompute == MODEL_RECOMPUTE_FULL);
-    float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C);
+    float *dh = p->ws, *datt = p->ws + ws_head_floats(d);
     const size_t NC = d.N * d.C, QKV = qkv_width(d);
     float *dq = g.dqkv, *dk = g.dqkv + d.C, *dv = g.dqkv + d.C + d.KV;
     memcpy(g.dout, dout, NC * sizeof(float));
@@ -126,10 +126,20 @@ static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
     block_w gw = block_weights(p->grads + p->unit_off[i], d);
     block_act a = block_acts(p, s->act, s->grad + block_grad_floats(d), d);
     block_grad g = block_grads(s->grad, d);
+    const int none = p->recompute == MODEL_RECOMPUTE_NONE; /* h, xn2, xn1 recomputed in turn at ws */
+    const float *w1 = NULL, *w2 = NULL;
+    if (none) {
+        block_w w = block_weights(p->params + p->unit_off[i], d);
+        w1 = w.norm1; w2 = w.norm2;
+        a.h = a.xn2 = a.xn1 = p->ws;
+        kern_swiglu_forward(a.h, a.gu, d.N, d.F);
+    }
     layer_matmul_backward_weight(gw.wd, g.dout, a.h, d.N, d.F, d.C);
+    if (none) kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w2, d.N, d.C);
     layer_matmul_backward_weight(gw.wg, g.dgu, a.xn2, d.N, d.C, 2 * d.F);
     layer_rmsnorm_backward_weight(gw.norm2, g.dxn2, a.x2, a.rstd2, d.N, d.C);
     layer_matmul_backward_weight(gw.wo, g.dx2, a.att, d.N, d.C, d.C);
+    if (none) kern_rmsnorm_apply(a.xn1, a.x, a.rstd1, w1, d.N, d.C);
     layer_matmul_backward_weight(gw.wq, g.dqkv, a.xn1, d.N, d.C, qkv_width(d));
     layer_rmsnorm_backward_weight(gw.norm1, g.dxn1, a.x, a.rstd1, d.N, d.C);
 }
@@ -171,22 +181,32 @@ static void block_backward_fused(model_part *p, int i, model_slot *s, float *wor
 {
     block_w w = block_weights(p->params + p->unit_off[i], d), gw = block_weights(p->grads + p->unit_off[i], d);
     block_fused f;
-    block_fused_view(&f, s->act, work, d, p->recompute);
+    block_fused_view(&f, s->act, work, p->ws, d, p->recompute);
     block_act a = f.a;
-    float *dh = p->ws, *datt = p->ws + d.N * (d.F > d.C ? d.F : d.C), *dgu = a.gu;
+    float *dh = p->ws, *datt = p->ws + ws_head_floats(d), *dgu = a.gu;
     const size_t QKV = qkv_width(d);
-    const int sel = p->recompute == MODEL_RECOMPUTE_SELECTIVE;
+    /* none: NONE's backward, which FULL runs too once it has recomputed NONE's stash */
+    const int sel = p->recompute == MODEL_RECOMPUTE_SELECTIVE, none = !sel;
     /* MLP: down, gate|up, the post-attention norm */
     if (p->recompute == MODEL_RECOMPUTE_FULL) block_forward_body(p, i, a, d, 1);
-    layer_matmul_backward_input(dh, dout, w.wd, d.N, d.F, d.C, 0);
-    if (sel) kern_swiglu_forward(a.h, a.gu, d.N, d.F);
-    report(pr, 0);
-    layer_matmul_backward_weight(gw.wd, dout, a.h, d.N, d.F, d.C);
-    report(pr, 2);
+    if (none) { /* h (at ws) is spent before dh takes its place: the down projection's W, then its B */
+        kern_swiglu_forward(a.h, a.gu, d.N, d.F);
+        layer_matmul_backward_weight(gw.wd, dout, a.h, d.N, d.F, d.C);
+        report(pr, 2);
+        layer_matmul_backward_input(dh, dout, w.wd, d.N, d.F, d.C, 0);
+        report(pr, 0);
+    } else {
+        layer_matmul_backward_input(dh, dout, w.wd, d.N, d.F, d.C, 0);
+        if (sel) kern_swiglu_forward(a.h, a.gu, d.N, d.F);
+        report(pr, 0);
+        layer_matmul_backward_weight(gw.wd, dout, a.h, d.N, d.F, d.C);
+        report(pr, 2);
+    }
     kern_swiglu_backward(dgu, dh, a.gu, d.N, d.F);
     if (sel) block_attn_forward(p, &w, a, d);
     layer_matmul_backward_input(f.dxn2, dgu, w.wg, d.N, d.C, 2 * d.F, 0);
     report(pr, 0);
+    if (none) kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* over dh, spent */
     layer_matmul_backward_weight(gw.wg, dgu, a.xn2, d.N, d.C, 2 * d.F);
     report(pr, 2);
     kern_rmsnorm_backward_input_add(f.dx2, dout, f.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* + residual */
@@ -203,6 +223,7 @@ static void block_backward_fused(model_part *p, int i, model_slot *s, float *wor
                   a.qkv + d.C + d.KV, attn_of(d));
     kern_rope(dq, p->rope_cos, p->rope_sin, d.B, d.T, d.H + d.KVH, d.hd, QKV, 1); /* dq and dk heads */
     if (sel) layer_rmsnorm_forward(a.xn1, a.rstd1, a.x, w.norm1, d.N, d.C, p->cfg.norm_eps);
+    if (none) kern_rmsnorm_apply(a.xn1, a.x, a.rstd1, w.norm1, d.N, d.C); /* over the row scratch, spent */
     layer_matmul_backward_input(f.dxn1, f.dqkv, w.wq, d.N, d.C, QKV, 0);
     report(pr, 0);
     layer_matmul_backward_weight(gw.wq, f.dqkv, a.xn1, d.N, d.C, QKV);
@@ -223,6 +244,7 @@ static double head_forward(model_part *p, int i, model_slot *s, const float *in,
 {
     head_act a = head_acts(s->act, d);
     const float *norm = p->params + p->unit_off[i];
+    a.xn = p->ws; /* derived: not kept (views.h) */
     memcpy(a.x, in, d.N * d.C * sizeof(float));
     layer_rmsnorm_forward(a.xn, a.rstd, a.x, norm, d.N, d.C, p->cfg.norm_eps);
     layer_matmul_forward(a.probs, a.xn, head_w(p, i, d), d.N, d.C, d.V);
@@ -234,7 +256,7 @@ static void head_backward_input(model_part *p, int i, model_slot *s, float *din,
 {
     head_act a = head_acts(s->act, d);
     head_grad g = head_grads(s->grad, d);
-    float *dlogits = g.dlogits, *dxn = g.dxn;
+    float *dlogits = a.probs, *dxn = g.dxn; /* dlogits in place: the probabilities' last reader */
     const float *norm = p->params + p->unit_off[i];
     layer_softmax_xent_backward(dlogits, a.probs, s->tokens, d.N, d.V, scale);
     layer_matmul_backward_input(dxn, dlogits, head_w(p, i, d), d.N, d.C, d.V, 0);
@@ -245,9 +267,11 @@ static void head_backward_weight(model_part *p, int i, model_slot *s, dims d)
 {
     head_act a = head_acts(s->act, d);
     head_grad g = head_grads(s->grad, d);
-    const float *dlogits = g.dlogits, *dxn = g.dxn;
+    const float *dlogits = a.probs, *dxn = g.dxn;
     float *gnorm = p->grads + p->unit_off[i];
     float *gw = p->tied_grad ? p->tied_grad : gnorm + d.C;
+    a.xn = p->ws; /* derived again, with the forward's bits */
+    kern_rmsnorm_apply(a.xn, a.x, a.rstd, p->params + p->unit_off[i], d.N, d.C);
     layer_matmul_backward_weight(gw, dlogits, a.xn, d.N, d.C, d.V);
     layer_rmsnorm_backward_weight(gnorm, dxn, a.x, a.rstd, d.N, d.C);
 }

@@ -50,19 +50,35 @@ static inline size_t qkv_width(dims d) { return d.C + 2 * d.KV; }
 typedef struct { float *x, *rstd1, *xn1, *qkv, *lse, *att, *x2, *rstd2, *xn2, *gu, *h; } block_act;
 enum { BA_X, BA_RSTD1, BA_XN1, BA_QKV, BA_LSE, BA_ATT, BA_X2, BA_RSTD2, BA_XN2, BA_GU, BA_H, BA_N };
 
+/* NONE's derived tensors: the two RMSNorm outputs and the SwiGLU product are
+ * elementwise functions of kept ones (xn1 of x, rstd1; xn2 of x2, rstd2; h of
+ * gu), needed only by weight gradients, so NONE keeps none of them: its
+ * forward writes each into the part's workspace (model_part.ws) just before
+ * the projection that reads it, and its weight-gradient pass recomputes each
+ * there with the forward's own arithmetic (kern_rmsnorm_apply,
+ * kern_swiglu_forward), so the same bits. No matrix product is recomputed. */
+static inline int block_act_derived(int mode, int f)
+{
+    return mode == MODEL_RECOMPUTE_NONE && (f == BA_XN1 || f == BA_XN2 || f == BA_H);
+}
+
 /* Whether a block's forward keeps tensor BA_* under a recompute mode (model.h):
- * everything (NONE), the input (FULL), the input and the outputs of the q/k/v
- * and gate|up projections (SELECTIVE). */
+ * all but the derived ones (NONE), the input (FULL), the input and the outputs
+ * of the q/k/v and gate|up projections (SELECTIVE). */
 static inline int block_act_kept(int mode, int f)
 {
-    if (mode == MODEL_RECOMPUTE_NONE) return 1;
+    if (mode == MODEL_RECOMPUTE_NONE) return !block_act_derived(mode, f);
     if (mode == MODEL_RECOMPUTE_FULL) return f == BA_X;
     return f == BA_X || f == BA_QKV || f == BA_GU;
 }
 
+/* The part's workspace (model_part.ws): N·max(F, C) floats (dh; any one of
+ * NONE's derived tensors), then N·C (datt). */
+static inline size_t ws_head_floats(dims d) { return d.N * (d.F > d.C ? d.F : d.C); }
+
 /* Lays the kept tensors out from `kept` and the others from `other`, each in
  * BA_ order; returns the kept float count and sets *n_other (NULL bases only
- * count). With NONE this is the one layout of every tensor from `kept`. */
+ * count). NONE's derived tensors are in neither: their pointers are NULL. */
 static inline size_t block_act_view(block_act *a, float *kept, float *other, dims d, int mode, size_t *n_other)
 {
     float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->lse, &a->att, &a->x2, &a->rstd2, &a->xn2,
@@ -72,7 +88,8 @@ static inline size_t block_act_view(block_act *a, float *kept, float *other, dim
                              d.N * 2 * d.F, d.N * d.F };
     size_t ok = 0, oo = 0;
     for (int f = 0; f < BA_N; f++) {
-        if (block_act_kept(mode, f)) ok = carve(t[f], kept, ok, n[f]);
+        if (block_act_derived(mode, f)) *t[f] = NULL;
+        else if (block_act_kept(mode, f)) ok = carve(t[f], kept, ok, n[f]);
         else oo = carve(t[f], other, oo, n[f]);
     }
     if (n_other) *n_other = oo;
@@ -90,14 +107,30 @@ static inline size_t block_grad_view(block_grad *g, float *b, dims d)
     return carve(&g->dxn1, b, o, d.N * d.C);
 }
 
+/* FULL's forward scratch and fused backward work: what NONE keeps but x,
+ * laid out from `work` (rstd1, qkv, lse, att, x2, rstd2, gu), with NONE's
+ * derived tensors at ws. Returns the float count. */
+static inline size_t block_full_lay(block_act *a, float *work, float *ws, dims d)
+{
+    const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T;
+    size_t o = carve(&a->att, work, carve(&a->lse, work, carve(&a->qkv, work, carve(&a->rstd1, work, 0, d.N), QKV), P), NC);
+    a->xn1 = a->xn2 = a->h = ws;
+    return carve(&a->gu, work, carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N), 2 * FN);
+}
+
 /* The forward's scratch for the tensors a block does not keep (model_part.fwd_tmp).
  * SELECTIVE reuses it as they die (x2 | xn1, then lse and att, then xn2, then
- * h | rstd1, rstd2); the others lay them side by side as block_act_view does.
- * Returns its float count (NULL bases only count). */
-static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, dims d, int mode)
+ * h | rstd1, rstd2); FULL lays out what NONE keeps but x (block_full_lay);
+ * NONE needs none: its derived tensors xn1, xn2, h each live at the workspace ws
+ * (model_part.ws, which the forward does not otherwise use) from their kernel
+ * to the projection that reads them, one after the other. Returns the
+ * scratch's float count (NULL bases only count). */
+static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, float *ws, dims d, int mode)
 {
     size_t n;
     block_act_view(a, stash, tmp, d, mode, &n);
+    if (mode == MODEL_RECOMPUTE_NONE) a->xn1 = a->xn2 = a->h = ws;
+    if (mode == MODEL_RECOMPUTE_FULL) return block_full_lay(a, tmp, ws, d);
     if (mode != MODEL_RECOMPUTE_SELECTIVE) return n;
     const size_t NC = d.N * d.C, FN = d.N * d.F, P = d.B * d.H * d.T;
     size_t o = carve(&a->x2, tmp, 0, NC), r = o + NC;
@@ -115,22 +148,32 @@ static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, dims
  * gradients that run from one sub-layer to the next, each laid over tensors the
  * backward has consumed by then; dgu overwrites gu, wherever gu is. The order
  * (pass.c block_backward_fused): per sub-layer from the top, its input
- * gradient then its weight gradient; FULL recomputes the whole forward first,
+ * gradient then its weight gradient; FULL recomputes the whole forward first
+ * (what NONE keeps, into the work; xn1, xn2, h at ws as NONE's forward does)
+ * and then runs NONE's backward,
  * SELECTIVE each tensor just before its first use (h, then lse, att, x2,
  * xn2 once dgu is done, then xn1 once dqkv is). Returns the work's float count
  * (NULL work only counts). */
+/* NONE works in the workspace ws (model_part.ws) and, once the SwiGLU's
+ * gradient is spent, over gu's stash: h, then xn2, then the attention
+ * backward's row scratch, then xn1 at ws; dxn2, then datt, then dxn1 after
+ * ws's first N·max(F, C) floats; dx2 | dqkv over gu (2·N·F floats) when they
+ * fit there, else in the work. */
 typedef struct { block_act a; float *dxn2, *dx2, *dqkv, *dxn1; } block_fused;
-static inline size_t block_fused_view(block_fused *f, float *stash, float *work, dims d, int mode)
+static inline size_t block_fused_view(block_fused *f, float *stash, float *work, float *ws, dims d, int mode)
 {
     const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T;
     block_act *a = &f->a;
-    size_t o, m, at, end;
+    size_t o, at, end;
+    float *base;
     block_act_view(a, stash, NULL, d, mode, NULL); /* the kept ones; the others are placed below */
     switch (mode) {
-    case MODEL_RECOMPUTE_NONE: /* dx2 | dxn2, then dqkv | dxn1 */
-        o = carve(&f->dx2, work, 0, NC);
-        carve(&f->dxn2, work, o, NC);
-        return carve(&f->dxn1, work, carve(&f->dqkv, work, o, QKV), NC);
+    case MODEL_RECOMPUTE_NONE:
+        a->xn1 = a->xn2 = a->h = ws;
+        f->dxn2 = f->dxn1 = ws ? ws + ws_head_floats(d) : NULL;
+        base = NC + QKV <= 2 * FN ? a->gu : work;
+        carve(&f->dqkv, base, carve(&f->dx2, base, 0, NC), QKV);
+        return NC + QKV <= 2 * FN ? 0 : NC + QKV;
     case MODEL_RECOMPUTE_SELECTIVE:
         /* h first, alone; then lse (xn1 | dxn1 after it) | xn2, then dx2 |
          * att, x2, dxn2, then dqkv | rstd2, rstd1 */
@@ -146,32 +189,34 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
         end = carve(&a->rstd1, work, carve(&a->rstd2, work, end, d.N), d.N);
         carve(&a->h, work, 0, FN);
         return FN > end ? FN : end;
-    default: /* FULL: the whole forward, then the gradients over the MLP side */
-        o = carve(&a->att, work, carve(&a->lse, work, carve(&a->qkv, work,
-                  carve(&a->rstd1, work, carve(&a->xn1, work, 0, NC), d.N), QKV), P), NC);
-        o = carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N);
-        m = carve(&a->h, work, carve(&a->gu, work, carve(&a->xn2, work, o, NC), 2 * FN), FN);
-        carve(&f->dx2, work, o, NC);            /* over xn2 */
-        end = carve(&f->dxn2, work, m - FN, NC); /* over h */
-        at = carve(&f->dxn1, work, carve(&f->dqkv, work, o + NC, QKV), NC); /* over gu */
-        if (at > end) end = at;
-        return end > m ? end : m;
+    default: /* FULL: NONE's stash but x recomputed into the work (the derived tensors at ws), then NONE's backward */
+        o = block_full_lay(a, work, ws, d);
+        f->dxn2 = f->dxn1 = ws ? ws + ws_head_floats(d) : NULL;
+        base = NC + QKV <= 2 * FN ? a->gu : work ? work + o : NULL;
+        carve(&f->dqkv, base, carve(&f->dx2, base, 0, NC), QKV);
+        return NC + QKV <= 2 * FN ? o : o + NC + QKV;
     }
 }
 
+/* The head keeps its input x, rstd and the (N, V) probabilities; its norm
+ * output xn is derived like a block's (block_act_derived): written at the
+ * workspace ws by the forward, recomputed there by the weight-gradient pass.
+ * xn is NULL here: pass.c points it at ws. */
 typedef struct { float *x, *rstd, *xn, *probs; } head_act;
 static inline size_t head_act_view(head_act *a, float *b, dims d)
 {
     size_t o = carve(&a->x, b, 0, d.N * d.C);
     o = carve(&a->rstd, b, o, d.N);
-    o = carve(&a->xn, b, o, d.N * d.C);
+    a->xn = NULL;
     return carve(&a->probs, b, o, d.N * d.V);
 }
 
-typedef struct { float *dlogits, *dxn; } head_grad;
+/* dlogits overwrites the probabilities in the stash (their last reader,
+ * pass.c); the work holds dxn alone. */
+typedef struct { float *dxn; } head_grad;
 static inline size_t head_grad_view(head_grad *g, float *b, dims d)
 {
-    return carve(&g->dxn, b, carve(&g->dlogits, b, 0, d.N * d.V), d.N * d.C);
+    return carve(&g->dxn, b, 0, d.N * d.C);
 }
 
 #endif
