@@ -162,7 +162,8 @@ assert d["predicted_gain"] > 0, d                      # its own model says it h
 # the predictions from the median costs of the series' even runs (here 1), beside the calibration run's
 assert d["prediction_runs"] == 1 and len(d["median_choice"]) == 2, d
 assert all(s["predicted_1run_ms"] > 0 and s["predicted_ms"] != s["predicted_1run_ms"] for s in d["splits"]), d
-assert abs(even["predicted_ms"] - even["own_prediction_median_ms"]) < 1e-6 * even["predicted_ms"] + 1e-3, even
+# one even run: its median is its own costs, so the even split is predicted as the run predicted itself
+assert abs(even["predicted_ms"] - even["own_prediction_median_ms"]) <= 0.005 * even["predicted_ms"], even
 PY
 
 # check's warning: on the uneven model's even split, not on the balanced one
