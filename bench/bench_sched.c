@@ -87,7 +87,8 @@ static void usage(FILE *f)
                "       pipetrain bench schedule --uneven [--json] [--steps N (default 20)] [--repeat R (default 5)]\n"
                "                                [--micro-batches M (default 4)] [--vocab V (default 8192)]\n"
                "  --uneven: the 2-stage Shakespeare model with vocabulary V, its even split against the one\n"
-               "  `pipetrain balance --calibrate` chooses, R runs of each alternately: measured vs predicted\n");
+               "  `pipetrain balance --calibrate` chooses from one calibration run, R runs of each alternately:\n"
+               "  measured vs predicted from the median costs of the R even runs (and from the one run)\n");
 }
 
 typedef struct { int json, measured, steps, uneven, vocab; } extra_opts;

@@ -23,11 +23,13 @@ int bench_sched_measured(int steps, int M, int json);
 /* --uneven (bench_sched_uneven.c): topologies/shakespeare-2stage.json with
  * model.vocab_size = vocab (M micro-batches, `steps` steps a run, 1 BLAS thread
  * per stage): a calibration run of the even split, `pipetrain balance
- * --calibrate` on it, then `reps` runs (at most 32) of the even and the balanced
- * split alternately; prints per split the median measured step time, balance's
- * prediction and their difference, and the measured and predicted gains (JSON
- * with json != 0). Returns 0, 1 when a run or the balance failed, 2 when not in
- * the source tree or reps is too large. */
+ * --calibrate` on it (the balanced split), then `reps` runs (1 to 32) of the even
+ * and the balanced split alternately, then both splits predicted by `pipetrain
+ * balance` calibrated with the median costs of the reps even runs; prints per
+ * split the median measured step time, the predictions (median costs, and the
+ * calibration run's) and their differences, and the measured and predicted gains
+ * (JSON with json != 0). Returns 0, 1 when a run or a balance failed, 2 when not
+ * in the source tree or reps is out of range. */
 int bench_sched_uneven(int steps, int M, int reps, int vocab, int json);
 
 /* Shared by the two (bench_sched_measured.c): the load average "1 5 15" (or

@@ -5,10 +5,12 @@
  * `pipetrain check` (cli_balance_warn).
  *
  * Per-unit costs: FLOP-derived as `pipetrain schedule` (cli_schedule_rates), or
- * from a run's costs.json (--calibrate): each stage's measured F, B, W spread over
- * its units in proportion to the units' times measured in the stages (costs.json
- * "units"), or, in a file without them, to their FLOPs (evenly over a stage
- * without FLOPs), so every unit gets its stage's measured speed. Memory per unit: weights, gradients
+ * from runs' costs.json (--calibrate, repeatable: the median over the runs of
+ * every cost, topo_calib.h): each stage's measured F, B, W spread over its units
+ * (of the runs' split, from their summary.json, else the topology's) in
+ * proportion to the units' times measured in the stages (costs.json "units"), or,
+ * in a file without them, to their FLOPs (evenly over a stage without FLOPs), so
+ * every unit gets its stage's measured speed. Memory per unit: weights, gradients
  * and both AdamW moments (16 bytes per parameter) plus model_unit_mem's stash and
  * work under train.recompute; the simulator adds up the stash at the schedule's
  * peak. */
@@ -30,13 +32,18 @@
 #include "model/util.h"
 #include "scheduler/sched_balance.h"
 #include "topo/topo.h"
+#include "topo/topo_calib.h"
 
 static const char balance_help[] =
     "usage: pipetrain balance TOPOLOGY.json --stages P [options]\n"
     "  --stages P            stages of the new split (required)\n"
     "  --calibrate RUN_DIR   per-layer costs from a run's measured costs.json (RUN_DIR/costs.json\n"
     "                        or a costs file): each stage's F, B, W spread over its layers by their\n"
-    "                        measured times (\"units\"), or by FLOPs in a file without them\n"
+    "                        measured times (\"units\"), or by FLOPs in a file without them.\n"
+    "                        Repeatable: runs of one model and split (checked against their\n"
+    "                        summary.json), the median of each cost over them (per stage, layer,\n"
+    "                        kind F/B/W and link; of an even count the mean of the middle two).\n"
+    "                        The runs' split may differ from TOPOLOGY.json's\n"
     "  --gflops G            FLOP-derived costs at G GFLOP/s per BLAS thread (default: this\n"
     "                        machine's sgemm, as `pipetrain schedule`)\n"
     "  --memory-limit BYTES  per stage: weights + gradients + AdamW moments + peak activations\n"
@@ -47,7 +54,9 @@ static const char balance_help[] =
     "Exit status: 0 ok, 1 run-time failure, 2 bad usage or input (a layer too large for the limit).\n";
 
 typedef struct {
-    const char *topo, *calib, *kind, *out;
+    const char *topo, *kind, *out;
+    const char **calib; /* --calibrate RUN_DIR, repeatable */
+    int n_calib;
     long P, top;
     double gflops, mem_limit;
     char **sets;
@@ -70,7 +79,7 @@ static int parse_args(bopts *o, int argc, char **argv)
         else if (!strcmp(a, "--gflops")) { if (cli_parse_double("balance", a, v, 1e-6, 1e9, &o->gflops)) return 2; }
         else if (!strcmp(a, "--memory-limit")) {
             if (cli_parse_double("balance", a, v, 1, 1e18, &o->mem_limit)) return 2;
-        } else if (!strcmp(a, "--calibrate")) o->calib = v;
+        } else if (!strcmp(a, "--calibrate")) o->calib[o->n_calib++] = v;
         else if (!strcmp(a, "--out")) o->out = v;
         else if (!strcmp(a, "--set")) o->sets[o->n_sets++] = (char *)v;
         else if (!strcmp(a, "--schedule")) {
@@ -83,7 +92,7 @@ static int parse_args(bopts *o, int argc, char **argv)
     }
     if (!o->topo) return cli_usage_error("balance", "give a TOPOLOGY.json");
     if (!o->P) return cli_usage_error("balance", "--stages P is required");
-    if (o->calib && o->gflops > 0) return cli_usage_error("balance", "--gflops and --calibrate are alternatives");
+    if (o->n_calib && o->gflops > 0) return cli_usage_error("balance", "--gflops and --calibrate are alternatives");
     return 0;
 }
 
@@ -124,59 +133,67 @@ static void unit_model(const topo *t, unit_arrays *a, double *flops)
     }
 }
 
-/* Costs measured in a run, per unit: each stage's measured F, B, W (medians of
- * its actions) spread over its units in proportion to the units' own measured
- * times (costs.json "units", timed in the stages) when the file has them, else to
- * their FLOPs. *per_layer tells which. Returns 0 or 2 with err. */
+/* Costs measured in the runs of --calibrate, per unit: the median over the runs
+ * of each stage's measured F, B, W (themselves medians of its actions) and of
+ * each unit's (topo_calib.h), each stage's spread over its units in proportion to
+ * the units' own measured times (costs.json "units", timed in the stages) when
+ * every file has them, else to their FLOPs. The stages are the runs' own split
+ * (their summary.json), else the topology's. *per_layer tells which spreading;
+ * cal keeps what was read (the caller frees it). Returns 0, 1 or 2 with err. */
 static int calib_units(const bopts *o, const topo *t, const double *flops, unit_arrays *a, double *latency,
-                       int *per_layer, char *err)
+                       int *per_layer, topo_calib *cal, char *err)
 {
-    char path[PATH_MAX];
-    size_t n = strlen(o->calib);
-    if (n > 5 && !strcmp(o->calib + n - 5, ".json")) snprintf(path, sizeof path, "%s", o->calib);
-    else snprintf(path, sizeof path, "%s/costs.json", o->calib);
-    int P = 0, v = 0;
-    sched_costs *c = sched_costs_load(path, &P, &v, err);
-    if (!c) return 2;
-    if (P != t->n_stages || v != 1 || t->chunks_per_stage != 1) {
-        seterr(err, "%s: stages: measured on %d stage(s) x %d chunk(s); %s has %d x %d (balance needs the run "
-               "of this topology, one chunk per stage)", path, P, v, t->path, t->n_stages, t->chunks_per_stage);
-        sched_costs_free(c);
+    int rc = topo_calib_load(o->calib, o->n_calib, t, 0, cal, err);
+    if (rc) return rc;
+    int P = cal->n_stages, v = cal->n_chunks, U = topo_n_units(t);
+    if (v != 1 || (!cal->split && (P != t->n_stages || t->chunks_per_stage != 1))) {
+        seterr(err, "%s: \"stages\", \"chunks\": measured on %d stage(s) x %d chunk(s); %s has %d x %d (balance needs "
+               "runs of one chunk per stage, of this topology's split when the run has no summary.json)",
+               cal->paths[0], P, v, t->path, t->n_stages, t->chunks_per_stage);
         return 2;
     }
-    int U = topo_n_units(t);
-    double *ut = xcalloc(3 * (size_t)U, sizeof(double));
-    char uerr[SCHED_ERR_LEN];
-    int have = sched_costs_load_units(path, U, ut, ut + U, ut + 2 * U, uerr);
-    if (have < 0) {
-        seterr(err, "%s", uerr);
-        free(ut);
-        sched_costs_free(c);
-        return 2;
-    }
+    int have = cal->n_units == U;
+    const double *ut[3] = { cal->uf, cal->ub, cal->uw };
     *per_layer = have;
     for (int s = 0; s < P; s++) {
-        const topo_stage *st = &t->stages[s];
-        const double *meas[3] = { c->f, c->b, c->w };
+        const int *units = cal->split ? cal->split[s] : t->stages[s].units;
+        int nu = cal->split ? cal->split_n[s] : t->stages[s].n_units;
+        const double *meas[3] = { cal->costs->f, cal->costs->b, cal->costs->w };
         double *dst[3] = { a->f, a->b, a->w };
         for (int op = 0; op < 3; op++) {
             double sum = 0, usum = 0;
-            for (int i = 0; i < st->n_units; i++) {
-                sum += flops[3 * st->units[i] + op];
-                usum += ut[(size_t)op * (size_t)U + (size_t)st->units[i]];
+            for (int i = 0; i < nu; i++) {
+                sum += flops[3 * units[i] + op];
+                usum += have ? ut[op][units[i]] : 0;
             }
-            for (int i = 0; i < st->n_units; i++) {
-                int u = st->units[i];
-                double mu = ut[(size_t)op * (size_t)U + (size_t)u];
-                dst[op][u] = have && usum > 0 ? meas[op][s] * mu / usum
-                           : sum > 0 ? meas[op][s] * flops[3 * u + op] / sum : meas[op][s] / st->n_units;
+            for (int i = 0; i < nu; i++) {
+                int u = units[i];
+                dst[op][u] = have && usum > 0 ? meas[op][s] * ut[op][u] / usum
+                           : sum > 0 ? meas[op][s] * flops[3 * u + op] / sum : meas[op][s] / nu;
             }
         }
     }
-    free(ut);
-    *latency = c->latency;
-    sched_costs_free(c);
+    *latency = cal->costs->latency;
     return 0;
+}
+
+/* The costs line of the plan for calibration cal: how many runs, which, how. */
+static void calib_note(const topo_calib *cal, int per_layer, char *note, size_t nn)
+{
+    size_t len = 0;
+    if (cal->n_runs == 1) len = (size_t)snprintf(note, nn, "measured in %.1000s", cal->paths[0]);
+    else {
+        len = (size_t)snprintf(note, nn, "median of %d runs (per stage, layer and kind F, B, W, and link; an even "
+                               "count takes the mean of the middle two):", cal->n_runs);
+        for (int i = 0; i < cal->n_runs && len < nn; i++)
+            len += (size_t)snprintf(note + len, nn - len, " %.200s", cal->paths[i]);
+    }
+    if (len < nn)
+        len += (size_t)snprintf(note + len, nn - len, ", each stage's F, B, W spread over its layers %s",
+                                per_layer ? "by their measured times (costs.json \"units\")"
+                                          : "by FLOPs (no per-layer times)");
+    if (len < nn && cal->split)
+        snprintf(note + len, nn - len, "; the runs' split from %.300s", cal->split_from);
 }
 
 /* The layer notation of units [a, b). */
@@ -347,6 +364,9 @@ int cli_balance_main(int argc, char **argv)
     if (cli_wants_help(argc, argv, balance_help)) return 0;
     bopts o = { .top = 32 };
     o.sets = xcalloc((size_t)argc + 1, sizeof(char *));
+    o.calib = xcalloc((size_t)argc + 1, sizeof(char *));
+    topo_calib cal;
+    memset(&cal, 0, sizeof cal);
     int rc = parse_args(&o, argc, argv), have_t = 0;
     char err[ERR_LEN] = "", note[1400] = "";
     topo t;
@@ -381,11 +401,10 @@ int cli_balance_main(int argc, char **argv)
     unit_model(&t, &a, flops);
     double latency = 0;
     for (int st = 0; st < P; st++) a.speed[st] = 1;
-    if (o.calib) {
+    if (o.n_calib) {
         int per_layer = 0;
-        if ((rc = calib_units(&o, &t, flops, &a, &latency, &per_layer, err))) goto fail;
-        snprintf(note, sizeof note, "measured in %.1000s, each stage's F, B, W spread over its layers %s", o.calib,
-                 per_layer ? "by their measured times (costs.json \"units\")" : "by FLOPs (no per-layer times)");
+        if ((rc = calib_units(&o, &t, flops, &a, &latency, &per_layer, &cal, err))) goto fail;
+        calib_note(&cal, per_layer, note, sizeof note);
     } else {
         double *rates = xcalloc((size_t)t.n_stages, sizeof(double));
         if (cli_schedule_rates(&t, o.gflops, rates, note, sizeof note)) {
@@ -435,6 +454,8 @@ done:
     free(flops);
     if (have_t) topo_free(&t);
     free(o.sets);
+    free(o.calib);
+    topo_calib_free(&cal);
     return rc;
 }
 

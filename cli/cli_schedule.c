@@ -3,7 +3,8 @@
  * simulates one step and prints the predicted step time, the bubble per stage and
  * overall and the peak activation memory per stage; then draws it (ASCII grid,
  * SVG, Chrome trace) or writes it as a schedule file. Time unit: milliseconds.
- * Costs come from --costs, from a run's measured costs.json (--calibrate), or
+ * Costs come from --costs, from runs' measured costs.json (--calibrate, repeatable:
+ * the median over the runs, topo_calib.h), or
  * from the topology's FLOP counts at --gflops per BLAS thread (default: this
  * machine's sgemm measured at the model's shapes, model/gemm_rate.h, times the
  * step efficiency). With replicas (the topology's, or --replicas) it adds each
@@ -25,12 +26,15 @@
 #include "model/util.h"
 #include "scheduler/sched.h"
 #include "topo/topo.h"
+#include "topo/topo_calib.h"
 
 enum { FMT_ASCII, FMT_SVG, FMT_JSON, FMT_CSV, FMT_CHROME };
 static const char *const fmt_names[] = { "ascii", "svg", "json", "csv", "chrome", NULL };
 
 typedef struct {
-    const char *topo, *kind, *file, *out, *calib;
+    const char *topo, *kind, *file, *out;
+    const char **calib;              /* --calibrate RUN_DIR, repeatable */
+    int n_calib;
     int P, M, v;                     /* 0 = not given */
     int have_costs;
     double cost[3];                  /* F, B, W ms per micro-batch of one stage */
@@ -59,7 +63,10 @@ static const char usage_text[] =
     "                        the step efficiency 0.6; PIPETRAIN_NO_CACHE=1 measures again)\n"
     "  --calibrate RUN_DIR   F, B, W per virtual stage and the transfer latency measured\n"
     "                        in a pipeline run (RUN_DIR/costs.json, written beside\n"
-    "                        trace.json; or a costs file's path)\n"
+    "                        trace.json; or a costs file's path). Repeatable: runs of\n"
+    "                        one model and split (checked against their summary.json\n"
+    "                        and the topology), the median of each cost over them (of\n"
+    "                        an even count the mean of the middle two)\n"
     "  --latency MS          latency of each transfer between stages (default 0)\n"
     "  --bandwidth MB/S      bandwidth of each link (default: infinite)\n"
     "  --burst BYTES         token bucket of each link direction, as tc's tbf: bytes an\n"
@@ -153,7 +160,7 @@ static int parse_opt(opts *o, const char *k, const char *v)
     if (!strcmp(k, "--width")) return opt_int(k, v, 20, 100000, &o->width);
     if (!strcmp(k, "--gflops")) return opt_num(k, v, 1, &o->gflops);
     if (!strcmp(k, "--latency")) { o->have_latency = 1; return opt_num(k, v, 0, &o->latency); }
-    if (!strcmp(k, "--calibrate")) { o->calib = v; return 0; }
+    if (!strcmp(k, "--calibrate")) { o->calib[o->n_calib++] = v; return 0; }
     if (!strcmp(k, "--bandwidth")) return opt_num(k, v, 0, &o->bandwidth);
     if (!strcmp(k, "--burst")) { o->have_burst = 1; return opt_num(k, v, 0, &o->burst); }
     if (!strcmp(k, "--bytes")) { o->have_bytes = 1; return opt_num(k, v, 0, &o->bytes); }
@@ -219,7 +226,7 @@ static int parse_args(opts *o, int argc, char **argv)
         return usage_err("%s", "give a TOPOLOGY.json, or --stages P and --micro-batches M, or --schedule FILE");
     if (o->kind && o->file)
         return usage_err("%s", "--kind and --schedule FILE are alternatives: give one");
-    if (o->calib && o->have_costs)
+    if (o->n_calib && o->have_costs)
         return usage_err("%s", "--costs and --calibrate are alternatives: give one");
     if (o->topo && (o->have_grad_bytes || o->have_bucket_mb))
         return usage_err("%s", "--grad-bytes and --bucket-mb come from the topology (use --set train.bucket_mb=X)");
@@ -465,16 +472,25 @@ static void given_links(const opts *o, const topo *t, double *bw, double *burst)
 static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedule *s, char *note,
                                 size_t nn, char *err)
 {
-    char path[4096];
-    size_t n = strlen(o->calib);
-    if (n > 5 && !strcmp(o->calib + n - 5, ".json")) snprintf(path, sizeof path, "%s", o->calib);
-    else snprintf(path, sizeof path, "%s/costs.json", o->calib);
-    int P = 0, v = 0, spread = 0;
-    sched_costs *c = sched_costs_load(path, &P, &v, err);
-    if (!c) return NULL;
-    if (P != s->n_stages || (v != s->n_chunks && v != 1)) {
-        seterr(err, "%s: measured on %d stage(s) x %d chunk(s); the schedule has %d x %d", path, P, v,
+    topo_calib cal;
+    int rc = topo_calib_load(o->calib, o->n_calib, t, 1, &cal, err), P = cal.n_stages, v = cal.n_chunks, spread = 0;
+    if (!rc && (P != s->n_stages || (v != s->n_chunks && v != 1))) {
+        seterr(err, "%s: measured on %d stage(s) x %d chunk(s); the schedule has %d x %d", cal.paths[0], P, v,
                s->n_stages, s->n_chunks);
+        rc = 2;
+    }
+    sched_costs *c = cal.costs;
+    cal.costs = NULL; /* ours now */
+    char path[4096];
+    if (cal.n_runs == 1) snprintf(path, sizeof path, "%s", cal.paths[0]);
+    else {
+        size_t len = (size_t)snprintf(path, sizeof path, "the median of %d runs (per virtual stage, kind F, B, W and "
+                                      "link; an even count takes the mean of the middle two):", cal.n_runs);
+        for (int i = 0; i < cal.n_runs && len < sizeof path; i++)
+            len += (size_t)snprintf(path + len, sizeof path - len, " %.200s", cal.paths[i]);
+    }
+    topo_calib_free(&cal);
+    if (rc) {
         sched_costs_free(c);
         return NULL;
     }
@@ -510,7 +526,7 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
         c->weight_bytes[i] = tc->weight_bytes[i];
     }
     sched_costs_free(tc);
-    snprintf(note, nn, "calibrated from %.150s%s", path,
+    snprintf(note, nn, "calibrated from %.900s%s", path,
              spread_note ? " (each stage's measured costs spread evenly over the schedule's chunks)" : "");
     if (c->link_bandwidth) { /* what the run's sends saw: reported, not simulated (the measured
                               * latency already holds the transfers; --bandwidth or the
@@ -608,7 +624,7 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
 {
     sched_costs *c = NULL;
     int spread = 0;
-    if (o->calib) {
+    if (o->n_calib) {
         if (!(c = calib_costs(o, t, s, note, nn, err))) return NULL;
     } else if (o->have_costs || !t) {
         const double *k = o->have_costs ? o->cost : (const double[3]){ 1, 1, 1 };
@@ -635,13 +651,13 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
             c->f_tmp_bytes[i] = c->b_bytes[i] = c->bw_bytes[i] = 0;
         }
     }
-    if (!o->calib || o->have_latency) c->latency = o->latency;
+    if (!o->n_calib || o->have_latency) c->latency = o->latency;
     /* the topology's "links" (issue 14) unless --latency / --bandwidth / --burst say
      * otherwise; a calibrated run keeps its costs file's bandwidth when none is given */
     if (t && !o->have_latency && t->links.latency_ms > 0) c->latency = t->links.latency_ms;
     double bw;
     given_links(o, t, &bw, &c->burst);
-    if (!o->calib || bw > 0) c->bandwidth = bw;
+    if (!o->n_calib || bw > 0) c->bandwidth = bw;
     if (attach_allreduce(o, t, s, c, err)) {
         sched_costs_free(c);
         return NULL;
@@ -661,7 +677,12 @@ int cli_schedule_main(int argc, char **argv)
     char *detail = NULL;
     memset(&t, 0, sizeof t);
     o.sets = calloc((size_t)argc + 1, sizeof(char *));
-    if (!o.sets) return 1;
+    o.calib = calloc((size_t)argc + 1, sizeof(char *));
+    if (!o.sets || !o.calib) {
+        free(o.sets);
+        free(o.calib);
+        return 1;
+    }
     int prc = parse_args(&o, argc, argv);
     if (prc) {
         if (prc < 0) { fputs(usage_text, stdout); rc = 0; }
@@ -702,6 +723,7 @@ done:
     sched_free(s);
     if (have_topo) topo_free(&t);
     free(o.sets);
+    free(o.calib);
     return rc;
 }
 

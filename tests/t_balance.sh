@@ -108,6 +108,46 @@ assert all(u[k][i] > 0 for k in "fbw" for i in range(1, 5)), u  # the blocks tak
 PY
 run 0 balance "$T" --stages 2 --calibrate "$R" && has "$tmp/out" "by their measured times" "from a real run"
 
+# --calibrate repeated (issue 13): runs of the real run's model and split (its
+# summary.json) with synthetic costs. A and B put 20 of stage 1's 22 ms in the
+# head; C was disturbed (stage 0 slow, the head fast): alone it would move the
+# head's stage the other way. The median of the three is A's plan.
+for d in A B C D E; do mkdir -p "$tmp/$d"; cp "$R/summary.json" "$tmp/$d/"; done
+cp "$tmp/ucosts.json" "$tmp/A/costs.json"
+python3 - "$tmp" <<'PY' || fail "synthetic runs"
+import json, sys
+t = sys.argv[1]
+a = json.load(open(t + "/A/costs.json"))
+b = dict(a, f=[x * 1.1 for x in a["f"]], b=[x * 1.1 for x in a["b"]], w=[x * 1.1 for x in a["w"]],
+         units={k: [x * 1.1 for x in v] for k, v in a["units"].items()})
+c = dict(a, f=[30, 3], b=[30, 3], w=[30, 3], units={k: [0, 7, 7, 7, 7, 1] for k in "fbw"})
+for d, x in (("B", b), ("C", c), ("D", a), ("E", a)):
+    json.dump(x, open(t + "/" + d + "/costs.json", "w"))
+s = json.load(open(t + "/D/summary.json")); s["params"] += 1; json.dump(s, open(t + "/D/summary.json", "w"))
+s = json.load(open(t + "/E/summary.json"))
+s["stages"][0]["layers"], s["stages"][1]["layers"] = "embed,0-2", "3,head"
+json.dump(s, open(t + "/E/summary.json", "w"))
+PY
+run 0 balance "$T" --stages 2 --calibrate "$tmp/C" && grep -q "1     head" "$tmp/out" && fail "run C alone gives A's plan: no test"
+run 0 balance "$T" --stages 2 --calibrate "$tmp/A" --calibrate "$tmp/B" --calibrate "$tmp/C" &&
+{ has "$tmp/out" "median of 3 runs" "says how many runs"; has "$tmp/out" "$tmp/C/costs.json" "names them";
+  has "$tmp/out" "embed,0-3" "the median's plan"; has "$tmp/out" "1     head" "the head alone"; }
+best=$(sed -n 's/^predicted step time: \([0-9.]*\) ms/\1/p' "$tmp/out")
+# the runs' split places their costs, whatever the topology's: the balanced
+# topology's own split, from the even runs, is predicted as the plan was
+run 0 balance "$T" --stages 2 --set stages.0.layers=embed,0-3 --set stages.1.layers=head \
+    --calibrate "$tmp/A" --calibrate "$tmp/B" --calibrate "$tmp/C" &&
+{ has "$tmp/out" "the runs' split from $tmp/A/summary.json" "the runs' split";
+  has "$tmp/out" "the topology's split: predicted step time ${best:-?} ms" "the same prediction for the same split"; }
+# runs of another model or split, the same run twice: exit 2 naming the file and the field
+run 2 balance "$T" --stages 2 --calibrate "$tmp/A" --calibrate "$tmp/D" &&
+    has "$tmp/err" "$tmp/D/summary.json: \"params\"" "another model"
+run 2 balance "$T" --stages 2 --calibrate "$tmp/A" --calibrate "$tmp/E" &&
+    { has "$tmp/err" "$tmp/E/summary.json: \"stages\"[0].\"layers\"" "another split"; has "$tmp/err" "different splits" "says why"; }
+run 2 balance "$tmp/uneven.json" --stages 2 --calibrate "$tmp/A" &&
+    has "$tmp/err" "$tmp/A/summary.json: \"params\": the run's model has" "a run of another model than the topology's"
+run 2 balance "$T" --stages 2 --calibrate "$tmp/A" --calibrate "$tmp/A/costs.json" && has "$tmp/err" "the same costs file" "twice"
+
 # the uneven-model benchmark, in miniature: calibration, balance, one run of each split
 run 2 bench schedule --uneven --repeat 99 && has "$tmp/err" "--repeat 99" "too many repetitions"
 run 0 bench schedule --uneven --steps 3 --repeat 1 --json &&
@@ -119,6 +159,11 @@ assert even["layers"] == ["embed,0-1", "2-3,head"], even
 assert bal["layers"] != even["layers"], bal           # balance moved layers
 assert all(s["measured_median_ms"] > 0 and s["predicted_ms"] > 0 for s in d["splits"]), d
 assert d["predicted_gain"] > 0, d                      # its own model says it helps
+# the predictions from the median costs of the series' even runs (here 1), beside the calibration run's
+assert d["prediction_runs"] == 1 and len(d["median_choice"]) == 2, d
+assert all(s["predicted_1run_ms"] > 0 and s["predicted_ms"] != s["predicted_1run_ms"] for s in d["splits"]), d
+# one even run: its median is its own costs, so the even split is predicted as the run predicted itself
+assert abs(even["predicted_ms"] - even["own_prediction_median_ms"]) <= 0.005 * even["predicted_ms"], even
 PY
 
 # check's warning: on the uneven model's even split, not on the balanced one

@@ -136,6 +136,39 @@ run 2 --stages 3 --micro-batches 8 --calibrate "$tmp/run" && has "$tmp/err" "mea
 run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --costs 1,1,1 && has "$tmp/err" "alternatives" "calibrate and costs"
 run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/nothere" && has "$tmp/err" "nothere/costs.json" "missing costs"
 
+# --calibrate repeated (issue 13): the median of every cost over the runs. Runs
+# 1 and 3 measure the golden costs (33 ms), run 2 was disturbed (every cost 3x):
+# the median is the golden costs again, whatever the order. Two runs: the mean of
+# the two (F 2, B 4: 66 ms).
+mkdir -p "$tmp/r2" "$tmp/r3"
+sed 's/"f": \[1, 1, 1, 1\], "b": \[2, 2, 2, 2\]/"f": [3, 3, 3, 3], "b": [6, 6, 6, 6]/' "$tmp/run/costs.json" >"$tmp/r2/costs.json"
+cp "$tmp/run/costs.json" "$tmp/r3/costs.json"
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --calibrate "$tmp/r2" --calibrate "$tmp/run" --calibrate "$tmp/r3" &&
+    { has "$tmp/out" "predicted step time: 33.0000 ms" "median of 3"; has "$tmp/out" "the median of 3 runs" "note: 3 runs"; }
+run 0 --stages 4 --micro-batches 8 --kind 1f1b --calibrate "$tmp/run" --calibrate "$tmp/r2" &&
+    { has "$tmp/out" "predicted step time: 66.0000 ms" "median of 2"; has "$tmp/out" "the median of 2 runs" "note: 2 runs"; }
+# runs of another layout, another model, another split, or one run twice: exit 2 naming the file and the field
+mkdir -p "$tmp/r5"
+sed 's/"stages": 4/"stages": 5/; s/\[1, 1, 1, 1\]/[1, 1, 1, 1, 1]/; s/\[2, 2, 2, 2\]/[2, 2, 2, 2, 2]/; s/\[0, 0, 0, 0\]/[0, 0, 0, 0, 0]/' \
+    "$tmp/run/costs.json" >"$tmp/r5/costs.json"
+run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --calibrate "$tmp/r5" &&
+    has "$tmp/err" "$tmp/r5/costs.json: \"stages\", \"chunks\": measured on 5 stage(s)" "another layout"
+run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --calibrate "$tmp/run/costs.json" &&
+    has "$tmp/err" "the same costs file" "one run twice"
+for d in run r3; do
+    echo '{"params": 1000, "stages": [{"stage": 0, "layers": "embed,0"}, {"stage": 1, "layers": "1"},
+      {"stage": 2, "layers": "2"}, {"stage": 3, "layers": "3,head"}]}' >"$tmp/$d/summary.json"
+done
+run 0 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --calibrate "$tmp/r3" && has "$tmp/out" "the median of 2 runs" "same model and split"
+sed -i 's/"params": 1000/"params": 2000/' "$tmp/r3/summary.json"
+run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --calibrate "$tmp/r3" &&
+    has "$tmp/err" "$tmp/r3/summary.json: \"params\"" "another model"
+echo '{"params": 1000, "stages": [{"stage": 0, "layers": "embed,0"}, {"stage": 1, "layers": "1"},
+  {"stage": 2, "layers": "2,3"}, {"stage": 3, "layers": "head"}]}' >"$tmp/r3/summary.json"
+run 2 --stages 4 --micro-batches 8 --calibrate "$tmp/run" --calibrate "$tmp/r3" &&
+    has "$tmp/err" "$tmp/r3/summary.json: \"stages\"[2].\"layers\"" "another split"
+rm -f "$tmp/run/summary.json" "$tmp/r3/summary.json"
+
 # `check` builds and plays the very schedule `run` runs (issue 10, defect 4): a
 # kind's constraints and a schedule file fail in check (exit 2, naming the file
 # and the field), and check and run take --schedule KIND|FILE as schedule does.
