@@ -342,21 +342,30 @@ double ps_norm_sync(ps_server *const *srv, const ps_assignment *a)
 
 /* PS_NEED_NORM -> PS_COLLECT: AdamW on every piece exactly as
  * run_optim_apply_ranges would on a part holding the summed gradients. */
-static void on_need_norm(ps_server *s, double norm)
+static int on_need_norm(ps_server *s, double norm, int (*each)(void *ctx, int l), void *ctx)
 {
     optim_hparams h = run_optim_hparams(s->t, s->step);
     float scale = optim_clip_scale(norm, s->t->train.grad_clip);
-    for (int l = 0; l < s->np; l++) adamw_piece(s, l, s->gsum + s->poff[l], &h, scale);
+    for (int l = 0; l < s->np; l++) {
+        adamw_piece(s, l, s->gsum + s->poff[l], &h, scale);
+        if (each && each(ctx, l)) return -1;
+    }
     s->step++;
     s->state = PS_COLLECT;
+    return 0;
 }
 
 int ps_server_apply(ps_server *s, double norm, char *err)
 {
+    return ps_server_apply_each(s, norm, NULL, NULL, err);
+}
+
+int ps_server_apply_each(ps_server *s, double norm, int (*each)(void *ctx, int l), void *ctx, char *err)
+{
     if (s->state != PS_NEED_NORM)
         return seterr(err, "parameter server %d: no step to apply (%s)", s->j,
                       s->bound == 0 ? "not every worker has pushed it" : "asynchronous servers apply pushes on arrival");
-    on_need_norm(s, norm);
+    if (on_need_norm(s, norm, each, ctx)) return seterr(err, "parameter server %d: stopped at its caller's word", s->j);
     return 0;
 }
 
