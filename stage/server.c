@@ -1,8 +1,10 @@
 /* server.c — one parameter-server process (`pipetrain server`, issue 12): a
  * net node listening on parameter_servers[K] that holds ps_server_new(t, a, K),
  * joins the coordinator like a stage and, step by step, collects its workers'
- * pushes, gives its norm partials to the coordinator, applies AdamW with the
- * global norm and sends each worker the new weights of its pieces; on
+ * pushes, gives its norm partials to the coordinator (the only server
+ * computes the norm itself and checks the coordinator's reply a step later),
+ * applies AdamW with the global norm and sends each worker the new weights of
+ * each piece as soon as it is updated; on
  * checkpoint steps it sends replica 0 of each stage its pieces' weights and
  * moments. The messages and their order: stage/proto.h ("Parameter servers")
  * and ps/ps_proto.h. This file: set-up and the synchronous loop (ps.staleness
