@@ -24,6 +24,7 @@ struct rt_ps {
     size_t *poff;            /* (np) where piece l starts in the part's params and grads */
     int *unit_first;         /* local unit i holds pieces unit_first[i] .. unit_first[i + 1] - 1 */
     uint8_t *srv_used;       /* (n_servers) 1: a server of this stage's pieces */
+    struct net_op **pull_op; /* (n_servers) asynchronous: the PULL sent to server j, until pull sees it out */
     uint8_t *tx, *rx, *ck;   /* pushes, weights, a checkpoint piece */
     size_t *txoff, *rxoff;   /* (np) */
     struct net_op **tx_op, **rx_op; /* (np) */
@@ -55,6 +56,7 @@ int rt_ps_setup(rt *r)
     q->tx_op = xcalloc(n, sizeof *q->tx_op);
     q->rx_op = xcalloc(n, sizeof *q->rx_op);
     q->srv_used = xcalloc((size_t)t->n_servers, 1);
+    q->pull_op = xcalloc((size_t)t->n_servers, sizeof *q->pull_op);
     q->unit_first = xcalloc((size_t)r->part->n_units + 1, sizeof(int));
     q->defer_embed = t->model.tie_embeddings && r->holds_embed;
     q->requested = -1;
@@ -88,6 +90,8 @@ void rt_ps_free(rt *r)
         net_op_free(q->tx_op[l]);
         net_op_free(q->rx_op[l]);
     }
+    for (int j = 0; j < r->t->n_servers; j++) net_op_free(q->pull_op[j]);
+    free(q->pull_op);
     net_op_free(q->norm_tx);
     net_op_free(q->norm_rx);
     if (q->norm_local_n)
@@ -137,9 +141,12 @@ static int request_weights(rt *r, long step)
                           PS_PIECE_HDR + pc->len * sizeof(float), &q->rx_op[l], nerr) != NET_OK)
             return rt_fail(r, "posting a receive for the weights of %s from server %d: %s", pc->name, pc->server, nerr);
     }
-    for (int j = 0; j < r->t->n_servers; j++) {
+    for (int j = 0; j < r->t->n_servers; j++) { /* not waited for here: the pushes follow at once */
         net_key k = { MSG_PS_PULL, (uint64_t)step, 0, 0 };
-        if (q->srv_used[j] && rt_send_sync(r, net_server_id((uint16_t)j), k, NULL, 0)) return -1;
+        if (q->pull_op[j] && rt_await(r, q->pull_op[j], "sending a PULL")) return -1;
+        net_op_free(q->pull_op[j]);
+        q->pull_op[j] = NULL;
+        if (q->srv_used[j] && rt_send(r, net_server_id((uint16_t)j), k, NULL, 0, &q->pull_op[j])) return -1;
     }
     q->requested = step;
     return 0;
