@@ -231,6 +231,14 @@ double ps_norm_sync(ps_server *const *srv, const ps_assignment *a);
  * clipped by the global norm `norm`, with run_lr(step); the step advances.
  * Returns 0, or -1 with err in another state. */
 int ps_server_apply(ps_server *s, double norm, char *err);
+/* ps_server_apply that calls each(ctx, l) right after local piece l's AdamW
+ * (l = 0 .. np - 1, the order ps_server_apply updates them in), so the piece's
+ * new weights (ps_server_pull: its version already counts this update) can
+ * leave while the next pieces are updated; the updates are the same, bit for
+ * bit. each may be NULL. A nonzero return of each stops there: -1 with err,
+ * the step half applied (the caller fails the run). Same thread as the
+ * server's other calls. */
+int ps_server_apply_each(ps_server *s, double norm, int (*each)(void *ctx, int l), void *ctx, char *err);
 
 /* The current weights of piece i and their version (updates applied to the
  * piece: synchronous, the steps applied) in *version, *len floats; NULL when

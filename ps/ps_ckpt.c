@@ -48,6 +48,11 @@ int ps_server_import(ps_server *s, const model_part *p, const optim_adamw *o, lo
         s->active[w] = 1;
     }
     memset(s->have, 0, (size_t)s->R * (size_t)s->np);
+    if (s->pcount) { /* synchronous: nothing of a step summed yet */
+        memset(s->pcount, 0, (size_t)s->np * sizeof(int));
+        for (int b = 0; b < s->nblk; b++) s->blk_left[b] = s->blk_first[b + 1] - s->blk_first[b];
+        s->n_summed = 0;
+    }
     s->step = steps;
     s->state = PS_COLLECT;
     return 0;

@@ -21,6 +21,12 @@ struct ps_server {
     float *w, *m, *v;     /* (n) weights and AdamW moments, piece after piece */
     float *gsum;          /* synchronous: (n) the step's gradients summed (ring order per block) */
     float *gbuf;          /* synchronous: (R x n) each worker's gradients of the step */
+    int *pcount;          /* synchronous: (np) workers whose push of the piece is in this step (summed at R) */
+    int *lblk;            /* synchronous: (np) the piece's block among the server's (0 .. nblk-1) */
+    int *blk_left;        /* synchronous: (nblk) pieces of the block not summed yet this step */
+    int *blk_first;       /* synchronous: (nblk + 1) the block's first local piece */
+    double *blk_sq;       /* synchronous: (nblk) the block's sum of squares, once all its pieces are summed */
+    int n_summed;         /* synchronous: pieces summed this step */
     long *pstep;          /* (np) AdamW's step counter per piece (bias correction) */
     long *pver;           /* (np) updates applied per piece: the version a pull reports */
     unsigned char *have;  /* (R x np) piece pushed for the worker's current step */

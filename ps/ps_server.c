@@ -55,6 +55,17 @@ ps_server *ps_server_new(const topo *t, const ps_assignment *a, int j, char *err
     if (s->bound == 0) {
         s->gsum = xcalloc(s->n, sizeof(float));
         s->gbuf = xcalloc((size_t)s->R * s->n, sizeof(float));
+        s->pcount = xcalloc((size_t)s->np + 1, sizeof(int));
+        s->lblk = xcalloc((size_t)s->np + 1, sizeof(int));
+        s->blk_left = xcalloc((size_t)s->nblk + 1, sizeof(int));
+        s->blk_first = xcalloc((size_t)s->nblk + 1, sizeof(int));
+        s->blk_sq = xcalloc((size_t)s->nblk + 1, sizeof(double));
+        for (int l = 0, b = -1; l < s->np; l++) {
+            if (l == 0 || a->pieces[s->idx[l]].block != a->pieces[s->idx[l - 1]].block) s->blk_first[++b] = l;
+            s->lblk[l] = b;
+        }
+        s->blk_first[s->nblk] = s->np;
+        for (int b = 0; b < s->nblk; b++) s->blk_left[b] = s->blk_first[b + 1] - s->blk_first[b];
     }
     s->pstep = xcalloc((size_t)s->np + 1, sizeof(long));
     s->pver = xcalloc((size_t)s->np + 1, sizeof(long));
@@ -77,6 +88,11 @@ void ps_server_free(ps_server *s)
     free(s->v);
     free(s->gsum);
     free(s->gbuf);
+    free(s->pcount);
+    free(s->lblk);
+    free(s->blk_left);
+    free(s->blk_first);
+    free(s->blk_sq);
     free(s->pstep);
     free(s->pver);
     free(s->have);
@@ -188,26 +204,45 @@ static void finish_worker_step(ps_server *s, int w)
     memset(s->have + (size_t)w * (size_t)s->np, 0, (size_t)s->np);
 }
 
-/* PS_COLLECT, synchronous: buffer the gradient; the last push of the step
- * sums the workers' gradients and waits for the norm. Each piece is summed as
- * coll/ reduces its block's segment i: (((g_{i+1} + g_{i+2}) + ...) +
- * g_{i+R-1}) + g_i, workers mod R (R = 2: g0 + g1 bit for bit). */
+/* Local block b's sum of squares of the summed gradients: one sequential
+ * double sum over its pieces in order (what a stage sends in NORM with R > 1). */
+static double block_sq(const ps_server *s, int b)
+{
+    double acc = 0.0;
+    for (int l = s->blk_first[b]; l < s->blk_first[b + 1]; l++) {
+        const float *g = s->gsum + s->poff[l];
+        for (size_t i = 0, n = s->a->pieces[s->idx[l]].len; i < n; i++) acc += (double)g[i] * g[i];
+    }
+    return acc;
+}
+
+/* PS_COLLECT, synchronous: buffer the gradient; a piece is summed as soon as
+ * every worker has pushed it (and its block's norm partial taken once the
+ * whole block is summed), so the step's last push leaves only its own piece
+ * to sum. Each piece is summed as coll/ reduces its block's segment i:
+ * (((g_{i+1} + g_{i+2}) + ...) + g_{i+R-1}) + g_i, workers mod R (R = 2: g0 +
+ * g1 bit for bit), whatever the arrival order. */
 static void on_collect_sync(ps_server *s, const ps_push *p, int l)
 {
     memcpy(s->gbuf + (size_t)p->worker * s->n + s->poff[l], p->grad, p->n * sizeof(float));
-    for (int w = 0; w < s->R; w++)
-        if (s->clock[w] != s->step + 1) return;
-    for (int k = 0; k < s->np; k++) {
-        int i = s->a->blocks[s->a->pieces[s->idx[k]].block].seg;
-        size_t lo = s->poff[k], hi = s->poff[k + 1];
-        float *d = s->gsum;
-        const float *g = s->gbuf + (size_t)((i + 1) % s->R) * s->n;
-        for (size_t e = lo; e < hi; e++) d[e] = g[e];
-        for (int r = 2; r <= s->R; r++) { /* r = R adds g_i itself */
-            g = s->gbuf + (size_t)((i + r) % s->R) * s->n;
-            for (size_t e = lo; e < hi; e++) d[e] = d[e] + g[e];
-        }
+    if (++s->pcount[l] < s->R) return;
+    s->pcount[l] = 0;
+    int i = s->a->blocks[s->a->pieces[s->idx[l]].block].seg;
+    size_t lo = s->poff[l], hi = s->poff[l + 1];
+    float *d = s->gsum;
+    const float *g = s->gbuf + (size_t)((i + 1) % s->R) * s->n;
+    for (size_t e = lo; e < hi; e++) d[e] = g[e];
+    for (int r = 2; r <= s->R; r++) { /* r = R adds g_i itself */
+        g = s->gbuf + (size_t)((i + r) % s->R) * s->n;
+        for (size_t e = lo; e < hi; e++) d[e] = d[e] + g[e];
     }
+    int b = s->lblk[l];
+    if (--s->blk_left[b] == 0) {
+        s->blk_sq[b] = block_sq(s, b);
+        s->blk_left[b] = s->blk_first[b + 1] - s->blk_first[b]; /* for the next step */
+    }
+    if (++s->n_summed < s->np) return;
+    s->n_summed = 0;
     s->state = PS_NEED_NORM;
 }
 
@@ -250,19 +285,11 @@ int ps_server_n_blocks(const ps_server *s) { return s->nblk; }
 int ps_server_norm_partials(const ps_server *s, ps_norm_partial *out)
 {
     if (s->state != PS_NEED_NORM) return -1;
-    int n = -1;
-    for (int l = 0; l < s->np; l++) {
-        const ps_piece *pc = &s->a->pieces[s->idx[l]];
-        if (l == 0 || pc->block != s->a->pieces[s->idx[l - 1]].block) { /* a block's first piece */
-            const ps_block *b = &s->a->blocks[pc->block];
-            out[++n] = (ps_norm_partial){ b->unit, b->bucket, b->seg, 0.0 };
-        }
-        const float *g = s->gsum + s->poff[l]; /* the block's pieces are consecutive: one sequential sum */
-        double acc = out[n].sq;
-        for (size_t i = 0; i < pc->len; i++) acc += (double)g[i] * g[i];
-        out[n].sq = acc;
+    for (int n = 0; n < s->nblk; n++) { /* each taken when its block was summed (on_collect_sync) */
+        const ps_block *b = &s->a->blocks[s->a->pieces[s->idx[s->blk_first[n]]].block];
+        out[n] = (ps_norm_partial){ b->unit, b->bucket, b->seg, s->blk_sq[n] };
     }
-    return n + 1;
+    return s->nblk;
 }
 
 /* The block of (unit, bucket, seg) in a (blocks are in that order), or -1. */
@@ -342,21 +369,30 @@ double ps_norm_sync(ps_server *const *srv, const ps_assignment *a)
 
 /* PS_NEED_NORM -> PS_COLLECT: AdamW on every piece exactly as
  * run_optim_apply_ranges would on a part holding the summed gradients. */
-static void on_need_norm(ps_server *s, double norm)
+static int on_need_norm(ps_server *s, double norm, int (*each)(void *ctx, int l), void *ctx)
 {
     optim_hparams h = run_optim_hparams(s->t, s->step);
     float scale = optim_clip_scale(norm, s->t->train.grad_clip);
-    for (int l = 0; l < s->np; l++) adamw_piece(s, l, s->gsum + s->poff[l], &h, scale);
+    for (int l = 0; l < s->np; l++) {
+        adamw_piece(s, l, s->gsum + s->poff[l], &h, scale);
+        if (each && each(ctx, l)) return -1;
+    }
     s->step++;
     s->state = PS_COLLECT;
+    return 0;
 }
 
 int ps_server_apply(ps_server *s, double norm, char *err)
 {
+    return ps_server_apply_each(s, norm, NULL, NULL, err);
+}
+
+int ps_server_apply_each(ps_server *s, double norm, int (*each)(void *ctx, int l), void *ctx, char *err)
+{
     if (s->state != PS_NEED_NORM)
         return seterr(err, "parameter server %d: no step to apply (%s)", s->j,
                       s->bound == 0 ? "not every worker has pushed it" : "asynchronous servers apply pushes on arrival");
-    on_need_norm(s, norm);
+    if (on_need_norm(s, norm, each, ctx)) return seterr(err, "parameter server %d: stopped at its caller's word", s->j);
     return 0;
 }
 

@@ -293,6 +293,18 @@ int rt_ps_await_weights(rt *r);
  * (0, or -1 with r->err). */
 int rt_ps_async(const rt *r);
 int rt_ps_push_all(rt *r, double norm);
+/* Asynchronous: the worker's clipping norm for r->step into *norm. NORM
+ * (r->normbuf, len bytes: the per-unit sums of squares) goes to the
+ * coordinator, which logs the norm. A worker that holds every unit (one
+ * stage) computes the norm itself with the coordinator's arithmetic
+ * (optim_global_norm over the units in global order, bitwise the reply) and
+ * does not wait: NORM's send and the reply stay pending until
+ * rt_ps_norm_check, which pull (before the next step) and the last step call
+ * and which fails (-1, r->err: a bug) unless the reply is bit for bit the
+ * norm pushed; r->normbuf must stay unchanged until then. Other workers wait
+ * for the reply. 0 or -1 (r->err). Compute thread. */
+int rt_ps_norm(rt *r, uint64_t len, double *norm);
+int rt_ps_norm_check(rt *r);
 /* Checkpoint steps: the pieces' weights and AdamW moments from the servers
  * into the part and r->opt, which the caller writes as the stage's shard
  * when this returns 1 (synchronous: replica 0, step count = steps taken;

@@ -441,22 +441,21 @@ static int ps_step_end(rt *r, double t0)
     if (r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
     if (rt_ps_async(r)) {
         /* this worker's own clipping norm, R = 1 arithmetic on its gradients:
-         * NORM to the coordinator, which combines this replica's stages only */
+         * NORM to the coordinator, which combines this replica's stages only
+         * (a one-stage worker computes it itself: rt_ps_norm) */
         int nu = r->part->n_units;
         uint8_t *buf = r->normbuf;
+        double norm;
         optim_unit_sqnorms(r->part, r->sq);
         put_u32le(buf, (uint32_t)nu);
         for (int i = 0; i < nu; i++) put_f64le(buf + 4 + 8 * (size_t)i, r->sq[i]);
         uint64_t len = 4 + 8 * (uint64_t)nu;
         if (r->live) len += rt_live_trailer(r, buf + len); /* run --http: this worker's step, as rt_step */
-        net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
-        if (rt_send_sync(r, net_coord_id(), k, buf, len)) return -1;
-        k.type = MSG_NORM_REPLY;
-        if (rt_recv_sync(r, net_coord_id(), k, buf, 8, "waiting for this worker's gradient norm from the coordinator") ||
-            rt_ps_push_all(r, get_f64le(buf)))
-            return -1;
+        if (rt_ps_norm(r, len, &norm) || rt_ps_push_all(r, norm)) return -1;
         r->stats.optim_s += rt_now() - t0;
-        return send_loss(r);
+        /* the last step's reply is checked here (the others' at the next pull) */
+        if (send_loss(r) || (r->step + 1 == r->t->train.steps && rt_ps_norm_check(r))) return -1;
+        return 0;
     }
     if (rt_ps_finish_grads(r) || rt_ps_await_weights(r) || rt_tied_exchange_weights(r)) return -1;
     r->stats.optim_s += rt_now() - t0;

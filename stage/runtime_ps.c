@@ -15,6 +15,8 @@
 #include "ps/ps_proto.h"
 #include "stage/rt.h"
 
+#include <math.h>
+
 struct rt_ps {
     ps_assignment a;
     int np;                  /* pieces of this stage */
@@ -22,6 +24,7 @@ struct rt_ps {
     size_t *poff;            /* (np) where piece l starts in the part's params and grads */
     int *unit_first;         /* local unit i holds pieces unit_first[i] .. unit_first[i + 1] - 1 */
     uint8_t *srv_used;       /* (n_servers) 1: a server of this stage's pieces */
+    struct net_op **pull_op; /* (n_servers) asynchronous: the PULL sent to server j, until pull sees it out */
     uint8_t *tx, *rx, *ck;   /* pushes, weights, a checkpoint piece */
     size_t *txoff, *rxoff;   /* (np) */
     struct net_op **tx_op, **rx_op; /* (np) */
@@ -29,6 +32,12 @@ struct rt_ps {
     int failed;              /* a push could not be posted (r->err says why) */
     int n_pushed;            /* pieces pushed this step (all np by rt_ps_finish_grads) */
     long requested;          /* asynchronous: the step whose weights are asked for (PULL sent), -1 none */
+    /* asynchronous, a worker holding every unit (rt_ps_norm): its own norm */
+    double *gsq;             /* (topo_n_units) per-unit sums of squares in global unit order; NULL: not such a worker */
+    struct net_op *norm_tx, *norm_rx; /* NORM out, its reply in (pending until rt_ps_norm_check) */
+    uint8_t norm_reply[8];
+    double norm_local;       /* the norm pushed with the step the reply is for */
+    long norm_local_n;       /* steps whose norm was computed here and matched the coordinator's */
 };
 
 int rt_ps_setup(rt *r)
@@ -47,6 +56,7 @@ int rt_ps_setup(rt *r)
     q->tx_op = xcalloc(n, sizeof *q->tx_op);
     q->rx_op = xcalloc(n, sizeof *q->rx_op);
     q->srv_used = xcalloc((size_t)t->n_servers, 1);
+    q->pull_op = xcalloc((size_t)t->n_servers, sizeof *q->pull_op);
     q->unit_first = xcalloc((size_t)r->part->n_units + 1, sizeof(int));
     q->defer_embed = t->model.tie_embeddings && r->holds_embed;
     q->requested = -1;
@@ -68,6 +78,7 @@ int rt_ps_setup(rt *r)
     }
     q->tx = xmalloc(tb + 1);
     q->rx = xmalloc(rb + 1);
+    if (t->ps.staleness != 0 && r->part->n_units == topo_n_units(t)) q->gsq = xcalloc((size_t)r->part->n_units, sizeof(double));
     return 0;
 }
 
@@ -79,6 +90,15 @@ void rt_ps_free(rt *r)
         net_op_free(q->tx_op[l]);
         net_op_free(q->rx_op[l]);
     }
+    for (int j = 0; j < r->t->n_servers; j++) net_op_free(q->pull_op[j]);
+    free(q->pull_op);
+    net_op_free(q->norm_tx);
+    net_op_free(q->norm_rx);
+    if (q->norm_local_n)
+        fprintf(stderr, "pipetrain stage: stage %d replica %d: the clipping norm of %ld step(s) was computed here, "
+                "without waiting for the coordinator, and matched its reply bit for bit\n", r->K, r->rep,
+                q->norm_local_n);
+    free(q->gsq);
     ps_assignment_free(&q->a);
     free(q->poff); free(q->unit_first); free(q->srv_used);
     free(q->tx); free(q->rx); free(q->ck); free(q->txoff); free(q->rxoff);
@@ -121,9 +141,12 @@ static int request_weights(rt *r, long step)
                           PS_PIECE_HDR + pc->len * sizeof(float), &q->rx_op[l], nerr) != NET_OK)
             return rt_fail(r, "posting a receive for the weights of %s from server %d: %s", pc->name, pc->server, nerr);
     }
-    for (int j = 0; j < r->t->n_servers; j++) {
+    for (int j = 0; j < r->t->n_servers; j++) { /* not waited for here: the pushes follow at once */
         net_key k = { MSG_PS_PULL, (uint64_t)step, 0, 0 };
-        if (q->srv_used[j] && rt_send_sync(r, net_server_id((uint16_t)j), k, NULL, 0)) return -1;
+        if (q->pull_op[j] && rt_await(r, q->pull_op[j], "sending a PULL")) return -1;
+        net_op_free(q->pull_op[j]);
+        q->pull_op[j] = NULL;
+        if (q->srv_used[j] && rt_send(r, net_server_id((uint16_t)j), k, NULL, 0, &q->pull_op[j])) return -1;
     }
     q->requested = step;
     return 0;
@@ -159,7 +182,7 @@ static int pull(rt *r)
         memcpy(r->part->params + q->poff[l], b + PS_PIECE_HDR, pc->len * sizeof(float));
     }
     r->stats.exposed_s += rt_now() - t0;
-    return 0;
+    return rt_ps_norm_check(r);
 }
 
 int rt_ps_begin_step(rt *r)
@@ -203,6 +226,52 @@ void rt_ps_unit_ready(rt *r, int i)
     /* asynchronous pushes carry the worker's norm: they wait for it (rt_ps_push_all) */
     if (!r->ps || r->ps->failed || rt_ps_async(r) || (i == 0 && r->ps->defer_embed)) return;
     push_unit(r, i, 0.0);
+}
+
+int rt_ps_norm(rt *r, uint64_t len, double *norm)
+{
+    rt_ps *q = r->ps;
+    char nerr[NET_ERR_LEN];
+    net_key k = { MSG_NORM, (uint64_t)r->step, 0, 0 };
+    if (!q->gsq) {
+        if (rt_send_sync(r, net_coord_id(), k, r->normbuf, len)) return -1;
+        k.type = MSG_NORM_REPLY;
+        if (rt_recv_sync(r, net_coord_id(), k, r->normbuf, 8, "waiting for this worker's gradient norm from the coordinator"))
+            return -1;
+        *norm = get_f64le(r->normbuf);
+        return 0;
+    }
+    if (rt_ps_norm_check(r)) return -1; /* the previous step's, normally checked in pull */
+    /* the coordinator's arithmetic (coord_async.c): each unit's sum at its
+     * global index, then optim_global_norm over every unit in order */
+    for (int i = 0; i < r->part->n_units; i++) q->gsq[r->part->units[i]] = r->sq[i];
+    q->norm_local = *norm = optim_global_norm(q->gsq, r->part->n_units);
+    if (rt_send(r, net_coord_id(), k, r->normbuf, len, &q->norm_tx)) return -1;
+    k.type = MSG_NORM_REPLY;
+    if (net_recv_post(r->node, net_coord_id(), k, q->norm_reply, sizeof q->norm_reply, &q->norm_rx, nerr) != NET_OK)
+        return rt_fail(r, "posting a receive for the gradient norm from the coordinator: %s", nerr);
+    return 0;
+}
+
+int rt_ps_norm_check(rt *r)
+{
+    rt_ps *q = r->ps;
+    if (!q || !q->norm_rx) return 0;
+    int rc = rt_await(r, q->norm_tx, "sending this worker's NORM to the coordinator") ||
+             rt_await(r, q->norm_rx, "waiting for this worker's gradient norm from the coordinator");
+    uint64_t len = net_op_len(q->norm_rx);
+    net_op_free(q->norm_tx);
+    net_op_free(q->norm_rx);
+    q->norm_tx = q->norm_rx = NULL;
+    if (rc) return -1;
+    uint8_t mine[8];
+    put_f64le(mine, q->norm_local);
+    if (len != 8 || memcmp(mine, q->norm_reply, 8))
+        return rt_fail(r, "the coordinator's gradient norm for step %ld (%.17g, %llu bytes) differs from the one this "
+                       "worker computed and pushed (%.17g): a bug", r->step, len == 8 ? get_f64le(q->norm_reply) : NAN,
+                       (unsigned long long)len, q->norm_local);
+    q->norm_local_n++;
+    return 0;
 }
 
 int rt_ps_push_all(rt *r, double norm)

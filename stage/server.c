@@ -1,8 +1,10 @@
 /* server.c — one parameter-server process (`pipetrain server`, issue 12): a
  * net node listening on parameter_servers[K] that holds ps_server_new(t, a, K),
  * joins the coordinator like a stage and, step by step, collects its workers'
- * pushes, gives its norm partials to the coordinator, applies AdamW with the
- * global norm and sends each worker the new weights of its pieces; on
+ * pushes, gives its norm partials to the coordinator (the only server
+ * computes the norm itself and checks the coordinator's reply a step later),
+ * applies AdamW with the global norm and sends each worker the new weights of
+ * each piece as soon as it is updated; on
  * checkpoint steps it sends replica 0 of each stage its pieces' weights and
  * moments. The messages and their order: stage/proto.h ("Parameter servers")
  * and ps/ps_proto.h. This file: set-up and the synchronous loop (ps.staleness
@@ -19,6 +21,7 @@
 #include "stage/stage.h"
 #include "stage/server_int.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <unistd.h>
 
@@ -290,22 +293,85 @@ static int collect(srv *sv)
     return 0;
 }
 
-/* The norm from the coordinator, then AdamW. */
-static int apply(srv *sv)
+/* The only server (n_servers 1) computes the step's norm itself: the NORM it
+ * sends (for the coordinator's log) and the reply stay pending until here,
+ * where the reply must be bit for bit the norm it applied (else a bug). */
+static int norm_check(srv *sv)
 {
-    char e[ERR_LEN];
+    if (!sv->norm_rx) return 0;
+    int rc = srv_await(sv, sv->norm_tx, "sending the norm partials") ||
+             srv_await(sv, sv->norm_rx, "waiting for the global gradient norm from the coordinator");
+    uint64_t got = net_op_len(sv->norm_rx);
+    net_op_free(sv->norm_tx);
+    net_op_free(sv->norm_rx);
+    sv->norm_tx = sv->norm_rx = NULL;
+    if (rc) return -1;
+    uint8_t mine[8];
+    put_f64le(mine, sv->norm_local);
+    if (got != 8 || memcmp(mine, sv->norm_reply, 8))
+        return srv_fail(sv, "the coordinator's gradient norm (%.17g, %llu bytes) differs from the one this server "
+                        "computed and applied (%.17g): a bug", got == 8 ? get_f64le(sv->norm_reply) : NAN,
+                        (unsigned long long)got, sv->norm_local);
+    sv->norm_local_n++;
+    return 0;
+}
+
+/* ps_server_apply_each's callback: piece l's new weights to every worker of
+ * its stage, as soon as its AdamW is done. */
+static int send_piece(void *ctx, int l)
+{
+    srv *sv = ctx;
+    const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
+    long version;
+    size_t len;
+    const float *w = ps_server_pull(sv->s, sv->idx[l], &version, &len);
+    uint8_t *b = sv->tx + sv->txoff[l];
+    ps_piece_hdr_encode(b, sv->idx[l], len, version);
+    memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
+    net_key k = { MSG_PS_WEIGHTS, (uint64_t)sv->step, (uint32_t)sv->idx[l], 0 };
+    for (int r = 0; r < sv->R; r++) {
+        uint64_t bytes = PS_PIECE_HDR + len * sizeof(float);
+        if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k, b, bytes, &sv->txop[r * sv->np + l]))
+            return -1;
+        sv->stats.bytes_sent += bytes;
+    }
+    return 0;
+}
+
+/* The norm (from the coordinator, or with one server computed here), then
+ * AdamW piece by piece, each piece's new weights sent to its workers as soon
+ * as it is updated; waits until every send is out. */
+static int apply_and_send(srv *sv)
+{
+    char e[ERR_LEN], nerr[NET_ERR_LEN];
+    if (norm_check(sv)) return -1; /* the last step's reply; sv->normbuf is free after it */
     int n = ps_server_norm_partials(sv->s, sv->parts);
     if (n < 0) return srv_fail(sv, "every push arrived but the server does not wait for the norm (a bug)");
     size_t len = ps_partials_encode(sv->normbuf, sv->parts, n);
-    if (srv_ctl_send(sv, MSG_PS_NORM, sv->step, sv->normbuf, len)) return -1;
-    uint8_t b[8];
-    uint64_t got = 0;
-    if (srv_ctl_recv(sv, MSG_NORM_REPLY, sv->step, b, sizeof b, &got, "waiting for the global gradient norm from the coordinator"))
-        return -1;
-    if (got != 8) return srv_fail(sv, "NORM_REPLY is %llu bytes, expected 8", (unsigned long long)got);
-    if (ps_server_apply(sv->s, get_f64le(b), e)) return srv_fail(sv, "%s", e);
+    double norm;
+    if (sv->t->n_servers == 1) {
+        /* the coordinator's arithmetic on the same partials (gather_ps_norm) */
+        norm = ps_norm_combine(sv->t, &sv->a, sv->parts, (size_t)n, e);
+        if (isnan(norm)) return srv_fail(sv, "the norm partials: %s", e);
+        net_key k = { MSG_PS_NORM, (uint64_t)sv->step, 0, 0 };
+        if (srv_send(sv, net_coord_id(), k, sv->normbuf, len, &sv->norm_tx)) return -1;
+        k.type = MSG_NORM_REPLY;
+        if (net_recv_post(sv->node, net_coord_id(), k, sv->norm_reply, sizeof sv->norm_reply, &sv->norm_rx, nerr))
+            return srv_fail(sv, "posting a receive: %s", nerr);
+        sv->norm_local = norm;
+    } else {
+        if (srv_ctl_send(sv, MSG_PS_NORM, sv->step, sv->normbuf, len)) return -1;
+        uint8_t b[8];
+        uint64_t got = 0;
+        if (srv_ctl_recv(sv, MSG_NORM_REPLY, sv->step, b, sizeof b, &got,
+                         "waiting for the global gradient norm from the coordinator"))
+            return -1;
+        if (got != 8) return srv_fail(sv, "NORM_REPLY is %llu bytes, expected 8", (unsigned long long)got);
+        norm = get_f64le(b);
+    }
+    if (ps_server_apply_each(sv->s, norm, send_piece, sv, e)) return sv->err[0] ? -1 : srv_fail(sv, "%s", e);
     sv->stats.steps++;
-    return 0;
+    return srv_await_all(sv, sv->txop, sv->R * sv->np, "sending the new weights");
 }
 
 /* Sends ops[0..n) out and waits for them all. */
@@ -319,28 +385,6 @@ int srv_await_all(srv *sv, struct net_op **ops, int n, const char *what)
         ops[i] = NULL;
     }
     return rc;
-}
-
-/* The step's new weights of every piece to every worker of its stage. */
-static int send_weights(srv *sv)
-{
-    for (int l = 0; l < sv->np; l++) {
-        const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
-        long version;
-        size_t len;
-        const float *w = ps_server_pull(sv->s, sv->idx[l], &version, &len);
-        uint8_t *b = sv->tx + sv->txoff[l];
-        ps_piece_hdr_encode(b, sv->idx[l], len, version);
-        memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
-        net_key k = { MSG_PS_WEIGHTS, (uint64_t)sv->step, (uint32_t)sv->idx[l], 0 };
-        for (int r = 0; r < sv->R; r++) {
-            uint64_t bytes = PS_PIECE_HDR + len * sizeof(float);
-            if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k, b, bytes, &sv->txop[r * sv->np + l]))
-                return -1;
-            sv->stats.bytes_sent += bytes;
-        }
-    }
-    return srv_await_all(sv, sv->txop, sv->R * sv->np, "sending the new weights");
 }
 
 /* Piece l's checkpoint message (header, weights, m, v) encoded at sv->ck +
@@ -404,9 +448,13 @@ static int serve(srv *sv)
     if (sv->t->ps.staleness != 0) return srv_serve_async(sv, first, total);
     double t0 = base_now();
     for (sv->step = first; sv->step < total; sv->step++) {
-        if (collect(sv) || apply(sv) || send_weights(sv)) return -1;
+        if (collect(sv) || apply_and_send(sv)) return -1;
         if (run_is_ckpt_step(sv->t, sv->step) && srv_send_checkpoint(sv)) return -1;
     }
+    if (norm_check(sv)) return -1;
+    if (sv->norm_local_n)
+        fprintf(stderr, "pipetrain server: server %d: the norm of %ld step(s) was computed here (the only server), "
+                "without waiting for the coordinator, and matched its reply bit for bit\n", sv->j, sv->norm_local_n);
     sv->step = total - 1;
     sv->stats.wall_s = base_now() - t0;
     memcpy(sv->stats.staleness, ps_server_staleness(sv->s), sizeof sv->stats.staleness);
@@ -445,6 +493,8 @@ int stage_server_run(const topo *t, const stage_opts *o, char *err)
         net_op_free(sv->txop[i]);
     }
     for (int i = 0; sv->ckop && i < sv->np; i++) net_op_free(sv->ckop[i]);
+    net_op_free(sv->norm_tx);
+    net_op_free(sv->norm_rx);
     srv_async_free(sv);
     ps_server_free(sv->s);
     if (sv->have_a) ps_assignment_free(&sv->a);

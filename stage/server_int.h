@@ -32,6 +32,11 @@ typedef struct {
     struct net_op **ckop;    /* (np) */
     ps_norm_partial *parts;
     uint8_t *normbuf;
+    /* synchronous, the only server: the step's norm computed here (server.c) */
+    struct net_op *norm_tx, *norm_rx; /* NORM out, its reply in (pending until the next step's check) */
+    uint8_t norm_reply[8];
+    double norm_local;
+    long norm_local_n;       /* steps whose norm was computed here and matched the coordinator's */
     ps_net_stats stats;
     double timeout_s;
     /* asynchronous modes (server_async.c), NULL when synchronous */

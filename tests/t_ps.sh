@@ -4,6 +4,9 @@
 #  - R = 2 workers on a 2-stage grid, staleness 0: the weights (and the
 #    checkpoint's AdamW state) are bitwise those of the same topology with
 #    "sync": "allreduce", with 1 and with 2 servers, tied embeddings too.
+#    The only server computes the norm itself (checked against the
+#    coordinator's reply every step) and sends each piece's weights as soon
+#    as its AdamW is done.
 #  - R = 1: a PS run is bitwise the plain pipeline.
 #  - Checkpoints are by tensor name: a PS checkpoint resumes under all-reduce
 #    and an all-reduce one under PS, bitwise the uninterrupted run.
@@ -93,6 +96,9 @@ run ps2 "$tmp/ps2.json"
 same ps2 ar
 run ps1 "$tmp/ps1.json"
 same ps1 ar
+check "ps1: the only server computed every step's norm itself, bit for bit the coordinator's reply" \
+    "grep -q 'server 0: the norm of 6 step(s) was computed here (the only server), without waiting for the coordinator, and matched its reply bit for bit' $tmp/ps1/server-0.log"
+check "ps2: with 2 servers each waits for the coordinator's norm" "! grep -q 'was computed here' $tmp/ps2/server-*.log"
 
 # the run directory and summary.json of a PS run
 d=$tmp/ps2

@@ -9,6 +9,8 @@
 #    replica 1"), training goes on and `run` exits 0; the same command plus
 #    --join brings a new process in, which pulls the weights and trains;
 #  - --join is refused on a synchronous topology (exit 2, naming the field).
+#  - a one-stage worker computes its clipping norm itself (bit for bit the
+#    coordinator's reply, checked every step) instead of waiting for it;
 # (Refused pushes, too stale or from a dropped worker: tests/test_ps.c.)
 set -u
 cd "$(dirname "$0")/.."
@@ -71,6 +73,15 @@ topo "$tmp/ssp.json" 2 10 5 "embed,0-1" "2-3,head"
 trains ssp 2
 topo "$tmp/async.json" -1 10 5 "embed,0-1" "2-3,head"
 trains async -1
+check "async, 2 stages: each worker waits for the coordinator's norm (no local norm)" \
+    "! grep -q 'was computed here' $tmp/async/stage-*.log"
+# one stage per worker: the worker computes its own clipping norm and does
+# not wait for the coordinator's reply, which must match it bit for bit
+topo "$tmp/one.json" 2 10 5 "embed,0-3,head"
+trains one 2
+check "one stage per worker: the norm of all 10 steps computed locally, equal to the coordinator's" \
+    "grep -q 'stage 0 replica 0: the clipping norm of 10 step(s) was computed here, without waiting for the coordinator, and matched its reply bit for bit' $tmp/one/stage-0-replica-0.log &&
+     grep -q 'stage 0 replica 1: the clipping norm of 10 step(s) was computed here' $tmp/one/stage-0-replica-1.log"
 
 # --- a worker dies and another takes its place (one stage per worker)
 topo "$tmp/el.json" -1 400 100 "embed,0-3,head"

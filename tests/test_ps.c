@@ -359,6 +359,24 @@ static void test_clocks(void)
 
 /* ---- synchronous: bitwise #8 ---- */
 
+/* ps_server_apply_each's callback in the tests: local pieces in order, each
+ * already at the step's version; stops at piece stop_at (-1: never). */
+typedef struct {
+    ps_server *s;
+    const int *idx;   /* the server's pieces (ps_server_pieces) */
+    int calls, bad, stop_at;
+    long want_ver;
+} each_ctx;
+
+static int each_cb(void *ctx, int l)
+{
+    each_ctx *c = ctx;
+    long ver = -1;
+    size_t len;
+    if (l != c->calls++ || !ps_server_pull(c->s, c->idx[l], &ver, &len) || ver != c->want_ver) c->bad++;
+    return l == c->stop_at;
+}
+
 static void test_sync_bitwise(void)
 {
     topo t;
@@ -389,7 +407,12 @@ static void test_sync_bitwise(void)
         CU_ASSERT(fabs(norm - want) <= 1e-12 * want);
         CU_ASSERT((s == 1) == (norm <= t.train.grad_clip));
         run_optim_apply_ranges(&t, ref, o, s, norm, &zero, &n, 1);
-        for (int j = 0; j < 2; j++) CU_ASSERT(ps_server_apply(srv[j], norm, err) == 0);
+        /* server 1 sends each piece as soon as it is updated (stage/server.c): the same bits */
+        each_ctx c = { srv[1], NULL, 0, 0, -1, s + 1 };
+        int np1 = ps_server_pieces(&a, 1, &c.idx);
+        CU_ASSERT(ps_server_apply(srv[0], norm, err) == 0);
+        CU_ASSERT(ps_server_apply_each(srv[1], norm, each_cb, &c, err) == 0);
+        CU_ASSERT(c.calls == np1 && np1 > 1 && c.bad == 0);
         CU_ASSERT(same_weights(srv, &a, ref));
     }
     /* moments too */
@@ -399,6 +422,12 @@ static void test_sync_bitwise(void)
     long ver;
     size_t len;
     CU_ASSERT(ps_server_pull(srv[0], a.server_idx[0], &ver, &len) != NULL && ver == 3);
+    /* a callback that fails stops the update there, with the reason */
+    CU_ASSERT(push_all(srv, &a, ref, 0, 3, g0, 0, why) == 0 && push_all(srv, &a, ref, 1, 3, g1, 0, why) == 0);
+    each_ctx c = { srv[1], NULL, 0, 0, 0, 4 };
+    ps_server_pieces(&a, 1, &c.idx);
+    CU_ASSERT(ps_server_apply_each(srv[1], 1.0, each_cb, &c, err) == -1 && c.calls == 1);
+    CU_ASSERT(strstr(err, "stopped") != NULL);
     free(g0);
     free(g1);
     optim_free(o);
