@@ -10,7 +10,10 @@
  * Links are FIFO per ordered pair of stages and a producer issues its sends in
  * list order, so link occupancy is known when the producer's action is played;
  * the same order makes a link's token bucket (costs->burst) exact: its credit
- * only has to be known at the start of each transfer, in time order.
+ * only has to be known at the start of each transfer, in time order. The
+ * buckets are the steady state's: the step is played again from the levels the
+ * previous play left at its end (refilled up to the step time, the next step's
+ * start) until they no longer change (see sched_play).
  * Work is O(actions + P*v*M); no stage is visited more often than it is woken. */
 #include <math.h>
 #include <stdlib.h>
