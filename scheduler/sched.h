@@ -323,13 +323,23 @@ typedef struct {
     double *link_bandwidth; /* (P) its bytes per time unit, 0 = infinite; NULL = bandwidth */
     double burst;        /* token bucket of every link direction (as tc's tbf), in bytes;
                           * 0 = none: the pure-rate model above, bit for bit. Credit
-                          * refills at the link's bandwidth up to `burst` and is full
-                          * at time 0; a transfer of b bytes that may start at t (its
-                          * producer ended, earlier transfers of the direction left)
+                          * refills at the link's bandwidth up to `burst`; a transfer
+                          * of b bytes that may start at t (its producer ended,
+                          * earlier transfers of the direction left)
                           * with k bytes of credit leaves at t + max(0, b - k) /
                           * bandwidth and arrives latency later: the bytes covered by
                           * credit pass at once (line rate taken as infinite), and it
-                          * consumes min(b, k). Ignored where bandwidth is infinite. */
+                          * consumes min(b, k). Ignored where bandwidth is infinite.
+                          * Steady state (sched_simulate): each bucket starts the step
+                          * with what the previous step left: played first from full
+                          * buckets, then from each direction's credit at the end of
+                          * its last transfer refilled up to step_time (the next
+                          * step's start), capped at `burst`, again until those
+                          * levels no longer change (at most 8 plays, the 8th step
+                          * of a run begun with full buckets; the last is
+                          * reported). A saturated link starts empty, one idle long
+                          * enough starts full. A 2bw step (the difference of two
+                          * unrolled plays) starts each play full. */
     int bw_early;        /* 1: a BW's gradient leaves after its B part (as the stage
                           * runtime sends it); 0: after the whole BW (the textbook
                           * model the golden numbers use) */
@@ -396,8 +406,9 @@ void sched_costs_free(sched_costs *c);
  * in order, an action starts when the stage is free and its inputs have arrived;
  * a transfer between stages leaves when its producer ends, waits for its link
  * (one per ordered pair of stages, first come first served), occupies it for
- * bytes/bandwidth (less what its token bucket covers, costs->burst) and arrives
- * latency later. Costs must have c->n == P*v entries.
+ * bytes/bandwidth (less what its token bucket covers, costs->burst; the buckets
+ * in the steady state of back-to-back steps) and arrives latency later. Costs
+ * must have c->n == P*v entries.
  * timeline != 0 also records each action's start/end. Runs in O(actions + P*v*M).
  * Returns 0 with a new report in *r, or -1 with err (and *r as sched_check). */
 int sched_simulate(const sched_schedule *s, const sched_costs *c, int timeline,

@@ -702,6 +702,86 @@ static void test_links_burst_large(void)
     sched_free(s);
 }
 
+/* Token buckets in the steady state: the step repeats back to back, so a
+ * bucket starts with what the previous step left, refilled over the link's idle
+ * time up to the next step's start (the step time), capped at the burst.
+ * Saturated: 2 stages, 4 micro-batches, every cost 0, activations 1000 B,
+ * gradients 0 B, 250 B per time unit, no latency, burst 1250. From a full
+ * bucket F0 would leave at 0 (credit 250 left), F1 at 3, F2 at 7, F3 at 11:
+ * the step would be 11, and its bucket ends empty at 11 = the next step's
+ * start. Steady: empty at 0, so F0..F3 leave at 4, 8, 12, 16 and the step is
+ * 4 x 1000 / 250 = 16, the rate bound (the pure-rate step, burst 0). */
+static void test_links_burst_saturated(void)
+{
+    const char *txt = "{\"stages\": [[\"F0\",\"F1\",\"F2\",\"F3\",\"BW0\",\"BW1\",\"BW2\",\"BW3\"],"
+                      "[\"F0\",\"F1\",\"F2\",\"F3\",\"BW0\",\"BW1\",\"BW2\",\"BW3\"]]}";
+    sched_schedule *s = sched_parse(txt, strlen(txt), "sat.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = sched_costs_uniform(2, 1, 0, 0, 0);
+    c->grad_bytes = calloc(2, sizeof(double));
+    for (int k = 0; k < 2; k++) c->xfer_bytes[k] = 1000;
+    c->bandwidth = 250;
+    for (int burst = 0; burst < 2; burst++) {
+        c->burst = burst ? 1250 : 0;
+        sched_report *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+        double s0[] = { 0, 0, 0, 0, 16, 16, 16, 16 }, s1[] = { 4, 8, 12, 16, 16, 16, 16, 16 };
+        CU_ASSERT(tests_close("stage 0 starts", r->start[0], s0, 8, 1e-12, 0));
+        CU_ASSERT(tests_close("stage 1 starts", r->start[1], s1, 8, 1e-12, 0));
+        CU_ASSERT_DOUBLE_EQUAL(r->step_time, 16, 1e-12);
+        sched_report_free(r);
+    }
+    sched_costs_free(c);
+    sched_free(s);
+}
+
+/* The same bucket (250 B per time unit, burst 1250, no latency) with compute:
+ * 2 stages, 2 micro-batches, F = 1, B = 0.5 on stage 0 and b1 on stage 1, W = 0,
+ * activations 1000 B, gradients 0 B. From a full bucket: F0 [0,1] leaves at 1
+ * (credit 250), F1 [1,2] has 500 at 2 and leaves at 2 + 500/250 = 4, the bucket
+ * empty; stage 1 F0 [1,2] F1 [4,5], then its B0 B1.
+ *  - b1 = 3, idle long enough: stage 1 B0 [5,8] B1 [8,11], stage 0 B0 [8,8.5]
+ *    B1 [11,11.5]: the step is 11.5 and the bucket refills over 11.5 - 4 = 7.5
+ *    (1875 B > 1250): full again, the full-bucket result.
+ *  - b1 = 0.5, intermediate: stage 1 B0 [5,5.5] B1 [5.5,6], stage 0 B1 ends 6.5;
+ *    the bucket refills over 2.5 to 625 B only. Steady, from 625: F0 at 1 has
+ *    875, leaves at 1 + 125/250 = 1.5 (empty); F1 at 2 has 125, leaves at
+ *    2 + 875/250 = 5.5; stage 1 F0 [1.5,2.5] F1 [5.5,6.5] B0 [6.5,7] B1 [7,7.5];
+ *    stage 0 B0 [7,7.5] B1 [7.5,8]: step 8, refill over 8 - 5.5 = 2.5 to 625
+ *    again (the fixed point). The full bucket said 6.5, the pure rate 11.5. */
+static void test_links_burst_steady(void)
+{
+    const char *txt = "{\"stages\": [[\"F0\",\"F1\",\"B0\",\"B1\",\"W0\",\"W1\"],"
+                      "[\"F0\",\"F1\",\"B0\",\"B1\",\"W0\",\"W1\"]]}";
+    sched_schedule *s = sched_parse(txt, strlen(txt), "steady.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = sched_costs_uniform(2, 1, 1, 0.5, 0);
+    c->grad_bytes = calloc(2, sizeof(double));
+    for (int k = 0; k < 2; k++) c->xfer_bytes[k] = 1000;
+    c->bandwidth = 250;
+    c->burst = 1250;
+    /* b1 = 3: refilled */
+    c->b[1] = 3;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    double s0[] = { 0, 1, 8, 11, 11.5, 11.5 }, s1[] = { 1, 4, 5, 8, 11, 11 };
+    CU_ASSERT(tests_close("refilled: stage 0 starts", r->start[0], s0, 6, 1e-12, 0));
+    CU_ASSERT(tests_close("refilled: stage 1 starts", r->start[1], s1, 6, 1e-12, 0));
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 11.5, 1e-12);
+    sched_report_free(r);
+    /* b1 = 0.5: partly refilled */
+    c->b[1] = 0.5;
+    r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 1, &r, err), 0);
+    double t0[] = { 0, 1, 7, 7.5, 8, 8 }, t1[] = { 1.5, 5.5, 6.5, 7, 7.5, 7.5 };
+    CU_ASSERT(tests_close("partly refilled: stage 0 starts", r->start[0], t0, 6, 1e-12, 0));
+    CU_ASSERT(tests_close("partly refilled: stage 1 starts", r->start[1], t1, 6, 1e-12, 0));
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 8, 1e-12);
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -718,6 +798,8 @@ int main(void)
         { "links: per stage pair", test_links_per_pair },
         { "links: token bucket by hand (idle gap, back to back, burst 0 = pure rate)", test_links_burst },
         { "links: a tensor larger than the bucket, bad bursts", test_links_burst_large },
+        { "links: steady-state bucket, saturated link = the rate bound", test_links_burst_saturated },
+        { "links: steady-state bucket, refilled and partly refilled", test_links_burst_steady },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_sim", tests);
