@@ -12,6 +12,9 @@ typedef struct {
     int64_t count;
     int *sym; /* current symbols (ids) */
     int n_sym;
+    int merged; /* the last merge (its new id) that rewrote this word: a pair's
+                 * word list may name a word more than once (count_pairs keeps
+                 * out only repeats in a row), and each merge rewrites it once */
 } word;
 
 typedef struct { int *w; int n, cap; } wlist;
@@ -50,7 +53,7 @@ static void add_word(trainer *t, const uint8_t *s, size_t len)
         t->words = realloc(t->words, (size_t)t->cap_words * sizeof *t->words);
         if (!t->words) { fprintf(stderr, "bpe_train: out of memory\n"); abort(); }
     }
-    t->words[t->n_words] = (word){ s, (uint32_t)len, 1, NULL, 0 };
+    t->words[t->n_words] = (word){ s, (uint32_t)len, 1, NULL, 0, -1 };
     t->windex[i] = (uint32_t)++t->n_words;
     if ((size_t)t->n_words * 2 > t->windex_cap) { /* grow and re-insert */
         free(t->windex);
@@ -232,6 +235,11 @@ bpe *bpe_train(const uint8_t *text, size_t n, int vocab_size, char *err)
         n_dirty = 0;
         for (int k = 0; k < l.n; k++) {
             word *w = &t.words[l.w[k]];
+            /* once per word: a repeat would subtract and add back the same
+             * counts, and the repeats multiplied from merge to merge (a 624-byte
+             * corpus of long runs took seconds: fuzz_bpe's timeout) */
+            if (w->merged == c) continue;
+            w->merged = c;
             if (cap_dirty < t.n_pairs + w->n_sym) { cap_dirty = 2 * (t.n_pairs + w->n_sym); dirty = grow(dirty, (size_t)cap_dirty, sizeof *dirty); }
             count_pairs(&t, l.w[k], -1, c, dirty, &n_dirty);
             merge_word(w, a, b, c);
