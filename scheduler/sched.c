@@ -251,6 +251,21 @@ void sched_allreduce_free(sched_allreduce *a)
     free(a);
 }
 
+void sched_ar_report_free(sched_report *r)
+{
+    free(r->ar_stage);
+    free(r->ar_start);
+    free(r->ar_end);
+    free(r->ar_ready);
+    free(r->ar_count);
+    free(r->ar_bytes);
+    free(r->ar_busy);
+    free(r->ar_exposed);
+    free(r->ar_done);
+    r->ar_stage = NULL, r->ar_start = r->ar_end = r->ar_ready = NULL, r->ar_count = NULL;
+    r->ar_bytes = r->ar_busy = r->ar_exposed = r->ar_done = NULL;
+}
+
 void sched_report_free(sched_report *r)
 {
     if (!r) return;
@@ -265,15 +280,7 @@ void sched_report_free(sched_report *r)
     free(r->bubble_stage);
     free(r->peak_bytes);
     free(r->detail);
-    free(r->ar_stage);
-    free(r->ar_start);
-    free(r->ar_end);
-    free(r->ar_ready);
-    free(r->ar_count);
-    free(r->ar_bytes);
-    free(r->ar_busy);
-    free(r->ar_exposed);
-    free(r->ar_done);
+    sched_ar_report_free(r);
     free(r->extra_weight_bytes);
     free(r);
 }

@@ -53,6 +53,9 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
 int sched_ar_check(const sched_schedule *s, const sched_allreduce *a, char *err);
 int sched_ar_play(const sched_schedule *s, const sched_costs *c, const double *wl0, const double *wl1,
                   const double *tfree, sched_report *r, char *err);
+/* Frees r's all-reduce report (the ar_* arrays sched_ar_play filled) and sets them
+ * to NULL, so that r can be played again or freed. */
+void sched_ar_report_free(sched_report *r);
 
 /* A zeroed report for s (sched_sim.c): peak_mb; with sim the per-stage
  * simulation arrays; with timeline start/end. NULL when out of memory. */

@@ -210,22 +210,6 @@ static void advance(play *p, int st, sched_report *r, int timeline)
     if (r->busy) r->busy[st] += busy;
 }
 
-/* The all-reduce's report of an earlier pass (sched_ar_play allocates afresh). */
-static void ar_clear(sched_report *r)
-{
-    free(r->ar_stage);
-    free(r->ar_start);
-    free(r->ar_end);
-    free(r->ar_ready);
-    free(r->ar_count);
-    free(r->ar_bytes);
-    free(r->ar_busy);
-    free(r->ar_exposed);
-    free(r->ar_done);
-    r->ar_stage = NULL, r->ar_start = r->ar_end = r->ar_ready = NULL, r->ar_count = NULL;
-    r->ar_bytes = r->ar_busy = r->ar_exposed = r->ar_done = NULL;
-}
-
 /* Bandwidth of outgoing link l (send's numbering: 2*st to st+1, 2*st+1 to st-1). */
 static double link_bw(const play *p, size_t l)
 {
@@ -295,7 +279,7 @@ int sched_play(const sched_schedule *s, const sched_costs *c, int timeline, sche
             if (ar) {
                 memset(p.wl0, 0, p.K * sizeof(double));
                 memset(p.wl1, 0, p.K * sizeof(double));
-                ar_clear(r);
+                sched_ar_report_free(r);
             }
             if (r->busy) memset(r->busy, 0, P * sizeof(double));
         }

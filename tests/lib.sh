@@ -16,3 +16,13 @@ cleanup() {
 trap cleanup EXIT
 fail=0
 check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+# live_port LOG: the port of `run --http`'s live view once LOG names it (waits up
+# to 60 s), else empty
+live_port() {
+    local p _
+    for _ in $(seq 600); do
+        p=$(grep -o 'live view on http://[^/]*:[0-9]*/' "$1" 2>/dev/null | grep -o '[0-9]*/$' | tr -d /)
+        [ -n "$p" ] && { echo "$p"; return; }
+        sleep 0.1
+    done
+}

@@ -19,14 +19,6 @@ base=$((20000 + (RANDOM % 120) * 100 + 80 + ($$ % 15)))
 TOPO=topologies/shakespeare-2stage.json
 SMALL=(--set model.dim=64 --set model.ffn_dim=192 --set train.eval_every=20 --set train.eval_batches=2 --set coordinator.port=0)
 
-# port_of LOG: the live view's port once printed (waits up to 60 s), else empty
-port_of() {
-    for _ in $(seq 600); do
-        p=$(grep -o 'live view on http://[^/]*:[0-9]*/' "$1" 2>/dev/null | grep -o '[0-9]*/$' | tr -d /)
-        [ -n "$p" ] && { echo "$p"; return; }
-        sleep 0.1
-    done
-}
 # get URL [HEADER]: prints "CODE CONTENT-TYPE" then the body (python urllib: no curl here)
 get() { python3 - "$@" 2>/dev/null <<'EOF'
 import sys, urllib.request, urllib.error
@@ -46,7 +38,7 @@ out="$tmp/run"
 "$P" run $TOPO "${SMALL[@]}" --set stages.0.port=$base --set stages.1.port=$((base + 1)) --steps 100000 \
     --out "$out" --http 127.0.0.1:0 >"$tmp/run.log" 2>&1 &
 run=$!
-port=$(port_of "$tmp/run.log")
+port=$(live_port "$tmp/run.log")
 check "the run prints where the live view is" "[ -n '$port' ] || { tail -5 $tmp/run.log; false; }"
 URL="http://127.0.0.1:${port:-1}"
 for _ in $(seq 1200); do # up to 120 s for 3 steps under load
@@ -196,7 +188,7 @@ secret="live view test secret $$"
 PIPETRAIN_SECRET="$secret" "$P" run $TOPO "${SMALL[@]}" --set stages.0.port=$((base + 2)) --set stages.1.port=$((base + 3)) \
     --steps 100000 --out "$tmp/auth" --http 0.0.0.0:0 >"$tmp/auth.log" 2>&1 &
 run=$!
-aport=$(port_of "$tmp/auth.log")
+aport=$(live_port "$tmp/auth.log")
 token=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), b"pipetrain live view", hashlib.sha256).hexdigest())' "$secret")
 AURL="http://127.0.0.1:${aport:-1}"
 check "the run prints the token (HMAC-SHA256 of the secret)" "grep -q 'Bearer $token' $tmp/auth.log"

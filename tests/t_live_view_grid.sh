@@ -25,13 +25,6 @@ ports() { # ports FIRST: the four processes' (and the two servers') ports
          --set stages.1.replicas.0.port=$(($1 + 2)) --set stages.1.replicas.1.port=$(($1 + 3))
 }
 sports() { echo --set parameter_servers.0.port=$(($1 + 4)) --set parameter_servers.1.port=$(($1 + 5)); }
-port_of() {
-    for _ in $(seq 600); do
-        p=$(grep -o 'live view on http://[^/]*:[0-9]*/' "$1" 2>/dev/null | grep -o '[0-9]*/$' | tr -d /)
-        [ -n "$p" ] && { echo "$p"; return; }
-        sleep 0.1
-    done
-}
 get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$1" 2>/dev/null; }
 stop() { kill -TERM "$1" 2>/dev/null; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 # wait_status URL PYCOND: up to 120 s for /api/status to satisfy PYCOND (a python expression of j)
@@ -49,7 +42,7 @@ start() {
     local name=$1 topo=$2; shift 2
     "$P" run "$topo" "${SMALL[@]}" "$@" --out "$tmp/$name" --http 127.0.0.1:0 >"$tmp/$name.log" 2>&1 &
     run=$!
-    URL="http://127.0.0.1:$(port_of "$tmp/$name.log")"
+    URL="http://127.0.0.1:$(live_port "$tmp/$name.log")"
 }
 
 # --- asynchronous parameter servers
