@@ -187,8 +187,9 @@ static void block_backward_fused(model_part *p, int i, model_slot *s, float *wor
     const size_t QKV = qkv_width(d);
     /* none: NONE's backward, which FULL runs too once it has recomputed NONE's stash */
     const int sel = p->recompute == MODEL_RECOMPUTE_SELECTIVE, none = !sel;
+    const int full = p->recompute == MODEL_RECOMPUTE_FULL; /* x2 at ws after dh: block_full_lay */
     /* MLP: down, gate|up, the post-attention norm */
-    if (p->recompute == MODEL_RECOMPUTE_FULL) block_forward_body(p, i, a, d, 1);
+    if (full) block_forward_body(p, i, a, d, 1);
     if (none) { /* h (at ws) is spent before dh takes its place: the down projection's W, then its B */
         kern_swiglu_forward(a.h, a.gu, d.N, d.F);
         layer_matmul_backward_weight(gw.wd, dout, a.h, d.N, d.F, d.C);
@@ -203,12 +204,20 @@ static void block_backward_fused(model_part *p, int i, model_slot *s, float *wor
         report(pr, 2);
     }
     kern_swiglu_backward(dgu, dh, a.gu, d.N, d.F);
-    if (sel) block_attn_forward(p, &w, a, d);
-    layer_matmul_backward_input(f.dxn2, dgu, w.wg, d.N, d.C, 2 * d.F, 0);
-    report(pr, 0);
-    if (none) kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* over dh, spent */
-    layer_matmul_backward_weight(gw.wg, dgu, a.xn2, d.N, d.C, 2 * d.F);
-    report(pr, 2);
+    if (full) { /* x2 holds dxn2's place in NONE: xn2 over dh (spent), gate|up's W, then its B over xn2 */
+        kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w.norm2, d.N, d.C);
+        layer_matmul_backward_weight(gw.wg, dgu, a.xn2, d.N, d.C, 2 * d.F);
+        report(pr, 2);
+        layer_matmul_backward_input(f.dxn2, dgu, w.wg, d.N, d.C, 2 * d.F, 0);
+        report(pr, 0);
+    } else {
+        if (sel) block_attn_forward(p, &w, a, d);
+        layer_matmul_backward_input(f.dxn2, dgu, w.wg, d.N, d.C, 2 * d.F, 0);
+        report(pr, 0);
+        if (none) kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* over dh, spent */
+        layer_matmul_backward_weight(gw.wg, dgu, a.xn2, d.N, d.C, 2 * d.F);
+        report(pr, 2);
+    }
     kern_rmsnorm_backward_input_add(f.dx2, dout, f.dxn2, a.x2, a.rstd2, w.norm2, d.N, d.C); /* + residual */
     report(pr, 0);
     layer_rmsnorm_backward_weight(gw.norm2, f.dxn2, a.x2, a.rstd2, d.N, d.C);

@@ -107,20 +107,24 @@ static inline size_t block_grad_view(block_grad *g, float *b, dims d)
     return carve(&g->dxn1, b, o, d.N * d.C);
 }
 
-/* FULL's forward scratch and fused backward work: what NONE keeps but x,
- * laid out from `work` (rstd1, qkv, lse, att, x2, rstd2, gu), with NONE's
- * derived tensors at ws. Returns the float count. */
+/* FULL's forward scratch and fused backward work: what NONE keeps but x and
+ * x2, laid out from `work` (rstd1, qkv, lse, att, rstd2, gu), with NONE's
+ * derived tensors at ws and x2 after ws's first N·max(F, C) floats, datt's
+ * place: the forward does not use it, and the fused backward reads x2 for the
+ * last time (the post-attention norm's weight gradient) before it writes datt
+ * there. Returns the float count. */
 static inline size_t block_full_lay(block_act *a, float *work, float *ws, dims d)
 {
     const size_t NC = d.N * d.C, QKV = d.N * qkv_width(d), FN = d.N * d.F, P = d.B * d.H * d.T;
     size_t o = carve(&a->att, work, carve(&a->lse, work, carve(&a->qkv, work, carve(&a->rstd1, work, 0, d.N), QKV), P), NC);
     a->xn1 = a->xn2 = a->h = ws;
-    return carve(&a->gu, work, carve(&a->rstd2, work, carve(&a->x2, work, o, NC), d.N), 2 * FN);
+    a->x2 = ws ? ws + ws_head_floats(d) : NULL;
+    return carve(&a->gu, work, carve(&a->rstd2, work, o, d.N), 2 * FN);
 }
 
 /* The forward's scratch for the tensors a block does not keep (model_part.fwd_tmp).
  * SELECTIVE reuses it as they die (x2 | xn1, then lse and att, then xn2, then
- * h | rstd1, rstd2); FULL lays out what NONE keeps but x (block_full_lay);
+ * h | rstd1, rstd2); FULL lays out what NONE keeps but x and x2 (block_full_lay);
  * NONE needs none: its derived tensors xn1, xn2, h each live at the workspace ws
  * (model_part.ws, which the forward does not otherwise use) from their kernel
  * to the projection that reads them, one after the other. Returns the
@@ -149,8 +153,9 @@ static inline size_t block_fwd_view(block_act *a, float *stash, float *tmp, floa
  * backward has consumed by then; dgu overwrites gu, wherever gu is. The order
  * (pass.c block_backward_fused): per sub-layer from the top, its input
  * gradient then its weight gradient; FULL recomputes the whole forward first
- * (what NONE keeps, into the work; xn1, xn2, h at ws as NONE's forward does)
- * and then runs NONE's backward,
+ * (what NONE keeps, into the work; xn1, xn2, h at ws as NONE's forward does,
+ * x2 at ws after them: block_full_lay) and then runs NONE's backward (but
+ * gate|up's weight gradient before its input gradient, dxn2 over xn2),
  * SELECTIVE each tensor just before its first use (h, then lse, att, x2,
  * xn2 once dgu is done, then xn1 once dqkv is). Returns the work's float count
  * (NULL work only counts). */
@@ -189,9 +194,11 @@ static inline size_t block_fused_view(block_fused *f, float *stash, float *work,
         end = carve(&a->rstd1, work, carve(&a->rstd2, work, end, d.N), d.N);
         carve(&a->h, work, 0, FN);
         return FN > end ? FN : end;
-    default: /* FULL: NONE's stash but x recomputed into the work (the derived tensors at ws), then NONE's backward */
+    default: /* FULL: NONE's stash but x recomputed into the work (the derived tensors and x2 at ws), then
+              * NONE's backward but for gate|up: xn2, its W, then dxn2 at ws (x2 is at dxn2's place in NONE) */
         o = block_full_lay(a, work, ws, d);
-        f->dxn2 = f->dxn1 = ws ? ws + ws_head_floats(d) : NULL;
+        f->dxn2 = ws;
+        f->dxn1 = ws ? ws + ws_head_floats(d) : NULL;
         base = NC + QKV <= 2 * FN ? a->gu : work ? work + o : NULL;
         carve(&f->dqkv, base, carve(&f->dx2, base, 0, NC), QKV);
         return NC + QKV <= 2 * FN ? o : o + NC + QKV;

@@ -7,7 +7,7 @@
 # peak_act_bytes equals what `pipetrain schedule` predicts for the same
 # topology and mode, and recomputation lowers stage 0's: on the bench's
 # shakespeare 2- and 4-stage 1F1B topologies (their own 4 layers), by >= 70%
-# with full and >= 40% with selective (issue 13's targets; selective's against
+# with full (against none as it was and as it is) and >= 40% with selective (issue 13's targets; selective's against
 # none as it was before issue 15, when it stored the attention probabilities). A bad mode is
 # refused with exit 2, naming the field. 6 layers, so that 4 stages x 2 chunks fit.
 set -u
@@ -135,10 +135,11 @@ for topo in shakespeare-2stage shakespeare-4stage; do
     o=($(peak "$tmp/bench-$topo-none")); s=($(peak "$tmp/bench-$topo-selective")); f=($(peak "$tmp/bench-$topo-full"))
     # issue 13's targets were set against none storing the B·H·T·T attention probabilities (stage 0's
     # peak then: 7,970,304 bytes on 2 stages, 7,971,840 on 4); with FlashAttention (issue 15) none
-    # stores none either, nor (since) the RMSNorm outputs and h it derives, so selective cuts ~6% and
-    # full ~59% of today's none: the targets stay on the old figure
+    # stores none either, nor (since) the RMSNorm outputs and h it derives, so selective cuts ~6% of
+    # today's none: the targets stay on the old figure; full's (71.4%, x2 not in its work) holds on both
     old=$([ $topo = shakespeare-2stage ] && echo 7970304 || echo 7971840)
     check "$topo: stage 0's peak cut by full ${f[0]:-?} / $old (none storing probabilities) >= 70%" "[ $((10 * ${f[0]:-0})) -le $((3 * old)) ] && [ ${f[0]:-0} -gt 0 ]"
+    check "$topo: stage 0's peak cut by full ${f[0]:-?} / ${o[0]:-?} (today's none) >= 70%" "[ $((10 * ${f[0]:-0})) -le $((3 * ${o[0]:-0})) ] && [ ${f[0]:-0} -gt 0 ]"
     check "$topo: stage 0's peak full ${f[0]:-?} < selective ${s[0]:-?}" "[ ${f[0]:-0} -lt ${s[0]:-0} ] && [ ${f[0]:-0} -gt 0 ]"
     check "$topo: stage 0's peak cut by selective ${s[0]:-?} / $old (none storing probabilities) >= 40%" "[ $((10 * ${s[0]:-0})) -le $((6 * old)) ] && [ ${s[0]:-0} -gt 0 ]"
     check "$topo: stage 0's peak selective ${s[0]:-?} < none ${o[0]:-?}" "[ ${s[0]:-0} -lt ${o[0]:-0} ] && [ ${s[0]:-0} -gt 0 ]"
