@@ -2,7 +2,7 @@
 # Activation recomputation (issue #13): the same model trained with
 # recompute "none", "selective" and "full" ends with bitwise-identical exported
 # weights and loss lines, in one process and on 2 and 4 stages under gpipe,
-# 1f1b, zb-h1 (B and W split) and interleaved (2 chunks per stage), including a
+# 1f1b, zb-h1 (B and W split), interleaved (2 chunks per stage) and zb-v (full), including a
 # pipeline whose stages use different modes. Each pipeline stage's measured
 # peak_act_bytes equals what `pipetrain schedule` predicts for the same
 # topology and mode, and recomputation lowers stage 0's: on the bench's
@@ -110,6 +110,9 @@ for kind in gpipe 1f1b zb-h1 interleaved; do
         pipe "4stage-$kind-$m" topologies/shakespeare-4stage.json 4 $kind "${l4[@]}" --set train.recompute=$m
     done
 done
+# zb-v: stage 0 holds virtual stages 0 and 3 (the embedding and the head), its fused BWs full
+pipe "2stage-zb-v-full" topologies/shakespeare-2stage.json 2 zb-v --set stages.0.layers=embed,0-1,4-5,head \
+    --set "stages.1.layers=2|3" --set train.recompute=full
 # stages in different modes
 pipe "4stage-1f1b-mixed" topologies/shakespeare-4stage.json 4 1f1b "${L4[@]}" \
     --set stages.0.recompute=full --set stages.1.recompute=selective --set stages.3.recompute=full
