@@ -138,6 +138,24 @@ static int active_workers(const async_run *a)
     return n;
 }
 
+/* Worker r's dead connections forgotten now, before its drop is logged, so
+ * that a process started with --join once the log says so is not refused as
+ * "already declared dead" (rejoin forgets what is left: a connection that
+ * dies later). A process the launcher saw die has closed its socket: its
+ * connection is found dead within moments (waited for, at most 0.5 s). */
+static void forget_dead(async_run *a, int r)
+{
+    coordinator *c = a->c;
+    for (int q = 0; q < a->P; q++) {
+        net_peer_id id = coord_sid(c, r * a->P + q);
+        for (double end = base_now() + 0.5;; nanosleep(&(struct timespec){ 0, 10000000 }, NULL)) {
+            int st = net_peer_status(c->node, id, NULL);
+            if (st != NET_OK && st != NET_PENDING) { net_peer_forget(c->node, id); break; }
+            if (base_now() >= end) break;
+        }
+    }
+}
+
 /* Worker r leaves: process k failed with `why`. Its processes are over (gone:
  * no STATS, no DONE, no blame later; their last sends released), the servers
  * drop it. Fails the run only when it was the last worker and had steps left
@@ -161,6 +179,7 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
         net_op_free(a->tx[r * a->P + q]); /* to the dead connection: never awaited */
         a->tx[r * a->P + q] = NULL;
     }
+    forget_dead(a, r);
     int done = w->phase == W_DONE;
     if (done)
         run_log_note(c->log, "pipetrain: worker %d had trained its %ld steps, then %s: %s; dropped (its statistics "

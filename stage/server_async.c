@@ -186,6 +186,8 @@ static int send_worker(srv *sv, int stage, int r, net_key k, const void *buf, ui
     return srv_fail(sv, "sending message type %u: %s", k.type, nerr);
 }
 
+static void forget_dropped(srv *sv);
+
 /* A MSG_PS_CTL from the coordinator: drop or join a worker. */
 static int on_ctl(srv *sv, uint64_t len)
 {
@@ -201,6 +203,8 @@ static int on_ctl(srv *sv, uint64_t len)
         if (ps_server_drop(sv->s, (int)w, why)) return srv_fail(sv, "%s", why);
         stop_worker(sv, (int)w);
         as->dropped[w] = 1;
+        as->forget_at = 0; /* its dead connections forgotten now (a --join may follow the log line) */
+        forget_dropped(sv);
         fprintf(stderr, "pipetrain server: server %d: worker %u (replica %u) dropped at the coordinator's word; its "
                 "clock was %ld\n", sv->j, w, w, ps_server_clock(sv->s, (int)w));
     } else {
