@@ -397,13 +397,13 @@ static void test_finished_worker_lost_before_stats(void)
 
 /* Worker 0 finishes long before worker 1 (slower than the step timeout in
  * all, never per step): it waits with nothing to send and is not dropped.
- * Before the fix it was ("nothing from it within 1 s"). */
+ * Before the fix it was ("nothing from it within 2 s"). */
 static void test_finished_worker_not_timed_out(void)
 {
     harness *h = calloc(1, sizeof *h);
     h->w0_pause_at = -1;
-    h->w1_step_sleep_ms = 400; /* worker 1: 4 steps x 0.4 s > the 1 s step timeout */
-    run_async(h, 4, 1000);
+    h->w1_step_sleep_ms = 300; /* worker 1: 10 steps x 0.3 s > the 2 s step timeout (each well within it) */
+    run_async(h, 10, 2000);
     if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
     CU_ASSERT_EQUAL(h->rc, 0);
     CU_ASSERT_EQUAL(h->ctl_drop, 0);
