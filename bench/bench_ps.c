@@ -167,10 +167,14 @@ static int read_run(const char *out, bps_result *r, char *err)
     json_t *st = json_object_get(j, "stages"), *h = json_object_get(j, "staleness");
     double sum = 0;
     int n = 0;
+    char lost[PATH_MAX + 96] = "";
     for (size_t k = 0; k < json_array_size(st); k++) {
         json_t *s = json_array_get(st, k);
         double c = bps_num(s, "compute_s"), steps = bps_num(s, "steps");
         if (steps > 0 && isfinite(c)) { sum += c / steps; n++; }
+        else if (!lost[0]) /* a worker process lost at the end: the run's log names it and why */
+            snprintf(lost, sizeof lost, " (stage %.0f replica %.0f has no statistics: see %s.log)",
+                     bps_num(s, "stage"), bps_num(s, "replica"), out);
     }
     r->wall_s = bps_num(j, "wall_s");
     double cnt = 0, wsum = 0;
@@ -183,7 +187,8 @@ static int read_run(const char *out, bps_result *r, char *err)
     }
     r->stale_mean = cnt > 0 ? wsum / cnt : NAN;
     json_decref(j);
-    if (n != R_WORKERS) return seterr(err, "%s: %d stage rows with compute_s, expected %d", path, n, R_WORKERS);
+    if (n != R_WORKERS)
+        return seterr(err, "%s: %d stage rows with compute_s, expected %d%s", path, n, R_WORKERS, lost);
     r->t_ms = 1e3 * sum / n;
     for (int w = 0; w < R_WORKERS; w++) {
         snprintf(path, sizeof path, "%s/stage-0-replica-%d.log", out, w);

@@ -269,7 +269,9 @@ static int probe_fail(coordinator *c, int k, char *text)
 static int blame_score(coordinator *c, int k, char *why, const char **verb)
 {
     char ex_why[ERR_LEN] = "", net_why[NET_ERR_LEN] = "", fail[ERR_LEN];
-    int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, ex_why) : 0;
+    /* an adopted process (--join) is not the launcher's child: the child of
+     * that rank is the one that died before it, whose end says nothing now */
+    int ex = c->o.alive && !c->adopted[k] ? c->o.alive(c->o.alive_arg, k, ex_why) : 0;
     int st = net_peer_status(c->node, coord_sid(c, k), net_why);
     int dead = st != NET_OK && st != NET_PENDING;
     int said = probe_fail(c, k, fail);
@@ -288,11 +290,11 @@ static int soft_fail(coordinator *c, int k, const char *reason, char *err)
 {
     char w[360], why[ERR_LEN] = "", nerr[NET_ERR_LEN];
     if (k < 0 || k >= c->n_proc) return seterr(err, "%s", reason), 1;
-    int ex = c->o.alive ? c->o.alive(c->o.alive_arg, k, why) : 0;
+    int ex = c->o.alive && !c->adopted[k] ? c->o.alive(c->o.alive_arg, k, why) : 0;
     int st = net_peer_status(c->node, coord_sid(c, k), nerr), dead = st != NET_OK && st != NET_PENDING;
     /* a closed connection is often the first sign of a process that died: its
      * exit status says why, once it has been reaped */
-    for (double end = coord_now() + 1; dead && !ex && c->o.alive && coord_now() < end;) {
+    for (double end = coord_now() + 1; dead && !ex && c->o.alive && !c->adopted[k] && coord_now() < end;) {
         nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
         ex = c->o.alive(c->o.alive_arg, k, why);
     }
@@ -346,7 +348,8 @@ static int fail_run(coordinator *c, int first, const char *reason, char *err)
     const char *verb, *best_verb = "failed";
     for (int i = -1; i < c->n_proc; i++) {
         int k = i < 0 ? first : i; /* the first detected wins ties */
-        if (k < 0 || (i >= 0 && k == first)) continue;
+        /* a gone process (a dropped worker's, or lost at the end) is over: not the cause of what fails now */
+        if (k < 0 || (i >= 0 && (k == first || c->gone[k]))) continue;
         int s = blame_score(c, k, why, &verb);
         if (s > best_score) { best = k; best_score = s; best_verb = verb; snprintf(best_why, sizeof best_why, "%s", why); }
     }
@@ -709,6 +712,54 @@ int coord_fail(coordinator *c, int k, const char *reason, char *err) { return fa
 
 /* ---- the end ---- */
 
+static int count_gone(const coordinator *c, int from, int to)
+{
+    int n = 0;
+    for (int k = from; k < to; k++) n += c->gone[k];
+    return n;
+}
+
+/* Asynchronous parameter servers (elasticity): each worker process's STATS,
+ * one process at a time, within the step timeout. A worker process that
+ * trained its steps and then died (or its connection did) before sending
+ * them is over, as a dropped worker is: marked gone, named in a warning with
+ * the reason, its summary.json row left empty, and the run goes on. A server
+ * that dies, a live process that sends nothing in time, or an interrupt
+ * still fails the run (the message names the process). Lengths into lens. */
+static int worker_stats(coordinator *c, uint64_t *lens, char *err)
+{
+    long last = c->t->train.steps - 1;
+    char nerr[NET_ERR_LEN];
+    for (int k = 0; k < c->n_grid; k++) {
+        double deadline = coord_now() + c->o.step_timeout_ms / 1e3;
+        while (!c->gone[k]) {
+            struct net_op *ops[c->n_proc];
+            memset(ops, 0, sizeof ops);
+            int grid_gone = count_gone(c, 0, c->n_grid), srv_gone = count_gone(c, c->n_grid, c->n_proc);
+            if (net_recv_post(c->node, coord_sid(c, k), ctl_key(MSG_STATS, (uint64_t)last), slot(c, k), c->normcap,
+                              &ops[k], nerr) != NET_OK)
+                return fail_run(c, k, nerr, err);
+            c->soft = 1; /* a dead process is marked gone instead of failing the run */
+            c->limit_s = c->o.step_timeout_ms / 1e3;
+            int rc = coord_wait_all(c, ops, lens, deadline, "STATS", err);
+            c->soft = 0;
+            if (!rc) break;
+            int sg = count_gone(c, c->n_grid, c->n_proc);
+            if (sg == srv_gone && count_gone(c, 0, c->n_grid) > grid_gone) { /* k or another worker process */
+                run_log_note(c->log, "pipetrain: warning: a worker process was lost after its steps, before sending its "
+                             "statistics: %s; its row in summary.json is empty", err);
+                continue;
+            }
+            c->failed_stage = k;
+            for (int j = c->n_grid; j < c->n_proc && sg > srv_gone; j++)
+                if (c->gone[j]) { c->failed_stage = j; break; }
+            tell_stages(c, err);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int gather_stats(coordinator *c, char *err)
 {
     int n = c->n_proc;
@@ -716,7 +767,10 @@ static int gather_stats(coordinator *c, char *err)
     long last = c->t->train.steps - 1;
     c->step = last;
     if (c->o.trace) coord_gather_trace(c); /* never fails the run: it is finished and checkpointed */
-    if (recv_all(c, MSG_STATS, last, FROM_GRID, lens, c->o.step_timeout_ms / 1e3, "STATS", err)) return 1;
+    if (c->psa && c->t->ps.staleness != 0 ? worker_stats(c, lens, err)
+                                          : recv_all(c, MSG_STATS, last, FROM_GRID, lens, c->o.step_timeout_ms / 1e3,
+                                                     "STATS", err))
+        return 1;
     if (c->psa && recv_all(c, MSG_PS_STATS, last, FROM_SERVERS, lens, c->o.step_timeout_ms / 1e3, "STATS", err))
         return 1;
     for (int k = c->n_grid; k < n; k++) {
@@ -731,7 +785,7 @@ static int gather_stats(coordinator *c, char *err)
         run_log_server(c->log, k - c->n_grid, &rs, (long)c->pids[k]);
     }
     for (int k = 0; k < c->n_grid; k++) {
-        if (c->gone[k]) { /* died while the trace was gathered: no statistics */
+        if (c->gone[k]) { /* died while the trace was gathered (or dropped, or lost after its steps): no statistics */
             run_log_stage(c->log, k, &(proto_stats){ 0 }, (long)c->pids[k]);
             continue;
         }

@@ -138,7 +138,28 @@ static int active_workers(const async_run *a)
     return n;
 }
 
-/* Worker r leaves: process k failed with `why`. */
+/* Worker r's dead connections forgotten now, before its drop is logged, so
+ * that a process started with --join once the log says so is not refused as
+ * "already declared dead" (rejoin forgets what is left: a connection that
+ * dies later). A process the launcher saw die has closed its socket: its
+ * connection is found dead within moments (waited for, at most 0.5 s). */
+static void forget_dead(async_run *a, int r)
+{
+    coordinator *c = a->c;
+    for (int q = 0; q < a->P; q++) {
+        net_peer_id id = coord_sid(c, r * a->P + q);
+        for (double end = base_now() + 0.5;; nanosleep(&(struct timespec){ 0, 10000000 }, NULL)) {
+            int st = net_peer_status(c->node, id, NULL);
+            if (st != NET_OK && st != NET_PENDING) { net_peer_forget(c->node, id); break; }
+            if (base_now() >= end) break;
+        }
+    }
+}
+
+/* Worker r leaves: process k failed with `why`. Its processes are over (gone:
+ * no STATS, no DONE, no blame later; their last sends released), the servers
+ * drop it. Fails the run only when it was the last worker and had steps left
+ * to train (a worker that finished its steps and then died is noted). */
 static int drop(async_run *a, int r, int k, const char *why, char *err)
 {
     coordinator *c = a->c;
@@ -148,20 +169,29 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
     coord_name(c->t, k, name, sizeof name);
     w->dropped = 1;
     free_ops(w->norm, a->P);
+    free_ops(w->join, a->P);
     net_op_free(w->loss);
     w->loss = NULL;
     for (int q = 0; q < a->P; q++) {
         c->gone[r * a->P + q] = 1;
         net_op_free(a->ckop[r * a->P + q]);
         a->ckop[r * a->P + q] = NULL;
+        net_op_free(a->tx[r * a->P + q]); /* to the dead connection: never awaited */
+        a->tx[r * a->P + q] = NULL;
     }
-    run_log_note(c->log, "pipetrain: dropped worker %d: %s at its step %ld: %s; training goes on with %d worker(s)", r,
-                 name, w->step + 1, why, active_workers(a));
+    forget_dead(a, r);
+    int done = w->phase == W_DONE;
+    if (done)
+        run_log_note(c->log, "pipetrain: worker %d had trained its %ld steps, then %s: %s; dropped (its statistics "
+                     "are lost)", r, a->total, name, why);
+    else
+        run_log_note(c->log, "pipetrain: dropped worker %d: %s at its step %ld: %s; training goes on with %d "
+                     "worker(s)", r, name, w->step + 1, why, active_workers(a));
     if (run_log_event(c->log, json_pack("{s:s,s:i,s:s,s:I,s:s}", "event", "drop", "worker", r, "who", who, "step",
-                                        (json_int_t)(w->step + 1), "reason", why), err))
+                                        (json_int_t)(done ? w->step : w->step + 1), "reason", why), err))
         return 1;
-    if (!active_workers(a)) return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why,
-                                          w->step + 1), 1;
+    if (!active_workers(a) && !done)
+        return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why, w->step + 1), 1;
     return tell_servers(a, PS_CTL_DROP, r, 0, err);
 }
 
@@ -184,7 +214,7 @@ static int check(async_run *a, char *err)
         if (!a->w[r].dropped && !c->adopted[k] && c->o.alive && c->o.alive(c->o.alive_arg, k, why) &&
             drop(a, r, k, why, err))
             return 1;
-        if (!a->w[r].dropped && base_now() - a->w[r].t0 > c->o.step_timeout_ms / 1e3) {
+        if (!a->w[r].dropped && a->w[r].phase != W_DONE && base_now() - a->w[r].t0 > c->o.step_timeout_ms / 1e3) {
             snprintf(why, sizeof why, "nothing from it within %.0f s (--step-timeout-s)", c->o.step_timeout_ms / 1e3);
             if (drop(a, r, k, why, err)) return 1;
         }
@@ -238,24 +268,31 @@ static int rejoin(async_run *a, int r, int *progress, char *err)
         c->pids[k] = get_u32le(p + 4);
     }
     if (tell_servers(a, PS_CTL_JOIN, r, first, err)) return 1;
+    for (int q = 0; q < a->P; q++) {
+        int k = r * a->P + q;
+        c->gone[k] = 0;
+        c->adopted[k] = 1; /* the launcher's child of that rank is the dead one: not its liveness */
+    }
+    *w = (worker){ .step = first, .norm = w->norm, .nbuf = w->nbuf, .join = w->join, .jbuf = w->jbuf, .sq = w->sq,
+                   .t0 = base_now(), .first_t = base_now(), .phase = first < a->total ? W_NORM : W_DONE };
+    *progress = 1;
+    run_log_note(c->log, "pipetrain: worker %d joined at step %ld", r, first + 1);
+    if (run_log_event(c->log, json_pack("{s:s,s:i,s:I}", "event", "join", "worker", r, "from_step",
+                                        (json_int_t)(first + 1)), err))
+        return 1;
     uint8_t start[24];
     put_u64le(start, (uint64_t)first);
     put_u64le(start + 8, (uint64_t)a->total);
     put_u64le(start + 16, 0);
     for (int q = 0; q < a->P; q++) {
         int k = r * a->P + q;
-        c->gone[k] = 0;
-        c->adopted[k] = 1;
-        if (send_k(a, k, MSG_START, 0, start, 24, err)) return coord_fail(c, k, err, err);
+        char serr[ERR_LEN];
+        /* the new process died at once: dropped again, as any other death */
+        if (send_k(a, k, MSG_START, 0, start, 24, serr)) return drop(a, r, k, serr, err);
         if (a->ck >= 0 && a->ck >= first) post(a, k, MSG_CKPT_DONE, a->ck, NULL, 0, &a->ckop[k]);
     }
-    *w = (worker){ .step = first, .norm = w->norm, .nbuf = w->nbuf, .join = w->join, .jbuf = w->jbuf, .sq = w->sq,
-                   .t0 = base_now(), .first_t = base_now() };
-    post_norms(a, r);
-    *progress = 1;
-    run_log_note(c->log, "pipetrain: worker %d joined at step %ld", r, first + 1);
-    return run_log_event(c->log, json_pack("{s:s,s:i,s:I}", "event", "join", "worker", r, "from_step",
-                                           (json_int_t)(first + 1)), err);
+    if (first < a->total) post_norms(a, r); /* (the others all finished: nothing left to train) */
+    return 0;
 }
 
 /* The loss of worker r's share of the batch as a mean over its share. */
@@ -399,7 +436,8 @@ static int all_done(async_run *a, double *since)
     if (!workers_done(a)) return 0;
     if (*since == 0) *since = base_now();
     if (a->ck < 0) return 1;
-    if (base_now() - *since < a->c->o.step_timeout_ms / 1e3) return 0;
+    /* (no worker left: nobody can write it) */
+    if (active_workers(a) && base_now() - *since < a->c->o.step_timeout_ms / 1e3) return 0;
     run_log_note(a->c->log, "pipetrain: the checkpoint after %ld steps was not completed (a stage's shard never came: "
                  "its writer was dropped while writing it?); the run ends without it", a->ck + 1);
     return 1;

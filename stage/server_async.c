@@ -34,6 +34,8 @@ struct srv_async {
     struct net_op **txop;   /* (R * np) */
     struct net_op **ckop;   /* (R * np) */
     uint8_t *dropped;       /* (R) */
+    uint8_t *dead;          /* (R) a send to worker r failed (its process died): nothing more goes to it and
+                               its ops are gone; the coordinator's drop follows (not a failure of this server) */
     struct net_op *ctl;     /* the posted MSG_PS_CTL receive */
     uint8_t ctlbuf[PS_CTL_BYTES];
     long nctl;              /* its key step: CTL messages taken so far */
@@ -103,9 +105,26 @@ static int start_worker(srv *sv, int r, long step)
     return 0;
 }
 
+/* Worker r's sends still held (weights, checkpoint pieces): released
+ * without waiting (a pending one is cancelled). Its process died, or a new
+ * one takes its place: the old connection's outcomes must not be awaited
+ * later (a failed one would fail this server). */
+static void release_sends(srv *sv, int r)
+{
+    struct srv_async *as = sv->as;
+    for (int l = 0; l < sv->np; l++) {
+        net_op_free(as->txop[r * sv->np + l]);
+        as->txop[r * sv->np + l] = NULL;
+        net_op_free(as->ckop[r * sv->np + l]);
+        as->ckop[r * sv->np + l] = NULL;
+    }
+}
+
 static void stop_worker(srv *sv, int r)
 {
     struct srv_async *as = sv->as;
+    release_sends(sv, r);
+    as->dead[r] = 0;
     for (int l = 0; l < sv->np; l++) {
         net_op_free(sv->rxop[r * sv->np + l]);
         sv->rxop[r * sv->np + l] = NULL;
@@ -116,6 +135,58 @@ static void stop_worker(srv *sv, int r)
         as->pwait[r * sv->P + k] = 0;
     }
 }
+
+/* A send to worker r failed: its process died (or its connection did) before
+ * the coordinator's drop came. Not this server's failure (elasticity: the
+ * coordinator drops the worker and tells every server): noted, nothing more
+ * goes to r, its sends are released, and the drop is awaited. Returns 1. */
+static int worker_lost(srv *sv, int r, const char *what, const char *why)
+{
+    struct srv_async *as = sv->as;
+    if (!as->dead[r])
+        fprintf(stderr, "pipetrain server: server %d: worker %d (replica %d): %s: %s; waiting for the coordinator to "
+                "drop it\n", sv->j, r, r, what, why);
+    as->dead[r] = 1;
+    release_sends(sv, r);
+    return 1;
+}
+
+/* Waits for *op, a send to worker r, and releases it: 0 done, 1 worker r was
+ * lost meanwhile (worker_lost), -1 this server fails (the coordinator is
+ * gone, or no progress within the step timeout). */
+static int await_worker(srv *sv, int r, struct net_op **op, const char *what)
+{
+    char nerr[NET_ERR_LEN], cerr[NET_ERR_LEN];
+    double t0 = base_now();
+    while (*op) {
+        int rc = net_wait(*op, 1000, nerr);
+        if (rc == NET_OK) break;
+        if (rc != NET_TIMEOUT) return worker_lost(sv, r, what, nerr);
+        int cs = net_peer_status(sv->node, net_coord_id(), cerr);
+        if (cs != NET_OK && cs != NET_PENDING) return srv_fail(sv, "%s: the coordinator is gone: %s", what, cerr);
+        if (base_now() - t0 > sv->timeout_s) return srv_fail(sv, "%s: no answer after %.0f s", what, base_now() - t0);
+    }
+    net_op_free(*op);
+    *op = NULL;
+    return 0;
+}
+
+/* Posts a send to worker stage (stage, r): 0, 1 when worker r is lost (its
+ * connection is dead: worker_lost), -1 when this server fails. */
+static int send_worker(srv *sv, int stage, int r, net_key k, const void *buf, uint64_t len, struct net_op **op)
+{
+    char nerr[NET_ERR_LEN];
+    net_peer_id to = net_stage_id((uint16_t)stage, (uint16_t)r);
+    int rc;
+    while ((rc = net_send(sv->node, to, k, buf, len, 1000, op, nerr)) == NET_TIMEOUT)
+        if (net_peer_status(sv->node, to, nerr) < 0) break;
+    if (rc == NET_OK) return 0;
+    int st = net_peer_status(sv->node, to, NULL);
+    if (st != NET_OK && st != NET_PENDING) return worker_lost(sv, r, "sending to it", nerr);
+    return srv_fail(sv, "sending message type %u: %s", k.type, nerr);
+}
+
+static void forget_dropped(srv *sv);
 
 /* A MSG_PS_CTL from the coordinator: drop or join a worker. */
 static int on_ctl(srv *sv, uint64_t len)
@@ -132,6 +203,8 @@ static int on_ctl(srv *sv, uint64_t len)
         if (ps_server_drop(sv->s, (int)w, why)) return srv_fail(sv, "%s", why);
         stop_worker(sv, (int)w);
         as->dropped[w] = 1;
+        as->forget_at = 0; /* its dead connections forgotten now (a --join may follow the log line) */
+        forget_dropped(sv);
         fprintf(stderr, "pipetrain server: server %d: worker %u (replica %u) dropped at the coordinator's word; its "
                 "clock was %ld\n", sv->j, w, w, ps_server_clock(sv->s, (int)w));
     } else {
@@ -179,9 +252,8 @@ static int send_piece(srv *sv, int r, int l, long t)
     struct srv_async *as = sv->as;
     const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
     struct net_op **op = &as->txop[r * sv->np + l];
-    if (*op && srv_await(sv, *op, "sending weights")) return -1; /* its buffer is reused */
-    net_op_free(*op);
-    *op = NULL;
+    int rc = await_worker(sv, r, op, "sending weights"); /* its buffer is reused */
+    if (rc) return rc < 0 ? -1 : 0;
     long version;
     size_t len;
     const float *w = ps_server_pull(sv->s, sv->idx[l], &version, &len);
@@ -190,7 +262,7 @@ static int send_piece(srv *sv, int r, int l, long t)
     memcpy(b + PS_PIECE_HDR, w, len * sizeof(float));
     net_key key = { MSG_PS_WEIGHTS, (uint64_t)t, (uint32_t)sv->idx[l], 0 };
     uint64_t bytes = PS_PIECE_HDR + len * sizeof(float);
-    if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), key, b, bytes, op)) return -1;
+    if ((rc = send_worker(sv, pc->stage, r, key, b, bytes, op))) return rc < 0 ? -1 : 0;
     sv->stats.bytes_sent += bytes;
     as->wsent[r * sv->np + l] = t;
     return 0;
@@ -208,7 +280,7 @@ static int try_answer(srv *sv, int r, int k, int *progress)
     struct srv_async *as = sv->as;
     int i = r * sv->P + k;
     long t = as->pstep[i];
-    if (!as->pwait[i] || as->dropped[r] || !ps_server_may_start(sv->s, r, t)) return 0;
+    if (!as->pwait[i] || as->dropped[r] || as->dead[r] || !ps_server_may_start(sv->s, r, t)) return 0;
     if (t > 0 && run_is_ckpt_step(sv->t, t - 1) && as->ck_sent < t) return 0; /* the checkpoint barrier */
     int left = 0;
     for (int l = 0; l < sv->np; l++) {
@@ -216,6 +288,7 @@ static int try_answer(srv *sv, int r, int k, int *progress)
         if (as->pnext[r * sv->np + l] < t) { left++; continue; } /* its push of step t - 1 is not in */
         if (send_piece(sv, r, l, t)) return -1;
         *progress = 1;
+        if (as->dead[r]) return 0;
     }
     if (left) return 0;
     as->pwait[i] = 0;
@@ -224,11 +297,11 @@ static int try_answer(srv *sv, int r, int k, int *progress)
     return post_pull(sv, r, k);
 }
 
-/* The lowest active worker, or -1. */
+/* The lowest active worker (not dropped, not lost), or -1. */
 static int first_active(const srv *sv)
 {
     for (int r = 0; r < sv->R; r++)
-        if (!sv->as->dropped[r]) return r;
+        if (!sv->as->dropped[r] && !sv->as->dead[r]) return r;
     return -1;
 }
 
@@ -245,19 +318,21 @@ static int all_reached(const srv *sv, long n)
 static int send_ckpt(srv *sv, long n)
 {
     struct srv_async *as = sv->as;
+    for (int i = 0; i < sv->R * sv->np; i++) /* the buffer is reused */
+        if (as->ckop[i] && await_worker(sv, i / sv->np, &as->ckop[i], "sending the checkpoint's pieces") < 0)
+            return -1;
     int wr = first_active(sv);
-    if (srv_await_all(sv, as->ckop, sv->R * sv->np, "sending the checkpoint's pieces")) return -1;
     for (int l = 0; l < sv->np; l++) {
         const ps_piece *pc = &sv->a.pieces[sv->idx[l]];
         uint64_t full = srv_encode_ckpt_piece(sv, l);
         uint8_t *b = sv->ck + sv->ckoff[l];
         net_key k = { MSG_PS_CKPT, (uint64_t)(n - 1), (uint32_t)sv->idx[l], 0 };
         for (int r = 0; r < sv->R; r++) {
-            if (as->dropped[r]) continue;
+            if (as->dropped[r] || as->dead[r]) continue;
             uint64_t bytes = r == wr ? full : 0;
-            if (srv_send(sv, net_stage_id((uint16_t)pc->stage, (uint16_t)r), k, b, bytes, &as->ckop[r * sv->np + l]))
-                return -1;
-            sv->stats.bytes_sent += bytes;
+            int w = send_worker(sv, pc->stage, r, k, b, bytes, &as->ckop[r * sv->np + l]);
+            if (w < 0) return -1;
+            if (!w) sv->stats.bytes_sent += bytes;
         }
     }
     return 0;
@@ -360,6 +435,7 @@ int srv_serve_async(srv *sv, long first, long total)
     as->pwait = xcalloc((size_t)R * (size_t)P, 1);
     as->wsent = xcalloc((size_t)R * (size_t)np + 1, sizeof(long));
     as->dropped = xcalloc((size_t)R, 1);
+    as->dead = xcalloc((size_t)R, 1);
     as->txbytes = np ? sv->txoff[np - 1] + PS_PIECE_HDR + sv->a.pieces[sv->idx[np - 1]].len * sizeof(float) : 0;
     as->tx = xmalloc((size_t)R * as->txbytes + 1);
     as->txop = xcalloc((size_t)R * (size_t)np + 1, sizeof *as->txop);
@@ -388,9 +464,10 @@ int srv_serve_async(srv *sv, long first, long total)
                             sv->timeout_s, ps_server_step(sv->s));
         idle_wait(sv);
     }
-    if (srv_await_all(sv, as->txop, R * np, "sending weights") ||
-        srv_await_all(sv, as->ckop, R * np, "sending the checkpoint's pieces"))
-        return -1;
+    for (int i = 0; i < R * np; i++) /* a lost worker's are released (worker_lost) */
+        if (await_worker(sv, i / np, &as->txop[i], "sending weights") < 0 ||
+            await_worker(sv, i / np, &as->ckop[i], "sending the checkpoint's pieces") < 0)
+            return -1;
     sv->step = total - 1;
     sv->stats.steps = (uint64_t)(total - first);
     sv->stats.wall_s = base_now() - t0;
@@ -413,7 +490,7 @@ void srv_async_free(srv *sv)
     }
     net_op_free(as->ctl);
     free(as->pnext); free(as->pull); free(as->pstep); free(as->pwait); free(as->wsent); free(as->dropped);
-    free(as->tx); free(as->txop); free(as->ckop);
+    free(as->dead); free(as->tx); free(as->txop); free(as->ckop);
     free(as);
     sv->as = NULL;
 }

@@ -1,0 +1,425 @@
+/* test_coord_async.c — the coordinator's asynchronous parameter-server path
+ * (coord/coord_async.c, ps.staleness -1) against fake processes: threads of
+ * this process with their own net nodes (2 workers of one stage, 1 server)
+ * that speak stage/proto.h and ps/ps_proto.h by hand, and a liveness callback
+ * playing the launcher (a killed child stays "killed by signal 9" for the
+ * rest of the run). Elasticity (README "Parameter servers"): a worker that
+ * dies is dropped and the run goes on, whatever the timing:
+ *  - a worker killed, dropped and --join'ed back: a later failure (here the
+ *    server's) is blamed on what failed, never on the dead process of the
+ *    rejoined rank (the launcher's child of that rank);
+ *  - a worker that trained all its steps and dies before its STATS: the run
+ *    exits 0, naming it in a warning, its summary.json row empty;
+ *  - a worker that finished waits for a slower one longer than the step
+ *    timeout: it is not dropped (it has nothing left to send).
+ * Orderings are forced by flags and by what the coordinator writes, not by
+ * sleeps; timeouts only bound the waits. */
+#include "coord/coord.h"
+#include "model/optim.h"
+#include "ps/ps.h"
+#include "ps/ps_proto.h"
+#include "run/run.h"
+#include "stage/proto.h"
+#include "stage/stage.h"
+#include "tests/tests.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#define R_W 2
+
+typedef struct harness harness;
+
+typedef struct {
+    harness *h;
+    int r;              /* replica (worker); the stage is 0 */
+    int kind;           /* FW_* */
+    long die_after;     /* FW_DIE: dies after this many steps (0-based count) */
+    long first;         /* the first step START named */
+    int errors;
+    char what[200];
+} fworker;
+
+enum { FW_OK, FW_DIE, FW_DIE_BEFORE_STATS, FW_JOINER };
+
+struct harness {
+    topo t;
+    char path[64], out[64];
+    int port, rc;
+    char err[ERR_LEN];
+    volatile int stop;      /* the coordinator returned */
+    volatile int killed[R_W]; /* the launcher's children: 1 once "killed by signal 9" */
+    volatile int joined;    /* the joining worker got its START */
+    volatile int ctl_drop, ctl_join; /* the fake server got MSG_PS_CTL drop / join */
+    int server_fails_after_join;
+    long w0_pause_at;       /* worker 0 waits before this step until `joined` (-1: never) */
+    int w1_step_sleep_ms;   /* worker 1 (FW_OK) sleeps this long before each step (slow worker) */
+    fworker w[R_W];
+    int server_errors;
+    char server_what[ERR_LEN];
+};
+
+static int alive_cb(void *arg, int k, char *why)
+{
+    harness *h = arg;
+    if (k < 0 || k >= R_W || !h->killed[k]) return 0;
+    snprintf(why, ERR_LEN, "process killed by signal 9 (Killed)");
+    return 1;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f) { fputs(text, f); fclose(f); }
+}
+
+static int fsend(struct net_node *n, uint16_t type, long step, const void *buf, uint64_t len)
+{
+    struct net_op *op = NULL;
+    char e[NET_ERR_LEN];
+    int st = net_send(n, net_coord_id(), (net_key){ type, (uint64_t)step, 0, 0 }, buf, len, 5000, &op, e);
+    if (st == NET_OK) st = net_wait(op, 5000, e);
+    net_op_free(op);
+    return st;
+}
+
+/* Receives from the coordinator, giving up once the test says it returned. */
+static int frecv(harness *h, struct net_node *n, uint16_t type, long step, void *buf, uint64_t cap, uint64_t *len)
+{
+    char e[NET_ERR_LEN];
+    struct net_op *op = NULL;
+    int st = net_recv_post(n, net_coord_id(), (net_key){ type, (uint64_t)step, 0, 0 }, buf, cap, &op, e);
+    for (int i = 0; st == NET_OK && i < 600; i++) {
+        st = net_wait(op, 50, e);
+        if (st != NET_TIMEOUT || h->stop) break;
+        st = NET_OK;
+    }
+    if (st == NET_OK && len) *len = net_op_len(op);
+    if (st == NET_OK && !net_op_len(op) && cap) st = NET_TIMEOUT; /* gave up */
+    net_op_free(op);
+    return st;
+}
+
+static struct net_node *connect_coord(harness *h, net_peer_id self)
+{
+    uint8_t secret[256];
+    char err[ERR_LEN];
+    net_config cfg;
+    if (stage_net_config(&cfg, &h->t, self, 99, 1000, secret, err)) return NULL;
+    cfg.connect_deadline_ms = 20000;
+    struct net_node *n = net_node_new(&cfg, err);
+    if (n && net_connect(n, net_coord_id(), "127.0.0.1", h->port, err)) { net_node_free(n); return NULL; }
+    return n;
+}
+
+/* Waits (bounded) until *flag or the coordinator returned. */
+static void await_flag(harness *h, volatile int *flag)
+{
+    for (int i = 0; i < 1200 && !*flag && !h->stop; i++) usleep(25000);
+}
+
+/* 1 once OUT/metrics.jsonl holds `text` (bounded wait). */
+static int await_metrics(harness *h, const char *text)
+{
+    char path[128], buf[1 << 15];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", h->out);
+    for (int i = 0; i < 1200 && !h->stop; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) fclose(f);
+        buf[n] = 0;
+        if (strstr(buf, text)) return 1;
+        usleep(25000);
+    }
+    return 0;
+}
+
+static double sq_of(long s, int u) { return 0.5 + 0.25 * (double)u + 1e-3 * (double)s; }
+
+static void *worker_main(void *arg)
+{
+    fworker *f = arg;
+    harness *h = f->h;
+    const topo *t = &h->t;
+    int nu = topo_n_units(t);
+    uint8_t buf[4 + 8 * 64];
+    uint64_t len = 0;
+    struct net_node *n = connect_coord(h, net_stage_id(0, (uint16_t)f->r));
+    if (!n) { f->errors++; snprintf(f->what, sizeof f->what, "cannot connect"); return NULL; }
+    put_u32le(buf, 0);
+    put_u32le(buf + 4, 4242u + (uint32_t)f->r + (f->kind == FW_JOINER ? 100u : 0u));
+    put_u32le(buf + 8, (uint32_t)t->stages[0].n_units);
+    long total = t->train.steps;
+    if (fsend(n, MSG_JOIN, 0, buf, 12) || frecv(h, n, MSG_START, 0, buf, 24, &len) || len < 16) {
+        if (!h->stop) { f->errors++; snprintf(f->what, sizeof f->what, "no START"); }
+        goto out;
+    }
+    f->first = (long)get_u64le(buf);
+    if (f->kind == FW_JOINER) h->joined = 1;
+    for (long s = f->first; s < total; s++) {
+        if (f->kind == FW_DIE && s == f->die_after) {
+            h->killed[f->r] = 1; /* the launcher reaps its child... */
+            goto out;            /* ... and its connection closes */
+        }
+        if (f->r == 0 && s == h->w0_pause_at) await_flag(h, &h->joined);
+        if (f->r == 1 && f->kind == FW_OK && h->w1_step_sleep_ms) usleep((useconds_t)h->w1_step_sleep_ms * 1000);
+        double sq[64];
+        for (int u = 0; u < nu; u++) sq[u] = sq_of(s, u);
+        uint64_t nl = coord_encode_norms(t, 0, sq, buf);
+        if (fsend(n, MSG_NORM, s, buf, nl) || frecv(h, n, MSG_NORM_REPLY, s, buf, 8, NULL)) goto out;
+        double want = optim_global_norm(sq, nu), got = get_f64le(buf);
+        if (memcmp(&want, &got, 8)) { f->errors++; snprintf(f->what, sizeof f->what, "norm %.17g, want %.17g", got, want); }
+        put_f64le(buf, 3.0 - 0.125 * (double)s);
+        if (fsend(n, MSG_LOSS, s, buf, 8)) goto out;
+        if (f->r == 0 && run_is_eval_step(t, s)) {
+            put_f64le(buf, 4.0);
+            put_u64le(buf + 8, 1234);
+            if (fsend(n, MSG_VAL, s, buf, 16)) goto out;
+        }
+        if (f->r == 0 && run_is_ckpt_step(t, s)) { /* the servers chose replica 0 to write */
+            char dir[256], p[300], e[ERR_LEN];
+            snprintf(dir, sizeof dir, "%s/checkpoints/step-%ld", h->out, s + 1);
+            run_mkdirs(dir, e);
+            snprintf(p, sizeof p, "%s/stage-0.safetensors", dir);
+            write_text(p, "params");
+            snprintf(p, sizeof p, "%s/stage-0.optim.safetensors", dir);
+            write_text(p, "optim");
+            if (fsend(n, MSG_CKPT_DONE, s, NULL, 0)) goto out;
+        }
+    }
+    if (f->kind == FW_DIE_BEFORE_STATS) {
+        /* trained every step; dies once the coordinator is past the steps
+         * (the closing "workers" event is written), before its STATS */
+        if (!await_metrics(h, "\"event\":\"workers\"")) { f->errors++; snprintf(f->what, sizeof f->what, "no workers event"); }
+        h->killed[f->r] = 1;
+        goto out;
+    }
+    proto_stats st = { 1000, 1, 0.5, 0.25, 0.125, 77, (uint64_t)(total - f->first), 1.5, 0, 0, 0, 0 };
+    proto_stats_encode(buf, &st);
+    if (fsend(n, MSG_STATS, total - 1, buf, PROTO_STATS_BYTES) || frecv(h, n, MSG_DONE, total - 1, NULL, 0, NULL))
+        if (!h->stop) { f->errors++; snprintf(f->what, sizeof f->what, "no DONE"); }
+out:
+    net_node_free(n);
+    return NULL;
+}
+
+/* Server 0: JOIN, START, its STATS at once (the coordinator takes them at the
+ * end), then MSG_PS_CTL in order until DONE; with server_fails_after_join it
+ * says FAIL and leaves once told of the join. */
+static void *server_main(void *arg)
+{
+    harness *h = arg;
+    ps_assignment a;
+    char err[ERR_LEN], e[NET_ERR_LEN];
+    uint8_t buf[PS_STATS_BYTES], ctl[PS_CTL_BYTES];
+    memset(&a, 0, sizeof a);
+    if (ps_assign(&h->t, &a, err)) { h->server_errors++; snprintf(h->server_what, sizeof h->server_what, "%s", err); return NULL; }
+    const int *idx;
+    int np = ps_server_pieces(&a, 0, &idx);
+    ps_assignment_free(&a);
+    struct net_node *n = connect_coord(h, net_server_id(0));
+    if (!n) { h->server_errors++; return NULL; }
+    put_u32le(buf, 0);
+    put_u32le(buf + 4, 777);
+    put_u32le(buf + 8, (uint32_t)np);
+    long last = h->t.train.steps - 1;
+    if (fsend(n, MSG_JOIN, 0, buf, 12) || frecv(h, n, MSG_START, 0, buf, 24, NULL)) goto out;
+    ps_net_stats st = { 0 };
+    ps_stats_encode(buf, &st);
+    if (fsend(n, MSG_PS_STATS, last, buf, PS_STATS_BYTES)) goto out;
+    struct net_op *done = NULL, *op = NULL;
+    net_recv_post(n, net_coord_id(), (net_key){ MSG_DONE, (uint64_t)last, 0, 0 }, NULL, 0, &done, e);
+    for (long nctl = 0; !h->stop;) {
+        if (!op) net_recv_post(n, net_coord_id(), (net_key){ MSG_PS_CTL, (uint64_t)nctl, 0, 0 }, ctl, sizeof ctl, &op, e);
+        if (net_op_test(done, e) != NET_PENDING) break;
+        int rc = net_wait(op, 20, e);
+        if (rc == NET_TIMEOUT) continue;
+        net_op_free(op);
+        op = NULL;
+        if (rc != NET_OK) break;
+        nctl++;
+        uint32_t kind = get_u32le(ctl);
+        if (kind == PS_CTL_DROP) h->ctl_drop++;
+        if (kind == PS_CTL_JOIN) {
+            h->ctl_join++;
+            if (h->server_fails_after_join) {
+                fsend(n, MSG_FAIL, 0, "disk on fire", 12);
+                break;
+            }
+        }
+    }
+    net_op_free(op);
+    net_op_free(done);
+out:
+    net_node_free(n);
+    return NULL;
+}
+
+static void run_async(harness *h, int steps, int step_timeout_ms)
+{
+    h->rc = -1;
+    char err[ERR_LEN], s1[32];
+    snprintf(h->path, sizeof h->path, "/tmp/test_coord_async.XXXXXX");
+    int fd = mkstemp(h->path);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    write_text(h->path,
+               "{\"model\": {\"dim\": 32, \"n_layers\": 2, \"n_heads\": 2, \"ffn_dim\": 64, \"seq_len\": 16},\n"
+               " \"train\": {\"steps\": 8, \"batch_size\": 8, \"micro_batches\": 2, \"lr\": 0.001, \"warmup_steps\": 1},\n"
+               " \"coordinator\": {\"host\": \"127.0.0.1\", \"port\": 0},\n"
+               " \"stages\": [{\"layers\": \"embed,0-1,head\", \"replicas\": [{\"host\": \"127.0.0.1\", \"port\": 29571},\n"
+               "   {\"host\": \"127.0.0.1\", \"port\": 29572}]}],\n"
+               " \"sync\": \"ps\", \"ps\": {\"staleness\": -1},\n"
+               " \"parameter_servers\": [{\"host\": \"127.0.0.1\", \"port\": 29573}]}\n");
+    snprintf(s1, sizeof s1, "train.steps=%d", steps);
+    char *sets[] = { s1 };
+    if (topo_load(&h->t, h->path, sets, 1, err)) fprintf(stderr, "\n  %s\n", err);
+    remove(h->path);
+    snprintf(h->out, sizeof h->out, "/tmp/test_coord_async.XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(h->out) != NULL);
+    coord_opts o;
+    coord_opts_init(&o);
+    o.out_dir = h->out;
+    o.progress = NULL;
+    o.run_id = 99;
+    o.peer_timeout_ms = 1000;
+    o.join_timeout_ms = 20000;
+    o.step_timeout_ms = step_timeout_ms;
+    o.poll_ms = 50;
+    o.alive = alive_cb;
+    o.alive_arg = h;
+    coordinator *c = coord_new(&h->t, &o, h->err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    h->port = coord_port(c);
+    pthread_t tw[R_W], ts;
+    for (int r = 0; r < R_W; r++) {
+        h->w[r].h = h;
+        h->w[r].r = r;
+        pthread_create(&tw[r], NULL, worker_main, &h->w[r]);
+    }
+    pthread_create(&ts, NULL, server_main, h);
+    h->rc = coord_run(c, h->err);
+    coord_free(c);
+    h->stop = 1;
+    for (int r = 0; r < R_W; r++) pthread_join(tw[r], NULL);
+    pthread_join(ts, NULL);
+}
+
+static void done(harness *h)
+{
+    if (tests_rm_tree(h->out)) fprintf(stderr, "could not remove %s\n", h->out);
+    topo_free(&h->t);
+    free(h);
+}
+
+static char *slurp(const harness *h, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", h->out, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    char *buf = calloc(1, 1 << 16);
+    size_t n = fread(buf, 1, (1 << 16) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* The joiner thread starts only once the drop reached the server. */
+static void *delayed_joiner(void *arg)
+{
+    fworker *f = arg;
+    await_flag(f->h, &f->h->ctl_drop);
+    return worker_main(f);
+}
+
+/* The CI failure: worker 1 is killed (the launcher's child ends by signal 9,
+ * its connection closes), dropped, and a new process joins as worker 1; then
+ * the server fails. The message names the server: the launcher's dead child
+ * of rank 1 was replaced by the joiner and is not the cause. Before the fix
+ * the coordinator blamed "stage 0 replica 1 ... died ...: process killed by
+ * signal 9" (its liveness callback consulted for an adopted process). */
+static void test_failure_after_rejoin_blames_the_failed(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w[1].kind = FW_DIE;
+    h->w[1].die_after = 2;
+    h->w0_pause_at = 4; /* worker 0 waits for the join: the run is not over before it */
+    h->server_fails_after_join = 1;
+    pthread_t tj;
+    fworker *jf = calloc(1, sizeof *jf);
+    *jf = (fworker){ .h = h, .r = 1, .kind = FW_JOINER };
+    /* the port is known once run_async has created the coordinator: the
+     * joiner waits for the drop, which comes later still */
+    pthread_create(&tj, NULL, delayed_joiner, jf);
+    run_async(h, 8, 20000);
+    pthread_join(tj, NULL);
+    if (h->rc != 1 || !strstr(h->err, "server 0") || strstr(h->err, "replica 1"))
+        fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    CU_ASSERT_EQUAL(h->ctl_drop, 1);
+    CU_ASSERT_EQUAL(h->ctl_join, 1);
+    CU_ASSERT(jf->first >= 2 && jf->first <= 4); /* the slowest active worker's step: worker 0's (it waits at 4) */
+    CU_ASSERT_EQUAL(jf->errors, 0);
+    CU_ASSERT_EQUAL(h->rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(h->err, "server 0 (127.0.0.1:29573)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(h->err, "disk on fire"));
+    CU_ASSERT_PTR_NULL(strstr(h->err, "replica 1"));
+    CU_ASSERT_PTR_NULL(strstr(h->err, "signal 9"));
+    char *m = slurp(h, "metrics.jsonl");
+    CU_ASSERT(m && strstr(m, "\"event\":\"drop\"") && strstr(m, "\"event\":\"join\""));
+    free(m);
+    free(jf);
+    done(h);
+}
+
+/* Worker 1 trains all its steps and dies before its STATS (after the
+ * coordinator finished the steps): the run is over for it as for a dropped
+ * worker; exit 0, its row empty. Before the fix: "stage 0 replica 1 ...
+ * died at step 6" and exit 1. */
+static void test_finished_worker_lost_before_stats(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w0_pause_at = -1;
+    h->w[1].kind = FW_DIE_BEFORE_STATS;
+    run_async(h, 6, 20000);
+    if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    CU_ASSERT_EQUAL(h->rc, 0);
+    for (int r = 0; r < R_W; r++) {
+        if (h->w[r].errors) fprintf(stderr, "\n  worker %d: %s\n", r, h->w[r].what);
+        CU_ASSERT_EQUAL(h->w[r].errors, 0);
+    }
+    char *s = slurp(h, "summary.json");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "\"pid\": 4242")); /* worker 0's row */
+    free(s);
+    done(h);
+}
+
+/* Worker 0 finishes long before worker 1 (slower than the step timeout in
+ * all, never per step): it waits with nothing to send and is not dropped.
+ * Before the fix it was ("nothing from it within 2 s"). */
+static void test_finished_worker_not_timed_out(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w0_pause_at = -1;
+    h->w1_step_sleep_ms = 300; /* worker 1: 10 steps x 0.3 s > the 2 s step timeout (each well within it) */
+    run_async(h, 10, 2000);
+    if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    CU_ASSERT_EQUAL(h->rc, 0);
+    CU_ASSERT_EQUAL(h->ctl_drop, 0);
+    char *m = slurp(h, "metrics.jsonl");
+    CU_ASSERT(m && !strstr(m, "\"event\":\"drop\""));
+    free(m);
+    done(h);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "a failure after a rejoin blames what failed, not the dead process", test_failure_after_rejoin_blames_the_failed },
+        { "a finished worker lost before its STATS: exit 0", test_finished_worker_lost_before_stats },
+        { "a finished worker waiting for a slow one is not dropped", test_finished_worker_not_timed_out },
+        CU_TEST_INFO_NULL,
+    };
+    return tests_run("coord_async", tests);
+}
