@@ -258,7 +258,8 @@ int net_recv_post(struct net_node *node, net_peer_id peer, net_key key, void *ds
                   uint64_t cap, struct net_op **op, char err[NET_ERR_LEN]);
 
 /* Waits for op. Returns NET_OK when it completed (for a receive: the payload
- * arrived and its CRC32C matched, or sealed, its AEAD tag verified), NET_TIMEOUT when timeout_ms (< 0: forever)
+ * arrived and its CRC32C matched or, sealed, its AEAD tag verified),
+ * NET_TIMEOUT when timeout_ms (< 0: forever)
  * passed and it is still pending, or its failure status with the reason in err
  * (a dead peer, a checksum mismatch naming peer, message and both sums, a message
  * larger than the receive buffer, ...). Only one thread may wait on an op. */
