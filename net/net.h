@@ -209,7 +209,9 @@ int net_peer_stats(struct net_node *node, net_peer_id peer, net_stats *st);
 
 /* Posts a send of len bytes at buf to peer under key. Zero-copy: buf must stay
  * valid and unchanged until the op completes (net_wait returns anything but
- * NET_TIMEOUT). The payload checksum is computed here, on the calling thread.
+ * NET_TIMEOUT). The payload checksum is computed here, on the calling thread
+ * (not on an encrypting node, cfg.encrypt: a sealed frame's CRC32C field is
+ * 0, the AEAD tag authenticates the payload; net_wire.h "Sealed frames").
  * When more than max_queued bytes are already queued for peer, waits up to
  * timeout_ms (< 0: forever) for room and returns NET_TIMEOUT without posting.
  * On NET_OK *op is the handle; release it with net_op_free. Sends may be posted
@@ -223,7 +225,8 @@ enum net_send_flag {
      * the caller, e.g. in the pass that wrote buf, or taken from the receive
      * that delivered these bytes (net_op_crc): net_send_ex does not read the
      * payload to compute it. A wrong value makes the receiver fail the message
-     * with a checksum mismatch. */
+     * with a checksum mismatch. On an encrypting node the value is ignored
+     * (the frame carries 0, see net_send). */
     NET_SEND_CRC = 1,
     /* Written after every receive posted before it (from any thread) is in
      * place: by the posting thread as usual when none of them waits in the
@@ -255,7 +258,8 @@ int net_recv_post(struct net_node *node, net_peer_id peer, net_key key, void *ds
                   uint64_t cap, struct net_op **op, char err[NET_ERR_LEN]);
 
 /* Waits for op. Returns NET_OK when it completed (for a receive: the payload
- * arrived and its CRC32C matched), NET_TIMEOUT when timeout_ms (< 0: forever)
+ * arrived and its CRC32C matched or, sealed, its AEAD tag verified),
+ * NET_TIMEOUT when timeout_ms (< 0: forever)
  * passed and it is still pending, or its failure status with the reason in err
  * (a dead peer, a checksum mismatch naming peer, message and both sums, a message
  * larger than the receive buffer, ...). Only one thread may wait on an op. */
@@ -270,7 +274,10 @@ uint64_t net_op_len(const struct net_op *op);
 /* CRC32C of a receive's payload once net_wait (or net_op_test) has returned
  * NET_OK for it: checked against the bytes that arrived, so a thread that
  * forwards them unchanged can pass it to net_send_ex (NET_SEND_CRC) instead of
- * reading them again. 0 before. Only the thread that waits on op. */
+ * reading them again. 0 before. On an encrypting node always 0: sealed frames
+ * carry no payload CRC (the AEAD tag authenticated the bytes), and the node's
+ * own sends ignore NET_SEND_CRC's value; do not forward it to a node that
+ * does not encrypt. Only the thread that waits on op. */
 uint32_t net_op_crc(const struct net_op *op);
 
 /* The payload tag (NET_SEND_TAG) the frame of a completed receive carried:

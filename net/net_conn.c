@@ -463,9 +463,10 @@ static int on_payload_done(struct conn *c)
     }
     struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     c->rop = NULL;
-    /* sealed: the tag authenticated the payload and the header's CRC with it,
-     * so the CRC32C is not computed again (net_op_crc reports the sender's) */
-    if (op && c->rx_sealed) op->crc_run = op->crc;
+    /* sealed: the tag authenticated the payload, and the CRC32C field is
+     * unused (0: the sender computed none); it is not read, so net_op_crc
+     * gives 0 whatever the field held */
+    if (op && c->rx_sealed) op->crc = op->crc_run = 0;
     if (op && op->kind == OP_RECV) {
         op->verify = 1;
         frame_received(n, c->pr, c->h.len, c->read_calls, op);

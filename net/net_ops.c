@@ -3,7 +3,8 @@
  * net_internal.h) and receives (handed over without waking the network thread
  * when it has nothing to do for them), completing them, waiting on them and
  * freeing them. Send checksums are computed here, on the posting thread; the
- * network thread checksums received bytes as they land, and net_wait compares. */
+ * network thread checksums received bytes as they land, and net_wait compares
+ * (on an encrypting node neither: the AEAD tag authenticates the payload). */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -237,7 +238,10 @@ int op_send_new(struct net_node *n, net_peer_id peer, net_key key, const void *b
     op->key = key;
     op->sbuf = buf;
     op->len = len;
-    op->crc = flags & NET_SEND_CRC ? crc : net_crc32c(0, buf, len);
+    /* an encrypting node seals every user frame: the AEAD tag authenticates
+     * the payload, so its CRC32C field is 0 and the payload is not read here
+     * (net_wire.h, "Sealed frames") */
+    op->crc = n->cfg.encrypt ? 0 : flags & NET_SEND_CRC ? crc : net_crc32c(0, buf, len);
     op->queued_only = (flags & NET_SEND_QUEUED) != 0;
     net_hdr h = { .version = NET_VERSION, .type = key.type, .sender = n->cfg.self,
                   .step = key.step, .mb = key.mb, .chunk = key.chunk, .len = len, .crc = op->crc,

@@ -7,7 +7,8 @@
  *   0 magic u32 "PTNF"   4 version u16   6 type u16   8 flags u16
  *  10 sender stage u16  12 sender replica u16  14 sender role u8  15 reserved u8 (0)
  *  16 step u64   24 micro-batch u32   28 chunk u32   32 payload length u64
- *  40 CRC32C of the payload u32   44 CRC32C of bytes 0..43 u32
+ *  40 CRC32C of the payload u32 (0 in a sealed user frame: see "Sealed frames")
+ *  44 CRC32C of bytes 0..43 u32
  * flags: bits 8-11 are the payload tag (net.h NET_SEND_TAG), which stage/ sets
  * to the encoding of a tensor payload (base/wire_codec.h: 0 fp32, 1 bf16,
  * 2 fp16, 3 int8; the payload length is then the encoded size); the other
@@ -45,9 +46,17 @@
  * connection closes with a reason naming the peer. Keys (32 bytes, one per
  * direction) = HKDF-SHA256(secret, salt "pipetrain-seal-1", info label || AEAD
  * || sender's hello || receiver's hello), fresh per connection because both
- * nonces are in the hellos; a reconnection handshakes again. The header and
- * payload CRC32C fields are still filled in by the sender, but the receiver
- * does not check the payload CRC under AEAD: the tag authenticates it. */
+ * nonces are in the hellos; a reconnection handshakes again.
+ * Checksums inside a sealed frame: the header CRC32C (bytes 44..47) is filled
+ * in and checked as in clear. The payload CRC32C field (40..43) of a user
+ * message (type >= NET_TYPE_USER) is 0 and unused: an encrypting sender does
+ * not compute it (not even with NET_SEND_CRC) and the receiver does not read
+ * it (net_op_crc gives 0), because the payload tag authenticates every payload
+ * byte, and the header as its additional data; a CRC would add a pass over the
+ * payload and detect nothing the tag does not. Transport frames (heartbeat,
+ * goodbye, error: at most a few hundred bytes, built before the connection is
+ * known to seal) still carry their payload's CRC, and an error frame's is
+ * checked. Clear frames are unchanged: every payload CRC is computed and checked. */
 #ifndef NET_NET_WIRE_H
 #define NET_NET_WIRE_H
 
@@ -80,7 +89,7 @@ typedef struct net_hdr {
     uint64_t step;
     uint32_t mb, chunk;
     uint64_t len;
-    uint32_t crc;      /* CRC32C of the payload */
+    uint32_t crc;      /* CRC32C of the payload (0 in a sealed user frame) */
 } net_hdr;
 
 /* enum net_aead: the hello's AEAD byte, net_config.aead */

@@ -344,6 +344,111 @@ static void test_replayed_frame_and_wrong_key_live(void)
     }
 }
 
+/* Reads sealed frames from the node, skipping heartbeats, until a user
+ * message: 0 with its header in *h and payload (up to cap bytes) in buf, -1
+ * on EOF or a frame that does not open. */
+static int sealed_read_user(struct sfake *s, net_hdr *h, uint8_t *buf, size_t cap)
+{
+    uint8_t sh[NET_SEALED_HDR_LEN], hdr[NET_HDR_LEN];
+    char err[NET_ERR_LEN];
+    for (;;) {
+        if (get_all(s->f.fd, sh, sizeof sh) < 0 || net_open_hdr(s->rx, hdr, sh, err) != NET_OK ||
+            net_hdr_decode(hdr, h, cap, err) != NET_OK || net_open_begin(s->rx, hdr, h->len) != NET_OK)
+            return -1;
+        if (h->len && (get_all(s->f.fd, buf, h->len + NET_SEAL_TAG) < 0 ||
+                       net_open_update(s->rx, buf, buf, h->len) != NET_OK ||
+                       net_open_end(s->rx, buf + h->len, err) != NET_OK))
+            return -1;
+        if (h->type >= NET_TYPE_USER) return 0;
+    }
+}
+
+/* The fake seals a user message from stage 5 whose header's payload CRC
+ * field is crc; flip (>= 0) xors 0x01 into that payload byte of the sealed
+ * frame before it goes out. */
+static void sealed_put_user(struct sfake *s, net_key k, const uint8_t *pl, size_t len, uint32_t crc, long flip)
+{
+    uint8_t hdr[NET_HDR_LEN], *frame = malloc(NET_SEALED_HDR_LEN + len + NET_SEAL_TAG);
+    net_hdr h = { .version = NET_VERSION, .type = k.type, .sender = s->f.id, .step = k.step, .mb = k.mb,
+                  .chunk = k.chunk, .len = len, .crc = crc };
+    net_hdr_encode(hdr, &h);
+    ST(net_seal_begin(s->tx, frame, hdr, len), NET_OK);
+    ST(net_seal_update(s->tx, frame + NET_SEALED_HDR_LEN, pl, len), NET_OK);
+    ST(net_seal_end(s->tx, frame + NET_SEALED_HDR_LEN + len), NET_OK);
+    if (flip >= 0) frame[NET_SEALED_HDR_LEN + flip] ^= 0x01;
+    ST(put_raw(s->f.fd, frame, NET_SEALED_HDR_LEN + len + NET_SEAL_TAG), 0);
+    free(frame);
+}
+
+/* The payload CRC32C field of sealed user frames is 0 and unused
+ * (net_wire.h): an encrypting node sends 0 there, with or without
+ * NET_SEND_CRC and the caller's value; it delivers a sealed frame whatever
+ * the field holds and net_op_crc gives 0 for it; and a flipped payload byte
+ * of a frame whose field is 0 is caught by the payload tag alone: the
+ * receive fails as an authentication failure naming the frame and stage 5,
+ * and its buffer holds nothing of the payload. */
+static void test_sealed_payload_crc_unused(void)
+{
+    enum { N = 3000 };
+    net_config ca;
+    char err[NET_ERR_LEN];
+    enc_cfg(&ca, net_stage_id(0, 0), 0);
+    log_clear();
+    struct net_node *a = node_or_die(&ca);
+    struct sfake s = { .f = { .id = net_stage_id(5, 0) } };
+    ST(sealed_handshake(&s, net_node_port(a), SECRET), 0);
+    ST(net_wait_peer(a, s.f.id, 5000, err), NET_OK);
+    uint8_t pl[N], got[N + NET_SEAL_TAG];
+    fill(pl, N, 123);
+    uint32_t crc = net_crc32c(0, pl, N);
+    CU_ASSERT_NOT_EQUAL(crc, 0);
+    /* the node's frames: the field is 0, the payload intact */
+    for (int with_crc = 0; with_crc < 2; with_crc++) {
+        net_key k = { NET_TYPE_USER + 1, 10 + (uint64_t)with_crc, 0, 0 };
+        struct net_op *op = NULL;
+        ST(net_send_ex(a, s.f.id, k, pl, N, with_crc ? NET_SEND_CRC : 0, crc, 5000, &op, err), NET_OK);
+        net_hdr h;
+        memset(got, 0, sizeof got);
+        ST(sealed_read_user(&s, &h, got, sizeof got), 0);
+        CU_ASSERT_EQUAL(h.type, k.type);
+        CU_ASSERT_EQUAL(h.step, k.step);
+        CU_ASSERT_EQUAL(h.len, N);
+        CU_ASSERT_EQUAL(h.crc, 0);
+        if (h.crc) fprintf(stderr, "\n  sealed frame %d carries payload CRC 0x%08x, want 0", with_crc, h.crc);
+        CU_ASSERT(memcmp(got, pl, N) == 0);
+        ST(net_wait(op, 5000, err), NET_OK);
+        net_op_free(op);
+    }
+    /* the field is not read: a frame with any value in it is delivered, net_op_crc 0 */
+    net_key k = { NET_TYPE_USER, 1, 0, 0 };
+    struct net_op *r = NULL;
+    ST(net_recv_post(a, s.f.id, k, got, N, &r, err), NET_OK);
+    sealed_put_user(&s, k, pl, N, crc ^ 0x5a5a5a5a, -1);
+    ST(net_wait(r, 5000, err), NET_OK);
+    CU_ASSERT_EQUAL(net_op_len(r), N);
+    CU_ASSERT(memcmp(got, pl, N) == 0);
+    CU_ASSERT_EQUAL(net_op_crc(r), 0);
+    net_op_free(r);
+    /* one flipped payload byte, field 0: only the tag can catch it */
+    k.step = 2;
+    memset(got, 0, sizeof got);
+    ST(net_recv_post(a, s.f.id, k, got, N, &r, err), NET_OK);
+    sealed_put_user(&s, k, pl, N, 0, 1234);
+    int st = net_wait(r, 5000, err);
+    CU_ASSERT(st == NET_DEAD || st == NET_CLOSED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "authentication failed on the payload of frame 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stage 5"));
+    CU_ASSERT_PTR_NULL(strstr(err, "checksum"));
+    size_t nonzero = 0;
+    for (size_t i = 0; i < N; i++) nonzero += got[i] != 0;
+    CU_ASSERT_EQUAL(nonzero, 0);
+    net_op_free(r);
+    close(s.f.fd);
+    net_seal_free(s.tx);
+    net_seal_free(s.rx);
+    net_node_free(a);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -353,6 +458,7 @@ int main(void)
         { "encrypted nodes: round trips 0 B..8 MiB, both AEADs", test_encrypted_roundtrips },
         { "encrypting and clear node refuse each other", test_encrypt_mismatch_refused },
         { "live: replayed sealed frame, wrong frame key", test_replayed_frame_and_wrong_key_live },
+        { "live: sealed payload CRC field 0, unread; a flip caught by the tag", test_sealed_payload_crc_unused },
         CU_TEST_INFO_NULL,
     };
     return tests_run("net_seal", tests);

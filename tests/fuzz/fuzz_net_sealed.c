@@ -5,7 +5,8 @@
  *     as a connection does (64-byte sealed header, opened before anything is
  *     decoded; payload slices; tag). No input can forge a tag, so the first
  *     header must fail with a reason and a zeroed header.
- *   tamper: the rest is the payload of a frame sealed here, after which
+ *   tamper: the rest is the payload of a frame sealed here (payload CRC
+ *     field 0, as a sealed user frame carries), after which
  *     (offset, xor) byte pairs taken from the input's tail are applied to the
  *     sealed bytes; opening must succeed exactly when nothing changed, and
  *     then give back the payload. */
@@ -75,8 +76,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *edits = data + plen;
     size_t n = NET_SEALED_HDR_LEN + plen + (plen ? NET_SEAL_TAG : 0);
     uint8_t *frame = malloc(n), hdr[NET_HDR_LEN], *orig = malloc(n);
+    /* payload CRC field 0, as an encrypting node sends it: only the tag protects the payload */
     net_hdr h = { .version = NET_VERSION, .type = NET_TYPE_USER, .sender = net_stage_id(1, 0), .step = plen,
-                  .len = plen, .crc = net_crc32c(0, data, plen) };
+                  .len = plen, .crc = 0 };
     net_hdr_encode(hdr, &h);
     struct net_seal *s = net_seal_new(aead, key, 1);
     if (!s || net_seal_begin(s, frame, hdr, plen) != NET_OK) abort();
