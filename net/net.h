@@ -253,6 +253,13 @@ int net_send_ex(struct net_node *node, net_peer_id peer, net_key key, const void
  * transport allocates a buffer of the message's size; take it with net_op_take.
  * The oldest unmatched message with this key is delivered (messages may arrive
  * before the receive is posted; they are buffered up to max_unclaimed).
+ * Ordering: FIFO per (peer, key). Messages one peer sent under one key are
+ * matched in the order they were sent to that peer's receives for the key in
+ * the order they were posted, whether a message arrived before or after its
+ * receive: the k-th receive gets the k-th message. Receives posted from
+ * different threads count in the order their calls took the node's lock;
+ * receives the network thread posts (net_nt_recv) are not ordered against
+ * those of other threads for the same peer and key.
  * On NET_OK *op is the handle; release it with net_op_free. */
 int net_recv_post(struct net_node *node, net_peer_id peer, net_key key, void *dst,
                   uint64_t cap, struct net_op **op, char err[NET_ERR_LEN]);

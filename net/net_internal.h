@@ -211,7 +211,8 @@ struct net_node {
     pthread_mutex_t lk;
     pthread_cond_t cv;            /* any op done, peer state change, room in a send queue */
     struct cmd *qhead, *qtail;    /* [lock] */
-    int recv_cmds;                /* CMD_RECV queued or being carried out (NET_SEND_QUEUED) [lock] */
+    int recv_cmds;                /* CMD_RECV queued or being carried out (NET_SEND_QUEUED;
+                                     while > 0 no receive takes the posted shortcut) [lock] */
     int efd;                      /* eventfd that wakes the loop */
     int closing;                  /* no new work accepted [lock] */
     int exited;                   /* the network thread has left its loop [lock] */
@@ -290,6 +291,11 @@ void posted_take_locked(struct peer *pr); /* network thread, lk held: posted -> 
 void posted_take(struct net_node *n, struct peer *pr);
 
 /* net_loop.c */
+/* Tests only (NULL otherwise): called on the network thread by wake_cb after
+ * it took the command queue (node->qhead is empty again) and before it carries
+ * out any of those commands, so a test can post while commands sit in that
+ * window. Set it before the nodes start and clear it after they are freed. */
+extern void (*net_test_cmds_taken)(struct net_node *n);
 void *loop_main(void *arg);
 void loop_send(struct net_node *n, struct net_op *op); /* what CMD_SEND does [net] */
 void loop_recv(struct net_node *n, struct net_op *op); /* what CMD_RECV does [net] */

@@ -591,6 +591,8 @@ static void do_forget(struct net_node *n, struct peer *pr)
     pthread_mutex_unlock(&n->lk);
 }
 
+void (*net_test_cmds_taken)(struct net_node *n);
+
 static void wake_cb(int fd, short what, void *arg)
 {
     struct net_node *n = arg;
@@ -602,6 +604,7 @@ static void wake_cb(int fd, short what, void *arg)
     struct cmd *q = n->qhead;
     n->qhead = n->qtail = NULL;
     pthread_mutex_unlock(&n->lk);
+    if (net_test_cmds_taken) net_test_cmds_taken(n);
     while (q) {
         struct cmd *next = q->next;
         switch (q->kind) {

@@ -18,7 +18,8 @@
 #include "net/net_internal.h"
 
 /* Receives are posted without waking the network thread when it has nothing
- * to do for them yet: no command queued ahead, no unclaimed message that
+ * to do for them yet: no command queued ahead, no receive command taken from
+ * the queue and not yet carried out (n->recv_cmds), no unclaimed message that
  * could match, reading not paused, peer not dead (post_op). The network thread
  * moves them into recvq before it looks there, under the same lock hold in
  * which it decides to buffer a message as unclaimed or to pause reading, so a
@@ -189,8 +190,12 @@ static int post_op(struct net_node *n, struct net_op *op, int timeout_ms, char e
         op->pr = p;
         op->node = n;
         live_add_locked(n, op);
-        if (op->kind == OP_RECV && !n->qhead && p->state != P_DEAD && p->nunclaimed == 0 &&
-            !p->st.paused) {
+        /* not while a receive command is queued or being carried out: wake_cb
+         * takes the whole queue at once, so an empty qhead does not mean that
+         * the receives posted before this one are in recvq yet (posted_take
+         * would put this one ahead of them) */
+        if (op->kind == OP_RECV && !n->qhead && n->recv_cmds == 0 && p->state != P_DEAD &&
+            p->nunclaimed == 0 && !p->st.paused) {
             op->posted = 1; /* the network thread finds it when the header comes */
             list_push(&p->posted, op);
             free(c);
