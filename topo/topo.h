@@ -33,7 +33,9 @@
  *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1" | "zb-v", or file = path
  *                   of a JSON/CSV schedule file (the two are alternatives; an override
  *                   of one removes the other), chunks = 0 (virtual stages per stage;
- *                   0 = derived from the layers)
+ *                   0 = derived from the layers), warmup_sync_steps = TOPO_2BW_WARMUP_SYNC
+ *                   with kind "2bw", else 0 (0..1e9: the synchronous steps before 2bw's
+ *                   asynchronous rule; ignored by the other kinds)
  *   coordinator     host = "127.0.0.1", port = 29500 (0 = the launcher picks one and
  *                   passes it to the stages with --coordinator)
  *   init_from       path of a directory, optional: a Hugging Face LLaMA checkpoint
@@ -166,7 +168,13 @@ typedef struct {
     char *file;          /* resolved path of a schedule file, or NULL */
     char *file_given;
     int chunks;          /* as written (0 = derive); see topo.chunks_per_stage */
+    int warmup_sync_steps; /* 2bw: steps 0..K-1 flush like 1f1b before the asynchronous
+                          * rule (README "PipeDream-2BW"); absent: TOPO_2BW_WARMUP_SYNC
+                          * with kind "2bw", 0 otherwise (the other kinds ignore it) */
 } topo_schedule;
+
+/* schedule.warmup_sync_steps of a "2bw" topology that does not give it. */
+#define TOPO_2BW_WARMUP_SYNC 300
 
 typedef struct {
     int first_unit;      /* units first_unit .. first_unit + n_units - 1 */

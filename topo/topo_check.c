@@ -465,6 +465,7 @@ static int check_schedule(topo *t, char *err)
         return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
     if (!sc->kind && !sc->file) sc->kind = xstrdup("gpipe");
     sc->kind_id = sc->file ? TOPO_SCHED_FILE : sched_kind_find(sc->kind);
+    if (sc->warmup_sync_steps < 0) sc->warmup_sync_steps = sc->kind_id == SCHED_KIND_2BW ? TOPO_2BW_WARMUP_SYNC : 0;
     return 0;
 }
 
