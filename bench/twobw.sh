@@ -108,7 +108,8 @@ ratio = statistics.median([a / b for a, b in zip(meas["1f1b"], meas["2bw"])])
 pr = pred["1f1b"]["step_time"] / pred["2bw"]["step_time"]
 extra = [s["extra_weight_bytes"] for s in json.load(open("%s/%s-2bw-0/summary.json" % (tmp, name)))["stages"]]
 pextra = [s.get("extra_weight_bytes") for s in pred["2bw"]["stages"]]
-print("%s (%d rounds alternating 1f1b and 2bw, median step time over steps %d..last-1)" % (topo, R, warm + 1))
+print("%s (%d rounds alternating 1f1b and 2bw, median step time over steps %d..last-1, 2bw's from step %d: after "
+      "its warm-up)" % (topo, R, warm + 1, max(warm, wsr + 1) + 1))
 print("  step ms 1f1b %.2f  2bw %.2f   tokens/s 2bw / 1f1b: measured %.3f (rounds: %s)  predicted %.3f" % (
     statistics.median(meas["1f1b"]), statistics.median(meas["2bw"]), ratio,
     " ".join("%.3f" % (a / b) for a, b in zip(meas["1f1b"], meas["2bw"])), pr))

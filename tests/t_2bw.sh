@@ -191,9 +191,13 @@ same_as_one "warm-up 4, resumed at step 6 (after the switch) on 2 stages" "$tmp/
 resume_from re-w3s "$tmp/two-w" 3 topologies/shakespeare-2stage.json 2 --set schedule.kind=2bw \
     --set schedule.warmup_sync_steps=3
 same_as_one "warm-up 3, resumed at step 3 (at the switch) on 2 stages" "$tmp/re-w3s" onew3
-check "check prints the warm-up (default $(grep -o 'TOPO_2BW_WARMUP_SYNC [0-9]*' topo/topo.h | cut -d' ' -f2))" \
+check "check prints the warm-up (default: train.warmup_steps, 100 in the file, 7 set)" \
     "$P check topologies/shakespeare-2stage.json --set schedule.kind=2bw 2>&1 |
-     grep -q \"2bw synchronous warm-up (schedule.warmup_sync_steps $(grep -o 'TOPO_2BW_WARMUP_SYNC [0-9]*' topo/topo.h | cut -d' ' -f2))\""
+         grep -q '2bw synchronous warm-up (schedule.warmup_sync_steps 100): steps 1-100 flush' &&
+     $P check topologies/shakespeare-2stage.json --set schedule.kind=2bw --set train.warmup_steps=7 2>&1 |
+         grep -q '2bw synchronous warm-up (schedule.warmup_sync_steps 7)' &&
+     $P check topologies/shakespeare-2stage.json --set schedule.kind=2bw --set schedule.warmup_sync_steps=0 2>&1 |
+         grep -q '2bw synchronous warm-up: none'"
 
 # bad input: exit 2, naming the field
 bad() { # NAME NEEDLE COMMAND...

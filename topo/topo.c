@@ -489,8 +489,7 @@ static void encode_links_form(json_t *o, const topo *t)
  * so a topology that does not set it hashes as it did before the key existed. */
 static void encode_warmup_form(json_t *o, const topo *t)
 {
-    const topo_schedule *sc = &t->schedule;
-    if (sc->warmup_sync_steps != (sc->kind_id == SCHED_KIND_2BW ? TOPO_2BW_WARMUP_SYNC : 0)) return;
+    if (t->schedule.warmup_sync_steps != topo_warmup_sync_default(t)) return;
     json_object_del(json_object_get(o, "schedule"), "warmup_sync_steps");
 }
 
