@@ -274,7 +274,10 @@ int sched_check(const sched_schedule *s, sched_report **r, char *err);
  * last step drops the next step's forwards. Weight versions (the runtime's and
  * train.c's, README "PipeDream-2BW"): every micro-batch of step t, forward and
  * backward, on every stage, uses W(t-1) (W(-1) = W(0)); the step's averaged
- * gradient updates W(t+1) = AdamW(W(t), g(W(t-1))). */
+ * gradient updates W(t+1) = AdamW(W(t), g(W(t-1))). A step of the synchronous
+ * warm-up (topology schedule.warmup_sync_steps) is a one-step run (first and
+ * last: plain 1F1B, flushed, on W(t)), and the step after it is a first step;
+ * the simulator predicts the steady state only. */
 
 /* 1 when s has an action with next = 1 (a cross-step schedule: 2bw). */
 int sched_is_cross_step(const sched_schedule *s);

@@ -15,6 +15,7 @@
 #include "run/run_ckpt.h"
 #include "stage/proto.h"
 #include "stage/rt.h"
+#include "stage/train.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -547,7 +548,10 @@ static int post_receives_2bw(rt *r, size_t n)
 static int step_2bw(rt *r)
 {
     long t = r->step, last = r->t->train.steps - 1;
-    size_t n = sched_2bw_step(r->sched, r->K, t == r->first_step, t == last, r->steplist);
+    /* a step of the synchronous warm-up (stage/train.h) is a one-step run, plain
+     * 1F1B; the first step after it fills the empty pipeline */
+    int sync = stage_2bw_sync_step(r->t, t), after_sync = t > 0 && stage_2bw_sync_step(r->t, t - 1);
+    size_t n = sched_2bw_step(r->sched, r->K, t == r->first_step || after_sync, t == last || sync, r->steplist);
     rt_2bw_batch(r, t);
     for (size_t i = 0; i < n; i++)
         if (r->steplist[i].next) rt_2bw_batch(r, t + 1);
@@ -581,8 +585,8 @@ static int step_2bw(rt *r)
     r->opt_pending = t;
     r->stats.optim_s += rt_now() - t0;
     if (send_loss(r)) return -1;
-    /* evaluation and checkpoints see W(t+1): AdamW of step t now (a flush) */
-    if ((run_is_eval_step(r->t, t) || run_is_ckpt_step(r->t, t) || t == last) && rt_2bw_optim(r)) return -1;
+    /* evaluation, checkpoints and the next step of the warm-up see W(t+1): AdamW of step t now (a flush) */
+    if ((sync || run_is_eval_step(r->t, t) || run_is_ckpt_step(r->t, t) || t == last) && rt_2bw_optim(r)) return -1;
     r->part->params = r->wv[(t + 1) & 1];
     return 0;
 }

@@ -69,6 +69,8 @@ int rt_2bw_optim(rt *r)
     r->part->params = dst;
     r->part->grads = r->gv[p & 1];
     stage_2bw_optim_apply(r->t, r->part, r->opt, p, get_f64le(buf)); /* stage/train.h */
+    /* the synchronous warm-up: step p+1 computes on W(p+1), held by both versions */
+    if (stage_2bw_sync_step(r->t, p)) memcpy(r->wv[p & 1], dst, wbytes(r));
     r->part->params = params == dst ? dst : params;
     r->part->grads = grads;
     r->opt_pending = -1;

@@ -4,7 +4,8 @@
  * clip, AdamW. The same order the pipeline runtime uses, so the numbers match.
  * With schedule.kind "2bw" (PipeDream-2BW, README): the step's micro-batches run
  * on the previous weight version W(t-1) and AdamW updates W(t) to W(t+1); the
- * one-process reference of the asynchronous pipeline's arithmetic. */
+ * one-process reference of the asynchronous pipeline's arithmetic. Its first
+ * schedule.warmup_sync_steps steps are synchronous: both versions stay equal. */
 #include "stage/train.h"
 #include "model/hf_load.h"
 #include "model/optim.h"
@@ -57,8 +58,14 @@ static void adamw_2bw_tensor(float *restrict w, const float *restrict g, float *
     }
 }
 
+int stage_2bw_sync_step(const topo *t, long s) { return s < (long)t->schedule.warmup_sync_steps; }
+
 void stage_2bw_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm)
 {
+    if (stage_2bw_sync_step(t, s)) { /* the synchronous warm-up: 1f1b's AdamW */
+        run_optim_apply(t, p, o, s, norm);
+        return;
+    }
     optim_hparams h = run_optim_hparams(t, s);
     float scale = optim_clip_scale(norm, t->train.grad_clip);
     o->step++;
@@ -126,6 +133,8 @@ static double train_step(run *r, long step, double *norm)
         stage_2bw_optim_apply(t, p, r->opt, step, *norm);
     else
         run_optim_apply(t, p, r->opt, step, *norm);
+    /* 2bw's synchronous warm-up: the next step computes on W(t+1) (both versions) */
+    if (r->prev && stage_2bw_sync_step(t, step)) memcpy(r->prev, p->params, p->n_params * sizeof(float));
     return loss / (double)(r->B * r->T);
 }
 

@@ -36,9 +36,18 @@ double stage_eval(model_part *p, const data_set *d, size_t max_windows, size_t b
  * p, with the stale gradient's compensation (README "PipeDream-2BW"): as
  * run_optim_apply(t, p, o, s, norm) (run_optim_hparams(t, s), clipping by
  * norm, bias correction with the incremented o->step) except that the update
- * divides beta1 * m^ + (1 - beta1) * g, not m^, by sqrt(v^) + eps. The one
- * optimizer step of 2bw, in the one-process trainer and in every stage, so
- * their bits agree. Increments o->step. Any thread (touches p and o only). */
+ * divides beta1 * m^ + (1 - beta1) * g, not m^, by sqrt(v^) + eps. A step of
+ * the synchronous warm-up (stage_2bw_sync_step) is run_optim_apply itself,
+ * bitwise 1f1b's. The one optimizer step of 2bw, in the one-process trainer
+ * and in every stage, so their bits agree. Increments o->step. Any thread
+ * (touches p and o only). */
 void stage_2bw_optim_apply(const topo *t, model_part *p, optim_adamw *o, long s, double norm);
+
+/* 1 when step s (0-based) of a 2bw run is in its synchronous warm-up
+ * (s < schedule.warmup_sync_steps): the step computes on W(s), flushes like
+ * 1f1b and ends with both weight versions equal to W(s+1), so the first
+ * asynchronous step starts as step 0 does (W(s-1) = W(s)). 0 otherwise.
+ * Pure; any thread. */
+int stage_2bw_sync_step(const topo *t, long s);
 
 #endif

@@ -108,10 +108,59 @@ static void test_rule(void)
     topo_free(&t);
 }
 
+/* schedule.warmup_sync_steps = 3: steps 0..2 are run_optim_apply's to the bit
+ * (1f1b's arithmetic), steps 3.. the Nesterov form (not plain AdamW); absent,
+ * a 2bw topology takes train.warmup_steps and any other kind 0. */
+static void test_warmup(void)
+{
+    char *sets[] = { "train.steps=6", "train.warmup_steps=2", "train.lr=0.01", "schedule.kind=2bw",
+                     "schedule.warmup_sync_steps=3" };
+    topo t;
+    char err[ERR_LEN];
+    int rc = topo_load(&t, "topologies/shakespeare-1stage.json", sets, 5, err);
+    if (rc) fprintf(stderr, "\n  %s\n", err);
+    CU_ASSERT_FATAL(rc == 0);
+    CU_ASSERT(stage_2bw_sync_step(&t, 0) && stage_2bw_sync_step(&t, 2) && !stage_2bw_sync_step(&t, 3));
+    model_part *p = small_part(), *q = small_part();
+    size_t n = p->n_params;
+    optim_adamw *o = optim_new(n), *oq = optim_new(n);
+    double *sq = xcalloc((size_t)p->n_units, sizeof *sq);
+    for (long s = 0; s < 6; s++) {
+        for (size_t i = 0; i < n; i++) p->grads[i] = q->grads[i] = (float)(0.05 * uniform());
+        optim_unit_sqnorms(p, sq);
+        double norm = optim_global_norm(sq, p->n_units);
+        memcpy(q->params, p->params, n * sizeof(float));
+        memcpy(oq->m, o->m, n * sizeof(float));
+        memcpy(oq->v, o->v, n * sizeof(float));
+        oq->step = o->step;
+        run_optim_apply(&t, q, oq, s, norm);
+        stage_2bw_optim_apply(&t, p, o, s, norm);
+        int same = !memcmp(p->params, q->params, n * sizeof(float)) && !memcmp(o->m, oq->m, n * sizeof(float)) &&
+                   !memcmp(o->v, oq->v, n * sizeof(float)) && o->step == oq->step;
+        if (same != (s < 3)) fprintf(stderr, "\n  step %ld: %s plain AdamW\n", s, same ? "equals" : "differs from");
+        CU_ASSERT_EQUAL(same, s < 3);
+    }
+    topo_free(&t);
+    char *kind2bw[] = { "schedule.kind=2bw" }, *kind1f1b[] = { "schedule.kind=1f1b" };
+    CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-1stage.json", kind2bw, 1, err) == 0);
+    CU_ASSERT_EQUAL(t.schedule.warmup_sync_steps, 100); /* the file's train.warmup_steps */
+    topo_free(&t);
+    CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-1stage.json", kind1f1b, 1, err) == 0);
+    CU_ASSERT_EQUAL(t.schedule.warmup_sync_steps, 0);
+    CU_ASSERT(!stage_2bw_sync_step(&t, 0));
+    topo_free(&t);
+    free(sq);
+    optim_free(o);
+    optim_free(oq);
+    model_part_free(p);
+    model_part_free(q);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
         { "2bw AdamW: Nesterov-form first moment, against the double reference", test_rule },
+        { "2bw AdamW: plain AdamW during schedule.warmup_sync_steps, bitwise", test_warmup },
         CU_TEST_INFO_NULL,
     };
     return tests_run("2bw_optim", tests);

@@ -84,6 +84,7 @@ const field topo_sched_fields[] = {
     STR(topo_schedule, kind, 0, NULL, sched_kinds) /* scheduler/sched_gen.c's table */,
     PATH(topo_schedule, file, file),
     INT(topo_schedule, chunks, 0, 0, 1024, 0),
+    INT(topo_schedule, warmup_sync_steps, 0, 0, 1e9, -1), /* -1: absent (topo_check.c resolves it) */
     END
 };
 
@@ -484,6 +485,14 @@ static void encode_links_form(json_t *o, const topo *t)
     json_object_del(o, "links");
 }
 
+/* schedule.warmup_sync_steps at its kind's default (topo_check.c) is left out,
+ * so a topology that does not set it hashes as it did before the key existed. */
+static void encode_warmup_form(json_t *o, const topo *t)
+{
+    if (t->schedule.warmup_sync_steps != topo_warmup_sync_default(t)) return;
+    json_object_del(json_object_get(o, "schedule"), "warmup_sync_steps");
+}
+
 char *topo_canonical_json(const topo *t)
 {
     json_t *o = encode_obj(topo_top_fields, (const char *)t);
@@ -492,6 +501,7 @@ char *topo_canonical_json(const topo *t)
     if (o) encode_recompute_form(o, t);
     if (o) encode_wire_form(o, t);
     if (o) encode_links_form(o, t);
+    if (o) encode_warmup_form(o, t);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     return s; /* NULL: out of memory, the caller says so */

@@ -33,7 +33,9 @@
  *   schedule        kind = "gpipe" | "1f1b" | "interleaved" | "zb-h1" | "zb-v", or file = path
  *                   of a JSON/CSV schedule file (the two are alternatives; an override
  *                   of one removes the other), chunks = 0 (virtual stages per stage;
- *                   0 = derived from the layers)
+ *                   0 = derived from the layers), warmup_sync_steps = train.warmup_steps
+ *                   with kind "2bw", else 0 (0..1e9: the synchronous steps before 2bw's
+ *                   asynchronous rule; ignored by the other kinds)
  *   coordinator     host = "127.0.0.1", port = 29500 (0 = the launcher picks one and
  *                   passes it to the stages with --coordinator)
  *   init_from       path of a directory, optional: a Hugging Face LLaMA checkpoint
@@ -166,6 +168,9 @@ typedef struct {
     char *file;          /* resolved path of a schedule file, or NULL */
     char *file_given;
     int chunks;          /* as written (0 = derive); see topo.chunks_per_stage */
+    int warmup_sync_steps; /* 2bw: steps 0..K-1 flush like 1f1b before the asynchronous
+                          * rule (README "PipeDream-2BW"); absent: topo_warmup_sync_default
+                          * (the other kinds ignore it) */
 } topo_schedule;
 
 typedef struct {
@@ -381,6 +386,12 @@ typedef struct {
  * (ERR_LEN bytes) naming t's file and the field at fault (schedule.file,
  * schedule.kind, train.micro_batches) or --schedule. Any thread; reads the file. */
 int topo_build_schedule(const topo *t, const topo_sched_opts *o, sched_schedule **out, char *err);
+
+/* schedule.warmup_sync_steps when the topology does not give it: with kind
+ * "2bw", train.warmup_steps (synchronous while the learning rate warms up:
+ * README "PipeDream-2BW" measures why), else 0. t's train section and
+ * schedule.kind_id must be decoded. Pure; any thread. */
+int topo_warmup_sync_default(const topo *t);
 
 /* The simulator's all-reduce for t (topo_allreduce.c): R = t->n_replicas, every
  * unit's buckets (topo_unit_buckets) as sched_buckets of their stage, in unit and

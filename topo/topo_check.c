@@ -465,7 +465,13 @@ static int check_schedule(topo *t, char *err)
         return seterr(err, "%s: schedule: give either kind or file, not both", t->path);
     if (!sc->kind && !sc->file) sc->kind = xstrdup("gpipe");
     sc->kind_id = sc->file ? TOPO_SCHED_FILE : sched_kind_find(sc->kind);
+    if (sc->warmup_sync_steps < 0) sc->warmup_sync_steps = topo_warmup_sync_default(t);
     return 0;
+}
+
+int topo_warmup_sync_default(const topo *t)
+{
+    return t->schedule.kind_id == SCHED_KIND_2BW ? t->train.warmup_steps : 0;
 }
 
 /* Constraints of a built-in schedule kind (sched_kind_table) on the batch and the

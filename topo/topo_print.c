@@ -101,6 +101,12 @@ void topo_print_recompute(const topo *t, FILE *f)
         fprintf(f, "%s stage %d %s", s ? "," : "", s, b);
     }
     fputc('\n', f);
+    int k = t->schedule.warmup_sync_steps;
+    if (k > 0)
+        fprintf(f, "2bw synchronous warm-up (schedule.warmup_sync_steps %d): steps 1-%d flush like 1f1b, then "
+                   "asynchronous\n", k, k < t->train.steps ? k : t->train.steps);
+    else
+        fprintf(f, "2bw synchronous warm-up: none (schedule.warmup_sync_steps 0): asynchronous from step 1\n");
 }
 
 /* Parameters of stage s and the bytes it sends forward per micro-batch. */
