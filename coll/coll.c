@@ -46,6 +46,20 @@
  * All-gather receives land in place: they are posted a window (agw, R steps)
  * past the oldest one not consumed, with no credits.
  *
+ * Scratch receive (COLL_RX_SCRATCH, coll.h): the pool's slots, windows and
+ * credits stay as above (the wire is the same), but a slot has no memory:
+ * its receive is posted with net_nt_recv_sliced, so the chunk is read from
+ * the socket a slice at a time into the group's one scratch (rx_buf, a
+ * slice; every reduce-scatter chunk comes from rank-1, over one connection,
+ * one frame at a time) and rx_slice adds each slice into place, continuing
+ * the sum's CRC (rx_slots[slot]), while it is in cache: the kernel's copy and
+ * the add touch the same few hundred KiB again and again instead of an 8 MiB
+ * pool that has left the cache by the time the add reads it. net/ continues
+ * the received bytes' CRC as they land and checks it when the chunk is
+ * complete; consume() fails the run on a mismatch before anything derived
+ * from the chunk is sent (its sum goes out only after consume), so the
+ * unverified sums in buf are never sent on nor returned as a success.
+ *
  * Zero-copy sends: a send's segment is never written while the send may still
  * be pending, except by the all-gather receive of the segment that
  * reduce-scatter step k sent; those bytes can only arrive after they went

@@ -105,7 +105,7 @@ size_t coll_group_scratch_bytes(const coll_group *g);
 enum coll_rx { COLL_RX_POOL = 0, COLL_RX_SCRATCH = 1 };
 #define COLL_RX_ENV "PIPETRAIN_RING_RX"             /* pool | scratch */
 #define COLL_RX_SLICE_ENV "PIPETRAIN_RING_RX_SLICE" /* bytes */
-#define COLL_RX_DEFAULT COLL_RX_POOL
+#define COLL_RX_DEFAULT COLL_RX_SCRATCH
 #define COLL_RX_SLICE_DEFAULT (256u << 10) /* a quarter of this machine's 1 MiB L2 */
 #define COLL_RX_SLICE_MIN 4096u
 #define COLL_RX_SLICE_MAX (16u << 20)

@@ -67,9 +67,9 @@ typedef void (*net_slice_fn)(void *arg, const void *p, uint64_t k, uint64_t at);
  * (or net_wait) then reports a failure (a checksum mismatch names the peer);
  * fn must not call net/. Receives from one peer may share a scratch (its one
  * connection reads one frame at a time). Network thread only (inside a
- * task); same returns and ownership as net_nt_recv (op_dst's rbuf is scratch;
- * net_op_crc and net_op_len work as usual); scratch and arg stay the caller's
- * and must outlive the op. */
+ * task); same returns and ownership as net_nt_recv (net_op_len, net_op_crc
+ * as usual); scratch and arg stay the caller's and must outlive the op (fn
+ * is not called once net_op_free has returned). */
 int net_nt_recv_sliced(struct net_node *node, net_peer_id peer, net_key key, uint64_t cap, void *scratch,
                        uint64_t slice, net_slice_fn fn, void *arg, struct net_task *on_done,
                        struct net_op **op, char err[NET_ERR_LEN]);
