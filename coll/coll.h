@@ -25,7 +25,9 @@
  * empty ready message from rank + 1 (mb = COLL_MB_READY, chunk = that step),
  * sent once rank + 1 has posted its receives: only when that step has more
  * than one chunk. The reduce-scatter's chunks are received into a pool of a
- * few chunk buffers (8 MiB of them, at least 4 and at most 256 chunks), and a
+ * few chunk buffers (8 MiB of them, at least 4 and at most 256 chunks; in
+ * COLL_RX_SCRATCH mode, the default, the slots are only a window and each
+ * chunk is added slice by slice as it is read, see enum coll_rx), and a
  * rank sends them only as far as rank + 1's credits allow: empty messages
  * (mb = COLL_MB_CREDIT, chunk = the credit's number from 1) that rank + 1 sends
  * as it frees pool buffers (every quarter of the pool), so that no chunk
@@ -87,7 +89,8 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 size_t coll_group_scratch_bytes(const coll_group *g);
 
 /* Where the reduce-scatter's chunks land (the wire is the same either way,
- * so the members of a group may differ):
+ * so the members of a group may differ; COLL_RX_DEFAULT unless the
+ * environment or coll_group_set_rx says otherwise):
  * - COLL_RX_POOL: each chunk is read whole into a slot of the pool (above),
  *   its CRC checked as it lands, and added into place from there once it is
  *   complete; the pool (8 MiB) does not stay in cache, so the add reads it
