@@ -229,8 +229,15 @@ static double ring_busbw(struct ring *x, float **bufs, size_t size, int iters, d
 
 /* --- driver -------------------------------------------------------------------- */
 
-/* cpu_*: CPU seconds per trial, and cpu_pair the paired plain/ring CPU ratios */
-struct cell { double busbw, plain, pair[MAX_TRIALS], cpu_pair[MAX_TRIALS]; int n_pair; };
+/* cpu_pair: the paired plain/ring CPU ratios; ring_cpu, plain_cpu: CPU
+ * seconds per GB carried over the R links (bytes x 2(R-1)/R per rank), per
+ * trial: the ring's CPU cost per byte, which the machine's load changes far
+ * less than its wall-clock ratio (the environment's receive mode, coll.h, is
+ * what an A/B of PIPETRAIN_RING_RX compares) */
+struct cell {
+    double busbw, plain, pair[MAX_TRIALS], cpu_pair[MAX_TRIALS], ring_cpu[MAX_TRIALS], plain_cpu[MAX_TRIALS];
+    int n_pair, n_cpu;
+};
 
 int bench_parse_list(const char *s, long *out, int cap)
 {
@@ -289,6 +296,14 @@ int bench_allreduce_main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    int rx;
+    size_t rx_slice;
+    char rx_err[ERR_LEN];
+    if (coll_rx_from_env(&rx, &rx_slice, rx_err)) {
+        fprintf(stderr, "bench allreduce: %s\n", rx_err);
+        return 2;
+    }
+    const char *rx_name = rx == COLL_RX_SCRATCH ? "scratch" : "pool";
     bench_wait_quiet();
     static struct cell cells[MAXR][MAXS];
     memset(cells, 0, sizeof cells);
@@ -316,7 +331,12 @@ int bench_allreduce_main(int argc, char **argv)
                 failed |= b == 0 || p == 0;
                 if (p > c->plain) c->plain = p;
                 if (b > c->busbw) c->busbw = b;
-                if (p > 0 && b > 0 && cp > 0 && cb > 0) c->cpu_pair[c->n_pair] = cp / cb;
+                if (p > 0 && b > 0 && cp > 0 && cb > 0) {
+                    double gb = (double)ring_bytes(size, R) * iters * R / 1e9;
+                    c->cpu_pair[c->n_pair] = cp / cb;
+                    c->ring_cpu[c->n_cpu] = cb / gb;
+                    c->plain_cpu[c->n_cpu++] = cp / gb;
+                }
                 if (p > 0 && b > 0) c->pair[c->n_pair++] = b / p;
             }
             for (int i = 0; i < R; i++) free(bufs[i]);
@@ -327,17 +347,22 @@ int bench_allreduce_main(int argc, char **argv)
     if (json) {
         printf("{\"bench\":\"allreduce\",\"mib_per_trial\":%d,\"trials\":%d,\"ratio\":\"median of paired trials\","
                "\"busbw\":\"bytes x 2(R-1)/R / time\",\"plain_adds\":true,"
-               "\"cpu_ratio\":\"plain CPU s / ring CPU s, median of paired trials\",\"results\":[", mib, trials);
+               "\"cpu_ratio\":\"plain CPU s / ring CPU s, median of paired trials\","
+               "\"cpu_s_per_GB\":\"CPU s per GB over the links (bytes x 2(R-1)/R x R), median of trials\","
+               "\"ring_rx\":\"%s\",\"ring_rx_slice\":%zu,\"results\":[", mib, trials, rx_name, rx_slice);
         for (int ri = 0, first = 1; ri < nr; ri++)
             for (int si = 0; si < ns; si++, first = 0) {
                 struct cell *c = &cells[ri][si];
                 bench_ratio_stats st = bench_net_ratio_stats(c->pair, c->n_pair);
                 bench_ratio_stats cs = bench_net_ratio_stats(c->cpu_pair, c->n_pair);
+                bench_ratio_stats rc = bench_net_ratio_stats(c->ring_cpu, c->n_cpu);
+                bench_ratio_stats pc = bench_net_ratio_stats(c->plain_cpu, c->n_cpu);
                 printf("%s{\"ranks\":%ld,\"bytes\":%ld,\"busbw_Bps\":%.0f,\"plain_Bps\":%.0f,\"ratio\":%.4f,"
                        "\"ratio_q1\":%.4f,\"ratio_q3\":%.4f,\"ratio_min\":%.4f,\"ratio_max\":%.4f,\"pairs\":%d,"
-                       "\"cpu_ratio\":%.4f,\"cpu_ratio_q1\":%.4f,\"cpu_ratio_q3\":%.4f}",
+                       "\"cpu_ratio\":%.4f,\"cpu_ratio_q1\":%.4f,\"cpu_ratio_q3\":%.4f,"
+                       "\"ring_cpu_s_per_GB\":%.4f,\"plain_cpu_s_per_GB\":%.4f}",
                        first ? "" : ",", ranks[ri], sizes[si], c->busbw, c->plain, st.med, st.q1, st.q3, st.min,
-                       st.max, st.n, cs.med, cs.q1, cs.q3);
+                       st.max, st.n, cs.med, cs.q1, cs.q3, rc.med, pc.med);
             }
         printf("],\"target\":{\"min_ratio_from_4MiB\":0.8}}\n");
     } else {
@@ -345,22 +370,26 @@ int bench_allreduce_main(int argc, char **argv)
                "%d MiB per rank per trial, %d trials; bus bandwidth = bytes x 2(R-1)/R / time; plain = the same\n"
                "bytes over R plain socket links in a ring, all busy at once, with the same additions (the\n"
                "reduce-scatter half received into scratch and added; no checksums); ratio = ring / plain, median of\n"
-               "paired trials (back to back, alternating which goes first), with quartiles, range, pairs\n",
-               mib, trials);
-        printf("%-3s %-8s %10s %10s %6s %13s %11s %3s %5s\n", "R", "size", "busbw GB/s", "plain GB/s", "ratio", "IQR",
-               "min-max", "n", "cpu");
+               "paired trials (back to back, alternating which goes first), with quartiles, range, pairs;\n"
+               "the ring's reduce-scatter receives into %s (%s=pool|scratch, slice %zu bytes)\n",
+               mib, trials, rx_name, COLL_RX_ENV, rx_slice);
+        printf("%-3s %-8s %10s %10s %6s %13s %11s %3s %5s %9s %9s\n", "R", "size", "busbw GB/s", "plain GB/s", "ratio",
+               "IQR", "min-max", "n", "cpu", "ring s/GB", "plain");
         for (int ri = 0; ri < nr; ri++)
             for (int si = 0; si < ns; si++) {
                 struct cell *c = &cells[ri][si];
                 bench_ratio_stats st = bench_net_ratio_stats(c->pair, c->n_pair);
                 bench_ratio_stats cs = bench_net_ratio_stats(c->cpu_pair, c->n_pair);
+                bench_ratio_stats rc = bench_net_ratio_stats(c->ring_cpu, c->n_cpu);
+                bench_ratio_stats pc = bench_net_ratio_stats(c->plain_cpu, c->n_cpu);
                 char nm[32];
                 size_name((size_t)sizes[si], nm, sizeof nm);
-                printf("%-3ld %-8s %10.2f %10.2f %6.2f %6.2f-%-6.2f %5.2f-%-5.2f %3d %5.2f\n", ranks[ri], nm,
-                       c->busbw / 1e9, c->plain / 1e9, st.med, st.q1, st.q3, st.min, st.max, st.n, cs.med);
+                printf("%-3ld %-8s %10.2f %10.2f %6.2f %6.2f-%-6.2f %5.2f-%-5.2f %3d %5.2f %9.3f %9.3f\n", ranks[ri], nm,
+                       c->busbw / 1e9, c->plain / 1e9, st.med, st.q1, st.q3, st.min, st.max, st.n, cs.med, rc.med,
+                       pc.med);
             }
         printf("cpu = plain CPU s / ring CPU s, median of the same pairs: what the ratio can reach when\n"
-               "both are CPU-bound\n");
+               "both are CPU-bound; ring s/GB, plain: CPU seconds per GB over the links, median of the trials\n");
         printf("target: ratio >= 0.80 at 4 MiB and above\n");
     }
     return failed ? 1 : 0;

@@ -179,6 +179,13 @@ int bench_allreduce_hosts_main(int argc, char **argv)
     }
     for (int i = 0; i < ns; i++)
         if (sizes[i] < 4 * HMAXR || sizes[i] > (1l << 30)) return usage_hosts();
+    int rx;
+    size_t rx_slice;
+    char rx_err[ERR_LEN];
+    if (coll_rx_from_env(&rx, &rx_slice, rx_err)) { /* PIPETRAIN_RING_RX, _SLICE: bad input, not a failure */
+        fprintf(stderr, "bench allreduce: %s\n", rx_err);
+        return 2;
+    }
 
     char err[NET_ERR_LEN] = "";
     net_peer_id ids[HMAXR];

@@ -46,6 +46,20 @@
  * All-gather receives land in place: they are posted a window (agw, R steps)
  * past the oldest one not consumed, with no credits.
  *
+ * Scratch receive (COLL_RX_SCRATCH, coll.h): the pool's slots, windows and
+ * credits stay as above (the wire is the same), but a slot has no memory:
+ * its receive is posted with net_nt_recv_sliced, so the chunk is read from
+ * the socket a slice at a time into the group's one scratch (rx_buf, a
+ * slice; every reduce-scatter chunk comes from rank-1, over one connection,
+ * one frame at a time) and rx_slice adds each slice into place, continuing
+ * the sum's CRC (rx_slots[slot]), while it is in cache: the kernel's copy and
+ * the add touch the same few hundred KiB again and again instead of an 8 MiB
+ * pool that has left the cache by the time the add reads it. net/ continues
+ * the received bytes' CRC as they land and checks it when the chunk is
+ * complete; consume() fails the run on a mismatch before anything derived
+ * from the chunk is sent (its sum goes out only after consume), so the
+ * unverified sums in buf are never sent on nor returned as a success.
+ *
  * Zero-copy sends: a send's segment is never written while the send may still
  * be pending, except by the all-gather receive of the segment that
  * reduce-scatter step k sent; those bytes can only arrive after they went
@@ -63,6 +77,7 @@
  * It does not pick members, connect peers or choose tags: the caller does. */
 #include "coll/coll.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +116,12 @@ struct coll_group {
     size_t seq_cap;
     uint32_t *crcs;      /* per receive: the CRC32C of what its consumption left in place */
     size_t crcs_cap;
+    int rx;              /* enum coll_rx: where the reduce-scatter's chunks land */
+    size_t rx_slice;     /* COLL_RX_SCRATCH: bytes per slice (a multiple of 64) */
+    float *rx_buf;       /* COLL_RX_SCRATCH: the scratch, min(rx_slice, chunk) bytes */
+    size_t rx_cap;       /* its floats */
+    struct rx_slot *rx_slots; /* COLL_RX_SCRATCH: per pool slot, where its chunk is added */
+    size_t rx_slots_cap;
     _Atomic int aborted; /* coll_group_abort: every wait fails at its next slice */
     struct coll_eng *eng; /* the ring's engine, run by the network thread */
 };
@@ -149,8 +170,53 @@ coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R
     g->rank = rank;
     g->timeout_ms = timeout_ms;
     g->chunk = COLL_CHUNK_BYTES / sizeof(float);
+    if (coll_rx_from_env(&g->rx, &g->rx_slice, err)) {
+        free(g->members);
+        free(g);
+        return NULL;
+    }
     eng_new(g);
     return g;
+}
+
+int coll_rx_from_env(int *mode, size_t *slice, char *err)
+{
+    const char *m = getenv(COLL_RX_ENV), *sl = getenv(COLL_RX_SLICE_ENV);
+    *mode = COLL_RX_DEFAULT;
+    *slice = COLL_RX_SLICE_DEFAULT;
+    if (m && *m) {
+        if (!strcmp(m, "pool")) *mode = COLL_RX_POOL;
+        else if (!strcmp(m, "scratch")) *mode = COLL_RX_SCRATCH;
+        else return seterr(err, "coll: environment variable %s is '%.64s' (expected pool or scratch)", COLL_RX_ENV, m);
+    }
+    if (sl && *sl) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(sl, &end, 10);
+        if (*sl == '-' || errno || *end || v < COLL_RX_SLICE_MIN || v > COLL_RX_SLICE_MAX || v % 64)
+            return seterr(err, "coll: environment variable %s is '%.64s' (expected bytes, a multiple of 64 "
+                               "from %u to %u)", COLL_RX_SLICE_ENV, sl, COLL_RX_SLICE_MIN, COLL_RX_SLICE_MAX);
+        *slice = (size_t)v;
+    }
+    return 0;
+}
+
+int coll_group_set_rx(coll_group *g, int mode, size_t slice, char *err)
+{
+    if (mode != COLL_RX_POOL && mode != COLL_RX_SCRATCH)
+        return seterr(err, "coll: receive mode %d (expected COLL_RX_POOL or COLL_RX_SCRATCH)", mode);
+    if (slice < COLL_RX_SLICE_MIN || slice > COLL_RX_SLICE_MAX || slice % 64)
+        return seterr(err, "coll: slice of %zu bytes (expected a multiple of 64 from %u to %u)", slice,
+                      COLL_RX_SLICE_MIN, COLL_RX_SLICE_MAX);
+    g->rx = mode;
+    g->rx_slice = slice;
+    return 0;
+}
+
+const char *coll_group_rx(const coll_group *g, size_t *slice)
+{
+    if (slice) *slice = g->rx_slice;
+    return g->rx == COLL_RX_SCRATCH ? "scratch" : "pool";
 }
 
 void coll_group_abort(coll_group *g)
@@ -167,6 +233,8 @@ void coll_group_free(coll_group *g)
     free(g->ops);
     free(g->seq);
     free(g->crcs);
+    free(g->rx_buf);
+    free(g->rx_slots);
     free(g);
 }
 
@@ -179,7 +247,10 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err)
     return 0;
 }
 
-size_t coll_group_scratch_bytes(const coll_group *g) { return g ? g->tmp_cap * sizeof(float) : 0; }
+size_t coll_group_scratch_bytes(const coll_group *g)
+{
+    return g ? (g->tmp_cap + g->rx_cap) * sizeof(float) : 0;
+}
 
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
 {
@@ -322,15 +393,20 @@ static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t
 /* COLL_CRC_BLOCK: 16 KiB, so that the checksum reads each block from L1
  * right after the add wrote it (a separate pass over a 1 MiB chunk reads it
  * from L3: 21 against 45 GB/s for crc32_iscsi here). */
-uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t n)
+/* coll_add_f32_crc continuing the checksum crc (of what precedes dst). */
+static uint32_t add_crc_from(uint32_t crc, float *restrict dst, const float *restrict src, size_t n)
 {
-    uint32_t crc = 0;
     for (size_t i = 0; i < n; i += COLL_CRC_BLOCK) {
         size_t l = n - i < COLL_CRC_BLOCK ? n - i : COLL_CRC_BLOCK;
         coll_add_f32(dst + i, src + i, l);
         crc = net_crc32c(crc, dst + i, l * sizeof(float));
     }
     return crc;
+}
+
+uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t n)
+{
+    return add_crc_from(0, dst, src, n);
 }
 
 /* n op handles, all NULL, from the group's array (grown as needed). */
@@ -377,6 +453,8 @@ struct ring_st {
     size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P) */
     size_t W;                 /* R = 2: sends in flight past this rank's own adds (P / 2), no credits */
     size_t agw, stride;       /* all-gather window, floats per pool slot */
+    int rx;                   /* COLL_RX_SCRATCH: the reduce-scatter's receives go through g->rx_buf */
+    size_t rx_slice;          /* its bytes per slice (at most a chunk) */
     struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
     uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
     size_t posted_rs, posted_ag, consumed, sent, credits, ncred_out;
@@ -437,22 +515,48 @@ static void chunk_at(const coll_group *g, size_t n, int seg, size_t c, size_t *o
 static int recv_seg(const coll_group *g, int t) { return mod(g->rank - t - 2, g->R); }
 static int send_seg(const coll_group *g, int t) { return mod(g->rank - t - 1, g->R); }
 
-/* Network thread: posts receive q, the reduce-scatter's into pool slot q % P,
- * the all-gather's straight into place; its completion runs the engine. */
+/* COLL_RX_SCRATCH: a reduce-scatter receive in flight (one per pool slot):
+ * where its chunk is added, and the CRC32C of the sums added so far. */
+struct rx_slot {
+    float *dst;
+    uint32_t crc;
+};
+
+/* COLL_RX_SCRATCH, network thread (net_nt_recv_sliced): k bytes of a
+ * reduce-scatter chunk at offset at, in cache, are added into place, the
+ * sum's CRC continued (the frame's CRC of these bytes is checked when the
+ * chunk is complete; consume fails the run before anything derived from a
+ * chunk that did not verify is sent). The order of coll.h: received + own. */
+static void rx_slice(void *arg, const void *p, uint64_t k, uint64_t at)
+{
+    struct rx_slot *sl = arg;
+    sl->crc = add_crc_from(sl->crc, sl->dst + at / sizeof(float), p, k / sizeof(float));
+}
+
+/* Network thread: posts receive q, the reduce-scatter's into pool slot q % P
+ * (or, COLL_RX_SCRATCH, through the scratch slice by slice, added as it
+ * comes), the all-gather's straight into place; its completion runs the
+ * engine. */
 static int post_seq(struct run *x, struct ring_st *s, size_t q, size_t *hint)
 {
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     size_t i = step_of(s->rb, q, hint), c = q - s->rb[i], off, len;
-    int t = s->t0 + (int)i;
+    int t = s->t0 + (int)i, st;
     chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
     float *p = q < s->q_rs ? g->tmp + (q % s->slots) * s->stride : s->buf + off;
     struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
     net_peer_id from = g->members[mod(g->rank - 1, g->R)];
     net_key k = { (uint16_t)x->type, x->tag, (uint32_t)t, (uint32_t)c };
-    if (net_nt_recv(g->node, from, k, p, len * sizeof(float), &g->eng->task, op, e) != NET_OK)
-        return fail(x, "receive", from, t, c, e);
-    return 0;
+    if (q < s->q_rs && s->rx) {
+        struct rx_slot *sl = &g->rx_slots[q % s->slots];
+        *sl = (struct rx_slot){ s->buf + off, 0 };
+        st = net_nt_recv_sliced(g->node, from, k, len * sizeof(float), g->rx_buf, s->rx_slice, rx_slice, sl,
+                                &g->eng->task, op, e);
+    } else {
+        st = net_nt_recv(g->node, from, k, p, len * sizeof(float), &g->eng->task, op, e);
+    }
+    return st == NET_OK ? 0 : fail(x, "receive", from, t, c, e);
 }
 
 /* Receives up to the windows: the pool's slots past the last chunk added,
@@ -558,8 +662,11 @@ static int consume(struct run *x, struct ring_st *s)
         net_op_free(*op);
         *op = NULL;
         if (st != NET_OK) return fail(x, "receive", g->members[mod(g->rank - 1, g->R)], t, c, e);
-        /* partial sum received + own value: the order in coll.h */
-        s->crc[q] = q < s->q_rs ? coll_add_f32_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len) : crc;
+        /* partial sum received + own value: the order in coll.h (COLL_RX_SCRATCH:
+         * added as it came, rx_slice; net_op_test has just verified it) */
+        if (q >= s->q_rs) s->crc[q] = crc;
+        else if (s->rx) s->crc[q] = g->rx_slots[q % s->slots].crc;
+        else s->crc[q] = coll_add_f32_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len);
         s->consumed++;
         g->eng->progress++;
         if (!s->W && q < s->q_rs && (q + 1) % s->B == 0) {
@@ -713,7 +820,22 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     pthread_mutex_lock(&E->mu);
     struct ring_st *s = &E->s;
     plan(g, s, buf, n, t0, t1);
-    if (s->q_rs) ensure_tmp(g, (s->q_rs < s->slots ? s->q_rs : s->slots) * s->stride);
+    if (s->q_rs && g->rx == COLL_RX_SCRATCH) {
+        s->rx = 1;
+        s->rx_slice = g->rx_slice < s->stride * sizeof(float) ? g->rx_slice : s->stride * sizeof(float);
+        if (g->rx_cap * sizeof(float) < s->rx_slice) {
+            free(g->rx_buf);
+            g->rx_buf = xmalloc(s->rx_slice);
+            g->rx_cap = s->rx_slice / sizeof(float);
+        }
+        if (g->rx_slots_cap < s->slots) {
+            free(g->rx_slots);
+            g->rx_slots = xcalloc(s->slots, sizeof *g->rx_slots);
+            g->rx_slots_cap = s->slots;
+        }
+    } else if (s->q_rs) {
+        ensure_tmp(g, (s->q_rs < s->slots ? s->q_rs : s->slots) * s->stride);
+    }
     size_t ncred = s->q_rs / s->B + 1;
     s->sends = ops_of(g, s->ns + s->slots + s->agw + ncred);
     s->pool_ops = s->sends + s->ns;

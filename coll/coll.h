@@ -25,7 +25,9 @@
  * empty ready message from rank + 1 (mb = COLL_MB_READY, chunk = that step),
  * sent once rank + 1 has posted its receives: only when that step has more
  * than one chunk. The reduce-scatter's chunks are received into a pool of a
- * few chunk buffers (8 MiB of them, at least 4 and at most 256 chunks), and a
+ * few chunk buffers (8 MiB of them, at least 4 and at most 256 chunks; in
+ * COLL_RX_SCRATCH mode, the default, the slots are only a window and each
+ * chunk is added slice by slice as it is read, see enum coll_rx), and a
  * rank sends them only as far as rank + 1's credits allow: empty messages
  * (mb = COLL_MB_CREDIT, chunk = the credit's number from 1) that rank + 1 sends
  * as it frees pool buffers (every quarter of the pool), so that no chunk
@@ -80,11 +82,52 @@ void coll_group_free(coll_group *g);
 int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 
 /* Bytes of receive scratch g holds: the reduce-scatter's pool, grown to what
- * the largest collective so far needed. With R >= 3 at most P chunks, P = 8
- * MiB / the chunk size, at least 4 and at most 256 chunks, whatever the
- * buffer's size; with R = 2 one segment (no credits, see Messages). For
- * tests and reports. Any thread, not during a collective. */
+ * the largest collective so far needed: at most P chunks, P = 8 MiB / the
+ * chunk size, at least 4 and at most 256 chunks, whatever the buffer's size;
+ * plus, once a collective ran in COLL_RX_SCRATCH mode, its scratch (at most a
+ * slice). For tests and reports. Any thread, not during a collective. */
 size_t coll_group_scratch_bytes(const coll_group *g);
+
+/* Where the reduce-scatter's chunks land (the wire is the same either way,
+ * so the members of a group may differ; COLL_RX_DEFAULT unless the
+ * environment or coll_group_set_rx says otherwise):
+ * - COLL_RX_POOL: each chunk is read whole into a slot of the pool (above),
+ *   its CRC checked as it lands, and added into place from there once it is
+ *   complete; the pool (8 MiB) does not stay in cache, so the add reads it
+ *   back from memory;
+ * - COLL_RX_SCRATCH: each chunk is read from the socket a slice at a time
+ *   into one small scratch per group (a slice, reused; net_nt_recv_sliced)
+ *   and each slice is added into place, with the sum's CRC, while it is in
+ *   cache. The received bytes' CRC is continued slice by slice as they land
+ *   and checked when the chunk is complete: a mismatch fails the collective
+ *   (a checksum mismatch naming the peer) before anything derived from the
+ *   chunk is sent, so the unverified sums already in buf are never returned
+ *   as a success (on failure buf holds partial results, as always).
+ * Bitwise the same results. The pool's slots and credits are the same in
+ * both modes (only the slots' memory is not allocated in scratch mode). */
+enum coll_rx { COLL_RX_POOL = 0, COLL_RX_SCRATCH = 1 };
+#define COLL_RX_ENV "PIPETRAIN_RING_RX"             /* pool | scratch */
+#define COLL_RX_SLICE_ENV "PIPETRAIN_RING_RX_SLICE" /* bytes */
+#define COLL_RX_DEFAULT COLL_RX_SCRATCH
+#define COLL_RX_SLICE_DEFAULT (256u << 10) /* a quarter of this machine's 1 MiB L2 */
+#define COLL_RX_SLICE_MIN 4096u
+#define COLL_RX_SLICE_MAX (16u << 20)
+
+/* The receive mode and slice from the environment (COLL_RX_ENV, "pool" or
+ * "scratch"; COLL_RX_SLICE_ENV, bytes, a multiple of 64 in [COLL_RX_SLICE_MIN,
+ * COLL_RX_SLICE_MAX]; unset or empty: the defaults above), as
+ * coll_group_new reads them. Returns 0, or -1 with err (ERR_LEN) naming the
+ * variable and its value. Any thread. */
+int coll_rx_from_env(int *mode, size_t *slice, char *err);
+
+/* Sets g's receive mode (enum coll_rx) and slice (bytes, as above) for its
+ * next collectives, whatever the environment said. Returns 0, or -1 with err
+ * on a bad value. Not during a collective. */
+int coll_group_set_rx(coll_group *g, int mode, size_t slice, char *err);
+
+/* g's receive mode, "pool" or "scratch" (a static string), and its slice in
+ * *slice (if not NULL). Any thread. */
+const char *coll_group_rx(const coll_group *g, size_t *slice);
 
 /* Segment of rank i in a buffer of n floats among R: offset and length. */
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);

@@ -174,3 +174,55 @@ int net_nt_recv(struct net_node *n, net_peer_id peer, net_key key, void *dst, ui
     loop_recv(n, op); /* may complete it: an unclaimed message, a dead peer */
     return NET_OK;
 }
+
+/* --- sliced receives (net_nt_recv_sliced) ------------------------------------ */
+
+uint8_t *op_dst(const struct net_op *op, uint64_t *room)
+{
+    if (!op->slice) {
+        if (room) *room = UINT64_MAX;
+        return op->rbuf + op->off;
+    }
+    uint64_t in = op->off % op->slice;
+    if (room) *room = op->slice - in;
+    return op->rbuf + in;
+}
+
+void op_advance(struct net_op *op, uint64_t n)
+{
+    op->off += n;
+    if (!op->slice || !n) return;
+    uint64_t in = op->off % op->slice;
+    if (in == 0) op->slice_fn(op->slice_arg, op->rbuf, op->slice, op->off - op->slice);
+    else if (op->off == op->len) op->slice_fn(op->slice_arg, op->rbuf, in, op->off - in);
+}
+
+void op_put_whole(struct net_op *op, const uint8_t *src, uint64_t len)
+{
+    if (!op->slice) {
+        memcpy(op->rbuf, src, len);
+        return;
+    }
+    for (uint64_t at = 0; at < len; at += op->slice)
+        op->slice_fn(op->slice_arg, src + at, len - at < op->slice ? len - at : op->slice, at);
+}
+
+int net_nt_recv_sliced(struct net_node *n, net_peer_id peer, net_key key, uint64_t cap, void *scratch,
+                       uint64_t slice, net_slice_fn fn, void *arg, struct net_task *on_done,
+                       struct net_op **opp, char err[NET_ERR_LEN])
+{
+    struct net_op *op;
+    if (opp) *opp = NULL;
+    if (!opp || !scratch || !slice || !fn) return net_seterr(err, "net_nt_recv_sliced: bad arguments");
+    int st = op_recv_new(n, peer, key, scratch, cap, "net_nt_recv_sliced", &op, err);
+    if (st != NET_OK) return st;
+    op->on_done = on_done;
+    op->slice = slice;
+    op->slice_fn = fn;
+    op->slice_arg = arg;
+    st = nt_register(n, op, err);
+    if (st != NET_OK) return st;
+    *opp = op;
+    loop_recv(n, op); /* may complete it: an unclaimed message (handed to fn now), a dead peer */
+    return NET_OK;
+}

@@ -49,4 +49,29 @@ int net_nt_send(struct net_node *node, net_peer_id peer, net_key key, const void
 int net_nt_recv(struct net_node *node, net_peer_id peer, net_key key, void *dst, uint64_t cap,
                 struct net_task *on_done, struct net_op **op, char err[NET_ERR_LEN]);
 
+/* A sliced receive's consumer: k bytes of the payload, at payload offset at,
+ * at p (see net_nt_recv_sliced). Network thread. */
+typedef void (*net_slice_fn)(void *arg, const void *p, uint64_t k, uint64_t at);
+
+/* net_nt_recv for a consumer that reads the payload once while it is in cache
+ * (a reduce-scatter adds it into place), so that it need not land anywhere
+ * big: the payload (at most cap bytes) is read from the socket into scratch,
+ * slice bytes (> 0) at a time, and each time scratch is full, or the payload
+ * ends, fn(arg, p, k, at) gets those k bytes at payload offset at, in payload
+ * order, on the network thread, before the next bytes are read over them. A
+ * message that had come before the receive was posted is handed to fn the
+ * same way (from net's own buffer) while this call runs. The bytes fn sees are
+ * NOT verified yet: the frame's CRC32C (sealed: its tag) covers the whole
+ * payload and is checked as usual when the op completes, so fn may only
+ * compute from them into memory that the caller throws away when net_op_test
+ * (or net_wait) then reports a failure (a checksum mismatch names the peer);
+ * fn must not call net/. Receives from one peer may share a scratch (its one
+ * connection reads one frame at a time). Network thread only (inside a
+ * task); same returns and ownership as net_nt_recv (net_op_len, net_op_crc
+ * as usual); scratch and arg stay the caller's and must outlive the op (fn
+ * is not called once net_op_free has returned). */
+int net_nt_recv_sliced(struct net_node *node, net_peer_id peer, net_key key, uint64_t cap, void *scratch,
+                       uint64_t slice, net_slice_fn fn, void *arg, struct net_task *on_done,
+                       struct net_op **op, char err[NET_ERR_LEN]);
+
 #endif

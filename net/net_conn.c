@@ -422,7 +422,8 @@ static int on_tag(struct conn *c)
     if (rc == NET_OK) net_seterr(err, "decrypting a payload failed in libcrypto");
     /* the receive fails when the connection drops; leave no unauthenticated
      * plaintext in its buffer */
-    if (c->sink == SINK_OP && c->rop && c->rop->rbuf) memset(c->rop->rbuf, 0, c->rop->off);
+    if (c->sink == SINK_OP && c->rop && c->rop->rbuf)
+        memset(c->rop->rbuf, 0, c->rop->slice && c->rop->off > c->rop->slice ? c->rop->slice : c->rop->off);
     describe_frame(&c->h, d, sizeof d);
     net_seterr(msg, "from %s (%s), frame (%s): %s", conn_who(c, who, sizeof who), c->addr, d, err);
     if (c->sink == SINK_OP && c->rop && c->rop->kind == OP_RECV) {
@@ -480,23 +481,40 @@ static int on_payload_done(struct conn *c)
     return 0;
 }
 
-/* n bytes of the payload just landed at op->rbuf + op->off: checksum them now,
- * while they are in cache, rather than in another pass over the whole buffer;
- * sealed, decrypt them in place instead (the tag decides at the end). */
+/* n bytes of the payload just landed at op_dst(op) (op->rbuf + op->off, or
+ * in a sliced receive's scratch): checksum them now, while they are in cache,
+ * rather than in another pass over the whole buffer; sealed, decrypt them in
+ * place instead (the tag decides at the end). */
 static void landed(struct conn *c, struct net_op *op, uint64_t n)
 {
-    uint8_t *p = op->rbuf + op->off;
+    uint8_t *p = op_dst(op, NULL);
     if (!c->rx_sealed) op->crc_run = net_crc32c(op->crc_run, p, n);
     else if (net_open_update(c->rx_seal, p, p, n) != NET_OK) c->open_failed = 1;
-    op->off += n;
+    op_advance(op, n);
 }
 
+static void sink_put_one(struct conn *c, const uint8_t *src, uint64_t len);
+
 /* Payload bytes from the staging buffer: copied (clear) or decrypted on the
- * way (sealed) to where they belong. */
+ * way (sealed) to where they belong; into a sliced receive's scratch a slice
+ * at a time. */
 static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
 {
+    uint64_t room;
+    if (c->sink == SINK_OP && c->rop && c->rop->slice)
+        for (; len; src += room, len -= room) {
+            op_dst(c->rop, &room);
+            if (room > len) room = len;
+            sink_put_one(c, src, room);
+        }
+    else
+        sink_put_one(c, src, len);
+}
+
+static void sink_put_one(struct conn *c, const uint8_t *src, uint64_t len)
+{
     uint8_t *dst = NULL, scratch[4096];
-    if (c->sink == SINK_OP && c->rop) dst = c->rop->rbuf + c->rop->off;
+    if (c->sink == SINK_OP && c->rop) dst = op_dst(c->rop, NULL);
     else if (c->sink == SINK_CTL) dst = c->ctl + c->ctl_len;
     if (c->rx_sealed) {
         /* a discarded payload is still authenticated: its tag decides the connection */
@@ -515,7 +533,7 @@ static void sink_put(struct conn *c, const uint8_t *src, uint64_t len)
     }
     if (c->sink == SINK_OP && c->rop) {
         if (!c->rx_sealed) c->rop->crc_run = net_crc32c(c->rop->crc_run, dst, len);
-        c->rop->off += len;
+        op_advance(c->rop, len);
     } else if (c->sink == SINK_CTL) {
         c->ctl_len += len;
     }
@@ -555,9 +573,11 @@ static ssize_t read_some(struct conn *c, int *drained)
     size_t asked = 0; /* 0: unknown (evbuffer_read asks for what it likes) */
     struct net_op *op = c->sink == SINK_OP ? c->rop : NULL;
     if (c->rstate == RS_PAYLOAD && op && c->rleft >= DIRECT_MIN) {
-        uint8_t *dst = op->rbuf + op->off;
+        uint64_t room, want;
+        uint8_t *dst = op_dst(op, &room);
+        want = c->rleft < room ? c->rleft : room; /* a sliced receive: to the scratch's end */
         if (c->evb) {
-            r = evbuffer_read(c->evb, c->fd, c->rleft > INT_MAX ? INT_MAX : (int)c->rleft);
+            r = evbuffer_read(c->evb, c->fd, want > INT_MAX ? INT_MAX : (int)want);
             if (r > 0) {
                 evbuffer_remove(c->evb, dst, (size_t)r);
                 landed(c, op, (uint64_t)r);
@@ -570,10 +590,10 @@ static ssize_t read_some(struct conn *c, int *drained)
              * the frame before this one's), or the next big payload's first
              * 64 KiB would be copied twice (read into the staging buffer, then
              * into place: 5% of a ring all-reduce's bytes in 1 MiB chunks). */
-            size_t tail = c->h.len >= 65536 && c->rbcap > 4096 ? 4096 : c->rbcap;
-            struct iovec iov[2] = { { dst, c->rleft }, { c->rb, tail } };
-            asked = c->rleft + tail;
-            r = readv(c->fd, iov, 2);
+            size_t tail = want < c->rleft ? 0 : c->h.len >= 65536 && c->rbcap > 4096 ? 4096 : c->rbcap;
+            struct iovec iov[2] = { { dst, want }, { c->rb, tail } };
+            asked = want + tail;
+            r = readv(c->fd, iov, tail ? 2 : 1);
             if (r > 0) {
                 uint64_t in = (uint64_t)r < c->rleft ? (uint64_t)r : c->rleft;
                 landed(c, op, in);

@@ -66,6 +66,10 @@ struct net_op {
     int posted;                   /* receive waiting in peer->posted [lock] */
     struct net_task *on_done;     /* net_nt_recv: task run on the network thread once this
                                      completes (net_coll.c) */
+    uint64_t slice;               /* net_nt_recv_sliced: rbuf is a scratch of this many bytes,
+                                     reused slice by slice (op_dst); 0: the payload lands whole */
+    void (*slice_fn)(void *arg, const void *p, uint64_t n, uint64_t at); /* gets each slice */
+    void *slice_arg;
     uint8_t hdr[NET_HDR_LEN];
     atomic_int done;              /* OP_PENDING, OP_SLEEPER (pending, a thread sleeps on
                                      this word) or OP_DONE; see op_done, net_wait */
@@ -329,6 +333,16 @@ int frame_iov(const struct net_op *op, struct iovec *iov); /* unsent part of op'
 ssize_t net_sendv(int fd, struct iovec *iov, int cnt);    /* sendmsg without SIGPIPE */
 
 /* net_coll.c */
+/* Where the next payload byte of receive op lands; *room (if not NULL): how
+ * many may land there in one go (a sliced receive's scratch ends; else
+ * UINT64_MAX) [net]. */
+uint8_t *op_dst(const struct net_op *op, uint64_t *room);
+/* n bytes landed at op_dst(op) (checksummed or opened): op->off moves on, and
+ * a sliced receive's full slice (or its payload's last) goes to slice_fn [net]. */
+void op_advance(struct net_op *op, uint64_t n);
+/* A payload that arrived whole before its receive was posted: copied into
+ * rbuf, or for a sliced receive handed to slice_fn slice by slice from src [net]. */
+void op_put_whole(struct net_op *op, const uint8_t *src, uint64_t len);
 void tasks_push_locked(struct net_node *n, struct net_task *t); /* schedule t (lk held) */
 void tasks_kick(struct net_node *n);   /* after tasks_push_locked, lk dropped: get them run */
 void tasks_run(struct net_node *n);    /* run every scheduled task [net] */

@@ -367,7 +367,7 @@ static void deliver(struct net_node *n, struct peer *pr, struct net_op *u, struc
                  PRIu64, op->key.type, op->key.step, op->key.mb, op->key.chunk, pr->name, u->len,
                  op->cap);
     } else if (u->len) {
-        memcpy(op->rbuf, u->rbuf, u->len);
+        op_put_whole(op, u->rbuf, u->len);
     }
     op->verify = st == NET_OK;
     if (u->rbuf && !pr->spare) {

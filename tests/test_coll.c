@@ -66,6 +66,15 @@ static void fix_up(struct ring_fix *f, int R, int timeout_ms)
     fix_connect(f, R, timeout_ms, 0);
 }
 
+/* Every rank's receive mode (coll.h, enum coll_rx); mode < 0: rank i gets
+ * COLL_RX_SCRATCH when i is even, COLL_RX_POOL when odd (the wire is the same). */
+static void fix_rx(struct ring_fix *f, int mode, size_t slice)
+{
+    char err[ERR_LEN];
+    for (int i = 0; i < f->R; i++)
+        ST(coll_group_set_rx(f->g[i], mode >= 0 ? mode : i % 2 ? COLL_RX_POOL : COLL_RX_SCRATCH, slice, err), 0);
+}
+
 static void fix_down(struct ring_fix *f)
 {
     for (int i = 0; i < f->R; i++) {
@@ -258,10 +267,11 @@ static void check_broadcast(struct ring_fix *f, size_t n, int root, uint64_t tag
     bufs_free(b, R);
 }
 
-static void every_op(int R)
+static void every_op_rx(int R, int mode, size_t slice)
 {
     struct ring_fix f;
     fix_up(&f, R, TIMEOUT_MS);
+    fix_rx(&f, mode, slice);
     size_t sizes[] = { 0, 1, (size_t)R - 1, (size_t)R + 1, 1000, (1u << 20) + 3 };
     uint64_t tag = 1;
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
@@ -284,10 +294,27 @@ static void every_op(int R)
     fix_down(&f);
 }
 
+static void every_op(int R) { every_op_rx(R, COLL_RX_POOL, COLL_RX_SLICE_DEFAULT); }
+
 static void test_r2(void) { every_op(2); }
 static void test_r3(void) { every_op(3); }
 static void test_r4(void) { every_op(4); }
 static void test_r5(void) { every_op(5); }
+
+/* COLL_RX_SCRATCH: the reduce-scatter's chunks read in slices and added as
+ * they come give bitwise the same results: slices of 4 KiB (256 per 1 MiB
+ * chunk), of 4160 bytes (a chunk is not a whole number of them: the last is
+ * short), and larger than the chunk (12-byte chunks: the slice is the
+ * chunk); and with the ranks in different modes. */
+static void test_scratch_r2(void) { every_op_rx(2, COLL_RX_SCRATCH, 4096); }
+static void test_scratch_r3(void) { every_op_rx(3, COLL_RX_SCRATCH, 4160); }
+static void test_scratch_r4(void) { every_op_rx(4, COLL_RX_SCRATCH, COLL_RX_SLICE_DEFAULT); }
+static void test_scratch_r5(void) { every_op_rx(5, COLL_RX_SCRATCH, 4160); }
+static void test_mixed_rx(void)
+{
+    every_op_rx(3, -1, 4096);
+    every_op_rx(4, -1, 65536);
+}
 
 /* Rank 2 of 4 goes away while the others are inside an all-reduce: they fail
  * with a message naming the collective and a peer, well before hanging. */
@@ -332,14 +359,16 @@ static void test_peer_dies(void)
 static void test_credits(void)
 {
     char err[ERR_LEN];
-    for (int R = 3; R <= 5; R++) {
-        struct ring_fix f;
-        fix_up(&f, R, TIMEOUT_MS);
-        for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], 1024, err), 0);
-        for (uint64_t tag = 1; tag <= 3; tag++) check_allreduce(&f, (1u << 18) + 5 + (size_t)tag, tag);
-        check_reduce_scatter(&f, (1u << 18) + 1, 4);
-        fix_down(&f);
-    }
+    for (int R = 3; R <= 5; R++)
+        for (int mode = COLL_RX_POOL; mode <= COLL_RX_SCRATCH; mode++) {
+            struct ring_fix f;
+            fix_up(&f, R, TIMEOUT_MS);
+            fix_rx(&f, mode, 4096);
+            for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], 1024, err), 0);
+            for (uint64_t tag = 1; tag <= 3; tag++) check_allreduce(&f, (1u << 18) + 5 + (size_t)tag, tag);
+            check_reduce_scatter(&f, (1u << 18) + 1, 4);
+            fix_down(&f);
+        }
 }
 
 /* The reduce-scatter's scratch is a pool of chunks, not segments: 16 MiB
@@ -353,9 +382,11 @@ static void test_pool_bounded(void)
 {
     char err[ERR_LEN];
     size_t n = 1u << 22, chunk = 4096;
-    for (int R = 2; R <= 4; R++) {
+    for (int k = 0; k < 6; k++) { /* R = 2, 3, 4 in either mode */
+        int R = 2 + k / 2, mode = k % 2 ? COLL_RX_SCRATCH : COLL_RX_POOL;
         struct ring_fix f;
         fix_up(&f, R, TIMEOUT_MS);
+        fix_rx(&f, mode, 8192); /* scratch: a slice is at most a chunk */
         for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], chunk, err), 0);
         float **b = bufs_new(R, n);
         for (int i = 0; i < R; i++) memset(b[i], 0, n * sizeof(float));
@@ -363,7 +394,7 @@ static void test_pool_bounded(void)
         for (int i = 0; i < R; i++) {
             net_stats st;
             ST(net_peer_stats(f.node[i], net_stage_id(0, (uint16_t)((i + R - 1) % R)), &st), NET_OK);
-            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = 256 * chunk;
+            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = mode == COLL_RX_SCRATCH ? chunk : 256 * chunk;
             if (scratch > most || st.unclaimed_max > chunk)
                 fprintf(stderr, "\n  R=%d rank %d: scratch %zu bytes (at most %zu), unclaimed_max %llu (at most %zu)\n",
                         R, i, scratch, most, (unsigned long long)st.unclaimed_max, chunk);
@@ -547,7 +578,7 @@ static void proxy_start(struct proxy *p, int target)
  * mismatch (with every frame sealed, PIPETRAIN_TEST_ENCRYPT, the AEAD's
  * authentication failure comes first); no rank returns success with other bits than the reference; no
  * rank hangs. */
-static void flip_trial(int frame, int step)
+static void flip_trial_rx(int frame, int step, int mode, long at)
 {
     char err[ERR_LEN];
     enum { R = 3, CH = 65536 };
@@ -558,9 +589,10 @@ static void flip_trial(int frame, int step)
     proxy_start(&px, net_node_port(f.node[1]));
     fix_connect(&f, R, DIE_TIMEOUT_MS, px.port);
     for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], CH, err), 0);
+    fix_rx(&f, mode, 4096);
     float **b = bufs_new(R, n);
     fill_inputs(b, R, n);
-    px.flip_at = px.c2s + (long)frame * (CH + NET_HDR_LEN) + NET_HDR_LEN + 1000;
+    px.flip_at = px.c2s + (long)frame * (CH + NET_HDR_LEN) + NET_HDR_LEN + at;
     struct job j[R];
     pthread_t t[R];
     for (int i = 0; i < R; i++) {
@@ -569,7 +601,7 @@ static void flip_trial(int frame, int step)
     }
     for (int i = 0; i < R; i++) pthread_join(t[i], NULL);
     CU_ASSERT_EQUAL(px.flipped, 1);
-    printf("\n  flip in frame %d: rank 1: %s", frame, j[1].err);
+    printf("\n  flip in frame %d (%s, byte %ld): rank 1: %s", frame, coll_group_rx(f.g[1], NULL), at, j[1].err);
     CU_ASSERT_EQUAL(j[1].rc, -1);
     const char *enc = getenv("PIPETRAIN_TEST_ENCRYPT");
     int sealed = enc && *enc && strcmp(enc, "0") != 0;
@@ -593,12 +625,113 @@ static void flip_trial(int frame, int step)
     close(px.lfd);
 }
 
+static void flip_trial(int frame, int step) { flip_trial_rx(frame, step, COLL_RX_POOL, 1000); }
+
 static void test_flipped_bit(void)
 {
     flip_trial(3, 0);  /* reduce-scatter step 0, chunk 3: own data, CRC by net_send */
     flip_trial(6, 1);  /* reduce-scatter step 1, chunk 2: a sum sent with its fused CRC */
     flip_trial(10, 2); /* all-gather step 2, chunk 2: the final sum, fused CRC */
     flip_trial(13, 3); /* all-gather step 3, chunk 1: forwarded with the CRC it came with */
+}
+
+/* COLL_RX_SCRATCH adds each 4 KiB slice of a reduce-scatter chunk into place
+ * before the chunk's CRC can be checked: a bit flipped in the first or the
+ * last slice of a chunk still fails the collective at rank 1 as a checksum
+ * mismatch naming rank 0, and no rank returns other bits (flip_trial_rx). */
+static void test_flipped_bit_scratch(void)
+{
+    flip_trial_rx(3, 0, COLL_RX_SCRATCH, 1000);    /* reduce-scatter step 0, first slice */
+    flip_trial_rx(3, 0, COLL_RX_SCRATCH, 65000);   /* ... its last slice */
+    flip_trial_rx(6, 1, COLL_RX_SCRATCH, 40000);   /* reduce-scatter step 1: a sum sent with its fused CRC */
+    flip_trial_rx(10, 2, COLL_RX_SCRATCH, 1000);   /* all-gather: the final sum, whose CRC the slices made */
+    flip_trial_rx(13, 3, COLL_RX_SCRATCH, 1000);   /* all-gather: forwarded */
+}
+
+/* COLL_RX_SCRATCH, a chunk that arrives before its receive is posted (rank 1
+ * enters the collective 300 ms after the others: rank 0's first chunk, sent
+ * before the ready signal, waits in net/'s own buffer) is handed to the
+ * slices from there: the same bits, for R = 2 and 3. */
+static void test_scratch_late_rank(void)
+{
+    for (int R = 2; R <= 3; R++) {
+        struct ring_fix f;
+        fix_up(&f, R, TIMEOUT_MS);
+        fix_rx(&f, COLL_RX_SCRATCH, 4160);
+        size_t n = (size_t)R * (3u << 18) + 7; /* 3 MiB a segment: 3 chunks, the first one early */
+        float **b = bufs_new(R, n);
+        fill_inputs(b, R, n);
+        struct job j[MAXR];
+        pthread_t t[MAXR];
+        for (int i = 0; i < R; i++) {
+            if (i == 1) usleep(300000);
+            j[i] = (struct job){ .f = &f, .rank = i, .op = OP_AR, .buf = b[i], .n = n, .tag = 11 };
+            pthread_create(&t[i], NULL, job_main, &j[i]);
+        }
+        for (int i = 0; i < R; i++) pthread_join(t[i], NULL);
+        net_stats st;
+        ST(net_peer_stats(f.node[1], net_stage_id(0, 0), &st), NET_OK);
+        CU_ASSERT(st.unclaimed_max > 0); /* the path this test is for was taken */
+        size_t wrong = 0;
+        for (int i = 0; i < R; i++) {
+            if (j[i].rc) fprintf(stderr, "\n  rank %d: %s\n", i, j[i].err);
+            CU_ASSERT_EQUAL(j[i].rc, 0);
+            for (size_t k = 0; k < n; k++) {
+                float want = ref_float(R, seg_of(n, R, k), k);
+                wrong += memcmp(&b[i][k], &want, sizeof want) != 0;
+            }
+        }
+        if (wrong) fprintf(stderr, "\n  R=%d: %zu values wrong\n", R, wrong);
+        CU_ASSERT_EQUAL(wrong, 0);
+        bufs_free(b, R);
+        fix_down(&f);
+    }
+}
+
+/* PIPETRAIN_RING_RX / PIPETRAIN_RING_RX_SLICE: read by coll_group_new; a bad
+ * value is refused naming the variable and the value. */
+static void test_rx_env(void)
+{
+    char err[ERR_LEN];
+    size_t slice;
+    struct net_node *n = listener(net_stage_id(0, 0));
+    net_peer_id ids[2] = { net_stage_id(0, 0), net_stage_id(0, 1) };
+    setenv(COLL_RX_ENV, "scratch", 1);
+    setenv(COLL_RX_SLICE_ENV, "131072", 1);
+    coll_group *g = coll_group_new(n, ids, 2, 0, 1000, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_STRING_EQUAL(coll_group_rx(g, &slice), "scratch");
+    CU_ASSERT_EQUAL(slice, 131072);
+    CU_ASSERT_EQUAL(coll_group_set_rx(g, COLL_RX_POOL, 4096, err), 0);
+    CU_ASSERT_STRING_EQUAL(coll_group_rx(g, &slice), "pool");
+    CU_ASSERT_EQUAL(coll_group_set_rx(g, COLL_RX_SCRATCH, 4000, err), -1); /* not a multiple of 64 */
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "4000"));
+    CU_ASSERT_EQUAL(coll_group_set_rx(g, 7, 4096, err), -1);
+    coll_group_free(g);
+    setenv(COLL_RX_ENV, "pool", 1);
+    unsetenv(COLL_RX_SLICE_ENV);
+    g = coll_group_new(n, ids, 2, 0, 1000, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_STRING_EQUAL(coll_group_rx(g, &slice), "pool");
+    CU_ASSERT_EQUAL(slice, COLL_RX_SLICE_DEFAULT);
+    coll_group_free(g);
+    const char *bad_mode[] = { "Scratch", "pool ", "1" }, *bad_slice[] = { "100", "65537", "-4096", "64k", "99999999999" };
+    for (size_t i = 0; i < 3; i++) {
+        setenv(COLL_RX_ENV, bad_mode[i], 1);
+        CU_ASSERT_PTR_NULL(coll_group_new(n, ids, 2, 0, 1000, err));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, COLL_RX_ENV));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, bad_mode[i]));
+    }
+    setenv(COLL_RX_ENV, "scratch", 1);
+    for (size_t i = 0; i < 5; i++) {
+        setenv(COLL_RX_SLICE_ENV, bad_slice[i], 1);
+        CU_ASSERT_PTR_NULL(coll_group_new(n, ids, 2, 0, 1000, err));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, COLL_RX_SLICE_ENV));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, bad_slice[i]));
+    }
+    unsetenv(COLL_RX_ENV);
+    unsetenv(COLL_RX_SLICE_ENV);
+    net_node_free(n);
 }
 
 /* The ring runs on the network threads (coll.c, the engine): the calling
@@ -676,10 +809,18 @@ int main(void)
         { "coll_add_f32 is the scalar loop, bit for bit", test_add_f32 },
         { "coll_add_f32_crc: coll_add_f32's bits, net_crc32c_sw's sums", test_add_f32_crc },
         { "a bit flipped on the wire: a checksum mismatch, never wrong bits", test_flipped_bit },
+        { "scratch receive: a flipped bit fails the collective, never wrong bits", test_flipped_bit_scratch },
+        { "PIPETRAIN_RING_RX and _SLICE: read, bad values refused", test_rx_env },
         { "R=2: every collective, sizes 0..2^20+3", test_r2 },
         { "R=3: every collective, sizes 0..2^20+3", test_r3 },
         { "R=4: every collective, sizes 0..2^20+3", test_r4 },
         { "R=5: every collective, sizes 0..2^20+3", test_r5 },
+        { "scratch receive, R=2: every collective, the same bits", test_scratch_r2 },
+        { "scratch receive, R=3: every collective, the same bits", test_scratch_r3 },
+        { "scratch receive, R=4: every collective, the same bits", test_scratch_r4 },
+        { "scratch receive, R=5: every collective, the same bits", test_scratch_r5 },
+        { "ranks in different receive modes: the same bits", test_mixed_rx },
+        { "scratch receive: a chunk that came early is added from net's buffer", test_scratch_late_rank },
         { "1 KiB chunks: hundreds of credits, the same bits", test_credits },
         { "the scratch is a pool of chunks; nothing lands unclaimed", test_pool_bounded },
         { "a rank dies mid-collective: the others fail, no hang", test_peer_dies },
