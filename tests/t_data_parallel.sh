@@ -170,5 +170,9 @@ resume_from resume-1to2 2x1 "$tmp/2x2.json" 1f1b
 check "R 1 -> 2: says so" "grep -q 'made with 1 replica(s) per stage and the run goes on with 2' $tmp/resume-1to2.log"
 check "R 1 -> 2: loss within 1e-5 of the R = 2 run" "close resume-1to2 1x2-gpipe"
 
+# a bad ring receive knob is bad input: exit 2 naming the variable (was 1)
+PIPETRAIN_RING_RX=bogus "$P" run "$tmp/2x2.json" --set train.steps=1 --out "$tmp/badrx" >"$tmp/badrx.log" 2>&1; rc=$?
+check "PIPETRAIN_RING_RX=bogus: exit 2 naming it" "[ $rc -eq 2 ] && grep -q PIPETRAIN_RING_RX $tmp/badrx.log"
+
 [ $fail -eq 0 ] && echo "t_data_parallel: ok" || echo "t_data_parallel: FAILED"
 exit $fail
