@@ -129,6 +129,31 @@ static int tell_servers(async_run *a, uint32_t op, int r, long step, char *err)
         if (send_k(a, k, MSG_PS_CTL, a->nctl, b, sizeof b, err) || net_wait(a->tx[k], c->o.peer_timeout_ms, nerr) != NET_OK)
             return coord_fail(c, k, "could not be told about a worker that left or joined", err);
     }
+    /* a drop is answered once the server has closed and forgotten the
+     * worker's connections (ps/ps_proto.h): only then is it logged, so a
+     * process started with --join when the log says so is accepted by every
+     * server, whatever the timing (it reaches them before it JOINs here) */
+    for (int j = 0; op == PS_CTL_DROP && j < c->t->n_servers; j++) {
+        int k = c->n_grid + j;
+        uint8_t ack[PS_CTL_BYTES];
+        struct net_op *rx = NULL;
+        char nerr[NET_ERR_LEN], why[ERR_LEN];
+        int st = net_recv_post(c->node, coord_sid(c, k), coord_key(MSG_PS_CTL, (uint64_t)a->nctl, 0), ack, sizeof ack,
+                               &rx, nerr);
+        double end = base_now() + c->o.step_timeout_ms / 1e3;
+        while (st == NET_OK && (st = net_wait(rx, 100, nerr)) == NET_TIMEOUT && base_now() < end)
+            st = NET_OK;
+        uint64_t len = st == NET_OK ? net_op_len(rx) : 0;
+        net_op_free(rx);
+        if (st == NET_OK && (len != sizeof ack || memcmp(ack, b, sizeof b)))
+            return coord_bad_message(c, k, err, "its answer to the drop of worker %d is not the drop (%llu bytes)", r,
+                                     (unsigned long long)len);
+        if (st != NET_OK) {
+            snprintf(why, sizeof why, "did not confirm the drop of worker %d within %.0f s (--step-timeout-s): %.200s", r,
+                     c->o.step_timeout_ms / 1e3, nerr);
+            return coord_fail(c, k, why, err);
+        }
+    }
     a->nctl++;
     return 0;
 }
@@ -190,6 +215,9 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
     }
     forget_dead(a, r, why);
     int done = w->phase == W_DONE;
+    if (!active_workers(a) && !done)
+        return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why, w->step + 1), 1;
+    if (tell_servers(a, PS_CTL_DROP, r, 0, err)) return 1;
     if (done)
         run_log_note(c->log, "pipetrain: worker %d had trained its %ld steps, then %s: %s; dropped (its statistics "
                      "are lost)", r, a->total, name, why);
@@ -199,9 +227,7 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
     if (run_log_event(c->log, json_pack("{s:s,s:i,s:s,s:I,s:s}", "event", "drop", "worker", r, "who", who, "step",
                                         (json_int_t)(done ? w->step : w->step + 1), "reason", why), err))
         return 1;
-    if (!active_workers(a) && !done)
-        return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why, w->step + 1), 1;
-    return tell_servers(a, PS_CTL_DROP, r, 0, err);
+    return 0;
 }
 
 /* Liveness: servers (fatal), workers (dropped), the caller's interrupt. */

@@ -228,6 +228,8 @@ static int on_ctl(srv *sv, uint64_t len)
         forget_dropped(sv);
         fprintf(stderr, "pipetrain server: server %d: worker %u (replica %u) dropped at the coordinator's word; its "
                 "clock was %ld\n", sv->j, w, w, ps_server_clock(sv->s, (int)w));
+        /* the answer, queued after the forget: the drop may be logged now */
+        if (srv_ctl_send(sv, MSG_PS_CTL, as->nctl, as->ctlbuf, PS_CTL_BYTES)) return -1;
     } else {
         stop_worker(sv, (int)w);
         if (ps_server_join(sv->s, (int)w, step, why)) return srv_fail(sv, "%s", why);

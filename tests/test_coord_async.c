@@ -274,7 +274,10 @@ static void *server_main(void *arg)
         if (rc != NET_OK) break;
         nctl++;
         uint32_t kind = get_u32le(ctl);
-        if (kind == PS_CTL_DROP) h->ctl_drop++;
+        if (kind == PS_CTL_DROP) { /* answered (ps/ps_proto.h): the coordinator logs the drop then */
+            if (fsend(n, MSG_PS_CTL, nctl - 1, ctl, sizeof ctl)) break;
+            h->ctl_drop++;
+        }
         if (kind == PS_CTL_JOIN) {
             h->ctl_join++;
             if (h->server_fails_after_join) {
