@@ -12,12 +12,17 @@
  * Elasticity: a worker process that dies (its connection fails: a closed
  * socket at once, a silent peer after the dead-peer timeout; or the launcher
  * sees it exit) or sends nothing within the step timeout drops its whole
- * worker: MSG_PS_CTL drop to every server, an event line {"event": "drop"}
- * naming "stage K replica R", and training goes on. Once its dead connections
- * are forgotten (net_peer_forget), processes started with --join may take its
- * identities: when all P have sent JOIN, the worker joins at the slowest
- * active worker's step (MSG_PS_CTL join to every server, START to the P,
- * {"event": "join"}). A dead server is fatal. */
+ * worker: its connections closed with the reason (net_peer_close: a process
+ * still alive is told) and forgotten (net_peer_forget), MSG_PS_CTL drop to
+ * every server and their answers (each has closed and forgotten its own), then
+ * an event line {"event": "drop"} naming "stage K replica R", and training
+ * goes on. Processes started with --join may then take its identities: when
+ * all P have sent JOIN, the worker joins at the slowest active worker's step
+ * (MSG_PS_CTL join to every server, START to the P, {"event": "join"}). Once
+ * the steps are over, a dropped worker's identities are closed with "run
+ * already finished" (a late joiner is told, not left waiting). A checkpoint
+ * whose shard never came is named ({"event": "checkpoint_lost"}). A dead
+ * server is fatal. */
 #include "coord/coord_http.h"
 #include "coord/coord_int.h"
 #include "model/optim.h"
