@@ -12,15 +12,21 @@
  * Elasticity: a worker process that dies (its connection fails: a closed
  * socket at once, a silent peer after the dead-peer timeout; or the launcher
  * sees it exit) or sends nothing within the step timeout drops its whole
- * worker: MSG_PS_CTL drop to every server, an event line {"event": "drop"}
- * naming "stage K replica R", and training goes on. Once its dead connections
- * are forgotten (net_peer_forget), processes started with --join may take its
- * identities: when all P have sent JOIN, the worker joins at the slowest
- * active worker's step (MSG_PS_CTL join to every server, START to the P,
- * {"event": "join"}). A dead server is fatal. */
+ * worker: its connections closed with the reason (net_peer_close: a process
+ * still alive is told) and forgotten (net_peer_forget), MSG_PS_CTL drop to
+ * every server and their answers (each has closed and forgotten its own), then
+ * an event line {"event": "drop"} naming "stage K replica R", and training
+ * goes on. Processes started with --join may then take its identities: when
+ * all P have sent JOIN, the worker joins at the slowest active worker's step
+ * (MSG_PS_CTL join to every server, START to the P, {"event": "join"}). Once
+ * the steps are over, a dropped worker's identities are closed with "run
+ * already finished" (a late joiner is told, not left waiting). A checkpoint
+ * whose shard never came is named ({"event": "checkpoint_lost"}). A dead
+ * server is fatal. */
 #include "coord/coord_http.h"
 #include "coord/coord_int.h"
 #include "model/optim.h"
+#include "run/run_ckpt.h"
 
 #include <math.h>
 
@@ -35,6 +41,7 @@ typedef struct {
     double lossv, normv, t0, first_t, last_t;
     long logged;
     double *sq;             /* (n_units) */
+    char why[200];          /* why it was dropped last ("" never) */
 } worker;
 
 enum { W_NORM, W_LOSS, W_VAL, W_DONE };
@@ -127,6 +134,31 @@ static int tell_servers(async_run *a, uint32_t op, int r, long step, char *err)
         if (send_k(a, k, MSG_PS_CTL, a->nctl, b, sizeof b, err) || net_wait(a->tx[k], c->o.peer_timeout_ms, nerr) != NET_OK)
             return coord_fail(c, k, "could not be told about a worker that left or joined", err);
     }
+    /* a drop is answered once the server has closed and forgotten the
+     * worker's connections (ps/ps_proto.h): only then is it logged, so a
+     * process started with --join when the log says so is accepted by every
+     * server, whatever the timing (it reaches them before it JOINs here) */
+    for (int j = 0; op == PS_CTL_DROP && j < c->t->n_servers; j++) {
+        int k = c->n_grid + j;
+        uint8_t ack[PS_CTL_BYTES];
+        struct net_op *rx = NULL;
+        char nerr[NET_ERR_LEN], why[ERR_LEN];
+        int st = net_recv_post(c->node, coord_sid(c, k), coord_key(MSG_PS_CTL, (uint64_t)a->nctl, 0), ack, sizeof ack,
+                               &rx, nerr);
+        double end = base_now() + c->o.step_timeout_ms / 1e3;
+        while (st == NET_OK && (st = net_wait(rx, 100, nerr)) == NET_TIMEOUT && base_now() < end)
+            st = NET_OK;
+        uint64_t len = st == NET_OK ? net_op_len(rx) : 0;
+        net_op_free(rx);
+        if (st == NET_OK && (len != sizeof ack || memcmp(ack, b, sizeof b)))
+            return coord_bad_message(c, k, err, "its answer to the drop of worker %d is not the drop (%llu bytes)", r,
+                                     (unsigned long long)len);
+        if (st != NET_OK) {
+            snprintf(why, sizeof why, "did not confirm the drop of worker %d within %.0f s (--step-timeout-s): %.200s", r,
+                     c->o.step_timeout_ms / 1e3, nerr);
+            return coord_fail(c, k, why, err);
+        }
+    }
     a->nctl++;
     return 0;
 }
@@ -138,17 +170,23 @@ static int active_workers(const async_run *a)
     return n;
 }
 
-/* Worker r's dead connections forgotten now, before its drop is logged, so
- * that a process started with --join once the log says so is not refused as
- * "already declared dead" (rejoin forgets what is left: a connection that
- * dies later). A process the launcher saw die has closed its socket: its
- * connection is found dead within moments (waited for, at most 0.5 s). */
-static void forget_dead(async_run *a, int r)
+/* Worker r's connections closed and forgotten now, before its drop is
+ * logged: a dropped worker is dropped, even when its process is still alive
+ * (the step timeout): it is told why (its coordinator connection fails with
+ * the reason, and it exits), and a process started with --join once the log
+ * says so is neither refused as "already connected" nor as "already declared
+ * dead" (net_peer_close then net_peer_forget: carried out in that order). */
+static void forget_dead(async_run *a, int r, const char *why)
 {
     coordinator *c = a->c;
+    char reason[256];
+    snprintf(reason, sizeof reason, "worker %d was dropped by the coordinator: %.200s", r, why);
     for (int q = 0; q < a->P; q++) {
         net_peer_id id = coord_sid(c, r * a->P + q);
-        for (double end = base_now() + 0.5;; nanosleep(&(struct timespec){ 0, 10000000 }, NULL)) {
+        net_peer_close(c->node, id, reason);
+        /* the network thread takes the close at once; bounded all the same
+         * (rejoin forgets what is left) */
+        for (double end = base_now() + 1;; nanosleep(&(struct timespec){ 0, 1000000 }, NULL)) {
             int st = net_peer_status(c->node, id, NULL);
             if (st != NET_OK && st != NET_PENDING) { net_peer_forget(c->node, id); break; }
             if (base_now() >= end) break;
@@ -168,6 +206,7 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
     coord_who(c->t, k, who, sizeof who);
     coord_name(c->t, k, name, sizeof name);
     w->dropped = 1;
+    snprintf(w->why, sizeof w->why, "%s: %.150s", who, why);
     free_ops(w->norm, a->P);
     free_ops(w->join, a->P);
     net_op_free(w->loss);
@@ -179,8 +218,11 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
         net_op_free(a->tx[r * a->P + q]); /* to the dead connection: never awaited */
         a->tx[r * a->P + q] = NULL;
     }
-    forget_dead(a, r);
+    forget_dead(a, r, why);
     int done = w->phase == W_DONE;
+    if (!active_workers(a) && !done)
+        return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why, w->step + 1), 1;
+    if (tell_servers(a, PS_CTL_DROP, r, 0, err)) return 1;
     if (done)
         run_log_note(c->log, "pipetrain: worker %d had trained its %ld steps, then %s: %s; dropped (its statistics "
                      "are lost)", r, a->total, name, why);
@@ -190,9 +232,7 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
     if (run_log_event(c->log, json_pack("{s:s,s:i,s:s,s:I,s:s}", "event", "drop", "worker", r, "who", who, "step",
                                         (json_int_t)(done ? w->step : w->step + 1), "reason", why), err))
         return 1;
-    if (!active_workers(a) && !done)
-        return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why, w->step + 1), 1;
-    return tell_servers(a, PS_CTL_DROP, r, 0, err);
+    return 0;
 }
 
 /* Liveness: servers (fatal), workers (dropped), the caller's interrupt. */
@@ -428,9 +468,41 @@ static int workers_done(const async_run *a)
     return 1;
 }
 
+/* The outstanding checkpoint is given up: which one, which stages' shards
+ * never came and why (its writer was dropped, or no worker is left), in a
+ * note and an event line {"event": "checkpoint_lost"}. Its directory is left
+ * as the shards made it, without the COMPLETE marker: never taken for a
+ * checkpoint (--resume, check). */
+static void ckpt_lost(async_run *a)
+{
+    coordinator *c = a->c;
+    char root[4096], stages[256] = "", whys[600] = "", e[ERR_LEN];
+    size_t n = 0, m = 0;
+    json_t *js = json_array();
+    for (int q = 0; q < a->P; q++)
+        if (!a->ckdone[q]) {
+            n += (size_t)snprintf(stages + n, n < sizeof stages ? sizeof stages - n : 0, "%s%d", n ? ", " : "", q);
+            json_array_append_new(js, json_integer(q));
+        }
+    for (int r = 0; r < a->R; r++)
+        if (a->w[r].why[0] && m < sizeof whys)
+            m += (size_t)snprintf(whys + m, sizeof whys - m, "%sworker %d was dropped (%s)", m ? "; " : "", r,
+                                  a->w[r].why);
+    if (!m) snprintf(whys, sizeof whys, "no worker sent it");
+    run_ckpt_root(c->t, c->o.out_dir, root, sizeof root);
+    run_log_note(c->log, "pipetrain: the checkpoint after %ld steps was NOT written: the shard of stage %s never "
+                 "came (%s; %s); %s/step-%ld is incomplete (no COMPLETE marker: --resume and check do not take "
+                 "it); the run ends without it", a->ck + 1, stages, whys,
+                 active_workers(a) ? "given up a step timeout after the workers finished" : "no worker is left to "
+                 "write it", root, a->ck + 1);
+    if (run_log_event(c->log, json_pack("{s:s,s:I,s:o,s:s}", "event", "checkpoint_lost", "step",
+                                        (json_int_t)(a->ck + 1), "stages", js, "reason", whys), e))
+        fprintf(stderr, "pipetrain: %s\n", e);
+}
+
 /* Done: every worker and the last checkpoint; a checkpoint still missing a
  * step timeout after the workers finished (its writer died while writing it)
- * is given up with a note rather than waited for forever. */
+ * is given up (ckpt_lost) rather than waited for forever. */
 static int all_done(async_run *a, double *since)
 {
     if (!workers_done(a)) return 0;
@@ -438,8 +510,7 @@ static int all_done(async_run *a, double *since)
     if (a->ck < 0) return 1;
     /* (no worker left: nobody can write it) */
     if (active_workers(a) && base_now() - *since < a->c->o.step_timeout_ms / 1e3) return 0;
-    run_log_note(a->c->log, "pipetrain: the checkpoint after %ld steps was not completed (a stage's shard never came: "
-                 "its writer was dropped while writing it?); the run ends without it", a->ck + 1);
+    ckpt_lost(a);
     return 1;
 }
 
@@ -456,6 +527,27 @@ static int summary_event(async_run *a, char *err)
     }
     return run_log_event(a->c->log, json_pack("{s:s,s:i,s:o}", "event", "workers", "staleness_bound",
                                               a->c->t->ps.staleness, "workers", ws), err);
+}
+
+/* The steps are over: a dropped worker's ranks are closed with the reason,
+ * so that a process that joins now (or has joined and waits for its START)
+ * is told at once that the run is ending, instead of waiting for its own
+ * timeout: its connection fails (or its handshake is refused) with "run
+ * already finished", and it exits 1 naming it. Its identity is not forgotten
+ * again. */
+static void close_late_joins(async_run *a, int failed)
+{
+    coordinator *c = a->c;
+    char reason[256];
+    snprintf(reason, sizeof reason, failed ? "the run failed; no worker can join it"
+             : "run already finished: every worker has trained its %ld steps; a process joining now has "
+               "nothing to train", a->total);
+    for (int r = 0; r < a->R; r++)
+        for (int q = 0; a->w[r].dropped && q < a->P; q++) {
+            net_op_free(a->w[r].join[q]);
+            a->w[r].join[q] = NULL;
+            net_peer_close(c->node, coord_sid(c, r * a->P + q), reason);
+        }
 }
 
 int coord_async_steps(coordinator *c, char *err)
@@ -492,6 +584,7 @@ int coord_async_steps(coordinator *c, char *err)
         if (!rc && !progress) idle_wait(&a);
     }
     if (!rc) rc = summary_event(&a, err);
+    close_late_joins(&a, rc);
     c->step = a.total - 1;
     for (int k = 0; k < c->n_proc; k++) {
         char nerr[NET_ERR_LEN];

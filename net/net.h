@@ -183,6 +183,17 @@ int net_connect(struct net_node *node, net_peer_id peer, const char *host, int p
  * unreconnectable (net_connect needs P_NEW and is not retried). Any thread
  * but the network thread. */
 int net_peer_forget(struct net_node *node, net_peer_id peer);
+/* Declares peer dead with `reason` (at most 255 bytes kept) and closes its
+ * connection, if any: the peer is told the reason (an error frame) before the
+ * socket closes; its pending operations fail with NET_DEAD. Used by an
+ * asynchronous parameter-server run to drop a worker whose process is still
+ * alive (issue 12), so that its identity can be forgotten (net_peer_forget,
+ * which may be called right after: commands are carried out in order) and
+ * taken by a new process. A peer never seen before is recorded dead, so a
+ * connection claiming it is refused with the reason. Asynchronous: NET_OK
+ * when queued (or the node is closing), NET_ERR out of memory. Any thread
+ * but the network thread. */
+int net_peer_close(struct net_node *node, net_peer_id peer, const char *reason);
 /* Waits until peer is connected and authenticated (NET_OK), has failed
  * (NET_DEAD/NET_CLOSED, reason in err) or timeout_ms passes (NET_TIMEOUT).
  * timeout_ms < 0 waits forever. */

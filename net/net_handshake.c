@@ -51,11 +51,13 @@ static int check_claim(struct conn *c, const net_hello *peer)
     pthread_mutex_lock(&n->lk);
     struct peer *pr = peer_locked(n, peer->id, 0);
     int st = pr ? pr->state : P_NEW, busy = pr && (pr->state != P_NEW || pr->conn);
+    char dead_why[NET_ERR_LEN] = "";
+    if (busy && st == P_DEAD) snprintf(dead_why, sizeof dead_why, ": %.200s", pr->reason);
     pthread_mutex_unlock(&n->lk);
     if (busy) {
-        net_seterr(msg, "unauthenticated connection from %s claiming %s: refused: it is %s",
+        net_seterr(msg, "unauthenticated connection from %s claiming %s: refused: it is %s%s",
                    c->addr, net_peer_name(peer->id, who, sizeof who),
-                   st == P_DEAD ? "already declared dead" : "already connected");
+                   st == P_DEAD ? "already declared dead" : "already connected", dead_why);
         return conn_fatal(c, msg);
     }
     return 0;

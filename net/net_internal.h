@@ -197,12 +197,13 @@ struct conn {
 static inline int conn_tx_busy(const struct conn *c) { return c->tx_pos < c->tx_end; }
 
 enum cmd_kind { CMD_SEND, CMD_RECV, CMD_CANCEL, CMD_CONNECT, CMD_SHUTDOWN,
-                CMD_FLUSH /* finish pr->tx_partial */, CMD_FORGET /* net_peer_forget */ };
+                CMD_FLUSH /* finish pr->tx_partial */, CMD_FORGET /* net_peer_forget */,
+                CMD_CLOSE /* net_peer_close */ };
 struct cmd {
     int kind;
     struct net_op *op;
     struct peer *pr;
-    char host[256];
+    char host[256];              /* CMD_CONNECT; CMD_CLOSE: the reason */
     int port;
     struct cmd *next;
 };

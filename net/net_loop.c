@@ -591,6 +591,14 @@ static void do_forget(struct net_node *n, struct peer *pr)
     pthread_mutex_unlock(&n->lk);
 }
 
+/* net_peer_close on the network thread: the connection (if any) fails with
+ * the reason, told to the peer; a peer without one is declared dead. */
+static void do_close(struct net_node *n, struct peer *pr, const char *reason)
+{
+    if (pr->conn) conn_fatal(pr->conn, reason);
+    else loop_peer_fail(n, pr, NET_DEAD, reason);
+}
+
 void (*net_test_cmds_taken)(struct net_node *n);
 
 static void wake_cb(int fd, short what, void *arg)
@@ -620,6 +628,7 @@ static void wake_cb(int fd, short what, void *arg)
         case CMD_CONNECT: do_connect(n, q); break;
         case CMD_SHUTDOWN: do_shutdown(n); break;
         case CMD_FORGET: do_forget(n, q->pr); break;
+        case CMD_CLOSE: do_close(n, q->pr, q->host); break;
         }
         free(q);
         q = next;

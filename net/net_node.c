@@ -353,6 +353,26 @@ int net_peer_forget(struct net_node *n, net_peer_id peer)
     return NET_OK;
 }
 
+int net_peer_close(struct net_node *n, net_peer_id peer, const char *reason)
+{
+    struct cmd *c = calloc(1, sizeof *c);
+    if (!c) return NET_ERR;
+    pthread_mutex_lock(&n->lk);
+    c->pr = n->closing ? NULL : peer_locked(n, peer, 1);
+    if (!c->pr) {
+        int closing = n->closing;
+        pthread_mutex_unlock(&n->lk);
+        free(c);
+        return closing ? NET_OK : NET_ERR;
+    }
+    c->kind = CMD_CLOSE;
+    snprintf(c->host, sizeof c->host, "%s", reason && *reason ? reason : "closed by this node");
+    int w = push_cmd_locked(n, c);
+    pthread_mutex_unlock(&n->lk);
+    if (w) wake_loop(n);
+    return NET_OK;
+}
+
 /* Status of a peer record; call with lk held. */
 static int peer_status_locked(struct peer *p, char err[NET_ERR_LEN])
 {

@@ -64,7 +64,11 @@ enum {
      * leave or join: PS_CTL_BYTES (u32 op: PS_CTL_DROP or PS_CTL_JOIN, u32
      * worker, u64 step: the joining worker's first step). Key (MSG_PS_CTL,
      * n, 0, 0) with n = 0, 1, 2, ... the coordinator's count of such
-     * messages, so a server takes them in order. */
+     * messages, so a server takes them in order. Server -> coordinator, the
+     * answer to a drop (same key, the same 16 bytes): the worker's
+     * connections here are closed and forgotten, so a process joining as it
+     * is accepted; the coordinator logs the drop only once every server has
+     * answered (a joiner reaches its servers before it JOINs). */
     MSG_PS_CTL = NET_TYPE_USER + 39,
 };
 _Static_assert(MSG_PS_CTL < NET_TYPE_COLL, "parameter-server messages run into the collectives' types");

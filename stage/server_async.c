@@ -188,6 +188,26 @@ static int send_worker(srv *sv, int stage, int r, net_key k, const void *buf, ui
 
 static void forget_dropped(srv *sv);
 
+/* Worker r is dropped: its connections are closed (its process may still be
+ * alive: the step timeout; or its death not noticed here yet), so that a new
+ * process joining as it is not refused as "already connected"; waits (at
+ * most 1 s, the network thread takes it at once) until they are dead, to be
+ * forgotten next. */
+static void close_worker(srv *sv, int r)
+{
+    for (int k = 0; k < sv->P; k++) {
+        if (!sv->stage_has[k]) continue;
+        net_peer_id id = net_stage_id((uint16_t)k, (uint16_t)r);
+        if (net_peer_status(sv->node, id, NULL) == NET_PENDING) continue; /* unknown or connecting: nothing to close */
+        net_peer_close(sv->node, id, "dropped by the coordinator");
+        for (double end = base_now() + 1; base_now() < end;) {
+            int st = net_peer_status(sv->node, id, NULL);
+            if (st != NET_OK && st != NET_PENDING) break;
+            nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        }
+    }
+}
+
 /* A MSG_PS_CTL from the coordinator: drop or join a worker. */
 static int on_ctl(srv *sv, uint64_t len)
 {
@@ -203,10 +223,13 @@ static int on_ctl(srv *sv, uint64_t len)
         if (ps_server_drop(sv->s, (int)w, why)) return srv_fail(sv, "%s", why);
         stop_worker(sv, (int)w);
         as->dropped[w] = 1;
+        close_worker(sv, (int)w);
         as->forget_at = 0; /* its dead connections forgotten now (a --join may follow the log line) */
         forget_dropped(sv);
         fprintf(stderr, "pipetrain server: server %d: worker %u (replica %u) dropped at the coordinator's word; its "
                 "clock was %ld\n", sv->j, w, w, ps_server_clock(sv->s, (int)w));
+        /* the answer, queued after the forget: the drop may be logged now */
+        if (srv_ctl_send(sv, MSG_PS_CTL, as->nctl, as->ctlbuf, PS_CTL_BYTES)) return -1;
     } else {
         stop_worker(sv, (int)w);
         if (ps_server_join(sv->s, (int)w, step, why)) return srv_fail(sv, "%s", why);

@@ -36,11 +36,16 @@ typedef struct {
     int kind;           /* FW_* */
     long die_after;     /* FW_DIE: dies after this many steps (0-based count) */
     long first;         /* the first step START named */
+    int closed;         /* FW_STALL: its coordinator connection was closed, naming the drop */
     int errors;
     char what[200];
 } fworker;
 
-enum { FW_OK, FW_DIE, FW_DIE_BEFORE_STATS, FW_JOINER };
+enum { FW_OK, FW_DIE, FW_DIE_BEFORE_STATS, FW_JOINER, FW_STALL, FW_DIE_IN_CKPT };
+/* FW_STALL: alive but silent from step die_after on (dropped for the step
+ * timeout), until its connection is closed or the test ends;
+ * FW_DIE_IN_CKPT: worker 0 trains every step, writes part of the last
+ * checkpoint's shard and dies before its CKPT_DONE. */
 
 struct harness {
     topo t;
@@ -54,6 +59,9 @@ struct harness {
     int server_fails_after_join;
     long w0_pause_at;       /* worker 0 waits before this step until `joined` (-1: never) */
     int w1_step_sleep_ms;   /* worker 1 (FW_OK) sleeps this long before each step (slow worker) */
+    int w0_slow_ms;         /* worker 0 sleeps this long before each step until `joined` (each well within
+                               the step timeout: it is not dropped; it is still training when the joiner comes) */
+    volatile int w0_stats_hold; /* worker 0 sends its STATS only once this is 0 (bounded wait) */
     fworker w[R_W];
     int server_errors;
     char server_what[ERR_LEN];
@@ -161,7 +169,21 @@ static void *worker_main(void *arg)
             h->killed[f->r] = 1; /* the launcher reaps its child... */
             goto out;            /* ... and its connection closes */
         }
+        if (f->kind == FW_STALL && s == f->die_after) {
+            char e[NET_ERR_LEN] = "";
+            for (int i = 0; i < 1200 && !h->stop; i++) {
+                int st = net_peer_status(n, net_coord_id(), e);
+                if (st != NET_OK && st != NET_PENDING) {
+                    f->closed = strstr(e, "dropped") != NULL;
+                    if (!f->closed) snprintf(f->what, sizeof f->what, "closed: %s", e);
+                    break;
+                }
+                usleep(25000);
+            }
+            goto out;
+        }
         if (f->r == 0 && s == h->w0_pause_at) await_flag(h, &h->joined);
+        if (f->r == 0 && h->w0_slow_ms && !h->joined) usleep((useconds_t)h->w0_slow_ms * 1000);
         if (f->r == 1 && f->kind == FW_OK && h->w1_step_sleep_ms) usleep((useconds_t)h->w1_step_sleep_ms * 1000);
         double sq[64];
         for (int u = 0; u < nu; u++) sq[u] = sq_of(s, u);
@@ -175,6 +197,18 @@ static void *worker_main(void *arg)
             put_f64le(buf, 4.0);
             put_u64le(buf + 8, 1234);
             if (fsend(n, MSG_VAL, s, buf, 16)) goto out;
+        }
+        if (f->kind == FW_DIE_IN_CKPT && s == total - 1) {
+            /* its last step is logged (the loss and the validation came),
+             * part of the shard is written, then it is killed */
+            if (!await_metrics(h, "\"val_loss\"")) { f->errors++; snprintf(f->what, sizeof f->what, "no last step"); }
+            char dir[256], p[300], e[ERR_LEN];
+            snprintf(dir, sizeof dir, "%s/checkpoints/step-%ld", h->out, s + 1);
+            run_mkdirs(dir, e);
+            snprintf(p, sizeof p, "%s/stage-0.safetensors", dir);
+            write_text(p, "param");
+            h->killed[f->r] = 1;
+            goto out;
         }
         if (f->r == 0 && run_is_ckpt_step(t, s)) { /* the servers chose replica 0 to write */
             char dir[256], p[300], e[ERR_LEN];
@@ -194,6 +228,7 @@ static void *worker_main(void *arg)
         h->killed[f->r] = 1;
         goto out;
     }
+    for (int i = 0; i < 1200 && f->r == 0 && h->w0_stats_hold && !h->stop; i++) usleep(25000);
     proto_stats st = { 1000, 1, 0.5, 0.25, 0.125, 77, (uint64_t)(total - f->first), 1.5, 0, 0, 0, 0 };
     proto_stats_encode(buf, &st);
     if (fsend(n, MSG_STATS, total - 1, buf, PROTO_STATS_BYTES) || frecv(h, n, MSG_DONE, total - 1, NULL, 0, NULL))
@@ -239,7 +274,10 @@ static void *server_main(void *arg)
         if (rc != NET_OK) break;
         nctl++;
         uint32_t kind = get_u32le(ctl);
-        if (kind == PS_CTL_DROP) h->ctl_drop++;
+        if (kind == PS_CTL_DROP) { /* answered (ps/ps_proto.h): the coordinator logs the drop then */
+            if (fsend(n, MSG_PS_CTL, nctl - 1, ctl, sizeof ctl)) break;
+            h->ctl_drop++;
+        }
         if (kind == PS_CTL_JOIN) {
             h->ctl_join++;
             if (h->server_fails_after_join) {
@@ -413,12 +451,132 @@ static void test_finished_worker_not_timed_out(void)
     done(h);
 }
 
+/* Worker 1 goes silent but stays alive (its connection open): dropped for the
+ * step timeout. A dropped worker is dropped: its connection is closed with the
+ * reason (the process is told), and a process joining as worker 1 right after
+ * the drop gets its START. Before the fix the old connection stayed, the
+ * joiner's handshake was refused ("already connected") and it got no START. */
+static void test_stalled_worker_dropped_then_joined(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w[1].kind = FW_STALL;
+    h->w[1].die_after = 2;
+    h->w0_pause_at = -1;
+    h->w0_slow_ms = 200; /* 40 steps: still training when the joiner comes */
+    pthread_t tj;
+    fworker *jf = calloc(1, sizeof *jf);
+    *jf = (fworker){ .h = h, .r = 1, .kind = FW_JOINER };
+    pthread_create(&tj, NULL, delayed_joiner, jf);
+    run_async(h, 40, 2000);
+    pthread_join(tj, NULL);
+    if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    if (jf->errors || h->w[1].what[0]) fprintf(stderr, "\n  joiner: %s; stalled: %s\n", jf->what, h->w[1].what);
+    CU_ASSERT_EQUAL(h->rc, 0);
+    CU_ASSERT_EQUAL(h->ctl_drop, 1);
+    CU_ASSERT_EQUAL(h->ctl_join, 1);
+    CU_ASSERT_EQUAL(jf->errors, 0);
+    CU_ASSERT(h->joined);
+    CU_ASSERT(h->w[1].closed); /* told, before the test ended */
+    free(jf);
+    done(h);
+}
+
+/* A process joins as the dropped worker 1 once every step is over (worker 0
+ * holds its STATS, so the coordinator is still there): it is told at once
+ * that the run is ending ("run already finished"). Before the fix it got no
+ * START and waited for its own timeout (here 10 s). */
+static void *late_joiner(void *arg)
+{
+    fworker *f = arg;
+    harness *h = f->h;
+    char e[NET_ERR_LEN] = "";
+    uint8_t buf[24];
+    for (int i = 0; i < 1200 && !h->port; i++) usleep(25000); /* run_async made the coordinator (and h->out) */
+    if (!await_metrics(h, "\"event\":\"workers\"")) { f->errors++; snprintf(f->what, sizeof f->what, "no end"); }
+    struct net_node *n = connect_coord(h, net_stage_id(0, 1));
+    if (!n) { f->errors++; snprintf(f->what, sizeof f->what, "cannot connect"); h->w0_stats_hold = 0; return NULL; }
+    put_u32le(buf, 0);
+    put_u32le(buf + 4, 4343);
+    put_u32le(buf + 8, (uint32_t)h->t.stages[0].n_units);
+    struct net_op *op = NULL;
+    int st = net_send(n, net_coord_id(), (net_key){ MSG_JOIN, 0, 0, 0 }, buf, 12, 5000, &op, e);
+    net_op_free(op);
+    op = NULL;
+    if (st == NET_OK || st == NET_TIMEOUT)
+        st = net_recv_post(n, net_coord_id(), (net_key){ MSG_START, 0, 0, 0 }, buf, sizeof buf, &op, e);
+    if (st == NET_OK) st = net_wait(op, 10000, e);
+    net_op_free(op);
+    f->closed = st; /* the outcome of waiting for START */
+    snprintf(f->what, sizeof f->what, "%s", e);
+    h->w0_stats_hold = 0;
+    net_node_free(n);
+    return NULL;
+}
+
+static void test_late_join_told_run_finished(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w[1].kind = FW_DIE;
+    h->w[1].die_after = 2;
+    h->w0_pause_at = -1;
+    h->w0_stats_hold = 1;
+    pthread_t tj;
+    fworker *jf = calloc(1, sizeof *jf);
+    *jf = (fworker){ .h = h, .r = 1, .kind = FW_JOINER };
+    pthread_create(&tj, NULL, late_joiner, jf);
+    run_async(h, 6, 20000);
+    pthread_join(tj, NULL);
+    if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    if (jf->closed != NET_DEAD && jf->closed != NET_CLOSED)
+        fprintf(stderr, "\n  late joiner: status %d: %s\n", jf->closed, jf->what);
+    CU_ASSERT_EQUAL(h->rc, 0);
+    CU_ASSERT_EQUAL(jf->errors, 0);
+    CU_ASSERT(jf->closed == NET_DEAD || jf->closed == NET_CLOSED); /* not a timeout: told */
+    CU_ASSERT_PTR_NOT_NULL(strstr(jf->what, "run already finished"));
+    free(jf);
+    done(h);
+}
+
+/* Worker 0, the checkpoint's writer, trains every step and dies while writing
+ * the last checkpoint (part of its shard on disk, no CKPT_DONE). The run ends
+ * 0 after the step timeout, saying which checkpoint was not written, which
+ * stage's shard is missing and why (an event line), and the directory has no
+ * COMPLETE marker. Before the fix only a note guessed at the cause. */
+static void test_lost_checkpoint_named(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w[0].kind = FW_DIE_IN_CKPT;
+    h->w0_pause_at = -1;
+    run_async(h, 4, 1000);
+    if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    CU_ASSERT_EQUAL(h->rc, 0);
+    CU_ASSERT_EQUAL(h->w[0].errors, 0);
+    char *m = slurp(h, "metrics.jsonl");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    char *ev = strstr(m, "\"event\":\"checkpoint_lost\"");
+    if (!ev) fprintf(stderr, "\n  metrics:\n%s\n", m);
+    CU_ASSERT_PTR_NOT_NULL(ev);
+    CU_ASSERT(ev && strstr(ev, "\"step\":4") && strstr(ev, "\"stages\":[0]"));
+    if (ev) fprintf(stderr, "\n  %.400s\n", ev);
+    CU_ASSERT(ev && strstr(ev, "worker 0 was dropped (stage 0 replica 0"));
+    free(m);
+    char p[200];
+    snprintf(p, sizeof p, "%s/checkpoints/step-4/COMPLETE", h->out);
+    CU_ASSERT(access(p, F_OK) != 0);
+    done(h);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
         { "a failure after a rejoin blames what failed, not the dead process", test_failure_after_rejoin_blames_the_failed },
         { "a finished worker lost before its STATS: exit 0", test_finished_worker_lost_before_stats },
         { "a finished worker waiting for a slow one is not dropped", test_finished_worker_not_timed_out },
+        { "a worker dropped for the step timeout is closed; a join for it works at once",
+          test_stalled_worker_dropped_then_joined },
+        { "a join after the last step is told the run already finished", test_late_join_told_run_finished },
+        { "a checkpoint whose writer died is named as not written, with the stage and why",
+          test_lost_checkpoint_named },
         CU_TEST_INFO_NULL,
     };
     return tests_run("coord_async", tests);

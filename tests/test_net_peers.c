@@ -499,6 +499,56 @@ static void test_shutdown_in_flight(void)
     free(dst);
 }
 
+/* net_peer_close: a live peer is closed with the reason, which it is told
+ * (its side fails naming it); once dead and forgotten, a new node with that
+ * identity connects. A peer never seen is recorded dead: a connection
+ * claiming it is refused with the reason. */
+static void wait_dead(struct net_node *n, net_peer_id p, char *err)
+{
+    for (int i = 0; i < 500; i++) {
+        int st = net_peer_status(n, p, err);
+        if (st != NET_OK && st != NET_PENDING) return;
+        usleep(10000);
+    }
+}
+
+static void test_peer_close(void)
+{
+    char err[NET_ERR_LEN];
+    net_config ca, cb, cc;
+    cfg_for(&ca, net_stage_id(0, 0));
+    cfg_for(&cb, net_stage_id(1, 0));
+    cfg_for(&cc, net_stage_id(2, 0));
+    cb.listen_host = cc.listen_host = NULL;
+    struct net_node *a = node_or_die(&ca), *b = node_or_die(&cb);
+    ST(net_connect(b, ca.self, "127.0.0.1", net_node_port(a), err), NET_OK);
+    ST(net_wait_peer(b, ca.self, 5000, err), NET_OK);
+    ST(net_wait_peer(a, cb.self, 5000, err), NET_OK);
+    ST(net_peer_close(a, cb.self, "you were dropped"), NET_OK);
+    wait_dead(a, cb.self, err);
+    CU_ASSERT_EQUAL(net_peer_status(a, cb.self, err), NET_DEAD);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "you were dropped"));
+    wait_dead(b, ca.self, err);
+    CU_ASSERT_EQUAL(net_peer_status(b, ca.self, err), NET_DEAD);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "you were dropped")); /* told */
+    net_node_free(b);
+    ST(net_peer_forget(a, cb.self), NET_OK);
+    for (int i = 0; i < 500 && net_peer_status(a, cb.self, err) != NET_PENDING; i++) usleep(10000);
+    b = node_or_die(&cb);
+    ST(net_connect(b, ca.self, "127.0.0.1", net_node_port(a), err), NET_OK);
+    CU_ASSERT_EQUAL(net_wait_peer(b, ca.self, 5000, err), NET_OK); /* the identity is free again */
+    /* never seen: declared dead, a claim refused naming the reason */
+    ST(net_peer_close(a, cc.self, "run already finished"), NET_OK);
+    wait_dead(a, cc.self, err);
+    struct net_node *c = node_or_die(&cc);
+    ST(net_connect(c, ca.self, "127.0.0.1", net_node_port(a), err), NET_OK);
+    CU_ASSERT_NOT_EQUAL(net_wait_peer(c, ca.self, 5000, err), NET_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "run already finished"));
+    net_node_free(c);
+    net_node_free(b);
+    net_node_free(a);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -514,6 +564,7 @@ int main(void)
         { "bounded memory", test_bounded_memory },
         { "cancel a half-written send", test_cancel_half_written_send },
         { "shutdown with messages in flight", test_shutdown_in_flight },
+        { "net_peer_close: told, forgotten, identity reused; unknown peer refused", test_peer_close },
         CU_TEST_INFO_NULL,
     };
     return tests_run("net_peers", tests);

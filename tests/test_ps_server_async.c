@@ -36,6 +36,8 @@ typedef struct {
     const int *idx;
     int coord_port, srv_port;
     volatile int stop, w0_step, w1_dead, join_sent, joiner_first, joiner_connected;
+    volatile int w1_up, w1_closed; /* WK_IDLE: connected; its connection was closed by the server */
+    int join_once;          /* the joiner connects once, no retry: the drop's answer came first */
     int errors;
     char what[ERR_LEN];
     int srv_rc;
@@ -44,10 +46,10 @@ typedef struct {
 
 typedef struct {
     harness *h;
-    int r, kind; /* WK_OK, WK_STALL (reads nothing, runs ahead, dies), WK_JOIN */
+    int r, kind; /* WK_OK, WK_STALL (reads nothing, runs ahead, dies), WK_JOIN, WK_IDLE (alive, silent) */
 } wk;
 
-enum { WK_OK, WK_STALL, WK_JOIN };
+enum { WK_OK, WK_STALL, WK_JOIN, WK_IDLE };
 
 static void note(harness *h, const char *fmt, const char *s)
 {
@@ -133,7 +135,7 @@ static void *worker_main(void *arg)
     if (w->kind == WK_JOIN) {
         /* the server lets the dead connection go at the drop: until then a
          * new one claiming worker 1 is refused (retried, as a user would) */
-        for (int i = 0; i < 100 && !n && !h->stop; i++)
+        for (int i = 0; i < (h->join_once ? 1 : 100) && !n && !h->stop; i++)
             if (!(n = connect_server(h, 1, 0))) usleep(100000);
         if (!n) { note(h, "%s", "the joiner could not connect"); goto out; }
         h->joiner_connected = 1; /* (a joining stage reaches its servers before it JOINs the coordinator) */
@@ -141,6 +143,16 @@ static void *worker_main(void *arg)
         first = h->joiner_first;
     } else if (!(n = connect_server(h, w->r, w->kind == WK_STALL ? 1 : 0))) {
         note(h, "%s", "a worker could not connect");
+        goto out;
+    }
+    if (w->kind == WK_IDLE) { /* alive and connected, sends nothing: dropped (the step timeout) */
+        h->w1_up = 1;
+        char e[NET_ERR_LEN] = "";
+        for (int i = 0; i < 1200 && !h->stop; i++) {
+            int st = net_peer_status(n, net_server_id(0), e);
+            if (st != NET_OK && st != NET_PENDING) { h->w1_closed = 1; break; }
+            usleep(25000);
+        }
         goto out;
     }
     net_key pull = { MSG_PS_PULL, (uint64_t)first, 0, 0 };
@@ -214,9 +226,27 @@ static int ctl(harness *h, struct net_node *c, long n, uint32_t op, uint32_t w, 
     return wsend(c, net_server_id(0), (net_key){ MSG_PS_CTL, (uint64_t)n, 0, 0 }, b, sizeof b);
 }
 
-static void test_worker_dies_with_sends_pending(void)
+/* The fake coordinator's drop of worker w (control message n): sent, then
+ * its answer awaited (ps/ps_proto.h: the server has let the connections go). */
+static int drop_worker(harness *h, struct net_node *c, long n, uint32_t w)
+{
+    char e[NET_ERR_LEN];
+    uint8_t ack[PS_CTL_BYTES];
+    struct net_op *op = NULL;
+    int st = net_recv_post(c, net_server_id(0), (net_key){ MSG_PS_CTL, (uint64_t)n, 0, 0 }, ack, sizeof ack, &op, e);
+    if (st == NET_OK) st = ctl(h, c, n, PS_CTL_DROP, w, 0);
+    if (st == NET_OK) st = net_wait(op, 10000, e);
+    if (st == NET_OK && (net_op_len(op) != PS_CTL_BYTES || get_u32le(ack) != PS_CTL_DROP || get_u32le(ack + 4) != w))
+        st = NET_ERR;
+    if (st != NET_OK) fprintf(stderr, "\n  no answer to the drop: %d %s\n", st, e);
+    net_op_free(op);
+    return st;
+}
+
+static void run_case(int w1_kind)
 {
     harness *h = calloc(1, sizeof *h);
+    h->join_once = w1_kind == WK_IDLE;
     char err[ERR_LEN], path[64], text[2048], e[NET_ERR_LEN];
     h->srv_port = free_port();
     CU_ASSERT_FATAL(h->srv_port > 0);
@@ -267,14 +297,15 @@ static void test_worker_dies_with_sends_pending(void)
     put_u64le(start, 0);
     put_u64le(start + 8, STEPS);
     CU_ASSERT(wsend(c, net_server_id(0), (net_key){ MSG_START, 0, 0, 0 }, start, 16) == NET_OK);
-    wk w[3] = { { h, 0, WK_OK }, { h, 1, WK_STALL }, { h, 1, WK_JOIN } };
+    wk w[3] = { { h, 0, WK_OK }, { h, 1, w1_kind }, { h, 1, WK_JOIN } };
     pthread_create(&tw[0], NULL, worker_main, &w[0]);
     pthread_create(&tw[1], NULL, worker_main, &w[1]);
-    for (int i = 0; i < 1200 && !h->w1_dead; i++) usleep(50000);
-    CU_ASSERT(h->w1_dead);
+    volatile int *ready = w1_kind == WK_IDLE ? &h->w1_up : &h->w1_dead;
+    for (int i = 0; i < 1200 && !*ready; i++) usleep(50000);
+    CU_ASSERT(*ready);
     /* the coordinator drops worker 1, then a new process joins as worker 1 at
      * the slowest active worker's step (worker 0's) */
-    CU_ASSERT(ctl(h, c, 0, PS_CTL_DROP, 1, 0) == NET_OK);
+    CU_ASSERT(drop_worker(h, c, 0, 1) == NET_OK);
     pthread_create(&tw[2], NULL, worker_main, &w[2]);
     for (int i = 0; i < 1200 && !h->joiner_connected && !h->errors; i++) usleep(25000);
     CU_ASSERT(h->joiner_connected);
@@ -304,16 +335,30 @@ static void test_worker_dies_with_sends_pending(void)
     CU_ASSERT_EQUAL(h->srv_rc, 0);
     if (h->errors) fprintf(stderr, "\n  fakes: %d errors (%s)\n", h->errors, h->what);
     CU_ASSERT_EQUAL(h->errors, 0);
+    if (w1_kind == WK_IDLE) CU_ASSERT(h->w1_closed); /* the server closed the dropped worker's connection */
     ps_assignment_free(&h->a);
     topo_free(&h->t);
     free(h);
 }
+
+static void test_worker_dies_with_sends_pending(void) { run_case(WK_STALL); }
+
+/* Worker 1 stays alive and connected, silent (the coordinator drops it for
+ * the step timeout; or its death is not noticed here before the drop): at
+ * the drop the server closes its connection and forgets it, then answers;
+ * a process joining as worker 1 once the answer came connects at the first
+ * try (a real joiner reaches its servers before it JOINs the coordinator,
+ * and a refusal is fatal to it). Before the fix the old connection stayed:
+ * no answer, and the joiner was refused ("already connected"). */
+static void test_alive_worker_dropped_then_joined(void) { run_case(WK_IDLE); }
 
 int main(void)
 {
     CU_TestInfo tests[] = {
         { "a worker dies with sends pending, is dropped and rejoined: the server goes on",
           test_worker_dies_with_sends_pending },
+        { "an alive worker dropped is closed and forgotten before the drop is answered; a joiner connects at once",
+          test_alive_worker_dropped_then_joined },
         CU_TEST_INFO_NULL,
     };
     return tests_run("ps_server_async", tests);
