@@ -315,6 +315,8 @@ static int write_topology(const bopts *o, const topo *t, const sched_balance_pla
     struct stat a, b;
     if (!stat(o->out, &b) && !stat(o->topo, &a) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
         return seterr(err, "--out: %s is the input topology: write the balanced one elsewhere", o->out), 2;
+    if (!stat(o->out, &b) && S_ISDIR(b.st_mode))
+        return seterr(err, "--out: %s is a directory: give the path of the new topology file", o->out), 2;
     json_error_t je;
     json_t *root = json_load_file(o->topo, JSON_REJECT_DUPLICATES, &je);
     if (!root) return seterr(err, "%s: line %d: %s", o->topo, je.line, je.text), 2;

@@ -127,7 +127,7 @@ static int parse_costs(const char *s, double c[3])
     strcpy(buf, s);
     int n = 0;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == 3 || parse_num(tok, &c[n])) return -1;
+        if (n == 3 || parse_num(tok, &c[n]) || c[n] > 1e9) return -1; /* a costs file's bound (ms) */
         n++;
     }
     return n == 3 ? 0 : -1;
@@ -192,7 +192,7 @@ static int parse_opt(opts *o, const char *k, const char *v)
     if (!strcmp(k, "--costs")) {
         o->have_costs = 1;
         if (!parse_costs(v, o->cost)) return 0;
-        return usage_err("--costs: expected three numbers >= 0 as F,B,W (e.g. 1,1,1), got '%s'", v);
+        return usage_err("--costs: expected three numbers in 0..1e9 as F,B,W ms (e.g. 1,1,1), got '%s'", v);
     }
     if (!strcmp(k, "--format")) {
         for (int i = 0; fmt_names[i]; i++)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# t_balance_edges.sh — `pipetrain balance` and `schedule` off the tested path
+# (issue 13, as a new user): costs files whose times overflow the simulator
+# (a value of 1e308 made `balance` blame a memory limit nobody gave and
+# `schedule` print "inf ms" and "-nan%" with exit 0), a latency that is no
+# number, `--costs` past the same bound, and `balance --out` naming a directory
+# (exit 1 after the plan, "rename: Is a directory"). Each is exit 2 naming the
+# file and the field, and nothing is written.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+export XDG_CACHE_HOME="$tmp/xdg" OPENBLAS_NUM_THREADS=1
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+run() {
+    local want=$1; shift
+    "$P" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    [ "$rc" -eq "$want" ] || { fail "exit $rc (want $want): $*"; sed 's/^/    /' "$tmp/err" | head -5; return 1; }
+}
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2' ($3): $(head -c 300 "$1")"; }
+
+T=topologies/shakespeare-2stage.json
+costs() { # NAME F0 LATENCY [UNITS-F1]
+    cat >"$tmp/$1.json" <<J
+{"version": 1, "unit": "ms", "stages": 2, "chunks": 1, "steps": 5, "f": [$2, 3], "b": [3, 3], "w": [1, 1],
+ "latency": $3, "bandwidth": 0, "bw_early": true, "w_in_order": true,
+ "units": {"f": [0, ${4:-1}, 1, 1, 1, 1], "b": [0, 1, 1, 1, 1, 1], "w": [0, 1, 1, 1, 1, 1]}}
+J
+}
+costs ok 3 0.1
+run 0 balance "$T" --stages 2 --calibrate "$tmp/ok.json" && has "$tmp/out" "predicted step time" "a sane file balances"
+costs hugef 1e308 0.1
+run 2 balance "$T" --stages 2 --calibrate "$tmp/hugef.json" --out "$tmp/new.json" &&
+{ has "$tmp/err" "$tmp/hugef.json: \"f\"[0]: expected a number >= 0 and at most 1e+09 (ms)" "names file and field";
+  grep -q "memory limit" "$tmp/err" && fail "blames a memory limit: $(cat "$tmp/err")"; }
+[ -e "$tmp/new.json" ] && fail "huge costs: a topology written"
+run 2 schedule "$T" --calibrate "$tmp/hugef.json" && has "$tmp/err" "\"f\"[0]" "schedule names the field"
+grep -q "nan\|inf ms" "$tmp/out" && fail "schedule printed nan/inf: $(head -5 "$tmp/out")"
+costs hugeu 3 0.1 1e308
+run 2 balance "$T" --stages 2 --calibrate "$tmp/hugeu.json" &&
+    has "$tmp/err" "$tmp/hugeu.json: \"units\".\"f\"[1]: expected a number >= 0 and at most 1e+09 (ms)" "per-layer time"
+costs hugelat 3 1e308
+run 2 balance "$T" --stages 2 --calibrate "$tmp/hugelat.json" && has "$tmp/err" "$tmp/hugelat.json: \"latency\"" "latency"
+costs strlat 3 '"fast"'
+run 2 schedule "$T" --calibrate "$tmp/strlat.json" && has "$tmp/err" "$tmp/strlat.json: \"latency\"" "latency no number"
+costs neglat 3 -1
+run 2 schedule "$T" --calibrate "$tmp/neglat.json" && has "$tmp/err" "$tmp/neglat.json: \"latency\"" "negative latency"
+run 2 schedule --stages 2 --micro-batches 4 --costs 1e308,1e308,1 && has "$tmp/err" "--costs" "--costs past the bound"
+run 0 schedule --stages 2 --micro-batches 4 --costs 1e9,1e9,1 && has "$tmp/out" "predicted step time" "at the bound"
+
+# --out naming a directory: exit 2 before anything is renamed, no temporary file left
+mkdir -p "$tmp/dir"
+run 2 balance "$T" --stages 2 --gflops 10 --out "$tmp/dir" && has "$tmp/err" "--out: $tmp/dir is a directory" "says so"
+[ -z "$(ls -A "$tmp/dir")" ] || fail "--out DIR: something written into it: $(ls "$tmp/dir")"
+ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file left: $(ls "$tmp")"
+
+[ "$fails" -eq 0 ] && echo "t_balance_edges: ok" || echo "t_balance_edges: $fails failure(s)"
+[ "$fails" -eq 0 ]
