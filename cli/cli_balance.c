@@ -113,8 +113,9 @@ static void ua_alloc(unit_arrays *a, int U, int P)
     for (size_t i = 0; i < sizeof *a / sizeof(double *); i++) p[i] = xcalloc((size_t)(U > P ? U : P), sizeof(double));
 }
 
-/* Memory and FLOPs of every unit; flops[3*u..] = fwd, bwd_input (+ recompute), bwd_weight. */
-static void unit_model(const topo *t, unit_arrays *a, double *flops)
+/* Memory and FLOPs of every unit for a split into P stages; flops[3*u..] = fwd,
+ * bwd_input (+ recompute), bwd_weight. */
+static void unit_model(const topo *t, int P, unit_arrays *a, double *flops)
 {
     size_t batch = (size_t)topo_micro_batch(t), seq = (size_t)t->model.seq_len;
     int mode = t->train.recompute_id;
@@ -131,6 +132,11 @@ static void unit_model(const topo *t, unit_arrays *a, double *flops)
         a->wu[u] = (double)m.work_unit;
         a->out[u] = (double)model_unit_out_bytes(&t->model, u, batch, seq);
     }
+    /* a tied head owns no parameters, but on another stage than the embedding (any
+     * split of P >= 2 contiguous stages) it holds a copy of the embedding and its
+     * lm_head gradient, 4·vocab·dim bytes each, as topo_mem counts them */
+    if (t->model.tie_embeddings && P > 1)
+        a->st[topo_n_units(t) - 1] += 8.0 * (double)t->model.vocab_size * (double)t->model.dim;
 }
 
 /* Costs measured in the runs of --calibrate, per unit: the median over the runs
@@ -400,7 +406,7 @@ int cli_balance_main(int argc, char **argv)
     }
     ua_alloc(&a, U, P);
     flops = xcalloc(3 * (size_t)U, sizeof(double));
-    unit_model(&t, &a, flops);
+    unit_model(&t, P, &a, flops);
     double latency = 0;
     for (int st = 0; st < P; st++) a.speed[st] = 1;
     if (o.n_calib) {

@@ -5,7 +5,8 @@
 # `schedule` print "inf ms" and "-nan%" with exit 0), a latency that is no
 # number, `--costs` past the same bound, and `balance --out` naming a directory
 # (exit 1 after the plan, "rename: Is a directory"). Each is exit 2 naming the
-# file and the field, and nothing is written.
+# file and the field, and nothing is written. And the memory balance counts for a
+# tied head on its own stage (it counted none of the embedding copy it holds).
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -55,6 +56,18 @@ mkdir -p "$tmp/dir"
 run 2 balance "$T" --stages 2 --gflops 10 --out "$tmp/dir" && has "$tmp/err" "--out: $tmp/dir is a directory" "says so"
 [ -z "$(ls -A "$tmp/dir")" ] || fail "--out DIR: something written into it: $(ls "$tmp/dir")"
 ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file left: $(ls "$tmp")"
+
+# tied embeddings: the head's stage holds a copy of the embedding and lm_head's
+# gradient (8·vocab·dim bytes, as `check` counts them); balance counted neither,
+# so it accepted a split whose head stage needs more than --memory-limit
+TIED=(--set model.vocab_size=8192 --set model.tie_embeddings=true --set model.dim=32 --set model.ffn_dim=64)
+run 0 balance "$T" --stages 2 --gflops 10 "${TIED[@]}" &&
+    has "$tmp/out" "1     head                    30.1990    120.796       2.00 MiB       8.05 MiB" "the head's static memory"
+run 2 balance "$T" --stages 2 --gflops 10 "${TIED[@]}" --memory-limit 7200000 --out "$tmp/tied.json" &&
+    has "$tmp/err" "the head (head) does not fit on any stage" "the tied head over the limit"
+[ -e "$tmp/tied.json" ] && fail "tied head over the limit: a topology written"
+run 0 balance "$T" --stages 1 --gflops 10 "${TIED[@]}" &&
+    has "$tmp/out" "0     embed,0-3,head" "one stage: the head reads the embedding it holds"
 
 [ "$fails" -eq 0 ] && echo "t_balance_edges: ok" || echo "t_balance_edges: $fails failure(s)"
 [ "$fails" -eq 0 ]
