@@ -393,6 +393,17 @@ int cli_balance_main(int argc, char **argv)
                "gpipe, 1f1b or zb-h1", o.topo, kind ? kind : "a schedule file");
         goto fail;
     }
+    /* the balancer's unit arrays hold one mode: say so when stages differ from it
+     * (the written stages keep their entries', position by position) */
+    for (int st = 0; st < t.n_stages; st++)
+        if (t.stages[st].recompute_id != t.train.recompute_id) {
+            fprintf(stderr, "pipetrain balance: warning: %s: stages.%d.recompute \"%s\" differs from train.recompute "
+                    "\"%s\": the plan models every stage in \"%s\", so the memory and times of a stage that keeps "
+                    "its own mode (stage i of --out takes the i-th stage entry's settings) differ from the plan\n",
+                    o.topo, st, t.stages[st].recompute ? t.stages[st].recompute : "?", t.train.recompute,
+                    t.train.recompute);
+            break;
+        }
     int P = (int)o.P, U = topo_n_units(&t);
     if (P > U) {
         seterr(err, "--stages: %d stages but %s's model has %d units (embedding, %d blocks, head)", P, o.topo, U,

@@ -69,5 +69,11 @@ run 2 balance "$T" --stages 2 --gflops 10 "${TIED[@]}" --memory-limit 7200000 --
 run 0 balance "$T" --stages 1 --gflops 10 "${TIED[@]}" &&
     has "$tmp/out" "0     embed,0-3,head" "one stage: the head reads the embedding it holds"
 
+# a stage in its own recompute mode: the plan models train.recompute's for every
+# stage and said nothing; now a warning names the stage's field (exit 0)
+run 0 balance "$T" --stages 2 --gflops 10 --set stages.0.recompute=full &&
+    has "$tmp/err" "warning: $T: stages.0.recompute \"full\" differs from train.recompute \"none\"" "names the field"
+run 0 balance "$T" --stages 2 --gflops 10 --set train.recompute=full && [ -s "$tmp/err" ] && fail "one mode: a warning"
+
 [ "$fails" -eq 0 ] && echo "t_balance_edges: ok" || echo "t_balance_edges: $fails failure(s)"
 [ "$fails" -eq 0 ]
