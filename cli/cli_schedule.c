@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli_schedule.h"
@@ -313,6 +314,9 @@ static int write_file(const char *path, const render_ctx *x, char *err)
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return seterr(err, "%s: path too long", path);
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode))
+        return seterr(err, "--out: %s is a directory: give the path of the file to write", path), 2;
     FILE *f = fopen(tmp, "w");
     if (!f) {
         seterr(err, "%s: cannot create the output file (as %s): %s", path, tmp, strerror(errno));

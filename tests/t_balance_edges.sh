@@ -56,6 +56,9 @@ mkdir -p "$tmp/dir"
 run 2 balance "$T" --stages 2 --gflops 10 --out "$tmp/dir" && has "$tmp/err" "--out: $tmp/dir is a directory" "says so"
 [ -z "$(ls -A "$tmp/dir")" ] || fail "--out DIR: something written into it: $(ls "$tmp/dir")"
 ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file left: $(ls "$tmp")"
+run 2 schedule --stages 2 --micro-batches 4 --kind zb-v --costs 1,1,1 --format csv --out "$tmp/dir" &&
+    has "$tmp/err" "--out: $tmp/dir is a directory" "schedule says so"
+[ -z "$(ls -A "$tmp/dir")" ] || fail "schedule --out DIR: something written into it: $(ls "$tmp/dir")"
 
 # tied embeddings: the head's stage holds a copy of the embedding and lm_head's
 # gradient (8·vocab·dim bytes, as `check` counts them); balance counted neither,
