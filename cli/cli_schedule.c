@@ -446,7 +446,7 @@ static sched_schedule *build_schedule(const opts *o, const topo *t, char **detai
         return s;
     }
     if (file) {
-        sched_schedule *s = sched_load(file, M, err);
+        sched_schedule *s = sched_load_for(file, M, P, err);
         if (s && P && s->n_stages != P) {
             seterr(err, "%s: the schedule has %d stages (rows), expected %d", file, s->n_stages, P);
             sched_free(s);

@@ -60,6 +60,19 @@ run 2 schedule --stages 2 --micro-batches 4 --kind zb-v --costs 1,1,1 --format c
     has "$tmp/err" "--out: $tmp/dir is a directory" "schedule says so"
 [ -z "$(ls -A "$tmp/dir")" ] || fail "schedule --out DIR: something written into it: $(ls "$tmp/dir")"
 
+# a schedule file with more rows (ranks) than the topology has stages: the counts
+# named first (the actions of the extra row were checked and the message blamed
+# them: "row 3: missing backward for micro-batch 0")
+printf '0F0,0F1,0I0,0W0,0I1,0W1\n1F0,1I0,1W0,1F1,1I1,1W1\n2F0\n' >"$tmp/three.csv"
+run 2 check "$T" --schedule "$tmp/three.csv" --set train.micro_batches=2 &&
+{ has "$tmp/err" "$tmp/three.csv: 3 rows: is for 3 stage(s) (one row of actions per rank), expected 2" "row count";
+  grep -q "missing backward" "$tmp/err" && fail "blames row 3's actions: $(cat "$tmp/err")"; }
+run 2 schedule --stages 2 --micro-batches 2 --costs 1,1,1 --schedule "$tmp/three.csv" &&
+    has "$tmp/err" "is for 3 stage(s)" "schedule --stages names the counts"
+printf '{"stages": [["F0","F1","B0","W0","B1","W1"],["F0","B0","W0","F1","B1","W1"],["F0"]]}' >"$tmp/three.json"
+run 2 check "$T" --schedule "$tmp/three.json" --set train.micro_batches=2 &&
+    has "$tmp/err" "$tmp/three.json: \"stages\": is for 3 stage(s)" "JSON list count"
+
 # tied embeddings: the head's stage holds a copy of the embedding and lm_head's
 # gradient (8·vocab·dim bytes, as `check` counts them); balance counted neither,
 # so it accepted a split whose head stage needs more than --memory-limit
