@@ -381,6 +381,10 @@ static sched_schedule *parse_for(const char *text, size_t n, const char *name, i
                                  char *err)
 {
     if (!name) name = "(schedule)";
+    if (n >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) { /* a UTF-8 byte-order mark, as spreadsheets save CSV */
+        text += 3;
+        n -= 3;
+    }
     sched_schedule *s = csv ? parse_csv(text, n, name, n_micro, n_stages, err)
                             : parse_json(text, n, name, n_micro, n_stages, err);
     if (!s) return NULL;

@@ -73,6 +73,12 @@ printf '{"stages": [["F0","F1","B0","W0","B1","W1"],["F0","B0","W0","F1","B1","W
 run 2 check "$T" --schedule "$tmp/three.json" --set train.micro_batches=2 &&
     has "$tmp/err" "$tmp/three.json: \"stages\": is for 3 stage(s)" "JSON list count"
 
+# a CSV saved by a spreadsheet starts with a UTF-8 byte-order mark: read past it
+# (the first cell was refused as "found '\xef\xbb\xbf0F0'")
+printf '\xef\xbb\xbf0F0,0F1,0I0,0W0,0I1,0W1\n1F0,1I0,1W0,1F1,1I1,1W1\n' >"$tmp/bom.csv"
+run 0 schedule --stages 2 --micro-batches 2 --costs 1,1,1 --schedule "$tmp/bom.csv" &&
+    has "$tmp/out" "predicted step time: 8.0000 ms" "the same schedule as without the mark"
+
 # tied embeddings: the head's stage holds a copy of the embedding and lm_head's
 # gradient (8·vocab·dim bytes, as `check` counts them); balance counted neither,
 # so it accepted a split whose head stage needs more than --memory-limit
