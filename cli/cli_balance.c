@@ -524,8 +524,12 @@ void cli_balance_warn(const topo *t, FILE *f)
     double mean = sum / t->n_stages, best = t->chunks_per_stage == 1 ? best_bottleneck(t, cost) : mx;
     free(cost);
     if (t->n_stages < 2 || mean <= 0 || mx <= 1.2 * mean || best >= mx * (1 - 1e-9)) return;
+    /* balance takes the topology's kind only when it is a one-chunk one; a schedule
+     * file (one chunk here) needs --schedule, or the suggested command is refused */
+    int k = t->schedule.kind ? sched_kind_find(t->schedule.kind) : -1;
+    const char *sched = k >= 0 && sched_kind_table[k].min_chunks == 1 ? "" : " --schedule 1f1b";
     fprintf(f, "pipetrain check: warning: %s: stages are %.0f%% imbalanced (stage %d's forward+backward FLOPs per "
                "BLAS thread are %.2fx the mean of the stages; the best split of the layers brings the largest "
-               "down by %.0f%%): `pipetrain balance %s --stages %d --out NEW.json` proposes it\n",
-            t->path, 100 * (mx / mean - 1), worst, mx / mean, 100 * (1 - best / mx), t->path, t->n_stages);
+               "down by %.0f%%): `pipetrain balance %s --stages %d%s --out NEW.json` proposes it\n",
+            t->path, 100 * (mx / mean - 1), worst, mx / mean, 100 * (1 - best / mx), t->path, t->n_stages, sched);
 }

@@ -79,6 +79,15 @@ printf '\xef\xbb\xbf0F0,0F1,0I0,0W0,0I1,0W1\n1F0,1I0,1W0,1F1,1I1,1W1\n' >"$tmp/b
 run 0 schedule --stages 2 --micro-batches 2 --costs 1,1,1 --schedule "$tmp/bom.csv" &&
     has "$tmp/out" "predicted step time: 8.0000 ms" "the same schedule as without the mark"
 
+# check's imbalance warning on a topology that runs a schedule file: the command
+# it suggests must run (balance refuses a file without --schedule)
+"$P" schedule --stages 2 --micro-batches 4 --kind 1f1b --costs 1,1,1 --format csv --out "$tmp/my.csv" >/dev/null 2>&1
+sed "s|\"kind\": \"1f1b\"|\"file\": \"$tmp/my.csv\"|" "$T" >"$tmp/filetopo.json"
+sed -i 's|"path": "../../shared|"path": "/work/shared|; s|"layers": "embed,0-1"|"layers": "embed"|; s|"layers": "2-3,head"|"layers": "0-3,head"|' "$tmp/filetopo.json"
+run 0 check "$tmp/filetopo.json" && has "$tmp/err" "imbalanced" "the warning"
+cmd=$(sed -n 's/.*`pipetrain \(balance [^`]*\)`.*/\1/p' "$tmp/err" | sed 's/NEW.json/$tmp\/sugg.json/')
+[ -n "$cmd" ] && run 0 $(eval echo "$cmd") --gflops 10 && has "$tmp/out" "wrote $tmp/sugg.json" "the suggested command runs"
+
 # tied embeddings: the head's stage holds a copy of the embedding and lm_head's
 # gradient (8·vocab·dim bytes, as `check` counts them); balance counted neither,
 # so it accepted a split whose head stage needs more than --memory-limit
