@@ -88,6 +88,13 @@ run 0 check "$tmp/filetopo.json" && has "$tmp/err" "imbalanced" "the warning"
 cmd=$(sed -n 's/.*`pipetrain \(balance [^`]*\)`.*/\1/p' "$tmp/err" | sed 's/NEW.json/$tmp\/sugg.json/')
 [ -n "$cmd" ] && run 0 $(eval echo "$cmd") --gflops 10 && has "$tmp/out" "wrote $tmp/sugg.json" "the suggested command runs"
 
+# a run directory without costs.json (a --no-trace or one-stage run): say where it
+# comes from, not jansson's "unable to open ... (line -1)"
+mkdir -p "$tmp/notrace"; echo '{}' >"$tmp/notrace/summary.json"
+run 2 balance "$T" --stages 2 --calibrate "$tmp/notrace" &&
+{ has "$tmp/err" "$tmp/notrace/costs.json: no such file" "names the file"; has "$tmp/err" "--no-trace" "says why";
+  grep -q "line -1" "$tmp/err" && fail "jansson's line -1: $(cat "$tmp/err")"; }
+
 # tied embeddings: the head's stage holds a copy of the embedding and lm_head's
 # gradient (8·vocab·dim bytes, as `check` counts them); balance counted neither,
 # so it accepted a split whose head stage needs more than --memory-limit
