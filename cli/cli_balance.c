@@ -113,8 +113,9 @@ static void ua_alloc(unit_arrays *a, int U, int P)
     for (size_t i = 0; i < sizeof *a / sizeof(double *); i++) p[i] = xcalloc((size_t)(U > P ? U : P), sizeof(double));
 }
 
-/* Memory and FLOPs of every unit; flops[3*u..] = fwd, bwd_input (+ recompute), bwd_weight. */
-static void unit_model(const topo *t, unit_arrays *a, double *flops)
+/* Memory and FLOPs of every unit for a split into P stages; flops[3*u..] = fwd,
+ * bwd_input (+ recompute), bwd_weight. */
+static void unit_model(const topo *t, int P, unit_arrays *a, double *flops)
 {
     size_t batch = (size_t)topo_micro_batch(t), seq = (size_t)t->model.seq_len;
     int mode = t->train.recompute_id;
@@ -131,6 +132,11 @@ static void unit_model(const topo *t, unit_arrays *a, double *flops)
         a->wu[u] = (double)m.work_unit;
         a->out[u] = (double)model_unit_out_bytes(&t->model, u, batch, seq);
     }
+    /* a tied head owns no parameters, but on another stage than the embedding (any
+     * split of P >= 2 contiguous stages) it holds a copy of the embedding and its
+     * lm_head gradient, 4·vocab·dim bytes each, as topo_mem counts them */
+    if (t->model.tie_embeddings && P > 1)
+        a->st[topo_n_units(t) - 1] += 8.0 * (double)t->model.vocab_size * (double)t->model.dim;
 }
 
 /* Costs measured in the runs of --calibrate, per unit: the median over the runs
@@ -315,6 +321,8 @@ static int write_topology(const bopts *o, const topo *t, const sched_balance_pla
     struct stat a, b;
     if (!stat(o->out, &b) && !stat(o->topo, &a) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
         return seterr(err, "--out: %s is the input topology: write the balanced one elsewhere", o->out), 2;
+    if (!stat(o->out, &b) && S_ISDIR(b.st_mode))
+        return seterr(err, "--out: %s is a directory: give the path of the new topology file", o->out), 2;
     json_error_t je;
     json_t *root = json_load_file(o->topo, JSON_REJECT_DUPLICATES, &je);
     if (!root) return seterr(err, "%s: line %d: %s", o->topo, je.line, je.text), 2;
@@ -385,6 +393,17 @@ int cli_balance_main(int argc, char **argv)
                "gpipe, 1f1b or zb-h1", o.topo, kind ? kind : "a schedule file");
         goto fail;
     }
+    /* the balancer's unit arrays hold one mode: say so when stages differ from it
+     * (the written stages keep their entries', position by position) */
+    for (int st = 0; st < t.n_stages; st++)
+        if (t.stages[st].recompute_id != t.train.recompute_id) {
+            fprintf(stderr, "pipetrain balance: warning: %s: stages.%d.recompute \"%s\" differs from train.recompute "
+                    "\"%s\": the plan models every stage in \"%s\", so the memory and times of a stage that keeps "
+                    "its own mode (stage i of --out takes the i-th stage entry's settings) differ from the plan\n",
+                    o.topo, st, t.stages[st].recompute ? t.stages[st].recompute : "?", t.train.recompute,
+                    t.train.recompute);
+            break;
+        }
     int P = (int)o.P, U = topo_n_units(&t);
     if (P > U) {
         seterr(err, "--stages: %d stages but %s's model has %d units (embedding, %d blocks, head)", P, o.topo, U,
@@ -398,7 +417,7 @@ int cli_balance_main(int argc, char **argv)
     }
     ua_alloc(&a, U, P);
     flops = xcalloc(3 * (size_t)U, sizeof(double));
-    unit_model(&t, &a, flops);
+    unit_model(&t, P, &a, flops);
     double latency = 0;
     for (int st = 0; st < P; st++) a.speed[st] = 1;
     if (o.n_calib) {
@@ -505,8 +524,12 @@ void cli_balance_warn(const topo *t, FILE *f)
     double mean = sum / t->n_stages, best = t->chunks_per_stage == 1 ? best_bottleneck(t, cost) : mx;
     free(cost);
     if (t->n_stages < 2 || mean <= 0 || mx <= 1.2 * mean || best >= mx * (1 - 1e-9)) return;
+    /* balance takes the topology's kind only when it is a one-chunk one; a schedule
+     * file (one chunk here) needs --schedule, or the suggested command is refused */
+    int k = t->schedule.kind ? sched_kind_find(t->schedule.kind) : -1;
+    const char *sched = k >= 0 && sched_kind_table[k].min_chunks == 1 ? "" : " --schedule 1f1b";
     fprintf(f, "pipetrain check: warning: %s: stages are %.0f%% imbalanced (stage %d's forward+backward FLOPs per "
                "BLAS thread are %.2fx the mean of the stages; the best split of the layers brings the largest "
-               "down by %.0f%%): `pipetrain balance %s --stages %d --out NEW.json` proposes it\n",
-            t->path, 100 * (mx / mean - 1), worst, mx / mean, 100 * (1 - best / mx), t->path, t->n_stages);
+               "down by %.0f%%): `pipetrain balance %s --stages %d%s --out NEW.json` proposes it\n",
+            t->path, 100 * (mx / mean - 1), worst, mx / mean, 100 * (1 - best / mx), t->path, t->n_stages, sched);
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli_schedule.h"
@@ -127,7 +128,7 @@ static int parse_costs(const char *s, double c[3])
     strcpy(buf, s);
     int n = 0;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == 3 || parse_num(tok, &c[n])) return -1;
+        if (n == 3 || parse_num(tok, &c[n]) || c[n] > 1e9) return -1; /* a costs file's bound (ms) */
         n++;
     }
     return n == 3 ? 0 : -1;
@@ -192,7 +193,7 @@ static int parse_opt(opts *o, const char *k, const char *v)
     if (!strcmp(k, "--costs")) {
         o->have_costs = 1;
         if (!parse_costs(v, o->cost)) return 0;
-        return usage_err("--costs: expected three numbers >= 0 as F,B,W (e.g. 1,1,1), got '%s'", v);
+        return usage_err("--costs: expected three numbers in 0..1e9 as F,B,W ms (e.g. 1,1,1), got '%s'", v);
     }
     if (!strcmp(k, "--format")) {
         for (int i = 0; fmt_names[i]; i++)
@@ -313,6 +314,9 @@ static int write_file(const char *path, const render_ctx *x, char *err)
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return seterr(err, "%s: path too long", path);
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode))
+        return seterr(err, "--out: %s is a directory: give the path of the file to write", path), 2;
     FILE *f = fopen(tmp, "w");
     if (!f) {
         seterr(err, "%s: cannot create the output file (as %s): %s", path, tmp, strerror(errno));
@@ -442,7 +446,7 @@ static sched_schedule *build_schedule(const opts *o, const topo *t, char **detai
         return s;
     }
     if (file) {
-        sched_schedule *s = sched_load(file, M, err);
+        sched_schedule *s = sched_load_for(file, M, P, err);
         if (s && P && s->n_stages != P) {
             seterr(err, "%s: the schedule has %d stages (rows), expected %d", file, s->n_stages, P);
             sched_free(s);

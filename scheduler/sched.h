@@ -197,6 +197,11 @@ int sched_kind_fit(int kind, int P, int M, int v, char *err);
  * name the stage/row and action/column, what was expected and what was found.
  * Returns the schedule (caller frees) or NULL with err. */
 sched_schedule *sched_load(const char *path, int n_micro, char *err);
+/* sched_load for n_stages stages (0: any): a file with another number of rows (CSV)
+ * or of "stages" lists (JSON) is refused first, naming the counts, before any
+ * action is checked (the checks of a row for a rank the caller has not would
+ * only mislead). Returns the schedule (caller frees) or NULL with err. Any thread. */
+sched_schedule *sched_load_for(const char *path, int n_micro, int n_stages, char *err);
 /* Parses schedule text; `name` is used in messages; csv selects the form. */
 sched_schedule *sched_parse(const char *text, size_t n, const char *name, int csv,
                             int n_micro, char *err);

@@ -192,6 +192,9 @@ static int no_fit(bal *x, int *bad_unit, char *err)
                         "every stage (%.0f bytes of weights, gradients, optimizer state and backward work, "
                         "plus its stash)", u, x->in->mem_limit, need), -1;
     }
+    if (x->in->mem_limit <= 0) /* no limit: the costs summed to no finite bottleneck */
+        return snprintf(err, SCHED_ERR_LEN, "no split of %d units into %d stages has a finite bottleneck (the "
+                        "per-unit costs are not finite)", x->U, x->P), -1;
     return snprintf(err, SCHED_ERR_LEN, "no split of %d units into %d stages fits the memory limit of %.0f bytes "
                     "per stage", x->U, x->P, x->in->mem_limit), -1;
 }
@@ -276,8 +279,12 @@ int sched_balance(const sched_schedule *s, const sched_balance_in *in, sched_bal
     }
     free(order);
     if (!best) {
-        snprintf(err, SCHED_ERR_LEN, "no split of %d units into %d stages fits the memory limit of %.0f bytes per "
-                 "stage in the simulation", x.U, x.P, in->mem_limit);
+        if (in->mem_limit <= 0)
+            snprintf(err, SCHED_ERR_LEN, "no split of %d units into %d stages has a finite simulated step time",
+                     x.U, x.P);
+        else
+            snprintf(err, SCHED_ERR_LEN, "no split of %d units into %d stages fits the memory limit of %.0f bytes "
+                     "per stage in the simulation", x.U, x.P, in->mem_limit);
         goto done;
     }
     best->n_listed = x.n_list;

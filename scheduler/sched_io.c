@@ -97,7 +97,7 @@ static int json_header(json_t *root, const char *name, dims *d, int n_micro, cha
     return 0;
 }
 
-static sched_schedule *parse_json(const char *text, size_t n, const char *name, int n_micro,
+static sched_schedule *parse_json(const char *text, size_t n, const char *name, int n_micro, int n_stages,
                                   char *err)
 {
     json_error_t je;
@@ -110,6 +110,11 @@ static sched_schedule *parse_json(const char *text, size_t n, const char *name, 
     dims d = { -1, -1, 0, 0 };
     if (json_header(root, name, &d, n_micro, err)) goto fail;
     json_t *stages = json_object_get(root, "stages");
+    if (n_stages > 0 && json_array_size(stages) != (size_t)n_stages) {
+        sched_seterr(err, "%s: \"stages\": is for %zu stage(s) (one list of actions each), expected %d", name,
+                     json_array_size(stages), n_stages);
+        goto fail;
+    }
     s = sched_new((int)json_array_size(stages), 1, 1);
     if (!s) { sched_seterr(err, "%s: out of memory", name); goto fail; }
     for (size_t st = 0; st < json_array_size(stages); st++) {
@@ -335,11 +340,16 @@ static void csv_b_then_w(sched_schedule *s)
         }
 }
 
-static sched_schedule *parse_csv(const char *text, size_t n, const char *name, int n_micro,
+static sched_schedule *parse_csv(const char *text, size_t n, const char *name, int n_micro, int n_stages,
                                  char *err)
 {
     int P = csv_rows(text, n);
     if (P < 1) { sched_seterr(err, "%s: empty schedule: expected one row of actions per rank", name); return NULL; }
+    if (n_stages > 0 && P != n_stages) {
+        sched_seterr(err, "%s: %d row%s: is for %d stage(s) (one row of actions per rank), expected %d", name, P,
+                     P == 1 ? "" : "s", P, n_stages);
+        return NULL;
+    }
     if (P > (1 << 20)) { sched_seterr(err, "%s: too many rows (%d)", name, P); return NULL; }
     sched_schedule *s = sched_new(P, 1, 1);
     if (!s || !(s->src_col = calloc((size_t)P, sizeof(uint32_t *)))) {
@@ -366,12 +376,17 @@ static sched_schedule *parse_csv(const char *text, size_t n, const char *name, i
     return s;
 }
 
-sched_schedule *sched_parse(const char *text, size_t n, const char *name, int csv,
-                            int n_micro, char *err)
+/* sched_parse with the stage count checked first when n_stages > 0. */
+static sched_schedule *parse_for(const char *text, size_t n, const char *name, int csv, int n_micro, int n_stages,
+                                 char *err)
 {
     if (!name) name = "(schedule)";
-    sched_schedule *s = csv ? parse_csv(text, n, name, n_micro, err)
-                            : parse_json(text, n, name, n_micro, err);
+    if (n >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) { /* a UTF-8 byte-order mark, as spreadsheets save CSV */
+        text += 3;
+        n -= 3;
+    }
+    sched_schedule *s = csv ? parse_csv(text, n, name, n_micro, n_stages, err)
+                            : parse_json(text, n, name, n_micro, n_stages, err);
     if (!s) return NULL;
     if (!(s->src = strdup(name)) || (sched_is_cross_step(s) ? sched_2bw_check(s, NULL, err) : sched_static_check(s, NULL, err))) {
         if (!s->src) sched_seterr(err, "%s: out of memory", name);
@@ -381,7 +396,18 @@ sched_schedule *sched_parse(const char *text, size_t n, const char *name, int cs
     return s;
 }
 
+sched_schedule *sched_parse(const char *text, size_t n, const char *name, int csv,
+                            int n_micro, char *err)
+{
+    return parse_for(text, n, name, csv, n_micro, 0, err);
+}
+
 sched_schedule *sched_load(const char *path, int n_micro, char *err)
+{
+    return sched_load_for(path, n_micro, 0, err);
+}
+
+sched_schedule *sched_load_for(const char *path, int n_micro, int n_stages, char *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -415,7 +441,7 @@ sched_schedule *sched_load(const char *path, int n_micro, char *err)
     }
     size_t pl = strlen(path);
     int csv = pl >= 4 && !strcasecmp(path + pl - 4, ".csv");
-    sched_schedule *s = sched_parse(buf, n, path, csv, n_micro, err);
+    sched_schedule *s = parse_for(buf, n, path, csv, n_micro, n_stages, err);
     free(buf);
     return s;
 }

@@ -365,15 +365,31 @@ int sched_costs_write_json_units(const sched_costs *c, int n_stages, int n_chunk
     return rc ? sched_seterr(err, "write error") : 0;
 }
 
-static int read_array(json_t *root, const char *key, double *dst, int n, const char *path, char *err)
+/* The largest time a costs file may give (ms, one action or transfer: 11.6 days).
+ * Sums of such values over a step stay finite; beyond it the simulator's step
+ * time overflows to inf and the balancer finds no split (it blamed the memory). */
+#define COSTS_MAX_MS 1e9
+
+/* A cost or latency v read from key: a finite number in 0..max. */
+static int cost_ok(json_t *v, double max)
+{
+    return json_is_number(v) && isfinite(json_number_value(v)) && json_number_value(v) >= 0 &&
+           json_number_value(v) <= max;
+}
+
+/* Reads n numbers of key into dst, each in 0..max (INFINITY: any finite one). */
+static int read_array(json_t *root, const char *key, double *dst, int n, double max, const char *path, char *err)
 {
     json_t *a = json_object_get(root, key);
     if (!json_is_array(a) || (int)json_array_size(a) != n)
         return sched_seterr(err, "%s: \"%s\": expected an array of %d numbers (one per virtual stage)", path, key, n);
     for (int i = 0; i < n; i++) {
         json_t *v = json_array_get(a, (size_t)i);
-        if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
-            return sched_seterr(err, "%s: \"%s\"[%d]: expected a number >= 0", path, key, i);
+        if (!cost_ok(v, max)) {
+            if (isinf(max)) return sched_seterr(err, "%s: \"%s\"[%d]: expected a number >= 0", path, key, i);
+            return sched_seterr(err, "%s: \"%s\"[%d]: expected a number >= 0 and at most %g (ms)", path, key, i,
+                                max);
+        }
         dst[i] = json_number_value(v);
     }
     return 0;
@@ -402,8 +418,9 @@ int sched_costs_load_units(const char *path, int n_units, double *uf, double *ub
         }
         for (int i = 0; i < n_units; i++) {
             json_t *v = json_array_get(a, (size_t)i);
-            if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0) {
-                rc = sched_seterr(err, "%s: \"units\".\"%s\"[%d]: expected a number >= 0", path, keys[k], i);
+            if (!cost_ok(v, COSTS_MAX_MS)) {
+                rc = sched_seterr(err, "%s: \"units\".\"%s\"[%d]: expected a number >= 0 and at most %g (ms)", path,
+                                  keys[k], i, COSTS_MAX_MS);
                 goto done;
             }
             dst[k][i] = json_number_value(v);
@@ -437,8 +454,9 @@ sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, ch
         sched_seterr(err, "out of memory");
         goto done;
     }
-    if (read_array(root, "f", c->f, c->n, path, err) || read_array(root, "b", c->b, c->n, path, err) ||
-        read_array(root, "w", c->w, c->n, path, err)) {
+    if (read_array(root, "f", c->f, c->n, COSTS_MAX_MS, path, err) ||
+        read_array(root, "b", c->b, c->n, COSTS_MAX_MS, path, err) ||
+        read_array(root, "w", c->w, c->n, COSTS_MAX_MS, path, err)) {
         sched_costs_free(c);
         c = NULL;
         goto done;
@@ -451,14 +469,23 @@ sched_costs *sched_costs_load(const char *path, int *n_stages, int *n_chunks, ch
             c = NULL;
             goto done;
         }
-        if (read_array(root, "link_bandwidth", c->link_bandwidth, *n_stages, path, err)) {
+        if (read_array(root, "link_bandwidth", c->link_bandwidth, *n_stages, INFINITY, path, err)) {
             sched_costs_free(c);
             c = NULL;
             goto done;
         }
     }
-    c->latency = json_is_number(lat) && json_number_value(lat) >= 0 ? json_number_value(lat) : 0;
-    c->bandwidth = json_is_number(bw) && json_number_value(bw) >= 0 ? json_number_value(bw) : 0;
+    /* absent: 0 (older files); present, a number in range */
+    int bad_lat = lat && !cost_ok(lat, COSTS_MAX_MS), bad_bw = bw && !cost_ok(bw, INFINITY);
+    if (bad_lat || bad_bw) {
+        if (bad_lat) sched_seterr(err, "%s: \"latency\": expected a number >= 0 and at most %g (ms)", path, COSTS_MAX_MS);
+        else sched_seterr(err, "%s: \"bandwidth\": expected a number >= 0", path);
+        sched_costs_free(c);
+        c = NULL;
+        goto done;
+    }
+    c->latency = lat ? json_number_value(lat) : 0;
+    c->bandwidth = bw ? json_number_value(bw) : 0;
     c->bw_early = json_is_true(json_object_get(root, "bw_early"));
     c->w_in_order = json_is_true(json_object_get(root, "w_in_order"));
 done:

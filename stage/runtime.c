@@ -481,8 +481,9 @@ int rt_step(rt *r)
     double t0 = rt_now();
     if (rt_tied_exchange_grad(r)) return -1;
     if (r->ps) return ps_step_end(r, t0);
-    /* one process holding the tied embedding and head (one stage x R replicas) */
-    if (r->dp && r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
+    /* one process holding the tied embedding and head (one stage x R replicas, or
+     * stage 0 of a V, which holds virtual stages 0 and 2P-1) */
+    if (r->part->tied_grad && r->holds_embed) model_part_reduce_tied(r->part);
     if (rt_dp_finish_grads(r)) return -1;
     double norm;
     /* NORM: 4 + 8 per unit (per bucket with replicas), sized from the part at set-up (rt.h) */

@@ -2,11 +2,13 @@
  * costs.json, checks that the runs measured one model on one split (their
  * summary.json "params" and "stages"[i]."layers", and the topology's), and keeps
  * the median of every cost over the runs. */
+#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/base.h"
 #include "topo/topo_calib.h"
@@ -254,6 +256,10 @@ static int read_run(topo_calib *c, int i, const topo *t, int same_split, sched_c
 {
     const char *path = c->paths[i];
     int P = 0, v = 0;
+    struct stat st;
+    if (stat(path, &st) && errno == ENOENT) /* say where costs.json comes from, not jansson's "(line -1)" */
+        return seterr(err, "%s: no such file: a pipeline run writes costs.json beside its trace.json (not with "
+                      "--no-trace, nor a one-stage run)", path), 2;
     if (!(cs[i] = sched_costs_load(path, &P, &v, err))) return strstr(err, "out of memory") ? 1 : 2;
     if (i == 0) c->n_stages = P, c->n_chunks = v;
     else if (P != c->n_stages || v != c->n_chunks)

@@ -36,7 +36,7 @@ int topo_build_schedule(const topo *t, const topo_sched_opts *o, sched_schedule 
     *out = NULL;
     if (o && o->detail) *o->detail = NULL;
     pick(t, o, &kind, &file, &v, &field);
-    sched_schedule *s = file ? sched_load(file, M, serr) : sched_generate(kind, P, M, v, serr);
+    sched_schedule *s = file ? sched_load_for(file, M, P, serr) : sched_generate(kind, P, M, v, serr);
     if (!s) return seterr(err, "%s: %s: %s", t->path, field, serr);
     if (s->n_stages != P || s->n_micro != M || ((strict || v) && s->n_chunks != v)) {
         seterr(err, "%s: %s: %s is for %d stage(s) x %d chunk(s) x %d micro-batch(es); the topology has %d x %d x %d "
