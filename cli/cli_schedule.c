@@ -658,6 +658,12 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
     double bw;
     given_links(o, t, &bw, &c->burst);
     if (!o->n_calib || bw > 0) c->bandwidth = bw;
+    if (c->burst > 0 && !(c->bandwidth > 0)) { /* the topology's burst has its bandwidth (topo_validate) */
+        seterr(err, "--burst %.0f: a token bucket needs a link rate: --bandwidth MB/S, or the topology's "
+               "links.bandwidth", c->burst);
+        sched_costs_free(c);
+        return NULL;
+    }
     if (attach_allreduce(o, t, s, c, err)) {
         sched_costs_free(c);
         return NULL;

@@ -74,6 +74,19 @@ check "--burst 0 overrides links.burst: the pure-rate step" 'grep -q "predicted 
 "$P" schedule "$tmp/int8.json" --gflops 5 --bandwidth 1000 >"$tmp/o.out" 2>&1
 check "--bandwidth overrides the topology's links" 'grep -q "links: latency 0.5 ms, 1000 MB/s" "$tmp/o.out"'
 
+# a burst without a rate is a token bucket that never refills: refused, not ignored
+jq '.links = {"burst": 65536}' $T2 >"$tmp/bad7.json"
+"$P" schedule "$tmp/bad7.json" --gflops 5 >/dev/null 2>"$tmp/e8"; rc=$?
+check "links.burst without links.bandwidth: exit 2 naming file and field" \
+    '[ $rc -eq 2 ] && grep -q "bad7.json: links.burst" "$tmp/e8"'
+"$P" schedule --stages 2 --micro-batches 4 --costs 2,2,2 --bytes 52224 --burst 60000 >/dev/null 2>"$tmp/e9"; rc=$?
+check "schedule --burst without --bandwidth: exit 2 naming --burst" '[ $rc -eq 2 ] && grep -q -- "--burst" "$tmp/e9"'
+"$P" schedule $T2 --gflops 5 --burst 60000 >/dev/null 2>"$tmp/e10"; rc=$?
+check "schedule TOPO --burst without any link rate: exit 2 naming --burst" \
+    '[ $rc -eq 2 ] && grep -q -- "--burst" "$tmp/e10"'
+"$P" schedule "$tmp/int8.json" --gflops 5 --burst 60000 >/dev/null 2>"$tmp/e11"; rc=$?
+check "schedule --burst with the topology's links.bandwidth: exit 0" '[ $rc -eq 0 ]'
+
 # a run's costs.json records the bandwidth its sends saw on the link (not 0)
 base=$((20000 + (RANDOM % 120) * 100 + 70 + ($$ % 20)))
 "$P" run $T2 --steps 3 --set model.dim=16 --set model.ffn_dim=48 --set model.seq_len=16 --set train.batch_size=4 \
