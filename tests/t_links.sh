@@ -87,6 +87,23 @@ check "schedule TOPO --burst without any link rate: exit 2 naming --burst" \
 "$P" schedule "$tmp/int8.json" --gflops 5 --burst 60000 >/dev/null 2>"$tmp/e11"; rc=$?
 check "schedule --burst with the topology's links.bandwidth: exit 0" '[ $rc -eq 0 ]'
 
+# --calibrate's note on the links a run's sends saw: comma-separated, and no
+# "0 MB/s on link 3-0" for a V (or 1-chunk) run, whose last stage sends nothing
+# to stage 0 (only an interleaved loop uses that link)
+cat >"$tmp/v4costs.json" <<'JSON'
+{"version": 1, "unit": "ms", "stages": 4, "chunks": 2, "steps": 2, "f": [1, 1, 1, 1, 1, 1, 1, 1],
+ "b": [1, 1, 1, 1, 1, 1, 1, 1], "w": [1, 1, 1, 1, 1, 1, 1, 1], "latency": 0.5, "bandwidth": 0,
+ "bw_early": true, "w_in_order": true, "link_bandwidth": [1000, 2000, 3000, 0]}
+JSON
+"$P" schedule --stages 4 --micro-batches 4 --kind zb-v --calibrate "$tmp/v4costs.json" >"$tmp/v4.out" 2>&1; rc=$?
+check "calibrated V: the three links the run used, comma-separated, no link 3-0" \
+    "[ $rc -eq 0 ] && grep -qF 'sends saw 1 MB/s on link 0-1, 2 MB/s on link 1-2, 3 MB/s on link 2-3;' $tmp/v4.out &&
+     ! grep -q 'link 3-0' $tmp/v4.out"
+jq '.link_bandwidth[3] = 4000' "$tmp/v4costs.json" >"$tmp/i4costs.json"
+"$P" schedule --stages 4 --micro-batches 4 --kind interleaved --calibrate "$tmp/i4costs.json" >"$tmp/i4.out" 2>&1; rc=$?
+check "calibrated interleaved: the wrap-around link 3-0 it used is reported" \
+    "[ $rc -eq 0 ] && grep -qF '3 MB/s on link 2-3, 4 MB/s on link 3-0;' $tmp/i4.out"
+
 # a run's costs.json records the bandwidth its sends saw on the link (not 0)
 base=$((20000 + (RANDOM % 120) * 100 + 70 + ($$ % 20)))
 "$P" run $T2 --steps 3 --set model.dim=16 --set model.ffn_dim=48 --set model.seq_len=16 --set train.batch_size=4 \
