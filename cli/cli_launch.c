@@ -518,7 +518,7 @@ int cli_secret_check(const char *cmd, const topo *t)
     int rc = net_secret_load(t->secret_file, PROTO_SECRET_ENV, buf, sizeof buf, &len, nerr);
     explicit_bzero(buf, sizeof buf);
     if (rc == NET_OK) return 0;
-    fprintf(stderr, "pipetrain %s: %s: %s: %s\n", cmd, t->path, t->secret_file ? "secret_file" : "$" PROTO_SECRET_ENV,
+    fprintf(stderr, "pipetrain %s: %s: %s%s\n", cmd, t->path, t->secret_file ? "secret_file: " : "", /* nerr names $ENV */
             nerr);
     return 2;
 }

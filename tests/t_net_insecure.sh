@@ -28,6 +28,12 @@ check "stage --insecure with encrypt true, no secret: exit 2 naming encrypt" \
 check "run --insecure, encrypt absent: still accepted (exit 0, the warning)" \
     "[ $rc -eq 0 ] && grep -q 'WARNING: --insecure' $tmp/p.log"
 
+# a secret in $PIPETRAIN_SECRET that is too short: named once, with its $
+PIPETRAIN_SECRET=short timeout 20 "$P" run $T2 "${SMALL[@]}" --steps 2 --out "$tmp/e" >"$tmp/e.log" 2>&1; rc=$?
+check "run, \$PIPETRAIN_SECRET too short: exit 2, named once ($(head -c 120 $tmp/e.log))" \
+    "[ $rc -eq 2 ] && grep -q '2stage.json: \$PIPETRAIN_SECRET: the shared secret is 5 bytes' $tmp/e.log &&
+     [ \$(grep -o 'PIPETRAIN_SECRET' $tmp/e.log | wc -l) -eq 1 ]"
+
 ip=$(hostname -I 2>/dev/null | awk '{print $1}')
 if [ -n "$ip" ] && ! python3 -c 'import ipaddress,sys; sys.exit(not ipaddress.ip_address(sys.argv[1]).is_loopback)' "$ip"; then
     here=(--set coordinator.host=$ip --set coordinator.port=0 --set stages.0.host=$ip --set stages.0.port=$base
