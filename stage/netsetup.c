@@ -91,7 +91,8 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     cfg->encrypt = topo_encrypt(t, proto_secret_set(t), warn); /* --insecure's secret keys nothing */
     if (warn[0]) fprintf(stderr, "pipetrain: warning: %s\n", warn);
     else if (cfg->encrypt && self.role == NET_ROLE_COORD) /* once per run */
-        fprintf(stderr, "pipetrain: every frame is sealed with an AEAD after the handshake (%s: encrypt)\n", t->path);
+        fprintf(stderr, "pipetrain: every frame is sealed with an AEAD after the handshake (%s: %s)\n", t->path,
+                t->encrypt == 1 ? "encrypt" : "a shared secret and a process off loopback; \"encrypt\": false turns it off");
     cfg->max_payload = stage_max_payload(t);
     if (peer_timeout_ms > 0) {
         cfg->dead_ms = peer_timeout_ms;
