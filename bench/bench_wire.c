@@ -9,6 +9,7 @@
  * A benchmark: asserts nothing. Reads no files. */
 #include "bench/bench_wire.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,14 +46,17 @@ int bench_wire_main(int argc, char **argv)
     bench_cpus_init();
     bench_pin_self(bench_cpu_a);
     float *x = xmalloc(n * sizeof(float)), *y = xmalloc(n * sizeof(float));
-    uint8_t *w = xmalloc(n * sizeof(float));
+    size_t wn = 0; /* the largest encoding: int8 outgrows fp32 below 2 floats (a 4-byte scale + 1) */
+    for (int e = 0; e < WIRE_N_ENC; e++)
+        if (wire_encoded_bytes(e, n) > wn) wn = (size_t)wire_encoded_bytes(e, n);
+    uint8_t *w = xmalloc(wn);
     uint64_t s = 88172645463325252ull;
     for (size_t i = 0; i < n; i++) { /* activation-like: mostly small, a few large */
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         x[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * ((s & 63) ? 2.0f : 40.0f);
     }
     memset(y, 0, n * sizeof(float));
-    memset(w, 0, n * sizeof(float));
+    memset(w, 0, wn);
     if (json) printf("{\"floats\": %zu, \"encodings\": [", n);
     else printf("wire encodings on one core, %zu floats (%.1f MiB), best of %d\n%-6s %12s %12s %14s %16s\n", n,
                 (double)n * 4 / 1048576, reps, "enc", "encode GB/s", "decode GB/s", "bytes/float", "break-even link");
@@ -69,13 +73,18 @@ int bench_wire_main(int argc, char **argv)
         }
         double gb = (double)n * 4 / 1e9, wire = (double)wire_encoded_bytes(e, n);
         double saved_bits = ((double)n * 4 - wire) * 8, even = e ? saved_bits / (be + bd) : 0;
+        /* no bytes saved (int8 of 1 float): no link is slow enough; "never", JSON null */
+        char even_s[32] = "null";
+        if (saved_bits > 0 && isfinite(even)) snprintf(even_s, sizeof even_s, "%.2f", even / 1e9);
         if (json)
             printf("%s{\"enc\": \"%s\", \"encode_gb_s\": %.3f, \"decode_gb_s\": %.3f, \"bytes_per_float\": %.4f, "
-                   "\"break_even_gbit_s\": %.2f}", e ? ", " : "", wire_enc_name(e), gb / be, gb / bd, wire / (double)n,
-                   even / 1e9);
-        else if (e)
+                   "\"break_even_gbit_s\": %s}", e ? ", " : "", wire_enc_name(e), gb / be, gb / bd, wire / (double)n,
+                   e ? even_s : "0.00");
+        else if (e && saved_bits > 0 && isfinite(even))
             printf("%-6s %12.2f %12.2f %14.4f %11.1f Gb/s\n", wire_enc_name(e), gb / be, gb / bd, wire / (double)n,
                    even / 1e9);
+        else if (e)
+            printf("%-6s %12.2f %12.2f %14.4f %16s\n", wire_enc_name(e), gb / be, gb / bd, wire / (double)n, "never");
         else
             printf("%-6s %12.2f %12.2f %14.4f %16s\n", "fp32", gb / be, gb / bd, 4.0, "(memcpy)");
     }

@@ -484,7 +484,8 @@ static int attempt(launch *L, long first, int append, int restarts, int hand, in
 /* Public so that the launcher and (by hand) each stage apply the same rule. */
 int cli_insecure_check(const char *cmd, const topo *t, int insecure)
 {
-    if (t->secret_file || getenv(PROTO_SECRET_ENV) || topo_all_loopback(t)) {
+    /* the launcher's --insecure secret, inherited by the stages it starts, is not a secret */
+    if (proto_secret_set(t) || topo_all_loopback(t)) {
         if (insecure) fprintf(stderr, "pipetrain %s: note: --insecure has no effect: %s\n", cmd,
                               topo_all_loopback(t) ? "every process is on loopback" : "a shared secret is configured");
         return 0;
@@ -495,9 +496,16 @@ int cli_insecure_check(const char *cmd, const topo *t, int insecure)
                         "authentication\n", cmd, t->path, PROTO_SECRET_ENV);
         return 2;
     }
+    if (t->encrypt == 1) { /* sealing under a well-known key would keep nothing secret */
+        fprintf(stderr, "pipetrain %s: %s: encrypt: true needs a shared secret (a secret_file readable only by its "
+                        "owner, or %s); --insecure has none to key the encryption with\n", cmd, t->path,
+                PROTO_SECRET_ENV);
+        return 2;
+    }
     fprintf(stderr, "pipetrain %s: WARNING: --insecure: no shared secret, processes authenticate with a "
-                    "well-known one: anyone who can reach these ports can join the run or inject messages\n", cmd);
-    setenv(PROTO_SECRET_ENV, "pipetrain --insecure: a well-known secret, no protection", 1);
+                    "well-known one: anyone who can reach these ports can join the run or inject messages; "
+                    "nothing is encrypted\n", cmd);
+    setenv(PROTO_SECRET_ENV, PROTO_INSECURE_SECRET, 1);
     return 0;
 }
 
@@ -510,7 +518,7 @@ int cli_secret_check(const char *cmd, const topo *t)
     int rc = net_secret_load(t->secret_file, PROTO_SECRET_ENV, buf, sizeof buf, &len, nerr);
     explicit_bzero(buf, sizeof buf);
     if (rc == NET_OK) return 0;
-    fprintf(stderr, "pipetrain %s: %s: %s: %s\n", cmd, t->path, t->secret_file ? "secret_file" : "$" PROTO_SECRET_ENV,
+    fprintf(stderr, "pipetrain %s: %s: %s%s\n", cmd, t->path, t->secret_file ? "secret_file: " : "", /* nerr names $ENV */
             nerr);
     return 2;
 }

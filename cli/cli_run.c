@@ -251,7 +251,7 @@ static int start_http(const topo *t, const run_args *a, coord_http **out)
             return 2;
         }
         if (net_secret_load(t->secret_file, PROTO_SECRET_ENV, secret, sizeof secret, &len, nerr) != NET_OK) {
-            fprintf(stderr, "pipetrain run: %s: %s: %s\n", t->path, t->secret_file ? "secret_file" : "$" PROTO_SECRET_ENV, nerr);
+            fprintf(stderr, "pipetrain run: %s: %s%s\n", t->path, t->secret_file ? "secret_file: " : "", nerr);
             return 2;
         }
     }

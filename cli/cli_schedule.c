@@ -537,9 +537,13 @@ static sched_costs *calib_costs(const opts *o, const topo *t, const sched_schedu
                               * topology's "links" set the link model) */
         size_t used = strlen(note);
         used += (size_t)snprintf(note + used, used < nn ? nn - used : 0, "; sends saw");
-        for (int i = 0; i < (P == 2 ? 1 : P) && used < nn; i++)
-            used += (size_t)snprintf(note + used, nn - used, " %.4g MB/s on link %d-%d", c->link_bandwidth[i] / 1e3, i,
-                                     (i + 1) % P);
+        /* the wrap-around link P-1 -> 0 carries only an interleaved loop's sends: 0 there is no link */
+        for (int i = 0, first = 1; i < (P == 2 ? 1 : P) && used < nn; i++) {
+            if (i == P - 1 && P > 2 && !(c->link_bandwidth[i] > 0)) continue;
+            used += (size_t)snprintf(note + used, nn - used, "%s %.4g MB/s on link %d-%d", first ? "" : ",",
+                                     c->link_bandwidth[i] / 1e3, i, (i + 1) % P);
+            first = 0;
+        }
         double bw, burst;
         given_links(o, t, &bw, &burst);
         if (bw > 0 && used < nn) /* a tbf-shaped link: sends above its rate are its burst's credit */
@@ -662,6 +666,12 @@ static sched_costs *build_costs(const opts *o, const topo *t, const sched_schedu
     double bw;
     given_links(o, t, &bw, &c->burst);
     if (!o->n_calib || bw > 0) c->bandwidth = bw;
+    if (c->burst > 0 && !(c->bandwidth > 0)) { /* the topology's burst has its bandwidth (topo_validate) */
+        seterr(err, "--burst %.0f: a token bucket needs a link rate: --bandwidth MB/S, or the topology's "
+               "links.bandwidth", c->burst);
+        sched_costs_free(c);
+        return NULL;
+    }
     if (attach_allreduce(o, t, s, c, err)) {
         sched_costs_free(c);
         return NULL;

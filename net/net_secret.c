@@ -32,7 +32,9 @@ int net_secret_load(const char *path, const char *env, uint8_t *buf, size_t cap,
         size_t n = strlen(v);
         if (n > cap) return net_seterr(err, "$%s: secret longer than %zu bytes", env, cap);
         memcpy(buf, v, n);
-        return finish(buf, n, len, env, err);
+        char what[80];
+        snprintf(what, sizeof what, "$%.70s", env);
+        return finish(buf, n, len, what, err);
     }
     /* O_NONBLOCK: opening a FIFO without a writer would block forever */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);

@@ -124,6 +124,7 @@ int run_ckpt_load_prev(const run_ckpt *c, const model_part *p, float *prev, char
 void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
 /* Compares the topology saved in c's manifest with t, ignoring what a resumed
  * run may change: description, launch, coordinator, checkpoint, secret_file,
+ * encrypt, links (neither changes a number), wire (the steps after the seam only),
  * init_from (a resumed run starts from its checkpoint, not from init_from), train.steps (extends or shortens the run; the learning-rate schedule follows
  * the new total from the checkpoint on), train.log_every, train.eval_every,
  * train.eval_batches, train.bucket_mb, train.zero, the schedule (every

@@ -19,10 +19,11 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n)
 /* Topology fields a resumed run may change: they do not change the numbers of
  * the steps already taken nor the state saved (train.steps does change the
  * learning-rate schedule from the checkpoint on: extending a run is allowed;
- * the stages may split the layers otherwise: shards load by tensor name). */
+ * the stages may split the layers otherwise: shards load by tensor name;
+ * encrypt and links change no number, wire only the steps after the seam). */
 static const char *const may_differ[] = { "description", "launch", "coordinator", "checkpoint", "secret_file",
-                                          "init_from", "train.steps", "train.log_every", "train.eval_every",
-                                          "train.eval_batches", "train.bucket_mb", "train.zero", "schedule",
+                                          "encrypt", "links", "wire", "init_from", "train.steps", "train.log_every",
+                                          "train.eval_every", "train.eval_batches", "train.bucket_mb", "train.zero", "schedule",
                                           "stages", "sync", "parameter_servers", "ps", NULL };
 
 static void drop_path(json_t *o, const char *path)
@@ -100,7 +101,8 @@ int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err)
             char *was = json_dumps(json_at(saved, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             char *is = json_dumps(json_at(now, path), JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             rc = seterr(err, "%s: the checkpoint was made with another topology: %s differs (%.80s in the checkpoint, "
-                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, init_from, train.steps, "
+                        "%.80s in %s; only description, launch, coordinator, checkpoint, secret_file, encrypt, links, wire, "
+                        "init_from, train.steps, "
                         "train.log_every, train.eval_every, train.eval_batches, train.bucket_mb, train.zero, the "
                         "schedule, the stages (with their replicas), sync, parameter_servers and ps may change on "
                         "--resume)", c->dir, path[0] ? path : "(top level)",

@@ -55,7 +55,7 @@ int run_ckpt_key_for(run_ckpt_key *key, const topo *t, char *err)
 {
     char e2[ERR_LEN];
     if (run_ckpt_key_load(key, t->secret_file, e2))
-        return seterr(err, "%s: %s: %s", t->path, t->secret_file ? "secret_file" : "$" RUN_CKPT_SECRET_ENV, e2);
+        return seterr(err, "%s: %s%s", t->path, t->secret_file ? "secret_file: " : "", e2); /* e2 names $ENV */
     return 0;
 }
 

@@ -6,9 +6,16 @@
 #include "model/util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Used only when every process is on loopback and nothing else is configured. */
 static const char loopback_secret[] = "pipetrain loopback default secret: not for networks";
+
+int proto_secret_set(const topo *t)
+{
+    const char *env = getenv(PROTO_SECRET_ENV);
+    return t->secret_file || (env && strcmp(env, PROTO_INSECURE_SECRET));
+}
 
 int stage_secret(const topo *t, uint8_t *buf, size_t cap, size_t *len, char *err)
 {
@@ -81,10 +88,11 @@ int stage_net_config(net_config *cfg, const topo *t, net_peer_id self, uint64_t 
     cfg->secret = secret_buf;
     cfg->secret_len = len;
     char warn[ERR_LEN];
-    cfg->encrypt = topo_encrypt(t, t->secret_file || getenv(PROTO_SECRET_ENV), warn);
+    cfg->encrypt = topo_encrypt(t, proto_secret_set(t), warn); /* --insecure's secret keys nothing */
     if (warn[0]) fprintf(stderr, "pipetrain: warning: %s\n", warn);
     else if (cfg->encrypt && self.role == NET_ROLE_COORD) /* once per run */
-        fprintf(stderr, "pipetrain: every frame is sealed with an AEAD after the handshake (%s: encrypt)\n", t->path);
+        fprintf(stderr, "pipetrain: every frame is sealed with an AEAD after the handshake (%s: %s)\n", t->path,
+                t->encrypt == 1 ? "encrypt" : "a shared secret and a process off loopback; \"encrypt\": false turns it off");
     cfg->max_payload = stage_max_payload(t);
     if (peer_timeout_ms > 0) {
         cfg->dead_ms = peer_timeout_ms;

@@ -295,5 +295,12 @@ static inline void proto_event_decode(proto_event *e, const uint8_t *p)
 /* Environment variable that carries the shared secret to stage processes the
  * launcher starts (when the topology names no secret_file). */
 #define PROTO_SECRET_ENV "PIPETRAIN_SECRET"
+/* The well-known secret --insecure puts in PROTO_SECRET_ENV (cli_insecure_check)
+ * for the stages it starts: it authenticates nothing and keys no encryption, so
+ * it does not count as a configured secret (proto_secret_set). */
+#define PROTO_INSECURE_SECRET "pipetrain --insecure: a well-known secret, no protection"
+/* 1 when t names a secret_file or PROTO_SECRET_ENV holds a secret other than
+ * --insecure's well-known one. Any thread (reads the environment). */
+int proto_secret_set(const topo *t);
 
 #endif

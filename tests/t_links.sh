@@ -74,6 +74,36 @@ check "--burst 0 overrides links.burst: the pure-rate step" 'grep -q "predicted 
 "$P" schedule "$tmp/int8.json" --gflops 5 --bandwidth 1000 >"$tmp/o.out" 2>&1
 check "--bandwidth overrides the topology's links" 'grep -q "links: latency 0.5 ms, 1000 MB/s" "$tmp/o.out"'
 
+# a burst without a rate is a token bucket that never refills: refused, not ignored
+jq '.links = {"burst": 65536}' $T2 >"$tmp/bad7.json"
+"$P" schedule "$tmp/bad7.json" --gflops 5 >/dev/null 2>"$tmp/e8"; rc=$?
+check "links.burst without links.bandwidth: exit 2 naming file and field" \
+    '[ $rc -eq 2 ] && grep -q "bad7.json: links.burst" "$tmp/e8"'
+"$P" schedule --stages 2 --micro-batches 4 --costs 2,2,2 --bytes 52224 --burst 60000 >/dev/null 2>"$tmp/e9"; rc=$?
+check "schedule --burst without --bandwidth: exit 2 naming --burst" '[ $rc -eq 2 ] && grep -q -- "--burst" "$tmp/e9"'
+"$P" schedule $T2 --gflops 5 --burst 60000 >/dev/null 2>"$tmp/e10"; rc=$?
+check "schedule TOPO --burst without any link rate: exit 2 naming --burst" \
+    '[ $rc -eq 2 ] && grep -q -- "--burst" "$tmp/e10"'
+"$P" schedule "$tmp/int8.json" --gflops 5 --burst 60000 >/dev/null 2>"$tmp/e11"; rc=$?
+check "schedule --burst with the topology's links.bandwidth: exit 0" '[ $rc -eq 0 ]'
+
+# --calibrate's note on the links a run's sends saw: comma-separated, and no
+# "0 MB/s on link 3-0" for a V (or 1-chunk) run, whose last stage sends nothing
+# to stage 0 (only an interleaved loop uses that link)
+cat >"$tmp/v4costs.json" <<'JSON'
+{"version": 1, "unit": "ms", "stages": 4, "chunks": 2, "steps": 2, "f": [1, 1, 1, 1, 1, 1, 1, 1],
+ "b": [1, 1, 1, 1, 1, 1, 1, 1], "w": [1, 1, 1, 1, 1, 1, 1, 1], "latency": 0.5, "bandwidth": 0,
+ "bw_early": true, "w_in_order": true, "link_bandwidth": [1000, 2000, 3000, 0]}
+JSON
+"$P" schedule --stages 4 --micro-batches 4 --kind zb-v --calibrate "$tmp/v4costs.json" >"$tmp/v4.out" 2>&1; rc=$?
+check "calibrated V: the three links the run used, comma-separated, no link 3-0" \
+    "[ $rc -eq 0 ] && grep -qF 'sends saw 1 MB/s on link 0-1, 2 MB/s on link 1-2, 3 MB/s on link 2-3;' $tmp/v4.out &&
+     ! grep -q 'link 3-0' $tmp/v4.out"
+jq '.link_bandwidth[3] = 4000' "$tmp/v4costs.json" >"$tmp/i4costs.json"
+"$P" schedule --stages 4 --micro-batches 4 --kind interleaved --calibrate "$tmp/i4costs.json" >"$tmp/i4.out" 2>&1; rc=$?
+check "calibrated interleaved: the wrap-around link 3-0 it used is reported" \
+    "[ $rc -eq 0 ] && grep -qF '3 MB/s on link 2-3, 4 MB/s on link 3-0;' $tmp/i4.out"
+
 # a run's costs.json records the bandwidth its sends saw on the link (not 0)
 base=$((20000 + (RANDOM % 120) * 100 + 70 + ($$ % 20)))
 "$P" run $T2 --steps 3 --set model.dim=16 --set model.ffn_dim=48 --set model.seq_len=16 --set train.batch_size=4 \

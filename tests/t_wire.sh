@@ -30,6 +30,8 @@ out=$("$P" check $T2 --set train.batch_size=8 --set wire.activations=int8 --set 
 check "check: int8 forward 16384 + 4 x 256 scales, bf16 backward 2 bytes a value" \
     "grep -qF 'virtual stage 0 -> 1 (stage 0 -> 1): forward 17408 B int8, backward 32768 B bf16 (fp32 65536 B each way)' <<<\"\$out\""
 check "check: the stage table's sends/mb is the encoded size" "grep -qE '^0 .* 17.0 KiB\$' <<<\"\$out\""
+out=$("$P" check topologies/shakespeare-1stage.json --set wire.activations=int8)
+check "check, one stage: says the wire setting has no effect" "grep -qF 'no boundary, nothing is encoded' <<<\"\$out\""
 h0=$("$P" check $T2 | grep 'topology hash')
 h1=$("$P" check $T2 --set wire.activations=fp32 --set wire.gradients=fp32 | grep 'topology hash')
 h2=$("$P" check $T2 --set wire.activations=bf16 | grep 'topology hash')

@@ -539,6 +539,9 @@ int topo_validate(topo *t, char *err)
         return seterr(err, "%s: links.bandwidth: expected a rate > 0 such as \"100mbit\", \"1gbit\", "
                            "\"12.5MB/s\" or a number of bytes per second, found \"%.64s\"", t->path,
                       t->links.bandwidth);
+    if (t->links.burst > 0 && !t->links.bandwidth) /* a bucket that never refills: a mistake, not a model */
+        return seterr(err, "%s: links.burst: %.0f bytes without links.bandwidth; a token bucket refills at the "
+                           "link's rate: give links.bandwidth too, or leave burst out", t->path, t->links.burst);
     if (check_train(t, err) || check_schedule(t, err)) return -1;
     if (check_partition(t, err) || check_schedule_fit(t, err) || check_addresses(t, err)) return -1;
     if (topo_check_ps(t, err)) return -1;

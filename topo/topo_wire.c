@@ -29,6 +29,8 @@ void topo_print_wire(const topo *t, FILE *f)
     const char *a = wire_enc_name(t->wire.act_enc), *g = wire_enc_name(t->wire.grad_enc);
     fprintf(f, "wire (activations %s, gradients %s): bytes per micro-batch across each boundary\n", a, g);
     int V = t->n_stages * t->chunks_per_stage;
+    if (V < 2) /* the one-stage trainer hands no tensor over: nothing to encode */
+        fprintf(f, "  one virtual stage: no boundary, nothing is encoded (the setting has no effect)\n");
     for (int vs = 0; vs + 1 < V; vs++) {
         int c, s = topo_stage_of_virtual(t, vs, &c), c2, s2 = topo_stage_of_virtual(t, vs + 1, &c2);
         if (s < 0 || s2 < 0) continue;
