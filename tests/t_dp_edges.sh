@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Data parallelism off the tested path (issue 11 as a new user sees it):
+#  - resuming a run of R >= 3 replicas with another train.bucket_mb continues,
+#    but the ring's segments move with the buckets, so the result is not the
+#    uninterrupted run's bits: the resume must say so (a note), as it does for
+#    another R, another split or other BLAS threads.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+P="$BIN/pipetrain"
+CORPUS=$PWD/../shared/data/tinyshakespeare.txt
+tmp=$(mktemp -d /tmp/t_dp_edges.XXXXXX)
+cleanup() {
+    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
+    rm -rf "$tmp"
+}
+[ -n "${KEEP_TMP:-}" ] && cleanup() { echo "kept $tmp"; }
+trap cleanup EXIT
+fail=0
+check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+export OPENBLAS_NUM_THREADS=1
+
+port=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 50))
+
+# topo FILE R LAYERS...: a tiny model, R replicas of each stage on loopback.
+topo() {
+    local f=$1 R=$2 k=0 r
+    shift 2
+    {
+        printf '{ "model": { "dim": 32, "n_layers": 4, "n_heads": 2, "ffn_dim": 64, "seq_len": 16 },\n'
+        printf '  "data": { "path": "%s" },\n' "$CORPUS"
+        printf '  "train": { "steps": 4, "batch_size": 12, "micro_batches": 2, "lr": 0.003, "warmup_steps": 2,\n'
+        printf '             "eval_every": 0 },\n'
+        printf '  "checkpoint": { "every": 2 },\n'
+        printf '  "coordinator": { "host": "127.0.0.1", "port": 0 },\n'
+        printf '  "stages": ['
+        for layers in "$@"; do
+            [ $k -gt 0 ] && printf ','
+            printf '\n    { "layers": "%s", "replicas": [' "$layers"
+            for ((r = 0; r < R; r++)); do
+                [ $r -gt 0 ] && printf ', '
+                printf '{ "host": "127.0.0.1", "port": %d }' $port
+                port=$((port + 1))
+            done
+            printf '] }'
+            k=$((k + 1))
+        done
+        printf '\n  ] }\n'
+    } >"$f"
+}
+
+echo "resume at R = 3 with another train.bucket_mb"
+topo "$tmp/r3.json" 3 "embed,0-1" "2-3,head"
+"$P" run "$tmp/r3.json" --set train.steps=2 --out "$tmp/b" >"$tmp/b1.log" 2>&1
+check "first 2 steps exit 0" "[ $? -eq 0 ] || { tail -n 8 $tmp/b1.log; false; }"
+"$P" run "$tmp/r3.json" --set train.bucket_mb=0.0009765625 --resume --out "$tmp/b" >"$tmp/b2.log" 2>&1
+check "resume with bucket_mb 1 KiB exits 0" "[ $? -eq 0 ] || { tail -n 8 $tmp/b2.log; false; }"
+check "the resume notes that the bucket size changed (not bit for bit)" \
+    "grep -q 'note:.*train.bucket_mb.*not bit for bit' $tmp/b2.log || { grep -i note $tmp/b2.log; false; }"
+"$P" run "$tmp/r3.json" --set train.steps=2 --out "$tmp/s" >/dev/null 2>&1
+"$P" run "$tmp/r3.json" --resume --out "$tmp/s" >"$tmp/s2.log" 2>&1
+check "resume with the same bucket_mb exits 0 without a note" \
+    "[ $? -eq 0 ] && ! grep -q 'note:' $tmp/s2.log || { tail -n 8 $tmp/s2.log; false; }"
+
+exit $fail
