@@ -63,4 +63,15 @@ check "the resume notes that the bucket size changed (not bit for bit)" \
 check "resume with the same bucket_mb exits 0 without a note" \
     "[ $? -eq 0 ] && ! grep -q 'note:' $tmp/s2.log || { tail -n 8 $tmp/s2.log; false; }"
 
+echo "a stage in the one-process form beside replicated ones"
+topo "$tmp/r2.json" 2 "embed,0-1" "2-3,head"
+# stage 1 written as one process (host, port) while stage 0 lists 2 replicas
+sed -E '0,/"layers": "2-3,head", "replicas": \[\{ "host": "127.0.0.1", "port": ([0-9]+) \}, [^]]*\] \}/s//"layers": "2-3,head", "host": "127.0.0.1", "port": \1 }/' \
+    "$tmp/r2.json" >"$tmp/mixed.json"
+"$P" check "$tmp/mixed.json" >"$tmp/mixed.log" 2>&1
+rc=$?
+check "check exits 2" "[ $rc -eq 2 ] || { cat $tmp/mixed.log; false; }"
+check "the message names stages.1 (not a replicas array the file lacks) and its one-process form" \
+    "grep -q 'mixed.json: stages.1: expected 2 replica(s)' $tmp/mixed.log && grep -q 'one process' $tmp/mixed.log || { cat $tmp/mixed.log; false; }"
+
 exit $fail
