@@ -197,14 +197,27 @@ int run_ckpt_split_note(const run_ckpt *c, const topo *t, char *note, size_t n)
     return 1;
 }
 
+/* BLAS threads of replica r of the checkpoint topology's stage k (the one-process
+ * form's "threads"; 1, the default, when absent). */
+static int saved_replica_threads(const run_ckpt *c, int k, int r)
+{
+    json_t *st = json_array_get(json_object_get(json_object_get(c->manifest, "topology"), "stages"), (size_t)k);
+    json_t *reps = json_object_get(st, "replicas");
+    json_t *th = json_object_get(json_is_array(reps) ? json_array_get(reps, (size_t)r) : st, "threads");
+    return json_is_integer(th) ? (int)json_integer_value(th) : 1;
+}
+
 static int run_ckpt_split_note_layers(const run_ckpt *c, const topo *t, char *note, size_t n)
 {
-    int resplit = c->n_stages != t->n_stages, threads = 0;
+    int resplit = c->n_stages != t->n_stages, threads = 0, same_r = saved_replicas(c) == t->n_replicas;
     for (int k = 0; k < t->n_stages; k++)
         for (int i = 0; i < t->stages[k].n_units; i++) {
-            int was = 0, u = t->stages[k].units[i];
-            resplit |= saved_stage_of(c, u, &was) != k;
+            int was = 0, u = t->stages[k].units[i], ks = saved_stage_of(c, u, &was);
+            resplit |= ks != k;
             threads |= was != t->stages[k].threads;
+            /* every replica computes its own gradient with its own BLAS threads */
+            for (int r = 1; same_r && ks >= 0 && r < t->stages[k].n_replicas; r++)
+                threads |= saved_replica_threads(c, ks, r) != t->stages[k].replicas[r].threads;
         }
     if (!resplit && !threads) return 0;
     char a[512], b[512];

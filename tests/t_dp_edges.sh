@@ -74,4 +74,13 @@ check "check exits 2" "[ $rc -eq 2 ] || { cat $tmp/mixed.log; false; }"
 check "the message names stages.1 (not a replicas array the file lacks) and its one-process form" \
     "grep -q 'mixed.json: stages.1: expected 2 replica(s)' $tmp/mixed.log && grep -q 'one process' $tmp/mixed.log || { cat $tmp/mixed.log; false; }"
 
+echo "resume at R = 2 with another BLAS thread count on replica 1 only"
+topo "$tmp/r2t.json" 2 "embed,0-1" "2-3,head"
+"$P" run "$tmp/r2t.json" --set train.steps=2 --out "$tmp/t" >"$tmp/t1.log" 2>&1
+check "first 2 steps exit 0" "[ $? -eq 0 ] || { tail -n 8 $tmp/t1.log; false; }"
+"$P" run "$tmp/r2t.json" --set stages.1.replicas.1.threads=2 --resume --out "$tmp/t" >"$tmp/t2.log" 2>&1
+check "resume exits 0" "[ $? -eq 0 ] || { tail -n 8 $tmp/t2.log; false; }"
+check "the resume notes the other BLAS threads (not bit for bit)" \
+    "grep -q 'note:.*BLAS threads.*not bit for bit' $tmp/t2.log || { grep -i note $tmp/t2.log; false; }"
+
 exit $fail
