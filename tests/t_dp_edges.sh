@@ -102,4 +102,13 @@ env -u OMPI_COMM_WORLD_RANK -u PMI_RANK -u SLURM_PROCID RANK=0 WORLD_SIZE=6 \
 rc=$?
 check "RANK=0 WORLD_SIZE=6: not refused (exit 1 at connect)" "[ $rc -eq 1 ] || { echo rc=$rc; cat $tmp/w.log; false; }"
 
+echo "one endpoint written twice: 127.0.0.1 and its IPv4-mapped IPv6 form"
+topo "$tmp/r2m.json" 2 "embed,0-1" "2-3,head"
+p0=$(grep '"replicas"' "$tmp/r2m.json" | head -n 1 | grep -o '"port": [0-9]*' | head -n 1 | grep -o '[0-9]*$')
+"$P" check "$tmp/r2m.json" --set 'stages.1.replicas.1.host=::ffff:127.0.0.1' --set "stages.1.replicas.1.port=$p0" \
+    >"$tmp/m.log" 2>&1
+rc=$?
+check "check exits 2 naming stages.1.replicas.1 and stages.0.replicas.0" \
+    "[ $rc -eq 2 ] && grep -q 'stages.1.replicas.1.port: .*also used by stages.0.replicas.0' $tmp/m.log || { echo rc=$rc; cat $tmp/m.log; false; }"
+
 exit $fail

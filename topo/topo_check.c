@@ -382,10 +382,23 @@ static int check_reachable(const topo *t, char *err)
     return 0;
 }
 
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 endpoint a.b.c.d:
+ * both forms bind the same socket, so they compare as one. */
+static void unmap_v4(addr *a)
+{
+    static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+    if (a->family != AF_INET6 || memcmp(a->a, mapped, 12)) return;
+    memmove(a->a, a->a + 12, 4);
+    memset(a->a + 4, 0, 12);
+    a->family = AF_INET;
+}
+
 static int same_endpoint(const char *h1, int p1, const char *h2, int p2)
 {
     addr a, b;
     if (p1 != p2 || parse_addr(h1, &a) || parse_addr(h2, &b)) return 0;
+    unmap_v4(&a);
+    unmap_v4(&b);
     return a.family == b.family && !memcmp(a.a, b.a, 16);
 }
 
