@@ -23,7 +23,8 @@ static const char stage_help[] =
     "the launcher's rank, the first set of OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID,\n"
     "RANK (the most specific launcher first: mpirun inside a SLURM allocation leaves\n"
     "SLURM_PROCID at the allocation's): rank = replica x stages + stage, so `srun pipetrain stage topo.json` or\n"
-    "`mpirun -np 4 pipetrain stage topo.json` starts the whole grid. Every process of a run\n"
+    "`mpirun -np 4 pipetrain stage topo.json` starts the whole grid (a launcher's process count,\n"
+    "OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_STEP_NUM_TASKS or WORLD_SIZE, below stages x replicas is refused). Every process of a run\n"
     "must be given the same topology, overrides and --data (they compare a hash of it).\n"
     "Checkpoint shards are written under DIR (default .). IPv6: --coordinator [::1]:29500.\n"
     "--init-from DIR: start from a Hugging Face checkpoint (as `run --init-from`; the same as\n"
@@ -43,6 +44,32 @@ static const char stage_help[] =
  * per process and leaves every process the allocation's SLURM_PROCID; srun's
  * PMI_RANK equals SLURM_PROCID. */
 static const char *const rank_vars[] = { "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "RANK", NULL };
+/* The same launcher's process count, one per rank_vars entry (srun's step, not
+ * the allocation: an sbatch job may srun fewer tasks than it holds). */
+static const char *const size_vars[] = { "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", "WORLD_SIZE", NULL };
+
+/* A launcher that started fewer processes than the grid has would leave peers
+ * that never come (mpirun -np 4 on a 3 x 3 grid): refused at once, naming the
+ * variable. More is left alone: a rank past the grid is refused by itself, and
+ * an MPMD launch may start parameter servers beside the stages. Returns 0 (or
+ * the size is not set), or 2 (message printed). */
+static int check_world_size(const topo *t, const char *var)
+{
+    for (int i = 0; rank_vars[i]; i++) {
+        if (strcmp(rank_vars[i], var)) continue;
+        const char *v = getenv(size_vars[i]);
+        long n;
+        if (!v) return 0;
+        if (cli_parse_long("stage", size_vars[i], v, 1, 1L << 30, &n)) return 2;
+        long grid = (long)t->n_stages * t->n_replicas;
+        if (n >= grid) return 0;
+        fprintf(stderr, "pipetrain stage: %s: %s=%ld: the launcher started %ld process(es), but the grid is %d "
+                "stage(s) x %d replica(s) = %ld process(es) (start %ld, e.g. mpirun -np %ld or srun -n %ld)\n",
+                t->path, size_vars[i], n, n, t->n_stages, t->n_replicas, grid, grid, grid, grid);
+        return 2;
+    }
+    return 0;
+}
 
 /* Who this process is: --stage/--replica, else the first launcher rank set (its
  * variable's name in *var, its value in *rank). Returns 0, or 2 (message printed). */
@@ -63,6 +90,7 @@ static int resolve_identity(const topo *t, stage_opts *o, int *replica, const ch
 {
     char err[ERR_LEN];
     if (var) {
+        if (check_world_size(t, var)) return 2;
         if (topo_rank_identity(t, rank, &o->stage, replica, err)) {
             fprintf(stderr, "pipetrain stage: %s: %s=%ld: %s\n", t->path, var, rank, err);
             return 2;

@@ -137,8 +137,9 @@ void run_ckpt_root(const topo *t, const char *out_dir, char *root, size_t n);
 int run_ckpt_check_topology(const run_ckpt *c, const topo *t, char *err);
 /* When t has another replica count than the checkpoint's (the gradients are
  * then summed in another order), splits the layers otherwise, or gives a layer
- * another BLAS thread count (OpenBLAS's bits depend on it, so the run then
- * continues, but not bit for bit as it would have), writes a one-line note
+ * another BLAS thread count on any replica (OpenBLAS's bits depend on it, so the run then
+ * continues, but not bit for bit as it would have), or, with 3 or more
+ * replicas, another train.bucket_mb (the ring's segments move), writes a one-line note
  * into note (cap n) and returns 1; else 0. */
 int run_ckpt_split_note(const run_ckpt *c, const topo *t, char *note, size_t n);
 /* Removes the step directories under root after `step` (the marker first),

@@ -159,31 +159,67 @@ static int saved_replicas(const run_ckpt *c)
     return json_is_array(reps) && json_array_size(reps) > 0 ? (int)json_array_size(reps) : 1;
 }
 
+/* The checkpoint topology's train.bucket_mb (4, the default, when absent). */
+static double saved_bucket_mb(const run_ckpt *c)
+{
+    json_t *tr = json_object_get(json_object_get(c->manifest, "topology"), "train");
+    json_t *b = json_object_get(tr, "bucket_mb");
+    return json_is_number(b) ? json_number_value(b) : 4.0;
+}
+
+/* With R >= 3 the ring adds a segment's R values in an order fixed by where the
+ * segment falls inside its bucket, so other buckets round otherwise (README:
+ * Data parallelism, Determinism); with R = 2 the order is moot. Appends a note
+ * to note (length k so far); returns the new length. */
+static int bucket_note(const run_ckpt *c, const topo *t, char *note, size_t n, int k)
+{
+    double was = saved_bucket_mb(c);
+    if (t->n_replicas < 3 || was == t->train.bucket_mb || k < 0 || (size_t)k >= n) return k;
+    return k + snprintf(note + k, n - (size_t)k, "%strain.bucket_mb is %g MiB and was %g MiB in the checkpoint: "
+                        "with %d replicas the ring sums each bucket's segments in another grouping, so the run "
+                        "continues, but not bit for bit as it would have", k ? "; " : "", t->train.bucket_mb, was,
+                        t->n_replicas);
+}
+
 int run_ckpt_split_note(const run_ckpt *c, const topo *t, char *note, size_t n)
 {
     int R0 = saved_replicas(c);
-    if (R0 != t->n_replicas) {
-        /* the global batch and the sampler are the same; only the summation
-         * order of the gradients changes (float rounding) */
-        int k = snprintf(note, n, "the checkpoint was made with %d replica(s) per stage and the run goes on with %d: "
-                         "the same global batch, step by step, with gradients summed in another order (not bit "
-                         "for bit)", R0, t->n_replicas);
-        char rest[1024];
-        if (k > 0 && (size_t)k < n && run_ckpt_split_note_layers(c, t, rest, sizeof rest))
-            snprintf(note + k, n - (size_t)k, "; %s", rest);
-        return 1;
+    if (R0 == t->n_replicas) {
+        int k = run_ckpt_split_note_layers(c, t, note, n) ? (int)strlen(note) : 0;
+        return bucket_note(c, t, note, n, k) > 0;
     }
-    return run_ckpt_split_note_layers(c, t, note, n);
+    /* the global batch and the sampler are the same; only the summation
+     * order of the gradients changes (float rounding) */
+    int k = snprintf(note, n, "the checkpoint was made with %d replica(s) per stage and the run goes on with %d: "
+                     "the same global batch, step by step, with gradients summed in another order (not bit "
+                     "for bit)", R0, t->n_replicas);
+    char rest[1024];
+    if (k > 0 && (size_t)k < n && run_ckpt_split_note_layers(c, t, rest, sizeof rest))
+        snprintf(note + k, n - (size_t)k, "; %s", rest);
+    return 1;
+}
+
+/* BLAS threads of replica r of the checkpoint topology's stage k (the one-process
+ * form's "threads"; 1, the default, when absent). */
+static int saved_replica_threads(const run_ckpt *c, int k, int r)
+{
+    json_t *st = json_array_get(json_object_get(json_object_get(c->manifest, "topology"), "stages"), (size_t)k);
+    json_t *reps = json_object_get(st, "replicas");
+    json_t *th = json_object_get(json_is_array(reps) ? json_array_get(reps, (size_t)r) : st, "threads");
+    return json_is_integer(th) ? (int)json_integer_value(th) : 1;
 }
 
 static int run_ckpt_split_note_layers(const run_ckpt *c, const topo *t, char *note, size_t n)
 {
-    int resplit = c->n_stages != t->n_stages, threads = 0;
+    int resplit = c->n_stages != t->n_stages, threads = 0, same_r = saved_replicas(c) == t->n_replicas;
     for (int k = 0; k < t->n_stages; k++)
         for (int i = 0; i < t->stages[k].n_units; i++) {
-            int was = 0, u = t->stages[k].units[i];
-            resplit |= saved_stage_of(c, u, &was) != k;
+            int was = 0, u = t->stages[k].units[i], ks = saved_stage_of(c, u, &was);
+            resplit |= ks != k;
             threads |= was != t->stages[k].threads;
+            /* every replica computes its own gradient with its own BLAS threads */
+            for (int r = 1; same_r && ks >= 0 && r < t->stages[k].n_replicas; r++)
+                threads |= saved_replica_threads(c, ks, r) != t->stages[k].replicas[r].threads;
         }
     if (!resplit && !threads) return 0;
     char a[512], b[512];

@@ -285,11 +285,15 @@ static int check_replicas(topo *t, char *err)
     for (int s = 0; s < t->n_stages; s++)
         if (stage_form(t, s, &t->stages[s], err)) return -1;
     int R = t->stages[0].n_replicas;
+    /* name what the file wrote: a stage in the one-process form has no replicas array */
     for (int s = 1; s < t->n_stages; s++)
         if (t->stages[s].n_replicas != R)
-            return seterr(err, "%s: stages.%d.replicas: expected %d replica(s) like stages.0 (every stage "
-                          "has the same count, the data-parallel degree), found %d", t->path, s, R,
-                          t->stages[s].n_replicas);
+            return seterr(err, "%s: stages.%d%s: expected %d replica(s) like stages.0%s (every stage "
+                          "has the same count, the data-parallel degree), found %d%s", t->path, s,
+                          t->stages[s].replicated ? ".replicas" : "", R,
+                          t->stages[0].replicated ? "" : " (one process: host, port)", t->stages[s].n_replicas,
+                          t->stages[s].replicated ? "" : " (one process: host, port; list its processes in "
+                          "\"replicas\")");
     if ((long)t->n_stages * R > TOPO_MAX_PROCESSES)
         return seterr(err, "%s: stages.0.replicas: %d stages x %d replicas = %ld processes, more than the "
                       "%d ranks a launcher can number here", t->path, t->n_stages, R, (long)t->n_stages * R,
@@ -378,10 +382,23 @@ static int check_reachable(const topo *t, char *err)
     return 0;
 }
 
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 endpoint a.b.c.d:
+ * both forms bind the same socket, so they compare as one. */
+static void unmap_v4(addr *a)
+{
+    static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+    if (a->family != AF_INET6 || memcmp(a->a, mapped, 12)) return;
+    memmove(a->a, a->a + 12, 4);
+    memset(a->a + 4, 0, 12);
+    a->family = AF_INET;
+}
+
 static int same_endpoint(const char *h1, int p1, const char *h2, int p2)
 {
     addr a, b;
     if (p1 != p2 || parse_addr(h1, &a) || parse_addr(h2, &b)) return 0;
+    unmap_v4(&a);
+    unmap_v4(&b);
     return a.family == b.family && !memcmp(a.a, b.a, 16);
 }
 
