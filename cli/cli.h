@@ -51,7 +51,8 @@ int cli_copy_file(const char *src, const char *dst, char *err);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Refuses a topology the runtime cannot train (printing "pipetrain CMD:
  * FILE: FIELD: ..." and returning 2); 0 otherwise. Every sync mode trains
- * today (issue 12's asynchronous ones included), so it returns 0. */
+ * today (issue 12's asynchronous ones included); with replicas it refuses a
+ * bad PIPETRAIN_RING_RX / PIPETRAIN_RING_RX_SLICE (naming the variable). */
 int cli_sync_check(const char *cmd, const topo *t);
 /* HOST:PORT or [HOST]:PORT into host (cap 64) and port (1..65535). Returns 0
  * or -1 (nothing printed). */

@@ -1,5 +1,6 @@
 /* cli_common.c — argument parsing and checkpoint loading shared by subcommands. */
 #include "cli/cli.h"
+#include "coll/coll.h"
 #include "model/util.h"
 
 #include <errno.h>
@@ -9,9 +10,19 @@
 int cli_sync_check(const char *cmd, const topo *t)
 {
     /* every mode trains since the asynchronous ones (issue 12); the hook stays
-     * for what a subcommand cannot run */
-    (void)cmd;
-    (void)t;
+     * for what a subcommand cannot run. The ring's receive knobs are read by
+     * every replicated stage once its peers are connected: a bad value found
+     * there makes whichever process sees its peer go first the one blamed
+     * (exit 1), so refuse it here, before anything starts. */
+    if (t->n_replicas > 1) {
+        int mode;
+        size_t slice;
+        char err[ERR_LEN];
+        if (coll_rx_from_env(&mode, &slice, err)) {
+            fprintf(stderr, "pipetrain %s: %s\n", cmd, err);
+            return 2;
+        }
+    }
     return 0;
 }
 
