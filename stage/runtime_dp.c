@@ -145,10 +145,6 @@ int rt_dp_setup(rt *r)
     net_peer_id members[d->R];
     for (int i = 0; i < d->R; i++) members[i] = net_stage_id((uint16_t)r->K, (uint16_t)i);
     char cerr[ERR_LEN];
-    int rx_mode;
-    size_t rx_slice;
-    if (coll_rx_from_env(&rx_mode, &rx_slice, cerr)) /* PIPETRAIN_RING_RX, _SLICE: bad input */
-        return rt_fail(r, "%s", cerr), 2;
     double ms = r->step_timeout_s * 1e3;
     if (!(d->g = coll_group_new(r->node, members, d->R, d->rep, ms > INT_MAX ? INT_MAX : (int)ms, cerr)))
         return rt_fail(r, "%s", cerr), 1;

@@ -6,12 +6,7 @@
 # negative rate. With 64 floats every encoding saves bytes: a rate > 0.
 set -u
 cd "$(dirname "$0")/.."
-BIN=${BIN:-bin}
-P="$BIN/pipetrain"
-tmp=$(mktemp -d /tmp/t_bench_wire.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
+. tests/lib.sh t_bench_wire
 export OPENBLAS_NUM_THREADS=1
 
 "$P" bench wire --floats 1 --reps 1 >"$tmp/one" 2>&1; rc=$?

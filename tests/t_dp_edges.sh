@@ -6,19 +6,8 @@
 #    another R, another split or other BLAS threads.
 set -u
 cd "$(dirname "$0")/.."
-BIN=${BIN:-bin}
-P="$BIN/pipetrain"
-CORPUS=$PWD/../shared/data/tinyshakespeare.txt
-tmp=$(mktemp -d /tmp/t_dp_edges.XXXXXX)
-cleanup() {
-    pkill -KILL -f -- "--out $tmp/" 2>/dev/null
-    rm -rf "$tmp"
-}
-[ -n "${KEEP_TMP:-}" ] && cleanup() { echo "kept $tmp"; }
-trap cleanup EXIT
-fail=0
-check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1"; fail=1; fi; }
-[ -f "$CORPUS" ] || { echo "missing $CORPUS"; exit 1; }
+. tests/lib.sh t_dp_edges
+CORPUS=$PWD/$CORPUS # written into topologies under $tmp
 export OPENBLAS_NUM_THREADS=1
 
 port=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 50))
