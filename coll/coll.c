@@ -179,6 +179,9 @@ coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R
     return g;
 }
 
+/* A receive slice COLL_RX_SCRATCH can use: a multiple of 64 bytes within the bounds. */
+static int slice_ok(unsigned long long v) { return v >= COLL_RX_SLICE_MIN && v <= COLL_RX_SLICE_MAX && v % 64 == 0; }
+
 int coll_rx_from_env(int *mode, size_t *slice, char *err)
 {
     const char *m = getenv(COLL_RX_ENV), *sl = getenv(COLL_RX_SLICE_ENV);
@@ -193,7 +196,7 @@ int coll_rx_from_env(int *mode, size_t *slice, char *err)
         char *end;
         errno = 0;
         unsigned long long v = strtoull(sl, &end, 10);
-        if (*sl == '-' || errno || *end || v < COLL_RX_SLICE_MIN || v > COLL_RX_SLICE_MAX || v % 64)
+        if (*sl == '-' || errno || *end || !slice_ok(v))
             return seterr(err, "coll: environment variable %s is '%.64s' (expected bytes, a multiple of 64 "
                                "from %u to %u)", COLL_RX_SLICE_ENV, sl, COLL_RX_SLICE_MIN, COLL_RX_SLICE_MAX);
         *slice = (size_t)v;
@@ -205,7 +208,7 @@ int coll_group_set_rx(coll_group *g, int mode, size_t slice, char *err)
 {
     if (mode != COLL_RX_POOL && mode != COLL_RX_SCRATCH)
         return seterr(err, "coll: receive mode %d (expected COLL_RX_POOL or COLL_RX_SCRATCH)", mode);
-    if (slice < COLL_RX_SLICE_MIN || slice > COLL_RX_SLICE_MAX || slice % 64)
+    if (!slice_ok(slice))
         return seterr(err, "coll: slice of %zu bytes (expected a multiple of 64 from %u to %u)", slice,
                       COLL_RX_SLICE_MIN, COLL_RX_SLICE_MAX);
     g->rx = mode;
