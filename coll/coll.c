@@ -494,6 +494,7 @@ struct ring_st {
     size_t W;                 /* R = 2: sends in flight past this rank's own adds (P / 2), no credits */
     size_t agw, stride;       /* all-gather window, floats per pool slot */
     int rx;                   /* COLL_RX_SCRATCH: the reduce-scatter's receives go through m->rx_buf */
+    int sealed;               /* net_node_seals: frames carry no CRC, so the adds compute none */
     size_t rx_slice;          /* its bytes per slice (at most a chunk) */
     struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
     size_t nops;       /* handles from sends on (m->ops) */
@@ -571,6 +572,7 @@ static int send_seg(const coll_group *g, const struct ring_st *s, int t) { retur
 struct rx_slot {
     float *dst;
     uint32_t crc;
+    int sealed; /* the node seals its frames: no CRC to continue (net_node_seals) */
 };
 
 /* COLL_RX_SCRATCH, network thread (net_nt_recv_sliced): k bytes of a
@@ -581,7 +583,8 @@ struct rx_slot {
 static void rx_slice(void *arg, const void *p, uint64_t k, uint64_t at)
 {
     struct rx_slot *sl = arg;
-    sl->crc = add_crc_from(sl->crc, sl->dst + at / sizeof(float), p, k / sizeof(float));
+    if (sl->sealed) coll_add_f32(sl->dst + at / sizeof(float), p, k / sizeof(float));
+    else sl->crc = add_crc_from(sl->crc, sl->dst + at / sizeof(float), p, k / sizeof(float));
 }
 
 /* Network thread: posts receive q, the reduce-scatter's into pool slot q % P
@@ -601,7 +604,7 @@ static int post_seq(struct run *x, struct ring_st *s, size_t q, size_t *hint)
     net_key k = { (uint16_t)x->type, x->tag, (uint32_t)t, (uint32_t)c };
     if (q < s->q_rs && s->rx) {
         struct rx_slot *sl = &s->m->rx_slots[q % s->slots];
-        *sl = (struct rx_slot){ s->buf + off, 0 };
+        *sl = (struct rx_slot){ s->buf + off, 0, s->sealed };
         st = net_nt_recv_sliced(g->node, from, k, len * sizeof(float), s->m->rx_buf, s->rx_slice, rx_slice, sl,
                                 &g->eng->task, op, e);
     } else {
@@ -715,6 +718,10 @@ static int consume(struct run *x, struct ring_st *s)
          * added as it came, rx_slice; net_op_test has just verified it) */
         if (q >= s->q_rs) s->crc[q] = crc;
         else if (s->rx) s->crc[q] = s->m->rx_slots[q % s->slots].crc;
+        else if (s->sealed) {
+            coll_add_f32(s->buf + off, s->m->tmp + (q % s->slots) * s->stride, len);
+            s->crc[q] = 0; /* ignored: a sealed frame's tag authenticates it */
+        }
         else s->crc[q] = coll_add_f32_crc(s->buf + off, s->m->tmp + (q % s->slots) * s->stride, len);
         s->consumed++;
         g->eng->progress++;
@@ -796,7 +803,7 @@ static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0,
     int R = g->R;
     struct ring_mem *m = &g->mem[dir];
     *s = (struct ring_st){ .buf = buf, .n = n, .t0 = t0, .t1 = t1, .T = (size_t)(t1 - t0), .dir = dir, .nd = nd,
-                           .vrank = dir ? mod(-g->rank, R) : g->rank, .m = m,
+                           .vrank = dir ? mod(-g->rank, R) : g->rank, .m = m, .sealed = net_node_seals(g->node),
                            .next = g->members[mod(g->rank + (dir ? -1 : 1), R)],
                            .prev = g->members[mod(g->rank + (dir ? 1 : -1), R)] };
     size_t maxch = 0, seg_max, o;

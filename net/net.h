@@ -164,6 +164,12 @@ void net_node_free(struct net_node *node);
 /* The port the node listens on (useful with listen_port 0), or -1. */
 int net_node_port(const struct net_node *node);
 
+/* 1 when the node seals every frame after the handshake (cfg.encrypt): its
+ * frames' CRC32C field is 0 and a checksum passed with NET_SEND_CRC is
+ * ignored (the AEAD tag authenticates the payload), so a caller need not
+ * compute one. 0 otherwise, or for NULL. Any thread. */
+int net_node_seals(const struct net_node *node);
+
 /* Starts connecting to peer at host:port, retrying with backoff until
  * connect_deadline_ms; returns at once (NET_OK) or NET_ERR for bad arguments.
  * Failure to connect in time marks the peer dead with a reason naming it and the

@@ -302,6 +302,8 @@ void net_node_free(struct net_node *n)
 
 int net_node_port(const struct net_node *n) { return n ? n->port : -1; }
 
+int net_node_seals(const struct net_node *n) { return n && n->cfg.encrypt; }
+
 int net_connect(struct net_node *n, net_peer_id peer, const char *host, int port,
                 char err[NET_ERR_LEN])
 {

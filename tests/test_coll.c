@@ -326,6 +326,9 @@ static void test_one_direction(void)
         struct ring_fix f;
         fix_up(&f, R, TIMEOUT_MS);
         for (int i = 0; i < R; i++) ST(coll_group_set_dirs(f.g[i], 1, err), 0);
+        const char *enc = getenv("PIPETRAIN_TEST_ENCRYPT"); /* sealed: the adds compute no CRC */
+        CU_ASSERT_EQUAL(net_node_seals(f.node[0]), enc && *enc && strcmp(enc, "0") != 0);
+        CU_ASSERT_EQUAL(net_node_seals(NULL), 0);
         CU_ASSERT_EQUAL(coll_group_set_dirs(f.g[0], 3, err), -1);
         CU_ASSERT_PTR_NOT_NULL(strstr(err, "3 directions"));
         force_dirs = 1;
