@@ -8,6 +8,15 @@
  * r-t-2 from rank r-1, so what a step receives is what the next step sends:
  * chunk c of step t+1 goes out as soon as chunk c of step t is in.
  *
+ * Directions (coll.h): with R >= 3 a run is two of the above at once, each
+ * a struct ring_st over its part of every segment (part_of): direction 0 the
+ * front halves towards rank + 1, direction 1 the back halves towards rank - 1,
+ * i.e. the same algorithm on the members in reverse order (vrank = -rank,
+ * virtual segment v = real segment -v, so rank i still ends up owning segment
+ * i). Each has its own sequence numbers, pool, credits, ready signal and
+ * memory (struct ring_mem); "rank + 1" and "rank - 1" below are the
+ * direction's next and prev. One engine task moves both.
+ *
  * Where it runs: on the network thread (net/net_coll.h). ring() hands the
  * run to a task, eng_run, that posts the receives and the first sends; each
  * completed receive runs it again on the thread that read the bytes, which
