@@ -158,7 +158,7 @@ static void ring_free(struct ring *x)
     }
 }
 
-static int ring_up(struct ring *x, int R, size_t chunk, int dirs, int encrypt)
+static int ring_up(struct ring *x, int R, size_t chunk, int encrypt)
 {
     char err[NET_ERR_LEN];
     net_peer_id ids[MAXR];
@@ -184,7 +184,7 @@ static int ring_up(struct ring *x, int R, size_t chunk, int dirs, int encrypt)
             net_wait_peer(x->node[i], ids[(i + R - 1) % R], 10000, err) != NET_OK)
             goto fail;
         if (!(x->g[i] = coll_group_new(x->node[i], ids, R, i, 60000, err)) ||
-            coll_group_set_chunk(x->g[i], chunk, err) || coll_group_set_dirs(x->g[i], dirs, err))
+            coll_group_set_chunk(x->g[i], chunk, err))
             goto fail;
     }
     return 0;
@@ -259,7 +259,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench allreduce [--json] [--ranks 2,3,4] "
                "[--sizes BYTES,... (default 65536,1048576,4194304,16777216,67108864)] "
-               "[--trials N (default 5, at most %d)] [--mib N (per rank per trial, default 64)] [--chunk BYTES (largest message, default %u)] [--dirs 1|2 (the ring's directions, default 2)] [--encrypt (the ring's frames sealed)]\n",
+               "[--trials N (default 5, at most %d)] [--mib N (per rank per trial, default 64)] [--chunk BYTES (largest message, default %u)] [--encrypt (the ring's frames sealed)]\n",
             MAX_TRIALS, COLL_CHUNK_BYTES);
 }
 
@@ -273,7 +273,7 @@ static void size_name(size_t b, char *out, size_t cap)
 int bench_allreduce_main(int argc, char **argv)
 {
     long ranks[MAXR] = { 2, 3, 4 }, sizes[MAXS] = { 64 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20 };
-    int nr = 3, ns = 5, json = 0, trials = 5, mib = 64, dirs = 2, encrypt = 0;
+    int nr = 3, ns = 5, json = 0, trials = 5, mib = 64, encrypt = 0;
     long chunk = COLL_CHUNK_BYTES;
     for (int i = 1; i < argc; i++) /* one rank per process: bench_allreduce_hosts.c */
         if (!strcmp(argv[i], "--rank") || !strcmp(argv[i], "--members")) return bench_allreduce_hosts_main(argc, argv);
@@ -284,17 +284,16 @@ int bench_allreduce_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atol(argv[++i]);
-        else if (!strcmp(argv[i], "--dirs") && i + 1 < argc) dirs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--encrypt")) encrypt = 1;
         else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         else { usage(stderr); return 2; }
     }
     int bad = nr < 1 || ns < 1 || trials < 1 || trials > MAX_TRIALS || mib < 1 || mib > 4096 ||
-              chunk < 4 || chunk > (64l << 20) || (dirs != 1 && dirs != 2);
+              chunk < 4 || chunk > (64l << 20);
     for (int i = 0; i < nr && !bad; i++) bad = ranks[i] < 2 || ranks[i] > MAXR;
     for (int i = 0; i < ns && !bad; i++) bad = sizes[i] < 4 * MAXR || sizes[i] > (1l << 30);
     if (bad) {
-        fprintf(stderr, "bench allreduce: ranks 2..%d, sizes %d B .. 1 GiB, trials 1..%d, mib 1..4096, chunk 4 B .. 64 MiB, dirs 1 or 2\n",
+        fprintf(stderr, "bench allreduce: ranks 2..%d, sizes %d B .. 1 GiB, trials 1..%d, mib 1..4096, chunk 4 B .. 64 MiB\n",
                 MAXR, 4 * MAXR, MAX_TRIALS);
         usage(stderr);
         return 2;
@@ -314,7 +313,7 @@ int bench_allreduce_main(int argc, char **argv)
     for (int ri = 0; ri < nr; ri++) {
         int R = (int)ranks[ri];
         struct ring x;
-        if (ring_up(&x, R, (size_t)chunk, dirs, encrypt) < 0) return 1;
+        if (ring_up(&x, R, (size_t)chunk, encrypt) < 0) return 1;
         for (int si = 0; si < ns; si++) {
             size_t size = (size_t)sizes[si];
             int iters = (int)(((size_t)mib << 20) / size);
@@ -352,8 +351,8 @@ int bench_allreduce_main(int argc, char **argv)
                "\"busbw\":\"bytes x 2(R-1)/R / time\",\"plain_adds\":true,"
                "\"cpu_ratio\":\"plain CPU s / ring CPU s, median of paired trials\","
                "\"cpu_s_per_GB\":\"CPU s per GB over the links (bytes x 2(R-1)/R x R), median of trials\","
-               "\"ring_rx\":\"%s\",\"ring_rx_slice\":%zu,\"ring_dirs\":%d,\"ring_sealed\":%s,\"results\":[", mib, trials, rx_name,
-               rx_slice, dirs, encrypt ? "true" : "false");
+               "\"ring_rx\":\"%s\",\"ring_rx_slice\":%zu,\"ring_sealed\":%s,\"results\":[", mib, trials, rx_name,
+               rx_slice, encrypt ? "true" : "false");
         for (int ri = 0, first = 1; ri < nr; ri++)
             for (int si = 0; si < ns; si++, first = 0) {
                 struct cell *c = &cells[ri][si];
@@ -375,10 +374,9 @@ int bench_allreduce_main(int argc, char **argv)
                "bytes over R plain socket links in a ring, all busy at once, with the same additions (the\n"
                "reduce-scatter half received into scratch and added; no checksums); ratio = ring / plain, median of\n"
                "paired trials (back to back, alternating which goes first), with quartiles, range, pairs;\n"
-               "the ring's reduce-scatter receives into %s (%s=pool|scratch, slice %zu bytes); the ring runs\n"
-               "in %d direction%s with R >= 3 (--dirs)%s\n",
-               mib, trials, rx_name, COLL_RX_ENV, rx_slice, dirs, dirs == 2 ? "s" : "",
-               encrypt ? "; its frames are sealed (--encrypt: AES-256-GCM, no CRC)" : "");
+               "the ring's reduce-scatter receives into %s (%s=pool|scratch, slice %zu bytes)%s\n",
+               mib, trials, rx_name, COLL_RX_ENV, rx_slice,
+               encrypt ? ";\nthe ring's frames are sealed (--encrypt: AES-256-GCM, no CRC; the plain ring is not)" : "");
         printf("%-3s %-8s %10s %10s %6s %13s %11s %3s %5s %9s %9s\n", "R", "size", "busbw GB/s", "plain GB/s", "ratio",
                "IQR", "min-max", "n", "cpu", "ring s/GB", "plain");
         for (int ri = 0; ri < nr; ri++)

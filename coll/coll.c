@@ -8,15 +8,6 @@
  * r-t-2 from rank r-1, so what a step receives is what the next step sends:
  * chunk c of step t+1 goes out as soon as chunk c of step t is in.
  *
- * Directions (coll.h): with R >= 3 a run is two of the above at once, each
- * a struct ring_st over its part of every segment (part_of): direction 0 the
- * front halves towards rank + 1, direction 1 the back halves towards rank - 1,
- * i.e. the same algorithm on the members in reverse order (vrank = -rank,
- * virtual segment v = real segment -v, so rank i still ends up owning segment
- * i). Each has its own sequence numbers, pool, credits, ready signal and
- * memory (struct ring_mem); "rank + 1" and "rank - 1" below are the
- * direction's next and prev. One engine task moves both.
- *
  * Where it runs: on the network thread (net/net_coll.h). ring() hands the
  * run to a task, eng_run, that posts the receives and the first sends; each
  * completed receive runs it again on the thread that read the bytes, which
@@ -80,8 +71,10 @@
  * it arrived with (net_op_crc), so only a collective's first sends are read a
  * second time for their checksum: with the receivers' check of every byte,
  * the fewest CRC passes the frame format allows (a float sum's CRC cannot be
- * derived from its operands'). Verifying the reduce-scatter's receives in the
- * add's pass instead of on arrival was measured and left out (README).
+ * derived from its operands'). On a sealing node (net_node_seals) frames
+ * carry CRC 0 and the AEAD tag authenticates them: the adds compute no CRC at
+ * all. Verifying the reduce-scatter's receives in the add's pass instead of
+ * on arrival was measured and left out (README).
  *
  * It does not pick members, connect peers or choose tags: the caller does. */
 #include "coll/coll.h"
@@ -112,32 +105,25 @@
 
 static char ready_dummy[1]; /* the ready signal's (empty) payload and buffer */
 
-/* What one direction of the ring keeps between collectives (no allocation
- * per collective). */
-struct ring_mem {
-    float *tmp;   /* reduce-scatter pool: coll_pool_chunks slots */
-    size_t tmp_cap;
-    struct net_op **ops; /* a collective's op handles */
-    size_t ops_cap;
-    size_t *seq;         /* a collective's sequence numbers (struct ring_st rb, sb) */
-    size_t seq_cap;
-    uint32_t *crcs;      /* per receive: the CRC32C of what its consumption left in place */
-    size_t crcs_cap;
-    float *rx_buf;       /* COLL_RX_SCRATCH: the scratch, min(rx_slice, chunk) bytes */
-    size_t rx_cap;       /* its floats */
-    struct rx_slot *rx_slots; /* COLL_RX_SCRATCH: per pool slot, where its chunk is added */
-    size_t rx_slots_cap;
-};
-
 struct coll_group {
     struct net_node *node;
     net_peer_id *members;
     int R, rank, timeout_ms;
     size_t chunk; /* floats per message */
-    int dirs;     /* 2: R >= 3 runs the two rings of coll.h (coll_group_set_dirs) */
+    float *tmp;   /* reduce-scatter pool: coll_pool_chunks slots */
+    size_t tmp_cap;
+    struct net_op **ops; /* a collective's op handles, kept between calls (no allocation per collective) */
+    size_t ops_cap;
+    size_t *seq;         /* a collective's sequence numbers (struct ring_st rb, sb) */
+    size_t seq_cap;
+    uint32_t *crcs;      /* per receive: the CRC32C of what its consumption left in place */
+    size_t crcs_cap;
     int rx;              /* enum coll_rx: where the reduce-scatter's chunks land */
     size_t rx_slice;     /* COLL_RX_SCRATCH: bytes per slice (a multiple of 64) */
-    struct ring_mem mem[2]; /* per direction of the ring (0: to rank + 1, 1: to rank - 1) */
+    float *rx_buf;       /* COLL_RX_SCRATCH: the scratch, min(rx_slice, chunk) bytes */
+    size_t rx_cap;       /* its floats */
+    struct rx_slot *rx_slots; /* COLL_RX_SCRATCH: per pool slot, where its chunk is added */
+    size_t rx_slots_cap;
     _Atomic int aborted; /* coll_group_abort: every wait fails at its next slice */
     struct coll_eng *eng; /* the ring's engine, run by the network thread */
 };
@@ -186,7 +172,6 @@ coll_group *coll_group_new(struct net_node *n, const net_peer_id *members, int R
     g->rank = rank;
     g->timeout_ms = timeout_ms;
     g->chunk = COLL_CHUNK_BYTES / sizeof(float);
-    g->dirs = 2;
     if (coll_rx_from_env(&g->rx, &g->rx_slice, err)) {
         free(g->members);
         free(g);
@@ -249,23 +234,13 @@ void coll_group_free(coll_group *g)
     if (!g) return;
     eng_free(g);
     free(g->members);
-    for (int d = 0; d < 2; d++) {
-        struct ring_mem *m = &g->mem[d];
-        free(m->tmp);
-        free(m->ops);
-        free(m->seq);
-        free(m->crcs);
-        free(m->rx_buf);
-        free(m->rx_slots);
-    }
+    free(g->tmp);
+    free(g->ops);
+    free(g->seq);
+    free(g->crcs);
+    free(g->rx_buf);
+    free(g->rx_slots);
     free(g);
-}
-
-int coll_group_set_dirs(coll_group *g, int dirs, char *err)
-{
-    if (dirs != 1 && dirs != 2) return seterr(err, "coll: %d directions (expected 1 or 2)", dirs);
-    g->dirs = dirs;
-    return 0;
 }
 
 int coll_group_set_chunk(coll_group *g, size_t bytes, char *err)
@@ -279,7 +254,7 @@ int coll_group_set_chunk(coll_group *g, size_t bytes, char *err)
 
 size_t coll_group_scratch_bytes(const coll_group *g)
 {
-    return g ? (g->mem[0].tmp_cap + g->mem[0].rx_cap + g->mem[1].tmp_cap + g->mem[1].rx_cap) * sizeof(float) : 0;
+    return g ? (g->tmp_cap + g->rx_cap) * sizeof(float) : 0;
 }
 
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
@@ -287,19 +262,6 @@ void coll_segment(size_t n, int R, int i, size_t *off, size_t *len)
     size_t q = n / (size_t)R, m = n % (size_t)R, ui = (size_t)i;
     *off = ui * q + (ui < m ? ui : m);
     *len = q + (ui < m);
-}
-
-void coll_segment_part(size_t n, int R, int i, int nd, int dir, size_t *off, size_t *len)
-{
-    coll_segment(n, R, i, off, len);
-    if (nd < 2) return;
-    size_t front = *len - *len / 2;
-    if (dir) {
-        *off += front;
-        *len -= front;
-    } else {
-        *len = front;
-    }
 }
 
 /* The loop is vectorised (restrict, and the Makefile builds this file with
@@ -386,17 +348,15 @@ static int wait_fail(struct run *x, int kind, const char *what, net_peer_id peer
 }
 
 /* Waits for op (for a receive, of len floats) and frees it; 0 or -1 with the
- * error (broadcast, and the end of a ring run on the calling thread). dir:
- * the ring's direction (1: "up" is rank - 1). */
-static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len, int dir)
+ * error (broadcast, and the end of a ring run on the calling thread). */
+static int wait_op(struct run *x, struct net_op **op, int kind, int step, size_t c, size_t len)
 {
     int waited_ms = 0, *waited = &waited_ms;
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     int is_send = kind == W_SEND || kind == W_READY_SEND || kind == W_CREDIT_SEND;
     int up = kind == W_SEND || kind == W_READY_RECV || kind == W_CREDIT_RECV;
-    int sgn = dir ? -1 : 1;
-    net_peer_id peer = g->members[mod(g->rank + (up ? sgn : -sgn), g->R)];
+    net_peer_id peer = g->members[mod(g->rank + (up ? 1 : -1), g->R)];
     int slice = WAIT_SLICE_MS, since_look = 0;
     /* in slices, so that a neighbour's death ends the wait whichever way it
      * was going: a rank waiting on rank-1 learns that rank+1 died */
@@ -455,23 +415,23 @@ uint32_t coll_add_f32_crc(float *restrict dst, const float *restrict src, size_t
 }
 
 /* n op handles, all NULL, from the group's array (grown as needed). */
-static struct net_op **ops_of(struct ring_mem *m, size_t n)
+static struct net_op **ops_of(coll_group *g, size_t n)
 {
-    if (m->ops_cap < n) {
-        free(m->ops);
-        m->ops = xmalloc(n * sizeof *m->ops);
-        m->ops_cap = n;
+    if (g->ops_cap < n) {
+        free(g->ops);
+        g->ops = xmalloc(n * sizeof *g->ops);
+        g->ops_cap = n;
     }
-    memset(m->ops, 0, n * sizeof *m->ops);
-    return m->ops;
+    memset(g->ops, 0, n * sizeof *g->ops);
+    return g->ops;
 }
 
-static void ensure_tmp(struct ring_mem *m, size_t floats)
+static void ensure_tmp(coll_group *g, size_t floats)
 {
-    if (m->tmp_cap >= floats) return;
-    free(m->tmp);
-    m->tmp = xmalloc(floats * sizeof(float));
-    m->tmp_cap = floats;
+    if (g->tmp_cap >= floats) return;
+    free(g->tmp);
+    g->tmp = xmalloc(floats * sizeof(float));
+    g->tmp_cap = floats;
 }
 
 /* Chunks in the reduce-scatter pool (P) and in a credit (B): both ends of a
@@ -492,21 +452,16 @@ struct ring_st {
     float *buf;
     size_t n;
     int t0, t1;
-    int dir, nd;              /* this direction (0: data to rank + 1), of nd */
-    int vrank;                /* this rank's place in the direction's ring (dir 1: the members reversed) */
-    net_peer_id next, prev;   /* where the data goes and whence it comes */
-    struct ring_mem *m;       /* the group's memory for this direction */
     size_t T, *rb, *sb;
     size_t nq, ns;     /* receives, sends */
     size_t q_rs, s_rs; /* of which the reduce-scatter's (pool, credits) */
     size_t P, B, slots;       /* credit window, chunks per credit, pool slots (P) */
     size_t W;                 /* R = 2: sends in flight past this rank's own adds (P / 2), no credits */
     size_t agw, stride;       /* all-gather window, floats per pool slot */
-    int rx;                   /* COLL_RX_SCRATCH: the reduce-scatter's receives go through m->rx_buf */
+    int rx;                   /* COLL_RX_SCRATCH: the reduce-scatter's receives go through g->rx_buf */
     int sealed;               /* net_node_seals: frames carry no CRC, so the adds compute none */
     size_t rx_slice;          /* its bytes per slice (at most a chunk) */
     struct net_op **sends, **pool_ops, **ag_ops, **cred_out, *cred_in, *rdy_in, *rdy_out;
-    size_t nops;       /* handles from sends on (m->ops) */
     uint32_t *crc;     /* crc[q]: CRC32C of the chunk receive q's consumption left in place */
     size_t posted_rs, posted_ag, consumed, sent, credits, ncred_out;
     size_t pi_rs, pi_ag, ci, si; /* step-index hints of the cursors */
@@ -522,8 +477,7 @@ struct coll_eng {
     int active, stop, done, rc;
     uint64_t progress;     /* receives consumed + sends posted + signals taken: the timeout's clock */
     struct run x;
-    struct ring_st s[2];   /* the directions (nd of them) */
-    int nd;
+    struct ring_st s;
     char err[ERR_LEN];
 };
 
@@ -555,26 +509,17 @@ static size_t step_of(const size_t *base, size_t q, size_t *i)
     return *i;
 }
 
-/* The part of the buffer that segment vseg of s's ring stands for: its
- * direction's part (coll_segment_part) of segment vseg, in the reversed ring
- * of direction 1 of segment -vseg (so that rank i ends the reduce-scatter
- * owning segment i in either direction). */
-static void part_of(const coll_group *g, const struct ring_st *s, int vseg, size_t *off, size_t *len)
-{
-    coll_segment_part(s->n, g->R, s->dir ? mod(-vseg, g->R) : vseg, s->nd, s->dir, off, len);
-}
-
-/* Offset and length (floats) of chunk c of segment vseg. */
-static void chunk_at(const coll_group *g, const struct ring_st *s, int vseg, size_t c, size_t *off, size_t *len)
+/* Offset and length (floats) of chunk c of segment seg. */
+static void chunk_at(const coll_group *g, size_t n, int seg, size_t c, size_t *off, size_t *len)
 {
     size_t so, sl;
-    part_of(g, s, vseg, &so, &sl);
+    coll_segment(n, g->R, seg, &so, &sl);
     *off = so + c * g->chunk;
     *len = sl - c * g->chunk < g->chunk ? sl - c * g->chunk : g->chunk;
 }
 
-static int recv_seg(const coll_group *g, const struct ring_st *s, int t) { return mod(s->vrank - t - 2, g->R); }
-static int send_seg(const coll_group *g, const struct ring_st *s, int t) { return mod(s->vrank - t - 1, g->R); }
+static int recv_seg(const coll_group *g, int t) { return mod(g->rank - t - 2, g->R); }
+static int send_seg(const coll_group *g, int t) { return mod(g->rank - t - 1, g->R); }
 
 /* COLL_RX_SCRATCH: a reduce-scatter receive in flight (one per pool slot):
  * where its chunk is added, and the CRC32C of the sums added so far. */
@@ -606,15 +551,15 @@ static int post_seq(struct run *x, struct ring_st *s, size_t q, size_t *hint)
     coll_group *g = x->g;
     size_t i = step_of(s->rb, q, hint), c = q - s->rb[i], off, len;
     int t = s->t0 + (int)i, st;
-    chunk_at(g, s, recv_seg(g, s, t), c, &off, &len);
-    float *p = q < s->q_rs ? s->m->tmp + (q % s->slots) * s->stride : s->buf + off;
+    chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
+    float *p = q < s->q_rs ? g->tmp + (q % s->slots) * s->stride : s->buf + off;
     struct net_op **op = q < s->q_rs ? &s->pool_ops[q % s->slots] : &s->ag_ops[(q - s->q_rs) % s->agw];
-    net_peer_id from = s->prev;
+    net_peer_id from = g->members[mod(g->rank - 1, g->R)];
     net_key k = { (uint16_t)x->type, x->tag, (uint32_t)t, (uint32_t)c };
     if (q < s->q_rs && s->rx) {
-        struct rx_slot *sl = &s->m->rx_slots[q % s->slots];
+        struct rx_slot *sl = &g->rx_slots[q % s->slots];
         *sl = (struct rx_slot){ s->buf + off, 0, s->sealed };
-        st = net_nt_recv_sliced(g->node, from, k, len * sizeof(float), s->m->rx_buf, s->rx_slice, rx_slice, sl,
+        st = net_nt_recv_sliced(g->node, from, k, len * sizeof(float), g->rx_buf, s->rx_slice, rx_slice, sl,
                                 &g->eng->task, op, e);
     } else {
         st = net_nt_recv(g->node, from, k, p, len * sizeof(float), &g->eng->task, op, e);
@@ -644,23 +589,25 @@ static int post_credit_in(struct run *x, struct ring_st *s)
     char e[NET_ERR_LEN];
     coll_group *g = x->g;
     net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
-    if (net_nt_recv(g->node, s->next, ck, ready_dummy, 0, &g->eng->task, &s->cred_in, e) != NET_OK)
-        return fail_signal(x, "receive", s->next, "credit", (long)k, e);
+    if (net_nt_recv(g->node, g->members[mod(g->rank + 1, g->R)], ck, ready_dummy, 0, &g->eng->task, &s->cred_in,
+                    e) != NET_OK)
+        return fail_signal(x, "receive", g->members[mod(g->rank + 1, g->R)], "credit", (long)k, e);
     return 0;
 }
 
 /* Network thread: a signal receive (ready or credit) that has completed is
  * taken (1), one still pending left (0), a failed one reported (-1). */
-static int take_signal(struct run *x, struct ring_st *s, struct net_op **op, long k)
+static int take_signal(struct run *x, struct net_op **op, long k)
 {
     char e[NET_ERR_LEN];
+    coll_group *g = x->g;
     int st = net_op_test(*op, e);
     if (st == NET_PENDING) return 0;
     net_op_free(*op);
     *op = NULL;
     x->g->eng->progress++;
     if (st == NET_OK) return 1;
-    net_peer_id from = s->next;
+    net_peer_id from = g->members[mod(g->rank + 1, g->R)];
     return k < 0 ? fail(x, "receive", from, (int)k, 0, e) : fail_signal(x, "receive", from, "credit", k, e);
 }
 
@@ -677,17 +624,17 @@ static int post_sends(struct run *x, struct ring_st *s)
         size_t q = s->sent, i = step_of(s->sb, q, &s->si), c = q - s->sb[i], off, len;
         int t = s->t0 + (int)i, rc;
         if (i > 0 && s->consumed <= s->rb[i - 1] + c) return 0; /* its data is not in yet */
-        if (i == 0 && c >= READY_AFTER && s->rdy_in && (rc = take_signal(x, s, &s->rdy_in, -s->t0 - 1)) <= 0)
+        if (i == 0 && c >= READY_AFTER && s->rdy_in && (rc = take_signal(x, &s->rdy_in, -s->t0 - 1)) <= 0)
             return rc;
         if (s->W && q < s->s_rs && q >= s->consumed + s->W) return 0; /* R = 2: paced by this rank's adds */
         if (!s->W && q < s->s_rs && q >= s->P + s->credits * s->B) {
-            if ((rc = take_signal(x, s, &s->cred_in, (long)(s->credits + 1))) <= 0) return rc;
+            if ((rc = take_signal(x, &s->cred_in, (long)(s->credits + 1))) <= 0) return rc;
             s->credits++;
             if (post_credit_in(x, s)) return -1;
             continue;
         }
-        chunk_at(g, s, send_seg(g, s, t), c, &off, &len);
-        net_peer_id to = s->next;
+        chunk_at(g, s->n, send_seg(g, t), c, &off, &len);
+        net_peer_id to = g->members[mod(g->rank + 1, g->R)];
         net_key k = { (uint16_t)x->type, x->tag, (uint32_t)t, (uint32_t)c };
         if (net_nt_send(g->node, to, k, s->buf + off, len * sizeof(float), i > 0 ? NET_SEND_CRC : 0,
                         i > 0 ? s->crc[s->rb[i - 1] + c] : 0, &s->sends[q], e) != NET_OK)
@@ -713,7 +660,7 @@ static int consume(struct run *x, struct ring_st *s)
         if (!*op) return 0; /* not posted yet */
         int st = net_op_test(*op, e);
         if (st == NET_PENDING) return 0;
-        chunk_at(g, s, recv_seg(g, s, t), c, &off, &len);
+        chunk_at(g, s->n, recv_seg(g, t), c, &off, &len);
         if (st == NET_OK && net_op_len(*op) != len * sizeof(float)) {
             snprintf(e, sizeof e, "message of %llu bytes, expected %zu", (unsigned long long)net_op_len(*op),
                      len * sizeof(float));
@@ -722,22 +669,22 @@ static int consume(struct run *x, struct ring_st *s)
         uint32_t crc = net_op_crc(*op);
         net_op_free(*op);
         *op = NULL;
-        if (st != NET_OK) return fail(x, "receive", s->prev, t, c, e);
+        if (st != NET_OK) return fail(x, "receive", g->members[mod(g->rank - 1, g->R)], t, c, e);
         /* partial sum received + own value: the order in coll.h (COLL_RX_SCRATCH:
          * added as it came, rx_slice; net_op_test has just verified it) */
         if (q >= s->q_rs) s->crc[q] = crc;
-        else if (s->rx) s->crc[q] = s->m->rx_slots[q % s->slots].crc;
+        else if (s->rx) s->crc[q] = g->rx_slots[q % s->slots].crc;
         else if (s->sealed) {
-            coll_add_f32(s->buf + off, s->m->tmp + (q % s->slots) * s->stride, len);
+            coll_add_f32(s->buf + off, g->tmp + (q % s->slots) * s->stride, len);
             s->crc[q] = 0; /* ignored: a sealed frame's tag authenticates it */
         }
-        else s->crc[q] = coll_add_f32_crc(s->buf + off, s->m->tmp + (q % s->slots) * s->stride, len);
+        else s->crc[q] = coll_add_f32_crc(s->buf + off, g->tmp + (q % s->slots) * s->stride, len);
         s->consumed++;
         g->eng->progress++;
         if (!s->W && q < s->q_rs && (q + 1) % s->B == 0) {
             size_t k = (q + 1) / s->B;
             if ((k - 1) * s->B + s->P < s->q_rs) { /* rank-1 has a send waiting for it */
-                net_peer_id to = s->prev;
+                net_peer_id to = g->members[mod(g->rank - 1, g->R)];
                 net_key ck = { (uint16_t)x->type, x->tag, COLL_MB_CREDIT, (uint32_t)k };
                 /* the receives it announces first: in place when posted here */
                 if (post_recvs(x, s)) return -1;
@@ -754,16 +701,17 @@ static int consume(struct run *x, struct ring_st *s)
 static int eng_start(struct run *x, struct ring_st *s)
 {
     coll_group *g = x->g;
+    int R = g->R, r = g->rank;
     char e[NET_ERR_LEN];
     s->started = 1;
     if (post_recvs(x, s) || post_credit_in(x, s)) return -1;
     net_key rk = { (uint16_t)x->type, x->tag, COLL_MB_READY, (uint32_t)s->t0 };
     if (s->sb[1] > READY_AFTER &&
-        net_nt_recv(g->node, s->next, rk, ready_dummy, 0, &g->eng->task, &s->rdy_in, e) != NET_OK)
-        return fail(x, "receive", s->next, -s->t0 - 1, 0, e);
+        net_nt_recv(g->node, g->members[mod(r + 1, R)], rk, ready_dummy, 0, &g->eng->task, &s->rdy_in, e) != NET_OK)
+        return fail(x, "receive", g->members[mod(r + 1, R)], -s->t0 - 1, 0, e);
     if (s->rb[1] > READY_AFTER &&
-        net_nt_send(g->node, s->prev, rk, ready_dummy, 0, 0, 0, &s->rdy_out, e) != NET_OK)
-        return fail(x, "send", s->prev, -s->t0 - 1, 0, e);
+        net_nt_send(g->node, g->members[mod(r - 1, R)], rk, ready_dummy, 0, 0, 0, &s->rdy_out, e) != NET_OK)
+        return fail(x, "send", g->members[mod(r - 1, R)], -s->t0 - 1, 0, e);
     return 0;
 }
 
@@ -779,21 +727,16 @@ static void eng_run(void *arg)
     pthread_mutex_lock(&E->mu);
     if (E->active && !E->stop && !E->done) {
         struct run *x = &E->x;
-        int rc = 0, rounds = 0, finished = 1;
-        for (int d = 0; d < E->nd && rc == 0; d++)
-            if (!E->s[d].started) rc = eng_start(x, &E->s[d]);
+        struct ring_st *s = &E->s;
+        int rc = s->started ? 0 : eng_start(x, s), rounds = 0;
         uint64_t before = E->progress + 1;
         for (; rc == 0 && before != E->progress && rounds < ENG_ROUNDS; rounds++) {
             before = E->progress;
-            for (int d = 0; d < E->nd && rc == 0; d++) {
-                struct ring_st *s = &E->s[d];
-                rc = consume(x, s);
-                if (rc == 0) rc = post_recvs(x, s);
-                if (rc == 0) rc = post_sends(x, s);
-            }
+            rc = consume(x, s);
+            if (rc == 0) rc = post_recvs(x, s);
+            if (rc == 0) rc = post_sends(x, s);
         }
-        for (int d = 0; d < E->nd; d++) finished &= E->s[d].consumed == E->s[d].nq && E->s[d].sent == E->s[d].ns;
-        if (rc || finished) {
+        if (rc || (s->consumed == s->nq && s->sent == s->ns)) {
             E->done = 1;
             E->rc = rc ? -1 : 0;
             pthread_cond_signal(&E->cv);
@@ -805,31 +748,27 @@ static void eng_run(void *arg)
     pthread_mutex_unlock(&E->mu);
 }
 
-/* Sequence numbers and sizes of ring steps t0..t1-1 in direction dir of nd
- * (see struct ring_st). */
-static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0, int t1, int dir, int nd)
+/* Sequence numbers and sizes of ring steps t0..t1-1 (see struct ring_st). */
+static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0, int t1)
 {
     int R = g->R;
-    struct ring_mem *m = &g->mem[dir];
-    *s = (struct ring_st){ .buf = buf, .n = n, .t0 = t0, .t1 = t1, .T = (size_t)(t1 - t0), .dir = dir, .nd = nd,
-                           .vrank = dir ? mod(-g->rank, R) : g->rank, .m = m, .sealed = net_node_seals(g->node),
-                           .next = g->members[mod(g->rank + (dir ? -1 : 1), R)],
-                           .prev = g->members[mod(g->rank + (dir ? 1 : -1), R)] };
     size_t maxch = 0, seg_max, o;
-    part_of(g, s, 0, &o, &seg_max); /* segment 0 is the longest, and so is its part */
-    if (m->seq_cap < 2 * (s->T + 1)) {
-        free(m->seq);
-        m->seq_cap = 2 * (s->T + 1);
-        m->seq = xmalloc(m->seq_cap * sizeof *m->seq);
+    coll_segment(n, R, 0, &o, &seg_max);
+    *s = (struct ring_st){ .buf = buf, .n = n, .t0 = t0, .t1 = t1, .T = (size_t)(t1 - t0),
+                           .sealed = net_node_seals(g->node) };
+    if (g->seq_cap < 2 * (s->T + 1)) {
+        free(g->seq);
+        g->seq_cap = 2 * (s->T + 1);
+        g->seq = xmalloc(g->seq_cap * sizeof *g->seq);
     }
-    s->rb = m->seq;
-    s->sb = m->seq + s->T + 1;
+    s->rb = g->seq;
+    s->sb = g->seq + s->T + 1;
     s->rb[0] = s->sb[0] = 0;
     for (size_t i = 0; i < s->T; i++) {
         int t = t0 + (int)i;
         size_t rl, sl;
-        part_of(g, s, recv_seg(g, s, t), &o, &rl);
-        part_of(g, s, send_seg(g, s, t), &o, &sl);
+        coll_segment(n, R, recv_seg(g, t), &o, &rl);
+        coll_segment(n, R, send_seg(g, t), &o, &sl);
         s->rb[i + 1] = s->rb[i] + nchunks(g, rl);
         s->sb[i + 1] = s->sb[i] + nchunks(g, sl);
         if (t == R - 2) { /* the reduce-scatter's last step */
@@ -860,91 +799,31 @@ static void plan(coll_group *g, struct ring_st *s, float *buf, size_t n, int t0,
 }
 
 /* Why the engine stopped short, said where it was: the oldest receive not
- * consumed or the oldest send not posted of the first direction that has not
- * finished (a neighbour's death names that neighbour's side: side -1 rank-1,
- * +1 rank+1, 0 either). */
-static int eng_fail(struct run *x, struct coll_eng *E, int side, const char *why)
+ * consumed or the oldest send not posted (a neighbour's death names that
+ * neighbour's side: dir -1 rank-1, +1 rank+1, 0 either). */
+static int eng_fail(struct run *x, struct ring_st *s, int dir, const char *why)
 {
-    struct ring_st *s = &E->s[0];
-    for (int d = 0; d < E->nd; d++)
-        if (E->s[d].consumed < E->s[d].nq || E->s[d].sent < E->s[d].ns) {
-            s = &E->s[d];
-            break;
-        }
-    int dir = s->dir ? -side : side; /* -1: the side data comes from */
+    coll_group *g = x->g;
+    net_peer_id prev = g->members[mod(g->rank - 1, g->R)], next = g->members[mod(g->rank + 1, g->R)];
     size_t h = 0;
     if (dir < 0 || (dir == 0 && s->consumed < s->nq)) {
-        if (s->consumed >= s->nq) return fail(x, "receive", s->prev, s->t1 - 1, 0, why);
+        if (s->consumed >= s->nq) return fail(x, "receive", prev, s->t1 - 1, 0, why);
         size_t i = step_of(s->rb, s->consumed, &h);
-        return fail(x, "receive", s->prev, s->t0 + (int)i, s->consumed - s->rb[i], why);
+        return fail(x, "receive", prev, s->t0 + (int)i, s->consumed - s->rb[i], why);
     }
-    if (s->sent >= s->ns) return fail(x, "send", s->next, s->t1 - 1, 0, why);
+    if (s->sent >= s->ns) return fail(x, "send", next, s->t1 - 1, 0, why);
     size_t i = step_of(s->sb, s->sent, &h), c = s->sent - s->sb[i];
-    if (s->rdy_in && i == 0 && c >= READY_AFTER) return fail(x, "receive", s->next, -s->t0 - 1, 0, why);
+    if (s->rdy_in && i == 0 && c >= READY_AFTER) return fail(x, "receive", next, -s->t0 - 1, 0, why);
     if (!s->W && s->sent < s->s_rs && s->sent >= s->P + s->credits * s->B)
-        return fail_signal(x, "receive", s->next, "credit", (long)(s->credits + 1), why);
-    return fail(x, "send", s->next, s->t0 + (int)i, c, why);
+        return fail_signal(x, "receive", next, "credit", (long)(s->credits + 1), why);
+    return fail(x, "send", next, s->t0 + (int)i, c, why);
 }
 
-/* One direction's plan and memory: pool or scratch, op handles, CRCs. */
-static void prepare(coll_group *g, struct ring_st *s)
-{
-    struct ring_mem *m = s->m;
-    if (s->q_rs && g->rx == COLL_RX_SCRATCH) {
-        s->rx = 1;
-        s->rx_slice = g->rx_slice < s->stride * sizeof(float) ? g->rx_slice : s->stride * sizeof(float);
-        if (m->rx_cap * sizeof(float) < s->rx_slice) {
-            free(m->rx_buf);
-            m->rx_buf = xmalloc(s->rx_slice);
-            m->rx_cap = s->rx_slice / sizeof(float);
-        }
-        if (m->rx_slots_cap < s->slots) {
-            free(m->rx_slots);
-            m->rx_slots = xcalloc(s->slots, sizeof *m->rx_slots);
-            m->rx_slots_cap = s->slots;
-        }
-    } else if (s->q_rs) {
-        ensure_tmp(m, (s->q_rs < s->slots ? s->q_rs : s->slots) * s->stride);
-    }
-    s->nops = s->ns + s->slots + s->agw + s->q_rs / s->B + 1;
-    s->sends = ops_of(m, s->nops);
-    s->pool_ops = s->sends + s->ns;
-    s->ag_ops = s->pool_ops + s->slots;
-    s->cred_out = s->ag_ops + s->agw;
-    if (m->crcs_cap < s->nq) {
-        free(m->crcs);
-        m->crcs = xmalloc((s->nq ? s->nq : 1) * sizeof *m->crcs);
-        m->crcs_cap = s->nq;
-    }
-    s->crc = m->crcs;
-}
-
-/* On the calling thread once the engine has let go of s: waits for s's
- * last sends to be written (unless rc already failed) and frees its ops. */
-static int finish(struct run *x, struct ring_st *s, int rc)
-{
-    size_t hint = 0;
-    for (size_t i = 0; i < s->ns; i++) /* every send written (or the first failure) */
-        if (s->sends[i] && rc == 0) {
-            size_t k = step_of(s->sb, i, &hint);
-            rc = wait_op(x, &s->sends[i], W_SEND, s->t0 + (int)k, i - s->sb[k], 0, s->dir);
-        }
-    for (size_t k = 0; k < s->ncred_out && rc == 0; k++)
-        rc = wait_op(x, &s->cred_out[k], W_CREDIT_SEND, (int)(k + 1), 0, 0, s->dir);
-    if (s->rdy_out && rc == 0) rc = wait_op(x, &s->rdy_out, W_READY_SEND, -s->t0 - 1, 0, 0, s->dir);
-    net_op_free(s->rdy_in);
-    net_op_free(s->rdy_out);
-    net_op_free(s->cred_in);
-    for (size_t i = 0; i < s->nops; i++) net_op_free(s->sends[i]);
-    s->rdy_in = s->rdy_out = s->cred_in = NULL;
-    return rc;
-}
-
-/* Ring steps t0..t1-1 over buf (see the top of the file), in one or two
- * directions: the network thread runs them (eng_run); this thread posts the
- * run, waits for its end in slices (the group's timeout counts from the last
- * step forward; an abort or a neighbour's death ends it at the next slice),
- * then waits for the last sends to be written. */
+/* Ring steps t0..t1-1 over buf (see the top of the file): the network thread
+ * runs them (eng_run); this thread posts the run, waits for its end in
+ * slices (the group's timeout counts from the last step forward; an abort or
+ * a neighbour's death ends it at the next slice), then waits for the last
+ * sends to be written. */
 static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
 {
     coll_group *g = x->g;
@@ -952,11 +831,35 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     int R = g->R, rc = 0;
     if (n == 0 || R == 1 || t1 <= t0) return 0;
     pthread_mutex_lock(&E->mu);
-    E->nd = g->dirs == 2 && R >= 3 ? 2 : 1;
-    for (int d = 0; d < E->nd; d++) {
-        plan(g, &E->s[d], buf, n, t0, t1, d, E->nd);
-        prepare(g, &E->s[d]);
+    struct ring_st *s = &E->s;
+    plan(g, s, buf, n, t0, t1);
+    if (s->q_rs && g->rx == COLL_RX_SCRATCH) {
+        s->rx = 1;
+        s->rx_slice = g->rx_slice < s->stride * sizeof(float) ? g->rx_slice : s->stride * sizeof(float);
+        if (g->rx_cap * sizeof(float) < s->rx_slice) {
+            free(g->rx_buf);
+            g->rx_buf = xmalloc(s->rx_slice);
+            g->rx_cap = s->rx_slice / sizeof(float);
+        }
+        if (g->rx_slots_cap < s->slots) {
+            free(g->rx_slots);
+            g->rx_slots = xcalloc(s->slots, sizeof *g->rx_slots);
+            g->rx_slots_cap = s->slots;
+        }
+    } else if (s->q_rs) {
+        ensure_tmp(g, (s->q_rs < s->slots ? s->q_rs : s->slots) * s->stride);
     }
+    size_t ncred = s->q_rs / s->B + 1;
+    s->sends = ops_of(g, s->ns + s->slots + s->agw + ncred);
+    s->pool_ops = s->sends + s->ns;
+    s->ag_ops = s->pool_ops + s->slots;
+    s->cred_out = s->ag_ops + s->agw;
+    if (g->crcs_cap < s->nq) {
+        free(g->crcs);
+        g->crcs = xmalloc(s->nq * sizeof *g->crcs);
+        g->crcs_cap = s->nq;
+    }
+    s->crc = g->crcs;
     E->x = *x;
     E->x.err = E->err;
     E->err[0] = 0;
@@ -969,7 +872,6 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
         pthread_mutex_lock(&E->mu);
         E->active = 0;
         pthread_mutex_unlock(&E->mu);
-        for (int d = 0; d < E->nd; d++) finish(x, &E->s[d], -1);
         return fail(x, "send", g->members[mod(g->rank + 1, R)], t0, 0, e);
     }
     pthread_mutex_lock(&E->mu);
@@ -991,17 +893,17 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
             last = now;
         }
         if (g->aborted) {
-            rc = eng_fail(x, E, 0, "aborted by this process");
+            rc = eng_fail(x, s, 0, "aborted by this process");
             break;
         }
         for (int d = -1; d <= 1 && rc == 0; d += 2) {
             int ps = net_peer_status(g->node, g->members[mod(g->rank + d, R)], e);
-            if (ps == NET_DEAD || ps == NET_CLOSED) rc = eng_fail(x, E, d, e);
+            if (ps == NET_DEAD || ps == NET_CLOSED) rc = eng_fail(x, s, d, e);
         }
         if (rc) break;
         if ((now - last) * 1000 >= g->timeout_ms) {
             snprintf(e, sizeof e, "nothing within %d ms", g->timeout_ms);
-            rc = eng_fail(x, E, 0, e);
+            rc = eng_fail(x, s, 0, e);
             break;
         }
     }
@@ -1012,10 +914,22 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     E->stop = 1; /* from here on the network thread leaves the run alone */
     E->active = 0;
     pthread_mutex_unlock(&E->mu);
-    for (int d = 0; d < E->nd; d++) rc = finish(x, &E->s[d], rc);
+    size_t hint = 0;
+    for (size_t i = 0; i < s->ns; i++) /* every send written (or the first failure) */
+        if (s->sends[i] && rc == 0) {
+            size_t k = step_of(s->sb, i, &hint);
+            rc = wait_op(x, &s->sends[i], W_SEND, t0 + (int)k, i - s->sb[k], 0);
+        }
+    for (size_t k = 0; k < s->ncred_out && rc == 0; k++)
+        rc = wait_op(x, &s->cred_out[k], W_CREDIT_SEND, (int)(k + 1), 0, 0);
+    if (s->rdy_out && rc == 0) rc = wait_op(x, &s->rdy_out, W_READY_SEND, -t0 - 1, 0, 0);
+    net_op_free(s->rdy_in);
+    net_op_free(s->rdy_out);
+    net_op_free(s->cred_in);
+    for (size_t i = 0; i < s->ns + s->slots + s->agw + ncred; i++) net_op_free(s->sends[i]);
+    s->rdy_in = s->rdy_out = s->cred_in = NULL;
     return rc;
 }
-
 int coll_allreduce_sum(coll_group *g, float *buf, size_t n, uint64_t tag, char *err)
 {
     struct run x = { g, COLL_T_ALLREDUCE, tag, err, 0 };
@@ -1049,11 +963,11 @@ int coll_broadcast(coll_group *g, float *buf, size_t n, int root, uint64_t tag, 
         rc = post_recv(&x, root, c, buf + c * ce, n - c * ce < ce ? n - c * ce : ce, &recvs[c]);
     for (size_t c = 0; c < nch && rc == 0; c++) {
         size_t l = n - c * ce < ce ? n - c * ce : ce;
-        if (r != root) rc = wait_op(&x, &recvs[c], W_RECV, root, c, l, 0);
+        if (r != root) rc = wait_op(&x, &recvs[c], W_RECV, root, c, l);
         if (rc == 0 && !last) rc = post_send(&x, root, c, buf + c * ce, l, r != root, x.crc, &sends[c]);
     }
     for (size_t c = 0; c < nch; c++)
-        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], W_SEND, root, c, 0, 0);
+        if (sends[c] && rc == 0) rc = wait_op(&x, &sends[c], W_SEND, root, c, 0);
     for (size_t c = 0; c < nch; c++) {
         net_op_free(sends[c]);
         net_op_free(recvs[c]);

@@ -11,36 +11,17 @@
  * chunk c of a step is sent as soon as chunk c of the step before has been
  * added (and rank + 1 has room for it, see Messages).
  *
- * Two directions (R >= 3, the default; coll_group_set_dirs): segment i's
- * front part (its first len - len/2 elements, coll_segment_part) goes round
- * the ring as above, towards rank + 1, and its back part (the last len/2)
- * goes round the other way, towards rank - 1, both at once. Each process
- * then has two independent streams of work, fed by different neighbours: on
- * a machine with fewer cores than ranks (or a neighbour that stalls), one
- * stream moves while the other waits, where a single ring would stop whole.
- * Every link carries the same bytes in all (half of them each way), so the
- * bus bandwidth, and what the simulator predicts, do not change; rank i still
- * ends the reduce-scatter owning all of segment i.
- *
- * Determinism: the reduced front part of segment i is
+ * Determinism: the reduced segment i is
  *     (((x_{i+1} + x_{i+2}) + x_{i+3}) + ... + x_{i+R-1}) + x_i
  * element by element in float32, ranks taken mod R, x_k being rank k's input:
  * the partial sum starts at rank i+1 and travels the ring, each rank adding its
- * own value to what it received; the back part is
- *     (((x_{i-1} + x_{i-2}) + x_{i-3}) + ... + x_{i-R+1}) + x_i
- * (with one direction, or R = 2, where the two orders are the same sum, the
- * whole segment is the front part). The order depends on R and on the
- * element's place in the buffer only, never on timing or on the chunk size;
- * all-gather copies the owner's bits, so every rank ends with bitwise the
- * same buffer.
+ * own value to what it received. The order depends on R only, never on timing
+ * or on the chunk size; all-gather copies the owner's bits, so every rank ends
+ * with bitwise the same buffer.
  *
  * Messages: key type COLL_T_* (the range NET_TYPE_COLL.. reserved in net/net.h),
  * step = the caller's tag, mb = the ring step (broadcast: the root), chunk = the
- * chunk index; the two directions use the same keys, told apart by the peer
- * (with R >= 3 a direction's data, credits and ready signals each come from
- * a different neighbour than the other direction's). Below, rank + 1 and
- * rank - 1 are the direction's (the back part's ring is the members in
- * reverse order). Before the rest of its first ring step, a rank waits for an
+ * chunk index. Before the rest of its first ring step, a rank waits for an
  * empty ready message from rank + 1 (mb = COLL_MB_READY, chunk = that step),
  * sent once rank + 1 has posted its receives: only when that step has more
  * than one chunk. The reduce-scatter's chunks are received into a pool of a
@@ -100,13 +81,6 @@ void coll_group_free(coll_group *g);
  * -1 with err on a bad value. Not during a collective. */
 int coll_group_set_chunk(coll_group *g, size_t bytes, char *err);
 
-/* Sets how many directions g's ring runs in (see the top of the file): 2 (the
- * default; used when R >= 3) or 1 (the whole segment towards rank + 1, as
- * before: bench allreduce --dirs 1 compares the two). Changes the order of
- * the additions for the back parts, so every member must use the same value.
- * Returns 0, or -1 with err on a bad value. Not during a collective. */
-int coll_group_set_dirs(coll_group *g, int dirs, char *err);
-
 /* Bytes of receive scratch g holds: the reduce-scatter's pool, grown to what
  * the largest collective so far needed: at most P chunks, P = 8 MiB / the
  * chunk size, at least 4 and at most 256 chunks, whatever the buffer's size;
@@ -157,11 +131,6 @@ const char *coll_group_rx(const coll_group *g, size_t *slice);
 
 /* Segment of rank i in a buffer of n floats among R: offset and length. */
 void coll_segment(size_t n, int R, int i, size_t *off, size_t *len);
-
-/* The part of segment i that direction dir (0 front, 1 back) of nd (1 or 2)
- * carries: with nd = 1 the whole segment; with 2 its first len - len/2
- * floats (dir 0) or its last len/2 (dir 1). */
-void coll_segment_part(size_t n, int R, int i, int nd, int dir, size_t *off, size_t *len);
 
 /* dst[j] = src[j] + dst[j] for j < n, in float32 (the received partial sum
  * first, as in the order above): the all-reduce's addition pass, exported so

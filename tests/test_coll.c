@@ -142,28 +142,13 @@ static float input(int k, size_t j)
     return ldexpf(m, (int)((s >> 24) % 17) - 8);
 }
 
-/* The documented order for element j of segment i (coll.h): in the front
- * part, (((x_{i+1} + x_{i+2}) + ...) + x_{i+R-1}) + x_i; in the back part
- * (two directions, R >= 3), (((x_{i-1} + x_{i-2}) + ...) + x_{i-R+1}) + x_i.
- * n: the buffer's length, which says where the parts are. */
-static int force_dirs; /* > 0: the groups were set to this many directions */
-static int dirs_of(int R) { return force_dirs ? force_dirs : R >= 3 ? 2 : 1; }
-
-static float ref_order(int R, int seg, size_t j, int step)
+/* The documented order for segment i: (((x_{i+1} + x_{i+2}) + ...) + x_{i+R-1}) + x_i. */
+static float ref_float(int R, int seg, size_t j)
 {
-    float s = input(((seg + step) % R + R) % R, j);
-    for (int k = 2; k <= R; k++) s = s + input(((seg + k * step) % R + R) % R, j);
+    float s = input((seg + 1) % R, j);
+    for (int k = 2; k <= R; k++) s = s + input((seg + k) % R, j);
     return s;
 }
-
-static float ref_float_n(size_t n, int R, int dirs, int seg, size_t j)
-{
-    size_t off, len;
-    coll_segment_part(n, R, seg, dirs, 1, &off, &len);
-    return ref_order(R, seg, j, dirs == 2 && j >= off && j < off + len ? -1 : 1);
-}
-
-static float ref_float(size_t n, int R, int seg, size_t j) { return ref_float_n(n, R, dirs_of(R), seg, j); }
 
 static int seg_of(size_t n, int R, size_t j)
 {
@@ -205,7 +190,7 @@ static void check_allreduce(struct ring_fix *f, size_t n, uint64_t tag)
     size_t bad = 0, diff_ranks = 0, out = 0;
     double worst = 0;
     for (size_t j = 0; j < n; j++) {
-        float want = ref_float(n, R, seg_of(n, R, j), j);
+        float want = ref_float(R, seg_of(n, R, j), j);
         double d = 0, mag = 0;
         for (int k = 0; k < R; k++) {
             d += input(k, j);
@@ -237,7 +222,7 @@ static void check_reduce_scatter(struct ring_fix *f, size_t n, uint64_t tag)
         size_t off, len;
         coll_segment(n, R, i, &off, &len);
         for (size_t j = off; j < off + len; j++) {
-            float want = ref_float(n, R, i, j);
+            float want = ref_float(R, i, j);
             bad += memcmp(&b[i][j], &want, sizeof want) != 0;
         }
     }
@@ -315,30 +300,6 @@ static void test_r2(void) { every_op(2); }
 static void test_r3(void) { every_op(3); }
 static void test_r4(void) { every_op(4); }
 static void test_r5(void) { every_op(5); }
-
-/* coll_group_set_dirs(1): one ring, every segment towards rank + 1 in the
- * single order of coll.h (the front part's), bitwise, for R = 3 and 4;
- * a bad count refused. */
-static void test_one_direction(void)
-{
-    char err[ERR_LEN];
-    for (int R = 3; R <= 4; R++) {
-        struct ring_fix f;
-        fix_up(&f, R, TIMEOUT_MS);
-        for (int i = 0; i < R; i++) ST(coll_group_set_dirs(f.g[i], 1, err), 0);
-        const char *enc = getenv("PIPETRAIN_TEST_ENCRYPT"); /* sealed: the adds compute no CRC */
-        CU_ASSERT_EQUAL(net_node_seals(f.node[0]), enc && *enc && strcmp(enc, "0") != 0);
-        CU_ASSERT_EQUAL(net_node_seals(NULL), 0);
-        CU_ASSERT_EQUAL(coll_group_set_dirs(f.g[0], 3, err), -1);
-        CU_ASSERT_PTR_NOT_NULL(strstr(err, "3 directions"));
-        force_dirs = 1;
-        check_allreduce(&f, 1000, 1);
-        check_allreduce(&f, (1u << 20) + 3, 2);
-        check_reduce_scatter(&f, 1001, 3);
-        force_dirs = 0;
-        fix_down(&f);
-    }
-}
 
 /* COLL_RX_SCRATCH: the reduce-scatter's chunks read in slices and added as
  * they come give bitwise the same results: slices of 4 KiB (256 per 1 MiB
@@ -433,8 +394,7 @@ static void test_pool_bounded(void)
         for (int i = 0; i < R; i++) {
             net_stats st;
             ST(net_peer_stats(f.node[i], net_stage_id(0, (uint16_t)((i + R - 1) % R)), &st), NET_OK);
-            size_t dirs = R >= 3 ? 2 : 1; /* a pool or scratch per direction of the ring */
-            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = dirs * (mode == COLL_RX_SCRATCH ? chunk : 256 * chunk);
+            size_t scratch = coll_group_scratch_bytes(f.g[i]), most = mode == COLL_RX_SCRATCH ? chunk : 256 * chunk;
             if (scratch > most || st.unclaimed_max > chunk)
                 fprintf(stderr, "\n  R=%d rank %d: scratch %zu bytes (at most %zu), unclaimed_max %llu (at most %zu)\n",
                         R, i, scratch, most, (unsigned long long)st.unclaimed_max, chunk);
@@ -618,7 +578,7 @@ static void proxy_start(struct proxy *p, int target)
  * mismatch (with every frame sealed, PIPETRAIN_TEST_ENCRYPT, the AEAD's
  * authentication failure comes first); no rank returns success with other bits than the reference; no
  * rank hangs. */
-static void flip_trial_dirs(int frame, int step, int mode, long at, int dirs)
+static void flip_trial_rx(int frame, int step, int mode, long at)
 {
     char err[ERR_LEN];
     enum { R = 3, CH = 65536 };
@@ -629,14 +589,10 @@ static void flip_trial_dirs(int frame, int step, int mode, long at, int dirs)
     proxy_start(&px, net_node_port(f.node[1]));
     fix_connect(&f, R, DIE_TIMEOUT_MS, px.port);
     for (int i = 0; i < R; i++) ST(coll_group_set_chunk(f.g[i], CH, err), 0);
-    for (int i = 0; i < R; i++) ST(coll_group_set_dirs(f.g[i], dirs, err), 0);
     fix_rx(&f, mode, 4096);
     float **b = bufs_new(R, n);
     fill_inputs(b, R, n);
-    /* two directions: rank 0's first frame to rank 1 is the back ring's ready
-     * signal (an empty message, sent as the collective starts), then the front
-     * ring's chunks, two per step */
-    px.flip_at = px.c2s + (dirs == 2 ? NET_HDR_LEN : 0) + (long)frame * (CH + NET_HDR_LEN) + NET_HDR_LEN + at;
+    px.flip_at = px.c2s + (long)frame * (CH + NET_HDR_LEN) + NET_HDR_LEN + at;
     struct job j[R];
     pthread_t t[R];
     for (int i = 0; i < R; i++) {
@@ -645,11 +601,12 @@ static void flip_trial_dirs(int frame, int step, int mode, long at, int dirs)
     }
     for (int i = 0; i < R; i++) pthread_join(t[i], NULL);
     CU_ASSERT_EQUAL(px.flipped, 1);
-    printf("\n  flip in frame %d (%s, %d direction%s, byte %ld): rank 1: %s", frame, coll_group_rx(f.g[1], NULL),
-           dirs, dirs == 2 ? "s" : "", at, j[1].err);
+    printf("\n  flip in frame %d (%s, byte %ld): rank 1: %s", frame, coll_group_rx(f.g[1], NULL), at, j[1].err);
     CU_ASSERT_EQUAL(j[1].rc, -1);
     const char *enc = getenv("PIPETRAIN_TEST_ENCRYPT");
     int sealed = enc && *enc && strcmp(enc, "0") != 0;
+    CU_ASSERT_EQUAL(net_node_seals(f.node[1]), sealed); /* sealed, the ring's adds compute no CRC */
+    CU_ASSERT_EQUAL(net_node_seals(NULL), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(j[1].err, sealed ? "authentication failed" : "checksum mismatch"));
     char want[32];
     snprintf(want, sizeof want, "ring step %d", step);
@@ -659,7 +616,7 @@ static void flip_trial_dirs(int frame, int step, int mode, long at, int dirs)
         CU_ASSERT(j[i].secs < DIE_TIMEOUT_MS / 1000.0 + 5); /* no hang; not a timing test */
         if (j[i].rc != 0) continue;
         for (size_t k = 0; k < n; k++) {
-            float want_v = ref_float(n, R, seg_of(n, R, k), k);
+            float want_v = ref_float(R, seg_of(n, R, k), k);
             wrong += memcmp(&b[i][k], &want_v, sizeof want_v) != 0;
         }
     }
@@ -670,7 +627,6 @@ static void flip_trial_dirs(int frame, int step, int mode, long at, int dirs)
     close(px.lfd);
 }
 
-static void flip_trial_rx(int frame, int step, int mode, long at) { flip_trial_dirs(frame, step, mode, at, 1); }
 static void flip_trial(int frame, int step) { flip_trial_rx(frame, step, COLL_RX_POOL, 1000); }
 
 static void test_flipped_bit(void)
@@ -679,20 +635,6 @@ static void test_flipped_bit(void)
     flip_trial(6, 1);  /* reduce-scatter step 1, chunk 2: a sum sent with its fused CRC */
     flip_trial(10, 2); /* all-gather step 2, chunk 2: the final sum, fused CRC */
     flip_trial(13, 3); /* all-gather step 3, chunk 1: forwarded with the CRC it came with */
-}
-
-/* The same with the ring's two directions (the default for R >= 3): each
- * segment's front half (2 chunks) goes towards rank + 1, so rank 0's frames
- * to rank 1 are the front ring's, after the back ring's ready signal; every
- * kind of chunk, in both receive modes, fails at rank 1 on its checksum. */
-static void test_flipped_bit_two_dirs(void)
-{
-    for (int mode = COLL_RX_POOL; mode <= COLL_RX_SCRATCH; mode++) {
-        flip_trial_dirs(1, 0, mode, 1000, 2);  /* reduce-scatter step 0: own data */
-        flip_trial_dirs(3, 1, mode, 65000, 2); /* reduce-scatter step 1: a sum, fused CRC; the last slice */
-        flip_trial_dirs(5, 2, mode, 1000, 2);  /* all-gather step 2: the final sum */
-        flip_trial_dirs(7, 3, mode, 1000, 2);  /* all-gather step 3: forwarded */
-    }
 }
 
 /* COLL_RX_SCRATCH adds each 4 KiB slice of a reduce-scatter chunk into place
@@ -737,7 +679,7 @@ static void test_scratch_late_rank(void)
             if (j[i].rc) fprintf(stderr, "\n  rank %d: %s\n", i, j[i].err);
             CU_ASSERT_EQUAL(j[i].rc, 0);
             for (size_t k = 0; k < n; k++) {
-                float want = ref_float(n, R, seg_of(n, R, k), k);
+                float want = ref_float(R, seg_of(n, R, k), k);
                 wrong += memcmp(&b[i][k], &want, sizeof want) != 0;
             }
         }
@@ -875,13 +817,11 @@ int main(void)
         { "coll_add_f32_crc: coll_add_f32's bits, net_crc32c_sw's sums", test_add_f32_crc },
         { "a bit flipped on the wire: a checksum mismatch, never wrong bits", test_flipped_bit },
         { "scratch receive: a flipped bit fails the collective, never wrong bits", test_flipped_bit_scratch },
-        { "two directions: a flipped bit fails the collective, never wrong bits", test_flipped_bit_two_dirs },
         { "PIPETRAIN_RING_RX and _SLICE: read, bad values refused", test_rx_env },
         { "R=2: every collective, sizes 0..2^20+3", test_r2 },
         { "R=3: every collective, sizes 0..2^20+3", test_r3 },
         { "R=4: every collective, sizes 0..2^20+3", test_r4 },
         { "R=5: every collective, sizes 0..2^20+3", test_r5 },
-        { "one direction: the single ring's order, bitwise", test_one_direction },
         { "scratch receive, R=2: every collective, the same bits", test_scratch_r2 },
         { "scratch receive, R=3: every collective, the same bits", test_scratch_r3 },
         { "scratch receive, R=4: every collective, the same bits", test_scratch_r4 },
