@@ -128,7 +128,14 @@ for r in rows:
     assert 0 < r[\"ratio_min\"] <= r[\"ratio\"] <= r[\"ratio_max\"], r
     assert r[\"cpu_ratio\"] > 0 and r[\"cpu_ratio_q1\"] <= r[\"cpu_ratio\"] <= r[\"cpu_ratio_q3\"], r  # measured, not 0
 assert d[\"target\"][\"min_ratio_from_4MiB\"] == 0.8
+assert d[\"ring_sealed\"] is False, d
 ' $tmp/ba.json || { cat $tmp/ba.err; false; }"
+"$P" bench allreduce --json --encrypt --ranks 3 --sizes 65536 --trials 1 --mib 1 >"$tmp/bae.json" 2>"$tmp/bae.err"
+check "bench allreduce --encrypt: the sealed ring runs and says so" "python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d[\"ring_sealed\"] is True and d[\"results\"][0][\"busbw_Bps\"] > 0, d
+' $tmp/bae.json || { cat $tmp/bae.err; false; }"
 expect_bad "bench allreduce with one rank" "ranks 2.." "$P" bench allreduce --ranks 1
 for c in run check eval sample export bench; do
     check "$c --help exits 0" "'$P' $c --help >/dev/null 2>&1"
