@@ -10,9 +10,10 @@
  * (of the runs' split, from their summary.json, else the topology's) in
  * proportion to the units' times measured in the stages (costs.json "units"), or,
  * in a file without them, to their FLOPs (evenly over a stage without FLOPs), so
- * every unit gets its stage's measured speed. Memory per unit: weights, gradients
- * and both AdamW moments (16 bytes per parameter) plus model_unit_mem's stash and
- * work under train.recompute; the simulator adds up the stash at the schedule's
+ * every unit gets its stage's measured speed. Memory per unit: weights and
+ * gradients (8 bytes per parameter), the AdamW moments one process keeps
+ * (topo_optim_bytes: 8 bytes per parameter, 1/R of them with train.zero, none
+ * with sync "ps"), plus model_unit_mem's stash and work under train.recompute; the simulator adds up the stash at the schedule's
  * peak. */
 #include <errno.h>
 #include <fcntl.h>
@@ -125,7 +126,7 @@ static void unit_model(const topo *t, int P, unit_arrays *a, double *flops)
         flops[3 * u + 1] = fl.bwd_input + model_unit_recompute_flops(&t->model, u, batch, seq, mode);
         flops[3 * u + 2] = fl.bwd_weight;
         model_mem m = model_unit_mem(&t->model, u, batch, mode);
-        a->st[u] = 16.0 * (double)model_unit_params(&t->model, u);
+        a->st[u] = 8.0 * (double)model_unit_params(&t->model, u) + topo_optim_bytes(t, &u, 1);
         a->stash[u] = (double)m.stash;
         a->work[u] = (double)m.work;
         a->tmp[u] = (double)m.fwd_tmp;
