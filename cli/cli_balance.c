@@ -442,7 +442,7 @@ int cli_balance_main(int argc, char **argv)
         free(rates);
     }
     sched_balance_in in = { U, a.f, a.b, a.w, a.st, a.stash, a.work, a.tmp, a.wu, a.out, a.speed, latency, 0,
-                            1, 1, o.mem_limit, 0.25, (int)o.top, 20000 };
+                            1, 1, o.mem_limit, 0.25, (int)o.top, 20000, 0 };
     int bad = -1;
     if (sched_balance(s, &in, &plan, &bad, why)) {
         char lab[64];
@@ -480,26 +480,13 @@ done:
 }
 
 /* The least bottleneck over contiguous splits of the units into t's stages (each
- * stage's cost divided by its threads), by DP over split points; cost[u] per unit. */
+ * stage's cost divided by its threads); cost[u] per unit. */
 static double best_bottleneck(const topo *t, const double *cost)
 {
-    int P = t->n_stages, U = topo_n_units(t);
-    double *pre = xcalloc((size_t)U + 1, sizeof(double)), *cur = xcalloc((size_t)U + 1, sizeof(double));
-    double *nxt = xcalloc((size_t)U + 1, sizeof(double));
-    for (int u = 0; u < U; u++) pre[u + 1] = pre[u] + cost[u];
-    for (int i = 0; i <= U; i++) cur[i] = i == U ? 0 : INFINITY; /* no stage left */
-    for (int s = P - 1; s >= 0; s--) {
-        double th = t->stages[s].threads > 0 ? t->stages[s].threads : 1;
-        for (int i = 0; i <= U; i++) {
-            nxt[i] = INFINITY;
-            for (int j = i + 1; j <= U; j++) nxt[i] = fmin(nxt[i], fmax((pre[j] - pre[i]) / th, cur[j]));
-        }
-        double *x = cur; cur = nxt; nxt = x;
-    }
-    double r = cur[0];
-    free(pre);
-    free(cur);
-    free(nxt);
+    double *th = xcalloc((size_t)t->n_stages, sizeof(double));
+    for (int s = 0; s < t->n_stages; s++) th[s] = t->stages[s].threads > 0 ? t->stages[s].threads : 1;
+    double r = sched_balance_bottleneck(topo_n_units(t), cost, t->n_stages, th);
+    free(th);
     return r;
 }
 
