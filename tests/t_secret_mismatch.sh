@@ -28,7 +28,7 @@ by_hand() {
 }
 # cmd_of DIR K: stage K's command (a stage waiting for a neighbour that never comes
 # gives up after --connect-timeout-ms)
-cmd_of() { echo "$(grep " stage .* --stage $2 " "$1.log" | head -1) --connect-timeout-ms 15000"; }
+cmd_of() { echo "$(grep " stage .* --stage $2 " "$1.log" | head -1) --connect-timeout-ms 6000"; }
 
 # --- 3 stages, stage 1's secret file holds another secret
 d=$tmp/three
@@ -39,7 +39,10 @@ by_hand "$d" 3 topologies/shakespeare-3stage-uneven.json --set model.n_layers=4 
     --set stages.2.port=$((base + 2)) --set secret_file="$S"
 timeout 90 bash -c "$(cmd_of "$d" 0)" >"$d.stage-0.log" 2>&1 & s0=$!
 timeout 90 bash -c "$(cmd_of "$d" 2)" >"$d.stage-2.log" 2>&1 & s2=$!
-listening $base && listening $((base + 2))
+# listening, then connected to the coordinator (otherwise a stage that fails on
+# stage 1 before the coordinator knows it leaves the coordinator waiting for
+# JOINs: the by-hand join timeout, 300 s, then a report per stage)
+listening $base && listening $((base + 2)) && sleep 1
 printf 'a WRONG secret of more than sixteen bytes\n' >"$S"
 timeout 90 bash -c "$(cmd_of "$d" 1)" >"$d.stage-1.log" 2>&1 & s1=$!
 wait $run; rc=$?
@@ -58,6 +61,7 @@ export PIPETRAIN_SECRET="$good"
 by_hand "$d" 2 topologies/shakespeare-2stage.json --set train.eval_every=0 --set checkpoint.every=0 \
     --set coordinator.port=0 --set stages.0.port=$((base + 10)) --set stages.1.port=$((base + 11))
 timeout 90 bash -c "$(cmd_of "$d" 0)" >"$d.stage-0.log" 2>&1 & s0=$!
+listening $((base + 10)) && sleep 1
 PIPETRAIN_SECRET='another secret of more than sixteen bytes' timeout 90 bash -c "$(cmd_of "$d" 1)" \
     >"$d.stage-1.log" 2>&1 & s1=$!
 wait $run; rc=$?
