@@ -10,9 +10,10 @@
  * (of the runs' split, from their summary.json, else the topology's) in
  * proportion to the units' times measured in the stages (costs.json "units"), or,
  * in a file without them, to their FLOPs (evenly over a stage without FLOPs), so
- * every unit gets its stage's measured speed. Memory per unit: weights, gradients
- * and both AdamW moments (16 bytes per parameter) plus model_unit_mem's stash and
- * work under train.recompute; the simulator adds up the stash at the schedule's
+ * every unit gets its stage's measured speed. Memory per unit: weights and
+ * gradients (8 bytes per parameter), the AdamW moments one process keeps
+ * (topo_optim_bytes: 8 bytes per parameter, 1/R of them with train.zero, none
+ * with sync "ps"), plus model_unit_mem's stash and work under train.recompute; the simulator adds up the stash at the schedule's
  * peak. */
 #include <errno.h>
 #include <fcntl.h>
@@ -125,7 +126,7 @@ static void unit_model(const topo *t, int P, unit_arrays *a, double *flops)
         flops[3 * u + 1] = fl.bwd_input + model_unit_recompute_flops(&t->model, u, batch, seq, mode);
         flops[3 * u + 2] = fl.bwd_weight;
         model_mem m = model_unit_mem(&t->model, u, batch, mode);
-        a->st[u] = 16.0 * (double)model_unit_params(&t->model, u);
+        a->st[u] = 8.0 * (double)model_unit_params(&t->model, u) + topo_optim_bytes(t, &u, 1);
         a->stash[u] = (double)m.stash;
         a->work[u] = (double)m.work;
         a->tmp[u] = (double)m.fwd_tmp;
@@ -441,7 +442,7 @@ int cli_balance_main(int argc, char **argv)
         free(rates);
     }
     sched_balance_in in = { U, a.f, a.b, a.w, a.st, a.stash, a.work, a.tmp, a.wu, a.out, a.speed, latency, 0,
-                            1, 1, o.mem_limit, 0.25, (int)o.top, 20000 };
+                            1, 1, o.mem_limit, 0.25, (int)o.top, 20000, 0 };
     int bad = -1;
     if (sched_balance(s, &in, &plan, &bad, why)) {
         char lab[64];
@@ -479,26 +480,13 @@ done:
 }
 
 /* The least bottleneck over contiguous splits of the units into t's stages (each
- * stage's cost divided by its threads), by DP over split points; cost[u] per unit. */
+ * stage's cost divided by its threads); cost[u] per unit. */
 static double best_bottleneck(const topo *t, const double *cost)
 {
-    int P = t->n_stages, U = topo_n_units(t);
-    double *pre = xcalloc((size_t)U + 1, sizeof(double)), *cur = xcalloc((size_t)U + 1, sizeof(double));
-    double *nxt = xcalloc((size_t)U + 1, sizeof(double));
-    for (int u = 0; u < U; u++) pre[u + 1] = pre[u] + cost[u];
-    for (int i = 0; i <= U; i++) cur[i] = i == U ? 0 : INFINITY; /* no stage left */
-    for (int s = P - 1; s >= 0; s--) {
-        double th = t->stages[s].threads > 0 ? t->stages[s].threads : 1;
-        for (int i = 0; i <= U; i++) {
-            nxt[i] = INFINITY;
-            for (int j = i + 1; j <= U; j++) nxt[i] = fmin(nxt[i], fmax((pre[j] - pre[i]) / th, cur[j]));
-        }
-        double *x = cur; cur = nxt; nxt = x;
-    }
-    double r = cur[0];
-    free(pre);
-    free(cur);
-    free(nxt);
+    double *th = xcalloc((size_t)t->n_stages, sizeof(double));
+    for (int s = 0; s < t->n_stages; s++) th[s] = t->stages[s].threads > 0 ? t->stages[s].threads : 1;
+    double r = sched_balance_bottleneck(topo_n_units(t), cost, t->n_stages, th);
+    free(th);
     return r;
 }
 

@@ -49,6 +49,7 @@ typedef struct {
     int result;         /* for the coordinator's liveness check: 1 signal, 2 exit */
     int clean;          /* exited with status 0 */
     int code;           /* exit status, or -1 (killed by a signal) */
+    double kill_at;     /* stopped after a drop (stop_dropped): SIGKILL then if still running; 0 none */
     char why[128];
     char log[4200];
 } child;
@@ -269,11 +270,56 @@ static void reap(launch *L, int k, int block)
     else if (r < 0 && errno == ECHILD) c->running = 0;
 }
 
+#define STOP_GRACE_S 2.0 /* a dropped process's time between SIGTERM and SIGKILL */
+
+/* Children stopped after their drop (stop_dropped) that outlived the grace:
+ * SIGKILL to the group, logged. */
+static void finish_stopped(launch *L)
+{
+    char who[48];
+    for (int k = 0; k < L->n_proc; k++) {
+        child *c = &L->ch[k];
+        if (!c->kill_at) continue;
+        reap(L, k, 0);
+        if (c->running && now_s() >= c->kill_at) {
+            fprintf(stderr, "pipetrain run: %s (pid %d) did not exit within %.0f s of SIGTERM: SIGKILL\n",
+                    proc_who(L, k, who, sizeof who), (int)c->pid, STOP_GRACE_S);
+            kill(-c->pid, SIGKILL);
+            reap(L, k, 1);
+        }
+        if (!c->running) {
+            c->kill_at = 0;
+            /* its end is the launcher's doing, not a failure to report */
+            c->clean = 1;
+            snprintf(c->why, sizeof c->why, "stopped after its drop");
+        }
+    }
+}
+
+/* The coordinator's stop callback (coord_stop_fn): process k's worker was
+ * dropped. A child still running gets SIGTERM (and SIGCONT: a stopped one
+ * handles it only once continued) now, SIGKILL STOP_GRACE_S later. */
+static void stop_dropped(void *arg, int k, const char *why)
+{
+    launch *L = arg;
+    child *c = &L->ch[k];
+    char who[48];
+    if (!c->pid) return;
+    reap(L, k, 0);
+    if (!c->running || c->kill_at) return;
+    fprintf(stderr, "pipetrain run: stopping %s (pid %d): its worker was dropped: %s\n", proc_who(L, k, who, sizeof who),
+            (int)c->pid, why);
+    kill(-c->pid, SIGTERM);
+    kill(-c->pid, SIGCONT);
+    c->kill_at = now_s() + STOP_GRACE_S;
+}
+
 /* The coordinator's liveness callback (coord_alive_fn): k is a process index. */
 static int alive(void *arg, int k, char *why)
 {
     launch *L = arg;
     if (k < 0) {
+        finish_stopped(L);
         if (!got_signal) return 0;
         snprintf(why, ERR_LEN, "interrupted by signal %d (%s)", (int)got_signal, strsignal(got_signal));
         return 1;
@@ -453,6 +499,7 @@ static void fill_coord_opts(coord_opts *co, launch *L, int hand)
     co->peer_timeout_ms = L->o->peer_timeout_ms;
     co->step_timeout_ms = (int)(L->o->step_timeout_s * 1e3);
     co->alive = alive;
+    co->stop = stop_dropped;
     co->alive_arg = L;
     co->trace = L->o->trace;
     co->http = L->o->http;

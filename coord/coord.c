@@ -262,21 +262,35 @@ static int probe_fail(coordinator *c, int k, char *text)
     return found;
 }
 
-/* How strongly process k looks like the cause of a failure: 4 killed by a
- * signal, 3 gone silent or disconnected without saying why, 2 exited with a
- * status without saying why, 1 said FAIL (often about another stage), 0 fine.
+/* How strongly process k looks like the cause of a failure: 5 killed by a
+ * signal, 4 never got in while connections claiming to be it were refused
+ * (another secret or topology: its neighbours then fail, through no fault of
+ * their own), 3 gone silent or disconnected without saying why, 2 exited with
+ * a status without saying why, 1 said FAIL (often about another stage), 0 fine.
  * The reason goes into why, the verb into *verb. */
 static int blame_score(coordinator *c, int k, char *why, const char **verb)
 {
-    char ex_why[ERR_LEN] = "", net_why[NET_ERR_LEN] = "", fail[ERR_LEN];
+    char ex_why[ERR_LEN] = "", net_why[NET_ERR_LEN] = "", fail[ERR_LEN], ref_why[NET_ERR_LEN] = "";
     /* an adopted process (--join) is not the launcher's child: the child of
      * that rank is the one that died before it, whose end says nothing now */
     int ex = c->o.alive && !c->adopted[k] ? c->o.alive(c->o.alive_arg, k, ex_why) : 0;
     int st = net_peer_status(c->node, coord_sid(c, k), net_why);
     int dead = st != NET_OK && st != NET_PENDING;
     int said = probe_fail(c, k, fail);
+    uint64_t refused = st == NET_PENDING ? net_refusals(c->node, coord_sid(c, k), ref_why) : 0;
     *verb = "died";
-    if (ex == 1) { snprintf(why, ERR_LEN, "%s", ex_why); return 4; }
+    if (ex == 1) { snprintf(why, ERR_LEN, "%s", ex_why); return 5; }
+    if (refused) {
+        *verb = "was refused";
+        if (strstr(ref_why, "authentication failed"))
+            snprintf(why, ERR_LEN, "its shared secret (secret_file or $%s where it runs) differs from the "
+                     "coordinator's: %llu connection(s) claiming to be it failed to authenticate, the last: %.300s",
+                     PROTO_SECRET_ENV, (unsigned long long)refused, ref_why);
+        else
+            snprintf(why, ERR_LEN, "it never joined: %llu connection(s) claiming to be it were refused, the last: "
+                     "%.300s", (unsigned long long)refused, ref_why);
+        return 4;
+    }
     if (said) { snprintf(why, ERR_LEN, "%s", fail); *verb = "failed"; return 1; }
     if (dead && !ex) { snprintf(why, ERR_LEN, "%s", net_why); return 3; }
     if (ex == 2) { snprintf(why, ERR_LEN, "%s", ex_why); return 2; }

@@ -32,6 +32,13 @@
  * signal 9", goes into why (ERR_LEN). With proc -1: 1 when the run must stop
  * for a reason of the caller's (an interrupt), with the reason in why; else 0. */
 typedef int (*coord_alive_fn)(void *arg, int proc, char *why);
+/* Stops process proc (launcher rank, as above) that the coordinator has let go
+ * while it may still be alive: an asynchronous parameter-server run's dropped
+ * worker (e.g. for the step timeout). Called on coord_run's thread right after
+ * the drop; must not block (the caller ends the process, e.g. SIGTERM now and
+ * SIGKILL after a grace period checked in the next liveness calls, and logs it).
+ * why: the drop's reason. Not called for a --join process (not the caller's). */
+typedef void (*coord_stop_fn)(void *arg, int proc, const char *why);
 
 typedef struct {
     const char *out_dir;      /* run directory: metrics.jsonl, summary.json, loss.svg, checkpoints */
@@ -49,6 +56,7 @@ typedef struct {
     struct coord_http *http;  /* run --http: the live view fed each step (coord/coord_http.h), or NULL;
                                  the stages then append the live trailer to NORM (stage/proto.h) */
     coord_alive_fn alive; /* may be NULL */
+    coord_stop_fn stop;   /* may be NULL; called with alive_arg */
     void *alive_arg;
 } coord_opts;
 

@@ -13,7 +13,8 @@
  * socket at once, a silent peer after the dead-peer timeout; or the launcher
  * sees it exit) or sends nothing within the step timeout drops its whole
  * worker: its connections closed with the reason (net_peer_close: a process
- * still alive is told) and forgotten (net_peer_forget), MSG_PS_CTL drop to
+ * still alive is told) and forgotten (net_peer_forget), its processes that
+ * the launcher started stopped (coord_opts.stop), MSG_PS_CTL drop to
  * every server and their answers (each has closed and forgotten its own), then
  * an event line {"event": "drop"} naming "stage K replica R", and training
  * goes on. Processes started with --join may then take its identities: when
@@ -219,6 +220,11 @@ static int drop(async_run *a, int r, int k, const char *why, char *err)
         a->tx[r * a->P + q] = NULL;
     }
     forget_dead(a, r, why);
+    /* a process of it still alive (the step timeout; its worker's other stages)
+     * would go on until its next wait, or for ever if it is stopped: the
+     * launcher ends the ones it started now */
+    for (int q = 0; q < a->P && c->o.stop; q++)
+        if (!c->adopted[r * a->P + q]) c->o.stop(c->o.alive_arg, r * a->P + q, why);
     int done = w->phase == W_DONE;
     if (!active_workers(a) && !done)
         return seterr(err, "every worker is gone (the last: %s: %s) at step %ld", name, why, w->step + 1), 1;

@@ -190,7 +190,8 @@ int net_auth_verify(const uint8_t *proof, size_t len, const uint8_t *secret, siz
     if (net_auth_proof(want, secret, secret_len, prover_hello, verifier_hello) != NET_OK)
         return net_seterr(err, "HMAC-SHA256 failed in libcrypto");
     if (CRYPTO_memcmp(want, proof, NET_PROOF_LEN) != 0)
-        return net_seterr(err, "authentication failed: wrong shared secret or a replayed proof");
+        return net_seterr(err, "authentication failed: the two ends hold different shared secrets "
+                          "(secret_file, $PIPETRAIN_SECRET), or the proof was replayed");
     return NET_OK;
 }
 

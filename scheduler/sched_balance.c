@@ -1,6 +1,17 @@
 /* sched_balance.c — the automatic stage balancer (see sched_balance.h): a DP over
  * split points for the least bottleneck under a memory bound, the near-optimal
- * splits listed from the same table, and the simulator choosing among them. */
+ * splits listed from the same table, and the simulator choosing among them.
+ *
+ * The DP's cell SUF(s, i) = min over j of max(A(j), B(j)), A(j) the cost of
+ * stage s on [i, j) (nondecreasing in j: prefix sums of non-negative costs),
+ * B(j) = SUF(s + 1, j) (any shape: stage speeds and peaks differ, so B need not
+ * be monotone), j up to the last j whose range fits (the memory bound only grows
+ * with the range). That min equals min over k of max(A(k), min B(i+1 .. k)):
+ * the max of a nondecreasing and a nonincreasing function of k, least where they
+ * cross, found by binary search with range minima of B from a sparse table —
+ * O(P·U·log U) instead of the O(P·U²) scan, and the same doubles (only
+ * comparisons differ). Inputs the argument does not cover (a negative, NaN or
+ * infinite cost, byte count or speed) and in->exhaustive take the plain scan. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +27,11 @@ typedef struct {
     int *peak;       /* (P) micro-batches in flight at the schedule's peak */
     double *suf;     /* ((P+1) x (U+1)) least bottleneck of stages s.. on units i.. */
     double thr;
+    int fast;        /* the O(P·U·log U) DP (see the top), else the plain scan */
+    long long probes; /* split points the DP tried (plan's n_probes) */
+    int lg;          /* levels of the sparse tables: 2^(lg-1) <= U + 1 */
+    double *tmax;    /* (lg x U) sparse table of the largest fwd_tmp (fast with a limit) */
+    double *bmin;    /* (lg x (U+1)) sparse table of the least SUF(s + 1, .) (fast) */
     int *cur;        /* (P+1) the split being listed */
     int *list;       /* (max_list x (P+1)) */
     double *list_bn; /* (max_list) */
@@ -26,30 +42,107 @@ static double speed(const bal *x, int s) { return x->in->speed ? x->in->speed[s]
 
 static double range_cost(const bal *x, int s, int a, int b) { return (x->pre[b] - x->pre[a]) / speed(x, s); }
 
+/* Level k of a sparse table of n entries: entry i covers [i, i + 2^k). */
+#define SPT(t, n, k, i) ((t)[(size_t)(k) * (size_t)(n) + (size_t)(i)])
+
+static int floor_log2(int n) { return 31 - __builtin_clz((unsigned)n); }
+
+/* The largest fwd_tmp of units a .. b-1 (a < b), from the table. */
+static double tmp_max(const bal *x, int a, int b)
+{
+    int k = floor_log2(b - a);
+    return fmax(SPT(x->tmax, x->U, k, a), SPT(x->tmax, x->U, k, b - (1 << k)));
+}
+
 /* The DP's memory bound of stage s holding [a, b) (see the header); 1 when it fits. */
 static int fits(const bal *x, int s, int a, int b)
 {
     if (x->in->mem_limit <= 0) return 1;
     double tmp = 0;
-    for (int u = a; u < b; u++) tmp = fmax(tmp, x->in->fwd_tmp ? x->in->fwd_tmp[u] : 0);
+    if (x->tmax) tmp = fmax(tmp, tmp_max(x, a, b));
+    else
+        for (int u = a; u < b; u++) tmp = fmax(tmp, x->in->fwd_tmp ? x->in->fwd_tmp[u] : 0);
     double m = x->pst[b] - x->pst[a] + x->peak[s] * (x->pstash[b] - x->pstash[a]) + x->pwork[b] - x->pwork[a] + tmp;
     return m <= x->in->mem_limit;
 }
 
 #define SUF(x, s, i) ((x)->suf[(size_t)(s) * (size_t)((x)->U + 1) + (size_t)(i)])
 
+/* The least SUF(s + 1, j) over j in [a, b] (a <= b), from x->bmin. */
+static double b_min(const bal *x, int a, int b)
+{
+    int k = floor_log2(b - a + 1);
+    return fmin(SPT(x->bmin, x->U + 1, k, a), SPT(x->bmin, x->U + 1, k, b + 1 - (1 << k)));
+}
+
+/* The last j in (i, hi] with fits(s, i, j) (the bound grows with j), or i. */
+static int last_fit(bal *x, int s, int i, int hi)
+{
+    if (x->in->mem_limit <= 0) return hi;
+    int lo = i; /* fits(s, i, lo) holds, or lo == i; fits(s, i, hi + 1) does not */
+    while (lo < hi) {
+        x->probes++;
+        int mid = lo + (hi - lo + 1) / 2;
+        if (fits(x, s, i, mid)) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* SUF(s, i) = min over k in (i, kmax] of F(k) = max(A(k), min B(i+1 .. k)) (see the
+ * top): the first k where A reaches the running minimum of B, or the one before. */
+static double cell(bal *x, int s, int i, int kmax)
+{
+    int lo = i + 1, hi = kmax + 1; /* the first k with A(k) >= M(k), or kmax + 1 */
+    while (lo < hi) {
+        x->probes++;
+        int mid = lo + (hi - lo) / 2;
+        if (range_cost(x, s, i, mid) >= b_min(x, i + 1, mid)) hi = mid;
+        else lo = mid + 1;
+    }
+    double v = INFINITY;
+    if (lo <= kmax) v = fmax(range_cost(x, s, i, lo), b_min(x, i + 1, lo));
+    if (lo - 1 > i) v = fmin(v, fmax(range_cost(x, s, i, lo - 1), b_min(x, i + 1, lo - 1)));
+    return v;
+}
+
 static void fill_suffix(bal *x)
 {
-    int P = x->P, U = x->U;
+    int P = x->P, U = x->U, n = U + 1;
     for (size_t i = 0; i < (size_t)(P + 1) * (size_t)(U + 1); i++) x->suf[i] = INFINITY;
     SUF(x, P, U) = 0;
-    for (int s = P - 1; s >= 0; s--)
-        for (int i = s; i <= U - (P - s); i++)
-            for (int j = i + 1; j <= U - (P - 1 - s); j++) {
-                if (!isfinite(SUF(x, s + 1, j)) || !fits(x, s, i, j)) continue;
-                double v = fmax(range_cost(x, s, i, j), SUF(x, s + 1, j));
-                if (v < SUF(x, s, i)) SUF(x, s, i) = v;
-            }
+    for (int s = P - 1; s >= 0; s--) {
+        if (!x->fast) {
+            for (int i = s; i <= U - (P - s); i++)
+                for (int j = i + 1; j <= U - (P - 1 - s); j++) {
+                    x->probes++;
+                    if (!isfinite(SUF(x, s + 1, j)) || !fits(x, s, i, j)) continue;
+                    double v = fmax(range_cost(x, s, i, j), SUF(x, s + 1, j));
+                    if (v < SUF(x, s, i)) SUF(x, s, i) = v;
+                }
+            continue;
+        }
+        for (int j = 0; j < n; j++) SPT(x->bmin, n, 0, j) = SUF(x, s + 1, j);
+        for (int k = 1; k < x->lg; k++)
+            for (int j = 0; j + (1 << k) <= n; j++)
+                SPT(x->bmin, n, k, j) = fmin(SPT(x->bmin, n, k - 1, j), SPT(x->bmin, n, k - 1, j + (1 << (k - 1))));
+        for (int i = s; i <= U - (P - s); i++) {
+            int kmax = last_fit(x, s, i, U - (P - 1 - s));
+            if (kmax > i) SUF(x, s, i) = cell(x, s, i, kmax);
+        }
+    }
+}
+
+/* The last j in (i, hi] whose range alone keeps stage s within thr, or i. */
+static int last_within(const bal *x, int s, int i, int hi)
+{
+    int lo = i;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (range_cost(x, s, i, mid) <= x->thr) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
 }
 
 /* Lists the splits of stages s.. from unit i whose bottleneck stays <= thr. */
@@ -63,7 +156,9 @@ static void list_from(bal *x, int s, int i, double bn)
         x->list_bn[x->n_list++] = bn;
         return;
     }
-    for (int j = U - (P - 1 - s); j > i && x->n_list < x->in->max_list; j--) {
+    /* a larger j's stage alone exceeds thr (fast: the costs only grow with j) */
+    int hi = x->fast ? last_within(x, s, i, U - (P - 1 - s)) : U - (P - 1 - s);
+    for (int j = hi; j > i && x->n_list < x->in->max_list; j--) {
         double c = fmax(bn, range_cost(x, s, i, j));
         if (fmax(c, SUF(x, s + 1, j)) > x->thr || !fits(x, s, i, j)) continue;
         list_from(x, s + 1, j, c);
@@ -174,6 +269,8 @@ static void bal_free(bal *x)
     free(x->pwork);
     free(x->peak);
     free(x->suf);
+    free(x->tmax);
+    free(x->bmin);
     free(x->cur);
     free(x->list);
     free(x->list_bn);
@@ -199,9 +296,11 @@ static int no_fit(bal *x, int *bad_unit, char *err)
                     "per stage", x->U, x->P, x->in->mem_limit), -1;
 }
 
-static int prepare(bal *x, const sched_schedule *s, const sched_balance_in *in, char *err)
+/* The tables for P stages; s (NULL: no memory limit, no peaks) gives the peaks. */
+static int prepare(bal *x, int P, const sched_schedule *s, const sched_balance_in *in, char *err)
 {
-    int P = x->P = s->n_stages, U = x->U = in->n_units;
+    int U = x->U = in->n_units;
+    x->P = P;
     x->in = in;
     x->pre = calloc((size_t)U + 1, sizeof(double));
     x->pst = calloc((size_t)U + 1, sizeof(double));
@@ -219,6 +318,25 @@ static int prepare(bal *x, const sched_schedule *s, const sched_balance_in *in, 
         x->pstash[u + 1] = x->pstash[u] + (in->stash ? in->stash[u] : 0);
         x->pwork[u + 1] = x->pwork[u] + (in->work ? in->work[u] : 0);
     }
+    /* the fast DP's argument needs costs that only grow with a range */
+    x->fast = !in->exhaustive;
+    for (int u = 0; u < U && x->fast; u++) {
+        double v[] = { in->f[u], in->b[u], in->w[u], in->static_bytes ? in->static_bytes[u] : 0,
+                       in->stash ? in->stash[u] : 0, in->work ? in->work[u] : 0, in->fwd_tmp ? in->fwd_tmp[u] : 0 };
+        for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) x->fast &= isfinite(v[k]) && v[k] >= 0;
+    }
+    for (int s = 0; s < P && x->fast; s++) x->fast = isfinite(speed(x, s)) && speed(x, s) > 0;
+    if (x->fast) {
+        x->lg = floor_log2(U + 1) + 1;
+        x->bmin = malloc(sizeof(double) * (size_t)x->lg * (size_t)(U + 1));
+        if (in->mem_limit > 0) x->tmax = malloc(sizeof(double) * (size_t)x->lg * (size_t)U);
+        if (!x->bmin || (in->mem_limit > 0 && !x->tmax)) return snprintf(err, SCHED_ERR_LEN, "out of memory"), -1;
+        for (int u = 0; u < U && x->tmax; u++) SPT(x->tmax, U, 0, u) = in->fwd_tmp ? in->fwd_tmp[u] : 0;
+        for (int k = 1; k < x->lg && x->tmax; k++)
+            for (int u = 0; u + (1 << k) <= U; u++)
+                SPT(x->tmax, U, k, u) = fmax(SPT(x->tmax, U, k - 1, u), SPT(x->tmax, U, k - 1, u + (1 << (k - 1))));
+    }
+    if (!s) return 0;
     sched_report *r = NULL;
     if (sched_check(s, &r, err)) {
         sched_report_free(r);
@@ -245,7 +363,7 @@ int sched_balance(const sched_schedule *s, const sched_balance_in *in, sched_bal
     if (in->top_k < 1 || in->max_list < in->top_k)
         return snprintf(err, SCHED_ERR_LEN, "balance: top_k %d, max_list %d", in->top_k, in->max_list), -1;
     int rc = -1;
-    if (prepare(&x, s, in, err)) goto done;
+    if (prepare(&x, s->n_stages, s, in, err)) goto done;
     fill_suffix(&x);
     double opt = SUF(&x, 0, 0);
     if (!isfinite(opt)) {
@@ -288,10 +406,33 @@ int sched_balance(const sched_schedule *s, const sched_balance_in *in, sched_bal
         goto done;
     }
     best->n_listed = x.n_list;
+    best->n_probes = x.probes;
     best->n_simulated = n_sim;
     *out = best;
     rc = 0;
 done:
     bal_free(&x);
     return rc;
+}
+
+double sched_balance_bottleneck(int n_units, const double *cost, int n_stages, const double *speed)
+{
+    double *zero = calloc((size_t)n_units + 1, sizeof(double)), r = INFINITY;
+    sched_balance_in in;
+    memset(&in, 0, sizeof in);
+    in.n_units = n_units;
+    in.f = cost;
+    in.b = in.w = zero;
+    in.speed = speed;
+    in.max_list = 1;
+    bal x;
+    memset(&x, 0, sizeof x);
+    char err[SCHED_ERR_LEN];
+    if (zero && n_stages >= 1 && n_units >= n_stages && !prepare(&x, n_stages, NULL, &in, err)) {
+        fill_suffix(&x);
+        r = SUF(&x, 0, 0);
+    }
+    bal_free(&x);
+    free(zero);
+    return r;
 }

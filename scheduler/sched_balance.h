@@ -6,7 +6,9 @@
  * Search (exact for the bottleneck, then simulated):
  *   1. Dynamic programming over split points finds the least bottleneck (the
  *      largest per-micro-batch busy time F+B+W of a stage) among the splits whose
- *      every stage fits its memory bound (below), in O(P * U^2).
+ *      every stage fits its memory bound (below), in O(P * U * log U) (binary
+ *      searches over each cell's split point, see sched_balance.c; the plain
+ *      O(P * U^2) scan for inputs with a negative or non-finite number).
  *   2. Every split whose bottleneck is within `slack` of that optimum is listed
  *      (depth-first, pruned with the same table: a prefix is dropped as soon as the
  *      best completion of it exceeds the threshold), up to max_list of them.
@@ -46,6 +48,7 @@ typedef struct {
     double slack;                 /* 2.: list splits with bottleneck <= (1 + slack) * optimum */
     int top_k;                    /* 3.: simulate at most this many (>= 1) */
     int max_list;                 /* 2.: list at most this many (>= top_k) */
+    int exhaustive;               /* 1.: the plain O(P * U^2) scan (tests' reference; same plans) */
 } sched_balance_in;
 
 /* The chosen split and what the simulator predicts for it. */
@@ -58,6 +61,7 @@ typedef struct {
     double *mem;         /* (P) static bytes + simulated peak activation bytes */
     double *static_mem;  /* (P) */
     int n_listed, n_simulated;
+    long long n_probes;  /* 1.: split points the DP tried (U^2 P / 2 for the plain scan) */
 } sched_balance_plan;
 
 void sched_balance_plan_free(sched_balance_plan *p);
@@ -74,5 +78,11 @@ int sched_balance(const sched_schedule *s, const sched_balance_in *in, sched_bal
  * sched_balance does its candidates: returns 0 with a new plan, or -1 with err. */
 int sched_balance_eval(const sched_schedule *s, const sched_balance_in *in, const int *first,
                        sched_balance_plan **out, char *err);
+
+/* Step 1 alone, without memory: the least bottleneck of n_units units of
+ * cost[u] over n_stages contiguous stages, stage s taking the sum of its costs
+ * divided by speed[s] (NULL: 1); INFINITY when there is none (more stages than
+ * units, out of memory). Any thread. */
+double sched_balance_bottleneck(int n_units, const double *cost, int n_stages, const double *speed);
 
 #endif

@@ -9,6 +9,10 @@
 # run's largest resident set (GNU time's maximum over the process tree) is
 # between 90% and 125% of the largest predicted total: the program, its
 # libraries, OpenBLAS's buffers and the loaded corpus are not predicted.
+# AdamW's state per process: with train.zero on 2 stages x 2 replicas, `check`
+# predicts each stage's summary.json optim_bytes byte for byte and `balance`'s
+# static memory counts the same (not 16 bytes per parameter); with sync "ps"
+# the stages hold none.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -43,7 +47,7 @@ check "a malformed PIPETRAIN_MEM_BYTES: exit 2 naming it" "[ $rc -eq 2 ] && grep
 out=$("$P" check $T2 "${S[@]}" 2>&1); rc=$?
 need=$(sed -n 's/.*this machine: 2 processes need .* (\(.*\))$/\1/p' <<<"$out")
 check "check on this machine: exit 0, per stage and per machine lines" \
-    "[ $rc -eq 0 ] && grep -q '^  stage 1: .* (activations [0-9]* bytes, total [0-9]* bytes)' <<<\"\$out\" && [ -n '$need' ]"
+    "[ $rc -eq 0 ] && grep -q '^  stage 1: .* (activations [0-9]* bytes, AdamW [0-9]* bytes, total [0-9]* bytes)' <<<\"\$out\" && [ -n '$need' ]"
 totals=$(sed -n 's/.*total \([0-9]*\) bytes.*/\1/p' <<<"$out")
 total=$(sort -n <<<"$totals" | tail -1) sum=$(( $(paste -sd+ <<<"$totals") ))
 PIPETRAIN_MEM_BYTES=$sum "$P" check $T2 "${S[@]}" >/dev/null 2>&1
@@ -62,5 +66,32 @@ rss=$(( $(tail -1 "$tmp/rss") * 1024 ))
 echo "  largest resident set $rss bytes, largest predicted process $total bytes ($(( 100 * rss / total ))%)"
 check "largest resident set within 90%..125% of the largest prediction" \
     "[ $((100 * rss)) -ge $((90 * total)) ] && [ $((100 * rss)) -le $((125 * total)) ]"
+
+# --- AdamW state per process: ZeRO-1 over 2 replicas, sync "ps"
+T22=topologies/shakespeare-2x2.json
+Z=(--set train.zero=1 --set train.eval_every=0 --set coordinator.port=0
+   --set stages.0.replicas.0.port=$((base + 2)) --set stages.1.replicas.0.port=$((base + 3))
+   --set stages.0.replicas.1.port=$((base + 4)) --set stages.1.replicas.1.port=$((base + 5)))
+adamw() { sed -n 's/.*AdamW \([0-9]*\) bytes.*/\1/p' <<<"$1" | tr '\n' ' ' | sed 's/ $//'; }
+full=$(adamw "$("$P" check $T22 "${Z[@]}" --set train.zero=0 2>&1)")
+want=$(adamw "$("$P" check $T22 "${Z[@]}" 2>&1)")
+"$P" run $T22 "${Z[@]}" --steps 2 --no-trace --out "$tmp/zero" >"$tmp/zero.log" 2>&1
+check "2x2 ZeRO-1 run exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/zero.log; false; }"
+have=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["stages"]
+print(" ".join(str(max(x["optim_bytes"] for x in s if x["stage"] == k)) for k in (0, 1)))' "$tmp/zero/summary.json")
+check "ZeRO-1: check's AdamW per process ($want) = summary.json optim_bytes, largest replica ($have)" \
+    "[ -n '$want' ] && [ '$want' = '$have' ]"
+check "ZeRO-1: half of the unsharded state ($full)" \
+    "python3 -c 'import sys; f, z = map(int, sys.argv[1].split()), map(int, sys.argv[2].split()); assert all(0 <= 2 * b - a < 4096 for a, b in zip(f, z))' '$full' '$want'"
+# balance's static memory per stage: weights + gradients (the unsharded AdamW's
+# 8 bytes per parameter) + the sharded AdamW, as balance prints it
+stat=$(python3 -c 'import sys
+for a, b in zip(map(int, sys.argv[1].split()), map(int, sys.argv[2].split())):
+    print("%.2f MiB" % ((a + b) / 1048576))' "$full" "$want" | paste -sd' ')
+got=$("$P" balance $T22 "${Z[@]}" --stages 2 --gflops 10 2>&1 | awk '/^[01] /{print $5, $6}' | paste -sd' ')
+check "ZeRO-1: balance's static memory ($got) counts the sharded AdamW ($stat)" "[ -n '$got' ] && [ '$got' = '$stat' ]"
+out=$("$P" check topologies/shakespeare-ps.json 2>&1)
+check "sync ps: check predicts no AdamW state in the stages" \
+    "[ \$(grep -c 'AdamW 0 bytes' <<<\"\$out\") -eq 2 ]"
 check "no stage process left" "! pgrep -f -- '--out $tmp/' >/dev/null"
 exit $fail

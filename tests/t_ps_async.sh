@@ -8,6 +8,9 @@
 #  - a worker killed (kill -9) mid-run is dropped (an event naming "stage 0
 #    replica 1"), training goes on and `run` exits 0; the same command plus
 #    --join brings a new process in, which pulls the weights and trains;
+#  - a live worker that is dropped (stopped with SIGSTOP, so silent) is ended
+#    by `run` at once (SIGTERM, SIGCONT; SIGKILL later), logged with its pid,
+#    not left until the run ends; --join in its place still works;
 #  - --join is refused on a synchronous topology (exit 2, naming the field).
 #  - a one-stage worker computes its clipping norm itself (bit for bit the
 #    coordinator's reply, checked every step) instead of waiting for it;
@@ -116,6 +119,43 @@ check "worker 0 trained every step" \
 check "servers logged the drop and the join" \
     "grep -q 'worker 1 (replica 1) dropped' $d/server-0.log && grep -q 'worker 1 (replica 1) joins' $d/server-0.log"
 check "the last checkpoint is committed" "[ -f $d/checkpoints/step-400/COMPLETE ]"
+
+# --- a live worker dropped (stopped with SIGSTOP: silent past the dead-peer
+# timeout) is stopped by the launcher at once, not left until the run ends;
+# the same command plus --join still brings a new process in
+topo "$tmp/st.json" -1 400 100 "embed,0-3,head"
+d=$tmp/st
+"$P" run "$tmp/st.json" --out "$d" --peer-timeout-ms 2000 --step-timeout-s 3 --no-trace >"$d.log" 2>&1 &
+runpid=$!
+for _ in $(seq 600); do [ "$(cat "$d/metrics.jsonl" 2>/dev/null | grep -c '"worker": 1,')" -ge 5 ] && break; sleep 0.05; done
+wpid=$(cat "$d/stage-0-replica-1.pid")
+mapfile -d '' cmd <"/proc/$wpid/cmdline"
+kill -STOP "$wpid"
+for _ in $(seq 300); do grep -q '"event":"drop"' "$d/metrics.jsonl" 2>/dev/null && break; sleep 0.05; done
+gone=0
+for _ in $(seq 50); do kill -0 "$wpid" 2>/dev/null || { gone=1; break; }; sleep 0.1; done
+running=$(kill -0 $runpid 2>/dev/null && echo 1 || echo 0)
+check "stopped worker: dropped (an event naming stage 0 replica 1)" \
+    "grep '\"event\":\"drop\"' $d/metrics.jsonl | grep -q '\"who\":\"stage 0 replica 1\"'"
+check "... its process ended within 5 s of the drop, while the run goes on (gone $gone, run running $running)" \
+    "[ $gone -eq 1 ] && [ $running -eq 1 ]"
+check "... and run says so, naming it and its pid" \
+    "grep -q 'pipetrain run: stopping stage 0 replica 1 (pid $wpid): its worker was dropped: ' $d.log"
+for _ in $(seq 100); do [ "$(grep -l 'worker 1 (replica 1) dropped' "$d"/server-*.log 2>/dev/null | wc -l)" -eq 2 ] && break
+    sleep 0.05; done
+sleep 0.3
+"${cmd[@]}" --join >"$tmp/join2.log" 2>&1 &
+joinpid=$!
+wait $runpid
+rc=$?
+wait $joinpid
+jrc=$?
+check "stopped worker: run exits 0 with no warning about the process it stopped" \
+    "[ $rc -eq 0 ] && ! grep -q 'warning: stage 0 replica 1' $d.log || { tail -n 12 $d.log; false; }"
+check "stopped worker: --join in its place trained to the end and exited 0" \
+    "grep -q '\"event\":\"join\"' $d/metrics.jsonl && [ $jrc -eq 0 ] &&
+     jq -s -e '[.[] | select(.worker == 1 and .loss)] | last | .step == 400' $d/metrics.jsonl >/dev/null ||
+     { tail -n 5 $tmp/join2.log; false; }"
 
 # --- --join needs asynchronous servers
 topo "$tmp/sync.json" 0 10 5 "embed,0-1" "2-3,head"

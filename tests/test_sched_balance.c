@@ -1,6 +1,8 @@
 /* test_sched_balance.c — the automatic stage balancer (scheduler/sched_balance.h)
  * on synthetic costs: a known optimum, agreement with brute force over every
- * split (with and without a memory limit), and a unit too large for any stage. */
+ * split (with and without a memory limit), a unit too large for any stage, and
+ * the fast DP's plans identical to the plain scan's (in.exhaustive) on random
+ * instances. */
 #include <unistd.h>
 
 #include "scheduler/sched_balance.h"
@@ -24,7 +26,7 @@ static void fixture_init(fixture *x, int U, const double *cost)
         x->stash[u] = 10;
     }
     x->in = (sched_balance_in){ U, x->f, x->b, x->w, x->st, x->stash, x->zero, x->zero, x->zero, x->zero, NULL,
-                                0, 0, 1, 1, 0, 0.25, 8, 1000 };
+                                0, 0, 1, 1, 0, 0.25, 8, 1000, 0 };
 }
 
 /* Every split of U units into P stages, simulated: the least step time among those
@@ -250,6 +252,123 @@ static void test_costs_units(void)
     unlink(path);
 }
 
+static unsigned rnd(unsigned *seed) { return (*seed = *seed * 1103515245u + 12345u) >> 16; }
+
+/* A value of kind k (seeded): small integers (ties everywhere), zeros, or spread reals. */
+static double rnd_val(unsigned *seed, int k, double scale)
+{
+    if (k == 0) return (double)(rnd(seed) % 4);
+    if (k == 1) return rnd(seed) % 3 ? 1 : 0;
+    return (double)rnd(seed) / 65536.0 * scale;
+}
+
+/* The plain O(P·U²) DP of the least bottleneck without memory (the old check warning's). */
+static double scan_bottleneck(int U, const double *cost, int P, const double *speed)
+{
+    double pre[201] = { 0 }, cur[201], nxt[201];
+    for (int u = 0; u < U; u++) pre[u + 1] = pre[u] + cost[u];
+    for (int i = 0; i <= U; i++) cur[i] = i == U ? 0 : INFINITY;
+    for (int s = P - 1; s >= 0; s--) {
+        for (int i = 0; i <= U; i++) {
+            nxt[i] = INFINITY;
+            for (int j = i + 1; j <= U; j++) nxt[i] = fmin(nxt[i], fmax((pre[j] - pre[i]) / speed[s], cur[j]));
+        }
+        memcpy(cur, nxt, sizeof cur);
+    }
+    return cur[0];
+}
+
+/* The fast DP (binary searches over split points, sparse tables) against the
+ * plain scan: the same plan, listing, error and bad unit on random instances
+ * of every shape: ties, zeros, uneven speeds, memory limits that bind. */
+static void test_fast_vs_scan(void)
+{
+    enum { N = 200 };
+    static double f[N], b[N], w[N], st[N], stash[N], work[N], tmp[N], wu[N], out[N], speed[N], cost[N];
+    static const char *const kinds[] = { "gpipe", "1f1b", "zb-h1" };
+    unsigned seed = 12345;
+    int n_same = 0, n_fail = 0, n_limit = 0;
+    for (int trial = 0; trial < 400; trial++) {
+        int U = 1 + (int)(rnd(&seed) % (trial < 300 ? 40 : N)), P = 1 + (int)(rnd(&seed) % (U < 12 ? U : 12));
+        int kc = (int)(rnd(&seed) % 3), km = (int)(rnd(&seed) % 3), M = P * (1 + (int)(rnd(&seed) % 2));
+        for (int u = 0; u < U; u++) {
+            f[u] = rnd_val(&seed, kc, 10);
+            b[u] = rnd_val(&seed, kc, 10);
+            w[u] = rnd_val(&seed, kc, 10);
+            st[u] = rnd_val(&seed, km, 1000);
+            stash[u] = rnd_val(&seed, km, 100);
+            work[u] = rnd_val(&seed, km, 100);
+            tmp[u] = rnd_val(&seed, km, 300);
+            wu[u] = rnd_val(&seed, km, 50);
+            out[u] = rnd_val(&seed, km, 10);
+            cost[u] = f[u] + b[u] + w[u];
+        }
+        for (int s = 0; s < P; s++) speed[s] = trial % 3 ? 0.25 + (double)(rnd(&seed) % 8) / 4 : 1;
+        sched_balance_in in = { U, f, b, w, st, stash, work, tmp, wu, out, speed, 0.1, 1e3, (int)(trial % 2),
+                                1, 0, 0.25, 1 + (int)(rnd(&seed) % 40), 0, 0 };
+        in.max_list = in.top_k + (int)(rnd(&seed) % 300);
+        if (trial % 4) { /* a limit between the smallest unit's need and the whole's */
+            in.mem_limit = (double)(rnd(&seed) % 100 + 1) / 100 * (1000 * U / P + 500 * M);
+            n_limit++;
+        }
+        char err[SCHED_ERR_LEN], err2[SCHED_ERR_LEN];
+        sched_schedule *s = sched_generate(kinds[trial % 3], P, M, 1, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        sched_balance_plan *fast = NULL, *scan = NULL;
+        int bad_fast = -2, bad_scan = -2;
+        int rc = sched_balance(s, &in, &fast, &bad_fast, err);
+        in.exhaustive = 1;
+        int rc2 = sched_balance(s, &in, &scan, &bad_scan, err2);
+        CU_ASSERT_EQUAL(rc, rc2);
+        CU_ASSERT_EQUAL(bad_fast, bad_scan);
+        int same = rc == rc2 && bad_fast == bad_scan;
+        if (rc == 0 && rc2 == 0) {
+            same &= !memcmp(fast->first, scan->first, sizeof(int) * (size_t)(P + 1));
+            same &= fast->step_time == scan->step_time && fast->bottleneck == scan->bottleneck;
+            same &= fast->n_listed == scan->n_listed && fast->n_simulated == scan->n_simulated;
+        } else {
+            same &= !strcmp(err, err2);
+            n_fail++;
+        }
+        CU_ASSERT(same);
+        if (!same) fprintf(stderr, "\n  trial %d (U %d, P %d): fast and scan differ\n", trial, U, P);
+        n_same += same;
+        double want = scan_bottleneck(U, cost, P, speed), got = sched_balance_bottleneck(U, cost, P, speed);
+        CU_ASSERT(got == want || (isinf(got) && isinf(want)));
+        sched_balance_plan_free(fast);
+        sched_balance_plan_free(scan);
+        sched_free(s);
+    }
+    CU_ASSERT_EQUAL(n_same, 400);
+    CU_ASSERT(n_fail > 10 && n_fail < 390); /* both outcomes exercised */
+    CU_ASSERT(n_limit > 100);
+}
+
+/* The DP's work at the topology loader's largest sizes (4098 units: 4096
+ * blocks; P = 2048): at most 4·P·U·log2(U) split points tried, where the plain
+ * scan tried about P·U²/2 (over 4·10^9; it took minutes). Counted, not timed. */
+static void test_fast_work(void)
+{
+    enum { U = 4098, P = 2048 };
+    static double f[U], zero[U], st[U];
+    for (int u = 0; u < U; u++) {
+        f[u] = u == 0 || u == U - 1 ? 7 : 1;
+        st[u] = 100;
+    }
+    sched_balance_in in = { U, f, zero, zero, st, zero, zero, zero, zero, zero, NULL, 0, 0, 1, 1, 1e9, 0.25, 4,
+                            100, 0 };
+    char err[SCHED_ERR_LEN];
+    sched_schedule *s = sched_generate("gpipe", P, 2, 1, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_balance_plan *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_balance(s, &in, &p, NULL, err), 0);
+    CU_ASSERT(p->n_probes > 0 && p->n_probes <= 4LL * P * U * 12);
+    /* the least bottleneck is 7 (each heavy end alone); the list (100, later cuts first) holds 8s */
+    CU_ASSERT(p->bottleneck >= 7 && p->bottleneck <= 7 * 1.25);
+    sched_balance_plan_free(p);
+    sched_free(s);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -259,6 +378,8 @@ int main(void)
         { "bad arguments", test_bad_args },
         { "a large head: the uneven model in miniature", test_large_head },
         { "costs.json per-layer times", test_costs_units },
+        { "the fast DP's plans are the plain scan's", test_fast_vs_scan },
+        { "the DP's work at the loader's largest sizes", test_fast_work },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_balance", tests);

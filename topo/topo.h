@@ -427,8 +427,7 @@ int topo_check_limits(const topo *t, char *err);
 /* ---- memory (topo/topo_mem.c) ----
  * What one stage process needs, in bytes, predicted from the topology alone
  * (README "Memory"): weights (+ a tied head's copy of the embedding),
- * gradients, AdamW's two moments (divided by the replicas with train.zero),
- * activations at the peak of the stage's schedule (the simulator's
+ * gradients, AdamW's two moments (topo_optim_bytes), activations at the peak of the stage's schedule (the simulator's
  * peak_bytes over model_unit_mem; what summary.json's peak_act_bytes
  * measures), buffers (model_part_bytes' fixed part and the runtime's
  * micro-batch receive and send buffers). */
@@ -441,6 +440,12 @@ model_mem topo_chunk_mem(const topo *t, int mode, const topo_chunk *ch, size_t b
 /* Fills m[t->n_stages] for the schedule s that topo_build_schedule made of t.
  * Returns 0, or -1 with err (out of memory, a schedule the simulator refuses). */
 int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *err);
+/* AdamW state (m and v, float32) that one stage process holding these units
+ * keeps, as summary.json's optim_bytes reports it: 8 bytes per parameter; with
+ * train.zero, the moments of its segments of each gradient bucket only
+ * (coll_segment over the replicas; replica 0's, the largest, within a float
+ * per bucket of the others); 0 with sync "ps" (the servers hold AdamW). */
+double topo_optim_bytes(const topo *t, const int *units, int n_units);
 /* Bytes this machine offers to a new run: PIPETRAIN_MEM_BYTES when set (tests
  * fake a small machine with it), else MemAvailable from /proc/meminfo, else
  * physical memory (sysconf); src (n bytes) names which. Returns 0, 1 when

@@ -64,6 +64,27 @@ static int act_peaks(const topo *t, const sched_schedule *s, double *act, char *
     return rc ? -1 : 0;
 }
 
+double topo_optim_bytes(const topo *t, const int *units, int n_units)
+{
+    if (t->sync_id == TOPO_SYNC_PS) return 0;
+    int R = t->train.zero && t->n_replicas > 1 ? t->n_replicas : 1;
+    double n = 0;
+    for (int i = 0; i < n_units; i++) {
+        if (R == 1) {
+            n += (double)model_unit_params(&t->model, units[i]);
+            continue;
+        }
+        /* ZeRO-1: replica 0's segment of every bucket, ceil(len / R) (coll_segment) */
+        int nb = topo_unit_buckets(t, units[i], -1, NULL, NULL);
+        for (int b = 0; b < nb; b++) {
+            size_t off, len;
+            topo_unit_buckets(t, units[i], b, &off, &len);
+            n += (double)((len + (size_t)R - 1) / (size_t)R);
+        }
+    }
+    return 2.0 * sizeof(float) * n;
+}
+
 int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *err)
 {
     int P = t->n_stages, V = s->n_stages * s->n_chunks;
@@ -78,8 +99,7 @@ int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *
         topo_mem *x = &m[st];
         x->weights = (double)z.weights;
         x->grads = (double)z.grads;
-        /* AdamW's m and v for the stage's own parameters; ZeRO-1 shards them over the replicas */
-        x->optim = 2.0 * (double)z.params / (t->train.zero ? t->n_replicas : 1);
+        x->optim = topo_optim_bytes(t, ts->units, ts->n_units);
         x->act = act[st];
         /* fixed: the part's own, and per chunk M receive/send buffers each way it talks */
         x->buffers = (double)z.fixed;
@@ -152,9 +172,9 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err)
     for (int st = 0; st < P; st++) {
         const topo_mem *x = &m[st];
         if (f)
-            fprintf(f, "  stage %d: %s + %s + %s + %s + %s = %s (activations %.0f bytes, total %.0f bytes)%s\n", st,
-                    mib(x->weights, a[0], 32), mib(x->grads, a[1], 32), mib(x->optim, a[2], 32),
-                    mib(x->act, a[3], 32), mib(x->buffers, a[4], 32), mib(x->total, b, 32), x->act, x->total,
+            fprintf(f, "  stage %d: %s + %s + %s + %s + %s = %s (activations %.0f bytes, AdamW %.0f bytes, total "
+                    "%.0f bytes)%s\n", st, mib(x->weights, a[0], 32), mib(x->grads, a[1], 32), mib(x->optim, a[2], 32),
+                    mib(x->act, a[3], 32), mib(x->buffers, a[4], 32), mib(x->total, b, 32), x->act, x->optim, x->total,
                     R > 1 ? " per replica" : "");
         local += x->total * R;
     }
