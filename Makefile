@@ -125,8 +125,9 @@ runs/shakespeare-bpe4096.json: $(BIN)/pipetrain
 	$(BIN)/pipetrain tokenizer train $(SHAKESPEARE) --vocab 4096 --out $@
 
 # libFuzzer targets: each tests/fuzz/fuzz_*.c, built with clang against the library
-# (ASan + UBSan, any UBSan report fatal) into FUZZ_BUILD (objects) and FUZZ_BIN
-# (programs), run for FUZZ_SECONDS each on its corpus tests/fuzz/corpus/<name>/.
+# (ASan + UBSan, any UBSan report fatal; optimised with FUZZ_OPT) into FUZZ_BUILD
+# (objects) and FUZZ_BIN (programs), run for FUZZ_SECONDS each on its corpus
+# tests/fuzz/corpus/<name>/, FUZZ_JOBS of them at a time.
 # New inputs go to FUZZ_OUT/<name>/, the log to FUZZ_OUT/<name>.log and a crash
 # to FUZZ_OUT/<name>-crash-<sha1> (replay: FUZZ_BIN/<name> FILE). Exit status
 # non-zero when a target fails to build, crashes, leaks, times out on an input
@@ -137,6 +138,8 @@ FUZZ_INPUT_TIMEOUT ?= 20
 FUZZ_OUT ?= fuzz-out
 FUZZ_BUILD ?= build-fuzz
 FUZZ_BIN ?= bin-fuzz
+FUZZ_OPT ?= -O1 -g
+FUZZ_JOBS ?= 1
 # -fsanitize=fuzzer needs libclang-rt-14-dev beside clang on Debian 12.
 FUZZ_DEBS := clang libclang-rt-14-dev
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -152,19 +155,29 @@ $(BIN)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libpipetrain.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libpipetrain.a $(LDLIBS)
 
+# Each target's exit status goes to FUZZ_OUT/<name>.rc; the logs' tails are
+# printed in name order once all have run.
 fuzz: deps fuzz-deps
-	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) BIN=$(FUZZ_BIN) OPT="-O1 -g" WERROR= \
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) BIN=$(FUZZ_BIN) OPT="$(FUZZ_OPT)" WERROR= \
 	  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" fuzz-build
 	@mkdir -p $(FUZZ_OUT); failed=""; \
-	for n in $(FUZZ_NAMES); do \
-	  mkdir -p $(FUZZ_OUT)/$$n; \
-	  echo "== $$n for $(FUZZ_SECONDS) s"; \
+	one() { \
+	  mkdir -p $(FUZZ_OUT)/$$1; \
 	  UBSAN_OPTIONS=print_stacktrace=1 timeout -k 5 $$(( $(FUZZ_SECONDS) + 60 )) \
-	    $(FUZZ_BIN)/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_INPUT_TIMEOUT) \
-	    -print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/$$n- \
-	    $(FUZZ_OUT)/$$n tests/fuzz/corpus/$$n >$(FUZZ_OUT)/$$n.log 2>&1; rc=$$?; \
+	    $(FUZZ_BIN)/$$1 -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_INPUT_TIMEOUT) \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/$$1- \
+	    $(FUZZ_OUT)/$$1 tests/fuzz/corpus/$$1 >$(FUZZ_OUT)/$$1.log 2>&1; \
+	  echo $$? >$(FUZZ_OUT)/$$1.rc; \
+	}; \
+	k=0; for n in $(FUZZ_NAMES); do \
+	  rm -f $(FUZZ_OUT)/$$n.rc; one $$n & k=$$((k + 1)); \
+	  [ $$((k % $(FUZZ_JOBS))) -ne 0 ] || wait; \
+	done; wait; \
+	for n in $(FUZZ_NAMES); do \
+	  echo "== $$n for $(FUZZ_SECONDS) s"; \
 	  tail -n 12 $(FUZZ_OUT)/$$n.log; \
-	  if [ $$rc -ne 0 ]; then \
+	  rc=$$(cat $(FUZZ_OUT)/$$n.rc 2>/dev/null); \
+	  if [ "$$rc" != 0 ]; then \
 	    echo "make fuzz: $$n FAILED (exit $$rc): $(FUZZ_OUT)/$$n.log"; failed="$$failed $$n"; fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "make fuzz: failed:$$failed"; exit 1; fi; \

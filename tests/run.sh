@@ -4,6 +4,8 @@
 # one by one, each script as one test). A script that exits 77 could not run here
 # (it prints why): it counts as skipped, not passed, and its name is listed on a
 # "skipped:" line. Exit status 1 when anything failed; skips alone are not failures.
+# Before that it prints a table of every program's and script's wall time in
+# seconds, slowest first, and the six slowest on one line.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -36,7 +38,9 @@ for s in tests/t_*.sh; do
     elif [ $rc -eq 77 ]; then skipped=$((skipped + 1)); skipped_names="$skipped_names $name"; echo "   $name: SKIPPED"
     else failed=$((failed + 1)); failed_names="$failed_names $name"; echo "   $name: FAILED (exit $rc)"; fi
 done
-# where the time went: the slowest programs and scripts, seconds each
+# where the time went: every program and script, slowest first, seconds each
+echo "times (s, of $((SECONDS - t0)) s):"
+sort -rn "$times" | awk '{printf "  %5d  %s\n", $1, $2}'
 echo "slowest (s, of $((SECONDS - t0)) s):" $(sort -rn "$times" | head -n 6 | awk '{printf "%s %s; ", $2, $1}')
 [ -n "$skipped_names" ] && echo "skipped:$skipped_names"
 [ -n "$failed_names" ] && echo "failed:$failed_names"

@@ -10,8 +10,10 @@ set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh t_net_encrypt_train
 base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50)))
+# (data.val_fraction 0.01: the last step evaluates every validation window, ~3 s a
+# run at the file's 10 %)
 COMMON=(--steps 4 --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4 --set train.eval_every=2
-        --set train.eval_batches=1 --set checkpoint.every=0 --set coordinator.port=0)
+        --set train.eval_batches=1 --set checkpoint.every=0 --set coordinator.port=0 --set data.val_fraction=0.01)
 lines() { sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//' "$1"; }
 run() { # NAME TOPOLOGY ENCRYPT PORT-OPTIONS...
     local name=$1 topo=$2 enc=$3

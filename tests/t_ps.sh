@@ -35,7 +35,8 @@ topo() {
     shift 6
     {
         printf '{ "model": { "dim": 64, "n_layers": 4, "n_heads": 4, "ffn_dim": 192, "seq_len": 32, "tie_embeddings": %s },\n' "$tied"
-        printf '  "data": { "path": "%s" },\n' "$CORPUS"
+        # val_fraction 0.01: the last step evaluates every validation window
+        printf '  "data": { "path": "%s", "val_fraction": 0.01 },\n' "$CORPUS"
         printf '  "train": { "steps": %d, "batch_size": 16, "micro_batches": 4, "lr": 0.003, "warmup_steps": 2,\n' "$steps"
         printf '             "eval_every": 3, "eval_batches": 2 },\n'
         printf '  "checkpoint": { "every": 3 },\n'

@@ -82,7 +82,7 @@ check "other BLAS threads on --resume: runs, with a note that the bits will diff
 # checkpoint (latest moved back, later checkpoints removed) and resumed
 TIED=(--steps 6 --set model.n_layers=4 --set model.tie_embeddings=true --set train.batch_size=8
       --set train.micro_batches=4 --set train.eval_every=3 --set train.eval_batches=2 --set train.warmup_steps=2
-      --set checkpoint.every=3)
+      --set checkpoint.every=3 --set data.val_fraction=0.01)
 TP=(--set coordinator.port=0 --set stages.0.port=$((base + 2)) --set stages.1.port=$((base + 3))
     --set stages.2.port=$((base + 4)) --set schedule.kind=gpipe)
 "$P" run topologies/shakespeare-1stage.json "${TIED[@]}" --set stages.0.threads=1 --out "$tmp/tref" >/dev/null 2>&1

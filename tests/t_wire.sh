@@ -40,8 +40,10 @@ check "an all-fp32 wire hashes as no wire; bf16 differs" "[ '$h0' = '$h1' ] && [
 check "--set wire.gradients=fp8: exit 2 naming the file and the field" \
     "[ $rc -eq 2 ] && grep -qF 'shakespeare-2stage.json: wire.gradients: expected one of' $tmp/err"
 
+# data.val_fraction 0.01: the last step evaluates every validation window (~3 s a
+# run at the file's 10 %)
 COMMON=(--steps 3 --set model.n_layers=4 --set train.batch_size=8 --set train.micro_batches=4
-        --set train.eval_every=2 --set train.eval_batches=2 --set train.warmup_steps=1)
+        --set train.eval_every=2 --set train.eval_batches=2 --set train.warmup_steps=1 --set data.val_fraction=0.01)
 base=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 50))
 ports() { local n=$1 k; for ((k = 0; k < n; k++)); do echo "--set stages.$k.port=$((base + k))"; done; }
 lines() { sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_s": [^,}]*//' "$1"; }

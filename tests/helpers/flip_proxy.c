@@ -16,6 +16,7 @@
  * usage: flip_proxy [TRIALS [SIZE [sealed]]]   (defaults 1000, 4096, clear) */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -49,12 +50,22 @@ static int listen_any(int *port)
     return fd;
 }
 
+/* The relay writes what it read at once: without TCP_NODELAY a frame's last
+ * small write waited for the ACK of the one before (Nagle against delayed
+ * ACKs), 40 ms a trial. */
+static void nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static int connect_to(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) { if (fd >= 0) close(fd); return -1; }
+    nodelay(fd);
     return fd;
 }
 
@@ -99,6 +110,7 @@ static void *proxy(void *arg)
         if (poll(&p, 1, 200) <= 0) continue;
         int c = accept(lfd, NULL, NULL);
         if (c < 0) continue;
+        nodelay(c);
         int s = connect_to(r_port);
         if (s >= 0) relay(c, s);
         close(c);
