@@ -296,7 +296,11 @@ static void test_staging_after_big(void)
  * receive is posted (it waits in net/'s buffer and is handed over from
  * there, not through the scratch); one is sent with a wrong CRC32C
  * (NET_SEND_CRC): its slices are handed over, unverified, and the receive
- * then fails as a checksum mismatch naming the peer. */
+ * then fails as a checksum mismatch naming the peer. Every other message is
+ * sent only once the task has posted its receive (x.nposted): the receive is
+ * in place when net_nt_recv_sliced returns, so the message cannot overtake
+ * it, whereas net_task_post promises only "soon" (sent right after the post,
+ * S_BADCRC was at times read into net/'s buffer before the task ran). */
 enum { SL = 4096 + 64, SMSGS = 9, SLEN = 5 * SL + 100 };
 static const uint64_t slen[SMSGS] = { 0, 1 * 4, SL - 4, SL, SL + 4, 3 * SL + 40, SLEN, 2 * SL, 1000 };
 enum { S_EARLY = 7, S_BADCRC = 8 };
@@ -311,6 +315,7 @@ struct sliced {
     int slices[SMSGS], from_scratch[SMSGS], bad_order;
     struct net_op *rop[SMSGS];
     int posted, which;
+    atomic_int nposted;  /* receives the task has posted (x.posted, published for the test) */
     atomic_int go_early; /* the test sent message S_EARLY: post its receive now */
     atomic_int status[SMSGS], done; /* status: S_WAITING, S_OK or the failure's NET_* */
     char err[SMSGS][NET_ERR_LEN];
@@ -350,6 +355,7 @@ static void sliced_run(void *arg)
             break;
         }
     }
+    atomic_store(&x->nposted, x->posted);
     int done = 0;
     for (int i = 0; i < SMSGS; i++) {
         if (x->rop[i] && atomic_load(&x->status[i]) == S_WAITING) {
@@ -359,6 +365,16 @@ static void sliced_run(void *arg)
         done += atomic_load(&x->status[i]) != S_WAITING;
     }
     if (done == SMSGS) atomic_store(&x->done, 1);
+}
+
+/* 1 once b's task has posted the receives of messages 0..k-1 (or failed to
+ * post one: its status says so), 0 with a message after 5 s. */
+static int sliced_posted(struct sliced *x, int k)
+{
+    for (int i = 0; i < 500 && atomic_load(&x->nposted) < k; i++) usleep(10000);
+    if (atomic_load(&x->nposted) >= k) return 1;
+    fprintf(stderr, "\n  the task posted %d receives in 5 s, not %d\n", atomic_load(&x->nposted), k);
+    return 0;
 }
 
 static void test_sliced(void)
@@ -387,9 +403,13 @@ static void test_sliced(void)
         if (st1.frames_rx > st0.frames_rx) break;
         usleep(10000);
     }
+    if (st1.frames_rx == st0.frames_rx) fprintf(stderr, "\n  b did not read the early message in 2 s\n");
+    CU_ASSERT_FATAL(st1.frames_rx > st0.frames_rx);
     ST(net_task_post(b, &x.task, err), NET_OK);
+    CU_ASSERT(sliced_posted(&x, S_EARLY)); /* 0..S_EARLY-1 in place before they are sent */
     for (int i = 0; i < SMSGS; i++) {
         if (i == S_EARLY) continue;
+        if (i == S_EARLY + 1) CU_ASSERT(sliced_posted(&x, SMSGS)); /* and the ones after it */
         net_key k = { 65, (uint64_t)i, 0, 0 };
         /* a wrong CRC announced for S_BADCRC (sealed frames: the tag decides, the CRC is not checked) */
         ST(net_send_ex(a, ib, k, src[i], slen[i], i == S_BADCRC ? NET_SEND_CRC : 0, 0x12345678u, 5000, &s[i], err),
@@ -422,6 +442,9 @@ static void test_sliced(void)
         CU_ASSERT_EQUAL(x.next_at[i], slen[i]);
         CU_ASSERT(memcmp(x.out[i], src[i], slen[i]) == 0);
         /* read from the socket into the scratch, but the early one: from net's buffer */
+        if (x.from_scratch[i] != (i == S_EARLY ? 0 : want_slices))
+            fprintf(stderr, "\n  message %d: %d of its %d slices from the scratch\n", i, x.from_scratch[i],
+                    want_slices);
         CU_ASSERT_EQUAL(x.from_scratch[i], i == S_EARLY ? 0 : want_slices);
     }
     ST(net_peer_stats(b, ia, &st1), NET_OK);
