@@ -914,7 +914,27 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     E->stop = 1; /* from here on the network thread leaves the run alone */
     E->active = 0;
     pthread_mutex_unlock(&E->mu);
-    size_t hint = 0;
+    /* The sends all go to rank+1 and net/ writes (and completes) one peer's
+     * frames in the order they were posted: waiting for the last one first
+     * sleeps once for them all, where waiting for each in turn woke this
+     * thread once per send still queued (with rank+1 slow to read, most of
+     * the last step's chunks). The loop after it then finds them done. When
+     * the last one failed, an earlier send that failed is the one named. */
+    size_t hint = 0, upto = s->ns;
+    while (upto > 0 && !s->sends[upto - 1]) upto--;
+    if (rc == 0 && upto > 0) {
+        size_t k = step_of(s->sb, upto - 1, &hint);
+        rc = wait_op(x, &s->sends[upto - 1], W_SEND, t0 + (int)k, upto - 1 - s->sb[k], 0);
+        hint = 0;
+        for (size_t i = 0; rc && i < upto - 1; i++) {
+            int st = s->sends[i] ? net_op_test(s->sends[i], e) : NET_OK;
+            if (st == NET_PENDING || st == NET_OK) continue;
+            k = step_of(s->sb, i, &hint);
+            fail(x, "send", g->members[mod(g->rank + 1, R)], t0 + (int)k, i - s->sb[k], e);
+            break;
+        }
+        hint = 0;
+    }
     for (size_t i = 0; i < s->ns; i++) /* every send written (or the first failure) */
         if (s->sends[i] && rc == 0) {
             size_t k = step_of(s->sb, i, &hint);
