@@ -724,6 +724,7 @@ static void eng_run(void *arg)
 {
     coll_group *g = arg;
     struct coll_eng *E = g->eng;
+    int wake = 0;
     pthread_mutex_lock(&E->mu);
     if (E->active && !E->stop && !E->done) {
         struct run *x = &E->x;
@@ -739,13 +740,17 @@ static void eng_run(void *arg)
         if (rc || (s->consumed == s->nq && s->sent == s->ns)) {
             E->done = 1;
             E->rc = rc ? -1 : 0;
-            pthread_cond_signal(&E->cv);
+            wake = 1;
         } else if (before != E->progress) { /* still moving: the rest after the loop's next pass */
             char e[NET_ERR_LEN];
             net_task_post(g->node, &E->task, e); /* fails only when closing: the waiter sees it */
         }
     }
     pthread_mutex_unlock(&E->mu);
+    /* after unlocking: woken under the lock, the waiter would find it held
+     * and sleep again. E outlives this call (eng_free forgets the task
+     * first); a late signal to a later run's wait is a spurious wake-up */
+    if (wake) pthread_cond_signal(&E->cv);
 }
 
 /* Sequence numbers and sizes of ring steps t0..t1-1 (see struct ring_st). */
