@@ -724,6 +724,7 @@ static void eng_run(void *arg)
 {
     coll_group *g = arg;
     struct coll_eng *E = g->eng;
+    int wake = 0;
     pthread_mutex_lock(&E->mu);
     if (E->active && !E->stop && !E->done) {
         struct run *x = &E->x;
@@ -739,13 +740,17 @@ static void eng_run(void *arg)
         if (rc || (s->consumed == s->nq && s->sent == s->ns)) {
             E->done = 1;
             E->rc = rc ? -1 : 0;
-            pthread_cond_signal(&E->cv);
+            wake = 1;
         } else if (before != E->progress) { /* still moving: the rest after the loop's next pass */
             char e[NET_ERR_LEN];
             net_task_post(g->node, &E->task, e); /* fails only when closing: the waiter sees it */
         }
     }
     pthread_mutex_unlock(&E->mu);
+    /* after unlocking: woken under the lock, the waiter would find it held
+     * and sleep again. E outlives this call (eng_free forgets the task
+     * first); a late signal to a later run's wait is a spurious wake-up */
+    if (wake) pthread_cond_signal(&E->cv);
 }
 
 /* Sequence numbers and sizes of ring steps t0..t1-1 (see struct ring_st). */
@@ -914,7 +919,27 @@ static int ring(struct run *x, float *buf, size_t n, int t0, int t1)
     E->stop = 1; /* from here on the network thread leaves the run alone */
     E->active = 0;
     pthread_mutex_unlock(&E->mu);
-    size_t hint = 0;
+    /* The sends all go to rank+1 and net/ writes (and completes) one peer's
+     * frames in the order they were posted: waiting for the last one first
+     * sleeps once for them all, where waiting for each in turn woke this
+     * thread once per send still queued (with rank+1 slow to read, most of
+     * the last step's chunks). The loop after it then finds them done. When
+     * the last one failed, an earlier send that failed is the one named. */
+    size_t hint = 0, upto = s->ns;
+    while (upto > 0 && !s->sends[upto - 1]) upto--;
+    if (rc == 0 && upto > 0) {
+        size_t k = step_of(s->sb, upto - 1, &hint);
+        rc = wait_op(x, &s->sends[upto - 1], W_SEND, t0 + (int)k, upto - 1 - s->sb[k], 0);
+        hint = 0;
+        for (size_t i = 0; rc && i < upto - 1; i++) {
+            int st = s->sends[i] ? net_op_test(s->sends[i], e) : NET_OK;
+            if (st == NET_PENDING || st == NET_OK) continue;
+            k = step_of(s->sb, i, &hint);
+            fail(x, "send", g->members[mod(g->rank + 1, R)], t0 + (int)k, i - s->sb[k], e);
+            break;
+        }
+        hint = 0;
+    }
     for (size_t i = 0; i < s->ns; i++) /* every send written (or the first failure) */
         if (s->sends[i] && rc == 0) {
             size_t k = step_of(s->sb, i, &hint);
