@@ -54,14 +54,17 @@ bash -c "$cmd1" >"$d.stage-1.log" 2>&1 &
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$((BASE + 11))) 2>/dev/null && break; sleep 0.1; done
 "$I" drip 127.0.0.1 $((BASE + 11)) 64 9 >"$d.drip" 2>&1 &
 drip=$!
-sleep 1
+# stage 0 once the 64 connections are open (it used to be 1 s later, whether they were or not)
+for _ in $(seq 100); do grep -q '^drip: .* connections open' "$d.drip" && break; sleep 0.1; done
+check "64 dripping connections open at stage 1 before stage 0 starts ($(head -1 $d.drip))" \
+    "grep -q '^drip: 64 of 64 connections open' $d.drip"
 bash -c "$cmd0 --connect-timeout-ms 8000" >"$d.stage-0.log" 2>&1
 rc0=$?
 wait $run; rc=$?
 wait $drip
 check "64 dripping connections at stage 1: stage 0 still joins, the run completes (exits $rc0, $rc)" \
     "[ $rc0 -eq 0 ] && [ $rc -eq 0 ] || { tail -n 2 $d.log $d.stage-0.log $d.stage-1.log; false; }"
-check "... every dripping connection closed within 7 s ($(cat $d.drip))" \
+check "... every dripping connection closed within 7 s ($(tail -1 $d.drip))" \
     "grep -qE 'drip: 64 of 64 connections closed by the server, the longest held [0-7]\.' $d.drip"
 check "... the drop logged with the deadline" "grep -q 'did not finish the handshake within 5000 ms' $d.stage-1.log"
 

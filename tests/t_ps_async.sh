@@ -122,10 +122,14 @@ check "the last checkpoint is committed" "[ -f $d/checkpoints/step-400/COMPLETE 
 
 # --- a live worker dropped (stopped with SIGSTOP: silent past the dead-peer
 # timeout) is stopped by the launcher at once, not left until the run ends;
-# the same command plus --join still brings a new process in
+# the same command plus --join still brings a new process in. The drop is the
+# dead-peer timeout's (2 s); the step timeout only bounds a hang: it was 3 s,
+# and the run failed whenever one step took longer, as the last one (all of
+# the validation split) took 1.1-3.0 s at a load of 5 on 2 cores, and single
+# steps 5-18 s at a load of 15
 topo "$tmp/st.json" -1 400 100 "embed,0-3,head"
 d=$tmp/st
-"$P" run "$tmp/st.json" --out "$d" --peer-timeout-ms 2000 --step-timeout-s 3 --no-trace >"$d.log" 2>&1 &
+"$P" run "$tmp/st.json" --out "$d" --peer-timeout-ms 2000 --step-timeout-s 60 --no-trace >"$d.log" 2>&1 &
 runpid=$!
 for _ in $(seq 600); do [ "$(cat "$d/metrics.jsonl" 2>/dev/null | grep -c '"worker": 1,')" -ge 5 ] && break; sleep 0.05; done
 wpid=$(cat "$d/stage-0-replica-1.pid")

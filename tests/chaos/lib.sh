@@ -100,20 +100,22 @@ ch_pick() {
 # N [KIND]: KIND 3stage (the default: the uneven 3-stage pipeline, compared
 # with the 1-stage reference) or grid (2 x 2, compared with ref2x2)
 chaos_kill_trials() {
-    local n=$1 kind=${2:-3stage} i ok=0 hit=0 rc d pid ref=ref start=ch_start what="stage" span=1500
+    local n=$1 kind=${2:-3stage} i ok=0 hit=0 rc d pid ref=ref start=ch_start what="stage" span=1500 name
     # (a grid run takes longer: kills over its whole length, restarts from every checkpoint)
     [ "$kind" = grid ] && { ref=ref2x2; start=ch_start_grid; what="process of a 2 x 2 grid"; span=6000; }
+    # its own directories per kind (kill0.., gridkill0..): with KEEP_TMP a grid
+    # trial in a 3-stage trial's kept directory resumed from its checkpoints
     for ((i = 0; i < n; i++)); do
-        ch_pick "$kind"; d=$((RANDOM % span + 100))
-        $start kill$i --max-restarts 3
-        ch_wait_file "$tmp/kill$i/$ch_stem.pid"
+        ch_pick "$kind"; d=$((RANDOM % span + 100)); name=$([ "$kind" = grid ] && echo grid)kill$i
+        $start $name --max-restarts 3
+        ch_wait_file "$tmp/$name/$ch_stem.pid"
         ch_sleep_ms $d
-        pid=$(cat "$tmp/kill$i/$ch_stem.pid" 2>/dev/null)
+        pid=$(cat "$tmp/$name/$ch_stem.pid" 2>/dev/null)
         [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && hit=$((hit + 1))
         wait $ch_run; rc=$?
-        if [ $rc -eq 0 ] && ch_same "$tmp/kill$i" $ref && ! ch_left "$tmp/kill$i"; then ok=$((ok + 1))
-        else echo "    trial $i: $ch_who killed after ${d} ms: rc $rc"; tail -n 3 "$tmp/kill$i.log" | sed 's/^/    | /'; fi
-        [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp/kill$i"
+        if [ $rc -eq 0 ] && ch_same "$tmp/$name" $ref && ! ch_left "$tmp/$name"; then ok=$((ok + 1))
+        else echo "    trial $i: $ch_who killed after ${d} ms: rc $rc"; tail -n 3 "$tmp/$name.log" | sed 's/^/    | /'; fi
+        [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp/$name"
     done
     check "SIGKILL of a random $what at a random moment, restarts on: $ok/$n trials bitwise equal ($hit kills landed)" \
         "[ $ok -eq $n ]"

@@ -8,8 +8,10 @@
  *   net_intruder flood HOST PORT N [RATE]  N hellos with fresh identities and no
  *                                       proof (at most RATE a second)
  *   net_intruder drip HOST PORT N SECS  N connections sending a header one byte a
- *                                       second for SECS s; prints how many the
- *                                       server closed and after how long at most
+ *                                       second for SECS s; prints how many are
+ *                                       open once all were dialled (flushed: a
+ *                                       test waits for that line), then how many
+ *                                       the server closed and after how long at most
  * Exit 0 when the attack could be carried out (not when it succeeded). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -137,6 +139,10 @@ static int do_drip(const char *host, int port, int n, int secs)
         closed[i] = fd[i] < 0 ? -2 : -1; /* -2: never opened */
         if (fd[i] >= 0) fcntl(fd[i], F_SETFL, O_NONBLOCK);
     }
+    int dialled = 0;
+    for (int i = 0; i < n; i++) dialled += fd[i] >= 0;
+    printf("drip: %d of %d connections open\n", dialled, n);
+    fflush(stdout);
     double end = now() + secs, longest = 0;
     for (int tick = 0; now() < end; tick++) {
         for (int i = 0; i < n; i++) {
