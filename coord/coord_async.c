@@ -31,6 +31,10 @@
 
 #include <math.h>
 
+/* The largest control payload send_k sends (MSG_START). */
+enum { TX_MAX = 24 };
+_Static_assert(PS_CTL_BYTES <= TX_MAX, "MSG_PS_CTL fits send_k's buffer");
+
 typedef struct {
     long step;              /* the worker-step being followed (0-based) */
     int phase;              /* W_NORM, W_LOSS, W_VAL, W_DONE */
@@ -53,6 +57,7 @@ typedef struct {
     long total;
     worker *w;
     struct net_op **tx;     /* (n_proc) the last control message sent to each process */
+    uint8_t (*txbuf)[TX_MAX]; /* (n_proc) its payload: net_send reads it until tx completes */
     long ck;                /* the outstanding checkpoint step (0-based), or -1 */
     struct net_op **ckop;   /* (n_grid) its CKPT_DONE receives */
     uint8_t *ckdone;        /* (P) */
@@ -76,7 +81,12 @@ static int send_k(async_run *a, int k, uint16_t type, long step, const void *buf
     if (a->tx[k]) net_wait(a->tx[k], c->o.peer_timeout_ms, nerr);
     net_op_free(a->tx[k]);
     a->tx[k] = NULL;
-    if (net_send(c->node, coord_sid(c, k), coord_key(type, (uint64_t)step, 0), buf, len, c->o.peer_timeout_ms, &a->tx[k],
+    /* net_send is zero-copy and the callers' payloads are on their stacks:
+     * a copy that lives until the send is waited for (here or at the end) */
+    if (len > TX_MAX)
+        return seterr(err, "coord: a control payload of %llu bytes (at most %d)", (unsigned long long)len, TX_MAX), -1;
+    memcpy(a->txbuf[k], buf, (size_t)len);
+    if (net_send(c->node, coord_sid(c, k), coord_key(type, (uint64_t)step, 0), a->txbuf[k], len, c->o.peer_timeout_ms, &a->tx[k],
                  nerr) != NET_OK)
         return seterr(err, "%s", nerr), -1;
     return 0;
@@ -562,6 +572,7 @@ int coord_async_steps(coordinator *c, char *err)
     int rc = 0;
     a.w = xcalloc((size_t)a.R, sizeof *a.w);
     a.tx = xcalloc((size_t)c->n_proc, sizeof *a.tx);
+    a.txbuf = xcalloc((size_t)c->n_proc, sizeof *a.txbuf);
     a.ckop = xcalloc((size_t)c->n_grid, sizeof *a.ckop);
     a.ckdone = xcalloc((size_t)a.P, 1);
     double now = base_now();
@@ -605,6 +616,6 @@ int coord_async_steps(coordinator *c, char *err)
         net_op_free(w->loss);
         free(w->norm); free(w->join); free(w->nbuf); free(w->jbuf); free(w->sq);
     }
-    free(a.w); free(a.tx); free(a.ckop); free(a.ckdone);
+    free(a.w); free(a.tx); free(a.txbuf); free(a.ckop); free(a.ckdone);
     return rc;
 }

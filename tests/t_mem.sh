@@ -8,7 +8,8 @@
 # activation part equals summary.json's peak_act_bytes byte for byte, and the
 # run's largest resident set (GNU time's maximum over the process tree) is
 # between 90% and 125% of the largest predicted total: the program, its
-# libraries, OpenBLAS's buffers and the loaded corpus are not predicted.
+# libraries, OpenBLAS's buffers and the loaded corpus are not predicted (not
+# checked under make asan, PIPETRAIN_ASAN: ASan's shadow memory is resident).
 # AdamW's state per process: with train.zero on 2 stages x 2 replicas, `check`
 # predicts each stage's summary.json optim_bytes byte for byte and `balance`'s
 # static memory counts the same (not 16 bytes per parameter); with sync "ps"
@@ -64,8 +65,13 @@ have=$(python3 -c 'import json,sys; print(" ".join(str(s["peak_act_bytes"]) for 
 check "activations predicted ($want) = summary.json peak_act_bytes ($have)" "[ -n '$want' ] && [ '$want' = '$have' ]"
 rss=$(( $(tail -1 "$tmp/rss") * 1024 ))
 echo "  largest resident set $rss bytes, largest predicted process $total bytes ($(( 100 * rss / total ))%)"
-check "largest resident set within 90%..125% of the largest prediction" \
-    "[ $((100 * rss)) -ge $((90 * total)) ] && [ $((100 * rss)) -le $((125 * total)) ]"
+if [ -n "${PIPETRAIN_ASAN:-}" ]; then
+    # ASan's shadow memory and freed-memory quarantine are resident too (166% seen)
+    echo "  skip (PIPETRAIN_ASAN): the resident set against the prediction"
+else
+    check "largest resident set within 90%..125% of the largest prediction" \
+        "[ $((100 * rss)) -ge $((90 * total)) ] && [ $((100 * rss)) -le $((125 * total)) ]"
+fi
 
 # --- AdamW state per process: ZeRO-1 over 2 replicas, sync "ps"
 T22=topologies/shakespeare-2x2.json

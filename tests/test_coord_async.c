@@ -38,7 +38,7 @@ typedef struct {
     long first;         /* the first step START named */
     int closed;         /* FW_STALL: its coordinator connection was closed, naming the drop */
     int errors;
-    char what[200];
+    char what[NET_ERR_LEN + 16]; /* room for "closed: " and a whole net error */
 } fworker;
 
 enum { FW_OK, FW_DIE, FW_DIE_BEFORE_STATS, FW_JOINER, FW_STALL, FW_DIE_IN_CKPT };
