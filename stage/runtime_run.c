@@ -175,15 +175,16 @@ static void free_chunks(rt *r)
 {
     for (int ci = 0; ci < r->n_chunks; ci++) {
         rt_chunk *c = &r->ch[ci];
-        float **bufs[4] = { c->act_in, c->act_out, c->grad_in, c->grad_out };
-        for (int j = 0; j < 4; j++) {
-            for (int mb = 0; mb < r->NQ && bufs[j]; mb++) free(bufs[j][mb]);
-            free(bufs[j]);
-        }
+        /* the ops first: a pending one may still read or write its buffer */
         struct net_op **ops[4] = { c->rx_act, c->rx_grad, c->tx_act, c->tx_grad };
         for (int j = 0; j < 4; j++) {
             for (int mb = 0; mb < r->NQ && ops[j]; mb++) net_op_free(ops[j][mb]);
             free(ops[j]);
+        }
+        float **bufs[4] = { c->act_in, c->act_out, c->grad_in, c->grad_out };
+        for (int j = 0; j < 4; j++) {
+            for (int mb = 0; mb < r->NQ && bufs[j]; mb++) free(bufs[j][mb]);
+            free(bufs[j]);
         }
         rt_wire_free(r, c); /* after the ops: a pending one may still read its buffer */
         for (int mb = 0; mb < r->NQ; mb++) if (c->slot[mb]) model_slots_free(c->slot[mb]);
