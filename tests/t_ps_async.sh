@@ -49,6 +49,22 @@ topo() {
     } >"$f"
 }
 
+# join_after_drop LOG: the dropped worker's printed command (cmd) plus --join,
+# once both servers have let worker 1 go (d); waits for the run (runpid) and the
+# joiner: their exit statuses in rc and jrc
+join_after_drop() {
+    local _ jp
+    for _ in $(seq 100); do [ "$(grep -l 'worker 1 (replica 1) dropped' "$d"/server-*.log 2>/dev/null | wc -l)" -eq 2 ] && break
+        sleep 0.05; done
+    sleep 0.3
+    "${cmd[@]}" --join >"$1" 2>&1 &
+    jp=$!
+    wait $runpid
+    rc=$?
+    wait $jp
+    jrc=$?
+}
+
 trains() { # NAME BOUND: exit 0, loss falls, lines per worker, staleness reported
     local name=$1 b=$2 d=$tmp/$1
     "$P" run "$tmp/$name.json" --out "$d" --peer-timeout-ms 2000 --no-trace >"$d.log" 2>&1
@@ -99,16 +115,7 @@ kill -9 "$wpid"
 for _ in $(seq 200); do grep -q '"event":"drop"' "$d/metrics.jsonl" 2>/dev/null && break; sleep 0.05; done
 check "killed worker: a drop event naming stage 0 replica 1" \
     "grep '\"event\":\"drop\"' $d/metrics.jsonl | grep -q '\"who\":\"stage 0 replica 1\"'"
-# the printed command plus --join, once the servers have let the dead one go
-for _ in $(seq 100); do grep -q 'worker 1 (replica 1) dropped' "$d/server-0.log" "$d/server-1.log" 2>/dev/null &&
-    [ "$(grep -l 'worker 1 (replica 1) dropped' "$d"/server-*.log | wc -l)" -eq 2 ] && break; sleep 0.05; done
-sleep 0.3
-"${cmd[@]}" --join >"$tmp/join.log" 2>&1 &
-joinpid=$!
-wait $runpid
-rc=$?
-wait $joinpid
-jrc=$?
+join_after_drop "$tmp/join.log"
 check "killed worker: run exits 0" "[ $rc -eq 0 ] || { tail -n 12 $d.log; false; }"
 check "--join: the new worker joined (event) and exited 0" \
     "grep -q '\"event\":\"join\"' $d/metrics.jsonl && [ $jrc -eq 0 ] || { tail -n 5 $tmp/join.log; false; }"
@@ -148,15 +155,7 @@ check "... its process ended within 5 s of the drop, while the run goes on (gone
     "[ $gone -eq 1 ] && [ $running -eq 1 ]"
 check "... and run says so, naming it and its pid" \
     "grep -q 'pipetrain run: stopping stage 0 replica 1 (pid $wpid): its worker was dropped: ' $d.log"
-for _ in $(seq 100); do [ "$(grep -l 'worker 1 (replica 1) dropped' "$d"/server-*.log 2>/dev/null | wc -l)" -eq 2 ] && break
-    sleep 0.05; done
-sleep 0.3
-"${cmd[@]}" --join >"$tmp/join2.log" 2>&1 &
-joinpid=$!
-wait $runpid
-rc=$?
-wait $joinpid
-jrc=$?
+join_after_drop "$tmp/join2.log"
 check "stopped worker: run exits 0 with no warning about the process it stopped" \
     "[ $rc -eq 0 ] && ! grep -q 'warning: stage 0 replica 1' $d.log || { tail -n 12 $d.log; false; }"
 check "stopped worker: --join in its place trained to the end and exited 0" \
