@@ -13,8 +13,8 @@
  * every unit gets its stage's measured speed. Memory per unit: weights and
  * gradients (8 bytes per parameter), the AdamW moments one process keeps
  * (topo_optim_bytes: 8 bytes per parameter, 1/R of them with train.zero, none
- * with sync "ps"), plus model_unit_mem's stash and work under train.recompute; the simulator adds up the stash at the schedule's
- * peak. */
+ * with sync "ps"), plus model_unit_mem's stash and work under train.recompute;
+ * the simulator adds up the stash at the schedule's peak. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>

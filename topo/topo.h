@@ -427,8 +427,9 @@ int topo_check_limits(const topo *t, char *err);
 /* ---- memory (topo/topo_mem.c) ----
  * What one stage process needs, in bytes, predicted from the topology alone
  * (README "Memory"): weights (+ a tied head's copy of the embedding),
- * gradients, AdamW's two moments (topo_optim_bytes), activations at the peak of the stage's schedule (the simulator's
- * peak_bytes over model_unit_mem; what summary.json's peak_act_bytes
+ * gradients, AdamW's two moments (topo_optim_bytes), activations at the
+ * peak of the stage's schedule (the simulator's peak_bytes over
+ * model_unit_mem; what summary.json's peak_act_bytes
  * measures), buffers (model_part_bytes' fixed part and the runtime's
  * micro-batch receive and send buffers). */
 typedef struct { double weights, grads, optim, act, buffers, total; } topo_mem;
