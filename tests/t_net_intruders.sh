@@ -7,9 +7,10 @@
 #  2. 64 connections dripping a header one byte a second at stage 1 as the run
 #     starts: stage 0 still gets in and the run completes, and every dripping
 #     connection is closed by the handshake deadline (5 s from accept); the run
-#     must outlive that deadline for stage 1 to log the drops (200 steps took
-#     5.4 s from stage 0's start, 1 s after the drip's: the drops were logged in
-#     about half the runs), so it trains 600 steps (~8 s quiet, more loaded);
+#     must outlive that deadline (and the 1 s tick that finds it) for stage 1
+#     to log the drops: 200 steps took 5.4 s and the drops were logged in about
+#     half the runs; it trains 1000 steps (~15 s from stage 0's start, which is
+#     right after the drip's, on this machine: a machine 2.5x faster still logs);
 #  3. a duplicate stage 1 with another topology exits at once with the refusal
 #     it got (it used to wait out its connect timeout and blame stage 0).
 set -u
@@ -44,7 +45,7 @@ check "... and the intruder was told why" "grep -q 'stage 6 is not in the topolo
 
 # 2. dripping connections hold stage 1's pre-auth slots as stage 0 starts
 d=$tmp/drip
-PIPETRAIN_BY_HAND=1 "$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" --steps 600 --set stages.0.port=$((BASE + 10)) \
+PIPETRAIN_BY_HAND=1 "$P" run topologies/shakespeare-2stage.json "${COMMON[@]}" --steps 1000 --set stages.0.port=$((BASE + 10)) \
     --set stages.1.port=$((BASE + 11)) --out "$d" >"$d.log" 2>&1 &
 run=$!
 for _ in $(seq 100); do [ "$(grep -c ' stage .* --stage ' "$d.log")" -ge 2 ] && break; sleep 0.1; done
