@@ -11,15 +11,22 @@
  * step-to-step dependency and no thread hand-offs: those are what the ratio
  * measures. (Before, the baseline added nothing, which charged the ring for
  * its arithmetic.)
+ * --plain-threads 1 drives each rank's two sockets from one thread (poll,
+ * non-blocking), as net/ does: the baseline then prices what the ring adds
+ * to that design, not the design itself.
  * Plain and ring trials run in pairs, back to back, alternating which goes
  * first; the ratio is the median of the paired ratios (bench net's method and
  * statistics). It does not measure anything across hosts. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +107,53 @@ static void *plain_recv(void *arg)
     return NULL;
 }
 
+/* --plain-threads 1: one thread per rank sends on its link and receives on
+ * the link before it, both sockets non-blocking and poll()ed, as net/'s one
+ * network thread does (no checksums, no step-to-step dependency): what the
+ * ring's one-thread-per-process design costs by itself, apart from what the
+ * ring adds to it. */
+struct poll_end { struct plain_end *s, *r; };
+
+static void *plain_poll(void *arg)
+{
+    struct poll_end *o = arg;
+    struct plain_end *s = o->s, *r = o->r;
+    size_t sd = 0, rd = 0, got = 0; /* got: bytes of the current reduce-scatter piece in r->tmp */
+    fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK);
+    fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
+    while ((sd < s->bytes || rd < r->bytes) && s->rc == 0 && r->rc == 0) {
+        struct pollfd p[2] = { { s->fd, (short)(sd < s->bytes ? POLLOUT : 0), 0 },
+                               { r->fd, (short)(rd < r->bytes ? POLLIN : 0), 0 } };
+        if (poll(p, 2, 10000) <= 0) { /* nothing for 10 s: a stuck trial fails, it does not hang */
+            s->rc = -1;
+            break;
+        }
+        if (p[0].revents & (POLLOUT | POLLERR | POLLHUP)) {
+            ssize_t k = send(s->fd, s->buf + sd % s->size, plain_len(s, sd), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k > 0) sd += (size_t)k;
+            else if (k < 0 && errno != EAGAIN) s->rc = -1;
+        }
+        if (!(p[1].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+        size_t l = plain_len(r, rd), in_op = rd % r->per, rs = r->per / 2;
+        if (in_op < rs) { /* as plain_recv: the piece whole into the scratch, then added */
+            if (l > rs - in_op) l = rs - in_op;
+            ssize_t k = recv(r->fd, (uint8_t *)r->tmp + got, l - got, MSG_DONTWAIT);
+            if (k > 0 && (got += (size_t)k) == l) {
+                coll_add_f32((float *)(void *)(r->buf + in_op / sizeof(float) * sizeof(float)), r->tmp,
+                             l / sizeof(float));
+                rd += l;
+                got = 0;
+            }
+            if (k == 0 || (k < 0 && errno != EAGAIN)) r->rc = -1;
+        } else {
+            ssize_t k = recv(r->fd, r->buf + rd % r->size, l, MSG_DONTWAIT);
+            if (k > 0) rd += (size_t)k;
+            else if (k == 0 || errno != EAGAIN) r->rc = -1;
+        }
+    }
+    return NULL;
+}
+
 /* The plain ring's buffers for one (R, size) cell: allocated once, as the
  * ring's are, and not per trial. A fresh 64 MiB buffer per trial may or may
  * not get transparent huge pages (memory gets fragmented), and on this VM a
@@ -128,11 +182,13 @@ static void plain_bufs_free(struct plain_bufs *b, int R)
     }
 }
 
-/* Bytes per second per link; 0 on failure. *cpu: CPU seconds of the timed part. */
-static double plain_ring(int R, size_t size, int iters, struct plain_bufs *pb, double *cpu)
+/* Bytes per second per link; 0 on failure. *cpu: CPU seconds of the timed
+ * part. threads: per rank, 2 (a sender and a receiver) or 1 (plain_poll). */
+static double plain_ring(int R, size_t size, int iters, struct plain_bufs *pb, int threads, double *cpu)
 {
     int snd[MAXR], rcv[MAXR], ok = 1;
     struct plain_end s[MAXR], r[MAXR];
+    struct poll_end po[MAXR];
     pthread_t ts[MAXR], tr[MAXR];
     size_t bytes = ring_bytes(size, R) * (size_t)iters;
     for (int i = 0; i < R; i++) {
@@ -141,16 +197,21 @@ static double plain_ring(int R, size_t size, int iters, struct plain_bufs *pb, d
         s[i] = (struct plain_end){ snd[i], bytes, size, ring_bytes(size, R), pb->snd[i], NULL, 0 };
         r[i] = (struct plain_end){ rcv[i], bytes, size, ring_bytes(size, R), pb->rcv[i], pb->tmp[i], 0 };
     }
+    for (int i = 0; i < R; i++) po[i] = (struct poll_end){ &s[i], &r[(i + R - 1) % R] }; /* rank i's two links */
     double t0 = now_s(), c0 = cpu_s();
     for (int i = 0; i < R && ok; i++) {
+        if (threads == 1) {
+            pthread_create(&ts[i], NULL, plain_poll, &po[i]);
+            continue;
+        }
         pthread_create(&tr[i], NULL, plain_recv, &r[i]);
         pthread_create(&ts[i], NULL, plain_send, &s[i]);
     }
     for (int i = 0; i < R && ok; i++) {
         pthread_join(ts[i], NULL);
-        pthread_join(tr[i], NULL);
-        ok &= s[i].rc == 0 && r[i].rc == 0;
+        if (threads != 1) pthread_join(tr[i], NULL);
     }
+    for (int i = 0; i < R && ok; i++) ok &= s[i].rc == 0 && r[i].rc == 0;
     double dt = now_s() - t0;
     *cpu = cpu_s() - c0;
     for (int i = 0; i < R; i++) {
@@ -280,7 +341,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: pipetrain bench allreduce [--json] [--ranks 2,3,4] "
                "[--sizes BYTES,... (default 65536,1048576,4194304,16777216,67108864)] "
-               "[--trials N (default 5, at most %d)] [--mib N (per rank per trial, default 64)] [--chunk BYTES (largest message, default %u)] [--encrypt (the ring's frames sealed)]\n",
+               "[--trials N (default 5, at most %d)] [--mib N (per rank per trial, default 64)] [--chunk BYTES (largest message, default %u)] [--encrypt (the ring's frames sealed)] "
+               "[--plain-threads 2|1 (per rank in the plain ring: a sender and a receiver, or one thread poll()ing both)]\n",
             MAX_TRIALS, COLL_CHUNK_BYTES);
 }
 
@@ -294,7 +356,7 @@ static void size_name(size_t b, char *out, size_t cap)
 int bench_allreduce_main(int argc, char **argv)
 {
     long ranks[MAXR] = { 2, 3, 4 }, sizes[MAXS] = { 64 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20 };
-    int nr = 3, ns = 5, json = 0, trials = 5, mib = 64, encrypt = 0;
+    int nr = 3, ns = 5, json = 0, trials = 5, mib = 64, encrypt = 0, pthreads = 2;
     long chunk = COLL_CHUNK_BYTES;
     for (int i = 1; i < argc; i++) /* one rank per process: bench_allreduce_hosts.c */
         if (!strcmp(argv[i], "--rank") || !strcmp(argv[i], "--members")) return bench_allreduce_hosts_main(argc, argv);
@@ -306,15 +368,17 @@ int bench_allreduce_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atol(argv[++i]);
         else if (!strcmp(argv[i], "--encrypt")) encrypt = 1;
+        else if (!strcmp(argv[i], "--plain-threads") && i + 1 < argc) pthreads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         else { usage(stderr); return 2; }
     }
     int bad = nr < 1 || ns < 1 || trials < 1 || trials > MAX_TRIALS || mib < 1 || mib > 4096 ||
-              chunk < 4 || chunk > (64l << 20);
+              chunk < 4 || chunk > (64l << 20) || (pthreads != 1 && pthreads != 2);
     for (int i = 0; i < nr && !bad; i++) bad = ranks[i] < 2 || ranks[i] > MAXR;
     for (int i = 0; i < ns && !bad; i++) bad = sizes[i] < 4 * MAXR || sizes[i] > (1l << 30);
     if (bad) {
-        fprintf(stderr, "bench allreduce: ranks 2..%d, sizes %d B .. 1 GiB, trials 1..%d, mib 1..4096, chunk 4 B .. 64 MiB\n",
+        fprintf(stderr, "bench allreduce: ranks 2..%d, sizes %d B .. 1 GiB, trials 1..%d, mib 1..4096, chunk 4 B .. 64 MiB, "
+                        "plain-threads 1 or 2\n",
                 MAXR, 4 * MAXR, MAX_TRIALS);
         usage(stderr);
         return 2;
@@ -350,7 +414,7 @@ int bench_allreduce_main(int argc, char **argv)
             for (int t = 0; t < trials; t++) {
                 double p = 0, b = 0, cp = 0, cb = 0;
                 for (int k = 0; k < 2; k++) {
-                    if (k == t % 2) p = plain_ring(R, size, iters, &pb, &cp);
+                    if (k == t % 2) p = plain_ring(R, size, iters, &pb, pthreads, &cp);
                     else b = ring_busbw(&x, bufs, size, iters, &cb);
                 }
                 failed |= b == 0 || p == 0;
@@ -375,8 +439,8 @@ int bench_allreduce_main(int argc, char **argv)
                "\"busbw\":\"bytes x 2(R-1)/R / time\",\"plain_adds\":true,"
                "\"cpu_ratio\":\"plain CPU s / ring CPU s, median of paired trials\","
                "\"cpu_s_per_GB\":\"CPU s per GB over the links (bytes x 2(R-1)/R x R), median of trials\","
-               "\"ring_rx\":\"%s\",\"ring_rx_slice\":%zu,\"ring_sealed\":%s,\"results\":[", mib, trials, rx_name,
-               rx_slice, encrypt ? "true" : "false");
+               "\"ring_rx\":\"%s\",\"ring_rx_slice\":%zu,\"ring_sealed\":%s,\"plain_threads_per_rank\":%d,\"results\":[", mib,
+               trials, rx_name, rx_slice, encrypt ? "true" : "false", pthreads);
         for (int ri = 0, first = 1; ri < nr; ri++)
             for (int si = 0; si < ns; si++, first = 0) {
                 struct cell *c = &cells[ri][si];
@@ -398,9 +462,10 @@ int bench_allreduce_main(int argc, char **argv)
                "bytes over R plain socket links in a ring, all busy at once, with the same additions (the\n"
                "reduce-scatter half received into scratch and added; no checksums); ratio = ring / plain, median of\n"
                "paired trials (back to back, alternating which goes first), with quartiles, range, pairs;\n"
-               "the ring's reduce-scatter receives into %s (%s=pool|scratch, slice %zu bytes)%s\n",
+               "the ring's reduce-scatter receives into %s (%s=pool|scratch, slice %zu bytes)%s%s\n",
                mib, trials, rx_name, COLL_RX_ENV, rx_slice,
-               encrypt ? ";\nthe ring's frames are sealed (--encrypt: AES-256-GCM, no CRC; the plain ring is not)" : "");
+               encrypt ? ";\nthe ring's frames are sealed (--encrypt: AES-256-GCM, no CRC; the plain ring is not)" : "",
+               pthreads == 1 ? ";\nthe plain ring runs one thread per rank, poll()ing both its sockets (--plain-threads 1)" : "");
         printf("%-3s %-8s %10s %10s %6s %13s %11s %3s %5s %9s %9s\n", "R", "size", "busbw GB/s", "plain GB/s", "ratio",
                "IQR", "min-max", "n", "cpu", "ring s/GB", "plain");
         for (int ri = 0; ri < nr; ri++)

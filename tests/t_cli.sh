@@ -136,7 +136,15 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d[\"ring_sealed\"] is True and d[\"results\"][0][\"busbw_Bps\"] > 0, d
 ' $tmp/bae.json || { cat $tmp/bae.err; false; }"
+"$P" bench allreduce --json --plain-threads 1 --ranks 2,4 --sizes 65536 --trials 1 --mib 1 >"$tmp/ba1.json" 2>"$tmp/ba1.err"
+check "bench allreduce --plain-threads 1: the one-thread plain ring runs and says so" "python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d[\"plain_threads_per_rank\"] == 1, d
+assert all(r[\"plain_Bps\"] > 0 and r[\"busbw_Bps\"] > 0 for r in d[\"results\"]), d
+' $tmp/ba1.json && grep -q '\"plain_threads_per_rank\":2' $tmp/ba.json || { cat $tmp/ba1.err; false; }"
 expect_bad "bench allreduce with one rank" "ranks 2.." "$P" bench allreduce --ranks 1
+expect_bad "bench allreduce --plain-threads 3" "plain-threads 1 or 2" "$P" bench allreduce --plain-threads 3
 for c in run check eval sample export bench; do
     check "$c --help exits 0" "'$P' $c --help >/dev/null 2>&1"
 done
