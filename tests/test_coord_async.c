@@ -631,14 +631,17 @@ static void *late_joiner(void *arg)
     put_u32le(buf + 4, 4343);
     put_u32le(buf + 8, (uint32_t)h->t.stages[0].n_units);
     struct net_op *op = NULL;
+    /* the JOIN goes out once the handshake is through (or fails with it):
+     * waited for before its op is freed (freeing a pending send cancels it,
+     * net.h) and before buf is reused */
     int st = net_send(n, net_coord_id(), (net_key){ MSG_JOIN, 0, 0, 0 }, buf, 12, 5000, &op, e);
-    net_op_free(op);
-    op = NULL;
-    if (st == NET_OK || st == NET_TIMEOUT)
-        st = net_recv_post(n, net_coord_id(), (net_key){ MSG_START, 0, 0, 0 }, buf, sizeof buf, &op, e);
     if (st == NET_OK) st = net_wait(op, 10000, e);
     net_op_free(op);
-    f->closed = st; /* the outcome of waiting for START */
+    op = NULL;
+    if (st == NET_OK) st = net_recv_post(n, net_coord_id(), (net_key){ MSG_START, 0, 0, 0 }, buf, sizeof buf, &op, e);
+    if (st == NET_OK) st = net_wait(op, 10000, e);
+    net_op_free(op);
+    f->closed = st; /* the outcome of sending JOIN, then of waiting for START */
     snprintf(f->what, sizeof f->what, "%s", e);
     h->w0_stats_hold = 0;
     net_node_free(n);
