@@ -58,6 +58,8 @@ typedef struct {
     worker *w;
     struct net_op **tx;     /* (n_proc) the last control message sent to each process */
     uint8_t (*txbuf)[TX_MAX]; /* (n_proc) its payload: net_send reads it until tx completes */
+    uint16_t *txtype;       /* (n_proc) its type and step: named when it cannot be sent */
+    long *txstep;
     long ck;                /* the outstanding checkpoint step (0-based), or -1 */
     struct net_op **ckop;   /* (n_grid) its CKPT_DONE receives */
     uint8_t *ckdone;        /* (P) */
@@ -73,19 +75,44 @@ static long next_ck(const async_run *a, long after)
     return -1;
 }
 
-/* Sends to process k, keeping the op until the next send to k. */
+/* The control message last sent to process k, for a message: "NORM_REPLY of step 8". */
+static void tx_what(const async_run *a, int k, char *buf, size_t cap)
+{
+    uint16_t t = a->txtype[k];
+    const char *name = t == MSG_START ? "START" : t == MSG_NORM_REPLY ? "NORM_REPLY" : t == MSG_PS_CTL ? "PS_CTL" : "message";
+    if (t == MSG_NORM_REPLY) snprintf(buf, cap, "%s of step %ld", name, a->txstep[k] + 1);
+    else snprintf(buf, cap, "%s", name);
+}
+
+/* Sends to process k, keeping the op until the next send to k. The previous
+ * send to k must have completed first: control messages are never dropped
+ * (the protocol assumes delivery). One still pending after the peer timeout
+ * means k is not reading (its connection alive, or the transport would have
+ * failed it): an error naming the message, which the caller treats as k
+ * failing (a worker dropped, a server fatal); the op is left in a->tx[k] for
+ * drop() or the end to release. */
 static int send_k(async_run *a, int k, uint16_t type, long step, const void *buf, uint64_t len, char *err)
 {
     coordinator *c = a->c;
     char nerr[NET_ERR_LEN];
-    if (a->tx[k]) net_wait(a->tx[k], c->o.peer_timeout_ms, nerr);
-    net_op_free(a->tx[k]);
-    a->tx[k] = NULL;
+    if (a->tx[k]) {
+        int st = net_wait(a->tx[k], c->o.peer_timeout_ms, nerr);
+        char what[48];
+        tx_what(a, k, what, sizeof what);
+        if (st == NET_TIMEOUT)
+            return seterr(err, "not reading: the coordinator's %s could not be sent to it within %d ms "
+                          "(--peer-timeout-ms)", what, c->o.peer_timeout_ms), -1;
+        if (st != NET_OK) return seterr(err, "the coordinator's %s was not sent: %s", what, nerr), -1;
+        net_op_free(a->tx[k]);
+        a->tx[k] = NULL;
+    }
     /* net_send is zero-copy and the callers' payloads are on their stacks:
      * a copy that lives until the send is waited for (here or at the end) */
     if (len > TX_MAX)
         return seterr(err, "coord: a control payload of %llu bytes (at most %d)", (unsigned long long)len, TX_MAX), -1;
     memcpy(a->txbuf[k], buf, (size_t)len);
+    a->txtype[k] = type;
+    a->txstep[k] = step;
     if (net_send(c->node, coord_sid(c, k), coord_key(type, (uint64_t)step, 0), a->txbuf[k], len, c->o.peer_timeout_ms, &a->tx[k],
                  nerr) != NET_OK)
         return seterr(err, "%s", nerr), -1;
@@ -141,9 +168,21 @@ static int tell_servers(async_run *a, uint32_t op, int r, long step, char *err)
     put_u64le(b + 8, (uint64_t)step);
     for (int j = 0; j < c->t->n_servers; j++) {
         int k = c->n_grid + j;
-        char nerr[NET_ERR_LEN];
-        if (send_k(a, k, MSG_PS_CTL, a->nctl, b, sizeof b, err) || net_wait(a->tx[k], c->o.peer_timeout_ms, nerr) != NET_OK)
-            return coord_fail(c, k, "could not be told about a worker that left or joined", err);
+        char nerr[NET_ERR_LEN], serr[ERR_LEN], why[ERR_LEN];
+        int bad = send_k(a, k, MSG_PS_CTL, a->nctl, b, sizeof b, serr);
+        if (!bad) {
+            int st = net_wait(a->tx[k], c->o.peer_timeout_ms, nerr);
+            if (st == NET_TIMEOUT)
+                snprintf(serr, sizeof serr, "not reading: the coordinator's PS_CTL could not be sent to it within "
+                         "%d ms (--peer-timeout-ms)", c->o.peer_timeout_ms);
+            else if (st != NET_OK)
+                snprintf(serr, sizeof serr, "%.400s", nerr);
+            bad = st != NET_OK;
+        }
+        if (bad) {
+            snprintf(why, sizeof why, "could not be told about a worker that left or joined: %.400s", serr);
+            return coord_fail(c, k, why, err);
+        }
     }
     /* a drop is answered once the server has closed and forgotten the
      * worker's connections (ps/ps_proto.h): only then is it logged, so a
@@ -573,6 +612,8 @@ int coord_async_steps(coordinator *c, char *err)
     a.w = xcalloc((size_t)a.R, sizeof *a.w);
     a.tx = xcalloc((size_t)c->n_proc, sizeof *a.tx);
     a.txbuf = xcalloc((size_t)c->n_proc, sizeof *a.txbuf);
+    a.txtype = xcalloc((size_t)c->n_proc, sizeof *a.txtype);
+    a.txstep = xcalloc((size_t)c->n_proc, sizeof *a.txstep);
     a.ckop = xcalloc((size_t)c->n_grid, sizeof *a.ckop);
     a.ckdone = xcalloc((size_t)a.P, 1);
     double now = base_now();
@@ -604,8 +645,14 @@ int coord_async_steps(coordinator *c, char *err)
     close_late_joins(&a, rc);
     c->step = a.total - 1;
     for (int k = 0; k < c->n_proc; k++) {
-        char nerr[NET_ERR_LEN];
-        if (a.tx[k]) net_wait(a.tx[k], 1000, nerr);
+        char nerr[NET_ERR_LEN], who[48], what[48];
+        /* the last message to a process still in the run: cancelled only with a note (a failed one is its
+         * process's failure, which the end names) */
+        if (a.tx[k] && net_wait(a.tx[k], 1000, nerr) == NET_TIMEOUT && !rc) {
+            tx_what(&a, k, what, sizeof what);
+            run_log_note(c->log, "pipetrain: %s did not take the coordinator's %s within 1 s of the end of the "
+                         "steps; cancelled", coord_who(c->t, k, who, sizeof who), what);
+        }
         net_op_free(a.tx[k]);
     }
     free_ops(a.ckop, c->n_grid);
@@ -616,6 +663,6 @@ int coord_async_steps(coordinator *c, char *err)
         net_op_free(w->loss);
         free(w->norm); free(w->join); free(w->nbuf); free(w->jbuf); free(w->sq);
     }
-    free(a.w); free(a.tx); free(a.txbuf); free(a.ckop); free(a.ckdone);
+    free(a.w); free(a.tx); free(a.txbuf); free(a.txtype); free(a.txstep); free(a.ckop); free(a.ckdone);
     return rc;
 }

@@ -21,8 +21,10 @@
 #include "run/run.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
+#include "tests/net_raw.h"
 #include "tests/tests.h"
 
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -36,16 +38,19 @@ typedef struct {
     int kind;           /* FW_* */
     long die_after;     /* FW_DIE: dies after this many steps (0-based count) */
     long first;         /* the first step START named */
-    int closed;         /* FW_STALL: its coordinator connection was closed, naming the drop */
+    int closed;         /* FW_STALL: its coordinator connection was closed, naming the drop;
+                           FW_NO_READ: the NORM_REPLYs it read, in order */
     int errors;
     char what[NET_ERR_LEN + 16]; /* room for "closed: " and a whole net error */
 } fworker;
 
-enum { FW_OK, FW_DIE, FW_DIE_BEFORE_STATS, FW_JOINER, FW_STALL, FW_DIE_IN_CKPT };
+enum { FW_OK, FW_DIE, FW_DIE_BEFORE_STATS, FW_JOINER, FW_STALL, FW_DIE_IN_CKPT, FW_NO_READ };
 /* FW_STALL: alive but silent from step die_after on (dropped for the step
  * timeout), until its connection is closed or the test ends;
  * FW_DIE_IN_CKPT: worker 0 trains every step, writes part of the last
- * checkpoint's shard and dies before its CKPT_DONE. */
+ * checkpoint's shard and dies before its CKPT_DONE;
+ * FW_NO_READ: a raw socket (no_reader) that pushes its steps without
+ * waiting for the replies and reads none of them. */
 
 struct harness {
     topo t;
@@ -144,9 +149,136 @@ static int await_metrics(harness *h, const char *text)
 
 static double sq_of(long s, int u) { return 0.5 + 0.25 * (double)u + 1e-3 * (double)s; }
 
+static int raw_msg(int fd, net_peer_id me, uint16_t type, long step, const void *buf, uint32_t len)
+{
+    return put_frame(fd, type, me, (net_key){ type, (uint64_t)step, 0, 0 }, len, net_crc32c(0, buf, len), buf, len);
+}
+
+/* The coordinator's end of the loopback connection whose other end is fd:
+ * this process holds both. -1 when not found. */
+static int coord_end(int fd, int coord_port)
+{
+    struct sockaddr_in me, a, b;
+    socklen_t l = sizeof me;
+    if (getsockname(fd, (struct sockaddr *)&me, &l)) return -1;
+    for (int k = 3; k < 4096; k++) {
+        socklen_t la = sizeof a, lb = sizeof b;
+        if (k == fd || getsockname(k, (struct sockaddr *)&a, &la) || getpeername(k, (struct sockaddr *)&b, &lb) ||
+            a.sin_family != AF_INET || b.sin_family != AF_INET)
+            continue;
+        if (ntohs(a.sin_port) == coord_port && b.sin_port == me.sin_port) return k;
+    }
+    return -1;
+}
+
+/* FW_NO_READ: worker f->r as a raw socket (tests/net_raw.h; the coordinator
+ * does not seal on loopback) that authenticates, JOINs, takes its START, then
+ * pushes NORM and LOSS for every step without reading anything: alive (its
+ * frames and a heartbeat every 100 ms keep coming), not reading. Its receive
+ * buffer is small and the coordinator's send buffer to it too (set on the
+ * coordinator's socket, found in this process), so that the coordinator's
+ * socket fills within a few dozen steps and a NORM_REPLY stays unsent. The
+ * coordinator's socket gets TCP_USER_TIMEOUT 0: the kernel would otherwise
+ * end the connection itself after the dead-peer timeout of zero window
+ * (net_loop.c tune_socket) at about the time send_k gives up, a drop as well
+ * but one that hides what send_k does. Once the server was told of a drop,
+ * or 4 s after START (several peer timeouts), it reads everything that came
+ * and checks that the NORM_REPLYs came one per step, in order (a gap: a reply
+ * was lost); the error frame that ends it goes into f->what. */
+static void *no_reader(fworker *f)
+{
+    harness *h = f->h;
+    const topo *t = &h->t;
+    net_peer_id me = net_stage_id(0, (uint16_t)f->r);
+    uint8_t secret[256], buf[4096], mine[NET_HELLO_LEN], theirs[NET_HELLO_LEN], proof[NET_PROOF_LEN];
+    size_t slen = 0;
+    char err[ERR_LEN];
+    net_hdr hd = { 0 };
+    net_hello hello;
+    if (stage_secret(t, secret, sizeof secret, &slen, err)) { f->errors++; snprintf(f->what, sizeof f->what, "%s", err); return NULL; }
+    int fd = socket(AF_INET, SOCK_STREAM, 0), small = 1, ck = -1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); /* the minimum: before connecting */
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h->port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* the handshake: the coordinator's hello, ours (its run id and topology hash), both proofs */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) || get_frame(fd, &hd, buf, sizeof buf) || hd.type != NET_T_HELLO ||
+        net_hello_parse(buf, hd.len, &hello, err) != NET_OK || hello.aead || (ck = coord_end(fd, h->port)) < 0) {
+        f->errors++;
+        snprintf(f->what, sizeof f->what, "no clear hello from the coordinator, or its socket not found");
+        close(fd);
+        return NULL;
+    }
+    setsockopt(ck, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(ck, IPPROTO_TCP, TCP_USER_TIMEOUT, &zero, sizeof zero);
+    memcpy(theirs, buf, NET_HELLO_LEN);
+    hello.id = me;
+    net_random(hello.nonce, NET_NONCE_LEN);
+    net_hello_encode(mine, &hello);
+    net_auth_proof(proof, secret, slen, mine, theirs);
+    uint32_t nu = (uint32_t)topo_n_units(t);
+    put_u32le(buf, 0);
+    put_u32le(buf + 4, 4242u + (uint32_t)f->r);
+    put_u32le(buf + 8, (uint32_t)t->stages[0].n_units);
+    if (put_frame(fd, NET_T_HELLO, me, (net_key){ 0 }, NET_HELLO_LEN, net_crc32c(0, mine, NET_HELLO_LEN), mine,
+                  NET_HELLO_LEN) ||
+        put_frame(fd, NET_T_AUTH, me, (net_key){ 0 }, NET_PROOF_LEN, net_crc32c(0, proof, NET_PROOF_LEN), proof,
+                  NET_PROOF_LEN) ||
+        get_frame(fd, &hd, buf + 16, sizeof buf - 16) || hd.type != NET_T_AUTH || raw_msg(fd, me, MSG_JOIN, 0, buf, 12)) {
+        f->errors++;
+        snprintf(f->what, sizeof f->what, "handshake failed");
+        close(fd);
+        return NULL;
+    }
+    f->first = -1;
+    while (!get_frame(fd, &hd, buf, sizeof buf) && hd.type != MSG_START && hd.type != NET_T_ERROR) {}
+    if (hd.type != MSG_START || hd.len < 16) {
+        f->errors++;
+        snprintf(f->what, sizeof f->what, "no START");
+        close(fd);
+        return NULL;
+    }
+    f->first = (long)get_u64le(buf);
+    long total = t->train.steps, s = f->first, want = f->first;
+    double t0 = base_now(), beat = t0;
+    /* not reading */
+    while (!h->ctl_drop && !h->stop && base_now() - t0 < 4) {
+        if (s < total) { /* the next step, not waiting for the last one's reply */
+            double sq[64];
+            for (uint32_t u = 0; u < nu; u++) sq[u] = sq_of(s, (int)u);
+            uint64_t nl = coord_encode_norms(t, 0, sq, buf);
+            put_f64le(buf + 2048, 3.0 - 0.125 * (double)s);
+            if (raw_msg(fd, me, MSG_NORM, s, buf, (uint32_t)nl) || raw_msg(fd, me, MSG_LOSS, s, buf + 2048, 8)) break;
+            s++;
+        } else if (base_now() - beat > 0.1) {
+            if (put_frame(fd, NET_T_HEARTBEAT, me, (net_key){ 0 }, 0, 0, NULL, 0)) break;
+            beat = base_now();
+        } else {
+            usleep(5000);
+        }
+    }
+    /* what came, in order */
+    while (want < total && !get_frame(fd, &hd, buf, sizeof buf)) {
+        if (hd.type == NET_T_ERROR) { snprintf(f->what, sizeof f->what, "%s", (char *)buf); break; }
+        if (hd.type != MSG_NORM_REPLY) continue;
+        if ((long)hd.step != want) {
+            f->errors++;
+            snprintf(f->what, sizeof f->what, "the NORM_REPLY of step %ld never came (the next was step %ld's)", want + 1,
+                     (long)hd.step + 1);
+            break;
+        }
+        want++;
+    }
+    f->closed = (int)(want - f->first); /* the replies it read */
+    close(fd);
+    return NULL;
+}
+
 static void *worker_main(void *arg)
 {
     fworker *f = arg;
+    if (f->kind == FW_NO_READ) return no_reader(f);
     harness *h = f->h;
     const topo *t = &h->t;
     int nu = topo_n_units(t);
@@ -499,14 +631,17 @@ static void *late_joiner(void *arg)
     put_u32le(buf + 4, 4343);
     put_u32le(buf + 8, (uint32_t)h->t.stages[0].n_units);
     struct net_op *op = NULL;
+    /* the JOIN goes out once the handshake is through (or fails with it):
+     * waited for before its op is freed (freeing a pending send cancels it,
+     * net.h) and before buf is reused */
     int st = net_send(n, net_coord_id(), (net_key){ MSG_JOIN, 0, 0, 0 }, buf, 12, 5000, &op, e);
-    net_op_free(op);
-    op = NULL;
-    if (st == NET_OK || st == NET_TIMEOUT)
-        st = net_recv_post(n, net_coord_id(), (net_key){ MSG_START, 0, 0, 0 }, buf, sizeof buf, &op, e);
     if (st == NET_OK) st = net_wait(op, 10000, e);
     net_op_free(op);
-    f->closed = st; /* the outcome of waiting for START */
+    op = NULL;
+    if (st == NET_OK) st = net_recv_post(n, net_coord_id(), (net_key){ MSG_START, 0, 0, 0 }, buf, sizeof buf, &op, e);
+    if (st == NET_OK) st = net_wait(op, 10000, e);
+    net_op_free(op);
+    f->closed = st; /* the outcome of sending JOIN, then of waiting for START */
     snprintf(f->what, sizeof f->what, "%s", e);
     h->w0_stats_hold = 0;
     net_node_free(n);
@@ -566,6 +701,35 @@ static void test_lost_checkpoint_named(void)
     done(h);
 }
 
+/* Worker 1 stops reading (FW_NO_READ: alive, its frames keep coming, so
+ * the transport does not fail it): a NORM_REPLY to it stays unsent longer
+ * than the peer timeout. It is dropped, naming it and the message ("not
+ * reading"), the run goes on with worker 0, and the replies it finally reads
+ * came in order. Before the fix send_k cancelled the pending reply after the
+ * peer timeout and sent the next: the reply was lost (a gap in what worker 1
+ * read), the run went on with worker 1, and nothing said so. */
+static void test_peer_not_reading_dropped(void)
+{
+    harness *h = calloc(1, sizeof *h);
+    h->w[1].kind = FW_NO_READ;
+    h->w0_pause_at = -1;
+    run_async(h, 1000, 20000);
+    if (h->rc) fprintf(stderr, "\n  rc %d, message: %s\n", h->rc, h->err);
+    fprintf(stderr, "\n  worker 1 read %d replies in order; %s\n", h->w[1].closed, h->w[1].what);
+    CU_ASSERT_EQUAL(h->rc, 0);
+    CU_ASSERT_EQUAL(h->w[0].errors, 0);
+    CU_ASSERT_EQUAL(h->w[1].errors, 0); /* no reply lost */
+    CU_ASSERT_EQUAL(h->ctl_drop, 1);
+    char *m = slurp(h, "metrics.jsonl");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    char *ev = strstr(m, "\"event\":\"drop\"");
+    if (ev) fprintf(stderr, "  %.300s\n", ev);
+    CU_ASSERT(ev && strstr(ev, "\"worker\":1") && strstr(ev, "not reading: the coordinator's NORM_REPLY of step ") &&
+              strstr(ev, "could not be sent to it within 1000 ms (--peer-timeout-ms)"));
+    free(m);
+    done(h);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -577,6 +741,8 @@ int main(void)
         { "a join after the last step is told the run already finished", test_late_join_told_run_finished },
         { "a checkpoint whose writer died is named as not written, with the stage and why",
           test_lost_checkpoint_named },
+        { "a worker that does not read its replies is dropped, naming why; no reply is lost",
+          test_peer_not_reading_dropped },
         CU_TEST_INFO_NULL,
     };
     return tests_run("coord_async", tests);
