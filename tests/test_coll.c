@@ -4,7 +4,8 @@
  * against plain references: the all-reduce bitwise against a float sum in
  * the documented order and within a bound of a double sum, identical bits on
  * every rank, results independent of the chunk size; and a rank that dies
- * mid-collective makes the others fail with a message instead of hanging. */
+ * mid-collective makes the others fail with a message instead of hanging,
+ * and a connection cut under queued sends names the earliest that failed. */
 #include <math.h>
 #include <float.h>
 #include <poll.h>
@@ -509,6 +510,7 @@ struct proxy {
     _Atomic int flipped;
     _Atomic long hold_at; /* offset in that stream where it stops reading rank 0 until set to -1; -1: none */
     _Atomic int pace_us;  /* > 0: a pause after each read from rank 0 (at most 64 KiB) */
+    _Atomic int cut;      /* 1: close both connections (noticed within 1 ms while held) */
     pthread_t t;
 };
 
@@ -531,7 +533,7 @@ static void *proxy_main(void *arg)
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p->target),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     if (cfd < 0 || sfd < 0 || connect(sfd, (struct sockaddr *)&a, sizeof a)) goto out;
-    for (int idle = 0; idle < 10000;) { /* until either end closes, or 10 s of nothing */
+    for (int idle = 0; idle < 10000 && !p->cut;) { /* until either end closes, a cut, or 10 s of nothing */
         long hold = p->hold_at;
         int held = hold >= 0 && p->c2s >= hold; /* rank 0's bytes stay in the sockets */
         struct pollfd pf[2] = { { held ? -1 : cfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
@@ -573,6 +575,7 @@ static void proxy_start(struct proxy *p, int target)
     p->flipped = 0;
     p->hold_at = -1;
     p->pace_us = 0;
+    p->cut = 0;
     CU_ASSERT_FATAL(p->lfd >= 0 && !bind(p->lfd, (struct sockaddr *)&a, sizeof a) && !listen(p->lfd, 1) &&
                     !getsockname(p->lfd, (struct sockaddr *)&a, &len));
     p->port = ntohs(a.sin_port);
@@ -859,6 +862,85 @@ static void test_tail_one_wake(void)
     close(px.lfd);
 }
 
+/* The connection to rank+1 cut once the engine has ended, with sends still
+ * queued: the error names the earliest send that failed, not the last one,
+ * which ring() waits for first (coll.c, the end of ring()). R = 2 in 8 MiB
+ * chunks, two a segment; rank 1 is played by hand with its node: before
+ * rank 0 enters the all-reduce, rank 1 has sent it all it will receive (the
+ * ready signal, both ring steps' chunks), so that rank 0's engine ends in
+ * its first run, with its four sends posted (a receive posted for a message
+ * that is in already completes at once: net_coll.h). Rank 0's frames go
+ * through a proxy (64 KiB receive buffer) that lets ring step 0 through and
+ * stops reading just past it; once rank 0 has queued its last send, the
+ * proxy closes both connections. Step 0's sends were written, step 1's were
+ * not (8 MiB is more than the sockets hold: rank 0's send buffer grows to
+ * net.ipv4.tcp_wmem's largest, 4 MiB by default): the message names step 1,
+ * chunk 0, the last send being chunk 1. Every wait is bounded. */
+static void test_cut_names_first_send(void)
+{
+    char err[ERR_LEN], dummy[1] = { 0 };
+    enum { R = 2 };
+    size_t chunk = 8u << 20, cf = chunk / sizeof(float), n = 4 * cf;
+    uint64_t tag = 31;
+    net_peer_id r0 = net_stage_id(0, 0), r1 = net_stage_id(0, 1);
+    struct ring_fix f;
+    struct proxy px;
+    fix_nodes(&f, R);
+    proxy_start(&px, net_node_port(f.node[1]));
+    int small = 65536; /* else loopback's receive buffer grows to hold rank 0's sends */
+    CU_ASSERT_FATAL(setsockopt(px.lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    fix_connect(&f, R, TIMEOUT_MS, px.port);
+    ST(coll_group_set_chunk(f.g[0], chunk, err), 0);
+    /* rank 1's part: the ready signal of step 0, then segment 0 (step 0, the
+     * reduce-scatter) and segment 1 (step 1, the all-gather), any values */
+    float *b = calloc(n, sizeof(float));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    struct net_op *op[5] = { NULL };
+    ST(net_send(f.node[1], r0, (net_key){ COLL_T_ALLREDUCE, tag, COLL_MB_READY, 0 }, dummy, 0, 10000, &op[0], err),
+       NET_OK);
+    for (int k = 0; k < 4; k++)
+        ST(net_send(f.node[1], r0, (net_key){ COLL_T_ALLREDUCE, tag, (uint32_t)(k / 2), (uint32_t)(k % 2) },
+                    b + (size_t)k * cf, chunk, 10000, &op[k + 1], err),
+           NET_OK);
+    for (int k = 0; k < 5; k++) {
+        ST(net_wait(op[k], 10000, err), NET_OK);
+        net_op_free(op[k]);
+    }
+    net_stats st = { 0 };
+    for (int ms = 0; ms < 10000 && st.unclaimed < 4 * chunk; ms += 10) {
+        ST(net_peer_stats(f.node[0], r1, &st), NET_OK);
+        if (st.unclaimed < 4 * chunk) usleep(10000);
+    }
+    CU_ASSERT_FATAL(st.unclaimed >= 4 * chunk); /* all in at rank 0 before it starts */
+    long frame = net_node_seals(f.node[0]) ? NET_SEALED_HDR_LEN + NET_SEAL_TAG : NET_HDR_LEN;
+    /* rank 0's ready signal and step 0, and room for heartbeats: inside step 1's chunk 0 */
+    px.hold_at = px.c2s + frame + 2 * ((long)chunk + frame) + 65536;
+    struct job j = { .f = &f, .rank = 0, .op = OP_AR, .buf = b, .n = n, .tag = tag };
+    pthread_t t;
+    pthread_create(&t, NULL, job_main, &j);
+    /* held, and step 1's chunk 1 queued (more bytes wait than chunk 0's frame
+     * holds): the engine, which posted it, ended in the same run */
+    int ready = 0;
+    for (int ms = 0; ms < 10000 && !ready; ms += 10) {
+        usleep(10000);
+        ST(net_peer_stats(f.node[0], r1, &st), NET_OK);
+        ready = px.c2s >= px.hold_at && st.queued > chunk + chunk / 8;
+    }
+    CU_ASSERT(ready);
+    px.cut = 1;
+    pthread_join(t, NULL);
+    printf("\n  rank 0 after %.2f s (%llu bytes queued at the cut): %s", j.secs, (unsigned long long)st.queued,
+           j.err);
+    CU_ASSERT_EQUAL(j.rc, -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(j.err, "coll all-reduce (tag 31, rank 0 of 2): send to stage 0 replica 1 "
+                                         "(ring step 1, chunk 0): "));
+    CU_ASSERT(j.secs < TIMEOUT_MS / 1000.0 + 5); /* no hang; not a timing test */
+    free(b);
+    fix_down(&f);
+    pthread_join(px.t, NULL);
+    close(px.lfd);
+}
+
 /* coll_group_abort ends a collective waiting on a silent (live) member at
  * the next wait slice, well before the group's timeout, with a message;
  * the group is then freed (its engine unscheduled) with no hang. */
@@ -915,6 +997,7 @@ int main(void)
         { "a rank dies mid-collective: the others fail, no hang", test_peer_dies },
         { "the calling thread does not wake per chunk", test_no_handoffs },
         { "the last sends, however many are queued: one wake", test_tail_one_wake },
+        { "a cut after the engine ended names the earliest failed send", test_cut_names_first_send },
         { "coll_group_abort ends a collective on a silent member", test_abort },
         CU_TEST_INFO_NULL,
     };

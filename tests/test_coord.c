@@ -12,6 +12,7 @@
 #include "run/run_metrics.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
+#include "tests/coord_fake.h"
 #include "tests/tests.h"
 
 #include <jansson.h>
@@ -202,16 +203,6 @@ static double loss_of(int R, long s, int r)
     if (R == 1) return 5.0 - 0.25 * (double)s;
     if (R == 2) return r == 0 ? 3.0 - 0.25 * (double)s : 2.0;
     return r == 0 ? 5.0 - 0.25 * (double)s : 3e-16;
-}
-
-static int fsend(struct net_node *n, uint16_t type, long step, const void *buf, uint64_t len)
-{
-    struct net_op *op = NULL;
-    char e[NET_ERR_LEN];
-    int st = net_send(n, net_coord_id(), (net_key){ type, (uint64_t)step, 0, 0 }, buf, len, 5000, &op, e);
-    if (st == NET_OK) st = net_wait(op, 5000, e);
-    net_op_free(op);
-    return st;
 }
 
 static volatile int *fake_stop;

@@ -21,6 +21,7 @@
 #include "run/run.h"
 #include "stage/proto.h"
 #include "stage/stage.h"
+#include "tests/coord_fake.h"
 #include "tests/net_raw.h"
 #include "tests/tests.h"
 
@@ -84,16 +85,6 @@ static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
     if (f) { fputs(text, f); fclose(f); }
-}
-
-static int fsend(struct net_node *n, uint16_t type, long step, const void *buf, uint64_t len)
-{
-    struct net_op *op = NULL;
-    char e[NET_ERR_LEN];
-    int st = net_send(n, net_coord_id(), (net_key){ type, (uint64_t)step, 0, 0 }, buf, len, 5000, &op, e);
-    if (st == NET_OK) st = net_wait(op, 5000, e);
-    net_op_free(op);
-    return st;
 }
 
 /* Receives from the coordinator, giving up once the test says it returned. */

@@ -314,7 +314,7 @@ struct sliced {
     uint64_t next_at[SMSGS];
     int slices[SMSGS], from_scratch[SMSGS], bad_order;
     struct net_op *rop[SMSGS];
-    int posted, which;
+    int posted;
     atomic_int nposted;  /* receives the task has posted (x.posted, published for the test) */
     atomic_int go_early; /* the test sent message S_EARLY: post its receive now */
     atomic_int status[SMSGS], done; /* status: S_WAITING, S_OK or the failure's NET_* */
