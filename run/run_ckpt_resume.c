@@ -363,11 +363,20 @@ static int sync_dir(const char *dir, char *err)
 
 int run_ckpt_set_aside(const char *root, const char *name, char *aside, size_t cap, char *err)
 {
-    char from[PATHLEN], to[PATHLEN + 300];
+    char from[PATHLEN], to[PATHLEN + 300], base[PATHLEN];
+    /* beside root, not inside it: "ckpt/" gives ckpt.set-aside-N */
+    snprintf(base, sizeof base, "%s", root);
+    for (size_t n = strlen(base); n > 1 && base[n - 1] == '/'; n--) base[n - 1] = 0;
     for (int i = 1; !aside[0]; i++) {
-        snprintf(to, sizeof to, "%s.set-aside-%d", root, i);
-        if (!mkdir(to, 0755)) snprintf(aside, cap, "%s", to);
-        else if (errno != EEXIST || i >= 100000) return seterr(err, "%s: cannot create: %s", to, strerror(errno));
+        snprintf(to, sizeof to, "%s.set-aside-%d", base, i);
+        if (!mkdir(to, 0755)) {
+            snprintf(aside, cap, "%s", to);
+            char *slash = strrchr(base, '/'); /* the new directory's entry in root's parent */
+            if (slash) *(slash == base ? slash + 1 : slash) = 0;
+            if (sync_dir(slash ? base : ".", err)) return -1;
+        } else if (errno != EEXIST || i >= 100000) {
+            return seterr(err, "%s: cannot create: %s", to, strerror(errno));
+        }
     }
     snprintf(from, sizeof from, "%s/%s", root, name);
     snprintf(to, sizeof to, "%s/%s", aside, name);
