@@ -13,8 +13,9 @@
  * SIGKILL, reap.
  *
  * Attempts (issue #6, cli/cli_restart.h): one coordinator and one set of
- * children per attempt; --resume and every restart start from the latest
- * complete checkpoint. Not here: what a stage does (stage/runtime.c). */
+ * children per attempt; --resume starts from the latest complete checkpoint,
+ * every restart from this run's latest (run/run.h: run_start_point). Not here:
+ * what a stage does (stage/runtime.c). */
 #include "cli/cli.h"
 #include "cli/cli_restart.h"
 #include "model/data.h"
@@ -62,6 +63,7 @@ typedef struct {
     int n_proc;         /* n_grid, then (sync "ps") the parameter servers: server j is n_grid + j */
     char exe[PATH_MAX], cwd[PATH_MAX];
     uint64_t run_id;
+    uint64_t writer;    /* recorded in the checkpoints this `run` commits: restarts resume only those */
     int insecure;       /* pass --insecure to the stages */
     int rejoin;         /* --max-restarts: stages started by hand get --rejoin N */
 } launch;
@@ -418,6 +420,8 @@ static int setup(launch *L, const topo *t, const cli_launch_opts *o)
     while (!L->run_id && getrandom(&L->run_id, sizeof L->run_id, 0) != sizeof L->run_id) {}
     L->run_id &= 0x7fffffffffffffffull; /* printable as a positive number everywhere */
     if (!L->run_id) L->run_id = 1;
+    /* not the run id: that one may be pinned (--run-id) and so repeat across runs */
+    while (!L->writer && getrandom(&L->writer, sizeof L->writer, 0) != sizeof L->writer) {}
     /* PIPETRAIN_SSH_ALL=1 sends even local stages through ssh (a test can then
      * exercise the ssh path on one machine with a fake ssh first on PATH);
      * PIPETRAIN_BY_HAND=1 starts nothing, only prints every stage's command
@@ -514,6 +518,7 @@ static int attempt(launch *L, long first, int append, int restarts, int hand, in
     co.first_step = first;
     co.append_metrics = append;
     co.restarts = restarts;
+    co.writer = L->writer;
     for (int k = 0; k < L->n_proc; k++) {
         int how = L->ch[k].how;
         memset(&L->ch[k], 0, sizeof L->ch[k]);
@@ -607,9 +612,10 @@ int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restar
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    char origin[65] = ""; /* the checkpoint --resume started from: restarts may resume it too */
     for (int n = 0;; n++) {
         long first = 0;
-        run_start_opts so = { r->resume && n == 0, n, r->max_restarts, err, "pipetrain run" };
+        run_start_opts so = { r->resume && n == 0, n, r->max_restarts, err, "pipetrain run", L.writer, origin };
         char cause[ERR_LEN];
         snprintf(cause, sizeof cause, "%s", err); /* the last attempt's failure, for a restart */
         so.cause = cause;

@@ -1,8 +1,10 @@
 /* cli_restart.h — resuming and restarting multi-stage runs (issue #6): the
  * launcher of cli/cli_launch.c run as a series of attempts. Each attempt is a
- * new coordinator and new stage processes; every attempt after the first (and
- * the first with --resume) starts from the latest complete checkpoint of the
- * run directory. Not here: one-stage runs (stage/train.c resumes those). */
+ * new coordinator and new stage processes; the first with --resume starts from
+ * the latest complete checkpoint of the run directory, every attempt after the
+ * first from the latest one of this run (run_start_point: committed by this
+ * launcher, whose id every manifest records as "writer", or the one --resume
+ * started from). Not here: one-stage runs (stage/train.c resumes those). */
 #ifndef CLI_CLI_RESTART_H
 #define CLI_CLI_RESTART_H
 
@@ -34,8 +36,9 @@ int cli_secret_check(const char *cmd, const topo *t);
  * stage (dead, silent, timed out; not bad input, a diverged loss or an
  * interrupt), every stage is stopped and reaped, a {"event": "restart", ...}
  * line with the cause goes into metrics.jsonl and a note onto the progress
- * line, and all stages start again from the latest complete checkpoint (from
- * step 0 when there is none), up to r->max_restarts times. Returns as
+ * line, and all stages start again from this run's latest complete checkpoint
+ * (from step 0 when there is none; another run's is set aside, never
+ * resumed), up to r->max_restarts times. Returns as
  * cli_launch; 2 also when --resume finds no usable checkpoint or one made with
  * another topology. */
 int cli_launch_restart(const topo *t, const cli_launch_opts *o, const cli_restart_opts *r);

@@ -829,7 +829,8 @@ int coord_run(coordinator *c, char *err)
     const topo *t = c->t;
     char merr[ERR_LEN];
     c->step = c->o.first_step;
-    run_log_opts lo = { c->o.out_dir, c->o.progress, c->o.first_step, c->o.append_metrics, c->o.restarts };
+    run_log_opts lo = { c->o.out_dir, c->o.progress, c->o.first_step, c->o.append_metrics, c->o.restarts,
+                         c->o.writer };
     if (!(c->log = run_log_open(t, &lo, err))) return 1;
     if (c->psa)
         run_log_note(c->log, "pipetrain: coordinator on %s port %d, waiting for %d processes (%d stages x %d "

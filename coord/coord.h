@@ -52,6 +52,7 @@ typedef struct {
     long first_step;          /* 0-based step to start at (0; > 0 when resuming, #6) */
     int append_metrics;       /* append to metrics.jsonl instead of truncating (#6) */
     int restarts;             /* restarts before this attempt (--max-restarts, #6): summary.json */
+    uint64_t writer;          /* the launcher's id, recorded in every checkpoint committed (run_log_opts) */
     int trace;                /* ask the stages for their events; write OUT/trace.json */
     struct coord_http *http;  /* run --http: the live view fed each step (coord/coord_http.h), or NULL;
                                  the stages then append the live trailer to NORM (stage/proto.h) */

@@ -5,9 +5,12 @@
 #include "base/base.h"
 #include "run/run_ckpt.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- where a run starts ---- */
@@ -24,26 +27,130 @@ static int log_event(const char *out, json_t *j, char *err)
     return rc ? -1 : 0;
 }
 
+/* A fresh run: another run's step directories and latest, moved as they are
+ * into CKPT.set-aside-N. Returns 0 or 1 with err. */
+static int set_aside_all(const char *root, const char *who, char *err)
+{
+    long *steps, newest = -1;
+    long n = run_ckpt_scan(root, &steps, err);
+    char latest[4200], aside[4400] = "";
+    struct stat st;
+    snprintf(latest, sizeof latest, "%s/latest", root);
+    int has_latest = lstat(latest, &st) == 0, complete = 0, rc = n < 0;
+    for (long i = 0; i < n; i++)
+        if (run_ckpt_is_complete(root, steps[i])) { complete++; if (newest < 0) newest = steps[i]; }
+    for (long i = 0; i < n && !rc; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "step-%ld", steps[i]);
+        rc = run_ckpt_set_aside(root, name, aside, sizeof aside, err) != 0;
+    }
+    if (!rc && has_latest) rc = run_ckpt_set_aside(root, "latest", aside, sizeof aside, err) != 0;
+    free(steps);
+    if (rc) return 1;
+    if (!aside[0]) return 0;
+    if (complete)
+        fprintf(stderr, "%s: note: %s held checkpoints of another run (%d complete, the newest step-%ld): this run "
+                "starts from step 0 and neither resumes nor overwrites them (--resume continues a run); moved to %s "
+                "as they were\n", who, root, complete, newest, aside);
+    else
+        fprintf(stderr, "%s: note: %s held no complete checkpoint, only another run's unfinished step "
+                "directories: moved to %s as they were; this run starts from step 0\n", who, root, aside);
+    return 0;
+}
+
+/* 1 when the checkpoint in step directory dir is this run's to restart from:
+ * written by it (o->writer) or the one it resumed (o->origin). */
+static int ours(const char *dir, const run_start_opts *o, uint64_t *writer)
+{
+    char sha[65], e[ERR_LEN];
+    if (run_ckpt_identity(dir, writer, sha, e)) return 0;
+    return (o->writer && *writer == o->writer) || (o->origin && o->origin[0] && !strcmp(sha, o->origin));
+}
+
+/* A restart: this run's newest complete checkpoint, opened (with key) into c,
+ * *have 1; *have 0 when there is none. The latest checkpoint is taken as
+ * before when it is this run's; else the newest complete one of this run below
+ * it, latest is pointed at that one (removed when none). Another run's
+ * complete checkpoints above the one taken are set aside, each with a note.
+ * Returns 0, 1 or 2 (a checkpoint unreadable) with err. */
+static int restart_choice(const char *root, const run_start_opts *o, const run_ckpt_key *key, const char *who,
+                          run_ckpt *c, int *have, char *err)
+{
+    char latest[4200], aside[4400] = "", dir[4200] = "";
+    uint64_t w;
+    *have = 0;
+    snprintf(latest, sizeof latest, "%s/latest", root);
+    if (access(latest, F_OK) != 0) return 0;
+    if (run_ckpt_open(c, root, key, err)) return 2;
+    int mine = ours(c->dir, o, &w);
+    long top = mine ? c->step : -1;
+    if (!mine) run_ckpt_close(c);
+    long *steps;
+    long n = run_ckpt_scan(root, &steps, err);
+    int rc = n < 0;
+    for (long i = 0; i < n && !rc && !dir[0] && steps[i] > top; i++) {
+        char sd[4200], name[64];
+        if (!run_ckpt_is_complete(root, steps[i])) continue; /* forgotten after the step taken */
+        snprintf(name, sizeof name, "step-%ld", steps[i]);
+        snprintf(sd, sizeof sd, "%s/%s", root, name);
+        if (ours(sd, o, &w)) {
+            if (!mine) snprintf(dir, sizeof dir, "%s", sd);
+            continue; /* above latest: forgotten as before */
+        }
+        rc = run_ckpt_set_aside(root, name, aside, sizeof aside, err) != 0;
+        char whose[48] = "no writer recorded";
+        if (w) snprintf(whose, sizeof whose, "its writer %016llx", (unsigned long long)w);
+        if (!rc)
+            fprintf(stderr, "%s: note: %s was not written by this run (%s, this run %016llx) nor is it the "
+                    "checkpoint it resumed: not resumed; moved to %s as it was\n", who, sd, whose,
+                    (unsigned long long)o->writer, aside);
+    }
+    free(steps);
+    if (rc) {
+        if (mine) run_ckpt_close(c);
+        return 1;
+    }
+    if (mine) return *have = 1, 0;
+    if (!dir[0]) {
+        if (unlink(latest) && errno != ENOENT) return seterr(err, "%s: cannot remove: %s", latest, strerror(errno)), 1;
+        return 0;
+    }
+    char text[80];
+    snprintf(text, sizeof text, "%s\n", strrchr(dir, '/') + 1);
+    if (base_write_durable(latest, text, strlen(text), err)) return 1;
+    if (run_ckpt_open(c, dir, key, err)) return 2;
+    *have = 1;
+    return 0;
+}
+
 int run_start_point(const topo *t, const char *out, const run_start_opts *o, long *first, char *err)
 {
-    char root[4096], latest[4200];
+    char root[4096];
     const char *who = o->who ? o->who : "pipetrain";
     *first = 0;
-    if (!o->resume && o->restart <= 0) return 0;
     run_ckpt_root(t, out, root, sizeof root);
-    snprintf(latest, sizeof latest, "%s/latest", root);
-    int have = !o->resume && access(latest, F_OK) != 0 ? 0 : 1;
-    if (have) {
-        run_ckpt c;
-        run_ckpt_key key;
-        if (run_ckpt_key_for(&key, t, err)) return 2;
+    if (!o->resume && o->restart <= 0) return set_aside_all(root, who, err);
+    run_ckpt c;
+    run_ckpt_key key;
+    int have = 1;
+    if (run_ckpt_key_for(&key, t, err)) return 2;
+    if (o->resume) {
         if (run_ckpt_open(&c, root, &key, err)) {
-            if (o->resume) snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
+            snprintf(err + strlen(err), ERR_LEN - strlen(err), " (--resume needs a complete checkpoint)");
             return 2;
         }
+    } else {
+        int rc = restart_choice(root, o, &key, who, &c, &have, err);
+        if (rc) return rc;
+    }
+    if (have) {
         int bad = run_ckpt_check_topology(&c, t, err);
         if (!bad && c.step > t->train.steps)
             bad = seterr(err, "%s: the checkpoint is at step %ld, beyond train.steps %d", c.dir, c.step, t->train.steps);
+        if (!bad && o->resume && o->origin) {
+            uint64_t w;
+            if (run_ckpt_identity(c.dir, &w, o->origin, err)) bad = -1;
+        }
         if (!bad) {
             char note[1200];
             *first = c.step;
@@ -57,8 +164,8 @@ int run_start_point(const topo *t, const char *out, const run_start_opts *o, lon
     if (*first == t->train.steps) return 0; /* complete: nothing will run, nothing to mark */
     json_t *ev;
     if (o->restart > 0) {
-        fprintf(stderr, "%s: restart %d of %d from step %ld after: %s\n", who, o->restart, o->max_restarts, *first,
-                o->cause ? o->cause : "");
+        fprintf(stderr, "%s: restart %d of %d from step %ld%s after: %s\n", who, o->restart, o->max_restarts, *first,
+                have ? "" : " (no checkpoint of this run yet)", o->cause ? o->cause : "");
         ev = json_pack("{s:s,s:i,s:i,s:I,s:s}", "event", "restart", "restart", o->restart, "max_restarts",
                        o->max_restarts, "from_step", (json_int_t)*first, "cause", o->cause ? o->cause : "");
     } else {
@@ -195,6 +302,7 @@ run_log *run_log_open(const topo *t, const run_log_opts *o, char *err)
     l->t = t;
     l->o = *o;
     l->key = key;
+    while (!l->o.writer && getrandom(&l->o.writer, sizeof l->o.writer, 0) != sizeof l->o.writer) {}
     l->metrics = m;
     l->t0 = base_now();
     l->done = o->first_step;
@@ -270,7 +378,7 @@ int run_log_checkpoint(run_log *l, long steps, char *err)
     char root[4096], dir[4200], cerr[ERR_LEN];
     run_ckpt_root(l->t, l->o.out_dir, root, sizeof root);
     snprintf(dir, sizeof dir, "%s/step-%ld", root, steps);
-    if (run_ckpt_commit(dir, l->t, steps, &l->key, cerr) || run_ckpt_prune(root, l->t->checkpoint.keep, cerr))
+    if (run_ckpt_commit_by(dir, l->t, steps, &l->key, l->o.writer, cerr) || run_ckpt_prune(root, l->t->checkpoint.keep, cerr))
         return seterr(err, "checkpoint at step %ld: %s", steps, cerr);
     run_progress_note(&l->progress, "checkpoint: %s", dir);
     return 0;

@@ -30,21 +30,36 @@
 
 typedef struct {
     int resume;           /* --resume: a complete checkpoint is required */
-    int restart;          /* n > 0: the n-th restart after a failure (latest checkpoint, else step 0) */
+    int restart;          /* n > 0: the n-th restart after a failure (this run's latest checkpoint, else step 0) */
     int max_restarts;     /* for the restart event */
     const char *cause;    /* restart: the failure that caused it */
     const char *who;      /* prefix of notes on stderr, e.g. "pipetrain run" */
+    uint64_t writer;      /* restart: this run's id (run_log_opts.writer), which its checkpoints record */
+    char *origin;         /* NULL, or 65 bytes: --resume stores the SHA-256 of the manifest of the
+                           * checkpoint it resumes; a restart may resume that one too */
 } run_start_opts;
 
-/* Decides the 0-based step the run starts at in out_dir: 0 for a fresh run,
- * else the latest complete checkpoint's step after checking it against t (the
- * fields that may differ on resume are listed in run_ckpt.h). Checkpoints
- * after that step are forgotten and metrics.jsonl is cut to it; a resume or a
- * restart is logged as an event line ({"event":"resume","from_step":N} or
- * {"event":"restart",...}) unless the run is already complete. A fresh run
- * (neither resume nor restart) touches nothing. Returns 0, 1 (metrics.jsonl
- * or the checkpoint directory could not be rewritten) or 2 (--resume without a
- * usable checkpoint, or one of another topology), with err. */
+/* Decides the 0-based step the run starts at in out_dir, and makes the
+ * checkpoint directory hold only this run's timeline:
+ *  - fresh (neither resume nor restart): step 0; whatever step-N directories
+ *    and latest the checkpoint directory holds (another run's) are moved as
+ *    they are into a new CKPT.set-aside-N beside it, with a note, so this run
+ *    neither resumes nor overwrites, prunes or mixes with them. Nothing else is
+ *    touched.
+ *  - --resume: the latest complete checkpoint's step after checking it against
+ *    t (the fields that may differ on resume are listed in run_ckpt.h); its
+ *    manifest's SHA-256 goes into o->origin.
+ *  - restart: the latest complete checkpoint written by this run (its manifest
+ *    names o->writer) or the one it resumed (o->origin), else step 0 ("no
+ *    checkpoint of this run yet"). Another run's complete checkpoints after
+ *    that step are set aside as above, each with a note; latest is pointed at
+ *    the checkpoint resumed (removed at step 0).
+ * Then checkpoints after that step are forgotten and metrics.jsonl is cut to
+ * it; a resume or a restart is logged as an event line
+ * ({"event":"resume","from_step":N} or {"event":"restart",...}) unless the run
+ * is already complete. Returns 0, 1 (metrics.jsonl or the checkpoint directory
+ * could not be rewritten) or 2 (--resume without a usable checkpoint, or one of
+ * another topology; a restart's checkpoint unreadable), with err. */
 int run_start_point(const topo *t, const char *out_dir, const run_start_opts *o, long *first, char *err);
 
 /* ---- cadence (s is the 0-based index of the step just taken) ---- */
@@ -140,6 +155,8 @@ typedef struct {
     long first_step;           /* from run_start_point */
     int append;                /* keep metrics.jsonl (resume, restart) instead of truncating it */
     int restarts;              /* restarts before this attempt: summary.json */
+    uint64_t writer;           /* recorded in every checkpoint's manifest ("writer"): the same for
+                                * every attempt of one `run` (0: a random one for this log) */
 } run_log_opts;
 
 typedef struct run_log run_log;

@@ -146,6 +146,12 @@ static int write_text(const char *dir, const char *name, const char *text, char 
 
 int run_ckpt_commit(const char *dir, const topo *t, long step, const run_ckpt_key *key, char *err)
 {
+    return run_ckpt_commit_by(dir, t, step, key, 0, err);
+}
+
+int run_ckpt_commit_by(const char *dir, const topo *t, long step, const run_ckpt_key *key, uint64_t writer,
+                       char *err)
+{
     char hash[65], pn[64], on[64], path[PATHLEN];
     json_t *files = json_array(), *stages = json_array();
     int rc = -1;
@@ -176,6 +182,11 @@ int run_ckpt_commit(const char *dir, const topo *t, long step, const run_ckpt_ke
                           "openblas", openblas_get_config(), "topology_sha256", hash, "model", ckpt_model_json(&t->model),
                           "stages", stages, "files", files, "topology", topo_obj ? topo_obj : json_null());
     stages = files = topo_obj = NULL;
+    if (m && writer) {
+        char w[24];
+        snprintf(w, sizeof w, "%016" PRIx64, writer);
+        json_object_set_new(m, "writer", json_string(w));
+    }
     text = m ? json_dumps(m, JSON_INDENT(2)) : NULL;
     json_decref(m);
     if (!text) {

@@ -9,7 +9,8 @@
  *   CKPT/step-N/manifest.json              every file with size and SHA-256, the
  *                                          model, the canonical topology and its
  *                                          hash, pipetrain and OpenBLAS versions,
- *                                          threads per stage
+ *                                          threads per stage, and the id of the
+ *                                          `run` that wrote it ("writer")
  *   CKPT/step-N/COMPLETE                   written last: without it the
  *                                          checkpoint does not exist. "step N",
  *                                          "manifest_sha256 HEX" and, when the
@@ -78,6 +79,11 @@ int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, co
  * then COMPLETE (the manifest's SHA-256, and its HMAC when key has one; key
  * may be NULL), then points dir/../latest at dir. */
 int run_ckpt_commit(const char *dir, const topo *t, long step, const run_ckpt_key *key, char *err);
+/* The same, recording in the manifest ("writer": 16 hex digits) the id of the
+ * `run` that commits it (writer 0: none recorded). A restart resumes only a
+ * checkpoint of its own writer, or the one the run resumed (run/run.h). */
+int run_ckpt_commit_by(const char *dir, const topo *t, long step, const run_ckpt_key *key, uint64_t writer,
+                       char *err);
 /* Deletes complete checkpoints under ckpt_root beyond the `keep` newest (keep
  * <= 0 keeps all); never the newest complete one. */
 int run_ckpt_prune(const char *ckpt_root, int keep, char *err);
@@ -151,6 +157,25 @@ int run_ckpt_forget_after(const char *root, long step, char *err);
  * `step` and without a torn last line, so a resumed run logs every step once;
  * event lines stay. A missing file is fine. Returns 0 or -1 with err. */
 int run_ckpt_trim_metrics(const char *out_dir, long step, char *err);
+
+/* Whose checkpoints (a restart resumes only its own run's, run/run.h). */
+
+/* The N of every step-N directory under root, complete or not, newest first,
+ * into *steps (malloc'ed, the caller frees it; NULL when none). Returns the
+ * count (0 when root is missing), or -1 with err. */
+long run_ckpt_scan(const char *root, long **steps, char *err);
+/* 1 when root/step-N has its COMPLETE marker. */
+int run_ckpt_is_complete(const char *root, long step);
+/* The manifest's "writer" of the checkpoint in step directory dir (0 when it
+ * has none: written by a one-off tool or an older pipetrain) and the
+ * manifest's SHA-256 (what COMPLETE vouches for) as 64 hex digits. Nothing
+ * is verified here. Returns 0, or -1 with err (no readable manifest). */
+int run_ckpt_identity(const char *dir, uint64_t *writer, char sha[65], char *err);
+/* Moves root/name (a step directory or latest) as it is into the directory
+ * *aside: when aside is "" the first free ROOT.set-aside-N is created first and
+ * its path stored into aside (cap bytes), so that calls with the same buffer
+ * fill one directory. Both directories are fsynced. Returns 0 or -1 with err. */
+int run_ckpt_set_aside(const char *root, const char *name, char *aside, size_t cap, char *err);
 
 /* SHA-256 of a file as 64 hex digits. Returns 0 or -1 with err. */
 int run_sha256_file(const char *path, char hex[65], uint64_t *bytes, char *err);

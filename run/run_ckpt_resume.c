@@ -5,7 +5,11 @@
 #include "model/safetensors.h"
 #include "model/util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define PATHLEN 4096
 
@@ -282,4 +286,100 @@ int run_ckpt_trim_metrics(const char *out_dir, long step, char *err)
     int rc = base_write_durable(path, out, len, err);
     free(out);
     return rc;
+}
+
+/* ---- whose checkpoints (restarts resume only their own) ---- */
+
+static int newest_first(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+long run_ckpt_scan(const char *root, long **steps, char *err)
+{
+    *steps = NULL;
+    DIR *d = opendir(root);
+    if (!d) return errno == ENOENT ? 0 : seterr(err, "%s: cannot open: %s", root, strerror(errno));
+    size_t n = 0, cap = 16;
+    long *s = xmalloc(cap * sizeof *s);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long k;
+        char tail;
+        if (sscanf(e->d_name, "step-%ld%c", &k, &tail) != 1) continue;
+        if (n == cap) {
+            long *bigger = realloc(s, (cap *= 2) * sizeof *s);
+            if (!bigger) base_oom(cap * sizeof *s, __FILE__, __LINE__);
+            s = bigger;
+        }
+        s[n++] = k;
+    }
+    closedir(d);
+    qsort(s, n, sizeof *s, newest_first);
+    *steps = s;
+    return (long)n;
+}
+
+int run_ckpt_is_complete(const char *root, long step)
+{
+    char path[PATHLEN];
+    snprintf(path, sizeof path, "%s/step-%ld/COMPLETE", root, step);
+    return access(path, F_OK) == 0;
+}
+
+int run_ckpt_identity(const char *dir, uint64_t *writer, char sha[65], char *err)
+{
+    char path[PATHLEN];
+    json_error_t je;
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    *writer = 0;
+    sha[0] = 0;
+    if (run_sha256_file(path, sha, NULL, err)) return -1;
+    json_t *m = json_load_file(path, 0, &je);
+    if (!m) return seterr(err, "%s: %s", path, je.text);
+    const char *w = json_string_value(json_object_get(m, "writer"));
+    char *end = NULL;
+    if (w && strlen(w) == 16) {
+        unsigned long long v = strtoull(w, &end, 16);
+        if (end && !*end) *writer = (uint64_t)v;
+    }
+    json_decref(m);
+    return 0;
+}
+
+/* fsync of a directory, so a rename in it survives a crash. */
+static int sync_dir(const char *dir, char *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd)) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return seterr(err, "%s: cannot sync: %s", dir, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+int run_ckpt_set_aside(const char *root, const char *name, char *aside, size_t cap, char *err)
+{
+    char from[PATHLEN], to[PATHLEN + 300], base[PATHLEN];
+    /* beside root, not inside it: "ckpt/" gives ckpt.set-aside-N */
+    snprintf(base, sizeof base, "%s", root);
+    for (size_t n = strlen(base); n > 1 && base[n - 1] == '/'; n--) base[n - 1] = 0;
+    for (int i = 1; !aside[0]; i++) {
+        snprintf(to, sizeof to, "%s.set-aside-%d", base, i);
+        if (!mkdir(to, 0755)) {
+            snprintf(aside, cap, "%s", to);
+            char *slash = strrchr(base, '/'); /* the new directory's entry in root's parent */
+            if (slash) *(slash == base ? slash + 1 : slash) = 0;
+            if (sync_dir(slash ? base : ".", err)) return -1;
+        } else if (errno != EEXIST || i >= 100000) {
+            return seterr(err, "%s: cannot create: %s", to, strerror(errno));
+        }
+    }
+    snprintf(from, sizeof from, "%s/%s", root, name);
+    snprintf(to, sizeof to, "%s/%s", aside, name);
+    if (rename(from, to)) return seterr(err, "cannot move %s to %s: %s", from, to, strerror(errno));
+    return sync_dir(root, err) || sync_dir(aside, err) ? -1 : 0;
 }

@@ -157,7 +157,7 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
     if (data_load(&r->data, t->data.path, t->data.format, t->model.vocab_size, t->data.val_fraction,
                   t->model.seq_len, err))
         return 2;
-    run_start_opts so = { o->resume, 0, 0, NULL, "pipetrain" };
+    run_start_opts so = { o->resume, 0, 0, NULL, "pipetrain", 0, NULL };
     int rc = run_start_point(t, o->out_dir, &so, &r->first, err);
     if (rc) return rc;
     openblas_set_num_threads(t->stages[0].threads);
@@ -192,7 +192,7 @@ static int setup(run *r, const topo *t, const stage_train_opts *o, char *err)
         if (found < 0) return 2;
         if (!found) memcpy(r->prev, r->part->params, r->part->n_params * sizeof(float));
     }
-    run_log_opts lo = { o->out_dir, o->progress, r->first, o->resume, 0 };
+    run_log_opts lo = { o->out_dir, o->progress, r->first, o->resume, 0, 0 };
     if (!(r->log = run_log_open(t, &lo, err))) return 1;
     return 0;
 }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "run/run.h"
+#include "run/run_ckpt.h"
 #include "topo/topo.h"
 #include "tests/tests.h"
 
@@ -72,17 +73,17 @@ static void test_start_point(void)
     fclose(f);
     long first = -1;
     /* a fresh run decides step 0 and touches nothing */
-    run_start_opts fresh = { 0, 0, 0, NULL, "test" };
+    run_start_opts fresh = { 0, 0, 0, NULL, "test", 0, NULL };
     CU_ASSERT(run_start_point(&t, out, &fresh, &first, err) == 0);
     CU_ASSERT_EQUAL(first, 0);
     CU_ASSERT_STRING_EQUAL(slurp(path), "{\"step\": 1, \"loss\": 5.0}\n");
     /* --resume needs a complete checkpoint: bad input */
-    run_start_opts resume = { 1, 0, 0, NULL, "test" };
+    run_start_opts resume = { 1, 0, 0, NULL, "test", 0, NULL };
     CU_ASSERT(run_start_point(&t, out, &resume, &first, err) == 2);
     CU_ASSERT(strstr(err, "--resume needs a complete checkpoint") != NULL);
     /* a restart without a checkpoint starts over at 0: the log is cut there
      * and the restart is an event line */
-    run_start_opts restart = { 0, 1, 3, "stage 1 died", "test" };
+    run_start_opts restart = { 0, 1, 3, "stage 1 died", "test", 0, NULL };
     CU_ASSERT(run_start_point(&t, out, &restart, &first, err) == 0);
     CU_ASSERT_EQUAL(first, 0);
     const char *m = slurp(path);
@@ -93,13 +94,106 @@ static void test_start_point(void)
     topo_free(&t);
 }
 
+/* Writes a one-stage checkpoint after `step` steps into CKPT/step-N, committed
+ * by writer w (the manifest's "writer"; latest then names it). */
+static void ckpt_by(const topo *t, const char *ckpt, long step, uint64_t w)
+{
+    char dir[400], err[ERR_LEN];
+    model_part *p = model_part_new(&t->model, t->stages[0].units, t->stages[0].n_units, 1, 9);
+    optim_adamw *o = optim_new(p->n_params);
+    snprintf(dir, sizeof dir, "%s/step-%ld", ckpt, step);
+    run_ckpt_state st = { step, 77 };
+    CU_ASSERT_FATAL(run_ckpt_write_shard(dir, 0, p, o, &st, err) == 0);
+    CU_ASSERT_FATAL(run_ckpt_commit_by(dir, t, step, NULL, w, err) == 0);
+    optim_free(o);
+    model_part_free(p);
+}
+
+static int exists_at(const char *dir, const char *name)
+{
+    char path[600];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0;
+}
+
+/* Restarts resume only the run's own checkpoints (or the one it resumed); a
+ * fresh run sets another run's aside. */
+static void test_start_point_whose(void)
+{
+    topo t;
+    char *sets[] = { "train.steps=10", "model.n_layers=2", "model.dim=32", "model.ffn_dim=48",
+                     "stages.0.layers=embed,0-1,head" };
+    char err[ERR_LEN] = "", out[300], ck[400], aside[420], origin[65] = "";
+    CU_ASSERT_FATAL(topo_load(&t, "topologies/shakespeare-1stage.json", sets, 5, err) == 0);
+    snprintf(out, sizeof out, "%s/whose", root);
+    mkdir(out, 0755);
+    snprintf(ck, sizeof ck, "%s/checkpoints", out);
+    long first = -1;
+    /* this run (writer 0xa) wrote step 4, another run (0xb) step 8, latest names 8:
+     * the restart resumes step 4, sets step 8 aside and points latest at step 4 */
+    ckpt_by(&t, ck, 4, 0xa);
+    ckpt_by(&t, ck, 8, 0xb);
+    run_start_opts ra = { 0, 1, 3, "stage 1 died", "test", 0xa, NULL };
+    CU_ASSERT(run_start_point(&t, out, &ra, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 4);
+    snprintf(aside, sizeof aside, "%s.set-aside-1", ck);
+    CU_ASSERT(exists_at(aside, "step-8/COMPLETE") && !exists_at(ck, "step-8"));
+    CU_ASSERT(exists_at(ck, "step-4/COMPLETE"));
+    snprintf(aside, sizeof aside, "%s/latest", ck);
+    CU_ASSERT_STRING_EQUAL(slurp(aside), "step-4\n");
+    /* a run that wrote none (0xc): step 0, step 4 set aside, no latest left */
+    run_start_opts rc = { 0, 1, 3, "stage 1 died", "test", 0xc, NULL };
+    CU_ASSERT(run_start_point(&t, out, &rc, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 0);
+    snprintf(aside, sizeof aside, "%s.set-aside-2", ck);
+    CU_ASSERT(exists_at(aside, "step-4/COMPLETE") && !exists_at(ck, "step-4") && !exists_at(ck, "latest"));
+    /* a fresh run: another run's checkpoints and latest are moved aside as they are */
+    ckpt_by(&t, ck, 4, 0xa);
+    run_start_opts fresh = { 0, 0, 0, NULL, "test", 0xd, NULL };
+    CU_ASSERT(run_start_point(&t, out, &fresh, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 0);
+    snprintf(aside, sizeof aside, "%s.set-aside-3", ck);
+    CU_ASSERT(exists_at(aside, "step-4/COMPLETE") && exists_at(aside, "latest"));
+    CU_ASSERT(!exists_at(ck, "step-4") && !exists_at(ck, "latest"));
+    /* nothing there: a fresh run creates no set-aside directory */
+    CU_ASSERT(run_start_point(&t, out, &fresh, &first, err) == 0);
+    snprintf(aside, sizeof aside, "%s.set-aside-4", ck);
+    CU_ASSERT(!exists_at(aside, "."));
+    /* --resume of another run's checkpoint records it; a restart of that run
+     * (0xe, which wrote nothing yet) resumes it again */
+    ckpt_by(&t, ck, 4, 0xa);
+    run_start_opts resume = { 1, 0, 0, NULL, "test", 0xe, origin };
+    CU_ASSERT(run_start_point(&t, out, &resume, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 4);
+    CU_ASSERT_EQUAL(strlen(origin), 64);
+    run_start_opts re = { 0, 1, 3, "stage 1 died", "test", 0xe, origin };
+    first = -1;
+    CU_ASSERT(run_start_point(&t, out, &re, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 4);
+    CU_ASSERT(exists_at(ck, "step-4/COMPLETE"));
+    /* latest is this run's but another run's complete checkpoint lies above it
+     * (no latest of its own): it is set aside, not deleted */
+    ckpt_by(&t, ck, 8, 0xb);
+    snprintf(aside, sizeof aside, "%s/latest", ck);
+    FILE *f = fopen(aside, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("step-4\n", f);
+    fclose(f);
+    CU_ASSERT(run_start_point(&t, out, &re, &first, err) == 0);
+    CU_ASSERT_EQUAL(first, 4);
+    snprintf(aside, sizeof aside, "%s.set-aside-4", ck);
+    CU_ASSERT(exists_at(aside, "step-8/COMPLETE") && !exists_at(ck, "step-8"));
+    topo_free(&t);
+}
+
 static void test_log_summary(void)
 {
     topo t;
     CU_ASSERT_FATAL(load(&t, "train.steps=3", "train.eval_every=0", "checkpoint.every=0") == 0);
     char out[300], path[400], err[ERR_LEN] = "";
     snprintf(out, sizeof out, "%s/log", root);
-    run_log_opts o = { out, NULL, 0, 0, 0 }; /* progress NULL: silent (it used to crash) */
+    run_log_opts o = { out, NULL, 0, 0, 0, 0 }; /* progress NULL: silent (it used to crash) */
     run_log *l = run_log_open(&t, &o, err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT(run_log_step(l, 0, 5.5, 1e-3, 1.0, NAN, 0.01, err) == 0);
@@ -161,7 +255,7 @@ static void test_log_trace(void)
     CU_ASSERT_FATAL(load(&t, "train.steps=1", "train.eval_every=0", "checkpoint.every=0") == 0);
     char out[300], path[400], err[ERR_LEN] = "";
     snprintf(out, sizeof out, "%s/trace", root);
-    run_log_opts o = { out, NULL, 0, 0, 0 };
+    run_log_opts o = { out, NULL, 0, 0, 0, 0 };
     FILE *devnull = fopen("/dev/null", "w");
     o.progress = devnull;
     run_log *l = run_log_open(&t, &o, err);
@@ -189,6 +283,7 @@ int main(void)
     CU_TestInfo tests[] = {
         { "evaluation and checkpoint cadence, evaluation windows", test_cadence },
         { "start point: fresh, --resume without a checkpoint, a restart", test_start_point },
+        { "start point: restarts resume only the run's own checkpoints", test_start_point_whose },
         { "the record: metrics, divergence, summary.json keys", test_log_summary },
         { "the record: the trace's outcome in summary.json", test_log_trace },
         CU_TEST_INFO_NULL,
