@@ -25,7 +25,8 @@ typedef struct {
     double *pre;     /* (U+1) prefix sums of f+b+w */
     double *pst, *pstash, *pwork; /* (U+1) prefix sums of static, stash, work */
     int *peak;       /* (P) micro-batches in flight at the schedule's peak */
-    double *suf;     /* ((P+1) x (U+1)) least bottleneck of stages s.. on units i.. */
+    double *suf;     /* ((P+1) x (U-P+1)) least bottleneck of stages s.. on units i.., for the
+                      * i a split can reach, s <= i <= U-P+s (SUF); INFINITY elsewhere (suf_at) */
     double thr;
     int fast;        /* the O(P·U·log U) DP (see the top), else the plain scan */
     long long probes; /* split points the DP tried (plan's n_probes) */
@@ -73,7 +74,16 @@ static int fits(const bal *x, int s, int a, int b)
     return m <= x->in->mem_limit;
 }
 
-#define SUF(x, s, i) ((x)->suf[(size_t)(s) * (size_t)((x)->U + 1) + (size_t)(i)])
+/* Row s of the table holds i = s .. U-P+s: before s units, stages 0..s-1 cannot
+ * all hold one; after U-P+s, stages s..P-1 cannot. The band is all any caller
+ * reads but bmin's fill, which takes suf_at. */
+#define SUF_W(x) ((size_t)((x)->U - (x)->P + 1))
+#define SUF(x, s, i) ((x)->suf[(size_t)(s) * SUF_W(x) + (size_t)((i) - (s))])
+
+static double suf_at(const bal *x, int s, int i)
+{
+    return i >= s && (size_t)(i - s) < SUF_W(x) ? SUF(x, s, i) : INFINITY;
+}
 
 /* The least SUF(s + 1, j) over j in [a, b] (a <= b), from x->bmin. */
 static double b_min(const bal *x, int a, int b)
@@ -116,7 +126,7 @@ static double cell(bal *x, int s, int i, int kmax)
 static void fill_suffix(bal *x)
 {
     int P = x->P, U = x->U, n = U + 1;
-    for (size_t i = 0; i < (size_t)(P + 1) * (size_t)(U + 1); i++) x->suf[i] = INFINITY;
+    for (size_t i = 0; i < (size_t)(P + 1) * SUF_W(x); i++) x->suf[i] = INFINITY;
     SUF(x, P, U) = 0;
     for (int s = P - 1; s >= 0; s--) {
         if (!x->fast) {
@@ -129,7 +139,7 @@ static void fill_suffix(bal *x)
                 }
             continue;
         }
-        for (int j = 0; j < n; j++) SPT(x->bmin, n, 0, j) = SUF(x, s + 1, j);
+        for (int j = 0; j < n; j++) SPT(x->bmin, n, 0, j) = suf_at(x, s + 1, j);
         for (int k = 1; k < x->lg; k++)
             for (int j = 0; j + (1 << k) <= n; j++)
                 SPT(x->bmin, n, k, j) = fmin(SPT(x->bmin, n, k - 1, j), SPT(x->bmin, n, k - 1, j + (1 << (k - 1))));
@@ -372,7 +382,7 @@ static int prepare(bal *x, int P, const sched_schedule *s, const sched_balance_i
     x->pst = calloc((size_t)U + 1, sizeof(double));
     x->pstash = calloc((size_t)U + 1, sizeof(double));
     x->pwork = calloc((size_t)U + 1, sizeof(double));
-    x->suf = malloc(sizeof(double) * (size_t)(P + 1) * (size_t)(U + 1));
+    x->suf = U >= P ? malloc(sizeof(double) * (size_t)(P + 1) * (size_t)(U - P + 1)) : NULL;
     x->cur = calloc((size_t)P + 1, sizeof(int));
     x->cap = in->top_k < in->max_list ? in->top_k : in->max_list;
     if (x->cap < 1) x->cap = 1;

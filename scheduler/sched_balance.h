@@ -8,7 +8,8 @@
  *      largest per-micro-batch busy time F+B+W of a stage) among the splits whose
  *      every stage fits its memory bound (below), in O(P * U * log U) (binary
  *      searches over each cell's split point, see sched_balance.c; the plain
- *      O(P * U^2) scan for inputs with a negative or non-finite number).
+ *      O(P * U^2) scan for inputs with a negative or non-finite number), in a
+ *      table of the (P+1) x (U-P+1) cells a split can reach.
  *   2. Every split whose bottleneck is within `slack` of that optimum is listed
  *      (depth-first, pruned with the same table: a prefix is dropped as soon as the
  *      best completion of it exceeds the threshold), up to max_list of them;
