@@ -107,7 +107,8 @@ typedef struct {
 
 /* Bytes one unit needs per micro-batch of `batch` sequences of cfg->seq_len
  * tokens under recompute mode `mode`: stash (act + tokens, forward to
- * backward-weight), work (grad, backward-input to backward-weight), fwd_tmp
+ * backward-weight), work (grad, backward-input to backward-weight: the
+ * gradients, then what a block recomputes but NONE's derived tensors), fwd_tmp
  * (during forward only: what forward computes but does not keep; 0 with NONE),
  * work_unit (model_backward_fused's work for the unit: a block lays what it
  * recomputes and its gradients over one another as they are consumed, so it

@@ -12,7 +12,8 @@
 #include <string.h>
 
 /* Floats of one unit's stash (act) and work (grad: gradients, then the
- * recomputed activations, `other` of them) under mode. */
+ * recomputed activations the weight-gradient pass reads, block_split_view)
+ * under mode; `other`: the activations the forward does not keep. */
 static void unit_sizes(const model_config *c, int unit, dims d, int mode, size_t *act, size_t *grad,
                        size_t *other)
 {
@@ -23,7 +24,7 @@ static void unit_sizes(const model_config *c, int unit, dims d, int mode, size_t
     case UNIT_HEAD: *act = head_act_view(&ha, NULL, d); *grad = head_grad_view(&hg, NULL, d); break;
     default:
         *act = block_act_view(&ba, NULL, NULL, d, mode, other);
-        *grad = block_grad_view(&bg, NULL, d) + *other;
+        *grad = block_grad_view(&bg, NULL, d) + block_split_view(&ba, NULL, NULL, NULL, d, mode);
         break;
     }
 }

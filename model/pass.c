@@ -13,15 +13,6 @@
 #include <time.h>
 
 static block_w block_weights(float *base, dims d) { block_w w; block_w_view(&w, base, d); return w; }
-/* A block's activations: the kept ones in `kept` (the slot's stash), the
- * others in `other` (forward: the part's scratch; backward: the slot's work,
- * after the gradients). */
-static block_act block_acts(const model_part *p, float *kept, float *other, dims d)
-{
-    block_act a;
-    block_act_view(&a, kept, other, d, p->recompute, NULL);
-    return a;
-}
 static block_grad block_grads(float *base, dims d) { block_grad g; block_grad_view(&g, base, d); return g; }
 static size_t block_grad_floats(dims d) { block_grad g; return block_grad_view(&g, NULL, d); }
 static head_act head_acts(float *base, dims d) { head_act a; head_act_view(&a, base, d); return a; }
@@ -98,10 +89,19 @@ static void block_forward(model_part *p, int i, model_slot *s, const float *in, 
     kern_add(out, a.x2, d.N, d.C);
 }
 
+/* A split backward's activations (block_split_view): the stash, the slot's
+ * work after the gradients, NONE's derived tensors at the workspace. */
+static block_act block_split_acts(const model_part *p, model_slot *s, dims d)
+{
+    block_act a;
+    block_split_view(&a, s->act, s->grad + block_grad_floats(d), p->ws, d, p->recompute);
+    return a;
+}
+
 static void block_backward_input(model_part *p, int i, model_slot *s, const float *dout, float *din, dims d)
 {
     block_w w = block_weights(p->params + p->unit_off[i], d);
-    block_act a = block_acts(p, s->act, s->grad + block_grad_floats(d), d);
+    block_act a = block_split_acts(p, s, d);
     block_grad g = block_grads(s->grad, d);
     if (p->recompute != MODEL_RECOMPUTE_NONE)
         block_forward_body(p, i, a, d, p->recompute == MODEL_RECOMPUTE_FULL);
@@ -123,23 +123,16 @@ static void block_backward_input(model_part *p, int i, model_slot *s, const floa
 
 static void block_backward_weight(model_part *p, int i, model_slot *s, dims d)
 {
-    block_w gw = block_weights(p->grads + p->unit_off[i], d);
-    block_act a = block_acts(p, s->act, s->grad + block_grad_floats(d), d);
+    block_w gw = block_weights(p->grads + p->unit_off[i], d), w = block_weights(p->params + p->unit_off[i], d);
+    block_act a = block_split_acts(p, s, d); /* h, xn2, xn1 derived in turn at ws, in every mode */
     block_grad g = block_grads(s->grad, d);
-    const int none = p->recompute == MODEL_RECOMPUTE_NONE; /* h, xn2, xn1 recomputed in turn at ws */
-    const float *w1 = NULL, *w2 = NULL;
-    if (none) {
-        block_w w = block_weights(p->params + p->unit_off[i], d);
-        w1 = w.norm1; w2 = w.norm2;
-        a.h = a.xn2 = a.xn1 = p->ws;
-        kern_swiglu_forward(a.h, a.gu, d.N, d.F);
-    }
+    kern_swiglu_forward(a.h, a.gu, d.N, d.F);
     layer_matmul_backward_weight(gw.wd, g.dout, a.h, d.N, d.F, d.C);
-    if (none) kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w2, d.N, d.C);
+    kern_rmsnorm_apply(a.xn2, a.x2, a.rstd2, w.norm2, d.N, d.C);
     layer_matmul_backward_weight(gw.wg, g.dgu, a.xn2, d.N, d.C, 2 * d.F);
     layer_rmsnorm_backward_weight(gw.norm2, g.dxn2, a.x2, a.rstd2, d.N, d.C);
     layer_matmul_backward_weight(gw.wo, g.dx2, a.att, d.N, d.C, d.C);
-    if (none) kern_rmsnorm_apply(a.xn1, a.x, a.rstd1, w1, d.N, d.C);
+    kern_rmsnorm_apply(a.xn1, a.x, a.rstd1, w.norm1, d.N, d.C);
     layer_matmul_backward_weight(gw.wq, g.dqkv, a.xn1, d.N, d.C, qkv_width(d));
     layer_rmsnorm_backward_weight(gw.norm1, g.dxn1, a.x, a.rstd1, d.N, d.C);
 }

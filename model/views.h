@@ -96,6 +96,31 @@ static inline size_t block_act_view(block_act *a, float *kept, float *other, dim
     return ok;
 }
 
+/* The activations of a split backward (backward-input, then backward-weight
+ * later: zero-bubble schedules, stages past the first) under recomputation:
+ * the kept ones in the stash, the other recomputed ones in `work`, which
+ * lives from backward-input to backward-weight, but NONE's derived tensors
+ * (xn1, xn2, h): both passes derive them in turn at the workspace ws, as NONE
+ * does (block_act_derived). So every mode holds from B to W what NONE holds
+ * (its stash and the gradients), and less from F to B; holding the derived
+ * ones too made FULL's peak exceed NONE's on zero-bubble stages. Returns the
+ * floats in `work` (NULL bases only count). */
+static inline size_t block_split_view(block_act *a, float *stash, float *work, float *ws, dims d, int mode)
+{
+    float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->lse, &a->att, &a->x2, &a->rstd2, &a->xn2,
+                        &a->gu, &a->h };
+    const size_t NC = d.N * d.C;
+    const size_t n[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T, NC, NC, d.N, NC,
+                             d.N * 2 * d.F, d.N * d.F };
+    size_t ok = 0, ow = 0;
+    for (int f = 0; f < BA_N; f++) {
+        if (f == BA_XN1 || f == BA_XN2 || f == BA_H) *t[f] = ws;
+        else if (block_act_kept(mode, f)) ok = carve(t[f], stash, ok, n[f]);
+        else ow = carve(t[f], work, ow, n[f]);
+    }
+    return ow;
+}
+
 /* dgu and dqkv are laid out like gu and qkv. */
 typedef struct { float *dout, *dgu, *dxn2, *dx2, *dqkv, *dxn1; } block_grad;
 static inline size_t block_grad_view(block_grad *g, float *b, dims d)

@@ -25,7 +25,8 @@ typedef struct {
     double *pre;     /* (U+1) prefix sums of f+b+w */
     double *pst, *pstash, *pwork; /* (U+1) prefix sums of static, stash, work */
     int *peak;       /* (P) micro-batches in flight at the schedule's peak */
-    double *suf;     /* ((P+1) x (U+1)) least bottleneck of stages s.. on units i.. */
+    double *suf;     /* ((P+1) x (U-P+1)) least bottleneck of stages s.. on units i.., for the
+                      * i a split can reach, s <= i <= U-P+s (SUF); INFINITY elsewhere (suf_at) */
     double thr;
     int fast;        /* the O(P·U·log U) DP (see the top), else the plain scan */
     long long probes; /* split points the DP tried (plan's n_probes) */
@@ -33,9 +34,16 @@ typedef struct {
     double *tmax;    /* (lg x U) sparse table of the largest fwd_tmp (fast with a limit) */
     double *bmin;    /* (lg x (U+1)) sparse table of the least SUF(s + 1, .) (fast) */
     int *cur;        /* (P+1) the split being listed */
-    int *list;       /* (max_list x (P+1)) */
-    double *list_bn; /* (max_list) */
-    int n_list;
+    int n_list;      /* splits listed so far (at most max_list), in listing order */
+    /* the top_k listed of least (bottleneck, listing index): a max-heap of slots,
+     * each split stored as a bitset of its cut points (bit u: a stage starts at
+     * unit u), so memory is top_k x U/8 bytes, not max_list x (P+1) ints */
+    int cap, n_keep; /* slots (top_k), slots used */
+    size_t kb;       /* bytes of one slot's bitset */
+    int *heap;       /* (cap) slots, the largest key at 0 */
+    double *keep_bn; /* (cap) each slot's bottleneck */
+    int *keep_idx;   /* (cap) each slot's listing index */
+    unsigned char *keep; /* (cap x kb) each slot's cut points */
 } bal;
 
 static double speed(const bal *x, int s) { return x->in->speed ? x->in->speed[s] : 1.0; }
@@ -66,7 +74,16 @@ static int fits(const bal *x, int s, int a, int b)
     return m <= x->in->mem_limit;
 }
 
-#define SUF(x, s, i) ((x)->suf[(size_t)(s) * (size_t)((x)->U + 1) + (size_t)(i)])
+/* Row s of the table holds i = s .. U-P+s: before s units, stages 0..s-1 cannot
+ * all hold one; after U-P+s, stages s..P-1 cannot. The band is all any caller
+ * reads but bmin's fill, which takes suf_at. */
+#define SUF_W(x) ((size_t)((x)->U - (x)->P + 1))
+#define SUF(x, s, i) ((x)->suf[(size_t)(s) * SUF_W(x) + (size_t)((i) - (s))])
+
+static double suf_at(const bal *x, int s, int i)
+{
+    return i >= s && (size_t)(i - s) < SUF_W(x) ? SUF(x, s, i) : INFINITY;
+}
 
 /* The least SUF(s + 1, j) over j in [a, b] (a <= b), from x->bmin. */
 static double b_min(const bal *x, int a, int b)
@@ -109,7 +126,7 @@ static double cell(bal *x, int s, int i, int kmax)
 static void fill_suffix(bal *x)
 {
     int P = x->P, U = x->U, n = U + 1;
-    for (size_t i = 0; i < (size_t)(P + 1) * (size_t)(U + 1); i++) x->suf[i] = INFINITY;
+    for (size_t i = 0; i < (size_t)(P + 1) * SUF_W(x); i++) x->suf[i] = INFINITY;
     SUF(x, P, U) = 0;
     for (int s = P - 1; s >= 0; s--) {
         if (!x->fast) {
@@ -122,7 +139,7 @@ static void fill_suffix(bal *x)
                 }
             continue;
         }
-        for (int j = 0; j < n; j++) SPT(x->bmin, n, 0, j) = SUF(x, s + 1, j);
+        for (int j = 0; j < n; j++) SPT(x->bmin, n, 0, j) = suf_at(x, s + 1, j);
         for (int k = 1; k < x->lg; k++)
             for (int j = 0; j + (1 << k) <= n; j++)
                 SPT(x->bmin, n, k, j) = fmin(SPT(x->bmin, n, k - 1, j), SPT(x->bmin, n, k - 1, j + (1 << (k - 1))));
@@ -145,6 +162,65 @@ static int last_within(const bal *x, int s, int i, int hi)
     return lo;
 }
 
+/* Slot a's key (bottleneck, listing index) is below slot b's: the simulation order. */
+static int key_less(const bal *x, int a, int b)
+{
+    if (x->keep_bn[a] != x->keep_bn[b]) return x->keep_bn[a] < x->keep_bn[b];
+    return x->keep_idx[a] < x->keep_idx[b];
+}
+
+static void heap_down(bal *x, int k)
+{
+    for (;;) {
+        int l = 2 * k + 1, r = l + 1, m = k;
+        if (l < x->n_keep && key_less(x, x->heap[m], x->heap[l])) m = l;
+        if (r < x->n_keep && key_less(x, x->heap[m], x->heap[r])) m = r;
+        if (m == k) return;
+        int t = x->heap[k];
+        x->heap[k] = x->heap[m];
+        x->heap[m] = t;
+        k = m;
+    }
+}
+
+/* Keeps the split x->cur, the n_list-th listed, of bottleneck bn if it is among
+ * the top_k least (bottleneck, listing index) listed so far. */
+static void keep_split(bal *x, double bn)
+{
+    int slot, k;
+    if (x->n_keep < x->cap) {
+        slot = x->n_keep;
+        k = x->n_keep++;
+        x->heap[k] = slot;
+    } else {
+        slot = x->heap[0]; /* the largest key kept; a later index loses a tie */
+        if (!(bn < x->keep_bn[slot])) return;
+        k = -1;
+    }
+    x->keep_bn[slot] = bn;
+    x->keep_idx[slot] = x->n_list;
+    unsigned char *bits = x->keep + (size_t)slot * x->kb;
+    memset(bits, 0, x->kb);
+    for (int st = 0; st < x->P; st++) bits[x->cur[st] / 8] |= (unsigned char)(1u << (x->cur[st] % 8));
+    if (k < 0) heap_down(x, 0);
+    else
+        for (; k > 0 && key_less(x, x->heap[(k - 1) / 2], x->heap[k]); k = (k - 1) / 2) {
+            int t = x->heap[k];
+            x->heap[k] = x->heap[(k - 1) / 2];
+            x->heap[(k - 1) / 2] = t;
+        }
+}
+
+/* The split of slot into first[0..P]. */
+static void kept_split(const bal *x, int slot, int *first)
+{
+    const unsigned char *bits = x->keep + (size_t)slot * x->kb;
+    int st = 0;
+    for (int u = 0; u < x->U; u++)
+        if (bits[u / 8] & (1u << (u % 8))) first[st++] = u;
+    first[x->P] = x->U;
+}
+
 /* Lists the splits of stages s.. from unit i whose bottleneck stays <= thr. */
 static void list_from(bal *x, int s, int i, double bn)
 {
@@ -152,8 +228,8 @@ static void list_from(bal *x, int s, int i, double bn)
     x->cur[s] = i;
     if (s == P) {
         if (i != U || x->n_list >= x->in->max_list) return;
-        memcpy(x->list + (size_t)x->n_list * (size_t)(P + 1), x->cur, sizeof(int) * (size_t)(P + 1));
-        x->list_bn[x->n_list++] = bn;
+        keep_split(x, bn);
+        x->n_list++;
         return;
     }
     /* a larger j's stage alone exceeds thr (fast: the costs only grow with j) */
@@ -253,12 +329,10 @@ int sched_balance_eval(const sched_schedule *s, const sched_balance_in *in, cons
     return 0;
 }
 
-static int by_bottleneck(const void *a, const void *b, void *ctx)
+static int by_key(const void *a, const void *b, void *ctx)
 {
-    const double *bn = ctx;
     int i = *(const int *)a, j = *(const int *)b;
-    if (bn[i] != bn[j]) return bn[i] < bn[j] ? -1 : 1;
-    return (i > j) - (i < j);
+    return key_less(ctx, i, j) ? -1 : key_less(ctx, j, i);
 }
 
 static void bal_free(bal *x)
@@ -272,8 +346,10 @@ static void bal_free(bal *x)
     free(x->tmax);
     free(x->bmin);
     free(x->cur);
-    free(x->list);
-    free(x->list_bn);
+    free(x->heap);
+    free(x->keep_bn);
+    free(x->keep_idx);
+    free(x->keep);
 }
 
 /* Why no split fits: a unit too large alone on every stage, or the whole. */
@@ -306,11 +382,17 @@ static int prepare(bal *x, int P, const sched_schedule *s, const sched_balance_i
     x->pst = calloc((size_t)U + 1, sizeof(double));
     x->pstash = calloc((size_t)U + 1, sizeof(double));
     x->pwork = calloc((size_t)U + 1, sizeof(double));
-    x->suf = malloc(sizeof(double) * (size_t)(P + 1) * (size_t)(U + 1));
+    x->suf = U >= P ? malloc(sizeof(double) * (size_t)(P + 1) * (size_t)(U - P + 1)) : NULL;
     x->cur = calloc((size_t)P + 1, sizeof(int));
-    x->list = malloc(sizeof(int) * (size_t)in->max_list * (size_t)(P + 1));
-    x->list_bn = malloc(sizeof(double) * (size_t)in->max_list);
-    if (!x->pre || !x->pst || !x->pstash || !x->pwork || !x->suf || !x->cur || !x->list || !x->list_bn)
+    x->cap = in->top_k < in->max_list ? in->top_k : in->max_list;
+    if (x->cap < 1) x->cap = 1;
+    x->kb = (size_t)U / 8 + 1;
+    x->heap = malloc(sizeof(int) * (size_t)x->cap);
+    x->keep_bn = malloc(sizeof(double) * (size_t)x->cap);
+    x->keep_idx = malloc(sizeof(int) * (size_t)x->cap);
+    x->keep = malloc(x->kb * (size_t)x->cap);
+    if (!x->pre || !x->pst || !x->pstash || !x->pwork || !x->suf || !x->cur || !x->heap || !x->keep_bn ||
+        !x->keep_idx || !x->keep)
         return snprintf(err, SCHED_ERR_LEN, "out of memory"), -1;
     for (int u = 0; u < U; u++) {
         x->pre[u + 1] = x->pre[u] + in->f[u] + in->b[u] + in->w[u];
@@ -372,17 +454,18 @@ int sched_balance(const sched_schedule *s, const sched_balance_in *in, sched_bal
     }
     x.thr = opt * (1 + fmax(in->slack, 0)) * (1 + 1e-12);
     list_from(&x, 0, 0, 0);
-    int *order = malloc(sizeof(int) * (size_t)x.n_list);
-    if (!order) { snprintf(err, SCHED_ERR_LEN, "out of memory"); goto done; }
-    for (int i = 0; i < x.n_list; i++) order[i] = i;
-    qsort_r(order, (size_t)x.n_list, sizeof(int), by_bottleneck, x.list_bn);
+    /* the kept splits are the top_k of the whole list by (bottleneck, index) */
+    qsort_r(x.heap, (size_t)x.n_keep, sizeof(int), by_key, &x);
+    int *first = malloc(sizeof(int) * (size_t)(x.P + 1));
+    if (!first) { snprintf(err, SCHED_ERR_LEN, "out of memory"); goto done; }
     sched_balance_plan *best = NULL;
     int n_sim = 0;
-    for (int i = 0; i < x.n_list && n_sim < in->top_k; i++) {
+    for (int i = 0; i < x.n_keep && n_sim < in->top_k; i++) {
         sched_balance_plan *p = NULL;
-        if (sched_balance_eval(s, in, x.list + (size_t)order[i] * (size_t)(x.P + 1), &p, err)) {
+        kept_split(&x, x.heap[i], first);
+        if (sched_balance_eval(s, in, first, &p, err)) {
             sched_balance_plan_free(best);
-            free(order);
+            free(first);
             goto done;
         }
         n_sim++;
@@ -395,7 +478,7 @@ int sched_balance(const sched_schedule *s, const sched_balance_in *in, sched_bal
             sched_balance_plan_free(p);
         }
     }
-    free(order);
+    free(first);
     if (!best) {
         if (in->mem_limit <= 0)
             snprintf(err, SCHED_ERR_LEN, "no split of %d units into %d stages has a finite simulated step time",

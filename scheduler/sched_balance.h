@@ -8,10 +8,14 @@
  *      largest per-micro-batch busy time F+B+W of a stage) among the splits whose
  *      every stage fits its memory bound (below), in O(P * U * log U) (binary
  *      searches over each cell's split point, see sched_balance.c; the plain
- *      O(P * U^2) scan for inputs with a negative or non-finite number).
+ *      O(P * U^2) scan for inputs with a negative or non-finite number), in a
+ *      table of the (P+1) x (U-P+1) cells a split can reach.
  *   2. Every split whose bottleneck is within `slack` of that optimum is listed
  *      (depth-first, pruned with the same table: a prefix is dropped as soon as the
- *      best completion of it exceeds the threshold), up to max_list of them.
+ *      best completion of it exceeds the threshold), up to max_list of them;
+ *      only the top_k of least (bottleneck, listing index) are kept as they come
+ *      (a heap of cut-point bitsets, top_k x U/8 bytes: the whole list was
+ *      max_list x (P+1) ints, 330 MB at 4096 stages).
  *   3. The `top_k` with the least bottleneck are simulated with sched_simulate on
  *      the given schedule (its memory model gives each stage's peak activation
  *      bytes); a split whose simulated memory exceeds the limit is dropped, and the

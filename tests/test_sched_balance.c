@@ -3,12 +3,18 @@
  * split (with and without a memory limit), a unit too large for any stage, and
  * the fast DP's plans identical to the plain scan's (in.exhaustive) on random
  * instances. */
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "scheduler/sched_balance.h"
 #include "tests.h"
 
 #define MAXU 9
+#define MAXR 12    /* units of test_top_k_as_whole_list */
+#define MAXALL 2048 /* its splits: at most C(11, 5) */
 
 typedef struct {
     double f[MAXU], b[MAXU], w[MAXU], st[MAXU], stash[MAXU], zero[MAXU];
@@ -278,6 +284,213 @@ static double scan_bottleneck(int U, const double *cost, int P, const double *sp
     return cur[0];
 }
 
+/* The selection as sched_balance made it when it kept the whole list (before
+ * the top_k heap), written out by brute force: every split in listing order
+ * (depth-first, later cuts first) whose stages fit the DP's memory bound and
+ * whose bottleneck is within the slack of the least, the first max_list of
+ * them, sorted by (bottleneck, listing index); the first top_k simulated, the
+ * least step time wins. The same doubles: the same prefix sums and maxima. */
+typedef struct {
+    const sched_balance_in *in;
+    int P, U, *peak, cur[MAXR + 1], n_all;
+    double pre[MAXR + 1], pst[MAXR + 1], pstash[MAXR + 1], pwork[MAXR + 1];
+    int all[MAXALL][MAXR + 1];
+    double all_bn[MAXALL];
+} ref;
+
+static double ref_cost(const ref *r, int s, int a, int b)
+{
+    return (r->pre[b] - r->pre[a]) / (r->in->speed ? r->in->speed[s] : 1.0);
+}
+
+static int ref_fits(const ref *r, int s, int a, int b)
+{
+    if (r->in->mem_limit <= 0) return 1;
+    double tmp = 0;
+    for (int u = a; u < b; u++) tmp = fmax(tmp, r->in->fwd_tmp[u]);
+    double m = r->pst[b] - r->pst[a] + r->peak[s] * (r->pstash[b] - r->pstash[a]) + r->pwork[b] - r->pwork[a] + tmp;
+    return m <= r->in->mem_limit;
+}
+
+/* Every split of stages s.. from unit i whose stages fit, in listing order. */
+static void ref_all(ref *r, int s, int i, double bn)
+{
+    r->cur[s] = i;
+    if (s == r->P) {
+        if (i != r->U) return;
+        memcpy(r->all[r->n_all], r->cur, sizeof r->cur);
+        r->all_bn[r->n_all++] = bn;
+        return;
+    }
+    for (int j = r->U - (r->P - 1 - s); j > i; j--)
+        if (ref_fits(r, s, i, j)) ref_all(r, s + 1, j, fmax(bn, ref_cost(r, s, i, j)));
+}
+
+/* 0 with the plan's first[], step time, listed and simulated counts; -1: none. */
+static int ref_balance(const sched_schedule *s, const sched_balance_in *in, int *first, double *step, int *n_listed,
+                       int *n_sim)
+{
+    static ref r;
+    memset(&r, 0, sizeof r);
+    r.in = in;
+    r.P = s->n_stages;
+    r.U = in->n_units;
+    for (int u = 0; u < r.U; u++) {
+        r.pre[u + 1] = r.pre[u] + in->f[u] + in->b[u] + in->w[u];
+        r.pst[u + 1] = r.pst[u] + in->static_bytes[u];
+        r.pstash[u + 1] = r.pstash[u] + in->stash[u];
+        r.pwork[u + 1] = r.pwork[u] + in->work[u];
+    }
+    char err[SCHED_ERR_LEN];
+    sched_report *rep = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_check(s, &rep, err), 0);
+    r.peak = rep->peak_mb;
+    ref_all(&r, 0, 0, 0);
+    double opt = INFINITY;
+    for (int k = 0; k < r.n_all; k++) opt = fmin(opt, r.all_bn[k]);
+    int rc = -1;
+    if (isfinite(opt)) {
+        double thr = opt * (1 + fmax(in->slack, 0)) * (1 + 1e-12);
+        static int order[MAXALL];
+        int n = 0;
+        for (int k = 0; k < r.n_all && n < in->max_list; k++)
+            if (r.all_bn[k] <= thr) order[n++] = k; /* k ascending: the listing order */
+        for (int a = 1; a < n; a++) /* insertion sort by (bottleneck, listing index) */
+            for (int b = a; b > 0 && r.all_bn[order[b]] < r.all_bn[order[b - 1]]; b--) {
+                int t = order[b];
+                order[b] = order[b - 1];
+                order[b - 1] = t;
+            }
+        double best = INFINITY;
+        int sim = 0;
+        for (int k = 0; k < n && sim < in->top_k; k++, sim++) {
+            sched_balance_plan *p = NULL;
+            CU_ASSERT_EQUAL_FATAL(sched_balance_eval(s, in, r.all[order[k]], &p, err), 0);
+            int ok = 1;
+            for (int st = 0; st < r.P && in->mem_limit > 0; st++) ok &= p->mem[st] <= in->mem_limit;
+            if (ok && (rc || p->step_time < best * (1 - 1e-12))) {
+                best = p->step_time;
+                memcpy(first, r.all[order[k]], sizeof(int) * (size_t)(r.P + 1));
+                rc = 0;
+            }
+            sched_balance_plan_free(p);
+        }
+        *step = best;
+        *n_listed = n;
+        *n_sim = sim;
+    }
+    sched_report_free(rep);
+    return rc;
+}
+
+/* sched_balance keeps only the top_k listed splits (a heap), not the list: the
+ * same plan, listed and simulated counts as the whole list sorted (ref_balance)
+ * on random instances with ties in the bottleneck, caps that cut the listing,
+ * memory limits and uneven speeds. */
+static void test_top_k_as_whole_list(void)
+{
+    static double f[MAXR], b[MAXR], w[MAXR], st[MAXR], stash[MAXR], work[MAXR], tmp[MAXR], wu[MAXR], out[MAXR],
+        speed[MAXR];
+    static const char *const kinds[] = { "gpipe", "1f1b", "zb-h1" };
+    unsigned seed = 4242;
+    int n_same = 0, n_ok = 0, n_capped = 0, n_cut = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        int U = 2 + (int)(rnd(&seed) % (MAXR - 1)), P = 1 + (int)(rnd(&seed) % (U < 6 ? U : 6));
+        int kc = (int)(rnd(&seed) % 3), M = P * (1 + (int)(rnd(&seed) % 2));
+        for (int u = 0; u < U; u++) {
+            f[u] = rnd_val(&seed, kc, 10);
+            b[u] = rnd_val(&seed, kc, 10);
+            w[u] = rnd_val(&seed, kc, 10);
+            st[u] = rnd_val(&seed, 2, 1000);
+            stash[u] = rnd_val(&seed, 2, 100);
+            work[u] = rnd_val(&seed, 2, 100);
+            tmp[u] = rnd_val(&seed, 2, 300);
+            wu[u] = rnd_val(&seed, 2, 50);
+            out[u] = rnd_val(&seed, 2, 10);
+        }
+        for (int s = 0; s < P; s++) speed[s] = trial % 3 ? 0.25 + (double)(rnd(&seed) % 8) / 4 : 1;
+        sched_balance_in in = { U, f, b, w, st, stash, work, tmp, wu, out, speed, 0.1, 1e3, (int)(trial % 2), 1, 0,
+                                trial % 5 ? 0.25 : 100, 1 + (int)(rnd(&seed) % 12), 0, (int)(trial % 7 == 0) };
+        in.max_list = in.top_k + (int)(rnd(&seed) % 20);
+        if (trial % 3 == 0) in.mem_limit = (double)(rnd(&seed) % 100 + 1) / 100 * (1000 * U / P + 500 * M);
+        char err[SCHED_ERR_LEN];
+        sched_schedule *s = sched_generate(kinds[trial % 3], P, M, 1, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        int want[MAXR + 1], listed = 0, sim = 0;
+        double step = 0;
+        int rc_ref = ref_balance(s, &in, want, &step, &listed, &sim);
+        sched_balance_plan *p = NULL;
+        int rc = sched_balance(s, &in, &p, NULL, err);
+        int same = rc == rc_ref;
+        if (same && rc == 0) {
+            same = !memcmp(p->first, want, sizeof(int) * (size_t)(P + 1)) && p->step_time == step &&
+                   p->n_listed == listed && p->n_simulated == sim;
+            n_ok++;
+            n_capped += listed == in.max_list;
+            n_cut += listed > in.top_k;
+        }
+        CU_ASSERT(same);
+        if (!same) fprintf(stderr, "\n  trial %d (U %d, P %d): the kept top %d differ from the whole list's\n", trial,
+                           U, P, in.top_k);
+        n_same += same;
+        sched_balance_plan_free(p);
+        sched_free(s);
+    }
+    CU_ASSERT_EQUAL(n_same, 300);
+    CU_ASSERT(n_ok > 100);
+    CU_ASSERT(n_capped > 20); /* the listing cut at max_list */
+    CU_ASSERT(n_cut > 50);    /* more listed than simulated: the heap dropped some */
+}
+
+/* The balancer's memory at `pipetrain balance --stages 2048` of the loader's
+ * largest model (4098 units) with 20,000 splits listed: bounded by the DP's
+ * table ((P+1) x (U-P+1) doubles, 34 MB; 67 MB while it held (P+1) x (U+1))
+ * plus 16 MB (the program, the kept top_k: 2 MB seen), where the whole list
+ * of P+1 cut points each added 20,000 x 2049 x 4 = 164 MB. Run in a child,
+ * its peak RSS from wait4; a bound, not a timing. */
+static void test_list_memory(void)
+{
+    enum { U = 4098, P = 2048 };
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        static double f[U], b[U], w[U], st[U], zero[U];
+        unsigned seed = 99;
+        for (int u = 0; u < U; u++) { /* as a calibrated run's per-layer times */
+            f[u] = 1 + (double)rnd(&seed) / 65536.0;
+            b[u] = 1 + 2 * (double)rnd(&seed) / 65536.0;
+            w[u] = 0.5 + 0.5 * (double)rnd(&seed) / 65536.0;
+            st[u] = 100;
+        }
+        sched_balance_in in = { U, f, b, w, st, zero, zero, zero, zero, zero, NULL, 0, 0, 1, 1, 0, 0.25, 32,
+                                20000, 0 };
+        char err[SCHED_ERR_LEN];
+        sched_schedule *s = sched_generate("gpipe", P, 2, 1, err);
+        sched_balance_plan *p = NULL;
+        if (!s || sched_balance(s, &in, &p, NULL, err)) _exit(3);
+        _exit(p->n_listed == 20000 && p->n_simulated == 32 ? 0 : 4);
+    }
+    struct rusage ru;
+    int status = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 1200 && got == 0; i++) { /* 120 s */
+        got = wait4(pid, &status, WNOHANG, &ru);
+        if (got == 0) nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    }
+    if (got == 0) {
+        fprintf(stderr, "\n  the balancer's child did not finish in 120 s: killed\n");
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    CU_ASSERT_FATAL(got == pid);
+    CU_ASSERT_FATAL(WIFEXITED(status));
+    CU_ASSERT_EQUAL(WEXITSTATUS(status), 0); /* 20,000 listed, 32 simulated */
+    double table = (double)(P + 1) * (U - P + 1) * 8, peak = (double)ru.ru_maxrss * 1024;
+    fprintf(stderr, "\n  balance of %d units on %d stages: peak RSS %.0f MB (DP table %.0f MB)\n", U, P, peak / 1e6,
+            table / 1e6);
+    CU_ASSERT(peak < table + 16e6);
+}
+
 /* The fast DP (binary searches over split points, sparse tables) against the
  * plain scan: the same plan, listing, error and bad unit on random instances
  * of every shape: ties, zeros, uneven speeds, memory limits that bind. */
@@ -380,6 +593,8 @@ int main(void)
         { "costs.json per-layer times", test_costs_units },
         { "the fast DP's plans are the plain scan's", test_fast_vs_scan },
         { "the DP's work at the loader's largest sizes", test_fast_work },
+        { "the kept top_k are the whole list's", test_top_k_as_whole_list },
+        { "memory bounded by the DP table, not the list", test_list_memory },
         CU_TEST_INFO_NULL,
     };
     return tests_run("sched_balance", tests);
