@@ -35,6 +35,8 @@
 #include "topo/topo.h"
 #include "topo/topo_calib.h"
 
+#define BALANCE_MAX_LIST 20000 /* splits listed before the best --top are simulated (sched_balance_in.max_list) */
+
 static const char balance_help[] =
     "usage: pipetrain balance TOPOLOGY.json --stages P [options]\n"
     "  --stages P            stages of the new split (required)\n"
@@ -76,7 +78,7 @@ static int parse_args(bopts *o, int argc, char **argv)
         if (!v) return cli_usage_error("balance", "%s needs a value", a);
         i++;
         if (!strcmp(a, "--stages")) { if (cli_parse_long("balance", a, v, 1, 4096, &o->P)) return 2; }
-        else if (!strcmp(a, "--top")) { if (cli_parse_long("balance", a, v, 1, 100000, &o->top)) return 2; }
+        else if (!strcmp(a, "--top")) { if (cli_parse_long("balance", a, v, 1, BALANCE_MAX_LIST, &o->top)) return 2; }
         else if (!strcmp(a, "--gflops")) { if (cli_parse_double("balance", a, v, 1e-6, 1e9, &o->gflops)) return 2; }
         else if (!strcmp(a, "--memory-limit")) {
             if (cli_parse_double("balance", a, v, 1, 1e18, &o->mem_limit)) return 2;
@@ -94,6 +96,9 @@ static int parse_args(bopts *o, int argc, char **argv)
     if (!o->topo) return cli_usage_error("balance", "give a TOPOLOGY.json");
     if (!o->P) return cli_usage_error("balance", "--stages P is required");
     if (o->n_calib && o->gflops > 0) return cli_usage_error("balance", "--gflops and --calibrate are alternatives");
+    if (o->out && o->P > TOPO_MAX_STAGES) /* refused before the search, not after it printed a plan */
+        return cli_usage_error("balance", "--stages %ld with --out: a topology holds at most %d stages (without "
+                               "--out, up to 4096 are simulated)", o->P, TOPO_MAX_STAGES);
     return 0;
 }
 
@@ -442,7 +447,7 @@ int cli_balance_main(int argc, char **argv)
         free(rates);
     }
     sched_balance_in in = { U, a.f, a.b, a.w, a.st, a.stash, a.work, a.tmp, a.wu, a.out, a.speed, latency, 0,
-                            1, 1, o.mem_limit, 0.25, (int)o.top, 20000, 0 };
+                            1, 1, o.mem_limit, 0.25, (int)o.top, BALANCE_MAX_LIST, 0 };
     int bad = -1;
     if (sched_balance(s, &in, &plan, &bad, why)) {
         char lab[64];

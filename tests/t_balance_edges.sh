@@ -113,5 +113,14 @@ run 0 balance "$T" --stages 2 --gflops 10 --set stages.0.recompute=full &&
     has "$tmp/err" "warning: $T: stages.0.recompute \"full\" differs from train.recompute \"none\"" "names the field"
 run 0 balance "$T" --stages 2 --gflops 10 --set train.recompute=full && [ -s "$tmp/err" ] && fail "one mode: a warning"
 
+# --stages past what a topology holds, with --out: refused before the search
+# (it printed the plan, then failed: "does not load"); --top past the list's
+# cap named --top (it said "balance: top_k 20001, max_list 20000")
+run 2 balance "$T" --stages 1025 --gflops 10 --out "$tmp/big.json" &&
+    has "$tmp/err" "--stages 1025 with --out: a topology holds at most 1024 stages" "names the limit"
+[ -e "$tmp/big.json" ] && fail "1025 stages: a topology written"
+[ -s "$tmp/out" ] && fail "1025 stages with --out: a plan printed before the refusal"
+run 2 balance "$T" --stages 2 --top 20001 && has "$tmp/err" "--top expects an integer in 1..20000" "names --top"
+
 [ "$fails" -eq 0 ] && echo "t_balance_edges: ok" || echo "t_balance_edges: $fails failure(s)"
 [ "$fails" -eq 0 ]

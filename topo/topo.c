@@ -155,7 +155,7 @@ const field topo_top_fields[] = {
     { "encrypt", T_BOOL, offsetof(topo, encrypt), 0, 0, 1, 0, 0, NAN, NULL, NULL, NULL, 0, 0, 0 },
     STR(topo, launch, 0, "local", launch_kinds),
     { "stages", T_ARR, offsetof(topo, stages), 1, 0, 0, 0, 0, 0, NULL, NULL, stage_fields,
-      offsetof(topo, n_stages), sizeof(topo_stage), 1024 },
+      offsetof(topo, n_stages), sizeof(topo_stage), TOPO_MAX_STAGES },
     STR(topo, sync, 0, "allreduce", sync_kinds),
     { "parameter_servers", T_ARR, offsetof(topo, parameter_servers), 0, 0, 0, 0, 0, 0, NULL, NULL, server_fields,
       offsetof(topo, n_servers), sizeof(topo_addr), TOPO_MAX_SERVERS },

@@ -129,6 +129,7 @@ enum { TOPO_SCHED_GPIPE = SCHED_KIND_GPIPE, TOPO_SCHED_1F1B = SCHED_KIND_1F1B,
 enum { TOPO_LAUNCH_LOCAL = 0, TOPO_LAUNCH_SSH = 1 };
 enum { TOPO_SYNC_ALLREDUCE = 0, TOPO_SYNC_PS = 1 };
 #define TOPO_MAX_SERVERS 1024 /* parameter_servers entries */
+#define TOPO_MAX_STAGES 1024  /* stages entries */
 
 typedef struct {
     char *path;          /* resolved path, NULL when the topology names no data */
