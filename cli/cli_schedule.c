@@ -349,8 +349,8 @@ static void print_bytes(FILE *f, double b)
 /* The replicas' all-reduce: the model's parameters and each stage's numbers. */
 static void print_allreduce(FILE *f, const sched_schedule *s, const sched_report *r, const sched_costs *c)
 {
-    fprintf(f, "all-reduce: %d replicas per stage in a ring, latency %.4g ms per ring step, ", c->ar->replicas,
-            c->ar->latency);
+    fprintf(f, "all-reduce: %d replicas per stage in a ring%s, latency %.4g ms per ring step, ", c->ar->replicas,
+            c->ar->zero ? " (ZeRO-1: reduce-scatter, then all-gather after the optimizer)" : "", c->ar->latency);
     if (c->ar->bandwidth > 0) fprintf(f, "%.4g MB/s", c->ar->bandwidth / 1e3);
     else fputs("infinite bandwidth", f);
     fprintf(f, "; step time without it %.4f ms\n", r->compute_time);

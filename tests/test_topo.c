@@ -1018,6 +1018,7 @@ static void test_allreduce_plan(void)
         sched_allreduce *a = topo_allreduce_plan(&t, 1, err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(a);
         CU_ASSERT_EQUAL(a->replicas, 2);
+        CU_ASSERT_EQUAL(a->zero, 0);
         size_t n = 0, i = 0;
         for (int u = 0; u < topo_n_units(&t); u++) {
             int nb = topo_unit_buckets(&t, u, -1, NULL, NULL);
@@ -1052,6 +1053,12 @@ static void test_allreduce_plan(void)
         }
         CU_ASSERT_DOUBLE_EQUAL(a->b[0].frac, 1, 0);
         CU_ASSERT_DOUBLE_EQUAL(a->b[nb0].frac, 1, 0);
+        sched_allreduce_free(a);
+        /* train.zero reaches the simulator (its all-gather follows the optimizer) */
+        t.train.zero = 1;
+        a = topo_allreduce_plan(&t, 1, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        CU_ASSERT_EQUAL(a->zero, 1);
         sched_allreduce_free(a);
         topo_free(&t);
     }
