@@ -43,6 +43,14 @@ check "check on a 1 MB machine: exit 2 naming the file, the bytes needed and the
 out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" run $T2 "${S[@]}" --steps 1 --out "$tmp/refused" 2>&1); rc=$?
 check "run on a 1 MB machine: exit 2 before anything starts" \
     "[ $rc -eq 2 ] && grep -q 'memory: the 2 processes' <<<\"\$out\" && [ ! -e $tmp/refused ]"
+check "R = 1: the refusal does not suggest train.zero" "! grep -q 'train.zero' <<<\"\$out\""
+# with replicas, ZeRO-1 is the remedy made for this: the refusal names it (not
+# with train.zero already on)
+out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" check topologies/shakespeare-2x2.json 2>&1); rc=$?
+check "2 x 2 grid on a 1 MB machine: exit 2 suggesting train.zero: 1" \
+    "[ $rc -eq 2 ] && grep -q 'memory: the 4 processes.*set train.zero: 1' <<<\"\$out\""
+out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" check topologies/shakespeare-2x2.json --set train.zero=1 2>&1); rc=$?
+check "... and not once train.zero is 1" "[ $rc -eq 2 ] && ! grep -q 'set train.zero' <<<\"\$out\""
 out=$(PIPETRAIN_MEM_BYTES=12x "$P" check $T2 2>&1); rc=$?
 check "a malformed PIPETRAIN_MEM_BYTES: exit 2 naming it" "[ $rc -eq 2 ] && grep -q 'PIPETRAIN_MEM_BYTES: expected' <<<\"\$out\""
 out=$("$P" check $T2 "${S[@]}" 2>&1); rc=$?

@@ -215,10 +215,15 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err)
         size_t o = 0;
         for (int st = 0; st < P && o < sizeof per - 40; st++)
             o += (size_t)snprintf(per + o, sizeof per - o, "%sstage %d %.0f", st ? ", " : "", st, m[st].total);
+        /* with replicas and the stages' own AdamW, ZeRO-1 is the remedy made for this */
+        int zero_helps = R > 1 && !t->train.zero && t->sync_id != TOPO_SYNC_PS;
+        char zh[96] = "";
+        if (zero_helps)
+            snprintf(zh, sizeof zh, ", set train.zero: 1 (AdamW's moments sharded over the %d replicas)", R);
         seterr(err, "%s: memory: the %d process%s on this machine need %.0f bytes (%s; %s per process) but it has "
-                    "%.0f bytes (%s); lower train.batch_size or raise train.micro_batches, set train.recompute, or "
+                    "%.0f bytes (%s); lower train.batch_size or raise train.micro_batches, set train.recompute%s, or "
                     "spread the stages over more hosts", t->path, P * R, P * R == 1 ? "" : "es", local,
-               mib(local, b, 32), per, avail, src);
+               mib(local, b, 32), per, avail, src, zh);
         rc = 2;
     }
     free(m);
