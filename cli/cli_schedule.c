@@ -431,6 +431,29 @@ static int output(const opts *o, const sched_schedule *s, const sched_report *r,
     return render(&x, stdout, err) || fflush(stdout) ? 1 : 0;
 }
 
+/* Loads the topology with the --set overrides. A --kind (or --schedule KIND) is the
+ * topology's schedule.kind when the topology takes it, as check and run's
+ * --schedule: a V or non-adjacent layout is valid under its own kind, not under
+ * the file's. A layout the kind refuses (one chunk per stage under interleaved)
+ * loads as written, and build_schedule spreads each stage's units over the
+ * kind's chunks. */
+static int load_topo(topo *t, const opts *o, char *err)
+{
+    if (o->kind) {
+        char set[64];
+        char **sets = calloc((size_t)o->n_sets + 1, sizeof(char *));
+        if (!sets) return seterr(err, "out of memory"), -1;
+        memcpy(sets, o->sets, (size_t)o->n_sets * sizeof(char *));
+        snprintf(set, sizeof set, "schedule.kind=%s", o->kind);
+        sets[o->n_sets] = set;
+        char e2[ERR_LEN];
+        int rc = topo_load(t, o->topo, sets, o->n_sets + 1, e2);
+        free(sets);
+        if (rc == 0) return 0;
+    }
+    return topo_load(t, o->topo, o->sets, o->n_sets, err);
+}
+
 /* Builds the schedule from the options: with a topology, through the builder run
  * uses (topo_build_schedule; --kind/--schedule/--chunks depart from it); without,
  * from --stages/--micro-batches or the file alone. *detail gets a deadlock's listing. */
@@ -703,7 +726,7 @@ int cli_schedule_main(int argc, char **argv)
         goto done;
     }
     if (o.topo) {
-        if (topo_load(&t, o.topo, o.sets, o.n_sets, err)) goto fail;
+        if (load_topo(&t, &o, err)) goto fail;
         have_topo = 1;
     } else if (o.n_sets) {
         usage_err("%s", "--set needs a topology file");
