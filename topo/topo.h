@@ -434,8 +434,10 @@ int topo_check_limits(const topo *t, char *err);
  * peak of the stage's schedule (the simulator's peak_bytes over
  * model_unit_mem; what summary.json's peak_act_bytes
  * measures), buffers (model_part_bytes' fixed part and the runtime's
- * micro-batch receive and send buffers). */
-typedef struct { double weights, grads, optim, act, buffers, total; } topo_mem;
+ * micro-batch receive and send buffers), and with ZeRO-1 `gather`: the unsharded
+ * moments (8 bytes per parameter) every replica assembles while a checkpoint
+ * all-gathers them (stage/runtime_dp.c rt_dp_full_optim), beside its shard. */
+typedef struct { double weights, grads, optim, act, buffers, gather, total; } topo_mem;
 /* One chunk's model_mem per micro-batch of `batch` sequences under mode, as the
  * stage runtime holds it: stash and work summed over its units, the largest
  * forward transient, and a BW's work: the largest unit's on virtual stage 0

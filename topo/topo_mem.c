@@ -107,7 +107,12 @@ int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *
             int vs = ts->chunks[ci].virtual_stage;
             x->buffers += io * (double)M * (2 * (vs > 0) + 2 * (vs < V - 1));
         }
-        x->total = x->weights + x->grads + x->optim + x->act + x->buffers;
+        /* ZeRO-1: a checkpoint all-gathers the moments, full size, on every replica */
+        x->gather = 0;
+        if (t->train.zero && t->n_replicas > 1 && t->sync_id != TOPO_SYNC_PS)
+            for (int i = 0; i < ts->n_units; i++)
+                x->gather += 2.0 * sizeof(float) * (double)model_unit_params(&t->model, ts->units[i]);
+        x->total = x->weights + x->grads + x->optim + x->act + x->buffers + x->gather;
     }
     free(act);
     return 0;
@@ -165,17 +170,24 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err)
     topo_mem *m = calloc((size_t)P, sizeof *m);
     if (!m) return seterr(err, "%s: out of memory predicting memory", t->path), 1;
     if (topo_mem_predict(t, s, m, err)) { free(m); return 2; }
-    char a[5][32], b[32], c[32];
+    char a[6][32], b[32], c[32];
+    int zg = m[0].gather > 0;
     if (f) fprintf(f, "memory per process, predicted peak (weights + gradients + AdamW moments + activations at the "
-                      "schedule's peak + buffers):\n");
+                      "schedule's peak + buffers%s):\n",
+                   zg ? " + the unsharded AdamW moments a checkpoint all-gathers (ZeRO-1)" : "");
     double local = 0;
     for (int st = 0; st < P; st++) {
         const topo_mem *x = &m[st];
+        char g[96] = "", gb[64] = "";
+        if (zg) {
+            snprintf(g, sizeof g, " + %s", mib(x->gather, a[5], 32));
+            snprintf(gb, sizeof gb, ", checkpoint gather %.0f bytes", x->gather);
+        }
         if (f)
-            fprintf(f, "  stage %d: %s + %s + %s + %s + %s = %s (activations %.0f bytes, AdamW %.0f bytes, total "
+            fprintf(f, "  stage %d: %s + %s + %s + %s + %s%s = %s (activations %.0f bytes, AdamW %.0f bytes%s, total "
                     "%.0f bytes)%s\n", st, mib(x->weights, a[0], 32), mib(x->grads, a[1], 32), mib(x->optim, a[2], 32),
-                    mib(x->act, a[3], 32), mib(x->buffers, a[4], 32), mib(x->total, b, 32), x->act, x->optim, x->total,
-                    R > 1 ? " per replica" : "");
+                    mib(x->act, a[3], 32), mib(x->buffers, a[4], 32), g, mib(x->total, b, 32), x->act, x->optim, gb,
+                    x->total, R > 1 ? " per replica" : "");
         local += x->total * R;
     }
     double avail;
