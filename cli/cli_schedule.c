@@ -349,8 +349,8 @@ static void print_bytes(FILE *f, double b)
 /* The replicas' all-reduce: the model's parameters and each stage's numbers. */
 static void print_allreduce(FILE *f, const sched_schedule *s, const sched_report *r, const sched_costs *c)
 {
-    fprintf(f, "all-reduce: %d replicas per stage in a ring, latency %.4g ms per ring step, ", c->ar->replicas,
-            c->ar->latency);
+    fprintf(f, "all-reduce: %d replicas per stage in a ring%s, latency %.4g ms per ring step, ", c->ar->replicas,
+            c->ar->zero ? " (ZeRO-1: reduce-scatter, then all-gather after the optimizer)" : "", c->ar->latency);
     if (c->ar->bandwidth > 0) fprintf(f, "%.4g MB/s", c->ar->bandwidth / 1e3);
     else fputs("infinite bandwidth", f);
     fprintf(f, "; step time without it %.4f ms\n", r->compute_time);
@@ -429,6 +429,29 @@ static int output(const opts *o, const sched_schedule *s, const sched_report *r,
     }
     if (!data_on_stdout) putchar('\n');
     return render(&x, stdout, err) || fflush(stdout) ? 1 : 0;
+}
+
+/* Loads the topology with the --set overrides. A --kind (or --schedule KIND) is the
+ * topology's schedule.kind when the topology takes it, as check and run's
+ * --schedule: a V or non-adjacent layout is valid under its own kind, not under
+ * the file's. A layout the kind refuses (one chunk per stage under interleaved)
+ * loads as written, and build_schedule spreads each stage's units over the
+ * kind's chunks. */
+static int load_topo(topo *t, const opts *o, char *err)
+{
+    if (o->kind) {
+        char set[64];
+        char **sets = calloc((size_t)o->n_sets + 1, sizeof(char *));
+        if (!sets) return seterr(err, "out of memory"), -1;
+        memcpy(sets, o->sets, (size_t)o->n_sets * sizeof(char *));
+        snprintf(set, sizeof set, "schedule.kind=%s", o->kind);
+        sets[o->n_sets] = set;
+        char e2[ERR_LEN];
+        int rc = topo_load(t, o->topo, sets, o->n_sets + 1, e2);
+        free(sets);
+        if (rc == 0) return 0;
+    }
+    return topo_load(t, o->topo, o->sets, o->n_sets, err);
 }
 
 /* Builds the schedule from the options: with a topology, through the builder run
@@ -703,7 +726,7 @@ int cli_schedule_main(int argc, char **argv)
         goto done;
     }
     if (o.topo) {
-        if (topo_load(&t, o.topo, o.sets, o.n_sets, err)) goto fail;
+        if (load_topo(&t, &o, err)) goto fail;
         have_topo = 1;
     } else if (o.n_sets) {
         usage_err("%s", "--set needs a topology file");

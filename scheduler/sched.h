@@ -385,9 +385,16 @@ typedef struct {
  * bytes/R to the next rank: 2(R-1) * (latency + bytes / R / bandwidth). A step's
  * messages (1 MiB chunks) stream back to back, so latency is paid once per step.
  * The replicas' links are not the pipeline's: no contention with activations. A
- * stage's optimizer step waits for its last bucket. */
+ * stage's optimizer step waits for its last bucket.
+ * With `zero` (ZeRO-1, train.zero) a bucket is only reduce-scattered when ready,
+ * (R-1) ring steps; the optimizer then updates the stage's segments and the stage
+ * all-gathers every bucket's new weights, (R-1) ring steps each, one after another,
+ * once its last action and its last reduce-scatter have ended: that half never
+ * hides under the backward pass. The optimizer's own time is not modelled (as
+ * without zero), so the report's ar_done (and ar_exposed) end with the all-gather. */
 typedef struct sched_allreduce {
     int replicas;        /* R; <= 1 means no all-reduce */
+    int zero;            /* 1: ZeRO-1, reduce-scatter, then all-gather after the optimizer */
     double latency;      /* per ring step, time units */
     double bandwidth;    /* bytes per time unit of each replica link; 0 = infinite */
     size_t n;            /* buckets */

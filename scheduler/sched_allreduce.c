@@ -90,20 +90,24 @@ int sched_ar_play(const sched_schedule *s, const sched_costs *c, const double *w
         for (size_t i = 0; i < n; i++)
             if ((size_t)a->b[i].stage == st) q[m++] = (ready_at){ r->ar_ready[i], i };
         qsort(q, m, sizeof *q, by_ready);
-        double t = tfree[st], ring = 0;
+        /* with zero a bucket's ring steps in the backward pass are the reduce-scatter
+         * only; the all-gather of every bucket follows the optimizer (gather) */
+        double t = tfree[st], ring = 0, phases = a->zero ? 1.0 : 2.0, gather = 0;
         for (size_t j = 0; j < m; j++) {
             const sched_bucket *b = &a->b[q[j].i];
             double seg = a->bandwidth > 0 ? b->bytes / R / a->bandwidth : 0;
-            double d = 2.0 * (R - 1) * (a->latency + seg);
+            double d = phases * (R - 1) * (a->latency + seg);
             double t0 = j == 0 || q[j].ready > ring ? q[j].ready : ring;
             ring = t0 + d;
             r->ar_start[q[j].i] = t0;
             r->ar_end[q[j].i] = ring;
-            r->ar_busy[st] += d;
+            r->ar_busy[st] += a->zero ? 2 * d : d;
             r->ar_bytes[st] += b->bytes;
+            if (a->zero) gather += d;
         }
         r->ar_count[st] = m;
         if (m && ring > t) t = ring;
+        t += gather;
         r->ar_done[st] = t;
         r->ar_exposed[st] = t - tfree[st];
         if (t > r->step_time) r->step_time = t;

@@ -43,6 +43,14 @@ check "check on a 1 MB machine: exit 2 naming the file, the bytes needed and the
 out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" run $T2 "${S[@]}" --steps 1 --out "$tmp/refused" 2>&1); rc=$?
 check "run on a 1 MB machine: exit 2 before anything starts" \
     "[ $rc -eq 2 ] && grep -q 'memory: the 2 processes' <<<\"\$out\" && [ ! -e $tmp/refused ]"
+check "R = 1: the refusal does not suggest train.zero" "! grep -q 'train.zero' <<<\"\$out\""
+# with replicas, ZeRO-1 is the remedy made for this: the refusal names it (not
+# with train.zero already on)
+out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" check topologies/shakespeare-2x2.json 2>&1); rc=$?
+check "2 x 2 grid on a 1 MB machine: exit 2 suggesting train.zero: 1" \
+    "[ $rc -eq 2 ] && grep -q 'memory: the 4 processes.*set train.zero: 1' <<<\"\$out\""
+out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" check topologies/shakespeare-2x2.json --set train.zero=1 2>&1); rc=$?
+check "... and not once train.zero is 1" "[ $rc -eq 2 ] && ! grep -q 'set train.zero' <<<\"\$out\""
 out=$(PIPETRAIN_MEM_BYTES=12x "$P" check $T2 2>&1); rc=$?
 check "a malformed PIPETRAIN_MEM_BYTES: exit 2 naming it" "[ $rc -eq 2 ] && grep -q 'PIPETRAIN_MEM_BYTES: expected' <<<\"\$out\""
 out=$("$P" check $T2 "${S[@]}" 2>&1); rc=$?
@@ -89,6 +97,31 @@ check "ZeRO-1: check's AdamW per process ($want) = summary.json optim_bytes, lar
     "[ -n '$want' ] && [ '$want' = '$have' ]"
 check "ZeRO-1: half of the unsharded state ($full)" \
     "python3 -c 'import sys; f, z = map(int, sys.argv[1].split()), map(int, sys.argv[2].split()); assert all(0 <= 2 * b - a < 4096 for a, b in zip(f, z))' '$full' '$want'"
+# ZeRO-1's peak: a checkpoint all-gathers the unsharded moments on every replica
+# beside its shard (rt_dp_full_optim), so check counts them ("checkpoint gather",
+# the unsharded AdamW) and a model whose parameters dominate (dim 512) keeps its
+# resident set within 90%..125% of the prediction (without the gather: 170%)
+gath=$(sed -n 's/.*checkpoint gather \([0-9]*\) bytes.*/\1/p' <<<"$("$P" check $T22 "${Z[@]}" 2>&1)" | paste -sd' ')
+check "ZeRO-1: check counts the checkpoint's gather of the unsharded moments ($gath = $full)" \
+    "[ -n '$gath' ] && [ '$gath' = '$full' ]"
+out=$("$P" check $T22 "${Z[@]}" --set train.zero=0 2>&1)
+check "without ZeRO-1: no checkpoint gather" "! grep -q 'checkpoint gather' <<<\"\$out\""
+W=(--set model.dim=512 --set model.ffn_dim=1536 --set model.n_heads=8 --set model.n_kv_heads=8
+   --set model.seq_len=16 --set train.batch_size=8 --set train.micro_batches=2 --set train.eval_batches=1
+   --set data.val_fraction=0.0005)
+out=$("$P" check $T22 "${Z[@]}" "${W[@]}" 2>&1)
+total=$(sed -n 's/.*total \([0-9]*\) bytes.*/\1/p' <<<"$out" | sort -n | tail -1)
+/usr/bin/time -f "%M" -o "$tmp/zrss" "$P" run $T22 "${Z[@]}" "${W[@]}" --steps 2 --no-trace --out "$tmp/zw" \
+    >"$tmp/zw.log" 2>&1
+check "2x2 ZeRO-1 run of a dim 512 model exits 0" "[ $? -eq 0 ] || { tail -5 $tmp/zw.log; false; }"
+rss=$(( $(tail -1 "$tmp/zrss") * 1024 ))
+echo "  ZeRO-1: largest resident set $rss bytes, largest predicted process ${total:-0} bytes ($(( 100 * rss / ${total:-1} ))%)"
+if [ -n "${PIPETRAIN_ASAN:-}" ]; then
+    echo "  skip (PIPETRAIN_ASAN): the ZeRO-1 resident set against the prediction"
+else
+    check "ZeRO-1: largest resident set within 90%..125% of the largest prediction" \
+        "[ -n '$total' ] && [ $((100 * rss)) -ge $((90 * ${total:-0})) ] && [ $((100 * rss)) -le $((125 * ${total:-0})) ]"
+fi
 # balance's static memory per stage: weights + gradients (the unsharded AdamW's
 # 8 bytes per parameter) + the sharded AdamW, as balance prints it
 stat=$(python3 -c 'import sys

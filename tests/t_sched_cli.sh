@@ -98,6 +98,19 @@ PIPETRAIN_NO_CACHE=1 "${PT[@]}" topologies/shakespeare-2stage.json --set stages.
 grep -q 'threads=2' "$tmp/xdg/pipetrain/sgemm.json" && fail "PIPETRAIN_NO_CACHE=1 wrote the cache"
 run 0 topologies/shakespeare-2stage.json --gflops 20 && has "$tmp/out" "at 20 GFLOP/s per BLAS thread (--gflops)" "--gflops"
 run 0 topologies/shakespeare-4stage.json --kind zb-h1 --latency 0.05 --bandwidth 1000 && has "$tmp/out" "links: latency" "links"
+# --kind / --schedule KIND on a topology whose own schedule.kind (1f1b here) is not
+# the layout's (a V, non-adjacent chunks) but the option's is: as check --schedule and
+# run --schedule, the kind is the topology's for its validation (it was checked
+# against 1f1b: "not one contiguous range", exit 2); a one-chunk layout still
+# takes a multi-chunk kind, spread evenly
+V=(--set 'stages.0.layers=embed,0,3,head' --set 'stages.1.layers=1|2')
+I=(--set 'stages.0.layers=embed,0,2' --set 'stages.1.layers=1,3,head')
+run 0 topologies/shakespeare-2x2.json "${V[@]}" --kind zb-v --gflops 20 && has "$tmp/out" "schedule zb-v: 2 stages" "V layout, --kind zb-v"
+run 0 topologies/shakespeare-2x2.json "${V[@]}" --schedule zb-v --gflops 20 && has "$tmp/out" "schedule zb-v: 2 stages" "V layout, --schedule zb-v"
+run 0 topologies/shakespeare-2x2.json "${I[@]}" --kind interleaved --gflops 20 &&
+    has "$tmp/out" "schedule interleaved: 2 stages" "non-adjacent chunks, --kind interleaved"
+run 0 topologies/shakespeare-2stage.json --kind interleaved --gflops 20 && has "$tmp/out" "schedule interleaved" "spread"
+run 2 topologies/shakespeare-2x2.json "${V[@]}" --kind gpipe && has "$tmp/err" "not one contiguous range" "V layout, gpipe"
 run 2 topologies/shakespeare-2stage.json --set train.micro_batches=x
 run 2 topologies/shakespeare-2stage.json --stages 3
 

@@ -476,6 +476,49 @@ static void test_allreduce_small(void)
     sched_free(s);
 }
 
+/* ZeRO-1 (ar->zero): a bucket is reduce-scattered when ready, (R-1) ring steps; the
+ * stage's optimizer then updates its segments and all-gathers every bucket's new
+ * weights, (R-1) ring steps each, after its last action and its last reduce-scatter:
+ * that half can never hide under the backward pass. On ar_costs(2) (one ring step
+ * of 0.25 + x/2/1000 per bucket and phase):
+ *   stage 0: a RS [7.5, 8.75], b RS [8.75, 10], all-gather of a and b [10, 12.5]:
+ *            exposed 4.5, as the all-reduce (nothing hid there anyway);
+ *   stage 1: c RS [6.25, 6.6] under W1, all-gather [7, 7.35] after W1 ends at 7:
+ *            exposed 0.35 where the all-reduce hid entirely. */
+static void test_allreduce_zero(void)
+{
+    sched_schedule *s = sched_parse(ar_sched, strlen(ar_sched), "ar.json", 0, 0, err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    sched_costs *c = ar_costs(2);
+    c->ar->zero = 1;
+    sched_report *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->ar_exposed);
+    double start[] = { 8.75, 6.25, 7.5 }, end[] = { 10, 6.6, 8.75 };
+    CU_ASSERT(tests_close("start", r->ar_start, start, 3, 1e-12, 0));
+    CU_ASSERT(tests_close("end", r->ar_end, end, 3, 1e-12, 0));
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_busy[0], 5, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_busy[1], 0.7, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[0], 4.5, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 0.35, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_done[0], 12.5, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_done[1], 7.35, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->step_time, 12.5, 1e-12);
+    sched_report_free(r);
+    /* R = 4, small buckets (test_allreduce_small): the all-reduce hides on stage 1
+     * (c ends 6.37 < 7); with ZeRO its all-gather, 3 x (0.01 + 40/4/1000) = 0.06,
+     * follows W1's end */
+    c->ar->replicas = 4;
+    c->ar->latency = 0.01;
+    for (int i = 0; i < 3; i++) c->ar->b[i].bytes = 40;
+    CU_ASSERT_EQUAL_FATAL(sched_simulate(s, c, 0, &r, err), 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_exposed[1], 0.06, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(r->ar_busy[1], 0.12, 1e-12);
+    sched_report_free(r);
+    sched_costs_free(c);
+    sched_free(s);
+}
+
 /* A tied bucket waits for the stage's last action and for the tied gradient: on
  * stage 1 (compute ends 7) with the gradient from stage 0 (ends 8), over links of
  * latency 0 and infinite bandwidth, it is ready at 8. Bad buckets are refused. */
@@ -792,6 +835,7 @@ int main(void)
         { "costs file round trip", test_costs_file },
         { "all-reduce: exposed and step time by hand", test_allreduce_by_hand },
         { "all-reduce: small buckets hide", test_allreduce_small },
+        { "all-reduce: ZeRO-1's all-gather follows the optimizer", test_allreduce_zero },
         { "all-reduce: tied bucket, bad buckets", test_allreduce_tied_and_bad },
         { "all-reduce: R = 1 changes nothing", test_allreduce_r1 },
         { "links: encoded gradient bytes, per-link bandwidth and latency by hand", test_links_by_hand },

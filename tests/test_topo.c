@@ -1018,6 +1018,7 @@ static void test_allreduce_plan(void)
         sched_allreduce *a = topo_allreduce_plan(&t, 1, err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(a);
         CU_ASSERT_EQUAL(a->replicas, 2);
+        CU_ASSERT_EQUAL(a->zero, 0);
         size_t n = 0, i = 0;
         for (int u = 0; u < topo_n_units(&t); u++) {
             int nb = topo_unit_buckets(&t, u, -1, NULL, NULL);
@@ -1053,7 +1054,38 @@ static void test_allreduce_plan(void)
         CU_ASSERT_DOUBLE_EQUAL(a->b[0].frac, 1, 0);
         CU_ASSERT_DOUBLE_EQUAL(a->b[nb0].frac, 1, 0);
         sched_allreduce_free(a);
+        /* train.zero reaches the simulator (its all-gather follows the optimizer) */
+        t.train.zero = 1;
+        a = topo_allreduce_plan(&t, 1, err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        CU_ASSERT_EQUAL(a->zero, 1);
+        sched_allreduce_free(a);
         topo_free(&t);
+    }
+}
+
+/* A bucket count beyond int: one-float buckets (train.bucket_mb 1e-30) of a model
+ * whose blocks hold more than 2^31 floats each. The count was cast to int, so it
+ * wrapped: "embed,0-2" came to a negative count, passed the TOPO_MAX_BUCKETS check
+ * and the topology loaded; "embed,0-1" was refused naming a wrong count. Now both
+ * are refused with the exact count. */
+static void test_bucket_count_overflow(void)
+{
+    const char *path = "topologies/shakespeare-2x2.json";
+    char *sets[] = { "model.dim=32768", "model.n_heads=64", "model.n_kv_heads=64", "model.ffn_dim=65536",
+                     "train.bucket_mb=1e-30", "stages.0.layers=embed,0-2", "stages.1.layers=3,head" };
+    model_config m = { .dim = 32768, .n_layers = 4, .n_heads = 64, .n_kv_heads = 64, .ffn_dim = 65536,
+                       .vocab_size = 256, .seq_len = 64 };
+    for (int last = 2; last >= 1; last--) {
+        size_t n = 0;
+        for (int u = 0; u <= last + 1; u++) n += model_unit_params(&m, u); /* embed, blocks 0..last */
+        char want[128], l0[64], l1[64];
+        snprintf(want, sizeof want, "cuts stage 0's gradients into %zu buckets", n);
+        snprintf(l0, sizeof l0, "stages.0.layers=embed,0-%d", last);
+        snprintf(l1, sizeof l1, "stages.1.layers=%d-3,head", last + 1);
+        sets[5] = l0;
+        sets[6] = l1;
+        expect_fail_at(path, sets, 7, "train.bucket_mb", want, __LINE__);
     }
 }
 
@@ -1131,6 +1163,7 @@ int main(void)
     CU_TestInfo tests[] = {
         { "shipped topologies load", test_shipped },
         { "the all-reduce's buckets for the simulator", test_allreduce_plan },
+        { "a bucket count beyond int is counted, and refused", test_bucket_count_overflow },
         { "defaults", test_defaults },
         { "recompute: train default, stage override, hash", test_recompute },
         { "links.burst: hash unchanged when absent or 0, bad values", test_links_burst },

@@ -330,12 +330,15 @@ int topo_rank_of(const topo *t, int stage, int replica);
  * fall inside it (coll_segment), depend on the model, R and train.bucket_mb, never
  * on the stage split: that is what keeps a data-parallel run bitwise equal across
  * splits for any R. topo_unit_buckets gives the count (0 for a unit without
- * parameters) and, with b >= 0, bucket b's offset in the unit and length in
- * *off and *len. Any thread. */
+ * parameters; INT_MAX when it is larger) and, with b >= 0, bucket b's offset in
+ * the unit and length in *off and *len. Any thread. */
 size_t topo_bucket_floats(const topo *t);
 #define TOPO_MAX_BUCKETS (1 << 18) /* per stage; topo_check_limits refuses more */
-/* Buckets of stage k's units (the partials one of its processes puts in NORM). */
+/* Buckets of stage k's units (the partials one of its processes puts in NORM);
+ * at most INT_MAX (as topo_unit_buckets' count): topo_check_limits refuses a
+ * topology long before, using the exact count, topo_stage_bucket_count. */
 int topo_stage_buckets(const topo *t, int k);
+size_t topo_stage_bucket_count(const topo *t, int k);
 int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len);
 /* The data-parallel norm's partials (stage/proto.h, NORM with R > 1): one double
  * per (unit, bucket, replica segment), unit u's bucket b of segment r at index
@@ -432,8 +435,10 @@ int topo_check_limits(const topo *t, char *err);
  * peak of the stage's schedule (the simulator's peak_bytes over
  * model_unit_mem; what summary.json's peak_act_bytes
  * measures), buffers (model_part_bytes' fixed part and the runtime's
- * micro-batch receive and send buffers). */
-typedef struct { double weights, grads, optim, act, buffers, total; } topo_mem;
+ * micro-batch receive and send buffers), and with ZeRO-1 `gather`: the unsharded
+ * moments (8 bytes per parameter) every replica assembles while a checkpoint
+ * all-gathers them (stage/runtime_dp.c rt_dp_full_optim), beside its shard. */
+typedef struct { double weights, grads, optim, act, buffers, gather, total; } topo_mem;
 /* One chunk's model_mem per micro-batch of `batch` sequences under mode, as the
  * stage runtime holds it: stash and work summed over its units, the largest
  * forward transient, and a BW's work: the largest unit's on virtual stage 0

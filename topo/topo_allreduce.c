@@ -40,6 +40,7 @@ sched_allreduce *topo_allreduce_plan(const topo *t, int v, char *err)
     sched_allreduce *a = sched_allreduce_new(n);
     if (!a) return seterr(err, "out of memory planning %zu all-reduce buckets", n), NULL;
     a->replicas = t->n_replicas;
+    a->zero = t->train.zero;
     a->n = 0;
     int head = topo_stage_of_unit(t, topo_n_units(t) - 1);
     if (t->model.tie_embeddings && head != topo_stage_of_unit(t, 0)) {

@@ -8,6 +8,7 @@
 #include "topo/topo_schema.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 
@@ -615,10 +616,17 @@ size_t topo_bucket_floats(const topo *t)
     return f < 1 ? 1 : (size_t)f;
 }
 
-int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len)
+/* Unit u's bucket count, in size_t: a big unit in tiny buckets passes INT_MAX. */
+static size_t unit_bucket_count(const topo *t, int unit)
 {
     size_t n = model_unit_params(&t->model, unit), bf = topo_bucket_floats(t);
-    int nb = (int)((n + bf - 1) / bf);
+    return n / bf + (n % bf != 0);
+}
+
+int topo_unit_buckets(const topo *t, int unit, int b, size_t *off, size_t *len)
+{
+    size_t n = model_unit_params(&t->model, unit), bf = topo_bucket_floats(t), cnt = unit_bucket_count(t, unit);
+    int nb = cnt > INT_MAX ? INT_MAX : (int)cnt;
     if (b >= 0 && b < nb) {
         *off = (size_t)b * bf;
         *len = n - *off < bf ? n - *off : bf;
@@ -647,11 +655,17 @@ void topo_combine_norm_partials(const topo *t, const double *parts, double *sq)
     }
 }
 
+size_t topo_stage_bucket_count(const topo *t, int k)
+{
+    size_t n = 0;
+    for (int i = 0; i < t->stages[k].n_units; i++) n += unit_bucket_count(t, t->stages[k].units[i]);
+    return n;
+}
+
 int topo_stage_buckets(const topo *t, int k)
 {
-    int n = 0;
-    for (int i = 0; i < t->stages[k].n_units; i++) n += topo_unit_buckets(t, t->stages[k].units[i], -1, NULL, NULL);
-    return n;
+    size_t n = topo_stage_bucket_count(t, k);
+    return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 int topo_rank_identity(const topo *t, long rank, int *stage, int *replica, char *err)

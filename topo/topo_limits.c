@@ -66,9 +66,9 @@ int topo_check_limits(const topo *t, char *err)
     }
     /* a collective's tag holds the bucket in 18 bits (stage/runtime_dp.c) */
     for (int k = 0; t->n_replicas > 1 && k < t->n_stages; k++) {
-        int nb = topo_stage_buckets(t, k);
+        size_t nb = topo_stage_bucket_count(t, k);
         if (nb > TOPO_MAX_BUCKETS)
-            return seterr(err, "%s: train.bucket_mb: %g MiB cuts stage %d's gradients into %d buckets, more than "
+            return seterr(err, "%s: train.bucket_mb: %g MiB cuts stage %d's gradients into %zu buckets, more than "
                           "%d (raise it)", t->path, t->train.bucket_mb, k, nb, TOPO_MAX_BUCKETS);
     }
     return topo_check_paths(t, NULL, err);

@@ -107,7 +107,12 @@ int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *
             int vs = ts->chunks[ci].virtual_stage;
             x->buffers += io * (double)M * (2 * (vs > 0) + 2 * (vs < V - 1));
         }
-        x->total = x->weights + x->grads + x->optim + x->act + x->buffers;
+        /* ZeRO-1: a checkpoint all-gathers the moments, full size, on every replica */
+        x->gather = 0;
+        if (t->train.zero && t->n_replicas > 1 && t->sync_id != TOPO_SYNC_PS)
+            for (int i = 0; i < ts->n_units; i++)
+                x->gather += 2.0 * sizeof(float) * (double)model_unit_params(&t->model, ts->units[i]);
+        x->total = x->weights + x->grads + x->optim + x->act + x->buffers + x->gather;
     }
     free(act);
     return 0;
@@ -165,17 +170,24 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err)
     topo_mem *m = calloc((size_t)P, sizeof *m);
     if (!m) return seterr(err, "%s: out of memory predicting memory", t->path), 1;
     if (topo_mem_predict(t, s, m, err)) { free(m); return 2; }
-    char a[5][32], b[32], c[32];
+    char a[6][32], b[32], c[32];
+    int zg = m[0].gather > 0;
     if (f) fprintf(f, "memory per process, predicted peak (weights + gradients + AdamW moments + activations at the "
-                      "schedule's peak + buffers):\n");
+                      "schedule's peak + buffers%s):\n",
+                   zg ? " + the unsharded AdamW moments a checkpoint all-gathers (ZeRO-1)" : "");
     double local = 0;
     for (int st = 0; st < P; st++) {
         const topo_mem *x = &m[st];
+        char g[96] = "", gb[64] = "";
+        if (zg) {
+            snprintf(g, sizeof g, " + %s", mib(x->gather, a[5], 32));
+            snprintf(gb, sizeof gb, ", checkpoint gather %.0f bytes", x->gather);
+        }
         if (f)
-            fprintf(f, "  stage %d: %s + %s + %s + %s + %s = %s (activations %.0f bytes, AdamW %.0f bytes, total "
+            fprintf(f, "  stage %d: %s + %s + %s + %s + %s%s = %s (activations %.0f bytes, AdamW %.0f bytes%s, total "
                     "%.0f bytes)%s\n", st, mib(x->weights, a[0], 32), mib(x->grads, a[1], 32), mib(x->optim, a[2], 32),
-                    mib(x->act, a[3], 32), mib(x->buffers, a[4], 32), mib(x->total, b, 32), x->act, x->optim, x->total,
-                    R > 1 ? " per replica" : "");
+                    mib(x->act, a[3], 32), mib(x->buffers, a[4], 32), g, mib(x->total, b, 32), x->act, x->optim, gb,
+                    x->total, R > 1 ? " per replica" : "");
         local += x->total * R;
     }
     double avail;
@@ -215,10 +227,15 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err)
         size_t o = 0;
         for (int st = 0; st < P && o < sizeof per - 40; st++)
             o += (size_t)snprintf(per + o, sizeof per - o, "%sstage %d %.0f", st ? ", " : "", st, m[st].total);
+        /* with replicas and the stages' own AdamW, ZeRO-1 is the remedy made for this */
+        int zero_helps = R > 1 && !t->train.zero && t->sync_id != TOPO_SYNC_PS;
+        char zh[96] = "";
+        if (zero_helps)
+            snprintf(zh, sizeof zh, ", set train.zero: 1 (AdamW's moments sharded over the %d replicas)", R);
         seterr(err, "%s: memory: the %d process%s on this machine need %.0f bytes (%s; %s per process) but it has "
-                    "%.0f bytes (%s); lower train.batch_size or raise train.micro_batches, set train.recompute, or "
+                    "%.0f bytes (%s); lower train.batch_size or raise train.micro_batches, set train.recompute%s, or "
                     "spread the stages over more hosts", t->path, P * R, P * R == 1 ? "" : "es", local,
-               mib(local, b, 32), per, avail, src);
+               mib(local, b, 32), per, avail, src, zh);
         rc = 2;
     }
     free(m);
