@@ -14,7 +14,7 @@
 #      minus its own, median over the steps
 #      after the first; summary.json's exposed_s / steps beside it) and step
 #      time (metrics.jsonl step_ms, median after the first) beside
-#      `pipetrain schedule --calibrate RUN --replicas 2 --allreduce-latency L
+#      `pipetrain schedule TOPO --calibrate RUN --replicas 2 --allreduce-latency L
 #      --allreduce-bandwidth B`, with the compute costs from that run's own
 #      costs.json, L the ring's per-step latency and B the plain TCP throughput
 #      measured in (a) at the same rate: the comparison isolates the
