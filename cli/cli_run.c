@@ -436,7 +436,6 @@ int cli_check_main(int argc, char **argv)
         topo_free(&t);
         return 1;
     }
-    printf("%s: ok (topology sha256 %.16s...)\n", a.topology, hash);
     printf("schedule %s%s%s: %d stages x %d micro-batches x %d chunk(s), %zu actions, no deadlock\n", s->kind,
            t.schedule.file ? " " : "", t.schedule.file ? t.schedule.file : "", s->n_stages, s->n_micro, s->n_chunks,
            n_act);
@@ -462,6 +461,9 @@ int cli_check_main(int argc, char **argv)
         ps_print_assignment(&t, &pa, stdout, 24);
         ps_assignment_free(&pa);
     }
+    /* last, once every check has passed (it came first, and a memory refusal
+     * then followed an "ok" on stdout) */
+    printf("%s: ok (topology sha256 %.16s...)\n", a.topology, hash);
     topo_free(&t);
     return 0;
 }

@@ -621,7 +621,8 @@ static sched_allreduce *flat_allreduce(const opts *o, const sched_schedule *s, c
     double cap = (o->have_bucket_mb ? o->bucket_mb : 4) * 1048576.0, per = o->grad_bytes / s->n_chunks;
     double nbd = per > 0 ? ceil(per / cap) : 0;
     if (nbd * s->n_stages * s->n_chunks > 1e7)
-        return seterr(err, "--grad-bytes %.0f in buckets of %.0f bytes: more than 10^7 buckets", o->grad_bytes, cap),
+        return seterr(err, "--grad-bytes %.0f in buckets of %g MiB (--bucket-mb): more than 10^7 buckets", o->grad_bytes,
+                      cap / 1048576.0),
                NULL;
     size_t nb = (size_t)nbd, i = 0;
     sched_allreduce *a = sched_allreduce_new(nb * (size_t)s->n_stages * (size_t)s->n_chunks);

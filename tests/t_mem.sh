@@ -40,6 +40,8 @@ S=(--set model.dim=256 --set model.ffn_dim=768 --set model.seq_len=256 --set tra
 out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" check $T2 2>&1); rc=$?
 check "check on a 1 MB machine: exit 2 naming the file, the bytes needed and the machine's" \
     "[ $rc -eq 2 ] && grep -q '$T2: memory: the 2 processes on this machine need [0-9]* bytes .* but it has 1000000 bytes (PIPETRAIN_MEM_BYTES)' <<<\"\$out\""
+check "check on a 1 MB machine: no 'ok' before the refusal" "! grep -q ': ok' <<<\"\$out\""
+check "check on a machine with room: 'ok' comes last" "'$P' check $T2 | tail -1 | grep -q '^$T2: ok (topology sha256'"
 out=$(PIPETRAIN_MEM_BYTES=1000000 "$P" run $T2 "${S[@]}" --steps 1 --out "$tmp/refused" 2>&1); rc=$?
 check "run on a 1 MB machine: exit 2 before anything starts" \
     "[ $rc -eq 2 ] && grep -q 'memory: the 2 processes' <<<\"\$out\" && [ ! -e $tmp/refused ]"

@@ -308,6 +308,8 @@ run 0 "${AR[@]}" --replicas 2 --format svg --out "$tmp/ar.svg" && has "$tmp/ar.s
 run 0 "${AR[@]}" --replicas 2 --format chrome --out "$tmp/ar.trace" && has "$tmp/ar.trace" '"cat": "AR"' "trace"
 run 2 --stages 2 --micro-batches 2 --replicas 2 && has "$tmp/err" "needs --grad-bytes" "--replicas alone"
 run 2 topologies/shakespeare-2x2.json --grad-bytes 5 && has "$tmp/err" "come from the topology" "--grad-bytes"
+run 2 --stages 2 --micro-batches 2 --replicas 2 --grad-bytes 1 --bucket-mb 1e-300 &&
+    has "$tmp/err" "buckets of 1e-300 MiB (--bucket-mb): more than 10^7 buckets" "names --bucket-mb as given (it said 0 bytes)"
 run 2 "${AR[@]}" --bucket-mb 0 && has "$tmp/err" "--bucket-mb" "--bucket-mb 0"
 run 0 topologies/shakespeare-2x2.json --costs 1,1,1 && has "$tmp/out" "all-reduce: 2 replicas" "2x2 topology"
 run 0 topologies/shakespeare-2stage.json --costs 1,1,1 && { grep -q "all-reduce" "$tmp/out" && fail "R=1 topology"; }
