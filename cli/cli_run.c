@@ -12,7 +12,12 @@
 #include "stage/proto.h"
 #include "stage/train.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -279,6 +284,46 @@ static int start_http(const topo *t, const run_args *a, coord_http **out)
     return 0;
 }
 
+/* One run per run directory: OUT/run.lock, flock()ed for as long as this
+ * process lives (the kernel drops it when the process ends, however it ends;
+ * O_CLOEXEC: the stages it launches do not hold it). Two runs writing one
+ * OUT would interleave metrics.jsonl, set each other's checkpoints aside and
+ * resume each other's steps. The file holds the holder's pid, for the
+ * message. Returns 0, 1 (the directory or the file cannot be made) or 2 (in
+ * use). */
+static int lock_out(const char *out)
+{
+    char path[4200], err[ERR_LEN], held[32] = "";
+    if (run_mkdirs(out, err)) {
+        fprintf(stderr, "pipetrain run: %s\n", err);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/run.lock", out);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "pipetrain run: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        ssize_t n = pread(fd, held, sizeof held - 1, 0);
+        held[n > 0 ? n : 0] = 0;
+        held[strcspn(held, "\n")] = 0;
+        close(fd);
+        if (e != EWOULDBLOCK) {
+            fprintf(stderr, "pipetrain run: %s: cannot lock: %s\n", path, strerror(e));
+            return 1;
+        }
+        fprintf(stderr, "pipetrain run: %s is in use by another pipetrain run (pid %s, holding %s): give another "
+                        "--out, or wait for that run to end\n", out, held[0] ? held : "unknown", path);
+        return 2;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n) { /* only the message's pid is lost */ }
+    return 0; /* fd stays open: the lock lives as long as this process */
+}
+
 /* A run with data.tokenizer keeps a copy as OUT/tokenizer.json, where sample,
  * eval and export find it. Returns rc, or 1 when the copy fails. */
 static int keep_tokenizer(const topo *t, const char *out, int rc)
@@ -353,7 +398,14 @@ int cli_run_main(int argc, char **argv)
     struct bpe *tok = NULL; /* data.tokenizer: refused here (exit 2) before any stage starts */
     if ((rc = cli_tokenizer_use("run", &t, &tok))) { topo_free(&t); return rc; }
     if (!a.print_commands) cli_summary_val_bytes(&t, tok);
-    if (t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS) { /* a grid of processes: the launcher */
+    int grid = t.n_stages > 1 || t.n_replicas > 1 || t.sync_id == TOPO_SYNC_PS;
+    /* (a one-stage run refuses --http and --no-launch below: no directory for those) */
+    if (!a.print_commands && (grid || (!a.http && !a.no_launch)) && (rc = lock_out(out))) {
+        bpe_free(tok);
+        topo_free(&t);
+        return rc;
+    }
+    if (grid) { /* a grid of processes: the launcher */
         coord_http *http = NULL; /* before --insecure installs its well-known secret: that one protects nothing */
         if (a.http && !a.print_commands && (rc = start_http(&t, &a, &http))) { bpe_free(tok); topo_free(&t); return rc; }
         if ((rc = cli_insecure_check("run", &t, a.insecure))) {
