@@ -47,13 +47,13 @@ static void eval_block(const rt *r, size_t nw, size_t *lo, size_t *n)
 static int eval_chain(rt *r, const double *loss, size_t n, double *sum)
 {
     uint8_t buf[8];
+    char what[96];
     int R = eval_split(r) ? r->R : 1, prev = (r->rep + R - 1) % R, next = (r->rep + 1) % R;
     net_key k = { MSG_EVAL_SUM, (uint64_t)r->step, 0, 0 };
     double s = 0;
+    snprintf(what, sizeof what, "waiting for the validation loss sum from stage %d replica %d", r->K, prev);
     if (r->rep > 0) {
-        if (rt_recv_sync(r, net_stage_id((uint16_t)r->K, (uint16_t)prev), k, buf, sizeof buf,
-                         "waiting for the validation loss sum of the previous replica"))
-            return -1;
+        if (rt_recv_sync(r, net_stage_id((uint16_t)r->K, (uint16_t)prev), k, buf, sizeof buf, what)) return -1;
         s = get_f64le(buf);
     }
     for (size_t j = 0; j < n; j++) s += loss[j];
@@ -61,9 +61,7 @@ static int eval_chain(rt *r, const double *loss, size_t n, double *sum)
         put_f64le(buf, s);
         if (rt_send_sync(r, net_stage_id((uint16_t)r->K, (uint16_t)next), k, buf, sizeof buf)) return -1;
     }
-    if (r->rep == 0 && R > 1 &&
-        rt_recv_sync(r, net_stage_id((uint16_t)r->K, (uint16_t)prev), k, buf, sizeof buf,
-                     "waiting for the validation loss sum of the last replica"))
+    if (r->rep == 0 && R > 1 && rt_recv_sync(r, net_stage_id((uint16_t)r->K, (uint16_t)prev), k, buf, sizeof buf, what))
         return -1;
     *sum = r->rep == 0 && R > 1 ? get_f64le(buf) : s;
     return 0;
