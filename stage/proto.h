@@ -58,8 +58,15 @@
  *   - LOSS(s) from the head stage of every replica: f64 = that replica's sum
  *     of micro-batch losses / (batch_size * seq_len) (the global batch); the
  *     step's loss is their sum in replica order (replica 0's value first).
- *   - VAL(s) from the head stage of replica 0 only: replica 0's pipeline alone
- *     evaluates (the others skip evaluation steps' forward passes).
+ *   - VAL(s) from the head stage of replica 0 only. The evaluation's batches
+ *     (Bm windows each, in window order) are split over the replica pipelines:
+ *     replica r runs the contiguous block coll_segment(n_batches, R, r)
+ *     (MSG_EVAL_ACT's mb counts from 0 within the block). The head stages then
+ *     pass the running sum of the batch losses along their ring (MSG_EVAL_SUM,
+ *     replica 0 -> 1 -> ... -> R-1 -> 0), each adding its block's losses in
+ *     order to its predecessor's sum, so replica 0 ends with bitwise the sum
+ *     one pipeline forms (0.0 + loss 0 + loss 1 + ...) and sends the mean.
+ *     With parameter servers (no ring) replica 0's pipeline alone evaluates.
  *   - CKPT_DONE(s) from replica 0 of every stage only: it writes the stage's
  *     shard (each tensor once, by name); the others have only taken part in
  *     the collectives the shard needed (with train.zero, gathering the AdamW
@@ -90,8 +97,8 @@
  *     only; each server applies AdamW (ps_server_apply) and sends every
  *     worker of a piece's stage MSG_PS_WEIGHTS(s, piece) (version s + 1). A
  *     worker waits (step timeout) for the weights of all its pieces, copies
- *     them into its part, then exchanges the tied embedding as usual; LOSS,
- *     VAL and evaluation as with replicas (above).
+ *     them into its part, then exchanges the tied embedding as usual; LOSS
+ *     and VAL as with replicas (above); replica 0's pipeline alone evaluates.
  *   - on checkpoint steps every server sends replica 0 of each stage its
  *     pieces' weights and moments (MSG_PS_CKPT(s, piece)); replica 0 writes
  *     the stage's shard with the usual writer and sends CKPT_DONE(s): the
@@ -148,12 +155,14 @@
 #include "net/net.h"
 
 enum {
-    /* data plane, stage <-> stage; chunk = the RECEIVING virtual stage */
+    /* data plane, stage <-> stage; chunk = the RECEIVING virtual stage (0 for MSG_EVAL_SUM) */
     MSG_ACT = NET_TYPE_USER + 0,       /* activation (batch*seq*dim floats) for F */
     MSG_GRAD = NET_TYPE_USER + 1,      /* gradient (batch*seq*dim floats) for B/BW */
     MSG_EVAL_ACT = NET_TYPE_USER + 2,  /* activation during evaluation; mb = eval batch */
     MSG_TIED_GRAD = NET_TYPE_USER + 3, /* tied lm_head gradient, head stage -> stage 0 (vocab*dim floats) */
     MSG_TIED_W = NET_TYPE_USER + 4,    /* updated embedding, stage 0 -> head stage (vocab*dim floats) */
+    MSG_EVAL_SUM = NET_TYPE_USER + 5,  /* head stage replica r -> replica r+1 (R-1 -> 0), all-reduce grids:
+                                          f64 running sum of the validation batch losses */
 
     /* control plane, stage <-> coordinator */
     MSG_JOIN = NET_TYPE_USER + 16,       /* stage -> coord: u32 stage, u32 pid, u32 n_units */

@@ -220,6 +220,15 @@ void rt_2bw_free(rt *r);
  * (after AdamW). No-ops otherwise. */
 int rt_tied_exchange_grad(rt *r);
 int rt_tied_exchange_weights(rt *r);
+/* runtime_eval.c — the evaluation of step r->step (an evaluation step): forward
+ * passes over the validation batches (run_eval_windows of the split, r->Bm
+ * windows each). With all-reduce replicas every replica's pipeline runs its
+ * contiguous block of batches and the head stages add the batch losses in batch
+ * order along their ring (MSG_EVAL_SUM), so the loss is bitwise one pipeline's;
+ * otherwise replica 0's pipeline runs them all. Replica 0's head stage sends the
+ * mean to the coordinator (MSG_VAL); grids log each stage's block and time.
+ * Returns 0, or -1 with r->err. Compute thread only. */
+int rt_eval(rt *r);
 /* The chunk of this stage that is virtual stage vs, or NULL. A neighbour chunk
  * on the same stage (prev or next == K: the turn of a V placement, or P = 1) gets
  * its tensors by a copy into its buffers, not over the network (runtime.c). */
