@@ -279,10 +279,10 @@ int rt_dp_optim(rt *r, double norm)
  * exp_avg_sq, k ascending) in pieces of at most CKPT_PIECE floats, each inside
  * one replica's segment of one bucket, and broadcasts each piece from the
  * replica that owns it (coll_broadcast along the ring, chunk by chunk) into
- * one scratch of CKPT_PIECE floats (or of the stage's largest tensor if smaller). Every replica walks the same way (only the
- * writer's walk writes), so the collectives match; each float of the moments
- * crosses each link of the ring once at most (an all-gather's (R-1)/R), and no
- * replica holds more than its shard and the scratch. */
+ * one scratch of CKPT_PIECE floats (of the stage's largest tensor if that is
+ * smaller). Every replica walks the same way (only the writer's walk writes),
+ * so the collectives match; a piece crosses R - 1 links of the ring, as in an
+ * all-gather, and no replica holds more than its shard and the scratch. */
 #define CKPT_PIECE TOPO_ZERO_CKPT_PIECE /* 4 MiB, four of coll's chunks so that a piece streams */
 struct rt_dp_ckpt {
     rt *r;
@@ -303,9 +303,12 @@ static int bucket_of(const rt_dp *d, size_t x)
     return lo;
 }
 
-/* One moment of the walk: its bytes into s (NULL: none). */
+/* One moment of the walk: its bytes into s (NULL: none). A failed write to s
+ * ends the writing, not the walk: every piece is still passed on, so that the
+ * other replicas' walks are not left waiting; -1 then. */
 static int ckpt_walk(rt_dp_ckpt *c, int tensor, int second, st_sink *s)
 {
+    int wrc = 0;
     rt *r = c->r;
     rt_dp *d = r->dp;
     const model_tensor *t = &r->part->tensors[tensor];
@@ -341,10 +344,13 @@ static int ckpt_walk(rt_dp_ckpt *c, int tensor, int second, st_sink *s)
             return rt_fail(r, "checkpoint: passing the AdamW %s moments of %s to replica 0: %s",
                            second ? "second" : "first", t->name, cerr);
         }
-        if (st_sink_write(s, c->buf, n * sizeof(float))) return -1;
+        if (s && st_sink_write(s, c->buf, n * sizeof(float))) {
+            wrc = -1;
+            s = NULL;
+        }
         x = hi;
     }
-    return 0;
+    return wrc;
 }
 
 rt_dp_ckpt *rt_dp_ckpt_begin(rt *r)
