@@ -13,7 +13,8 @@
 # AdamW's state per process: with train.zero on 2 stages x 2 replicas, `check`
 # predicts each stage's summary.json optim_bytes byte for byte and `balance`'s
 # static memory counts the same (not 16 bytes per parameter); with sync "ps"
-# the stages hold none.
+# the stages hold none. A ZeRO-1 run with a checkpoint peaks below the same run
+# without ZeRO-1, and writes the same checkpoint files byte for byte.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
