@@ -32,7 +32,7 @@ size_t st_dtype_size(const char *dtype)
 /* ---- writing ---------------------------------------------------------------- */
 
 /* Checks one entry and returns its byte size in *nbytes. */
-static int check_entry(const char *path, const st_entry *e, size_t *nbytes, char *err)
+static int check_entry(const char *path, const st_entry *e, size_t *nbytes, int filled, char *err)
 {
     if (!e->name || !e->name[0] || strcmp(e->name, "__metadata__") == 0)
         return seterr(err, "%s: tensor name \"%s\" is not allowed", path, e->name ? e->name : "(null)");
@@ -49,7 +49,7 @@ static int check_entry(const char *path, const st_entry *e, size_t *nbytes, char
         if (__builtin_mul_overflow(bytes, (uint64_t)e->shape[i], &bytes) || bytes > SIZE_MAX)
             return seterr(err, "%s: tensor %s: shape overflows the byte count", path, e->name);
     }
-    if (bytes > 0 && !e->data) return seterr(err, "%s: tensor %s: data is NULL", path, e->name);
+    if (bytes > 0 && !e->data && !filled) return seterr(err, "%s: tensor %s: data is NULL", path, e->name);
     *nbytes = (size_t)bytes;
     return 0;
 }
@@ -68,7 +68,7 @@ static json_t *tensor_json(const st_entry *e, uint64_t begin, uint64_t end)
 
 /* Builds the JSON header (metadata first, then tensors in order), padded with
  * spaces to a multiple of 8 bytes. Returns a malloc'ed string and its length. */
-static char *build_header(const char *path, const st_entry *e, int n, const char *const *meta_kv,
+static char *build_header(const char *path, const st_entry *e, int n, const char *const *meta_kv, int filled,
                           size_t *len, char *err)
 {
     json_t *root = json_object();
@@ -91,7 +91,7 @@ static char *build_header(const char *path, const st_entry *e, int n, const char
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         size_t nb;
-        if (check_entry(path, &e[i], &nb, err) != 0) goto fail;
+        if (check_entry(path, &e[i], &nb, filled, err) != 0) goto fail;
         if (json_object_get(root, e[i].name)) {
             seterr(err, "%s: duplicate tensor name %s", path, e[i].name);
             goto fail;
@@ -116,11 +116,35 @@ fail:
     return out;
 }
 
-int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, char *err)
+struct st_sink {
+    int fd;
+    size_t left; /* bytes the entry still expects */
+    int failed;  /* a write failed (errno) or overflowed the entry */
+    int over;
+};
+
+int st_sink_write(st_sink *s, const void *data, size_t n)
+{
+    if (!s) return 0;
+    if (s->failed) return -1;
+    if (n > s->left) {
+        s->failed = s->over = 1;
+        return -1;
+    }
+    if (n && base_write_all(s->fd, data, n) != 0) {
+        s->failed = 1;
+        return -1;
+    }
+    s->left -= n;
+    return 0;
+}
+
+int st_write_fill(const char *path, const st_entry *e, int n, const char *const *meta_kv, st_fill_fn fill,
+                  void *arg, char *err)
 {
     size_t hlen = 0;
     if (n < 0) return seterr(err, "%s: negative tensor count %d", path, n);
-    char *header = build_header(path, e, n, meta_kv, &hlen, err);
+    char *header = build_header(path, e, n, meta_kv, fill != NULL, &hlen, err);
     if (!header) return -1;
     char *tmp = NULL;
     int fd = base_durable_begin(path, &tmp, err);
@@ -128,18 +152,38 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     uint8_t lenbuf[8];
     put_u64le(lenbuf, hlen);
     int ok = base_write_all(fd, lenbuf, 8) == 0 && base_write_all(fd, header, hlen) == 0;
+    free(header);
     for (int i = 0; ok && i < n; i++) {
         size_t nb = 0;
-        check_entry(path, &e[i], &nb, NULL); /* already checked in build_header */
-        ok = base_write_all(fd, e[i].data, nb) == 0;
+        check_entry(path, &e[i], &nb, fill != NULL, NULL); /* already checked in build_header */
+        if (e[i].data || !nb) {
+            ok = base_write_all(fd, e[i].data, nb) == 0;
+            continue;
+        }
+        st_sink s = { fd, nb, 0, 0 };
+        char ferr[ERR_LEN] = "";
+        int frc = fill(arg, i, &s, ferr);
+        if (frc || s.failed || s.left) {
+            if (frc && !s.failed) seterr(err, "%s: tensor %s: %s", path, e[i].name, ferr);
+            else if (s.over || (!s.failed && s.left))
+                seterr(err, "%s: tensor %s: the data given has another size than its %zu bytes (a bug)", path,
+                       e[i].name, nb);
+            else seterr(err, "%s: write to %s failed: %s", path, tmp, strerror(errno));
+            base_durable_abort(fd, tmp);
+            return -1;
+        }
     }
-    free(header);
     if (!ok) {
         seterr(err, "%s: write to %s failed: %s", path, tmp, strerror(errno));
         base_durable_abort(fd, tmp);
         return -1;
     }
     return base_durable_commit(fd, tmp, path, err);
+}
+
+int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, char *err)
+{
+    return st_write_fill(path, e, n, meta_kv, NULL, NULL, err);
 }
 
 /* ---- reading ---------------------------------------------------------------- */

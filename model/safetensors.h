@@ -54,6 +54,26 @@ typedef struct {
  * in err; on error path is untouched and the temporary file removed. */
 int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, char *err);
 
+/* Where st_write_fill's callback writes an entry's bytes. */
+typedef struct st_sink st_sink;
+/* Appends n bytes of the entry being filled to the file. Returns 0, or -1
+ * (write error, or more bytes than the entry's size; st_write_fill reports
+ * it). s == NULL: discards the bytes and returns 0 (so that a caller can run
+ * the same callback without a file). */
+int st_sink_write(st_sink *s, const void *data, size_t n);
+/* Gives entry i's bytes, all of them, through st_sink_write, in order (they
+ * may come in pieces: the callback need not hold the whole tensor at once).
+ * Returns 0, or -1 with err. */
+typedef int (*st_fill_fn)(void *arg, int i, st_sink *s, char *err);
+/* st_write, except that an entry whose data is NULL (and whose size is not 0)
+ * is written by fill(arg, i, ...) when its turn comes: entries are still
+ * written in order, so the callback is called with ascending i. The bytes on
+ * disk are those st_write writes for the same data. A callback failing, or
+ * giving another count of bytes than the entry's, fails the write (err names
+ * the file and the tensor); path is then untouched. */
+int st_write_fill(const char *path, const st_entry *e, int n, const char *const *meta_kv, st_fill_fn fill,
+                  void *arg, char *err);
+
 /* ---- reading ------------------------------------------------------------- */
 
 /* A tensor of an open file; valid until st_close. `data` points into the file's

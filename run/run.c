@@ -230,6 +230,15 @@ int run_write_shard_2bw(const topo *t, const char *out_dir, int stage, long step
     return run_ckpt_write_shard_2bw(dir, stage, p, o, &st, prev, err);
 }
 
+int run_write_shard_fill(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
+                         run_ckpt_moments_fn fill, void *arg, uint64_t sampler_state, const float *prev, char *err)
+{
+    char dir[4200];
+    run_ckpt_step_dir(t, out_dir, steps, dir, sizeof dir);
+    run_ckpt_state st = { steps, sampler_state };
+    return run_ckpt_write_shard_fill(dir, stage, p, fill, arg, &st, prev, err);
+}
+
 int run_resume_prev(const topo *t, const char *out_dir, long steps, const model_part *p, float *prev, char *err)
 {
     char dir[4200];

@@ -23,6 +23,7 @@
 #include "base/base.h"
 #include "model/model.h"
 #include "model/optim.h"
+#include "run/run_ckpt.h"
 #include "run/run_metrics.h"
 #include "topo/topo.h"
 
@@ -93,6 +94,9 @@ int run_resume_part(const topo *t, const char *out_dir, long steps, model_part *
  * (run_ckpt_write_shard_2bw; NULL: as run_write_shard). */
 int run_write_shard_2bw(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
                         const optim_adamw *o, uint64_t sampler_state, const float *prev, char *err);
+/* run_write_shard_2bw with the moments streamed by fill (run_ckpt_write_shard_fill). */
+int run_write_shard_fill(const topo *t, const char *out_dir, int stage, long steps, const model_part *p,
+                         run_ckpt_moments_fn fill, void *arg, uint64_t sampler_state, const float *prev, char *err);
 /* After run_resume_part: the previous weight version from the same checkpoint
  * into prev (run_ckpt_load_prev: 1 found, 0 none, -1 with err). */
 int run_resume_prev(const topo *t, const char *out_dir, long steps, const model_part *p, float *prev, char *err);

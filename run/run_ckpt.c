@@ -76,8 +76,37 @@ int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const 
     return run_ckpt_write_shard_2bw(dir, stage, p, o, st, NULL, err);
 }
 
+typedef struct {
+    run_ckpt_moments_fn fill;
+    void *arg;
+} moments_fill;
+
+/* optim shard entry i: 2k + second is tensor k's moment (k < n), then prev's */
+static int fill_entry(void *arg, int i, st_sink *s, char *err)
+{
+    const moments_fill *f = arg;
+    return f->fill(f->arg, i / 2, i % 2, s, err);
+}
+
+static int write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                       const moments_fill *mf, const run_ckpt_state *st, const float *prev, char *err);
+
 int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, const optim_adamw *o,
                              const run_ckpt_state *st, const float *prev, char *err)
+{
+    return write_shard(dir, stage, p, o, NULL, st, prev, err);
+}
+
+int run_ckpt_write_shard_fill(const char *dir, int stage, const model_part *p, run_ckpt_moments_fn fill, void *arg,
+                              const run_ckpt_state *st, const float *prev, char *err)
+{
+    moments_fill mf = { fill, arg };
+    return write_shard(dir, stage, p, NULL, &mf, st, prev, err);
+}
+
+/* o's moments, or (o NULL) mf's */
+static int write_shard(const char *dir, int stage, const model_part *p, const optim_adamw *o,
+                       const moments_fill *mf, const run_ckpt_state *st, const float *prev, char *err)
 {
     char pn[64], on[64], path[PATHLEN], step[32], samp[32], stage_s[16], units[4096] = "";
     if (run_mkdirs(dir, err)) return -1;
@@ -106,8 +135,8 @@ int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, co
         const model_tensor *t = &p->tensors[i];
         snprintf(names[2 * i], sizeof names[0], "%s.exp_avg", t->name);
         snprintf(names[2 * i + 1], sizeof names[0], "%s.exp_avg_sq", t->name);
-        e[2 * i] = (st_entry){ names[2 * i], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->m + t->offset };
-        e[2 * i + 1] = (st_entry){ names[2 * i + 1], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o->v + t->offset };
+        e[2 * i] = (st_entry){ names[2 * i], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o ? o->m + t->offset : NULL };
+        e[2 * i + 1] = (st_entry){ names[2 * i + 1], "F32", t->ndim, { (int64_t)t->shape[0], (int64_t)t->shape[1] }, o ? o->v + t->offset : NULL };
         if (!prev) continue;
         /* 2bw: the previous weight version after the moments (readers that do
          * not know it look tensors up by name and skip it) */
@@ -120,7 +149,8 @@ int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, co
                            prev ? "weight_versions" : NULL, "2", NULL };
     join(path, dir, on);
     fault_point();
-    rc = st_write(path, e, per * n, meta, err);
+    rc = o ? st_write(path, e, per * n, meta, err)
+           : st_write_fill(path, e, per * n, meta, fill_entry, (void *)mf, err);
 done:
     free(e);
     free(names);

@@ -35,6 +35,7 @@
 
 #include "model/model.h"
 #include "model/optim.h"
+#include "model/safetensors.h"
 #include "topo/topo.h"
 
 #define PIPETRAIN_VERSION "0.1.0"
@@ -75,6 +76,15 @@ int run_ckpt_write_shard(const char *dir, int stage, const model_part *p, const 
  * "weight_versions": "2". Readers that do not ask for it ignore it. */
 int run_ckpt_write_shard_2bw(const char *dir, int stage, const model_part *p, const optim_adamw *o,
                              const run_ckpt_state *st, const float *prev, char *err);
+/* The moments streamed (ZeRO-1, whose moments are spread over the replicas):
+ * the optim shard's "<name>.exp_avg" (second 0) and "<name>.exp_avg_sq"
+ * (second 1) of p->tensors[tensor] are given by fill through st_sink_write
+ * (model/safetensors.h), in pieces if it likes, in the file's order: tensors
+ * ascending, exp_avg before exp_avg_sq. The files are byte for byte
+ * run_ckpt_write_shard_2bw's with the same moments. Returns 0, or -1 with err. */
+typedef int (*run_ckpt_moments_fn)(void *arg, int tensor, int second, st_sink *s, char *err);
+int run_ckpt_write_shard_fill(const char *dir, int stage, const model_part *p, run_ckpt_moments_fn fill, void *arg,
+                              const run_ckpt_state *st, const float *prev, char *err);
 /* After every stage's shard is written: hashes the files, writes manifest.json,
  * then COMPLETE (the manifest's SHA-256, and its HMAC when key has one; key
  * may be NULL), then points dir/../latest at dir. */

@@ -262,10 +262,19 @@ uint64_t rt_dp_norm(rt *r, uint8_t *buf);
 /* AdamW with the global norm: the whole part, or with train.zero this
  * replica's segments and then an all-gather of the weights. */
 int rt_dp_optim(rt *r, double norm);
-/* AdamW state with every moment, for a checkpoint: r->opt itself, or with
- * train.zero a new one gathered from every replica (all of them must call;
- * caller frees it when != r->opt); NULL on failure (r->err). */
-optim_adamw *rt_dp_full_optim(rt *r);
+/* A checkpoint's AdamW moments with train.zero (rt_dp_zero), passed to the
+ * writer a piece at a time instead of all-gathered whole: every replica calls
+ * rt_dp_ckpt_begin (a scratch of one piece, 4 MiB), the writer passes
+ * rt_dp_ckpt_fill with it to run_write_shard_fill, which moves each piece as
+ * the file reaches it (broadcast from the replica owning it), and every
+ * replica then calls rt_dp_ckpt_end: it runs the broadcasts the writer's file
+ * did not (on the other replicas: all of them; on the writer: those left by a
+ * failed write), in the same order, and frees it. rt_dp_ckpt_end returns 0, or
+ * -1 when a broadcast failed (r->err). */
+typedef struct rt_dp_ckpt rt_dp_ckpt;
+rt_dp_ckpt *rt_dp_ckpt_begin(rt *r);
+int rt_dp_ckpt_fill(void *arg, int tensor, int second, st_sink *s, char *err);
+int rt_dp_ckpt_end(rt_dp_ckpt *c);
 /* With train.zero: keeps this replica's segments of a full state (resume). */
 void rt_dp_take_optim(rt *r, const optim_adamw *full);
 int rt_dp_zero(const rt *r);

@@ -20,7 +20,7 @@
  * group and sleeps until it ends; the collective's work (adds, checksums,
  * sends) runs on the network thread (coll/'s ring engine, net/net_coll.h).
  * The compute thread runs collectives itself only when the queue is drained
- * (the ZeRO all-gathers, the checkpoint's moment gathers). */
+ * (the ZeRO all-gathers, the checkpoint's moment gathers, rt_dp_ckpt_*). */
 #include "coll/coll.h"
 #include "model/optim.h"
 #include "model/util.h"
@@ -274,21 +274,118 @@ int rt_dp_optim(rt *r, double norm)
     return gather_all(r, r->part->params, TAG_WEIGHTS, "updated weights");
 }
 
-optim_adamw *rt_dp_full_optim(rt *r)
+/* A checkpoint's moments with train.zero, streamed: the walk goes through
+ * the optim shard's moments in file order (tensor k's exp_avg, then its
+ * exp_avg_sq, k ascending) in pieces of at most CKPT_PIECE floats, each inside
+ * one replica's segment of one bucket, and broadcasts each piece from the
+ * replica that owns it (coll_broadcast along the ring, chunk by chunk) into
+ * one scratch of CKPT_PIECE floats (of the stage's largest tensor if that is
+ * smaller). Every replica walks the same way (only the writer's walk writes),
+ * so the collectives match; a piece crosses R - 1 links of the ring, as in an
+ * all-gather, and no replica holds more than its shard and the scratch. */
+#define CKPT_PIECE TOPO_ZERO_CKPT_PIECE /* 4 MiB, four of coll's chunks so that a piece streams */
+struct rt_dp_ckpt {
+    rt *r;
+    float *buf;        /* (the largest piece) the piece being passed on */
+    uint32_t seq;      /* pieces so far: their tags */
+    int pos;           /* the walk's next moment: 2 * tensor + second */
+    int failed;        /* a broadcast failed (r->err); the walk stops */
+};
+
+static int bucket_of(const rt_dp *d, size_t x)
 {
+    int lo = 0, hi = d->nb - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (d->off[mid] <= x) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* One moment of the walk: its bytes into s (NULL: none). A failed write to s
+ * ends the writing, not the walk: every piece is still passed on, so that the
+ * other replicas' walks are not left waiting; -1 then. */
+static int ckpt_walk(rt_dp_ckpt *c, int tensor, int second, st_sink *s)
+{
+    int wrc = 0;
+    rt *r = c->r;
     rt_dp *d = r->dp;
-    if (!d || !d->zero) return r->opt;
-    optim_adamw *f = optim_new(r->part->n_params);
-    f->step = r->opt->step;
-    for (int b = 0; b < d->nb; b++) {
-        memcpy(f->m + d->soff[b], r->opt->m + d->moff[b], d->slen[b] * sizeof(float));
-        memcpy(f->v + d->soff[b], r->opt->v + d->moff[b], d->slen[b] * sizeof(float));
+    const model_tensor *t = &r->part->tensors[tensor];
+    const float *mine = second ? r->opt->v : r->opt->m;
+    char cerr[ERR_LEN];
+    size_t x = t->offset, e = t->offset + t->numel;
+    while (x < e) {
+        int b = bucket_of(d, x), root = 0;
+        size_t so = 0, sl = 0;
+        for (; root < d->R; root++) { /* the replica whose segment holds x */
+            coll_segment(d->len[b], d->R, root, &so, &sl);
+            if (x < d->off[b] + so + sl) break;
+        }
+        if (root == d->R || x < d->off[b] + so) { /* cannot happen: the segments tile the bucket */
+            c->failed = 1;
+            return rt_fail(r, "checkpoint: float %zu of the stage is in no replica's segment (a bug)", x);
+        }
+        size_t hi = d->off[b] + so + sl;
+        if (hi > e) hi = e;
+        if (hi - x > CKPT_PIECE) hi = x + CKPT_PIECE;
+        size_t n = hi - x;
+        if (root == d->rep) memcpy(c->buf, mine + d->moff[b] + (x - d->soff[b]), n * sizeof(float));
+        uint64_t tag = ((uint64_t)1 << 63) | ((uint64_t)(r->step & 0x7fffffff) << 32) | c->seq++;
+        double t0 = rt_now();
+        int rc = coll_broadcast(d->g, c->buf, n, root, tag, cerr);
+        double w = rt_now() - t0;
+        pthread_mutex_lock(&d->mu);
+        d->busy_s += w;
+        pthread_mutex_unlock(&d->mu);
+        r->stats.exposed_s += w;
+        if (rc) {
+            c->failed = 1;
+            return rt_fail(r, "checkpoint: passing the AdamW %s moments of %s to replica 0: %s",
+                           second ? "second" : "first", t->name, cerr);
+        }
+        if (s && st_sink_write(s, c->buf, n * sizeof(float))) {
+            wrc = -1;
+            s = NULL;
+        }
+        x = hi;
     }
-    if (gather_all(r, f->m, TAG_M, "AdamW first moments") || gather_all(r, f->v, TAG_V, "AdamW second moments")) {
-        optim_free(f);
-        return NULL;
-    }
-    return f;
+    return wrc;
+}
+
+rt_dp_ckpt *rt_dp_ckpt_begin(rt *r)
+{
+    size_t most = 1; /* the largest piece: check's prediction (topo_mem's gather) */
+    for (int i = 0; i < r->part->n_tensors; i++)
+        if (r->part->tensors[i].numel > most) most = r->part->tensors[i].numel;
+    rt_dp_ckpt *c = xcalloc(1, sizeof *c);
+    c->r = r;
+    c->buf = xmalloc((most < CKPT_PIECE ? most : CKPT_PIECE) * sizeof(float));
+    return c;
+}
+
+int rt_dp_ckpt_fill(void *arg, int tensor, int second, st_sink *s, char *err)
+{
+    rt_dp_ckpt *c = arg;
+    int pos = 2 * tensor + second;
+    if (c->failed) return seterr(err, "%s", c->r->err);
+    /* the moments the file skipped (only empty tensors: nothing to pass) */
+    for (; c->pos < pos; c->pos++)
+        if (ckpt_walk(c, c->pos / 2, c->pos % 2, NULL)) return seterr(err, "%s", c->r->err);
+    if (pos < c->pos) return seterr(err, "moment %d asked after %d (a bug)", pos, c->pos - 1);
+    c->pos = pos + 1;
+    if (ckpt_walk(c, tensor, second, s)) return c->failed ? seterr(err, "%s", c->r->err) : -1;
+    return 0;
+}
+
+int rt_dp_ckpt_end(rt_dp_ckpt *c)
+{
+    if (!c) return 0;
+    int n = 2 * c->r->part->n_tensors, rc = c->failed ? -1 : 0;
+    for (; !rc && c->pos < n; c->pos++) rc = ckpt_walk(c, c->pos / 2, c->pos % 2, NULL);
+    free(c->buf);
+    free(c);
+    return rc;
 }
 
 void rt_dp_take_optim(rt *r, const optim_adamw *full)

@@ -284,8 +284,9 @@ static int setup_net(rt *r)
     return rc;
 }
 
-/* Replica 0 writes the stage's shard; with train.zero every replica first
- * takes part in gathering the AdamW moments; with parameter servers replica 0
+/* Replica 0 writes the stage's shard; with train.zero every replica takes
+ * part in gathering the AdamW moments, one bucket at a time as the file
+ * reaches it (rt_dp_ckpt_begin); with parameter servers replica 0
  * first receives its pieces' state from them. */
 static int checkpoint(rt *r)
 {
@@ -296,12 +297,16 @@ static int checkpoint(rt *r)
     /* 2bw: the sampler has drawn ahead; W(t+1) and W(t) (rt.h) */
     if (r->twobw && r->has_data) sampler = r->sampler_after[r->step & 1];
     const float *prev = rt_2bw_ckpt_weights(r);
-    optim_adamw *opt = rt_dp_full_optim(r);
-    if (!opt) return -1;
     int rc = 0;
-    if (writer && run_write_shard_2bw(r->t, r->o->out_dir, r->K, r->step + 1, r->part, opt, sampler, prev, cerr))
+    if (rt_dp_zero(r)) { /* the moments a bucket at a time, as the writer's file reaches them */
+        rt_dp_ckpt *c = rt_dp_ckpt_begin(r);
+        int wrc = writer && run_write_shard_fill(r->t, r->o->out_dir, r->K, r->step + 1, r->part, rt_dp_ckpt_fill,
+                                                 c, sampler, prev, cerr);
+        if (rt_dp_ckpt_end(c)) rc = -1; /* a broadcast failed: r->err says which */
+        else if (wrc) rc = rt_fail(r, "checkpoint: %s", cerr);
+    } else if (writer && run_write_shard_2bw(r->t, r->o->out_dir, r->K, r->step + 1, r->part, r->opt, sampler, prev,
+                                             cerr))
         rc = rt_fail(r, "checkpoint: %s", cerr);
-    if (opt != r->opt) optim_free(opt);
     if (rc || !writer) return rc;
     net_key k = { MSG_CKPT_DONE, (uint64_t)r->step, 0, 0 };
     return rt_send_sync(r, net_coord_id(), k, NULL, 0);

@@ -225,6 +225,75 @@ static void test_write_errors(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/x.safetensors"));
 }
 
+/* st_write_fill's callback: entry i's bytes from the entries' own data, in
+ * pieces of `piece` bytes; mode 1 gives a byte too few, 2 one too many, 3 fails. */
+typedef struct {
+    const st_entry *e;
+    size_t piece;
+    int mode, calls;
+} fill_arg;
+
+static int fill_pieces(void *arg, int i, st_sink *s, char *err)
+{
+    fill_arg *a = arg;
+    a->calls++;
+    size_t nb = st_dtype_size(a->e[i].dtype);
+    for (int d = 0; d < a->e[i].ndim; d++) nb *= (size_t)a->e[i].shape[d];
+    if (a->mode == 3) return seterr(err, "the gather of %s broke", a->e[i].name);
+    if (a->mode == 1) nb--;
+    const uint8_t *p = a->e[i].data;
+    for (size_t o = 0; o < nb; o += a->piece)
+        if (st_sink_write(s, p + o, nb - o < a->piece ? nb - o : a->piece)) return -1;
+    if (a->mode == 2 && st_sink_write(s, p, 1)) return -1;
+    return 0;
+}
+
+static void test_write_fill(void)
+{
+    st_entry e[8] = { 0 }, f[8];
+    int n = fill_entries(e);
+    const char *meta[] = { "format", "pt", NULL };
+    char err[ERR_LEN] = "";
+    const char *a = tmp_path("direct.safetensors"), *b = tmp_path("filled.safetensors");
+    CU_ASSERT_FATAL(st_write(a, e, n, meta, err) == 0);
+    size_t na, nb;
+    uint8_t *da = slurp(a, &na);
+    for (size_t piece = 1; piece <= 64; piece *= 4) { /* every entry with data from the callback */
+        memcpy(f, e, sizeof f);
+        int want = 0;
+        for (int i = 0; i < n; i++) {
+            size_t sz = st_dtype_size(e[i].dtype);
+            for (int d = 0; d < e[i].ndim; d++) sz *= (size_t)e[i].shape[d];
+            if (sz) { f[i].data = NULL; want++; }
+        }
+        fill_arg fa = { e, piece, 0, 0 };
+        CU_ASSERT_FATAL(st_write_fill(b, f, n, meta, fill_pieces, &fa, err) == 0);
+        CU_ASSERT_EQUAL(fa.calls, want); /* an empty tensor needs no callback */
+        uint8_t *db = slurp(b, &nb);
+        CU_ASSERT(da && db && na == nb && memcmp(da, db, na) == 0); /* st_write's bytes */
+        free(db);
+    }
+    free(da);
+    CU_ASSERT_EQUAL(st_sink_write(NULL, "x", 1), 0); /* no sink: discarded */
+    const char *want[] = { "", "another size", "another size", "the gather of model.embed_tokens.weight broke" };
+    for (int mode = 1; mode <= 3; mode++) {
+        memcpy(f, e, sizeof f);
+        f[0].data = NULL;
+        fill_arg fa = { e, 8, mode, 0 };
+        err[0] = 0;
+        const char *c = tmp_path("bad-fill.safetensors");
+        CU_ASSERT_EQUAL(st_write_fill(c, f, n, meta, fill_pieces, &fa, err), -1);
+        if (!strstr(err, want[mode]) || !strstr(err, c)) fprintf(stderr, "\n  mode %d: \"%s\"\n", mode, err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, want[mode]));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, c));
+        CU_ASSERT(access(c, F_OK) != 0); /* nothing left under the name */
+    }
+    memcpy(f, e, sizeof f); /* without a callback a NULL data is still refused */
+    f[0].data = NULL;
+    CU_ASSERT_EQUAL(st_write_fill(b, f, n, meta, NULL, NULL, err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "data is NULL"));
+}
+
 static void test_durable_file(void)
 {
     const char *path = tmp_path("manifest.json");
@@ -376,6 +445,7 @@ int main(void)
         { "write, open, bitwise round trip", test_roundtrip },
         { "file without tensors", test_no_tensors },
         { "write errors leave the old file", test_write_errors },
+        { "write with a fill callback: the same bytes, errors", test_write_fill },
         { "durable file write", test_durable_file },
         { "kill during write leaves old or new", test_kill_during_write },
         { "malformed files refused", test_malformed },

@@ -435,9 +435,11 @@ int topo_check_limits(const topo *t, char *err);
  * peak of the stage's schedule (the simulator's peak_bytes over
  * model_unit_mem; what summary.json's peak_act_bytes
  * measures), buffers (model_part_bytes' fixed part and the runtime's
- * micro-batch receive and send buffers), and with ZeRO-1 `gather`: the unsharded
- * moments (8 bytes per parameter) every replica assembles while a checkpoint
- * all-gathers them (stage/runtime_dp.c rt_dp_full_optim), beside its shard. */
+ * micro-batch receive and send buffers), and with ZeRO-1 `gather`: the scratch
+ * through which a checkpoint passes the moments to replica 0, a piece at a time
+ * (stage/runtime_dp.c rt_dp_ckpt_begin): 4 bytes x the largest piece, at most
+ * TOPO_ZERO_CKPT_PIECE floats and never more than the stage's largest tensor. */
+#define TOPO_ZERO_CKPT_PIECE ((size_t)1 << 20) /* floats (4 MiB) */
 typedef struct { double weights, grads, optim, act, buffers, gather, total; } topo_mem;
 /* One chunk's model_mem per micro-batch of `batch` sequences under mode, as the
  * stage runtime holds it: stash and work summed over its units, the largest

@@ -107,11 +107,19 @@ int topo_mem_predict(const topo *t, const sched_schedule *s, topo_mem *m, char *
             int vs = ts->chunks[ci].virtual_stage;
             x->buffers += io * (double)M * (2 * (vs > 0) + 2 * (vs < V - 1));
         }
-        /* ZeRO-1: a checkpoint all-gathers the moments, full size, on every replica */
+        /* ZeRO-1: a checkpoint passes the moments to replica 0 a piece at a time
+         * through one scratch (a piece lies inside one tensor) */
         x->gather = 0;
-        if (t->train.zero && t->n_replicas > 1 && t->sync_id != TOPO_SYNC_PS)
-            for (int i = 0; i < ts->n_units; i++)
-                x->gather += 2.0 * sizeof(float) * (double)model_unit_params(&t->model, ts->units[i]);
+        if (t->train.zero && t->n_replicas > 1 && t->sync_id != TOPO_SYNC_PS) {
+            size_t most = 0;
+            for (int i = 0; i < ts->n_units; i++) {
+                model_tensor tt[MODEL_MAX_UNIT_TENSORS];
+                int nt = model_unit_tensors(&t->model, ts->units[i], tt);
+                for (int j = 0; j < nt; j++)
+                    if (tt[j].numel > most) most = tt[j].numel;
+            }
+            x->gather = sizeof(float) * (double)(most < TOPO_ZERO_CKPT_PIECE ? most : TOPO_ZERO_CKPT_PIECE);
+        }
         x->total = x->weights + x->grads + x->optim + x->act + x->buffers + x->gather;
     }
     free(act);
@@ -174,7 +182,7 @@ int topo_mem_check(const topo *t, const sched_schedule *s, FILE *f, char *err)
     int zg = m[0].gather > 0;
     if (f) fprintf(f, "memory per process, predicted peak (weights + gradients + AdamW moments + activations at the "
                       "schedule's peak + buffers%s):\n",
-                   zg ? " + the unsharded AdamW moments a checkpoint all-gathers (ZeRO-1)" : "");
+                   zg ? " + the scratch a checkpoint passes the AdamW moments through (ZeRO-1)" : "");
     double local = 0;
     for (int st = 0; st < P; st++) {
         const topo_mem *x = &m[st];
