@@ -128,12 +128,12 @@ static void *plain_poll(void *arg)
             s->rc = -1;
             break;
         }
-        if (p[0].revents & (POLLOUT | POLLERR | POLLHUP)) {
+        if (sd < s->bytes && (p[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
             ssize_t k = send(s->fd, s->buf + sd % s->size, plain_len(s, sd), MSG_DONTWAIT | MSG_NOSIGNAL);
             if (k > 0) sd += (size_t)k;
             else if (k < 0 && errno != EAGAIN) s->rc = -1;
         }
-        if (!(p[1].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+        if (rd >= r->bytes || !(p[1].revents & (POLLIN | POLLERR | POLLHUP))) continue;
         size_t l = plain_len(r, rd), in_op = rd % r->per, rs = r->per / 2;
         if (in_op < rs) { /* as plain_recv: the piece whole into the scratch, then added */
             if (l > rs - in_op) l = rs - in_op;
