@@ -289,8 +289,8 @@ static int start_http(const topo *t, const run_args *a, coord_http **out)
  * O_CLOEXEC: the stages it launches do not hold it). Two runs writing one
  * OUT would interleave metrics.jsonl, set each other's checkpoints aside and
  * resume each other's steps. The file holds the holder's pid, for the
- * message. Returns 0, 1 (the directory or the file cannot be made) or 2 (in
- * use). */
+ * message. Returns 0 (also, with a warning, where the filesystem has no
+ * locks), 1 (the directory or the file cannot be made) or 2 (in use). */
 static int lock_out(const char *out)
 {
     char path[4200], err[ERR_LEN], held[32] = "";
@@ -310,9 +310,10 @@ static int lock_out(const char *out)
         held[n > 0 ? n : 0] = 0;
         held[strcspn(held, "\n")] = 0;
         close(fd);
-        if (e != EWOULDBLOCK) {
-            fprintf(stderr, "pipetrain run: %s: cannot lock: %s\n", path, strerror(e));
-            return 1;
+        if (e != EWOULDBLOCK) { /* a filesystem without locks (some NFS): go on unguarded, and say so */
+            fprintf(stderr, "pipetrain run: warning: %s: cannot lock (%s): nothing keeps a second run out of %s\n",
+                    path, strerror(e), out);
+            return 0;
         }
         fprintf(stderr, "pipetrain run: %s is in use by another pipetrain run (pid %s, holding %s): give another "
                         "--out, or wait for that run to end\n", out, held[0] ? held : "unknown", path);
