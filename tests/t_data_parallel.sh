@@ -13,6 +13,7 @@
 #    time; a grid's stages log to stage-K-replica-R.log.
 set -u
 cd "$(dirname "$0")/.."
+. tests/lib_grid.sh
 BIN=${BIN:-bin}
 P="$BIN/pipetrain"
 CORPUS=$PWD/../shared/data/tinyshakespeare.txt
@@ -34,7 +35,7 @@ port=$base
 # topo FILE R TIED BATCH LAYERS... : the shakespeare model (4 blocks), R
 # replicas of each stage, every process on its own loopback port.
 topo() {
-    local f=$1 R=$2 tied=$3 batch=$4 k=0 r
+    local f=$1 R=$2 tied=$3 batch=$4
     shift 4
     {
         printf '{ "model": { "dim": 64, "n_layers": 4, "n_heads": 4, "ffn_dim": 192, "seq_len": 32, "tie_embeddings": %s },\n' "$tied"
@@ -44,24 +45,8 @@ topo() {
         printf '             "eval_every": 3, "eval_batches": 2 },\n'
         printf '  "checkpoint": { "every": 3 },\n'
         printf '  "coordinator": { "host": "127.0.0.1", "port": 0 },\n'
-        printf '  "stages": ['
-        for layers in "$@"; do
-            [ $k -gt 0 ] && printf ','
-            if [ "$R" -eq 0 ]; then
-                printf '\n    { "layers": "%s", "host": "127.0.0.1", "port": %d }' "$layers" $port
-                port=$((port + 1))
-            else
-                printf '\n    { "layers": "%s", "replicas": [' "$layers"
-                for ((r = 0; r < R; r++)); do
-                    [ $r -gt 0 ] && printf ', '
-                    printf '{ "host": "127.0.0.1", "port": %d }' $port
-                    port=$((port + 1))
-                done
-                printf '] }'
-            fi
-            k=$((k + 1))
-        done
-        printf '\n  ] }\n'
+        stages_json "$R" "$@"
+        printf ' }\n'
     } >"$f"
 }
 

@@ -7,6 +7,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh t_dp_edges
+. tests/lib_grid.sh
 CORPUS=$PWD/$CORPUS # written into topologies under $tmp
 export OPENBLAS_NUM_THREADS=1
 
@@ -14,7 +15,7 @@ port=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 50))
 
 # topo FILE R LAYERS...: a tiny model, R replicas of each stage on loopback.
 topo() {
-    local f=$1 R=$2 k=0 r
+    local f=$1 R=$2
     shift 2
     {
         printf '{ "model": { "dim": 32, "n_layers": 4, "n_heads": 2, "ffn_dim": 64, "seq_len": 16 },\n'
@@ -23,19 +24,8 @@ topo() {
         printf '             "eval_every": 0 },\n'
         printf '  "checkpoint": { "every": 2 },\n'
         printf '  "coordinator": { "host": "127.0.0.1", "port": 0 },\n'
-        printf '  "stages": ['
-        for layers in "$@"; do
-            [ $k -gt 0 ] && printf ','
-            printf '\n    { "layers": "%s", "replicas": [' "$layers"
-            for ((r = 0; r < R; r++)); do
-                [ $r -gt 0 ] && printf ', '
-                printf '{ "host": "127.0.0.1", "port": %d }' $port
-                port=$((port + 1))
-            done
-            printf '] }'
-            k=$((k + 1))
-        done
-        printf '\n  ] }\n'
+        stages_json "$R" "$@"
+        printf ' }\n'
     } >"$f"
 }
 

@@ -16,6 +16,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh t_dp_eval
+. tests/lib_grid.sh
 CORPUS=$PWD/$CORPUS # written into topologies under $tmp
 export OPENBLAS_NUM_THREADS=1
 
@@ -25,7 +26,7 @@ port=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 75))
 # replicas of each stage (R 0: plain stages without "replicas"), every process on
 # its own loopback port.
 topo() {
-    local f=$1 R=$2 m=$3 vf=$4 k=0 r
+    local f=$1 R=$2 m=$3 vf=$4
     shift 4
     {
         printf '{ "model": { "dim": 32, "n_layers": 4, "n_heads": 2, "ffn_dim": 64, "seq_len": 16 },\n'
@@ -33,24 +34,8 @@ topo() {
         printf '  "train": { "steps": 2, "batch_size": 24, "micro_batches": %d, "lr": 1e-30, "weight_decay": 0,\n' "$m"
         printf '             "eval_every": 1, "eval_batches": 2 },\n'
         printf '  "coordinator": { "host": "127.0.0.1", "port": 0 },\n'
-        printf '  "stages": ['
-        for layers in "$@"; do
-            [ $k -gt 0 ] && printf ','
-            if [ "$R" -eq 0 ]; then
-                printf '\n    { "layers": "%s", "host": "127.0.0.1", "port": %d }' "$layers" $port
-                port=$((port + 1))
-            else
-                printf '\n    { "layers": "%s", "replicas": [' "$layers"
-                for ((r = 0; r < R; r++)); do
-                    [ $r -gt 0 ] && printf ', '
-                    printf '{ "host": "127.0.0.1", "port": %d }' $port
-                    port=$((port + 1))
-                done
-                printf '] }'
-            fi
-            k=$((k + 1))
-        done
-        printf '\n  ] }\n'
+        stages_json "$R" "$@"
+        printf ' }\n'
     } >"$f"
 }
 

@@ -21,6 +21,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh t_ps
+. tests/lib_grid.sh
 CORPUS=$PWD/$CORPUS
 export OPENBLAS_NUM_THREADS=1
 
@@ -31,7 +32,7 @@ port=$base
 # blocks), R replicas of each stage, batch 16 in 4 micro-batches per replica,
 # a checkpoint every 3 steps, every process on its own loopback port.
 topo() {
-    local f=$1 R=$2 sync=$3 S=$4 tied=$5 steps=$6 k=0 r
+    local f=$1 R=$2 sync=$3 S=$4 tied=$5 steps=$6 r
     shift 6
     {
         printf '{ "model": { "dim": 64, "n_layers": 4, "n_heads": 4, "ffn_dim": 192, "seq_len": 32, "tie_embeddings": %s },\n' "$tied"
@@ -41,19 +42,7 @@ topo() {
         printf '             "eval_every": 3, "eval_batches": 2 },\n'
         printf '  "checkpoint": { "every": 3 },\n'
         printf '  "coordinator": { "host": "127.0.0.1", "port": 0 },\n'
-        printf '  "stages": ['
-        for layers in "$@"; do
-            [ $k -gt 0 ] && printf ','
-            printf '\n    { "layers": "%s", "replicas": [' "$layers"
-            for ((r = 0; r < R; r++)); do
-                [ $r -gt 0 ] && printf ', '
-                printf '{ "host": "127.0.0.1", "port": %d }' $port
-                port=$((port + 1))
-            done
-            printf '] }'
-            k=$((k + 1))
-        done
-        printf '\n  ]'
+        stages_json "$R" "$@"
         if [ "$sync" = ps ]; then
             printf ',\n  "sync": "ps", "ps": { "staleness": 0 },\n  "parameter_servers": ['
             for ((r = 0; r < S; r++)); do

@@ -18,32 +18,23 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh t_ps_async
+. tests/lib_grid.sh
 CORPUS=$PWD/$CORPUS
 export OPENBLAS_NUM_THREADS=1
 port=$((20000 + (RANDOM % 120) * 100 + ($$ % 50) + 50))
 
 # topo FILE STALENESS STEPS CKPT_EVERY LAYERS...: 2 workers (replicas) per stage, 2 servers.
 topo() {
-    local f=$1 s=$2 steps=$3 ck=$4 k=0 r
+    local f=$1 s=$2 steps=$3 ck=$4
     shift 4
     {
         printf '{ "model": { "dim": 64, "n_layers": 4, "n_heads": 4, "ffn_dim": 192, "seq_len": 32 },\n'
         printf '  "data": { "path": "%s" },\n' "$CORPUS"
         printf '  "train": { "steps": %d, "batch_size": 16, "micro_batches": 4, "lr": 0.003, "warmup_steps": 2,\n' "$steps"
         printf '             "eval_every": 5, "eval_batches": 2 },\n'
-        printf '  "checkpoint": { "every": %d },\n  "coordinator": { "host": "127.0.0.1", "port": 0 },\n  "stages": [' "$ck"
-        for layers in "$@"; do
-            [ $k -gt 0 ] && printf ','
-            printf '\n    { "layers": "%s", "replicas": [' "$layers"
-            for ((r = 0; r < 2; r++)); do
-                [ $r -gt 0 ] && printf ', '
-                printf '{ "host": "127.0.0.1", "port": %d }' $port
-                port=$((port + 1))
-            done
-            printf '] }'
-            k=$((k + 1))
-        done
-        printf '\n  ],\n  "sync": "ps", "ps": { "staleness": %d },\n  "parameter_servers": [' "$s"
+        printf '  "checkpoint": { "every": %d },\n  "coordinator": { "host": "127.0.0.1", "port": 0 },\n' "$ck"
+        stages_json 2 "$@"
+        printf ',\n  "sync": "ps", "ps": { "staleness": %d },\n  "parameter_servers": [' "$s"
         printf '{ "host": "127.0.0.1", "port": %d }, { "host": "127.0.0.1", "port": %d }] }\n' $port $((port + 1))
         port=$((port + 2))
     } >"$f"
