@@ -18,6 +18,11 @@ lines() { grep '"loss"' "$1" | sed -E 's/, "step_ms": [^,}]*//; s/, "tokens_per_
 # wait_file PATH: until it exists (at most 60 s)
 wait_file() { for _ in $(seq 1200); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
 
+# export_cmp DIR: export it and compare the weights with the reference run's, bitwise
+export_cmp() {
+    "$P" export "$1" --out "$1/export" >/dev/null 2>&1 && cmp "$tmp/ref/export/model.safetensors" "$1/export/model.safetensors"
+}
+
 # The uninterrupted one-stage reference run, exported, and its loss lines.
 reference_run() {
     "$P" run topologies/shakespeare-1stage.json "${COMMON[@]}" --set stages.0.threads=1 --out "$tmp/ref" >"$tmp/ref.log" 2>&1

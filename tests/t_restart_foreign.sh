@@ -41,8 +41,7 @@ check "fresh: a note says the other run's checkpoints were moved aside" \
 check "fresh: the restart starts from step 0 and says so" \
     "grep -q 'restart 1 of 1 from step 0 (no checkpoint of this run yet)' $tmp/fresh.log && grep -q '\"from_step\":0' $out/metrics.jsonl"
 check "fresh: nothing resumed the other run's checkpoint" "! grep -q 'resuming from' $tmp/fresh.log"
-"$P" export "$out" --out "$out/export" >/dev/null 2>&1
-check "fresh: weights bitwise equal to the uninterrupted run" "cmp $tmp/ref/export/model.safetensors $out/export/model.safetensors"
+check "fresh: weights bitwise equal to the uninterrupted run" "export_cmp $out"
 check "fresh: loss lines equal, each step once" "lines $out/metrics.jsonl | diff $tmp/ref.lines -"
 check "fresh: the other run's checkpoints are kept as they were" \
     "[ \"\$(cat $out/checkpoints.set-aside-1/latest)\" = step-12 ] && [ \"\$(sha256sum < $out/checkpoints.set-aside-1/step-12/manifest.json | cut -d' ' -f1)\" = $sha_other ] && \"$P\" eval $out/checkpoints.set-aside-1 --data $CORPUS >/dev/null 2>&1"
@@ -70,8 +69,7 @@ check "intruder: killed stage 1, --max-restarts 1: run exits 0" "[ $rc -eq 0 ] |
 check "intruder: a note says the other run's checkpoint is not resumed" \
     "grep -q \"note: $out/checkpoints/step-12 was not written by this run.*not resumed\" $tmp/intruder.log"
 check "intruder: the restart starts from step 0" "grep -q 'restart 1 of 1 from step 0' $tmp/intruder.log"
-"$P" export "$out" --out "$out/export" >/dev/null 2>&1
-check "intruder: weights bitwise equal to the uninterrupted run" "cmp $tmp/ref/export/model.safetensors $out/export/model.safetensors"
+check "intruder: weights bitwise equal to the uninterrupted run" "export_cmp $out"
 check "intruder: loss lines equal, each step once" "lines $out/metrics.jsonl | diff $tmp/ref.lines -"
 check "intruder: the other run's checkpoint is moved aside, untouched" \
     "[ \"\$(sha256sum < $out/checkpoints.set-aside-1/step-12/manifest.json | cut -d' ' -f1)\" = $sha_other ]"
@@ -98,8 +96,7 @@ from=$(grep -o 'resuming from [^ ]*/step-[0-9]*' "$tmp/resumed.log" | head -1 | 
 check "resume: killed stage 1 before the next checkpoint: run exits 0" "[ $rc -eq 0 ] || { tail -5 $tmp/resumed.log; false; }"
 check "resume: the restart resumes the checkpoint the run started from" \
     "[ -n \"$from\" ] && [ \"$from\" -ge 6 ] && grep -q \"restart 1 of 1 from step $from after\" $tmp/resumed.log"
-"$P" export "$out" --out "$out/export" >/dev/null 2>&1
-check "resume: weights bitwise equal to the uninterrupted run" "cmp $tmp/ref/export/model.safetensors $out/export/model.safetensors"
+check "resume: weights bitwise equal to the uninterrupted run" "export_cmp $out"
 check "resume: loss lines equal, each step once" "lines $out/metrics.jsonl | diff $tmp/ref.lines -"
 check "no stage left running" "! pgrep -f -- '--out $tmp/' >/dev/null"
 exit $fail

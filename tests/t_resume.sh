@@ -10,9 +10,6 @@
 # last metrics line is dropped, a checkpoint made with another topology and a
 # run directory without a checkpoint are refused with exit 2.
 . "$(dirname "$0")/lib_resume.sh" t_resume $((60 + $$ % 30))
-export_cmp() { # DIR: export it and compare with the reference
-    "$P" export "$1" --out "$1/export" >/dev/null 2>&1 && cmp "$tmp/ref/export/model.safetensors" "$1/export/model.safetensors"
-}
 
 reference_run
 check "reference: $STEPS loss lines" "[ \$(wc -l <$tmp/ref.lines) -eq $STEPS ]"
