@@ -76,17 +76,28 @@ static inline int block_act_kept(int mode, int f)
  * NONE's derived tensors), then N·C (datt). */
 static inline size_t ws_head_floats(dims d) { return d.N * (d.F > d.C ? d.F : d.C); }
 
+/* Each tensor's pointer in a (t[f]) and its float count (n[f]), in BA_ order. */
+static inline void block_act_fields(block_act *a, dims d, float **t[BA_N], size_t n[BA_N])
+{
+    const size_t NC = d.N * d.C;
+    float **tt[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->lse, &a->att, &a->x2, &a->rstd2, &a->xn2,
+                         &a->gu, &a->h };
+    const size_t nn[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T, NC, NC, d.N, NC,
+                              d.N * 2 * d.F, d.N * d.F };
+    for (int f = 0; f < BA_N; f++) {
+        t[f] = tt[f];
+        n[f] = nn[f];
+    }
+}
+
 /* Lays the kept tensors out from `kept` and the others from `other`, each in
  * BA_ order; returns the kept float count and sets *n_other (NULL bases only
  * count). NONE's derived tensors are in neither: their pointers are NULL. */
 static inline size_t block_act_view(block_act *a, float *kept, float *other, dims d, int mode, size_t *n_other)
 {
-    float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->lse, &a->att, &a->x2, &a->rstd2, &a->xn2,
-                        &a->gu, &a->h };
-    const size_t NC = d.N * d.C;
-    const size_t n[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T, NC, NC, d.N, NC,
-                             d.N * 2 * d.F, d.N * d.F };
-    size_t ok = 0, oo = 0;
+    float **t[BA_N];
+    size_t n[BA_N], ok = 0, oo = 0;
+    block_act_fields(a, d, t, n);
     for (int f = 0; f < BA_N; f++) {
         if (block_act_derived(mode, f)) *t[f] = NULL;
         else if (block_act_kept(mode, f)) ok = carve(t[f], kept, ok, n[f]);
@@ -107,14 +118,11 @@ static inline size_t block_act_view(block_act *a, float *kept, float *other, dim
  * floats in `work` (NULL bases only count). */
 static inline size_t block_split_view(block_act *a, float *stash, float *work, float *ws, dims d, int mode)
 {
-    float **t[BA_N] = { &a->x, &a->rstd1, &a->xn1, &a->qkv, &a->lse, &a->att, &a->x2, &a->rstd2, &a->xn2,
-                        &a->gu, &a->h };
-    const size_t NC = d.N * d.C;
-    const size_t n[BA_N] = { NC, d.N, NC, d.N * qkv_width(d), d.B * d.H * d.T, NC, NC, d.N, NC,
-                             d.N * 2 * d.F, d.N * d.F };
-    size_t ok = 0, ow = 0;
+    float **t[BA_N];
+    size_t n[BA_N], ok = 0, ow = 0;
+    block_act_fields(a, d, t, n);
     for (int f = 0; f < BA_N; f++) {
-        if (f == BA_XN1 || f == BA_XN2 || f == BA_H) *t[f] = ws;
+        if (block_act_derived(MODEL_RECOMPUTE_NONE, f)) *t[f] = ws;
         else if (block_act_kept(mode, f)) ok = carve(t[f], stash, ok, n[f]);
         else ow = carve(t[f], work, ow, n[f]);
     }
