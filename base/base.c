@@ -56,7 +56,7 @@ void base_durable_abort(int fd, char *tmp)
     free(tmp);
 }
 
-static int fsync_parent_dir(const char *path, char *err)
+int base_fsync_parent_dir(const char *path, char *err)
 {
     const char *slash = strrchr(path, '/');
     size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
@@ -91,7 +91,7 @@ int base_durable_commit(int fd, char *tmp, const char *path, char *err)
         return -1;
     }
     free(tmp);
-    return fsync_parent_dir(path, err);
+    return base_fsync_parent_dir(path, err);
 }
 
 int base_write_durable(const char *path, const void *buf, size_t n, char *err)

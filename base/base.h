@@ -100,6 +100,10 @@ double base_now(void);
  * untouched and the temporary file removed. */
 int base_write_durable(const char *path, const void *buf, size_t n, char *err);
 
+/* fsync of the directory that holds path (after a mkdir, rename or unlink
+ * of path, so the entry survives a crash): 0, or -1 with err. */
+int base_fsync_parent_dir(const char *path, char *err);
+
 /* The same in pieces, for writers that stream: base_durable_begin creates
  * "path.tmp" and returns its fd (the malloc'ed name in *tmp) or -1 with err;
  * base_write_all writes everything or returns -1 (errno set);

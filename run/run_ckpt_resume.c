@@ -7,7 +7,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -348,19 +347,6 @@ int run_ckpt_identity(const char *dir, uint64_t *writer, char sha[65], char *err
     return 0;
 }
 
-/* fsync of a directory, so a rename in it survives a crash. */
-static int sync_dir(const char *dir, char *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd)) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return seterr(err, "%s: cannot sync: %s", dir, strerror(e));
-    }
-    close(fd);
-    return 0;
-}
-
 int run_ckpt_set_aside(const char *root, const char *name, char *aside, size_t cap, char *err)
 {
     char from[PATHLEN], to[PATHLEN + 300], base[PATHLEN];
@@ -371,9 +357,7 @@ int run_ckpt_set_aside(const char *root, const char *name, char *aside, size_t c
         snprintf(to, sizeof to, "%s.set-aside-%d", base, i);
         if (!mkdir(to, 0755)) {
             snprintf(aside, cap, "%s", to);
-            char *slash = strrchr(base, '/'); /* the new directory's entry in root's parent */
-            if (slash) *(slash == base ? slash + 1 : slash) = 0;
-            if (sync_dir(slash ? base : ".", err)) return -1;
+            if (base_fsync_parent_dir(to, err)) return -1; /* its entry in root's parent */
         } else if (errno != EEXIST || i >= 100000) {
             return seterr(err, "%s: cannot create: %s", to, strerror(errno));
         }
@@ -381,5 +365,5 @@ int run_ckpt_set_aside(const char *root, const char *name, char *aside, size_t c
     snprintf(from, sizeof from, "%s/%s", root, name);
     snprintf(to, sizeof to, "%s/%s", aside, name);
     if (rename(from, to)) return seterr(err, "cannot move %s to %s: %s", from, to, strerror(errno));
-    return sync_dir(root, err) || sync_dir(aside, err) ? -1 : 0;
+    return base_fsync_parent_dir(from, err) || base_fsync_parent_dir(to, err) ? -1 : 0;
 }
